@@ -1,0 +1,134 @@
+"""Run the benchmark suite: Mainspring and its anchors side by side (see BENCHMARKS.md).
+
+    python benchmarks/run.py [--quick] [--json] [--only W1,W2,...] [--pg-url URL]
+
+``--only`` takes workload families: W1, W2 (W2 and W2n), W2-batch, W3,
+W3-batch, W4 (in memory and on SQLite), W5, W6. ``--quick`` finishes in under
+a minute; the default run is longer and more precise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from harness import Result, Settings
+from report import print_json, print_table
+from workloads import concurrency, durable, memory, orchestration, postgres, storage
+
+Family = Callable[[Settings], Coroutine[Any, Any, list[Result]]]
+
+FAMILIES: dict[str, Family] = {
+    "W1": orchestration.run,
+    "W2": durable.run,
+    "W2-batch": durable.run_batch,
+    "W3": postgres.run,
+    "W3-batch": postgres.run_batch,
+    "W4": concurrency.run,
+    "W5": storage.run,
+    "W6": memory.run,
+}
+
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repetitions; the suite takes < 1 minute"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="one JSON object per workload on stdout"
+    )
+    parser.add_argument(
+        "--only", type=_families, default=list(FAMILIES), help="comma-separated families"
+    )
+    parser.add_argument(
+        "--pg-url", default=DEFAULT_PG_URL, help="PostgreSQL for W3 (default %(default)s)"
+    )
+    return parser.parse_args(argv)
+
+
+def _families(text: str) -> list[str]:
+    by_key = {name.lower(): name for name in FAMILIES}
+    chosen = [
+        by_key.get(token.strip().lower(), token.strip())
+        for token in text.split(",")
+        if token.strip()
+    ]
+    unknown = [name for name in chosen if name not in FAMILIES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown workload {unknown[0]!r}; choose from {', '.join(FAMILIES)}"
+        )
+    return chosen
+
+
+def run_suite(settings: Settings, names: list[str], *, as_json: bool) -> tuple[list[Result], bool]:
+    """Run the chosen families in order, each on a fresh event loop.
+
+    A family that breaks is reported as failed and the rest go on; its own event
+    loop keeps whatever it left behind (tasks, cancel scopes) away from the next.
+    """
+    results: list[Result] = []
+    ok = True
+    for name in names:
+        started = time.perf_counter()
+        _progress(f"{name} ...", as_json)
+        try:
+            produced = asyncio.run(FAMILIES[name](settings))
+        except (
+            Exception,
+            asyncio.CancelledError,
+        ) as exc:  # one broken workload must not hide the others
+            traceback.print_exc(file=sys.stderr)
+            cause = root_cause(exc)
+            produced = [
+                Result(name, None, None, "-", skipped=f"failed: {type(cause).__name__}: {cause}")
+            ]
+            ok = False
+        _progress(f"{name} done in {time.perf_counter() - started:.1f} s", as_json)
+        for result in produced:
+            if as_json:
+                print_json(result)
+        results.extend(produced)
+    return results, ok
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The first error in the chain: a cancellation is usually the echo of an earlier failure."""
+    while isinstance(exc, asyncio.CancelledError) and exc.__context__ is not None:
+        exc = exc.__context__
+    return exc
+
+
+def _progress(message: str, as_json: bool) -> None:
+    if not as_json:
+        print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mainspring-bench-") as tmp:
+        settings = Settings(quick=args.quick, workdir=Path(tmp), pg_url=args.pg_url)
+        results, ok = run_suite(settings, args.only, as_json=args.json)
+    if not args.json:
+        mode = "quick" if args.quick else "full"
+        print_table(
+            results, title=f"Mainspring benchmarks ({mode}, {time.perf_counter() - started:.0f} s)"
+        )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""A support-desk agent on Mainspring's embedded default (one SQLite file, no services).
+
+It reads a folder's tickets, fans out one triage task per ticket, classifies each
+(a journaled effect: an offline keyword model standing in for an LLM call), asks a
+human to approve refunds above a limit (a durable interrupt: the process may exit),
+writes replies to an outbox exactly once (an effect that honours its idempotency
+key), and routes escalations. Run it:
+
+    python examples/support_agent.py                 # approve big refunds
+    python examples/support_agent.py --approve no    # deny them
+
+The run parks at the approvals; the script then resumes it from a *new* runtime on
+the same file, as another process would after a human answered. Inspect the journal
+afterwards with `mainspring show RUN --store sqlite:///<db>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+import anyio
+
+from mainspring import END, START, Context, EventKind, Graph, Retry, Runtime, Send, append
+
+HERE = Path(__file__).resolve().parent
+REFUND_LIMIT = 100
+
+
+class Desk(TypedDict, total=False):
+    inbox: str
+    outbox: str
+    tickets: list[dict[str, Any]]
+    triaged: Annotated[list[dict[str, Any]], append]
+    escalated: Annotated[list[str], append]
+    summary: dict[str, int]
+
+
+# -- effects: the only code that touches the outside world ------------------------
+
+_INTENTS = {
+    "refund": ("refund", "money back", "reimburse"),
+    "bug": ("crash", "error", "broken link", "bug"),
+    "account": ("address", "password", "subscription", "login"),
+}
+
+
+def classify(text: str) -> dict[str, Any]:
+    """An offline stand-in for a model call: keyword scores per intent."""
+    lowered = text.lower()
+    scores = {intent: sum(lowered.count(w) for w in words) for intent, words in _INTENTS.items()}
+    intent = max(scores, key=lambda k: scores[k]) if any(scores.values()) else "other"
+    return {"intent": intent, "scores": scores}
+
+
+def send_reply(outbox: str, ticket_id: str, text: str, idempotency_key: str) -> str:
+    """Append a reply to the outbox unless this key was already delivered (exactly once)."""
+    path = Path(outbox)
+    sent = {json.loads(line)["key"] for line in path.read_text().splitlines()} if path.exists() else set()
+    if idempotency_key not in sent:
+        with path.open("a") as f:
+            f.write(json.dumps({"key": idempotency_key, "ticket": ticket_id, "reply": text}) + "\n")
+    return idempotency_key
+
+
+# -- the graph ------------------------------------------------------------------------
+
+g = Graph(Desk, name="support-desk")
+
+
+@g.node
+def load(s: Desk) -> dict[str, Any]:
+    return {"tickets": json.loads(Path(s["inbox"]).read_text())}
+
+
+def fan_out(s: Desk) -> list[Send]:
+    return [Send("triage", {"ticket": t, "outbox": s["outbox"]}) for t in s["tickets"]]
+
+
+@g.node(retry=Retry(attempts=3, backoff=0.05), timeout=30)
+async def triage(task: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    ticket = task["ticket"]
+    verdict = await ctx.step("model.classify", classify, ticket["text"])
+    intent = verdict["intent"]
+    decision = "answered"
+    if intent == "refund":
+        amount = ticket["amount"] or _amount_in(ticket["text"])
+        if amount > REFUND_LIMIT:
+            approved = await ctx.interrupt(
+                {"ticket": ticket["id"], "customer": ticket["customer"], "refund": amount, "question": "approve?"}
+            )
+            decision = "refunded" if approved else "refund denied"
+        else:
+            decision = "refunded"
+    elif intent == "bug":
+        decision = "escalated"
+    reply = f"[{ticket['id']}] {intent}: {decision}"
+    await ctx.step("outbox.send", send_reply, task["outbox"], ticket["id"], reply)
+    ctx.emit({"ticket": ticket["id"], "intent": intent, "decision": decision})
+    update: dict[str, Any] = {"triaged": [{"id": ticket["id"], "intent": intent, "decision": decision}]}
+    if decision == "escalated":
+        update["escalated"] = [ticket["id"]]
+    return update
+
+
+@g.node
+def summarize(s: Desk) -> dict[str, Any]:
+    summary: dict[str, int] = {}
+    for item in s["triaged"]:
+        summary[item["decision"]] = summary.get(item["decision"], 0) + 1
+    return {"summary": summary}
+
+
+@g.node
+def page_engineering(s: Desk) -> dict[str, Any]:
+    return {"summary": {**s["summary"], "pages": len(s["escalated"])}}
+
+
+g.edge(START, "load")
+g.branch("load", fan_out, ["triage"])
+g.edge("triage", "summarize")
+g.branch("summarize", lambda s: "page" if s.get("escalated") else "done", {"page": "page_engineering", "done": END})
+g.edge("page_engineering", END)
+app = g.compile(ref="support_agent:app")
+
+
+def _amount_in(text: str) -> int:
+    match = re.search(r"(\d+)\s*EUR", text)
+    return int(match.group(1)) if match else 0
+
+
+# -- the script -----------------------------------------------------------------------
+
+
+async def main(db: Path, approve: bool, inbox: Path) -> int:
+    url = f"sqlite:///{db}"
+    outbox = db.with_suffix(".outbox.jsonl")
+    async with Runtime.open(url, graphs=[app]) as rt:
+        handle = await rt.start(app, {"inbox": str(inbox), "outbox": str(outbox)}, thread="desk-1")
+        print(f"run {handle.run_id} on {url}")
+        async for event in handle.events():
+            _show(event.kind, event.data)
+        outcome = await handle.wait()
+    print(f"\nrun is {outcome.status.value}; the process could exit now. Pending approvals:")
+    for pending in outcome.interrupts:
+        print(f"  {pending.id}: {pending.payload}")
+
+    # A human answers; a new runtime (as in another process) resumes the run.
+    async with Runtime.open(url, graphs=[app]) as rt:
+        await rt.resume(handle.run_id, values={p.id: approve for p in outcome.interrupts})
+        async for event in rt.handle(handle.run_id).events(after=outcome.seq):
+            _show(event.kind, event.data)
+        final = await rt.handle(handle.run_id).result()
+        events = await rt.events(handle.run_id)
+    effects = sum(1 for e in events if e.kind is EventKind.EFFECT_FINISHED)
+    print(f"\nfinal summary: {json.dumps(final['summary'], sort_keys=True)}")
+    print(f"journal: {len(events)} events, {effects} effects recorded, none repeated")
+    print(f"outbox: {outbox} ({len(outbox.read_text().splitlines())} replies)")
+    print(f"explore: mainspring show {handle.run_id} --store {url}")
+    return 0
+
+
+def _show(kind: EventKind, data: dict[str, Any]) -> None:
+    if kind is EventKind.STEP_STARTED and not data.get("rerun"):
+        print(f"  step {data['step']}: {data['node']} started")
+    elif kind is EventKind.EMITTED:
+        print(f"    {data['data']}")
+    elif kind is EventKind.INTERRUPTED:
+        print(f"    waiting for a human: {data['payload']}")
+    elif kind is EventKind.FINISHED:
+        print("  finished")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", type=Path, default=Path("support_agent.db"), help="SQLite file (a fresh one per run)")
+    parser.add_argument("--approve", choices=["yes", "no"], default="yes", help="the human's answer to big refunds")
+    parser.add_argument("--inbox", type=Path, default=HERE / "data" / "tickets.json")
+    args = parser.parse_args()
+    for stale in (args.db, args.db.with_suffix(".outbox.jsonl")):
+        stale.unlink(missing_ok=True)
+    sys.path.insert(0, str(HERE))
+    sys.exit(anyio.run(main, args.db.resolve(), args.approve == "yes", args.inbox.resolve()))

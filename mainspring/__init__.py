@@ -1,0 +1,89 @@
+"""Mainspring: a durable, journal-backed runtime for AI agents.
+
+Every run is an append-only journal; state, resume, streaming and replay are
+folds over it. Embedded by default (one SQLite file), same code on PostgreSQL.
+"""
+
+from .engine import (
+    Context,
+    Divergence,
+    PendingInterrupt,
+    ReplayReport,
+    RunHandle,
+    RunOutcome,
+    Runtime,
+    StateView,
+    SyncRunHandle,
+    SyncRuntime,
+)
+from .errors import (
+    ConflictError,
+    EffectError,
+    GraphError,
+    MainspringError,
+    NodeTimeoutError,
+    NondeterminismError,
+    NotAStoreError,
+    RunCancelledError,
+    RunFailedError,
+    RunNotFoundError,
+    RunStateError,
+    SchemaVersionError,
+    SerializationError,
+    StateError,
+    StoreError,
+    StoreUnavailableError,
+)
+from .events import Event, EventKind
+from .graph import END, START, CompiledGraph, Graph, Retry, Send
+from .state import append, merge, replace
+from .store import Durability, RunRecord, RunStatus, Store, ThreadInfo, store_from_url
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "END",
+    "START",
+    "CompiledGraph",
+    "ConflictError",
+    "Context",
+    "Divergence",
+    "Durability",
+    "EffectError",
+    "Event",
+    "EventKind",
+    "Graph",
+    "GraphError",
+    "MainspringError",
+    "NodeTimeoutError",
+    "NondeterminismError",
+    "NotAStoreError",
+    "PendingInterrupt",
+    "ReplayReport",
+    "Retry",
+    "RunCancelledError",
+    "RunFailedError",
+    "RunHandle",
+    "RunNotFoundError",
+    "RunOutcome",
+    "RunRecord",
+    "RunStateError",
+    "RunStatus",
+    "Runtime",
+    "SchemaVersionError",
+    "Send",
+    "SerializationError",
+    "StateError",
+    "StateView",
+    "Store",
+    "StoreError",
+    "StoreUnavailableError",
+    "SyncRunHandle",
+    "SyncRuntime",
+    "ThreadInfo",
+    "__version__",
+    "append",
+    "merge",
+    "replace",
+    "store_from_url",
+]

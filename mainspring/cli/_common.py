@@ -1,0 +1,250 @@
+"""What every command shares: options, the store, JSON arguments, async, and errors.
+
+Errors are caught in one place, :class:`CliGroup.invoke`: a Mainspring error or
+a bad argument prints one red ``error: ...`` line on stderr and exits with the
+code below. Anything unexpected prints one line too, unless ``--debug`` (or
+``MAINSPRING_DEBUG=1``) asks for the traceback.
+
+Exit codes:
+
+* 0: done (a run finished or parked on an interrupt; a replay matched).
+* 1: the run failed or was cancelled; a replay diverged.
+* 2: usage error: bad option, bad JSON, a graph that cannot be loaded, input
+  that does not fit the graph.
+* 3: the store or the run refused: unknown run, foreign store file, run in the
+  wrong state, another process driving the run.
+* 4: internal error (a bug: rerun with ``--debug`` and report it).
+* 130: interrupted with Ctrl-C (a run in progress stays resumable).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn, TypeVar
+
+import anyio
+import orjson
+import typer
+from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from ..engine import Runtime, load_graph
+from ..errors import GraphError, MainspringError, SerializationError, StateError
+from ..graph import CompiledGraph
+
+if TYPE_CHECKING:
+    from typer._click import Context as ClickContext  # the type TyperGroup.invoke declares
+
+T = TypeVar("T")
+
+EXIT_OK: Final = 0
+EXIT_RUN_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_REFUSED: Final = 3
+EXIT_INTERNAL: Final = 4
+
+DEFAULT_STORE: Final = "sqlite:///mainspring.db"
+_DEBUG_KEY: Final = "mainspring.debug"
+_USAGE_ERRORS: Final = (GraphError, StateError, SerializationError)
+
+
+class CliError(Exception):
+    """A problem with what the user asked for; the message says what to fix."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- consoles ----------------------------------------------------------------------
+
+
+def _console(*, stderr: bool) -> Console:
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 160  # piped output: do not squeeze tables into 80 columns
+    return console
+
+
+def out() -> Console:
+    """A console on the current stdout (looked up per call, so test runners can swap it)."""
+    return _console(stderr=False)
+
+
+def err() -> Console:
+    return _console(stderr=True)
+
+
+def echo_json(value: Any, *, indent: bool = False) -> None:
+    """Write ``value`` as JSON to stdout: one line, or indented for one document."""
+    option = orjson.OPT_INDENT_2 if indent else 0
+    typer.echo(orjson.dumps(value, option=option).decode())
+
+
+# -- shared options ----------------------------------------------------------------
+
+
+def _enable_debug(ctx: typer.Context, value: bool) -> bool:
+    if value:
+        ctx.meta[_DEBUG_KEY] = True
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("mainspring").setLevel(logging.DEBUG)
+    return value
+
+
+StoreOption = Annotated[
+    str,
+    typer.Option(
+        "--store",
+        "-s",
+        envvar="MAINSPRING_STORE",
+        metavar="URL",
+        help="Store URL: sqlite:///path.db, a path ending in .db, or postgresql://user@host/db.",
+    ),
+]
+DebugOption = Annotated[
+    bool,
+    typer.Option(
+        "--debug",
+        callback=_enable_debug,
+        help="Show tracebacks of unexpected errors and debug logs (or set MAINSPRING_DEBUG=1).",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables and text.")]
+GraphOption = Annotated[
+    str | None,
+    typer.Option(
+        "--graph",
+        "-g",
+        metavar="MODULE:GRAPH",
+        help="The run's graph, if the one recorded at start (its ref) cannot be imported here.",
+    ),
+]
+
+
+# -- store, graphs, JSON -----------------------------------------------------------
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///") :])
+    if "://" not in url and url.endswith((".db", ".sqlite", ".sqlite3")):
+        return Path(url)
+    return None
+
+
+@asynccontextmanager
+async def open_runtime(url: str, *, create: bool = False) -> AsyncIterator[Runtime]:
+    """An open runtime on the store at ``url``.
+
+    Crash recovery is off: merely running a command never adopts the runs of
+    other processes (continue a crashed run with ``mainspring resume RUN``).
+    Without ``create``, a missing SQLite file is an error instead of a new store.
+    """
+    path = _sqlite_path(url)
+    if not create and path is not None and not path.exists():
+        raise CliError(
+            f"no Mainspring store at {path}; pass --store URL or set MAINSPRING_STORE",
+            EXIT_REFUSED,
+        )
+    async with Runtime.open(url, recover="off") as rt:
+        yield rt
+
+
+def importable_cwd() -> None:
+    """Let graphs (given or recorded as ``module:attr``) be imported from the current directory."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def import_graph(ref: str) -> CompiledGraph:
+    """Import ``MODULE:GRAPH`` with the current directory importable."""
+    importable_cwd()
+    return load_graph(ref)
+
+
+def maybe_graph(ref: str | None) -> CompiledGraph | None:
+    """The graph ``--graph`` names, or None to let the runtime import the recorded ref."""
+    importable_cwd()
+    return None if ref is None else load_graph(ref)
+
+
+def parse_json(text: str, option: str) -> Any:
+    """Parse a JSON option value; ``@file.json`` reads a file and ``@-`` stdin."""
+    source = None
+    if text.startswith("@"):
+        source = text[1:]
+        try:
+            text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CliError(f"cannot read {option} file {source!r}: {exc.strerror or exc}") from None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        if source is not None:
+            where = "stdin" if source == "-" else f"file {source!r}"
+            raise CliError(f"{option}: {where} is not valid JSON ({exc})") from None
+        raise CliError(
+            f"{option} is not valid JSON ({exc}); quote it for the shell, "
+            f'e.g. {option} \'{{"text": "hi"}}\', or pass {option} @file.json'
+        ) from None
+
+
+def run_async(fn: Callable[[], Awaitable[T]]) -> T:
+    """The one bridge from a command to the async runtime."""
+    return anyio.run(fn)
+
+
+# -- errors ------------------------------------------------------------------------
+
+
+def _single(exc: BaseException) -> BaseException:
+    """The one error inside (nested) exception groups, or the group itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``error: message`` as one red line on stderr and exit with ``code``."""
+    line = "; ".join(part.strip() for part in message.splitlines() if part.strip())
+    err().print(f"[bold red]error:[/] [red]{escape(line)}[/]", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+class CliGroup(TyperGroup):
+    """The app's group: turns every error of every command into one line and an exit code."""
+
+    def invoke(self, ctx: ClickContext) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException, BrokenPipeError):
+            raise  # exits, usage errors (exit code 2) and closed pipes: typer reports them
+        except KeyboardInterrupt:
+            err().print(
+                "[yellow]interrupted; a run in progress stays resumable from its journal "
+                "(mainspring resume RUN)[/]",
+                soft_wrap=True,
+            )
+            raise typer.Exit(130) from None
+        except Exception as raised:
+            exc = _single(raised)
+            if isinstance(exc, typer.Exit | typer.Abort | typer.TyperException):
+                raise exc from None
+            if isinstance(exc, CliError):
+                fail(str(exc), exc.code)
+            if isinstance(exc, MainspringError):
+                fail(str(exc), EXIT_USAGE if isinstance(exc, _USAGE_ERRORS) else EXIT_REFUSED)
+            if ctx.meta.get(_DEBUG_KEY) or os.environ.get("MAINSPRING_DEBUG", "") not in ("", "0"):
+                raise
+            fail(
+                f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                EXIT_INTERNAL,
+            )

@@ -1,0 +1,115 @@
+"""What a command says about a run: its outcome, pending interrupts, and how to continue."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable
+from dataclasses import asdict
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from ..engine import PendingInterrupt, RunOutcome
+from ..events import Event, EventKind
+from ..store import RunRecord, RunStatus
+from ._common import DEFAULT_STORE, EXIT_OK, EXIT_RUN_FAILED
+from ._render import compact, error_text, jsonable, print_json
+
+
+def pending_from_journal(events: Iterable[Event]) -> list[PendingInterrupt]:
+    """Interrupts the journal shows asked and not yet answered (no graph needed)."""
+    pending: dict[str, PendingInterrupt] = {}
+    for e in events:
+        if e.kind is EventKind.INTERRUPTED:
+            pending[str(e.data.get("id"))] = PendingInterrupt(
+                str(e.data.get("id")), str(e.data.get("node")), e.data.get("payload")
+            )
+        elif e.kind is EventKind.RESUMED:
+            for iid in e.data.get("values") or {}:
+                pending.pop(iid, None)
+    return list(pending.values())
+
+
+def record_json(record: RunRecord) -> dict[str, Any]:
+    data: dict[str, Any] = jsonable(asdict(record))
+    data["status"], data["durability"] = record.status.value, record.durability.value
+    return data
+
+
+def outcome_json(outcome: RunOutcome) -> dict[str, Any]:
+    return {
+        "run_id": outcome.run_id,
+        "status": outcome.status.value,
+        "seq": outcome.seq,
+        "state": jsonable(outcome.state),
+        "interrupts": [
+            {"id": i.id, "node": i.node, "payload": jsonable(i.payload)} for i in outcome.interrupts
+        ],
+        "error": jsonable(outcome.error),
+    }
+
+
+def exit_code(status: RunStatus) -> int:
+    """0 for a run that finished or waits on an interrupt; 1 for anything else."""
+    return EXIT_OK if status in (RunStatus.FINISHED, RunStatus.INTERRUPTED) else EXIT_RUN_FAILED
+
+
+def command(*words: str, store: str, value: bool = False) -> str:
+    """A command line to paste: ``--store`` added unless it is the default."""
+    cmd = shlex.join(["mainspring", *words]) + (" --value '<JSON>'" if value else "")
+    return cmd if store == DEFAULT_STORE else f"{cmd} --store {shlex.quote(store)}"
+
+
+def resume_command(run_id: str, store: str, interrupt_id: str | None = None) -> str:
+    extra = [] if interrupt_id is None else ["--interrupt", interrupt_id]
+    return command("resume", run_id, *extra, store=store, value=True)
+
+
+def print_pending(
+    console: Console, run_id: str, pending: list[PendingInterrupt], store: str
+) -> None:
+    n = len(pending)
+    console.print(
+        Text(f"⏸ run {run_id} is waiting on {n} interrupt{'s' if n != 1 else ''}:", "bold yellow")
+    )
+    for i in pending:
+        console.print(Text(f"  {i.id} (node {i.node}): {compact(i.payload, 200)}"), soft_wrap=True)
+    console.print("continue with:")
+    for i in pending:
+        console.print(
+            Text("  " + resume_command(run_id, store, i.id if n > 1 else None), "bold"),
+            soft_wrap=True,
+        )
+
+
+def print_outcome(console: Console, outcome: RunOutcome, *, store: str, debug: bool) -> None:
+    run_id = outcome.run_id
+    status = outcome.status
+    if status is RunStatus.FINISHED:
+        console.print(Text(f"✓ run {run_id} finished (seq {outcome.seq})", "bold green"))
+        console.print(Text("final state:", "bold"))
+        print_json(console, outcome.state)
+    elif status is RunStatus.INTERRUPTED:
+        print_pending(console, run_id, outcome.interrupts, store)
+    elif status is RunStatus.FAILED:
+        error = outcome.error or {}
+        where = f" in node {error['node']!r}" if error.get("node") else ""
+        console.print(
+            Text(f"✗ run {run_id} failed{where}: {error_text(error)}", "bold red"), soft_wrap=True
+        )
+        if debug and error.get("traceback"):
+            console.print(Text(str(error["traceback"]).rstrip(), "red"), soft_wrap=True)
+        show = command("show", run_id, store=store)
+        console.print(Text(f"see its journal: {show}", "dim"), soft_wrap=True)
+    elif status is RunStatus.CANCELLED:
+        console.print(Text(f"■ run {run_id} was cancelled", "bold magenta"))
+    else:
+        console.print(
+            Text(
+                f"run {run_id} stopped before it finished; its journal is resumable: "
+                + command("resume", run_id, store=store),
+                "bold red",
+            ),
+            soft_wrap=True,
+        )

@@ -1,0 +1,229 @@
+"""How journal events and values look on a terminal: summaries, live progress, timelines."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+import orjson
+from rich.console import Console
+from rich.json import JSON
+from rich.text import Text
+
+from ..errors import MainspringError
+from ..events import Event, EventKind, to_jsonable
+from ..store import RunStatus
+
+STATUS_STYLE: Final = {
+    RunStatus.RUNNING: "cyan",
+    RunStatus.INTERRUPTED: "yellow",
+    RunStatus.FINISHED: "green",
+    RunStatus.FAILED: "red",
+    RunStatus.CANCELLED: "magenta",
+}
+
+# icon and style of each event kind in live progress and timelines
+_LOOK: Final = {
+    EventKind.RUN_STARTED: ("▶", "bold cyan"),
+    EventKind.STEP_STARTED: ("●", "cyan"),
+    EventKind.STEP_FINISHED: ("✓", "green"),
+    EventKind.STEP_FAILED: ("✗", "red"),
+    EventKind.EFFECT_STARTED: ("↳", "blue"),
+    EventKind.EFFECT_FINISHED: ("↳", "blue"),
+    EventKind.INTERRUPTED: ("⏸", "bold yellow"),
+    EventKind.RESUMED: ("▶", "bold cyan"),
+    EventKind.EMITTED: ("✦", "magenta"),
+    EventKind.FAILED: ("✗", "bold red"),
+    EventKind.FINISHED: ("■", "bold green"),
+    EventKind.CANCELLED: ("■", "bold magenta"),
+}
+
+
+# -- values ------------------------------------------------------------------------
+
+
+def compact(value: Any, limit: int = 60) -> str:
+    """One-line JSON of ``value``, cut to ``limit`` characters."""
+    try:
+        text = orjson.dumps(to_jsonable(value)).decode()
+    except MainspringError:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def jsonable(value: Any) -> Any:
+    return to_jsonable(value, what="the output")
+
+
+def print_json(console: Console, value: Any) -> None:
+    """Pretty JSON: highlighted on a terminal, plain when piped; never hard-wrapped."""
+    console.print(JSON.from_data(jsonable(value), ensure_ascii=False), soft_wrap=True)
+
+
+def fmt_time(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def fmt_age(ts: float, now: float | None = None) -> str:
+    secs = max(0.0, (time.time() if now is None else now) - ts)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{int(secs // size)}{unit} ago"
+    return f"{int(secs)}s ago"
+
+
+def status_text(status: RunStatus, suffix: str = "") -> Text:
+    return Text(status.value + suffix, style=STATUS_STYLE[status])
+
+
+# -- events ------------------------------------------------------------------------
+
+
+def _updates(update: Any, limit: int) -> str:
+    if update is None or update == {}:
+        return "no update"
+    if not isinstance(update, Mapping):
+        return compact(update, limit)
+    text = ", ".join(f"{k}={compact(v, 40)}" for k, v in update.items())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_text(error: Any) -> str:
+    if not isinstance(error, Mapping):
+        return compact(error)
+    return f"{error.get('type')}: {error.get('message')}"
+
+
+def summarize(e: Event, limit: int = 100) -> str:
+    """A compact, human summary of an event's data."""
+    d = e.data
+    kind = e.kind
+    if kind is EventKind.RUN_STARTED:
+        parts = [f"graph {d.get('graph')}"]
+        if d.get("thread") is not None:
+            parts.append(f"thread {d['thread']}")
+        if forked := d.get("forked_from"):
+            parts.append(f"forked from {forked.get('run_id')} at seq {forked.get('seq')}")
+        if parent := d.get("parent"):
+            parts.append(f"subgraph of run {parent.get('run_id')} (node {parent.get('node')})")
+        parts.append(f"input {compact(d.get('input'), limit // 2)}")
+        return ", ".join(parts)
+    if kind is EventKind.STEP_STARTED:
+        bits = [f"step {d.get('step')} started"]
+        if d.get("attempt", 1) > 1:
+            bits.append(f"attempt {d['attempt']}")
+        if d.get("rerun"):
+            bits.append("rerun")
+        if "arg" in d:
+            bits.append(f"arg {compact(d['arg'], limit // 2)}")
+        return ", ".join(bits)
+    if kind is EventKind.STEP_FINISHED:
+        return _updates(d.get("update"), limit)
+    if kind is EventKind.STEP_FAILED:
+        then = f"retry in {d.get('delay', 0):.2f}s" if d.get("retry") else "no retry"
+        return f"attempt {d.get('attempt', 1)}: {error_text(d.get('error'))}; {then}"
+    if kind is EventKind.EFFECT_STARTED:
+        attempt = f" (attempt {d['attempt']})" if d.get("attempt", 1) > 1 else ""
+        return f"effect {d.get('name')} …{attempt}"
+    if kind is EventKind.EFFECT_FINISHED:
+        if "error" in d:
+            return f"effect {d.get('name')} ✗ {error_text(d['error'])}"
+        return f"effect {d.get('name')} → {compact(d.get('result'), limit)}"
+    if kind is EventKind.INTERRUPTED:
+        child = f" (from subgraph run {d['child_run']})" if d.get("child_run") else ""
+        return f"interrupt {d.get('id')}: {compact(d.get('payload'), limit)}{child}"
+    if kind is EventKind.RESUMED:
+        values = d.get("values") or {}
+        return ", ".join(f"{iid} ← {compact(v, 40)}" for iid, v in values.items()) or "resumed"
+    if kind is EventKind.EMITTED:
+        return compact(d.get("data"), limit)
+    if kind is EventKind.FAILED:
+        error = d.get("error")
+        node = error.get("node") if isinstance(error, Mapping) else None
+        return error_text(error) + (f" (node {node})" if node else "")
+    if kind is EventKind.CANCELLED:
+        return str(d.get("reason") or "")
+    return ""
+
+
+def _where(e: Event) -> tuple[str, str]:
+    d = e.data
+    if "node" not in d:
+        return "", ""
+    return f"{d.get('step')}.{d.get('task')}", str(d["node"])
+
+
+def _label(e: Event) -> str:
+    if e.kind is EventKind.RUN_STARTED:
+        return "run started"
+    if e.kind in (EventKind.RESUMED, EventKind.FINISHED, EventKind.FAILED, EventKind.CANCELLED):
+        return e.kind.value
+    return _where(e)[1]
+
+
+class Progress:
+    """Prints a run's events as they happen, one line each."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.base: float | None = None
+
+    def show(self, e: Event) -> None:
+        self.base = e.ts if self.base is None else self.base
+        icon, style = _LOOK.get(e.kind, ("·", ""))
+        detail = summarize(e)
+        if e.kind is EventKind.EMITTED:
+            detail = f"emitted {detail}"
+        elif e.kind is EventKind.RUN_STARTED:
+            detail = f"{e.run_id}: {detail}"
+        if e.kind is EventKind.EFFECT_FINISHED and "error" in e.data:
+            style = "red"
+        line = Text.assemble(
+            (f"{e.ts - self.base:8.3f}s ", "dim"),
+            (f"{icon} ", style),
+            (f"{_label(e):<14} ", "bold"),
+            (detail, style if e.kind in (EventKind.FAILED, EventKind.STEP_FAILED) else ""),
+        )
+        line.rstrip()
+        self.console.print(line, soft_wrap=True)
+
+
+def timeline_rows(events: Iterable[Event]) -> list[list[Text]]:
+    """The journal as rows: seq, time since start, kind, step.task, node, summary."""
+    rows = [[Text(h, "bold") for h in ("seq", "time", "kind", "step", "node", "summary")]]
+    base: float | None = None
+    for e in events:
+        base = e.ts if base is None else base
+        step, node = _where(e)
+        style = _LOOK.get(e.kind, ("", ""))[1]
+        rows.append(
+            [
+                Text(str(e.seq), "dim"),
+                Text(f"+{e.ts - base:.3f}s", "dim"),
+                Text(e.kind.value, style),
+                Text(step),
+                Text(node),
+                Text(summarize(e)),
+            ]
+        )
+    return rows
+
+
+def print_rows(console: Console, rows: list[list[Text]], *, right: Iterable[int] = ()) -> None:
+    """Print rows as aligned columns; the last column is never padded or cut."""
+    if not rows:
+        return
+    widths = [max(row[i].cell_len for row in rows) for i in range(len(rows[0]))]
+    right = set(right)
+    for row in rows:
+        line = Text()
+        for i, cell in enumerate(row):
+            pad = " " * (widths[i] - cell.cell_len)
+            if i == len(row) - 1:
+                line.append_text(Text(pad) + cell if i in right else cell)
+            else:
+                line.append_text(Text(pad) + cell if i in right else cell + Text(pad))
+                line.append("  ")
+        line.rstrip()
+        console.print(line, soft_wrap=True)

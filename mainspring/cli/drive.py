@@ -1,0 +1,228 @@
+"""Commands that drive runs: ``run``, ``resume`` and ``fork``, each with live progress."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from ..engine import RunHandle, Runtime
+from ..errors import RunNotFoundError
+from ..store import Durability, RunStatus
+from ._common import (
+    DEFAULT_STORE,
+    CliError,
+    DebugOption,
+    GraphOption,
+    JsonOption,
+    StoreOption,
+    echo_json,
+    import_graph,
+    maybe_graph,
+    open_runtime,
+    out,
+    parse_json,
+    run_async,
+)
+from ._outcome import exit_code, outcome_json, pending_from_journal, print_outcome
+from ._render import Progress, compact
+
+_EXIT_HELP = (
+    "Exit code 0 when the run finishes or waits on an interrupt, 1 when it fails or is "
+    "cancelled, 2 for a usage error, 3 when the store or the run refuses."
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run", epilog=_EXIT_HELP)(run)
+    app.command("resume", epilog=_EXIT_HELP)(resume)
+    app.command("fork", epilog=_EXIT_HELP)(fork)
+
+
+async def _follow(handle: RunHandle, *, after: int, store: str, as_json: bool, debug: bool) -> int:
+    """Print the run's events from ``after`` as they happen, then its outcome; the exit code."""
+    if not as_json:
+        progress = Progress(out())
+        async for event in handle.events(after=after):
+            progress.show(event)
+    outcome = await handle.wait()
+    if as_json:
+        echo_json(outcome_json(outcome), indent=True)
+    else:
+        print_outcome(out(), outcome, store=store, debug=debug)
+    return exit_code(outcome.status)
+
+
+async def _exists(rt: Runtime, run_id: str | None) -> bool:
+    if run_id is None:
+        return False
+    try:
+        await rt.get_run(run_id)
+    except RunNotFoundError:
+        return False
+    return True
+
+
+def run(
+    graph: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODULE:GRAPH",
+            help="The graph to run, e.g. myapp.agents:support (importable from the current directory).",
+        ),
+    ],
+    input: Annotated[
+        str | None,
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="JSON",
+            help="The run's input as JSON, or @file.json (@- reads stdin).",
+        ),
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id",
+            help="Id of the new run (default: a random one). An existing id starts nothing: "
+            "its run is shown instead.",
+        ),
+    ] = None,
+    thread: Annotated[
+        str | None, typer.Option("--thread", "-t", help="Thread (session) the run belongs to.")
+    ] = None,
+    durability: Annotated[
+        Durability | None,
+        typer.Option(
+            case_sensitive=False,
+            help="When steps are committed: sync (fsync each step), batch (group commits), "
+            "off (fastest, lost on a crash). Default: sync.",
+        ),
+    ] = None,
+    store: StoreOption = DEFAULT_STORE,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Run a graph: show each step, effect and interrupt as it happens, then the final state.
+
+    A run that parks on an interrupt is not an error: the command prints the pending
+    interrupts and the exact `mainspring resume` command to continue it.
+    With --json, prints only the outcome as one JSON object.
+    """
+    value = parse_json(input, "--input") if input is not None else None
+    app = import_graph(graph)
+
+    async def go() -> int:
+        async with open_runtime(store, create=True) as rt:
+            existed = await _exists(rt, run_id)
+            handle = await rt.start(app, value, run_id=run_id, thread=thread, durability=durability)
+            if existed and not as_json:
+                out().print(
+                    Text(
+                        f"run {handle.run_id} already exists; nothing started, showing it", "yellow"
+                    )
+                )
+            return await _follow(handle, after=0, store=store, as_json=as_json, debug=debug)
+
+    raise typer.Exit(run_async(go))
+
+
+def resume(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Id of the run to continue.")],
+    value: Annotated[
+        str | None,
+        typer.Option(
+            "--value",
+            "-v",
+            metavar="JSON",
+            help="The answer to the pending interrupt as JSON, or @file.json; "
+            "required when the run waits on one (--value null answers null).",
+        ),
+    ] = None,
+    interrupt: Annotated[
+        str | None,
+        typer.Option(
+            "--interrupt",
+            metavar="ID",
+            help="Which pending interrupt --value answers, when there are several.",
+        ),
+    ] = None,
+    graph: GraphOption = None,
+    store: StoreOption = DEFAULT_STORE,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Continue a run: answer its pending interrupt, or pick up a run a crashed process left.
+
+    Shows the progress like `mainspring run` and prints the final state. The graph is
+    imported from the reference recorded when the run started, or from --graph.
+    """
+    answer = parse_json(value, "--value") if value is not None else None
+    app = maybe_graph(graph)
+
+    async def go() -> int:
+        async with open_runtime(store) as rt:
+            record = await rt.get_run(run_id)
+            if record.status is RunStatus.INTERRUPTED and value is None:
+                pending = pending_from_journal(await rt.events(run_id))
+                asks = "; ".join(f"{i.id} (node {i.node}): {compact(i.payload)}" for i in pending)
+                raise CliError(
+                    f"run {run_id!r} is waiting on interrupt {asks or '(unknown)'}; answer it "
+                    "with --value JSON (--value null answers null)"
+                )
+            handle = await rt.resume(run_id, answer, interrupt_id=interrupt, graph=app)
+            return await _follow(
+                handle, after=record.last_seq, store=store, as_json=as_json, debug=debug
+            )
+
+    raise typer.Exit(run_async(go))
+
+
+def fork(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Id of the run to fork.")],
+    at: Annotated[
+        int | None,
+        typer.Option(
+            "--at",
+            metavar="SEQ",
+            min=1,
+            help="Copy the journal up to this sequence number (see `mainspring show RUN`); "
+            "default: all of it.",
+        ),
+    ] = None,
+    new_run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Id of the new run (default: a random one).")
+    ] = None,
+    thread: Annotated[
+        str | None, typer.Option("--thread", "-t", help="Thread of the new run (default: RUN's).")
+    ] = None,
+    graph: GraphOption = None,
+    store: StoreOption = DEFAULT_STORE,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Time travel: start a new run from RUN's journal up to --at, and run it from there.
+
+    Effects recorded before --at are not repeated. Prints the new run's id, its progress
+    and its outcome (with --json, the outcome with the new run_id).
+    """
+    app = maybe_graph(graph)
+
+    async def go() -> int:
+        async with open_runtime(store) as rt:
+            source = await rt.get_run(run_id)
+            seq = source.last_seq if at is None else at
+            handle = await rt.fork(run_id, seq, new_run_id=new_run_id, graph=app, thread=thread)
+            if not as_json:
+                out().print(
+                    Text.assemble(
+                        "forked ",
+                        (run_id, "bold"),
+                        f" at seq {seq} as new run ",
+                        (handle.run_id, "bold cyan"),
+                    )
+                )
+            return await _follow(handle, after=seq, store=store, as_json=as_json, debug=debug)
+
+    raise typer.Exit(run_async(go))

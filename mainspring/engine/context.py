@@ -1,0 +1,213 @@
+"""The Context a node receives: journaled effects, interrupts and custom events."""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import typing
+from collections.abc import Callable
+from functools import lru_cache, partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ..errors import EffectError, NondeterminismError
+from ..events import EventKind
+from .fold import TaskRecord
+
+if TYPE_CHECKING:
+    from .driver import RunDriver
+
+_current_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "mainspring_idempotency_key", default=None
+)
+
+
+class Parked(BaseException):  # noqa: N818 - control flow, not an error
+    """Raised by ``ctx.interrupt`` to stop the node until a resume value arrives.
+
+    A BaseException so that a node's ``except Exception`` does not swallow it.
+    """
+
+
+class Context:
+    """What a node can do besides computing its update. One per task attempt."""
+
+    __slots__ = ("_driver", "_effects", "_interrupts", "_task", "node")
+
+    def __init__(self, driver: RunDriver, task: TaskRecord) -> None:
+        self._driver = driver
+        self._task = task
+        self._effects = 0
+        self._interrupts = 0
+        self.node = task.node
+
+    @property
+    def run_id(self) -> str:
+        return self._driver.run_id
+
+    @property
+    def thread(self) -> str | None:
+        return self._driver.fold.thread
+
+    @property
+    def step_index(self) -> int:
+        return self._driver.fold.step
+
+    @property
+    def task_id(self) -> str:
+        """Deterministic id of this task: ``run:step.task``."""
+        return f"{self._driver.run_id}:{self._driver.fold.step}.{self._task.index}"
+
+    @property
+    def attempt(self) -> int:
+        return self._task.attempt
+
+    @property
+    def idempotency_key(self) -> str | None:
+        """The key of the effect running now (inside ``ctx.step``); the same on every re-run."""
+        return _current_key.get()
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self._driver.fold.metadata
+
+    async def step(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` as a journaled effect named ``name``.
+
+        Its result is recorded; when the node runs again (resume after a crash or
+        an interrupt, a retry, a replay) the recorded result is returned and ``fn``
+        is not called. A call that started but never finished runs again with the
+        same idempotency key, passed as ``idempotency_key=`` if ``fn`` accepts it
+        and readable as ``ctx.idempotency_key``. Sync functions run in a worker
+        thread, so blocking I/O does not stall other runs.
+        """
+        driver = self._driver
+        task = self._task
+        index = self._effects
+        self._effects += 1
+        step, tindex = driver.fold.step, task.index
+        if driver.oracle is not None:
+            return driver.oracle.effect(driver, task, index, name, fn)
+        record = task.effects.get(index)
+        # Deterministic: the same on every re-run; a new attempt after a failure gets its own.
+        key = f"{driver.run_id}:{step}.{tindex}.{index}"
+        if task.attempt > 1:
+            key = f"{key}#a{task.attempt}"
+        if record is not None:
+            if record.name != name:
+                raise NondeterminismError(
+                    f"node {task.node!r} called effect {name!r} as its effect #{index}, but the journal "
+                    f"recorded {record.name!r} there: the node's code changed since the run started; "
+                    "restore it, or fork the run from before this step"
+                )
+            if record.done and record.ok:
+                return _revive(fn, record.result) if driver.fold.revive else record.result
+            if record.done and record.attempt == task.attempt:
+                assert record.error is not None
+                raise EffectError(name, record.error["type"], record.error["message"])
+        driver.record(
+            EventKind.EFFECT_STARTED,
+            {"step": step, "task": tindex, "node": task.node, "effect": index, "name": name, "key": key, "attempt": task.attempt},
+        )
+        token = _current_key.set(key)
+        try:
+            if _accepts_key(fn):
+                kwargs["idempotency_key"] = key
+            if inspect.iscoroutinefunction(fn):
+                result = await fn(*args, **kwargs)
+            else:
+                result = await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
+                if inspect.isawaitable(result):
+                    result = await result
+        except Exception as exc:
+            driver.record(
+                EventKind.EFFECT_FINISHED,
+                {
+                    "step": step, "task": tindex, "node": task.node, "effect": index, "name": name,
+                    "error": {"type": type(exc).__name__, "message": str(exc)},
+                },
+            )
+            await driver.commit()
+            raise
+        finally:
+            _current_key.reset(token)
+        driver.check_json(result, f"the result of effect {name!r} in node {task.node!r}")
+        driver.record(
+            EventKind.EFFECT_FINISHED,
+            {"step": step, "task": tindex, "node": task.node, "effect": index, "name": name, "result": result},
+        )
+        await driver.commit()
+        return result
+
+    async def interrupt(self, payload: Any = None) -> Any:
+        """Pause the run durably until ``runtime.resume(run_id, value)``; returns ``value``.
+
+        The process may exit meanwhile. When the run resumes, the node runs again
+        from its start: effects it made return their recorded results and earlier
+        interrupts return their values, so nothing is repeated.
+        """
+        driver = self._driver
+        task = self._task
+        index = self._interrupts
+        self._interrupts += 1
+        record = task.interrupts.get(index)
+        if record is not None:
+            if record.resumed:
+                return record.value
+            raise Parked()
+        if driver.oracle is not None:
+            found, value = driver.oracle.resume_value(driver.fold.step, task.index, index)
+            if found:
+                return value
+        driver.check_json(payload, f"the interrupt payload of node {task.node!r}")
+        step = driver.fold.step
+        driver.record(
+            EventKind.INTERRUPTED,
+            {"step": step, "task": task.index, "node": task.node, "interrupt": index, "id": f"{step}.{task.index}.{index}", "payload": payload},
+        )
+        raise Parked()
+
+    def emit(self, data: Any) -> None:
+        """Record a custom event in the journal; live streams see it at once."""
+        driver = self._driver
+        driver.check_json(data, f"the event emitted by node {self._task.node!r}")
+        driver.record(
+            EventKind.EMITTED,
+            {"step": driver.fold.step, "task": self._task.index, "node": self._task.node, "data": data},
+        )
+
+
+@lru_cache(maxsize=1024)
+def _accepts_key(fn: Callable[..., Any]) -> bool:
+    try:
+        return "idempotency_key" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@lru_cache(maxsize=1024)
+def _return_reviver(fn: Callable[..., Any]) -> Callable[[Any], Any] | None:
+    from ..state import _reviver_for
+
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        return None
+    ret = hints.get("return")
+    if ret is None or ret is type(None):
+        return None
+    if typing.get_origin(ret) in (typing.Awaitable, typing.Coroutine):
+        ret = typing.get_args(ret)[-1]
+    return _reviver_for(ret)
+
+
+def _revive(fn: Callable[..., Any], value: Any) -> Any:
+    """Turn a result read back from JSON into the type ``fn`` is annotated to return."""
+    if value is None:
+        return None
+    try:
+        reviver = _return_reviver(fn)
+    except TypeError:  # unhashable callables
+        return value
+    return reviver(value) if reviver is not None else value

@@ -1,0 +1,426 @@
+"""The superstep loop: drives one run forward from wherever its journal stands.
+
+A fresh run and a resumed one take the same path: the fold says which step the
+run is in and which tasks are unfinished; the driver runs those, records what
+they did, and plans the next step. Commit points:
+
+* at each step boundary, the finished step and the next step's plan are
+  committed together before any task of the next step runs;
+* after each effect, so a finished effect is never repeated;
+* when the run parks on interrupts, and when it ends.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+from anyio import CancelScope
+
+from ..errors import (
+    ConflictError,
+    GraphError,
+    MainspringError,
+    NodeTimeoutError,
+    NondeterminismError,
+    SerializationError,
+    StateError,
+)
+from ..events import Event, EventKind, encode
+from ..graph.builder import NodeSpec
+from ..graph.compiled import CompiledGraph
+from ..graph.types import END, START, Send
+from ..store.base import Durability, RunStatus, Store
+from .context import Context, Parked
+from .fold import NO_ARG, RunFold, TaskRecord
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+_new_event = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hot path
+
+# Errors that retrying cannot fix: the graph or its data is wrong.
+_NOT_RETRYABLE = (GraphError, StateError, SerializationError, NondeterminismError)
+
+
+class ReplayOracle(Protocol):
+    def effect(
+        self, driver: RunDriver, task: TaskRecord, index: int, name: str, fn: Callable[..., Any]
+    ) -> Any: ...
+    def resume_value(self, step: int, task: int, index: int) -> tuple[bool, Any]: ...
+
+
+class Listener(Protocol):
+    def __call__(self, event: Event) -> None: ...
+
+
+class RunDriver:
+    """Drives one run; owns its uncommitted events and its commit points."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        app: CompiledGraph,
+        fold: RunFold,
+        *,
+        store: Store,
+        durability: Durability,
+        check_json: bool,
+        snapshot_every: int,
+        listeners: list[Listener],
+        oracle: ReplayOracle | None = None,
+        shield_commits: bool = True,
+    ) -> None:
+        self.runtime = runtime
+        self.app = app
+        self.fold = fold
+        self.store = store
+        self.durability = durability
+        self.run_id = fold.run_id
+        self.oracle = oracle
+        self._check_json = check_json
+        self._snapshot_every = snapshot_every
+        self._listeners = listeners
+        self._pending: list[Event] = []
+        self._inflight: list[Event] = []
+        self._committed = fold.seq
+        self._committing: anyio.Event | None = None
+        self._shield = shield_commits
+        self._failure: dict[str, Any] | None = None
+        self._step_scope: CancelScope | None = None
+        self.scope: CancelScope | None = None
+        self.cancel_requested = False
+        self.parked = False
+        self.outcome: BaseException | None = None  # set when the driver stopped on an error
+        self.done = anyio.Event()
+        self._joins: dict[str, list[str]] | None = None
+        self._snapshot_due = False
+
+    # -- recording -----------------------------------------------------------------
+
+    def record(self, kind: EventKind, data: dict[str, Any]) -> Event:
+        """Append an event to the run (in memory), fold it, and tell live listeners."""
+        fold = self.fold
+        event = _new_event(Event, (self.run_id, fold.seq + 1, kind, time.time(), data))
+        fold.apply(event)
+        self._pending.append(event)
+        for listener in self._listeners:
+            listener(event)
+        return event
+
+    def check_json(self, value: Any, what: str) -> None:
+        if self._check_json and value is not None:
+            encode(value, what=what)
+
+    async def commit(self, status: RunStatus | None = None, error: str | None = None) -> None:
+        """Make every recorded event as durable as the run's durability asks.
+
+        Commits of one run are serialised (parallel tasks share the run's
+        sequence numbers); each takes everything recorded so far. Shielded, so a
+        cancellation never leaves us unsure whether an append landed.
+        """
+        if not self._pending and status is None:
+            return
+        if not self._shield:  # in-memory store: append never yields, nothing to protect
+            await self._append(status, error)
+            return
+        with anyio.CancelScope(shield=True):
+            while self._committing is not None:
+                await self._committing.wait()
+            self._committing = anyio.Event()
+            try:
+                await self._append(status, error)
+            finally:
+                self._committing.set()
+                self._committing = None
+
+    async def _append(self, status: RunStatus | None, error: str | None) -> None:
+        batch, self._pending = self._pending, []
+        if not batch and status is None:
+            return
+        expected = self._committed
+        self._inflight = batch
+        try:
+            await self.store.append(
+                self.run_id, expected, batch, status=status, error=error, durability=self.durability
+            )
+        except BaseException:
+            self._pending[:0] = batch
+            raise
+        finally:
+            self._inflight = []
+        self._committed = expected + len(batch)
+
+    def uncommitted(self) -> list[Event]:
+        """Events recorded but not yet known to be in the store (being written or pending)."""
+        return [*self._inflight, *self._pending]
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def drive(self) -> None:
+        """Run until the run finishes, fails, parks or is cancelled."""
+        try:
+            with anyio.CancelScope() as scope:
+                self.scope = scope
+                if self.cancel_requested:
+                    scope.cancel()
+                await self._loop()
+            if scope.cancelled_caught or self.cancel_requested:
+                await self._end(EventKind.CANCELLED, {"reason": "cancelled by request"}, RunStatus.CANCELLED)
+        except ConflictError as exc:
+            self.outcome = exc  # another writer drives this run now; stop quietly
+        except MainspringError as exc:
+            self.outcome = exc  # the store failed: the journal stays as it was, resumable
+        except Exception as exc:  # a bug of ours: record it rather than take the runtime down
+            self.outcome = exc
+            try:
+                await self._end(
+                    EventKind.FAILED,
+                    {"error": _describe(exc, "", self.fold.step, -1, 0)},
+                    RunStatus.FAILED,
+                )
+            except Exception:
+                pass
+        finally:
+            self.done.set()
+
+    async def _loop(self) -> None:
+        fold = self.fold
+        if fold.status.terminal:
+            return
+        broken = next((t for t in fold.tasks if t.error is not None), None)
+        if broken is not None:  # failed for good before a crash could record the run's end
+            await self._end(EventKind.FAILED, {"error": broken.error}, RunStatus.FAILED)
+            return
+        while True:
+            fresh = False
+            if fold.closed or fold.step_complete:
+                try:
+                    plan = self._plan()
+                except (GraphError, StateError) as exc:  # a router failed, or updates collided
+                    await self._fail_run(exc)
+                    return
+                if not plan:
+                    await self._end(EventKind.FINISHED, {}, RunStatus.FINISHED)
+                    return
+                self._announce(plan)
+                await self.commit(RunStatus.RUNNING)
+                if self._snapshot_due:
+                    await self.maybe_snapshot()
+                fresh = True
+            tasks = fold.tasks if fresh else [t for t in fold.tasks if t.runnable]
+            if tasks:
+                if len(tasks) == 1:
+                    await self._run_task(tasks[0], fresh)
+                else:
+                    await self._run_tasks(tasks, fresh)
+                if self._failure is not None:
+                    await self._end(EventKind.FAILED, {"error": self._failure}, RunStatus.FAILED)
+                    return
+                continue
+            # Parked: every open task waits on a human. A resume may land while we commit.
+            await self.commit(RunStatus.INTERRUPTED)
+            if not any(t.runnable for t in fold.tasks):
+                self.parked = True
+                return
+
+    def _plan(self) -> list[tuple[str, Any]]:
+        fold = self.fold
+        app = self.app
+        if not fold.closed:
+            fold.close_step()
+        if fold.step == -1:
+            sources = [START]
+        else:
+            sources = [t.node for t in fold.tasks]
+        if len(sources) == 1 and not app.joins and sources[0] not in app.branches:
+            # One node, static edges only: the common linear case.
+            return [(t, NO_ARG) for t in app.static.get(sources[0], ()) if t != END]
+        view = fold.schema.view(fold.state) if app.branches else None
+        plan: list[tuple[str, Any]] = []
+        seen: set[str] = set()
+        for source in sources:
+            for target in app.successors(source, view):
+                if isinstance(target, Send):
+                    plan.append((target.node, target.arg))
+                elif target != END and target not in seen:
+                    seen.add(target)
+                    plan.append((target, NO_ARG))
+        if app.joins:
+            done = set(sources)
+            progress = {k: set(v) for k, v in fold.joins.items()}
+            for join in app.joins:
+                key = "+".join(sorted(join.sources)) + ">" + join.target
+                have = progress.setdefault(key, set()) | (done & join.sources)
+                if have >= join.sources:
+                    have = set()
+                    if join.target != END and join.target not in seen:
+                        seen.add(join.target)
+                        plan.append((join.target, NO_ARG))
+                progress[key] = have
+            self._joins = {k: sorted(v) for k, v in progress.items()}
+        return plan
+
+    def _announce(self, plan: list[tuple[str, Any]]) -> None:
+        step = self.fold.step + 1
+        joins = self._joins
+        for index, (node, arg) in enumerate(plan):
+            data: dict[str, Any] = {"step": step, "task": index, "node": node}
+            if arg is not NO_ARG:
+                self.check_json(arg, f"the Send payload for node {node!r}")
+                data["arg"] = arg
+            if index == 0 and joins is not None:
+                data["joins"] = joins
+            self.record(EventKind.STEP_STARTED, data)
+        if self._snapshot_every and step and step % self._snapshot_every == 0:
+            self._snapshot_due = True
+
+    async def _run_tasks(self, tasks: list[TaskRecord], fresh: bool) -> None:
+        async with anyio.create_task_group() as tg:
+            self._step_scope = tg.cancel_scope
+            for task in tasks:
+                tg.start_soon(self._run_task, task, fresh)
+        self._step_scope = None
+
+    async def _run_task(self, task: TaskRecord, fresh: bool) -> None:
+        spec = self.app.nodes[task.node]
+        step = self.fold.step
+        if not fresh:
+            self.record(
+                EventKind.STEP_STARTED,
+                {"step": step, "task": task.index, "node": task.node, "attempt": task.attempt, "rerun": True},
+            )
+        fold = self.fold
+        inline = spec.fn is not None and not (spec.is_async or spec.blocking or spec.timeout)
+        while True:
+            try:
+                if inline:  # a plain sync node: no coroutine layers on the hot path
+                    state_in = task.arg if task.arg is not NO_ARG else fold.schema.view(fold.state)
+                    fn: Callable[..., Any] = spec.fn  # type: ignore[assignment]
+                    result = fn(state_in, Context(self, task)) if spec.wants_ctx else fn(state_in)
+                    if result is not None and type(result) is not dict and inspect.isawaitable(result):
+                        result = await result  # a sync callable that returned a coroutine
+                    update = fold.schema.check_update(task.node, result)
+                    if update and self._check_json:
+                        encode(update, what=f"the update returned by node {task.node!r}")
+                else:
+                    update = await self._attempt(spec, task)
+            except Parked:
+                return
+            except Exception as exc:
+                if isinstance(exc, TimeoutError) and not isinstance(exc, NodeTimeoutError) and spec.timeout:
+                    exc = NodeTimeoutError(
+                        f"node {task.node!r} ran longer than its timeout of {spec.timeout} s "
+                        f"(attempt {task.attempt})"
+                    )
+                retry = (
+                    spec.retry is not None
+                    and not isinstance(exc, _NOT_RETRYABLE)
+                    and spec.retry.retries(exc)
+                    and task.attempt < spec.retry.attempts
+                )
+                error = _describe(exc, task.node, step, task.index, task.attempt)
+                delay = spec.retry.delay(task.attempt) if retry and spec.retry else 0.0
+                self.record(
+                    EventKind.STEP_FAILED,
+                    {"step": step, "task": task.index, "node": task.node, "attempt": task.attempt,
+                     "error": error, "retry": retry, "delay": delay},
+                )
+                if not retry:
+                    self._fail(error)
+                    return
+                await self.commit()
+                await anyio.sleep(delay)
+                self.record(
+                    EventKind.STEP_STARTED,
+                    {"step": step, "task": task.index, "node": task.node, "attempt": task.attempt + 1},
+                )
+                continue
+            self.record(
+                EventKind.STEP_FINISHED,
+                {"step": step, "task": task.index, "node": task.node, "update": update},
+            )
+            return
+
+    async def _attempt(self, spec: NodeSpec, task: TaskRecord) -> Any:
+        fold = self.fold
+        state_in = task.arg if task.arg is not NO_ARG else fold.schema.view(fold.state)
+        if spec.timeout:
+            with anyio.fail_after(spec.timeout):
+                result = await self._call(spec, task, state_in)
+                if inspect.isawaitable(result):
+                    result = await result
+        else:
+            result = await self._call(spec, task, state_in)
+            if inspect.isawaitable(result):
+                result = await result
+        update = fold.schema.check_update(task.node, result)
+        if update and self._check_json:
+            encode(update, what=f"the update returned by node {task.node!r}")
+        return update
+
+    async def _call(self, spec: NodeSpec, task: TaskRecord, state_in: Any) -> Any:
+        fn: Callable[..., Any] = spec.fn  # type: ignore[assignment]
+        if spec.is_async:
+            return await (fn(state_in, Context(self, task)) if spec.wants_ctx else fn(state_in))
+        if spec.subgraph is not None:
+            from .subgraph import run_subgraph
+
+            return await run_subgraph(self, spec, task, state_in)
+        if spec.blocking:
+            args = (state_in, Context(self, task)) if spec.wants_ctx else (state_in,)
+            return await anyio.to_thread.run_sync(fn, *args)
+        return fn(state_in, Context(self, task)) if spec.wants_ctx else fn(state_in)
+
+    async def _fail_run(self, exc: BaseException) -> None:
+        tasks = self.fold.tasks
+        node = ",".join(t.node for t in tasks) or START
+        await self._end(EventKind.FAILED, {"error": _describe(exc, node, self.fold.step, -1, 0)}, RunStatus.FAILED)
+
+    def _fail(self, error: dict[str, Any]) -> None:
+        if self._failure is None:
+            self._failure = error
+            if self._step_scope is not None:
+                self._step_scope.cancel()  # the run has failed: stop its siblings
+
+    async def _end(self, kind: EventKind, data: dict[str, Any], status: RunStatus) -> None:
+        with anyio.CancelScope(shield=True):
+            self.record(kind, data)
+            error = None
+            if kind is EventKind.FAILED:
+                err = data["error"]
+                error = f"{err.get('type')}: {err.get('message')}"
+            await self.commit(status, error)
+
+    async def maybe_snapshot(self) -> None:
+        if self._snapshot_due:
+            self._snapshot_due = False
+            from ..store.base import Snapshot
+
+            await self.store.save_snapshot(Snapshot(self.run_id, self._committed, self.fold.to_snapshot()))
+
+    def request_cancel(self) -> None:
+        self.cancel_requested = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+def _describe(exc: BaseException, node: str, step: int, task: int, attempt: int) -> dict[str, Any]:
+    tb = "".join(traceback.format_exception(exc))
+    if len(tb) > 8000:
+        tb = tb[:2000] + "\n...\n" + tb[-6000:]
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "node": node,
+        "step": step,
+        "task": task,
+        "attempt": attempt,
+        "traceback": tb,
+    }
+

@@ -1,0 +1,324 @@
+"""The journal fold: a run's whole durable state, rebuilt from its events.
+
+The live engine and resume use the same ``RunFold.apply``: the engine appends
+an event and applies it; resume applies the stored events one by one. There is
+no second implementation of what an event means.
+
+Supersteps: the tasks of step ``k`` are announced together by their
+``step_started`` events; their updates are applied to the state together, in
+task order, when the step closes (when step ``k+1`` starts, or the run ends).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ..errors import NondeterminismError
+from ..events import Event, EventKind
+from ..state import StateSchema
+from ..store.base import RunStatus
+
+NO_ARG: Final = object()  # a task driven by the graph state, not by a Send
+
+
+@dataclass(slots=True)
+class EffectRecord:
+    name: str
+    key: str
+    attempt: int
+    done: bool = False
+    ok: bool = False
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class InterruptRecord:
+    id: str
+    index: int
+    payload: Any
+    resumed: bool = False
+    value: Any = None
+    child: str | None = None  # the interrupt of a subgraph run this one stands for
+
+
+class TaskRecord:
+    """One task of the current step: a node to run (with a Send payload, if any)."""
+
+    __slots__ = ("arg", "attempt", "effects", "error", "finished", "index", "interrupts", "node", "update")
+
+    def __init__(self, index: int, node: str, arg: Any = NO_ARG, attempt: int = 1, finished: bool = False) -> None:
+        self.index = index
+        self.node = node
+        self.arg = arg
+        self.attempt = attempt
+        self.finished = finished
+        self.update: Any = None
+        self.error: dict[str, Any] | None = None  # the task failed for good
+        self.effects: dict[int, EffectRecord] = {}
+        self.interrupts: dict[int, InterruptRecord] = {}
+
+    def __repr__(self) -> str:
+        return f"<TaskRecord {self.index} {self.node!r} finished={self.finished}>"
+
+    @property
+    def waiting(self) -> bool:
+        """Parked on an interrupt that has no resume value yet."""
+        if not self.interrupts:
+            return False
+        return any(not i.resumed for i in self.interrupts.values())
+
+    @property
+    def runnable(self) -> bool:
+        return not self.finished and self.error is None and not (self.interrupts and self.waiting)
+
+
+class RunFold:
+    """Everything about a run that the journal says, folded event by event."""
+
+    __slots__ = (
+        "closed",
+        "error",
+        "graph",
+        "input",
+        "joins",
+        "metadata",
+        "parent",
+        "revive",
+        "run_id",
+        "schema",
+        "seq",
+        "state",
+        "status",
+        "step",
+        "tasks",
+        "thread",
+    )
+
+    def __init__(self, schema: StateSchema[Any], *, revive: bool = False) -> None:
+        self.schema = schema
+        self.revive = revive  # events come from JSON: turn values back into their types
+        self.run_id = ""
+        self.graph = ""
+        self.thread: str | None = None
+        self.parent: dict[str, Any] | None = None
+        self.metadata: dict[str, Any] = {}
+        self.input: Any = None
+        self.state: dict[str, Any] = {}
+        self.step = -1
+        self.tasks: list[TaskRecord] = []
+        self.closed = True
+        self.joins: dict[str, list[str]] = {}
+        self.seq = 0
+        self.status = RunStatus.RUNNING
+        self.error: dict[str, Any] | None = None
+
+    # -- queries -----------------------------------------------------------------
+
+    @property
+    def pending_interrupts(self) -> list[tuple[TaskRecord, InterruptRecord]]:
+        return [
+            (t, i) for t in self.tasks for i in t.interrupts.values() if not i.resumed
+        ]
+
+    @property
+    def step_complete(self) -> bool:
+        for t in self.tasks:
+            if not t.finished:
+                return False
+        return True
+
+    def find_interrupt(self, interrupt_id: str) -> InterruptRecord | None:
+        for t in self.tasks:
+            for i in t.interrupts.values():
+                if i.id == interrupt_id:
+                    return i
+        return None
+
+    # -- folding -----------------------------------------------------------------
+
+    def apply(self, event: Event) -> None:
+        if event.seq != self.seq + 1:
+            raise NondeterminismError(
+                f"journal of run {event.run_id!r} jumps from sequence {self.seq} to {event.seq}"
+            )
+        self.seq = event.seq
+        if event.kind is EventKind.RUN_STARTED:
+            self.run_id = event.run_id
+        handler = _HANDLERS[event.kind]
+        handler(self, event.data)
+
+    def close_step(self) -> None:
+        """Apply the current step's updates, in task order, to the state."""
+        if self.closed:
+            return
+        updates = [(t.node, t.update) for t in self.tasks if t.update]
+        if updates:
+            self.state = self.schema.apply(self.state, updates)
+        self.closed = True
+
+    def _run_started(self, data: dict[str, Any]) -> None:
+        self.graph = data["graph"]
+        self.thread = data.get("thread")
+        self.parent = data.get("parent")
+        self.metadata = data.get("metadata") or {}
+        self.input = data.get("input")
+        self.state = self.schema.initial(self.input)
+
+    def _step_started(self, data: dict[str, Any]) -> None:
+        step = data["step"]
+        tasks = self.tasks
+        if step != self.step:
+            if not self.closed:
+                self.close_step()
+            self.step = step
+            self.tasks = tasks = []
+            self.closed = False
+            if "joins" in data:
+                self.joins = data["joins"]
+        index = data["task"]
+        if index == len(tasks):
+            tasks.append(TaskRecord(index, data["node"], data.get("arg", NO_ARG), data.get("attempt", 1)))
+        else:
+            tasks[index].attempt = data.get("attempt", 1)
+        self.status = RunStatus.RUNNING
+
+    def _step_finished(self, data: dict[str, Any]) -> None:
+        task = self.tasks[data["task"]]
+        update = data.get("update")
+        if update and self.revive:
+            update = self.schema.revive_update(update)
+        task.update = update
+        task.finished = True
+
+    def _step_failed(self, data: dict[str, Any]) -> None:
+        if not data.get("retry"):
+            self.tasks[data["task"]].error = data["error"]
+
+    def _effect_started(self, data: dict[str, Any]) -> None:
+        self.tasks[data["task"]].effects[data["effect"]] = EffectRecord(
+            data["name"], data["key"], data.get("attempt", 1)
+        )
+
+    def _effect_finished(self, data: dict[str, Any]) -> None:
+        record = self.tasks[data["task"]].effects[data["effect"]]
+        record.done = True
+        if "error" in data:
+            record.error = data["error"]
+        else:
+            record.ok = True
+            record.result = data.get("result")
+
+    def _interrupted(self, data: dict[str, Any]) -> None:
+        task = self.tasks[data["task"]]
+        task.interrupts[data["interrupt"]] = InterruptRecord(
+            data["id"], data["interrupt"], data.get("payload"), child=data.get("child")
+        )
+
+    def _resumed(self, data: dict[str, Any]) -> None:
+        for interrupt_id, value in data["values"].items():
+            record = self.find_interrupt(interrupt_id)
+            if record is not None:
+                record.resumed = True
+                record.value = value
+        self.status = RunStatus.RUNNING
+
+    def _emitted(self, data: dict[str, Any]) -> None:
+        return None
+
+    def _failed(self, data: dict[str, Any]) -> None:
+        self.status = RunStatus.FAILED
+        self.error = data.get("error")
+
+    def _finished(self, data: dict[str, Any]) -> None:
+        self.close_step()
+        self.status = RunStatus.FINISHED
+
+    def _cancelled(self, data: dict[str, Any]) -> None:
+        self.status = RunStatus.CANCELLED
+
+    # -- snapshots -------------------------------------------------------------------
+
+    def to_snapshot(self) -> dict[str, Any]:
+        from ..events import to_jsonable
+
+        return to_jsonable(
+            {
+                "run": {
+                    "run_id": self.run_id,
+                    "graph": self.graph,
+                    "thread": self.thread,
+                    "parent": self.parent,
+                    "metadata": self.metadata,
+                    "input": self.input,
+                },
+                "state": self.state,
+                "step": self.step,
+                "closed": self.closed,
+                "joins": self.joins,
+                "status": str(self.status),
+                "tasks": [_task_to_json(t) for t in self.tasks],
+            },
+            what="a run snapshot",
+        )
+
+    @classmethod
+    def from_snapshot(cls, schema: StateSchema[Any], seq: int, data: dict[str, Any]) -> RunFold:
+        fold = cls(schema, revive=True)
+        run = data["run"]
+        fold.run_id, fold.graph, fold.thread = run["run_id"], run["graph"], run["thread"]
+        fold.parent, fold.metadata, fold.input = run["parent"], run["metadata"], run["input"]
+        fold.state = schema.revive_state(data["state"])
+        fold.step, fold.closed, fold.joins = data["step"], data["closed"], data["joins"]
+        fold.status = RunStatus(data["status"])
+        fold.tasks = [_task_from_json(schema, t) for t in data["tasks"]]
+        fold.seq = seq
+        return fold
+
+
+def _task_to_json(t: TaskRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "index": t.index,
+        "node": t.node,
+        "attempt": t.attempt,
+        "finished": t.finished,
+        "update": t.update,
+        "error": t.error,
+        "effects": {
+            str(n): [e.name, e.key, e.attempt, e.done, e.ok, e.result, e.error] for n, e in t.effects.items()
+        },
+        "interrupts": {
+            str(n): [i.id, i.payload, i.resumed, i.value, i.child] for n, i in t.interrupts.items()
+        },
+    }
+    if t.arg is not NO_ARG:
+        out["arg"] = t.arg
+    return out
+
+
+def _task_from_json(schema: StateSchema[Any], d: dict[str, Any]) -> TaskRecord:
+    t = TaskRecord(d["index"], d["node"], d.get("arg", NO_ARG), d["attempt"], d["finished"])
+    t.update = schema.revive_update(d["update"]) if d["update"] else d["update"]
+    t.error = d["error"]
+    t.effects = {int(n): EffectRecord(*e) for n, e in d["effects"].items()}
+    t.interrupts = {
+        int(n): InterruptRecord(i[0], int(n), i[1], i[2], i[3], i[4]) for n, i in d["interrupts"].items()
+    }
+    return t
+
+
+_HANDLERS: Final = {
+    EventKind.RUN_STARTED: RunFold._run_started,
+    EventKind.STEP_STARTED: RunFold._step_started,
+    EventKind.STEP_FINISHED: RunFold._step_finished,
+    EventKind.STEP_FAILED: RunFold._step_failed,
+    EventKind.EFFECT_STARTED: RunFold._effect_started,
+    EventKind.EFFECT_FINISHED: RunFold._effect_finished,
+    EventKind.INTERRUPTED: RunFold._interrupted,
+    EventKind.RESUMED: RunFold._resumed,
+    EventKind.EMITTED: RunFold._emitted,
+    EventKind.FAILED: RunFold._failed,
+    EventKind.FINISHED: RunFold._finished,
+    EventKind.CANCELLED: RunFold._cancelled,
+}

@@ -1,0 +1,222 @@
+"""Time travel over journals: state at any sequence number, fork, deterministic replay."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import EffectError, NondeterminismError, RunStateError
+from ..events import Event, EventKind, to_jsonable
+from ..graph.compiled import CompiledGraph
+from ..store.base import Durability, RunRecord, RunStatus
+from ..store.memory import MemoryStore
+from .context import _revive
+from .fold import RunFold, TaskRecord
+from .handle import PendingInterrupt, RunHandle
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .driver import RunDriver
+    from .runtime import Runtime
+
+
+@dataclass(frozen=True, slots=True)
+class StateView:
+    """A run's state as of one sequence number of its journal."""
+
+    run_id: str
+    seq: int
+    step: int
+    status: RunStatus
+    values: Any
+    next: list[str]  # nodes of the current step that have not finished
+    interrupts: list[PendingInterrupt] = field(default_factory=list)
+
+
+async def state_at(rt: Runtime, run_id: str, at: int | None, graph: CompiledGraph | None) -> StateView:
+    record = await rt._record(run_id)
+    if at is not None and not 1 <= at <= record.last_seq:
+        raise RunStateError(f"run {run_id!r} has sequence numbers 1 to {record.last_seq}; {at} is outside")
+    first = await rt._first_event(run_id)
+    app = rt._graph_for(run_id, record.graph, first.data.get("ref"), graph)
+    fold = await rt._load_fold(app, run_id, at=at)
+    pending = [PendingInterrupt(i.id, t.node, i.payload) for t, i in fold.pending_interrupts]
+    status = fold.status
+    if status is RunStatus.RUNNING and pending and not any(t.runnable for t in fold.tasks):
+        status = RunStatus.INTERRUPTED
+    return StateView(
+        run_id, fold.seq, fold.step, status, fold.schema.output(fold.state),
+        [t.node for t in fold.tasks if not t.finished], pending,
+    )
+
+
+async def fork(
+    rt: Runtime,
+    run_id: str,
+    at: int | None,
+    *,
+    new_run_id: str | None,
+    graph: CompiledGraph | None,
+    thread: str | None,
+    start: bool,
+) -> RunHandle:
+    """Copy the journal of ``run_id`` up to ``at`` into a new run and continue it from there."""
+    record = await rt._record(run_id)
+    at = record.last_seq if at is None else at
+    if not 1 <= at <= record.last_seq:
+        raise RunStateError(f"run {run_id!r} has sequence numbers 1 to {record.last_seq}; cannot fork at {at}")
+    events = await rt.store.read(run_id, until=at)
+    app = rt._graph_for(run_id, record.graph, events[0].data.get("ref"), graph)
+    new_id = new_run_id or uuid.uuid4().hex
+    first = events[0]
+    data = dict(first.data)
+    data["forked_from"] = {"run_id": run_id, "seq": at}
+    if thread is not None:
+        data["thread"] = thread
+    copied = [Event(new_id, 1, first.kind, first.ts, data)]
+    copied += [Event(new_id, e.seq, e.kind, e.ts, e.data) for e in events[1:]]
+    fold = RunFold(app.schema, revive=not rt._memory)
+    for event in copied:
+        fold.apply(event)
+    durability = record.durability
+    new_record = RunRecord(
+        run_id=new_id, graph=app.name, thread=data.get("thread"), status=RunStatus.RUNNING,
+        created_at=copied[-1].ts, updated_at=copied[-1].ts, durability=durability,
+        owner=rt.owner, lease_until=copied[-1].ts + rt.lease_ttl, fence=1,
+        metadata={**record.metadata, "forked_from": {"run_id": run_id, "seq": at}},
+    )
+    result = await rt.store.create_run(new_record, copied, durability)
+    if not result.created:
+        raise RunStateError(f"run id {new_id!r} is taken; choose another id for the fork")
+    driver = rt._driver(app, fold, durability)
+    if start and not fold.status.terminal:
+        rt._spawn(driver)
+    else:
+        status = fold.status if fold.status.terminal else RunStatus.INTERRUPTED
+        await driver.commit(status)
+    return RunHandle(rt, new_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    seq: int  # sequence number in the recorded journal where behaviour differs
+    expected: str
+    actual: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    run_id: str
+    ok: bool
+    compared: int  # how many recorded facts matched before the end or the divergence
+    divergence: Divergence | None = None
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"run {self.run_id}: replay matches the journal ({self.compared} facts compared)"
+        d = self.divergence
+        assert d is not None
+        return (
+            f"run {self.run_id}: replay diverges at sequence {d.seq} after {self.compared} matching facts\n"
+            f"  recorded: {d.expected}\n  replayed: {d.actual}"
+        )
+
+
+class _JournalOracle:
+    """Answers effects and interrupts from the recorded journal instead of running them."""
+
+    def __init__(self, events: list[Event]) -> None:
+        self.effects: dict[tuple[int, int, int], dict[str, Any]] = {}
+        self.resumes: dict[str, Any] = {}
+        for e in events:
+            if e.kind is EventKind.EFFECT_FINISHED:
+                self.effects[(e.data["step"], e.data["task"], e.data["effect"])] = e.data
+            elif e.kind is EventKind.RESUMED:
+                self.resumes.update(e.data["values"])
+
+    def effect(self, driver: RunDriver, task: TaskRecord, index: int, name: str, fn: Callable[..., Any]) -> Any:
+        step = driver.fold.step
+        recorded = self.effects.get((step, task.index, index))
+        if recorded is None or recorded["name"] != name:
+            found = "nothing" if recorded is None else f"effect {recorded['name']!r}"
+            raise NondeterminismError(
+                f"replay: node {task.node!r} called effect {name!r} (#{index}) at step {step}, "
+                f"where the journal has {found}"
+            )
+        data = {"step": step, "task": task.index, "node": task.node, "effect": index, "name": name}
+        key = f"{driver.run_id}:{step}.{task.index}.{index}"
+        driver.record(EventKind.EFFECT_STARTED, {**data, "key": key, "attempt": task.attempt})
+        if "error" in recorded:
+            driver.record(EventKind.EFFECT_FINISHED, {**data, "error": recorded["error"]})
+            raise EffectError(name, recorded["error"]["type"], recorded["error"]["message"])
+        driver.record(EventKind.EFFECT_FINISHED, {**data, "result": recorded.get("result")})
+        return _revive(fn, recorded.get("result"))
+
+    def resume_value(self, step: int, task: int, index: int) -> tuple[bool, Any]:
+        key = f"{step}.{task}.{index}"
+        if key in self.resumes:
+            return True, self.resumes[key]
+        return False, None
+
+
+def _facts(events: list[Event]) -> list[tuple[tuple[Any, ...], int, str]]:
+    """The behaviour a journal records, in a canonical order: (sort key, seq, description)."""
+    facts: list[tuple[tuple[Any, ...], int, str]] = []
+    for e in events:
+        d = e.data
+        if e.kind is EventKind.STEP_FINISHED:
+            update = to_jsonable(d.get("update"))
+            facts.append(((d["step"], d["task"], 1, 0), e.seq, f"node {d['node']!r} (step {d['step']}) set {update}"))
+        elif e.kind is EventKind.EFFECT_FINISHED and "result" in d:
+            facts.append(((d["step"], d["task"], 0, d["effect"]), e.seq,
+                          f"node {d['node']!r} (step {d['step']}) called effect {d['name']!r}"))
+        elif e.kind in (EventKind.FINISHED, EventKind.FAILED):
+            what = "finished" if e.kind is EventKind.FINISHED else f"failed: {d['error'].get('type')}"
+            facts.append(((1 << 30, 0, 0, 0), e.seq, f"the run {what}"))
+    # Effect facts of one attempt may repeat across re-runs; keep the last of each key.
+    unique = {f[0]: f for f in facts}
+    return sorted(unique.values(), key=lambda f: f[0])
+
+
+async def replay(rt: Runtime, run_id: str, graph: CompiledGraph | None) -> ReplayReport:
+    """Re-run ``run_id`` from its input against its recorded effects and resume values.
+
+    Nothing external runs: effects return what the journal recorded. The report
+    names the first recorded fact the graph now fails to reproduce.
+    """
+    record = await rt._record(run_id)
+    recorded = await rt.store.read(run_id)
+    first = recorded[0]
+    app = rt._graph_for(run_id, record.graph, first.data.get("ref"), graph)
+    scratch = MemoryStore()
+    fold = RunFold(app.schema, revive=not rt._memory)
+    replay_id = f"replay-{run_id}"
+    start = Event(replay_id, 1, EventKind.RUN_STARTED, first.ts, first.data)
+    await scratch.create_run(
+        RunRecord(replay_id, app.name, None, RunStatus.RUNNING, first.ts, first.ts), [start], Durability.OFF
+    )
+    fold.apply(start)
+    driver = rt._driver(app, fold, Durability.OFF, oracle=_JournalOracle(recorded), store=scratch)
+    driver._listeners = []
+    await driver.drive()
+    replayed = await scratch.read(replay_id)
+    if driver.outcome is not None and replayed[-1].kind not in (EventKind.FAILED, EventKind.FINISHED):
+        replayed.append(Event(replay_id, len(replayed) + 1, EventKind.FAILED, 0.0,
+                              {"error": {"type": type(driver.outcome).__name__, "message": str(driver.outcome)}}))
+    why = ""
+    if replayed[-1].kind is EventKind.FAILED and recorded[-1].kind is not EventKind.FAILED:
+        err = replayed[-1].data["error"]
+        why = f" ({err.get('type')}: {err.get('message')})"
+    expected, actual = _facts(recorded), _facts(replayed)
+    for n, (exp, act) in enumerate(zip(expected, actual, strict=False)):
+        if exp[2] != act[2]:
+            return ReplayReport(run_id, False, n, Divergence(exp[1], exp[2], act[2] + why))
+    if len(expected) != len(actual):
+        n = min(len(expected), len(actual))
+        exp_desc = expected[n][2] if n < len(expected) else "(nothing more)"
+        act_desc = (actual[n][2] if n < len(actual) else "(nothing more)") + why
+        seq = expected[n][1] if n < len(expected) else recorded[-1].seq
+        return ReplayReport(run_id, False, n, Divergence(seq, exp_desc, act_desc))
+    return ReplayReport(run_id, True, len(expected))

@@ -1,0 +1,599 @@
+"""The Runtime: opens a store, starts, resumes, cancels and recovers runs.
+
+One async implementation; ``mainspring.SyncRuntime`` wraps it for scripts.
+Every run is driven by a :class:`~mainspring.engine.driver.RunDriver` inside the
+runtime's task group; closing the runtime waits for live runs to finish or park
+(``drain_timeout``), then leaves the rest resumable in their journals.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ..errors import GraphError, RunNotFoundError, RunStateError, StoreError
+from ..events import Event, EventKind
+from ..graph.compiled import CompiledGraph
+from ..store import MemoryStore, store_from_url
+from ..store._owner import new_owner_id
+from ..store.base import Durability, RunQuery, RunRecord, RunStatus, Store, ThreadInfo
+from . import history
+from .driver import Listener, ReplayOracle, RunDriver
+from .fold import RunFold
+from .handle import PendingInterrupt, RunHandle, RunOutcome, Subscribers
+from .history import ReplayReport, StateView
+
+log = logging.getLogger("mainspring.runtime")
+
+Recover = Literal["resume", "list", "off"]
+
+
+class Runtime:
+    """Runs graphs durably against one store.
+
+    ``durability`` is the default for runs (``sync``, ``batch`` or ``off``);
+    ``recover`` says what to do on open with runs a crashed process left
+    unfinished: ``resume`` them (their graphs must be registered with
+    ``graphs=`` or importable by ``ref``), ``list`` them in
+    ``runtime.recoverable``, or ``off``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        durability: Durability | str = Durability.SYNC,
+        graphs: Iterable[CompiledGraph] = (),
+        recover: Recover = "resume",
+        lease_ttl: float = 30.0,
+        drain_timeout: float | None = None,
+        check_json: bool | None = None,
+        snapshot_every: int = 1000,
+        listeners: Sequence[Listener] = (),
+    ) -> None:
+        self.store = store
+        self.durability = Durability(durability)
+        self.owner = new_owner_id()
+        self.lease_ttl = lease_ttl
+        self.drain_timeout = drain_timeout
+        self.recover_mode: Recover = recover
+        self.recoverable: list[RunRecord] = []
+        self._memory = isinstance(store, MemoryStore)
+        self._check_json = (not self._memory) if check_json is None else check_json
+        self._snapshot_every = snapshot_every
+        self._graphs: dict[str, CompiledGraph] = {}
+        for g in graphs:
+            self.register(g)
+        self._listeners = list(listeners)
+        self._live: dict[str, RunDriver] = {}
+        self._subscribers: dict[str, Subscribers] = {}
+        self._changed: dict[str, anyio.Event] = {}
+        self._tg: TaskGroup | None = None
+        self._heartbeat_scope: anyio.CancelScope | None = None
+
+    @classmethod
+    def open(cls, url: str = "sqlite:///mainspring.db", **options: Any) -> Runtime:
+        """A runtime on the store at ``url``; use it as ``async with Runtime.open(url) as rt``."""
+        return cls(store_from_url(url), **options)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        await self.store.open()
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        tg.start_soon(self._heartbeat)
+        if self.recover_mode != "off":
+            await self.recover(resume=self.recover_mode == "resume")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        tg = self._tg
+        assert tg is not None, "the runtime was not entered"
+        try:
+            if exc_type is None and self._live:
+                with anyio.move_on_after(self.drain_timeout):
+                    while self._live:
+                        await next(iter(self._live.values())).done.wait()
+            # Whatever still runs is abandoned, not cancelled: its journal stays resumable.
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
+        finally:
+            self._tg = None
+            with anyio.CancelScope(shield=True):
+                await self.store.aclose()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(self.lease_ttl / 3)
+            if self._live:
+                try:
+                    await self.store.renew(self.owner, self.lease_ttl)
+                except StoreError as exc:
+                    log.warning("could not renew run leases: %s", exc)
+
+    # -- graphs ----------------------------------------------------------------------
+
+    def register(self, graph: CompiledGraph) -> None:
+        """Make ``graph`` known so its runs can be resumed and recovered by name."""
+        if not isinstance(graph, CompiledGraph):
+            raise GraphError(f"expected a compiled graph (Graph.compile()), got {type(graph).__name__}")
+        known = self._graphs.get(graph.name)
+        if known is not None and known is not graph and known.fingerprint != graph.fingerprint:
+            log.warning("graph %r re-registered with a different shape", graph.name)
+        self._graphs[graph.name] = graph
+
+    def _graph_for(self, run_id: str, name: str, ref: str | None, graph: CompiledGraph | None) -> CompiledGraph:
+        if graph is not None:
+            if graph.name != name:
+                raise RunStateError(f"run {run_id!r} belongs to graph {name!r}, not {graph.name!r}")
+            self.register(graph)
+            return graph
+        known = self._graphs.get(name)
+        if known is not None:
+            return known
+        if ref:
+            found = load_graph(ref)
+            if found.name == name:
+                self.register(found)
+                return found
+        raise RunStateError(
+            f"run {run_id!r} belongs to graph {name!r}, which this runtime does not know; "
+            "pass graph=... or register it with Runtime(graphs=[...])"
+        )
+
+    # -- starting --------------------------------------------------------------------
+
+    async def start(
+        self,
+        graph: CompiledGraph,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        thread: str | None = None,
+        durability: Durability | str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> RunHandle:
+        """Start a run in the background; returns its handle once the start is durable.
+
+        Starting is idempotent by ``run_id``: a second start with the id of an
+        existing run returns that run's handle and starts nothing.
+        """
+        run_id, driver = await self._begin(graph, input, run_id, thread, durability, metadata)
+        if driver is not None:
+            self._spawn(driver)
+        return RunHandle(self, run_id)
+
+    async def run(
+        self,
+        graph: CompiledGraph,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        thread: str | None = None,
+        durability: Durability | str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Any:
+        """Run to the end in the calling task and return the final state.
+
+        If the caller is cancelled the run is left as its journal says,
+        resumable. A run that parks on an interrupt is waited for until resumed.
+        """
+        run_id, driver = await self._begin(graph, input, run_id, thread, durability, metadata)
+        if driver is not None:
+            self._live[run_id] = driver
+            await self._drive(driver)
+            if driver.outcome is None and driver.fold.status is RunStatus.FINISHED:
+                return graph.schema.output(driver.fold.state)
+        return await RunHandle(self, run_id).result()
+
+    async def _begin(
+        self,
+        graph: CompiledGraph,
+        input: Any,
+        run_id: str | None,
+        thread: str | None,
+        durability: Durability | str | None,
+        metadata: dict[str, Any] | None,
+    ) -> tuple[str, RunDriver | None]:
+        if self._graphs.get(graph.name) is not graph:
+            self.register(graph)
+        run_id = run_id or uuid.uuid4().hex
+        if run_id in self._live:
+            return run_id, None
+        durable = Durability(durability) if durability is not None else self.durability
+        graph.schema.initial(input)  # fail on bad input before writing anything
+        data: dict[str, Any] = {"graph": graph.name, "fingerprint": graph.fingerprint, "input": input,
+                                "durability": durable.value}
+        if thread is not None:
+            data["thread"] = thread
+        if metadata:
+            data["metadata"] = metadata
+        if graph.ref:
+            data["ref"] = graph.ref
+        driver = await self._create(graph, run_id, data, durable, parent_run_id=None, metadata=metadata)
+        return run_id, driver
+
+    async def _create(
+        self,
+        graph: CompiledGraph,
+        run_id: str,
+        data: dict[str, Any],
+        durability: Durability,
+        *,
+        parent_run_id: str | None,
+        metadata: dict[str, Any] | None,
+    ) -> RunDriver | None:
+        """Create the run's journal; None if a run with that id already existed."""
+        if self._check_json:
+            from ..events import encode
+
+            encode(data, what=f"the input of run {run_id!r}")
+        now = time.time()
+        started = Event(run_id, 1, EventKind.RUN_STARTED, now, data)
+        record = RunRecord(
+            run_id=run_id, graph=graph.name, thread=data.get("thread"), status=RunStatus.RUNNING,
+            created_at=now, updated_at=now, parent_run_id=parent_run_id, durability=durability,
+            owner=self.owner, lease_until=now + self.lease_ttl, fence=1, metadata=metadata or {},
+        )
+        result = await self.store.create_run(record, [started], durability)
+        if not result.created:
+            if result.record.graph != graph.name:
+                raise RunStateError(
+                    f"run id {run_id!r} is taken by a run of graph {result.record.graph!r}; choose another id"
+                )
+            return None
+        fold = RunFold(graph.schema)
+        fold.apply(started)
+        return self._driver(graph, fold, durability)
+
+    def _driver(
+        self, graph: CompiledGraph, fold: RunFold, durability: Durability, oracle: ReplayOracle | None = None,
+        store: Store | None = None,
+    ) -> RunDriver:
+        listeners: list[Listener] = list(self._listeners)
+        subs = self._subscribers.get(fold.run_id)
+        if subs is not None:
+            listeners.append(subs.publish)
+        return RunDriver(
+            self, graph, fold, store=store or self.store, durability=durability,
+            check_json=self._check_json, snapshot_every=self._snapshot_every,
+            listeners=listeners, oracle=oracle, shield_commits=not isinstance(store or self.store, MemoryStore),
+        )
+
+    def _subscribers_of(self, run_id: str) -> Subscribers:
+        subs = self._subscribers.get(run_id)
+        if subs is None:
+            subs = self._subscribers[run_id] = Subscribers()
+        return subs
+
+    def _spawn(self, driver: RunDriver) -> None:
+        if self._tg is None:
+            raise RunStateError("the runtime is not open; use 'async with Runtime.open(...) as rt'")
+        self._live[driver.run_id] = driver
+        self._signal(driver.run_id)
+        self._tg.start_soon(self._drive, driver)
+
+    async def _drive(self, driver: RunDriver) -> None:
+        try:
+            await driver.drive()
+        finally:
+            # No await before the bookkeeping: a resume must never find a driver that left.
+            if self._live.get(driver.run_id) is driver:
+                del self._live[driver.run_id]
+            subs = self._subscribers.pop(driver.run_id, None)
+            if subs is not None:
+                subs.close_all()
+            self._signal(driver.run_id)
+            if driver.outcome is not None and not isinstance(driver.outcome, RunStateError):
+                log.warning("run %s stopped: %s", driver.run_id, driver.outcome)
+            if driver.fold.status is RunStatus.RUNNING and not driver.parked and driver.outcome is None:
+                # Abandoned mid-run at shutdown: hand the lease back so another process
+                # can take the run over at once instead of waiting for it to expire.
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await self.store.release(driver.run_id, self.owner)
+                    except StoreError as exc:
+                        log.warning("could not release run %s: %s", driver.run_id, exc)
+
+    def _signal(self, run_id: str) -> None:
+        event = self._changed.pop(run_id, None)
+        if event is not None:
+            event.set()
+
+    async def _wait_for_change(self, run_id: str) -> None:
+        """Wait until the run starts or stops here, or a poll interval passes."""
+        from .handle import POLL_INTERVAL
+
+        event = self._changed.get(run_id)
+        if event is None:
+            event = self._changed[run_id] = anyio.Event()
+        with anyio.move_on_after(POLL_INTERVAL * 5):
+            await event.wait()
+
+    # -- loading ---------------------------------------------------------------------
+
+    async def _load_fold(self, graph: CompiledGraph, run_id: str, *, at: int | None = None) -> RunFold:
+        snapshot = await self.store.load_snapshot(run_id, at_most=at)
+        if snapshot is not None:
+            fold = RunFold.from_snapshot(graph.schema, snapshot.seq, snapshot.data)
+            fold.revive = not self._memory
+        else:
+            fold = RunFold(graph.schema, revive=not self._memory)
+        for event in await self.store.read(run_id, after=fold.seq, until=at):
+            fold.apply(event)
+        if fold.seq == 0:
+            raise RunNotFoundError(run_id)
+        return fold
+
+    async def _record(self, run_id: str) -> RunRecord:
+        record = await self.store.get_run(run_id)
+        if record is None:
+            raise RunNotFoundError(run_id)
+        return record
+
+    async def _first_event(self, run_id: str) -> Event:
+        events = await self.store.read(run_id, until=1)
+        if not events:
+            raise RunNotFoundError(run_id)
+        return events[0]
+
+    async def _adopt(self, run_id: str, graph: CompiledGraph | None) -> RunDriver:
+        """Take over a run that nobody drives: claim its lease and rebuild its fold."""
+        record = await self._record(run_id)
+        first = await self._first_event(run_id)
+        app = self._graph_for(run_id, record.graph, first.data.get("ref"), graph)
+        fence = await self.store.claim(run_id, self.owner, self.lease_ttl)
+        if fence is None:
+            raise RunStateError(
+                f"run {run_id!r} is being driven by another process ({record.owner}); "
+                "act on it there, or wait for its lease to expire"
+            )
+        fold = await self._load_fold(app, run_id)
+        return self._driver(app, fold, record.durability)
+
+    # -- resuming, cancelling, recovering --------------------------------------------
+
+    async def resume(
+        self,
+        run_id: str,
+        value: Any = None,
+        *,
+        interrupt_id: str | None = None,
+        values: dict[str, Any] | None = None,
+        graph: CompiledGraph | None = None,
+    ) -> RunHandle:
+        """Continue a parked run: the pending interrupt returns ``value`` in its node.
+
+        With several pending interrupts, name one with ``interrupt_id`` or pass
+        ``values={id: value, ...}``. A run left running by a crashed process is
+        resumed from its journal (no value needed).
+        """
+        live = self._live.get(run_id)
+        if live is not None and not live.done.is_set():
+            resolved = _resolve(live.fold, run_id, value, interrupt_id, values, value_given=True)
+            if resolved:
+                live.record(EventKind.RESUMED, {"values": resolved})
+                await live.commit(RunStatus.RUNNING)
+            return RunHandle(self, run_id)
+        record = await self._record(run_id)
+        if record.status.terminal:
+            raise RunStateError(
+                f"run {run_id!r} has {record.status.value}; nothing to resume "
+                "(fork it to run again from an earlier point)"
+            )
+        driver = await self._adopt(run_id, graph)
+        resolved = _resolve(
+            driver.fold, run_id, value, interrupt_id, values,
+            value_given=record.status is RunStatus.INTERRUPTED or values is not None,
+        )
+        if resolved:
+            driver.record(EventKind.RESUMED, {"values": resolved})
+        self._spawn(driver)
+        return RunHandle(self, run_id)
+
+    async def cancel(self, run_id: str) -> None:
+        """Cancel a run: a live one is stopped, a parked one is ended in its journal."""
+        live = self._live.get(run_id)
+        if live is not None:
+            live.request_cancel()
+            await live.done.wait()
+            return
+        record = await self._record(run_id)
+        if record.status.terminal:
+            raise RunStateError(f"run {run_id!r} has already {record.status.value}")
+        driver = await self._adopt(run_id, None)
+        driver.request_cancel()
+        self._spawn(driver)
+        await driver.done.wait()
+
+    async def recover(self, *, resume: bool = True) -> list[RunRecord]:
+        """Find runs a crashed process left running; resume those whose graph is known.
+
+        Returns the runs found. Those that could not be resumed (unknown graph,
+        or ``resume=False``) are kept in ``runtime.recoverable``.
+        """
+        found = await self.store.orphaned_runs(self.owner)
+        self.recoverable = []
+        for record in found:
+            if record.run_id in self._live or record.parent_run_id is not None:
+                continue  # subgraph runs are resumed by their parent
+            if not resume:
+                self.recoverable.append(record)
+                continue
+            try:
+                driver = await self._adopt(record.run_id, None)
+            except RunStateError as exc:
+                log.warning("run %s left unfinished by a crashed process: %s", record.run_id, exc)
+                self.recoverable.append(record)
+                continue
+            log.info("recovering run %s (graph %s) from its journal", record.run_id, record.graph)
+            self._spawn(driver)
+        return found
+
+    # -- waiting ---------------------------------------------------------------------
+
+    async def _wait(self, run_id: str) -> RunOutcome:
+        while True:
+            live = self._live.get(run_id)
+            if live is not None:
+                await live.done.wait()
+                if live.outcome is not None and isinstance(live.outcome, StoreError):
+                    raise live.outcome
+                if self._live.get(run_id) is live or run_id not in self._live:
+                    return _outcome(live.fold)
+                continue
+            record = await self._record(run_id)
+            if record.status is not RunStatus.RUNNING:
+                return await self.outcome(run_id)
+            await self._wait_for_change(run_id)
+
+    async def outcome(self, run_id: str, graph: CompiledGraph | None = None) -> RunOutcome:
+        """Where the run stands now, read from its journal."""
+        live = self._live.get(run_id)
+        if live is not None:
+            return _outcome(live.fold)
+        record = await self._record(run_id)
+        first = await self._first_event(run_id)
+        app = self._graph_for(run_id, record.graph, first.data.get("ref"), graph)
+        return _outcome(await self._load_fold(app, run_id))
+
+    def handle(self, run_id: str) -> RunHandle:
+        return RunHandle(self, run_id)
+
+    # -- queries (see queries.py for state, fork and replay) -------------------------
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        return await self._record(run_id)
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | str | Sequence[RunStatus | str] | None = None,
+        graph: str | None = None,
+        thread: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        created_after: float | None = None,
+        created_before: float | None = None,
+    ) -> list[RunRecord]:
+        statuses: list[RunStatus] | None = None
+        if status is not None:
+            items = [status] if isinstance(status, str | RunStatus) else list(status)
+            try:
+                statuses = [RunStatus(s) for s in items]
+            except ValueError:
+                choices = ", ".join(s.value for s in RunStatus)
+                raise RunStateError(f"unknown run status in {items!r}; use one of {choices}") from None
+        return await self.store.list_runs(
+            RunQuery(status=statuses, graph=graph, thread=thread, limit=limit, offset=offset,
+                     created_after=created_after, created_before=created_before)
+        )
+
+    async def list_threads(self, *, limit: int = 100) -> list[ThreadInfo]:
+        return await self.store.list_threads(limit=limit)
+
+    async def events(self, run_id: str, *, after: int = 0, until: int | None = None) -> list[Event]:
+        await self._record(run_id)
+        return await self.store.read(run_id, after=after, until=until)
+
+    async def state(self, run_id: str, *, at: int | None = None, graph: CompiledGraph | None = None) -> StateView:
+        """The run's state as of sequence number ``at`` (default: now)."""
+        return await history.state_at(self, run_id, at, graph)
+
+    async def fork(
+        self,
+        run_id: str,
+        at: int | None = None,
+        *,
+        new_run_id: str | None = None,
+        graph: CompiledGraph | None = None,
+        thread: str | None = None,
+        start: bool = True,
+    ) -> RunHandle:
+        """Start a new run whose journal is ``run_id``'s up to ``at``: time travel.
+
+        Effects recorded before ``at`` are not repeated; what came after is run
+        again, with new idempotency keys (it is a new run).
+        """
+        return await history.fork(
+            self, run_id, at, new_run_id=new_run_id, graph=graph, thread=thread, start=start
+        )
+
+    async def replay(self, run_id: str, *, graph: CompiledGraph | None = None) -> ReplayReport:
+        """Re-run a run against its recorded effects and report the first divergence."""
+        return await history.replay(self, run_id, graph)
+
+
+def _outcome(fold: RunFold) -> RunOutcome:
+    pending = [PendingInterrupt(i.id, t.node, i.payload) for t, i in fold.pending_interrupts]
+    status = fold.status
+    if status is RunStatus.RUNNING and pending and not any(t.runnable for t in fold.tasks):
+        status = RunStatus.INTERRUPTED
+    return RunOutcome(fold.run_id, status, fold.schema.output(fold.state), fold.seq, pending, fold.error)
+
+
+def _resolve(
+    fold: RunFold, run_id: str, value: Any, interrupt_id: str | None, values: dict[str, Any] | None,
+    *, value_given: bool,
+) -> dict[str, Any]:
+    pending = {i.id: t.node for t, i in fold.pending_interrupts}
+    listing = ", ".join(f"{iid} (node {node!r})" for iid, node in pending.items())
+    if values is not None:
+        unknown = [k for k in values if k not in pending]
+        if unknown:
+            raise RunStateError(
+                f"run {run_id!r} has no pending interrupt {unknown[0]!r}; pending: {listing or 'none'}"
+            )
+        return dict(values)
+    if interrupt_id is not None:
+        if interrupt_id not in pending:
+            raise RunStateError(
+                f"run {run_id!r} has no pending interrupt {interrupt_id!r}; pending: {listing or 'none'}"
+            )
+        return {interrupt_id: value}
+    if not pending:
+        if value_given and value is not None:
+            raise RunStateError(f"run {run_id!r} is not waiting on an interrupt; there is nothing to resume")
+        return {}
+    if len(pending) > 1:
+        raise RunStateError(
+            f"run {run_id!r} has {len(pending)} pending interrupts: {listing}; "
+            "name one with interrupt_id=... or pass values={id: value}"
+        )
+    return {next(iter(pending)): value}
+
+
+def load_graph(ref: str) -> CompiledGraph:
+    """Import ``module:attribute`` and return the compiled graph it names."""
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise GraphError(f"graph reference {ref!r} must look like 'package.module:graph'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise GraphError(f"cannot import module {module_name!r} for graph {ref!r}: {exc}") from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise GraphError(f"module {module_name!r} has no attribute {attr!r}") from None
+    from ..graph.builder import Graph
+
+    if isinstance(obj, Graph):
+        obj = obj.compile(ref=ref)
+    if not isinstance(obj, CompiledGraph):
+        raise GraphError(f"{ref!r} is a {type(obj).__name__}, not a graph; point at a Graph or its compile()")
+    if obj.ref is None:
+        obj.ref = ref
+    return obj

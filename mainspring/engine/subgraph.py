@@ -1,0 +1,104 @@
+"""Subgraphs as nodes: a child run with its own state and journal, driven inside the parent's task.
+
+The child's run id is derived from the parent task (``parent/node.step.task``),
+so a resumed parent finds its child's journal and resumes it instead of
+starting over. A child that parks on interrupts parks its parent task with one
+parent interrupt per child interrupt; resume values flow back down.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import RunFailedError, RunStateError
+from ..events import EventKind
+from ..graph.builder import NodeSpec
+from ..graph.compiled import CompiledGraph
+from ..store.base import RunStatus
+from .context import Parked
+from .fold import NO_ARG, RunFold, TaskRecord
+
+if TYPE_CHECKING:
+    from .driver import RunDriver
+
+
+async def run_subgraph(parent: RunDriver, spec: NodeSpec, task: TaskRecord, state_in: Any) -> Any:
+    child_app = spec.subgraph
+    assert child_app is not None
+    rt = parent.runtime
+    step = parent.fold.step
+    child_id = f"{parent.run_id}/{task.node}.{step}.{task.index}"
+    if task.attempt > 1:
+        child_id += f".a{task.attempt}"
+    parent_schema = parent.fold.schema
+    child_fields = child_app.schema.fields
+
+    if spec.subgraph_input is not None:
+        child_input = spec.subgraph_input(state_in)
+    elif task.arg is not NO_ARG:
+        child_input = state_in
+    else:
+        child_input = {k: v for k, v in parent.fold.state.items() if k in child_fields}
+
+    fold = await _child_fold(parent, child_app, child_id, task, child_input)
+    driver = rt._driver(child_app, fold, parent.durability)
+    forwarded = {
+        i.child: i.value
+        for i in task.interrupts.values()
+        if i.resumed and i.child and (rec := fold.find_interrupt(i.child)) is not None and not rec.resumed
+    }
+    if forwarded:
+        driver.record(EventKind.RESUMED, {"values": forwarded})
+    if not fold.status.terminal:
+        rt._live[child_id] = driver
+        try:
+            await driver.drive()
+        finally:
+            rt._live.pop(child_id, None)
+        if driver.outcome is not None:
+            raise driver.outcome
+
+    if fold.status is RunStatus.FINISHED:
+        output = child_app.schema.output(fold.state)
+        if spec.subgraph_output is not None:
+            return spec.subgraph_output(output)
+        return {k: v for k, v in fold.state.items() if k in parent_schema.fields}
+    if fold.status is RunStatus.FAILED:
+        raise RunFailedError(child_id, fold.error or {})
+    if fold.status is RunStatus.CANCELLED:
+        raise RunStateError(f"subgraph run {child_id!r} was cancelled")
+    mapped = {i.child for i in task.interrupts.values() if i.child}
+    for child_task, interrupt in fold.pending_interrupts:
+        if interrupt.id in mapped:
+            continue
+        index = len(task.interrupts)
+        parent.record(
+            EventKind.INTERRUPTED,
+            {
+                "step": step, "task": task.index, "node": task.node, "interrupt": index,
+                "id": f"{step}.{task.index}.{index}", "payload": interrupt.payload,
+                "child": interrupt.id, "child_run": child_id, "child_node": child_task.node,
+            },
+        )
+    raise Parked()
+
+
+async def _child_fold(
+    parent: RunDriver, app: CompiledGraph, child_id: str, task: TaskRecord, child_input: Any
+) -> RunFold:
+    """The child's fold: created on first run, loaded from its journal afterwards."""
+    rt = parent.runtime
+    data: dict[str, Any] = {
+        "graph": app.name,
+        "fingerprint": app.fingerprint,
+        "input": child_input,
+        "durability": str(parent.durability),
+        "parent": {"run_id": parent.run_id, "step": parent.fold.step, "task": task.index, "node": task.node},
+    }
+    if parent.fold.thread is not None:
+        data["thread"] = parent.fold.thread
+    driver = await rt._create(app, child_id, data, parent.durability, parent_run_id=parent.run_id, metadata=None)
+    if driver is not None:
+        return driver.fold
+    await rt.store.claim(child_id, rt.owner, rt.lease_ttl)
+    return await rt._load_fold(app, child_id)

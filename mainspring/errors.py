@@ -1,0 +1,100 @@
+"""The one documented error hierarchy of Mainspring.
+
+Every error a user can meet derives from :class:`MainspringError` and says what
+to fix. Backend and driver errors are translated at the store boundary.
+"""
+
+from __future__ import annotations
+
+
+class MainspringError(Exception):
+    """Base class of every error Mainspring raises on purpose."""
+
+
+class GraphError(MainspringError):
+    """A graph that cannot be compiled; the message names the node and the fix."""
+
+
+class StateError(MainspringError):
+    """A state type or a state update that does not fit the graph's schema."""
+
+
+class SerializationError(MainspringError):
+    """A value that cannot be stored as JSON-compatible data."""
+
+
+class StoreError(MainspringError):
+    """A store that cannot be opened, read or written."""
+
+
+class NotAStoreError(StoreError):
+    """The file or database exists but is not a Mainspring store; it was left untouched."""
+
+
+class SchemaVersionError(StoreError):
+    """The store was written by a newer Mainspring; it was left untouched."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store's server could not be reached within the configured retry time."""
+
+
+class ConflictError(StoreError):
+    """Another writer appended to the run first: this writer's view is stale.
+
+    Raised instead of silently forking a run's history.
+    """
+
+    def __init__(self, run_id: str, expected_seq: int, actual_seq: int) -> None:
+        super().__init__(
+            f"run {run_id!r} was appended to by another writer: expected it at sequence "
+            f"{expected_seq}, found {actual_seq}; only one process may drive a run at a time"
+        )
+        self.run_id = run_id
+        self.expected_seq = expected_seq
+        self.actual_seq = actual_seq
+
+
+class RunNotFoundError(MainspringError):
+    """No run with this id exists in the store."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run with id {run_id!r} in this store")
+        self.run_id = run_id
+
+
+class RunStateError(MainspringError):
+    """The run is not in a state that allows the requested operation."""
+
+
+class RunFailedError(MainspringError):
+    """The run ended in failure; ``error`` holds the recorded error."""
+
+    def __init__(self, run_id: str, error: dict[str, object]) -> None:
+        node = error.get("node")
+        where = f" in node {node!r}" if node else ""
+        super().__init__(f"run {run_id!r} failed{where}: {error.get('type')}: {error.get('message')}")
+        self.run_id = run_id
+        self.error = error
+
+
+class RunCancelledError(MainspringError):
+    """The run was cancelled before it finished."""
+
+
+class NodeTimeoutError(MainspringError, TimeoutError):
+    """A node attempt ran longer than its timeout."""
+
+
+class NondeterminismError(MainspringError):
+    """Replay or resume found the graph doing something other than what the journal recorded."""
+
+
+class EffectError(MainspringError):
+    """A recorded effect failure, re-raised on resume or replay with its original type and message."""
+
+    def __init__(self, name: str, error_type: str, message: str) -> None:
+        super().__init__(f"effect {name!r} failed: {error_type}: {message}")
+        self.name = name
+        self.error_type = error_type
+        self.message = message

@@ -1,0 +1,60 @@
+"""Stores: one protocol, several backends, opened by URL."""
+
+from __future__ import annotations
+
+from ..errors import StoreError
+from .base import (
+    CreateResult,
+    Durability,
+    RunQuery,
+    RunRecord,
+    RunStatus,
+    Snapshot,
+    Store,
+    ThreadInfo,
+)
+from .memory import MemoryStore
+
+__all__ = [
+    "CreateResult",
+    "Durability",
+    "MemoryStore",
+    "RunQuery",
+    "RunRecord",
+    "RunStatus",
+    "Snapshot",
+    "Store",
+    "ThreadInfo",
+    "store_from_url",
+]
+
+
+def store_from_url(url: str) -> Store:
+    """Build (not open) the store a URL names: ``memory://``, ``sqlite:///path``, ``postgresql://...``."""
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        if url.endswith((".db", ".sqlite", ".sqlite3")):
+            scheme, url = "sqlite", f"sqlite:///{url}"
+        else:
+            raise StoreError(
+                f"store URL {url!r} has no scheme; use memory://, sqlite:///path/to/file.db "
+                "or postgresql://user@host/db"
+            )
+    if scheme == "memory":
+        return MemoryStore(url)
+    if scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore(url)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from .postgres import PostgresStore
+        except ImportError as exc:  # asyncpg is an optional extra
+            raise StoreError(
+                f"the PostgreSQL store needs asyncpg ({exc}); install it with "
+                "pip install 'mainspring[postgres]'"
+            ) from None
+        return PostgresStore(url)
+    raise StoreError(
+        f"unknown store scheme {scheme!r} in {url!r}; use memory://, sqlite:///path or postgresql://..."
+    )

@@ -1,0 +1,248 @@
+"""The statements of the PostgreSQL store, bound to one schema, and their rows and arrays.
+
+Each write is one statement, so one round trip and one implicit transaction:
+data-modifying CTEs update the run row conditionally and insert the events
+from arrays (``unnest``) only if that update matched. A statement that matched
+nothing wrote nothing; its last column reports the run's ``last_seq`` as of the
+statement's snapshot, which names the conflict without a second round trip.
+
+Status changes send ``NOTIFY mainspring_runs`` from inside the same statement
+(delivered at commit), so wake-ups cost no extra round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+from ..events import Event, encode
+from ._pg_batch import Group
+from ._pg_schema import quote_ident
+from .base import Durability, RunQuery, RunRecord, RunStatus
+
+CHANNEL = "mainspring_runs"
+
+RUN_COLUMNS = (
+    "run_id, graph, thread, status, created_at, updated_at, last_seq, parent_run_id, "
+    "durability, owner, lease_until, fence, error, metadata::text"
+)
+
+_NOW = "extract(epoch FROM clock_timestamp())::float8"  # leases use the server's clock
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    create_run: str
+    append: str
+    append_many: str
+    stored_events: str
+    read: str
+    get_run: str
+    list_threads: str
+    save_snapshot: str
+    load_snapshot: str
+    claim: str
+    renew: str
+    release: str
+    orphaned: str
+    schema: str  # quoted, for statements built per call (list_runs)
+
+
+def statements(schema: str) -> Statements:
+    s = quote_ident(schema)
+
+    def notify(run_id: str, status: str) -> str:
+        payload = f"json_build_object('schema', '{schema}', 'run_id', {run_id}, 'status', {status})"
+        return f"pg_notify('{CHANNEL}', {payload}::text)"
+
+    return Statements(
+        create_run=f"""
+WITH new AS (
+  INSERT INTO {s}.runs (run_id, graph, thread, status, created_at, updated_at, last_seq,
+                        parent_run_id, durability, owner, lease_until, fence, error, metadata)
+  VALUES ($1, $2, $3, $4, $5, coalesce(($14::float8[])[cardinality($14::float8[])], $6),
+          cardinality($13::text[]), $7, $8, $9, $10, $11, $12, $16::jsonb)
+  ON CONFLICT (run_id) DO NOTHING
+  RETURNING {notify("$1", "$4")}
+), ins AS (
+  INSERT INTO {s}.events (run_id, seq, kind, ts, data)
+  SELECT $1, u.i, u.k, u.t, u.d
+  FROM unnest($13::text[], $14::float8[], $15::text[]) WITH ORDINALITY AS u(k, t, d, i)
+  WHERE EXISTS (SELECT 1 FROM new)
+)
+SELECT EXISTS (SELECT 1 FROM new)""",
+        # $1 run_id, $2 expected_seq, $3-$5 kinds/ts/data, $6 status, $7 error
+        append=f"""
+WITH bump AS (
+  UPDATE {s}.runs SET
+    last_seq = $2 + cardinality($3::text[]),
+    updated_at = coalesce(($4::float8[])[cardinality($4::float8[])], updated_at),
+    status = coalesce($6::text, status),
+    error = coalesce($7::text, error)
+  WHERE run_id = $1 AND last_seq = $2
+  RETURNING CASE WHEN $6::text IS NOT NULL THEN {notify("$1", "$6::text")} END
+), ins AS (
+  INSERT INTO {s}.events (run_id, seq, kind, ts, data)
+  SELECT $1, $2 + u.i, u.k, u.t, u.d
+  FROM unnest($3::text[], $4::float8[], $5::text[]) WITH ORDINALITY AS u(k, t, d, i)
+  WHERE EXISTS (SELECT 1 FROM bump)
+)
+SELECT EXISTS (SELECT 1 FROM bump), (SELECT last_seq FROM {s}.runs WHERE run_id = $1)""",
+        # One row per run ($1-$6) and one per event ($7-$11); returns the runs that
+        # did not match (conflict, or missing when last_seq is NULL).
+        append_many=f"""
+WITH req AS (
+  SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::float8[])
+    AS q(run_id, expected, n, status, error, last_ts)
+), bump AS (
+  UPDATE {s}.runs r SET
+    last_seq = q.expected + q.n,
+    updated_at = coalesce(q.last_ts, r.updated_at),
+    status = coalesce(q.status, r.status),
+    error = coalesce(q.error, r.error)
+  FROM req q
+  WHERE r.run_id = q.run_id AND r.last_seq = q.expected
+  RETURNING r.run_id, CASE WHEN q.status IS NOT NULL THEN {notify("q.run_id", "q.status")} END
+), ins AS (
+  INSERT INTO {s}.events (run_id, seq, kind, ts, data)
+  SELECT e.run_id, e.seq, e.kind, e.ts, e.data
+  FROM unnest($7::text[], $8::int8[], $9::text[], $10::float8[], $11::text[])
+    AS e(run_id, seq, kind, ts, data)
+  WHERE e.run_id IN (SELECT run_id FROM bump)
+)
+SELECT q.run_id, r.last_seq
+FROM req q LEFT JOIN {s}.runs r ON r.run_id = q.run_id
+WHERE q.run_id NOT IN (SELECT run_id FROM bump)""",
+        # Events already stored in (lo, hi] per run: did a write whose reply was lost commit?
+        stored_events=f"""
+SELECT e.run_id, e.seq, e.kind, e.ts, e.data
+FROM {s}.events e
+JOIN unnest($1::text[], $2::int8[], $3::int8[]) AS q(run_id, lo, hi)
+  ON e.run_id = q.run_id AND e.seq > q.lo AND e.seq <= q.hi
+ORDER BY e.run_id, e.seq""",
+        read=f"""
+SELECT seq, kind, ts, data FROM {s}.events
+WHERE run_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq""",
+        get_run=f"SELECT {RUN_COLUMNS} FROM {s}.runs WHERE run_id = $1",
+        list_threads=f"""
+SELECT thread, runs, run_id, status, updated_at FROM (
+  SELECT DISTINCT ON (thread) thread, count(*) OVER (PARTITION BY thread) AS runs,
+         run_id, status, updated_at
+  FROM {s}.runs WHERE thread IS NOT NULL
+  ORDER BY thread, created_at DESC, run_id DESC
+) AS latest
+ORDER BY updated_at DESC, thread DESC LIMIT $1""",
+        save_snapshot=f"""
+INSERT INTO {s}.snapshots (run_id, seq, data) VALUES ($1, $2, $3)
+ON CONFLICT (run_id) DO UPDATE SET seq = EXCLUDED.seq, data = EXCLUDED.data""",
+        load_snapshot=f"SELECT seq, data FROM {s}.snapshots WHERE run_id = $1 AND seq <= $2",
+        # $4 is an owner this process found dead: taken over like an expired lease.
+        claim=f"""
+WITH up AS (
+  UPDATE {s}.runs SET
+    owner = $2,
+    lease_until = {_NOW} + $3,
+    fence = fence + (owner IS DISTINCT FROM $2)::int
+  WHERE run_id = $1
+    AND (owner IS NULL OR owner = $2 OR lease_until IS NULL OR lease_until <= {_NOW} OR owner = $4)
+  RETURNING fence
+)
+SELECT (SELECT fence FROM up), r.run_id IS NOT NULL, r.owner
+FROM (SELECT 1) AS one LEFT JOIN {s}.runs r ON r.run_id = $1""",
+        renew=f"UPDATE {s}.runs SET lease_until = {_NOW} + $2 WHERE owner = $1",
+        release=f"UPDATE {s}.runs SET owner = NULL, lease_until = NULL WHERE run_id = $1 AND owner = $2",
+        # Running runs another owner could take: no owner, an expired lease, or an
+        # owner on this host (whose process may be dead; checked by the caller).
+        orphaned=f"""
+SELECT {RUN_COLUMNS}, (lease_until IS NULL OR lease_until <= {_NOW}) AS expired
+FROM {s}.runs
+WHERE status = 'running' AND owner IS DISTINCT FROM $1
+  AND (owner IS NULL OR lease_until IS NULL OR lease_until <= {_NOW} OR owner LIKE $2)
+ORDER BY created_at, run_id
+LIMIT $3 OFFSET $4""",
+        schema=s,
+    )
+
+
+# -- rows and arrays ------------------------------------------------------------------------
+
+
+def event_columns(run_id: str, events: Sequence[Event]) -> tuple[list[str], list[float], list[str]]:
+    kinds = [str(e.kind) for e in events]
+    ts = [float(e.ts) for e in events]
+    data = [
+        encode(e.data, what=f"data of event {e.seq} of run {run_id!r}").decode() for e in events
+    ]
+    return kinds, ts, data
+
+
+def batch_args(groups: list[Group]) -> tuple[list[Any], ...]:
+    run_ids: list[str] = []
+    seqs: list[int] = []
+    kinds: list[str] = []
+    ts: list[float] = []
+    data: list[str] = []
+    for g in groups:
+        run_ids += [g.run_id] * len(g.kinds)
+        seqs += range(g.expected + 1, g.last_seq + 1)
+        kinds += g.kinds
+        ts += g.ts
+        data += g.data
+    return (
+        [g.run_id for g in groups],
+        [g.expected for g in groups],
+        [len(g.kinds) for g in groups],
+        [g.status for g in groups],
+        [g.error for g in groups],
+        [g.ts[-1] if g.ts else None for g in groups],
+        run_ids, seqs, kinds, ts, data,
+    )  # fmt: skip
+
+
+def run_record(r: asyncpg.Record) -> RunRecord:
+    return RunRecord(
+        run_id=r[0],
+        graph=r[1],
+        thread=r[2],
+        status=RunStatus(r[3]),
+        created_at=r[4],
+        updated_at=r[5],
+        last_seq=r[6],
+        parent_run_id=r[7],
+        durability=Durability(r[8]),
+        owner=r[9],
+        lease_until=r[10],
+        fence=r[11],
+        error=r[12],
+        metadata=orjson.loads(r[13]),
+    )
+
+
+def list_runs(schema: str, query: RunQuery) -> tuple[str, list[Any]]:
+    """A statement with only the filters in use, so each shape gets its own plan."""
+    where: list[str] = []
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if query.status is not None:
+        where.append(f"status = ANY({arg([str(s) for s in query.status])}::text[])")
+    for column in ("graph", "thread", "parent_run_id"):
+        value = getattr(query, column)
+        if value is not None:
+            where.append(f"{column} = {arg(value)}")
+    if query.created_after is not None:
+        where.append(f"created_at > {arg(query.created_after)}")
+    if query.created_before is not None:
+        where.append(f"created_at < {arg(query.created_before)}")
+    sql = f"SELECT {RUN_COLUMNS} FROM {schema}.runs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY created_at DESC, run_id DESC LIMIT {arg(query.limit)} OFFSET {arg(query.offset)}"
+    return sql, args

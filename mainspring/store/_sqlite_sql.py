@@ -1,0 +1,275 @@
+"""The SQL of the SQLite store: what each write does inside its transaction, and the reads.
+
+Write functions run on the writer thread inside an open transaction (and a
+savepoint when they share a group); read functions run on a read-only
+connection in a worker thread. None of them commits.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from ..errors import ConflictError, RunNotFoundError, StoreError
+from ..events import Event, EventKind, decode, encode
+from ._owner import owner_is_dead
+from .base import Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
+
+Row = tuple[Any, ...]
+
+RUN_COLUMNS: Final = (
+    "run_id, graph, thread, status, created_at, updated_at, last_seq, parent_run_id, "
+    "durability, owner, lease_until, fence, error, metadata"
+)
+INSERT_RUN: Final = (
+    f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (run_id) DO NOTHING"
+)
+SELECT_RUN: Final = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
+INSERT_EVENT: Final = "INSERT INTO events (run_id, seq, kind, ts, data) VALUES (?, ?, ?, ?, ?)"
+# The conditional append is one UPDATE guarded by last_seq; a separate statement
+# with status/error keeps the hot path from rewriting the status indexes.
+ADVANCE: Final = (
+    "UPDATE runs SET last_seq = ?, updated_at = coalesce(?, updated_at) "
+    "WHERE run_id = ? AND last_seq = ?"
+)
+ADVANCE_STATUS: Final = (
+    "UPDATE runs SET last_seq = ?, updated_at = coalesce(?, updated_at), "
+    "status = coalesce(?, status), error = coalesce(?, error) WHERE run_id = ? AND last_seq = ?"
+)
+
+_KINDS: Final = {kind.value: kind for kind in EventKind}
+
+# --- writes (writer thread, inside a transaction) ---
+
+
+def apply_append(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
+    run_id, expected_seq, rows, status, error, last_ts = args
+    new_seq = expected_seq + len(rows)
+    if status is None and error is None:
+        cur.execute(ADVANCE, (new_seq, last_ts, run_id, expected_seq))
+    else:
+        cur.execute(ADVANCE_STATUS, (new_seq, last_ts, status, error, run_id, expected_seq))
+    if cur.rowcount != 1:
+        found = cur.execute("SELECT last_seq FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if found is None:
+            raise RunNotFoundError(run_id)
+        raise ConflictError(run_id, expected_seq, found[0])
+    if rows:
+        cur.executemany(INSERT_EVENT, rows)
+
+
+def apply_create(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> RunRecord | None:
+    params, rows = args
+    cur.execute(INSERT_RUN, params)
+    if cur.rowcount != 1:
+        return record_from_row(cur.execute(SELECT_RUN, (params[0],)).fetchone())
+    if rows:
+        cur.executemany(INSERT_EVENT, rows)
+    return None
+
+
+def apply_snapshot(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
+    cur.execute(
+        "INSERT INTO snapshots (run_id, seq, data) VALUES (?, ?, ?) "
+        "ON CONFLICT (run_id) DO UPDATE SET seq = excluded.seq, data = excluded.data",
+        args,
+    )
+
+
+def apply_claim(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> int | None:
+    run_id, owner, ttl = args
+    found = cur.execute(
+        "SELECT owner, lease_until, fence FROM runs WHERE run_id = ?", (run_id,)
+    ).fetchone()
+    if found is None:
+        raise RunNotFoundError(run_id)
+    holder, lease_until, fence = found
+    now = time.time()  # read under the write lock, so all processes agree on the order
+    if holder == owner:
+        cur.execute("UPDATE runs SET lease_until = ? WHERE run_id = ?", (now + ttl, run_id))
+        return int(fence)
+    if holder is not None and (lease_until or 0) > now and not owner_is_dead(holder):
+        return None
+    cur.execute(
+        "UPDATE runs SET owner = ?, lease_until = ?, fence = ? WHERE run_id = ?",
+        (owner, now + ttl, fence + 1, run_id),
+    )
+    return int(fence) + 1
+
+
+def apply_renew(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
+    owner, ttl = args
+    cur.execute("UPDATE runs SET lease_until = ? WHERE owner = ?", (time.time() + ttl, owner))
+
+
+def apply_release(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
+    cur.execute(
+        "UPDATE runs SET owner = NULL, lease_until = NULL WHERE run_id = ? AND owner = ?", args
+    )
+
+
+# Indexed by the request kinds of the writer: APPEND, CREATE, ...
+APPEND, CREATE, SNAPSHOT, CLAIM, RENEW, RELEASE = range(6)
+APPLY: Final[tuple[Callable[[sqlite3.Cursor, tuple[Any, ...]], Any], ...]] = (
+    apply_append,
+    apply_create,
+    apply_snapshot,
+    apply_claim,
+    apply_renew,
+    apply_release,
+)
+
+
+# --- encoding (event loop, before a write is queued) ---
+
+
+def run_params(record: RunRecord) -> Row:
+    """The values of INSERT_RUN for ``record``."""
+    return (
+        record.run_id,
+        record.graph,
+        record.thread,
+        str(record.status),
+        record.created_at,
+        record.updated_at,
+        record.last_seq,
+        record.parent_run_id,
+        str(record.durability),
+        record.owner,
+        record.lease_until,
+        record.fence,
+        record.error,
+        encode(record.metadata, what="run metadata").decode(),
+    )
+
+
+def event_rows(run_id: str, expected_seq: int, events: Sequence[Event]) -> list[Row]:
+    """Encode events for insertion, checking they continue the run's numbering."""
+    rows: list[Row] = []
+    seq = expected_seq
+    for event in events:
+        seq += 1
+        if event.seq != seq or event.run_id != run_id:
+            raise StoreError(
+                f"events appended to run {run_id!r} after sequence {expected_seq} must be numbered "
+                f"{expected_seq + 1}, {expected_seq + 2}, ... and belong to that run; got "
+                f"({event.run_id!r}, seq {event.seq}) in position {seq - expected_seq}"
+            )
+        rows.append((run_id, seq, str(event.kind), event.ts, encode(event.data, what="event data")))
+    return rows
+
+
+def record_from_row(row: Row) -> RunRecord:
+    return RunRecord(
+        run_id=row[0],
+        graph=row[1],
+        thread=row[2],
+        status=RunStatus(row[3]),
+        created_at=row[4],
+        updated_at=row[5],
+        last_seq=row[6],
+        parent_run_id=row[7],
+        durability=Durability(row[8]),
+        owner=row[9],
+        lease_until=row[10],
+        fence=row[11],
+        error=row[12],
+        metadata=decode(row[13]),
+    )
+
+
+# --- reads (worker thread, read-only connection) ---
+
+
+def select_events(
+    run_id: str, after: int, until: int | None, conn: sqlite3.Connection
+) -> list[Event]:
+    sql = "SELECT seq, kind, ts, data FROM events WHERE run_id = ? AND seq > ?"
+    params: tuple[Any, ...] = (run_id, after)
+    if until is not None:
+        sql += " AND seq <= ?"
+        params = (run_id, after, until)
+    kinds = _KINDS
+    return [
+        Event(run_id, seq, kinds.get(kind) or EventKind(kind), ts, decode(data))
+        for seq, kind, ts, data in conn.execute(sql + " ORDER BY seq", params)
+    ]
+
+
+def select_run(run_id: str, conn: sqlite3.Connection) -> RunRecord | None:
+    row = conn.execute(SELECT_RUN, (run_id,)).fetchone()
+    return None if row is None else record_from_row(row)
+
+
+def select_runs(query: RunQuery, conn: sqlite3.Connection) -> list[RunRecord]:
+    where: list[str] = []
+    params: list[Any] = []
+    if query.status is not None:
+        where.append(f"status IN ({', '.join('?' * len(query.status))})")
+        params.extend(str(s) for s in query.status)
+    for column, value in (
+        ("graph", query.graph),
+        ("thread", query.thread),
+        ("parent_run_id", query.parent_run_id),
+    ):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if query.created_after is not None:
+        where.append("created_at > ?")
+        params.append(query.created_after)
+    if query.created_before is not None:
+        where.append("created_at < ?")
+        params.append(query.created_before)
+    sql = f"SELECT {RUN_COLUMNS} FROM runs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY created_at DESC, run_id DESC LIMIT ? OFFSET ?"
+    params += [query.limit, query.offset]
+    return [record_from_row(row) for row in conn.execute(sql, params)]
+
+
+def select_threads(limit: int, conn: sqlite3.Connection) -> list[ThreadInfo]:
+    rows = conn.execute(
+        """
+        SELECT thread, runs, run_id, status, updated_at FROM (
+            SELECT thread, run_id, status, updated_at,
+                   count(*) OVER (PARTITION BY thread) AS runs,
+                   row_number() OVER (
+                       PARTITION BY thread ORDER BY created_at DESC, run_id DESC
+                   ) AS newest
+            FROM runs WHERE thread IS NOT NULL
+        )
+        WHERE newest = 1
+        ORDER BY updated_at DESC, thread DESC
+        LIMIT ?
+        """,
+        (limit,),
+    )
+    return [ThreadInfo(t, n, r, RunStatus(s), u) for t, n, r, s, u in rows]
+
+
+def select_snapshot(run_id: str, at_most: int | None, conn: sqlite3.Connection) -> Snapshot | None:
+    row = conn.execute("SELECT seq, data FROM snapshots WHERE run_id = ?", (run_id,)).fetchone()
+    if row is None or (at_most is not None and row[0] > at_most):
+        return None
+    return Snapshot(run_id, row[0], decode(row[1]))
+
+
+def select_orphans(owner: str, now: float, limit: int, conn: sqlite3.Connection) -> list[RunRecord]:
+    # `status = 'running'` is spelled as a literal so the partial index runs_orphans applies.
+    rows = conn.execute(
+        f"""
+        SELECT {RUN_COLUMNS} FROM runs
+        WHERE status = 'running' AND (owner IS NULL OR owner != ?)
+          AND (owner IS NULL OR lease_until IS NULL OR lease_until <= ?
+               OR mainspring_owner_is_dead(owner))
+        ORDER BY created_at, run_id
+        LIMIT ?
+        """,
+        (owner, now, limit),
+    )
+    return [record_from_row(row) for row in rows]

@@ -1,0 +1,185 @@
+"""In-memory store: the reference backend, and the fastest; nothing survives the process.
+
+Events are kept as Python objects, not encoded, so it is as fast as a list
+append. It is the backend that defines the protocol's behaviour for tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from ..errors import ConflictError, RunNotFoundError, StoreError
+from ..events import Event
+from ._owner import owner_is_dead
+from .base import CreateResult, Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
+
+
+class MemoryStore:
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._runs: dict[str, RunRecord] = {}
+        self._events: dict[str, list[Event]] = {}
+        self._snapshots: dict[str, Snapshot] = {}
+        self._closed = False
+
+    async def open(self) -> None:
+        self._closed = False
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed; open it again before use")
+
+    async def create_run(
+        self, record: RunRecord, events: Sequence[Event], durability: Durability
+    ) -> CreateResult:
+        self._check_open()
+        existing = self._runs.get(record.run_id)
+        if existing is not None:
+            return CreateResult(replace(existing), created=False)
+        # The caller hands the record over; it is stored as is (copies go out on reads).
+        record.last_seq = len(events)
+        if events:
+            record.updated_at = events[-1].ts
+        self._runs[record.run_id] = record
+        self._events[record.run_id] = list(events)
+        return CreateResult(record, created=True)
+
+    async def append(
+        self,
+        run_id: str,
+        expected_seq: int,
+        events: Sequence[Event],
+        *,
+        status: RunStatus | None = None,
+        error: str | None = None,
+        durability: Durability = Durability.SYNC,
+    ) -> None:
+        record = self._runs.get(run_id)
+        if record is None:
+            raise RunNotFoundError(run_id)
+        if record.last_seq != expected_seq:
+            raise ConflictError(run_id, expected_seq, record.last_seq)
+        if events:
+            self._events[run_id].extend(events)
+            record.last_seq = expected_seq + len(events)
+            record.updated_at = events[-1].ts
+        if status is not None:
+            record.status = status
+            if status is not RunStatus.RUNNING:  # parked or ended: nobody drives it now
+                record.owner = None
+                record.lease_until = None
+        if error is not None:
+            record.error = error
+
+    async def flush(self) -> None:
+        return None
+
+    async def read(self, run_id: str, *, after: int = 0, until: int | None = None) -> list[Event]:
+        self._check_open()
+        events = self._events.get(run_id)
+        if events is None:
+            return []
+        # seq n lives at index n - 1
+        return events[after:until]
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        record = self._runs.get(run_id)
+        return replace(record) if record is not None else None
+
+    async def list_runs(self, query: RunQuery = RunQuery()) -> list[RunRecord]:
+        self._check_open()
+        matches = [r for r in self._runs.values() if _matches(r, query)]
+        matches.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        return [replace(r) for r in matches[query.offset : query.offset + query.limit]]
+
+    async def list_threads(self, *, limit: int = 100) -> list[ThreadInfo]:
+        latest: dict[str, tuple[RunRecord, int]] = {}
+        for record in self._runs.values():
+            if record.thread is None:
+                continue
+            prev = latest.get(record.thread)
+            count = prev[1] + 1 if prev else 1
+            if prev is None or (record.created_at, record.run_id) > (
+                prev[0].created_at,
+                prev[0].run_id,
+            ):
+                latest[record.thread] = (record, count)
+            else:
+                latest[record.thread] = (prev[0], count)
+        infos = [
+            ThreadInfo(thread, count, r.run_id, r.status, r.updated_at)
+            for thread, (r, count) in latest.items()
+        ]
+        infos.sort(key=lambda t: (t.updated_at, t.thread), reverse=True)
+        return infos[:limit]
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        self._snapshots[snapshot.run_id] = snapshot
+
+    async def load_snapshot(self, run_id: str, *, at_most: int | None = None) -> Snapshot | None:
+        snap = self._snapshots.get(run_id)
+        if snap is None or (at_most is not None and snap.seq > at_most):
+            return None
+        return snap
+
+    async def claim(self, run_id: str, owner: str, ttl: float) -> int | None:
+        record = self._runs.get(run_id)
+        if record is None:
+            raise RunNotFoundError(run_id)
+        now = time.time()
+        if record.owner == owner:
+            record.lease_until = now + ttl
+            return record.fence
+        if (
+            record.owner is not None
+            and (record.lease_until or 0) > now
+            and not owner_is_dead(record.owner)
+        ):
+            return None
+        record.owner = owner
+        record.lease_until = now + ttl
+        record.fence += 1
+        return record.fence
+
+    async def renew(self, owner: str, ttl: float) -> None:
+        until = time.time() + ttl
+        for record in self._runs.values():
+            if record.owner == owner:
+                record.lease_until = until
+
+    async def release(self, run_id: str, owner: str) -> None:
+        record = self._runs.get(run_id)
+        if record is not None and record.owner == owner:
+            record.owner = None
+            record.lease_until = None
+
+    async def orphaned_runs(self, owner: str, *, limit: int = 1000) -> list[RunRecord]:
+        now = time.time()
+        found = [
+            replace(r)
+            for r in self._runs.values()
+            if r.status is RunStatus.RUNNING
+            and r.owner != owner
+            and (r.owner is None or (r.lease_until or 0) <= now or owner_is_dead(r.owner))
+        ]
+        found.sort(key=lambda r: r.created_at)
+        return found[:limit]
+
+
+def _matches(record: RunRecord, query: RunQuery) -> bool:
+    if query.status is not None and record.status not in query.status:
+        return False
+    if query.graph is not None and record.graph != query.graph:
+        return False
+    if query.thread is not None and record.thread != query.thread:
+        return False
+    if query.parent_run_id is not None and record.parent_run_id != query.parent_run_id:
+        return False
+    if query.created_after is not None and record.created_at <= query.created_after:
+        return False
+    return not (query.created_before is not None and record.created_at >= query.created_before)

@@ -1,0 +1,465 @@
+"""PostgreSQL store: journals on a server, shared by many worker processes.
+
+``postgresql://user@host:port/db?schema=mainspring&retry_for=30&min_size=2&max_size=10``
+(``_pg_url``). Every table lives in ``schema``, so stores, and tests, are
+isolated by schema. On asyncpg, which beat psycopg 3 at the conditional append
+on the same machine (one prepared statement, binary arrays), with a small pool
+of our own (``_pg_pool``) that adds no round trip and no task per operation.
+
+Tables (``_pg_schema``): ``meta`` (marker and schema version); ``runs`` (one
+row per run, written in the same statement as its events); ``events``
+(``PRIMARY KEY (run_id, seq)``, data as orjson text); ``snapshots`` (latest per
+run).
+
+Writes, by durability:
+
+* ``sync``: one statement, one round trip (``_pg_sql``): a conditional
+  ``UPDATE runs ... WHERE last_seq = expected`` and an ``INSERT`` from arrays,
+  in one implicit transaction. If the update matched nothing it is a conflict
+  and nothing was written.
+* ``batch``: queued for the group-commit writer (``_pg_batch``), one statement
+  for all runs waiting at that moment, with per-run conflict isolation.
+* ``off``: queued like ``batch`` but not awaited; a failure surfaces on the
+  run's next append or on :meth:`flush`.
+
+Within one store, reads wait for that run's queued writes (read your writes).
+
+Failures (``_pg_retry``): a dropped connection or a restarting server is
+retried with backoff and jitter for ``retry_for`` seconds, then
+:class:`StoreUnavailableError`. Each append is atomic, so a step is never half
+written. If the reply to a commit was lost, the retry meets a conflict; if the
+stored events at ``expected_seq + 1 ..`` are ours (same kind, ts and data) the
+write was ours, and it succeeds.
+
+Leases use the server's clock (``clock_timestamp()``): one clock for every
+worker host, whatever their drift. ``claim`` also takes over at once a lease
+held by a dead process on this host. ``fence`` grows by one whenever the owner
+changes.
+
+What comes next, and where it fits without a schema rewrite:
+
+* Run queue with leases: workers pick work with ``SELECT ... FROM runs WHERE
+  status = 'running' AND (owner IS NULL OR lease_until <= now) AND
+  coalesce(available_at, 0) <= now ORDER BY priority DESC, created_at
+  FOR UPDATE SKIP LOCKED LIMIT n`` and claim the rows in the same statement
+  (``available_at`` and ``priority`` exist already; the next migration adds a
+  partial index on them, ``WHERE status = 'running'``).
+* Fencing: a worker passes its token and the append's ``WHERE`` gains
+  ``AND fence = $token``; a stale worker then matches nothing, like a conflict,
+  in the same single round trip.
+* Many workers: all coordination is in row locks and conditional updates; no
+  state lives in a process except the leases it holds, renewed by one
+  ``renew`` statement per heartbeat for all its runs (index ``runs_owner``).
+* Wake-ups: run creation and every append that sets a status (park, resume,
+  finish) send ``NOTIFY mainspring_runs`` with ``{"schema", "run_id",
+  "status"}`` from inside the write statement, delivered at commit. Idle
+  workers ``LISTEN`` and poll with SKIP LOCKED when woken, and on a slow timer
+  as a safety net (notifications are not durable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Sequence
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+import anyio
+import asyncpg
+import orjson
+
+from ..errors import ConflictError, MainspringError, RunNotFoundError, StoreError
+from ..events import Event, EventKind, encode
+from . import _pg_sql
+from ._owner import owner_is_dead
+from ._pg_batch import Group, GroupCommit, Write
+from ._pg_pool import Connection, ConnectionPool
+from ._pg_retry import Retrier, log
+from ._pg_schema import migrate
+from ._pg_url import option, parse_url
+from .base import CreateResult, Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
+
+Record = asyncpg.Record
+
+_BIGINT_MAX = 2**63 - 1
+_ALL_RUNS = RunQuery()
+_CONNECT_TIMEOUT = 10.0
+_COMMAND_TIMEOUT = 60.0  # bounds a statement on a silently dead connection; then retried
+_HOST_PREFIX = (
+    socket.gethostname().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
+)
+
+
+class PostgresStore:
+    """A :class:`~mainspring.store.base.Store` on PostgreSQL (asyncpg, asyncio backend).
+
+    Options come from the arguments, else from the URL's query, else the
+    defaults: ``schema='mainspring'``, ``min_size=2``, ``max_size=10``,
+    ``retry_for=30.0`` seconds, ``batch_window=0.002`` seconds.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        retry_for: float | None = None,
+        batch_window: float | None = None,
+    ) -> None:
+        self.url = url
+        parsed = parse_url(url, schema)
+        self._dsn, self.target, params = parsed.dsn, parsed.target, parsed.options
+        self.max_size = option(params, "max_size", max_size, int, 10)
+        self.min_size = min(option(params, "min_size", min_size, int, 2), self.max_size)
+        self.retry_for = option(params, "retry_for", retry_for, float, 30.0)
+        self.batch_window = option(params, "batch_window", batch_window, float, 0.002)
+        # jit off: these are all short statements, which JIT compilation only slows down.
+        self._server_settings = {"jit": "off"}
+        if "application_name" not in parsed.driver_params:
+            self._server_settings["application_name"] = "mainspring"
+        self._sql = _pg_sql.statements(self.target.schema)
+        self._retrier = Retrier(self.target, self.retry_for)
+        self._pool: ConnectionPool | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._batch = GroupCommit(self._write_groups, self.batch_window)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, check or migrate the schema, start the group-commit writer."""
+        if self._pool is not None:
+            return
+        _require_asyncio()
+        pool = ConnectionPool(self._connect, self.max_size)
+        try:
+            await self._retrier.run("connecting", lambda _: pool.fill(self.min_size or 1))
+            migrate_schema = partial(migrate, target=self.target)
+            await self._retrier.run("checking the schema", lambda _: pool.run(migrate_schema))
+        except BaseException:
+            pool.terminate()
+            raise
+        self._pool = pool
+        self._batch = GroupCommit(self._write_groups, self.batch_window)
+        # The writer is a task of the store's own: started here, cancelled and awaited
+        # in aclose(). A task group entered here and left in aclose() would tie the
+        # store to the opening task's cancel-scope stack, and the usual cleanup
+        # idiom, ``with CancelScope(shield=True): await store.aclose()`` (the Runtime
+        # does this), would then fail on exiting the scopes out of order.
+        name = f"mainspring postgres writer ({self.target.schema})"
+        self._writer = asyncio.get_running_loop().create_task(self._batch.run(), name=name)
+
+    async def aclose(self) -> None:
+        pool, writer = self._pool, self._writer
+        if pool is None or writer is None:
+            return
+        try:
+            await self._batch.drain()
+        finally:
+            self._pool = self._writer = None
+            writer.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({writer})
+                await pool.close()
+            if lost := self._batch.unreported_failures():
+                log.warning("%d runs had 'off' appends that failed and were never reported", lost)
+        if not writer.cancelled() and (crash := writer.exception()) is not None:
+            raise StoreError(f"the PostgreSQL store's writer failed: {crash!r}") from crash
+
+    async def __aenter__(self) -> PostgresStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _connect(self) -> Connection:
+        return await asyncpg.connect(
+            self._dsn,
+            timeout=_CONNECT_TIMEOUT,
+            command_timeout=_COMMAND_TIMEOUT,
+            server_settings=self._server_settings,
+        )
+
+    def _live_pool(self) -> ConnectionPool:
+        if self._pool is None:
+            raise StoreError("the PostgreSQL store is not open; call 'await store.open()' first")
+        return self._pool
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def create_run(
+        self, record: RunRecord, events: Sequence[Event], durability: Durability
+    ) -> CreateResult:
+        """Always committed before it returns, whatever ``durability``: the caller must
+        learn whether the run is new."""
+        pool = self._live_pool()
+        kinds, ts, data = _pg_sql.event_columns(record.run_id, events)
+        metadata = encode(record.metadata, what=f"metadata of run {record.run_id!r}").decode()
+        args = (
+            record.run_id, record.graph, record.thread, str(record.status), record.created_at,
+            record.updated_at, record.parent_run_id, str(record.durability), record.owner,
+            record.lease_until, record.fence, record.error, kinds, ts, data, metadata,
+        )  # fmt: skip
+
+        async def attempt(retried: bool) -> bool:
+            created = bool(await pool.fetchval(self._sql.create_run, *args))
+            if created or not retried:
+                return created
+            # The reply to an earlier attempt may have been lost after it committed.
+            return await self._is_our_run(record, kinds, ts, data)
+
+        if await self._retrier.run(f"creating run {record.run_id!r}", attempt):
+            stored = replace(record, last_seq=len(events))
+            if events:
+                stored.updated_at = events[-1].ts
+            return CreateResult(stored, created=True)
+        existing = await self.get_run(record.run_id)
+        if existing is None:  # only if someone deleted it in between
+            raise StoreError(
+                f"run {record.run_id!r} vanished while it was being created; try again"
+            )
+        return CreateResult(existing, created=False)
+
+    async def _is_our_run(
+        self, record: RunRecord, kinds: list[str], ts: list[float], data: list[str]
+    ) -> bool:
+        pool = self._live_pool()
+        row = await pool.fetchrow(self._sql.get_run, record.run_id)
+        mine = (record.graph, record.thread, record.created_at)
+        if row is None or (row["graph"], row["thread"], row["created_at"]) != mine:
+            return False
+        if not kinds:
+            return True  # nothing else to tell two identical creations apart
+        return record.run_id in await self._stored(pool, [(record.run_id, 0, kinds, ts, data)])
+
+    async def append(
+        self,
+        run_id: str,
+        expected_seq: int,
+        events: Sequence[Event],
+        *,
+        status: RunStatus | None = None,
+        error: str | None = None,
+        durability: Durability = Durability.SYNC,
+    ) -> None:
+        self._live_pool()
+        self._raise_failure(run_id)
+        kinds, ts, data = _pg_sql.event_columns(run_id, events)
+        status_text = str(status) if status is not None else None
+        if durability == Durability.SYNC:
+            await self._batch.settle(run_id)  # queued writes of this run go first
+            self._raise_failure(run_id)
+            await self._append_now(run_id, expected_seq, kinds, ts, data, status_text, error)
+            return
+        confirm = durability != Durability.OFF
+        write = Write(run_id, expected_seq, kinds, ts, data, status_text, error, confirm)
+        self._batch.submit(write)
+        if confirm:
+            await write.done.wait()
+            if write.exc is not None:
+                raise write.exc
+
+    def _raise_failure(self, run_id: str) -> None:
+        exc = self._batch.pop_failure(run_id)
+        if exc is not None:
+            raise exc
+
+    async def _append_now(
+        self,
+        run_id: str,
+        expected: int,
+        kinds: list[str],
+        ts: list[float],
+        data: list[str],
+        status: str | None,
+        error: str | None,
+    ) -> None:
+        pool, sql = self._live_pool(), self._sql.append
+
+        async def attempt(retried: bool) -> None:
+            while True:
+                row = await pool.fetchrow(sql, run_id, expected, kinds, ts, data, status, error)
+                assert row is not None
+                ok, actual = row
+                if ok:
+                    return
+                failure = _unmatched(run_id, expected, actual)
+                if failure is not None:
+                    break
+                # A concurrent writer committed after this statement's snapshot: look again.
+            if retried and run_id in await self._stored(
+                pool, [(run_id, expected, kinds, ts, data)]
+            ):
+                return  # our earlier attempt committed; its reply was lost
+            raise failure
+
+        await self._retrier.run(f"appending to run {run_id!r}", attempt)
+
+    async def _write_groups(self, groups: list[Group]) -> list[BaseException | None]:
+        """Write the group-commit queue's groups in one statement; one outcome per group."""
+        pool = self._live_pool()
+        outcomes: list[BaseException | None] = [None] * len(groups)
+        todo = list(range(len(groups)))
+
+        async def attempt(retried: bool) -> None:
+            nonlocal todo
+            while todo:
+                batch = [groups[i] for i in todo]
+                rows = await pool.fetch(self._sql.append_many, *_pg_sql.batch_args(batch))
+                unmatched: dict[str, int | None] = {r[0]: r[1] for r in rows}
+                ours: set[str] = set()
+                if retried and unmatched:  # an earlier attempt may have committed some
+                    maybe = [g.as_write() for g in batch if g.run_id in unmatched]
+                    ours = await self._stored(pool, maybe)
+                again = []
+                for i, group in zip(todo, batch, strict=True):
+                    if group.run_id in ours:
+                        outcomes[i] = None
+                    elif group.run_id in unmatched:
+                        outcome = _unmatched(group.run_id, group.expected, unmatched[group.run_id])
+                        if outcome is None:
+                            again.append(i)  # a concurrent writer passed this snapshot
+                        outcomes[i] = outcome
+                todo = again
+
+        await self._retrier.run(f"writing a group commit of {len(groups)} runs", attempt)
+        return outcomes
+
+    async def _stored(
+        self,
+        pool: ConnectionPool,
+        writes: list[tuple[str, int, list[str], list[float], list[str]]],
+    ) -> set[str]:
+        """Runs whose stored events after ``expected`` are exactly these ones."""
+        writes = [w for w in writes if w[2]]  # without events, nothing tells ours apart
+        if not writes:
+            return set()
+        rows = await pool.fetch(
+            self._sql.stored_events,
+            [w[0] for w in writes],
+            [w[1] for w in writes],
+            [w[1] + len(w[2]) for w in writes],
+        )
+        found: dict[str, list[tuple[str, float, str]]] = {}
+        for r in rows:
+            found.setdefault(r[0], []).append((r[2], r[3], r[4]))
+        return {
+            run_id
+            for run_id, _, kinds, ts, data in writes
+            if found.get(run_id, []) == list(zip(kinds, ts, data, strict=True))
+        }
+
+    async def flush(self) -> None:
+        self._live_pool()
+        await self._batch.drain()
+        exc = self._batch.pop_any_failure()
+        if exc is not None:
+            raise exc
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def read(self, run_id: str, *, after: int = 0, until: int | None = None) -> list[Event]:
+        pool = self._live_pool()
+        await self._batch.settle(run_id)
+        hi = _BIGINT_MAX if until is None else until
+        rows = await self._fetch(f"reading run {run_id!r}", pool, self._sql.read, run_id, after, hi)
+        return [Event(run_id, r[0], EventKind(r[1]), r[2], orjson.loads(r[3])) for r in rows]
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        pool = self._live_pool()
+        await self._batch.settle(run_id)
+        rows = await self._fetch(f"reading run {run_id!r}", pool, self._sql.get_run, run_id)
+        return _pg_sql.run_record(rows[0]) if rows else None
+
+    async def list_runs(self, query: RunQuery = _ALL_RUNS) -> list[RunRecord]:
+        pool = self._live_pool()
+        await self._batch.drain()
+        sql, args = _pg_sql.list_runs(self._sql.schema, query)
+        return [_pg_sql.run_record(r) for r in await self._fetch("listing runs", pool, sql, *args)]
+
+    async def list_threads(self, *, limit: int = 100) -> list[ThreadInfo]:
+        pool = self._live_pool()
+        await self._batch.drain()
+        rows = await self._fetch("listing threads", pool, self._sql.list_threads, limit)
+        return [ThreadInfo(r[0], r[1], r[2], RunStatus(r[3]), r[4]) for r in rows]
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        pool = self._live_pool()
+        data = encode(snapshot.data, what=f"snapshot of run {snapshot.run_id!r}").decode()
+        sql = self._sql.save_snapshot
+        await self._fetch("saving a snapshot", pool, sql, snapshot.run_id, snapshot.seq, data)
+
+    async def load_snapshot(self, run_id: str, *, at_most: int | None = None) -> Snapshot | None:
+        pool = self._live_pool()
+        hi = _BIGINT_MAX if at_most is None else at_most
+        rows = await self._fetch("loading a snapshot", pool, self._sql.load_snapshot, run_id, hi)
+        return Snapshot(run_id, rows[0][0], orjson.loads(rows[0][1])) if rows else None
+
+    async def _fetch(self, what: str, pool: ConnectionPool, sql: str, *args: Any) -> list[Record]:
+        """Run an idempotent statement with retries."""
+        return await self._retrier.run(what, lambda _: pool.fetch(sql, *args))
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def claim(self, run_id: str, owner: str, ttl: float) -> int | None:
+        pool = self._live_pool()
+        what = f"claiming run {run_id!r}"
+        dead_owner: str | None = None
+        while True:  # at most twice: again only to take over a dead local owner
+            args = (run_id, owner, float(ttl), dead_owner)
+            fence, exists, holder = (await self._fetch(what, pool, self._sql.claim, *args))[0]
+            if fence is not None:
+                return int(fence)
+            if not exists:
+                raise RunNotFoundError(run_id)
+            if dead_owner is not None or holder is None or not owner_is_dead(holder):
+                return None
+            dead_owner = holder
+
+    async def renew(self, owner: str, ttl: float) -> None:
+        pool = self._live_pool()
+        await self._fetch("renewing leases", pool, self._sql.renew, owner, float(ttl))
+
+    async def release(self, run_id: str, owner: str) -> None:
+        pool = self._live_pool()
+        await self._fetch(f"releasing run {run_id!r}", pool, self._sql.release, run_id, owner)
+
+    async def orphaned_runs(self, owner: str, *, limit: int = 1000) -> list[RunRecord]:
+        pool = self._live_pool()
+        found: list[RunRecord] = []
+        offset = 0
+        while len(found) < limit:
+            args = (owner, _HOST_PREFIX, limit, offset)
+            rows = await self._fetch("finding orphaned runs", pool, self._sql.orphaned, *args)
+            for r in rows:
+                if r["expired"] or r["owner"] is None or owner_is_dead(r["owner"]):
+                    found.append(_pg_sql.run_record(r))
+            if len(rows) < limit:
+                break
+            offset += limit
+        return found[:limit]
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _require_asyncio() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise StoreError(
+            "the PostgreSQL store runs on asyncio (asyncpg); use anyio's asyncio backend"
+        ) from None
+
+
+def _unmatched(run_id: str, expected: int, actual: int | None) -> MainspringError | None:
+    """Why an append matched no run row; None if the run was at ``expected`` (try again)."""
+    if actual is None:
+        return RunNotFoundError(run_id)
+    if actual != expected:
+        return ConflictError(run_id, expected, actual)
+    return None

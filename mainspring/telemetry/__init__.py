@@ -1,0 +1,1 @@
+"""Observability read from the journal: spans, metrics and logs."""

@@ -1,0 +1,296 @@
+"""OpenTelemetry traces from the journal: the :class:`JournalTracer` listener and ``setup_tracing``.
+
+    tracer = setup_tracing(exporter="otlp-http", store=store)   # or configure with OTEL_* variables
+    async with Runtime(store, listeners=[tracer]) as rt: ...
+    tracer.shutdown()                                           # also done at exit
+
+The listener only buffers events. Its thread derives spans (:mod:`.spans`) and
+hands each closed one to the SDK's ``BatchSpanProcessor``, whose own thread
+exports in bounded batches. A collector that is down costs a logged warning:
+export failures never reach a run, and shutdown gives up after its timeout.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from opentelemetry import trace as trace_api
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event as OtelEvent
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from ..store import Store
+from .conventions import Capture, Redactor
+from .pump import DEFAULT_CAPACITY, EventPump
+from .reader import JournalReader, as_reader
+from .spans import SpanBuilder, SpanRecord
+
+log = logging.getLogger("mainspring.telemetry")
+
+_SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
+_EXPORTER_LOGGERS: Final = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.common.http",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+)
+_WARN_EVERY: Final = 60.0  # seconds between repeated "cannot export" warnings
+
+
+class JournalTracer(EventPump):
+    """A runtime listener that turns the journal into OpenTelemetry spans, off the hot path."""
+
+    def __init__(
+        self,
+        exporter: SpanExporter | None = None,
+        *,
+        processor: SpanProcessor | None = None,
+        resource: Resource | None = None,
+        capture: Capture | None = None,
+        store: Store | str | JournalReader | None = None,
+        capacity: int = DEFAULT_CAPACITY,
+        interval: float = 0.1,
+        max_runs: int = 10_000,
+    ) -> None:
+        if processor is None:
+            if exporter is None:
+                raise ValueError("JournalTracer needs a span exporter or a span processor")
+            processor = BatchSpanProcessor(exporter)
+        self.exporter = exporter
+        self.processor = processor
+        self.resource = resource or Resource.create({})
+        self.builder = SpanBuilder(capture or Capture(), max_runs=max_runs)
+        self._scope = InstrumentationScope("mainspring")
+        self._shut = False
+        super().__init__(
+            reader=as_reader(store), capacity=capacity, interval=interval, max_runs=max_runs,
+            name="mainspring-tracer",
+        )
+        atexit.register(_shutdown_at_exit, weakref.ref(self))
+
+    def consume(self, event: Any, replay: bool) -> None:
+        for span in self.builder.feed(event, replay=replay):
+            self.processor.on_end(self.readable(span))
+
+    def readable(self, span: SpanRecord) -> ReadableSpan:
+        context = SpanContext(span.trace_id, span.span_id, False, _SAMPLED)
+        parent = None if span.parent_id is None else SpanContext(span.trace_id, span.parent_id, False, _SAMPLED)
+        status = Status(StatusCode.ERROR, span.status_message) if span.status == "error" else Status()
+        return ReadableSpan(
+            span.name,
+            context=context,
+            parent=parent,
+            resource=self.resource,
+            attributes=span.attributes,
+            events=[OtelEvent(e.name, e.attributes, e.ts_ns) for e in span.events],
+            links=[trace_api.Link(SpanContext(t, s, False, _SAMPLED)) for t, s in span.links],
+            kind=SpanKind.CLIENT if span.client else SpanKind.INTERNAL,
+            status=status,
+            start_time=span.start_ns,
+            end_time=span.end_ns,
+            instrumentation_scope=self._scope,
+        )
+
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        """Export every span of the events recorded so far (waits at most ``timeout`` seconds)."""
+        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+        drained = super().flush(timeout)
+        remaining = max(0.0, deadline - time.monotonic())
+        return drained and _bounded(lambda: self.processor.force_flush(int(remaining * 1000)), remaining)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Export what is left (giving up after ``timeout`` seconds), then stop."""
+        if self._shut:
+            return
+        self._shut = True
+        deadline = time.monotonic() + timeout
+        self.close(timeout)
+        remaining = max(0.0, deadline - time.monotonic())
+        if not _bounded(lambda: self.processor.force_flush(int(remaining * 1000)), remaining):
+            log.warning("gave up exporting spans after %.1f s; the rest are dropped", timeout)
+            if isinstance(self.exporter, SafeExporter):
+                self.exporter.abort()
+        self.processor.shutdown()
+
+
+def _shutdown_at_exit(ref: weakref.ReferenceType[JournalTracer]) -> None:
+    tracer = ref()
+    if tracer is not None:
+        tracer.shutdown(timeout=2.0)
+
+
+def _bounded(fn: Callable[[], object], timeout: float) -> bool:
+    """Run ``fn`` in a helper thread; False if it did not finish in ``timeout`` seconds."""
+    done = threading.Event()
+
+    def call() -> None:
+        try:
+            fn()
+        except Exception as exc:
+            log.warning("telemetry flush failed: %s", exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=call, name="mainspring-telemetry-flush", daemon=True).start()
+    return done.wait(timeout)
+
+
+class SafeExporter(SpanExporter):
+    """Wraps an exporter so that failures are one rate-limited warning and nothing else."""
+
+    def __init__(self, inner: SpanExporter, target: str) -> None:
+        self.inner = inner
+        self.target = target
+        self.failed = 0  # spans that could not be exported
+        self._warned = 0.0
+        self._aborted = False
+        self._shut = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._aborted:
+            self.failed += len(spans)
+            return SpanExportResult.FAILURE
+        try:
+            result = self.inner.export(spans)
+        except Exception as exc:
+            log.debug("span export raised", exc_info=exc)
+            result = SpanExportResult.FAILURE
+        if result is SpanExportResult.FAILURE:
+            self.failed += len(spans)
+            now = time.monotonic()
+            if now - self._warned > _WARN_EVERY:
+                self._warned = now
+                log.warning(
+                    "cannot export spans to %s (%d dropped so far); runs are not affected",
+                    self.target, self.failed,
+                )
+        return result
+
+    def abort(self) -> None:
+        """Stop retrying now (a dead collector at shutdown)."""
+        self._aborted = True
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        if not self._shut:
+            self._shut = True
+            self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class _Downgrade(logging.Filter):
+    """The OTLP exporters log a failed export as an error; for us it is a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_DOWNGRADE: Final = _Downgrade()
+
+
+def make_exporter(
+    kind: str | None = None, *, endpoint: str | None = None, headers: dict[str, str] | None = None,
+    timeout: float | None = None,
+) -> SpanExporter | None:
+    """The exporter ``kind`` names, or the one ``OTEL_TRACES_EXPORTER`` names (default ``otlp``).
+
+    Kinds: ``otlp`` (protocol from ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` or
+    ``OTEL_EXPORTER_OTLP_PROTOCOL``: ``http/protobuf`` by default, or ``grpc``),
+    ``otlp-http``, ``otlp-grpc``, ``console``, ``memory``; ``none`` gives None.
+    Endpoint, headers and timeout default to the standard ``OTEL_EXPORTER_OTLP_*``
+    variables, read by the exporters themselves.
+    """
+    kind = (kind or os.environ.get("OTEL_TRACES_EXPORTER") or "otlp").split(",")[0].strip().lower()
+    if kind == "otlp":
+        protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+        )
+        kind = "otlp-grpc" if protocol.strip().lower() == "grpc" else "otlp-http"
+    if kind == "none":
+        return None
+    if kind == "console":
+        return ConsoleSpanExporter()
+    if kind == "memory":
+        return InMemorySpanExporter()
+    inner: SpanExporter
+    if kind == "otlp-http":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpExporter,
+        )
+
+        if endpoint is not None and urlsplit(endpoint).path in ("", "/"):
+            endpoint = endpoint.rstrip("/") + "/v1/traces"
+        inner = HttpExporter(endpoint=endpoint, headers=headers, timeout=timeout)
+    elif kind == "otlp-grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        insecure = None if endpoint is None else endpoint.startswith("http://")
+        inner = GrpcExporter(endpoint=endpoint, insecure=insecure, headers=headers, timeout=timeout)
+    else:
+        raise ValueError(
+            f"unknown span exporter {kind!r}; use otlp, otlp-http, otlp-grpc, console, memory or none"
+        )
+    for name in _EXPORTER_LOGGERS:
+        logging.getLogger(name).addFilter(_DOWNGRADE)
+    return SafeExporter(inner, endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or kind)
+
+
+def setup_tracing(
+    exporter: str | SpanExporter | None = None,
+    *,
+    endpoint: str | None = None,
+    headers: dict[str, str] | None = None,
+    service_name: str | None = None,
+    capture_io: bool = False,
+    redact: Redactor | None = None,
+    max_attr_bytes: int = 4096,
+    store: Store | str | JournalReader | None = None,
+    timeout: float | None = None,
+) -> JournalTracer | None:
+    """A tracer to pass as ``Runtime(listeners=[tracer])``; None when the exporter is ``none``.
+
+    ``service_name`` defaults to ``OTEL_SERVICE_NAME``, else ``mainspring``
+    (``OTEL_RESOURCE_ATTRIBUTES`` is honoured). With ``capture_io``, run inputs,
+    node updates, effect results and interrupt payloads become attributes, passed
+    through ``redact(attribute, value)`` and cut to ``max_attr_bytes``. ``store``
+    (the runtime's Store object, or its URL) lets the tracer read journal parts
+    it was not handed live: every run's start, and runs resumed from another process.
+    """
+    chosen = exporter if isinstance(exporter, SpanExporter) else make_exporter(
+        exporter, endpoint=endpoint, headers=headers, timeout=timeout
+    )
+    if chosen is None:
+        return None
+    attributes: dict[str, str] = {}
+    if service_name is not None:
+        attributes["service.name"] = service_name
+    elif not os.environ.get("OTEL_SERVICE_NAME") and "service.name=" not in os.environ.get(
+        "OTEL_RESOURCE_ATTRIBUTES", ""
+    ):
+        attributes["service.name"] = "mainspring"
+    resource = Resource.create(attributes)
+    capture = Capture(capture_io, redact, max_attr_bytes)
+    return JournalTracer(chosen, resource=resource, capture=capture, store=store)

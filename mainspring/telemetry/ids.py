@@ -1,0 +1,75 @@
+"""Deterministic trace and span ids, derived from what the journal says.
+
+Ids are hashes, not random numbers: any process that reads a run's journal
+(the live one, another process resuming it, the CLI after the fact) derives
+the same ids, so a resumed run continues its trace without storing anything.
+
+* trace: the root run id (a subgraph run belongs to its root run's trace);
+* run span: the run id;
+* node attempt span: the run id and the ``seq`` of the attempt's ``step_started``;
+* effect span: the run id and the effect's idempotency key (which an effect can
+  read as ``ctx.idempotency_key``, so it can compute its own span id);
+* interrupt-wait span: the run id and the interrupt id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Final
+
+_SEP: Final = "\x1f"
+# A subgraph run's id is ``parent/node.step.task`` (``.aN`` for a retried attempt).
+_CHILD_SUFFIX: Final = re.compile(r"/[^/]+\.\d+\.\d+(?:\.a\d+)?$")
+
+
+def _hash(size: int, *parts: str) -> int:
+    value = int.from_bytes(hashlib.blake2b(_SEP.join(parts).encode(), digest_size=size).digest(), "big")
+    return value or 1  # all-zero ids are invalid in W3C trace context
+
+
+def trace_id(root_run_id: str) -> int:
+    return _hash(16, "trace", root_run_id)
+
+
+def run_span_id(run_id: str) -> int:
+    return _hash(8, "run", run_id)
+
+
+def attempt_span_id(run_id: str, seq: int) -> int:
+    return _hash(8, "task", run_id, str(seq))
+
+
+def effect_span_id(run_id: str, key: str) -> int:
+    return _hash(8, "effect", run_id, key)
+
+
+def abandoned_effect_span_id(run_id: str, key: str, seq: int) -> int:
+    """An effect that started, never finished, and was started again with the same key."""
+    return _hash(8, "effect", run_id, key, str(seq))
+
+
+def wait_span_id(run_id: str, interrupt_id: str) -> int:
+    return _hash(8, "wait", run_id, interrupt_id)
+
+
+def guess_root(run_id: str) -> str:
+    """The root run of ``run_id`` judged from its id alone (when no journal says it)."""
+    while True:
+        stripped = _CHILD_SUFFIX.sub("", run_id)
+        if stripped == run_id or not stripped:
+            return run_id
+        run_id = stripped
+
+
+def format_traceparent(trace: int, span: int, *, sampled: bool = True) -> str:
+    """A W3C ``traceparent`` header value."""
+    return f"00-{trace:032x}-{span:016x}-{'01' if sampled else '00'}"
+
+
+def hex_trace(trace: int) -> str:
+    return f"{trace:032x}"
+
+
+def hex_span(span: int) -> str:
+    return f"{span:016x}"

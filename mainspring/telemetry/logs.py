@@ -1,0 +1,219 @@
+"""Structured logs: every line carries run id, trace id, span id, node and event kind.
+
+    configure_logging(json=True, level="INFO")               # JSON lines (pretty on a terminal if json=None)
+    Runtime(store, listeners=[JournalLogger(store=store)])   # one line per journal event
+
+Fields come from the record's ``extra`` if given, else from the context bound
+with :func:`log_context` (or :func:`bind` for a node's ``ctx``), else null.
+Library code only logs; it never prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Any, Final
+
+import orjson
+
+from ..events import Event, EventKind
+from ..store import Store
+from . import ids
+from .pump import DEFAULT_CAPACITY, EventPump
+from .reader import JournalReader, as_reader
+from .spans import SpanBuilder
+
+if TYPE_CHECKING:
+    from ..engine.context import Context
+
+FIELDS: Final = ("run_id", "trace_id", "span_id", "node", "event")
+_bound: ContextVar[dict[str, Any] | None] = ContextVar("mainspring_log_context", default=None)
+_RESERVED: Final = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "seq", *FIELDS}
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Attach ``fields`` (run_id, node, ...) to every record logged inside the block."""
+    token = _bound.set({**(_bound.get() or {}), **fields})
+    try:
+        yield
+    finally:
+        _bound.reset(token)
+
+
+def bind(ctx: Context) -> Any:
+    """``with bind(ctx): log.info(...)``: a node's records carry its run, node and trace (and effect span)."""
+    from .propagation import root_run_id, span_context
+
+    found = span_context(ctx)
+    fields: dict[str, Any] = {"run_id": ctx.run_id, "node": ctx.node, "trace_id": ids.hex_trace(ids.trace_id(root_run_id(ctx)))}
+    if found is not None:
+        fields["span_id"] = ids.hex_span(found[1])
+    return log_context(**fields)
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    bound = _bound.get() or {}
+    return {name: getattr(record, name, None) or bound.get(name) for name in FIELDS}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message, the five fields, any extras, exc."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="microseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            **_fields(record),
+        }
+        seq = getattr(record, "seq", None)
+        if seq is not None:
+            out["seq"] = seq
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(out, default=str).decode()
+
+
+_COLORS: Final = {"DEBUG": "\x1b[2m", "INFO": "\x1b[36m", "WARNING": "\x1b[33m", "ERROR": "\x1b[31m", "CRITICAL": "\x1b[1;31m"}
+
+
+class PrettyFormatter(logging.Formatter):
+    """``12:00:01.123 INFO  mainspring.events  message  run=.. node=.. event=.. trace=..``"""
+
+    def __init__(self, color: bool = False) -> None:
+        super().__init__()
+        self.color = color
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S.%f")[:-3]
+        level = f"{record.levelname:<7}"
+        if self.color:
+            level = f"{_COLORS.get(record.levelname, '')}{level}\x1b[0m"
+        fields = _fields(record)
+        tail = " ".join(
+            f"{short}={fields[name]}"
+            for name, short in (("run_id", "run"), ("node", "node"), ("event", "event"), ("trace_id", "trace"), ("span_id", "span"))
+            if fields[name] is not None
+        )
+        line = f"{when} {level} {record.name}  {record.getMessage()}" + (f"  {tail}" if tail else "")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler configure_logging installed, so a second call replaces it."""
+
+
+def configure_logging(
+    json: bool | None = None, level: int | str = logging.INFO, *, stream: IO[str] | None = None,
+    logger: str | None = None,
+) -> logging.Handler:
+    """Send ``logger``'s records (default: the root logger's) to ``stream`` as JSON or pretty lines.
+
+    ``json=None`` picks pretty output on a terminal and JSON otherwise.
+    """
+    stream = stream if stream is not None else sys.stderr
+    tty = stream.isatty() if hasattr(stream, "isatty") else False
+    use_json = not tty if json is None else json
+    handler = _Handler(stream)
+    handler.setFormatter(JsonFormatter() if use_json else PrettyFormatter(color=tty))
+    target = logging.getLogger(logger)
+    for old in [h for h in target.handlers if isinstance(h, _Handler)]:
+        target.removeHandler(old)
+    target.addHandler(handler)
+    target.setLevel(level)
+    return handler
+
+
+_LEVELS: Final = {
+    EventKind.RUN_STARTED: logging.INFO,
+    EventKind.INTERRUPTED: logging.INFO,
+    EventKind.RESUMED: logging.INFO,
+    EventKind.FINISHED: logging.INFO,
+    EventKind.CANCELLED: logging.WARNING,
+    EventKind.FAILED: logging.ERROR,
+}
+
+
+def _describe(event: Event) -> tuple[int, str]:
+    """(level, message) of one event."""
+    d, kind = event.data, event.kind
+    level = _LEVELS.get(kind, logging.DEBUG)
+    node = d.get("node")
+    if kind is EventKind.RUN_STARTED:
+        return level, f"run started (graph {d.get('graph')})"
+    if kind is EventKind.STEP_STARTED:
+        return level, f"node {node} started (step {d.get('step')}, attempt {d.get('attempt', 1)})"
+    if kind is EventKind.STEP_FINISHED:
+        return level, f"node {node} finished"
+    if kind is EventKind.STEP_FAILED:
+        err = d.get("error") or {}
+        retry = f"; retrying in {d.get('delay', 0):.2f} s" if d.get("retry") else ""
+        return (logging.WARNING if d.get("retry") else logging.ERROR), (
+            f"node {node} failed: {err.get('type')}: {err.get('message')}{retry}"
+        )
+    if kind is EventKind.EFFECT_STARTED:
+        return level, f"effect {d.get('name')} started"
+    if kind is EventKind.EFFECT_FINISHED:
+        if "error" in d:
+            return logging.WARNING, f"effect {d.get('name')} raised {d['error'].get('type')}: {d['error'].get('message')}"
+        return level, f"effect {d.get('name')} finished"
+    if kind is EventKind.INTERRUPTED:
+        return level, f"node {node} waits on interrupt {d.get('id')}"
+    if kind is EventKind.RESUMED:
+        return level, f"resumed ({', '.join(map(str, d.get('values') or {}))})"
+    if kind is EventKind.FAILED:
+        err = d.get("error") or {}
+        return level, f"run failed: {err.get('type')}: {err.get('message')}"
+    if kind is EventKind.CANCELLED:
+        return level, f"run cancelled: {d.get('reason')}"
+    if kind is EventKind.EMITTED:
+        return level, f"node {node} emitted an event"
+    return level, "run finished"
+
+
+class JournalLogger(EventPump):
+    """A runtime listener that logs one structured record per journal event (from its own thread).
+
+    Run-level events log at INFO (failures at WARNING and ERROR), steps and
+    effects at DEBUG. The record's time is the event's time.
+    """
+
+    def __init__(
+        self,
+        logger: str | logging.Logger = "mainspring.events",
+        *,
+        store: Store | str | JournalReader | None = None,
+        capacity: int = DEFAULT_CAPACITY,
+        interval: float = 0.1,
+    ) -> None:
+        self.logger = logger if isinstance(logger, logging.Logger) else logging.getLogger(logger)
+        self._spans = SpanBuilder()  # gives each event its trace and span ids
+        super().__init__(reader=as_reader(store), capacity=capacity, interval=interval, name="mainspring-logger")
+
+    def consume(self, event: Event, replay: bool) -> None:
+        self._spans.feed(event, replay=replay)
+        if replay:
+            return
+        level, message = _describe(event)
+        if not self.logger.isEnabledFor(level):
+            return
+        trace, span = self._spans.current or (0, 0)
+        extra = {
+            "run_id": event.run_id, "trace_id": ids.hex_trace(trace), "span_id": ids.hex_span(span),
+            "node": event.data.get("node"), "event": str(event.kind), "seq": event.seq,
+        }
+        record = self.logger.makeRecord(self.logger.name, level, __file__, 0, message, (), None, extra=extra)
+        record.created = event.ts
+        record.msecs = (event.ts % 1) * 1000
+        self.logger.handle(record)

@@ -1,0 +1,275 @@
+"""Metrics from the journal: what each event means for counters, histograms and gauges.
+
+:class:`MetricsAggregator` is a state machine over events (like the span
+builder) that reports observations to sinks (Prometheus, OpenTelemetry).
+:class:`JournalMetrics` is the runtime listener built on it. Labels are
+bounded: graph, node, effect kind and name, model, tenant, never a run id;
+past ``max_series`` label sets per metric, new ones are counted as ``other``.
+
+Gauges (active runs, interrupts waiting) count what this process has seen
+happen: a run it only knows from history is not counted up, so never down.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, Protocol
+
+from ..events import Event, EventKind
+from .conventions import effect_kind, usage_of
+
+Kind = Literal["counter", "histogram", "gauge"]
+
+LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+SIZE_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    name: str  # Prometheus name (counters without the _total suffix the client adds)
+    kind: Kind
+    doc: str
+    labels: tuple[str, ...]
+    unit: str = ""
+    buckets: tuple[float, ...] = LATENCY_BUCKETS
+
+    @property
+    def otel_name(self) -> str:
+        return self.name.removesuffix("_seconds").replace("_", ".")
+
+
+INSTRUMENTS: Final = {
+    i.name: i
+    for i in (
+        Instrument("mainspring_runs_started", "counter", "Runs started.", ("graph",)),
+        Instrument("mainspring_runs_finished", "counter", "Runs that finished.", ("graph",)),
+        Instrument("mainspring_runs_failed", "counter", "Runs that failed.", ("graph",)),
+        Instrument("mainspring_runs_cancelled", "counter", "Runs that were cancelled.", ("graph",)),
+        Instrument("mainspring_active_runs", "gauge", "Runs in progress, not parked.", ("graph",)),
+        Instrument("mainspring_interrupts_waiting", "gauge", "Interrupts waiting for a resume value.", ("graph",)),
+        Instrument(
+            "mainspring_step_duration_seconds", "histogram", "Duration of node attempts.", ("graph", "node"), "s"
+        ),
+        Instrument("mainspring_retries", "counter", "Node attempts that failed and are retried.", ("graph", "node")),
+        Instrument(
+            "mainspring_effect_duration_seconds", "histogram", "Duration of effects (tool, model and other calls).",
+            ("kind", "name"), "s",
+        ),
+        Instrument("mainspring_effect_errors", "counter", "Effects that raised.", ("kind", "name")),
+        Instrument(
+            "mainspring_tokens", "counter", "Model tokens, by direction (input, output).",
+            ("model", "tenant", "direction"),
+        ),
+        Instrument("mainspring_cost_usd", "counter", "Model cost in US dollars.", ("model", "tenant")),
+        Instrument(
+            "mainspring_journal_append_duration_seconds", "histogram", "Duration of journal appends.",
+            ("durability",), "s",
+        ),
+        Instrument(
+            "mainspring_journal_append_events", "histogram", "Events per journal append.", ("durability",),
+            buckets=SIZE_BUCKETS,
+        ),
+    )
+}
+
+
+class MetricsSink(Protocol):
+    def add(self, name: str, labels: Sequence[str], value: float) -> None:
+        """Add ``value`` to a counter or a gauge."""
+
+    def observe(self, name: str, labels: Sequence[str], value: float) -> None:
+        """Record ``value`` in a histogram."""
+
+
+#: ``pricing(model, input_tokens, output_tokens)``: cost in USD when a result does not say.
+Pricing = Callable[[str, int, int], float | None]
+
+OTHER: Final = "other"
+
+
+class _RunState:
+    __slots__ = ("active", "attempts", "counted", "effects", "graph", "step", "tasks", "tenant", "waiting")
+
+    def __init__(self, graph: str, tenant: str) -> None:
+        self.graph = graph
+        self.tenant = tenant
+        self.active = False  # counted in mainspring_active_runs by this process
+        self.step = -1
+        self.tasks: set[int] = set()  # unfinished tasks of the current step
+        self.attempts: dict[int, float] = {}  # task -> start of its current attempt
+        self.effects: dict[tuple[int, int], float] = {}
+        self.waiting: dict[str, int] = {}  # interrupt id -> task
+        self.counted: set[str] = set()  # waiting interrupts counted by this process
+
+
+class MetricsAggregator:
+    """Feeds observations to ``sink`` as events arrive; ``replay`` events only rebuild state."""
+
+    def __init__(
+        self, sink: MetricsSink, *, pricing: Pricing | None = None, max_series: int = 1000, max_runs: int = 10_000,
+    ) -> None:
+        self.sink = sink
+        self.pricing = pricing
+        self.max_series = max_series
+        self.max_runs = max_runs
+        self.runs: OrderedDict[str, _RunState] = OrderedDict()
+        self._series: dict[str, set[tuple[str, ...]]] = {}
+
+    # -- bounded labels ------------------------------------------------------------
+
+    def _labels(self, name: str, labels: tuple[str, ...]) -> tuple[str, ...]:
+        seen = self._series.setdefault(name, set())
+        if labels in seen:
+            return labels
+        if len(seen) >= self.max_series:
+            return tuple(OTHER for _ in labels)
+        seen.add(labels)
+        return labels
+
+    def add(self, name: str, labels: tuple[str, ...], value: float = 1.0) -> None:
+        self.sink.add(name, self._labels(name, labels), value)
+
+    def observe(self, name: str, labels: tuple[str, ...], value: float) -> None:
+        self.sink.observe(name, self._labels(name, labels), value)
+
+    # -- events --------------------------------------------------------------------
+
+    def feed(self, event: Event, replay: bool = False) -> None:
+        kind, live = event.kind, not replay
+        run = self.runs.get(event.run_id)
+        if kind is EventKind.RUN_STARTED:
+            run = self._start(event)
+            if live:
+                self.add("mainspring_runs_started", (run.graph,))
+        elif run is None:
+            run = self._register(event.run_id, _RunState("", ""))
+        else:
+            self.runs.move_to_end(event.run_id)
+        if live and kind not in _ENDS and not run.active and kind is not EventKind.INTERRUPTED:
+            run.active = True
+            self.add("mainspring_active_runs", (run.graph,), 1)
+        handler = _HANDLERS.get(kind)
+        if handler is not None:
+            handler(self, run, event, live)
+
+    def _register(self, run_id: str, state: _RunState) -> _RunState:
+        self.runs[run_id] = state
+        if len(self.runs) > self.max_runs:
+            self.runs.popitem(last=False)
+        return state
+
+    def _start(self, event: Event) -> _RunState:
+        data = event.data
+        tenant = (data.get("metadata") or {}).get("tenant")
+        parent = data.get("parent")
+        if not isinstance(tenant, str) and isinstance(parent, dict):
+            above = self.runs.get(str(parent.get("run_id")))
+            tenant = above.tenant if above is not None else None
+        return self._register(event.run_id, _RunState(str(data.get("graph", "")), tenant if isinstance(tenant, str) else ""))
+
+    def _park_or_go(self, run: _RunState) -> None:
+        """A run whose open tasks all wait on interrupts is parked: no longer active."""
+        if run.active and run.waiting and run.tasks <= set(run.waiting.values()):
+            run.active = False
+            self.add("mainspring_active_runs", (run.graph,), -1)
+
+    def _step_started(self, run: _RunState, event: Event, live: bool) -> None:
+        step, task = int(event.data["step"]), int(event.data["task"])
+        if step != run.step:
+            run.step, run.tasks, run.attempts = step, set(), {}
+        run.tasks.add(task)
+        run.attempts[task] = event.ts
+
+    def _step_ended(self, run: _RunState, event: Event, live: bool) -> None:
+        data = event.data
+        task = int(data["task"])
+        started = run.attempts.pop(task, None)
+        node = str(data.get("node", ""))
+        if event.kind is EventKind.STEP_FINISHED or not data.get("retry"):
+            run.tasks.discard(task)
+        if not live:
+            return
+        if started is not None:
+            self.observe("mainspring_step_duration_seconds", (run.graph, node), max(0.0, event.ts - started))
+        if event.kind is EventKind.STEP_FAILED and data.get("retry"):
+            self.add("mainspring_retries", (run.graph, node))
+
+    def _effect_started(self, run: _RunState, event: Event, live: bool) -> None:
+        run.effects[(int(event.data.get("task", 0)), int(event.data["effect"]))] = event.ts
+
+    def _effect_finished(self, run: _RunState, event: Event, live: bool) -> None:
+        data = event.data
+        started = run.effects.pop((int(data.get("task", 0)), int(data["effect"])), None)
+        if not live:
+            return
+        result = data.get("result")
+        kind, name = effect_kind(str(data["name"]), result)
+        if started is not None:
+            self.observe("mainspring_effect_duration_seconds", (kind, name), max(0.0, event.ts - started))
+        if "error" in data:
+            self.add("mainspring_effect_errors", (kind, name))
+        usage = usage_of(result)
+        if usage is not None:
+            model = usage.model or name
+            self.add("mainspring_tokens", (model, run.tenant, "input"), usage.input_tokens)
+            self.add("mainspring_tokens", (model, run.tenant, "output"), usage.output_tokens)
+            cost = usage.cost_usd
+            if cost is None and self.pricing is not None:
+                cost = self.pricing(model, usage.input_tokens, usage.output_tokens)
+            if cost:
+                self.add("mainspring_cost_usd", (model, run.tenant), cost)
+
+    def _interrupted(self, run: _RunState, event: Event, live: bool) -> None:
+        iid = str(event.data["id"])
+        task = int(event.data.get("task", 0))
+        run.attempts.pop(task, None)
+        run.waiting[iid] = task
+        if live:
+            run.counted.add(iid)
+            self.add("mainspring_interrupts_waiting", (run.graph,), 1)
+            self._park_or_go(run)
+
+    def _resumed(self, run: _RunState, event: Event, live: bool) -> None:
+        for iid in (event.data.get("values") or {}):
+            run.waiting.pop(str(iid), None)
+            if str(iid) in run.counted:
+                run.counted.discard(str(iid))
+                self.add("mainspring_interrupts_waiting", (run.graph,), -1)
+
+    def _ended(self, run: _RunState, event: Event, live: bool) -> None:
+        if run.counted:
+            self.add("mainspring_interrupts_waiting", (run.graph,), -len(run.counted))
+            run.counted.clear()
+        if run.active:
+            run.active = False
+            self.add("mainspring_active_runs", (run.graph,), -1)
+        if live:
+            self.add(_ENDS[event.kind], (run.graph,))
+        self.runs.pop(event.run_id, None)
+
+
+_ENDS: Final = {
+    EventKind.FINISHED: "mainspring_runs_finished",
+    EventKind.FAILED: "mainspring_runs_failed",
+    EventKind.CANCELLED: "mainspring_runs_cancelled",
+}
+
+_HANDLERS: Final[dict[EventKind, Callable[[MetricsAggregator, _RunState, Event, bool], None]]] = {
+    EventKind.STEP_STARTED: MetricsAggregator._step_started,
+    EventKind.STEP_FINISHED: MetricsAggregator._step_ended,
+    EventKind.STEP_FAILED: MetricsAggregator._step_ended,
+    EventKind.EFFECT_STARTED: MetricsAggregator._effect_started,
+    EventKind.EFFECT_FINISHED: MetricsAggregator._effect_finished,
+    EventKind.INTERRUPTED: MetricsAggregator._interrupted,
+    EventKind.RESUMED: MetricsAggregator._resumed,
+    EventKind.FINISHED: MetricsAggregator._ended,
+    EventKind.FAILED: MetricsAggregator._ended,
+    EventKind.CANCELLED: MetricsAggregator._ended,
+}
+
+
+def describe() -> list[dict[str, Any]]:
+    """The metrics Mainspring exports (for docs and tests)."""
+    return [{"name": i.name, "kind": i.kind, "labels": list(i.labels), "doc": i.doc} for i in INSTRUMENTS.values()]

@@ -1,0 +1,153 @@
+"""The listener base of telemetry: an append on the hot path, everything else on a thread.
+
+``Runtime(listeners=[...])`` calls a listener for every event as it is
+recorded, inside the run's task. An :class:`EventPump` only appends the event
+to a bounded buffer (counting what it drops when full) and returns; a daemon
+thread drains the buffer every ``interval`` seconds, fills gaps in each run's
+sequence from the journal, and hands the events to :meth:`EventPump.consume`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict, deque
+from typing import Final
+
+from ..events import TERMINAL_KINDS, Event, EventKind
+from .reader import JournalReader, StoreReader
+
+log = logging.getLogger("mainspring.telemetry")
+
+DEFAULT_CAPACITY: Final = 100_000
+
+
+class EventPump:
+    """Base of the tracer, metrics and logger listeners; subclasses implement ``consume``."""
+
+    def __init__(
+        self,
+        *,
+        reader: JournalReader | None = None,
+        capacity: int = DEFAULT_CAPACITY,
+        interval: float = 0.1,
+        max_runs: int = 10_000,
+        name: str = "mainspring-telemetry",
+    ) -> None:
+        self._buf: deque[Event] = deque()
+        self._cap = capacity
+        self.dropped = 0  # events not buffered because the buffer was full
+        self.reader = reader
+        self._interval = interval
+        self._max_runs = max_runs
+        self._seqs: OrderedDict[str, int] = OrderedDict()  # last seq handled, per run
+        self._wake = threading.Event()
+        self._cv = threading.Condition()
+        self._requested = 0
+        self._done = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def __call__(self, event: Event) -> None:
+        """The hot path: buffer and return."""
+        if len(self._buf) < self._cap:
+            self._buf.append(event)
+        else:
+            self.dropped += 1
+
+    def consume(self, event: Event, replay: bool) -> None:
+        """Handle one event, in each run's order; ``replay``: history another process handled."""
+        raise NotImplementedError
+
+    def after_batch(self) -> None:
+        """Called after each drained batch (a place to hand work on)."""
+
+    # -- the thread --------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            with self._cv:
+                requested, closing = self._requested, self._closed
+            try:
+                self._drain()
+            except Exception:  # telemetry must never die quietly nor take anything down
+                log.exception("telemetry failed to process events")
+            with self._cv:
+                self._done = requested
+                self._cv.notify_all()
+            if closing:
+                return
+
+    def _drain(self) -> None:
+        buf = self._buf
+        handled = False
+        while buf:
+            event = buf.popleft()
+            handled = True
+            self._handle(event)
+        if handled:
+            self.after_batch()
+
+    def _handle(self, event: Event) -> None:
+        seqs = self._seqs
+        run_id, seq = event.run_id, event.seq
+        last = seqs.get(run_id)
+        if last is not None and seq <= last:
+            return  # already handled (a backfill read it first)
+        if seq > (last or 0) + 1 and self.reader is not None:
+            for old, replay in self._backfill(run_id, last, seq):
+                self.consume(old, replay)
+        self.consume(event, False)
+        if event.kind in TERMINAL_KINDS:
+            seqs.pop(run_id, None)
+            return
+        seqs[run_id] = seq
+        seqs.move_to_end(run_id)
+        if len(seqs) > self._max_runs:
+            seqs.popitem(last=False)
+
+    def _backfill(self, run_id: str, last: int | None, seq: int) -> list[tuple[Event, bool]]:
+        assert self.reader is not None
+        try:
+            history = self.reader(run_id, last or 0, seq - 1)
+        except Exception as exc:
+            log.warning("telemetry could not read the journal of run %s: %s", run_id, exc)
+            return []
+        if last is not None:  # events of a run seen here before: dropped from a full buffer
+            return [(e, False) for e in history]
+        # First contact. This process recorded the run's start if the first event it
+        # got follows it directly (the runtime does not pass run_started to listeners),
+        # or follows the copied journal of a fork; anything else was traced elsewhere.
+        out = [(e, True) for e in history]
+        if out and out[0][0].kind is EventKind.RUN_STARTED:
+            first = out[0][0]
+            forked = first.data.get("forked_from")
+            if seq == 2 or (isinstance(forked, dict) and forked.get("seq") == seq - 1):
+                out[0] = (first, False)
+        return out
+
+    # -- control -------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        """Wait until every event buffered before this call has been handled."""
+        if not self._thread.is_alive():
+            return not self._buf
+        with self._cv:
+            self._requested += 1
+            target = self._requested
+            self._wake.set()
+            return self._cv.wait_for(lambda: self._done >= target, timeout)
+
+    def close(self, timeout: float | None = 5.0) -> None:
+        """Handle what is buffered, then stop the thread."""
+        with self._cv:
+            if self._closed:
+                return
+            self._closed = True
+        self.flush(timeout)
+        self._thread.join(timeout)
+        if isinstance(self.reader, StoreReader):
+            self.reader.close()

@@ -1,0 +1,129 @@
+"""Shared fixtures: the anyio backend, one fresh store per test on every backend, service checks.
+
+``store`` is parametrised over ``memory``, ``sqlite`` and ``postgres``. A backend
+whose service is unreachable (or whose module is not there yet) is skipped with
+the reason, unless ``MAINSPRING_REQUIRE_SERVICES=1``, which turns the skip into
+a failure (CI sets it so that a broken service cannot pass as green).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import importlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NoReturn
+from urllib.parse import urlsplit
+
+import pytest
+
+from mainspring.store import Store, store_from_url
+
+PG_URL = os.environ.get("MAINSPRING_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+STORE_BACKENDS = ["memory", "sqlite", "postgres"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the runtime runs on anyio's asyncio backend; asyncpg needs asyncio
+
+
+def service_missing(reason: str) -> NoReturn:
+    """Skip the current test because a service is missing, or fail if services are required."""
+    if os.environ.get("MAINSPRING_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (MAINSPRING_REQUIRE_SERVICES=1 requires it)", pytrace=False)
+    pytest.skip(reason)
+
+
+@functools.cache
+def postgres_unavailable(url: str = PG_URL) -> str | None:
+    """Why PostgreSQL at ``url`` cannot be used for tests, or None if it can (probed once)."""
+    where = urlsplit(url).netloc.rpartition("@")[2] or url
+    try:
+        import asyncpg
+    except ImportError as exc:
+        return f"PostgreSQL not reachable at {where}: asyncpg is not installed ({exc})"
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(url, timeout=5)
+        await conn.close()
+
+    try:
+        # In a thread of its own: callers may be inside a running event loop.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, probe()).result()
+    except Exception as exc:
+        return f"PostgreSQL not reachable at {where}: {type(exc).__name__}: {exc}"
+    return None
+
+
+def require_postgres(url: str = PG_URL) -> str:
+    """Return ``url`` if PostgreSQL answers there; otherwise skip (or fail, see module doc)."""
+    reason = postgres_unavailable(url)
+    if reason is not None:
+        service_missing(reason)
+    return url
+
+
+async def drop_postgres_schema(url: str, schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+def _postgres_store_missing() -> str | None:
+    try:
+        importlib.import_module("mainspring.store.postgres")
+    except ImportError as exc:
+        return f"the PostgreSQL store is not available: {exc}"
+    return None
+
+
+@contextlib.asynccontextmanager
+async def postgres_schema_url() -> AsyncIterator[str]:
+    """A store URL on a schema of its own (skips if PostgreSQL or its store is missing)."""
+    base = require_postgres()
+    missing = _postgres_store_missing()
+    if missing is not None:
+        service_missing(missing)
+    schema = f"ms_t_{uuid.uuid4().hex[:12]}"
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}schema={schema}"
+    finally:
+        await drop_postgres_schema(base, schema)
+
+
+@pytest.fixture
+async def postgres_url(anyio_backend: str) -> AsyncIterator[str]:
+    """A PostgreSQL store URL on a fresh schema, dropped after the test."""
+    async with postgres_schema_url() as url:
+        yield url
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, anyio_backend: str
+) -> AsyncIterator[Store]:
+    """A fresh, open store of each backend; closed (and its schema dropped) afterwards."""
+    async with contextlib.AsyncExitStack() as stack:
+        backend: str = request.param
+        if backend == "memory":
+            url = "memory://"
+        elif backend == "sqlite":
+            url = f"sqlite:///{tmp_path / 'store.db'}"
+        else:
+            url = await stack.enter_async_context(postgres_schema_url())
+        opened = store_from_url(url)
+        await opened.open()
+        stack.push_async_callback(opened.aclose)
+        yield opened

@@ -1,0 +1,183 @@
+"""Graph authoring: compile() validates and names the node and the fix; Mermaid export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, TypedDict
+
+import pytest
+from pydantic import BaseModel
+
+from mainspring import END, START, Graph, GraphError, Retry, StateError, append, merge
+
+
+class S(TypedDict, total=False):
+    x: int
+    log: Annotated[list[str], append]
+
+
+def noop(s: object) -> None:
+    return None
+
+
+def linear(*names: str) -> Graph[S]:
+    g = Graph(S)
+    prev = START
+    for n in names:
+        g.node(n, noop)
+        g.edge(prev, n)
+        prev = n
+    g.edge(prev, END)
+    return g
+
+
+def test_linear_graph_compiles_and_exports_mermaid() -> None:
+    app = linear("a", "b").compile(name="lin")
+    text = app.to_mermaid()
+    assert text.startswith("flowchart TD\n")
+    assert "__start__ --> n_a" in text
+    assert "n_a --> n_b" in text
+    assert "n_b --> __end__" in text
+    assert app.to_mermaid() == text  # pure: same graph, same string
+
+
+def test_branch_targets_show_as_dashed_edges() -> None:
+    g = linear("a")
+    g.node("b", noop)
+    g.node("c", noop)
+    g.edge("b", END)
+    g.edge("c", END)
+    g.branch("a", lambda s: "yes", {"yes": "b", "no": "c"})
+    text = g.compile().to_mermaid()
+    assert 'n_a -.->|"yes"| n_b' in text
+    assert 'n_a -.->|"no"| n_c' in text
+
+
+def test_unknown_edge_target_names_it_and_suggests() -> None:
+    g = linear("classify")
+    g.edge("classify", "refnd")
+    g.node("refund", noop)
+    g.edge("refund", END)
+    g.edge(START, "refund")
+    with pytest.raises(GraphError, match=r"no node named 'refnd'.*did you mean 'refund'"):
+        g.compile()
+
+
+def test_node_without_way_out_is_refused() -> None:
+    g = Graph(S)
+    g.node("a", noop)
+    g.edge(START, "a")
+    with pytest.raises(GraphError, match=r"node 'a' has no way out; add g.edge\('a', END\)"):
+        g.compile()
+
+
+def test_unreachable_node_is_refused() -> None:
+    g = linear("a")
+    g.node("orphan", noop)
+    g.edge("orphan", END)
+    with pytest.raises(GraphError, match="node 'orphan' can never run"):
+        g.compile()
+
+
+def test_missing_entry_point() -> None:
+    g = Graph(S)
+    g.node("a", noop)
+    g.edge("a", END)
+    with pytest.raises(GraphError, match=r"no entry point; add g.edge\(START, 'a'\)"):
+        g.compile()
+
+
+def test_duplicate_and_reserved_names() -> None:
+    g = Graph(S)
+    g.node("a", noop)
+    with pytest.raises(GraphError, match="added twice"):
+        g.node("a", noop)
+    with pytest.raises(GraphError, match="reserved"):
+        g.node(END, noop)
+
+
+def test_branch_without_declared_targets_makes_everything_reachable() -> None:
+    g = linear("a")
+    g.node("b", noop)
+    g.edge("b", END)
+    g.branch("a", lambda s: "b")
+    g.compile()
+
+
+def test_join_target_is_reachable_when_all_sources_are() -> None:
+    g = Graph(S)
+    for n in ("a", "b", "c"):
+        g.node(n, noop)
+    g.edge(START, "a")
+    g.edge(START, "b")
+    g.edge(["a", "b"], "c")
+    g.edge("c", END)
+    text = g.compile().to_mermaid()
+    assert "join_a_b__c" in text
+
+
+def test_bad_state_types_are_refused() -> None:
+    with pytest.raises(StateError, match="not a TypedDict, a dataclass or a pydantic model"):
+        Graph(int)
+    with pytest.raises(StateError, match="must be a class"):
+        Graph("S")  # type: ignore[arg-type]
+
+
+def test_reducer_conflicts_are_refused() -> None:
+    class TwoReducers(TypedDict):
+        log: Annotated[list[str], append, merge]
+
+    with pytest.raises(StateError, match=r"TwoReducers.log has several reducers \(append, merge\)"):
+        Graph(TwoReducers)
+
+    class WrongType(TypedDict):
+        count: Annotated[int, append]
+
+    with pytest.raises(StateError, match="uses the append reducer but is typed"):
+        Graph(WrongType)
+
+
+def test_node_signature_is_checked() -> None:
+    g = Graph(S)
+    with pytest.raises(GraphError, match="takes no arguments"):
+        g.node("z", lambda: None)
+    with pytest.raises(GraphError, match="timeout must be a positive"):
+        g.node("t", noop, timeout=0)
+    with pytest.raises(ValueError, match="attempts must be at least 1"):
+        Retry(attempts=0)
+
+
+def test_dataclass_and_pydantic_states() -> None:
+    @dataclass
+    class D:
+        x: int = 0
+
+    class P(BaseModel):
+        x: int = 0
+
+    for state in (D, P):
+        g = Graph(state)
+        g.node("a", noop)
+        g.edge(START, "a")
+        g.edge("a", END)
+        assert g.compile().schema.kind in ("dataclass", "pydantic")
+
+
+def test_decorator_forms() -> None:
+    g = Graph(S)
+
+    @g.node
+    def first(s: S) -> None:
+        return None
+
+    @g.node(name="second", retry=Retry(attempts=2), timeout=1.5)
+    async def _second(s: S) -> None:
+        return None
+
+    g.edge(START, "first")
+    g.edge("first", "second")
+    g.edge("second", END)
+    app = g.compile()
+    assert app.nodes["second"].retry == Retry(attempts=2)
+    assert app.nodes["second"].timeout == 1.5
+    assert app.nodes["second"].is_async

@@ -1,0 +1,631 @@
+"""The Store contract, checked on every backend (memory, SQLite, PostgreSQL).
+
+Written against the protocol in ``mainspring/store/base.py`` only: a backend
+passes if and only if it honours that contract. ``conftest.store`` gives each
+test a fresh, open store of each backend.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import uuid
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mainspring.errors import ConflictError, RunNotFoundError
+from mainspring.events import Event, EventKind
+from mainspring.store import (
+    Durability,
+    RunQuery,
+    RunRecord,
+    RunStatus,
+    Snapshot,
+    Store,
+    ThreadInfo,
+    store_from_url,
+)
+
+pytestmark = pytest.mark.anyio
+
+BASE = 1_700_000_000.0
+HOST = socket.gethostname()
+
+
+def new_id(prefix: str = "run") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def record(
+    run_id: str,
+    *,
+    graph: str = "g",
+    thread: str | None = None,
+    status: RunStatus = RunStatus.RUNNING,
+    created_at: float = BASE,
+    parent_run_id: str | None = None,
+    durability: Durability = Durability.SYNC,
+    metadata: dict[str, Any] | None = None,
+) -> RunRecord:
+    return RunRecord(
+        run_id=run_id,
+        graph=graph,
+        thread=thread,
+        status=status,
+        created_at=created_at,
+        updated_at=created_at,
+        parent_run_id=parent_run_id,
+        durability=durability,
+        metadata=metadata or {},
+    )
+
+
+def events(
+    run_id: str,
+    after: int,
+    count: int,
+    *,
+    kind: EventKind = EventKind.EMITTED,
+    ts: float | None = None,
+    data: dict[str, Any] | None = None,
+) -> list[Event]:
+    """``count`` events numbered ``after + 1`` onward."""
+    return [
+        Event(
+            run_id,
+            after + i,
+            kind,
+            BASE + after + i if ts is None else ts,
+            {"n": after + i} if data is None else data,
+        )
+        for i in range(1, count + 1)
+    ]
+
+
+def owner(token: str, pid: int | None = None) -> str:
+    """An owner id on this host; a live process (ours) unless ``pid`` says otherwise."""
+    return f"{HOST}:{os.getpid() if pid is None else pid}:{token}"
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()  # exited and reaped: no process has this pid now
+    return proc.pid
+
+
+async def make_run(store: Store, n_events: int = 0, **fields: Any) -> str:
+    run_id = fields.pop("run_id", None) or new_id()
+    result = await store.create_run(
+        record(run_id, **fields), events(run_id, 0, n_events), Durability.SYNC
+    )
+    assert result.created
+    return run_id
+
+
+# --- create_run ---------------------------------------------------------------------------------
+
+
+async def test_create_run_stores_record_and_first_events(store: Store) -> None:
+    run_id = new_id()
+    first = events(run_id, 0, 2, kind=EventKind.RUN_STARTED)
+    result = await store.create_run(
+        record(run_id, thread="t", metadata={"user": "ann", "tags": ["a", "b"]}),
+        first,
+        Durability.SYNC,
+    )
+    assert result.created
+    assert result.record.last_seq == 2
+    assert result.record.updated_at == first[-1].ts
+    assert await store.get_run(run_id) == result.record
+    assert await store.read(run_id) == first
+
+
+async def test_create_run_is_idempotent(store: Store) -> None:
+    run_id = new_id()
+    original = await store.create_run(
+        record(run_id, graph="first"), events(run_id, 0, 2), Durability.SYNC
+    )
+    again = await store.create_run(
+        record(run_id, graph="second", thread="other"),
+        events(run_id, 0, 3, data={"x": "new"}),
+        Durability.SYNC,
+    )
+    assert not again.created
+    assert again.record == original.record
+    assert await store.read(run_id) == events(run_id, 0, 2)
+    assert await store.get_run(run_id) == original.record
+
+
+async def test_run_record_fields_round_trip(store: Store) -> None:
+    parent = await make_run(store)
+    run_id = new_id()
+    metadata = {"nested": {"list": [1, 2.5, None, True], "text": "héllo ✓"}, "n": 3}
+    await store.create_run(
+        record(
+            run_id,
+            graph="support",
+            thread="customer-42",
+            status=RunStatus.INTERRUPTED,
+            created_at=BASE + 5.25,
+            parent_run_id=parent,
+            durability=Durability.BATCH,
+            metadata=metadata,
+        ),
+        [],
+        Durability.SYNC,
+    )
+    got = await store.get_run(run_id)
+    assert got is not None
+    assert (got.graph, got.thread, got.status, got.parent_run_id) == (
+        "support",
+        "customer-42",
+        RunStatus.INTERRUPTED,
+        parent,
+    )
+    assert (got.created_at, got.updated_at, got.last_seq) == (BASE + 5.25, BASE + 5.25, 0)
+    assert got.durability is Durability.BATCH
+    assert (got.owner, got.lease_until, got.fence, got.error) == (None, None, 0, None)
+    assert got.metadata == metadata
+
+
+async def test_unknown_run_reads_as_missing(store: Store) -> None:
+    assert await store.get_run("no-such-run") is None
+    assert await store.read("no-such-run") == []
+    assert await store.load_snapshot("no-such-run") is None
+    with pytest.raises(RunNotFoundError):
+        await store.append("no-such-run", 0, events("no-such-run", 0, 1))
+    with pytest.raises(RunNotFoundError):
+        await store.claim("no-such-run", owner("a"), 10)
+
+
+# --- append and read ----------------------------------------------------------------------------
+
+
+async def test_append_and_read_round_trip(store: Store) -> None:
+    run_id = await make_run(store, 1)
+    await store.append(run_id, 1, events(run_id, 1, 3, kind=EventKind.STEP_FINISHED))
+    await store.append(run_id, 4, events(run_id, 4, 2))
+    everything = (
+        events(run_id, 0, 1)
+        + events(run_id, 1, 3, kind=EventKind.STEP_FINISHED)
+        + events(run_id, 4, 2)
+    )
+    got = await store.read(run_id)
+    assert got == everything
+    assert [e.seq for e in got] == [1, 2, 3, 4, 5, 6]
+    assert all(isinstance(e.kind, EventKind) for e in got)
+    assert await store.read(run_id, after=2) == everything[2:]
+    assert await store.read(run_id, until=3) == everything[:3]
+    assert await store.read(run_id, after=2, until=4) == everything[2:4]
+    assert await store.read(run_id, after=6) == []
+    assert await store.read(run_id, after=4, until=2) == []
+    found = await store.get_run(run_id)
+    assert found is not None and found.last_seq == 6 and found.updated_at == everything[-1].ts
+
+
+async def test_event_data_round_trips_as_json(store: Store) -> None:
+    run_id = await make_run(store)
+    data: dict[str, Any] = {
+        "nested": {"a": {"b": {"c": [1, [2, [3, {}]]]}}, "empty": [], "none": None},
+        "unicode": 'ünïcødé ✓ 中文 🚀 "quoted" back\\slash\nnewline\ttab',
+        "floats": [0.1, 2.5, -1e-7, 1e300, 3.141592653589793],
+        "ints": [0, -17, 2**53],
+        "bools": [True, False],
+        "none": None,
+        "": "empty key",
+    }
+    await store.append(run_id, 0, [Event(run_id, 1, EventKind.EMITTED, BASE, data)])
+    (got,) = await store.read(run_id)
+    assert got.data == data
+    assert got == Event(run_id, 1, EventKind.EMITTED, BASE, data)
+
+
+async def test_conflicting_append_raises_and_writes_nothing(store: Store) -> None:
+    run_id = await make_run(store, 2)
+    before = await store.get_run(run_id)
+    before_events = await store.read(run_id)
+    for stale in (0, 1, 3, 10):
+        with pytest.raises(ConflictError) as caught:
+            await store.append(
+                run_id, stale, events(run_id, stale, 2), status=RunStatus.FAILED, error="forked"
+            )
+        assert (caught.value.run_id, caught.value.expected_seq, caught.value.actual_seq) == (
+            run_id,
+            stale,
+            2,
+        )
+    assert await store.get_run(run_id) == before
+    assert await store.read(run_id) == before_events
+
+
+async def test_append_updates_status_and_error(store: Store) -> None:
+    run_id = await make_run(store, 1)
+    await store.append(run_id, 1, events(run_id, 1, 1), status=RunStatus.INTERRUPTED)
+    got = await store.get_run(run_id)
+    assert got is not None and (got.status, got.error, got.last_seq) == (
+        RunStatus.INTERRUPTED,
+        None,
+        2,
+    )
+    # No status: the status stays; an append without events may still change it.
+    await store.append(run_id, 2, events(run_id, 2, 1))
+    got = await store.get_run(run_id)
+    assert got is not None and got.status is RunStatus.INTERRUPTED and got.last_seq == 3
+    await store.append(run_id, 3, [], status=RunStatus.FAILED, error="boom")
+    got = await store.get_run(run_id)
+    assert got is not None and (got.status, got.error, got.last_seq) == (
+        RunStatus.FAILED,
+        "boom",
+        3,
+    )
+    assert len(await store.read(run_id)) == 3
+
+
+async def test_concurrent_appends_to_different_runs_all_land(store: Store) -> None:
+    modes = list(Durability)
+    runs = [await make_run(store) for _ in range(24)]
+
+    async def writer(i: int, run_id: str) -> None:
+        for seq in range(5):
+            await store.append(
+                run_id, seq, events(run_id, seq, 1), durability=modes[i % len(modes)]
+            )
+
+    async with anyio.create_task_group() as tg:
+        for i, run_id in enumerate(runs):
+            tg.start_soon(writer, i, run_id)
+    await store.flush()
+    for run_id in runs:
+        assert await store.read(run_id) == events(run_id, 0, 5)
+        got = await store.get_run(run_id)
+        assert got is not None and got.last_seq == 5
+
+
+async def test_concurrent_appends_with_the_same_expected_seq_have_one_winner(store: Store) -> None:
+    run_id = await make_run(store, 1)
+    outcomes: list[str] = []
+
+    async def contender(i: int) -> None:
+        try:
+            await store.append(run_id, 1, events(run_id, 1, 2, data={"writer": i}))
+            outcomes.append(f"won:{i}")
+        except ConflictError:
+            outcomes.append("conflict")
+
+    async with anyio.create_task_group() as tg:
+        for i in range(16):
+            tg.start_soon(contender, i)
+    winners = [o for o in outcomes if o.startswith("won")]
+    assert len(winners) == 1 and outcomes.count("conflict") == 15
+    winner = int(winners[0].split(":")[1])
+    assert await store.read(run_id) == events(run_id, 0, 1) + events(
+        run_id, 1, 2, data={"writer": winner}
+    )
+
+
+@pytest.mark.parametrize("mode", list(Durability))
+async def test_every_durability_mode_lands(store: Store, mode: Durability) -> None:
+    run_id = new_id()
+    await store.create_run(record(run_id, durability=mode), events(run_id, 0, 1), mode)
+    last = 1
+    for count in (2, 0, 1, 3):
+        await store.append(run_id, last, events(run_id, last, count), durability=mode)
+        last += count
+    await store.append(run_id, last, [], status=RunStatus.FINISHED, durability=mode)
+    await store.flush()
+    got = await store.get_run(run_id)
+    assert got is not None
+    assert (got.durability, got.last_seq, got.status) == (mode, 7, RunStatus.FINISHED)
+    assert await store.read(run_id) == events(run_id, 0, 7)
+
+
+async def test_flush_with_nothing_pending_returns(store: Store) -> None:
+    await store.flush()
+    run_id = await make_run(store)
+    await store.append(run_id, 0, events(run_id, 0, 3), durability=Durability.OFF)
+    await store.flush()
+    assert len(await store.read(run_id)) == 3
+    await store.flush()
+
+
+# --- queries ------------------------------------------------------------------------------------
+
+
+async def _five_runs(store: Store) -> list[str]:
+    ids = [f"r{i}-{uuid.uuid4().hex[:6]}" for i in range(5)]
+    specs: list[dict[str, Any]] = [
+        {"graph": "a", "thread": "t1", "status": RunStatus.RUNNING},
+        {"graph": "b", "thread": "t1", "status": RunStatus.FINISHED},
+        {"graph": "a", "thread": "t2", "status": RunStatus.FAILED, "parent_run_id": ids[0]},
+        {"graph": "a", "thread": None, "status": RunStatus.INTERRUPTED, "parent_run_id": ids[0]},
+        {"graph": "b", "thread": "t2", "status": RunStatus.RUNNING},
+    ]
+    for i, (run_id, spec) in enumerate(zip(ids, specs, strict=True)):
+        await store.create_run(record(run_id, created_at=BASE + i, **spec), [], Durability.SYNC)
+    return ids
+
+
+async def test_list_runs_filters_and_orders_newest_first(store: Store) -> None:
+    r = await _five_runs(store)
+
+    async def ids(**query: Any) -> list[str]:
+        return [rec.run_id for rec in await store.list_runs(RunQuery(**query))]
+
+    assert [rec.run_id for rec in await store.list_runs()] == [r[4], r[3], r[2], r[1], r[0]]
+    assert await ids(status=[RunStatus.RUNNING]) == [r[4], r[0]]
+    assert await ids(status=[RunStatus.FINISHED, RunStatus.FAILED]) == [r[2], r[1]]
+    assert await ids(status=[]) == []
+    assert await ids(graph="a") == [r[3], r[2], r[0]]
+    assert await ids(thread="t1") == [r[1], r[0]]
+    assert await ids(parent_run_id=r[0]) == [r[3], r[2]]
+    assert await ids(created_after=BASE + 1) == [r[4], r[3], r[2]]
+    assert await ids(created_before=BASE + 3) == [r[2], r[1], r[0]]
+    assert await ids(created_after=BASE, created_before=BASE + 4) == [r[3], r[2], r[1]]
+    assert await ids(graph="a", status=[RunStatus.RUNNING]) == [r[0]]
+    assert await ids(graph="nope") == []
+    assert await ids(limit=2) == [r[4], r[3]]
+    assert await ids(limit=2, offset=2) == [r[2], r[1]]
+    assert await ids(offset=4) == [r[0]]
+    full = await store.list_runs(RunQuery(thread="t2"))
+    assert full == [await store.get_run(r[4]), await store.get_run(r[2])]
+
+
+async def test_list_threads_reports_latest_run_per_thread(store: Store) -> None:
+    r = await _five_runs(store)
+    assert await store.list_threads() == [
+        ThreadInfo("t2", 2, r[4], RunStatus.RUNNING, BASE + 4),
+        ThreadInfo("t1", 2, r[1], RunStatus.FINISHED, BASE + 1),
+    ]
+    # Activity on a thread's latest run moves the thread to the front.
+    await store.append(r[1], 0, events(r[1], 0, 1, ts=BASE + 10))
+    threads = await store.list_threads()
+    assert [(t.thread, t.updated_at) for t in threads] == [("t1", BASE + 10), ("t2", BASE + 4)]
+    assert [t.thread for t in await store.list_threads(limit=1)] == ["t1"]
+
+
+# --- snapshots ----------------------------------------------------------------------------------
+
+
+async def test_snapshots_keep_the_latest(store: Store) -> None:
+    run_id = await make_run(store, 8)
+    assert await store.load_snapshot(run_id) is None
+    first = Snapshot(run_id, 3, {"state": {"a": 1}, "list": [1, 2]})
+    await store.save_snapshot(first)
+    assert await store.load_snapshot(run_id) == first
+    assert await store.load_snapshot(run_id, at_most=3) == first
+    assert await store.load_snapshot(run_id, at_most=2) is None
+    latest = Snapshot(run_id, 7, {"state": {"a": 2}})
+    await store.save_snapshot(latest)
+    assert await store.load_snapshot(run_id) == latest
+    assert await store.load_snapshot(run_id, at_most=7) == latest
+    older = await store.load_snapshot(run_id, at_most=5)
+    assert older is None or older == first  # older snapshots may be dropped
+    other = await make_run(store)
+    assert await store.load_snapshot(other) is None
+
+
+# --- leases -------------------------------------------------------------------------------------
+
+
+async def test_claim_renew_release_and_fencing(store: Store) -> None:
+    run_id = await make_run(store)
+    a, b = owner("a"), owner("b")
+    first = await store.claim(run_id, a, 30)
+    assert first is not None and first >= 1
+    got = await store.get_run(run_id)
+    assert got is not None and (got.owner, got.fence) == (a, first)
+    assert got.lease_until is not None and got.lease_until > time.time() + 20
+    assert await store.claim(run_id, b, 30) is None  # a live owner holds it
+    assert await store.claim(run_id, a, 30) == first  # re-claim by the holder renews, same token
+    await store.release(run_id, b)  # not b's to release
+    got = await store.get_run(run_id)
+    assert got is not None and got.owner == a
+    await store.release(run_id, a)
+    got = await store.get_run(run_id)
+    assert got is not None and (got.owner, got.lease_until) == (None, None)
+    second = await store.claim(run_id, b, 30)
+    assert second is not None and second > first
+    await store.release(run_id, b)
+    third = await store.claim(run_id, a, 30)
+    assert third is not None and third > second
+
+
+async def test_expired_lease_is_taken_over_and_renew_extends_all_leases(store: Store) -> None:
+    short, renewed_1, renewed_2 = [await make_run(store) for _ in range(3)]
+    a, b = owner("a"), owner("b")
+    token = await store.claim(short, a, 0.2)
+    assert token is not None
+    assert await store.claim(renewed_1, a, 0.2) is not None
+    assert await store.claim(renewed_2, a, 0.2) is not None
+    await store.renew(a, 30)
+    # Renew is one heartbeat for every lease of a, including `short`: give that one back
+    # to a short lease by claiming it again with a tiny ttl.
+    assert await store.claim(short, a, 0.2) == token
+    await anyio.sleep(0.35)
+    taken = await store.claim(short, b, 30)
+    assert taken is not None and taken > token
+    assert await store.claim(renewed_1, b, 30) is None
+    assert await store.claim(renewed_2, b, 30) is None
+    got = await store.get_run(renewed_1)
+    assert got is not None and got.owner == a and (got.lease_until or 0) > time.time() + 20
+
+
+async def test_lease_of_a_dead_local_process_is_taken_over_at_once(store: Store) -> None:
+    run_id = await make_run(store)
+    dead = owner("crashed", pid=dead_pid())
+    token = await store.claim(run_id, dead, 3600)
+    assert token is not None
+    taken = await store.claim(run_id, owner("alive"), 30)
+    assert taken is not None and taken > token
+    got = await store.get_run(run_id)
+    assert got is not None and got.owner == owner("alive") and got.fence == taken
+
+
+async def test_orphaned_runs(store: Store) -> None:
+    me, other = owner("me"), owner("other")
+    gone = owner("gone", pid=dead_pid())
+    no_owner = await make_run(store, created_at=BASE + 1)
+    held = await make_run(store, created_at=BASE + 2)
+    expired = await make_run(store, created_at=BASE + 3)
+    dead_owned = await make_run(store, created_at=BASE + 4)
+    finished = await make_run(store, created_at=BASE + 5, status=RunStatus.FINISHED)
+    mine_expired = await make_run(store, created_at=BASE + 6)
+    parked = await make_run(store, created_at=BASE + 7, status=RunStatus.INTERRUPTED)
+    assert await store.claim(held, other, 60) is not None
+    assert await store.claim(expired, other, 0.1) is not None
+    assert await store.claim(dead_owned, gone, 3600) is not None
+    assert await store.claim(mine_expired, me, 0.1) is not None
+    assert finished and parked
+    await anyio.sleep(0.25)
+    orphans = await store.orphaned_runs(me)
+    assert [r.run_id for r in orphans] == [no_owner, expired, dead_owned]
+    assert orphans[1] == await store.get_run(expired)
+    assert [r.run_id for r in await store.orphaned_runs(me, limit=2)] == [no_owner, expired]
+    assert no_owner in [r.run_id for r in await store.orphaned_runs(other)]
+    assert mine_expired in [r.run_id for r in await store.orphaned_runs(other)]
+
+
+# --- persistence --------------------------------------------------------------------------------
+
+
+async def test_everything_survives_close_and_reopen(store: Store) -> None:
+    if store.url.startswith("memory"):
+        pytest.skip("memory:// keeps nothing once closed: a new MemoryStore starts empty by design")
+    run_id = await make_run(store, 2, thread="t", metadata={"k": ["v"]})
+    await store.append(run_id, 2, events(run_id, 2, 3), status=RunStatus.INTERRUPTED, error="why")
+    await store.append(run_id, 5, events(run_id, 5, 1), durability=Durability.OFF)
+    await store.save_snapshot(Snapshot(run_id, 4, {"folded": True}))
+    token = await store.claim(run_id, owner("a"), 60)
+    before = await store.get_run(run_id)
+    journal = await store.read(run_id)
+    assert len(journal) == 6
+    await store.aclose()
+
+    reopened = store_from_url(store.url)
+    await reopened.open()
+    try:
+        assert await reopened.get_run(run_id) == before
+        assert await reopened.read(run_id) == journal
+        assert await reopened.load_snapshot(run_id) == Snapshot(run_id, 4, {"folded": True})
+        assert await reopened.list_runs() == [before]
+        assert await reopened.list_threads() == [
+            ThreadInfo("t", 1, run_id, RunStatus.INTERRUPTED, journal[-1].ts)
+        ]
+        assert await reopened.claim(run_id, owner("a"), 60) == token
+        with pytest.raises(ConflictError):
+            await reopened.append(run_id, 5, events(run_id, 5, 1))
+        await reopened.append(run_id, 6, events(run_id, 6, 1))
+        assert len(await reopened.read(run_id)) == 7
+    finally:
+        await reopened.aclose()
+
+
+# --- properties of the journal ------------------------------------------------------------------
+
+_text = st.text(
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=8
+)
+_json: st.SearchStrategy[Any] = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53), max_value=2**53)
+    | st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: f != 0 or str(f) == "0.0")
+    | _text,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_text, children, max_size=3),
+    max_leaves=6,
+)
+_fixture_settings = settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+
+@_fixture_settings
+@given(
+    batches=st.lists(st.lists(_json, max_size=4), max_size=8),
+    mode=st.sampled_from(list(Durability)),
+    cut=st.integers(min_value=0, max_value=40),
+)
+async def test_journal_is_the_concatenation_of_appends(
+    store: Store, batches: list[list[Any]], mode: Durability, cut: int
+) -> None:
+    run_id = await make_run(store)
+    expected: list[Event] = []
+    for batch in batches:
+        seq = len(expected)
+        new = [
+            Event(run_id, seq + i, EventKind.EMITTED, BASE + seq + i, {"value": value})
+            for i, value in enumerate(batch, start=1)
+        ]
+        await store.append(run_id, seq, new, durability=mode)
+        expected += new
+    await store.flush()
+    got = await store.read(run_id)
+    assert [e.seq for e in got] == list(range(1, len(expected) + 1))
+    assert got == expected
+    assert await store.read(run_id, after=cut) == expected[cut:]
+    assert await store.read(run_id, until=cut) == expected[:cut]
+    found = await store.get_run(run_id)
+    assert found is not None and found.last_seq == len(expected)
+
+
+@_fixture_settings
+@given(
+    rounds=st.lists(
+        st.dictionaries(st.integers(0, 3), st.integers(1, 3), min_size=1, max_size=4),
+        min_size=1,
+        max_size=6,
+    )
+)
+async def test_conflicting_appends_never_fork_or_leave_gaps(
+    store: Store, rounds: list[dict[int, int]]
+) -> None:
+    """Writers with possibly stale views race; each round's contenders append concurrently.
+
+    Exactly one contender holding the current sequence number wins each round,
+    stale ones always conflict, and the journal is exactly the winners' events.
+    """
+    run_id = await make_run(store)
+    known = dict.fromkeys(range(4), 0)  # each writer's view of last_seq
+    model: list[Event] = []
+    for number, contenders in enumerate(rounds):
+        fresh = [w for w in contenders if known[w] == len(model)]
+        won: list[tuple[int, list[Event]]] = []
+
+        async def contend(
+            writer: int,
+            count: int,
+            round_no: int = number,
+            won: list[tuple[int, list[Event]]] = won,
+        ) -> None:
+            seq = known[writer]
+            batch = events(run_id, seq, count, data={"writer": writer, "round": round_no})
+            try:
+                await store.append(run_id, seq, batch)
+            except ConflictError:
+                got = await store.get_run(run_id)
+                assert got is not None
+                known[writer] = got.last_seq  # refresh the stale view, as a real writer would
+            else:
+                won.append((writer, batch))
+                known[writer] = seq + count
+
+        async with anyio.create_task_group() as tg:
+            for writer, count in contenders.items():
+                tg.start_soon(contend, writer, count)
+        assert len(won) == (1 if fresh else 0)
+        assert all(writer in fresh for writer, _ in won)
+        for _, batch in won:
+            model += batch
+        got = await store.get_run(run_id)
+        assert got is not None and got.last_seq == len(model)
+    journal = await store.read(run_id)
+    assert [e.seq for e in journal] == list(range(1, len(model) + 1))
+    assert journal == model
