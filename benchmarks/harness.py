@@ -3,9 +3,11 @@
 Every number a workload reports is measured in the same process run: the
 Mainspring side, its anchor and any physical floor are sampled in interleaved
 repetitions (A B C, B C A, C A B, ...) with ``gc.collect()`` before each
-sample, after warm-up rounds, and summarised by the best one (the lowest
-time): on a shared machine noise only ever adds time, so the best of N is the
-steadiest estimate of what the code costs; the spread says how noisy it was.
+sample, after warm-up rounds. A contender's value is its best sample (the
+lowest time): on a shared machine noise only ever adds time, so the best of N
+estimates what the code costs on a quiet one. Ratios between contenders are
+the median of the per-round ratios (see :func:`paired`): noise comes and goes,
+and samples of one round see the same noise. ``spread`` says how noisy it was.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ class Result:
     """One workload's outcome.
 
     ``ratio`` is Mainspring's advantage over the anchor: how many times faster,
-    smaller or higher-throughput it is (> 1 means Mainspring is better).
+    smaller or higher-throughput it is (> 1 means Mainspring is better). When
+    both sides were sampled in the same rounds it is ``paired_ratio``, the
+    median of the per-round ratios; otherwise the ratio of the two values.
     """
 
     workload: str
@@ -62,12 +66,15 @@ class Result:
     anchor: float | None
     unit: str
     higher_is_better: bool = False
+    paired_ratio: float | None = None
     checks: list[Check] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     skipped: str | None = None
 
     @property
     def ratio(self) -> float | None:
+        if self.paired_ratio is not None:
+            return self.paired_ratio
         ms, anchor = self.mainspring, self.anchor
         if ms is None or anchor is None or ms <= 0 or anchor <= 0:
             return None
@@ -99,6 +106,10 @@ class Result:
         if self.skipped is not None:
             out["skipped"] = self.skipped
         return out
+
+
+class Transient(Exception):
+    """The environment failed under a workload (a shared server restarted): measure it again."""
 
 
 def skipped(workload: str, unit: str, reason: str) -> Result:
@@ -158,6 +169,17 @@ class Samples:
         walls = [t.wall for t in self.values]
         med = statistics.median(walls)
         return (max(walls) - min(walls)) / med if med else 0.0
+
+
+def paired(numerator: Samples, denominator: Samples) -> float:
+    """The median over rounds of numerator / denominator (wall times).
+
+    Samples of one round are taken back to back, so they share the machine's
+    conditions of the moment; the median of these ratios is the comparison
+    least disturbed by noise that comes and goes.
+    """
+    pairs = zip(numerator.values, denominator.values, strict=True)
+    return statistics.median(n.wall / d.wall for n, d in pairs)
 
 
 async def interleave(

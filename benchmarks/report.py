@@ -18,7 +18,7 @@ def print_json(result: Result) -> None:
     print(json.dumps(result.to_json()), flush=True)
 
 
-def print_table(results: list[Result], *, title: str) -> None:
+def print_table(results: list[Result], *, title: str, context: str) -> None:
     table = Table(title=title, title_justify="left")
     for column in (
         "workload",
@@ -51,8 +51,10 @@ def print_table(results: list[Result], *, title: str) -> None:
         )
     console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160)
     console.print(table)
+    console.print(context)
     console.print(
-        "ratio = Mainspring's advantage over the anchor (> 1: Mainspring is faster/smaller)."
+        "ratio = Mainspring's advantage over the anchor (> 1: better). Times are each side's best "
+        "round; ratio and vs floor are medians of per-round ratios where sampled in the same rounds."
     )
     for r in results:
         details = {k: v for k, v in r.extra.items() if k not in _TABLE_EXTRAS}

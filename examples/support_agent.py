@@ -60,7 +60,11 @@ def classify(text: str) -> dict[str, Any]:
 def send_reply(outbox: str, ticket_id: str, text: str, idempotency_key: str) -> str:
     """Append a reply to the outbox unless this key was already delivered (exactly once)."""
     path = Path(outbox)
-    sent = {json.loads(line)["key"] for line in path.read_text().splitlines()} if path.exists() else set()
+    sent = (
+        {json.loads(line)["key"] for line in path.read_text().splitlines()}
+        if path.exists()
+        else set()
+    )
     if idempotency_key not in sent:
         with path.open("a") as f:
             f.write(json.dumps({"key": idempotency_key, "ticket": ticket_id, "reply": text}) + "\n")
@@ -91,7 +95,12 @@ async def triage(task: dict[str, Any], ctx: Context) -> dict[str, Any]:
         amount = ticket["amount"] or _amount_in(ticket["text"])
         if amount > REFUND_LIMIT:
             approved = await ctx.interrupt(
-                {"ticket": ticket["id"], "customer": ticket["customer"], "refund": amount, "question": "approve?"}
+                {
+                    "ticket": ticket["id"],
+                    "customer": ticket["customer"],
+                    "refund": amount,
+                    "question": "approve?",
+                }
             )
             decision = "refunded" if approved else "refund denied"
         else:
@@ -101,7 +110,9 @@ async def triage(task: dict[str, Any], ctx: Context) -> dict[str, Any]:
     reply = f"[{ticket['id']}] {intent}: {decision}"
     await ctx.step("outbox.send", send_reply, task["outbox"], ticket["id"], reply)
     ctx.emit({"ticket": ticket["id"], "intent": intent, "decision": decision})
-    update: dict[str, Any] = {"triaged": [{"id": ticket["id"], "intent": intent, "decision": decision}]}
+    update: dict[str, Any] = {
+        "triaged": [{"id": ticket["id"], "intent": intent, "decision": decision}]
+    }
     if decision == "escalated":
         update["escalated"] = [ticket["id"]]
     return update
@@ -123,7 +134,11 @@ def page_engineering(s: Desk) -> dict[str, Any]:
 g.edge(START, "load")
 g.branch("load", fan_out, ["triage"])
 g.edge("triage", "summarize")
-g.branch("summarize", lambda s: "page" if s.get("escalated") else "done", {"page": "page_engineering", "done": END})
+g.branch(
+    "summarize",
+    lambda s: "page" if s.get("escalated") else "done",
+    {"page": "page_engineering", "done": END},
+)
 g.edge("page_engineering", END)
 app = g.compile(ref="support_agent:app")
 
@@ -176,9 +191,18 @@ def _show(kind: EventKind, data: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--db", type=Path, default=Path("support_agent.db"), help="SQLite file (a fresh one per run)")
-    parser.add_argument("--approve", choices=["yes", "no"], default="yes", help="the human's answer to big refunds")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=Path("support_agent.db"),
+        help="SQLite file (a fresh one per run)",
+    )
+    parser.add_argument(
+        "--approve", choices=["yes", "no"], default="yes", help="the human's answer to big refunds"
+    )
     parser.add_argument("--inbox", type=Path, default=HERE / "data" / "tickets.json")
     args = parser.parse_args()
     for stale in (args.db, args.db.with_suffix(".outbox.jsonl")):

@@ -73,7 +73,9 @@ class RunFailedError(MainspringError):
     def __init__(self, run_id: str, error: dict[str, object]) -> None:
         node = error.get("node")
         where = f" in node {node!r}" if node else ""
-        super().__init__(f"run {run_id!r} failed{where}: {error.get('type')}: {error.get('message')}")
+        super().__init__(
+            f"run {run_id!r} failed{where}: {error.get('type')}: {error.get('message')}"
+        )
         self.run_id = run_id
         self.error = error
 

@@ -66,7 +66,13 @@ class Event(NamedTuple):
     data: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "seq": self.seq, "kind": str(self.kind), "ts": self.ts, "data": self.data}
+        return {
+            "run_id": self.run_id,
+            "seq": self.seq,
+            "kind": str(self.kind),
+            "ts": self.ts,
+            "data": self.data,
+        }
 
 
 def _default(value: Any) -> Any:

@@ -47,13 +47,18 @@ def merge(old: Any, new: Any) -> dict[str, Any]:
     return {**old, **new}
 
 
-_BUILTIN_REDUCERS: Final = {replace: "replace", append: "append", merge: "merge"}
+_BUILTIN_REDUCERS: Final[dict[Reducer, str]] = {
+    replace: "replace",
+    append: "append",
+    merge: "merge",
+}
 _MISSING: Final = object()
 _PLAIN_SCALARS: Final = (str, int, float, bool, type(None))
 
 
 def reducer_name(fn: Reducer) -> str:
-    return _BUILTIN_REDUCERS.get(fn) or getattr(fn, "__qualname__", repr(fn))
+    name = _BUILTIN_REDUCERS.get(fn)
+    return name if name is not None else str(getattr(fn, "__qualname__", repr(fn)))
 
 
 @dataclasses.dataclass(slots=True)
@@ -127,7 +132,9 @@ class StateSchema(Generic[T]):
 
     # -- updating -----------------------------------------------------------------
 
-    def apply(self, state: dict[str, Any], updates: list[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    def apply(
+        self, state: dict[str, Any], updates: list[tuple[str, Mapping[str, Any]]]
+    ) -> dict[str, Any]:
         """Fold the updates of one superstep, in order, into a new state dict.
 
         ``updates`` pairs each update with the node that wrote it; two nodes that
@@ -173,7 +180,9 @@ class StateSchema(Generic[T]):
                 try:
                     checked[key] = self._pydantic_validators[key].validate_python(value)
                 except ValidationError as exc:
-                    raise StateError(f"node {node!r} set {key!r} to an invalid value: {exc}") from None
+                    raise StateError(
+                        f"node {node!r} set {key!r} to an invalid value: {exc}"
+                    ) from None
             return checked
         return update
 
@@ -266,9 +275,7 @@ def _split_annotated(owner: str, name: str, annotation: Any) -> tuple[Any, Reduc
     reducers = [m for m in meta if callable(m) and not isinstance(m, type)]
     if len(reducers) > 1:
         names = ", ".join(reducer_name(r) for r in reducers)
-        raise StateError(
-            f"field {owner}.{name} has several reducers ({names}); keep exactly one"
-        )
+        raise StateError(f"field {owner}.{name} has several reducers ({names}); keep exactly one")
     return base, (reducers[0] if reducers else replace)
 
 

@@ -29,7 +29,9 @@ def build_support() -> Graph[Ticket]:
 
     @g.node
     async def classify(s: Ticket, ctx: Context) -> dict[str, Any]:
-        intent = await ctx.step("router", lambda text: "refund" if "refund" in text else "other", s["text"])
+        intent = await ctx.step(
+            "router", lambda text: "refund" if "refund" in text else "other", s["text"]
+        )
         return {"intent": intent}
 
     @g.node
@@ -38,7 +40,11 @@ def build_support() -> Graph[Ticket]:
         approved = True
         if amount > 100:
             approved = bool(await ctx.interrupt({"approve": amount}))
-        return {"amount": amount, "approved": approved, "replies": ["refund issued" if approved else "refund denied"]}
+        return {
+            "amount": amount,
+            "approved": approved,
+            "replies": ["refund issued" if approved else "refund denied"],
+        }
 
     @g.node
     def other(s: Ticket) -> dict[str, Any]:

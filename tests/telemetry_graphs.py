@@ -11,8 +11,6 @@ from mainspring import END, START, Context, Graph, Retry, Send, append
 from mainspring.events import Event
 from mainspring.telemetry.spans import SpanRecord
 
-ATTEMPTS: dict[str, int] = {}
-
 
 class Doc(TypedDict, total=False):
     text: str
@@ -54,9 +52,7 @@ def build_agent() -> Graph[Doc]:
     async def answer(s: Doc, ctx: Context) -> dict[str, Any]:
         hits = await ctx.step("tool:search", _search, s["text"])
         reply = await ctx.step("model:small-1", _model_call, hits[0])
-        key = f"answer:{ctx.run_id}"
-        ATTEMPTS[key] = ATTEMPTS.get(key, 0) + 1
-        if ATTEMPTS[key] == 1:
+        if ctx.attempt == 1:
             raise ConnectionError("flaky upstream")
         return {"answer": reply["text"]}
 

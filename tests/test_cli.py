@@ -114,6 +114,14 @@ def test_resume_json_and_value_from_stdin(store: str) -> None:
     assert data["state"]["replies"] == ["refund declined"]
 
 
+def test_cancel_a_parked_run(store: str) -> None:
+    run_json(store, SUPPORT, "--input", REFUND, "--run-id", "cx")
+    assert "■ run cx cancelled" in ok(cli("cancel", "cx", store=store)).stdout
+    assert json.loads(ok(cli("runs", "--json", store=store)).stdout)["status"] == "cancelled"
+    one_error_line(cli("cancel", "cx", store=store), 3, "already cancelled")
+    one_error_line(cli("resume", "cx", "--value", "1", store=store), 3, "nothing to resume")
+
+
 def test_input_from_file(store: str, tmp_path: Path) -> None:
     path = tmp_path / "input.json"
     path.write_text('{"text": "from a file"}')
@@ -334,7 +342,8 @@ def test_unexpected_errors_are_one_line_unless_debug(monkeypatch: pytest.MonkeyP
 
 def test_help_and_version() -> None:
     top = ok(cli("--help")).stdout
-    for command in ("run", "resume", "fork", "runs", "threads", "show", "state", "replay", "graph"):
+    commands = ("run", "resume", "fork", "cancel", "runs", "threads", "show", "state", "replay")
+    for command in (*commands, "graph"):
         assert f" {command} " in top
     assert "Exit codes" in top
     assert "--input" in ok(cli("run", "--help")).stdout
@@ -366,6 +375,12 @@ def test_console_script_runs_parks_and_resumes(tmp_path: Path) -> None:
 
     shown = mainspring("show", "x1", "--store", store)
     assert shown.returncode == 0 and "effect_finished" in shown.stdout
+
+    assert (
+        mainspring("run", SUPPORT, "-i", REFUND, "--run-id", "x2", "--store", store).returncode == 0
+    )
+    cancelled = mainspring("cancel", "x2", "--store", store)  # imports the graph by its ref
+    assert cancelled.returncode == 0 and "run x2 cancelled" in cancelled.stdout, cancelled.stderr
 
 
 @pytest.mark.skipif(not SCRIPT.exists(), reason="the mainspring console script is not installed")
@@ -401,20 +416,23 @@ def _wait_for_seq(store: str, run_id: str, seq: int) -> None:
 def test_show_follow_tails_a_run_another_process_drives(tmp_path: Path) -> None:
     store, gate = str(tmp_path / "live.db"), tmp_path / "gate"
     run = ["run", "tests.cli_graphs:gate", "-i", json.dumps({"path": str(gate)}), "--run-id", "z"]
+    show = ["show", "z", "--follow", "--store", store]
     with subprocess.Popen([str(SCRIPT), *run, "--store", store], cwd=ROOT) as driver:
-        _wait_for_seq(store, "z", 3)  # the effect waiting for the gate has started
-        show = ["show", "z", "--follow", "--store", store]
-        with subprocess.Popen(
-            [str(SCRIPT), *show], cwd=ROOT, stdout=subprocess.PIPE, text=True
-        ) as follower:
-            assert follower.stdout is not None
-            seen = ""
-            while "effect_started" not in seen:  # the timeline so far has been printed
-                line = follower.stdout.readline()
-                assert line, f"show --follow ended early: {seen}"
-                seen += line
-            gate.touch()
-            live, _ = follower.communicate(timeout=30)
+        try:
+            _wait_for_seq(store, "z", 2)  # the node started; its effect waits for the gate
+            with subprocess.Popen(
+                [str(SCRIPT), *show], cwd=ROOT, stdout=subprocess.PIPE, text=True
+            ) as follower:
+                assert follower.stdout is not None
+                seen = ""
+                while "step_started" not in seen:  # the timeline so far has been printed
+                    line = follower.stdout.readline()
+                    assert line, f"show --follow ended early: {seen}"
+                    seen += line
+                gate.touch()
+                live, _ = follower.communicate(timeout=30)
+        finally:
+            gate.touch()  # never leave the driver waiting
         assert driver.wait(timeout=30) == 0
     assert follower.returncode == 0
     assert "effect wait_for_gate → true" in live
@@ -439,3 +457,14 @@ def test_ctrl_c_leaves_the_run_resumable(tmp_path: Path) -> None:
     resumed = ok(cli("resume", "c", store=store)).stdout
     assert "effect nap0" not in resumed  # finished effects are not repeated
     assert "✓ run c finished" in resumed
+
+
+@pytest.mark.postgres
+def test_the_same_commands_on_postgres(postgres_url: str) -> None:
+    parked = ok(cli("run", SUPPORT, "--input", REFUND, "--run-id", "pg1", store=postgres_url))
+    assert f"mainspring resume pg1 --value '<JSON>' --store '{postgres_url}'" in parked.stdout
+    done = json.loads(ok(cli("resume", "pg1", "-v", "true", "--json", store=postgres_url)).stdout)
+    assert done["state"]["replies"] == ["refund issued"]
+    assert "effect_finished" in ok(cli("show", "pg1", store=postgres_url)).stdout
+    assert ok(cli("runs", "--json", store=postgres_url)).stdout.count("\n") == 1
+    one_error_line(cli("show", "nope", store=postgres_url), 3, "no run with id 'nope'")

@@ -25,6 +25,7 @@ The seed is printed and in every failure message; replay one with
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import random
@@ -59,12 +60,6 @@ FINISH_TIMEOUT = 180.0
 # as STRANDED and continues them with rt.resume(run_id); when the engine is fixed, set this to
 # False (the xfail test will XPASS and say so) and the crash test asserts that none occur.
 STRANDED_RUNS_BUG = True
-
-# Engine/store bug, shown by test_runtime_on_postgres_closes_cleanly (strict xfail): closing a
-# Runtime on PostgreSQL raises RuntimeError ("Attempted to exit a cancel scope that isn't the
-# current task's current cancel scope"). The worker prints DONE before closing and exits with 4
-# when only the close failed; the crash test accepts that while this is True.
-POSTGRES_CLOSE_BUG = True
 
 
 # -- driving the worker ----------------------------------------------------------------------------
@@ -158,7 +153,6 @@ class Campaign:
     kill_log: list[str] = field(default_factory=list)
     early_exits: int = 0
     stranded: list[str] = field(default_factory=list)  # see STRANDED_RUNS_BUG
-    close_failures: int = 0  # see POSTGRES_CLOSE_BUG
     kills_while_parked: int = 0  # kills that landed while some runs were parked on an interrupt
     rng: random.Random = field(init=False)
 
@@ -180,28 +174,34 @@ class Campaign:
             cmd.append("--approvals")
         return WorkerProcess(cmd, self.workdir / f"worker-{self.generation}.stderr")
 
-    def _collect(self, proc: WorkerProcess, rc: int | None) -> int | None:
-        """Note what the worker reported; its exit status, with the known close bug forgiven."""
+    def _collect(self, proc: WorkerProcess) -> None:
         self.stranded += [line.split()[1] for line in proc.lines if line.startswith("STRANDED")]
-        closing = next((line for line in proc.lines if line.startswith("CLOSE-FAILED")), "")
-        if rc == 4 and POSTGRES_CLOSE_BUG and "cancel scope" in closing:
-            self.close_failures += 1
-            return 0
-        return rc
 
     def kill_at_random(
-        self, mode: str, times: int, latest: float = 1.5, *, once_parked: int = 0
+        self,
+        mode: str,
+        times: int,
+        *,
+        span: tuple[int, int] | None = None,
+        latest: float = 1.5,
+        once_parked: int = 0,
     ) -> None:
-        """Start ``times`` incarnations, each SIGKILLed 0.05-``latest`` s after it is ready.
+        """Start ``times`` incarnations and SIGKILL each at a random moment.
 
-        With ``once_parked``, the first is killed only after that many runs have parked
+        The moment is a random 0.05-``latest`` s after the worker is ready, or sooner:
+        when the number of stopped runs passes a random point of the ``times``-th part
+        of ``span`` (stopped runs at the start and end of this phase) that is this
+        kill's, so that kills land mid-work however fast the machine. With
+        ``once_parked``, the first kill also waits until that many runs have parked
         on their interrupt (others are still mid-flight then).
         """
+        lo, hi = span or (0, self.runs)
         for attempt in range(times):
             proc = self.launch(mode)
             if proc.wait_for("READY", READY_TIMEOUT) is None:
                 proc.kill()
                 pytest.fail(f"worker never became ready {self.where()}\n{proc.tail()}")
+            ready = time.monotonic()
             if attempt == 0 and once_parked:
                 parked = proc.wait_for(
                     "PROGRESS", READY_TIMEOUT, lambda line: _parked(line) >= once_parked
@@ -210,29 +210,33 @@ class Campaign:
                     proc.kill()
                     pytest.fail(f"{once_parked} runs never parked {self.where()}\n{proc.tail()}")
             delay = self.rng.uniform(0.05, 0.3 if attempt == 0 and once_parked else latest)
-            time.sleep(delay)
+            part = self.rng.uniform(attempt, attempt + 1) / times
+            cap = lo + (hi - lo) * 0.9 * part
+            proc.wait_for("PROGRESS", delay, functools.partial(_past, cap))
             if proc.proc.poll() is not None:  # it finished everything before the kill
-                rc = self._collect(proc, proc.finish(10))
+                rc = proc.finish(10)
+                self._collect(proc)
                 assert rc == 0, (
                     f"worker exited with {rc} before its kill {self.where()}\n{proc.tail()}"
                 )
                 self.early_exits += 1
                 return
             proc.kill()
-            self._collect(proc, None)
+            self._collect(proc)
             self.kills += 1
             progress = [line for line in proc.lines if line.startswith("PROGRESS")]
             if progress and _parked(progress[-1]) > 0:
                 self.kills_while_parked += 1
             self.kill_log.append(
-                f"gen {self.generation} ({mode}) killed {delay:.2f}s after ready at "
-                f"{progress[-1] if progress else 'PROGRESS 0/?'}"
+                f"gen {self.generation} ({mode}) killed {time.monotonic() - ready:.2f}s after "
+                f"ready at {progress[-1] if progress else 'PROGRESS 0/?'}"
             )
 
     def finish(self, mode: str) -> str:
         """Let one incarnation run to the end; return its DONE line."""
         proc = self.launch(mode)
-        rc = self._collect(proc, proc.finish(FINISH_TIMEOUT))
+        rc = proc.finish(FINISH_TIMEOUT)
+        self._collect(proc)
         done = next((line for line in proc.lines if line.startswith("DONE")), None)
         assert rc == 0 and done is not None, (
             f"final worker ({mode}) did not finish cleanly (exit {rc}) {self.where()}; "
@@ -242,8 +246,17 @@ class Campaign:
 
 
 def _parked(progress: str) -> int:
-    """``parked=<n>`` of a PROGRESS line."""
+    """``<n>`` of a line ``PROGRESS <stopped>/<runs> parked=<n>``."""
     return int(progress.rpartition("parked=")[2] or 0)
+
+
+def _stopped(progress: str) -> int:
+    """``<stopped>`` of a line ``PROGRESS <stopped>/<runs> parked=<n>``."""
+    return int(progress.split()[1].partition("/")[0])
+
+
+def _past(cap: float, progress: str) -> bool:
+    return _stopped(progress) >= cap
 
 
 # -- reading what happened -------------------------------------------------------------------------
@@ -466,7 +479,6 @@ def _report(name: str, campaign: Campaign, result: Audit, started: float) -> Non
         f"same key ({result.extra_executions} extra executions, deduplicated by the ledger), "
         f"{result.failed_effects} failed effect attempts retried, "
         f"{len(campaign.stranded)} runs stranded by the resume bug, "
-        f"{campaign.close_failures} workers hit the close bug, "
         f"{time.monotonic() - started:.1f}s"
     )
     for line in campaign.kill_log:
@@ -559,7 +571,8 @@ def test_sigkill_while_runs_wait_on_interrupts(
     )
 
     # Phase 2: new processes resume every parked run, and are killed mid-resume.
-    campaign.kill_at_random("resume", campaign.rng.randint(2, 3), latest=0.6)
+    span = (campaign.runs - parked, campaign.runs)
+    campaign.kill_at_random("resume", campaign.rng.randint(2, 3), span=span, latest=0.6)
     done = campaign.finish("resume")
     assert done == f"DONE finished={campaign.runs}", f"{done} {campaign.where()}"
     result = audit(campaign)
@@ -576,7 +589,7 @@ def test_sigkill_while_runs_wait_on_interrupts(
         )
 
 
-# -- engine bugs found by the crash tests ----------------------------------------------------------
+# -- engine bugs found by the crash tests (and regressions) ----------------------------------------------------------
 
 
 class Ask(TypedDict, total=False):
@@ -659,19 +672,13 @@ print("closed")
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine/store bug: 'async with Runtime.open(postgresql_url): pass' raises RuntimeError "
-        "('Attempted to exit a cancel scope that isn't the current tasks's current cancel scope') "
-        "on exit: Runtime.__aexit__ calls store.aclose() inside 'with anyio.CancelScope(shield=True)', "
-        "and PostgresStore.aclose() exits the writer task group that open() entered, which must be "
-        "the current cancel scope; the pool is then never closed. When fixed, also set "
-        "POSTGRES_CLOSE_BUG = False."
-    ),
-)
 def test_runtime_on_postgres_closes_cleanly(pg_url: str) -> None:
-    # In a process of its own: the failed exit leaves the task's cancel scopes unbalanced.
+    """Regression: closing a Runtime on PostgreSQL raised RuntimeError ("Attempted to exit a
+    cancel scope that isn't the current tasks's current cancel scope"): Runtime.__aexit__ closes
+    the store inside a shielded CancelScope, and PostgresStore.aclose() exited a task group that
+    open() had entered. Every crash worker on PostgreSQL failed at exit. In a process of its own,
+    since a failed exit leaves the task's cancel scopes unbalanced.
+    """
     proc = subprocess.run(
         [sys.executable, "-c", _OPEN_AND_CLOSE, pg_url],
         cwd=REPO, capture_output=True, text=True, timeout=60,

@@ -19,9 +19,9 @@ from mainspring import (
     Retry,
     RunCancelledError,
     RunFailedError,
-    Runtime,
     RunStateError,
     RunStatus,
+    Runtime,
     SerializationError,
 )
 
@@ -173,7 +173,10 @@ async def test_timeout_is_a_clear_retryable_error(rt: Runtime) -> None:
     g2.node("stuck", lambda s: anyio.sleep(5), timeout=0.05)
     g2.edge(START, "stuck")
     g2.edge("stuck", END)
-    with pytest.raises(RunFailedError, match=r"NodeTimeoutError: node 'stuck' ran longer than its timeout of 0.05 s"):
+    with pytest.raises(
+        RunFailedError,
+        match=r"NodeTimeoutError: node 'stuck' ran longer than its timeout of 0.05 s",
+    ):
         await rt.run(g2.compile(name="stuck"), {})
     assert issubclass(NodeTimeoutError, TimeoutError)
 
@@ -224,7 +227,8 @@ async def test_cancel_a_running_and_a_parked_run(rt: Runtime) -> None:
         await rt.cancel(parked.run_id)
 
 
-async def test_changed_effect_names_are_a_nondeterminism_error(url: str) -> None:
+async def test_changed_effect_names_are_a_nondeterminism_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'drift.db'}"
     def build(effect_name: str) -> Any:
         g = Graph(S, name="drift")
 
@@ -238,14 +242,15 @@ async def test_changed_effect_names_are_a_nondeterminism_error(url: str) -> None
         g.edge("node", END)
         return g.compile()
 
-    if url.startswith("memory"):
-        pytest.skip("needs a store that outlives the runtime")
     async with Runtime.open(url) as rt:
         handle = await rt.start(build("fetch"), {})
         await handle.wait()
     async with Runtime.open(url, graphs=[build("download")]) as rt:
         await rt.resume(handle.run_id, "go")
-        with pytest.raises(RunFailedError, match=r"called effect 'download' as its effect #0, but the journal recorded 'fetch'"):
+        with pytest.raises(
+            RunFailedError,
+            match=r"called effect 'download' as its effect #0, but the journal recorded 'fetch'",
+        ):
             await rt.handle(handle.run_id).result()
 
 
@@ -255,7 +260,9 @@ async def test_values_that_are_not_json_fail_clearly_on_durable_stores(tmp_path:
     g.edge(START, "bad")
     g.edge("bad", END)
     async with Runtime.open(f"sqlite:///{tmp_path / 'j.db'}") as rt:
-        with pytest.raises(RunFailedError, match="the update returned by node 'bad' is not JSON-compatible"):
+        with pytest.raises(
+            RunFailedError, match="the update returned by node 'bad' is not JSON-compatible"
+        ):
             await rt.run(g.compile(name="bad"), {})
         with pytest.raises(SerializationError, match="the input of run"):
             await rt.start(eg.support, {"text": object()})
@@ -303,3 +310,34 @@ async def test_recover_list_mode_only_lists(tmp_path: Path) -> None:
         assert [r.run_id for r in second.recoverable] == ["h"]
         assert (await second.get_run("h")).status is RunStatus.RUNNING
         await second.cancel("h")
+
+
+async def test_interrupt_inside_a_subgraph_parks_and_resumes_the_parent(rt: Runtime) -> None:
+    class Inner(TypedDict, total=False):
+        key: str
+        value: int
+
+    inner = Graph(Inner, name="approval")
+
+    @inner.node
+    async def ask(s: Inner, ctx: Context) -> dict[str, Any]:
+        await ctx.step("notify", eg.count, "notify")
+        answer = await ctx.interrupt({"approve": s["key"]})
+        return {"value": 1 if answer else 0}
+
+    inner.edge(START, "ask")
+    inner.edge("ask", END)
+
+    outer = Graph(S, name="outer-approval")
+    outer.node("approval", inner.compile())
+    outer.edge(START, "approval")
+    outer.edge("approval", END)
+    handle = await rt.start(outer.compile(), {"key": "k1"})
+    outcome = await handle.wait()
+    assert outcome.status is RunStatus.INTERRUPTED
+    assert [(i.node, i.payload) for i in outcome.interrupts] == [("approval", {"approve": "k1"})]
+    await rt.resume(handle.run_id, True)
+    assert (await handle.result()) == {"key": "k1", "value": 1}
+    assert eg.CALLS == {"notify": 1}, "the child's effect before its interrupt ran once"
+    child = (await rt.list_runs(graph="approval"))[0]
+    assert child.status is RunStatus.FINISHED and child.parent_run_id == handle.run_id

@@ -18,8 +18,8 @@ from mainspring import (
     EventKind,
     Graph,
     RunFailedError,
-    Runtime,
     RunStatus,
+    Runtime,
     StateError,
     append,
 )
@@ -161,7 +161,9 @@ async def test_subgraph_runs_with_its_own_state_and_journal(rt: Runtime) -> None
     outer.edge("tag", END)
     handle = await rt.start(outer.compile(), {"text": "one two three"})
     out = await handle.result()
-    assert out == {"text": "one two three", "words": 3, "tags": ["w3"]}, "only shared keys flow back"
+    assert out == {"text": "one two three", "words": 3, "tags": ["w3"]}, (
+        "only shared keys flow back"
+    )
     children = await rt.list_runs(graph="inner")
     assert len(children) == 1
     child = children[0]
@@ -226,7 +228,9 @@ async def test_start_is_idempotent_by_run_id(rt: Runtime) -> None:
     await first.result()
     again = await rt.start(eg.support, {"text": "something else"}, run_id="ticket-1")
     assert again.run_id == "ticket-1"
-    assert (await again.result())["text"] == "hello", "the existing run is returned, nothing new runs"
+    assert (await again.result())["text"] == "hello", (
+        "the existing run is returned, nothing new runs"
+    )
     assert len(await rt.list_runs()) == 1
     threads = await rt.list_threads()
     assert [(t.thread, t.runs, t.last_run_id) for t in threads] == [("cust-9", 1, "ticket-1")]

@@ -8,7 +8,7 @@ from typing import Any, TypedDict
 
 import pytest
 
-from mainspring import END, START, Context, EventKind, Graph, Runtime, RunStateError, RunStatus
+from mainspring import END, START, Context, EventKind, Graph, RunStateError, RunStatus, Runtime
 
 from . import engine_graphs as eg
 
@@ -109,7 +109,7 @@ async def test_replay_matches_and_runs_nothing_external(rt: Runtime) -> None:
     report = await rt.replay(handle.run_id)
     assert report.ok, str(report)
     assert report.compared >= 4
-    assert eg.CALLS == calls, "replay returned recorded effects instead of calling them"
+    assert calls == eg.CALLS, "replay returned recorded effects instead of calling them"
     assert "matches" in str(report)
 
 

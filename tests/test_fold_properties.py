@@ -59,7 +59,10 @@ async def _run(rt: Runtime, plan: list[int]) -> tuple[str, dict[str, Any]]:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(plan=st.lists(st.integers(min_value=0, max_value=4), min_size=1, max_size=4), cut=st.floats(0, 1))
+@given(
+    plan=st.lists(st.integers(min_value=0, max_value=4), min_size=1, max_size=4),
+    cut=st.floats(0, 1),
+)
 def test_fold_of_prefix_plus_snapshot_equals_full_fold(plan: list[int], cut: float) -> None:
     async def check() -> None:
         async with Runtime.open("memory://") as rt:
@@ -73,7 +76,11 @@ def test_fold_of_prefix_plus_snapshot_equals_full_fold(plan: list[int], cut: flo
         for e in events:
             full.apply(e)
         assert APP.schema.output(full.state) == final
-        expected = [f"{r + 1}.{i}" + (":ok" if r == 0 and i == 0 else "") for r, n in enumerate(plan) for i in range(n)]
+        expected = [
+            f"{r + 1}.{i}" + (":ok" if r == 0 and i == 0 else "")
+            for r, n in enumerate(plan)
+            for i in range(n)
+        ]
         assert final.get("items", []) == expected
 
         # Snapshot anywhere (through JSON, as a durable store keeps it) and fold the rest.

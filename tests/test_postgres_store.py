@@ -388,15 +388,18 @@ class _Proxy:
         await listener.serve(self._link)
 
     async def _link(self, client: anyio.abc.SocketStream) -> None:
-        async with client:
-            if not self.up:
-                return  # accepted, then closed at once: an unreachable server
-            async with await anyio.connect_tcp(self.host, self.port) as server:
-                async with anyio.create_task_group() as tg:
-                    self._links.add(tg.cancel_scope)
-                    tg.start_soon(self._pump, client, server, tg.cancel_scope)
-                    tg.start_soon(self._pump, server, client, tg.cancel_scope)
-                self._links.discard(tg.cancel_scope)
+        try:
+            async with client:
+                if not self.up:
+                    return  # accepted, then closed at once: an unreachable server
+                async with await anyio.connect_tcp(self.host, self.port) as server:
+                    async with anyio.create_task_group() as tg:
+                        self._links.add(tg.cancel_scope)
+                        tg.start_soon(self._pump, client, server, tg.cancel_scope)
+                        tg.start_soon(self._pump, server, client, tg.cancel_scope)
+                    self._links.discard(tg.cancel_scope)
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # a link that breaks is what this proxy is for; it must not stop the others
 
     @staticmethod
     async def _pump(
@@ -405,7 +408,7 @@ class _Proxy:
         try:
             async for chunk in src:
                 await dst.send(chunk)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
         scope.cancel()
 
@@ -433,9 +436,9 @@ async def test_outage_longer_than_retry_for_raises_unavailable(schema: str, prox
         await _create(store, "r")
         proxy.cut()
         started = time.monotonic()
-        with pytest.raises(StoreUnavailableError, match="unreachable for 1") as info:
+        with pytest.raises(StoreUnavailableError, match="unreachable for") as info:
             await store.append("r", 1, [_step("r", 2)])
-        assert 1.0 <= time.monotonic() - started < 5
+        assert 1.0 <= time.monotonic() - started < 10
         assert "\n" not in str(info.value)
         proxy.up = True  # the server is back: the store recovers by itself
         await store.append("r", 1, [_step("r", 2)])
@@ -619,15 +622,20 @@ async def test_status_changes_notify_mainspring_runs(store: PostgresStore, schem
         await conn.add_listener("mainspring_runs", lambda *a: got.append(orjson.loads(a[3])))
         await _create(store, "r")
         await store.append("r", 1, [_step("r", 2)])  # no status: no notification
-        await store.append("r", 2, [], status=RunStatus.INTERRUPTED)
-        await store.append("r", 2, [], status=RunStatus.RUNNING, durability=Durability.BATCH)
+        await store.append("r", 2, [_step("r", 3)], status=RunStatus.RUNNING)  # unchanged: none
+        await store.append("r", 3, [], status=RunStatus.INTERRUPTED)
+        await store.append("r", 3, [], status=RunStatus.RUNNING, durability=Durability.BATCH)
+        await store.append("r", 3, [], status=RunStatus.RUNNING, durability=Durability.BATCH)
+        await store.append("r", 3, [], status=RunStatus.FINISHED, durability=Durability.OFF)
+        await store.flush()
         with anyio.fail_after(5):
-            while len([g for g in got if g["schema"] == schema]) < 3:
+            while len([g for g in got if g["schema"] == schema]) < 4:
                 await anyio.sleep(0.01)
+        await anyio.sleep(0.2)  # and nothing more arrives
     finally:
         await conn.close()
     mine = [(g["run_id"], g["status"]) for g in got if g["schema"] == schema]
-    assert mine == [("r", "running"), ("r", "interrupted"), ("r", "running")]
+    assert mine == [("r", "running"), ("r", "interrupted"), ("r", "running"), ("r", "finished")]
 
 
 # -- leases --------------------------------------------------------------------------------------

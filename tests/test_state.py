@@ -50,7 +50,9 @@ def test_two_writers_of_a_replace_key_in_one_step_is_an_error() -> None:
 
 def test_unknown_keys_name_the_node_and_the_fields() -> None:
     schema = StateSchema(Chat)
-    with pytest.raises(StateError, match=r"node 'n' sets 'topik'.*known fields: messages, meta, topic, total"):
+    with pytest.raises(
+        StateError, match=r"node 'n' sets 'topik'.*known fields: messages, meta, topic, total"
+    ):
         schema.check_update("n", {"topik": 1})
     with pytest.raises(StateError, match="return a dict"):
         schema.check_update("n", ["not", "a", "dict"])

@@ -474,14 +474,14 @@ async def test_orphaned_runs(store: Store) -> None:
     held = await make_run(store, created_at=BASE + 2)
     expired = await make_run(store, created_at=BASE + 3)
     dead_owned = await make_run(store, created_at=BASE + 4)
-    finished = await make_run(store, created_at=BASE + 5, status=RunStatus.FINISHED)
-    mine_expired = await make_run(store, created_at=BASE + 6)
-    parked = await make_run(store, created_at=BASE + 7, status=RunStatus.INTERRUPTED)
+    mine_expired = await make_run(store, created_at=BASE + 5)
+    # Only running runs are orphans: finished and parked ones wait for nobody.
+    await make_run(store, created_at=BASE + 6, status=RunStatus.FINISHED)
+    await make_run(store, created_at=BASE + 7, status=RunStatus.INTERRUPTED)
     assert await store.claim(held, other, 60) is not None
     assert await store.claim(expired, other, 0.1) is not None
     assert await store.claim(dead_owned, gone, 3600) is not None
     assert await store.claim(mine_expired, me, 0.1) is not None
-    assert finished and parked
     await anyio.sleep(0.25)
     orphans = await store.orphaned_runs(me)
     assert [r.run_id for r in orphans] == [no_owner, expired, dead_owned]

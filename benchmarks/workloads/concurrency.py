@@ -15,7 +15,7 @@ from mainspring import CompiledGraph, Runtime
 
 from fleets import WARMUP_RUNS, StartMode, langgraph_fleet, mainspring_fleet, start_modes
 from graphs import SLEEP_S, SLEEPY_STEPS, lg_sleepy, ms_sleepy
-from harness import Result, Sampler, Samples, Settings, Timing, at_most, interleave, timed
+from harness import Result, Sampler, Samples, Settings, Timing, at_most, interleave, paired, timed
 
 RUNS = 1000
 INPUT = {"k": "a"}
@@ -64,7 +64,14 @@ async def run(settings: Settings) -> list[Result]:
 
 
 def _memory(s: dict[str, Samples]) -> Result:
-    result = Result("W4", s["memory"].best, s["langgraph"].best, "s", extra=_extra(s, "memory"))
+    result = Result(
+        "W4",
+        s["memory"].best,
+        s["langgraph"].best,
+        "s",
+        paired_ratio=paired(s["langgraph"], s["memory"]),
+        extra=_extra(s, "memory"),
+    )
     result.checks = [at_most(result.mainspring, 0.1, "<= 0.1 s")]
     return result
 
@@ -73,16 +80,22 @@ def _sqlite(s: dict[str, Samples]) -> Result:
     extra = _extra(s, "sqlite_loop")
     if "sqlite_burst" in s:
         extra["mainspring_burst_start"] = s["sqlite_burst"].best
-    result = Result("W4-sqlite", s["sqlite_loop"].best, s["langgraph"].best, "s", extra=extra)
+    result = Result(
+        "W4-sqlite",
+        s["sqlite_loop"].best,
+        s["langgraph"].best,
+        "s",
+        paired_ratio=paired(s["langgraph"], s["sqlite_loop"]),
+        extra=extra,
+    )
     result.checks = [at_most(result.mainspring, 0.4, "<= 0.4 s")]
     return result
 
 
 def _extra(s: dict[str, Samples], side: str) -> dict[str, float | int | str]:
-    floor = s["floor"].best
     return {
-        "floor": floor,
-        "vs_floor": s[side].best / floor,
+        "floor": s["floor"].best,
+        "vs_floor": paired(s[side], s["floor"]),
         "mainspring_cpu": s[side].best_cpu,
         "anchor_cpu": s["langgraph"].best_cpu,
         "runs": RUNS,

@@ -20,6 +20,7 @@ from harness import (
     at_least,
     at_most,
     interleave,
+    paired,
     per_call_async,
     per_call_sync,
 )
@@ -53,6 +54,7 @@ def _result(ms: Samples, lg: Samples) -> Result:
         ms.best * US,
         lg.best * US,
         "us/step",
+        paired_ratio=paired(lg, ms),
         extra={
             "mainspring_cpu": ms.best_cpu * US,
             "anchor_cpu": lg.best_cpu * US,

@@ -13,6 +13,7 @@ imported or the server cannot be reached. Every schema used is dropped after.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
@@ -27,7 +28,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from mainspring import Runtime
+from mainspring import Runtime, StoreUnavailableError
 
 from fleets import burst_extra, langgraph_fleet, mainspring_walls
 from floors import RawInserts
@@ -37,10 +38,12 @@ from harness import (
     Result,
     Samples,
     Settings,
+    Transient,
     async_sampler,
     at_least,
     at_most,
     interleave,
+    paired,
     skipped,
     sync_sampler,
 )
@@ -95,6 +98,40 @@ async def fresh_schemas(pg_url: str, *schemas: str) -> AsyncIterator[None]:
         await reset_schemas(pg_url, MS_SCHEMA, *schemas, create=False)
 
 
+# What a server going away looks like to each client: asyncpg, psycopg, Mainspring's store.
+_GONE: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,  # connection is closed
+    psycopg.OperationalError,
+    StoreUnavailableError,
+    ConnectionError,
+)
+
+
+def _server_gone(exc: BaseException | None) -> BaseException | None:
+    """The error in ``exc``'s chain (or group) that says the server went away, if any."""
+    while exc is not None:
+        if isinstance(exc, _GONE):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            return next(filter(None, map(_server_gone, exc.exceptions)), None)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextmanager
+def server_restarts_are_transient() -> Iterator[None]:
+    """Turn a server restart during a measurement (it is shared) into :class:`Transient`."""
+    try:
+        yield
+    except (Exception, asyncio.CancelledError) as exc:
+        gone = _server_gone(exc)
+        if gone is not None:
+            raise Transient(f"PostgreSQL went away ({type(gone).__name__}: {gone})") from exc
+        raise
+
+
 def _lg_conn_kwargs() -> dict[str, Any]:
     """What ``PostgresSaver.from_conn_string`` uses, plus our schema on the search path."""
     return {
@@ -135,8 +172,9 @@ async def run(settings: Settings) -> list[Result]:
     reason = await unavailable(settings.pg_url)
     if reason is not None:
         return [skipped("W3", "us/step", reason)]
-    async with fresh_schemas(settings.pg_url, LG_SCHEMA, FLOOR_SCHEMA):
-        return [_w3(await _measure(settings))]
+    with server_restarts_are_transient():
+        async with fresh_schemas(settings.pg_url, LG_SCHEMA, FLOOR_SCHEMA):
+            return [_w3(await _measure(settings))]
 
 
 async def _measure(settings: Settings) -> dict[str, Samples]:
@@ -167,9 +205,10 @@ def _w3(s: dict[str, Samples]) -> Result:
         s["mainspring"].best * US,
         s["langgraph"].best * US,
         "us/step",
+        paired_ratio=paired(s["langgraph"], s["mainspring"]),
         extra={
             "floor": floor,
-            "vs_floor": s["mainspring"].best * US / floor,
+            "vs_floor": paired(s["mainspring"], s["floor"]),
             "mainspring_cpu": s["mainspring"].best_cpu * US,
             "anchor_cpu": s["langgraph"].best_cpu * US,
             "spread": max(v.spread for v in s.values()),
@@ -189,8 +228,9 @@ async def run_batch(settings: Settings) -> list[Result]:
     reason = await unavailable(settings.pg_url)
     if reason is not None:
         return [skipped("W3-batch", "steps/s", reason)]
-    async with fresh_schemas(settings.pg_url, LG_SCHEMA):
-        return [await _measure_batch(settings)]
+    with server_restarts_are_transient():
+        async with fresh_schemas(settings.pg_url, LG_SCHEMA):
+            return [await _measure_batch(settings)]
 
 
 async def _measure_batch(settings: Settings) -> Result:

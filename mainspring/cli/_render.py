@@ -215,15 +215,16 @@ def print_rows(console: Console, rows: list[list[Text]], *, right: Iterable[int]
     if not rows:
         return
     widths = [max(row[i].cell_len for row in rows) for i in range(len(rows[0]))]
-    right = set(right)
+    aligned_right, last = set(right), len(widths) - 1
     for row in rows:
         line = Text()
         for i, cell in enumerate(row):
-            pad = " " * (widths[i] - cell.cell_len)
-            if i == len(row) - 1:
-                line.append_text(Text(pad) + cell if i in right else cell)
+            pad = Text(" " * (widths[i] - cell.cell_len))
+            if i in aligned_right:
+                line.append_text(pad + cell)
             else:
-                line.append_text(Text(pad) + cell if i in right else cell + Text(pad))
+                line.append_text(cell if i == last else cell + pad)
+            if i != last:
                 line.append("  ")
         line.rstrip()
         console.print(line, soft_wrap=True)

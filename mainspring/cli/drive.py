@@ -1,4 +1,4 @@
-"""Commands that drive runs: ``run``, ``resume`` and ``fork``, each with live progress."""
+"""Commands that drive runs: ``run``, ``resume``, ``fork`` (with live progress) and ``cancel``."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
     app.command("run", epilog=_EXIT_HELP)(run)
     app.command("resume", epilog=_EXIT_HELP)(resume)
     app.command("fork", epilog=_EXIT_HELP)(fork)
+    app.command("cancel")(cancel)
 
 
 async def _follow(handle: RunHandle, *, after: int, store: str, as_json: bool, debug: bool) -> int:
@@ -226,3 +227,31 @@ def fork(
             return await _follow(handle, after=seq, store=store, as_json=as_json, debug=debug)
 
     raise typer.Exit(run_async(go))
+
+
+def cancel(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Id of the run to cancel.")],
+    graph: GraphOption = None,
+    store: StoreOption = DEFAULT_STORE,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Cancel a run that waits on an interrupt or was left unfinished by a crashed process.
+
+    The journal ends with a `cancelled` event; a run another live process drives must be
+    cancelled there.
+    """
+    app = maybe_graph(graph)
+
+    async def go() -> RunStatus:
+        async with open_runtime(store) as rt:
+            if app is not None:
+                rt.register(app)  # Runtime.cancel takes no graph=: make it known by name
+            await rt.cancel(run_id)
+            return (await rt.get_run(run_id)).status
+
+    status = run_async(go)
+    if as_json:
+        echo_json({"run_id": run_id, "status": status.value})
+    else:
+        out().print(Text(f"■ run {run_id} {status.value}", "bold magenta"))

@@ -50,10 +50,11 @@ def trace(
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Draw a run's trace as a waterfall: nested spans to scale, the critical path (●),
-    parallel branches (‖), retries, waits and errors. Subgraph runs are included.
+    """Draw a run's trace as a waterfall in the terminal, read from its journal.
 
-    With --json, prints the spans (ids, parents, times in ns, attributes) as one JSON document.
+    Nested spans drawn to scale, the critical path (●), parallel branches (‖), retries,
+    waits (░) and errors (red); subgraph runs are included. With --json, prints the spans
+    (ids, parents, times in ns, attributes) as one JSON document.
     """
 
     async def go() -> list[Event]:
@@ -150,8 +151,10 @@ def metrics(
     store: StoreOption = DEFAULT_STORE,
     debug: DebugOption = False,
 ) -> None:
-    """Serve Prometheus metrics of the store's recent runs, read from their journals
-    (for a runtime embedded in another process): http://HOST:PORT/metrics.
+    """Serve Prometheus metrics computed from the journals of the store's recent runs.
+
+    For a runtime embedded in another process: point Prometheus at http://HOST:PORT/metrics.
+    The store is read again every --interval seconds; --once prints the metrics and exits.
     """
     try:
         from prometheus_client import generate_latest, start_http_server

@@ -23,7 +23,7 @@ _current_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
-class Parked(BaseException):  # noqa: N818 - control flow, not an error
+class Parked(BaseException):
     """Raised by ``ctx.interrupt`` to stop the node until a resume value arrives.
 
     A BaseException so that a node's ``except Exception`` does not swallow it.
@@ -108,7 +108,15 @@ class Context:
                 raise EffectError(name, record.error["type"], record.error["message"])
         driver.record(
             EventKind.EFFECT_STARTED,
-            {"step": step, "task": tindex, "node": task.node, "effect": index, "name": name, "key": key, "attempt": task.attempt},
+            {
+                "step": step,
+                "task": tindex,
+                "node": task.node,
+                "effect": index,
+                "name": name,
+                "key": key,
+                "attempt": task.attempt,
+            },
         )
         token = _current_key.set(key)
         try:
@@ -124,7 +132,11 @@ class Context:
             driver.record(
                 EventKind.EFFECT_FINISHED,
                 {
-                    "step": step, "task": tindex, "node": task.node, "effect": index, "name": name,
+                    "step": step,
+                    "task": tindex,
+                    "node": task.node,
+                    "effect": index,
+                    "name": name,
                     "error": {"type": type(exc).__name__, "message": str(exc)},
                 },
             )
@@ -135,7 +147,14 @@ class Context:
         driver.check_json(result, f"the result of effect {name!r} in node {task.node!r}")
         driver.record(
             EventKind.EFFECT_FINISHED,
-            {"step": step, "task": tindex, "node": task.node, "effect": index, "name": name, "result": result},
+            {
+                "step": step,
+                "task": tindex,
+                "node": task.node,
+                "effect": index,
+                "name": name,
+                "result": result,
+            },
         )
         await driver.commit()
         return result
@@ -164,7 +183,14 @@ class Context:
         step = driver.fold.step
         driver.record(
             EventKind.INTERRUPTED,
-            {"step": step, "task": task.index, "node": task.node, "interrupt": index, "id": f"{step}.{task.index}.{index}", "payload": payload},
+            {
+                "step": step,
+                "task": task.index,
+                "node": task.node,
+                "interrupt": index,
+                "id": f"{step}.{task.index}.{index}",
+                "payload": payload,
+            },
         )
         raise Parked()
 
@@ -174,7 +200,12 @@ class Context:
         driver.check_json(data, f"the event emitted by node {self._task.node!r}")
         driver.record(
             EventKind.EMITTED,
-            {"step": driver.fold.step, "task": self._task.index, "node": self._task.node, "data": data},
+            {
+                "step": driver.fold.step,
+                "task": self._task.index,
+                "node": self._task.node,
+                "data": data,
+            },
         )
 
 

@@ -16,7 +16,7 @@ import inspect
 import time
 import traceback
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -88,6 +88,7 @@ class RunDriver:
         self._listeners = listeners
         self._pending: list[Event] = []
         self._inflight: list[Event] = []
+        self._stored_status: RunStatus | None = RunStatus.RUNNING if fold.seq <= 1 else None
         self._committed = fold.seq
         self._committing: anyio.Event | None = None
         self._shield = shield_commits
@@ -140,6 +141,8 @@ class RunDriver:
                 self._committing = None
 
     async def _append(self, status: RunStatus | None, error: str | None) -> None:
+        if status is self._stored_status and error is None:
+            status = None  # unchanged: spare the store its status bookkeeping
         batch, self._pending = self._pending, []
         if not batch and status is None:
             return
@@ -149,6 +152,8 @@ class RunDriver:
             await self.store.append(
                 self.run_id, expected, batch, status=status, error=error, durability=self.durability
             )
+            if status is not None:
+                self._stored_status = status
         except BaseException:
             self._pending[:0] = batch
             raise
@@ -171,21 +176,21 @@ class RunDriver:
                     scope.cancel()
                 await self._loop()
             if scope.cancelled_caught or self.cancel_requested:
-                await self._end(EventKind.CANCELLED, {"reason": "cancelled by request"}, RunStatus.CANCELLED)
+                await self._end(
+                    EventKind.CANCELLED, {"reason": "cancelled by request"}, RunStatus.CANCELLED
+                )
         except ConflictError as exc:
             self.outcome = exc  # another writer drives this run now; stop quietly
         except MainspringError as exc:
             self.outcome = exc  # the store failed: the journal stays as it was, resumable
         except Exception as exc:  # a bug of ours: record it rather than take the runtime down
             self.outcome = exc
-            try:
+            with suppress(Exception):
                 await self._end(
                     EventKind.FAILED,
                     {"error": _describe(exc, "", self.fold.step, -1, 0)},
                     RunStatus.FAILED,
                 )
-            except Exception:
-                pass
         finally:
             self.done.set()
 
@@ -234,10 +239,7 @@ class RunDriver:
         app = self.app
         if not fold.closed:
             fold.close_step()
-        if fold.step == -1:
-            sources = [START]
-        else:
-            sources = [t.node for t in fold.tasks]
+        sources = [START] if fold.step == -1 else [t.node for t in fold.tasks]
         if len(sources) == 1 and not app.joins and sources[0] not in app.branches:
             # One node, static edges only: the common linear case.
             return [(t, NO_ARG) for t in app.static.get(sources[0], ()) if t != END]
@@ -293,7 +295,13 @@ class RunDriver:
         if not fresh:
             self.record(
                 EventKind.STEP_STARTED,
-                {"step": step, "task": task.index, "node": task.node, "attempt": task.attempt, "rerun": True},
+                {
+                    "step": step,
+                    "task": task.index,
+                    "node": task.node,
+                    "attempt": task.attempt,
+                    "rerun": True,
+                },
             )
         fold = self.fold
         inline = spec.fn is not None and not (spec.is_async or spec.blocking or spec.timeout)
@@ -303,7 +311,11 @@ class RunDriver:
                     state_in = task.arg if task.arg is not NO_ARG else fold.schema.view(fold.state)
                     fn: Callable[..., Any] = spec.fn  # type: ignore[assignment]
                     result = fn(state_in, Context(self, task)) if spec.wants_ctx else fn(state_in)
-                    if result is not None and type(result) is not dict and inspect.isawaitable(result):
+                    if (
+                        result is not None
+                        and type(result) is not dict
+                        and inspect.isawaitable(result)
+                    ):
                         result = await result  # a sync callable that returned a coroutine
                     update = fold.schema.check_update(task.node, result)
                     if update and self._check_json:
@@ -313,7 +325,11 @@ class RunDriver:
             except Parked:
                 return
             except Exception as exc:
-                if isinstance(exc, TimeoutError) and not isinstance(exc, NodeTimeoutError) and spec.timeout:
+                if (
+                    isinstance(exc, TimeoutError)
+                    and not isinstance(exc, NodeTimeoutError)
+                    and spec.timeout
+                ):
                     exc = NodeTimeoutError(
                         f"node {task.node!r} ran longer than its timeout of {spec.timeout} s "
                         f"(attempt {task.attempt})"
@@ -328,8 +344,15 @@ class RunDriver:
                 delay = spec.retry.delay(task.attempt) if retry and spec.retry else 0.0
                 self.record(
                     EventKind.STEP_FAILED,
-                    {"step": step, "task": task.index, "node": task.node, "attempt": task.attempt,
-                     "error": error, "retry": retry, "delay": delay},
+                    {
+                        "step": step,
+                        "task": task.index,
+                        "node": task.node,
+                        "attempt": task.attempt,
+                        "error": error,
+                        "retry": retry,
+                        "delay": delay,
+                    },
                 )
                 if not retry:
                     self._fail(error)
@@ -338,7 +361,12 @@ class RunDriver:
                 await anyio.sleep(delay)
                 self.record(
                     EventKind.STEP_STARTED,
-                    {"step": step, "task": task.index, "node": task.node, "attempt": task.attempt + 1},
+                    {
+                        "step": step,
+                        "task": task.index,
+                        "node": task.node,
+                        "attempt": task.attempt + 1,
+                    },
                 )
                 continue
             self.record(
@@ -380,7 +408,11 @@ class RunDriver:
     async def _fail_run(self, exc: BaseException) -> None:
         tasks = self.fold.tasks
         node = ",".join(t.node for t in tasks) or START
-        await self._end(EventKind.FAILED, {"error": _describe(exc, node, self.fold.step, -1, 0)}, RunStatus.FAILED)
+        await self._end(
+            EventKind.FAILED,
+            {"error": _describe(exc, node, self.fold.step, -1, 0)},
+            RunStatus.FAILED,
+        )
 
     def _fail(self, error: dict[str, Any]) -> None:
         if self._failure is None:
@@ -402,7 +434,9 @@ class RunDriver:
             self._snapshot_due = False
             from ..store.base import Snapshot
 
-            await self.store.save_snapshot(Snapshot(self.run_id, self._committed, self.fold.to_snapshot()))
+            await self.store.save_snapshot(
+                Snapshot(self.run_id, self._committed, self.fold.to_snapshot())
+            )
 
     def request_cancel(self) -> None:
         self.cancel_requested = True
@@ -423,4 +457,3 @@ def _describe(exc: BaseException, node: str, step: int, task: int, attempt: int)
         "attempt": attempt,
         "traceback": tb,
     }
-

@@ -46,9 +46,21 @@ class InterruptRecord:
 class TaskRecord:
     """One task of the current step: a node to run (with a Send payload, if any)."""
 
-    __slots__ = ("arg", "attempt", "effects", "error", "finished", "index", "interrupts", "node", "update")
+    __slots__ = (
+        "arg",
+        "attempt",
+        "effects",
+        "error",
+        "finished",
+        "index",
+        "interrupts",
+        "node",
+        "update",
+    )
 
-    def __init__(self, index: int, node: str, arg: Any = NO_ARG, attempt: int = 1, finished: bool = False) -> None:
+    def __init__(
+        self, index: int, node: str, arg: Any = NO_ARG, attempt: int = 1, finished: bool = False
+    ) -> None:
         self.index = index
         self.node = node
         self.arg = arg
@@ -118,16 +130,11 @@ class RunFold:
 
     @property
     def pending_interrupts(self) -> list[tuple[TaskRecord, InterruptRecord]]:
-        return [
-            (t, i) for t in self.tasks for i in t.interrupts.values() if not i.resumed
-        ]
+        return [(t, i) for t in self.tasks for i in t.interrupts.values() if not i.resumed]
 
     @property
     def step_complete(self) -> bool:
-        for t in self.tasks:
-            if not t.finished:
-                return False
-        return True
+        return all(t.finished for t in self.tasks)
 
     def find_interrupt(self, interrupt_id: str) -> InterruptRecord | None:
         for t in self.tasks:
@@ -179,7 +186,9 @@ class RunFold:
                 self.joins = data["joins"]
         index = data["task"]
         if index == len(tasks):
-            tasks.append(TaskRecord(index, data["node"], data.get("arg", NO_ARG), data.get("attempt", 1)))
+            tasks.append(
+                TaskRecord(index, data["node"], data.get("arg", NO_ARG), data.get("attempt", 1))
+            )
         else:
             tasks[index].attempt = data.get("attempt", 1)
         self.status = RunStatus.RUNNING
@@ -243,7 +252,7 @@ class RunFold:
     def to_snapshot(self) -> dict[str, Any]:
         from ..events import to_jsonable
 
-        return to_jsonable(
+        snapshot: dict[str, Any] = to_jsonable(
             {
                 "run": {
                     "run_id": self.run_id,
@@ -262,6 +271,7 @@ class RunFold:
             },
             what="a run snapshot",
         )
+        return snapshot
 
     @classmethod
     def from_snapshot(cls, schema: StateSchema[Any], seq: int, data: dict[str, Any]) -> RunFold:
@@ -286,7 +296,8 @@ def _task_to_json(t: TaskRecord) -> dict[str, Any]:
         "update": t.update,
         "error": t.error,
         "effects": {
-            str(n): [e.name, e.key, e.attempt, e.done, e.ok, e.result, e.error] for n, e in t.effects.items()
+            str(n): [e.name, e.key, e.attempt, e.done, e.ok, e.result, e.error]
+            for n, e in t.effects.items()
         },
         "interrupts": {
             str(n): [i.id, i.payload, i.resumed, i.value, i.child] for n, i in t.interrupts.items()
@@ -303,7 +314,8 @@ def _task_from_json(schema: StateSchema[Any], d: dict[str, Any]) -> TaskRecord:
     t.error = d["error"]
     t.effects = {int(n): EffectRecord(*e) for n, e in d["effects"].items()}
     t.interrupts = {
-        int(n): InterruptRecord(i[0], int(n), i[1], i[2], i[3], i[4]) for n, i in d["interrupts"].items()
+        int(n): InterruptRecord(i[0], int(n), i[1], i[2], i[3], i[4])
+        for n, i in d["interrupts"].items()
     }
     return t
 

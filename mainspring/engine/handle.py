@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -79,7 +79,7 @@ class RunHandle:
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id}>"
 
-    async def events(self, *, after: int = 0) -> AsyncIterator[Event]:
+    async def events(self, *, after: int = 0) -> AsyncGenerator[Event, None]:
         """The run's journal from ``after`` on, then live events until it ends or parks."""
         rt = self.runtime
         live = rt._live.get(self.run_id)
@@ -92,7 +92,9 @@ class RunHandle:
             try:
                 backlog = live.uncommitted()  # taken before the read: nothing falls between
                 history = await rt.store.read(self.run_id, after=after)
-                for event in sorted({e.seq: e for e in [*history, *backlog]}.values(), key=lambda e: e.seq):
+                for event in sorted(
+                    {e.seq: e for e in [*history, *backlog]}.values(), key=lambda e: e.seq
+                ):
                     if event.seq > last:
                         last = event.seq
                         yield event

@@ -35,10 +35,14 @@ class StateView:
     interrupts: list[PendingInterrupt] = field(default_factory=list)
 
 
-async def state_at(rt: Runtime, run_id: str, at: int | None, graph: CompiledGraph | None) -> StateView:
+async def state_at(
+    rt: Runtime, run_id: str, at: int | None, graph: CompiledGraph | None
+) -> StateView:
     record = await rt._record(run_id)
     if at is not None and not 1 <= at <= record.last_seq:
-        raise RunStateError(f"run {run_id!r} has sequence numbers 1 to {record.last_seq}; {at} is outside")
+        raise RunStateError(
+            f"run {run_id!r} has sequence numbers 1 to {record.last_seq}; {at} is outside"
+        )
     first = await rt._first_event(run_id)
     app = rt._graph_for(run_id, record.graph, first.data.get("ref"), graph)
     fold = await rt._load_fold(app, run_id, at=at)
@@ -47,8 +51,13 @@ async def state_at(rt: Runtime, run_id: str, at: int | None, graph: CompiledGrap
     if status is RunStatus.RUNNING and pending and not any(t.runnable for t in fold.tasks):
         status = RunStatus.INTERRUPTED
     return StateView(
-        run_id, fold.seq, fold.step, status, fold.schema.output(fold.state),
-        [t.node for t in fold.tasks if not t.finished], pending,
+        run_id,
+        fold.seq,
+        fold.step,
+        status,
+        fold.schema.output(fold.state),
+        [t.node for t in fold.tasks if not t.finished],
+        pending,
     )
 
 
@@ -66,7 +75,9 @@ async def fork(
     record = await rt._record(run_id)
     at = record.last_seq if at is None else at
     if not 1 <= at <= record.last_seq:
-        raise RunStateError(f"run {run_id!r} has sequence numbers 1 to {record.last_seq}; cannot fork at {at}")
+        raise RunStateError(
+            f"run {run_id!r} has sequence numbers 1 to {record.last_seq}; cannot fork at {at}"
+        )
     events = await rt.store.read(run_id, until=at)
     app = rt._graph_for(run_id, record.graph, events[0].data.get("ref"), graph)
     new_id = new_run_id or uuid.uuid4().hex
@@ -82,9 +93,16 @@ async def fork(
         fold.apply(event)
     durability = record.durability
     new_record = RunRecord(
-        run_id=new_id, graph=app.name, thread=data.get("thread"), status=RunStatus.RUNNING,
-        created_at=copied[-1].ts, updated_at=copied[-1].ts, durability=durability,
-        owner=rt.owner, lease_until=copied[-1].ts + rt.lease_ttl, fence=1,
+        run_id=new_id,
+        graph=app.name,
+        thread=data.get("thread"),
+        status=RunStatus.RUNNING,
+        created_at=copied[-1].ts,
+        updated_at=copied[-1].ts,
+        durability=durability,
+        owner=rt.owner,
+        lease_until=copied[-1].ts + rt.lease_ttl,
+        fence=1,
         metadata={**record.metadata, "forked_from": {"run_id": run_id, "seq": at}},
     )
     result = await rt.store.create_run(new_record, copied, durability)
@@ -136,7 +154,9 @@ class _JournalOracle:
             elif e.kind is EventKind.RESUMED:
                 self.resumes.update(e.data["values"])
 
-    def effect(self, driver: RunDriver, task: TaskRecord, index: int, name: str, fn: Callable[..., Any]) -> Any:
+    def effect(
+        self, driver: RunDriver, task: TaskRecord, index: int, name: str, fn: Callable[..., Any]
+    ) -> Any:
         step = driver.fold.step
         recorded = self.effects.get((step, task.index, index))
         if recorded is None or recorded["name"] != name:
@@ -168,12 +188,25 @@ def _facts(events: list[Event]) -> list[tuple[tuple[Any, ...], int, str]]:
         d = e.data
         if e.kind is EventKind.STEP_FINISHED:
             update = to_jsonable(d.get("update"))
-            facts.append(((d["step"], d["task"], 1, 0), e.seq, f"node {d['node']!r} (step {d['step']}) set {update}"))
+            facts.append(
+                (
+                    (d["step"], d["task"], 1, 0),
+                    e.seq,
+                    f"node {d['node']!r} (step {d['step']}) set {update}",
+                )
+            )
         elif e.kind is EventKind.EFFECT_FINISHED and "result" in d:
-            facts.append(((d["step"], d["task"], 0, d["effect"]), e.seq,
-                          f"node {d['node']!r} (step {d['step']}) called effect {d['name']!r}"))
+            facts.append(
+                (
+                    (d["step"], d["task"], 0, d["effect"]),
+                    e.seq,
+                    f"node {d['node']!r} (step {d['step']}) called effect {d['name']!r}",
+                )
+            )
         elif e.kind in (EventKind.FINISHED, EventKind.FAILED):
-            what = "finished" if e.kind is EventKind.FINISHED else f"failed: {d['error'].get('type')}"
+            what = (
+                "finished" if e.kind is EventKind.FINISHED else f"failed: {d['error'].get('type')}"
+            )
             facts.append(((1 << 30, 0, 0, 0), e.seq, f"the run {what}"))
     # Effect facts of one attempt may repeat across re-runs; keep the last of each key.
     unique = {f[0]: f for f in facts}
@@ -195,16 +228,28 @@ async def replay(rt: Runtime, run_id: str, graph: CompiledGraph | None) -> Repla
     replay_id = f"replay-{run_id}"
     start = Event(replay_id, 1, EventKind.RUN_STARTED, first.ts, first.data)
     await scratch.create_run(
-        RunRecord(replay_id, app.name, None, RunStatus.RUNNING, first.ts, first.ts), [start], Durability.OFF
+        RunRecord(replay_id, app.name, None, RunStatus.RUNNING, first.ts, first.ts),
+        [start],
+        Durability.OFF,
     )
     fold.apply(start)
     driver = rt._driver(app, fold, Durability.OFF, oracle=_JournalOracle(recorded), store=scratch)
     driver._listeners = []
     await driver.drive()
     replayed = await scratch.read(replay_id)
-    if driver.outcome is not None and replayed[-1].kind not in (EventKind.FAILED, EventKind.FINISHED):
-        replayed.append(Event(replay_id, len(replayed) + 1, EventKind.FAILED, 0.0,
-                              {"error": {"type": type(driver.outcome).__name__, "message": str(driver.outcome)}}))
+    if driver.outcome is not None and replayed[-1].kind not in (
+        EventKind.FAILED,
+        EventKind.FINISHED,
+    ):
+        replayed.append(
+            Event(
+                replay_id,
+                len(replayed) + 1,
+                EventKind.FAILED,
+                0.0,
+                {"error": {"type": type(driver.outcome).__name__, "message": str(driver.outcome)}},
+            )
+        )
     why = ""
     if replayed[-1].kind is EventKind.FAILED and recorded[-1].kind is not EventKind.FAILED:
         err = replayed[-1].data["error"]

@@ -97,7 +97,10 @@ class Runtime:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         tg = self._tg
         assert tg is not None, "the runtime was not entered"
@@ -128,13 +131,17 @@ class Runtime:
     def register(self, graph: CompiledGraph) -> None:
         """Make ``graph`` known so its runs can be resumed and recovered by name."""
         if not isinstance(graph, CompiledGraph):
-            raise GraphError(f"expected a compiled graph (Graph.compile()), got {type(graph).__name__}")
+            raise GraphError(
+                f"expected a compiled graph (Graph.compile()), got {type(graph).__name__}"
+            )
         known = self._graphs.get(graph.name)
         if known is not None and known is not graph and known.fingerprint != graph.fingerprint:
             log.warning("graph %r re-registered with a different shape", graph.name)
         self._graphs[graph.name] = graph
 
-    def _graph_for(self, run_id: str, name: str, ref: str | None, graph: CompiledGraph | None) -> CompiledGraph:
+    def _graph_for(
+        self, run_id: str, name: str, ref: str | None, graph: CompiledGraph | None
+    ) -> CompiledGraph:
         if graph is not None:
             if graph.name != name:
                 raise RunStateError(f"run {run_id!r} belongs to graph {name!r}, not {graph.name!r}")
@@ -214,15 +221,21 @@ class Runtime:
             return run_id, None
         durable = Durability(durability) if durability is not None else self.durability
         graph.schema.initial(input)  # fail on bad input before writing anything
-        data: dict[str, Any] = {"graph": graph.name, "fingerprint": graph.fingerprint, "input": input,
-                                "durability": durable.value}
+        data: dict[str, Any] = {
+            "graph": graph.name,
+            "fingerprint": graph.fingerprint,
+            "input": input,
+            "durability": durable.value,
+        }
         if thread is not None:
             data["thread"] = thread
         if metadata:
             data["metadata"] = metadata
         if graph.ref:
             data["ref"] = graph.ref
-        driver = await self._create(graph, run_id, data, durable, parent_run_id=None, metadata=metadata)
+        driver = await self._create(
+            graph, run_id, data, durable, parent_run_id=None, metadata=metadata
+        )
         return run_id, driver
 
     async def _create(
@@ -243,9 +256,18 @@ class Runtime:
         now = time.time()
         started = Event(run_id, 1, EventKind.RUN_STARTED, now, data)
         record = RunRecord(
-            run_id=run_id, graph=graph.name, thread=data.get("thread"), status=RunStatus.RUNNING,
-            created_at=now, updated_at=now, parent_run_id=parent_run_id, durability=durability,
-            owner=self.owner, lease_until=now + self.lease_ttl, fence=1, metadata=metadata or {},
+            run_id=run_id,
+            graph=graph.name,
+            thread=data.get("thread"),
+            status=RunStatus.RUNNING,
+            created_at=now,
+            updated_at=now,
+            parent_run_id=parent_run_id,
+            durability=durability,
+            owner=self.owner,
+            lease_until=now + self.lease_ttl,
+            fence=1,
+            metadata=metadata or {},
         )
         result = await self.store.create_run(record, [started], durability)
         if not result.created:
@@ -259,7 +281,11 @@ class Runtime:
         return self._driver(graph, fold, durability)
 
     def _driver(
-        self, graph: CompiledGraph, fold: RunFold, durability: Durability, oracle: ReplayOracle | None = None,
+        self,
+        graph: CompiledGraph,
+        fold: RunFold,
+        durability: Durability,
+        oracle: ReplayOracle | None = None,
         store: Store | None = None,
     ) -> RunDriver:
         listeners: list[Listener] = list(self._listeners)
@@ -267,9 +293,16 @@ class Runtime:
         if subs is not None:
             listeners.append(subs.publish)
         return RunDriver(
-            self, graph, fold, store=store or self.store, durability=durability,
-            check_json=self._check_json, snapshot_every=self._snapshot_every,
-            listeners=listeners, oracle=oracle, shield_commits=not isinstance(store or self.store, MemoryStore),
+            self,
+            graph,
+            fold,
+            store=store or self.store,
+            durability=durability,
+            check_json=self._check_json,
+            snapshot_every=self._snapshot_every,
+            listeners=listeners,
+            oracle=oracle,
+            shield_commits=not isinstance(store or self.store, MemoryStore),
         )
 
     def _subscribers_of(self, run_id: str) -> Subscribers:
@@ -298,7 +331,11 @@ class Runtime:
             self._signal(driver.run_id)
             if driver.outcome is not None and not isinstance(driver.outcome, RunStateError):
                 log.warning("run %s stopped: %s", driver.run_id, driver.outcome)
-            if driver.fold.status is RunStatus.RUNNING and not driver.parked and driver.outcome is None:
+            if (
+                driver.fold.status is RunStatus.RUNNING
+                and not driver.parked
+                and driver.outcome is None
+            ):
                 # Abandoned mid-run at shutdown: hand the lease back so another process
                 # can take the run over at once instead of waiting for it to expire.
                 with anyio.CancelScope(shield=True):
@@ -324,7 +361,9 @@ class Runtime:
 
     # -- loading ---------------------------------------------------------------------
 
-    async def _load_fold(self, graph: CompiledGraph, run_id: str, *, at: int | None = None) -> RunFold:
+    async def _load_fold(
+        self, graph: CompiledGraph, run_id: str, *, at: int | None = None
+    ) -> RunFold:
         snapshot = await self.store.load_snapshot(run_id, at_most=at)
         if snapshot is not None:
             fold = RunFold.from_snapshot(graph.schema, snapshot.seq, snapshot.data)
@@ -395,7 +434,11 @@ class Runtime:
             )
         driver = await self._adopt(run_id, graph)
         resolved = _resolve(
-            driver.fold, run_id, value, interrupt_id, values,
+            driver.fold,
+            run_id,
+            value,
+            interrupt_id,
+            values,
             value_given=record.status is RunStatus.INTERRUPTED or values is not None,
         )
         if resolved:
@@ -495,10 +538,19 @@ class Runtime:
                 statuses = [RunStatus(s) for s in items]
             except ValueError:
                 choices = ", ".join(s.value for s in RunStatus)
-                raise RunStateError(f"unknown run status in {items!r}; use one of {choices}") from None
+                raise RunStateError(
+                    f"unknown run status in {items!r}; use one of {choices}"
+                ) from None
         return await self.store.list_runs(
-            RunQuery(status=statuses, graph=graph, thread=thread, limit=limit, offset=offset,
-                     created_after=created_after, created_before=created_before)
+            RunQuery(
+                status=statuses,
+                graph=graph,
+                thread=thread,
+                limit=limit,
+                offset=offset,
+                created_after=created_after,
+                created_before=created_before,
+            )
         )
 
     async def list_threads(self, *, limit: int = 100) -> list[ThreadInfo]:
@@ -508,7 +560,9 @@ class Runtime:
         await self._record(run_id)
         return await self.store.read(run_id, after=after, until=until)
 
-    async def state(self, run_id: str, *, at: int | None = None, graph: CompiledGraph | None = None) -> StateView:
+    async def state(
+        self, run_id: str, *, at: int | None = None, graph: CompiledGraph | None = None
+    ) -> StateView:
         """The run's state as of sequence number ``at`` (default: now)."""
         return await history.state_at(self, run_id, at, graph)
 
@@ -541,12 +595,19 @@ def _outcome(fold: RunFold) -> RunOutcome:
     status = fold.status
     if status is RunStatus.RUNNING and pending and not any(t.runnable for t in fold.tasks):
         status = RunStatus.INTERRUPTED
-    return RunOutcome(fold.run_id, status, fold.schema.output(fold.state), fold.seq, pending, fold.error)
+    return RunOutcome(
+        fold.run_id, status, fold.schema.output(fold.state), fold.seq, pending, fold.error
+    )
 
 
 def _resolve(
-    fold: RunFold, run_id: str, value: Any, interrupt_id: str | None, values: dict[str, Any] | None,
-    *, value_given: bool,
+    fold: RunFold,
+    run_id: str,
+    value: Any,
+    interrupt_id: str | None,
+    values: dict[str, Any] | None,
+    *,
+    value_given: bool,
 ) -> dict[str, Any]:
     pending = {i.id: t.node for t, i in fold.pending_interrupts}
     listing = ", ".join(f"{iid} (node {node!r})" for iid, node in pending.items())
@@ -565,7 +626,9 @@ def _resolve(
         return {interrupt_id: value}
     if not pending:
         if value_given and value is not None:
-            raise RunStateError(f"run {run_id!r} is not waiting on an interrupt; there is nothing to resume")
+            raise RunStateError(
+                f"run {run_id!r} is not waiting on an interrupt; there is nothing to resume"
+            )
         return {}
     if len(pending) > 1:
         raise RunStateError(
@@ -593,7 +656,9 @@ def load_graph(ref: str) -> CompiledGraph:
     if isinstance(obj, Graph):
         obj = obj.compile(ref=ref)
     if not isinstance(obj, CompiledGraph):
-        raise GraphError(f"{ref!r} is a {type(obj).__name__}, not a graph; point at a Graph or its compile()")
+        raise GraphError(
+            f"{ref!r} is a {type(obj).__name__}, not a graph; point at a Graph or its compile()"
+        )
     if obj.ref is None:
         obj.ref = ref
     return obj

@@ -45,7 +45,10 @@ async def run_subgraph(parent: RunDriver, spec: NodeSpec, task: TaskRecord, stat
     forwarded = {
         i.child: i.value
         for i in task.interrupts.values()
-        if i.resumed and i.child and (rec := fold.find_interrupt(i.child)) is not None and not rec.resumed
+        if i.resumed
+        and i.child
+        and (rec := fold.find_interrupt(i.child)) is not None
+        and not rec.resumed
     }
     if forwarded:
         driver.record(EventKind.RESUMED, {"values": forwarded})
@@ -75,9 +78,15 @@ async def run_subgraph(parent: RunDriver, spec: NodeSpec, task: TaskRecord, stat
         parent.record(
             EventKind.INTERRUPTED,
             {
-                "step": step, "task": task.index, "node": task.node, "interrupt": index,
-                "id": f"{step}.{task.index}.{index}", "payload": interrupt.payload,
-                "child": interrupt.id, "child_run": child_id, "child_node": child_task.node,
+                "step": step,
+                "task": task.index,
+                "node": task.node,
+                "interrupt": index,
+                "id": f"{step}.{task.index}.{index}",
+                "payload": interrupt.payload,
+                "child": interrupt.id,
+                "child_run": child_id,
+                "child_node": child_task.node,
             },
         )
     raise Parked()
@@ -93,11 +102,18 @@ async def _child_fold(
         "fingerprint": app.fingerprint,
         "input": child_input,
         "durability": str(parent.durability),
-        "parent": {"run_id": parent.run_id, "step": parent.fold.step, "task": task.index, "node": task.node},
+        "parent": {
+            "run_id": parent.run_id,
+            "step": parent.fold.step,
+            "task": task.index,
+            "node": task.node,
+        },
     }
     if parent.fold.thread is not None:
         data["thread"] = parent.fold.thread
-    driver = await rt._create(app, child_id, data, parent.durability, parent_run_id=parent.run_id, metadata=None)
+    driver = await rt._create(
+        app, child_id, data, parent.durability, parent_run_id=parent.run_id, metadata=None
+    )
     if driver is not None:
         return driver.fold
     await rt.store.claim(child_id, rt.owner, rt.lease_ttl)

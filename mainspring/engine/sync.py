@@ -46,9 +46,10 @@ class SyncRunHandle:
         try:
             while True:
                 try:
-                    yield self._portal.call(iterator.__anext__)
+                    event: Event = self._portal.call(iterator.__anext__)
                 except StopAsyncIteration:
                     return
+                yield event
         finally:
             self._portal.call(iterator.aclose)
 
@@ -73,7 +74,10 @@ class SyncRuntime:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self._stack.__exit__(exc_type, exc, tb)
         self._portal = None

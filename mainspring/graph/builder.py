@@ -1,13 +1,13 @@
 """Graph authoring: nodes, edges, branches; ``compile()`` validates and freezes.
 
-    g = Graph(Ticket)
+g = Graph(Ticket)
 
-    @g.node
-    async def classify(s, ctx): ...
+@g.node
+async def classify(s, ctx): ...
 
-    g.edge(START, "classify")
-    g.branch("classify", lambda s: s["intent"], {"refund": "refund", "other": END})
-    app = g.compile()
+g.edge(START, "classify")
+g.branch("classify", lambda s: s["intent"], {"refund": "refund", "other": END})
+app = g.compile()
 """
 
 from __future__ import annotations
@@ -133,20 +133,28 @@ class Graph(Generic[S]):
         if not isinstance(name, str) or not name:
             raise GraphError(f"a node name must be a non-empty string, got {name!r}")
         if name in (START, END):
-            raise GraphError(f"{name!r} is reserved for the graph's entry and exit; name the node otherwise")
+            raise GraphError(
+                f"{name!r} is reserved for the graph's entry and exit; name the node otherwise"
+            )
         if name in self.nodes:
             raise GraphError(f"node {name!r} is added twice; give each node a unique name")
         if timeout is not None and timeout <= 0:
-            raise GraphError(f"node {name!r}: timeout must be a positive number of seconds, got {timeout!r}")
+            raise GraphError(
+                f"node {name!r}: timeout must be a positive number of seconds, got {timeout!r}"
+            )
         if retry is not None and not isinstance(retry, Retry):
-            raise GraphError(f"node {name!r}: retry must be a Retry(...), got {type(retry).__name__}")
+            raise GraphError(
+                f"node {name!r}: retry must be a Retry(...), got {type(retry).__name__}"
+            )
         if isinstance(target, CompiledGraph):
             self.nodes[name] = NodeSpec(
                 name, None, False, False, retry, timeout, False, target, input, output
             )
             return
         if not callable(target):
-            raise GraphError(f"node {name!r} must be a function or a compiled graph, got {type(target).__name__}")
+            raise GraphError(
+                f"node {name!r} must be a function or a compiled graph, got {type(target).__name__}"
+            )
         if input is not None or output is not None:
             raise GraphError(f"node {name!r}: input= and output= apply to subgraph nodes only")
         is_async = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
@@ -166,9 +174,13 @@ class Graph(Generic[S]):
         if target == START:
             raise GraphError("an edge cannot lead to START; START is only a source")
         if END in sources:
-            raise GraphError(f"an edge cannot start at END (edge to {target!r}); END is only a target")
+            raise GraphError(
+                f"an edge cannot start at END (edge to {target!r}); END is only a target"
+            )
         if len(sources) > 1 and START in sources:
-            raise GraphError("START cannot be part of a join; add g.edge(START, node) for each entry")
+            raise GraphError(
+                "START cannot be part of a join; add g.edge(START, node) for each entry"
+            )
         self.edges.append((sources, target))
 
     def branch(
@@ -187,12 +199,18 @@ class Graph(Generic[S]):
         if source == END:
             raise GraphError("a branch cannot start at END")
         if not callable(router):
-            raise GraphError(f"branch after {source!r}: the router must be callable, got {router!r}")
+            raise GraphError(
+                f"branch after {source!r}: the router must be callable, got {router!r}"
+            )
         if isinstance(targets, Mapping):
-            self.branches.append(BranchSpec(source, router, dict(targets), tuple(dict.fromkeys(targets.values()))))
+            self.branches.append(
+                BranchSpec(source, router, dict(targets), tuple(dict.fromkeys(targets.values())))
+            )
         elif targets is not None:
             if isinstance(targets, str):
-                raise GraphError(f"branch after {source!r}: targets must be a list of node names or a mapping, not a string")
+                raise GraphError(
+                    f"branch after {source!r}: targets must be a list of node names or a mapping, not a string"
+                )
             self.branches.append(BranchSpec(source, router, None, tuple(targets)))
         else:
             self.branches.append(BranchSpec(source, router, None, None))
@@ -227,5 +245,7 @@ def _wants_ctx(name: str, fn: Callable[..., Any]) -> bool:
     if not params:
         raise GraphError(f"node {name!r} takes no arguments; a node is fn(state) or fn(state, ctx)")
     if len(params) > 2 and all(p.default is inspect.Parameter.empty for p in params[2:]):
-        raise GraphError(f"node {name!r} takes {len(params)} arguments; a node is fn(state) or fn(state, ctx)")
+        raise GraphError(
+            f"node {name!r} takes {len(params)} arguments; a node is fn(state) or fn(state, ctx)"
+        )
     return len(params) >= 2

@@ -26,7 +26,17 @@ class Join:
 class CompiledGraph:
     """An immutable, validated graph. Build it with ``Graph.compile()``."""
 
-    __slots__ = ("branches", "edges", "fingerprint", "joins", "name", "nodes", "ref", "schema", "static")
+    __slots__ = (
+        "branches",
+        "edges",
+        "fingerprint",
+        "joins",
+        "name",
+        "nodes",
+        "ref",
+        "schema",
+        "static",
+    )
 
     name: str
     ref: str | None
@@ -125,7 +135,9 @@ def _validate(g: CompiledGraph) -> None:
         raise GraphError(f"graph {g.name!r} has no nodes; add one with @g.node")
     known = set(g.nodes)
 
-    def check_node(name: str, where: str, *, allow_end: bool = False, allow_start: bool = False) -> None:
+    def check_node(
+        name: str, where: str, *, allow_end: bool = False, allow_start: bool = False
+    ) -> None:
         if (allow_end and name == END) or (allow_start and name == START) or name in known:
             return
         raise GraphError(f"{where}: there is no node named {name!r}{_suggest(name, g.nodes)}")
@@ -190,5 +202,7 @@ def _fingerprint(g: CompiledGraph) -> str:
     """A short hash of the graph's shape, recorded with each run to spot changed graphs."""
     parts = [g.name, *sorted(g.nodes)]
     parts += [f"{'+'.join(sorted(s))}>{t}" for s, t in g.edges]
-    parts += [f"{src}?{','.join(b.targets or ('*',))}" for src, bs in g.branches.items() for b in bs]
+    parts += [
+        f"{src}?{','.join(b.targets or ('*',))}" for src, bs in g.branches.items() for b in bs
+    ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]

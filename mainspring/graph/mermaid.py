@@ -36,7 +36,12 @@ def to_mermaid(graph: CompiledGraph) -> str:
         if len(sources) == 1:
             lines.append(f"    {_id(sources[0])} --> {_id(target)}")
         else:
-            join = "join_" + "_".join(_SAFE.sub("_", s) for s in sorted(sources)) + "__" + _SAFE.sub("_", target)
+            join = (
+                "join_"
+                + "_".join(_SAFE.sub("_", s) for s in sorted(sources))
+                + "__"
+                + _SAFE.sub("_", target)
+            )
             lines.append(f"    {join}(( ))")
             lines.extend(f"    {_id(s)} --> {join}" for s in sources)
             lines.append(f"    {join} --> {_id(target)}")

@@ -54,9 +54,8 @@ class Group:
 
     @classmethod
     def of(cls, w: Write) -> Group:
-        return cls(
-            [w], w.run_id, w.expected, list(w.kinds), list(w.ts), list(w.data), w.status, w.error
-        )
+        # Shares the write's lists: add() builds new ones rather than extend them.
+        return cls([w], w.run_id, w.expected, w.kinds, w.ts, w.data, w.status, w.error)
 
     def as_write(self) -> tuple[str, int, list[str], list[float], list[str]]:
         return self.run_id, self.expected, self.kinds, self.ts, self.data
@@ -67,9 +66,9 @@ class Group:
 
     def add(self, w: Write) -> None:
         self.writes.append(w)
-        self.kinds += w.kinds
-        self.ts += w.ts
-        self.data += w.data
+        self.kinds = self.kinds + w.kinds
+        self.ts = self.ts + w.ts
+        self.data = self.data + w.data
         self.status = w.status if w.status is not None else self.status
         self.error = w.error if w.error is not None else self.error
 

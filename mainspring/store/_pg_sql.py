@@ -75,7 +75,9 @@ WITH new AS (
   WHERE EXISTS (SELECT 1 FROM new)
 )
 SELECT EXISTS (SELECT 1 FROM new)""",
-        # $1 run_id, $2 expected_seq, $3-$5 kinds/ts/data, $6 status, $7 error
+        # $1 run_id, $2 expected_seq, $3-$5 kinds/ts/data, $6 status, $7 error. Returns
+        # (matched, last_seq before this statement); NOTIFY only if the status changes
+        # (callers may pass the current status on every append).
         append=f"""
 WITH bump AS (
   UPDATE {s}.runs SET
@@ -84,16 +86,20 @@ WITH bump AS (
     status = coalesce($6::text, status),
     error = coalesce($7::text, error)
   WHERE run_id = $1 AND last_seq = $2
-  RETURNING CASE WHEN $6::text IS NOT NULL THEN {notify("$1", "$6::text")} END
+  RETURNING 1
 ), ins AS (
   INSERT INTO {s}.events (run_id, seq, kind, ts, data)
   SELECT $1, $2 + u.i, u.k, u.t, u.d
   FROM unnest($3::text[], $4::float8[], $5::text[]) WITH ORDINALITY AS u(k, t, d, i)
   WHERE EXISTS (SELECT 1 FROM bump)
 )
-SELECT EXISTS (SELECT 1 FROM bump), (SELECT last_seq FROM {s}.runs WHERE run_id = $1)""",
-        # One row per run ($1-$6) and one per event ($7-$11); returns the runs that
-        # did not match (conflict, or missing when last_seq is NULL).
+SELECT b.ok, old.last_seq,
+       CASE WHEN b.ok AND $6::text IS NOT NULL AND $6::text IS DISTINCT FROM old.status
+            THEN {notify("$1", "$6::text")} END
+FROM (SELECT EXISTS (SELECT 1 FROM bump) AS ok) AS b
+LEFT JOIN {s}.runs old ON old.run_id = $1""",
+        # One row per run ($1-$6) and one per event ($7-$11). Returns the runs that did
+        # not match (conflict, or missing when last_seq is NULL) and those notified.
         append_many=f"""
 WITH req AS (
   SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::float8[])
@@ -106,7 +112,7 @@ WITH req AS (
     error = coalesce(q.error, r.error)
   FROM req q
   WHERE r.run_id = q.run_id AND r.last_seq = q.expected
-  RETURNING r.run_id, CASE WHEN q.status IS NOT NULL THEN {notify("q.run_id", "q.status")} END
+  RETURNING r.run_id
 ), ins AS (
   INSERT INTO {s}.events (run_id, seq, kind, ts, data)
   SELECT e.run_id, e.seq, e.kind, e.ts, e.data
@@ -114,9 +120,12 @@ WITH req AS (
     AS e(run_id, seq, kind, ts, data)
   WHERE e.run_id IN (SELECT run_id FROM bump)
 )
-SELECT q.run_id, r.last_seq
-FROM req q LEFT JOIN {s}.runs r ON r.run_id = q.run_id
-WHERE q.run_id NOT IN (SELECT run_id FROM bump)""",
+SELECT q.run_id, old.last_seq, b.run_id IS NOT NULL AS ok,
+       CASE WHEN b.run_id IS NOT NULL THEN {notify("q.run_id", "q.status")} END
+FROM req q
+LEFT JOIN {s}.runs old ON old.run_id = q.run_id
+LEFT JOIN bump b ON b.run_id = q.run_id
+WHERE b.run_id IS NULL OR (q.status IS NOT NULL AND q.status IS DISTINCT FROM old.status)""",
         # Events already stored in (lo, hi] per run: did a write whose reply was lost commit?
         stored_events=f"""
 SELECT e.run_id, e.seq, e.kind, e.ts, e.data
@@ -172,12 +181,17 @@ LIMIT $3 OFFSET $4""",
 
 
 def event_columns(run_id: str, events: Sequence[Event]) -> tuple[list[str], list[float], list[str]]:
+    """The events as the three arrays the append statements take."""
     kinds = [str(e.kind) for e in events]
     ts = [float(e.ts) for e in events]
-    data = [
-        encode(e.data, what=f"data of event {e.seq} of run {run_id!r}").decode() for e in events
-    ]
-    return kinds, ts, data
+    return kinds, ts, [_json_text(run_id, e) for e in events]
+
+
+def _json_text(run_id: str, event: Event) -> str:
+    try:
+        return orjson.dumps(event.data).decode()  # plain JSON: the common, fast case
+    except TypeError:  # models, dataclasses, sets, or not JSON at all: the full codec decides
+        return encode(event.data, what=f"data of event {event.seq} of run {run_id!r}").decode()
 
 
 def batch_args(groups: list[Group]) -> tuple[list[Any], ...]:

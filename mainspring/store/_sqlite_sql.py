@@ -35,9 +35,13 @@ ADVANCE: Final = (
     "UPDATE runs SET last_seq = ?, updated_at = coalesce(?, updated_at) "
     "WHERE run_id = ? AND last_seq = ?"
 )
+# A run that parks or ends is driven by nobody: its lease is freed in the same statement.
 ADVANCE_STATUS: Final = (
     "UPDATE runs SET last_seq = ?, updated_at = coalesce(?, updated_at), "
-    "status = coalesce(?, status), error = coalesce(?, error) WHERE run_id = ? AND last_seq = ?"
+    "status = coalesce(?, status), error = coalesce(?, error), "
+    "owner = CASE WHEN ? THEN NULL ELSE owner END, "
+    "lease_until = CASE WHEN ? THEN NULL ELSE lease_until END "
+    "WHERE run_id = ? AND last_seq = ?"
 )
 
 _KINDS: Final = {kind.value: kind for kind in EventKind}
@@ -51,7 +55,10 @@ def apply_append(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
     if status is None and error is None:
         cur.execute(ADVANCE, (new_seq, last_ts, run_id, expected_seq))
     else:
-        cur.execute(ADVANCE_STATUS, (new_seq, last_ts, status, error, run_id, expected_seq))
+        parked = status is not None and status != "running"
+        cur.execute(
+            ADVANCE_STATUS, (new_seq, last_ts, status, error, parked, parked, run_id, expected_seq)
+        )
     if cur.rowcount != 1:
         found = cur.execute("SELECT last_seq FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if found is None:

@@ -284,7 +284,7 @@ class PostgresStore:
             while True:
                 row = await pool.fetchrow(sql, run_id, expected, kinds, ts, data, status, error)
                 assert row is not None
-                ok, actual = row
+                ok, actual = row[0], row[1]
                 if ok:
                     return
                 failure = _unmatched(run_id, expected, actual)
@@ -310,7 +310,7 @@ class PostgresStore:
             while todo:
                 batch = [groups[i] for i in todo]
                 rows = await pool.fetch(self._sql.append_many, *_pg_sql.batch_args(batch))
-                unmatched: dict[str, int | None] = {r[0]: r[1] for r in rows}
+                unmatched: dict[str, int | None] = {r[0]: r[1] for r in rows if not r[2]}
                 ours: set[str] = set()
                 if retried and unmatched:  # an earlier attempt may have committed some
                     maybe = [g.as_write() for g in batch if g.run_id in unmatched]

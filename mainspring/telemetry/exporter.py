@@ -27,7 +27,6 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event as OtelEvent
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
     ConsoleSpanExporter,
     SpanExporter,
     SpanExportResult,
@@ -37,6 +36,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from ..store import Store
+from .batch import BatchExporter
 from .conventions import Capture, Redactor
 from .pump import DEFAULT_CAPACITY, EventPump
 from .reader import JournalReader, as_reader
@@ -45,6 +45,7 @@ from .spans import SpanBuilder, SpanRecord
 log = logging.getLogger("mainspring.telemetry")
 
 _SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
+_UNSET: Final = Status()
 _EXPORTER_LOGGERS: Final = (
     "opentelemetry.exporter.otlp.proto.http.trace_exporter",
     "opentelemetry.exporter.otlp.common.http",
@@ -69,15 +70,16 @@ class JournalTracer(EventPump):
         interval: float = 0.1,
         max_runs: int = 10_000,
     ) -> None:
-        if processor is None:
-            if exporter is None:
-                raise ValueError("JournalTracer needs a span exporter or a span processor")
-            processor = BatchSpanProcessor(exporter)
+        if processor is None and exporter is None:
+            raise ValueError("JournalTracer needs a span exporter or a span processor")
         self.exporter = exporter
-        self.processor = processor
-        self.resource = resource or Resource.create({})
+        self.processor = processor  # a SpanProcessor gets each span; else whole batches go to the exporter
+        self._batches = BatchExporter(exporter) if processor is None and exporter is not None else None
+        self._pending: list[ReadableSpan] = []
+        self.resource = resource or default_resource()
         self.builder = SpanBuilder(capture or Capture(), max_runs=max_runs)
         self._scope = InstrumentationScope("mainspring")
+        self._contexts: dict[int, SpanContext] = {}
         self._shut = False
         super().__init__(
             reader=as_reader(store), capacity=capacity, interval=interval, max_runs=max_runs,
@@ -87,22 +89,41 @@ class JournalTracer(EventPump):
 
     def consume(self, event: Any, replay: bool) -> None:
         for span in self.builder.feed(event, replay=replay):
-            self.processor.on_end(self.readable(span))
+            if self.processor is not None:
+                self.processor.on_end(self.readable(span))
+            else:
+                self._pending.append(self.readable(span))
+
+    def after_batch(self) -> None:
+        if self._pending and self._batches is not None:
+            self._batches.submit(self._pending)
+            self._pending = []
+
+    def _context(self, trace: int, span: int) -> SpanContext:
+        # Node spans share their run span as parent: one SpanContext per run, not per span.
+        contexts = self._contexts
+        found = contexts.get(span)
+        if found is None:
+            if len(contexts) > 100_000:
+                contexts.clear()
+            found = contexts[span] = SpanContext(trace, span, False, _SAMPLED)
+        return found
 
     def readable(self, span: SpanRecord) -> ReadableSpan:
         context = SpanContext(span.trace_id, span.span_id, False, _SAMPLED)
-        parent = None if span.parent_id is None else SpanContext(span.trace_id, span.parent_id, False, _SAMPLED)
-        status = Status(StatusCode.ERROR, span.status_message) if span.status == "error" else Status()
+        parent = None if span.parent_id is None else self._context(span.trace_id, span.parent_id)
+        if span.kind == "run":
+            self._contexts.pop(span.span_id, None)
         return ReadableSpan(
             span.name,
             context=context,
             parent=parent,
             resource=self.resource,
             attributes=span.attributes,
-            events=[OtelEvent(e.name, e.attributes, e.ts_ns) for e in span.events],
-            links=[trace_api.Link(SpanContext(t, s, False, _SAMPLED)) for t, s in span.links],
+            events=[OtelEvent(e.name, e.attributes, e.ts_ns) for e in span.events] if span.events else (),
+            links=[trace_api.Link(SpanContext(t, s, False, _SAMPLED)) for t, s in span.links] if span.links else (),
             kind=SpanKind.CLIENT if span.client else SpanKind.INTERNAL,
-            status=status,
+            status=Status(StatusCode.ERROR, span.status_message) if span.status == "error" else _UNSET,
             start_time=span.start_ns,
             end_time=span.end_ns,
             instrumentation_scope=self._scope,
@@ -112,8 +133,14 @@ class JournalTracer(EventPump):
         """Export every span of the events recorded so far (waits at most ``timeout`` seconds)."""
         deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
         drained = super().flush(timeout)
-        remaining = max(0.0, deadline - time.monotonic())
-        return drained and _bounded(lambda: self.processor.force_flush(int(remaining * 1000)), remaining)
+        return drained and self._flush_export(max(0.0, deadline - time.monotonic()))
+
+    def _flush_export(self, timeout: float) -> bool:
+        if self._batches is not None:
+            return self._batches.flush(timeout)
+        processor = self.processor
+        assert processor is not None
+        return _bounded(lambda: processor.force_flush(int(timeout * 1000)), timeout)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Export what is left (giving up after ``timeout`` seconds), then stop."""
@@ -122,12 +149,14 @@ class JournalTracer(EventPump):
         self._shut = True
         deadline = time.monotonic() + timeout
         self.close(timeout)
-        remaining = max(0.0, deadline - time.monotonic())
-        if not _bounded(lambda: self.processor.force_flush(int(remaining * 1000)), remaining):
+        if not self._flush_export(max(0.0, deadline - time.monotonic())):
             log.warning("gave up exporting spans after %.1f s; the rest are dropped", timeout)
             if isinstance(self.exporter, SafeExporter):
-                self.exporter.abort()
-        self.processor.shutdown()
+                self.exporter.abort()  # stops its retries, so the export thread ends
+        if self._batches is not None:
+            self._batches.shutdown(timeout=0.5)
+        elif self.processor is not None:
+            self.processor.shutdown()
 
 
 def _shutdown_at_exit(ref: weakref.ReferenceType[JournalTracer]) -> None:
@@ -284,6 +313,12 @@ def setup_tracing(
     )
     if chosen is None:
         return None
+    capture = Capture(capture_io, redact, max_attr_bytes)
+    return JournalTracer(chosen, resource=default_resource(service_name), capture=capture, store=store)
+
+
+def default_resource(service_name: str | None = None) -> Resource:
+    """``service.name``: ``service_name``, else ``OTEL_SERVICE_NAME`` (or in ``OTEL_RESOURCE_ATTRIBUTES``), else mainspring."""
     attributes: dict[str, str] = {}
     if service_name is not None:
         attributes["service.name"] = service_name
@@ -291,6 +326,4 @@ def setup_tracing(
         "OTEL_RESOURCE_ATTRIBUTES", ""
     ):
         attributes["service.name"] = "mainspring"
-    resource = Resource.create(attributes)
-    capture = Capture(capture_io, redact, max_attr_bytes)
-    return JournalTracer(chosen, resource=resource, capture=capture, store=store)
+    return Resource.create(attributes)

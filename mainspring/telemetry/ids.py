@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 from typing import Final
 
 _SEP: Final = "\x1f"
@@ -36,8 +37,21 @@ def run_span_id(run_id: str) -> int:
     return _hash(8, "run", run_id)
 
 
+_MASK: Final = (1 << 64) - 1
+
+
+@lru_cache(maxsize=4096)
+def _run_base(run_id: str) -> int:
+    return _hash(8, "task", run_id)
+
+
 def attempt_span_id(run_id: str, seq: int) -> int:
-    return _hash(8, "task", run_id, str(seq))
+    # One per step on the telemetry thread: a splitmix64 step from a per-run hash
+    # (distinct for every seq of a run) instead of a hash of each (run, seq).
+    z = (_run_base(run_id) + 0x9E3779B97F4A7C15 * seq) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return (z ^ (z >> 31)) or 1
 
 
 def effect_span_id(run_id: str, key: str) -> int:

@@ -48,7 +48,10 @@ INSTRUMENTS: Final = {
         Instrument("mainspring_runs_failed", "counter", "Runs that failed.", ("graph",)),
         Instrument("mainspring_runs_cancelled", "counter", "Runs that were cancelled.", ("graph",)),
         Instrument("mainspring_active_runs", "gauge", "Runs in progress, not parked.", ("graph",)),
-        Instrument("mainspring_interrupts_waiting", "gauge", "Interrupts waiting for a resume value.", ("graph",)),
+        Instrument(
+            "mainspring_interrupts_waiting", "gauge", "Interrupts waiting for a resume value, by the graph that asked.",
+            ("graph",),
+        ),
         Instrument(
             "mainspring_step_duration_seconds", "histogram", "Duration of node attempts.", ("graph", "node"), "s"
         ),
@@ -227,8 +230,9 @@ class MetricsAggregator:
         run.attempts.pop(task, None)
         run.waiting[iid] = task
         if live:
-            run.counted.add(iid)
-            self.add("mainspring_interrupts_waiting", (run.graph,), 1)
+            if not event.data.get("child"):  # one standing for a subgraph's is counted there
+                run.counted.add(iid)
+                self.add("mainspring_interrupts_waiting", (run.graph,), 1)
             self._park_or_go(run)
 
     def _resumed(self, run: _RunState, event: Event, live: bool) -> None:

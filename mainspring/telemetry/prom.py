@@ -40,6 +40,7 @@ class PrometheusSink:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._metrics: dict[str, _Metric] = {}
+        self._children: dict[tuple[str, ...], Any] = {}
         for spec in INSTRUMENTS.values():
             metric: _Metric
             if spec.kind == "counter":
@@ -50,15 +51,18 @@ class PrometheusSink:
                 metric = Histogram(spec.name, spec.doc, spec.labels, registry=self.registry, buckets=spec.buckets)
             self._metrics[spec.name] = metric
 
+    def _child(self, name: str, labels: Sequence[str]) -> Any:
+        key = (name, *labels)
+        child = self._children.get(key)
+        if child is None:  # labels() takes a lock and validates: once per label set
+            child = self._children[key] = self._metrics[name].labels(*labels)
+        return child
+
     def add(self, name: str, labels: Sequence[str], value: float) -> None:
-        metric = self._metrics[name]
-        assert not isinstance(metric, Histogram)
-        metric.labels(*labels).inc(value)
+        self._child(name, labels).inc(value)
 
     def observe(self, name: str, labels: Sequence[str], value: float) -> None:
-        metric = self._metrics[name]
-        assert isinstance(metric, Histogram)
-        metric.labels(*labels).observe(value)
+        self._child(name, labels).observe(value)
 
 
 class FanoutSink:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict, deque
-from typing import Final
+from collections import deque
+from typing import Final, Generic, TypeVar
 
 from ..events import TERMINAL_KINDS, Event, EventKind
 from .reader import JournalReader, StoreReader
@@ -21,8 +21,66 @@ log = logging.getLogger("mainspring.telemetry")
 
 DEFAULT_CAPACITY: Final = 100_000
 
+T = TypeVar("T")
 
-class EventPump:
+
+class Worker(Generic[T]):
+    """A bounded buffer drained by a daemon thread every ``interval`` seconds (or on ``wake``)."""
+
+    def __init__(self, *, capacity: int, interval: float, name: str) -> None:
+        self._buf: deque[T] = deque()
+        self._cap = capacity
+        self.dropped = 0  # items not buffered because the buffer was full
+        self._interval = interval
+        self._wake = threading.Event()
+        self._cv = threading.Condition()
+        self._requested = 0
+        self._done = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        """Take everything buffered and handle it (on the thread)."""
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            with self._cv:
+                requested, closing = self._requested, self._closed
+            try:
+                self._drain()
+            except Exception:  # telemetry must never die quietly nor take anything down
+                log.exception("telemetry failed to process its buffer")
+            with self._cv:
+                self._done = requested
+                self._cv.notify_all()
+            if closing:
+                return
+
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        """Wait until everything buffered before this call has been handled."""
+        if not self._thread.is_alive():
+            return not self._buf
+        with self._cv:
+            self._requested += 1
+            target = self._requested
+            self._wake.set()
+            return self._cv.wait_for(lambda: self._done >= target, timeout)
+
+    def close(self, timeout: float | None = 5.0) -> None:
+        """Handle what is buffered, then stop the thread."""
+        with self._cv:
+            if self._closed:
+                return
+            self._closed = True
+        self.flush(timeout)
+        self._thread.join(timeout)
+
+
+class EventPump(Worker[Event]):
     """Base of the tracer, metrics and logger listeners; subclasses implement ``consume``."""
 
     def __init__(
@@ -34,20 +92,11 @@ class EventPump:
         max_runs: int = 10_000,
         name: str = "mainspring-telemetry",
     ) -> None:
-        self._buf: deque[Event] = deque()
-        self._cap = capacity
-        self.dropped = 0  # events not buffered because the buffer was full
         self.reader = reader
-        self._interval = interval
         self._max_runs = max_runs
-        self._seqs: OrderedDict[str, int] = OrderedDict()  # last seq handled, per run
-        self._wake = threading.Event()
-        self._cv = threading.Condition()
-        self._requested = 0
-        self._done = 0
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+        self._seqs: dict[str, int] = {}  # last seq handled, per run (oldest dropped first)
+        self._warned = False
+        super().__init__(capacity=capacity, interval=interval, name=name)
 
     def __call__(self, event: Event) -> None:
         """The hot path: buffer and return."""
@@ -63,33 +112,14 @@ class EventPump:
     def after_batch(self) -> None:
         """Called after each drained batch (a place to hand work on)."""
 
-    # -- the thread --------------------------------------------------------------------
-
-    def _loop(self) -> None:
-        while True:
-            self._wake.wait(self._interval)
-            self._wake.clear()
-            with self._cv:
-                requested, closing = self._requested, self._closed
-            try:
-                self._drain()
-            except Exception:  # telemetry must never die quietly nor take anything down
-                log.exception("telemetry failed to process events")
-            with self._cv:
-                self._done = requested
-                self._cv.notify_all()
-            if closing:
-                return
-
     def _drain(self) -> None:
         buf = self._buf
-        handled = False
+        if not buf:
+            return
+        handle = self._handle
         while buf:
-            event = buf.popleft()
-            handled = True
-            self._handle(event)
-        if handled:
-            self.after_batch()
+            handle(buf.popleft())
+        self.after_batch()
 
     def _handle(self, event: Event) -> None:
         seqs = self._seqs
@@ -97,17 +127,24 @@ class EventPump:
         last = seqs.get(run_id)
         if last is not None and seq <= last:
             return  # already handled (a backfill read it first)
-        if seq > (last or 0) + 1 and self.reader is not None:
-            for old, replay in self._backfill(run_id, last, seq):
-                self.consume(old, replay)
+        if seq > (last or 0) + 1:
+            if self.reader is not None:
+                for old, replay in self._backfill(run_id, last, seq):
+                    self.consume(old, replay)
+            elif not self._warned:
+                self._warned = True
+                log.warning(
+                    "%s cannot read the journal, so runs lack what it was not handed live (every "
+                    "run's start, the past of resumed runs); pass store=<the runtime's store or URL>",
+                    type(self).__name__,
+                )
         self.consume(event, False)
         if event.kind in TERMINAL_KINDS:
             seqs.pop(run_id, None)
             return
         seqs[run_id] = seq
-        seqs.move_to_end(run_id)
         if len(seqs) > self._max_runs:
-            seqs.popitem(last=False)
+            del seqs[next(iter(seqs))]
 
     def _backfill(self, run_id: str, last: int | None, seq: int) -> list[tuple[Event, bool]]:
         assert self.reader is not None
@@ -129,25 +166,7 @@ class EventPump:
                 out[0] = (first, False)
         return out
 
-    # -- control -------------------------------------------------------------------
-
-    def flush(self, timeout: float | None = 5.0) -> bool:
-        """Wait until every event buffered before this call has been handled."""
-        if not self._thread.is_alive():
-            return not self._buf
-        with self._cv:
-            self._requested += 1
-            target = self._requested
-            self._wake.set()
-            return self._cv.wait_for(lambda: self._done >= target, timeout)
-
     def close(self, timeout: float | None = 5.0) -> None:
-        """Handle what is buffered, then stop the thread."""
-        with self._cv:
-            if self._closed:
-                return
-            self._closed = True
-        self.flush(timeout)
-        self._thread.join(timeout)
+        super().close(timeout)
         if isinstance(self.reader, StoreReader):
             self.reader.close()

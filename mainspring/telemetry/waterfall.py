@@ -170,13 +170,14 @@ def render(spans: Sequence[SpanRecord], *, width: int = 120) -> RenderableType:
     t0 = min(r.start_ns for r in rows)
     t1 = max(r.end_ns for r in rows)
     label_width = min(48, max(len(r.span.name) + 2 * r.depth + 4 for r in rows))
-    bar_width = max(20, width - label_width - 40)
+    note_width = max(12, min(40, width // 4))
+    bar_width = max(20, width - label_width - note_width - 9 - 1 - 8)  # 9: duration, 1: marker, 8: padding
     table = Table(box=None, show_header=True, header_style="bold", pad_edge=False, expand=False)
-    table.add_column("", width=1)
-    table.add_column("span", no_wrap=True, max_width=label_width)
-    table.add_column("duration", justify="right", no_wrap=True)
-    table.add_column(f"0 → {fmt_duration(t1 - t0)}", no_wrap=True, width=bar_width)
-    table.add_column("", no_wrap=True, overflow="ellipsis")
+    table.add_column("", width=1, no_wrap=True)
+    table.add_column("span", width=label_width, no_wrap=True, overflow="ellipsis")
+    table.add_column("duration", width=9, justify="right", no_wrap=True)
+    table.add_column(f"0 → {fmt_duration(t1 - t0)}", width=bar_width, no_wrap=True, overflow="crop")
+    table.add_column("", width=note_width, no_wrap=True, overflow="ellipsis")
     for row in rows:
         span = row.span
         label = Text("  " * row.depth)

@@ -1,0 +1,89 @@
+"""Durability modes, snapshots and the sync facade."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+import anyio
+import pytest
+
+from mainspring import END, START, EventKind, Graph, Runtime, RunStatus, SyncRuntime, append
+
+from . import engine_graphs as eg
+
+
+class Loop(TypedDict, total=False):
+    n: int
+    log: Annotated[list[int], append]
+
+
+def looping(limit: int) -> Any:
+    g = Graph(Loop, name=f"loop{limit}")
+    g.node("tick", lambda s: {"n": s.get("n", 0) + 1, "log": [s.get("n", 0)]})
+    g.edge(START, "tick")
+    g.branch("tick", lambda s: "tick" if s["n"] < limit else END, ["tick", END])
+    return g.compile()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("durability", ["sync", "batch", "off"])
+async def test_every_durability_mode_runs_and_persists(tmp_path: Path, durability: str) -> None:
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    app = looping(5)
+    async with Runtime.open(url, durability=durability) as rt:
+        handles = [await rt.start(app, {}) for _ in range(20)]
+        results = [await h.result() for h in handles]
+    assert all(r["log"] == [0, 1, 2, 3, 4] for r in results)
+    async with Runtime.open(url) as rt:
+        for h in handles:
+            record = await rt.get_run(h.run_id)
+            assert record.status is RunStatus.FINISHED
+            assert record.durability.value == durability
+            events = await rt.events(h.run_id)
+            assert events[-1].kind is EventKind.FINISHED and len(events) == record.last_seq
+
+
+@pytest.mark.anyio
+async def test_durability_can_be_chosen_per_run(tmp_path: Path) -> None:
+    async with Runtime.open(f"sqlite:///{tmp_path / 'p.db'}", durability="sync") as rt:
+        handle = await rt.start(looping(2), {}, durability="off")
+        await handle.result()
+        assert (await rt.get_run(handle.run_id)).durability.value == "off"
+
+
+@pytest.mark.anyio
+async def test_long_runs_are_snapshotted_and_load_the_same(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    app = looping(25)
+    async with Runtime.open(url, snapshot_every=10) as rt:
+        handle = await rt.start(app, {})
+        out = await handle.result()
+        snapshot = await rt.store.load_snapshot(handle.run_id)
+        assert snapshot is not None and snapshot.data["step"] == 20
+        view = await rt.state(handle.run_id)
+        assert view.values == out
+        early = await rt.state(handle.run_id, at=snapshot.seq - 3)
+        assert len(early.values["log"]) < len(out["log"]), "earlier points fold from the start"
+
+
+def test_sync_facade_wraps_the_same_runtime(tmp_path: Path) -> None:
+    with SyncRuntime.open(f"sqlite:///{tmp_path / 'sync.db'}") as rt:
+        assert rt.run(eg.support, {"text": "hello"})["replies"] == ["noted"]
+        handle = rt.start(eg.support, {"text": "big refund"})
+        kinds = [e.kind for e in handle.events()]
+        assert kinds[-1] is EventKind.INTERRUPTED, "the stream ends when the run parks"
+        rt.resume(handle.run_id, True)
+        assert handle.result()["replies"] == ["refund issued"]
+        assert {r.status for r in rt.list_runs()} == {RunStatus.FINISHED}
+        assert rt.replay(handle.run_id).ok
+        fork = rt.fork(handle.run_id, 3)
+        assert fork.result()["intent"] == "refund"
+        assert rt.state(handle.run_id).status is RunStatus.FINISHED
+
+
+def test_sync_facade_needs_open() -> None:
+    rt = SyncRuntime.open("memory://")
+    with pytest.raises(RuntimeError, match="not open"):
+        rt.run(eg.support, {"text": "x"})
+    anyio.run(anyio.sleep, 0)

@@ -1,0 +1,347 @@
+"""Export: real OTLP/HTTP and gRPC receivers, a dead collector, OTEL_* configuration, traceparent."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypedDict
+
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from mainspring import END, START, Context, Graph, Runtime
+from mainspring.events import Event, EventKind
+from mainspring.store import MemoryStore
+from mainspring.telemetry import ids
+from mainspring.telemetry.exporter import JournalTracer, SafeExporter, make_exporter, setup_tracing
+from mainspring.telemetry.propagation import trace_headers, traceparent, use_trace_context
+
+from . import telemetry_graphs as tg
+
+pytestmark = pytest.mark.anyio
+
+
+# -- a tiny OTLP collector -----------------------------------------------------------
+
+
+def _value(v: AnyValue) -> Any:
+    which = v.WhichOneof("value")
+    return None if which is None else getattr(v, which)
+
+
+def _attrs(kvs: Any) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in kvs}
+
+
+@dataclass
+class Received:
+    span: Span
+    resource: dict[str, Any]
+    scope: str
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return _attrs(self.span.attributes)
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+        self.paths: list[str] = []
+        self.lock = threading.Lock()
+
+    def receive(self, body: bytes, path: str = "") -> None:
+        request = trace_service_pb2.ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        with self.lock:
+            self.requests.append(request)
+            self.paths.append(path)
+
+    def spans(self) -> list[Received]:
+        out: list[Received] = []
+        with self.lock:
+            for request in self.requests:
+                for rs in request.resource_spans:
+                    for ss in rs.scope_spans:
+                        out.extend(Received(s, _attrs(rs.resource.attributes), ss.scope.name) for s in ss.spans)
+        return out
+
+
+@contextmanager
+def http_collector() -> Iterator[tuple[Collector, str]]:
+    collector = Collector()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            encoding = self.headers.get("Content-Encoding", "")
+            if encoding == "gzip":
+                body = gzip.decompress(body)
+            elif encoding == "deflate":
+                body = zlib.decompress(body)
+            collector.receive(body, self.path)
+            reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield collector, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def grpc_collector() -> Iterator[tuple[Collector, str]]:
+    import grpc  # type: ignore[import-untyped]
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+    collector = Collector()
+
+    class Servicer(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request: Any, context: Any) -> Any:
+            collector.receive(request.SerializeToString())
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Servicer(), server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield collector, f"http://127.0.0.1:{port}"
+    finally:
+        server.stop(0)
+
+
+async def _run_agent(tracer: JournalTracer, store: MemoryStore, run_id: str) -> list[Event]:
+    async with Runtime(store, listeners=[tracer]) as rt:
+        await rt.run(tg.agent, {"text": "hi"}, run_id=run_id, thread="conv-9")
+        return await rt.events(run_id)
+
+
+def _check_received(received: list[Received], events: list[Event], run_id: str) -> None:
+    by_id = {r.span.span_id: r for r in received}
+    names = sorted(r.span.name for r in received)
+    assert names == sorted(
+        ["invoke_workflow agent", "invoke_agent plan", "invoke_agent answer", "invoke_agent answer",
+         "execute_tool search", "chat small-1"] + ["invoke_agent work"] * 3
+    )
+    trace = ids.trace_id(run_id).to_bytes(16, "big")
+    assert {r.span.trace_id for r in received} == {trace}
+    root = next(r for r in received if r.span.name == "invoke_workflow agent")
+    assert root.span.parent_span_id == b""
+    assert root.span.span_id == ids.run_span_id(run_id).to_bytes(8, "big")
+    assert root.resource["service.name"] == "svc-test" and root.scope == "mainspring"
+    assert root.span.start_time_unix_nano == int(events[0].ts * 1e9)
+    assert root.span.end_time_unix_nano == int(events[-1].ts * 1e9)
+    for r in received:
+        assert r.span.end_time_unix_nano >= r.span.start_time_unix_nano
+        if r is root:
+            continue
+        parent = by_id[r.span.parent_span_id]  # every parent was received
+        assert parent.span.start_time_unix_nano <= r.span.start_time_unix_nano
+        assert r.attrs["mainspring.run_id"] == run_id and isinstance(r.attrs["mainspring.seq"], int)
+    chat = next(r for r in received if r.span.name == "chat small-1")
+    assert chat.span.kind == Span.SPAN_KIND_CLIENT
+    assert chat.attrs["gen_ai.operation.name"] == "chat"
+    assert chat.attrs["gen_ai.usage.input_tokens"] == 12 and chat.attrs["gen_ai.usage.output_tokens"] == 5
+    assert chat.attrs["gen_ai.conversation.id"] == "conv-9"
+    assert by_id[chat.span.parent_span_id].span.name == "invoke_agent answer"
+    tool = next(r for r in received if r.span.name == "execute_tool search")
+    assert tool.attrs["gen_ai.tool.name"] == "search" and tool.attrs["gen_ai.tool.call.id"] == f"{run_id}:2.0.0"
+    failed = [r for r in received if r.span.name == "invoke_agent answer" and r.span.status.code == 2]
+    assert len(failed) == 1 and "ConnectionError" in failed[0].span.status.message
+    assert failed[0].span.events[0].name == "exception"
+
+
+async def test_spans_reach_a_real_otlp_http_collector() -> None:
+    with http_collector() as (collector, url):
+        store = MemoryStore()
+        tracer = setup_tracing("otlp-http", endpoint=url, service_name="svc-test", store=store)
+        assert tracer is not None
+        events = await _run_agent(tracer, store, "otlp-http-1")
+        assert tracer.flush(10)
+        tracer.shutdown()
+        received = collector.spans()
+    assert set(collector.paths) == {"/v1/traces"}
+    _check_received(received, events, "otlp-http-1")
+
+
+async def test_spans_reach_a_real_otlp_grpc_collector() -> None:
+    with grpc_collector() as (collector, url):
+        store = MemoryStore()
+        tracer = setup_tracing("otlp-grpc", endpoint=url, service_name="svc-test", store=store)
+        assert tracer is not None
+        events = await _run_agent(tracer, store, "otlp-grpc-1")
+        assert tracer.flush(10)
+        tracer.shutdown()
+        received = collector.spans()
+    _check_received(received, events, "otlp-grpc-1")
+
+
+async def test_configured_by_otel_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    with http_collector() as (collector, url):
+        monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url)
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "svc-test")
+        store = MemoryStore()
+        tracer = setup_tracing(store=store)
+        assert tracer is not None
+        events = await _run_agent(tracer, store, "env-1")
+        tracer.shutdown()
+        _check_received(collector.spans(), events, "env-1")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    grpc = make_exporter()
+    assert isinstance(grpc, SafeExporter) and "grpc" in type(grpc.inner).__module__
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    assert isinstance(make_exporter(), ConsoleSpanExporter)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    assert setup_tracing() is None
+    with pytest.raises(ValueError, match="unknown span exporter"):
+        make_exporter("zipkin")
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def test_a_dead_collector_costs_nothing_but_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    store = MemoryStore()
+    tracer = setup_tracing("otlp-http", endpoint=f"http://127.0.0.1:{_closed_port()}", store=store, timeout=0.5)
+    assert tracer is not None
+    started = time.perf_counter()
+    async with Runtime(store, listeners=[tracer]) as rt:
+        for _ in range(50):
+            await rt.run(tg.linear, {})
+    assert time.perf_counter() - started < 2.0  # 500 steps; runs never wait for the exporter
+    tracer.flush(timeout=3.0)
+    started = time.perf_counter()
+    tracer.shutdown(timeout=1.0)
+    assert time.perf_counter() - started < 2.5
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    assert any("cannot export spans" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+async def test_the_listener_only_buffers_and_counts_what_it_drops() -> None:
+    exporter = InMemorySpanExporter()
+    tracer = JournalTracer(exporter, capacity=5, interval=60)
+    event = Event("x", 2, EventKind.STEP_STARTED, time.time(), {"step": 0, "task": 0, "node": "a"})
+    started = time.perf_counter()
+    for _ in range(20):
+        tracer(event)
+    assert tracer.dropped == 15
+    many = 100_000
+    for _ in range(many):
+        tracer(event)
+    per_call = (time.perf_counter() - started) / many
+    assert per_call < 2e-6, f"{per_call * 1e9:.0f} ns per listener call"
+    tracer.shutdown()
+
+
+class Hop(TypedDict, total=False):
+    seen: list[str]
+
+
+def _hop_graph() -> Any:
+    g = Graph(Hop, name="hop")
+
+    @g.node
+    async def call(s: Hop, ctx: Context) -> dict[str, Any]:
+        def remote() -> list[str]:
+            from opentelemetry import trace
+
+            with use_trace_context(ctx):
+                current = trace.get_current_span().get_span_context()
+            return [traceparent(ctx) or "", trace_headers(ctx)["traceparent"], f"{current.span_id:016x}"]
+
+        return {"seen": await ctx.step("tool:remote", remote)}
+
+    g.edge(START, "call")
+    g.edge("call", END)
+    return g.compile()
+
+
+async def test_effects_get_the_traceparent_of_their_span() -> None:
+    exporter = InMemorySpanExporter()
+    store = MemoryStore()
+    tracer = JournalTracer(exporter, store=store)
+    async with Runtime(store, listeners=[tracer]) as rt:
+        out = await rt.run(_hop_graph(), {}, run_id="hop-1")
+    tracer.shutdown()
+    header, again, current = out["seen"]
+    tool = next(s for s in exporter.get_finished_spans() if s.name == "execute_tool remote")
+    assert tool.context is not None
+    assert header == again == f"00-{tool.context.trace_id:032x}-{tool.context.span_id:016x}-01"
+    assert current == f"{tool.context.span_id:016x}"
+    assert traceparent.__name__ == "traceparent"
+
+
+async def test_console_exporter_and_capture() -> None:
+    buffer = io.StringIO()
+    store = MemoryStore()
+    tracer = setup_tracing(
+        ConsoleSpanExporter(out=buffer), capture_io=True, store=store,
+        redact=lambda key, value: "[redacted]" if key == "mainspring.input" else value,
+    )
+    assert tracer is not None
+    async with Runtime(store, listeners=[tracer]) as rt:
+        await rt.run(tg.linear, {"text": "secret"})
+    tracer.shutdown()
+    text = buffer.getvalue()
+    assert '"invoke_workflow linear"' in text and "[redacted]" in text and "secret" not in text
+    assert '"mainspring.update"' in text
+
+
+async def test_without_a_journal_reader_spans_still_nest_and_it_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    exporter = InMemorySpanExporter()
+    tracer = JournalTracer(exporter)  # no store=: run_started never reaches listeners
+    async with Runtime(MemoryStore(), listeners=[tracer]) as rt:
+        await rt.run(tg.linear, {}, run_id="blind")
+    tracer.shutdown()
+    spans = exporter.get_finished_spans()
+    run = next(s for s in spans if s.parent is None)
+    assert run.attributes is not None and run.attributes["mainspring.partial"] is True
+    assert run.context is not None and run.context.span_id == ids.run_span_id("blind")
+    assert all(s.parent is not None and s.parent.span_id == run.context.span_id for s in spans if s is not run)
+    assert any("pass store=" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_span_processor_of_ones_own_gets_each_span() -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    exporter = InMemorySpanExporter()
+    store = MemoryStore()
+    tracer = JournalTracer(processor=SimpleSpanProcessor(exporter), store=store)
+    async with Runtime(store, listeners=[tracer]) as rt:
+        await rt.run(tg.linear, {}, run_id="own")
+    assert tracer.flush()
+    assert len(exporter.get_finished_spans()) == 11
+    tracer.shutdown()
