@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypedDict
 
-import anyio
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END as LG_END
@@ -56,7 +55,8 @@ def _trivial(state: Any) -> dict[str, str]:
 
 
 async def _sleepy(state: Any) -> dict[str, str]:
-    await anyio.sleep(SLEEP_S)
+    # The node's own await is user code: both sides use the same asyncio.sleep.
+    await asyncio.sleep(SLEEP_S)
     return {"k": "v"}
 
 

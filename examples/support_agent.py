@@ -140,7 +140,7 @@ g.branch(
     {"page": "page_engineering", "done": END},
 )
 g.edge("page_engineering", END)
-app = g.compile(ref="support_agent:app")
+app = g.compile(ref="examples.support_agent:app")
 
 
 def _amount_in(text: str) -> int:

@@ -15,6 +15,7 @@ from .engine import (
     StateView,
     SyncRunHandle,
     SyncRuntime,
+    load_graph,
 )
 from .errors import (
     ConflictError,
@@ -83,6 +84,7 @@ __all__ = [
     "ThreadInfo",
     "__version__",
     "append",
+    "load_graph",
     "merge",
     "replace",
     "store_from_url",

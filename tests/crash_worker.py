@@ -24,8 +24,8 @@ too, beside the graph it describes.
 
 Progress markers on stdout, one per line: ``READY``, ``PROGRESS <stopped>/<runs> parked=<n>``,
 ``DONE <status>=<count> ...``; a run that failed is reported as ``FAILED <run_id> <error>``,
-and a run found stranded by a known engine bug as ``STRANDED <run_id>`` (see
-``STRANDED_RUNS_BUG`` in ``test_crash.py``).
+and a run found parked with nothing pending (which the engine must never leave behind)
+as ``STRANDED <run_id>``.
 """
 
 from __future__ import annotations
@@ -390,10 +390,8 @@ async def _drive(rt: Runtime, args: argparse.Namespace, tally: _Tally) -> None:
                     if (await rt.outcome(run_id)).interrupts:
                         handle = await rt.resume(run_id, answer_for(n))
                     else:
-                        # Known engine bug (see STRANDED_RUNS_BUG in test_crash.py): a kill after a
-                        # resume was committed, before the next step boundary, leaves the record
-                        # 'interrupted' with nothing pending, and recovery never finds the run.
-                        # Continue it the documented way for a run a crashed process left.
+                        # Must not happen (test_crash asserts no STRANDED line): a resumed run is
+                        # marked running as its resume commits. Continue it the documented way.
                         _say(f"STRANDED {run_id}")
                         handle = await rt.resume(run_id)
                     runs.start_soon(_watch, handle, tally, slots)

@@ -54,12 +54,10 @@ REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 60.0
 FINISH_TIMEOUT = 180.0
 
-# Engine bug, shown by test_resume_then_crash_leaves_run_recoverable (strict xfail): a run resumed
-# by a process that dies before the next step boundary stays 'interrupted' in its run record with
-# nothing pending in its journal, so recovery never finds it. The resume worker reports such runs
-# as STRANDED and continues them with rt.resume(run_id); when the engine is fixed, set this to
-# False (the xfail test will XPASS and say so) and the crash test asserts that none occur.
-STRANDED_RUNS_BUG = True
+# A run resumed by a process that dies before the next step boundary must stay recoverable
+# (test_resume_then_crash_leaves_run_recoverable). The resume worker would report a run left
+# 'interrupted' with nothing pending as STRANDED; the crash tests assert that none occur.
+STRANDED_RUNS_BUG = False
 
 
 # -- driving the worker ----------------------------------------------------------------------------
@@ -617,15 +615,6 @@ def _ask_graph() -> Any:
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine bug: Runtime.resume on a parked run records 'resumed' but does not set the run "
-        "record's status to 'running' (only the next step-boundary commit does); a crash in between "
-        "leaves the record 'interrupted' with nothing pending, so recovery never resumes the run and "
-        "resume(run_id, value) refuses it. When fixed, also set STRANDED_RUNS_BUG = False."
-    ),
-)
 async def test_resume_then_crash_leaves_run_recoverable(tmp_path: Path) -> None:
     global _HANG_AFTER_EFFECT
     _HANG_AFTER_EFFECT = True

@@ -229,6 +229,7 @@ async def test_cancel_a_running_and_a_parked_run(rt: Runtime) -> None:
 
 async def test_changed_effect_names_are_a_nondeterminism_error(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'drift.db'}"
+
     def build(effect_name: str) -> Any:
         g = Graph(S, name="drift")
 

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.abc
@@ -117,8 +118,6 @@ async def store(schema: str) -> AsyncIterator[PostgresStore]:
 
 
 def _with(url: str, **changes: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
     return urlunsplit(urlsplit(url)._replace(**changes))
 
 
@@ -420,8 +419,6 @@ class _Proxy:
 
 @pytest.fixture
 async def proxy() -> AsyncIterator[_Proxy]:
-    from urllib.parse import urlsplit
-
     parts = urlsplit(PG_URL)
     p = _Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
     async with anyio.create_task_group() as tg:
@@ -513,7 +510,7 @@ async def test_lost_reply_then_another_writer_is_still_a_conflict(store: Postgre
 
     async def other_writer() -> None:
         sql = store._sql.append
-        await real.fetchrow(sql, "r", 1, ["step_finished"], [1.0], ['{"by":"other"}'], None, None)
+        await real.fetchrow(sql, "r", 1, None, None, ["step_finished"], [1.0], ['{"by":"other"}'])
 
     lossy = _LoseReply(real, "WITH bump AS", before=True, meanwhile=other_writer)
     store._pool = lossy  # type: ignore[assignment]
@@ -561,7 +558,8 @@ async def test_group_commit_isolates_a_conflicting_run(schema: str) -> None:
         async def append(rid: str) -> None:
             expected = 5 if rid == "r7" else 1  # r7 is stale
             try:
-                await store.append(rid, expected, [_step(rid, 2)], durability=Durability.BATCH)
+                event = _step(rid, expected + 1)
+                await store.append(rid, expected, [event], durability=Durability.BATCH)
                 outcome[rid] = None
             except ConflictError as exc:
                 outcome[rid] = exc
@@ -591,6 +589,14 @@ async def test_off_appends_are_read_back_and_fail_later(store: PostgresStore) ->
     with pytest.raises(ConflictError):  # surfaces on the run's next append
         await store.append("r", 6, [_step("r", 7)])
     await store.append("r", 6, [_step("r", 7)])
+
+
+async def test_misnumbered_events_are_refused(store: PostgresStore) -> None:
+    await _create(store, "r")
+    for bad in ([_step("r", 3)], [_step("other", 2)], [_step("r", 2), _step("r", 2)]):
+        with pytest.raises(StoreError, match="must be numbered 2, 3"):
+            await store.append("r", 1, bad)
+    await _assert_gap_free(store, "r", 1)
 
 
 async def test_sync_append_waits_for_queued_writes_of_its_run(store: PostgresStore) -> None:

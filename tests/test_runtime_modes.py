@@ -8,7 +8,7 @@ from typing import Annotated, Any, TypedDict
 import anyio
 import pytest
 
-from mainspring import END, START, EventKind, Graph, Runtime, RunStatus, SyncRuntime, append
+from mainspring import END, START, EventKind, Graph, RunStatus, Runtime, SyncRuntime, append
 
 from . import engine_graphs as eg
 
@@ -77,8 +77,10 @@ def test_sync_facade_wraps_the_same_runtime(tmp_path: Path) -> None:
         assert handle.result()["replies"] == ["refund issued"]
         assert {r.status for r in rt.list_runs()} == {RunStatus.FINISHED}
         assert rt.replay(handle.run_id).ok
-        fork = rt.fork(handle.run_id, 3)
-        assert fork.result()["intent"] == "refund"
+        fork = rt.fork(handle.run_id, 3)  # before the router's effect finished: all of it again
+        assert fork.wait().status is RunStatus.INTERRUPTED
+        rt.resume(fork.run_id, False)
+        assert fork.result()["replies"] == ["refund denied"]
         assert rt.state(handle.run_id).status is RunStatus.FINISHED
 
 

@@ -298,8 +298,8 @@ async def test_concurrent_appends_share_commits(tmp_path: Path, mode: Durability
 async def test_a_cancelled_append_is_still_committed(sqlite_store: SQLiteStore) -> None:
     """Once queued, a write is not withdrawn: the caller's next append sees it landed."""
     run_id = await new_run(sqlite_store)
-    with anyio.move_on_after(0) as scope:
-        await sqlite_store.append(run_id, 0, evs(run_id, 0, 2))
+    with anyio.move_on_after(0) as scope:  # batch: queued to the writer (sync may commit inline)
+        await sqlite_store.append(run_id, 0, evs(run_id, 0, 2), durability=Durability.BATCH)
     assert scope.cancelled_caught
     await sqlite_store.flush()
     with pytest.raises(ConflictError):

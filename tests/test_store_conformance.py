@@ -436,6 +436,23 @@ async def test_claim_renew_release_and_fencing(store: Store) -> None:
     assert third is not None and third > second
 
 
+@pytest.mark.parametrize("status", [RunStatus.INTERRUPTED, RunStatus.FINISHED, RunStatus.FAILED])
+async def test_parking_or_ending_a_run_frees_its_lease(store: Store, status: RunStatus) -> None:
+    run_id = await make_run(store, 1)
+    a = owner("a")
+    token = await store.claim(run_id, a, 3600)
+    assert token is not None
+    await store.append(run_id, 1, events(run_id, 1, 1), status=RunStatus.RUNNING)
+    got = await store.get_run(run_id)
+    assert got is not None and got.owner == a, "a running append keeps the lease"
+    await store.append(run_id, 2, events(run_id, 2, 1), status=status)
+    got = await store.get_run(run_id)
+    assert got is not None and (got.owner, got.lease_until) == (None, None)
+    assert got.status is status
+    await store.renew(a, 3600)
+    assert await store.claim(run_id, owner("b"), 30) is not None, "anyone may take it over now"
+
+
 async def test_expired_lease_is_taken_over_and_renew_extends_all_leases(store: Store) -> None:
     short, renewed_1, renewed_2 = [await make_run(store) for _ in range(3)]
     a, b = owner("a"), owner("b")

@@ -44,12 +44,22 @@ def test_waterfall_shows_nesting_parallel_branches_critical_path_retries_and_tok
     console.print(render(spans, width=160))
     text = console.export_text(clear=False)
     lines = text.splitlines()
-    row = {name: [ln for ln in lines if name in ln] for name in (
-        "invoke_workflow agent", "invoke_agent work", "invoke_agent answer", "chat small-1", "execute_tool search",
-    )}
+    row = {
+        name: [ln for ln in lines if name in ln]
+        for name in (
+            "invoke_workflow agent",
+            "invoke_agent work",
+            "invoke_agent answer",
+            "chat small-1",
+            "execute_tool search",
+        )
+    }
     assert row["invoke_workflow agent"][0].startswith("●")
     assert len(row["invoke_agent work"]) == 3 and all("‖" in ln for ln in row["invoke_agent work"])
-    assert "retry in" in row["invoke_agent answer"][0] and "ConnectionError" in row["invoke_agent answer"][0]
+    assert (
+        "retry in" in row["invoke_agent answer"][0]
+        and "ConnectionError" in row["invoke_agent answer"][0]
+    )
     assert "attempt 2" in row["invoke_agent answer"][1]
     assert "12→5 tok" in row["chat small-1"][0]
     # effects sit under their attempt, one level deeper
@@ -57,7 +67,9 @@ def test_waterfall_shows_nesting_parallel_branches_critical_path_retries_and_tok
     html = console.export_html()
     assert "color: #800000" in html  # errors in red (the standard red of the export theme)
     # the slowest of the three parallel branches is on the critical path, the others are not
-    works = sorted((r for r in layout(spans) if r.span.name == "invoke_agent work"), key=lambda r: r.end_ns)
+    works = sorted(
+        (r for r in layout(spans) if r.span.name == "invoke_agent work"), key=lambda r: r.end_ns
+    )
     assert [r.critical for r in works] == [False, False, True]
 
 
@@ -97,14 +109,33 @@ def test_percentiles() -> None:
         events += [
             Event(run, 1, EventKind.RUN_STARTED, 0.0, {"graph": "g"}),
             Event(run, 2, EventKind.STEP_STARTED, 10.0, {"step": 0, "task": 0, "node": "a"}),
-            Event(run, 3, EventKind.EFFECT_STARTED, 10.0, {"step": 0, "task": 0, "effect": 0, "name": "tool:t", "key": "k"}),
-            Event(run, 4, EventKind.EFFECT_FINISHED, 10.0 + i / 2000, {"step": 0, "task": 0, "effect": 0, "name": "tool:t", "result": 1}),
-            Event(run, 5, EventKind.STEP_FAILED if i == 7 else EventKind.STEP_FINISHED, 10.0 + i / 1000,
-                  {"step": 0, "task": 0, "node": "a", "error": {"type": "E", "message": "m"}}),
+            Event(
+                run,
+                3,
+                EventKind.EFFECT_STARTED,
+                10.0,
+                {"step": 0, "task": 0, "effect": 0, "name": "tool:t", "key": "k"},
+            ),
+            Event(
+                run,
+                4,
+                EventKind.EFFECT_FINISHED,
+                10.0 + i / 2000,
+                {"step": 0, "task": 0, "effect": 0, "name": "tool:t", "result": 1},
+            ),
+            Event(
+                run,
+                5,
+                EventKind.STEP_FAILED if i == 7 else EventKind.STEP_FINISHED,
+                10.0 + i / 1000,
+                {"step": 0, "task": 0, "node": "a", "error": {"type": "E", "message": "m"}},
+            ),
         ]
     node, effect = latency_stats(derive_spans(events))
     assert (node.kind, node.name, node.count, node.errors) == ("node", "a", 100, 1)
-    assert node.p50 == pytest.approx(0.0505, abs=1e-6) and node.p99 == pytest.approx(0.09901, abs=1e-6)
+    assert node.p50 == pytest.approx(0.0505, abs=1e-6) and node.p99 == pytest.approx(
+        0.09901, abs=1e-6
+    )
     assert (effect.kind, effect.name, effect.count) == ("effect", "tool:t", 100)
     assert effect.p95 == pytest.approx(0.047525, abs=1e-6)
 
@@ -128,7 +159,9 @@ def test_trace_command(store_url: str) -> None:
     runner = CliRunner()
     result = runner.invoke(_app(), ["trace", "a0", "--store", store_url], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
-    assert "invoke_workflow agent" in result.output and "●" in result.output and "‖" in result.output
+    assert (
+        "invoke_workflow agent" in result.output and "●" in result.output and "‖" in result.output
+    )
     result = runner.invoke(_app(), ["trace", "p", "--store", store_url, "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
@@ -145,10 +178,16 @@ def test_stats_command(store_url: str) -> None:
     assert result.exit_code == 0, result.output
     for text in ("over 3 recent runs", "work", "answer", "tool:search", "model:small-1", "p95"):
         assert text in result.output
-    result = runner.invoke(_app(), ["stats", "agent", "--store", store_url, "--json", "--limit", "2"])
+    result = runner.invoke(
+        _app(), ["stats", "agent", "--store", store_url, "--json", "--limit", "2"]
+    )
     rows = [json.loads(line) for line in result.output.splitlines()]
     work = next(r for r in rows if r["name"] == "work")
-    assert work["runs"] == 2 and work["count"] == 6 and work["p50"] <= work["p95"] <= work["p99"] <= work["max"]
+    assert (
+        work["runs"] == 2
+        and work["count"] == 6
+        and work["p50"] <= work["p95"] <= work["p99"] <= work["max"]
+    )
     answer = next(r for r in rows if r["name"] == "answer")
     assert answer["errors"] == 2  # one failed attempt per run
     unknown = runner.invoke(_app(), ["stats", "nothing", "--store", store_url])
@@ -161,7 +200,9 @@ def test_metrics_command_once(store_url: str) -> None:
     assert 'mainspring_runs_finished_total{graph="agent"} 3.0' in result.output
     assert 'mainspring_interrupts_waiting{graph="approval"} 1.0' in result.output
     assert 'mainspring_interrupts_waiting{graph="parent"} 1.0' not in result.output  # counted once
-    assert 'mainspring_tokens_total{direction="input",model="small-1",tenant=""} 36.0' in result.output
+    assert (
+        'mainspring_tokens_total{direction="input",model="small-1",tenant=""} 36.0' in result.output
+    )
 
 
 def test_metrics_command_serves_over_http(store_url: str) -> None:
@@ -174,14 +215,26 @@ def test_metrics_command_serves_over_http(store_url: str) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-c", "from mainspring.cli import main; main()", "metrics",
-               "--port", str(port), "--store", store_url, "--interval", "0.2"]
+    command = [
+        sys.executable,
+        "-c",
+        "from mainspring.cli import main; main()",
+        "metrics",
+        "--port",
+        str(port),
+        "--store",
+        store_url,
+        "--interval",
+        "0.2",
+    ]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         body, deadline = "", time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/metrics", timeout=2
+                ) as response:
                     body = response.read().decode()
                 break
             except OSError:

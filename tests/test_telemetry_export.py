@@ -77,7 +77,10 @@ class Collector:
             for request in self.requests:
                 for rs in request.resource_spans:
                     for ss in rs.scope_spans:
-                        out.extend(Received(s, _attrs(rs.resource.attributes), ss.scope.name) for s in ss.spans)
+                        out.extend(
+                            Received(s, _attrs(rs.resource.attributes), ss.scope.name)
+                            for s in ss.spans
+                        )
         return out
 
 
@@ -146,8 +149,15 @@ def _check_received(received: list[Received], events: list[Event], run_id: str) 
     by_id = {r.span.span_id: r for r in received}
     names = sorted(r.span.name for r in received)
     assert names == sorted(
-        ["invoke_workflow agent", "invoke_agent plan", "invoke_agent answer", "invoke_agent answer",
-         "execute_tool search", "chat small-1"] + ["invoke_agent work"] * 3
+        [
+            "invoke_workflow agent",
+            "invoke_agent plan",
+            "invoke_agent answer",
+            "invoke_agent answer",
+            "execute_tool search",
+            "chat small-1",
+        ]
+        + ["invoke_agent work"] * 3
     )
     trace = ids.trace_id(run_id).to_bytes(16, "big")
     assert {r.span.trace_id for r in received} == {trace}
@@ -167,12 +177,20 @@ def _check_received(received: list[Received], events: list[Event], run_id: str) 
     chat = next(r for r in received if r.span.name == "chat small-1")
     assert chat.span.kind == Span.SPAN_KIND_CLIENT
     assert chat.attrs["gen_ai.operation.name"] == "chat"
-    assert chat.attrs["gen_ai.usage.input_tokens"] == 12 and chat.attrs["gen_ai.usage.output_tokens"] == 5
+    assert (
+        chat.attrs["gen_ai.usage.input_tokens"] == 12
+        and chat.attrs["gen_ai.usage.output_tokens"] == 5
+    )
     assert chat.attrs["gen_ai.conversation.id"] == "conv-9"
     assert by_id[chat.span.parent_span_id].span.name == "invoke_agent answer"
     tool = next(r for r in received if r.span.name == "execute_tool search")
-    assert tool.attrs["gen_ai.tool.name"] == "search" and tool.attrs["gen_ai.tool.call.id"] == f"{run_id}:2.0.0"
-    failed = [r for r in received if r.span.name == "invoke_agent answer" and r.span.status.code == 2]
+    assert (
+        tool.attrs["gen_ai.tool.name"] == "search"
+        and tool.attrs["gen_ai.tool.call.id"] == f"{run_id}:2.0.0"
+    )
+    failed = [
+        r for r in received if r.span.name == "invoke_agent answer" and r.span.status.code == 2
+    ]
     assert len(failed) == 1 and "ConnectionError" in failed[0].span.status.message
     assert failed[0].span.events[0].name == "exception"
 
@@ -231,10 +249,14 @@ def _closed_port() -> int:
     return port
 
 
-async def test_a_dead_collector_costs_nothing_but_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_dead_collector_costs_nothing_but_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG)
     store = MemoryStore()
-    tracer = setup_tracing("otlp-http", endpoint=f"http://127.0.0.1:{_closed_port()}", store=store, timeout=0.5)
+    tracer = setup_tracing(
+        "otlp-http", endpoint=f"http://127.0.0.1:{_closed_port()}", store=store, timeout=0.5
+    )
     assert tracer is not None
     started = time.perf_counter()
     async with Runtime(store, listeners=[tracer]) as rt:
@@ -245,8 +267,13 @@ async def test_a_dead_collector_costs_nothing_but_a_warning(caplog: pytest.LogCa
     started = time.perf_counter()
     tracer.shutdown(timeout=1.0)
     assert time.perf_counter() - started < 2.5
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
-    assert any("cannot export spans" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [
+        r.getMessage() for r in caplog.records
+    ]
+    assert any(
+        "cannot export spans" in r.getMessage() and r.levelno == logging.WARNING
+        for r in caplog.records
+    )
 
 
 async def test_the_listener_only_buffers_and_counts_what_it_drops() -> None:
@@ -279,7 +306,11 @@ def _hop_graph() -> Any:
 
             with use_trace_context(ctx):
                 current = trace.get_current_span().get_span_context()
-            return [traceparent(ctx) or "", trace_headers(ctx)["traceparent"], f"{current.span_id:016x}"]
+            return [
+                traceparent(ctx) or "",
+                trace_headers(ctx)["traceparent"],
+                f"{current.span_id:016x}",
+            ]
 
         return {"seen": await ctx.step("tool:remote", remote)}
 
@@ -307,7 +338,9 @@ async def test_console_exporter_and_capture() -> None:
     buffer = io.StringIO()
     store = MemoryStore()
     tracer = setup_tracing(
-        ConsoleSpanExporter(out=buffer), capture_io=True, store=store,
+        ConsoleSpanExporter(out=buffer),
+        capture_io=True,
+        store=store,
         redact=lambda key, value: "[redacted]" if key == "mainspring.input" else value,
     )
     assert tracer is not None
@@ -319,19 +352,21 @@ async def test_console_exporter_and_capture() -> None:
     assert '"mainspring.update"' in text
 
 
-async def test_without_a_journal_reader_spans_still_nest_and_it_says_why(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING)
+async def test_a_new_run_is_traced_whole_without_a_journal_reader() -> None:
     exporter = InMemorySpanExporter()
-    tracer = JournalTracer(exporter)  # no store=: run_started never reaches listeners
+    tracer = JournalTracer(exporter)  # no store=: a new run's events all reach the listener
     async with Runtime(MemoryStore(), listeners=[tracer]) as rt:
-        await rt.run(tg.linear, {}, run_id="blind")
+        await rt.run(tg.linear, {}, run_id="fresh")
     tracer.shutdown()
     spans = exporter.get_finished_spans()
     run = next(s for s in spans if s.parent is None)
-    assert run.attributes is not None and run.attributes["mainspring.partial"] is True
-    assert run.context is not None and run.context.span_id == ids.run_span_id("blind")
-    assert all(s.parent is not None and s.parent.span_id == run.context.span_id for s in spans if s is not run)
-    assert any("pass store=" in r.getMessage() for r in caplog.records)
+    assert run.attributes is not None and "mainspring.partial" not in run.attributes
+    assert run.context is not None and run.context.span_id == ids.run_span_id("fresh")
+    assert all(
+        s.parent is not None and s.parent.span_id == run.context.span_id
+        for s in spans
+        if s is not run
+    )
 
 
 async def test_a_span_processor_of_ones_own_gets_each_span() -> None:

@@ -24,7 +24,9 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def stream() -> Iterator[io.StringIO]:
     buffer = io.StringIO()
-    handler = configure_logging(json=True, level=logging.DEBUG, stream=buffer, logger="mainspring.test")
+    handler = configure_logging(
+        json=True, level=logging.DEBUG, stream=buffer, logger="mainspring.test"
+    )
     try:
         yield buffer
     finally:
@@ -43,10 +45,14 @@ async def test_one_json_line_per_event_with_trace_ids(stream: io.StringIO) -> No
         events = await rt.events("log-1")
     logger.close()
     records = lines(stream)
-    assert [r["seq"] for r in records] == [e.seq for e in events]  # run_started too, read from the journal
+    assert [r["seq"] for r in records] == [
+        e.seq for e in events
+    ]  # run_started too, read from the journal
     for record in records:
         assert set(FIELDS) <= record.keys()
-        assert record["run_id"] == "log-1" and record["trace_id"] == ids.hex_trace(ids.trace_id("log-1"))
+        assert record["run_id"] == "log-1" and record["trace_id"] == ids.hex_trace(
+            ids.trace_id("log-1")
+        )
         assert record["logger"] == "mainspring.test.events"
     spans = {s.span_id: s for s in derive_spans(events)}
     by_kind: dict[str, dict[str, Any]] = {}
@@ -55,7 +61,10 @@ async def test_one_json_line_per_event_with_trace_ids(stream: io.StringIO) -> No
     tool = by_kind["effect_started"]
     assert spans[int(tool["span_id"], 16)].name == "execute_tool search"
     assert tool["node"] == "answer" and tool["level"] == "debug"
-    assert by_kind["step_failed"]["level"] == "warning" and "retrying" in by_kind["step_failed"]["message"]
+    assert (
+        by_kind["step_failed"]["level"] == "warning"
+        and "retrying" in by_kind["step_failed"]["message"]
+    )
     assert by_kind["run_started"]["level"] == "info"
     assert int(by_kind["finished"]["span_id"], 16) == ids.run_span_id("log-1")
     assert by_kind["finished"]["ts"].startswith("20")
@@ -67,7 +76,9 @@ def test_library_and_user_records_carry_bound_context(stream: io.StringIO) -> No
         log.info("drafting %s", "x", extra={"chars": 12})
     log.warning("no context")
     first, second = lines(stream)
-    assert first["message"] == "drafting x" and first["run_id"] == "r-9" and first["node"] == "draft"
+    assert (
+        first["message"] == "drafting x" and first["run_id"] == "r-9" and first["node"] == "draft"
+    )
     assert first["chars"] == 12 and first["span_id"] is None and first["event"] is None
     assert second["run_id"] is None and second["level"] == "warning"
 
@@ -93,5 +104,9 @@ def test_telemetry_modules_never_print() -> None:
 
     for path in pathlib.Path(package.__file__).parent.glob("*.py"):
         tree = ast.parse(path.read_text())
-        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "print"]
+        calls = [
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "print"
+        ]
         assert not calls, f"{path.name} prints"

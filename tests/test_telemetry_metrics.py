@@ -75,21 +75,41 @@ async def test_metrics_after_a_few_runs() -> None:
 
     step = "mainspring_step_duration_seconds_count"
     assert value(registry, step, graph="agent", node="work") == 3
-    assert value(registry, step, graph="agent", node="answer") == 2  # the failed attempt and the retry
+    assert (
+        value(registry, step, graph="agent", node="answer") == 2
+    )  # the failed attempt and the retry
     assert value(registry, "mainspring_retries_total", graph="agent", node="answer") == 1
-    assert value(registry, "mainspring_step_duration_seconds_sum", graph="agent", node="work") > 0.003
+    assert (
+        value(registry, "mainspring_step_duration_seconds_sum", graph="agent", node="work") > 0.003
+    )
 
     effect = "mainspring_effect_duration_seconds_count"
-    assert value(registry, effect, kind="tool", name="search") == 1  # replayed on retry, not run again
+    assert (
+        value(registry, effect, kind="tool", name="search") == 1
+    )  # replayed on retry, not run again
     assert value(registry, effect, kind="model", name="small-1") == 1
     assert value(registry, "mainspring_effect_errors_total", kind="effect", name="explode") == 1
 
-    assert value(registry, "mainspring_tokens_total", model="small-1", tenant="acme", direction="input") == 12
-    assert value(registry, "mainspring_tokens_total", model="small-1", tenant="acme", direction="output") == 5
-    assert value(registry, "mainspring_cost_usd_total", model="small-1", tenant="acme") == pytest.approx(0.002)
+    assert (
+        value(
+            registry, "mainspring_tokens_total", model="small-1", tenant="acme", direction="input"
+        )
+        == 12
+    )
+    assert (
+        value(
+            registry, "mainspring_tokens_total", model="small-1", tenant="acme", direction="output"
+        )
+        == 5
+    )
+    assert value(
+        registry, "mainspring_cost_usd_total", model="small-1", tenant="acme"
+    ) == pytest.approx(0.002)
 
     assert value(registry, "mainspring_journal_append_events_count", durability="sync") > 10
-    assert value(registry, "mainspring_journal_append_duration_seconds_count", durability="sync") > 10
+    assert (
+        value(registry, "mainspring_journal_append_duration_seconds_count", durability="sync") > 10
+    )
     assert value(registry, "mainspring_telemetry_dropped_events_total") == 0
     text = metrics.exposition().decode()
     assert "run_id" not in text and "ap-1" not in text  # no run ids as labels
@@ -133,8 +153,7 @@ async def test_opentelemetry_metrics_when_asked() -> None:
     data = reader.get_metrics_data()
     assert data is not None
     found = {
-        m.name: m
-        for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
     }
     started: Any = found["mainspring.runs.started"].data.data_points[0]
     assert started.value == 2 and dict(started.attributes or {}) == {"graph": "linear"}
@@ -171,7 +190,9 @@ async def test_poller_reads_metrics_from_a_stores_journals(tmp_path: Path) -> No
         assert await poller.poll() > 0
         assert await poller.poll() == 0  # nothing new: nothing counted twice
         await rt.run(tg.linear, {})
-        assert await poller.poll() == 22  # run_started, 10 x (step_started, step_finished), finished
+        assert (
+            await poller.poll() == 22
+        )  # run_started, 10 x (step_started, step_finished), finished
     registry = sink.registry
     assert value(registry, "mainspring_runs_finished_total", graph="linear") == 4
     assert value(registry, "mainspring_step_duration_seconds_count", graph="linear", node="n3") == 4

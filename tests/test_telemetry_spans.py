@@ -27,7 +27,9 @@ pytestmark = pytest.mark.anyio
 async def test_fan_out_retries_and_effects() -> None:
     store = MemoryStore()
     async with Runtime(store) as rt:
-        await rt.run(tg.agent, {"text": "hi"}, run_id="fan", thread="t-1", metadata={"tenant": "acme"})
+        await rt.run(
+            tg.agent, {"text": "hi"}, run_id="fan", thread="t-1", metadata={"tenant": "acme"}
+        )
         events = await rt.events("fan")
     spans = derive_spans(events)
     tg.check_tree(spans)
@@ -46,10 +48,17 @@ async def test_fan_out_retries_and_effects() -> None:
 
     answers = sorted(named["invoke_agent answer"], key=lambda s: s.start_ns)
     assert [a.attributes["mainspring.attempt"] for a in answers] == [1, 2]
-    assert answers[0].status == "error" and answers[0].attributes["mainspring.outcome"] == "retrying"
+    assert (
+        answers[0].status == "error" and answers[0].attributes["mainspring.outcome"] == "retrying"
+    )
     [exception] = list(answers[0].events)
-    assert exception.name == "exception" and exception.attributes["exception.type"] == "ConnectionError"
-    assert answers[1].status == "unset" and answers[1].attributes["mainspring.outcome"] == "finished"
+    assert (
+        exception.name == "exception"
+        and exception.attributes["exception.type"] == "ConnectionError"
+    )
+    assert (
+        answers[1].status == "unset" and answers[1].attributes["mainspring.outcome"] == "finished"
+    )
 
     tools = named["execute_tool search"]
     chats = named["chat small-1"]
@@ -109,10 +118,18 @@ def _exported(tracer: JournalTracer) -> list[SpanRecord]:
     out = []
     for s in tracer.exporter.get_finished_spans():  # type: ignore[attr-defined]
         assert s.context is not None
-        out.append(SpanRecord(
-            s.name, "run", "", s.context.trace_id, s.context.span_id,
-            s.parent.span_id if s.parent is not None else None, s.start_time or 0, s.end_time,
-        ))
+        out.append(
+            SpanRecord(
+                s.name,
+                "run",
+                "",
+                s.context.trace_id,
+                s.context.span_id,
+                s.parent.span_id if s.parent is not None else None,
+                s.start_time or 0,
+                s.end_time,
+            )
+        )
     return out
 
 
@@ -160,11 +177,41 @@ def test_a_crashed_attempt_is_abandoned_and_its_effect_rerun_keeps_the_key() -> 
     events = [
         _ev(1, EventKind.RUN_STARTED, 1.0, graph="g", durability="sync"),
         _ev(2, EventKind.STEP_STARTED, 1.1, step=0, task=0, node="a"),
-        _ev(3, EventKind.EFFECT_STARTED, 1.2, step=0, task=0, node="a", effect=0, name="tool:x", key="c:0.0.0"),
+        _ev(
+            3,
+            EventKind.EFFECT_STARTED,
+            1.2,
+            step=0,
+            task=0,
+            node="a",
+            effect=0,
+            name="tool:x",
+            key="c:0.0.0",
+        ),
         # the process died here; another one takes the run over
         _ev(4, EventKind.STEP_STARTED, 5.0, step=0, task=0, node="a", attempt=1, rerun=True),
-        _ev(5, EventKind.EFFECT_STARTED, 5.1, step=0, task=0, node="a", effect=0, name="tool:x", key="c:0.0.0"),
-        _ev(6, EventKind.EFFECT_FINISHED, 5.2, step=0, task=0, node="a", effect=0, name="tool:x", result=1),
+        _ev(
+            5,
+            EventKind.EFFECT_STARTED,
+            5.1,
+            step=0,
+            task=0,
+            node="a",
+            effect=0,
+            name="tool:x",
+            key="c:0.0.0",
+        ),
+        _ev(
+            6,
+            EventKind.EFFECT_FINISHED,
+            5.2,
+            step=0,
+            task=0,
+            node="a",
+            effect=0,
+            name="tool:x",
+            result=1,
+        ),
         _ev(7, EventKind.STEP_FINISHED, 5.3, step=0, task=0, node="a", update={}),
         _ev(8, EventKind.FINISHED, 5.4),
     ]
@@ -180,7 +227,9 @@ def test_a_crashed_attempt_is_abandoned_and_its_effect_rerun_keeps_the_key() -> 
 
 
 def test_capture_redacts_and_caps() -> None:
-    capture = Capture(True, lambda key, value: "***" if key == "mainspring.input" else value, max_bytes=40)
+    capture = Capture(
+        True, lambda key, value: "***" if key == "mainspring.input" else value, max_bytes=40
+    )
     events = [
         _ev(1, EventKind.RUN_STARTED, 1.0, graph="g", input={"password": "x"}),
         _ev(2, EventKind.STEP_STARTED, 1.1, step=0, task=0, node="a"),
@@ -190,7 +239,9 @@ def test_capture_redacts_and_caps() -> None:
     assert spans["invoke_workflow g"][0].attributes["mainspring.input"] == "***"
     update = str(spans["invoke_agent a"][0].attributes["mainspring.update"])
     assert len(update.encode()) <= 40 and update.endswith("bytes]")
-    assert "mainspring.update" not in tg.by_name(derive_spans(events))["invoke_agent a"][0].attributes
+    assert (
+        "mainspring.update" not in tg.by_name(derive_spans(events))["invoke_agent a"][0].attributes
+    )
     assert cap("é" * 30, 20) == "ééé...[60 bytes]"  # never cuts a character in two
 
 
@@ -216,19 +267,51 @@ def journals(draw: st.DrawFn) -> list[Event]:
             while True:
                 for index in range(draw(st.integers(0, 2))):
                     key = f"r:{step}.{task}.{index}" + (f"#a{attempt}" if attempt > 1 else "")
-                    add(EventKind.EFFECT_STARTED, **base, effect=index, name="tool:t", key=key, attempt=attempt)
+                    add(
+                        EventKind.EFFECT_STARTED,
+                        **base,
+                        effect=index,
+                        name="tool:t",
+                        key=key,
+                        attempt=attempt,
+                    )
                     if draw(st.booleans()):
-                        add(EventKind.EFFECT_FINISHED, **base, effect=index, name="tool:t", result=index)
+                        add(
+                            EventKind.EFFECT_FINISHED,
+                            **base,
+                            effect=index,
+                            name="tool:t",
+                            result=index,
+                        )
                     else:  # left open: the process crashed in the effect
                         add(EventKind.STEP_STARTED, **base, attempt=attempt, rerun=True)
-                        add(EventKind.EFFECT_STARTED, **base, effect=index, name="tool:t", key=key, attempt=attempt)
-                        add(EventKind.EFFECT_FINISHED, **base, effect=index, name="tool:t", result=index)
+                        add(
+                            EventKind.EFFECT_STARTED,
+                            **base,
+                            effect=index,
+                            name="tool:t",
+                            key=key,
+                            attempt=attempt,
+                        )
+                        add(
+                            EventKind.EFFECT_FINISHED,
+                            **base,
+                            effect=index,
+                            name="tool:t",
+                            result=index,
+                        )
                 if draw(st.booleans()):
                     add(EventKind.EMITTED, **base, data={"k": 1})
                 action = draw(st.sampled_from(["finish", "retry", "interrupt"]))
                 if action == "retry" and attempt < 3:
-                    add(EventKind.STEP_FAILED, **base, attempt=attempt, retry=True, delay=0.0,
-                        error={"type": "E", "message": "m"})
+                    add(
+                        EventKind.STEP_FAILED,
+                        **base,
+                        attempt=attempt,
+                        retry=True,
+                        delay=0.0,
+                        error={"type": "E", "message": "m"},
+                    )
                     attempt += 1
                     add(EventKind.STEP_STARTED, **base, attempt=attempt)
                     continue
@@ -249,7 +332,9 @@ def journals(draw: st.DrawFn) -> list[Event]:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(journals(), st.data())
-def test_any_journal_gives_a_well_formed_trace_however_split(events: list[Event], data: st.DataObject) -> None:
+def test_any_journal_gives_a_well_formed_trace_however_split(
+    events: list[Event], data: st.DataObject
+) -> None:
     spans = derive_spans(events)
     tg.check_tree(spans)
     closed = sorted(_key(s) for s in spans if s.end_ns is not None)
@@ -267,15 +352,41 @@ def test_an_effect_cut_short_by_its_node_timing_out_keeps_its_id() -> None:
     events = [
         _ev(1, EventKind.RUN_STARTED, 1.0, graph="g"),
         _ev(2, EventKind.STEP_STARTED, 1.0, step=0, task=0, node="a"),
-        _ev(3, EventKind.EFFECT_STARTED, 1.1, step=0, task=0, node="a", effect=0, name="tool:slow", key="c:0.0.0"),
-        _ev(4, EventKind.STEP_FAILED, 6.0, step=0, task=0, node="a", attempt=1, retry=False,
-            error={"type": "NodeTimeoutError", "message": "ran longer than 5 s"}),
-        _ev(5, EventKind.FAILED, 6.0, error={"type": "NodeTimeoutError", "message": "ran longer than 5 s"}),
+        _ev(
+            3,
+            EventKind.EFFECT_STARTED,
+            1.1,
+            step=0,
+            task=0,
+            node="a",
+            effect=0,
+            name="tool:slow",
+            key="c:0.0.0",
+        ),
+        _ev(
+            4,
+            EventKind.STEP_FAILED,
+            6.0,
+            step=0,
+            task=0,
+            node="a",
+            attempt=1,
+            retry=False,
+            error={"type": "NodeTimeoutError", "message": "ran longer than 5 s"},
+        ),
+        _ev(
+            5,
+            EventKind.FAILED,
+            6.0,
+            error={"type": "NodeTimeoutError", "message": "ran longer than 5 s"},
+        ),
     ]
     spans = derive_spans(events)
     tg.check_tree(spans)
     tool = tg.by_name(spans)["execute_tool slow"][0]
     assert tool.attributes["mainspring.outcome"] == "cancelled" and tool.status == "unset"
-    assert tool.span_id == ids.effect_span_id("c", "c:0.0.0")  # external spans parented to it stay attached
+    assert tool.span_id == ids.effect_span_id(
+        "c", "c:0.0.0"
+    )  # external spans parented to it stay attached
     assert tool.end_ns == int(6e9)
     assert tg.by_name(spans)["invoke_agent a"][0].status_message.startswith("NodeTimeoutError")

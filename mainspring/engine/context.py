@@ -47,6 +47,12 @@ class Context:
         return self._driver.run_id
 
     @property
+    def root_run_id(self) -> str:
+        """The top-level run: this run, or the run whose subgraph this one is."""
+        parent = self._driver.fold.parent
+        return str(parent["root"]) if parent and "root" in parent else self._driver.run_id
+
+    @property
     def thread(self) -> str | None:
         return self._driver.fold.thread
 

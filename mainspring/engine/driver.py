@@ -35,7 +35,7 @@ from ..events import Event, EventKind, encode
 from ..graph.builder import NodeSpec
 from ..graph.compiled import CompiledGraph
 from ..graph.types import END, START, Send
-from ..store.base import Durability, RunStatus, Store
+from ..store.base import Durability, RunRecord, RunStatus, Store
 from .context import Context, Parked
 from .fold import NO_ARG, RunFold, TaskRecord
 
@@ -88,9 +88,13 @@ class RunDriver:
         self._listeners = listeners
         self._pending: list[Event] = []
         self._inflight: list[Event] = []
-        self._stored_status: RunStatus | None = RunStatus.RUNNING if fold.seq <= 1 else None
+        self._stored_status: RunStatus | None = None
+        self._create_record: RunRecord | None = None
+        self._fresh = False  # the current step was planned by this driver and has not run yet
+        self.existing: RunRecord | None = None  # set when create() found the run already there
         self._committed = fold.seq
-        self._committing: anyio.Event | None = None
+        self._committing = False
+        self._commit_done: anyio.Event | None = None
         self._shield = shield_commits
         self._failure: dict[str, Any] | None = None
         self._step_scope: CancelScope | None = None
@@ -110,9 +114,41 @@ class RunDriver:
         event = _new_event(Event, (self.run_id, fold.seq + 1, kind, time.time(), data))
         fold.apply(event)
         self._pending.append(event)
-        for listener in self._listeners:
-            listener(event)
+        if self._create_record is None:  # listeners hear of a new run once it exists
+            for listener in self._listeners:
+                listener(event)
         return event
+
+    def begin(self, started: Event, record: RunRecord) -> None:
+        """Prepare a new run: its start and first step's plan, to be created in one commit."""
+        self._create_record = record
+        self.run_id = started.run_id
+        self.fold.apply(started)
+        self._pending.append(started)
+        self._stored_status = RunStatus.RUNNING
+        try:
+            plan = self._plan()
+        except (GraphError, StateError):
+            return  # the loop plans again and records the failure in the journal
+        if plan:
+            self._announce(plan)
+
+    async def create(self) -> bool:
+        """Write the new run (start and first plan); False if a run with its id existed."""
+        record = self._create_record
+        assert record is not None
+        events = self._pending
+        result = await self.store.create_run(record, events, self.durability)
+        self._create_record = None
+        self._pending = []
+        if not result.created:
+            self.existing = result.record
+            return False
+        self._committed = len(events)
+        for event in events:
+            for listener in self._listeners:
+                listener(event)
+        return True
 
     def check_json(self, value: Any, what: str) -> None:
         if self._check_json and value is not None:
@@ -131,14 +167,18 @@ class RunDriver:
             await self._append(status, error)
             return
         with anyio.CancelScope(shield=True):
-            while self._committing is not None:
-                await self._committing.wait()
-            self._committing = anyio.Event()
+            while self._committing:  # another task of this run is committing: queue behind it
+                if self._commit_done is None:
+                    self._commit_done = anyio.Event()
+                await self._commit_done.wait()
+            self._committing = True
             try:
                 await self._append(status, error)
             finally:
-                self._committing.set()
-                self._committing = None
+                self._committing = False
+                if self._commit_done is not None:
+                    self._commit_done.set()
+                    self._commit_done = None
 
     async def _append(self, status: RunStatus | None, error: str | None) -> None:
         if status is self._stored_status and error is None:
@@ -174,6 +214,8 @@ class RunDriver:
                 self.scope = scope
                 if self.cancel_requested:
                     scope.cancel()
+                if self._create_record is not None and not await self.create():
+                    return  # the run already existed: whoever made it drives it
                 await self._loop()
             if scope.cancelled_caught or self.cancel_requested:
                 await self._end(
@@ -203,7 +245,6 @@ class RunDriver:
             await self._end(EventKind.FAILED, {"error": broken.error}, RunStatus.FAILED)
             return
         while True:
-            fresh = False
             if fold.closed or fold.step_complete:
                 try:
                     plan = self._plan()
@@ -217,7 +258,7 @@ class RunDriver:
                 await self.commit(RunStatus.RUNNING)
                 if self._snapshot_due:
                     await self.maybe_snapshot()
-                fresh = True
+            fresh, self._fresh = self._fresh, False
             tasks = fold.tasks if fresh else [t for t in fold.tasks if t.runnable]
             if tasks:
                 if len(tasks) == 1:
@@ -279,6 +320,7 @@ class RunDriver:
             if index == 0 and joins is not None:
                 data["joins"] = joins
             self.record(EventKind.STEP_STARTED, data)
+        self._fresh = True
         if self._snapshot_every and step and step % self._snapshot_every == 0:
             self._snapshot_due = True
 
@@ -304,19 +346,27 @@ class RunDriver:
                 },
             )
         fold = self.fold
-        inline = spec.fn is not None and not (spec.is_async or spec.blocking or spec.timeout)
+        inline = spec.fn is not None and not (spec.blocking or spec.timeout)
         while True:
             try:
-                if inline:  # a plain sync node: no coroutine layers on the hot path
+                if inline:  # no timeout, no thread: call it here, no coroutine layers
                     state_in = task.arg if task.arg is not NO_ARG else fold.schema.view(fold.state)
                     fn: Callable[..., Any] = spec.fn  # type: ignore[assignment]
-                    result = fn(state_in, Context(self, task)) if spec.wants_ctx else fn(state_in)
-                    if (
-                        result is not None
-                        and type(result) is not dict
-                        and inspect.isawaitable(result)
-                    ):
-                        result = await result  # a sync callable that returned a coroutine
+                    if spec.is_async:
+                        ctx_or_none = Context(self, task) if spec.wants_ctx else None
+                        result = await (
+                            fn(state_in, ctx_or_none) if spec.wants_ctx else fn(state_in)
+                        )
+                    else:
+                        result = (
+                            fn(state_in, Context(self, task)) if spec.wants_ctx else fn(state_in)
+                        )
+                        if (
+                            result is not None
+                            and type(result) is not dict
+                            and inspect.isawaitable(result)
+                        ):
+                            result = await result  # a sync callable that returned a coroutine
                     update = fold.schema.check_update(task.node, result)
                     if update and self._check_json:
                         encode(update, what=f"the update returned by node {task.node!r}")

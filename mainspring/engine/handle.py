@@ -15,6 +15,8 @@ from ..events import Event
 from ..store.base import RunStatus
 
 if TYPE_CHECKING:
+    from .driver import RunDriver
+    from .fold import RunFold
     from .runtime import Runtime
 
 POLL_INTERVAL = 0.2  # seconds between store reads when another process drives the run
@@ -39,6 +41,17 @@ class RunOutcome:
     seq: int
     interrupts: list[PendingInterrupt] = field(default_factory=list)
     error: dict[str, Any] | None = None
+
+
+def outcome_of(fold: RunFold) -> RunOutcome:
+    """Where a run stands according to its fold."""
+    pending = [PendingInterrupt(i.id, t.node, i.payload) for t, i in fold.pending_interrupts]
+    status = fold.status
+    if status is RunStatus.RUNNING and pending and not any(t.runnable for t in fold.tasks):
+        status = RunStatus.INTERRUPTED
+    return RunOutcome(
+        fold.run_id, status, fold.schema.output(fold.state), fold.seq, pending, fold.error
+    )
 
 
 class Subscribers:
@@ -72,9 +85,10 @@ class Subscribers:
 class RunHandle:
     """A run in a runtime: returned by ``start``, ``resume`` and ``fork``."""
 
-    def __init__(self, runtime: Runtime, run_id: str) -> None:
+    def __init__(self, runtime: Runtime, run_id: str, driver: RunDriver | None = None) -> None:
         self.runtime = runtime
         self.run_id = run_id
+        self._driver = driver  # the driver this handle started, for a read-free outcome
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id}>"
@@ -125,7 +139,17 @@ class RunHandle:
 
     async def wait(self) -> RunOutcome:
         """Wait until the run stops moving (finished, failed, cancelled or parked)."""
-        return await self.runtime._wait(self.run_id)
+        driver, rt = self._driver, self.runtime
+        if driver is not None and rt._latest.get(self.run_id) is driver:
+            await driver.done.wait()
+            if (
+                rt._latest.get(self.run_id) is driver
+                and driver.outcome is None
+                and driver.existing is None
+            ):
+                return outcome_of(driver.fold)
+        self._driver = None
+        return await rt._wait(self.run_id)
 
     async def result(self) -> Any:
         """Wait for the run to end and return its final state.

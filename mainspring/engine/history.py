@@ -108,6 +108,9 @@ async def fork(
     result = await rt.store.create_run(new_record, copied, durability)
     if not result.created:
         raise RunStateError(f"run id {new_id!r} is taken; choose another id for the fork")
+    for event in copied:  # a new run: readers of the journal (telemetry) hear all of it
+        for listener in rt._listeners:
+            listener(event)
     driver = rt._driver(app, fold, durability)
     if start and not fold.status.terminal:
         rt._spawn(driver)

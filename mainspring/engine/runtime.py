@@ -12,6 +12,7 @@ import importlib
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Literal
@@ -28,7 +29,7 @@ from ..store.base import Durability, RunQuery, RunRecord, RunStatus, Store, Thre
 from . import history
 from .driver import Listener, ReplayOracle, RunDriver
 from .fold import RunFold
-from .handle import PendingInterrupt, RunHandle, RunOutcome, Subscribers
+from .handle import RunHandle, RunOutcome, Subscribers, outcome_of
 from .history import ReplayReport, StateView
 
 log = logging.getLogger("mainspring.runtime")
@@ -74,6 +75,8 @@ class Runtime:
             self.register(g)
         self._listeners = list(listeners)
         self._live: dict[str, RunDriver] = {}
+        # The newest driver of each run while anything (a handle) still holds it.
+        self._latest: weakref.WeakValueDictionary[str, RunDriver] = weakref.WeakValueDictionary()
         self._subscribers: dict[str, Subscribers] = {}
         self._changed: dict[str, anyio.Event] = {}
         self._tg: TaskGroup | None = None
@@ -180,7 +183,7 @@ class Runtime:
         run_id, driver = await self._begin(graph, input, run_id, thread, durability, metadata)
         if driver is not None:
             self._spawn(driver)
-        return RunHandle(self, run_id)
+        return RunHandle(self, run_id, driver)
 
     async def run(
         self,
@@ -199,7 +202,7 @@ class Runtime:
         """
         run_id, driver = await self._begin(graph, input, run_id, thread, durability, metadata)
         if driver is not None:
-            self._live[run_id] = driver
+            self._live[run_id] = self._latest[run_id] = driver
             await self._drive(driver)
             if driver.outcome is None and driver.fold.status is RunStatus.FINISHED:
                 return graph.schema.output(driver.fold.state)
@@ -220,7 +223,6 @@ class Runtime:
         if run_id in self._live:
             return run_id, None
         durable = Durability(durability) if durability is not None else self.durability
-        graph.schema.initial(input)  # fail on bad input before writing anything
         data: dict[str, Any] = {
             "graph": graph.name,
             "fingerprint": graph.fingerprint,
@@ -233,8 +235,16 @@ class Runtime:
             data["metadata"] = metadata
         if graph.ref:
             data["ref"] = graph.ref
+        # sync: start() returns once the run is durable. batch/off: the driver creates
+        # it in a group commit before its first step, so many starts share one commit.
         driver = await self._create(
-            graph, run_id, data, durable, parent_run_id=None, metadata=metadata
+            graph,
+            run_id,
+            data,
+            durable,
+            parent_run_id=None,
+            metadata=metadata,
+            wait=durable is Durability.SYNC,
         )
         return run_id, driver
 
@@ -247,8 +257,13 @@ class Runtime:
         *,
         parent_run_id: str | None,
         metadata: dict[str, Any] | None,
+        wait: bool = True,
     ) -> RunDriver | None:
-        """Create the run's journal; None if a run with that id already existed."""
+        """A driver for a new run, its start and first plan to be written in one commit.
+
+        With ``wait`` the run is created now, and None returned if a run with that
+        id already existed; otherwise the driver creates it before its first step.
+        """
         if self._check_json:
             from ..events import encode
 
@@ -269,16 +284,17 @@ class Runtime:
             fence=1,
             metadata=metadata or {},
         )
-        result = await self.store.create_run(record, [started], durability)
-        if not result.created:
-            if result.record.graph != graph.name:
+        driver = self._driver(graph, RunFold(graph.schema), durability)
+        driver.begin(started, record)
+        if wait and not await driver.create():
+            existing = driver.existing
+            assert existing is not None
+            if existing.graph != graph.name:
                 raise RunStateError(
-                    f"run id {run_id!r} is taken by a run of graph {result.record.graph!r}; choose another id"
+                    f"run id {run_id!r} is taken by a run of graph {existing.graph!r}; choose another id"
                 )
             return None
-        fold = RunFold(graph.schema)
-        fold.apply(started)
-        return self._driver(graph, fold, durability)
+        return driver
 
     def _driver(
         self,
@@ -314,7 +330,7 @@ class Runtime:
     def _spawn(self, driver: RunDriver) -> None:
         if self._tg is None:
             raise RunStateError("the runtime is not open; use 'async with Runtime.open(...) as rt'")
-        self._live[driver.run_id] = driver
+        self._live[driver.run_id] = self._latest[driver.run_id] = driver
         self._signal(driver.run_id)
         self._tg.start_soon(self._drive, driver)
 
@@ -443,23 +459,53 @@ class Runtime:
         )
         if resolved:
             driver.record(EventKind.RESUMED, {"values": resolved})
+        # Durable before we return, and marked running, so a crash from here on leaves
+        # a run that recovery finds (not one that looks parked with nothing pending).
+        await driver.commit(RunStatus.RUNNING)
         self._spawn(driver)
-        return RunHandle(self, run_id)
+        return RunHandle(self, run_id, driver)
 
     async def cancel(self, run_id: str) -> None:
-        """Cancel a run: a live one is stopped, a parked one is ended in its journal."""
+        """Cancel a run: a live one is stopped, a parked one is ended in its journal.
+
+        A parked run needs no graph: its journal gets a ``cancelled`` event, and so do
+        its parked subgraph runs.
+        """
         live = self._live.get(run_id)
-        if live is not None:
+        if live is not None and not live.done.is_set():
             live.request_cancel()
             await live.done.wait()
             return
         record = await self._record(run_id)
         if record.status.terminal:
-            raise RunStateError(f"run {run_id!r} has already {record.status.value}")
-        driver = await self._adopt(run_id, None)
-        driver.request_cancel()
-        self._spawn(driver)
-        await driver.done.wait()
+            raise RunStateError(
+                f"run {run_id!r} is already {record.status.value}; nothing to cancel"
+            )
+        if await self.store.claim(run_id, self.owner, self.lease_ttl) is None:
+            raise RunStateError(
+                f"run {run_id!r} is being driven by another process ({record.owner}); cancel it there"
+            )
+        for child in await self.store.list_runs(RunQuery(parent_run_id=run_id)):
+            if not child.status.terminal:
+                await self.cancel(child.run_id)
+        record = await self._record(run_id)
+        event = Event(
+            run_id,
+            record.last_seq + 1,
+            EventKind.CANCELLED,
+            time.time(),
+            {"reason": "cancelled by request"},
+        )
+        await self.store.append(
+            run_id,
+            record.last_seq,
+            [event],
+            status=RunStatus.CANCELLED,
+            durability=record.durability,
+        )
+        for listener in self._listeners:
+            listener(event)
+        self._signal(run_id)
 
     async def recover(self, *, resume: bool = True) -> list[RunRecord]:
         """Find runs a crashed process left running; resume those whose graph is known.
@@ -495,7 +541,7 @@ class Runtime:
                 if live.outcome is not None and isinstance(live.outcome, StoreError):
                     raise live.outcome
                 if self._live.get(run_id) is live or run_id not in self._live:
-                    return _outcome(live.fold)
+                    return outcome_of(live.fold)
                 continue
             record = await self._record(run_id)
             if record.status is not RunStatus.RUNNING:
@@ -506,11 +552,11 @@ class Runtime:
         """Where the run stands now, read from its journal."""
         live = self._live.get(run_id)
         if live is not None:
-            return _outcome(live.fold)
+            return outcome_of(live.fold)
         record = await self._record(run_id)
         first = await self._first_event(run_id)
         app = self._graph_for(run_id, record.graph, first.data.get("ref"), graph)
-        return _outcome(await self._load_fold(app, run_id))
+        return outcome_of(await self._load_fold(app, run_id))
 
     def handle(self, run_id: str) -> RunHandle:
         return RunHandle(self, run_id)
@@ -590,16 +636,6 @@ class Runtime:
         return await history.replay(self, run_id, graph)
 
 
-def _outcome(fold: RunFold) -> RunOutcome:
-    pending = [PendingInterrupt(i.id, t.node, i.payload) for t, i in fold.pending_interrupts]
-    status = fold.status
-    if status is RunStatus.RUNNING and pending and not any(t.runnable for t in fold.tasks):
-        status = RunStatus.INTERRUPTED
-    return RunOutcome(
-        fold.run_id, status, fold.schema.output(fold.state), fold.seq, pending, fold.error
-    )
-
-
 def _resolve(
     fold: RunFold,
     run_id: str,
@@ -657,7 +693,8 @@ def load_graph(ref: str) -> CompiledGraph:
         obj = obj.compile(ref=ref)
     if not isinstance(obj, CompiledGraph):
         raise GraphError(
-            f"{ref!r} is a {type(obj).__name__}, not a graph; point at a Graph or its compile()"
+            f"{ref!r} is an object of type {type(obj).__name__}, not a graph; "
+            "point at a Graph or its compile()"
         )
     if obj.ref is None:
         obj.ref = ref

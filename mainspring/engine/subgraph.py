@@ -16,7 +16,7 @@ from ..graph.builder import NodeSpec
 from ..graph.compiled import CompiledGraph
 from ..store.base import RunStatus
 from .context import Parked
-from .fold import NO_ARG, RunFold, TaskRecord
+from .fold import NO_ARG, TaskRecord
 
 if TYPE_CHECKING:
     from .driver import RunDriver
@@ -40,8 +40,8 @@ async def run_subgraph(parent: RunDriver, spec: NodeSpec, task: TaskRecord, stat
     else:
         child_input = {k: v for k, v in parent.fold.state.items() if k in child_fields}
 
-    fold = await _child_fold(parent, child_app, child_id, task, child_input)
-    driver = rt._driver(child_app, fold, parent.durability)
+    driver = await _child_driver(parent, child_app, child_id, task, child_input)
+    fold = driver.fold
     forwarded = {
         i.child: i.value
         for i in task.interrupts.values()
@@ -92,11 +92,12 @@ async def run_subgraph(parent: RunDriver, spec: NodeSpec, task: TaskRecord, stat
     raise Parked()
 
 
-async def _child_fold(
+async def _child_driver(
     parent: RunDriver, app: CompiledGraph, child_id: str, task: TaskRecord, child_input: Any
-) -> RunFold:
-    """The child's fold: created on first run, loaded from its journal afterwards."""
+) -> RunDriver:
+    """The child run's driver: a new run the first time, its journal's fold afterwards."""
     rt = parent.runtime
+    root = (parent.fold.parent or {}).get("root", parent.run_id)
     data: dict[str, Any] = {
         "graph": app.name,
         "fingerprint": app.fingerprint,
@@ -104,6 +105,7 @@ async def _child_fold(
         "durability": str(parent.durability),
         "parent": {
             "run_id": parent.run_id,
+            "root": root,
             "step": parent.fold.step,
             "task": task.index,
             "node": task.node,
@@ -115,6 +117,6 @@ async def _child_fold(
         app, child_id, data, parent.durability, parent_run_id=parent.run_id, metadata=None
     )
     if driver is not None:
-        return driver.fold
+        return driver
     await rt.store.claim(child_id, rt.owner, rt.lease_ttl)
-    return await rt._load_fold(app, child_id)
+    return rt._driver(app, await rt._load_fold(app, child_id), parent.durability)

@@ -197,7 +197,7 @@ class PostgresStore:
         """Always committed before it returns, whatever ``durability``: the caller must
         learn whether the run is new."""
         pool = self._live_pool()
-        kinds, ts, data = _pg_sql.event_columns(record.run_id, events)
+        kinds, ts, data = _pg_sql.event_columns(record.run_id, 0, events)
         metadata = encode(record.metadata, what=f"metadata of run {record.run_id!r}").decode()
         args = (
             record.run_id, record.graph, record.thread, str(record.status), record.created_at,
@@ -248,7 +248,7 @@ class PostgresStore:
     ) -> None:
         self._live_pool()
         self._raise_failure(run_id)
-        kinds, ts, data = _pg_sql.event_columns(run_id, events)
+        kinds, ts, data = _pg_sql.event_columns(run_id, expected_seq, events)
         status_text = str(status) if status is not None else None
         if durability == Durability.SYNC:
             await self._batch.settle(run_id)  # queued writes of this run go first
@@ -278,11 +278,18 @@ class PostgresStore:
         status: str | None,
         error: str | None,
     ) -> None:
-        pool, sql = self._live_pool(), self._sql.append
+        pool = self._live_pool()
+        if 0 < len(kinds) <= _pg_sql.MAX_SCALAR_EVENTS:
+            sql = self._sql.append_few[len(kinds)]
+            args: list[Any] = [run_id, expected, status, error]
+            for event in zip(kinds, ts, data, strict=True):
+                args += event
+        else:
+            sql, args = self._sql.append, [run_id, expected, status, error, kinds, ts, data]
 
         async def attempt(retried: bool) -> None:
             while True:
-                row = await pool.fetchrow(sql, run_id, expected, kinds, ts, data, status, error)
+                row = await pool.fetchrow(sql, *args)
                 assert row is not None
                 ok, actual = row[0], row[1]
                 if ok:

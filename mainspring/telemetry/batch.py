@@ -51,7 +51,9 @@ class BatchExporter(Worker[ReadableSpan]):
         self._batch = batch_size or _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
         super().__init__(
             capacity=max_queue or _env_int("OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_QUEUE),
-            interval=delay if delay is not None else _env_int("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000,
+            interval=delay
+            if delay is not None
+            else _env_int("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000,
             name="mainspring-span-export",
         )
 

@@ -144,8 +144,14 @@ class SpanBuilder:
         if isinstance(parent, dict):
             attrs["mainspring.parent_run_id"] = str(parent["run_id"])
         span = SpanRecord(
-            f"{op} {agent if isinstance(agent, str) else graph}", "run", run_id, trace,
-            ids.run_span_id(run_id), parent_id, start, attributes=attrs,
+            f"{op} {agent if isinstance(agent, str) else graph}",
+            "run",
+            run_id,
+            trace,
+            ids.run_span_id(run_id),
+            parent_id,
+            start,
+            attributes=attrs,
         )
         forked = data.get("forked_from")
         if isinstance(forked, dict):
@@ -174,8 +180,14 @@ class SpanBuilder:
             "mainspring.partial": True,  # the journal before this point was not read
         }
         span = SpanRecord(
-            "invoke_workflow", "run", run_id, trace, ids.run_span_id(run_id), parent_id,
-            ns(event.ts), attributes=attrs,
+            "invoke_workflow",
+            "run",
+            run_id,
+            trace,
+            ids.run_span_id(run_id),
+            parent_id,
+            ns(event.ts),
+            attributes=attrs,
         )
         return self._register(run_id, _Run(span, None))
 
@@ -196,16 +208,22 @@ class SpanBuilder:
         span.attributes["mainspring.outcome"] = outcome
         if outcome == "abandoned":
             span.status = "error"
-            span.status_message = "abandoned: the process driving it stopped; the run went on from its journal"
+            span.status_message = (
+                "abandoned: the process driving it stopped; the run went on from its journal"
+            )
             key = span.attributes.get("mainspring.effect.key")
             if span.kind == "effect" and isinstance(key, str):
                 # The key's own id goes to the rerun with the same key (ids.abandoned_effect_span_id).
-                span.span_id = ids.abandoned_effect_span_id(span.run_id, key, int(span.attributes["mainspring.seq"]))
+                span.span_id = ids.abandoned_effect_span_id(
+                    span.run_id, key, int(span.attributes["mainspring.seq"])
+                )
         self._close(span, end_ns)
 
     def _end_attempt(self, run: _Run, index: int, end_ns: int, outcome: str | None = None) -> None:
         """Close what is left open of task ``index``'s attempt (effects first)."""
-        if run.effects:  # effects still open when their attempt ended were cancelled with it (a timeout)
+        if (
+            run.effects
+        ):  # effects still open when their attempt ended were cancelled with it (a timeout)
             for key in [k for k in run.effects if k[0] == index]:
                 self._abandon(run.effects.pop(key), end_ns, outcome or "cancelled")
         task = run.tasks.get(index)
@@ -276,8 +294,17 @@ class SpanBuilder:
             self._put(attrs, "mainspring.arg", data["arg"])
         parent = run.span
         span = SpanRecord(
-            f"invoke_agent {node}", "node", event.run_id, parent.trace_id,
-            ids.attempt_span_id(event.run_id, event.seq), parent.span_id, start, None, "unset", "", attrs,
+            f"invoke_agent {node}",
+            "node",
+            event.run_id,
+            parent.trace_id,
+            ids.attempt_span_id(event.run_id, event.seq),
+            parent.span_id,
+            start,
+            None,
+            "unset",
+            "",
+            attrs,
         )
         task.open = span
         task.attempts.append((start, span.span_id))
@@ -336,8 +363,14 @@ class SpanBuilder:
         }
         parent = task.open.span_id if task.open is not None else run.span.span_id
         span = SpanRecord(
-            name, "effect", event.run_id, run.span.trace_id, ids.effect_span_id(event.run_id, key),
-            parent, ns(event.ts), attributes=attrs,
+            name,
+            "effect",
+            event.run_id,
+            run.span.trace_id,
+            ids.effect_span_id(event.run_id, key),
+            parent,
+            ns(event.ts),
+            attributes=attrs,
         )
         name_effect(span, kind, short, run.thread)
         run.effects[slot] = span
@@ -381,8 +414,14 @@ class SpanBuilder:
             attrs["mainspring.interrupt.child_run"] = str(data["child_run"])
         self._put(attrs, "mainspring.interrupt.payload", data.get("payload"))
         span = SpanRecord(
-            f"interrupt {node}", "wait", event.run_id, run.span.trace_id,
-            ids.wait_span_id(event.run_id, iid), run.span.span_id, ts, attributes=attrs,
+            f"interrupt {node}",
+            "wait",
+            event.run_id,
+            run.span.trace_id,
+            ids.wait_span_id(event.run_id, iid),
+            run.span.span_id,
+            ts,
+            attributes=attrs,
         )
         if asked is not None:
             span.add_link(span.trace_id, asked)

@@ -35,10 +35,10 @@ def effect_kind(name: str, result: Any = None) -> tuple[EffectKind, str]:
     """``(kind, short name)`` of an effect, from its name and (if known) its result."""
     for prefix in _TOOL:
         if name.startswith(prefix):
-            return "tool", name[len(prefix):]
+            return "tool", name[len(prefix) :]
     for prefix in _MODEL:
         if name.startswith(prefix):
-            return "model", name[len(prefix):]
+            return "model", name[len(prefix) :]
     if isinstance(result, Mapping) and isinstance(result.get("usage"), Mapping):
         return "model", name
     return "effect", name

@@ -73,8 +73,12 @@ class JournalTracer(EventPump):
         if processor is None and exporter is None:
             raise ValueError("JournalTracer needs a span exporter or a span processor")
         self.exporter = exporter
-        self.processor = processor  # a SpanProcessor gets each span; else whole batches go to the exporter
-        self._batches = BatchExporter(exporter) if processor is None and exporter is not None else None
+        self.processor = (
+            processor  # a SpanProcessor gets each span; else whole batches go to the exporter
+        )
+        self._batches = (
+            BatchExporter(exporter) if processor is None and exporter is not None else None
+        )
         self._pending: list[ReadableSpan] = []
         self.resource = resource or default_resource()
         self.builder = SpanBuilder(capture or Capture(), max_runs=max_runs)
@@ -82,7 +86,10 @@ class JournalTracer(EventPump):
         self._contexts: dict[int, SpanContext] = {}
         self._shut = False
         super().__init__(
-            reader=as_reader(store), capacity=capacity, interval=interval, max_runs=max_runs,
+            reader=as_reader(store),
+            capacity=capacity,
+            interval=interval,
+            max_runs=max_runs,
             name="mainspring-tracer",
         )
         atexit.register(_shutdown_at_exit, weakref.ref(self))
@@ -120,10 +127,16 @@ class JournalTracer(EventPump):
             parent=parent,
             resource=self.resource,
             attributes=span.attributes,
-            events=[OtelEvent(e.name, e.attributes, e.ts_ns) for e in span.events] if span.events else (),
-            links=[trace_api.Link(SpanContext(t, s, False, _SAMPLED)) for t, s in span.links] if span.links else (),
+            events=[OtelEvent(e.name, e.attributes, e.ts_ns) for e in span.events]
+            if span.events
+            else (),
+            links=[trace_api.Link(SpanContext(t, s, False, _SAMPLED)) for t, s in span.links]
+            if span.links
+            else (),
             kind=SpanKind.CLIENT if span.client else SpanKind.INTERNAL,
-            status=Status(StatusCode.ERROR, span.status_message) if span.status == "error" else _UNSET,
+            status=Status(StatusCode.ERROR, span.status_message)
+            if span.status == "error"
+            else _UNSET,
             start_time=span.start_ns,
             end_time=span.end_ns,
             instrumentation_scope=self._scope,
@@ -208,7 +221,8 @@ class SafeExporter(SpanExporter):
                 self._warned = now
                 log.warning(
                     "cannot export spans to %s (%d dropped so far); runs are not affected",
-                    self.target, self.failed,
+                    self.target,
+                    self.failed,
                 )
         return result
 
@@ -239,7 +253,10 @@ _DOWNGRADE: Final = _Downgrade()
 
 
 def make_exporter(
-    kind: str | None = None, *, endpoint: str | None = None, headers: dict[str, str] | None = None,
+    kind: str | None = None,
+    *,
+    endpoint: str | None = None,
+    headers: dict[str, str] | None = None,
     timeout: float | None = None,
 ) -> SpanExporter | None:
     """The exporter ``kind`` names, or the one ``OTEL_TRACES_EXPORTER`` names (default ``otlp``).
@@ -308,13 +325,17 @@ def setup_tracing(
     (the runtime's Store object, or its URL) lets the tracer read journal parts
     it was not handed live: every run's start, and runs resumed from another process.
     """
-    chosen = exporter if isinstance(exporter, SpanExporter) else make_exporter(
-        exporter, endpoint=endpoint, headers=headers, timeout=timeout
+    chosen = (
+        exporter
+        if isinstance(exporter, SpanExporter)
+        else make_exporter(exporter, endpoint=endpoint, headers=headers, timeout=timeout)
     )
     if chosen is None:
         return None
     capture = Capture(capture_io, redact, max_attr_bytes)
-    return JournalTracer(chosen, resource=default_resource(service_name), capture=capture, store=store)
+    return JournalTracer(
+        chosen, resource=default_resource(service_name), capture=capture, store=store
+    )
 
 
 def default_resource(service_name: str | None = None) -> Resource:

@@ -25,7 +25,9 @@ _CHILD_SUFFIX: Final = re.compile(r"/[^/]+\.\d+\.\d+(?:\.a\d+)?$")
 
 
 def _hash(size: int, *parts: str) -> int:
-    value = int.from_bytes(hashlib.blake2b(_SEP.join(parts).encode(), digest_size=size).digest(), "big")
+    value = int.from_bytes(
+        hashlib.blake2b(_SEP.join(parts).encode(), digest_size=size).digest(), "big"
+    )
     return value or 1  # all-zero ids are invalid in W3C trace context
 
 

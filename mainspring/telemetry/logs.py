@@ -32,7 +32,12 @@ if TYPE_CHECKING:
 
 FIELDS: Final = ("run_id", "trace_id", "span_id", "node", "event")
 _bound: ContextVar[dict[str, Any] | None] = ContextVar("mainspring_log_context", default=None)
-_RESERVED: Final = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "seq", *FIELDS}
+_RESERVED: Final = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "seq",
+    *FIELDS,
+}
 
 
 @contextmanager
@@ -50,7 +55,11 @@ def bind(ctx: Context) -> Any:
     from .propagation import root_run_id, span_context
 
     found = span_context(ctx)
-    fields: dict[str, Any] = {"run_id": ctx.run_id, "node": ctx.node, "trace_id": ids.hex_trace(ids.trace_id(root_run_id(ctx)))}
+    fields: dict[str, Any] = {
+        "run_id": ctx.run_id,
+        "node": ctx.node,
+        "trace_id": ids.hex_trace(ids.trace_id(root_run_id(ctx))),
+    }
     if found is not None:
         fields["span_id"] = ids.hex_span(found[1])
     return log_context(**fields)
@@ -83,7 +92,13 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
-_COLORS: Final = {"DEBUG": "\x1b[2m", "INFO": "\x1b[36m", "WARNING": "\x1b[33m", "ERROR": "\x1b[31m", "CRITICAL": "\x1b[1;31m"}
+_COLORS: Final = {
+    "DEBUG": "\x1b[2m",
+    "INFO": "\x1b[36m",
+    "WARNING": "\x1b[33m",
+    "ERROR": "\x1b[31m",
+    "CRITICAL": "\x1b[1;31m",
+}
 
 
 class PrettyFormatter(logging.Formatter):
@@ -101,10 +116,18 @@ class PrettyFormatter(logging.Formatter):
         fields = _fields(record)
         tail = " ".join(
             f"{short}={fields[name]}"
-            for name, short in (("run_id", "run"), ("node", "node"), ("event", "event"), ("trace_id", "trace"), ("span_id", "span"))
+            for name, short in (
+                ("run_id", "run"),
+                ("node", "node"),
+                ("event", "event"),
+                ("trace_id", "trace"),
+                ("span_id", "span"),
+            )
             if fields[name] is not None
         )
-        line = f"{when} {level} {record.name}  {record.getMessage()}" + (f"  {tail}" if tail else "")
+        line = f"{when} {level} {record.name}  {record.getMessage()}" + (
+            f"  {tail}" if tail else ""
+        )
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -115,7 +138,10 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def configure_logging(
-    json: bool | None = None, level: int | str = logging.INFO, *, stream: IO[str] | None = None,
+    json: bool | None = None,
+    level: int | str = logging.INFO,
+    *,
+    stream: IO[str] | None = None,
     logger: str | None = None,
 ) -> logging.Handler:
     """Send ``logger``'s records (default: the root logger's) to ``stream`` as JSON or pretty lines.
@@ -166,7 +192,10 @@ def _describe(event: Event) -> tuple[int, str]:
         return level, f"effect {d.get('name')} started"
     if kind is EventKind.EFFECT_FINISHED:
         if "error" in d:
-            return logging.WARNING, f"effect {d.get('name')} raised {d['error'].get('type')}: {d['error'].get('message')}"
+            return (
+                logging.WARNING,
+                f"effect {d.get('name')} raised {d['error'].get('type')}: {d['error'].get('message')}",
+            )
         return level, f"effect {d.get('name')} finished"
     if kind is EventKind.INTERRUPTED:
         return level, f"node {node} waits on interrupt {d.get('id')}"
@@ -199,7 +228,9 @@ class JournalLogger(EventPump):
     ) -> None:
         self.logger = logger if isinstance(logger, logging.Logger) else logging.getLogger(logger)
         self._spans = SpanBuilder()  # gives each event its trace and span ids
-        super().__init__(reader=as_reader(store), capacity=capacity, interval=interval, name="mainspring-logger")
+        super().__init__(
+            reader=as_reader(store), capacity=capacity, interval=interval, name="mainspring-logger"
+        )
 
     def consume(self, event: Event, replay: bool) -> None:
         self._spans.feed(event, replay=replay)
@@ -210,10 +241,16 @@ class JournalLogger(EventPump):
             return
         trace, span = self._spans.current or (0, 0)
         extra = {
-            "run_id": event.run_id, "trace_id": ids.hex_trace(trace), "span_id": ids.hex_span(span),
-            "node": event.data.get("node"), "event": str(event.kind), "seq": event.seq,
+            "run_id": event.run_id,
+            "trace_id": ids.hex_trace(trace),
+            "span_id": ids.hex_span(span),
+            "node": event.data.get("node"),
+            "event": str(event.kind),
+            "seq": event.seq,
         }
-        record = self.logger.makeRecord(self.logger.name, level, __file__, 0, message, (), None, extra=extra)
+        record = self.logger.makeRecord(
+            self.logger.name, level, __file__, 0, message, (), None, extra=extra
+        )
         record.created = event.ts
         record.msecs = (event.ts % 1) * 1000
         self.logger.handle(record)

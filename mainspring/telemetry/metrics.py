@@ -22,7 +22,25 @@ from .conventions import effect_kind, usage_of
 
 Kind = Literal["counter", "histogram", "gauge"]
 
-LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+LATENCY_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+)
 SIZE_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -49,29 +67,53 @@ INSTRUMENTS: Final = {
         Instrument("mainspring_runs_cancelled", "counter", "Runs that were cancelled.", ("graph",)),
         Instrument("mainspring_active_runs", "gauge", "Runs in progress, not parked.", ("graph",)),
         Instrument(
-            "mainspring_interrupts_waiting", "gauge", "Interrupts waiting for a resume value, by the graph that asked.",
+            "mainspring_interrupts_waiting",
+            "gauge",
+            "Interrupts waiting for a resume value, by the graph that asked.",
             ("graph",),
         ),
         Instrument(
-            "mainspring_step_duration_seconds", "histogram", "Duration of node attempts.", ("graph", "node"), "s"
+            "mainspring_step_duration_seconds",
+            "histogram",
+            "Duration of node attempts.",
+            ("graph", "node"),
+            "s",
         ),
-        Instrument("mainspring_retries", "counter", "Node attempts that failed and are retried.", ("graph", "node")),
         Instrument(
-            "mainspring_effect_duration_seconds", "histogram", "Duration of effects (tool, model and other calls).",
-            ("kind", "name"), "s",
+            "mainspring_retries",
+            "counter",
+            "Node attempts that failed and are retried.",
+            ("graph", "node"),
+        ),
+        Instrument(
+            "mainspring_effect_duration_seconds",
+            "histogram",
+            "Duration of effects (tool, model and other calls).",
+            ("kind", "name"),
+            "s",
         ),
         Instrument("mainspring_effect_errors", "counter", "Effects that raised.", ("kind", "name")),
         Instrument(
-            "mainspring_tokens", "counter", "Model tokens, by direction (input, output).",
+            "mainspring_tokens",
+            "counter",
+            "Model tokens, by direction (input, output).",
             ("model", "tenant", "direction"),
         ),
-        Instrument("mainspring_cost_usd", "counter", "Model cost in US dollars.", ("model", "tenant")),
         Instrument(
-            "mainspring_journal_append_duration_seconds", "histogram", "Duration of journal appends.",
-            ("durability",), "s",
+            "mainspring_cost_usd", "counter", "Model cost in US dollars.", ("model", "tenant")
         ),
         Instrument(
-            "mainspring_journal_append_events", "histogram", "Events per journal append.", ("durability",),
+            "mainspring_journal_append_duration_seconds",
+            "histogram",
+            "Duration of journal appends.",
+            ("durability",),
+            "s",
+        ),
+        Instrument(
+            "mainspring_journal_append_events",
+            "histogram",
+            "Events per journal append.",
+            ("durability",),
             buckets=SIZE_BUCKETS,
         ),
     )
@@ -93,7 +135,17 @@ OTHER: Final = "other"
 
 
 class _RunState:
-    __slots__ = ("active", "attempts", "counted", "effects", "graph", "step", "tasks", "tenant", "waiting")
+    __slots__ = (
+        "active",
+        "attempts",
+        "counted",
+        "effects",
+        "graph",
+        "step",
+        "tasks",
+        "tenant",
+        "waiting",
+    )
 
     def __init__(self, graph: str, tenant: str) -> None:
         self.graph = graph
@@ -111,7 +163,12 @@ class MetricsAggregator:
     """Feeds observations to ``sink`` as events arrive; ``replay`` events only rebuild state."""
 
     def __init__(
-        self, sink: MetricsSink, *, pricing: Pricing | None = None, max_series: int = 1000, max_runs: int = 10_000,
+        self,
+        sink: MetricsSink,
+        *,
+        pricing: Pricing | None = None,
+        max_series: int = 1000,
+        max_runs: int = 10_000,
     ) -> None:
         self.sink = sink
         self.pricing = pricing
@@ -170,7 +227,10 @@ class MetricsAggregator:
         if not isinstance(tenant, str) and isinstance(parent, dict):
             above = self.runs.get(str(parent.get("run_id")))
             tenant = above.tenant if above is not None else None
-        return self._register(event.run_id, _RunState(str(data.get("graph", "")), tenant if isinstance(tenant, str) else ""))
+        return self._register(
+            event.run_id,
+            _RunState(str(data.get("graph", "")), tenant if isinstance(tenant, str) else ""),
+        )
 
     def _park_or_go(self, run: _RunState) -> None:
         """A run whose open tasks all wait on interrupts is parked: no longer active."""
@@ -195,7 +255,9 @@ class MetricsAggregator:
         if not live:
             return
         if started is not None:
-            self.observe("mainspring_step_duration_seconds", (run.graph, node), max(0.0, event.ts - started))
+            self.observe(
+                "mainspring_step_duration_seconds", (run.graph, node), max(0.0, event.ts - started)
+            )
         if event.kind is EventKind.STEP_FAILED and data.get("retry"):
             self.add("mainspring_retries", (run.graph, node))
 
@@ -210,7 +272,9 @@ class MetricsAggregator:
         result = data.get("result")
         kind, name = effect_kind(str(data["name"]), result)
         if started is not None:
-            self.observe("mainspring_effect_duration_seconds", (kind, name), max(0.0, event.ts - started))
+            self.observe(
+                "mainspring_effect_duration_seconds", (kind, name), max(0.0, event.ts - started)
+            )
         if "error" in data:
             self.add("mainspring_effect_errors", (kind, name))
         usage = usage_of(result)
@@ -236,7 +300,7 @@ class MetricsAggregator:
             self._park_or_go(run)
 
     def _resumed(self, run: _RunState, event: Event, live: bool) -> None:
-        for iid in (event.data.get("values") or {}):
+        for iid in event.data.get("values") or {}:
             run.waiting.pop(str(iid), None)
             if str(iid) in run.counted:
                 run.counted.discard(str(iid))
@@ -276,4 +340,7 @@ _HANDLERS: Final[dict[EventKind, Callable[[MetricsAggregator, _RunState, Event, 
 
 def describe() -> list[dict[str, Any]]:
     """The metrics Mainspring exports (for docs and tests)."""
-    return [{"name": i.name, "kind": i.kind, "labels": list(i.labels), "doc": i.doc} for i in INSTRUMENTS.values()]
+    return [
+        {"name": i.name, "kind": i.kind, "labels": list(i.labels), "doc": i.doc}
+        for i in INSTRUMENTS.values()
+    ]

@@ -1,7 +1,7 @@
 """The same metrics as OpenTelemetry instruments, for a user who exports metrics over OTLP.
 
-    from opentelemetry.sdk.metrics import MeterProvider
-    metrics = JournalMetrics(meter_provider=MeterProvider(metric_readers=[reader]))
+from opentelemetry.sdk.metrics import MeterProvider
+metrics = JournalMetrics(meter_provider=MeterProvider(metric_readers=[reader]))
 """
 
 from __future__ import annotations
@@ -23,10 +23,14 @@ class OtelSink:
             if spec.kind == "counter":
                 made = meter.create_counter(spec.otel_name, unit=spec.unit, description=spec.doc)
             elif spec.kind == "gauge":
-                made = meter.create_up_down_counter(spec.otel_name, unit=spec.unit, description=spec.doc)
+                made = meter.create_up_down_counter(
+                    spec.otel_name, unit=spec.unit, description=spec.doc
+                )
             else:
                 made = meter.create_histogram(
-                    spec.otel_name, unit=spec.unit, description=spec.doc,
+                    spec.otel_name,
+                    unit=spec.unit,
+                    description=spec.doc,
                     explicit_bucket_boundaries_advisory=list(spec.buckets),
                 )
             self._instruments[spec.name] = made

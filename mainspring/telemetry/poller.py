@@ -30,7 +30,9 @@ class JournalPoller:
         """Read and feed what is new; returns how many events were fed."""
         runs = await self.store.list_runs(RunQuery(limit=self.limit))
         fed = 0
-        for record in sorted(runs, key=lambda r: (r.created_at, r.run_id)):  # parents before children
+        for record in sorted(
+            runs, key=lambda r: (r.created_at, r.run_id)
+        ):  # parents before children
             last = self._seen.get(record.run_id, 0)
             if record.last_seq and record.last_seq <= last:
                 continue

@@ -48,7 +48,9 @@ class PrometheusSink:
             elif spec.kind == "gauge":
                 metric = Gauge(spec.name, spec.doc, spec.labels, registry=self.registry)
             else:
-                metric = Histogram(spec.name, spec.doc, spec.labels, registry=self.registry, buckets=spec.buckets)
+                metric = Histogram(
+                    spec.name, spec.doc, spec.labels, registry=self.registry, buckets=spec.buckets
+                )
             self._metrics[spec.name] = metric
 
     def _child(self, name: str, labels: Sequence[str]) -> Any:
@@ -85,7 +87,9 @@ class _CatchUp(Collector):
         self._ref = weakref.ref(metrics)
 
     def describe(self) -> Iterator[Metric]:
-        yield CounterMetricFamily("mainspring_telemetry_dropped_events", "Events telemetry dropped (buffer full).")
+        yield CounterMetricFamily(
+            "mainspring_telemetry_dropped_events", "Events telemetry dropped (buffer full)."
+        )
 
     def collect(self) -> Iterator[Metric]:
         metrics = self._ref()
@@ -94,7 +98,9 @@ class _CatchUp(Collector):
             metrics.flush(timeout=2.0)
             dropped = metrics.dropped
         yield CounterMetricFamily(
-            "mainspring_telemetry_dropped_events", "Events telemetry dropped (buffer full).", value=dropped
+            "mainspring_telemetry_dropped_events",
+            "Events telemetry dropped (buffer full).",
+            value=dropped,
         )
 
 
@@ -126,9 +132,14 @@ class JournalMetrics(EventPump):
             from .otel_metrics import OtelSink
 
             sink = FanoutSink([self.prometheus, OtelSink(meter_provider)])
-        self.aggregator = MetricsAggregator(sink, pricing=pricing, max_series=max_series, max_runs=max_runs)
+        self.aggregator = MetricsAggregator(
+            sink, pricing=pricing, max_series=max_series, max_runs=max_runs
+        )
         super().__init__(
-            reader=as_reader(store), capacity=capacity, interval=interval, max_runs=max_runs,
+            reader=as_reader(store),
+            capacity=capacity,
+            interval=interval,
+            max_runs=max_runs,
             name="mainspring-metrics",
         )
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import ids
 
@@ -28,21 +28,7 @@ if TYPE_CHECKING:
 
 def root_run_id(ctx: Context) -> str:
     """The top run of ``ctx``'s subgraph tree (whose id names the trace)."""
-    # The Context exposes neither its parent chain nor the root run; the live
-    # drivers of the runtime have it (a subgraph's parents are live while it runs).
-    driver: Any = getattr(ctx, "_driver", None)
-    run_id = ctx.run_id
-    if driver is None:
-        return ids.guess_root(run_id)
-    live: dict[str, Any] = getattr(driver.runtime, "_live", {})
-    parent = driver.fold.parent
-    while isinstance(parent, dict):
-        run_id = str(parent["run_id"])
-        above = live.get(run_id)
-        if above is None:
-            return ids.guess_root(run_id)
-        parent = above.fold.parent
-    return run_id
+    return ctx.root_run_id
 
 
 def span_context(ctx: Context) -> tuple[int, int] | None:

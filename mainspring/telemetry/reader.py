@@ -46,7 +46,9 @@ class StoreReader:
         self._memory = source if isinstance(source, MemoryStore) else None
         self._url = source if isinstance(source, str) else source.url
         if self._memory is None and self._url.startswith("memory:"):
-            raise StoreError("an in-memory store can only be read through its Store object, not its URL")
+            raise StoreError(
+                "an in-memory store can only be read through its Store object, not its URL"
+            )
         self._lock = threading.Lock()
         self._portal_cm: AbstractContextManager[Any] | None = None
         self._portal: Any = None

@@ -62,8 +62,12 @@ class SpanRecord:
             "status": self.status,
             "status_message": self.status_message,
             "attributes": self.attributes,
-            "events": [{"name": e.name, "ts_ns": e.ts_ns, "attributes": e.attributes} for e in self.events],
-            "links": [{"trace_id": ids.hex_trace(t), "span_id": ids.hex_span(s)} for t, s in self.links],
+            "events": [
+                {"name": e.name, "ts_ns": e.ts_ns, "attributes": e.attributes} for e in self.events
+            ],
+            "links": [
+                {"trace_id": ids.hex_trace(t), "span_id": ids.hex_span(s)} for t, s in self.links
+            ],
         }
 
 

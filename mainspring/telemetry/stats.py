@@ -48,7 +48,10 @@ def latency_stats(spans: Iterable[SpanRecord]) -> list[LatencyStats]:
         if span.attributes.get("mainspring.outcome") in ("interrupted", "abandoned", "cancelled"):
             continue
         if span.kind == "node":
-            key: tuple[Literal["node", "effect"], str] = ("node", str(span.attributes.get("mainspring.node", "")))
+            key: tuple[Literal["node", "effect"], str] = (
+                "node",
+                str(span.attributes.get("mainspring.node", "")),
+            )
         else:
             key = ("effect", str(span.attributes.get("mainspring.effect.name", span.name)))
         samples.setdefault(key, []).append((span.end_ns - span.start_ns) / 1e9)
@@ -57,9 +60,17 @@ def latency_stats(spans: Iterable[SpanRecord]) -> list[LatencyStats]:
     out = []
     for (kind, name), values in samples.items():
         values.sort()
-        out.append(LatencyStats(
-            kind, name, len(values), errors.get((kind, name), 0),
-            percentile(values, 0.5), percentile(values, 0.95), percentile(values, 0.99), values[-1],
-        ))
+        out.append(
+            LatencyStats(
+                kind,
+                name,
+                len(values),
+                errors.get((kind, name), 0),
+                percentile(values, 0.5),
+                percentile(values, 0.95),
+                percentile(values, 0.99),
+                values[-1],
+            )
+        )
     out.sort(key=lambda s: (s.kind != "node", -s.p95, s.name))
     return out

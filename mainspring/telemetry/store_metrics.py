@@ -33,7 +33,9 @@ class InstrumentedStore:
 
     def _record(self, durability: Durability, started: float, events: int) -> None:
         labels = (str(durability),)
-        self._metrics.observe("mainspring_journal_append_duration_seconds", labels, time.perf_counter() - started)
+        self._metrics.observe(
+            "mainspring_journal_append_duration_seconds", labels, time.perf_counter() - started
+        )
         self._metrics.observe("mainspring_journal_append_events", labels, events)
 
     async def append(

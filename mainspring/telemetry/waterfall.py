@@ -90,7 +90,10 @@ def layout(spans: Sequence[SpanRecord]) -> list[Row]:
     def visit(span: SpanRecord, depth: int, siblings: list[SpanRecord]) -> None:
         end = span.end_ns if span.end_ns is not None else horizon
         parallel = span.kind == "node" and any(
-            o is not span and o.kind == "node" and o.start_ns < end and span.start_ns < (o.end_ns or horizon)
+            o is not span
+            and o.kind == "node"
+            and o.start_ns < end
+            and span.start_ns < (o.end_ns or horizon)
             for o in siblings
         )
         rows.append(Row(span, depth, span.start_ns, end, span.span_id in critical, parallel))
@@ -115,16 +118,28 @@ def _note(span: SpanRecord, is_open: bool) -> Text:
             parts.append(("rerun", "cyan"))
         outcome = a.get("mainspring.outcome")
         if outcome == "retrying":
-            parts.append((f"retry in {float(a.get('mainspring.retry.delay_s', 0)):.2f} s", "yellow"))
+            parts.append(
+                (f"retry in {float(a.get('mainspring.retry.delay_s', 0)):.2f} s", "yellow")
+            )
         elif outcome in ("interrupted", "abandoned", "cancelled"):
             parts.append((str(outcome), "yellow"))
     elif span.kind == "effect":
         if "gen_ai.usage.input_tokens" in a:
-            parts.append((f"{a['gen_ai.usage.input_tokens']}→{a.get('gen_ai.usage.output_tokens', 0)} tok", "green"))
+            parts.append(
+                (
+                    f"{a['gen_ai.usage.input_tokens']}→{a.get('gen_ai.usage.output_tokens', 0)} tok",
+                    "green",
+                )
+            )
         if "mainspring.cost_usd" in a:
             parts.append((f"${float(a['mainspring.cost_usd']):.4f}", "green"))
     elif span.kind == "wait":
-        parts.append(("waiting" if is_open else f"interrupt {a.get('mainspring.interrupt.id', '')}", "yellow"))
+        parts.append(
+            (
+                "waiting" if is_open else f"interrupt {a.get('mainspring.interrupt.id', '')}",
+                "yellow",
+            )
+        )
     elif is_open:
         parts.append(("in progress", "cyan"))
     if span.status == "error":
@@ -171,7 +186,9 @@ def render(spans: Sequence[SpanRecord], *, width: int = 120) -> RenderableType:
     t1 = max(r.end_ns for r in rows)
     label_width = min(48, max(len(r.span.name) + 2 * r.depth + 4 for r in rows))
     note_width = max(12, min(40, width // 4))
-    bar_width = max(20, width - label_width - note_width - 9 - 1 - 8)  # 9: duration, 1: marker, 8: padding
+    bar_width = max(
+        20, width - label_width - note_width - 9 - 1 - 8
+    )  # 9: duration, 1: marker, 8: padding
     table = Table(box=None, show_header=True, header_style="bold", pad_edge=False, expand=False)
     table.add_column("", width=1, no_wrap=True)
     table.add_column("span", width=label_width, no_wrap=True, overflow="ellipsis")
@@ -184,7 +201,9 @@ def render(spans: Sequence[SpanRecord], *, width: int = 120) -> RenderableType:
         if row.parallel:
             label.append("‖ ", style="magenta")
         label.append(f"{_ICONS[span.kind]} ", style="dim")
-        label.append(span.name, style="red" if span.status == "error" else ("bold" if row.critical else ""))
+        label.append(
+            span.name, style="red" if span.status == "error" else ("bold" if row.critical else "")
+        )
         duration = fmt_duration(row.end_ns - row.start_ns) + ("+" if row.open else "")
         table.add_row(
             Text("●", style="magenta") if row.critical else Text(" "),
@@ -195,7 +214,10 @@ def render(spans: Sequence[SpanRecord], *, width: int = 120) -> RenderableType:
         )
     root = rows[0].span
     title = Text.assemble(
-        ("trace ", "bold"), (ids.hex_trace(root.trace_id), "dim"), ("  run ", "bold"), (root.run_id, ""),
+        ("trace ", "bold"),
+        (ids.hex_trace(root.trace_id), "dim"),
+        ("  run ", "bold"),
+        (root.run_id, ""),
         ("  ● critical path  ‖ parallel  ░ waiting", "dim"),
     )
     return Group(title, table)
@@ -209,6 +231,7 @@ def to_json(spans: Sequence[SpanRecord]) -> dict[str, Any]:
         "run_id": root.run_id if root else None,
         "trace_id": ids.hex_trace(root.trace_id) if root else None,
         "spans": [
-            {**r.span.to_json(), "depth": r.depth, "critical": r.critical, "parallel": r.parallel} for r in rows
+            {**r.span.to_json(), "depth": r.depth, "critical": r.critical, "parallel": r.parallel}
+            for r in rows
         ],
     }

@@ -1,0 +1,68 @@
+"""The public surface is what we mean it to be: everything in __all__, nothing by accident."""
+
+from __future__ import annotations
+
+import mainspring
+
+EXPECTED = {
+    # authoring
+    "Graph",
+    "CompiledGraph",
+    "START",
+    "END",
+    "Send",
+    "Retry",
+    "append",
+    "merge",
+    "replace",
+    # running
+    "Runtime",
+    "SyncRuntime",
+    "RunHandle",
+    "SyncRunHandle",
+    "Context",
+    "RunOutcome",
+    "PendingInterrupt",
+    "StateView",
+    "ReplayReport",
+    "Divergence",
+    "load_graph",
+    # journal and stores
+    "Event",
+    "EventKind",
+    "Store",
+    "RunRecord",
+    "RunStatus",
+    "ThreadInfo",
+    "Durability",
+    "store_from_url",
+    # errors
+    "MainspringError",
+    "GraphError",
+    "StateError",
+    "SerializationError",
+    "StoreError",
+    "NotAStoreError",
+    "SchemaVersionError",
+    "StoreUnavailableError",
+    "ConflictError",
+    "RunNotFoundError",
+    "RunStateError",
+    "RunFailedError",
+    "RunCancelledError",
+    "NodeTimeoutError",
+    "NondeterminismError",
+    "EffectError",
+    "__version__",
+}
+
+
+def test_public_names_are_exactly_the_curated_set() -> None:
+    assert set(mainspring.__all__) == EXPECTED
+    for name in mainspring.__all__:
+        assert hasattr(mainspring, name), name
+
+
+def test_every_error_derives_from_mainspring_error() -> None:
+    errors = [getattr(mainspring, n) for n in mainspring.__all__ if n.endswith("Error")]
+    assert all(issubclass(e, mainspring.MainspringError) for e in errors)
