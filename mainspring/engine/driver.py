@@ -471,13 +471,12 @@ class RunDriver:
                 self._step_scope.cancel()  # the run has failed: stop its siblings
 
     async def _end(self, kind: EventKind, data: dict[str, Any], status: RunStatus) -> None:
-        with anyio.CancelScope(shield=True):
-            self.record(kind, data)
-            error = None
-            if kind is EventKind.FAILED:
-                err = data["error"]
-                error = f"{err.get('type')}: {err.get('message')}"
-            await self.commit(status, error)
+        self.record(kind, data)
+        error = None
+        if kind is EventKind.FAILED:
+            err = data["error"]
+            error = f"{err.get('type')}: {err.get('message')}"
+        await self.commit(status, error)  # shielded where the store can yield
 
     async def maybe_snapshot(self) -> None:
         if self._snapshot_due:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import time
-import uuid
 import weakref
 from collections.abc import Iterable, Sequence
 from types import TracebackType
@@ -219,7 +219,7 @@ class Runtime:
     ) -> tuple[str, RunDriver | None]:
         if self._graphs.get(graph.name) is not graph:
             self.register(graph)
-        run_id = run_id or uuid.uuid4().hex
+        run_id = run_id or os.urandom(16).hex()  # a random 128-bit id, as uuid4 but cheaper
         if run_id in self._live:
             return run_id, None
         durable = Durability(durability) if durability is not None else self.durability
