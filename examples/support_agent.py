@@ -171,10 +171,15 @@ async def main(db: Path, approve: bool, inbox: Path) -> int:
             _show(event.kind, event.data)
         final = await rt.handle(handle.run_id).result()
         events = await rt.events(handle.run_id)
-    effects = sum(1 for e in events if e.kind is EventKind.EFFECT_FINISHED)
+    finished = [e.data for e in events if e.kind is EventKind.EFFECT_FINISHED and "result" in e.data]
+    distinct = {(d["step"], d["task"], d["effect"]) for d in finished}
+    replies = outbox.read_text().splitlines()
     print(f"\nfinal summary: {json.dumps(final['summary'], sort_keys=True)}")
-    print(f"journal: {len(events)} events, {effects} effects recorded, none repeated")
-    print(f"outbox: {outbox} ({len(outbox.read_text().splitlines())} replies)")
+    print(
+        f"journal: {len(events)} events; {len(finished)} effects finished, "
+        f"{len(finished) - len(distinct)} of them repeated across the resume"
+    )
+    print(f"outbox: {outbox} ({len(replies)} replies for {len(json.loads(inbox.read_text()))} tickets)")
     print(f"explore: mainspring show {handle.run_id} --store {url}")
     return 0
 

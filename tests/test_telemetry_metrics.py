@@ -199,3 +199,20 @@ async def test_poller_reads_metrics_from_a_stores_journals(tmp_path: Path) -> No
     assert value(registry, "mainspring_interrupts_waiting", graph="approval") == 1
     assert value(registry, "mainspring_active_runs", graph="approval") == 0
     assert value(registry, "mainspring_active_runs", graph="linear") == 0
+
+
+async def test_group_commit_batch_sizes_come_from_the_store(tmp_path: Path) -> None:
+    from mainspring.store import store_from_url
+
+    store = store_from_url(f"sqlite:///{tmp_path / 'groups.db'}")
+    metrics = JournalMetrics(store=store)
+    registry = metrics.registry
+    async with Runtime(metrics.instrument(store), listeners=[metrics], durability="batch") as rt:
+        handles = [await rt.start(tg.linear, {}) for _ in range(50)]
+        for handle in handles:
+            await handle.result()
+    commits = value(registry, "mainspring_journal_commit_writes_count")
+    writes = value(registry, "mainspring_journal_commit_writes_sum")
+    assert commits > 0 and writes >= 50 * 2, "every run's writes were counted"
+    assert writes / commits > 1.5, "batch mode groups several runs' writes per commit"
+    assert value(registry, "mainspring_journal_commit_duration_seconds_count") == commits

@@ -25,7 +25,7 @@ The contract every backend honours (and ``tests/store_conformance.py`` checks):
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -108,9 +108,26 @@ class CreateResult:
     created: bool  # False: a run with this id already existed and was returned as is
 
 
+@dataclass(slots=True, frozen=True)
+class CommitStats:
+    """One physical commit of a store: how many run writes and events it carried."""
+
+    writes: int  # creates and appends, of one run or several (group commit)
+    events: int
+    seconds: float
+
+
+CommitObserver = Callable[[CommitStats], None]
+
+
 @runtime_checkable
 class Store(Protocol):
-    """Where journals live. All methods are safe to call from concurrent tasks."""
+    """Where journals live. All methods are safe to call from concurrent tasks.
+
+    A store may also offer ``commit_observer: CommitObserver | None``, called after
+    each physical commit (possibly from the store's writer thread, so it must be
+    cheap and thread-safe): how group commits actually group, for metrics.
+    """
 
     url: str
 

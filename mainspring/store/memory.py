@@ -13,7 +13,7 @@ from dataclasses import replace
 from ..errors import ConflictError, RunNotFoundError, StoreError
 from ..events import Event
 from ._owner import owner_is_dead
-from .base import CreateResult, Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
+from .base import CommitObserver, CommitStats, CreateResult, Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
 
 
 class MemoryStore:
@@ -23,6 +23,7 @@ class MemoryStore:
         self._events: dict[str, list[Event]] = {}
         self._snapshots: dict[str, Snapshot] = {}
         self._closed = False
+        self.commit_observer: CommitObserver | None = None
 
     async def open(self) -> None:
         self._closed = False
@@ -68,6 +69,8 @@ class MemoryStore:
             self._events[run_id].extend(events)
             record.last_seq = expected_seq + len(events)
             record.updated_at = events[-1].ts
+        if self.commit_observer is not None:
+            self.commit_observer(CommitStats(1, len(events), 0.0))
         if status is not None:
             record.status = status
             if status is not RunStatus.RUNNING:  # parked or ended: nobody drives it now

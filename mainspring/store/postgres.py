@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
@@ -79,7 +80,7 @@ from ._pg_pool import Connection, ConnectionPool
 from ._pg_retry import Retrier, log
 from ._pg_schema import migrate
 from ._pg_url import option, parse_url
-from .base import CreateResult, Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
+from .base import CommitObserver, CommitStats, CreateResult, Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
 
 Record = asyncpg.Record
 
@@ -122,6 +123,7 @@ class PostgresStore:
         if "application_name" not in parsed.driver_params:
             self._server_settings["application_name"] = "mainspring"
         self._sql = _pg_sql.statements(self.target.schema)
+        self.commit_observer: CommitObserver | None = None
         self._retrier = Retrier(self.target, self.retry_for)
         self._pool: ConnectionPool | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -304,7 +306,10 @@ class PostgresStore:
                 return  # our earlier attempt committed; its reply was lost
             raise failure
 
+        started = time.perf_counter()
         await self._retrier.run(f"appending to run {run_id!r}", attempt)
+        if self.commit_observer is not None:
+            self.commit_observer(CommitStats(1, len(kinds), time.perf_counter() - started))
 
     async def _write_groups(self, groups: list[Group]) -> list[BaseException | None]:
         """Write the group-commit queue's groups in one statement; one outcome per group."""
@@ -333,7 +338,13 @@ class PostgresStore:
                         outcomes[i] = outcome
                 todo = again
 
+        started = time.perf_counter()
         await self._retrier.run(f"writing a group commit of {len(groups)} runs", attempt)
+        observer = self.commit_observer
+        if observer is not None:
+            done = [g for g, o in zip(groups, outcomes, strict=True) if o is None]
+            events = sum(len(g.kinds) for g in done)
+            observer(CommitStats(len(done), events, time.perf_counter() - started))
         return outcomes
 
     async def _stored(

@@ -36,7 +36,7 @@ from ..events import Event, encode
 from . import _sqlite_sql as sql
 from ._owner import owner_is_dead
 from ._sqlite_schema import inspect_file, migrate, parse_url, readonly_uri, translate
-from .base import CreateResult, Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
+from .base import CommitObserver, CommitStats, CreateResult, Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
 
 __all__ = ["SQLiteStore"]
 
@@ -110,6 +110,7 @@ class _Writer:
         self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
         # Held while a transaction runs, by the writer thread or by an inline commit.
         self._conn_lock = threading.Lock()
+        self.observer: CommitObserver | None = None
         self._last_append: tuple[str | None, float] = (None, 0.0)
         # Guards _stopping (so that nothing is queued behind the stop request)
         # and the bookkeeping of "off" writes, which both threads touch.
@@ -233,6 +234,16 @@ class _Writer:
                 return
 
     def _transact(self, writes: list[_Request]) -> None:
+        observer = self.observer
+        started = time.perf_counter() if observer is not None else 0.0
+        self._transact_now(writes)
+        if observer is not None:
+            runs = [r for r in writes if r.op in (sql.APPEND, sql.CREATE) and r.error is None]
+            events = sum(len(r.args[2] if r.op == sql.APPEND else r.args[1]) for r in runs)
+            if runs:
+                observer(CommitStats(len(runs), events, time.perf_counter() - started))
+
+    def _transact_now(self, writes: list[_Request]) -> None:
         cur = self._cur
         try:
             cur.execute("BEGIN IMMEDIATE")
@@ -342,6 +353,7 @@ class SQLiteStore:
         self._max_batch = max_batch
         self._busy_timeout = busy_timeout
         self._writer: _Writer | None = None
+        self._observer: CommitObserver | None = None
         self._open_lock = anyio.Lock()
         # Read connections, pooled across worker threads (sqlite3 objects may
         # cross threads as long as one thread uses each at a time).
@@ -381,6 +393,18 @@ class SQLiteStore:
                 max_batch=self._max_batch,
                 busy_timeout=self._busy_timeout,
             )
+            self._writer.observer = self._observer
+
+    @property
+    def commit_observer(self) -> CommitObserver | None:
+        """Called after each commit, on the writer's thread (see ``Store``)."""
+        return self._observer
+
+    @commit_observer.setter
+    def commit_observer(self, observer: CommitObserver | None) -> None:
+        self._observer = observer
+        if self._writer is not None:
+            self._writer.observer = observer
 
     def _connect(self) -> sqlite3.Connection:
         path = self.path

@@ -116,6 +116,20 @@ INSTRUMENTS: Final = {
             ("durability",),
             buckets=SIZE_BUCKETS,
         ),
+        Instrument(
+            "mainspring_journal_commit_writes",
+            "histogram",
+            "Run writes (appends and creates) per physical store commit: the group-commit batch size.",
+            (),
+            buckets=SIZE_BUCKETS,
+        ),
+        Instrument(
+            "mainspring_journal_commit_duration_seconds",
+            "histogram",
+            "Duration of physical store commits.",
+            (),
+            "s",
+        ),
     )
 }
 

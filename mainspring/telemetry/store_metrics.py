@@ -4,8 +4,8 @@ Appends are not events, so they are measured where they happen: a thin proxy
 around the store. ``Runtime(metrics.instrument(store), listeners=[metrics])``.
 
 The proxy sees each ``append`` call (its duration as the run waits for it, and
-its number of events), not the group commits a store makes of several runs'
-appends; those need a hook inside the store (see the telemetry package notes).
+its number of events); the store's ``commit_observer`` reports each physical
+commit (how many runs' writes a group commit carried, and how long it took).
 An in-memory store behind the proxy is treated by the runtime as a durable one.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..events import Event
-from ..store.base import Durability, RunStatus, Store
+from ..store.base import CommitStats, Durability, RunStatus, Store
 from .metrics import MetricsAggregator
 
 
@@ -27,6 +27,12 @@ class InstrumentedStore:
         self._store = store
         self._metrics = metrics
         self.url = store.url
+        if hasattr(store, "commit_observer"):  # group commits as the store really makes them
+            store.commit_observer = self._on_commit
+
+    def _on_commit(self, stats: CommitStats) -> None:
+        self._metrics.observe("mainspring_journal_commit_writes", (), stats.writes)
+        self._metrics.observe("mainspring_journal_commit_duration_seconds", (), stats.seconds)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
