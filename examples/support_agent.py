@@ -171,7 +171,9 @@ async def main(db: Path, approve: bool, inbox: Path) -> int:
             _show(event.kind, event.data)
         final = await rt.handle(handle.run_id).result()
         events = await rt.events(handle.run_id)
-    finished = [e.data for e in events if e.kind is EventKind.EFFECT_FINISHED and "result" in e.data]
+    finished = [
+        e.data for e in events if e.kind is EventKind.EFFECT_FINISHED and "result" in e.data
+    ]
     distinct = {(d["step"], d["task"], d["effect"]) for d in finished}
     replies = outbox.read_text().splitlines()
     print(f"\nfinal summary: {json.dumps(final['summary'], sort_keys=True)}")
@@ -179,7 +181,9 @@ async def main(db: Path, approve: bool, inbox: Path) -> int:
         f"journal: {len(events)} events; {len(finished)} effects finished, "
         f"{len(finished) - len(distinct)} of them repeated across the resume"
     )
-    print(f"outbox: {outbox} ({len(replies)} replies for {len(json.loads(inbox.read_text()))} tickets)")
+    print(
+        f"outbox: {outbox} ({len(replies)} replies for {len(json.loads(inbox.read_text()))} tickets)"
+    )
     print(f"explore: mainspring show {handle.run_id} --store {url}")
     return 0
 

@@ -20,7 +20,7 @@ identified by ``(step, task)``, its index in the superstep):
 * ``effect_started``: step, task, node, effect (index in the task), name, key
   (idempotency key), attempt.
 * ``effect_finished``: step, task, node, effect, name, and result or error
-  ``{type, message}``; usage data an effect reports may ride in ``result``.
+  ``{type, module, message}``; usage data an effect reports may ride in ``result``.
 * ``interrupted``: step, task, node, interrupt (index), id, payload; child,
   child_run, child_node when it stands for a subgraph run's interrupt.
 * ``resumed``: values ``{interrupt id: value}``.

@@ -201,7 +201,11 @@ async def test_effect_errors_propagate_and_are_recorded(rt: Runtime) -> None:
     assert (await handle.result())["value"] == -1
     events = await rt.events(handle.run_id)
     finished = [e.data for e in events if e.kind is EventKind.EFFECT_FINISHED]
-    assert finished[0]["error"] == {"type": "PermissionError", "message": "card declined"}
+    assert finished[0]["error"] == {
+        "type": "PermissionError",
+        "module": "builtins",
+        "message": "card declined",
+    }
 
 
 async def test_cancel_a_running_and_a_parked_run(rt: Runtime) -> None:

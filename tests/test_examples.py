@@ -13,8 +13,18 @@ REPO = Path(__file__).resolve().parent.parent
 def test_support_agent_example_runs_parks_and_resumes(tmp_path: Path) -> None:
     db = tmp_path / "desk.db"
     done = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "support_agent.py"), "--db", str(db), "--approve", "no"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        [
+            sys.executable,
+            str(REPO / "examples" / "support_agent.py"),
+            "--db",
+            str(db),
+            "--approve",
+            "no",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout

@@ -646,3 +646,18 @@ async def test_conflicting_appends_never_fork_or_leave_gaps(
     journal = await store.read(run_id)
     assert [e.seq for e in journal] == list(range(1, len(model) + 1))
     assert journal == model
+
+
+async def test_commit_observer_sees_commits_and_cannot_fail_them(store: Store) -> None:
+    seen: list[int] = []
+
+    def broken(stats: Any) -> None:
+        seen.append(stats.writes)
+        raise RuntimeError("a metrics bug")
+
+    store.commit_observer = broken  # type: ignore[attr-defined]
+    run_id = await make_run(store, 1)
+    await store.append(run_id, 1, events(run_id, 1, 2))
+    await store.flush()
+    assert [e.seq for e in await store.read(run_id)] == [1, 2, 3], "the write landed"
+    assert seen and all(n >= 1 for n in seen)

@@ -211,8 +211,11 @@ async def test_group_commit_batch_sizes_come_from_the_store(tmp_path: Path) -> N
         handles = [await rt.start(tg.linear, {}) for _ in range(50)]
         for handle in handles:
             await handle.result()
-    commits = value(registry, "mainspring_journal_commit_writes_count")
-    writes = value(registry, "mainspring_journal_commit_writes_sum")
+    commits = value(registry, "mainspring_journal_commit_writes_count", backend="sqlite")
+    writes = value(registry, "mainspring_journal_commit_writes_sum", backend="sqlite")
     assert commits > 0 and writes >= 50 * 2, "every run's writes were counted"
     assert writes / commits > 1.5, "batch mode groups several runs' writes per commit"
-    assert value(registry, "mainspring_journal_commit_duration_seconds_count") == commits
+    assert (
+        value(registry, "mainspring_journal_commit_duration_seconds_count", backend="sqlite")
+        == commits
+    )

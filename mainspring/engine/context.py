@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import importlib
 import inspect
 import typing
 from collections.abc import Callable
@@ -96,9 +97,13 @@ class Context:
         if driver.oracle is not None:
             return driver.oracle.effect(driver, task, index, name, fn)
         record = task.effects.get(index)
-        # Deterministic: the same on every re-run; a new attempt after a failure gets its own.
+        # Deterministic: the same on every re-run. A call that started but never finished
+        # keeps its key (the far side may have done the work); only a new attempt after a
+        # recorded failure gets a key of its own.
         key = f"{driver.run_id}:{step}.{tindex}.{index}"
-        if task.attempt > 1:
+        if record is not None and not record.done and record.name == name:
+            key = record.key
+        elif task.attempt > 1:
             key = f"{key}#a{task.attempt}"
         if record is not None:
             if record.name != name:
@@ -111,7 +116,7 @@ class Context:
                 return _revive(fn, record.result) if driver.fold.revive else record.result
             if record.done and record.attempt == task.attempt:
                 assert record.error is not None
-                raise EffectError(name, record.error["type"], record.error["message"])
+                raise recorded_error(name, record.error)
         driver.record(
             EventKind.EFFECT_STARTED,
             {
@@ -143,7 +148,11 @@ class Context:
                     "node": task.node,
                     "effect": index,
                     "name": name,
-                    "error": {"type": type(exc).__name__, "message": str(exc)},
+                    "error": {
+                        "type": type(exc).__name__,
+                        "module": type(exc).__module__,
+                        "message": str(exc),
+                    },
                 },
             )
             await driver.commit()
@@ -237,6 +246,24 @@ def _return_reviver(fn: Callable[..., Any]) -> Callable[[Any], Any] | None:
     if typing.get_origin(ret) in (typing.Awaitable, typing.Coroutine):
         ret = typing.get_args(ret)[-1]
     return _reviver_for(ret)
+
+
+def recorded_error(name: str, error: dict[str, Any]) -> BaseException:
+    """The exception an effect raised, rebuilt from the journal for a resume or replay.
+
+    The original type when it can be imported and built from its message, so a
+    node's ``except ValueError:`` behaves as it did the first time; otherwise an
+    EffectError naming it.
+    """
+    module, type_name, message = error.get("module"), error["type"], error.get("message", "")
+    if module:
+        try:
+            cls = getattr(importlib.import_module(module), type_name)
+            if isinstance(cls, type) and issubclass(cls, Exception):
+                return cls(message)
+        except Exception:  # not importable, or not buildable from one message
+            pass
+    return EffectError(name, type_name, message)
 
 
 def _revive(fn: Callable[..., Any], value: Any) -> Any:

@@ -53,6 +53,7 @@ class ReplayOracle(Protocol):
         self, driver: RunDriver, task: TaskRecord, index: int, name: str, fn: Callable[..., Any]
     ) -> Any: ...
     def resume_value(self, step: int, task: int, index: int) -> tuple[bool, Any]: ...
+    def subgraph_update(self, step: int, task: int) -> tuple[bool, Any]: ...
 
 
 class Listener(Protocol):
@@ -212,15 +213,16 @@ class RunDriver:
         try:
             with anyio.CancelScope() as scope:
                 self.scope = scope
+                if self._create_record is not None:
+                    with anyio.CancelScope(shield=True):  # never unsure whether it exists
+                        created = await self.create()
+                    if not created:
+                        return  # the run already existed: whoever made it drives it
                 if self.cancel_requested:
                     scope.cancel()
-                if self._create_record is not None and not await self.create():
-                    return  # the run already existed: whoever made it drives it
                 await self._loop()
             if scope.cancelled_caught or self.cancel_requested:
-                await self._end(
-                    EventKind.CANCELLED, {"reason": "cancelled by request"}, RunStatus.CANCELLED
-                )
+                await self.end_cancelled("cancelled by request")
         except ConflictError as exc:
             self.outcome = exc  # another writer drives this run now; stop quietly
         except MainspringError as exc:
@@ -245,6 +247,8 @@ class RunDriver:
             await self._end(EventKind.FAILED, {"error": broken.error}, RunStatus.FAILED)
             return
         while True:
+            if self.cancel_requested:  # commits are shielded: check at every step boundary
+                return
             if fold.closed or fold.step_complete:
                 try:
                     plan = self._plan()
@@ -486,6 +490,16 @@ class RunDriver:
             await self.store.save_snapshot(
                 Snapshot(self.run_id, self._committed, self.fold.to_snapshot())
             )
+
+    @property
+    def failed(self) -> bool:
+        """A task of the current step failed for good (the run is failing)."""
+        return self._failure is not None
+
+    async def end_cancelled(self, reason: str) -> None:
+        """Record that the run was cancelled, unless it already ended."""
+        if not self.fold.status.terminal:
+            await self._end(EventKind.CANCELLED, {"reason": reason}, RunStatus.CANCELLED)
 
     def request_cancel(self) -> None:
         self.cancel_requested = True

@@ -6,12 +6,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import EffectError, NondeterminismError, RunStateError
+from ..errors import NondeterminismError, RunStateError
 from ..events import Event, EventKind, to_jsonable
 from ..graph.compiled import CompiledGraph
 from ..store.base import Durability, RunRecord, RunStatus
 from ..store.memory import MemoryStore
-from .context import _revive
+from .context import _revive, recorded_error
 from .fold import RunFold, TaskRecord
 from .handle import PendingInterrupt, RunHandle
 
@@ -151,7 +151,10 @@ class _JournalOracle:
     def __init__(self, events: list[Event]) -> None:
         self.effects: dict[tuple[int, int, int], dict[str, Any]] = {}
         self.resumes: dict[str, Any] = {}
+        self.updates: dict[tuple[int, int], Any] = {}
         for e in events:
+            if e.kind is EventKind.STEP_FINISHED:
+                self.updates[(e.data["step"], e.data["task"])] = e.data.get("update")
             if e.kind is EventKind.EFFECT_FINISHED:
                 self.effects[(e.data["step"], e.data["task"], e.data["effect"])] = e.data
             elif e.kind is EventKind.RESUMED:
@@ -173,9 +176,16 @@ class _JournalOracle:
         driver.record(EventKind.EFFECT_STARTED, {**data, "key": key, "attempt": task.attempt})
         if "error" in recorded:
             driver.record(EventKind.EFFECT_FINISHED, {**data, "error": recorded["error"]})
-            raise EffectError(name, recorded["error"]["type"], recorded["error"]["message"])
+            raise recorded_error(name, recorded["error"])
         driver.record(EventKind.EFFECT_FINISHED, {**data, "result": recorded.get("result")})
         return _revive(fn, recorded.get("result"))
+
+    def subgraph_update(self, step: int, task: int) -> tuple[bool, Any]:
+        """What a subgraph task returned, as recorded: a replay does not run child runs."""
+        key = (step, task)
+        if key in self.updates:
+            return True, self.updates[key]
+        return False, None
 
     def resume_value(self, step: int, task: int, index: int) -> tuple[bool, Any]:
         key = f"{step}.{task}.{index}"

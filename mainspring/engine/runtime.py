@@ -338,13 +338,7 @@ class Runtime:
         try:
             await driver.drive()
         finally:
-            # No await before the bookkeeping: a resume must never find a driver that left.
-            if self._live.get(driver.run_id) is driver:
-                del self._live[driver.run_id]
-            subs = self._subscribers.pop(driver.run_id, None)
-            if subs is not None:
-                subs.close_all()
-            self._signal(driver.run_id)
+            self._forget(driver)
             if driver.outcome is not None and not isinstance(driver.outcome, RunStateError):
                 log.warning("run %s stopped: %s", driver.run_id, driver.outcome)
             if (
@@ -360,6 +354,18 @@ class Runtime:
                     except StoreError as exc:
                         log.warning("could not release run %s: %s", driver.run_id, exc)
 
+    def _forget(self, driver: RunDriver) -> None:
+        """A driver stopped: drop it, end its live streams, wake whoever waits on the run.
+
+        No await here: a resume must never find a driver that has left.
+        """
+        if self._live.get(driver.run_id) is driver:
+            del self._live[driver.run_id]
+        subs = self._subscribers.pop(driver.run_id, None)
+        if subs is not None:
+            subs.close_all()
+        self._signal(driver.run_id)
+
     def _signal(self, run_id: str) -> None:
         event = self._changed.pop(run_id, None)
         if event is not None:
@@ -372,8 +378,12 @@ class Runtime:
         event = self._changed.get(run_id)
         if event is None:
             event = self._changed[run_id] = anyio.Event()
-        with anyio.move_on_after(POLL_INTERVAL * 5):
-            await event.wait()
+        try:
+            with anyio.move_on_after(POLL_INTERVAL * 5):
+                await event.wait()
+        finally:
+            if self._changed.get(run_id) is event:  # nothing happened: keep no state per run
+                del self._changed[run_id]
 
     # -- loading ---------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from ..errors import RunFailedError, RunStateError
 from ..events import EventKind
 from ..graph.builder import NodeSpec
@@ -40,6 +42,11 @@ async def run_subgraph(parent: RunDriver, spec: NodeSpec, task: TaskRecord, stat
     else:
         child_input = {k: v for k, v in parent.fold.state.items() if k in child_fields}
 
+    if parent.oracle is not None:  # replay: the child's outcome comes from the journal
+        found, update = parent.oracle.subgraph_update(step, task.index)
+        if not found:
+            raise Parked()
+        return update
     driver = await _child_driver(parent, child_app, child_id, task, child_input)
     fold = driver.fold
     forwarded = {
@@ -56,8 +63,15 @@ async def run_subgraph(parent: RunDriver, spec: NodeSpec, task: TaskRecord, stat
         rt._live[child_id] = driver
         try:
             await driver.drive()
+        except anyio.get_cancelled_exc_class():
+            # The parent was cancelled or failed: the child ends too. (A runtime shutting
+            # down leaves both as they are, resumable.)
+            if parent.cancel_requested or parent.failed:
+                with anyio.CancelScope(shield=True):
+                    await driver.end_cancelled("its parent run ended")
+            raise
         finally:
-            rt._live.pop(child_id, None)
+            rt._forget(driver)
         if driver.outcome is not None:
             raise driver.outcome
 

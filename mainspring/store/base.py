@@ -25,6 +25,7 @@ The contract every backend honours (and ``tests/store_conformance.py`` checks):
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -118,6 +119,18 @@ class CommitStats:
 
 
 CommitObserver = Callable[[CommitStats], None]
+
+_log = logging.getLogger("mainspring.store")
+
+
+def notify_commit(observer: CommitObserver | None, stats: CommitStats) -> None:
+    """Tell the observer about a commit; its failure is logged, never a failed write."""
+    if observer is None:
+        return
+    try:
+        observer(stats)
+    except Exception:
+        _log.exception("the store's commit observer failed; the commit itself succeeded")
 
 
 @runtime_checkable

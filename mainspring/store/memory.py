@@ -13,7 +13,18 @@ from dataclasses import replace
 from ..errors import ConflictError, RunNotFoundError, StoreError
 from ..events import Event
 from ._owner import owner_is_dead
-from .base import CommitObserver, CommitStats, CreateResult, Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
+from .base import (
+    CommitObserver,
+    CommitStats,
+    CreateResult,
+    Durability,
+    RunQuery,
+    RunRecord,
+    RunStatus,
+    Snapshot,
+    ThreadInfo,
+    notify_commit,
+)
 
 
 class MemoryStore:
@@ -70,7 +81,7 @@ class MemoryStore:
             record.last_seq = expected_seq + len(events)
             record.updated_at = events[-1].ts
         if self.commit_observer is not None:
-            self.commit_observer(CommitStats(1, len(events), 0.0))
+            notify_commit(self.commit_observer, CommitStats(1, len(events), 0.0))
         if status is not None:
             record.status = status
             if status is not RunStatus.RUNNING:  # parked or ended: nobody drives it now

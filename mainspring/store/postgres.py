@@ -80,7 +80,18 @@ from ._pg_pool import Connection, ConnectionPool
 from ._pg_retry import Retrier, log
 from ._pg_schema import migrate
 from ._pg_url import option, parse_url
-from .base import CommitObserver, CommitStats, CreateResult, Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
+from .base import (
+    CommitObserver,
+    CommitStats,
+    CreateResult,
+    Durability,
+    RunQuery,
+    RunRecord,
+    RunStatus,
+    Snapshot,
+    ThreadInfo,
+    notify_commit,
+)
 
 Record = asyncpg.Record
 
@@ -309,7 +320,8 @@ class PostgresStore:
         started = time.perf_counter()
         await self._retrier.run(f"appending to run {run_id!r}", attempt)
         if self.commit_observer is not None:
-            self.commit_observer(CommitStats(1, len(kinds), time.perf_counter() - started))
+            stats = CommitStats(1, len(kinds), time.perf_counter() - started)
+            notify_commit(self.commit_observer, stats)
 
     async def _write_groups(self, groups: list[Group]) -> list[BaseException | None]:
         """Write the group-commit queue's groups in one statement; one outcome per group."""
@@ -340,11 +352,12 @@ class PostgresStore:
 
         started = time.perf_counter()
         await self._retrier.run(f"writing a group commit of {len(groups)} runs", attempt)
-        observer = self.commit_observer
-        if observer is not None:
+        if self.commit_observer is not None:
             done = [g for g, o in zip(groups, outcomes, strict=True) if o is None]
-            events = sum(len(g.kinds) for g in done)
-            observer(CommitStats(len(done), events, time.perf_counter() - started))
+            stats = CommitStats(
+                len(done), sum(len(g.kinds) for g in done), time.perf_counter() - started
+            )
+            notify_commit(self.commit_observer, stats)
         return outcomes
 
     async def _stored(

@@ -36,7 +36,18 @@ from ..events import Event, encode
 from . import _sqlite_sql as sql
 from ._owner import owner_is_dead
 from ._sqlite_schema import inspect_file, migrate, parse_url, readonly_uri, translate
-from .base import CommitObserver, CommitStats, CreateResult, Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
+from .base import (
+    CommitObserver,
+    CommitStats,
+    CreateResult,
+    Durability,
+    RunQuery,
+    RunRecord,
+    RunStatus,
+    Snapshot,
+    ThreadInfo,
+    notify_commit,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -241,7 +252,9 @@ class _Writer:
             runs = [r for r in writes if r.op in (sql.APPEND, sql.CREATE) and r.error is None]
             events = sum(len(r.args[2] if r.op == sql.APPEND else r.args[1]) for r in runs)
             if runs:
-                observer(CommitStats(len(runs), events, time.perf_counter() - started))
+                notify_commit(
+                    observer, CommitStats(len(runs), events, time.perf_counter() - started)
+                )
 
     def _transact_now(self, writes: list[_Request]) -> None:
         cur = self._cur

@@ -120,14 +120,14 @@ INSTRUMENTS: Final = {
             "mainspring_journal_commit_writes",
             "histogram",
             "Run writes (appends and creates) per physical store commit: the group-commit batch size.",
-            (),
+            ("backend",),
             buckets=SIZE_BUCKETS,
         ),
         Instrument(
             "mainspring_journal_commit_duration_seconds",
             "histogram",
             "Duration of physical store commits.",
-            (),
+            ("backend",),
             "s",
         ),
     )

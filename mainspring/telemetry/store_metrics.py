@@ -27,12 +27,15 @@ class InstrumentedStore:
         self._store = store
         self._metrics = metrics
         self.url = store.url
+        self._backend = (store.url.partition("://")[0] or "store",)
         if hasattr(store, "commit_observer"):  # group commits as the store really makes them
             store.commit_observer = self._on_commit
 
     def _on_commit(self, stats: CommitStats) -> None:
-        self._metrics.observe("mainspring_journal_commit_writes", (), stats.writes)
-        self._metrics.observe("mainspring_journal_commit_duration_seconds", (), stats.seconds)
+        self._metrics.observe("mainspring_journal_commit_writes", self._backend, stats.writes)
+        self._metrics.observe(
+            "mainspring_journal_commit_duration_seconds", self._backend, stats.seconds
+        )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
