@@ -26,7 +26,7 @@ from ..graph.compiled import CompiledGraph
 from ..store import MemoryStore, store_from_url
 from ..store._owner import new_owner_id
 from ..store.base import Durability, RunQuery, RunRecord, RunStatus, Store, ThreadInfo
-from . import history
+from . import control, history
 from .driver import Listener, ReplayOracle, RunDriver
 from .fold import RunFold
 from .handle import RunHandle, RunOutcome, Subscribers, outcome_of
@@ -445,35 +445,7 @@ class Runtime:
         ``values={id: value, ...}``. A run left running by a crashed process is
         resumed from its journal (no value needed).
         """
-        live = self._live.get(run_id)
-        if live is not None and not live.done.is_set():
-            resolved = _resolve(live.fold, run_id, value, interrupt_id, values, value_given=True)
-            if resolved:
-                live.record(EventKind.RESUMED, {"values": resolved})
-                await live.commit(RunStatus.RUNNING)
-            return RunHandle(self, run_id)
-        record = await self._record(run_id)
-        if record.status.terminal:
-            raise RunStateError(
-                f"run {run_id!r} has {record.status.value}; nothing to resume "
-                "(fork it to run again from an earlier point)"
-            )
-        driver = await self._adopt(run_id, graph)
-        resolved = _resolve(
-            driver.fold,
-            run_id,
-            value,
-            interrupt_id,
-            values,
-            value_given=record.status is RunStatus.INTERRUPTED or values is not None,
-        )
-        if resolved:
-            driver.record(EventKind.RESUMED, {"values": resolved})
-        # Durable before we return, and marked running, so a crash from here on leaves
-        # a run that recovery finds (not one that looks parked with nothing pending).
-        await driver.commit(RunStatus.RUNNING)
-        self._spawn(driver)
-        return RunHandle(self, run_id, driver)
+        return await control.resume(self, run_id, value, interrupt_id, values, graph)
 
     async def cancel(self, run_id: str) -> None:
         """Cancel a run: a live one is stopped, a parked one is ended in its journal.
@@ -481,41 +453,7 @@ class Runtime:
         A parked run needs no graph: its journal gets a ``cancelled`` event, and so do
         its parked subgraph runs.
         """
-        live = self._live.get(run_id)
-        if live is not None and not live.done.is_set():
-            live.request_cancel()
-            await live.done.wait()
-            return
-        record = await self._record(run_id)
-        if record.status.terminal:
-            raise RunStateError(
-                f"run {run_id!r} is already {record.status.value}; nothing to cancel"
-            )
-        if await self.store.claim(run_id, self.owner, self.lease_ttl) is None:
-            raise RunStateError(
-                f"run {run_id!r} is being driven by another process ({record.owner}); cancel it there"
-            )
-        for child in await self.store.list_runs(RunQuery(parent_run_id=run_id)):
-            if not child.status.terminal:
-                await self.cancel(child.run_id)
-        record = await self._record(run_id)
-        event = Event(
-            run_id,
-            record.last_seq + 1,
-            EventKind.CANCELLED,
-            time.time(),
-            {"reason": "cancelled by request"},
-        )
-        await self.store.append(
-            run_id,
-            record.last_seq,
-            [event],
-            status=RunStatus.CANCELLED,
-            durability=record.durability,
-        )
-        for listener in self._listeners:
-            listener(event)
-        self._signal(run_id)
+        await control.cancel(self, run_id)
 
     async def recover(self, *, resume: bool = True) -> list[RunRecord]:
         """Find runs a crashed process left running; resume those whose graph is known.
@@ -523,23 +461,7 @@ class Runtime:
         Returns the runs found. Those that could not be resumed (unknown graph,
         or ``resume=False``) are kept in ``runtime.recoverable``.
         """
-        found = await self.store.orphaned_runs(self.owner)
-        self.recoverable = []
-        for record in found:
-            if record.run_id in self._live or record.parent_run_id is not None:
-                continue  # subgraph runs are resumed by their parent
-            if not resume:
-                self.recoverable.append(record)
-                continue
-            try:
-                driver = await self._adopt(record.run_id, None)
-            except RunStateError as exc:
-                log.warning("run %s left unfinished by a crashed process: %s", record.run_id, exc)
-                self.recoverable.append(record)
-                continue
-            log.info("recovering run %s (graph %s) from its journal", record.run_id, record.graph)
-            self._spawn(driver)
-        return found
+        return await control.recover(self, resume)
 
     # -- waiting ---------------------------------------------------------------------
 
@@ -644,44 +566,6 @@ class Runtime:
     async def replay(self, run_id: str, *, graph: CompiledGraph | None = None) -> ReplayReport:
         """Re-run a run against its recorded effects and report the first divergence."""
         return await history.replay(self, run_id, graph)
-
-
-def _resolve(
-    fold: RunFold,
-    run_id: str,
-    value: Any,
-    interrupt_id: str | None,
-    values: dict[str, Any] | None,
-    *,
-    value_given: bool,
-) -> dict[str, Any]:
-    pending = {i.id: t.node for t, i in fold.pending_interrupts}
-    listing = ", ".join(f"{iid} (node {node!r})" for iid, node in pending.items())
-    if values is not None:
-        unknown = [k for k in values if k not in pending]
-        if unknown:
-            raise RunStateError(
-                f"run {run_id!r} has no pending interrupt {unknown[0]!r}; pending: {listing or 'none'}"
-            )
-        return dict(values)
-    if interrupt_id is not None:
-        if interrupt_id not in pending:
-            raise RunStateError(
-                f"run {run_id!r} has no pending interrupt {interrupt_id!r}; pending: {listing or 'none'}"
-            )
-        return {interrupt_id: value}
-    if not pending:
-        if value_given and value is not None:
-            raise RunStateError(
-                f"run {run_id!r} is not waiting on an interrupt; there is nothing to resume"
-            )
-        return {}
-    if len(pending) > 1:
-        raise RunStateError(
-            f"run {run_id!r} has {len(pending)} pending interrupts: {listing}; "
-            "name one with interrupt_id=... or pass values={id: value}"
-        )
-    return {next(iter(pending)): value}
 
 
 def load_graph(ref: str) -> CompiledGraph:
