@@ -16,7 +16,7 @@ import inspect
 import time
 import traceback
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -357,9 +357,8 @@ class RunDriver:
                     state_in = task.arg if task.arg is not NO_ARG else fold.schema.view(fold.state)
                     fn: Callable[..., Any] = spec.fn  # type: ignore[assignment]
                     if spec.is_async:
-                        ctx_or_none = Context(self, task) if spec.wants_ctx else None
                         result = await (
-                            fn(state_in, ctx_or_none) if spec.wants_ctx else fn(state_in)
+                            fn(state_in, Context(self, task)) if spec.wants_ctx else fn(state_in)
                         )
                     else:
                         result = (
@@ -371,9 +370,7 @@ class RunDriver:
                             and inspect.isawaitable(result)
                         ):
                             result = await result  # a sync callable that returned a coroutine
-                    update = fold.schema.check_update(task.node, result)
-                    if update and self._check_json:
-                        encode(update, what=f"the update returned by node {task.node!r}")
+                    update = self._update_of(task, result)
                 else:
                     update = await self._attempt(spec, task)
             except Parked:
@@ -432,16 +429,15 @@ class RunDriver:
     async def _attempt(self, spec: NodeSpec, task: TaskRecord) -> Any:
         fold = self.fold
         state_in = task.arg if task.arg is not NO_ARG else fold.schema.view(fold.state)
-        if spec.timeout:
-            with anyio.fail_after(spec.timeout):
-                result = await self._call(spec, task, state_in)
-                if inspect.isawaitable(result):
-                    result = await result
-        else:
+        with anyio.fail_after(spec.timeout) if spec.timeout else nullcontext():
             result = await self._call(spec, task, state_in)
             if inspect.isawaitable(result):
                 result = await result
-        update = fold.schema.check_update(task.node, result)
+        return self._update_of(task, result)
+
+    def _update_of(self, task: TaskRecord, result: Any) -> Any:
+        """What a node returned, checked against the schema (and as JSON, on durable stores)."""
+        update = self.fold.schema.check_update(task.node, result)
         if update and self._check_json:
             encode(update, what=f"the update returned by node {task.node!r}")
         return update

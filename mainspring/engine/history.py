@@ -13,7 +13,7 @@ from ..store.base import Durability, RunRecord, RunStatus
 from ..store.memory import MemoryStore
 from .context import _revive, recorded_error
 from .fold import RunFold, TaskRecord
-from .handle import PendingInterrupt, RunHandle
+from .handle import PendingInterrupt, RunHandle, outcome_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,18 +46,15 @@ async def state_at(
     first = await rt._first_event(run_id)
     app = rt._graph_for(run_id, record.graph, first.data.get("ref"), graph)
     fold = await rt._load_fold(app, run_id, at=at)
-    pending = [PendingInterrupt(i.id, t.node, i.payload) for t, i in fold.pending_interrupts]
-    status = fold.status
-    if status is RunStatus.RUNNING and pending and not any(t.runnable for t in fold.tasks):
-        status = RunStatus.INTERRUPTED
+    outcome = outcome_of(fold)
     return StateView(
         run_id,
         fold.seq,
         fold.step,
-        status,
-        fold.schema.output(fold.state),
+        outcome.status,
+        outcome.state,
         [t.node for t in fold.tasks if not t.finished],
-        pending,
+        outcome.interrupts,
     )
 
 
