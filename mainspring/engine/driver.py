@@ -101,9 +101,11 @@ class RunDriver:
         self._step_scope: CancelScope | None = None
         self.scope: CancelScope | None = None
         self.cancel_requested = False
+        self.abandoned = False  # the runtime is closing: stop, leave the run resumable
         self.parked = False
         self.outcome: BaseException | None = None  # set when the driver stopped on an error
-        self.done = anyio.Event()
+        self._stopped = False
+        self._done: anyio.Event | None = None  # made when first waited on: most runs never are
         self._joins: dict[str, list[str]] | None = None
         self._snapshot_due = False
 
@@ -218,10 +220,10 @@ class RunDriver:
                         created = await self.create()
                     if not created:
                         return  # the run already existed: whoever made it drives it
-                if self.cancel_requested:
+                if self.cancel_requested or self.abandoned:
                     scope.cancel()
                 await self._loop()
-            if scope.cancelled_caught or self.cancel_requested:
+            if (scope.cancelled_caught or self.cancel_requested) and not self.abandoned:
                 await self.end_cancelled("cancelled by request")
         except ConflictError as exc:
             self.outcome = exc  # another writer drives this run now; stop quietly
@@ -236,7 +238,18 @@ class RunDriver:
                     RunStatus.FAILED,
                 )
         finally:
-            self.done.set()
+            self._stopped = True
+            if self._done is not None:
+                self._done.set()
+
+    @property
+    def done(self) -> anyio.Event:
+        """Set once the driver has stopped (finished, failed, parked, cancelled or abandoned)."""
+        if self._done is None:
+            self._done = anyio.Event()
+            if self._stopped:
+                self._done.set()
+        return self._done
 
     async def _loop(self) -> None:
         fold = self.fold
@@ -499,6 +512,12 @@ class RunDriver:
 
     def request_cancel(self) -> None:
         self.cancel_requested = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+    def abandon(self) -> None:
+        """Stop driving at the next await; the journal stays as it is, resumable."""
+        self.abandoned = True
         if self.scope is not None:
             self.scope.cancel()
 

@@ -27,6 +27,7 @@ from ..store import MemoryStore, store_from_url
 from ..store._owner import new_owner_id
 from ..store.base import Durability, RunQuery, RunRecord, RunStatus, Store, ThreadInfo
 from . import control, history
+from ._tasks import RunTasks
 from .driver import Listener, ReplayOracle, RunDriver
 from .fold import RunFold
 from .handle import RunHandle, RunOutcome, Subscribers, outcome_of
@@ -79,7 +80,8 @@ class Runtime:
         self._latest: weakref.WeakValueDictionary[str, RunDriver] = weakref.WeakValueDictionary()
         self._subscribers: dict[str, Subscribers] = {}
         self._changed: dict[str, anyio.Event] = {}
-        self._tg: TaskGroup | None = None
+        self._tg: TaskGroup | None = None  # the runtime's own service tasks (heartbeat)
+        self._runs = RunTasks()
         self._heartbeat_scope: anyio.CancelScope | None = None
 
     @classmethod
@@ -113,6 +115,8 @@ class Runtime:
                     while self._live:
                         await next(iter(self._live.values())).done.wait()
             # Whatever still runs is abandoned, not cancelled: its journal stays resumable.
+            with anyio.CancelScope(shield=True):  # abandoned runs stop at their next await
+                await self._runs.aclose()
             tg.cancel_scope.cancel()
             await tg.__aexit__(None, None, None)
         finally:
@@ -332,7 +336,7 @@ class Runtime:
             raise RunStateError("the runtime is not open; use 'async with Runtime.open(...) as rt'")
         self._live[driver.run_id] = self._latest[driver.run_id] = driver
         self._signal(driver.run_id)
-        self._tg.start_soon(self._drive, driver)
+        self._runs.spawn(driver, self._drive(driver))
 
     async def _drive(self, driver: RunDriver) -> None:
         try:
