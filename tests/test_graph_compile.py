@@ -181,3 +181,17 @@ def test_decorator_forms() -> None:
     assert app.nodes["second"].retry == Retry(attempts=2)
     assert app.nodes["second"].timeout == 1.5
     assert app.nodes["second"].is_async
+
+
+def test_one_function_as_several_named_nodes() -> None:
+    g = Graph(S)
+    for name in ("a", "b"):
+        assert g.node(noop, name=name, timeout=2.0) is noop
+    g.edge(START, "a")
+    g.edge("a", "b")
+    g.edge("b", END)
+    app = g.compile()
+    assert list(app.nodes) == ["a", "b"]
+    assert app.nodes["b"].timeout == 2.0
+    with pytest.raises(GraphError, match="a function, keyword options, or a name and a function"):
+        g.node("a", noop, "extra")  # type: ignore[call-overload]

@@ -60,6 +60,20 @@ class Listener(Protocol):
     def __call__(self, event: Event) -> None: ...
 
 
+class AppendNow(Protocol):
+    """A store's append that completes without waiting (``MemoryStore.append_now``)."""
+
+    def __call__(
+        self,
+        run_id: str,
+        expected_seq: int,
+        events: list[Event],
+        *,
+        status: RunStatus | None,
+        error: str | None,
+    ) -> None: ...
+
+
 class RunDriver:
     """Drives one run; owns its uncommitted events and its commit points."""
 
@@ -75,7 +89,7 @@ class RunDriver:
         snapshot_every: int,
         listeners: list[Listener],
         oracle: ReplayOracle | None = None,
-        shield_commits: bool = True,
+        append_now: AppendNow | None = None,
     ) -> None:
         self.runtime = runtime
         self.app = app
@@ -96,12 +110,14 @@ class RunDriver:
         self._committed = fold.seq
         self._committing = False
         self._commit_done: anyio.Event | None = None
-        self._shield = shield_commits
+        self._append_now = append_now
         self._failure: dict[str, Any] | None = None
         self._step_scope: CancelScope | None = None
         self.scope: CancelScope | None = None
         self.cancel_requested = False
         self.abandoned = False  # the runtime is closing: stop, leave the run resumable
+        self._cancel_held = False  # a cancel waits for the commit in flight
+        self.nested = False  # driven inside another run's task (a subgraph): always shield
         self.parked = False
         self.outcome: BaseException | None = None  # set when the driver stopped on an error
         self._stopped = False
@@ -157,31 +173,45 @@ class RunDriver:
         if self._check_json and value is not None:
             encode(value, what=what)
 
-    async def commit(self, status: RunStatus | None = None, error: str | None = None) -> None:
+    async def commit(
+        self, status: RunStatus | None = None, error: str | None = None, *, shield: bool = True
+    ) -> None:
         """Make every recorded event as durable as the run's durability asks.
 
         Commits of one run are serialised (parallel tasks share the run's
         sequence numbers); each takes everything recorded so far. Shielded, so a
-        cancellation never leaves us unsure whether an append landed.
+        cancellation never leaves us unsure whether an append landed. The loop
+        of a top-level run passes ``shield=False``: only the run's own scope
+        could cancel it there, and ``request_cancel`` and ``abandon`` hold that
+        back until the commit ends (an anyio shield costs ~4 us a commit).
         """
         if not self._pending and status is None:
             return
-        if not self._shield:  # in-memory store: append never yields, nothing to protect
-            await self._append(status, error)
+        if self._append_now is not None:  # in-memory store: nothing to await or protect
+            self._commit_now(self._append_now, status, error)
             return
-        with anyio.CancelScope(shield=True):
-            while self._committing:  # another task of this run is committing: queue behind it
-                if self._commit_done is None:
-                    self._commit_done = anyio.Event()
-                await self._commit_done.wait()
-            self._committing = True
-            try:
-                await self._append(status, error)
-            finally:
-                self._committing = False
-                if self._commit_done is not None:
-                    self._commit_done.set()
-                    self._commit_done = None
+        if shield or self._committing:
+            with anyio.CancelScope(shield=True):
+                await self._serialised_append(status, error)
+        else:
+            await self._serialised_append(status, error)
+
+    async def _serialised_append(self, status: RunStatus | None, error: str | None) -> None:
+        while self._committing:  # another task of this run is committing: queue behind it
+            if self._commit_done is None:
+                self._commit_done = anyio.Event()
+            await self._commit_done.wait()
+        self._committing = True
+        try:
+            await self._append(status, error)
+        finally:
+            self._committing = False
+            if self._commit_done is not None:
+                self._commit_done.set()
+                self._commit_done = None
+            if self._cancel_held and self.scope is not None:
+                self._cancel_held = False
+                self.scope.cancel()
 
     async def _append(self, status: RunStatus | None, error: str | None) -> None:
         if status is self._stored_status and error is None:
@@ -195,14 +225,34 @@ class RunDriver:
             await self.store.append(
                 self.run_id, expected, batch, status=status, error=error, durability=self.durability
             )
-            if status is not None:
-                self._stored_status = status
         except BaseException:
             self._pending[:0] = batch
             raise
         finally:
             self._inflight = []
+        self._landed(expected, batch, status)
+
+    def _commit_now(
+        self, append_now: AppendNow, status: RunStatus | None, error: str | None
+    ) -> None:
+        """``_append`` for a store that appends without waiting."""
+        if status is self._stored_status and error is None:
+            status = None
+        batch, self._pending = self._pending, []
+        if not batch and status is None:
+            return
+        expected = self._committed
+        try:
+            append_now(self.run_id, expected, batch, status=status, error=error)
+        except BaseException:
+            self._pending[:0] = batch
+            raise
+        self._landed(expected, batch, status)
+
+    def _landed(self, expected: int, batch: list[Event], status: RunStatus | None) -> None:
         self._committed = expected + len(batch)
+        if status is not None:
+            self._stored_status = status
 
     def uncommitted(self) -> list[Event]:
         """Events recorded but not yet known to be in the store (being written or pending)."""
@@ -213,13 +263,12 @@ class RunDriver:
     async def drive(self) -> None:
         """Run until the run finishes, fails, parks or is cancelled."""
         try:
+            # A new run in batch or off mode is created here, before the run's scope
+            # exists: a cancel request meanwhile waits for the scope, never interrupts it.
+            if self._create_record is not None and not await self.create():
+                return  # the run already existed: whoever made it drives it
             with anyio.CancelScope() as scope:
                 self.scope = scope
-                if self._create_record is not None:
-                    with anyio.CancelScope(shield=True):  # never unsure whether it exists
-                        created = await self.create()
-                    if not created:
-                        return  # the run already existed: whoever made it drives it
                 if self.cancel_requested or self.abandoned:
                     scope.cancel()
                 await self._loop()
@@ -260,7 +309,7 @@ class RunDriver:
             await self._end(EventKind.FAILED, {"error": broken.error}, RunStatus.FAILED)
             return
         while True:
-            if self.cancel_requested:  # commits are shielded: check at every step boundary
+            if self._stopping():  # checked at every step boundary
                 return
             if fold.closed or fold.step_complete:
                 try:
@@ -272,7 +321,9 @@ class RunDriver:
                     await self._end(EventKind.FINISHED, {}, RunStatus.FINISHED)
                     return
                 self._announce(plan)
-                await self.commit(RunStatus.RUNNING)
+                await self.commit(RunStatus.RUNNING, shield=self.nested)
+                if self._stopping():  # asked while we committed
+                    return
                 if self._snapshot_due:
                     await self.maybe_snapshot()
             fresh, self._fresh = self._fresh, False
@@ -287,7 +338,7 @@ class RunDriver:
                     return
                 continue
             # Parked: every open task waits on a human. A resume may land while we commit.
-            await self.commit(RunStatus.INTERRUPTED)
+            await self.commit(RunStatus.INTERRUPTED, shield=self.nested)
             if not any(t.runnable for t in fold.tasks):
                 self.parked = True
                 return
@@ -489,7 +540,8 @@ class RunDriver:
         if kind is EventKind.FAILED:
             err = data["error"]
             error = f"{err.get('type')}: {err.get('message')}"
-        await self.commit(status, error)  # shielded where the store can yield
+        # Ends are committed by the loop or after it: the driver's own commits (see commit).
+        await self.commit(status, error, shield=self.nested)
 
     async def maybe_snapshot(self) -> None:
         if self._snapshot_due:
@@ -512,13 +564,20 @@ class RunDriver:
 
     def request_cancel(self) -> None:
         self.cancel_requested = True
-        if self.scope is not None:
-            self.scope.cancel()
+        self._cancel_scope()
 
     def abandon(self) -> None:
         """Stop driving at the next await; the journal stays as it is, resumable."""
         self.abandoned = True
-        if self.scope is not None:
+        self._cancel_scope()
+
+    def _stopping(self) -> bool:
+        return self.cancel_requested or self.abandoned
+
+    def _cancel_scope(self) -> None:
+        if self._committing:
+            self._cancel_held = True  # never interrupt an append: we would not know if it landed
+        elif self.scope is not None:
             self.scope.cancel()
 
 

@@ -134,7 +134,10 @@ class RunFold:
 
     @property
     def step_complete(self) -> bool:
-        return all(t.finished for t in self.tasks)
+        for task in self.tasks:  # noqa: SIM110 (a plain loop: this runs at every step)
+            if not task.finished:
+                return False
+        return True
 
     def find_interrupt(self, interrupt_id: str) -> InterruptRecord | None:
         for t in self.tasks:
@@ -160,7 +163,11 @@ class RunFold:
         """Apply the current step's updates, in task order, to the state."""
         if self.closed:
             return
-        updates = [(t.node, t.update) for t in self.tasks if t.update]
+        tasks = self.tasks
+        if len(tasks) == 1:  # the common case, without building lists
+            updates = [(tasks[0].node, tasks[0].update)] if tasks[0].update else None
+        else:
+            updates = [(t.node, t.update) for t in tasks if t.update]
         if updates:
             self.state = self.schema.apply(self.state, updates)
         self.closed = True

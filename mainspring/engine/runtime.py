@@ -308,6 +308,7 @@ class Runtime:
         oracle: ReplayOracle | None = None,
         store: Store | None = None,
     ) -> RunDriver:
+        store = store or self.store
         listeners: list[Listener] = list(self._listeners)
         subs = self._subscribers.get(fold.run_id)
         if subs is not None:
@@ -316,13 +317,13 @@ class Runtime:
             self,
             graph,
             fold,
-            store=store or self.store,
+            store=store,
             durability=durability,
             check_json=self._check_json,
             snapshot_every=self._snapshot_every,
             listeners=listeners,
             oracle=oracle,
-            shield_commits=not isinstance(store or self.store, MemoryStore),
+            append_now=store.append_now if isinstance(store, MemoryStore) else None,
         )
 
     def _subscribers_of(self, run_id: str) -> Subscribers:

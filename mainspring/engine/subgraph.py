@@ -48,6 +48,7 @@ async def run_subgraph(parent: RunDriver, spec: NodeSpec, task: TaskRecord, stat
             raise Parked()
         return update
     driver = await _child_driver(parent, child_app, child_id, task, child_input)
+    driver.nested = True  # driven in the parent's task, under its scopes: commits shielded
     fold = driver.fold
     forwarded = {
         i.child: i.value

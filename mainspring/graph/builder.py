@@ -61,7 +61,16 @@ class Graph(Generic[S]):
         self.branches: list[BranchSpec] = []
 
     @overload
-    def node(self, fn: F, /) -> F: ...
+    def node(
+        self,
+        fn: F,
+        /,
+        *,
+        name: str | None = None,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        blocking: bool = False,
+    ) -> F: ...
     @overload
     def node(
         self,
@@ -88,7 +97,8 @@ class Graph(Generic[S]):
     ) -> None: ...
 
     def node(self, *args: Any, **kwargs: Any) -> Any:
-        """Add a node: ``@g.node``, ``@g.node(retry=..., timeout=...)`` or ``g.node("name", fn_or_subgraph)``.
+        """Add a node: ``@g.node``, ``@g.node(retry=..., timeout=...)``, ``g.node(fn, name=...)``
+        or ``g.node("name", fn_or_subgraph)``.
 
         A node is ``fn(state)`` or ``fn(state, ctx)``, sync or async, and returns a
         dict of the fields to update (or None). A compiled graph as ``fn`` is a
@@ -100,9 +110,10 @@ class Graph(Generic[S]):
             name, target = args
             self._add(name, target, **kwargs)
             return None
-        if len(args) == 1 and callable(args[0]) and not kwargs:
+        if len(args) == 1 and callable(args[0]):
             fn = args[0]
-            self._add(_name_of(fn), fn)
+            name = kwargs.pop("name", None)
+            self._add(name or _name_of(fn), fn, **kwargs)
             return fn
         if args:
             raise GraphError(
