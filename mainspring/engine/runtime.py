@@ -34,6 +34,7 @@ from .handle import RunHandle, RunOutcome, Subscribers, outcome_of
 from .history import ReplayReport, StateView
 
 log = logging.getLogger("mainspring.runtime")
+_new_event = tuple.__new__  # skips NamedTuple's Python-level __new__
 
 Recover = Literal["resume", "list", "off"]
 
@@ -273,7 +274,7 @@ class Runtime:
 
             encode(data, what=f"the input of run {run_id!r}")
         now = time.time()
-        started = Event(run_id, 1, EventKind.RUN_STARTED, now, data)
+        started = _new_event(Event, (run_id, 1, EventKind.RUN_STARTED, now, data))
         record = RunRecord(
             run_id=run_id,
             graph=graph.name,

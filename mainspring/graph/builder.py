@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from ..errors import GraphError
@@ -40,6 +40,13 @@ class NodeSpec:
     subgraph: CompiledGraph | None = None
     subgraph_input: Callable[[Any], Any] | None = None
     subgraph_output: Callable[[Any], Any] | None = None
+    # A function with no timeout and no thread: the engine calls it in place.
+    inline: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "inline", self.fn is not None and not (self.blocking or self.timeout)
+        )
 
 
 @dataclass(frozen=True, slots=True)
