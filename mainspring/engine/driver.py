@@ -349,7 +349,7 @@ class RunDriver:
             await self._end(EventKind.FAILED, {"error": broken.error}, RunStatus.FAILED)
             return
         while True:
-            if self._stopping():  # checked at every step boundary
+            if self.cancel_requested or self.abandoned:  # checked at every step boundary
                 return
             if fold.closed or fold.step_complete:
                 try:
@@ -361,7 +361,10 @@ class RunDriver:
                     await self._end(EventKind.FINISHED, {}, RunStatus.FINISHED)
                     return
                 self._announce(plan)
-                await self.commit(RunStatus.RUNNING, shield=self.nested)
+                if self._append_now is not None:  # in memory: no coroutine to make and await
+                    self._commit_now(self._append_now, RunStatus.RUNNING, None)
+                else:
+                    await self.commit(RunStatus.RUNNING, shield=self.nested)
                 if self._stopping():  # asked while we committed
                     return
                 if self._snapshot_due:

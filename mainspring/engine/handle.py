@@ -45,8 +45,12 @@ class RunOutcome:
 
 def outcome_of(fold: RunFold) -> RunOutcome:
     """Where a run stands according to its fold."""
-    pending = [PendingInterrupt(i.id, t.node, i.payload) for t, i in fold.pending_interrupts]
     status = fold.status
+    pending = (
+        []
+        if status is RunStatus.FINISHED
+        else [PendingInterrupt(i.id, t.node, i.payload) for t, i in fold.pending_interrupts]
+    )
     if status is RunStatus.RUNNING and pending and not any(t.runnable for t in fold.tasks):
         status = RunStatus.INTERRUPTED
     return RunOutcome(
