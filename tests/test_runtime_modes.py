@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from mainspring import END, START, EventKind, Graph, RunStatus, Runtime, SyncRuntime, append
+from mainspring.store.base import Store
 
 from . import engine_graphs as eg
 
@@ -89,3 +90,60 @@ def test_sync_facade_needs_open() -> None:
     with pytest.raises(RuntimeError, match="not open"):
         rt.run(eg.support, {"text": "x"})
     anyio.run(anyio.sleep, 0)
+
+
+def _first_step(fn: Any) -> Any:
+    g = Graph(Loop, name=f"first_{fn.__name__}")
+    g.node("first", fn)
+    g.node("second", lambda s: {"log": [2]})
+    g.edge(START, "first")
+    g.edge("first", "second")
+    g.edge("second", END)
+    return g.compile()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
+async def test_run_without_an_id_is_created_by_its_first_commit(store: Store) -> None:
+    commits: list[int] = []
+    async with Runtime(store) as rt:
+        rt.store.commit_observer = lambda stats: commits.append(stats.events)
+        assert await rt.run(looping(5), {}) == {"n": 5, "log": [0, 1, 2, 3, 4]}
+        # One commit per step: the run's start rides with its first step's end.
+        assert len(commits) == 5, commits
+        run = (await rt.list_runs())[0]
+        kinds = [e.kind for e in await rt.events(run.run_id)]
+        assert kinds[:3] == [EventKind.RUN_STARTED, EventKind.STEP_STARTED, EventKind.STEP_FINISHED]
+        assert kinds[-1] is EventKind.FINISHED and run.status is RunStatus.FINISHED
+
+        commits.clear()
+        await rt.run(looping(5), {}, run_id="chosen")  # a chosen id: created first, as start()
+        assert len(commits) == 6, commits
+
+
+@pytest.mark.anyio
+async def test_deferred_creation_of_a_run_that_fails_or_parks_in_its_first_step(
+    tmp_path: Path,
+) -> None:
+    def broken(s: Loop) -> None:
+        raise ValueError("bad input")
+
+    async def asks(s: Loop, ctx: Any) -> dict[str, Any]:
+        return {"log": [await ctx.step("look", lambda: 1), await ctx.interrupt("ok?")]}
+
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    parked = _first_step(asks)
+    async with Runtime.open(url) as rt:
+        with pytest.raises(Exception, match="bad input"):
+            await rt.run(_first_step(broken), {})
+        failed = (await rt.list_runs(status=RunStatus.FAILED))[0]
+        assert [e.kind for e in await rt.events(failed.run_id)][-2:] == [
+            EventKind.STEP_FAILED,
+            EventKind.FAILED,
+        ]
+        with anyio.move_on_after(0.5):  # parks: run() waits for a resume
+            await rt.run(parked, {})
+        waiting = (await rt.list_runs(status=RunStatus.INTERRUPTED))[0]
+    async with Runtime.open(url, graphs=[parked]) as rt:  # a new process resumes it
+        handle = await rt.resume(waiting.run_id, 7)
+        assert await handle.result() == {"log": [1, 7, 2]}

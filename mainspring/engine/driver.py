@@ -87,6 +87,7 @@ class RunDriver:
         "_committed",
         "_committing",
         "_create_record",
+        "_defer_create",
         "_done",
         "_failure",
         "_fresh",
@@ -143,6 +144,7 @@ class RunDriver:
         self._inflight: list[Event] = []
         self._stored_status: RunStatus | None = None
         self._create_record: RunRecord | None = None
+        self._defer_create = False  # Runtime.run(): the run is created by its first commit
         self._fresh = False  # the current step was planned by this driver and has not run yet
         self.existing: RunRecord | None = None  # set when create() found the run already there
         self._committed = fold.seq
@@ -191,6 +193,11 @@ class RunDriver:
             return  # the loop plans again and records the failure in the journal
         if plan:
             self._announce(plan)
+
+    def defer_create(self, defer: bool) -> None:
+        """Create the run with its first commit rather than before its first step."""
+        # In memory, creating costs no commit: nothing to save.
+        self._defer_create = defer and self._create_record is not None and self._append_now is None
 
     async def create(self) -> bool:
         """Write the new run (start and first plan); False if a run with its id existed."""
@@ -254,6 +261,9 @@ class RunDriver:
                 self.scope.cancel()
 
     async def _append(self, status: RunStatus | None, error: str | None) -> None:
+        if self._create_record is not None:
+            await self._create_now(status, error)
+            return
         if status is self._stored_status and error is None:
             status = None  # unchanged: spare the store its status bookkeeping
         batch, self._pending = self._pending, []
@@ -271,6 +281,19 @@ class RunDriver:
         finally:
             self._inflight = []
         self._landed(expected, batch, status)
+
+    async def _create_now(self, status: RunStatus | None, error: str | None) -> None:
+        """The first commit of a run whose creation was deferred: create it with its events."""
+        record = self._create_record
+        assert record is not None
+        if status is not None and status is not RunStatus.RUNNING:  # parked or ended already
+            record.status, record.owner, record.lease_until = status, None, None
+        if error is not None:
+            record.error = error
+        if not await self.create():
+            existing = self.existing
+            raise ConflictError(self.run_id, 0, existing.last_seq if existing else 0)
+        self._stored_status = record.status
 
     def _commit_now(
         self, append_now: AppendNow, status: RunStatus | None, error: str | None
@@ -305,7 +328,11 @@ class RunDriver:
         try:
             # A new run in batch or off mode is created here, before the run's scope
             # exists: a cancel request meanwhile waits for the scope, never interrupts it.
-            if self._create_record is not None and not await self.create():
+            if (
+                self._create_record is not None
+                and not self._defer_create
+                and not await self.create()
+            ):
                 return  # the run already existed: whoever made it drives it
             with anyio.CancelScope() as scope:
                 self.scope = scope

@@ -204,8 +204,13 @@ class Runtime:
 
         If the caller is cancelled the run is left as its journal says,
         resumable. A run that parks on an interrupt is waited for until resumed.
+        Without a ``run_id`` the run is created by its first commit (the end of
+        its first step, its first effect, or its first park), which saves a
+        commit per run; with one, it is created first, as by ``start``.
         """
-        run_id, driver = await self._begin(graph, input, run_id, thread, durability, metadata)
+        run_id, driver = await self._begin(
+            graph, input, run_id, thread, durability, metadata, defer=run_id is None
+        )
         if driver is not None:
             self._live[run_id] = self._latest[run_id] = driver
             await self._drive(driver)
@@ -221,6 +226,8 @@ class Runtime:
         thread: str | None,
         durability: Durability | str | None,
         metadata: dict[str, Any] | None,
+        *,
+        defer: bool = False,
     ) -> tuple[str, RunDriver | None]:
         if self._graphs.get(graph.name) is not graph:
             self.register(graph)
@@ -249,8 +256,10 @@ class Runtime:
             durable,
             parent_run_id=None,
             metadata=metadata,
-            wait=durable is Durability.SYNC,
+            wait=durable is Durability.SYNC and not defer,
         )
+        if driver is not None:
+            driver.defer_create(defer)
         return run_id, driver
 
     async def _create(

@@ -225,7 +225,12 @@ class PostgresStore:
             # The reply to an earlier attempt may have been lost after it committed.
             return await self._is_our_run(record, kinds, ts, data)
 
-        if await self._retrier.run(f"creating run {record.run_id!r}", attempt):
+        started = time.perf_counter()
+        created = await self._retrier.run(f"creating run {record.run_id!r}", attempt)
+        if self.commit_observer is not None:
+            stats = CommitStats(1, len(events) if created else 0, time.perf_counter() - started)
+            notify_commit(self.commit_observer, stats)
+        if created:
             stored = replace(record, last_seq=len(events))
             if events:
                 stored.updated_at = events[-1].ts
