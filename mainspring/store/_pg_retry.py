@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -113,7 +114,7 @@ class Retrier:
         A retried write must allow for its earlier attempt having committed before
         the connection dropped (the reply was lost, not the write).
         """
-        start = anyio.current_time()
+        start = time.monotonic()
         delay = _FIRST_DELAY
         retried = False
         while True:
@@ -124,7 +125,7 @@ class Retrier:
             except Exception as exc:
                 if not is_transient(exc):
                     raise permanent_error(exc, self.target, what) from exc
-                waited = anyio.current_time() - start
+                waited = time.monotonic() - start
                 remaining = self.retry_for - waited
                 if remaining <= 0:
                     raise unavailable_error(exc, self.target, what, waited) from exc
@@ -138,7 +139,7 @@ class Retrier:
 
     def _note_down(self, exc: BaseException) -> None:
         if self._down_since is None:
-            self._down_since = anyio.current_time()
+            self._down_since = time.monotonic()
             log.warning(
                 "PostgreSQL at %s is unavailable (%s); retrying for up to %.0f s",
                 self.target,
@@ -151,6 +152,6 @@ class Retrier:
             log.warning(
                 "PostgreSQL at %s is available again after %.1f s",
                 self.target,
-                anyio.current_time() - self._down_since,
+                time.monotonic() - self._down_since,
             )
             self._down_since = None
