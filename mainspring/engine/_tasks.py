@@ -8,9 +8,10 @@ Why not ``anyio.create_task_group().start_soon``: runs are the runtime's most
 frequent tasks (a server starts one per request; W4 starts 1,000 at once), and
 anyio 4.16 spends ~11 us spawning a task and ~6 us finishing it (a task handle
 with its own cancel scope and event each) against ~3.5 us for both on a bare
-asyncio task (measured with ``benchmarks/hotspots.py W4``). Each run already
-has its own cancel scope in its driver, so it needs none of that. The stores
-run on asyncio, so the runtime does too.
+asyncio task (10,000 spawns timed on a 2-core machine, 2026-11-21); W4 in
+memory went from 0.13 s to 0.11 s with this alone. Each run already has its
+own cancel scope in its driver, so it needs none of that. The stores run on
+asyncio, so the runtime does too.
 """
 
 from __future__ import annotations

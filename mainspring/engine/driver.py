@@ -8,6 +8,9 @@ they did, and plans the next step. Commit points:
   committed together before any task of the next step runs;
 * after each effect, so a finished effect is never repeated;
 * when the run parks on interrupts, and when it ends.
+
+A new run is created with its start and first plan in one commit; a run of
+``Runtime.run`` without a chosen id is created by its first commit instead.
 """
 
 from __future__ import annotations
