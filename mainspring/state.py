@@ -171,7 +171,8 @@ class StateSchema(Generic[T]):
                 f"node {node!r} returned {type(update).__name__}; return a dict of the "
                 f"{self.name} fields to update, or None"
             )
-        self._check_keys(update, f"node {node!r}")
+        if not update.keys() <= self.fields.keys():
+            self._check_keys(update, f"node {node!r}")
         if self._pydantic_validators:
             from pydantic import ValidationError
 

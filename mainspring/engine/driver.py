@@ -41,7 +41,7 @@ from ..graph.compiled import CompiledGraph
 from ..graph.types import END, START, Send
 from ..store.base import Durability, RunRecord, RunStatus, Store
 from .context import Context, Parked
-from .fold import NO_ARG, RunFold, TaskRecord
+from .fold import HANDLERS, NO_ARG, RunFold, TaskRecord
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -175,8 +175,12 @@ class RunDriver:
     def record(self, kind: EventKind, data: dict[str, Any]) -> Event:
         """Append an event to the run (in memory), fold it, and tell live listeners."""
         fold = self.fold
-        event = _new_event(Event, (self.run_id, fold.seq + 1, kind, time.time(), data))
-        fold.apply(event)
+        seq = fold.seq + 1
+        event = _new_event(Event, (self.run_id, seq, kind, time.time(), data))
+        # fold.apply without its checks: this event is the next by construction, and
+        # never a run_started (begin() applies that one).
+        fold.seq = seq
+        HANDLERS[kind](fold, data)
         self._pending.append(event)
         if self._create_record is None:  # listeners hear of a new run once it exists
             for listener in self._listeners:

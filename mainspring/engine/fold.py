@@ -156,8 +156,7 @@ class RunFold:
         self.seq = event.seq
         if event.kind is EventKind.RUN_STARTED:
             self.run_id = event.run_id
-        handler = _HANDLERS[event.kind]
-        handler(self, event.data)
+        HANDLERS[event.kind](self, event.data)
 
     def close_step(self) -> None:
         """Apply the current step's updates, in task order, to the state."""
@@ -327,7 +326,9 @@ def _task_from_json(schema: StateSchema[Any], d: dict[str, Any]) -> TaskRecord:
     return t
 
 
-_HANDLERS: Final = {
+# What each kind of event does to the fold. ``apply`` checks the sequence first;
+# the live driver, which numbers its own events, calls these directly.
+HANDLERS: Final = {
     EventKind.RUN_STARTED: RunFold._run_started,
     EventKind.STEP_STARTED: RunFold._step_started,
     EventKind.STEP_FINISHED: RunFold._step_finished,
