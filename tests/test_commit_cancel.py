@@ -1,20 +1,33 @@
-"""A cancel or a shutdown never interrupts an append in flight.
+"""Cancelling runs: prompt, never in the middle of an append, and nothing left behind.
 
-The loop of a top-level run commits without an anyio shield (it costs ~4 us a
-commit); instead ``request_cancel`` and ``abandon`` wait for the append to end.
-These tests hold an append of a step boundary in the store and cancel, or close
-the runtime, meanwhile: the journal must stay one unforked history.
+A run is cancelled through its task (``Task.cancel``, see ``engine/cancel.py``)
+and the loop of a top-level run commits without an anyio shield, so a cancel
+or a shutdown that arrives while an append is in flight must wait for it. These
+tests hold appends in the store (a step boundary, an effect, a subgraph's step)
+and cancel, or close the runtime, meanwhile: the journal must stay one unforked
+history, and the tasks involved must not be left cancelled.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypedDict
 
 import anyio
 import pytest
 
-from mainspring import END, START, EventKind, Graph, RunStatus, Runtime
+from mainspring import (
+    END,
+    START,
+    Context,
+    EventKind,
+    Graph,
+    RunCancelledError,
+    RunStatus,
+    Runtime,
+)
 from mainspring.store import store_from_url
 from mainspring.store.base import Store
 
@@ -34,19 +47,29 @@ def _three_steps() -> Any:
     return g.compile()
 
 
-def _hold_second_boundary(store: Store) -> tuple[anyio.Event, anyio.Event]:
-    """Make the store hold the append that finishes step 0 and plans step 1."""
+def _hold(store: Store, holds: Callable[[str, Any], bool]) -> tuple[anyio.Event, anyio.Event]:
+    """Make the store hold the first append for which ``holds(run_id, event)`` is true."""
     reached, release = anyio.Event(), anyio.Event()
     original = store.append
 
     async def held_append(run_id: str, expected: int, events: Any, **kw: Any) -> None:
-        if any(e.kind is EventKind.STEP_STARTED and e.data["step"] == 1 for e in events):
+        if not reached.is_set() and any(holds(run_id, e) for e in events):
             reached.set()
             await release.wait()
         await original(run_id, expected, events, **kw)
 
     store.append = held_append  # type: ignore[method-assign]
     return reached, release
+
+
+def _hold_second_boundary(store: Store) -> tuple[anyio.Event, anyio.Event]:
+    """Make the store hold the append that finishes step 0 and plans step 1."""
+    return _hold(store, lambda _, e: e.kind is EventKind.STEP_STARTED and e.data["step"] == 1)
+
+
+async def _release_soon(release: anyio.Event) -> None:
+    await anyio.sleep(0.05)
+    release.set()
 
 
 def _check_journal(events: list[Any]) -> None:
@@ -97,3 +120,119 @@ async def test_shutdown_during_a_step_commit_leaves_the_run_resumable(tmp_path: 
         events = await again.events(handle.run_id)
         _check_journal(events)
         assert [e.kind for e in events].count(EventKind.FINISHED) == 1
+
+
+@pytest.mark.anyio
+async def test_cancel_during_an_effect_commit_lands_the_effect_then_cancels(
+    tmp_path: Path,
+) -> None:
+    calls: list[str] = []
+
+    async def pays(s: S, ctx: Context) -> dict[str, Any]:
+        await ctx.step("pay", lambda: calls.append("pay"))
+        calls.append("after the effect")  # never: the cancel surfaces once the record lands
+        await anyio.sleep(30)
+        return {"n": 1}
+
+    g = Graph(S, name="pays")
+    g.node("pay", pays)
+    g.edge(START, "pay")
+    g.edge("pay", END)
+    store = store_from_url(f"sqlite:///{tmp_path / 'e.db'}")
+    reached, release = _hold(store, lambda _, e: e.kind is EventKind.EFFECT_FINISHED)
+    async with Runtime(store) as rt:
+        handle = await rt.start(g.compile(), {})
+        await reached.wait()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_release_soon, release)
+            await rt.cancel(handle.run_id)  # returns once the run has ended
+        events = await rt.events(handle.run_id)
+        _check_journal(events)
+        kinds = [e.kind for e in events]
+        assert EventKind.EFFECT_FINISHED in kinds and kinds[-1] is EventKind.CANCELLED
+        assert calls == ["pay"]
+
+
+@pytest.mark.anyio
+async def test_cancel_while_a_subgraph_commits_in_the_parent_task(tmp_path: Path) -> None:
+    inner = Graph(S, name="inner")
+    inner.node("one", lambda s: {"n": 1})
+    inner.node("two", lambda s: {"n": 2})
+    inner.edge(START, "one")
+    inner.edge("one", "two")
+    inner.edge("two", END)
+    outer = Graph(S, name="outer")
+    outer.node("sub", inner.compile())
+    outer.edge(START, "sub")
+    outer.edge("sub", END)
+    store = store_from_url(f"sqlite:///{tmp_path / 'n.db'}")
+    # The child's step boundary, committed in the parent run's own task.
+    reached, release = _hold(
+        store, lambda run_id, e: "/" in run_id and e.kind is EventKind.STEP_STARTED
+    )
+    async with Runtime(store) as rt:
+        handle = await rt.start(outer.compile(), {})
+        await reached.wait()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_release_soon, release)
+            await rt.cancel(handle.run_id)
+        runs = await rt.list_runs()
+        assert {r.status for r in runs} == {RunStatus.CANCELLED}, runs
+        for run in runs:
+            _check_journal(await rt.events(run.run_id))
+
+
+@pytest.mark.anyio
+async def test_cancelling_a_run_driven_by_run_leaves_the_callers_task_clean() -> None:
+    started = anyio.Event()
+
+    async def waits(s: S) -> dict[str, Any]:
+        started.set()
+        await anyio.sleep(30)
+        return {"n": 1}
+
+    g = Graph(S, name="waits")
+    g.node("wait", waits)
+    g.edge(START, "wait")
+    g.edge("wait", END)
+    app = g.compile()
+    async with Runtime.open("memory://") as rt:
+
+        async def caller() -> None:
+            import asyncio
+
+            with pytest.raises(RunCancelledError):
+                await rt.run(app, {}, run_id="driven-here")
+            task = asyncio.current_task()
+            assert task is not None and task.cancelling() == 0
+            await anyio.sleep(0)  # no cancellation left pending for this task
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller)
+            await started.wait()
+            await rt.cancel("driven-here")
+
+
+@pytest.mark.anyio
+async def test_a_node_that_swallows_the_cancel_still_ends_cancelled() -> None:
+    started = anyio.Event()
+
+    async def stubborn(s: S) -> dict[str, Any]:
+        started.set()
+        with contextlib.suppress(BaseException):  # what a careless node does
+            await anyio.sleep(30)
+        return {"n": 1}
+
+    g = Graph(S, name="stubborn")
+    g.node("a", stubborn)
+    g.node("b", lambda s: {"n": 2})
+    g.edge(START, "a")
+    g.edge("a", "b")
+    g.edge("b", END)
+    async with Runtime.open("memory://") as rt:
+        handle = await rt.start(g.compile(), {})
+        await started.wait()
+        await rt.cancel(handle.run_id)
+        kinds = [e.kind for e in await rt.events(handle.run_id)]
+        assert kinds[-1] is EventKind.CANCELLED
+        assert "b" not in [e.data.get("node") for e in await rt.events(handle.run_id)]

@@ -40,6 +40,7 @@ from ..graph.builder import NodeSpec
 from ..graph.compiled import CompiledGraph
 from ..graph.types import END, START, Send
 from ..store.base import Durability, RunRecord, RunStatus, Store
+from .cancel import RunCancel
 from .context import Context, Parked
 from .fold import HANDLERS, NO_ARG, RunFold, TaskRecord
 
@@ -84,7 +85,7 @@ class RunDriver:
     __slots__ = (
         "__weakref__",  # Runtime._latest holds drivers weakly
         "_append_now",
-        "_cancel_held",
+        "_cancel",
         "_check_json",
         "_commit_done",
         "_committed",
@@ -115,7 +116,6 @@ class RunDriver:
         "parked",
         "run_id",
         "runtime",
-        "scope",
         "store",
     )
 
@@ -156,10 +156,9 @@ class RunDriver:
         self._append_now = append_now
         self._failure: dict[str, Any] | None = None
         self._step_scope: CancelScope | None = None
-        self.scope: CancelScope | None = None
+        self._cancel = RunCancel()
         self.cancel_requested = False
         self.abandoned = False  # the runtime is closing: stop, leave the run resumable
-        self._cancel_held = False  # a cancel waits for the commit in flight
         self.nested = False  # driven inside another run's task (a subgraph): always shield
         self.parked = False
         self.outcome: BaseException | None = None  # set when the driver stopped on an error
@@ -233,11 +232,11 @@ class RunDriver:
         """Make every recorded event as durable as the run's durability asks.
 
         Commits of one run are serialised (parallel tasks share the run's
-        sequence numbers); each takes everything recorded so far. Shielded, so a
-        cancellation never leaves us unsure whether an append landed. The loop
-        of a top-level run passes ``shield=False``: only the run's own scope
-        could cancel it there, and ``request_cancel`` and ``abandon`` hold that
-        back until the commit ends (an anyio shield costs ~4 us a commit).
+        sequence numbers); each takes everything recorded so far. Never
+        interrupted, so we always know whether an append landed: shielded from
+        anyio scopes, and a cancel of the run waits for it (see ``cancel.py``).
+        The loop of a top-level run passes ``shield=False``: no anyio scope
+        encloses it there (an anyio shield costs ~4 us a commit).
         """
         if not self._pending and status is None:
             return
@@ -256,16 +255,17 @@ class RunDriver:
                 self._commit_done = anyio.Event()
             await self._commit_done.wait()
         self._committing = True
+        appends = self.runtime._appends
+        task = appends.begin()
         try:
             await self._append(status, error)
         finally:
+            appends.end(task)
             self._committing = False
             if self._commit_done is not None:
                 self._commit_done.set()
                 self._commit_done = None
-            if self._cancel_held and self.scope is not None:
-                self._cancel_held = False
-                self.scope.cancel()
+        appends.release(task)  # the append landed: a cancel held for it goes now
 
     async def _append(self, status: RunStatus | None, error: str | None) -> None:
         if self._create_record is not None:
@@ -333,20 +333,25 @@ class RunDriver:
     async def drive(self) -> None:
         """Run until the run finishes, fails, parks or is cancelled."""
         try:
-            # A new run in batch or off mode is created here, before the run's scope
-            # exists: a cancel request meanwhile waits for the scope, never interrupts it.
+            # A new run in batch or off mode is created here, before the loop's task can
+            # be cancelled: a cancel request meanwhile is seen by the loop, never interrupts it.
             if (
                 self._create_record is not None
                 and not self._defer_create
                 and not await self.create()
             ):
                 return  # the run already existed: whoever made it drives it
-            with anyio.CancelScope() as scope:
-                self.scope = scope
-                if self.cancel_requested or self.abandoned:
-                    scope.cancel()
-                await self._loop()
-            if (scope.cancelled_caught or self.cancel_requested) and not self.abandoned:
+            if not self._stopping():
+                cancel = self._cancel
+                cancel.task = asyncio.current_task()
+                try:
+                    await self._loop()
+                except asyncio.CancelledError:
+                    if not cancel.own():
+                        raise
+                finally:
+                    cancel.leave()
+            if self.cancel_requested and not self.abandoned:
                 await self.end_cancelled("cancelled by request")
         except ConflictError as exc:
             self.outcome = exc  # another writer drives this run now; stop quietly
@@ -646,21 +651,15 @@ class RunDriver:
 
     def request_cancel(self) -> None:
         self.cancel_requested = True
-        self._cancel_scope()
+        self._cancel.request(self.runtime._appends)
 
     def abandon(self) -> None:
         """Stop driving at the next await; the journal stays as it is, resumable."""
         self.abandoned = True
-        self._cancel_scope()
+        self._cancel.request(self.runtime._appends)
 
     def _stopping(self) -> bool:
         return self.cancel_requested or self.abandoned
-
-    def _cancel_scope(self) -> None:
-        if self._committing:
-            self._cancel_held = True  # never interrupt an append: we would not know if it landed
-        elif self.scope is not None:
-            self.scope.cancel()
 
 
 def _describe(exc: BaseException, node: str, step: int, task: int, attempt: int) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from ..store._owner import new_owner_id
 from ..store.base import Durability, RunQuery, RunRecord, RunStatus, Store, ThreadInfo
 from . import control, history
 from ._tasks import RunTasks
+from .cancel import Appends
 from .driver import Listener, ReplayOracle, RunDriver
 from .fold import RunFold
 from .handle import RunHandle, RunOutcome, Subscribers, outcome_of
@@ -83,6 +84,7 @@ class Runtime:
         self._changed: dict[str, anyio.Event] = {}
         self._tg: TaskGroup | None = None  # the runtime's own service tasks (heartbeat)
         self._runs = RunTasks()
+        self._appends = Appends()  # appends in flight per task: run cancels wait for them
         self._heartbeat_scope: anyio.CancelScope | None = None
 
     @classmethod
