@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext, suppress
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,6 +35,7 @@ from ..errors import (
     NondeterminismError,
     SerializationError,
     StateError,
+    StoreError,
 )
 from ..events import Event, EventKind, encode
 from ..graph.builder import NodeSpec
@@ -47,6 +49,7 @@ from .fold import HANDLERS, NO_ARG, RunFold, TaskRecord
 if TYPE_CHECKING:
     from .runtime import Runtime
 
+log = logging.getLogger("mainspring.runtime")
 _new_event = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hot path
 
 # Errors that retrying cannot fix: the graph or its data is wrong.
@@ -144,7 +147,7 @@ class RunDriver:
         self._snapshot_every = snapshot_every
         self._listeners = listeners
         self._pending: list[Event] = []
-        self._inflight: list[Event] = []
+        self._inflight: Sequence[Event] = ()  # a tuple while idle: no list per run
         self._stored_status: RunStatus | None = None
         self._create_record: RunRecord | None = None
         self._defer_create = False  # Runtime.run(): the run is created by its first commit
@@ -286,7 +289,7 @@ class RunDriver:
             self._pending[:0] = batch
             raise
         finally:
-            self._inflight = []
+            self._inflight = ()
         self._landed(expected, batch, status)
 
     async def _create_now(self, status: RunStatus | None, error: str | None) -> None:
@@ -369,6 +372,27 @@ class RunDriver:
             self._stopped = True
             if self._done is not None:
                 self._done.set()
+            if not self.nested:  # a subgraph's run is its parent's to wind up (run_subgraph)
+                await self._wind_up()
+
+    async def _wind_up(self) -> None:
+        self.runtime._driver_stopped(self)
+        if (
+            self.fold.status is RunStatus.RUNNING
+            and not self.parked
+            and self.outcome is None
+            and self.existing is None
+        ):
+            # Abandoned mid-run (shutdown, or a cancelled caller of Runtime.run): hand
+            # the lease back so another process can take the run over at once.
+            await self._release()
+
+    async def _release(self) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.store.release(self.run_id, self.runtime.owner)
+            except StoreError as exc:
+                log.warning("could not release run %s: %s", self.run_id, exc)
 
     @property
     def done(self) -> asyncio.Event:

@@ -215,7 +215,7 @@ class Runtime:
         )
         if driver is not None:
             self._live[run_id] = self._latest[run_id] = driver
-            await self._drive(driver)
+            await driver.drive()
             if driver.outcome is None and driver.fold.status is RunStatus.FINISHED:
                 return graph.schema.output(driver.fold.state)
         return await RunHandle(self, run_id).result()
@@ -349,27 +349,13 @@ class Runtime:
             raise RunStateError("the runtime is not open; use 'async with Runtime.open(...) as rt'")
         self._live[driver.run_id] = self._latest[driver.run_id] = driver
         self._signal(driver.run_id)
-        self._runs.spawn(driver, self._drive(driver))
+        self._runs.spawn(driver, driver.drive())
 
-    async def _drive(self, driver: RunDriver) -> None:
-        try:
-            await driver.drive()
-        finally:
-            self._forget(driver)
-            if driver.outcome is not None and not isinstance(driver.outcome, RunStateError):
-                log.warning("run %s stopped: %s", driver.run_id, driver.outcome)
-            if (
-                driver.fold.status is RunStatus.RUNNING
-                and not driver.parked
-                and driver.outcome is None
-            ):
-                # Abandoned mid-run at shutdown: hand the lease back so another process
-                # can take the run over at once instead of waiting for it to expire.
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await self.store.release(driver.run_id, self.owner)
-                    except StoreError as exc:
-                        log.warning("could not release run %s: %s", driver.run_id, exc)
+    def _driver_stopped(self, driver: RunDriver) -> None:
+        """Called by a driver as it stops (``RunDriver.drive``'s last act)."""
+        self._forget(driver)
+        if driver.outcome is not None and not isinstance(driver.outcome, RunStateError):
+            log.warning("run %s stopped: %s", driver.run_id, driver.outcome)
 
     def _forget(self, driver: RunDriver) -> None:
         """A driver stopped: drop it, end its live streams, wake whoever waits on the run.
