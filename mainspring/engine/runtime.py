@@ -29,10 +29,11 @@ from ..store.base import Durability, RunQuery, RunRecord, RunStatus, Store, Thre
 from . import control, history
 from ._tasks import RunTasks
 from .cancel import Appends
-from .driver import Listener, ReplayOracle, RunDriver
+from .driver import ReplayOracle, RunDriver
 from .fold import RunFold
 from .handle import RunHandle, RunOutcome, Subscribers, outcome_of
 from .history import ReplayReport, StateView
+from .journal import Listener
 
 log = logging.getLogger("mainspring.runtime")
 _new_event = tuple.__new__  # skips NamedTuple's Python-level __new__
