@@ -126,8 +126,11 @@ class Writer:
         """
         now = time.monotonic()
         last_run, last_at = self._last_append
-        self._last_append = (req.run_id, now)
-        if last_run != req.run_id and now - last_at < CONCURRENCY_WINDOW:
+        # A run that parks or ends appends no more: the next run after it is no sign
+        # of concurrency (sequential runs stay inline, their creates included).
+        ends = req.op == sql.APPEND and req.args[3] not in (None, "running")
+        self._last_append = (None, 0.0) if ends else (req.run_id, now)
+        if last_run not in (None, req.run_id) and now - last_at < CONCURRENCY_WINDOW:
             return False
         if not self._queue.empty() or not self._conn_lock.acquire(blocking=False):
             return False

@@ -201,10 +201,17 @@ class SQLiteStore:
             stored.updated_at = events[-1].ts
         params = sql.run_params(stored)
         # Creation always waits, even for "off" runs: the caller needs to know
-        # whether the run already existed.
-        existing = await self._call(
-            writer, sql.CREATE, record.run_id, (params, rows), durability != Durability.BATCH
-        )
+        # whether the run already existed. A lone sync run's commits go inline.
+        args = (params, rows)
+        inline = Request(sql.CREATE, record.run_id, args, True, None, None)
+        if durability == Durability.SYNC and writer.try_inline(inline):
+            if inline.error is not None:
+                raise inline.error
+            existing = inline.result
+        else:
+            existing = await self._call(
+                writer, sql.CREATE, record.run_id, args, durability != Durability.BATCH
+            )
         if existing is not None:
             return CreateResult(existing, created=False)
         return CreateResult(stored, created=True)
