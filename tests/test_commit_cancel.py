@@ -58,7 +58,7 @@ def _hold(store: Store, holds: Callable[[str, Any], bool]) -> tuple[anyio.Event,
             await release.wait()
         await original(run_id, expected, events, **kw)
 
-    store.append = held_append  # type: ignore[method-assign]
+    store.append = held_append  # type: ignore[method-assign,assignment]
     return reached, release
 
 

@@ -105,7 +105,7 @@ async def test_cancel_racing_completion_does_not_append_after_finished(tmp_path:
             await gate.wait()
         await original(run_id, expected, events, **kw)
 
-    store.append = slow_append  # type: ignore[method-assign]
+    store.append = slow_append  # type: ignore[method-assign,assignment]
 
     def n(s: S) -> dict[str, Any]:
         return {"x": 1}

@@ -107,7 +107,8 @@ def _first_step(fn: Any) -> Any:
 async def test_run_without_an_id_is_created_by_its_first_commit(store: Store) -> None:
     commits: list[int] = []
     async with Runtime(store) as rt:
-        rt.store.commit_observer = lambda stats: commits.append(stats.events)
+        assert hasattr(store, "commit_observer")
+        store.commit_observer = lambda stats: commits.append(stats.events)
         assert await rt.run(looping(5), {}) == {"n": 5, "log": [0, 1, 2, 3, 4]}
         # One commit per step: the run's start rides with its first step's end.
         assert len(commits) == 5, commits
