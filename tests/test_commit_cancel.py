@@ -36,15 +36,20 @@ class S(TypedDict, total=False):
     n: int
 
 
-def _three_steps() -> Any:
-    g = Graph(S, name="three")
-    for name in ("a", "b", "c"):
-        g.node(name, lambda s: {"n": s.get("n", 0) + 1})
-    g.edge(START, "a")
-    g.edge("a", "b")
-    g.edge("b", "c")
-    g.edge("c", END)
+def _chain(name: str, *nodes: tuple[str, Any]) -> Any:
+    """A graph running ``nodes`` (name, function or subgraph) one after the other."""
+    g = Graph(S, name=name)
+    previous = START
+    for node, fn in nodes:
+        g.node(node, fn)
+        g.edge(previous, node)
+        previous = node
+    g.edge(previous, END)
     return g.compile()
+
+
+def _three_steps() -> Any:
+    return _chain("three", *((n, lambda s: {"n": s.get("n", 0) + 1}) for n in "abc"))
 
 
 def _hold(store: Store, holds: Callable[[str, Any], bool]) -> tuple[anyio.Event, anyio.Event]:
@@ -134,14 +139,11 @@ async def test_cancel_during_an_effect_commit_lands_the_effect_then_cancels(
         await anyio.sleep(30)
         return {"n": 1}
 
-    g = Graph(S, name="pays")
-    g.node("pay", pays)
-    g.edge(START, "pay")
-    g.edge("pay", END)
+    app = _chain("pays", ("pay", pays))
     store = store_from_url(f"sqlite:///{tmp_path / 'e.db'}")
     reached, release = _hold(store, lambda _, e: e.kind is EventKind.EFFECT_FINISHED)
     async with Runtime(store) as rt:
-        handle = await rt.start(g.compile(), {})
+        handle = await rt.start(app, {})
         await reached.wait()
         async with anyio.create_task_group() as tg:
             tg.start_soon(_release_soon, release)
@@ -155,23 +157,15 @@ async def test_cancel_during_an_effect_commit_lands_the_effect_then_cancels(
 
 @pytest.mark.anyio
 async def test_cancel_while_a_subgraph_commits_in_the_parent_task(tmp_path: Path) -> None:
-    inner = Graph(S, name="inner")
-    inner.node("one", lambda s: {"n": 1})
-    inner.node("two", lambda s: {"n": 2})
-    inner.edge(START, "one")
-    inner.edge("one", "two")
-    inner.edge("two", END)
-    outer = Graph(S, name="outer")
-    outer.node("sub", inner.compile())
-    outer.edge(START, "sub")
-    outer.edge("sub", END)
+    inner = _chain("inner", ("one", lambda s: {"n": 1}), ("two", lambda s: {"n": 2}))
+    outer = _chain("outer", ("sub", inner))
     store = store_from_url(f"sqlite:///{tmp_path / 'n.db'}")
     # The child's step boundary, committed in the parent run's own task.
     reached, release = _hold(
         store, lambda run_id, e: "/" in run_id and e.kind is EventKind.STEP_STARTED
     )
     async with Runtime(store) as rt:
-        handle = await rt.start(outer.compile(), {})
+        handle = await rt.start(outer, {})
         await reached.wait()
         async with anyio.create_task_group() as tg:
             tg.start_soon(_release_soon, release)
@@ -191,11 +185,7 @@ async def test_cancelling_a_run_driven_by_run_leaves_the_callers_task_clean() ->
         await anyio.sleep(30)
         return {"n": 1}
 
-    g = Graph(S, name="waits")
-    g.node("wait", waits)
-    g.edge(START, "wait")
-    g.edge("wait", END)
-    app = g.compile()
+    app = _chain("waits", ("wait", waits))
     async with Runtime.open("memory://") as rt:
 
         async def caller() -> None:
@@ -223,14 +213,9 @@ async def test_a_node_that_swallows_the_cancel_still_ends_cancelled() -> None:
             await anyio.sleep(30)
         return {"n": 1}
 
-    g = Graph(S, name="stubborn")
-    g.node("a", stubborn)
-    g.node("b", lambda s: {"n": 2})
-    g.edge(START, "a")
-    g.edge("a", "b")
-    g.edge("b", END)
+    app = _chain("stubborn", ("a", stubborn), ("b", lambda s: {"n": 2}))
     async with Runtime.open("memory://") as rt:
-        handle = await rt.start(g.compile(), {})
+        handle = await rt.start(app, {})
         await started.wait()
         await rt.cancel(handle.run_id)
         kinds = [e.kind for e in await rt.events(handle.run_id)]
