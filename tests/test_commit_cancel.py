@@ -28,6 +28,7 @@ from mainspring import (
     RunStatus,
     Runtime,
 )
+from mainspring.errors import StoreError
 from mainspring.store import store_from_url
 from mainspring.store.base import Store
 
@@ -221,3 +222,37 @@ async def test_a_node_that_swallows_the_cancel_still_ends_cancelled() -> None:
         kinds = [e.kind for e in await rt.events(handle.run_id)]
         assert kinds[-1] is EventKind.CANCELLED
         assert "b" not in [e.data.get("node") for e in await rt.events(handle.run_id)]
+
+
+@pytest.mark.anyio
+async def test_a_cancel_held_for_an_append_that_fails_goes_nowhere_else(tmp_path: Path) -> None:
+    store = store_from_url(f"sqlite:///{tmp_path / 'f.db'}")
+    reached, release = anyio.Event(), anyio.Event()
+    original = store.append
+    failing = True
+
+    async def flaky_append(run_id: str, expected: int, events: Any, **kw: Any) -> None:
+        nonlocal failing
+        if failing and any(e.kind is EventKind.STEP_STARTED for e in events):
+            failing = False
+            reached.set()
+            await release.wait()
+            raise StoreError("the disk went away")
+        await original(run_id, expected, events, **kw)
+
+    store.append = flaky_append  # type: ignore[method-assign,assignment]
+    app = _three_steps()
+    async with Runtime(store) as rt:
+
+        async def caller() -> None:
+            with pytest.raises(StoreError, match="the disk went away"):
+                await rt.run(app, {}, run_id="first")
+            # The same task runs on: the cancel held for the failed append is gone.
+            assert await rt.run(app, {}, run_id="second") == {"n": 3}
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller)
+            await reached.wait()
+            tg.start_soon(rt.cancel, "first")
+            await anyio.sleep(0.05)  # the cancel is held behind the append
+            release.set()

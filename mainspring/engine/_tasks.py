@@ -1,17 +1,18 @@
 """The runtime's run tasks: a small structured task group for the runs it drives.
 
 Every spawned run is tracked until it ends, and ``aclose`` abandons the ones
-still going (each through its own cancel scope, so shielded commits finish)
-and waits for all of them: no run outlives its runtime.
+still going (each driver cancels its own task, never in the middle of an
+append: see ``cancel.py``) and waits for all of them: no run outlives its
+runtime.
 
 Why not ``anyio.create_task_group().start_soon``: runs are the runtime's most
 frequent tasks (a server starts one per request; W4 starts 1,000 at once), and
 anyio 4.16 spends ~11 us spawning a task and ~6 us finishing it (a task handle
 with its own cancel scope and event each) against ~3.5 us for both on a bare
 asyncio task (10,000 spawns timed on a 2-core machine, 2026-11-21); W4 in
-memory went from 0.13 s to 0.11 s with this alone. Each run already has its
-own cancel scope in its driver, so it needs none of that. The stores run on
-asyncio, so the runtime does too.
+memory went from 0.13 s to 0.11 s with this alone. A driver cancels its run
+itself, so it needs none of that. The stores run on asyncio, so the runtime
+does too.
 """
 
 from __future__ import annotations
@@ -32,9 +33,6 @@ class RunTasks:
 
     def __init__(self) -> None:
         self._tasks: dict[asyncio.Task[None], RunDriver] = {}
-
-    def __len__(self) -> int:
-        return len(self._tasks)
 
     def spawn(self, driver: RunDriver, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=driver.run_id)

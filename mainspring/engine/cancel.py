@@ -85,19 +85,18 @@ class Appends:
             self._in_flight[task] = self._in_flight.get(task, 0) + 1
         return task
 
-    def end(self, task: asyncio.Task[Any] | None) -> None:
+    def end(self, task: asyncio.Task[Any] | None, *, landed: bool) -> None:
+        """An append of ``task`` is over. Once none is left, the cancels held for the
+        task go: raised here if the append landed, dropped if it failed (the failure
+        stops the run anyway, and the drivers' flags stop it at the next step)."""
         if task is None:
             return
         left = self._in_flight.pop(task) - 1
         if left:
             self._in_flight[task] = left
-
-    def release(self, task: asyncio.Task[Any] | None) -> None:
-        """After an append landed: raise the cancels held for this task, if none is left."""
-        if task is None or task in self._in_flight:
             return
         held = self._held.pop(task, None)
-        if held:
+        if held and landed:
             for cancel in held:
                 cancel.mark_raised()
             raise asyncio.CancelledError("run cancelled once its append had landed")

@@ -24,7 +24,7 @@ from .fold import HANDLERS, RunFold
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-_new_event = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hot path
+new_event = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hot path
 
 
 class Listener(Protocol):
@@ -106,7 +106,7 @@ class RunJournal:
         """Append an event to the run (in memory), fold it, and tell live listeners."""
         fold = self.fold
         seq = fold.seq + 1
-        event = _new_event(Event, (self.run_id, seq, kind, time.time(), data))
+        event = new_event(Event, (self.run_id, seq, kind, time.time(), data))
         # fold.apply without its checks: this event is the next by construction, and
         # never a run_started (begin() applies that one).
         fold.seq = seq
@@ -176,13 +176,15 @@ class RunJournal:
         task = appends.begin()
         try:
             await self._append(status, error)
+        except BaseException:
+            appends.end(task, landed=False)
+            raise
         finally:
-            appends.end(task)
             self._committing = False
             if self._commit_done is not None:
                 self._commit_done.set()
                 self._commit_done = None
-        appends.release(task)  # the append landed: a cancel held for it goes now
+        appends.end(task, landed=True)  # the append landed: a cancel held for it goes now
 
     async def _append(self, status: RunStatus | None, error: str | None) -> None:
         if self._create_record is not None:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import anyio
 from anyio.abc import TaskGroup
 
-from ..errors import GraphError, RunNotFoundError, RunStateError, StoreError
+from ..errors import ConflictError, GraphError, RunNotFoundError, RunStateError, StoreError
 from ..events import Event, EventKind
 from ..graph.compiled import CompiledGraph
 from ..store import MemoryStore, store_from_url
@@ -33,10 +33,9 @@ from .driver import ReplayOracle, RunDriver
 from .fold import RunFold
 from .handle import RunHandle, RunOutcome, Subscribers, outcome_of
 from .history import ReplayReport, StateView
-from .journal import Listener
+from .journal import Listener, new_event
 
 log = logging.getLogger("mainspring.runtime")
-_new_event = tuple.__new__  # skips NamedTuple's Python-level __new__
 
 Recover = Literal["resume", "list", "off"]
 
@@ -219,6 +218,9 @@ class Runtime:
             await driver.drive()
             if driver.outcome is None and driver.fold.status is RunStatus.FINISHED:
                 return graph.schema.output(driver.fold.state)
+            outcome = driver.outcome
+            if isinstance(outcome, StoreError) and not isinstance(outcome, ConflictError):
+                raise outcome  # the store failed: the run stays resumable; say why
         return await RunHandle(self, run_id).result()
 
     async def _begin(
@@ -286,7 +288,7 @@ class Runtime:
 
             encode(data, what=f"the input of run {run_id!r}")
         now = time.time()
-        started = _new_event(Event, (run_id, 1, EventKind.RUN_STARTED, now, data))
+        started = new_event(Event, (run_id, 1, EventKind.RUN_STARTED, now, data))
         record = RunRecord(
             run_id=run_id,
             graph=graph.name,
