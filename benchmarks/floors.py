@@ -7,6 +7,11 @@
   wake-up). A diagnostic: its gap to the raw floor is what the hand-off between
   threads costs on this machine, before any Mainspring code runs.
 * :class:`RawInserts`: asyncpg, one autocommit ``INSERT`` round trip per call.
+* :class:`JournalCommits` and :class:`JournalStatements`: diagnostics, the least
+  any journal must write per durable step, in raw SQL with no Mainspring code:
+  the run row's sequence number moved on conditionally and two event rows
+  (the step that finished, the step that starts) keyed by ``(run_id, seq)``. Their
+  gap to the raw floors is what the journal's rows cost before any Python runs.
 """
 
 from __future__ import annotations
@@ -36,6 +41,42 @@ class RawCommits:
         self.conn.execute("BEGIN")
         self.conn.execute("INSERT INTO t (v) VALUES (?)", (ROW,))
         self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+_JOURNAL_TABLES = (
+    "CREATE TABLE runs (run_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL, updated_at REAL)",
+    "CREATE TABLE events (run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,"
+    " ts REAL NOT NULL, data BLOB NOT NULL, PRIMARY KEY (run_id, seq))",
+    "INSERT INTO runs VALUES ('r', 0, 0)",
+)
+
+
+class JournalCommits:
+    """One step's journal rows per call (raw sqlite3, WAL, ``synchronous=FULL``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = FULL")
+        for statement in _JOURNAL_TABLES:
+            self.conn.execute(statement)
+        self.seq = 0
+
+    def commit_one(self) -> None:
+        seq, conn = self.seq, self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "UPDATE runs SET last_seq = ?, updated_at = 0 WHERE run_id = 'r' AND last_seq = ?",
+            (seq + 2, seq),
+        )
+        conn.executemany(
+            "INSERT INTO events VALUES ('r', ?, 'step', 0, ?)", [(seq + 1, ROW), (seq + 2, ROW)]
+        )
+        conn.execute("COMMIT")
+        self.seq = seq + 2
 
     def close(self) -> None:
         self.conn.close()
@@ -81,6 +122,40 @@ class RawInserts:
 
     async def insert_one(self) -> None:
         await self.conn.execute(self.sql, ROW)
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
+class JournalStatements:
+    """One step's journal rows per call in one autocommit statement (asyncpg)."""
+
+    def __init__(self, conn: asyncpg.Connection[Any], schema: str) -> None:
+        self.conn = conn
+        self.seq = 0
+        self.sql = f"""
+WITH bump AS (
+  UPDATE {schema}.runs SET last_seq = $2 + 2, updated_at = 0
+  WHERE run_id = 'r' AND last_seq = $2 RETURNING 1
+)
+INSERT INTO {schema}.events (run_id, seq, kind, ts, data)
+SELECT 'r', $2 + v.i, 'step', 0, $1 FROM bump, (VALUES (1), (2)) AS v(i)"""
+
+    @classmethod
+    async def open(cls, pg_url: str, schema: str) -> JournalStatements:
+        conn: asyncpg.Connection[Any] = await asyncpg.connect(pg_url)
+        for statement in _JOURNAL_TABLES:
+            await conn.execute(
+                statement.replace("runs", f"{schema}.runs")
+                .replace("events", f"{schema}.events")
+                .replace("BLOB", "bytea")
+                .replace("REAL", "float8")
+            )
+        return cls(conn, schema)
+
+    async def commit_one(self) -> None:
+        await self.conn.execute(self.sql, ROW, self.seq)
+        self.seq += 2
 
     async def close(self) -> None:
         await self.conn.close()

@@ -55,7 +55,9 @@ def w1_graph() -> Any:
 Sampler = Callable[[], Awaitable[float]]
 
 
-def sampler(app: Any, runs: int, listener: JournalTracer | JournalMetrics | None, *, drain: bool = True) -> Sampler:
+def sampler(
+    app: Any, runs: int, listener: JournalTracer | JournalMetrics | None, *, drain: bool = True
+) -> Sampler:
     """A sample: ``runs`` runs of W1 (and, traced, the draining of their telemetry); us per step."""
 
     async def sample() -> float:
@@ -89,7 +91,7 @@ async def interleaved(samplers: dict[str, Sampler], rounds: int, warmup: int) ->
             await samplers[name]()
     values: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             gc.collect()
             values[name].append(await samplers[name]())
@@ -132,8 +134,12 @@ async def measure(quick: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer runs and rounds (well under a minute)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer runs and rounds (well under a minute)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
     result = asyncio.run(measure(args.quick))
@@ -145,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{result['workload'][:28]:<28} {result['mainspring']:>9.2f} us {result['anchor']:>7.2f} us "
             f"{result['added_us_per_step']:>6.2f} us  {result['target']}: {'ok' if result['ok'] else 'MISSED'}"
         )
-        print(f"  hot path alone (listener appends, spans built later): +{result['hot_path_only_added_us']:.2f} us/step")
+        print(
+            f"  hot path alone (listener appends, spans built later): +{result['hot_path_only_added_us']:.2f} us/step"
+        )
         print(f"  metrics listener instead of tracing: +{result['metrics_added_us']:.2f} us/step")
     return 0 if result["ok"] else 1
 

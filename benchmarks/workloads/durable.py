@@ -26,7 +26,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from mainspring import Runtime
 
 from fleets import burst_extra, langgraph_fleet, mainspring_walls
-from floors import RawCommits, ThreadedCommits
+from floors import JournalCommits, RawCommits, ThreadedCommits
 from graphs import LINEAR_STEPS, lg_config, lg_linear, ms_linear
 from harness import (
     US,
@@ -77,6 +77,7 @@ async def run(settings: Settings) -> list[Result]:
         floor = stack.enter_context(closing(RawCommits(work / "floor.db", "FULL")))
         floor_n = stack.enter_context(closing(RawCommits(work / "floor_n.db", "NORMAL")))
         floor_t = stack.enter_context(closing(ThreadedCommits(work / "floor_t.db")))
+        floor_j = stack.enter_context(closing(JournalCommits(work / "floor_j.db")))
         saver, pragmas = stack.enter_context(lg_sqlite(work / "lg.db", "FULL"))
         saver_n, pragmas_n = stack.enter_context(lg_sqlite(work / "lg_n.db", "NORMAL"))
         lg, lg_n = lg_linear(saver), lg_linear(saver_n)
@@ -92,6 +93,7 @@ async def run(settings: Settings) -> list[Result]:
             ),
             "floor": sync_sampler(floor.commit_one, commits),
             "floor_thread": async_sampler(floor_t.commit_one, commits),
+            "floor_journal": sync_sampler(floor_j.commit_one, commits),
             "langgraph_normal": sync_sampler(
                 lambda: lg_n.invoke(INPUT, lg_config(), durability="sync"), lg_runs, LINEAR_STEPS
             ),
@@ -117,6 +119,8 @@ def _w2(s: dict[str, Samples], pragmas: str) -> Result:
             "floor": floor,
             "vs_floor": paired(s["mainspring"], s["floor"]),
             "floor_thread": s["floor_thread"].best * US,
+            "floor_journal": s["floor_journal"].best * US,
+            "journal_vs_floor": paired(s["floor_journal"], s["floor"]),
             "mainspring_cpu": s["mainspring"].best_cpu * US,
             "anchor_cpu": s["langgraph"].best_cpu * US,
             "anchor_pragmas": pragmas,

@@ -31,7 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 from mainspring import Runtime, StoreUnavailableError
 
 from fleets import burst_extra, langgraph_fleet, mainspring_walls
-from floors import RawInserts
+from floors import JournalStatements, RawInserts
 from graphs import LINEAR_STEPS, lg_config, lg_linear, ms_linear
 from harness import (
     US,
@@ -183,6 +183,8 @@ async def _measure(settings: Settings) -> dict[str, Samples]:
     async with AsyncExitStack() as stack:
         floor = await RawInserts.open(settings.pg_url, FLOOR_SCHEMA)
         stack.push_async_callback(floor.close)
+        floor_j = await JournalStatements.open(settings.pg_url, FLOOR_SCHEMA)
+        stack.push_async_callback(floor_j.close)
         lg = lg_linear(stack.enter_context(lg_saver(settings.pg_url)))
         url = with_query(settings.pg_url, schema=MS_SCHEMA)
         rt = await stack.enter_async_context(Runtime.open(url, durability="sync"))
@@ -194,6 +196,7 @@ async def _measure(settings: Settings) -> dict[str, Samples]:
                 lambda: lg.invoke(INPUT, lg_config(), durability="sync"), lg_runs, LINEAR_STEPS
             ),
             "floor": async_sampler(floor.insert_one, inserts),
+            "floor_journal": async_sampler(floor_j.commit_one, inserts),
         }
         return await interleave(samplers, reps=settings.pick(5, 15), warmup=1)
 
@@ -209,6 +212,8 @@ def _w3(s: dict[str, Samples]) -> Result:
         extra={
             "floor": floor,
             "vs_floor": paired(s["mainspring"], s["floor"]),
+            "floor_journal": s["floor_journal"].best * US,
+            "journal_vs_floor": paired(s["floor_journal"], s["floor"]),
             "mainspring_cpu": s["mainspring"].best_cpu * US,
             "anchor_cpu": s["langgraph"].best_cpu * US,
             "spread": max(v.spread for v in s.values()),
