@@ -41,7 +41,6 @@ from ..graph.builder import NodeSpec
 from ..graph.compiled import CompiledGraph
 from ..graph.types import END, START, Send
 from ..store.base import Durability, RunRecord, RunStatus, Store
-from .cancel import RunCancel
 from .context import Context, Parked
 from .fold import NO_ARG, RunFold, TaskRecord
 from .journal import AppendNow, Listener, RunJournal
@@ -67,7 +66,7 @@ class RunDriver(RunJournal):
     """Drives one run: runs its tasks, plans its steps, and says when to commit."""
 
     __slots__ = (
-        "_cancel",
+        "_cancel_held",
         "_done",
         "_failure",
         "_fresh",
@@ -80,7 +79,9 @@ class RunDriver(RunJournal):
         "cancel_requested",
         "oracle",
         "outcome",
+        "own_task",
         "parked",
+        "scope",
     )
 
     def __init__(
@@ -112,7 +113,9 @@ class RunDriver(RunJournal):
         self._fresh = False  # the current step was planned by this driver and has not run yet
         self._failure: dict[str, Any] | None = None
         self._step_scope: CancelScope | None = None
-        self._cancel = RunCancel()
+        self.scope: CancelScope | None = None  # the run's own: cancel and abandon use it
+        self._cancel_held = False  # a cancel waits for the append in flight
+        self.own_task = False  # driven in a task of its own (RunTasks): no caller's scopes
         self.cancel_requested = False
         self.abandoned = False  # the runtime is closing: stop, leave the run resumable
         self.parked = False
@@ -150,17 +153,12 @@ class RunDriver(RunJournal):
                 and not await self.create()
             ):
                 return  # the run already existed: whoever made it drives it
-            if not self._stopping():
-                cancel = self._cancel
-                cancel.task = asyncio.current_task()
-                try:
-                    await self._loop()
-                except asyncio.CancelledError:
-                    if not cancel.own():
-                        raise
-                finally:
-                    cancel.leave()
-            if self.cancel_requested and not self.abandoned:
+            with anyio.CancelScope() as scope:
+                self.scope = scope
+                if self._stopping():
+                    scope.cancel()
+                await self._loop()
+            if (scope.cancelled_caught or self.cancel_requested) and not self.abandoned:
                 await self.end_cancelled("cancelled by request")
         except ConflictError as exc:
             self.outcome = exc  # another writer drives this run now; stop quietly
@@ -233,7 +231,7 @@ class RunDriver(RunJournal):
                 if self._append_now is not None:  # in memory: no coroutine to make and await
                     self._commit_now(self._append_now, RunStatus.RUNNING, None)
                 else:
-                    await self.commit(RunStatus.RUNNING, shield=self.nested)
+                    await self.commit(RunStatus.RUNNING, shield=self._loop_shield())
                 if self._stopping():  # asked while we committed
                     return
                 if self._snapshot_due:
@@ -250,7 +248,7 @@ class RunDriver(RunJournal):
                     return
                 continue
             # Parked: every open task waits on a human. A resume may land while we commit.
-            await self.commit(RunStatus.INTERRUPTED, shield=self.nested)
+            await self.commit(RunStatus.INTERRUPTED, shield=self._loop_shield())
             if not any(t.runnable for t in fold.tasks):
                 self.parked = True
                 return
@@ -458,7 +456,7 @@ class RunDriver(RunJournal):
             err = data["error"]
             error = f"{err.get('type')}: {err.get('message')}"
         # Ends are committed by the loop or after it: the driver's own commits (see commit).
-        await self.commit(status, error, shield=self.nested)
+        await self.commit(status, error, shield=self._loop_shield())
 
     @property
     def failed(self) -> bool:
@@ -472,12 +470,32 @@ class RunDriver(RunJournal):
 
     def request_cancel(self) -> None:
         self.cancel_requested = True
-        self._cancel.request(self.runtime._appends)
+        self._cancel_scope()
 
     def abandon(self) -> None:
         """Stop driving at the next await; the journal stays as it is, resumable."""
         self.abandoned = True
-        self._cancel.request(self.runtime._appends)
+        self._cancel_scope()
+
+    def _cancel_scope(self) -> None:
+        if self._committing:
+            self._cancel_held = True  # never interrupt an append: we would not know if it landed
+        elif self.scope is not None:
+            self.scope.cancel()
+
+    def _release_held_cancel(self) -> None:
+        if self._cancel_held and self.scope is not None:
+            self._cancel_held = False
+            self.scope.cancel()
+
+    def _loop_shield(self) -> bool:
+        """Whether a commit of the loop needs an anyio shield.
+
+        Not in a task of its own, where only the run's scope encloses the loop,
+        unless that scope is (about to be) cancelled: a cancel or abandon asked
+        before the commit starts would interrupt it; one asked during it is held.
+        """
+        return not self.own_task or self.cancel_requested or self.abandoned
 
     def _stopping(self) -> bool:
         return self.cancel_requested or self.abandoned

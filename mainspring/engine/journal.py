@@ -4,8 +4,8 @@ The driver (``driver.py``) decides what happens; this half keeps the record:
 each event is numbered, folded into the run's state and told to live
 listeners as it is recorded, and reaches the store at the commit points the
 driver chooses, as durably as the run's durability asks. Commits of one run are
-serialised, never interrupted (see ``cancel.py``), and a batch that fails to
-land stays pending, in order.
+serialised and never interrupted, and a batch that fails to land stays
+pending, in order.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class RunJournal:
         self._committed = fold.seq
         self._committing = False
         self._commit_done: anyio.Event | None = None
-        self.nested = False  # driven inside another run's task (a subgraph): always shield
+        self.nested = False  # a subgraph's run, driven inside its parent's task
         self._snapshot_due = False
 
     def record(self, kind: EventKind, data: dict[str, Any]) -> Event:
@@ -126,15 +126,19 @@ class RunJournal:
         """Write the new run (start and first plan); False if a run with its id existed."""
         record = self._create_record
         assert record is not None
-        events = self._pending
-        result = await self.store.create_run(record, events, self.durability)
+        # Taken before the await: parallel tasks may record more meanwhile (deferred runs).
+        events, self._pending = self._pending, []
+        try:
+            result = await self.store.create_run(record, events, self.durability)
+        except BaseException:
+            self._pending[:0] = events
+            raise
         self._create_record = None
-        self._pending = []
         if not result.created:
             self.existing = result.record
             return False
         self._committed = len(events)
-        for event in events:
+        for event in [*events, *self._pending]:  # the run exists: listeners hear all of it
             for listener in self._listeners:
                 listener(event)
         return True
@@ -151,9 +155,9 @@ class RunJournal:
         Commits of one run are serialised (parallel tasks share the run's
         sequence numbers); each takes everything recorded so far. Never
         interrupted, so we always know whether an append landed: shielded from
-        anyio scopes, and a cancel of the run waits for it (see ``cancel.py``).
-        The loop of a top-level run passes ``shield=False``: no anyio scope
-        encloses it there (an anyio shield costs ~4 us a commit).
+        anyio scopes, and the run's own cancel or abandon waits for it. The loop
+        of a run driven in a task of its own passes ``shield=False``: only the
+        run's own scope encloses it there (an anyio shield costs ~4 us a commit).
         """
         if not self._pending and status is None:
             return
@@ -172,26 +176,23 @@ class RunJournal:
                 self._commit_done = anyio.Event()
             await self._commit_done.wait()
         self._committing = True
-        appends = self.runtime._appends
-        task = appends.begin()
         try:
             await self._append(status, error)
-        except BaseException:
-            appends.end(task, landed=False)
-            raise
         finally:
             self._committing = False
             if self._commit_done is not None:
                 self._commit_done.set()
                 self._commit_done = None
-        appends.end(task, landed=True)  # the append landed: a cancel held for it goes now
+            self._release_held_cancel()
+
+    def _release_held_cancel(self) -> None:
+        """A cancel of the run held back while an append was in flight goes now (driver)."""
 
     async def _append(self, status: RunStatus | None, error: str | None) -> None:
         if self._create_record is not None:
             await self._create_now(status, error)
             return
-        if status is self._stored_status and error is None:
-            status = None  # unchanged: spare the store its status bookkeeping
+        status = self._status_change(status, error)
         batch, self._pending = self._pending, []
         if not batch and status is None:
             return
@@ -214,6 +215,8 @@ class RunJournal:
         assert record is not None
         if status is not None and status is not RunStatus.RUNNING:  # parked or ended already
             record.status, record.owner, record.lease_until = status, None, None
+        else:  # our lease starts now: the first step may have outlasted one from its start
+            record.lease_until = time.time() + self.runtime.lease_ttl
         if error is not None:
             record.error = error
         if not await self.create():
@@ -225,8 +228,7 @@ class RunJournal:
         self, append_now: AppendNow, status: RunStatus | None, error: str | None
     ) -> None:
         """``_append`` for a store that appends without waiting."""
-        if status is self._stored_status and error is None:
-            status = None
+        status = self._status_change(status, error)
         batch, self._pending = self._pending, []
         if not batch and status is None:
             return
@@ -237,6 +239,15 @@ class RunJournal:
             self._pending[:0] = batch
             raise
         self._landed(expected, batch, status)
+
+    def _status_change(self, status: RunStatus | None, error: str | None) -> RunStatus | None:
+        """The status this append should store, if any."""
+        stored = self._stored_status
+        if stored is not None and stored.terminal:
+            return None  # ended: a commit queued earlier (a resume's) never moves it back
+        if status is stored and error is None:
+            return None  # unchanged: spare the store its status bookkeeping
+        return status
 
     def _landed(self, expected: int, batch: list[Event], status: RunStatus | None) -> None:
         self._committed = expected + len(batch)

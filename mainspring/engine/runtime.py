@@ -28,7 +28,6 @@ from ..store._owner import new_owner_id
 from ..store.base import Durability, RunQuery, RunRecord, RunStatus, Store, ThreadInfo
 from . import control, history
 from ._tasks import RunTasks
-from .cancel import Appends
 from .driver import ReplayOracle, RunDriver
 from .fold import RunFold
 from .handle import RunHandle, RunOutcome, Subscribers, outcome_of
@@ -84,7 +83,6 @@ class Runtime:
         self._changed: dict[str, anyio.Event] = {}
         self._tg: TaskGroup | None = None  # the runtime's own service tasks (heartbeat)
         self._runs = RunTasks()
-        self._appends = Appends()  # appends in flight per task: run cancels wait for them
         self._heartbeat_scope: anyio.CancelScope | None = None
 
     @classmethod
@@ -352,6 +350,7 @@ class Runtime:
             raise RunStateError("the runtime is not open; use 'async with Runtime.open(...) as rt'")
         self._live[driver.run_id] = self._latest[driver.run_id] = driver
         self._signal(driver.run_id)
+        driver.own_task = True
         self._runs.spawn(driver, driver.drive())
 
     def _driver_stopped(self, driver: RunDriver) -> None:

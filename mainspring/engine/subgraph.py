@@ -84,6 +84,8 @@ async def run_subgraph(parent: RunDriver, spec: NodeSpec, task: TaskRecord, stat
     if fold.status is RunStatus.FAILED:
         raise RunFailedError(child_id, fold.error or {})
     if fold.status is RunStatus.CANCELLED:
+        if parent.cancel_requested or parent.abandoned:
+            raise Parked()  # the parent is stopping too: its loop ends it as asked
         raise RunStateError(f"subgraph run {child_id!r} was cancelled")
     mapped = {i.child for i in task.interrupts.values() if i.child}
     for child_task, interrupt in fold.pending_interrupts:
