@@ -177,19 +177,16 @@ class RunDriver(RunJournal):
             if self._done is not None:
                 self._done.set()
             if not self.nested:  # a subgraph's run is its parent's to wind up (run_subgraph)
-                await self._wind_up()
-
-    async def _wind_up(self) -> None:
-        self.runtime._driver_stopped(self)
-        if (
-            self.fold.status is RunStatus.RUNNING
-            and not self.parked
-            and self.outcome is None
-            and self.existing is None
-        ):
-            # Abandoned mid-run (shutdown, or a cancelled caller of Runtime.run): hand
-            # the lease back so another process can take the run over at once.
-            await self._release()
+                self.runtime._driver_stopped(self)
+                if (
+                    self.fold.status is RunStatus.RUNNING
+                    and not self.parked
+                    and self.outcome is None
+                    and self.existing is None
+                ):
+                    # Abandoned mid-run (shutdown, or a cancelled caller of Runtime.run):
+                    # hand the lease back so another process can take the run over at once.
+                    await self._release()
 
     async def _release(self) -> None:
         with anyio.CancelScope(shield=True):

@@ -138,9 +138,10 @@ class RunJournal:
             self.existing = result.record
             return False
         self._committed = len(events)
-        for event in [*events, *self._pending]:  # the run exists: listeners hear all of it
-            for listener in self._listeners:
-                listener(event)
+        if self._listeners:  # the run exists: listeners hear all of it
+            for event in [*events, *self._pending]:
+                for listener in self._listeners:
+                    listener(event)
         return True
 
     def check_json(self, value: Any, what: str) -> None:
@@ -243,10 +244,10 @@ class RunJournal:
     def _status_change(self, status: RunStatus | None, error: str | None) -> RunStatus | None:
         """The status this append should store, if any."""
         stored = self._stored_status
-        if stored is not None and stored.terminal:
-            return None  # ended: a commit queued earlier (a resume's) never moves it back
         if status is stored and error is None:
             return None  # unchanged: spare the store its status bookkeeping
+        if stored is not None and stored.terminal:
+            return None  # ended: a commit queued earlier (a resume's) never moves it back
         return status
 
     def _landed(self, expected: int, batch: list[Event], status: RunStatus | None) -> None:
