@@ -41,6 +41,7 @@ from ..graph.builder import NodeSpec
 from ..graph.compiled import CompiledGraph
 from ..graph.types import END, START, Send
 from ..store.base import Durability, RunRecord, RunStatus, Store
+from ._tasks import cancel_scope
 from .context import Context, Parked
 from .fold import NO_ARG, RunFold, TaskRecord
 from .journal import AppendNow, Listener, RunJournal
@@ -153,7 +154,7 @@ class RunDriver(RunJournal):
                 and not await self.create()
             ):
                 return  # the run already existed: whoever made it drives it
-            with anyio.CancelScope() as scope:
+            with cancel_scope() as scope:
                 self.scope = scope
                 if self._stopping():
                     scope.cancel()

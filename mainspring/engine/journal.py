@@ -19,6 +19,7 @@ import anyio
 from ..errors import ConflictError
 from ..events import Event, EventKind, encode
 from ..store.base import Durability, RunRecord, RunStatus, Store
+from ._tasks import cancel_scope
 from .fold import HANDLERS, RunFold
 
 if TYPE_CHECKING:
@@ -166,7 +167,7 @@ class RunJournal:
             self._commit_now(self._append_now, status, error)
             return
         if shield or self._committing:
-            with anyio.CancelScope(shield=True):
+            with cancel_scope(shield=True):
                 await self._serialised_append(status, error)
         else:
             await self._serialised_append(status, error)
