@@ -10,9 +10,10 @@ history, and the tasks involved must not be left cancelled.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -49,6 +50,18 @@ def _chain(name: str, *nodes: tuple[str, Any]) -> Any:
         previous = node
     g.edge(previous, END)
     return g.compile()
+
+
+def _waiting_node() -> tuple[anyio.Event, Callable[[S], Awaitable[dict[str, Any]]]]:
+    """A node that says it has started, then waits (where a cancel surfaces)."""
+    started = anyio.Event()
+
+    async def waits(s: S) -> dict[str, Any]:
+        started.set()
+        await anyio.sleep(30)
+        return {"n": 1}
+
+    return started, waits
 
 
 def _three_steps() -> Any:
@@ -185,19 +198,12 @@ async def test_cancel_while_a_subgraph_commits_in_the_parent_task(tmp_path: Path
 
 @pytest.mark.anyio
 async def test_cancelling_a_run_driven_by_run_leaves_the_callers_task_clean() -> None:
-    started = anyio.Event()
-
-    async def waits(s: S) -> dict[str, Any]:
-        started.set()
-        await anyio.sleep(30)
-        return {"n": 1}
+    started, waits = _waiting_node()
 
     app = _chain("waits", ("wait", waits))
     async with Runtime.open("memory://") as rt:
 
         async def caller() -> None:
-            import asyncio
-
             with pytest.raises(RunCancelledError):
                 await rt.run(app, {}, run_id="driven-here")
             task = asyncio.current_task()
@@ -269,12 +275,7 @@ async def test_a_cancel_held_for_an_append_that_fails_goes_nowhere_else(tmp_path
 
 @pytest.mark.anyio
 async def test_run_called_from_cleanup_code_is_cancelled_cleanly() -> None:
-    started = anyio.Event()
-
-    async def waits(s: S) -> dict[str, Any]:
-        started.set()
-        await anyio.sleep(30)
-        return {"n": 1}
+    started, waits = _waiting_node()
 
     app = _chain("cleanup", ("wait", waits))
     async with Runtime.open("memory://") as rt:
