@@ -146,14 +146,14 @@ class RunDriver(RunJournal):
     async def drive(self) -> None:
         """Run until the run finishes, fails, parks or is cancelled."""
         try:
-            # A new run in batch or off mode is created here, before the loop's task can
-            # be cancelled: a cancel request meanwhile is seen by the loop, never interrupts it.
-            if (
-                self._create_record is not None
-                and not self._defer_create
-                and not await self.create()
-            ):
-                return  # the run already existed: whoever made it drives it
+            # A new run in batch or off mode is created here, before the run's scope
+            # exists: a cancel asked meanwhile takes effect once it does. The caller's
+            # scopes (Runtime.run) must not interrupt it either.
+            if self._create_record is not None and not self._defer_create:
+                with cancel_scope(shield=not self.own_task):
+                    created = await self.create()
+                if not created:
+                    return  # the run already existed: whoever made it drives it
             with cancel_scope() as scope:
                 self.scope = scope
                 if self._stopping():
