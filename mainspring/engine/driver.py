@@ -150,7 +150,7 @@ class RunDriver(RunJournal):
             # exists: a cancel asked meanwhile takes effect once it does. The caller's
             # scopes (Runtime.run) must not interrupt it either.
             if self._create_record is not None and not self._defer_create:
-                with cancel_scope(shield=not self.own_task):
+                with nullcontext() if self.own_task else cancel_scope(shield=True):
                     created = await self.create()
                 if not created:
                     return  # the run already existed: whoever made it drives it
