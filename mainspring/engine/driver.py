@@ -197,6 +197,11 @@ class RunDriver(RunJournal):
                 log.warning("could not release run %s: %s", self.run_id, exc)
 
     @property
+    def stopped(self) -> bool:
+        """The driver has stopped (``done`` is, or would be, set)."""
+        return self._stopped
+
+    @property
     def done(self) -> asyncio.Event:
         """Set once the driver has stopped (finished, failed, parked, cancelled or abandoned)."""
         if self._done is None:

@@ -141,19 +141,31 @@ class RunHandle:
                 return
             await anyio.sleep(POLL_INTERVAL)
 
-    async def wait(self) -> RunOutcome:
-        """Wait until the run stops moving (finished, failed, cancelled or parked)."""
+    async def _settled_fold(self) -> RunFold | None:
+        """The fold of the driver this handle started, once that driver stopped cleanly.
+
+        No store read: the common way to learn a run's end. None if another driver
+        took the run over, or this one stopped on an error.
+        """
         driver, rt = self._driver, self.runtime
         if driver is not None and rt._latest.get(self.run_id) is driver:
-            await driver.done.wait()
+            if not driver.stopped:
+                await driver.done.wait()
             if (
                 rt._latest.get(self.run_id) is driver
                 and driver.outcome is None
                 and driver.existing is None
             ):
-                return outcome_of(driver.fold)
+                return driver.fold
         self._driver = None
-        return await rt._wait(self.run_id)
+        return None
+
+    async def wait(self) -> RunOutcome:
+        """Wait until the run stops moving (finished, failed, cancelled or parked)."""
+        fold = await self._settled_fold()
+        if fold is not None:
+            return outcome_of(fold)
+        return await self.runtime._wait(self.run_id)
 
     async def result(self) -> Any:
         """Wait for the run to end and return its final state.
@@ -161,6 +173,9 @@ class RunHandle:
         A parked run is waited for until it is resumed and ends; raises
         RunFailedError or RunCancelledError if it ends that way.
         """
+        fold = await self._settled_fold()
+        if fold is not None and fold.status is RunStatus.FINISHED:
+            return fold.schema.output(fold.state)  # the common case: no outcome to build
         while True:
             outcome = await self.wait()
             if outcome.status is RunStatus.FINISHED:
