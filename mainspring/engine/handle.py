@@ -104,8 +104,8 @@ class RunHandle:
         last = after
         if live is not None:
             subs = rt._subscribers_of(self.run_id)
-            if subs.publish not in live._listeners:
-                live._listeners.append(subs.publish)
+            if subs.publish not in live._listeners:  # copied: the list may be the runtime's
+                live._listeners = [*live._listeners, subs.publish]
             send, recv = subs.add()
             try:
                 backlog = live.uncommitted()  # taken before the read: nothing falls between

@@ -322,10 +322,11 @@ class Runtime:
         store: Store | None = None,
     ) -> RunDriver:
         store = store or self.store
-        listeners: list[Listener] = list(self._listeners)
+        # The runtime's own list is shared until a run gets live subscribers (copied then).
+        listeners: list[Listener] = self._listeners
         subs = self._subscribers.get(fold.run_id)
         if subs is not None:
-            listeners.append(subs.publish)
+            listeners = [*listeners, subs.publish]
         return RunDriver(
             self,
             graph,
