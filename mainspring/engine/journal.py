@@ -260,7 +260,7 @@ class RunJournal:
         """Events recorded but not yet known to be in the store (being written or pending)."""
         return [*self._inflight, *self._pending]
 
-    # -- the loop ------------------------------------------------------------------
+    # -- snapshots -----------------------------------------------------------------
 
     async def maybe_snapshot(self) -> None:
         if self._snapshot_due:
