@@ -18,7 +18,7 @@ import anyio
 
 from ..errors import ConflictError
 from ..events import Event, EventKind, encode
-from ..store.base import Durability, RunRecord, RunStatus, Store
+from ..store.base import Durability, RunRecord, RunStatus, Snapshot, Store
 from ._tasks import cancel_scope
 from .fold import HANDLERS, RunFold
 
@@ -265,8 +265,6 @@ class RunJournal:
     async def maybe_snapshot(self) -> None:
         if self._snapshot_due:
             self._snapshot_due = False
-            from ..store.base import Snapshot
-
             await self.store.save_snapshot(
                 Snapshot(self.run_id, self._committed, self.fold.to_snapshot())
             )
