@@ -492,3 +492,33 @@ async def test_cancelling_a_parent_and_its_child_together_cancels_both(tmp_path:
         parent = await rt.get_run(handle.run_id)
         assert parent.status is RunStatus.CANCELLED, parent.error
         assert (await rt.get_run(child)).status is RunStatus.CANCELLED
+
+
+@pytest.mark.anyio
+async def test_a_run_whose_first_step_is_a_subgraph_is_created_before_its_child(
+    tmp_path: Path,
+) -> None:
+    started, waits = _waiting_node()
+    parent = _chain("parent_first", ("sub", _chain("child_first", ("wait", waits))))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    async with Runtime.open(url) as rt:
+        caller_scope = anyio.CancelScope()
+
+        async def caller() -> None:
+            with caller_scope:
+                await rt.run(parent, {})  # no run id: created by its first commit
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller)
+            await started.wait()
+            caller_scope.cancel()  # the caller gives up while the child runs
+        runs = {r.run_id: r for r in await rt.list_runs()}
+        child = next(r for r in runs.values() if r.parent_run_id is not None)
+        assert child.parent_run_id in runs  # the child never points at a missing parent
+    async with Runtime.open(url, graphs=[parent]) as again:  # recovery resumes the parent
+        assert child.parent_run_id is not None
+        with anyio.fail_after(5):
+            handle = again.handle(child.parent_run_id)
+            # The child's node waits 30 s: cancel the recovered run rather than wait.
+            await again.cancel(handle.run_id)
+        assert (await again.get_run(handle.run_id)).status is RunStatus.CANCELLED

@@ -184,6 +184,7 @@ class RunDriver(RunJournal):
                     and not self.parked
                     and self.outcome is None
                     and self.existing is None
+                    and not self.creation_pending  # never stored: no lease to hand back
                 ):
                     # Abandoned mid-run (shutdown, or a cancelled caller of Runtime.run):
                     # hand the lease back so another process can take the run over at once.

@@ -118,6 +118,11 @@ class RunJournal:
                 listener(event)
         return event
 
+    @property
+    def creation_pending(self) -> bool:
+        """The run is not in the store yet: its first commit creates it."""
+        return self._create_record is not None
+
     def defer_create(self, defer: bool) -> None:
         """Create the run with its first commit rather than before its first step."""
         # In memory, creating costs no commit: nothing to save.

@@ -114,6 +114,8 @@ async def _child_driver(
 ) -> RunDriver:
     """The child run's driver: a new run the first time, its journal's fold afterwards."""
     rt = parent.runtime
+    if parent.creation_pending:  # Runtime.run deferred the parent's creation: it goes
+        await parent.commit()  # first, so no child ever points at a run that is not there
     root = (parent.fold.parent or {}).get("root", parent.run_id)
     data: dict[str, Any] = {
         "graph": app.name,
