@@ -46,12 +46,16 @@ class RawCommits:
         self.conn.close()
 
 
-_JOURNAL_TABLES = (
-    "CREATE TABLE runs (run_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL, updated_at REAL)",
-    "CREATE TABLE events (run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,"
-    " ts REAL NOT NULL, data BLOB NOT NULL, PRIMARY KEY (run_id, seq))",
-    "INSERT INTO runs VALUES ('r', 0, 0)",
-)
+def _journal_tables(prefix: str = "", blob: str = "BLOB", real: str = "REAL") -> list[str]:
+    """The journal floors' tables (``prefix``: a schema and a dot, on PostgreSQL)."""
+    return [
+        f"CREATE TABLE {prefix}runs (run_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL,"
+        f" updated_at {real})",
+        f"CREATE TABLE {prefix}events (run_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+        f" kind TEXT NOT NULL, ts {real} NOT NULL, data {blob} NOT NULL,"
+        " PRIMARY KEY (run_id, seq))",
+        f"INSERT INTO {prefix}runs VALUES ('r', 0, 0)",
+    ]
 
 
 class JournalCommits:
@@ -61,7 +65,7 @@ class JournalCommits:
         self.conn = sqlite3.connect(path, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = FULL")
-        for statement in _JOURNAL_TABLES:
+        for statement in _journal_tables():
             self.conn.execute(statement)
         self.seq = 0
 
@@ -144,13 +148,8 @@ SELECT 'r', $2 + v.i, 'step', 0, $1 FROM bump, (VALUES (1), (2)) AS v(i)"""
     @classmethod
     async def open(cls, pg_url: str, schema: str) -> JournalStatements:
         conn: asyncpg.Connection[Any] = await asyncpg.connect(pg_url)
-        for statement in _JOURNAL_TABLES:
-            await conn.execute(
-                statement.replace("runs", f"{schema}.runs")
-                .replace("events", f"{schema}.events")
-                .replace("BLOB", "bytea")
-                .replace("REAL", "float8")
-            )
+        for statement in _journal_tables(f"{schema}.", blob="bytea", real="float8"):
+            await conn.execute(statement)
         return cls(conn, schema)
 
     async def commit_one(self) -> None:
