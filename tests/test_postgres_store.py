@@ -125,8 +125,9 @@ def _with(url: str, **changes: str) -> str:
 
 
 def test_url_options_and_precedence() -> None:
-    url = _url("ms_x", retry_for=5, min_size=1, max_size=3, batch_window=0.01)
+    url = _url("ms_x", retry_for=5, min_size=1, max_size=3, batch_window=0.01, call_timeout=9)
     s = PostgresStore(url, retry_for=7.5)
+    assert s.call_timeout == 9
     assert (s.target.schema, s.retry_for, s.min_size, s.max_size, s.batch_window) == (
         "ms_x", 7.5, 1, 3, 0.01,
     )  # fmt: skip
@@ -134,7 +135,9 @@ def test_url_options_and_precedence() -> None:
     assert PostgresStore(PG_URL).target.schema == "mainspring"
 
 
-@pytest.mark.parametrize("bad", ["schema=bad-name", "schema=1abc", "retry_for=soon", "max_size=0"])
+@pytest.mark.parametrize(
+    "bad", ["schema=bad-name", "schema=1abc", "retry_for=soon", "max_size=0", "call_timeout=0"]
+)
 def test_bad_url_options_are_refused(bad: str) -> None:
     with pytest.raises(StoreError) as info:
         PostgresStore(f"{PG_URL}?{bad}")
@@ -373,10 +376,12 @@ async def test_killed_connections_under_load(schema: str, caplog: pytest.LogCapt
 
 
 class _Proxy:
-    """A TCP proxy to PostgreSQL that can cut every connection and refuse new ones."""
+    """A TCP proxy to PostgreSQL that can cut every connection and refuse new ones, or
+    swallow what clients send (``deaf``) as a dead network path would."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port, self.up = host, port, True
+        self.deaf = False
         self.local_port = 0
         self._links: set[anyio.CancelScope] = set()
 
@@ -394,19 +399,23 @@ class _Proxy:
                 async with await anyio.connect_tcp(self.host, self.port) as server:
                     async with anyio.create_task_group() as tg:
                         self._links.add(tg.cancel_scope)
-                        tg.start_soon(self._pump, client, server, tg.cancel_scope)
-                        tg.start_soon(self._pump, server, client, tg.cancel_scope)
+                        tg.start_soon(self._pump, client, server, tg.cancel_scope, self)
+                        tg.start_soon(self._pump, server, client, tg.cancel_scope, None)
                     self._links.discard(tg.cancel_scope)
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass  # a link that breaks is what this proxy is for; it must not stop the others
 
     @staticmethod
     async def _pump(
-        src: anyio.abc.SocketStream, dst: anyio.abc.SocketStream, scope: anyio.CancelScope
+        src: anyio.abc.SocketStream,
+        dst: anyio.abc.SocketStream,
+        scope: anyio.CancelScope,
+        deafened_by: _Proxy | None,
     ) -> None:
         try:
             async for chunk in src:
-                await dst.send(chunk)
+                if deafened_by is None or not deafened_by.deaf:
+                    await dst.send(chunk)
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
         scope.cancel()
@@ -439,6 +448,28 @@ async def test_outage_longer_than_retry_for_raises_unavailable(schema: str, prox
         assert "\n" not in str(info.value)
         proxy.up = True  # the server is back: the store recovers by itself
         await store.append("r", 1, [_step("r", 2)])
+        await _assert_gap_free(store, "r", 2)
+
+
+async def test_a_call_unanswered_past_call_timeout_is_retried_on_a_new_connection(
+    schema: str, proxy: _Proxy
+) -> None:
+    # No error, no close: the path to the server just goes silent. Without the
+    # watchdog the append would wait forever on a connection nothing will answer.
+    url = _url(schema, retry_for=30, call_timeout=0.5, min_size=1)
+    async with PostgresStore(_with(url, netloc=f"postgres@127.0.0.1:{proxy.local_port}")) as store:
+        await _create(store, "r")
+        proxy.deaf = True
+
+        async def heal() -> None:
+            await anyio.sleep(0.2)  # the append is on the wire by now, and lost
+            proxy.deaf = False
+
+        started = time.monotonic()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(heal)
+            await store.append("r", 1, [_step("r", 2)])
+        assert 0.5 <= time.monotonic() - started < 5
         await _assert_gap_free(store, "r", 2)
 
 
@@ -478,7 +509,7 @@ class _LoseReply:
 
     def __getattr__(self, name: str) -> Any:
         real = getattr(self._pool, name)
-        if name not in ("fetch", "fetchrow", "fetchval"):
+        if name not in ("fetch", "fetchrow", "fetchval", "execute"):
             return real
 
         async def call(sql: str, *args: Any) -> Any:

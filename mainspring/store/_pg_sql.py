@@ -40,8 +40,10 @@ class Statements:
     create_run: str
     append: str  # events as arrays: any number
     append_few: tuple[str, ...]  # [n]: n events as scalar parameters ([0]: as append)
+    advance: tuple[str, ...]  # [n]: n events of a running run, status unchanged ([0]: unused)
     append_many: str
     stored_events: str
+    last_seq: str
     read: str
     get_run: str
     list_threads: str
@@ -99,6 +101,28 @@ FROM (SELECT EXISTS (SELECT 1 FROM bump) AS ok) AS b
 LEFT JOIN {s}.runs old ON old.run_id = $1"""
 
 
+def _advance(s: str, n: int) -> str:
+    """The step of a running run, the hot path: $1 run_id, $2 expected_seq, then ``n``
+    (kind, ts, data) triples. No status, no NOTIFY and nothing returned: the command
+    tag says how many events went in, ``n`` if the run was at ``expected_seq``, else 0.
+
+    A quarter cheaper for the server than :func:`_append`'s statement here (no second
+    look at the run row, no NOTIFY expression, fewer columns rewritten).
+    """
+    values = ", ".join(
+        f"({i + 1}::bigint, ${3 * i + 3}::text, ${3 * i + 4}::float8, ${3 * i + 5}::text)"
+        for i in range(n)
+    )
+    return f"""
+WITH bump AS (
+  UPDATE {s}.runs SET last_seq = $2 + {n}, updated_at = ${3 * n + 1}::float8
+  WHERE run_id = $1 AND last_seq = $2
+  RETURNING 1
+)
+INSERT INTO {s}.events (run_id, seq, kind, ts, data)
+SELECT $1, $2 + v.i, v.k, v.t, v.d FROM bump, (VALUES {values}) AS v(i, k, t, d)"""
+
+
 def statements(schema: str) -> Statements:
     s = quote_ident(schema)
 
@@ -124,6 +148,7 @@ WITH new AS (
 SELECT EXISTS (SELECT 1 FROM new)""",
         append=_append(s, notify, None),
         append_few=tuple(_append(s, notify, n or None) for n in range(MAX_SCALAR_EVENTS + 1)),
+        advance=("", *(_advance(s, n) for n in range(1, MAX_SCALAR_EVENTS + 1))),
         # One row per run ($1-$6) and one per event ($7-$11). Returns the runs that did
         # not match (conflict, or missing when last_seq is NULL) and those notified.
         append_many=f"""
@@ -166,6 +191,7 @@ ORDER BY e.run_id, e.seq""",
 SELECT seq, kind, ts, data FROM {s}.events
 WHERE run_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq""",
         get_run=f"SELECT {RUN_COLUMNS} FROM {s}.runs WHERE run_id = $1",
+        last_seq=f"SELECT last_seq FROM {s}.runs WHERE run_id = $1",
         list_threads=f"""
 SELECT thread, runs, run_id, status, updated_at FROM (
   SELECT DISTINCT ON (thread) thread, count(*) OVER (PARTITION BY thread) AS runs,

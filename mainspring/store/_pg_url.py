@@ -1,6 +1,6 @@
 """The PostgreSQL store's URL: our options split off, the rest left to asyncpg.
 
-``postgresql://user:password@host:port/db?schema=name&retry_for=30&min_size=2&max_size=10&batch_window=0.002``
+``postgresql://user:password@host:port/db?schema=name&retry_for=30&min_size=2&max_size=10&batch_window=0.002&call_timeout=60``
 asyncpg would send query parameters it does not know to the server as settings,
 so ours are removed before the URL reaches it.
 """
@@ -16,7 +16,7 @@ from ..errors import StoreError
 
 N = TypeVar("N", int, float)
 
-OUR_PARAMS = ("schema", "retry_for", "min_size", "max_size", "batch_window")
+OUR_PARAMS = ("schema", "retry_for", "min_size", "max_size", "batch_window", "call_timeout")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -74,7 +74,7 @@ def option(params: dict[str, str], name: str, given: N | None, kind: type[N], de
             raise StoreError(
                 f"invalid {name}={params[name]!r} in the store URL; use a number"
             ) from None
-    if value < 0 or (name == "max_size" and value < 1):
+    if value < 0 or (name in ("max_size", "call_timeout") and not value > 0):
         raise StoreError(
             f"invalid {name}={value!r} for the PostgreSQL store; use a positive number"
         )

@@ -98,7 +98,6 @@ Record = asyncpg.Record
 _BIGINT_MAX = 2**63 - 1
 _ALL_RUNS = RunQuery()
 _CONNECT_TIMEOUT = 10.0
-_COMMAND_TIMEOUT = 60.0  # bounds a statement on a silently dead connection; then retried
 _HOST_PREFIX = (
     socket.gethostname().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
 )
@@ -109,7 +108,9 @@ class PostgresStore:
 
     Options come from the arguments, else from the URL's query, else the
     defaults: ``schema='mainspring'``, ``min_size=2``, ``max_size=10``,
-    ``retry_for=30.0`` seconds, ``batch_window=0.002`` seconds.
+    ``retry_for=30.0`` seconds, ``batch_window=0.002`` seconds, ``call_timeout=60.0``
+    seconds (a call still unanswered then, on a silently dead connection or a stalled
+    server, has its connection closed and is retried).
     """
 
     def __init__(
@@ -121,6 +122,7 @@ class PostgresStore:
         max_size: int | None = None,
         retry_for: float | None = None,
         batch_window: float | None = None,
+        call_timeout: float | None = None,
     ) -> None:
         self.url = url
         parsed = parse_url(url, schema)
@@ -129,6 +131,7 @@ class PostgresStore:
         self.min_size = min(option(params, "min_size", min_size, int, 2), self.max_size)
         self.retry_for = option(params, "retry_for", retry_for, float, 30.0)
         self.batch_window = option(params, "batch_window", batch_window, float, 0.002)
+        self.call_timeout = option(params, "call_timeout", call_timeout, float, 60.0)
         # jit off: these are all short statements, which JIT compilation only slows down.
         self._server_settings = {"jit": "off"}
         if "application_name" not in parsed.driver_params:
@@ -138,6 +141,7 @@ class PostgresStore:
         self._retrier = Retrier(self.target, self.retry_for)
         self._pool: ConnectionPool | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._batch = GroupCommit(self._write_groups, self.batch_window)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -162,20 +166,24 @@ class PostgresStore:
         # store to the opening task's cancel-scope stack, and the usual cleanup
         # idiom, ``with CancelScope(shield=True): await store.aclose()`` (the Runtime
         # does this), would then fail on exiting the scopes out of order.
+        loop = asyncio.get_running_loop()
         name = f"mainspring postgres writer ({self.target.schema})"
-        self._writer = asyncio.get_running_loop().create_task(self._batch.run(), name=name)
+        self._writer = loop.create_task(self._batch.run(), name=name)
+        name = f"mainspring postgres watchdog ({self.target.schema})"
+        self._watchdog = loop.create_task(pool.watch(self.call_timeout), name=name)
 
     async def aclose(self) -> None:
-        pool, writer = self._pool, self._writer
-        if pool is None or writer is None:
+        pool, writer, watchdog = self._pool, self._writer, self._watchdog
+        if pool is None or writer is None or watchdog is None:
             return
         try:
             await self._batch.drain()
         finally:
-            self._pool = self._writer = None
+            self._pool = self._writer = self._watchdog = None
             writer.cancel()
+            watchdog.cancel()
             with anyio.CancelScope(shield=True):
-                await asyncio.wait({writer})
+                await asyncio.wait({writer, watchdog})
                 await pool.close()
             if lost := self._batch.unreported_failures():
                 log.warning("%d runs had 'off' appends that failed and were never reported", lost)
@@ -193,7 +201,6 @@ class PostgresStore:
         return await asyncpg.connect(
             self._dsn,
             timeout=_CONNECT_TIMEOUT,
-            command_timeout=_COMMAND_TIMEOUT,
             server_settings=self._server_settings,
         )
 
@@ -297,19 +304,36 @@ class PostgresStore:
         error: str | None,
     ) -> None:
         pool = self._live_pool()
-        if 0 < len(kinds) <= _pg_sql.MAX_SCALAR_EVENTS:
-            sql = self._sql.append_few[len(kinds)]
-            args: list[Any] = [run_id, expected, status, error]
+        n = len(kinds)
+        # A step of a running run takes the lean statement; status changes the full one.
+        advance = status is None and error is None and 0 < n <= _pg_sql.MAX_SCALAR_EVENTS
+        args: list[Any] = [run_id, expected]
+        if 0 < n <= _pg_sql.MAX_SCALAR_EVENTS:
+            if advance:
+                sql = self._sql.advance[n]
+            else:
+                sql = self._sql.append_few[n]
+                args += (status, error)
             for event in zip(kinds, ts, data, strict=True):
                 args += event
         else:
-            sql, args = self._sql.append, [run_id, expected, status, error, kinds, ts, data]
+            sql = self._sql.append
+            args += (status, error, kinds, ts, data)
+        tag = f"INSERT 0 {n}"  # the command tag of an advance that went in
+
+        async def write() -> tuple[bool, int | None]:
+            """Did the append go in; if not, the run's last_seq (None: no such run)."""
+            if advance:
+                if await pool.execute(sql, *args) == tag:
+                    return True, expected
+                return False, await pool.fetchval(self._sql.last_seq, run_id)
+            row = await pool.fetchrow(sql, *args)
+            assert row is not None
+            return row[0], row[1]
 
         async def attempt(retried: bool) -> None:
             while True:
-                row = await pool.fetchrow(sql, *args)
-                assert row is not None
-                ok, actual = row[0], row[1]
+                ok, actual = await write()
                 if ok:
                     return
                 failure = _unmatched(run_id, expected, actual)
