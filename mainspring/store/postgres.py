@@ -14,9 +14,11 @@ run).
 Writes, by durability:
 
 * ``sync``: one statement, one round trip (``_pg_sql``): a conditional
-  ``UPDATE runs ... WHERE last_seq = expected`` and an ``INSERT`` from arrays,
+  ``UPDATE runs ... WHERE last_seq = expected`` and an ``INSERT`` of the events,
   in one implicit transaction. If the update matched nothing it is a conflict
-  and nothing was written.
+  and nothing was written. A step of a running run (no status change) takes a
+  leaner statement that returns nothing but its command tag; the run's
+  ``last_seq`` is read again only when it did not match, to name the conflict.
 * ``batch``: queued for the group-commit writer (``_pg_batch``), one statement
   for all runs waiting at that moment, with per-run conflict isolation.
 * ``off``: queued like ``batch`` but not awaited; a failure surfaces on the
