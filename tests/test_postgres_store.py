@@ -399,22 +399,22 @@ class _Proxy:
                 async with await anyio.connect_tcp(self.host, self.port) as server:
                     async with anyio.create_task_group() as tg:
                         self._links.add(tg.cancel_scope)
-                        tg.start_soon(self._pump, client, server, tg.cancel_scope, self)
-                        tg.start_soon(self._pump, server, client, tg.cancel_scope, None)
+                        tg.start_soon(self._pump, client, server, tg.cancel_scope, True)
+                        tg.start_soon(self._pump, server, client, tg.cancel_scope, False)
                     self._links.discard(tg.cancel_scope)
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass  # a link that breaks is what this proxy is for; it must not stop the others
 
-    @staticmethod
     async def _pump(
+        self,
         src: anyio.abc.SocketStream,
         dst: anyio.abc.SocketStream,
         scope: anyio.CancelScope,
-        deafened_by: _Proxy | None,
+        to_server: bool,
     ) -> None:
         try:
             async for chunk in src:
-                if deafened_by is None or not deafened_by.deaf:
+                if not (to_server and self.deaf):
                     await dst.send(chunk)
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass

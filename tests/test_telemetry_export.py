@@ -195,29 +195,20 @@ def _check_received(received: list[Received], events: list[Event], run_id: str) 
     assert failed[0].span.events[0].name == "exception"
 
 
-async def test_spans_reach_a_real_otlp_http_collector() -> None:
-    with http_collector() as (collector, url):
+@pytest.mark.parametrize("exporter", ["otlp-http", "otlp-grpc"])
+async def test_spans_reach_a_real_otlp_collector(exporter: str) -> None:
+    collector_of = http_collector if exporter == "otlp-http" else grpc_collector
+    with collector_of() as (collector, url):
         store = MemoryStore()
-        tracer = setup_tracing("otlp-http", endpoint=url, service_name="svc-test", store=store)
+        tracer = setup_tracing(exporter, endpoint=url, service_name="svc-test", store=store)
         assert tracer is not None
-        events = await _run_agent(tracer, store, "otlp-http-1")
+        events = await _run_agent(tracer, store, f"{exporter}-1")
         assert tracer.flush(10)
         tracer.shutdown()
         received = collector.spans()
-    assert set(collector.paths) == {"/v1/traces"}
-    _check_received(received, events, "otlp-http-1")
-
-
-async def test_spans_reach_a_real_otlp_grpc_collector() -> None:
-    with grpc_collector() as (collector, url):
-        store = MemoryStore()
-        tracer = setup_tracing("otlp-grpc", endpoint=url, service_name="svc-test", store=store)
-        assert tracer is not None
-        events = await _run_agent(tracer, store, "otlp-grpc-1")
-        assert tracer.flush(10)
-        tracer.shutdown()
-        received = collector.spans()
-    _check_received(received, events, "otlp-grpc-1")
+    if exporter == "otlp-http":
+        assert set(collector.paths) == {"/v1/traces"}
+    _check_received(received, events, f"{exporter}-1")
 
 
 async def test_configured_by_otel_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:

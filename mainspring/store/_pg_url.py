@@ -64,7 +64,17 @@ def parse_url(url: str, schema: str | None) -> ParsedUrl:
     return ParsedUrl(dsn, ours, frozenset(k for k, _ in theirs), target)
 
 
-def option(params: dict[str, str], name: str, given: N | None, kind: type[N], default: N) -> N:
+def option(
+    params: dict[str, str],
+    name: str,
+    given: N | None,
+    kind: type[N],
+    default: N,
+    *,
+    positive: bool = False,
+) -> N:
+    """An option's value: ``given``, else the URL's, else ``default``; never negative, and
+    above zero if ``positive``."""
     if given is not None:
         value = given
     else:
@@ -74,7 +84,7 @@ def option(params: dict[str, str], name: str, given: N | None, kind: type[N], de
             raise StoreError(
                 f"invalid {name}={params[name]!r} in the store URL; use a number"
             ) from None
-    if value < 0 or (name in ("max_size", "call_timeout") and not value > 0):
+    if value < 0 or (positive and not value > 0):
         raise StoreError(
             f"invalid {name}={value!r} for the PostgreSQL store; use a positive number"
         )

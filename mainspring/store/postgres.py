@@ -129,11 +129,11 @@ class PostgresStore:
         self.url = url
         parsed = parse_url(url, schema)
         self._dsn, self.target, params = parsed.dsn, parsed.target, parsed.options
-        self.max_size = option(params, "max_size", max_size, int, 10)
+        self.max_size = option(params, "max_size", max_size, int, 10, positive=True)
         self.min_size = min(option(params, "min_size", min_size, int, 2), self.max_size)
         self.retry_for = option(params, "retry_for", retry_for, float, 30.0)
         self.batch_window = option(params, "batch_window", batch_window, float, 0.002)
-        self.call_timeout = option(params, "call_timeout", call_timeout, float, 60.0)
+        self.call_timeout = option(params, "call_timeout", call_timeout, float, 60.0, positive=True)
         # jit off: these are all short statements, which JIT compilation only slows down.
         self._server_settings = {"jit": "off"}
         if "application_name" not in parsed.driver_params:
@@ -307,20 +307,18 @@ class PostgresStore:
     ) -> None:
         pool = self._live_pool()
         n = len(kinds)
+        scalar = 0 < n <= _pg_sql.MAX_SCALAR_EVENTS  # each event's fields as parameters
         # A step of a running run takes the lean statement; status changes the full one.
-        advance = status is None and error is None and 0 < n <= _pg_sql.MAX_SCALAR_EVENTS
-        args: list[Any] = [run_id, expected]
-        if 0 < n <= _pg_sql.MAX_SCALAR_EVENTS:
-            if advance:
-                sql = self._sql.advance[n]
-            else:
-                sql = self._sql.append_few[n]
-                args += (status, error)
+        advance = scalar and status is None and error is None
+        if advance:
+            sql, args = self._sql.advance[n], [run_id, expected]
+        elif scalar:
+            sql, args = self._sql.append_few[n], [run_id, expected, status, error]
+        else:
+            sql, args = self._sql.append, [run_id, expected, status, error, kinds, ts, data]
+        if scalar:
             for event in zip(kinds, ts, data, strict=True):
                 args += event
-        else:
-            sql = self._sql.append
-            args += (status, error, kinds, ts, data)
         tag = f"INSERT 0 {n}"  # the command tag of an advance that went in
 
         async def write() -> tuple[bool, int | None]:
