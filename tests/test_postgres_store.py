@@ -42,6 +42,7 @@ from mainspring.errors import (
 )
 from mainspring.events import Event, EventKind
 from mainspring.store import store_from_url
+from mainspring.store._pg_schema import SCHEMA_VERSION
 from mainspring.store.base import Durability, RunRecord, RunStatus
 from mainspring.store.postgres import PostgresStore
 from tests.conftest import PG_URL, drop_postgres_schema, require_postgres
@@ -159,7 +160,7 @@ async def test_open_creates_a_marked_schema_and_reopens(schema: str) -> None:
     async with PostgresStore(_url(schema)):
         pass
     meta = dict(tuple(r) for r in await _admin(f"SELECT key, value FROM {schema}.meta"))
-    assert meta == {"application": "mainspring", "schema_version": "1"}
+    assert meta == {"application": "mainspring", "schema_version": str(SCHEMA_VERSION)}
     before = await _catalog(schema)
     async with PostgresStore(_url(schema)) as again:
         await _create(again, "r")
@@ -230,7 +231,7 @@ async def test_concurrent_first_open_from_many_processes(schema: str) -> None:
         await anyio.to_thread.run_sync(p.join, 10)
     assert outcomes == ["ok"] * len(procs)
     meta = await _admin(f"SELECT value FROM {schema}.meta WHERE key = 'schema_version'")
-    assert meta[0][0] == "1"
+    assert meta[0][0] == str(SCHEMA_VERSION)
 
 
 # -- one writer per run, across processes --------------------------------------------------------

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ._pg_pool import Connection
 
 APPLICATION: Final = "mainspring"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _LOCK_CLASS: Final = 0x4D53  # "MS": the first key of the two-key advisory lock
 
 
@@ -81,6 +81,16 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX runs_graph ON {s}.runs (graph, created_at DESC)",
         "CREATE INDEX runs_parent ON {s}.runs (parent_run_id) WHERE parent_run_id IS NOT NULL",
         "CREATE INDEX runs_owner ON {s}.runs (owner) WHERE owner IS NOT NULL",
+    ),
+    (
+        # How far a reader of the journal (e.g. a trace exporter) got in each run, so a
+        # recovering process resumes its work where a killed one stopped.
+        """CREATE TABLE {s}.cursors (
+            name   text COLLATE "C" NOT NULL,
+            run_id text COLLATE "C" NOT NULL,
+            seq    bigint NOT NULL,
+            PRIMARY KEY (name, run_id)
+        )""",
     ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION

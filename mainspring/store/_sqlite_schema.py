@@ -66,6 +66,20 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             data BLOB NOT NULL
         )""",
     ),
+    (
+        # Leases expire by what a claimant observes, not by comparing its wall clock with
+        # the holder's: a lease is taken over once its holder has not renewed it (moved
+        # lease_until or fence) for lease_ttl seconds of the claimant's monotonic clock.
+        "ALTER TABLE runs ADD COLUMN lease_ttl REAL",
+        # How far a reader of the journal (e.g. a trace exporter) got in each run, so a
+        # recovering process resumes its work where a killed one stopped.
+        """CREATE TABLE cursors (
+            name TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (name, run_id)
+        ) WITHOUT ROWID""",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
