@@ -55,6 +55,32 @@ class ConflictError(StoreError):
         self.actual_seq = actual_seq
 
 
+class LeaseLostError(StoreError):
+    """Another process took the run's lease over: this process may no longer write to it.
+
+    Every append carries the writer's fencing token; the store refuses a holder whose
+    token is no longer the run's. Raised instead of letting a stale process (one frozen
+    past its lease, say) write after the process that took over.
+    """
+
+    def __init__(self, run_id: str, fence: int, current: int | None, owner: str | None) -> None:
+        holder = f" by {owner}" if owner else ""
+        super().__init__(
+            f"run {run_id!r} was taken over{holder} (lease token {current}; this process held "
+            f"{fence}): this process stopped driving it and wrote nothing more"
+        )
+        self.run_id = run_id
+        self.fence = fence
+        self.current = current
+        self.owner = owner
+
+
+class TransientStoreError(StoreError):
+    """A write the store could not make now but may make soon: a full disk, an I/O error,
+    a file locked by another process. The runtime retries it, and past its ``retry_for``
+    leaves the run resumable; a storage error never fails a run."""
+
+
 class RunNotFoundError(MainspringError):
     """No run with this id exists in the store."""
 
@@ -65,6 +91,11 @@ class RunNotFoundError(MainspringError):
 
 class RunStateError(MainspringError):
     """The run is not in a state that allows the requested operation."""
+
+
+class RunExistsError(RunStateError):
+    """``start`` with the id of an existing run that was started differently (another
+    graph, input or thread): an idempotent start must repeat the same request."""
 
 
 class RunFailedError(MainspringError):

@@ -25,12 +25,18 @@ identified by ``(step, task)``, its index in the superstep):
   child_run, child_node when it stands for a subgraph run's interrupt.
 * ``resumed``: values ``{interrupt id: value}``.
 * ``emitted``: step, task, node, data.
+* ``discarded``: step, task, node, attempt, and for an effect effect, name, key; result
+  or error; seconds. What a worker thread returned after its node timed out or its run
+  stopped waiting for it (a thread cannot be stopped): recorded, never used.
 * ``failed``: error (as above). ``finished``: nothing. ``cancelled``: reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import math
+from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
 import orjson
@@ -48,6 +54,7 @@ class EventKind(enum.StrEnum):
     INTERRUPTED = "interrupted"
     RESUMED = "resumed"
     EMITTED = "emitted"
+    DISCARDED = "discarded"  # a late result of an abandoned worker thread, kept for the record
     FAILED = "failed"
     FINISHED = "finished"
     CANCELLED = "cancelled"
@@ -107,3 +114,64 @@ def to_jsonable(value: Any, *, what: str = "value") -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return decode(encode(value, what=what))
+
+
+def jsonable_or_repr(value: Any) -> Any:
+    """``value`` as JSON data if it is JSON-compatible, else its ``repr``: for values
+    recorded for the record only, which must never fail a write."""
+    try:
+        return to_jsonable(value)
+    except SerializationError:
+        return repr(value)
+
+
+def check_faithful(value: Any, what: str, revive: Callable[[Any], Any] | None = None) -> None:
+    """Refuse (SerializationError) a value the journal would give back changed: what a live
+    run sees must be what every resumed run sees. ``revive`` turns JSON back into the
+    declared type, where a type is declared (a set, a datetime, a model)."""
+    back = decode(encode(value, what=what))
+    if revive is not None and back is not None:
+        back = revive(back)
+    where = difference(value, back)
+    if where is not None:
+        raise SerializationError(
+            f"{what} cannot be kept as it is by the journal: {where}; store plain JSON "
+            "values (dicts, lists, str, numbers, bool, None), or declare the type"
+        )
+
+
+def difference(value: Any, back: Any, path: str = "") -> str | None:
+    """Where ``back`` (``value`` after a trip through the journal) differs from it, said for
+    a person; None if it is the same, type for type."""
+    if type(value) is not type(back):
+        if type(value) is float and back is None and not math.isfinite(value):
+            return f"{path} is {value!r}, which JSON cannot hold (it would come back as None)"
+        return (
+            f"{path or 'the value'} is a {type(value).__name__}, which would come back as "
+            f"a {type(back).__name__}"
+        )
+    if type(value) is dict:
+        if value.keys() != back.keys():
+            return f"{path} has keys that would not come back as they are (non-string keys?)"
+        for key, item in value.items():
+            found = difference(item, back[key], f"{path}[{key!r}]")
+            if found is not None:
+                return found
+        return None
+    if type(value) is list or type(value) is tuple:
+        if len(value) != len(back):
+            return f"{path} would come back with {len(back)} items instead of {len(value)}"
+        for i, (item, other) in enumerate(zip(value, back, strict=True)):
+            found = difference(item, other, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            found = difference(getattr(value, f.name), getattr(back, f.name), f"{path}.{f.name}")
+            if found is not None:
+                return found
+        return None
+    if value != back:
+        return f"{path} would come back as {back!r} instead of {value!r}"
+    return None

@@ -21,7 +21,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Generic, TypeVar, get_args, get_origin, get_type_hints
 
-from .errors import StateError
+from .errors import SerializationError, StateError
 
 T = TypeVar("T")
 Reducer = Callable[[Any, Any], Any]
@@ -68,6 +68,8 @@ class FieldSpec:
     reducer: Reducer
     default: Any = _MISSING
     reviver: Callable[[Any], Any] | None = None  # JSON -> typed value, where JSON loses the type
+    # Checks a value a node sets (raises pydantic's ValidationError); None: anything goes.
+    validator: Callable[[Any], Any] | None = None
 
 
 class StateSchema(Generic[T]):
@@ -78,6 +80,7 @@ class StateSchema(Generic[T]):
         self.kind = _state_kind(cls)
         self.fields: dict[str, FieldSpec] = _read_fields(cls, self.kind)
         self._replace_only = all(f.reducer is replace for f in self.fields.values())
+        self._has_validators = any(f.validator is not None for f in self.fields.values())
         self._pydantic_validators: dict[str, Any] = {}
         if self.kind == "pydantic":
             from pydantic import TypeAdapter
@@ -114,12 +117,19 @@ class StateSchema(Generic[T]):
         state: dict[str, Any] = {}
         for name, spec in self.fields.items():
             if name in value:
+                self._validate(spec, value[name], "the input")
                 state[name] = value[name]
             elif spec.default is not _MISSING:
                 state[name] = spec.default() if callable(spec.default) else spec.default
             elif self.kind == "dataclass":
                 raise StateError(f"input is missing the required field {name!r} of {self.name}")
         return state
+
+    def initial_from_json(self, value: Any) -> dict[str, Any]:
+        """``initial`` of an input read back from the journal: typed fields revived first."""
+        if isinstance(value, Mapping) and self.kind != "pydantic":
+            value = self.revive_update(value)
+        return self.initial(value)
 
     def _check_keys(self, update: Mapping[str, Any], where: str) -> None:
         for key in update:
@@ -173,7 +183,13 @@ class StateSchema(Generic[T]):
             )
         if not update.keys() <= self.fields.keys():
             self._check_keys(update, f"node {node!r}")
-        if self._pydantic_validators:
+        if self._validated:
+            fields = self.fields
+            for key, value in update.items():
+                spec = fields[key]
+                if spec.validator is not None:
+                    self._validate(spec, value, f"node {node!r}")
+        elif self._pydantic_validators:
             from pydantic import ValidationError
 
             checked = {}
@@ -220,6 +236,45 @@ class StateSchema(Generic[T]):
     def revive_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
         return self.revive_update(state)
 
+    def check_roundtrip(self, node: str, update: Mapping[str, Any]) -> None:
+        """Refuse an update the journal would give back changed: what a live run sees must
+        be what every resumed run sees. Where a field's type says what a value is (a
+        datetime, a set, a model), it comes back as that; anything else must be JSON."""
+        from .events import decode, difference, encode
+
+        back = self.revive_update(decode(encode(update, what=f"the update of node {node!r}")))
+        fields = self.fields
+        for key, value in update.items():
+            if type(value) is tuple and fields[key].reducer is append:
+                value = list(value)  # append concatenates a tuple as it does a list
+            where = difference(value, back.get(key), f"[{key!r}]")
+            if where is not None:
+                raise SerializationError(
+                    f"node {node!r} set {key!r} to a value the journal cannot keep as it is: "
+                    f"{where}; declare the field's type in {self.name} (e.g. set[str], "
+                    "tuple[int, ...], datetime) or store plain JSON values"
+                )
+
+    @property
+    def _validated(self) -> bool:
+        return self.kind != "pydantic" and self._has_validators
+
+    def _validate(self, spec: FieldSpec, value: Any, where: str) -> None:
+        if spec.validator is None:
+            return
+        from pydantic import ValidationError
+
+        try:
+            spec.validator(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            at = "".join(f"[{p!r}]" for p in first.get("loc", ()))
+            got = type(first.get("input")).__name__
+            raise StateError(
+                f"{where} set {spec.name!r}{at} to a value of type {got} ({first.get('msg')}); "
+                f"{self.name}.{spec.name} is declared as {_type_name(spec.annotation)}"
+            ) from None
+
 
 def _state_kind(cls: Any) -> str:
     if not isinstance(cls, type):
@@ -263,6 +318,7 @@ def _read_fields(cls: Any, kind: str) -> dict[str, FieldSpec]:
             reducer=reducer,
             default=defaults.get(name, _MISSING),
             reviver=_reviver_for(base),
+            validator=None if kind == "pydantic" else _validator_for(base, reducer),
         )
     if not fields:
         raise StateError(f"state type {cls.__name__} declares no fields; add at least one")
@@ -310,6 +366,38 @@ def _needs_revival(tp: Any) -> bool:
     if isinstance(tp, type) and issubclass(tp, enum.Enum | datetime.date | datetime.time):
         return True
     return isinstance(tp, type) or origin is not None
+
+
+def _validator_for(tp: Any, reducer: Reducer) -> Callable[[Any], Any] | None:
+    """A strict check of what a node may set a field to (pydantic, strict mode: no coercion,
+    so the value kept is the value given). None when the type says nothing to check, or is
+    one pydantic cannot check (an arbitrary class)."""
+    if reducer is append:  # an update adds an item, or a list of items
+        args = get_args(tp)
+        item = args[0] if args else Any
+        if item is Any:
+            return None
+        tp = item | list[item] | tuple[item, ...]  # type: ignore[valid-type]
+    elif reducer not in (replace, merge):
+        return None  # a custom reducer decides what its updates are
+    if tp is typing.Any or _is_any(tp):
+        return None
+    from pydantic import TypeAdapter
+
+    try:
+        adapter: TypeAdapter[Any] = TypeAdapter(tp)
+    except Exception:  # e.g. a class pydantic has no schema for: such fields go unchecked
+        return None
+    validate = adapter.validate_python
+
+    def check(value: Any) -> Any:
+        return validate(value, strict=True)
+
+    return check
+
+
+def _type_name(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
 
 
 def _reviver_for(tp: Any) -> Callable[[Any], Any] | None:

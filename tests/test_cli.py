@@ -142,10 +142,15 @@ def test_failed_run_exits_1_with_its_error(store: str) -> None:
 def test_existing_run_id_starts_nothing(store: str) -> None:
     run_json(store, SUPPORT, "--input", '{"text": "a"}', "--run-id", "same")
     out = ok(
-        cli("run", SUPPORT, "--input", '{"text": "b"}', "--run-id", "same", store=store)
+        cli("run", SUPPORT, "--input", '{"text": "a"}', "--run-id", "same", store=store)
     ).stdout
     assert "run same already exists; nothing started" in out
     assert '"re: a"' in out
+    # The same id with another input is a different request: refused, not the old run.
+    refused = ok(
+        cli("run", SUPPORT, "--input", '{"text": "b"}', "--run-id", "same", store=store), 3
+    )
+    assert "run id 'same' is taken by a run started with a different input" in refused.stderr
 
 
 # -- reading -------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from mainspring import (
     RunStatus,
     Runtime,
 )
-from mainspring.errors import StoreError
+from mainspring.errors import StoreError, TransientStoreError
 from mainspring.store import store_from_url
 from mainspring.store.base import Store
 
@@ -262,10 +262,15 @@ async def test_a_cancel_held_for_an_append_that_fails_goes_nowhere_else(tmp_path
             # The same task runs on: the cancel held for the failed append is gone.
             assert await rt.run(app, {}, run_id="second") == {"n": 3}
 
+        async def cancel_first() -> None:
+            # The store failed before the cancel could be recorded: the canceller is told.
+            with pytest.raises(StoreError, match="the disk went away"):
+                await rt.cancel("first")
+
         async with anyio.create_task_group() as tg:
             tg.start_soon(caller)
             await reached.wait()
-            tg.start_soon(rt.cancel, "first")
+            tg.start_soon(cancel_first)
             await anyio.sleep(0.05)  # the cancel is held behind the append
             release.set()
 
@@ -404,14 +409,16 @@ async def test_a_cancel_held_behind_a_failing_append_still_stops_a_retrying_node
         if not reached.is_set() and any(e.kind is EventKind.EFFECT_FINISHED for e in events):
             reached.set()
             await release.wait()
-            raise StoreError("transient")
+            raise TransientStoreError("transient")
         await original(run_id, expected, events, **kw)
 
     store.append = fails_once  # type: ignore[method-assign,assignment]
     async with Runtime(store) as rt:
         handle = await rt.start(g.compile(), {})
         await reached.wait()
-        with anyio.fail_after(2):  # not the 30 s of a second attempt
+        # The failed write is retried (a storage error never fails the run), lands, and
+        # the cancel held behind it then stops the node: no second attempt, no 30 s sleep.
+        with anyio.fail_after(2):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_release_soon, release)
                 await rt.cancel(handle.run_id)

@@ -410,7 +410,8 @@ def audit(campaign: Campaign) -> Audit:
                 f"{key}: journal recorded {results[0]}, the model expects value {exp.effects[key][1]} {where}"
             )
         for key, count in view.failed_keys.items():
-            assert "#a" not in key and key + "#a2" in exp.effects, (
+            # Only the flaky "total" fails, and its retry reuses the key (then finishes).
+            assert key in exp.effects and exp.effects[key][0] == "total", (
                 f"{key}: unexpected failed effect in the journal {where}"
             )
             failed_effects += count

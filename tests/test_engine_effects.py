@@ -23,6 +23,7 @@ from mainspring import (
     RunStatus,
     Runtime,
     SerializationError,
+    StateError,
 )
 
 from . import engine_graphs as eg
@@ -259,17 +260,21 @@ async def test_changed_effect_names_are_a_nondeterminism_error(tmp_path: Path) -
             await rt.handle(handle.run_id).result()
 
 
+class Loose(TypedDict, total=False):
+    value: Any
+
+
 async def test_values_that_are_not_json_fail_clearly_on_durable_stores(tmp_path: Path) -> None:
-    g = Graph(S)
+    g = Graph(Loose)
     g.node("bad", lambda s: {"value": object()})
     g.edge(START, "bad")
     g.edge("bad", END)
     async with Runtime.open(f"sqlite:///{tmp_path / 'j.db'}") as rt:
-        with pytest.raises(
-            RunFailedError, match="the update returned by node 'bad' is not JSON-compatible"
-        ):
+        with pytest.raises(RunFailedError, match="the update of node 'bad' is not JSON-compatible"):
             await rt.run(g.compile(name="bad"), {})
         with pytest.raises(SerializationError, match="the input of run"):
+            await rt.start(g.compile(name="bad"), {"value": object()})
+        with pytest.raises(StateError, match="the input set 'text' to a value of type object"):
             await rt.start(eg.support, {"text": object()})
 
 

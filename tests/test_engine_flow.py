@@ -17,6 +17,7 @@ from mainspring import (
     Context,
     EventKind,
     Graph,
+    RunExistsError,
     RunFailedError,
     RunStatus,
     Runtime,
@@ -226,11 +227,18 @@ async def test_bad_input_is_refused_before_anything_is_written(rt: Runtime) -> N
 async def test_start_is_idempotent_by_run_id(rt: Runtime) -> None:
     first = await rt.start(eg.support, {"text": "hello"}, run_id="ticket-1", thread="cust-9")
     await first.result()
-    again = await rt.start(eg.support, {"text": "something else"}, run_id="ticket-1")
+    again = await rt.start(eg.support, {"text": "hello"}, run_id="ticket-1", thread="cust-9")
     assert again.run_id == "ticket-1"
     assert (await again.result())["text"] == "hello", (
         "the existing run is returned, nothing new runs"
     )
+    # The same id for a different request is refused, never answered with the old run.
+    with pytest.raises(RunExistsError, match="started with a different input"):
+        await rt.start(eg.support, {"text": "something else"}, run_id="ticket-1", thread="cust-9")
+    with pytest.raises(RunExistsError, match="started with thread 'cust-9', not None"):
+        await rt.start(eg.support, {"text": "hello"}, run_id="ticket-1")
+    with pytest.raises(RunExistsError, match="started with a different input"):
+        await rt.run(eg.support, {"text": "other"}, run_id="ticket-1", thread="cust-9")
     assert len(await rt.list_runs()) == 1
     threads = await rt.list_threads()
     assert [(t.thread, t.runs, t.last_run_id) for t in threads] == [("cust-9", 1, "ticket-1")]

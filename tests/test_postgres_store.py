@@ -542,7 +542,8 @@ async def test_lost_reply_then_another_writer_is_still_a_conflict(store: Postgre
 
     async def other_writer() -> None:
         sql = store._sql.append
-        await real.fetchrow(sql, "r", 1, None, None, ["step_finished"], [1.0], ['{"by":"other"}'])
+        args = ("r", 1, None, None, ["step_finished"], [1.0], ['{"by":"other"}'], None)
+        await real.fetchrow(sql, *args)
 
     lossy = _LoseReply(real, "WITH bump AS", before=True, meanwhile=other_writer)
     store._pool = lossy  # type: ignore[assignment]

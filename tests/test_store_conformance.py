@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mainspring.errors import ConflictError, RunNotFoundError
+from mainspring.errors import ConflictError, LeaseLostError, RunNotFoundError
 from mainspring.events import Event, EventKind
 from mainspring.store import (
     Durability,
@@ -453,6 +453,17 @@ async def test_parking_or_ending_a_run_frees_its_lease(store: Store, status: Run
     assert await store.claim(run_id, owner("b"), 30) is not None, "anyone may take it over now"
 
 
+async def _claim_once_expired(store: Store, run_id: str, claimant: str, ttl: float) -> int | None:
+    """Claim until it succeeds, for up to three ttls: a store may judge expiry by watching
+    the lease go unrenewed for its ttl (SQLite), so the first look may not take it."""
+    deadline = time.monotonic() + 3 * ttl + 0.5
+    while True:
+        token = await store.claim(run_id, claimant, 30)
+        if token is not None or time.monotonic() > deadline:
+            return token
+        await anyio.sleep(ttl / 4)
+
+
 async def test_expired_lease_is_taken_over_and_renew_extends_all_leases(store: Store) -> None:
     short, renewed_1, renewed_2 = [await make_run(store) for _ in range(3)]
     a, b = owner("a"), owner("b")
@@ -464,13 +475,68 @@ async def test_expired_lease_is_taken_over_and_renew_extends_all_leases(store: S
     # Renew is one heartbeat for every lease of a, including `short`: give that one back
     # to a short lease by claiming it again with a tiny ttl.
     assert await store.claim(short, a, 0.2) == token
-    await anyio.sleep(0.35)
-    taken = await store.claim(short, b, 30)
+    await anyio.sleep(0.25)
+    taken = await _claim_once_expired(store, short, b, 0.2)
     assert taken is not None and taken > token
     assert await store.claim(renewed_1, b, 30) is None
     assert await store.claim(renewed_2, b, 30) is None
     got = await store.get_run(renewed_1)
     assert got is not None and got.owner == a and (got.lease_until or 0) > time.time() + 20
+
+
+async def test_a_lease_kept_renewed_is_never_taken_whatever_the_clocks(store: Store) -> None:
+    """Expiry must not depend on the claimant's wall clock: one running 100 s ahead must
+    not take a lease its holder keeps renewing (item 7 of issue 9)."""
+    run_id = await make_run(store)
+    a, b = owner("a"), owner("b")
+    assert await store.claim(run_id, a, 0.3) is not None
+    real = time.time
+    deadline = time.monotonic() + 1.2
+    while time.monotonic() < deadline:
+        await store.renew(a, 0.3)  # a healthy holder's heartbeat, every ttl / 3
+        with pytest.MonkeyPatch.context() as ahead:  # the claimant's clock: 100 s ahead
+            ahead.setattr(time, "time", lambda: real() + 100)
+            assert await store.claim(run_id, b, 30) is None, "taken from a live holder"
+            assert run_id not in [r.run_id for r in await store.orphaned_runs(b)]
+        await anyio.sleep(0.1)
+
+
+async def test_reclaim_with_the_token_still_held_keeps_it(store: Store) -> None:
+    run_id = await make_run(store, 1)
+    a, b = owner("a"), owner("b")
+    token = await store.claim(run_id, a, 30)
+    assert token is not None
+    await store.append(run_id, 1, events(run_id, 1, 1), status=RunStatus.INTERRUPTED)
+    # Parked: the lease is free, nobody took it: a's token still holds, appends with it too.
+    assert await store.claim(run_id, a, 30, fence=token) == token
+    await store.append(run_id, 2, events(run_id, 2, 1), status=RunStatus.RUNNING, fence=token)
+    await store.release(run_id, a)
+    other = await store.claim(run_id, b, 30)
+    assert other is not None and other > token
+    await store.release(run_id, b)
+    # Someone held it since: taking it back gives a new token, never the old one.
+    again = await store.claim(run_id, a, 30, fence=token)
+    assert again is not None and again > other
+
+
+async def test_an_append_with_a_stale_token_is_refused(store: Store) -> None:
+    run_id = await make_run(store, 1)
+    a, b = owner("a"), owner("b")
+    old = await store.claim(run_id, a, 30)
+    assert old is not None
+    await store.append(run_id, 1, events(run_id, 1, 1), fence=old)
+    await store.release(run_id, a)
+    new = await store.claim(run_id, b, 30)
+    assert new is not None and new > old
+    for durability in Durability:
+        with pytest.raises(LeaseLostError, match="was taken over") as caught:
+            await store.append(run_id, 2, events(run_id, 2, 1), fence=old, durability=durability)
+            await store.flush()
+        assert (caught.value.fence, caught.value.current) == (old, new)
+    got = await store.get_run(run_id)
+    assert got is not None and got.last_seq == 2, "nothing of the stale writer landed"
+    await store.append(run_id, 2, events(run_id, 2, 1), fence=new)
+    assert [e.seq for e in await store.read(run_id)] == [1, 2, 3]
 
 
 async def test_lease_of_a_dead_local_process_is_taken_over_at_once(store: Store) -> None:
@@ -500,12 +566,19 @@ async def test_orphaned_runs(store: Store) -> None:
     assert await store.claim(dead_owned, gone, 3600) is not None
     assert await store.claim(mine_expired, me, 0.1) is not None
     await anyio.sleep(0.25)
+    await store.orphaned_runs(me)  # a store that watches leases expire has now looked once
+    await store.orphaned_runs(other)
+    await anyio.sleep(0.15)
     orphans = await store.orphaned_runs(me)
     assert [r.run_id for r in orphans] == [no_owner, expired, dead_owned]
     assert orphans[1] == await store.get_run(expired)
     assert [r.run_id for r in await store.orphaned_runs(me, limit=2)] == [no_owner, expired]
     assert no_owner in [r.run_id for r in await store.orphaned_runs(other)]
     assert mine_expired in [r.run_id for r in await store.orphaned_runs(other)]
+    # Pages by (created_at, run_id): the next page starts after the last run of this one.
+    first = await store.orphaned_runs(me, limit=2)
+    rest = await store.orphaned_runs(me, after=(first[-1].created_at, first[-1].run_id))
+    assert [r.run_id for r in first + rest] == [no_owner, expired, dead_owned]
 
 
 # --- persistence --------------------------------------------------------------------------------

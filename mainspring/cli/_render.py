@@ -34,6 +34,7 @@ _LOOK: Final = {
     EventKind.INTERRUPTED: ("⏸", "bold yellow"),
     EventKind.RESUMED: ("▶", "bold cyan"),
     EventKind.EMITTED: ("✦", "magenta"),
+    EventKind.DISCARDED: ("⌛", "yellow"),
     EventKind.FAILED: ("✗", "bold red"),
     EventKind.FINISHED: ("■", "bold green"),
     EventKind.CANCELLED: ("■", "bold magenta"),
@@ -138,6 +139,10 @@ def summarize(e: Event, limit: int = 100) -> str:
         return ", ".join(f"{iid} ← {compact(v, 40)}" for iid, v in values.items()) or "resumed"
     if kind is EventKind.EMITTED:
         return compact(d.get("data"), limit)
+    if kind is EventKind.DISCARDED:
+        what = f"effect {d.get('name')}" if "effect" in d else "node"
+        got = error_text(d["error"]) if "error" in d else compact(d.get("result"), limit)
+        return f"{what} finished {d.get('seconds', 0):.1f}s late, discarded: {got}"
     if kind is EventKind.FAILED:
         error = d.get("error")
         node = error.get("node") if isinstance(error, Mapping) else None

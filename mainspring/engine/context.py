@@ -5,16 +5,19 @@ from __future__ import annotations
 import contextvars
 import importlib
 import inspect
+import threading
 import typing
 from collections.abc import Callable
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.from_thread
 
-from ..errors import EffectError, NondeterminismError
+from ..errors import EffectError, NondeterminismError, SerializationError
 from ..events import EventKind
-from .fold import TaskRecord
+from ._threads import call_in_thread
+from .fold import EffectRecord, TaskRecord
 
 if TYPE_CHECKING:
     from .driver import RunDriver
@@ -84,27 +87,22 @@ class Context:
 
         Its result is recorded; when the node runs again (resume after a crash or
         an interrupt, a retry, a replay) the recorded result is returned and ``fn``
-        is not called. A call that started but never finished runs again with the
-        same idempotency key, passed as ``idempotency_key=`` if ``fn`` accepts it
-        and readable as ``ctx.idempotency_key``. Sync functions run in a worker
-        thread, so blocking I/O does not stall other runs.
+        is not called. A call that started but never finished, or failed and is
+        retried with its node, runs again with the same idempotency key (unless the
+        node's ``Retry(fresh_keys=True)`` asks for a key per attempt), passed as
+        ``idempotency_key=`` if ``fn`` accepts it and readable as
+        ``ctx.idempotency_key``. Sync functions run in a worker thread, so blocking
+        I/O does not stall other runs; one that outlives its node's timeout is
+        abandoned and its late result recorded as ``discarded``.
         """
         driver = self._driver
         task = self._task
         index = self._effects
         self._effects += 1
-        step, tindex = driver.fold.step, task.index
         if driver.oracle is not None:
             return driver.oracle.effect(driver, task, index, name, fn)
         record = task.effects.get(index)
-        # Deterministic: the same on every re-run. A call that started but never finished
-        # keeps its key (the far side may have done the work); only a new attempt after a
-        # recorded failure gets a key of its own.
-        key = f"{driver.run_id}:{step}.{tindex}.{index}"
-        if record is not None and not record.done and record.name == name:
-            key = record.key
-        elif task.attempt > 1:
-            key = f"{key}#a{task.attempt}"
+        key = self._key_of(index, record, name)
         if record is not None:
             if record.name != name:
                 raise NondeterminismError(
@@ -117,62 +115,100 @@ class Context:
             if record.done and record.attempt == task.attempt:
                 assert record.error is not None
                 raise recorded_error(name, record.error)
-        driver.record(
-            EventKind.EFFECT_STARTED,
-            {
-                "step": step,
-                "task": tindex,
-                "node": task.node,
-                "effect": index,
-                "name": name,
-                "key": key,
-                "attempt": task.attempt,
-            },
-        )
+        reused = driver.reused_effect(task, index, name)
+        if reused is not None:
+            return await self._reuse(index, name, fn, reused)
+        # Whoever acts must still hold the run: a process frozen past its lease looks first.
+        await driver.ensure_lease()
+        where = {
+            "step": driver.fold.step,
+            "task": task.index,
+            "node": task.node,
+            "effect": index,
+            "name": name,
+        }
+        driver.record(EventKind.EFFECT_STARTED, {**where, "key": key, "attempt": task.attempt})
+        try:
+            result = await self._call(fn, args, kwargs, key, where)
+        except Exception as exc:
+            driver.record(EventKind.EFFECT_FINISHED, {**where, "error": _error_of(exc)})
+            await driver.commit()
+            raise
+        try:
+            what = f"the result of effect {name!r} in node {task.node!r}"
+            driver.check_json(result, what, partial(_revive, fn))
+        except SerializationError as exc:
+            # It ran, but its result cannot be recorded faithfully: recorded as failed, so
+            # that no resume calls it again.
+            driver.record(EventKind.EFFECT_FINISHED, {**where, "error": _error_of(exc)})
+            await driver.commit()
+            raise
+        driver.record(EventKind.EFFECT_FINISHED, {**where, "result": result})
+        await driver.commit()
+        return result
+
+    def _key_of(self, index: int, record: EffectRecord | None, name: str) -> str:
+        """The effect's idempotency key: deterministic, the same on every re-run and retry.
+
+        A call that started but never finished keeps the key it started with (the far
+        side may have done the work); a node retried with ``Retry(fresh_keys=True)``
+        gives each attempt keys of its own.
+        """
+        driver, task = self._driver, self._task
+        if record is not None and not record.done and record.name == name:
+            return record.key
+        key = f"{driver.run_id}:{driver.fold.step}.{task.index}.{index}"
+        retry = driver.app.nodes[task.node].retry
+        if task.attempt > 1 and retry is not None and retry.fresh_keys:
+            key = f"{key}#a{task.attempt}"
+        return key
+
+    async def _call(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: str,
+        where: dict[str, Any],
+    ) -> Any:
         token = _current_key.set(key)
         try:
             if _accepts_key(fn):
                 kwargs["idempotency_key"] = key
             if inspect.iscoroutinefunction(fn):
-                result = await fn(*args, **kwargs)
-            else:
-                result = await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
-                if inspect.isawaitable(result):
-                    result = await result
-        except Exception as exc:
-            driver.record(
-                EventKind.EFFECT_FINISHED,
-                {
-                    "step": step,
-                    "task": tindex,
-                    "node": task.node,
-                    "effect": index,
-                    "name": name,
-                    "error": {
-                        "type": type(exc).__name__,
-                        "module": type(exc).__module__,
-                        "message": str(exc),
-                    },
-                },
-            )
-            await driver.commit()
-            raise
+                return await fn(*args, **kwargs)
+            driver = self._driver
+            late = partial(driver.record_late, {**where, "key": key, "attempt": self._task.attempt})
+            # The key is set again in the thread: context variables do not cross by themselves.
+            call = partial(_with_key, key, fn, args, kwargs)
+            result = await call_in_thread(call, late, driver._stopping)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
         finally:
             _current_key.reset(token)
-        driver.check_json(result, f"the result of effect {name!r} in node {task.node!r}")
+
+    async def _reuse(
+        self, index: int, name: str, fn: Callable[..., Any], reused: dict[str, Any]
+    ) -> Any:
+        """A fork's effect answered from the run it was forked from (``effects="reuse"``)."""
+        driver, task = self._driver, self._task
+        where = {
+            "step": driver.fold.step,
+            "task": task.index,
+            "node": task.node,
+            "effect": index,
+            "name": name,
+        }
+        driver.record(
+            EventKind.EFFECT_STARTED, {**where, "key": reused["key"], "attempt": task.attempt}
+        )
         driver.record(
             EventKind.EFFECT_FINISHED,
-            {
-                "step": step,
-                "task": tindex,
-                "node": task.node,
-                "effect": index,
-                "name": name,
-                "result": result,
-            },
+            {**where, "result": reused["result"], "reused": reused["origin"]},
         )
         await driver.commit()
-        return result
+        return _revive(fn, reused["result"]) if driver.fold.revive else reused["result"]
 
     async def interrupt(self, payload: Any = None) -> Any:
         """Pause the run durably until ``runtime.resume(run_id, value)``; returns ``value``.
@@ -210,7 +246,14 @@ class Context:
         raise Parked()
 
     def emit(self, data: Any) -> None:
-        """Record a custom event in the journal; live streams see it at once."""
+        """Record a custom event in the journal; live streams see it at once.
+
+        Callable from a blocking node's worker thread too: the event is recorded on the
+        event loop.
+        """
+        if threading.get_ident() != self._driver.loop_thread:
+            anyio.from_thread.run_sync(self.emit, data)
+            return
         driver = self._driver
         driver.check_json(data, f"the event emitted by node {self._task.node!r}")
         driver.record(
@@ -222,6 +265,15 @@ class Context:
                 "data": data,
             },
         )
+
+
+def _with_key(key: str, fn: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> Any:
+    _current_key.set(key)  # in the worker thread's own context
+    return fn(*args, **kwargs)
+
+
+def _error_of(exc: BaseException) -> dict[str, Any]:
+    return {"type": type(exc).__name__, "module": type(exc).__module__, "message": str(exc)}
 
 
 @lru_cache(maxsize=1024)

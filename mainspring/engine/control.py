@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from ..errors import RunStateError
+from ..errors import RunStateError, StoreError
 from ..events import Event, EventKind
 from ..graph.compiled import CompiledGraph
 from ..store.base import RunQuery, RunRecord, RunStatus
 from .fold import RunFold
 from .handle import RunHandle
+from .journal import lost_the_run
 
 if TYPE_CHECKING:
+    from .driver import RunDriver
     from .runtime import Runtime
 
 log = logging.getLogger("mainspring.runtime")
+
+RECOVER_PAGE: Final = 500  # orphaned runs read at a time: recovery never holds them all
 
 
 async def resume(
@@ -36,8 +40,12 @@ async def resume(
     if live is not None and not live.done.is_set():
         resolved = resolve_values(live.fold, run_id, value, interrupt_id, values, value_given=True)
         if resolved:
+            live.check_json(resolved, f"the resume values of run {run_id!r}")
             live.record(EventKind.RESUMED, {"values": resolved})
             await live.commit(RunStatus.RUNNING)
+            # The run was parking (which frees its lease) as the values came: it is this
+            # process's to drive again, so take the lease back before anyone else does.
+            await _reclaim(rt, live)
         return RunHandle(rt, run_id)
     record = await rt._record(run_id)
     if record.status.terminal:
@@ -55,6 +63,7 @@ async def resume(
         value_given=record.status is RunStatus.INTERRUPTED or values is not None,
     )
     if resolved:
+        driver.check_json(resolved, f"the resume values of run {run_id!r}")
         driver.record(EventKind.RESUMED, {"values": resolved})
     # Durable before we return, and marked running, so a crash from here on leaves
     # a run that recovery finds (not one that looks parked with nothing pending).
@@ -68,11 +77,16 @@ async def cancel(rt: Runtime, run_id: str) -> None:
     if live is not None and not live.done.is_set():
         live.request_cancel()
         await live.done.wait()
-        return
+        if live.outcome is None or not isinstance(live.outcome, StoreError):
+            return
+        if not lost_the_run(live.outcome):
+            raise live.outcome  # the store failed before the cancel could be recorded
+        # Another process took the run over meanwhile: cancel it as a run not driven here.
     record = await rt._record(run_id)
     if record.status.terminal:
         raise RunStateError(f"run {run_id!r} is already {record.status.value}; nothing to cancel")
-    if await rt.store.claim(run_id, rt.owner, rt.lease_ttl) is None:
+    fence = await rt.store.claim(run_id, rt.owner, rt.lease_ttl)
+    if fence is None:
         raise RunStateError(
             f"run {run_id!r} is being driven by another process ({record.owner}); cancel it there"
         )
@@ -93,6 +107,7 @@ async def cancel(rt: Runtime, run_id: str) -> None:
         [event],
         status=RunStatus.CANCELLED,
         durability=record.durability,
+        fence=fence,
     )
     for listener in rt._listeners:
         listener(event)
@@ -100,23 +115,44 @@ async def cancel(rt: Runtime, run_id: str) -> None:
 
 
 async def recover(rt: Runtime, resume: bool) -> list[RunRecord]:
-    found = await rt.store.orphaned_runs(rt.owner)
-    rt.recoverable = []
-    for record in found:
-        if record.run_id in rt._live or record.parent_run_id is not None:
-            continue  # subgraph runs are resumed by their parent
-        if not resume:
-            rt.recoverable.append(record)
-            continue
-        try:
-            driver = await rt._adopt(record.run_id, None)
-        except RunStateError as exc:
-            log.warning("run %s left unfinished by a crashed process: %s", record.run_id, exc)
-            rt.recoverable.append(record)
-            continue
-        log.info("recovering run %s (graph %s) from its journal", record.run_id, record.graph)
-        rt._spawn(driver)
+    """Every orphaned run, a page at a time (resumed as it is found, or listed)."""
+    found: list[RunRecord] = []
+    recoverable: list[RunRecord] = []
+    after: tuple[float, str] | None = None
+    while True:
+        page = await rt.store.orphaned_runs(rt.owner, limit=RECOVER_PAGE, after=after)
+        for record in page:
+            if record.run_id in rt._live or record.parent_run_id is not None:
+                continue  # subgraph runs are resumed by their parent
+            found.append(record)
+            if not resume:
+                recoverable.append(record)
+                continue
+            try:
+                driver = await rt._adopt(record.run_id, None)
+            except RunStateError as exc:
+                log.warning("run %s left unfinished by a crashed process: %s", record.run_id, exc)
+                recoverable.append(record)
+                continue
+            log.info("recovering run %s (graph %s) from its journal", record.run_id, record.graph)
+            rt._spawn(driver)
+        if len(page) < RECOVER_PAGE:
+            break
+        after = (page[-1].created_at, page[-1].run_id)
+    rt.recoverable = recoverable
     return found
+
+
+async def _reclaim(rt: Runtime, driver: RunDriver) -> None:
+    """Take back the lease the park freed, keeping the driver's token (its appends in
+    flight stay valid). If another process took the run meanwhile, the driver's next
+    append is refused and it stops."""
+    started = time.monotonic()
+    fence = await rt.store.claim(driver.run_id, rt.owner, rt.lease_ttl, fence=driver.fence)
+    if fence is not None and fence == driver.fence:
+        driver.lease_valid_until = started + rt.lease_ttl
+    elif fence is not None:  # held by someone meanwhile: not ours to keep
+        await rt.store.release(driver.run_id, rt.owner)
 
 
 def resolve_values(

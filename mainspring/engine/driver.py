@@ -18,17 +18,20 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from contextlib import nullcontext, suppress
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 from anyio import CancelScope
 
 from ..errors import (
-    ConflictError,
     GraphError,
+    LeaseLostError,
     MainspringError,
     NodeTimeoutError,
     NondeterminismError,
@@ -36,15 +39,16 @@ from ..errors import (
     StateError,
     StoreError,
 )
-from ..events import Event, EventKind, encode
+from ..events import Event, EventKind, jsonable_or_repr
 from ..graph.builder import NodeSpec
 from ..graph.compiled import CompiledGraph
 from ..graph.types import END, START, Send
 from ..store.base import Durability, RunRecord, RunStatus, Store
 from ._tasks import cancel_scope
+from ._threads import call_in_thread
 from .context import Context, Parked
 from .fold import NO_ARG, RunFold, TaskRecord
-from .journal import AppendNow, Listener, RunJournal
+from .journal import STOPS_DRIVING, AppendNow, Listener, RunJournal, Stopped
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -78,10 +82,11 @@ class RunDriver(RunJournal):
         "abandoned",
         "app",
         "cancel_requested",
+        "loop_thread",
         "oracle",
-        "outcome",
         "own_task",
         "parked",
+        "reuse",
         "scope",
     )
 
@@ -120,12 +125,15 @@ class RunDriver(RunJournal):
         self.cancel_requested = False
         self.abandoned = False  # the runtime is closing: stop, leave the run resumable
         self.parked = False
-        self.outcome: BaseException | None = None  # set when the driver stopped on an error
         self._stopped = False
         # Made when first waited on. asyncio's own Event: anyio's costs a sniffio lookup
         # more (~1.5 us a run), and the runtime runs on asyncio (see _tasks.py).
         self._done: asyncio.Event | None = None
         self._joins: dict[str, list[str]] | None = None
+        self.loop_thread = threading.get_ident()  # drivers are made on the event loop
+        # A fork's effects answered from the run it was forked from (effects="reuse"):
+        # (step, task, effect) -> {name, key, result, origin}.
+        self.reuse: dict[tuple[int, int, int], dict[str, Any]] | None = None
 
     # -- the loop ------------------------------------------------------------------
 
@@ -133,6 +141,8 @@ class RunDriver(RunJournal):
         """Prepare a new run: its start and first step's plan, to be created in one commit."""
         self._create_record = record
         self.run_id = started.run_id
+        self.fence = record.fence
+        self.lease_valid_until = time.monotonic() + self.runtime.lease_ttl
         self.fold.apply(started)
         self._pending.append(started)
         self._stored_status = RunStatus.RUNNING
@@ -159,12 +169,18 @@ class RunDriver(RunJournal):
                 if self._stopping():
                     scope.cancel()
                 await self._loop()
-            if (scope.cancelled_caught or self.cancel_requested) and not self.abandoned:
+            if (
+                (scope.cancelled_caught or self.cancel_requested)
+                and not self.abandoned
+                and self.outcome is None
+            ):
                 await self.end_cancelled("cancelled by request")
-        except ConflictError as exc:
-            self.outcome = exc  # another writer drives this run now; stop quietly
+        except Stopped:
+            pass  # the store failed, or another process took the run: ``outcome`` says which
         except MainspringError as exc:
-            self.outcome = exc  # the store failed: the journal stays as it was, resumable
+            # The store failed (creating the run, or an in-memory append that found the run
+            # taken): the journal stays as it was, resumable.
+            self.outcome = exc
         except Exception as exc:  # a bug of ours: record it rather than take the runtime down
             self.outcome = exc
             with suppress(Exception):
@@ -179,23 +195,67 @@ class RunDriver(RunJournal):
                 self._done.set()
             if not self.nested:  # a subgraph's run is its parent's to wind up (run_subgraph)
                 self.runtime._driver_stopped(self)
-                if (
-                    self.fold.status is RunStatus.RUNNING
-                    and not self.parked
-                    and self.outcome is None
-                    and self.existing is None
-                    and not self.creation_pending  # never stored: no lease to hand back
-                ):
-                    # Abandoned mid-run (shutdown, or a cancelled caller of Runtime.run):
-                    # hand the lease back so another process can take the run over at once.
-                    await self._release()
+            if self.holds_lease():
+                # Abandoned mid-run (shutdown, or a cancelled caller of Runtime.run), or
+                # stopped by its store: hand the lease back so that another process (or
+                # this one's recovery, once the store works again) takes the run over now.
+                await self.release()
 
-    async def _release(self) -> None:
-        with anyio.CancelScope(shield=True):
+    def holds_lease(self) -> bool:
+        """Stopped with the run still running in the store, and its lease ours to give back."""
+        stored = self._stored_status if self._stored_status is not None else self.fold.status
+        return (
+            stored is RunStatus.RUNNING
+            and not self.parked
+            and self.existing is None
+            and not self.creation_pending  # never stored: no lease to hand back
+            and (self.outcome is None or isinstance(self.outcome, STOPS_DRIVING))
+            and not isinstance(self.outcome, LeaseLostError)  # someone else's now
+        )
+
+    async def release(self) -> None:
+        """Give the run's lease back, best effort: a store that cannot take it now gets it
+        from the runtime's heartbeat later (meanwhile its renewals skip this run)."""
+        rt = self.runtime
+        with anyio.CancelScope(shield=True), anyio.move_on_after(rt.release_timeout):
             try:
-                await self.store.release(self.run_id, self.runtime.owner)
+                await self.store.release(self.run_id, rt.owner)
+                return
             except StoreError as exc:
-                log.warning("could not release run %s: %s", self.run_id, exc)
+                log.warning("could not release run %s now (%s); will retry", self.run_id, exc)
+        rt.release_later(self.run_id)
+
+    def reused_effect(self, task: TaskRecord, index: int, name: str) -> dict[str, Any] | None:
+        """The recorded result this fork reuses for the effect, if it calls the same one."""
+        if self.reuse is None:
+            return None
+        hit = self.reuse.get((self.fold.step, task.index, index))
+        return hit if hit is not None and hit["name"] == name else None
+
+    async def ensure_lease(self) -> None:
+        """Before an effect acts: make sure this process still holds the run.
+
+        Free while renewals keep the lease in an unbroken chain. After a gap (the
+        process froze, the store was unreachable) the lease may have been taken over,
+        and another process may have done this very effect: look in the store first,
+        and stop if the run is no longer ours.
+        """
+        if self.fence is None or self.creation_pending or self.oracle is not None:
+            return
+        if time.monotonic() < self.lease_valid_until:
+            return
+        rt = self.runtime
+        started = time.monotonic()
+        try:
+            # Still ours, or free and untouched since (same token): renewed, token kept.
+            fence = await self.store.claim(self.run_id, rt.owner, rt.lease_ttl, fence=self.fence)
+        except STOPS_DRIVING as exc:
+            self.stop(exc)
+        if fence != self.fence:
+            if fence is not None:  # someone held it meanwhile, then let it go: not ours now
+                await self.release()
+            self.stop(LeaseLostError(self.run_id, self.fence, fence, None))
+        self.lease_valid_until = started + rt.lease_ttl
 
     @property
     def stopped(self) -> bool:
@@ -247,6 +307,8 @@ class RunDriver(RunJournal):
                     await self._run_task(tasks[0], fresh)
                 else:
                     await self._run_tasks(tasks, fresh)
+                if self.outcome is not None:  # a task's commit stopped the driver
+                    return
                 if self._failure is not None:
                     await self._end(EventKind.FAILED, {"error": self._failure}, RunStatus.FAILED)
                     return
@@ -319,19 +381,17 @@ class RunDriver(RunJournal):
         self._step_scope = None
 
     async def _run_task(self, task: TaskRecord, fresh: bool) -> None:
+        try:
+            await self._run_attempts(task, fresh)
+        except Stopped:  # a commit stopped the driver: the others of this step stop too
+            if self._step_scope is not None:
+                self._step_scope.cancel()
+
+    async def _run_attempts(self, task: TaskRecord, fresh: bool) -> None:
         spec = self.app.nodes[task.node]
         step = self.fold.step
         if not fresh:
-            self.record(
-                EventKind.STEP_STARTED,
-                {
-                    "step": step,
-                    "task": task.index,
-                    "node": task.node,
-                    "attempt": task.attempt,
-                    "rerun": True,
-                },
-            )
+            self._record_start(task, task.attempt, rerun=True)
         fold = self.fold
         inline = spec.inline
         while True:
@@ -359,55 +419,60 @@ class RunDriver(RunJournal):
             except Parked:
                 return
             except Exception as exc:
-                if (
-                    isinstance(exc, TimeoutError)
-                    and not isinstance(exc, NodeTimeoutError)
-                    and spec.timeout
-                ):
-                    exc = NodeTimeoutError(
-                        f"node {task.node!r} ran longer than its timeout of {spec.timeout} s "
-                        f"(attempt {task.attempt})"
-                    )
-                retry = (
-                    spec.retry is not None
-                    and not isinstance(exc, _NOT_RETRYABLE)
-                    and spec.retry.retries(exc)
-                    and task.attempt < spec.retry.attempts
-                )
-                error = _describe(exc, task.node, step, task.index, task.attempt)
-                delay = spec.retry.delay(task.attempt) if retry and spec.retry else 0.0
-                self.record(
-                    EventKind.STEP_FAILED,
-                    {
-                        "step": step,
-                        "task": task.index,
-                        "node": task.node,
-                        "attempt": task.attempt,
-                        "error": error,
-                        "retry": retry,
-                        "delay": delay,
-                    },
-                )
-                if not retry:
-                    self._fail(error)
+                if not await self._attempt_failed(spec, task, step, exc):
                     return
-                await self.commit()
-                await anyio.sleep(delay)
-                self.record(
-                    EventKind.STEP_STARTED,
-                    {
-                        "step": step,
-                        "task": task.index,
-                        "node": task.node,
-                        "attempt": task.attempt + 1,
-                    },
-                )
+                self._record_start(task, task.attempt + 1)
                 continue
+            if self.outcome is not None:  # the node swallowed a Stopped: record nothing more
+                raise Stopped()
             self.record(
                 EventKind.STEP_FINISHED,
                 {"step": step, "task": task.index, "node": task.node, "update": update},
             )
             return
+
+    def _record_start(self, task: TaskRecord, attempt: int, *, rerun: bool = False) -> None:
+        data: dict[str, Any] = {"step": self.fold.step, "task": task.index, "node": task.node}
+        data["attempt"] = attempt
+        if rerun:
+            data["rerun"] = True
+        self.record(EventKind.STEP_STARTED, data)
+
+    async def _attempt_failed(
+        self, spec: NodeSpec, task: TaskRecord, step: int, exc: Exception
+    ) -> bool:
+        """Record a failed attempt; True if the task is retried (after its backoff)."""
+        if isinstance(exc, TimeoutError) and not isinstance(exc, NodeTimeoutError) and spec.timeout:
+            exc = NodeTimeoutError(
+                f"node {task.node!r} ran longer than its timeout of {spec.timeout} s "
+                f"(attempt {task.attempt})"
+            )
+        retry = (
+            spec.retry is not None
+            and not isinstance(exc, _NOT_RETRYABLE)
+            and spec.retry.retries(exc)
+            and task.attempt < spec.retry.attempts
+        )
+        error = _describe(exc, task.node, step, task.index, task.attempt)
+        delay = spec.retry.delay(task.attempt) if retry and spec.retry else 0.0
+        self.record(
+            EventKind.STEP_FAILED,
+            {
+                "step": step,
+                "task": task.index,
+                "node": task.node,
+                "attempt": task.attempt,
+                "error": error,
+                "retry": retry,
+                "delay": delay,
+            },
+        )
+        if not retry:
+            self._fail(error)
+            return False
+        await self.commit()
+        await anyio.sleep(delay)
+        return True
 
     async def _attempt(self, spec: NodeSpec, task: TaskRecord) -> Any:
         fold = self.fold
@@ -419,10 +484,12 @@ class RunDriver(RunJournal):
         return self._update_of(task, result)
 
     def _update_of(self, task: TaskRecord, result: Any) -> Any:
-        """What a node returned, checked against the schema (and as JSON, on durable stores)."""
-        update = self.fold.schema.check_update(task.node, result)
+        """What a node returned, checked against the schema (and its round trip through the
+        journal, on durable stores)."""
+        schema = self.fold.schema
+        update = schema.check_update(task.node, result)
         if update and self._check_json:
-            encode(update, what=f"the update returned by node {task.node!r}")
+            schema.check_roundtrip(task.node, update)
         return update
 
     async def _call(self, spec: NodeSpec, task: TaskRecord, state_in: Any) -> Any:
@@ -433,10 +500,46 @@ class RunDriver(RunJournal):
             from .subgraph import run_subgraph
 
             return await run_subgraph(self, spec, task, state_in)
-        if spec.blocking:
-            args = (state_in, Context(self, task)) if spec.wants_ctx else (state_in,)
-            return await anyio.to_thread.run_sync(fn, *args)
-        return fn(state_in, Context(self, task)) if spec.wants_ctx else fn(state_in)
+        args = (state_in, Context(self, task)) if spec.wants_ctx else (state_in,)
+        if spec.blocking or spec.timeout:  # in a thread, so that the timeout can hold
+            where = {"step": self.fold.step, "task": task.index, "node": task.node}
+            late = partial(self.record_late, {**where, "attempt": task.attempt})
+            return await call_in_thread(partial(fn, *args), late, self._stopping)
+        return fn(*args)
+
+    def record_late(
+        self, where: dict[str, Any], result: Any, error: BaseException | None, seconds: float
+    ) -> None:
+        """A worker thread this run stopped waiting for came back: record what it brought,
+        for the record only (its node moved on: timed out, retried or cancelled).
+
+        ``where`` names the attempt (step, task, node, attempt; and effect, name, key for
+        an effect), as it was when the thread started.
+        """
+        what = f"effect {where['name']!r}" if "effect" in where else "the thread"
+        log.warning(
+            "run %s: %s of node %r (step %s, attempt %s) finished %.1f s after its node "
+            "stopped waiting for it; its %s is discarded",
+            self.run_id,
+            what,
+            where["node"],
+            where["step"],
+            where["attempt"],
+            seconds,
+            "error" if error is not None else "result",
+        )
+        if self.stopped or self.fold.status.terminal or self.outcome is not None:
+            return  # the journal is no longer ours to write: the log line is the record
+        data: dict[str, Any] = {**where, "seconds": round(seconds, 3)}
+        if error is not None:
+            data["error"] = {
+                "type": type(error).__name__,
+                "module": type(error).__module__,
+                "message": str(error),
+            }
+        else:
+            data["result"] = jsonable_or_repr(result)
+        self.record(EventKind.DISCARDED, data)
 
     async def _fail_run(self, exc: BaseException) -> None:
         tasks = self.fold.tasks
@@ -503,6 +606,9 @@ class RunDriver(RunJournal):
 
     def _stopping(self) -> bool:
         return self.cancel_requested or self.abandoned
+
+    def _giving_up(self) -> bool:
+        return self.abandoned
 
 
 def _describe(exc: BaseException, node: str, step: int, task: int, attempt: int) -> dict[str, Any]:

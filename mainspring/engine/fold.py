@@ -177,7 +177,9 @@ class RunFold:
         self.parent = data.get("parent")
         self.metadata = data.get("metadata") or {}
         self.input = data.get("input")
-        self.state = self.schema.initial(self.input)
+        # From the journal (revive): JSON, with the state's typed fields to be revived.
+        initial = self.schema.initial_from_json if self.revive else self.schema.initial
+        self.state = initial(self.input)
 
     def _step_started(self, data: dict[str, Any]) -> None:
         step = data["step"]
@@ -338,6 +340,7 @@ HANDLERS: Final = {
     EventKind.INTERRUPTED: RunFold._interrupted,
     EventKind.RESUMED: RunFold._resumed,
     EventKind.EMITTED: RunFold._emitted,
+    EventKind.DISCARDED: RunFold._emitted,  # for the record only, like emitted
     EventKind.FAILED: RunFold._failed,
     EventKind.FINISHED: RunFold._finished,
     EventKind.CANCELLED: RunFold._cancelled,

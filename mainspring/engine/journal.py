@@ -6,18 +6,34 @@ listeners as it is recorded, and reaches the store at the commit points the
 driver chooses, as durably as the run's durability asks. Commits of one run are
 serialised and never interrupted, and a batch that fails to land stays
 pending, in order.
+
+A storage error never fails a run. Every append carries the run's lease token
+(``fence``), so a process that lost the run can never write to it. A write the
+store could not make now (:class:`TransientStoreError`) is retried for the
+runtime's ``retry_for``; past it, or when the run was taken over, the journal
+stops for good (``outcome`` says why) and every later commit raises
+:class:`Stopped`: the driver winds up, hands the lease back, and the run stays
+resumable from what its journal holds.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import anyio
 
-from ..errors import ConflictError
-from ..events import Event, EventKind, encode
+from ..errors import (
+    ConflictError,
+    LeaseLostError,
+    RunNotFoundError,
+    StoreError,
+    TransientStoreError,
+)
+from ..events import Event, EventKind, check_faithful
 from ..store.base import Durability, RunRecord, RunStatus, Snapshot, Store
 from ._tasks import cancel_scope
 from .fold import HANDLERS, RunFold
@@ -25,7 +41,26 @@ from .fold import HANDLERS, RunFold
 if TYPE_CHECKING:
     from .runtime import Runtime
 
+log = logging.getLogger("mainspring.runtime")
+
 new_event = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hot path
+
+# Errors of the store that end this process's driving of a run, never the run itself.
+STOPS_DRIVING = (StoreError, RunNotFoundError)
+
+
+class Stopped(BaseException):
+    """The run cannot go on in this process: its store failed past ``retry_for``, or
+    another process took it over. ``RunJournal.outcome`` holds the cause.
+
+    A BaseException, raised out of commits (inside a node too), so that a node's
+    ``except Exception`` cannot swallow it and go on as if its effect were recorded.
+    """
+
+
+def lost_the_run(exc: BaseException | None) -> bool:
+    """Another writer drives the run now (its outcome is for the journal to tell)."""
+    return isinstance(exc, ConflictError | LeaseLostError)
 
 
 class Listener(Protocol):
@@ -43,6 +78,7 @@ class AppendNow(Protocol):
         *,
         status: RunStatus | None,
         error: str | None,
+        fence: int | None,
     ) -> None: ...
 
 
@@ -65,8 +101,11 @@ class RunJournal:
         "_stored_status",
         "durability",
         "existing",
+        "fence",
         "fold",
+        "lease_valid_until",
         "nested",
+        "outcome",
         "run_id",
         "runtime",
         "store",
@@ -102,6 +141,11 @@ class RunJournal:
         self._commit_done: anyio.Event | None = None
         self.nested = False  # a subgraph's run, driven inside its parent's task
         self._snapshot_due = False
+        self.fence: int | None = None  # the run's lease token while this process holds it
+        # Until when (monotonic) this process surely holds the lease: renewals in a chain
+        # with no gap. Past it the lease may have been taken over: look before acting.
+        self.lease_valid_until = 0.0
+        self.outcome: BaseException | None = None  # why the driver stopped early, if it did
 
     def record(self, kind: EventKind, data: dict[str, Any]) -> Event:
         """Append an event to the run (in memory), fold it, and tell live listeners."""
@@ -119,6 +163,11 @@ class RunJournal:
         return event
 
     @property
+    def committed_seq(self) -> int:
+        """The last sequence number known to be in the store."""
+        return self._committed
+
+    @property
     def creation_pending(self) -> bool:
         """The run is not in the store yet: its first commit creates it."""
         return self._create_record is not None
@@ -134,6 +183,7 @@ class RunJournal:
         assert record is not None
         # Taken before the await: parallel tasks may record more meanwhile (deferred runs).
         events, self._pending = self._pending, []
+        started = time.monotonic()
         try:
             result = await self.store.create_run(record, events, self.durability)
         except BaseException:
@@ -143,6 +193,8 @@ class RunJournal:
         if not result.created:
             self.existing = result.record
             return False
+        self.fence = record.fence
+        self.lease_valid_until = started + self.runtime.lease_ttl
         self._committed = len(events)
         if self._listeners:  # the run exists: listeners hear all of it
             for event in [*events, *self._pending]:
@@ -150,9 +202,10 @@ class RunJournal:
                     listener(event)
         return True
 
-    def check_json(self, value: Any, what: str) -> None:
+    def check_json(self, value: Any, what: str, revive: Callable[[Any], Any] | None = None) -> None:
+        """On a durable store, refuse a value its journal would give back changed."""
         if self._check_json and value is not None:
-            encode(value, what=what)
+            check_faithful(value, what, revive)
 
     async def commit(
         self, status: RunStatus | None = None, error: str | None = None, *, shield: bool = True
@@ -166,16 +219,27 @@ class RunJournal:
         of a run driven in a task of its own passes ``shield=False``: only the
         run's own scope encloses it there (an anyio shield costs ~4 us a commit).
         """
+        if self.outcome is not None:
+            raise Stopped()  # this process stopped driving the run: it writes nothing more
         if not self._pending and status is None:
             return
-        if self._append_now is not None:  # in-memory store: nothing to await or protect
-            self._commit_now(self._append_now, status, error)
-            return
-        if shield or self._committing:
-            with cancel_scope(shield=True):
+        try:
+            if self._append_now is not None:  # in-memory store: nothing to await or protect
+                self._commit_now(self._append_now, status, error)
+            elif shield or self._committing:
+                with cancel_scope(shield=True):
+                    await self._serialised_append(status, error)
+            else:
                 await self._serialised_append(status, error)
-        else:
-            await self._serialised_append(status, error)
+        except STOPS_DRIVING as exc:
+            self.stop(exc)
+
+    def stop(self, cause: BaseException) -> NoReturn:
+        """Stop driving the run for ``cause`` (a store failure, a lost lease): the journal
+        stays as the store has it, resumable."""
+        if self.outcome is None:
+            self.outcome = cause
+        raise Stopped() from cause
 
     async def _serialised_append(self, status: RunStatus | None, error: str | None) -> None:
         while self._committing:  # another task of this run is committing: queue behind it
@@ -184,7 +248,7 @@ class RunJournal:
             await self._commit_done.wait()
         self._committing = True
         try:
-            await self._append(status, error)
+            await self._append_retrying(status, error)
         finally:
             self._committing = False
             if self._commit_done is not None:
@@ -194,6 +258,37 @@ class RunJournal:
 
     def _release_held_cancel(self) -> None:
         """A cancel of the run held back while an append was in flight goes now (driver)."""
+
+    def _giving_up(self) -> bool:
+        """The runtime is closing (driver): stop retrying the store, leave the run as it is.
+        A cancel keeps retrying: what happened must be recorded before it is."""
+        return False
+
+    async def _append_retrying(self, status: RunStatus | None, error: str | None) -> None:
+        """``_append``, retried through transient store errors for the runtime's retry_for.
+
+        Safe to retry: a store's failed append wrote nothing (SQLite rolls the whole
+        transaction back; PostgreSQL tells a lost reply from a conflict itself).
+        """
+        delay, deadline = 0.05, 0.0
+        while True:
+            try:
+                await self._append(status, error)
+                return
+            except TransientStoreError as exc:
+                now = time.monotonic()
+                if not deadline:
+                    deadline = now + self.runtime.retry_for
+                    log.warning(
+                        "run %s: the store failed to record a step (%s); retrying for %.0f s",
+                        self.run_id,
+                        exc,
+                        self.runtime.retry_for,
+                    )
+                if now >= deadline or self._giving_up():
+                    raise
+                await anyio.sleep(min(deadline - now, delay * random.uniform(0.5, 1.0)))
+                delay = min(delay * 2, 1.0)
 
     async def _append(self, status: RunStatus | None, error: str | None) -> None:
         if self._create_record is not None:
@@ -207,7 +302,13 @@ class RunJournal:
         self._inflight = batch
         try:
             await self.store.append(
-                self.run_id, expected, batch, status=status, error=error, durability=self.durability
+                self.run_id,
+                expected,
+                batch,
+                status=status,
+                error=error,
+                durability=self.durability,
+                fence=self.fence,
             )
         except BaseException:
             self._pending[:0] = batch
@@ -241,7 +342,7 @@ class RunJournal:
             return
         expected = self._committed
         try:
-            append_now(self.run_id, expected, batch, status=status, error=error)
+            append_now(self.run_id, expected, batch, status=status, error=error, fence=self.fence)
         except BaseException:
             self._pending[:0] = batch
             raise
@@ -270,6 +371,9 @@ class RunJournal:
     async def maybe_snapshot(self) -> None:
         if self._snapshot_due:
             self._snapshot_due = False
-            await self.store.save_snapshot(
-                Snapshot(self.run_id, self._committed, self.fold.to_snapshot())
-            )
+            try:
+                await self.store.save_snapshot(
+                    Snapshot(self.run_id, self._committed, self.fold.to_snapshot())
+                )
+            except StoreError as exc:  # a cache of the journal: the run goes on without it
+                log.warning("run %s: could not save a snapshot: %s", self.run_id, exc)

@@ -20,8 +20,15 @@ from typing import Any, Literal
 import anyio
 from anyio.abc import TaskGroup
 
-from ..errors import ConflictError, GraphError, RunNotFoundError, RunStateError, StoreError
-from ..events import Event, EventKind
+from ..errors import (
+    GraphError,
+    RunExistsError,
+    RunNotFoundError,
+    RunStateError,
+    SerializationError,
+    StoreError,
+)
+from ..events import Event, EventKind, to_jsonable
 from ..graph.compiled import CompiledGraph
 from ..store import MemoryStore, store_from_url
 from ..store._owner import new_owner_id
@@ -32,7 +39,7 @@ from .driver import ReplayOracle, RunDriver
 from .fold import RunFold
 from .handle import RunHandle, RunOutcome, Subscribers, outcome_of
 from .history import ReplayReport, StateView
-from .journal import Listener, new_event
+from .journal import Listener, lost_the_run, new_event
 
 log = logging.getLogger("mainspring.runtime")
 
@@ -46,7 +53,14 @@ class Runtime:
     ``recover`` says what to do on open with runs a crashed process left
     unfinished: ``resume`` them (their graphs must be registered with
     ``graphs=`` or importable by ``ref``), ``list`` them in
-    ``runtime.recoverable``, or ``off``.
+    ``runtime.recoverable``, or ``off``. With ``resume``, the runtime keeps
+    looking once per ``lease_ttl`` while it is open, so runs whose process froze
+    or died later are taken over once their leases expire.
+
+    ``retry_for`` is how long a write the store could not make (a full disk, a
+    locked file) is retried before the run is left as its journal stands:
+    resumable, its lease handed back, and the error raised to whoever waits on it.
+    A storage error never fails a run.
     """
 
     def __init__(
@@ -61,11 +75,24 @@ class Runtime:
         check_json: bool | None = None,
         snapshot_every: int = 1000,
         listeners: Sequence[Listener] = (),
+        retry_for: float = 30.0,
     ) -> None:
+        if lease_ttl <= 0 or retry_for < 0:
+            raise RunStateError(
+                f"Runtime(lease_ttl={lease_ttl}, retry_for={retry_for}): lease_ttl must be "
+                "positive and retry_for at least 0"
+            )
         self.store = store
         self.durability = Durability(durability)
         self.owner = new_owner_id()
         self.lease_ttl = lease_ttl
+        self.retry_for = retry_for
+        # A lease that cannot be handed back now is retried by the heartbeat; a release
+        # waits no longer than this (the store may be the reason the run stopped).
+        self.release_timeout = min(5.0, max(retry_for, 0.5))
+        self._unreleased: set[str] = set()
+        # Runs whose driver stopped here on a store failure: what their waiters raise.
+        self._faults: dict[str, BaseException] = {}
         self.drain_timeout = drain_timeout
         self.recover_mode: Recover = recover
         self.recoverable: list[RunRecord] = []
@@ -126,13 +153,51 @@ class Runtime:
                 await self.store.aclose()
 
     async def _heartbeat(self) -> None:
+        beats = 0
         while True:
             await anyio.sleep(self.lease_ttl / 3)
+            beats += 1
+            if self._unreleased:  # before renewing, which would extend them too
+                await self._release_pending()
             if self._live:
+                await self._renew()
+            if self.recover_mode == "resume" and beats % 3 == 0:
                 try:
-                    await self.store.renew(self.owner, self.lease_ttl)
+                    await self.recover()
                 except StoreError as exc:
-                    log.warning("could not renew run leases: %s", exc)
+                    log.warning("could not look for runs to recover: %s", exc)
+
+    async def _renew(self) -> None:
+        """One renewal for every lease of this runtime; drivers learn how long they hold."""
+        started = time.monotonic()
+        try:
+            await self.store.renew(self.owner, self.lease_ttl)
+        except StoreError as exc:
+            log.warning("could not renew run leases: %s", exc)
+            return
+        # Only a chain of renewals with no gap keeps a lease: one renewed after it could
+        # have expired may have been taken over meanwhile (its driver looks before acting).
+        until = started + self.lease_ttl
+        for driver in list(self._live.values()):
+            if started < driver.lease_valid_until:
+                driver.lease_valid_until = until
+
+    def release_later(self, run_id: str) -> None:
+        """A lease a driver could not hand back: the heartbeat tries again."""
+        self._unreleased.add(run_id)
+
+    async def _release_pending(self) -> None:
+        for run_id in list(self._unreleased):
+            if run_id in self._live:
+                self._unreleased.discard(run_id)  # driven here again: the lease is in use
+                continue
+            try:
+                with anyio.move_on_after(self.release_timeout):
+                    await self.store.release(run_id, self.owner)
+                    self._unreleased.discard(run_id)
+            except StoreError as exc:
+                log.warning("could not release run %s: %s", run_id, exc)
+                return  # the store is still failing: try again at the next beat
 
     # -- graphs ----------------------------------------------------------------------
 
@@ -213,11 +278,12 @@ class Runtime:
         )
         if driver is not None:
             self._live[run_id] = self._latest[run_id] = driver
+            self._faults.pop(run_id, None)
             await driver.drive()
             if driver.outcome is None and driver.fold.status is RunStatus.FINISHED:
                 return graph.schema.output(driver.fold.state)
             outcome = driver.outcome
-            if isinstance(outcome, StoreError) and not isinstance(outcome, ConflictError):
+            if isinstance(outcome, StoreError) and not lost_the_run(outcome):
                 raise outcome  # the store failed: the run stays resumable; say why
         return await RunHandle(self, run_id).result()
 
@@ -234,8 +300,12 @@ class Runtime:
     ) -> tuple[str, RunDriver | None]:
         if self._graphs.get(graph.name) is not graph:
             self.register(graph)
+        chosen = run_id is not None
         run_id = run_id or os.urandom(16).hex()  # a random 128-bit id, as uuid4 but cheaper
         if run_id in self._live:
+            live = self._live[run_id]
+            self._check_same_start(run_id, live.fold.graph, live.fold.input, live.fold.thread,
+                                   graph, input, thread)  # fmt: skip
             return run_id, None
         durable = Durability(durability) if durability is not None else self.durability
         data: dict[str, Any] = {
@@ -251,7 +321,8 @@ class Runtime:
         if graph.ref:
             data["ref"] = graph.ref
         # sync: start() returns once the run is durable. batch/off: the driver creates
-        # it in a group commit before its first step, so many starts share one commit.
+        # it in a group commit before its first step, so many starts share one commit;
+        # a start with a chosen id waits for its (group) commit, to know the id was free.
         driver = await self._create(
             graph,
             run_id,
@@ -259,7 +330,7 @@ class Runtime:
             durable,
             parent_run_id=None,
             metadata=metadata,
-            wait=durable is Durability.SYNC and not defer,
+            wait=(durable is Durability.SYNC and not defer) or chosen,
         )
         if driver is not None:
             driver.defer_create(defer)
@@ -282,9 +353,7 @@ class Runtime:
         id already existed; otherwise the driver creates it before its first step.
         """
         if self._check_json:
-            from ..events import encode
-
-            encode(data, what=f"the input of run {run_id!r}")
+            self._check_input(graph, run_id, data["input"])
         now = time.time()
         started = new_event(Event, (run_id, 1, EventKind.RUN_STARTED, now, data))
         record = RunRecord(
@@ -306,12 +375,52 @@ class Runtime:
         if wait and not await driver.create():
             existing = driver.existing
             assert existing is not None
-            if existing.graph != graph.name:
-                raise RunStateError(
-                    f"run id {run_id!r} is taken by a run of graph {existing.graph!r}; choose another id"
-                )
+            if existing.parent_run_id is None:  # a subgraph's child run is its parent's to check
+                first = await self._first_event(run_id)
+                self._check_same_start(
+                    run_id, existing.graph, first.data.get("input"), existing.thread,
+                    graph, data["input"], data.get("thread"),
+                )  # fmt: skip
             return None
         return driver
+
+    @staticmethod
+    def _check_same_start(
+        run_id: str,
+        graph_name: str,
+        stored_input: Any,
+        stored_thread: str | None,
+        graph: CompiledGraph,
+        input: Any,
+        thread: str | None,
+    ) -> None:
+        """A start with the id of an existing run is idempotent only if it asks the same."""
+        if graph_name != graph.name:
+            differs = f"graph {graph_name!r}, not {graph.name!r}"
+        elif stored_thread != thread:
+            differs = f"thread {stored_thread!r}, not {thread!r}"
+        else:
+            try:
+                same = to_jsonable(stored_input) == to_jsonable(input)
+            except SerializationError:
+                same = False
+            if same:
+                return
+            differs = "a different input"
+        raise RunExistsError(
+            f"run id {run_id!r} is taken by a run started with {differs}; starting again "
+            "with the same id returns that run only for the same graph, input and thread: "
+            "choose another id, or repeat the original request"
+        )
+
+    @staticmethod
+    def _check_input(graph: CompiledGraph, run_id: str, input: Any) -> None:
+        """Refuse an input whose state the journal would give back changed on resume."""
+        what = f"the input of run {run_id!r}"
+        live = graph.schema.initial(input)
+        back = graph.schema.initial_from_json(_decoded(input, what))
+        for key, value in live.items():
+            check_faithful_pair(value, back.get(key), f"{what}, field {key!r}")
 
     def _driver(
         self,
@@ -350,15 +459,19 @@ class Runtime:
         if self._tg is None:
             raise RunStateError("the runtime is not open; use 'async with Runtime.open(...) as rt'")
         self._live[driver.run_id] = self._latest[driver.run_id] = driver
+        self._faults.pop(driver.run_id, None)
         self._signal(driver.run_id)
         driver.own_task = True
         self._runs.spawn(driver, driver.drive())
 
     def _driver_stopped(self, driver: RunDriver) -> None:
         """Called by a driver as it stops (``RunDriver.drive``'s last act)."""
+        outcome = driver.outcome
+        if isinstance(outcome, StoreError) and not lost_the_run(outcome):
+            self._faults[driver.run_id] = outcome  # before waking waiters: they raise it
         self._forget(driver)
-        if driver.outcome is not None and not isinstance(driver.outcome, RunStateError):
-            log.warning("run %s stopped: %s", driver.run_id, driver.outcome)
+        if outcome is not None and not isinstance(outcome, RunStateError):
+            log.warning("run %s stopped: %s", driver.run_id, outcome)
 
     def _forget(self, driver: RunDriver) -> None:
         """A driver stopped: drop it, end its live streams, wake whoever waits on the run.
@@ -425,14 +538,18 @@ class Runtime:
         record = await self._record(run_id)
         first = await self._first_event(run_id)
         app = self._graph_for(run_id, record.graph, first.data.get("ref"), graph)
+        started = time.monotonic()
         fence = await self.store.claim(run_id, self.owner, self.lease_ttl)
         if fence is None:
             raise RunStateError(
                 f"run {run_id!r} is being driven by another process ({record.owner}); "
                 "act on it there, or wait for its lease to expire"
             )
-        fold = await self._load_fold(app, run_id)
-        return self._driver(app, fold, record.durability)
+        fold = await self._load_fold(app, run_id)  # read after the claim: nobody else writes
+        driver = self._driver(app, fold, record.durability)
+        driver.fence = fence
+        driver.lease_valid_until = started + self.lease_ttl
+        return driver
 
     # -- resuming, cancelling, recovering --------------------------------------------
 
@@ -472,19 +589,46 @@ class Runtime:
     # -- waiting ---------------------------------------------------------------------
 
     async def _wait(self, run_id: str) -> RunOutcome:
+        """Until the run stops moving; raises if it can no longer move in this process.
+
+        A run another process took over is followed through the journal; one stopped
+        here by its store raises that error; one that nobody drives (and that this
+        runtime will not recover) raises RunStateError saying how to resume it.
+        """
         while True:
             live = self._live.get(run_id)
             if live is not None:
                 await live.done.wait()
-                if live.outcome is not None and isinstance(live.outcome, StoreError):
-                    raise live.outcome
-                if self._live.get(run_id) is live or run_id not in self._live:
+                if self._live.get(run_id) is live:
+                    continue  # stopped, not yet forgotten: look again
+                outcome = live.outcome
+                if outcome is None or not isinstance(outcome, StoreError):
                     return outcome_of(live.fold)
-                continue
+                if not lost_the_run(outcome):
+                    raise outcome  # the store failed: the run stays resumable; say why
+                continue  # another process drives it now: follow its journal
+            fault = self._faults.get(run_id)
+            if fault is not None:
+                raise fault
             record = await self._record(run_id)
             if record.status is not RunStatus.RUNNING:
                 return await self.outcome(run_id)
+            if record.owner is None and not self._will_recover(record):
+                raise RunStateError(
+                    f"run {run_id!r} is running in its journal but no process drives it (its "
+                    f"last process stopped without ending it); resume it with "
+                    f"runtime.resume({run_id!r}) or `mainspring resume {run_id}`"
+                )
             await self._wait_for_change(run_id)
+
+    def _will_recover(self, record: RunRecord) -> bool:
+        """Whether this runtime's recovery will take the run over (it looks periodically)."""
+        return (
+            self._tg is not None
+            and self.recover_mode == "resume"
+            and record.parent_run_id is None
+            and all(r.run_id != record.run_id for r in self.recoverable)
+        )
 
     async def outcome(self, run_id: str, graph: CompiledGraph | None = None) -> RunOutcome:
         """Where the run stands now, read from its journal."""
@@ -599,3 +743,20 @@ def load_graph(ref: str) -> CompiledGraph:
     if obj.ref is None:
         obj.ref = ref
     return obj
+
+
+def _decoded(value: Any, what: str) -> Any:
+    from ..events import decode, encode
+
+    return decode(encode(value, what=what))
+
+
+def check_faithful_pair(value: Any, back: Any, what: str) -> None:
+    from ..events import difference
+
+    where = difference(value, back)
+    if where is not None:
+        raise SerializationError(
+            f"{what} cannot be kept as it is by the journal: {where}; declare the field's "
+            "type in the state, or pass plain JSON values"
+        )

@@ -8,6 +8,7 @@ parent interrupt per child interrupt; resume values flow back down.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -19,6 +20,7 @@ from ..graph.compiled import CompiledGraph
 from ..store.base import RunStatus
 from .context import Parked
 from .fold import NO_ARG, TaskRecord
+from .journal import STOPS_DRIVING
 
 if TYPE_CHECKING:
     from .driver import RunDriver
@@ -73,6 +75,8 @@ async def run_subgraph(parent: RunDriver, spec: NodeSpec, task: TaskRecord, stat
             raise
         finally:
             rt._forget(driver)
+        if isinstance(driver.outcome, STOPS_DRIVING):
+            parent.stop(driver.outcome)  # the child's store failed: so does the parent's
         if driver.outcome is not None:
             raise driver.outcome
 
@@ -137,5 +141,14 @@ async def _child_driver(
     )
     if driver is not None:
         return driver
-    await rt.store.claim(child_id, rt.owner, rt.lease_ttl)
-    return rt._driver(app, await rt._load_fold(app, child_id), parent.durability)
+    # The child's lease follows its parent's: the parent's driver is the only one to drive it.
+    started = time.monotonic()
+    fence = await rt.store.claim(child_id, rt.owner, rt.lease_ttl)
+    if fence is None:
+        raise RunStateError(
+            f"subgraph run {child_id!r} is being driven by another process; its parent "
+            f"{parent.run_id!r} cannot go on here"
+        )
+    driver = rt._driver(app, await rt._load_fold(app, child_id), parent.durability)
+    driver.fence, driver.lease_valid_until = fence, started + rt.lease_ttl
+    return driver

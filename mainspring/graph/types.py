@@ -30,6 +30,12 @@ class Retry:
     ``on`` lists the exception types that are retried (timeouts included by
     default, since ``TimeoutError`` is an ``Exception``); anything else fails
     the run at once.
+
+    A retried attempt calls its effects again with the SAME idempotency keys (the
+    convention of Stripe and Temporal): an effect that failed after the far side
+    acted (a lost reply, a timeout) is not done twice by a server that honours
+    keys. ``fresh_keys=True`` gives each attempt keys of its own instead, for
+    effects whose failures mean the far side did nothing and must try anew.
     """
 
     attempts: int = 3
@@ -38,6 +44,7 @@ class Retry:
     max_backoff: float = 30.0
     jitter: bool = True
     on: tuple[type[BaseException], ...] = (Exception,)
+    fresh_keys: bool = False
 
     def __post_init__(self) -> None:
         if self.attempts < 1:

@@ -34,6 +34,7 @@ class Write:
     data: list[str]
     status: str | None
     error: str | None
+    fence: int | None
     confirm: bool  # False for durability 'off': nobody waits for the outcome
     done: anyio.Event = field(default_factory=anyio.Event)
     exc: BaseException | None = None
@@ -51,11 +52,12 @@ class Group:
     data: list[str]
     status: str | None
     error: str | None
+    fence: int | None
 
     @classmethod
     def of(cls, w: Write) -> Group:
         # Shares the write's lists: add() builds new ones rather than extend them.
-        return cls([w], w.run_id, w.expected, w.kinds, w.ts, w.data, w.status, w.error)
+        return cls([w], w.run_id, w.expected, w.kinds, w.ts, w.data, w.status, w.error, w.fence)
 
     def as_write(self) -> tuple[str, int, list[str], list[float], list[str]]:
         return self.run_id, self.expected, self.kinds, self.ts, self.data
@@ -150,7 +152,7 @@ class GroupCommit:
             elif group is None:
                 groups[w.run_id] = Group.of(w)
                 events += len(w.kinds)
-            elif w.expected == group.last_seq:
+            elif w.expected == group.last_seq and w.fence == group.fence:
                 group.add(w)
                 events += len(w.kinds)
             else:  # does not chain: it must see the outcome of the writes before it

@@ -63,16 +63,19 @@ MAX_SCALAR_EVENTS = 4
 
 def _append(s: str, notify: Callable[[str, str], str], n: int | None) -> str:
     """The single-run append: $1 run_id, $2 expected_seq, $3 status, $4 error, then the
-    events: three arrays ($5-$7) if ``n`` is None, else ``n`` (kind, ts, data) triples.
+    events: three arrays ($5-$7) if ``n`` is None, else ``n`` (kind, ts, data) triples;
+    last, the writer's fence (NULL: unfenced).
 
-    Returns (matched, last_seq before this statement); NOTIFY only if the status
-    changes (callers may pass the current status on every append).
+    Returns (matched, last_seq and fence before this statement, owner); NOTIFY only if
+    the status changes (callers may pass the current status on every append).
     """
     if n is None:
         count, last_ts = "cardinality($5::text[])", "($6::float8[])[cardinality($6::float8[])]"
         rows = "unnest($5::text[], $6::float8[], $7::text[]) WITH ORDINALITY AS v(k, t, d, i)"
+        fence = "$8::int8"
     else:
         count, last_ts = str(n), f"${3 * n + 3}::float8"
+        fence = f"${3 * n + 5}::int8"
         values = ", ".join(
             f"({i + 1}::bigint, ${3 * i + 5}::text, ${3 * i + 6}::float8, ${3 * i + 7}::text)"
             for i in range(n)
@@ -88,13 +91,13 @@ WITH bump AS (
     -- a run that parks or ends is driven by nobody: free its lease in the same write
     owner = CASE WHEN $3::text IS NOT NULL AND $3::text <> 'running' THEN NULL ELSE owner END,
     lease_until = CASE WHEN $3::text IS NOT NULL AND $3::text <> 'running' THEN NULL ELSE lease_until END
-  WHERE run_id = $1 AND last_seq = $2
+  WHERE run_id = $1 AND last_seq = $2 AND fence = coalesce({fence}, fence)
   RETURNING 1
 ), ins AS (
   INSERT INTO {s}.events (run_id, seq, kind, ts, data)
   SELECT $1, $2 + v.i, v.k, v.t, v.d FROM bump, {rows}
 )
-SELECT b.ok, old.last_seq,
+SELECT b.ok, old.last_seq, old.fence, old.owner,
        CASE WHEN b.ok AND $3::text IS NOT NULL AND $3::text IS DISTINCT FROM old.status
             THEN {notify("$1", "$3::text")} END
 FROM (SELECT EXISTS (SELECT 1 FROM bump) AS ok) AS b
@@ -103,8 +106,9 @@ LEFT JOIN {s}.runs old ON old.run_id = $1"""
 
 def _advance(s: str, n: int) -> str:
     """The step of a running run, the hot path: $1 run_id, $2 expected_seq, then ``n``
-    (kind, ts, data) triples. No status, no NOTIFY and nothing returned: the command
-    tag says how many events went in, ``n`` if the run was at ``expected_seq``, else 0.
+    (kind, ts, data) triples, then the writer's fence (NULL: unfenced). No status, no
+    NOTIFY and nothing returned: the command tag says how many events went in, ``n`` if
+    the run was at ``expected_seq`` with that fence, else 0.
 
     A quarter cheaper for the server than :func:`_append`'s statement here (no second
     look at the run row, no NOTIFY expression, fewer columns rewritten).
@@ -116,7 +120,7 @@ def _advance(s: str, n: int) -> str:
     return f"""
 WITH bump AS (
   UPDATE {s}.runs SET last_seq = $2 + {n}, updated_at = ${3 * n + 1}::float8
-  WHERE run_id = $1 AND last_seq = $2
+  WHERE run_id = $1 AND last_seq = $2 AND fence = coalesce(${3 * n + 3}::int8, fence)
   RETURNING 1
 )
 INSERT INTO {s}.events (run_id, seq, kind, ts, data)
@@ -136,7 +140,9 @@ WITH new AS (
   INSERT INTO {s}.runs (run_id, graph, thread, status, created_at, updated_at, last_seq,
                         parent_run_id, durability, owner, lease_until, fence, error, metadata)
   VALUES ($1, $2, $3, $4, $5, coalesce(($14::float8[])[cardinality($14::float8[])], $6),
-          cardinality($13::text[]), $7, $8, $9, $10, $11, $12, $16::jsonb)
+          cardinality($13::text[]), $7, $8, $9,
+          -- the lease runs on the server's clock: the caller's says only how long it lasts
+          {_NOW} + ($10::float8 - $5::float8), $11, $12, $16::jsonb)
   ON CONFLICT (run_id) DO NOTHING
   RETURNING {notify("$1", "$4")}
 ), ins AS (
@@ -149,12 +155,14 @@ SELECT EXISTS (SELECT 1 FROM new)""",
         append=_append(s, notify, None),
         append_few=tuple(_append(s, notify, n or None) for n in range(MAX_SCALAR_EVENTS + 1)),
         advance=("", *(_advance(s, n) for n in range(1, MAX_SCALAR_EVENTS + 1))),
-        # One row per run ($1-$6) and one per event ($7-$11). Returns the runs that did
-        # not match (conflict, or missing when last_seq is NULL) and those notified.
+        # One row per run ($1-$6, $12) and one per event ($7-$11). Returns the runs that
+        # did not match (conflict, lost lease, or missing when last_seq is NULL) and those
+        # notified.
         append_many=f"""
 WITH req AS (
-  SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::float8[])
-    AS q(run_id, expected, n, status, error, last_ts)
+  SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::float8[],
+                       $12::int8[])
+    AS q(run_id, expected, n, status, error, last_ts, fence)
 ), bump AS (
   UPDATE {s}.runs r SET
     last_seq = q.expected + q.n,
@@ -165,7 +173,7 @@ WITH req AS (
     lease_until = CASE WHEN q.status IS NOT NULL AND q.status <> 'running'
                        THEN NULL ELSE r.lease_until END
   FROM req q
-  WHERE r.run_id = q.run_id AND r.last_seq = q.expected
+  WHERE r.run_id = q.run_id AND r.last_seq = q.expected AND r.fence = coalesce(q.fence, r.fence)
   RETURNING r.run_id
 ), ins AS (
   INSERT INTO {s}.events (run_id, seq, kind, ts, data)
@@ -175,7 +183,8 @@ WITH req AS (
   WHERE e.run_id IN (SELECT run_id FROM bump)
 )
 SELECT q.run_id, old.last_seq, b.run_id IS NOT NULL AS ok,
-       CASE WHEN b.run_id IS NOT NULL THEN {notify("q.run_id", "q.status")} END
+       CASE WHEN b.run_id IS NOT NULL THEN {notify("q.run_id", "q.status")} END,
+       old.fence, old.owner
 FROM req q
 LEFT JOIN {s}.runs old ON old.run_id = q.run_id
 LEFT JOIN bump b ON b.run_id = q.run_id
@@ -191,7 +200,7 @@ ORDER BY e.run_id, e.seq""",
 SELECT seq, kind, ts, data FROM {s}.events
 WHERE run_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq""",
         get_run=f"SELECT {RUN_COLUMNS} FROM {s}.runs WHERE run_id = $1",
-        last_seq=f"SELECT last_seq FROM {s}.runs WHERE run_id = $1",
+        last_seq=f"SELECT last_seq, fence, owner FROM {s}.runs WHERE run_id = $1",
         list_threads=f"""
 SELECT thread, runs, run_id, status, updated_at FROM (
   SELECT DISTINCT ON (thread) thread, count(*) OVER (PARTITION BY thread) AS runs,
@@ -204,13 +213,15 @@ ORDER BY updated_at DESC, thread DESC LIMIT $1""",
 INSERT INTO {s}.snapshots (run_id, seq, data) VALUES ($1, $2, $3)
 ON CONFLICT (run_id) DO UPDATE SET seq = EXCLUDED.seq, data = EXCLUDED.data""",
         load_snapshot=f"SELECT seq, data FROM {s}.snapshots WHERE run_id = $1 AND seq <= $2",
-        # $4 is an owner this process found dead: taken over like an expired lease.
+        # $4 is an owner this process found dead: taken over like an expired lease. $5 is
+        # the token the claimant last held: a free run still at it is taken back keeping it.
         claim=f"""
 WITH up AS (
   UPDATE {s}.runs SET
     owner = $2,
     lease_until = {_NOW} + $3,
-    fence = fence + (owner IS DISTINCT FROM $2)::int
+    fence = fence + (owner IS DISTINCT FROM $2
+                     AND (owner IS NOT NULL OR fence IS DISTINCT FROM $5::int8))::int
   WHERE run_id = $1
     AND (owner IS NULL OR owner = $2 OR lease_until IS NULL OR lease_until <= {_NOW} OR owner = $4)
   RETURNING fence
@@ -221,13 +232,15 @@ FROM (SELECT 1) AS one LEFT JOIN {s}.runs r ON r.run_id = $1""",
         release=f"UPDATE {s}.runs SET owner = NULL, lease_until = NULL WHERE run_id = $1 AND owner = $2",
         # Running runs another owner could take: no owner, an expired lease, or an
         # owner on this host (whose process may be dead; checked by the caller).
+        # Paged by (created_at, run_id) > ($4, $5).
         orphaned=f"""
 SELECT {RUN_COLUMNS}, (lease_until IS NULL OR lease_until <= {_NOW}) AS expired
 FROM {s}.runs
 WHERE status = 'running' AND owner IS DISTINCT FROM $1
   AND (owner IS NULL OR lease_until IS NULL OR lease_until <= {_NOW} OR owner LIKE $2)
+  AND (created_at, run_id) > ($4::float8, $5::text)
 ORDER BY created_at, run_id
-LIMIT $3 OFFSET $4""",
+LIMIT $3""",
         schema=s,
     )
 
@@ -282,6 +295,7 @@ def batch_args(groups: list[Group]) -> tuple[list[Any], ...]:
         [g.error for g in groups],
         [g.ts[-1] if g.ts else None for g in groups],
         run_ids, seqs, kinds, ts, data,
+        [g.fence for g in groups],
     )  # fmt: skip
 
 

@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Final
 
-from ..errors import NotAStoreError, SchemaVersionError, StoreError
+from ..errors import NotAStoreError, SchemaVersionError, StoreError, TransientStoreError
 
 #: ``PRAGMA application_id`` of every Mainspring store: ASCII "MSPR".
 APPLICATION_ID: Final = 0x4D535052
@@ -224,11 +224,15 @@ _SQLITE_CONSTRAINT, _SQLITE_AUTH, _SQLITE_NOTADB = 19, 23, 26
 def translate(
     exc: sqlite3.Error, path: Path, doing: str, *, busy_timeout: float = 0.0
 ) -> StoreError:
-    """A StoreError for a driver error, saying what to fix."""
+    """A StoreError for a driver error, saying what to fix.
+
+    A full disk, an I/O error and a file locked by another process may pass: those are
+    :class:`TransientStoreError`, which the runtime retries.
+    """
     code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
     where = f"{path} while {doing}"
     if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
-        return StoreError(
+        return TransientStoreError(
             f"{path} stayed locked by another connection for longer than the busy timeout "
             f"({busy_timeout:g} s) while {doing}; another process holds a long transaction on it. "
             "Retry, pass a larger busy_timeout, or stop the other process"
@@ -241,11 +245,13 @@ def translate(
     if code in (_SQLITE_PERM, _SQLITE_AUTH):
         return StoreError(f"permission denied on {where} ({exc}); check the file's permissions")
     if code == _SQLITE_FULL:
-        return StoreError(
+        return TransientStoreError(
             f"the disk holding {path} is full while {doing}; free some space and retry"
         )
     if code == _SQLITE_IOERR:
-        return StoreError(f"I/O error on {where} ({exc}); check the disk and the filesystem")
+        return TransientStoreError(
+            f"I/O error on {where} ({exc}); check the disk and the filesystem"
+        )
     if code == _SQLITE_CORRUPT:
         return StoreError(f"{path} is corrupt ({exc}); restore it from a backup")
     if code == _SQLITE_NOTADB:

@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from ..errors import ConflictError, RunNotFoundError, StoreError
+from ..errors import ConflictError, LeaseLostError, RunNotFoundError, StoreError
 from ..events import Event, EventKind, decode, encode
+from ._lease_watch import LeaseWatch
 from ._owner import owner_is_dead
 from .base import Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
 
@@ -24,16 +25,19 @@ RUN_COLUMNS: Final = (
     "durability, owner, lease_until, fence, error, metadata"
 )
 INSERT_RUN: Final = (
-    f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (run_id) DO NOTHING"
+    f"INSERT INTO runs ({RUN_COLUMNS}, lease_ttl) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING"
 )
+# Without a ttl of its own (a run written by release 0.1), a lease is judged by this one.
+DEFAULT_LEASE_TTL: Final = 30.0
 SELECT_RUN: Final = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
 INSERT_EVENT: Final = "INSERT INTO events (run_id, seq, kind, ts, data) VALUES (?, ?, ?, ?, ?)"
-# The conditional append is one UPDATE guarded by last_seq; a separate statement
-# with status/error keeps the hot path from rewriting the status indexes.
+# The conditional append is one UPDATE guarded by last_seq and the writer's lease token
+# (fence; NULL: unfenced); a separate statement with status/error keeps the hot path
+# from rewriting the status indexes.
 ADVANCE: Final = (
     "UPDATE runs SET last_seq = ?, updated_at = coalesce(?, updated_at) "
-    "WHERE run_id = ? AND last_seq = ?"
+    "WHERE run_id = ? AND last_seq = ? AND fence = coalesce(?, fence)"
 )
 # A run that parks or ends is driven by nobody: its lease is freed in the same statement.
 ADVANCE_STATUS: Final = (
@@ -41,7 +45,7 @@ ADVANCE_STATUS: Final = (
     "status = coalesce(?, status), error = coalesce(?, error), "
     "owner = CASE WHEN ? THEN NULL ELSE owner END, "
     "lease_until = CASE WHEN ? THEN NULL ELSE lease_until END "
-    "WHERE run_id = ? AND last_seq = ?"
+    "WHERE run_id = ? AND last_seq = ? AND fence = coalesce(?, fence)"
 )
 
 _KINDS: Final = {kind.value: kind for kind in EventKind}
@@ -50,19 +54,24 @@ _KINDS: Final = {kind.value: kind for kind in EventKind}
 
 
 def apply_append(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
-    run_id, expected_seq, rows, status, error, last_ts = args
+    run_id, expected_seq, rows, status, error, last_ts, fence = args
     new_seq = expected_seq + len(rows)
     if status is None and error is None:
-        cur.execute(ADVANCE, (new_seq, last_ts, run_id, expected_seq))
+        cur.execute(ADVANCE, (new_seq, last_ts, run_id, expected_seq, fence))
     else:
         parked = status is not None and status != "running"
         cur.execute(
-            ADVANCE_STATUS, (new_seq, last_ts, status, error, parked, parked, run_id, expected_seq)
+            ADVANCE_STATUS,
+            (new_seq, last_ts, status, error, parked, parked, run_id, expected_seq, fence),
         )
     if cur.rowcount != 1:
-        found = cur.execute("SELECT last_seq FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        found = cur.execute(
+            "SELECT last_seq, fence, owner FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
         if found is None:
             raise RunNotFoundError(run_id)
+        if fence is not None and found[1] != fence:
+            raise LeaseLostError(run_id, fence, found[1], found[2])
         raise ConflictError(run_id, expected_seq, found[0])
     if rows:
         cur.executemany(INSERT_EVENT, rows)
@@ -87,29 +96,54 @@ def apply_snapshot(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
 
 
 def apply_claim(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> int | None:
-    run_id, owner, ttl = args
+    run_id, owner, ttl, watch, known_fence = args
     found = cur.execute(
-        "SELECT owner, lease_until, fence FROM runs WHERE run_id = ?", (run_id,)
+        "SELECT owner, lease_until, fence, lease_ttl FROM runs WHERE run_id = ?", (run_id,)
     ).fetchone()
     if found is None:
         raise RunNotFoundError(run_id)
-    holder, lease_until, fence = found
-    now = time.time()  # read under the write lock, so all processes agree on the order
-    if holder == owner:
-        cur.execute("UPDATE runs SET lease_until = ? WHERE run_id = ?", (now + ttl, run_id))
+    holder, lease_until, fence, lease_ttl = found
+    # lease_until is the holder's own clock: written, compared only with itself (LeaseWatch).
+    until = time.time() + ttl
+    if holder == owner or (holder is None and fence == known_fence):
+        cur.execute(
+            "UPDATE runs SET owner = ?, lease_until = ?, lease_ttl = ? WHERE run_id = ?",
+            (owner, until, ttl, run_id),
+        )
         return int(fence)
-    if holder is not None and (lease_until or 0) > now and not owner_is_dead(holder):
+    if holder is not None and not lease_expired(
+        watch, run_id, holder, fence, lease_until, lease_ttl
+    ):
         return None
+    watch.forget(run_id)
     cur.execute(
-        "UPDATE runs SET owner = ?, lease_until = ?, fence = ? WHERE run_id = ?",
-        (owner, now + ttl, fence + 1, run_id),
+        "UPDATE runs SET owner = ?, lease_until = ?, lease_ttl = ?, fence = ? WHERE run_id = ?",
+        (owner, until, ttl, fence + 1, run_id),
     )
     return int(fence) + 1
 
 
+def lease_expired(
+    watch: LeaseWatch,
+    run_id: str,
+    holder: str,
+    fence: int,
+    lease_until: float | None,
+    lease_ttl: float | None,
+) -> bool:
+    """Whether another owner's lease may be taken: its process is dead here, or it was not
+    renewed for its ttl (by this process's monotonic clock)."""
+    if lease_until is None or owner_is_dead(holder):
+        return True
+    return watch.expired(run_id, (holder, fence, lease_until), lease_ttl or DEFAULT_LEASE_TTL)
+
+
 def apply_renew(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
     owner, ttl = args
-    cur.execute("UPDATE runs SET lease_until = ? WHERE owner = ?", (time.time() + ttl, owner))
+    cur.execute(
+        "UPDATE runs SET lease_until = ?, lease_ttl = ? WHERE owner = ?",
+        (time.time() + ttl, ttl, owner),
+    )
 
 
 def apply_release(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
@@ -150,6 +184,7 @@ def run_params(record: RunRecord) -> Row:
         record.fence,
         record.error,
         encode(record.metadata, what="run metadata").decode(),
+        None if record.lease_until is None else record.lease_until - record.created_at,
     )
 
 
@@ -266,17 +301,22 @@ def select_snapshot(run_id: str, at_most: int | None, conn: sqlite3.Connection) 
     return Snapshot(run_id, row[0], decode(row[1]))
 
 
-def select_orphans(owner: str, now: float, limit: int, conn: sqlite3.Connection) -> list[RunRecord]:
-    # `status = 'running'` is spelled as a literal so the partial index runs_orphans applies.
+def select_orphans(
+    owner: str, after: tuple[float, str] | None, limit: int, conn: sqlite3.Connection
+) -> list[RunRecord]:
+    # `status = 'running'` is spelled as a literal so the partial index runs_orphans applies;
+    # the row value comparison pages by (created_at, run_id), the order of that index.
+    low = after or (float("-inf"), "")
     rows = conn.execute(
         f"""
         SELECT {RUN_COLUMNS} FROM runs
         WHERE status = 'running' AND (owner IS NULL OR owner != ?)
-          AND (owner IS NULL OR lease_until IS NULL OR lease_until <= ?
-               OR mainspring_owner_is_dead(owner))
+          AND (created_at, run_id) > (?, ?)
+          AND (owner IS NULL
+               OR mainspring_lease_expired(run_id, owner, fence, lease_until, lease_ttl))
         ORDER BY created_at, run_id
         LIMIT ?
         """,
-        (owner, now, limit),
+        (owner, low[0], low[1], limit),
     )
     return [record_from_row(row) for row in rows]

@@ -17,7 +17,13 @@ The contract every backend honours (and ``tests/store_conformance.py`` checks):
   the run's lease in the same transaction: nobody drives it any more.
 * Leases say which process drives a run; ``claim`` takes a run whose lease is
   free, expired or held by a process known to be dead, and returns a fencing
-  token that grows with every claim.
+  token that grows whenever the run changes hands. An append that carries a
+  token (``fence``) is refused with :class:`LeaseLostError` once the run's token
+  has moved on: a process that lost its lease can never write again.
+* Expiry never compares one process's wall clock with another's. PostgreSQL
+  uses the server's clock; SQLite, which has no clock of its own, lets a
+  claimant see a lease as expired once it has watched it go unrenewed for the
+  lease's ttl on its own monotonic clock (so a claimant may need to ask again).
 * A store that is not a Mainspring store, or has a newer schema, is refused
   by ``open`` and never modified.
 """
@@ -164,8 +170,13 @@ class Store(Protocol):
         status: RunStatus | None = None,
         error: str | None = None,
         durability: Durability = Durability.SYNC,
+        fence: int | None = None,
     ) -> None:
-        """Append ``events`` (numbered ``expected_seq + 1`` onward) or raise ConflictError."""
+        """Append ``events`` (numbered ``expected_seq + 1`` onward) or raise ConflictError.
+
+        With ``fence``, also refuse (LeaseLostError) unless the run's lease token is still
+        ``fence``.
+        """
 
     async def flush(self) -> None:
         """Wait until every accepted write (including ``off`` ones) is committed."""
@@ -187,11 +198,15 @@ class Store(Protocol):
     async def load_snapshot(self, run_id: str, *, at_most: int | None = None) -> Snapshot | None:
         """The newest snapshot with ``seq <= at_most``, if any is kept."""
 
-    async def claim(self, run_id: str, owner: str, ttl: float) -> int | None:
+    async def claim(
+        self, run_id: str, owner: str, ttl: float, *, fence: int | None = None
+    ) -> int | None:
         """Take the run's lease if it is free, expired or held by a dead local process.
 
         Returns the new fencing token, or ``None`` if another live owner holds it.
-        A run already held by ``owner`` is renewed and keeps its token.
+        A run already held by ``owner`` is renewed and keeps its token; so is a free
+        run whose token is still ``fence`` (nobody has held it since: a holder that
+        parked the run takes it back without fencing out its own writes).
         """
 
     async def renew(self, owner: str, ttl: float) -> None:
@@ -200,5 +215,11 @@ class Store(Protocol):
     async def release(self, run_id: str, owner: str) -> None:
         """Give the lease back (the run is parked or terminal)."""
 
-    async def orphaned_runs(self, owner: str, *, limit: int = 1000) -> list[RunRecord]:
-        """Running runs whose lease another owner could take now (crash recovery)."""
+    async def orphaned_runs(
+        self, owner: str, *, limit: int = 1000, after: tuple[float, str] | None = None
+    ) -> list[RunRecord]:
+        """Running runs whose lease ``owner`` could take now (crash recovery), oldest first.
+
+        At most ``limit``, from those created after ``after`` (``(created_at, run_id)``
+        of the last run of the previous page): page on until a page comes back short.
+        """

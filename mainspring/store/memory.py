@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-from ..errors import ConflictError, RunNotFoundError, StoreError
+from ..errors import ConflictError, LeaseLostError, RunNotFoundError, StoreError
 from ..events import Event
 from ._owner import owner_is_dead
 from .base import (
@@ -33,6 +33,9 @@ class MemoryStore:
         self._runs: dict[str, RunRecord] = {}
         self._events: dict[str, list[Event]] = {}
         self._snapshots: dict[str, Snapshot] = {}
+        # Lease expiry by the monotonic clock (lease_until, for people, is wall time):
+        # one process, one clock, and no clock step can expire a healthy lease.
+        self._deadlines: dict[str, float] = {}
         self._closed = False
         self.commit_observer: CommitObserver | None = None
 
@@ -59,6 +62,8 @@ class MemoryStore:
             record.updated_at = events[-1].ts
         self._runs[record.run_id] = record
         self._events[record.run_id] = list(events)
+        if record.lease_until is not None:
+            self._deadlines[record.run_id] = time.monotonic() + record.lease_until - time.time()
         return CreateResult(record, created=True)
 
     async def append(
@@ -70,8 +75,9 @@ class MemoryStore:
         status: RunStatus | None = None,
         error: str | None = None,
         durability: Durability = Durability.SYNC,
+        fence: int | None = None,
     ) -> None:
-        self.append_now(run_id, expected_seq, events, status=status, error=error)
+        self.append_now(run_id, expected_seq, events, status=status, error=error, fence=fence)
 
     def append_now(
         self,
@@ -81,11 +87,14 @@ class MemoryStore:
         *,
         status: RunStatus | None = None,
         error: str | None = None,
+        fence: int | None = None,
     ) -> None:
         """``append`` without the await: nothing here waits, so the engine calls it directly."""
         record = self._runs.get(run_id)
         if record is None:
             raise RunNotFoundError(run_id)
+        if fence is not None and record.fence != fence:
+            raise LeaseLostError(run_id, fence, record.fence, record.owner)
         if record.last_seq != expected_seq:
             raise ConflictError(run_id, expected_seq, record.last_seq)
         if events:
@@ -153,30 +162,35 @@ class MemoryStore:
             return None
         return snap
 
-    async def claim(self, run_id: str, owner: str, ttl: float) -> int | None:
+    async def claim(
+        self, run_id: str, owner: str, ttl: float, *, fence: int | None = None
+    ) -> int | None:
         record = self._runs.get(run_id)
         if record is None:
             raise RunNotFoundError(run_id)
-        now = time.time()
-        if record.owner == owner:
-            record.lease_until = now + ttl
+        if record.owner == owner or (record.owner is None and record.fence == fence):
+            self._lease(record, owner, ttl)
             return record.fence
-        if (
-            record.owner is not None
-            and (record.lease_until or 0) > now
-            and not owner_is_dead(record.owner)
-        ):
+        if record.owner is not None and not self._expired(record):
             return None
-        record.owner = owner
-        record.lease_until = now + ttl
+        self._lease(record, owner, ttl)
         record.fence += 1
         return record.fence
 
+    def _lease(self, record: RunRecord, owner: str, ttl: float) -> None:
+        record.owner = owner
+        record.lease_until = time.time() + ttl
+        self._deadlines[record.run_id] = time.monotonic() + ttl
+
+    def _expired(self, record: RunRecord) -> bool:
+        if record.owner is None or owner_is_dead(record.owner):
+            return True
+        return self._deadlines.get(record.run_id, 0.0) <= time.monotonic()
+
     async def renew(self, owner: str, ttl: float) -> None:
-        until = time.time() + ttl
         for record in self._runs.values():
             if record.owner == owner:
-                record.lease_until = until
+                self._lease(record, owner, ttl)
 
     async def release(self, run_id: str, owner: str) -> None:
         record = self._runs.get(run_id)
@@ -184,16 +198,18 @@ class MemoryStore:
             record.owner = None
             record.lease_until = None
 
-    async def orphaned_runs(self, owner: str, *, limit: int = 1000) -> list[RunRecord]:
-        now = time.time()
+    async def orphaned_runs(
+        self, owner: str, *, limit: int = 1000, after: tuple[float, str] | None = None
+    ) -> list[RunRecord]:
         found = [
             replace(r)
             for r in self._runs.values()
             if r.status is RunStatus.RUNNING
             and r.owner != owner
-            and (r.owner is None or (r.lease_until or 0) <= now or owner_is_dead(r.owner))
+            and (after is None or (r.created_at, r.run_id) > after)
+            and self._expired(r)
         ]
-        found.sort(key=lambda r: r.created_at)
+        found.sort(key=lambda r: (r.created_at, r.run_id))
         return found[:limit]
 
 

@@ -73,7 +73,7 @@ import anyio
 import asyncpg
 import orjson
 
-from ..errors import ConflictError, MainspringError, RunNotFoundError, StoreError
+from ..errors import ConflictError, LeaseLostError, MainspringError, RunNotFoundError, StoreError
 from ..events import Event, EventKind, encode
 from . import _pg_sql
 from ._owner import owner_is_dead
@@ -272,6 +272,7 @@ class PostgresStore:
         status: RunStatus | None = None,
         error: str | None = None,
         durability: Durability = Durability.SYNC,
+        fence: int | None = None,
     ) -> None:
         self._live_pool()
         self._raise_failure(run_id)
@@ -280,10 +281,10 @@ class PostgresStore:
         if durability == Durability.SYNC:
             await self._batch.settle(run_id)  # queued writes of this run go first
             self._raise_failure(run_id)
-            await self._append_now(run_id, expected_seq, kinds, ts, data, status_text, error)
+            await self._append_now(run_id, expected_seq, kinds, ts, data, status_text, error, fence)
             return
         confirm = durability != Durability.OFF
-        write = Write(run_id, expected_seq, kinds, ts, data, status_text, error, confirm)
+        write = Write(run_id, expected_seq, kinds, ts, data, status_text, error, fence, confirm)
         self._batch.submit(write)
         if confirm:
             await write.done.wait()
@@ -304,6 +305,7 @@ class PostgresStore:
         data: list[str],
         status: str | None,
         error: str | None,
+        fence: int | None,
     ) -> None:
         pool = self._live_pool()
         n = len(kinds)
@@ -319,24 +321,27 @@ class PostgresStore:
         if scalar:
             for event in zip(kinds, ts, data, strict=True):
                 args += event
+        args.append(fence)
         tag = f"INSERT 0 {n}"  # the command tag of an advance that went in
 
-        async def write() -> tuple[bool, int | None]:
-            """Did the append go in; if not, the run's last_seq (None: no such run)."""
+        async def write() -> tuple[bool, int | None, int | None, str | None]:
+            """Did the append go in; if not, the run's last_seq (None: no such run), fence
+            and owner."""
             if advance:
                 if await pool.execute(sql, *args) == tag:
-                    return True, expected
-                return False, await pool.fetchval(self._sql.last_seq, run_id)
+                    return True, expected, fence, None
+                row = await pool.fetchrow(self._sql.last_seq, run_id)
+                return (False, None, None, None) if row is None else (False, *row)
             row = await pool.fetchrow(sql, *args)
             assert row is not None
-            return row[0], row[1]
+            return row[0], row[1], row[2], row[3]
 
         async def attempt(retried: bool) -> None:
             while True:
-                ok, actual = await write()
+                ok, actual, actual_fence, owner = await write()
                 if ok:
                     return
-                failure = _unmatched(run_id, expected, actual)
+                failure = _unmatched(run_id, expected, actual, fence, actual_fence, owner)
                 if failure is not None:
                     break
                 # A concurrent writer committed after this statement's snapshot: look again.
@@ -363,7 +368,7 @@ class PostgresStore:
             while todo:
                 batch = [groups[i] for i in todo]
                 rows = await pool.fetch(self._sql.append_many, *_pg_sql.batch_args(batch))
-                unmatched: dict[str, int | None] = {r[0]: r[1] for r in rows if not r[2]}
+                unmatched = {r[0]: (r[1], r[4], r[5]) for r in rows if not r[2]}
                 ours: set[str] = set()
                 if retried and unmatched:  # an earlier attempt may have committed some
                     maybe = [g.as_write() for g in batch if g.run_id in unmatched]
@@ -373,7 +378,10 @@ class PostgresStore:
                     if group.run_id in ours:
                         outcomes[i] = None
                     elif group.run_id in unmatched:
-                        outcome = _unmatched(group.run_id, group.expected, unmatched[group.run_id])
+                        actual, actual_fence, owner = unmatched[group.run_id]
+                        outcome = _unmatched(
+                            group.run_id, group.expected, actual, group.fence, actual_fence, owner
+                        )
                         if outcome is None:
                             again.append(i)  # a concurrent writer passed this snapshot
                         outcomes[i] = outcome
@@ -465,12 +473,14 @@ class PostgresStore:
 
     # -- leases ------------------------------------------------------------------------------
 
-    async def claim(self, run_id: str, owner: str, ttl: float) -> int | None:
+    async def claim(
+        self, run_id: str, owner: str, ttl: float, *, fence: int | None = None
+    ) -> int | None:
         pool = self._live_pool()
         what = f"claiming run {run_id!r}"
         dead_owner: str | None = None
         while True:  # at most twice: again only to take over a dead local owner
-            args = (run_id, owner, float(ttl), dead_owner)
+            args = (run_id, owner, float(ttl), dead_owner, fence)
             fence, exists, holder = (await self._fetch(what, pool, self._sql.claim, *args))[0]
             if fence is not None:
                 return int(fence)
@@ -488,19 +498,22 @@ class PostgresStore:
         pool = self._live_pool()
         await self._fetch(f"releasing run {run_id!r}", pool, self._sql.release, run_id, owner)
 
-    async def orphaned_runs(self, owner: str, *, limit: int = 1000) -> list[RunRecord]:
+    async def orphaned_runs(
+        self, owner: str, *, limit: int = 1000, after: tuple[float, str] | None = None
+    ) -> list[RunRecord]:
         pool = self._live_pool()
         found: list[RunRecord] = []
-        offset = 0
+        low = after or (float("-inf"), "")
         while len(found) < limit:
-            args = (owner, _HOST_PREFIX, limit, offset)
+            args = (owner, _HOST_PREFIX, limit, *low)
             rows = await self._fetch("finding orphaned runs", pool, self._sql.orphaned, *args)
             for r in rows:
+                # Runs of live processes on this host come back too: only a dead one's count.
                 if r["expired"] or r["owner"] is None or owner_is_dead(r["owner"]):
                     found.append(_pg_sql.run_record(r))
             if len(rows) < limit:
                 break
-            offset += limit
+            low = (rows[-1]["created_at"], rows[-1]["run_id"])
         return found[:limit]
 
 
@@ -516,10 +529,20 @@ def _require_asyncio() -> None:
         ) from None
 
 
-def _unmatched(run_id: str, expected: int, actual: int | None) -> MainspringError | None:
-    """Why an append matched no run row; None if the run was at ``expected`` (try again)."""
+def _unmatched(
+    run_id: str,
+    expected: int,
+    actual: int | None,
+    fence: int | None,
+    actual_fence: int | None,
+    owner: str | None,
+) -> MainspringError | None:
+    """Why an append matched no run row; None if the run was at ``expected`` with the
+    writer's fence (a concurrent writer passed the statement's snapshot: try again)."""
     if actual is None:
         return RunNotFoundError(run_id)
+    if fence is not None and actual_fence != fence:
+        return LeaseLostError(run_id, fence, actual_fence, owner)
     if actual != expected:
         return ConflictError(run_id, expected, actual)
     return None

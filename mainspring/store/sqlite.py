@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
@@ -28,6 +27,7 @@ import anyio.to_thread
 from ..errors import StoreError
 from ..events import Event, encode
 from . import _sqlite_sql as sql
+from ._lease_watch import LeaseWatch
 from ._owner import owner_is_dead
 from ._sqlite_schema import inspect_file, migrate, parse_url, readonly_uri, translate
 from ._sqlite_writer import BARRIER, STOP, Request, Writer, closed_error
@@ -47,6 +47,7 @@ __all__ = ["SQLiteStore"]
 _T = TypeVar("_T")
 
 _ANY_RUN: Final = RunQuery()
+_READ_THREADS: Final = 8
 
 
 class SQLiteStore:
@@ -82,6 +83,10 @@ class SQLiteStore:
         self._readers_lock = threading.Lock()
         self._idle_readers: list[sqlite3.Connection] = []
         self._readers_closed = False
+        # Reads take threads of their own, so a user's blocking code (which shares anyio's
+        # default limiter) can never starve the store. Made in open(): it needs the loop.
+        self._read_limiter: anyio.CapacityLimiter | None = None
+        self._leases = LeaseWatch()
 
     def __repr__(self) -> str:
         state = "open" if self._writer is not None else "closed"
@@ -106,6 +111,7 @@ class SQLiteStore:
             if self._writer is not None:
                 return
             conn = await anyio.to_thread.run_sync(self._connect)
+            self._read_limiter = anyio.CapacityLimiter(_READ_THREADS)
             with self._readers_lock:
                 self._readers_closed = False
             self._writer = Writer(
@@ -225,6 +231,7 @@ class SQLiteStore:
         status: RunStatus | None = None,
         error: str | None = None,
         durability: Durability = Durability.SYNC,
+        fence: int | None = None,
     ) -> None:
         writer = self._require_writer()
         if writer.off_errors and run_id in writer.off_errors:
@@ -239,6 +246,7 @@ class SQLiteStore:
             None if status is None else str(status),
             error,
             events[-1].ts if events else None,
+            fence,
         )
         if durability == Durability.OFF:
             writer.submit(Request(sql.APPEND, run_id, args, False, None, None, off=True))
@@ -279,9 +287,12 @@ class SQLiteStore:
             writer, sql.SNAPSHOT, snapshot.run_id, (snapshot.run_id, snapshot.seq, data), True
         )
 
-    async def claim(self, run_id: str, owner: str, ttl: float) -> int | None:
+    async def claim(
+        self, run_id: str, owner: str, ttl: float, *, fence: int | None = None
+    ) -> int | None:
         writer = self._require_writer()
-        result: int | None = await self._call(writer, sql.CLAIM, run_id, (run_id, owner, ttl), True)
+        args = (run_id, owner, ttl, self._leases, fence)
+        result: int | None = await self._call(writer, sql.CLAIM, run_id, args, True)
         return result
 
     async def renew(self, owner: str, ttl: float) -> None:
@@ -303,7 +314,7 @@ class SQLiteStore:
         return writer
 
     async def _read(self, query: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await anyio.to_thread.run_sync(self._run_read, query)
+        return await anyio.to_thread.run_sync(self._run_read, query, limiter=self._read_limiter)
 
     def _run_read(self, query: Callable[[sqlite3.Connection], _T]) -> _T:
         conn = self._acquire_reader()
@@ -331,6 +342,9 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise translate(exc, self.path, "opening a read connection") from None
         conn.create_function("mainspring_owner_is_dead", 1, owner_is_dead)
+        conn.create_function(
+            "mainspring_lease_expired", 5, partial(sql.lease_expired, self._leases)
+        )
         return conn
 
     def _release_reader(self, conn: sqlite3.Connection) -> None:
@@ -369,6 +383,8 @@ class SQLiteStore:
         self._require_writer()
         return await self._read(partial(sql.select_snapshot, run_id, at_most))
 
-    async def orphaned_runs(self, owner: str, *, limit: int = 1000) -> list[RunRecord]:
+    async def orphaned_runs(
+        self, owner: str, *, limit: int = 1000, after: tuple[float, str] | None = None
+    ) -> list[RunRecord]:
         await self._settle(None)
-        return await self._read(partial(sql.select_orphans, owner, time.time(), limit))
+        return await self._read(partial(sql.select_orphans, owner, after, limit))

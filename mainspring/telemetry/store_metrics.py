@@ -56,10 +56,17 @@ class InstrumentedStore:
         status: RunStatus | None = None,
         error: str | None = None,
         durability: Durability = Durability.SYNC,
+        fence: int | None = None,
     ) -> None:
         started = time.perf_counter()
         await self._store.append(
-            run_id, expected_seq, events, status=status, error=error, durability=durability
+            run_id,
+            expected_seq,
+            events,
+            status=status,
+            error=error,
+            durability=durability,
+            fence=fence,
         )
         self._record(durability, started, len(events))
 
