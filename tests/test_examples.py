@@ -48,3 +48,15 @@ def test_readme_quickstart_runs(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "refund issued" in done.stdout
     assert (tmp_path / "agents.db").exists()
+
+
+def test_benchmarks_md_is_in_the_repository_and_every_reference_resolves() -> None:
+    assert (REPO / "BENCHMARKS.md").is_file(), "README.md and benchmarks/ refer to BENCHMARKS.md"
+    for doc in (REPO / "README.md", REPO / "benchmarks" / "README.md"):
+        text = doc.read_text()
+        for target in re.findall(r"\]\(([^)#\s]+)", text):  # every relative Markdown link
+            if "://" not in target:
+                assert (doc.parent / target).exists(), f"{doc.name}: link to missing {target}"
+        # Every mention is a link, so that a reader (or a renderer) can follow it from any folder.
+        unlinked = re.sub(r"\[`BENCHMARKS\.md`\]\([^)]*\)", "", text)
+        assert "BENCHMARKS.md" not in unlinked, f"{doc.name} names BENCHMARKS.md without a link"
