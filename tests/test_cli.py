@@ -321,10 +321,31 @@ def test_bad_graph_reference_is_a_usage_error(store: str, ref: str, message: str
     one_error_line(cli("graph", ref), 2, message)
 
 
-def test_bad_store_url_and_bad_option(store: str) -> None:
+def test_bad_store_url(store: str) -> None:
     one_error_line(cli("runs", store="redis://localhost"), 3, "unknown store scheme 'redis'")
-    assert cli("runs", "--status", "sleeping", store=store).exit_code == 2
-    assert cli("run", store=store).exit_code == 2  # missing MODULE:GRAPH
+
+
+# Usage errors click finds before a command runs: one line each, naming the option and the help.
+USAGE_ERRORS: list[tuple[list[str], tuple[str, ...]]] = [
+    (
+        ["runs", "--status", "bogus"],
+        ("invalid value for '--status'", "'bogus' is not one of 'running', 'interrupted'"),
+    ),
+    (["fork", "r", "--at", "0"], ("invalid value for '--at'", "greater than or equal to 1")),
+    (["run"], ("missing argument 'MODULE:GRAPH'", "(see 'mainspring run --help')")),
+    (["resume"], ("missing argument 'RUN'",)),
+    (["runs", "--bogus"], ("no such option: --bogus", "(see 'mainspring runs --help')")),
+    (["--bogus", "runs"], ("no such option: --bogus", "(see 'mainspring --help')")),
+    (["runn"], ("no such command 'runn'", "Did you mean 'run'")),
+    (["runs", "--limit", "x"], ("invalid value for '--limit'", "valid integer")),
+    (["run", SUPPORT, "--durability", "maybe"], ("'maybe' is not one of 'sync'",)),
+]
+
+
+@pytest.mark.parametrize(("args", "fragments"), USAGE_ERRORS)
+def test_usage_errors_are_one_line(store: str, args: list[str], fragments: tuple[str, ...]) -> None:
+    line = one_error_line(cli(*args, store=store), 2, *fragments)
+    assert "╭" not in line and "Value error" not in line
 
 
 def test_unexpected_errors_are_one_line_unless_debug(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -399,6 +420,17 @@ def test_console_script_errors_and_exit_codes(tmp_path: Path) -> None:
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
         assert fragment in result.stderr and "Traceback" not in result.stderr
     assert mainspring("--version").stdout.startswith("mainspring 0.")
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="the mainspring console script is not installed")
+def test_console_script_usage_errors_are_one_line(tmp_path: Path) -> None:
+    store = str(tmp_path / "script.db")
+    for args, fragments in USAGE_ERRORS:
+        result = mainspring(*args, "--store", store)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+        assert all(f in result.stderr for f in fragments), result.stderr
+        assert result.stdout == ""
 
 
 def _wait_for_seq(store: str, run_id: str, seq: int) -> None:

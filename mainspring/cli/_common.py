@@ -1,8 +1,9 @@
 """What every command shares: options, the store, JSON arguments, async, and errors.
 
-Errors are caught in one place, :class:`CliGroup.invoke`: a Mainspring error or
-a bad argument prints one red ``error: ...`` line on stderr and exits with the
-code below. Anything unexpected prints one line too, unless ``--debug`` (or
+Errors are caught in one place, :class:`CliGroup`: a Mainspring error, a bad
+argument or a usage error click finds (unknown option, bad value, missing
+argument) prints one red ``error: ...`` line on stderr and exits with the code
+below. Anything unexpected prints one line too, unless ``--debug`` (or
 ``MAINSPRING_DEBUG=1``) asks for the traceback.
 
 Exit codes:
@@ -219,14 +220,43 @@ def fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _usage_line(exc: typer.TyperException) -> str:
+    """Click's usage error (bad option, missing argument, unknown command) as one line."""
+    # typer validates values with pydantic, whose messages start "Value error, ".
+    message = exc.format_message().replace("Value error, ", "").strip().rstrip(".")
+    message = message[:1].lower() + message[1:]
+    path = getattr(getattr(exc, "ctx", None), "command_path", None)
+    return f"{message} (see '{path} --help')" if isinstance(path, str) else message
+
+
+def _is_help(exc: BaseException) -> bool:
+    # Raised for `mainspring` alone, once typer has printed the help: not an error to report.
+    # Matched by name, as typer's own error printer does.
+    return type(exc).__name__ == "NoArgsIsHelpError"
+
+
 class CliGroup(TyperGroup):
     """The app's group: turns every error of every command into one line and an exit code."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: ClickContext | None = None,
+        **extra: Any,
+    ) -> ClickContext:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except typer.TyperException as exc:  # the group's own options: `mainspring --bogus`
+            if _is_help(exc):
+                raise
+            fail(_usage_line(exc), EXIT_USAGE)
 
     def invoke(self, ctx: ClickContext) -> Any:
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, typer.TyperException, BrokenPipeError):
-            raise  # exits, usage errors (exit code 2) and closed pipes: typer reports them
+        except (typer.Exit, typer.Abort, BrokenPipeError):
+            raise  # exits and closed pipes: typer handles them
         except KeyboardInterrupt:
             err().print(
                 "[yellow]interrupted; a run in progress stays resumable from its journal "
@@ -236,8 +266,12 @@ class CliGroup(TyperGroup):
             raise typer.Exit(130) from None
         except Exception as raised:
             exc = _single(raised)
-            if isinstance(exc, typer.Exit | typer.Abort | typer.TyperException):
+            if isinstance(exc, typer.Exit | typer.Abort):
                 raise exc from None
+            if isinstance(exc, typer.TyperException):  # click's usage errors, all of them
+                if _is_help(exc):
+                    raise exc from None
+                fail(_usage_line(exc), EXIT_USAGE)
             if isinstance(exc, CliError):
                 fail(str(exc), exc.code)
             if isinstance(exc, MainspringError):
