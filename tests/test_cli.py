@@ -433,13 +433,15 @@ def test_console_script_usage_errors_are_one_line(tmp_path: Path) -> None:
         assert result.stdout == ""
 
 
-def _wait_for_seq(store: str, run_id: str, seq: int) -> None:
+def _wait_for_seq(store: str, run_id: str | None, seq: int) -> str:
+    """The id of the run (``run_id``, or the only one) once it reached ``seq``."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         result = cli("runs", "--json", store=store)
         records = [json.loads(line) for line in result.stdout.splitlines()]
-        if any(r["run_id"] == run_id and r["last_seq"] >= seq for r in records):
-            return
+        for r in records:
+            if run_id in (None, r["run_id"]) and r["last_seq"] >= seq:
+                return str(r["run_id"])
         time.sleep(0.05)
     raise AssertionError(f"run {run_id} never reached seq {seq}")
 
@@ -472,23 +474,26 @@ def test_show_follow_tails_a_run_another_process_drives(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not SCRIPT.exists(), reason="the mainspring console script is not installed")
-def test_ctrl_c_leaves_the_run_resumable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("given_id", [["--run-id", "c"], []], ids=["run-id", "random-id"])
+def test_ctrl_c_leaves_the_run_resumable(tmp_path: Path, given_id: list[str]) -> None:
     store = str(tmp_path / "crash.db")
-    cmd = ["run", "tests.cli_graphs:slow", "-i", '{"naps": 5}', "--run-id", "c", "--store", store]
+    cmd = ["run", "tests.cli_graphs:slow", "-i", '{"naps": 5}', *given_id, "--store", store]
     with subprocess.Popen(
         [str(SCRIPT), *cmd], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     ) as proc:
-        _wait_for_seq(store, "c", 4)
+        run_id = _wait_for_seq(store, "c" if given_id else None, 4)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
-    assert "stays resumable" in stderr and "Traceback" not in stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+    assert f"run {run_id} stays resumable from its journal: mainspring resume {run_id} " in stderr
+    assert f"--store {store}" in stderr and "RUN" not in stderr
 
     listing = ok(cli("runs", store=store)).stdout
     assert "running*" in listing and "mainspring resume RUN" in listing
-    resumed = ok(cli("resume", "c", store=store)).stdout
+    resumed = ok(cli("resume", run_id, store=store)).stdout
     assert "effect nap0" not in resumed  # finished effects are not repeated
-    assert "✓ run c finished" in resumed
+    assert f"✓ run {run_id} finished" in resumed
 
 
 @pytest.mark.postgres

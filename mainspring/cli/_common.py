@@ -33,6 +33,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 from typer.core import TyperGroup
 
 from ..engine import Runtime, load_graph
@@ -52,6 +53,7 @@ EXIT_INTERNAL: Final = 4
 
 DEFAULT_STORE: Final = "sqlite:///mainspring.db"
 _DEBUG_KEY: Final = "mainspring.debug"
+_DRIVING_KEY: Final = "mainspring.driving"
 _USAGE_ERRORS: Final = (GraphError, StateError, SerializationError)
 
 
@@ -198,6 +200,11 @@ def parse_json(text: str, option: str) -> Any:
         ) from None
 
 
+def driving(ctx: typer.Context, run_id: str, resume: str) -> None:
+    """Note the run this command drives and how to continue it, for the Ctrl-C message."""
+    ctx.meta[_DRIVING_KEY] = (run_id, resume)
+
+
 def run_async(fn: Callable[[], Awaitable[T]]) -> T:
     """The one bridge from a command to the async runtime."""
     return anyio.run(fn)
@@ -258,11 +265,11 @@ class CliGroup(TyperGroup):
         except (typer.Exit, typer.Abort, BrokenPipeError):
             raise  # exits and closed pipes: typer handles them
         except KeyboardInterrupt:
-            err().print(
-                "[yellow]interrupted; a run in progress stays resumable from its journal "
-                "(mainspring resume RUN)[/]",
-                soft_wrap=True,
-            )
+            message = "interrupted"
+            if _DRIVING_KEY in ctx.meta:  # shared by the command's context and this one
+                run_id, resume = ctx.meta[_DRIVING_KEY]
+                message += f"; run {run_id} stays resumable from its journal: {resume}"
+            err().print(Text(message, "yellow"), soft_wrap=True)
             raise typer.Exit(130) from None
         except Exception as raised:
             exc = _single(raised)

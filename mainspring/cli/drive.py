@@ -17,6 +17,7 @@ from ._common import (
     GraphOption,
     JsonOption,
     StoreOption,
+    driving,
     echo_json,
     import_graph,
     maybe_graph,
@@ -25,7 +26,13 @@ from ._common import (
     parse_json,
     run_async,
 )
-from ._outcome import exit_code, outcome_json, pending_from_journal, print_outcome
+from ._outcome import (
+    command,
+    exit_code,
+    outcome_json,
+    pending_from_journal,
+    print_outcome,
+)
 from ._render import Progress, compact
 
 _EXIT_HELP = (
@@ -66,6 +73,7 @@ async def _exists(rt: Runtime, run_id: str | None) -> bool:
 
 
 def run(
+    ctx: typer.Context,
     graph: Annotated[
         str,
         typer.Argument(
@@ -118,6 +126,7 @@ def run(
         async with open_runtime(store, create=True) as rt:
             existed = await _exists(rt, run_id)
             handle = await rt.start(app, value, run_id=run_id, thread=thread, durability=durability)
+            driving(ctx, handle.run_id, command("resume", handle.run_id, store=store))
             if existed and not as_json:
                 out().print(
                     Text(
@@ -130,6 +139,7 @@ def run(
 
 
 def resume(
+    ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="Id of the run to continue.")],
     value: Annotated[
         str | None,
@@ -165,6 +175,7 @@ def resume(
     async def go() -> int:
         async with open_runtime(store) as rt:
             record = await rt.get_run(run_id)
+            driving(ctx, run_id, command("resume", run_id, store=store))
             if record.status is RunStatus.INTERRUPTED and value is None:
                 pending = pending_from_journal(await rt.events(run_id))
                 asks = "; ".join(f"{i.id} (node {i.node}): {compact(i.payload)}" for i in pending)
@@ -181,6 +192,7 @@ def resume(
 
 
 def fork(
+    ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="Id of the run to fork.")],
     at: Annotated[
         int | None,
@@ -215,6 +227,7 @@ def fork(
             source = await rt.get_run(run_id)
             seq = source.last_seq if at is None else at
             handle = await rt.fork(run_id, seq, new_run_id=new_run_id, graph=app, thread=thread)
+            driving(ctx, handle.run_id, command("resume", handle.run_id, store=store))
             if not as_json:
                 out().print(
                     Text.assemble(
