@@ -106,6 +106,40 @@ def test_run_parks_on_interrupt_then_resume_with_value(store: str) -> None:
     one_error_line(cli("resume", "p1", "--value", "1", store=store), 3, "nothing to resume")
 
 
+def test_resume_with_several_pending_interrupts_names_the_interrupt_option(store: str) -> None:
+    parked = run_json(store, "tests.cli_graphs:pair", "-i", "{}", "--run-id", "two")
+    assert [i["id"] for i in parked["interrupts"]] == ["0.0.0", "0.1.0"]
+    example = f"mainspring resume two --interrupt 0.0.0 --value '<JSON>' --store {store}"
+    for value in ([], ["--value", "true"]):  # with or without an answer, which one is unclear
+        one_error_line(
+            cli("resume", "two", *value, store=store),
+            2,
+            'waiting on 2 interrupts: 0.0.0 (node ask_left): {"side":"left"}; 0.1.0 (node',
+            "answer one at a time with --interrupt ID --value JSON",
+            example,
+        )
+    one_error_line(
+        cli("resume", "two", "--interrupt", "0.9.0", "--value", "1", store=store),
+        2,
+        "run 'two' has no pending interrupt '0.9.0'; pending: 0.0.0, 0.1.0; name one with --interrupt",
+    )
+    one_error_line(
+        cli("resume", "two", "--interrupt", "0.1.0", store=store),
+        2,
+        "waiting on interrupt 0.1.0 (node ask_right)",
+        "answer it with --value JSON",
+    )
+    assert "interrupt_id=" not in cli("resume", "two", store=store).stderr
+
+    half = json.loads(
+        ok(cli("resume", "two", "--interrupt", "0.1.0", "-v", '"no"', "--json", store=store)).stdout
+    )
+    assert half["status"] == "interrupted" and [i["id"] for i in half["interrupts"]] == ["0.0.0"]
+    done = json.loads(ok(cli("resume", "two", "-v", '"yes"', "--json", store=store)).stdout)
+    assert done["status"] == "finished"
+    assert sorted(done["state"]["answers"]) == ["left=yes", "right=no"]
+
+
 def test_resume_json_and_value_from_stdin(store: str) -> None:
     run_json(store, SUPPORT, "--input", REFUND, "--run-id", "p2")
     result = ok(cli("resume", "p2", "--value", "@-", "--json", store=store, input="false"))

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from ..engine import RunHandle, Runtime
+from ..engine import PendingInterrupt, RunHandle, Runtime
 from ..errors import RunNotFoundError
 from ..store import Durability, RunStatus
 from ._common import (
@@ -32,6 +32,7 @@ from ._outcome import (
     outcome_json,
     pending_from_journal,
     print_outcome,
+    resume_command,
 )
 from ._render import Progress, compact
 
@@ -176,19 +177,48 @@ def resume(
         async with open_runtime(store) as rt:
             record = await rt.get_run(run_id)
             driving(ctx, run_id, command("resume", run_id, store=store))
-            if record.status is RunStatus.INTERRUPTED and value is None:
+            if record.status is RunStatus.INTERRUPTED:
                 pending = pending_from_journal(await rt.events(run_id))
-                asks = "; ".join(f"{i.id} (node {i.node}): {compact(i.payload)}" for i in pending)
-                raise CliError(
-                    f"run {run_id!r} is waiting on interrupt {asks or '(unknown)'}; answer it "
-                    "with --value JSON (--value null answers null)"
-                )
+                problem = _unanswered(run_id, pending, value is not None, interrupt, store)
+                if problem:
+                    raise CliError(problem)
             handle = await rt.resume(run_id, answer, interrupt_id=interrupt, graph=app)
             return await _follow(
                 handle, after=record.last_seq, store=store, as_json=as_json, debug=debug
             )
 
     raise typer.Exit(run_async(go))
+
+
+def _unanswered(
+    run_id: str, pending: list[PendingInterrupt], has_value: bool, chosen: str | None, store: str
+) -> str | None:
+    """What --value and --interrupt leave unanswered about a parked run, if anything."""
+
+    def asks(items: list[PendingInterrupt]) -> str:
+        return "; ".join(f"{i.id} (node {i.node}): {compact(i.payload)}" for i in items)
+
+    if chosen is not None:
+        named = [i for i in pending if i.id == chosen]
+        if not named:
+            ids = ", ".join(i.id for i in pending) or "none"
+            return (
+                f"run {run_id!r} has no pending interrupt {chosen!r}; pending: {ids}; "
+                "name one with --interrupt ID"
+            )
+        pending = named
+    elif len(pending) > 1:
+        return (
+            f"run {run_id!r} is waiting on {len(pending)} interrupts: {asks(pending)}; answer "
+            "one at a time with --interrupt ID --value JSON, e.g. "
+            + resume_command(run_id, store, pending[0].id)
+        )
+    if not has_value:
+        return (
+            f"run {run_id!r} is waiting on interrupt {asks(pending) or '(unknown)'}; answer it "
+            "with --value JSON (--value null answers null)"
+        )
+    return None
 
 
 def fork(
