@@ -281,6 +281,33 @@ def test_replay_ok_and_divergence(store: str) -> None:
     assert report["ok"] is False and report["divergence"]["seq"] >= 1
 
 
+def test_a_run_of_a_graph_compiled_without_ref_asks_for_the_graph_option(store: str) -> None:
+    from mainspring import SyncRuntime
+    from tests import cli_graphs
+
+    unreferenced = cli_graphs.g.compile()  # no ref=: the journal cannot say where it lives
+    assert unreferenced.ref is None
+    with SyncRuntime.open(store) as rt:
+        rt.start(unreferenced, {"text": "refund", "amount": 5}, run_id="noref").wait()
+
+    for command in (["resume", "noref", "-v", "true"], ["state", "noref"], ["replay", "noref"]):
+        line = one_error_line(
+            cli(*command, store=store),
+            2,
+            "run 'noref' belongs to graph 'support', which was compiled without ref=",
+            "pass --graph MODULE:GRAPH",
+        )
+        assert "graph=" not in line and "Runtime(" not in line
+    one_error_line(cli("fork", "noref", "--at", "3", store=store), 2, "--graph MODULE:GRAPH")
+
+    with_graph = ["--graph", SUPPORT, "--json"]
+    assert json.loads(ok(cli("state", "noref", *with_graph, store=store)).stdout)["seq"] == 8
+    done = json.loads(ok(cli("resume", "noref", "-v", "true", *with_graph, store=store)).stdout)
+    assert done["state"]["replies"] == ["refund issued"]
+    # An ended run needs no graph to be told so.
+    one_error_line(cli("resume", "noref", "-v", "1", store=store), 3, "nothing to resume")
+
+
 def test_graph_prints_mermaid() -> None:
     out = ok(cli("graph", SUPPORT)).stdout
     assert out.startswith("flowchart TD\n")
@@ -465,6 +492,61 @@ def test_console_script_usage_errors_are_one_line(tmp_path: Path) -> None:
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
         assert all(f in result.stderr for f in fragments), result.stderr
         assert result.stdout == ""
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="the mainspring console script is not installed")
+def test_a_recorded_graph_that_does_not_import_here_says_why_and_what_to_do(
+    tmp_path: Path,
+) -> None:
+    store = str(tmp_path / "elsewhere.db")
+    parked = mainspring("run", SUPPORT, "-i", REFUND, "--run-id", "far", "--store", store)
+    assert parked.returncode == 0, parked.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAINSPRING_")}
+    for command in (["resume", "far", "-v", "true"], ["state", "far"]):
+        elsewhere = subprocess.run(  # another directory: `tests` is not importable there
+            [str(SCRIPT), *command, "--store", store],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert elsewhere.returncode == 2, elsewhere.stderr
+        assert elsewhere.stderr.count("\n") == 1, elsewhere.stderr
+        for fragment in (
+            "error: run 'far' records its graph as 'tests.cli_graphs:support', which cannot be "
+            f"imported from {tmp_path} (No module named 'tests')",
+            "run the command from the project directory (the one holding 'tests')",
+            "or pass --graph MODULE:GRAPH",
+        ):
+            assert fragment in elsewhere.stderr, elsewhere.stderr
+    assert mainspring("resume", "far", "-v", "true", "--store", store).returncode == 0
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="the mainspring console script is not installed")
+def test_a_recorded_graph_whose_module_lacks_a_dependency_says_so(tmp_path: Path) -> None:
+    module = tmp_path / "deskgraph.py"
+    module.write_text("from tests.cli_graphs import support as app\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAINSPRING_")}
+    env["PYTHONPATH"] = str(ROOT)
+
+    def script(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(SCRIPT), *args, "--store", "desk.db"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert script("run", "deskgraph:app", "-i", REFUND, "--run-id", "d").returncode == 0
+    module.write_text("import no_such_dependency  # noqa\n" + module.read_text())
+    result = script("resume", "d", "-v", "true")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "records its graph as 'deskgraph:app', which cannot be imported" in result.stderr
+    assert "(No module named 'no_such_dependency'); install what 'deskgraph' needs" in result.stderr
+    assert "directory" not in result.stderr  # the module was found: the directory is right
 
 
 def _wait_for_seq(store: str, run_id: str | None, seq: int) -> str:

@@ -20,6 +20,7 @@ Exit codes:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -174,9 +175,47 @@ def import_graph(ref: str) -> CompiledGraph:
 
 
 def maybe_graph(ref: str | None) -> CompiledGraph | None:
-    """The graph ``--graph`` names, or None to let the runtime import the recorded ref."""
+    """The graph ``--graph`` names, if given."""
+    return None if ref is None else import_graph(ref)
+
+
+async def graph_of_run(rt: Runtime, run_id: str, option: str | None) -> CompiledGraph:
+    """The graph to continue or read ``run_id`` with: ``--graph``, else the ref its journal records.
+
+    Resolved here rather than left to the runtime, so that a graph that cannot be found
+    is explained in the terms of the command line: ``--graph`` and the current directory.
+    """
+    if option is not None:
+        return import_graph(option)
+    first = await rt.store.read(run_id, until=1)
+    ref = first[0].data.get("ref") if first else None
+    if not isinstance(ref, str) or not ref:
+        record = await rt.get_run(run_id)  # an unknown run id is reported as such
+        raise CliError(
+            f"run {run_id!r} belongs to graph {record.graph!r}, which was compiled without "
+            "ref=, so its journal does not say where the graph lives; pass --graph MODULE:GRAPH "
+            "(the module and variable that hold it, e.g. --graph myapp.agents:app)"
+        )
     importable_cwd()
-    return None if ref is None else load_graph(ref)
+    module = ref.partition(":")[0]
+    try:
+        importlib.import_module(module)
+        return load_graph(ref)
+    except ImportError as exc:
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        if missing and (module == missing or module.startswith(f"{missing}.")):
+            fix = f"run the command from the project directory (the one holding {missing!r})"
+        else:  # the module is there; something it imports is not
+            fix = f"install what {module!r} needs"
+        raise CliError(
+            f"run {run_id!r} records its graph as {ref!r}, which cannot be imported from "
+            f"{os.getcwd()} ({exc}); {fix}, or pass --graph MODULE:GRAPH"
+        ) from None
+    except GraphError as exc:
+        raise CliError(
+            f"run {run_id!r} records its graph as {ref!r}, which does not load: {exc}; "
+            "pass --graph MODULE:GRAPH"
+        ) from None
 
 
 def parse_json(text: str, option: str) -> Any:

@@ -19,6 +19,7 @@ from ._common import (
     StoreOption,
     driving,
     echo_json,
+    graph_of_run,
     import_graph,
     maybe_graph,
     open_runtime,
@@ -171,7 +172,6 @@ def resume(
     imported from the reference recorded when the run started, or from --graph.
     """
     answer = parse_json(value, "--value") if value is not None else None
-    app = maybe_graph(graph)
 
     async def go() -> int:
         async with open_runtime(store) as rt:
@@ -182,6 +182,8 @@ def resume(
                 problem = _unanswered(run_id, pending, value is not None, interrupt, store)
                 if problem:
                     raise CliError(problem)
+            # An ended run needs no graph: the runtime says there is nothing to resume.
+            app = None if record.status.terminal else await graph_of_run(rt, run_id, graph)
             handle = await rt.resume(run_id, answer, interrupt_id=interrupt, graph=app)
             return await _follow(
                 handle, after=record.last_seq, store=store, as_json=as_json, debug=debug
@@ -250,12 +252,12 @@ def fork(
     Effects recorded before --at are not repeated. Prints the new run's id, its progress
     and its outcome (with --json, the outcome with the new run_id).
     """
-    app = maybe_graph(graph)
 
     async def go() -> int:
         async with open_runtime(store) as rt:
             source = await rt.get_run(run_id)
             seq = source.last_seq if at is None else at
+            app = await graph_of_run(rt, run_id, graph)
             handle = await rt.fork(run_id, seq, new_run_id=new_run_id, graph=app, thread=thread)
             driving(ctx, handle.run_id, command("resume", handle.run_id, store=store))
             if not as_json:
