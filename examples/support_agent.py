@@ -12,6 +12,12 @@ key), and routes escalations. Run it:
 The run parks at the approvals; the script then resumes it from a *new* runtime on
 the same file, as another process would after a human answered. Inspect the journal
 afterwards with `mainspring show RUN --store sqlite:///<db>`.
+
+The store (--db, default support_agent.db) and its outbox are created if missing and
+never deleted: running the example again adds a run beside the earlier ones, whose
+journals stay there to explore. A --db file that is not this example's store (not a
+Mainspring store, or one with runs of other graphs), or an outbox file it did not
+write, is refused and left untouched.
 """
 
 from __future__ import annotations
@@ -25,7 +31,19 @@ from typing import Annotated, Any, TypedDict
 
 import anyio
 
-from mainspring import END, START, Context, EventKind, Graph, Retry, Runtime, Send, append
+from mainspring import (
+    END,
+    START,
+    Context,
+    EventKind,
+    Graph,
+    NotAStoreError,
+    Retry,
+    Runtime,
+    SchemaVersionError,
+    Send,
+    append,
+)
 
 HERE = Path(__file__).resolve().parent
 REFUND_LIMIT = 100
@@ -57,18 +75,25 @@ def classify(text: str) -> dict[str, Any]:
     return {"intent": intent, "scores": scores}
 
 
-def send_reply(outbox: str, ticket_id: str, text: str, idempotency_key: str) -> str:
+def send_reply(outbox: str, run_id: str, ticket_id: str, text: str, idempotency_key: str) -> str:
     """Append a reply to the outbox unless this key was already delivered (exactly once)."""
     path = Path(outbox)
-    sent = (
-        {json.loads(line)["key"] for line in path.read_text().splitlines()}
-        if path.exists()
-        else set()
-    )
+    sent = {r["key"] for r in _outbox(path)}
     if idempotency_key not in sent:
+        reply = {"key": idempotency_key, "run": run_id, "ticket": ticket_id, "reply": text}
         with path.open("a") as f:
-            f.write(json.dumps({"key": idempotency_key, "ticket": ticket_id, "reply": text}) + "\n")
+            f.write(json.dumps(reply) + "\n")
     return idempotency_key
+
+
+def _outbox(path: Path) -> list[dict[str, Any]]:
+    """The replies in the outbox file; ValueError if it is not one this example wrote."""
+    if not path.exists():
+        return []
+    replies = [json.loads(line) for line in path.read_text().splitlines()]
+    if not all(isinstance(r, dict) and "key" in r for r in replies):
+        raise ValueError(f"{path} holds lines that are not replies")
+    return replies
 
 
 # -- the graph ------------------------------------------------------------------------
@@ -108,7 +133,7 @@ async def triage(task: dict[str, Any], ctx: Context) -> dict[str, Any]:
     elif intent == "bug":
         decision = "escalated"
     reply = f"[{ticket['id']}] {intent}: {decision}"
-    await ctx.step("outbox.send", send_reply, task["outbox"], ticket["id"], reply)
+    await ctx.step("outbox.send", send_reply, task["outbox"], ctx.run_id, ticket["id"], reply)
     ctx.emit({"ticket": ticket["id"], "intent": intent, "decision": decision})
     update: dict[str, Any] = {
         "triaged": [{"id": ticket["id"], "intent": intent, "decision": decision}]
@@ -151,10 +176,29 @@ def _amount_in(text: str) -> int:
 # -- the script -----------------------------------------------------------------------
 
 
+class Refused(Exception):
+    """A --db or outbox file this example did not make: it is left untouched."""
+
+
 async def main(db: Path, approve: bool, inbox: Path) -> int:
     url = f"sqlite:///{db}"
     outbox = db.with_suffix(".outbox.jsonl")
-    async with Runtime.open(url, graphs=[app]) as rt:
+    try:
+        _outbox(outbox)  # read before anything is written
+    except (ValueError, OSError) as exc:
+        raise Refused(
+            f"{outbox} exists and is not this example's outbox ({exc}); it was left untouched: "
+            "pass --db with another path"
+        ) from None
+    # recover="off": this script drives only the run it starts, never earlier ones in the file.
+    async with Runtime.open(url, graphs=[app], recover="off") as rt:
+        # The latest runs are enough to tell this example's store from another one.
+        others = sorted({r.graph for r in await rt.list_runs(limit=1000)} - {app.name})
+        if others:
+            raise Refused(
+                f"{db} holds runs of other graphs ({', '.join(others)}), so it is not this "
+                "example's store; it was left untouched: pass --db with another path"
+            )
         handle = await rt.start(app, {"inbox": str(inbox), "outbox": str(outbox)}, thread="desk-1")
         print(f"run {handle.run_id} on {url}")
         async for event in handle.events():
@@ -165,7 +209,7 @@ async def main(db: Path, approve: bool, inbox: Path) -> int:
         print(f"  {pending.id}: {pending.payload}")
 
     # A human answers; a new runtime (as in another process) resumes the run.
-    async with Runtime.open(url, graphs=[app]) as rt:
+    async with Runtime.open(url, graphs=[app], recover="off") as rt:
         await rt.resume(handle.run_id, values={p.id: approve for p in outcome.interrupts})
         async for event in rt.handle(handle.run_id).events(after=outcome.seq):
             _show(event.kind, event.data)
@@ -175,7 +219,7 @@ async def main(db: Path, approve: bool, inbox: Path) -> int:
         e.data for e in events if e.kind is EventKind.EFFECT_FINISHED and "result" in e.data
     ]
     distinct = {(d["step"], d["task"], d["effect"]) for d in finished}
-    replies = outbox.read_text().splitlines()
+    replies = [r for r in _outbox(outbox) if r.get("run") == handle.run_id]
     print(f"\nfinal summary: {json.dumps(final['summary'], sort_keys=True)}")
     print(
         f"journal: {len(events)} events; {len(finished)} effects finished, "
@@ -207,14 +251,17 @@ if __name__ == "__main__":
         "--db",
         type=Path,
         default=Path("support_agent.db"),
-        help="SQLite file (a fresh one per run)",
+        help="SQLite store: created if missing, else one more run is added to it",
     )
     parser.add_argument(
         "--approve", choices=["yes", "no"], default="yes", help="the human's answer to big refunds"
     )
     parser.add_argument("--inbox", type=Path, default=HERE / "data" / "tickets.json")
     args = parser.parse_args()
-    for stale in (args.db, args.db.with_suffix(".outbox.jsonl")):
-        stale.unlink(missing_ok=True)
     sys.path.insert(0, str(HERE))
-    sys.exit(anyio.run(main, args.db.resolve(), args.approve == "yes", args.inbox.resolve()))
+    try:
+        code = anyio.run(main, args.db.resolve(), args.approve == "yes", args.inbox.resolve())
+    except (Refused, NotAStoreError, SchemaVersionError) as exc:  # not our file: left untouched
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    sys.exit(code)

@@ -133,3 +133,26 @@ gate_graph.node(gatekeeper)
 gate_graph.edge(START, "gatekeeper")
 gate_graph.edge("gatekeeper", END)
 gate = gate_graph.compile()
+
+
+class Pair(TypedDict, total=False):
+    answers: Annotated[list[str], append]
+
+
+async def ask_left(s: Pair, ctx: Context) -> dict[str, Any]:
+    return {"answers": [f"left={await ctx.interrupt({'side': 'left'})}"]}
+
+
+async def ask_right(s: Pair, ctx: Context) -> dict[str, Any]:
+    return {"answers": [f"right={await ctx.interrupt({'side': 'right'})}"]}
+
+
+# Two branches of one step park at once: two pending interrupts, each resumable by id.
+pair_graph = Graph(Pair, name="pair")
+pair_graph.node(ask_left)
+pair_graph.node(ask_right)
+pair_graph.edge(START, "ask_left")
+pair_graph.edge(START, "ask_right")
+pair_graph.edge("ask_left", END)
+pair_graph.edge("ask_right", END)
+pair = pair_graph.compile()

@@ -106,6 +106,40 @@ def test_run_parks_on_interrupt_then_resume_with_value(store: str) -> None:
     one_error_line(cli("resume", "p1", "--value", "1", store=store), 3, "nothing to resume")
 
 
+def test_resume_with_several_pending_interrupts_names_the_interrupt_option(store: str) -> None:
+    parked = run_json(store, "tests.cli_graphs:pair", "-i", "{}", "--run-id", "two")
+    assert [i["id"] for i in parked["interrupts"]] == ["0.0.0", "0.1.0"]
+    example = f"mainspring resume two --interrupt 0.0.0 --value '<JSON>' --store {store}"
+    for value in ([], ["--value", "true"]):  # with or without an answer, which one is unclear
+        one_error_line(
+            cli("resume", "two", *value, store=store),
+            2,
+            'waiting on 2 interrupts: 0.0.0 (node ask_left): {"side":"left"}; 0.1.0 (node',
+            "answer one at a time with --interrupt ID --value JSON",
+            example,
+        )
+    one_error_line(
+        cli("resume", "two", "--interrupt", "0.9.0", "--value", "1", store=store),
+        2,
+        "run 'two' has no pending interrupt '0.9.0'; pending: 0.0.0, 0.1.0; name one with --interrupt",
+    )
+    one_error_line(
+        cli("resume", "two", "--interrupt", "0.1.0", store=store),
+        2,
+        "waiting on interrupt 0.1.0 (node ask_right)",
+        "answer it with --value JSON",
+    )
+    assert "interrupt_id=" not in cli("resume", "two", store=store).stderr
+
+    half = json.loads(
+        ok(cli("resume", "two", "--interrupt", "0.1.0", "-v", '"no"', "--json", store=store)).stdout
+    )
+    assert half["status"] == "interrupted" and [i["id"] for i in half["interrupts"]] == ["0.0.0"]
+    done = json.loads(ok(cli("resume", "two", "-v", '"yes"', "--json", store=store)).stdout)
+    assert done["status"] == "finished"
+    assert sorted(done["state"]["answers"]) == ["left=yes", "right=no"]
+
+
 def test_resume_json_and_value_from_stdin(store: str) -> None:
     run_json(store, SUPPORT, "--input", REFUND, "--run-id", "p2")
     result = ok(cli("resume", "p2", "--value", "@-", "--json", store=store, input="false"))
@@ -252,6 +286,33 @@ def test_replay_ok_and_divergence(store: str) -> None:
     assert report["ok"] is False and report["divergence"]["seq"] >= 1
 
 
+def test_a_run_of_a_graph_compiled_without_ref_asks_for_the_graph_option(store: str) -> None:
+    from mainspring import SyncRuntime
+    from tests import cli_graphs
+
+    unreferenced = cli_graphs.g.compile()  # no ref=: the journal cannot say where it lives
+    assert unreferenced.ref is None
+    with SyncRuntime.open(store) as rt:
+        rt.start(unreferenced, {"text": "refund", "amount": 5}, run_id="noref").wait()
+
+    for command in (["resume", "noref", "-v", "true"], ["state", "noref"], ["replay", "noref"]):
+        line = one_error_line(
+            cli(*command, store=store),
+            2,
+            "run 'noref' belongs to graph 'support', which was compiled without ref=",
+            "pass --graph MODULE:GRAPH",
+        )
+        assert "graph=" not in line and "Runtime(" not in line
+    one_error_line(cli("fork", "noref", "--at", "3", store=store), 2, "--graph MODULE:GRAPH")
+
+    with_graph = ["--graph", SUPPORT, "--json"]
+    assert json.loads(ok(cli("state", "noref", *with_graph, store=store)).stdout)["seq"] == 8
+    done = json.loads(ok(cli("resume", "noref", "-v", "true", *with_graph, store=store)).stdout)
+    assert done["state"]["replies"] == ["refund issued"]
+    # An ended run needs no graph to be told so.
+    one_error_line(cli("resume", "noref", "-v", "1", store=store), 3, "nothing to resume")
+
+
 def test_graph_prints_mermaid() -> None:
     out = ok(cli("graph", SUPPORT)).stdout
     assert out.startswith("flowchart TD\n")
@@ -326,10 +387,31 @@ def test_bad_graph_reference_is_a_usage_error(store: str, ref: str, message: str
     one_error_line(cli("graph", ref), 2, message)
 
 
-def test_bad_store_url_and_bad_option(store: str) -> None:
+def test_bad_store_url(store: str) -> None:
     one_error_line(cli("runs", store="redis://localhost"), 3, "unknown store scheme 'redis'")
-    assert cli("runs", "--status", "sleeping", store=store).exit_code == 2
-    assert cli("run", store=store).exit_code == 2  # missing MODULE:GRAPH
+
+
+# Usage errors click finds before a command runs: one line each, naming the option and the help.
+USAGE_ERRORS: list[tuple[list[str], tuple[str, ...]]] = [
+    (
+        ["runs", "--status", "bogus"],
+        ("invalid value for '--status'", "'bogus' is not one of 'running', 'interrupted'"),
+    ),
+    (["fork", "r", "--at", "0"], ("invalid value for '--at'", "greater than or equal to 1")),
+    (["run"], ("missing argument 'MODULE:GRAPH'", "(see 'mainspring run --help')")),
+    (["resume"], ("missing argument 'RUN'",)),
+    (["runs", "--bogus"], ("no such option: --bogus", "(see 'mainspring runs --help')")),
+    (["--bogus", "runs"], ("no such option: --bogus", "(see 'mainspring --help')")),
+    (["runn"], ("no such command 'runn'", "Did you mean 'run'")),
+    (["runs", "--limit", "x"], ("invalid value for '--limit'", "valid integer")),
+    (["run", SUPPORT, "--durability", "maybe"], ("'maybe' is not one of 'sync'",)),
+]
+
+
+@pytest.mark.parametrize(("args", "fragments"), USAGE_ERRORS)
+def test_usage_errors_are_one_line(store: str, args: list[str], fragments: tuple[str, ...]) -> None:
+    line = one_error_line(cli(*args, store=store), 2, *fragments)
+    assert "╭" not in line and "Value error" not in line
 
 
 def test_unexpected_errors_are_one_line_unless_debug(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -406,13 +488,81 @@ def test_console_script_errors_and_exit_codes(tmp_path: Path) -> None:
     assert mainspring("--version").stdout.startswith("mainspring 0.")
 
 
-def _wait_for_seq(store: str, run_id: str, seq: int) -> None:
+@pytest.mark.skipif(not SCRIPT.exists(), reason="the mainspring console script is not installed")
+def test_console_script_usage_errors_are_one_line(tmp_path: Path) -> None:
+    store = str(tmp_path / "script.db")
+    for args, fragments in USAGE_ERRORS:
+        result = mainspring(*args, "--store", store)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+        assert all(f in result.stderr for f in fragments), result.stderr
+        assert result.stdout == ""
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="the mainspring console script is not installed")
+def test_a_recorded_graph_that_does_not_import_here_says_why_and_what_to_do(
+    tmp_path: Path,
+) -> None:
+    store = str(tmp_path / "elsewhere.db")
+    parked = mainspring("run", SUPPORT, "-i", REFUND, "--run-id", "far", "--store", store)
+    assert parked.returncode == 0, parked.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAINSPRING_")}
+    for command in (["resume", "far", "-v", "true"], ["state", "far"]):
+        elsewhere = subprocess.run(  # another directory: `tests` is not importable there
+            [str(SCRIPT), *command, "--store", store],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert elsewhere.returncode == 2, elsewhere.stderr
+        assert elsewhere.stderr.count("\n") == 1, elsewhere.stderr
+        for fragment in (
+            "error: run 'far' records its graph as 'tests.cli_graphs:support', which cannot be "
+            f"imported from {tmp_path} (No module named 'tests')",
+            "run the command from the project directory (the one holding 'tests')",
+            "or pass --graph MODULE:GRAPH",
+        ):
+            assert fragment in elsewhere.stderr, elsewhere.stderr
+    assert mainspring("resume", "far", "-v", "true", "--store", store).returncode == 0
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="the mainspring console script is not installed")
+def test_a_recorded_graph_whose_module_lacks_a_dependency_says_so(tmp_path: Path) -> None:
+    module = tmp_path / "deskgraph.py"
+    module.write_text("from tests.cli_graphs import support as app\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAINSPRING_")}
+    env["PYTHONPATH"] = str(ROOT)
+
+    def script(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(SCRIPT), *args, "--store", "desk.db"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert script("run", "deskgraph:app", "-i", REFUND, "--run-id", "d").returncode == 0
+    module.write_text("import no_such_dependency  # noqa\n" + module.read_text())
+    result = script("resume", "d", "-v", "true")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "records its graph as 'deskgraph:app', which cannot be imported" in result.stderr
+    assert "(No module named 'no_such_dependency'); install what 'deskgraph' needs" in result.stderr
+    assert "directory" not in result.stderr  # the module was found: the directory is right
+
+
+def _wait_for_seq(store: str, run_id: str | None, seq: int) -> str:
+    """The id of the run (``run_id``, or the only one) once it reached ``seq``."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         result = cli("runs", "--json", store=store)
         records = [json.loads(line) for line in result.stdout.splitlines()]
-        if any(r["run_id"] == run_id and r["last_seq"] >= seq for r in records):
-            return
+        for r in records:
+            if run_id in (None, r["run_id"]) and r["last_seq"] >= seq:
+                return str(r["run_id"])
         time.sleep(0.05)
     raise AssertionError(f"run {run_id} never reached seq {seq}")
 
@@ -445,23 +595,26 @@ def test_show_follow_tails_a_run_another_process_drives(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not SCRIPT.exists(), reason="the mainspring console script is not installed")
-def test_ctrl_c_leaves_the_run_resumable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("given_id", [["--run-id", "c"], []], ids=["run-id", "random-id"])
+def test_ctrl_c_leaves_the_run_resumable(tmp_path: Path, given_id: list[str]) -> None:
     store = str(tmp_path / "crash.db")
-    cmd = ["run", "tests.cli_graphs:slow", "-i", '{"naps": 5}', "--run-id", "c", "--store", store]
+    cmd = ["run", "tests.cli_graphs:slow", "-i", '{"naps": 5}', *given_id, "--store", store]
     with subprocess.Popen(
         [str(SCRIPT), *cmd], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     ) as proc:
-        _wait_for_seq(store, "c", 4)
+        run_id = _wait_for_seq(store, "c" if given_id else None, 4)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
-    assert "stays resumable" in stderr and "Traceback" not in stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+    assert f"run {run_id} stays resumable from its journal: mainspring resume {run_id} " in stderr
+    assert f"--store {store}" in stderr and "RUN" not in stderr
 
     listing = ok(cli("runs", store=store)).stdout
     assert "running*" in listing and "mainspring resume RUN" in listing
-    resumed = ok(cli("resume", "c", store=store)).stdout
+    resumed = ok(cli("resume", run_id, store=store)).stdout
     assert "effect nap0" not in resumed  # finished effects are not repeated
-    assert "✓ run c finished" in resumed
+    assert f"✓ run {run_id} finished" in resumed
 
 
 @pytest.mark.postgres

@@ -63,6 +63,20 @@ def test_unknown_edge_target_names_it_and_suggests() -> None:
         g.compile()
 
 
+def test_every_unknown_name_is_reported_in_one_error() -> None:
+    g = linear("classify")
+    g.node("refund", noop)
+    g.edge("classify", "refnd")
+    g.edge("refnud", END)
+    with pytest.raises(GraphError) as raised:
+        g.compile()
+    message = str(raised.value)
+    assert message.startswith("graph 'S' has 2 problems: (1) edge 'classify' -> 'refnd'")
+    assert "(2) edge 'refnud' -> '__end__': there is no node named 'refnud'" in message
+    assert message.count("did you mean 'refund'?") == 2
+    assert "can never run" not in message  # the names explain it: fix them first
+
+
 def test_node_without_way_out_is_refused() -> None:
     g = Graph(S)
     g.node("a", noop)
@@ -77,6 +91,52 @@ def test_unreachable_node_is_refused() -> None:
     g.edge("orphan", END)
     with pytest.raises(GraphError, match="node 'orphan' can never run"):
         g.compile()
+
+
+def test_node_with_no_edges_is_one_error_that_says_so() -> None:
+    g = linear("a")
+    g.node("stray", noop)
+    with pytest.raises(GraphError) as raised:
+        g.compile()
+    message = str(raised.value)
+    assert message.startswith(
+        "node 'stray' has no edges: nothing leads to it and it has no way out"
+    )
+    assert "g.edge(..., 'stray')" in message and "g.edge('stray', ...)" in message
+    assert "remove it" in message
+    assert "add g.edge('stray', END)" not in message and "can never run" not in message
+
+
+def test_every_broken_node_is_reported_in_one_error() -> None:
+    g = linear("a")
+    g.node("stray", noop)  # no edges at all
+    g.node("dead_end", noop)  # reached, but no way out
+    g.edge("a", "dead_end")
+    g.node("orphan", noop)  # a way out, but nothing leads to it
+    g.edge("orphan", END)
+    g.node("orphan2", noop)
+    g.edge("orphan2", END)
+    with pytest.raises(GraphError) as raised:
+        g.compile()
+    message = str(raised.value)
+    assert message.startswith("graph 'S' has 3 problems: (1) node 'stray' has no edges")
+    assert "(2) node 'dead_end' has no way out; add g.edge('dead_end', END)" in message
+    assert (
+        "(3) nodes 'orphan', 'orphan2' can never run: nothing leads to them from START" in message
+    )
+    assert "\n" not in message
+
+
+def test_missing_entry_point_is_reported_with_the_other_problems() -> None:
+    g = Graph(S)
+    g.node("a", noop)
+    g.node("stray", noop)
+    g.edge("a", END)
+    with pytest.raises(GraphError) as raised:
+        g.compile()
+    message = str(raised.value)
+    assert "(1) graph 'S' has no entry point; add g.edge(START, 'a')" in message
+    assert "(2) node 'stray' has no edges" in message
 
 
 def test_missing_entry_point() -> None:

@@ -1,8 +1,9 @@
 """What every command shares: options, the store, JSON arguments, async, and errors.
 
-Errors are caught in one place, :class:`CliGroup.invoke`: a Mainspring error or
-a bad argument prints one red ``error: ...`` line on stderr and exits with the
-code below. Anything unexpected prints one line too, unless ``--debug`` (or
+Errors are caught in one place, :class:`CliGroup`: a Mainspring error, a bad
+argument or a usage error click finds (unknown option, bad value, missing
+argument) prints one red ``error: ...`` line on stderr and exits with the code
+below. Anything unexpected prints one line too, unless ``--debug`` (or
 ``MAINSPRING_DEBUG=1``) asks for the traceback.
 
 Exit codes:
@@ -19,6 +20,7 @@ Exit codes:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -32,6 +34,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 from typer.core import TyperGroup
 
 from ..engine import Runtime, load_graph
@@ -51,6 +54,7 @@ EXIT_INTERNAL: Final = 4
 
 DEFAULT_STORE: Final = "sqlite:///mainspring.db"
 _DEBUG_KEY: Final = "mainspring.debug"
+_DRIVING_KEY: Final = "mainspring.driving"
 _USAGE_ERRORS: Final = (GraphError, StateError, SerializationError)
 
 
@@ -171,9 +175,47 @@ def import_graph(ref: str) -> CompiledGraph:
 
 
 def maybe_graph(ref: str | None) -> CompiledGraph | None:
-    """The graph ``--graph`` names, or None to let the runtime import the recorded ref."""
+    """The graph ``--graph`` names, if given."""
+    return None if ref is None else import_graph(ref)
+
+
+async def graph_of_run(rt: Runtime, run_id: str, option: str | None) -> CompiledGraph:
+    """The graph to continue or read ``run_id`` with: ``--graph``, else the ref its journal records.
+
+    Resolved here rather than left to the runtime, so that a graph that cannot be found
+    is explained in the terms of the command line: ``--graph`` and the current directory.
+    """
+    if option is not None:
+        return import_graph(option)
+    first = await rt.store.read(run_id, until=1)
+    ref = first[0].data.get("ref") if first else None
+    if not isinstance(ref, str) or not ref:
+        record = await rt.get_run(run_id)  # an unknown run id is reported as such
+        raise CliError(
+            f"run {run_id!r} belongs to graph {record.graph!r}, which was compiled without "
+            "ref=, so its journal does not say where the graph lives; pass --graph MODULE:GRAPH "
+            "(the module and variable that hold it, e.g. --graph myapp.agents:app)"
+        )
     importable_cwd()
-    return None if ref is None else load_graph(ref)
+    module = ref.partition(":")[0]
+    try:
+        importlib.import_module(module)
+        return load_graph(ref)
+    except ImportError as exc:
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        if missing and (module == missing or module.startswith(f"{missing}.")):
+            fix = f"run the command from the project directory (the one holding {missing!r})"
+        else:  # the module is there; something it imports is not
+            fix = f"install what {module!r} needs"
+        raise CliError(
+            f"run {run_id!r} records its graph as {ref!r}, which cannot be imported from "
+            f"{os.getcwd()} ({exc}); {fix}, or pass --graph MODULE:GRAPH"
+        ) from None
+    except GraphError as exc:
+        raise CliError(
+            f"run {run_id!r} records its graph as {ref!r}, which does not load: {exc}; "
+            "pass --graph MODULE:GRAPH"
+        ) from None
 
 
 def parse_json(text: str, option: str) -> Any:
@@ -195,6 +237,11 @@ def parse_json(text: str, option: str) -> Any:
             f"{option} is not valid JSON ({exc}); quote it for the shell, "
             f'e.g. {option} \'{{"text": "hi"}}\', or pass {option} @file.json'
         ) from None
+
+
+def driving(ctx: typer.Context, run_id: str, resume: str) -> None:
+    """Note the run this command drives and how to continue it, for the Ctrl-C message."""
+    ctx.meta[_DRIVING_KEY] = (run_id, resume)
 
 
 def run_async(fn: Callable[[], Awaitable[T]]) -> T:
@@ -219,25 +266,58 @@ def fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _usage_line(exc: typer.TyperException) -> str:
+    """Click's usage error (bad option, missing argument, unknown command) as one line."""
+    # typer validates values with pydantic, whose messages start "Value error, ".
+    message = exc.format_message().replace("Value error, ", "").strip().rstrip(".")
+    message = message[:1].lower() + message[1:]
+    path = getattr(getattr(exc, "ctx", None), "command_path", None)
+    return f"{message} (see '{path} --help')" if isinstance(path, str) else message
+
+
+def _is_help(exc: BaseException) -> bool:
+    # Raised for `mainspring` alone, once typer has printed the help: not an error to report.
+    # Matched by name, as typer's own error printer does.
+    return type(exc).__name__ == "NoArgsIsHelpError"
+
+
 class CliGroup(TyperGroup):
     """The app's group: turns every error of every command into one line and an exit code."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: ClickContext | None = None,
+        **extra: Any,
+    ) -> ClickContext:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except typer.TyperException as exc:  # the group's own options: `mainspring --bogus`
+            if _is_help(exc):
+                raise
+            fail(_usage_line(exc), EXIT_USAGE)
 
     def invoke(self, ctx: ClickContext) -> Any:
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, typer.TyperException, BrokenPipeError):
-            raise  # exits, usage errors (exit code 2) and closed pipes: typer reports them
+        except (typer.Exit, typer.Abort, BrokenPipeError):
+            raise  # exits and closed pipes: typer handles them
         except KeyboardInterrupt:
-            err().print(
-                "[yellow]interrupted; a run in progress stays resumable from its journal "
-                "(mainspring resume RUN)[/]",
-                soft_wrap=True,
-            )
+            message = "interrupted"
+            if _DRIVING_KEY in ctx.meta:  # shared by the command's context and this one
+                run_id, resume = ctx.meta[_DRIVING_KEY]
+                message += f"; run {run_id} stays resumable from its journal: {resume}"
+            err().print(Text(message, "yellow"), soft_wrap=True)
             raise typer.Exit(130) from None
         except Exception as raised:
             exc = _single(raised)
-            if isinstance(exc, typer.Exit | typer.Abort | typer.TyperException):
+            if isinstance(exc, typer.Exit | typer.Abort):
                 raise exc from None
+            if isinstance(exc, typer.TyperException):  # click's usage errors, all of them
+                if _is_help(exc):
+                    raise exc from None
+                fail(_usage_line(exc), EXIT_USAGE)
             if isinstance(exc, CliError):
                 fail(str(exc), exc.code)
             if isinstance(exc, MainspringError):

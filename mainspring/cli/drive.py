@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from ..engine import RunHandle, Runtime
+from ..engine import PendingInterrupt, RunHandle, Runtime
 from ..errors import RunNotFoundError
 from ..store import Durability, RunStatus
 from ._common import (
@@ -17,7 +17,9 @@ from ._common import (
     GraphOption,
     JsonOption,
     StoreOption,
+    driving,
     echo_json,
+    graph_of_run,
     import_graph,
     maybe_graph,
     open_runtime,
@@ -25,7 +27,14 @@ from ._common import (
     parse_json,
     run_async,
 )
-from ._outcome import exit_code, outcome_json, pending_from_journal, print_outcome
+from ._outcome import (
+    command,
+    exit_code,
+    outcome_json,
+    pending_from_journal,
+    print_outcome,
+    resume_command,
+)
 from ._render import Progress, compact
 
 _EXIT_HELP = (
@@ -66,6 +75,7 @@ async def _exists(rt: Runtime, run_id: str | None) -> bool:
 
 
 def run(
+    ctx: typer.Context,
     graph: Annotated[
         str,
         typer.Argument(
@@ -118,6 +128,7 @@ def run(
         async with open_runtime(store, create=True) as rt:
             existed = await _exists(rt, run_id)
             handle = await rt.start(app, value, run_id=run_id, thread=thread, durability=durability)
+            driving(ctx, handle.run_id, command("resume", handle.run_id, store=store))
             if existed and not as_json:
                 out().print(
                     Text(
@@ -130,6 +141,7 @@ def run(
 
 
 def resume(
+    ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="Id of the run to continue.")],
     value: Annotated[
         str | None,
@@ -160,18 +172,18 @@ def resume(
     imported from the reference recorded when the run started, or from --graph.
     """
     answer = parse_json(value, "--value") if value is not None else None
-    app = maybe_graph(graph)
 
     async def go() -> int:
         async with open_runtime(store) as rt:
             record = await rt.get_run(run_id)
-            if record.status is RunStatus.INTERRUPTED and value is None:
+            driving(ctx, run_id, command("resume", run_id, store=store))
+            if record.status is RunStatus.INTERRUPTED:
                 pending = pending_from_journal(await rt.events(run_id))
-                asks = "; ".join(f"{i.id} (node {i.node}): {compact(i.payload)}" for i in pending)
-                raise CliError(
-                    f"run {run_id!r} is waiting on interrupt {asks or '(unknown)'}; answer it "
-                    "with --value JSON (--value null answers null)"
-                )
+                problem = _unanswered(run_id, pending, value is not None, interrupt, store)
+                if problem:
+                    raise CliError(problem)
+            # An ended run needs no graph: the runtime says there is nothing to resume.
+            app = None if record.status.terminal else await graph_of_run(rt, run_id, graph)
             handle = await rt.resume(run_id, answer, interrupt_id=interrupt, graph=app)
             return await _follow(
                 handle, after=record.last_seq, store=store, as_json=as_json, debug=debug
@@ -180,7 +192,39 @@ def resume(
     raise typer.Exit(run_async(go))
 
 
+def _unanswered(
+    run_id: str, pending: list[PendingInterrupt], has_value: bool, chosen: str | None, store: str
+) -> str | None:
+    """What --value and --interrupt leave unanswered about a parked run, if anything."""
+
+    def asks(items: list[PendingInterrupt]) -> str:
+        return "; ".join(f"{i.id} (node {i.node}): {compact(i.payload)}" for i in items)
+
+    if chosen is not None:
+        named = [i for i in pending if i.id == chosen]
+        if not named:
+            ids = ", ".join(i.id for i in pending) or "none"
+            return (
+                f"run {run_id!r} has no pending interrupt {chosen!r}; pending: {ids}; "
+                "name one with --interrupt ID"
+            )
+        pending = named
+    elif len(pending) > 1:
+        return (
+            f"run {run_id!r} is waiting on {len(pending)} interrupts: {asks(pending)}; answer "
+            "one at a time with --interrupt ID --value JSON, e.g. "
+            + resume_command(run_id, store, pending[0].id)
+        )
+    if not has_value:
+        return (
+            f"run {run_id!r} is waiting on interrupt {asks(pending) or '(unknown)'}; answer it "
+            "with --value JSON (--value null answers null)"
+        )
+    return None
+
+
 def fork(
+    ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="Id of the run to fork.")],
     at: Annotated[
         int | None,
@@ -208,13 +252,14 @@ def fork(
     Effects recorded before --at are not repeated. Prints the new run's id, its progress
     and its outcome (with --json, the outcome with the new run_id).
     """
-    app = maybe_graph(graph)
 
     async def go() -> int:
         async with open_runtime(store) as rt:
             source = await rt.get_run(run_id)
             seq = source.last_seq if at is None else at
+            app = await graph_of_run(rt, run_id, graph)
             handle = await rt.fork(run_id, seq, new_run_id=new_run_id, graph=app, thread=thread)
+            driving(ctx, handle.run_id, command("resume", handle.run_id, store=store))
             if not as_json:
                 out().print(
                     Text.assemble(

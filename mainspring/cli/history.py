@@ -20,7 +20,7 @@ from ._common import (
     JsonOption,
     StoreOption,
     echo_json,
-    maybe_graph,
+    graph_of_run,
     open_runtime,
     out,
     run_async,
@@ -49,11 +49,10 @@ def state(
     debug: DebugOption = False,
 ) -> None:
     """Show a run's state now or as of --at SEQ: values, next nodes, pending interrupts."""
-    app = maybe_graph(graph)
 
     async def go() -> StateView:
         async with open_runtime(store) as rt:
-            return await rt.state(run_id, at=at, graph=app)
+            return await rt.state(run_id, at=at, graph=await graph_of_run(rt, run_id, graph))
 
     view = run_async(go)
     if as_json:
@@ -105,11 +104,10 @@ def replay(
     Nothing external runs and the store is not written: use it to check that changed
     graph code still reproduces recorded runs.
     """
-    app = maybe_graph(graph)
 
     async def go() -> int:
         async with open_runtime(store) as rt:
-            report = await rt.replay(run_id, graph=app)
+            report = await rt.replay(run_id, graph=await graph_of_run(rt, run_id, graph))
         d = report.divergence
         if as_json:
             echo_json(

@@ -134,13 +134,14 @@ def _validate(g: CompiledGraph) -> None:
     if not g.nodes:
         raise GraphError(f"graph {g.name!r} has no nodes; add one with @g.node")
     known = set(g.nodes)
+    misnamed: list[str] = []
 
     def check_node(
         name: str, where: str, *, allow_end: bool = False, allow_start: bool = False
     ) -> None:
         if (allow_end and name == END) or (allow_start and name == START) or name in known:
             return
-        raise GraphError(f"{where}: there is no node named {name!r}{_suggest(name, g.nodes)}")
+        misnamed.append(f"{where}: there is no node named {name!r}{_suggest(name, g.nodes)}")
 
     for sources, target in g.edges:
         for s in sources:
@@ -151,26 +152,61 @@ def _validate(g: CompiledGraph) -> None:
         for b in branches:
             for t in b.targets or ():
                 check_node(t, f"branch after {source!r}", allow_end=True)
-    if START not in g.static and START not in g.branches:
+    # Every problem of a kind is reported at once, so that fixing one does not merely
+    # reveal the next; a misspelt name is fixed first, as it explains the dangling nodes.
+    problems = misnamed or _connection_problems(g)
+    if len(problems) == 1:
+        raise GraphError(problems[0])
+    if problems:
+        listed = "; ".join(f"({i}) {problem}" for i, problem in enumerate(problems, 1))
+        raise GraphError(f"graph {g.name!r} has {len(problems)} problems: {listed}")
+
+
+def _connection_problems(g: CompiledGraph) -> list[str]:
+    """What keeps the graph from running every node from START to END, one line each."""
+    problems: list[str] = []
+    has_entry = START in g.static or START in g.branches
+    if not has_entry:
         first = next(iter(g.nodes))
-        raise GraphError(
+        problems.append(
             f"graph {g.name!r} has no entry point; add g.edge(START, {first!r}) (or a branch from START)"
         )
-    join_sources = {s for j in g.joins for s in j.sources}
+    leads_out = {s for sources, _ in g.edges for s in sources} | set(g.branches)
+    leads_in = {target for _, target in g.edges}
+    leads_in.update(t for bs in g.branches.values() for b in bs for t in b.targets or ())
+    # A router without declared targets may lead to any node.
+    open_router = any(b.targets is None for bs in g.branches.values() for b in bs)
+    isolated: set[str] = set()
     for name in g.nodes:
-        if name not in g.static and name not in g.branches and name not in join_sources:
-            raise GraphError(
-                f"node {name!r} has no way out; add g.edge({name!r}, END), an edge to the next node, "
-                "or a branch after it"
+        if name in leads_out:
+            continue
+        if name in leads_in or open_router:
+            problems.append(
+                f"node {name!r} has no way out; add g.edge({name!r}, END), an edge to the next "
+                "node, or a branch after it"
             )
-    unreachable = known - _reachable(g)
-    if unreachable:
-        name = sorted(unreachable)[0]
-        more = f" (and {len(unreachable) - 1} more)" if len(unreachable) > 1 else ""
-        raise GraphError(
-            f"node {name!r}{more} can never run: nothing leads to it from START; connect it "
-            f"with g.edge(..., {name!r}) or a branch, or remove it"
-        )
+        else:
+            isolated.add(name)
+            problems.append(
+                f"node {name!r} has no edges: nothing leads to it and it has no way out; connect "
+                f"it with g.edge(..., {name!r}) and g.edge({name!r}, ...) (or branches), or remove it"
+            )
+    if has_entry:
+        reachable = _reachable(g)
+        unreachable = [n for n in g.nodes if n not in reachable and n not in isolated]
+        if len(unreachable) == 1:
+            name = unreachable[0]
+            problems.append(
+                f"node {name!r} can never run: nothing leads to it from START; connect it "
+                f"with g.edge(..., {name!r}) or a branch, or remove it"
+            )
+        elif unreachable:
+            names = ", ".join(repr(n) for n in unreachable)
+            problems.append(
+                f"nodes {names} can never run: nothing leads to them from START; connect them "
+                "with g.edge(..., NODE) or a branch, or remove them"
+            )
+    return problems
 
 
 def _reachable(g: CompiledGraph) -> set[str]:
