@@ -10,11 +10,12 @@ server error; after anything else (a dropped connection, a cancellation in the
 middle of a statement, a client error) it is closed, so the next caller never
 inherits a connection in an unknown state.
 
-A call that outlasts ``call_timeout`` (a silently dead connection, a stalled
-server) has its connection terminated by a watchdog (:meth:`watch`), so it fails
-with a connection error that the store retries. asyncpg's ``command_timeout``
-would do the same with a timer per statement, which costs ~20k instructions
-(~7% of a durable step's client CPU here); the watchdog costs a clock read.
+A call unanswered for ``call_timeout`` seconds (a silently dead connection, a
+stalled server) has its connection terminated by a watchdog (:meth:`watch`), and
+fails with :class:`CallTimeoutError`, which the store retries if ``retry_for``
+leaves time. asyncpg's ``command_timeout`` would do the same with a timer per
+statement, which costs ~20k instructions (~7% of a durable step's client CPU
+here); the watchdog costs a clock read per call.
 """
 
 from __future__ import annotations
@@ -40,29 +41,52 @@ else:
 Connect: TypeAlias = Callable[[], Awaitable[Connection]]
 
 
+class CallTimeoutError(TimeoutError):
+    """The server did not answer within ``call_timeout``; the connection was closed.
+
+    A :class:`TimeoutError`, so an ``OSError``: transient, like any lost connection.
+    """
+
+    def __init__(self, call_timeout: float) -> None:
+        super().__init__(f"no answer within call_timeout={call_timeout:g} s")
+        self.call_timeout = call_timeout
+
+
 class ConnectionPool:
-    def __init__(self, connect: Connect, max_size: int) -> None:
+    def __init__(self, connect: Connect, max_size: int, call_timeout: float) -> None:
         self._connect = connect
+        self.call_timeout = call_timeout
         self._idle: list[Connection] = []
         self._slots = anyio.Semaphore(max_size)
         self._closed = False
-        self._busy: dict[Connection, float] = {}  # connections in a call: since when
+        # Connections in a call, and since when. Entered when a call starts, so in the
+        # order of their deadlines: the first one is always the next to expire.
+        self._busy: dict[Connection, float] = {}
 
-    async def watch(self, call_timeout: float) -> None:
-        """Terminate the connections of calls running longer than ``call_timeout`` seconds.
+    async def watch(self) -> None:
+        """Terminate the connections of calls unanswered for ``call_timeout`` seconds.
 
+        Wakes at the oldest call's deadline, not on a coarser tick, so that a stalled
+        call ends at ``call_timeout`` and not up to a tick later, past ``retry_for``.
         Runs until cancelled; the store runs it as a task of its own.
         """
+        timeout = self.call_timeout
         while True:
-            await asyncio.sleep(call_timeout / 4)
-            overdue = time.monotonic() - call_timeout
+            now = time.monotonic()
+            oldest = next(iter(self._busy.values()), now)
+            if now < oldest + timeout:
+                await asyncio.sleep(oldest + timeout - now)
+                continue
             for conn, since in list(self._busy.items()):
-                if since < overdue and not conn.is_closed():
-                    log.warning(
-                        "a PostgreSQL call ran for over %.0f s; closing its connection to retry",
-                        call_timeout,
-                    )
-                    conn.terminate()
+                if since > now - timeout:
+                    break
+                del self._busy[conn]  # how run() tells that the watchdog closed it
+                conn.terminate()
+                log.warning(
+                    "a PostgreSQL call got no answer within call_timeout=%g s; "
+                    "closed its connection",
+                    timeout,
+                )
 
     async def fill(self, size: int) -> None:
         """Open ``size`` connections now, so that a bad URL fails at open()."""
@@ -75,8 +99,13 @@ class ConnectionPool:
         self._busy[conn] = time.monotonic()
         try:
             result = await call(conn)
-        except asyncpg.PostgresError as exc:  # the server answered; the connection may be fine
-            self._release(conn, broken=is_transient(exc))
+        except Exception as exc:
+            timed_out = conn not in self._busy  # the watchdog took it out and closed it
+            # A server error leaves the connection usable, unless it says it is going away.
+            broken = not isinstance(exc, asyncpg.PostgresError) or is_transient(exc)
+            self._release(conn, broken=broken)
+            if timed_out:
+                raise CallTimeoutError(self.call_timeout) from exc
             raise
         except BaseException:
             self._release(conn, broken=True)

@@ -28,7 +28,9 @@ Within one store, reads wait for that run's queued writes (read your writes).
 
 Failures (``_pg_retry``): a dropped connection or a restarting server is
 retried with backoff and jitter for ``retry_for`` seconds, then
-:class:`StoreUnavailableError`. Each append is atomic, so a step is never half
+:class:`StoreUnavailableError`; a call unanswered for ``call_timeout`` seconds
+has its connection closed by the pool's watchdog (``_pg_pool``) and is retried
+the same way. Each append is atomic, so a step is never half
 written. If the reply to a commit was lost, the retry meets a conflict; if the
 stored events at ``expected_seq + 1 ..`` are ours (same kind, ts and data) the
 write was ours, and it succeeds.
@@ -100,6 +102,7 @@ Record = asyncpg.Record
 _BIGINT_MAX = 2**63 - 1
 _ALL_RUNS = RunQuery()
 _CONNECT_TIMEOUT = 10.0
+_CALL_TIMEOUT = 10.0  # the default; a third of retry_for if that is shorter
 _HOST_PREFIX = (
     socket.gethostname().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
 )
@@ -110,9 +113,16 @@ class PostgresStore:
 
     Options come from the arguments, else from the URL's query, else the
     defaults: ``schema='mainspring'``, ``min_size=2``, ``max_size=10``,
-    ``retry_for=30.0`` seconds, ``batch_window=0.002`` seconds, ``call_timeout=60.0``
-    seconds (a call still unanswered then, on a silently dead connection or a stalled
-    server, has its connection closed and is retried).
+    ``batch_window=0.002`` seconds, and two that work together:
+
+    * ``retry_for=30.0`` seconds: how long an operation keeps retrying through lost
+      connections and server restarts before :class:`StoreUnavailableError`; ``0``
+      never retries.
+    * ``call_timeout``: how long a call may go unanswered (a silently dead connection,
+      a stalled server) before its connection is closed and the call retried; also the
+      limit on opening a connection. It must be below ``retry_for``, or a stalled call
+      would use up the whole retry time and never be retried: the store refuses
+      such a pair. Default 10 s, or a third of ``retry_for`` if that is shorter.
     """
 
     def __init__(
@@ -133,7 +143,16 @@ class PostgresStore:
         self.min_size = min(option(params, "min_size", min_size, int, 2), self.max_size)
         self.retry_for = option(params, "retry_for", retry_for, float, 30.0)
         self.batch_window = option(params, "batch_window", batch_window, float, 0.002)
-        self.call_timeout = option(params, "call_timeout", call_timeout, float, 60.0, positive=True)
+        # A stalled call is retried only if it is cut off while retry_for still runs.
+        timeout = min(_CALL_TIMEOUT, self.retry_for / 3) if self.retry_for else _CALL_TIMEOUT
+        self.call_timeout = option(
+            params, "call_timeout", call_timeout, float, timeout, positive=True
+        )
+        if 0 < self.retry_for <= self.call_timeout:
+            raise StoreError(
+                f"call_timeout={self.call_timeout:g} must be below retry_for={self.retry_for:g}, "
+                "or a stalled call could never be retried; lower call_timeout or raise retry_for"
+            )
         # jit off: these are all short statements, which JIT compilation only slows down.
         self._server_settings = {"jit": "off"}
         if "application_name" not in parsed.driver_params:
@@ -153,7 +172,7 @@ class PostgresStore:
         if self._pool is not None:
             return
         _require_asyncio()
-        pool = ConnectionPool(self._connect, self.max_size)
+        pool = ConnectionPool(self._connect, self.max_size, self.call_timeout)
         try:
             await self._retrier.run("connecting", lambda _: pool.fill(self.min_size or 1))
             migrate_schema = partial(migrate, target=self.target)
@@ -172,7 +191,7 @@ class PostgresStore:
         name = f"mainspring postgres writer ({self.target.schema})"
         self._writer = loop.create_task(self._batch.run(), name=name)
         name = f"mainspring postgres watchdog ({self.target.schema})"
-        self._watchdog = loop.create_task(pool.watch(self.call_timeout), name=name)
+        self._watchdog = loop.create_task(pool.watch(), name=name)
 
     async def aclose(self) -> None:
         pool, writer, watchdog = self._pool, self._writer, self._watchdog

@@ -1,0 +1,100 @@
+"""The PostgreSQL store under network faults: stalls, dead pools, nothing listening.
+
+A stall is a path to the server that goes silent: no error, no close, as when a
+router or NAT loses its state. The proxy of ``test_postgres_store`` makes one:
+it silences the connections open at that moment and lets new ones through, or
+swallows everything (``deaf``), or refuses. Settings are small (``call_timeout``
+of half a second) so that each test takes about a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import anyio
+import pytest
+
+from mainspring.errors import StoreError, StoreUnavailableError
+from mainspring.store.postgres import PostgresStore
+from tests.conftest import PG_URL
+from tests.test_postgres_store import _assert_gap_free, _create, _Proxy, _step, _with
+
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
+
+CALL_TIMEOUT = 0.5
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[_Proxy]:
+    parts = urlsplit(PG_URL)
+    p = _Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    async with anyio.create_task_group() as tg:
+        await tg.start(p.serve)
+        yield p
+        tg.cancel_scope.cancel()
+
+
+def _via(proxy: _Proxy, url: str, **params: object) -> str:
+    """``url`` (a store URL on a fresh schema) through ``proxy``, with more options."""
+    query = "".join(f"&{k}={v}" for k, v in params.items())
+    return _with(url, netloc=f"postgres@127.0.0.1:{proxy.local_port}") + query
+
+
+def _log_text(caplog: pytest.LogCaptureFixture) -> str:
+    return " ".join(r.getMessage() for r in caplog.records if r.name.startswith("mainspring"))
+
+
+# -- item 1: call_timeout and retry_for agree ----------------------------------------------------
+
+
+def test_defaults_leave_a_stalled_call_time_to_be_retried() -> None:
+    s = PostgresStore(PG_URL)
+    assert (s.call_timeout, s.retry_for) == (10.0, 30.0)
+    assert PostgresStore(PG_URL, retry_for=3).call_timeout == 1.0  # a third of retry_for
+    assert PostgresStore(f"{PG_URL}?retry_for=0").call_timeout == 10.0  # never retried anyway
+    assert PostgresStore(PG_URL, retry_for=0, call_timeout=60).call_timeout == 60
+
+
+@pytest.mark.parametrize(
+    ("query", "call_timeout", "retry_for"),
+    [("", 30.0, 30.0), ("?call_timeout=5&retry_for=3", None, None)],
+)
+def test_call_timeout_not_below_retry_for_is_refused(
+    query: str, call_timeout: float | None, retry_for: float | None
+) -> None:
+    with pytest.raises(StoreError, match=r"call_timeout=.* below retry_for=") as info:
+        PostgresStore(PG_URL + query, call_timeout=call_timeout, retry_for=retry_for)
+    assert "\n" not in str(info.value)
+
+
+async def test_a_stalled_call_is_retried_within_retry_for(
+    postgres_url: str, proxy: _Proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "mainspring")
+    url = _via(proxy, postgres_url, call_timeout=CALL_TIMEOUT, retry_for=3, min_size=1)
+    async with PostgresStore(url) as store:
+        await _create(store, "r")
+        proxy.silence_open_links()
+        started = time.monotonic()
+        await store.append("r", 1, [_step("r", 2)])
+        assert CALL_TIMEOUT <= time.monotonic() - started < CALL_TIMEOUT + 0.7
+        await _assert_gap_free(store, "r", 2)
+    assert "no answer within call_timeout=0.5 s); retrying" in _log_text(caplog)
+
+
+async def test_a_stalled_call_with_no_retry_left_is_not_said_to_be_retried(
+    postgres_url: str, proxy: _Proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "mainspring")
+    url = _via(proxy, postgres_url, call_timeout=CALL_TIMEOUT, retry_for=0, min_size=1)
+    async with PostgresStore(url) as store:
+        await _create(store, "r")
+        proxy.silence_open_links()
+        with pytest.raises(StoreUnavailableError, match="no answer within call_timeout") as info:
+            await store.append("r", 1, [_step("r", 2)])
+        assert "\n" not in str(info.value)
+    assert "no answer" in _log_text(caplog)
+    assert "retry" not in _log_text(caplog)
