@@ -47,7 +47,7 @@ def _log_text(caplog: pytest.LogCaptureFixture) -> str:
     return " ".join(r.getMessage() for r in caplog.records if r.name.startswith("mainspring"))
 
 
-# -- item 1: call_timeout and retry_for agree ----------------------------------------------------
+# -- call_timeout and retry_for agree -----------------------------------------------------------
 
 
 def test_defaults_leave_a_stalled_call_time_to_be_retried() -> None:
@@ -98,3 +98,47 @@ async def test_a_stalled_call_with_no_retry_left_is_not_said_to_be_retried(
         assert "\n" not in str(info.value)
     assert "no answer" in _log_text(caplog)
     assert "retry" not in _log_text(caplog)
+
+
+# -- one stall costs one call_timeout, however many connections it killed -----------------------
+
+
+async def test_a_stall_of_every_pooled_connection_costs_one_call_timeout(
+    postgres_url: str, proxy: _Proxy
+) -> None:
+    # Six idle connections, all dead: handed out in turn, they would cost six call_timeouts.
+    url = _via(proxy, postgres_url, call_timeout=CALL_TIMEOUT, retry_for=10, min_size=6)
+    async with PostgresStore(url) as store:
+        await _create(store, "r")
+        proxy.silence_open_links()
+        started = time.monotonic()
+        with anyio.fail_after(10):
+            await store.append("r", 1, [_step("r", 2)])
+        assert time.monotonic() - started < CALL_TIMEOUT + 0.7
+        await _assert_gap_free(store, "r", 2)
+
+
+async def test_calls_stuck_on_a_dead_path_end_with_the_first_one(
+    postgres_url: str, proxy: _Proxy
+) -> None:
+    timeout = 1.0
+    url = _via(proxy, postgres_url, call_timeout=timeout, retry_for=10, min_size=4)
+    async with PostgresStore(url) as store:
+        await _create(store, "a")
+        await _create(store, "b")
+        proxy.silence_open_links()
+        started = time.monotonic()
+        done: dict[str, float] = {}
+
+        async def append(run_id: str, after: float) -> None:
+            await anyio.sleep(after)
+            await store.append(run_id, 1, [_step(run_id, 2)])
+            done[run_id] = time.monotonic() - started
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(append, "a", 0)
+            tg.start_soon(append, "b", 0.4)  # stuck too, on another connection of the pool
+        # b is cut off with a, not a whole call_timeout after its own start (1.4 s).
+        assert done["a"] < timeout + 0.25 and done["b"] < timeout + 0.25, done
+        for rid in ("a", "b"):
+            await _assert_gap_free(store, rid, 2)

@@ -43,6 +43,13 @@ _TRANSIENT_SERVER_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+# Transient, but the connection is fine: nothing was committed and it can be used again.
+_ROLLED_BACK: tuple[type[Exception], ...] = (
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+)
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for errors that a later attempt on a fresh connection may not meet."""
     if isinstance(exc, socket.gaierror):
@@ -51,6 +58,11 @@ def is_transient(exc: BaseException) -> bool:
         return True
     # The pool handed out a connection the server had already closed.
     return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """True if ``exc`` says that a connection, or the path to the server, is gone."""
+    return is_transient(exc) and not isinstance(exc, _ROLLED_BACK)
 
 
 def permanent_error(exc: BaseException, target: Target, what: str) -> StoreError:
