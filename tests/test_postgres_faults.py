@@ -10,17 +10,20 @@ of half a second) so that each test takes about a second.
 from __future__ import annotations
 
 import logging
+import socket
 import time
+import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import anyio
+import asyncpg
 import pytest
 
 from mainspring.errors import StoreError, StoreUnavailableError
 from mainspring.store.postgres import PostgresStore
 from tests.conftest import PG_URL
-from tests.test_postgres_store import _assert_gap_free, _create, _Proxy, _step, _with
+from tests.test_postgres_store import _admin, _assert_gap_free, _create, _Proxy, _step, _with
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -142,3 +145,69 @@ async def test_calls_stuck_on_a_dead_path_end_with_the_first_one(
         assert done["a"] < timeout + 0.25 and done["b"] < timeout + 0.25, done
         for rid in ("a", "b"):
             await _assert_gap_free(store, rid, 2)
+
+
+# -- opening: nothing listening, nothing answering, no connection to spare ----------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port  # closed again: nothing listens there
+
+
+async def test_open_fails_at_once_when_nothing_listens() -> None:
+    port = _free_port()
+    store = PostgresStore(_with(PG_URL, netloc=f"postgres@127.0.0.1:{port}"), retry_for=30)
+    started = time.monotonic()
+    with anyio.fail_after(10), pytest.raises(StoreUnavailableError) as info:
+        await store.open()
+    assert time.monotonic() - started < 0.5
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"127.0.0.1:{port}" in message and "start the server" in message
+
+
+async def test_open_fails_after_call_timeout_when_the_server_never_answers(
+    postgres_url: str, proxy: _Proxy
+) -> None:
+    proxy.deaf = True  # connections are accepted, and nothing comes back
+    store = PostgresStore(_via(proxy, postgres_url, call_timeout=CALL_TIMEOUT, retry_for=30))
+    started = time.monotonic()
+    with anyio.fail_after(10), pytest.raises(StoreUnavailableError, match="no answer") as info:
+        await store.open()
+    assert time.monotonic() - started < CALL_TIMEOUT + 0.5
+    assert "\n" not in str(info.value)
+
+
+@pytest.fixture
+async def limited_role(postgres_url: str) -> AsyncIterator[str]:
+    """A role that may hold one connection at a time."""
+    role = f"ms_t_{uuid.uuid4().hex[:8]}"
+    await _admin(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")
+    await _admin(f"GRANT CREATE ON DATABASE {urlsplit(PG_URL).path.lstrip('/')} TO {role}")
+    try:
+        yield role
+    finally:
+        await _admin(f"DROP OWNED BY {role}")
+        await _admin(f"DROP ROLE {role}")
+
+
+async def test_open_waits_for_a_server_with_no_connection_to_spare(
+    postgres_url: str, limited_role: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server is there and answers "too many connections": that passes, so open() retries.
+    caplog.set_level(logging.WARNING, "mainspring")
+    url = _with(postgres_url, netloc=f"{limited_role}@{urlsplit(PG_URL).netloc.split('@')[-1]}")
+    held = await asyncpg.connect(url.split("?")[0])
+    try:
+        store = PostgresStore(url, retry_for=3, min_size=1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.open)
+            await anyio.sleep(0.3)
+            assert "too many connections" in _log_text(caplog)
+            await held.close()
+        await store.aclose()
+    finally:
+        await held.close()

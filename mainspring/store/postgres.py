@@ -30,7 +30,8 @@ Failures (``_pg_retry``): a dropped connection or a restarting server is
 retried with backoff and jitter for ``retry_for`` seconds, then
 :class:`StoreUnavailableError`; a call unanswered for ``call_timeout`` seconds
 has its connection closed by the pool's watchdog (``_pg_pool``) and is retried
-the same way. Each append is atomic, so a step is never half
+the same way. Retries are for a server that worked before: :meth:`open` fails at
+once if nothing answers at the URL's host and port. Each append is atomic, so a step is never half
 written. If the reply to a commit was lost, the retry meets a conflict; if the
 stored events at ``expected_seq + 1 ..`` are ours (same kind, ts and data) the
 write was ours, and it succeeds.
@@ -80,7 +81,7 @@ from ..events import Event, EventKind, encode
 from . import _pg_sql
 from ._owner import owner_is_dead
 from ._pg_batch import Group, GroupCommit, Write
-from ._pg_pool import Connection, ConnectionPool
+from ._pg_pool import CallTimeoutError, Connection, ConnectionPool
 from ._pg_retry import Retrier, log
 from ._pg_schema import migrate
 from ._pg_url import option, parse_url
@@ -101,7 +102,6 @@ Record = asyncpg.Record
 
 _BIGINT_MAX = 2**63 - 1
 _ALL_RUNS = RunQuery()
-_CONNECT_TIMEOUT = 10.0
 _CALL_TIMEOUT = 10.0  # the default; a third of retry_for if that is shorter
 _HOST_PREFIX = (
     socket.gethostname().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
@@ -174,7 +174,9 @@ class PostgresStore:
         _require_asyncio()
         pool = ConnectionPool(self._connect, self.max_size, self.call_timeout)
         try:
-            await self._retrier.run("connecting", lambda _: pool.fill(self.min_size or 1))
+            # A server never reached fails at once: nothing says it is coming (_pg_retry).
+            fill = partial(pool.fill, self.min_size or 1)
+            await self._retrier.run("connecting", lambda _: fill(), opening=True)
             migrate_schema = partial(migrate, target=self.target)
             await self._retrier.run("checking the schema", lambda _: pool.run(migrate_schema))
         except BaseException:
@@ -219,11 +221,13 @@ class PostgresStore:
         await self.aclose()
 
     async def _connect(self) -> Connection:
-        return await asyncpg.connect(
-            self._dsn,
-            timeout=_CONNECT_TIMEOUT,
-            server_settings=self._server_settings,
-        )
+        # A connect on a dead path would hang like a call: it gets the same limit.
+        try:
+            return await asyncpg.connect(
+                self._dsn, timeout=self.call_timeout, server_settings=self._server_settings
+            )
+        except TimeoutError as exc:
+            raise CallTimeoutError(self.call_timeout) from exc
 
     def _live_pool(self) -> ConnectionPool:
         if self._pool is None:
