@@ -13,7 +13,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 import anyio
@@ -21,6 +21,9 @@ import asyncpg
 import pytest
 
 from mainspring.errors import StoreError, StoreUnavailableError
+from mainspring.events import Event, EventKind
+from mainspring.store._pg_pool import Connection
+from mainspring.store.base import Durability, RunQuery, Snapshot
 from mainspring.store.postgres import PostgresStore
 from tests.conftest import PG_URL
 from tests.test_postgres_store import _admin, _assert_gap_free, _create, _Proxy, _step, _with
@@ -211,3 +214,92 @@ async def test_open_waits_for_a_server_with_no_connection_to_spare(
         await store.aclose()
     finally:
         await held.close()
+
+
+# -- the same fault elsewhere: reads, leases, the batch writer, open and close -------------------
+
+
+async def _off_then_flush(store: PostgresStore) -> None:
+    await store.append("r", 1, [_step("r", 2)], durability=Durability.OFF)
+    await store.flush()
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        pytest.param(lambda s: s.read("r"), id="read"),
+        pytest.param(lambda s: s.list_runs(RunQuery()), id="list_runs"),
+        pytest.param(lambda s: s.claim("r", "w1", 30), id="claim"),
+        pytest.param(lambda s: s.renew("w1", 30), id="renew"),
+        pytest.param(lambda s: s.save_snapshot(Snapshot("r", 1, {"x": 1})), id="snapshot"),
+        pytest.param(
+            lambda s: s.append("r", 1, [_step("r", 2)], durability=Durability.BATCH), id="batch"
+        ),
+        pytest.param(_off_then_flush, id="off_then_flush"),
+    ],
+)
+async def test_every_operation_rides_out_a_stall_in_one_call_timeout(
+    postgres_url: str, proxy: _Proxy, operation: Callable[[PostgresStore], Awaitable[object]]
+) -> None:
+    url = _via(proxy, postgres_url, call_timeout=CALL_TIMEOUT, retry_for=10, min_size=4)
+    async with PostgresStore(url) as store:
+        await _create(store, "r")
+        proxy.silence_open_links()
+        started = time.monotonic()
+        with anyio.fail_after(10):
+            await operation(store)
+        assert time.monotonic() - started < CALL_TIMEOUT + 0.7
+
+
+async def test_a_stall_while_open_checks_the_schema_is_cut_off(
+    postgres_url: str, proxy: _Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PostgresStore(_via(proxy, postgres_url, call_timeout=CALL_TIMEOUT, min_size=1))
+    connect = store._connect
+    stalled = False
+
+    async def connect_then_stall() -> Connection:
+        nonlocal stalled
+        conn = await connect()
+        if not stalled:  # the first connection dies right after it was made
+            stalled = True
+            proxy.silence_open_links()
+        return conn
+
+    monkeypatch.setattr(store, "_connect", connect_then_stall)
+    with anyio.fail_after(10):
+        await store.open()
+    try:
+        await _create(store, "r")
+    finally:
+        await store.aclose()
+
+
+async def test_close_on_a_dead_path_waits_at_most_call_timeout(
+    postgres_url: str, proxy: _Proxy
+) -> None:
+    store = PostgresStore(_via(proxy, postgres_url, call_timeout=CALL_TIMEOUT, min_size=6))
+    await store.open()
+    await _create(store, "r")
+    proxy.silence_open_links()
+    started = time.monotonic()
+    with anyio.fail_after(10):
+        await store.aclose()
+    assert time.monotonic() - started < CALL_TIMEOUT + 0.5
+
+
+async def test_a_path_that_stays_dead_fails_within_retry_for(
+    postgres_url: str, proxy: _Proxy
+) -> None:
+    # New connections hang too: each reconnect must give up after call_timeout as well.
+    retry_for = 2.0
+    url = _via(proxy, postgres_url, call_timeout=CALL_TIMEOUT, retry_for=retry_for)
+    async with PostgresStore(url) as store:
+        await _create(store, "r")
+        proxy.silence_open_links()
+        proxy.deaf = True
+        started = time.monotonic()
+        with anyio.fail_after(20), pytest.raises(StoreUnavailableError, match="no answer"):
+            await store.append("r", 1, [Event("r", 2, EventKind.STEP_FINISHED, time.time(), {})])
+        assert time.monotonic() - started < retry_for + 2 * CALL_TIMEOUT + 0.5
+        proxy.deaf = False

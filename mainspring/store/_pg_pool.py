@@ -168,16 +168,19 @@ class ConnectionPool:
             self._idle.append(conn)
         self._slots.release()
 
-    async def close(self, timeout: float = 5.0) -> None:
-        """Close idle connections gracefully; busy ones close when they come back."""
+    async def close(self) -> None:
+        """Close idle connections gracefully; busy ones close when they come back.
+
+        All at once, and for at most ``call_timeout``: on a dead path each close would
+        wait for an answer that never comes.
+        """
         self._closed = True
         idle, self._idle = self._idle, []
+        with anyio.move_on_after(self.call_timeout, shield=True):
+            async with anyio.create_task_group() as tg:
+                for conn in idle:
+                    tg.start_soon(_close, conn)
         for conn in idle:
-            with anyio.move_on_after(timeout, shield=True):
-                try:
-                    await conn.close(timeout=timeout)
-                except Exception:
-                    conn.terminate()
             if not conn.is_closed():
                 conn.terminate()
 
@@ -190,3 +193,10 @@ class ConnectionPool:
         for conn in idle:
             conn.terminate()
         return len(idle)
+
+
+async def _close(conn: Connection) -> None:
+    try:
+        await conn.close()  # aborts the connection if cancelled
+    except Exception:
+        conn.terminate()

@@ -173,6 +173,15 @@ class PostgresStore:
             return
         _require_asyncio()
         pool = ConnectionPool(self._connect, self.max_size, self.call_timeout)
+        # The writer and the watchdog are tasks of the store's own: started here,
+        # cancelled and awaited in aclose(). A task group entered here and left in
+        # aclose() would tie the store to the opening task's cancel-scope stack, and the
+        # usual cleanup idiom, ``with CancelScope(shield=True): await store.aclose()``
+        # (the Runtime does this), would then fail on exiting the scopes out of order.
+        # The watchdog starts first: a stall while the schema is checked must end too.
+        loop = asyncio.get_running_loop()
+        name = f"mainspring postgres watchdog ({self.target.schema})"
+        watchdog = loop.create_task(pool.watch(), name=name)
         try:
             # A server never reached fails at once: nothing says it is coming (_pg_retry).
             fill = partial(pool.fill, self.min_size or 1)
@@ -181,19 +190,14 @@ class PostgresStore:
             await self._retrier.run("checking the schema", lambda _: pool.run(migrate_schema))
         except BaseException:
             pool.terminate()
+            watchdog.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({watchdog})
             raise
-        self._pool = pool
+        self._pool, self._watchdog = pool, watchdog
         self._batch = GroupCommit(self._write_groups, self.batch_window)
-        # The writer is a task of the store's own: started here, cancelled and awaited
-        # in aclose(). A task group entered here and left in aclose() would tie the
-        # store to the opening task's cancel-scope stack, and the usual cleanup
-        # idiom, ``with CancelScope(shield=True): await store.aclose()`` (the Runtime
-        # does this), would then fail on exiting the scopes out of order.
-        loop = asyncio.get_running_loop()
         name = f"mainspring postgres writer ({self.target.schema})"
         self._writer = loop.create_task(self._batch.run(), name=name)
-        name = f"mainspring postgres watchdog ({self.target.schema})"
-        self._watchdog = loop.create_task(pool.watch(), name=name)
 
     async def aclose(self) -> None:
         pool, writer, watchdog = self._pool, self._writer, self._watchdog
