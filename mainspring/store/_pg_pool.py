@@ -97,12 +97,13 @@ class ConnectionPool:
                 del self._busy[conn]  # how run() tells that the watchdog closed it
                 conn.terminate()
                 stuck += 1
+            idle = self._drop_idle()
             log.warning(
                 "a PostgreSQL call got no answer within call_timeout=%g s; closed the "
                 "connections stuck in calls (%d) and the idle ones (%d), reopened on demand",
                 timeout,
                 stuck,
-                self._drop_idle(),
+                idle,
             )
 
     async def fill(self, size: int) -> None:

@@ -31,7 +31,8 @@ retried with backoff and jitter for ``retry_for`` seconds, then
 :class:`StoreUnavailableError`; a call unanswered for ``call_timeout`` seconds
 has its connection closed by the pool's watchdog (``_pg_pool``) and is retried
 the same way. Retries are for a server that worked before: :meth:`open` fails at
-once if nothing answers at the URL's host and port. Each append is atomic, so a step is never half
+once if nothing listens at the URL's host and port (after ``call_timeout`` if
+nothing answers there). Each append is atomic, so a step is never half
 written. If the reply to a commit was lost, the retry meets a conflict; if the
 stored events at ``expected_seq + 1 ..`` are ours (same kind, ts and data) the
 write was ours, and it succeeds.
@@ -116,8 +117,9 @@ class PostgresStore:
     ``batch_window=0.002`` seconds, and two that work together:
 
     * ``retry_for=30.0`` seconds: how long an operation keeps retrying through lost
-      connections and server restarts before :class:`StoreUnavailableError`; ``0``
-      never retries.
+      connections and server restarts before :class:`StoreUnavailableError` (the
+      attempt then in flight may add up to two ``call_timeout``, connect and call);
+      ``0`` never retries.
     * ``call_timeout``: how long a call may go unanswered (a silently dead connection,
       a stalled server) before its connection is closed and the call retried; also the
       limit on opening a connection. It must be below ``retry_for``, or a stalled call
