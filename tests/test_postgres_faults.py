@@ -21,7 +21,6 @@ import asyncpg
 import pytest
 
 from mainspring.errors import StoreError, StoreUnavailableError
-from mainspring.events import Event, EventKind
 from mainspring.store._pg_pool import Connection
 from mainspring.store.base import Durability, RunQuery, Snapshot
 from mainspring.store.postgres import PostgresStore
@@ -300,6 +299,6 @@ async def test_a_path_that_stays_dead_fails_within_retry_for(
         proxy.deaf = True
         started = time.monotonic()
         with anyio.fail_after(20), pytest.raises(StoreUnavailableError, match="no answer"):
-            await store.append("r", 1, [Event("r", 2, EventKind.STEP_FINISHED, time.time(), {})])
+            await store.append("r", 1, [_step("r", 2)])
         assert time.monotonic() - started < retry_for + 2 * CALL_TIMEOUT + 0.5
         proxy.deaf = False

@@ -186,8 +186,9 @@ class PostgresStore:
         watchdog = loop.create_task(pool.watch(), name=name)
         try:
             # A server never reached fails at once: nothing says it is coming (_pg_retry).
-            fill = partial(pool.fill, self.min_size or 1)
-            await self._retrier.run("connecting", lambda _: fill(), opening=True)
+            await self._retrier.run(
+                "connecting", lambda _: pool.fill(self.min_size or 1), opening=True
+            )
             migrate_schema = partial(migrate, target=self.target)
             await self._retrier.run("checking the schema", lambda _: pool.run(migrate_schema))
         except BaseException:
