@@ -126,9 +126,9 @@ def _with(url: str, **changes: str) -> str:
 
 
 def test_url_options_and_precedence() -> None:
-    url = _url("ms_x", retry_for=5, min_size=1, max_size=3, batch_window=0.01, call_timeout=9)
+    url = _url("ms_x", retry_for=5, min_size=1, max_size=3, batch_window=0.01, call_timeout=3)
     s = PostgresStore(url, retry_for=7.5)
-    assert s.call_timeout == 9
+    assert s.call_timeout == 3
     assert (s.target.schema, s.retry_for, s.min_size, s.max_size, s.batch_window) == (
         "ms_x", 7.5, 1, 3, 0.01,
     )  # fmt: skip
@@ -378,13 +378,15 @@ async def test_killed_connections_under_load(schema: str, caplog: pytest.LogCapt
 
 class _Proxy:
     """A TCP proxy to PostgreSQL that can cut every connection and refuse new ones, or
-    swallow what clients send (``deaf``) as a dead network path would."""
+    swallow what clients send (``deaf``) as a dead network path would, or silence just the
+    connections open now (``silence_open_links``) while new ones work."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port, self.up = host, port, True
         self.deaf = False
         self.local_port = 0
         self._links: set[anyio.CancelScope] = set()
+        self._silenced: set[anyio.CancelScope] = set()
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
@@ -415,7 +417,7 @@ class _Proxy:
     ) -> None:
         try:
             async for chunk in src:
-                if not (to_server and self.deaf):
+                if not (to_server and self.deaf) and scope not in self._silenced:
                     await dst.send(chunk)
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
@@ -425,6 +427,11 @@ class _Proxy:
         self.up = False
         for scope in list(self._links):
             scope.cancel()
+
+    def silence_open_links(self) -> None:
+        """Drop what either side sends on every connection open now, as a router or NAT that
+        lost their state would; connections opened later pass."""
+        self._silenced |= self._links
 
 
 @pytest.fixture

@@ -5,6 +5,11 @@ driver errors. Those are *transient*: the operation waits with exponential
 backoff and full jitter and tries again, for up to ``retry_for`` seconds, then
 raises :class:`StoreUnavailableError`. Everything else is translated once, here,
 into a one-line :class:`StoreError` that says what to fix.
+
+Retries are for a server that worked before. While the store opens, nothing has
+answered yet: a refused, unreachable or silent address is a wrong URL or a server
+that is not running, and fails at once. Only a server that answers that it is
+starting up or has no connection to spare is waited for, as after open.
 """
 
 from __future__ import annotations
@@ -43,6 +48,18 @@ _TRANSIENT_SERVER_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+# The server is there but cannot take a connection yet: waited for even while opening.
+_SERVER_NOT_READY: tuple[type[Exception], ...] = (
+    asyncpg.exceptions.CannotConnectNowError,  # starting up, shutting down, in recovery
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+# Transient, but the connection is fine: nothing was committed and it can be used again.
+_ROLLED_BACK: tuple[type[Exception], ...] = (
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+)
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for errors that a later attempt on a fresh connection may not meet."""
     if isinstance(exc, socket.gaierror):
@@ -51,6 +68,11 @@ def is_transient(exc: BaseException) -> bool:
         return True
     # The pool handed out a connection the server had already closed.
     return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """True if ``exc`` says that a connection, or the path to the server, is gone."""
+    return is_transient(exc) and not isinstance(exc, _ROLLED_BACK)
 
 
 def permanent_error(exc: BaseException, target: Target, what: str) -> StoreError:
@@ -96,6 +118,14 @@ def unavailable_error(
     )
 
 
+def unreachable_error(exc: BaseException, target: Target) -> StoreUnavailableError:
+    reason = _one_line(exc) or type(exc).__name__
+    return StoreUnavailableError(
+        f"cannot connect to PostgreSQL at {target} ({reason}); start the server, "
+        "or fix host and port in the store URL"
+    )
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
@@ -108,11 +138,14 @@ class Retrier:
         self.retry_for = retry_for
         self._down_since: float | None = None  # shared by all operations: log once per outage
 
-    async def run(self, what: str, attempt: Callable[[bool], Awaitable[T]]) -> T:
+    async def run(
+        self, what: str, attempt: Callable[[bool], Awaitable[T]], *, opening: bool = False
+    ) -> T:
         """Call ``attempt(retried)`` until it succeeds; ``retried`` is True after a failure.
 
         A retried write must allow for its earlier attempt having committed before
-        the connection dropped (the reply was lost, not the write).
+        the connection dropped (the reply was lost, not the write). ``opening``: no
+        server has answered yet, so only one that is not ready is waited for.
         """
         start = time.monotonic()
         delay = _FIRST_DELAY
@@ -125,6 +158,8 @@ class Retrier:
             except Exception as exc:
                 if not is_transient(exc):
                     raise permanent_error(exc, self.target, what) from exc
+                if opening and not isinstance(exc, _SERVER_NOT_READY):
+                    raise unreachable_error(exc, self.target) from exc
                 waited = time.monotonic() - start
                 remaining = self.retry_for - waited
                 if remaining <= 0:

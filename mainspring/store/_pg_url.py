@@ -1,6 +1,6 @@
 """The PostgreSQL store's URL: our options split off, the rest left to asyncpg.
 
-``postgresql://user:password@host:port/db?schema=name&retry_for=30&min_size=2&max_size=10&batch_window=0.002&call_timeout=60``
+``postgresql://user:password@host:port/db?schema=name&retry_for=30&min_size=2&max_size=10&batch_window=0.002&call_timeout=10``
 asyncpg would send query parameters it does not know to the server as settings,
 so ours are removed before the URL reaches it.
 """

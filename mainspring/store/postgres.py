@@ -28,7 +28,11 @@ Within one store, reads wait for that run's queued writes (read your writes).
 
 Failures (``_pg_retry``): a dropped connection or a restarting server is
 retried with backoff and jitter for ``retry_for`` seconds, then
-:class:`StoreUnavailableError`. Each append is atomic, so a step is never half
+:class:`StoreUnavailableError`; a call unanswered for ``call_timeout`` seconds
+has its connection closed by the pool's watchdog (``_pg_pool``) and is retried
+the same way. Retries are for a server that worked before: :meth:`open` fails at
+once if nothing listens at the URL's host and port (after ``call_timeout`` if
+nothing answers there). Each append is atomic, so a step is never half
 written. If the reply to a commit was lost, the retry meets a conflict; if the
 stored events at ``expected_seq + 1 ..`` are ours (same kind, ts and data) the
 write was ours, and it succeeds.
@@ -78,7 +82,7 @@ from ..events import Event, EventKind, encode
 from . import _pg_sql
 from ._owner import owner_is_dead
 from ._pg_batch import Group, GroupCommit, Write
-from ._pg_pool import Connection, ConnectionPool
+from ._pg_pool import CallTimeoutError, Connection, ConnectionPool
 from ._pg_retry import Retrier, log
 from ._pg_schema import migrate
 from ._pg_url import option, parse_url
@@ -99,7 +103,7 @@ Record = asyncpg.Record
 
 _BIGINT_MAX = 2**63 - 1
 _ALL_RUNS = RunQuery()
-_CONNECT_TIMEOUT = 10.0
+_CALL_TIMEOUT = 10.0  # the default; a third of retry_for if that is shorter
 _HOST_PREFIX = (
     socket.gethostname().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
 )
@@ -110,9 +114,17 @@ class PostgresStore:
 
     Options come from the arguments, else from the URL's query, else the
     defaults: ``schema='mainspring'``, ``min_size=2``, ``max_size=10``,
-    ``retry_for=30.0`` seconds, ``batch_window=0.002`` seconds, ``call_timeout=60.0``
-    seconds (a call still unanswered then, on a silently dead connection or a stalled
-    server, has its connection closed and is retried).
+    ``batch_window=0.002`` seconds, and two that work together:
+
+    * ``retry_for=30.0`` seconds: how long an operation keeps retrying through lost
+      connections and server restarts before :class:`StoreUnavailableError` (the
+      attempt then in flight may add up to two ``call_timeout``, connect and call);
+      ``0`` never retries.
+    * ``call_timeout``: how long a call may go unanswered (a silently dead connection,
+      a stalled server) before its connection is closed and the call retried; also the
+      limit on opening a connection. It must be below ``retry_for``, or a stalled call
+      would use up the whole retry time and never be retried: the store refuses
+      such a pair. Default 10 s, or a third of ``retry_for`` if that is shorter.
     """
 
     def __init__(
@@ -133,7 +145,16 @@ class PostgresStore:
         self.min_size = min(option(params, "min_size", min_size, int, 2), self.max_size)
         self.retry_for = option(params, "retry_for", retry_for, float, 30.0)
         self.batch_window = option(params, "batch_window", batch_window, float, 0.002)
-        self.call_timeout = option(params, "call_timeout", call_timeout, float, 60.0, positive=True)
+        # A stalled call is retried only if it is cut off while retry_for still runs.
+        timeout = min(_CALL_TIMEOUT, self.retry_for / 3) if self.retry_for else _CALL_TIMEOUT
+        self.call_timeout = option(
+            params, "call_timeout", call_timeout, float, timeout, positive=True
+        )
+        if 0 < self.retry_for <= self.call_timeout:
+            raise StoreError(
+                f"call_timeout={self.call_timeout:g} must be below retry_for={self.retry_for:g}, "
+                "or a stalled call could never be retried; lower call_timeout or raise retry_for"
+            )
         # jit off: these are all short statements, which JIT compilation only slows down.
         self._server_settings = {"jit": "off"}
         if "application_name" not in parsed.driver_params:
@@ -153,26 +174,33 @@ class PostgresStore:
         if self._pool is not None:
             return
         _require_asyncio()
-        pool = ConnectionPool(self._connect, self.max_size)
+        pool = ConnectionPool(self._connect, self.max_size, self.call_timeout)
+        # The writer and the watchdog are tasks of the store's own: started here,
+        # cancelled and awaited in aclose(). A task group entered here and left in
+        # aclose() would tie the store to the opening task's cancel-scope stack, and the
+        # usual cleanup idiom, ``with CancelScope(shield=True): await store.aclose()``
+        # (the Runtime does this), would then fail on exiting the scopes out of order.
+        # The watchdog starts first: a stall while the schema is checked must end too.
+        loop = asyncio.get_running_loop()
+        name = f"mainspring postgres watchdog ({self.target.schema})"
+        watchdog = loop.create_task(pool.watch(), name=name)
         try:
-            await self._retrier.run("connecting", lambda _: pool.fill(self.min_size or 1))
+            # A server never reached fails at once: nothing says it is coming (_pg_retry).
+            await self._retrier.run(
+                "connecting", lambda _: pool.fill(self.min_size or 1), opening=True
+            )
             migrate_schema = partial(migrate, target=self.target)
             await self._retrier.run("checking the schema", lambda _: pool.run(migrate_schema))
         except BaseException:
             pool.terminate()
+            watchdog.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({watchdog})
             raise
-        self._pool = pool
+        self._pool, self._watchdog = pool, watchdog
         self._batch = GroupCommit(self._write_groups, self.batch_window)
-        # The writer is a task of the store's own: started here, cancelled and awaited
-        # in aclose(). A task group entered here and left in aclose() would tie the
-        # store to the opening task's cancel-scope stack, and the usual cleanup
-        # idiom, ``with CancelScope(shield=True): await store.aclose()`` (the Runtime
-        # does this), would then fail on exiting the scopes out of order.
-        loop = asyncio.get_running_loop()
         name = f"mainspring postgres writer ({self.target.schema})"
         self._writer = loop.create_task(self._batch.run(), name=name)
-        name = f"mainspring postgres watchdog ({self.target.schema})"
-        self._watchdog = loop.create_task(pool.watch(self.call_timeout), name=name)
 
     async def aclose(self) -> None:
         pool, writer, watchdog = self._pool, self._writer, self._watchdog
@@ -200,11 +228,13 @@ class PostgresStore:
         await self.aclose()
 
     async def _connect(self) -> Connection:
-        return await asyncpg.connect(
-            self._dsn,
-            timeout=_CONNECT_TIMEOUT,
-            server_settings=self._server_settings,
-        )
+        # A connect on a dead path would hang like a call: it gets the same limit.
+        try:
+            return await asyncpg.connect(
+                self._dsn, timeout=self.call_timeout, server_settings=self._server_settings
+            )
+        except TimeoutError as exc:
+            raise CallTimeoutError(self.call_timeout) from exc
 
     def _live_pool(self) -> ConnectionPool:
         if self._pool is None:
