@@ -37,7 +37,10 @@ async def resume(
     graph: CompiledGraph | None,
 ) -> RunHandle:
     live = rt._live.get(run_id)
-    if live is not None and not live.done.is_set():
+    if live is not None and live.winding_up:
+        await live.done.wait()  # it is stopping: resume the run as it leaves it
+        live = None
+    if live is not None:
         resolved = resolve_values(live.fold, run_id, value, interrupt_id, values, value_given=True)
         if resolved:
             live.check_json(resolved, f"the resume values of run {run_id!r}")

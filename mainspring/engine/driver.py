@@ -88,6 +88,7 @@ class RunDriver(RunJournal):
         "parked",
         "reuse",
         "scope",
+        "winding_up",
     )
 
     def __init__(
@@ -126,6 +127,7 @@ class RunDriver(RunJournal):
         self.abandoned = False  # the runtime is closing: stop, leave the run resumable
         self.parked = False
         self._stopped = False
+        self.winding_up = False  # stopping: takes no more work (``done`` follows shortly)
         # Made when first waited on. asyncio's own Event: anyio's costs a sniffio lookup
         # more (~1.5 us a run), and the runtime runs on asyncio (see _tasks.py).
         self._done: asyncio.Event | None = None
@@ -190,16 +192,18 @@ class RunDriver(RunJournal):
                     RunStatus.FAILED,
                 )
         finally:
+            self.winding_up = True
+            if self.holds_lease():
+                # Abandoned mid-run (shutdown, or a cancelled caller of Runtime.run), or
+                # stopped by its store: hand the lease back so that another process (or
+                # this one's recovery, once the store works again) takes the run over now.
+                # Before anyone learns the driver stopped: what they see then is settled.
+                await self.release()
             self._stopped = True
             if self._done is not None:
                 self._done.set()
             if not self.nested:  # a subgraph's run is its parent's to wind up (run_subgraph)
                 self.runtime._driver_stopped(self)
-            if self.holds_lease():
-                # Abandoned mid-run (shutdown, or a cancelled caller of Runtime.run), or
-                # stopped by its store: hand the lease back so that another process (or
-                # this one's recovery, once the store works again) takes the run over now.
-                await self.release()
 
     def holds_lease(self) -> bool:
         """Stopped with the run still running in the store, and its lease ours to give back."""
@@ -528,7 +532,7 @@ class RunDriver(RunJournal):
             seconds,
             "error" if error is not None else "result",
         )
-        if self.stopped or self.fold.status.terminal or self.outcome is not None:
+        if self.winding_up or self.fold.status.terminal or self.outcome is not None:
             return  # the journal is no longer ours to write: the log line is the record
         data: dict[str, Any] = {**where, "seconds": round(seconds, 3)}
         if error is not None:

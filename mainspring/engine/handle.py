@@ -149,7 +149,7 @@ class RunHandle:
         """
         driver, rt = self._driver, self.runtime
         if driver is not None and rt._latest.get(self.run_id) is driver:
-            if not driver.stopped:
+            if not driver.stopped:  # (done exists only once someone waits: spare it)
                 await driver.done.wait()
             if (
                 rt._latest.get(self.run_id) is driver

@@ -145,6 +145,8 @@ class Runtime:
             # Whatever still runs is abandoned, not cancelled: its journal stays resumable.
             with anyio.CancelScope(shield=True):  # abandoned runs stop at their next await
                 await self._runs.aclose()
+                if self._unreleased:  # a last try, so the next process need not wait
+                    await self._release_pending()
             tg.cancel_scope.cancel()
             await tg.__aexit__(None, None, None)
         finally:
