@@ -384,8 +384,9 @@ async def test_updates_are_checked_against_the_declared_field_types(tmp_path: Pa
             with pytest.raises(RunFailedError) as caught:
                 await rt.run(app, {})
             assert caught.value.error["type"] == "StateError"
-            assert "node 'work' set 'n' to a value of type str" in caught.value.error["message"]
-            assert "S.n is declared as int" in caught.value.error["message"]
+            message = str(caught.value.error["message"])
+            assert "node 'work' set 'n' to a value of type str" in message
+            assert "S.n is declared as int" in message
             with pytest.raises(StateError, match="the input set 'keys'"):
                 await rt.start(app, {"keys": "not a list"})
 
@@ -440,11 +441,15 @@ async def test_a_process_that_stopped_renewing_stands_down_and_its_waiter_follow
     calls: list[tuple[str, str]] = []
     a_may_go = anyio.Event()
 
+    def effect(run_id: str, name: str, value: int) -> int:
+        calls.append((run_id, name))
+        return value
+
     async def work(s: S, ctx: Context) -> dict[str, Any]:
-        first = await ctx.step("first", lambda: calls.append((ctx.run_id, "first")) or 1)
+        first = await ctx.step("first", effect, ctx.run_id, "first", 1)
         if not a_may_go.is_set() and not _in_b:
             await a_may_go.wait()  # A "freezes" here, past its lease
-        second = await ctx.step("second", lambda: calls.append((ctx.run_id, "second")) or 2)
+        second = await ctx.step("second", effect, ctx.run_id, "second", 2)
         return {"n": first + second}
 
     _in_b: list[bool] = []
