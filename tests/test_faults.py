@@ -249,6 +249,7 @@ async def test_a_timeout_holds_for_threads_and_their_late_result_is_recorded(
     def node_fn(s: S) -> dict[str, Any]:
         attempts.append(1)
         return slow() if len(attempts) == 1 else {"n": 2}
+
     g = Graph(S, name="timed")
     options: dict[str, Any] = {"timeout": 0.2, "retry": Retry(attempts=2, backoff=0)}
     if kind == "sync effect":
@@ -271,7 +272,9 @@ async def test_a_timeout_holds_for_threads_and_their_late_result_is_recorded(
     failed = [e for e in events if e.kind is EventKind.STEP_FAILED]
     assert [f.data["error"]["type"] for f in failed] == ["NodeTimeoutError"]
     started = next(e for e in events if e.kind is EventKind.STEP_STARTED)
-    assert failed[0].ts - started.ts < 0.6, "the attempt failed at its timeout, not the thread's end"
+    assert failed[0].ts - started.ts < 0.6, (
+        "the attempt failed at its timeout, not the thread's end"
+    )
     late = [e for e in events if e.kind is EventKind.DISCARDED]
     assert len(late) == 1 and late[0].data["attempt"] == 1 and late[0].data["seconds"] >= 0.75
     if kind == "sync effect":
