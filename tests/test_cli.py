@@ -268,6 +268,12 @@ def test_fork_runs_again_from_a_sequence_number(store: str) -> None:
     assert "forked from orig at seq 7" in ok(cli("show", "alt", store=store)).stdout
 
     one_error_line(cli("fork", "orig", "--at", "99", store=store), 3, "1 to 12")
+    # Before the recorded effect, the fork must be told what to do with it.
+    one_error_line(cli("fork", "orig", "--at", "2", store=store), 3, "--effects rerun|reuse")
+    reused = ok(cli("fork", "orig", "--at", "2", "--effects", "reuse", store=store)).stdout
+    assert "detect_intent" in reused and "is waiting on 1 interrupt" in reused
+    bad = ok(cli("fork", "orig", "--at", "2", "--effects", "again", store=store), 2)
+    assert "'again' is not one of 'rerun', 'reuse'" in bad.stderr
 
 
 def test_replay_ok_and_divergence(store: str) -> None:

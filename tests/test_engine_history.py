@@ -81,10 +81,39 @@ async def test_fork_from_a_point_reruns_only_what_came_after(rt: Runtime) -> Non
     assert record.metadata["forked_from"] == {"run_id": handle.run_id, "seq": effect_done}
     forked_events = await rt.events(fork.run_id)
     assert forked_events[0].data["forked_from"]["run_id"] == handle.run_id
-    # Forking before the effect runs it again, with a new key (it is a new run).
-    early = await rt.fork(handle.run_id, 2)
+    # Forking before the effect would run it again: that must be asked for.
+    with pytest.raises(
+        RunStateError, match=r"made 1 side effects after sequence 2 \('market.price'\)"
+    ):
+        await rt.fork(handle.run_id, 2)
+    reused = await rt.fork(handle.run_id, 2, effects="reuse")
+    assert (await reused.result())["price"] == 100
+    assert eg.CALLS == {"price": 1}, "the fork took the recorded result"
+    finished = [e for e in await rt.events(reused.run_id) if e.kind is EventKind.EFFECT_FINISHED]
+    assert finished[0].data["reused"]["run_id"] == handle.run_id
+    early = await rt.fork(handle.run_id, 2, effects="rerun")
     await early.result()
-    assert eg.CALLS == {"price": 2}
+    assert eg.CALLS == {"price": 2}, "called again, with a new key (it is a new run)"
+    keys = [e.data["key"] for e in await rt.events(early.run_id) if e.data.get("key")]
+    assert keys == [f"{early.run_id}:0.0.0"]
+
+
+async def test_a_fork_that_reuses_effects_keeps_doing_so_after_a_restart(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    app = eg.support
+    async with Runtime.open(url, graphs=[app]) as rt:
+        handle = await rt.start(app, {"text": "big refund"})
+        await handle.wait()
+        await rt.resume(handle.run_id, True)
+        await handle.result()
+        calls = dict(eg.CALLS)
+        fork = await rt.fork(handle.run_id, 2, effects="reuse", start=False)
+    async with Runtime.open(url, graphs=[app]) as rt:  # another process continues the fork
+        await rt.resume(fork.run_id)
+        await rt.handle(fork.run_id).wait()
+        await rt.resume(fork.run_id, False)
+        assert (await rt.handle(fork.run_id).result())["replies"] == ["refund denied"]
+    assert calls == eg.CALLS, "every effect of the fork came from the original's journal"
 
 
 async def test_fork_at_an_interrupt_lets_you_answer_differently(rt: Runtime) -> None:

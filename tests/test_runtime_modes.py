@@ -78,7 +78,8 @@ def test_sync_facade_wraps_the_same_runtime(tmp_path: Path) -> None:
         assert handle.result()["replies"] == ["refund issued"]
         assert {r.status for r in rt.list_runs()} == {RunStatus.FINISHED}
         assert rt.replay(handle.run_id).ok
-        fork = rt.fork(handle.run_id, 3)  # before the router's effect finished: all of it again
+        # Before the router's effect finished: all of it again (asked for explicitly).
+        fork = rt.fork(handle.run_id, 3, effects="rerun")
         assert fork.wait().status is RunStatus.INTERRUPTED
         rt.resume(fork.run_id, False)
         assert fork.result()["replies"] == ["refund denied"]

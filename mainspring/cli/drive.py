@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Annotated
 
 import typer
@@ -223,6 +224,11 @@ def _unanswered(
     return None
 
 
+class ForkChoice(enum.StrEnum):
+    rerun = "rerun"
+    reuse = "reuse"
+
+
 def fork(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="Id of the run to fork.")],
@@ -242,6 +248,15 @@ def fork(
     thread: Annotated[
         str | None, typer.Option("--thread", "-t", help="Thread of the new run (default: RUN's).")
     ] = None,
+    effects: Annotated[
+        ForkChoice | None,
+        typer.Option(
+            "--effects",
+            help="What to do with side effects RUN made after --at: 'rerun' calls them again "
+            "(new idempotency keys), 'reuse' takes their recorded results where the fork makes "
+            "the same call. Required when there are any.",
+        ),
+    ] = None,
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
     as_json: JsonOption = False,
@@ -249,8 +264,9 @@ def fork(
 ) -> None:
     """Time travel: start a new run from RUN's journal up to --at, and run it from there.
 
-    Effects recorded before --at are not repeated. Prints the new run's id, its progress
-    and its outcome (with --json, the outcome with the new run_id).
+    Effects recorded before --at are not repeated; those after it are repeated or reused
+    only as --effects says. Prints the new run's id, its progress and its outcome (with
+    --json, the outcome with the new run_id).
     """
 
     async def go() -> int:
@@ -258,7 +274,10 @@ def fork(
             source = await rt.get_run(run_id)
             seq = source.last_seq if at is None else at
             app = await graph_of_run(rt, run_id, graph)
-            handle = await rt.fork(run_id, seq, new_run_id=new_run_id, graph=app, thread=thread)
+            choice = None if effects is None else effects.value
+            handle = await rt.fork(
+                run_id, seq, new_run_id=new_run_id, graph=app, thread=thread, effects=choice
+            )
             driving(ctx, handle.run_id, command("resume", handle.run_id, store=store))
             if not as_json:
                 out().print(

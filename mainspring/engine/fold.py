@@ -92,6 +92,7 @@ class RunFold:
     __slots__ = (
         "closed",
         "error",
+        "forked_from",
         "graph",
         "input",
         "joins",
@@ -115,6 +116,7 @@ class RunFold:
         self.graph = ""
         self.thread: str | None = None
         self.parent: dict[str, Any] | None = None
+        self.forked_from: dict[str, Any] | None = None
         self.metadata: dict[str, Any] = {}
         self.input: Any = None
         self.state: dict[str, Any] = {}
@@ -175,6 +177,7 @@ class RunFold:
         self.graph = data["graph"]
         self.thread = data.get("thread")
         self.parent = data.get("parent")
+        self.forked_from = data.get("forked_from")
         self.metadata = data.get("metadata") or {}
         self.input = data.get("input")
         # From the journal (revive): JSON, with the state's typed fields to be revived.
@@ -267,6 +270,7 @@ class RunFold:
                     "graph": self.graph,
                     "thread": self.thread,
                     "parent": self.parent,
+                    "forked_from": self.forked_from,
                     "metadata": self.metadata,
                     "input": self.input,
                 },
@@ -287,6 +291,7 @@ class RunFold:
         run = data["run"]
         fold.run_id, fold.graph, fold.thread = run["run_id"], run["graph"], run["thread"]
         fold.parent, fold.metadata, fold.input = run["parent"], run["metadata"], run["input"]
+        fold.forked_from = run.get("forked_from")  # absent from snapshots of release 0.1
         fold.state = schema.revive_state(data["state"])
         fold.step, fold.closed, fold.joins = data["step"], data["closed"], data["joins"]
         fold.status = RunStatus(data["status"])

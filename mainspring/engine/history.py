@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import NondeterminismError, RunStateError
 from ..events import Event, EventKind, to_jsonable
@@ -58,6 +59,9 @@ async def state_at(
     )
 
 
+ForkEffects = Literal["rerun", "reuse"]
+
+
 async def fork(
     rt: Runtime,
     run_id: str,
@@ -67,20 +71,28 @@ async def fork(
     graph: CompiledGraph | None,
     thread: str | None,
     start: bool,
+    effects: ForkEffects | None,
 ) -> RunHandle:
     """Copy the journal of ``run_id`` up to ``at`` into a new run and continue it from there."""
+    if effects not in (None, "rerun", "reuse"):
+        raise RunStateError(f"fork(effects={effects!r}): use 'rerun', 'reuse' or None")
     record = await rt._record(run_id)
     at = record.last_seq if at is None else at
     if not 1 <= at <= record.last_seq:
         raise RunStateError(
             f"run {run_id!r} has sequence numbers 1 to {record.last_seq}; cannot fork at {at}"
         )
-    events = await rt.store.read(run_id, until=at)
+    everything = await rt.store.read(run_id)
+    events = everything[:at]
+    if effects is None:
+        _refuse_silent_reruns(run_id, at, everything[at:])
     app = rt._graph_for(run_id, record.graph, events[0].data.get("ref"), graph)
     new_id = new_run_id or uuid.uuid4().hex
     first = events[0]
     data = dict(first.data)
     data["forked_from"] = {"run_id": run_id, "seq": at}
+    if effects == "reuse":
+        data["forked_from"]["effects"] = "reuse"
     if thread is not None:
         data["thread"] = thread
     copied = [Event(new_id, 1, first.kind, first.ts, data)]
@@ -109,12 +121,51 @@ async def fork(
         for listener in rt._listeners:
             listener(event)
     driver = rt._driver(app, fold, durability)
+    driver.fence, driver.lease_valid_until = new_record.fence, time.monotonic() + rt.lease_ttl
+    if effects == "reuse":
+        driver.reuse = reusable_effects(run_id, everything[at:])
     if start and not fold.status.terminal:
         rt._spawn(driver)
     else:
         status = fold.status if fold.status.terminal else RunStatus.INTERRUPTED
         await driver.commit(status)
     return RunHandle(rt, new_id)
+
+
+def _refuse_silent_reruns(run_id: str, at: int, later: list[Event]) -> None:
+    """A fork from before recorded side effects must say what to do with them."""
+    done = [e for e in later if e.kind is EventKind.EFFECT_FINISHED]
+    if not done:
+        return
+    names = sorted({str(e.data["name"]) for e in done})
+    shown = ", ".join(repr(n) for n in names[:5]) + (", ..." if len(names) > 5 else "")
+    raise RunStateError(
+        f"run {run_id!r} made {len(done)} side effects after sequence {at} ({shown}); a fork "
+        "from there would make them again: pass effects='rerun' to call them again with new "
+        "idempotency keys, or effects='reuse' to take their recorded results where the fork "
+        "makes the same call (on the command line: --effects rerun|reuse)"
+    )
+
+
+def reusable_effects(run_id: str, later: list[Event]) -> dict[tuple[int, int, int], dict[str, Any]]:
+    """The recorded results a fork with ``effects='reuse'`` answers its effects with, by
+    position (step, task, effect index); the last successful result of each position."""
+    reuse: dict[tuple[int, int, int], dict[str, Any]] = {}
+    keys: dict[tuple[int, int, int], str] = {}
+    for e in later:
+        d = e.data
+        if e.kind is EventKind.EFFECT_STARTED:
+            keys[(d["step"], d["task"], d["effect"])] = d["key"]
+        elif e.kind is EventKind.EFFECT_FINISHED and "error" not in d:
+            where = (d["step"], d["task"], d["effect"])
+            origin = {"run_id": run_id, "seq": e.seq}
+            reuse[where] = {
+                "name": d["name"],
+                "key": keys.get(where, ""),
+                "result": d.get("result"),
+                "origin": origin,
+            }
+    return reuse
 
 
 @dataclass(frozen=True, slots=True)

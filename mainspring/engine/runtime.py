@@ -38,7 +38,7 @@ from ._tasks import RunTasks
 from .driver import ReplayOracle, RunDriver
 from .fold import RunFold
 from .handle import RunHandle, RunOutcome, Subscribers, outcome_of
-from .history import ReplayReport, StateView
+from .history import ForkEffects, ReplayReport, StateView, reusable_effects
 from .journal import Listener, lost_the_run, new_event
 
 log = logging.getLogger("mainspring.runtime")
@@ -551,6 +551,12 @@ class Runtime:
         driver = self._driver(app, fold, record.durability)
         driver.fence = fence
         driver.lease_valid_until = started + self.lease_ttl
+        forked = fold.forked_from
+        if forked is not None and forked.get("effects") == "reuse":
+            source = str(forked["run_id"])
+            driver.reuse = reusable_effects(
+                source, await self.store.read(source, after=forked["seq"])
+            )
         return driver
 
     # -- resuming, cancelling, recovering --------------------------------------------
@@ -705,14 +711,26 @@ class Runtime:
         graph: CompiledGraph | None = None,
         thread: str | None = None,
         start: bool = True,
+        effects: ForkEffects | None = None,
     ) -> RunHandle:
         """Start a new run whose journal is ``run_id``'s up to ``at``: time travel.
 
-        Effects recorded before ``at`` are not repeated; what came after is run
-        again, with new idempotency keys (it is a new run).
+        Effects recorded before ``at`` are not repeated. Those the original run made
+        after ``at`` are an explicit choice: ``effects="rerun"`` calls them again, with
+        new idempotency keys (it is a new run); ``effects="reuse"`` answers each call
+        the fork makes at the same place (step, task, effect, name) with the original's
+        recorded result, and runs anything else. Without a choice, a fork that would
+        repeat recorded side effects is refused with RunStateError.
         """
         return await history.fork(
-            self, run_id, at, new_run_id=new_run_id, graph=graph, thread=thread, start=start
+            self,
+            run_id,
+            at,
+            new_run_id=new_run_id,
+            graph=graph,
+            thread=thread,
+            start=start,
+            effects=effects,
         )
 
     async def replay(self, run_id: str, *, graph: CompiledGraph | None = None) -> ReplayReport:
