@@ -9,6 +9,7 @@ import typer
 from rich.text import Text
 
 from ..engine import PendingInterrupt, RunHandle, Runtime
+from ..engine.history import ForkEffects
 from ..errors import RunNotFoundError
 from ..store import Durability, RunStatus
 from ._common import (
@@ -274,7 +275,9 @@ def fork(
             source = await rt.get_run(run_id)
             seq = source.last_seq if at is None else at
             app = await graph_of_run(rt, run_id, graph)
-            choice = None if effects is None else effects.value
+            choice: ForkEffects | None = None
+            if effects is not None:
+                choice = "rerun" if effects is ForkChoice.rerun else "reuse"
             handle = await rt.fork(
                 run_id, seq, new_run_id=new_run_id, graph=app, thread=thread, effects=choice
             )
