@@ -131,3 +131,10 @@ class EffectError(MainspringError):
         self.name = name
         self.error_type = error_type
         self.message = message
+
+
+class CorruptStoreError(StoreError):
+    """The store's file is damaged: refused on open and left untouched.
+
+    ``mainspring doctor`` reports every problem; restore the store from a backup.
+    """

@@ -136,7 +136,8 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         path = self.path
-        inspect_file(path)  # refuses foreign or newer files before anything can write to them
+        # Refuses foreign, newer or damaged files before anything can write to them.
+        inspect_file(path)
         try:
             conn = sqlite3.connect(
                 path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
@@ -151,6 +152,8 @@ class SQLiteStore:
                     "put the store on a local filesystem"
                 )
             conn.execute("PRAGMA synchronous = FULL")  # every commit is fsync'd
+            # Damage met later is reported when its page is read, before it is written over.
+            conn.execute("PRAGMA cell_size_check = ON")
             migrate(conn, path)
         except sqlite3.Error as exc:
             conn.close()
@@ -341,6 +344,7 @@ class SQLiteStore:
             )
         except sqlite3.Error as exc:
             raise translate(exc, self.path, "opening a read connection") from None
+        conn.execute("PRAGMA cell_size_check = ON")
         conn.create_function("mainspring_owner_is_dead", 1, owner_is_dead)
         conn.create_function(
             "mainspring_lease_expired", 5, partial(sql.lease_expired, self._leases)
