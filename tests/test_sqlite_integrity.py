@@ -1,4 +1,4 @@
-"""Damaged SQLite store files: refused clearly on open, left untouched; damage met later is reported.
+"""Damaged, empty or orphaned SQLite store files: refused clearly, left untouched.
 
 The stores here are made by the real store; the damage is done to their bytes.
 """
@@ -9,13 +9,15 @@ import os
 import shutil
 import sqlite3
 import struct
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import anyio
 import pytest
 
-from mainspring.errors import CorruptStoreError
+from mainspring.errors import CorruptStoreError, NotAStoreError, StoreError
 from mainspring.events import Event, EventKind
 from mainspring.store import Durability, RunRecord, RunStatus, Snapshot
 from mainspring.store import _sqlite_schema as schema
@@ -244,3 +246,113 @@ async def test_cell_size_check_is_on_for_every_connection(tmp_path: Path) -> Non
         assert writer is not None
         assert writer._conn.execute("PRAGMA cell_size_check").fetchone()[0] == 1
         assert await store._read(lambda c: c.execute("PRAGMA cell_size_check").fetchone()[0]) == 1
+
+
+# --- empty files and explicit creation ----------------------------------------------------------
+
+
+async def test_an_empty_file_is_refused_unless_creation_is_asked(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    store = SQLiteStore(url_of(path))
+    with pytest.raises(NotAStoreError) as caught:
+        await store.open()
+    message = str(caught.value)
+    for word in (str(path), "empty", "left untouched", "create=true"):
+        assert word in message, message
+    assert path.stat().st_size == 0 and side_files(path) == []
+    async with SQLiteStore(url_of(path), create=True) as created:
+        assert await created.list_runs() == []
+    async with SQLiteStore(url_of(path)) as reopened:  # a store now: no option needed
+        assert await reopened.list_runs() == []
+
+
+async def test_an_empty_sqlite_database_is_refused_unless_creation_is_asked(tmp_path: Path) -> None:
+    path = tmp_path / "blank.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 0")
+    conn.execute("VACUUM")  # writes the header: a SQLite file with no tables
+    conn.close()
+    assert path.stat().st_size > 0
+    before = digest(path)
+    with pytest.raises(NotAStoreError, match="no tables"):
+        await SQLiteStore(url_of(path)).open()
+    assert digest(path) == before
+    async with SQLiteStore(f"{url_of(path)}?create=true") as created:
+        assert await created.list_runs() == []
+
+
+async def test_a_missing_file_is_still_created(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    async with SQLiteStore(url_of(path)) as store:
+        assert await store.list_runs() == []
+    assert path.stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.db"], "no temporary file is left"
+
+
+def test_concurrent_creators_of_one_new_file_all_open_it(tmp_path: Path) -> None:
+    """A new store appears whole: nobody racing to create it meets a half-made, empty file."""
+    path = tmp_path / "raced.db"
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    async def one() -> None:
+        store = SQLiteStore(url_of(path))
+        barrier.wait()
+        async with store:
+            await store.create_run(
+                RunRecord(uuid.uuid4().hex, "g", None, RunStatus.RUNNING, 0, 0), [], Durability.SYNC
+            )
+
+    def thread() -> None:
+        try:
+            anyio.run(one)
+        except BaseException as exc:
+            errors.append(exc)
+
+    for _ in range(5):
+        path.unlink(missing_ok=True)
+        threads = [threading.Thread(target=thread) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        conn = sqlite3.connect(path)
+        assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 4
+        conn.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raced.db"]
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [("create=maybe", "create=true or create=false"), ("mode=ro", "unknown option 'mode'")],
+)
+def test_bad_url_options_are_explained(query: str, words: str) -> None:
+    with pytest.raises(StoreError, match=words):
+        SQLiteStore(f"sqlite:///x.db?{query}")
+
+
+# --- files that are not what they seem ----------------------------------------------------------
+
+
+async def test_a_wal_file_without_its_store_is_refused_untouched(tmp_path: Path) -> None:
+    """A -wal left behind by a moved or deleted store would be deleted, or applied to a new file."""
+    source = tmp_path / "source.db"
+    store = await fill(source, 2, 10, close=False)
+    try:
+        shutil.copy(f"{source}-wal", tmp_path / "moved.db-wal")
+    finally:
+        await store.aclose()
+    orphan = tmp_path / "moved.db-wal"
+    before = digest(orphan)
+    for prepare in (lambda p: None, Path.touch):
+        path = tmp_path / "moved.db"
+        prepare(path)
+        existed = path.exists()
+        with pytest.raises(NotAStoreError) as caught:
+            await SQLiteStore(url_of(path), create=True).open()
+        assert str(orphan) in str(caught.value) and "left untouched" in str(caught.value)
+        assert digest(orphan) == before
+        assert path.exists() == existed
+        path.unlink(missing_ok=True)

@@ -1,8 +1,10 @@
 """The SQLite store's file format: URL parsing, refusal checks, migrations, error translation.
 
 Opening a file follows one rule: refuse, never modify. A file is inspected
-through a read-only connection first; only a new file, an empty database or a
-healthy store of ours at a schema version this code knows is ever opened for writing.
+through a read-only connection first; only a missing path, a healthy store of
+ours at a schema version this code knows, or (when the user asks for creation)
+an empty file is ever opened for writing. A missing store is built under a
+temporary name and linked into place, so no process ever sees it half made.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import sqlite3
 import struct
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
+from urllib.parse import parse_qsl
 
 from ..errors import (
     CorruptStoreError,
@@ -106,21 +110,38 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
-def parse_url(url: str) -> Path:
-    """``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db`` -> the file's path."""
+class SQLiteUrl(NamedTuple):
+    path: Path
+    create: bool  # make a new store even in an empty file (a missing one is always made)
+
+
+def parse_url(url: str) -> SQLiteUrl:
+    """``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db``, optionally ``?create=true``."""
     prefix = "sqlite:///"
     if not url.startswith(prefix) or len(url) == len(prefix):
         raise StoreError(
             f"bad SQLite store URL {url!r}; use sqlite:///relative/path.db or sqlite:////absolute/path.db"
         )
-    rest = url[len(prefix) :]
-    if "?" in rest or "#" in rest:
-        raise StoreError(
-            f"SQLite store URL {url!r} takes no options; remove the part after '?' or '#'"
-        )
+    rest, _, query = url[len(prefix) :].partition("?")
+    if "#" in rest or "#" in query:
+        raise StoreError(f"SQLite store URL {url!r} takes no fragment; remove the part after '#'")
     if rest == ":memory:":
         raise StoreError("for a store in memory use memory://, not sqlite:///:memory:")
-    return Path(rest)
+    if not rest:
+        raise StoreError(f"SQLite store URL {url!r} names no file; use sqlite:///path/to/file.db")
+    create = False
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key != "create":
+            raise StoreError(
+                f"unknown option {key!r} in SQLite store URL {url!r}; the only option is "
+                "create=true (make a new store in an empty file)"
+            )
+        if value not in ("true", "false"):
+            raise StoreError(
+                f"invalid create={value!r} in SQLite store URL {url!r}; use create=true or create=false"
+            )
+        create = value == "true"
+    return SQLiteUrl(Path(rest), create)
 
 
 def readonly_uri(path: Path, *, immutable: bool = False) -> str:
@@ -131,10 +152,12 @@ def _wal(path: Path) -> Path:
     return Path(f"{path}-wal")
 
 
-def inspect_file(path: Path) -> None:
-    """Refuse ``path`` unless it is missing, empty, or a Mainspring store this code can open.
+def open_readonly(path: Path) -> sqlite3.Connection | None:
+    """A read-only connection to the SQLite file at ``path``; None if it is missing or empty.
 
-    Reads only: the file is opened as bytes and through a read-only connection.
+    Refuses first what needs no SQLite to refuse: a missing directory, something
+    other than a regular file, a file that is not SQLite, and a -wal file beside a
+    missing or empty one. Writes nothing, and creates no file beside ``path``.
     """
     parent = path.absolute().parent
     if not parent.is_dir():
@@ -145,13 +168,24 @@ def inspect_file(path: Path) -> None:
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        return
+        size = 0
     except OSError as exc:
         raise StoreError(f"cannot open SQLite store {path}: {exc.strerror}") from None
+    if size == 0:
+        wal = _wal(path)
+        if wal.is_file() and wal.stat().st_size > 0:
+            # SQLite would delete it, or replay it into whatever file is made here next.
+            raise NotAStoreError(
+                f"{wal} holds the write-ahead log of a SQLite file, but {path} is "
+                f"{'empty' if path.exists() else 'missing'}; it was left untouched. Move it back "
+                f"beside the store file it belongs to, or delete {wal.name} and "
+                f"{path.name}-shm to start a new store here"
+            )
+        if path.exists() and not path.is_file():
+            raise NotAStoreError(f"{path} is not a regular file, so it is not a Mainspring store")
+        return None
     if not path.is_file():
         raise NotAStoreError(f"{path} is not a regular file, so it is not a Mainspring store")
-    if size == 0:
-        return
     try:
         with path.open("rb") as f:
             header = f.read(len(_SQLITE_HEADER))
@@ -168,22 +202,96 @@ def inspect_file(path: Path) -> None:
     # keeps SQLite from creating -wal and -shm files beside a file we may refuse.
     immutable = not _wal(path).exists()
     try:
-        conn = sqlite3.connect(
-            readonly_uri(path, immutable=immutable), uri=True, isolation_level=None
+        return sqlite3.connect(
+            readonly_uri(path, immutable=immutable),
+            uri=True,
+            isolation_level=None,
         )
     except sqlite3.Error as exc:
         raise translate(exc, path, "inspecting the file") from None
+
+
+def inspect_file(path: Path, *, create: bool = False) -> bool:
+    """Refuse ``path`` unless it is missing, a healthy Mainspring store this code can open,
+    or (with ``create``) empty; True if it is missing, so a store must be made.
+
+    Reads only: the file is opened as bytes and through a read-only connection.
+    """
+    conn = open_readonly(path)
+    if conn is None:
+        if not path.exists():
+            return True
+        if not create:
+            raise NotAStoreError(
+                f"{path} is an empty file (0 bytes), not a Mainspring store; it was left "
+                f"untouched. To make a new store in it, open sqlite:///{path}?create=true "
+                "(or pass create=True); otherwise choose another path"
+            )
+    else:
+        try:
+            if check_identity(conn, path) == 0:
+                if not create:
+                    raise NotAStoreError(
+                        f"{path} is a SQLite database with no tables, not a Mainspring store; "
+                        f"it was left untouched. To make a new store in it, open "
+                        f"sqlite:///{path}?create=true (or pass create=True)"
+                    )
+            else:
+                check_integrity(conn, path, wal=_wal(path).exists())
+        except sqlite3.Error as exc:
+            if _code(exc) == _SQLITE_CORRUPT:
+                raise corrupt_error(path, _file_problem(path) or str(exc)) from None
+            raise translate(exc, path, "inspecting the file") from None
+        except OSError as exc:  # the file changed under the check (moved, deleted)
+            raise StoreError(f"cannot inspect {path}: {exc.strerror or exc}; retry") from None
+        finally:
+            conn.close()
+    return False
+
+
+def create_file(path: Path) -> bool:
+    """Make a new store at the missing ``path``; False if another process put a file there first.
+
+    The store is built under a temporary name beside ``path`` and linked into place:
+    no process ever sees it half made (it would refuse it as empty), and a crash
+    leaves no empty file behind. Where hard links are not supported, ``path`` is
+    left missing and the caller's connection makes the store in place.
+    """
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.creating")
     try:
-        if check_identity(conn, path):
-            check_integrity(conn, path, wal=not immutable)
+        conn = sqlite3.connect(temp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            # Nobody sees the file before it is linked: one fsync then, not one a commit.
+            conn.execute("PRAGMA synchronous = OFF")
+            migrate(conn, temp)
+        finally:
+            conn.close()  # the only connection: folds the -wal into the file and deletes it
+        with temp.open("rb") as f:
+            os.fsync(f.fileno())
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            return False
+        except OSError:
+            return True
+        _sync_directory(path.absolute().parent)  # the new name survives a power cut
+        return True
     except sqlite3.Error as exc:
-        if _code(exc) == _SQLITE_CORRUPT:
-            raise corrupt_error(path, _file_problem(path) or str(exc)) from None
-        raise translate(exc, path, "inspecting the file") from None
-    except OSError as exc:  # the file changed under the check (moved, deleted)
-        raise StoreError(f"cannot inspect {path}: {exc.strerror or exc}; retry") from None
+        raise translate(exc, path, "creating the store") from None
     finally:
-        conn.close()
+        for leftover in (temp, Path(f"{temp}-wal"), Path(f"{temp}-shm")):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+
+def _sync_directory(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform opens directories
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def corrupt_error(path: Path, problem: str) -> CorruptStoreError:

@@ -29,7 +29,14 @@ from ..events import Event, encode
 from . import _sqlite_sql as sql
 from ._lease_watch import LeaseWatch
 from ._owner import owner_is_dead
-from ._sqlite_schema import inspect_file, migrate, parse_url, readonly_uri, translate
+from ._sqlite_schema import (
+    create_file,
+    inspect_file,
+    migrate,
+    parse_url,
+    readonly_uri,
+    translate,
+)
 from ._sqlite_writer import BARRIER, STOP, Request, Writer, closed_error
 from .base import (
     CommitObserver,
@@ -53,6 +60,11 @@ _READ_THREADS: Final = 8
 class SQLiteStore:
     """A store in one SQLite file: ``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db``.
 
+    A missing file is made into a new store; an empty one only with ``create=True``
+    (or ``?create=true`` in the URL). Anything else that is not a healthy Mainspring
+    store (another file, a damaged store, a newer schema) is refused on
+    ``open`` and left untouched.
+
     ``batch_window`` is how long the writer lingers to gather a group when only
     ``batch`` or ``off`` writes are queued, up to ``max_batch`` requests;
     ``busy_timeout`` is how long to wait for another process holding the file.
@@ -65,13 +77,16 @@ class SQLiteStore:
         self,
         url: str,
         *,
+        create: bool | None = None,
         batch_window: float = 0.002,
         max_batch: int = 512,
         busy_timeout: float = 5.0,
     ) -> None:
         self.url = url
+        parsed = parse_url(url)
         # Absolute now: read connections opened later must not follow a change of directory.
-        self.path = parse_url(url).absolute()
+        self.path = parsed.path.absolute()
+        self._create = parsed.create if create is None else create
         self._batch_window = batch_window
         self._max_batch = max_batch
         self._busy_timeout = busy_timeout
@@ -136,8 +151,10 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         path = self.path
-        # Refuses foreign, newer or damaged files before anything can write to them.
-        inspect_file(path)
+        # Refuses foreign, newer, damaged and (unless asked to create) empty files
+        # before anything can write to them; a missing store is made whole.
+        if inspect_file(path, create=self._create) and not create_file(path):
+            inspect_file(path, create=self._create)  # another process put a file there first
         try:
             conn = sqlite3.connect(
                 path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
