@@ -1,4 +1,4 @@
-"""Damaged, empty or orphaned SQLite store files: refused clearly, left untouched.
+"""Damaged, empty, orphaned, replaced or read-only SQLite store files: refused clearly, left untouched.
 
 The stores here are made by the real store; the damage is done to their bytes.
 """
@@ -9,6 +9,8 @@ import os
 import shutil
 import sqlite3
 import struct
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -356,3 +358,76 @@ async def test_a_wal_file_without_its_store_is_refused_untouched(tmp_path: Path)
         assert digest(orphan) == before
         assert path.exists() == existed
         path.unlink(missing_ok=True)
+
+
+async def test_a_file_replaced_while_open_is_not_read_behind_the_writers_back(
+    tmp_path: Path,
+) -> None:
+    path, other = tmp_path / "live.db", tmp_path / "other.db"
+    await fill(other, 3, 5)
+    async with SQLiteStore(url_of(path)) as store:
+        os.replace(other, path)  # e.g. a backup restored over a store in use
+        with pytest.raises(StoreError, match="replaced") as caught:
+            await store.list_runs()
+        assert "reopen" in str(caught.value)
+    async with SQLiteStore(url_of(path)) as store:  # reopened, it is the new file
+        assert len(await store.list_runs()) == 3
+
+
+async def test_a_file_deleted_while_open_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "gone.db"
+    async with SQLiteStore(url_of(path)) as store:
+        path.unlink()
+        with pytest.raises(StoreError, match="deleted or moved"):
+            await store.list_runs()
+
+
+_OPEN_READ_ONLY = """
+import anyio, sys
+from mainspring.store.sqlite import SQLiteStore
+from mainspring.errors import StoreError
+async def main():
+    try:
+        await SQLiteStore(sys.argv[1]).open()
+    except StoreError as exc:
+        print("refused:", exc)
+    else:
+        print("opened")
+anyio.run(main)
+"""
+
+
+async def test_a_read_only_file_is_refused_before_sqlite_leaves_files_beside_it(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Refused at once, not after the first write fails; as root, checked as user nobody."""
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: cannot drop privileges")
+    folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"ms-ro-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(mode=0o755)
+    try:
+        path = folder / "ro.db"
+        await fill(path, 1, 3)
+        path.chmod(0o444)
+        command = [sys.executable, "-c", _OPEN_READ_ONLY, url_of(path)]
+        if os.geteuid() == 0:
+            os.chown(folder, 65534, 65534)
+            os.chown(path, 65534, 65534)
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        before = digest(path)
+        root = Path(__file__).resolve().parent.parent
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("refused:"), done.stdout
+        assert "read-only" in done.stdout and str(path) in done.stdout
+        assert digest(path) == before
+        assert side_files(path) == []
+    finally:
+        shutil.rmtree(folder)

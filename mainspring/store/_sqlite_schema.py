@@ -212,8 +212,8 @@ def open_readonly(path: Path) -> sqlite3.Connection | None:
 
 
 def inspect_file(path: Path, *, create: bool = False) -> bool:
-    """Refuse ``path`` unless it is missing, a healthy Mainspring store this code can open,
-    or (with ``create``) empty; True if it is missing, so a store must be made.
+    """Refuse ``path`` unless it is missing, a healthy Mainspring store this code can open
+    and write, or (with ``create``) empty; True if it is missing, so a store must be made.
 
     Reads only: the file is opened as bytes and through a read-only connection.
     """
@@ -246,7 +246,25 @@ def inspect_file(path: Path, *, create: bool = False) -> bool:
             raise StoreError(f"cannot inspect {path}: {exc.strerror or exc}; retry") from None
         finally:
             conn.close()
+    _check_writable(path)
     return False
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse a file this process may only read: SQLite would open it read-only without a
+    word, fail at the first write, and leave -wal and -shm files beside it."""
+    if not os.access(path, os.W_OK):
+        raise StoreError(
+            f"{path} is read-only for this process; it was left untouched. Give this process "
+            "write permission on it, or copy it somewhere writable to read it"
+        )
+    parent = path.absolute().parent
+    if not _wal(path).exists() and not os.access(parent, os.W_OK):
+        raise StoreError(
+            f"directory {parent} is read-only for this process, and SQLite writes {path.name}-wal "
+            f"and {path.name}-shm beside the store; {path} was left untouched. Give this process "
+            "write permission on the directory"
+        )
 
 
 def create_file(path: Path) -> bool:
@@ -292,6 +310,31 @@ def _sync_directory(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def file_id(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
+
+
+def check_same_file(path: Path, opened: tuple[int, int] | None) -> None:
+    """Refuse to read, through a new connection, a file other than the one being written.
+
+    The writer keeps the file it opened; a new connection opens whatever the path
+    names now, and would pair it with the writer's -wal, which garbles it.
+    """
+    try:
+        now = file_id(path)
+    except FileNotFoundError:
+        raise StoreError(
+            f"{path} was deleted or moved while the store was open; the store still writes to "
+            "the file it opened. Close the store, put the file back, and reopen it"
+        ) from None
+    if now != opened:
+        raise StoreError(
+            f"{path} was replaced by another file while the store was open; the store still "
+            "writes to the file it opened. Close the store and reopen it to use the new file"
+        )
 
 
 def corrupt_error(path: Path, problem: str) -> CorruptStoreError:

@@ -30,7 +30,9 @@ from . import _sqlite_sql as sql
 from ._lease_watch import LeaseWatch
 from ._owner import owner_is_dead
 from ._sqlite_schema import (
+    check_same_file,
     create_file,
+    file_id,
     inspect_file,
     migrate,
     parse_url,
@@ -62,7 +64,7 @@ class SQLiteStore:
 
     A missing file is made into a new store; an empty one only with ``create=True``
     (or ``?create=true`` in the URL). Anything else that is not a healthy Mainspring
-    store (another file, a damaged store, a newer schema) is refused on
+    store (another file, a damaged or read-only store, a newer schema) is refused on
     ``open`` and left untouched.
 
     ``batch_window`` is how long the writer lingers to gather a group when only
@@ -87,6 +89,7 @@ class SQLiteStore:
         # Absolute now: read connections opened later must not follow a change of directory.
         self.path = parsed.path.absolute()
         self._create = parsed.create if create is None else create
+        self._file_id: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._batch_window = batch_window
         self._max_batch = max_batch
         self._busy_timeout = busy_timeout
@@ -151,8 +154,8 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         path = self.path
-        # Refuses foreign, newer, damaged and (unless asked to create) empty files
-        # before anything can write to them; a missing store is made whole.
+        # Refuses foreign, newer, damaged, read-only and (unless asked to create) empty
+        # files before anything can write to them; a missing store is made whole.
         if inspect_file(path, create=self._create) and not create_file(path):
             inspect_file(path, create=self._create)  # another process put a file there first
         try:
@@ -172,6 +175,7 @@ class SQLiteStore:
             # Damage met later is reported when its page is read, before it is written over.
             conn.execute("PRAGMA cell_size_check = ON")
             migrate(conn, path)
+            self._file_id = file_id(path)
         except sqlite3.Error as exc:
             conn.close()
             raise translate(
@@ -351,6 +355,7 @@ class SQLiteStore:
                 raise closed_error()
             if self._idle_readers:
                 return self._idle_readers.pop()
+        check_same_file(self.path, self._file_id)
         try:
             conn = sqlite3.connect(
                 readonly_uri(self.path),
