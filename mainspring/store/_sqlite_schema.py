@@ -152,7 +152,7 @@ def _wal(path: Path) -> Path:
     return Path(f"{path}-wal")
 
 
-def open_readonly(path: Path) -> sqlite3.Connection | None:
+def open_readonly(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection | None:
     """A read-only connection to the SQLite file at ``path``; None if it is missing or empty.
 
     Refuses first what needs no SQLite to refuse: a missing directory, something
@@ -206,6 +206,7 @@ def open_readonly(path: Path) -> sqlite3.Connection | None:
             readonly_uri(path, immutable=immutable),
             uri=True,
             isolation_level=None,
+            check_same_thread=check_same_thread,
         )
     except sqlite3.Error as exc:
         raise translate(exc, path, "inspecting the file") from None
