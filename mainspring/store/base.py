@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -202,3 +202,13 @@ class Store(Protocol):
 
     async def orphaned_runs(self, owner: str, *, limit: int = 1000) -> list[RunRecord]:
         """Running runs whose lease another owner could take now (crash recovery)."""
+
+    async def save_cursors(self, name: str, cursors: Mapping[str, int]) -> None:
+        """Record how far reader ``name`` (e.g. a trace exporter) got in each run.
+
+        Each run's cursor is raised to at least the given seq, never lowered: a
+        late or repeated save cannot undo progress saved since.
+        """
+
+    async def load_cursors(self, name: str, run_ids: Sequence[str]) -> dict[str, int]:
+        """Reader ``name``'s cursors of ``run_ids``; a run without one is not in the dict."""

@@ -16,7 +16,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from types import TracebackType
@@ -372,3 +372,13 @@ class SQLiteStore:
     async def orphaned_runs(self, owner: str, *, limit: int = 1000) -> list[RunRecord]:
         await self._settle(None)
         return await self._read(partial(sql.select_orphans, owner, time.time(), limit))
+
+    async def save_cursors(self, name: str, cursors: Mapping[str, int]) -> None:
+        if not cursors:
+            return
+        writer = self._require_writer()
+        await self._call(writer, sql.CURSORS, None, (name, list(cursors.items())), True)
+
+    async def load_cursors(self, name: str, run_ids: Sequence[str]) -> dict[str, int]:
+        self._require_writer()
+        return await self._read(partial(sql.select_cursors, name, list(run_ids)))
