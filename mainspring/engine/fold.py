@@ -96,6 +96,7 @@ class RunFold:
         "input",
         "joins",
         "metadata",
+        "nonce",
         "parent",
         "revive",
         "run_id",
@@ -115,6 +116,7 @@ class RunFold:
         self.graph = ""
         self.thread: str | None = None
         self.parent: dict[str, Any] | None = None
+        self.nonce: str | None = None  # of run_started; None in runs older than nonces
         self.metadata: dict[str, Any] = {}
         self.input: Any = None
         self.state: dict[str, Any] = {}
@@ -175,6 +177,7 @@ class RunFold:
         self.graph = data["graph"]
         self.thread = data.get("thread")
         self.parent = data.get("parent")
+        self.nonce = data.get("nonce")
         self.metadata = data.get("metadata") or {}
         self.input = data.get("input")
         self.state = self.schema.initial(self.input)
@@ -265,6 +268,7 @@ class RunFold:
                     "graph": self.graph,
                     "thread": self.thread,
                     "parent": self.parent,
+                    "nonce": self.nonce,
                     "metadata": self.metadata,
                     "input": self.input,
                 },
@@ -285,6 +289,7 @@ class RunFold:
         run = data["run"]
         fold.run_id, fold.graph, fold.thread = run["run_id"], run["graph"], run["thread"]
         fold.parent, fold.metadata, fold.input = run["parent"], run["metadata"], run["input"]
+        fold.nonce = run.get("nonce")
         fold.state = schema.revive_state(data["state"])
         fold.step, fold.closed, fold.joins = data["step"], data["closed"], data["joins"]
         fold.status = RunStatus(data["status"])

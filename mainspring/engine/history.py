@@ -81,6 +81,8 @@ async def fork(
     first = events[0]
     data = dict(first.data)
     data["forked_from"] = {"run_id": run_id, "seq": at}
+    data["forked_from"]["nonce"] = data.get("nonce")  # the source's, which names its trace
+    data["nonce"] = uuid.uuid4().hex[:16]  # a fork is a new run: a trace of its own
     if thread is not None:
         data["thread"] = thread
     copied = [Event(new_id, 1, first.kind, first.ts, data)]
