@@ -159,7 +159,7 @@ def _check_received(received: list[Received], events: list[Event], run_id: str) 
         ]
         + ["invoke_agent work"] * 3
     )
-    trace = ids.trace_id(run_id).to_bytes(16, "big")
+    trace = ids.trace_of(run_id, events[0].data).to_bytes(16, "big")
     assert {r.span.trace_id for r in received} == {trace}
     root = next(r for r in received if r.span.name == "invoke_workflow agent")
     assert root.span.parent_span_id == b""
@@ -323,6 +323,61 @@ async def test_effects_get_the_traceparent_of_their_span() -> None:
     assert header == again == f"00-{tool.context.trace_id:032x}-{tool.context.span_id:016x}-01"
     assert current == f"{tool.context.span_id:016x}"
     assert traceparent.__name__ == "traceparent"
+
+
+async def test_subgraph_effects_get_the_traceparent_of_their_span() -> None:
+    g = Graph(Hop, name="outer")
+    g.node("hop", _hop_graph())
+    g.edge(START, "hop")
+    g.edge("hop", END)
+    exporter = InMemorySpanExporter()
+    store = MemoryStore()
+    tracer = JournalTracer(exporter, store=store)
+    async with Runtime(store, listeners=[tracer]) as rt:
+        out = await rt.run(g.compile(), {}, run_id="outer-1")
+        root = await rt.events("outer-1")
+    tracer.shutdown()
+    tool = next(s for s in exporter.get_finished_spans() if s.name == "execute_tool remote")
+    assert tool.context is not None
+    assert tool.context.trace_id == ids.trace_of("outer-1", root[0].data)
+    assert out["seen"][0] == f"00-{tool.context.trace_id:032x}-{tool.context.span_id:016x}-01"
+
+
+class Parked(TypedDict, total=False):
+    seen: list[str]
+    ok: bool
+
+
+async def test_a_run_resumed_from_a_snapshot_keeps_its_traceparent(tmp_path: Any) -> None:
+    g = Graph(Parked, name="parked")
+
+    @g.node
+    async def ask(s: Parked, ctx: Context) -> dict[str, Any]:
+        return {"ok": bool(await ctx.interrupt("go?"))}
+
+    @g.node
+    async def call(s: Parked, ctx: Context) -> dict[str, Any]:
+        return {"seen": [await ctx.step("tool:remote", lambda: traceparent(ctx) or "")]}
+
+    g.node("begin", lambda s: None)  # step 0: snapshots are taken from step 1 on
+    g.edge(START, "begin")
+    g.edge("begin", "ask")
+    g.edge("ask", "call")
+    g.edge("call", END)
+    app = g.compile()
+    url = f"sqlite:///{tmp_path / 'snap.db'}"
+    async with Runtime.open(url, snapshot_every=1) as rt:
+        assert (await (await rt.start(app, {}, run_id="snap-1")).wait()).interrupts
+        assert await rt.store.load_snapshot("snap-1") is not None  # the resume folds from it
+    exporter = InMemorySpanExporter()
+    tracer = JournalTracer(exporter, store=url)
+    async with Runtime.open(url, listeners=[tracer], snapshot_every=1) as rt:
+        out = await (await rt.resume("snap-1", True, graph=app)).result()
+        first = (await rt.events("snap-1", until=1))[0]
+    tracer.shutdown()
+    tool = next(s for s in exporter.get_finished_spans() if s.name == "execute_tool remote")
+    assert tool.context is not None and tool.context.trace_id == ids.trace_of("snap-1", first.data)
+    assert out["seen"] == [f"00-{tool.context.trace_id:032x}-{tool.context.span_id:016x}-01"]
 
 
 async def test_console_exporter_and_capture() -> None:

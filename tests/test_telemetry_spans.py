@@ -35,7 +35,8 @@ async def test_fan_out_retries_and_effects() -> None:
     tg.check_tree(spans)
     named = tg.by_name(spans)
     run = named["invoke_workflow agent"][0]
-    assert run.trace_id == ids.trace_id("fan") and run.span_id == ids.run_span_id("fan")
+    assert run.trace_id == ids.trace_id("fan", events[0].data["nonce"])
+    assert run.span_id == ids.run_span_id("fan")
     assert run.attributes["gen_ai.conversation.id"] == "t-1"
     assert run.attributes["mainspring.tenant"] == "acme"
     assert run.start_ns == int(events[0].ts * 1e9) and run.end_ns == int(events[-1].ts * 1e9)
@@ -86,7 +87,8 @@ async def test_subgraph_runs_nest_under_the_parent_task(tmp_path: Path) -> None:
         events = await trace_events(rt.store, "p")
     spans = derive_spans(events)
     tg.check_tree(spans)
-    assert {s.trace_id for s in spans} == {ids.trace_id("p")}
+    root = next(e for e in events if e.run_id == "p")
+    assert {s.trace_id for s in spans} == {ids.trace_id("p", root.data["nonce"])}
     named = tg.by_name(spans)
     review = sorted(named["invoke_agent review"], key=lambda s: s.start_ns)
     assert len(review) == 2 and review[1].attributes["mainspring.rerun"] is True
@@ -161,7 +163,7 @@ async def test_resume_in_a_new_runtime_continues_the_trace(tmp_path: Path, graph
     expected = derive_spans(events)
     assert all(s.end_ns is not None for s in expected)
     assert sorted(map(_key, live)) == sorted(map(_key, expected))
-    assert {s.trace_id for s in live} == {ids.trace_id("r1")}
+    assert {s.trace_id for s in live} == {ids.trace_of("r1", events[0].data)}
     tg.check_tree(expected)
     # the second process exported the run span, the wait and the rerun; not the first's spans again
     names2 = {s.name for s in _exported(second)}
@@ -390,3 +392,61 @@ def test_an_effect_cut_short_by_its_node_timing_out_keeps_its_id() -> None:
     )  # external spans parented to it stay attached
     assert tool.end_ns == int(6e9)
     assert tg.by_name(spans)["invoke_agent a"][0].status_message.startswith("NodeTimeoutError")
+
+
+# -- trace ids: a per-run nonce keeps runs of one caller-chosen id apart
+
+
+async def test_two_runs_given_the_same_id_get_different_traces(tmp_path: Path) -> None:
+    """Staging and prod both run "order-1": a backend must see two traces, not one twice."""
+    traces = []
+    for env in ("staging", "prod"):
+        async with Runtime.open(f"sqlite:///{tmp_path / env}.db") as rt:
+            await rt.run(tg.linear, {}, run_id="order-1")
+            spans = derive_spans(await rt.events("order-1"))
+        tg.check_tree(spans)
+        traces.append(spans[0].trace_id)
+    assert traces[0] != traces[1]
+
+
+async def test_a_subgraph_run_is_in_its_roots_trace_even_read_alone() -> None:
+    store = MemoryStore()
+    async with Runtime(store) as rt:
+        handle = await rt.start(tg.parent, {}, run_id="p")
+        await handle.wait()
+        root = await rt.events("p")
+        child = await rt.events("p/review.1.0")
+    assert child[0].data["parent"]["root_nonce"] == root[0].data["nonce"]
+    trace = ids.trace_of("p", root[0].data)
+    assert {s.trace_id for s in derive_spans(root)} == {trace}
+    assert {s.trace_id for s in derive_spans(child)} == {trace}  # parent unknown to the builder
+    assert ids.trace_of("p/review.1.0", child[0].data) == trace
+
+
+def test_runs_from_before_nonces_keep_their_trace_ids() -> None:
+    import hashlib
+
+    events = [
+        _ev(1, EventKind.RUN_STARTED, 1.0, graph="g"),  # no nonce: written by an older version
+        _ev(2, EventKind.STEP_STARTED, 1.1, step=0, task=0, node="a"),
+        _ev(3, EventKind.STEP_FINISHED, 1.2, step=0, task=0, node="a", update={}),
+        _ev(4, EventKind.FINISHED, 1.3),
+        Event("c/b.1.0", 1, EventKind.RUN_STARTED, 1.15, {"graph": "h", "parent": {
+            "run_id": "c", "root": "c", "step": 0, "task": 0, "node": "a"}}),
+    ]  # fmt: skip
+    old = int.from_bytes(hashlib.blake2b(b"trace\x1fc", digest_size=16).digest(), "big")
+    assert {s.trace_id for s in derive_spans(events)} == {old}
+    assert {s.trace_id for s in derive_spans(events[-1:])} == {old}
+    assert ids.trace_id("c") == ids.trace_id("c", None) == old
+
+
+async def test_a_fork_is_a_trace_of_its_own_linked_to_its_source() -> None:
+    store = MemoryStore()
+    async with Runtime(store) as rt:
+        await rt.run(tg.linear, {}, run_id="src")
+        await (await rt.fork("src", at=6, new_run_id="fork")).result()
+        source, fork = await rt.events("src"), await rt.events("fork")
+    assert fork[0].data["nonce"] != source[0].data["nonce"]
+    [run] = [s for s in derive_spans(fork) if s.kind == "run"]
+    assert run.trace_id == ids.trace_of("fork", fork[0].data) != ids.trace_of("src", source[0].data)
+    assert run.links == [(ids.trace_of("src", source[0].data), ids.run_span_id("src"))]

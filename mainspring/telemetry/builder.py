@@ -118,10 +118,10 @@ class SpanBuilder:
                 trace = known.span.trace_id
                 parent_id = known.attempt_at(parent["step"], parent["task"], start)
             else:
-                trace = ids.trace_id(ids.guess_root(parent["run_id"]))
+                trace = ids.trace_of(run_id, data)
                 parent_id = ids.run_span_id(parent["run_id"])
         else:
-            trace = ids.trace_id(run_id)
+            trace = ids.trace_of(run_id, data)
         graph = str(data.get("graph", ""))
         agent = metadata.get("agent")
         op = "invoke_agent" if isinstance(agent, str) else "invoke_workflow"
@@ -157,8 +157,14 @@ class SpanBuilder:
         if isinstance(forked, dict):
             attrs["mainspring.forked_from.run_id"] = str(forked["run_id"])
             attrs["mainspring.forked_from.seq"] = int(forked["seq"])
-            source = str(forked["run_id"])
-            span.add_link(ids.trace_id(ids.guess_root(source)), ids.run_span_id(source))
+            source, nonce = str(forked["run_id"]), forked.get("nonce")
+            # A fork of a subgraph run stays in its root's trace; a top-level source had its own.
+            source_trace = (
+                trace
+                if isinstance(parent, dict)
+                else ids.trace_id(source, nonce if isinstance(nonce, str) else None)
+            )
+            span.add_link(source_trace, ids.run_span_id(source))
         self._put(attrs, "mainspring.input", data.get("input"))
         return self._register(run_id, _Run(span, thread if isinstance(thread, str) else None))
 
