@@ -151,13 +151,13 @@ def _check_received(received: list[Received], events: list[Event], run_id: str) 
     assert names == sorted(
         [
             "invoke_workflow agent",
-            "invoke_agent plan",
-            "invoke_agent answer",
-            "invoke_agent answer",
+            "node plan",
+            "node answer",
+            "node answer",
             "execute_tool search",
             "chat small-1",
         ]
-        + ["invoke_agent work"] * 3
+        + ["node work"] * 3
     )
     trace = ids.trace_of(run_id, events[0].data).to_bytes(16, "big")
     assert {r.span.trace_id for r in received} == {trace}
@@ -182,14 +182,14 @@ def _check_received(received: list[Received], events: list[Event], run_id: str) 
         and chat.attrs["gen_ai.usage.output_tokens"] == 5
     )
     assert chat.attrs["gen_ai.conversation.id"] == "conv-9"
-    assert by_id[chat.span.parent_span_id].span.name == "invoke_agent answer"
+    assert by_id[chat.span.parent_span_id].span.name == "node answer"
     tool = next(r for r in received if r.span.name == "execute_tool search")
     assert (
         tool.attrs["gen_ai.tool.name"] == "search"
         and tool.attrs["gen_ai.tool.call.id"] == f"{run_id}:2.0.0"
     )
     failed = [
-        r for r in received if r.span.name == "invoke_agent answer" and r.span.status.code == 2
+        r for r in received if r.span.name == "node answer" and r.span.status.code == 2
     ]
     assert len(failed) == 1 and "ConnectionError" in failed[0].span.status.message
     assert failed[0].span.events[0].name == "exception"

@@ -41,13 +41,13 @@ async def test_fan_out_retries_and_effects() -> None:
     assert run.attributes["mainspring.tenant"] == "acme"
     assert run.start_ns == int(events[0].ts * 1e9) and run.end_ns == int(events[-1].ts * 1e9)
 
-    work = named["invoke_agent work"]
+    work = named["node work"]
     assert len(work) == 3 and all(w.parent_id == run.span_id for w in work)
     assert len({w.attributes["mainspring.step"] for w in work}) == 1
     # the Send branches ran side by side
     assert max(w.start_ns for w in work) < min(w.end_ns or 0 for w in work)
 
-    answers = sorted(named["invoke_agent answer"], key=lambda s: s.start_ns)
+    answers = sorted(named["node answer"], key=lambda s: s.start_ns)
     assert [a.attributes["mainspring.attempt"] for a in answers] == [1, 2]
     assert (
         answers[0].status == "error" and answers[0].attributes["mainspring.outcome"] == "retrying"
@@ -90,12 +90,12 @@ async def test_subgraph_runs_nest_under_the_parent_task(tmp_path: Path) -> None:
     root = next(e for e in events if e.run_id == "p")
     assert {s.trace_id for s in spans} == {ids.trace_id("p", root.data["nonce"])}
     named = tg.by_name(spans)
-    review = sorted(named["invoke_agent review"], key=lambda s: s.start_ns)
+    review = sorted(named["node review"], key=lambda s: s.start_ns)
     assert len(review) == 2 and review[1].attributes["mainspring.rerun"] is True
     child = named["invoke_workflow approval"][0]
     assert child.run_id == "p/review.1.0"
     assert child.parent_id == review[0].span_id  # the attempt that started the child run
-    assert all(s.parent_id == child.span_id for s in named["invoke_agent draft"])
+    assert all(s.parent_id == child.span_id for s in named["node draft"])
     waits = named["interrupt approve"] + named["interrupt review"]
     assert len(waits) == 2 and all(w.end_ns is not None for w in waits)
 
@@ -107,7 +107,7 @@ async def test_failed_run_sets_error_status() -> None:
         events = await rt.events("f")
     spans = derive_spans(events)
     run = tg.by_name(spans)["invoke_workflow failing"][0]
-    boom = tg.by_name(spans)["invoke_agent boom"][0]
+    boom = tg.by_name(spans)["node boom"][0]
     assert run.status == boom.status == "error"
     assert "ValueError: bad input" in run.status_message
     [exception] = list(boom.events)
@@ -223,7 +223,7 @@ def test_a_crashed_attempt_is_abandoned_and_its_effect_rerun_keeps_the_key() -> 
     assert tools[0].status == "error" and tools[0].attributes["mainspring.outcome"] == "abandoned"
     assert tools[0].span_id == ids.abandoned_effect_span_id("c", "c:0.0.0", 3)
     assert tools[1].span_id == ids.effect_span_id("c", "c:0.0.0") and tools[1].status == "unset"
-    attempts = sorted(tg.by_name(spans)["invoke_agent a"], key=lambda s: s.start_ns)
+    attempts = sorted(tg.by_name(spans)["node a"], key=lambda s: s.start_ns)
     assert attempts[0].attributes["mainspring.outcome"] == "abandoned"
     assert attempts[0].end_ns == int(1.2e9)  # its last sign of life
 
@@ -239,11 +239,9 @@ def test_capture_redacts_and_caps() -> None:
     ]
     spans = tg.by_name(derive_spans(events, capture))
     assert spans["invoke_workflow g"][0].attributes["mainspring.input"] == "***"
-    update = str(spans["invoke_agent a"][0].attributes["mainspring.update"])
+    update = str(spans["node a"][0].attributes["mainspring.update"])
     assert len(update.encode()) <= 40 and update.endswith("bytes]")
-    assert (
-        "mainspring.update" not in tg.by_name(derive_spans(events))["invoke_agent a"][0].attributes
-    )
+    assert "mainspring.update" not in tg.by_name(derive_spans(events))["node a"][0].attributes
     assert cap("é" * 30, 20) == "ééé...[60 bytes]"  # never cuts a character in two
 
 
@@ -391,7 +389,7 @@ def test_an_effect_cut_short_by_its_node_timing_out_keeps_its_id() -> None:
         "c", "c:0.0.0"
     )  # external spans parented to it stay attached
     assert tool.end_ns == int(6e9)
-    assert tg.by_name(spans)["invoke_agent a"][0].status_message.startswith("NodeTimeoutError")
+    assert tg.by_name(spans)["node a"][0].status_message.startswith("NodeTimeoutError")
 
 
 # -- trace ids: a per-run nonce keeps runs of one caller-chosen id apart
@@ -450,3 +448,27 @@ async def test_a_fork_is_a_trace_of_its_own_linked_to_its_source() -> None:
     [run] = [s for s in derive_spans(fork) if s.kind == "run"]
     assert run.trace_id == ids.trace_of("fork", fork[0].data) != ids.trace_of("src", source[0].data)
     assert run.links == [(ids.trace_of("src", source[0].data), ids.run_span_id("src"))]
+
+
+# -- GenAI operation names: a workflow step is not an agent
+
+
+async def test_a_plain_node_is_a_workflow_step_not_an_agent_call() -> None:
+    async with Runtime(MemoryStore()) as rt:
+        await rt.run(tg.linear, {}, run_id="wf")
+        await rt.run(tg.linear, {}, run_id="ag", metadata={"agent": "support"})
+        workflow, agent = await rt.events("wf"), await rt.events("ag")
+    for events, run_name, op in (
+        (workflow, "invoke_workflow linear", "invoke_workflow"),
+        (agent, "invoke_agent support", "invoke_agent"),
+    ):
+        spans = derive_spans(events)
+        [run] = [s for s in spans if s.kind == "run"]
+        assert run.name == run_name and run.attributes["gen_ai.operation.name"] == op
+        nodes = [s for s in spans if s.kind == "node"]
+        assert sorted(s.name for s in nodes) == sorted(f"node n{i}" for i in range(10))
+        for node in nodes:
+            assert not any(k.startswith("gen_ai.operation") for k in node.attributes)
+            assert "gen_ai.agent.name" not in node.attributes
+    [run] = [s for s in derive_spans(agent) if s.kind == "run"]
+    assert run.attributes["gen_ai.agent.name"] == "support"

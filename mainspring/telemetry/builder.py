@@ -282,9 +282,9 @@ class SpanBuilder:
             self._end_attempt(run, index, task.last_ns, "abandoned")
         task.last_ns = start
         node = data["node"]
+        # A workflow step, not an agent: GenAI conventions name no operation for it, so
+        # no gen_ai.operation.name (backends would list every node as an agent call).
         attrs: dict[str, AttrValue] = {
-            "gen_ai.operation.name": "invoke_agent",
-            "gen_ai.agent.name": node,
             "mainspring.run_id": event.run_id,
             "mainspring.node": node,
             "mainspring.step": step,
@@ -300,7 +300,7 @@ class SpanBuilder:
             self._put(attrs, "mainspring.arg", data["arg"])
         parent = run.span
         span = SpanRecord(
-            f"invoke_agent {node}",
+            f"node {node}",
             "node",
             event.run_id,
             parent.trace_id,
