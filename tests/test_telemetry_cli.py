@@ -56,10 +56,7 @@ def test_waterfall_shows_nesting_parallel_branches_critical_path_retries_and_tok
     }
     assert row["invoke_workflow agent"][0].startswith("●")
     assert len(row["node work"]) == 3 and all("‖" in ln for ln in row["node work"])
-    assert (
-        "retry in" in row["node answer"][0]
-        and "ConnectionError" in row["node answer"][0]
-    )
+    assert "retry in" in row["node answer"][0] and "ConnectionError" in row["node answer"][0]
     assert "attempt 2" in row["node answer"][1]
     assert "12→5 tok" in row["chat small-1"][0]
     # effects sit under their attempt, one level deeper
@@ -67,9 +64,7 @@ def test_waterfall_shows_nesting_parallel_branches_critical_path_retries_and_tok
     html = console.export_html()
     assert "color: #800000" in html  # errors in red (the standard red of the export theme)
     # the slowest of the three parallel branches is on the critical path, the others are not
-    works = sorted(
-        (r for r in layout(spans) if r.span.name == "node work"), key=lambda r: r.end_ns
-    )
+    works = sorted((r for r in layout(spans) if r.span.name == "node work"), key=lambda r: r.end_ns)
     assert [r.critical for r in works] == [False, False, True]
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypedDict
 
+import orjson
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -188,9 +189,7 @@ def _check_received(received: list[Received], events: list[Event], run_id: str) 
         tool.attrs["gen_ai.tool.name"] == "search"
         and tool.attrs["gen_ai.tool.call.id"] == f"{run_id}:2.0.0"
     )
-    failed = [
-        r for r in received if r.span.name == "node answer" and r.span.status.code == 2
-    ]
+    failed = [r for r in received if r.span.name == "node answer" and r.span.status.code == 2]
     assert len(failed) == 1 and "ConnectionError" in failed[0].span.status.message
     assert failed[0].span.events[0].name == "exception"
 
@@ -209,6 +208,22 @@ async def test_spans_reach_a_real_otlp_collector(exporter: str) -> None:
     if exporter == "otlp-http":
         assert set(collector.paths) == {"/v1/traces"}
     _check_received(received, events, f"{exporter}-1")
+
+
+async def test_with_capture_a_collector_receives_the_models_reply() -> None:
+    with http_collector() as (collector, url):
+        store = MemoryStore()
+        tracer = setup_tracing("otlp-http", endpoint=url, capture_io=True, store=store)
+        assert tracer is not None
+        await _run_agent(tracer, store, "reply-1")
+        assert tracer.flush(10)
+        tracer.shutdown()
+        [chat] = [r for r in collector.spans() if r.span.name == "chat small-1"]
+    assert orjson.loads(chat.attrs["gen_ai.output.messages"])[0]["parts"] == [
+        {"type": "text", "content": "HI"}
+    ]
+    finish = [kv for kv in chat.span.attributes if kv.key == "gen_ai.response.finish_reasons"]
+    assert [v.string_value for v in finish[0].value.array_value.values] == ["stop"]
 
 
 async def test_configured_by_otel_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -472,3 +472,106 @@ async def test_a_plain_node_is_a_workflow_step_not_an_agent_call() -> None:
             assert "gen_ai.agent.name" not in node.attributes
     [run] = [s for s in derive_spans(agent) if s.kind == "run"]
     assert run.attributes["gen_ai.agent.name"] == "support"
+
+
+# -- capture: a model's reply in gen_ai.output.messages
+
+
+async def test_with_capture_a_models_reply_is_in_its_gen_ai_output_messages() -> None:
+    import orjson
+
+    async with Runtime(MemoryStore()) as rt:
+        await rt.run(tg.agent, {"text": "hi"}, run_id="cap")
+        events = await rt.events("cap")
+    [chat] = tg.by_name(derive_spans(events, Capture(True)))["chat small-1"]
+    assert orjson.loads(str(chat.attributes["gen_ai.output.messages"])) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "HI"}], "finish_reason": "stop"}
+    ]
+    assert chat.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert "mainspring.effect.result" not in chat.attributes  # the reply is not recorded twice
+    [plain] = tg.by_name(derive_spans(events))["chat small-1"]
+    assert "gen_ai.output.messages" not in plain.attributes  # capture off: no content
+    assert plain.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+
+
+def test_output_messages_of_the_common_reply_shapes() -> None:
+    from mainspring.telemetry.genai import output_messages
+
+    openai = {
+        "id": "chatcmpl-1",
+        "choices": [
+            {
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+                        }
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            },
+            {"message": {"role": "assistant", "content": "Rainy."}, "finish_reason": "length"},
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4},
+    }
+    assert output_messages(openai) == [
+        {
+            "role": "assistant",
+            "parts": [
+                {"type": "tool_call", "name": "weather", "id": "call_1", "arguments": {"city": "Paris"}}
+            ],
+            "finish_reason": "tool_call",
+        },
+        {"role": "assistant", "parts": [{"type": "text", "content": "Rainy."}], "finish_reason": "length"},
+    ]  # fmt: skip
+    anthropic = {
+        "role": "assistant",
+        "content": [
+            {"type": "text", "text": "Let me look."},
+            {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Oslo"}},
+        ],
+        "stop_reason": "tool_use",
+    }
+    assert output_messages(anthropic) == [
+        {
+            "role": "assistant",
+            "parts": [
+                {"type": "text", "content": "Let me look."},
+                {"type": "tool_call", "name": "weather", "id": "toolu_1", "arguments": {"city": "Oslo"}},
+            ],
+            "finish_reason": "tool_call",
+        }
+    ]  # fmt: skip
+    responses = {
+        "output": [
+            {"type": "reasoning", "summary": []},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "42"}]},
+        ]
+    }  # fmt: skip
+    assert output_messages(responses)[0]["parts"] == [{"type": "text", "content": "42"}]
+    assert output_messages("plain") == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "plain"}],
+            "finish_reason": "stop",
+        }
+    ]
+    odd = output_messages({"answer": 7, "usage": {"input_tokens": 1}, "model": "m"})
+    assert odd[0]["parts"] == [{"type": "text", "content": '{"answer":7}'}]
+
+
+def test_a_long_reply_is_cut_inside_its_text_so_the_json_stays_valid() -> None:
+    import orjson
+
+    from mainspring.telemetry.genai import output_messages
+
+    text = Capture(True, max_bytes=200).text(
+        "gen_ai.output.messages", output_messages({"text": "é" * 500}), as_json=True
+    )
+    assert text is not None and len(text.encode()) <= 200
+    [message] = orjson.loads(text)
+    assert message["parts"][0]["content"].endswith("bytes]")

@@ -12,7 +12,7 @@ from typing import Any
 from ..events import Event, EventKind
 from . import ids
 from .conventions import AttrValue, Capture, effect_kind, usage_of
-from .genai import name_effect, set_error, set_usage
+from .genai import name_effect, output_messages, set_error, set_reply, set_usage
 from .records import SpanEvent, SpanRecord, ns
 
 
@@ -218,11 +218,10 @@ class SpanBuilder:
                 "abandoned: the process driving it stopped; the run went on from its journal"
             )
             key = span.attributes.get("mainspring.effect.key")
-            if span.kind == "effect" and isinstance(key, str):
+            seq = span.attributes.get("mainspring.seq")
+            if span.kind == "effect" and isinstance(key, str) and isinstance(seq, int):
                 # The key's own id goes to the rerun with the same key (ids.abandoned_effect_span_id).
-                span.span_id = ids.abandoned_effect_span_id(
-                    span.run_id, key, int(span.attributes["mainspring.seq"])
-                )
+                span.span_id = ids.abandoned_effect_span_id(span.run_id, key, seq)
         self._close(span, end_ns)
 
     def _end_attempt(self, run: _Run, index: int, end_ns: int, outcome: str | None = None) -> None:
@@ -397,6 +396,13 @@ class SpanBuilder:
             set_usage(span, usage)
         if "error" in data:
             set_error(span, data["error"], ns(event.ts))
+        elif kind == "model":  # the reply where GenAI backends look for it
+            messages = output_messages(result)
+            set_reply(span, result, messages)
+            if self.capture.enabled:
+                text = self.capture.text("gen_ai.output.messages", messages, as_json=True)
+                if text is not None:
+                    span.attributes["gen_ai.output.messages"] = text
         else:
             key = "gen_ai.tool.call.result" if kind == "tool" else "mainspring.effect.result"
             self._put(span.attributes, key, result)

@@ -320,8 +320,9 @@ def setup_tracing(
 
     ``service_name`` defaults to ``OTEL_SERVICE_NAME``, else ``mainspring``
     (``OTEL_RESOURCE_ATTRIBUTES`` is honoured). With ``capture_io``, run inputs,
-    node updates, effect results and interrupt payloads become attributes, passed
-    through ``redact(attribute, value)`` and cut to ``max_attr_bytes``. ``store``
+    node updates, effect results (a model's reply as ``gen_ai.output.messages``)
+    and interrupt payloads become attributes, passed through
+    ``redact(attribute, value)`` and cut to ``max_attr_bytes`` (see :class:`Capture`). ``store``
     (the runtime's Store object, or its URL) lets the tracer read journal parts
     it was not handed live: every run's start, and runs resumed from another process.
     """
