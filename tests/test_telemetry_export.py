@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import gzip
+import contextlib
 import io
 import logging
 import socket
-import threading
 import time
-import zlib
 from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypedDict
 
 import orjson
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -32,90 +27,9 @@ from mainspring.telemetry.exporter import JournalTracer, SafeExporter, make_expo
 from mainspring.telemetry.propagation import trace_headers, traceparent, use_trace_context
 
 from . import telemetry_graphs as tg
+from .telemetry_graphs import Collector, Received, http_collector
 
 pytestmark = pytest.mark.anyio
-
-
-# -- a tiny OTLP collector -----------------------------------------------------------
-
-
-def _value(v: AnyValue) -> Any:
-    which = v.WhichOneof("value")
-    return None if which is None else getattr(v, which)
-
-
-def _attrs(kvs: Any) -> dict[str, Any]:
-    return {kv.key: _value(kv.value) for kv in kvs}
-
-
-@dataclass
-class Received:
-    span: Span
-    resource: dict[str, Any]
-    scope: str
-
-    @property
-    def attrs(self) -> dict[str, Any]:
-        return _attrs(self.span.attributes)
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
-        self.paths: list[str] = []
-        self.lock = threading.Lock()
-
-    def receive(self, body: bytes, path: str = "") -> None:
-        request = trace_service_pb2.ExportTraceServiceRequest()
-        request.ParseFromString(body)
-        with self.lock:
-            self.requests.append(request)
-            self.paths.append(path)
-
-    def spans(self) -> list[Received]:
-        out: list[Received] = []
-        with self.lock:
-            for request in self.requests:
-                for rs in request.resource_spans:
-                    for ss in rs.scope_spans:
-                        out.extend(
-                            Received(s, _attrs(rs.resource.attributes), ss.scope.name)
-                            for s in ss.spans
-                        )
-        return out
-
-
-@contextmanager
-def http_collector() -> Iterator[tuple[Collector, str]]:
-    collector = Collector()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            encoding = self.headers.get("Content-Encoding", "")
-            if encoding == "gzip":
-                body = gzip.decompress(body)
-            elif encoding == "deflate":
-                body = zlib.decompress(body)
-            collector.receive(body, self.path)
-            reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield collector, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @contextmanager
@@ -280,6 +194,46 @@ async def test_a_dead_collector_costs_nothing_but_a_warning(
         "cannot export spans" in r.getMessage() and r.levelno == logging.WARNING
         for r in caplog.records
     )
+
+
+@pytest.mark.parametrize("receiver", ["refusing", "down"])
+async def test_flush_is_false_when_spans_could_not_be_exported(receiver: str) -> None:
+    with contextlib.ExitStack() as stack:
+        if receiver == "refusing":  # answers every export with 400 Bad Request
+            _, url = stack.enter_context(http_collector(status=400))
+        else:
+            url = f"http://127.0.0.1:{_closed_port()}"
+        store = MemoryStore()
+        tracer = setup_tracing("otlp-http", endpoint=url, store=store, timeout=0.5)
+        assert tracer is not None
+        async with Runtime(store, listeners=[tracer]) as rt:
+            await rt.run(tg.linear, {})
+        assert tracer.flush(10) is False
+        assert tracer.lost == 11  # the run and its 10 nodes
+        assert tracer.flush(10) is False  # still: those spans never got out
+        tracer.shutdown(timeout=1.0)
+    with http_collector() as (collector, url):
+        tracer = setup_tracing("otlp-http", endpoint=url, store=store)
+        assert tracer is not None
+        async with Runtime(store, listeners=[tracer]) as rt:
+            await rt.run(tg.linear, {})
+        assert tracer.flush(10) is True and tracer.lost == 0
+        tracer.shutdown()
+    assert len(collector.spans()) == 11
+
+
+async def test_flush_is_false_when_a_span_processor_says_it_did_not_flush() -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    class Stuck(SimpleSpanProcessor):
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return False
+
+    tracer = JournalTracer(processor=Stuck(InMemorySpanExporter()))
+    async with Runtime(MemoryStore(), listeners=[tracer]) as rt:
+        await rt.run(tg.linear, {})
+    assert tracer.flush(5) is False
+    tracer.shutdown()
 
 
 async def test_the_listener_only_buffers_and_counts_what_it_drops() -> None:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .pump import Worker
 
@@ -47,6 +47,7 @@ class BatchExporter(Worker[ReadableSpan]):
         delay: float | None = None,
     ) -> None:
         self.exporter = exporter
+        self.lost = 0  # spans dropped (queue full) or whose export failed
         self._warned = 0.0
         self._batch = batch_size or _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
         super().__init__(
@@ -62,6 +63,7 @@ class BatchExporter(Worker[ReadableSpan]):
         room = self._cap - len(self._buf)
         if room < len(spans):
             self.dropped += len(spans) - max(room, 0)
+            self.lost += len(spans) - max(room, 0)
             spans = spans[: max(room, 0)]
             now = time.monotonic()
             if now - self._warned > 60:
@@ -76,9 +78,12 @@ class BatchExporter(Worker[ReadableSpan]):
         while buf:
             batch = [buf.popleft() for _ in range(min(self._batch, len(buf)))]
             try:
-                self.exporter.export(batch)
+                ok = self.exporter.export(batch) is SpanExportResult.SUCCESS
             except Exception as exc:
                 log.warning("span export failed: %s", exc)
+                ok = False
+            if not ok:
+                self.lost += len(batch)
 
     def shutdown(self, timeout: float | None = 5.0) -> None:
         self.close(timeout)

@@ -142,11 +142,22 @@ class JournalTracer(EventPump):
             instrumentation_scope=self._scope,
         )
 
+    @property
+    def lost(self) -> int:
+        """Spans that could not be exported (export failed, or the export queue was full)."""
+        return self._batches.lost if self._batches is not None else 0
+
     def flush(self, timeout: float | None = 5.0) -> bool:
-        """Export every span of the events recorded so far (waits at most ``timeout`` seconds)."""
+        """Export every span of the events recorded so far (waits at most ``timeout`` seconds).
+
+        True only if all of them were exported: False if the wait timed out, or
+        if any span since the tracer started could not be exported (``lost``) or
+        any event was dropped from a full buffer (``dropped``).
+        """
         deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
         drained = super().flush(timeout)
-        return drained and self._flush_export(max(0.0, deadline - time.monotonic()))
+        exported = self._flush_export(max(0.0, deadline - time.monotonic()))
+        return drained and exported and not self.lost and not self.dropped
 
     def _flush_export(self, timeout: float) -> bool:
         if self._batches is not None:
@@ -179,19 +190,20 @@ def _shutdown_at_exit(ref: weakref.ReferenceType[JournalTracer]) -> None:
 
 
 def _bounded(fn: Callable[[], object], timeout: float) -> bool:
-    """Run ``fn`` in a helper thread; False if it did not finish in ``timeout`` seconds."""
+    """Run ``fn`` in a helper thread; False if it took over ``timeout`` seconds or said False."""
     done = threading.Event()
+    said: list[object] = [False]
 
     def call() -> None:
         try:
-            fn()
+            said[0] = fn()
         except Exception as exc:
             log.warning("telemetry flush failed: %s", exc)
         finally:
             done.set()
 
     threading.Thread(target=call, name="mainspring-telemetry-flush", daemon=True).start()
-    return done.wait(timeout)
+    return done.wait(timeout) and said[0] is not False
 
 
 class SafeExporter(SpanExporter):
