@@ -348,6 +348,23 @@ def test_any_journal_gives_a_well_formed_trace_however_split(
     assert sorted(map(_key, live)) == closed
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(journals(), st.data())
+def test_a_process_killed_before_exporting_loses_nothing_its_successor_reexports(
+    events: list[Event], data: st.DataObject
+) -> None:
+    """A traced events[:cut] live but got only the spans of events[:exported] out (its cursor),
+    then died; B replays events[:exported] and traces the rest live: every span once."""
+    closed = sorted(_key(s) for s in derive_spans(events) if s.end_ns is not None)
+    cut = data.draw(st.integers(1, len(events)))
+    exported = data.draw(st.integers(0, cut))
+    a, b = SpanBuilder(), SpanBuilder()
+    out = [s for e in events[:exported] for s in a.feed(e)]  # A: what got out before it died
+    out += [s for e in events[:cut] for s in b.feed(e, replay=e.seq <= exported)]  # B: backfill
+    out += [s for e in events[cut:] for s in b.feed(e)]  # B: live
+    assert sorted(map(_key, out)) == closed
+
+
 def test_an_effect_cut_short_by_its_node_timing_out_keeps_its_id() -> None:
     events = [
         _ev(1, EventKind.RUN_STARTED, 1.0, graph="g"),

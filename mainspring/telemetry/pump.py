@@ -166,7 +166,12 @@ class EventPump(Worker[Event]):
                 out[0] = (first, False)
         return out
 
-    def close(self, timeout: float | None = 5.0) -> None:
+    def close(self, timeout: float | None = 5.0, *, keep_reader: bool = False) -> None:
         super().close(timeout)
+        if not keep_reader:
+            self.release_reader()
+
+    def release_reader(self) -> None:
+        """Close the reader's own store connection, if it opened one."""
         if isinstance(self.reader, StoreReader):
             self.reader.close()
