@@ -218,9 +218,9 @@ class JournalTracer(EventPump):
         any event was dropped from a full buffer (``dropped``).
         """
         deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
-        drained = super().flush(timeout)
+        handled = super().flush(timeout)
         exported = self._flush_export(max(0.0, deadline - time.monotonic()))
-        return drained and exported and not self.lost and not self.dropped
+        return handled and exported and not self.lost
 
     def _flush_export(self, timeout: float) -> bool:
         if self._batches is not None:

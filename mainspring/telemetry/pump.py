@@ -109,6 +109,14 @@ class EventPump(Worker[Event]):
         """Handle one event, in each run's order; ``replay``: history another process handled."""
         raise NotImplementedError
 
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        """Wait until every event recorded before this call has been handled.
+
+        False if that took longer than ``timeout``, or if any event was ever
+        dropped from a full buffer (``dropped``): what it meant may be missing.
+        """
+        return super().flush(timeout) and not self.dropped
+
     def after_batch(self) -> None:
         """Called after each drained batch (a place to hand work on)."""
 
