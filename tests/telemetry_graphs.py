@@ -1,11 +1,20 @@
-"""Graphs and helpers shared by the telemetry tests."""
+"""Graphs and helpers shared by the telemetry tests, and a tiny OTLP/HTTP receiver."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import gzip
+import threading
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Annotated, Any, TypedDict
 
 import anyio
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from mainspring import END, START, Context, Graph, Retry, Send, append
 from mainspring.events import Event
@@ -162,3 +171,87 @@ def check_tree(spans: list[SpanRecord]) -> None:
 
 def run_events(events: Iterable[Event], run_id: str) -> list[Event]:
     return [e for e in events if e.run_id == run_id]
+
+
+# -- a tiny OTLP collector -----------------------------------------------------------
+
+
+def _value(v: AnyValue) -> Any:
+    which = v.WhichOneof("value")
+    return None if which is None else getattr(v, which)
+
+
+def _attrs(kvs: Any) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in kvs}
+
+
+@dataclass
+class Received:
+    span: Span
+    resource: dict[str, Any]
+    scope: str
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return _attrs(self.span.attributes)
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+        self.paths: list[str] = []
+        self.lock = threading.Lock()
+
+    def receive(self, body: bytes, path: str = "") -> None:
+        request = trace_service_pb2.ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        with self.lock:
+            self.requests.append(request)
+            self.paths.append(path)
+
+    def spans(self) -> list[Received]:
+        out: list[Received] = []
+        with self.lock:
+            for request in self.requests:
+                for rs in request.resource_spans:
+                    for ss in rs.scope_spans:
+                        out.extend(
+                            Received(s, _attrs(rs.resource.attributes), ss.scope.name)
+                            for s in ss.spans
+                        )
+        return out
+
+
+@contextmanager
+def http_collector(status: int = 200) -> Iterator[tuple[Collector, str]]:
+    """A real OTLP/HTTP receiver on a free port; ``status`` other than 200 refuses every export."""
+    collector = Collector()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            encoding = self.headers.get("Content-Encoding", "")
+            if encoding == "gzip":
+                body = gzip.decompress(body)
+            elif encoding == "deflate":
+                body = zlib.decompress(body)
+            if status == 200:
+                collector.receive(body, self.path)
+            reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield collector, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -48,28 +48,23 @@ def test_waterfall_shows_nesting_parallel_branches_critical_path_retries_and_tok
         name: [ln for ln in lines if name in ln]
         for name in (
             "invoke_workflow agent",
-            "invoke_agent work",
-            "invoke_agent answer",
+            "node work",
+            "node answer",
             "chat small-1",
             "execute_tool search",
         )
     }
     assert row["invoke_workflow agent"][0].startswith("●")
-    assert len(row["invoke_agent work"]) == 3 and all("‖" in ln for ln in row["invoke_agent work"])
-    assert (
-        "retry in" in row["invoke_agent answer"][0]
-        and "ConnectionError" in row["invoke_agent answer"][0]
-    )
-    assert "attempt 2" in row["invoke_agent answer"][1]
+    assert len(row["node work"]) == 3 and all("‖" in ln for ln in row["node work"])
+    assert "retry in" in row["node answer"][0] and "ConnectionError" in row["node answer"][0]
+    assert "attempt 2" in row["node answer"][1]
     assert "12→5 tok" in row["chat small-1"][0]
     # effects sit under their attempt, one level deeper
-    assert row["chat small-1"][0].index("↯") > row["invoke_agent answer"][0].index("◆")
+    assert row["chat small-1"][0].index("↯") > row["node answer"][0].index("◆")
     html = console.export_html()
     assert "color: #800000" in html  # errors in red (the standard red of the export theme)
     # the slowest of the three parallel branches is on the critical path, the others are not
-    works = sorted(
-        (r for r in layout(spans) if r.span.name == "invoke_agent work"), key=lambda r: r.end_ns
-    )
+    works = sorted((r for r in layout(spans) if r.span.name == "node work"), key=lambda r: r.end_ns)
     assert [r.critical for r in works] == [False, False, True]
 
 
@@ -86,7 +81,7 @@ def test_critical_path_follows_the_last_finisher() -> None:
     ]
     spans = derive_spans(events)
     on_path = {s.name for s in spans if s.span_id in critical_path(spans, 0)}
-    assert on_path == {"invoke_workflow g", "invoke_agent b", "invoke_agent c"}
+    assert on_path == {"invoke_workflow g", "node b", "node c"}
 
 
 def test_waterfall_json() -> None:

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import gzip
+import contextlib
 import io
 import logging
 import socket
-import threading
 import time
-import zlib
 from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypedDict
 
+import orjson
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -31,90 +27,9 @@ from mainspring.telemetry.exporter import JournalTracer, SafeExporter, make_expo
 from mainspring.telemetry.propagation import trace_headers, traceparent, use_trace_context
 
 from . import telemetry_graphs as tg
+from .telemetry_graphs import Collector, Received, http_collector
 
 pytestmark = pytest.mark.anyio
-
-
-# -- a tiny OTLP collector -----------------------------------------------------------
-
-
-def _value(v: AnyValue) -> Any:
-    which = v.WhichOneof("value")
-    return None if which is None else getattr(v, which)
-
-
-def _attrs(kvs: Any) -> dict[str, Any]:
-    return {kv.key: _value(kv.value) for kv in kvs}
-
-
-@dataclass
-class Received:
-    span: Span
-    resource: dict[str, Any]
-    scope: str
-
-    @property
-    def attrs(self) -> dict[str, Any]:
-        return _attrs(self.span.attributes)
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
-        self.paths: list[str] = []
-        self.lock = threading.Lock()
-
-    def receive(self, body: bytes, path: str = "") -> None:
-        request = trace_service_pb2.ExportTraceServiceRequest()
-        request.ParseFromString(body)
-        with self.lock:
-            self.requests.append(request)
-            self.paths.append(path)
-
-    def spans(self) -> list[Received]:
-        out: list[Received] = []
-        with self.lock:
-            for request in self.requests:
-                for rs in request.resource_spans:
-                    for ss in rs.scope_spans:
-                        out.extend(
-                            Received(s, _attrs(rs.resource.attributes), ss.scope.name)
-                            for s in ss.spans
-                        )
-        return out
-
-
-@contextmanager
-def http_collector() -> Iterator[tuple[Collector, str]]:
-    collector = Collector()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            encoding = self.headers.get("Content-Encoding", "")
-            if encoding == "gzip":
-                body = gzip.decompress(body)
-            elif encoding == "deflate":
-                body = zlib.decompress(body)
-            collector.receive(body, self.path)
-            reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield collector, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @contextmanager
@@ -151,15 +66,15 @@ def _check_received(received: list[Received], events: list[Event], run_id: str) 
     assert names == sorted(
         [
             "invoke_workflow agent",
-            "invoke_agent plan",
-            "invoke_agent answer",
-            "invoke_agent answer",
+            "node plan",
+            "node answer",
+            "node answer",
             "execute_tool search",
             "chat small-1",
         ]
-        + ["invoke_agent work"] * 3
+        + ["node work"] * 3
     )
-    trace = ids.trace_id(run_id).to_bytes(16, "big")
+    trace = ids.trace_of(run_id, events[0].data).to_bytes(16, "big")
     assert {r.span.trace_id for r in received} == {trace}
     root = next(r for r in received if r.span.name == "invoke_workflow agent")
     assert root.span.parent_span_id == b""
@@ -182,15 +97,13 @@ def _check_received(received: list[Received], events: list[Event], run_id: str) 
         and chat.attrs["gen_ai.usage.output_tokens"] == 5
     )
     assert chat.attrs["gen_ai.conversation.id"] == "conv-9"
-    assert by_id[chat.span.parent_span_id].span.name == "invoke_agent answer"
+    assert by_id[chat.span.parent_span_id].span.name == "node answer"
     tool = next(r for r in received if r.span.name == "execute_tool search")
     assert (
         tool.attrs["gen_ai.tool.name"] == "search"
         and tool.attrs["gen_ai.tool.call.id"] == f"{run_id}:2.0.0"
     )
-    failed = [
-        r for r in received if r.span.name == "invoke_agent answer" and r.span.status.code == 2
-    ]
+    failed = [r for r in received if r.span.name == "node answer" and r.span.status.code == 2]
     assert len(failed) == 1 and "ConnectionError" in failed[0].span.status.message
     assert failed[0].span.events[0].name == "exception"
 
@@ -209,6 +122,22 @@ async def test_spans_reach_a_real_otlp_collector(exporter: str) -> None:
     if exporter == "otlp-http":
         assert set(collector.paths) == {"/v1/traces"}
     _check_received(received, events, f"{exporter}-1")
+
+
+async def test_with_capture_a_collector_receives_the_models_reply() -> None:
+    with http_collector() as (collector, url):
+        store = MemoryStore()
+        tracer = setup_tracing("otlp-http", endpoint=url, capture_io=True, store=store)
+        assert tracer is not None
+        await _run_agent(tracer, store, "reply-1")
+        assert tracer.flush(10)
+        tracer.shutdown()
+        [chat] = [r for r in collector.spans() if r.span.name == "chat small-1"]
+    assert orjson.loads(chat.attrs["gen_ai.output.messages"])[0]["parts"] == [
+        {"type": "text", "content": "HI"}
+    ]
+    finish = [kv for kv in chat.span.attributes if kv.key == "gen_ai.response.finish_reasons"]
+    assert [v.string_value for v in finish[0].value.array_value.values] == ["stop"]
 
 
 async def test_configured_by_otel_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -267,6 +196,46 @@ async def test_a_dead_collector_costs_nothing_but_a_warning(
     )
 
 
+@pytest.mark.parametrize("receiver", ["refusing", "down"])
+async def test_flush_is_false_when_spans_could_not_be_exported(receiver: str) -> None:
+    with contextlib.ExitStack() as stack:
+        if receiver == "refusing":  # answers every export with 400 Bad Request
+            _, url = stack.enter_context(http_collector(status=400))
+        else:
+            url = f"http://127.0.0.1:{_closed_port()}"
+        store = MemoryStore()
+        tracer = setup_tracing("otlp-http", endpoint=url, store=store, timeout=0.5)
+        assert tracer is not None
+        async with Runtime(store, listeners=[tracer]) as rt:
+            await rt.run(tg.linear, {})
+        assert tracer.flush(10) is False
+        assert tracer.lost == 11  # the run and its 10 nodes
+        assert tracer.flush(10) is False  # still: those spans never got out
+        tracer.shutdown(timeout=1.0)
+    with http_collector() as (collector, url):
+        tracer = setup_tracing("otlp-http", endpoint=url, store=store)
+        assert tracer is not None
+        async with Runtime(store, listeners=[tracer]) as rt:
+            await rt.run(tg.linear, {})
+        assert tracer.flush(10) is True and tracer.lost == 0
+        tracer.shutdown()
+    assert len(collector.spans()) == 11
+
+
+async def test_flush_is_false_when_a_span_processor_says_it_did_not_flush() -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    class Stuck(SimpleSpanProcessor):
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return False
+
+    tracer = JournalTracer(processor=Stuck(InMemorySpanExporter()))
+    async with Runtime(MemoryStore(), listeners=[tracer]) as rt:
+        await rt.run(tg.linear, {})
+    assert tracer.flush(5) is False
+    tracer.shutdown()
+
+
 async def test_the_listener_only_buffers_and_counts_what_it_drops() -> None:
     exporter = InMemorySpanExporter()
     tracer = JournalTracer(exporter, capacity=5, interval=60)
@@ -323,6 +292,61 @@ async def test_effects_get_the_traceparent_of_their_span() -> None:
     assert header == again == f"00-{tool.context.trace_id:032x}-{tool.context.span_id:016x}-01"
     assert current == f"{tool.context.span_id:016x}"
     assert traceparent.__name__ == "traceparent"
+
+
+async def test_subgraph_effects_get_the_traceparent_of_their_span() -> None:
+    g = Graph(Hop, name="outer")
+    g.node("hop", _hop_graph())
+    g.edge(START, "hop")
+    g.edge("hop", END)
+    exporter = InMemorySpanExporter()
+    store = MemoryStore()
+    tracer = JournalTracer(exporter, store=store)
+    async with Runtime(store, listeners=[tracer]) as rt:
+        out = await rt.run(g.compile(), {}, run_id="outer-1")
+        root = await rt.events("outer-1")
+    tracer.shutdown()
+    tool = next(s for s in exporter.get_finished_spans() if s.name == "execute_tool remote")
+    assert tool.context is not None
+    assert tool.context.trace_id == ids.trace_of("outer-1", root[0].data)
+    assert out["seen"][0] == f"00-{tool.context.trace_id:032x}-{tool.context.span_id:016x}-01"
+
+
+class Parked(TypedDict, total=False):
+    seen: list[str]
+    ok: bool
+
+
+async def test_a_run_resumed_from_a_snapshot_keeps_its_traceparent(tmp_path: Any) -> None:
+    g = Graph(Parked, name="parked")
+
+    @g.node
+    async def ask(s: Parked, ctx: Context) -> dict[str, Any]:
+        return {"ok": bool(await ctx.interrupt("go?"))}
+
+    @g.node
+    async def call(s: Parked, ctx: Context) -> dict[str, Any]:
+        return {"seen": [await ctx.step("tool:remote", lambda: traceparent(ctx) or "")]}
+
+    g.node("begin", lambda s: None)  # step 0: snapshots are taken from step 1 on
+    g.edge(START, "begin")
+    g.edge("begin", "ask")
+    g.edge("ask", "call")
+    g.edge("call", END)
+    app = g.compile()
+    url = f"sqlite:///{tmp_path / 'snap.db'}"
+    async with Runtime.open(url, snapshot_every=1) as rt:
+        assert (await (await rt.start(app, {}, run_id="snap-1")).wait()).interrupts
+        assert await rt.store.load_snapshot("snap-1") is not None  # the resume folds from it
+    exporter = InMemorySpanExporter()
+    tracer = JournalTracer(exporter, store=url)
+    async with Runtime.open(url, listeners=[tracer], snapshot_every=1) as rt:
+        out = await (await rt.resume("snap-1", True, graph=app)).result()
+        first = (await rt.events("snap-1", until=1))[0]
+    tracer.shutdown()
+    tool = next(s for s in exporter.get_finished_spans() if s.name == "execute_tool remote")
+    assert tool.context is not None and tool.context.trace_id == ids.trace_of("snap-1", first.data)
+    assert out["seen"] == [f"00-{tool.context.trace_id:032x}-{tool.context.span_id:016x}-01"]
 
 
 async def test_console_exporter_and_capture() -> None:

@@ -51,7 +51,7 @@ async def test_one_json_line_per_event_with_trace_ids(stream: io.StringIO) -> No
     for record in records:
         assert set(FIELDS) <= record.keys()
         assert record["run_id"] == "log-1" and record["trace_id"] == ids.hex_trace(
-            ids.trace_id("log-1")
+            ids.trace_of("log-1", events[0].data)
         )
         assert record["logger"] == "mainspring.test.events"
     spans = {s.span_id: s for s in derive_spans(events)}

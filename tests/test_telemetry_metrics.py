@@ -219,3 +219,25 @@ async def test_group_commit_batch_sizes_come_from_the_store(tmp_path: Path) -> N
         value(registry, "mainspring_journal_commit_duration_seconds_count", backend="sqlite")
         == commits
     )
+
+
+@pytest.mark.parametrize("listener", ["metrics", "logs", "traces"])
+async def test_flush_is_false_once_events_were_dropped(listener: str) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from mainspring.telemetry.exporter import JournalTracer
+    from mainspring.telemetry.logs import JournalLogger
+    from mainspring.telemetry.pump import EventPump
+
+    pump: EventPump
+    if listener == "metrics":
+        pump = JournalMetrics(capacity=3, interval=60)
+    elif listener == "logs":
+        pump = JournalLogger("mainspring.test.dropped", capacity=3, interval=60)
+    else:
+        pump = JournalTracer(InMemorySpanExporter(), capacity=3, interval=60)
+    async with Runtime(MemoryStore(), listeners=[pump]) as rt:
+        await rt.run(tg.linear, {})  # 23 events into a buffer of 3: most are dropped
+    assert pump.dropped > 0
+    assert pump.flush(5) is False
+    pump.close()

@@ -35,18 +35,19 @@ async def test_fan_out_retries_and_effects() -> None:
     tg.check_tree(spans)
     named = tg.by_name(spans)
     run = named["invoke_workflow agent"][0]
-    assert run.trace_id == ids.trace_id("fan") and run.span_id == ids.run_span_id("fan")
+    assert run.trace_id == ids.trace_id("fan", events[0].data["nonce"])
+    assert run.span_id == ids.run_span_id("fan")
     assert run.attributes["gen_ai.conversation.id"] == "t-1"
     assert run.attributes["mainspring.tenant"] == "acme"
     assert run.start_ns == int(events[0].ts * 1e9) and run.end_ns == int(events[-1].ts * 1e9)
 
-    work = named["invoke_agent work"]
+    work = named["node work"]
     assert len(work) == 3 and all(w.parent_id == run.span_id for w in work)
     assert len({w.attributes["mainspring.step"] for w in work}) == 1
     # the Send branches ran side by side
     assert max(w.start_ns for w in work) < min(w.end_ns or 0 for w in work)
 
-    answers = sorted(named["invoke_agent answer"], key=lambda s: s.start_ns)
+    answers = sorted(named["node answer"], key=lambda s: s.start_ns)
     assert [a.attributes["mainspring.attempt"] for a in answers] == [1, 2]
     assert (
         answers[0].status == "error" and answers[0].attributes["mainspring.outcome"] == "retrying"
@@ -86,14 +87,15 @@ async def test_subgraph_runs_nest_under_the_parent_task(tmp_path: Path) -> None:
         events = await trace_events(rt.store, "p")
     spans = derive_spans(events)
     tg.check_tree(spans)
-    assert {s.trace_id for s in spans} == {ids.trace_id("p")}
+    root = next(e for e in events if e.run_id == "p")
+    assert {s.trace_id for s in spans} == {ids.trace_id("p", root.data["nonce"])}
     named = tg.by_name(spans)
-    review = sorted(named["invoke_agent review"], key=lambda s: s.start_ns)
+    review = sorted(named["node review"], key=lambda s: s.start_ns)
     assert len(review) == 2 and review[1].attributes["mainspring.rerun"] is True
     child = named["invoke_workflow approval"][0]
     assert child.run_id == "p/review.1.0"
     assert child.parent_id == review[0].span_id  # the attempt that started the child run
-    assert all(s.parent_id == child.span_id for s in named["invoke_agent draft"])
+    assert all(s.parent_id == child.span_id for s in named["node draft"])
     waits = named["interrupt approve"] + named["interrupt review"]
     assert len(waits) == 2 and all(w.end_ns is not None for w in waits)
 
@@ -105,7 +107,7 @@ async def test_failed_run_sets_error_status() -> None:
         events = await rt.events("f")
     spans = derive_spans(events)
     run = tg.by_name(spans)["invoke_workflow failing"][0]
-    boom = tg.by_name(spans)["invoke_agent boom"][0]
+    boom = tg.by_name(spans)["node boom"][0]
     assert run.status == boom.status == "error"
     assert "ValueError: bad input" in run.status_message
     [exception] = list(boom.events)
@@ -161,7 +163,7 @@ async def test_resume_in_a_new_runtime_continues_the_trace(tmp_path: Path, graph
     expected = derive_spans(events)
     assert all(s.end_ns is not None for s in expected)
     assert sorted(map(_key, live)) == sorted(map(_key, expected))
-    assert {s.trace_id for s in live} == {ids.trace_id("r1")}
+    assert {s.trace_id for s in live} == {ids.trace_of("r1", events[0].data)}
     tg.check_tree(expected)
     # the second process exported the run span, the wait and the rerun; not the first's spans again
     names2 = {s.name for s in _exported(second)}
@@ -221,7 +223,7 @@ def test_a_crashed_attempt_is_abandoned_and_its_effect_rerun_keeps_the_key() -> 
     assert tools[0].status == "error" and tools[0].attributes["mainspring.outcome"] == "abandoned"
     assert tools[0].span_id == ids.abandoned_effect_span_id("c", "c:0.0.0", 3)
     assert tools[1].span_id == ids.effect_span_id("c", "c:0.0.0") and tools[1].status == "unset"
-    attempts = sorted(tg.by_name(spans)["invoke_agent a"], key=lambda s: s.start_ns)
+    attempts = sorted(tg.by_name(spans)["node a"], key=lambda s: s.start_ns)
     assert attempts[0].attributes["mainspring.outcome"] == "abandoned"
     assert attempts[0].end_ns == int(1.2e9)  # its last sign of life
 
@@ -237,11 +239,9 @@ def test_capture_redacts_and_caps() -> None:
     ]
     spans = tg.by_name(derive_spans(events, capture))
     assert spans["invoke_workflow g"][0].attributes["mainspring.input"] == "***"
-    update = str(spans["invoke_agent a"][0].attributes["mainspring.update"])
+    update = str(spans["node a"][0].attributes["mainspring.update"])
     assert len(update.encode()) <= 40 and update.endswith("bytes]")
-    assert (
-        "mainspring.update" not in tg.by_name(derive_spans(events))["invoke_agent a"][0].attributes
-    )
+    assert "mainspring.update" not in tg.by_name(derive_spans(events))["node a"][0].attributes
     assert cap("é" * 30, 20) == "ééé...[60 bytes]"  # never cuts a character in two
 
 
@@ -348,6 +348,23 @@ def test_any_journal_gives_a_well_formed_trace_however_split(
     assert sorted(map(_key, live)) == closed
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(journals(), st.data())
+def test_a_process_killed_before_exporting_loses_nothing_its_successor_reexports(
+    events: list[Event], data: st.DataObject
+) -> None:
+    """A traced events[:cut] live but got only the spans of events[:exported] out (its cursor),
+    then died; B replays events[:exported] and traces the rest live: every span once."""
+    closed = sorted(_key(s) for s in derive_spans(events) if s.end_ns is not None)
+    cut = data.draw(st.integers(1, len(events)))
+    exported = data.draw(st.integers(0, cut))
+    a, b = SpanBuilder(), SpanBuilder()
+    out = [s for e in events[:exported] for s in a.feed(e)]  # A: what got out before it died
+    out += [s for e in events[:cut] for s in b.feed(e, replay=e.seq <= exported)]  # B: backfill
+    out += [s for e in events[cut:] for s in b.feed(e)]  # B: live
+    assert sorted(map(_key, out)) == closed
+
+
 def test_an_effect_cut_short_by_its_node_timing_out_keeps_its_id() -> None:
     events = [
         _ev(1, EventKind.RUN_STARTED, 1.0, graph="g"),
@@ -389,4 +406,189 @@ def test_an_effect_cut_short_by_its_node_timing_out_keeps_its_id() -> None:
         "c", "c:0.0.0"
     )  # external spans parented to it stay attached
     assert tool.end_ns == int(6e9)
-    assert tg.by_name(spans)["invoke_agent a"][0].status_message.startswith("NodeTimeoutError")
+    assert tg.by_name(spans)["node a"][0].status_message.startswith("NodeTimeoutError")
+
+
+# -- trace ids: a per-run nonce keeps runs of one caller-chosen id apart
+
+
+async def test_two_runs_given_the_same_id_get_different_traces(tmp_path: Path) -> None:
+    """Staging and prod both run "order-1": a backend must see two traces, not one twice."""
+    traces = []
+    for env in ("staging", "prod"):
+        async with Runtime.open(f"sqlite:///{tmp_path / env}.db") as rt:
+            await rt.run(tg.linear, {}, run_id="order-1")
+            spans = derive_spans(await rt.events("order-1"))
+        tg.check_tree(spans)
+        traces.append(spans[0].trace_id)
+    assert traces[0] != traces[1]
+
+
+async def test_a_subgraph_run_is_in_its_roots_trace_even_read_alone() -> None:
+    store = MemoryStore()
+    async with Runtime(store) as rt:
+        handle = await rt.start(tg.parent, {}, run_id="p")
+        await handle.wait()
+        root = await rt.events("p")
+        child = await rt.events("p/review.1.0")
+    assert child[0].data["parent"]["root_nonce"] == root[0].data["nonce"]
+    trace = ids.trace_of("p", root[0].data)
+    assert {s.trace_id for s in derive_spans(root)} == {trace}
+    assert {s.trace_id for s in derive_spans(child)} == {trace}  # parent unknown to the builder
+    assert ids.trace_of("p/review.1.0", child[0].data) == trace
+
+
+def test_runs_from_before_nonces_keep_their_trace_ids() -> None:
+    import hashlib
+
+    events = [
+        _ev(1, EventKind.RUN_STARTED, 1.0, graph="g"),  # no nonce: written by an older version
+        _ev(2, EventKind.STEP_STARTED, 1.1, step=0, task=0, node="a"),
+        _ev(3, EventKind.STEP_FINISHED, 1.2, step=0, task=0, node="a", update={}),
+        _ev(4, EventKind.FINISHED, 1.3),
+        Event("c/b.1.0", 1, EventKind.RUN_STARTED, 1.15, {"graph": "h", "parent": {
+            "run_id": "c", "root": "c", "step": 0, "task": 0, "node": "a"}}),
+    ]  # fmt: skip
+    old = int.from_bytes(hashlib.blake2b(b"trace\x1fc", digest_size=16).digest(), "big")
+    assert {s.trace_id for s in derive_spans(events)} == {old}
+    assert {s.trace_id for s in derive_spans(events[-1:])} == {old}
+    assert ids.trace_id("c") == ids.trace_id("c", None) == old
+
+
+async def test_a_fork_is_a_trace_of_its_own_linked_to_its_source() -> None:
+    store = MemoryStore()
+    async with Runtime(store) as rt:
+        await rt.run(tg.linear, {}, run_id="src")
+        await (await rt.fork("src", at=6, new_run_id="fork")).result()
+        source, fork = await rt.events("src"), await rt.events("fork")
+    assert fork[0].data["nonce"] != source[0].data["nonce"]
+    [run] = [s for s in derive_spans(fork) if s.kind == "run"]
+    assert run.trace_id == ids.trace_of("fork", fork[0].data) != ids.trace_of("src", source[0].data)
+    assert run.links == [(ids.trace_of("src", source[0].data), ids.run_span_id("src"))]
+
+
+# -- GenAI operation names: a workflow step is not an agent
+
+
+async def test_a_plain_node_is_a_workflow_step_not_an_agent_call() -> None:
+    async with Runtime(MemoryStore()) as rt:
+        await rt.run(tg.linear, {}, run_id="wf")
+        await rt.run(tg.linear, {}, run_id="ag", metadata={"agent": "support"})
+        workflow, agent = await rt.events("wf"), await rt.events("ag")
+    for events, run_name, op in (
+        (workflow, "invoke_workflow linear", "invoke_workflow"),
+        (agent, "invoke_agent support", "invoke_agent"),
+    ):
+        spans = derive_spans(events)
+        [run] = [s for s in spans if s.kind == "run"]
+        assert run.name == run_name and run.attributes["gen_ai.operation.name"] == op
+        nodes = [s for s in spans if s.kind == "node"]
+        assert sorted(s.name for s in nodes) == sorted(f"node n{i}" for i in range(10))
+        for node in nodes:
+            assert not any(k.startswith("gen_ai.operation") for k in node.attributes)
+            assert "gen_ai.agent.name" not in node.attributes
+    [run] = [s for s in derive_spans(agent) if s.kind == "run"]
+    assert run.attributes["gen_ai.agent.name"] == "support"
+
+
+# -- capture: a model's reply in gen_ai.output.messages
+
+
+async def test_with_capture_a_models_reply_is_in_its_gen_ai_output_messages() -> None:
+    import orjson
+
+    async with Runtime(MemoryStore()) as rt:
+        await rt.run(tg.agent, {"text": "hi"}, run_id="cap")
+        events = await rt.events("cap")
+    [chat] = tg.by_name(derive_spans(events, Capture(True)))["chat small-1"]
+    assert orjson.loads(str(chat.attributes["gen_ai.output.messages"])) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "HI"}], "finish_reason": "stop"}
+    ]
+    assert chat.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert "mainspring.effect.result" not in chat.attributes  # the reply is not recorded twice
+    [plain] = tg.by_name(derive_spans(events))["chat small-1"]
+    assert "gen_ai.output.messages" not in plain.attributes  # capture off: no content
+    assert plain.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+
+
+def test_output_messages_of_the_common_reply_shapes() -> None:
+    from mainspring.telemetry.genai import output_messages
+
+    openai = {
+        "id": "chatcmpl-1",
+        "choices": [
+            {
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+                        }
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            },
+            {"message": {"role": "assistant", "content": "Rainy."}, "finish_reason": "length"},
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4},
+    }
+    assert output_messages(openai) == [
+        {
+            "role": "assistant",
+            "parts": [
+                {"type": "tool_call", "name": "weather", "id": "call_1", "arguments": {"city": "Paris"}}
+            ],
+            "finish_reason": "tool_call",
+        },
+        {"role": "assistant", "parts": [{"type": "text", "content": "Rainy."}], "finish_reason": "length"},
+    ]  # fmt: skip
+    anthropic = {
+        "role": "assistant",
+        "content": [
+            {"type": "text", "text": "Let me look."},
+            {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Oslo"}},
+        ],
+        "stop_reason": "tool_use",
+    }
+    assert output_messages(anthropic) == [
+        {
+            "role": "assistant",
+            "parts": [
+                {"type": "text", "content": "Let me look."},
+                {"type": "tool_call", "name": "weather", "id": "toolu_1", "arguments": {"city": "Oslo"}},
+            ],
+            "finish_reason": "tool_call",
+        }
+    ]  # fmt: skip
+    responses = {
+        "output": [
+            {"type": "reasoning", "summary": []},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "42"}]},
+        ]
+    }  # fmt: skip
+    assert output_messages(responses)[0]["parts"] == [{"type": "text", "content": "42"}]
+    assert output_messages("plain") == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "plain"}],
+            "finish_reason": "stop",
+        }
+    ]
+    odd = output_messages({"answer": 7, "usage": {"input_tokens": 1}, "model": "m"})
+    assert odd[0]["parts"] == [{"type": "text", "content": '{"answer":7}'}]
+
+
+def test_a_long_reply_is_cut_inside_its_text_so_the_json_stays_valid() -> None:
+    import orjson
+
+    from mainspring.telemetry.genai import output_messages
+
+    text = Capture(True, max_bytes=200).text(
+        "gen_ai.output.messages", output_messages({"text": "é" * 500}), as_json=True
+    )
+    assert text is not None and len(text.encode()) <= 200
+    [message] = orjson.loads(text)
+    assert message["parts"][0]["content"].endswith("bytes]")

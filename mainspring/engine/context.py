@@ -57,6 +57,12 @@ class Context:
         return str(parent["root"]) if parent and "root" in parent else self._driver.run_id
 
     @property
+    def root_nonce(self) -> str | None:
+        """The nonce the top-level run started with (trace ids mix it in); None in older runs."""
+        parent = self._driver.fold.parent
+        return parent.get("root_nonce") if parent else self._driver.fold.nonce
+
+    @property
     def thread(self) -> str | None:
         return self._driver.fold.thread
 

@@ -97,6 +97,7 @@ class RunFold:
         "input",
         "joins",
         "metadata",
+        "nonce",
         "parent",
         "revive",
         "run_id",
@@ -117,6 +118,7 @@ class RunFold:
         self.thread: str | None = None
         self.parent: dict[str, Any] | None = None
         self.forked_from: dict[str, Any] | None = None
+        self.nonce: str | None = None  # of run_started; None in runs older than nonces
         self.metadata: dict[str, Any] = {}
         self.input: Any = None
         self.state: dict[str, Any] = {}
@@ -178,6 +180,7 @@ class RunFold:
         self.thread = data.get("thread")
         self.parent = data.get("parent")
         self.forked_from = data.get("forked_from")
+        self.nonce = data.get("nonce")
         self.metadata = data.get("metadata") or {}
         self.input = data.get("input")
         # From the journal (revive): JSON, with the state's typed fields to be revived.
@@ -271,6 +274,7 @@ class RunFold:
                     "thread": self.thread,
                     "parent": self.parent,
                     "forked_from": self.forked_from,
+                    "nonce": self.nonce,
                     "metadata": self.metadata,
                     "input": self.input,
                 },
@@ -292,6 +296,7 @@ class RunFold:
         fold.run_id, fold.graph, fold.thread = run["run_id"], run["graph"], run["thread"]
         fold.parent, fold.metadata, fold.input = run["parent"], run["metadata"], run["input"]
         fold.forked_from = run.get("forked_from")  # absent from snapshots of release 0.1
+        fold.nonce = run.get("nonce")
         fold.state = schema.revive_state(data["state"])
         fold.step, fold.closed, fold.joins = data["step"], data["closed"], data["joins"]
         fold.status = RunStatus(data["status"])

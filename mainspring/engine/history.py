@@ -93,6 +93,8 @@ async def fork(
     data["forked_from"] = {"run_id": run_id, "seq": at}
     if effects == "reuse":
         data["forked_from"]["effects"] = "reuse"
+    data["forked_from"]["nonce"] = data.get("nonce")  # the source's, which names its trace
+    data["nonce"] = uuid.uuid4().hex[:16]  # a fork is a new run: a trace of its own
     if thread is not None:
         data["thread"] = thread
     copied = [Event(new_id, 1, first.kind, first.ts, data)]

@@ -315,6 +315,7 @@ class Runtime:
             "fingerprint": graph.fingerprint,
             "input": input,
             "durability": durable.value,
+            "nonce": os.urandom(8).hex(),  # in trace ids: two runs given one id stay apart
         }
         if thread is not None:
             data["thread"] = thread

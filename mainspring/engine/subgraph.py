@@ -129,6 +129,7 @@ async def _child_driver(
         "parent": {
             "run_id": parent.run_id,
             "root": root,
+            "root_nonce": (parent.fold.parent or {}).get("root_nonce", parent.fold.nonce),
             "step": parent.fold.step,
             "task": task.index,
             "node": task.node,

@@ -54,6 +54,8 @@ class Statements:
     release: str
     orphaned: str
     schema: str  # quoted, for statements built per call (list_runs)
+    save_cursors: str
+    load_cursors: str
 
 
 # Appends of up to this many events bind each event's fields as scalars: cheaper for
@@ -242,6 +244,12 @@ WHERE status = 'running' AND owner IS DISTINCT FROM $1
 ORDER BY created_at, run_id
 LIMIT $3""",
         schema=s,
+        # A cursor only moves forward: a late or repeated save never lowers it.
+        save_cursors=f"""
+INSERT INTO {s}.cursors (name, run_id, seq)
+SELECT $1, c.run_id, c.seq FROM unnest($2::text[], $3::int8[]) AS c(run_id, seq)
+ON CONFLICT (name, run_id) DO UPDATE SET seq = EXCLUDED.seq WHERE {s}.cursors.seq < EXCLUDED.seq""",
+        load_cursors=f"SELECT run_id, seq FROM {s}.cursors WHERE name = $1 AND run_id = ANY($2::text[])",
     )
 
 

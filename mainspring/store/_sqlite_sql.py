@@ -152,6 +152,15 @@ def apply_release(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
     )
 
 
+def apply_cursors(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
+    name, cursors = args
+    cur.executemany(
+        "INSERT INTO cursors (name, run_id, seq) VALUES (?, ?, ?) "
+        "ON CONFLICT (name, run_id) DO UPDATE SET seq = excluded.seq WHERE excluded.seq > cursors.seq",
+        [(name, run_id, seq) for run_id, seq in cursors],
+    )
+
+
 # Indexed by the request kinds of the writer: APPEND, CREATE, ...
 APPEND, CREATE, SNAPSHOT, CLAIM, RENEW, RELEASE = range(6)
 APPLY: Final[tuple[Callable[[sqlite3.Cursor, tuple[Any, ...]], Any], ...]] = (
@@ -161,7 +170,9 @@ APPLY: Final[tuple[Callable[[sqlite3.Cursor, tuple[Any, ...]], Any], ...]] = (
     apply_claim,
     apply_renew,
     apply_release,
+    apply_cursors,
 )
+CURSORS: Final = APPLY.index(apply_cursors)
 
 
 # --- encoding (event loop, before a write is queued) ---
@@ -320,3 +331,17 @@ def select_orphans(
         (owner, low[0], low[1], limit),
     )
     return [record_from_row(row) for row in rows]
+
+
+def select_cursors(name: str, run_ids: Sequence[str], conn: sqlite3.Connection) -> dict[str, int]:
+    found: dict[str, int] = {}
+    # In chunks: SQLite caps the number of parameters of one statement.
+    for i in range(0, len(run_ids), 500):
+        chunk = run_ids[i : i + 500]
+        rows = conn.execute(
+            "SELECT run_id, seq FROM cursors WHERE name = ? "
+            f"AND run_id IN ({', '.join('?' * len(chunk))})",
+            (name, *chunk),
+        )
+        found.update(rows)
+    return found

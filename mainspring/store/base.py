@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -223,3 +223,13 @@ class Store(Protocol):
         At most ``limit``, from those created after ``after`` (``(created_at, run_id)``
         of the last run of the previous page): page on until a page comes back short.
         """
+
+    async def save_cursors(self, name: str, cursors: Mapping[str, int]) -> None:
+        """Record how far reader ``name`` (e.g. a trace exporter) got in each run.
+
+        Each run's cursor is raised to at least the given seq, never lowered: a
+        late or repeated save cannot undo progress saved since.
+        """
+
+    async def load_cursors(self, name: str, run_ids: Sequence[str]) -> dict[str, int]:
+        """Reader ``name``'s cursors of ``run_ids``; a run without one is not in the dict."""

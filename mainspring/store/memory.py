@@ -7,7 +7,7 @@ append. It is the backend that defines the protocol's behaviour for tests.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from ..errors import ConflictError, LeaseLostError, RunNotFoundError, StoreError
@@ -211,6 +211,24 @@ class MemoryStore:
         ]
         found.sort(key=lambda r: (r.created_at, r.run_id))
         return found[:limit]
+
+    def _cursor_table(self) -> dict[tuple[str, str], int]:
+        # Made on first use (not in __init__): (reader name, run id) -> seq.
+        table: dict[tuple[str, str], int] | None = self.__dict__.get("_cursors")
+        if table is None:
+            table = self.__dict__["_cursors"] = {}
+        return table
+
+    async def save_cursors(self, name: str, cursors: Mapping[str, int]) -> None:
+        table = self._cursor_table()
+        for run_id, seq in cursors.items():
+            key = (name, run_id)
+            if seq > table.get(key, -1):
+                table[key] = seq
+
+    async def load_cursors(self, name: str, run_ids: Sequence[str]) -> dict[str, int]:
+        table = self._cursor_table()
+        return {r: table[(name, r)] for r in run_ids if (name, r) in table}
 
 
 def _matches(record: RunRecord, query: RunQuery) -> bool:

@@ -68,7 +68,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -545,6 +545,19 @@ class PostgresStore:
                 break
             low = (rows[-1]["created_at"], rows[-1]["run_id"])
         return found[:limit]
+
+    async def save_cursors(self, name: str, cursors: Mapping[str, int]) -> None:
+        if not cursors:
+            return
+        pool = self._live_pool()
+        runs, seqs = list(cursors), list(cursors.values())
+        await self._fetch("saving cursors", pool, self._sql.save_cursors, name, runs, seqs)
+
+    async def load_cursors(self, name: str, run_ids: Sequence[str]) -> dict[str, int]:
+        pool = self._live_pool()
+        sql = self._sql.load_cursors
+        rows = await self._fetch("loading cursors", pool, sql, name, list(run_ids))
+        return {r[0]: int(r[1]) for r in rows}
 
 
 # -- helpers -------------------------------------------------------------------------------------

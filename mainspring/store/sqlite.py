@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from types import TracebackType
@@ -414,3 +414,13 @@ class SQLiteStore:
     ) -> list[RunRecord]:
         await self._settle(None)
         return await self._read(partial(sql.select_orphans, owner, after, limit))
+
+    async def save_cursors(self, name: str, cursors: Mapping[str, int]) -> None:
+        if not cursors:
+            return
+        writer = self._require_writer()
+        await self._call(writer, sql.CURSORS, None, (name, list(cursors.items())), True)
+
+    async def load_cursors(self, name: str, run_ids: Sequence[str]) -> dict[str, int]:
+        self._require_writer()
+        return await self._read(partial(sql.select_cursors, name, list(run_ids)))

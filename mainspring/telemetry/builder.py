@@ -12,7 +12,7 @@ from typing import Any
 from ..events import Event, EventKind
 from . import ids
 from .conventions import AttrValue, Capture, effect_kind, usage_of
-from .genai import name_effect, set_error, set_usage
+from .genai import name_effect, output_messages, set_error, set_reply, set_usage
 from .records import SpanEvent, SpanRecord, ns
 
 
@@ -118,10 +118,10 @@ class SpanBuilder:
                 trace = known.span.trace_id
                 parent_id = known.attempt_at(parent["step"], parent["task"], start)
             else:
-                trace = ids.trace_id(ids.guess_root(parent["run_id"]))
+                trace = ids.trace_of(run_id, data)
                 parent_id = ids.run_span_id(parent["run_id"])
         else:
-            trace = ids.trace_id(run_id)
+            trace = ids.trace_of(run_id, data)
         graph = str(data.get("graph", ""))
         agent = metadata.get("agent")
         op = "invoke_agent" if isinstance(agent, str) else "invoke_workflow"
@@ -157,8 +157,14 @@ class SpanBuilder:
         if isinstance(forked, dict):
             attrs["mainspring.forked_from.run_id"] = str(forked["run_id"])
             attrs["mainspring.forked_from.seq"] = int(forked["seq"])
-            source = str(forked["run_id"])
-            span.add_link(ids.trace_id(ids.guess_root(source)), ids.run_span_id(source))
+            source, nonce = str(forked["run_id"]), forked.get("nonce")
+            # A fork of a subgraph run stays in its root's trace; a top-level source had its own.
+            source_trace = (
+                trace
+                if isinstance(parent, dict)
+                else ids.trace_id(source, nonce if isinstance(nonce, str) else None)
+            )
+            span.add_link(source_trace, ids.run_span_id(source))
         self._put(attrs, "mainspring.input", data.get("input"))
         return self._register(run_id, _Run(span, thread if isinstance(thread, str) else None))
 
@@ -212,11 +218,10 @@ class SpanBuilder:
                 "abandoned: the process driving it stopped; the run went on from its journal"
             )
             key = span.attributes.get("mainspring.effect.key")
-            if span.kind == "effect" and isinstance(key, str):
+            seq = span.attributes.get("mainspring.seq")
+            if span.kind == "effect" and isinstance(key, str) and isinstance(seq, int):
                 # The key's own id goes to the rerun with the same key (ids.abandoned_effect_span_id).
-                span.span_id = ids.abandoned_effect_span_id(
-                    span.run_id, key, int(span.attributes["mainspring.seq"])
-                )
+                span.span_id = ids.abandoned_effect_span_id(span.run_id, key, seq)
         self._close(span, end_ns)
 
     def _end_attempt(self, run: _Run, index: int, end_ns: int, outcome: str | None = None) -> None:
@@ -276,9 +281,9 @@ class SpanBuilder:
             self._end_attempt(run, index, task.last_ns, "abandoned")
         task.last_ns = start
         node = data["node"]
+        # A workflow step, not an agent: GenAI conventions name no operation for it, so
+        # no gen_ai.operation.name (backends would list every node as an agent call).
         attrs: dict[str, AttrValue] = {
-            "gen_ai.operation.name": "invoke_agent",
-            "gen_ai.agent.name": node,
             "mainspring.run_id": event.run_id,
             "mainspring.node": node,
             "mainspring.step": step,
@@ -294,7 +299,7 @@ class SpanBuilder:
             self._put(attrs, "mainspring.arg", data["arg"])
         parent = run.span
         span = SpanRecord(
-            f"invoke_agent {node}",
+            f"node {node}",
             "node",
             event.run_id,
             parent.trace_id,
@@ -391,6 +396,13 @@ class SpanBuilder:
             set_usage(span, usage)
         if "error" in data:
             set_error(span, data["error"], ns(event.ts))
+        elif kind == "model":  # the reply where GenAI backends look for it
+            messages = output_messages(result)
+            set_reply(span, result, messages)
+            if self.capture.enabled:
+                text = self.capture.text("gen_ai.output.messages", messages, as_json=True)
+                if text is not None:
+                    span.attributes["gen_ai.output.messages"] = text
         else:
             key = "gen_ai.tool.call.result" if kind == "tool" else "mainspring.effect.result"
             self._put(span.attributes, key, result)

@@ -25,7 +25,7 @@ from typing import Any, Final, Literal, NamedTuple
 import orjson
 
 EffectKind = Literal["tool", "model", "effect"]
-AttrValue = str | bool | int | float
+AttrValue = str | bool | int | float | tuple[str, ...]
 
 _TOOL: Final = ("tool:", "tools.")
 _MODEL: Final = ("model:", "models.")
@@ -84,23 +84,32 @@ class Capture:
 
     ``redact(attribute_name, value)`` returns what may be recorded (e.g. with
     secrets masked); it runs off the hot path, in the telemetry thread. The
-    JSON text is cut to ``max_bytes``.
+    attributes: ``mainspring.input`` (a run's), ``mainspring.arg`` and
+    ``mainspring.update`` (a node's), ``gen_ai.output.messages`` (a model's
+    reply, as GenAI output messages), ``gen_ai.tool.call.result``,
+    ``mainspring.effect.result`` (other effects), ``mainspring.interrupt.payload``
+    and ``.value``, ``mainspring.data`` (emitted). The JSON text is cut to
+    ``max_bytes``; GenAI messages are cut inside their strings, so they stay JSON.
     """
 
     enabled: bool = False
     redact: Redactor | None = None
     max_bytes: int = 4096
 
-    def text(self, attribute: str, value: Any) -> str | None:
+    def text(self, attribute: str, value: Any, *, as_json: bool = False) -> str | None:
+        """``value`` as the attribute's text; ``as_json``: always valid JSON (backends parse it)."""
         if not self.enabled:
             return None
         if self.redact is not None:
             value = self.redact(attribute, value)
-        raw = value if isinstance(value, str) else _dumps(value)
+        if as_json:
+            return cap_json(value, self.max_bytes)
+        raw = value if isinstance(value, str) else json_text(value)
         return cap(raw, self.max_bytes)
 
 
-def _dumps(value: Any) -> str:
+def json_text(value: Any) -> str:
+    """``value`` as JSON text (``repr`` for what JSON cannot hold)."""
     try:
         return orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
     except (TypeError, orjson.JSONEncodeError):
@@ -115,3 +124,24 @@ def cap(text: str, max_bytes: int) -> str:
     marker = f"...[{len(data)} bytes]"
     keep = max(0, max_bytes - len(marker.encode()))
     return data[:keep].decode(errors="ignore") + marker
+
+
+def cap_json(value: Any, max_bytes: int) -> str:
+    """``value`` as JSON of at most ``max_bytes``, its long strings cut so that it stays valid."""
+    raw = json_text(value)
+    size = limit = len(raw.encode())
+    while size > max_bytes and limit > 16:
+        limit //= 2
+        raw = json_text(_cap_strings(value, limit))
+        size = len(raw.encode())
+    return raw if size <= max_bytes else cap(raw, max_bytes)  # many small values: plain cut
+
+
+def _cap_strings(value: Any, max_bytes: int) -> Any:
+    if isinstance(value, str):
+        return cap(value, max_bytes)
+    if isinstance(value, Mapping):
+        return {k: _cap_strings(v, max_bytes) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_cap_strings(v, max_bytes) for v in value]
+    return value

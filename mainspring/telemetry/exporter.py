@@ -5,9 +5,19 @@
     tracer.shutdown()                                           # also done at exit
 
 The listener only buffers events. Its thread derives spans (:mod:`.spans`) and
-hands each closed one to the SDK's ``BatchSpanProcessor``, whose own thread
-exports in bounded batches. A collector that is down costs a logged warning:
-export failures never reach a run, and shutdown gives up after its timeout.
+hands them to an export thread (:mod:`.batch`) that exports in bounded batches.
+A collector that is down costs a logged warning: export failures never reach a
+run, and shutdown gives up after its timeout; ``flush()`` says whether
+everything got out.
+
+With a store (``store=``), the tracer records in it how far each run's spans
+were exported (the store's cursors, ``otel-spans`` by default), at most once
+per export batch. A process that resumes a run started elsewhere (after a
+crash, or an interrupt) exports again the spans the journal shows before the
+resume point that never got out: those of a process killed before its
+exporter flushed. A run the store has no cursor for is taken as exported
+nowhere. Ids are deterministic, so a span exported twice (a process killed
+between an export and the cursor's save) is the same span, not another one.
 """
 
 from __future__ import annotations
@@ -35,11 +45,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from ..events import Event
 from ..store import Store
 from .batch import BatchExporter
 from .conventions import Capture, Redactor
 from .pump import DEFAULT_CAPACITY, EventPump
-from .reader import JournalReader, as_reader
+from .reader import JournalReader, StoreReader, as_reader
 from .spans import SpanBuilder, SpanRecord
 
 log = logging.getLogger("mainspring.telemetry")
@@ -53,10 +64,17 @@ _EXPORTER_LOGGERS: Final = (
     "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
 )
 _WARN_EVERY: Final = 60.0  # seconds between repeated "cannot export" warnings
+CURSOR: Final = "otel-spans"  # the store's cursor of what the tracer exported
 
 
 class JournalTracer(EventPump):
-    """A runtime listener that turns the journal into OpenTelemetry spans, off the hot path."""
+    """A runtime listener that turns the journal into OpenTelemetry spans, off the hot path.
+
+    ``cursor`` names the store's record of what this tracer exported (give two
+    tracers of one store exporting to different backends different names; None:
+    record nothing, and never export again what another process traced).
+    Cursors need ``store=`` and the built-in export (no ``processor=``).
+    """
 
     def __init__(
         self,
@@ -69,6 +87,7 @@ class JournalTracer(EventPump):
         capacity: int = DEFAULT_CAPACITY,
         interval: float = 0.1,
         max_runs: int = 10_000,
+        cursor: str | None = CURSOR,
     ) -> None:
         if processor is None and exporter is None:
             raise ValueError("JournalTracer needs a span exporter or a span processor")
@@ -76,10 +95,14 @@ class JournalTracer(EventPump):
         self.processor = (
             processor  # a SpanProcessor gets each span; else whole batches go to the exporter
         )
+        self.cursor = cursor
         self._batches = (
-            BatchExporter(exporter) if processor is None and exporter is not None else None
+            BatchExporter(exporter, on_progress=self._save_progress)
+            if processor is None and exporter is not None
+            else None
         )
         self._pending: list[ReadableSpan] = []
+        self._progress: dict[str, int] = {}  # run -> last seq that closed spans, this drain
         self.resource = resource or default_resource()
         self.builder = SpanBuilder(capture or Capture(), max_runs=max_runs)
         self._scope = InstrumentationScope("mainspring")
@@ -95,16 +118,56 @@ class JournalTracer(EventPump):
         atexit.register(_shutdown_at_exit, weakref.ref(self))
 
     def consume(self, event: Any, replay: bool) -> None:
-        for span in self.builder.feed(event, replay=replay):
+        closed = self.builder.feed(event, replay=replay)
+        if not closed:
+            return
+        # Progress only at events that close spans: those in between re-derive to nothing.
+        self._progress[event.run_id] = event.seq
+        for span in closed:
             if self.processor is not None:
                 self.processor.on_end(self.readable(span))
             else:
                 self._pending.append(self.readable(span))
 
     def after_batch(self) -> None:
-        if self._pending and self._batches is not None:
-            self._batches.submit(self._pending)
+        progress, self._progress = self._progress, {}
+        if self._batches is None:
+            return
+        if not self._cursors_on():
+            progress = {}
+        if self._pending or progress:
+            # Every span closed by the events of ``progress`` is in this batch or an earlier one.
+            self._batches.submit(self._pending, progress)
             self._pending = []
+
+    # -- cursors: what got out, so that a process resuming a run re-exports only the rest
+
+    def _cursors_on(self) -> bool:
+        return (
+            self.cursor is not None
+            and self._batches is not None
+            and isinstance(self.reader, StoreReader)
+        )
+
+    def _save_progress(self, progress: dict[str, int]) -> None:
+        """On the export thread, after an export: how far each run got out."""
+        reader = self.reader
+        if self.cursor is not None and isinstance(reader, StoreReader):
+            reader.save_cursors(self.cursor, progress)
+
+    def _backfill(self, run_id: str, last: int | None, seq: int) -> list[tuple[Event, bool]]:
+        history = super()._backfill(run_id, last, seq)
+        if last is not None or not history or not self._cursors_on():
+            return history
+        # First contact with a run traced elsewhere (its history is replayed, not exported):
+        # what its cursor says never got out is exported now.
+        assert isinstance(self.reader, StoreReader) and self.cursor is not None
+        try:
+            exported = self.reader.load_cursors(self.cursor, [run_id]).get(run_id, 0)
+        except Exception as exc:
+            log.warning("telemetry could not read how far run %s was exported: %s", run_id, exc)
+            return history
+        return [(e, replay and e.seq <= exported) for e, replay in history]
 
     def _context(self, trace: int, span: int) -> SpanContext:
         # Node spans share their run span as parent: one SpanContext per run, not per span.
@@ -142,11 +205,22 @@ class JournalTracer(EventPump):
             instrumentation_scope=self._scope,
         )
 
+    @property
+    def lost(self) -> int:
+        """Spans that could not be exported (export failed, or the export queue was full)."""
+        return self._batches.lost if self._batches is not None else 0
+
     def flush(self, timeout: float | None = 5.0) -> bool:
-        """Export every span of the events recorded so far (waits at most ``timeout`` seconds)."""
+        """Export every span of the events recorded so far (waits at most ``timeout`` seconds).
+
+        True only if all of them were exported: False if the wait timed out, or
+        if any span since the tracer started could not be exported (``lost``) or
+        any event was dropped from a full buffer (``dropped``).
+        """
         deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
-        drained = super().flush(timeout)
-        return drained and self._flush_export(max(0.0, deadline - time.monotonic()))
+        handled = super().flush(timeout)
+        exported = self._flush_export(max(0.0, deadline - time.monotonic()))
+        return handled and exported and not self.lost
 
     def _flush_export(self, timeout: float) -> bool:
         if self._batches is not None:
@@ -161,7 +235,7 @@ class JournalTracer(EventPump):
             return
         self._shut = True
         deadline = time.monotonic() + timeout
-        self.close(timeout)
+        super().close(timeout, keep_reader=True)  # the last export still saves its cursors
         if not self._flush_export(max(0.0, deadline - time.monotonic())):
             log.warning("gave up exporting spans after %.1f s; the rest are dropped", timeout)
             if isinstance(self.exporter, SafeExporter):
@@ -170,6 +244,7 @@ class JournalTracer(EventPump):
             self._batches.shutdown(timeout=0.5)
         elif self.processor is not None:
             self.processor.shutdown()
+        self.release_reader()
 
 
 def _shutdown_at_exit(ref: weakref.ReferenceType[JournalTracer]) -> None:
@@ -179,19 +254,20 @@ def _shutdown_at_exit(ref: weakref.ReferenceType[JournalTracer]) -> None:
 
 
 def _bounded(fn: Callable[[], object], timeout: float) -> bool:
-    """Run ``fn`` in a helper thread; False if it did not finish in ``timeout`` seconds."""
+    """Run ``fn`` in a helper thread; False if it took over ``timeout`` seconds or said False."""
     done = threading.Event()
+    said: list[object] = [False]
 
     def call() -> None:
         try:
-            fn()
+            said[0] = fn()
         except Exception as exc:
             log.warning("telemetry flush failed: %s", exc)
         finally:
             done.set()
 
     threading.Thread(target=call, name="mainspring-telemetry-flush", daemon=True).start()
-    return done.wait(timeout)
+    return done.wait(timeout) and said[0] is not False
 
 
 class SafeExporter(SpanExporter):
@@ -320,8 +396,9 @@ def setup_tracing(
 
     ``service_name`` defaults to ``OTEL_SERVICE_NAME``, else ``mainspring``
     (``OTEL_RESOURCE_ATTRIBUTES`` is honoured). With ``capture_io``, run inputs,
-    node updates, effect results and interrupt payloads become attributes, passed
-    through ``redact(attribute, value)`` and cut to ``max_attr_bytes``. ``store``
+    node updates, effect results (a model's reply as ``gen_ai.output.messages``)
+    and interrupt payloads become attributes, passed through
+    ``redact(attribute, value)`` and cut to ``max_attr_bytes`` (see :class:`Capture`). ``store``
     (the runtime's Store object, or its URL) lets the tracer read journal parts
     it was not handed live: every run's start, and runs resumed from another process.
     """

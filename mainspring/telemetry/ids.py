@@ -4,20 +4,29 @@ Ids are hashes, not random numbers: any process that reads a run's journal
 (the live one, another process resuming it, the CLI after the fact) derives
 the same ids, so a resumed run continues its trace without storing anything.
 
-* trace: the root run id (a subgraph run belongs to its root run's trace);
+* trace: the root run id and the root run's ``nonce`` (random, recorded in its
+  ``run_started``; a subgraph run records its root's as ``parent.root_nonce``).
+  Run ids may be chosen by the caller, so two stores (staging and prod) can
+  hold runs of the same id: the nonce keeps their traces apart. A run written
+  before nonces existed has none and keeps the trace id of the run id alone;
 * run span: the run id;
 * node attempt span: the run id and the ``seq`` of the attempt's ``step_started``;
 * effect span: the run id and the effect's idempotency key (which an effect can
-  read as ``ctx.idempotency_key``, so it can compute its own span id);
+  read as ``ctx.idempotency_key``, so it can compute its own span id; its trace
+  id is ``trace_id(ctx.root_run_id, ctx.root_nonce)``, or simply use
+  :func:`~.propagation.traceparent`);
 * interrupt-wait span: the run id and the interrupt id.
+
+Span ids need no nonce: a span is identified by its trace id and span id together.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
 
 _SEP: Final = "\x1f"
 # A subgraph run's id is ``parent/node.step.task`` (``.aN`` for a retried attempt).
@@ -31,8 +40,25 @@ def _hash(size: int, *parts: str) -> int:
     return value or 1  # all-zero ids are invalid in W3C trace context
 
 
-def trace_id(root_run_id: str) -> int:
-    return _hash(16, "trace", root_run_id)
+def trace_id(root_run_id: str, nonce: str | None = None) -> int:
+    """The trace of a run tree: its root run's id and the nonce its start recorded."""
+    if nonce is None:  # a run from before nonces: its trace id stays what it was
+        return _hash(16, "trace", root_run_id)
+    return _hash(16, "trace", root_run_id, nonce)
+
+
+def trace_of(run_id: str, started: Mapping[str, Any]) -> int:
+    """The trace of run ``run_id``, from the data of its ``run_started`` event."""
+    parent = started.get("parent")
+    if isinstance(parent, Mapping):
+        root = parent.get("root")
+        nonce = parent.get("root_nonce")
+        return trace_id(
+            str(root) if root is not None else guess_root(str(parent["run_id"])),
+            nonce if isinstance(nonce, str) else None,
+        )
+    nonce = started.get("nonce")
+    return trace_id(run_id, nonce if isinstance(nonce, str) else None)
 
 
 def run_span_id(run_id: str) -> int:

@@ -52,13 +52,13 @@ def log_context(**fields: Any) -> Iterator[None]:
 
 def bind(ctx: Context) -> Any:
     """``with bind(ctx): log.info(...)``: a node's records carry its run, node and trace (and effect span)."""
-    from .propagation import root_run_id, span_context
+    from .propagation import span_context, trace_id
 
     found = span_context(ctx)
     fields: dict[str, Any] = {
         "run_id": ctx.run_id,
         "node": ctx.node,
-        "trace_id": ids.hex_trace(ids.trace_id(root_run_id(ctx))),
+        "trace_id": ids.hex_trace(trace_id(ctx)),
     }
     if found is not None:
         fields["span_id"] = ids.hex_span(found[1])

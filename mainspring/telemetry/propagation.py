@@ -27,8 +27,13 @@ if TYPE_CHECKING:
 
 
 def root_run_id(ctx: Context) -> str:
-    """The top run of ``ctx``'s subgraph tree (whose id names the trace)."""
+    """The top run of ``ctx``'s subgraph tree (whose id and nonce name the trace)."""
     return ctx.root_run_id
+
+
+def trace_id(ctx: Context) -> int:
+    """The trace id of ``ctx``'s run, as the tracer derives it from the journal."""
+    return ids.trace_id(ctx.root_run_id, ctx.root_nonce)
 
 
 def span_context(ctx: Context) -> tuple[int, int] | None:
@@ -36,7 +41,7 @@ def span_context(ctx: Context) -> tuple[int, int] | None:
     key = ctx.idempotency_key
     if key is None:
         return None
-    return ids.trace_id(root_run_id(ctx)), ids.effect_span_id(ctx.run_id, key)
+    return trace_id(ctx), ids.effect_span_id(ctx.run_id, key)
 
 
 def traceparent(ctx: Context) -> str | None:

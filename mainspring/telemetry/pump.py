@@ -109,6 +109,14 @@ class EventPump(Worker[Event]):
         """Handle one event, in each run's order; ``replay``: history another process handled."""
         raise NotImplementedError
 
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        """Wait until every event recorded before this call has been handled.
+
+        False if that took longer than ``timeout``, or if any event was ever
+        dropped from a full buffer (``dropped``): what it meant may be missing.
+        """
+        return super().flush(timeout) and not self.dropped
+
     def after_batch(self) -> None:
         """Called after each drained batch (a place to hand work on)."""
 
@@ -166,7 +174,12 @@ class EventPump(Worker[Event]):
                 out[0] = (first, False)
         return out
 
-    def close(self, timeout: float | None = 5.0) -> None:
+    def close(self, timeout: float | None = 5.0, *, keep_reader: bool = False) -> None:
         super().close(timeout)
+        if not keep_reader:
+            self.release_reader()
+
+    def release_reader(self) -> None:
+        """Close the reader's own store connection, if it opened one."""
         if isinstance(self.reader, StoreReader):
             self.reader.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractContextManager
 from functools import partial
 from typing import Any, TypeVar
@@ -65,6 +65,24 @@ class StoreReader:
             portal, store = self._open()
             result: list[Event] = portal.call(partial(store.read, run_id, after=after, until=until))
             return result
+
+    def save_cursors(self, name: str, cursors: Mapping[str, int]) -> None:
+        """``Store.save_cursors`` from a thread (the tracer's export thread)."""
+        if self._memory is not None:
+            _run_now(self._memory.save_cursors(name, cursors))
+            return
+        with self._lock:
+            portal, store = self._open()
+            portal.call(store.save_cursors, name, cursors)
+
+    def load_cursors(self, name: str, run_ids: Sequence[str]) -> dict[str, int]:
+        """``Store.load_cursors`` from a thread (the tracer's)."""
+        if self._memory is not None:
+            return _run_now(self._memory.load_cursors(name, run_ids))
+        with self._lock:
+            portal, store = self._open()
+            found: dict[str, int] = portal.call(store.load_cursors, name, run_ids)
+            return found
 
     def _open(self) -> tuple[Any, Store]:
         if self._store is None:

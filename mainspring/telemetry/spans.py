@@ -6,11 +6,14 @@ as it closes, so what is traced live is what the journal says, exactly.
 
 Spans (ids: :mod:`mainspring.telemetry.ids`):
 
-* run (``invoke_workflow <graph>``): ``run_started`` to ``finished`` / ``failed`` /
+* run (``invoke_workflow <graph>``, or ``invoke_agent <agent>`` for a run started
+  with ``metadata={"agent": ...}``): ``run_started`` to ``finished`` / ``failed`` /
   ``cancelled``; a subgraph run's parent is the parent task's attempt span;
-* node attempt (``invoke_agent <node>``): ``step_started`` to ``step_finished`` /
+* node attempt (``node <node>``): ``step_started`` to ``step_finished`` /
   ``step_failed`` / ``interrupted``; each retry and each rerun after a resume is
-  a span of its own under the run span;
+  a span of its own under the run span. A workflow step is not a GenAI operation,
+  so it carries no ``gen_ai.operation.name``: a node that runs an agent is a
+  subgraph node, and the agent is its child run's ``invoke_agent`` span;
 * effect (``execute_tool <tool>``, ``chat <model>`` or the effect's name):
   ``effect_started`` to ``effect_finished``, under its attempt;
 * interrupt wait (``interrupt <node>``): ``interrupted`` to ``resumed``, under the

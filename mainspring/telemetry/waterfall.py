@@ -107,6 +107,10 @@ def layout(spans: Sequence[SpanRecord]) -> list[Row]:
     return rows
 
 
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
 def _note(span: SpanRecord, is_open: bool) -> Text:
     a = span.attributes
     parts: list[tuple[str, str]] = []
@@ -118,9 +122,7 @@ def _note(span: SpanRecord, is_open: bool) -> Text:
             parts.append(("rerun", "cyan"))
         outcome = a.get("mainspring.outcome")
         if outcome == "retrying":
-            parts.append(
-                (f"retry in {float(a.get('mainspring.retry.delay_s', 0)):.2f} s", "yellow")
-            )
+            parts.append((f"retry in {_number(a.get('mainspring.retry.delay_s')):.2f} s", "yellow"))
         elif outcome in ("interrupted", "abandoned", "cancelled"):
             parts.append((str(outcome), "yellow"))
     elif span.kind == "effect":
@@ -132,7 +134,7 @@ def _note(span: SpanRecord, is_open: bool) -> Text:
                 )
             )
         if "mainspring.cost_usd" in a:
-            parts.append((f"${float(a['mainspring.cost_usd']):.4f}", "green"))
+            parts.append((f"${_number(a['mainspring.cost_usd']):.4f}", "green"))
     elif span.kind == "wait":
         parts.append(
             (
