@@ -14,7 +14,7 @@ import functools
 import importlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NoReturn
@@ -108,6 +108,22 @@ async def postgres_url(anyio_backend: str) -> AsyncIterator[str]:
     """A PostgreSQL store URL on a fresh schema, dropped after the test."""
     async with postgres_schema_url() as url:
         yield url
+
+
+@pytest.fixture
+def postgres_url_sync() -> Iterator[str]:
+    """``postgres_url`` for synchronous tests (a CLI's own event loop must be the only one
+    in the thread: an async fixture would keep the test runner's loop there)."""
+    base = require_postgres()
+    missing = _postgres_store_missing()
+    if missing is not None:
+        service_missing(missing)
+    schema = f"ms_t_{uuid.uuid4().hex[:12]}"
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}schema={schema}"
+    finally:
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, drop_postgres_schema(base, schema)).result()
 
 
 @pytest.fixture(params=STORE_BACKENDS)

@@ -624,7 +624,8 @@ def test_ctrl_c_leaves_the_run_resumable(tmp_path: Path, given_id: list[str]) ->
 
 
 @pytest.mark.postgres
-def test_the_same_commands_on_postgres(postgres_url: str) -> None:
+def test_the_same_commands_on_postgres(postgres_url_sync: str) -> None:
+    postgres_url = postgres_url_sync
     parked = ok(cli("run", SUPPORT, "--input", REFUND, "--run-id", "pg1", store=postgres_url))
     assert f"mainspring resume pg1 --value '<JSON>' --store '{postgres_url}'" in parked.stdout
     done = json.loads(ok(cli("resume", "pg1", "-v", "true", "--json", store=postgres_url)).stdout)
