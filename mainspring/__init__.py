@@ -19,6 +19,7 @@ from .engine import (
 )
 from .errors import (
     ConflictError,
+    CorruptStoreError,
     EffectError,
     GraphError,
     LeaseLostError,
@@ -51,6 +52,7 @@ __all__ = [
     "CompiledGraph",
     "ConflictError",
     "Context",
+    "CorruptStoreError",
     "Divergence",
     "Durability",
     "EffectError",

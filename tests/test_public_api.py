@@ -43,6 +43,7 @@ EXPECTED = {
     "SerializationError",
     "StoreError",
     "NotAStoreError",
+    "CorruptStoreError",
     "SchemaVersionError",
     "StoreUnavailableError",
     "ConflictError",
