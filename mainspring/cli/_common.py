@@ -137,7 +137,7 @@ GraphOption = Annotated[
 
 def _sqlite_path(url: str) -> Path | None:
     if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite:///") :])
+        return Path(url[len("sqlite:///") :].partition("?")[0])  # without ?create=true
     if "://" not in url and url.endswith((".db", ".sqlite", ".sqlite3")):
         return Path(url)
     return None
