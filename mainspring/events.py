@@ -129,6 +129,8 @@ def check_faithful(value: Any, what: str, revive: Callable[[Any], Any] | None = 
     """Refuse (SerializationError) a value the journal would give back changed: what a live
     run sees must be what every resumed run sees. ``revive`` turns JSON back into the
     declared type, where a type is declared (a set, a datetime, a model)."""
+    if plain_json(value):
+        return
     back = decode(encode(value, what=what))
     if revive is not None and back is not None:
         back = revive(back)
@@ -175,3 +177,18 @@ def difference(value: Any, back: Any, path: str = "") -> str | None:
     if value != back:
         return f"{path} would come back as {back!r} instead of {value!r}"
     return None
+
+
+def plain_json(value: Any) -> bool:
+    """Whether ``value`` is plain JSON (str, int, finite float, bool, None, and lists and
+    str-keyed dicts of those): what the journal gives back exactly as it took it."""
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return True
+    if t is float:
+        return math.isfinite(value)
+    if t is dict:
+        return all(type(k) is str and plain_json(v) for k, v in value.items())
+    if t is list:
+        return all(plain_json(v) for v in value)
+    return False

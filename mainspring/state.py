@@ -68,7 +68,8 @@ class FieldSpec:
     reducer: Reducer
     default: Any = _MISSING
     reviver: Callable[[Any], Any] | None = None  # JSON -> typed value, where JSON loses the type
-    # Checks a value a node sets (raises pydantic's ValidationError); None: anything goes.
+    # Checks a value a node sets: returns pydantic's ValidationError, or None if the value
+    # fits. None: anything goes.
     validator: Callable[[Any], Any] | None = None
 
 
@@ -117,7 +118,9 @@ class StateSchema(Generic[T]):
         state: dict[str, Any] = {}
         for name, spec in self.fields.items():
             if name in value:
-                self._validate(spec, value[name], "the input")
+                check = spec.validator
+                if check is not None and (invalid := check(value[name])) is not None:
+                    raise self._invalid(spec, invalid, "the input")
                 state[name] = value[name]
             elif spec.default is not _MISSING:
                 state[name] = spec.default() if callable(spec.default) else spec.default
@@ -183,12 +186,12 @@ class StateSchema(Generic[T]):
             )
         if not update.keys() <= self.fields.keys():
             self._check_keys(update, f"node {node!r}")
-        if self._validated:
+        if self._has_validators:
             fields = self.fields
             for key, value in update.items():
-                spec = fields[key]
-                if spec.validator is not None:
-                    self._validate(spec, value, f"node {node!r}")
+                check = fields[key].validator
+                if check is not None and (invalid := check(value)) is not None:
+                    raise self._invalid(fields[key], invalid, f"node {node!r}")
         elif self._pydantic_validators:
             from pydantic import ValidationError
 
@@ -240,13 +243,18 @@ class StateSchema(Generic[T]):
         """Refuse an update the journal would give back changed: what a live run sees must
         be what every resumed run sees. Where a field's type says what a value is (a
         datetime, a set, a model), it comes back as that; anything else must be JSON."""
-        from .events import decode, difference, encode
+        from .events import decode, difference, encode, plain_json
 
-        back = self.revive_update(decode(encode(update, what=f"the update of node {node!r}")))
         fields = self.fields
+        back: dict[str, Any] | None = None
         for key, value in update.items():
+            if plain_json(value):
+                continue  # the common case: JSON as it stands comes back as it went in
             if type(value) is tuple and fields[key].reducer is append:
                 value = list(value)  # append concatenates a tuple as it does a list
+            if back is None:
+                what = f"the update of node {node!r}"
+                back = self.revive_update(decode(encode(update, what=what)))
             where = difference(value, back.get(key), f"[{key!r}]")
             if where is not None:
                 raise SerializationError(
@@ -255,25 +263,15 @@ class StateSchema(Generic[T]):
                     "tuple[int, ...], datetime) or store plain JSON values"
                 )
 
-    @property
-    def _validated(self) -> bool:
-        return self.kind != "pydantic" and self._has_validators
-
-    def _validate(self, spec: FieldSpec, value: Any, where: str) -> None:
-        if spec.validator is None:
-            return
-        from pydantic import ValidationError
-
-        try:
-            spec.validator(value)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            at = "".join(f"[{p!r}]" for p in first.get("loc", ()))
-            got = type(first.get("input")).__name__
-            raise StateError(
-                f"{where} set {spec.name!r}{at} to a value of type {got} ({first.get('msg')}); "
-                f"{self.name}.{spec.name} is declared as {_type_name(spec.annotation)}"
-            ) from None
+    def _invalid(self, spec: FieldSpec, invalid: Any, where: str) -> StateError:
+        """The StateError for pydantic's ValidationError ``invalid`` of field ``spec``."""
+        first = invalid.errors()[0]
+        at = "".join(f"[{p!r}]" for p in first.get("loc", ()))
+        got = type(first.get("input")).__name__
+        return StateError(
+            f"{where} set {spec.name!r}{at} to a value of type {got} ({first.get('msg')}); "
+            f"{self.name}.{spec.name} is declared as {_type_name(spec.annotation)}"
+        )
 
 
 def _state_kind(cls: Any) -> str:
@@ -370,8 +368,12 @@ def _needs_revival(tp: Any) -> bool:
 
 def _validator_for(tp: Any, reducer: Reducer) -> Callable[[Any], Any] | None:
     """A strict check of what a node may set a field to (pydantic, strict mode: no coercion,
-    so the value kept is the value given). None when the type says nothing to check, or is
-    one pydantic cannot check (an arbitrary class)."""
+    so the value kept is the value given). None when the type says nothing to check.
+
+    pydantic is imported and the check built on first use, not when the graph is: a
+    process that only resumes runs pays for it only if it runs a node. A type pydantic has
+    no schema for (an arbitrary class) goes unchecked.
+    """
     if reducer is append:  # an update adds an item, or a list of items
         args = get_args(tp)
         item = args[0] if args else Any
@@ -382,18 +384,64 @@ def _validator_for(tp: Any, reducer: Reducer) -> Callable[[Any], Any] | None:
         return None  # a custom reducer decides what its updates are
     if tp is typing.Any or _is_any(tp):
         return None
-    from pydantic import TypeAdapter
-
-    try:
-        adapter: TypeAdapter[Any] = TypeAdapter(tp)
-    except Exception:  # e.g. a class pydantic has no schema for: such fields go unchecked
-        return None
-    validate = adapter.validate_python
+    scalar = _SCALAR_CHECKS.get(tp)
+    if scalar is not None:
+        return scalar
+    validate: Callable[..., Any] | None = None
+    invalid: type[Exception] = Exception
 
     def check(value: Any) -> Any:
-        return validate(value, strict=True)
+        nonlocal validate, invalid
+        if validate is None:
+            from pydantic import TypeAdapter, ValidationError
+
+            try:
+                validate = TypeAdapter(tp).validate_python
+            except Exception:
+                validate = _accept_anything
+            invalid = ValidationError
+        try:
+            validate(value, strict=True)
+        except invalid as exc:
+            return exc
+        return None
 
     return check
+
+
+def _accept_anything(value: Any, *, strict: bool) -> Any:
+    return value
+
+
+def _scalar_check(tp: type, accepts: Callable[[Any], bool]) -> Callable[[Any], Any]:
+    """The common scalar fields, checked in a few dozen nanoseconds instead of through
+    pydantic (which judges what they refuse, so the error reads the same)."""
+
+    def check(value: Any) -> Any:
+        if accepts(value):
+            return None
+        from pydantic import TypeAdapter, ValidationError
+
+        try:
+            TypeAdapter(tp).validate_python(value, strict=True)
+        except ValidationError as exc:
+            return exc
+        return None
+
+    return check
+
+
+# pydantic's strict mode: int refuses bool; float takes int; str takes str subclasses.
+_SCALAR_CHECKS: Final[dict[Any, Callable[[Any], Any]]] = {
+    str: _scalar_check(str, lambda v: isinstance(v, str)),
+    int: _scalar_check(
+        int, lambda v: type(v) is int or (isinstance(v, int) and not isinstance(v, bool))
+    ),
+    float: _scalar_check(
+        float, lambda v: isinstance(v, float) or (isinstance(v, int) and not isinstance(v, bool))
+    ),
+    bool: _scalar_check(bool, lambda v: v is True or v is False),
+}
 
 
 def _type_name(tp: Any) -> str:

@@ -385,13 +385,6 @@ class RunDriver(RunJournal):
         self._step_scope = None
 
     async def _run_task(self, task: TaskRecord, fresh: bool) -> None:
-        try:
-            await self._run_attempts(task, fresh)
-        except Stopped:  # a commit stopped the driver: the others of this step stop too
-            if self._step_scope is not None:
-                self._step_scope.cancel()
-
-    async def _run_attempts(self, task: TaskRecord, fresh: bool) -> None:
         spec = self.app.nodes[task.node]
         step = self.fold.step
         if not fresh:
@@ -422,18 +415,30 @@ class RunDriver(RunJournal):
                     update = await self._attempt(spec, task)
             except Parked:
                 return
+            except Stopped:  # a commit stopped the driver: the others of this step stop too
+                self._stop_step()
+                return
             except Exception as exc:
-                if not await self._attempt_failed(spec, task, step, exc):
+                try:
+                    retried = await self._attempt_failed(spec, task, step, exc)
+                except Stopped:
+                    self._stop_step()
+                    return
+                if not retried:
                     return
                 self._record_start(task, task.attempt + 1)
                 continue
             if self.outcome is not None:  # the node swallowed a Stopped: record nothing more
-                raise Stopped()
+                return
             self.record(
                 EventKind.STEP_FINISHED,
                 {"step": step, "task": task.index, "node": task.node, "update": update},
             )
             return
+
+    def _stop_step(self) -> None:
+        if self._step_scope is not None:
+            self._step_scope.cancel()
 
     def _record_start(self, task: TaskRecord, attempt: int, *, rerun: bool = False) -> None:
         data: dict[str, Any] = {"step": self.fold.step, "task": task.index, "node": task.node}
