@@ -123,6 +123,20 @@ class NondeterminismError(MainspringError):
     """Replay or resume found the graph doing something other than what the journal recorded."""
 
 
+class EffectDeniedError(MainspringError):
+    """The effect gate refused a call (a policy, a person, a budget); nothing was called.
+
+    Recorded in the journal: a resumed run meets the same refusal, not the hook again.
+    """
+
+    def __init__(self, name: str, reason: str, hook: str = "") -> None:
+        by = f" by {hook}" if hook else ""
+        super().__init__(f"effect {name!r} was denied{by}: {reason}")
+        self.name = name
+        self.reason = reason
+        self.hook = hook
+
+
 class EffectError(MainspringError):
     """A recorded effect failure, re-raised on resume or replay with its original type and message."""
 

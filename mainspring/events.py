@@ -1,34 +1,19 @@
-"""Journal events: the typed records every run is made of, and their JSON codec.
+"""Journal events: the typed records every run is made of, and their one JSON codec.
 
 A run is an append-only sequence of :class:`Event` keyed by ``(run_id, seq)``,
 ``seq`` counting from 1. The journal is the single source of truth: state,
 resume, streaming, telemetry and the console are all folds over it.
 
-Event data by kind (``ts`` on the event is wall-clock seconds; a task is
-identified by ``(step, task)``, its index in the superstep):
+An event's ``data`` is one frozen type per kind (below; ``KIND_OF`` maps each to its
+:class:`EventKind`), a msgspec Struct: cheap to make, read by attribute, encoded and
+decoded (and checked) by msgspec. Stores keep the kind in a column of its own and the
+data as a JSON object, the format release 0.1 wrote: fields at their default are left
+out, and a field the reader does not know is ignored, so older and newer journals read.
+User code that reads ``event.data.get("node")`` keeps working: data answers ``get``,
+``[key]`` and ``in`` for the fields it holds.
 
-* ``run_started``: graph, fingerprint, input, durability, and optionally
-  thread, metadata, ref (``module:attr`` of the graph), parent
-  (``{run_id, step, task, node}`` for a subgraph run), forked_from
-  (``{run_id, seq}``).
-* ``step_started``: step, task, node; attempt (absent = 1); arg (a Send
-  payload); rerun (true when a task runs again after a resume or crash);
-  joins (join progress, on the first task of a step).
-* ``step_finished``: step, task, node, update (the state delta).
-* ``step_failed``: step, task, node, attempt, error ``{type, message, node,
-  step, task, attempt, traceback}``, retry (bool), delay (seconds before retry).
-* ``effect_started``: step, task, node, effect (index in the task), name, key
-  (idempotency key), attempt.
-* ``effect_finished``: step, task, node, effect, name, and result or error
-  ``{type, module, message}``; usage data an effect reports may ride in ``result``.
-* ``interrupted``: step, task, node, interrupt (index), id, payload; child,
-  child_run, child_node when it stands for a subgraph run's interrupt.
-* ``resumed``: values ``{interrupt id: value}``.
-* ``emitted``: step, task, node, data.
-* ``discarded``: step, task, node, attempt, and for an effect effect, name, key; result
-  or error; seconds. What a worker thread returned after its node timed out or its run
-  stopped waiting for it (a thread cannot be stopped): recorded, never used.
-* ``failed``: error (as above). ``finished``: nothing. ``cancelled``: reason.
+A task is identified by ``(step, task)``, its index in the superstep; ``ts`` on the
+event is wall-clock seconds.
 """
 
 from __future__ import annotations
@@ -36,12 +21,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from collections.abc import Callable
-from typing import Any, Final, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, Final, NamedTuple
 
-import orjson
+import msgspec
 
 from .errors import SerializationError
+
+UNSET: Final = msgspec.UNSET  # a field the event does not carry (not even as null)
 
 
 class EventKind(enum.StrEnum):
@@ -50,6 +37,7 @@ class EventKind(enum.StrEnum):
     STEP_FINISHED = "step_finished"
     STEP_FAILED = "step_failed"  # one attempt of a task failed; data says whether it retries
     EFFECT_STARTED = "effect_started"
+    EFFECT_DECIDED = "effect_decided"  # a gate hook denied, asked about, answered or changed a call
     EFFECT_FINISHED = "effect_finished"
     INTERRUPTED = "interrupted"
     RESUMED = "resumed"
@@ -63,14 +51,268 @@ class EventKind(enum.StrEnum):
 TERMINAL_KINDS: Final = frozenset({EventKind.FINISHED, EventKind.FAILED, EventKind.CANCELLED})
 
 
+# -- event data, one type per kind ---------------------------------------------------------------
+
+
+class Record(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
+    """A typed journal record. gc=False: never tracked by the cyclic garbage collector
+    (a record refers to no object that refers back to it), so a busy runtime's journals
+    cost the collector nothing. Reads like a dict too (``get``, ``[key]``, ``in``), for
+    code written when event data was a dict."""
+
+    _optional: ClassVar[frozenset[str]] = frozenset()  # fields whose None means "absent"
+
+    def __contains__(self, name: object) -> bool:
+        value = getattr(self, name, UNSET) if isinstance(name, str) else UNSET
+        return value is not UNSET and not (value is None and name in self._optional)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The field ``name`` if the event holds it, else ``default`` (as a dict would)."""
+        return getattr(self, name) if name in self else default
+
+    def keys(self) -> Iterator[str]:
+        return (f for f in self.__struct_fields__ if f in self)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields the record holds, as a dict of their (unconverted) values."""
+        return {f: getattr(self, f) for f in self.__struct_fields__ if f in self}
+
+
+class EventData(Record, frozen=True):
+    """The data of one event; each kind of event has a type of its own (below)."""
+
+    kind: ClassVar[EventKind]
+
+
+class ErrorInfo(Record, frozen=True):
+    """An error as the journal records it: a failed attempt, a failed effect, a run."""
+
+    _optional = frozenset({"module", "node", "step", "task", "attempt", "traceback"})
+
+    type: str
+    message: str = ""
+    module: str | None = None  # of the exception type, to raise it again on resume
+    node: str | None = None
+    step: int | None = None
+    task: int | None = None
+    attempt: int | None = None
+    traceback: str | None = None
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """An exception as the journal records an effect's failure: enough to raise it again."""
+    return ErrorInfo(type(exc).__name__, str(exc), type(exc).__module__)
+
+
+class ParentRef(Record, frozen=True):
+    """Where a subgraph run sits in its parent run (and the root run of the trace)."""
+
+    _optional = frozenset({"root_nonce"})
+
+    run_id: str
+    root: str
+    step: int
+    task: int
+    node: str
+    root_nonce: str | None = None
+
+
+class ForkedFrom(Record, frozen=True):
+    _optional = frozenset({"nonce", "effects"})
+    run_id: str
+    seq: int
+    nonce: str | None = None  # the source's, which names its trace
+    effects: str | None = None  # "reuse": the fork answers effects from the source's journal
+
+
+class RunStarted(EventData, frozen=True):
+    kind = EventKind.RUN_STARTED
+    _optional = frozenset({"thread", "metadata", "ref", "parent", "forked_from", "nonce"})
+    graph: str
+    fingerprint: str = ""
+    input: Any = None
+    durability: str = "sync"
+    thread: str | None = None
+    metadata: dict[str, Any] | None = None
+    ref: str | None = None  # ``module:attr`` of the graph
+    parent: ParentRef | None = None  # a subgraph run's place in its parent
+    forked_from: ForkedFrom | None = None
+    nonce: str | None = None  # per run, mixed into trace ids
+
+
+class StepStarted(EventData, frozen=True):
+    kind = EventKind.STEP_STARTED
+    _optional = frozenset({"joins"})
+    step: int
+    task: int
+    node: str
+    attempt: int = 1
+    arg: Any = UNSET  # a Send payload (absent: the task reads the graph state)
+    rerun: bool = False  # the task runs again after a resume or crash
+    joins: dict[str, list[str]] | None = None  # join progress, on a step's first task
+
+
+class StepFinished(EventData, frozen=True):
+    kind = EventKind.STEP_FINISHED
+    step: int
+    task: int
+    node: str
+    update: Any = None  # the state delta
+
+
+class StepFailed(EventData, frozen=True):
+    kind = EventKind.STEP_FAILED
+    step: int
+    task: int
+    node: str
+    attempt: int
+    error: ErrorInfo
+    retry: bool = False
+    delay: float = 0.0  # seconds before the retry
+
+
+class EffectStarted(EventData, frozen=True):
+    kind = EventKind.EFFECT_STARTED
+    step: int
+    task: int
+    node: str
+    effect: int  # index in the task
+    name: str
+    key: str  # idempotency key
+    attempt: int = 1
+    effect_kind: str = "effect"  # effect (ctx.step), tool, model, memory, publish
+    args: Any = UNSET  # the arguments, redacted and capped in size (the gate)
+
+
+class EffectDecided(EventData, frozen=True):
+    """A gate hook's decision about a call, other than letting it go as it was."""
+
+    kind = EventKind.EFFECT_DECIDED
+    step: int
+    task: int
+    node: str
+    effect: int
+    name: str
+    decision: str  # deny, approve, approved, rejected, edited, answer, rewrite, after
+    hook: str = ""
+    reason: str = ""
+
+
+class EffectFinished(EventData, frozen=True):
+    kind = EventKind.EFFECT_FINISHED
+    _optional = frozenset({"error", "reused", "usage"})
+    step: int
+    task: int
+    node: str
+    effect: int
+    name: str
+    result: Any = UNSET
+    error: ErrorInfo | None = None
+    reused: dict[str, Any] | None = None  # {run_id, seq}: taken from a fork's source
+    usage: dict[str, Any] | None = None  # what the call reports it used (tokens, cost...)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Interrupted(EventData, frozen=True):
+    kind = EventKind.INTERRUPTED
+    _optional = frozenset({"child", "child_run", "child_node"})
+    step: int
+    task: int
+    node: str
+    interrupt: int  # index in the task
+    id: str
+    payload: Any = None
+    child: str | None = None  # the subgraph run's interrupt this one stands for
+    child_run: str | None = None
+    child_node: str | None = None
+
+
+class Resumed(EventData, frozen=True):
+    kind = EventKind.RESUMED
+    values: dict[str, Any]  # interrupt id -> value
+
+
+class Emitted(EventData, frozen=True):
+    kind = EventKind.EMITTED
+    step: int
+    task: int
+    node: str
+    data: Any = None
+
+
+class Discarded(EventData, frozen=True):
+    """What a worker thread returned after its node timed out or its run stopped waiting
+    for it (a thread cannot be stopped): recorded, never used."""
+
+    kind = EventKind.DISCARDED
+    _optional = frozenset({"effect", "name", "key", "error"})
+    step: int
+    task: int
+    node: str
+    attempt: int
+    seconds: float = 0.0
+    effect: int | None = None
+    name: str | None = None
+    key: str | None = None
+    result: Any = UNSET
+    error: ErrorInfo | None = None
+
+
+class Failed(EventData, frozen=True):
+    kind = EventKind.FAILED
+    error: ErrorInfo
+
+
+class Finished(EventData, frozen=True):
+    kind = EventKind.FINISHED
+
+
+class Cancelled(EventData, frozen=True):
+    kind = EventKind.CANCELLED
+    reason: str = ""
+
+
+DATA_TYPES: Final[dict[EventKind, type[EventData]]] = {
+    t.kind: t
+    for t in (
+        RunStarted,
+        StepStarted,
+        StepFinished,
+        StepFailed,
+        EffectStarted,
+        EffectDecided,
+        EffectFinished,
+        Interrupted,
+        Resumed,
+        Emitted,
+        Discarded,
+        Failed,
+        Finished,
+        Cancelled,
+    )
+}
+
+
 class Event(NamedTuple):
-    """One journal record. ``data`` holds JSON-compatible values only."""
+    """One journal record: where it sits (``run_id``, ``seq``), when, and its typed data."""
 
     run_id: str
     seq: int
     kind: EventKind
     ts: float
-    data: dict[str, Any]
+    data: EventData
+
+    @classmethod
+    def of(cls, run_id: str, seq: int, ts: float, data: EventData) -> Event:
+        return cls(run_id, seq, data.kind, ts, data)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,35 +320,61 @@ class Event(NamedTuple):
             "seq": self.seq,
             "kind": str(self.kind),
             "ts": self.ts,
-            "data": self.data,
+            "data": msgspec.to_builtins(self.data, enc_hook=_enc_hook),
         }
 
 
-def _default(value: Any) -> Any:
+def make_event(run_id: str, seq: int, kind: EventKind | str, ts: float, fields: Any) -> Event:
+    """An event from its kind and its fields as plain data (a dict, as JSON gives them).
+
+    Checks the fields against the kind's type: an event the journal could not read back
+    is refused here, with what is wrong.
+    """
+    kind = EventKind(kind)
+    try:
+        data = msgspec.convert(fields, DATA_TYPES[kind], strict=False)
+    except msgspec.ValidationError as exc:
+        raise SerializationError(f"{kind} event data does not fit its type: {exc}") from None
+    return Event(run_id, seq, kind, ts, data)
+
+
+# -- the codec ----------------------------------------------------------------------------------
+
+
+def _enc_hook(value: Any) -> Any:
     # Pydantic models are duck-typed so that the codec does not import pydantic eagerly.
     dump = getattr(value, "model_dump", None)
     if dump is not None:
         return dump(mode="json")
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=repr)
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(type(value).__name__)
+    raise NotImplementedError(type(value).__name__)
+
+
+_ENCODER: Final = msgspec.json.Encoder(enc_hook=_enc_hook)
+_DECODER: Final = msgspec.json.Decoder()
+_DATA_DECODERS: Final = {kind: msgspec.json.Decoder(t) for kind, t in DATA_TYPES.items()}
 
 
 def encode(value: Any, *, what: str = "value") -> bytes:
-    """Encode a JSON-compatible value (pydantic models and dataclasses included)."""
+    """Encode a JSON-compatible value (event data, pydantic models and dataclasses included)."""
     try:
-        return orjson.dumps(value, default=_default)
-    except TypeError as exc:
+        return _ENCODER.encode(value)
+    except (TypeError, NotImplementedError, OverflowError) as exc:
         raise SerializationError(
             f"{what} is not JSON-compatible ({exc}); store JSON data, pydantic models or "
-            "dataclasses (dict keys must be strings)"
+            "dataclasses"
         ) from None
 
 
 def decode(data: bytes | str) -> Any:
-    return orjson.loads(data)
+    return _DECODER.decode(data)
+
+
+def decode_data(kind: EventKind, data: bytes | str) -> EventData:
+    """An event's data as a store keeps it (its JSON object) back as its type."""
+    try:
+        return _DATA_DECODERS[kind].decode(data)
+    except msgspec.ValidationError as exc:
+        raise SerializationError(f"a stored {kind} event does not fit its type: {exc}") from None
 
 
 def to_jsonable(value: Any, *, what: str = "value") -> Any:

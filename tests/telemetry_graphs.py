@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import threading
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +17,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from mainspring import END, START, Context, Graph, Retry, Send, append
-from mainspring.events import Event
+from mainspring.events import Event, RunStarted
 from mainspring.telemetry.spans import SpanRecord
 
 
@@ -171,6 +171,13 @@ def check_tree(spans: list[SpanRecord]) -> None:
 
 def run_events(events: Iterable[Event], run_id: str) -> list[Event]:
     return [e for e in events if e.run_id == run_id]
+
+
+def started(events: Sequence[Event]) -> RunStarted:
+    """The data of a journal's first event, its ``run_started``."""
+    data = events[0].data
+    assert isinstance(data, RunStarted), events[0]
+    return data
 
 
 # -- a tiny OTLP collector -----------------------------------------------------------

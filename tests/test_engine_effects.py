@@ -25,6 +25,7 @@ from mainspring import (
     SerializationError,
     StateError,
 )
+from mainspring.events import EffectFinished, ErrorInfo
 
 from . import engine_graphs as eg
 
@@ -201,12 +202,8 @@ async def test_effect_errors_propagate_and_are_recorded(rt: Runtime) -> None:
     handle = await rt.start(g.compile(name="pay"), {})
     assert (await handle.result())["value"] == -1
     events = await rt.events(handle.run_id)
-    finished = [e.data for e in events if e.kind is EventKind.EFFECT_FINISHED]
-    assert finished[0]["error"] == {
-        "type": "PermissionError",
-        "module": "builtins",
-        "message": "card declined",
-    }
+    finished = [e.data for e in events if isinstance(e.data, EffectFinished)]
+    assert finished[0].error == ErrorInfo("PermissionError", "card declined", "builtins")
 
 
 async def test_cancel_a_running_and_a_parked_run(rt: Runtime) -> None:

@@ -40,12 +40,13 @@ from mainspring.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from mainspring.events import Event, EventKind
+from mainspring.events import Event, EventKind, StepFinished
 from mainspring.store import store_from_url
 from mainspring.store._pg_schema import SCHEMA_VERSION
 from mainspring.store.base import Durability, RunRecord, RunStatus
 from mainspring.store.postgres import PostgresStore
 from tests.conftest import PG_URL, drop_postgres_schema, require_postgres
+from tests.journal_data import event
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -77,11 +78,16 @@ def _run(run_id: str, **kw: Any) -> RunRecord:
 
 
 def _step(run_id: str, seq: int, **data: Any) -> Event:
-    return Event(run_id, seq, EventKind.STEP_FINISHED, time.time(), data)
+    return event(run_id, seq, EventKind.STEP_FINISHED, time.time(), data)
+
+
+def _update(event: Event) -> Any:
+    assert isinstance(event.data, StepFinished)
+    return event.data.update
 
 
 async def _create(store: PostgresStore, run_id: str) -> None:
-    start = Event(run_id, 1, EventKind.RUN_STARTED, time.time(), {})
+    start = event(run_id, 1, EventKind.RUN_STARTED, time.time())
     await store.create_run(_run(run_id), [start], Durability.SYNC)
 
 
@@ -245,9 +251,9 @@ def _contend(url: str, run_id: str, name: str, rounds: int, barrier: Any, result
         async with PostgresStore(url) as store:
             for k in range(rounds):
                 await anyio.to_thread.run_sync(barrier.wait)
-                event = Event(run_id, k + 2, EventKind.STEP_FINISHED, time.time(), {"by": name})
+                step = _step(run_id, k + 2, by=name)
                 try:
-                    await store.append(run_id, k + 1, [event])
+                    await store.append(run_id, k + 1, [step])
                     wins.append(k)
                 except ConflictError as exc:
                     assert exc.actual_seq == k + 2
@@ -281,7 +287,7 @@ async def test_two_processes_racing_on_one_run_never_fork(
     assert sorted(wins_a + wins_b) == list(range(rounds))  # exactly one winner per round
     events = await _assert_gap_free(store, "shared", rounds + 1)
     winners = {k: "a" for k in wins_a} | {k: "b" for k in wins_b}
-    assert [e.data["by"] for e in events[1:]] == [winners[k] for k in range(rounds)]
+    assert [_update(e)["by"] for e in events[1:]] == [winners[k] for k in range(rounds)]
 
 
 # -- failures under load: server restart, killed connections -------------------------------------
@@ -322,7 +328,7 @@ class _Load:
     async def check(self) -> None:
         for rid, n in self.appended.items():
             events = await _assert_gap_free(self.store, rid, n + 1)
-            assert [e.data["n"] for e in events[1:]] == list(range(n))
+            assert [_update(e)["n"] for e in events[1:]] == list(range(n))
 
 
 _CLUSTER = ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main"]
@@ -549,7 +555,8 @@ async def test_lost_reply_then_another_writer_is_still_a_conflict(store: Postgre
 
     async def other_writer() -> None:
         sql = store._sql.append
-        args = ("r", 1, None, None, ["step_finished"], [1.0], ['{"by":"other"}'], None)
+        other = '{"step":0,"task":0,"node":"n","update":{"by":"other"}}'
+        args = ("r", 1, None, None, ["step_finished"], [1.0], [other], None)
         await real.fetchrow(sql, *args)
 
     lossy = _LoseReply(real, "WITH bump AS", before=True, meanwhile=other_writer)
@@ -558,7 +565,7 @@ async def test_lost_reply_then_another_writer_is_still_a_conflict(store: Postgre
         await store.append("r", 1, [_step("r", 2, by="me")])
     assert lossy.dropped == 1
     events = await _assert_gap_free(store, "r", 2)
-    assert events[1].data == {"by": "other"}
+    assert _update(events[1]) == {"by": "other"}
 
 
 async def test_lost_reply_to_a_group_commit_is_success(store: PostgresStore) -> None:

@@ -20,10 +20,11 @@ import anyio
 import pytest
 
 from mainspring.errors import CorruptStoreError, NotAStoreError, StoreError
-from mainspring.events import Event, EventKind
+from mainspring.events import EventKind
 from mainspring.store import Durability, RunRecord, RunStatus, Snapshot
 from mainspring.store import _sqlite_schema as schema
 from mainspring.store.sqlite import SQLiteStore
+from tests.journal_data import event
 from tests.test_sqlite_store import digest, side_files, url_of
 
 pytestmark = pytest.mark.anyio
@@ -38,14 +39,12 @@ async def fill(path: Path, runs: int, events: int, *, close: bool = True) -> SQL
     now = time.time()
     for n in range(runs):
         run_id = f"run-{n:04d}"
-        journal = [Event(run_id, 1, EventKind.RUN_STARTED, now, {"graph": "g"})]
+        journal = [event(run_id, 1, EventKind.RUN_STARTED, now)]
         journal += [
-            Event(
-                run_id, seq, EventKind.STEP_FINISHED, now, {"update": {"text": f"{seq:04x}" * 110}}
-            )
+            event(run_id, seq, EventKind.STEP_FINISHED, now, {"text": f"{seq:04x}" * 110})
             for seq in range(2, events)
         ]
-        journal.append(Event(run_id, events, EventKind.FINISHED, now, {}))
+        journal.append(event(run_id, events, EventKind.FINISHED, now))
         record = RunRecord(run_id, "g", None, RunStatus.FINISHED, now, now)
         await store.create_run(record, journal, Durability.OFF)
     await store.flush()
@@ -234,9 +233,9 @@ async def test_an_append_to_a_page_whose_cell_runs_off_it_is_refused_not_written
     damage(store_copy, leaf, PAGE - 100, b"\x81\x00\x01")  # a cell header: 128 bytes of payload
     damage(store_copy, leaf, 8, struct.pack(">H", PAGE - 100))  # the first cell now starts there
     async with SQLiteStore(url_of(store_copy)) as store:
-        event = Event("run-0059", 91, EventKind.EMITTED, 0.0, {})
+        late = event("run-0059", 91, EventKind.EMITTED, 0.0, {})
         with pytest.raises(CorruptStoreError, match="while writing"):
-            await store.append("run-0059", 90, [event])
+            await store.append("run-0059", 90, [late])
         got = await store.get_run("run-0059")
         assert got is not None and got.last_seq == 90
 

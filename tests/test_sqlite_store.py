@@ -22,10 +22,12 @@ import orjson
 import pytest
 
 from mainspring.errors import ConflictError, NotAStoreError, SchemaVersionError, StoreError
-from mainspring.events import Event, EventKind
+from mainspring.events import Emitted, Event, EventKind
 from mainspring.store import Durability, RunRecord, RunStatus, store_from_url
 from mainspring.store._sqlite_schema import APPLICATION_ID, SCHEMA_VERSION, translate
 from mainspring.store.sqlite import SQLiteStore
+from tests.journal_data import event
+from tests.journal_data import event as journal_event
 
 pytestmark = pytest.mark.anyio
 
@@ -44,7 +46,7 @@ def side_files(path: Path) -> list[str]:
 
 def evs(run_id: str, after: int, count: int, **data: Any) -> list[Event]:
     return [
-        Event(run_id, after + i, EventKind.EMITTED, time.time(), {"n": after + i, **data})
+        event(run_id, after + i, EventKind.EMITTED, time.time(), {"n": after + i, **data})
         for i in range(1, count + 1)
     ]
 
@@ -417,9 +419,7 @@ def _race(url: str, run_id: str, name: str, barrier: Any, results: Any) -> None:
                 assert found is not None
                 barrier.wait()  # both have seen the same sequence number
                 seq = found.last_seq
-                event = Event(
-                    run_id, seq + 1, EventKind.EMITTED, time.time(), {"by": name, "round": number}
-                )
+                event = emitted(run_id, seq + 1, {"by": name, "round": number})
                 try:
                     await store.append(run_id, seq, [event])
                     results.put((number, name, "won"))
@@ -453,7 +453,8 @@ async def test_two_processes_racing_on_one_run_never_fork(tmp_path: Path) -> Non
             winners[number] = next(name for name, result in this_round if result == "won")
         journal = await store.read(run_id)
         assert [e.seq for e in journal] == list(range(1, ROUNDS + 1))
-        assert [(e.data["round"], e.data["by"]) for e in journal] == sorted(winners.items())
+        data = [e.data.data for e in journal if isinstance(e.data, Emitted)]
+        assert [(d["round"], d["by"]) for d in data] == sorted(winners.items())
 
 
 # --- size ---------------------------------------------------------------------------------------
@@ -468,6 +469,10 @@ async def test_a_long_run_takes_at_most_twice_its_payload(tmp_path: Path) -> Non
         for seq in range(200):
             data = {"message": os.urandom(500).hex()}  # 1 KB of text
             payload += len(orjson.dumps(data))
-            event = Event(run_id, seq + 1, EventKind.STEP_FINISHED, time.time(), data)
-            await store.append(run_id, seq, [event], durability=Durability.OFF)
+            step = journal_event(run_id, seq + 1, EventKind.STEP_FINISHED, time.time(), data)
+            await store.append(run_id, seq, [step], durability=Durability.OFF)
     assert path.stat().st_size <= 2 * payload
+
+
+def emitted(run_id: str, seq: int, value: Any) -> Event:
+    return event(run_id, seq, EventKind.EMITTED, time.time(), value)

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mainspring.errors import ConflictError, LeaseLostError, RunNotFoundError
-from mainspring.events import Event, EventKind
+from mainspring.events import Emitted, Event, EventKind
 from mainspring.store import (
     Durability,
     RunQuery,
@@ -31,6 +31,7 @@ from mainspring.store import (
     ThreadInfo,
     store_from_url,
 )
+from tests.journal_data import event
 
 pytestmark = pytest.mark.anyio
 
@@ -77,7 +78,7 @@ def events(
 ) -> list[Event]:
     """``count`` events numbered ``after + 1`` onward."""
     return [
-        Event(
+        event(
             run_id,
             after + i,
             kind,
@@ -220,10 +221,10 @@ async def test_event_data_round_trips_as_json(store: Store) -> None:
         "none": None,
         "": "empty key",
     }
-    await store.append(run_id, 0, [Event(run_id, 1, EventKind.EMITTED, BASE, data)])
+    await store.append(run_id, 0, [event(run_id, 1, EventKind.EMITTED, BASE, data)])
     (got,) = await store.read(run_id)
-    assert got.data == data
-    assert got == Event(run_id, 1, EventKind.EMITTED, BASE, data)
+    assert isinstance(got.data, Emitted) and got.data.data == data
+    assert got == event(run_id, 1, EventKind.EMITTED, BASE, data)
 
 
 async def test_conflicting_append_raises_and_writes_nothing(store: Store) -> None:
@@ -651,7 +652,7 @@ async def test_journal_is_the_concatenation_of_appends(
     for batch in batches:
         seq = len(expected)
         new = [
-            Event(run_id, seq + i, EventKind.EMITTED, BASE + seq + i, {"value": value})
+            event(run_id, seq + i, EventKind.EMITTED, BASE + seq + i, {"value": value})
             for i, value in enumerate(batch, start=1)
         ]
         await store.append(run_id, seq, new, durability=mode)

@@ -14,7 +14,18 @@ from typer.testing import CliRunner
 from mainspring import Runtime
 from mainspring.cli import observe
 from mainspring.cli._common import CliGroup
-from mainspring.events import Event, EventKind
+from mainspring.events import (
+    EffectFinished,
+    EffectStarted,
+    ErrorInfo,
+    Event,
+    EventKind,
+    RunStarted,
+    StepFailed,
+    StepFinished,
+    StepStarted,
+    make_event,
+)
 from mainspring.store import MemoryStore
 from mainspring.telemetry.spans import derive_spans
 from mainspring.telemetry.stats import latency_stats, percentile
@@ -70,14 +81,14 @@ def test_waterfall_shows_nesting_parallel_branches_critical_path_retries_and_tok
 
 def test_critical_path_follows_the_last_finisher() -> None:
     events = [
-        Event("c", 1, EventKind.RUN_STARTED, 0.0, {"graph": "g"}),
-        Event("c", 2, EventKind.STEP_STARTED, 0.0, {"step": 0, "task": 0, "node": "a"}),
-        Event("c", 3, EventKind.STEP_STARTED, 0.0, {"step": 0, "task": 1, "node": "b"}),
-        Event("c", 4, EventKind.STEP_FINISHED, 1.0, {"step": 0, "task": 0, "node": "a"}),
-        Event("c", 5, EventKind.STEP_FINISHED, 3.0, {"step": 0, "task": 1, "node": "b"}),
-        Event("c", 6, EventKind.STEP_STARTED, 3.0, {"step": 1, "task": 0, "node": "c"}),
-        Event("c", 7, EventKind.STEP_FINISHED, 4.0, {"step": 1, "task": 0, "node": "c"}),
-        Event("c", 8, EventKind.FINISHED, 4.0, {}),
+        make_event("c", 1, EventKind.RUN_STARTED, 0.0, {"graph": "g"}),
+        make_event("c", 2, EventKind.STEP_STARTED, 0.0, {"step": 0, "task": 0, "node": "a"}),
+        make_event("c", 3, EventKind.STEP_STARTED, 0.0, {"step": 0, "task": 1, "node": "b"}),
+        make_event("c", 4, EventKind.STEP_FINISHED, 1.0, {"step": 0, "task": 0, "node": "a"}),
+        make_event("c", 5, EventKind.STEP_FINISHED, 3.0, {"step": 0, "task": 1, "node": "b"}),
+        make_event("c", 6, EventKind.STEP_STARTED, 3.0, {"step": 1, "task": 0, "node": "c"}),
+        make_event("c", 7, EventKind.STEP_FINISHED, 4.0, {"step": 1, "task": 0, "node": "c"}),
+        make_event("c", 8, EventKind.FINISHED, 4.0, {}),
     ]
     spans = derive_spans(events)
     on_path = {s.name for s in spans if s.span_id in critical_path(spans, 0)}
@@ -99,32 +110,21 @@ def test_percentiles() -> None:
     assert percentile(values, 0.95) == pytest.approx(95.05)
     assert percentile(values, 0.99) == pytest.approx(99.01)
     events: list[Event] = []
+    error = ErrorInfo("E", "m")
     for i in range(1, 101):  # 100 runs; node `a` takes i ms, its effect i/2 ms, and fails on run 7
         run = f"r{i}"
+        end = StepFailed(0, 0, "a", attempt=1, error=error) if i == 7 else StepFinished(0, 0, "a")
         events += [
-            Event(run, 1, EventKind.RUN_STARTED, 0.0, {"graph": "g"}),
-            Event(run, 2, EventKind.STEP_STARTED, 10.0, {"step": 0, "task": 0, "node": "a"}),
-            Event(
-                run,
-                3,
-                EventKind.EFFECT_STARTED,
-                10.0,
-                {"step": 0, "task": 0, "effect": 0, "name": "tool:t", "key": "k"},
-            ),
-            Event(
+            Event.of(run, 1, 0.0, RunStarted("g")),
+            Event.of(run, 2, 10.0, StepStarted(0, 0, "a")),
+            Event.of(run, 3, 10.0, EffectStarted(0, 0, "a", effect=0, name="tool:t", key="k")),
+            Event.of(
                 run,
                 4,
-                EventKind.EFFECT_FINISHED,
                 10.0 + i / 2000,
-                {"step": 0, "task": 0, "effect": 0, "name": "tool:t", "result": 1},
+                EffectFinished(0, 0, "a", effect=0, name="tool:t", result=1),
             ),
-            Event(
-                run,
-                5,
-                EventKind.STEP_FAILED if i == 7 else EventKind.STEP_FINISHED,
-                10.0 + i / 1000,
-                {"step": 0, "task": 0, "node": "a", "error": {"type": "E", "message": "m"}},
-            ),
+            Event.of(run, 5, 10.0 + i / 1000, end),
         ]
     node, effect = latency_stats(derive_spans(events))
     assert (node.kind, node.name, node.count, node.errors) == ("node", "a", 100, 1)

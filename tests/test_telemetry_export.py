@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from mainspring import END, START, Context, Graph, Runtime
-from mainspring.events import Event, EventKind
+from mainspring.events import Event, StepStarted
 from mainspring.store import MemoryStore
 from mainspring.telemetry import ids
 from mainspring.telemetry.exporter import JournalTracer, SafeExporter, make_exporter, setup_tracing
@@ -74,7 +74,7 @@ def _check_received(received: list[Received], events: list[Event], run_id: str) 
         ]
         + ["node work"] * 3
     )
-    trace = ids.trace_of(run_id, events[0].data).to_bytes(16, "big")
+    trace = ids.trace_of(run_id, tg.started(events)).to_bytes(16, "big")
     assert {r.span.trace_id for r in received} == {trace}
     root = next(r for r in received if r.span.name == "invoke_workflow agent")
     assert root.span.parent_span_id == b""
@@ -239,7 +239,7 @@ async def test_flush_is_false_when_a_span_processor_says_it_did_not_flush() -> N
 async def test_the_listener_only_buffers_and_counts_what_it_drops() -> None:
     exporter = InMemorySpanExporter()
     tracer = JournalTracer(exporter, capacity=5, interval=60)
-    event = Event("x", 2, EventKind.STEP_STARTED, time.time(), {"step": 0, "task": 0, "node": "a"})
+    event = Event.of("x", 2, time.time(), StepStarted(0, 0, "a"))
     started = time.perf_counter()
     for _ in range(20):
         tracer(event)
@@ -308,7 +308,7 @@ async def test_subgraph_effects_get_the_traceparent_of_their_span() -> None:
     tracer.shutdown()
     tool = next(s for s in exporter.get_finished_spans() if s.name == "execute_tool remote")
     assert tool.context is not None
-    assert tool.context.trace_id == ids.trace_of("outer-1", root[0].data)
+    assert tool.context.trace_id == ids.trace_of("outer-1", tg.started(root))
     assert out["seen"][0] == f"00-{tool.context.trace_id:032x}-{tool.context.span_id:016x}-01"
 
 
@@ -345,7 +345,9 @@ async def test_a_run_resumed_from_a_snapshot_keeps_its_traceparent(tmp_path: Any
         first = (await rt.events("snap-1", until=1))[0]
     tracer.shutdown()
     tool = next(s for s in exporter.get_finished_spans() if s.name == "execute_tool remote")
-    assert tool.context is not None and tool.context.trace_id == ids.trace_of("snap-1", first.data)
+    assert tool.context is not None and tool.context.trace_id == ids.trace_of(
+        "snap-1", tg.started([first])
+    )
     assert out["seen"] == [f"00-{tool.context.trace_id:032x}-{tool.context.span_id:016x}-01"]
 
 

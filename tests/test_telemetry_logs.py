@@ -11,6 +11,16 @@ from typing import Any
 import pytest
 
 from mainspring import Runtime
+from mainspring.events import (
+    Discarded,
+    EffectFinished,
+    ErrorInfo,
+    Event,
+    EventKind,
+    Failed,
+    Finished,
+    StepFailed,
+)
 from mainspring.store import MemoryStore
 from mainspring.telemetry import ids
 from mainspring.telemetry.logs import FIELDS, JournalLogger, configure_logging, log_context
@@ -51,7 +61,7 @@ async def test_one_json_line_per_event_with_trace_ids(stream: io.StringIO) -> No
     for record in records:
         assert set(FIELDS) <= record.keys()
         assert record["run_id"] == "log-1" and record["trace_id"] == ids.hex_trace(
-            ids.trace_of("log-1", events[0].data)
+            ids.trace_of("log-1", tg.started(events))
         )
         assert record["logger"] == "mainspring.test.events"
     spans = {s.span_id: s for s in derive_spans(events)}
@@ -94,6 +104,40 @@ def test_pretty_output_for_a_terminal() -> None:
     text = buffer.getvalue()
     assert "INFO" in text and "hello" in text and "run=r-1" in text and "node=n" in text
     assert not text.lstrip().startswith("{")
+
+
+def test_each_kind_of_event_says_what_happened() -> None:
+    from mainspring.telemetry.logs import _describe
+
+    error = ErrorInfo("ValueError", "bad")
+    said = {
+        data.kind: _describe(Event.of("r", 2, 1.0, data))
+        for data in (
+            StepFailed(0, 1, "a", attempt=1, error=error, retry=True, delay=0.5),
+            EffectFinished(0, 1, "a", effect=0, name="tool:x", error=error),
+            Discarded(0, 1, "a", attempt=1, seconds=2.0, result=3),
+            Failed(error),
+            Finished(),
+        )
+    }
+    assert said[EventKind.STEP_FAILED] == (
+        logging.WARNING,
+        "node a failed: ValueError: bad; retrying in 0.50 s",
+    )
+    assert said[EventKind.EFFECT_FINISHED] == (
+        logging.WARNING,
+        "effect tool:x raised ValueError: bad",
+    )
+    assert said[EventKind.DISCARDED] == (
+        logging.DEBUG,
+        "node a finished 2.0 s late; what it returned was discarded",
+    )
+    late_effect = Discarded(0, 1, "a", attempt=1, seconds=2.0, effect=0, name="tool:x")
+    assert _describe(Event.of("r", 2, 1.0, late_effect))[1].startswith(
+        "effect tool:x of node a finished 2.0 s late"
+    )
+    assert said[EventKind.FAILED] == (logging.ERROR, "run failed: ValueError: bad")
+    assert said[EventKind.FINISHED] == (logging.INFO, "run finished")
 
 
 def test_telemetry_modules_never_print() -> None:

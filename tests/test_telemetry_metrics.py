@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from mainspring import END, START, Context, Graph, RunStatus, Runtime
-from mainspring.events import Event, EventKind
+from mainspring.events import Event, ForkedFrom, RunStarted, StepFinished, StepStarted
 from mainspring.store import MemoryStore
 from mainspring.telemetry.metrics import INSTRUMENTS, MetricsAggregator
 from mainspring.telemetry.poller import JournalPoller
@@ -117,7 +117,7 @@ async def test_metrics_after_a_few_runs() -> None:
 
 
 def _started(run_id: str, graph: str) -> Event:
-    return Event(run_id, 1, EventKind.RUN_STARTED, 1.0, {"graph": graph})
+    return Event.of(run_id, 1, 1.0, RunStarted(graph))
 
 
 def test_label_sets_are_bounded() -> None:
@@ -241,3 +241,35 @@ async def test_flush_is_false_once_events_were_dropped(listener: str) -> None:
     assert pump.dropped > 0
     assert pump.flush(5) is False
     pump.close()
+
+
+@pytest.mark.parametrize("first_seen", [2, 4, 5])
+def test_a_runs_start_read_back_is_this_processs_when_nothing_came_between(
+    first_seen: int,
+) -> None:
+    """The runtime hands listeners no run_started (create_run writes it), and a fork's copied
+    journal may not reach them either: read back, the start is counted as this process's when
+    the first event handed over follows it or the copy directly; else it is history."""
+    from mainspring.telemetry.pump import EventPump
+
+    journal = [
+        Event.of("f", 1, 1.0, RunStarted("g", forked_from=ForkedFrom("src", 3))),
+        Event.of("f", 2, 1.1, StepStarted(0, 0, "a")),
+        Event.of("f", 3, 1.2, StepFinished(0, 0, "a")),
+        Event.of("f", 4, 1.3, StepStarted(1, 0, "b")),
+        Event.of("f", 5, 1.4, StepFinished(1, 0, "b")),
+    ]
+    seen: list[tuple[int, bool]] = []
+
+    class Recorder(EventPump):
+        def consume(self, event: Event, replay: bool) -> None:
+            seen.append((event.seq, replay))
+
+    pump = Recorder(reader=lambda run_id, after, until: journal[after:until], interval=60)
+    pump(journal[first_seen - 1])
+    assert pump.flush(5)
+    pump.close()
+    ours = first_seen in (2, 4)  # right after run_started, or right after the copy (seq 3)
+    assert seen == [(1, not ours)] + [(s, True) for s in range(2, first_seen)] + [
+        (first_seen, False)
+    ]

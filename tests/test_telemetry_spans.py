@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mainspring import Runtime
-from mainspring.events import Event, EventKind
+from mainspring.events import Event, EventKind, make_event
 from mainspring.store import MemoryStore
 from mainspring.telemetry import ids
 from mainspring.telemetry.conventions import Capture, cap
@@ -35,7 +35,7 @@ async def test_fan_out_retries_and_effects() -> None:
     tg.check_tree(spans)
     named = tg.by_name(spans)
     run = named["invoke_workflow agent"][0]
-    assert run.trace_id == ids.trace_id("fan", events[0].data["nonce"])
+    assert run.trace_id == ids.trace_id("fan", tg.started(events).nonce)
     assert run.span_id == ids.run_span_id("fan")
     assert run.attributes["gen_ai.conversation.id"] == "t-1"
     assert run.attributes["mainspring.tenant"] == "acme"
@@ -88,7 +88,7 @@ async def test_subgraph_runs_nest_under_the_parent_task(tmp_path: Path) -> None:
     spans = derive_spans(events)
     tg.check_tree(spans)
     root = next(e for e in events if e.run_id == "p")
-    assert {s.trace_id for s in spans} == {ids.trace_id("p", root.data["nonce"])}
+    assert {s.trace_id for s in spans} == {ids.trace_id("p", tg.started([root]).nonce)}
     named = tg.by_name(spans)
     review = sorted(named["node review"], key=lambda s: s.start_ns)
     assert len(review) == 2 and review[1].attributes["mainspring.rerun"] is True
@@ -163,7 +163,7 @@ async def test_resume_in_a_new_runtime_continues_the_trace(tmp_path: Path, graph
     expected = derive_spans(events)
     assert all(s.end_ns is not None for s in expected)
     assert sorted(map(_key, live)) == sorted(map(_key, expected))
-    assert {s.trace_id for s in live} == {ids.trace_of("r1", events[0].data)}
+    assert {s.trace_id for s in live} == {ids.trace_of("r1", tg.started(events))}
     tg.check_tree(expected)
     # the second process exported the run span, the wait and the rerun; not the first's spans again
     names2 = {s.name for s in _exported(second)}
@@ -172,7 +172,7 @@ async def test_resume_in_a_new_runtime_continues_the_trace(tmp_path: Path, graph
 
 
 def _ev(seq: int, kind: EventKind, ts: float, **data: Any) -> Event:
-    return Event("c", seq, kind, ts, data)
+    return make_event("c", seq, kind, ts, data)
 
 
 def test_a_crashed_attempt_is_abandoned_and_its_effect_rerun_keeps_the_key() -> None:
@@ -255,7 +255,7 @@ def journals(draw: st.DrawFn) -> list[Event]:
 
     def add(kind: EventKind, **data: Any) -> None:
         clock[0] += draw(st.floats(0.0, 1.0))
-        events.append(Event("r", len(events) + 1, kind, clock[0], data))
+        events.append(make_event("r", len(events) + 1, kind, clock[0], data))
 
     add(EventKind.RUN_STARTED, graph="g", durability="sync")
     for step in range(draw(st.integers(0, 3))):
@@ -431,11 +431,12 @@ async def test_a_subgraph_run_is_in_its_roots_trace_even_read_alone() -> None:
         await handle.wait()
         root = await rt.events("p")
         child = await rt.events("p/review.1.0")
-    assert child[0].data["parent"]["root_nonce"] == root[0].data["nonce"]
-    trace = ids.trace_of("p", root[0].data)
+    parent = tg.started(child).parent
+    assert parent is not None and parent.root_nonce == tg.started(root).nonce
+    trace = ids.trace_of("p", tg.started(root))
     assert {s.trace_id for s in derive_spans(root)} == {trace}
     assert {s.trace_id for s in derive_spans(child)} == {trace}  # parent unknown to the builder
-    assert ids.trace_of("p/review.1.0", child[0].data) == trace
+    assert ids.trace_of("p/review.1.0", tg.started(child)) == trace
 
 
 def test_runs_from_before_nonces_keep_their_trace_ids() -> None:
@@ -446,7 +447,7 @@ def test_runs_from_before_nonces_keep_their_trace_ids() -> None:
         _ev(2, EventKind.STEP_STARTED, 1.1, step=0, task=0, node="a"),
         _ev(3, EventKind.STEP_FINISHED, 1.2, step=0, task=0, node="a", update={}),
         _ev(4, EventKind.FINISHED, 1.3),
-        Event("c/b.1.0", 1, EventKind.RUN_STARTED, 1.15, {"graph": "h", "parent": {
+        make_event("c/b.1.0", 1, EventKind.RUN_STARTED, 1.15, {"graph": "h", "parent": {
             "run_id": "c", "root": "c", "step": 0, "task": 0, "node": "a"}}),
     ]  # fmt: skip
     old = int.from_bytes(hashlib.blake2b(b"trace\x1fc", digest_size=16).digest(), "big")
@@ -461,10 +462,11 @@ async def test_a_fork_is_a_trace_of_its_own_linked_to_its_source() -> None:
         await rt.run(tg.linear, {}, run_id="src")
         await (await rt.fork("src", at=6, new_run_id="fork")).result()
         source, fork = await rt.events("src"), await rt.events("fork")
-    assert fork[0].data["nonce"] != source[0].data["nonce"]
+    assert tg.started(fork).nonce != tg.started(source).nonce
     [run] = [s for s in derive_spans(fork) if s.kind == "run"]
-    assert run.trace_id == ids.trace_of("fork", fork[0].data) != ids.trace_of("src", source[0].data)
-    assert run.links == [(ids.trace_of("src", source[0].data), ids.run_span_id("src"))]
+    source_trace = ids.trace_of("src", tg.started(source))
+    assert run.trace_id == ids.trace_of("fork", tg.started(fork)) != source_trace
+    assert run.links == [(source_trace, ids.run_span_id("src"))]
 
 
 # -- GenAI operation names: a workflow step is not an agent

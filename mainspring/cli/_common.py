@@ -39,6 +39,7 @@ from typer.core import TyperGroup
 
 from ..engine import Runtime, load_graph
 from ..errors import GraphError, MainspringError, SerializationError, StateError
+from ..events import RunStarted
 from ..graph import CompiledGraph
 
 if TYPE_CHECKING:
@@ -188,8 +189,9 @@ async def graph_of_run(rt: Runtime, run_id: str, option: str | None) -> Compiled
     if option is not None:
         return import_graph(option)
     first = await rt.store.read(run_id, until=1)
-    ref = first[0].data.get("ref") if first else None
-    if not isinstance(ref, str) or not ref:
+    started = first[0].data if first else None
+    ref = started.ref if isinstance(started, RunStarted) else None
+    if not ref:
         record = await rt.get_run(run_id)  # an unknown run id is reported as such
         raise CliError(
             f"run {run_id!r} belongs to graph {record.graph!r}, which was compiled without "

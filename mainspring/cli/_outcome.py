@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ..engine import PendingInterrupt, RunOutcome
-from ..events import Event, EventKind
+from ..events import Event, Interrupted, Resumed
 from ..store import RunRecord, RunStatus
 from ._common import DEFAULT_STORE, EXIT_OK, EXIT_RUN_FAILED
 from ._render import compact, error_text, jsonable, print_json
@@ -21,12 +21,11 @@ def pending_from_journal(events: Iterable[Event]) -> list[PendingInterrupt]:
     """Interrupts the journal shows asked and not yet answered (no graph needed)."""
     pending: dict[str, PendingInterrupt] = {}
     for e in events:
-        if e.kind is EventKind.INTERRUPTED:
-            pending[str(e.data.get("id"))] = PendingInterrupt(
-                str(e.data.get("id")), str(e.data.get("node")), e.data.get("payload")
-            )
-        elif e.kind is EventKind.RESUMED:
-            for iid in e.data.get("values") or {}:
+        d = e.data
+        if isinstance(d, Interrupted):
+            pending[d.id] = PendingInterrupt(d.id, d.node, d.payload)
+        elif isinstance(d, Resumed):
+            for iid in d.values:
                 pending.pop(iid, None)
     return list(pending.values())
 

@@ -12,7 +12,25 @@ from rich.json import JSON
 from rich.text import Text
 
 from ..errors import MainspringError
-from ..events import Event, EventKind, to_jsonable
+from ..events import (
+    UNSET,
+    Cancelled,
+    Discarded,
+    EffectFinished,
+    EffectStarted,
+    Emitted,
+    ErrorInfo,
+    Event,
+    EventKind,
+    Failed,
+    Interrupted,
+    Resumed,
+    RunStarted,
+    StepFailed,
+    StepFinished,
+    StepStarted,
+    to_jsonable,
+)
 from ..store import RunStatus
 
 STATUS_STYLE: Final = {
@@ -90,73 +108,90 @@ def _updates(update: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def error_text(error: Any) -> str:
+def error_text(error: ErrorInfo | Mapping[str, Any] | None) -> str:
+    """``type: message`` of an error: as events record it, or as a dict (``RunOutcome.error``)."""
+    if isinstance(error, ErrorInfo):
+        return f"{error.type}: {error.message}"
     if not isinstance(error, Mapping):
         return compact(error)
     return f"{error.get('type')}: {error.get('message')}"
 
 
+def _result(value: Any) -> Any:
+    return None if value is UNSET else value
+
+
 def summarize(e: Event, limit: int = 100) -> str:
     """A compact, human summary of an event's data."""
     d = e.data
-    kind = e.kind
-    if kind is EventKind.RUN_STARTED:
-        parts = [f"graph {d.get('graph')}"]
-        if d.get("thread") is not None:
-            parts.append(f"thread {d['thread']}")
-        if forked := d.get("forked_from"):
-            parts.append(f"forked from {forked.get('run_id')} at seq {forked.get('seq')}")
-        if parent := d.get("parent"):
-            parts.append(f"subgraph of run {parent.get('run_id')} (node {parent.get('node')})")
-        parts.append(f"input {compact(d.get('input'), limit // 2)}")
+    if isinstance(d, RunStarted):
+        parts = [f"graph {d.graph}"]
+        if d.thread is not None:
+            parts.append(f"thread {d.thread}")
+        if (forked := d.forked_from) is not None:
+            parts.append(f"forked from {forked.run_id} at seq {forked.seq}")
+        if (parent := d.parent) is not None:
+            parts.append(f"subgraph of run {parent.run_id} (node {parent.node})")
+        parts.append(f"input {compact(d.input, limit // 2)}")
         return ", ".join(parts)
-    if kind is EventKind.STEP_STARTED:
-        bits = [f"step {d.get('step')} started"]
-        if d.get("attempt", 1) > 1:
-            bits.append(f"attempt {d['attempt']}")
-        if d.get("rerun"):
+    if isinstance(d, StepStarted):
+        bits = [f"step {d.step} started"]
+        if d.attempt > 1:
+            bits.append(f"attempt {d.attempt}")
+        if d.rerun:
             bits.append("rerun")
-        if "arg" in d:
-            bits.append(f"arg {compact(d['arg'], limit // 2)}")
+        if d.arg is not UNSET:
+            bits.append(f"arg {compact(d.arg, limit // 2)}")
         return ", ".join(bits)
-    if kind is EventKind.STEP_FINISHED:
-        return _updates(d.get("update"), limit)
-    if kind is EventKind.STEP_FAILED:
-        then = f"retry in {d.get('delay', 0):.2f}s" if d.get("retry") else "no retry"
-        return f"attempt {d.get('attempt', 1)}: {error_text(d.get('error'))}; {then}"
-    if kind is EventKind.EFFECT_STARTED:
-        attempt = f" (attempt {d['attempt']})" if d.get("attempt", 1) > 1 else ""
-        return f"effect {d.get('name')} …{attempt}"
-    if kind is EventKind.EFFECT_FINISHED:
-        if "error" in d:
-            return f"effect {d.get('name')} ✗ {error_text(d['error'])}"
-        return f"effect {d.get('name')} → {compact(d.get('result'), limit)}"
-    if kind is EventKind.INTERRUPTED:
-        child = f" (from subgraph run {d['child_run']})" if d.get("child_run") else ""
-        return f"interrupt {d.get('id')}: {compact(d.get('payload'), limit)}{child}"
-    if kind is EventKind.RESUMED:
-        values = d.get("values") or {}
-        return ", ".join(f"{iid} ← {compact(v, 40)}" for iid, v in values.items()) or "resumed"
-    if kind is EventKind.EMITTED:
-        return compact(d.get("data"), limit)
-    if kind is EventKind.DISCARDED:
-        what = f"effect {d.get('name')}" if "effect" in d else "node"
-        got = error_text(d["error"]) if "error" in d else compact(d.get("result"), limit)
-        return f"{what} finished {d.get('seconds', 0):.1f}s late, discarded: {got}"
-    if kind is EventKind.FAILED:
-        error = d.get("error")
-        node = error.get("node") if isinstance(error, Mapping) else None
-        return error_text(error) + (f" (node {node})" if node else "")
-    if kind is EventKind.CANCELLED:
-        return str(d.get("reason") or "")
+    if isinstance(d, StepFinished):
+        return _updates(d.update, limit)
+    if isinstance(d, StepFailed):
+        then = f"retry in {d.delay:.2f}s" if d.retry else "no retry"
+        return f"attempt {d.attempt}: {error_text(d.error)}; {then}"
+    if isinstance(d, EffectStarted):
+        attempt = f" (attempt {d.attempt})" if d.attempt > 1 else ""
+        return f"effect {d.name} …{attempt}"
+    if isinstance(d, EffectFinished):
+        if d.error is not None:
+            return f"effect {d.name} ✗ {error_text(d.error)}"
+        return f"effect {d.name} → {compact(_result(d.result), limit)}"
+    if isinstance(d, Interrupted):
+        child = f" (from subgraph run {d.child_run})" if d.child_run else ""
+        return f"interrupt {d.id}: {compact(d.payload, limit)}{child}"
+    if isinstance(d, Resumed):
+        return ", ".join(f"{iid} ← {compact(v, 40)}" for iid, v in d.values.items()) or "resumed"
+    if isinstance(d, Emitted):
+        return compact(d.data, limit)
+    if isinstance(d, Discarded):
+        what = f"effect {d.name}" if d.effect is not None else "node"
+        got = error_text(d.error) if d.error is not None else compact(_result(d.result), limit)
+        return f"{what} finished {d.seconds:.1f}s late, discarded: {got}"
+    if isinstance(d, Failed):
+        node = d.error.node
+        return error_text(d.error) + (f" (node {node})" if node else "")
+    if isinstance(d, Cancelled):
+        return d.reason
     return ""
+
+
+# The kinds of event that belong to one task of a step (and so name its node).
+_TASK_DATA: Final = (
+    StepStarted,
+    StepFinished,
+    StepFailed,
+    EffectStarted,
+    EffectFinished,
+    Interrupted,
+    Emitted,
+    Discarded,
+)
 
 
 def _where(e: Event) -> tuple[str, str]:
     d = e.data
-    if "node" not in d:
+    if not isinstance(d, _TASK_DATA):
         return "", ""
-    return f"{d.get('step')}.{d.get('task')}", str(d["node"])
+    return f"{d.step}.{d.task}", d.node
 
 
 def _label(e: Event) -> str:
@@ -182,7 +217,7 @@ class Progress:
             detail = f"emitted {detail}"
         elif e.kind is EventKind.RUN_STARTED:
             detail = f"{e.run_id}: {detail}"
-        if e.kind is EventKind.EFFECT_FINISHED and "error" in e.data:
+        if isinstance(e.data, EffectFinished) and e.data.error is not None:
             style = "red"
         line = Text.assemble(
             (f"{e.ts - self.base:8.3f}s ", "dim"),

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import RunStateError, StoreError
-from ..events import Event, EventKind
+from ..events import Cancelled, Event, Resumed
 from ..graph.compiled import CompiledGraph
 from ..store.base import RunQuery, RunRecord, RunStatus
 from .fold import RunFold
@@ -44,7 +44,7 @@ async def resume(
         resolved = resolve_values(live.fold, run_id, value, interrupt_id, values, value_given=True)
         if resolved:
             live.check_json(resolved, f"the resume values of run {run_id!r}")
-            live.record(EventKind.RESUMED, {"values": resolved})
+            live.record(Resumed(resolved))
             await live.commit(RunStatus.RUNNING)
             # The run was parking (which frees its lease) as the values came: it is this
             # process's to drive again, so take the lease back before anyone else does.
@@ -67,7 +67,7 @@ async def resume(
     )
     if resolved:
         driver.check_json(resolved, f"the resume values of run {run_id!r}")
-        driver.record(EventKind.RESUMED, {"values": resolved})
+        driver.record(Resumed(resolved))
     # Durable before we return, and marked running, so a crash from here on leaves
     # a run that recovery finds (not one that looks parked with nothing pending).
     await driver.commit(RunStatus.RUNNING)
@@ -97,13 +97,7 @@ async def cancel(rt: Runtime, run_id: str) -> None:
         if not child.status.terminal:
             await cancel(rt, child.run_id)
     record = await rt._record(run_id)
-    event = Event(
-        run_id,
-        record.last_seq + 1,
-        EventKind.CANCELLED,
-        time.time(),
-        {"reason": "cancelled by request"},
-    )
+    event = Event.of(run_id, record.last_seq + 1, time.time(), Cancelled("cancelled by request"))
     await rt.store.append(
         run_id,
         record.last_seq,

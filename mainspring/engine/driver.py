@@ -30,6 +30,7 @@ import anyio
 from anyio import CancelScope
 
 from ..errors import (
+    EffectDeniedError,
     GraphError,
     LeaseLostError,
     MainspringError,
@@ -39,7 +40,19 @@ from ..errors import (
     StateError,
     StoreError,
 )
-from ..events import Event, EventKind, jsonable_or_repr
+from ..events import (
+    Cancelled,
+    Discarded,
+    ErrorInfo,
+    Event,
+    Failed,
+    Finished,
+    StepFailed,
+    StepFinished,
+    StepStarted,
+    error_info,
+    jsonable_or_repr,
+)
 from ..graph.builder import NodeSpec
 from ..graph.compiled import CompiledGraph
 from ..graph.types import END, START, Send
@@ -56,7 +69,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("mainspring.runtime")
 
 # Errors that retrying cannot fix: the graph or its data is wrong.
-_NOT_RETRYABLE = (GraphError, StateError, SerializationError, NondeterminismError)
+_NOT_RETRYABLE = (
+    GraphError,
+    StateError,
+    SerializationError,
+    NondeterminismError,
+    EffectDeniedError,
+)
 
 
 class ReplayOracle(Protocol):
@@ -82,6 +101,7 @@ class RunDriver(RunJournal):
         "abandoned",
         "app",
         "cancel_requested",
+        "gate",
         "loop_thread",
         "oracle",
         "own_task",
@@ -118,7 +138,7 @@ class RunDriver(RunJournal):
         self.oracle = oracle
         self._snapshot_every = snapshot_every
         self._fresh = False  # the current step was planned by this driver and has not run yet
-        self._failure: dict[str, Any] | None = None
+        self._failure: ErrorInfo | None = None
         self._step_scope: CancelScope | None = None
         self.scope: CancelScope | None = None  # the run's own: cancel and abandon use it
         self._cancel_held = False  # a cancel waits for the append in flight
@@ -133,6 +153,7 @@ class RunDriver(RunJournal):
         self._done: asyncio.Event | None = None
         self._joins: dict[str, list[str]] | None = None
         self.loop_thread = threading.get_ident()  # drivers are made on the event loop
+        self.gate = runtime.gate  # every effect of the run passes its hooks
         # A fork's effects answered from the run it was forked from (effects="reuse"):
         # (step, task, effect) -> {name, key, result, origin}.
         self.reuse: dict[tuple[int, int, int], dict[str, Any]] | None = None
@@ -186,11 +207,7 @@ class RunDriver(RunJournal):
         except Exception as exc:  # a bug of ours: record it rather than take the runtime down
             self.outcome = exc
             with suppress(Exception):
-                await self._end(
-                    EventKind.FAILED,
-                    {"error": _describe(exc, "", self.fold.step, -1, 0)},
-                    RunStatus.FAILED,
-                )
+                await self._end(Failed(_describe(exc, "", self.fold.step, -1, 0)), RunStatus.FAILED)
         finally:
             self.winding_up = True
             if self.holds_lease():
@@ -281,7 +298,8 @@ class RunDriver(RunJournal):
             return
         broken = next((t for t in fold.tasks if t.error is not None), None)
         if broken is not None:  # failed for good before a crash could record the run's end
-            await self._end(EventKind.FAILED, {"error": broken.error}, RunStatus.FAILED)
+            assert broken.error is not None
+            await self._end(Failed(broken.error), RunStatus.FAILED)
             return
         while True:
             if self.cancel_requested or self.abandoned:  # checked at every step boundary
@@ -293,7 +311,7 @@ class RunDriver(RunJournal):
                     await self._fail_run(exc)
                     return
                 if not plan:
-                    await self._end(EventKind.FINISHED, {}, RunStatus.FINISHED)
+                    await self._end(Finished(), RunStatus.FINISHED)
                     return
                 self._announce(plan)
                 if self._append_now is not None:  # in memory: no coroutine to make and await
@@ -314,7 +332,7 @@ class RunDriver(RunJournal):
                 if self.outcome is not None:  # a task's commit stopped the driver
                     return
                 if self._failure is not None:
-                    await self._end(EventKind.FAILED, {"error": self._failure}, RunStatus.FAILED)
+                    await self._end(Failed(self._failure), RunStatus.FAILED)
                     return
                 continue
             # Parked: every open task waits on a human. A resume may land while we commit.
@@ -366,13 +384,11 @@ class RunDriver(RunJournal):
         step = self.fold.step + 1
         joins = self._joins
         for index, (node, arg) in enumerate(plan):
-            data: dict[str, Any] = {"step": step, "task": index, "node": node}
             if arg is not NO_ARG:
                 self.check_json(arg, f"the Send payload for node {node!r}")
-                data["arg"] = arg
-            if index == 0 and joins is not None:
-                data["joins"] = joins
-            self.record(EventKind.STEP_STARTED, data)
+            self.record(
+                StepStarted(step, index, node, arg=arg, joins=joins if index == 0 else None)
+            )
         self._fresh = True
         if self._snapshot_every and step and step % self._snapshot_every == 0:
             self._snapshot_due = True
@@ -430,10 +446,7 @@ class RunDriver(RunJournal):
                 continue
             if self.outcome is not None:  # the node swallowed a Stopped: record nothing more
                 return
-            self.record(
-                EventKind.STEP_FINISHED,
-                {"step": step, "task": task.index, "node": task.node, "update": update},
-            )
+            self.record(StepFinished(step, task.index, task.node, update))
             return
 
     def _stop_step(self) -> None:
@@ -441,11 +454,7 @@ class RunDriver(RunJournal):
             self._step_scope.cancel()
 
     def _record_start(self, task: TaskRecord, attempt: int, *, rerun: bool = False) -> None:
-        data: dict[str, Any] = {"step": self.fold.step, "task": task.index, "node": task.node}
-        data["attempt"] = attempt
-        if rerun:
-            data["rerun"] = True
-        self.record(EventKind.STEP_STARTED, data)
+        self.record(StepStarted(self.fold.step, task.index, task.node, attempt, rerun=rerun))
 
     async def _attempt_failed(
         self, spec: NodeSpec, task: TaskRecord, step: int, exc: Exception
@@ -464,18 +473,7 @@ class RunDriver(RunJournal):
         )
         error = _describe(exc, task.node, step, task.index, task.attempt)
         delay = spec.retry.delay(task.attempt) if retry and spec.retry else 0.0
-        self.record(
-            EventKind.STEP_FAILED,
-            {
-                "step": step,
-                "task": task.index,
-                "node": task.node,
-                "attempt": task.attempt,
-                "error": error,
-                "retry": retry,
-                "delay": delay,
-            },
-        )
+        self.record(StepFailed(step, task.index, task.node, task.attempt, error, retry, delay))
         if not retry:
             self._fail(error)
             return False
@@ -513,7 +511,7 @@ class RunDriver(RunJournal):
         if spec.blocking or spec.timeout:  # in a thread, so that the timeout can hold
             where = {"step": self.fold.step, "task": task.index, "node": task.node}
             late = partial(self.record_late, {**where, "attempt": task.attempt})
-            return await call_in_thread(partial(fn, *args), late, self._stopping)
+            return await call_in_thread(partial(fn, *args), late, self.waits_for_threads)
         return fn(*args)
 
     def record_late(
@@ -539,38 +537,29 @@ class RunDriver(RunJournal):
         )
         if self.winding_up or self.fold.status.terminal or self.outcome is not None:
             return  # the journal is no longer ours to write: the log line is the record
-        data: dict[str, Any] = {**where, "seconds": round(seconds, 3)}
-        if error is not None:
-            data["error"] = {
-                "type": type(error).__name__,
-                "module": type(error).__module__,
-                "message": str(error),
-            }
-        else:
-            data["result"] = jsonable_or_repr(result)
-        self.record(EventKind.DISCARDED, data)
+        outcome: dict[str, Any] = (
+            {"error": error_info(error)}
+            if error is not None
+            else {"result": jsonable_or_repr(result)}
+        )
+        self.record(Discarded(**where, seconds=round(seconds, 3), **outcome))
 
     async def _fail_run(self, exc: BaseException) -> None:
         tasks = self.fold.tasks
         node = ",".join(t.node for t in tasks) or START
-        await self._end(
-            EventKind.FAILED,
-            {"error": _describe(exc, node, self.fold.step, -1, 0)},
-            RunStatus.FAILED,
-        )
+        await self._end(Failed(_describe(exc, node, self.fold.step, -1, 0)), RunStatus.FAILED)
 
-    def _fail(self, error: dict[str, Any]) -> None:
+    def _fail(self, error: ErrorInfo) -> None:
         if self._failure is None:
             self._failure = error
             if self._step_scope is not None:
                 self._step_scope.cancel()  # the run has failed: stop its siblings
 
-    async def _end(self, kind: EventKind, data: dict[str, Any], status: RunStatus) -> None:
-        self.record(kind, data)
+    async def _end(self, data: Failed | Finished | Cancelled, status: RunStatus) -> None:
+        self.record(data)
         error = None
-        if kind is EventKind.FAILED:
-            err = data["error"]
-            error = f"{err.get('type')}: {err.get('message')}"
+        if isinstance(data, Failed):
+            error = f"{data.error.type}: {data.error.message}"
         # Ends are committed by the loop or after it: the driver's own commits (see commit).
         await self.commit(status, error, shield=self._loop_shield())
 
@@ -582,7 +571,7 @@ class RunDriver(RunJournal):
     async def end_cancelled(self, reason: str) -> None:
         """Record that the run was cancelled, unless it already ended."""
         if not self.fold.status.terminal:
-            await self._end(EventKind.CANCELLED, {"reason": reason}, RunStatus.CANCELLED)
+            await self._end(Cancelled(reason), RunStatus.CANCELLED)
 
     def request_cancel(self) -> None:
         self.cancel_requested = True
@@ -616,20 +605,17 @@ class RunDriver(RunJournal):
     def _stopping(self) -> bool:
         return self.cancel_requested or self.abandoned
 
+    def waits_for_threads(self) -> bool:
+        """A cancel or a shutdown waits for a worker thread (its effect gets journaled);
+        a timeout does not (the thread is abandoned, its late result recorded)."""
+        return self.cancel_requested or self.abandoned
+
     def _giving_up(self) -> bool:
         return self.abandoned
 
 
-def _describe(exc: BaseException, node: str, step: int, task: int, attempt: int) -> dict[str, Any]:
+def _describe(exc: BaseException, node: str, step: int, task: int, attempt: int) -> ErrorInfo:
     tb = "".join(traceback.format_exception(exc))
     if len(tb) > 8000:
         tb = tb[:2000] + "\n...\n" + tb[-6000:]
-    return {
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "node": node,
-        "step": step,
-        "task": task,
-        "attempt": attempt,
-        "traceback": tb,
-    }
+    return ErrorInfo(type(exc).__name__, str(exc), None, node, step, task, attempt, tb)

@@ -11,15 +11,35 @@ task order, when the step closes (when step ``k+1`` starts, or the run ends).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
+
 from ..errors import NondeterminismError
-from ..events import Event, EventKind
+from ..events import (
+    UNSET,
+    EffectFinished,
+    EffectStarted,
+    ErrorInfo,
+    Event,
+    EventData,
+    EventKind,
+    Failed,
+    ForkedFrom,
+    Interrupted,
+    ParentRef,
+    Resumed,
+    RunStarted,
+    StepFailed,
+    StepFinished,
+    StepStarted,
+)
 from ..state import StateSchema
 from ..store.base import RunStatus
 
-NO_ARG: Final = object()  # a task driven by the graph state, not by a Send
+NO_ARG: Final = UNSET  # a task driven by the graph state, not by a Send (StepStarted.arg)
 
 
 @dataclass(slots=True)
@@ -30,7 +50,7 @@ class EffectRecord:
     done: bool = False
     ok: bool = False
     result: Any = None
-    error: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
 
 
 @dataclass(slots=True)
@@ -67,7 +87,7 @@ class TaskRecord:
         self.attempt = attempt
         self.finished = finished
         self.update: Any = None
-        self.error: dict[str, Any] | None = None  # the task failed for good
+        self.error: ErrorInfo | None = None  # the task failed for good
         self.effects: dict[int, EffectRecord] = {}
         self.interrupts: dict[int, InterruptRecord] = {}
 
@@ -116,8 +136,8 @@ class RunFold:
         self.run_id = ""
         self.graph = ""
         self.thread: str | None = None
-        self.parent: dict[str, Any] | None = None
-        self.forked_from: dict[str, Any] | None = None
+        self.parent: ParentRef | None = None
+        self.forked_from: ForkedFrom | None = None
         self.nonce: str | None = None  # of run_started; None in runs older than nonces
         self.metadata: dict[str, Any] = {}
         self.input: Any = None
@@ -128,7 +148,7 @@ class RunFold:
         self.joins: dict[str, list[str]] = {}
         self.seq = 0
         self.status = RunStatus.RUNNING
-        self.error: dict[str, Any] | None = None
+        self.error: ErrorInfo | None = None
 
     # -- queries -----------------------------------------------------------------
 
@@ -175,20 +195,20 @@ class RunFold:
             self.state = self.schema.apply(self.state, updates)
         self.closed = True
 
-    def _run_started(self, data: dict[str, Any]) -> None:
-        self.graph = data["graph"]
-        self.thread = data.get("thread")
-        self.parent = data.get("parent")
-        self.forked_from = data.get("forked_from")
-        self.nonce = data.get("nonce")
-        self.metadata = data.get("metadata") or {}
-        self.input = data.get("input")
+    def _run_started(self, data: RunStarted) -> None:
+        self.graph = data.graph
+        self.thread = data.thread
+        self.parent = data.parent
+        self.forked_from = data.forked_from
+        self.nonce = data.nonce
+        self.metadata = data.metadata or {}
+        self.input = data.input
         # From the journal (revive): JSON, with the state's typed fields to be revived.
         initial = self.schema.initial_from_json if self.revive else self.schema.initial
         self.state = initial(self.input)
 
-    def _step_started(self, data: dict[str, Any]) -> None:
-        step = data["step"]
+    def _step_started(self, data: StepStarted) -> None:
+        step = data.step
         tasks = self.tasks
         if step != self.step:
             if not self.closed:
@@ -196,69 +216,65 @@ class RunFold:
             self.step = step
             self.tasks = tasks = []
             self.closed = False
-            if "joins" in data:
-                self.joins = data["joins"]
-        index = data["task"]
+            if data.joins is not None:
+                self.joins = data.joins
+        index = data.task
         if index == len(tasks):
-            tasks.append(
-                TaskRecord(index, data["node"], data.get("arg", NO_ARG), data.get("attempt", 1))
-            )
+            tasks.append(TaskRecord(index, data.node, data.arg, data.attempt))
         else:
-            tasks[index].attempt = data.get("attempt", 1)
+            tasks[index].attempt = data.attempt
         self.status = RunStatus.RUNNING
 
-    def _step_finished(self, data: dict[str, Any]) -> None:
-        task = self.tasks[data["task"]]
-        update = data.get("update")
+    def _step_finished(self, data: StepFinished) -> None:
+        task = self.tasks[data.task]
+        update = data.update
         if update and self.revive:
             update = self.schema.revive_update(update)
         task.update = update
         task.finished = True
 
-    def _step_failed(self, data: dict[str, Any]) -> None:
-        if not data.get("retry"):
-            self.tasks[data["task"]].error = data["error"]
+    def _step_failed(self, data: StepFailed) -> None:
+        if not data.retry:
+            self.tasks[data.task].error = data.error
 
-    def _effect_started(self, data: dict[str, Any]) -> None:
-        self.tasks[data["task"]].effects[data["effect"]] = EffectRecord(
-            data["name"], data["key"], data.get("attempt", 1)
-        )
+    def _effect_started(self, data: EffectStarted) -> None:
+        self.tasks[data.task].effects[data.effect] = EffectRecord(data.name, data.key, data.attempt)
 
-    def _effect_finished(self, data: dict[str, Any]) -> None:
-        record = self.tasks[data["task"]].effects[data["effect"]]
+    def _effect_finished(self, data: EffectFinished) -> None:
+        record = self.tasks[data.task].effects[data.effect]
         record.done = True
-        if "error" in data:
-            record.error = data["error"]
+        if data.error is not None:
+            record.error = data.error
         else:
             record.ok = True
-            record.result = data.get("result")
+            record.result = None if data.result is UNSET else data.result
 
-    def _interrupted(self, data: dict[str, Any]) -> None:
-        task = self.tasks[data["task"]]
-        task.interrupts[data["interrupt"]] = InterruptRecord(
-            data["id"], data["interrupt"], data.get("payload"), child=data.get("child")
+    def _interrupted(self, data: Interrupted) -> None:
+        task = self.tasks[data.task]
+        task.interrupts[data.interrupt] = InterruptRecord(
+            data.id, data.interrupt, data.payload, child=data.child
         )
 
-    def _resumed(self, data: dict[str, Any]) -> None:
-        for interrupt_id, value in data["values"].items():
+    def _resumed(self, data: Resumed) -> None:
+        for interrupt_id, value in data.values.items():
             record = self.find_interrupt(interrupt_id)
             if record is not None:
                 record.resumed = True
                 record.value = value
         self.status = RunStatus.RUNNING
 
-    def _emitted(self, data: dict[str, Any]) -> None:
-        return None
+    def _ignored(self, data: EventData) -> None:
+        return None  # for the record only (emitted, discarded)
 
-    def _failed(self, data: dict[str, Any]) -> None:
+    def _failed(self, data: Failed) -> None:
         self.status = RunStatus.FAILED
-        self.error = data.get("error")
+        self.error = data.error
 
-    def _finished(self, data: dict[str, Any]) -> None:
+    def _finished(self, data: EventData) -> None:
         self.close_step()
         self.status = RunStatus.FINISHED
 
-    def _cancelled(self, data: dict[str, Any]) -> None:
+    def _cancelled(self, data: EventData) -> None:
         self.status = RunStatus.CANCELLED
 
     # -- snapshots -------------------------------------------------------------------
@@ -294,8 +310,9 @@ class RunFold:
         fold = cls(schema, revive=True)
         run = data["run"]
         fold.run_id, fold.graph, fold.thread = run["run_id"], run["graph"], run["thread"]
-        fold.parent, fold.metadata, fold.input = run["parent"], run["metadata"], run["input"]
-        fold.forked_from = run.get("forked_from")  # absent from snapshots of release 0.1
+        fold.parent = _convert(run["parent"], ParentRef)
+        fold.metadata, fold.input = run["metadata"], run["input"]
+        fold.forked_from = _convert(run.get("forked_from"), ForkedFrom)  # not in release 0.1
         fold.nonce = run.get("nonce")
         fold.state = schema.revive_state(data["state"])
         fold.step, fold.closed, fold.joins = data["step"], data["closed"], data["joins"]
@@ -329,8 +346,11 @@ def _task_to_json(t: TaskRecord) -> dict[str, Any]:
 def _task_from_json(schema: StateSchema[Any], d: dict[str, Any]) -> TaskRecord:
     t = TaskRecord(d["index"], d["node"], d.get("arg", NO_ARG), d["attempt"], d["finished"])
     t.update = schema.revive_update(d["update"]) if d["update"] else d["update"]
-    t.error = d["error"]
-    t.effects = {int(n): EffectRecord(*e) for n, e in d["effects"].items()}
+    t.error = _convert(d["error"], ErrorInfo)
+    t.effects = {
+        int(n): EffectRecord(e[0], e[1], e[2], e[3], e[4], e[5], _convert(e[6], ErrorInfo))
+        for n, e in d["effects"].items()
+    }
     t.interrupts = {
         int(n): InterruptRecord(i[0], int(n), i[1], i[2], i[3], i[4])
         for n, i in d["interrupts"].items()
@@ -340,18 +360,24 @@ def _task_from_json(schema: StateSchema[Any], d: dict[str, Any]) -> TaskRecord:
 
 # What each kind of event does to the fold. ``apply`` checks the sequence first;
 # the live driver, which numbers its own events, calls these directly.
-HANDLERS: Final = {
+HANDLERS: Final[dict[EventKind, Callable[[RunFold, Any], None]]] = {
     EventKind.RUN_STARTED: RunFold._run_started,
     EventKind.STEP_STARTED: RunFold._step_started,
     EventKind.STEP_FINISHED: RunFold._step_finished,
     EventKind.STEP_FAILED: RunFold._step_failed,
     EventKind.EFFECT_STARTED: RunFold._effect_started,
+    EventKind.EFFECT_DECIDED: RunFold._ignored,  # the effect's own events say what came of it
     EventKind.EFFECT_FINISHED: RunFold._effect_finished,
     EventKind.INTERRUPTED: RunFold._interrupted,
     EventKind.RESUMED: RunFold._resumed,
-    EventKind.EMITTED: RunFold._emitted,
-    EventKind.DISCARDED: RunFold._emitted,  # for the record only, like emitted
+    EventKind.EMITTED: RunFold._ignored,
+    EventKind.DISCARDED: RunFold._ignored,
     EventKind.FAILED: RunFold._failed,
     EventKind.FINISHED: RunFold._finished,
     EventKind.CANCELLED: RunFold._cancelled,
 }
+
+
+def _convert(value: Any, kind: type[Any]) -> Any:
+    """A snapshot's plain data (a dict) back as the type it stands for."""
+    return None if value is None else msgspec.convert(value, kind)

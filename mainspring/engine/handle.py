@@ -53,9 +53,8 @@ def outcome_of(fold: RunFold) -> RunOutcome:
     )
     if status is RunStatus.RUNNING and pending and not any(t.runnable for t in fold.tasks):
         status = RunStatus.INTERRUPTED
-    return RunOutcome(
-        fold.run_id, status, fold.schema.output(fold.state), fold.seq, pending, fold.error
-    )
+    error = fold.error.as_dict() if fold.error is not None else None
+    return RunOutcome(fold.run_id, status, fold.schema.output(fold.state), fold.seq, pending, error)
 
 
 class Subscribers:

@@ -7,18 +7,35 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+import msgspec
+
 from ..errors import NondeterminismError, RunStateError
-from ..events import Event, EventKind, to_jsonable
+from ..events import (
+    UNSET,
+    EffectFinished,
+    EffectStarted,
+    ErrorInfo,
+    Event,
+    EventKind,
+    Failed,
+    Finished,
+    ForkedFrom,
+    Resumed,
+    RunStarted,
+    StepFinished,
+    to_jsonable,
+)
 from ..graph.compiled import CompiledGraph
 from ..store.base import Durability, RunRecord, RunStatus
 from ..store.memory import MemoryStore
-from .context import _revive, recorded_error
+from .effects import recorded_error, revive
 from .fold import RunFold, TaskRecord
 from .handle import PendingInterrupt, RunHandle, outcome_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ..state import StateSchema
     from .driver import RunDriver
     from .runtime import Runtime
 
@@ -86,17 +103,18 @@ async def fork(
     events = everything[:at]
     if effects is None:
         _refuse_silent_reruns(run_id, at, everything[at:])
-    app = rt._graph_for(run_id, record.graph, events[0].data.get("ref"), graph)
-    new_id = new_run_id or uuid.uuid4().hex
     first = events[0]
-    data = dict(first.data)
-    data["forked_from"] = {"run_id": run_id, "seq": at}
-    if effects == "reuse":
-        data["forked_from"]["effects"] = "reuse"
-    data["forked_from"]["nonce"] = data.get("nonce")  # the source's, which names its trace
-    data["nonce"] = uuid.uuid4().hex[:16]  # a fork is a new run: a trace of its own
-    if thread is not None:
-        data["thread"] = thread
+    source = _started(first)
+    app = rt._graph_for(run_id, record.graph, source.ref, graph)
+    new_id = new_run_id or uuid.uuid4().hex
+    data = msgspec.structs.replace(
+        source,
+        forked_from=ForkedFrom(
+            run_id, at, nonce=source.nonce, effects="reuse" if effects == "reuse" else None
+        ),
+        nonce=uuid.uuid4().hex[:16],  # a fork is a new run: a trace of its own
+        thread=thread if thread is not None else source.thread,
+    )
     copied = [Event(new_id, 1, first.kind, first.ts, data)]
     copied += [Event(new_id, e.seq, e.kind, e.ts, e.data) for e in events[1:]]
     fold = RunFold(app.schema, revive=not rt._memory)
@@ -106,7 +124,7 @@ async def fork(
     new_record = RunRecord(
         run_id=new_id,
         graph=app.name,
-        thread=data.get("thread"),
+        thread=data.thread,
         status=RunStatus.RUNNING,
         created_at=copied[-1].ts,
         updated_at=copied[-1].ts,
@@ -136,10 +154,10 @@ async def fork(
 
 def _refuse_silent_reruns(run_id: str, at: int, later: list[Event]) -> None:
     """A fork from before recorded side effects must say what to do with them."""
-    done = [e for e in later if e.kind is EventKind.EFFECT_FINISHED]
+    done = [e.data for e in later if isinstance(e.data, EffectFinished)]
     if not done:
         return
-    names = sorted({str(e.data["name"]) for e in done})
+    names = sorted({d.name for d in done})
     shown = ", ".join(repr(n) for n in names[:5]) + (", ..." if len(names) > 5 else "")
     raise RunStateError(
         f"run {run_id!r} made {len(done)} side effects after sequence {at} ({shown}); a fork "
@@ -156,16 +174,15 @@ def reusable_effects(run_id: str, later: list[Event]) -> dict[tuple[int, int, in
     keys: dict[tuple[int, int, int], str] = {}
     for e in later:
         d = e.data
-        if e.kind is EventKind.EFFECT_STARTED:
-            keys[(d["step"], d["task"], d["effect"])] = d["key"]
-        elif e.kind is EventKind.EFFECT_FINISHED and "error" not in d:
-            where = (d["step"], d["task"], d["effect"])
-            origin = {"run_id": run_id, "seq": e.seq}
+        if isinstance(d, EffectStarted):
+            keys[(d.step, d.task, d.effect)] = d.key
+        elif isinstance(d, EffectFinished) and d.error is None:
+            where = (d.step, d.task, d.effect)
             reuse[where] = {
-                "name": d["name"],
+                "name": d.name,
                 "key": keys.get(where, ""),
-                "result": d.get("result"),
-                "origin": origin,
+                "result": None if d.result is UNSET else d.result,
+                "origin": {"run_id": run_id, "seq": e.seq},
             }
     return reuse
 
@@ -199,36 +216,35 @@ class _JournalOracle:
     """Answers effects and interrupts from the recorded journal instead of running them."""
 
     def __init__(self, events: list[Event]) -> None:
-        self.effects: dict[tuple[int, int, int], dict[str, Any]] = {}
+        self.effects: dict[tuple[int, int, int], EffectFinished] = {}
         self.resumes: dict[str, Any] = {}
         self.updates: dict[tuple[int, int], Any] = {}
         for e in events:
-            if e.kind is EventKind.STEP_FINISHED:
-                self.updates[(e.data["step"], e.data["task"])] = e.data.get("update")
-            if e.kind is EventKind.EFFECT_FINISHED:
-                self.effects[(e.data["step"], e.data["task"], e.data["effect"])] = e.data
-            elif e.kind is EventKind.RESUMED:
-                self.resumes.update(e.data["values"])
+            d = e.data
+            if isinstance(d, StepFinished):
+                self.updates[(d.step, d.task)] = d.update
+            elif isinstance(d, EffectFinished):
+                self.effects[(d.step, d.task, d.effect)] = d
+            elif isinstance(d, Resumed):
+                self.resumes.update(d.values)
 
     def effect(
         self, driver: RunDriver, task: TaskRecord, index: int, name: str, fn: Callable[..., Any]
     ) -> Any:
         step = driver.fold.step
         recorded = self.effects.get((step, task.index, index))
-        if recorded is None or recorded["name"] != name:
-            found = "nothing" if recorded is None else f"effect {recorded['name']!r}"
+        if recorded is None or recorded.name != name:
+            found = "nothing" if recorded is None else f"effect {recorded.name!r}"
             raise NondeterminismError(
                 f"replay: node {task.node!r} called effect {name!r} (#{index}) at step {step}, "
                 f"where the journal has {found}"
             )
-        data = {"step": step, "task": task.index, "node": task.node, "effect": index, "name": name}
         key = f"{driver.run_id}:{step}.{task.index}.{index}"
-        driver.record(EventKind.EFFECT_STARTED, {**data, "key": key, "attempt": task.attempt})
-        if "error" in recorded:
-            driver.record(EventKind.EFFECT_FINISHED, {**data, "error": recorded["error"]})
-            raise recorded_error(name, recorded["error"])
-        driver.record(EventKind.EFFECT_FINISHED, {**data, "result": recorded.get("result")})
-        return _revive(fn, recorded.get("result"))
+        driver.record(EffectStarted(step, task.index, task.node, index, name, key, task.attempt))
+        driver.record(recorded)
+        if recorded.error is not None:
+            raise recorded_error(name, recorded.error)
+        return revive(fn, None if recorded.result is UNSET else recorded.result)
 
     def subgraph_update(self, step: int, task: int) -> tuple[bool, Any]:
         """What a subgraph task returned, as recorded: a replay does not run child runs."""
@@ -244,32 +260,26 @@ class _JournalOracle:
         return False, None
 
 
-def _facts(events: list[Event]) -> list[tuple[tuple[Any, ...], int, str]]:
-    """The behaviour a journal records, in a canonical order: (sort key, seq, description)."""
+def _facts(events: list[Event], schema: StateSchema[Any]) -> list[tuple[tuple[Any, ...], int, str]]:
+    """The behaviour a journal records, in a canonical order: (sort key, seq, description).
+
+    Updates are compared as their declared types (a set is a set, in any order), so a
+    journal written by another process, with another iteration order, still matches.
+    """
     facts: list[tuple[tuple[Any, ...], int, str]] = []
     for e in events:
         d = e.data
-        if e.kind is EventKind.STEP_FINISHED:
-            update = to_jsonable(d.get("update"))
+        if isinstance(d, StepFinished):
+            update = _canonical(schema.revive_update(to_jsonable(d.update or {})))
+            where = f"node {d.node!r} (step {d.step})"
+            facts.append(((d.step, d.task, 1, 0), e.seq, f"{where} set {update}"))
+        elif isinstance(d, EffectFinished) and d.error is None:
+            where = f"node {d.node!r} (step {d.step})"
             facts.append(
-                (
-                    (d["step"], d["task"], 1, 0),
-                    e.seq,
-                    f"node {d['node']!r} (step {d['step']}) set {update}",
-                )
+                ((d.step, d.task, 0, d.effect), e.seq, f"{where} called effect {d.name!r}")
             )
-        elif e.kind is EventKind.EFFECT_FINISHED and "result" in d:
-            facts.append(
-                (
-                    (d["step"], d["task"], 0, d["effect"]),
-                    e.seq,
-                    f"node {d['node']!r} (step {d['step']}) called effect {d['name']!r}",
-                )
-            )
-        elif e.kind in (EventKind.FINISHED, EventKind.FAILED):
-            what = (
-                "finished" if e.kind is EventKind.FINISHED else f"failed: {d['error'].get('type')}"
-            )
+        elif isinstance(d, Finished | Failed):
+            what = "finished" if isinstance(d, Finished) else f"failed: {d.error.type}"
             facts.append(((1 << 30, 0, 0, 0), e.seq, f"the run {what}"))
     # Effect facts of one attempt may repeat across re-runs; keep the last of each key.
     unique = {f[0]: f for f in facts}
@@ -285,7 +295,7 @@ async def replay(rt: Runtime, run_id: str, graph: CompiledGraph | None) -> Repla
     record = await rt._record(run_id)
     recorded = await rt.store.read(run_id)
     first = recorded[0]
-    app = rt._graph_for(run_id, record.graph, first.data.get("ref"), graph)
+    app = rt._graph_for(run_id, record.graph, _started(first).ref, graph)
     scratch = MemoryStore()
     fold = RunFold(app.schema, revive=not rt._memory)
     replay_id = f"replay-{run_id}"
@@ -304,20 +314,13 @@ async def replay(rt: Runtime, run_id: str, graph: CompiledGraph | None) -> Repla
         EventKind.FAILED,
         EventKind.FINISHED,
     ):
-        replayed.append(
-            Event(
-                replay_id,
-                len(replayed) + 1,
-                EventKind.FAILED,
-                0.0,
-                {"error": {"type": type(driver.outcome).__name__, "message": str(driver.outcome)}},
-            )
-        )
+        failure = Failed(ErrorInfo(type(driver.outcome).__name__, str(driver.outcome)))
+        replayed.append(Event.of(replay_id, len(replayed) + 1, 0.0, failure))
     why = ""
-    if replayed[-1].kind is EventKind.FAILED and recorded[-1].kind is not EventKind.FAILED:
-        err = replayed[-1].data["error"]
-        why = f" ({err.get('type')}: {err.get('message')})"
-    expected, actual = _facts(recorded), _facts(replayed)
+    last = replayed[-1].data
+    if isinstance(last, Failed) and recorded[-1].kind is not EventKind.FAILED:
+        why = f" ({last.error.type}: {last.error.message})"
+    expected, actual = _facts(recorded, app.schema), _facts(replayed, app.schema)
     for n, (exp, act) in enumerate(zip(expected, actual, strict=False)):
         if exp[2] != act[2]:
             return ReplayReport(run_id, False, n, Divergence(exp[1], exp[2], act[2] + why))
@@ -328,3 +331,21 @@ async def replay(rt: Runtime, run_id: str, graph: CompiledGraph | None) -> Repla
         seq = expected[n][1] if n < len(expected) else recorded[-1].seq
         return ReplayReport(run_id, False, n, Divergence(seq, exp_desc, act_desc))
     return ReplayReport(run_id, True, len(expected))
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with its sets as sorted lists: the same facts describe themselves alike."""
+    if isinstance(value, set | frozenset):
+        return sorted((_canonical(v) for v in value), key=repr)
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def _started(first: Event) -> RunStarted:
+    data = first.data
+    if not isinstance(data, RunStarted):
+        raise RunStateError(f"run {first.run_id!r} does not begin with run_started; run doctor")
+    return data

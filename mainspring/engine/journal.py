@@ -33,7 +33,7 @@ from ..errors import (
     StoreError,
     TransientStoreError,
 )
-from ..events import Event, EventKind, check_faithful
+from ..events import Event, EventData, check_faithful
 from ..store.base import Durability, RunRecord, RunStatus, Snapshot, Store
 from ._tasks import cancel_scope
 from .fold import HANDLERS, RunFold
@@ -147,10 +147,11 @@ class RunJournal:
         self.lease_valid_until = 0.0
         self.outcome: BaseException | None = None  # why the driver stopped early, if it did
 
-    def record(self, kind: EventKind, data: dict[str, Any]) -> Event:
+    def record(self, data: EventData) -> Event:
         """Append an event to the run (in memory), fold it, and tell live listeners."""
         fold = self.fold
         seq = fold.seq + 1
+        kind = data.kind
         event = new_event(Event, (self.run_id, seq, kind, time.time(), data))
         # fold.apply without its checks: this event is the next by construction, and
         # never a run_started (begin() applies that one).

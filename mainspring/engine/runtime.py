@@ -28,7 +28,7 @@ from ..errors import (
     SerializationError,
     StoreError,
 )
-from ..events import Event, EventKind, to_jsonable
+from ..events import Event, EventKind, RunStarted, to_jsonable
 from ..graph.compiled import CompiledGraph
 from ..store import MemoryStore, store_from_url
 from ..store._owner import new_owner_id
@@ -37,6 +37,7 @@ from . import control, history
 from ._tasks import RunTasks
 from .driver import ReplayOracle, RunDriver
 from .fold import RunFold
+from .gate import Gate
 from .handle import RunHandle, RunOutcome, Subscribers, outcome_of
 from .history import ForkEffects, ReplayReport, StateView, reusable_effects
 from .journal import Listener, lost_the_run, new_event
@@ -76,6 +77,7 @@ class Runtime:
         snapshot_every: int = 1000,
         listeners: Sequence[Listener] = (),
         retry_for: float = 30.0,
+        gates: Sequence[object] = (),
     ) -> None:
         if lease_ttl <= 0 or retry_for < 0:
             raise RunStateError(
@@ -83,6 +85,7 @@ class Runtime:
                 "positive and retry_for at least 0"
             )
         self.store = store
+        self.gate = Gate(gates)  # the hooks every effect of every run passes
         self.durability = Durability(durability)
         self.owner = new_owner_id()
         self.lease_ttl = lease_ttl
@@ -310,19 +313,16 @@ class Runtime:
                                    graph, input, thread)  # fmt: skip
             return run_id, None
         durable = Durability(durability) if durability is not None else self.durability
-        data: dict[str, Any] = {
-            "graph": graph.name,
-            "fingerprint": graph.fingerprint,
-            "input": input,
-            "durability": durable.value,
-            "nonce": os.urandom(8).hex(),  # in trace ids: two runs given one id stay apart
-        }
-        if thread is not None:
-            data["thread"] = thread
-        if metadata:
-            data["metadata"] = metadata
-        if graph.ref:
-            data["ref"] = graph.ref
+        data = RunStarted(
+            graph.name,
+            graph.fingerprint,
+            input,
+            durable.value,
+            thread=thread,
+            metadata=metadata or None,
+            ref=graph.ref,
+            nonce=os.urandom(8).hex(),  # in trace ids: two runs given one id stay apart
+        )
         # sync: start() returns once the run is durable. batch/off: the driver creates
         # it in a group commit before its first step, so many starts share one commit;
         # a start with a chosen id waits for its (group) commit, to know the id was free.
@@ -343,7 +343,7 @@ class Runtime:
         self,
         graph: CompiledGraph,
         run_id: str,
-        data: dict[str, Any],
+        data: RunStarted,
         durability: Durability,
         *,
         parent_run_id: str | None,
@@ -356,13 +356,13 @@ class Runtime:
         id already existed; otherwise the driver creates it before its first step.
         """
         if self._check_json:
-            self._check_input(graph, run_id, data["input"])
+            self._check_input(graph, run_id, data.input)
         now = time.time()
         started = new_event(Event, (run_id, 1, EventKind.RUN_STARTED, now, data))
         record = RunRecord(
             run_id=run_id,
             graph=graph.name,
-            thread=data.get("thread"),
+            thread=data.thread,
             status=RunStatus.RUNNING,
             created_at=now,
             updated_at=now,
@@ -381,8 +381,8 @@ class Runtime:
             if existing.parent_run_id is None:  # a subgraph's child run is its parent's to check
                 first = await self._first_event(run_id)
                 self._check_same_start(
-                    run_id, existing.graph, first.data.get("input"), existing.thread,
-                    graph, data["input"], data.get("thread"),
+                    run_id, existing.graph, _started(first).input, existing.thread,
+                    graph, data.input, data.thread,
                 )  # fmt: skip
             return None
         return driver
@@ -540,7 +540,7 @@ class Runtime:
         """Take over a run that nobody drives: claim its lease and rebuild its fold."""
         record = await self._record(run_id)
         first = await self._first_event(run_id)
-        app = self._graph_for(run_id, record.graph, first.data.get("ref"), graph)
+        app = self._graph_for(run_id, record.graph, _started(first).ref, graph)
         started = time.monotonic()
         fence = await self.store.claim(run_id, self.owner, self.lease_ttl)
         if fence is None:
@@ -553,11 +553,9 @@ class Runtime:
         driver.fence = fence
         driver.lease_valid_until = started + self.lease_ttl
         forked = fold.forked_from
-        if forked is not None and forked.get("effects") == "reuse":
-            source = str(forked["run_id"])
-            driver.reuse = reusable_effects(
-                source, await self.store.read(source, after=forked["seq"])
-            )
+        if forked is not None and forked.effects == "reuse":
+            later = await self.store.read(forked.run_id, after=forked.seq)
+            driver.reuse = reusable_effects(forked.run_id, later)
         return driver
 
     # -- resuming, cancelling, recovering --------------------------------------------
@@ -646,7 +644,7 @@ class Runtime:
             return outcome_of(live.fold)
         record = await self._record(run_id)
         first = await self._first_event(run_id)
-        app = self._graph_for(run_id, record.graph, first.data.get("ref"), graph)
+        app = self._graph_for(run_id, record.graph, _started(first).ref, graph)
         return outcome_of(await self._load_fold(app, run_id))
 
     def handle(self, run_id: str) -> RunHandle:
@@ -781,3 +779,11 @@ def check_faithful_pair(value: Any, back: Any, what: str) -> None:
             f"{what} cannot be kept as it is by the journal: {where}; declare the field's "
             "type in the state, or pass plain JSON values"
         )
+
+
+def _started(first: Event) -> RunStarted:
+    """The data of a run's first event, which is always its run_started."""
+    data = first.data
+    if not isinstance(data, RunStarted):
+        raise RunStateError(f"run {first.run_id!r} does not begin with run_started; run doctor")
+    return data

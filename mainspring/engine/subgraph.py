@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ..errors import RunFailedError, RunStateError
-from ..events import EventKind
+from ..events import Interrupted, ParentRef, Resumed, RunStarted
 from ..graph.builder import NodeSpec
 from ..graph.compiled import CompiledGraph
 from ..store.base import RunStatus
@@ -61,7 +61,7 @@ async def run_subgraph(parent: RunDriver, spec: NodeSpec, task: TaskRecord, stat
         and not rec.resumed
     }
     if forwarded:
-        driver.record(EventKind.RESUMED, {"values": forwarded})
+        driver.record(Resumed(forwarded))
     if not fold.status.terminal:
         rt._live[child_id] = driver
         try:
@@ -86,7 +86,7 @@ async def run_subgraph(parent: RunDriver, spec: NodeSpec, task: TaskRecord, stat
             return spec.subgraph_output(output)
         return {k: v for k, v in fold.state.items() if k in parent_schema.fields}
     if fold.status is RunStatus.FAILED:
-        raise RunFailedError(child_id, fold.error or {})
+        raise RunFailedError(child_id, fold.error.as_dict() if fold.error else {})
     if fold.status is RunStatus.CANCELLED:
         if parent.cancel_requested or parent.abandoned:
             raise Parked()  # the parent is stopping too: its loop ends it as asked
@@ -97,18 +97,17 @@ async def run_subgraph(parent: RunDriver, spec: NodeSpec, task: TaskRecord, stat
             continue
         index = len(task.interrupts)
         parent.record(
-            EventKind.INTERRUPTED,
-            {
-                "step": step,
-                "task": task.index,
-                "node": task.node,
-                "interrupt": index,
-                "id": f"{step}.{task.index}.{index}",
-                "payload": interrupt.payload,
-                "child": interrupt.id,
-                "child_run": child_id,
-                "child_node": child_task.node,
-            },
+            Interrupted(
+                step,
+                task.index,
+                task.node,
+                index,
+                f"{step}.{task.index}.{index}",
+                interrupt.payload,
+                child=interrupt.id,
+                child_run=child_id,
+                child_node=child_task.node,
+            )
         )
     raise Parked()
 
@@ -120,23 +119,22 @@ async def _child_driver(
     rt = parent.runtime
     if parent.creation_pending:  # Runtime.run deferred the parent's creation: it goes
         await parent.commit()  # first, so no child ever points at a run that is not there
-    root = (parent.fold.parent or {}).get("root", parent.run_id)
-    data: dict[str, Any] = {
-        "graph": app.name,
-        "fingerprint": app.fingerprint,
-        "input": child_input,
-        "durability": str(parent.durability),
-        "parent": {
-            "run_id": parent.run_id,
-            "root": root,
-            "root_nonce": (parent.fold.parent or {}).get("root_nonce", parent.fold.nonce),
-            "step": parent.fold.step,
-            "task": task.index,
-            "node": task.node,
-        },
-    }
-    if parent.fold.thread is not None:
-        data["thread"] = parent.fold.thread
+    grand = parent.fold.parent
+    data = RunStarted(
+        app.name,
+        app.fingerprint,
+        child_input,
+        str(parent.durability),
+        thread=parent.fold.thread,
+        parent=ParentRef(
+            parent.run_id,
+            grand.root if grand is not None else parent.run_id,
+            parent.fold.step,
+            task.index,
+            task.node,
+            root_nonce=grand.root_nonce if grand is not None else parent.fold.nonce,
+        ),
+    )
     driver = await rt._create(
         app, child_id, data, parent.durability, parent_run_id=parent.run_id, metadata=None
     )

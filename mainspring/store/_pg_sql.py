@@ -277,10 +277,7 @@ def event_columns(
 
 
 def _json_text(run_id: str, event: Event) -> str:
-    try:
-        return orjson.dumps(event.data).decode()  # plain JSON: the common, fast case
-    except TypeError:  # models, dataclasses, sets, or not JSON at all: the full codec decides
-        return encode(event.data, what=f"data of event {event.seq} of run {run_id!r}").decode()
+    return encode(event.data, what=f"data of event {event.seq} of run {run_id!r}").decode()
 
 
 def batch_args(groups: list[Group]) -> tuple[list[Any], ...]:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from ..errors import ConflictError, LeaseLostError, RunNotFoundError, StoreError
-from ..events import Event, EventKind, decode, encode
+from ..events import Event, EventKind, decode, decode_data, encode
 from ._lease_watch import LeaseWatch
 from ._owner import owner_is_dead
 from .base import Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
@@ -247,8 +247,9 @@ def select_events(
         params = (run_id, after, until)
     kinds = _KINDS
     return [
-        Event(run_id, seq, kinds.get(kind) or EventKind(kind), ts, decode(data))
+        Event(run_id, seq, k, ts, decode_data(k, data))
         for seq, kind, ts, data in conn.execute(sql + " ORDER BY seq", params)
+        if (k := kinds.get(kind) or EventKind(kind))
     ]
 
 

@@ -78,7 +78,7 @@ import asyncpg
 import orjson
 
 from ..errors import ConflictError, LeaseLostError, MainspringError, RunNotFoundError, StoreError
-from ..events import Event, EventKind, encode
+from ..events import Event, EventKind, decode_data, encode
 from . import _pg_sql
 from ._owner import owner_is_dead
 from ._pg_batch import Group, GroupCommit, Write
@@ -102,6 +102,7 @@ from .base import (
 Record = asyncpg.Record
 
 _BIGINT_MAX = 2**63 - 1
+_KINDS = {kind.value: kind for kind in EventKind}
 _ALL_RUNS = RunQuery()
 _CALL_TIMEOUT = 10.0  # the default; a third of retry_for if that is shorter
 _HOST_PREFIX = (
@@ -465,7 +466,12 @@ class PostgresStore:
         await self._batch.settle(run_id)
         hi = _BIGINT_MAX if until is None else until
         rows = await self._fetch(f"reading run {run_id!r}", pool, self._sql.read, run_id, after, hi)
-        return [Event(run_id, r[0], EventKind(r[1]), r[2], orjson.loads(r[3])) for r in rows]
+        kinds = _KINDS
+        return [
+            Event(run_id, r[0], k, r[2], decode_data(k, r[3]))
+            for r in rows
+            if (k := kinds.get(r[1]) or EventKind(r[1]))
+        ]
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         pool = self._live_pool()

@@ -9,7 +9,23 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..events import Event, EventKind
+from ..events import (
+    UNSET,
+    Cancelled,
+    EffectFinished,
+    EffectStarted,
+    Emitted,
+    Event,
+    EventData,
+    EventKind,
+    Failed,
+    Interrupted,
+    Resumed,
+    RunStarted,
+    StepFailed,
+    StepFinished,
+    StepStarted,
+)
 from . import ids
 from .conventions import AttrValue, Capture, effect_kind, usage_of
 from .genai import name_effect, output_messages, set_error, set_reply, set_usage
@@ -72,17 +88,18 @@ class SpanBuilder:
     # -- feeding -------------------------------------------------------------------
 
     def feed(self, event: Event, *, replay: bool = False) -> Sequence[SpanRecord]:
-        kind = event.kind
+        kind, data = event.kind, event.data
         run = self.runs.get(event.run_id)
         if kind is EventKind.RUN_STARTED:
-            run = self._start(event)
+            assert isinstance(data, RunStarted)
+            run = self._start(event, data)
         elif run is None:
             run = self._adopt(event)
         run.seq = event.seq
         self._current = run.span
         handler = _HANDLERS.get(kind)
         if handler is not None:
-            handler(self, run, event)
+            handler(self, run, event, data)
         closed = self._closed
         if not closed:
             return ()
@@ -107,22 +124,22 @@ class SpanBuilder:
             del runs[next(iter(runs))]
         return run
 
-    def _start(self, event: Event) -> _Run:
-        data, run_id, start = event.data, event.run_id, ns(event.ts)
-        parent = data.get("parent")
-        metadata = data.get("metadata") or {}
+    def _start(self, event: Event, data: RunStarted) -> _Run:
+        run_id, start = event.run_id, ns(event.ts)
+        parent = data.parent
+        metadata = data.metadata or {}
         parent_id: int | None = None
-        if isinstance(parent, dict):
-            known = self.runs.get(parent["run_id"])
+        if parent is not None:
+            known = self.runs.get(parent.run_id)
             if known is not None:
                 trace = known.span.trace_id
-                parent_id = known.attempt_at(parent["step"], parent["task"], start)
+                parent_id = known.attempt_at(parent.step, parent.task, start)
             else:
                 trace = ids.trace_of(run_id, data)
-                parent_id = ids.run_span_id(parent["run_id"])
+                parent_id = ids.run_span_id(parent.run_id)
         else:
             trace = ids.trace_of(run_id, data)
-        graph = str(data.get("graph", ""))
+        graph = data.graph
         agent = metadata.get("agent")
         op = "invoke_agent" if isinstance(agent, str) else "invoke_workflow"
         attrs: dict[str, AttrValue] = {
@@ -131,18 +148,18 @@ class SpanBuilder:
             "mainspring.run_id": run_id,
             "mainspring.graph": graph,
             "mainspring.seq": event.seq,
-            "mainspring.durability": str(data.get("durability", "")),
+            "mainspring.durability": data.durability,
         }
         if isinstance(agent, str):
             attrs["gen_ai.agent.name"] = agent
-        thread = data.get("thread")
-        if isinstance(thread, str):
+        thread = data.thread
+        if thread is not None:
             attrs["gen_ai.conversation.id"] = thread
         tenant = metadata.get("tenant")
         if isinstance(tenant, str):
             attrs["mainspring.tenant"] = tenant
-        if isinstance(parent, dict):
-            attrs["mainspring.parent_run_id"] = str(parent["run_id"])
+        if parent is not None:
+            attrs["mainspring.parent_run_id"] = parent.run_id
         span = SpanRecord(
             f"{op} {agent if isinstance(agent, str) else graph}",
             "run",
@@ -153,20 +170,17 @@ class SpanBuilder:
             start,
             attributes=attrs,
         )
-        forked = data.get("forked_from")
-        if isinstance(forked, dict):
-            attrs["mainspring.forked_from.run_id"] = str(forked["run_id"])
-            attrs["mainspring.forked_from.seq"] = int(forked["seq"])
-            source, nonce = str(forked["run_id"]), forked.get("nonce")
+        forked = data.forked_from
+        if forked is not None:
+            attrs["mainspring.forked_from.run_id"] = forked.run_id
+            attrs["mainspring.forked_from.seq"] = forked.seq
             # A fork of a subgraph run stays in its root's trace; a top-level source had its own.
             source_trace = (
-                trace
-                if isinstance(parent, dict)
-                else ids.trace_id(source, nonce if isinstance(nonce, str) else None)
+                trace if parent is not None else ids.trace_id(forked.run_id, forked.nonce)
             )
-            span.add_link(source_trace, ids.run_span_id(source))
-        self._put(attrs, "mainspring.input", data.get("input"))
-        return self._register(run_id, _Run(span, thread if isinstance(thread, str) else None))
+            span.add_link(source_trace, ids.run_span_id(forked.run_id))
+        self._put(attrs, "mainspring.input", data.input)
+        return self._register(run_id, _Run(span, thread))
 
     def _adopt(self, event: Event) -> _Run:
         """A run whose start this builder never saw and cannot read: trace it from here on."""
@@ -253,19 +267,18 @@ class SpanBuilder:
 
     # -- per event kind ------------------------------------------------------------
 
-    def _task(self, run: _Run, event: Event) -> tuple[int, _Task]:
-        index = event.data.get("task", 0)
+    def _task(self, run: _Run, index: int, ts: float) -> _Task:
         task = run.tasks.get(index)
         if task is None:
             task = run.tasks[index] = _Task()
-        task.last_ns = int(event.ts * 1e9)
+        task.last_ns = int(ts * 1e9)
         if task.open is not None:
             self._current = task.open
-        return index, task
+        return task
 
-    def _step_started(self, run: _Run, event: Event) -> None:
-        data, start = event.data, int(event.ts * 1e9)
-        step = data["step"]
+    def _step_started(self, run: _Run, event: Event, data: StepStarted) -> None:
+        start = int(event.ts * 1e9)
+        step = data.step
         if step != run.step:
             if run.tasks:
                 for index, old in run.tasks.items():
@@ -273,14 +286,14 @@ class SpanBuilder:
                         self._end_attempt(run, index, old.last_ns, outcome="abandoned")
                 run.tasks = {}
             run.step = step
-        index = data["task"]
+        index = data.task
         task = run.tasks.get(index)
         if task is None:
             task = run.tasks[index] = _Task()
         elif task.open is not None:  # started again without an end: its process stopped
             self._end_attempt(run, index, task.last_ns, "abandoned")
         task.last_ns = start
-        node = data["node"]
+        node = data.node
         # A workflow step, not an agent: GenAI conventions name no operation for it, so
         # no gen_ai.operation.name (backends would list every node as an agent call).
         attrs: dict[str, AttrValue] = {
@@ -288,15 +301,15 @@ class SpanBuilder:
             "mainspring.node": node,
             "mainspring.step": step,
             "mainspring.task": index,
-            "mainspring.attempt": data.get("attempt", 1),
+            "mainspring.attempt": data.attempt,
             "mainspring.seq": event.seq,
         }
         if run.thread is not None:
             attrs["gen_ai.conversation.id"] = run.thread
-        if data.get("rerun"):
+        if data.rerun:
             attrs["mainspring.rerun"] = True
-        if "arg" in data and self.capture.enabled:
-            self._put(attrs, "mainspring.arg", data["arg"])
+        if data.arg is not UNSET and self.capture.enabled:
+            self._put(attrs, "mainspring.arg", data.arg)
         parent = run.span
         span = SpanRecord(
             f"node {node}",
@@ -315,15 +328,15 @@ class SpanBuilder:
         task.attempts.append((start, span.span_id))
         self._current = span
 
-    def _step_finished(self, run: _Run, event: Event) -> None:
-        data = event.data
-        task = run.tasks.get(data.get("task", 0))
+    def _step_finished(self, run: _Run, event: Event, data: StepFinished) -> None:
+        index = data.task
+        task = run.tasks.get(index)
         span = task.open if task is not None else None
         if task is None or span is None or run.effects:  # the unusual cases take the general path
-            index, task = self._task(run, event)
+            task = self._task(run, index, event.ts)
             if task.open is not None:
                 task.open.attributes["mainspring.outcome"] = "finished"
-                self._put(task.open.attributes, "mainspring.update", data.get("update"))
+                self._put(task.open.attributes, "mainspring.update", data.update)
             self._end_attempt(run, index, task.last_ns)
             return
         # The common case, inlined: this runs once per step of every run.
@@ -331,39 +344,36 @@ class SpanBuilder:
         task.open, task.last_ns = None, end
         span.attributes["mainspring.outcome"] = "finished"
         if self.capture.enabled:
-            self._put(span.attributes, "mainspring.update", data.get("update"))
+            self._put(span.attributes, "mainspring.update", data.update)
         span.end_ns = end if end > span.start_ns else span.start_ns
         self._closed.append(span)
         self._current = span
 
-    def _step_failed(self, run: _Run, event: Event) -> None:
-        index, task = self._task(run, event)
-        span = task.open
+    def _step_failed(self, run: _Run, event: Event, data: StepFailed) -> None:
+        index = data.task
+        span = self._task(run, index, event.ts).open
         if span is not None:
-            retry = bool(event.data.get("retry"))
-            span.attributes["mainspring.outcome"] = "retrying" if retry else "failed"
-            if retry:
-                span.attributes["mainspring.retry.delay_s"] = float(event.data.get("delay") or 0.0)
-            set_error(span, event.data.get("error"), ns(event.ts))
+            span.attributes["mainspring.outcome"] = "retrying" if data.retry else "failed"
+            if data.retry:
+                span.attributes["mainspring.retry.delay_s"] = float(data.delay)
+            set_error(span, data.error, ns(event.ts))
         self._end_attempt(run, index, ns(event.ts))
 
-    def _effect_started(self, run: _Run, event: Event) -> None:
-        data = event.data
-        index, task = self._task(run, event)
-        slot = (index, int(data["effect"]))
+    def _effect_started(self, run: _Run, event: Event, data: EffectStarted) -> None:
+        task = self._task(run, data.task, event.ts)
+        slot = (data.task, data.effect)
         if slot in run.effects:
             self._abandon(run.effects.pop(slot), ns(event.ts))
-        name = str(data["name"])
-        key = str(data.get("key", f"{event.run_id}:{event.seq}"))
+        name, key = data.name, data.key
         kind, short = effect_kind(name)
         attrs: dict[str, AttrValue] = {
             "mainspring.run_id": event.run_id,
-            "mainspring.node": str(data.get("node", "")),
+            "mainspring.node": data.node,
             "mainspring.effect.name": name,
             "mainspring.effect.kind": kind,
-            "mainspring.effect.index": slot[1],
+            "mainspring.effect.index": data.effect,
             "mainspring.effect.key": key,
-            "mainspring.attempt": int(data.get("attempt", 1)),
+            "mainspring.attempt": data.attempt,
             "mainspring.seq": event.seq,
         }
         parent = task.open.span_id if task.open is not None else run.span.span_id
@@ -381,21 +391,20 @@ class SpanBuilder:
         run.effects[slot] = span
         self._current = span
 
-    def _effect_finished(self, run: _Run, event: Event) -> None:
-        data = event.data
-        self._task(run, event)
-        span = run.effects.pop((int(data.get("task", 0)), int(data["effect"])), None)
+    def _effect_finished(self, run: _Run, event: Event, data: EffectFinished) -> None:
+        self._task(run, data.task, event.ts)
+        span = run.effects.pop((data.task, data.effect), None)
         if span is None:
             return
         self._current = span
-        result = data.get("result")
-        kind, short = effect_kind(str(data["name"]), result)
+        result = None if data.result is UNSET else data.result
+        kind, short = effect_kind(data.name, result)
         name_effect(span, kind, short, run.thread)
         usage = usage_of(result)
         if usage is not None:
             set_usage(span, usage)
-        if "error" in data:
-            set_error(span, data["error"], ns(event.ts))
+        if data.error is not None:
+            set_error(span, data.error, ns(event.ts))
         elif kind == "model":  # the reply where GenAI backends look for it
             messages = output_messages(result)
             set_reply(span, result, messages)
@@ -408,23 +417,24 @@ class SpanBuilder:
             self._put(span.attributes, key, result)
         self._close(span, ns(event.ts))
 
-    def _interrupted(self, run: _Run, event: Event) -> None:
-        data, ts = event.data, ns(event.ts)
-        index, task = self._task(run, event)
+    def _interrupted(self, run: _Run, event: Event, data: Interrupted) -> None:
+        ts = ns(event.ts)
+        index = data.task
+        task = self._task(run, index, event.ts)
         asked = task.attempts[-1][1] if task.attempts else None
         if task.open is not None:
             task.open.attributes["mainspring.outcome"] = "interrupted"
         self._end_attempt(run, index, ts)
-        iid, node = str(data["id"]), str(data.get("node", ""))
+        iid, node = data.id, data.node
         attrs: dict[str, AttrValue] = {
             "mainspring.run_id": event.run_id,
             "mainspring.node": node,
             "mainspring.interrupt.id": iid,
             "mainspring.seq": event.seq,
         }
-        if data.get("child_run"):
-            attrs["mainspring.interrupt.child_run"] = str(data["child_run"])
-        self._put(attrs, "mainspring.interrupt.payload", data.get("payload"))
+        if data.child_run:
+            attrs["mainspring.interrupt.child_run"] = data.child_run
+        self._put(attrs, "mainspring.interrupt.payload", data.payload)
         span = SpanRecord(
             f"interrupt {node}",
             "wait",
@@ -440,33 +450,33 @@ class SpanBuilder:
         run.waits[iid] = span
         self._current = span
 
-    def _resumed(self, run: _Run, event: Event) -> None:
-        values = event.data.get("values") or {}
-        for iid, value in values.items():
-            span = run.waits.pop(str(iid), None)
+    def _resumed(self, run: _Run, event: Event, data: Resumed) -> None:
+        for iid, value in data.values.items():
+            span = run.waits.pop(iid, None)
             if span is not None:
                 self._put(span.attributes, "mainspring.interrupt.value", value)
                 self._close(span, ns(event.ts))
 
-    def _emitted(self, run: _Run, event: Event) -> None:
-        _, task = self._task(run, event)
+    def _emitted(self, run: _Run, event: Event, data: Emitted) -> None:
+        task = self._task(run, data.task, event.ts)
         attrs: dict[str, AttrValue] = {"mainspring.seq": event.seq}
-        self._put(attrs, "mainspring.data", event.data.get("data"))
+        self._put(attrs, "mainspring.data", data.data)
         (task.open or run.span).add_event(SpanEvent("mainspring.emitted", ns(event.ts), attrs))
 
-    def _failed(self, run: _Run, event: Event) -> None:
-        set_error(run.span, event.data.get("error"), ns(event.ts))
+    def _failed(self, run: _Run, event: Event, data: Failed) -> None:
+        set_error(run.span, data.error, ns(event.ts))
         self._end_run(run, event, "failed")
 
-    def _finished(self, run: _Run, event: Event) -> None:
+    def _finished(self, run: _Run, event: Event, data: EventData) -> None:
         self._end_run(run, event, "finished")
 
-    def _cancelled(self, run: _Run, event: Event) -> None:
-        run.span.attributes["mainspring.cancel.reason"] = str(event.data.get("reason", ""))
+    def _cancelled(self, run: _Run, event: Event, data: Cancelled) -> None:
+        run.span.attributes["mainspring.cancel.reason"] = data.reason
         self._end_run(run, event, "cancelled")
 
 
-_HANDLERS: dict[EventKind, Callable[[SpanBuilder, _Run, Event], None]] = {
+# Each handler takes the data of its kind of event (``Event`` pairs a kind with its type).
+_HANDLERS: dict[EventKind, Callable[[SpanBuilder, _Run, Event, Any], None]] = {
     EventKind.STEP_STARTED: SpanBuilder._step_started,
     EventKind.STEP_FINISHED: SpanBuilder._step_finished,
     EventKind.STEP_FAILED: SpanBuilder._step_failed,

@@ -7,6 +7,7 @@ from typing import Any, Final
 
 import orjson
 
+from ..events import ErrorInfo
 from .conventions import AttrValue, Usage, json_text
 from .records import SpanEvent, SpanRecord
 
@@ -29,14 +30,13 @@ def name_effect(span: SpanRecord, kind: str, short: str, thread: str | None) -> 
             attrs["gen_ai.conversation.id"] = thread
 
 
-def set_error(span: SpanRecord, error: Any, ts_ns: int) -> None:
-    err = error if isinstance(error, dict) else {}
-    kind, message = str(err.get("type", "Error")), str(err.get("message", ""))
+def set_error(span: SpanRecord, error: ErrorInfo | None, ts_ns: int) -> None:
+    kind, message = ("Error", "") if error is None else (error.type, error.message)
     span.status, span.status_message = "error", f"{kind}: {message}"
     span.attributes["error.type"] = kind
     attrs: dict[str, AttrValue] = {"exception.type": kind, "exception.message": message}
-    if err.get("traceback"):
-        attrs["exception.stacktrace"] = str(err["traceback"])
+    if error is not None and error.traceback:
+        attrs["exception.stacktrace"] = error.traceback
     span.add_event(SpanEvent("exception", ts_ns, attrs))
 
 

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any, Final
+from typing import Final
+
+from ..events import RunStarted
 
 _SEP: Final = "\x1f"
 # A subgraph run's id is ``parent/node.step.task`` (``.aN`` for a retried attempt).
@@ -47,18 +48,12 @@ def trace_id(root_run_id: str, nonce: str | None = None) -> int:
     return _hash(16, "trace", root_run_id, nonce)
 
 
-def trace_of(run_id: str, started: Mapping[str, Any]) -> int:
+def trace_of(run_id: str, started: RunStarted) -> int:
     """The trace of run ``run_id``, from the data of its ``run_started`` event."""
-    parent = started.get("parent")
-    if isinstance(parent, Mapping):
-        root = parent.get("root")
-        nonce = parent.get("root_nonce")
-        return trace_id(
-            str(root) if root is not None else guess_root(str(parent["run_id"])),
-            nonce if isinstance(nonce, str) else None,
-        )
-    nonce = started.get("nonce")
-    return trace_id(run_id, nonce if isinstance(nonce, str) else None)
+    parent = started.parent
+    if parent is not None:
+        return trace_id(parent.root or guess_root(parent.run_id), parent.root_nonce)
+    return trace_id(run_id, started.nonce)
 
 
 def run_span_id(run_id: str) -> int:

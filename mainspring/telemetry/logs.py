@@ -20,7 +20,23 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 import orjson
 
-from ..events import Event, EventKind
+from ..events import (
+    Cancelled,
+    Discarded,
+    EffectFinished,
+    EffectStarted,
+    Emitted,
+    ErrorInfo,
+    Event,
+    EventKind,
+    Failed,
+    Interrupted,
+    Resumed,
+    RunStarted,
+    StepFailed,
+    StepFinished,
+    StepStarted,
+)
 from ..store import Store
 from . import ids
 from .pump import DEFAULT_CAPACITY, EventPump
@@ -171,43 +187,57 @@ _LEVELS: Final = {
 }
 
 
+# The kinds of event that belong to one task of a step (and so name its node).
+_TASK_DATA: Final = (
+    StepStarted,
+    StepFinished,
+    StepFailed,
+    EffectStarted,
+    EffectFinished,
+    Interrupted,
+    Emitted,
+    Discarded,
+)
+
+
+def _error(error: ErrorInfo) -> str:
+    return f"{error.type}: {error.message}"
+
+
 def _describe(event: Event) -> tuple[int, str]:
     """(level, message) of one event."""
-    d, kind = event.data, event.kind
-    level = _LEVELS.get(kind, logging.DEBUG)
-    node = d.get("node")
-    if kind is EventKind.RUN_STARTED:
-        return level, f"run started (graph {d.get('graph')})"
-    if kind is EventKind.STEP_STARTED:
-        return level, f"node {node} started (step {d.get('step')}, attempt {d.get('attempt', 1)})"
-    if kind is EventKind.STEP_FINISHED:
-        return level, f"node {node} finished"
-    if kind is EventKind.STEP_FAILED:
-        err = d.get("error") or {}
-        retry = f"; retrying in {d.get('delay', 0):.2f} s" if d.get("retry") else ""
-        return (logging.WARNING if d.get("retry") else logging.ERROR), (
-            f"node {node} failed: {err.get('type')}: {err.get('message')}{retry}"
-        )
-    if kind is EventKind.EFFECT_STARTED:
-        return level, f"effect {d.get('name')} started"
-    if kind is EventKind.EFFECT_FINISHED:
-        if "error" in d:
-            return (
-                logging.WARNING,
-                f"effect {d.get('name')} raised {d['error'].get('type')}: {d['error'].get('message')}",
+    level = _LEVELS.get(event.kind, logging.DEBUG)
+    match event.data:
+        case RunStarted(graph=graph):
+            return level, f"run started (graph {graph})"
+        case StepStarted(node=node, step=step, attempt=attempt):
+            return level, f"node {node} started (step {step}, attempt {attempt})"
+        case StepFinished(node=node):
+            return level, f"node {node} finished"
+        case StepFailed(node=node, error=error, retry=retry, delay=delay):
+            then = f"; retrying in {delay:.2f} s" if retry else ""
+            return (logging.WARNING if retry else logging.ERROR), (
+                f"node {node} failed: {_error(error)}{then}"
             )
-        return level, f"effect {d.get('name')} finished"
-    if kind is EventKind.INTERRUPTED:
-        return level, f"node {node} waits on interrupt {d.get('id')}"
-    if kind is EventKind.RESUMED:
-        return level, f"resumed ({', '.join(map(str, d.get('values') or {}))})"
-    if kind is EventKind.FAILED:
-        err = d.get("error") or {}
-        return level, f"run failed: {err.get('type')}: {err.get('message')}"
-    if kind is EventKind.CANCELLED:
-        return level, f"run cancelled: {d.get('reason')}"
-    if kind is EventKind.EMITTED:
-        return level, f"node {node} emitted an event"
+        case EffectStarted(name=name):
+            return level, f"effect {name} started"
+        case EffectFinished(name=name, error=error):
+            if error is not None:
+                return logging.WARNING, f"effect {name} raised {_error(error)}"
+            return level, f"effect {name} finished"
+        case Interrupted(node=node, id=iid):
+            return level, f"node {node} waits on interrupt {iid}"
+        case Resumed(values=values):
+            return level, f"resumed ({', '.join(map(str, values))})"
+        case Emitted(node=node):
+            return level, f"node {node} emitted an event"
+        case Discarded(node=node, effect=effect, name=name, seconds=seconds):
+            what = f"effect {name} of node {node}" if effect is not None else f"node {node}"
+            return level, f"{what} finished {seconds:.1f} s late; what it returned was discarded"
+        case Failed(error=error):
+            return level, f"run failed: {_error(error)}"
+        case Cancelled(reason=reason):
+            return level, f"run cancelled: {reason}"
     return level, "run finished"
 
 
@@ -240,11 +270,12 @@ class JournalLogger(EventPump):
         if not self.logger.isEnabledFor(level):
             return
         trace, span = self._spans.current or (0, 0)
+        data = event.data
         extra = {
             "run_id": event.run_id,
             "trace_id": ids.hex_trace(trace),
             "span_id": ids.hex_span(span),
-            "node": event.data.get("node"),
+            "node": data.node if isinstance(data, _TASK_DATA) else None,
             "event": str(event.kind),
             "seq": event.seq,
         }

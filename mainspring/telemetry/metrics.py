@@ -17,7 +17,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
-from ..events import Event, EventKind
+from ..events import (
+    UNSET,
+    EffectFinished,
+    EffectStarted,
+    Event,
+    EventData,
+    EventKind,
+    Interrupted,
+    Resumed,
+    RunStarted,
+    StepFailed,
+    StepFinished,
+    StepStarted,
+)
 from .conventions import effect_kind, usage_of
 
 Kind = Literal["counter", "histogram", "gauge"]
@@ -211,10 +224,11 @@ class MetricsAggregator:
     # -- events --------------------------------------------------------------------
 
     def feed(self, event: Event, replay: bool = False) -> None:
-        kind, live = event.kind, not replay
+        kind, data, live = event.kind, event.data, not replay
         run = self.runs.get(event.run_id)
         if kind is EventKind.RUN_STARTED:
-            run = self._start(event)
+            assert isinstance(data, RunStarted)
+            run = self._start(event.run_id, data)
             if live:
                 self.add("mainspring_runs_started", (run.graph,))
         elif run is None:
@@ -226,7 +240,7 @@ class MetricsAggregator:
             self.add("mainspring_active_runs", (run.graph,), 1)
         handler = _HANDLERS.get(kind)
         if handler is not None:
-            handler(self, run, event, live)
+            handler(self, run, event, data, live)
 
     def _register(self, run_id: str, state: _RunState) -> _RunState:
         self.runs[run_id] = state
@@ -234,16 +248,14 @@ class MetricsAggregator:
             self.runs.popitem(last=False)
         return state
 
-    def _start(self, event: Event) -> _RunState:
-        data = event.data
-        tenant = (data.get("metadata") or {}).get("tenant")
-        parent = data.get("parent")
-        if not isinstance(tenant, str) and isinstance(parent, dict):
-            above = self.runs.get(str(parent.get("run_id")))
+    def _start(self, run_id: str, data: RunStarted) -> _RunState:
+        tenant = (data.metadata or {}).get("tenant")
+        parent = data.parent
+        if not isinstance(tenant, str) and parent is not None:
+            above = self.runs.get(parent.run_id)
             tenant = above.tenant if above is not None else None
         return self._register(
-            event.run_id,
-            _RunState(str(data.get("graph", "")), tenant if isinstance(tenant, str) else ""),
+            run_id, _RunState(data.graph, tenant if isinstance(tenant, str) else "")
         )
 
     def _park_or_go(self, run: _RunState) -> None:
@@ -252,44 +264,50 @@ class MetricsAggregator:
             run.active = False
             self.add("mainspring_active_runs", (run.graph,), -1)
 
-    def _step_started(self, run: _RunState, event: Event, live: bool) -> None:
-        step, task = int(event.data["step"]), int(event.data["task"])
+    def _step_started(self, run: _RunState, event: Event, data: StepStarted, live: bool) -> None:
+        step, task = data.step, data.task
         if step != run.step:
             run.step, run.tasks, run.attempts = step, set(), {}
         run.tasks.add(task)
         run.attempts[task] = event.ts
 
-    def _step_ended(self, run: _RunState, event: Event, live: bool) -> None:
-        data = event.data
-        task = int(data["task"])
+    def _step_ended(
+        self, run: _RunState, event: Event, data: StepFinished | StepFailed, live: bool
+    ) -> None:
+        task = data.task
         started = run.attempts.pop(task, None)
-        node = str(data.get("node", ""))
-        if event.kind is EventKind.STEP_FINISHED or not data.get("retry"):
+        retry = isinstance(data, StepFailed) and data.retry
+        if not retry:
             run.tasks.discard(task)
         if not live:
             return
         if started is not None:
             self.observe(
-                "mainspring_step_duration_seconds", (run.graph, node), max(0.0, event.ts - started)
+                "mainspring_step_duration_seconds",
+                (run.graph, data.node),
+                max(0.0, event.ts - started),
             )
-        if event.kind is EventKind.STEP_FAILED and data.get("retry"):
-            self.add("mainspring_retries", (run.graph, node))
+        if retry:
+            self.add("mainspring_retries", (run.graph, data.node))
 
-    def _effect_started(self, run: _RunState, event: Event, live: bool) -> None:
-        run.effects[(int(event.data.get("task", 0)), int(event.data["effect"]))] = event.ts
+    def _effect_started(
+        self, run: _RunState, event: Event, data: EffectStarted, live: bool
+    ) -> None:
+        run.effects[(data.task, data.effect)] = event.ts
 
-    def _effect_finished(self, run: _RunState, event: Event, live: bool) -> None:
-        data = event.data
-        started = run.effects.pop((int(data.get("task", 0)), int(data["effect"])), None)
+    def _effect_finished(
+        self, run: _RunState, event: Event, data: EffectFinished, live: bool
+    ) -> None:
+        started = run.effects.pop((data.task, data.effect), None)
         if not live:
             return
-        result = data.get("result")
-        kind, name = effect_kind(str(data["name"]), result)
+        result = None if data.result is UNSET else data.result
+        kind, name = effect_kind(data.name, result)
         if started is not None:
             self.observe(
                 "mainspring_effect_duration_seconds", (kind, name), max(0.0, event.ts - started)
             )
-        if "error" in data:
+        if data.error is not None:
             self.add("mainspring_effect_errors", (kind, name))
         usage = usage_of(result)
         if usage is not None:
@@ -302,25 +320,24 @@ class MetricsAggregator:
             if cost:
                 self.add("mainspring_cost_usd", (model, run.tenant), cost)
 
-    def _interrupted(self, run: _RunState, event: Event, live: bool) -> None:
-        iid = str(event.data["id"])
-        task = int(event.data.get("task", 0))
+    def _interrupted(self, run: _RunState, event: Event, data: Interrupted, live: bool) -> None:
+        iid, task = data.id, data.task
         run.attempts.pop(task, None)
         run.waiting[iid] = task
         if live:
-            if not event.data.get("child"):  # one standing for a subgraph's is counted there
+            if not data.child:  # one standing for a subgraph's is counted there
                 run.counted.add(iid)
                 self.add("mainspring_interrupts_waiting", (run.graph,), 1)
             self._park_or_go(run)
 
-    def _resumed(self, run: _RunState, event: Event, live: bool) -> None:
-        for iid in event.data.get("values") or {}:
-            run.waiting.pop(str(iid), None)
-            if str(iid) in run.counted:
-                run.counted.discard(str(iid))
+    def _resumed(self, run: _RunState, event: Event, data: Resumed, live: bool) -> None:
+        for iid in data.values:
+            run.waiting.pop(iid, None)
+            if iid in run.counted:
+                run.counted.discard(iid)
                 self.add("mainspring_interrupts_waiting", (run.graph,), -1)
 
-    def _ended(self, run: _RunState, event: Event, live: bool) -> None:
+    def _ended(self, run: _RunState, event: Event, data: EventData, live: bool) -> None:
         if run.counted:
             self.add("mainspring_interrupts_waiting", (run.graph,), -len(run.counted))
             run.counted.clear()
@@ -338,7 +355,10 @@ _ENDS: Final = {
     EventKind.CANCELLED: "mainspring_runs_cancelled",
 }
 
-_HANDLERS: Final[dict[EventKind, Callable[[MetricsAggregator, _RunState, Event, bool], None]]] = {
+# Each handler takes the data of its kind of event (``Event`` pairs a kind with its type).
+_HANDLERS: Final[
+    dict[EventKind, Callable[[MetricsAggregator, _RunState, Event, Any, bool], None]]
+] = {
     EventKind.STEP_STARTED: MetricsAggregator._step_started,
     EventKind.STEP_FINISHED: MetricsAggregator._step_ended,
     EventKind.STEP_FAILED: MetricsAggregator._step_ended,

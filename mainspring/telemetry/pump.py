@@ -14,7 +14,7 @@ import threading
 from collections import deque
 from typing import Final, Generic, TypeVar
 
-from ..events import TERMINAL_KINDS, Event, EventKind
+from ..events import TERMINAL_KINDS, Event, RunStarted
 from .reader import JournalReader, StoreReader
 
 log = logging.getLogger("mainspring.telemetry")
@@ -167,11 +167,11 @@ class EventPump(Worker[Event]):
         # got follows it directly (the runtime does not pass run_started to listeners),
         # or follows the copied journal of a fork; anything else was traced elsewhere.
         out = [(e, True) for e in history]
-        if out and out[0][0].kind is EventKind.RUN_STARTED:
-            first = out[0][0]
-            forked = first.data.get("forked_from")
-            if seq == 2 or (isinstance(forked, dict) and forked.get("seq") == seq - 1):
-                out[0] = (first, False)
+        started = out[0][0].data if out else None
+        if isinstance(started, RunStarted):
+            forked = started.forked_from
+            if seq == 2 or (forked is not None and forked.seq == seq - 1):
+                out[0] = (out[0][0], False)
         return out
 
     def close(self, timeout: float | None = 5.0, *, keep_reader: bool = False) -> None:

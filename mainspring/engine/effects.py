@@ -1,0 +1,421 @@
+"""The effect pipeline: how one call of a node to the world is made, once.
+
+``ctx.step`` is its public face, and every later capability (tools, models, memory,
+publishing) calls :func:`perform` with an :class:`EffectCall` of its own kind.
+
+In order, for the effect at index ``i`` of a task:
+
+1. the journal first: a finished effect returns its recorded result (or raises its
+   recorded error), a changed node meets a NondeterminismError, a fork answers from
+   its source's journal (``effects="reuse"``);
+2. the gate's ``before`` hooks: deny, ask a person, answer, or rewrite the arguments
+   (each such decision journaled as ``effect_decided``);
+3. the lease: a process that may have lost the run looks in the store first;
+4. ``effect_started``, with the kind, the key and the redacted arguments (committed
+   now for a long-running effect, so other processes see it in flight);
+5. the call, with its idempotency key; a sync function in a worker thread;
+6. the gate's ``after`` hooks (validate, screen, account), the result's round trip
+   checked, and ``effect_finished`` committed before the node sees the result.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import lru_cache, partial
+from typing import TYPE_CHECKING, Any
+
+from ..errors import EffectDeniedError, EffectError, NondeterminismError, SerializationError
+from ..events import (
+    EffectDecided,
+    EffectFinished,
+    EffectStarted,
+    ErrorInfo,
+    error_info,
+)
+from ._threads import call_in_thread
+from .fold import EffectRecord, TaskRecord
+from .gate import Answer, Approve, Deny, Effect, Outcome, Rewrite, capped
+
+if TYPE_CHECKING:
+    from .driver import RunDriver
+
+current_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "mainspring_idempotency_key", default=None
+)
+
+Interrupt = Callable[[Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class EffectCall:
+    """A call to make as an effect: ``fn(*args, **kwargs)``, of a kind, under a name."""
+
+    kind: str
+    name: str
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    long_running: bool = False  # journal effect_started before the call, not with its end
+
+
+async def perform(
+    driver: RunDriver, task: TaskRecord, index: int, call: EffectCall, interrupt: Interrupt
+) -> Any:
+    """Make ``call`` as the ``index``-th effect of ``task`` (see the module's docstring)."""
+    name, fn = call.name, call.fn
+    if driver.oracle is not None:
+        return driver.oracle.effect(driver, task, index, name, fn)
+    record = task.effects.get(index)
+    key = _key_of(driver, task, index, record, name)
+    if record is not None:
+        if record.name != name:
+            raise NondeterminismError(
+                f"node {task.node!r} called effect {name!r} as its effect #{index}, but the journal "
+                f"recorded {record.name!r} there: the node's code changed since the run started; "
+                "restore it, or fork the run from before this step"
+            )
+        if record.done and record.ok:
+            return _revive(fn, record.result) if driver.fold.revive else record.result
+        if record.done and record.attempt == task.attempt:
+            assert record.error is not None
+            raise recorded_error(name, record.error)
+    reused = driver.reused_effect(task, index, name)
+    if reused is not None:
+        return await _reuse(driver, task, index, name, fn, reused)
+    gate = driver.gate
+    args, kwargs = call.args, call.kwargs
+    effect = Effect(
+        call.kind, name, _named(args, kwargs), key, driver.run_id, task.node,
+        driver.fold.step, task.index, index, task.attempt, driver.fold.metadata,
+        call.long_running,
+    )  # fmt: skip
+    if not gate.empty:
+        decided = await gate.before(effect)
+        if decided is not None:
+            hook, decision = decided
+            if not isinstance(decision, Rewrite):
+                return await _decided(driver, task, effect, hook, decision, fn, interrupt)
+            effect = Effect(**{**_fields(effect), "args": dict(decision.args)})
+            args, kwargs = _positional(effect.args)
+            _record_decision(driver, task, effect, "rewrite", hook, decision.reason)
+    # Whoever acts must still hold the run: a process frozen past its lease looks first.
+    await driver.ensure_lease()
+    step, tindex, node = driver.fold.step, task.index, task.node
+    recorded_args = (
+        gate.recorded_args(effect) if not gate.empty else capped(effect.args, gate.args_cap)
+    )
+    driver.record(
+        EffectStarted(step, tindex, node, index, name, key, task.attempt, call.kind, recorded_args)
+    )
+    if call.long_running:
+        await driver.commit()
+    outcome = await _outcome(driver, task, index, name, fn, args, kwargs, key)
+    if not gate.empty:
+        outcome, changed = await gate.after(effect, outcome)
+        for hook in changed:
+            _record_decision(driver, task, effect, "after", hook, outcome.note)
+    return await _finish(driver, task, effect, fn, outcome)
+
+
+async def _outcome(
+    driver: RunDriver,
+    task: TaskRecord,
+    index: int,
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    key: str,
+) -> Outcome:
+    """Call ``fn`` with the effect's key; what came of it (a result or an error)."""
+    try:
+        result = await _call(driver, task, index, name, fn, args, kwargs, key)
+    except Exception as exc:
+        return Outcome(error=exc)
+    usage = result.get("usage") if isinstance(result, dict) else None
+    return Outcome(result, usage=usage if isinstance(usage, dict) else None)
+
+
+async def _finish(
+    driver: RunDriver, task: TaskRecord, effect: Effect, fn: Callable[..., Any], outcome: Outcome
+) -> Any:
+    """Journal what the call came to, commit, and hand it to the node."""
+    step, tindex, node, index, name = effect.step, task.index, task.node, effect.index, effect.name
+    usage = dict(outcome.usage) if outcome.usage else None
+    error = outcome.error
+    if error is None:
+        try:
+            what = f"the result of effect {name!r} in node {node!r}"
+            driver.check_json(outcome.result, what, partial(_revive, fn))
+        except SerializationError as exc:
+            error = exc  # it ran, but its result cannot be kept: recorded as failed, not redone
+    if error is not None:
+        failed = EffectFinished(
+            step, tindex, node, index, name, error=error_info(error), usage=usage
+        )
+        driver.record(failed)
+        await driver.commit()
+        raise error
+    done = EffectFinished(step, tindex, node, index, name, result=outcome.result, usage=usage)
+    driver.record(done)
+    await driver.commit()
+    return outcome.result
+
+
+async def _decided(
+    driver: RunDriver,
+    task: TaskRecord,
+    effect: Effect,
+    hook: str,
+    decision: Deny | Approve | Answer,
+    fn: Callable[..., Any],
+    interrupt: Interrupt,
+) -> Any:
+    """A call a hook stopped: denied, answered without calling, or put to a person."""
+    if isinstance(decision, Approve):
+        answer = await _approval(driver, task, effect, hook, decision, interrupt)
+        if not isinstance(answer, Deny):  # approved as it was, or with edited arguments
+            edited = effect if answer is None else Effect(**{**_fields(effect), "args": answer})
+            return await _approved(driver, task, edited, fn)
+        decision = answer  # rejected: journaled as such already
+    elif isinstance(decision, Deny):
+        _record_decision(driver, task, effect, "deny", hook, decision.reason)
+    else:
+        _record_decision(driver, task, effect, "answer", hook, decision.source)
+    driver.record(
+        EffectStarted(
+            effect.step, task.index, task.node, effect.index, effect.name, effect.key,
+            task.attempt, effect.kind, driver.gate.recorded_args(effect),
+        )
+    )  # fmt: skip
+    if isinstance(decision, Answer):
+        return await _finish(driver, task, effect, fn, Outcome(decision.result))
+    denied = EffectDeniedError(effect.name, decision.reason, hook)
+    return await _finish(driver, task, effect, fn, Outcome(error=denied))
+
+
+async def _approval(
+    driver: RunDriver,
+    task: TaskRecord,
+    effect: Effect,
+    hook: str,
+    decision: Approve,
+    interrupt: Interrupt,
+) -> Deny | dict[str, Any] | None:
+    """Park the run until a person answers: None to go on as asked, the arguments they
+    edited, or the Deny their answer means. A re-run meets their recorded answer."""
+    if not any(_asks_about(i.payload, effect.key) for i in task.interrupts.values()):
+        # The first time: say why in the journal (not again when the node runs again).
+        _record_decision(driver, task, effect, "approve", hook, decision.reason)
+    payload = {
+        "approve": {
+            "kind": effect.kind,
+            "name": effect.name,
+            "args": driver.gate.recorded_args(effect),
+            "key": effect.key,
+            "hook": hook,
+            "reason": decision.reason,
+        },
+        "data": decision.payload,
+    }
+    value = await interrupt(payload)
+    if value is True or (isinstance(value, dict) and value.get("approve") is True):
+        _record_decision(driver, task, effect, "approved", hook, "")
+        return None
+    if isinstance(value, dict) and isinstance(value.get("args"), dict):
+        _record_decision(driver, task, effect, "edited", hook, "")
+        return dict(value["args"])
+    reason = value.get("reason", "") if isinstance(value, dict) else ""
+    _record_decision(driver, task, effect, "rejected", hook, str(reason))
+    return Deny(str(reason) or "a person did not approve it")
+
+
+def _asks_about(payload: Any, key: str) -> bool:
+    """Whether an interrupt's payload is the approval asked for the effect of ``key``."""
+    if not isinstance(payload, dict) or not isinstance(ask := payload.get("approve"), dict):
+        return False
+    return bool(ask.get("key") == key)
+
+
+async def _approved(
+    driver: RunDriver, task: TaskRecord, effect: Effect, fn: Callable[..., Any]
+) -> Any:
+    args, kwargs = _positional(effect.args)
+    await driver.ensure_lease()
+    driver.record(
+        EffectStarted(
+            effect.step, task.index, task.node, effect.index, effect.name, effect.key,
+            task.attempt, effect.kind, driver.gate.recorded_args(effect),
+        )
+    )  # fmt: skip
+    if effect.long_running:
+        await driver.commit()
+    outcome = await _outcome(driver, task, effect.index, effect.name, fn, args, kwargs, effect.key)
+    outcome, changed = await driver.gate.after(effect, outcome)
+    for hook in changed:
+        _record_decision(driver, task, effect, "after", hook, outcome.note)
+    return await _finish(driver, task, effect, fn, outcome)
+
+
+def _record_decision(
+    driver: RunDriver, task: TaskRecord, effect: Effect, decision: str, hook: str, reason: str
+) -> None:
+    driver.record(
+        EffectDecided(
+            effect.step, task.index, task.node, effect.index, effect.name, decision, hook, reason
+        )
+    )
+
+
+def _key_of(
+    driver: RunDriver, task: TaskRecord, index: int, record: EffectRecord | None, name: str
+) -> str:
+    """The effect's idempotency key: deterministic, the same on every re-run and retry.
+
+    A call that started but never finished keeps the key it started with (the far
+    side may have done the work); a node retried with ``Retry(fresh_keys=True)``
+    gives each attempt keys of its own.
+    """
+    if record is not None and not record.done and record.name == name:
+        return record.key
+    key = f"{driver.run_id}:{driver.fold.step}.{task.index}.{index}"
+    retry = driver.app.nodes[task.node].retry
+    if task.attempt > 1 and retry is not None and retry.fresh_keys:
+        key = f"{key}#a{task.attempt}"
+    return key
+
+
+async def _call(
+    driver: RunDriver,
+    task: TaskRecord,
+    index: int,
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    key: str,
+) -> Any:
+    token = current_key.set(key)
+    try:
+        if _accepts_key(fn):
+            kwargs = {**kwargs, "idempotency_key": key}
+        if inspect.iscoroutinefunction(fn):
+            return await fn(*args, **kwargs)
+        where = {"step": driver.fold.step, "task": task.index, "node": task.node}
+        late = partial(
+            driver.record_late,
+            {**where, "attempt": task.attempt, "effect": index, "name": name, "key": key},
+        )
+        # The key is set again in the thread: context variables do not cross by themselves.
+        result = await call_in_thread(
+            partial(_with_key, key, fn, args, kwargs), late, driver.waits_for_threads
+        )
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+    finally:
+        current_key.reset(token)
+
+
+async def _reuse(
+    driver: RunDriver,
+    task: TaskRecord,
+    index: int,
+    name: str,
+    fn: Callable[..., Any],
+    reused: dict[str, Any],
+) -> Any:
+    """A fork's effect answered from the run it was forked from (``effects="reuse"``)."""
+    step, tindex, node = driver.fold.step, task.index, task.node
+    driver.record(EffectStarted(step, tindex, node, index, name, reused["key"], task.attempt))
+    driver.record(
+        EffectFinished(
+            step, tindex, node, index, name, result=reused["result"], reused=reused["origin"]
+        )
+    )
+    await driver.commit()
+    return _revive(fn, reused["result"]) if driver.fold.revive else reused["result"]
+
+
+def _named(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments by name, as hooks see them: positional ones under "args"."""
+    return {"args": list(args), **kwargs} if args else dict(kwargs)
+
+
+def _positional(named: typing.Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    kwargs = dict(named)
+    args = kwargs.pop("args", ())
+    return tuple(args), kwargs
+
+
+def _fields(effect: Effect) -> dict[str, Any]:
+    return {f: getattr(effect, f) for f in effect.__dataclass_fields__}
+
+
+def _with_key(key: str, fn: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> Any:
+    current_key.set(key)  # in the worker thread's own context
+    return fn(*args, **kwargs)
+
+
+@lru_cache(maxsize=1024)
+def _accepts_key(fn: Callable[..., Any]) -> bool:
+    try:
+        return "idempotency_key" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@lru_cache(maxsize=1024)
+def _return_reviver(fn: Callable[..., Any]) -> Callable[[Any], Any] | None:
+    from ..state import _reviver_for
+
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        return None
+    ret = hints.get("return")
+    if ret is None or ret is type(None):
+        return None
+    if typing.get_origin(ret) in (typing.Awaitable, typing.Coroutine):
+        ret = typing.get_args(ret)[-1]
+    return _reviver_for(ret)
+
+
+def recorded_error(name: str, error: ErrorInfo) -> BaseException:
+    """The exception an effect raised, rebuilt from the journal for a resume or replay.
+
+    The original type when it can be imported and built from its message, so a
+    node's ``except ValueError:`` behaves as it did the first time; otherwise an
+    EffectError naming it. A denial comes back as the EffectDeniedError it was.
+    """
+    module, type_name, message = error.module, error.type, error.message
+    if type_name == EffectDeniedError.__name__:
+        return EffectDeniedError(name, message.partition(": ")[2] or message)
+    if module:
+        try:
+            cls = getattr(importlib.import_module(module), type_name)
+            if isinstance(cls, type) and issubclass(cls, Exception):
+                return cls(message)
+        except Exception:  # not importable, or not buildable from one message
+            pass
+    return EffectError(name, type_name, message)
+
+
+def revive(fn: Callable[..., Any], value: Any) -> Any:
+    """Turn a result read back from JSON into the type ``fn`` is annotated to return."""
+    return _revive(fn, value)
+
+
+def _revive(fn: Callable[..., Any], value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        reviver = _return_reviver(fn)
+    except TypeError:  # unhashable callables
+        return value
+    return reviver(value) if reviver is not None else value

@@ -1,0 +1,258 @@
+"""The effect gate: the one place every call a node makes to the world passes through.
+
+An :class:`Effect` (a kind, a name, arguments, an idempotency key, and where it is
+made) meets the runtime's hooks, in the order they were registered:
+
+* before the call, each hook may ``allow`` it (return None), ``Deny`` it with a
+  reason, ask for human approval (``Approve``, a durable interrupt), ``Answer``
+  it without calling (from a cache or a record), or ``Rewrite`` its arguments;
+  the first hook that denies, asks or answers decides;
+* after the call, each hook may replace the :class:`Outcome` (validate it, screen
+  it, account its usage);
+* ``redact`` hooks choose the arguments the journal records.
+
+Hooks are small protocols (a hook implements one or more of ``before``,
+``after``, ``redact``), sync or async, registered with ``Runtime(gates=[...])``;
+the later capabilities (models, tools, policy, memory) plug in here. Every
+decision other than ``allow`` is a journal event (``effect_decided``), so replay,
+telemetry and audit see it; a run resumed after a decision meets its record,
+not the hook again.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
+
+# Effect kinds the runtime knows; capabilities add theirs ("tool", "model", ...).
+EFFECT_KINDS: Final = ("effect", "tool", "model", "memory", "publish")
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """One call a node makes to the world, as the gate's hooks see it."""
+
+    kind: str  # "effect" (ctx.step), "tool", "model", "memory", "publish"
+    name: str
+    args: Mapping[str, Any]  # by name; positional arguments under "args"
+    key: str  # the idempotency key, the same on every re-run and retry
+    run_id: str
+    node: str
+    step: int
+    task: int
+    index: int  # the effect's place in its task
+    attempt: int
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # the run's
+    long_running: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """Refuse the call: the node gets ``EffectDeniedError(reason)``; nothing is called."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Approve:
+    """Ask a person first: the run parks on an interrupt carrying ``payload`` (and the
+    effect); ``resume(run, True)`` lets the call go, ``False`` denies it, and
+    ``{"args": {...}}`` lets it go with edited arguments."""
+
+    reason: str = ""
+    payload: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Answer without calling (a cache, a record): ``result`` is the effect's result."""
+
+    result: Any
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """Go on with other arguments (e.g. one redacted, one defaulted)."""
+
+    args: Mapping[str, Any]
+    reason: str = ""
+
+
+Decision: TypeAlias = Deny | Approve | Answer | Rewrite
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a call came to: its result or its error, and the usage it reports."""
+
+    result: Any = None
+    error: BaseException | None = None
+    usage: Mapping[str, Any] | None = None
+    note: str = ""  # set by a hook that changed the outcome: journaled with its decision
+
+
+@runtime_checkable
+class BeforeEffect(Protocol):
+    def before(self, effect: Effect) -> Decision | Awaitable[Decision | None] | None: ...
+
+
+@runtime_checkable
+class AfterEffect(Protocol):
+    def after(
+        self, effect: Effect, outcome: Outcome
+    ) -> Outcome | Awaitable[Outcome | None] | None: ...
+
+
+@runtime_checkable
+class RedactEffect(Protocol):
+    def redact(self, effect: Effect, args: Mapping[str, Any]) -> Mapping[str, Any]: ...
+
+
+GateHook: TypeAlias = BeforeEffect | AfterEffect | RedactEffect
+
+# Argument names whose values never enter the journal (the default redaction).
+SECRET_NAMES: Final = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "authorization",
+)
+REDACTED: Final = "[redacted]"
+ARGS_CAP: Final = 8192  # bytes of arguments a journal records, about
+
+
+class Gate:
+    """The hooks of one runtime, sorted by what they do; built once, run per effect."""
+
+    __slots__ = ("_afters", "_befores", "_redactors", "args_cap", "hooks")
+
+    def __init__(self, hooks: Sequence[object] = (), *, args_cap: int = ARGS_CAP) -> None:
+        self.hooks = tuple(hooks)
+        self.args_cap = args_cap
+        self._befores: list[tuple[str, Callable[..., Any], bool]] = []
+        self._afters: list[tuple[str, Callable[..., Any], bool]] = []
+        self._redactors: list[Callable[..., Any]] = []
+        for hook in self.hooks:
+            found = False
+            if callable(before := getattr(hook, "before", None)):
+                self._befores.append((_name(hook), before, inspect.iscoroutinefunction(before)))
+                found = True
+            if callable(after := getattr(hook, "after", None)):
+                self._afters.append((_name(hook), after, inspect.iscoroutinefunction(after)))
+                found = True
+            if callable(redact := getattr(hook, "redact", None)):
+                self._redactors.append(redact)
+                found = True
+            if not found:
+                raise TypeError(
+                    f"gate hook {hook!r} has none of before(effect), after(effect, outcome) "
+                    "or redact(effect, args); give it one"
+                )
+
+    @property
+    def empty(self) -> bool:
+        return not self.hooks
+
+    async def before(self, effect: Effect) -> tuple[str, Decision] | None:
+        """The first decision other than allow, with the hook that made it; a Rewrite
+        goes on to the next hooks with the new arguments (the last one is returned)."""
+        rewrite: tuple[str, Decision] | None = None
+        for name, hook, is_async in self._befores:
+            decision = await hook(effect) if is_async else hook(effect)
+            if inspect.isawaitable(decision):
+                decision = await decision
+            if decision is None:
+                continue
+            if isinstance(decision, Rewrite):
+                effect = _with_args(effect, decision.args)
+                rewrite = (name, decision)
+                continue
+            if not isinstance(decision, Deny | Approve | Answer):
+                raise TypeError(
+                    f"gate hook {name} returned {decision!r}; return None (allow), Deny, "
+                    "Approve, Answer or Rewrite"
+                )
+            return name, decision
+        return rewrite
+
+    async def after(self, effect: Effect, outcome: Outcome) -> tuple[Outcome, list[str]]:
+        """The outcome once every after-hook has seen it, and the hooks that changed it."""
+        changed: list[str] = []
+        for name, hook, is_async in self._afters:
+            new = await hook(effect, outcome) if is_async else hook(effect, outcome)
+            if inspect.isawaitable(new):
+                new = await new
+            if new is not None and new is not outcome:
+                if not isinstance(new, Outcome):
+                    raise TypeError(
+                        f"gate hook {name} returned {new!r} from after(); return an Outcome or None"
+                    )
+                outcome = new
+                changed.append(name)
+        return outcome, changed
+
+    def recorded_args(self, effect: Effect) -> Any:
+        """The arguments as the journal records them: redacted, JSON, capped in size."""
+        args: Mapping[str, Any] = effect.args
+        if any(k.lower() in SECRET_NAMES for k in args):
+            args = {k: REDACTED if k.lower() in SECRET_NAMES else v for k, v in args.items()}
+        for redact in self._redactors:
+            args = redact(effect, args)
+        return capped(args, self.args_cap)
+
+
+def capped(args: Mapping[str, Any], cap: int) -> Any:
+    """``args`` as JSON, or a short account of them when they are bigger than ``cap``."""
+    from ..events import encode, jsonable_or_repr
+
+    size = _size(args, cap)
+    if size <= cap and _plain(args):
+        return dict(args)
+    value = jsonable_or_repr(dict(args))
+    encoded = encode(value) if not isinstance(value, str) else value.encode()
+    if len(encoded) <= cap:
+        return value
+    preview = encoded[: min(1024, cap // 4)].decode(errors="replace")
+    return {"truncated": True, "bytes": len(encoded), "preview": preview}
+
+
+def _size(value: Any, cap: int) -> int:
+    """A quick upper estimate of ``value``'s JSON size, stopping once past ``cap``."""
+    total = 0
+    stack = [value]
+    while stack and total <= cap:
+        v = stack.pop()
+        if isinstance(v, str):
+            total += len(v) + 2
+        elif isinstance(v, Mapping):
+            stack.extend(v.values())
+            total += sum(len(str(k)) + 4 for k in v)
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
+            total += 2 + len(v)
+        else:
+            total += 24
+    return total
+
+
+def _plain(args: Mapping[str, Any]) -> bool:
+    from ..events import plain_json
+
+    return all(type(k) is str for k in args) and all(plain_json(v) for v in args.values())
+
+
+def _with_args(effect: Effect, args: Mapping[str, Any]) -> Effect:
+    from dataclasses import replace
+
+    return replace(effect, args=dict(args))
+
+
+def _name(hook: object) -> str:
+    name = getattr(hook, "name", None)
+    return name if isinstance(name, str) else type(hook).__name__
