@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from ..errors import EffectDeniedError, EffectError, NondeterminismError, SerializationError
 from ..events import (
     EffectDecided,
@@ -88,38 +90,44 @@ async def perform(
     if reused is not None:
         return await _reuse(driver, task, index, name, fn, reused)
     gate = driver.gate
-    args, kwargs = call.args, call.kwargs
-    effect = Effect(
-        call.kind, name, _named(args, kwargs), key, driver.run_id, task.node,
-        driver.fold.step, task.index, index, task.attempt, driver.fold.metadata,
-        call.long_running,
-    )  # fmt: skip
     if not gate.empty:
-        decided = await gate.before(effect)
-        if decided is not None:
-            hook, decision = decided
-            if not isinstance(decision, Rewrite):
-                return await _decided(driver, task, effect, hook, decision, fn, interrupt)
-            effect = Effect(**{**_fields(effect), "args": dict(decision.args)})
-            args, kwargs = _positional(effect.args)
-            _record_decision(driver, task, effect, "rewrite", hook, decision.reason)
-    # Whoever acts must still hold the run: a process frozen past its lease looks first.
-    await driver.ensure_lease()
+        return await _gated(driver, task, index, call, key, interrupt)
+    # No hooks: no Effect to build, only the arguments to record.
+    await driver.ensure_lease()  # a process frozen past its lease looks in the store first
     step, tindex, node = driver.fold.step, task.index, task.node
-    recorded_args = (
-        gate.recorded_args(effect) if not gate.empty else capped(effect.args, gate.args_cap)
-    )
-    driver.record(
-        EffectStarted(step, tindex, node, index, name, key, task.attempt, call.kind, recorded_args)
-    )
+    args, kwargs = call.args, call.kwargs
+    recorded = capped(_named(args, kwargs), gate.args_cap) if args or kwargs else {}
+    started = EffectStarted(step, tindex, node, index, name, key, task.attempt, call.kind, recorded)
+    driver.record(started)
     if call.long_running:
         await driver.commit()
     outcome = await _outcome(driver, task, index, name, fn, args, kwargs, key)
-    if not gate.empty:
-        outcome, changed = await gate.after(effect, outcome)
-        for hook in changed:
-            _record_decision(driver, task, effect, "after", hook, outcome.note)
-    return await _finish(driver, task, effect, fn, outcome)
+    return await _finish(driver, task, step, index, name, fn, outcome)
+
+
+async def _gated(
+    driver: RunDriver,
+    task: TaskRecord,
+    index: int,
+    call: EffectCall,
+    key: str,
+    interrupt: Interrupt,
+) -> Any:
+    """The pipeline's steps 2 to 6 with the gate's hooks (see the module's docstring)."""
+    gate, name, fn = driver.gate, call.name, call.fn
+    effect = Effect(
+        call.kind, name, _named(call.args, call.kwargs), key, driver.run_id, task.node,
+        driver.fold.step, task.index, index, task.attempt, driver.fold.metadata,
+        call.long_running,
+    )  # fmt: skip
+    decided = await gate.before(effect)
+    if decided is not None:
+        hook, decision = decided
+        if not isinstance(decision, Rewrite):
+            return await _decided(driver, task, effect, hook, decision, fn, interrupt)
+        effect = msgspec.structs.replace(effect, args=dict(decision.args))
+        _record_decision(driver, task, effect, "rewrite", hook, decision.reason)
+    return await _approved(driver, task, effect, fn)
 
 
 async def _outcome(
@@ -142,13 +150,19 @@ async def _outcome(
 
 
 async def _finish(
-    driver: RunDriver, task: TaskRecord, effect: Effect, fn: Callable[..., Any], outcome: Outcome
+    driver: RunDriver,
+    task: TaskRecord,
+    step: int,
+    index: int,
+    name: str,
+    fn: Callable[..., Any],
+    outcome: Outcome,
 ) -> Any:
     """Journal what the call came to, commit, and hand it to the node."""
-    step, tindex, node, index, name = effect.step, task.index, task.node, effect.index, effect.name
+    tindex, node = task.index, task.node
     usage = dict(outcome.usage) if outcome.usage else None
     error = outcome.error
-    if error is None:
+    if error is None and driver.checks_values:
         try:
             what = f"the result of effect {name!r} in node {node!r}"
             driver.check_json(outcome.result, what, partial(_revive, fn))
@@ -180,7 +194,7 @@ async def _decided(
     if isinstance(decision, Approve):
         answer = await _approval(driver, task, effect, hook, decision, interrupt)
         if not isinstance(answer, Deny):  # approved as it was, or with edited arguments
-            edited = effect if answer is None else Effect(**{**_fields(effect), "args": answer})
+            edited = effect if answer is None else msgspec.structs.replace(effect, args=answer)
             return await _approved(driver, task, edited, fn)
         decision = answer  # rejected: journaled as such already
     elif isinstance(decision, Deny):
@@ -193,10 +207,12 @@ async def _decided(
             task.attempt, effect.kind, driver.gate.recorded_args(effect),
         )
     )  # fmt: skip
-    if isinstance(decision, Answer):
-        return await _finish(driver, task, effect, fn, Outcome(decision.result))
-    denied = EffectDeniedError(effect.name, decision.reason, hook)
-    return await _finish(driver, task, effect, fn, Outcome(error=denied))
+    outcome = (
+        Outcome(decision.result)
+        if isinstance(decision, Answer)
+        else Outcome(error=EffectDeniedError(effect.name, decision.reason, hook))
+    )
+    return await _finish(driver, task, effect.step, effect.index, effect.name, fn, outcome)
 
 
 async def _approval(
@@ -259,7 +275,7 @@ async def _approved(
     outcome, changed = await driver.gate.after(effect, outcome)
     for hook in changed:
         _record_decision(driver, task, effect, "after", hook, outcome.note)
-    return await _finish(driver, task, effect, fn, outcome)
+    return await _finish(driver, task, effect.step, effect.index, effect.name, fn, outcome)
 
 
 def _record_decision(
@@ -304,7 +320,7 @@ async def _call(
     try:
         if _accepts_key(fn):
             kwargs = {**kwargs, "idempotency_key": key}
-        if inspect.iscoroutinefunction(fn):
+        if _is_async(fn):
             return await fn(*args, **kwargs)
         where = {"step": driver.fold.step, "task": task.index, "node": task.node}
         late = partial(
@@ -353,13 +369,19 @@ def _positional(named: typing.Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[
     return tuple(args), kwargs
 
 
-def _fields(effect: Effect) -> dict[str, Any]:
-    return {f: getattr(effect, f) for f in effect.__dataclass_fields__}
-
-
 def _with_key(key: str, fn: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> Any:
     current_key.set(key)  # in the worker thread's own context
     return fn(*args, **kwargs)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    try:
+        return _is_coroutine_function(fn)
+    except TypeError:  # unhashable callables
+        return inspect.iscoroutinefunction(fn)
+
+
+_is_coroutine_function = lru_cache(maxsize=1024)(inspect.iscoroutinefunction)
 
 
 @lru_cache(maxsize=1024)

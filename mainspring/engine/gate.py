@@ -23,16 +23,20 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
+
+import msgspec
+
+from ..events import encode, jsonable_or_repr, plain_json
 
 # Effect kinds the runtime knows; capabilities add theirs ("tool", "model", ...).
 EFFECT_KINDS: Final = ("effect", "tool", "model", "memory", "publish")
 
 
-@dataclass(frozen=True, slots=True)
-class Effect:
-    """One call a node makes to the world, as the gate's hooks see it."""
+class Effect(msgspec.Struct, frozen=True):
+    """One call a node makes to the world, as the gate's hooks see it (a msgspec Struct:
+    frozen, and cheap to make on every gated call)."""
 
     kind: str  # "effect" (ctx.step), "tool", "model", "memory", "publish"
     name: str
@@ -44,7 +48,7 @@ class Effect:
     task: int
     index: int  # the effect's place in its task
     attempt: int
-    metadata: Mapping[str, Any] = field(default_factory=dict)  # the run's
+    metadata: Mapping[str, Any] = msgspec.field(default_factory=dict)  # the run's
     long_running: bool = False
 
 
@@ -84,7 +88,7 @@ class Rewrite:
 Decision: TypeAlias = Deny | Approve | Answer | Rewrite
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     """What a call came to: its result or its error, and the usage it reports."""
 
@@ -165,10 +169,12 @@ class Gate:
         rewrite: tuple[str, Decision] | None = None
         for name, hook, is_async in self._befores:
             decision = await hook(effect) if is_async else hook(effect)
-            if inspect.isawaitable(decision):
-                decision = await decision
             if decision is None:
                 continue
+            if inspect.isawaitable(decision):  # a sync hook that returned a coroutine
+                decision = await decision
+                if decision is None:
+                    continue
             if isinstance(decision, Rewrite):
                 effect = _with_args(effect, decision.args)
                 rewrite = (name, decision)
@@ -183,6 +189,8 @@ class Gate:
 
     async def after(self, effect: Effect, outcome: Outcome) -> tuple[Outcome, list[str]]:
         """The outcome once every after-hook has seen it, and the hooks that changed it."""
+        if not self._afters:
+            return outcome, []
         changed: list[str] = []
         for name, hook, is_async in self._afters:
             new = await hook(effect, outcome) if is_async else hook(effect, outcome)
@@ -200,7 +208,7 @@ class Gate:
     def recorded_args(self, effect: Effect) -> Any:
         """The arguments as the journal records them: redacted, JSON, capped in size."""
         args: Mapping[str, Any] = effect.args
-        if any(k.lower() in SECRET_NAMES for k in args):
+        if args and any(k.lower() in SECRET_NAMES for k in args):
             args = {k: REDACTED if k.lower() in SECRET_NAMES else v for k, v in args.items()}
         for redact in self._redactors:
             args = redact(effect, args)
@@ -209,10 +217,9 @@ class Gate:
 
 def capped(args: Mapping[str, Any], cap: int) -> Any:
     """``args`` as JSON, or a short account of them when they are bigger than ``cap``."""
-    from ..events import encode, jsonable_or_repr
-
-    size = _size(args, cap)
-    if size <= cap and _plain(args):
+    if not args:
+        return {}
+    if _size(args, cap) <= cap and _plain(args):
         return dict(args)
     value = jsonable_or_repr(dict(args))
     encoded = encode(value) if not isinstance(value, str) else value.encode()
@@ -242,15 +249,11 @@ def _size(value: Any, cap: int) -> int:
 
 
 def _plain(args: Mapping[str, Any]) -> bool:
-    from ..events import plain_json
-
     return all(type(k) is str for k in args) and all(plain_json(v) for v in args.values())
 
 
 def _with_args(effect: Effect, args: Mapping[str, Any]) -> Effect:
-    from dataclasses import replace
-
-    return replace(effect, args=dict(args))
+    return msgspec.structs.replace(effect, args=dict(args))
 
 
 def _name(hook: object) -> str:

@@ -203,6 +203,11 @@ class RunJournal:
                     listener(event)
         return True
 
+    @property
+    def checks_values(self) -> bool:
+        """Whether values are checked to round-trip through the journal (durable stores)."""
+        return self._check_json
+
     def check_json(self, value: Any, what: str, revive: Callable[[Any], Any] | None = None) -> None:
         """On a durable store, refuse a value its journal would give back changed."""
         if self._check_json and value is not None:
