@@ -31,7 +31,7 @@ from ..events import (
     StepStarted,
     to_jsonable,
 )
-from ..store import RunStatus
+from ..status import RunStatus
 
 STATUS_STYLE: Final = {
     RunStatus.RUNNING: "cyan",

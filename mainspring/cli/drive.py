@@ -11,7 +11,7 @@ from rich.text import Text
 from ..engine import PendingInterrupt, RunHandle, Runtime
 from ..engine.history import ForkEffects
 from ..errors import RunNotFoundError
-from ..store import Durability, RunStatus
+from ..status import Durability, RunStatus
 from ._common import (
     DEFAULT_STORE,
     CliError,

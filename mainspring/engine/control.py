@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Final
 from ..errors import RunStateError, StoreError
 from ..events import Cancelled, Event, Resumed
 from ..graph.compiled import CompiledGraph
-from ..store.base import RunQuery, RunRecord, RunStatus
+from ..status import RunStatus
+from ..store.base import RunQuery, RunRecord
 from .fold import RunFold
 from .handle import RunHandle
 from .journal import lost_the_run

@@ -56,7 +56,8 @@ from ..events import (
 from ..graph.builder import NodeSpec
 from ..graph.compiled import CompiledGraph
 from ..graph.types import END, START, Send
-from ..store.base import Durability, RunRecord, RunStatus, Store
+from ..status import Durability, RunStatus
+from ..store.base import RunRecord, Store
 from ._tasks import cancel_scope
 from ._threads import call_in_thread
 from .context import Context, Parked

@@ -37,7 +37,7 @@ from ..events import (
     StepStarted,
 )
 from ..state import StateSchema
-from ..store.base import RunStatus
+from ..status import RunStatus
 
 NO_ARG: Final = UNSET  # a task driven by the graph state, not by a Send (StepStarted.arg)
 

@@ -12,7 +12,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ..errors import RunCancelledError, RunFailedError
 from ..events import Event
-from ..store.base import RunStatus
+from ..status import RunStatus
 
 if TYPE_CHECKING:
     from .driver import RunDriver

@@ -26,7 +26,8 @@ from ..events import (
     to_jsonable,
 )
 from ..graph.compiled import CompiledGraph
-from ..store.base import Durability, RunRecord, RunStatus
+from ..status import Durability, RunStatus
+from ..store.base import RunRecord
 from ..store.memory import MemoryStore
 from .effects import recorded_error, revive
 from .fold import RunFold, TaskRecord

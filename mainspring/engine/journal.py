@@ -34,7 +34,8 @@ from ..errors import (
     TransientStoreError,
 )
 from ..events import Event, EventData, check_faithful
-from ..store.base import Durability, RunRecord, RunStatus, Snapshot, Store
+from ..status import Durability, RunStatus
+from ..store.base import RunRecord, Snapshot, Store
 from ._tasks import cancel_scope
 from .fold import HANDLERS, RunFold
 

@@ -30,9 +30,10 @@ from ..errors import (
 )
 from ..events import Event, EventKind, RunStarted, to_jsonable
 from ..graph.compiled import CompiledGraph
+from ..status import Durability, RunStatus
 from ..store import MemoryStore, store_from_url
 from ..store._owner import new_owner_id
-from ..store.base import Durability, RunQuery, RunRecord, RunStatus, Store, ThreadInfo
+from ..store.base import RunQuery, RunRecord, Store, ThreadInfo
 from . import control, history
 from ._tasks import RunTasks
 from .driver import ReplayOracle, RunDriver

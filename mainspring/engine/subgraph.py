@@ -17,7 +17,7 @@ from ..errors import RunFailedError, RunStateError
 from ..events import Interrupted, ParentRef, Resumed, RunStarted
 from ..graph.builder import NodeSpec
 from ..graph.compiled import CompiledGraph
-from ..store.base import RunStatus
+from ..status import RunStatus
 from .context import Parked
 from .fold import NO_ARG, TaskRecord
 from .journal import STOPS_DRIVING

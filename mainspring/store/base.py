@@ -30,31 +30,14 @@ The contract every backend honours (and ``tests/store_conformance.py`` checks):
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ..events import Event
-
-
-class Durability(enum.StrEnum):
-    SYNC = "sync"
-    BATCH = "batch"
-    OFF = "off"
-
-
-class RunStatus(enum.StrEnum):
-    RUNNING = "running"
-    INTERRUPTED = "interrupted"  # parked, waiting for resume values
-    FINISHED = "finished"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.CANCELLED)
+from ..status import Durability as Durability  # re-exported: the store API speaks them
+from ..status import RunStatus as RunStatus
 
 
 @dataclass(slots=True)
