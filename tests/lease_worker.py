@@ -78,7 +78,7 @@ async def main(args: argparse.Namespace) -> int:
     app = build(args.ledger)
     run_ids = [f"lease-{n}" for n in range(args.runs)]
     async with Runtime.open(args.store, graphs=[app], lease_ttl=args.lease_ttl) as rt:
-        adopted = len(rt._live)
+        adopted = len(rt.live_runs())
         _say("READY")
         if args.role == "drive":
             handles = [
@@ -90,7 +90,7 @@ async def main(args: argparse.Namespace) -> int:
                 runs = {r.run_id: r for r in await rt.list_runs(limit=1000)}
                 if all(r in runs and runs[r].status is RunStatus.FINISHED for r in run_ids):
                     break
-                adopted = max(adopted, sum(1 for r in run_ids if r in rt._live))
+                adopted = max(adopted, sum(1 for r in run_ids if r in rt.live_runs()))
                 await anyio.sleep(0.05)
                 if args.for_seconds and time.monotonic() > args.started + args.for_seconds:
                     break

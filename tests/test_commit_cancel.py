@@ -491,7 +491,7 @@ async def test_cancelling_a_parent_and_its_child_together_cancels_both(tmp_path:
     async with Runtime(store) as rt:
         handle = await rt.start(outer, {})
         await reached.wait()
-        child = next(run_id for run_id in rt._live if "/" in run_id)
+        child = next(run_id for run_id in rt.live_runs() if "/" in run_id)
         async with anyio.create_task_group() as tg:
             tg.start_soon(rt.cancel, handle.run_id)
             tg.start_soon(rt.cancel, child)

@@ -207,7 +207,7 @@ async def test_events_of_a_subgraph_run_end_when_it_ends() -> None:
                     await anyio.sleep(0.01)
             tg.cancel_scope.cancel()
         assert ended, f"the child's event stream never ended (saw {seen})"
-        assert child_id not in rt._subscribers
+        assert rt.services.registry.subscribers(child_id) is None
 
 
 # 7. cancel() right after start() of a batch-durability run (the driver has not yet
@@ -231,7 +231,7 @@ async def test_cancel_right_after_batch_start_cancels_the_run(tmp_path: Path) ->
         assert outcome is not None and outcome.status is RunStatus.CANCELLED, "wait() hung"
 
 
-# 8. runtime._changed gains an anyio.Event per run waited on (result()/wait() of a
+# 8. the registry's waiters gain an anyio.Event per run waited on (result()/wait() of a
 #    parked run, or a run driven elsewhere) and only loses it when this runtime
 #    later starts/stops that run: in a long-lived API server, entries pile up.
 @pytest.mark.anyio
@@ -245,4 +245,5 @@ async def test_waiting_on_parked_runs_does_not_leak_per_run_state() -> None:
             h = await rt.start(app, {})
             with anyio.move_on_after(0.01):  # e.g. an HTTP long-poll that gives up
                 await h.result()
-        assert len(rt._changed) == 0, f"{len(rt._changed)} wait events left behind"
+        waiting = rt.services.registry.waiting()
+        assert waiting == 0, f"{waiting} wait events left behind"

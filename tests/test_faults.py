@@ -462,7 +462,7 @@ async def test_a_process_that_stopped_renewing_stands_down_and_its_waiter_follow
         async def no_renewals() -> None:
             return None
 
-        a._renew = no_renewals  # type: ignore[method-assign]
+        a._leases.renew = no_renewals  # type: ignore[method-assign]
         handle = await a.start(app, {}, run_id="r")
         while not calls:
             await anyio.sleep(0.01)

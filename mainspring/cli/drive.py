@@ -9,7 +9,7 @@ import typer
 from rich.text import Text
 
 from ..engine import PendingInterrupt, RunHandle, Runtime
-from ..engine.history import ForkEffects
+from ..engine.timetravel import ForkEffects
 from ..errors import RunNotFoundError
 from ..status import Durability, RunStatus
 from ._common import (

@@ -1,10 +1,12 @@
 """The runtime: drives runs from their journals."""
 
 from .context import Context
-from .handle import PendingInterrupt, RunHandle, RunOutcome
-from .history import Divergence, ReplayReport, StateView
-from .runtime import Runtime, load_graph
+from .handle import RunHandle
+from .loader import load_graph
+from .outcome import PendingInterrupt, RunOutcome
+from .runtime import Runtime
 from .sync import SyncRunHandle, SyncRuntime
+from .timetravel import Divergence, ReplayReport, StateView
 
 __all__ = [
     "Context",

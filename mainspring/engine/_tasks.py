@@ -20,12 +20,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 
-if TYPE_CHECKING:
-    from .driver import RunDriver
+
+class Abandonable(Protocol):
+    """A run's driver, as far as its task goes: it can be told to stop where it is."""
+
+    run_id: str
+
+    def abandon(self) -> None: ...
+
 
 log = logging.getLogger("mainspring.runtime")
 
@@ -34,10 +40,10 @@ class RunTasks:
     """The tasks driving this runtime's runs, each with the driver it drives."""
 
     def __init__(self) -> None:
-        self._tasks: dict[asyncio.Task[None], RunDriver] = {}
+        self._tasks: dict[asyncio.Task[None], Abandonable] = {}
         self._closing = False
 
-    def spawn(self, driver: RunDriver, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, driver: Abandonable, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=driver.run_id)
         self._tasks[task] = driver
         task.add_done_callback(self._finished)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.from_thread
@@ -12,9 +12,7 @@ import anyio.from_thread
 from ..events import Emitted, Interrupted
 from .effects import EffectCall, current_key, perform
 from .fold import TaskRecord
-
-if TYPE_CHECKING:
-    from .driver import RunDriver
+from .seams import ActiveRun
 
 
 class Parked(BaseException):
@@ -29,7 +27,7 @@ class Context:
 
     __slots__ = ("_driver", "_effects", "_interrupts", "_task", "node")
 
-    def __init__(self, driver: RunDriver, task: TaskRecord) -> None:
+    def __init__(self, driver: ActiveRun, task: TaskRecord) -> None:
         self._driver = driver
         self._task = task
         self._effects = 0

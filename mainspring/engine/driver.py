@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable
 from contextlib import nullcontext, suppress
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import anyio
 from anyio import CancelScope
@@ -62,10 +62,8 @@ from ._tasks import cancel_scope
 from ._threads import call_in_thread
 from .context import Context, Parked
 from .fold import NO_ARG, RunFold, TaskRecord
-from .journal import STOPS_DRIVING, AppendNow, Listener, RunJournal, Stopped
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
+from .journal import STOPS_DRIVING, RunJournal, Stopped
+from .seams import AppendNow, EngineServices, Listener, ReplayOracle
 
 log = logging.getLogger("mainspring.runtime")
 
@@ -77,14 +75,6 @@ _NOT_RETRYABLE = (
     NondeterminismError,
     EffectDeniedError,
 )
-
-
-class ReplayOracle(Protocol):
-    def effect(
-        self, driver: RunDriver, task: TaskRecord, index: int, name: str, fn: Callable[..., Any]
-    ) -> Any: ...
-    def resume_value(self, step: int, task: int, index: int) -> tuple[bool, Any]: ...
-    def subgraph_update(self, step: int, task: int) -> tuple[bool, Any]: ...
 
 
 class RunDriver(RunJournal):
@@ -114,7 +104,7 @@ class RunDriver(RunJournal):
 
     def __init__(
         self,
-        runtime: Runtime,
+        services: EngineServices,
         app: CompiledGraph,
         fold: RunFold,
         *,
@@ -127,7 +117,7 @@ class RunDriver(RunJournal):
         append_now: AppendNow | None = None,
     ) -> None:
         super().__init__(
-            runtime,
+            services,
             fold,
             store=store,
             durability=durability,
@@ -154,7 +144,7 @@ class RunDriver(RunJournal):
         self._done: asyncio.Event | None = None
         self._joins: dict[str, list[str]] | None = None
         self.loop_thread = threading.get_ident()  # drivers are made on the event loop
-        self.gate = runtime.gate  # every effect of the run passes its hooks
+        self.gate = services.gate  # every effect of the run passes its hooks
         # A fork's effects answered from the run it was forked from (effects="reuse"):
         # (step, task, effect) -> {name, key, result, origin}.
         self.reuse: dict[tuple[int, int, int], dict[str, Any]] | None = None
@@ -166,7 +156,7 @@ class RunDriver(RunJournal):
         self._create_record = record
         self.run_id = started.run_id
         self.fence = record.fence
-        self.lease_valid_until = time.monotonic() + self.runtime.lease_ttl
+        self.lease_valid_until = time.monotonic() + self.services.lease_ttl
         self.fold.apply(started)
         self._pending.append(started)
         self._stored_status = RunStatus.RUNNING
@@ -221,7 +211,7 @@ class RunDriver(RunJournal):
             if self._done is not None:
                 self._done.set()
             if not self.nested:  # a subgraph's run is its parent's to wind up (run_subgraph)
-                self.runtime._driver_stopped(self)
+                self.services.registry.stopped(self)
 
     def holds_lease(self) -> bool:
         """Stopped with the run still running in the store, and its lease ours to give back."""
@@ -238,14 +228,14 @@ class RunDriver(RunJournal):
     async def release(self) -> None:
         """Give the run's lease back, best effort: a store that cannot take it now gets it
         from the runtime's heartbeat later (meanwhile its renewals skip this run)."""
-        rt = self.runtime
-        with anyio.CancelScope(shield=True), anyio.move_on_after(rt.release_timeout):
+        services = self.services
+        with anyio.CancelScope(shield=True), anyio.move_on_after(services.release_timeout):
             try:
-                await self.store.release(self.run_id, rt.owner)
+                await self.store.release(self.run_id, services.owner)
                 return
             except StoreError as exc:
                 log.warning("could not release run %s now (%s); will retry", self.run_id, exc)
-        rt.release_later(self.run_id)
+        services.registry.unreleased.add(self.run_id)  # the heartbeat tries again
 
     def reused_effect(self, task: TaskRecord, index: int, name: str) -> dict[str, Any] | None:
         """The recorded result this fork reuses for the effect, if it calls the same one."""
@@ -266,7 +256,7 @@ class RunDriver(RunJournal):
             return
         if time.monotonic() < self.lease_valid_until:
             return
-        rt = self.runtime
+        rt = self.services
         started = time.monotonic()
         try:
             # Still ours, or free and untouched since (same token): renewed, token kept.
@@ -505,9 +495,7 @@ class RunDriver(RunJournal):
         if spec.is_async:
             return await (fn(state_in, Context(self, task)) if spec.wants_ctx else fn(state_in))
         if spec.subgraph is not None:
-            from .subgraph import run_subgraph
-
-            return await run_subgraph(self, spec, task, state_in)
+            return await self.services.subgraphs(self, spec, task, state_in)
         args = (state_in, Context(self, task)) if spec.wants_ctx else (state_in,)
         if spec.blocking or spec.timeout:  # in a thread, so that the timeout can hold
             where = {"step": self.fold.step, "task": task.index, "node": task.node}

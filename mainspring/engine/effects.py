@@ -27,24 +27,24 @@ import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from ..errors import EffectDeniedError, EffectError, NondeterminismError, SerializationError
 from ..events import (
+    UNSET,
     EffectDecided,
     EffectFinished,
     EffectStarted,
     ErrorInfo,
+    Event,
     error_info,
 )
 from ._threads import call_in_thread
 from .fold import EffectRecord, TaskRecord
 from .gate import Answer, Approve, Deny, Effect, Outcome, Rewrite, capped
-
-if TYPE_CHECKING:
-    from .driver import RunDriver
+from .seams import ActiveRun
 
 current_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "mainspring_idempotency_key", default=None
@@ -66,7 +66,7 @@ class EffectCall:
 
 
 async def perform(
-    driver: RunDriver, task: TaskRecord, index: int, call: EffectCall, interrupt: Interrupt
+    driver: ActiveRun, task: TaskRecord, index: int, call: EffectCall, interrupt: Interrupt
 ) -> Any:
     """Make ``call`` as the ``index``-th effect of ``task`` (see the module's docstring)."""
     name, fn = call.name, call.fn
@@ -106,7 +106,7 @@ async def perform(
 
 
 async def _gated(
-    driver: RunDriver,
+    driver: ActiveRun,
     task: TaskRecord,
     index: int,
     call: EffectCall,
@@ -131,7 +131,7 @@ async def _gated(
 
 
 async def _outcome(
-    driver: RunDriver,
+    driver: ActiveRun,
     task: TaskRecord,
     index: int,
     name: str,
@@ -150,7 +150,7 @@ async def _outcome(
 
 
 async def _finish(
-    driver: RunDriver,
+    driver: ActiveRun,
     task: TaskRecord,
     step: int,
     index: int,
@@ -182,7 +182,7 @@ async def _finish(
 
 
 async def _decided(
-    driver: RunDriver,
+    driver: ActiveRun,
     task: TaskRecord,
     effect: Effect,
     hook: str,
@@ -216,7 +216,7 @@ async def _decided(
 
 
 async def _approval(
-    driver: RunDriver,
+    driver: ActiveRun,
     task: TaskRecord,
     effect: Effect,
     hook: str,
@@ -259,7 +259,7 @@ def _asks_about(payload: Any, key: str) -> bool:
 
 
 async def _approved(
-    driver: RunDriver, task: TaskRecord, effect: Effect, fn: Callable[..., Any]
+    driver: ActiveRun, task: TaskRecord, effect: Effect, fn: Callable[..., Any]
 ) -> Any:
     args, kwargs = _positional(effect.args)
     await driver.ensure_lease()
@@ -279,7 +279,7 @@ async def _approved(
 
 
 def _record_decision(
-    driver: RunDriver, task: TaskRecord, effect: Effect, decision: str, hook: str, reason: str
+    driver: ActiveRun, task: TaskRecord, effect: Effect, decision: str, hook: str, reason: str
 ) -> None:
     driver.record(
         EffectDecided(
@@ -289,7 +289,7 @@ def _record_decision(
 
 
 def _key_of(
-    driver: RunDriver, task: TaskRecord, index: int, record: EffectRecord | None, name: str
+    driver: ActiveRun, task: TaskRecord, index: int, record: EffectRecord | None, name: str
 ) -> str:
     """The effect's idempotency key: deterministic, the same on every re-run and retry.
 
@@ -307,7 +307,7 @@ def _key_of(
 
 
 async def _call(
-    driver: RunDriver,
+    driver: ActiveRun,
     task: TaskRecord,
     index: int,
     name: str,
@@ -339,7 +339,7 @@ async def _call(
 
 
 async def _reuse(
-    driver: RunDriver,
+    driver: ActiveRun,
     task: TaskRecord,
     index: int,
     name: str,
@@ -441,3 +441,23 @@ def _revive(fn: Callable[..., Any], value: Any) -> Any:
     except TypeError:  # unhashable callables
         return value
     return reviver(value) if reviver is not None else value
+
+
+def reusable_effects(run_id: str, later: list[Event]) -> dict[tuple[int, int, int], dict[str, Any]]:
+    """The recorded results a fork with ``effects='reuse'`` answers its effects with, by
+    position (step, task, effect index); the last successful result of each position."""
+    reuse: dict[tuple[int, int, int], dict[str, Any]] = {}
+    keys: dict[tuple[int, int, int], str] = {}
+    for e in later:
+        d = e.data
+        if isinstance(d, EffectStarted):
+            keys[(d.step, d.task, d.effect)] = d.key
+        elif isinstance(d, EffectFinished) and d.error is None:
+            where = (d.step, d.task, d.effect)
+            reuse[where] = {
+                "name": d.name,
+                "key": keys.get(where, ""),
+                "result": None if d.result is UNSET else d.result,
+                "origin": {"run_id": run_id, "seq": e.seq},
+            }
+    return reuse

@@ -22,13 +22,12 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 import anyio
 
 from ..errors import (
     ConflictError,
-    LeaseLostError,
     RunNotFoundError,
     StoreError,
     TransientStoreError,
@@ -38,9 +37,7 @@ from ..status import Durability, RunStatus
 from ..store.base import RunRecord, Snapshot, Store
 from ._tasks import cancel_scope
 from .fold import HANDLERS, RunFold
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
+from .seams import AppendNow, EngineServices, Listener
 
 log = logging.getLogger("mainspring.runtime")
 
@@ -59,35 +56,16 @@ class Stopped(BaseException):
     """
 
 
-def lost_the_run(exc: BaseException | None) -> bool:
-    """Another writer drives the run now (its outcome is for the journal to tell)."""
-    return isinstance(exc, ConflictError | LeaseLostError)
+class JournalWriter:
+    """One run's uncommitted events and its commits: the one way anything writes to a run.
 
-
-class Listener(Protocol):
-    def __call__(self, event: Event) -> None: ...
-
-
-class AppendNow(Protocol):
-    """A store's append that completes without waiting (``MemoryStore.append_now``)."""
-
-    def __call__(
-        self,
-        run_id: str,
-        expected_seq: int,
-        events: list[Event],
-        *,
-        status: RunStatus | None,
-        error: str | None,
-        fence: int | None,
-    ) -> None: ...
-
-
-class RunJournal:
-    """One run's uncommitted events and its commits; the base of ``RunDriver``."""
+    A driver writes through its :class:`RunJournal`; a cancel of a run nobody drives,
+    and a fork's copy of a journal, write through a writer of their own, with the
+    same numbering, fencing, retries and listeners.
+    """
 
     __slots__ = (
-        "__weakref__",  # Runtime._latest holds drivers weakly
+        "__weakref__",  # the registry holds a run's latest driver weakly
         "_append_now",
         "_check_json",
         "_commit_done",
@@ -97,25 +75,25 @@ class RunJournal:
         "_defer_create",
         "_inflight",
         "_listeners",
+        "_next_seq",
         "_pending",
-        "_snapshot_due",
         "_stored_status",
         "durability",
         "existing",
         "fence",
-        "fold",
         "lease_valid_until",
         "nested",
         "outcome",
         "run_id",
-        "runtime",
+        "services",
         "store",
     )
 
     def __init__(
         self,
-        runtime: Runtime,
-        fold: RunFold,
+        services: EngineServices,
+        run_id: str,
+        committed_seq: int,
         *,
         store: Store,
         durability: Durability,
@@ -123,11 +101,10 @@ class RunJournal:
         listeners: list[Listener],
         append_now: AppendNow | None,
     ) -> None:
-        self.runtime = runtime
-        self.fold = fold
+        self.services = services
         self.store = store
         self.durability = durability
-        self.run_id = fold.run_id
+        self.run_id = run_id
         self._check_json = check_json
         self._listeners = listeners
         self._append_now = append_now
@@ -137,11 +114,10 @@ class RunJournal:
         self._create_record: RunRecord | None = None
         self._defer_create = False  # Runtime.run(): the run is created by its first commit
         self.existing: RunRecord | None = None  # set when create() found the run already there
-        self._committed = fold.seq
+        self._committed = self._next_seq = committed_seq
         self._committing = False
         self._commit_done: anyio.Event | None = None
         self.nested = False  # a subgraph's run, driven inside its parent's task
-        self._snapshot_due = False
         self.fence: int | None = None  # the run's lease token while this process holds it
         # Until when (monotonic) this process surely holds the lease: renewals in a chain
         # with no gap. Past it the lease may have been taken over: look before acting.
@@ -149,20 +125,21 @@ class RunJournal:
         self.outcome: BaseException | None = None  # why the driver stopped early, if it did
 
     def record(self, data: EventData) -> Event:
-        """Append an event to the run (in memory), fold it, and tell live listeners."""
-        fold = self.fold
-        seq = fold.seq + 1
-        kind = data.kind
-        event = new_event(Event, (self.run_id, seq, kind, time.time(), data))
-        # fold.apply without its checks: this event is the next by construction, and
-        # never a run_started (begin() applies that one).
-        fold.seq = seq
-        HANDLERS[kind](fold, data)
+        """Append an event to the run (in memory) and tell live listeners."""
+        self._next_seq += 1
+        event = new_event(Event, (self.run_id, self._next_seq, data.kind, time.time(), data))
         self._pending.append(event)
         if self._create_record is None:  # listeners hear of a new run once it exists
             for listener in self._listeners:
                 listener(event)
         return event
+
+    def prepare_create(self, record: RunRecord, events: Sequence[Event]) -> None:
+        """Make the next commit create the run, with ``events`` as its first ones (a fork)."""
+        self._create_record = record
+        self._pending = list(events)
+        self._next_seq = len(events)
+        self._stored_status = record.status
 
     @property
     def committed_seq(self) -> int:
@@ -196,7 +173,7 @@ class RunJournal:
             self.existing = result.record
             return False
         self.fence = record.fence
-        self.lease_valid_until = started + self.runtime.lease_ttl
+        self.lease_valid_until = started + self.services.lease_ttl
         self._committed = len(events)
         if self._listeners:  # the run exists: listeners hear all of it
             for event in [*events, *self._pending]:
@@ -285,12 +262,12 @@ class RunJournal:
             except TransientStoreError as exc:
                 now = time.monotonic()
                 if not deadline:
-                    deadline = now + self.runtime.retry_for
+                    deadline = now + self.services.retry_for
                     log.warning(
                         "run %s: the store failed to record a step (%s); retrying for %.0f s",
                         self.run_id,
                         exc,
-                        self.runtime.retry_for,
+                        self.services.retry_for,
                     )
                 if now >= deadline or self._giving_up():
                     raise
@@ -331,7 +308,7 @@ class RunJournal:
         if status is not None and status is not RunStatus.RUNNING:  # parked or ended already
             record.status, record.owner, record.lease_until = status, None, None
         else:  # our lease starts now: the first step may have outlasted one from its start
-            record.lease_until = time.time() + self.runtime.lease_ttl
+            record.lease_until = time.time() + self.services.lease_ttl
         if error is not None:
             record.error = error
         if not await self.create():
@@ -369,9 +346,61 @@ class RunJournal:
         if status is not None:
             self._stored_status = status
 
+    def listen(self, listener: Listener) -> None:
+        """Tell ``listener`` every event recorded from now on (a live stream)."""
+        if listener not in self._listeners:  # copied: the list may be the runtime's
+            self._listeners = [*self._listeners, listener]
+
     def uncommitted(self) -> list[Event]:
         """Events recorded but not yet known to be in the store (being written or pending)."""
         return [*self._inflight, *self._pending]
+
+
+
+class RunJournal(JournalWriter):
+    """A driven run's journal: each event recorded is also folded into the run's state."""
+
+    __slots__ = ("_snapshot_due", "fold")
+
+    def __init__(
+        self,
+        services: EngineServices,
+        fold: RunFold,
+        *,
+        store: Store,
+        durability: Durability,
+        check_json: bool,
+        listeners: list[Listener],
+        append_now: AppendNow | None,
+    ) -> None:
+        super().__init__(
+            services,
+            fold.run_id,
+            fold.seq,
+            store=store,
+            durability=durability,
+            check_json=check_json,
+            listeners=listeners,
+            append_now=append_now,
+        )
+        self.fold = fold
+        self._snapshot_due = False
+
+    def record(self, data: EventData) -> Event:
+        """Append an event to the run (in memory), fold it, and tell live listeners."""
+        fold = self.fold
+        seq = fold.seq + 1
+        kind = data.kind
+        event = new_event(Event, (self.run_id, seq, kind, time.time(), data))
+        # fold.apply without its checks: this event is the next by construction, and
+        # never a run_started (begin() applies that one).
+        fold.seq = seq
+        HANDLERS[kind](fold, data)
+        self._pending.append(event)
+        if self._create_record is None:  # listeners hear of a new run once it exists
+            for listener in self._listeners:
+                listener(event)
+        return event
 
     # -- snapshots -----------------------------------------------------------------
 

@@ -6,7 +6,7 @@ and runs the async implementation there.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from types import TracebackType
 from typing import Any, TypeVar
@@ -15,10 +15,12 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ..events import Event
 from ..graph.compiled import CompiledGraph
+from ..status import Durability, RunStatus
 from ..store.base import RunRecord, ThreadInfo
-from .handle import RunHandle, RunOutcome
-from .history import ReplayReport, StateView
+from .handle import RunHandle
+from .outcome import RunOutcome
 from .runtime import Runtime
+from .timetravel import ForkEffects, ReplayReport, StateView
 
 T = TypeVar("T")
 
@@ -86,46 +88,161 @@ class SyncRuntime:
     def runtime(self) -> Runtime:
         return self._runtime
 
-    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _call(self, fn: Callable[[], Any]) -> Any:
         if self._portal is None:
             raise RuntimeError("the runtime is not open; use 'with SyncRuntime.open(...) as rt'")
-        return self._portal.call(lambda: fn(*args, **kwargs))
+        return self._portal.call(fn)
 
     def _wrap(self, handle: RunHandle) -> SyncRunHandle:
         assert self._portal is not None
         return SyncRunHandle(self._portal, handle)
 
-    def start(self, graph: CompiledGraph, input: Any = None, **options: Any) -> SyncRunHandle:
-        return self._wrap(self._call(self._runtime.start, graph, input, **options))
+    # The signatures mirror Runtime's, so type checkers and editors see the same API.
 
-    def run(self, graph: CompiledGraph, input: Any = None, **options: Any) -> Any:
-        return self._call(self._runtime.run, graph, input, **options)
+    def start(
+        self,
+        graph: CompiledGraph,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        thread: str | None = None,
+        durability: Durability | str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> SyncRunHandle:
+        rt = self._runtime
+        return self._wrap(
+            self._call(
+                lambda: rt.start(
+                    graph,
+                    input,
+                    run_id=run_id,
+                    thread=thread,
+                    durability=durability,
+                    metadata=metadata,
+                )
+            )
+        )
 
-    def resume(self, run_id: str, value: Any = None, **options: Any) -> SyncRunHandle:
-        return self._wrap(self._call(self._runtime.resume, run_id, value, **options))
+    def run(
+        self,
+        graph: CompiledGraph,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        thread: str | None = None,
+        durability: Durability | str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Any:
+        rt = self._runtime
+        return self._call(
+            lambda: rt.run(
+                graph, input, run_id=run_id, thread=thread, durability=durability, metadata=metadata
+            )
+        )
+
+    def resume(
+        self,
+        run_id: str,
+        value: Any = None,
+        *,
+        interrupt_id: str | None = None,
+        values: dict[str, Any] | None = None,
+        graph: CompiledGraph | None = None,
+    ) -> SyncRunHandle:
+        rt = self._runtime
+        return self._wrap(
+            self._call(
+                lambda: rt.resume(
+                    run_id, value, interrupt_id=interrupt_id, values=values, graph=graph
+                )
+            )
+        )
 
     def cancel(self, run_id: str) -> None:
-        self._call(self._runtime.cancel, run_id)
+        self._call(lambda: self._runtime.cancel(run_id))
 
-    def fork(self, run_id: str, at: int | None = None, **options: Any) -> SyncRunHandle:
-        return self._wrap(self._call(self._runtime.fork, run_id, at, **options))
-
-    def replay(self, run_id: str, **options: Any) -> ReplayReport:
-        result: ReplayReport = self._call(self._runtime.replay, run_id, **options)
+    def recover(self, *, resume: bool = True) -> list[RunRecord]:
+        result: list[RunRecord] = self._call(lambda: self._runtime.recover(resume=resume))
         return result
 
-    def state(self, run_id: str, **options: Any) -> StateView:
-        result: StateView = self._call(self._runtime.state, run_id, **options)
+    def outcome(self, run_id: str, graph: CompiledGraph | None = None) -> RunOutcome:
+        result: RunOutcome = self._call(lambda: self._runtime.outcome(run_id, graph))
         return result
 
-    def list_runs(self, **filters: Any) -> list[RunRecord]:
-        result: list[RunRecord] = self._call(self._runtime.list_runs, **filters)
+    def handle(self, run_id: str) -> SyncRunHandle:
+        return self._wrap(self._runtime.handle(run_id))
+
+    def get_run(self, run_id: str) -> RunRecord:
+        result: RunRecord = self._call(lambda: self._runtime.get_run(run_id))
         return result
 
-    def list_threads(self, **options: Any) -> list[ThreadInfo]:
-        result: list[ThreadInfo] = self._call(self._runtime.list_threads, **options)
+    def fork(
+        self,
+        run_id: str,
+        at: int | None = None,
+        *,
+        new_run_id: str | None = None,
+        graph: CompiledGraph | None = None,
+        thread: str | None = None,
+        start: bool = True,
+        effects: ForkEffects | None = None,
+    ) -> SyncRunHandle:
+        rt = self._runtime
+        return self._wrap(
+            self._call(
+                lambda: rt.fork(
+                    run_id,
+                    at,
+                    new_run_id=new_run_id,
+                    graph=graph,
+                    thread=thread,
+                    start=start,
+                    effects=effects,
+                )
+            )
+        )
+
+    def replay(self, run_id: str, *, graph: CompiledGraph | None = None) -> ReplayReport:
+        result: ReplayReport = self._call(lambda: self._runtime.replay(run_id, graph=graph))
         return result
 
-    def events(self, run_id: str, **options: Any) -> list[Event]:
-        result: list[Event] = self._call(self._runtime.events, run_id, **options)
+    def state(
+        self, run_id: str, *, at: int | None = None, graph: CompiledGraph | None = None
+    ) -> StateView:
+        result: StateView = self._call(lambda: self._runtime.state(run_id, at=at, graph=graph))
+        return result
+
+    def list_runs(
+        self,
+        *,
+        status: RunStatus | str | Sequence[RunStatus | str] | None = None,
+        graph: str | None = None,
+        thread: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        created_after: float | None = None,
+        created_before: float | None = None,
+    ) -> list[RunRecord]:
+        rt = self._runtime
+        result: list[RunRecord] = self._call(
+            lambda: rt.list_runs(
+                status=status,
+                graph=graph,
+                thread=thread,
+                limit=limit,
+                offset=offset,
+                created_after=created_after,
+                created_before=created_before,
+            )
+        )
+        return result
+
+    def list_threads(self, *, limit: int = 100) -> list[ThreadInfo]:
+        result: list[ThreadInfo] = self._call(lambda: self._runtime.list_threads(limit=limit))
+        return result
+
+    def events(self, run_id: str, *, after: int = 0, until: int | None = None) -> list[Event]:
+        result: list[Event] = self._call(
+            lambda: self._runtime.events(run_id, after=after, until=until)
+        )
         return result

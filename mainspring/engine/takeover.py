@@ -2,42 +2,45 @@
 
 The Runtime's ``resume``, ``cancel`` and ``recover`` are these functions. A run
 that is live in this runtime is acted on through its driver; any other run is
-adopted (its lease claimed, its fold rebuilt from the journal) first.
+adopted (its lease claimed, its fold rebuilt from the journal) first; a cancel of a
+run nobody drives needs no graph: it claims the run and writes its end through a
+journal writer of its own.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from ..errors import RunStateError, StoreError
-from ..events import Cancelled, Event, Resumed
+from ..events import Cancelled, Resumed
 from ..graph.compiled import CompiledGraph
 from ..status import RunStatus
 from ..store.base import RunQuery, RunRecord
+from ..store.memory import MemoryStore
+from .driver import RunDriver
 from .fold import RunFold
-from .handle import RunHandle
-from .journal import lost_the_run
-
-if TYPE_CHECKING:
-    from .driver import RunDriver
-    from .runtime import Runtime
+from .journal import JournalWriter
+from .registry import lost_the_run
+from .runs import Runs
 
 log = logging.getLogger("mainspring.runtime")
 
 RECOVER_PAGE: Final = 500  # orphaned runs read at a time: recovery never holds them all
 
 
-async def resume(
-    rt: Runtime,
+async def resume_run(
+    runs: Runs,
     run_id: str,
     value: Any,
     interrupt_id: str | None,
     values: dict[str, Any] | None,
     graph: CompiledGraph | None,
-) -> RunHandle:
-    live = rt._live.get(run_id)
+) -> RunDriver | None:
+    """Continue a parked run (or one a crashed process left): the driver now driving it,
+    or None if the run's live driver here took the values."""
+    live = runs.registry.get(run_id)
     if live is not None and live.winding_up:
         await live.done.wait()  # it is stopping: resume the run as it leaves it
         live = None
@@ -49,15 +52,15 @@ async def resume(
             await live.commit(RunStatus.RUNNING)
             # The run was parking (which frees its lease) as the values came: it is this
             # process's to drive again, so take the lease back before anyone else does.
-            await _reclaim(rt, live)
-        return RunHandle(rt, run_id)
-    record = await rt._record(run_id)
+            await _reclaim(runs, live)
+        return None
+    record = await runs.record(run_id)
     if record.status.terminal:
         raise RunStateError(
             f"run {run_id!r} has {record.status.value}; nothing to resume "
             "(fork it to run again from an earlier point)"
         )
-    driver = await rt._adopt(run_id, graph)
+    driver = await runs.adopt(run_id, graph)
     resolved = resolve_values(
         driver.fold,
         run_id,
@@ -72,12 +75,13 @@ async def resume(
     # Durable before we return, and marked running, so a crash from here on leaves
     # a run that recovery finds (not one that looks parked with nothing pending).
     await driver.commit(RunStatus.RUNNING)
-    rt._spawn(driver)
-    return RunHandle(rt, run_id, driver)
+    runs.spawn(driver)
+    return driver
 
 
-async def cancel(rt: Runtime, run_id: str) -> None:
-    live = rt._live.get(run_id)
+async def cancel_run(runs: Runs, run_id: str) -> None:
+    """Stop a live run here, or end a parked or orphaned one in its journal."""
+    live = runs.registry.get(run_id)
     if live is not None and not live.done.is_set():
         live.request_cancel()
         await live.done.wait()
@@ -86,71 +90,77 @@ async def cancel(rt: Runtime, run_id: str) -> None:
         if not lost_the_run(live.outcome):
             raise live.outcome  # the store failed before the cancel could be recorded
         # Another process took the run over meanwhile: cancel it as a run not driven here.
-    record = await rt._record(run_id)
+    record = await runs.record(run_id)
     if record.status.terminal:
         raise RunStateError(f"run {run_id!r} is already {record.status.value}; nothing to cancel")
-    fence = await rt.store.claim(run_id, rt.owner, rt.lease_ttl)
+    services = runs.services
+    fence = await runs.store.claim(run_id, services.owner, services.lease_ttl)
     if fence is None:
         raise RunStateError(
             f"run {run_id!r} is being driven by another process ({record.owner}); cancel it there"
         )
-    for child in await rt.store.list_runs(RunQuery(parent_run_id=run_id)):
+    for child in await runs.store.list_runs(RunQuery(parent_run_id=run_id)):
         if not child.status.terminal:
-            await cancel(rt, child.run_id)
-    record = await rt._record(run_id)
-    event = Event.of(run_id, record.last_seq + 1, time.time(), Cancelled("cancelled by request"))
-    await rt.store.append(
+            await cancel_run(runs, child.run_id)
+    record = await runs.record(run_id)
+    store = runs.store
+    writer = JournalWriter(
+        services,
         run_id,
         record.last_seq,
-        [event],
-        status=RunStatus.CANCELLED,
+        store=store,
         durability=record.durability,
-        fence=fence,
+        check_json=services.check_json,
+        listeners=services.listeners,
+        append_now=store.append_now if isinstance(store, MemoryStore) else None,
     )
-    for listener in rt._listeners:
-        listener(event)
-    rt._signal(run_id)
+    writer.fence = fence
+    writer.record(Cancelled("cancelled by request"))
+    await writer.commit(RunStatus.CANCELLED)
+    runs.registry.signal(run_id)
 
 
-async def recover(rt: Runtime, resume: bool) -> list[RunRecord]:
-    """Every orphaned run, a page at a time (resumed as it is found, or listed)."""
+async def recover_runs(runs: Runs, resume: bool) -> tuple[list[RunRecord], list[RunRecord]]:
+    """Every orphaned run, a page at a time (resumed as it is found, or listed): the runs
+    found, and those left to recover (unknown graph, or ``resume`` False)."""
     found: list[RunRecord] = []
     recoverable: list[RunRecord] = []
     after: tuple[float, str] | None = None
+    owner = runs.services.owner
     while True:
-        page = await rt.store.orphaned_runs(rt.owner, limit=RECOVER_PAGE, after=after)
+        page = await runs.store.orphaned_runs(owner, limit=RECOVER_PAGE, after=after)
         for record in page:
-            if record.run_id in rt._live or record.parent_run_id is not None:
+            if record.run_id in runs.registry or record.parent_run_id is not None:
                 continue  # subgraph runs are resumed by their parent
             found.append(record)
             if not resume:
                 recoverable.append(record)
                 continue
             try:
-                driver = await rt._adopt(record.run_id, None)
+                driver = await runs.adopt(record.run_id, None)
             except RunStateError as exc:
                 log.warning("run %s left unfinished by a crashed process: %s", record.run_id, exc)
                 recoverable.append(record)
                 continue
             log.info("recovering run %s (graph %s) from its journal", record.run_id, record.graph)
-            rt._spawn(driver)
+            runs.spawn(driver)
         if len(page) < RECOVER_PAGE:
             break
         after = (page[-1].created_at, page[-1].run_id)
-    rt.recoverable = recoverable
-    return found
+    return found, recoverable
 
 
-async def _reclaim(rt: Runtime, driver: RunDriver) -> None:
+async def _reclaim(runs: Runs, driver: RunDriver) -> None:
     """Take back the lease the park freed, keeping the driver's token (its appends in
     flight stay valid). If another process took the run meanwhile, the driver's next
     append is refused and it stops."""
+    owner, ttl = runs.services.owner, runs.services.lease_ttl
     started = time.monotonic()
-    fence = await rt.store.claim(driver.run_id, rt.owner, rt.lease_ttl, fence=driver.fence)
+    fence = await runs.store.claim(driver.run_id, owner, ttl, fence=driver.fence)
     if fence is not None and fence == driver.fence:
-        driver.lease_valid_until = started + rt.lease_ttl
+        driver.lease_valid_until = started + ttl
     elif fence is not None:  # held by someone meanwhile: not ours to keep
-        await rt.store.release(driver.run_id, rt.owner)
+        await runs.store.release(driver.run_id, owner)
 
 
 def resolve_values(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,7 +20,6 @@ from ..events import (
     Finished,
     ForkedFrom,
     Resumed,
-    RunStarted,
     StepFinished,
     to_jsonable,
 )
@@ -29,16 +27,16 @@ from ..graph.compiled import CompiledGraph
 from ..status import Durability, RunStatus
 from ..store.base import RunRecord
 from ..store.memory import MemoryStore
-from .effects import recorded_error, revive
+from .effects import recorded_error, reusable_effects, revive
 from .fold import RunFold, TaskRecord
-from .handle import PendingInterrupt, RunHandle, outcome_of
+from .outcome import PendingInterrupt, outcome_of
+from .runs import Runs, started_of
+from .seams import ActiveRun
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..state import StateSchema
-    from .driver import RunDriver
-    from .runtime import Runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +53,15 @@ class StateView:
 
 
 async def state_at(
-    rt: Runtime, run_id: str, at: int | None, graph: CompiledGraph | None
+    runs: Runs, run_id: str, at: int | None, graph: CompiledGraph | None
 ) -> StateView:
-    record = await rt._record(run_id)
+    record = await runs.record(run_id)
     if at is not None and not 1 <= at <= record.last_seq:
         raise RunStateError(
             f"run {run_id!r} has sequence numbers 1 to {record.last_seq}; {at} is outside"
         )
-    first = await rt._first_event(run_id)
-    app = rt._graph_for(run_id, record.graph, first.data.get("ref"), graph)
-    fold = await rt._load_fold(app, run_id, at=at)
+    app = await runs.graph_of(run_id, graph)
+    fold = await runs.load_fold(app, run_id, at=at)
     outcome = outcome_of(fold)
     return StateView(
         run_id,
@@ -80,8 +77,8 @@ async def state_at(
 ForkEffects = Literal["rerun", "reuse"]
 
 
-async def fork(
-    rt: Runtime,
+async def fork_run(
+    runs: Runs,
     run_id: str,
     at: int | None,
     *,
@@ -90,23 +87,24 @@ async def fork(
     thread: str | None,
     start: bool,
     effects: ForkEffects | None,
-) -> RunHandle:
-    """Copy the journal of ``run_id`` up to ``at`` into a new run and continue it from there."""
+) -> str:
+    """Copy the journal of ``run_id`` up to ``at`` into a new run and continue it from there
+    (its driver writes the copy, as any journal is written); the new run's id."""
     if effects not in (None, "rerun", "reuse"):
         raise RunStateError(f"fork(effects={effects!r}): use 'rerun', 'reuse' or None")
-    record = await rt._record(run_id)
+    record = await runs.record(run_id)
     at = record.last_seq if at is None else at
     if not 1 <= at <= record.last_seq:
         raise RunStateError(
             f"run {run_id!r} has sequence numbers 1 to {record.last_seq}; cannot fork at {at}"
         )
-    everything = await rt.store.read(run_id)
+    everything = await runs.store.read(run_id)
     events = everything[:at]
     if effects is None:
         _refuse_silent_reruns(run_id, at, everything[at:])
     first = events[0]
-    source = _started(first)
-    app = rt._graph_for(run_id, record.graph, source.ref, graph)
+    source = started_of(first)
+    app = runs.loader.graph_for(run_id, record.graph, source.ref, graph)
     new_id = new_run_id or uuid.uuid4().hex
     data = msgspec.structs.replace(
         source,
@@ -118,10 +116,11 @@ async def fork(
     )
     copied = [Event(new_id, 1, first.kind, first.ts, data)]
     copied += [Event(new_id, e.seq, e.kind, e.ts, e.data) for e in events[1:]]
-    fold = RunFold(app.schema, revive=not rt._memory)
+    fold = RunFold(app.schema, revive=runs.services.revive)
     for event in copied:
         fold.apply(event)
     durability = record.durability
+    services = runs.services
     new_record = RunRecord(
         run_id=new_id,
         graph=app.name,
@@ -130,27 +129,23 @@ async def fork(
         created_at=copied[-1].ts,
         updated_at=copied[-1].ts,
         durability=durability,
-        owner=rt.owner,
-        lease_until=copied[-1].ts + rt.lease_ttl,
+        owner=services.owner,
+        lease_until=copied[-1].ts + services.lease_ttl,
         fence=1,
         metadata={**record.metadata, "forked_from": {"run_id": run_id, "seq": at}},
     )
-    result = await rt.store.create_run(new_record, copied, durability)
-    if not result.created:
+    driver = runs.driver(app, fold, durability)
+    driver.prepare_create(new_record, copied)
+    if not await driver.create():  # readers of the journal (telemetry) hear all of it
         raise RunStateError(f"run id {new_id!r} is taken; choose another id for the fork")
-    for event in copied:  # a new run: readers of the journal (telemetry) hear all of it
-        for listener in rt._listeners:
-            listener(event)
-    driver = rt._driver(app, fold, durability)
-    driver.fence, driver.lease_valid_until = new_record.fence, time.monotonic() + rt.lease_ttl
     if effects == "reuse":
         driver.reuse = reusable_effects(run_id, everything[at:])
     if start and not fold.status.terminal:
-        rt._spawn(driver)
+        runs.spawn(driver)
     else:
         status = fold.status if fold.status.terminal else RunStatus.INTERRUPTED
         await driver.commit(status)
-    return RunHandle(rt, new_id)
+    return new_id
 
 
 def _refuse_silent_reruns(run_id: str, at: int, later: list[Event]) -> None:
@@ -166,26 +161,6 @@ def _refuse_silent_reruns(run_id: str, at: int, later: list[Event]) -> None:
         "idempotency keys, or effects='reuse' to take their recorded results where the fork "
         "makes the same call (on the command line: --effects rerun|reuse)"
     )
-
-
-def reusable_effects(run_id: str, later: list[Event]) -> dict[tuple[int, int, int], dict[str, Any]]:
-    """The recorded results a fork with ``effects='reuse'`` answers its effects with, by
-    position (step, task, effect index); the last successful result of each position."""
-    reuse: dict[tuple[int, int, int], dict[str, Any]] = {}
-    keys: dict[tuple[int, int, int], str] = {}
-    for e in later:
-        d = e.data
-        if isinstance(d, EffectStarted):
-            keys[(d.step, d.task, d.effect)] = d.key
-        elif isinstance(d, EffectFinished) and d.error is None:
-            where = (d.step, d.task, d.effect)
-            reuse[where] = {
-                "name": d.name,
-                "key": keys.get(where, ""),
-                "result": None if d.result is UNSET else d.result,
-                "origin": {"run_id": run_id, "seq": e.seq},
-            }
-    return reuse
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +205,7 @@ class _JournalOracle:
                 self.resumes.update(d.values)
 
     def effect(
-        self, driver: RunDriver, task: TaskRecord, index: int, name: str, fn: Callable[..., Any]
+        self, driver: ActiveRun, task: TaskRecord, index: int, name: str, fn: Callable[..., Any]
     ) -> Any:
         step = driver.fold.step
         recorded = self.effects.get((step, task.index, index))
@@ -287,18 +262,18 @@ def _facts(events: list[Event], schema: StateSchema[Any]) -> list[tuple[tuple[An
     return sorted(unique.values(), key=lambda f: f[0])
 
 
-async def replay(rt: Runtime, run_id: str, graph: CompiledGraph | None) -> ReplayReport:
+async def replay_run(runs: Runs, run_id: str, graph: CompiledGraph | None) -> ReplayReport:
     """Re-run ``run_id`` from its input against its recorded effects and resume values.
 
     Nothing external runs: effects return what the journal recorded. The report
     names the first recorded fact the graph now fails to reproduce.
     """
-    record = await rt._record(run_id)
-    recorded = await rt.store.read(run_id)
+    record = await runs.record(run_id)
+    recorded = await runs.store.read(run_id)
     first = recorded[0]
-    app = rt._graph_for(run_id, record.graph, _started(first).ref, graph)
+    app = runs.loader.graph_for(run_id, record.graph, started_of(first).ref, graph)
     scratch = MemoryStore()
-    fold = RunFold(app.schema, revive=not rt._memory)
+    fold = RunFold(app.schema, revive=runs.services.revive)
     replay_id = f"replay-{run_id}"
     start = Event(replay_id, 1, EventKind.RUN_STARTED, first.ts, first.data)
     await scratch.create_run(
@@ -307,8 +282,8 @@ async def replay(rt: Runtime, run_id: str, graph: CompiledGraph | None) -> Repla
         Durability.OFF,
     )
     fold.apply(start)
-    driver = rt._driver(app, fold, Durability.OFF, oracle=_JournalOracle(recorded), store=scratch)
-    driver._listeners = []
+    oracle = _JournalOracle(recorded)
+    driver = runs.driver(app, fold, Durability.OFF, oracle=oracle, store=scratch, listeners=[])
     await driver.drive()
     replayed = await scratch.read(replay_id)
     if driver.outcome is not None and replayed[-1].kind not in (
@@ -343,10 +318,3 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_canonical(v) for v in value]
     return value
-
-
-def _started(first: Event) -> RunStarted:
-    data = first.data
-    if not isinstance(data, RunStarted):
-        raise RunStateError(f"run {first.run_id!r} does not begin with run_started; run doctor")
-    return data
