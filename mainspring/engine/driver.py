@@ -1,8 +1,8 @@
 """The superstep loop: drives one run forward from wherever its journal stands.
 
 A fresh run and a resumed one take the same path: the fold says which step the
-run is in and which tasks are unfinished; the driver runs those, records what
-they did, and plans the next step. Commit points:
+run is in and which tasks are unfinished; the driver runs those (``nodes.py``),
+records what they did, and plans the next step (``planner.py``). Commit points:
 
 * at each step boundary, the finished step and the next step's plan are
   committed together before any task of the next step runs;
@@ -16,27 +16,19 @@ A new run is created with its start and first plan in one commit; a run of
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import threading
 import time
-import traceback
-from collections.abc import Callable
 from contextlib import nullcontext, suppress
-from functools import partial
 from typing import Any
 
 import anyio
 from anyio import CancelScope
 
 from ..errors import (
-    EffectDeniedError,
     GraphError,
     LeaseLostError,
     MainspringError,
-    NodeTimeoutError,
-    NondeterminismError,
-    SerializationError,
     StateError,
     StoreError,
 )
@@ -47,34 +39,22 @@ from ..events import (
     Event,
     Failed,
     Finished,
-    StepFailed,
-    StepFinished,
     StepStarted,
     error_info,
     jsonable_or_repr,
 )
-from ..graph.builder import NodeSpec
 from ..graph.compiled import CompiledGraph
-from ..graph.types import END, START, Send
+from ..graph.types import START
 from ..status import Durability, RunStatus
 from ..store.base import RunRecord, Store
 from ._tasks import cancel_scope
-from ._threads import call_in_thread
-from .context import Context, Parked
-from .fold import NO_ARG, RunFold, TaskRecord
+from .fold import NO_ARG, RunFold
 from .journal import STOPS_DRIVING, RunJournal, Stopped
+from .nodes import describe, run_task, run_tasks
+from .planner import next_step
 from .seams import AppendNow, EngineServices, Listener, ReplayOracle
 
 log = logging.getLogger("mainspring.runtime")
-
-# Errors that retrying cannot fix: the graph or its data is wrong.
-_NOT_RETRYABLE = (
-    GraphError,
-    StateError,
-    SerializationError,
-    NondeterminismError,
-    EffectDeniedError,
-)
 
 
 class RunDriver(RunJournal):
@@ -87,7 +67,6 @@ class RunDriver(RunJournal):
         "_fresh",
         "_joins",
         "_snapshot_every",
-        "_step_scope",
         "_stopped",
         "abandoned",
         "app",
@@ -99,6 +78,7 @@ class RunDriver(RunJournal):
         "parked",
         "reuse",
         "scope",
+        "step_scope",
         "winding_up",
     )
 
@@ -130,7 +110,7 @@ class RunDriver(RunJournal):
         self._snapshot_every = snapshot_every
         self._fresh = False  # the current step was planned by this driver and has not run yet
         self._failure: ErrorInfo | None = None
-        self._step_scope: CancelScope | None = None
+        self.step_scope: CancelScope | None = None  # the current step's, while its tasks run
         self.scope: CancelScope | None = None  # the run's own: cancel and abandon use it
         self._cancel_held = False  # a cancel waits for the append in flight
         self.own_task = False  # driven in a task of its own (RunTasks): no caller's scopes
@@ -161,7 +141,7 @@ class RunDriver(RunJournal):
         self._pending.append(started)
         self._stored_status = RunStatus.RUNNING
         try:
-            plan = self._plan()
+            plan, self._joins = next_step(self.app, self.fold)
         except (GraphError, StateError):
             return  # the loop plans again and records the failure in the journal
         if plan:
@@ -180,7 +160,7 @@ class RunDriver(RunJournal):
                     return  # the run already existed: whoever made it drives it
             with cancel_scope() as scope:
                 self.scope = scope
-                if self._stopping():
+                if self.stopping():
                     scope.cancel()
                 await self._loop()
             if (
@@ -198,7 +178,7 @@ class RunDriver(RunJournal):
         except Exception as exc:  # a bug of ours: record it rather than take the runtime down
             self.outcome = exc
             with suppress(Exception):
-                await self._end(Failed(_describe(exc, "", self.fold.step, -1, 0)), RunStatus.FAILED)
+                await self._end(Failed(describe(exc, "", self.fold.step, -1, 0)), RunStatus.FAILED)
         finally:
             self.winding_up = True
             if self.holds_lease():
@@ -236,13 +216,6 @@ class RunDriver(RunJournal):
             except StoreError as exc:
                 log.warning("could not release run %s now (%s); will retry", self.run_id, exc)
         services.registry.unreleased.add(self.run_id)  # the heartbeat tries again
-
-    def reused_effect(self, task: TaskRecord, index: int, name: str) -> dict[str, Any] | None:
-        """The recorded result this fork reuses for the effect, if it calls the same one."""
-        if self.reuse is None:
-            return None
-        hit = self.reuse.get((self.fold.step, task.index, index))
-        return hit if hit is not None and hit["name"] == name else None
 
     async def ensure_lease(self) -> None:
         """Before an effect acts: make sure this process still holds the run.
@@ -297,7 +270,7 @@ class RunDriver(RunJournal):
                 return
             if fold.closed or fold.step_complete:
                 try:
-                    plan = self._plan()
+                    plan, self._joins = next_step(self.app, self.fold)
                 except (GraphError, StateError) as exc:  # a router failed, or updates collided
                     await self._fail_run(exc)
                     return
@@ -309,7 +282,7 @@ class RunDriver(RunJournal):
                     self._commit_now(self._append_now, RunStatus.RUNNING, None)
                 else:
                     await self.commit(RunStatus.RUNNING, shield=self._loop_shield())
-                if self._stopping():  # asked while we committed
+                if self.stopping():  # asked while we committed
                     return
                 if self._snapshot_due:
                     await self.maybe_snapshot()
@@ -317,9 +290,9 @@ class RunDriver(RunJournal):
             tasks = fold.tasks if fresh else [t for t in fold.tasks if t.runnable]
             if tasks:
                 if len(tasks) == 1:
-                    await self._run_task(tasks[0], fresh)
+                    await run_task(self, tasks[0], fresh)
                 else:
-                    await self._run_tasks(tasks, fresh)
+                    await run_tasks(self, tasks, fresh)
                 if self.outcome is not None:  # a task's commit stopped the driver
                     return
                 if self._failure is not None:
@@ -331,45 +304,6 @@ class RunDriver(RunJournal):
             if not any(t.runnable for t in fold.tasks):
                 self.parked = True
                 return
-
-    def _plan(self) -> list[tuple[str, Any]]:
-        fold = self.fold
-        app = self.app
-        if not fold.closed:
-            fold.close_step()
-        tasks = fold.tasks
-        source = START if fold.step == -1 else tasks[0].node if len(tasks) == 1 else None
-        if source is not None and not app.joins and source not in app.branches:
-            # One node, static edges only: the common linear case.
-            targets = app.static.get(source, ())
-            if len(targets) == 1:
-                return [] if targets[0] == END else [(targets[0], NO_ARG)]
-            return [(t, NO_ARG) for t in targets if t != END]
-        sources = [START] if fold.step == -1 else [t.node for t in tasks]
-        view = fold.schema.view(fold.state) if app.branches else None
-        plan: list[tuple[str, Any]] = []
-        seen: set[str] = set()
-        for source in sources:
-            for target in app.successors(source, view):
-                if isinstance(target, Send):
-                    plan.append((target.node, target.arg))
-                elif target != END and target not in seen:
-                    seen.add(target)
-                    plan.append((target, NO_ARG))
-        if app.joins:
-            done = set(sources)
-            progress = {k: set(v) for k, v in fold.joins.items()}
-            for join in app.joins:
-                key = "+".join(sorted(join.sources)) + ">" + join.target
-                have = progress.setdefault(key, set()) | (done & join.sources)
-                if have >= join.sources:
-                    have = set()
-                    if join.target != END and join.target not in seen:
-                        seen.add(join.target)
-                        plan.append((join.target, NO_ARG))
-                progress[key] = have
-            self._joins = {k: sorted(v) for k, v in progress.items()}
-        return plan
 
     def _announce(self, plan: list[tuple[str, Any]]) -> None:
         step = self.fold.step + 1
@@ -383,125 +317,6 @@ class RunDriver(RunJournal):
         self._fresh = True
         if self._snapshot_every and step and step % self._snapshot_every == 0:
             self._snapshot_due = True
-
-    async def _run_tasks(self, tasks: list[TaskRecord], fresh: bool) -> None:
-        async with anyio.create_task_group() as tg:
-            self._step_scope = tg.cancel_scope
-            for task in tasks:
-                tg.start_soon(self._run_task, task, fresh)
-        self._step_scope = None
-
-    async def _run_task(self, task: TaskRecord, fresh: bool) -> None:
-        spec = self.app.nodes[task.node]
-        step = self.fold.step
-        if not fresh:
-            self._record_start(task, task.attempt, rerun=True)
-        fold = self.fold
-        inline = spec.inline
-        while True:
-            try:
-                if inline:  # no timeout, no thread: call it here, no coroutine layers
-                    state_in = task.arg if task.arg is not NO_ARG else fold.schema.view(fold.state)
-                    fn: Callable[..., Any] = spec.fn  # type: ignore[assignment]
-                    if spec.is_async:
-                        result = await (
-                            fn(state_in, Context(self, task)) if spec.wants_ctx else fn(state_in)
-                        )
-                    else:
-                        result = (
-                            fn(state_in, Context(self, task)) if spec.wants_ctx else fn(state_in)
-                        )
-                        if (
-                            result is not None
-                            and type(result) is not dict
-                            and inspect.isawaitable(result)
-                        ):
-                            result = await result  # a sync callable that returned a coroutine
-                    update = self._update_of(task, result)
-                else:
-                    update = await self._attempt(spec, task)
-            except Parked:
-                return
-            except Stopped:  # a commit stopped the driver: the others of this step stop too
-                self._stop_step()
-                return
-            except Exception as exc:
-                try:
-                    retried = await self._attempt_failed(spec, task, step, exc)
-                except Stopped:
-                    self._stop_step()
-                    return
-                if not retried:
-                    return
-                self._record_start(task, task.attempt + 1)
-                continue
-            if self.outcome is not None:  # the node swallowed a Stopped: record nothing more
-                return
-            self.record(StepFinished(step, task.index, task.node, update))
-            return
-
-    def _stop_step(self) -> None:
-        if self._step_scope is not None:
-            self._step_scope.cancel()
-
-    def _record_start(self, task: TaskRecord, attempt: int, *, rerun: bool = False) -> None:
-        self.record(StepStarted(self.fold.step, task.index, task.node, attempt, rerun=rerun))
-
-    async def _attempt_failed(
-        self, spec: NodeSpec, task: TaskRecord, step: int, exc: Exception
-    ) -> bool:
-        """Record a failed attempt; True if the task is retried (after its backoff)."""
-        if isinstance(exc, TimeoutError) and not isinstance(exc, NodeTimeoutError) and spec.timeout:
-            exc = NodeTimeoutError(
-                f"node {task.node!r} ran longer than its timeout of {spec.timeout} s "
-                f"(attempt {task.attempt})"
-            )
-        retry = (
-            spec.retry is not None
-            and not isinstance(exc, _NOT_RETRYABLE)
-            and spec.retry.retries(exc)
-            and task.attempt < spec.retry.attempts
-        )
-        error = _describe(exc, task.node, step, task.index, task.attempt)
-        delay = spec.retry.delay(task.attempt) if retry and spec.retry else 0.0
-        self.record(StepFailed(step, task.index, task.node, task.attempt, error, retry, delay))
-        if not retry:
-            self._fail(error)
-            return False
-        await self.commit()
-        await anyio.sleep(delay)
-        return True
-
-    async def _attempt(self, spec: NodeSpec, task: TaskRecord) -> Any:
-        fold = self.fold
-        state_in = task.arg if task.arg is not NO_ARG else fold.schema.view(fold.state)
-        with anyio.fail_after(spec.timeout) if spec.timeout else nullcontext():
-            result = await self._call(spec, task, state_in)
-            if inspect.isawaitable(result):
-                result = await result
-        return self._update_of(task, result)
-
-    def _update_of(self, task: TaskRecord, result: Any) -> Any:
-        """What a node returned, checked against the schema (and its round trip through the
-        journal, on durable stores)."""
-        schema = self.fold.schema
-        update = schema.check_update(task.node, result)
-        if update and self._check_json:
-            schema.check_roundtrip(task.node, update)
-        return update
-
-    async def _call(self, spec: NodeSpec, task: TaskRecord, state_in: Any) -> Any:
-        fn: Callable[..., Any] = spec.fn  # type: ignore[assignment]
-        if spec.is_async:
-            return await (fn(state_in, Context(self, task)) if spec.wants_ctx else fn(state_in))
-        if spec.subgraph is not None:
-            return await self.services.subgraphs(self, spec, task, state_in)
-        args = (state_in, Context(self, task)) if spec.wants_ctx else (state_in,)
-        if spec.blocking or spec.timeout:  # in a thread, so that the timeout can hold
-            where = {"step": self.fold.step, "task": task.index, "node": task.node}
-            late = partial(self.record_late, {**where, "attempt": task.attempt})
-            return await call_in_thread(partial(fn, *args), late, self.waits_for_threads)
-        return fn(*args)
 
     def record_late(
         self, where: dict[str, Any], result: Any, error: BaseException | None, seconds: float
@@ -536,13 +351,14 @@ class RunDriver(RunJournal):
     async def _fail_run(self, exc: BaseException) -> None:
         tasks = self.fold.tasks
         node = ",".join(t.node for t in tasks) or START
-        await self._end(Failed(_describe(exc, node, self.fold.step, -1, 0)), RunStatus.FAILED)
+        await self._end(Failed(describe(exc, node, self.fold.step, -1, 0)), RunStatus.FAILED)
 
-    def _fail(self, error: ErrorInfo) -> None:
+    def fail(self, error: ErrorInfo) -> None:
+        """A task failed for good: the run fails once its step stops; its siblings stop now."""
         if self._failure is None:
             self._failure = error
-            if self._step_scope is not None:
-                self._step_scope.cancel()  # the run has failed: stop its siblings
+            if self.step_scope is not None:
+                self.step_scope.cancel()
 
     async def _end(self, data: Failed | Finished | Cancelled, status: RunStatus) -> None:
         self.record(data)
@@ -591,20 +407,10 @@ class RunDriver(RunJournal):
         """
         return not self.own_task or self.cancel_requested or self.abandoned
 
-    def _stopping(self) -> bool:
-        return self.cancel_requested or self.abandoned
-
-    def waits_for_threads(self) -> bool:
-        """A cancel or a shutdown waits for a worker thread (its effect gets journaled);
-        a timeout does not (the thread is abandoned, its late result recorded)."""
+    def stopping(self) -> bool:
+        """A cancel or a shutdown was asked: the driver stops at its next step boundary
+        (and waits for a node's worker thread, whose effects get journaled)."""
         return self.cancel_requested or self.abandoned
 
     def _giving_up(self) -> bool:
         return self.abandoned
-
-
-def _describe(exc: BaseException, node: str, step: int, task: int, attempt: int) -> ErrorInfo:
-    tb = "".join(traceback.format_exception(exc))
-    if len(tb) > 8000:
-        tb = tb[:2000] + "\n...\n" + tb[-6000:]
-    return ErrorInfo(type(exc).__name__, str(exc), None, node, step, task, attempt, tb)

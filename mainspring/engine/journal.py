@@ -67,7 +67,6 @@ class JournalWriter:
     __slots__ = (
         "__weakref__",  # the registry holds a run's latest driver weakly
         "_append_now",
-        "_check_json",
         "_commit_done",
         "_committed",
         "_committing",
@@ -78,6 +77,7 @@ class JournalWriter:
         "_next_seq",
         "_pending",
         "_stored_status",
+        "checks_values",
         "durability",
         "existing",
         "fence",
@@ -105,7 +105,8 @@ class JournalWriter:
         self.store = store
         self.durability = durability
         self.run_id = run_id
-        self._check_json = check_json
+        # Values must round-trip through the journal (durable stores) to be recorded.
+        self.checks_values = check_json
         self._listeners = listeners
         self._append_now = append_now
         self._pending: list[Event] = []
@@ -181,14 +182,9 @@ class JournalWriter:
                     listener(event)
         return True
 
-    @property
-    def checks_values(self) -> bool:
-        """Whether values are checked to round-trip through the journal (durable stores)."""
-        return self._check_json
-
     def check_json(self, value: Any, what: str, revive: Callable[[Any], Any] | None = None) -> None:
         """On a durable store, refuse a value its journal would give back changed."""
-        if self._check_json and value is not None:
+        if self.checks_values and value is not None:
             check_faithful(value, what, revive)
 
     async def commit(
@@ -354,7 +350,6 @@ class JournalWriter:
     def uncommitted(self) -> list[Event]:
         """Events recorded but not yet known to be in the store (being written or pending)."""
         return [*self._inflight, *self._pending]
-
 
 
 class RunJournal(JournalWriter):

@@ -4,8 +4,10 @@ protocols by which a run's driver, a node's capabilities and the runtime know ea
 The engine's modules form layers that only import downwards::
 
     seams, registry, fold, gate     what the others share
-    journal -> driver               a run's record and its loop
-    context, effects                what a node can do (they see the driver as ActiveRun)
+    journal                         a run's record: ordered, fenced, committed appends
+    context, effects, nodes         a node's call and what it can do (they see the
+                                    driver as ActiveRun)
+    planner -> driver               a run's loop: plan a step, run its tasks, commit
     runs -> subgraph, takeover,     making, adopting and waiting on runs
       timetravel, handle
     leases -> runtime -> sync       the public facade
@@ -22,7 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from ..events import Event, EventData
+from anyio import CancelScope
+
+from ..events import ErrorInfo, Event, EventData
 from ..status import Durability, RunStatus
 from ..store.base import Store
 from .gate import Gate
@@ -70,13 +74,15 @@ class ActiveRun(Protocol):
     outcome: BaseException | None
     cancel_requested: bool
     abandoned: bool
+    checks_values: bool
+    step_scope: CancelScope | None  # the current step's, while its tasks run
+    # A fork's effects answered from its origin's journal: (step, task, effect) -> record.
+    reuse: dict[tuple[int, int, int], dict[str, Any]] | None
 
     @property
     def creation_pending(self) -> bool: ...
     @property
     def failed(self) -> bool: ...
-    @property
-    def checks_values(self) -> bool: ...
 
     def record(self, data: EventData) -> Event: ...
     async def commit(
@@ -86,11 +92,11 @@ class ActiveRun(Protocol):
         self, value: Any, what: str, revive: Callable[[Any], Any] | None = None
     ) -> None: ...
     async def ensure_lease(self) -> None: ...
-    def reused_effect(self, task: TaskRecord, index: int, name: str) -> dict[str, Any] | None: ...
     def record_late(
         self, where: dict[str, Any], result: Any, error: BaseException | None, seconds: float
     ) -> None: ...
-    def waits_for_threads(self) -> bool: ...
+    def stopping(self) -> bool: ...
+    def fail(self, error: ErrorInfo) -> None: ...
     def stop(self, cause: BaseException) -> NoReturn: ...
     async def drive(self) -> None: ...
     async def end_cancelled(self, reason: str) -> None: ...
