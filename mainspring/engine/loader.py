@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable
 
 from ..errors import GraphError, RunStateError
+from ..graph.builder import Graph
 from ..graph.compiled import CompiledGraph
 
 log = logging.getLogger("mainspring.runtime")
@@ -75,8 +76,6 @@ def load_graph(ref: str) -> CompiledGraph:
         obj = getattr(module, attr)
     except AttributeError:
         raise GraphError(f"module {module_name!r} has no attribute {attr!r}") from None
-    from ..graph.builder import Graph
-
     if isinstance(obj, Graph):
         obj = obj.compile(ref=ref)
     if not isinstance(obj, CompiledGraph):

@@ -27,7 +27,7 @@ from ..errors import (
     StateError,
 )
 from ..events import ErrorInfo, StepFailed, StepFinished, StepStarted
-from ..graph.builder import NodeSpec
+from ..graph.compiled import NodeSpec
 from ._threads import call_in_thread
 from .context import Context, Parked
 from .fold import NO_ARG, TaskRecord

@@ -33,8 +33,7 @@ from .gate import Gate
 from .registry import LiveRuns
 
 if TYPE_CHECKING:
-    from ..graph.builder import NodeSpec
-    from ..graph.compiled import CompiledGraph
+    from ..graph.compiled import CompiledGraph, NodeSpec
     from .fold import RunFold, TaskRecord
 
 

@@ -18,8 +18,7 @@ import anyio
 
 from ..errors import RunFailedError, RunStateError
 from ..events import Interrupted, ParentRef, Resumed, RunStarted
-from ..graph.builder import NodeSpec
-from ..graph.compiled import CompiledGraph
+from ..graph.compiled import CompiledGraph, NodeSpec
 from ..status import RunStatus
 from .context import Parked
 from .driver import RunDriver

@@ -14,47 +14,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 
 from ..errors import GraphError
 from ..state import StateSchema
+from .compiled import BranchSpec, CompiledGraph, NodeSpec
 from .types import END, START, Retry
-
-if TYPE_CHECKING:
-    from .compiled import CompiledGraph
 
 S = TypeVar("S")
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass(frozen=True, slots=True)
-class NodeSpec:
-    name: str
-    fn: Callable[..., Any] | None
-    is_async: bool
-    wants_ctx: bool
-    retry: Retry | None
-    timeout: float | None
-    blocking: bool = False  # a sync node that blocks: run it in a worker thread
-    subgraph: CompiledGraph | None = None
-    subgraph_input: Callable[[Any], Any] | None = None
-    subgraph_output: Callable[[Any], Any] | None = None
-    # A function with no timeout and no thread: the engine calls it in place.
-    inline: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "inline", self.fn is not None and not (self.blocking or self.timeout)
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class BranchSpec:
-    source: str
-    router: Callable[..., Any]
-    mapping: Mapping[Hashable, str] | None  # router result -> node; None: the result names nodes
-    targets: tuple[str, ...] | None  # every node the router may lead to, if declared
 
 
 class Graph(Generic[S]):
@@ -146,8 +114,6 @@ class Graph(Generic[S]):
         input: Callable[[Any], Any] | None = None,
         output: Callable[[Any], Any] | None = None,
     ) -> None:
-        from .compiled import CompiledGraph
-
         if not isinstance(name, str) or not name:
             raise GraphError(f"a node name must be a non-empty string, got {name!r}")
         if name in (START, END):
@@ -239,9 +205,9 @@ class Graph(Generic[S]):
         ``ref`` (``"module:attribute"``) lets another process (the CLI, a worker)
         import the graph to resume its runs.
         """
-        from .compiled import CompiledGraph
-
-        return CompiledGraph.build(self, name=name or self.name, ref=ref)
+        return CompiledGraph.build(
+            self.schema, self.nodes, self.edges, self.branches, name=name or self.name, ref=ref
+        )
 
 
 def _name_of(fn: Any) -> str:

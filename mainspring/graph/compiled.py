@@ -4,17 +4,44 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import GraphError
 from ..state import StateSchema
-from .types import END, START, Send
+from .mermaid import to_mermaid
+from .types import END, START, Retry, Send
 
-if TYPE_CHECKING:
-    from .builder import BranchSpec, Graph, NodeSpec
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    name: str
+    fn: Callable[..., Any] | None
+    is_async: bool
+    wants_ctx: bool
+    retry: Retry | None
+    timeout: float | None
+    blocking: bool = False  # a sync node that blocks: run it in a worker thread
+    subgraph: CompiledGraph | None = None
+    subgraph_input: Callable[[Any], Any] | None = None
+    subgraph_output: Callable[[Any], Any] | None = None
+    # A function with no timeout and no thread: the engine calls it in place.
+    inline: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "inline", self.fn is not None and not (self.blocking or self.timeout)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BranchSpec:
+    source: str
+    router: Callable[..., Any]
+    mapping: Mapping[Hashable, str] | None  # router result -> node; None: the result names nodes
+    targets: tuple[str, ...] | None  # every node the router may lead to, if declared
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,16 +76,26 @@ class CompiledGraph:
     fingerprint: str
 
     @classmethod
-    def build(cls, graph: Graph[Any], *, name: str, ref: str | None) -> CompiledGraph:
+    def build(
+        cls,
+        schema: StateSchema[Any],
+        nodes: Mapping[str, NodeSpec],
+        edges: Sequence[tuple[tuple[str, ...], str]],
+        branches: Sequence[BranchSpec],
+        *,
+        name: str,
+        ref: str | None,
+    ) -> CompiledGraph:
+        """Validate and freeze a graph's parts (``Graph.compile`` calls this)."""
         self = object.__new__(cls)
         self.name = name
         self.ref = ref
-        self.schema = graph.schema
-        self.nodes = MappingProxyType(dict(graph.nodes))
-        self.edges = tuple(graph.edges)
+        self.schema = schema
+        self.nodes = MappingProxyType(dict(nodes))
+        self.edges = tuple(edges)
         static: dict[str, list[str]] = {}
         joins: list[Join] = []
-        for sources, target in graph.edges:
+        for sources, target in edges:
             if len(sources) == 1:
                 targets = static.setdefault(sources[0], [])
                 if target not in targets:
@@ -67,10 +104,10 @@ class CompiledGraph:
                 joins.append(Join(frozenset(sources), target))
         self.static = MappingProxyType({k: tuple(v) for k, v in static.items()})
         self.joins = tuple(joins)
-        branches: dict[str, list[BranchSpec]] = {}
-        for b in graph.branches:
-            branches.setdefault(b.source, []).append(b)
-        self.branches = MappingProxyType({k: tuple(v) for k, v in branches.items()})
+        by_source: dict[str, list[BranchSpec]] = {}
+        for b in branches:
+            by_source.setdefault(b.source, []).append(b)
+        self.branches = MappingProxyType({k: tuple(v) for k, v in by_source.items()})
         _validate(self)
         self.fingerprint = _fingerprint(self)
         return self
@@ -117,8 +154,7 @@ class CompiledGraph:
         return routed
 
     def to_mermaid(self) -> str:
-        from .mermaid import to_mermaid
-
+        """The graph as a Mermaid flowchart (dashed arrows: a router's possible targets)."""
         return to_mermaid(self)
 
     def __repr__(self) -> str:

@@ -1,14 +1,38 @@
-"""Mermaid export: a pure function from a compiled graph to a flowchart string."""
+"""Mermaid export: a pure function from a graph's shape to a flowchart string.
+
+It reads only the shape (nodes, edges, routers), declared here as protocols, so that
+the compiled graph can use it without the two knowing each other's modules.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Protocol
 
 from .types import END, START
 
-if TYPE_CHECKING:
-    from .compiled import CompiledGraph
+
+class _Node(Protocol):
+    @property
+    def subgraph(self) -> object | None: ...
+
+
+class _Branch(Protocol):
+    @property
+    def mapping(self) -> Mapping[Hashable, str] | None: ...
+    @property
+    def targets(self) -> tuple[str, ...] | None: ...
+
+
+class GraphShape(Protocol):
+    @property
+    def nodes(self) -> Mapping[str, _Node]: ...
+    @property
+    def edges(self) -> Sequence[tuple[tuple[str, ...], str]]: ...
+    @property
+    def branches(self) -> Mapping[str, Sequence[_Branch]]: ...
+
 
 _SAFE = re.compile(r"[^0-9A-Za-z_]")
 
@@ -25,7 +49,7 @@ def _label(text: str) -> str:
     return text.replace('"', "#quot;")
 
 
-def to_mermaid(graph: CompiledGraph) -> str:
+def to_mermaid(graph: GraphShape) -> str:
     """Render ``graph`` as a Mermaid ``flowchart``; dashed arrows are branch targets."""
     lines = ["flowchart TD", f"    {_id(START)}([START])"]
     for name, spec in graph.nodes.items():
