@@ -10,12 +10,29 @@ from typing import Any, TypedDict
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mainspring import END, START, Context, EventKind, Graph, RunStatus, Runtime
 from mainspring.engine.effects import EffectCall
-from mainspring.engine.gate import Answer, Approve, Deny, Effect, Outcome, Rewrite
+from mainspring.engine.gate import (
+    Answer,
+    Approve,
+    Deny,
+    Effect,
+    Outcome,
+    Rewrite,
+    _plain_within,
+    capped,
+)
 from mainspring.errors import EffectDeniedError
-from mainspring.events import EffectDecided, EffectFinished, EffectStarted
+from mainspring.events import (
+    EffectDecided,
+    EffectFinished,
+    EffectStarted,
+    encode,
+    plain_json,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -288,3 +305,29 @@ async def test_every_kind_of_effect_passes_the_gate() -> None:
         await rt.run(g.compile(), {})
     assert kinds == ["effect:plain", "model:gpt"]
     assert str(EventKind.EFFECT_DECIDED) == "effect_decided"
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+        | st.tuples(inner)
+    ),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(max_size=5), _json, max_size=4))
+def test_arguments_take_the_fast_path_only_when_plain_and_small(args: dict[str, Any]) -> None:
+    """The fast path of ``capped`` takes only plain JSON of about the cap (what the journal
+    gives back as it took it); anything else goes through the encoder. Either way what
+    is recorded encodes as JSON."""
+    cap = 8192
+    fits = _plain_within(args, cap)
+    if fits:
+        assert plain_json(args)
+        assert capped(args, cap) == args
+    elif plain_json(args):
+        assert len(encode(args)) > cap // 16, "small plain JSON must take the fast path"
+    encode(capped(args, cap))

@@ -22,13 +22,14 @@ not the hook again.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
 
 import msgspec
 
-from ..events import encode, jsonable_or_repr, plain_json
+from ..events import encode, jsonable_or_repr
 
 # Effect kinds the runtime knows; capabilities add theirs ("tool", "model", ...).
 EFFECT_KINDS: Final = ("effect", "tool", "model", "memory", "publish")
@@ -219,8 +220,8 @@ def capped(args: Mapping[str, Any], cap: int) -> Any:
     """``args`` as JSON, or a short account of them when they are bigger than ``cap``."""
     if not args:
         return {}
-    if _size(args, cap) <= cap and _plain(args):
-        return dict(args)
+    if type(args) is dict and _plain_within(args, cap):
+        return dict(args)  # the common case: small plain JSON, no encoding needed
     value = jsonable_or_repr(dict(args))
     encoded = encode(value) if not isinstance(value, str) else value.encode()
     if len(encoded) <= cap:
@@ -229,27 +230,39 @@ def capped(args: Mapping[str, Any], cap: int) -> Any:
     return {"truncated": True, "bytes": len(encoded), "preview": preview}
 
 
-def _size(value: Any, cap: int) -> int:
-    """A quick upper estimate of ``value``'s JSON size, stopping once past ``cap``."""
+def _plain_within(value: dict[str, Any], cap: int) -> bool:
+    """Whether ``value`` is plain JSON (as ``plain_json``) of at most about ``cap`` bytes.
+
+    One pass with exact type checks, stopping at the first doubt: per effect with
+    arguments it costs ~0.3 us where a size walk then a plainness walk cost ~2 us.
+    """
     total = 0
-    stack = [value]
-    while stack and total <= cap:
+    stack: list[Any] = [value]
+    while stack:
         v = stack.pop()
-        if isinstance(v, str):
+        t = type(v)
+        if t is str:
             total += len(v) + 2
-        elif isinstance(v, Mapping):
-            stack.extend(v.values())
-            total += sum(len(str(k)) + 4 for k in v)
-        elif isinstance(v, list | tuple):
-            stack.extend(v)
-            total += 2 + len(v)
-        else:
+        elif t is int or t is bool or v is None:
+            total += 8
+        elif t is float:
+            if not math.isfinite(v):
+                return False
             total += 24
-    return total
-
-
-def _plain(args: Mapping[str, Any]) -> bool:
-    return all(type(k) is str for k in args) and all(plain_json(v) for v in args.values())
+        elif t is dict:
+            for k, item in v.items():
+                if type(k) is not str:
+                    return False
+                total += len(k) + 4
+                stack.append(item)
+        elif t is list:
+            total += 2 + len(v)
+            stack.extend(v)
+        else:
+            return False
+        if total > cap:
+            return False
+    return True
 
 
 def _with_args(effect: Effect, args: Mapping[str, Any]) -> Effect:
