@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# Modules of this package import one another by module (``from .ids import trace_id``), never
+# through the package (``from . import ids``): this file imports them, so that is a cycle.
 from . import ids
 from .conventions import Capture, Usage, effect_kind, usage_of
 from .logs import JournalLogger, bind, configure_logging, log_context
