@@ -26,7 +26,7 @@ from mainspring import Runtime, store_from_url
 from mainspring.store import MemoryStore
 from mainspring.telemetry.exporter import CURSOR, JournalTracer
 from mainspring.telemetry.reader import trace_events
-from mainspring.telemetry.spans import derive_spans
+from mainspring.telemetry.spans.derive import derive_spans
 
 from . import telemetry_graphs as tg
 from .telemetry_graphs import http_collector

@@ -15,7 +15,8 @@ from ..errors import RunNotFoundError
 from ..events import Event
 from ..telemetry.conventions import Capture
 from ..telemetry.reader import trace_events
-from ..telemetry.spans import SpanRecord, derive_spans
+from ..telemetry.spans.derive import derive_spans
+from ..telemetry.spans.record import SpanRecord
 from ..telemetry.stats import LatencyStats, latency_stats
 from ..telemetry.waterfall import fmt_duration, render, to_json
 from ._common import (

@@ -32,7 +32,8 @@ from . import ids
 from .conventions import Capture, Usage, effect_kind, usage_of
 from .logs import JournalLogger, bind, configure_logging, log_context
 from .propagation import trace_headers, traceparent, use_trace_context
-from .spans import SpanBuilder, SpanRecord, derive_spans
+from .spans.derive import SpanBuilder, derive_spans
+from .spans.record import SpanRecord
 from .stats import LatencyStats, latency_stats
 
 if TYPE_CHECKING:

@@ -51,7 +51,8 @@ from .batch import BatchExporter
 from .conventions import Capture, Redactor
 from .pump import DEFAULT_CAPACITY, EventPump
 from .reader import JournalReader, StoreReader, as_reader
-from .spans import SpanBuilder, SpanRecord
+from .spans.derive import SpanBuilder
+from .spans.record import SpanRecord
 
 log = logging.getLogger("mainspring.telemetry")
 

@@ -41,7 +41,7 @@ from ..store import Store
 from .ids import hex_span, hex_trace
 from .pump import DEFAULT_CAPACITY, EventPump
 from .reader import JournalReader, as_reader
-from .spans import SpanBuilder
+from .spans.derive import SpanBuilder
 
 if TYPE_CHECKING:
     from ..engine.context import Context

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .ids import hex_trace
-from .spans import SpanRecord
+from .spans.record import SpanRecord
 
 _ICONS: Final = {"run": "▣", "node": "◆", "effect": "↯", "wait": "⏸"}
 

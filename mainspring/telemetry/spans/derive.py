@@ -1,15 +1,17 @@
-"""The span builder: a state machine over journal events that closes spans as the journal closes them.
+"""Journal events to span records: a state machine that closes spans as the journal closes them.
 
-Fed live by the tracer (one event at a time, on its thread) and all at once by
-:func:`~.spans.derive_spans`; see :mod:`.spans` for the span model.
+:class:`SpanBuilder` is fed live by the tracer and the logger (one event at a time, on
+their threads); :func:`derive_spans` feeds it whole journals for the CLI. The spans
+it derives are listed in :mod:`mainspring.telemetry.spans`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import heapq
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..events import (
+from ...events import (
     UNSET,
     Cancelled,
     EffectFinished,
@@ -26,9 +28,8 @@ from ..events import (
     StepFinished,
     StepStarted,
 )
-from .conventions import AttrValue, Capture, effect_kind, usage_of
-from .genai import name_effect, output_messages, set_error, set_reply, set_usage
-from .ids import (
+from ..conventions import AttrValue, Capture, effect_kind, usage_of
+from ..ids import (
     abandoned_effect_span_id,
     attempt_span_id,
     effect_span_id,
@@ -38,7 +39,8 @@ from .ids import (
     trace_of,
     wait_span_id,
 )
-from .records import SpanEvent, SpanRecord, ns
+from .genai import name_effect, output_messages, set_error, set_reply, set_usage
+from .record import SpanEvent, SpanRecord, ns
 
 
 class _Task:
@@ -496,3 +498,24 @@ _HANDLERS: dict[EventKind, Callable[[SpanBuilder, _Run, Event, Any], None]] = {
     EventKind.FINISHED: SpanBuilder._finished,
     EventKind.CANCELLED: SpanBuilder._cancelled,
 }
+
+
+def in_causal_order(events: Iterable[Event]) -> list[Event]:
+    """Events of several runs (a run and its subgraph runs) merged by time, each run in seq order."""
+    by_run: dict[str, list[Event]] = {}
+    for event in events:
+        by_run.setdefault(event.run_id, []).append(event)
+    lists = [sorted(evs, key=lambda e: e.seq) for evs in by_run.values()]
+    lists.sort(key=lambda evs: (evs[0].ts, evs[0].run_id.count("/"), evs[0].run_id))
+    return list(heapq.merge(*lists, key=lambda e: e.ts))
+
+
+def derive_spans(events: Iterable[Event], capture: Capture | None = None) -> list[SpanRecord]:
+    """Every span of the given journals, closed ones and those still open (``end_ns`` None)."""
+    builder = SpanBuilder(capture, max_runs=1 << 30)
+    spans: list[SpanRecord] = []
+    for event in in_causal_order(events):
+        spans.extend(builder.feed(event))
+    spans.extend(builder.open_spans())
+    spans.sort(key=lambda s: (s.start_ns, s.kind != "run", s.span_id))
+    return spans

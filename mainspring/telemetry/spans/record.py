@@ -1,12 +1,12 @@
-"""Span records: what the builder derives from a journal, before any OpenTelemetry object exists."""
+"""Span records: the spans :mod:`.derive` makes of a journal, before any OpenTelemetry object exists."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .conventions import AttrValue
-from .ids import hex_span, hex_trace
+from ..conventions import AttrValue
+from ..ids import hex_span, hex_trace
 
 SpanKind = Literal["run", "node", "effect", "wait"]
 Status = Literal["unset", "error"]
