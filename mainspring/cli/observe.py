@@ -14,10 +14,10 @@ from rich.text import Text
 from ..errors import RunNotFoundError
 from ..events import Event
 from ..telemetry.conventions import Capture
+from ..telemetry.latency import LatencyStats, latency_stats
 from ..telemetry.reader import trace_events
 from ..telemetry.spans.derive import derive_spans
 from ..telemetry.spans.record import SpanRecord
-from ..telemetry.stats import LatencyStats, latency_stats
 from ..telemetry.waterfall import fmt_duration, render, to_json
 from ._common import (
     DEFAULT_STORE,

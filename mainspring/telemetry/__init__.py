@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 # through the package (``from . import ids``): this file imports them, so that is a cycle.
 from . import ids
 from .conventions import Capture, Usage, effect_kind, usage_of
+from .latency import LatencyStats, latency_stats
 from .logs import JournalLogger, bind, configure_logging, log_context
 from .propagation import trace_headers, traceparent, use_trace_context
 from .spans.derive import SpanBuilder, derive_spans
 from .spans.record import SpanRecord
-from .stats import LatencyStats, latency_stats
 
 if TYPE_CHECKING:
     from .exporter import JournalTracer, setup_tracing

@@ -49,7 +49,7 @@ from ..events import Event
 from ..store import Store
 from .batch import BatchExporter
 from .conventions import Capture, Redactor
-from .pump import DEFAULT_CAPACITY, EventPump
+from .listener import DEFAULT_CAPACITY, EventPump
 from .reader import JournalReader, StoreReader, as_reader
 from .spans.derive import SpanBuilder
 from .spans.record import SpanRecord

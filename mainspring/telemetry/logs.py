@@ -39,7 +39,7 @@ from ..events import (
 )
 from ..store import Store
 from .ids import hex_span, hex_trace
-from .pump import DEFAULT_CAPACITY, EventPump
+from .listener import DEFAULT_CAPACITY, EventPump
 from .reader import JournalReader, as_reader
 from .spans.derive import SpanBuilder
 

@@ -27,8 +27,8 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..store import Store
+from .listener import DEFAULT_CAPACITY, EventPump
 from .metrics import INSTRUMENTS, MetricsAggregator, MetricsSink, Pricing
-from .pump import DEFAULT_CAPACITY, EventPump
 from .reader import JournalReader, as_reader
 
 _Metric = Counter | Gauge | Histogram
