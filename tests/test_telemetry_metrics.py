@@ -225,9 +225,9 @@ async def test_group_commit_batch_sizes_come_from_the_store(tmp_path: Path) -> N
 async def test_flush_is_false_once_events_were_dropped(listener: str) -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from mainspring.telemetry.exporter import JournalTracer
     from mainspring.telemetry.listener import EventPump
     from mainspring.telemetry.logs import JournalLogger
+    from mainspring.telemetry.tracing.tracer import JournalTracer
 
     pump: EventPump
     if listener == "metrics":

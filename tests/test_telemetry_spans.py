@@ -15,10 +15,10 @@ from mainspring.events import Event, EventKind, make_event
 from mainspring.store import MemoryStore
 from mainspring.telemetry import ids
 from mainspring.telemetry.conventions import Capture, cap
-from mainspring.telemetry.exporter import JournalTracer
 from mainspring.telemetry.reader import trace_events
 from mainspring.telemetry.spans.derive import SpanBuilder, derive_spans
 from mainspring.telemetry.spans.record import SpanRecord
+from mainspring.telemetry.tracing.tracer import JournalTracer
 
 from . import telemetry_graphs as tg
 

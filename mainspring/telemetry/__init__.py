@@ -37,8 +37,8 @@ from .spans.derive import SpanBuilder, derive_spans
 from .spans.record import SpanRecord
 
 if TYPE_CHECKING:
-    from .exporter import JournalTracer, setup_tracing
     from .prom import JournalMetrics
+    from .tracing.tracer import JournalTracer, setup_tracing
 
 __all__ = [
     "Capture",
@@ -63,7 +63,11 @@ __all__ = [
     "use_trace_context",
 ]
 
-_LAZY = {"JournalTracer": ".exporter", "setup_tracing": ".exporter", "JournalMetrics": ".prom"}
+_LAZY = {
+    "JournalTracer": ".tracing.tracer",
+    "setup_tracing": ".tracing.tracer",
+    "JournalMetrics": ".prom",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -109,7 +109,7 @@ class JournalMetrics(EventPump):
 
     ``meter_provider`` also records every observation as OpenTelemetry metrics.
     ``pricing(model, input_tokens, output_tokens)`` prices model calls whose
-    result carries no ``cost_usd``. ``store``: see :func:`~.exporter.setup_tracing`.
+    result carries no ``cost_usd``. ``store``: see :func:`~.tracing.tracer.setup_tracing`.
     """
 
     def __init__(
