@@ -12,9 +12,10 @@ from prometheus_client import CollectorRegistry
 from mainspring import END, START, Context, Graph, RunStatus, Runtime
 from mainspring.events import Event, ForkedFrom, RunStarted, StepFinished, StepStarted
 from mainspring.store import MemoryStore
-from mainspring.telemetry.metrics import INSTRUMENTS, MetricsAggregator
-from mainspring.telemetry.poller import JournalPoller
-from mainspring.telemetry.prom import JournalMetrics, PrometheusSink
+from mainspring.telemetry.metrics.aggregator import MetricsAggregator
+from mainspring.telemetry.metrics.instruments import INSTRUMENTS
+from mainspring.telemetry.metrics.poller import JournalPoller
+from mainspring.telemetry.metrics.prometheus import JournalMetrics, PrometheusSink
 
 from . import telemetry_graphs as tg
 

@@ -160,9 +160,9 @@ def metrics(
     try:
         from prometheus_client import generate_latest, start_http_server
 
-        from ..telemetry.metrics import MetricsAggregator
-        from ..telemetry.poller import JournalPoller
-        from ..telemetry.prom import PrometheusSink
+        from ..telemetry.metrics.aggregator import MetricsAggregator
+        from ..telemetry.metrics.poller import JournalPoller
+        from ..telemetry.metrics.prometheus import PrometheusSink
     except ImportError as exc:
         raise CliError(
             f"metrics need prometheus-client ({exc}); pip install 'mainspring[telemetry]'"

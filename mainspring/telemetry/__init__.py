@@ -37,7 +37,7 @@ from .spans.derive import SpanBuilder, derive_spans
 from .spans.record import SpanRecord
 
 if TYPE_CHECKING:
-    from .prom import JournalMetrics
+    from .metrics.prometheus import JournalMetrics
     from .tracing.tracer import JournalTracer, setup_tracing
 
 __all__ = [
@@ -66,7 +66,7 @@ __all__ = [
 _LAZY = {
     "JournalTracer": ".tracing.tracer",
     "setup_tracing": ".tracing.tracer",
-    "JournalMetrics": ".prom",
+    "JournalMetrics": ".metrics.prometheus",
 }
 
 
