@@ -20,6 +20,18 @@ GRAPH`` read the same spans from a store with no backend at all.
 ``setup_tracing`` and ``JournalTracer`` need the ``telemetry`` extra
 (opentelemetry-sdk and the OTLP exporters); ``JournalMetrics`` needs
 prometheus-client. They are imported on first use.
+
+The package, by what it makes of the journal:
+
+* ``spans/``: span records (no extra needed); ``tracing/``: those spans as OpenTelemetry
+  traces, exported; ``metrics/``: counters and histograms for Prometheus and
+  OpenTelemetry; ``logs.py``: structured log lines;
+* ``listener.py``: the base of the three runtime listeners (the hot path only
+  buffers); ``reader.py``: reading journals off the event loop;
+* ``ids.py``: deterministic trace and span ids; ``propagation.py``: the running
+  effect's ``traceparent``; ``conventions.py``: which effects are tool and model
+  calls, their usage, and how inputs and outputs are captured;
+* ``waterfall.py`` and ``latency.py``: the CLI's views of a run's spans.
 """
 
 from __future__ import annotations
