@@ -29,9 +29,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from mainspring import END, START, Graph, Runtime
 from mainspring.store import MemoryStore
-from mainspring.telemetry.exporter import JournalTracer
-from mainspring.telemetry.prom import JournalMetrics
+from mainspring.telemetry.metrics.prometheus import JournalMetrics
 from mainspring.telemetry.reader import StoreReader
+from mainspring.telemetry.tracing.tracer import JournalTracer
 
 NODES = 10
 TARGET_US = 15.0

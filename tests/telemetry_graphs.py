@@ -18,7 +18,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from mainspring import END, START, Context, Graph, Retry, Send, append
 from mainspring.events import Event, RunStarted
-from mainspring.telemetry.spans import SpanRecord
+from mainspring.telemetry.spans.record import SpanRecord
 
 
 class Doc(TypedDict, total=False):

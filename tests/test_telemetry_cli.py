@@ -27,8 +27,8 @@ from mainspring.events import (
     make_event,
 )
 from mainspring.store import MemoryStore
-from mainspring.telemetry.spans import derive_spans
-from mainspring.telemetry.stats import latency_stats, percentile
+from mainspring.telemetry.latency import latency_stats, percentile
+from mainspring.telemetry.spans.derive import derive_spans
 from mainspring.telemetry.waterfall import critical_path, layout, render, to_json
 
 from . import telemetry_graphs as tg

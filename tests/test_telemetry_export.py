@@ -23,8 +23,9 @@ from mainspring import END, START, Context, Graph, Runtime
 from mainspring.events import Event, StepStarted
 from mainspring.store import MemoryStore
 from mainspring.telemetry import ids
-from mainspring.telemetry.exporter import JournalTracer, SafeExporter, make_exporter, setup_tracing
 from mainspring.telemetry.propagation import trace_headers, traceparent, use_trace_context
+from mainspring.telemetry.tracing.exporters import SafeExporter, make_exporter
+from mainspring.telemetry.tracing.tracer import JournalTracer, setup_tracing
 
 from . import telemetry_graphs as tg
 from .telemetry_graphs import Collector, Received, http_collector

@@ -24,7 +24,7 @@ from mainspring.events import (
 from mainspring.store import MemoryStore
 from mainspring.telemetry import ids
 from mainspring.telemetry.logs import FIELDS, JournalLogger, configure_logging, log_context
-from mainspring.telemetry.spans import derive_spans
+from mainspring.telemetry.spans.derive import derive_spans
 
 from . import telemetry_graphs as tg
 

@@ -12,9 +12,10 @@ from prometheus_client import CollectorRegistry
 from mainspring import END, START, Context, Graph, RunStatus, Runtime
 from mainspring.events import Event, ForkedFrom, RunStarted, StepFinished, StepStarted
 from mainspring.store import MemoryStore
-from mainspring.telemetry.metrics import INSTRUMENTS, MetricsAggregator
-from mainspring.telemetry.poller import JournalPoller
-from mainspring.telemetry.prom import JournalMetrics, PrometheusSink
+from mainspring.telemetry.metrics.aggregator import MetricsAggregator
+from mainspring.telemetry.metrics.instruments import INSTRUMENTS
+from mainspring.telemetry.metrics.poller import JournalPoller
+from mainspring.telemetry.metrics.prometheus import JournalMetrics, PrometheusSink
 
 from . import telemetry_graphs as tg
 
@@ -225,9 +226,9 @@ async def test_group_commit_batch_sizes_come_from_the_store(tmp_path: Path) -> N
 async def test_flush_is_false_once_events_were_dropped(listener: str) -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from mainspring.telemetry.exporter import JournalTracer
+    from mainspring.telemetry.listener import EventPump
     from mainspring.telemetry.logs import JournalLogger
-    from mainspring.telemetry.pump import EventPump
+    from mainspring.telemetry.tracing.tracer import JournalTracer
 
     pump: EventPump
     if listener == "metrics":
@@ -250,7 +251,7 @@ def test_a_runs_start_read_back_is_this_processs_when_nothing_came_between(
     """The runtime hands listeners no run_started (create_run writes it), and a fork's copied
     journal may not reach them either: read back, the start is counted as this process's when
     the first event handed over follows it or the copy directly; else it is history."""
-    from mainspring.telemetry.pump import EventPump
+    from mainspring.telemetry.listener import EventPump
 
     journal = [
         Event.of("f", 1, 1.0, RunStarted("g", forked_from=ForkedFrom("src", 3))),

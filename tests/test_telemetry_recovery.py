@@ -24,9 +24,9 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from mainspring import Runtime, store_from_url
 from mainspring.store import MemoryStore
-from mainspring.telemetry.exporter import CURSOR, JournalTracer
 from mainspring.telemetry.reader import trace_events
-from mainspring.telemetry.spans import derive_spans
+from mainspring.telemetry.spans.derive import derive_spans
+from mainspring.telemetry.tracing.tracer import CURSOR, JournalTracer
 
 from . import telemetry_graphs as tg
 from .telemetry_graphs import http_collector
@@ -44,7 +44,7 @@ from typing import Any, TypedDict
 import anyio
 
 from mainspring import END, START, Context, Graph, Runtime
-from mainspring.telemetry.exporter import setup_tracing
+from mainspring.telemetry.tracing.tracer import setup_tracing
 
 URL, ENDPOINT, PHASE, RUNS = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 

@@ -15,9 +15,10 @@ from mainspring.events import Event, EventKind, make_event
 from mainspring.store import MemoryStore
 from mainspring.telemetry import ids
 from mainspring.telemetry.conventions import Capture, cap
-from mainspring.telemetry.exporter import JournalTracer
 from mainspring.telemetry.reader import trace_events
-from mainspring.telemetry.spans import SpanBuilder, SpanRecord, derive_spans
+from mainspring.telemetry.spans.derive import SpanBuilder, derive_spans
+from mainspring.telemetry.spans.record import SpanRecord
+from mainspring.telemetry.tracing.tracer import JournalTracer
 
 from . import telemetry_graphs as tg
 
@@ -514,7 +515,7 @@ async def test_with_capture_a_models_reply_is_in_its_gen_ai_output_messages() ->
 
 
 def test_output_messages_of_the_common_reply_shapes() -> None:
-    from mainspring.telemetry.genai import output_messages
+    from mainspring.telemetry.spans.genai import output_messages
 
     openai = {
         "id": "chatcmpl-1",
@@ -586,7 +587,7 @@ def test_output_messages_of_the_common_reply_shapes() -> None:
 def test_a_long_reply_is_cut_inside_its_text_so_the_json_stays_valid() -> None:
     import orjson
 
-    from mainspring.telemetry.genai import output_messages
+    from mainspring.telemetry.spans.genai import output_messages
 
     text = Capture(True, max_bytes=200).text(
         "gen_ai.output.messages", output_messages({"text": "é" * 500}), as_json=True

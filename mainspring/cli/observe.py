@@ -14,9 +14,10 @@ from rich.text import Text
 from ..errors import RunNotFoundError
 from ..events import Event
 from ..telemetry.conventions import Capture
+from ..telemetry.latency import LatencyStats, latency_stats
 from ..telemetry.reader import trace_events
-from ..telemetry.spans import SpanRecord, derive_spans
-from ..telemetry.stats import LatencyStats, latency_stats
+from ..telemetry.spans.derive import derive_spans
+from ..telemetry.spans.record import SpanRecord
 from ..telemetry.waterfall import fmt_duration, render, to_json
 from ._common import (
     DEFAULT_STORE,
@@ -159,9 +160,9 @@ def metrics(
     try:
         from prometheus_client import generate_latest, start_http_server
 
-        from ..telemetry.metrics import MetricsAggregator
-        from ..telemetry.poller import JournalPoller
-        from ..telemetry.prom import PrometheusSink
+        from ..telemetry.metrics.aggregator import MetricsAggregator
+        from ..telemetry.metrics.poller import JournalPoller
+        from ..telemetry.metrics.prometheus import PrometheusSink
     except ImportError as exc:
         raise CliError(
             f"metrics need prometheus-client ({exc}); pip install 'mainspring[telemetry]'"

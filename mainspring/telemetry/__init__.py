@@ -20,22 +20,37 @@ GRAPH`` read the same spans from a store with no backend at all.
 ``setup_tracing`` and ``JournalTracer`` need the ``telemetry`` extra
 (opentelemetry-sdk and the OTLP exporters); ``JournalMetrics`` needs
 prometheus-client. They are imported on first use.
+
+The package, by what it makes of the journal:
+
+* ``spans/``: span records (no extra needed); ``tracing/``: those spans as OpenTelemetry
+  traces, exported; ``metrics/``: counters and histograms for Prometheus and
+  OpenTelemetry; ``logs.py``: structured log lines;
+* ``listener.py``: the base of the three runtime listeners (the hot path only
+  buffers); ``reader.py``: reading journals off the event loop;
+* ``ids.py``: deterministic trace and span ids; ``propagation.py``: the running
+  effect's ``traceparent``; ``conventions.py``: which effects are tool and model
+  calls, their usage, and how inputs and outputs are captured;
+* ``waterfall.py`` and ``latency.py``: the CLI's views of a run's spans.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# Modules of this package import one another by module (``from .ids import trace_id``), never
+# through the package (``from . import ids``): this file imports them, so that is a cycle.
 from . import ids
 from .conventions import Capture, Usage, effect_kind, usage_of
+from .latency import LatencyStats, latency_stats
 from .logs import JournalLogger, bind, configure_logging, log_context
 from .propagation import trace_headers, traceparent, use_trace_context
-from .spans import SpanBuilder, SpanRecord, derive_spans
-from .stats import LatencyStats, latency_stats
+from .spans.derive import SpanBuilder, derive_spans
+from .spans.record import SpanRecord
 
 if TYPE_CHECKING:
-    from .exporter import JournalTracer, setup_tracing
-    from .prom import JournalMetrics
+    from .metrics.prometheus import JournalMetrics
+    from .tracing.tracer import JournalTracer, setup_tracing
 
 __all__ = [
     "Capture",
@@ -60,7 +75,11 @@ __all__ = [
     "use_trace_context",
 ]
 
-_LAZY = {"JournalTracer": ".exporter", "setup_tracing": ".exporter", "JournalMetrics": ".prom"}
+_LAZY = {
+    "JournalTracer": ".tracing.tracer",
+    "setup_tracing": ".tracing.tracer",
+    "JournalMetrics": ".metrics.prometheus",
+}
 
 
 def __getattr__(name: str) -> Any:

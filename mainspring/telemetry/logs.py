@@ -38,10 +38,10 @@ from ..events import (
     StepStarted,
 )
 from ..store import Store
-from . import ids
-from .pump import DEFAULT_CAPACITY, EventPump
+from .ids import hex_span, hex_trace
+from .listener import DEFAULT_CAPACITY, EventPump
 from .reader import JournalReader, as_reader
-from .spans import SpanBuilder
+from .spans.derive import SpanBuilder
 
 if TYPE_CHECKING:
     from ..engine.context import Context
@@ -74,10 +74,10 @@ def bind(ctx: Context) -> Any:
     fields: dict[str, Any] = {
         "run_id": ctx.run_id,
         "node": ctx.node,
-        "trace_id": ids.hex_trace(trace_id(ctx)),
+        "trace_id": hex_trace(trace_id(ctx)),
     }
     if found is not None:
-        fields["span_id"] = ids.hex_span(found[1])
+        fields["span_id"] = hex_span(found[1])
     return log_context(**fields)
 
 
@@ -273,8 +273,8 @@ class JournalLogger(EventPump):
         data = event.data
         extra = {
             "run_id": event.run_id,
-            "trace_id": ids.hex_trace(trace),
-            "span_id": ids.hex_span(span),
+            "trace_id": hex_trace(trace),
+            "span_id": hex_span(span),
             "node": data.node if isinstance(data, _TASK_DATA) else None,
             "event": str(event.kind),
             "seq": event.seq,

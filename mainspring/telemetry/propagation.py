@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from . import ids
+from .ids import effect_span_id, format_traceparent
+from .ids import trace_id as tree_trace_id
 
 if TYPE_CHECKING:
     from ..engine.context import Context
@@ -33,7 +34,7 @@ def root_run_id(ctx: Context) -> str:
 
 def trace_id(ctx: Context) -> int:
     """The trace id of ``ctx``'s run, as the tracer derives it from the journal."""
-    return ids.trace_id(ctx.root_run_id, ctx.root_nonce)
+    return tree_trace_id(ctx.root_run_id, ctx.root_nonce)
 
 
 def span_context(ctx: Context) -> tuple[int, int] | None:
@@ -41,13 +42,13 @@ def span_context(ctx: Context) -> tuple[int, int] | None:
     key = ctx.idempotency_key
     if key is None:
         return None
-    return trace_id(ctx), ids.effect_span_id(ctx.run_id, key)
+    return trace_id(ctx), effect_span_id(ctx.run_id, key)
 
 
 def traceparent(ctx: Context) -> str | None:
     """The W3C ``traceparent`` of the effect running now, or None outside ``ctx.step``."""
     found = span_context(ctx)
-    return None if found is None else ids.format_traceparent(*found)
+    return None if found is None else format_traceparent(*found)
 
 
 def trace_headers(ctx: Context) -> dict[str, str]:

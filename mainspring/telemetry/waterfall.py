@@ -16,8 +16,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from . import ids
-from .spans import SpanRecord
+from .ids import hex_trace
+from .spans.record import SpanRecord
 
 _ICONS: Final = {"run": "▣", "node": "◆", "effect": "↯", "wait": "⏸"}
 
@@ -217,7 +217,7 @@ def render(spans: Sequence[SpanRecord], *, width: int = 120) -> RenderableType:
     root = rows[0].span
     title = Text.assemble(
         ("trace ", "bold"),
-        (ids.hex_trace(root.trace_id), "dim"),
+        (hex_trace(root.trace_id), "dim"),
         ("  run ", "bold"),
         (root.run_id, ""),
         ("  ● critical path  ‖ parallel  ░ waiting", "dim"),
@@ -231,7 +231,7 @@ def to_json(spans: Sequence[SpanRecord]) -> dict[str, Any]:
     root = rows[0].span if rows else None
     return {
         "run_id": root.run_id if root else None,
-        "trace_id": ids.hex_trace(root.trace_id) if root else None,
+        "trace_id": hex_trace(root.trace_id) if root else None,
         "spans": [
             {**r.span.to_json(), "depth": r.depth, "critical": r.critical, "parallel": r.parallel}
             for r in rows

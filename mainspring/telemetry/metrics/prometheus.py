@@ -26,16 +26,17 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..store import Store
-from .metrics import INSTRUMENTS, MetricsAggregator, MetricsSink, Pricing
-from .pump import DEFAULT_CAPACITY, EventPump
-from .reader import JournalReader, as_reader
+from ...store import Store
+from ..listener import DEFAULT_CAPACITY, EventPump
+from ..reader import JournalReader, as_reader
+from .aggregator import MetricsAggregator, Pricing
+from .instruments import INSTRUMENTS, FanoutSink, MetricsSink
 
 _Metric = Counter | Gauge | Histogram
 
 
 class PrometheusSink:
-    """The instruments of :data:`~.metrics.INSTRUMENTS` as prometheus-client collectors on ``registry``."""
+    """The instruments of :data:`~.instruments.INSTRUMENTS` as prometheus-client collectors on ``registry``."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -67,19 +68,6 @@ class PrometheusSink:
         self._child(name, labels).observe(value)
 
 
-class FanoutSink:
-    def __init__(self, sinks: Sequence[MetricsSink]) -> None:
-        self.sinks = list(sinks)
-
-    def add(self, name: str, labels: Sequence[str], value: float) -> None:
-        for sink in self.sinks:
-            sink.add(name, labels, value)
-
-    def observe(self, name: str, labels: Sequence[str], value: float) -> None:
-        for sink in self.sinks:
-            sink.observe(name, labels, value)
-
-
 class _CatchUp(Collector):
     """Registered first: a scrape waits for buffered events, then reports what telemetry dropped."""
 
@@ -109,7 +97,7 @@ class JournalMetrics(EventPump):
 
     ``meter_provider`` also records every observation as OpenTelemetry metrics.
     ``pricing(model, input_tokens, output_tokens)`` prices model calls whose
-    result carries no ``cost_usd``. ``store``: see :func:`~.exporter.setup_tracing`.
+    result carries no ``cost_usd``. ``store``: see :func:`~mainspring.telemetry.tracing.tracer.setup_tracing`.
     """
 
     def __init__(
@@ -129,7 +117,7 @@ class JournalMetrics(EventPump):
         self.prometheus = PrometheusSink(registry)
         sink: MetricsSink = self.prometheus
         if meter_provider is not None:
-            from .otel_metrics import OtelSink
+            from .otel import OtelSink
 
             sink = FanoutSink([self.prometheus, OtelSink(meter_provider)])
         self.aggregator = MetricsAggregator(
@@ -160,7 +148,7 @@ class JournalMetrics(EventPump):
         return server, thread
 
     def instrument(self, store: Store) -> Store:
-        """``store``, timing its appends into the journal append metrics (see store_metrics)."""
-        from .store_metrics import InstrumentedStore
+        """``store``, timing its appends into the journal append metrics (see :mod:`.store_timing`)."""
+        from .store_timing import InstrumentedStore
 
         return cast(Store, InstrumentedStore(store, self.aggregator))

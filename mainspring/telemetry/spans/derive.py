@@ -1,15 +1,17 @@
-"""The span builder: a state machine over journal events that closes spans as the journal closes them.
+"""Journal events to span records: a state machine that closes spans as the journal closes them.
 
-Fed live by the tracer (one event at a time, on its thread) and all at once by
-:func:`~.spans.derive_spans`; see :mod:`.spans` for the span model.
+:class:`SpanBuilder` is fed live by the tracer and the logger (one event at a time, on
+their threads); :func:`derive_spans` feeds it whole journals for the CLI. The spans
+it derives are listed in :mod:`mainspring.telemetry.spans`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import heapq
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..events import (
+from ...events import (
     UNSET,
     Cancelled,
     EffectFinished,
@@ -26,10 +28,19 @@ from ..events import (
     StepFinished,
     StepStarted,
 )
-from . import ids
-from .conventions import AttrValue, Capture, effect_kind, usage_of
+from ..conventions import AttrValue, Capture, effect_kind, usage_of
+from ..ids import (
+    abandoned_effect_span_id,
+    attempt_span_id,
+    effect_span_id,
+    guess_root,
+    run_span_id,
+    trace_id,
+    trace_of,
+    wait_span_id,
+)
 from .genai import name_effect, output_messages, set_error, set_reply, set_usage
-from .records import SpanEvent, SpanRecord, ns
+from .record import SpanEvent, SpanRecord, ns
 
 
 class _Task:
@@ -135,10 +146,10 @@ class SpanBuilder:
                 trace = known.span.trace_id
                 parent_id = known.attempt_at(parent.step, parent.task, start)
             else:
-                trace = ids.trace_of(run_id, data)
-                parent_id = ids.run_span_id(parent.run_id)
+                trace = trace_of(run_id, data)
+                parent_id = run_span_id(parent.run_id)
         else:
-            trace = ids.trace_of(run_id, data)
+            trace = trace_of(run_id, data)
         graph = data.graph
         agent = metadata.get("agent")
         op = "invoke_agent" if isinstance(agent, str) else "invoke_workflow"
@@ -165,7 +176,7 @@ class SpanBuilder:
             "run",
             run_id,
             trace,
-            ids.run_span_id(run_id),
+            run_span_id(run_id),
             parent_id,
             start,
             attributes=attrs,
@@ -175,10 +186,8 @@ class SpanBuilder:
             attrs["mainspring.forked_from.run_id"] = forked.run_id
             attrs["mainspring.forked_from.seq"] = forked.seq
             # A fork of a subgraph run stays in its root's trace; a top-level source had its own.
-            source_trace = (
-                trace if parent is not None else ids.trace_id(forked.run_id, forked.nonce)
-            )
-            span.add_link(source_trace, ids.run_span_id(forked.run_id))
+            source_trace = trace if parent is not None else trace_id(forked.run_id, forked.nonce)
+            span.add_link(source_trace, run_span_id(forked.run_id))
         self._put(attrs, "mainspring.input", data.input)
         return self._register(run_id, _Run(span, thread))
 
@@ -190,9 +199,9 @@ class SpanBuilder:
         if parent is not None:
             trace, parent_id = self.runs[parent].span.trace_id, self.runs[parent].span.span_id
         else:
-            root = ids.guess_root(run_id)
-            trace = ids.trace_id(root)
-            parent_id = None if root == run_id else ids.run_span_id(run_id.rsplit("/", 1)[0])
+            root = guess_root(run_id)
+            trace = trace_id(root)
+            parent_id = None if root == run_id else run_span_id(run_id.rsplit("/", 1)[0])
         attrs: dict[str, AttrValue] = {
             "gen_ai.operation.name": "invoke_workflow",
             "mainspring.run_id": run_id,
@@ -204,7 +213,7 @@ class SpanBuilder:
             "run",
             run_id,
             trace,
-            ids.run_span_id(run_id),
+            run_span_id(run_id),
             parent_id,
             ns(event.ts),
             attributes=attrs,
@@ -234,8 +243,8 @@ class SpanBuilder:
             key = span.attributes.get("mainspring.effect.key")
             seq = span.attributes.get("mainspring.seq")
             if span.kind == "effect" and isinstance(key, str) and isinstance(seq, int):
-                # The key's own id goes to the rerun with the same key (ids.abandoned_effect_span_id).
-                span.span_id = ids.abandoned_effect_span_id(span.run_id, key, seq)
+                # The key's own id goes to the rerun with the same key (abandoned_effect_span_id).
+                span.span_id = abandoned_effect_span_id(span.run_id, key, seq)
         self._close(span, end_ns)
 
     def _end_attempt(self, run: _Run, index: int, end_ns: int, outcome: str | None = None) -> None:
@@ -316,7 +325,7 @@ class SpanBuilder:
             "node",
             event.run_id,
             parent.trace_id,
-            ids.attempt_span_id(event.run_id, event.seq),
+            attempt_span_id(event.run_id, event.seq),
             parent.span_id,
             start,
             None,
@@ -382,7 +391,7 @@ class SpanBuilder:
             "effect",
             event.run_id,
             run.span.trace_id,
-            ids.effect_span_id(event.run_id, key),
+            effect_span_id(event.run_id, key),
             parent,
             ns(event.ts),
             attributes=attrs,
@@ -440,7 +449,7 @@ class SpanBuilder:
             "wait",
             event.run_id,
             run.span.trace_id,
-            ids.wait_span_id(event.run_id, iid),
+            wait_span_id(event.run_id, iid),
             run.span.span_id,
             ts,
             attributes=attrs,
@@ -489,3 +498,24 @@ _HANDLERS: dict[EventKind, Callable[[SpanBuilder, _Run, Event, Any], None]] = {
     EventKind.FINISHED: SpanBuilder._finished,
     EventKind.CANCELLED: SpanBuilder._cancelled,
 }
+
+
+def in_causal_order(events: Iterable[Event]) -> list[Event]:
+    """Events of several runs (a run and its subgraph runs) merged by time, each run in seq order."""
+    by_run: dict[str, list[Event]] = {}
+    for event in events:
+        by_run.setdefault(event.run_id, []).append(event)
+    lists = [sorted(evs, key=lambda e: e.seq) for evs in by_run.values()]
+    lists.sort(key=lambda evs: (evs[0].ts, evs[0].run_id.count("/"), evs[0].run_id))
+    return list(heapq.merge(*lists, key=lambda e: e.ts))
+
+
+def derive_spans(events: Iterable[Event], capture: Capture | None = None) -> list[SpanRecord]:
+    """Every span of the given journals, closed ones and those still open (``end_ns`` None)."""
+    builder = SpanBuilder(capture, max_runs=1 << 30)
+    spans: list[SpanRecord] = []
+    for event in in_causal_order(events):
+        spans.extend(builder.feed(event))
+    spans.extend(builder.open_spans())
+    spans.sort(key=lambda s: (s.start_ns, s.kind != "run", s.span_id))
+    return spans

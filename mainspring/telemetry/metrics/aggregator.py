@@ -1,10 +1,9 @@
-"""Metrics from the journal: what each event means for counters, histograms and gauges.
+"""What each journal event means for the metrics: :class:`MetricsAggregator`.
 
-:class:`MetricsAggregator` is a state machine over events (like the span
-builder) that reports observations to sinks (Prometheus, OpenTelemetry).
-:class:`JournalMetrics` is the runtime listener built on it. Labels are
-bounded: graph, node, effect kind and name, model, tenant, never a run id;
-past ``max_series`` label sets per metric, new ones are counted as ``other``.
+A state machine over events (like :class:`~mainspring.telemetry.spans.derive.SpanBuilder`)
+that reports observations of the instruments of :mod:`.instruments` to a sink.
+Labels are bounded: graph, node, effect kind and name, model, tenant, never a run
+id; past ``max_series`` label sets per metric, new ones are counted as ``other``.
 
 Gauges (active runs, interrupts waiting) count what this process has seen
 happen: a run it only knows from history is not counted up, so never down.
@@ -13,11 +12,10 @@ happen: a run it only knows from history is not counted up, so never down.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Literal, Protocol
+from collections.abc import Callable
+from typing import Any, Final
 
-from ..events import (
+from ...events import (
     UNSET,
     EffectFinished,
     EffectStarted,
@@ -31,129 +29,8 @@ from ..events import (
     StepFinished,
     StepStarted,
 )
-from .conventions import effect_kind, usage_of
-
-Kind = Literal["counter", "histogram", "gauge"]
-
-LATENCY_BUCKETS: Final = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1,
-    2.5,
-    5,
-    10,
-    30,
-    60,
-    300,
-)
-SIZE_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-
-
-@dataclass(frozen=True, slots=True)
-class Instrument:
-    name: str  # Prometheus name (counters without the _total suffix the client adds)
-    kind: Kind
-    doc: str
-    labels: tuple[str, ...]
-    unit: str = ""
-    buckets: tuple[float, ...] = LATENCY_BUCKETS
-
-    @property
-    def otel_name(self) -> str:
-        return self.name.removesuffix("_seconds").replace("_", ".")
-
-
-INSTRUMENTS: Final = {
-    i.name: i
-    for i in (
-        Instrument("mainspring_runs_started", "counter", "Runs started.", ("graph",)),
-        Instrument("mainspring_runs_finished", "counter", "Runs that finished.", ("graph",)),
-        Instrument("mainspring_runs_failed", "counter", "Runs that failed.", ("graph",)),
-        Instrument("mainspring_runs_cancelled", "counter", "Runs that were cancelled.", ("graph",)),
-        Instrument("mainspring_active_runs", "gauge", "Runs in progress, not parked.", ("graph",)),
-        Instrument(
-            "mainspring_interrupts_waiting",
-            "gauge",
-            "Interrupts waiting for a resume value, by the graph that asked.",
-            ("graph",),
-        ),
-        Instrument(
-            "mainspring_step_duration_seconds",
-            "histogram",
-            "Duration of node attempts.",
-            ("graph", "node"),
-            "s",
-        ),
-        Instrument(
-            "mainspring_retries",
-            "counter",
-            "Node attempts that failed and are retried.",
-            ("graph", "node"),
-        ),
-        Instrument(
-            "mainspring_effect_duration_seconds",
-            "histogram",
-            "Duration of effects (tool, model and other calls).",
-            ("kind", "name"),
-            "s",
-        ),
-        Instrument("mainspring_effect_errors", "counter", "Effects that raised.", ("kind", "name")),
-        Instrument(
-            "mainspring_tokens",
-            "counter",
-            "Model tokens, by direction (input, output).",
-            ("model", "tenant", "direction"),
-        ),
-        Instrument(
-            "mainspring_cost_usd", "counter", "Model cost in US dollars.", ("model", "tenant")
-        ),
-        Instrument(
-            "mainspring_journal_append_duration_seconds",
-            "histogram",
-            "Duration of journal appends.",
-            ("durability",),
-            "s",
-        ),
-        Instrument(
-            "mainspring_journal_append_events",
-            "histogram",
-            "Events per journal append.",
-            ("durability",),
-            buckets=SIZE_BUCKETS,
-        ),
-        Instrument(
-            "mainspring_journal_commit_writes",
-            "histogram",
-            "Run writes (appends and creates) per physical store commit: the group-commit batch size.",
-            ("backend",),
-            buckets=SIZE_BUCKETS,
-        ),
-        Instrument(
-            "mainspring_journal_commit_duration_seconds",
-            "histogram",
-            "Duration of physical store commits.",
-            ("backend",),
-            "s",
-        ),
-    )
-}
-
-
-class MetricsSink(Protocol):
-    def add(self, name: str, labels: Sequence[str], value: float) -> None:
-        """Add ``value`` to a counter or a gauge."""
-
-    def observe(self, name: str, labels: Sequence[str], value: float) -> None:
-        """Record ``value`` in a histogram."""
-
+from ..conventions import effect_kind, usage_of
+from .instruments import MetricsSink
 
 #: ``pricing(model, input_tokens, output_tokens)``: cost in USD when a result does not say.
 Pricing = Callable[[str, int, int], float | None]
@@ -370,11 +247,3 @@ _HANDLERS: Final[
     EventKind.FAILED: MetricsAggregator._ended,
     EventKind.CANCELLED: MetricsAggregator._ended,
 }
-
-
-def describe() -> list[dict[str, Any]]:
-    """The metrics Mainspring exports (for docs and tests)."""
-    return [
-        {"name": i.name, "kind": i.kind, "labels": list(i.labels), "doc": i.doc}
-        for i in INSTRUMENTS.values()
-    ]

@@ -30,7 +30,7 @@ from typing import Final
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from .pump import Worker
+from ..listener import Worker
 
 log = logging.getLogger("mainspring.telemetry")
 

@@ -4,8 +4,9 @@
     async with Runtime(store, listeners=[tracer]) as rt: ...
     tracer.shutdown()                                           # also done at exit
 
-The listener only buffers events. Its thread derives spans (:mod:`.spans`) and
-hands them to an export thread (:mod:`.batch`) that exports in bounded batches.
+The listener only buffers events. Its thread derives spans (:mod:`..spans`) and
+hands them to an export thread (:mod:`.batch_export`) that exports in bounded
+batches to the exporter :mod:`.exporters` picks.
 A collector that is down costs a logged warning: export failures never reach a
 run, and shutdown gives up after its timeout; ``flush()`` says whether
 everything got out.
@@ -28,42 +29,31 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from opentelemetry import trace as trace_api
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event as OtelEvent
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.sdk.trace.export import (
-    ConsoleSpanExporter,
-    SpanExporter,
-    SpanExportResult,
-)
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from ..events import Event
-from ..store import Store
-from .batch import BatchExporter
-from .conventions import Capture, Redactor
-from .pump import DEFAULT_CAPACITY, EventPump
-from .reader import JournalReader, StoreReader, as_reader
-from .spans import SpanBuilder, SpanRecord
+from ...events import Event
+from ...store import Store
+from ..conventions import Capture, Redactor
+from ..listener import DEFAULT_CAPACITY, EventPump
+from ..reader import JournalReader, StoreReader, as_reader
+from ..spans.derive import SpanBuilder
+from ..spans.record import SpanRecord
+from .batch_export import BatchExporter
+from .exporters import SafeExporter, make_exporter
 
 log = logging.getLogger("mainspring.telemetry")
 
 _SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
 _UNSET: Final = Status()
-_EXPORTER_LOGGERS: Final = (
-    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-    "opentelemetry.exporter.otlp.common.http",
-    "opentelemetry.exporter.otlp.proto.grpc.exporter",
-    "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
-)
-_WARN_EVERY: Final = 60.0  # seconds between repeated "cannot export" warnings
 CURSOR: Final = "otel-spans"  # the store's cursor of what the tracer exported
 
 
@@ -268,116 +258,6 @@ def _bounded(fn: Callable[[], object], timeout: float) -> bool:
 
     threading.Thread(target=call, name="mainspring-telemetry-flush", daemon=True).start()
     return done.wait(timeout) and said[0] is not False
-
-
-class SafeExporter(SpanExporter):
-    """Wraps an exporter so that failures are one rate-limited warning and nothing else."""
-
-    def __init__(self, inner: SpanExporter, target: str) -> None:
-        self.inner = inner
-        self.target = target
-        self.failed = 0  # spans that could not be exported
-        self._warned = 0.0
-        self._aborted = False
-        self._shut = False
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._aborted:
-            self.failed += len(spans)
-            return SpanExportResult.FAILURE
-        try:
-            result = self.inner.export(spans)
-        except Exception as exc:
-            log.debug("span export raised", exc_info=exc)
-            result = SpanExportResult.FAILURE
-        if result is SpanExportResult.FAILURE:
-            self.failed += len(spans)
-            now = time.monotonic()
-            if now - self._warned > _WARN_EVERY:
-                self._warned = now
-                log.warning(
-                    "cannot export spans to %s (%d dropped so far); runs are not affected",
-                    self.target,
-                    self.failed,
-                )
-        return result
-
-    def abort(self) -> None:
-        """Stop retrying now (a dead collector at shutdown)."""
-        self._aborted = True
-        self.shutdown()
-
-    def shutdown(self) -> None:
-        if not self._shut:
-            self._shut = True
-            self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
-
-
-class _Downgrade(logging.Filter):
-    """The OTLP exporters log a failed export as an error; for us it is a warning."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno > logging.WARNING:
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
-
-
-_DOWNGRADE: Final = _Downgrade()
-
-
-def make_exporter(
-    kind: str | None = None,
-    *,
-    endpoint: str | None = None,
-    headers: dict[str, str] | None = None,
-    timeout: float | None = None,
-) -> SpanExporter | None:
-    """The exporter ``kind`` names, or the one ``OTEL_TRACES_EXPORTER`` names (default ``otlp``).
-
-    Kinds: ``otlp`` (protocol from ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` or
-    ``OTEL_EXPORTER_OTLP_PROTOCOL``: ``http/protobuf`` by default, or ``grpc``),
-    ``otlp-http``, ``otlp-grpc``, ``console``, ``memory``; ``none`` gives None.
-    Endpoint, headers and timeout default to the standard ``OTEL_EXPORTER_OTLP_*``
-    variables, read by the exporters themselves.
-    """
-    kind = (kind or os.environ.get("OTEL_TRACES_EXPORTER") or "otlp").split(",")[0].strip().lower()
-    if kind == "otlp":
-        protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
-            "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
-        )
-        kind = "otlp-grpc" if protocol.strip().lower() == "grpc" else "otlp-http"
-    if kind == "none":
-        return None
-    if kind == "console":
-        return ConsoleSpanExporter()
-    if kind == "memory":
-        return InMemorySpanExporter()
-    inner: SpanExporter
-    if kind == "otlp-http":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter as HttpExporter,
-        )
-
-        if endpoint is not None and urlsplit(endpoint).path in ("", "/"):
-            endpoint = endpoint.rstrip("/") + "/v1/traces"
-        inner = HttpExporter(endpoint=endpoint, headers=headers, timeout=timeout)
-    elif kind == "otlp-grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter as GrpcExporter,
-        )
-
-        insecure = None if endpoint is None else endpoint.startswith("http://")
-        inner = GrpcExporter(endpoint=endpoint, insecure=insecure, headers=headers, timeout=timeout)
-    else:
-        raise ValueError(
-            f"unknown span exporter {kind!r}; use otlp, otlp-http, otlp-grpc, console, memory or none"
-        )
-    for name in _EXPORTER_LOGGERS:
-        logging.getLogger(name).addFilter(_DOWNGRADE)
-    return SafeExporter(inner, endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or kind)
 
 
 def setup_tracing(

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from .spans import SpanRecord
+from .spans.record import SpanRecord
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .metrics import INSTRUMENTS
+from .instruments import INSTRUMENTS
 
 
 class OtelSink:

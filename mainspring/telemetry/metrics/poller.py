@@ -11,8 +11,8 @@ import logging
 
 import anyio
 
-from ..store import RunQuery, Store
-from .metrics import MetricsAggregator
+from ...store import RunQuery, Store
+from .aggregator import MetricsAggregator
 
 log = logging.getLogger("mainspring.telemetry")
 

@@ -7,9 +7,9 @@ from typing import Any, Final
 
 import orjson
 
-from ..events import ErrorInfo
-from .conventions import AttrValue, Usage, json_text
-from .records import SpanEvent, SpanRecord
+from ...events import ErrorInfo
+from ..conventions import AttrValue, Usage, json_text
+from .record import SpanEvent, SpanRecord
 
 
 def name_effect(span: SpanRecord, kind: str, short: str, thread: str | None) -> None:

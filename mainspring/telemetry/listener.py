@@ -1,10 +1,13 @@
-"""The listener base of telemetry: an append on the hot path, everything else on a thread.
+"""The base of telemetry's runtime listeners: an append on the hot path, everything else on a thread.
 
 ``Runtime(listeners=[...])`` calls a listener for every event as it is
 recorded, inside the run's task. An :class:`EventPump` only appends the event
 to a bounded buffer (counting what it drops when full) and returns; a daemon
 thread drains the buffer every ``interval`` seconds, fills gaps in each run's
 sequence from the journal, and hands the events to :meth:`EventPump.consume`.
+
+:class:`Worker` is the thread half (a bounded buffer a daemon thread drains); the
+span export thread is one too.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
-"""Span records: what the builder derives from a journal, before any OpenTelemetry object exists."""
+"""Span records: the spans :mod:`.derive` makes of a journal, before any OpenTelemetry object exists."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from . import ids
-from .conventions import AttrValue
+from ..conventions import AttrValue
+from ..ids import hex_span, hex_trace
 
 SpanKind = Literal["run", "node", "effect", "wait"]
 Status = Literal["unset", "error"]
@@ -54,9 +54,9 @@ class SpanRecord:
             "name": self.name,
             "kind": self.kind,
             "run_id": self.run_id,
-            "trace_id": ids.hex_trace(self.trace_id),
-            "span_id": ids.hex_span(self.span_id),
-            "parent_id": None if self.parent_id is None else ids.hex_span(self.parent_id),
+            "trace_id": hex_trace(self.trace_id),
+            "span_id": hex_span(self.span_id),
+            "parent_id": None if self.parent_id is None else hex_span(self.parent_id),
             "start_ns": self.start_ns,
             "end_ns": self.end_ns,
             "status": self.status,
@@ -65,9 +65,7 @@ class SpanRecord:
             "events": [
                 {"name": e.name, "ts_ns": e.ts_ns, "attributes": e.attributes} for e in self.events
             ],
-            "links": [
-                {"trace_id": ids.hex_trace(t), "span_id": ids.hex_span(s)} for t, s in self.links
-            ],
+            "links": [{"trace_id": hex_trace(t), "span_id": hex_span(s)} for t, s in self.links],
         }
 
 

@@ -15,9 +15,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..events import Event
-from ..store.base import CommitStats, Durability, RunStatus, Store
-from .metrics import MetricsAggregator
+from ...events import Event
+from ...store.base import CommitStats, Durability, RunStatus, Store
+from .aggregator import MetricsAggregator
 
 
 class InstrumentedStore:
