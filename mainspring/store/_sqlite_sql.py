@@ -14,8 +14,8 @@ from typing import Any, Final
 
 from ..errors import ConflictError, LeaseLostError, RunNotFoundError, StoreError
 from ..events import Event, EventKind, decode, decode_data, encode
+from ._lease_owners import owner_is_dead
 from ._lease_watch import LeaseWatch
-from ._owner import owner_is_dead
 from .base import Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
 
 Row = tuple[Any, ...]

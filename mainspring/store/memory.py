@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from ..errors import ConflictError, LeaseLostError, RunNotFoundError, StoreError
 from ..events import Event
-from ._owner import owner_is_dead
+from ._lease_owners import owner_is_dead
 from .base import (
     CommitObserver,
     CommitStats,

@@ -80,7 +80,7 @@ import orjson
 from ..errors import ConflictError, LeaseLostError, MainspringError, RunNotFoundError, StoreError
 from ..events import Event, EventKind, decode_data, encode
 from . import _pg_sql
-from ._owner import owner_is_dead
+from ._lease_owners import owner_is_dead
 from ._pg_batch import Group, GroupCommit, Write
 from ._pg_pool import CallTimeoutError, Connection, ConnectionPool
 from ._pg_retry import Retrier, log

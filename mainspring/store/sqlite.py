@@ -27,8 +27,8 @@ import anyio.to_thread
 from ..errors import StoreError
 from ..events import Event, encode
 from . import _sqlite_sql as sql
+from ._lease_owners import owner_is_dead
 from ._lease_watch import LeaseWatch
-from ._owner import owner_is_dead
 from ._sqlite_schema import (
     check_same_file,
     create_file,
