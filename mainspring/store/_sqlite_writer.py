@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from ..errors import StoreError
 from . import _sqlite_sql as sql
-from ._sqlite_schema import translate
+from ._sqlite_errors import translate
 from .base import CommitObserver, CommitStats, notify_commit
 
 # Request kinds beyond the writes of _sqlite_sql (which index sql.APPLY).

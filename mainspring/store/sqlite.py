@@ -29,16 +29,16 @@ from ..events import Event, encode
 from . import _sqlite_sql as sql
 from ._lease_owners import owner_is_dead
 from ._lease_watch import LeaseWatch
-from ._sqlite_schema import (
+from ._sqlite_errors import translate
+from ._sqlite_file import (
     check_same_file,
     create_file,
     file_id,
     inspect_file,
-    migrate,
     parse_url,
     readonly_uri,
-    translate,
 )
+from ._sqlite_schema import migrate
 from ._sqlite_writer import BARRIER, STOP, Request, Writer, closed_error
 from .base import (
     CommitObserver,
