@@ -27,7 +27,7 @@ from ..errors import StoreError
 from ..events import TERMINAL_KINDS, EventKind
 from ._sqlite_file import open_readonly, parse_url
 from ._sqlite_schema import check_identity
-from .base import RunStatus
+from .records import RunStatus
 
 __all__ = ["Diagnosis", "diagnose"]
 

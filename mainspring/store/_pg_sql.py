@@ -24,7 +24,7 @@ from ..errors import StoreError
 from ..events import Event, encode
 from ._pg_batch import Group
 from ._pg_schema import quote_ident
-from .base import Durability, RunQuery, RunRecord, RunStatus
+from .records import Durability, RunQuery, RunRecord, RunStatus
 
 CHANNEL = "mainspring_runs"
 

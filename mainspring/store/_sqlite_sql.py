@@ -16,7 +16,7 @@ from ..errors import ConflictError, LeaseLostError, RunNotFoundError, StoreError
 from ..events import Event, EventKind, decode, decode_data, encode
 from ._lease_owners import owner_is_dead
 from ._lease_watch import LeaseWatch
-from .base import Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
+from .records import Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
 
 Row = tuple[Any, ...]
 

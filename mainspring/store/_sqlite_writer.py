@@ -21,7 +21,7 @@ from typing import Any, Final
 from ..errors import StoreError
 from . import _sqlite_sql as sql
 from ._sqlite_errors import translate
-from .base import CommitObserver, CommitStats, notify_commit
+from .records import CommitObserver, CommitStats, notify_commit
 
 # Request kinds beyond the writes of _sqlite_sql (which index sql.APPLY).
 BARRIER: Final = len(sql.APPLY)  # no work: resolves once everything queued before it is committed

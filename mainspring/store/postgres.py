@@ -86,7 +86,8 @@ from ._pg_pool import CallTimeoutError, Connection, ConnectionPool
 from ._pg_retry import Retrier, log
 from ._pg_schema import migrate
 from ._pg_url import option, parse_url
-from .base import (
+from .protocols import StoreCapabilities
+from .records import (
     CommitObserver,
     CommitStats,
     CreateResult,
@@ -111,7 +112,7 @@ _HOST_PREFIX = (
 
 
 class PostgresStore:
-    """A :class:`~mainspring.store.base.Store` on PostgreSQL (asyncpg, asyncio backend).
+    """A :class:`~mainspring.store.Store` on PostgreSQL (asyncpg, asyncio backend).
 
     Options come from the arguments, else from the URL's query, else the
     defaults: ``schema='mainspring'``, ``min_size=2``, ``max_size=10``,
@@ -127,6 +128,14 @@ class PostgresStore:
       would use up the whole retry time and never be retried: the store refuses
       such a pair. Default 10 s, or a third of ``retry_for`` if that is shorter.
     """
+
+    capabilities = StoreCapabilities(
+        keeps_objects=False,
+        appends_without_waiting=False,
+        durable=True,
+        shared_between_processes=True,
+        defers_off_writes=True,
+    )
 
     def __init__(
         self,

@@ -40,7 +40,8 @@ from ._sqlite_file import (
 )
 from ._sqlite_schema import migrate
 from ._sqlite_writer import BARRIER, STOP, Request, Writer, closed_error
-from .base import (
+from .protocols import StoreCapabilities
+from .records import (
     CommitObserver,
     CreateResult,
     Durability,
@@ -74,6 +75,14 @@ class SQLiteStore:
     A task cancelled while waiting for a write does not withdraw it: the write
     is committed (or fails) with its group; the run's next append then sees it.
     """
+
+    capabilities = StoreCapabilities(
+        keeps_objects=False,
+        appends_without_waiting=False,
+        durable=True,
+        shared_between_processes=True,
+        defers_off_writes=True,
+    )
 
     def __init__(
         self,
@@ -143,7 +152,7 @@ class SQLiteStore:
 
     @property
     def commit_observer(self) -> CommitObserver | None:
-        """Called after each commit, on the writer's thread (see ``Store``)."""
+        """Called after each commit, on the writer's thread (see ``ObservesCommits``)."""
         return self._observer
 
     @commit_observer.setter
