@@ -17,21 +17,14 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import asyncpg
 import orjson
 
-from ..errors import StoreError
 from ..events import Event, encode
 from ._pg_batch import Group
 from ._pg_schema import quote_ident
-from .records import Durability, RunQuery, RunRecord, RunStatus
+from ._sql_core import Dialect, list_threads_sql, misnumbered, orphan_page_sql
 
 CHANNEL = "mainspring_runs"
-
-RUN_COLUMNS = (
-    "run_id, graph, thread, status, created_at, updated_at, last_seq, parent_run_id, "
-    "durability, owner, lease_until, fence, error, metadata::text"
-)
 
 _NOW = "extract(epoch FROM clock_timestamp())::float8"  # leases use the server's clock
 
@@ -54,7 +47,7 @@ class Statements:
     renew: str
     release: str
     orphaned: str
-    schema: str  # quoted, for statements built per call (list_runs)
+    dialect: Dialect  # for statements built per call (list_runs)
     save_cursors: str
     load_cursors: str
 
@@ -133,6 +126,13 @@ SELECT $1, $2 + v.i, v.k, v.t, v.d FROM bump, (VALUES {values}) AS v(i, k, t, d)
 def statements(schema: str) -> Statements:
     s = quote_ident(schema)
     notify = partial(_notify, schema)
+    dialect = Dialect(
+        runs=f"{s}.runs",
+        numbered=True,
+        arrays=True,
+        metadata="metadata::text",
+        load_json=orjson.loads,
+    )
     return Statements(
         create_run=_create_run(s, notify),
         append=_append(s, notify, None),
@@ -143,16 +143,9 @@ def statements(schema: str) -> Statements:
         read=f"""
 SELECT seq, kind, ts, data FROM {s}.events
 WHERE run_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq""",
-        get_run=f"SELECT {RUN_COLUMNS} FROM {s}.runs WHERE run_id = $1",
+        get_run=f"SELECT {dialect.run_columns} FROM {s}.runs WHERE run_id = $1",
         last_seq=f"SELECT last_seq, fence, owner FROM {s}.runs WHERE run_id = $1",
-        list_threads=f"""
-SELECT thread, runs, run_id, status, updated_at FROM (
-  SELECT DISTINCT ON (thread) thread, count(*) OVER (PARTITION BY thread) AS runs,
-         run_id, status, updated_at
-  FROM {s}.runs WHERE thread IS NOT NULL
-  ORDER BY thread, created_at DESC, run_id DESC
-) AS latest
-ORDER BY updated_at DESC, thread DESC LIMIT $1""",
+        list_threads=list_threads_sql(dialect),
         save_snapshot=f"""
 INSERT INTO {s}.snapshots (run_id, seq, data) VALUES ($1, $2, $3)
 ON CONFLICT (run_id) DO UPDATE SET seq = EXCLUDED.seq, data = EXCLUDED.data""",
@@ -160,8 +153,8 @@ ON CONFLICT (run_id) DO UPDATE SET seq = EXCLUDED.seq, data = EXCLUDED.data""",
         claim=_claim(s),
         renew=f"UPDATE {s}.runs SET lease_until = {_NOW} + $2 WHERE owner = $1",
         release=f"UPDATE {s}.runs SET owner = NULL, lease_until = NULL WHERE run_id = $1 AND owner = $2",
-        orphaned=_orphaned(s),
-        schema=s,
+        orphaned=_orphaned(dialect),
+        dialect=dialect,
         # A cursor only moves forward: a late or repeated save never lowers it.
         save_cursors=f"""
 INSERT INTO {s}.cursors (name, run_id, seq)
@@ -262,18 +255,16 @@ SELECT (SELECT fence FROM up), r.run_id IS NOT NULL, r.owner
 FROM (SELECT 1) AS one LEFT JOIN {s}.runs r ON r.run_id = $1"""
 
 
-def _orphaned(s: str) -> str:
-    """Running runs another owner could take: no owner, an expired lease, or an owner on
-    this host ($2: its prefix), whose process may be dead: the caller checks it. Paged by
-    (created_at, run_id) > ($4, $5)."""
-    return f"""
-SELECT {RUN_COLUMNS}, (lease_until IS NULL OR lease_until <= {_NOW}) AS expired
-FROM {s}.runs
-WHERE status = 'running' AND owner IS DISTINCT FROM $1
-  AND (owner IS NULL OR lease_until IS NULL OR lease_until <= {_NOW} OR owner LIKE $2)
-  AND (created_at, run_id) > ($4::float8, $5::text)
-ORDER BY created_at, run_id
-LIMIT $3"""
+def _orphaned(d: Dialect) -> str:
+    """A page of running runs another owner could take: no owner, an expired lease, or an
+    owner on this host ($2: its prefix), whose process may be dead: the caller checks it."""
+    return orphan_page_sql(
+        d,
+        f"owner IS DISTINCT FROM $1 AND (owner IS NULL OR lease_until IS NULL OR "
+        f"lease_until <= {_NOW} OR owner LIKE $2)",
+        params=2,
+        extra=f", (lease_until IS NULL OR lease_until <= {_NOW}) AS expired",
+    )
 
 
 # -- rows and arrays ------------------------------------------------------------------------
@@ -289,11 +280,7 @@ def event_columns(
     """
     for position, event in enumerate(events, start=1):
         if event.seq != expected_seq + position or event.run_id != run_id:
-            raise StoreError(
-                f"events appended to run {run_id!r} after sequence {expected_seq} must be "
-                f"numbered {expected_seq + 1}, {expected_seq + 2}, ... and belong to that run; "
-                f"got ({event.run_id!r}, seq {event.seq}) in position {position}"
-            )
+            raise misnumbered(run_id, expected_seq, event, position)
     kinds = [str(e.kind) for e in events]
     ts = [float(e.ts) for e in events]
     return kinds, ts, [_json_text(run_id, e) for e in events]
@@ -325,48 +312,3 @@ def batch_args(groups: list[Group]) -> tuple[list[Any], ...]:
         run_ids, seqs, kinds, ts, data,
         [g.fence for g in groups],
     )  # fmt: skip
-
-
-def run_record(r: asyncpg.Record) -> RunRecord:
-    return RunRecord(
-        run_id=r[0],
-        graph=r[1],
-        thread=r[2],
-        status=RunStatus(r[3]),
-        created_at=r[4],
-        updated_at=r[5],
-        last_seq=r[6],
-        parent_run_id=r[7],
-        durability=Durability(r[8]),
-        owner=r[9],
-        lease_until=r[10],
-        fence=r[11],
-        error=r[12],
-        metadata=orjson.loads(r[13]),
-    )
-
-
-def list_runs(schema: str, query: RunQuery) -> tuple[str, list[Any]]:
-    """A statement with only the filters in use, so each shape gets its own plan."""
-    where: list[str] = []
-    args: list[Any] = []
-
-    def arg(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
-    if query.status is not None:
-        where.append(f"status = ANY({arg([str(s) for s in query.status])}::text[])")
-    for column in ("graph", "thread", "parent_run_id"):
-        value = getattr(query, column)
-        if value is not None:
-            where.append(f"{column} = {arg(value)}")
-    if query.created_after is not None:
-        where.append(f"created_at > {arg(query.created_after)}")
-    if query.created_before is not None:
-        where.append(f"created_at < {arg(query.created_before)}")
-    sql = f"SELECT {RUN_COLUMNS} FROM {schema}.runs"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY created_at DESC, run_id DESC LIMIT {arg(query.limit)} OFFSET {arg(query.offset)}"
-    return sql, args

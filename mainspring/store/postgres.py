@@ -86,6 +86,7 @@ from ._pg_pool import CallTimeoutError, Connection, ConnectionPool
 from ._pg_retry import Retrier, log
 from ._pg_schema import migrate
 from ._pg_url import option, parse_url
+from ._sql_core import list_runs_sql, page_orphans, thread_from_row
 from .protocols import StoreCapabilities
 from .records import (
     CommitObserver,
@@ -486,19 +487,20 @@ class PostgresStore:
         pool = self._live_pool()
         await self._batch.settle(run_id)
         rows = await self._fetch(f"reading run {run_id!r}", pool, self._sql.get_run, run_id)
-        return _pg_sql.run_record(rows[0]) if rows else None
+        return self._sql.dialect.record(rows[0]) if rows else None
 
     async def list_runs(self, query: RunQuery = _ALL_RUNS) -> list[RunRecord]:
         pool = self._live_pool()
         await self._batch.drain()
-        sql, args = _pg_sql.list_runs(self._sql.schema, query)
-        return [_pg_sql.run_record(r) for r in await self._fetch("listing runs", pool, sql, *args)]
+        dialect = self._sql.dialect
+        sql, args = list_runs_sql(dialect, query)
+        return [dialect.record(r) for r in await self._fetch("listing runs", pool, sql, *args)]
 
     async def list_threads(self, *, limit: int = 100) -> list[ThreadInfo]:
         pool = self._live_pool()
         await self._batch.drain()
         rows = await self._fetch("listing threads", pool, self._sql.list_threads, limit)
-        return [ThreadInfo(r[0], r[1], r[2], RunStatus(r[3]), r[4]) for r in rows]
+        return [thread_from_row(r) for r in rows]
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         pool = self._live_pool()
@@ -547,19 +549,17 @@ class PostgresStore:
         self, owner: str, *, limit: int = 1000, after: tuple[float, str] | None = None
     ) -> list[RunRecord]:
         pool = self._live_pool()
-        found: list[RunRecord] = []
-        low = after or (float("-inf"), "")
-        while len(found) < limit:
-            args = (owner, _HOST_PREFIX, limit, *low)
-            rows = await self._fetch("finding orphaned runs", pool, self._sql.orphaned, *args)
-            for r in rows:
-                # Runs of live processes on this host come back too: only a dead one's count.
-                if r["expired"] or r["owner"] is None or owner_is_dead(r["owner"]):
-                    found.append(_pg_sql.run_record(r))
-            if len(rows) < limit:
-                break
-            low = (rows[-1]["created_at"], rows[-1]["run_id"])
-        return found[:limit]
+        sql = self._sql.orphaned
+
+        async def page(low: tuple[float, str]) -> list[Record]:
+            args = (owner, _HOST_PREFIX, *low, limit)
+            return await self._fetch("finding orphaned runs", pool, sql, *args)
+
+        def orphaned(r: Record) -> bool:
+            # Runs of live processes on this host come back too: only a dead one's count.
+            return bool(r["expired"] or r["owner"] is None or owner_is_dead(r["owner"]))
+
+        return await page_orphans(self._sql.dialect, page, orphaned, limit, after)
 
     async def save_cursors(self, name: str, cursors: Mapping[str, int]) -> None:
         if not cursors:

@@ -27,8 +27,8 @@ import anyio.to_thread
 from ..errors import StoreError
 from ..events import Event, encode
 from . import _sqlite_sql as sql
-from ._lease_owners import owner_is_dead
 from ._lease_watch import LeaseWatch
+from ._sql_core import page_orphans
 from ._sqlite_errors import translate
 from ._sqlite_file import (
     check_same_file,
@@ -376,10 +376,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise translate(exc, self.path, "opening a read connection") from None
         conn.execute("PRAGMA cell_size_check = ON")
-        conn.create_function("mainspring_owner_is_dead", 1, owner_is_dead)
-        conn.create_function(
-            "mainspring_lease_expired", 5, partial(sql.lease_expired, self._leases)
-        )
+        sql.prepare_reader(self._leases, conn)
         return conn
 
     def _release_reader(self, conn: sqlite3.Connection) -> None:
@@ -422,7 +419,12 @@ class SQLiteStore:
         self, owner: str, *, limit: int = 1000, after: tuple[float, str] | None = None
     ) -> list[RunRecord]:
         await self._settle(None)
-        return await self._read(partial(sql.select_orphans, owner, after, limit))
+
+        async def page(low: tuple[float, str]) -> list[sql.Row]:
+            return await self._read(partial(sql.select_orphan_page, owner, low, limit))
+
+        # The lease check is in the query: one page, every row an orphan.
+        return await page_orphans(sql.DIALECT, page, lambda _: True, limit, after)
 
     async def save_cursors(self, name: str, cursors: Mapping[str, int]) -> None:
         if not cursors:
