@@ -246,7 +246,10 @@ async def test_cell_size_check_is_on_for_every_connection(tmp_path: Path) -> Non
         writer = store._writer
         assert writer is not None
         assert writer._conn.execute("PRAGMA cell_size_check").fetchone()[0] == 1
-        assert await store._read(lambda c: c.execute("PRAGMA cell_size_check").fetchone()[0]) == 1
+        assert (
+            await store._readers.run(lambda c: c.execute("PRAGMA cell_size_check").fetchone()[0])
+            == 1
+        )
 
 
 # --- empty files and explicit creation ----------------------------------------------------------

@@ -246,3 +246,62 @@ def check_same_file(path: Path, opened: tuple[int, int] | None) -> None:
             f"{path} was replaced by another file while the store was open; the store still "
             "writes to the file it opened. Close the store and reopen it to use the new file"
         )
+
+
+def connect_writer(
+    path: Path, *, create: bool, busy_timeout: float
+) -> tuple[sqlite3.Connection, tuple[int, int]]:
+    """The store's one write connection, and the (device, inode) of the file it opened.
+
+    The file is refused unless it is a healthy store of ours (a missing one is made
+    whole first); then WAL with every commit fsync'd, and the schema migrated.
+    """
+    # Refuses foreign, newer, damaged, read-only and (unless asked to create) empty
+    # files before anything can write to them; a missing store is made whole.
+    if inspect_file(path, create=create) and not create_file(path):
+        inspect_file(path, create=create)  # another process put a file there first
+    try:
+        conn = sqlite3.connect(
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise translate(exc, path, "opening the store") from None
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(
+                f"{path} cannot use write-ahead logging (journal mode stayed {mode!r}); "
+                "put the store on a local filesystem"
+            )
+        conn.execute("PRAGMA synchronous = FULL")  # every commit is fsync'd
+        # Damage met later is reported when its page is read, before it is written over.
+        conn.execute("PRAGMA cell_size_check = ON")
+        migrate(conn, path)
+        opened = file_id(path)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise translate(exc, path, "opening the store", busy_timeout=busy_timeout) from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn, opened
+
+
+def connect_reader(
+    path: Path, opened: tuple[int, int] | None, *, busy_timeout: float
+) -> sqlite3.Connection:
+    """A read-only connection to the file the writer opened (refused if the path names
+    another file now), which may move between threads."""
+    check_same_file(path, opened)
+    try:
+        conn = sqlite3.connect(
+            readonly_uri(path),
+            uri=True,
+            timeout=busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+    except sqlite3.Error as exc:
+        raise translate(exc, path, "opening a read connection") from None
+    conn.execute("PRAGMA cell_size_check = ON")
+    return conn
