@@ -2,9 +2,9 @@
 the run queries (``list_runs``, ``list_threads``, the pages of ``orphaned_runs``).
 
 Written once and parametrised by a :class:`Dialect` (placeholder style, how a list binds,
-where the table lives). The statements are the ones each backend ran before, so plans and
-indexes are unchanged; only the append path, which differs in everything but intent, stays
-in each backend's own SQL module.
+where the table lives). The statements are the ones each backend ran before (PostgreSQL's
+``list_threads`` now takes SQLite's window form), so plans and indexes are unchanged; the
+append paths, which differ in everything but intent, stay in each backend's SQL module.
 """
 
 from __future__ import annotations
