@@ -4,6 +4,11 @@
 whose service is unreachable (or whose module is not there yet) is skipped with
 the reason, unless ``MAINSPRING_REQUIRE_SERVICES=1``, which turns the skip into
 a failure (CI sets it so that a broken service cannot pass as green).
+
+A store test says what it needs with :func:`needs`: the store protocols it uses
+(every store must implement the required ones: one that does not fails) and the
+capabilities it depends on (a backend that does not declare them skips the test,
+with the reason).
 """
 
 from __future__ import annotations
@@ -16,17 +21,68 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
 
 import pytest
 
-from mainspring.store import Store, store_from_url
+from mainspring.store import (
+    Cursors,
+    Journal,
+    Leases,
+    RunIndex,
+    Store,
+    StoreCapabilities,
+    store_from_url,
+)
 
 PG_URL = os.environ.get("MAINSPRING_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 STORE_BACKENDS = ["memory", "sqlite", "postgres"]
+
+#: The protocols every store implements; the others (AppendsNow, ObservesCommits) are optional.
+REQUIRED_PROTOCOLS: tuple[type, ...] = (Journal, RunIndex, Leases, Cursors)
+_CAPABILITIES = frozenset(f.name for f in fields(StoreCapabilities))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "store_needs(*protocols, **capabilities): what a store test needs (see conftest.needs)",
+    )
+
+
+def needs(*protocols: type, **capabilities: bool) -> pytest.MarkDecorator:
+    """Mark a test of ``store`` with the protocols it uses and the capabilities it needs.
+
+    ``needs(Journal, Leases, durable=True)``: runs on every backend that implements
+    Journal and Leases (a required protocol missing is a failure, an optional one a
+    skip) and declares ``durable=True`` in its capabilities (skipped elsewhere).
+    """
+    unknown = set(capabilities) - _CAPABILITIES
+    if unknown:
+        raise TypeError(f"no such store capabilities: {sorted(unknown)}")
+    # with_args: a lone class argument would be taken for the thing to decorate.
+    return pytest.mark.store_needs.with_args(*protocols, **capabilities)
+
+
+def _check_needs(request: pytest.FixtureRequest, backend: str, store: Store) -> None:
+    """Fail or skip the test before it runs if ``store`` lacks what its marks need."""
+    for mark in request.node.iter_markers("store_needs"):
+        for protocol in mark.args:
+            if isinstance(store, protocol):
+                continue
+            if protocol in REQUIRED_PROTOCOLS:
+                pytest.fail(f"the {backend} store does not implement {protocol.__name__}")
+            pytest.skip(f"the {backend} store does not implement {protocol.__name__}")
+        for name, wanted in mark.kwargs.items():
+            declared = getattr(store.capabilities, name)
+            if declared != wanted:
+                pytest.skip(
+                    f"needs {name}={wanted}; the {backend} store declares {name}={declared}"
+                )
 
 
 @pytest.fixture
@@ -140,6 +196,7 @@ async def store(
         else:
             url = await stack.enter_async_context(postgres_schema_url())
         opened = store_from_url(url)
+        _check_needs(request, backend, opened)
         await opened.open()
         stack.push_async_callback(opened.aclose)
         yield opened

@@ -21,8 +21,8 @@ import asyncpg
 import pytest
 
 from mainspring.errors import StoreError, StoreUnavailableError
+from mainspring.store import Durability, RunQuery, Snapshot
 from mainspring.store._pg_pool import Connection
-from mainspring.store.base import Durability, RunQuery, Snapshot
 from mainspring.store.postgres import PostgresStore
 from tests.conftest import PG_URL
 from tests.test_postgres_store import _admin, _assert_gap_free, _create, _Proxy, _step, _with

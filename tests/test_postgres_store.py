@@ -41,9 +41,8 @@ from mainspring.errors import (
     StoreUnavailableError,
 )
 from mainspring.events import Event, EventKind, StepFinished
-from mainspring.store import store_from_url
+from mainspring.store import Durability, RunRecord, RunStatus, store_from_url
 from mainspring.store._pg_schema import SCHEMA_VERSION
-from mainspring.store.base import Durability, RunRecord, RunStatus
 from mainspring.store.postgres import PostgresStore
 from tests.conftest import PG_URL, drop_postgres_schema, require_postgres
 from tests.journal_data import event

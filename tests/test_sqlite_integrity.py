@@ -22,7 +22,7 @@ import pytest
 from mainspring.errors import CorruptStoreError, NotAStoreError, StoreError
 from mainspring.events import EventKind
 from mainspring.store import Durability, RunRecord, RunStatus, Snapshot
-from mainspring.store import _sqlite_schema as schema
+from mainspring.store import _sqlite_integrity as integrity
 from mainspring.store.sqlite import SQLiteStore
 from tests.journal_data import event
 from tests.test_sqlite_store import digest, side_files, url_of
@@ -109,7 +109,7 @@ def damage(path: Path, pgno: int, offset: int, data: bytes) -> None:
 def check_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both open-time checks: the full quick_check of small files and the walk of large ones."""
     bound = 1 << 40 if request.param == "quick_check" else 0
-    monkeypatch.setattr(schema, "FULL_CHECK_BYTES", bound)
+    monkeypatch.setattr(integrity, "FULL_CHECK_BYTES", bound)
     return str(request.param)
 
 
@@ -154,7 +154,7 @@ async def test_a_right_edge_that_loops_is_refused_not_walked_forever(
 async def test_a_damaged_leaf_is_refused_by_the_full_check_of_a_small_file(
     store_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(schema, "FULL_CHECK_BYTES", 1 << 40)
+    monkeypatch.setattr(integrity, "FULL_CHECK_BYTES", 1 << 40)
     _, interior = events_pages(store_copy)
     leaf = children(read_page(store_copy, interior[0]))[3]
     damage(store_copy, leaf, 0, b"\x00" * 16)
@@ -185,11 +185,11 @@ async def test_a_damaged_freelist_is_refused(tmp_path: Path, check_mode: str) ->
 
 async def test_a_healthy_large_store_opens_with_a_bounded_check(store_copy: Path) -> None:
     """Above the bound, open walks interior pages only: cheap enough to do every time."""
-    assert store_copy.stat().st_size > schema.FULL_CHECK_BYTES
+    assert store_copy.stat().st_size > integrity.FULL_CHECK_BYTES
     conn = sqlite3.connect(f"{store_copy.as_uri()}?mode=ro&immutable=1", uri=True)
     try:
         started = time.perf_counter()
-        schema.check_integrity(conn, store_copy, wal=False)
+        integrity.check_integrity(conn, store_copy, wal=False)
         walk = time.perf_counter() - started
         started = time.perf_counter()
         assert conn.execute("PRAGMA quick_check").fetchall() == [("ok",)]
@@ -206,7 +206,7 @@ async def test_damage_met_later_is_reported_as_corrupt_on_read(
 ) -> None:
     """A damaged leaf in a large file passes the open-time walk; a read that meets it is
     refused as corrupt, with the way out."""
-    monkeypatch.setattr(schema, "FULL_CHECK_BYTES", 0)
+    monkeypatch.setattr(integrity, "FULL_CHECK_BYTES", 0)
     _, interior = events_pages(store_copy)
     leaf = children(read_page(store_copy, interior[0]))[3]
     damage(store_copy, leaf, 8, struct.pack(">H", PAGE - 10))  # its first cell: off the page
@@ -228,7 +228,7 @@ async def test_an_append_to_a_page_whose_cell_runs_off_it_is_refused_not_written
 ) -> None:
     """cell_size_check: the open-time walk reads no cell, so this damage on the page appends
     go to passes it; the writer's connection then refuses the page instead of writing to it."""
-    monkeypatch.setattr(schema, "FULL_CHECK_BYTES", 0)
+    monkeypatch.setattr(integrity, "FULL_CHECK_BYTES", 0)
     leaf = right_edge_leaf(store_copy)
     damage(store_copy, leaf, PAGE - 100, b"\x81\x00\x01")  # a cell header: 128 bytes of payload
     damage(store_copy, leaf, 8, struct.pack(">H", PAGE - 100))  # the first cell now starts there
@@ -246,7 +246,10 @@ async def test_cell_size_check_is_on_for_every_connection(tmp_path: Path) -> Non
         writer = store._writer
         assert writer is not None
         assert writer._conn.execute("PRAGMA cell_size_check").fetchone()[0] == 1
-        assert await store._read(lambda c: c.execute("PRAGMA cell_size_check").fetchone()[0]) == 1
+        assert (
+            await store._readers.run(lambda c: c.execute("PRAGMA cell_size_check").fetchone()[0])
+            == 1
+        )
 
 
 # --- empty files and explicit creation ----------------------------------------------------------

@@ -24,7 +24,8 @@ import pytest
 from mainspring.errors import ConflictError, NotAStoreError, SchemaVersionError, StoreError
 from mainspring.events import Emitted, Event, EventKind
 from mainspring.store import Durability, RunRecord, RunStatus, store_from_url
-from mainspring.store._sqlite_schema import APPLICATION_ID, SCHEMA_VERSION, translate
+from mainspring.store._sqlite_errors import translate
+from mainspring.store._sqlite_schema import APPLICATION_ID, SCHEMA_VERSION
 from mainspring.store.sqlite import SQLiteStore
 from tests.journal_data import event
 from tests.journal_data import event as journal_event

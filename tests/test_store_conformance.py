@@ -1,8 +1,12 @@
 """The Store contract, checked on every backend (memory, SQLite, PostgreSQL).
 
-Written against the protocol in ``mainspring/store/base.py`` only: a backend
+Written against the protocols in ``mainspring/store/protocols.py`` only: a backend
 passes if and only if it honours that contract. ``conftest.store`` gives each
-test a fresh, open store of each backend.
+test a fresh, open store of each backend; each test says what it needs with
+``needs(...)``: the protocols it uses (Journal, RunIndex and Leases are required
+of every store; cursors are checked in test_store_cursors.py) and, for the last
+section, the capabilities a store declares (``StoreCapabilities``): a test of
+one runs where the backend declares it and is skipped, with the reason, elsewhere.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import socket
 import subprocess
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -19,18 +24,26 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mainspring.errors import ConflictError, LeaseLostError, RunNotFoundError
+from mainspring.errors import ConflictError, LeaseLostError, RunNotFoundError, SerializationError
 from mainspring.events import Emitted, Event, EventKind
 from mainspring.store import (
+    AppendsNow,
     Durability,
+    Journal,
+    Leases,
+    ObservesCommits,
+    RunIndex,
     RunQuery,
     RunRecord,
     RunStatus,
     Snapshot,
     Store,
+    StoreCapabilities,
     ThreadInfo,
+    appends_now,
     store_from_url,
 )
+from tests.conftest import needs
 from tests.journal_data import event
 
 pytestmark = pytest.mark.anyio
@@ -112,6 +125,7 @@ async def make_run(store: Store, n_events: int = 0, **fields: Any) -> str:
 # --- create_run ---------------------------------------------------------------------------------
 
 
+@needs(Journal, RunIndex)
 async def test_create_run_stores_record_and_first_events(store: Store) -> None:
     run_id = new_id()
     first = events(run_id, 0, 2, kind=EventKind.RUN_STARTED)
@@ -127,6 +141,7 @@ async def test_create_run_stores_record_and_first_events(store: Store) -> None:
     assert await store.read(run_id) == first
 
 
+@needs(Journal, RunIndex)
 async def test_create_run_is_idempotent(store: Store) -> None:
     run_id = new_id()
     original = await store.create_run(
@@ -143,6 +158,7 @@ async def test_create_run_is_idempotent(store: Store) -> None:
     assert await store.get_run(run_id) == original.record
 
 
+@needs(Journal, RunIndex)
 async def test_run_record_fields_round_trip(store: Store) -> None:
     parent = await make_run(store)
     run_id = new_id()
@@ -175,6 +191,7 @@ async def test_run_record_fields_round_trip(store: Store) -> None:
     assert got.metadata == metadata
 
 
+@needs(Journal, RunIndex, Leases)
 async def test_unknown_run_reads_as_missing(store: Store) -> None:
     assert await store.get_run("no-such-run") is None
     assert await store.read("no-such-run") == []
@@ -188,6 +205,7 @@ async def test_unknown_run_reads_as_missing(store: Store) -> None:
 # --- append and read ----------------------------------------------------------------------------
 
 
+@needs(Journal, RunIndex)
 async def test_append_and_read_round_trip(store: Store) -> None:
     run_id = await make_run(store, 1)
     await store.append(run_id, 1, events(run_id, 1, 3, kind=EventKind.STEP_FINISHED))
@@ -210,6 +228,7 @@ async def test_append_and_read_round_trip(store: Store) -> None:
     assert found is not None and found.last_seq == 6 and found.updated_at == everything[-1].ts
 
 
+@needs(Journal)
 async def test_event_data_round_trips_as_json(store: Store) -> None:
     run_id = await make_run(store)
     data: dict[str, Any] = {
@@ -227,6 +246,7 @@ async def test_event_data_round_trips_as_json(store: Store) -> None:
     assert got == event(run_id, 1, EventKind.EMITTED, BASE, data)
 
 
+@needs(Journal, RunIndex)
 async def test_conflicting_append_raises_and_writes_nothing(store: Store) -> None:
     run_id = await make_run(store, 2)
     before = await store.get_run(run_id)
@@ -245,6 +265,7 @@ async def test_conflicting_append_raises_and_writes_nothing(store: Store) -> Non
     assert await store.read(run_id) == before_events
 
 
+@needs(Journal, RunIndex)
 async def test_append_updates_status_and_error(store: Store) -> None:
     run_id = await make_run(store, 1)
     await store.append(run_id, 1, events(run_id, 1, 1), status=RunStatus.INTERRUPTED)
@@ -268,6 +289,7 @@ async def test_append_updates_status_and_error(store: Store) -> None:
     assert len(await store.read(run_id)) == 3
 
 
+@needs(Journal, RunIndex)
 async def test_concurrent_appends_to_different_runs_all_land(store: Store) -> None:
     modes = list(Durability)
     runs = [await make_run(store) for _ in range(24)]
@@ -288,6 +310,7 @@ async def test_concurrent_appends_to_different_runs_all_land(store: Store) -> No
         assert got is not None and got.last_seq == 5
 
 
+@needs(Journal)
 async def test_concurrent_appends_with_the_same_expected_seq_have_one_winner(store: Store) -> None:
     run_id = await make_run(store, 1)
     outcomes: list[str] = []
@@ -310,6 +333,7 @@ async def test_concurrent_appends_with_the_same_expected_seq_have_one_winner(sto
     )
 
 
+@needs(Journal, RunIndex)
 @pytest.mark.parametrize("mode", list(Durability))
 async def test_every_durability_mode_lands(store: Store, mode: Durability) -> None:
     run_id = new_id()
@@ -326,6 +350,7 @@ async def test_every_durability_mode_lands(store: Store, mode: Durability) -> No
     assert await store.read(run_id) == events(run_id, 0, 7)
 
 
+@needs(Journal)
 async def test_flush_with_nothing_pending_returns(store: Store) -> None:
     await store.flush()
     run_id = await make_run(store)
@@ -352,6 +377,7 @@ async def _five_runs(store: Store) -> list[str]:
     return ids
 
 
+@needs(Journal, RunIndex)
 async def test_list_runs_filters_and_orders_newest_first(store: Store) -> None:
     r = await _five_runs(store)
 
@@ -377,6 +403,7 @@ async def test_list_runs_filters_and_orders_newest_first(store: Store) -> None:
     assert full == [await store.get_run(r[4]), await store.get_run(r[2])]
 
 
+@needs(Journal, RunIndex)
 async def test_list_threads_reports_latest_run_per_thread(store: Store) -> None:
     r = await _five_runs(store)
     assert await store.list_threads() == [
@@ -393,6 +420,7 @@ async def test_list_threads_reports_latest_run_per_thread(store: Store) -> None:
 # --- snapshots ----------------------------------------------------------------------------------
 
 
+@needs(Journal)
 async def test_snapshots_keep_the_latest(store: Store) -> None:
     run_id = await make_run(store, 8)
     assert await store.load_snapshot(run_id) is None
@@ -414,6 +442,7 @@ async def test_snapshots_keep_the_latest(store: Store) -> None:
 # --- leases -------------------------------------------------------------------------------------
 
 
+@needs(Journal, RunIndex, Leases)
 async def test_claim_renew_release_and_fencing(store: Store) -> None:
     run_id = await make_run(store)
     a, b = owner("a"), owner("b")
@@ -437,6 +466,7 @@ async def test_claim_renew_release_and_fencing(store: Store) -> None:
     assert third is not None and third > second
 
 
+@needs(Journal, RunIndex, Leases)
 @pytest.mark.parametrize("status", [RunStatus.INTERRUPTED, RunStatus.FINISHED, RunStatus.FAILED])
 async def test_parking_or_ending_a_run_frees_its_lease(store: Store, status: RunStatus) -> None:
     run_id = await make_run(store, 1)
@@ -465,6 +495,7 @@ async def _claim_once_expired(store: Store, run_id: str, claimant: str, ttl: flo
         await anyio.sleep(ttl / 4)
 
 
+@needs(Journal, RunIndex, Leases)
 async def test_expired_lease_is_taken_over_and_renew_extends_all_leases(store: Store) -> None:
     short, renewed_1, renewed_2 = [await make_run(store) for _ in range(3)]
     a, b = owner("a"), owner("b")
@@ -485,6 +516,7 @@ async def test_expired_lease_is_taken_over_and_renew_extends_all_leases(store: S
     assert got is not None and got.owner == a and (got.lease_until or 0) > time.time() + 20
 
 
+@needs(Journal, Leases)
 async def test_a_lease_kept_renewed_is_never_taken_whatever_the_clocks(store: Store) -> None:
     """Expiry must not depend on the claimant's wall clock: one running 100 s ahead must
     not take a lease its holder keeps renewing (item 7 of issue 9)."""
@@ -502,6 +534,7 @@ async def test_a_lease_kept_renewed_is_never_taken_whatever_the_clocks(store: St
         await anyio.sleep(0.1)
 
 
+@needs(Journal, Leases)
 async def test_reclaim_with_the_token_still_held_keeps_it(store: Store) -> None:
     run_id = await make_run(store, 1)
     a, b = owner("a"), owner("b")
@@ -520,6 +553,7 @@ async def test_reclaim_with_the_token_still_held_keeps_it(store: Store) -> None:
     assert again is not None and again > other
 
 
+@needs(Journal, RunIndex, Leases)
 async def test_an_append_with_a_stale_token_is_refused(store: Store) -> None:
     run_id = await make_run(store, 1)
     a, b = owner("a"), owner("b")
@@ -540,6 +574,7 @@ async def test_an_append_with_a_stale_token_is_refused(store: Store) -> None:
     assert [e.seq for e in await store.read(run_id)] == [1, 2, 3]
 
 
+@needs(Journal, RunIndex, Leases)
 async def test_lease_of_a_dead_local_process_is_taken_over_at_once(store: Store) -> None:
     run_id = await make_run(store)
     dead = owner("crashed", pid=dead_pid())
@@ -551,6 +586,7 @@ async def test_lease_of_a_dead_local_process_is_taken_over_at_once(store: Store)
     assert got is not None and got.owner == owner("alive") and got.fence == taken
 
 
+@needs(Journal, RunIndex, Leases)
 async def test_orphaned_runs(store: Store) -> None:
     me, other = owner("me"), owner("other")
     gone = owner("gone", pid=dead_pid())
@@ -582,41 +618,6 @@ async def test_orphaned_runs(store: Store) -> None:
     assert [r.run_id for r in first + rest] == [no_owner, expired, dead_owned]
 
 
-# --- persistence --------------------------------------------------------------------------------
-
-
-async def test_everything_survives_close_and_reopen(store: Store) -> None:
-    if store.url.startswith("memory"):
-        pytest.skip("memory:// keeps nothing once closed: a new MemoryStore starts empty by design")
-    run_id = await make_run(store, 2, thread="t", metadata={"k": ["v"]})
-    await store.append(run_id, 2, events(run_id, 2, 3), status=RunStatus.INTERRUPTED, error="why")
-    await store.append(run_id, 5, events(run_id, 5, 1), durability=Durability.OFF)
-    await store.save_snapshot(Snapshot(run_id, 4, {"folded": True}))
-    token = await store.claim(run_id, owner("a"), 60)
-    before = await store.get_run(run_id)
-    journal = await store.read(run_id)
-    assert len(journal) == 6
-    await store.aclose()
-
-    reopened = store_from_url(store.url)
-    await reopened.open()
-    try:
-        assert await reopened.get_run(run_id) == before
-        assert await reopened.read(run_id) == journal
-        assert await reopened.load_snapshot(run_id) == Snapshot(run_id, 4, {"folded": True})
-        assert await reopened.list_runs() == [before]
-        assert await reopened.list_threads() == [
-            ThreadInfo("t", 1, run_id, RunStatus.INTERRUPTED, journal[-1].ts)
-        ]
-        assert await reopened.claim(run_id, owner("a"), 60) == token
-        with pytest.raises(ConflictError):
-            await reopened.append(run_id, 5, events(run_id, 5, 1))
-        await reopened.append(run_id, 6, events(run_id, 6, 1))
-        assert len(await reopened.read(run_id)) == 7
-    finally:
-        await reopened.aclose()
-
-
 # --- properties of the journal ------------------------------------------------------------------
 
 _text = st.text(
@@ -638,6 +639,7 @@ _fixture_settings = settings(
 )
 
 
+@needs(Journal, RunIndex)
 @_fixture_settings
 @given(
     batches=st.lists(st.lists(_json, max_size=4), max_size=8),
@@ -667,6 +669,7 @@ async def test_journal_is_the_concatenation_of_appends(
     assert found is not None and found.last_seq == len(expected)
 
 
+@needs(Journal, RunIndex)
 @_fixture_settings
 @given(
     rounds=st.lists(
@@ -722,6 +725,156 @@ async def test_conflicting_appends_never_fork_or_leave_gaps(
     assert journal == model
 
 
+# --- declared capabilities ----------------------------------------------------------------------
+
+
+@needs(Journal, RunIndex, Leases)
+async def test_every_store_declares_its_capabilities(store: Store) -> None:
+    assert isinstance(store, Store)
+    assert isinstance(store.capabilities, StoreCapabilities)
+    # append_now is offered exactly when it is declared.
+    assert appends_now(store) == isinstance(store, AppendsNow)
+
+
+@needs(Journal, RunIndex, Leases, durable=True)
+async def test_everything_survives_close_and_reopen(store: Store) -> None:
+    run_id = await make_run(store, 2, thread="t", metadata={"k": ["v"]})
+    await store.append(run_id, 2, events(run_id, 2, 3), status=RunStatus.INTERRUPTED, error="why")
+    await store.append(run_id, 5, events(run_id, 5, 1), durability=Durability.OFF)
+    await store.save_snapshot(Snapshot(run_id, 4, {"folded": True}))
+    token = await store.claim(run_id, owner("a"), 60)
+    before = await store.get_run(run_id)
+    journal = await store.read(run_id)
+    assert len(journal) == 6
+    await store.aclose()
+
+    reopened = store_from_url(store.url)
+    await reopened.open()
+    try:
+        assert await reopened.get_run(run_id) == before
+        assert await reopened.read(run_id) == journal
+        assert await reopened.load_snapshot(run_id) == Snapshot(run_id, 4, {"folded": True})
+        assert await reopened.list_runs() == [before]
+        assert await reopened.list_threads() == [
+            ThreadInfo("t", 1, run_id, RunStatus.INTERRUPTED, journal[-1].ts)
+        ]
+        assert await reopened.claim(run_id, owner("a"), 60) == token
+        with pytest.raises(ConflictError):
+            await reopened.append(run_id, 5, events(run_id, 5, 1))
+        await reopened.append(run_id, 6, events(run_id, 6, 1))
+        assert len(await reopened.read(run_id)) == 7
+    finally:
+        await reopened.aclose()
+
+
+@needs(Journal, RunIndex, Leases, shared_between_processes=True)
+async def test_stores_opened_on_one_url_share_journals_and_leases(store: Store) -> None:
+    other = store_from_url(store.url)
+    await other.open()
+    try:
+        run_id = await make_run(store)
+        await other.append(run_id, 0, events(run_id, 0, 1))
+        with pytest.raises(ConflictError):
+            await store.append(run_id, 0, events(run_id, 0, 1))
+        await store.append(run_id, 1, events(run_id, 1, 1))
+        assert await other.read(run_id) == events(run_id, 0, 2)
+        token = await store.claim(run_id, owner("a"), 30)
+        assert token is not None
+        assert await other.claim(run_id, owner("b"), 30) is None, "a live owner holds it"
+        await store.release(run_id, owner("a"))
+        taken = await other.claim(run_id, owner("b"), 30)
+        assert taken is not None and taken > token
+        with pytest.raises(LeaseLostError):
+            await store.append(run_id, 2, events(run_id, 2, 1), fence=token)
+    finally:
+        await other.aclose()
+
+
+@needs(Journal, RunIndex, shared_between_processes=False)
+async def test_a_store_not_shared_keeps_its_journals_to_itself(store: Store) -> None:
+    other = store_from_url(store.url)
+    await other.open()
+    try:
+        run_id = await make_run(store, 1)
+        assert await other.get_run(run_id) is None
+        assert await other.read(run_id) == []
+    finally:
+        await other.aclose()
+
+
+@needs(Journal, defers_off_writes=True)
+async def test_a_failed_off_append_is_raised_later_and_once(store: Store) -> None:
+    run_id, other = await make_run(store, 1), await make_run(store)
+    # A stale append in "off" mode is accepted: nobody waits for its conflict.
+    await store.append(run_id, 0, events(run_id, 0, 1), durability=Durability.OFF)
+    await store.read(run_id)  # waits for the run's queued writes, without raising
+    await store.append(other, 0, events(other, 0, 1))  # another run is not affected
+    with pytest.raises(ConflictError) as caught:  # the run's next append raises it
+        await store.append(run_id, 1, events(run_id, 1, 1))
+    assert (caught.value.expected_seq, caught.value.actual_seq) == (0, 1)
+    await store.append(run_id, 1, events(run_id, 1, 1))  # reported once, then the run goes on
+    await store.append(run_id, 0, events(run_id, 0, 1), durability=Durability.OFF)
+    with pytest.raises(ConflictError):  # or flush does
+        await store.flush()
+    await store.flush()  # reported once
+    assert await store.read(run_id) == events(run_id, 0, 2)
+
+
+@needs(Journal, defers_off_writes=False)
+async def test_an_off_append_fails_at_the_call(store: Store) -> None:
+    run_id = await make_run(store, 1)
+    with pytest.raises(ConflictError):
+        await store.append(run_id, 0, events(run_id, 0, 1), durability=Durability.OFF)
+    await store.flush()
+    assert await store.read(run_id) == events(run_id, 0, 1)
+
+
+@needs(Journal, keeps_objects=True)
+async def test_a_store_that_keeps_objects_gives_back_what_it_was_given(store: Store) -> None:
+    run_id = await make_run(store)
+    value = {"tags": {"a", "b"}, "when": datetime(2026, 1, 2, 3, 4), "pair": (1, 2)}
+    await store.append(run_id, 0, [event(run_id, 1, EventKind.EMITTED, BASE, value)])
+    (got,) = await store.read(run_id)
+    assert isinstance(got.data, Emitted) and got.data.data == value, "no JSON on the way"
+
+
+@needs(Journal, RunIndex, keeps_objects=False)
+async def test_a_store_that_encodes_gives_back_json_and_refuses_what_is_not(store: Store) -> None:
+    run_id = await make_run(store, 1)
+    with pytest.raises(SerializationError):
+        await store.append(run_id, 1, [event(run_id, 2, EventKind.EMITTED, BASE, {"x": object()})])
+    found = await store.get_run(run_id)
+    assert found is not None and found.last_seq == 1, "nothing of a refused append is written"
+    value: dict[str, Any] = {"pair": (1, 2), "list": [1]}
+    await store.append(run_id, 1, [event(run_id, 2, EventKind.EMITTED, BASE, value)])
+    value["list"].append(2)  # what the journal keeps was taken at the append
+    (_, got) = await store.read(run_id)
+    assert isinstance(got.data, Emitted) and got.data.data == {"pair": [1, 2], "list": [1]}
+
+
+@needs(Journal, RunIndex, Leases, appends_without_waiting=True)
+async def test_append_now_keeps_the_contract_of_append(store: Store) -> None:
+    assert isinstance(store, AppendsNow)
+    run_id = await make_run(store, 1)
+    store.append_now(run_id, 1, events(run_id, 1, 2))
+    with pytest.raises(ConflictError):
+        store.append_now(run_id, 1, events(run_id, 1, 1))
+    token = await store.claim(run_id, owner("a"), 30)
+    assert token is not None
+    store.append_now(run_id, 3, events(run_id, 3, 1), status=RunStatus.INTERRUPTED, fence=token)
+    got = await store.get_run(run_id)
+    assert got is not None and (got.status, got.owner, got.last_seq) == (
+        RunStatus.INTERRUPTED,
+        None,
+        4,
+    )
+    assert await store.claim(run_id, owner("b"), 30) is not None
+    with pytest.raises(LeaseLostError):
+        store.append_now(run_id, 4, events(run_id, 4, 1), fence=token)
+    assert await store.read(run_id) == events(run_id, 0, 4)
+
+
+@needs(Journal, ObservesCommits)
 async def test_commit_observer_sees_commits_and_cannot_fail_them(store: Store) -> None:
     seen: list[int] = []
 
@@ -729,7 +882,8 @@ async def test_commit_observer_sees_commits_and_cannot_fail_them(store: Store) -
         seen.append(stats.writes)
         raise RuntimeError("a metrics bug")
 
-    store.commit_observer = broken  # type: ignore[attr-defined]
+    assert isinstance(store, ObservesCommits)
+    store.commit_observer = broken
     run_id = await make_run(store, 1)
     await store.append(run_id, 1, events(run_id, 1, 2))
     await store.flush()

@@ -1,7 +1,7 @@
 """Cursors (how far a reader of the journal got in each run), checked on every backend.
 
-Written against ``save_cursors`` / ``load_cursors`` of the Store protocol only;
-``conftest.store`` gives each test a fresh, open store of each backend.
+Written against the Cursors protocol (``save_cursors`` / ``load_cursors``) only, which
+every store implements; ``conftest.store`` gives each test a fresh, open store of each backend.
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from mainspring.store import Store
+from mainspring.store import Cursors, Store
+from tests.conftest import needs
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, needs(Cursors)]
 
 
 async def test_cursors_start_absent(store: Store) -> None:

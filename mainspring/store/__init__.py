@@ -1,30 +1,40 @@
-"""Stores: one protocol, several backends, opened by URL."""
+"""Stores: small protocols combined in ``Store``, several backends, opened by URL."""
 
 from __future__ import annotations
 
 from ..errors import StoreError
-from .base import (
-    CreateResult,
-    Durability,
-    RunQuery,
-    RunRecord,
-    RunStatus,
-    Snapshot,
-    Store,
-    ThreadInfo,
-)
 from .memory import MemoryStore
+from .protocols import (
+    AppendsNow,
+    Cursors,
+    Journal,
+    Leases,
+    ObservesCommits,
+    RunIndex,
+    Store,
+    StoreCapabilities,
+    appends_now,
+)
+from .records import CreateResult, Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
 
 __all__ = [
+    "AppendsNow",
     "CreateResult",
+    "Cursors",
     "Durability",
+    "Journal",
+    "Leases",
     "MemoryStore",
+    "ObservesCommits",
+    "RunIndex",
     "RunQuery",
     "RunRecord",
     "RunStatus",
     "Snapshot",
     "Store",
+    "StoreCapabilities",
     "ThreadInfo",
+    "appends_now",
     "store_from_url",
 ]
 

@@ -25,8 +25,9 @@ import anyio.to_thread
 
 from ..errors import StoreError
 from ..events import TERMINAL_KINDS, EventKind
-from ._sqlite_schema import check_identity, open_readonly, parse_url
-from .base import RunStatus
+from ._sqlite_file import open_readonly, parse_url
+from ._sqlite_schema import check_identity
+from .records import RunStatus
 
 __all__ = ["Diagnosis", "diagnose"]
 

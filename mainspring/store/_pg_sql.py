@@ -14,23 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-import asyncpg
 import orjson
 
-from ..errors import StoreError
 from ..events import Event, encode
 from ._pg_batch import Group
 from ._pg_schema import quote_ident
-from .base import Durability, RunQuery, RunRecord, RunStatus
+from ._sql_core import Dialect, list_threads_sql, misnumbered, orphan_page_sql
 
 CHANNEL = "mainspring_runs"
-
-RUN_COLUMNS = (
-    "run_id, graph, thread, status, created_at, updated_at, last_seq, parent_run_id, "
-    "durability, owner, lease_until, fence, error, metadata::text"
-)
 
 _NOW = "extract(epoch FROM clock_timestamp())::float8"  # leases use the server's clock
 
@@ -53,7 +47,7 @@ class Statements:
     renew: str
     release: str
     orphaned: str
-    schema: str  # quoted, for statements built per call (list_runs)
+    dialect: Dialect  # for statements built per call (list_runs)
     save_cursors: str
     load_cursors: str
 
@@ -131,13 +125,53 @@ SELECT $1, $2 + v.i, v.k, v.t, v.d FROM bump, (VALUES {values}) AS v(i, k, t, d)
 
 def statements(schema: str) -> Statements:
     s = quote_ident(schema)
-
-    def notify(run_id: str, status: str) -> str:
-        payload = f"json_build_object('schema', '{schema}', 'run_id', {run_id}, 'status', {status})"
-        return f"pg_notify('{CHANNEL}', {payload}::text)"
-
+    notify = partial(_notify, schema)
+    dialect = Dialect(
+        runs=f"{s}.runs",
+        numbered=True,
+        arrays=True,
+        metadata="metadata::text",
+        load_json=orjson.loads,
+    )
     return Statements(
-        create_run=f"""
+        create_run=_create_run(s, notify),
+        append=_append(s, notify, None),
+        append_few=tuple(_append(s, notify, n or None) for n in range(MAX_SCALAR_EVENTS + 1)),
+        advance=("", *(_advance(s, n) for n in range(1, MAX_SCALAR_EVENTS + 1))),
+        append_many=_append_many(s, notify),
+        stored_events=_stored_events(s),
+        read=f"""
+SELECT seq, kind, ts, data FROM {s}.events
+WHERE run_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq""",
+        get_run=f"SELECT {dialect.run_columns} FROM {s}.runs WHERE run_id = $1",
+        last_seq=f"SELECT last_seq, fence, owner FROM {s}.runs WHERE run_id = $1",
+        list_threads=list_threads_sql(dialect),
+        save_snapshot=f"""
+INSERT INTO {s}.snapshots (run_id, seq, data) VALUES ($1, $2, $3)
+ON CONFLICT (run_id) DO UPDATE SET seq = EXCLUDED.seq, data = EXCLUDED.data""",
+        load_snapshot=f"SELECT seq, data FROM {s}.snapshots WHERE run_id = $1 AND seq <= $2",
+        claim=_claim(s),
+        renew=f"UPDATE {s}.runs SET lease_until = {_NOW} + $2 WHERE owner = $1",
+        release=f"UPDATE {s}.runs SET owner = NULL, lease_until = NULL WHERE run_id = $1 AND owner = $2",
+        orphaned=_orphaned(dialect),
+        dialect=dialect,
+        # A cursor only moves forward: a late or repeated save never lowers it.
+        save_cursors=f"""
+INSERT INTO {s}.cursors (name, run_id, seq)
+SELECT $1, c.run_id, c.seq FROM unnest($2::text[], $3::int8[]) AS c(run_id, seq)
+ON CONFLICT (name, run_id) DO UPDATE SET seq = EXCLUDED.seq WHERE {s}.cursors.seq < EXCLUDED.seq""",
+        load_cursors=f"SELECT run_id, seq FROM {s}.cursors WHERE name = $1 AND run_id = ANY($2::text[])",
+    )
+
+
+def _notify(schema: str, run_id: str, status: str) -> str:
+    """The NOTIFY of a status change, sent at commit: ``{"schema", "run_id", "status"}``."""
+    payload = f"json_build_object('schema', '{schema}', 'run_id', {run_id}, 'status', {status})"
+    return f"pg_notify('{CHANNEL}', {payload}::text)"
+
+
+def _create_run(s: str, notify: Callable[[str, str], str]) -> str:
+    return f"""
 WITH new AS (
   INSERT INTO {s}.runs (run_id, graph, thread, status, created_at, updated_at, last_seq,
                         parent_run_id, durability, owner, lease_until, fence, error, metadata)
@@ -153,14 +187,14 @@ WITH new AS (
   FROM unnest($13::text[], $14::float8[], $15::text[]) WITH ORDINALITY AS u(k, t, d, i)
   WHERE EXISTS (SELECT 1 FROM new)
 )
-SELECT EXISTS (SELECT 1 FROM new)""",
-        append=_append(s, notify, None),
-        append_few=tuple(_append(s, notify, n or None) for n in range(MAX_SCALAR_EVENTS + 1)),
-        advance=("", *(_advance(s, n) for n in range(1, MAX_SCALAR_EVENTS + 1))),
-        # One row per run ($1-$6, $12) and one per event ($7-$11). Returns the runs that
-        # did not match (conflict, lost lease, or missing when last_seq is NULL) and those
-        # notified.
-        append_many=f"""
+SELECT EXISTS (SELECT 1 FROM new)"""
+
+
+def _append_many(s: str, notify: Callable[[str, str], str]) -> str:
+    """The group commit: one row per run ($1-$6, $12) and one per event ($7-$11). Returns
+    the runs that did not match (conflict, lost lease, or missing when last_seq is NULL)
+    and those notified."""
+    return f"""
 WITH req AS (
   SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::float8[],
                        $12::int8[])
@@ -190,34 +224,23 @@ SELECT q.run_id, old.last_seq, b.run_id IS NOT NULL AS ok,
 FROM req q
 LEFT JOIN {s}.runs old ON old.run_id = q.run_id
 LEFT JOIN bump b ON b.run_id = q.run_id
-WHERE b.run_id IS NULL OR (q.status IS NOT NULL AND q.status IS DISTINCT FROM old.status)""",
-        # Events already stored in (lo, hi] per run: did a write whose reply was lost commit?
-        stored_events=f"""
+WHERE b.run_id IS NULL OR (q.status IS NOT NULL AND q.status IS DISTINCT FROM old.status)"""
+
+
+def _stored_events(s: str) -> str:
+    """Events already stored in (lo, hi] per run: did a write whose reply was lost commit?"""
+    return f"""
 SELECT e.run_id, e.seq, e.kind, e.ts, e.data
 FROM {s}.events e
 JOIN unnest($1::text[], $2::int8[], $3::int8[]) AS q(run_id, lo, hi)
   ON e.run_id = q.run_id AND e.seq > q.lo AND e.seq <= q.hi
-ORDER BY e.run_id, e.seq""",
-        read=f"""
-SELECT seq, kind, ts, data FROM {s}.events
-WHERE run_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq""",
-        get_run=f"SELECT {RUN_COLUMNS} FROM {s}.runs WHERE run_id = $1",
-        last_seq=f"SELECT last_seq, fence, owner FROM {s}.runs WHERE run_id = $1",
-        list_threads=f"""
-SELECT thread, runs, run_id, status, updated_at FROM (
-  SELECT DISTINCT ON (thread) thread, count(*) OVER (PARTITION BY thread) AS runs,
-         run_id, status, updated_at
-  FROM {s}.runs WHERE thread IS NOT NULL
-  ORDER BY thread, created_at DESC, run_id DESC
-) AS latest
-ORDER BY updated_at DESC, thread DESC LIMIT $1""",
-        save_snapshot=f"""
-INSERT INTO {s}.snapshots (run_id, seq, data) VALUES ($1, $2, $3)
-ON CONFLICT (run_id) DO UPDATE SET seq = EXCLUDED.seq, data = EXCLUDED.data""",
-        load_snapshot=f"SELECT seq, data FROM {s}.snapshots WHERE run_id = $1 AND seq <= $2",
-        # $4 is an owner this process found dead: taken over like an expired lease. $5 is
-        # the token the claimant last held: a free run still at it is taken back keeping it.
-        claim=f"""
+ORDER BY e.run_id, e.seq"""
+
+
+def _claim(s: str) -> str:
+    """$4 is an owner this process found dead: taken over like an expired lease. $5 is the
+    token the claimant last held: a free run still at it is taken back keeping it."""
+    return f"""
 WITH up AS (
   UPDATE {s}.runs SET
     owner = $2,
@@ -229,27 +252,18 @@ WITH up AS (
   RETURNING fence
 )
 SELECT (SELECT fence FROM up), r.run_id IS NOT NULL, r.owner
-FROM (SELECT 1) AS one LEFT JOIN {s}.runs r ON r.run_id = $1""",
-        renew=f"UPDATE {s}.runs SET lease_until = {_NOW} + $2 WHERE owner = $1",
-        release=f"UPDATE {s}.runs SET owner = NULL, lease_until = NULL WHERE run_id = $1 AND owner = $2",
-        # Running runs another owner could take: no owner, an expired lease, or an
-        # owner on this host (whose process may be dead; checked by the caller).
-        # Paged by (created_at, run_id) > ($4, $5).
-        orphaned=f"""
-SELECT {RUN_COLUMNS}, (lease_until IS NULL OR lease_until <= {_NOW}) AS expired
-FROM {s}.runs
-WHERE status = 'running' AND owner IS DISTINCT FROM $1
-  AND (owner IS NULL OR lease_until IS NULL OR lease_until <= {_NOW} OR owner LIKE $2)
-  AND (created_at, run_id) > ($4::float8, $5::text)
-ORDER BY created_at, run_id
-LIMIT $3""",
-        schema=s,
-        # A cursor only moves forward: a late or repeated save never lowers it.
-        save_cursors=f"""
-INSERT INTO {s}.cursors (name, run_id, seq)
-SELECT $1, c.run_id, c.seq FROM unnest($2::text[], $3::int8[]) AS c(run_id, seq)
-ON CONFLICT (name, run_id) DO UPDATE SET seq = EXCLUDED.seq WHERE {s}.cursors.seq < EXCLUDED.seq""",
-        load_cursors=f"SELECT run_id, seq FROM {s}.cursors WHERE name = $1 AND run_id = ANY($2::text[])",
+FROM (SELECT 1) AS one LEFT JOIN {s}.runs r ON r.run_id = $1"""
+
+
+def _orphaned(d: Dialect) -> str:
+    """A page of running runs another owner could take: no owner, an expired lease, or an
+    owner on this host ($2: its prefix), whose process may be dead: the caller checks it."""
+    return orphan_page_sql(
+        d,
+        f"owner IS DISTINCT FROM $1 AND (owner IS NULL OR lease_until IS NULL OR "
+        f"lease_until <= {_NOW} OR owner LIKE $2)",
+        params=2,
+        extra=f", (lease_until IS NULL OR lease_until <= {_NOW}) AS expired",
     )
 
 
@@ -266,11 +280,7 @@ def event_columns(
     """
     for position, event in enumerate(events, start=1):
         if event.seq != expected_seq + position or event.run_id != run_id:
-            raise StoreError(
-                f"events appended to run {run_id!r} after sequence {expected_seq} must be "
-                f"numbered {expected_seq + 1}, {expected_seq + 2}, ... and belong to that run; "
-                f"got ({event.run_id!r}, seq {event.seq}) in position {position}"
-            )
+            raise misnumbered(run_id, expected_seq, event, position)
     kinds = [str(e.kind) for e in events]
     ts = [float(e.ts) for e in events]
     return kinds, ts, [_json_text(run_id, e) for e in events]
@@ -302,48 +312,3 @@ def batch_args(groups: list[Group]) -> tuple[list[Any], ...]:
         run_ids, seqs, kinds, ts, data,
         [g.fence for g in groups],
     )  # fmt: skip
-
-
-def run_record(r: asyncpg.Record) -> RunRecord:
-    return RunRecord(
-        run_id=r[0],
-        graph=r[1],
-        thread=r[2],
-        status=RunStatus(r[3]),
-        created_at=r[4],
-        updated_at=r[5],
-        last_seq=r[6],
-        parent_run_id=r[7],
-        durability=Durability(r[8]),
-        owner=r[9],
-        lease_until=r[10],
-        fence=r[11],
-        error=r[12],
-        metadata=orjson.loads(r[13]),
-    )
-
-
-def list_runs(schema: str, query: RunQuery) -> tuple[str, list[Any]]:
-    """A statement with only the filters in use, so each shape gets its own plan."""
-    where: list[str] = []
-    args: list[Any] = []
-
-    def arg(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
-    if query.status is not None:
-        where.append(f"status = ANY({arg([str(s) for s in query.status])}::text[])")
-    for column in ("graph", "thread", "parent_run_id"):
-        value = getattr(query, column)
-        if value is not None:
-            where.append(f"{column} = {arg(value)}")
-    if query.created_after is not None:
-        where.append(f"created_at > {arg(query.created_after)}")
-    if query.created_before is not None:
-        where.append(f"created_at < {arg(query.created_before)}")
-    sql = f"SELECT {RUN_COLUMNS} FROM {schema}.runs"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY created_at DESC, run_id DESC LIMIT {arg(query.limit)} OFFSET {arg(query.offset)}"
-    return sql, args

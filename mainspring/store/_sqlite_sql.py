@@ -10,20 +10,29 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Final
 
-from ..errors import ConflictError, LeaseLostError, RunNotFoundError, StoreError
+from ..errors import ConflictError, LeaseLostError, RunNotFoundError
 from ..events import Event, EventKind, decode, decode_data, encode
+from ._lease_owners import owner_is_dead
 from ._lease_watch import LeaseWatch
-from ._owner import owner_is_dead
-from .base import Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
+from ._sql_core import (
+    Dialect,
+    list_runs_sql,
+    list_threads_sql,
+    misnumbered,
+    orphan_page_sql,
+    thread_from_row,
+)
+from .records import RunQuery, RunRecord, Snapshot, ThreadInfo
 
 Row = tuple[Any, ...]
 
-RUN_COLUMNS: Final = (
-    "run_id, graph, thread, status, created_at, updated_at, last_seq, parent_run_id, "
-    "durability, owner, lease_until, fence, error, metadata"
+DIALECT: Final = Dialect(
+    runs="runs", numbered=False, arrays=False, metadata="metadata", load_json=decode
 )
+RUN_COLUMNS: Final = DIALECT.run_columns
 INSERT_RUN: Final = (
     f"INSERT INTO runs ({RUN_COLUMNS}, lease_ttl) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING"
@@ -46,6 +55,14 @@ ADVANCE_STATUS: Final = (
     "owner = CASE WHEN ? THEN NULL ELSE owner END, "
     "lease_until = CASE WHEN ? THEN NULL ELSE lease_until END "
     "WHERE run_id = ? AND last_seq = ? AND fence = coalesce(?, fence)"
+)
+# The run queries shared with PostgreSQL (_sql_core); orphans carry the lease check here.
+SELECT_THREADS: Final = list_threads_sql(DIALECT)
+SELECT_ORPHANS: Final = orphan_page_sql(
+    DIALECT,
+    "(owner IS NULL OR owner != ?) AND (owner IS NULL"
+    " OR mainspring_lease_expired(run_id, owner, fence, lease_until, lease_ttl))",
+    params=1,
 )
 
 _KINDS: Final = {kind.value: kind for kind in EventKind}
@@ -81,7 +98,7 @@ def apply_create(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> RunRecord | None
     params, rows = args
     cur.execute(INSERT_RUN, params)
     if cur.rowcount != 1:
-        return record_from_row(cur.execute(SELECT_RUN, (params[0],)).fetchone())
+        return DIALECT.record(cur.execute(SELECT_RUN, (params[0],)).fetchone())
     if rows:
         cur.executemany(INSERT_EVENT, rows)
     return None
@@ -206,35 +223,18 @@ def event_rows(run_id: str, expected_seq: int, events: Sequence[Event]) -> list[
     for event in events:
         seq += 1
         if event.seq != seq or event.run_id != run_id:
-            raise StoreError(
-                f"events appended to run {run_id!r} after sequence {expected_seq} must be numbered "
-                f"{expected_seq + 1}, {expected_seq + 2}, ... and belong to that run; got "
-                f"({event.run_id!r}, seq {event.seq}) in position {seq - expected_seq}"
-            )
+            raise misnumbered(run_id, expected_seq, event, seq - expected_seq)
         rows.append((run_id, seq, str(event.kind), event.ts, encode(event.data, what="event data")))
     return rows
 
 
-def record_from_row(row: Row) -> RunRecord:
-    return RunRecord(
-        run_id=row[0],
-        graph=row[1],
-        thread=row[2],
-        status=RunStatus(row[3]),
-        created_at=row[4],
-        updated_at=row[5],
-        last_seq=row[6],
-        parent_run_id=row[7],
-        durability=Durability(row[8]),
-        owner=row[9],
-        lease_until=row[10],
-        fence=row[11],
-        error=row[12],
-        metadata=decode(row[13]),
-    )
-
-
 # --- reads (worker thread, read-only connection) ---
+
+
+def prepare_reader(watch: LeaseWatch, conn: sqlite3.Connection) -> None:
+    """Give a read connection the functions the read statements call."""
+    conn.create_function("mainspring_owner_is_dead", 1, owner_is_dead)
+    conn.create_function("mainspring_lease_expired", 5, partial(lease_expired, watch))
 
 
 def select_events(
@@ -255,55 +255,16 @@ def select_events(
 
 def select_run(run_id: str, conn: sqlite3.Connection) -> RunRecord | None:
     row = conn.execute(SELECT_RUN, (run_id,)).fetchone()
-    return None if row is None else record_from_row(row)
+    return None if row is None else DIALECT.record(row)
 
 
 def select_runs(query: RunQuery, conn: sqlite3.Connection) -> list[RunRecord]:
-    where: list[str] = []
-    params: list[Any] = []
-    if query.status is not None:
-        where.append(f"status IN ({', '.join('?' * len(query.status))})")
-        params.extend(str(s) for s in query.status)
-    for column, value in (
-        ("graph", query.graph),
-        ("thread", query.thread),
-        ("parent_run_id", query.parent_run_id),
-    ):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if query.created_after is not None:
-        where.append("created_at > ?")
-        params.append(query.created_after)
-    if query.created_before is not None:
-        where.append("created_at < ?")
-        params.append(query.created_before)
-    sql = f"SELECT {RUN_COLUMNS} FROM runs"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY created_at DESC, run_id DESC LIMIT ? OFFSET ?"
-    params += [query.limit, query.offset]
-    return [record_from_row(row) for row in conn.execute(sql, params)]
+    sql, params = list_runs_sql(DIALECT, query)
+    return [DIALECT.record(row) for row in conn.execute(sql, params)]
 
 
 def select_threads(limit: int, conn: sqlite3.Connection) -> list[ThreadInfo]:
-    rows = conn.execute(
-        """
-        SELECT thread, runs, run_id, status, updated_at FROM (
-            SELECT thread, run_id, status, updated_at,
-                   count(*) OVER (PARTITION BY thread) AS runs,
-                   row_number() OVER (
-                       PARTITION BY thread ORDER BY created_at DESC, run_id DESC
-                   ) AS newest
-            FROM runs WHERE thread IS NOT NULL
-        )
-        WHERE newest = 1
-        ORDER BY updated_at DESC, thread DESC
-        LIMIT ?
-        """,
-        (limit,),
-    )
-    return [ThreadInfo(t, n, r, RunStatus(s), u) for t, n, r, s, u in rows]
+    return [thread_from_row(row) for row in conn.execute(SELECT_THREADS, (limit,))]
 
 
 def select_snapshot(run_id: str, at_most: int | None, conn: sqlite3.Connection) -> Snapshot | None:
@@ -313,25 +274,12 @@ def select_snapshot(run_id: str, at_most: int | None, conn: sqlite3.Connection) 
     return Snapshot(run_id, row[0], decode(row[1]))
 
 
-def select_orphans(
-    owner: str, after: tuple[float, str] | None, limit: int, conn: sqlite3.Connection
-) -> list[RunRecord]:
-    # `status = 'running'` is spelled as a literal so the partial index runs_orphans applies;
-    # the row value comparison pages by (created_at, run_id), the order of that index.
-    low = after or (float("-inf"), "")
-    rows = conn.execute(
-        f"""
-        SELECT {RUN_COLUMNS} FROM runs
-        WHERE status = 'running' AND (owner IS NULL OR owner != ?)
-          AND (created_at, run_id) > (?, ?)
-          AND (owner IS NULL
-               OR mainspring_lease_expired(run_id, owner, fence, lease_until, lease_ttl))
-        ORDER BY created_at, run_id
-        LIMIT ?
-        """,
-        (owner, low[0], low[1], limit),
-    )
-    return [record_from_row(row) for row in rows]
+def select_orphan_page(
+    owner: str, low: tuple[float, str], limit: int, conn: sqlite3.Connection
+) -> list[Row]:
+    """One page of orphans: the lease check (``lease_expired``, a function of this
+    connection) is in the query, so every row of the page is one."""
+    return conn.execute(SELECT_ORPHANS, (owner, *low, limit)).fetchall()
 
 
 def select_cursors(name: str, run_ids: Sequence[str], conn: sqlite3.Connection) -> dict[str, int]:

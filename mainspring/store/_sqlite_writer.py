@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..errors import StoreError
-from . import _sqlite_sql as sql
-from ._sqlite_schema import translate
-from .base import CommitObserver, CommitStats, notify_commit
+from ._sqlite_errors import translate
+from ._sqlite_sql import APPEND, APPLY, CREATE
+from .protocols import ObservesCommits
+from .records import CommitStats, notify_commit
 
-# Request kinds beyond the writes of _sqlite_sql (which index sql.APPLY).
-BARRIER: Final = len(sql.APPLY)  # no work: resolves once everything queued before it is committed
+# Request kinds beyond the writes of _sqlite_sql (which index APPLY).
+BARRIER: Final = len(APPLY)  # no work: resolves once everything queued before it is committed
 STOP: Final = BARRIER + 1
 
 # Appends of two different runs closer than this mean runs are concurrent: share commits.
@@ -80,6 +81,7 @@ class Writer:
         batch_window: float,
         max_batch: int,
         busy_timeout: float,
+        observed: ObservesCommits,
     ) -> None:
         self._conn = conn
         self._cur = conn.cursor()
@@ -90,7 +92,7 @@ class Writer:
         self._queue: queue.SimpleQueue[Request] = queue.SimpleQueue()
         # Held while a transaction runs, by the writer thread or by an inline commit.
         self._conn_lock = threading.Lock()
-        self.observer: CommitObserver | None = None
+        self._observed = observed  # whose commit_observer hears of each commit, when set
         self._last_append: tuple[str | None, float] = (None, 0.0)
         # Guards _stopping (so that nothing is queued behind the stop request)
         # and the bookkeeping of "off" writes, which both threads touch.
@@ -116,6 +118,13 @@ class Writer:
                 self.off_pending[run_id] = self.off_pending.get(run_id, 0) + 1
             self._queue.put(req)
 
+    async def call(self, op: int, run_id: str | None, args: tuple[Any, ...], urgent: bool) -> Any:
+        """Queue a write and wait for its outcome."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self.submit(Request(op, run_id, args, urgent, future, loop))
+        return await future
+
     def try_inline(self, req: Request) -> bool:
         """Commit ``req`` on the caller's thread if nothing else is being written.
 
@@ -128,7 +137,7 @@ class Writer:
         last_run, last_at = self._last_append
         # A run that parks or ends appends no more: the next run after it is no sign
         # of concurrency (sequential runs stay inline, their creates included).
-        ends = req.op == sql.APPEND and req.args[3] not in (None, "running")
+        ends = req.op == APPEND and req.args[3] not in (None, "running")
         self._last_append = (None, 0.0) if ends else (req.run_id, now)
         if last_run not in (None, req.run_id) and now - last_at < CONCURRENCY_WINDOW:
             return False
@@ -217,12 +226,12 @@ class Writer:
                 return
 
     def _transact(self, writes: list[Request]) -> None:
-        observer = self.observer
+        observer = self._observed.commit_observer
         started = time.perf_counter() if observer is not None else 0.0
         self._transact_now(writes)
         if observer is not None:
-            runs = [r for r in writes if r.op in (sql.APPEND, sql.CREATE) and r.error is None]
-            events = sum(len(r.args[2] if r.op == sql.APPEND else r.args[1]) for r in runs)
+            runs = [r for r in writes if r.op in (APPEND, CREATE) and r.error is None]
+            events = sum(len(r.args[2] if r.op == APPEND else r.args[1]) for r in runs)
             if runs:
                 notify_commit(
                     observer, CommitStats(len(runs), events, time.perf_counter() - started)
@@ -241,7 +250,7 @@ class Writer:
                 # Alone in its group, a request needs no savepoint: a failure rolls back all.
                 req = writes[0]
                 try:
-                    req.result = sql.APPLY[req.op](cur, req.args)
+                    req.result = APPLY[req.op](cur, req.args)
                 except Exception as exc:
                     req.error = self._as_store_error(exc)
                     cur.execute("ROLLBACK")
@@ -250,7 +259,7 @@ class Writer:
                 for req in writes:
                     cur.execute("SAVEPOINT request")
                     try:
-                        req.result = sql.APPLY[req.op](cur, req.args)
+                        req.result = APPLY[req.op](cur, req.args)
                     except Exception as exc:
                         req.error = self._as_store_error(exc)
                         cur.execute("ROLLBACK TO request")

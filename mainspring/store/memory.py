@@ -12,8 +12,9 @@ from dataclasses import replace
 
 from ..errors import ConflictError, LeaseLostError, RunNotFoundError, StoreError
 from ..events import Event
-from ._owner import owner_is_dead
-from .base import (
+from ._lease_owners import owner_is_dead
+from .protocols import StoreCapabilities
+from .records import (
     CommitObserver,
     CommitStats,
     CreateResult,
@@ -26,8 +27,20 @@ from .base import (
     notify_commit,
 )
 
+_ANY_RUN = RunQuery()
+
 
 class MemoryStore:
+    """A :class:`~mainspring.store.Store` in this process's memory (``memory://``)."""
+
+    capabilities = StoreCapabilities(
+        keeps_objects=True,
+        appends_without_waiting=True,
+        durable=False,
+        shared_between_processes=False,
+        defers_off_writes=False,
+    )
+
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self._runs: dict[str, RunRecord] = {}
@@ -126,7 +139,7 @@ class MemoryStore:
         record = self._runs.get(run_id)
         return replace(record) if record is not None else None
 
-    async def list_runs(self, query: RunQuery = RunQuery()) -> list[RunRecord]:
+    async def list_runs(self, query: RunQuery = _ANY_RUN) -> list[RunRecord]:
         self._check_open()
         matches = [r for r in self._runs.values() if _matches(r, query)]
         matches.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)

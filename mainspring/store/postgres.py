@@ -13,7 +13,7 @@ run).
 
 Writes, by durability:
 
-* ``sync``: one statement, one round trip (``_pg_sql``): a conditional
+* ``sync``: one statement, one round trip (``_pg_sql``, run by ``_pg_writes``): a conditional
   ``UPDATE runs ... WHERE last_seq = expected`` and an ``INSERT`` of the events,
   in one implicit transaction. If the update matched nothing it is a conflict
   and nothing was written. A step of a running run (no status change) takes a
@@ -67,9 +67,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -77,18 +75,20 @@ import anyio
 import asyncpg
 import orjson
 
-from ..errors import ConflictError, LeaseLostError, MainspringError, RunNotFoundError, StoreError
+from ..errors import RunNotFoundError, StoreError
 from ..events import Event, EventKind, decode_data, encode
-from . import _pg_sql
-from ._owner import owner_is_dead
-from ._pg_batch import Group, GroupCommit, Write
+from ._lease_owners import owner_is_dead
+from ._pg_batch import GroupCommit, Write
 from ._pg_pool import CallTimeoutError, Connection, ConnectionPool
 from ._pg_retry import Retrier, log
 from ._pg_schema import migrate
+from ._pg_sql import event_columns, statements
 from ._pg_url import option, parse_url
-from .base import (
+from ._pg_writes import Writes
+from ._sql_core import list_runs_sql, page_orphans, thread_from_row
+from .protocols import StoreCapabilities
+from .records import (
     CommitObserver,
-    CommitStats,
     CreateResult,
     Durability,
     RunQuery,
@@ -96,7 +96,6 @@ from .base import (
     RunStatus,
     Snapshot,
     ThreadInfo,
-    notify_commit,
 )
 
 Record = asyncpg.Record
@@ -111,7 +110,7 @@ _HOST_PREFIX = (
 
 
 class PostgresStore:
-    """A :class:`~mainspring.store.base.Store` on PostgreSQL (asyncpg, asyncio backend).
+    """A :class:`~mainspring.store.Store` on PostgreSQL (asyncpg, asyncio backend).
 
     Options come from the arguments, else from the URL's query, else the
     defaults: ``schema='mainspring'``, ``min_size=2``, ``max_size=10``,
@@ -127,6 +126,14 @@ class PostgresStore:
       would use up the whole retry time and never be retried: the store refuses
       such a pair. Default 10 s, or a third of ``retry_for`` if that is shorter.
     """
+
+    capabilities = StoreCapabilities(
+        keeps_objects=False,
+        appends_without_waiting=False,
+        durable=True,
+        shared_between_processes=True,
+        defers_off_writes=True,
+    )
 
     def __init__(
         self,
@@ -160,13 +167,14 @@ class PostgresStore:
         self._server_settings = {"jit": "off"}
         if "application_name" not in parsed.driver_params:
             self._server_settings["application_name"] = "mainspring"
-        self._sql = _pg_sql.statements(self.target.schema)
+        self._sql = statements(self.target.schema)
         self.commit_observer: CommitObserver | None = None
         self._retrier = Retrier(self.target, self.retry_for)
         self._pool: ConnectionPool | None = None
         self._writer: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        self._batch = GroupCommit(self._write_groups, self.batch_window)
+        self._writes = Writes(self._sql, self._retrier, self._live_pool, self)
+        self._batch = GroupCommit(self._writes.write_groups, self.batch_window)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -199,7 +207,7 @@ class PostgresStore:
                 await asyncio.wait({watchdog})
             raise
         self._pool, self._watchdog = pool, watchdog
-        self._batch = GroupCommit(self._write_groups, self.batch_window)
+        self._batch = GroupCommit(self._writes.write_groups, self.batch_window)
         name = f"mainspring postgres writer ({self.target.schema})"
         self._writer = loop.create_task(self._batch.run(), name=name)
 
@@ -249,31 +257,8 @@ class PostgresStore:
     ) -> CreateResult:
         """Always committed before it returns, whatever ``durability``: the caller must
         learn whether the run is new."""
-        pool = self._live_pool()
-        kinds, ts, data = _pg_sql.event_columns(record.run_id, 0, events)
-        metadata = encode(record.metadata, what=f"metadata of run {record.run_id!r}").decode()
-        args = (
-            record.run_id, record.graph, record.thread, str(record.status), record.created_at,
-            record.updated_at, record.parent_run_id, str(record.durability), record.owner,
-            record.lease_until, record.fence, record.error, kinds, ts, data, metadata,
-        )  # fmt: skip
-
-        async def attempt(retried: bool) -> bool:
-            created = bool(await pool.fetchval(self._sql.create_run, *args))
-            if created or not retried:
-                return created
-            # The reply to an earlier attempt may have been lost after it committed.
-            return await self._is_our_run(record, kinds, ts, data)
-
-        started = time.perf_counter()
-        created = await self._retrier.run(f"creating run {record.run_id!r}", attempt)
-        if self.commit_observer is not None:
-            stats = CommitStats(1, len(events) if created else 0, time.perf_counter() - started)
-            notify_commit(self.commit_observer, stats)
-        if created:
-            stored = replace(record, last_seq=len(events))
-            if events:
-                stored.updated_at = events[-1].ts
+        stored = await self._writes.create(record, events)
+        if stored is not None:
             return CreateResult(stored, created=True)
         existing = await self.get_run(record.run_id)
         if existing is None:  # only if someone deleted it in between
@@ -281,18 +266,6 @@ class PostgresStore:
                 f"run {record.run_id!r} vanished while it was being created; try again"
             )
         return CreateResult(existing, created=False)
-
-    async def _is_our_run(
-        self, record: RunRecord, kinds: list[str], ts: list[float], data: list[str]
-    ) -> bool:
-        pool = self._live_pool()
-        row = await pool.fetchrow(self._sql.get_run, record.run_id)
-        mine = (record.graph, record.thread, record.created_at)
-        if row is None or (row["graph"], row["thread"], row["created_at"]) != mine:
-            return False
-        if not kinds:
-            return True  # nothing else to tell two identical creations apart
-        return record.run_id in await self._stored(pool, [(record.run_id, 0, kinds, ts, data)])
 
     async def append(
         self,
@@ -307,12 +280,14 @@ class PostgresStore:
     ) -> None:
         self._live_pool()
         self._raise_failure(run_id)
-        kinds, ts, data = _pg_sql.event_columns(run_id, expected_seq, events)
+        kinds, ts, data = event_columns(run_id, expected_seq, events)
         status_text = str(status) if status is not None else None
         if durability == Durability.SYNC:
             await self._batch.settle(run_id)  # queued writes of this run go first
             self._raise_failure(run_id)
-            await self._append_now(run_id, expected_seq, kinds, ts, data, status_text, error, fence)
+            await self._writes.append(
+                run_id, expected_seq, kinds, ts, data, status_text, error, fence
+            )
             return
         confirm = durability != Durability.OFF
         write = Write(run_id, expected_seq, kinds, ts, data, status_text, error, fence, confirm)
@@ -326,131 +301,6 @@ class PostgresStore:
         exc = self._batch.pop_failure(run_id)
         if exc is not None:
             raise exc
-
-    async def _append_now(
-        self,
-        run_id: str,
-        expected: int,
-        kinds: list[str],
-        ts: list[float],
-        data: list[str],
-        status: str | None,
-        error: str | None,
-        fence: int | None,
-    ) -> None:
-        pool = self._live_pool()
-        n = len(kinds)
-        scalar = 0 < n <= _pg_sql.MAX_SCALAR_EVENTS  # each event's fields as parameters
-        # A step of a running run takes the lean statement; status changes the full one.
-        advance = scalar and status is None and error is None
-        if advance:
-            sql, args = self._sql.advance[n], [run_id, expected]
-        elif scalar:
-            sql, args = self._sql.append_few[n], [run_id, expected, status, error]
-        else:
-            sql, args = self._sql.append, [run_id, expected, status, error, kinds, ts, data]
-        if scalar:
-            for event in zip(kinds, ts, data, strict=True):
-                args += event
-        args.append(fence)
-        tag = f"INSERT 0 {n}"  # the command tag of an advance that went in
-
-        async def write() -> tuple[bool, int | None, int | None, str | None]:
-            """Did the append go in; if not, the run's last_seq (None: no such run), fence
-            and owner."""
-            if advance:
-                if await pool.execute(sql, *args) == tag:
-                    return True, expected, fence, None
-                row = await pool.fetchrow(self._sql.last_seq, run_id)
-                return (False, None, None, None) if row is None else (False, *row)
-            row = await pool.fetchrow(sql, *args)
-            assert row is not None
-            return row[0], row[1], row[2], row[3]
-
-        async def attempt(retried: bool) -> None:
-            while True:
-                ok, actual, actual_fence, owner = await write()
-                if ok:
-                    return
-                failure = _unmatched(run_id, expected, actual, fence, actual_fence, owner)
-                if failure is not None:
-                    break
-                # A concurrent writer committed after this statement's snapshot: look again.
-            if retried and run_id in await self._stored(
-                pool, [(run_id, expected, kinds, ts, data)]
-            ):
-                return  # our earlier attempt committed; its reply was lost
-            raise failure
-
-        started = time.perf_counter()
-        await self._retrier.run(f"appending to run {run_id!r}", attempt)
-        if self.commit_observer is not None:
-            stats = CommitStats(1, len(kinds), time.perf_counter() - started)
-            notify_commit(self.commit_observer, stats)
-
-    async def _write_groups(self, groups: list[Group]) -> list[BaseException | None]:
-        """Write the group-commit queue's groups in one statement; one outcome per group."""
-        pool = self._live_pool()
-        outcomes: list[BaseException | None] = [None] * len(groups)
-        todo = list(range(len(groups)))
-
-        async def attempt(retried: bool) -> None:
-            nonlocal todo
-            while todo:
-                batch = [groups[i] for i in todo]
-                rows = await pool.fetch(self._sql.append_many, *_pg_sql.batch_args(batch))
-                unmatched = {r[0]: (r[1], r[4], r[5]) for r in rows if not r[2]}
-                ours: set[str] = set()
-                if retried and unmatched:  # an earlier attempt may have committed some
-                    maybe = [g.as_write() for g in batch if g.run_id in unmatched]
-                    ours = await self._stored(pool, maybe)
-                again = []
-                for i, group in zip(todo, batch, strict=True):
-                    if group.run_id in ours:
-                        outcomes[i] = None
-                    elif group.run_id in unmatched:
-                        actual, actual_fence, owner = unmatched[group.run_id]
-                        outcome = _unmatched(
-                            group.run_id, group.expected, actual, group.fence, actual_fence, owner
-                        )
-                        if outcome is None:
-                            again.append(i)  # a concurrent writer passed this snapshot
-                        outcomes[i] = outcome
-                todo = again
-
-        started = time.perf_counter()
-        await self._retrier.run(f"writing a group commit of {len(groups)} runs", attempt)
-        if self.commit_observer is not None:
-            done = [g for g, o in zip(groups, outcomes, strict=True) if o is None]
-            stats = CommitStats(
-                len(done), sum(len(g.kinds) for g in done), time.perf_counter() - started
-            )
-            notify_commit(self.commit_observer, stats)
-        return outcomes
-
-    async def _stored(
-        self,
-        pool: ConnectionPool,
-        writes: list[tuple[str, int, list[str], list[float], list[str]]],
-    ) -> set[str]:
-        """Runs whose stored events after ``expected`` are exactly these ones."""
-        writes = [w for w in writes if w[2]]  # without events, nothing tells ours apart
-        if not writes:
-            return set()
-        rows = await pool.fetch(
-            self._sql.stored_events,
-            [w[0] for w in writes],
-            [w[1] for w in writes],
-            [w[1] + len(w[2]) for w in writes],
-        )
-        found: dict[str, list[tuple[str, float, str]]] = {}
-        for r in rows:
-            found.setdefault(r[0], []).append((r[2], r[3], r[4]))
-        return {
-            run_id
-            for run_id, _, kinds, ts, data in writes
-            if found.get(run_id, []) == list(zip(kinds, ts, data, strict=True))
-        }
 
     async def flush(self) -> None:
         self._live_pool()
@@ -477,19 +327,20 @@ class PostgresStore:
         pool = self._live_pool()
         await self._batch.settle(run_id)
         rows = await self._fetch(f"reading run {run_id!r}", pool, self._sql.get_run, run_id)
-        return _pg_sql.run_record(rows[0]) if rows else None
+        return self._sql.dialect.record(rows[0]) if rows else None
 
     async def list_runs(self, query: RunQuery = _ALL_RUNS) -> list[RunRecord]:
         pool = self._live_pool()
         await self._batch.drain()
-        sql, args = _pg_sql.list_runs(self._sql.schema, query)
-        return [_pg_sql.run_record(r) for r in await self._fetch("listing runs", pool, sql, *args)]
+        dialect = self._sql.dialect
+        sql, args = list_runs_sql(dialect, query)
+        return [dialect.record(r) for r in await self._fetch("listing runs", pool, sql, *args)]
 
     async def list_threads(self, *, limit: int = 100) -> list[ThreadInfo]:
         pool = self._live_pool()
         await self._batch.drain()
         rows = await self._fetch("listing threads", pool, self._sql.list_threads, limit)
-        return [ThreadInfo(r[0], r[1], r[2], RunStatus(r[3]), r[4]) for r in rows]
+        return [thread_from_row(r) for r in rows]
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         pool = self._live_pool()
@@ -538,19 +389,17 @@ class PostgresStore:
         self, owner: str, *, limit: int = 1000, after: tuple[float, str] | None = None
     ) -> list[RunRecord]:
         pool = self._live_pool()
-        found: list[RunRecord] = []
-        low = after or (float("-inf"), "")
-        while len(found) < limit:
-            args = (owner, _HOST_PREFIX, limit, *low)
-            rows = await self._fetch("finding orphaned runs", pool, self._sql.orphaned, *args)
-            for r in rows:
-                # Runs of live processes on this host come back too: only a dead one's count.
-                if r["expired"] or r["owner"] is None or owner_is_dead(r["owner"]):
-                    found.append(_pg_sql.run_record(r))
-            if len(rows) < limit:
-                break
-            low = (rows[-1]["created_at"], rows[-1]["run_id"])
-        return found[:limit]
+        sql = self._sql.orphaned
+
+        async def page(low: tuple[float, str]) -> list[Record]:
+            args = (owner, _HOST_PREFIX, *low, limit)
+            return await self._fetch("finding orphaned runs", pool, sql, *args)
+
+        def orphaned(r: Record) -> bool:
+            # Runs of live processes on this host come back too: only a dead one's count.
+            return bool(r["expired"] or r["owner"] is None or owner_is_dead(r["owner"]))
+
+        return await page_orphans(self._sql.dialect, page, orphaned, limit, after)
 
     async def save_cursors(self, name: str, cursors: Mapping[str, int]) -> None:
         if not cursors:
@@ -576,22 +425,3 @@ def _require_asyncio() -> None:
         raise StoreError(
             "the PostgreSQL store runs on asyncio (asyncpg); use anyio's asyncio backend"
         ) from None
-
-
-def _unmatched(
-    run_id: str,
-    expected: int,
-    actual: int | None,
-    fence: int | None,
-    actual_fence: int | None,
-    owner: str | None,
-) -> MainspringError | None:
-    """Why an append matched no run row; None if the run was at ``expected`` with the
-    writer's fence (a concurrent writer passed the statement's snapshot: try again)."""
-    if actual is None:
-        return RunNotFoundError(run_id)
-    if fence is not None and actual_fence != fence:
-        return LeaseLostError(run_id, fence, actual_fence, owner)
-    if actual != expected:
-        return ConflictError(run_id, expected, actual)
-    return None

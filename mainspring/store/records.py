@@ -1,0 +1,97 @@
+"""What stores keep and hand back: run records, queries, snapshots, commit statistics.
+
+Plain data shared by the store protocols (``protocols.py``), every backend and
+the engine; no behaviour beyond :func:`notify_commit`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..status import Durability as Durability  # re-exported: the store API speaks them
+from ..status import RunStatus as RunStatus
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """The summary row of a run, kept in step with its journal."""
+
+    run_id: str
+    graph: str
+    thread: str | None
+    status: RunStatus
+    created_at: float
+    updated_at: float
+    last_seq: int = 0
+    parent_run_id: str | None = None
+    durability: Durability = Durability.SYNC
+    owner: str | None = None
+    lease_until: float | None = None
+    fence: int = 0
+    error: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True, frozen=True)
+class RunQuery:
+    """Filters for :meth:`RunIndex.list_runs`; ``None`` means any."""
+
+    status: Sequence[RunStatus] | None = None
+    graph: str | None = None
+    thread: str | None = None
+    parent_run_id: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class ThreadInfo:
+    thread: str
+    runs: int
+    last_run_id: str
+    last_status: RunStatus
+    updated_at: float
+
+
+@dataclass(slots=True, frozen=True)
+class Snapshot:
+    """A cached fold of a run's journal up to and including ``seq``."""
+
+    run_id: str
+    seq: int
+    data: dict[str, Any]
+
+
+@dataclass(slots=True, frozen=True)
+class CreateResult:
+    record: RunRecord
+    created: bool  # False: a run with this id already existed and was returned as is
+
+
+@dataclass(slots=True, frozen=True)
+class CommitStats:
+    """One physical commit of a store: how many run writes and events it carried."""
+
+    writes: int  # creates and appends, of one run or several (group commit)
+    events: int
+    seconds: float
+
+
+CommitObserver = Callable[[CommitStats], None]
+
+_log = logging.getLogger("mainspring.store")
+
+
+def notify_commit(observer: CommitObserver | None, stats: CommitStats) -> None:
+    """Tell the observer about a commit; its failure is logged, never a failed write."""
+    if observer is None:
+        return
+    try:
+        observer(stats)
+    except Exception:
+        _log.exception("the store's commit observer failed; the commit itself succeeded")
