@@ -32,8 +32,7 @@ from mainspring import (
     Runtime,
 )
 from mainspring.errors import StoreError, TransientStoreError
-from mainspring.store import store_from_url
-from mainspring.store.base import Store
+from mainspring.store import Store, store_from_url
 
 
 class S(TypedDict, total=False):

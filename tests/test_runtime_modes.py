@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from mainspring import END, START, EventKind, Graph, RunStatus, Runtime, SyncRuntime, append
-from mainspring.store.base import Store
+from mainspring.store import Store
 
 from . import engine_graphs as eg
 

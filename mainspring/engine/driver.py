@@ -46,7 +46,7 @@ from ..events import (
 from ..graph.compiled import CompiledGraph
 from ..graph.types import START
 from ..status import Durability, RunStatus
-from ..store.base import RunRecord, Store
+from ..store import RunRecord, Store
 from ._tasks import cancel_scope
 from .fold import NO_ARG, RunFold
 from .journal import STOPS_DRIVING, RunJournal, Stopped

@@ -34,7 +34,7 @@ from ..errors import (
 )
 from ..events import Event, EventData, check_faithful
 from ..status import Durability, RunStatus
-from ..store.base import RunRecord, Snapshot, Store
+from ..store import RunRecord, Snapshot, Store
 from ._tasks import cancel_scope
 from .fold import HANDLERS, RunFold
 from .seams import AppendNow, EngineServices, Listener

@@ -26,8 +26,7 @@ from ..errors import (
 from ..events import Event, EventKind, RunStarted, decode, difference, encode, to_jsonable
 from ..graph.compiled import CompiledGraph
 from ..status import Durability, RunStatus
-from ..store.base import RunRecord, Store
-from ..store.memory import MemoryStore
+from ..store import RunRecord, Store, appends_now
 from ._tasks import RunTasks
 from .driver import RunDriver
 from .effects import reusable_effects
@@ -184,7 +183,7 @@ class Runs:
             snapshot_every=services.snapshot_every,
             listeners=listeners,
             oracle=oracle,
-            append_now=store.append_now if isinstance(store, MemoryStore) else None,
+            append_now=store.append_now if appends_now(store) else None,
         )
 
     def spawn(self, driver: RunDriver) -> None:

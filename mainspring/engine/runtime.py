@@ -24,9 +24,8 @@ from ..errors import RunStateError, StoreError
 from ..events import Event
 from ..graph.compiled import CompiledGraph
 from ..status import Durability, RunStatus
-from ..store import MemoryStore, store_from_url
-from ..store._owner import new_owner_id
-from ..store.base import RunQuery, RunRecord, Store, ThreadInfo
+from ..store import RunQuery, RunRecord, Store, ThreadInfo, store_from_url
+from ..store._lease_owners import new_owner_id
 from .driver import RunDriver
 from .gate import Gate
 from .handle import RunHandle
@@ -85,7 +84,7 @@ class Runtime:
                 f"Runtime(lease_ttl={lease_ttl}, retry_for={retry_for}): lease_ttl must be "
                 "positive and retry_for at least 0"
             )
-        keeps_objects = isinstance(store, MemoryStore)  # no JSON round trip: nothing to check
+        keeps_objects = store.capabilities.keeps_objects  # no JSON round trip: nothing to check
         self.store = store
         self.durability = Durability(durability)
         self.drain_timeout = drain_timeout

@@ -28,7 +28,7 @@ from anyio import CancelScope
 
 from ..events import ErrorInfo, Event, EventData
 from ..status import Durability, RunStatus
-from ..store.base import Store
+from ..store import Store
 from .gate import Gate
 from .registry import LiveRuns
 

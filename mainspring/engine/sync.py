@@ -16,7 +16,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from ..events import Event
 from ..graph.compiled import CompiledGraph
 from ..status import Durability, RunStatus
-from ..store.base import RunRecord, ThreadInfo
+from ..store import RunRecord, ThreadInfo
 from .handle import RunHandle
 from .outcome import RunOutcome
 from .runtime import Runtime

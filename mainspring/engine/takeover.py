@@ -17,8 +17,7 @@ from ..errors import RunStateError, StoreError
 from ..events import Cancelled, Resumed
 from ..graph.compiled import CompiledGraph
 from ..status import RunStatus
-from ..store.base import RunQuery, RunRecord
-from ..store.memory import MemoryStore
+from ..store import RunQuery, RunRecord, appends_now
 from .driver import RunDriver
 from .fold import RunFold
 from .journal import JournalWriter
@@ -112,7 +111,7 @@ async def cancel_run(runs: Runs, run_id: str) -> None:
         durability=record.durability,
         check_json=services.check_json,
         listeners=services.listeners,
-        append_now=store.append_now if isinstance(store, MemoryStore) else None,
+        append_now=store.append_now if appends_now(store) else None,
     )
     writer.fence = fence
     writer.record(Cancelled("cancelled by request"))

@@ -25,7 +25,7 @@ from ..events import (
 )
 from ..graph.compiled import CompiledGraph
 from ..status import Durability, RunStatus
-from ..store.base import RunRecord
+from ..store import RunRecord
 from ..store.memory import MemoryStore
 from .effects import recorded_error, reusable_effects, revive
 from .fold import RunFold, TaskRecord

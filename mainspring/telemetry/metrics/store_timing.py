@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from ...events import Event
-from ...store.base import CommitStats, Durability, RunStatus, Store
+from ...store import Durability, RunStatus, Store
+from ...store.records import CommitStats
 from .aggregator import MetricsAggregator
 
 
@@ -27,6 +29,8 @@ class InstrumentedStore:
         self._store = store
         self._metrics = metrics
         self.url = store.url
+        # Appends go through ``append`` here, to be timed: never the store's append_now.
+        self.capabilities = replace(store.capabilities, appends_without_waiting=False)
         self._backend = (store.url.partition("://")[0] or "store",)
         if hasattr(store, "commit_observer"):  # group commits as the store really makes them
             store.commit_observer = self._on_commit
