@@ -4,19 +4,9 @@ Every run is an append-only journal; state, resume, streaming and replay are
 folds over it. Embedded by default (one SQLite file), same code on PostgreSQL.
 """
 
-from .engine import (
-    Context,
-    Divergence,
-    PendingInterrupt,
-    ReplayReport,
-    RunHandle,
-    RunOutcome,
-    Runtime,
-    StateView,
-    SyncRunHandle,
-    SyncRuntime,
-    load_graph,
-)
+from typing import TYPE_CHECKING, Any
+
+from .engine import Context, PendingInterrupt, RunHandle, RunOutcome, Runtime, load_graph
 from .errors import (
     ConflictError,
     CorruptStoreError,
@@ -43,6 +33,23 @@ from .events import Event, EventKind
 from .graph import END, START, CompiledGraph, Graph, Retry, Send
 from .state import append, merge, replace
 from .store import Durability, RunRecord, RunStatus, Store, ThreadInfo, store_from_url
+
+if TYPE_CHECKING:
+    from .engine import Divergence, ReplayReport, StateView, SyncRunHandle, SyncRuntime
+
+_LAZY = frozenset({"Divergence", "ReplayReport", "StateView", "SyncRunHandle", "SyncRuntime"})
+
+
+def __getattr__(name: str) -> Any:
+    # The sync facade and time travel's types load when first named (see engine/__init__).
+    if name in _LAZY:
+        from . import engine
+
+        value = getattr(engine, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

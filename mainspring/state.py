@@ -21,6 +21,8 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Generic, TypeVar, get_args, get_origin, get_type_hints
 
+import msgspec
+
 from .errors import SerializationError, StateError
 
 T = TypeVar("T")
@@ -61,8 +63,7 @@ def reducer_name(fn: Reducer) -> str:
     return name if name is not None else str(getattr(fn, "__qualname__", repr(fn)))
 
 
-@dataclasses.dataclass(slots=True)
-class FieldSpec:
+class FieldSpec(msgspec.Struct):
     name: str
     annotation: Any
     reducer: Reducer

@@ -21,7 +21,6 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
@@ -44,7 +43,7 @@ STORE_BACKENDS = ["memory", "sqlite", "postgres"]
 
 #: The protocols every store implements; the others (AppendsNow, ObservesCommits) are optional.
 REQUIRED_PROTOCOLS: tuple[type, ...] = (Journal, RunIndex, Leases, Cursors)
-_CAPABILITIES = frozenset(f.name for f in fields(StoreCapabilities))
+_CAPABILITIES = frozenset(StoreCapabilities.__struct_fields__)
 
 
 def pytest_configure(config: pytest.Config) -> None:

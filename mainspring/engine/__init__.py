@@ -1,12 +1,36 @@
 """The runtime: drives runs from their journals."""
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from .context import Context
 from .handle import RunHandle
 from .loader import load_graph
 from .outcome import PendingInterrupt, RunOutcome
 from .runtime import Runtime
-from .sync import SyncRunHandle, SyncRuntime
-from .timetravel import Divergence, ReplayReport, StateView
+
+if TYPE_CHECKING:
+    from .sync import SyncRunHandle, SyncRuntime
+    from .timetravel import Divergence, ReplayReport, StateView
+
+# Loaded when first named: the sync facade imports anyio's thread portal (~10 ms) and
+# time travel is for inspection; a process that only runs graphs needs neither.
+_LAZY = {
+    "SyncRunHandle": ".sync",
+    "SyncRuntime": ".sync",
+    "Divergence": ".timetravel",
+    "ReplayReport": ".timetravel",
+    "StateView": ".timetravel",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "Context",

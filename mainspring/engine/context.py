@@ -6,9 +6,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import anyio
-import anyio.from_thread
-
 from ..events import Emitted, Interrupted
 from .effects import EffectCall, current_key, perform
 from .fold import TaskRecord
@@ -133,6 +130,8 @@ class Context:
         event loop.
         """
         if threading.get_ident() != self._driver.loop_thread:
+            import anyio.from_thread  # ~10 ms to import: only blocking nodes that emit need it
+
             anyio.from_thread.run_sync(self.emit, data)
             return
         driver = self._driver

@@ -12,7 +12,6 @@ task order, when the step closes (when step ``k+1`` starts, or the run ends).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
@@ -42,8 +41,7 @@ from ..status import RunStatus
 NO_ARG: Final = UNSET  # a task driven by the graph state, not by a Send (StepStarted.arg)
 
 
-@dataclass(slots=True)
-class EffectRecord:
+class EffectRecord(msgspec.Struct):
     name: str
     key: str
     attempt: int
@@ -53,8 +51,7 @@ class EffectRecord:
     error: ErrorInfo | None = None
 
 
-@dataclass(slots=True)
-class InterruptRecord:
+class InterruptRecord(msgspec.Struct):
     id: str
     index: int
     payload: Any

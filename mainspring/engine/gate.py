@@ -24,7 +24,6 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
 
 import msgspec
@@ -53,15 +52,13 @@ class Effect(msgspec.Struct, frozen=True):
     long_running: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Deny:
+class Deny(msgspec.Struct, frozen=True):
     """Refuse the call: the node gets ``EffectDeniedError(reason)``; nothing is called."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Approve:
+class Approve(msgspec.Struct, frozen=True):
     """Ask a person first: the run parks on an interrupt carrying ``payload`` (and the
     effect); ``resume(run, True)`` lets the call go, ``False`` denies it, and
     ``{"args": {...}}`` lets it go with edited arguments."""
@@ -70,16 +67,14 @@ class Approve:
     payload: Any = None
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(msgspec.Struct, frozen=True):
     """Answer without calling (a cache, a record): ``result`` is the effect's result."""
 
     result: Any
     source: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Rewrite:
+class Rewrite(msgspec.Struct, frozen=True):
     """Go on with other arguments (e.g. one redacted, one defaulted)."""
 
     args: Mapping[str, Any]
@@ -89,8 +84,7 @@ class Rewrite:
 Decision: TypeAlias = Deny | Approve | Answer | Rewrite
 
 
-@dataclass(slots=True)
-class Outcome:
+class Outcome(msgspec.Struct):
     """What a call came to: its result or its error, and the usage it reports."""
 
     result: Any = None

@@ -14,13 +14,15 @@ import logging
 import math
 import weakref
 from collections.abc import Iterator
-from typing import Final, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeVar
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..errors import ConflictError, LeaseLostError, RunStateError, StoreError
 from ..events import Event
+
+if TYPE_CHECKING:  # anyio's streams load with the first subscriber (~3 ms of import)
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 log = logging.getLogger("mainspring.runtime")
 

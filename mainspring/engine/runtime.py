@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
@@ -37,7 +37,10 @@ from .runs import Runs
 from .seams import EngineServices, Listener
 from .subgraph import Subgraphs
 from .takeover import cancel_run, recover_runs, resume_run
-from .timetravel import ForkEffects, ReplayReport, StateView, fork_run, replay_run, state_at
+
+if TYPE_CHECKING:
+    # Time travel loads on first use (state, fork, replay): most processes only run.
+    from .timetravel import ForkEffects, ReplayReport, StateView
 
 log = logging.getLogger("mainspring.runtime")
 
@@ -347,6 +350,8 @@ class Runtime:
         self, run_id: str, *, at: int | None = None, graph: CompiledGraph | None = None
     ) -> StateView:
         """The run's state as of sequence number ``at`` (default: now)."""
+        from .timetravel import state_at
+
         return await state_at(self._runs, run_id, at, graph)
 
     async def fork(
@@ -369,6 +374,8 @@ class Runtime:
         recorded result, and runs anything else. Without a choice, a fork that would
         repeat recorded side effects is refused with RunStateError.
         """
+        from .timetravel import fork_run
+
         new_id = await fork_run(
             self._runs,
             run_id,
@@ -383,4 +390,6 @@ class Runtime:
 
     async def replay(self, run_id: str, *, graph: CompiledGraph | None = None) -> ReplayReport:
         """Re-run a run against its recorded effects and report the first divergence."""
+        from .timetravel import replay_run
+
         return await replay_run(self._runs, run_id, graph)

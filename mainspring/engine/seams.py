@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
+import msgspec
 from anyio import CancelScope
 
 from ..events import ErrorInfo, Event, EventData
@@ -126,8 +126,7 @@ async def _no_subgraphs(parent: ActiveRun, spec: NodeSpec, task: TaskRecord, sta
     raise RuntimeError("this runtime runs no subgraphs (no SubgraphRunner was given)")
 
 
-@dataclass(slots=True)
-class EngineServices:
+class EngineServices(msgspec.Struct):
     """What one runtime gives every driver of its runs: settings, the gate, the registry."""
 
     store: Store
@@ -140,5 +139,5 @@ class EngineServices:
     check_json: bool  # values must round-trip through the journal (durable stores)
     revive: bool  # events come back from JSON: revive typed values
     snapshot_every: int
-    listeners: list[Listener] = field(default_factory=list)
+    listeners: list[Listener] = msgspec.field(default_factory=list)
     subgraphs: SubgraphRunner = _no_subgraphs

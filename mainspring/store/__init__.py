@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ..errors import StoreError
-from .memory import MemoryStore
 from .protocols import (
     AppendsNow,
     Cursors,
@@ -16,6 +17,19 @@ from .protocols import (
     appends_now,
 )
 from .records import CreateResult, Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
+
+if TYPE_CHECKING:
+    from .memory import MemoryStore
+
+
+def __getattr__(name: str) -> Any:
+    # The backends load when first named: a process on SQLite never imports the
+    # memory store (nor asyncpg), which keeps ``import mainspring`` short.
+    if name == "MemoryStore":
+        from .memory import MemoryStore
+
+        return MemoryStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "AppendsNow",
@@ -51,6 +65,8 @@ def store_from_url(url: str) -> Store:
                 "or postgresql://user@host/db"
             )
     if scheme == "memory":
+        from .memory import MemoryStore
+
         return MemoryStore(url)
     if scheme == "sqlite":
         from .sqlite import SQLiteStore

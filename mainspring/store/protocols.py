@@ -39,8 +39,9 @@ it, each test against the protocols and capabilities it needs):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol, TypeGuard, runtime_checkable
+
+import msgspec
 
 from ..events import Event
 from .records import (
@@ -57,8 +58,7 @@ from .records import (
 _ANY_RUN = RunQuery()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoreCapabilities:
+class StoreCapabilities(msgspec.Struct, frozen=True, kw_only=True):
     """What a store declares about itself, so that callers (the runtime, the conformance
     suite) ask the store instead of testing its class."""
 

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from ..status import Durability as Durability  # re-exported: the store API speaks them
 from ..status import RunStatus as RunStatus
 
@@ -35,8 +37,7 @@ class RunRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(slots=True, frozen=True)
-class RunQuery:
+class RunQuery(msgspec.Struct, frozen=True):
     """Filters for :meth:`RunIndex.list_runs`; ``None`` means any."""
 
     status: Sequence[RunStatus] | None = None
@@ -58,8 +59,7 @@ class ThreadInfo:
     updated_at: float
 
 
-@dataclass(slots=True, frozen=True)
-class Snapshot:
+class Snapshot(msgspec.Struct, frozen=True):
     """A cached fold of a run's journal up to and including ``seq``."""
 
     run_id: str
@@ -67,14 +67,12 @@ class Snapshot:
     data: dict[str, Any]
 
 
-@dataclass(slots=True, frozen=True)
-class CreateResult:
+class CreateResult(msgspec.Struct, frozen=True):
     record: RunRecord
     created: bool  # False: a run with this id already existed and was returned as is
 
 
-@dataclass(slots=True, frozen=True)
-class CommitStats:
+class CommitStats(msgspec.Struct, frozen=True):
     """One physical commit of a store: how many run writes and events it carried."""
 
     writes: int  # creates and appends, of one run or several (group commit)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
+
+import msgspec
 
 from ...events import Event
 from ...store import Durability, RunStatus, Store
@@ -30,7 +31,7 @@ class InstrumentedStore:
         self._metrics = metrics
         self.url = store.url
         # Appends go through ``append`` here, to be timed: never the store's append_now.
-        self.capabilities = replace(store.capabilities, appends_without_waiting=False)
+        self.capabilities = msgspec.structs.replace(store.capabilities, appends_without_waiting=False)
         self._backend = (store.url.partition("://")[0] or "store",)
         if hasattr(store, "commit_observer"):  # group commits as the store really makes them
             store.commit_observer = self._on_commit
