@@ -10,8 +10,9 @@ append paths, which differ in everything but intent, stay in each backend's SQL 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
+
+import msgspec
 
 from ..errors import StoreError
 from ..events import Event
@@ -35,8 +36,7 @@ RUN_FIELDS: Final = (
 FIRST_PAGE: Final = (float("-inf"), "")
 
 
-@dataclass(frozen=True, slots=True)
-class Dialect:
+class Dialect(msgspec.Struct, frozen=True):
     """How one backend spells the shared statements."""
 
     runs: str  # the runs table, qualified by its schema where the backend has one
