@@ -3,7 +3,8 @@
     python benchmarks/run.py [--quick] [--json] [--only W1,W2,...] [--pg-url URL]
 
 ``--only`` takes workload families: W1, W1-gate, W2 (W2 and W2n), W2-batch, W3,
-W3-batch, W4 (in memory and on SQLite), W5, W6, W7. ``--quick`` finishes in under
+W3-batch, W4 (in memory and on SQLite), W5, W6, W7, W8 (cold start: import,
+open, resume, each in fresh subprocesses). ``--quick`` finishes in under
 a minute; the default run is longer and more precise.
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 from harness import Result, Settings, Transient
 from report import print_json, print_table
 from workloads import (
+    coldstart,
     concurrency,
     durable,
     gate,
@@ -48,6 +50,7 @@ FAMILIES: dict[str, Family] = {
     "W5": storage.run,
     "W6": memory.run,
     "W7": tracing.run,
+    "W8": coldstart.run,
 }
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
