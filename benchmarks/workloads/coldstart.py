@@ -191,16 +191,22 @@ def import_diagnostics(stores: Stores) -> dict[str, str]:
     out: dict[str, str] = {}
     for side, name in (("mainspring", "mainspring"), ("langgraph", "anchor")):
         _, stderr = stores.measure(side, flags=("-X", "importtime"))
-        for phase, packages in importtime_by_phase(stderr).items():
-            top = sorted(packages.items(), key=lambda x: -x[1])[:5]
+        own = "langgraph" if side == "langgraph" else "mainspring"
+        for phase, packages in importtime_by_phase(stderr, own).items():
+            top = sorted(packages.items(), key=lambda x: -x[1])[:6]
+            if not top:
+                continue
             out[f"{name}_{phase}_top_imports_ms"] = ", ".join(
                 f"{p}:{us / 1e3:.1f}" for p, us in top
             )
     return out
 
 
-def importtime_by_phase(stderr: str) -> dict[str, dict[str, int]]:
-    """``-X importtime`` self times (us) by top-level package, per ``coldstart: PHASE`` mark."""
+def importtime_by_phase(stderr: str, own: str) -> dict[str, dict[str, int]]:
+    """``-X importtime`` self times (us) by package, per ``coldstart: PHASE`` mark.
+
+    Modules are grouped by top-level package, the side's ``own`` by subpackage.
+    """
     phases: dict[str, dict[str, int]] = {}
     current: dict[str, int] | None = None
     for line in stderr.splitlines():
@@ -210,6 +216,7 @@ def importtime_by_phase(stderr: str) -> dict[str, dict[str, int]]:
             self_us, _, name = (
                 part.strip() for part in line.removeprefix("import time:").split("|")
             )
-            top = name.split(".")[0]
-            current[top] = current.get(top, 0) + int(self_us)
+            parts = name.split(".")
+            group = ".".join(parts[:2] if parts[0] == own else parts[:1])
+            current[group] = current.get(group, 0) + int(self_us)
     return phases
