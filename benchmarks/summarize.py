@@ -51,7 +51,7 @@ def summarize(rows: Iterable[dict[str, Any]], conditions: str | None = None) -> 
         cells = [_cell([r.get(key) for r in runs], suffix) for key, suffix in COLUMNS]
         verdicts = [r.get("met") for r in runs if r.get("met") is not None]
         met = f"{sum(bool(v) for v in verdicts)}/{len(verdicts)}" if verdicts else "-"
-        target = runs[-1].get("target") or "-"
+        target = str(runs[-1].get("target") or "-").replace("|", "\\|")
         unit = runs[-1].get("unit", "-")
         lines.append(
             f"| {workload} | {unit} | {' | '.join(cells)} | {target} | {met} | {len(runs)} |"
