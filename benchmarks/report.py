@@ -54,7 +54,8 @@ def print_table(results: list[Result], *, title: str, context: str) -> None:
     console.print(context)
     console.print(
         "ratio = Mainspring's advantage over the anchor (> 1: better). Times are each side's best "
-        "round; ratio and vs floor are medians of per-round ratios where sampled in the same rounds."
+        "round (W8: the median of fresh processes); ratio and vs floor are medians of per-round "
+        "ratios where sampled in the same rounds."
     )
     for r in results:
         details = {k: v for k, v in r.extra.items() if k not in _TABLE_EXTRAS}

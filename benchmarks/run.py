@@ -1,10 +1,13 @@
 """Run the benchmark suite: Mainspring and its anchors side by side (see BENCHMARKS.md).
 
-    python benchmarks/run.py [--quick] [--json] [--only W1,W2,...] [--pg-url URL]
+    python benchmarks/run.py [--quick] [--json] [--only W1,W2,...] [--pg-url URL] [--repeat N]
 
 ``--only`` takes workload families: W1, W1-gate, W2 (W2 and W2n), W2-batch, W3,
-W3-batch, W4 (in memory and on SQLite), W5, W6, W7. ``--quick`` finishes in under
-a minute; the default run is longer and more precise.
+W3-batch, W4 (in memory and on SQLite), W5, W6, W7, W8 (cold start: import,
+open, resume, each in fresh subprocesses). ``--quick`` finishes in under
+a minute; the default run is longer and more precise. ``--repeat N`` runs the
+chosen families N times and prints, per workload, the median and range across
+runs as a Markdown table (``summarize.py``); with ``--json``, every run's lines.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from typing import Any
 
 from harness import Result, Settings, Transient
 from report import print_json, print_table
+from summarize import summarize
 from workloads import (
+    coldstart,
     concurrency,
     durable,
     gate,
@@ -48,6 +53,7 @@ FAMILIES: dict[str, Family] = {
     "W5": storage.run,
     "W6": memory.run,
     "W7": tracing.run,
+    "W8": coldstart.run,
 }
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -68,9 +74,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only", type=_families, default=list(FAMILIES), help="comma-separated families"
     )
     parser.add_argument(
+        "--repeat",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="run the families N times; without --json, print the summary across runs",
+    )
+    parser.add_argument(
         "--pg-url", default=DEFAULT_PG_URL, help="PostgreSQL for W3 (default %(default)s)"
     )
     return parser.parse_args(argv)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
 
 
 def _families(text: str) -> list[str]:
@@ -153,15 +173,27 @@ def environment() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="mainspring-bench-") as tmp:
-        settings = Settings(quick=args.quick, workdir=Path(tmp), pg_url=args.pg_url)
-        results, ok = run_suite(settings, args.only, as_json=args.json)
+    runs: list[list[Result]] = []
+    ok = True
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory(prefix="mainspring-bench-") as tmp:
+            settings = Settings(quick=args.quick, workdir=Path(tmp), pg_url=args.pg_url)
+            results, run_ok = run_suite(settings, args.only, as_json=args.json)
+        runs.append(results)
+        ok = ok and run_ok
     if not args.json:
         mode = "quick" if args.quick else "full"
         elapsed = time.perf_counter() - started
-        print_table(
-            results, title=f"Mainspring benchmarks ({mode}, {elapsed:.0f} s)", context=environment()
-        )
+        if args.repeat == 1:
+            print_table(
+                runs[0],
+                title=f"Mainspring benchmarks ({mode}, {elapsed:.0f} s)",
+                context=environment(),
+            )
+        else:
+            lines = [r.to_json() for results in runs for r in results]
+            conditions = f"{args.repeat} {mode} runs in {elapsed:.0f} s; {environment()}."
+            print(summarize(lines, conditions))
     return 0 if ok else 1
 
 
