@@ -94,7 +94,7 @@ def test_lazy_public_names_resolve_to_the_real_objects(tmp_path: Path) -> None:
 
     assert store.MemoryStore is MemoryStore
     try:
-        mainspring.NoSuchName  # type: ignore[attr-defined]  # noqa: B018
+        mainspring.NoSuchName  # noqa: B018
     except AttributeError as exc:
         assert "NoSuchName" in str(exc)
     else:
