@@ -40,16 +40,21 @@ class GraphLoader:
     def knows(self, graph: CompiledGraph) -> bool:
         return self._graphs.get(graph.name) is graph
 
-    def graph_for(
-        self, run_id: str, name: str, ref: str | None, graph: CompiledGraph | None
-    ) -> CompiledGraph:
-        """The graph of run ``run_id``: the one given, a registered one, or its ref's."""
+    def known(self, run_id: str, name: str, graph: CompiledGraph | None) -> CompiledGraph | None:
+        """The graph given (checked against the run's) or a registered one; None if neither,
+        when only the run's recorded ref can tell."""
         if graph is not None:
             if graph.name != name:
                 raise RunStateError(f"run {run_id!r} belongs to graph {name!r}, not {graph.name!r}")
             self.register(graph)
             return graph
-        known = self._graphs.get(name)
+        return self._graphs.get(name)
+
+    def graph_for(
+        self, run_id: str, name: str, ref: str | None, graph: CompiledGraph | None
+    ) -> CompiledGraph:
+        """The graph of run ``run_id``: the one given, a registered one, or its ref's."""
+        known = self.known(run_id, name, graph)
         if known is not None:
             return known
         if ref:

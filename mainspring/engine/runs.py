@@ -210,10 +210,18 @@ class Runs:
             raise RunNotFoundError(run_id)
         return started_of(events[0])
 
-    async def graph_of(self, run_id: str, graph: CompiledGraph | None) -> CompiledGraph:
-        record = await self.record(run_id)
+    async def graph_of(
+        self, run_id: str, graph: CompiledGraph | None, record: RunRecord | None = None
+    ) -> CompiledGraph:
+        """The run's graph: the one given, a registered one, or (read from the journal only
+        then) its recorded ref's."""
+        if record is None:
+            record = await self.record(run_id)
+        known = self.loader.known(run_id, record.graph, graph)
+        if known is not None:
+            return known
         started = await self.started(run_id)
-        return self.loader.graph_for(run_id, record.graph, started.ref, graph)
+        return self.loader.graph_for(run_id, record.graph, started.ref, None)
 
     async def load_fold(
         self, graph: CompiledGraph, run_id: str, *, at: int | None = None
@@ -231,10 +239,16 @@ class Runs:
             raise RunNotFoundError(run_id)
         return fold
 
-    async def adopt(self, run_id: str, graph: CompiledGraph | None) -> RunDriver:
-        """Take over a run that nobody drives: claim its lease and rebuild its fold."""
-        record = await self.record(run_id)
-        app = self.loader.graph_for(run_id, record.graph, (await self.started(run_id)).ref, graph)
+    async def adopt(
+        self, run_id: str, graph: CompiledGraph | None, record: RunRecord | None = None
+    ) -> RunDriver:
+        """Take over a run that nobody drives: claim its lease and rebuild its fold.
+
+        ``record``: the run's record as the caller just read it (saves a read).
+        """
+        if record is None:
+            record = await self.record(run_id)
+        app = await self.graph_of(run_id, graph, record)
         services = self.services
         started = time.monotonic()
         fence = await self.store.claim(run_id, services.owner, services.lease_ttl)

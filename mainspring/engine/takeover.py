@@ -59,7 +59,7 @@ async def resume_run(
             f"run {run_id!r} has {record.status.value}; nothing to resume "
             "(fork it to run again from an earlier point)"
         )
-    driver = await runs.adopt(run_id, graph)
+    driver = await runs.adopt(run_id, graph, record)
     resolved = resolve_values(
         driver.fold,
         run_id,
@@ -136,7 +136,7 @@ async def recover_runs(runs: Runs, resume: bool) -> tuple[list[RunRecord], list[
                 recoverable.append(record)
                 continue
             try:
-                driver = await runs.adopt(record.run_id, None)
+                driver = await runs.adopt(record.run_id, None, record)
             except RunStateError as exc:
                 log.warning("run %s left unfinished by a crashed process: %s", record.run_id, exc)
                 recoverable.append(record)

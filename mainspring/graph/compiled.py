@@ -11,7 +11,6 @@ import msgspec
 
 from ..errors import GraphError
 from ..state import StateSchema
-from .mermaid import to_mermaid
 from .types import END, START, Retry, Send
 
 
@@ -153,6 +152,8 @@ class CompiledGraph:
 
     def to_mermaid(self) -> str:
         """The graph as a Mermaid flowchart (dashed arrows: a router's possible targets)."""
+        from .mermaid import to_mermaid  # a diagram is asked for rarely; its regex costs at import
+
         return to_mermaid(self)
 
     def __repr__(self) -> str:
