@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -14,8 +13,7 @@ from ..state import StateSchema
 from .types import END, START, Retry, Send
 
 
-@dataclass(frozen=True, slots=True)
-class NodeSpec:
+class NodeSpec(msgspec.Struct):
     name: str
     fn: Callable[..., Any] | None
     is_async: bool
@@ -26,13 +24,11 @@ class NodeSpec:
     subgraph: CompiledGraph | None = None
     subgraph_input: Callable[[Any], Any] | None = None
     subgraph_output: Callable[[Any], Any] | None = None
-    # A function with no timeout and no thread: the engine calls it in place.
-    inline: bool = field(init=False)
+    # A function with no timeout and no thread: the engine calls it in place (derived).
+    inline: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "inline", self.fn is not None and not (self.blocking or self.timeout)
-        )
+        self.inline = self.fn is not None and not (self.blocking or self.timeout)
 
 
 class BranchSpec(msgspec.Struct, frozen=True):

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Any, Final
+
+import msgspec
 
 START: Final = "__start__"
 END: Final = "__end__"
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+class Send(msgspec.Struct, frozen=True):
     """Run ``node`` in the next step with ``arg`` as its input instead of the graph state.
 
     Returned by a router (one or several), it gives dynamic parallel fan-out:
@@ -23,8 +23,7 @@ class Send:
     arg: Any
 
 
-@dataclass(frozen=True, slots=True)
-class Retry:
+class Retry(msgspec.Struct, frozen=True):
     """Retry policy of a node: ``attempts`` in all, exponential backoff with full jitter.
 
     ``on`` lists the exception types that are retried (timeouts included by
