@@ -35,7 +35,18 @@ CONCURRENCY_WINDOW: Final = 0.005
 class Request:
     """One queued write; the writer fills ``result`` or ``error`` and wakes ``future``."""
 
-    __slots__ = ("args", "error", "future", "loop", "off", "op", "result", "run_id", "urgent")
+    __slots__ = (
+        "args",
+        "error",
+        "future",
+        "lax",
+        "loop",
+        "off",
+        "op",
+        "result",
+        "run_id",
+        "urgent",
+    )
 
     def __init__(
         self,
@@ -46,6 +57,7 @@ class Request:
         future: asyncio.Future[Any] | None,
         loop: asyncio.AbstractEventLoop | None,
         off: bool = False,
+        lax: bool = False,
     ) -> None:
         self.op = op
         self.run_id = run_id
@@ -54,8 +66,30 @@ class Request:
         self.future = future
         self.loop = loop
         self.off = off  # nobody waits: errors are kept for the run's next append or flush
+        # A write of an "off" run: its commit need not be fsync'd (it may be lost in a
+        # crash), unless it shares a group with a write that must.
+        self.lax = lax or off
         self.result: Any = None
         self.error: BaseException | None = None
+
+
+def extend(prior: Request, args: tuple[Any, ...]) -> bool:
+    """Make the held ``off`` append ``prior`` also write the next append of its run
+    (``args``), if it continues it: the same as writing both, one after the other."""
+    run_id, expected, rows, status, error, last_ts, fence = prior.args
+    if args[1] != expected + len(rows) or args[6] != fence or status not in (None, "running"):
+        return False  # not next (it fails alone), fenced otherwise, or after a park
+    rows.extend(args[2])
+    prior.args = (
+        run_id,
+        expected,
+        rows,
+        status if args[3] is None else args[3],
+        error if args[4] is None else args[4],
+        last_ts if args[5] is None else args[5],
+        fence,
+    )
+    return True
 
 
 def _deliver(requests: list[Request]) -> None:
@@ -94,12 +128,15 @@ class Writer:
         self._conn_lock = threading.Lock()
         self._observed = observed  # whose commit_observer hears of each commit, when set
         self._last_append: tuple[str | None, float] = (None, 0.0)
+        self._lax = False  # the connection's synchronous is NORMAL (else FULL, as opened)
         # Guards _stopping (so that nothing is queued behind the stop request)
         # and the bookkeeping of "off" writes, which both threads touch.
         self._lock = threading.Lock()
         self._stopping = False
         self.off_pending: dict[str, int] = {}
         self.off_errors: dict[str, BaseException] = {}
+        # "off" appends of this event-loop turn, not queued yet: the last one of each run.
+        self._held: dict[str, Request] = {}
         # A daemon, so that a store never closed cannot hang interpreter exit: its
         # queued "off" writes are lost then, as in a crash; others were committed.
         self._thread = threading.Thread(
@@ -113,16 +150,56 @@ class Writer:
         with self._lock:
             if self._stopping:
                 raise closed_error()
-            if req.off:
-                run_id = req.run_id or ""
-                self.off_pending[run_id] = self.off_pending.get(run_id, 0) + 1
+            if self._held:  # everything accepted before goes first
+                self._queue_held()
             self._queue.put(req)
 
-    async def call(self, op: int, run_id: str | None, args: tuple[Any, ...], urgent: bool) -> Any:
+    def submit_off(self, req: Request) -> None:
+        """Accept an ``off`` append; it is queued at the end of this event-loop turn.
+
+        An append that continues the run's append held in this turn extends it
+        instead: however many steps a run takes in a turn, the writer thread is
+        woken once and writes one request. Any other write queues what is held first.
+        """
+        run_id = req.run_id or ""
+        status = req.args[3]
+        # A run that parks or ends appends no more (as in try_inline).
+        ends = status is not None and status != "running"
+        self._last_append = (None, 0.0) if ends else (run_id, time.monotonic())
+        with self._lock:
+            if self._stopping:
+                raise closed_error()
+            held = self._held
+            prior = held.get(run_id)
+            if prior is not None:
+                if extend(prior, req.args):
+                    return
+                self._queue_held()  # it does not continue: the run's order is kept
+            elif not held:
+                asyncio.get_running_loop().call_soon(self.queue_held)
+            self._held[run_id] = req
+            self.off_pending[run_id] = self.off_pending.get(run_id, 0) + 1
+
+    def queue_held(self) -> None:
+        """Queue the held ``off`` appends (at the end of the event-loop turn that made them)."""
+        with self._lock:
+            if self._held:
+                self._queue_held()
+
+    def _queue_held(self) -> None:
+        """Queue the held appends, under ``_lock``."""
+        held, self._held = self._held, {}
+        put = self._queue.put
+        for req in held.values():
+            put(req)
+
+    async def call(
+        self, op: int, run_id: str | None, args: tuple[Any, ...], urgent: bool, lax: bool = False
+    ) -> Any:
         """Queue a write and wait for its outcome."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self.submit(Request(op, run_id, args, urgent, future, loop))
+        self.submit(Request(op, run_id, args, urgent, future, loop, lax=lax))
         return await future
 
     def try_inline(self, req: Request) -> bool:
@@ -144,9 +221,17 @@ class Writer:
         if not self._queue.empty() or not self._conn_lock.acquire(blocking=False):
             return False
         try:
-            if self._stopping:
-                raise closed_error()
-            self._transact([req])
+            with self._lock:
+                if self._stopping:
+                    raise closed_error()
+                # The "off" appends held in this turn go first, in the same commit.
+                held, self._held = self._held, {}
+            if held:
+                writes = [*held.values(), req]
+                self._transact(writes)
+                self._finish(writes)  # their bookkeeping; nobody waits on req's future
+            else:
+                self._transact([req])
         finally:
             self._conn_lock.release()
         return True
@@ -154,6 +239,8 @@ class Writer:
     def stop(self, req: Request) -> None:
         with self._lock:
             self._stopping = True
+            if self._held:
+                self._queue_held()
             self._queue.put(req)
 
     def join(self) -> None:
@@ -240,6 +327,13 @@ class Writer:
     def _transact_now(self, writes: list[Request]) -> None:
         cur = self._cur
         try:
+            lax = all(req.lax for req in writes)
+            if lax != self._lax:
+                # Only writes of "off" runs: no fsync at their commit. WAL stays
+                # consistent; a crash may lose the last of them, and nothing else: the
+                # next fsync'd commit makes everything before it durable too.
+                cur.execute("PRAGMA synchronous = NORMAL" if lax else "PRAGMA synchronous = FULL")
+                self._lax = lax
             cur.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             for req in writes:

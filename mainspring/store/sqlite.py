@@ -189,16 +189,18 @@ class SQLiteStore:
             stored.updated_at = events[-1].ts
         params = run_params(stored)
         # Creation always waits, even for "off" runs: the caller needs to know
-        # whether the run already existed. A lone sync run's commits go inline.
+        # whether the run already existed (an "off" run's is not fsync'd, though).
+        # A lone sync or off run's creation goes inline.
         args = (params, rows)
-        inline = Request(CREATE, record.run_id, args, True, None, None)
-        if durability == Durability.SYNC and writer.try_inline(inline):
+        off = durability == Durability.OFF
+        inline = Request(CREATE, record.run_id, args, True, None, None, lax=off)
+        if durability != Durability.BATCH and writer.try_inline(inline):
             if inline.error is not None:
                 raise inline.error
             existing = inline.result
         else:
             existing = await writer.call(
-                CREATE, record.run_id, args, durability != Durability.BATCH
+                CREATE, record.run_id, args, durability != Durability.BATCH, lax=off
             )
         if existing is not None:
             return CreateResult(existing, created=False)
@@ -231,7 +233,7 @@ class SQLiteStore:
             fence,
         )
         if durability == Durability.OFF:
-            writer.submit(Request(APPEND, run_id, args, False, None, None, off=True))
+            writer.submit_off(Request(APPEND, run_id, args, False, None, None, off=True))
             return
         if durability == Durability.SYNC:
             inline = Request(APPEND, run_id, args, True, None, None)
