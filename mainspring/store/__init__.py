@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import StoreError
 from .memory import MemoryStore
 from .protocols import (
+    AcceptsOffNow,
     AppendsNow,
     Cursors,
     Journal,
@@ -13,11 +14,13 @@ from .protocols import (
     RunIndex,
     Store,
     StoreCapabilities,
+    accepts_off_now,
     appends_now,
 )
 from .records import CreateResult, Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
 
 __all__ = [
+    "AcceptsOffNow",
     "AppendsNow",
     "CreateResult",
     "Cursors",
@@ -34,6 +37,7 @@ __all__ = [
     "Store",
     "StoreCapabilities",
     "ThreadInfo",
+    "accepts_off_now",
     "appends_now",
     "store_from_url",
 ]
