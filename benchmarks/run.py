@@ -2,7 +2,7 @@
 
     python benchmarks/run.py [--quick] [--json] [--only W1,W2,...] [--pg-url URL]
 
-``--only`` takes workload families: W1, W1-gate, W2 (W2 and W2n), W2-batch, W3,
+``--only`` takes workload families: W1, W1-gate, W1-off, W2 (W2 and W2n), W2-batch, W3,
 W3-batch, W4 (in memory and on SQLite), W5, W6, W7. ``--quick`` finishes in under
 a minute; the default run is longer and more precise.
 """
@@ -40,6 +40,7 @@ Family = Callable[[Settings], Coroutine[Any, Any, list[Result]]]
 FAMILIES: dict[str, Family] = {
     "W1": orchestration.run,
     "W1-gate": gate.run,
+    "W1-off": orchestration.run_off,
     "W2": durable.run,
     "W2-batch": durable.run_batch,
     "W3": postgres.run,

@@ -5,6 +5,12 @@ It takes everything queued and commits it in one ``BEGIN IMMEDIATE ... COMMIT``
 conflict, a constraint) rolls back alone while the rest of its group commits.
 Waiting tasks are woken with ``loop.call_soon_threadsafe``; a lone run's
 commit may run inline on the caller's thread instead (``try_inline``).
+
+``off`` appends wait for nothing: they are held on the event loop's side until the
+end of the turn that made them (``submit_off``), each run's merged into one
+request, then queued, or taken by an inline commit made meanwhile. A group made
+only of writes of ``off`` runs commits with ``synchronous = NORMAL`` (no fsync);
+any other group with ``FULL``, which makes everything before it durable too.
 """
 
 from __future__ import annotations
@@ -208,7 +214,8 @@ class Writer:
         A lone run's ``sync`` append then costs one fsync'd commit and no thread
         hand-offs (two wake-ups, ~55 us here). While other runs append too, or the
         writer is busy, it queues instead so that concurrent steps share commits.
-        The event loop is blocked for that one commit.
+        The event loop is blocked for that one commit, which also writes the ``off``
+        appends held in this turn (before ``req``).
         """
         now = time.monotonic()
         last_run, last_at = self._last_append
