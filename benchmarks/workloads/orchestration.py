@@ -114,5 +114,7 @@ async def run_off(settings: Settings) -> list[Result]:
             "spread": max(ms.spread, floor.spread),
         },
     )
-    result.checks = [at_most(result.mainspring, 40, "<= 40 us/step")]
+    # A guard against regressions (it took 83 us/step before off appends were merged
+    # and left unsynced), not a promise of in-memory speed: that is the floor column.
+    result.checks = [at_most(result.mainspring, 50, "<= 50 us/step")]
     return [result]
