@@ -235,8 +235,14 @@ class Writer:
                 held, self._held = self._held, {}
             if held:
                 writes = [*held.values(), req]
-                self._transact(writes)
-                self._finish(writes)  # their bookkeeping; nobody waits on req's future
+                try:
+                    self._transact(writes)
+                except BaseException as exc:  # as in _run: the held writes must not be lost
+                    for other in held.values():
+                        other.error = StoreError(f"internal error in the SQLite store: {exc!r}")
+                    raise
+                finally:
+                    self._finish(writes)  # their bookkeeping; nobody waits on req's future
             else:
                 self._transact([req])
         finally:
