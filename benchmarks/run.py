@@ -2,8 +2,8 @@
 
     python benchmarks/run.py [--quick] [--json] [--only W1,W2,...] [--pg-url URL] [--repeat N]
 
-``--only`` takes workload families: W1, W1-gate, W2 (W2 and W2n), W2-batch, W3,
-W3-batch, W4 (in memory and on SQLite), W5, W6, W7, W8 (cold start: import,
+``--only`` takes workload families: W1, W1-gate, W1-off, W2 (W2 and W2n), W2-batch,
+W3, W3-batch, W4 (in memory and on SQLite), W5, W6, W7, W8 (cold start: import,
 open, resume, each in fresh subprocesses). ``--quick`` finishes in under
 a minute; the default run is longer and more precise. ``--repeat N`` runs the
 chosen families N times and prints, per workload, the median and range across
@@ -45,6 +45,7 @@ Family = Callable[[Settings], Coroutine[Any, Any, list[Result]]]
 FAMILIES: dict[str, Family] = {
     "W1": orchestration.run,
     "W1-gate": gate.run,
+    "W1-off": orchestration.run_off,
     "W2": durable.run,
     "W2-batch": durable.run_batch,
     "W3": postgres.run,

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from mainspring.errors import ConflictError, LeaseLostError, RunNotFoundError, SerializationError
 from mainspring.events import Emitted, Event, EventKind
 from mainspring.store import (
+    AcceptsOffNow,
     AppendsNow,
     Durability,
     Journal,
@@ -850,6 +851,24 @@ async def test_a_store_that_encodes_gives_back_json_and_refuses_what_is_not(stor
     value["list"].append(2)  # what the journal keeps was taken at the append
     (_, got) = await store.read(run_id)
     assert isinstance(got.data, Emitted) and got.data.data == {"pair": [1, 2], "list": [1]}
+
+
+@needs(Journal, RunIndex, accepts_off_now=True)
+async def test_append_off_keeps_the_contract_of_an_off_append(store: Store) -> None:
+    assert isinstance(store, AcceptsOffNow)
+    run_id, other = await make_run(store, 1), await make_run(store)
+    store.append_off(run_id, 1, events(run_id, 1, 2))
+    store.append_off(other, 0, events(other, 0, 1))
+    store.append_off(run_id, 3, events(run_id, 3, 1), status=RunStatus.FINISHED)
+    got = await store.get_run(run_id)  # a read sees what was accepted before it
+    assert got is not None and (got.last_seq, got.status) == (4, RunStatus.FINISHED)
+    assert await store.read(run_id) == events(run_id, 0, 4)
+    store.append_off(other, 0, events(other, 0, 1))  # stale: accepted, fails when written
+    await store.read(other)  # waits for it to be written, raises nothing
+    with pytest.raises(ConflictError):  # the run's next append raises it
+        store.append_off(other, 1, events(other, 1, 1))
+    await store.flush()  # reported once
+    assert await store.read(other) == events(other, 0, 1)
 
 
 @needs(Journal, RunIndex, Leases, appends_without_waiting=True)

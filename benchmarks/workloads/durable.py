@@ -7,7 +7,8 @@
   (``durability="async"``, checkpoints written in the background) is reported
   alongside.
 * W2n: the floor and LangGraph with ``synchronous=NORMAL``. Mainspring's store
-  always commits with FULL, so it has no entry there.
+  commits sync and batch writes with FULL (NORMAL only for ``off`` runs, W1-off),
+  so it has no entry there.
 * W2-batch: 1,000 concurrent runs with ``durability="batch"``: durable steps/s,
   against ``AsyncSqliteSaver`` with ``ainvoke`` gathered (``durability="sync"``).
 """

@@ -34,7 +34,7 @@ from ..errors import (
 )
 from ..events import Event, EventData, check_faithful
 from ..status import Durability, RunStatus
-from ..store import RunRecord, Snapshot, Store
+from ..store import RunRecord, Snapshot, Store, accepts_off_now
 from ._tasks import cancel_scope
 from .fold import HANDLERS, RunFold
 from .seams import AppendNow, EngineServices, Listener
@@ -67,6 +67,7 @@ class JournalWriter:
     __slots__ = (
         "__weakref__",  # the registry holds a run's latest driver weakly
         "_append_now",
+        "_append_off",
         "_commit_done",
         "_committed",
         "_committing",
@@ -109,6 +110,10 @@ class JournalWriter:
         self.checks_values = check_json
         self._listeners = listeners
         self._append_now = append_now
+        # A store that takes "off" appends without waiting: no coroutine, no shield.
+        self._append_off = (
+            store.append_off if durability is Durability.OFF and accepts_off_now(store) else None
+        )
         self._pending: list[Event] = []
         self._inflight: Sequence[Event] = ()  # a tuple while idle: no list per run
         self._stored_status: RunStatus | None = None
@@ -206,6 +211,12 @@ class JournalWriter:
         try:
             if self._append_now is not None:  # in-memory store: nothing to await or protect
                 self._commit_now(self._append_now, status, error)
+            elif (
+                self._append_off is not None
+                and self._create_record is None
+                and not self._committing
+            ):
+                self._commit_now(self._append_off, status, error)
             elif shield or self._committing:
                 with cancel_scope(shield=True):
                     await self._serialised_append(status, error)
@@ -315,7 +326,8 @@ class JournalWriter:
     def _commit_now(
         self, append_now: AppendNow, status: RunStatus | None, error: str | None
     ) -> None:
-        """``_append`` for a store that appends without waiting."""
+        """``_append`` for a store that appends without waiting (or an ``off`` append
+        that a store accepts without waiting)."""
         status = self._status_change(status, error)
         batch, self._pending = self._pending, []
         if not batch and status is None:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError
 from .protocols import (
+    AcceptsOffNow,
     AppendsNow,
     Cursors,
     Journal,
@@ -14,6 +15,7 @@ from .protocols import (
     RunIndex,
     Store,
     StoreCapabilities,
+    accepts_off_now,
     appends_now,
 )
 from .records import CreateResult, Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
@@ -32,6 +34,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
+    "AcceptsOffNow",
     "AppendsNow",
     "CreateResult",
     "Cursors",
@@ -48,6 +51,7 @@ __all__ = [
     "Store",
     "StoreCapabilities",
     "ThreadInfo",
+    "accepts_off_now",
     "appends_now",
     "store_from_url",
 ]

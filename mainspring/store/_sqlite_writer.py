@@ -5,6 +5,12 @@ It takes everything queued and commits it in one ``BEGIN IMMEDIATE ... COMMIT``
 conflict, a constraint) rolls back alone while the rest of its group commits.
 Waiting tasks are woken with ``loop.call_soon_threadsafe``; a lone run's
 commit may run inline on the caller's thread instead (``try_inline``).
+
+``off`` appends wait for nothing: they are held on the event loop's side until the
+end of the turn that made them (``submit_off``), each run's merged into one
+request, then queued, or taken by an inline commit made meanwhile. A group made
+only of writes of ``off`` runs commits with ``synchronous = NORMAL`` (no fsync);
+any other group with ``FULL``, which makes everything before it durable too.
 """
 
 from __future__ import annotations
@@ -35,7 +41,18 @@ CONCURRENCY_WINDOW: Final = 0.005
 class Request:
     """One queued write; the writer fills ``result`` or ``error`` and wakes ``future``."""
 
-    __slots__ = ("args", "error", "future", "loop", "off", "op", "result", "run_id", "urgent")
+    __slots__ = (
+        "args",
+        "error",
+        "future",
+        "lax",
+        "loop",
+        "off",
+        "op",
+        "result",
+        "run_id",
+        "urgent",
+    )
 
     def __init__(
         self,
@@ -46,6 +63,7 @@ class Request:
         future: asyncio.Future[Any] | None,
         loop: asyncio.AbstractEventLoop | None,
         off: bool = False,
+        lax: bool = False,
     ) -> None:
         self.op = op
         self.run_id = run_id
@@ -54,8 +72,30 @@ class Request:
         self.future = future
         self.loop = loop
         self.off = off  # nobody waits: errors are kept for the run's next append or flush
+        # A write of an "off" run: its commit need not be fsync'd (it may be lost in a
+        # crash), unless it shares a group with a write that must.
+        self.lax = lax or off
         self.result: Any = None
         self.error: BaseException | None = None
+
+
+def extend(prior: Request, args: tuple[Any, ...]) -> bool:
+    """Make the held ``off`` append ``prior`` also write the next append of its run
+    (``args``), if it continues it: the same as writing both, one after the other."""
+    run_id, expected, rows, status, error, last_ts, fence = prior.args
+    if args[1] != expected + len(rows) or args[6] != fence or status not in (None, "running"):
+        return False  # not next (it fails alone), fenced otherwise, or after a park
+    rows.extend(args[2])
+    prior.args = (
+        run_id,
+        expected,
+        rows,
+        status if args[3] is None else args[3],
+        error if args[4] is None else args[4],
+        last_ts if args[5] is None else args[5],
+        fence,
+    )
+    return True
 
 
 def _deliver(requests: list[Request]) -> None:
@@ -94,12 +134,15 @@ class Writer:
         self._conn_lock = threading.Lock()
         self._observed = observed  # whose commit_observer hears of each commit, when set
         self._last_append: tuple[str | None, float] = (None, 0.0)
+        self._lax = False  # the connection's synchronous is NORMAL (else FULL, as opened)
         # Guards _stopping (so that nothing is queued behind the stop request)
         # and the bookkeeping of "off" writes, which both threads touch.
         self._lock = threading.Lock()
         self._stopping = False
         self.off_pending: dict[str, int] = {}
         self.off_errors: dict[str, BaseException] = {}
+        # "off" appends of this event-loop turn, not queued yet: the last one of each run.
+        self._held: dict[str, Request] = {}
         # A daemon, so that a store never closed cannot hang interpreter exit: its
         # queued "off" writes are lost then, as in a crash; others were committed.
         self._thread = threading.Thread(
@@ -113,16 +156,56 @@ class Writer:
         with self._lock:
             if self._stopping:
                 raise closed_error()
-            if req.off:
-                run_id = req.run_id or ""
-                self.off_pending[run_id] = self.off_pending.get(run_id, 0) + 1
+            if self._held:  # everything accepted before goes first
+                self._queue_held()
             self._queue.put(req)
 
-    async def call(self, op: int, run_id: str | None, args: tuple[Any, ...], urgent: bool) -> Any:
+    def submit_off(self, req: Request) -> None:
+        """Accept an ``off`` append; it is queued at the end of this event-loop turn.
+
+        An append that continues the run's append held in this turn extends it
+        instead: however many steps a run takes in a turn, the writer thread is
+        woken once and writes one request. Any other write queues what is held first.
+        """
+        run_id = req.run_id or ""
+        status = req.args[3]
+        # A run that parks or ends appends no more (as in try_inline).
+        ends = status is not None and status != "running"
+        self._last_append = (None, 0.0) if ends else (run_id, time.monotonic())
+        with self._lock:
+            if self._stopping:
+                raise closed_error()
+            held = self._held
+            prior = held.get(run_id)
+            if prior is not None:
+                if extend(prior, req.args):
+                    return
+                self._queue_held()  # it does not continue: the run's order is kept
+            elif not held:
+                asyncio.get_running_loop().call_soon(self.queue_held)
+            self._held[run_id] = req
+            self.off_pending[run_id] = self.off_pending.get(run_id, 0) + 1
+
+    def queue_held(self) -> None:
+        """Queue the held ``off`` appends (at the end of the event-loop turn that made them)."""
+        with self._lock:
+            if self._held:
+                self._queue_held()
+
+    def _queue_held(self) -> None:
+        """Queue the held appends, under ``_lock``."""
+        held, self._held = self._held, {}
+        put = self._queue.put
+        for req in held.values():
+            put(req)
+
+    async def call(
+        self, op: int, run_id: str | None, args: tuple[Any, ...], urgent: bool, lax: bool = False
+    ) -> Any:
         """Queue a write and wait for its outcome."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self.submit(Request(op, run_id, args, urgent, future, loop))
+        self.submit(Request(op, run_id, args, urgent, future, loop, lax=lax))
         return await future
 
     def try_inline(self, req: Request) -> bool:
@@ -131,7 +214,8 @@ class Writer:
         A lone run's ``sync`` append then costs one fsync'd commit and no thread
         hand-offs (two wake-ups, ~55 us here). While other runs append too, or the
         writer is busy, it queues instead so that concurrent steps share commits.
-        The event loop is blocked for that one commit.
+        The event loop is blocked for that one commit, which also writes the ``off``
+        appends held in this turn (before ``req``).
         """
         now = time.monotonic()
         last_run, last_at = self._last_append
@@ -144,9 +228,23 @@ class Writer:
         if not self._queue.empty() or not self._conn_lock.acquire(blocking=False):
             return False
         try:
-            if self._stopping:
-                raise closed_error()
-            self._transact([req])
+            with self._lock:
+                if self._stopping:
+                    raise closed_error()
+                # The "off" appends held in this turn go first, in the same commit.
+                held, self._held = self._held, {}
+            if held:
+                writes = [*held.values(), req]
+                try:
+                    self._transact(writes)
+                except BaseException as exc:  # as in _run: the held writes must not be lost
+                    for other in held.values():
+                        other.error = StoreError(f"internal error in the SQLite store: {exc!r}")
+                    raise
+                finally:
+                    self._finish(writes)  # their bookkeeping; nobody waits on req's future
+            else:
+                self._transact([req])
         finally:
             self._conn_lock.release()
         return True
@@ -154,6 +252,8 @@ class Writer:
     def stop(self, req: Request) -> None:
         with self._lock:
             self._stopping = True
+            if self._held:
+                self._queue_held()
             self._queue.put(req)
 
     def join(self) -> None:
@@ -240,6 +340,13 @@ class Writer:
     def _transact_now(self, writes: list[Request]) -> None:
         cur = self._cur
         try:
+            lax = all(req.lax for req in writes)
+            if lax != self._lax:
+                # Only writes of "off" runs: no fsync at their commit. WAL stays
+                # consistent; a crash may lose the last of them, and nothing else: the
+                # next fsync'd commit makes everything before it durable too.
+                cur.execute("PRAGMA synchronous = NORMAL" if lax else "PRAGMA synchronous = FULL")
+                self._lax = lax
             cur.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             for req in writes:

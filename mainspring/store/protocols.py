@@ -78,6 +78,10 @@ class StoreCapabilities(msgspec.Struct, frozen=True, kw_only=True):
     #: run's next append or by ``flush`` (and ``aclose``), once. Otherwise an ``off``
     #: append fails at the call, like the others.
     defers_off_writes: bool
+    #: The store offers ``append_off`` (:class:`AcceptsOffNow`): an ``off`` append
+    #: accepted without making and awaiting a coroutine, written later (as with
+    #: ``defers_off_writes``).
+    accepts_off_now: bool = False
 
 
 @runtime_checkable
@@ -210,6 +214,24 @@ class AppendsNow(Protocol):
 
 
 @runtime_checkable
+class AcceptsOffNow(Protocol):
+    """Optional: a store that takes ``off`` appends without waiting (``accepts_off_now``)."""
+
+    def append_off(
+        self,
+        run_id: str,
+        expected_seq: int,
+        events: Sequence[Event],
+        *,
+        status: RunStatus | None = None,
+        error: str | None = None,
+        fence: int | None = None,
+    ) -> None:
+        """``append(..., durability="off")``, accepted before it returns: written later,
+        its failure raised by the run's next append or by ``flush``, once."""
+
+
+@runtime_checkable
 class ObservesCommits(Protocol):
     """Optional: a store that reports each physical commit (how group commits group).
 
@@ -224,3 +246,8 @@ def appends_now(store: Store) -> TypeGuard[AppendsNow]:
     """Whether ``store`` declares ``append_now``: by its capabilities, never by its class,
     so a wrapper that must see every append can decline it."""
     return store.capabilities.appends_without_waiting
+
+
+def accepts_off_now(store: Store) -> TypeGuard[AcceptsOffNow]:
+    """Whether ``store`` declares ``append_off``, by its capabilities."""
+    return store.capabilities.accepts_off_now

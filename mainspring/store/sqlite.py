@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 import anyio
 import anyio.to_thread
@@ -89,6 +89,7 @@ class SQLiteStore:
         durable=True,
         shared_between_processes=True,
         defers_off_writes=True,
+        accepts_off_now=True,
     )
 
     def __init__(
@@ -189,16 +190,18 @@ class SQLiteStore:
             stored.updated_at = events[-1].ts
         params = run_params(stored)
         # Creation always waits, even for "off" runs: the caller needs to know
-        # whether the run already existed. A lone sync run's commits go inline.
+        # whether the run already existed (an "off" run's is not fsync'd, though).
+        # A lone sync or off run's creation goes inline.
         args = (params, rows)
-        inline = Request(CREATE, record.run_id, args, True, None, None)
-        if durability == Durability.SYNC and writer.try_inline(inline):
+        off = durability == Durability.OFF
+        inline = Request(CREATE, record.run_id, args, True, None, None, lax=off)
+        if durability != Durability.BATCH and writer.try_inline(inline):
             if inline.error is not None:
                 raise inline.error
             existing = inline.result
         else:
             existing = await writer.call(
-                CREATE, record.run_id, args, durability != Durability.BATCH
+                CREATE, record.run_id, args, durability != Durability.BATCH, lax=off
             )
         if existing is not None:
             return CreateResult(existing, created=False)
@@ -215,24 +218,15 @@ class SQLiteStore:
         durability: Durability = Durability.SYNC,
         fence: int | None = None,
     ) -> None:
+        if durability == Durability.OFF:
+            self.append_off(run_id, expected_seq, events, status=status, error=error, fence=fence)
+            return
         writer = self._require_writer()
         if writer.off_errors and run_id in writer.off_errors:
             kept = writer.take_error(run_id)
             if kept is not None:
                 raise kept
-        rows = event_rows(run_id, expected_seq, events)
-        args = (
-            run_id,
-            expected_seq,
-            rows,
-            None if status is None else str(status),
-            error,
-            events[-1].ts if events else None,
-            fence,
-        )
-        if durability == Durability.OFF:
-            writer.submit(Request(APPEND, run_id, args, False, None, None, off=True))
-            return
+        args = _append_args(run_id, expected_seq, events, status, error, fence)
         if durability == Durability.SYNC:
             inline = Request(APPEND, run_id, args, True, None, None)
             if writer.try_inline(inline):
@@ -251,6 +245,26 @@ class SQLiteStore:
             if kept is not None:
                 raise kept from None
             raise
+
+    def append_off(
+        self,
+        run_id: str,
+        expected_seq: int,
+        events: Sequence[Event],
+        *,
+        status: RunStatus | None = None,
+        error: str | None = None,
+        fence: int | None = None,
+    ) -> None:
+        """An ``off`` append, accepted now and written at the end of this event-loop turn
+        (merged with the run's others of the turn); see ``Writer.submit_off``."""
+        writer = self._require_writer()
+        if writer.off_errors and run_id in writer.off_errors:
+            kept = writer.take_error(run_id)
+            if kept is not None:
+                raise kept
+        args = _append_args(run_id, expected_seq, events, status, error, fence)
+        writer.submit_off(Request(APPEND, run_id, args, False, None, None, off=True))
 
     async def flush(self) -> None:
         """Wait for every queued write; raise the oldest unreported error of an ``off`` write."""
@@ -334,3 +348,23 @@ class SQLiteStore:
     async def load_cursors(self, name: str, run_ids: Sequence[str]) -> dict[str, int]:
         self._require_writer()
         return await self._readers.run(partial(select_cursors, name, list(run_ids)))
+
+
+def _append_args(
+    run_id: str,
+    expected_seq: int,
+    events: Sequence[Event],
+    status: RunStatus | None,
+    error: str | None,
+    fence: int | None,
+) -> tuple[Any, ...]:
+    """What ``apply_append`` takes, encoded on the caller's thread."""
+    return (
+        run_id,
+        expected_seq,
+        event_rows(run_id, expected_seq, events),
+        None if status is None else str(status),
+        error,
+        events[-1].ts if events else None,
+        fence,
+    )

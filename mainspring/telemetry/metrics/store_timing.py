@@ -30,8 +30,10 @@ class InstrumentedStore:
         self._store = store
         self._metrics = metrics
         self.url = store.url
-        # Appends go through ``append`` here, to be timed: never the store's append_now.
-        self.capabilities = msgspec.structs.replace(store.capabilities, appends_without_waiting=False)
+        # Appends go through ``append`` here, to be timed: never append_now or append_off.
+        self.capabilities = msgspec.structs.replace(
+            store.capabilities, appends_without_waiting=False, accepts_off_now=False
+        )
         self._backend = (store.url.partition("://")[0] or "store",)
         if hasattr(store, "commit_observer"):  # group commits as the store really makes them
             store.commit_observer = self._on_commit
