@@ -75,7 +75,7 @@ async def test_a_run_parked_and_resumed_leaves_no_cyclic_garbage(
 
         async def one_run(i: int) -> object:
             handle = await rt.start(support, {"text": f"big refund {i}"}, durability=durability)
-            parked = await handle.result()
+            parked = await handle.wait()
             assert parked.status.value == "interrupted"
             resumed = await rt.resume(handle.run_id, True)
             return await resumed.result()
