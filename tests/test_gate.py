@@ -4,6 +4,7 @@ other than "allow" is in the journal (issue 10, item 2)."""
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
@@ -22,7 +23,6 @@ from mainspring.engine.gate import (
     Effect,
     Outcome,
     Rewrite,
-    _plain_within,
     capped,
 )
 from mainspring.errors import EffectDeniedError
@@ -30,6 +30,7 @@ from mainspring.events import (
     EffectDecided,
     EffectFinished,
     EffectStarted,
+    decode,
     encode,
     plain_json,
 )
@@ -318,16 +319,25 @@ _json = st.recursive(
 )
 
 
-@given(st.dictionaries(st.text(max_size=5), _json, max_size=4))
-def test_arguments_take_the_fast_path_only_when_plain_and_small(args: dict[str, Any]) -> None:
-    """The fast path of ``capped`` takes only plain JSON of about the cap (what the journal
-    gives back as it took it); anything else goes through the encoder. Either way what
-    is recorded encodes as JSON."""
-    cap = 8192
-    fits = _plain_within(args, cap)
-    if fits:
-        assert plain_json(args)
-        assert capped(args, cap) == args
-    elif plain_json(args):
-        assert len(encode(args)) > cap // 16, "small plain JSON must take the fast path"
-    encode(capped(args, cap))
+@given(st.dictionaries(st.text(max_size=5), _json, max_size=4), st.integers(16, 4096))
+def test_arguments_are_recorded_as_the_journal_gives_them_back_or_summed_up(
+    args: dict[str, Any], cap: int
+) -> None:
+    """What ``capped`` records is JSON: the arguments as the journal gives them back when
+    they fit the cap, else an account of their size with a preview."""
+    recorded = capped(args, cap)
+    encoded = encode(args)
+    if not args:
+        assert recorded == {}
+    elif len(encoded) <= cap:
+        assert recorded == decode(encoded)
+        assert plain_json(recorded)
+    else:
+        assert recorded["truncated"] is True and recorded["bytes"] == len(encoded)
+        assert len(recorded["preview"]) <= cap
+    encode(recorded)
+
+
+def test_arguments_that_are_not_json_are_recorded_by_repr() -> None:
+    recorded = capped({"lock": threading.Lock()}, 8192)
+    assert isinstance(recorded, str) and "lock" in recorded
