@@ -9,7 +9,9 @@ resumes its own copy of a store made once by a setup child: a three-node graph
 
 * W8-import: ``import mainspring`` against ``from langgraph.graph import
   StateGraph; from langgraph.checkpoint.sqlite import SqliteSaver`` (``asyncio``
-  and ``sqlite3`` already imported in both); import + open is reported too.
+  and ``sqlite3`` already imported in both); import + open is reported too, with
+  its floor: a child that imports only Mainspring's dependencies (msgspec, anyio
+  and the asyncio backend anyio loads on first use).
 * W8-open: the first ``async with Runtime.open("sqlite:///...")`` of an existing
   store in a process whose ``asyncio.run`` loop is running and which has
   imported mainspring, until the body is entered. The same under ``anyio.run``
@@ -96,6 +98,7 @@ async def run(settings: Settings) -> list[Result]:
     for round_ in range(1 + settings.pick(8, 30)):  # round 0 is the warm-up
         shift = round_ % len(SIDES)
         samples = {side: stores.measure(side)[0] for side in SIDES[shift:] + SIDES[:shift]}
+        samples["deps"] = call(["deps", "-", "-"])[0]
         if round_:
             rounds.append(samples)
     diagnostics = {} if settings.quick else import_diagnostics(stores)
@@ -144,6 +147,10 @@ def _import(rounds: list[dict[str, Sample]]) -> Result:
     total = _row("", rounds, "import_open")
     result.extra.update(
         {f"import_open_{k}": v for k, v in total.extra.items() if not k.endswith(("_best", "_n"))}
+    )
+    deps = [r["deps"]["import_open"] for r in rounds]
+    result.extra.update(
+        {f"import_open_floor_{k}": v for k, v in spread("deps", deps).items() if "median" in k}
     )
     result.checks = [
         at_most(result.mainspring, result.anchor or 0, "<= LangGraph's"),

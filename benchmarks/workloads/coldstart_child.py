@@ -2,6 +2,7 @@
 
     python coldstart_child.py setup SIDE PATH          # a store with a run parked at an interrupt
     python coldstart_child.py measure SIDE PATH KEY    # import, open, resume it; print the times
+    python coldstart_child.py deps - -                 # import Mainspring's dependencies only
 
 SIDE is ``mainspring`` (under ``asyncio.run``), ``mainspring-anyio`` (under
 ``anyio.run``) or ``langgraph``. KEY is the parked run's id (Mainspring) or
@@ -193,8 +194,21 @@ def _times(
     }
 
 
+def deps_measure() -> dict[str, Any]:
+    """The floor of Mainspring's import + open: importing what it depends on (msgspec,
+    anyio, and the asyncio backend anyio loads on first use), nothing of its own."""
+    t0 = time.perf_counter()
+    import anyio._backends._asyncio  # noqa: F401
+    import msgspec  # noqa: F401
+
+    return {"import_open": (time.perf_counter() - t0) * 1e3}
+
+
 def main(argv: list[str]) -> None:
     command, side, path = argv[:3]
+    if command == "deps":
+        print(json.dumps(deps_measure()))
+        return
     if command == "setup":
         key = lg_setup(path) if side == "langgraph" else asyncio.run(ms_setup(path))
         print(json.dumps({"key": key}))
