@@ -40,15 +40,21 @@ if TYPE_CHECKING:
 _LAZY = frozenset({"Divergence", "ReplayReport", "StateView", "SyncRunHandle", "SyncRuntime"})
 
 
-def __getattr__(name: str) -> Any:
-    # The sync facade and time travel's types load when first named (see engine/__init__).
-    if name in _LAZY:
-        from . import engine
+if not TYPE_CHECKING:  # type checkers see the imports above, and catch misspelt names
 
-        value = getattr(engine, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __getattr__(name: str) -> Any:
+        # The sync facade and time travel's types load when first named (engine/__init__).
+        if name in _LAZY:
+            from . import engine
+
+            value = getattr(engine, name)
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 __version__ = "0.1.0"

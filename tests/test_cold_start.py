@@ -93,8 +93,10 @@ def test_lazy_public_names_resolve_to_the_real_objects(tmp_path: Path) -> None:
     from mainspring import store
 
     assert store.MemoryStore is MemoryStore
+    assert {"SyncRuntime", "StateView", "Runtime"} <= set(dir(mainspring))
+    assert "MemoryStore" in dir(store)
     try:
-        mainspring.NoSuchName  # noqa: B018
+        getattr(mainspring, "NoSuchName")  # noqa: B009
     except AttributeError as exc:
         assert "NoSuchName" in str(exc)
     else:

@@ -3,8 +3,10 @@ other than "allow" is in the journal (issue 10, item 2)."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
@@ -341,3 +343,12 @@ def test_arguments_are_recorded_as_the_journal_gives_them_back_or_summed_up(
 def test_arguments_that_are_not_json_are_recorded_by_repr() -> None:
     recorded = capped({"lock": threading.Lock()}, 8192)
     assert isinstance(recorded, str) and "lock" in recorded
+
+
+def test_arguments_in_any_mapping_are_recorded_as_json() -> None:
+    # A redact hook may hand back a ChainMap or a read-only view of the arguments.
+    masked: collections.ChainMap[str, Any] = collections.ChainMap(
+        {"password": "***"}, {"password": "x", "q": 1}
+    )
+    assert capped(masked, 8192) == {"password": "***", "q": 1}
+    assert capped(types.MappingProxyType({"q": (1, 2)}), 8192) == {"q": [1, 2]}

@@ -176,6 +176,25 @@ async def test_any_other_write_goes_after_the_held_off_appends(store: SQLiteStor
     assert [e.seq for e in await store.read(run_id)] == [1, 2, 3, 4]
 
 
+async def test_an_inline_commit_never_writes_a_held_append_before_an_older_one(
+    tmp_path: Path,
+) -> None:
+    # A wide group-commit window: the writer thread holds run A's first append (taken
+    # off the queue, not yet committed) while A's next one is held and another run's
+    # sync append commits inline. The inline commit must not take A's second append
+    # before its first.
+    async with SQLiteStore(f"sqlite:///{tmp_path / 'w.db'}", batch_window=0.05) as wide:
+        a, b = await new_run(wide), await new_run(wide)
+        wide.append_off(a, 0, evs(a, 0, 1))
+        await anyio.sleep(0)  # the turn ends: A1 is queued, the writer thread takes it
+        wide.append_off(a, 1, evs(a, 1, 1))  # A2, held in this turn
+        time.sleep(0.01)  # the writer thread gathers A1's group meanwhile
+        await wide.append(b, 0, evs(b, 0, 1), durability=Durability.SYNC)
+        await wide.flush()
+        assert [e.seq for e in await wide.read(a)] == [1, 2]
+        assert [e.seq for e in await wide.read(b)] == [1]
+
+
 async def test_only_groups_of_off_writes_skip_the_fsync(store: SQLiteStore) -> None:
     def modes(statements: list[str]) -> list[str]:
         return [sql for sql in statements if sql.startswith("PRAGMA synchronous")]

@@ -166,7 +166,11 @@ async def test_a_new_or_empty_file_is_initialised(tmp_path: Path, existing: str)
     # An empty file is made a store only when asked (test_sqlite_integrity.py).
     async with SQLiteStore(url_of(path), create=existing == "empty") as store:
         run_id = await new_run(store, 2)
-    assert _identity(path) == (APPLICATION_ID, SCHEMA_VERSION, ["cursors", "events", "runs", "snapshots"])
+    assert _identity(path) == (
+        APPLICATION_ID,
+        SCHEMA_VERSION,
+        ["cursors", "events", "runs", "snapshots"],
+    )
     async with SQLiteStore(url_of(path)) as again:  # reopening migrates nothing and keeps data
         assert len(await again.read(run_id)) == 2
     assert _identity(path)[:2] == (APPLICATION_ID, SCHEMA_VERSION)

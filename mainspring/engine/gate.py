@@ -27,7 +27,6 @@ from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
 
 import msgspec
 
-from ..errors import SerializationError
 from ..events import decode, encode
 
 # Effect kinds the runtime knows; capabilities add theirs ("tool", "model", ...).
@@ -220,8 +219,8 @@ def capped(args: Mapping[str, Any], cap: int) -> Any:
     if not args:
         return {}
     try:
-        encoded = encode(args, what="effect arguments")
-    except SerializationError:
+        encoded = encode(args if type(args) is dict else dict(args), what="effect arguments")
+    except Exception:  # not JSON (or a model_dump that fails): recorded by repr
         value: Any = repr(dict(args))
         encoded = value.encode()
     else:

@@ -24,14 +24,21 @@ if TYPE_CHECKING:
     from .memory import MemoryStore
 
 
-def __getattr__(name: str) -> Any:
-    # The backends load when first named: a process on SQLite never imports the
-    # memory store (nor asyncpg), which keeps ``import mainspring`` short.
-    if name == "MemoryStore":
-        from .memory import MemoryStore
+if not TYPE_CHECKING:  # type checkers see the import above, and catch misspelt names
 
-        return MemoryStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __getattr__(name: str) -> Any:
+        # The backends load when first named: a process on SQLite never imports the
+        # memory store (nor asyncpg), which keeps ``import mainspring`` short.
+        if name == "MemoryStore":
+            from .memory import MemoryStore
+
+            return MemoryStore
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "AcceptsOffNow",

@@ -231,8 +231,14 @@ class Writer:
             with self._lock:
                 if self._stopping:
                     raise closed_error()
+                held = self._held
+                if held and any(self.off_pending.get(run, 0) > 1 for run in held):
+                    # An older append of a held run may be in the writer thread's hands
+                    # (taken off the queue, not yet committed): the held one must follow it.
+                    self._queue_held()
+                    return False
                 # The "off" appends held in this turn go first, in the same commit.
-                held, self._held = self._held, {}
+                self._held = {}
             if held:
                 writes = [*held.values(), req]
                 try:
