@@ -168,10 +168,7 @@ class Writer:
         woken once and writes one request. Any other write queues what is held first.
         """
         run_id = req.run_id or ""
-        status = req.args[3]
-        # A run that parks or ends appends no more (as in try_inline).
-        ends = status is not None and status != "running"
-        self._last_append = (None, 0.0) if ends else (run_id, time.monotonic())
+        self._note_append(req, time.monotonic())
         with self._lock:
             if self._stopping:
                 raise closed_error()
@@ -219,10 +216,7 @@ class Writer:
         """
         now = time.monotonic()
         last_run, last_at = self._last_append
-        # A run that parks or ends appends no more: the next run after it is no sign
-        # of concurrency (sequential runs stay inline, their creates included).
-        ends = req.op == APPEND and req.args[3] not in (None, "running")
-        self._last_append = (None, 0.0) if ends else (req.run_id, now)
+        self._note_append(req, now)
         if last_run not in (None, req.run_id) and now - last_at < CONCURRENCY_WINDOW:
             return False
         if not self._queue.empty() or not self._conn_lock.acquire(blocking=False):
@@ -254,6 +248,20 @@ class Writer:
         finally:
             self._conn_lock.release()
         return True
+
+    def _note_append(self, req: Request, now: float) -> None:
+        """Remember which run wrote last, and when: a sign of concurrent runs. A run that
+        parks or ends appends no more, so the next run after it is no such sign
+        (sequential runs stay inline, their creates included)."""
+        ends = req.op == APPEND and req.args[3] not in (None, "running")
+        self._last_append = (None, 0.0) if ends else (req.run_id, now)
+
+    def raise_kept(self, run_id: str) -> None:
+        """Raise the kept error of a failed ``off`` write of ``run_id``, once."""
+        if self.off_errors and run_id in self.off_errors:
+            kept = self.take_error(run_id)
+            if kept is not None:
+                raise kept
 
     def stop(self, req: Request) -> None:
         with self._lock:

@@ -222,10 +222,7 @@ class SQLiteStore:
             self.append_off(run_id, expected_seq, events, status=status, error=error, fence=fence)
             return
         writer = self._require_writer()
-        if writer.off_errors and run_id in writer.off_errors:
-            kept = writer.take_error(run_id)
-            if kept is not None:
-                raise kept
+        writer.raise_kept(run_id)
         args = _append_args(run_id, expected_seq, events, status, error, fence)
         if durability == Durability.SYNC:
             inline = Request(APPEND, run_id, args, True, None, None)
@@ -259,10 +256,7 @@ class SQLiteStore:
         """An ``off`` append, accepted now and written at the end of this event-loop turn
         (merged with the run's others of the turn); see ``Writer.submit_off``."""
         writer = self._require_writer()
-        if writer.off_errors and run_id in writer.off_errors:
-            kept = writer.take_error(run_id)
-            if kept is not None:
-                raise kept
+        writer.raise_kept(run_id)
         args = _append_args(run_id, expected_seq, events, status, error, fence)
         writer.submit_off(Request(APPEND, run_id, args, False, None, None, off=True))
 
