@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from ..errors import ConflictError, LeaseLostError, MainspringError, RunNotFoundError
 from ..events import Event, encode
 from ._pg_batch import Group
 from ._pg_pool import ConnectionPool
 from ._pg_retry import Retrier
 from ._pg_sql import MAX_SCALAR_EVENTS, Statements, batch_args, event_columns
+from ._sql_core import append_refusal
 from .protocols import ObservesCommits
 from .records import CommitStats, RunRecord, notify_commit
 
@@ -136,7 +136,7 @@ class Writes:
                 ok, actual, actual_fence, owner = await write()
                 if ok:
                     return
-                failure = _unmatched(run_id, expected, actual, fence, actual_fence, owner)
+                failure = append_refusal(run_id, expected, actual, fence, actual_fence, owner)
                 if failure is not None:
                     break
                 # A concurrent writer committed after this statement's snapshot: look again.
@@ -173,7 +173,7 @@ class Writes:
                         outcomes[i] = None
                     elif group.run_id in unmatched:
                         actual, actual_fence, owner = unmatched[group.run_id]
-                        outcome = _unmatched(
+                        outcome = append_refusal(
                             group.run_id, group.expected, actual, group.fence, actual_fence, owner
                         )
                         if outcome is None:
@@ -207,22 +207,3 @@ class Writes:
             for run_id, _, kinds, ts, data in writes
             if found.get(run_id, []) == list(zip(kinds, ts, data, strict=True))
         }
-
-
-def _unmatched(
-    run_id: str,
-    expected: int,
-    actual: int | None,
-    fence: int | None,
-    actual_fence: int | None,
-    owner: str | None,
-) -> MainspringError | None:
-    """Why an append matched no run row; None if the run was at ``expected`` with the
-    writer's fence (a concurrent writer passed the statement's snapshot: try again)."""
-    if actual is None:
-        return RunNotFoundError(run_id)
-    if fence is not None and actual_fence != fence:
-        return LeaseLostError(run_id, fence, actual_fence, owner)
-    if actual != expected:
-        return ConflictError(run_id, expected, actual)
-    return None

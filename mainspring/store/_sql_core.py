@@ -14,7 +14,13 @@ from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
 
-from ..errors import StoreError
+from ..errors import (
+    ConflictError,
+    LeaseLostError,
+    MainspringError,
+    RunNotFoundError,
+    StoreError,
+)
 from ..events import Event
 from .records import Durability, RunQuery, RunRecord, RunStatus, ThreadInfo
 
@@ -173,3 +179,23 @@ def misnumbered(run_id: str, expected_seq: int, event: Event, position: int) -> 
         f"{expected_seq + 1}, {expected_seq + 2}, ... and belong to that run; got "
         f"({event.run_id!r}, seq {event.seq}) in position {position}"
     )
+
+
+def append_refusal(
+    run_id: str,
+    expected: int,
+    actual: int | None,
+    fence: int | None,
+    actual_fence: int | None,
+    owner: str | None,
+) -> MainspringError | None:
+    """Why an append matched no run row (``actual`` None: no such run); None if the run
+    was at ``expected`` with the writer's fence (on PostgreSQL, a concurrent writer
+    passed the statement's snapshot: try again)."""
+    if actual is None:
+        return RunNotFoundError(run_id)
+    if fence is not None and actual_fence != fence:
+        return LeaseLostError(run_id, fence, actual_fence, owner)
+    if actual != expected:
+        return ConflictError(run_id, expected, actual)
+    return None

@@ -13,12 +13,13 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Final
 
-from ..errors import ConflictError, LeaseLostError, RunNotFoundError
+from ..errors import ConflictError, RunNotFoundError
 from ..events import Event, EventKind, decode, decode_data, encode
 from ._lease_owners import owner_is_dead
 from ._lease_watch import LeaseWatch
 from ._sql_core import (
     Dialect,
+    append_refusal,
     list_runs_sql,
     list_threads_sql,
     misnumbered,
@@ -87,9 +88,9 @@ def apply_append(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
         ).fetchone()
         if found is None:
             raise RunNotFoundError(run_id)
-        if fence is not None and found[1] != fence:
-            raise LeaseLostError(run_id, fence, found[1], found[2])
-        raise ConflictError(run_id, expected_seq, found[0])
+        # One writer (this thread): a row at the expected seq and fence would have matched.
+        refusal = append_refusal(run_id, expected_seq, found[0], fence, found[1], found[2])
+        raise refusal or ConflictError(run_id, expected_seq, found[0])
     if rows:
         cur.executemany(INSERT_EVENT, rows)
 
