@@ -103,6 +103,11 @@ class ErrorInfo(Record, frozen=True):
     attempt: int | None = None
     traceback: str | None = None
 
+    @property
+    def summary(self) -> str:
+        """``type: message``, as logs, the CLI and a failed run's record show it."""
+        return f"{self.type}: {self.message}"
+
 
 def error_info(exc: BaseException) -> ErrorInfo:
     """An exception as the journal records an effect's failure: enough to raise it again."""
@@ -299,6 +304,18 @@ DATA_TYPES: Final[dict[EventKind, type[EventData]]] = {
         Cancelled,
     )
 }
+
+#: The kinds of event data that belong to one task of a step (``step``, ``task``, ``node``).
+TASK_DATA: Final = (
+    StepStarted,
+    StepFinished,
+    StepFailed,
+    EffectStarted,
+    EffectFinished,
+    Interrupted,
+    Emitted,
+    Discarded,
+)
 
 
 class Event(NamedTuple):

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from ..errors import MainspringError
 from ..events import (
+    TASK_DATA,
     UNSET,
     Cancelled,
     Discarded,
@@ -111,7 +112,7 @@ def _updates(update: Any, limit: int) -> str:
 def error_text(error: ErrorInfo | Mapping[str, Any] | None) -> str:
     """``type: message`` of an error: as events record it, or as a dict (``RunOutcome.error``)."""
     if isinstance(error, ErrorInfo):
-        return f"{error.type}: {error.message}"
+        return error.summary
     if not isinstance(error, Mapping):
         return compact(error)
     return f"{error.get('type')}: {error.get('message')}"
@@ -175,21 +176,11 @@ def summarize(e: Event, limit: int = 100) -> str:
 
 
 # The kinds of event that belong to one task of a step (and so name its node).
-_TASK_DATA: Final = (
-    StepStarted,
-    StepFinished,
-    StepFailed,
-    EffectStarted,
-    EffectFinished,
-    Interrupted,
-    Emitted,
-    Discarded,
-)
 
 
 def _where(e: Event) -> tuple[str, str]:
     d = e.data
-    if not isinstance(d, _TASK_DATA):
+    if not isinstance(d, TASK_DATA):
         return "", ""
     return f"{d.step}.{d.task}", d.node
 

@@ -364,7 +364,7 @@ class RunDriver(RunJournal):
         self.record(data)
         error = None
         if isinstance(data, Failed):
-            error = f"{data.error.type}: {data.error.message}"
+            error = data.error.summary
         # Ends are committed by the loop or after it: the driver's own commits (see commit).
         await self.commit(status, error, shield=self._loop_shield())
 

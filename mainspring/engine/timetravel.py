@@ -295,7 +295,7 @@ async def replay_run(runs: Runs, run_id: str, graph: CompiledGraph | None) -> Re
     why = ""
     last = replayed[-1].data
     if isinstance(last, Failed) and recorded[-1].kind is not EventKind.FAILED:
-        why = f" ({last.error.type}: {last.error.message})"
+        why = f" ({last.error.summary})"
     expected, actual = _facts(recorded, app.schema), _facts(replayed, app.schema)
     for n, (exp, act) in enumerate(zip(expected, actual, strict=False)):
         if exp[2] != act[2]:

@@ -21,12 +21,12 @@ from typing import IO, TYPE_CHECKING, Any, Final
 import orjson
 
 from ..events import (
+    TASK_DATA,
     Cancelled,
     Discarded,
     EffectFinished,
     EffectStarted,
     Emitted,
-    ErrorInfo,
     Event,
     EventKind,
     Failed,
@@ -188,20 +188,6 @@ _LEVELS: Final = {
 
 
 # The kinds of event that belong to one task of a step (and so name its node).
-_TASK_DATA: Final = (
-    StepStarted,
-    StepFinished,
-    StepFailed,
-    EffectStarted,
-    EffectFinished,
-    Interrupted,
-    Emitted,
-    Discarded,
-)
-
-
-def _error(error: ErrorInfo) -> str:
-    return f"{error.type}: {error.message}"
 
 
 def _describe(event: Event) -> tuple[int, str]:
@@ -217,13 +203,13 @@ def _describe(event: Event) -> tuple[int, str]:
         case StepFailed(node=node, error=error, retry=retry, delay=delay):
             then = f"; retrying in {delay:.2f} s" if retry else ""
             return (logging.WARNING if retry else logging.ERROR), (
-                f"node {node} failed: {_error(error)}{then}"
+                f"node {node} failed: {error.summary}{then}"
             )
         case EffectStarted(name=name):
             return level, f"effect {name} started"
         case EffectFinished(name=name, error=error):
             if error is not None:
-                return logging.WARNING, f"effect {name} raised {_error(error)}"
+                return logging.WARNING, f"effect {name} raised {error.summary}"
             return level, f"effect {name} finished"
         case Interrupted(node=node, id=iid):
             return level, f"node {node} waits on interrupt {iid}"
@@ -235,7 +221,7 @@ def _describe(event: Event) -> tuple[int, str]:
             what = f"effect {name} of node {node}" if effect is not None else f"node {node}"
             return level, f"{what} finished {seconds:.1f} s late; what it returned was discarded"
         case Failed(error=error):
-            return level, f"run failed: {_error(error)}"
+            return level, f"run failed: {error.summary}"
         case Cancelled(reason=reason):
             return level, f"run cancelled: {reason}"
     return level, "run finished"
@@ -275,7 +261,7 @@ class JournalLogger(EventPump):
             "run_id": event.run_id,
             "trace_id": hex_trace(trace),
             "span_id": hex_span(span),
-            "node": data.node if isinstance(data, _TASK_DATA) else None,
+            "node": data.node if isinstance(data, TASK_DATA) else None,
             "event": str(event.kind),
             "seq": event.seq,
         }
