@@ -249,6 +249,22 @@ async def test_arguments_are_recorded_redacted_and_capped() -> None:
     assert started[1].args["truncated"] is True and started[1].args["bytes"] > 100_000
 
 
+async def test_secret_arguments_are_masked_without_any_gate_hook() -> None:
+    g = Graph(S, name="plain-args")
+
+    @g.node
+    async def call(s: S, ctx: Context) -> dict[str, Any]:
+        await ctx.step("login", lambda **kw: "ok", user="ann", password="hunter2", api_key="k")
+        return {}
+
+    g.edge(START, "call")
+    g.edge("call", END)
+    async with Runtime.open("memory://") as rt:  # no gates: the default masking still holds
+        await rt.run(g.compile(), {}, run_id="r")
+        started = [e.data for e in await rt.events("r") if isinstance(e.data, EffectStarted)]
+    assert started[0].args == {"user": "ann", "password": "[redacted]", "api_key": "[redacted]"}
+
+
 async def test_a_long_running_effect_is_journaled_before_it_is_called(tmp_path: Path) -> None:
     seen: list[list[str]] = []
     url = f"sqlite:///{tmp_path / 'l.db'}"

@@ -42,7 +42,7 @@ from ..events import (
 )
 from ._threads import call_in_thread
 from .fold import EffectRecord, TaskRecord
-from .gate import Answer, Approve, Deny, Effect, Outcome, Rewrite, capped
+from .gate import Answer, Approve, Deny, Effect, Outcome, Rewrite, capped, masked
 from .seams import ActiveRun
 
 current_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -99,7 +99,7 @@ async def perform(
     await driver.ensure_lease()  # a process frozen past its lease looks in the store first
     step, tindex, node = driver.fold.step, task.index, task.node
     args, kwargs = call.args, call.kwargs
-    recorded = capped(_named(args, kwargs), gate.args_cap) if args or kwargs else {}
+    recorded = capped(masked(_named(args, kwargs)), gate.args_cap) if args or kwargs else {}
     started = EffectStarted(step, tindex, node, index, name, key, task.attempt, call.kind, recorded)
     driver.record(started)
     if call.long_running:

@@ -201,12 +201,17 @@ class Gate:
 
     def recorded_args(self, effect: Effect) -> Any:
         """The arguments as the journal records them: redacted, JSON, capped in size."""
-        args: Mapping[str, Any] = effect.args
-        if args and any(k.lower() in SECRET_NAMES for k in args):
-            args = {k: REDACTED if k.lower() in SECRET_NAMES else v for k, v in args.items()}
+        args = masked(effect.args)
         for redact in self._redactors:
             args = redact(effect, args)
         return capped(args, self.args_cap)
+
+
+def masked(args: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``args`` with the values of secret-looking names (``SECRET_NAMES``) replaced."""
+    if args and any(k.lower() in SECRET_NAMES for k in args):
+        return {k: REDACTED if k.lower() in SECRET_NAMES else v for k, v in args.items()}
+    return args
 
 
 def capped(args: Mapping[str, Any], cap: int) -> Any:
