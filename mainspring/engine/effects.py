@@ -75,7 +75,6 @@ async def perform(
     if driver.oracle is not None:
         return driver.oracle.effect(driver, task, index, name, fn)
     record = task.effects.get(index)
-    key = _key_of(driver, task, index, record, name)
     if record is not None:
         if record.name != name:
             raise NondeterminismError(
@@ -88,6 +87,7 @@ async def perform(
         if record.done and record.attempt == task.attempt:
             assert record.error is not None
             raise recorded_error(name, record.error)
+    key = _key_of(driver, task, index, record, name)  # not needed for a finished effect
     if driver.reuse is not None:  # a fork answering from its origin (effects="reuse")
         reused = driver.reuse.get((driver.fold.step, task.index, index))
         if reused is not None and reused["name"] == name:
@@ -128,7 +128,7 @@ async def _gated(
         hook, decision = decided
         if not isinstance(decision, Rewrite):
             return await _decided(driver, task, effect, hook, decision, fn, interrupt)
-        effect = msgspec.structs.replace(effect, args=dict(decision.args))
+        effect = effect.with_args(decision.args)
         _record_decision(driver, task, effect, "rewrite", hook, decision.reason)
     return await _approved(driver, task, effect, fn)
 
@@ -197,19 +197,14 @@ async def _decided(
     if isinstance(decision, Approve):
         answer = await _approval(driver, task, effect, hook, decision, interrupt)
         if not isinstance(answer, Deny):  # approved as it was, or with edited arguments
-            edited = effect if answer is None else msgspec.structs.replace(effect, args=answer)
+            edited = effect if answer is None else effect.with_args(answer)
             return await _approved(driver, task, edited, fn)
         decision = answer  # rejected: journaled as such already
     elif isinstance(decision, Deny):
         _record_decision(driver, task, effect, "deny", hook, decision.reason)
     else:
         _record_decision(driver, task, effect, "answer", hook, decision.source)
-    driver.record(
-        EffectStarted(
-            effect.step, task.index, task.node, effect.index, effect.name, effect.key,
-            task.attempt, effect.kind, driver.gate.recorded_args(effect),
-        )
-    )  # fmt: skip
+    _record_started(driver, task, effect)
     outcome = (
         Outcome(decision.result)
         if isinstance(decision, Answer)
@@ -266,12 +261,7 @@ async def _approved(
 ) -> Any:
     args, kwargs = _positional(effect.args)
     await driver.ensure_lease()
-    driver.record(
-        EffectStarted(
-            effect.step, task.index, task.node, effect.index, effect.name, effect.key,
-            task.attempt, effect.kind, driver.gate.recorded_args(effect),
-        )
-    )  # fmt: skip
+    _record_started(driver, task, effect)
     if effect.long_running:
         await driver.commit()
     outcome = await _outcome(driver, task, effect.index, effect.name, fn, args, kwargs, effect.key)
@@ -279,6 +269,15 @@ async def _approved(
     for hook in changed:
         _record_decision(driver, task, effect, "after", hook, outcome.note)
     return await _finish(driver, task, effect.step, effect.index, effect.name, fn, outcome)
+
+
+def _record_started(driver: ActiveRun, task: TaskRecord, effect: Effect) -> None:
+    driver.record(
+        EffectStarted(
+            effect.step, task.index, task.node, effect.index, effect.name, effect.key,
+            task.attempt, effect.kind, driver.gate.recorded_args(effect),
+        )
+    )  # fmt: skip
 
 
 def _record_decision(

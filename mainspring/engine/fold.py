@@ -34,6 +34,7 @@ from ..events import (
     StepFailed,
     StepFinished,
     StepStarted,
+    to_jsonable,
 )
 from ..state import StateSchema
 from ..status import RunStatus
@@ -277,8 +278,6 @@ class RunFold:
     # -- snapshots -------------------------------------------------------------------
 
     def to_snapshot(self) -> dict[str, Any]:
-        from ..events import to_jsonable
-
         snapshot: dict[str, Any] = to_jsonable(
             {
                 "run": {

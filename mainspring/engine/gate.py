@@ -50,6 +50,10 @@ class Effect(msgspec.Struct, frozen=True):
     metadata: Mapping[str, Any] = msgspec.field(default_factory=dict)  # the run's
     long_running: bool = False
 
+    def with_args(self, args: Mapping[str, Any]) -> Effect:
+        """The same effect with other arguments (a rewrite, a person's edit)."""
+        return msgspec.structs.replace(self, args=dict(args))
+
 
 class Deny(msgspec.Struct, frozen=True):
     """Refuse the call: the node gets ``EffectDeniedError(reason)``; nothing is called."""
@@ -170,7 +174,7 @@ class Gate:
                 if decision is None:
                     continue
             if isinstance(decision, Rewrite):
-                effect = _with_args(effect, decision.args)
+                effect = effect.with_args(decision.args)
                 rewrite = (name, decision)
                 continue
             if not isinstance(decision, Deny | Approve | Answer):
@@ -236,10 +240,6 @@ def capped(args: Mapping[str, Any], cap: int) -> Any:
         return value
     preview = encoded[: min(1024, cap // 4)].decode(errors="replace")
     return {"truncated": True, "bytes": len(encoded), "preview": preview}
-
-
-def _with_args(effect: Effect, args: Mapping[str, Any]) -> Effect:
-    return msgspec.structs.replace(effect, args=dict(args))
 
 
 def _name(hook: object) -> str:
