@@ -50,7 +50,7 @@ def next_step(app: CompiledGraph, fold: RunFold) -> tuple[Plan, JoinProgress | N
     done = set(sources)
     progress = {k: set(v) for k, v in fold.joins.items()}
     for join in app.joins:
-        key = "+".join(sorted(join.sources)) + ">" + join.target
+        key = join.key
         have = progress.setdefault(key, set()) | (done & join.sources)
         if have >= join.sources:
             have = set()

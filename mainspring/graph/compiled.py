@@ -41,6 +41,7 @@ class BranchSpec(msgspec.Struct, frozen=True):
 class Join(msgspec.Struct, frozen=True):
     sources: frozenset[str]
     target: str
+    key: str  # "a+b>c": the join's progress in the journal (RunFold.joins) goes by it
 
 
 class CompiledGraph:
@@ -94,7 +95,9 @@ class CompiledGraph:
                 if target not in targets:
                     targets.append(target)
             else:
-                joins.append(Join(frozenset(sources), target))
+                joins.append(
+                    Join(frozenset(sources), target, "+".join(sorted(set(sources))) + ">" + target)
+                )
         self.static = MappingProxyType({k: tuple(v) for k, v in static.items()})
         self.joins = tuple(joins)
         by_source: dict[str, list[BranchSpec]] = {}
