@@ -185,9 +185,8 @@ _LEVELS: Final = {
     EventKind.CANCELLED: logging.WARNING,
     EventKind.FAILED: logging.ERROR,
 }
-
-
-# The kinds of event that belong to one task of a step (and so name its node).
+# Kinds whose level _describe may raise above _LEVELS (to WARNING or ERROR).
+_RAISED: Final = frozenset({EventKind.STEP_FAILED, EventKind.EFFECT_FINISHED})
 
 
 def _describe(event: Event) -> tuple[int, str]:
@@ -251,6 +250,12 @@ class JournalLogger(EventPump):
     def consume(self, event: Event, replay: bool) -> None:
         self._spans.feed(event, replay=replay)
         if replay:
+            return
+        logger, kind = self.logger, event.kind
+        # Most events log at DEBUG: skip wording a message nobody will see.
+        if not logger.isEnabledFor(_LEVELS.get(kind, logging.DEBUG)) and not (
+            kind in _RAISED and logger.isEnabledFor(logging.WARNING)
+        ):
             return
         level, message = _describe(event)
         if not self.logger.isEnabledFor(level):
