@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import sys
+from importlib.metadata import version
 from typing import Any
 
 from rich.console import Console
@@ -78,3 +81,12 @@ def fmt(value: Any, suffix: str = "") -> str:
     if value >= 10_000:
         return f"{value:,.0f}{suffix}"
     return f"{value:.3g}{suffix}" if value < 100 else f"{value:.0f}{suffix}"
+
+
+def environment() -> str:
+    """Versions, cores and how busy the machine was: context for the numbers."""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"Python {platform.python_version()}, mainspring {version('mainspring')}, "
+        f"langgraph {version('langgraph')}, {os.cpu_count()} cores, load average {load}"
+    )

@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable, Coroutine
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from harness import Result, Settings, Transient
-from report import print_json, print_table
+from report import environment, print_json, print_table
 from summarize import summarize
 from workloads import (
     coldstart,
@@ -160,15 +157,6 @@ def root_cause(exc: BaseException) -> BaseException:
 def _progress(message: str, as_json: bool) -> None:
     if not as_json:
         print(message, file=sys.stderr, flush=True)
-
-
-def environment() -> str:
-    """Versions, cores and how busy the machine was: context for the numbers."""
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (
-        f"Python {platform.python_version()}, mainspring {version('mainspring')}, "
-        f"langgraph {version('langgraph')}, {os.cpu_count()} cores, load average {load}"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from report import fmt
+from report import environment, fmt
 
 COLUMNS = (("mainspring", ""), ("anchor", ""), ("ratio", "x"))
 
@@ -71,12 +69,6 @@ def _cell(values: list[Any], suffix: str) -> str:
     if len(numbers) == 1:
         return median
     return f"{median} ({fmt(min(numbers))}-{fmt(max(numbers), suffix)})"
-
-
-def environment() -> str:
-    """Conditions read here: Python, cores and load average."""
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"Python {platform.python_version()}, {os.cpu_count()} cores, load average {load}."
 
 
 def main(argv: list[str] | None = None) -> int:
