@@ -249,22 +249,33 @@ class Runs:
         if record is None:
             record = await self.record(run_id)
         app = await self.graph_of(run_id, graph, record)
+        driver = await self.claimed(
+            app,
+            run_id,
+            record.durability,
+            busy=f"run {run_id!r} is being driven by another process ({record.owner}); "
+            "act on it there, or wait for its lease to expire",
+        )
+        forked = driver.fold.forked_from
+        if forked is not None and forked.effects == "reuse":
+            later = await self.store.read(forked.run_id, after=forked.seq)
+            driver.reuse = reusable_effects(forked.run_id, later)
+        return driver
+
+    async def claimed(
+        self, app: CompiledGraph, run_id: str, durability: Durability, *, busy: str
+    ) -> RunDriver:
+        """A driver for an existing run whose lease this runtime has just claimed, its fold
+        read after the claim (nobody else writes then); RunStateError(``busy``) if another
+        process holds the lease."""
         services = self.services
         started = time.monotonic()
         fence = await self.store.claim(run_id, services.owner, services.lease_ttl)
         if fence is None:
-            raise RunStateError(
-                f"run {run_id!r} is being driven by another process ({record.owner}); "
-                "act on it there, or wait for its lease to expire"
-            )
-        fold = await self.load_fold(app, run_id)  # read after the claim: nobody else writes
-        driver = self.driver(app, fold, record.durability)
+            raise RunStateError(busy)
+        driver = self.driver(app, await self.load_fold(app, run_id), durability)
         driver.fence = fence
         driver.lease_valid_until = started + services.lease_ttl
-        forked = fold.forked_from
-        if forked is not None and forked.effects == "reuse":
-            later = await self.store.read(forked.run_id, after=forked.seq)
-            driver.reuse = reusable_effects(forked.run_id, later)
         return driver
 
     # -- waiting ---------------------------------------------------------------------------

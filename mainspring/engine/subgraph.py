@@ -11,7 +11,6 @@ never by import: it makes drivers itself, so it sits above them.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import anyio
@@ -115,17 +114,13 @@ class Subgraphs:
         if driver is not None:
             return driver
         # The child's lease follows its parent's: the parent's driver is the only one to drive it.
-        services = runs.services
-        started = time.monotonic()
-        fence = await runs.store.claim(child_id, services.owner, services.lease_ttl)
-        if fence is None:
-            raise RunStateError(
-                f"subgraph run {child_id!r} is being driven by another process; its parent "
-                f"{parent.run_id!r} cannot go on here"
-            )
-        driver = runs.driver(app, await runs.load_fold(app, child_id), parent.durability)
-        driver.fence, driver.lease_valid_until = fence, started + services.lease_ttl
-        return driver
+        return await runs.claimed(
+            app,
+            child_id,
+            parent.durability,
+            busy=f"subgraph run {child_id!r} is being driven by another process; its parent "
+            f"{parent.run_id!r} cannot go on here",
+        )
 
 
 def _forward_resumes(driver: RunDriver, task: TaskRecord) -> None:
