@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from mainspring import END, START, CompiledGraph, Context, Graph, Runtime
-from mainspring.engine.gate import Effect, Gate, capped
+from mainspring.engine.gate import Effect, Gate, capped, masked
 
 from graphs import LINEAR_STEPS, Linear
 from harness import US, Result, Settings, Timing, at_most, interleave, per_call_async
@@ -57,13 +57,14 @@ class _Allow:
 
 def _no_hooks_cost(calls: int) -> float:
     """Seconds per effect for what the gate adds with no hooks: the check that there are
-    none, and the effect's arguments recorded (here one positional and one named)."""
+    none, and the effect's arguments recorded, secrets masked (here one positional and one
+    named)."""
     gate = Gate()
     args, kwargs = ("order-17",), {"amount": 12}
     started = time.perf_counter()
     for _ in range(calls):
         if gate.empty:
-            capped({"args": list(args), **kwargs} if args else kwargs, gate.args_cap)
+            capped(masked({"args": list(args), **kwargs} if args else kwargs), gate.args_cap)
     return (time.perf_counter() - started) / calls
 
 

@@ -116,14 +116,8 @@ class RedactEffect(Protocol):
 GateHook: TypeAlias = BeforeEffect | AfterEffect | RedactEffect
 
 # Argument names whose values never enter the journal (the default redaction).
-SECRET_NAMES: Final = (
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "authorization",
+SECRET_NAMES: Final = frozenset(
+    {"password", "passwd", "secret", "token", "api_key", "apikey", "authorization"}
 )
 REDACTED: Final = "[redacted]"
 ARGS_CAP: Final = 8192  # bytes of arguments a journal records, about
@@ -213,9 +207,19 @@ class Gate:
 
 def masked(args: Mapping[str, Any]) -> Mapping[str, Any]:
     """``args`` with the values of secret-looking names (``SECRET_NAMES``) replaced."""
-    if args and any(k.lower() in SECRET_NAMES for k in args):
-        return {k: REDACTED if k.lower() in SECRET_NAMES else v for k, v in args.items()}
+    known = _SECRET_NAME
+    for name in args:
+        secret = known.get(name)
+        if secret is None:  # argument names are few: each is lowered once (~0.15 us per call)
+            secret = name.lower() in SECRET_NAMES
+            if len(known) < 4096:
+                known[name] = secret
+        if secret:
+            return {k: REDACTED if k.lower() in SECRET_NAMES else v for k, v in args.items()}
     return args
+
+
+_SECRET_NAME: dict[str, bool] = {}  # argument name -> whether masked (masked's memo)
 
 
 def capped(args: Mapping[str, Any], cap: int) -> Any:
