@@ -121,7 +121,7 @@ async def _gated(
     effect = Effect(
         call.kind, name, _named(call.args, call.kwargs), key, driver.run_id, task.node,
         driver.fold.step, task.index, index, task.attempt, driver.fold.metadata,
-        call.long_running,
+        call.long_running, driver.fold.thread,
     )  # fmt: skip
     decided = await gate.before(effect)
     if decided is not None:

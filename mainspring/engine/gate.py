@@ -49,6 +49,7 @@ class Effect(msgspec.Struct, frozen=True):
     attempt: int
     metadata: Mapping[str, Any] = msgspec.field(default_factory=dict)  # the run's
     long_running: bool = False
+    thread: str | None = None  # the run's thread (budgets and memory scope by it)
 
     def with_args(self, args: Mapping[str, Any]) -> Effect:
         """The same effect with other arguments (a rewrite, a person's edit)."""

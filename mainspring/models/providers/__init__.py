@@ -1,0 +1,1 @@
+"""Model providers: each speaks one wire format behind ``ModelProvider``."""
