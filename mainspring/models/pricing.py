@@ -108,9 +108,9 @@ class PriceTable(Mapping[str, Price]):
         )
         self._resolved: dict[str, Price | None] = {}
 
-    def with_prices(self, prices: Mapping[str, PriceLike] | None = None, **more: PriceLike) -> (
-        PriceTable
-    ):
+    def with_prices(
+        self, prices: Mapping[str, PriceLike] | None = None, **more: PriceLike
+    ) -> PriceTable:
         """A copy with ``prices`` (and ``model=price`` keywords) added or overriding."""
         return PriceTable({**self._exact, **(prices or {}), **more}, defaults=False)
 
