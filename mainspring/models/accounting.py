@@ -14,10 +14,10 @@ from typing import Any
 import msgspec
 
 from .messages import ModelRequest, ModelResponse, Usage
-from .pricing import PriceTable
+from .pricing import PriceTable, price_usage
 from .routing import Router
 from .spec import Price
-from .tokens import count_message_tokens, count_tokens
+from .tokens import estimate_usage
 
 
 class Accountant:
@@ -46,17 +46,11 @@ class Accountant:
         return msgspec.structs.replace(response, usage=usage)
 
     def counted(self, request: ModelRequest, response: ModelResponse) -> Usage:
-        model = response.model or request.model
-        out = count_tokens(response.text, model) + sum(
-            count_tokens(msgspec.json.encode(c.arguments).decode(), model)
-            for c in response.tool_calls
-        )
-        return msgspec.structs.replace(
-            response.usage,
-            input_tokens=count_message_tokens(request.messages, model),
-            output_tokens=out,
-            estimated=True,
-        )
+        """Usage counted with the offline tokenizer (``estimated``), keeping a reported cost."""
+        counted = estimate_usage(request, response)
+        if response.usage.cost is not None:
+            counted = msgspec.structs.replace(counted, cost=response.usage.cost)
+        return counted
 
     def price_of(self, name: str) -> Price | None:
         """The price of a gateway model (by name or alias) or of a provider model id."""
@@ -69,4 +63,4 @@ class Accountant:
 
     def cost(self, name: str, usage: Usage) -> float | None:
         price = self.price_of(name)
-        return None if price is None else self.prices.cost_at(price, usage)
+        return None if price is None else price_usage(price, usage)

@@ -10,7 +10,7 @@ journaled, and a resumed run gets the recorded response back without a call.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -27,6 +27,7 @@ from .messages import (
     ModelResponse,
     OutputSpec,
     ToolSpec,
+    Usage,
     as_messages,
 )
 from .pricing import PriceTable
@@ -41,7 +42,7 @@ from .protocol import (
 )
 from .routing import Router
 from .spec import ModelSpec
-from .structured import complete_structured, output_spec
+from .structured import complete_structured, output_spec, validate_output
 
 _REQUEST_FIELDS = ("tool_choice", "temperature", "max_tokens", "stop")
 
@@ -105,7 +106,8 @@ class Gateway:
         Budgets and policy are gate hooks: they hold for calls made in runs.
         """
         call = _Call.of(model, prompt, options)
-        return await self._respond(call, on_delta)
+        response = await self._respond(call, on_delta)
+        return _with_instance(response, call.output_type)
 
     async def stream(self, model: str, prompt: Any, /, **options: Any) -> AsyncIterator[StreamEvent]:
         """The answer as it is generated: deltas, a StreamRestart if routing starts over,
@@ -128,11 +130,7 @@ class Gateway:
         sink = node.delta_sink(f"model:{model}") if call.stream is not False else None
         fn = partial(self._effect, call.output_type, sink)
         recorded = await node.effect(EffectCall("model", f"model:{model}", fn, (), call.args()))
-        response = ModelResponse.from_dict(recorded)
-        if call.output_type is not None and response.output is not None:
-            revived = _validate(call.output_type, response.output)
-            response = msgspec.structs.replace(response, output=revived)
-        return response
+        return _with_instance(ModelResponse.from_dict(recorded), call.output_type)
 
     async def _effect(
         self, output_type: Any, sink: DeltaSink | None, **args: Any
@@ -141,8 +139,6 @@ class Gateway:
         may have rewritten ``model``), its response as the journal keeps it."""
         call = _Call.from_args(args, output_type)
         response = await self._respond(call, sink)
-        if response.output is not None and not isinstance(response.output, dict | list):
-            response = msgspec.structs.replace(response, output=_dump(response.output))
         data = response.to_dict()
         usage = data.setdefault("usage", {})
         usage["model"] = response.model  # budgets and metrics read the model from the usage
@@ -162,10 +158,9 @@ class Gateway:
         if call.output_type is not None:
             repairs = call.repairs if call.repairs is not None else self.repairs
             ask = partial(self._ask, call.model, request, sink if stream else None, stream)
-            value, response, _ = await complete_structured(
+            _, response, _ = await complete_structured(  # response.output: its JSON data
                 ask, request.messages, call.output_type, repairs=repairs
             )
-            response = msgspec.structs.replace(response, output=value)
         else:
             response = await self._ask(call.model, request, sink, stream, request.messages)
         if key is not None and self.cache is not None:
@@ -288,18 +283,13 @@ def _feed(parser: PartialJSON, fragment: str) -> Any:
         return None
 
 
-def _validate(tp: Any, value: Any) -> Any:
-    from pydantic import TypeAdapter
-
-    return TypeAdapter(tp).validate_python(value)
-
-
-def _dump(value: Any) -> Any:
-    dump: Callable[..., Any] | None = getattr(value, "model_dump", None)
-    return dump(mode="json") if dump is not None else msgspec.to_builtins(value)
+def _with_instance(response: ModelResponse, output_type: Any) -> ModelResponse:
+    """The response with its structured output as an instance of the type asked for."""
+    if output_type is None or response.output is None:
+        return response
+    return msgspec.structs.replace(response, output=validate_output(output_type, response.output))
 
 
-def _no_usage(response: ModelResponse) -> Any:
-    from .messages import Usage
-
+def _no_usage(response: ModelResponse) -> Usage:
+    """A cache hit spent nothing: its tokens are not counted again."""
     return Usage(cost=0.0)
