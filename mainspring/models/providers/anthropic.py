@@ -150,6 +150,8 @@ class Anthropic:
         async for event in self._http.stream_sse(
             "/v1/messages", body, request.model, lambda: acc.text
         ):
+            if done:  # after the end: read the body out, so the connection is reused
+                continue
             data = _decode(event.data, self.name, request.model, acc)
             kind = data.get("type") or event.event
             if kind == "message_start":
@@ -169,7 +171,6 @@ class Anthropic:
                 usage.update(data.get("usage") or {})
             elif kind == "message_stop":
                 done = True
-                break
             elif kind == "error":
                 raise stream_error(
                     self.name, request.model, event.data, acc.text if acc.started else None

@@ -133,9 +133,11 @@ class OpenAIChat:
         async for event in self._http.stream_sse(
             "/chat/completions", body, request.model, lambda: acc.text
         ):
+            if done:  # after the end: read the body out, so the connection is reused
+                continue
             if event.data == "[DONE]":
                 done = True
-                break
+                continue
             chunk = _decode_chunk(event.data, self.name, request.model, acc)
             ident, model = chunk.get("id") or ident, chunk.get("model") or model
             if chunk.get("usage"):

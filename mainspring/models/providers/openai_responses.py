@@ -129,11 +129,13 @@ class OpenAIResponses:
         async for event in self._http.stream_sse(
             "/responses", body, request.model, lambda: acc.text
         ):
+            if final is not None:  # after the end: read the body out, so the connection is reused
+                continue
             data = _decode(event.data, self.name, request.model, acc)
             kind = data.get("type") or event.event
             if kind in _END_EVENTS:
                 final = data.get("response") or {}
-                break
+                continue
             if kind in ("error", "response.failed"):
                 raise stream_error(
                     self.name, request.model, _error_body(data), acc.text if acc.started else None
