@@ -44,8 +44,11 @@ from tests.wire_server import Reply, WireServer, fixture_json
 pytestmark = pytest.mark.anyio
 
 KEY = "sk-test-0123456789abcdefghijklmnop"
-WEATHER = ToolSpec("get_weather", "Weather for a place",
-                   {"type": "object", "properties": {"location": {"type": "string"}}})  # fmt: skip
+WEATHER = ToolSpec(
+    "get_weather",
+    "Weather for a place",
+    {"type": "object", "properties": {"location": {"type": "string"}}},
+)
 
 
 @pytest.fixture
@@ -72,16 +75,25 @@ async def test_complete_sends_every_part_of_the_message_model(server: WireServer
     call = ToolCall("call_1", "get_weather", {"location": "Paris"})
     request = ModelRequest(
         "gpt-4.1",
-        [system("Be brief."),
-         user("What is this?", ImagePart(url="https://example.com/a.png"),
-              ImagePart(data="iVBORw0KGgo=", media_type="image/png")),
-         assistant("Let me look.", [call]),
-         tool_result("call_1", {"temp": 21}),
-         user("Thanks")],
-        tools=[WEATHER], tool_choice="get_weather",
-        output=OutputSpec("answer", {"type": "object"}), temperature=0.2, max_tokens=50,
-        stop=["END"], params={"seed": 7, "top_p": 0.5},
-    )  # fmt: skip
+        [
+            system("Be brief."),
+            user(
+                "What is this?",
+                ImagePart(url="https://example.com/a.png"),
+                ImagePart(data="iVBORw0KGgo=", media_type="image/png"),
+            ),
+            assistant("Let me look.", [call]),
+            tool_result("call_1", {"temp": 21}),
+            user("Thanks"),
+        ],
+        tools=[WEATHER],
+        tool_choice="get_weather",
+        output=OutputSpec("answer", {"type": "object"}),
+        temperature=0.2,
+        max_tokens=50,
+        stop=["END"],
+        params={"seed": 7, "top_p": 0.5},
+    )
     response = await provider.complete(request)
     sent = server.last()
     assert sent.method == "POST" and sent.path == "/v1/chat/completions"
@@ -92,29 +104,52 @@ async def test_complete_sends_every_part_of_the_message_model(server: WireServer
         "model": "gpt-4.1",
         "messages": [
             {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": [
-                {"type": "text", "text": "What is this?"},
-                {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
-                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-            ]},
-            {"role": "assistant", "content": "Let me look.", "tool_calls": [
-                {"id": "call_1", "type": "function",
-                 "function": {"name": "get_weather", "arguments": '{"location":"Paris"}'}}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="},
+                    },
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": "Let me look.",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"location":"Paris"}'},
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": "call_1", "content": '{"temp":21}'},
             {"role": "user", "content": "Thanks"},
         ],
-        "tools": [{"type": "function", "function": {
-            "name": "get_weather", "description": "Weather for a place",
-            "parameters": WEATHER.parameters}}],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "description": "Weather for a place",
+                    "parameters": WEATHER.parameters,
+                },
+            }
+        ],
         "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
-        "response_format": {"type": "json_schema", "json_schema": {
-            "name": "answer", "schema": {"type": "object"}, "strict": True}},
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": True},
+        },
         "temperature": 0.2,
         "max_tokens": 50,
         "stop": ["END"],
         "seed": 7,
         "top_p": 0.5,
-    }  # fmt: skip
+    }
     assert response.text == "Hello! How can I assist you today?"
     assert response.id == "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT"
     assert response.model == "gpt-4.1-2025-04-14" and response.provider == "openai"
@@ -195,8 +230,10 @@ async def test_stream_tool_call_deltas_assemble(server: WireServer) -> None:
 
 async def test_stream_reasoning_content_of_compatible_servers(server: WireServer) -> None:
     chunk = '{"id":"c","choices":[{"index":0,"delta":{"reasoning_content":"%s"}}]}'
-    raw = (f"data: {chunk % 'think'}\n\n" + 'data: {"id":"c","choices":[{"index":0,'
-           '"delta":{"content":"42"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')  # fmt: skip
+    raw = (
+        f"data: {chunk % 'think'}\n\n" + 'data: {"id":"c","choices":[{"index":0,'
+        '"delta":{"content":"42"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    )
     server.on("/v1/chat/completions", Reply.sse(raw.encode()))
     provider = chat(server)
     events = await collect(provider, ModelRequest("qwen3", [user("?")]))
@@ -237,8 +274,10 @@ async def test_stream_error_before_first_byte_is_the_mapped_error(server: WireSe
 
 
 async def test_error_event_mid_stream(server: WireServer) -> None:
-    raw = (b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\n'
-           b'data: {"error":{"message":"upstream died","type":"server_error"}}\n\n')  # fmt: skip
+    raw = (
+        b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\n'
+        b'data: {"error":{"message":"upstream died","type":"server_error"}}\n\n'
+    )
     server.on("/v1/chat/completions", Reply.sse(raw), Reply.sse(raw.split(b"\n\n", 1)[1]))
     provider = chat(server)
     with pytest.raises(StreamInterruptedError, match="upstream died") as err:
@@ -250,8 +289,12 @@ async def test_error_event_mid_stream(server: WireServer) -> None:
 
 
 async def test_twenty_calls_reuse_one_connection(server: WireServer) -> None:
-    server.on("/v1/chat/completions", lambda r: Reply.file(
-        "openai_chat_stream.sse" if r.json().get("stream") else "openai_chat_completion.json"))
+    server.on(
+        "/v1/chat/completions",
+        lambda r: Reply.file(
+            "openai_chat_stream.sse" if r.json().get("stream") else "openai_chat_completion.json"
+        ),
+    )
     provider = chat(server)
     for _ in range(10):
         await provider.complete(ModelRequest("m", [user("hi")]))
@@ -319,7 +362,9 @@ async def test_official_endpoint_without_key_fails_before_sending(
     await provider.aclose()
 
 
-async def test_local_server_needs_no_key(server: WireServer, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_local_server_needs_no_key(
+    server: WireServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     server.on("/v1/chat/completions", Reply.file("openai_chat_completion.json"))
     provider = OpenAIChat(base_url=f"{server.base_url}/v1")

@@ -72,8 +72,13 @@ def streams(draw: st.DrawFn) -> bytes:
         field = st.sampled_from([b"data", b"event", b"id", b": c", b"retry", b"data"])
         value = st.text(st.characters(blacklist_characters="\r\n\x00"), max_size=12)
         lines = draw(st.lists(st.tuples(field, value), max_size=12))
-        raw = b"".join(f + b": " + v.encode() + b"\n" + (b"\n" if i % 3 == 2 else b"")
-                       for i, (f, v) in enumerate(lines)) + b"\n"  # fmt: skip
+        raw = (
+            b"".join(
+                f + b": " + v.encode() + b"\n" + (b"\n" if i % 3 == 2 else b"")
+                for i, (f, v) in enumerate(lines)
+            )
+            + b"\n"
+        )
     end = draw(LINE_END)
     return raw.replace(b"\n", end) if end != b"\r" else raw.replace(b"\n", b"\r")
 

@@ -28,11 +28,22 @@ from typing import Any
 
 WIRE = Path(__file__).parent / "wire"
 _EVENT_END = re.compile(rb"(?<=\n\n)|(?<=\r\n\r\n)|(?<=\r\r)")
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-            404: "Not Found", 408: "Request Timeout", 413: "Payload Too Large",
-            422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error",
-            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
-            529: "Overloaded"}  # fmt: skip
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    408: "Request Timeout",
+    413: "Payload Too Large",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    529: "Overloaded",
+}
 
 
 def fixture(name: str) -> bytes:
@@ -96,8 +107,9 @@ Handler = Callable[[Received], Reply]
 
 
 class WireServer:
-    def __init__(self, *, latency: Callable[[], float] | None = None,
-                 default: Reply | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, *, latency: Callable[[], float] | None = None, default: Reply | None = None
+    ) -> None:
         self.latency = latency
         self.default = default
         self.requests: list[Received] = []
@@ -105,8 +117,9 @@ class WireServer:
         self.port = 0
         self._routes: dict[str, deque[Reply] | Handler] = {}
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="wire-server")  # fmt: skip
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="wire-server"
+        )
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -128,7 +141,8 @@ class WireServer:
     def start(self) -> WireServer:
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._serve, "127.0.0.1", 0), self._loop).result(5)  # fmt: skip
+            asyncio.start_server(self._serve, "127.0.0.1", 0), self._loop
+        ).result(5)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -157,8 +171,10 @@ class WireServer:
         if route is None:
             if self.default is not None:
                 return self.default
-            return Reply.json({"error": {"message": f"no route {request.path}",
-                                         "type": "invalid_request_error"}}, 404)  # fmt: skip
+            return Reply.json(
+                {"error": {"message": f"no route {request.path}", "type": "invalid_request_error"}},
+                404,
+            )
         if callable(route):
             return route(request)
         return route.popleft() if len(route) > 1 else route[0]
@@ -234,19 +250,23 @@ async def _write_reply(writer: asyncio.StreamWriter, reply: Reply) -> bool:
     return True
 
 
-def start_wire_server(*, latency: Callable[[], float] | None = None,
-                      default: Reply | None = None) -> WireServer:  # fmt: skip
+def start_wire_server(
+    *, latency: Callable[[], float] | None = None, default: Reply | None = None
+) -> WireServer:
     """A started server in a background thread; ``server.base_url``, then ``server.stop()``."""
     return WireServer(latency=latency, default=default).start()
 
 
 FAST_CHAT_COMPLETION = {
-    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1741569952,
+    "id": "chatcmpl-bench",
+    "object": "chat.completion",
+    "created": 1741569952,
     "model": "bench-model",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
-                 "finish_reason": "stop"}],
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+    ],
     "usage": {"prompt_tokens": 8, "completion_tokens": 1, "total_tokens": 9},
-}  # fmt: skip
+}
 
 
 def fast_chat_server(latency: Callable[[], float] | None = None) -> WireServer:

@@ -127,7 +127,7 @@ class Anthropic:
         parts: list[Part] = []
         for block in data.get("content") or ():
             kind = block.get("type")
-            if kind == "text":
+            if kind == "text" and output is None:
                 parts.append(TextPart(block.get("text", "")))
             elif kind == "tool_use" and block.get("name") == output:
                 parts.append(TextPart(dumps(block.get("input") or {})))
@@ -270,6 +270,8 @@ def _block_start(
         tool = sum(1 for k, _ in blocks.values() if k == "tool")
         blocks[index] = ("tool", tool)
         return acc.add_tool(tool, block.get("id"), block.get("name"))
+    elif output is not None and kind == "text":
+        blocks[index] = ("skip", -1)  # the answer is the output tool's input, nothing else
     else:
         blocks[index] = (kind, -1)
         if kind == "text" and block.get("text"):
@@ -282,6 +284,8 @@ def _block_delta(
 ) -> StreamEvent | None:
     kind, tool = blocks.get(index, ("text", -1))
     dtype = delta.get("type")
+    if kind == "skip":
+        return None
     if dtype == "text_delta":
         return acc.add_text(delta.get("text", ""))
     if dtype == "thinking_delta":

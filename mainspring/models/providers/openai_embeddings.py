@@ -12,7 +12,7 @@ import anyio
 import httpx
 
 from .._http import HTTPTransport, KeySource, SecretsProvider
-from ..errors import ProviderError
+from ..errors import ModelError, ProviderError
 from ..messages import Usage
 from .openai_chat import OPENAI_BASE_URL
 
@@ -82,9 +82,19 @@ class OpenAIEmbeddings:
             async with limit:
                 results[i] = await self._batch(batches[i])
 
-        async with anyio.create_task_group() as tg:
-            for i in range(len(batches)):
-                tg.start_soon(run, i)
+        if len(batches) == 1:
+            return await self._batch(batches[0])
+        try:
+            async with anyio.create_task_group() as tg:
+                for i in range(len(batches)):
+                    tg.start_soon(run, i)
+        except BaseExceptionGroup as group:
+            # A failed batch cancels the others; the caller gets the one error that did it,
+            # in the models.errors tree like every provider call, not a group of one.
+            failed = _first_model_error(group)
+            if failed is None:
+                raise
+            raise failed from None
         return [vector for batch in results for vector in batch]
 
     async def _batch(self, texts: list[str]) -> list[list[float]]:
@@ -109,3 +119,14 @@ class OpenAIEmbeddings:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _first_model_error(group: BaseExceptionGroup[BaseException]) -> ModelError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, ModelError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_model_error(exc)
+            if found is not None:
+                return found
+    return None
