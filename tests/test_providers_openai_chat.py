@@ -3,6 +3,7 @@ the bytes we send, the responses we map, streams (text, tool calls, usage), cuts
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
 
@@ -389,3 +390,10 @@ async def test_live_openai_compatible_endpoint() -> None:
     assert isinstance(end, StreamEnd) and "pong" in end.response.text.lower()
     assert end.response.ttft is not None
     await provider.aclose()
+
+
+def test_http2_offered_when_h2_is_installed() -> None:
+    client = OpenAIChat(base_url="http://127.0.0.1:9")._http.client
+    pool = client._transport._pool  # type: ignore[attr-defined]  # httpx's connection pool
+    assert pool._http2 is (importlib.util.find_spec("h2") is not None)
+    assert pool._http1 is True  # HTTP/1.1 stays available for servers without ALPN h2
