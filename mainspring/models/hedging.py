@@ -108,11 +108,14 @@ async def race_hedged(
     is cancelled; when every started request fails, the first error is raised.
 
     ``call`` records its own outcome (answered, failed or cancelled): both requests
-    are accounted wherever the caller accounts.
+    are accounted wherever the caller accounts. The first request runs in the caller's
+    task and only the timer is a task of its own: most calls never hedge, and this
+    keeps what an armed hedge costs them to one task and one cancel scope.
     """
     won: list[T] = []
     errors: list[Exception] = []
-    primary_over = anyio.Event()
+    hedging = False
+    primary_over = anyio.Event()  # wakes the timer: cheaper than cancelling it
     async with anyio.create_task_group() as tg:
 
         async def leg(hedge: bool) -> None:
@@ -124,15 +127,20 @@ async def race_hedged(
                 if not won:
                     won.append(value)
                     tg.cancel_scope.cancel()
-            finally:
-                if not hedge:
-                    primary_over.set()
 
-        tg.start_soon(leg, False)
-        with anyio.move_on_after(delay):
-            await primary_over.wait()
-        if not primary_over.is_set() and may_hedge():
-            tg.start_soon(leg, True)
+        async def hedge_later() -> None:
+            nonlocal hedging
+            with anyio.move_on_after(delay):
+                await primary_over.wait()
+            if not primary_over.is_set() and may_hedge():
+                hedging = True
+                await leg(True)
+
+        tg.start_soon(hedge_later)
+        try:
+            await leg(False)
+        finally:
+            primary_over.set()  # a failure before the hedge started is not hedged
     if won:
         return won[0]
     raise errors[0]

@@ -25,7 +25,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from functools import partial
 from types import MappingProxyType
-from typing import Any, NamedTuple
 
 import anyio
 import msgspec
@@ -33,24 +32,14 @@ import msgspec
 from ._attempts import CallLog, TokenCounter, estimate_tokens
 from ._backoff import retry_delay
 from ._names import degradations, fallback_chains, known, resolve_aliases
+from ._prepare import RequestDefaults, check_spec
 from .errors import ModelError, ModelTimeoutError, ProviderError, UnknownModelError
 from .hedging import HedgeBudget, LatencyTracker, hedge_delay, race_hedged
 from .messages import ModelRequest, ModelResponse
 from .protocol import ModelProvider, StreamEnd, StreamEvent, StreamRestart, TextDelta
 from .spec import ModelSpec
 
-#: ``spec.params`` keys that are fields of the request rather than provider extras.
-_REQUEST_FIELDS = ("temperature", "max_tokens", "stop", "tool_choice")
 _NO_ALIASES: Mapping[str, str] = MappingProxyType({})
-
-
-class _Defaults(NamedTuple):
-    """What a spec adds to every request, split once at construction."""
-
-    model_id: str
-    fields: dict[str, Any]
-    params: dict[str, Any]
-    max_tokens: int | None
 
 
 class Router:
@@ -74,13 +63,15 @@ class Router:
         if not models:
             raise ValueError("a Router needs at least one model: Router({'fast': ModelSpec(...)})")
         for name, spec in models.items():
-            _check_spec(name, spec)
+            check_spec(name, spec)
         self._models = dict(models)
         self._alias_names = dict(aliases)
         self._aliases = resolve_aliases(self._models, aliases)
         self._chains = fallback_chains(self._models, aliases)
         self._degrade = degradations(degrade, self._models, aliases)
-        self._defaults = {name: _defaults(name, spec) for name, spec in self._models.items()}
+        self._defaults = {
+            name: RequestDefaults.of(name, spec) for name, spec in self._models.items()
+        }
         self._clock = clock
         self._rng = rng or random.Random()
         self._count_tokens = count_tokens or estimate_tokens
@@ -132,7 +123,9 @@ class Router:
     ) -> ModelResponse | None:
         for name, spec in log.candidates(self._chains[first], self._models):
             try:
-                return await self._complete_model(log, name, spec, self._prepare(name, request))
+                return await self._complete_model(
+                    log, name, spec, self._defaults[name].apply(request)
+                )
             except ModelError as error:
                 log.failed(spec, error)
         return None
@@ -232,7 +225,7 @@ class Router:
         for head in heads:
             log.degraded = head is not first
             for model, spec in log.candidates(self._chains[head], self._models):
-                request_for = self._prepare(model, request)
+                request_for = self._defaults[model].apply(request)
                 last: StreamEvent | None = None
                 async with aclosing(
                     self._stream_model(log, model, spec, request_for, started)
@@ -357,24 +350,7 @@ class Router:
         log.note(name, "error", latency=self._clock() - started, error=error, usage=usage)
         raise error
 
-    # --- requests and lifetime -------------------------------------------------------------
-
-    def _prepare(self, name: str, request: ModelRequest) -> ModelRequest:
-        """The request as ``name`` receives it: its model id, the spec's defaults under the
-        request's own values, max_tokens capped at the spec's max_output_tokens."""
-        defaults = self._defaults[name]
-        changes: dict[str, Any] = {"model": defaults.model_id}
-        for key, value in defaults.fields.items():
-            if getattr(request, key) is None:
-                changes[key] = value
-        if defaults.params:
-            changes["params"] = {**defaults.params, **request.params}
-        if defaults.max_tokens is not None:
-            asked = changes.get("max_tokens", request.max_tokens)
-            changes["max_tokens"] = (
-                defaults.max_tokens if asked is None else min(asked, defaults.max_tokens)
-            )
-        return msgspec.structs.replace(request, **changes)
+    # --- lifetime ---------------------------------------------------------------------------
 
     async def aclose(self) -> None:
         """Close every distinct provider once (two specs may share one client)."""
@@ -389,33 +365,6 @@ class Router:
                 errors.append(exc)
         if errors:
             raise errors[0]
-
-
-def _check_spec(name: str, spec: ModelSpec) -> None:
-    problems = [
-        f"{field}={value!r} (must be {rule})"
-        for field, value, ok, rule in (
-            ("retries", spec.retries, spec.retries >= 0, ">= 0"),
-            ("backoff", spec.backoff, spec.backoff >= 0, ">= 0"),
-            ("max_backoff", spec.max_backoff, spec.max_backoff >= spec.backoff, ">= backoff"),
-            ("timeout", spec.timeout, spec.timeout is None or spec.timeout > 0, "> 0 or None"),
-            (
-                "first_token_timeout",
-                spec.first_token_timeout,
-                spec.first_token_timeout is None or spec.first_token_timeout > 0,
-                "> 0 or None",
-            ),
-        )
-        if not ok
-    ]
-    if problems:
-        raise ValueError(f"model {name!r}: " + "; ".join(problems))
-
-
-def _defaults(name: str, spec: ModelSpec) -> _Defaults:
-    fields = {k: v for k, v in spec.params.items() if k in _REQUEST_FIELDS}
-    params = {k: v for k, v in spec.params.items() if k not in _REQUEST_FIELDS}
-    return _Defaults(spec.model_id(name), fields, params, spec.max_output_tokens)
 
 
 def _timed_out(name: str, spec: ModelSpec, what: str) -> ModelTimeoutError:
