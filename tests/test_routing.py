@@ -433,3 +433,15 @@ async def test_stream_closed_early_closes_the_provider_stream() -> None:
     assert isinstance(first, TextDelta) and provider.streams_closed == 0
     await stream.aclose()  # type: ignore[attr-defined]
     assert provider.streams_closed == 1
+
+
+async def test_stream_degrades_to_a_cheaper_model() -> None:
+    down = ScriptedModel(failing(*[OverloadedError("down")] * 10))
+    router = Router(
+        {"big": spec(down, retries=0), "cheap": spec(ScriptedModel(["cheap stream"]))},
+        degrade={"big": "cheap"},
+    )
+    events = await collect(router.stream("big", REQUEST))
+    end = events[-1]
+    assert isinstance(end, StreamEnd) and end.response.text == "cheap stream"
+    assert [a.get("degraded", False) for a in end.response.attempts] == [False, True]

@@ -222,8 +222,8 @@ class Router:
         started = self._clock()
         degrade = self._degrade.get(first)
         heads = [first, degrade] if isinstance(degrade, str) else [first]
-        for head in heads:
-            log.degraded = head is not first
+        for n, head in enumerate(heads):
+            log.degraded = n > 0  # the second head is the degradation
             for model, spec in log.candidates(self._chains[head], self._models):
                 request_for = self._defaults[model].apply(request)
                 last: StreamEvent | None = None
