@@ -118,7 +118,7 @@ async def test_tokens_stream_to_subscribers_and_the_journal_keeps_one_message(
     assert finished[0].result["message"]["content"][0]["text"] == text
     # A subscriber that joins after the run sees the whole answer, once.
     async with Runtime.open(sqlite_url(tmp_path), models=gateway) as rt:
-        late = [e async for e in (await rt.get(handle.run_id)).events()]
+        late = [e async for e in rt.handle(handle.run_id).events()]
     assert not any(e.kind is EventKind.MODEL_DELTA for e in late)
     assert [e.seq for e in late] == [e.seq for e in journal]
 

@@ -38,7 +38,9 @@ class Accountant:
         if usage.input_tokens == 0 and usage.output_tokens == 0:
             usage = self.counted(request, response)
         if usage.cost is None:
-            cost = self.cost(response.model or request.model, usage)
+            cost = self._attempts_cost(response) if response.attempts else None
+            if cost is None:  # request.model: the gateway model the call resolved to
+                cost = self.cost(request.model, usage) or self.cost(response.model, usage)
             if cost is not None:
                 usage = msgspec.structs.replace(usage, cost=cost)
         if usage is response.usage:
@@ -51,6 +53,19 @@ class Accountant:
         if response.usage.cost is not None:
             counted = msgspec.structs.replace(counted, cost=response.usage.cost)
         return counted
+
+    def _attempts_cost(self, response: ModelResponse) -> float | None:
+        """The cost of every attempt routing made (retries, fallbacks, hedges), each at
+        its own model's price: one summed usage may span models of different prices."""
+        total, known = 0.0, False
+        for attempt in response.attempts:
+            spent = attempt.get("usage")
+            if not isinstance(spent, Mapping):
+                continue
+            cost = self.cost(str(attempt.get("model", "")), msgspec.convert(spent, Usage))
+            if cost is not None:
+                total, known = total + cost, True
+        return total if known else None
 
     def price_of(self, name: str) -> Price | None:
         """The price of a gateway model (by name or alias) or of a provider model id."""

@@ -246,15 +246,42 @@ class _Call(msgspec.Struct):
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any], output_type: Any) -> _Call:
-        call = msgspec.convert({k: v for k, v in args.items() if k != "output_type"}, cls)
-        call.output_type = output_type
-        return call
+        """The call back from its effect's arguments (as the gate let them through)."""
+        try:
+            return cls(
+                args["model"],
+                msgspec.convert(args["messages"], list[Message]),
+                msgspec.convert(args.get("tools", ()), list[ToolSpec]),
+                msgspec.convert(args["output"], OutputSpec) if args.get("output") else None,
+                output_type,
+                {f: args[f] for f in _REQUEST_FIELDS if args.get(f) is not None},
+                dict(args.get("params", {})),
+                args.get("cache", False),
+                args.get("stream"),
+                args.get("repairs"),
+            )
+        except (KeyError, msgspec.ValidationError) as exc:
+            raise TypeError(
+                f"a model call's arguments do not fit the gateway's request ({exc}); a gate "
+                "hook that rewrites them must keep 'model' and 'messages'"
+            ) from None
 
     def args(self) -> dict[str, Any]:
         """The call as the effect's arguments: JSON, what the journal records."""
-        data: dict[str, Any] = msgspec.to_builtins(self, omit_defaults=True)  # type: ignore[call-arg]
-        data.pop("output_type", None)
-        data["model"] = self.model
+        data: dict[str, Any] = {"model": self.model, "messages": msgspec.to_builtins(self.messages)}
+        if self.tools:
+            data["tools"] = msgspec.to_builtins(self.tools)
+        if self.output is not None:
+            data["output"] = msgspec.to_builtins(self.output)
+        data.update(self.fields)
+        if self.params:
+            data["params"] = self.params
+        if self.cache:
+            data["cache"] = self.cache
+        if self.stream is not None:
+            data["stream"] = self.stream
+        if self.repairs is not None:
+            data["repairs"] = self.repairs
         return data
 
     def request(self, router: Router) -> ModelRequest:
