@@ -111,7 +111,11 @@ class UpstreamProcess:
     """The upstream as a child process: ``with UpstreamProcess() as base_url: ...``."""
 
     def __init__(self, *, latency_ms: float = 0, tail_ms: float = 0, tail_share: float = 0) -> None:
-        self.args = [f"--latency-ms={latency_ms}", f"--tail-ms={tail_ms}", f"--tail-share={tail_share}"]
+        self.args = [
+            f"--latency-ms={latency_ms}",
+            f"--tail-ms={tail_ms}",
+            f"--tail-share={tail_share}",
+        ]
         self.proc: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> str:

@@ -10,7 +10,7 @@ from typing import Any, TypedDict
 import pytest
 from pydantic import BaseModel
 
-from mainspring import END, START, Context, EventKind, Graph, Runtime, RunStatus
+from mainspring import END, START, Context, EventKind, Graph, RunStatus, Runtime
 from mainspring.errors import RunStateError
 from mainspring.events import EffectFinished, EffectStarted, ModelDelta
 from mainspring.models import (

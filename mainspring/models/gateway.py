@@ -70,7 +70,8 @@ class Gateway:
         degrade: Mapping[str, str | ModelResponse] | None = None,
     ) -> None:
         specs = {
-            name: m if isinstance(m, ModelSpec) else ModelSpec(m, name) for name, m in models.items()
+            name: m if isinstance(m, ModelSpec) else ModelSpec(m, name)
+            for name, m in models.items()
         }
         self.router = Router(specs, aliases or {}, degrade=degrade)
         self.cache = cache
@@ -109,7 +110,9 @@ class Gateway:
         response = await self._respond(call, on_delta)
         return _with_instance(response, call.output_type)
 
-    async def stream(self, model: str, prompt: Any, /, **options: Any) -> AsyncIterator[StreamEvent]:
+    async def stream(
+        self, model: str, prompt: Any, /, **options: Any
+    ) -> AsyncIterator[StreamEvent]:
         """The answer as it is generated: deltas, a StreamRestart if routing starts over,
         and one StreamEnd carrying the response (accounted, and cached when asked)."""
         call = _Call.of(model, prompt, options)
@@ -164,7 +167,11 @@ class Gateway:
         else:
             response = await self._ask(call.model, request, sink, stream, request.messages)
         if key is not None and self.cache is not None:
-            ttl = call.cache if isinstance(call.cache, float | int) and call.cache is not True else None
+            ttl = (
+                call.cache
+                if isinstance(call.cache, float | int) and call.cache is not True
+                else None
+            )
             await self.cache.set(key, response, ttl if ttl is not None else self.cache_ttl)
         return response
 
