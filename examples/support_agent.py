@@ -1,13 +1,19 @@
 """A support-desk agent on Mainspring's embedded default (one SQLite file, no services).
 
 It reads a folder's tickets, fans out one triage task per ticket, classifies each
-(a journaled effect: an offline keyword model standing in for an LLM call), asks a
+with a model (``ctx.model``: a journaled effect through the model gateway, with
+structured output validated against a pydantic type), asks a
 human to approve refunds above a limit (a durable interrupt: the process may exit),
 writes replies to an outbox exactly once (an effect that honours its idempotency
 key), and routes escalations. Run it:
 
     python examples/support_agent.py                 # approve big refunds
     python examples/support_agent.py --approve no    # deny them
+
+The model: with OPENAI_API_KEY set, OpenAI (MAINSPRING_OPENAI_MODEL, default
+gpt-4o-mini); with ANTHROPIC_API_KEY, Anthropic (MAINSPRING_ANTHROPIC_MODEL); with
+MAINSPRING_OPENAI_BASE_URL, any OpenAI-compatible server (vLLM, llama.cpp, Ollama);
+otherwise a scripted model that classifies by keywords, offline and deterministic.
 
 The run parks at the approvals; the script then resumes it from a *new* runtime on
 the same file, as another process would after a human answered. Inspect the journal
@@ -24,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
 import anyio
+from pydantic import BaseModel
 
 from mainspring import (
     END,
@@ -44,6 +52,7 @@ from mainspring import (
     Send,
     append,
 )
+from mainspring.models import Gateway, ModelRequest, ModelSpec, ScriptedModel, system, user
 
 HERE = Path(__file__).resolve().parent
 REFUND_LIMIT = 100
@@ -67,12 +76,43 @@ _INTENTS = {
 }
 
 
-def classify(text: str) -> dict[str, Any]:
-    """An offline stand-in for a model call: keyword scores per intent."""
-    lowered = text.lower()
+class Verdict(BaseModel):
+    """What the model must answer: validated, and repaired if it answers otherwise."""
+
+    intent: Literal["refund", "bug", "account", "other"]
+    confidence: float
+
+
+INSTRUCTIONS = (
+    "You triage customer support tickets. Answer with the ticket's intent: refund (money "
+    "back), bug (something broken in our software), account (address, password, login, "
+    "subscription) or other, and your confidence between 0 and 1."
+)
+
+
+def classify(request: ModelRequest) -> dict[str, Any]:
+    """The offline model: keyword scores per intent, answered as the Verdict JSON."""
+    lowered = request.messages[-1].text.lower()
     scores = {intent: sum(lowered.count(w) for w in words) for intent, words in _INTENTS.items()}
-    intent = max(scores, key=lambda k: scores[k]) if any(scores.values()) else "other"
-    return {"intent": intent, "scores": scores}
+    best = max(scores, key=lambda k: scores[k]) if any(scores.values()) else "other"
+    return {"intent": best, "confidence": 0.9 if any(scores.values()) else 0.5}
+
+
+def model_gateway() -> Gateway:
+    """The real model the environment names, else the offline scripted one."""
+    if os.environ.get("OPENAI_API_KEY") or os.environ.get("MAINSPRING_OPENAI_BASE_URL"):
+        from mainspring.models import OpenAIChat
+
+        provider: Any = OpenAIChat(base_url=os.environ.get("MAINSPRING_OPENAI_BASE_URL"))
+        model = os.environ.get("MAINSPRING_OPENAI_MODEL", "gpt-4o-mini")
+    elif os.environ.get("ANTHROPIC_API_KEY"):
+        from mainspring.models import Anthropic
+
+        provider = Anthropic()
+        model = os.environ.get("MAINSPRING_ANTHROPIC_MODEL", "claude-haiku-4-5")
+    else:
+        provider, model = ScriptedModel(classify, name="offline-keywords"), "keywords-1"
+    return Gateway({"classifier": ModelSpec(provider, model, timeout=30, retries=2)})
 
 
 def send_reply(outbox: str, run_id: str, ticket_id: str, text: str, idempotency_key: str) -> str:
@@ -113,8 +153,10 @@ def fan_out(s: Desk) -> list[Send]:
 @g.node(retry=Retry(attempts=3, backoff=0.05), timeout=30)
 async def triage(task: dict[str, Any], ctx: Context) -> dict[str, Any]:
     ticket = task["ticket"]
-    verdict = await ctx.step("model.classify", classify, ticket["text"])
-    intent = verdict["intent"]
+    verdict = await ctx.model(
+        "classifier", [system(INSTRUCTIONS), user(ticket["text"])], output=Verdict, max_tokens=100
+    )
+    intent = verdict.output.intent
     decision = "answered"
     if intent == "refund":
         amount = ticket["amount"] or _amount_in(ticket["text"])
@@ -191,7 +233,8 @@ async def main(db: Path, approve: bool, inbox: Path) -> int:
             "pass --db with another path"
         ) from None
     # recover="off": this script drives only the run it starts, never earlier ones in the file.
-    async with Runtime.open(url, graphs=[app], recover="off") as rt:
+    models = model_gateway()
+    async with Runtime.open(url, graphs=[app], recover="off", models=models) as rt:
         # The latest runs are enough to tell this example's store from another one.
         others = sorted({r.graph for r in await rt.list_runs(limit=1000)} - {app.name})
         if others:
@@ -209,7 +252,7 @@ async def main(db: Path, approve: bool, inbox: Path) -> int:
         print(f"  {pending.id}: {pending.payload}")
 
     # A human answers; a new runtime (as in another process) resumes the run.
-    async with Runtime.open(url, graphs=[app], recover="off") as rt:
+    async with Runtime.open(url, graphs=[app], recover="off", models=models) as rt:
         await rt.resume(handle.run_id, values={p.id: approve for p in outcome.interrupts})
         async for event in rt.handle(handle.run_id).events(after=outcome.seq):
             _show(event.kind, event.data)
@@ -228,6 +271,13 @@ async def main(db: Path, approve: bool, inbox: Path) -> int:
     print(
         f"outbox: {outbox} ({len(replies)} replies for {len(json.loads(inbox.read_text()))} tickets)"
     )
+    spent = [d["usage"] for d in finished if d.get("usage")]
+    print(
+        f"model: {len(spent)} calls, {sum(u['input_tokens'] for u in spent)} input and "
+        f"{sum(u['output_tokens'] for u in spent)} output tokens"
+        + ("" if all(u.get("estimated") for u in spent) else " (as the provider reported them)")
+    )
+    await models.aclose()
     print(f"explore: mainspring show {handle.run_id} --store {url}")
     return 0
 
