@@ -131,7 +131,8 @@ class PostgresLedger:
 
     async def reserve(self, entries: Sequence[Entry]) -> Reservation | Refusal:
         limits = [e.limit for e in entries]
-        row = await self._fetchrow(self._reserve_sql, *_columns(entries), limits)
+        amounts = [e.amount for e in entries]
+        row = await self._fetchrow(self._reserve_sql, *_keys(entries), amounts, limits)
         assert row is not None
         if row["refused"] >= 0:
             return Refusal(row["refused"], entries[row["refused"]], float(row["spent"]))
@@ -157,7 +158,7 @@ class PostgresLedger:
     async def _add(self, amounts: list[tuple[Entry, float]]) -> None:
         entries = ordered([e for e, _ in amounts])
         by_entry = {id(e): a for e, a in amounts}
-        await self._fetchrow(self._add_sql, *_columns(entries), [by_entry[id(e)] for e in entries])
+        await self._fetchrow(self._add_sql, *_keys(entries), [by_entry[id(e)] for e in entries])
 
     async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         if self._pool is None:
@@ -171,11 +172,6 @@ async def _keep_session(conn: Any) -> None:
     """Release a connection as it is: the ledger's statements change no session state."""
 
 
-def _columns(entries: Sequence[Entry]) -> tuple[list[str], list[str], list[int], list[float]]:
-    """The entries as the columns the SQL functions take (arrays, one element per entry)."""
-    return (
-        [e.scope for e in entries],
-        [e.metric for e in entries],
-        [e.bucket for e in entries],
-        [e.amount for e in entries],
-    )
+def _keys(entries: Sequence[Entry]) -> tuple[list[str], list[str], list[int]]:
+    """The entries' counters as the SQL functions take them (arrays, one element each)."""
+    return [e.scope for e in entries], [e.metric for e in entries], [e.bucket for e in entries]
