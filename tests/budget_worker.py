@@ -32,7 +32,9 @@ async def main(backend: str, where: str, scope: str, limit: float, amount: float
         time.sleep(0.005)
     got = 0
     try:
-        while isinstance(await ledger.reserve([Entry(scope, "tokens", amount, limit)]), Reservation):
+        while isinstance(
+            await ledger.reserve([Entry(scope, "tokens", amount, limit)]), Reservation
+        ):
             got += 1
     finally:
         await ledger.aclose()

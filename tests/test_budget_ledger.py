@@ -4,6 +4,7 @@ counters, atomically, across tasks and (SQLite, PostgreSQL) processes."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import subprocess
@@ -55,7 +56,7 @@ async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     from mainspring.models.budget_ledger_postgres import PostgresLedger
 
     async with postgres_ledger_url() as url:
-        made = PostgresLedger(url, max_size=20)
+        made = PostgresLedger(url, max_size=5)
         try:
             yield made
         finally:
@@ -190,7 +191,7 @@ def _workers(n: int, backend: str, where: str, go: Path) -> Iterator[list[subpro
 async def _outputs(procs: list[subprocess.Popen[str]]) -> list[str]:
     outs = []
     for proc in procs:
-        out, _ = await anyio.to_thread.run_sync(lambda p=proc: p.communicate(timeout=30))
+        out, _ = await anyio.to_thread.run_sync(functools.partial(proc.communicate, timeout=30))
         assert proc.returncode == 0, f"a worker failed with {proc.returncode}"
         outs.append(out.strip())
     return outs

@@ -43,7 +43,7 @@ async def backend(name: str, tmp_path: Path) -> AsyncIterator[tuple[str, BudgetL
         from mainspring.models.budget_ledger_postgres import PostgresLedger
 
         async with postgres_schema_url() as store_url, postgres_ledger_url() as ledger_url:
-            pg = PostgresLedger(ledger_url, max_size=20)
+            pg = PostgresLedger(ledger_url, max_size=5)
             try:
                 yield store_url, pg
             finally:
@@ -67,11 +67,17 @@ async def test_twenty_runs_of_one_tenant_stop_at_the_tenant_budget(
             journals = [await rt.events(f"r{i}") for i in range(RUNS)]
         spent = await ledger.spent("tenant:t1", "tokens")
     usages = [
-        e.data.usage for j in journals for e in j if isinstance(e.data, EffectFinished) and e.data.usage
+        e.data.usage
+        for j in journals
+        for e in j
+        if isinstance(e.data, EffectFinished) and e.data.usage
     ]
     billed = sum(u["input_tokens"] + u["output_tokens"] for u in usages)
     one_call = max(u["input_tokens"] + u["output_tokens"] for u in usages)
-    assert all(r["stopped"].startswith("budget 'tokens per tenant' exceeded for tenant:t1") for r in results)
+    assert all(
+        r["stopped"].startswith("budget 'tokens per tenant' exceeded for tenant:t1")
+        for r in results
+    )
     assert billed == spent, "the ledger holds exactly what the calls reported"
     assert billed <= LIMIT + one_call, f"{billed} tokens billed against a budget of {LIMIT}"
     # Not stopped needlessly early: estimates are at most MAX_TOKENS - 61 above the actual

@@ -10,13 +10,20 @@ schema of the URL (``?schema=``, ``mainspring`` by default, as for the store).
 
 from __future__ import annotations
 
+import logging
+import random
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+import anyio
 import asyncpg
 
+from ..store._pg_retry import is_transient
 from ..store._pg_url import parse_url
 from .budget_ledger import Entry, Refusal, Reservation, ordered, settled
+
+log = logging.getLogger("mainspring.models.budgets")
 
 if TYPE_CHECKING:  # asyncpg's classes are generic only in its stubs
     Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
@@ -89,11 +96,14 @@ class PostgresLedger:
     """Counters in PostgreSQL at ``url`` (``postgresql://...?schema=name``); opened on
     first use, or with ``await ledger.open()``; ``aclose()`` closes its connections."""
 
-    def __init__(self, url: str, *, schema: str | None = None, max_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, schema: str | None = None, max_size: int = 10, retry_for: float = 10.0
+    ) -> None:
         parsed = parse_url(url, schema)
         self._dsn = parsed.dsn
         self.schema = parsed.target.schema
         self.max_size = max_size
+        self.retry_for = retry_for
         self._pool: Pool | None = None
         s = f'"{self.schema}"'
         self._reserve_sql = f"SELECT * FROM {s}.budget_reserve($1, $2, $3, $4, $5)"
@@ -161,11 +171,24 @@ class PostgresLedger:
         await self._fetchrow(self._add_sql, *_keys(entries), [by_entry[id(e)] for e in entries])
 
     async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        if self._pool is None:
-            await self.open()
-        assert self._pool is not None
-        async with self._pool.acquire() as conn:
-            return await conn.fetchrow(sql, *args)
+        """One statement, tried again for ``retry_for`` seconds while PostgreSQL is out of
+        reach or of connections. A reservation whose answer was lost may be counted twice:
+        the ledger errs on the side of spending less."""
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.01
+        while True:
+            try:
+                if self._pool is None:
+                    await self.open()
+                assert self._pool is not None
+                async with self._pool.acquire() as conn:
+                    return await conn.fetchrow(sql, *args)
+            except Exception as exc:
+                if not is_transient(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("budget ledger: PostgreSQL unavailable (%s); trying again", exc)
+            await anyio.sleep(delay * random.random())
+            delay = min(delay * 2, 1.0)
 
 
 async def _keep_session(conn: Any) -> None:
