@@ -39,11 +39,16 @@ _ADD = (
 
 
 class SQLiteLedger:
-    """Counters in the SQLite file at ``path`` (made when missing)."""
+    """Counters in the SQLite file at ``path`` (made when missing). ``durable=False``:
+    ``synchronous=NORMAL``, no flush per commit; a crash of the process loses nothing,
+    one of the machine may forget the last counts."""
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 10.0) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout: float = 10.0, durable: bool = True
+    ) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        self.durable = durable
         self._conn: sqlite3.Connection | None = None
         self._thread = anyio.CapacityLimiter(1)
 
@@ -101,6 +106,7 @@ class SQLiteLedger:
             self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
         )
         conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
         conn.executescript(_SCHEMA)
         self._conn = conn
         return conn
