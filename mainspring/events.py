@@ -46,6 +46,8 @@ class EventKind(enum.StrEnum):
     FAILED = "failed"
     FINISHED = "finished"
     CANCELLED = "cancelled"
+    # Never journaled: live subscribers of run.events() only (a model's tokens as they stream).
+    MODEL_DELTA = "model_delta"
 
 
 TERMINAL_KINDS: Final = frozenset({EventKind.FINISHED, EventKind.FAILED, EventKind.CANCELLED})
@@ -283,6 +285,34 @@ class Finished(EventData, frozen=True):
 class Cancelled(EventData, frozen=True):
     kind = EventKind.CANCELLED
     reason: str = ""
+
+
+class ModelDelta(EventData, frozen=True):
+    """A piece of a model's answer as it streams, for live subscribers of ``run.events()``.
+
+    Never journaled (no write per token): its ``seq`` is that of the last event
+    recorded before it, and the journal keeps the whole answer in ``effect_finished``,
+    which is what a subscriber joining late sees.
+    """
+
+    kind = EventKind.MODEL_DELTA
+    _optional = frozenset({"tool_call", "partial", "restart"})
+    step: int
+    task: int
+    node: str
+    effect: int
+    name: str
+    text: str = ""
+    reasoning: str = ""
+    tool_call: dict[str, Any] | None = None  # {index, id, name, arguments: the next fragment}
+    partial: Any = None  # the structured output (or tool-call arguments) parsed so far
+    restart: str | None = (
+        None  # the stream started over (a retry, a fallback): drop the text so far
+    )
+
+
+#: Kinds that reach live subscribers but never the journal.
+TRANSIENT_KINDS: Final = frozenset({EventKind.MODEL_DELTA})
 
 
 DATA_TYPES: Final[dict[EventKind, type[EventData]]] = {

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..events import Emitted, Interrupted
+from ..errors import RunStateError
+from ..events import Emitted, Interrupted, ModelDelta
+from .capabilities import DeltaSink
 from .effects import EffectCall, current_key, perform
 from .fold import TaskRecord
 from .seams import ActiveRun
+
+if TYPE_CHECKING:
+    from ..models.messages import ModelResponse
 
 
 class Parked(BaseException):
@@ -96,6 +101,42 @@ class Context:
         index = self._effects
         self._effects += 1
         return await perform(self._driver, self._task, index, call, self.interrupt)
+
+    async def model(self, model: str, prompt: Any, /, **options: Any) -> ModelResponse:
+        """Ask ``model`` (a name or alias of the runtime's gateway) as a journaled effect.
+
+        ``prompt`` is a string (one user message), a Message or a list of messages.
+        Options: ``output=`` a pydantic type (structured output, validated, repaired
+        up to ``repairs=`` times), ``tools=``, ``tool_choice=``, ``temperature=``,
+        ``max_tokens=``, ``stop=``, ``cache=`` (True or a TTL in seconds: the gateway's
+        response cache), ``stream=`` (default: when someone follows ``run.events()``,
+        whose subscribers get its tokens as ``model_delta`` events), and provider
+        parameters. Returns a ``ModelResponse``; a resumed run gets the recorded one
+        back without a call. Budgets, policy and the loop breaker decide first (the
+        effect gate).
+        """
+        gateway = self._driver.services.models
+        if gateway is None:
+            raise RunStateError(
+                "ctx.model needs a model gateway: build the runtime with "
+                "Runtime(store, models=Gateway({...})) (see mainspring.models)"
+            )
+        result: ModelResponse = await gateway.call_in_run(self, model, prompt, options)
+        return result
+
+    def delta_sink(self, name: str) -> DeltaSink | None:
+        """For a capability about to make effect ``name``: a function that streams pieces
+        of its answer to the run's live subscribers (``ModelDelta`` events, never
+        journaled), or None when nobody follows the run live."""
+        driver = self._driver
+        if not driver.watched or driver.oracle is not None:
+            return None
+        step, tindex, node, index = driver.fold.step, self._task.index, self.node, self._effects
+
+        def send(**fields: Any) -> None:
+            driver.broadcast(ModelDelta(step, tindex, node, index, name, **fields))
+
+        return send
 
     async def interrupt(self, payload: Any = None) -> Any:
         """Pause the run durably until ``runtime.resume(run_id, value)``; returns ``value``.

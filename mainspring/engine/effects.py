@@ -150,8 +150,11 @@ async def _outcome(
     """Call ``fn`` with the effect's key; what came of it (a result or an error)."""
     try:
         result = await _call(driver, task, index, name, fn, args, kwargs, key)
-    except Exception as exc:
-        return Outcome(error=exc)
+    except Exception as exc:  # what a failed call spent is accounted too (e.g. model retries)
+        spent = getattr(exc, "usage", None)
+        if spent is not None and not isinstance(spent, dict):
+            spent = msgspec.to_builtins(spent) if hasattr(spent, "__struct_fields__") else None
+        return Outcome(error=exc, usage=spent)
     usage = result.get("usage") if isinstance(result, dict) else None
     return Outcome(result, usage=usage if isinstance(usage, dict) else None)
 

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 
 from ..errors import RunCancelledError, RunFailedError
-from ..events import Event
+from ..events import Event, EventKind
 from ..status import RunStatus
 from .driver import RunDriver
 from .fold import RunFold
@@ -29,8 +29,13 @@ class RunHandle:
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id}>"
 
-    async def events(self, *, after: int = 0) -> AsyncGenerator[Event, None]:
-        """The run's journal from ``after`` on, then live events until it ends or parks."""
+    async def events(self, *, after: int = 0, deltas: bool = True) -> AsyncGenerator[Event, None]:
+        """The run's journal from ``after`` on, then live events until it ends or parks.
+
+        Live, a streaming model call's tokens arrive as ``model_delta`` events as they
+        are generated (``deltas=False`` leaves them out); they are never journaled, so
+        a subscriber that joins later sees the whole answer in ``effect_finished``.
+        """
         runs = self._runs
         live = runs.registry.get(self.run_id)
         last = after
@@ -49,7 +54,10 @@ class RunHandle:
                         yield event
                 async with recv:
                     async for event in recv:
-                        if event.seq > last:
+                        if event.kind is EventKind.MODEL_DELTA:
+                            if deltas:
+                                yield event
+                        elif event.seq > last:
                             last = event.seq
                             yield event
             finally:
@@ -67,7 +75,7 @@ class RunHandle:
                     yield event
                 return
             if self.run_id in runs.registry:  # it started here meanwhile: follow it live
-                async for event in RunHandle(runs, self.run_id).events(after=last):
+                async for event in RunHandle(runs, self.run_id).events(after=last, deltas=deltas):
                     yield event
                 return
             await anyio.sleep(POLL_INTERVAL)

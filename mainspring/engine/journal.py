@@ -130,6 +130,18 @@ class JournalWriter:
         self.lease_valid_until = 0.0
         self.outcome: BaseException | None = None  # why the driver stopped early, if it did
 
+    @property
+    def watched(self) -> bool:
+        """Whether anyone follows the run live (``run.events()``) in this process."""
+        return bool(self.services.registry.subscribers(self.run_id))
+
+    def broadcast(self, data: EventData) -> None:
+        """Tell the run's live subscribers something the journal does not keep (a model's
+        tokens): stamped with the sequence number of the last event recorded."""
+        subs = self.services.registry.subscribers(self.run_id)
+        if subs:
+            subs.publish(Event(self.run_id, self._next_seq, data.kind, time.time(), data))
+
     def record(self, data: EventData) -> Event:
         """Append an event to the run (in memory) and tell live listeners."""
         self._next_seq += 1

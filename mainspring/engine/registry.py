@@ -61,6 +61,9 @@ class Subscribers:
             self._streams.remove(send)
         send.close()
 
+    def __bool__(self) -> bool:
+        return bool(self._streams)
+
     def publish(self, event: Event) -> None:
         for stream in self._streams:
             stream.send_nowait(event)

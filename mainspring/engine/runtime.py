@@ -26,6 +26,7 @@ from ..graph.compiled import CompiledGraph
 from ..status import Durability, RunStatus
 from ..store import RunQuery, RunRecord, Store, ThreadInfo, store_from_url
 from ..store._lease_owners import new_owner_id
+from .capabilities import ModelCapability
 from .driver import RunDriver
 from .gate import Gate
 from .handle import RunHandle
@@ -65,6 +66,9 @@ class Runtime:
 
     ``gates`` are the effect gate's hooks (``mainspring.engine.gate``): every call a
     node makes to the world passes them, in order.
+
+    ``models`` is the model gateway ``ctx.model`` calls (``mainspring.models.Gateway``);
+    its budget and loop-breaker hooks join the gate after ``gates``.
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class Runtime:
         listeners: Sequence[Listener] = (),
         retry_for: float = 30.0,
         gates: Sequence[object] = (),
+        models: ModelCapability | None = None,
     ) -> None:
         if lease_ttl <= 0 or retry_for < 0:
             raise RunStateError(
@@ -101,7 +106,10 @@ class Runtime:
             # A lease that cannot be handed back now is retried by the heartbeat; a
             # release waits no longer than this (the store may be why the run stopped).
             release_timeout=min(5.0, max(retry_for, 0.5)),
-            gate=Gate(gates),  # the hooks every effect of every run passes
+            # The hooks every effect of every run passes: the user's, then the capabilities'
+            # (budgets and the loop breaker come after policy, as the design orders them).
+            gate=Gate([*gates, *(models.gate_hooks if models is not None else ())]),
+            models=models,
             registry=LiveRuns[RunDriver](),
             check_json=(not keeps_objects) if check_json is None else check_json,
             revive=not keeps_objects,

@@ -43,8 +43,8 @@ class SyncRunHandle:
     def cancel(self) -> None:
         self._portal.call(self._handle.cancel)
 
-    def events(self, *, after: int = 0) -> Iterator[Event]:
-        iterator = self._handle.events(after=after)
+    def events(self, *, after: int = 0, deltas: bool = True) -> Iterator[Event]:
+        iterator = self._handle.events(after=after, deltas=deltas)
         try:
             while True:
                 try:

@@ -1,5 +1,163 @@
 """The model gateway: messages, providers, routing, caching, accounting and budgets.
 
 Reached from a node as ``await ctx.model(...)``, a journaled effect through the
-engine's gate; usable on its own as ``Gateway.complete``.
+engine's gate (``Runtime(store, models=Gateway(...))``); usable on its own as
+``await Gateway(...).complete(...)``. The HTTP providers (httpx), the local
+embedding model (numpy), the Redis and SQLite caches and the budget ledgers load
+when first named.
 """
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from .cache import MemoryCache, ResponseCache, cache_key
+from .errors import (
+    AuthenticationError,
+    BadRequestError,
+    BudgetExceededError,
+    ContentFilteredError,
+    ContextTooLongError,
+    LoopDetectedError,
+    ModelError,
+    ModelTimeoutError,
+    NoModelAvailableError,
+    OutputValidationError,
+    OverloadedError,
+    ProviderError,
+    RateLimitedError,
+    StreamInterruptedError,
+    UnknownModelError,
+)
+from .gateway import Gateway
+from .messages import (
+    ImagePart,
+    Message,
+    ModelRequest,
+    ModelResponse,
+    OutputSpec,
+    TextPart,
+    ToolCall,
+    ToolSpec,
+    Usage,
+    assistant,
+    system,
+    tool_result,
+    user,
+)
+from .pricing import PriceTable
+from .protocol import (
+    EmbeddingProvider,
+    ModelProvider,
+    ReasoningDelta,
+    StreamEnd,
+    StreamEvent,
+    StreamRestart,
+    TextDelta,
+    ToolCallDelta,
+)
+from .providers.scripted import ScriptedModel
+from .routing import Router
+from .spec import Hedge, ModelSpec, Price
+
+if TYPE_CHECKING:
+    from .cache_redis import RedisCache
+    from .cache_sqlite import SQLiteCache
+    from .jsonstream import PartialJSON
+    from .providers.anthropic import Anthropic
+    from .providers.openai_chat import OpenAIChat
+    from .providers.openai_embeddings import OpenAIEmbeddings
+    from .providers.openai_responses import OpenAIResponses
+    from .speculate import Candidate, Speculation, speculate
+    from .tokens import count_message_tokens, count_tokens
+
+# name -> the module that defines it, imported on first use
+_LAZY: dict[str, str] = {
+    "Anthropic": ".providers.anthropic",
+    "OpenAIChat": ".providers.openai_chat",
+    "OpenAIResponses": ".providers.openai_responses",
+    "OpenAIEmbeddings": ".providers.openai_embeddings",
+    "RedisCache": ".cache_redis",
+    "SQLiteCache": ".cache_sqlite",
+    "PartialJSON": ".jsonstream",
+    "Candidate": ".speculate",
+    "Speculation": ".speculate",
+    "speculate": ".speculate",
+    "count_tokens": ".tokens",
+    "count_message_tokens": ".tokens",
+}
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(import_module(module, __name__), name)
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+__all__ = [
+    "Anthropic",
+    "AuthenticationError",
+    "BadRequestError",
+    "BudgetExceededError",
+    "Candidate",
+    "ContentFilteredError",
+    "ContextTooLongError",
+    "EmbeddingProvider",
+    "Gateway",
+    "Hedge",
+    "ImagePart",
+    "LoopDetectedError",
+    "MemoryCache",
+    "Message",
+    "ModelError",
+    "ModelProvider",
+    "ModelRequest",
+    "ModelResponse",
+    "ModelSpec",
+    "ModelTimeoutError",
+    "NoModelAvailableError",
+    "OpenAIChat",
+    "OpenAIEmbeddings",
+    "OpenAIResponses",
+    "OutputSpec",
+    "OutputValidationError",
+    "OverloadedError",
+    "PartialJSON",
+    "Price",
+    "PriceTable",
+    "ProviderError",
+    "RateLimitedError",
+    "ReasoningDelta",
+    "RedisCache",
+    "ResponseCache",
+    "Router",
+    "SQLiteCache",
+    "ScriptedModel",
+    "Speculation",
+    "StreamEnd",
+    "StreamEvent",
+    "StreamInterruptedError",
+    "StreamRestart",
+    "TextDelta",
+    "TextPart",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolSpec",
+    "UnknownModelError",
+    "Usage",
+    "assistant",
+    "cache_key",
+    "count_message_tokens",
+    "count_tokens",
+    "speculate",
+    "system",
+    "tool_result",
+    "user",
+]

@@ -24,7 +24,7 @@ from typing import Any, Final, NamedTuple
 import anyio.to_thread
 
 from ..errors import StoreError
-from ..events import TERMINAL_KINDS, EventKind
+from ..events import TERMINAL_KINDS, TRANSIENT_KINDS, EventKind
 from ._sqlite_file import open_readonly, parse_url
 from ._sqlite_schema import check_identity
 from .records import RunStatus
@@ -174,7 +174,8 @@ _CHECKS: Final = (
     _Check(
         "known kinds",
         "SELECT run_id, seq, kind FROM {events}"
-        f" WHERE kind NOT IN ({_quoted(EventKind)}) ORDER BY run_id, seq LIMIT {{limit}}",
+        f" WHERE kind NOT IN ({_quoted(set(EventKind) - TRANSIENT_KINDS)})"
+        " ORDER BY run_id, seq LIMIT {limit}",
         lambda run, seq, kind: f"run {run}: event {seq} has unknown kind {kind!r}",
     ),
 )

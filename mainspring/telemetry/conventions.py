@@ -12,6 +12,9 @@ result with a ``usage`` dict is a model call whatever its name::
     {"usage": {"input_tokens": 812, "output_tokens": 96},   # or prompt_/completion_tokens
      "model": "gpt-x-mini", "provider": "openai", "cost_usd": 0.0012, ...}
 
+(the gateway's ``ctx.model`` records a ModelResponse: ``usage`` also holds
+``cached_tokens``, ``reasoning_tokens`` and ``cost``, and ``ttft`` its time to first token).
+
 Tokens and cost are then counted by model and tenant (``metadata={"tenant": ...}``
 on the run). A model gateway only has to return that shape from its effect.
 """
@@ -50,6 +53,9 @@ class Usage(NamedTuple):
     input_tokens: int
     output_tokens: int
     cost_usd: float | None
+    cached_tokens: int = 0  # of input_tokens, from the provider's prompt cache
+    reasoning_tokens: int = 0  # of output_tokens
+    ttft: float | None = None  # seconds to the first streamed token
 
 
 def _int(value: Any) -> int:
@@ -63,7 +69,8 @@ def usage_of(result: Any) -> Usage | None:
     usage = result.get("usage")
     if not isinstance(usage, Mapping):
         return None
-    cost = result.get("cost_usd", usage.get("cost_usd"))
+    cost = result.get("cost_usd", usage.get("cost_usd", usage.get("cost")))
+    ttft = result.get("ttft")
     model = result.get("model")
     provider = result.get("provider")
     return Usage(
@@ -72,6 +79,9 @@ def usage_of(result: Any) -> Usage | None:
         _int(usage.get("input_tokens", usage.get("prompt_tokens"))),
         _int(usage.get("output_tokens", usage.get("completion_tokens"))),
         float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
+        _int(usage.get("cached_tokens")),
+        _int(usage.get("reasoning_tokens")),
+        float(ttft) if isinstance(ttft, int | float) and not isinstance(ttft, bool) else None,
     )
 
 

@@ -29,6 +29,10 @@ Script: TypeAlias = "Sequence[Turn] | Callable[[ModelRequest], Turn]"
 class ScriptedModel:
     """Answers from ``script``; ``latency`` seconds per call, ``chunk`` characters per delta.
 
+    ``latency`` may be a function called once per call (e.g. a seeded heavy-tailed
+    draw); ``cancelled`` counts calls cancelled while they waited (a hedge's loser,
+    a timeout), so tests can see that a provider was really cancelled.
+
     Usage is counted as whitespace-separated words (``estimated=True``), so budgets
     and accounting behave as they do with a real model.
     """
@@ -38,7 +42,7 @@ class ScriptedModel:
         script: Script = ("ok",),
         *,
         name: str = "scripted",
-        latency: float = 0.0,
+        latency: float | Callable[[], float] = 0.0,
         chunk: int = 8,
         token_delay: float = 0.0,
         cycle: bool = True,
@@ -49,6 +53,7 @@ class ScriptedModel:
         self.token_delay = token_delay
         self.cycle = cycle
         self.calls: list[ModelRequest] = []  # what it was asked, in order
+        self.cancelled = 0  # calls cancelled while they waited
         self._script = script
         self._turns = itertools.count()
 
@@ -90,21 +95,31 @@ class ScriptedModel:
         return ModelResponse(message, model=request.model, provider=self.name,
                              finish_reason=finish, usage=usage)  # fmt: skip
 
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await anyio.sleep(seconds)
+        except anyio.get_cancelled_exc_class():
+            self.cancelled += 1
+            raise
+
+    async def _wait(self) -> None:
+        seconds = self.latency() if callable(self.latency) else self.latency
+        if seconds:
+            await self._sleep(seconds)
+
     async def complete(self, request: ModelRequest) -> ModelResponse:
         turn = self._turn(request)
-        if self.latency:
-            await anyio.sleep(self.latency)
+        await self._wait()
         return self._response(request, turn)
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         turn = self._turn(request)
-        if self.latency:
-            await anyio.sleep(self.latency)
+        await self._wait()
         response = self._response(request, turn)
         text = response.text
         for i in range(0, len(text), self.chunk):
             if self.token_delay:
-                await anyio.sleep(self.token_delay)
+                await self._sleep(self.token_delay)
             yield TextDelta(text[i : i + self.chunk])
         for i, call in enumerate(response.tool_calls):
             args = msgspec.json.encode(call.arguments).decode()

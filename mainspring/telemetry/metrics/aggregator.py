@@ -191,6 +191,14 @@ class MetricsAggregator:
             model = usage.model or name
             self.add("mainspring_tokens", (model, run.tenant, "input"), usage.input_tokens)
             self.add("mainspring_tokens", (model, run.tenant, "output"), usage.output_tokens)
+            if usage.ttft is not None:
+                self.observe("mainspring_model_ttft_seconds", (model,), usage.ttft)
+            if usage.cached_tokens:
+                self.add("mainspring_tokens", (model, run.tenant, "cached"), usage.cached_tokens)
+            if usage.reasoning_tokens:
+                self.add(
+                    "mainspring_tokens", (model, run.tenant, "reasoning"), usage.reasoning_tokens
+                )
             cost = usage.cost_usd
             if cost is None and self.pricing is not None:
                 cost = self.pricing(model, usage.input_tokens, usage.output_tokens)

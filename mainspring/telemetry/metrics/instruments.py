@@ -87,11 +87,18 @@ INSTRUMENTS: Final = {
         Instrument(
             "mainspring_tokens",
             "counter",
-            "Model tokens, by direction (input, output).",
+            "Model tokens, by direction (input, output; cached and reasoning: parts of them).",
             ("model", "tenant", "direction"),
         ),
         Instrument(
             "mainspring_cost_usd", "counter", "Model cost in US dollars.", ("model", "tenant")
+        ),
+        Instrument(
+            "mainspring_model_ttft_seconds",
+            "histogram",
+            "Time to the first token of streamed model calls.",
+            ("model",),
+            "s",
         ),
         Instrument(
             "mainspring_journal_append_duration_seconds",

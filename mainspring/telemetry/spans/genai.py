@@ -51,6 +51,12 @@ def set_usage(span: SpanRecord, usage: Usage) -> None:
         attrs["gen_ai.provider.name"] = usage.provider
     if usage.cost_usd is not None:
         attrs["mainspring.cost_usd"] = usage.cost_usd
+    if usage.cached_tokens:
+        attrs["gen_ai.usage.cache_read.input_tokens"] = usage.cached_tokens
+    if usage.reasoning_tokens:
+        attrs["mainspring.usage.reasoning_tokens"] = usage.reasoning_tokens
+    if usage.ttft is not None:
+        attrs["mainspring.time_to_first_token_s"] = usage.ttft
 
 
 # -- a model's reply as GenAI output messages ---------------------------------------------------
@@ -111,6 +117,8 @@ def _parts(content: Any) -> list[dict[str, Any]]:
                 continue
             elif block.get("type") == "tool_use":  # Anthropic
                 parts.append(_tool_call(block.get("id"), block.get("name"), block.get("input")))
+            elif block.get("type") == "tool_call":  # Mainspring's own message model
+                parts.append(_tool_call(block.get("id"), block.get("name"), block.get("arguments")))
             elif block.get("type") == "function_call":  # OpenAI Responses
                 args = _arguments(block.get("arguments"))
                 parts.append(_tool_call(block.get("call_id"), block.get("name"), args))

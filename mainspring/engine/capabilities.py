@@ -1,0 +1,41 @@
+"""What the engine knows of the capabilities a Runtime is built with: small protocols.
+
+The engine never imports ``mainspring.models`` (or tools, memory, ...): a capability
+is given to ``Runtime(models=...)``, its gate hooks join the runtime's gate, and
+``ctx.model`` hands the call to it with the node's :class:`NodeCalls`, through which
+the capability makes its journaled effect and streams deltas to live subscribers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from .effects import EffectCall
+
+DeltaSink = Callable[..., None]  # fields of a ModelDelta (text=, tool_call=, partial=, restart=)
+
+
+class NodeCalls(Protocol):
+    """What a capability may do in a node (the node's Context is one)."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def thread(self) -> str | None: ...
+    @property
+    def metadata(self) -> dict[str, Any]: ...
+
+    async def effect(self, call: EffectCall) -> Any: ...
+    def delta_sink(self, name: str) -> DeltaSink | None: ...
+
+
+class ModelCapability(Protocol):
+    """A model gateway, as ``Runtime(models=...)`` takes it (``mainspring.models.Gateway``)."""
+
+    @property
+    def gate_hooks(self) -> Sequence[object]: ...
+
+    async def call_in_run(
+        self, node: NodeCalls, model: str, prompt: Any, options: Mapping[str, Any]
+    ) -> Any: ...

@@ -1,0 +1,66 @@
+"""Accounting: every response leaves the gateway with its tokens and its cost.
+
+Tokens come from the provider's usage; when a provider reports none (some local
+servers), they are counted with the offline tokenizer and marked ``estimated``.
+Cost comes from the model's own ``ModelSpec.price``, else the price table (which
+the user extends), priced by the provider's model id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from .messages import ModelRequest, ModelResponse, Usage
+from .pricing import PriceTable, price_usage
+from .routing import Router
+from .spec import Price
+from .tokens import estimate_usage
+
+
+class Accountant:
+    __slots__ = ("_router", "prices")
+
+    def __init__(self, router: Router, prices: PriceTable | Mapping[str, Any] | None) -> None:
+        self._router = router
+        if prices is None:
+            self.prices = PriceTable()
+        elif isinstance(prices, PriceTable):
+            self.prices = prices
+        else:
+            self.prices = PriceTable().with_prices(prices)
+
+    def account(self, request: ModelRequest, response: ModelResponse) -> ModelResponse:
+        """``response`` with its usage complete: counted if absent, priced if unpriced."""
+        usage = response.usage
+        if usage.input_tokens == 0 and usage.output_tokens == 0:
+            usage = self.counted(request, response)
+        if usage.cost is None:
+            cost = self.cost(response.model or request.model, usage)
+            if cost is not None:
+                usage = msgspec.structs.replace(usage, cost=cost)
+        if usage is response.usage:
+            return response
+        return msgspec.structs.replace(response, usage=usage)
+
+    def counted(self, request: ModelRequest, response: ModelResponse) -> Usage:
+        """Usage counted with the offline tokenizer (``estimated``), keeping a reported cost."""
+        counted = estimate_usage(request, response)
+        if response.usage.cost is not None:
+            counted = msgspec.structs.replace(counted, cost=response.usage.cost)
+        return counted
+
+    def price_of(self, name: str) -> Price | None:
+        """The price of a gateway model (by name or alias) or of a provider model id."""
+        try:
+            resolved = self._router.resolve(name)
+        except KeyError:
+            return self.prices.price(name)
+        spec = self._router.spec(resolved)
+        return spec.price or self.prices.price(spec.model_id(resolved))
+
+    def cost(self, name: str, usage: Usage) -> float | None:
+        price = self.price_of(name)
+        return None if price is None else price_usage(price, usage)

@@ -1,0 +1,295 @@
+"""The model gateway: one object that makes every model call routed, cached, streamed,
+validated and accounted, in a run (``ctx.model``, a journaled effect) or on its own.
+
+``Gateway(models, aliases=..., cache=..., prices=..., budgets=...)``; give it to
+``Runtime(store, models=gateway)``. In a run, a call is the effect ``model:<name>``:
+the gate's hooks (policy, budgets, the loop breaker) decide before it, its arguments
+(messages, tools, parameters; never a key) and its response with usage and cost are
+journaled, and a resumed run gets the recorded response back without a call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from functools import partial
+from typing import Any
+
+import msgspec
+
+from ..engine.capabilities import DeltaSink, NodeCalls
+from ..engine.effects import EffectCall
+from .accounting import Accountant
+from .cache import ResponseCache, cache_key
+from .jsonstream import PartialJSON
+from .messages import (
+    Message,
+    ModelRequest,
+    ModelResponse,
+    OutputSpec,
+    ToolSpec,
+    Usage,
+    as_messages,
+)
+from .pricing import PriceTable
+from .protocol import (
+    ModelProvider,
+    ReasoningDelta,
+    StreamEnd,
+    StreamEvent,
+    StreamRestart,
+    TextDelta,
+    ToolCallDelta,
+)
+from .routing import Router
+from .spec import ModelSpec
+from .structured import complete_structured, output_spec, validate_output
+
+_REQUEST_FIELDS = ("tool_choice", "temperature", "max_tokens", "stop")
+
+
+class Gateway:
+    """Named models behind one call: ``await gateway.complete("fast", "hello")``.
+
+    ``models`` maps names to a ``ModelSpec`` (or a bare provider, whose model id is
+    the name); ``aliases`` maps other names to them. ``cache`` is the response cache
+    calls opt into with ``cache=True`` (or a TTL); ``prices`` extends the price table;
+    ``hooks`` are further gate hooks (budgets, the loop breaker) a runtime built with
+    this gateway adds to its gate.
+    """
+
+    def __init__(
+        self,
+        models: Mapping[str, ModelSpec | ModelProvider],
+        *,
+        aliases: Mapping[str, str] | None = None,
+        cache: ResponseCache | None = None,
+        cache_ttl: float | None = 3600.0,
+        prices: PriceTable | Mapping[str, Any] | None = None,
+        hooks: Sequence[object] = (),
+        repairs: int = 2,
+        degrade: Mapping[str, str | ModelResponse] | None = None,
+    ) -> None:
+        specs = {
+            name: m if isinstance(m, ModelSpec) else ModelSpec(m, name) for name, m in models.items()
+        }
+        self.router = Router(specs, aliases or {}, degrade=degrade)
+        self.cache = cache
+        self.cache_ttl = cache_ttl
+        self.repairs = repairs
+        self.accountant = Accountant(self.router, prices)
+        self._hooks = tuple(hooks)
+
+    @property
+    def gate_hooks(self) -> Sequence[object]:
+        return self._hooks
+
+    async def __aenter__(self) -> Gateway:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.router.aclose()
+        if self.cache is not None:
+            await self.cache.aclose()
+
+    # -- outside a run -------------------------------------------------------------
+
+    async def complete(
+        self, model: str, prompt: Any, /, *, on_delta: DeltaSink | None = None, **options: Any
+    ) -> ModelResponse:
+        """Ask ``model`` (a name or alias) once, with routing, caching and accounting.
+
+        Options as ``ctx.model``'s; ``on_delta`` (or ``stream=True``) streams, and gets
+        each piece as keyword fields (text=, reasoning=, tool_call=, partial=, restart=).
+        Budgets and policy are gate hooks: they hold for calls made in runs.
+        """
+        call = _Call.of(model, prompt, options)
+        response = await self._respond(call, on_delta)
+        return _with_instance(response, call.output_type)
+
+    async def stream(self, model: str, prompt: Any, /, **options: Any) -> AsyncIterator[StreamEvent]:
+        """The answer as it is generated: deltas, a StreamRestart if routing starts over,
+        and one StreamEnd carrying the response (accounted, and cached when asked)."""
+        call = _Call.of(model, prompt, options)
+        request = call.request(self.router)
+        async for event in self.router.stream(call.model, request):
+            if isinstance(event, StreamEnd):
+                response = self.accountant.account(request, event.response)
+                yield StreamEnd(response)
+            else:
+                yield event
+
+    # -- in a run: ctx.model -------------------------------------------------------
+
+    async def call_in_run(
+        self, node: NodeCalls, model: str, prompt: Any, options: Mapping[str, Any]
+    ) -> ModelResponse:
+        call = _Call.of(model, prompt, options)
+        sink = node.delta_sink(f"model:{model}") if call.stream is not False else None
+        fn = partial(self._effect, call.output_type, sink)
+        recorded = await node.effect(EffectCall("model", f"model:{model}", fn, (), call.args()))
+        return _with_instance(ModelResponse.from_dict(recorded), call.output_type)
+
+    async def _effect(
+        self, output_type: Any, sink: DeltaSink | None, **args: Any
+    ) -> dict[str, Any]:
+        """The effect's function: its arguments as the gate let them through (a budget
+        may have rewritten ``model``), its response as the journal keeps it."""
+        call = _Call.from_args(args, output_type)
+        response = await self._respond(call, sink)
+        data = response.to_dict()
+        usage = data.setdefault("usage", {})
+        usage["model"] = response.model  # budgets and metrics read the model from the usage
+        return data
+
+    # -- the one path of a call ----------------------------------------------------
+
+    async def _respond(self, call: _Call, sink: DeltaSink | None) -> ModelResponse:
+        request = call.request(self.router)
+        key = None
+        if call.cache and self.cache is not None:
+            key = cache_key(request, scope=self.router.resolve(call.model))
+            hit = await self.cache.get(key)
+            if hit is not None:
+                return msgspec.structs.replace(hit, cached=True, usage=_no_usage(hit))
+        stream = sink is not None or call.stream is True
+        if call.output_type is not None:
+            repairs = call.repairs if call.repairs is not None else self.repairs
+            ask = partial(self._ask, call.model, request, sink if stream else None, stream)
+            _, response, _ = await complete_structured(  # response.output: its JSON data
+                ask, request.messages, call.output_type, repairs=repairs
+            )
+        else:
+            response = await self._ask(call.model, request, sink, stream, request.messages)
+        if key is not None and self.cache is not None:
+            ttl = call.cache if isinstance(call.cache, float | int) and call.cache is not True else None
+            await self.cache.set(key, response, ttl if ttl is not None else self.cache_ttl)
+        return response
+
+    async def _ask(
+        self,
+        model: str,
+        request: ModelRequest,
+        sink: DeltaSink | None,
+        stream: bool,
+        messages: list[Message],
+    ) -> ModelResponse:
+        """One routed call with these messages (the structured-output loop may repeat it)."""
+        if messages is not request.messages:
+            request = msgspec.structs.replace(request, messages=messages)
+        if not stream:
+            response = await self.router.complete(model, request)
+        else:
+            response = await self._streamed(model, request, sink)
+        return self.accountant.account(request, response)
+
+    async def _streamed(
+        self, model: str, request: ModelRequest, sink: DeltaSink | None
+    ) -> ModelResponse:
+        partial_output = PartialJSON() if request.output is not None else None
+        tool_args: dict[int, PartialJSON] = {}
+        async for event in self.router.stream(model, request):
+            if isinstance(event, StreamEnd):
+                return event.response
+            if sink is None:
+                continue
+            if isinstance(event, TextDelta):
+                if partial_output is not None:
+                    sink(text=event.text, partial=_feed(partial_output, event.text))
+                else:
+                    sink(text=event.text)
+            elif isinstance(event, ToolCallDelta):
+                parser = tool_args.setdefault(event.index, PartialJSON())
+                fields = {"index": event.index, "id": event.id, "name": event.name,
+                          "arguments": event.arguments}  # fmt: skip
+                sink(tool_call=fields, partial=_feed(parser, event.arguments))
+            elif isinstance(event, ReasoningDelta):
+                sink(reasoning=event.text)
+            elif isinstance(event, StreamRestart):
+                partial_output = PartialJSON() if request.output is not None else None
+                tool_args.clear()
+                sink(restart=event.reason)
+        raise RuntimeError(f"the stream of model {model!r} ended without its response")
+
+
+class _Call(msgspec.Struct):
+    """One call's options, checked: what ``ctx.model`` and ``complete`` were given."""
+
+    model: str
+    messages: list[Message]
+    tools: list[ToolSpec] = []
+    output: OutputSpec | None = None
+    output_type: Any = None
+    fields: dict[str, Any] = {}  # tool_choice, temperature, max_tokens, stop
+    params: dict[str, Any] = {}
+    cache: bool | float = False
+    stream: bool | None = None
+    repairs: int | None = None
+
+    @classmethod
+    def of(cls, model: str, prompt: Any, options: Mapping[str, Any]) -> _Call:
+        if not isinstance(model, str) or not model:
+            raise TypeError(f"the model must be a name or alias (a non-empty str), not {model!r}")
+        opts = dict(options)
+        output_type = opts.pop("output", None)
+        tools = [_tool(t) for t in opts.pop("tools", None) or ()]
+        fields = {f: opts.pop(f) for f in _REQUEST_FIELDS if opts.get(f) is not None}
+        cache = opts.pop("cache", False)
+        stream = opts.pop("stream", None)
+        repairs = opts.pop("repairs", None)
+        return cls(
+            model, as_messages(prompt), tools, output_spec(output_type) if output_type else None,
+            output_type, fields, opts, cache, stream, repairs,
+        )  # fmt: skip
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any], output_type: Any) -> _Call:
+        call = msgspec.convert({k: v for k, v in args.items() if k != "output_type"}, cls)
+        call.output_type = output_type
+        return call
+
+    def args(self) -> dict[str, Any]:
+        """The call as the effect's arguments: JSON, what the journal records."""
+        data: dict[str, Any] = msgspec.to_builtins(self, omit_defaults=True)  # type: ignore[call-arg]
+        data.pop("output_type", None)
+        data["model"] = self.model
+        return data
+
+    def request(self, router: Router) -> ModelRequest:
+        """The request, named by the model it resolves to (routing sets each provider's
+        own model id as it tries them); the cache keys on it."""
+        return ModelRequest(
+            router.resolve(self.model), self.messages, self.tools, output=self.output,
+            params=self.params, **self.fields,
+        )  # fmt: skip
+
+
+def _tool(tool: Any) -> ToolSpec:
+    if isinstance(tool, ToolSpec):
+        return tool
+    if isinstance(tool, Mapping):
+        return msgspec.convert(tool, ToolSpec)
+    raise TypeError(
+        f"a tool must be a ToolSpec or a dict with name, description and parameters, not {tool!r}"
+    )
+
+
+def _feed(parser: PartialJSON, fragment: str) -> Any:
+    try:
+        return parser.feed(fragment)
+    except ValueError:  # invalid so far: the end of the call reports it whole
+        return None
+
+
+def _with_instance(response: ModelResponse, output_type: Any) -> ModelResponse:
+    """The response with its structured output as an instance of the type asked for."""
+    if output_type is None or response.output is None:
+        return response
+    return msgspec.structs.replace(response, output=validate_output(output_type, response.output))
+
+
+def _no_usage(response: ModelResponse) -> Usage:
+    """A cache hit spent nothing: its tokens are not counted again."""
+    return Usage(cost=0.0)
