@@ -82,9 +82,13 @@ async def perform(
                 f"recorded {record.name!r} there: the node's code changed since the run started; "
                 "restore it, or fork the run from before this step"
             )
-        if record.done and record.ok:
-            return _revive(fn, record.result) if driver.fold.revive else record.result
-        if record.done and record.attempt == task.attempt:
+        if record.done and (record.ok or record.attempt == task.attempt):
+            if task.interrupts and _was_asked(task, record.key):
+                # Replay the approval it waited for, so the node's later interrupts (and
+                # approvals) meet their own recorded answers, not this one's.
+                await interrupt(None)
+            if record.ok:
+                return _revive(fn, record.result) if driver.fold.revive else record.result
             assert record.error is not None
             raise recorded_error(name, record.error)
     key = _key_of(driver, task, index, record, name)  # not needed for a finished effect
@@ -226,7 +230,7 @@ async def _approval(
 ) -> Deny | dict[str, Any] | None:
     """Park the run until a person answers: None to go on as asked, the arguments they
     edited, or the Deny their answer means. A re-run meets their recorded answer."""
-    if not any(_asks_about(i.payload, effect.key) for i in task.interrupts.values()):
+    if not _was_asked(task, effect.key):
         # The first time: say why in the journal (not again when the node runs again).
         _record_decision(driver, task, effect, "approve", hook, decision.reason)
     payload = {
@@ -250,6 +254,11 @@ async def _approval(
     reason = value.get("reason", "") if isinstance(value, dict) else ""
     _record_decision(driver, task, effect, "rejected", hook, str(reason))
     return Deny(str(reason) or "a person did not approve it")
+
+
+def _was_asked(task: TaskRecord, key: str) -> bool:
+    """Whether the effect of ``key`` waited for a person's approval (an interrupt of its own)."""
+    return any(_asks_about(i.payload, key) for i in task.interrupts.values())
 
 
 def _asks_about(payload: Any, key: str) -> bool:
