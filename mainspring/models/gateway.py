@@ -18,9 +18,14 @@ import msgspec
 
 from ..engine.capabilities import DeltaSink, NodeCalls
 from ..engine.effects import EffectCall
+from ..errors import EffectDeniedError
 from .accounting import Accountant
+from .budget_gate import BudgetGate
+from .budget_ledger import BudgetLedger, ledger_from
+from .budgets import Budget, denial_error
 from .cache import ResponseCache, cache_key
 from .jsonstream import PartialJSON
+from .loop_breaker import LoopBreaker
 from .messages import (
     Message,
     ModelRequest,
@@ -65,6 +70,9 @@ class Gateway:
         cache: ResponseCache | None = None,
         cache_ttl: float | None = 3600.0,
         prices: PriceTable | Mapping[str, Any] | None = None,
+        budgets: Sequence[Budget] = (),
+        ledger: BudgetLedger | str | None = None,
+        loop_breaker: LoopBreaker | int | None = None,
         hooks: Sequence[object] = (),
         repairs: int = 2,
         degrade: Mapping[str, str | ModelResponse] | None = None,
@@ -78,7 +86,22 @@ class Gateway:
         self.cache_ttl = cache_ttl
         self.repairs = repairs
         self.accountant = Accountant(self.router, prices)
-        self._hooks = tuple(hooks)
+        self.budget_gate: BudgetGate | None = None
+        if budgets:
+            self.budget_gate = BudgetGate(
+                budgets, ledger_from(ledger), price=self.accountant.price_of
+            )
+        elif ledger is not None:
+            raise ValueError("Gateway(ledger=...) counts budgets: give budgets=[Budget(...)] too")
+        if isinstance(loop_breaker, int) and not isinstance(loop_breaker, bool):
+            loop_breaker = LoopBreaker(max_repeats=loop_breaker)
+        # The loop breaker first, the budgets last: a later hook that denied a call the
+        # budgets reserved for would leave the reservation counted at its estimate.
+        self._hooks = (
+            *([loop_breaker] if loop_breaker is not None else []),
+            *hooks,
+            *([self.budget_gate] if self.budget_gate is not None else []),
+        )
 
     @property
     def gate_hooks(self) -> Sequence[object]:
@@ -94,6 +117,8 @@ class Gateway:
         await self.router.aclose()
         if self.cache is not None:
             await self.cache.aclose()
+        if self.budget_gate is not None:
+            await self.budget_gate.ledger.aclose()
 
     # -- outside a run -------------------------------------------------------------
 
@@ -132,7 +157,11 @@ class Gateway:
         call = _Call.of(model, prompt, options)
         sink = node.delta_sink(f"model:{model}") if call.stream is not False else None
         fn = partial(self._effect, call.output_type, sink)
-        recorded = await node.effect(EffectCall("model", f"model:{model}", fn, (), call.args()))
+        effect = EffectCall("model", f"model:{model}", fn, (), call.args())
+        try:
+            recorded = await node.effect(effect)
+        except EffectDeniedError as denied:  # a budget or the loop breaker: say which
+            raise denial_error(denied) or denied from None
         return _with_instance(ModelResponse.from_dict(recorded), call.output_type)
 
     async def _effect(
