@@ -115,6 +115,18 @@ async def test_embed_runs_off_the_event_loop(embedder: LocalEmbeddings) -> None:
     assert ticks >= min(10, int(elapsed / 0.002)), (ticks, elapsed)
 
 
-def test_threads_must_be_positive() -> None:
+def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="threads must be >= 1"):
         LocalEmbeddings(threads=0)
+    with pytest.raises(ValueError, match=r"max_tokens must be in 3\.\.256"):
+        LocalEmbeddings(max_tokens=512)
+
+
+def test_max_tokens_reads_only_the_start(embedder: LocalEmbeddings) -> None:
+    short = LocalEmbeddings(max_tokens=16)
+    head = "Write a Python function that parses a CSV file"
+    long_text = head + " and then" + " also consider many unrelated things" * 50
+    cut, full = short.embed_array([long_text, head])
+    assert float(cut @ full) > 0.9  # only the first 16 tokens were read
+    assert float(embedder.embed_array([long_text])[0] @ full) < float(cut @ full)
+    assert _load(1, 16).session is _load(1).session  # one session, two tokenizers

@@ -46,15 +46,17 @@ class _Model:
     tokenizer: Tokenizer
 
 
-_models: dict[int, _Model] = {}
+_sessions: dict[int, ort.InferenceSession] = {}
+_models: dict[tuple[int, int], _Model] = {}
 _load_lock = threading.Lock()
 
 
-def _load(threads: int) -> _Model:
+def _load(threads: int, max_tokens: int = MAX_TOKENS) -> _Model:
     with _load_lock:
-        model = _models.get(threads)
+        model = _models.get((threads, max_tokens))
         if model is None:
-            model = _models[threads] = _Model(_session(threads), _tokenizer())
+            session = _sessions.get(threads) or _sessions.setdefault(threads, _session(threads))
+            model = _models[threads, max_tokens] = _Model(session, _tokenizer(max_tokens))
         return model
 
 
@@ -67,13 +69,13 @@ def _session(threads: int) -> ort.InferenceSession:
     )
 
 
-def _tokenizer() -> Tokenizer:
+def _tokenizer(max_tokens: int) -> Tokenizer:
     packed = resources.files(__package__).joinpath("data/all-MiniLM-L6-v2.tokenizer.json.gz")
     tokenizer = Tokenizer.from_str(gzip.decompress(packed.read_bytes()).decode())
     # The file pads every text to 128 tokens; pad to the longest of a batch instead
     # (the attention mask keeps padding out of the result either way) and cut at
-    # the model's 256-token window like sentence-transformers does.
-    tokenizer.enable_truncation(MAX_TOKENS)
+    # the model's 256-token window like sentence-transformers does (or sooner).
+    tokenizer.enable_truncation(max_tokens)
     tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
     return tokenizer
 
@@ -83,20 +85,25 @@ class LocalEmbeddings:
 
     ``threads`` is ONNX Runtime's intra-op thread count for one call: 1 (the default)
     gives the lowest latency for short texts and lets concurrent calls use the other
-    cores; raise it to embed large batches faster.
+    cores; raise it to embed large batches faster. ``max_tokens`` cuts each text after
+    that many tokens (at most the model's 256): a router that reads only the start of
+    a long prompt (say 64 tokens) decides in bounded time.
     """
 
     name: str = MODEL_NAME
     dimensions: int = DIMENSIONS
 
-    def __init__(self, *, threads: int = 1) -> None:
+    def __init__(self, *, threads: int = 1, max_tokens: int = MAX_TOKENS) -> None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        if not 2 < max_tokens <= MAX_TOKENS:
+            raise ValueError(f"max_tokens must be in 3..{MAX_TOKENS}, got {max_tokens}")
         self.threads = threads
+        self.max_tokens = max_tokens
 
     def load(self) -> None:
         """Load the model now rather than on the first call (e.g. at startup)."""
-        _load(self.threads)
+        _load(self.threads, self.max_tokens)
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Embed ``texts`` in a worker thread, so the event loop keeps running."""
@@ -110,7 +117,7 @@ class LocalEmbeddings:
         """Unit vectors as a ``(len(texts), 384)`` float32 array, in the order given."""
         if isinstance(texts, str):
             raise TypeError("embed takes a sequence of texts; wrap a single text in a list")
-        model = _load(self.threads)
+        model = _load(self.threads, self.max_tokens)
         out = np.empty((len(texts), DIMENSIONS), dtype=np.float32)
         # Texts of similar length share a batch, so little of each batch is padding.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
