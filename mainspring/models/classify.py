@@ -6,7 +6,7 @@ Two routers share one shape, ``await router.route(text) -> Route(label, score, b
   the text), the first that matches wins, else the default; microseconds.
 * :class:`CentroidRouter`: nearest centroid over embeddings, trained from a few
   labelled examples per label (``await CentroidRouter.train(embedder, {...})``);
-  with the local model about 3 ms per decision on one core, embedding included
+  with the local model 2.5-4.5 ms per short text on one core, embedding included
   (``benchmarks/workloads/router.py``).
 
 ``score`` is 1.0 for a rule match and 0.0 for a default by rules; for centroids it is
