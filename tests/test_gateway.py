@@ -14,7 +14,10 @@ from mainspring import END, START, Context, EventKind, Graph, RunStatus, Runtime
 from mainspring.errors import RunStateError
 from mainspring.events import EffectFinished, EffectStarted, ModelDelta
 from mainspring.models import (
+    Budget,
+    BudgetExceededError,
     Gateway,
+    LoopDetectedError,
     MemoryCache,
     ModelResponse,
     ModelSpec,
@@ -186,3 +189,95 @@ async def test_ctx_model_without_a_gateway_says_how_to_get_one(tmp_path: Path) -
 async def test_a_response_round_trips_through_the_journal() -> None:
     response = await Gateway({"fast": ScriptedModel(["x"])}).complete("fast", "hi")
     assert ModelResponse.from_dict(response.to_dict()) == response
+
+
+async def test_a_budget_stops_ctx_model_and_says_it_was_the_budget(tmp_path: Path) -> None:
+    g = Graph(S, name="chatty")
+
+    @g.node
+    async def chat(s: S, ctx: Context) -> S:
+        try:
+            for i in range(100):
+                await ctx.model("fast", f"message {i}", max_tokens=10)
+        except BudgetExceededError as exc:
+            return {"answer": str(exc)}
+        return {"answer": "never stopped"}
+
+    g.edge(START, "chat")
+    g.edge("chat", END)
+    model = ScriptedModel(["a short answer"])
+    budget = Budget(limit=3, on="calls", per="tenant")
+    gateway = Gateway({"fast": model}, budgets=[budget])
+    async with Runtime.open(sqlite_url(tmp_path), models=gateway) as rt:
+        state = await rt.run(g.compile(), {}, metadata={"tenant": "acme"})
+    assert state["answer"].startswith(
+        "budget 'calls per tenant' exceeded for tenant:acme: 3 of 3 calls"
+    )
+    assert len(model.calls) == 3
+
+
+async def test_a_budget_falls_back_to_a_cheaper_model_through_the_gate(tmp_path: Path) -> None:
+    big, small = ScriptedModel(["big answer"]), ScriptedModel(["small answer"])
+    budget = Budget(limit=1, on="calls", per="run", action="fallback", fallback_model="small")
+    gateway = Gateway({"fast": big, "small": small}, budgets=[budget])
+    g = Graph(S, name="two-calls")
+
+    @g.node
+    async def two(s: S, ctx: Context) -> S:
+        first = await ctx.model("fast", "one")
+        second = await ctx.model("fast", "two")
+        return {"answer": f"{first.text} / {second.text}"}
+
+    g.edge(START, "two")
+    g.edge("two", END)
+    async with Runtime.open(sqlite_url(tmp_path), models=gateway) as rt:
+        state = await rt.run(g.compile(), {})
+    assert state["answer"] == "big answer / small answer"
+
+
+async def test_the_loop_breaker_stops_a_run_repeating_one_call(tmp_path: Path) -> None:
+    gateway = Gateway({"fast": ScriptedModel(["same"])}, loop_breaker=3)
+    g = Graph(S, name="loop")
+
+    @g.node
+    async def loop(s: S, ctx: Context) -> S:
+        try:
+            for _ in range(10):
+                await ctx.model("fast", "the same question")
+        except LoopDetectedError as exc:
+            return {"answer": str(exc)}
+        return {"answer": "no loop seen"}
+
+    g.edge(START, "loop")
+    g.edge("loop", END)
+    async with Runtime.open(sqlite_url(tmp_path), models=gateway) as rt:
+        state = await rt.run(g.compile(), {})
+    assert state["answer"].startswith("loop detected")
+
+
+async def test_caches_are_scoped_by_tenant_and_cut_answers_are_not_cached() -> None:
+    model = ScriptedModel(["for acme", "for globex", "again"])
+    gateway = Gateway({"fast": model}, cache=MemoryCache())
+    acme = await gateway.complete("fast", "hello", cache=True, tenant="acme")
+    globex = await gateway.complete("fast", "hello", cache=True, tenant="globex")
+    again = await gateway.complete("fast", "hello", cache=True, tenant="acme")
+    assert (acme.text, globex.text, again.text) == ("for acme", "for globex", "for acme")
+    with pytest.raises(ValueError, match="semantic_cache"):
+        await gateway.complete("fast", "hello", cache="semantic")
+    with pytest.raises(ValueError, match="TTL"):
+        await gateway.complete("fast", "hello", cache="yes please")
+
+
+@pytest.mark.slow
+async def test_the_semantic_cache_answers_a_paraphrase_but_not_a_negation() -> None:
+    pytest.importorskip("onnxruntime", reason="the local embedding model needs .[embeddings]")
+    from mainspring.models import LocalEmbeddings, SemanticCache
+
+    model = ScriptedModel(["cancelled", "kept", "fresh"])
+    semantic: SemanticCache[ModelResponse] = SemanticCache(LocalEmbeddings())
+    gateway = Gateway({"fast": model}, cache=MemoryCache(), semantic_cache=semantic)
+    first = await gateway.complete("fast", "Please cancel my order", cache="semantic")
+    paraphrase = await gateway.complete("fast", "please cancel my order!", cache="semantic")
+    negation = await gateway.complete("fast", "Do not cancel my order", cache="semantic")
+    assert (first.text, paraphrase.text, negation.text) == ("cancelled", "cancelled", "kept")
+    assert paraphrase.cached and not negation.cached and len(model.calls) == 2

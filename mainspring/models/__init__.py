@@ -10,6 +10,10 @@ when first named.
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from .budget_gate import BudgetGate
+from .budget_ledger import BudgetLedger
+from .budget_ledger_memory import MemoryLedger
+from .budgets import Budget, denial_error
 from .cache import MemoryCache, ResponseCache, cache_key
 from .errors import (
     AuthenticationError,
@@ -29,6 +33,7 @@ from .errors import (
     UnknownModelError,
 )
 from .gateway import Gateway
+from .loop_breaker import LoopBreaker
 from .messages import (
     ImagePart,
     Message,
@@ -60,18 +65,31 @@ from .routing import Router
 from .spec import Hedge, ModelSpec, Price
 
 if TYPE_CHECKING:
+    from .budget_ledger_postgres import PostgresLedger
+    from .budget_ledger_sqlite import SQLiteLedger
     from .cache_redis import RedisCache
     from .cache_sqlite import SQLiteCache
+    from .classify import CentroidRouter, Route, Rule, RuleRouter
+    from .embeddings_local import LocalEmbeddings
     from .jsonstream import PartialJSON
     from .providers.anthropic import Anthropic
     from .providers.openai_chat import OpenAIChat
     from .providers.openai_embeddings import OpenAIEmbeddings
     from .providers.openai_responses import OpenAIResponses
+    from .semantic_cache import SemanticCache
     from .speculate import Candidate, Speculation, speculate
     from .tokens import count_message_tokens, count_tokens
 
 # name -> the module that defines it, imported on first use
 _LAZY: dict[str, str] = {
+    "PostgresLedger": ".budget_ledger_postgres",
+    "SQLiteLedger": ".budget_ledger_sqlite",
+    "CentroidRouter": ".classify",
+    "Route": ".classify",
+    "Rule": ".classify",
+    "RuleRouter": ".classify",
+    "LocalEmbeddings": ".embeddings_local",
+    "SemanticCache": ".semantic_cache",
     "Anthropic": ".providers.anthropic",
     "OpenAIChat": ".providers.openai_chat",
     "OpenAIResponses": ".providers.openai_responses",
@@ -105,16 +123,23 @@ __all__ = [
     "Anthropic",
     "AuthenticationError",
     "BadRequestError",
+    "Budget",
     "BudgetExceededError",
+    "BudgetGate",
+    "BudgetLedger",
     "Candidate",
+    "CentroidRouter",
     "ContentFilteredError",
     "ContextTooLongError",
     "EmbeddingProvider",
     "Gateway",
     "Hedge",
     "ImagePart",
+    "LocalEmbeddings",
+    "LoopBreaker",
     "LoopDetectedError",
     "MemoryCache",
+    "MemoryLedger",
     "Message",
     "ModelError",
     "ModelProvider",
@@ -130,6 +155,7 @@ __all__ = [
     "OutputValidationError",
     "OverloadedError",
     "PartialJSON",
+    "PostgresLedger",
     "Price",
     "PriceTable",
     "ProviderError",
@@ -137,9 +163,14 @@ __all__ = [
     "ReasoningDelta",
     "RedisCache",
     "ResponseCache",
+    "Route",
     "Router",
+    "Rule",
+    "RuleRouter",
     "SQLiteCache",
+    "SQLiteLedger",
     "ScriptedModel",
+    "SemanticCache",
     "Speculation",
     "StreamEnd",
     "StreamEvent",
@@ -156,6 +187,7 @@ __all__ = [
     "cache_key",
     "count_message_tokens",
     "count_tokens",
+    "denial_error",
     "speculate",
     "system",
     "tool_result",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -23,7 +23,8 @@ from .accounting import Accountant
 from .budget_gate import BudgetGate
 from .budget_ledger import BudgetLedger, ledger_from
 from .budgets import Budget, denial_error
-from .cache import ResponseCache, cache_key
+from .cache import ResponseCache
+from .call_cache import CacheOption, CallCache
 from .jsonstream import PartialJSON
 from .loop_breaker import LoopBreaker
 from .messages import (
@@ -49,6 +50,9 @@ from .routing import Router
 from .spec import ModelSpec
 from .structured import complete_structured, output_spec, validate_output
 
+if TYPE_CHECKING:
+    from .semantic_cache import SemanticCache
+
 _REQUEST_FIELDS = ("tool_choice", "temperature", "max_tokens", "stop")
 
 
@@ -69,6 +73,7 @@ class Gateway:
         aliases: Mapping[str, str] | None = None,
         cache: ResponseCache | None = None,
         cache_ttl: float | None = 3600.0,
+        semantic_cache: SemanticCache[ModelResponse] | None = None,
         prices: PriceTable | Mapping[str, Any] | None = None,
         budgets: Sequence[Budget] = (),
         ledger: BudgetLedger | str | None = None,
@@ -82,8 +87,7 @@ class Gateway:
             for name, m in models.items()
         }
         self.router = Router(specs, aliases or {}, degrade=degrade)
-        self.cache = cache
-        self.cache_ttl = cache_ttl
+        self.caches = CallCache(cache, semantic_cache, cache_ttl)
         self.repairs = repairs
         self.accountant = Accountant(self.router, prices)
         self.budget_gate: BudgetGate | None = None
@@ -115,8 +119,8 @@ class Gateway:
 
     async def aclose(self) -> None:
         await self.router.aclose()
-        if self.cache is not None:
-            await self.cache.aclose()
+        if self.caches.exact is not None:
+            await self.caches.exact.aclose()
         if self.budget_gate is not None:
             await self.budget_gate.ledger.aclose()
 
@@ -132,6 +136,7 @@ class Gateway:
         Budgets and policy are gate hooks: they hold for calls made in runs.
         """
         call = _Call.of(model, prompt, options)
+        self.caches.check(call.cache)
         response = await self._respond(call, on_delta)
         return _with_instance(response, call.output_type)
 
@@ -155,6 +160,9 @@ class Gateway:
         self, node: NodeCalls, model: str, prompt: Any, options: Mapping[str, Any]
     ) -> ModelResponse:
         call = _Call.of(model, prompt, options)
+        self.caches.check(call.cache)
+        tenant = node.metadata.get("tenant")
+        call.tenant = tenant if isinstance(tenant, str) else None
         sink = node.delta_sink(f"model:{model}") if call.stream is not False else None
         fn = partial(self._effect, call.output_type, sink)
         effect = EffectCall("model", f"model:{model}", fn, (), call.args())
@@ -180,12 +188,10 @@ class Gateway:
 
     async def _respond(self, call: _Call, sink: DeltaSink | None) -> ModelResponse:
         request = call.request(self.router)
-        key = None
-        if call.cache and self.cache is not None:
-            key = cache_key(request, scope=self.router.resolve(call.model))
-            hit = await self.cache.get(key)
+        if call.cache:
+            hit = await self.caches.lookup(request, call.cache, call.tenant)
             if hit is not None:
-                return msgspec.structs.replace(hit, cached=True, usage=_no_usage(hit))
+                return hit
         stream = sink is not None or call.stream is True
         if call.output_type is not None:
             repairs = call.repairs if call.repairs is not None else self.repairs
@@ -195,13 +201,8 @@ class Gateway:
             )
         else:
             response = await self._ask(call.model, request, sink, stream, request.messages)
-        if key is not None and self.cache is not None:
-            ttl = (
-                call.cache
-                if isinstance(call.cache, float | int) and call.cache is not True
-                else None
-            )
-            await self.cache.set(key, response, ttl if ttl is not None else self.cache_ttl)
+        if call.cache:
+            await self.caches.store(request, response, call.cache, call.tenant)
         return response
 
     async def _ask(
@@ -260,9 +261,10 @@ class _Call(msgspec.Struct):
     output_type: Any = None
     fields: dict[str, Any] = {}  # tool_choice, temperature, max_tokens, stop
     params: dict[str, Any] = {}
-    cache: bool | float = False
+    cache: CacheOption = False
     stream: bool | None = None
     repairs: int | None = None
+    tenant: str | None = None  # caches are scoped by it (a run's metadata, or tenant=)
 
     @classmethod
     def of(cls, model: str, prompt: Any, options: Mapping[str, Any]) -> _Call:
@@ -275,9 +277,10 @@ class _Call(msgspec.Struct):
         cache = opts.pop("cache", False)
         stream = opts.pop("stream", None)
         repairs = opts.pop("repairs", None)
+        tenant = opts.pop("tenant", None)
         return cls(
             model, as_messages(prompt), tools, output_spec(output_type) if output_type else None,
-            output_type, fields, opts, cache, stream, repairs,
+            output_type, fields, opts, cache, stream, repairs, tenant,
         )  # fmt: skip
 
     @classmethod
@@ -295,6 +298,7 @@ class _Call(msgspec.Struct):
                 args.get("cache", False),
                 args.get("stream"),
                 args.get("repairs"),
+                args.get("tenant"),
             )
         except (KeyError, msgspec.ValidationError) as exc:
             raise TypeError(
@@ -318,6 +322,8 @@ class _Call(msgspec.Struct):
             data["stream"] = self.stream
         if self.repairs is not None:
             data["repairs"] = self.repairs
+        if self.tenant is not None:
+            data["tenant"] = self.tenant
         return data
 
     def request(self, router: Router) -> ModelRequest:
