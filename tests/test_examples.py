@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -12,18 +14,86 @@ import pytest
 
 from mainspring import SyncRuntime
 from tests import cli_graphs
+from tests.wire_server import Received, Reply, WireServer
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def support_agent(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+MODEL_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "MAINSPRING_OPENAI_BASE_URL")
+
+
+def support_agent(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The example as a user runs it; offline (no model key in its environment) unless
+    ``env`` names a model."""
+    base = {k: v for k, v in os.environ.items() if k not in MODEL_ENV}
     return subprocess.run(
         [sys.executable, str(REPO / "examples" / "support_agent.py"), *args],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=cwd,
+        env={**base, **(env or {})},
     )
+
+
+def test_support_agent_example_runs_against_an_openai_compatible_server(tmp_path: Path) -> None:
+    """MAINSPRING_OPENAI_BASE_URL: the same example, its model a real HTTP server speaking
+    the Chat Completions wire format (as vLLM, llama.cpp or Ollama would)."""
+    intents = {"refund": "refund", "address": "account", "crash": "bug", "broken link": "bug"}
+
+    def answer(request: Received) -> Reply:
+        body = request.json()
+        assert body["response_format"]["type"] == "json_schema"
+        text = body["messages"][-1]["content"].lower()
+        intent = next((v for k, v in intents.items() if k in text), "other")
+        content = json.dumps({"intent": intent, "confidence": 0.8})
+        usage = {"prompt_tokens": 100, "completion_tokens": 12, "total_tokens": 112}
+        if body.get("stream"):  # the example follows its run live, so its calls stream
+            head = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1}
+            chunks = [
+                {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+                *(
+                    {**head, "choices": [{"index": 0, "delta": {"content": content[i : i + 9]}}]}
+                    for i in range(0, len(content), 9)
+                ),
+                {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                {**head, "choices": [], "usage": usage},
+            ]
+            events = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+            return Reply.sse(events + b"data: [DONE]\n\n")
+        return Reply.json(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 1,
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+            }
+        )
+
+    with WireServer().on("/v1/chat/completions", answer) as server:
+        env = {
+            "MAINSPRING_OPENAI_BASE_URL": f"{server.base_url}/v1",
+            "MAINSPRING_OPENAI_MODEL": "local-model",
+        }
+        done = support_agent(tmp_path, "--approve", "yes", env=env)
+        requests = list(server.requests)
+    assert done.returncode == 0, done.stderr
+    assert '"escalated": 1' in done.stdout and '"refunded": 3' in done.stdout
+    assert "model: 5 calls, 500 input and 60 output tokens (as the provider reported them)" in (
+        done.stdout
+    )
+    assert len(requests) == 5  # one call per ticket, none repeated by the resume
+    assert {r.json()["model"] for r in requests} == {"local-model"}
 
 
 def test_support_agent_example_runs_parks_and_resumes(tmp_path: Path) -> None:

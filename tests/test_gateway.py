@@ -281,3 +281,35 @@ async def test_the_semantic_cache_answers_a_paraphrase_but_not_a_negation() -> N
     negation = await gateway.complete("fast", "Do not cancel my order", cache="semantic")
     assert (first.text, paraphrase.text, negation.text) == ("cancelled", "cancelled", "kept")
     assert paraphrase.cached and not negation.cached and len(model.calls) == 2
+
+
+async def test_api_keys_never_reach_the_journal_or_the_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real HTTP provider with a key, streamed and failing over: the key is in the
+    requests the server saw, and nowhere in the store's file, the events or the logs."""
+    from mainspring.models import OpenAIChat
+    from tests.wire_server import Reply, WireServer
+
+    secret = "sk-proj-Th1sIsTheSecretKeyN0bodyMayLog"
+    completion = Reply.file("openai_chat_completion.json")
+    with WireServer().on(
+        "/v1/chat/completions", Reply.error("openai_errors.json", "invalid_api_key"), completion
+    ) as server:
+        provider = OpenAIChat(base_url=f"{server.base_url}/v1", api_key=secret)
+        gateway = Gateway({"fast": ModelSpec(provider, "gpt-4o-mini", retries=0)})
+        caplog.set_level("DEBUG")
+        async with Runtime.open(sqlite_url(tmp_path), models=gateway) as rt:
+            failed = await rt.start(ask_graph(stream=False), {"question": "hi"})
+            outcome = await failed.wait()
+            state = await rt.run(ask_graph(), {"question": "hi"})
+            events = [e for r in await rt.list_runs() for e in await rt.events(r.run_id)]
+        await gateway.aclose()
+        seen = [r.headers.get("authorization") for r in server.requests]
+    assert outcome.status is RunStatus.FAILED and "AuthenticationError" in str(outcome.error)
+    assert state["answer"]
+    assert seen and all(h == f"Bearer {secret}" for h in seen)
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert secret.encode() not in stored and secret[-12:].encode() not in stored
+    assert not any(secret[-12:] in repr(e) for e in events)
+    assert secret[-12:] not in caplog.text and secret[-12:] not in str(outcome.error)
