@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,20 @@ def test_readme_quickstart_runs(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "refund issued" in done.stdout
     assert (tmp_path / "agents.db").exists()
+
+
+def test_readme_models_example_builds_its_gateway() -> None:
+    """The gateway example runs as written (its providers and ledger connect on first use;
+    nothing here calls a model)."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"## Models: the gateway\n.*?```python\n(.*?)```", readme, re.S)
+    assert block is not None, "the README has a models python block"
+    namespace: dict[str, Any] = {}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
+    gateway = namespace["gateway"]
+    assert gateway.router.resolve("router") == "fast"
+    assert gateway.router.chain("fast") == ("fast", "claude")
+    assert [type(h).__name__ for h in gateway.gate_hooks] == ["LoopBreaker", "BudgetGate"]
 
 
 def test_benchmarks_md_is_in_the_repository_and_every_reference_resolves() -> None:
