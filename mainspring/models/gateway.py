@@ -21,11 +21,12 @@ from ..engine.effects import EffectCall
 from ..errors import EffectDeniedError
 from .accounting import Accountant
 from .budget_gate import BudgetGate
-from .budget_ledger import BudgetLedger, ledger_from
+from .budget_ledger import BudgetLedger
 from .budgets import Budget, denial_error
 from .cache import ResponseCache
 from .call_cache import CacheOption, CallCache
 from .jsonstream import PartialJSON
+from .ledger_url import ledger_from
 from .loop_breaker import LoopBreaker
 from .messages import (
     Message,
