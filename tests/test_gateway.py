@@ -313,3 +313,31 @@ async def test_api_keys_never_reach_the_journal_or_the_logs(
     assert secret.encode() not in stored and secret[-12:].encode() not in stored
     assert not any(secret[-12:] in repr(e) for e in events)
     assert secret[-12:] not in caplog.text and secret[-12:] not in str(outcome.error)
+
+
+async def test_a_budget_stop_degrades_to_the_canned_answer_when_one_is_given(
+    tmp_path: Path,
+) -> None:
+    from mainspring.models import assistant
+
+    canned = ModelResponse(assistant("We are busy; a person will answer soon."))
+    model = ScriptedModel(["a real answer"])
+    gateway = Gateway(
+        {"fast": model},
+        budgets=[Budget(limit=1, on="calls", per="run")],
+        degrade={"fast": canned},
+    )
+    g = Graph(S, name="degrade")
+
+    @g.node
+    async def two(s: S, ctx: Context) -> S:
+        first = await ctx.model("fast", "one")
+        second = await ctx.model("fast", "two")
+        return {"answer": f"{first.text} / {second.text}"}
+
+    g.edge(START, "two")
+    g.edge("two", END)
+    async with Runtime.open(sqlite_url(tmp_path), models=gateway) as rt:
+        state = await rt.run(g.compile(), {})
+    assert state["answer"] == "a real answer / We are busy; a person will answer soon."
+    assert len(model.calls) == 1

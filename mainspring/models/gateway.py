@@ -25,6 +25,7 @@ from .budget_ledger import BudgetLedger
 from .budgets import Budget, denial_error
 from .cache import ResponseCache
 from .call_cache import CacheOption, CallCache
+from .errors import BudgetExceededError
 from .jsonstream import PartialJSON
 from .ledger_url import ledger_from
 from .loop_breaker import LoopBreaker
@@ -170,7 +171,16 @@ class Gateway:
         try:
             recorded = await node.effect(effect)
         except EffectDeniedError as denied:  # a budget or the loop breaker: say which
-            raise denial_error(denied) or denied from None
+            error = denial_error(denied)
+            canned = self.router.degradation(model)
+            if isinstance(error, BudgetExceededError) and isinstance(canned, ModelResponse):
+                # Graceful degradation: the canned answer costs nothing, so it needs no
+                # call (a cheaper *model* is Budget(action="fallback"): through the gate).
+                note = {"model": model, "outcome": "degraded", "message": str(error)}
+                return _with_instance(
+                    msgspec.structs.replace(canned, attempts=[note]), call.output_type
+                )
+            raise error or denied from None
         return _with_instance(ModelResponse.from_dict(recorded), call.output_type)
 
     async def _effect(
