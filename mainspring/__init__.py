@@ -36,18 +36,23 @@ from .store import Durability, RunRecord, RunStatus, Store, ThreadInfo, store_fr
 
 if TYPE_CHECKING:
     from .engine import Divergence, ReplayReport, StateView, SyncRunHandle, SyncRuntime
+    from .models import Budget, Gateway, ModelError, ModelResponse, ModelSpec
 
 _LAZY = frozenset({"Divergence", "ReplayReport", "StateView", "SyncRunHandle", "SyncRuntime"})
+# The model gateway loads when first named (it brings pydantic and the caches with it).
+_MODELS = frozenset({"Budget", "Gateway", "ModelError", "ModelResponse", "ModelSpec"})
 
 
 if not TYPE_CHECKING:  # type checkers see the imports above, and catch misspelt names
 
     def __getattr__(name: str) -> Any:
         # The sync facade and time travel's types load when first named (engine/__init__).
-        if name in _LAZY:
-            from . import engine
+        if name in _LAZY or name in _MODELS:
+            from importlib import import_module
 
-            value = getattr(engine, name)
+            value = getattr(
+                import_module(".engine" if name in _LAZY else ".models", __name__), name
+            )
             globals()[name] = value
             return value
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -62,6 +67,7 @@ __version__ = "0.1.0"
 __all__ = [
     "END",
     "START",
+    "Budget",
     "CompiledGraph",
     "ConflictError",
     "Context",
@@ -71,10 +77,14 @@ __all__ = [
     "EffectError",
     "Event",
     "EventKind",
+    "Gateway",
     "Graph",
     "GraphError",
     "LeaseLostError",
     "MainspringError",
+    "ModelError",
+    "ModelResponse",
+    "ModelSpec",
     "NodeTimeoutError",
     "NondeterminismError",
     "NotAStoreError",

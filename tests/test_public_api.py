@@ -27,6 +27,12 @@ EXPECTED = {
     "ReplayReport",
     "Divergence",
     "load_graph",
+    # models (mainspring.models has the rest)
+    "Gateway",
+    "ModelSpec",
+    "ModelResponse",
+    "Budget",
+    "ModelError",
     # journal and stores
     "Event",
     "EventKind",
