@@ -24,6 +24,8 @@ from mainspring.models import (
     OutputValidationError,
     Price,
     ScriptedModel,
+    StreamEnd,
+    TextDelta,
     ToolCall,
     user,
 )
@@ -341,3 +343,31 @@ async def test_a_budget_stop_degrades_to_the_canned_answer_when_one_is_given(
         state = await rt.run(g.compile(), {})
     assert state["answer"] == "a real answer / We are busy; a person will answer soon."
     assert len(model.calls) == 1
+
+
+async def test_stream_yields_deltas_then_the_accounted_response_and_caches_it() -> None:
+    model = ScriptedModel(["streamed words arrive"], chunk=5)
+    gateway = Gateway({"fast": ModelSpec(model, "m1", price=Price(1.0, 1.0))}, cache=MemoryCache())
+    events = [e async for e in gateway.stream("fast", "go", cache=True)]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "streamed words arrive"
+    end = events[-1]
+    assert isinstance(end, StreamEnd) and end.response.usage.cost is not None
+    assert end.response.ttft is not None and end.response.ttft <= (end.response.latency or 0)
+    again = [e async for e in gateway.stream("fast", "go", cache=True)]
+    assert isinstance(again[-1], StreamEnd) and again[-1].response.cached
+    assert len(model.calls) == 1
+    with pytest.raises(TypeError, match="on_delta"):
+        [e async for e in gateway.stream("fast", "go", output=Intent)]
+
+
+async def test_partial_structured_output_streams_as_it_forms() -> None:
+    answer: dict[str, Any] = {"intent": "refund", "confidence": 0.75}
+    gateway = Gateway({"fast": ScriptedModel([answer], chunk=6)})
+    partials: list[Any] = []
+    response = await gateway.complete(
+        "fast", "classify", output=Intent, on_delta=lambda **f: partials.append(f.get("partial"))
+    )
+    assert response.output == Intent(**answer)
+    snapshots = [dict(p) for p in partials if p]
+    assert snapshots[0] != snapshots[-1] and snapshots[-1] == answer
+    assert any("intent" in p and "confidence" not in p for p in snapshots)

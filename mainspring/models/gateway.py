@@ -148,10 +148,23 @@ class Gateway:
         """The answer as it is generated: deltas, a StreamRestart if routing starts over,
         and one StreamEnd carrying the response (accounted, and cached when asked)."""
         call = _Call.of(model, prompt, options)
+        self.caches.check(call.cache)
+        if call.output_type is not None:
+            raise TypeError(
+                "stream() yields raw deltas: for structured output use complete(..., "
+                "output=T, on_delta=fn), whose deltas carry the partial output"
+            )
         request = call.request(self.router)
+        hit = await self.caches.lookup(request, call.cache, call.tenant) if call.cache else None
+        if hit is not None:
+            yield TextDelta(hit.text)
+            yield StreamEnd(hit)
+            return
         async for event in self.router.stream(call.model, request):
             if isinstance(event, StreamEnd):
                 response = self.accountant.account(request, event.response)
+                if call.cache:
+                    await self.caches.store(request, response, call.cache, call.tenant)
                 yield StreamEnd(response)
             else:
                 yield event
@@ -357,8 +370,8 @@ def _tool(tool: Any) -> ToolSpec:
 
 
 def _feed(parser: PartialJSON, fragment: str) -> Any:
-    try:
-        return parser.feed(fragment)
+    try:  # a snapshot: the parser updates its value in place as more arrives
+        return msgspec.to_builtins(parser.feed(fragment))
     except ValueError:  # invalid so far: the end of the call reports it whole
         return None
 
