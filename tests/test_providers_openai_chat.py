@@ -272,7 +272,9 @@ async def test_stream_parallel_tool_calls_assemble_by_index(server: WireServer) 
 async def test_stream_refusal_is_content_filtered(server: WireServer) -> None:
     server.on("/v1/chat/completions", Reply.file("openai_chat_stream_refusal.sse"))
     provider = chat(server)
-    with pytest.raises(ContentFilteredError, match="I'm sorry, I can't assist with that request."):
+    with pytest.raises(
+        ContentFilteredError, match=r"I'm sorry, I can't assist with that request\."
+    ):
         await collect(provider, ModelRequest("gpt-4o", [user("?")]))
     await provider.aclose()
 

@@ -235,9 +235,7 @@ async def test_stream_failed_is_the_mapped_error(server: WireServer) -> None:
     raw = fixture("responses_stream_failed.sse")
     delta = fixture("responses_stream_error.sse").split(b"\n\n")[1] + b"\n\n"
     first, failed = raw.split(b"\n\n", 1)
-    server.on(
-        "/v1/responses", Reply.sse(raw), Reply.sse(first + b"\n\n" + delta + failed)
-    )
+    server.on("/v1/responses", Reply.sse(raw), Reply.sse(first + b"\n\n" + delta + failed))
     provider = responses(server)
     with pytest.raises(OverloadedError, match="The model failed to generate a response"):
         await collect(provider, ModelRequest("m", [user("hi")]))
