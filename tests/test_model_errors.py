@@ -40,6 +40,8 @@ OPENAI_CASES: dict[str, type[ModelError]] = {
     "rate_limited": RateLimitedError,
     "insufficient_quota": RateLimitedError,
     "context_length": ContextTooLongError,
+    "context_length_compatible": ContextTooLongError,
+    "request_too_large_for_tpm": RateLimitedError,
     "invalid_api_key": AuthenticationError,
     "model_not_found": BadRequestError,
     "bad_parameter": BadRequestError,
@@ -129,6 +131,18 @@ async def test_rate_limit_details(server: WireServer) -> None:
         await provider.complete(ModelRequest("m", [user("hi")]))
     assert quota.value.retry_after is None
     assert not quota.value.retryable and quota.value.fallback  # waiting will not help
+    await provider.aclose()
+
+
+async def test_a_request_larger_than_the_rate_limit_is_not_retried(server: WireServer) -> None:
+    server.on(
+        "/v1/chat/completions", Reply.error("openai_errors.json", "request_too_large_for_tpm")
+    )
+    provider = OpenAIChat(base_url=f"{server.base_url}/v1", api_key=OPENAI_KEY)
+    with pytest.raises(RateLimitedError, match="Request too large") as err:
+        await provider.complete(ModelRequest("gpt-4o", [user("hi")]))
+    assert not err.value.retryable and err.value.fallback  # only a smaller request fits
+    assert "shorten the prompt" in str(err.value)
     await provider.aclose()
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mainspring.models.errors import OverloadedError, StreamInterruptedError
+from mainspring.models.errors import ContentFilteredError, OverloadedError, StreamInterruptedError
 from mainspring.models.messages import (
     ImagePart,
     ModelRequest,
@@ -22,6 +22,7 @@ from mainspring.models.messages import (
 )
 from mainspring.models.protocol import (
     ModelProvider,
+    ReasoningDelta,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -145,8 +146,8 @@ async def test_complete_sends_blocks_headers_and_system(server: WireServer) -> N
     }
     assert response.text == "Hi! My name is Claude."
     assert response.id == "msg_013Zva2CMHLNnXjNJJKqJ2EF" and response.finish_reason == "stop"
-    # Anthropic's input_tokens leaves out cache reads: ours is the whole prompt.
-    assert response.usage == Usage(2095 + 1800, 503, cached_tokens=1800)
+    # Anthropic's input_tokens leaves out cache reads and writes: ours is the whole prompt.
+    assert response.usage == Usage(2095 + 2051 + 2051, 503, cached_tokens=2051)
     await provider.aclose()
 
 
@@ -236,6 +237,59 @@ async def test_stream_structured_output_streams_as_text(server: WireServer) -> N
     end = events[-1]
     assert isinstance(end, StreamEnd)
     assert end.response.output == {"location": "San Francisco, CA", "unit": "fahrenheit"}
+    await provider.aclose()
+
+
+async def test_stream_thinking_blocks_are_reasoning(server: WireServer) -> None:
+    server.on("/v1/messages", Reply.file("anthropic_stream_thinking.sse"))
+    provider = claude(server)
+    events = await collect(provider, ModelRequest("claude", [user("What is 27 * 453?")]))
+    thinking = [e for e in events if isinstance(e, ReasoningDelta)]
+    assert len(thinking) == 6 and thinking[0].text.startswith("Let me solve this step by step")
+    assert events[6] == TextDelta("27 * 453 = 12,231")  # the signature_delta gives nothing
+    end = events[-1]
+    assert isinstance(end, StreamEnd)
+    assert end.response.text == "27 * 453 = 12,231" and end.response.finish_reason == "stop"
+    assert end.response.usage == Usage()  # the example's events carry no usage
+    await provider.aclose()
+
+
+async def test_stream_server_tool_use_is_not_a_tool_call(server: WireServer) -> None:
+    server.on("/v1/messages", Reply.file("anthropic_stream_web_search.sse"))
+    provider = claude(server)
+    events = await collect(provider, ModelRequest("claude", [user("NYC weather?")]))
+    assert not any(isinstance(e, ToolCallDelta) for e in events)  # Anthropic ran it
+    end = events[-1]
+    assert isinstance(end, StreamEnd)
+    assert end.response.tool_calls == [] and end.response.finish_reason == "stop"
+    assert end.response.text == (
+        "I'll check the current weather in New York City for you."
+        "Here's the current weather information for New York City:\n\n# Weather"
+        " in New York City\n\n"
+    )
+    # message_delta's usage is cumulative and now carries input_tokens too.
+    assert end.response.usage == Usage(10682, 510)
+    await provider.aclose()
+
+
+async def test_stream_refusal_is_content_filtered(server: WireServer) -> None:
+    server.on("/v1/messages", Reply.file("anthropic_stream_refusal.sse"))
+    provider = claude(server)
+    with pytest.raises(ContentFilteredError, match="refused"):
+        await collect(provider, ModelRequest("claude", [user("?")]))
+    await provider.aclose()
+
+
+async def test_stream_cut_at_max_tokens_keeps_the_partial_tool_input(server: WireServer) -> None:
+    server.on("/v1/messages", Reply.file("anthropic_stream_max_tokens.sse"))
+    provider = claude(server)
+    events = await collect(provider, ModelRequest("claude", [user("taxes")], tools=[WEATHER]))
+    end = events[-1]
+    assert isinstance(end, StreamEnd) and end.response.finish_reason == "length"
+    [call] = end.response.tool_calls
+    assert call.id == "toolu_01EKqbqmZrGRXy18eN7m9kvY" and call.name == "make_file"
+    assert call.arguments["_raw"].startswith('{"filename": "taxes.txt", "lines_of_text": [')
+    assert end.response.usage == Usage(450, 124)
     await provider.aclose()
 
 

@@ -39,12 +39,16 @@ from mainspring.models.protocol import (
     TextDelta,
     ToolCallDelta,
 )
-from mainspring.models.providers.openai_chat import OpenAIChat
+from mainspring.models.providers.openai_chat import OpenAIChat, chat_usage
 from tests.wire_server import Reply, WireServer, fixture_json
 
 pytestmark = pytest.mark.anyio
 
 KEY = "sk-test-0123456789abcdefghijklmnop"
+SF_ANSWER = (  # the recorded stream's answer (openai-python's snapshot e2aad469b71d)
+    "I'm unable to provide real-time weather updates. To get the current weather in San "
+    "Francisco, I recommend checking a reliable weather website or a weather app."
+)
 WEATHER = ToolSpec(
     "get_weather",
     "Weather for a place",
@@ -71,7 +75,7 @@ def test_is_a_model_provider() -> None:
 
 
 async def test_complete_sends_every_part_of_the_message_model(server: WireServer) -> None:
-    server.on("/v1/chat/completions", Reply.file("openai_chat_completion.json"))
+    server.on("/v1/chat/completions", Reply.file("openai_chat_completion_cached.json"))
     provider = chat(server, organization="org-1")
     call = ToolCall("call_1", "get_weather", {"location": "Paris"})
     request = ModelRequest(
@@ -153,9 +157,9 @@ async def test_complete_sends_every_part_of_the_message_model(server: WireServer
     }
     assert response.text == "Hello! How can I assist you today?"
     assert response.id == "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT"
-    assert response.model == "gpt-4.1-2025-04-14" and response.provider == "openai"
+    assert response.model == "gpt-5.4" and response.provider == "openai"
     assert response.finish_reason == "stop"
-    assert response.usage == Usage(2006, 300, cached_tokens=1920, reasoning_tokens=192)
+    assert response.usage == Usage(2006, 300, cached_tokens=1920)
     assert response.latency is not None and 0 < response.latency < 5
     assert response.output is None  # the text is not JSON: the gateway's validator says so
     await provider.aclose()
@@ -183,6 +187,17 @@ async def test_invalid_tool_arguments_are_kept_raw(server: WireServer) -> None:
     await provider.aclose()
 
 
+async def test_usage_counts_reasoning_tokens(server: WireServer) -> None:
+    body = fixture_json("openai_chat_completion.json")
+    assert chat_usage(body["usage"]) == Usage(19, 10)  # the published example: all zeros
+    body["usage"]["completion_tokens_details"]["reasoning_tokens"] = 192
+    server.on("/v1/chat/completions", Reply.json(body))
+    provider = chat(server)
+    response = await provider.complete(ModelRequest("o3", [user("?")]))
+    assert response.usage == Usage(19, 10, reasoning_tokens=192)
+    await provider.aclose()
+
+
 async def test_structured_output_is_parsed(server: WireServer) -> None:
     body = fixture_json("openai_chat_completion.json")
     body["choices"][0]["message"]["content"] = '{"city": "Paris"}'
@@ -200,13 +215,14 @@ async def test_stream_text_usage_and_timing(server: WireServer) -> None:
     sent = server.last().json()
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
     assert server.last().headers["accept"] == "text/event-stream"
-    assert events[:-1] == [TextDelta("Hello"), TextDelta("!"), TextDelta(" How can I help?")]
+    assert events[:3] == [TextDelta("I'm"), TextDelta(" unable"), TextDelta(" to")]
     end = events[-1]
     assert isinstance(end, StreamEnd)
     r = end.response
-    assert r.text == "Hello! How can I help?" and r.finish_reason == "stop"
-    assert r.id == "chatcmpl-123" and r.model == "gpt-4o-mini"
-    assert r.usage == Usage(9, 6, cached_tokens=4, reasoning_tokens=2)
+    assert r.text == SF_ANSWER and r.finish_reason == "stop"
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == SF_ANSWER
+    assert r.id == "chatcmpl-ABfw031mOJeYCSHe4yI2ZjOA6kMJL" and r.model == "gpt-4o-2024-08-06"
+    assert r.usage == Usage(14, 30)
     assert r.ttft is not None and r.latency is not None
     assert 0.01 < r.ttft < r.latency  # the first token came before the whole answer
     await provider.aclose()
@@ -217,15 +233,61 @@ async def test_stream_tool_call_deltas_assemble(server: WireServer) -> None:
     provider = chat(server)
     events = await collect(provider, ModelRequest("gpt-4o", [user("weather?")], tools=[WEATHER]))
     deltas = [e for e in events if isinstance(e, ToolCallDelta)]
-    assert deltas[0] == ToolCallDelta(0, "call_DdmO9pD3xa9XTPNJ32zg2hcA", "get_weather", "")
-    assert "".join(d.arguments for d in deltas) == '{"location":"Paris, France"}'
+    assert deltas[0] == ToolCallDelta(0, "call_4XzlGBLtUe9dy3GVNV4jhq7h", "get_weather", "")
+    assert "".join(d.arguments for d in deltas) == '{"city":"New York City"}'
     end = events[-1]
     assert isinstance(end, StreamEnd)
-    assert end.response.finish_reason == "tool_calls"
+    assert end.response.finish_reason == "tool_calls" and end.response.text == ""
     assert end.response.tool_calls == [
-        ToolCall("call_DdmO9pD3xa9XTPNJ32zg2hcA", "get_weather", {"location": "Paris, France"})
+        ToolCall("call_4XzlGBLtUe9dy3GVNV4jhq7h", "get_weather", {"city": "New York City"})
     ]
-    assert end.response.usage.input_tokens == 57
+    assert end.response.usage == Usage(44, 16)
+    await provider.aclose()
+
+
+async def test_stream_parallel_tool_calls_assemble_by_index(server: WireServer) -> None:
+    server.on("/v1/chat/completions", Reply.file("openai_chat_stream_parallel_tools.sse"))
+    provider = chat(server)
+    events = await collect(provider, ModelRequest("gpt-4o", [user("weather and AAPL?")]))
+    starts = [e for e in events if isinstance(e, ToolCallDelta) and e.id]
+    assert [(d.index, d.name) for d in starts] == [(0, "GetWeatherArgs"), (1, "get_stock_price")]
+    end = events[-1]
+    assert isinstance(end, StreamEnd)
+    assert end.response.tool_calls == [
+        ToolCall(
+            "call_JMW1whyEaYG438VE1OIflxA2",
+            "GetWeatherArgs",
+            {"city": "Edinburgh", "country": "GB", "units": "c"},
+        ),
+        ToolCall(
+            "call_DNYTawLBoN8fj3KN6qU9N1Ou",
+            "get_stock_price",
+            {"ticker": "AAPL", "exchange": "NASDAQ"},
+        ),
+    ]
+    assert end.response.usage == Usage(149, 60)
+    await provider.aclose()
+
+
+async def test_stream_refusal_is_content_filtered(server: WireServer) -> None:
+    server.on("/v1/chat/completions", Reply.file("openai_chat_stream_refusal.sse"))
+    provider = chat(server)
+    with pytest.raises(
+        ContentFilteredError, match=r"I'm sorry, I can't assist with that request\."
+    ):
+        await collect(provider, ModelRequest("gpt-4o", [user("?")]))
+    await provider.aclose()
+
+
+async def test_stream_of_several_choices_keeps_the_first(server: WireServer) -> None:
+    server.on("/v1/chat/completions", Reply.file("openai_chat_stream_choices.sse"))
+    provider = chat(server)
+    request = ModelRequest("gpt-4o", [user("SF weather?")], params={"n": 3})
+    events = await collect(provider, request)
+    end = events[-1]
+    assert isinstance(end, StreamEnd)
+    assert end.response.text == '{"city":"San Francisco","temperature":65,"units":"f"}'
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == end.response.text
     await provider.aclose()
 
 
@@ -250,8 +312,8 @@ async def test_stream_cut_mid_way_raises_interrupted_with_partial(server: WireSe
     with pytest.raises(StreamInterruptedError) as err:
         async for event in provider.stream(ModelRequest("m", [user("hi")])):
             seen.append(event)
-    assert seen == [TextDelta("Hello"), TextDelta("!")]
-    assert err.value.partial == "Hello!" and err.value.retryable
+    assert seen == [TextDelta("I'm"), TextDelta(" unable")]
+    assert err.value.partial == "I'm unable" and err.value.retryable
     assert "connection broke" in str(err.value)
     await provider.aclose()
 
@@ -261,7 +323,7 @@ async def test_stream_without_done_is_interrupted(server: WireServer) -> None:
     provider = chat(server)
     with pytest.raises(StreamInterruptedError, match=r"no \[DONE\]") as err:
         await collect(provider, ModelRequest("m", [user("hi")]))
-    assert err.value.partial == "Hello! How can I help?"
+    assert err.value.partial == "I'm unable to"
     await provider.aclose()
 
 

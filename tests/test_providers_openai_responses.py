@@ -9,6 +9,7 @@ import pytest
 from mainspring.models.errors import (
     BadRequestError,
     ContentFilteredError,
+    OverloadedError,
     StreamInterruptedError,
 )
 from mainspring.models.messages import (
@@ -25,13 +26,14 @@ from mainspring.models.messages import (
 )
 from mainspring.models.protocol import (
     ModelProvider,
+    ReasoningDelta,
     StreamEnd,
     StreamEvent,
     TextDelta,
     ToolCallDelta,
 )
 from mainspring.models.providers.openai_responses import OpenAIResponses
-from tests.wire_server import Reply, WireServer, fixture_json
+from tests.wire_server import Reply, WireServer, fixture, fixture_json
 
 pytestmark = pytest.mark.anyio
 
@@ -125,8 +127,22 @@ async def test_complete_sends_input_items_and_maps_usage(server: WireServer) -> 
     }
     assert response.text.startswith("In a peaceful grove beneath a silver moon")
     assert response.id == "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b"
-    assert response.usage == Usage(36, 87, cached_tokens=12, reasoning_tokens=20)
+    assert response.usage == Usage(36, 87)
     assert response.finish_reason == "stop" and response.latency is not None
+    await provider.aclose()
+
+
+async def test_usage_counts_cached_and_reasoning_tokens(server: WireServer) -> None:
+    cached = fixture_json("responses_response.json")
+    cached["usage"]["input_tokens_details"]["cached_tokens"] = 12  # the example shows 0
+    server.on("/v1/responses", Reply.file("responses_reasoning.json"), Reply.json(cached))
+    provider = responses(server)
+    reasoned = await provider.complete(ModelRequest("o1", [user("tongue twister")]))
+    assert reasoned.usage == Usage(81, 1035, reasoning_tokens=832)
+    assert reasoned.text == "The classic tongue twister..." and reasoned.model == "o1-2024-12-17"
+    assert (await provider.complete(ModelRequest("m", [user("?")]))).usage == Usage(
+        36, 87, cached_tokens=12
+    )
     await provider.aclose()
 
 
@@ -208,8 +224,47 @@ async def test_stream_error_event_and_missing_completion(server: WireServer) -> 
     provider = responses(server)
     with pytest.raises(StreamInterruptedError, match="Something went wrong") as err:
         await collect(provider, ModelRequest("m", [user("hi")]))
-    assert err.value.partial == "Once upon"
+    assert err.value.partial == "In"
     with pytest.raises(StreamInterruptedError, match=r"no response\.completed") as cut:
         await collect(provider, ModelRequest("m", [user("hi")]))
     assert cut.value.partial == "Hi there!"
+    await provider.aclose()
+
+
+async def test_stream_failed_is_the_mapped_error(server: WireServer) -> None:
+    raw = fixture("responses_stream_failed.sse")
+    delta = fixture("responses_stream_error.sse").split(b"\n\n")[1] + b"\n\n"
+    first, failed = raw.split(b"\n\n", 1)
+    server.on("/v1/responses", Reply.sse(raw), Reply.sse(first + b"\n\n" + delta + failed))
+    provider = responses(server)
+    with pytest.raises(OverloadedError, match="The model failed to generate a response"):
+        await collect(provider, ModelRequest("m", [user("hi")]))
+    with pytest.raises(StreamInterruptedError, match="server_error") as cut:
+        await collect(provider, ModelRequest("m", [user("hi")]))
+    assert cut.value.partial == "In"
+    await provider.aclose()
+
+
+async def test_stream_incomplete_ends_with_length(server: WireServer) -> None:
+    server.on("/v1/responses", Reply.file("responses_stream_incomplete.sse"))
+    provider = responses(server)
+    events = await collect(provider, ModelRequest("m", [user("hi")], max_tokens=1))
+    assert events[0] == TextDelta("In")
+    end = events[-1]
+    assert isinstance(end, StreamEnd) and end.response.finish_reason == "length"
+    assert end.response.id == "resp_123"
+    assert end.response.text == "In"  # the final response has no output: what streamed
+    await provider.aclose()
+
+
+async def test_stream_reasoning_summary_then_the_final_response(server: WireServer) -> None:
+    server.on("/v1/responses", Reply.file("responses_stream_reasoning.sse"))
+    provider = responses(server)
+    events = await collect(provider, ModelRequest("o4-mini", [user("Hello!")]))
+    assert isinstance(events[0], ReasoningDelta)
+    assert events[0].text.startswith("**Responding to a greeting**")
+    assert events[1] == TextDelta("In")
+    end = events[-1]
+    assert isinstance(end, StreamEnd)  # the completed response is the answer, whole
+    assert end.response.text.startswith("In a shimmering forest under a sky full of stars")
     await provider.aclose()

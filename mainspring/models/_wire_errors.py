@@ -93,8 +93,8 @@ def error_from_response(
     }
     if cls is RateLimitedError:
         err = RateLimitedError(text, retry_after=retry_after(headers), **kw)
-        if code == "insufficient_quota":
-            err.retryable = False  # waiting does not refill a quota
+        if code == "insufficient_quota" or _larger_than_the_limit(message):
+            err.retryable = False  # waiting neither refills a quota nor raises a limit
         return err
     return cls(text, **kw)
 
@@ -106,6 +106,11 @@ def _classify(status: int, message: str, code: str) -> tuple[type[ModelError], s
     if status == 429:
         if code == "insufficient_quota":
             return RateLimitedError, "the account's quota is used up: add credits or fall back"
+        if _larger_than_the_limit(message):
+            return RateLimitedError, (
+                "the request alone exceeds the per-minute token limit: shorten the prompt, "
+                "lower max_tokens or fall back"
+            )
         return RateLimitedError, "rate limited: wait retry_after seconds or lower concurrency"
     if status in (401, 403):
         return AuthenticationError, "check the API key (env var or secrets provider) and its access"
@@ -118,6 +123,11 @@ def _classify(status: int, message: str, code: str) -> tuple[type[ModelError], s
     if status in (400, 404, 422):
         return BadRequestError, "fix the request (model id, parameters or messages)"
     return ProviderError, "unexpected answer from the provider: retry or fall back"
+
+
+def _larger_than_the_limit(message: str) -> bool:
+    """OpenAI's 429 for one request bigger than the TPM limit ("Request too large for ...")."""
+    return message.lower().startswith("request too large")
 
 
 _EVENT_STATUS = {

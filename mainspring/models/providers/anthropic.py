@@ -294,7 +294,9 @@ def _block_delta(
         fragment = delta.get("partial_json", "")
         if kind == "output":  # the structured answer forming, as text
             return acc.add_text(fragment) if fragment else None
-        return acc.add_tool(tool, arguments=fragment)
+        if kind == "tool":
+            return acc.add_tool(tool, arguments=fragment)
+        return None  # a server tool's input (web_search...): Anthropic runs it, not the caller
     return None  # signature_delta, citations: not part of the message model
 
 

@@ -129,6 +129,7 @@ class OpenAIChat:
         body = self.body(request, stream=True)
         finish: str | None = None
         usage = Usage()
+        refusal: list[str] = []  # a refusal streams as delta.refusal, never as content
         ident, model, done = "", request.model, False
         async for event in self._http.stream_sse(
             "/chat/completions", body, request.model, lambda: acc.text
@@ -143,14 +144,19 @@ class OpenAIChat:
             if chunk.get("usage"):
                 usage = chat_usage(chunk["usage"])
             for choice in chunk.get("choices") or ():
-                for delta in _deltas(acc, choice.get("delta") or {}):
+                if choice.get("index", 0) != 0:  # n > 1: the answer is the first choice
+                    continue
+                wire = choice.get("delta") or {}
+                if isinstance(wire.get("refusal"), str):
+                    refusal.append(wire["refusal"])
+                for delta in _deltas(acc, wire):
                     yield delta
                 finish = choice.get("finish_reason") or finish
         if not done:
             raise interrupted(self.name, request.model, acc.text, "no [DONE] event")
         message = acc.message()
         reason = _finish(finish, message)
-        self._check_refusal({}, reason, message, request.model)
+        self._check_refusal({"refusal": "".join(refusal)}, reason, message, request.model)
         yield StreamEnd(
             ModelResponse(
                 message,

@@ -28,6 +28,9 @@ from ._assemble import Assembler, Clock, dumps, parse_arguments, parse_output
 from .openai_chat import OPENAI_BASE_URL
 
 _END_EVENTS = frozenset({"response.completed", "response.incomplete"})
+# The schema says max_output_tokens; the API reference's response.incomplete example says
+# max_tokens. Both are a cut at the token limit.
+_LENGTH_REASONS = frozenset({"max_output_tokens", "max_tokens"})
 
 
 class OpenAIResponses:
@@ -145,12 +148,20 @@ class OpenAIResponses:
                 yield delta
         if final is None:
             raise interrupted(self.name, request.model, acc.text, "no response.completed event")
-        yield StreamEnd(self._response(final, request, acc.clock, acc.clock.ttft))
+        streamed = acc.message() if not final.get("output") else None
+        yield StreamEnd(self._response(final, request, acc.clock, acc.clock.ttft, streamed))
 
     def _response(
-        self, data: dict[str, Any], request: ModelRequest, clock: Clock, ttft: float | None
+        self,
+        data: dict[str, Any],
+        request: ModelRequest,
+        clock: Clock,
+        ttft: float | None,
+        streamed: Message | None = None,
     ) -> ModelResponse:
         message, refusal = output_message(data.get("output") or [])
+        if streamed is not None:  # a final response that omits its output: what streamed
+            message = streamed
         incomplete = (data.get("incomplete_details") or {}).get("reason")
         if refusal is not None or (incomplete == "content_filter" and not message.content):
             raise ContentFilteredError(
@@ -161,7 +172,7 @@ class OpenAIResponses:
             )
         if message.tool_calls:
             finish = "tool_calls"
-        elif incomplete == "max_output_tokens":
+        elif incomplete in _LENGTH_REASONS:
             finish = "length"
         else:
             finish = incomplete or "stop"
