@@ -8,6 +8,7 @@ waits for ``start-file`` to exist (so the processes start together), reserves
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ def _ledger(backend: str, where: str) -> BudgetLedger:
 async def main(backend: str, where: str, scope: str, limit: float, amount: float, go: Path) -> int:
     ledger = _ledger(backend, where)
     await ledger.spent(scope, "tokens")  # connect (and make the tables) before the start
+    go.with_name(f"ready-{os.getpid()}").touch()
     while not go.exists():
         time.sleep(0.005)
     got = 0
