@@ -156,3 +156,27 @@ pair_graph.edge(START, "ask_right")
 pair_graph.edge("ask_left", END)
 pair_graph.edge("ask_right", END)
 pair = pair_graph.compile()
+
+
+# A graph that asks a model, and the gateway the CLI is told about with --models.
+class Question(TypedDict, total=False):
+    q: str
+    a: str
+
+
+async def ask_model(s: Question, ctx: Context) -> dict[str, Any]:
+    response = await ctx.model("fast", s.get("q", ""))
+    return {"a": response.text}
+
+
+ask_graph = Graph(Question, name="ask")
+ask_graph.node(ask_model)
+ask_graph.edge(START, "ask_model")
+ask_graph.edge("ask_model", END)
+ask = ask_graph.compile()
+
+
+def gateway() -> Any:
+    from mainspring.models import Gateway, ScriptedModel
+
+    return Gateway({"fast": ScriptedModel(["forty-two"])})

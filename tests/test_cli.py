@@ -633,3 +633,17 @@ def test_the_same_commands_on_postgres(postgres_url_sync: str) -> None:
     assert "effect_finished" in ok(cli("show", "pg1", store=postgres_url)).stdout
     assert ok(cli("runs", "--json", store=postgres_url)).stdout.count("\n") == 1
     one_error_line(cli("show", "nope", store=postgres_url), 3, "no run with id 'nope'")
+
+
+def test_run_with_models_calls_the_gateway_it_names(store: str) -> None:
+    """`--models MODULE:ATTR` (or MAINSPRING_MODELS) gives ctx.model its gateway."""
+    data = run_json(store, "tests.cli_graphs:ask", "--input", '{"q": "meaning?"}',
+                    "--models", "tests.cli_graphs:gateway")  # fmt: skip
+    assert data["status"] == "finished" and data["state"]["a"] == "forty-two"
+    without = run_json(store, "tests.cli_graphs:ask", "--input", '{"q": "meaning?"}')
+    assert without["status"] == "failed" and "models=Gateway" in str(without["error"])
+    one_error_line(
+        cli("run", "tests.cli_graphs:ask", "--models", "tests.cli_graphs:nothing", store=store),
+        2,
+        "--models tests.cli_graphs:nothing: cannot import it",
+    )

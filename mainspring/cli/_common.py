@@ -122,6 +122,16 @@ DebugOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables and text.")]
+ModelsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--models",
+        envvar="MAINSPRING_MODELS",
+        metavar="MODULE:ATTR",
+        help="The model gateway ctx.model calls: a mainspring.models.Gateway, or a function "
+        "returning one (e.g. myapp.models:gateway).",
+    ),
+]
 GraphOption = Annotated[
     str | None,
     typer.Option(
@@ -145,12 +155,15 @@ def _sqlite_path(url: str) -> Path | None:
 
 
 @asynccontextmanager
-async def open_runtime(url: str, *, create: bool = False) -> AsyncIterator[Runtime]:
+async def open_runtime(
+    url: str, *, create: bool = False, models: str | None = None
+) -> AsyncIterator[Runtime]:
     """An open runtime on the store at ``url``.
 
     Crash recovery is off: merely running a command never adopts the runs of
     other processes (continue a crashed run with ``mainspring resume RUN``).
     Without ``create``, a missing SQLite file is an error instead of a new store.
+    ``models`` (or ``MAINSPRING_MODELS``) names the model gateway its runs call.
     """
     path = _sqlite_path(url)
     if not create and path is not None and not path.exists():
@@ -158,7 +171,8 @@ async def open_runtime(url: str, *, create: bool = False) -> AsyncIterator[Runti
             f"no Mainspring store at {path}; pass --store URL or set MAINSPRING_STORE",
             EXIT_REFUSED,
         )
-    async with Runtime.open(url, recover="off") as rt:
+    gateway = import_models(models or os.environ.get("MAINSPRING_MODELS"))
+    async with Runtime.open(url, recover="off", models=gateway) as rt:
         yield rt
 
 
@@ -173,6 +187,25 @@ def import_graph(ref: str) -> CompiledGraph:
     """Import ``MODULE:GRAPH`` with the current directory importable."""
     importable_cwd()
     return load_graph(ref)
+
+
+def import_models(ref: str | None) -> Any:
+    """The model gateway ``MODULE:ATTR`` names (a Gateway, or a function returning one)."""
+    if not ref:
+        return None
+    module, _, attr = ref.partition(":")
+    importable_cwd()
+    try:
+        found = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise CliError(
+            f"--models {ref}: cannot import it ({exc}); give MODULE:ATTR of a Gateway, "
+            "importable from the current directory"
+        ) from None
+    gateway = found() if callable(found) and not hasattr(found, "call_in_run") else found
+    if not hasattr(gateway, "call_in_run"):
+        raise CliError(f"--models {ref} is {gateway!r}, not a mainspring.models.Gateway")
+    return gateway
 
 
 def maybe_graph(ref: str | None) -> CompiledGraph | None:

@@ -18,6 +18,7 @@ from ._common import (
     DebugOption,
     GraphOption,
     JsonOption,
+    ModelsOption,
     StoreOption,
     driving,
     echo_json,
@@ -56,7 +57,7 @@ async def _follow(handle: RunHandle, *, after: int, store: str, as_json: bool, d
     """Print the run's events from ``after`` as they happen, then its outcome; the exit code."""
     if not as_json:
         progress = Progress(out())
-        async for event in handle.events(after=after):
+        async for event in handle.events(after=after, deltas=False):
             progress.show(event)
     outcome = await handle.wait()
     if as_json:
@@ -114,6 +115,7 @@ def run(
         ),
     ] = None,
     store: StoreOption = DEFAULT_STORE,
+    models: ModelsOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -127,7 +129,7 @@ def run(
     app = import_graph(graph)
 
     async def go() -> int:
-        async with open_runtime(store, create=True) as rt:
+        async with open_runtime(store, create=True, models=models) as rt:
             existed = await _exists(rt, run_id)
             handle = await rt.start(app, value, run_id=run_id, thread=thread, durability=durability)
             driving(ctx, handle.run_id, command("resume", handle.run_id, store=store))
@@ -165,6 +167,7 @@ def resume(
     ] = None,
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
+    models: ModelsOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -176,7 +179,7 @@ def resume(
     answer = parse_json(value, "--value") if value is not None else None
 
     async def go() -> int:
-        async with open_runtime(store) as rt:
+        async with open_runtime(store, models=models) as rt:
             record = await rt.get_run(run_id)
             driving(ctx, run_id, command("resume", run_id, store=store))
             if record.status is RunStatus.INTERRUPTED:
@@ -260,6 +263,7 @@ def fork(
     ] = None,
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
+    models: ModelsOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -271,7 +275,7 @@ def fork(
     """
 
     async def go() -> int:
-        async with open_runtime(store) as rt:
+        async with open_runtime(store, models=models) as rt:
             source = await rt.get_run(run_id)
             seq = source.last_seq if at is None else at
             app = await graph_of_run(rt, run_id, graph)

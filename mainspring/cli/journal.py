@@ -174,7 +174,8 @@ def show(
             if follow:
                 progress = Progress(out())
                 progress.base = events[0].ts if events else None
-                async for e in rt.handle(run_id).events(after=events[-1].seq if events else 0):
+                after = events[-1].seq if events else 0
+                async for e in rt.handle(run_id).events(after=after, deltas=False):
                     if as_json:
                         echo_json(e.to_json())
                     else:
