@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from functools import lru_cache, partial
 from typing import Any
 
+import anyio
 import msgspec
 
 from ..errors import EffectDeniedError, EffectError, NondeterminismError, SerializationError
@@ -42,7 +43,7 @@ from ..events import (
 )
 from ._threads import call_in_thread
 from .fold import EffectRecord, TaskRecord
-from .gate import Answer, Approve, Deny, Effect, Outcome, Rewrite, capped, masked
+from .gate import Approve, Deny, Effect, Outcome, Rewrite, capped, masked
 from .seams import ActiveRun
 
 current_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -83,10 +84,11 @@ async def perform(
                 "restore it, or fork the run from before this step"
             )
         if record.done and (record.ok or record.attempt == task.attempt):
-            if task.interrupts and _was_asked(task, record.key):
-                # Replay the approval it waited for, so the node's later interrupts (and
-                # approvals) meet their own recorded answers, not this one's.
-                await interrupt(None)
+            if task.interrupts:
+                # Replay the approvals it waited for, so the node's later interrupts (and
+                # approvals) meet their own recorded answers, not these.
+                for _ in _approvals_asked(task, record.key):
+                    await interrupt(None)
             if record.ok:
                 return _revive(fn, record.result) if driver.fold.revive else record.result
             assert record.error is not None
@@ -127,14 +129,49 @@ async def _gated(
         driver.fold.step, task.index, index, task.attempt, driver.fold.metadata,
         call.long_running, driver.fold.thread,
     )  # fmt: skip
-    decided = await gate.before(effect)
-    if decided is not None:
-        hook, decision = decided
-        if not isinstance(decision, Rewrite):
-            return await _decided(driver, task, effect, hook, decision, fn, interrupt)
-        effect = effect.with_args(decision.args)
+    start = 0
+    if task.interrupts:  # a person was asked about this call before: their answers stand
+        for asked in _approvals_asked(task, key):
+            hook, reason = str(asked.get("hook", "")), str(asked.get("reason", ""))
+            decision = Approve(reason, asked.get("data"))
+            answer = await _approval(driver, task, effect, hook, decision, interrupt)
+            if isinstance(answer, Deny):
+                return await _refused(driver, task, effect, hook, answer, fn)
+            effect = effect if answer is None else effect.with_args(answer)
+            start = int(asked.get("position", len(gate.hooks))) + 1
+    return await _through_hooks(driver, task, effect, fn, interrupt, start)
+
+
+async def _through_hooks(
+    driver: ActiveRun,
+    task: TaskRecord,
+    effect: Effect,
+    fn: Callable[..., Any],
+    interrupt: Interrupt,
+    start: int,
+) -> Any:
+    """The before-hooks from the ``start``-th on decide; after a person's approval the
+    hooks after the one that asked still decide (a budget after a policy, say)."""
+    decided = await driver.gate.decide(effect, start)
+    if decided is None:
+        return await _approved(driver, task, effect, fn)
+    hook, decision, effect = decided.hook, decided.decision, decided.effect
+    if isinstance(decision, Rewrite):
         _record_decision(driver, task, effect, "rewrite", hook, decision.reason)
-    return await _approved(driver, task, effect, fn)
+        return await _approved(driver, task, effect, fn)
+    if isinstance(decision, Approve):
+        answer = await _approval(driver, task, effect, hook, decision, interrupt, decided.position)
+        if isinstance(answer, Deny):
+            return await _refused(driver, task, effect, hook, answer, fn)
+        edited = effect if answer is None else effect.with_args(answer)
+        return await _through_hooks(driver, task, edited, fn, interrupt, decided.position + 1)
+    if isinstance(decision, Deny):
+        _record_decision(driver, task, effect, "deny", hook, decision.reason)
+        return await _refused(driver, task, effect, hook, decision, fn)
+    _record_decision(driver, task, effect, "answer", hook, decision.source)
+    _record_started(driver, task, effect)
+    outcome = Outcome(decision.result)
+    return await _finish(driver, task, effect.step, effect.index, effect.name, fn, outcome)
 
 
 async def _outcome(
@@ -191,32 +228,17 @@ async def _finish(
     return outcome.result
 
 
-async def _decided(
+async def _refused(
     driver: ActiveRun,
     task: TaskRecord,
     effect: Effect,
     hook: str,
-    decision: Deny | Approve | Answer,
+    denial: Deny,
     fn: Callable[..., Any],
-    interrupt: Interrupt,
 ) -> Any:
-    """A call a hook stopped: denied, answered without calling, or put to a person."""
-    if isinstance(decision, Approve):
-        answer = await _approval(driver, task, effect, hook, decision, interrupt)
-        if not isinstance(answer, Deny):  # approved as it was, or with edited arguments
-            edited = effect if answer is None else effect.with_args(answer)
-            return await _approved(driver, task, edited, fn)
-        decision = answer  # rejected: journaled as such already
-    elif isinstance(decision, Deny):
-        _record_decision(driver, task, effect, "deny", hook, decision.reason)
-    else:
-        _record_decision(driver, task, effect, "answer", hook, decision.source)
+    """A call a hook or a person refused (journaled as such already): nothing is called."""
     _record_started(driver, task, effect)
-    outcome = (
-        Outcome(decision.result)
-        if isinstance(decision, Answer)
-        else Outcome(error=EffectDeniedError(effect.name, decision.reason, hook))
-    )
+    outcome = Outcome(error=EffectDeniedError(effect.name, denial.reason, hook))
     return await _finish(driver, task, effect.step, effect.index, effect.name, fn, outcome)
 
 
@@ -227,23 +249,28 @@ async def _approval(
     hook: str,
     decision: Approve,
     interrupt: Interrupt,
+    position: int | None = None,
 ) -> Deny | dict[str, Any] | None:
     """Park the run until a person answers: None to go on as asked, the arguments they
-    edited, or the Deny their answer means. A re-run meets their recorded answer."""
-    if not _was_asked(task, effect.key):
+    edited, or the Deny their answer means. A re-run meets their recorded answer.
+
+    ``position`` is the asking hook's place among the before-hooks (None when replaying a
+    recorded approval): kept in the interrupt, so a re-run asks only the hooks after it.
+    """
+    if position is not None:
         # The first time: say why in the journal (not again when the node runs again).
         _record_decision(driver, task, effect, "approve", hook, decision.reason)
-    payload = {
-        "approve": {
-            "kind": effect.kind,
-            "name": effect.name,
-            "args": driver.gate.recorded_args(effect),
-            "key": effect.key,
-            "hook": hook,
-            "reason": decision.reason,
-        },
-        "data": decision.payload,
+    ask = {
+        "kind": effect.kind,
+        "name": effect.name,
+        "args": driver.gate.recorded_args(effect),
+        "key": effect.key,
+        "hook": hook,
+        "reason": decision.reason,
     }
+    if position is not None:
+        ask["position"] = position
+    payload = {"approve": ask, "data": decision.payload}
     value = await interrupt(payload)
     if value is True or (isinstance(value, dict) and value.get("approve") is True):
         _record_decision(driver, task, effect, "approved", hook, "")
@@ -261,6 +288,17 @@ def _was_asked(task: TaskRecord, key: str) -> bool:
     return any(_asks_about(i.payload, key) for i in task.interrupts.values())
 
 
+def _approvals_asked(task: TaskRecord, key: str) -> list[dict[str, Any]]:
+    """The approvals recorded for the effect of ``key``, in the order they were asked
+    (their ``approve`` part, with the asking hook's position), with their ``data``."""
+    asked = []
+    for index in sorted(task.interrupts):
+        payload = task.interrupts[index].payload
+        if _asks_about(payload, key):
+            asked.append({**payload["approve"], "data": payload.get("data")})
+    return asked
+
+
 def _asks_about(payload: Any, key: str) -> bool:
     """Whether an interrupt's payload is the approval asked for the effect of ``key``."""
     if not isinstance(payload, dict) or not isinstance(ask := payload.get("approve"), dict):
@@ -272,11 +310,18 @@ async def _approved(
     driver: ActiveRun, task: TaskRecord, effect: Effect, fn: Callable[..., Any]
 ) -> Any:
     args, kwargs = _positional(effect.args)
-    await driver.ensure_lease()
-    _record_started(driver, task, effect)
-    if effect.long_running:
-        await driver.commit()
-    outcome = await _outcome(driver, task, effect.index, effect.name, fn, args, kwargs, effect.key)
+    try:
+        await driver.ensure_lease()
+        _record_started(driver, task, effect)
+        if effect.long_running:
+            await driver.commit()
+        outcome = await _outcome(
+            driver, task, effect.index, effect.name, fn, args, kwargs, effect.key
+        )
+    except BaseException as exc:  # cancelled mid-call, the lease lost: no outcome to account
+        with anyio.CancelScope(shield=True):
+            await driver.gate.aborted(effect, exc)  # what the hooks reserved is released
+        raise
     outcome, changed = await driver.gate.after(effect, outcome)
     for hook in changed:
         _record_decision(driver, task, effect, "after", hook, outcome.note)

@@ -88,6 +88,16 @@ class Rewrite(msgspec.Struct, frozen=True):
 Decision: TypeAlias = Deny | Approve | Answer | Rewrite
 
 
+class Decided(msgspec.Struct, frozen=True):
+    """A before-hook's decision: which hook (by position and name), what, and the effect it
+    saw (the rewrites of the hooks before it applied)."""
+
+    position: int
+    hook: str
+    decision: Decision
+    effect: Effect
+
+
 class Outcome(msgspec.Struct):
     """What a call came to: its result or its error, and the usage it reports."""
 
@@ -159,8 +169,16 @@ class Gate:
     async def before(self, effect: Effect) -> tuple[str, Decision] | None:
         """The first decision other than allow, with the hook that made it; a Rewrite
         goes on to the next hooks with the new arguments (the last one is returned)."""
-        rewrite: tuple[str, Decision] | None = None
-        for name, hook, is_async in self._befores:
+        decided = await self.decide(effect)
+        return None if decided is None else (decided.hook, decided.decision)
+
+    async def decide(self, effect: Effect, start: int = 0) -> Decided | None:
+        """As :meth:`before`, from the ``start``-th before-hook on, saying where the decision
+        was made (so that the hooks after an approval can still decide) and the effect as
+        the deciding hook saw it (with the rewrites of the hooks before it)."""
+        rewrite: Decided | None = None
+        for position in range(start, len(self._befores)):
+            name, hook, is_async = self._befores[position]
             decision = await hook(effect) if is_async else hook(effect)
             if decision is None:
                 continue
@@ -170,15 +188,26 @@ class Gate:
                     continue
             if isinstance(decision, Rewrite):
                 effect = effect.with_args(decision.args)
-                rewrite = (name, decision)
+                rewrite = Decided(position, name, decision, effect)
                 continue
             if not isinstance(decision, Deny | Approve | Answer):
                 raise TypeError(
                     f"gate hook {name} returned {decision!r}; return None (allow), Deny, "
                     "Approve, Answer or Rewrite"
                 )
-            return name, decision
+            return Decided(position, name, decision, effect)
         return rewrite
+
+    async def aborted(self, effect: Effect, error: BaseException) -> None:
+        """Tell the after-hooks a call ended without an outcome (cancelled mid-call), so
+        what they reserved before it is released; what they return is not used."""
+        for _, hook, is_async in self._afters:
+            try:
+                result = hook(effect, Outcome(error=error))
+                if is_async or inspect.isawaitable(result):
+                    await result
+            except Exception:  # the call is gone either way: a hook's failure changes nothing
+                continue
 
     async def after(self, effect: Effect, outcome: Outcome) -> tuple[Outcome, list[str]]:
         """The outcome once every after-hook has seen it, and the hooks that changed it."""
