@@ -19,6 +19,7 @@ version and :data:`RECIPE`; later processes load the saved file directly.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -53,16 +54,26 @@ def fast_model(source: Path, source_id: str) -> str | bytes:
     if target.is_file():
         return str(target)
     model = _build(source)
+    return str(target) if store(target, model) else model
+
+
+def store(target: Path, data: bytes) -> bool:
+    """Write ``data`` to ``target`` whole, or not at all; False if it cannot be written."""
+    part: str | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # Written aside, then renamed: a process reading the cache never sees half a file,
         # and two processes building at once both end with a whole one.
         with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".part", delete=False) as f:
-            f.write(model)
-        os.replace(f.name, target)
+            part = f.name
+            f.write(data)
+        os.replace(part, target)
     except OSError:
-        return model
-    return str(target)
+        if part is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+        return False
+    return True
 
 
 def _build(source: Path) -> bytes:
