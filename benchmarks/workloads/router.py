@@ -8,7 +8,10 @@ pinned to another core for the whole measurement).
 * ``W9-router``: ``await CentroidRouter.route(text)`` on short texts (~12 tokens),
   embedding included, each text new (the recent-routes memory never hits): p50, p99,
   p99.9 and max of the wall time, and the process's CPU time per decision (the worker
-  thread's included). Target p99 <= 5 ms on one core, quiet and loaded. The anchor is
+  thread's included); also the time our threads waited for the core while another
+  process ran on it (``waited``, from /proc schedstat), and the p99 of the wall time
+  less that wait, which says whether a tail is ours or a neighbour's. Target p99
+  <= 5 ms on one core, quiet and loaded. The anchor is
   the same decision on the packaged graph with fp32 products (``compute="fp32"``, how
   it ran before the int8 graph), measured in the same run. A repeated text (served by
   the recent routes) and ``RuleRouter.route`` over five rules are reported beside it.
@@ -61,34 +64,47 @@ QUERIES = [  # 10 to 15 tokens each; {i} makes every text new
 ]
 
 
-def _stats(wall: list[float], cpu: list[float]) -> dict[str, float]:
-    wall, cpu = sorted(wall), sorted(cpu)
-    n = len(wall)
-
-    def at(xs: list[float], q: float) -> float:
-        return xs[min(n - 1, int(n * q))] * 1e3
-
-    return {
-        "n": n,
-        "p50_ms": at(wall, 0.5),
-        "p99_ms": at(wall, 0.99),
-        "p999_ms": at(wall, 0.999),
-        "max_ms": wall[-1] * 1e3,
-        "cpu_p50_ms": at(cpu, 0.5),
-        "cpu_p99_ms": at(cpu, 0.99),
-    }
+def _at(xs: list[float], q: float) -> float:
+    ordered = sorted(xs)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1e3 if ordered else 0.0
 
 
 async def _sample(fn: Callable[[int], Awaitable[object]], n: int) -> dict[str, float]:
     for i in range(-50, 0):  # warm-up, on texts the measured calls never see
         await fn(i)
-    wall, cpu = [], []
+    wall, cpu, waited = [], [], []
     for i in range(n):
+        queued = _queued()
         w, c = time.perf_counter(), time.process_time()
         await fn(i)
         cpu.append(time.process_time() - c)
         wall.append(time.perf_counter() - w)
-    return _stats(wall, cpu)
+        waited.append(_queued() - queued)
+    own = [w - q for w, q in zip(wall, waited, strict=True)]
+    return {
+        "n": n,
+        "p50_ms": _at(wall, 0.5),
+        "p99_ms": _at(wall, 0.99),
+        "p999_ms": _at(wall, 0.999),
+        "max_ms": max(wall) * 1e3,
+        "cpu_p50_ms": _at(cpu, 0.5),
+        "cpu_p99_ms": _at(cpu, 0.99),
+        "waited_p99_ms": _at(waited, 0.99),
+        "without_waits_p99_ms": _at(own, 0.99),
+    }
+
+
+def _queued() -> float:
+    """Seconds our threads have spent runnable but waiting for a core (the kernel's
+    schedstat run delay): what other processes on our core cost a decision."""
+    total = 0
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # a worker thread that just ended
+    return total / 1e9
 
 
 async def _child(n: int, compute: str, with_cache: bool) -> dict[str, Any]:
