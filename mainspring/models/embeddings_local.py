@@ -93,7 +93,12 @@ def _session(threads: int, compute: Compute) -> ort.InferenceSession:
 
 _CPU = ["CPUExecutionProvider"]
 # What ONNX Runtime raises for a graph it cannot load or run (an older build, say).
-_ORT_ERRORS = (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.NotImplemented)
+_ORT_ERRORS = (
+    ort_errors.Fail,
+    ort_errors.InvalidGraph,
+    ort_errors.InvalidProtobuf,
+    ort_errors.NotImplemented,
+)
 
 
 def _options(threads: int) -> ort.SessionOptions:
