@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 
 import pytest
 
@@ -139,3 +140,49 @@ async def test_centroid_decision_is_fast(centroids: CentroidRouter) -> None:
         samples.append(time.perf_counter() - started)
     samples.sort()
     assert samples[50] < 0.050, f"median {samples[50] * 1e3:.2f} ms"
+
+
+class CountingEmbedder:
+    """The local model, counting the texts it is asked to embed."""
+
+    def __init__(self, inner: LocalEmbeddings) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.dimensions = inner.dimensions
+        self.texts: list[str] = []
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.texts.extend(texts)
+        return await self.inner.embed(texts)
+
+
+async def test_recent_texts_are_decided_without_embedding(
+    embedder: LocalEmbeddings, centroids: CentroidRouter
+) -> None:
+    counting = CountingEmbedder(embedder)
+    router = CentroidRouter(counting, centroids.centroids, recent=2)
+    first = await router.route("Implement binary search in C++")
+    assert await router.route("Implement binary search in C++") == first
+    assert counting.texts == ["Implement binary search in C++"]
+    await router.route("Find the roots of x^2 - 4x + 3")
+    await router.route("Implement binary search in C++")  # kept: the most recent now
+    await router.route("I can't log in to my account")  # evicts the roots question
+    await router.route("Find the roots of x^2 - 4x + 3")
+    assert counting.texts.count("Find the roots of x^2 - 4x + 3") == 2
+    assert counting.texts.count("Implement binary search in C++") == 1
+    long_text = "why " * 2000  # not kept: its key would hold 8 KB
+    await router.route(long_text)
+    await router.route(long_text)
+    assert counting.texts.count(long_text) == 2
+
+
+async def test_recent_can_be_turned_off(
+    embedder: LocalEmbeddings, centroids: CentroidRouter
+) -> None:
+    counting = CountingEmbedder(embedder)
+    router = CentroidRouter(counting, centroids.centroids, recent=0)
+    await router.route("Implement binary search in C++")
+    await router.route("Implement binary search in C++")
+    assert len(counting.texts) == 2
+    with pytest.raises(ValueError, match="recent must be >= 0"):
+        CentroidRouter(embedder, centroids.centroids, recent=-1)
