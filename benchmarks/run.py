@@ -4,7 +4,8 @@
 
 ``--only`` takes workload families: W1, W1-gate, W1-off, W2 (W2 and W2n), W2-batch,
 W3, W3-batch, W4 (in memory and on SQLite), W5, W6, W7, W8 (cold start: import,
-open, resume, each in fresh subprocesses), W10 (hedging a heavy-tailed upstream).
+open, resume, each in fresh subprocesses), W9 (model gateway overhead against raw httpx
+and LiteLLM's Router on one local upstream), W10 (hedging a heavy-tailed upstream).
 ``--quick`` finishes in under a minute; the default run is longer and more
 precise. ``--repeat N`` runs the chosen families N times and prints, per workload, the median and range across
 runs as a Markdown table (``summarize.py``); with ``--json``, every run's lines.
@@ -35,6 +36,7 @@ from workloads import (
     postgres,
     storage,
     tracing,
+    w9_gateway,
     w10_hedging,
 )
 
@@ -53,6 +55,7 @@ FAMILIES: dict[str, Family] = {
     "W6": memory.run,
     "W7": tracing.run,
     "W8": coldstart.run,
+    "W9": w9_gateway.run,
     "W10": w10_hedging.run,
 }
 
