@@ -29,7 +29,8 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypedDict
 
 import httpx
@@ -107,16 +108,34 @@ class RawClient:
         await self.client.aclose()
 
 
-def litellm_router(base_url: str) -> Any:
-    """LiteLLM's Router over the same upstream (its price map read locally, no network)."""
+@contextmanager
+def litellm_router(base_url: str) -> Iterator[Any]:
+    """LiteLLM's Router over the same upstream (its price map read locally, no network).
+
+    Each Router adds its callbacks to LiteLLM's global lists, and every later call of
+    every Router runs them all: the lists are put back as they were when the
+    measurement ends. LiteLLM still gets slower in a process that already ran it on
+    another event loop (~+1 ms per call), so with ``--repeat`` only the first run's
+    anchor is LiteLLM as a fresh process sees it; run W9 in fresh processes to
+    collect several (``for i in 1 2 3; do python run.py --only W9 --json; done``).
+    """
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
     from litellm.router import Router
 
     litellm.telemetry = False
     litellm.suppress_debug_info = True
+    saved = {
+        name: list(value)
+        for name in dir(litellm)
+        if "callback" in name and isinstance(value := getattr(litellm, name), list)
+    }
     params = {"model": f"openai/{MODEL_ID}", "api_base": base_url, "api_key": KEY}
-    return Router(model_list=[{"model_name": "bench", "litellm_params": params}])
+    try:
+        yield Router(model_list=[{"model_name": "bench", "litellm_params": params}])
+    finally:
+        for name, value in saved.items():
+            getattr(litellm, name)[:] = value
 
 
 async def litellm_first_token(router: Any) -> float:
@@ -203,15 +222,15 @@ async def run(settings: Settings) -> list[Result]:
 async def _measure(
     settings: Settings, base_url: str, raw: RawClient, gateway: Gateway
 ) -> list[Result]:
-    router = litellm_router(base_url)
-    # LiteLLM's import leaves a large heap that every gc.collect() of the harness would
-    # walk (~0.2 s each): set it aside, for both sides alike, while measuring.
-    gc.collect()
-    gc.freeze()
-    try:
-        return await _measure_all(settings, raw, gateway, router)
-    finally:
-        gc.unfreeze()
+    with litellm_router(base_url) as router:
+        # LiteLLM's import leaves a large heap that every gc.collect() of the harness
+        # would walk (~0.2 s each): set it aside, for both sides alike, while measuring.
+        gc.collect()
+        gc.freeze()
+        try:
+            return await _measure_all(settings, raw, gateway, router)
+        finally:
+            gc.unfreeze()
 
 
 async def _measure_all(
