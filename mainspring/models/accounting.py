@@ -21,7 +21,7 @@ from .tokens import estimate_usage
 
 
 class Accountant:
-    __slots__ = ("_prices", "_priced", "_router")
+    __slots__ = ("_priced", "_prices", "_router")
 
     def __init__(self, router: Router, prices: PriceTable | Mapping[str, Any] | None) -> None:
         self._router = router
