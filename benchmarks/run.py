@@ -4,7 +4,8 @@
 
 ``--only`` takes workload families: W1, W1-gate, W1-off, W2 (W2 and W2n), W2-batch,
 W3, W3-batch, W4 (in memory and on SQLite), W5, W6, W7, W8 (cold start: import,
-open, resume, each in fresh subprocesses), W9-router (a routing decision on one core,
+open, resume, each in fresh subprocesses), W9 (model gateway overhead against raw httpx
+and LiteLLM's Router on one local upstream), W9-router (a routing decision on one core,
 quiet and with the other core loaded; the semantic cache), W10 (hedging a heavy-tailed
 upstream).
 ``--quick`` finishes in under a minute; the default run is longer and more
@@ -38,6 +39,7 @@ from workloads import (
     router,
     storage,
     tracing,
+    w9_gateway,
     w10_hedging,
 )
 
@@ -56,6 +58,7 @@ FAMILIES: dict[str, Family] = {
     "W6": memory.run,
     "W7": tracing.run,
     "W8": coldstart.run,
+    "W9": w9_gateway.run,
     "W9-router": router.run,
     "W10": w10_hedging.run,
 }

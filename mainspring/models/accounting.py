@@ -21,7 +21,7 @@ from .tokens import estimate_usage
 
 
 class Accountant:
-    __slots__ = ("_router", "prices")
+    __slots__ = ("_priced", "_prices", "_router")
 
     def __init__(self, router: Router, prices: PriceTable | Mapping[str, Any] | None) -> None:
         self._router = router
@@ -31,6 +31,17 @@ class Accountant:
             self.prices = prices
         else:
             self.prices = PriceTable().with_prices(prices)
+
+    @property
+    def prices(self) -> PriceTable:
+        return self._prices
+
+    @prices.setter
+    def prices(self, table: PriceTable) -> None:
+        self._prices = table
+        # name -> its price: specs and tables do not change, and every call looks its
+        # model's price up (several times when routing made several attempts).
+        self._priced: dict[str, Price | None] = {}
 
     def account(self, request: ModelRequest, response: ModelResponse) -> ModelResponse:
         """``response`` with its usage complete: counted if absent, priced if unpriced."""
@@ -62,13 +73,21 @@ class Accountant:
             spent = attempt.get("usage")
             if not isinstance(spent, Mapping):
                 continue
-            cost = self.cost(str(attempt.get("model", "")), msgspec.convert(spent, Usage))
-            if cost is not None:
-                total, known = total + cost, True
+            price = self.price_of(str(attempt.get("model", "")))
+            if price is not None:  # an unpriced model's usage is not even decoded
+                total += price_usage(price, msgspec.convert(spent, Usage))
+                known = True
         return total if known else None
 
     def price_of(self, name: str) -> Price | None:
         """The price of a gateway model (by name or alias) or of a provider model id."""
+        try:
+            return self._priced[name]
+        except KeyError:
+            price = self._priced[name] = self._look_up(name)
+            return price
+
+    def _look_up(self, name: str) -> Price | None:
         try:
             resolved = self._router.resolve(name)
         except KeyError:

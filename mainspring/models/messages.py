@@ -8,7 +8,7 @@ so a resumed run gets back exactly what the live run saw.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, cast
 
 import msgspec
 
@@ -192,8 +192,19 @@ def as_messages(prompt: str | Message | Sequence[Message | Mapping[str, Any]]) -
     return out
 
 
+_ROLES = frozenset(("system", "user", "assistant", "tool"))
+
+
+def _plain(m: Mapping[str, Any], role: str) -> bool:
+    return len(m) == 2 and "content" in m and role in _ROLES
+
+
 def _message_from_mapping(m: Mapping[str, Any]) -> Message:
-    content = m.get("content", "")
+    role, content = m.get("role"), m.get("content", "")
+    if isinstance(content, str) and isinstance(role, str) and _plain(m, role):
+        # Exactly {"role": ..., "content": "text"}, the usual shape: what msgspec.convert
+        # would build, made directly (about a microsecond per message on every call).
+        return Message(cast(Role, role), [TextPart(content)] if content else [])
     if isinstance(content, str):
         data = {**m, "content": [{"type": "text", "text": content}] if content else []}
     else:
