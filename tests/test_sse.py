@@ -71,7 +71,7 @@ def streams(draw: st.DrawFn) -> bytes:
     else:
         field = st.sampled_from([b"data", b"event", b"id", b": c", b"retry", b"data"])
         value = st.text(
-            st.characters(blacklist_characters="\r\n\x00", blacklist_categories=("Cs",)),
+            st.characters(blacklist_characters="\r\n\x00", blacklist_categories=["Cs"]),
             max_size=12,
         )
         lines = draw(st.lists(st.tuples(field, value), max_size=12))
