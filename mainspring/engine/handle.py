@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 
 from ..errors import RunCancelledError, RunFailedError
-from ..events import Event, EventKind
+from ..events import EffectFinished, Event, ModelDelta
 from ..status import RunStatus
 from .driver import RunDriver
 from .fold import RunFold
@@ -42,7 +42,8 @@ class RunHandle:
         if live is not None:
             subs = runs.registry.subscribers_of(self.run_id)
             live.listen(subs.publish)
-            send, recv = subs.add()
+            send, recv = subs.add(deltas=deltas)
+            finished: set[tuple[int, int, int]] = set()  # effects whose tokens are over
             try:
                 backlog = live.uncommitted()  # taken before the read: nothing falls between
                 history = await runs.store.read(self.run_id, after=after)
@@ -51,13 +52,15 @@ class RunHandle:
                 ):
                     if event.seq > last:
                         last = event.seq
+                        _note_finished(event, finished)
                         yield event
                 async with recv:
                     async for event in recv:
-                        if event.kind is EventKind.MODEL_DELTA:
-                            if deltas:
+                        if isinstance(d := event.data, ModelDelta):
+                            if (d.step, d.task, d.effect) not in finished:  # not after its end
                                 yield event
                         elif event.seq > last:
+                            _note_finished(event, finished)
                             last = event.seq
                             yield event
             finally:
@@ -130,3 +133,10 @@ class RunHandle:
 
     async def status(self) -> RunStatus:
         return (await self._runs.record(self.run_id)).status
+
+
+def _note_finished(event: Event, finished: set[tuple[int, int, int]]) -> None:
+    """Remember an effect that finished (its late tokens are dropped) or a run that ended."""
+    data = event.data
+    if isinstance(data, EffectFinished):
+        finished.add((data.step, data.task, data.effect))

@@ -131,16 +131,22 @@ class JournalWriter:
         self.outcome: BaseException | None = None  # why the driver stopped early, if it did
 
     @property
+    def last_seq(self) -> int:
+        """The sequence number of the last event recorded (committed or not)."""
+        return self._next_seq
+
+    @property
     def watched(self) -> bool:
-        """Whether anyone follows the run live (``run.events()``) in this process."""
-        return bool(self.services.registry.subscribers(self.run_id))
+        """Whether anyone follows the run's tokens live (``run.events()``) in this process."""
+        subs = self.services.registry.subscribers(self.run_id)
+        return subs is not None and subs.want_deltas
 
     def broadcast(self, data: EventData) -> None:
         """Tell the run's live subscribers something the journal does not keep (a model's
         tokens): stamped with the sequence number of the last event recorded."""
         subs = self.services.registry.subscribers(self.run_id)
-        if subs:
-            subs.publish(Event(self.run_id, self._next_seq, data.kind, time.time(), data))
+        if subs is not None and subs.want_deltas:
+            subs.publish_delta(Event(self.run_id, self.last_seq, data.kind, time.time(), data))
 
     def record(self, data: EventData) -> Event:
         """Append an event to the run (in memory) and tell live listeners."""
@@ -404,6 +410,10 @@ class RunJournal(JournalWriter):
         )
         self.fold = fold
         self._snapshot_due = False
+
+    @property
+    def last_seq(self) -> int:
+        return self.fold.seq  # a driver numbers its events in its fold
 
     def record(self, data: EventData) -> Event:
         """Append an event to the run (in memory), fold it, and tell live listeners."""

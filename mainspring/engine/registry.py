@@ -44,34 +44,49 @@ D = TypeVar("D", bound=LiveDriver)
 
 
 class Subscribers:
-    """In-process fan-out of a live run's events to its streams."""
+    """In-process fan-out of a live run's events to its streams; a model's tokens
+    (``model_delta``) only to the streams that asked for them."""
 
-    __slots__ = ("_streams",)
+    __slots__ = ("_deltas", "_streams")
 
     def __init__(self) -> None:
         self._streams: list[MemoryObjectSendStream[Event]] = []
+        self._deltas: list[MemoryObjectSendStream[Event]] = []  # those that want tokens
 
-    def add(self) -> tuple[MemoryObjectSendStream[Event], MemoryObjectReceiveStream[Event]]:
+    def add(
+        self, *, deltas: bool = False
+    ) -> tuple[MemoryObjectSendStream[Event], MemoryObjectReceiveStream[Event]]:
         send, recv = anyio.create_memory_object_stream[Event](math.inf)
         self._streams.append(send)
+        if deltas:
+            self._deltas.append(send)
         return send, recv
 
     def remove(self, send: MemoryObjectSendStream[Event]) -> None:
         if send in self._streams:
             self._streams.remove(send)
+        if send in self._deltas:
+            self._deltas.remove(send)
         send.close()
 
-    def __bool__(self) -> bool:
-        return bool(self._streams)
+    @property
+    def want_deltas(self) -> bool:
+        """Whether a stream follows the run's tokens (then its model calls stream)."""
+        return bool(self._deltas)
 
     def publish(self, event: Event) -> None:
         for stream in self._streams:
+            stream.send_nowait(event)
+
+    def publish_delta(self, event: Event) -> None:
+        for stream in self._deltas:
             stream.send_nowait(event)
 
     def close_all(self) -> None:
         for stream in self._streams:
             stream.close()
         self._streams.clear()
+        self._deltas.clear()
 
 
 class LiveRuns(Generic[D]):

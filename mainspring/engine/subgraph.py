@@ -93,12 +93,16 @@ class Subgraphs:
         if parent.creation_pending:  # Runtime.run deferred the parent's creation: it goes
             await parent.commit()  # first, so no child ever points at a run that is not there
         grand = parent.fold.parent
+        # The child acts for the same tenant and user: budgets, caches and metrics scope its
+        # effects as its parent's.
+        metadata = dict(parent.fold.metadata) or None
         data = RunStarted(
             app.name,
             app.fingerprint,
             child_input,
             str(parent.durability),
             thread=parent.fold.thread,
+            metadata=metadata,
             parent=ParentRef(
                 parent.run_id,
                 grand.root if grand is not None else parent.run_id,
@@ -109,7 +113,12 @@ class Subgraphs:
             ),
         )
         driver = await runs.create(
-            app, child_id, data, parent.durability, parent_run_id=parent.run_id, metadata=None
+            app,
+            child_id,
+            data,
+            parent.durability,
+            parent_run_id=parent.run_id,
+            metadata=metadata,
         )
         if driver is not None:
             return driver

@@ -150,14 +150,24 @@ class CallLog:
             attempts=list(self.attempts),
         )
 
-    def finish(self, response: ModelResponse, latency: float) -> ModelResponse:
-        """The answer with every attempt and the sum of every known usage."""
+    def spent(self) -> Usage:
+        """The sum of every known usage of the call so far."""
         total = Usage()
         for usage in self.usages:
             total = total + usage
+        return total
+
+    def finish(self, response: ModelResponse, latency: float) -> ModelResponse:
+        """The answer with every attempt and the sum of every known usage."""
         return msgspec.structs.replace(
-            response, usage=total, attempts=self.attempts, latency=latency
+            response, usage=self.spent(), attempts=self.attempts, latency=latency
         )
+
+    def charged(self, error: ModelError) -> ModelError:
+        """``error`` carrying what the call spent before it (its attempts' usage)."""
+        if error.usage is None and self.usages:
+            error.usage = self.spent()
+        return error
 
     def partial_usage(self, partial_chars: int) -> Usage:
         """What a stream that broke after ``partial_chars`` characters is assumed to have used."""

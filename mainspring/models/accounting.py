@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from .errors import ModelError
 from .messages import ModelRequest, ModelResponse, Usage
 from .pricing import PriceTable, price_usage
 from .routing import Router
@@ -46,10 +47,11 @@ class Accountant:
     def account(self, request: ModelRequest, response: ModelResponse) -> ModelResponse:
         """``response`` with its usage complete: counted if absent, priced if unpriced."""
         usage = response.usage
-        if usage.input_tokens == 0 and usage.output_tokens == 0:
+        counted = usage.input_tokens == 0 and usage.output_tokens == 0
+        if counted:  # no usage reported: counted here, and priced as counted
             usage = self.counted(request, response)
         if usage.cost is None:
-            cost = self._attempts_cost(response) if response.attempts else None
+            cost = self._attempts_cost(response) if response.attempts and not counted else None
             if cost is None:  # request.model: the gateway model the call resolved to
                 cost = self.cost(request.model, usage) or self.cost(response.model, usage)
             if cost is not None:
@@ -57,6 +59,15 @@ class Accountant:
         if usage is response.usage:
             return response
         return msgspec.structs.replace(response, usage=usage)
+
+    def charge(self, request: ModelRequest, error: ModelError) -> ModelError:
+        """``error`` with what the failed call spent priced (a cost budget counts it)."""
+        spent = error.usage
+        if spent is not None and spent.cost is None:
+            cost = self.cost(request.model, spent)
+            if cost is not None:
+                error.usage = msgspec.structs.replace(spent, cost=cost)
+        return error
 
     def counted(self, request: ModelRequest, response: ModelResponse) -> Usage:
         """Usage counted with the offline tokenizer (``estimated``), keeping a reported cost."""

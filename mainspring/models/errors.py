@@ -8,7 +8,12 @@ the same type its live run raised (``engine.effects.recorded_error``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import MainspringError
+
+if TYPE_CHECKING:
+    from .messages import Usage
 
 
 class ModelError(MainspringError):
@@ -21,6 +26,9 @@ class ModelError(MainspringError):
     retryable = False
     fallback = True
     what_to_do = "see the message"
+    # What the call spent before it failed (retries, fallbacks, repairs): accounted on the
+    # effect and its budgets all the same. Set by routing and the gateway.
+    usage: Usage | None = None
 
     def __init__(
         self,

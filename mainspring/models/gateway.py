@@ -25,7 +25,7 @@ from .budget_ledger import BudgetLedger
 from .budgets import Budget, denial_error
 from .cache import ResponseCache
 from .call_cache import CacheOption, CallCache
-from .errors import BudgetExceededError
+from .errors import BudgetExceededError, ModelError
 from .jsonstream import PartialJSON
 from .ledger_url import ledger_from
 from .loop_breaker import LoopBreaker
@@ -178,8 +178,9 @@ class Gateway:
     ) -> ModelResponse:
         call = _Call.of(model, prompt, options)
         self.caches.check(call.cache)
-        tenant = node.metadata.get("tenant")
-        call.tenant = tenant if isinstance(tenant, str) else None
+        tenant = node.metadata.get("tenant")  # the run's tenant scopes its caches
+        if tenant is not None:
+            call.tenant = str(tenant)
         sink = node.delta_sink(f"model:{model}") if call.stream is not False else None
         fn = self._effect_fn(call.output_type, sink)
         effect = EffectCall("model", f"model:{model}", fn, (), call.args())
@@ -257,12 +258,18 @@ class Gateway:
         messages: list[Message],
     ) -> ModelResponse:
         """One routed call with these messages (the structured-output loop may repeat it)."""
-        if messages is not request.messages:
+        if messages is not request.messages:  # a repair of invalid structured output
             request = msgspec.structs.replace(request, messages=messages)
-        if not stream:
-            response = await self.router.complete(model, request)
-        else:
-            response = await self._streamed(model, request, sink)
+            if sink is not None:
+                sink(restart="the output did not validate: asking the model again")
+        try:
+            if not stream:
+                response = await self.router.complete(model, request)
+            else:
+                response = await self._streamed(model, request, sink)
+        except ModelError as error:  # what it spent before failing is priced for budgets
+            self.accountant.charge(request, error)
+            raise
         return self.accountant.account(request, response)
 
     async def _streamed(

@@ -113,9 +113,13 @@ class Router:
         first = self.resolve(name)
         log = CallLog(request.messages, self._count_tokens)
         started = self._clock()
-        response = await self._complete_chain(log, first, request)
-        if response is None:
-            response = await self._complete_degraded(log, first, request)
+        try:
+            response = await self._complete_chain(log, first, request)
+            if response is None:
+                response = await self._complete_degraded(log, first, request)
+        except ModelError as error:  # what the failed attempts spent goes with the error
+            log.charged(error)
+            raise
         return log.finish(response, self._clock() - started)
 
     async def _complete_chain(
@@ -224,20 +228,24 @@ class Router:
         started = self._clock()
         degrade = self._degrade.get(first)
         heads = [first, degrade] if isinstance(degrade, str) else [first]
-        for n, head in enumerate(heads):
-            log.degraded = n > 0  # the second head is the degradation
-            for model, spec in log.candidates(self._chains[head], self._models):
-                request_for = self._defaults[model].apply(request)
-                last: StreamEvent | None = None
-                async with aclosing(
-                    self._stream_model(log, model, spec, request_for, started)
-                ) as events:
-                    async for last in events:
-                        yield last
-                if isinstance(last, StreamEnd):
-                    return
-        if not isinstance(degrade, ModelResponse):
-            raise log.exhausted(first)
+        try:
+            for n, head in enumerate(heads):
+                log.degraded = n > 0  # the second head is the degradation
+                for model, spec in log.candidates(self._chains[head], self._models):
+                    request_for = self._defaults[model].apply(request)
+                    last: StreamEvent | None = None
+                    async with aclosing(
+                        self._stream_model(log, model, spec, request_for, started)
+                    ) as events:
+                        async for last in events:
+                            yield last
+                    if isinstance(last, StreamEnd):
+                        return
+            if not isinstance(degrade, ModelResponse):
+                raise log.exhausted(first)
+        except ModelError as error:  # what the failed attempts spent goes with the error
+            log.charged(error)
+            raise
         log.degraded = True
         log.note(
             first,

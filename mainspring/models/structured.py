@@ -24,7 +24,7 @@ import msgspec
 import pydantic
 
 from ._schema import check_schema, strict_schema
-from .errors import OutputValidationError
+from .errors import ModelError, OutputValidationError
 from .messages import Message, ModelResponse, OutputSpec, Usage, assistant, user
 
 T = TypeVar("T")
@@ -187,7 +187,12 @@ async def complete_structured(
     history = list(messages)
     usage = Usage()
     for attempt in range(1, repairs + 2):
-        response = await call(history)
+        try:
+            response = await call(history)
+        except ModelError as exc:  # the attempts before it were paid for too
+            if attempt > 1:
+                exc.usage = usage + (exc.usage or Usage())
+            raise
         usage = usage + response.usage
         try:
             if response.output is not None and not response.text:
