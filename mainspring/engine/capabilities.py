@@ -39,3 +39,12 @@ class ModelCapability(Protocol):
     async def call_in_run(
         self, node: NodeCalls, model: str, prompt: Any, options: Mapping[str, Any]
     ) -> Any: ...
+
+
+class ToolCapability(Protocol):
+    """A toolbox, as ``Runtime(tools=...)`` takes it (``mainspring.tools.Toolbox``)."""
+
+    @property
+    def gate_hooks(self) -> Sequence[object]: ...
+
+    async def call_in_run(self, node: NodeCalls, name: str, args: Mapping[str, Any]) -> Any: ...

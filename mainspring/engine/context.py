@@ -124,6 +124,20 @@ class Context:
         result: ModelResponse = await gateway.call_in_run(self, model, prompt, options)
         return result
 
+    async def tool(self, name: str, /, **args: Any) -> Any:
+        """Call the runtime's tool ``name`` (``Runtime(tools=Toolbox([...]))``) as a
+        journaled effect: the gate decides first (a tool that needs approval parks the run
+        for a person), the arguments are validated (``ToolArgumentsError`` says what is
+        wrong), the call is bounded (timeout, declared retries, limits, breaker) and its
+        result validated. A resumed run gets the recorded result without a call."""
+        toolbox = self._driver.services.tools
+        if toolbox is None:
+            raise RunStateError(
+                "ctx.tool needs a toolbox: build the runtime with "
+                "Runtime(store, tools=Toolbox([...])) (see mainspring.tools)"
+            )
+        return await toolbox.call_in_run(self, name, args)
+
     def delta_sink(self, name: str) -> DeltaSink | None:
         """For a capability about to make effect ``name``: a function that streams pieces
         of its answer to the run's live subscribers (``ModelDelta`` events, never

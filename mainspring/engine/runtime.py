@@ -26,7 +26,7 @@ from ..graph.compiled import CompiledGraph
 from ..status import Durability, RunStatus
 from ..store import RunQuery, RunRecord, Store, ThreadInfo, store_from_url
 from ..store._lease_owners import new_owner_id
-from .capabilities import ModelCapability
+from .capabilities import ModelCapability, ToolCapability
 from .driver import RunDriver
 from .gate import Gate
 from .handle import RunHandle
@@ -68,7 +68,9 @@ class Runtime:
     node makes to the world passes them, in order.
 
     ``models`` is the model gateway ``ctx.model`` calls (``mainspring.models.Gateway``);
-    its budget and loop-breaker hooks join the gate after ``gates``.
+    ``tools`` the toolbox ``ctx.tool`` calls (``mainspring.tools.Toolbox``). Their hooks
+    join the gate after ``gates``: the tools' approvals, then the loop breaker and the
+    budgets (last: a later hook that denied a call would leave a reservation counted).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Runtime:
         retry_for: float = 30.0,
         gates: Sequence[object] = (),
         models: ModelCapability | None = None,
+        tools: ToolCapability | None = None,
     ) -> None:
         if lease_ttl <= 0 or retry_for < 0:
             raise RunStateError(
@@ -108,8 +111,15 @@ class Runtime:
             release_timeout=min(5.0, max(retry_for, 0.5)),
             # The hooks every effect of every run passes: the user's, then the capabilities'
             # (budgets and the loop breaker come after policy, as the design orders them).
-            gate=Gate([*gates, *(models.gate_hooks if models is not None else ())]),
+            gate=Gate(
+                [
+                    *gates,
+                    *(tools.gate_hooks if tools is not None else ()),
+                    *(models.gate_hooks if models is not None else ()),
+                ]
+            ),
             models=models,
+            tools=tools,
             registry=LiveRuns[RunDriver](),
             check_json=(not keeps_objects) if check_json is None else check_json,
             revive=not keeps_objects,

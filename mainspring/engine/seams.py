@@ -145,3 +145,4 @@ class EngineServices(msgspec.Struct):
     listeners: list[Listener] = msgspec.field(default_factory=list)
     subgraphs: SubgraphRunner = _no_subgraphs
     models: Any = None  # the model gateway (capabilities.ModelCapability), if the runtime has one
+    tools: Any = None  # the toolbox (capabilities.ToolCapability), if the runtime has one

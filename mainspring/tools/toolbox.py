@@ -1,0 +1,163 @@
+"""The toolbox: the tools a runtime's nodes (and agents) may call, as journaled effects.
+
+``Runtime(store, tools=Toolbox([search, lookup_order, ...]))``; in a node,
+``await ctx.tool("lookup_order", order_id="A-17")`` is the effect ``tool:<name>``:
+the gate decides first (policy, budgets, the approvals of tools that need one), the
+arguments are validated, the call is bounded (timeout, retries on declared-retryable
+errors, limits, circuit breaker, fallback), and its result is validated and committed
+before the node sees it. A resumed run gets the recorded result without a call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from typing import Any
+
+from ..engine.capabilities import NodeCalls
+from ..engine.effects import EffectCall, current_key
+from ..engine.gate import Approve, Effect
+from .errors import UnknownToolError
+from .resilience import Resilience
+from .tool import Tool, ToolContext, tool
+
+SecretSource = Callable[[str], str | None] | Mapping[str, str]
+
+# The node making the call, for the effect's function (which takes only the arguments).
+_calling: contextvars.ContextVar[NodeCalls | None] = contextvars.ContextVar(
+    "mainspring_tool_caller", default=None
+)
+
+
+class Toolbox:
+    """Tools by name. ``tools`` are ``Tool``s or plain functions (made tools with defaults);
+    ``secrets`` (a mapping or a function of a name) gives each tool the secrets it declared,
+    never journaled."""
+
+    def __init__(
+        self,
+        tools: Iterable[Tool | Callable[..., Any]] = (),
+        *,
+        secrets: SecretSource | None = None,
+        resilience: Resilience | None = None,
+        hooks: Sequence[object] = (),
+    ) -> None:
+        self._tools: dict[str, Tool] = {}
+        self._secrets = secrets
+        self.resilience = resilience if resilience is not None else Resilience()
+        self._effect_fns: dict[str, Callable[..., Any]] = {}
+        self._hooks = (ToolApprovals(self), *hooks)
+        for t in tools:
+            self.add(t)
+
+    def add(self, item: Tool | Callable[..., Any]) -> Tool:
+        made = item if isinstance(item, Tool) else tool(item)
+        if made.name in self._tools:
+            raise ValueError(f"two tools are named {made.name!r}; give one of them name=")
+        self._tools[made.name] = made
+        return made
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Any:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def get(self, name: str) -> Tool:
+        found = self._tools.get(name)
+        if found is None:
+            known = ", ".join(sorted(self._tools)) or "none"
+            raise UnknownToolError(f"no tool named {name!r}; the toolbox holds: {known}")
+        return found
+
+    def specs(self, names: Iterable[str] | None = None) -> list[Any]:
+        """The definitions of the tools (all, or those named) for a model call's ``tools=``."""
+        chosen = self._tools.values() if names is None else [self.get(n) for n in names]
+        return [t.spec() for t in chosen]
+
+    @property
+    def gate_hooks(self) -> Sequence[object]:
+        return self._hooks
+
+    # -- in a run: ctx.tool ------------------------------------------------------------
+
+    async def call_in_run(self, node: NodeCalls, name: str, args: Mapping[str, Any]) -> Any:
+        self.get(name)  # an unknown name fails before anything is journaled
+        fn = self._effect_fns.get(name)
+        if fn is None:  # one function per tool: the engine caches what it learns of each
+            fn = self._effect_fns[name] = partial(self._effect, name)
+        token = _calling.set(node)
+        try:
+            return await node.effect(EffectCall("tool", f"tool:{name}", fn, (), dict(args)))
+        finally:
+            _calling.reset(token)
+
+    async def _effect(self, name: str, **args: Any) -> Any:
+        """The effect's function: the arguments as the gate let them through."""
+        node = _calling.get()
+        return await self.call(name, args, self._context(name, node))
+
+    # -- the one path of a call ----------------------------------------------------------
+
+    async def call(
+        self, name: str, args: Mapping[str, Any], context: ToolContext | None = None
+    ) -> Any:
+        """Validate, call under the tool's bounds, validate the result (also outside runs)."""
+        found = self.get(name)
+        checked = found.validate(args)
+        ctx = context if context is not None else self._context(name, None)
+        return await self.resilience.call(found, checked, ctx)
+
+    def _context(self, name: str, node: NodeCalls | None) -> ToolContext:
+        declared = self._tools[name].secrets
+        secrets = {s: v for s in declared if (v := self._secret(s)) is not None}
+        if node is None:
+            return ToolContext(name, current_key.get(), secrets=secrets)
+        meta = node.metadata
+        tenant, user = meta.get("tenant"), meta.get("user")
+        return ToolContext(
+            name,
+            current_key.get(),
+            node.run_id,
+            node.thread,
+            None if tenant is None else str(tenant),
+            None if user is None else str(user),
+            secrets=secrets,
+        )
+
+    def _secret(self, name: str) -> str | None:
+        source = self._secrets
+        if source is None:
+            import os
+
+            return os.environ.get(name)
+        return source.get(name) if isinstance(source, Mapping) else source(name)
+
+
+class ToolApprovals:
+    """The gate hook that asks a person before a tool marked ``needs_approval`` runs: the
+    run parks durably with the call's arguments; the person approves, rejects (the
+    caller, or an agent's model, is told why) or edits the arguments."""
+
+    name = "tool-approvals"
+
+    def __init__(self, toolbox: Toolbox) -> None:
+        self._toolbox = toolbox
+
+    def before(self, effect: Effect) -> Approve | None:
+        if effect.kind != "tool" or not effect.name.startswith("tool:"):
+            return None
+        name = effect.name[len("tool:") :]
+        if name not in self._toolbox:
+            return None
+        found = self._toolbox.get(name)
+        if not found.asks_approval(effect.args):
+            return None
+        return Approve(
+            f"tool {name!r} needs a person's approval",
+            {"tool": name, "args": dict(effect.args)},
+        )
