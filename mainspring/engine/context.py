@@ -130,13 +130,42 @@ class Context:
         for a person), the arguments are validated (``ToolArgumentsError`` says what is
         wrong), the call is bounded (timeout, declared retries, limits, breaker) and its
         result validated. A resumed run gets the recorded result without a call."""
+        return await self._toolbox("ctx.tool").call_in_run(self, name, args)
+
+    async def tool_async(self, name: str, /, **args: Any) -> dict[str, str]:
+        """Start tool ``name`` in the background and go on: returns a handle (JSON: keep it
+        in the state) for ``wait_tool``. The call is a run of its own, started once (a
+        re-run gets the same handle), durable across restarts."""
+        handle: dict[str, str] = await self._toolbox("ctx.tool_async").start_in_run(
+            self, name, args
+        )
+        return handle
+
+    async def wait_tool(self, call: dict[str, str] | str) -> Any:
+        """The result of a background call (``tool_async``'s handle or its id). If it is
+        not there yet the run parks durably and resumes when the call ends (in this or
+        another process); a failed call raises ``ToolFailedError``."""
+        toolbox = self._toolbox("ctx.wait_tool")
+        call_id = call if isinstance(call, str) else call["id"]
+        if self._task.interrupts.get(self._interrupts) is None:  # not parked here before
+            done, value = await toolbox.background_result(call_id)
+            if done:  # journaled here, so a replay of this node sees the same value
+                return await self.step(f"tool_result:{call_id}", lambda: value)
+        answer = await self.interrupt({"wait_tool": {"run": call_id}})
+        if isinstance(answer, dict) and "error" in answer:
+            from ..tools.errors import ToolFailedError
+
+            raise ToolFailedError(str(answer["error"]))
+        return answer.get("ok") if isinstance(answer, dict) else answer
+
+    def _toolbox(self, what: str) -> Any:
         toolbox = self._driver.services.tools
         if toolbox is None:
             raise RunStateError(
-                "ctx.tool needs a toolbox: build the runtime with "
+                f"{what} needs a toolbox: build the runtime with "
                 "Runtime(store, tools=Toolbox([...])) (see mainspring.tools)"
             )
-        return await toolbox.call_in_run(self, name, args)
+        return toolbox
 
     def delta_sink(self, name: str) -> DeltaSink | None:
         """For a capability about to make effect ``name``: a function that streams pieces

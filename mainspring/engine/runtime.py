@@ -165,8 +165,13 @@ class Runtime:
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
+        self.services.spawn = tg.start_soon  # capabilities' own tasks (they catch their errors)
         self._runs.open = True
         tg.start_soon(self._leases.heartbeat)
+        for capability in (self.services.tools, self.services.models):
+            attach = getattr(capability, "attach", None)
+            if attach is not None:  # e.g. the toolbox's background calls (before recovery:
+                await attach(self)  # the runs it resumes are heard)
         if self.recover_mode != "off":
             await self.recover(resume=self.recover_mode == "resume")
         return self
@@ -194,6 +199,7 @@ class Runtime:
             await tg.__aexit__(None, None, None)
         finally:
             self._tg = None
+            self.services.spawn = None
             self._runs.open = False
             with anyio.CancelScope(shield=True):
                 await self.store.aclose()

@@ -20,7 +20,7 @@ from ..status import RunStatus
 from ..store import RunQuery, RunRecord, appends_now
 from .driver import RunDriver
 from .fold import RunFold
-from .journal import JournalWriter
+from .journal import JournalWriter, Stopped
 from .registry import lost_the_run
 from .runs import Runs
 
@@ -73,7 +73,14 @@ async def resume_run(
         driver.record(Resumed(resolved))
     # Durable before we return, and marked running, so a crash from here on leaves
     # a run that recovery finds (not one that looks parked with nothing pending).
-    await driver.commit(RunStatus.RUNNING)
+    try:
+        await driver.commit(RunStatus.RUNNING)
+    except Stopped:  # another writer resumed it first (a conflict), or the store failed
+        outcome = driver.outcome
+        runs.registry.stopped(driver)
+        if isinstance(outcome, Exception):
+            raise outcome from None
+        raise
     runs.spawn(driver)
     return driver
 

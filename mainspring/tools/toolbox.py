@@ -10,24 +10,23 @@ before the node sees it. A resumed run gets the recorded result without a call.
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..engine.capabilities import NodeCalls
 from ..engine.effects import EffectCall, current_key
 from ..engine.gate import Approve, Effect
+from ._calling import calling as _calling
+from .background import Background
 from .errors import UnknownToolError
 from .resilience import Resilience
 from .tool import Tool, ToolContext, tool
 
-SecretSource = Callable[[str], str | None] | Mapping[str, str]
+if TYPE_CHECKING:
+    from ..engine.runtime import Runtime
 
-# The node making the call, for the effect's function (which takes only the arguments).
-_calling: contextvars.ContextVar[NodeCalls | None] = contextvars.ContextVar(
-    "mainspring_tool_caller", default=None
-)
+SecretSource = Callable[[str], str | None] | Mapping[str, str]
 
 
 class Toolbox:
@@ -48,6 +47,7 @@ class Toolbox:
         self.resilience = resilience if resilience is not None else Resilience()
         self._effect_fns: dict[str, Callable[..., Any]] = {}
         self._hooks = (ToolApprovals(self), *hooks)
+        self.background = Background()
         for t in tools:
             self.add(t)
 
@@ -82,6 +82,25 @@ class Toolbox:
     @property
     def gate_hooks(self) -> Sequence[object]:
         return self._hooks
+
+    async def attach(self, runtime: Runtime) -> None:
+        """Called by the runtime as it opens: background calls run and resume through it."""
+        await self.background.attach(runtime)
+
+    # -- background calls: ctx.tool_async, ctx.wait_tool --------------------------------
+
+    async def start_in_run(
+        self, node: NodeCalls, name: str, args: Mapping[str, Any]
+    ) -> dict[str, str]:
+        self.get(name).validate(args)  # refused now, not in the background
+        token = _calling.set(node)
+        try:
+            return await self.background.start(node, name, dict(args))
+        finally:
+            _calling.reset(token)
+
+    async def background_result(self, call_id: str) -> tuple[bool, Any]:
+        return await self.background.result(call_id)
 
     # -- in a run: ctx.tool ------------------------------------------------------------
 
