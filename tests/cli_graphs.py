@@ -180,3 +180,24 @@ def gateway() -> Any:
     from mainspring.models import Gateway, ScriptedModel
 
     return Gateway({"fast": ScriptedModel(["forty-two"])})
+
+
+async def look_up(s: Question, ctx: Context) -> dict[str, Any]:
+    return {"a": await ctx.tool("shout", text=s.get("q", ""))}
+
+
+lookup_graph = Graph(Question, name="lookup")
+lookup_graph.node(look_up)
+lookup_graph.edge(START, "look_up")
+lookup_graph.edge("look_up", END)
+lookup = lookup_graph.compile()
+
+
+def toolbox() -> Any:
+    from mainspring.tools import Toolbox
+
+    def shout(text: str) -> str:
+        """Say it louder."""
+        return text.upper()
+
+    return Toolbox([shout])

@@ -647,3 +647,9 @@ def test_run_with_models_calls_the_gateway_it_names(store: str) -> None:
         2,
         "--models tests.cli_graphs:nothing: cannot import it",
     )
+
+
+def test_run_with_tools_calls_the_toolbox_it_names(store: str) -> None:
+    data = run_json(store, "tests.cli_graphs:lookup", "--input", '{"q": "hey"}',
+                    "--tools", "tests.cli_graphs:toolbox")  # fmt: skip
+    assert data["status"] == "finished" and data["state"]["a"] == "HEY"

@@ -132,6 +132,16 @@ ModelsOption = Annotated[
         "returning one (e.g. myapp.models:gateway).",
     ),
 ]
+ToolsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tools",
+        envvar="MAINSPRING_TOOLS",
+        metavar="MODULE:ATTR",
+        help="The toolbox ctx.tool calls: a mainspring.tools.Toolbox, or a function "
+        "returning one (e.g. myapp.tools:toolbox).",
+    ),
+]
 GraphOption = Annotated[
     str | None,
     typer.Option(
@@ -156,14 +166,15 @@ def _sqlite_path(url: str) -> Path | None:
 
 @asynccontextmanager
 async def open_runtime(
-    url: str, *, create: bool = False, models: str | None = None
+    url: str, *, create: bool = False, models: str | None = None, tools: str | None = None
 ) -> AsyncIterator[Runtime]:
     """An open runtime on the store at ``url``.
 
     Crash recovery is off: merely running a command never adopts the runs of
     other processes (continue a crashed run with ``mainspring resume RUN``).
     Without ``create``, a missing SQLite file is an error instead of a new store.
-    ``models`` (or ``MAINSPRING_MODELS``) names the model gateway its runs call.
+    ``models`` (or ``MAINSPRING_MODELS``) names the model gateway its runs call, ``tools``
+    (or ``MAINSPRING_TOOLS``) their toolbox.
     """
     path = _sqlite_path(url)
     if not create and path is not None and not path.exists():
@@ -171,8 +182,9 @@ async def open_runtime(
             f"no Mainspring store at {path}; pass --store URL or set MAINSPRING_STORE",
             EXIT_REFUSED,
         )
-    gateway = import_models(models or os.environ.get("MAINSPRING_MODELS"))
-    async with Runtime.open(url, recover="off", models=gateway) as rt:
+    gateway = import_capability(models or os.environ.get("MAINSPRING_MODELS"), "models")
+    toolbox = import_capability(tools or os.environ.get("MAINSPRING_TOOLS"), "tools")
+    async with Runtime.open(url, recover="off", models=gateway, tools=toolbox) as rt:
         yield rt
 
 
@@ -189,23 +201,28 @@ def import_graph(ref: str) -> CompiledGraph:
     return load_graph(ref)
 
 
-def import_models(ref: str | None) -> Any:
-    """The model gateway ``MODULE:ATTR`` names (a Gateway, or a function returning one)."""
+_CAPABILITY = {"models": ("a mainspring.models.Gateway", "call_in_run"),
+               "tools": ("a mainspring.tools.Toolbox", "call_in_run")}  # fmt: skip
+
+
+def import_capability(ref: str | None, option: str) -> Any:
+    """The gateway or toolbox ``MODULE:ATTR`` names (the object, or a function returning it)."""
     if not ref:
         return None
+    what, marker = _CAPABILITY[option]
     module, _, attr = ref.partition(":")
     importable_cwd()
     try:
         found = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError, ValueError) as exc:
         raise CliError(
-            f"--models {ref}: cannot import it ({exc}); give MODULE:ATTR of a Gateway, "
+            f"--{option} {ref}: cannot import it ({exc}); give MODULE:ATTR of {what}, "
             "importable from the current directory"
         ) from None
-    gateway = found() if callable(found) and not hasattr(found, "call_in_run") else found
-    if not hasattr(gateway, "call_in_run"):
-        raise CliError(f"--models {ref} is {gateway!r}, not a mainspring.models.Gateway")
-    return gateway
+    made = found() if callable(found) and not hasattr(found, marker) else found
+    if not hasattr(made, marker):
+        raise CliError(f"--{option} {ref} is {made!r}, not {what}")
+    return made
 
 
 def maybe_graph(ref: str | None) -> CompiledGraph | None:

@@ -20,6 +20,7 @@ from ._common import (
     JsonOption,
     ModelsOption,
     StoreOption,
+    ToolsOption,
     driving,
     echo_json,
     graph_of_run,
@@ -116,6 +117,7 @@ def run(
     ] = None,
     store: StoreOption = DEFAULT_STORE,
     models: ModelsOption = None,
+    tools: ToolsOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -129,7 +131,7 @@ def run(
     app = import_graph(graph)
 
     async def go() -> int:
-        async with open_runtime(store, create=True, models=models) as rt:
+        async with open_runtime(store, create=True, models=models, tools=tools) as rt:
             existed = await _exists(rt, run_id)
             handle = await rt.start(app, value, run_id=run_id, thread=thread, durability=durability)
             driving(ctx, handle.run_id, command("resume", handle.run_id, store=store))
@@ -168,6 +170,7 @@ def resume(
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
     models: ModelsOption = None,
+    tools: ToolsOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -179,7 +182,7 @@ def resume(
     answer = parse_json(value, "--value") if value is not None else None
 
     async def go() -> int:
-        async with open_runtime(store, models=models) as rt:
+        async with open_runtime(store, models=models, tools=tools) as rt:
             record = await rt.get_run(run_id)
             driving(ctx, run_id, command("resume", run_id, store=store))
             if record.status is RunStatus.INTERRUPTED:
@@ -264,6 +267,7 @@ def fork(
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
     models: ModelsOption = None,
+    tools: ToolsOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -275,7 +279,7 @@ def fork(
     """
 
     async def go() -> int:
-        async with open_runtime(store, models=models) as rt:
+        async with open_runtime(store, models=models, tools=tools) as rt:
             source = await rt.get_run(run_id)
             seq = source.last_seq if at is None else at
             app = await graph_of_run(rt, run_id, graph)
