@@ -15,7 +15,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,10 +63,8 @@ class Link:
         errors = getattr(exc, "errors", None)
         line = str(exc)
         if callable(errors):
-            try:
+            with suppress(Exception):  # not a pydantic error after all
                 line = str(errors()[0].get("input", line))
-            except Exception:  # not a pydantic error after all
-                pass
         if len(self.garbage) < 5:
             self.garbage.append(line[:200])
 

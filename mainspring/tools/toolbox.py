@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..engine.capabilities import NodeCalls
 from ..engine.effects import EffectCall, current_key
@@ -21,6 +21,9 @@ from ..engine.gate import Approve, Effect
 from .errors import UnknownToolError
 from .resilience import Resilience
 from .tool import Tool, ToolContext, tool
+
+if TYPE_CHECKING:
+    from .mcp_client import MCPServer
 
 SecretSource = Callable[[str], str | None] | Mapping[str, str]
 
@@ -57,6 +60,11 @@ class Toolbox:
             raise ValueError(f"two tools are named {made.name!r}; give one of them name=")
         self._tools[made.name] = made
         return made
+
+    def add_mcp(self, server: MCPServer, **options: Any) -> list[Tool]:
+        """Add the tools of a connected MCP server (``async with MCPServer.stdio(...)``);
+        ``options`` are ``Tool`` options for each (``needs_approval=``, ``retry=``, ...)."""
+        return [self.add(t) for t in server.tools(**options)]
 
     def __contains__(self, name: object) -> bool:
         return name in self._tools
