@@ -62,7 +62,7 @@ async def test_a_real_servers_tools_are_validated_mainspring_tools() -> None:
         assert (
             "5 is not of type 'string'" in message and "'target_timezone' is a required" in message
         )
-        with pytest.raises(ToolFailedError, match="reported an error: .*Invalid timezone"):
+        with pytest.raises(ToolFailedError, match=r"reported an error: .*Invalid timezone"):
             await box.call("time.get_current_time", {"timezone": "Nowhere/Atlantis"})
 
 
@@ -139,7 +139,7 @@ async def test_a_slow_call_times_out_and_a_server_that_still_answers_is_kept() -
         box = Toolbox(server.tools())
         started = time.monotonic()
         with pytest.raises(
-            MCPTimeoutError, match="did not answer the call to 'sleep' within 0.5 s"
+            MCPTimeoutError, match=r"did not answer the call to .sleep. within 0\.5 s"
         ):
             await box.call("sleep", {"seconds": 1.5})
         assert time.monotonic() - started < 2.5
