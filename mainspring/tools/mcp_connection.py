@@ -133,7 +133,7 @@ async def _watched(streams: TransportStreams, link: Link) -> AsyncIterator[Trans
     """The transport's streams, with the messages passed through a pump that notes garbage
     and the end of the stream (so a dead server is known before the next call)."""
     read, write = streams
-    send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+    send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](16)
 
     async def pump() -> None:
         try:
