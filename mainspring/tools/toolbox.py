@@ -25,6 +25,7 @@ from .tool import Tool, ToolContext, tool
 
 if TYPE_CHECKING:
     from ..engine.runtime import Runtime
+    from .mcp_client import MCPServer
 
 SecretSource = Callable[[str], str | None] | Mapping[str, str]
 
@@ -57,6 +58,11 @@ class Toolbox:
             raise ValueError(f"two tools are named {made.name!r}; give one of them name=")
         self._tools[made.name] = made
         return made
+
+    def add_mcp(self, server: MCPServer, **options: Any) -> list[Tool]:
+        """Add the tools of a connected MCP server (``async with MCPServer.stdio(...)``);
+        ``options`` are ``Tool`` options for each (``needs_approval=``, ``retry=``, ...)."""
+        return [self.add(t) for t in server.tools(**options)]
 
     def __contains__(self, name: object) -> bool:
         return name in self._tools
