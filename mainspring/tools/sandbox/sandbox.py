@@ -40,7 +40,7 @@ class Sandbox:
         limits: SandboxLimits | None = None,
         *,
         python: str | None = None,
-        python_flags: tuple[str, ...] = ("-I",),
+        python_flags: tuple[str, ...] = ("-I", "-B"),
         bwrap: str | None = None,
     ) -> None:
         self.limits = limits or SandboxLimits()
