@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -24,6 +25,7 @@ import anyio
 import pytest
 
 from mainspring.tools.sandbox import Sandbox, SandboxLimits, SandboxResult
+from mainspring.tools.sandbox._workdir import PREFIX, sweep_stale
 from tests.conftest import service_missing
 from tests.sandbox_support import host_uid, pids_with, require_sandbox
 
@@ -339,3 +341,7 @@ async def test_a_killed_parent_leaves_no_process_behind(tmp_path: Path) -> None:
     finally:
         parent.kill()
         parent.wait()
+    # Its run dir is left behind (nothing could remove it); the next process sweeps it.
+    left = [d for d in Path(tempfile.gettempdir()).glob(f"{PREFIX}{parent.pid}-*")]
+    assert len(left) == 1 and token in (left[0] / "program" / "main.sh").read_text()
+    assert sweep_stale() >= 1 and not left[0].exists()

@@ -50,6 +50,8 @@ class _Killer:
 
 
 def _kill(process: anyio.abc.Process) -> None:
+    if process.returncode is not None:
+        return  # reaped: its pid (and group id) may belong to someone else now
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)  # bwrap and anything of its group
     with contextlib.suppress(ProcessLookupError):

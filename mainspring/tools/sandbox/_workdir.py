@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from ._bwrap import SANDBOX_UID, drop_to_nobody
 from .limits import SandboxLimits
 
+PREFIX = "mainspring-sandbox-"  # + the pid of the process that made the dir
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -45,7 +46,7 @@ class RunDirs:
     @classmethod
     def create(cls, files: Mapping[str, bytes], program_name: str, program: bytes) -> RunDirs:
         names = {checked_name(name): data for name, data in files.items()}
-        base = tempfile.mkdtemp(prefix="mainspring-sandbox-")
+        base = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
         dirs = cls(base, f"{base}/work", f"{base}/tmp", f"{base}/program")
         try:
             for path in (dirs.work, dirs.tmp, dirs.program):
@@ -139,3 +140,25 @@ def _read_regular(name: str, dirfd: int, cap: int) -> bytes | None:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def sweep_stale() -> int:
+    """Remove run dirs left by processes that died mid-run (killed, say); returns how many."""
+    removed = 0
+    top = tempfile.gettempdir()
+    for entry in os.scandir(top):
+        pid = entry.name.removeprefix(PREFIX).partition("-")[0]
+        if entry.name.startswith(PREFIX) and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

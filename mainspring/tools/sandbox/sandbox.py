@@ -8,13 +8,14 @@ check is cached per bwrap and python); when it cannot, every call raises
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import anyio
 
 from . import _bwrap
 from ._process import run_process
-from ._workdir import RunDirs
+from ._workdir import RunDirs, sweep_stale
 from .errors import SandboxUnavailableError
 from .limits import SandboxLimits, SandboxResult
 
@@ -24,6 +25,11 @@ _PY_BOOT = (
     "import sys;sys.path.insert(0,{workdir!r});sys.argv=[{path!r}];del sys;"
     "__file__={path!r};exec(compile(open(__file__,'rb').read(),__file__,'exec'))"
 )
+
+
+@functools.cache
+def _sweep_once() -> None:
+    sweep_stale()  # once per process: dirs of runs whose process was killed
 
 
 class Sandbox:
@@ -77,6 +83,7 @@ class Sandbox:
                 raise SandboxUnavailableError(why)
             found = _bwrap.find_bwrap(self._bwrap_path)
             assert found is not None
+            await anyio.to_thread.run_sync(_sweep_once)
             self._bwrap = found
         return self._bwrap
 
