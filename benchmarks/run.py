@@ -8,7 +8,8 @@ open, resume, each in fresh subprocesses), W9 (model gateway overhead against ra
 and LiteLLM's Router on one local upstream), W9-router (a routing decision on one core,
 quiet and with the other core loaded; the semantic cache), W10 (hedging a heavy-tailed
 upstream), W11-mcp (an MCP server's tool over stdio: the SDK's own client against
-``Toolbox.call`` and ``ctx.tool`` on an ``MCPServer``).
+``Toolbox.call`` and ``ctx.tool`` on an ``MCPServer``), W11-sandbox (start-up of a
+sandboxed Python and shell run: p50, p99).
 ``--quick`` finishes in under a minute; the default run is longer and more
 precise. ``--repeat N`` runs the chosen families N times and prints, per workload, the median and range across
 runs as a Markdown table (``summarize.py``); with ``--json``, every run's lines.
@@ -39,6 +40,7 @@ from workloads import (
     orchestration,
     postgres,
     router,
+    sandbox,
     storage,
     tracing,
     w9_gateway,
@@ -64,6 +66,7 @@ FAMILIES: dict[str, Family] = {
     "W9-router": router.run,
     "W10": w10_hedging.run,
     "W11-mcp": mcp.run,
+    "W11-sandbox": sandbox.run,
 }
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
