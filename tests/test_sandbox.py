@@ -11,6 +11,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -169,3 +170,39 @@ async def test_user_namespaces_off_refuses_and_runs_nothing(tmp_path: Path) -> N
 
 async def test_available_says_none_here(sandbox: Sandbox) -> None:
     assert Sandbox.available() is None
+
+
+async def test_the_python_and_shell_tools_run_through_ctx_tool(tmp_path: Path) -> None:
+    """The built-in tools: the model's code runs sandboxed, through the gate and journal."""
+    require_sandbox()
+    from typing import TypedDict
+
+    from mainspring import END, START, Context, Graph, Runtime
+    from mainspring.events import EffectStarted
+    from mainspring.tools import Toolbox, sandbox_tools
+
+    class S(TypedDict, total=False):
+        out: dict[str, Any]
+        sh: dict[str, Any]
+
+    g = Graph(S, name="code")
+
+    @g.node
+    async def run(s: S, ctx: Context) -> S:
+        code = "import os\nopen('out.txt','w').write(open('in.txt').read().upper())\nprint(2+3)"
+        out = await ctx.tool("python", code=code, files={"in.txt": "hello"})
+        sh = await ctx.tool("shell", command="ls; echo $HOME")
+        return {"out": out, "sh": sh}
+
+    g.edge(START, "run")
+    g.edge("run", END)
+    async with Runtime.open(f"sqlite:///{tmp_path / 'r.db'}", tools=Toolbox(sandbox_tools())) as rt:
+        state = await rt.run(g.compile(), {})
+        events = await rt.events((await rt.list_runs())[0].run_id)
+    assert state["out"]["stdout"] == "5\n" and state["out"]["exit_code"] == 0
+    assert state["out"]["files"] == {"out.txt": "HELLO"}
+    assert state["sh"]["stdout"] == "/sandbox\n"  # each call a fresh sandbox: ls finds nothing
+    assert [e.data.name for e in events if isinstance(e.data, EffectStarted)] == [
+        "tool:python",
+        "tool:shell",
+    ]

@@ -5,6 +5,9 @@
 servers' tools and resilience backends load when first named.
 """
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     CircuitOpenError,
     RateLimitedToolError,
@@ -19,11 +22,53 @@ from .resilience import Resilience
 from .tool import Retry, Tool, ToolContext, tool
 from .toolbox import ToolApprovals, Toolbox
 
+if TYPE_CHECKING:
+    from .mcp_client import MCPServer
+    from .mcp_server import serve_mcp
+    from .sandbox import Sandbox, SandboxLimits, SandboxUnavailableError, sandbox_tools
+
+# name -> the module that defines it, loaded on first use (the MCP SDK, the sandbox)
+_LAZY = {
+    "MCPServer": ".mcp_client",
+    "serve_mcp": ".mcp_server",
+    "Sandbox": ".sandbox",
+    "SandboxLimits": ".sandbox",
+    "SandboxUnavailableError": ".sandbox",
+    "sandbox_tools": ".sandbox",
+}
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        try:
+            value = getattr(import_module(module, __name__), name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not exc.name.startswith(("mcp", "jsonschema")):
+                raise
+            raise ModuleNotFoundError(
+                f"mainspring.tools.{name} needs {exc.name}: pip install 'mainspring[mcp]'",
+                name=exc.name,
+            ) from None
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 __all__ = [
     "CircuitOpenError",
+    "MCPServer",
     "RateLimitedToolError",
     "Resilience",
     "Retry",
+    "Sandbox",
+    "SandboxLimits",
+    "SandboxUnavailableError",
     "Tool",
     "ToolApprovals",
     "ToolArgumentsError",
@@ -34,5 +79,7 @@ __all__ = [
     "ToolTimeoutError",
     "Toolbox",
     "UnknownToolError",
+    "sandbox_tools",
+    "serve_mcp",
     "tool",
 ]

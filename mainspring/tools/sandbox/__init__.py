@@ -11,5 +11,6 @@ from __future__ import annotations
 from .errors import SandboxUnavailableError
 from .limits import SandboxLimits, SandboxResult
 from .sandbox import Sandbox
+from .tools import sandbox_tools
 
-__all__ = ["Sandbox", "SandboxLimits", "SandboxResult", "SandboxUnavailableError"]
+__all__ = ["Sandbox", "SandboxLimits", "SandboxResult", "SandboxUnavailableError", "sandbox_tools"]
