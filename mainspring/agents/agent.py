@@ -205,9 +205,7 @@ class Agent:
         or ``{"args": {...}}``) or pick up a run a dead process left, and run it on."""
         from .running import resume
 
-        return await resume(
-            self, runtime, run_id, value, interrupt_id=interrupt_id, values=values
-        )
+        return await resume(self, runtime, run_id, value, interrupt_id=interrupt_id, values=values)
 
     def run_sync(
         self,

@@ -51,7 +51,9 @@ class Plan:
         }
         self.handoffs = {f"transfer_to_{h.name}": h.name for h in agent.handoffs}
         specs = [t.spec() for t in self.tools.values()]
-        specs += [ToolSpec(n, t.description, t.parameters) for n, (_, t) in self.agent_tools.items()]
+        specs += [
+            ToolSpec(n, t.description, t.parameters) for n, (_, t) in self.agent_tools.items()
+        ]
         specs += [_handoff_spec(h) for h in agent.handoffs]
         seen: set[str] = set()
         for spec in specs:
@@ -139,8 +141,10 @@ class _Loop:
             if state.get("caller"):  # as a tool: the calling model is told, and goes on
                 return {"messages": [_assistant(f"error: {message}")]}
             raise MaxTurnsExceeded(message)
-        messages = [plan.system, *state.get("messages", ())] if plan.agent.instructions else list(
-            state.get("messages", ())
+        messages = (
+            [plan.system, *state.get("messages", ())]
+            if plan.agent.instructions
+            else list(state.get("messages", ()))
         )
         response = await ctx.model(plan.agent.model, messages, **plan.options)
         update: dict[str, Any] = {"messages": [to_dict(response.message)], "turns": turns + 1}
@@ -169,7 +173,12 @@ class _Loop:
                                     "input": args["input"], "max_turns": child[1].max_turns})
                 )  # fmt: skip
                 continue
-            payload = {"id": call.get("id", ""), "name": name, "arguments": args, "agent": plan.name}
+            payload = {
+                "id": call.get("id", ""),
+                "name": name,
+                "arguments": args,
+                "agent": plan.name,
+            }
             if name in plan.handoffs:
                 payload["handoff"] = not handing_off  # only a turn's first transfer is made
                 handing_off = True
@@ -192,13 +201,15 @@ class _Loop:
                 '"input", a string saying what to ask. Call it again'
             )
         elif name not in plan.tools:
-            content = f"error: there is no tool named {name!r}; you can call: {names(plan.callable)}"
+            content = (
+                f"error: there is no tool named {name!r}; you can call: {names(plan.callable)}"
+            )
         else:
             content = await _call_tool(ctx, name, call["arguments"])
         return {"messages": [tool_result_dict(call_id, name, content)]}
 
 
-async def _call_tool(ctx: Context, name: str, arguments: Mapping[str, Any]) -> Any:
+async def _call_tool(ctx: Context, name: str, arguments: Any) -> Any:
     """The tool's result, or what went wrong in words the model can act on."""
     if not isinstance(arguments, Mapping):
         return f"error: the arguments of {name!r} must be a JSON object; call it again"
@@ -231,5 +242,7 @@ def _child_output(out: Mapping[str, Any]) -> dict[str, Any]:
     output = out.get("output")
     content = output if output is not None else final_text(out.get("messages") or ())
     return {
-        "messages": [tool_result_dict(str(caller.get("id", "")), str(caller.get("name", "")), content)]
+        "messages": [
+            tool_result_dict(str(caller.get("id", "")), str(caller.get("name", "")), content)
+        ]
     }

@@ -37,7 +37,9 @@ def to_dict(message: Message) -> dict[str, Any]:
     return data
 
 
-def message_dicts(prompt: str | Message | Sequence[Message | Mapping[str, Any]]) -> list[dict[str, Any]]:
+def message_dicts(
+    prompt: str | Message | Sequence[Message | Mapping[str, Any]],
+) -> list[dict[str, Any]]:
     """A prompt (a string, a Message, messages or OpenAI-style dicts) as state messages."""
     if isinstance(prompt, str):
         return [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
