@@ -29,6 +29,7 @@ from harness import Result, Settings, Transient
 from report import environment, print_json, print_table
 from summarize import summarize
 from workloads import (
+    agent,
     coldstart,
     concurrency,
     durable,
@@ -61,6 +62,7 @@ FAMILIES: dict[str, Family] = {
     "W9": w9_gateway.run,
     "W9-router": router.run,
     "W10": w10_hedging.run,
+    "W12": agent.run,
 }
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
