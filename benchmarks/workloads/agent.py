@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import warnings
+from collections.abc import AsyncIterator
 from typing import Any
 
 from mainspring import Runtime
@@ -36,9 +37,10 @@ from mainspring.models import (
     ToolCall,
     Usage,
 )
+from mainspring.models.protocol import StreamEvent
 from mainspring.tools import tool
 
-from harness import US, Result, Samples, Settings, at_least, async_sampler, interleave, paired
+from harness import US, Result, Samples, Settings, async_sampler, at_least, interleave, paired
 
 QUESTION = "Where is order A-17?"
 ANSWER = "Order A-17 has shipped."
@@ -53,7 +55,7 @@ class InstantModel:
     """A ModelProvider answering at once: a tool call first, the answer once a tool replied.
     It reports its usage, as providers do (the gateway would count tokens otherwise)."""
 
-    name = "instant"
+    name: str = "instant"
     usage = Usage(input_tokens=40, output_tokens=10)
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
@@ -66,8 +68,9 @@ class InstantModel:
             usage=self.usage,
         )  # fmt: skip
 
-    async def stream(self, request: ModelRequest) -> Any:
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         raise NotImplementedError("W12 does not stream")
+        yield  # type: ignore[unreachable]  # a generator, as the protocol's stream is
 
     async def aclose(self) -> None:
         return None
