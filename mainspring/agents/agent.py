@@ -11,6 +11,7 @@ subgraph of a larger graph, and is inspected like any graph. ``await agent.run(r
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -107,6 +108,7 @@ class Agent:
         self.tools: list[Tool | AgentTool] = [_as_tool(t) for t in tools]
         self.ref = ref
         self._graph: CompiledGraph | None = None
+        self.prepared: weakref.WeakSet[Runtime] = weakref.WeakSet()  # runtimes that know it
 
     def __repr__(self) -> str:
         return f"<Agent {self.name}>"

@@ -21,12 +21,13 @@ from ..errors import EffectDeniedError, EffectError, GraphError
 from ..graph.builder import Graph
 from ..graph.compiled import CompiledGraph
 from ..graph.types import END, START, Send
-from ..models.messages import ToolSpec
+from ..models.messages import Message, ToolSpec, system
 from ..tools.errors import ToolError
 from .agent import Agent, AgentTool, handoff_agents, names
 from .errors import AgentError, MaxTurnsExceeded
 from .state import (
     AgentState,
+    as_message,
     final_text,
     message_dicts,
     to_dict,
@@ -35,6 +36,7 @@ from .state import (
 )
 from .structured import final_output
 
+_CONVERTED = 4096  # messages kept converted per agent graph
 _building: set[int] = set()  # agents whose graphs are being built (an as_tool cycle guard)
 
 
@@ -44,7 +46,7 @@ class Plan:
     def __init__(self, agent: Agent, node_of: Mapping[int, str]) -> None:
         self.agent = agent
         self.name = agent.name
-        self.system = {"role": "system", "content": [{"type": "text", "text": agent.instructions}]}
+        self.system = [system(agent.instructions)] if agent.instructions else []
         self.tools = {t.name: t for t in agent.tools if not isinstance(t, AgentTool)}
         self.agent_tools = {
             t.name: (node_of[id(t.agent)], t) for t in agent.tools if isinstance(t, AgentTool)
@@ -125,6 +127,22 @@ class _Loop:
     def __init__(self, root: Agent, plans: dict[str, Plan]) -> None:
         self.root = root
         self.plans = plans
+        # The state's message dicts as Messages, by identity (the dict is kept with its
+        # Message, so its id cannot be reused while cached): a conversation's messages are
+        # converted once, not on every turn.
+        self._converted: dict[int, tuple[Any, Message]] = {}
+
+    def messages(self, plan: Plan, state: Mapping[str, Any]) -> list[Message]:
+        out = list(plan.system)
+        cache = self._converted
+        for data in state.get("messages") or ():
+            hit = cache.get(id(data))
+            if hit is None or hit[0] is not data:
+                if len(cache) >= _CONVERTED:
+                    cache.clear()
+                hit = cache[id(data)] = (data, as_message(data))
+            out.append(hit[1])
+        return out
 
     def plan(self, state: Mapping[str, Any]) -> Plan:
         return self.plans[state.get("agent") or self.root.name]
@@ -141,11 +159,7 @@ class _Loop:
             if state.get("caller"):  # as a tool: the calling model is told, and goes on
                 return {"messages": [_assistant(f"error: {message}")]}
             raise MaxTurnsExceeded(message)
-        messages = (
-            [plan.system, *state.get("messages", ())]
-            if plan.agent.instructions
-            else list(state.get("messages", ()))
-        )
+        messages = self.messages(plan, state)
         response = await ctx.model(plan.agent.model, messages, **plan.options)
         update: dict[str, Any] = {"messages": [to_dict(response.message)], "turns": turns + 1}
         if response.tool_calls or plan.agent.output_type is None:

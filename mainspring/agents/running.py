@@ -71,7 +71,15 @@ class AgentResult:
 
 
 def prepare(agent: Agent, runtime: Runtime) -> None:
-    """Make the agent's graph known to the runtime, and its tools to the runtime's toolbox."""
+    """Make the agent's graph known to the runtime, and its tools to the runtime's toolbox
+    (once per runtime)."""
+    if runtime in agent.prepared:
+        return
+    _prepare(agent, runtime)
+    agent.prepared.add(runtime)
+
+
+def _prepare(agent: Agent, runtime: Runtime) -> None:
     graph = agent.graph
     if not runtime.loader.knows(graph):
         runtime.register(graph)

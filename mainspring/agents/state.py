@@ -24,7 +24,9 @@ def latest(old: Any, new: Any) -> Any:
 
 
 class AgentState(TypedDict, total=False):
-    messages: Annotated[list[dict[str, Any]], append]
+    # Message dicts (what msgspec.to_builtins(Message) gives). Typed loosely on purpose: the
+    # loop makes them itself, and a strict check of every update would cost more than a turn.
+    messages: Annotated[list[Any], append]
     agent: Annotated[str, latest]  # the agent that speaks now (a handoff changes it)
     turns: int  # model turns taken in this run
     max_turns: int | None  # this run's limit, when its caller set one (agent.as_tool)

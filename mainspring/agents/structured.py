@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..engine.context import Context
-from ..models.messages import ModelResponse
+from ..models.messages import Message, ModelResponse
 from ..models.structured import StructuredOutputError, as_json_data, parse_output
 from .state import to_dict
 
@@ -22,7 +22,7 @@ from .state import to_dict
 async def final_output(
     ctx: Context,
     agent: Any,
-    messages: Sequence[Mapping[str, Any]],
+    messages: Sequence[Message],
     response: ModelResponse,
     options: Mapping[str, Any],
 ) -> tuple[Any, dict[str, Any] | None]:
