@@ -31,6 +31,7 @@ from harness import Result, Settings, Transient
 from report import environment, print_json, print_table
 from summarize import summarize
 from workloads import (
+    agent,
     coldstart,
     concurrency,
     durable,
@@ -67,6 +68,7 @@ FAMILIES: dict[str, Family] = {
     "W10": w10_hedging.run,
     "W11-mcp": mcp.run,
     "W11-sandbox": sandbox.run,
+    "W12": agent.run,
 }
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -10,6 +10,7 @@ journaled, and a resumed run gets the recorded response back without a call.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -183,7 +184,9 @@ class Gateway:
             call.tenant = str(tenant)
         sink = node.delta_sink(f"model:{model}") if call.stream is not False else None
         fn = self._effect_fn(call.output_type, sink)
-        effect = EffectCall("model", f"model:{model}", fn, (), call.args())
+        live = _Live(call, call.args())
+        effect = EffectCall("model", f"model:{model}", fn, (), live.args)
+        token = _live.set(live)
         try:
             recorded = await node.effect(effect)
         except EffectDeniedError as denied:  # a budget or the loop breaker: say which
@@ -197,6 +200,10 @@ class Gateway:
                     msgspec.structs.replace(canned, attempts=[note]), call.output_type
                 )
             raise error or denied from None
+        finally:
+            _live.reset(token)
+        if live.response is not None and recorded is live.data:  # made now, kept as it was
+            return _with_instance(live.response, call.output_type)
         return _with_instance(ModelResponse.from_dict(recorded), call.output_type)
 
     def _effect_fn(self, output_type: Any, sink: DeltaSink | None) -> Callable[..., Any]:
@@ -221,11 +228,17 @@ class Gateway:
     ) -> dict[str, Any]:
         """The effect's function: its arguments as the gate let them through (a budget
         may have rewritten ``model``), its response as the journal keeps it."""
-        call = _Call.from_args(args, output_type)
+        live = _live.get()
+        if live is not None and live.made_with(args):  # as asked: no need to rebuild the call
+            call = live.call
+        else:  # rewritten by a hook (or edited by a person): the call from its arguments
+            call = _Call.from_args(args, output_type)
         response = await self._respond(call, sink)
         data = response.to_dict()
         usage = data.setdefault("usage", {})
         usage["model"] = response.model  # budgets and metrics read the model from the usage
+        if live is not None:
+            live.response, live.data = response, data
         return data
 
     # -- the one path of a call ----------------------------------------------------
@@ -299,6 +312,31 @@ class Gateway:
                 tool_args.clear()
                 sink(restart=event.reason)
         raise RuntimeError(f"the stream of model {model!r} ended without its response")
+
+
+class _Live:
+    """A call in a run as ``call_in_run`` made it, for its effect's function: when the gate
+    let the arguments through unchanged, the call is not rebuilt from them, and the
+    response made now goes back to the node without a round trip through its record."""
+
+    __slots__ = ("args", "call", "data", "response")
+
+    def __init__(self, call: _Call, args: dict[str, Any]) -> None:
+        self.call = call
+        self.args = args
+        self.response: ModelResponse | None = None
+        self.data: dict[str, Any] | None = None
+
+    def made_with(self, args: Mapping[str, Any]) -> bool:
+        """Whether ``args`` are this call's own (the same objects: no hook replaced any)."""
+        mine = self.args
+        return len(args) == len(mine) and all(args.get(k) is v for k, v in mine.items())
+
+
+# The call being made in this task (ctx.model -> its effect's function, same context).
+_live: contextvars.ContextVar[_Live | None] = contextvars.ContextVar(
+    "mainspring_model_call", default=None
+)
 
 
 class _Call(msgspec.Struct):

@@ -121,10 +121,11 @@ class Toolbox:
         finally:
             _calling.reset(token)
 
-    async def _effect(self, name: str, **args: Any) -> Any:
-        """The effect's function: the arguments as the gate let them through."""
+    async def _effect(self, tool_name: str, /, **args: Any) -> Any:
+        """The effect's function: the arguments as the gate let them through (positional-only
+        parameters, so that a tool argument may be called ``name`` or ``self``)."""
         node = _calling.get()
-        return await self.call(name, args, self._context(name, node))
+        return await self.call(tool_name, args, self._context(tool_name, node))
 
     # -- the one path of a call ----------------------------------------------------------
 

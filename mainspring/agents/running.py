@@ -1,0 +1,203 @@
+"""Running an agent: its graph started on a runtime, a thread's conversation continued,
+approvals answered, and the run's end read as an :class:`AgentResult`.
+
+A thread's history is its runs: a new run of ``thread="t1"`` starts from the messages
+of the thread's last finished run of this agent (``Runtime.list_runs(thread=...)``
+and that run's state) followed by the new input, so every run's journal holds the
+whole conversation it saw. A thread whose last run is still going or waiting for an
+approval must be resumed (or cancelled) first: two open runs would fork it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..errors import RunFailedError
+from ..status import RunStatus
+from ..tools.toolbox import Toolbox
+from .errors import AgentError, MaxTurnsExceeded
+from .state import as_message, final_text, message_dicts
+from .structured import revive
+
+if TYPE_CHECKING:
+    from ..engine.handle import RunHandle
+    from ..engine.outcome import PendingInterrupt, RunOutcome
+    from ..engine.runtime import Runtime
+    from ..models.messages import Message
+    from .agent import Agent
+
+
+class AgentResult:
+    """Where an agent's run stands: its answer (``text``, ``output``), or the approvals it
+    waits for (``status`` ``interrupted``, ``approvals``)."""
+
+    __slots__ = ("_messages", "agent", "approvals", "output", "run_id", "status", "turns")
+
+    def __init__(
+        self,
+        run_id: str,
+        status: RunStatus,
+        messages: list[dict[str, Any]],
+        output: Any,
+        agent: str,
+        turns: int,
+        approvals: list[PendingInterrupt],
+    ) -> None:
+        self.run_id = run_id
+        self.status = status
+        self._messages = messages
+        self.output = output  # an instance of the agent's output_type, or None
+        self.agent = agent  # the agent that spoke last (after handoffs)
+        self.turns = turns
+        self.approvals = approvals  # what a person must answer (agent.resume) when parked
+
+    def __repr__(self) -> str:
+        return f"<AgentResult {self.run_id} {self.status.value}: {self.text[:40]!r}>"
+
+    @property
+    def text(self) -> str:
+        """The final answer's text (the last assistant message's)."""
+        return final_text(self._messages)
+
+    @property
+    def messages(self) -> list[Message]:
+        """The whole conversation of the run (the thread's earlier turns included)."""
+        return [as_message(m) for m in self._messages]
+
+    @property
+    def parked(self) -> bool:
+        return self.status is RunStatus.INTERRUPTED
+
+
+def prepare(agent: Agent, runtime: Runtime) -> None:
+    """Make the agent's graph known to the runtime, and its tools to the runtime's toolbox
+    (once per runtime)."""
+    if runtime in agent.prepared:
+        return
+    _prepare(agent, runtime)
+    agent.prepared.add(runtime)
+
+
+def _prepare(agent: Agent, runtime: Runtime) -> None:
+    graph = agent.graph
+    if not runtime.loader.knows(graph):
+        runtime.register(graph)
+    tools = agent.all_tools()
+    if not tools:
+        return
+    box = runtime.services.tools
+    if box is None:
+        raise AgentError(
+            f"agent {agent.name!r} has tools but the runtime has no toolbox; open it with "
+            f"Runtime.open(url, models=..., tools=agent.toolbox)"
+        )
+    if not isinstance(box, Toolbox):
+        return  # another ToolCapability: it answers for its own names
+    for t in tools:
+        if t.name not in box:
+            box.add(t)
+        elif (held := box.get(t.name)) is not t and held.fn is not t.fn:
+            raise AgentError(
+                f"the runtime's toolbox holds another tool named {t.name!r} than agent "
+                f"{agent.name!r} uses; rename one of them (name=)"
+            )
+
+
+async def thread_messages(agent: Agent, runtime: Runtime, thread: str) -> list[dict[str, Any]]:
+    """The messages of ``thread``'s last finished run of ``agent`` ([] for a new thread)."""
+    graph = agent.graph
+    for record in await runtime.list_runs(thread=thread, graph=graph.name, limit=50):
+        if record.parent_run_id is not None:
+            continue
+        if record.status in (RunStatus.RUNNING, RunStatus.INTERRUPTED):
+            raise AgentError(
+                f"thread {thread!r} has run {record.run_id!r} still {record.status.value}; "
+                f"resume it (agent.resume) or cancel it before the thread goes on"
+            )
+        if record.status is RunStatus.FINISHED:
+            view = await runtime.state(record.run_id, graph=graph)
+            return list(view.values.get("messages") or ())
+    return []
+
+
+async def start(
+    agent: Agent,
+    runtime: Runtime,
+    input: Any,
+    *,
+    thread: str | None = None,
+    run_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> RunHandle:
+    prepare(agent, runtime)
+    messages = message_dicts(input)
+    if thread is not None:
+        messages = [*await thread_messages(agent, runtime, thread), *messages]
+    return await runtime.start(
+        agent.graph, {"messages": messages}, run_id=run_id, thread=thread, metadata=metadata
+    )
+
+
+async def run(
+    agent: Agent,
+    runtime: Runtime,
+    input: Any,
+    *,
+    thread: str | None = None,
+    run_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> AgentResult:
+    handle = await start(agent, runtime, input, thread=thread, run_id=run_id, metadata=metadata)
+    return result_of(agent, await handle.wait())
+
+
+async def resume(
+    agent: Agent,
+    runtime: Runtime,
+    run_id: str,
+    value: Any,
+    *,
+    interrupt_id: str | None = None,
+    values: dict[str, Any] | None = None,
+) -> AgentResult:
+    prepare(agent, runtime)
+    handle = await runtime.resume(
+        run_id, value, interrupt_id=interrupt_id, values=values, graph=agent.graph
+    )
+    return result_of(agent, await handle.wait())
+
+
+def result_of(agent: Agent, outcome: RunOutcome) -> AgentResult:
+    """The run's outcome as an AgentResult; a failed run raises (MaxTurnsExceeded for one
+    that hit its limit)."""
+    if outcome.status is RunStatus.FAILED:
+        error = outcome.error or {}
+        if error.get("type") == MaxTurnsExceeded.__name__:
+            raise MaxTurnsExceeded(str(error.get("message", "")))
+        raise RunFailedError(outcome.run_id, error)
+    if outcome.status is RunStatus.CANCELLED:
+        from ..errors import RunCancelledError
+
+        raise RunCancelledError(f"run {outcome.run_id!r} was cancelled")
+    state: Mapping[str, Any] = outcome.state or {}
+    speaker = state.get("agent") or agent.name
+    output_type = _output_type(agent, speaker)
+    return AgentResult(
+        outcome.run_id,
+        outcome.status,
+        list(state.get("messages") or ()),
+        revive(output_type, state.get("output")),
+        speaker,
+        int(state.get("turns") or 0),
+        list(outcome.interrupts),
+    )
+
+
+def _output_type(agent: Agent, speaker: str) -> Any:
+    if speaker == agent.name:
+        return agent.output_type
+    from .agent import handoff_agents
+
+    found = handoff_agents(agent).get(speaker)
+    return found.output_type if found is not None else None
