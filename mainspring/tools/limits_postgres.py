@@ -62,6 +62,7 @@ class PostgresLimits:
         self.max_size = max_size
         self.poll = poll
         self._pool: Pool | None = None
+        self._opening = anyio.Lock()
         s = f'"{self.schema}"'
         self._read_sql = f"SELECT state, now FROM {s}.tool_limits_read($1)"
         self._write_sql = (
@@ -82,21 +83,19 @@ class PostgresLimits:
     async def open(self) -> Pool:
         if self._pool is not None:
             return self._pool
-        pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self.max_size)
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext('mainspring_tool_limits'))"
-                )
-                await conn.execute(_SCHEMA.format(s=f'"{self.schema}"'))
-        except BaseException:
-            await pool.close()
-            raise
-        if self._pool is not None:  # another task opened it meanwhile
-            await pool.close()
+        async with self._opening:
+            if self._pool is None:
+                pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self.max_size)
+                try:
+                    async with pool.acquire() as conn, conn.transaction():
+                        lock = "SELECT pg_advisory_xact_lock(hashtext('mainspring_tool_limits'))"
+                        await conn.execute(lock)
+                        await conn.execute(_SCHEMA.format(s=f'"{self.schema}"'))
+                except BaseException:
+                    await pool.close()
+                    raise
+                self._pool = pool
             return self._pool
-        self._pool = pool
-        return pool
 
     async def update(self, key: str, fn: Update[T], ttl: float) -> T:
         pool = await self.open()

@@ -55,7 +55,7 @@ class RedisLimits:
                     state, answer = fn(
                         None if raw is None else json.loads(raw), seconds + micros / 1e6
                     )
-                    pipe.multi()
+                    pipe.multi()  # type: ignore[no-untyped-call]
                     if state is None:
                         pipe.delete(name)
                     else:

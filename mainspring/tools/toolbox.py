@@ -11,8 +11,8 @@ before the node sees it. A resumed run gets the recorded result without a call.
 from __future__ import annotations
 
 import contextvars
-from dataclasses import replace
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
