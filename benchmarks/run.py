@@ -7,7 +7,7 @@ W3, W3-batch, W4 (in memory and on SQLite), W5, W6, W7, W8 (cold start: import,
 open, resume, each in fresh subprocesses), W9 (model gateway overhead against raw httpx
 and LiteLLM's Router on one local upstream), W9-router (a routing decision on one core,
 quiet and with the other core loaded; the semantic cache), W10 (hedging a heavy-tailed
-upstream).
+upstream), W11 (the tool layer's overhead per call, limits off and on).
 ``--quick`` finishes in under a minute; the default run is longer and more
 precise. ``--repeat N`` runs the chosen families N times and prints, per workload, the median and range across
 runs as a Markdown table (``summarize.py``); with ``--json``, every run's lines.
@@ -38,6 +38,7 @@ from workloads import (
     postgres,
     router,
     storage,
+    tools,
     tracing,
     w9_gateway,
     w10_hedging,
@@ -61,6 +62,7 @@ FAMILIES: dict[str, Family] = {
     "W9": w9_gateway.run,
     "W9-router": router.run,
     "W10": w10_hedging.run,
+    "W11": tools.run,
 }
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -78,6 +78,10 @@ class _Plan:
     bound: float  # the longest a call may take: a slot's and a probe's lease
     fallback: tuple[Step, ...]
     cache_ttl: float | None  # the longest CachedResult ttl in the chain
+    admit: Update[float] | None  # the breaker's updates, made once
+    settle: dict[tuple[bool | None, bool], Update[str]]
+    take: Update[float | None] | None  # the token bucket's update, made once
+    ttl: float  # how long a breaker's state outlives its last update
 
 
 class Resilience:
@@ -150,8 +154,11 @@ class Resilience:
         if cfg is None:
             return await self._limited(plan, tool, args, context)
         key = f"b:{tool.name}" if cfg.per == "tool" else f"b:{tool.name}:{context.tenant or '-'}"
-        ttl = max(cfg.window, cfg.cooldown) + plan.bound + 60.0
-        answer = await self._update(key, admit(cfg, plan.bound), ttl)
+        ttl, local = plan.ttl, self._local
+        assert plan.admit is not None
+        answer = (
+            local(key, plan.admit) if local else await self.backend.update(key, plan.admit, ttl)
+        )
         if answer > 0:
             self._gauge(tool.name, OPEN)
             self._reject(tool.name, "breaker")
@@ -167,9 +174,12 @@ class Resilience:
         except BaseException as exc:
             failed = True if isinstance(exc, _FAILURES) else None
             if failed or probe:
-                await self._settle(key, record(cfg, failed, probe), ttl, tool.name)
+                await self._settle(key, plan.settle[failed, probe], ttl, tool.name)
             raise
-        await self._settle(key, record(cfg, False, probe), ttl, tool.name)
+        if local is not None:
+            self._gauge(tool.name, local(key, plan.settle[False, probe]))
+        else:
+            await self._settle(key, plan.settle[False, probe], ttl, tool.name)
         return result
 
     async def _settle(self, key: str, fn: Update[str], ttl: float, name: str) -> None:
@@ -190,9 +200,13 @@ class Resilience:
             return await self.attempts(tool, args, context)
         scope = f"{tool.name}:{context.tenant or '-'}" if plan.per_tenant else tool.name
         deadline = time.monotonic() + plan.wait
-        if plan.rate is not None:
-            fn = take_token(plan.rate, plan.burst, plan.wait)
-            wait = await self._update(f"r:{scope}", fn, plan.burst / plan.rate + 60.0)
+        local = self._local
+        if plan.take is not None and plan.rate is not None:
+            key = f"r:{scope}"
+            if local is not None:
+                wait = local(key, plan.take)
+            else:
+                wait = await self.backend.update(key, plan.take, plan.burst / plan.rate + 60.0)
             if wait is None:
                 self._reject(tool.name, "rate")
                 raise RateLimitedToolError(
@@ -205,7 +219,8 @@ class Resilience:
         if plan.concurrency is None:
             return await self.attempts(tool, args, context)
         key, token = f"c:{scope}", f"{_PROCESS}-{next(_SLOTS)}"
-        while not await self._update(key, take_slot(plan.concurrency, token, plan.bound), 0):
+        take = take_slot(plan.concurrency, token, plan.bound)
+        while not (local(key, take) if local else await self.backend.update(key, take, plan.bound)):
             left = deadline - time.monotonic()
             if left <= 0:
                 self._reject(tool.name, "concurrency")
@@ -218,16 +233,11 @@ class Resilience:
         try:
             return await self.attempts(tool, args, context)
         finally:
-            if self._local is not None:
-                self._local(key, give_slot(token))
+            if local is not None:
+                local(key, give_slot(token))
             else:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                     await self.backend.update(key, give_slot(token), plan.bound)
-
-    async def _update(self, key: str, fn: Update[Any], ttl: float) -> Any:
-        if self._local is not None:
-            return self._local(key, fn)
-        return await self.backend.update(key, fn, ttl or self.slot_ttl)
 
     # -- 4. timeout and retries ----------------------------------------------------------
 
@@ -327,17 +337,26 @@ class Resilience:
         per_attempt = tool.timeout if tool.timeout is not None else self.slot_ttl
         backoff = retry.max_backoff * (tries - 1) if retry is not None else 0.0
         limited = tool.breaker is not None or tool.rate is not None or tool.concurrency
+        cfg, burst = tool.breaker, tool.burst or max(1, int(tool.rate or 1))
+        wait = self.limit_wait if tool.limit_wait is None else tool.limit_wait
+        bound = per_attempt * tries + backoff + 1.0
         plan = _Plan(
             plain=not (limited or chain or self.metrics is not None),
             breaker=tool.breaker,
             rate=tool.rate,
-            burst=tool.burst or max(1, int(tool.rate or 1)),
+            burst=burst,
             concurrency=tool.concurrency,
             per_tenant=tool.limit_per == "tenant",
-            wait=self.limit_wait if tool.limit_wait is None else tool.limit_wait,
-            bound=per_attempt * tries + backoff + 1.0,
+            wait=wait,
+            bound=bound,
             fallback=chain,
             cache_ttl=max(ttls) if ttls else None,
+            admit=None if cfg is None else admit(cfg, bound),
+            settle={}
+            if cfg is None
+            else {(f, p): record(cfg, f, p) for f in (True, False, None) for p in (True, False)},
+            take=None if tool.rate is None else take_token(tool.rate, burst, wait),
+            ttl=0.0 if cfg is None else max(cfg.window, cfg.cooldown) + bound + 60.0,
         )
         self._plans[tool] = plan
         return plan
