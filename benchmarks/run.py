@@ -7,9 +7,11 @@ W3, W3-batch, W4 (in memory and on SQLite), W5, W6, W7, W8 (cold start: import,
 open, resume, each in fresh subprocesses), W9 (model gateway overhead against raw httpx
 and LiteLLM's Router on one local upstream), W9-router (a routing decision on one core,
 quiet and with the other core loaded; the semantic cache), W10 (hedging a heavy-tailed
-upstream), W11-mcp (an MCP server's tool over stdio: the SDK's own client against
-``Toolbox.call`` and ``ctx.tool`` on an ``MCPServer``), W11-sandbox (start-up of a
-sandboxed Python and shell run: p50, p99).
+upstream), W11 (the tool layer's overhead per call, limits off and on), W11-mcp (an
+MCP server's tool over stdio: the SDK's own client against ``Toolbox.call`` and
+``ctx.tool`` on an ``MCPServer``), W11-sandbox (start-up of a sandboxed Python and
+shell run: p50, p99), W12 (an agent turn's orchestration against LangGraph's prebuilt
+ReAct agent and the OpenAI Agents SDK).
 ``--quick`` finishes in under a minute; the default run is longer and more
 precise. ``--repeat N`` runs the chosen families N times and prints, per workload, the median and range across
 runs as a Markdown table (``summarize.py``); with ``--json``, every run's lines.
@@ -43,6 +45,7 @@ from workloads import (
     router,
     sandbox,
     storage,
+    tools,
     tracing,
     w9_gateway,
     w10_hedging,
@@ -66,6 +69,7 @@ FAMILIES: dict[str, Family] = {
     "W9": w9_gateway.run,
     "W9-router": router.run,
     "W10": w10_hedging.run,
+    "W11": tools.run,
     "W11-mcp": mcp.run,
     "W11-sandbox": sandbox.run,
     "W12": agent.run,

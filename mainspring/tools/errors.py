@@ -7,6 +7,7 @@ class can be rebuilt from its message alone, so a resumed run raises the same ty
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -64,3 +65,35 @@ class CircuitOpenError(ToolError):
 
 class RateLimitedToolError(ToolError):
     """The tool's rate or concurrency limit did not admit the call in time."""
+
+
+class NeedsHuman(ToolError):
+    """A person must act for this call: the tool's fallback when its breaker is open or
+    its limits refuse is ``AskHuman()``. Not retried. An agent loop (or a node) turns it
+    into an approval: ``interrupt(exc.payload())`` parks the run with the tool, its
+    arguments and the reason, and the person's answer stands in for the tool's result.
+    Rebuilt from its message alone (the arguments are in it), as a resumed run needs."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        head, sep, rest = message.partition(" needs a person: ")
+        self.tool: str | None = head.removeprefix("tool ").strip("'") if sep else None
+        reason, sep, args = rest.rpartition("; arguments: ")
+        self.reason: str = reason if sep else rest
+        try:
+            parsed = json.loads(args) if sep else None
+        except ValueError:
+            parsed = None
+        self.args_given: dict[str, Any] | None = parsed if isinstance(parsed, dict) else None
+
+    @classmethod
+    def of(cls, tool: str, args: Mapping[str, Any], reason: str) -> NeedsHuman:
+        shown = json.dumps(dict(args), sort_keys=True, default=str)
+        return cls(f"tool {tool!r} needs a person: {reason}; arguments: {shown}")
+
+    def payload(self) -> dict[str, Any]:
+        """What an approval shows: ``{"tool", "args", "reason"}``."""
+        return {"tool": self.tool, "args": self.args_given, "reason": self.reason}
+
+    def for_model(self) -> str:
+        return f"error: {self.reason or self}; a person has been asked to handle this call"

@@ -6,7 +6,10 @@ shape by the providers), validates the arguments before the call and the result
 after it. A parameter annotated ``ToolContext`` receives the call's context (its
 idempotency key, run, thread, tenant, user and the secrets the tool declared) and is
 not part of the schema. Resilience (timeout, retries, limits, breaker, fallback) is
-declared here and applied by the toolbox, after the effect gate.
+declared here and applied by the toolbox, after the effect gate (:mod:`.resilience`):
+``rate``/``burst`` a token bucket (calls per second), ``concurrency`` calls at once,
+``limit_per="tenant"`` one set of limits per tenant, ``limit_wait`` how long a call
+may wait for a token or a slot, ``breaker=Breaker(...)``, ``fallback=`` (:mod:`.fallback`).
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ import re
 import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any, Literal, overload
 
 import pydantic
 
 from ..models.messages import ToolSpec
+from .breaker import Breaker
 from .errors import ToolArgumentsError, ToolResultError
+from .fallback import FallbackSpec, steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +70,10 @@ class Tool:
         rate: float | None = None,
         burst: int | None = None,
         concurrency: int | None = None,
-        breaker: Any = None,
-        fallback: Any = None,
+        limit_per: Literal["tool", "tenant"] = "tool",
+        limit_wait: float | None = None,
+        breaker: Breaker | bool | None = None,
+        fallback: FallbackSpec = None,
         strict_result: bool = True,
     ) -> None:
         self.fn = fn
@@ -84,8 +91,10 @@ class Tool:
         self.needs_approval = needs_approval
         self.secrets = tuple(secrets)
         self.rate, self.burst, self.concurrency = rate, burst, concurrency
-        self.breaker = breaker
+        self.limit_per, self.limit_wait = limit_per, limit_wait
+        self.breaker: Breaker | None = Breaker() if breaker is True else (breaker or None)
         self.fallback = fallback
+        _check_limits(self)
         self.is_async = inspect.iscoroutinefunction(fn)
         self._context_param, self._args_model, self._result = _introspect(fn, self.name, arg_docs)
         self._strict_result = strict_result
@@ -167,6 +176,23 @@ def tool(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     if fn is not None:
         return Tool(fn, **options)
     return lambda f: Tool(f, **options)
+
+
+def _check_limits(t: Tool) -> None:
+    """Limits that cannot work are refused when the tool is made, naming the fix."""
+    if t.rate is not None and t.rate <= 0:
+        raise ValueError(f"tool {t.name!r}: rate={t.rate} must be > 0 calls per second")
+    if t.burst is not None and (t.burst < 1 or t.rate is None):
+        raise ValueError(f"tool {t.name!r}: burst= needs rate= and must be >= 1")
+    if t.concurrency is not None and t.concurrency < 1:
+        raise ValueError(f"tool {t.name!r}: concurrency={t.concurrency} must be >= 1")
+    if t.limit_per not in ("tool", "tenant"):
+        raise ValueError(f"tool {t.name!r}: limit_per={t.limit_per!r}: use 'tool' or 'tenant'")
+    if t.limit_wait is not None and t.limit_wait < 0:
+        raise ValueError(f"tool {t.name!r}: limit_wait={t.limit_wait} must be >= 0 seconds")
+    if t.breaker is not None and not isinstance(t.breaker, Breaker):
+        raise TypeError(f"tool {t.name!r}: breaker= takes a Breaker(...) or True")
+    steps(t.name, t.fallback)
 
 
 # -- introspection ----------------------------------------------------------------------

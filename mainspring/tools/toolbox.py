@@ -11,6 +11,7 @@ before the node sees it. A resumed run gets the recorded result without a call.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -136,7 +137,13 @@ class Toolbox:
         found = self.get(name)
         checked = found.validate(args)
         ctx = context if context is not None else self._context(name, None)
-        return await self.resilience.call(found, checked, ctx)
+        return await self.resilience.call(found, checked, ctx, toolbox=self)
+
+    def context_for(self, name: str, context: ToolContext) -> ToolContext:
+        """``context`` for another tool of this box (a fallback): its own name and secrets."""
+        declared = self.get(name).secrets
+        secrets = {s: v for s in declared if (v := self._secret(s)) is not None}
+        return replace(context, tool=name, secrets=secrets, attempt=1)
 
     def _context(self, name: str, node: NodeCalls | None) -> ToolContext:
         declared = self._tools[name].secrets

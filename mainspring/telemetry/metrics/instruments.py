@@ -101,6 +101,30 @@ INSTRUMENTS: Final = {
             "s",
         ),
         Instrument(
+            "mainspring_tool_calls",
+            "counter",
+            "Tool calls by outcome (ok, failed, rejected by a breaker or limit, fallback).",
+            ("tool", "outcome"),
+        ),
+        Instrument(
+            "mainspring_tool_rejections",
+            "counter",
+            "Tool calls refused, by what refused them (breaker, rate, concurrency).",
+            ("tool", "reason"),
+        ),
+        Instrument(
+            "mainspring_tool_fallbacks",
+            "counter",
+            "Refused tool calls answered by a fallback (tool, cached, human).",
+            ("tool", "kind"),
+        ),
+        Instrument(
+            "mainspring_tool_breaker_state",
+            "gauge",
+            "A tool's circuit breaker as this process last saw it: 0 closed, 1 half-open, 2 open.",
+            ("tool",),
+        ),
+        Instrument(
             "mainspring_journal_append_duration_seconds",
             "histogram",
             "Duration of journal appends.",
