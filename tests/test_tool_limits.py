@@ -20,10 +20,10 @@ from mainspring.tools.limits import (
     LimitsBackend,
     MemoryLimits,
     give_slot,
-    open_limits,
     take_slot,
     take_token,
 )
+from mainspring.tools.limits_url import open_limits
 from tests.conftest import postgres_schema_url, service_missing
 from tests.test_model_cache import REDIS_URL, redis_unavailable
 
@@ -128,7 +128,7 @@ CHILD = textwrap.dedent(
     import json, sys, time
     import anyio
     from mainspring.tools import Tool, Toolbox
-    from mainspring.tools.limits import open_limits
+    from mainspring.tools.limits_url import open_limits
     from mainspring.tools.resilience import Resilience
 
     url, prefix, mode, out = sys.argv[1:5]

@@ -9,9 +9,10 @@ an ordinary Mainspring graph, so an agent is durable, streamed, traced and repla
 Not imported by ``import mainspring``: it loads the tools layer and pydantic.
 """
 
-from .agent import Agent, AgentTool
+from .agent import Agent
 from .errors import AgentError, MaxTurnsExceeded
 from .running import AgentResult
 from .state import AgentState
+from .topology import AgentTool
 
 __all__ = ["Agent", "AgentError", "AgentResult", "AgentState", "AgentTool", "MaxTurnsExceeded"]

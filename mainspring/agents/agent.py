@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import re
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..tools.tool import Tool, tool
 from .errors import AgentError
+from .topology import AgentTool, reachable
 
 if TYPE_CHECKING:
     from ..engine.handle import RunHandle
@@ -30,38 +31,6 @@ if TYPE_CHECKING:
 _NAME = re.compile(r"[A-Za-z0-9_\-]{1,52}")  # transfer_to_<name> must stay a valid tool name
 
 Prompt = "str | Message | Sequence[Message | Mapping[str, Any]]"
-
-
-class AgentTool:
-    """An agent offered to another agent's model as a tool (``agent.as_tool()``): a call
-    runs the agent as a child run (a subgraph with its own journal, its own turn limit and,
-    through per-run budgets, its own budget); its final output is the tool's result."""
-
-    def __init__(
-        self,
-        agent: Agent,
-        *,
-        name: str | None = None,
-        description: str | None = None,
-        max_turns: int | None = None,
-    ) -> None:
-        self.agent = agent
-        self.name = name or agent.name
-        self.description = description or agent.description or f"Ask agent {agent.name!r}."
-        if max_turns is not None and max_turns < 1:
-            raise AgentError(f"{agent.name}.as_tool(max_turns={max_turns}): give at least 1")
-        self.max_turns = max_turns
-        self.parameters: dict[str, Any] = {
-            "type": "object",
-            "properties": {
-                "input": {"type": "string", "description": "What to ask the agent, in full."}
-            },
-            "required": ["input"],
-            "additionalProperties": False,
-        }
-
-    def __repr__(self) -> str:
-        return f"<AgentTool {self.name} -> {self.agent.name}>"
 
 
 class Agent:
@@ -243,36 +212,3 @@ def _as_tool(item: Tool | AgentTool | Agent | Callable[..., Any]) -> Tool | Agen
     raise AgentError(
         f"{item!r} is not a tool: give a @tool, a function, an Agent or agent.as_tool()"
     )
-
-
-def reachable(root: Agent, *, through_tools: bool = False) -> list[Agent]:
-    """``root`` and the agents it hands off to, transitively (and, ``through_tools``, the
-    agents it uses as tools), in the order found."""
-    seen: dict[int, Agent] = {}
-    todo = [root]
-    while todo:
-        agent = todo.pop(0)
-        if id(agent) in seen:
-            continue
-        seen[id(agent)] = agent
-        todo.extend(agent.handoffs)
-        if through_tools:
-            todo.extend(t.agent for t in agent.tools if isinstance(t, AgentTool))
-    return list(seen.values())
-
-
-def handoff_agents(root: Agent) -> dict[str, Agent]:
-    """The agents one run of ``root`` may speak as, by name (names must differ)."""
-    agents: dict[str, Agent] = {}
-    for agent in reachable(root):
-        known = agents.setdefault(agent.name, agent)
-        if known is not agent:
-            raise AgentError(
-                f"two agents reachable from {root.name!r} by handoffs are named "
-                f"{agent.name!r}; give them different names"
-            )
-    return agents
-
-
-def names(items: Sequence[str]) -> str:
-    return ", ".join(items) or "none"

@@ -23,7 +23,6 @@ from ..graph.compiled import CompiledGraph
 from ..graph.types import END, START, Send
 from ..models.messages import Message, ToolSpec, system
 from ..tools.errors import ToolError
-from .agent import Agent, AgentTool, handoff_agents, names
 from .errors import AgentError, MaxTurnsExceeded
 from .state import (
     AgentState,
@@ -35,6 +34,7 @@ from .state import (
     tool_result_dict,
 )
 from .structured import final_output
+from .topology import AgentLike, AgentTool, handoff_agents, names
 
 _CONVERTED = 4096  # messages kept converted per agent graph
 _building: set[int] = set()  # agents whose graphs are being built (an as_tool cycle guard)
@@ -43,7 +43,7 @@ _building: set[int] = set()  # agents whose graphs are being built (an as_tool c
 class Plan:
     """What one agent's turns need, worked out once: its model call and its tools."""
 
-    def __init__(self, agent: Agent, node_of: Mapping[int, str]) -> None:
+    def __init__(self, agent: AgentLike, node_of: Mapping[int, str]) -> None:
         self.agent = agent
         self.name = agent.name
         self.system = [system(agent.instructions)] if agent.instructions else []
@@ -70,7 +70,7 @@ class Plan:
             self.options["output"] = agent.output_type
 
 
-def _handoff_spec(target: Agent) -> ToolSpec:
+def _handoff_spec(target: AgentLike) -> ToolSpec:
     about = target.description or f"the agent {target.name!r}"
     return ToolSpec(
         f"transfer_to_{target.name}",
@@ -79,7 +79,7 @@ def _handoff_spec(target: Agent) -> ToolSpec:
     )
 
 
-def build_graph(root: Agent) -> CompiledGraph:
+def build_graph(root: AgentLike) -> CompiledGraph:
     """Compile ``root`` (and the agents it hands off to) into one graph."""
     if id(root) in _building:
         raise AgentError(
@@ -93,9 +93,9 @@ def build_graph(root: Agent) -> CompiledGraph:
         _building.discard(id(root))
 
 
-def _build(root: Agent) -> CompiledGraph:
+def _build(root: AgentLike) -> CompiledGraph:
     agents = handoff_agents(root)
-    children: dict[int, tuple[str, Agent]] = {}
+    children: dict[int, tuple[str, AgentLike]] = {}
     for agent in agents.values():
         for t in agent.tools:
             if isinstance(t, AgentTool) and id(t.agent) not in children:
@@ -124,7 +124,7 @@ def _build(root: Agent) -> CompiledGraph:
 class _Loop:
     """The nodes and the router of one agent graph (closures over its plans)."""
 
-    def __init__(self, root: Agent, plans: dict[str, Plan]) -> None:
+    def __init__(self, root: AgentLike, plans: dict[str, Plan]) -> None:
         self.root = root
         self.plans = plans
         # The state's message dicts as Messages, by identity (the dict is kept with its

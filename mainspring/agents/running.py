@@ -19,13 +19,13 @@ from ..tools.toolbox import Toolbox
 from .errors import AgentError, MaxTurnsExceeded
 from .state import as_message, final_text, message_dicts
 from .structured import revive
+from .topology import AgentLike, handoff_agents
 
 if TYPE_CHECKING:
     from ..engine.handle import RunHandle
     from ..engine.outcome import PendingInterrupt, RunOutcome
     from ..engine.runtime import Runtime
     from ..models.messages import Message
-    from .agent import Agent
 
 
 class AgentResult:
@@ -70,7 +70,7 @@ class AgentResult:
         return self.status is RunStatus.INTERRUPTED
 
 
-def prepare(agent: Agent, runtime: Runtime) -> None:
+def prepare(agent: AgentLike, runtime: Runtime) -> None:
     """Make the agent's graph known to the runtime, and its tools to the runtime's toolbox
     (once per runtime)."""
     if runtime in agent.prepared:
@@ -79,7 +79,7 @@ def prepare(agent: Agent, runtime: Runtime) -> None:
     agent.prepared.add(runtime)
 
 
-def _prepare(agent: Agent, runtime: Runtime) -> None:
+def _prepare(agent: AgentLike, runtime: Runtime) -> None:
     graph = agent.graph
     if not runtime.loader.knows(graph):
         runtime.register(graph)
@@ -104,7 +104,7 @@ def _prepare(agent: Agent, runtime: Runtime) -> None:
             )
 
 
-async def thread_messages(agent: Agent, runtime: Runtime, thread: str) -> list[dict[str, Any]]:
+async def thread_messages(agent: AgentLike, runtime: Runtime, thread: str) -> list[dict[str, Any]]:
     """The messages of ``thread``'s last finished run of ``agent`` ([] for a new thread)."""
     graph = agent.graph
     for record in await runtime.list_runs(thread=thread, graph=graph.name, limit=50):
@@ -122,7 +122,7 @@ async def thread_messages(agent: Agent, runtime: Runtime, thread: str) -> list[d
 
 
 async def start(
-    agent: Agent,
+    agent: AgentLike,
     runtime: Runtime,
     input: Any,
     *,
@@ -140,7 +140,7 @@ async def start(
 
 
 async def run(
-    agent: Agent,
+    agent: AgentLike,
     runtime: Runtime,
     input: Any,
     *,
@@ -153,7 +153,7 @@ async def run(
 
 
 async def resume(
-    agent: Agent,
+    agent: AgentLike,
     runtime: Runtime,
     run_id: str,
     value: Any,
@@ -168,7 +168,7 @@ async def resume(
     return result_of(agent, await handle.wait())
 
 
-def result_of(agent: Agent, outcome: RunOutcome) -> AgentResult:
+def result_of(agent: AgentLike, outcome: RunOutcome) -> AgentResult:
     """The run's outcome as an AgentResult; a failed run raises (MaxTurnsExceeded for one
     that hit its limit)."""
     if outcome.status is RunStatus.FAILED:
@@ -194,10 +194,9 @@ def result_of(agent: Agent, outcome: RunOutcome) -> AgentResult:
     )
 
 
-def _output_type(agent: Agent, speaker: str) -> Any:
+def _output_type(agent: AgentLike, speaker: str) -> Any:
     if speaker == agent.name:
         return agent.output_type
-    from .agent import handoff_agents
 
     found = handoff_agents(agent).get(speaker)
     return found.output_type if found is not None else None

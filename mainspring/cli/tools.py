@@ -71,7 +71,7 @@ def tools(
 
 
 async def _read(url: str, prefix: str, toolbox: Any) -> list[Any]:
-    from ..tools.limits import open_limits
+    from ..tools.limits_url import open_limits
     from ..tools.states import read_states
 
     try:

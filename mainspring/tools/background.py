@@ -19,7 +19,7 @@ import anyio
 
 from ..engine.capabilities import NodeCalls
 from ..engine.effects import EffectCall, current_key
-from ..errors import ConflictError, RunStateError
+from ..errors import ConflictError, MainspringError, RunStateError
 from ..events import EventKind, Interrupted
 from ..graph import END, START, Graph
 from ..status import RunStatus
@@ -75,7 +75,10 @@ class Background:
         # Waits whose call ended while no process was there to resume them (the latest
         # parked runs: an older one is resumed by hand, or when its call is looked at).
         for record in await runtime.list_runs(status=RunStatus.INTERRUPTED, limit=1_000):
-            outcome = await runtime.outcome(record.run_id)
+            try:
+                outcome = await runtime.outcome(record.run_id)
+            except MainspringError:  # a graph this runtime does not know: not ours to resume
+                continue
             for pending in outcome.interrupts:
                 if (call := waiting_on(pending.payload)) is not None:
                     await self._resume_if_done(record.run_id, pending.id, call)

@@ -160,22 +160,3 @@ def _copy(value: Any) -> Any:
     if isinstance(value, list):
         return [_copy(v) for v in value]
     return value
-
-
-def open_limits(url: str | None) -> LimitsBackend:
-    """A backend from a URL: ``memory://`` (or None), ``redis://...``, ``postgresql://...``."""
-    if url is None or url in ("", "memory", "memory://"):
-        return MemoryLimits()
-    scheme = url.partition(":")[0].lower()
-    if scheme in ("redis", "rediss", "unix"):
-        from .limits_redis import RedisLimits
-
-        return RedisLimits(url)
-    if scheme in ("postgres", "postgresql"):
-        from .limits_postgres import PostgresLimits
-
-        return PostgresLimits(url)
-    raise ValueError(
-        f"limits URL {url!r}: use memory://, redis://host:port/db or postgresql://... "
-        "(?schema=name)"
-    )

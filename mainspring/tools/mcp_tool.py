@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from types import EllipsisType
+from typing import Any, Protocol
 
 import mcp_types as types
 
@@ -21,8 +22,17 @@ from ..models.messages import ImagePart, Message, Part, TextPart
 from .errors import ToolArgumentsError, ToolFailedError
 from .tool import Tool, ToolContext
 
-if TYPE_CHECKING:
-    from .mcp_client import MCPServer
+
+class MCPCaller(Protocol):
+    """What an MCP tool needs of its server (``MCPServer`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], *, timeout: float | EllipsisType | None = ...
+    ) -> types.CallToolResult: ...
+
 
 log = logging.getLogger("mainspring.tools.mcp")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
@@ -33,7 +43,7 @@ class MCPTool(Tool):
 
     def __init__(
         self,
-        server: MCPServer,
+        server: MCPCaller,
         remote: types.Tool,
         *,
         name: str,

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -52,7 +52,17 @@ from .tool import Tool, ToolContext
 
 if TYPE_CHECKING:
     from ..telemetry.metrics.instruments import MetricsSink
-    from .toolbox import Toolbox
+
+
+class Toolbox(Protocol):
+    """Where a fallback tool is found (``mainspring.tools.Toolbox`` is one)."""
+
+    async def call(
+        self, name: str, args: Mapping[str, Any], context: ToolContext | None = None
+    ) -> Any: ...
+
+    def context_for(self, name: str, context: ToolContext) -> ToolContext: ...
+
 
 _FAILURES = (ToolTimeoutError, ToolFailedError, ToolResultError)  # what the breaker counts
 _REFUSALS = (CircuitOpenError, RateLimitedToolError)

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 
 import anyio
 
-from . import _bwrap
+import mainspring.tools.sandbox._bwrap as _bwrap
+
 from ._process import run_process
 from ._workdir import RunDirs, sweep_stale
 from .errors import SandboxUnavailableError
