@@ -11,6 +11,7 @@ journaled, and a resumed run gets the recorded response back without a call.
 from __future__ import annotations
 
 import contextvars
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -183,8 +184,8 @@ class Gateway:
         if tenant is not None:
             call.tenant = str(tenant)
         sink = node.delta_sink(f"model:{model}") if call.stream is not False else None
-        fn = self._effect_fn(call.output_type, sink)
-        live = _Live(call, call.args())
+        fn = self._effect_fn(call.output_type)
+        live = _Live(call, call.args(), sink)
         effect = EffectCall("model", f"model:{model}", fn, (), live.args)
         token = _live.set(live)
         try:
@@ -206,29 +207,28 @@ class Gateway:
             return _with_instance(live.response, call.output_type)
         return _with_instance(ModelResponse.from_dict(recorded), call.output_type)
 
-    def _effect_fn(self, output_type: Any, sink: DeltaSink | None) -> Callable[..., Any]:
-        """The effect's function, the same object for every call without a live follower:
-        the engine caches what it learns of an effect function (its signature, whether it
-        is async) by identity, and a new partial per call costs an inspect.signature
-        (~15 us) and evicts the user's own functions from those caches."""
-        if sink is not None:  # this call's own sink: a fresh function
-            return partial(self._effect, output_type, sink)
+    def _effect_fn(self, output_type: Any) -> Callable[..., Any]:
+        """The effect's function, the same object for every call of an output type: the
+        engine caches what it learns of an effect function (its signature, whether it is
+        async) by identity, and a new function per call costs an inspect.signature
+        (~15 us) and evicts the user's own functions from those caches. It holds the
+        gateway weakly (no reference cycle through ``_effect_fns``); the call's stream
+        sink comes with the call (``_live``)."""
         try:
             return self._effect_fns[output_type]
         except KeyError:
-            fn = partial(self._effect, output_type, None)
+            fn = _effect_function(weakref.ref(self), output_type)
             if len(self._effect_fns) < _EFFECT_FNS:
                 self._effect_fns[output_type] = fn
             return fn
         except TypeError:  # an unhashable output= (a schema dict)
-            return partial(self._effect, output_type, None)
+            return _effect_function(weakref.ref(self), output_type)
 
-    async def _effect(
-        self, output_type: Any, sink: DeltaSink | None, **args: Any
-    ) -> dict[str, Any]:
+    async def _effect(self, output_type: Any, **args: Any) -> dict[str, Any]:
         """The effect's function: its arguments as the gate let them through (a budget
         may have rewritten ``model``), its response as the journal keeps it."""
         live = _live.get()
+        sink = live.sink if live is not None else None
         if live is not None and live.made_with(args):  # as asked: no need to rebuild the call
             call = live.call
         else:  # rewritten by a hook (or edited by a person): the call from its arguments
@@ -319,11 +319,12 @@ class _Live:
     let the arguments through unchanged, the call is not rebuilt from them, and the
     response made now goes back to the node without a round trip through its record."""
 
-    __slots__ = ("args", "call", "data", "response")
+    __slots__ = ("args", "call", "data", "response", "sink")
 
-    def __init__(self, call: _Call, args: dict[str, Any]) -> None:
+    def __init__(self, call: _Call, args: dict[str, Any], sink: DeltaSink | None) -> None:
         self.call = call
         self.args = args
+        self.sink = sink  # where this call's tokens go (live subscribers), if anywhere
         self.response: ModelResponse | None = None
         self.data: dict[str, Any] | None = None
 
@@ -331,6 +332,16 @@ class _Live:
         """Whether ``args`` are this call's own (the same objects: no hook replaced any)."""
         mine = self.args
         return len(args) == len(mine) and all(args.get(k) is v for k, v in mine.items())
+
+
+def _effect_function(gateway: weakref.ref[Gateway], output_type: Any) -> Callable[..., Any]:
+    async def model_call(**args: Any) -> dict[str, Any]:
+        made = gateway()
+        if made is None:
+            raise RuntimeError("the gateway this call was made through is gone")
+        return await made._effect(output_type, **args)
+
+    return model_call
 
 
 # The call being made in this task (ctx.model -> its effect's function, same context).

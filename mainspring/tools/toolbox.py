@@ -10,9 +10,9 @@ before the node sees it. A resumed run gets the recorded result without a call.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..engine.capabilities import NodeCalls
@@ -115,7 +115,7 @@ class Toolbox:
         self.get(name)  # an unknown name fails before anything is journaled
         fn = self._effect_fns.get(name)
         if fn is None:  # one function per tool: the engine caches what it learns of each
-            fn = self._effect_fns[name] = partial(self._effect, name)
+            fn = self._effect_fns[name] = _effect_function(weakref.ref(self), name)
         token = _calling.set(node)
         try:
             return await node.effect(EffectCall("tool", f"tool:{name}", fn, (), dict(args)))
@@ -194,3 +194,16 @@ class ToolApprovals:
             f"tool {name!r} needs a person's approval",
             {"tool": name, "args": dict(effect.args)},
         )
+
+
+def _effect_function(toolbox: weakref.ref[Toolbox], name: str) -> Callable[..., Any]:
+    """A tool's effect function, holding its toolbox weakly (no reference cycle through
+    the toolbox's cache of them)."""
+
+    async def tool_call(**args: Any) -> Any:
+        made = toolbox()
+        if made is None:
+            raise RuntimeError("the toolbox this call was made through is gone")
+        return await made._effect(name, **args)
+
+    return tool_call
