@@ -201,3 +201,37 @@ def test_benchmarks_md_is_in_the_repository_and_every_reference_resolves() -> No
         # Every mention is a link, so that a reader (or a renderer) can follow it from any folder.
         unlinked = re.sub(r"\[`BENCHMARKS\.md`\]\([^)]*\)", "", text)
         assert "BENCHMARKS.md" not in unlinked, f"{doc.name} names BENCHMARKS.md without a link"
+
+
+def ops_agent(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in MODEL_ENV}
+    return subprocess.run(
+        [sys.executable, str(REPO / "examples" / "ops_agent.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=cwd,
+        env=base,
+    )
+
+
+@pytest.mark.parametrize("approve", ["yes", "no"])
+def test_ops_agent_example_survives_a_kill_and_repeats_nothing(
+    tmp_path: Path, approve: str
+) -> None:
+    """The README's main job: an agent with several tools, an MCP server's tool, a
+    sandboxed code call and an approval; its process is killed while it waits, and the run
+    resumes in a new process without one call made twice."""
+    done = ops_agent(tmp_path, "--approve", approve)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "parked on an approval; its process was killed (SIGKILL)" in out
+    assert '"tool": "refund", "args": {"order_id": "A-1001", "amount": 180.0}' in out
+    assert "resumed in a new process: the run finished" in out
+    assert "tool:lookup_order, tool:warehouse_stock, tool:python, tool:refund), 0 repeated" in out
+    if approve == "yes":
+        assert "Order A-1001 is refunded (180 EUR, RF-A-1001)" in out
+        assert "average order is 121.50 EUR" in out  # computed in the sandbox
+    else:
+        assert "We could not refund order A-1001 now" in out
+    assert (tmp_path / "ops_agent.db").exists()
