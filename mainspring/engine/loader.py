@@ -83,10 +83,14 @@ def load_graph(ref: str) -> CompiledGraph:
         raise GraphError(f"module {module_name!r} has no attribute {attr!r}") from None
     if isinstance(obj, Graph):
         obj = obj.compile(ref=ref)
+    elif not isinstance(obj, CompiledGraph) and isinstance(
+        compiled := getattr(obj, "graph", None), CompiledGraph
+    ):  # an object that compiles to a graph (an Agent): its graph
+        obj = compiled
     if not isinstance(obj, CompiledGraph):
         raise GraphError(
             f"{ref!r} is an object of type {type(obj).__name__}, not a graph; "
-            "point at a Graph or its compile()"
+            "point at a Graph, its compile(), or an Agent"
         )
     if obj.ref is None:
         obj.ref = ref
