@@ -493,3 +493,30 @@ def test_bad_agents_are_refused_with_what_to_fix() -> None:
     a.tools.append(a.as_tool())
     with pytest.raises(AgentError, match="uses itself as a tool"):
         _ = a.graph
+
+
+async def test_a_tool_whose_fallback_is_a_person_parks_the_agent(tmp_path: Path) -> None:
+    """A tool whose rate limit refuses falls back to AskHuman: the agent parks with the
+    call's arguments, and the person's answer stands in for the tool's result."""
+    from mainspring.tools.fallback import AskHuman
+
+    @tool(rate=0.001, burst=1, limit_wait=0.0, fallback=AskHuman("the stock service is saturated"))
+    def stock(sku: str) -> int:
+        """Units in stock."""
+        return 7
+
+    def script(request: ModelRequest) -> Any:
+        results = [m for m in request.messages if m.role == "tool"]
+        if len(results) < 2:
+            return [ToolCall(f"c{len(results)}", "stock", {"sku": "KETTLE-2"})]
+        return f"answers: {results[0].text} / {results[1].text}"
+
+    agent = Agent("stocker", "fast", "Check stock twice.", tools=[stock])
+    async with _open(tmp_path, agent, fast=ScriptedModel(script)) as rt:
+        parked = await agent.run(rt, "How many kettles?")
+        assert parked.status is RunStatus.INTERRUPTED
+        asked = parked.approvals[0].payload["needs_human"]
+        assert (asked["tool"], asked["args"]) == ("stock", {"sku": "KETTLE-2"})
+        assert asked["reason"].startswith("the stock service is saturated (tool 'stock': its rate")
+        done = await agent.resume(rt, parked.run_id, "5 (counted by hand)")
+    assert done.text == "answers: 7 / 5 (counted by hand)"

@@ -22,7 +22,7 @@ from ..graph.builder import Graph
 from ..graph.compiled import CompiledGraph
 from ..graph.types import END, START, Send
 from ..models.messages import Message, ToolSpec, system
-from ..tools.errors import ToolError
+from ..tools.errors import NeedsHuman, ToolError
 from .errors import AgentError, MaxTurnsExceeded
 from .state import (
     AgentState,
@@ -231,6 +231,9 @@ async def _call_tool(ctx: Context, name: str, arguments: Any) -> Any:
         return await ctx.tool(name, **arguments)
     except EffectDeniedError as denied:
         return f"error: the call of {name!r} was not made: {denied.reason}"
+    except NeedsHuman as needs:  # the tool's fallback is a person: park until they answer
+        answer = await ctx.interrupt({"needs_human": needs.payload()})
+        return answer if answer is not None else needs.for_model()
     except ToolError as error:
         return error.for_model()
     except EffectError as error:  # a recorded tool error whose type could not be rebuilt
