@@ -35,24 +35,29 @@ from .state import append, merge, replace
 from .store import Durability, RunRecord, RunStatus, Store, ThreadInfo, store_from_url
 
 if TYPE_CHECKING:
+    from .agents import Agent
     from .engine import Divergence, ReplayReport, StateView, SyncRunHandle, SyncRuntime
     from .models import Budget, Gateway, ModelError, ModelResponse, ModelSpec
+    from .tools import Tool, Toolbox, ToolContext, tool
 
 _LAZY = frozenset({"Divergence", "ReplayReport", "StateView", "SyncRunHandle", "SyncRuntime"})
 # The model gateway loads when first named (it brings pydantic and the caches with it).
 _MODELS = frozenset({"Budget", "Gateway", "ModelError", "ModelResponse", "ModelSpec"})
+_TOOLS = frozenset({"Tool", "Toolbox", "ToolContext", "tool"})  # and "Agent": .agents
 
 
 if not TYPE_CHECKING:  # type checkers see the imports above, and catch misspelt names
 
     def __getattr__(name: str) -> Any:
         # The sync facade and time travel's types load when first named (engine/__init__).
-        if name in _LAZY or name in _MODELS:
+        module = (
+            ".engine" if name in _LAZY else ".models" if name in _MODELS
+            else ".tools" if name in _TOOLS else ".agents" if name == "Agent" else None
+        )  # fmt: skip
+        if module is not None:
             from importlib import import_module
 
-            value = getattr(
-                import_module(".engine" if name in _LAZY else ".models", __name__), name
-            )
+            value = getattr(import_module(module, __name__), name)
             globals()[name] = value
             return value
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -67,6 +72,7 @@ __version__ = "0.1.0"
 __all__ = [
     "END",
     "START",
+    "Agent",
     "Budget",
     "CompiledGraph",
     "ConflictError",
@@ -112,6 +118,9 @@ __all__ = [
     "SyncRunHandle",
     "SyncRuntime",
     "ThreadInfo",
+    "Tool",
+    "ToolContext",
+    "Toolbox",
     "TransientStoreError",
     "__version__",
     "append",
@@ -119,4 +128,5 @@ __all__ = [
     "merge",
     "replace",
     "store_from_url",
+    "tool",
 ]

@@ -64,6 +64,12 @@ EXPECTED = {
     "NondeterminismError",
     "EffectError",
     "__version__",
+    # tools and agents (mainspring.tools and mainspring.agents have the rest)
+    "Agent",
+    "Tool",
+    "Toolbox",
+    "ToolContext",
+    "tool",
 }
 
 

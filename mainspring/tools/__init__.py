@@ -23,12 +23,26 @@ from .tool import Retry, Tool, ToolContext, tool
 from .toolbox import ToolApprovals, Toolbox
 
 if TYPE_CHECKING:
+    from .breaker import Breaker
+    from .errors import NeedsHuman
+    from .fallback import AskHuman, CachedResult, FallbackTool
+    from .limits import MemoryLimits
+    from .limits_postgres import PostgresLimits
+    from .limits_redis import RedisLimits
     from .mcp_client import MCPServer
     from .mcp_server import serve_mcp
     from .sandbox import Sandbox, SandboxLimits, SandboxUnavailableError, sandbox_tools
 
 # name -> the module that defines it, loaded on first use (the MCP SDK, the sandbox)
 _LAZY = {
+    "Breaker": ".breaker",
+    "NeedsHuman": ".errors",
+    "AskHuman": ".fallback",
+    "CachedResult": ".fallback",
+    "FallbackTool": ".fallback",
+    "MemoryLimits": ".limits",
+    "PostgresLimits": ".limits_postgres",
+    "RedisLimits": ".limits_redis",
     "MCPServer": ".mcp_client",
     "serve_mcp": ".mcp_server",
     "Sandbox": ".sandbox",
@@ -46,10 +60,12 @@ if not TYPE_CHECKING:
         try:
             value = getattr(import_module(module, __name__), name)
         except ModuleNotFoundError as exc:
-            if exc.name is None or not exc.name.startswith(("mcp", "jsonschema")):
+            extra = {"mcp": "mcp", "jsonschema": "mcp", "redis": "redis", "asyncpg": "postgres"}
+            wanted = extra.get((exc.name or "").partition(".")[0])
+            if wanted is None:
                 raise
             raise ModuleNotFoundError(
-                f"mainspring.tools.{name} needs {exc.name}: pip install 'mainspring[mcp]'",
+                f"mainspring.tools.{name} needs {exc.name}: pip install 'mainspring[{wanted}]'",
                 name=exc.name,
             ) from None
         globals()[name] = value
@@ -61,9 +77,17 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AskHuman",
+    "Breaker",
+    "CachedResult",
     "CircuitOpenError",
+    "FallbackTool",
     "MCPServer",
+    "MemoryLimits",
+    "NeedsHuman",
+    "PostgresLimits",
     "RateLimitedToolError",
+    "RedisLimits",
     "Resilience",
     "Retry",
     "Sandbox",
