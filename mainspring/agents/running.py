@@ -148,8 +148,14 @@ async def run(
     run_id: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> AgentResult:
-    handle = await start(agent, runtime, input, thread=thread, run_id=run_id, metadata=metadata)
-    return result_of(agent, await handle.wait())
+    prepare(agent, runtime)
+    messages = message_dicts(input)
+    if thread is not None:
+        messages = [*await thread_messages(agent, runtime, thread), *messages]
+    outcome = await runtime.run_outcome(
+        agent.graph, {"messages": messages}, run_id=run_id, thread=thread, metadata=metadata
+    )
+    return result_of(agent, outcome)
 
 
 async def resume(

@@ -32,7 +32,7 @@ from .gate import Gate
 from .handle import RunHandle
 from .leases import LeaseKeeper
 from .loader import GraphLoader
-from .outcome import RunOutcome
+from .outcome import RunOutcome, outcome_of
 from .registry import LiveRuns, lost_the_run
 from .runs import Runs
 from .seams import EngineServices, Listener
@@ -265,6 +265,33 @@ class Runtime:
             if isinstance(outcome, StoreError) and not lost_the_run(outcome):
                 raise outcome  # the store failed: the run stays resumable; say why
         return await RunHandle(runs, run_id).result()
+
+    async def run_outcome(
+        self,
+        graph: CompiledGraph,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        thread: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> RunOutcome:
+        """``run``, returning where the run stopped (``start(...)`` then ``wait()``), not
+        its state: a parked run's outcome comes back at once. Driven in the calling task
+        (no task to spawn, no wake-up to wait for); a cancelled caller leaves the run
+        resumable, as ``run`` does."""
+        runs = self._runs
+        run_id, driver = await runs.begin(
+            graph, input, run_id, thread, None, metadata, defer=run_id is None
+        )
+        if driver is not None:
+            runs.registry.add(driver)
+            await driver.drive()
+            if driver.outcome is None and driver.existing is None:
+                return outcome_of(driver.fold)
+            outcome = driver.outcome
+            if isinstance(outcome, StoreError) and not lost_the_run(outcome):
+                raise outcome  # the store failed: the run stays resumable; say why
+        return await RunHandle(runs, run_id).wait()
 
     # -- resuming, cancelling, recovering --------------------------------------------
 

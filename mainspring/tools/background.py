@@ -20,7 +20,7 @@ import anyio
 from ..engine.capabilities import NodeCalls
 from ..engine.effects import EffectCall, current_key
 from ..errors import ConflictError, MainspringError, RunStateError
-from ..events import EventKind, Interrupted
+from ..events import TERMINAL_KINDS, EventKind, Interrupted
 from ..graph import END, START, Graph
 from ..status import RunStatus
 from ._calling import calling
@@ -117,16 +117,22 @@ class Background:
     # -- resuming the waits -------------------------------------------------------------
 
     def _heard(self, event: Event) -> None:
-        runtime = self._runtime
-        spawn = runtime.services.spawn if runtime is not None else None
-        if spawn is None:
-            return
-        data = event.data
-        if event.kind in (EventKind.FINISHED, EventKind.FAILED, EventKind.CANCELLED):
-            if event.run_id.endswith(SUFFIX):
+        # Every event of every run passes here: the kind decides first, cheaply.
+        kind = event.kind
+        if kind in TERMINAL_KINDS:
+            if event.run_id.endswith(SUFFIX) and (spawn := self._spawn()) is not None:
                 spawn(_logged, self._call_ended, event.run_id)
-        elif isinstance(data, Interrupted) and (call := waiting_on(data.payload)) is not None:
-            spawn(_logged, self._wait_parked, event.run_id, data.id, call)
+        elif kind == EventKind.INTERRUPTED:
+            data = event.data
+            if not isinstance(data, Interrupted):
+                return
+            call = waiting_on(data.payload)
+            if call is not None and (spawn := self._spawn()) is not None:
+                spawn(_logged, self._wait_parked, event.run_id, data.id, call)
+
+    def _spawn(self) -> Any:
+        runtime = self._runtime
+        return runtime.services.spawn if runtime is not None else None
 
     async def _call_ended(self, call: str) -> None:
         """Resume the run that started the call if it waits for it (the call's id is the
