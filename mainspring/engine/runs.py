@@ -60,6 +60,30 @@ class Runs:
 
     # -- new runs -----------------------------------------------------------------------
 
+    async def drive_here(
+        self,
+        graph: CompiledGraph,
+        input: Any,
+        run_id: str | None,
+        thread: str | None,
+        durability: Durability | str | None,
+        metadata: dict[str, Any] | None,
+    ) -> tuple[str, RunDriver | None]:
+        """Begin a run and drive it in the calling task (``Runtime.run``): no task to
+        spawn, no wake-up to wait for. Without a ``run_id`` the run is created by its
+        first commit. Returns the run's id and its driver (None: the run existed and
+        another driver has it); a store failure is raised, the run left resumable."""
+        run_id, driver = await self.begin(
+            graph, input, run_id, thread, durability, metadata, defer=run_id is None
+        )
+        if driver is not None:
+            self.registry.add(driver)
+            await driver.drive()
+            outcome = driver.outcome
+            if isinstance(outcome, StoreError) and not lost_the_run(outcome):
+                raise outcome  # the store failed: the run stays resumable; say why
+        return run_id, driver
+
     async def begin(
         self,
         graph: CompiledGraph,

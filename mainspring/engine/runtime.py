@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 from anyio.abc import TaskGroup
 
-from ..errors import RunStateError, StoreError
+from ..errors import RunStateError
 from ..events import Event
 from ..graph.compiled import CompiledGraph
 from ..status import Durability, RunStatus
@@ -33,7 +33,7 @@ from .handle import RunHandle
 from .leases import LeaseKeeper
 from .loader import GraphLoader
 from .outcome import RunOutcome, outcome_of
-from .registry import LiveRuns, lost_the_run
+from .registry import LiveRuns
 from .runs import Runs
 from .seams import EngineServices, Listener
 from .subgraph import Subgraphs
@@ -126,6 +126,8 @@ class Runtime:
             snapshot_every=snapshot_every,
             listeners=list(listeners),
         )
+        self.owner = self.services.owner  # this runtime's lease owner id (host:pid:token)
+        self.lease_ttl = lease_ttl
         self.loader = GraphLoader(graphs)
         self._runs = Runs(
             self.services, self.loader, durability=self.durability, will_recover=self._will_recover
@@ -140,15 +142,6 @@ class Runtime:
     def open(cls, url: str = "sqlite:///mainspring.db", **options: Any) -> Runtime:
         """A runtime on the store at ``url``; use it as ``async with Runtime.open(url) as rt``."""
         return cls(store_from_url(url), **options)
-
-    @property
-    def owner(self) -> str:
-        """This runtime's lease owner id (``host:pid:token``)."""
-        return self.services.owner
-
-    @property
-    def lease_ttl(self) -> float:
-        return self.services.lease_ttl
 
     @property
     def gate(self) -> Gate:
@@ -253,17 +246,13 @@ class Runtime:
         commit per run; with one, it is created first, as by ``start``.
         """
         runs = self._runs
-        run_id, driver = await runs.begin(
-            graph, input, run_id, thread, durability, metadata, defer=run_id is None
-        )
-        if driver is not None:
-            runs.registry.add(driver)
-            await driver.drive()
-            if driver.outcome is None and driver.fold.status is RunStatus.FINISHED:
-                return graph.schema.output(driver.fold.state)
-            outcome = driver.outcome
-            if isinstance(outcome, StoreError) and not lost_the_run(outcome):
-                raise outcome  # the store failed: the run stays resumable; say why
+        run_id, driver = await runs.drive_here(graph, input, run_id, thread, durability, metadata)
+        if (
+            driver is not None
+            and driver.outcome is None
+            and driver.fold.status is RunStatus.FINISHED
+        ):
+            return graph.schema.output(driver.fold.state)
         return await RunHandle(runs, run_id).result()
 
     async def run_outcome(
@@ -280,17 +269,9 @@ class Runtime:
         (no task to spawn, no wake-up to wait for); a cancelled caller leaves the run
         resumable, as ``run`` does."""
         runs = self._runs
-        run_id, driver = await runs.begin(
-            graph, input, run_id, thread, None, metadata, defer=run_id is None
-        )
-        if driver is not None:
-            runs.registry.add(driver)
-            await driver.drive()
-            if driver.outcome is None and driver.existing is None:
-                return outcome_of(driver.fold)
-            outcome = driver.outcome
-            if isinstance(outcome, StoreError) and not lost_the_run(outcome):
-                raise outcome  # the store failed: the run stays resumable; say why
+        run_id, driver = await runs.drive_here(graph, input, run_id, thread, None, metadata)
+        if driver is not None and driver.outcome is None and driver.existing is None:
+            return outcome_of(driver.fold)
         return await RunHandle(runs, run_id).wait()
 
     # -- resuming, cancelling, recovering --------------------------------------------
