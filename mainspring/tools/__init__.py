@@ -5,9 +5,9 @@
 servers' tools and resilience backends load when first named.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_getattr
 from .errors import (
     CircuitOpenError,
     RateLimitedToolError,
@@ -52,24 +52,7 @@ _LAZY = {
 }
 
 if not TYPE_CHECKING:
-
-    def __getattr__(name: str) -> Any:
-        module = _LAZY.get(name)
-        if module is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        try:
-            value = getattr(import_module(module, __name__), name)
-        except ModuleNotFoundError as exc:
-            extra = {"mcp": "mcp", "jsonschema": "mcp", "redis": "redis", "asyncpg": "postgres"}
-            wanted = extra.get((exc.name or "").partition(".")[0])
-            if wanted is None:
-                raise
-            raise ModuleNotFoundError(
-                f"mainspring.tools.{name} needs {exc.name}: pip install 'mainspring[{wanted}]'",
-                name=exc.name,
-            ) from None
-        globals()[name] = value
-        return value
+    __getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 def __dir__() -> list[str]:
