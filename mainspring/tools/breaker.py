@@ -128,7 +128,11 @@ def _count(window: list[list[Any]], length: float, now: float, failed: bool) -> 
         window.append([current, 1, int(failed)])
     while window[0][0] <= current - SLICES:
         window.pop(0)
-    return sum(s[1] for s in window), sum(s[2] for s in window)
+    calls = fails = 0
+    for _, n, f in window:  # one pass, no generators: this runs on every call
+        calls += n
+        fails += f
+    return calls, fails
 
 
 def _opened(now: float) -> State:

@@ -92,6 +92,7 @@ class _Plan:
     settle: dict[tuple[bool | None, bool], Update[str]]
     take: Update[float | None] | None  # the token bucket's update, made once
     ttl: float  # how long a breaker's state outlives its last update
+    keys: tuple[str, str, str]  # breaker, bucket and slots keys ("": made per tenant)
 
 
 class Resilience:
@@ -152,7 +153,8 @@ class Resilience:
             raise
         if plan.cache_ttl is not None:
             self.results.put(ResultCache.key(tool.name, context.tenant, args), result)
-        self._count(tool.name, "ok")
+        if self.metrics is not None:
+            self._count(tool.name, "ok")
         return result
 
     # -- 1. the breaker ------------------------------------------------------------------
@@ -163,7 +165,7 @@ class Resilience:
         cfg = plan.breaker
         if cfg is None:
             return await self._limited(plan, tool, args, context)
-        key = f"b:{tool.name}" if cfg.per == "tool" else f"b:{tool.name}:{context.tenant or '-'}"
+        key = plan.keys[0] or f"b:{tool.name}:{context.tenant or '-'}"
         ttl, local = plan.ttl, self._local
         assert plan.admit is not None
         answer = (
@@ -187,7 +189,9 @@ class Resilience:
                 await self._settle(key, plan.settle[failed, probe], ttl, tool.name)
             raise
         if local is not None:
-            self._gauge(tool.name, local(key, plan.settle[False, probe]))
+            state = local(key, plan.settle[False, probe])
+            if self.metrics is not None:
+                self._gauge(tool.name, state)
         else:
             await self._settle(key, plan.settle[False, probe], ttl, tool.name)
         return result
@@ -208,11 +212,11 @@ class Resilience:
     ) -> Any:
         if plan.rate is None and plan.concurrency is None:
             return await self.attempts(tool, args, context)
-        scope = f"{tool.name}:{context.tenant or '-'}" if plan.per_tenant else tool.name
+        scope = f"{tool.name}:{context.tenant or '-'}" if plan.per_tenant else ""
         deadline = time.monotonic() + plan.wait
         local = self._local
         if plan.take is not None and plan.rate is not None:
-            key = f"r:{scope}"
+            key = plan.keys[1] or f"r:{scope}"
             if local is not None:
                 wait = local(key, plan.take)
             else:
@@ -228,7 +232,7 @@ class Resilience:
                 await anyio.sleep(wait)
         if plan.concurrency is None:
             return await self.attempts(tool, args, context)
-        key, token = f"c:{scope}", f"{_PROCESS}-{next(_SLOTS)}"
+        key, token = plan.keys[2] or f"c:{scope}", f"{_PROCESS}-{next(_SLOTS)}"
         take = take_slot(plan.concurrency, token, plan.bound)
         while not (local(key, take) if local else await self.backend.update(key, take, plan.bound)):
             left = deadline - time.monotonic()
@@ -367,6 +371,7 @@ class Resilience:
             else {(f, p): record(cfg, f, p) for f in (True, False, None) for p in (True, False)},
             take=None if tool.rate is None else take_token(tool.rate, burst, wait),
             ttl=0.0 if cfg is None else max(cfg.window, cfg.cooldown) + bound + 60.0,
+            keys=_keys(tool),
         )
         self._plans[tool] = plan
         return plan
@@ -388,3 +393,16 @@ class Resilience:
         if value != before:  # a gauge the sinks only add to: add the change
             self._gauges[name] = value
             self.metrics.add("mainspring_tool_breaker_state", (name,), value - before)
+
+
+def _keys(tool: Tool) -> tuple[str, str, str]:
+    """The backend keys of a tool's breaker, bucket and slots, made once ("" for those
+    kept per tenant: made per call, see :mod:`.states`)."""
+    breaker = tool.breaker is not None and tool.breaker.per == "tool"
+    per_tool = tool.limit_per == "tool"
+    name = tool.name
+    return (
+        f"b:{name}" if breaker else "",
+        f"r:{name}" if per_tool else "",
+        f"c:{name}" if per_tool else "",
+    )

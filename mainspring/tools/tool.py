@@ -130,10 +130,10 @@ class Tool:
         """The arguments checked and converted (``ToolArgumentsError`` lists what is wrong,
         in words a model can act on)."""
         try:
-            model = self._args_model.model_validate(dict(args))
+            model = self._args_model.model_validate(args if type(args) is dict else dict(args))
         except pydantic.ValidationError as exc:
             raise ToolArgumentsError.of(self.name, exc.errors(include_url=False)) from None
-        return {k: getattr(model, k) for k in type(model).model_fields}
+        return dict(model.__dict__)  # the fields, in order (extra="forbid": nothing else)
 
     def check_result(self, value: Any) -> Any:
         """The result as JSON data, validated against the return annotation."""
