@@ -151,9 +151,7 @@ class Tool:
     async def invoke(self, args: Mapping[str, Any], context: ToolContext) -> Any:
         """Call the function with validated ``args`` (and the context, if it asks);
         a sync function runs in a worker thread."""
-        kwargs = dict(args)
-        if self._context_param is not None:
-            kwargs[self._context_param] = context
+        kwargs = args if self._context_param is None else {**args, self._context_param: context}
         if self.is_async:
             result = await self.fn(**kwargs)
         else:
@@ -162,7 +160,7 @@ class Tool:
             result = await anyio.to_thread.run_sync(
                 lambda: self.fn(**kwargs), abandon_on_cancel=True
             )
-        if inspect.isawaitable(result):
+        if type(result) not in _DATA and inspect.isawaitable(result):
             result = await result
         return self.check_result(result)
 
@@ -197,6 +195,7 @@ def _check_limits(t: Tool) -> None:
 
 # -- introspection ----------------------------------------------------------------------
 
+_DATA = frozenset((str, int, float, bool, dict, list, type(None)))  # never awaitable
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _ARGS_HEADER = re.compile(r"^(Args|Arguments|Parameters):\s*$", re.M)
 _ARG_LINE = re.compile(r"^\s{2,}(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
