@@ -121,13 +121,15 @@ def _closed(cfg: Breaker, state: State | None, failed: bool, now: float) -> tupl
 def _count(window: list[list[Any]], length: float, now: float, failed: bool) -> tuple[int, int]:
     """Add the call to its slice, drop the slices out of the window; (calls, failures)."""
     current = int(now * SLICES // length)
-    if window and window[-1][0] == current:
-        window[-1][1] += 1
-        window[-1][2] += int(failed)
-    else:
+    last = window[-1] if window else None
+    if last is not None and last[0] == current:
+        last[1] += 1
+        if failed:
+            last[2] += 1
+    else:  # a new slice: the oldest may have left the window (only then)
         window.append([current, 1, int(failed)])
-    while window[0][0] <= current - SLICES:
-        window.pop(0)
+        while window[0][0] <= current - SLICES:
+            window.pop(0)
     calls = fails = 0
     for _, n, f in window:  # one pass, no generators: this runs on every call
         calls += n
