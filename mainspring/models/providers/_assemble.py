@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from ..messages import Message, Part, TextPart, ToolCall
+from ..messages import Message, ModelRequest, ModelResponse, Part, TextPart, ToolCall, Usage
 from ..protocol import ReasoningDelta, TextDelta, ToolCallDelta
 
 RAW_ARGUMENTS = "_raw"
@@ -38,6 +38,33 @@ def parse_output(text: str) -> Any:
         return msgspec.json.decode(text) if text else None
     except msgspec.DecodeError:
         return None
+
+
+def response(
+    provider: str,
+    request: ModelRequest,
+    message: Message,
+    *,
+    model: str | None,
+    finish: str,
+    usage: Usage,
+    ident: str,
+    clock: Clock,
+    ttft: float | None = None,
+) -> ModelResponse:
+    """The response every wire format ends a call with: the structured output parsed from
+    the text when one was asked for, the call's timing."""
+    return ModelResponse(
+        message,
+        model=model or request.model,
+        provider=provider,
+        finish_reason=finish,
+        usage=usage,
+        id=ident,
+        output=parse_output(message.text) if request.output else None,
+        ttft=ttft,
+        latency=clock.latency(),
+    )
 
 
 def dumps(value: Any) -> str:

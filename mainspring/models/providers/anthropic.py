@@ -27,7 +27,7 @@ from ..messages import (
     Usage,
 )
 from ..protocol import StreamEnd, StreamEvent
-from ._assemble import Assembler, Clock, dumps, parse_output
+from ._assemble import Assembler, Clock, dumps, response
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -200,17 +200,11 @@ class Anthropic:
                 provider=self.name,
                 model=request.model,
             )
-        return ModelResponse(
-            message,
-            model=data.get("model") or request.model,
-            provider=self.name,
-            finish_reason=finish,
-            usage=anthropic_usage(data.get("usage")),
-            id=data.get("id", ""),
-            output=parse_output(message.text) if request.output else None,
+        return response(
+            self.name, request, message, model=data.get("model"), finish=finish,
+            usage=anthropic_usage(data.get("usage")), ident=data.get("id", ""), clock=clock,
             ttft=ttft,
-            latency=clock.latency(),
-        )
+        )  # fmt: skip
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -15,7 +15,7 @@ from .._http import HTTPTransport, KeySource, SecretsProvider, interrupted, stre
 from ..errors import ContentFilteredError
 from ..messages import ImagePart, Message, ModelRequest, ModelResponse, TextPart, ToolCall, Usage
 from ..protocol import StreamEnd, StreamEvent
-from ._assemble import Assembler, Clock, dumps, parse_arguments, parse_output
+from ._assemble import Assembler, Clock, dumps, parse_arguments, response
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 _FINISH = {"function_call": "tool_calls"}
@@ -113,16 +113,10 @@ class OpenAIChat:
         message = _assistant_message(choice.get("message") or {})
         finish = _finish(choice.get("finish_reason"), message)
         self._check_refusal(choice.get("message") or {}, finish, message, request.model)
-        return ModelResponse(
-            message,
-            model=data.get("model") or request.model,
-            provider=self.name,
-            finish_reason=finish,
-            usage=chat_usage(data.get("usage")),
-            id=data.get("id", ""),
-            output=parse_output(message.text) if request.output else None,
-            latency=clock.latency(),
-        )
+        return response(
+            self.name, request, message, model=data.get("model"), finish=finish,
+            usage=chat_usage(data.get("usage")), ident=data.get("id", ""), clock=clock,
+        )  # fmt: skip
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         acc = Assembler()
@@ -157,19 +151,11 @@ class OpenAIChat:
         message = acc.message()
         reason = _finish(finish, message)
         self._check_refusal({"refusal": "".join(refusal)}, reason, message, request.model)
-        yield StreamEnd(
-            ModelResponse(
-                message,
-                model=model,
-                provider=self.name,
-                finish_reason=reason,
-                usage=usage,
-                id=ident,
-                output=parse_output(message.text) if request.output else None,
-                ttft=acc.clock.ttft,
-                latency=acc.clock.latency(),
-            )
-        )
+        end = response(
+            self.name, request, message, model=model, finish=reason, usage=usage,
+            ident=ident, clock=acc.clock, ttft=acc.clock.ttft,
+        )  # fmt: skip
+        yield StreamEnd(end)
 
     def _check_refusal(
         self, wire: dict[str, Any], finish: str, message: Message, model: str

@@ -24,7 +24,7 @@ from ..messages import (
     Usage,
 )
 from ..protocol import StreamEnd, StreamEvent
-from ._assemble import Assembler, Clock, dumps, parse_arguments, parse_output
+from ._assemble import Assembler, Clock, dumps, parse_arguments, response
 from .openai_chat import OPENAI_BASE_URL
 
 _END_EVENTS = frozenset({"response.completed", "response.incomplete"})
@@ -176,17 +176,11 @@ class OpenAIResponses:
             finish = "length"
         else:
             finish = incomplete or "stop"
-        return ModelResponse(
-            message,
-            model=data.get("model") or request.model,
-            provider=self.name,
-            finish_reason=finish,
-            usage=responses_usage(data.get("usage")),
-            id=data.get("id", ""),
-            output=parse_output(message.text) if request.output else None,
+        return response(
+            self.name, request, message, model=data.get("model"), finish=finish,
+            usage=responses_usage(data.get("usage")), ident=data.get("id", ""), clock=clock,
             ttft=ttft,
-            latency=clock.latency(),
-        )
+        )  # fmt: skip
 
     async def aclose(self) -> None:
         await self._http.aclose()
