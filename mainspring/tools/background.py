@@ -74,14 +74,14 @@ class Background:
         runtime.services.listeners.append(self._heard)
         # Waits whose call ended while no process was there to resume them (the latest
         # parked runs: an older one is resumed by hand, or when its call is looked at).
+        # Only the tail of each journal is read (a park's interrupts are its last events):
+        # folding every parked run to find the few that wait would make opening slow.
         for record in await runtime.list_runs(status=RunStatus.INTERRUPTED, limit=1_000):
-            try:
-                outcome = await runtime.outcome(record.run_id)
-            except MainspringError:  # a graph this runtime does not know: not ours to resume
-                continue
-            for pending in outcome.interrupts:
-                if (call := waiting_on(pending.payload)) is not None:
-                    await self._resume_if_done(record.run_id, pending.id, call)
+            tail = await runtime.store.read(record.run_id, after=max(0, record.last_seq - 16))
+            for event in tail:
+                data = event.data
+                if isinstance(data, Interrupted) and (call := waiting_on(data.payload)):
+                    await self._resume_if_done(record.run_id, data.id, call)
 
     async def start(self, node: NodeCalls, name: str, args: dict[str, Any]) -> dict[str, str]:
         """Start the call once (an effect: a re-run gets the same handle back)."""
@@ -160,10 +160,15 @@ class Background:
             answer: dict[str, Any] = {"ok": value}
         except ToolFailedError as exc:
             done, answer = True, {"error": str(exc)}
+        except MainspringError:  # the call's run is not in this store: nothing to give
+            return
         if not done:
             return
         async with self._resuming:
-            outcome = await runtime.outcome(run_id)
+            try:
+                outcome = await runtime.outcome(run_id)
+            except MainspringError:  # a graph this runtime does not know: not ours to resume
+                return
             if not any(p.id == interrupt_id for p in outcome.interrupts):
                 return  # resumed already (by the other trigger, or a person)
             try:
