@@ -1,0 +1,57 @@
+"""The classifier's features: word unigrams and bigrams and character 4-grams of a
+normalised text, present or not, scaled to unit length. Pure Python, shared by training
+(benchmarks/screen_train.py) and inference, so that both see exactly the same features.
+
+Features are strings (the vocabulary is a dict of them), not hashes: Python's ``hash``
+of a string changes per process, and a string key is as fast a lookup as an int.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from typing import Final
+
+_WORD: Final = re.compile(r"[a-z0-9']+|[^\sa-z0-9']")  # words, and each symbol alone
+_SPACE: Final = re.compile(r"\s+")
+WINDOW: Final = 600  # characters per window a long text is scored in (see windows())
+STRIDE: Final = 400
+
+
+def normalise(text: str) -> str:
+    """Lower case, compatibility forms folded (full-width, ligatures), whitespace collapsed."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    return _SPACE.sub(" ", text.lower()).strip()
+
+
+def features(text: str) -> set[str]:
+    """The features present in one normalised text (presence, not counts: a repeated
+    phrase is no more an injection the tenth time, and a set is the cheapest to build)."""
+    words = _WORD.findall(text)
+    feats = set(words)
+    feats.update([f"{a} {b}" for a, b in zip(words, words[1:], strict=False)])
+    padded = f" {text} "
+    feats.update([padded[i : i + 4] for i in range(len(padded) - 3)])
+    return feats
+
+
+def scale(feats: set[str]) -> float:
+    """Each present feature's value: 1 / sqrt(n / 64) for a window of n features, so a
+    short text is not drowned by its length and a long window's many weak features do
+    not add up to a verdict (windows bound n)."""
+    return 1.0 / math.sqrt(max(len(feats), 64) / 64)
+
+
+def windows(text: str) -> list[str]:
+    """A long normalised text as overlapping windows, so that a short injection inside a
+    long benign document is not averaged away; a short text is one window."""
+    if len(text) <= WINDOW:
+        return [text]
+    out = []
+    for start in range(0, len(text), STRIDE):
+        out.append(text[start : start + WINDOW])
+        if start + WINDOW >= len(text):
+            break
+    return out
