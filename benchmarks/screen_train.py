@@ -8,8 +8,8 @@ Deterministic: a fixed seed, full-batch optimisation, sorted vocabularies; runni
 twice writes the same bytes. Needs numpy (the ``embeddings`` extra has it), at training
 time only: inference is pure Python.
 
-The model: logistic regression on the presence of word unigrams, word bigrams and
-character 4-grams (mainspring/guard/screen/features.py), scaled to unit length, balanced
+The model: logistic regression on the presence of word unigrams and word bigrams
+(mainspring/guard/screen/features.py), scaled by the window's size, balanced
 class weights, L2. A long text is scored as its windows (the highest wins), so training
 sees windows too: every window of a benign text is benign; of a long injected text, only
 its window the first model scores highest is taken as the injection (the rest of such a

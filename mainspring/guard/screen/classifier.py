@@ -1,4 +1,4 @@
-"""The local injection classifier: a logistic regression over hashed-free n-gram features
+"""The local injection classifier: a logistic regression over word n-gram features
 (``features.py``), its weights shipped as package data
 (``mainspring/guard/screen/data/injection_classifier.json.gz``), trained in the project by
 ``benchmarks/screen_train.py`` from the labelled set in ``benchmarks/screen_data/``.

@@ -1,5 +1,7 @@
-"""The classifier's features: word unigrams and bigrams and character 4-grams of a
-normalised text, present or not, scaled to unit length. Pure Python, shared by training
+"""The classifier's features: word unigrams and bigrams of a normalised text (each
+symbol a word of its own), present or not. Character 4-grams were tried too: they cost
+~3x the time per text and, on the held-out split, caught fewer injections (0.43 against
+0.56 at the same false-positive rate). Pure Python, shared by training
 (benchmarks/screen_train.py) and inference, so that both see exactly the same features.
 
 Features are strings (the vocabulary is a dict of them), not hashes: Python's ``hash``
@@ -32,8 +34,6 @@ def features(text: str) -> set[str]:
     words = _WORD.findall(text)
     feats = set(words)
     feats.update([f"{a} {b}" for a, b in zip(words, words[1:], strict=False)])
-    padded = f" {text} "
-    feats.update([padded[i : i + 4] for i in range(len(padded) - 3)])
     return feats
 
 

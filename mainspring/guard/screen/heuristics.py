@@ -135,13 +135,15 @@ _DECODE_ASK: Final = re.compile(
     r"cipher|encoded)\b.{0,60}\b(follow|execute|do what|obey|carry out|run|act on|instructions?)",
     _I | re.S,
 )
+_ENCODINGS: Final = ("base64", "rot", "hex", "binary", "cipher", "encoded")
 _DECODED_CUES: Final = (ignore_instructions, role_impersonation, tool_call_forging)
 
 
 def encoded_payload(text: str) -> str | None:
     """An order to decode something and follow it, or base64/hex/rot13 that decodes to an
     injection (hashes and binary blobs decode to noise and are left alone)."""
-    m = _DECODE_ASK.search(text)
+    low = text.lower()
+    m = _DECODE_ASK.search(text) if any(w in low for w in _ENCODINGS) else None
     if m is not None:
         return f"asks to decode and follow a payload: {m.group(0)[:60]!r}"
     for blob in _B64.findall(text)[:8]:
@@ -155,7 +157,7 @@ def encoded_payload(text: str) -> str | None:
             continue
         if any(cue(decoded) for cue in _DECODED_CUES):
             return f"hex that decodes to an injection: {decoded[:40]!r}"
-    if "rot13" in text.lower() or "rot-13" in text.lower():
+    if "rot13" in low or "rot-13" in low:
         if any(cue(codecs.decode(text, "rot13")) for cue in _DECODED_CUES):
             return "rot13 text that decodes to an injection"
     return None
@@ -219,6 +221,23 @@ def addressed_to_model(text: str) -> str | None:
     return None if m is None else f"addresses the model directly: {m.group(0)[:60]!r}"
 
 
+# Words one of which a text must hold (lower-cased) for a detector to run its patterns: a
+# substring test costs ~1 us per 2 KB where a case-insensitive pattern costs ~100 us, and
+# most texts hold none of them. None: the detector always runs.
+CUES: Final[dict[str, tuple[str, ...] | None]] = {
+    "ignore_instructions": ("ignor", "disregard", "forget", "override", "skip", "bypass",
+                            "follow", "obey"),
+    "role_impersonation": ("<|", "inst]", "<<sys", "system", "assistant", "developer", "admin"),
+    "hidden_characters": None,
+    "exfiltration_link": ("![", "<img", "image", "pixel"),
+    "tool_call_forging": ("tool", "function", '"role"', "call"),
+    "encoded_payload": None,
+    "prompt_leak": ("prompt", "instruction", "message", "configuration"),
+    "persona_jailbreak": ("anything now", "dan mode", "developer mode", "jailbr", "restriction",
+                          "filter", "rules", "limitation", "polic", "guideline"),
+    "addressed_to_model": ("ai", "llm", "model", "assistant", "agent", "chatbot", "before you"),
+}  # fmt: skip
+
 DETECTORS: Final[dict[str, Detector]] = {
     "ignore_instructions": ignore_instructions,
     "role_impersonation": role_impersonation,
@@ -230,3 +249,17 @@ DETECTORS: Final[dict[str, Detector]] = {
     "persona_jailbreak": persona_jailbreak,
     "addressed_to_model": addressed_to_model,
 }
+
+
+def run(text: str, names: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+    """(detector, what it found) for each detector of ``names`` (None: all) that fires."""
+    low = text.lower()
+    found = []
+    for name in names if names is not None else DETECTORS:
+        cues = CUES[name]
+        if cues is not None and not any(c in low for c in cues):
+            continue
+        detail = DETECTORS[name](text)
+        if detail is not None:
+            found.append((name, detail))
+    return found

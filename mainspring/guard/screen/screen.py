@@ -14,7 +14,7 @@ import msgspec
 
 from .classifier import Classifier, shipped
 from .errors import ScreenValidationError
-from .heuristics import DETECTORS
+from . import heuristics
 from .rules import Rule, rule_for
 from .validation import check_schema, texts_of, validate
 
@@ -99,12 +99,7 @@ class Screener:
         hit = self._verdicts.get(key)
         if hit is not None:
             return hit
-        findings = []
-        names = rule.heuristics if rule.heuristics is not None else DETECTORS
-        for name in names:
-            detail = DETECTORS[name](text)
-            if detail is not None:
-                findings.append(Finding(name, detail))
+        findings = [Finding(name, detail) for name, detail in heuristics.run(text, rule.heuristics)]
         score = None
         if rule.classifier:
             model = self.classifier
