@@ -53,13 +53,17 @@ def evaluate(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "fpr": sum(v[1] for v in ben) / max(1, sum(v[0] for v in ben)),
             "injections": sum(v[0] for v in inj),
             "benign": sum(v[0] for v in ben),
-            "by_source": {f"{s}/{'inj' if lab else 'benign'}": v for (s, lab), v in sorted(rows.items())},
+            "by_source": {
+                f"{s}/{'inj' if lab else 'benign'}": v for (s, lab), v in sorted(rows.items())
+            },
         }
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--split", default="test")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

@@ -140,7 +140,9 @@ def test_validation_errors_say_what_was_found_and_what_is_allowed() -> None:
         screener.validate({"id": "A-1", "amount": "lots"}, "tool:lookup")
     with pytest.raises(ScreenValidationError, match=r"gave 400 bytes, over its cap of 100"):
         screener.validate("x" * 400, "tool:fetch")
-    with pytest.raises(ScreenValidationError, match=r"gave binary content; its rule lets in \['text'\]"):
+    with pytest.raises(
+        ScreenValidationError, match=r"gave binary content; its rule lets in \['text'\]"
+    ):
         screener.validate(b"\x89PNG\r\n", "tool:image")
     blob = base64.b64encode(bytes(range(256)) * 4).decode()
     with pytest.raises(ScreenValidationError, match=r"gave base64 content"):

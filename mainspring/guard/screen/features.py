@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from itertools import pairwise
 from typing import Final
 
 _WORD: Final = re.compile(r"[a-z0-9']+|[^\sa-z0-9']")  # words, and each symbol alone
@@ -33,7 +34,7 @@ def features(text: str) -> set[str]:
     phrase is no more an injection the tenth time, and a set is the cheapest to build)."""
     words = _WORD.findall(text)
     feats = set(words)
-    feats.update([f"{a} {b}" for a, b in zip(words, words[1:], strict=False)])
+    feats.update([f"{a} {b}" for a, b in pairwise(words)])
     return feats
 
 

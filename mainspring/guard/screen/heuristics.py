@@ -157,9 +157,9 @@ def encoded_payload(text: str) -> str | None:
             continue
         if any(cue(decoded) for cue in _DECODED_CUES):
             return f"hex that decodes to an injection: {decoded[:40]!r}"
-    if "rot13" in low or "rot-13" in low:
-        if any(cue(codecs.decode(text, "rot13")) for cue in _DECODED_CUES):
-            return "rot13 text that decodes to an injection"
+    rot13 = "rot13" in low or "rot-13" in low
+    if rot13 and any(cue(codecs.decode(text, "rot13")) for cue in _DECODED_CUES):
+        return "rot13 text that decodes to an injection"
     return None
 
 

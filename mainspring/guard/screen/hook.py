@@ -29,9 +29,11 @@ from .classifier import Classifier
 from .errors import QuarantinedError
 from .rules import Rule
 from .screen import Screener, Verdict, fingerprint
+from .validation import texts_of
 
 log = logging.getLogger("mainspring.guard.screen")
 _SCREENED_ROLES = ("user", "tool")
+_VALIDATION = frozenset({"size", "kind", "schema"})
 
 
 class Quarantined(msgspec.Struct, frozen=True):
@@ -86,12 +88,33 @@ class Screen:
             return None
         rule = self.screener.rule(source)
         assert rule is not None  # a source turned off is never flagged
+        failed = any(f.check in _VALIDATION for f in verdict.findings)
+        if rule.on_flag == "placeholder" and isinstance(outcome.result, list) and not failed:
+            kept = self._items(effect, source, rule, outcome)
+            if kept is not None:
+                return kept
         note = self._quarantine(effect, source, verdict, outcome.result, rule)
         if rule.on_flag == "stop":
             error = QuarantinedError(_stopped(source, verdict))
             return Outcome(error=error, usage=outcome.usage, note=note)
         text = rule.placeholder.format(source=source, why=verdict.why)
         return Outcome(text, usage=outcome.usage, note=note)
+
+    def _items(self, effect: Effect, source: str, rule: Rule, outcome: Outcome) -> Outcome | None:
+        """A list result (retrieved documents, search hits) that passed validation, with
+        only its flagged items withheld; None when no item alone is flagged (an injection
+        split across items: the whole list is withheld then)."""
+        items = list(outcome.result)
+        notes = []
+        for i, item in enumerate(items):
+            verdict = self.screener.screen_text("\n".join(texts_of(item)), source, rule)
+            if verdict.flagged:
+                note = json.loads(self._quarantine(effect, source, verdict, item, rule))
+                notes.append({"item": i, **note})
+                items[i] = rule.placeholder.format(source=f"{source} (item {i})", why=verdict.why)
+        if not notes:
+            return None
+        return Outcome(items, usage=outcome.usage, note=json.dumps(notes, ensure_ascii=True))
 
     # -- before: what a model request carries --------------------------------------------
 
@@ -102,7 +125,7 @@ class Screen:
         if not isinstance(messages, list):
             return None
         changed: list[Any] | None = None
-        notes = []
+        notes: list[str] = []
         for i, message in enumerate(messages):
             if not isinstance(message, dict) or message.get("role") not in _SCREENED_ROLES:
                 continue
@@ -134,11 +157,18 @@ class Screen:
             return [], []
         out, flagged = [], []
         for part in parts:
-            text = part.get("text") if isinstance(part, dict) and part.get("type") == "text" else None
+            text = (
+                part.get("text") if isinstance(part, dict) and part.get("type") == "text" else None
+            )
             if not isinstance(text, str):
                 out.append(part)
                 continue
-            verdict = self.screener.check(text, source)
+            # A tool's output was validated whole by after(); here its text meets the
+            # injection screen only. A user's message meets its whole rule.
+            if source == "user":
+                verdict = self.screener.check(text, source)
+            else:
+                verdict = self.screener.screen_text(text, source, rule)
             if verdict.flagged:
                 flagged.append(verdict)
                 self._quarantine(effect, source, verdict, text, rule)

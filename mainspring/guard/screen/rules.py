@@ -70,7 +70,9 @@ class Rule:
                 f"Rule(on_flag={self.on_flag!r}): choose 'placeholder' (go on) or 'stop'"
             )
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
-            raise ScreenConfigError(f"Rule(threshold={self.threshold}): give a probability in (0, 1)")
+            raise ScreenConfigError(
+                f"Rule(threshold={self.threshold}): give a probability in (0, 1)"
+            )
         object.__setattr__(self, "kinds", frozenset(self.kinds))
 
 

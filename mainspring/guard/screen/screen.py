@@ -14,7 +14,7 @@ import msgspec
 
 from .classifier import Classifier, shipped
 from .errors import ScreenValidationError
-from . import heuristics
+from .heuristics import run as run_heuristics
 from .rules import Rule, rule_for
 from .validation import check_schema, texts_of, validate
 
@@ -99,7 +99,7 @@ class Screener:
         hit = self._verdicts.get(key)
         if hit is not None:
             return hit
-        findings = [Finding(name, detail) for name, detail in heuristics.run(text, rule.heuristics)]
+        findings = [Finding(name, detail) for name, detail in run_heuristics(text, rule.heuristics)]
         score = None
         if rule.classifier:
             model = self.classifier

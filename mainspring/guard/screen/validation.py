@@ -49,9 +49,7 @@ def validate(value: Any, rule: Rule, source: str) -> str | None:
         return f"{source} gave {size} bytes, over its cap of {rule.max_bytes} (Rule(max_bytes=))"
     kind = kind_of(value)
     if kind not in rule.kinds:
-        return (
-            f"{source} gave {kind} content; its rule lets in {sorted(rule.kinds)} (Rule(kinds=))"
-        )
+        return f"{source} gave {kind} content; its rule lets in {sorted(rule.kinds)} (Rule(kinds=))"
     if rule.schema is not None:
         return _schema_error(value, rule.schema, source)
     return None
