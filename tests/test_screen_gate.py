@@ -201,3 +201,15 @@ async def test_a_result_over_its_size_cap_is_withheld_with_a_clear_reason(tmp_pa
     assert "withheld by the screen" in result.text and "(size)" in result.text
     (record,) = screen.quarantined
     assert record.checks == ("size",) and "over its cap of 20" in record.details[0]
+
+
+def test_the_docs_example_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "screening.md").read_text()
+    block = re.search(r"```python\n(.*?)```", page, re.S)
+    assert block is not None, "docs/screening.md has a python example"
+    exec(compile(block.group(1), "docs/screening.md", "exec"), {"__name__": "__main__"})
+    out = capsys.readouterr().out
+    assert "[withheld by the screen: what tool:read_page returned was quarantined" in out
+    assert "('ignore_instructions', 'classifier')" in out

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from mainspring.guard.screen import (
@@ -174,3 +176,33 @@ def test_json_results_are_screened_by_their_strings() -> None:
     assert not screener.check(clean, "tool:lookup").flagged
     verdict = screener.check(poisoned, "tool:lookup")
     assert verdict.flagged and "ignore_instructions" in verdict.why
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=3000))
+def test_any_text_gets_a_verdict_and_the_same_one_twice(text: str) -> None:
+    """No input makes a detector or the classifier fail (or hang on a pathological
+    pattern), and a verdict depends on the text only."""
+    first = Screener().screen_text(text, "user")
+    again = Screener().screen_text(text, "user")
+    assert first == again
+    assert first.score is None or 0.0 <= first.score <= 1.0
+
+
+_BENIGN_WORDS = sorted(
+    {
+        w
+        for name in ("ignore_instructions", "prompt_leak", "persona_jailbreak")
+        for w in CASES[name][1].split()
+    }
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([*_BENIGN_WORDS, "\n", "🙂"]), max_size=400))
+def test_benign_words_in_any_order_never_fire_a_heuristic(words: list[str]) -> None:
+    """The words of the look-alikes ('ignore my previous email', 'show me the shipping
+    policy', 'developer mode in Android') in any order: no heuristic fires, because each
+    needs the attack's own words (instructions, system prompt, no restrictions)."""
+    text = " ".join(words)
+    assert {n: d(text) for n, d in DETECTORS.items() if d(text) is not None} == {}
