@@ -213,3 +213,31 @@ def test_the_docs_example_runs_as_written(capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     assert "[withheld by the screen: what tool:read_page returned was quarantined" in out
     assert "('ignore_instructions', 'classifier')" in out
+
+
+async def test_a_quarantine_is_reported_to_telemetry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The screen's own WARNING (structured), and the journal logger's record of the
+    effect_decided event, as any telemetry listener hears it."""
+    import logging
+
+    from mainspring.telemetry.logs import JournalLogger
+
+    url = f"sqlite:///{tmp_path / 'screen.db'}"
+    events_log = JournalLogger("mainspring.test.screen", store=url)
+    model, agent = ScriptedModel(_script), _agent()
+    with caplog.at_level(logging.INFO):
+        async with Runtime.open(
+            url, models=Gateway({"fast": model}), tools=agent.toolbox, gates=[Screen()],
+            listeners=[events_log],
+        ) as rt:  # fmt: skip
+            await agent.run(rt, "What do people say about the Zurich restaurant?")
+        events_log.close()
+    (warned,) = [r for r in caplog.records if r.name == "mainspring.guard.screen"]
+    assert warned.levelno == logging.WARNING and "tool:read_review" in warned.getMessage()
+    assert warned.__dict__["screen"]["checks"][0] == "ignore_instructions"
+    decided = [r for r in caplog.records if r.name == "mainspring.test.screen"
+               and "decided after" in r.getMessage()]  # fmt: skip
+    assert len(decided) == 1 and "screen decided after" in decided[0].getMessage()
+    assert decided[0].levelno == logging.INFO

@@ -24,6 +24,7 @@ from ..events import (
     TASK_DATA,
     Cancelled,
     Discarded,
+    EffectDecided,
     EffectFinished,
     EffectStarted,
     Emitted,
@@ -179,6 +180,7 @@ def configure_logging(
 
 _LEVELS: Final = {
     EventKind.RUN_STARTED: logging.INFO,
+    EventKind.EFFECT_DECIDED: logging.INFO,  # a gate hook's decision (policy, screen, budget)
     EventKind.INTERRUPTED: logging.INFO,
     EventKind.RESUMED: logging.INFO,
     EventKind.FINISHED: logging.INFO,
@@ -206,6 +208,9 @@ def _describe(event: Event) -> tuple[int, str]:
             )
         case EffectStarted(name=name):
             return level, f"effect {name} started"
+        case EffectDecided(name=name, decision=decision, hook=hook, reason=reason):
+            why = f": {reason[:300]}" if reason else ""
+            return level, f"effect {name}: {hook or 'a person'} decided {decision}{why}"
         case EffectFinished(name=name, error=error):
             if error is not None:
                 return logging.WARNING, f"effect {name} raised {error.summary}"
