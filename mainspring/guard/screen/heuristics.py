@@ -146,20 +146,26 @@ def encoded_payload(text: str) -> str | None:
     m = _DECODE_ASK.search(text) if any(w in low for w in _ENCODINGS) else None
     if m is not None:
         return f"asks to decode and follow a payload: {m.group(0)[:60]!r}"
-    for blob in _B64.findall(text)[:8]:
+    rot13 = "rot13" in low or "rot-13" in low
+    if rot13 and any(cue(codecs.decode(text, "rot13")) for cue in _DECODED_CUES):
+        return "rot13 text that decodes to an injection"
+    # Only whitespace-free runs of 24+ characters can hold a blob: split (in C) first,
+    # rather than try the patterns at every position of a long text.
+    long_runs = [t for t in text.split() if len(t) >= 24]
+    if not long_runs:
+        return None
+    runs = " ".join(long_runs)
+    for blob in _B64.findall(runs)[:8]:
         decoded = _b64(blob)
         if decoded and any(cue(decoded) for cue in _DECODED_CUES):
             return f"base64 that decodes to an injection: {decoded[:40]!r}"
-    for blob in _HEX.findall(text)[:8]:
+    for blob in _HEX.findall(runs)[:8]:
         try:
             decoded = bytes.fromhex(blob).decode("ascii")
         except (ValueError, UnicodeDecodeError):
             continue
         if any(cue(decoded) for cue in _DECODED_CUES):
             return f"hex that decodes to an injection: {decoded[:40]!r}"
-    rot13 = "rot13" in low or "rot-13" in low
-    if rot13 and any(cue(codecs.decode(text, "rot13")) for cue in _DECODED_CUES):
-        return "rot13 text that decodes to an injection"
     return None
 
 
@@ -204,21 +210,39 @@ def persona_jailbreak(text: str) -> str | None:
     return None if m is None else f"a persona jailbreak: {m.group(0)[:60]!r}"
 
 
-_ADDRESSED: Final = re.compile(
-    r"\b(note|message|instruction|notice|request)s?\s+(to|for)\s+(all\s+)?(the\s+)?"
+_TO_MODEL: Final = re.compile(
+    r"(note|message|instruction|notice|request)s?\s+(to|for)\s+(all\s+)?(the\s+)?"
     r"(ai|llm|language model|assistant|agent|chatbot|model)s?\b"
-    r"|\b(ai|llm|language model|assistant|agent)s?\s+(reading|processing|summari[sz]ing)\s+this\b"
-    r"|\bbefore you (can )?(solve|do|complete|continue|answer|summari[sz]e)\b.{0,40}\b(task|question|request)\b"
-    r"|\battention,?\s+(ai|llm|language model|assistant|agent)\b",
-    _I | re.S,
+)
+_MODEL_READING: Final = re.compile(
+    r"\b(ai|llm|language model|assistant|agent)s?\s+(reading|processing|summari[sz]ing)\s+this\b"
+)
+_BEFORE_TASK: Final = re.compile(
+    r"before you (can )?(solve|do|complete|continue|answer|summari[sz]e)\b.{0,40}\b(task|question|request)\b",
+    re.S,
+)
+_ATTENTION: Final = re.compile(r"attention,?\s+(ai|llm|language model|assistant|agent)\b")
+# (cue, pattern, characters before the cue where a match may start)
+_ADDRESSED: Final = (
+    *((cue, _TO_MODEL, 0) for cue in ("note", "message", "instruction", "notice", "request")),
+    *((cue, _MODEL_READING, 40) for cue in ("reading this", "processing this", "summari")),
+    ("before you", _BEFORE_TASK, 0),
+    ("attention", _ATTENTION, 0),
 )
 
 
 def addressed_to_model(text: str) -> str | None:
     """Text that speaks to the AI reading it ('Note to AI agents reading this', 'Before you
     solve the task...'): data has no business addressing the model."""
-    m = _ADDRESSED.search(text)
-    return None if m is None else f"addresses the model directly: {m.group(0)[:60]!r}"
+    low = text.lower()
+    for cue, pattern, back in _ADDRESSED:
+        at = low.find(cue)
+        while at >= 0:  # each pattern only where its cue is: a cue is rare, a scan is not
+            m = pattern.search(low, max(0, at - back), at + 300)
+            if m is not None:
+                return f"addresses the model directly: {m.group(0)[:60]!r}"
+            at = low.find(cue, at + 1)
+    return None
 
 
 # Words one of which a text must hold (lower-cased) for a detector to run its patterns: a
@@ -235,7 +259,9 @@ CUES: Final[dict[str, tuple[str, ...] | None]] = {
     "prompt_leak": ("prompt", "instruction", "message", "configuration"),
     "persona_jailbreak": ("anything now", "dan mode", "developer mode", "jailbr", "restriction",
                           "filter", "rules", "limitation", "polic", "guideline"),
-    "addressed_to_model": ("ai", "llm", "model", "assistant", "agent", "chatbot", "before you"),
+    "addressed_to_model": ("note", "message", "instruction", "notice", "request", "reading this",
+                           "processing this", "summarizing this", "summarising this",
+                           "before you", "attention"),
 }  # fmt: skip
 
 DETECTORS: Final[dict[str, Detector]] = {

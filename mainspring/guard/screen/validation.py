@@ -126,3 +126,12 @@ def texts_of(value: Any) -> Iterator[str]:
     elif isinstance(value, list | tuple):
         for v in value[:10_000]:
             yield from texts_of(v)
+    elif value is not None and not isinstance(value, int | float | bytes | bytearray):
+        # A pydantic model, a dataclass, a Struct (a node's own effect may return one):
+        # screened by the JSON it would be recorded as.
+        dump = getattr(value, "model_dump", None)
+        try:
+            data = dump(mode="json") if callable(dump) else msgspec.to_builtins(value)
+        except Exception:  # not convertible: its repr is what a model would be shown
+            data = repr(value)
+        yield from texts_of(data)
