@@ -36,7 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mainspring.guard.screen.features import features, normalise, scale, windows  # noqa: E402
+from mainspring.guard.screen.features import scale, windows  # noqa: E402
 
 DATASET = REPO / "benchmarks" / "screen_data" / "dataset.jsonl.gz"
 OUT = REPO / "mainspring" / "guard" / "screen" / "data" / "injection_classifier.json.gz"
@@ -106,18 +106,19 @@ def score(weights: dict[str, float], bias: float, feats: set[str]) -> float:
 
 
 def prob(weights: dict[str, float], bias: float, text: str) -> float:
-    return max(score(weights, bias, features(w)) for w in windows(normalise(text)))
+    return max(score(weights, bias, w) for w in windows(text))
 
 
 def examples(records: list[dict[str, Any]]) -> tuple[list[set[str]], np.ndarray]:
     """Windows and labels; a long injected text gives its most injection-like window."""
-    short = [r for r in records if r["label"] == 0 or len(normalise(r["text"])) <= 600]
-    rows = [features(w) for r in short for w in windows(normalise(r["text"]))]
-    labels = [r["label"] for r in short for _ in windows(normalise(r["text"]))]
+    cut = {id(r): windows(r["text"]) for r in records}
+    short = [r for r in records if r["label"] == 0 or len(cut[id(r)]) == 1]
+    rows = [w for r in short for w in cut[id(r)]]
+    labels = [r["label"] for r in short for _ in cut[id(r)]]
     first_w, first_b = fit(rows, np.array(labels, dtype=np.float64))
     for r in records:
-        if r["label"] == 1 and len(normalise(r["text"])) > 600:
-            cands = [features(w) for w in windows(normalise(r["text"]))]
+        if r["label"] == 1 and len(cut[id(r)]) > 1:
+            cands = cut[id(r)]
             rows.append(max(cands, key=lambda f: score(first_w, first_b, f)))
             labels.append(1)
     return rows, np.array(labels, dtype=np.float64)

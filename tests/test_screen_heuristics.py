@@ -90,8 +90,8 @@ def test_the_classifier_loads_from_package_data_and_scores_the_held_out_split() 
 
     Thresholds: its false-positive rate on held-out benign texts stays under 1% (what the
     training calibrated it to), and it catches at least 35% of held-out injections, whole
-    sources and families it never saw (0.43 measured; the heuristics and the classifier
-    together catch 0.68 at 0% false positives: benchmarks/screen_eval.py). A model that
+    sources and families it never saw (0.565 measured; the heuristics and the classifier
+    together catch 0.717 at 0% false positives: benchmarks/screen_eval.py). A model that
     learned nothing transferable, or a broken load, scores near 0 here.
     """
     model = Classifier.load()

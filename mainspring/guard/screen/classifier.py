@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .errors import ScreenConfigError
-from .features import features, normalise, scale, windows
+from .features import scale, windows
 
 DATA: Final = "injection_classifier.json.gz"
 
@@ -56,10 +56,9 @@ class Classifier:
 
     def probability(self, text: str) -> float:
         """The highest probability of injection over the text's windows."""
-        return max(self._window(w) for w in windows(normalise(text)))
+        return max(self._window(w) for w in windows(text))
 
-    def _window(self, text: str) -> float:
-        feats = features(text)
+    def _window(self, feats: set[str]) -> float:
         get = self.weights.get
         total = sum(w for w in map(get, feats) if w is not None)
         z = self.bias + total * scale(feats)
