@@ -68,10 +68,15 @@ class Data:
         self.n, self.v = len(rows), len(vocab)
 
     def dot(self, w: np.ndarray) -> np.ndarray:
-        return np.bincount(self.row_of, weights=w[self.indices], minlength=self.n) * self.scale
+        out: np.ndarray = np.bincount(self.row_of, weights=w[self.indices], minlength=self.n)
+        scaled: np.ndarray = out * self.scale
+        return scaled
 
     def tdot(self, r: np.ndarray) -> np.ndarray:
-        return np.bincount(self.indices, weights=(r * self.scale)[self.row_of], minlength=self.v)
+        out: np.ndarray = np.bincount(
+            self.indices, weights=(r * self.scale)[self.row_of], minlength=self.v
+        )
+        return out
 
 
 def fit(rows: list[set[str]], y: np.ndarray) -> tuple[dict[str, float], float]:

@@ -162,7 +162,7 @@ def agentdojo(zf: zipfile.ZipFile, rng: random.Random) -> Iterator[Record]:
     """AgentDojo (MIT): its environments' texts (emails, files, pages, calendar entries) as
     tool outputs, clean (each injection vector at its default) and injected with its attack
     templates and injection goals. Held out whole for the test split."""
-    import yaml
+    import yaml  # type: ignore[import-untyped]
 
     goals: list[str] = []
     templates: list[str] = []
