@@ -270,9 +270,7 @@ def select_runs(query: RunQuery, conn: sqlite3.Connection) -> list[RunRecord]:
     return [DIALECT.record(row) for row in conn.execute(sql, params)]
 
 
-def select_threads(
-    limit: int, tenant: str | None, conn: sqlite3.Connection
-) -> list[ThreadInfo]:
+def select_threads(limit: int, tenant: str | None, conn: sqlite3.Connection) -> list[ThreadInfo]:
     if tenant is None:
         rows = conn.execute(SELECT_THREADS, (limit,))
     else:

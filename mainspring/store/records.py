@@ -16,7 +16,6 @@ import msgspec
 from ..status import Durability as Durability  # re-exported: the store API speaks them
 from ..status import RunStatus as RunStatus
 
-
 #: The tenant of a run whose metadata names none: single-tenant users never see another.
 DEFAULT_TENANT: Final = ""
 
