@@ -33,6 +33,7 @@ def pending_from_journal(events: Iterable[Event]) -> list[PendingInterrupt]:
 def record_json(record: RunRecord) -> dict[str, Any]:
     data: dict[str, Any] = jsonable(asdict(record))
     data["status"], data["durability"] = record.status.value, record.durability.value
+    data["tenant"] = record.tenant
     return data
 
 

@@ -8,18 +8,20 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from ..engine import PendingInterrupt, RunHandle, Runtime
+from ..engine import PendingInterrupt, RunHandle
 from ..engine.timetravel import ForkEffects
 from ..errors import RunNotFoundError
 from ..status import Durability, RunStatus
 from ._common import (
     DEFAULT_STORE,
+    Api,
     CliError,
     DebugOption,
     GraphOption,
     JsonOption,
     ModelsOption,
     StoreOption,
+    TenantOption,
     ToolsOption,
     driving,
     echo_json,
@@ -30,6 +32,7 @@ from ._common import (
     out,
     parse_json,
     run_async,
+    scope,
 )
 from ._outcome import (
     command,
@@ -68,7 +71,7 @@ async def _follow(handle: RunHandle, *, after: int, store: str, as_json: bool, d
     return exit_code(outcome.status)
 
 
-async def _exists(rt: Runtime, run_id: str | None) -> bool:
+async def _exists(rt: Api, run_id: str | None) -> bool:
     if run_id is None:
         return False
     try:
@@ -116,6 +119,7 @@ def run(
         ),
     ] = None,
     store: StoreOption = DEFAULT_STORE,
+    tenant: TenantOption = None,
     models: ModelsOption = None,
     tools: ToolsOption = None,
     as_json: JsonOption = False,
@@ -131,7 +135,8 @@ def run(
     app = import_graph(graph)
 
     async def go() -> int:
-        async with open_runtime(store, create=True, models=models, tools=tools) as rt:
+        async with open_runtime(store, create=True, models=models, tools=tools) as admin:
+            rt = scope(admin, tenant)
             existed = await _exists(rt, run_id)
             handle = await rt.start(app, value, run_id=run_id, thread=thread, durability=durability)
             driving(ctx, handle.run_id, command("resume", handle.run_id, store=store))
@@ -169,6 +174,7 @@ def resume(
     ] = None,
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
+    tenant: TenantOption = None,
     models: ModelsOption = None,
     tools: ToolsOption = None,
     as_json: JsonOption = False,
@@ -182,7 +188,8 @@ def resume(
     answer = parse_json(value, "--value") if value is not None else None
 
     async def go() -> int:
-        async with open_runtime(store, models=models, tools=tools) as rt:
+        async with open_runtime(store, models=models, tools=tools) as admin:
+            rt = scope(admin, tenant)
             record = await rt.get_run(run_id)
             driving(ctx, run_id, command("resume", run_id, store=store))
             if record.status is RunStatus.INTERRUPTED:
@@ -266,6 +273,7 @@ def fork(
     ] = None,
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
+    tenant: TenantOption = None,
     models: ModelsOption = None,
     tools: ToolsOption = None,
     as_json: JsonOption = False,
@@ -279,7 +287,8 @@ def fork(
     """
 
     async def go() -> int:
-        async with open_runtime(store, models=models, tools=tools) as rt:
+        async with open_runtime(store, models=models, tools=tools) as admin:
+            rt = scope(admin, tenant)
             source = await rt.get_run(run_id)
             seq = source.last_seq if at is None else at
             app = await graph_of_run(rt, run_id, graph)
@@ -308,6 +317,7 @@ def cancel(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="Id of the run to cancel.")],
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
+    tenant: TenantOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -319,7 +329,8 @@ def cancel(
     app = maybe_graph(graph)
 
     async def go() -> RunStatus:
-        async with open_runtime(store) as rt:
+        async with open_runtime(store) as admin:
+            rt = scope(admin, tenant)
             if app is not None:
                 rt.register(app)  # Runtime.cancel takes no graph=: make it known by name
             await rt.cancel(run_id)
