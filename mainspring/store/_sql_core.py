@@ -115,10 +115,10 @@ def list_runs_sql(d: Dialect, query: RunQuery) -> tuple[str, list[Any]]:
 
 
 def list_threads_sql(d: Dialect, *, scoped: bool) -> str:
-    """``list_threads``; its parameters are the limit, then (``scoped``) the tenant. A thread
+    """``list_threads``; its parameters are (``scoped``) the tenant, then the limit. A thread
     is (tenant, thread id). The window form, not DISTINCT ON: SQLite has no DISTINCT ON, and
     PostgreSQL runs this as fast (100k runs, 5k threads)."""
-    tenant = f" AND tenant = {d.placeholder(2)}" if scoped else ""
+    tenant = f" AND tenant = {d.placeholder(1)}" if scoped else ""
     return f"""
 SELECT thread, runs, run_id, status, updated_at, tenant FROM (
   SELECT thread, run_id, status, updated_at, tenant,
@@ -129,7 +129,7 @@ SELECT thread, runs, run_id, status, updated_at, tenant FROM (
 ) AS latest
 WHERE newest = 1
 ORDER BY updated_at DESC, thread DESC, tenant DESC
-LIMIT {d.placeholder(1)}"""
+LIMIT {d.placeholder(2 if scoped else 1)}"""
 
 
 def thread_from_row(row: Row) -> ThreadInfo:

@@ -274,7 +274,7 @@ def select_threads(limit: int, tenant: str | None, conn: sqlite3.Connection) -> 
     if tenant is None:
         rows = conn.execute(SELECT_THREADS, (limit,))
     else:
-        rows = conn.execute(SELECT_TENANT_THREADS, (limit, tenant))
+        rows = conn.execute(SELECT_TENANT_THREADS, (tenant, limit))
     return [thread_from_row(row) for row in rows]
 
 

@@ -349,7 +349,7 @@ class PostgresStore:
             rows = await self._fetch("listing threads", pool, self._sql.list_threads, limit)
         else:
             sql = self._sql.list_tenant_threads
-            rows = await self._fetch("listing threads", pool, sql, limit, tenant)
+            rows = await self._fetch("listing threads", pool, sql, tenant, limit)
         return [thread_from_row(r) for r in rows]
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
