@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final, Literal, TypeAlias
 from urllib.parse import quote
 
@@ -94,7 +95,7 @@ class Budget:
         if self.per in ("thread", "user"):
             tenant = effect.metadata.get("tenant")
             if tenant:  # the same thread or user id in two tenants is two scopes
-                key = f"tenant:{quote(str(tenant), safe='')}/{key}"
+                key = f"tenant:{_quoted(str(tenant))}/{key}"
         return key if self.window is None else f"{key}/{self.window:g}s"
 
     def bucket(self, now: float) -> int:
@@ -110,8 +111,14 @@ def scope_value(per: str, effect: Effect) -> str | None:
     if value is None:
         return None
     if per == "tenant":  # the default tenant ("") is under no per-tenant budget, as before
-        return quote(str(value), safe="") if value else None
+        return _quoted(str(value)) if value else None
     return str(value)
+
+
+@lru_cache(maxsize=4096)
+def _quoted(name: str) -> str:
+    """``name`` percent-quoted for a scope key (cached: it is asked on every gated call)."""
+    return quote(name, safe="")
 
 
 def _check(budget: Budget) -> None:
