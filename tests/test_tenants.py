@@ -268,6 +268,19 @@ def test_the_sync_facade_has_tenant_views_too(tmp_path: Path) -> None:
         assert acme.resume(handle.run_id, False).result()["replies"] == ["refund declined"]
 
 
+def test_an_agent_runs_through_a_sync_tenant_view(tmp_path: Path) -> None:
+    agent = Agent("host", "fast", "Be polite.")
+    gateway = Gateway({"fast": ScriptedModel(lambda r: f"heard {len(r.messages)}")})
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    with SyncRuntime.open(url, models=gateway) as rt:
+        acme = rt.tenant("acme")
+        first = agent.run_sync(acme, "hi", thread="t")
+        again = agent.run_sync(acme, "hi again", thread="t")
+        assert again.text == "heard 4" and first.text == "heard 2"  # system + the thread
+        assert agent.run_sync(rt.tenant("globex"), "hi", thread="t").text == "heard 2"
+        assert acme.get_run(first.run_id).tenant == "acme"
+
+
 # -- threads: a thread id is each tenant's own ---------------------------------------------
 
 
@@ -376,6 +389,9 @@ def test_the_cli_scopes_every_command_by_tenant(
     refund, hello = orjson.dumps(REFUND).decode(), orjson.dumps(HELLO).decode()
     parked = _cli(store, "run", ref, "-i", refund, "-t", "t", "--run-id", "p1", tenant="acme")
     assert parked.exit_code == 0, parked.stderr
+    # What it says to do next acts as the same tenant.
+    assert "mainspring resume p1 --value '<JSON>' --store" in parked.stdout
+    assert parked.stdout.rstrip().endswith("--tenant acme")
     done = _cli(store, "run", ref, "-i", hello, "-t", "t", "--run-id", "d1", env="acme")
     assert done.exit_code == 0, done.stderr
     other = _cli(store, "run", ref, "-i", hello, "-t", "t", "--run-id", "g1", tenant="globex")
@@ -408,6 +424,12 @@ def test_the_cli_scopes_every_command_by_tenant(
     assert [(t["thread"], t["last_run_id"], t["runs"]) for t in threads] == [("t", "g1", 1)]
     stats = _cli(store, "stats", "support", "--json", tenant="initech")
     assert stats.exit_code == 3 and "no runs of graph" in stats.stderr
+    assert len(_json_lines(_cli(store, "stats", "support", "--json", env="globex"))) > 0
+    metrics = _cli(store, "metrics", "--once", tenant="globex")
+    assert metrics.exit_code == 0, metrics.stderr
+    assert 'mainspring_runs_started_total{graph="support"} 1.0' in metrics.stdout  # g1 only
+    everyone = _cli(store, "metrics", "--once")
+    assert 'mainspring_runs_started_total{graph="support"} 3.0' in everyone.stdout
     admin = _json_lines(_cli(store, "runs", "--json"))
     assert sorted((r["run_id"], r["tenant"]) for r in admin) == [
         ("d1", "acme"),

@@ -57,7 +57,15 @@ def register(app: typer.Typer) -> None:
     app.command("cancel")(cancel)
 
 
-async def _follow(handle: RunHandle, *, after: int, store: str, as_json: bool, debug: bool) -> int:
+async def _follow(
+    handle: RunHandle,
+    *,
+    after: int,
+    store: str,
+    as_json: bool,
+    debug: bool,
+    tenant: str | None = None,
+) -> int:
     """Print the run's events from ``after`` as they happen, then its outcome; the exit code."""
     if not as_json:
         progress = Progress(out())
@@ -67,7 +75,7 @@ async def _follow(handle: RunHandle, *, after: int, store: str, as_json: bool, d
     if as_json:
         echo_json(outcome_json(outcome), indent=True)
     else:
-        print_outcome(out(), outcome, store=store, debug=debug)
+        print_outcome(out(), outcome, store=store, debug=debug, tenant=tenant)
     return exit_code(outcome.status)
 
 
@@ -139,14 +147,18 @@ def run(
             rt = scope(admin, tenant)
             existed = await _exists(rt, run_id)
             handle = await rt.start(app, value, run_id=run_id, thread=thread, durability=durability)
-            driving(ctx, handle.run_id, command("resume", handle.run_id, store=store))
+            driving(
+                ctx, handle.run_id, command("resume", handle.run_id, store=store, tenant=tenant)
+            )
             if existed and not as_json:
                 out().print(
                     Text(
                         f"run {handle.run_id} already exists; nothing started, showing it", "yellow"
                     )
                 )
-            return await _follow(handle, after=0, store=store, as_json=as_json, debug=debug)
+            return await _follow(
+                handle, after=0, store=store, as_json=as_json, debug=debug, tenant=tenant
+            )
 
     raise typer.Exit(run_async(go))
 
@@ -191,24 +203,34 @@ def resume(
         async with open_runtime(store, models=models, tools=tools) as admin:
             rt = scope(admin, tenant)
             record = await rt.get_run(run_id)
-            driving(ctx, run_id, command("resume", run_id, store=store))
+            driving(ctx, run_id, command("resume", run_id, store=store, tenant=tenant))
             if record.status is RunStatus.INTERRUPTED:
                 pending = pending_from_journal(await rt.events(run_id))
-                problem = _unanswered(run_id, pending, value is not None, interrupt, store)
+                problem = _unanswered(run_id, pending, value is not None, interrupt, store, tenant)
                 if problem:
                     raise CliError(problem)
             # An ended run needs no graph: the runtime says there is nothing to resume.
             app = None if record.status.terminal else await graph_of_run(rt, run_id, graph)
             handle = await rt.resume(run_id, answer, interrupt_id=interrupt, graph=app)
             return await _follow(
-                handle, after=record.last_seq, store=store, as_json=as_json, debug=debug
+                handle,
+                after=record.last_seq,
+                store=store,
+                as_json=as_json,
+                debug=debug,
+                tenant=tenant,
             )
 
     raise typer.Exit(run_async(go))
 
 
 def _unanswered(
-    run_id: str, pending: list[PendingInterrupt], has_value: bool, chosen: str | None, store: str
+    run_id: str,
+    pending: list[PendingInterrupt],
+    has_value: bool,
+    chosen: str | None,
+    store: str,
+    tenant: str | None,
 ) -> str | None:
     """What --value and --interrupt leave unanswered about a parked run, if anything."""
 
@@ -228,7 +250,7 @@ def _unanswered(
         return (
             f"run {run_id!r} is waiting on {len(pending)} interrupts: {asks(pending)}; answer "
             "one at a time with --interrupt ID --value JSON, e.g. "
-            + resume_command(run_id, store, pending[0].id)
+            + resume_command(run_id, store, pending[0].id, tenant)
         )
     if not has_value:
         return (
@@ -298,7 +320,9 @@ def fork(
             handle = await rt.fork(
                 run_id, seq, new_run_id=new_run_id, graph=app, thread=thread, effects=choice
             )
-            driving(ctx, handle.run_id, command("resume", handle.run_id, store=store))
+            driving(
+                ctx, handle.run_id, command("resume", handle.run_id, store=store, tenant=tenant)
+            )
             if not as_json:
                 out().print(
                     Text.assemble(
@@ -308,7 +332,9 @@ def fork(
                         (handle.run_id, "bold cyan"),
                     )
                 )
-            return await _follow(handle, after=seq, store=store, as_json=as_json, debug=debug)
+            return await _follow(
+                handle, after=seq, store=store, as_json=as_json, debug=debug, tenant=tenant
+            )
 
     raise typer.Exit(run_async(go))
 

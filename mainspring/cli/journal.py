@@ -200,7 +200,7 @@ def show(
         if as_json:
             return
         if record.status is RunStatus.INTERRUPTED:
-            print_pending(out(), run_id, pending_from_journal(events), store)
+            print_pending(out(), run_id, pending_from_journal(events), store, tenant)
         elif record.error:
             out().print(Text(f"error: {record.error}", "red"), soft_wrap=True)
 
