@@ -12,12 +12,15 @@ other untouched; and a store written before tenants, migrated with its tenants f
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from mainspring import (
@@ -110,6 +113,53 @@ async def test_a_store_scopes_get_list_and_threads_by_the_tenant_of_the_metadata
     [acme] = await store.list_threads(tenant="acme")
     assert (acme.thread, acme.tenant, acme.last_run_id) == ("t", "acme", "a1")
     assert await store.list_threads(tenant="initech") == []
+
+
+_NAMES = st.sampled_from([None, "", "acme", "a/b", "a|thread:b", "x y", "ÿ"])
+
+
+@needs(Journal, RunIndex)
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    runs=st.lists(
+        st.tuples(_NAMES, st.sampled_from([None, "t", "u", "t/x"])), min_size=1, max_size=12
+    )
+)
+async def test_scoped_queries_are_the_unscoped_ones_filtered_by_tenant(
+    store: Store, runs: list[tuple[str | None, str | None]]
+) -> None:
+    """Whatever the tenant and thread names, a scoped query gives exactly this example's runs
+    of that tenant, newest first, and its threads are (tenant, thread) pairs."""
+    tag = uuid.uuid4().hex[:8]  # examples share the store: each has its own tenants
+    model: dict[str, tuple[str, str | None]] = {}
+    for i, (name, thread) in enumerate(runs):
+        run_id = f"{tag}-{i:02d}"
+        tenant = "" if not name else f"{tag}{name}"
+        meta = {"tenant": tenant} if name is not None else {}
+        rec = record(run_id, thread=thread, created_at=1e9 + i, metadata=meta)
+        await store.create_run(rec, events(run_id, 0, 1), Durability.SYNC)
+        model[run_id] = (tenant, thread)
+    for tenant in {t for t, _ in model.values()}:
+        found = await store.list_runs(RunQuery(tenant=tenant, limit=10_000))
+        mine = [r.run_id for r in found if r.run_id.startswith(tag)]
+        assert mine == sorted((k for k, v in model.items() if v[0] == tenant), reverse=True)
+        assert all(r.tenant == tenant for r in found)
+        for run_id, (owner, _) in model.items():
+            got = await store.get_run(run_id, tenant=tenant)
+            assert (got is not None) == (owner == tenant)
+        if not tenant:
+            continue  # the default tenant's threads hold other examples' runs too
+        threads = await store.list_threads(tenant=tenant, limit=10_000)
+        expected = {
+            thread: [k for k, v in model.items() if v == (tenant, thread)]
+            for thread in {v[1] for v in model.values() if v[0] == tenant and v[1] is not None}
+        }
+        assert {t.thread: (t.runs, t.last_run_id) for t in threads} == {
+            thread: (len(ids), max(ids)) for thread, ids in expected.items()
+        }
+        assert all(t.tenant == tenant for t in threads)
 
 
 # -- the public API: another tenant's runs are not there ---------------------------------
