@@ -27,6 +27,7 @@ from .errors import (
     StateError,
     StoreError,
     StoreUnavailableError,
+    TenantError,
     TransientStoreError,
 )
 from .events import Event, EventKind
@@ -36,11 +37,29 @@ from .store import Durability, RunRecord, RunStatus, Store, ThreadInfo, store_fr
 
 if TYPE_CHECKING:
     from .agents import Agent
-    from .engine import Divergence, ReplayReport, StateView, SyncRunHandle, SyncRuntime
+    from .engine import (
+        Divergence,
+        ReplayReport,
+        StateView,
+        SyncRunHandle,
+        SyncRuntime,
+        SyncTenantRuntime,
+        TenantRuntime,
+    )
     from .models import Budget, Gateway, ModelError, ModelResponse, ModelSpec
     from .tools import Tool, Toolbox, ToolContext, tool
 
-_LAZY = frozenset({"Divergence", "ReplayReport", "StateView", "SyncRunHandle", "SyncRuntime"})
+_LAZY = frozenset(
+    {
+        "Divergence",
+        "ReplayReport",
+        "StateView",
+        "SyncRunHandle",
+        "SyncRuntime",
+        "SyncTenantRuntime",
+        "TenantRuntime",
+    }
+)
 # The model gateway loads when first named (it brings pydantic and the caches with it).
 _MODELS = frozenset({"Budget", "Gateway", "ModelError", "ModelResponse", "ModelSpec"})
 _TOOLS = frozenset({"Tool", "Toolbox", "ToolContext", "tool"})  # and "Agent": .agents
@@ -117,6 +136,9 @@ __all__ = [
     "StoreUnavailableError",
     "SyncRunHandle",
     "SyncRuntime",
+    "SyncTenantRuntime",
+    "TenantError",
+    "TenantRuntime",
     "ThreadInfo",
     "Tool",
     "ToolContext",

@@ -89,6 +89,11 @@ class RunNotFoundError(MainspringError):
         self.run_id = run_id
 
 
+class TenantError(MainspringError):
+    """A request that would cross tenants: a tenant-scoped view asked to start a run as
+    another tenant, or a tenant named by something other than a string."""
+
+
 class RunStateError(MainspringError):
     """The run is not in a state that allows the requested operation."""
 

@@ -22,7 +22,8 @@ from .topology import AgentTool, reachable
 if TYPE_CHECKING:
     from ..engine.handle import RunHandle
     from ..engine.runtime import Runtime
-    from ..engine.sync import SyncRuntime
+    from ..engine.sync import SyncRuntime, SyncTenantRuntime
+    from ..engine.tenancy import AdminRuntime, TenantRuntime
     from ..graph.compiled import CompiledGraph
     from ..models.messages import Message
     from ..tools.toolbox import Toolbox
@@ -77,7 +78,7 @@ class Agent:
         self.tools: list[Tool | AgentTool] = [_as_tool(t) for t in tools]
         self.ref = ref
         self._graph: CompiledGraph | None = None
-        self.prepared: weakref.WeakSet[Runtime] = weakref.WeakSet()  # runtimes that know it
+        self.prepared: weakref.WeakSet[AdminRuntime] = weakref.WeakSet()  # runtimes that know it
 
     def __repr__(self) -> str:
         return f"<Agent {self.name}>"
@@ -133,7 +134,7 @@ class Agent:
 
     async def start(
         self,
-        runtime: Runtime,
+        runtime: Runtime | TenantRuntime,
         input: Any,
         *,
         thread: str | None = None,
@@ -147,7 +148,7 @@ class Agent:
 
     async def run(
         self,
-        runtime: Runtime,
+        runtime: Runtime | TenantRuntime,
         input: Any,
         *,
         thread: str | None = None,
@@ -165,7 +166,7 @@ class Agent:
 
     async def resume(
         self,
-        runtime: Runtime,
+        runtime: Runtime | TenantRuntime,
         run_id: str,
         value: Any = True,
         *,
@@ -180,7 +181,7 @@ class Agent:
 
     def run_sync(
         self,
-        runtime: SyncRuntime,
+        runtime: SyncRuntime | SyncTenantRuntime,
         input: Any,
         *,
         thread: str | None = None,
@@ -194,12 +195,17 @@ class Agent:
         )
         return result
 
-    async def history(self, runtime: Runtime, thread: str) -> list[Message]:
-        """The conversation of ``thread`` so far (its last finished run's messages)."""
-        from .running import thread_messages
+    async def history(
+        self, runtime: Runtime | TenantRuntime, thread: str, *, tenant: str | None = None
+    ) -> list[Message]:
+        """The conversation of ``thread`` so far (its last finished run's messages): the
+        thread of the view's tenant, or on a Runtime of ``tenant`` (default: the default
+        tenant)."""
+        from .running import scoped, thread_messages
         from .state import as_message
 
-        return [as_message(m) for m in await thread_messages(self, runtime, thread)]
+        view = scoped(runtime, None if tenant is None else {"tenant": tenant})
+        return [as_message(m) for m in await thread_messages(self, view, thread)]
 
 
 def _as_tool(item: Tool | AgentTool | Agent | Callable[..., Any]) -> Tool | AgentTool:

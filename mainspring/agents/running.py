@@ -4,7 +4,9 @@ approvals answered, and the run's end read as an :class:`AgentResult`.
 A thread's history is its runs: a new run of ``thread="t1"`` starts from the messages
 of the thread's last finished run of this agent (``Runtime.list_runs(thread=...)``
 and that run's state) followed by the new input, so every run's journal holds the
-whole conversation it saw. A thread whose last run is still going or waiting for an
+whole conversation it saw. A thread is one tenant's: its runs are looked up through
+the tenant's view (``TenantRuntime``, or the tenant ``metadata`` names on a Runtime),
+so tenant B's ``"t1"`` never continues tenant A's. A thread whose last run is still going or waiting for an
 approval must be resumed (or cancelled) first: two open runs would fork it.
 """
 
@@ -13,8 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..engine.tenancy import AdminRuntime, TenantRuntime
 from ..errors import RunFailedError
 from ..status import RunStatus
+from ..store import tenant_of
 from ..tools.toolbox import Toolbox
 from .errors import AgentError, MaxTurnsExceeded
 from .state import as_message, final_text, message_dicts
@@ -70,16 +74,25 @@ class AgentResult:
         return self.status is RunStatus.INTERRUPTED
 
 
-def prepare(agent: AgentLike, runtime: Runtime) -> None:
+def scoped(runtime: Runtime | TenantRuntime, metadata: dict[str, Any] | None) -> TenantRuntime:
+    """The tenant's view a run is started and its thread looked up through: the view given,
+    or the runtime seen as the tenant ``metadata`` names (the default tenant if none)."""
+    if isinstance(runtime, TenantRuntime):
+        return runtime
+    return runtime.tenant(tenant_of(metadata))
+
+
+def prepare(agent: AgentLike, runtime: Runtime | TenantRuntime) -> None:
     """Make the agent's graph known to the runtime, and its tools to the runtime's toolbox
     (once per runtime)."""
-    if runtime in agent.prepared:
+    base = runtime.runtime if isinstance(runtime, TenantRuntime) else runtime
+    if base in agent.prepared:
         return
-    _prepare(agent, runtime)
-    agent.prepared.add(runtime)
+    _prepare(agent, base)
+    agent.prepared.add(base)
 
 
-def _prepare(agent: AgentLike, runtime: Runtime) -> None:
+def _prepare(agent: AgentLike, runtime: AdminRuntime) -> None:
     graph = agent.graph
     if not runtime.loader.knows(graph):
         runtime.register(graph)
@@ -104,8 +117,11 @@ def _prepare(agent: AgentLike, runtime: Runtime) -> None:
             )
 
 
-async def thread_messages(agent: AgentLike, runtime: Runtime, thread: str) -> list[dict[str, Any]]:
-    """The messages of ``thread``'s last finished run of ``agent`` ([] for a new thread)."""
+async def thread_messages(
+    agent: AgentLike, runtime: TenantRuntime, thread: str
+) -> list[dict[str, Any]]:
+    """The messages of the tenant's ``thread``'s last finished run of ``agent`` ([] for a
+    new thread)."""
     graph = agent.graph
     for record in await runtime.list_runs(thread=thread, graph=graph.name, limit=50):
         if record.parent_run_id is not None:
@@ -123,7 +139,7 @@ async def thread_messages(agent: AgentLike, runtime: Runtime, thread: str) -> li
 
 async def start(
     agent: AgentLike,
-    runtime: Runtime,
+    runtime: Runtime | TenantRuntime,
     input: Any,
     *,
     thread: str | None = None,
@@ -131,17 +147,18 @@ async def start(
     metadata: dict[str, Any] | None = None,
 ) -> RunHandle:
     prepare(agent, runtime)
+    view = scoped(runtime, metadata)
     messages = message_dicts(input)
     if thread is not None:
-        messages = [*await thread_messages(agent, runtime, thread), *messages]
-    return await runtime.start(
+        messages = [*await thread_messages(agent, view, thread), *messages]
+    return await view.start(
         agent.graph, {"messages": messages}, run_id=run_id, thread=thread, metadata=metadata
     )
 
 
 async def run(
     agent: AgentLike,
-    runtime: Runtime,
+    runtime: Runtime | TenantRuntime,
     input: Any,
     *,
     thread: str | None = None,
@@ -149,10 +166,11 @@ async def run(
     metadata: dict[str, Any] | None = None,
 ) -> AgentResult:
     prepare(agent, runtime)
+    view = scoped(runtime, metadata)
     messages = message_dicts(input)
     if thread is not None:
-        messages = [*await thread_messages(agent, runtime, thread), *messages]
-    outcome = await runtime.run_outcome(
+        messages = [*await thread_messages(agent, view, thread), *messages]
+    outcome = await view.run_outcome(
         agent.graph, {"messages": messages}, run_id=run_id, thread=thread, metadata=metadata
     )
     return result_of(agent, outcome)
@@ -160,7 +178,7 @@ async def run(
 
 async def resume(
     agent: AgentLike,
-    runtime: Runtime,
+    runtime: Runtime | TenantRuntime,
     run_id: str,
     value: Any,
     *,

@@ -38,6 +38,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from ..engine import Runtime, load_graph
+from ..engine.tenancy import TenantRuntime
 from ..errors import GraphError, MainspringError, SerializationError, StateError
 from ..events import RunStarted
 from ..graph import CompiledGraph
@@ -111,6 +112,16 @@ StoreOption = Annotated[
         envvar="MAINSPRING_STORE",
         metavar="URL",
         help="Store URL: sqlite:///path.db, a path ending in .db, or postgresql://user@host/db.",
+    ),
+]
+TenantOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tenant",
+        envvar="MAINSPRING_TENANT",
+        metavar="NAME",
+        help="Act as this tenant: only its runs and threads are seen, and runs start as it "
+        "(another tenant's run is not found). Default: every tenant's (the admin view).",
     ),
 ]
 DebugOption = Annotated[
@@ -188,6 +199,15 @@ async def open_runtime(
         yield rt
 
 
+#: What a command reads and acts on runs through: the runtime (every tenant), or a view.
+Api = Runtime | TenantRuntime
+
+
+def scope(rt: Runtime, tenant: str | None) -> Api:
+    """The runtime as ``--tenant`` sees it (all of it without)."""
+    return rt if tenant is None else rt.tenant(tenant)
+
+
 def importable_cwd() -> None:
     """Let graphs (given or recorded as ``module:attr``) be imported from the current directory."""
     cwd = os.getcwd()
@@ -230,15 +250,17 @@ def maybe_graph(ref: str | None) -> CompiledGraph | None:
     return None if ref is None else import_graph(ref)
 
 
-async def graph_of_run(rt: Runtime, run_id: str, option: str | None) -> CompiledGraph:
+async def graph_of_run(rt: Api, run_id: str, option: str | None) -> CompiledGraph:
     """The graph to continue or read ``run_id`` with: ``--graph``, else the ref its journal records.
 
     Resolved here rather than left to the runtime, so that a graph that cannot be found
     is explained in the terms of the command line: ``--graph`` and the current directory.
+    The run is looked up (through ``rt``'s tenant scope) before anything of it is read.
     """
+    await rt.get_run(run_id)
     if option is not None:
         return import_graph(option)
-    first = await rt.store.read(run_id, until=1)
+    first = await rt.events(run_id, until=1)
     started = first[0].data if first else None
     ref = started.ref if isinstance(started, RunStarted) else None
     if not ref:

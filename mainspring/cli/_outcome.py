@@ -33,6 +33,7 @@ def pending_from_journal(events: Iterable[Event]) -> list[PendingInterrupt]:
 def record_json(record: RunRecord) -> dict[str, Any]:
     data: dict[str, Any] = jsonable(asdict(record))
     data["status"], data["durability"] = record.status.value, record.durability.value
+    data["tenant"] = record.tenant
     return data
 
 
@@ -54,19 +55,28 @@ def exit_code(status: RunStatus) -> int:
     return EXIT_OK if status in (RunStatus.FINISHED, RunStatus.INTERRUPTED) else EXIT_RUN_FAILED
 
 
-def command(*words: str, store: str, value: bool = False) -> str:
-    """A command line to paste: ``--store`` added unless it is the default."""
+def command(*words: str, store: str, value: bool = False, tenant: str | None = None) -> str:
+    """A command line to paste: ``--store`` added unless it is the default, ``--tenant``
+    when the command acted as one."""
     cmd = shlex.join(["mainspring", *words]) + (" --value '<JSON>'" if value else "")
-    return cmd if store == DEFAULT_STORE else f"{cmd} --store {shlex.quote(store)}"
+    if store != DEFAULT_STORE:
+        cmd += f" --store {shlex.quote(store)}"
+    return cmd if tenant is None else f"{cmd} --tenant {shlex.quote(tenant)}"
 
 
-def resume_command(run_id: str, store: str, interrupt_id: str | None = None) -> str:
+def resume_command(
+    run_id: str, store: str, interrupt_id: str | None = None, tenant: str | None = None
+) -> str:
     extra = [] if interrupt_id is None else ["--interrupt", interrupt_id]
-    return command("resume", run_id, *extra, store=store, value=True)
+    return command("resume", run_id, *extra, store=store, value=True, tenant=tenant)
 
 
 def print_pending(
-    console: Console, run_id: str, pending: list[PendingInterrupt], store: str
+    console: Console,
+    run_id: str,
+    pending: list[PendingInterrupt],
+    store: str,
+    tenant: str | None = None,
 ) -> None:
     n = len(pending)
     console.print(
@@ -77,12 +87,14 @@ def print_pending(
     console.print("continue with:")
     for i in pending:
         console.print(
-            Text("  " + resume_command(run_id, store, i.id if n > 1 else None), "bold"),
+            Text("  " + resume_command(run_id, store, i.id if n > 1 else None, tenant), "bold"),
             soft_wrap=True,
         )
 
 
-def print_outcome(console: Console, outcome: RunOutcome, *, store: str, debug: bool) -> None:
+def print_outcome(
+    console: Console, outcome: RunOutcome, *, store: str, debug: bool, tenant: str | None = None
+) -> None:
     run_id = outcome.run_id
     status = outcome.status
     if status is RunStatus.FINISHED:
@@ -90,7 +102,7 @@ def print_outcome(console: Console, outcome: RunOutcome, *, store: str, debug: b
         console.print(Text("final state:", "bold"))
         print_json(console, outcome.state)
     elif status is RunStatus.INTERRUPTED:
-        print_pending(console, run_id, outcome.interrupts, store)
+        print_pending(console, run_id, outcome.interrupts, store, tenant)
     elif status is RunStatus.FAILED:
         error = outcome.error or {}
         where = f" in node {error['node']!r}" if error.get("node") else ""
@@ -99,7 +111,7 @@ def print_outcome(console: Console, outcome: RunOutcome, *, store: str, debug: b
         )
         if debug and error.get("traceback"):
             console.print(Text(str(error["traceback"]).rstrip(), "red"), soft_wrap=True)
-        show = command("show", run_id, store=store)
+        show = command("show", run_id, store=store, tenant=tenant)
         console.print(Text(f"see its journal: {show}", "dim"), soft_wrap=True)
     elif status is RunStatus.CANCELLED:
         console.print(Text(f"■ run {run_id} was cancelled", "bold magenta"))
@@ -107,7 +119,7 @@ def print_outcome(console: Console, outcome: RunOutcome, *, store: str, debug: b
         console.print(
             Text(
                 f"run {run_id} stopped before it finished; its journal is resumable: "
-                + command("resume", run_id, store=store),
+                + command("resume", run_id, store=store, tenant=tenant),
                 "bold red",
             ),
             soft_wrap=True,

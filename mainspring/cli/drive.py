@@ -8,18 +8,20 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from ..engine import PendingInterrupt, RunHandle, Runtime
+from ..engine import PendingInterrupt, RunHandle
 from ..engine.timetravel import ForkEffects
 from ..errors import RunNotFoundError
 from ..status import Durability, RunStatus
 from ._common import (
     DEFAULT_STORE,
+    Api,
     CliError,
     DebugOption,
     GraphOption,
     JsonOption,
     ModelsOption,
     StoreOption,
+    TenantOption,
     ToolsOption,
     driving,
     echo_json,
@@ -30,6 +32,7 @@ from ._common import (
     out,
     parse_json,
     run_async,
+    scope,
 )
 from ._outcome import (
     command,
@@ -54,7 +57,15 @@ def register(app: typer.Typer) -> None:
     app.command("cancel")(cancel)
 
 
-async def _follow(handle: RunHandle, *, after: int, store: str, as_json: bool, debug: bool) -> int:
+async def _follow(
+    handle: RunHandle,
+    *,
+    after: int,
+    store: str,
+    as_json: bool,
+    debug: bool,
+    tenant: str | None = None,
+) -> int:
     """Print the run's events from ``after`` as they happen, then its outcome; the exit code."""
     if not as_json:
         progress = Progress(out())
@@ -64,11 +75,11 @@ async def _follow(handle: RunHandle, *, after: int, store: str, as_json: bool, d
     if as_json:
         echo_json(outcome_json(outcome), indent=True)
     else:
-        print_outcome(out(), outcome, store=store, debug=debug)
+        print_outcome(out(), outcome, store=store, debug=debug, tenant=tenant)
     return exit_code(outcome.status)
 
 
-async def _exists(rt: Runtime, run_id: str | None) -> bool:
+async def _exists(rt: Api, run_id: str | None) -> bool:
     if run_id is None:
         return False
     try:
@@ -116,6 +127,7 @@ def run(
         ),
     ] = None,
     store: StoreOption = DEFAULT_STORE,
+    tenant: TenantOption = None,
     models: ModelsOption = None,
     tools: ToolsOption = None,
     as_json: JsonOption = False,
@@ -131,17 +143,22 @@ def run(
     app = import_graph(graph)
 
     async def go() -> int:
-        async with open_runtime(store, create=True, models=models, tools=tools) as rt:
+        async with open_runtime(store, create=True, models=models, tools=tools) as admin:
+            rt = scope(admin, tenant)
             existed = await _exists(rt, run_id)
             handle = await rt.start(app, value, run_id=run_id, thread=thread, durability=durability)
-            driving(ctx, handle.run_id, command("resume", handle.run_id, store=store))
+            driving(
+                ctx, handle.run_id, command("resume", handle.run_id, store=store, tenant=tenant)
+            )
             if existed and not as_json:
                 out().print(
                     Text(
                         f"run {handle.run_id} already exists; nothing started, showing it", "yellow"
                     )
                 )
-            return await _follow(handle, after=0, store=store, as_json=as_json, debug=debug)
+            return await _follow(
+                handle, after=0, store=store, as_json=as_json, debug=debug, tenant=tenant
+            )
 
     raise typer.Exit(run_async(go))
 
@@ -169,6 +186,7 @@ def resume(
     ] = None,
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
+    tenant: TenantOption = None,
     models: ModelsOption = None,
     tools: ToolsOption = None,
     as_json: JsonOption = False,
@@ -182,26 +200,37 @@ def resume(
     answer = parse_json(value, "--value") if value is not None else None
 
     async def go() -> int:
-        async with open_runtime(store, models=models, tools=tools) as rt:
+        async with open_runtime(store, models=models, tools=tools) as admin:
+            rt = scope(admin, tenant)
             record = await rt.get_run(run_id)
-            driving(ctx, run_id, command("resume", run_id, store=store))
+            driving(ctx, run_id, command("resume", run_id, store=store, tenant=tenant))
             if record.status is RunStatus.INTERRUPTED:
                 pending = pending_from_journal(await rt.events(run_id))
-                problem = _unanswered(run_id, pending, value is not None, interrupt, store)
+                problem = _unanswered(run_id, pending, value is not None, interrupt, store, tenant)
                 if problem:
                     raise CliError(problem)
             # An ended run needs no graph: the runtime says there is nothing to resume.
             app = None if record.status.terminal else await graph_of_run(rt, run_id, graph)
             handle = await rt.resume(run_id, answer, interrupt_id=interrupt, graph=app)
             return await _follow(
-                handle, after=record.last_seq, store=store, as_json=as_json, debug=debug
+                handle,
+                after=record.last_seq,
+                store=store,
+                as_json=as_json,
+                debug=debug,
+                tenant=tenant,
             )
 
     raise typer.Exit(run_async(go))
 
 
 def _unanswered(
-    run_id: str, pending: list[PendingInterrupt], has_value: bool, chosen: str | None, store: str
+    run_id: str,
+    pending: list[PendingInterrupt],
+    has_value: bool,
+    chosen: str | None,
+    store: str,
+    tenant: str | None,
 ) -> str | None:
     """What --value and --interrupt leave unanswered about a parked run, if anything."""
 
@@ -221,7 +250,7 @@ def _unanswered(
         return (
             f"run {run_id!r} is waiting on {len(pending)} interrupts: {asks(pending)}; answer "
             "one at a time with --interrupt ID --value JSON, e.g. "
-            + resume_command(run_id, store, pending[0].id)
+            + resume_command(run_id, store, pending[0].id, tenant)
         )
     if not has_value:
         return (
@@ -266,6 +295,7 @@ def fork(
     ] = None,
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
+    tenant: TenantOption = None,
     models: ModelsOption = None,
     tools: ToolsOption = None,
     as_json: JsonOption = False,
@@ -279,7 +309,8 @@ def fork(
     """
 
     async def go() -> int:
-        async with open_runtime(store, models=models, tools=tools) as rt:
+        async with open_runtime(store, models=models, tools=tools) as admin:
+            rt = scope(admin, tenant)
             source = await rt.get_run(run_id)
             seq = source.last_seq if at is None else at
             app = await graph_of_run(rt, run_id, graph)
@@ -289,7 +320,9 @@ def fork(
             handle = await rt.fork(
                 run_id, seq, new_run_id=new_run_id, graph=app, thread=thread, effects=choice
             )
-            driving(ctx, handle.run_id, command("resume", handle.run_id, store=store))
+            driving(
+                ctx, handle.run_id, command("resume", handle.run_id, store=store, tenant=tenant)
+            )
             if not as_json:
                 out().print(
                     Text.assemble(
@@ -299,7 +332,9 @@ def fork(
                         (handle.run_id, "bold cyan"),
                     )
                 )
-            return await _follow(handle, after=seq, store=store, as_json=as_json, debug=debug)
+            return await _follow(
+                handle, after=seq, store=store, as_json=as_json, debug=debug, tenant=tenant
+            )
 
     raise typer.Exit(run_async(go))
 
@@ -308,6 +343,7 @@ def cancel(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="Id of the run to cancel.")],
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
+    tenant: TenantOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -319,7 +355,8 @@ def cancel(
     app = maybe_graph(graph)
 
     async def go() -> RunStatus:
-        async with open_runtime(store) as rt:
+        async with open_runtime(store) as admin:
+            rt = scope(admin, tenant)
             if app is not None:
                 rt.register(app)  # Runtime.cancel takes no graph=: make it known by name
             await rt.cancel(run_id)

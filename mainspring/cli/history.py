@@ -19,11 +19,13 @@ from ._common import (
     GraphOption,
     JsonOption,
     StoreOption,
+    TenantOption,
     echo_json,
     graph_of_run,
     open_runtime,
     out,
     run_async,
+    scope,
 )
 from ._render import compact, jsonable, print_json, status_text
 
@@ -45,13 +47,15 @@ def state(
     ] = None,
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
+    tenant: TenantOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Show a run's state now or as of --at SEQ: values, next nodes, pending interrupts."""
 
     async def go() -> StateView:
-        async with open_runtime(store) as rt:
+        async with open_runtime(store) as admin:
+            rt = scope(admin, tenant)
             return await rt.state(run_id, at=at, graph=await graph_of_run(rt, run_id, graph))
 
     view = run_async(go)
@@ -96,6 +100,7 @@ def replay(
     run_id: RunArg,
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
+    tenant: TenantOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -106,7 +111,8 @@ def replay(
     """
 
     async def go() -> int:
-        async with open_runtime(store) as rt:
+        async with open_runtime(store) as admin:
+            rt = scope(admin, tenant)
             report = await rt.replay(run_id, graph=await graph_of_run(rt, run_id, graph))
         d = report.divergence
         if as_json:

@@ -14,10 +14,12 @@ from ._common import (
     DebugOption,
     JsonOption,
     StoreOption,
+    TenantOption,
     echo_json,
     open_runtime,
     out,
     run_async,
+    scope,
 )
 from ._outcome import pending_from_journal, print_pending, record_json
 from ._render import Progress, fmt_age, fmt_time, print_rows, status_text, timeline_rows
@@ -49,6 +51,7 @@ def runs(
         int, typer.Option("--limit", "-n", min=1, help="At most this many runs.")
     ] = 50,
     store: StoreOption = DEFAULT_STORE,
+    tenant: TenantOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -59,11 +62,13 @@ def runs(
     """
 
     async def go() -> tuple[list[RunRecord], set[str]]:
-        async with open_runtime(store) as rt:
+        async with open_runtime(store) as admin:
+            rt = scope(admin, tenant)
             found = await rt.list_runs(
                 status=status or None, graph=graph, thread=thread, limit=limit
             )
-            orphans = {r.run_id for r in await rt.recover(resume=False)}
+            # Orphans are found store-wide (admin) but only marked on the runs listed here.
+            orphans = {r.run_id for r in await admin.recover(resume=False)}
             return found, orphans
 
     found, orphans = run_async(go)
@@ -76,13 +81,15 @@ def runs(
         console.print("no runs match", style="dim")
         return
     now = time.time()
-    rows = [
-        [Text(h, "bold") for h in ("run", "graph", "thread", "status", "created", "updated", "seq")]
-    ]
+    # The admin view over several tenants says whose each run is.
+    tenants = tenant is None and any(r.tenant for r in found)
+    head = ("run", "graph", "thread", "status", "created", "updated", "seq")
+    rows = [[Text(h, "bold") for h in (("tenant", *head) if tenants else head)]]
     for r in found:
         orphan = "*" if r.run_id in orphans else ""
         rows.append(
             [
+                *([Text(r.tenant or "-")] if tenants else []),
                 Text(r.run_id),
                 Text(r.graph),
                 Text(r.thread or "-"),
@@ -92,7 +99,7 @@ def runs(
                 Text(str(r.last_seq)),
             ]
         )
-    print_rows(console, rows, right=[6])
+    print_rows(console, rows, right=[7 if tenants else 6])
     if orphans & {r.run_id for r in found}:
         console.print(
             "* left unfinished by a process that is gone: mainspring resume RUN", style="dim"
@@ -104,13 +111,15 @@ def threads(
         int, typer.Option("--limit", "-n", min=1, help="At most this many threads.")
     ] = 50,
     store: StoreOption = DEFAULT_STORE,
+    tenant: TenantOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
     """List threads (sessions) with their latest run, most recently updated first."""
 
     async def go() -> list[ThreadInfo]:
-        async with open_runtime(store) as rt:
+        async with open_runtime(store) as admin:
+            rt = scope(admin, tenant)
             return await rt.list_threads(limit=limit)
 
     infos = run_async(go)
@@ -123,16 +132,20 @@ def threads(
                     "last_run_id": t.last_run_id,
                     "last_status": t.last_status.value,
                     "updated_at": t.updated_at,
+                    "tenant": t.tenant,
                 }
             )
         return
     if not infos:
         out().print("no threads", style="dim")
         return
-    rows = [[Text(h, "bold") for h in ("thread", "runs", "last run", "status", "updated")]]
+    tenants = tenant is None and any(t.tenant for t in infos)
+    head = ("thread", "runs", "last run", "status", "updated")
+    rows = [[Text(h, "bold") for h in (("tenant", *head) if tenants else head)]]
     for t in infos:
         rows.append(
             [
+                *([Text(t.tenant or "-")] if tenants else []),
                 Text(t.thread),
                 Text(str(t.runs)),
                 Text(t.last_run_id),
@@ -140,7 +153,7 @@ def threads(
                 Text(fmt_age(t.updated_at)),
             ]
         )
-    print_rows(out(), rows, right=[1])
+    print_rows(out(), rows, right=[2 if tenants else 1])
 
 
 def show(
@@ -152,6 +165,7 @@ def show(
         ),
     ] = False,
     store: StoreOption = DEFAULT_STORE,
+    tenant: TenantOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -161,7 +175,8 @@ def show(
     """
 
     async def go() -> None:
-        async with open_runtime(store) as rt:
+        async with open_runtime(store) as admin:
+            rt = scope(admin, tenant)
             record = await rt.get_run(run_id)
             events = await rt.events(run_id)
             if as_json:
@@ -185,7 +200,7 @@ def show(
         if as_json:
             return
         if record.status is RunStatus.INTERRUPTED:
-            print_pending(out(), run_id, pending_from_journal(events), store)
+            print_pending(out(), run_id, pending_from_journal(events), store, tenant)
         elif record.error:
             out().print(Text(f"error: {record.error}", "red"), soft_wrap=True)
 

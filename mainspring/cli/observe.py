@@ -26,11 +26,13 @@ from ._common import (
     DebugOption,
     JsonOption,
     StoreOption,
+    TenantOption,
     echo_json,
     err,
     open_runtime,
     out,
     run_async,
+    scope,
 )
 
 RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Id of the run.")]
@@ -48,6 +50,7 @@ def trace(
         bool, typer.Option("--io", help="Include inputs, updates and results in --json spans.")
     ] = False,
     store: StoreOption = DEFAULT_STORE,
+    tenant: TenantOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -59,9 +62,10 @@ def trace(
     """
 
     async def go() -> list[Event]:
-        async with open_runtime(store) as rt:
-            await rt.get_run(run_id)
-            return await trace_events(rt.store, run_id)
+        async with open_runtime(store) as admin:
+            rt = scope(admin, tenant)
+            await rt.get_run(run_id)  # scoped: its subgraph runs are its tenant's too
+            return await trace_events(admin.store, run_id)
 
     events = run_async(go)
     if not events:
@@ -83,6 +87,7 @@ def stats(
         int, typer.Option("--limit", "-n", min=1, help="Over at most this many recent runs.")
     ] = 100,
     store: StoreOption = DEFAULT_STORE,
+    tenant: TenantOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -93,11 +98,12 @@ def stats(
     """
 
     async def go() -> tuple[int, list[SpanRecord]]:
-        async with open_runtime(store) as rt:
+        async with open_runtime(store) as admin:
+            rt = scope(admin, tenant)
             runs = await rt.list_runs(graph=graph, limit=limit)
             spans: list[SpanRecord] = []
             for record in runs:
-                spans.extend(derive_spans(await rt.store.read(record.run_id)))
+                spans.extend(derive_spans(await rt.events(record.run_id)))
             return len(runs), spans
 
     count, spans = run_async(go)
@@ -150,6 +156,7 @@ def metrics(
         bool, typer.Option("--once", help="Print the metrics once and exit instead of serving.")
     ] = False,
     store: StoreOption = DEFAULT_STORE,
+    tenant: TenantOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Serve Prometheus metrics computed from the journals of the store's recent runs.
@@ -169,9 +176,10 @@ def metrics(
         ) from None
 
     async def go() -> bytes | None:
-        async with open_runtime(store) as rt:
+        async with open_runtime(store) as admin:
             sink = PrometheusSink()
-            poller = JournalPoller(rt.store, MetricsAggregator(sink), limit=limit)
+            aggregator = MetricsAggregator(sink)
+            poller = JournalPoller(admin.store, aggregator, limit=limit, tenant=tenant)
             await poller.poll()
             if once:
                 return generate_latest(sink.registry)

@@ -10,7 +10,8 @@ from .outcome import PendingInterrupt, RunOutcome
 from .runtime import Runtime
 
 if TYPE_CHECKING:
-    from .sync import SyncRunHandle, SyncRuntime
+    from .sync import SyncRunHandle, SyncRuntime, SyncTenantRuntime
+    from .tenancy import TenantRuntime
     from .timetravel import Divergence, ReplayReport, StateView
 
 # Loaded when first named: the sync facade imports anyio's thread portal (~10 ms) and
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
 _LAZY = {
     "SyncRunHandle": ".sync",
     "SyncRuntime": ".sync",
+    "SyncTenantRuntime": ".sync",
+    "TenantRuntime": ".tenancy",
     "Divergence": ".timetravel",
     "ReplayReport": ".timetravel",
     "StateView": ".timetravel",
@@ -50,5 +53,7 @@ __all__ = [
     "StateView",
     "SyncRunHandle",
     "SyncRuntime",
+    "SyncTenantRuntime",
+    "TenantRuntime",
     "load_graph",
 ]

@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 
-from ..errors import RunCancelledError, RunFailedError
+from ..errors import RunCancelledError, RunFailedError, RunNotFoundError
 from ..events import EffectFinished, Event, ModelDelta
 from ..status import RunStatus
 from .driver import RunDriver
@@ -19,12 +19,24 @@ from .takeover import cancel_run
 
 
 class RunHandle:
-    """A run in a runtime: returned by ``start``, ``resume`` and ``fork``."""
+    """A run in a runtime: returned by ``start``, ``resume`` and ``fork``.
 
-    def __init__(self, runs: Runs, run_id: str, driver: RunDriver | None = None) -> None:
+    ``tenant``: the handle of a tenant-scoped view (``TenantRuntime.handle``), checked on
+    first use: another tenant's run is not found, as a missing one is.
+    """
+
+    def __init__(
+        self,
+        runs: Runs,
+        run_id: str,
+        driver: RunDriver | None = None,
+        *,
+        tenant: str | None = None,
+    ) -> None:
         self._runs = runs
         self.run_id = run_id
         self._driver = driver  # the driver this handle started, for a read-free outcome
+        self._unchecked = tenant  # the tenant the run must belong to, until checked once
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id}>"
@@ -36,6 +48,7 @@ class RunHandle:
         are generated (``deltas=False`` leaves them out); they are never journaled, so
         a subscriber that joins later sees the whole answer in ``effect_finished``.
         """
+        await self._check_tenant()
         runs = self._runs
         live = runs.registry.get(self.run_id)
         last = after
@@ -83,6 +96,13 @@ class RunHandle:
                 return
             await anyio.sleep(POLL_INTERVAL)
 
+    async def _check_tenant(self) -> None:
+        tenant = self._unchecked
+        if tenant is not None:
+            if await self._runs.store.get_run(self.run_id, tenant=tenant) is None:
+                raise RunNotFoundError(self.run_id)
+            self._unchecked = None
+
     async def _settled_fold(self) -> RunFold | None:
         """The fold of the driver this handle started, once that driver stopped cleanly.
 
@@ -104,6 +124,7 @@ class RunHandle:
 
     async def wait(self) -> RunOutcome:
         """Wait until the run stops moving (finished, failed, cancelled or parked)."""
+        await self._check_tenant()
         fold = await self._settled_fold()
         if fold is not None:
             return outcome_of(fold)
@@ -115,6 +136,7 @@ class RunHandle:
         A parked run is waited for until it is resumed and ends; raises
         RunFailedError or RunCancelledError if it ends that way.
         """
+        await self._check_tenant()
         fold = await self._settled_fold()
         if fold is not None and fold.status is RunStatus.FINISHED:
             return fold.schema.output(fold.state)  # the common case: no outcome to build
@@ -129,9 +151,11 @@ class RunHandle:
             await self._runs.registry.wait_for_change(self.run_id)
 
     async def cancel(self) -> None:
+        await self._check_tenant()
         await cancel_run(self._runs, self.run_id)
 
     async def status(self) -> RunStatus:
+        await self._check_tenant()
         return (await self._runs.record(self.run_id)).status
 
 

@@ -26,7 +26,7 @@ from ..errors import (
 from ..events import Event, EventKind, RunStarted, decode, difference, encode, to_jsonable
 from ..graph.compiled import CompiledGraph
 from ..status import Durability, RunStatus
-from ..store import RunRecord, Store, appends_now
+from ..store import RunRecord, Store, appends_now, tenant_of
 from ._tasks import RunTasks
 from .driver import RunDriver
 from .effects import reusable_effects
@@ -98,11 +98,13 @@ class Runs:
         """A new run's driver (None if a run of that id exists, asking the same)."""
         if not self.loader.knows(graph):
             self.loader.register(graph)
+        check_tenant(metadata)
         chosen = run_id is not None
         run_id = run_id or os.urandom(16).hex()  # a random 128-bit id, as uuid4 but cheaper
         live = self.registry.get(run_id)
         if live is not None:
             fold = live.fold
+            check_same_tenant(run_id, tenant_of(fold.metadata), tenant_of(metadata))
             check_same_start(run_id, fold.graph, fold.input, fold.thread, graph, input, thread)
             return run_id, None
         durable = Durability(durability) if durability is not None else self.durability
@@ -164,13 +166,15 @@ class Runs:
             owner=self.services.owner,
             lease_until=now + self.services.lease_ttl,
             fence=1,
-            metadata=metadata or {},
+            # A copy: the run's tenant is fixed at its start, whatever the caller's dict does.
+            metadata=dict(metadata) if metadata else {},
         )
         driver = self.driver(graph, RunFold(graph.schema), durability)
         driver.begin(started, record)
         if wait and not await driver.create():
             existing = driver.existing
             assert existing is not None
+            check_same_tenant(run_id, existing.tenant, record.tenant)
             if existing.parent_run_id is None:  # a subgraph's child run is its parent's to check
                 stored = await self.started(run_id)
                 check_same_start(
@@ -374,6 +378,22 @@ def check_same_start(
         "with the same id returns that run only for the same graph, input and thread: "
         "choose another id, or repeat the original request"
     )
+
+
+def check_tenant(metadata: dict[str, Any] | None) -> None:
+    """A run's tenant is a string: refuse any other value before it is journaled."""
+    if metadata and "tenant" in metadata and not isinstance(metadata["tenant"], str):
+        raise RunStateError(
+            f"metadata['tenant'] is {metadata['tenant']!r}; a tenant is named by a string "
+            "(omit it for the default tenant)"
+        )
+
+
+def check_same_tenant(run_id: str, stored: str, asked: str) -> None:
+    """A start with the id of another tenant's run is refused without a word about that run
+    (its graph, input or thread): the id is taken, nothing more."""
+    if stored != asked:
+        raise RunExistsError(f"run id {run_id!r} is taken; choose another id")
 
 
 def check_input(graph: CompiledGraph, run_id: str, input: Any) -> None:

@@ -41,6 +41,7 @@ from .takeover import cancel_run, recover_runs, resume_run
 
 if TYPE_CHECKING:
     # Time travel loads on first use (state, fork, replay): most processes only run.
+    from .tenancy import TenantRuntime
     from .timetravel import ForkEffects, ReplayReport, StateView
 
 log = logging.getLogger("mainspring.runtime")
@@ -146,6 +147,14 @@ class Runtime:
     @property
     def gate(self) -> Gate:
         return self.services.gate
+
+    def tenant(self, tenant: str) -> TenantRuntime:
+        """This runtime as one tenant sees it: every call scoped to ``tenant``'s runs, and
+        every start made as that tenant (``docs/tenants.md``). The runtime itself is the
+        admin view: it sees every tenant's runs."""
+        from .tenancy import TenantRuntime
+
+        return TenantRuntime(self, tenant)
 
     def live_runs(self) -> list[str]:
         """The ids of the runs this runtime drives right now."""
@@ -330,8 +339,10 @@ class Runtime:
         """Where the run stands now, read from its journal."""
         return await self._runs.outcome(run_id, graph)
 
-    def handle(self, run_id: str) -> RunHandle:
-        return RunHandle(self._runs, run_id)
+    def handle(self, run_id: str, *, tenant: str | None = None) -> RunHandle:
+        """A handle on the run; with ``tenant``, one that checks on first use that the run
+        is that tenant's (another tenant's run is not found, as a missing one)."""
+        return RunHandle(self._runs, run_id, tenant=tenant)
 
     async def get_run(self, run_id: str) -> RunRecord:
         return await self._runs.record(run_id)
@@ -346,7 +357,10 @@ class Runtime:
         offset: int = 0,
         created_after: float | None = None,
         created_before: float | None = None,
+        tenant: str | None = None,
     ) -> list[RunRecord]:
+        """Runs matching every filter given, newest first; ``tenant``: only that tenant's
+        (``""``: the default tenant's), else every tenant's."""
         statuses: list[RunStatus] | None = None
         if status is not None:
             items = [status] if isinstance(status, str | RunStatus) else list(status)
@@ -366,11 +380,15 @@ class Runtime:
                 offset=offset,
                 created_after=created_after,
                 created_before=created_before,
+                tenant=tenant,
             )
         )
 
-    async def list_threads(self, *, limit: int = 100) -> list[ThreadInfo]:
-        return await self.store.list_threads(limit=limit)
+    async def list_threads(
+        self, *, limit: int = 100, tenant: str | None = None
+    ) -> list[ThreadInfo]:
+        """Threads, most recently updated first: ``tenant``'s, or every tenant's."""
+        return await self.store.list_threads(limit=limit, tenant=tenant)
 
     async def events(self, run_id: str, *, after: int = 0, until: int | None = None) -> list[Event]:
         await self._runs.record(run_id)

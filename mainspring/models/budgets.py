@@ -20,6 +20,10 @@ What is counted:
 Scopes come from the effect: ``run`` its run id, ``thread`` its thread, ``user`` and
 ``tenant`` the run's metadata (``metadata={"tenant": ..., "user": ...}`` at start).
 A run without the scope's value (no thread, no tenant) is not under that budget.
+A thread or a user is one tenant's: tenant acme's thread ``t1`` is counted as
+``tenant:acme/thread:t1``, apart from another tenant's ``t1`` (a run of the default
+tenant keeps ``thread:t1``). Tenant names are percent-quoted in scopes, so no tenant,
+thread or user name can make two scopes one.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final, Literal, TypeAlias
+from urllib.parse import quote
 
 import msgspec
 
@@ -85,9 +91,12 @@ class Budget:
         value = scope_value(self.per, effect)
         if value is None:
             return None
-        return (
-            f"{self.per}:{value}" if self.window is None else f"{self.per}:{value}/{self.window:g}s"
-        )
+        key = f"{self.per}:{value}"
+        if self.per in ("thread", "user"):
+            tenant = effect.metadata.get("tenant")
+            if tenant:  # the same thread or user id in two tenants is two scopes
+                key = f"tenant:{_quoted(str(tenant))}/{key}"
+        return key if self.window is None else f"{key}/{self.window:g}s"
 
     def bucket(self, now: float) -> int:
         return 0 if self.window is None else int(now // self.window)
@@ -99,7 +108,17 @@ def scope_value(per: str, effect: Effect) -> str | None:
     if per == "thread":
         return effect.thread
     value = effect.metadata.get(per)
-    return None if value is None else str(value)
+    if value is None:
+        return None
+    if per == "tenant":  # the default tenant ("") is under no per-tenant budget, as before
+        return _quoted(str(value)) if value else None
+    return str(value)
+
+
+@lru_cache(maxsize=4096)
+def _quoted(name: str) -> str:
+    """``name`` percent-quoted for a scope key (cached: it is asked on every gated call)."""
+    return quote(name, safe="")
 
 
 def _check(budget: Budget) -> None:

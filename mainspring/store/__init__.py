@@ -18,7 +18,17 @@ from .protocols import (
     accepts_off_now,
     appends_now,
 )
-from .records import CreateResult, Durability, RunQuery, RunRecord, RunStatus, Snapshot, ThreadInfo
+from .records import (
+    DEFAULT_TENANT,
+    CreateResult,
+    Durability,
+    RunQuery,
+    RunRecord,
+    RunStatus,
+    Snapshot,
+    ThreadInfo,
+    tenant_of,
+)
 
 if TYPE_CHECKING:
     from .memory import MemoryStore
@@ -41,6 +51,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "DEFAULT_TENANT",
     "AcceptsOffNow",
     "AppendsNow",
     "CreateResult",
@@ -61,6 +72,7 @@ __all__ = [
     "accepts_off_now",
     "appends_now",
     "store_from_url",
+    "tenant_of",
 ]
 
 

@@ -40,7 +40,9 @@ class Statements:
     last_seq: str
     read: str
     get_run: str
+    get_tenant_run: str
     list_threads: str
+    list_tenant_threads: str
     save_snapshot: str
     load_snapshot: str
     claim: str
@@ -144,8 +146,10 @@ def statements(schema: str) -> Statements:
 SELECT seq, kind, ts, data FROM {s}.events
 WHERE run_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq""",
         get_run=f"SELECT {dialect.run_columns} FROM {s}.runs WHERE run_id = $1",
+        get_tenant_run=f"SELECT {dialect.run_columns} FROM {s}.runs WHERE run_id = $1 AND tenant = $2",
         last_seq=f"SELECT last_seq, fence, owner FROM {s}.runs WHERE run_id = $1",
-        list_threads=list_threads_sql(dialect),
+        list_threads=list_threads_sql(dialect, scoped=False),
+        list_tenant_threads=list_threads_sql(dialect, scoped=True),
         save_snapshot=f"""
 INSERT INTO {s}.snapshots (run_id, seq, data) VALUES ($1, $2, $3)
 ON CONFLICT (run_id) DO UPDATE SET seq = EXCLUDED.seq, data = EXCLUDED.data""",
@@ -174,11 +178,12 @@ def _create_run(s: str, notify: Callable[[str, str], str]) -> str:
     return f"""
 WITH new AS (
   INSERT INTO {s}.runs (run_id, graph, thread, status, created_at, updated_at, last_seq,
-                        parent_run_id, durability, owner, lease_until, fence, error, metadata)
+                        parent_run_id, durability, owner, lease_until, fence, error, metadata,
+                        tenant)
   VALUES ($1, $2, $3, $4, $5, coalesce(($14::float8[])[cardinality($14::float8[])], $6),
           cardinality($13::text[]), $7, $8, $9,
           -- the lease runs on the server's clock: the caller's says only how long it lasts
-          {_NOW} + ($10::float8 - $5::float8), $11, $12, $16::jsonb)
+          {_NOW} + ($10::float8 - $5::float8), $11, $12, $16::jsonb, $17)
   ON CONFLICT (run_id) DO NOTHING
   RETURNING {notify("$1", "$4")}
 ), ins AS (

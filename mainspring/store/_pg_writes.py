@@ -54,6 +54,7 @@ class Writes:
             record.run_id, record.graph, record.thread, str(record.status), record.created_at,
             record.updated_at, record.parent_run_id, str(record.durability), record.owner,
             record.lease_until, record.fence, record.error, kinds, ts, data, metadata,
+            record.tenant,
         )  # fmt: skip
 
         async def attempt(retried: bool) -> bool:

@@ -96,6 +96,7 @@ def list_runs_sql(d: Dialect, query: RunQuery) -> tuple[str, list[Any]]:
         else:
             where.append(f"status IN ({', '.join(arg(s) for s in statuses)})")
     for column, value in (
+        ("tenant", query.tenant),
         ("graph", query.graph),
         ("thread", query.thread),
         ("parent_run_id", query.parent_run_id),
@@ -113,23 +114,26 @@ def list_runs_sql(d: Dialect, query: RunQuery) -> tuple[str, list[Any]]:
     return sql, args
 
 
-def list_threads_sql(d: Dialect) -> str:
-    """``list_threads``; its one parameter is the limit. The window form, not DISTINCT ON:
-    SQLite has no DISTINCT ON, and PostgreSQL runs this as fast (100k runs, 5k threads)."""
+def list_threads_sql(d: Dialect, *, scoped: bool) -> str:
+    """``list_threads``; its parameters are (``scoped``) the tenant, then the limit. A thread
+    is (tenant, thread id). The window form, not DISTINCT ON: SQLite has no DISTINCT ON, and
+    PostgreSQL runs this as fast (100k runs, 5k threads)."""
+    tenant = f" AND tenant = {d.placeholder(1)}" if scoped else ""
     return f"""
-SELECT thread, runs, run_id, status, updated_at FROM (
-  SELECT thread, run_id, status, updated_at,
-         count(*) OVER (PARTITION BY thread) AS runs,
-         row_number() OVER (PARTITION BY thread ORDER BY created_at DESC, run_id DESC) AS newest
-  FROM {d.runs} WHERE thread IS NOT NULL
+SELECT thread, runs, run_id, status, updated_at, tenant FROM (
+  SELECT thread, run_id, status, updated_at, tenant,
+         count(*) OVER (PARTITION BY tenant, thread) AS runs,
+         row_number() OVER (PARTITION BY tenant, thread
+                            ORDER BY created_at DESC, run_id DESC) AS newest
+  FROM {d.runs} WHERE thread IS NOT NULL{tenant}
 ) AS latest
 WHERE newest = 1
-ORDER BY updated_at DESC, thread DESC
-LIMIT {d.placeholder(1)}"""
+ORDER BY updated_at DESC, thread DESC, tenant DESC
+LIMIT {d.placeholder(2 if scoped else 1)}"""
 
 
 def thread_from_row(row: Row) -> ThreadInfo:
-    return ThreadInfo(row[0], row[1], row[2], RunStatus(row[3]), row[4])
+    return ThreadInfo(row[0], row[1], row[2], RunStatus(row[3]), row[4], row[5])
 
 
 def orphan_page_sql(d: Dialect, lease_filter: str, params: int, extra: str = "") -> str:

@@ -76,6 +76,16 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             PRIMARY KEY (name, run_id)
         ) WITHOUT ROWID""",
     ),
+    (
+        # Every run belongs to a tenant (its metadata's "tenant"; '' is the default tenant),
+        # a column so that every run query can be scoped by it through an index.
+        "ALTER TABLE runs ADD COLUMN tenant TEXT NOT NULL DEFAULT ''",
+        "UPDATE runs SET tenant = json_extract(metadata, '$.tenant')"
+        " WHERE json_valid(metadata) AND json_type(metadata, '$.tenant') = 'text'",
+        "CREATE INDEX runs_tenant ON runs (tenant, created_at, run_id)",
+        "CREATE INDEX runs_tenant_thread ON runs (tenant, thread, created_at, run_id)"
+        " WHERE thread IS NOT NULL",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -35,12 +35,13 @@ DIALECT: Final = Dialect(
 )
 RUN_COLUMNS: Final = DIALECT.run_columns
 INSERT_RUN: Final = (
-    f"INSERT INTO runs ({RUN_COLUMNS}, lease_ttl) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING"
+    f"INSERT INTO runs ({RUN_COLUMNS}, lease_ttl, tenant) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING"
 )
 # Without a ttl of its own (a run written by release 0.1), a lease is judged by this one.
 DEFAULT_LEASE_TTL: Final = 30.0
 SELECT_RUN: Final = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
+SELECT_TENANT_RUN: Final = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ? AND tenant = ?"
 INSERT_EVENT: Final = "INSERT INTO events (run_id, seq, kind, ts, data) VALUES (?, ?, ?, ?, ?)"
 # The conditional append is one UPDATE guarded by last_seq and the writer's lease token
 # (fence; NULL: unfenced); a separate statement with status/error keeps the hot path
@@ -58,7 +59,8 @@ ADVANCE_STATUS: Final = (
     "WHERE run_id = ? AND last_seq = ? AND fence = coalesce(?, fence)"
 )
 # The run queries shared with PostgreSQL (_sql_core); orphans carry the lease check here.
-SELECT_THREADS: Final = list_threads_sql(DIALECT)
+SELECT_THREADS: Final = list_threads_sql(DIALECT, scoped=False)
+SELECT_TENANT_THREADS: Final = list_threads_sql(DIALECT, scoped=True)
 SELECT_ORPHANS: Final = orphan_page_sql(
     DIALECT,
     "(owner IS NULL OR owner != ?) AND (owner IS NULL"
@@ -214,6 +216,7 @@ def run_params(record: RunRecord) -> Row:
         record.error,
         encode(record.metadata, what="run metadata").decode(),
         None if record.lease_until is None else record.lease_until - record.created_at,
+        record.tenant,
     )
 
 
@@ -254,8 +257,11 @@ def select_events(
     ]
 
 
-def select_run(run_id: str, conn: sqlite3.Connection) -> RunRecord | None:
-    row = conn.execute(SELECT_RUN, (run_id,)).fetchone()
+def select_run(run_id: str, tenant: str | None, conn: sqlite3.Connection) -> RunRecord | None:
+    if tenant is None:
+        row = conn.execute(SELECT_RUN, (run_id,)).fetchone()
+    else:
+        row = conn.execute(SELECT_TENANT_RUN, (run_id, tenant)).fetchone()
     return None if row is None else DIALECT.record(row)
 
 
@@ -264,8 +270,12 @@ def select_runs(query: RunQuery, conn: sqlite3.Connection) -> list[RunRecord]:
     return [DIALECT.record(row) for row in conn.execute(sql, params)]
 
 
-def select_threads(limit: int, conn: sqlite3.Connection) -> list[ThreadInfo]:
-    return [thread_from_row(row) for row in conn.execute(SELECT_THREADS, (limit,))]
+def select_threads(limit: int, tenant: str | None, conn: sqlite3.Connection) -> list[ThreadInfo]:
+    if tenant is None:
+        rows = conn.execute(SELECT_THREADS, (limit,))
+    else:
+        rows = conn.execute(SELECT_TENANT_THREADS, (tenant, limit))
+    return [thread_from_row(row) for row in rows]
 
 
 def select_snapshot(run_id: str, at_most: int | None, conn: sqlite3.Connection) -> Snapshot | None:

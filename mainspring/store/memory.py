@@ -135,9 +135,11 @@ class MemoryStore:
         # seq n lives at index n - 1
         return events[after:until]
 
-    async def get_run(self, run_id: str) -> RunRecord | None:
+    async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord | None:
         record = self._runs.get(run_id)
-        return replace(record) if record is not None else None
+        if record is None or (tenant is not None and record.tenant != tenant):
+            return None
+        return replace(record)
 
     async def list_runs(self, query: RunQuery = _ANY_RUN) -> list[RunRecord]:
         self._check_open()
@@ -145,25 +147,32 @@ class MemoryStore:
         matches.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return [replace(r) for r in matches[query.offset : query.offset + query.limit]]
 
-    async def list_threads(self, *, limit: int = 100) -> list[ThreadInfo]:
-        latest: dict[str, tuple[RunRecord, int]] = {}
+    async def list_threads(
+        self, *, limit: int = 100, tenant: str | None = None
+    ) -> list[ThreadInfo]:
+        # A thread is (tenant, thread id): the same id in two tenants is two conversations.
+        latest: dict[tuple[str, str], tuple[RunRecord, int]] = {}
         for record in self._runs.values():
             if record.thread is None:
                 continue
-            prev = latest.get(record.thread)
+            owner = record.tenant
+            if tenant is not None and owner != tenant:
+                continue
+            key = (owner, record.thread)
+            prev = latest.get(key)
             count = prev[1] + 1 if prev else 1
             if prev is None or (record.created_at, record.run_id) > (
                 prev[0].created_at,
                 prev[0].run_id,
             ):
-                latest[record.thread] = (record, count)
+                latest[key] = (record, count)
             else:
-                latest[record.thread] = (prev[0], count)
+                latest[key] = (prev[0], count)
         infos = [
-            ThreadInfo(thread, count, r.run_id, r.status, r.updated_at)
-            for thread, (r, count) in latest.items()
+            ThreadInfo(thread, count, r.run_id, r.status, r.updated_at, owner)
+            for (owner, thread), (r, count) in latest.items()
         ]
-        infos.sort(key=lambda t: (t.updated_at, t.thread), reverse=True)
+        infos.sort(key=lambda t: (t.updated_at, t.thread, t.tenant), reverse=True)
         return infos[:limit]
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
@@ -250,6 +259,8 @@ def _matches(record: RunRecord, query: RunQuery) -> bool:
     if query.graph is not None and record.graph != query.graph:
         return False
     if query.thread is not None and record.thread != query.thread:
+        return False
+    if query.tenant is not None and record.tenant != query.tenant:
         return False
     if query.parent_run_id is not None and record.parent_run_id != query.parent_run_id:
         return False

@@ -323,10 +323,14 @@ class PostgresStore:
             if (k := kinds.get(r[1]) or EventKind(r[1]))
         ]
 
-    async def get_run(self, run_id: str) -> RunRecord | None:
+    async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord | None:
         pool = self._live_pool()
         await self._batch.settle(run_id)
-        rows = await self._fetch(f"reading run {run_id!r}", pool, self._sql.get_run, run_id)
+        what = f"reading run {run_id!r}"
+        if tenant is None:
+            rows = await self._fetch(what, pool, self._sql.get_run, run_id)
+        else:
+            rows = await self._fetch(what, pool, self._sql.get_tenant_run, run_id, tenant)
         return self._sql.dialect.record(rows[0]) if rows else None
 
     async def list_runs(self, query: RunQuery = _ALL_RUNS) -> list[RunRecord]:
@@ -336,10 +340,16 @@ class PostgresStore:
         sql, args = list_runs_sql(dialect, query)
         return [dialect.record(r) for r in await self._fetch("listing runs", pool, sql, *args)]
 
-    async def list_threads(self, *, limit: int = 100) -> list[ThreadInfo]:
+    async def list_threads(
+        self, *, limit: int = 100, tenant: str | None = None
+    ) -> list[ThreadInfo]:
         pool = self._live_pool()
         await self._batch.drain()
-        rows = await self._fetch("listing threads", pool, self._sql.list_threads, limit)
+        if tenant is None:
+            rows = await self._fetch("listing threads", pool, self._sql.list_threads, limit)
+        else:
+            sql = self._sql.list_tenant_threads
+            rows = await self._fetch("listing threads", pool, sql, tenant, limit)
         return [thread_from_row(r) for r in rows]
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:

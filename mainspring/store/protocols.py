@@ -34,6 +34,10 @@ it, each test against the protocols and capabilities it needs):
   lease's ttl on its own monotonic clock (so a claimant may need to ask again).
 * A store that is not a Mainspring store, or has a newer schema, is refused
   by ``open`` and never modified.
+* Every run belongs to a tenant, ``RunRecord.tenant`` (its metadata's ``"tenant"``,
+  else ``""``), fixed at ``create_run`` and indexed: ``get_run``, ``list_runs`` and
+  ``list_threads`` take it as a filter, so a tenant-scoped caller never reads another
+  tenant's rows. Journals are read by run id, after a scoped ``get_run``.
 """
 
 from __future__ import annotations
@@ -127,13 +131,18 @@ class Journal(Protocol):
 class RunIndex(Protocol):
     """The runs' summary rows, as the journal's writes left them."""
 
-    async def get_run(self, run_id: str) -> RunRecord | None: ...
+    async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord | None:
+        """The run's record; None if there is none, or (``tenant`` given) if it belongs to
+        another tenant: the two are told apart by nobody."""
 
     async def list_runs(self, query: RunQuery = _ANY_RUN) -> list[RunRecord]:
         """Runs matching ``query``, newest first."""
 
-    async def list_threads(self, *, limit: int = 100) -> list[ThreadInfo]:
-        """Threads (sessions) with their latest run, most recently updated first."""
+    async def list_threads(
+        self, *, limit: int = 100, tenant: str | None = None
+    ) -> list[ThreadInfo]:
+        """Threads (sessions) with their latest run, most recently updated first: of one
+        tenant, or (None) of every tenant, a thread id in two tenants being two threads."""
 
 
 @runtime_checkable

@@ -9,12 +9,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
 from ..status import Durability as Durability  # re-exported: the store API speaks them
 from ..status import RunStatus as RunStatus
+
+#: The tenant of a run whose metadata names none: single-tenant users never see another.
+DEFAULT_TENANT: Final = ""
+
+
+def tenant_of(metadata: dict[str, Any] | None) -> str:
+    """The tenant a run with ``metadata`` belongs to: ``metadata["tenant"]``, else the
+    default tenant ``""``. Only a string names a tenant (starts refuse any other value;
+    a run written before that rule, with a number say, belongs to the default tenant)."""
+    if not metadata:
+        return DEFAULT_TENANT
+    tenant = metadata.get("tenant")
+    return tenant if isinstance(tenant, str) else DEFAULT_TENANT
 
 
 @dataclass(slots=True)
@@ -36,6 +49,11 @@ class RunRecord:
     error: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def tenant(self) -> str:
+        """The tenant the run belongs to (from its metadata; stores index it)."""
+        return tenant_of(self.metadata)
+
 
 class RunQuery(msgspec.Struct, frozen=True):
     """Filters for :meth:`RunIndex.list_runs`; ``None`` means any."""
@@ -48,15 +66,21 @@ class RunQuery(msgspec.Struct, frozen=True):
     created_before: float | None = None
     limit: int = 100
     offset: int = 0
+    #: Only runs of this tenant (``""``: the default tenant's); None: every tenant's.
+    tenant: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
 class ThreadInfo:
+    """A thread: a conversation of one tenant. The same thread id in two tenants is two
+    threads."""
+
     thread: str
     runs: int
     last_run_id: str
     last_status: RunStatus
     updated_at: float
+    tenant: str = DEFAULT_TENANT
 
 
 class Snapshot(msgspec.Struct, frozen=True):

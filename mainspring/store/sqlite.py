@@ -304,9 +304,9 @@ class SQLiteStore:
         await self._settle(run_id)
         return await self._readers.run(partial(select_events, run_id, after, until))
 
-    async def get_run(self, run_id: str) -> RunRecord | None:
+    async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord | None:
         await self._settle(run_id)
-        return await self._readers.run(partial(select_run, run_id))
+        return await self._readers.run(partial(select_run, run_id, tenant))
 
     async def list_runs(self, query: RunQuery = _ANY_RUN) -> list[RunRecord]:
         await self._settle(None)
@@ -314,9 +314,11 @@ class SQLiteStore:
             return []
         return await self._readers.run(partial(select_runs, query))
 
-    async def list_threads(self, *, limit: int = 100) -> list[ThreadInfo]:
+    async def list_threads(
+        self, *, limit: int = 100, tenant: str | None = None
+    ) -> list[ThreadInfo]:
         await self._settle(None)
-        return await self._readers.run(partial(select_threads, limit))
+        return await self._readers.run(partial(select_threads, limit, tenant))
 
     async def load_snapshot(self, run_id: str, *, at_most: int | None = None) -> Snapshot | None:
         self._require_writer()

@@ -18,17 +18,26 @@ log = logging.getLogger("mainspring.telemetry")
 
 
 class JournalPoller:
-    """Feeds ``aggregator`` with the new events of the ``limit`` most recent runs at each poll."""
+    """Feeds ``aggregator`` with the new events of the ``limit`` most recent runs at each poll
+    (of one ``tenant``'s runs only, if given)."""
 
-    def __init__(self, store: Store, aggregator: MetricsAggregator, *, limit: int = 1000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        aggregator: MetricsAggregator,
+        *,
+        limit: int = 1000,
+        tenant: str | None = None,
+    ) -> None:
         self.store = store
         self.aggregator = aggregator
         self.limit = limit
+        self.tenant = tenant
         self._seen: dict[str, int] = {}  # run id -> last seq fed
 
     async def poll(self) -> int:
         """Read and feed what is new; returns how many events were fed."""
-        runs = await self.store.list_runs(RunQuery(limit=self.limit))
+        runs = await self.store.list_runs(RunQuery(limit=self.limit, tenant=self.tenant))
         fed = 0
         for record in sorted(
             runs, key=lambda r: (r.created_at, r.run_id)
