@@ -49,6 +49,11 @@ class History:
                 self._runs.popitem(last=False)
         return run.counts
 
+    def seed(self, run_id: str, counts: dict[str, int]) -> None:
+        """Start ``run_id``'s counts at ``counts`` (offline cases)."""
+        run = self._runs[run_id] = _Run()
+        run.counts.update({str(k): int(v) for k, v in counts.items()})
+
     def called(self, effect: Effect) -> None:
         run = self._runs.get(effect.run_id)
         if run is None or effect.key in run.keys:
