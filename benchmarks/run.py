@@ -11,7 +11,8 @@ upstream), W11 (the tool layer's overhead per call, limits off and on), W11-mcp 
 MCP server's tool over stdio: the SDK's own client against ``Toolbox.call`` and
 ``ctx.tool`` on an ``MCPServer``), W11-sandbox (start-up of a sandboxed Python and
 shell run: p50, p99), W12 (an agent turn's orchestration against LangGraph's prebuilt
-ReAct agent and the OpenAI Agents SDK).
+ReAct agent and the OpenAI Agents SDK), W13 (policy evaluation per effect, 50 rules, Python
+and Cedar against pycasbin; the whole gate with policy and a budget against none).
 ``--quick`` finishes in under a minute; the default run is longer and more
 precise. ``--repeat N`` runs the chosen families N times and prints, per workload, the median and range across
 runs as a Markdown table (``summarize.py``); with ``--json``, every run's lines.
@@ -41,6 +42,7 @@ from workloads import (
     mcp,
     memory,
     orchestration,
+    policy,
     postgres,
     router,
     sandbox,
@@ -73,6 +75,7 @@ FAMILIES: dict[str, Family] = {
     "W11-mcp": mcp.run,
     "W11-sandbox": sandbox.run,
     "W12": agent.run,
+    "W13": policy.run,
 }
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -210,11 +210,13 @@ async def test_dangerous_tools_are_denied_unless_a_rule_names_them(url: str) -> 
     async with Runtime(_store(url), tools=_box(), graphs=[APP]) as rt:  # no policy at all
         h, _ = await _run(rt, "wipe", target="/")
         assert "marked dangerous" in (await rt.handle(h.run_id).result())["note"]
-    broad = Policy(cedar=['permit (principal, action, resource);'])
+    broad = Policy(cedar=["permit (principal, action, resource);"])
     async with Runtime(_store(url), gates=[broad], tools=_box(), graphs=[APP]) as rt:
         h, _ = await _run(rt, "wipe", target="/")
         note = (await rt.handle(h.run_id).result())["note"]
-        assert "marked dangerous" in note and "'dangerous-tools'" in note  # a broad permit is not enough
+        assert (
+            "marked dangerous" in note and "'dangerous-tools'" in note
+        )  # a broad permit is not enough
     named = Policy(cedar=['@id("ops-may-wipe") permit (principal in Tenant::"ops", '
                           'action == Action::"tool:wipe", resource);'])  # fmt: skip
     async with Runtime(_store(url), gates=[named], tools=_box(), graphs=[APP]) as rt:
@@ -246,7 +248,10 @@ async def test_an_agent_model_reads_the_denial_reason_and_rule(tmp_path: Path) -
 
     def script(request: ModelRequest) -> Any:
         if not any(m.role == "tool" for m in request.messages):
-            return [ToolCall("c1", "refund", {"amount": 900}), ToolCall("c2", "wipe", {"target": "/"})]
+            return [
+                ToolCall("c1", "refund", {"amount": 900}),
+                ToolCall("c2", "wipe", {"target": "/"}),
+            ]
         return " | ".join(m.text for m in request.messages if m.role == "tool")
 
     model = ScriptedModel(script)

@@ -41,7 +41,7 @@ def load_cases(path: Path) -> list[dict[str, Any]]:
     try:
         if path.suffix in (".yaml", ".yml"):
             try:
-                import yaml
+                import yaml  # type: ignore[import-untyped]
             except ImportError:  # pragma: no cover - an environment without PyYAML
                 raise PolicyError(f"{path}: reading YAML needs PyYAML; pip install pyyaml, "
                                   "or write the cases as JSON") from None  # fmt: skip

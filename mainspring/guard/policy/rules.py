@@ -130,10 +130,34 @@ class Rules:
         out: list[Verdict] = []
         for rule in self.for_effect(req.kind, req.name):
             req._reads_history = rule.history
-            verdict = await run_rule(rule, req)
+            # A sync rule is called without a coroutine of its own (most rules: ~1 us saved).
+            verdict = await run_rule(rule, req) if rule.is_async else run_sync(rule, req)
+            if verdict is _AWAIT:
+                verdict = await run_rule(rule, req)
             if verdict is not None:
                 out.append(verdict)
         return out
+
+
+_AWAIT: Any = object()  # a sync rule returned an awaitable: call it again as async
+
+
+def run_sync(rule: Rule, req: Request) -> Verdict | None:
+    """A sync rule's verdict (as :func:`run_rule`), or ``_AWAIT`` if it returned an awaitable."""
+    began = time.perf_counter()
+    try:
+        result = rule.fn(req)
+    except Exception as exc:
+        return failed(rule.id, f"{type(exc).__name__}: {exc}")
+    if inspect.isawaitable(result):
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()  # not awaited here: run_rule calls the rule again and awaits that
+        return _AWAIT  # type: ignore[no-any-return]
+    took = time.perf_counter() - began
+    if took > rule.timeout:
+        return failed(rule.id, f"it took {took * 1000:.0f} ms, over its {rule.timeout * 1000:g} ms")
+    return _checked(rule, req, result)
 
 
 async def run_rule(rule: Rule, req: Request) -> Verdict | None:
@@ -157,6 +181,10 @@ async def run_rule(rule: Rule, req: Request) -> Verdict | None:
         return failed(rule.id, f"it did not answer within {rule.timeout * 1000:g} ms")
     except Exception as exc:
         return failed(rule.id, f"{type(exc).__name__}: {exc}")
+    return _checked(rule, req, result)
+
+
+def _checked(rule: Rule, req: Request, result: Any) -> Verdict | None:
     if result is None:
         return None
     if not isinstance(result, Verdict):
