@@ -275,3 +275,31 @@ def _store(url: str) -> Any:
     from mainspring.store import store_from_url
 
     return store_from_url(url)
+
+
+@pytest.mark.parametrize("engine", ["python", "cedar"])
+async def test_an_agent_meets_all_four_decisions(engine: str, tmp_path: Path) -> None:
+    CALLED.clear()
+
+    def script(request: ModelRequest) -> Any:
+        done = sum(1 for m in request.messages if m.role == "tool")
+        if done == 0:
+            return [ToolCall("c1", "refund", {"amount": 7}), ToolCall("c2", "refund", {"amount": 700}),
+                    ToolCall("c3", "lookup", {"q": "ada", "ssn": "123"}),
+                    ToolCall("c4", "mail", {"to": "ada@example.com"})]  # fmt: skip
+        return " | ".join(m.text for m in request.messages if m.role == "tool")
+
+    agent = Agent("clerk", "fast", "Help.", tools=[refund, lookup, mail])
+    url = f"sqlite:///{tmp_path / 'four.db'}"
+    gateway = Gateway({"fast": ScriptedModel(script)})
+    async with Runtime.open(url, gates=[make_policy(engine)], models=gateway,
+                            tools=agent.toolbox) as rt:  # fmt: skip
+        parked = await agent.run(rt, "do it all")
+        assert parked.parked and [a.payload["approve"]["name"] for a in parked.approvals] == [
+            "tool:mail"
+        ]
+        done = await agent.resume(rt, parked.run_id, True)
+    allowed, denied, rewritten, approved = done.text.split(" | ")
+    assert allowed == "refunded 7" and "refunds over 100" in denied and "'big-refunds'" in denied
+    assert rewritten == "found ada [redacted]" and approved == "mailed ada@example.com"
+    assert sorted(c[0] for c in CALLED) == ["lookup", "mail", "refund"]

@@ -155,8 +155,10 @@ class Policy:
         try:
             dangerous = self._is_dangerous(effect)
             history = await self._history.counts(effect) if reads_history else None
-            req = Request(effect, dangerous=dangerous, history=history, spent=self._spent_fn())
-            spend = await self._spend(effect, layers)
+            ledger = self._ledger
+            req = Request(effect, dangerous=dangerous, history=history,
+                          spent=None if ledger is None else self._spent)  # fmt: skip
+            spend = None if ledger is None else await self._spend(effect, layers)
             for layer in layers:
                 verdicts.extend(await layer.evaluate(req, history, spend))
             final = combine(verdicts, dangerous=dangerous, default=self.default, tool=req.tool)
@@ -212,9 +214,6 @@ class Policy:
             if facts is not None:
                 self._dangerous[name] = known
         return known
-
-    def _spent_fn(self) -> Any:
-        return None if self._ledger is None else self._spent
 
     async def _spent(self, effect: Effect, metric: str, per: str) -> float:
         assert self._ledger is not None

@@ -18,12 +18,14 @@ import itertools
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .cedar import CedarRules
 from .request import Request
 from .rules import Rules
 from .verdict import PolicyError, Verdict
+
+if TYPE_CHECKING:
+    from .cedar import CedarRules
 
 _modules = itertools.count()  # module names for policy files: each load is a fresh module
 
@@ -79,7 +81,7 @@ def in_code(name: str, rules: Sequence[Rules] = (), cedar: Sequence[str] = ()) -
     texts = [(f"<cedar {i + 1}>", text) for i, text in enumerate(cedar)]
     for file, text in texts:
         digest.update(file.encode() + b"\0" + text.encode() + b"\0")
-    return Layer(name, digest.hexdigest()[:12], rules, CedarRules(texts) if texts else None)
+    return Layer(name, digest.hexdigest()[:12], rules, _cedar(texts))
 
 
 def from_files(name: str, paths: Iterable[Path]) -> Layer:
@@ -96,8 +98,20 @@ def from_files(name: str, paths: Iterable[Path]) -> Layer:
             texts.append((path.name, data.decode()))
         else:
             rules.extend(_load_module(path))
-    cedar = CedarRules(texts) if texts else None
-    return Layer(name, digest.hexdigest()[:12], rules, cedar, [str(p) for p in files])
+    return Layer(name, digest.hexdigest()[:12], rules, _cedar(texts), [str(p) for p in files])
+
+
+def _cedar(texts: list[tuple[str, str]]) -> CedarRules | None:
+    """The Cedar policies of ``texts`` (cedarpy loads only when there are some)."""
+    if not texts:
+        return None
+    try:
+        from .cedar import CedarRules
+    except ImportError:
+        raise PolicyError(
+            "Cedar policies need cedarpy: pip install 'mainspring[policy]'"
+        ) from None
+    return CedarRules(texts)
 
 
 def policy_files(paths: Iterable[Path]) -> list[Path]:

@@ -144,20 +144,21 @@ _AWAIT: Any = object()  # a sync rule returned an awaitable: call it again as as
 
 def run_sync(rule: Rule, req: Request) -> Verdict | None:
     """A sync rule's verdict (as :func:`run_rule`), or ``_AWAIT`` if it returned an awaitable."""
-    began = time.perf_counter()
+    clock = time.perf_counter
+    began = clock()
     try:
         result = rule.fn(req)
     except Exception as exc:
         return failed(rule.id, f"{type(exc).__name__}: {exc}")
-    if inspect.isawaitable(result):
+    took = clock() - began
+    if result is not None and type(result) is not Verdict and inspect.isawaitable(result):
         close = getattr(result, "close", None)
         if close is not None:
             close()  # not awaited here: run_rule calls the rule again and awaits that
         return _AWAIT  # type: ignore[no-any-return]
-    took = time.perf_counter() - began
     if took > rule.timeout:
         return failed(rule.id, f"it took {took * 1000:.0f} ms, over its {rule.timeout * 1000:g} ms")
-    return _checked(rule, req, result)
+    return None if result is None else _checked(rule, req, result)
 
 
 async def run_rule(rule: Rule, req: Request) -> Verdict | None:
