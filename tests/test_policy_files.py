@@ -265,3 +265,22 @@ async def test_tenant_directories_layer_on_the_global_policy(tmp_path: Path) -> 
     assert isinstance(a, Deny) and a.basis is not None and a.basis["rule"] == "acme-no-mail"
     assert isinstance(b, Allow) and policy.status()["tenants"]["acme"]["rules"] == 1
     assert not isinstance(b, Approve | Rewrite)
+
+
+def test_the_quick_start_of_the_policy_docs_runs(tmp_path: Path) -> None:
+    import re
+    import subprocess
+    import sys
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "policy.md").read_text()
+    code = re.search(r"## Quick start\n\n```python\n(.*?)```", doc, re.S)
+    assert code is not None
+    script = tmp_path / "quick.py"
+    script.write_text(code.group(1))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "{'amount': 50, 'note': 'refunded 50 on A-1'}"
+    assert lines[1] == "interrupted" and "refunded 500 on A-1" in lines[2]

@@ -108,9 +108,7 @@ def _cedar(texts: list[tuple[str, str]]) -> CedarRules | None:
     try:
         from .cedar import CedarRules
     except ImportError:
-        raise PolicyError(
-            "Cedar policies need cedarpy: pip install 'mainspring[policy]'"
-        ) from None
+        raise PolicyError("Cedar policies need cedarpy: pip install 'mainspring[policy]'") from None
     return CedarRules(texts)
 
 
