@@ -37,6 +37,8 @@ class Loaded:
             if own:
                 version += "".join(f"+{tenant}:{layer.version}" for layer in own)
             found = (layers, version, any(layer.uses_history for layer in layers))
+            if len(self._for) >= 4096:  # tenants without a layer of their own are many
+                self._for.clear()
             self._for[tenant] = found
         return found
 
