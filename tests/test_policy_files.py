@@ -284,3 +284,19 @@ def test_the_quick_start_of_the_policy_docs_runs(tmp_path: Path) -> None:
     lines = done.stdout.splitlines()
     assert lines[0] == "{'amount': 50, 'note': 'refunded 50 on A-1'}"
     assert lines[1] == "interrupted" and "refunded 500 on A-1" in lines[2]
+
+
+async def test_each_rule_runs_once_per_effect_sync_and_async_mixed() -> None:
+    ran: list[str] = []
+    rules = Rules()
+    rules.add(lambda req: ran.append("sync"), id="sync-rule", tools=["x"])
+
+    @rules.rule("async-rule", tools=["x"])
+    async def later(req: Any) -> Any:
+        ran.append("async")
+        return deny("no x") if req.args.get("bad") else None
+
+    policy = Policy(rules=[rules])
+    assert isinstance(await policy.before(_effect("tool:x")), Allow)
+    assert isinstance(await policy.before(_effect("tool:x", bad=True)), Deny)
+    assert ran == ["sync", "async", "sync", "async"]

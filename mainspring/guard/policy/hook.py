@@ -159,8 +159,11 @@ class Policy:
             req = Request(effect, dangerous=dangerous, history=history,
                           spent=None if ledger is None else self._spent)  # fmt: skip
             spend = None if ledger is None else await self._spend(effect, layers)
-            for layer in layers:
-                verdicts.extend(await layer.evaluate(req, history, spend))
+            for layer in layers:  # most rules are sync: no coroutine per layer for them
+                got = layer.evaluate_now(req, history, spend)
+                verdicts.extend(
+                    got if got is not None else await layer.evaluate(req, history, spend)
+                )
             final = combine(verdicts, dangerous=dangerous, default=self.default, tool=req.tool)
         except Exception as exc:  # a bug or a backend error: the policy fails closed
             final = Verdict(

@@ -58,6 +58,23 @@ class Layer:
         """How many rules and policies the layer holds."""
         return sum(len(r) for r in self.rules) + (len(self.cedar) if self.cedar else 0)
 
+    def evaluate_now(
+        self,
+        req: Request,
+        history: Mapping[str, int] | None,
+        spend: Mapping[str, float] | None,
+    ) -> list[Verdict] | None:
+        """The verdicts without awaiting, or None when a rule that applies must be awaited."""
+        out: list[Verdict] = []
+        for rules in self.rules:
+            got = rules.evaluate_now(req)
+            if got is None:
+                return None
+            out.extend(got)
+        if self.cedar is not None:
+            out.extend(self.cedar.evaluate(req, history, spend))
+        return out
+
     async def evaluate(
         self,
         req: Request,

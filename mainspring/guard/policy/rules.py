@@ -54,6 +54,7 @@ class Rules:
         self.name = name
         self._rules: list[Rule] = []
         self._by_effect: dict[tuple[str, str], tuple[Rule, ...]] = {}
+        self._awaits: set[tuple[str, str]] = set()  # effects some async rule applies to
 
     def rule(
         self,
@@ -103,6 +104,7 @@ class Rules:
         )  # fmt: skip
         self._rules.append(made)
         self._by_effect.clear()
+        self._awaits.clear()
         return made
 
     def __iter__(self) -> Any:
@@ -122,8 +124,27 @@ class Rules:
             found = tuple(r for r in self._rules if r.applies(kind, name))
             if len(self._by_effect) >= 4096:  # effect names are few; a flood is not kept
                 self._by_effect.clear()
+                self._awaits.clear()
             self._by_effect[(kind, name)] = found
+            if any(r.is_async for r in found):
+                self._awaits.add((kind, name))
         return found
+
+    def evaluate_now(self, req: Request) -> list[Verdict] | None:
+        """As :meth:`evaluate` without a coroutine, or None if a rule that applies is async."""
+        rules = self.for_effect(req.kind, req.name)
+        if (req.kind, req.name) in self._awaits:
+            return None  # known before any rule runs, so that none runs twice
+        out: list[Verdict] = []
+        for rule in rules:
+            req._reads_history = rule.history
+            verdict = run_sync(rule, req)
+            if verdict is _AWAIT:  # a sync function that returned an awaitable: from now on
+                self._awaits.add((req.kind, req.name))  # this effect's rules are awaited
+                return None
+            if verdict is not None:
+                out.append(verdict)
+        return out
 
     async def evaluate(self, req: Request) -> list[Verdict]:
         """The verdicts of the rules that apply to ``req`` (a failing rule's is a deny)."""
