@@ -7,7 +7,8 @@ as an agent's calls repeat):
 * ``python``: 50 Python rules through ``Policy.before`` (the whole hook: the request,
   the rules that apply to the effect's name, combining, the decision with its version);
 * ``cedar``: 50 Cedar policies through ``Policy.before`` (sliced by action, context cut
-  to what the policies read, decisions kept per distinct input);
+  to what the policies read, decisions kept per distinct input); the warm-up round sees
+  every input of the stream once, so the timed rounds measure inputs seen before;
 * ``cedar_cold``: the same, every effect with arguments never seen before (no decision
   is reused: what Cedar itself costs per call through the hook);
 * ``cedar_raw``: ``cedarpy.is_authorized`` on one pre-parsed set of the 50 policies,
@@ -194,10 +195,16 @@ async def run(settings: Settings) -> list[Result]:
     extra["cedar_policies_in_set"] = len(raw_set)
     extra["cedar_decisions_cached"] = sum(len(s.cache) for layer in ced._loaded.global_layers
                                           if layer.cedar for s in layer.cedar._slices.values())  # fmt: skip
-    evaluation = Result("W13-policy", p["cedar"][1], p["casbin"][1], "us p99/effect", extra=extra)
+    # The headline compares engines doing the same work: Cedar deciding inputs it has not
+    # seen (no decision reused) against pycasbin (which keeps none), at the median.
+    evaluation = Result(
+        "W13-policy", p["cedar_cold"][0], p["casbin"][0], "us p50/effect (cedar, new inputs)",
+        extra=extra,
+    )  # fmt: skip
     evaluation.checks = [
         at_most(p["python"][1], 20, "python rules p99 <= 20 us"),
-        at_most(p["cedar"][1], 20, "cedar p99 <= 20 us"),
+        at_most(p["cedar"][1], 20, "cedar, inputs seen before, p99 <= 20 us"),
+        at_most(p["cedar_cold"][1], 20, "cedar, new inputs, p99 <= 20 us"),
     ]
     return [evaluation, await _whole_gate(settings)]
 
