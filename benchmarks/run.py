@@ -11,9 +11,11 @@ upstream), W11 (the tool layer's overhead per call, limits off and on), W11-mcp 
 MCP server's tool over stdio: the SDK's own client against ``Toolbox.call`` and
 ``ctx.tool`` on an ``MCPServer``), W11-sandbox (start-up of a sandboxed Python and
 shell run: p50, p99), W12 (an agent turn's orchestration against LangGraph's prebuilt
-ReAct agent and the OpenAI Agents SDK), W13-tenants (store queries scoped by tenant
-against the same queries unscoped, on SQLite and PostgreSQL), W18 (the injection
-screen per 2 KB text, p50 and p99 on one core, against the heuristics alone).
+ReAct agent and the OpenAI Agents SDK), W13 (policy evaluation per effect, 50 rules, Python
+and Cedar against pycasbin; the whole gate with policy and a budget against none),
+W13-tenants (store queries scoped by tenant against the same queries unscoped, on SQLite
+and PostgreSQL), W18 (the injection screen per 2 KB text, p50 and p99 on one core,
+against the heuristics alone).
 ``--quick`` finishes in under a minute; the default run is longer and more
 precise. ``--repeat N`` runs the chosen families N times and prints, per workload, the median and range across
 runs as a Markdown table (``summarize.py``); with ``--json``, every run's lines.
@@ -43,6 +45,7 @@ from workloads import (
     mcp,
     memory,
     orchestration,
+    policy,
     postgres,
     router,
     sandbox,
@@ -77,6 +80,7 @@ FAMILIES: dict[str, Family] = {
     "W11-mcp": mcp.run,
     "W11-sandbox": sandbox.run,
     "W12": agent.run,
+    "W13": policy.run,
     "W13-tenants": tenants.run,
     "W18": screening.run,
 }

@@ -185,6 +185,7 @@ class StepFailed(EventData, frozen=True):
 
 class EffectStarted(EventData, frozen=True):
     kind = EventKind.EFFECT_STARTED
+    _optional = frozenset({"basis"})
     step: int
     task: int
     node: str
@@ -194,12 +195,16 @@ class EffectStarted(EventData, frozen=True):
     attempt: int = 1
     effect_kind: str = "effect"  # effect (ctx.step), tool, model, memory, publish
     args: Any = UNSET  # the arguments, redacted and capped in size (the gate)
+    # What the hooks that let the call go said of it, by hook (e.g. a policy's version and
+    # rule): an allow is recorded here, not as an effect_decided event of its own.
+    basis: dict[str, Any] | None = None
 
 
 class EffectDecided(EventData, frozen=True):
     """A gate hook's decision about a call, other than letting it go as it was."""
 
     kind = EventKind.EFFECT_DECIDED
+    _optional = frozenset({"basis"})
     step: int
     task: int
     node: str
@@ -208,6 +213,7 @@ class EffectDecided(EventData, frozen=True):
     decision: str  # deny, approve, approved, rejected, edited, answer, rewrite, after
     hook: str = ""
     reason: str = ""
+    basis: dict[str, Any] | None = None  # what made it (e.g. a policy's version and rule)
 
 
 class EffectFinished(EventData, frozen=True):

@@ -43,7 +43,7 @@ from ..events import (
 )
 from ._threads import call_in_thread
 from .fold import EffectRecord, TaskRecord
-from .gate import Approve, Deny, Effect, Outcome, Rewrite, capped, masked
+from .gate import Allow, Approve, Deny, Effect, Outcome, Rewrite, capped, masked
 from .seams import ActiveRun
 
 current_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -127,7 +127,7 @@ async def _gated(
     effect = Effect(
         call.kind, name, _named(call.args, call.kwargs), key, driver.run_id, task.node,
         driver.fold.step, task.index, index, task.attempt, driver.fold.metadata,
-        call.long_running, driver.fold.thread,
+        call.long_running, driver.fold.thread, driver.app.name,
     )  # fmt: skip
     start = 0
     if task.interrupts:  # a person was asked about this call before: their answers stand
@@ -156,9 +156,11 @@ async def _through_hooks(
     if decided is None:
         return await _approved(driver, task, effect, fn)
     hook, decision, effect = decided.hook, decided.decision, decided.effect
+    if isinstance(decision, Allow):  # allowed, with grounds kept on effect_started
+        return await _approved(driver, task, effect, fn, decided.allowed)
     if isinstance(decision, Rewrite):
-        _record_decision(driver, task, effect, "rewrite", hook, decision.reason)
-        return await _approved(driver, task, effect, fn)
+        _record_decision(driver, task, effect, "rewrite", hook, decision.reason, decision.basis)
+        return await _approved(driver, task, effect, fn, decided.allowed)
     if isinstance(decision, Approve):
         answer = await _approval(driver, task, effect, hook, decision, interrupt, decided.position)
         if isinstance(answer, Deny):
@@ -166,10 +168,10 @@ async def _through_hooks(
         edited = effect if answer is None else effect.with_args(answer)
         return await _through_hooks(driver, task, edited, fn, interrupt, decided.position + 1)
     if isinstance(decision, Deny):
-        _record_decision(driver, task, effect, "deny", hook, decision.reason)
+        _record_decision(driver, task, effect, "deny", hook, decision.reason, decision.basis)
         return await _refused(driver, task, effect, hook, decision, fn)
     _record_decision(driver, task, effect, "answer", hook, decision.source)
-    _record_started(driver, task, effect)
+    _record_started(driver, task, effect, decided.allowed)
     outcome = Outcome(decision.result)
     return await _finish(driver, task, effect.step, effect.index, effect.name, fn, outcome)
 
@@ -259,7 +261,7 @@ async def _approval(
     """
     if position is not None:
         # The first time: say why in the journal (not again when the node runs again).
-        _record_decision(driver, task, effect, "approve", hook, decision.reason)
+        _record_decision(driver, task, effect, "approve", hook, decision.reason, decision.basis)
     ask = {
         "kind": effect.kind,
         "name": effect.name,
@@ -307,12 +309,16 @@ def _asks_about(payload: Any, key: str) -> bool:
 
 
 async def _approved(
-    driver: ActiveRun, task: TaskRecord, effect: Effect, fn: Callable[..., Any]
+    driver: ActiveRun,
+    task: TaskRecord,
+    effect: Effect,
+    fn: Callable[..., Any],
+    basis: dict[str, Any] | None = None,
 ) -> Any:
     args, kwargs = _positional(effect.args)
     try:
         await driver.ensure_lease()
-        _record_started(driver, task, effect)
+        _record_started(driver, task, effect, basis)
         if effect.long_running:
             await driver.commit()
         outcome = await _outcome(
@@ -328,23 +334,32 @@ async def _approved(
     return await _finish(driver, task, effect.step, effect.index, effect.name, fn, outcome)
 
 
-def _record_started(driver: ActiveRun, task: TaskRecord, effect: Effect) -> None:
+def _record_started(
+    driver: ActiveRun, task: TaskRecord, effect: Effect, basis: dict[str, Any] | None = None
+) -> None:
     driver.record(
         EffectStarted(
             effect.step, task.index, task.node, effect.index, effect.name, effect.key,
-            task.attempt, effect.kind, driver.gate.recorded_args(effect),
+            task.attempt, effect.kind, driver.gate.recorded_args(effect), basis,
         )
     )  # fmt: skip
 
 
 def _record_decision(
-    driver: ActiveRun, task: TaskRecord, effect: Effect, decision: str, hook: str, reason: str
+    driver: ActiveRun,
+    task: TaskRecord,
+    effect: Effect,
+    decision: str,
+    hook: str,
+    reason: str,
+    basis: typing.Mapping[str, Any] | None = None,
 ) -> None:
     driver.record(
         EffectDecided(
-            effect.step, task.index, task.node, effect.index, effect.name, decision, hook, reason
+            effect.step, task.index, task.node, effect.index, effect.name, decision, hook,
+            reason, None if basis is None else dict(basis),
         )
-    )
+    )  # fmt: skip
 
 
 def _key_of(
@@ -476,7 +491,9 @@ def recorded_error(name: str, error: ErrorInfo) -> BaseException:
     """
     module, type_name, message = error.module, error.type, error.message
     if type_name == EffectDeniedError.__name__:
-        return EffectDeniedError(name, message.partition(": ")[2] or message)
+        head, _, reason = message.partition(": ")
+        hook = head.partition(" was denied by ")[2]  # "effect 'x' was denied by <hook>"
+        return EffectDeniedError(name, reason or message, hook)
     if module:
         try:
             cls = getattr(importlib.import_module(module), type_name)

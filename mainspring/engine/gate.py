@@ -6,7 +6,9 @@ made) meets the runtime's hooks, in the order they were registered:
 * before the call, each hook may ``allow`` it (return None), ``Deny`` it with a
   reason, ask for human approval (``Approve``, a durable interrupt), ``Answer``
   it without calling (from a cache or a record), or ``Rewrite`` its arguments;
-  the first hook that denies, asks or answers decides;
+  the first hook that denies, asks or answers decides; a hook that allows may say
+  on what grounds (``Allow(basis)``: recorded on the effect's ``effect_started``
+  event, with no journal write of its own);
 * after the call, each hook may replace the :class:`Outcome` (validate it, screen
   it, account its usage);
 * ``redact`` hooks choose the arguments the journal records.
@@ -50,16 +52,27 @@ class Effect(msgspec.Struct, frozen=True):
     metadata: Mapping[str, Any] = msgspec.field(default_factory=dict)  # the run's
     long_running: bool = False
     thread: str | None = None  # the run's thread (budgets and memory scope by it)
+    graph: str = ""  # the name of the run's graph (an agent's is "agent:<name>")
 
     def with_args(self, args: Mapping[str, Any]) -> Effect:
         """The same effect with other arguments (a rewrite, a person's edit)."""
         return msgspec.structs.replace(self, args=dict(args))
 
 
+class Allow(msgspec.Struct, frozen=True):
+    """Let the call go as it is (as None does), saying on what grounds: ``basis`` (e.g. the
+    policy version and rule) is recorded on the effect's ``effect_started`` event, under the
+    hook's name; the hooks after this one still decide."""
+
+    basis: Mapping[str, Any] | None = None
+
+
 class Deny(msgspec.Struct, frozen=True):
-    """Refuse the call: the node gets ``EffectDeniedError(reason)``; nothing is called."""
+    """Refuse the call: the node gets ``EffectDeniedError(reason)``; nothing is called.
+    ``basis`` (what made the decision: a policy version, a rule) is journaled with it."""
 
     reason: str
+    basis: Mapping[str, Any] | None = None
 
 
 class Approve(msgspec.Struct, frozen=True):
@@ -69,6 +82,7 @@ class Approve(msgspec.Struct, frozen=True):
 
     reason: str = ""
     payload: Any = None
+    basis: Mapping[str, Any] | None = None
 
 
 class Answer(msgspec.Struct, frozen=True):
@@ -83,9 +97,10 @@ class Rewrite(msgspec.Struct, frozen=True):
 
     args: Mapping[str, Any]
     reason: str = ""
+    basis: Mapping[str, Any] | None = None
 
 
-Decision: TypeAlias = Deny | Approve | Answer | Rewrite
+Decision: TypeAlias = Deny | Approve | Answer | Rewrite | Allow
 
 
 class Decided(msgspec.Struct, frozen=True):
@@ -96,6 +111,7 @@ class Decided(msgspec.Struct, frozen=True):
     hook: str
     decision: Decision
     effect: Effect
+    allowed: dict[str, Any] | None = None  # the bases of the hooks that said Allow, by hook
 
 
 class Outcome(msgspec.Struct):
@@ -170,13 +186,16 @@ class Gate:
         """The first decision other than allow, with the hook that made it; a Rewrite
         goes on to the next hooks with the new arguments (the last one is returned)."""
         decided = await self.decide(effect)
-        return None if decided is None else (decided.hook, decided.decision)
+        if decided is None or isinstance(decided.decision, Allow):
+            return None
+        return decided.hook, decided.decision
 
     async def decide(self, effect: Effect, start: int = 0) -> Decided | None:
         """As :meth:`before`, from the ``start``-th before-hook on, saying where the decision
         was made (so that the hooks after an approval can still decide) and the effect as
         the deciding hook saw it (with the rewrites of the hooks before it)."""
         rewrite: Decided | None = None
+        allowed: dict[str, Any] | None = None
         for position in range(start, len(self._befores)):
             name, hook, is_async = self._befores[position]
             decision = await hook(effect) if is_async else hook(effect)
@@ -186,16 +205,25 @@ class Gate:
                 decision = await decision
                 if decision is None:
                     continue
+            if isinstance(decision, Allow):
+                if decision.basis is not None:
+                    allowed = {} if allowed is None else allowed
+                    allowed[name] = decision.basis
+                continue
             if isinstance(decision, Rewrite):
                 effect = effect.with_args(decision.args)
                 rewrite = Decided(position, name, decision, effect)
                 continue
             if not isinstance(decision, Deny | Approve | Answer):
                 raise TypeError(
-                    f"gate hook {name} returned {decision!r}; return None (allow), Deny, "
-                    "Approve, Answer or Rewrite"
+                    f"gate hook {name} returned {decision!r}; return None (allow), Allow, "
+                    "Deny, Approve, Answer or Rewrite"
                 )
-            return Decided(position, name, decision, effect)
+            return Decided(position, name, decision, effect, allowed)
+        if rewrite is not None and allowed is not None:
+            return msgspec.structs.replace(rewrite, allowed=allowed)
+        if rewrite is None and allowed is not None:
+            return Decided(len(self._befores), "", Allow(), effect, allowed)
         return rewrite
 
     async def aborted(self, effect: Effect, error: BaseException) -> None:

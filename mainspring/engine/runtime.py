@@ -170,7 +170,9 @@ class Runtime:
         self.services.spawn = tg.start_soon  # capabilities' own tasks (they catch their errors)
         self._runs.open = True
         tg.start_soon(self._leases.heartbeat)
-        for capability in (self.services.tools, self.services.models):
+        # Gate hooks that need the runtime (a policy reading the tools' facts) come first,
+        # the capabilities after them (the toolbox looks for a policy in the gate).
+        for capability in (*self.gate.hooks, self.services.tools, self.services.models):
             attach = getattr(capability, "attach", None)
             if attach is not None:  # e.g. the toolbox's background calls (before recovery:
                 await attach(self)  # the runs it resumes are heard)

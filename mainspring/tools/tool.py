@@ -10,6 +10,8 @@ declared here and applied by the toolbox, after the effect gate (:mod:`.resilien
 ``rate``/``burst`` a token bucket (calls per second), ``concurrency`` calls at once,
 ``limit_per="tenant"`` one set of limits per tenant, ``limit_wait`` how long a call
 may wait for a token or a slot, ``breaker=Breaker(...)``, ``fallback=`` (:mod:`.fallback`).
+``dangerous=True`` marks a tool the gate denies unless a policy rule explicitly allows it
+(``mainspring.guard.policy``).
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class Tool:
         breaker: Breaker | bool | None = None,
         fallback: FallbackSpec = None,
         strict_result: bool = True,
+        dangerous: bool = False,
     ) -> None:
         self.fn = fn
         self.name: str = name or str(getattr(fn, "__name__", ""))
@@ -89,6 +92,7 @@ class Tool:
         self.timeout = timeout
         self.retry = retry
         self.needs_approval = needs_approval
+        self.dangerous = bool(dangerous)
         self.secrets = tuple(secrets)
         self.rate, self.burst, self.concurrency = rate, burst, concurrency
         self.limit_per, self.limit_wait = limit_per, limit_wait
@@ -170,7 +174,7 @@ def tool(fn: Callable[..., Any], /) -> Tool: ...
 @overload
 def tool(fn: None = None, /, **options: Any) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
-    """``@tool`` or ``@tool(timeout=5, retry=Retry(...), needs_approval=True, ...)``."""
+    """``@tool`` or ``@tool(timeout=5, retry=Retry(...), needs_approval=True, dangerous=True, ...)``."""
     if fn is not None:
         return Tool(fn, **options)
     return lambda f: Tool(f, **options)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine.capabilities import NodeCalls
 from ..engine.effects import EffectCall, current_key
-from ..engine.gate import Approve, Effect
+from ..engine.gate import Approve, Deny, Effect
 from ._calling import calling as _calling
 from .background import Background
 from .errors import UnknownToolError
@@ -48,7 +48,8 @@ class Toolbox:
         self._secrets = secrets
         self.resilience = resilience if resilience is not None else Resilience()
         self._effect_fns: dict[str, Callable[..., Any]] = {}
-        self._hooks = (ToolApprovals(self), *hooks)
+        self._guard = DangerousTools(self)
+        self._hooks = (self._guard, ToolApprovals(self), *hooks)
         self.background = Background()
         for t in tools:
             self.add(t)
@@ -86,12 +87,28 @@ class Toolbox:
         chosen = self._tools.values() if names is None else [self.get(n) for n in names]
         return [t.spec() for t in chosen]
 
+    def facts(self, name: str) -> dict[str, Any] | None:
+        """What a policy may know of the tool ``name`` (None: not in this box): whether it is
+        dangerous, asks for approval, and the names (never the values) of its secrets."""
+        found = self._tools.get(name)
+        if found is None:
+            return None
+        approval = found.needs_approval
+        return {
+            "dangerous": found.dangerous,
+            "needs_approval": approval if isinstance(approval, bool) else "conditional",
+            "secrets": list(found.secrets),
+        }
+
     @property
     def gate_hooks(self) -> Sequence[object]:
         return self._hooks
 
     async def attach(self, runtime: Runtime) -> None:
-        """Called by the runtime as it opens: background calls run and resume through it."""
+        """Called by the runtime as it opens: background calls run and resume through it, and
+        dangerous tools are left to a policy in its gate that governs them, if there is one."""
+        governed = any(getattr(h, "governs_dangerous_tools", False) for h in runtime.gate.hooks)
+        self._guard.governed_by(governed)
         await self.background.attach(runtime)
 
     # -- background calls: ctx.tool_async, ctx.wait_tool --------------------------------
@@ -169,6 +186,33 @@ class Toolbox:
 
             return os.environ.get(name)
         return source.get(name) if isinstance(source, Mapping) else source(name)
+
+
+class DangerousTools:
+    """The gate hook that denies a tool marked ``dangerous`` when no policy governs it: a
+    runtime whose gate holds a policy (``mainspring.guard.policy.Policy``) leaves the call
+    to it (denied unless a rule explicitly allows it); without one, it is always denied."""
+
+    name = "dangerous-tools"
+
+    def __init__(self, toolbox: Toolbox) -> None:
+        self._toolbox = toolbox
+        self._governed: bool | None = None  # None: not attached to a runtime yet
+
+    def governed_by(self, policy: bool) -> None:
+        # A toolbox shared by runtimes steps aside only if every one of them has a policy.
+        self._governed = policy if self._governed is None else self._governed and policy
+
+    def before(self, effect: Effect) -> Deny | None:
+        if self._governed or effect.kind != "tool" or not effect.name.startswith("tool:"):
+            return None
+        found = self._toolbox._tools.get(effect.name[len("tool:") :])
+        if found is None or not found.dangerous:
+            return None
+        return Deny(
+            f"tool {found.name!r} is marked dangerous and no policy allows it; add a policy "
+            "to the runtime's gates with a rule that names it (mainspring.guard.policy)"
+        )
 
 
 class ToolApprovals:

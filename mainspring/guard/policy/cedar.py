@@ -1,0 +1,282 @@
+"""Policies in Cedar (through ``cedarpy``), evaluated per effect.
+
+The request an effect makes (see docs/policy.md):
+
+* principal ``User::"<user>"``, a member of ``Tenant::"<tenant>"`` (the run's metadata;
+  ``""`` when absent);
+* action ``Action::"<effect name>"`` (``"tool:refund"``, ``"model:gpt"``), a member of
+  ``Action::"<kind>"`` (``action in Action::"tool"``);
+* resource ``Graph::"<graph name>"`` (an agent's graph is ``"agent:<name>"``);
+* context: ``kind``, ``name``, ``tool``, ``node``, ``graph``, ``run``, ``thread``,
+  ``tenant``, ``user``, ``attempt``, ``dangerous``, ``args``, and on demand ``history``
+  (counts of the run's earlier effects by name), ``effects`` (their total) and ``spend``
+  (the budget ledger's figures for the run).
+
+A satisfied ``forbid`` denies (its ``@reason`` is the reason), or asks a person when it is
+annotated ``@approve("why")``; a satisfied ``permit`` allows, and rewrites the arguments
+when annotated ``@redact("ssn,card.number")``; no satisfied policy is no opinion (the
+policy's default decides). A policy whose evaluation errors never widens access: an
+erroring ``forbid`` denies (fail closed), an erroring ``permit`` does not apply.
+
+Speed: the policies are parsed once into cedarpy ``PolicySet`` handles, one per action
+name holding only the policies whose scope can match it; the context holds only the
+attributes those policies read; and a decision is kept per (action, principal, resource,
+context), so an effect Cedar has already decided costs a dict lookup.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+import cedarpy
+import msgspec
+from cedarpy import pst
+
+from .cedar_terms import ALL, PolicyInfo, cedar_record, cedar_value, describe
+from .request import Request
+from .verdict import PolicyError, Verdict
+
+ON_DEMAND: Final = frozenset({"history", "effects", "spend"})
+_CACHED = 8192  # decisions kept per action
+_ERROR_OF = re.compile(r"policy `([^`]+)`")
+
+
+class _Slice:
+    """The policies that can apply to one action name, parsed into one handle."""
+
+    __slots__ = ("arg_reads", "by_id", "cache", "handle", "reads")
+
+    def __init__(self, policies: Sequence[PolicyInfo]) -> None:
+        self.by_id = {p.id: p for p in policies}
+        self.reads = frozenset().union(*(p.reads for p in policies))
+        self.arg_reads = frozenset().union(*(p.arg_reads for p in policies))
+        self.cache: dict[tuple[Any, ...], tuple[Verdict, ...]] = {}
+        self.handle = None
+        if policies:
+            tree = pst.PolicySet(
+                templates=pst.FrozenMap({}),
+                static_policies=pst.FrozenMap({p.id: p.template for p in policies}),
+                template_links=(),
+            )
+            self.handle = cedarpy.PolicySet.from_pst(tree)
+
+
+class CedarRules:
+    """The Cedar policies of some files (``(name, text)`` pairs), ready to evaluate."""
+
+    def __init__(self, files: Iterable[tuple[str, str]]) -> None:
+        self.policies: list[PolicyInfo] = []
+        for file, text in files:
+            try:
+                tree = cedarpy.PolicySet.from_str(text).to_pst()
+            except ValueError as exc:
+                raise PolicyError(f"{file}: the Cedar policies do not parse: {exc}") from None
+            if tree.templates:
+                raise PolicyError(
+                    f"{file}: holds Cedar templates (?principal/?resource slots); "
+                    "give concrete policies"
+                )
+            for number, template in enumerate(tree.static_policies.values(), start=1):
+                self.policies.append(describe(file, number, template))
+        self._slices: dict[str, _Slice] = {}
+        self._entities: dict[tuple[str, ...], cedarpy.Entities] = {}
+        self.reads = frozenset().union(*(p.reads for p in self.policies))
+
+    def __len__(self) -> int:
+        return len(self.policies)
+
+    def needs(self, name: str) -> frozenset[str]:
+        """The context attributes the policies that can apply to action ``name`` read."""
+        return self._slice(name).reads
+
+    def _slice(self, name: str) -> _Slice:
+        found = self._slices.get(name)
+        if found is None:
+            kind = name.partition(":")[0]
+            chosen = [
+                p for p in self.policies
+                if p.actions is None or name in p.actions or kind in p.actions
+            ]  # fmt: skip
+            if len(self._slices) >= 4096:
+                self._slices.clear()
+            found = self._slices[name] = _Slice(chosen)
+        return found
+
+    def evaluate(
+        self,
+        req: Request,
+        history: Mapping[str, int] | None = None,
+        spend: Mapping[str, float] | None = None,
+    ) -> tuple[Verdict, ...]:
+        """The verdicts of the satisfied policies (cached per action, principal, resource
+        and the context the policies read)."""
+        part = self._slice(req.name)
+        if part.handle is None:
+            return ()
+        context = _context(req, part, history, spend)
+        encoded = msgspec.json.encode(context)
+        key = (req.name, req.user, req.tenant, req.graph, encoded)
+        cached = part.cache.get(key)
+        if cached is not None:
+            return cached
+        verdicts = self._decide(req, part, encoded.decode())
+        if len(part.cache) >= _CACHED:
+            part.cache.clear()
+        part.cache[key] = verdicts
+        return verdicts
+
+    def _decide(self, req: Request, part: _Slice, context: str) -> tuple[Verdict, ...]:
+        user, tenant, graph = req.user or "", req.tenant or "", req.graph
+        request = {
+            "principal": {"type": "User", "id": user},
+            "action": {"type": "Action", "id": req.name},
+            "resource": {"type": "Graph", "id": graph},
+            "context": context,
+        }
+        entities = self._entities_for(user, tenant, req.name, req.kind, graph)
+        errors, reasons = _authorize(request, part.handle, entities)
+        out: list[Verdict] = []
+        for error in errors:
+            found = _ERROR_OF.search(error)
+            policy = part.by_id.get(found.group(1)) if found else None
+            if policy is None or policy.effect == "forbid":  # never widens access
+                rule = policy.rule if policy is not None else "cedar"
+                out.append(
+                    Verdict("deny", f"policy rule {rule!r} failed ({error}); denied (fail closed)",
+                            rule=rule)
+                )  # fmt: skip
+        for pid in reasons:
+            policy = part.by_id.get(pid)
+            if policy is not None:
+                out.append(_verdict(policy, req.name))
+        return tuple(out)
+
+    def _entities_for(
+        self, user: str, tenant: str, name: str, kind: str, graph: str
+    ) -> cedarpy.Entities:
+        key = (user, tenant, name, kind, graph)
+        found = self._entities.get(key)
+        if found is None:
+            rows = [
+                _entity("User", user, [("Tenant", tenant)]),
+                _entity("Tenant", tenant, []),
+                _entity("Action", name, [("Action", kind)] if kind != name else []),
+                _entity("Graph", graph, []),
+            ]
+            if kind != name:
+                rows.append(_entity("Action", kind, []))
+            if len(self._entities) >= 4096:
+                self._entities.clear()
+            found = self._entities[key] = cedarpy.Entities.from_json_str(
+                msgspec.json.encode(rows).decode()
+            )
+        return found
+
+
+class _Answer(msgspec.Struct):
+    reason: list[str] = []
+    errors: list[str] = []
+
+
+class _Response(msgspec.Struct):
+    decision: str
+    diagnostics: _Answer = msgspec.field(default_factory=_Answer)
+
+
+_decode_response = msgspec.json.Decoder(_Response).decode
+# cedarpy's extension function, under the public wrapper: the wrapper copies the request,
+# builds result objects and parses the answer with the json module, which costs about as
+# much as Cedar's own evaluation of a few policies (~25 us a call here). Its answer is the
+# same JSON; if a cedarpy release moves it, the public function is used.
+_raw_authorize = getattr(getattr(cedarpy, "_internal", None), "is_authorized", None)
+
+
+def _authorize(
+    request: dict[str, Any], handle: Any, entities: cedarpy.Entities
+) -> tuple[list[str], list[str]]:
+    """Cedar's answer: the errors, and the ids of the policies that decided."""
+    if _raw_authorize is not None:
+        inner = getattr(entities, "_inner", None)
+        if inner is not None:
+            answer = _decode_response(_raw_authorize(request, handle, inner))
+            return answer.diagnostics.errors, answer.diagnostics.reason
+    result = cedarpy.is_authorized(request, handle, entities)
+    return list(result.diagnostics.errors), list(result.diagnostics.reasons)
+
+
+def _entity(kind: str, eid: str, parents: list[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "uid": {"type": kind, "id": eid},
+        "attrs": {},
+        "parents": [{"type": t, "id": i} for t, i in parents],
+    }
+
+
+def _verdict(policy: PolicyInfo, name: str) -> Verdict:
+    notes = policy.annotations
+    explicit = policy.actions is not None and name in policy.actions
+    if policy.effect == "forbid":
+        if "approve" in notes:
+            why = notes["approve"] or notes.get("reason") or f"policy {policy.rule} asks a person"
+            return Verdict("approve", why, rule=policy.rule, explicit=explicit)
+        why = notes.get("reason") or f"forbidden by policy {policy.rule}"
+        return Verdict("deny", why, rule=policy.rule, explicit=explicit)
+    paths = tuple(p.strip() for p in notes.get("redact", "").split(",") if p.strip())
+    if paths:
+        return Verdict("rewrite", notes.get("reason", ""), None, paths, policy.rule, explicit)
+    return Verdict("allow", notes.get("reason", ""), None, (), policy.rule, explicit)
+
+
+def _context(
+    req: Request,
+    part: _Slice,
+    history: Mapping[str, int] | None,
+    spend: Mapping[str, float] | None,
+) -> dict[str, Any]:
+    """The context attributes the slice's policies read (all of them for one that reads
+    the context whole); attributes Cedar cannot hold (a null) are left out."""
+    reads = part.reads
+    whole = ALL in reads
+    out: dict[str, Any] = {}
+    for attr in _ATTRS if whole else reads:
+        if attr == "args":
+            args = req.args
+            if ALL in part.arg_reads:
+                out["args"] = cedar_record(args)
+            else:
+                out["args"] = {
+                    k: v for k in part.arg_reads
+                    if k in args and (v := cedar_value(args[k])) is not None
+                }  # fmt: skip
+        elif attr == "history":
+            if history is not None:
+                out["history"] = dict(history)
+        elif attr == "effects":
+            if history is not None:
+                out["effects"] = sum(history.values())
+        elif attr == "spend":
+            if spend is not None:
+                out["spend"] = cedar_record(spend)
+        else:
+            getter = _PLAIN.get(attr)
+            if getter is not None and (value := getter(req)) is not None:
+                out[attr] = value
+    return out
+
+
+_PLAIN: Final = {
+    "kind": lambda r: r.kind,
+    "name": lambda r: r.name,
+    "tool": lambda r: r.tool,
+    "node": lambda r: r.node,
+    "graph": lambda r: r.graph,
+    "run": lambda r: r.run_id,
+    "thread": lambda r: r.thread,
+    "tenant": lambda r: r.tenant,
+    "user": lambda r: r.user,
+    "attempt": lambda r: r.effect.attempt,
+    "dangerous": lambda r: r.dangerous,
+}
+_ATTRS: Final = (*_PLAIN, "args", "history", "effects", "spend")
