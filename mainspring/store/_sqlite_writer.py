@@ -82,7 +82,7 @@ class Request:
 def extend(prior: Request, args: tuple[Any, ...]) -> bool:
     """Make the held ``off`` append ``prior`` also write the next append of its run
     (``args``), if it continues it: the same as writing both, one after the other."""
-    run_id, expected, rows, status, error, last_ts, fence = prior.args
+    run_id, expected, rows, status, error, last_ts, fence, audit = prior.args
     if args[1] != expected + len(rows) or args[6] != fence or status not in (None, "running"):
         return False  # not next (it fails alone), fenced otherwise, or after a park
     rows.extend(args[2])
@@ -94,6 +94,7 @@ def extend(prior: Request, args: tuple[Any, ...]) -> bool:
         error if args[4] is None else args[4],
         last_ts if args[5] is None else args[5],
         fence,
+        audit,
     )
     return True
 

@@ -24,6 +24,7 @@ import anyio.to_thread
 
 from ..errors import StoreError
 from ..events import Event, encode
+from ._chain import Anchor, AuditSettings
 from ._lease_watch import LeaseWatch
 from ._sql_core import page_orphans
 from ._sqlite_file import connect_writer, parse_url
@@ -33,6 +34,7 @@ from ._sqlite_sql import (
     CLAIM,
     CREATE,
     CURSORS,
+    DELETE_RUNS,
     DIALECT,
     RELEASE,
     RENEW,
@@ -49,7 +51,9 @@ from ._sqlite_sql import (
     select_snapshot,
     select_threads,
 )
+from ._sqlite_audit import select_anchors, select_audit_runs, select_chain, select_event_run_ids
 from ._sqlite_writer import BARRIER, STOP, Request, Writer, closed_error
+from .audit import AuditRun, ChainRow
 from .protocols import StoreCapabilities
 from .records import (
     CommitObserver,
@@ -100,9 +104,12 @@ class SQLiteStore:
         batch_window: float = 0.002,
         max_batch: int = 512,
         busy_timeout: float = 5.0,
+        audit: bool | None = None,
     ) -> None:
         self.url = url
         parsed = parse_url(url)
+        #: The audit chain (``store/_chain.py``): on unless ``audit=False`` or ``?audit=off``.
+        self.audit = AuditSettings(enabled=parsed.audit if audit is None else audit)
         # Absolute now: read connections opened later must not follow a change of directory.
         self.path = parsed.path.absolute()
         self._create = parsed.create if create is None else create
@@ -192,7 +199,7 @@ class SQLiteStore:
         # Creation always waits, even for "off" runs: the caller needs to know
         # whether the run already existed (an "off" run's is not fsync'd, though).
         # A lone sync or off run's creation goes inline.
-        args = (params, rows)
+        args = (params, rows, self.audit.on())
         off = durability == Durability.OFF
         inline = Request(CREATE, record.run_id, args, True, None, None, lax=off)
         if durability != Durability.BATCH and writer.try_inline(inline):
@@ -223,7 +230,7 @@ class SQLiteStore:
             return
         writer = self._require_writer()
         writer.raise_kept(run_id)
-        args = _append_args(run_id, expected_seq, events, status, error, fence)
+        args = _append_args(run_id, expected_seq, events, status, error, fence, self.audit)
         if durability == Durability.SYNC:
             inline = Request(APPEND, run_id, args, True, None, None)
             if writer.try_inline(inline):
@@ -257,7 +264,7 @@ class SQLiteStore:
         (merged with the run's others of the turn); see ``Writer.submit_off``."""
         writer = self._require_writer()
         writer.raise_kept(run_id)
-        args = _append_args(run_id, expected_seq, events, status, error, fence)
+        args = _append_args(run_id, expected_seq, events, status, error, fence, self.audit)
         writer.submit_off(Request(APPEND, run_id, args, False, None, None, off=True))
 
     async def flush(self) -> None:
@@ -343,6 +350,32 @@ class SQLiteStore:
         self._require_writer()
         return await self._readers.run(partial(select_cursors, name, list(run_ids)))
 
+    # --- the audit trail (``store/audit.py``) ---
+
+    async def audit_runs(self) -> list[AuditRun]:
+        await self._settle(None)
+        return await self._readers.run(select_audit_runs)
+
+    async def audit_event_runs(self) -> list[str]:
+        await self._settle(None)
+        return await self._readers.run(select_event_run_ids)
+
+    async def audit_chain(self, run_id: str) -> list[ChainRow]:
+        await self._settle(run_id)
+        return await self._readers.run(partial(select_chain, run_id))
+
+    async def audit_anchors(self) -> list[Anchor]:
+        await self._settle(None)
+        return await self._readers.run(select_anchors)
+
+    async def delete_runs(
+        self, run_ids: Sequence[str], reason: str, actor: str, details: Sequence[str]
+    ) -> list[Anchor]:
+        writer = await self._settle(None)
+        args = (list(run_ids), reason, actor, list(details), self.audit)
+        anchors: list[Anchor] = await writer.call(DELETE_RUNS, None, args, True)
+        return anchors
+
 
 def _append_args(
     run_id: str,
@@ -351,8 +384,10 @@ def _append_args(
     status: RunStatus | None,
     error: str | None,
     fence: int | None,
+    audit: AuditSettings,
 ) -> tuple[Any, ...]:
-    """What ``apply_append`` takes, encoded on the caller's thread."""
+    """What ``apply_append`` takes, encoded on the caller's thread (hashed on the writer's,
+    in the transaction: the hash before it is what the file holds)."""
     return (
         run_id,
         expected_seq,
@@ -361,4 +396,5 @@ def _append_args(
         error,
         events[-1].ts if events else None,
         fence,
+        audit.on(),
     )
