@@ -4,6 +4,7 @@ placed; purge and erasure keep verification passing; signed anchors catch a full
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sqlite3
 from pathlib import Path
 
@@ -108,9 +109,7 @@ async def test_deleted_row_with_renumbering_is_caught(tmp_path: Path) -> None:
     url, ids = await _store(tmp_path)
     with _db(url) as db:
         db.execute("DELETE FROM events WHERE run_id = ? AND seq = 3", (ids[0],))
-        db.execute(
-            "UPDATE events SET seq = -(seq - 1) WHERE run_id = ? AND seq > 3", (ids[0],)
-        )
+        db.execute("UPDATE events SET seq = -(seq - 1) WHERE run_id = ? AND seq > 3", (ids[0],))
         db.execute("UPDATE events SET seq = -seq WHERE run_id = ? AND seq < 0", (ids[0],))
         db.execute("UPDATE runs SET last_seq = last_seq - 1 WHERE run_id = ?", (ids[0],))
     report = await _verify(url)
@@ -212,9 +211,7 @@ def _rebuild_without(url: str, run_id: str) -> None:
         prev = GENESIS
         for pos, (rid, seq, head, reason, at, actor, detail, sig) in enumerate(rows, 1):
             a = make_anchor(prev, pos, rid, seq, head, reason, at, actor, detail)
-            db.execute(
-                "INSERT INTO anchors VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (*a[:9], sig)
-            )
+            db.execute("INSERT INTO anchors VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (*a[:9], sig))
             prev = a.hash
 
 
@@ -266,5 +263,5 @@ async def test_export_lines_carry_hashes_and_the_redaction_hook(tmp_path: Path) 
     anchors = [r for r in lines if r["type"] == "anchor"]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert all(e["data"] == "[redacted]" for e in events)
-    assert all(b["prev"] == a["hash"] for a, b in zip(events, events[1:]))
+    assert all(b["prev"] == a["hash"] for a, b in itertools.pairwise(events))
     assert anchors[-1]["head"] == events[-1]["hash"]

@@ -49,7 +49,9 @@ def chain_rows(prev: bytes, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, 
     out = []
     for row in rows:
         data = row[4]
-        prev = link(prev, row[0], row[1], row[2], row[3], data if type(data) is bytes else data.encode())
+        prev = link(
+            prev, row[0], row[1], row[2], row[3], data if type(data) is bytes else data.encode()
+        )
         out.append((*row, prev))
     return out
 
@@ -114,7 +116,16 @@ def make_anchor(
     h = head or GENESIS
     digest = anchor_hash(prev, pos, run_id, seq, h, reason, at, actor, detail)
     return Anchor(
-        pos, run_id, seq, h, reason, at, actor, detail, digest, None if signer is None else signer(digest)
+        pos,
+        run_id,
+        seq,
+        h,
+        reason,
+        at,
+        actor,
+        detail,
+        digest,
+        None if signer is None else signer(digest),
     )
 
 

@@ -39,12 +39,17 @@ def head_at(cur: sqlite3.Cursor, run_id: str, seq: int) -> bytes:
     there carries none: written before the chain, or with it off)."""
     if seq == 0:
         return GENESIS
-    row = cur.execute("SELECT hash FROM events WHERE run_id = ? AND seq = ?", (run_id, seq)).fetchone()
+    row = cur.execute(
+        "SELECT hash FROM events WHERE run_id = ? AND seq = ?", (run_id, seq)
+    ).fetchone()
     return GENESIS if row is None or row[0] is None else bytes(row[0])
 
 
 def insert_events(
-    cur: sqlite3.Cursor, audit: AuditSettings | None, expected_seq: int, rows: Sequence[tuple[Any, ...]]
+    cur: sqlite3.Cursor,
+    audit: AuditSettings | None,
+    expected_seq: int,
+    rows: Sequence[tuple[Any, ...]],
 ) -> bytes | None:
     """Insert the event rows, hashed when the chain is on; the new head (None: off)."""
     if audit is None or not rows:
@@ -155,9 +160,17 @@ def select_event_run_ids(conn: sqlite3.Connection) -> list[str]:
 def select_anchors(conn: sqlite3.Connection) -> list[Anchor]:
     return [
         Anchor(
-            pos, run_id, seq, bytes(head), reason, at, actor, detail, bytes(h),
+            pos,
+            run_id,
+            seq,
+            bytes(head),
+            reason,
+            at,
+            actor,
+            detail,
+            bytes(h),
             None if sig is None else bytes(sig),
-        )  # fmt: skip
+        )
         for pos, run_id, seq, head, reason, at, actor, detail, h, sig in conn.execute(
             f"SELECT {_ANCHOR_COLUMNS} FROM anchors ORDER BY pos"
         )

@@ -49,9 +49,13 @@ def parse_url(url: str) -> SQLiteUrl:
         if key == "audit" and value in ("on", "off"):
             audit = value == "on"
             continue
+        if key == "audit":
+            raise StoreError(
+                f"invalid audit={value!r} in SQLite store URL {url!r}; use audit=on or audit=off"
+            )
         if key != "create":
             raise StoreError(
-                f"unknown option {key}={value!r} in SQLite store URL {url!r}; the options are "
+                f"unknown option {key!r} in SQLite store URL {url!r}; the options are "
                 "create=true (make a new store in an empty file) and audit=on|off (the "
                 "audit chain)"
             )

@@ -15,8 +15,8 @@ from typing import Any, Final
 
 from ..errors import ConflictError, RunNotFoundError
 from ..events import Event, EventKind, decode, decode_data, encode
-from ._lease_owners import owner_is_dead
 from ._chain import CREATED
+from ._lease_owners import owner_is_dead
 from ._lease_watch import LeaseWatch
 from ._sql_core import (
     Dialect,

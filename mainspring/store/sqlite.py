@@ -27,6 +27,7 @@ from ..events import Event, encode
 from ._chain import Anchor, AuditSettings
 from ._lease_watch import LeaseWatch
 from ._sql_core import page_orphans
+from ._sqlite_audit import select_anchors, select_audit_runs, select_chain, select_event_run_ids
 from ._sqlite_file import connect_writer, parse_url
 from ._sqlite_readers import Readers
 from ._sqlite_sql import (
@@ -51,7 +52,6 @@ from ._sqlite_sql import (
     select_snapshot,
     select_threads,
 )
-from ._sqlite_audit import select_anchors, select_audit_runs, select_chain, select_event_run_ids
 from ._sqlite_writer import BARRIER, STOP, Request, Writer, closed_error
 from .audit import AuditRun, ChainRow
 from .protocols import StoreCapabilities

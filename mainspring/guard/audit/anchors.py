@@ -95,9 +95,8 @@ def check_run_anchors(
             continue
         row = by_seq.get(a.seq)
         stored = GENESIS if a.seq == 0 else (None if row is None else row.hash)
-        if row is not None or a.seq == 0:
-            if stored != a.head:
-                findings.append(
+        if (row is not None or a.seq == 0) and stored != a.head:
+            findings.append(
                     Finding(
                         run_id, a.seq, "head_mismatch",
                         f"anchor {a.pos} holds another hash for seq {a.seq}: records up to it "

@@ -49,9 +49,12 @@ def check_chain(run_id: str, rows: Sequence[ChainRow], last_seq: int | None) -> 
             elif r.seq not in explained:
                 findings.append(_edited(run_id, r, by_seq, last_seq))
                 nxt = by_seq.get(r.seq + 1)
-                if nxt is not None and nxt.hash is not None:
-                    if link(r.hash, run_id, nxt.seq, nxt.kind, nxt.ts, nxt.data) != nxt.hash:
-                        explained.add(nxt.seq)  # this record's hash is wrong too: one finding
+                if (
+                    nxt is not None
+                    and nxt.hash is not None
+                    and link(r.hash, run_id, nxt.seq, nxt.kind, nxt.ts, nxt.data) != nxt.hash
+                ):
+                    explained.add(nxt.seq)  # this record's hash is wrong too: one finding
         hashed = True
         prev, expect = r.hash, r.seq + 1
     findings = _absorb(findings, _moves(run_id, moved))
@@ -140,7 +143,11 @@ def _moves(run_id: str, moved: dict[int, int]) -> list[Finding]:
         start = seqs[i]
         offset = start - moved[start]
         j = i
-        while j + 1 < len(seqs) and seqs[j + 1] == seqs[j] + 1 and seqs[j + 1] - moved[seqs[j + 1]] == offset:
+        while (
+            j + 1 < len(seqs)
+            and seqs[j + 1] == seqs[j] + 1
+            and seqs[j + 1] - moved[seqs[j + 1]] == offset
+        ):
             j += 1
         end = seqs[j]
         if j > i and offset > 0:

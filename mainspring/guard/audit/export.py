@@ -30,8 +30,10 @@ async def records(
 ) -> AsyncIterator[dict[str, Any]]:
     """The export's records, in order: each run's events by seq, then the anchors."""
     s = audited(store)
-    ids = [run] if run is not None else sorted(
-        {r.run_id for r in await s.audit_runs()} | set(await s.audit_event_runs())
+    ids = (
+        [run]
+        if run is not None
+        else sorted({r.run_id for r in await s.audit_runs()} | set(await s.audit_event_runs()))
     )
     for run_id in ids:
         prev = GENESIS

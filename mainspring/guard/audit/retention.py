@@ -55,7 +55,9 @@ async def purge(
         days = retention.get(tenant, default) if isinstance(tenant, str) else default
         if days is not None and run.updated_at < at - days * _DAY:
             chosen.append(run.run_id)
-            details.append(_json({"tenant": tenant, "retention_days": days, "cutoff": at - days * _DAY}))
+            details.append(
+                _json({"tenant": tenant, "retention_days": days, "cutoff": at - days * _DAY})
+            )
     if dry_run or not chosen:
         return chosen
     anchors = await s.delete_runs(chosen, PURGED, actor or s.audit.actor, details)

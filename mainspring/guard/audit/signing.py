@@ -42,7 +42,9 @@ def load_private_key(source: str | Path | bytes | Any) -> Any:
         return ed25519.Ed25519PrivateKey.from_private_bytes(data)
     key = serialization.load_pem_private_key(data, password=None)
     if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise MainspringError(f"{source!r} is not an Ed25519 private key; make one with mainspring audit keygen")
+        raise MainspringError(
+            f"{source!r} is not an Ed25519 private key; make one with mainspring audit keygen"
+        )
     return key
 
 
@@ -88,7 +90,9 @@ def sign_anchors(store: Any, private_key: Any) -> None:
     target = getattr(store, "store", store)
     settings = getattr(target, "audit", None)
     if settings is None:
-        raise MainspringError(f"{target!r} keeps no audit chain; use a memory, SQLite or PostgreSQL store")
+        raise MainspringError(
+            f"{target!r} keeps no audit chain; use a memory, SQLite or PostgreSQL store"
+        )
     settings.signer = signer(private_key)
 
 

@@ -56,7 +56,9 @@ async def verify(
         findings += [f for f in check_anchors(anchors, check, witness) if f.run_id in (run, None)]
     present = set(runs) | with_events
     ids: Sequence[str] = sorted(present) if run is None else [run]
-    report = Report(findings, [], anchors=len(anchors), signed=sum(a.sig is not None for a in anchors))
+    report = Report(
+        findings, [], anchors=len(anchors), signed=sum(a.sig is not None for a in anchors)
+    )
     unchained = 0
     for run_id in ids:
         rows = await s.audit_chain(run_id)
