@@ -265,3 +265,29 @@ async def test_export_lines_carry_hashes_and_the_redaction_hook(tmp_path: Path) 
     assert all(e["data"] == "[redacted]" for e in events)
     assert all(b["prev"] == a["hash"] for a, b in itertools.pairwise(events))
     assert anchors[-1]["head"] == events[-1]["hash"]
+
+
+async def test_administrative_actions_name_their_actor_in_the_chain(tmp_path: Path) -> None:
+    from mainspring import RunStatus
+
+    from . import engine_graphs as eg
+
+    url = f"sqlite:///{tmp_path / 'admin.db'}"
+    async with Runtime.open(url) as rt:
+        approved = await rt.start(eg.support, {"text": "big refund"}, run_id="approved")
+        assert (await approved.wait()).status is RunStatus.INTERRUPTED
+        await rt.resume("approved", True, actor="alice@example.com")
+        await rt.handle("approved").result()
+        cancelled = await rt.start(eg.support, {"text": "big refund"}, run_id="cancelled")
+        await cancelled.wait()
+        await rt.cancel("cancelled", actor="bob")
+        forked = await rt.fork("approved", 3, effects="rerun", actor="carol")
+        await forked.wait()
+        assert (await audit.verify(rt)).ok
+        lines = [r async for r in audit.records(rt)]
+    data = {(r["run_id"], r["kind"]): r["data"] for r in lines if r["type"] == "event"}
+    assert data[("approved", "resumed")]["actor"] == "alice@example.com"
+    assert data[("cancelled", "cancelled")]["actor"] == "bob"
+    assert data[(forked.run_id, "run_started")]["forked_from"]["actor"] == "carol"
+    # The journal without actors is byte for byte what it was: the field is left out.
+    assert "actor" not in data[("approved", "run_started")]

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from mainspring import Runtime, RunStatus
+from mainspring import RunStatus, Runtime
 from mainspring.guard import audit
 from mainspring.store._chain import GENESIS, chain_rows
 

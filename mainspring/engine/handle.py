@@ -128,8 +128,8 @@ class RunHandle:
                 raise RunCancelledError(f"run {self.run_id!r} was cancelled")
             await self._runs.registry.wait_for_change(self.run_id)
 
-    async def cancel(self) -> None:
-        await cancel_run(self._runs, self.run_id)
+    async def cancel(self, *, actor: str | None = None) -> None:
+        await cancel_run(self._runs, self.run_id, actor)
 
     async def status(self) -> RunStatus:
         return (await self._runs.record(self.run_id)).status

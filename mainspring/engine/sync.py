@@ -40,8 +40,8 @@ class SyncRunHandle:
     def wait(self) -> RunOutcome:
         return self._portal.call(self._handle.wait)
 
-    def cancel(self) -> None:
-        self._portal.call(self._handle.cancel)
+    def cancel(self, *, actor: str | None = None) -> None:
+        self._portal.call(lambda: self._handle.cancel(actor=actor))
 
     def events(self, *, after: int = 0, deltas: bool = True) -> Iterator[Event]:
         iterator = self._handle.events(after=after, deltas=deltas)
@@ -148,18 +148,24 @@ class SyncRuntime:
         interrupt_id: str | None = None,
         values: dict[str, Any] | None = None,
         graph: CompiledGraph | None = None,
+        actor: str | None = None,
     ) -> SyncRunHandle:
         rt = self._runtime
         return self._wrap(
             self._call(
                 lambda: rt.resume(
-                    run_id, value, interrupt_id=interrupt_id, values=values, graph=graph
+                    run_id,
+                    value,
+                    interrupt_id=interrupt_id,
+                    values=values,
+                    graph=graph,
+                    actor=actor,
                 )
             )
         )
 
-    def cancel(self, run_id: str) -> None:
-        self._call(lambda: self._runtime.cancel(run_id))
+    def cancel(self, run_id: str, *, actor: str | None = None) -> None:
+        self._call(lambda: self._runtime.cancel(run_id, actor=actor))
 
     def recover(self, *, resume: bool = True) -> list[RunRecord]:
         result: list[RunRecord] = self._call(lambda: self._runtime.recover(resume=resume))
@@ -186,6 +192,7 @@ class SyncRuntime:
         thread: str | None = None,
         start: bool = True,
         effects: ForkEffects | None = None,
+        actor: str | None = None,
     ) -> SyncRunHandle:
         rt = self._runtime
         return self._wrap(
@@ -198,6 +205,7 @@ class SyncRuntime:
                     thread=thread,
                     start=start,
                     effects=effects,
+                    actor=actor,
                 )
             )
         )

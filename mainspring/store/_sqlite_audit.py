@@ -24,6 +24,55 @@ from ._chain import (
 )
 from .audit import AuditRun, ChainRow
 
+
+class Chain:
+    """The store's audit settings, and each run's head as the last commit of this writer
+    left it: an append then hashes from there instead of reading the event before it.
+
+    Heads are staged by the write functions and kept only once their transaction commits
+    (:meth:`committed`); a rollback forgets them (:meth:`rolled_back`). A run that parks or
+    ends leaves the cache: whoever resumes it may be another process, so it is read again.
+    """
+
+    __slots__ = ("_heads", "_staged", "settings")
+
+    def __init__(self, settings: AuditSettings) -> None:
+        self.settings = settings
+        self._heads: dict[str, tuple[int, bytes]] = {}
+        self._staged: dict[str, tuple[int, bytes] | None] = {}
+
+    @property
+    def actor(self) -> str:
+        return self.settings.actor
+
+    @property
+    def signer(self) -> Any:
+        return self.settings.signer
+
+    def prev(self, cur: sqlite3.Cursor, run_id: str, seq: int) -> bytes:
+        """The hash at ``seq``: staged or committed by this writer, else read."""
+        staged = self._staged
+        known = staged[run_id] if run_id in staged else self._heads.get(run_id)
+        if known is not None and known[0] == seq:
+            return known[1]
+        return head_at(cur, run_id, seq)
+
+    def stage(self, run_id: str, seq: int, head: bytes | None) -> None:
+        self._staged[run_id] = None if head is None else (seq, head)
+
+    def committed(self) -> None:
+        if self._staged:
+            for run_id, head in self._staged.items():
+                if head is None:
+                    self._heads.pop(run_id, None)
+                else:
+                    self._heads[run_id] = head
+            self._staged.clear()
+
+    def rolled_back(self) -> None:
+        self._staged.clear()
+
+
 INSERT_EVENT: Final = (
     "INSERT INTO events (run_id, seq, kind, ts, data, hash) VALUES (?, ?, ?, ?, ?, ?)"
 )
@@ -47,22 +96,22 @@ def head_at(cur: sqlite3.Cursor, run_id: str, seq: int) -> bytes:
 
 def insert_events(
     cur: sqlite3.Cursor,
-    audit: AuditSettings | None,
+    chain: Chain | None,
     expected_seq: int,
     rows: Sequence[tuple[Any, ...]],
 ) -> bytes | None:
     """Insert the event rows, hashed when the chain is on; the new head (None: off)."""
-    if audit is None or not rows:
+    if chain is None or not rows:
         cur.executemany(INSERT_EVENT, [(*row, None) for row in rows])
         return None
-    hashed = chain_rows(head_at(cur, rows[0][0], expected_seq), rows)
+    hashed = chain_rows(chain.prev(cur, rows[0][0], expected_seq), rows)
     cur.executemany(INSERT_EVENT, hashed)
     return bytes(hashed[-1][5])
 
 
 def add_anchor(
     cur: sqlite3.Cursor,
-    audit: AuditSettings,
+    audit: Chain,
     run_id: str,
     seq: int,
     head: bytes | None,
@@ -92,15 +141,20 @@ def add_anchor(
 
 def anchor_rest(
     cur: sqlite3.Cursor,
-    audit: AuditSettings | None,
+    chain: Chain | None,
     run_id: str,
     new_seq: int,
     head: bytes | None,
     status: str | None,
 ) -> None:
-    """The anchor of an append that parks or ends its run."""
-    if audit is not None and is_rest(status):
-        add_anchor(cur, audit, run_id, new_seq, head or head_at(cur, run_id, new_seq), REST)
+    """The anchor of an append that parks or ends its run; the run's head staged."""
+    if chain is None:
+        return
+    if is_rest(status):
+        add_anchor(cur, chain, run_id, new_seq, head or chain.prev(cur, run_id, new_seq), REST)
+        chain.stage(run_id, new_seq, None)  # parked: whoever resumes it reads it again
+    elif head is not None:
+        chain.stage(run_id, new_seq, head)
 
 
 def apply_delete_runs(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> list[Anchor]:
@@ -112,6 +166,7 @@ def apply_delete_runs(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> list[Anchor
         found = cur.execute("SELECT last_seq FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if found is None:
             continue
+        audit.stage(run_id, 0, None)
         last_seq = int(found[0])
         anchors.append(
             add_anchor(

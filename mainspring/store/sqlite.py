@@ -27,7 +27,13 @@ from ..events import Event, encode
 from ._chain import Anchor, AuditSettings
 from ._lease_watch import LeaseWatch
 from ._sql_core import page_orphans
-from ._sqlite_audit import select_anchors, select_audit_runs, select_chain, select_event_run_ids
+from ._sqlite_audit import (
+    Chain,
+    select_anchors,
+    select_audit_runs,
+    select_chain,
+    select_event_run_ids,
+)
 from ._sqlite_file import connect_writer, parse_url
 from ._sqlite_readers import Readers
 from ._sqlite_sql import (
@@ -110,6 +116,7 @@ class SQLiteStore:
         parsed = parse_url(url)
         #: The audit chain (``store/_chain.py``): on unless ``audit=False`` or ``?audit=off``.
         self.audit = AuditSettings(enabled=parsed.audit if audit is None else audit)
+        self._chain = Chain(self.audit)
         # Absolute now: read connections opened later must not follow a change of directory.
         self.path = parsed.path.absolute()
         self._create = parsed.create if create is None else create
@@ -158,6 +165,7 @@ class SQLiteStore:
                 max_batch=self._max_batch,
                 busy_timeout=self._busy_timeout,
                 observed=self,
+                chain=self._chain,
             )
 
     async def aclose(self) -> None:
@@ -199,7 +207,7 @@ class SQLiteStore:
         # Creation always waits, even for "off" runs: the caller needs to know
         # whether the run already existed (an "off" run's is not fsync'd, though).
         # A lone sync or off run's creation goes inline.
-        args = (params, rows, self.audit.on())
+        args = (params, rows, self._on())
         off = durability == Durability.OFF
         inline = Request(CREATE, record.run_id, args, True, None, None, lax=off)
         if durability != Durability.BATCH and writer.try_inline(inline):
@@ -230,7 +238,7 @@ class SQLiteStore:
             return
         writer = self._require_writer()
         writer.raise_kept(run_id)
-        args = _append_args(run_id, expected_seq, events, status, error, fence, self.audit)
+        args = _append_args(run_id, expected_seq, events, status, error, fence, self._on())
         if durability == Durability.SYNC:
             inline = Request(APPEND, run_id, args, True, None, None)
             if writer.try_inline(inline):
@@ -264,7 +272,7 @@ class SQLiteStore:
         (merged with the run's others of the turn); see ``Writer.submit_off``."""
         writer = self._require_writer()
         writer.raise_kept(run_id)
-        args = _append_args(run_id, expected_seq, events, status, error, fence, self.audit)
+        args = _append_args(run_id, expected_seq, events, status, error, fence, self._on())
         writer.submit_off(Request(APPEND, run_id, args, False, None, None, off=True))
 
     async def flush(self) -> None:
@@ -352,6 +360,10 @@ class SQLiteStore:
 
     # --- the audit trail (``store/audit.py``) ---
 
+    def _on(self) -> Chain | None:
+        """What the write functions hash with: None while the chain is off."""
+        return self._chain if self.audit.enabled else None
+
     async def audit_runs(self) -> list[AuditRun]:
         await self._settle(None)
         return await self._readers.run(select_audit_runs)
@@ -372,7 +384,7 @@ class SQLiteStore:
         self, run_ids: Sequence[str], reason: str, actor: str, details: Sequence[str]
     ) -> list[Anchor]:
         writer = await self._settle(None)
-        args = (list(run_ids), reason, actor, list(details), self.audit)
+        args = (list(run_ids), reason, actor, list(details), self._chain)
         anchors: list[Anchor] = await writer.call(DELETE_RUNS, None, args, True)
         return anchors
 
@@ -384,7 +396,7 @@ def _append_args(
     status: RunStatus | None,
     error: str | None,
     fence: int | None,
-    audit: AuditSettings,
+    chain: Chain | None,
 ) -> tuple[Any, ...]:
     """What ``apply_append`` takes, encoded on the caller's thread (hashed on the writer's,
     in the transaction: the hash before it is what the file holds)."""
@@ -396,5 +408,5 @@ def _append_args(
         error,
         events[-1].ts if events else None,
         fence,
-        audit.on(),
+        chain,
     )
