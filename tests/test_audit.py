@@ -243,7 +243,7 @@ async def test_purge_and_erasure_keep_verification_passing(tmp_path: Path) -> No
         assert len(report.notes) == 3
         assert any("purged" in n and "retention-job" in n for n in report.notes)
         assert any("erased" in n and "dpo@example.com" in n for n in report.notes)
-        anchors = await rt.store.audit_anchors()
+        anchors = await audit.audited(rt).audit_anchors()
         assert "bob" not in " ".join(a.detail for a in anchors)
         assert hashlib.sha256(b"bob").hexdigest() in anchors[-1].detail
         assert await rt.store.get_run(old[0]) is None

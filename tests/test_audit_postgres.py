@@ -124,7 +124,7 @@ async def test_a_run_resumed_by_another_runtime_continues_its_chain(pg: tuple[st
         await second.handle("t-1").result()
         report = await audit.verify(second)
         assert report.ok, report.findings
-        anchors = [a for a in await second.store.audit_anchors() if a.run_id == "t-1"]
+        anchors = [a for a in await audit.audited(second).audit_anchors() if a.run_id == "t-1"]
     assert [a.reason for a in anchors] == ["created", "rest", "rest"]
 
 

@@ -16,6 +16,7 @@ Side by side in one loop (interleaved rounds, as W2):
 
 from __future__ import annotations
 
+import statistics
 import time
 from contextlib import AsyncExitStack, closing
 from typing import Any
@@ -90,6 +91,9 @@ async def run(settings: Settings) -> list[Result]:
         report = await verify(on)
         assert report.ok, report.findings
     ratio = paired(samples["on"], samples["off"])
+    cpu_ratio = statistics.median(
+        a.cpu / b.cpu for a, b in zip(samples["on"].values, samples["off"].values, strict=True)
+    )
     effect_ratio = paired(samples["effects_on"], samples["effects_off"])
     result = Result(
         "W2-audit",
@@ -102,6 +106,7 @@ async def run(settings: Settings) -> list[Result]:
             "added_us_per_step": (samples["on"].best - samples["off"].best) * US,
             "cpu_on_us": samples["on"].best_cpu * US,
             "cpu_off_us": samples["off"].best_cpu * US,
+            "cpu_on_vs_off": cpu_ratio,
             "effects_on_vs_off": effect_ratio,
             "per_effect_us": (samples["effects_on"].best - samples["effects_off"].best) * US,
             "per_effect_cpu_us": (samples["effects_on"].best_cpu - samples["effects_off"].best_cpu)

@@ -10,15 +10,19 @@ row of ``anchor_head``. Only a signature costs a statement more (the key stays h
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ._chain import GENESIS, Anchor, AuditSettings, is_rest, link
+from ._pg_schema import quote_ident
 from .audit import AuditRun, ChainRow
 
 if TYPE_CHECKING:
+    from ._pg_batch import GroupCommit
     from ._pg_pool import Connection, ConnectionPool
     from ._pg_sql import Statements
+    from ._pg_url import Target
 
 
 class Heads:
@@ -167,3 +171,47 @@ async def anchor_groups(
             await conn.fetchrow(sql.anchor, run_id, seq, head, "rest", time.time(), audit.actor, "")
         )
     return rows
+
+
+class PostgresAudited:
+    """The :class:`~mainspring.store.audit.Audited` half of :class:`PostgresStore`."""
+
+    audit: AuditSettings
+    target: Target
+    _heads: Heads
+    _sql: Statements
+    _batch: GroupCommit
+    _live_pool: Callable[[], ConnectionPool]
+
+    @property
+    def _schema_sql(self) -> str:
+        return quote_ident(self.target.schema)
+
+    async def audit_runs(self) -> list[AuditRun]:
+        await self._batch.drain()
+        return await audit_runs(self._live_pool(), self._schema_sql)
+
+    async def audit_event_runs(self) -> list[str]:
+        await self._batch.drain()
+        return await audit_event_runs(self._live_pool(), self._schema_sql)
+
+    async def audit_chain(self, run_id: str) -> list[ChainRow]:
+        await self._batch.settle(run_id)
+        return await audit_chain(self._live_pool(), self._schema_sql, run_id)
+
+    async def audit_anchors(self) -> list[Anchor]:
+        await self._batch.drain()
+        return await audit_anchors(self._live_pool(), self._schema_sql)
+
+    async def delete_runs(
+        self, run_ids: Sequence[str], reason: str, actor: str, details: Sequence[str]
+    ) -> list[Anchor]:
+        await self._batch.drain()
+        for run_id in run_ids:
+            self._heads.forget(run_id)
+        delete = partial(
+            delete_runs, schema=self._schema_sql, sql=self._sql, audit=self.audit,
+            run_ids=run_ids, reason=reason, actor=actor, details=details,
+        )  # fmt: skip
+        anchors: list[Anchor] = await self._live_pool().run(delete)
+        return anchors

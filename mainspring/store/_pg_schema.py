@@ -111,7 +111,6 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             hash   bytea NOT NULL,
             sig    bytea
         )""",
-        "CREATE INDEX anchors_run ON {s}.anchors (run_id, pos)",
         """CREATE TABLE {s}.anchor_head (
             id   integer PRIMARY KEY CHECK (id = 1),
             pos  bigint NOT NULL,

@@ -225,7 +225,7 @@ class Writes:
                 rows = await conn.fetch(self._sql.append_many, *args)
                 failed = {r[0] for r in rows if not r[2]}
                 done = [r for r in rests if r[0] not in failed]
-                return rows, await anchor_groups(conn, self._sql, self._audit, done)  # type: ignore[arg-type]
+                return rows, await anchor_groups(conn, self._sql, self._audit, done)
 
         rows, anchors = await pool.run(transact)
         for anchor in anchors:

@@ -94,7 +94,6 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             hash BLOB NOT NULL,
             sig BLOB
         )""",
-        "CREATE INDEX anchors_run ON anchors (run_id, pos)",
     ),
 )
 

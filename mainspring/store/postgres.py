@@ -77,19 +77,17 @@ import orjson
 
 from ..errors import RunNotFoundError, StoreError
 from ..events import Event, EventKind, decode_data, encode
-from . import _pg_audit
-from ._chain import Anchor, AuditSettings
+from ._chain import AuditSettings
 from ._lease_owners import owner_is_dead
-from ._pg_audit import Heads
+from ._pg_audit import Heads, PostgresAudited
 from ._pg_batch import GroupCommit, Write
 from ._pg_pool import CallTimeoutError, Connection, ConnectionPool
 from ._pg_retry import Retrier, log
-from ._pg_schema import migrate, quote_ident
+from ._pg_schema import migrate
 from ._pg_sql import event_columns, statements
 from ._pg_url import option, parse_url
 from ._pg_writes import Writes
 from ._sql_core import list_runs_sql, page_orphans, thread_from_row
-from .audit import AuditRun, ChainRow
 from .protocols import StoreCapabilities
 from .records import (
     CommitObserver,
@@ -113,7 +111,7 @@ _HOST_PREFIX = (
 )
 
 
-class PostgresStore:
+class PostgresStore(PostgresAudited):
     """A :class:`~mainspring.store.Store` on PostgreSQL (asyncpg, asyncio backend).
 
     Options come from the arguments, else from the URL's query, else the
@@ -446,40 +444,6 @@ class PostgresStore:
         return {r[0]: int(r[1]) for r in rows}
 
     # -- helpers -------------------------------------------------------------------------------------
-
-    # -- the audit trail (``store/audit.py``) --------------------------------------------
-
-    async def audit_runs(self) -> list[AuditRun]:
-        await self._batch.drain()
-        return await _pg_audit.audit_runs(self._live_pool(), self._schema_sql)
-
-    async def audit_event_runs(self) -> list[str]:
-        await self._batch.drain()
-        return await _pg_audit.audit_event_runs(self._live_pool(), self._schema_sql)
-
-    async def audit_chain(self, run_id: str) -> list[ChainRow]:
-        await self._batch.settle(run_id)
-        return await _pg_audit.audit_chain(self._live_pool(), self._schema_sql, run_id)
-
-    async def audit_anchors(self) -> list[Anchor]:
-        await self._batch.drain()
-        return await _pg_audit.audit_anchors(self._live_pool(), self._schema_sql)
-
-    async def delete_runs(
-        self, run_ids: Sequence[str], reason: str, actor: str, details: Sequence[str]
-    ) -> list[Anchor]:
-        await self._batch.drain()
-        for run_id in run_ids:
-            self._heads.forget(run_id)
-        delete = partial(
-            _pg_audit.delete_runs, schema=self._schema_sql, sql=self._sql, audit=self.audit,
-            run_ids=run_ids, reason=reason, actor=actor, details=details,
-        )  # fmt: skip
-        return await self._live_pool().run(delete)
-
-    @property
-    def _schema_sql(self) -> str:
-        return quote_ident(self.target.schema)
 
 
 def _require_asyncio() -> None:

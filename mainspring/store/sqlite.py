@@ -24,16 +24,11 @@ import anyio.to_thread
 
 from ..errors import StoreError
 from ..events import Event, encode
-from ._chain import Anchor, AuditSettings
+from ._chain import AuditSettings
 from ._lease_watch import LeaseWatch
 from ._sql_core import page_orphans
-from ._sqlite_audit import (
-    Chain,
-    select_anchors,
-    select_audit_runs,
-    select_chain,
-    select_event_run_ids,
-)
+from ._sqlite_audit import Chain
+from ._sqlite_audited import SQLiteAudited
 from ._sqlite_file import connect_writer, parse_url
 from ._sqlite_readers import Readers
 from ._sqlite_sql import (
@@ -41,7 +36,6 @@ from ._sqlite_sql import (
     CLAIM,
     CREATE,
     CURSORS,
-    DELETE_RUNS,
     DIALECT,
     RELEASE,
     RENEW,
@@ -59,7 +53,6 @@ from ._sqlite_sql import (
     select_threads,
 )
 from ._sqlite_writer import BARRIER, STOP, Request, Writer, closed_error
-from .audit import AuditRun, ChainRow
 from .protocols import StoreCapabilities
 from .records import (
     CommitObserver,
@@ -77,7 +70,7 @@ __all__ = ["SQLiteStore"]
 _ANY_RUN: Final = RunQuery()
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteAudited):
     """A store in one SQLite file: ``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db``.
 
     A missing file is made into a new store; an empty one only with ``create=True``
@@ -357,36 +350,6 @@ class SQLiteStore:
     async def load_cursors(self, name: str, run_ids: Sequence[str]) -> dict[str, int]:
         self._require_writer()
         return await self._readers.run(partial(select_cursors, name, list(run_ids)))
-
-    # --- the audit trail (``store/audit.py``) ---
-
-    def _on(self) -> Chain | None:
-        """What the write functions hash with: None while the chain is off."""
-        return self._chain if self.audit.enabled else None
-
-    async def audit_runs(self) -> list[AuditRun]:
-        await self._settle(None)
-        return await self._readers.run(select_audit_runs)
-
-    async def audit_event_runs(self) -> list[str]:
-        await self._settle(None)
-        return await self._readers.run(select_event_run_ids)
-
-    async def audit_chain(self, run_id: str) -> list[ChainRow]:
-        await self._settle(run_id)
-        return await self._readers.run(partial(select_chain, run_id))
-
-    async def audit_anchors(self) -> list[Anchor]:
-        await self._settle(None)
-        return await self._readers.run(select_anchors)
-
-    async def delete_runs(
-        self, run_ids: Sequence[str], reason: str, actor: str, details: Sequence[str]
-    ) -> list[Anchor]:
-        writer = await self._settle(None)
-        args = (list(run_ids), reason, actor, list(details), self._chain)
-        anchors: list[Anchor] = await writer.call(DELETE_RUNS, None, args, True)
-        return anchors
 
 
 def _append_args(

@@ -42,9 +42,9 @@ async def purge(
     (with ``dry_run``, those that would be).
     """
     s = audited(store)
-    for tenant, days in {**retention, "(default)": default or 0}.items():
-        if days < 0:
-            raise MainspringError(f"retention for {tenant!r} is {days} days; give 0 or more")
+    for name, age in {**retention, "(default)": default or 0.0}.items():
+        if age < 0:
+            raise MainspringError(f"retention for {name!r} is {age} days; give 0 or more")
     at = time.time() if now is None else now
     chosen: list[str] = []
     details: list[str] = []
@@ -52,7 +52,9 @@ async def purge(
         if run.status == "running":
             continue
         tenant = run.metadata.get("tenant")
-        days = retention.get(tenant, default) if isinstance(tenant, str) else default
+        days: float | None = default
+        if isinstance(tenant, str) and tenant in retention:
+            days = retention[tenant]
         if days is not None and run.updated_at < at - days * _DAY:
             chosen.append(run.run_id)
             details.append(
