@@ -291,3 +291,32 @@ async def test_administrative_actions_name_their_actor_in_the_chain(tmp_path: Pa
     assert data[(forked.run_id, "run_started")]["forked_from"]["actor"] == "carol"
     # The journal without actors is byte for byte what it was: the field is left out.
     assert "actor" not in data[("approved", "run_started")]
+
+
+async def test_runs_written_without_the_chain_are_noted_and_continue_it(tmp_path: Path) -> None:
+    """A store written with the chain off (as one made before it existed): its runs are
+    noted as unchained; a parked one resumed with the chain on continues from there."""
+    from mainspring import RunStatus
+    from mainspring.store.sqlite import SQLiteStore
+
+    from . import engine_graphs as eg
+
+    url = f"sqlite:///{tmp_path / 'legacy.db'}"
+    async with Runtime(SQLiteStore(url, audit=False)) as rt:
+        await fill(rt, 1)
+        handle = await rt.start(eg.support, {"text": "big refund"}, run_id="parked")
+        assert (await handle.wait()).status is RunStatus.INTERRUPTED
+    report = await _verify(url)
+    assert report.ok and report.anchors == 0
+    assert "2 run(s) carry no hashes" in report.notes[0]
+    async with Runtime.open(url) as rt:
+        await rt.resume("parked", True)
+        await rt.handle("parked").result()
+        report = await audit.verify(rt)
+    assert report.ok, report.findings
+    assert [a.reason for a in await _anchors(url)] == ["rest"]
+
+
+async def _anchors(url: str) -> list[object]:
+    async with Runtime.open(url, recover="off") as rt:
+        return list(await audit.audited(rt).audit_anchors())

@@ -69,7 +69,9 @@ def check_run_anchors(
     a chained run has its creation anchor, nothing was added after it came to rest."""
     findings: list[Finding] = []
     by_seq = {r.seq: r for r in rows}
-    chained = any(r.hash is not None for r in rows)
+    # Made under the chain (its first event hashed): a run written before it, or with it
+    # off, and continued since has no creation anchor, rightly.
+    chained = bool(rows) and rows[0].seq == 1 and rows[0].hash is not None
     top = rows[-1].seq if rows else 0
     if chained and not any(a.reason == CREATED for a in anchors):
         fresh = run is not None and run.updated_at >= fresh_after
