@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ._chain import GENESIS, Anchor, AuditSettings, is_rest, link
+from ._chain import GENESIS, Anchor, AuditSettings, chain_rows, is_rest
 from ._pg_schema import quote_ident
 from .audit import AuditRun, ChainRow
 
@@ -56,10 +56,13 @@ class Heads:
         else:
             stored = await pool.fetchval(sql.head, run_id, expected)
             prev = GENESIS if stored is None else bytes(stored)
-        hashes: list[bytes | None] = []
-        for i, (kind, t, d) in enumerate(zip(kinds, ts, data, strict=True)):
-            prev = link(prev, run_id, expected + i + 1, kind, t, d.encode())
-            hashes.append(prev)
+        rows = [
+            (run_id, expected + i, kind, t, d)
+            for i, (kind, t, d) in enumerate(zip(kinds, ts, data, strict=True), start=1)
+        ]
+        hashes: list[bytes | None] = [row[5] for row in chain_rows(prev, rows)]
+        if hashes:
+            prev = hashes[-1] or prev
         if is_rest(status):
             self._heads.pop(run_id, None)  # parked or ended: a resume reads it again
         else:
