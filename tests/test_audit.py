@@ -12,7 +12,7 @@ import pytest
 
 from mainspring import Runtime
 from mainspring.guard import audit
-from mainspring.store._chain import GENESIS, chain_rows, make_anchor
+from mainspring.store._chain import GENESIS, Anchor, chain_rows, make_anchor
 
 from ._audit_fixtures import fill
 
@@ -317,6 +317,6 @@ async def test_runs_written_without_the_chain_are_noted_and_continue_it(tmp_path
     assert [a.reason for a in await _anchors(url)] == ["rest"]
 
 
-async def _anchors(url: str) -> list[object]:
+async def _anchors(url: str) -> list[Anchor]:
     async with Runtime.open(url, recover="off") as rt:
         return list(await audit.audited(rt).audit_anchors())
