@@ -320,3 +320,29 @@ async def test_runs_written_without_the_chain_are_noted_and_continue_it(tmp_path
 async def _anchors(url: str) -> list[Anchor]:
     async with Runtime.open(url, recover="off") as rt:
         return list(await audit.audited(rt).audit_anchors())
+
+
+async def test_a_running_runs_tail_cut_after_its_last_anchor_is_not_provable(
+    tmp_path: Path,
+) -> None:
+    """The documented limit: a running run's records after its last anchor, cut together
+    with its row's last seq, leave a consistent store. Only its next anchor (at rest) or a
+    witness taken after them could tell."""
+    import time
+
+    from mainspring.events import Event, StepStarted
+    from mainspring.store.records import Durability, RunRecord, RunStatus
+    from mainspring.store.sqlite import SQLiteStore
+
+    url = f"sqlite:///{tmp_path / 'running.db'}"
+    async with SQLiteStore(url) as store:
+        now = time.time()
+        await store.create_run(
+            RunRecord("r", "g", None, RunStatus.RUNNING, now, now), [], Durability.SYNC
+        )
+        events = [Event.of("r", i, now, StepStarted(i, 0, "a")) for i in range(1, 6)]
+        await store.append("r", 0, events)
+    with _db(url) as db:
+        db.execute("DELETE FROM events WHERE run_id = 'r' AND seq > 3")
+        db.execute("UPDATE runs SET last_seq = 3 WHERE run_id = 'r'")
+    assert (await _verify(url)).ok

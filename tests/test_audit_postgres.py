@@ -159,3 +159,23 @@ async def test_purge_erasure_and_signatures(pg: tuple[str, str], tmp_path: Path)
     await _sql(url, schema, ("UPDATE anchors SET actor = 'someone else' WHERE pos = 1",))
     kinds = (await _verify(url, public_key=tmp_path / "p.pem")).kinds()
     assert {"anchor_edited"} <= kinds
+
+
+async def test_two_stores_writing_anchors_at_once_keep_one_chain(pg: tuple[str, str]) -> None:
+    """Two stores (two pools, as two processes would have) anchor runs concurrently: the
+    head row serialises them into one unbroken chain."""
+    import anyio
+
+    url, _ = pg
+    async with Runtime.open(url) as one, Runtime.open(url) as two:
+        async with anyio.create_task_group() as tg:
+            for rt in (one, two, one, two):
+                tg.start_soon(fill, rt, 3)
+        report = await audit.verify(one)
+    assert report.ok, report.findings
+    assert report.anchors == 24 and [a.pos for a in await _all_anchors(url)] == list(range(1, 25))
+
+
+async def _all_anchors(url: str) -> list[Any]:
+    async with Runtime.open(url, recover="off") as rt:
+        return list(await audit.audited(rt).audit_anchors())
