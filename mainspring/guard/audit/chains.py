@@ -21,6 +21,9 @@ from .findings import Finding
 #: How far (in positions) a moved record is looked for with every nearby hash as the one
 #: before it; farther, only with the hash stored just before the candidate position.
 _NEAR: Final = 4
+#: How many broken records of one run are looked for at every position (each costs a hash
+#: per record of the run); the rest only nearby, so a run rewritten wholesale stays linear.
+_FAR_SEARCHES: Final = 64
 
 
 def check_chain(run_id: str, rows: Sequence[ChainRow], last_seq: int | None) -> list[Finding]:
@@ -30,6 +33,8 @@ def check_chain(run_id: str, rows: Sequence[ChainRow], last_seq: int | None) -> 
     explained: set[int] = set()  # seqs whose broken link an earlier finding explains
     moved: dict[int, int] = {}  # seq -> the seq it was written at
     prev, expect, hashed = GENESIS, 1, False
+    top = rows[-1].seq + 1 if rows else 1
+    far = _FAR_SEARCHES
     for r in rows:
         if r.seq > expect:
             findings.append(_gap(run_id, expect, r.seq - 1))
@@ -42,7 +47,8 @@ def check_chain(run_id: str, rows: Sequence[ChainRow], last_seq: int | None) -> 
             prev, expect = GENESIS, r.seq + 1
             continue
         if link(prev, run_id, r.seq, r.kind, r.ts, r.data) != r.hash:
-            origin = _written_at(run_id, r, by_seq)
+            origin = _written_at(run_id, r, by_seq, top if far > 0 else 0)
+            far -= 1
             if origin is not None:
                 moved[r.seq] = origin
                 explained.add(r.seq + 1)
@@ -104,10 +110,11 @@ def _edited(run_id: str, r: ChainRow, by_seq: dict[int, ChainRow], last_seq: int
     )  # fmt: skip
 
 
-def _written_at(run_id: str, r: ChainRow, by_seq: dict[int, ChainRow]) -> int | None:
-    """The seq this record (with its hash) was written at, if its hash fits another one."""
+def _written_at(run_id: str, r: ChainRow, by_seq: dict[int, ChainRow], top: int) -> int | None:
+    """The seq this record (with its hash) was written at, if its hash fits another one
+    (up to ``top``; 0: only nearby)."""
     assert r.hash is not None
-    for j in _candidates(r.seq, max(by_seq, default=0) + 1):
+    for j in _candidates(r.seq, top):
         if j == r.seq:
             continue
         prevs = [_hash_at(by_seq, j - 1)]
@@ -122,7 +129,9 @@ def _written_at(run_id: str, r: ChainRow, by_seq: dict[int, ChainRow]) -> int | 
 def _candidates(seq: int, top: int) -> list[int]:
     """Positions to try, nearest first."""
     near = [seq + d for d in range(1, _NEAR + 1)] + [seq - d for d in range(1, _NEAR + 1)]
-    near = [j for j in near if 1 <= j <= top]
+    near = [j for j in near if j >= 1 and (top == 0 or j <= top)]
+    if top == 0:
+        return near
     return near + [j for j in range(1, top + 1) if j not in near]
 
 
