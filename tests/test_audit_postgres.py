@@ -179,3 +179,32 @@ async def test_two_stores_writing_anchors_at_once_keep_one_chain(pg: tuple[str, 
 async def _all_anchors(url: str) -> list[Any]:
     async with Runtime.open(url, recover="off") as rt:
         return list(await audit.audited(rt).audit_anchors())
+
+
+async def test_rehashed_edit_and_cut_tail_are_caught(pg: tuple[str, str]) -> None:
+    import asyncpg
+
+    url, schema = pg
+    ids = await _filled(url, 2)
+    conn = await asyncpg.connect(url.split("?")[0])
+    try:
+        await conn.execute(f'SET search_path TO "{schema}"')
+        prev = await conn.fetchval("SELECT hash FROM events WHERE run_id = $1 AND seq = 2", ids[0])
+        row = await conn.fetchrow(
+            "SELECT kind, ts, data FROM events WHERE run_id = $1 AND seq = 3", ids[0]
+        )
+        data = row["data"].replace('"a"', '"Z"')
+        new = chain_rows(bytes(prev), [(ids[0], 3, row["kind"], row["ts"], data)])[0][5]
+        await conn.execute(
+            "UPDATE events SET data = $2, hash = $3 WHERE run_id = $1 AND seq = 3",
+            ids[0],
+            data,
+            new,
+        )
+        await conn.execute("DELETE FROM events WHERE run_id = $1 AND seq > 6", ids[1])
+        await conn.execute("UPDATE runs SET last_seq = 6 WHERE run_id = $1", ids[1])
+    finally:
+        await conn.close()
+    found = {(f.run_id, f.seq, f.kind) for f in (await _verify(url)).findings}
+    assert (ids[0], 4, "edited") in found  # the break moves to the next record
+    assert (ids[1], 7, "truncated") in found  # the finished run's anchor saw it further
