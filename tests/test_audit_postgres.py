@@ -193,6 +193,7 @@ async def test_rehashed_edit_and_cut_tail_are_caught(pg: tuple[str, str]) -> Non
         row = await conn.fetchrow(
             "SELECT kind, ts, data FROM events WHERE run_id = $1 AND seq = 3", ids[0]
         )
+        assert row is not None
         data = row["data"].replace('"a"', '"Z"')
         new = chain_rows(bytes(prev), [(ids[0], 3, row["kind"], row["ts"], data)])[0][5]
         await conn.execute(
