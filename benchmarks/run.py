@@ -3,6 +3,7 @@
     python benchmarks/run.py [--quick] [--json] [--only W1,W2,...] [--pg-url URL] [--repeat N]
 
 ``--only`` takes workload families: W1, W1-gate, W1-off, W2 (W2 and W2n), W2-batch,
+W2-audit (the audit chain on against off, on W2, and per effect),
 W3, W3-batch, W4 (in memory and on SQLite), W5, W6, W7, W8 (cold start: import,
 open, resume, each in fresh subprocesses), W9 (model gateway overhead against raw httpx
 and LiteLLM's Router on one local upstream), W9-router (a routing decision on one core,
@@ -38,6 +39,7 @@ from report import environment, print_json, print_table
 from summarize import summarize
 from workloads import (
     agent,
+    audit,
     coldstart,
     concurrency,
     durable,
@@ -66,6 +68,7 @@ FAMILIES: dict[str, Family] = {
     "W1-off": orchestration.run_off,
     "W2": durable.run,
     "W2-batch": durable.run_batch,
+    "W2-audit": audit.run,
     "W3": postgres.run,
     "W3-batch": postgres.run_batch,
     "W4": concurrency.run,

@@ -130,11 +130,12 @@ class ParentRef(Record, frozen=True):
 
 
 class ForkedFrom(Record, frozen=True):
-    _optional = frozenset({"nonce", "effects"})
+    _optional = frozenset({"nonce", "effects", "actor"})
     run_id: str
     seq: int
     nonce: str | None = None  # the source's, which names its trace
     effects: str | None = None  # "reuse": the fork answers effects from the source's journal
+    actor: str | None = None  # who forked it, when named (the audit trail's "who")
 
 
 class RunStarted(EventData, frozen=True):
@@ -250,7 +251,9 @@ class Interrupted(EventData, frozen=True):
 
 class Resumed(EventData, frozen=True):
     kind = EventKind.RESUMED
+    _optional = frozenset({"actor"})
     values: dict[str, Any]  # interrupt id -> value
+    actor: str | None = None  # who answered (an approver), when named: the audit trail's "who"
 
 
 class Emitted(EventData, frozen=True):
@@ -290,7 +293,9 @@ class Finished(EventData, frozen=True):
 
 class Cancelled(EventData, frozen=True):
     kind = EventKind.CANCELLED
+    _optional = frozenset({"actor"})
     reason: str = ""
+    actor: str | None = None  # who cancelled it, when named: the audit trail's "who"
 
 
 class ModelDelta(EventData, frozen=True):

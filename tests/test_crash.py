@@ -523,6 +523,13 @@ def _campaign(
     )
 
 
+async def _verify_chain(url: str) -> Any:
+    from mainspring.guard.audit import verify
+
+    async with Runtime.open(url, recover="off") as rt:
+        return await verify(rt)
+
+
 # -- the tests -------------------------------------------------------------------------------------
 
 
@@ -537,6 +544,9 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(
     assert done == f"DONE finished={campaign.runs}", f"{done} {campaign.where()}"
     result = audit(campaign)
     _report(f"{backend[0]}/{durability}", campaign, result, started)
+    # Every takeover continued its run's hash chain, and every anchor is in place.
+    chain = anyio.run(_verify_chain, campaign.store_url)
+    assert chain.ok, [str(f) for f in chain.findings[:5]]
     if campaign.kills >= 3:
         assert result.reexecuted, (
             f"{campaign.kills} kills and not one effect re-executed with its key: the path the test "

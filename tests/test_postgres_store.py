@@ -555,7 +555,8 @@ async def test_lost_reply_then_another_writer_is_still_a_conflict(store: Postgre
     async def other_writer() -> None:
         sql = store._sql.append
         other = '{"step":0,"task":0,"node":"n","update":{"by":"other"}}'
-        args = ("r", 1, None, None, ["step_finished"], [1.0], [other], None)
+        # kinds, ts, data, fence, hashes (the chain's), then the anchor's head, time, actor
+        args = ("r", 1, None, None, ["step_finished"], [1.0], [other], None, [None], None, 0.0, "")
         await real.fetchrow(sql, *args)
 
     lossy = _LoseReply(real, "WITH bump AS", before=True, meanwhile=other_writer)

@@ -70,6 +70,7 @@ class RunDriver(RunJournal):
         "_stopped",
         "abandoned",
         "app",
+        "cancel_actor",
         "cancel_requested",
         "gate",
         "loop_thread",
@@ -115,6 +116,7 @@ class RunDriver(RunJournal):
         self._cancel_held = False  # a cancel waits for the append in flight
         self.own_task = False  # driven in a task of its own (RunTasks): no caller's scopes
         self.cancel_requested = False
+        self.cancel_actor: str | None = None  # who asked for the cancel, when named
         self.abandoned = False  # the runtime is closing: stop, leave the run resumable
         self.parked = False
         self._stopped = False
@@ -376,10 +378,11 @@ class RunDriver(RunJournal):
     async def end_cancelled(self, reason: str) -> None:
         """Record that the run was cancelled, unless it already ended."""
         if not self.fold.status.terminal:
-            await self._end(Cancelled(reason), RunStatus.CANCELLED)
+            await self._end(Cancelled(reason, actor=self.cancel_actor), RunStatus.CANCELLED)
 
-    def request_cancel(self) -> None:
+    def request_cancel(self, actor: str | None = None) -> None:
         self.cancel_requested = True
+        self.cancel_actor = actor
         self._cancel_scope()
 
     def abandon(self) -> None:

@@ -150,9 +150,9 @@ class RunHandle:
                 raise RunCancelledError(f"run {self.run_id!r} was cancelled")
             await self._runs.registry.wait_for_change(self.run_id)
 
-    async def cancel(self) -> None:
+    async def cancel(self, *, actor: str | None = None) -> None:
         await self._check_tenant()
-        await cancel_run(self._runs, self.run_id)
+        await cancel_run(self._runs, self.run_id, actor)
 
     async def status(self) -> RunStatus:
         await self._check_tenant()

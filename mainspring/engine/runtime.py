@@ -295,23 +295,25 @@ class Runtime:
         interrupt_id: str | None = None,
         values: dict[str, Any] | None = None,
         graph: CompiledGraph | None = None,
+        actor: str | None = None,
     ) -> RunHandle:
         """Continue a parked run: the pending interrupt returns ``value`` in its node.
 
         With several pending interrupts, name one with ``interrupt_id`` or pass
         ``values={id: value, ...}``. A run left running by a crashed process is
-        resumed from its journal (no value needed).
+        resumed from its journal (no value needed). ``actor`` names who answers (an
+        approver), recorded in the ``resumed`` event for the audit trail.
         """
-        driver = await resume_run(self._runs, run_id, value, interrupt_id, values, graph)
+        driver = await resume_run(self._runs, run_id, value, interrupt_id, values, graph, actor)
         return RunHandle(self._runs, run_id, driver)
 
-    async def cancel(self, run_id: str) -> None:
+    async def cancel(self, run_id: str, *, actor: str | None = None) -> None:
         """Cancel a run: a live one is stopped, a parked one is ended in its journal.
 
         A parked run needs no graph: its journal gets a ``cancelled`` event, and so do
-        its parked subgraph runs.
+        its parked subgraph runs. ``actor`` names who cancels, recorded in that event.
         """
-        await cancel_run(self._runs, run_id)
+        await cancel_run(self._runs, run_id, actor)
 
     async def recover(self, *, resume: bool = True) -> list[RunRecord]:
         """Find runs a crashed process left running; resume those whose graph is known.
@@ -416,6 +418,7 @@ class Runtime:
         thread: str | None = None,
         start: bool = True,
         effects: ForkEffects | None = None,
+        actor: str | None = None,
     ) -> RunHandle:
         """Start a new run whose journal is ``run_id``'s up to ``at``: time travel.
 
@@ -424,7 +427,8 @@ class Runtime:
         new idempotency keys (it is a new run); ``effects="reuse"`` answers each call
         the fork makes at the same place (step, task, effect, name) with the original's
         recorded result, and runs anything else. Without a choice, a fork that would
-        repeat recorded side effects is refused with RunStateError.
+        repeat recorded side effects is refused with RunStateError. ``actor`` names who
+        forks, recorded in the new run's ``forked_from``.
         """
         from .timetravel import fork_run
 
@@ -437,6 +441,7 @@ class Runtime:
             thread=thread,
             start=start,
             effects=effects,
+            actor=actor,
         )
         return RunHandle(self._runs, new_id)
 

@@ -41,8 +41,8 @@ class SyncRunHandle:
     def wait(self) -> RunOutcome:
         return self._portal.call(self._handle.wait)
 
-    def cancel(self) -> None:
-        self._portal.call(self._handle.cancel)
+    def cancel(self, *, actor: str | None = None) -> None:
+        self._portal.call(lambda: self._handle.cancel(actor=actor))
 
     def events(self, *, after: int = 0, deltas: bool = True) -> Iterator[Event]:
         iterator = self._handle.events(after=after, deltas=deltas)
@@ -119,18 +119,24 @@ class _SyncCalls:
         interrupt_id: str | None = None,
         values: dict[str, Any] | None = None,
         graph: CompiledGraph | None = None,
+        actor: str | None = None,
     ) -> SyncRunHandle:
         rt = self._api
         return self._wrap(
             self._call(
                 lambda: rt.resume(
-                    run_id, value, interrupt_id=interrupt_id, values=values, graph=graph
+                    run_id,
+                    value,
+                    interrupt_id=interrupt_id,
+                    values=values,
+                    graph=graph,
+                    actor=actor,
                 )
             )
         )
 
-    def cancel(self, run_id: str) -> None:
-        self._call(lambda: self._api.cancel(run_id))
+    def cancel(self, run_id: str, *, actor: str | None = None) -> None:
+        self._call(lambda: self._api.cancel(run_id, actor=actor))
 
     def outcome(self, run_id: str, graph: CompiledGraph | None = None) -> RunOutcome:
         result: RunOutcome = self._call(lambda: self._api.outcome(run_id, graph))
@@ -153,6 +159,7 @@ class _SyncCalls:
         thread: str | None = None,
         start: bool = True,
         effects: ForkEffects | None = None,
+        actor: str | None = None,
     ) -> SyncRunHandle:
         rt = self._api
         return self._wrap(
@@ -165,6 +172,7 @@ class _SyncCalls:
                     thread=thread,
                     start=start,
                     effects=effects,
+                    actor=actor,
                 )
             )
         )

@@ -36,6 +36,7 @@ async def resume_run(
     interrupt_id: str | None,
     values: dict[str, Any] | None,
     graph: CompiledGraph | None,
+    actor: str | None = None,
 ) -> RunDriver | None:
     """Continue a parked run (or one a crashed process left): the driver now driving it,
     or None if the run's live driver here took the values."""
@@ -47,7 +48,7 @@ async def resume_run(
         resolved = resolve_values(live.fold, run_id, value, interrupt_id, values, value_given=True)
         if resolved:
             live.check_json(resolved, f"the resume values of run {run_id!r}")
-            live.record(Resumed(resolved))
+            live.record(Resumed(resolved, actor=actor))
             await live.commit(RunStatus.RUNNING)
             # The run was parking (which frees its lease) as the values came: it is this
             # process's to drive again, so take the lease back before anyone else does.
@@ -70,7 +71,7 @@ async def resume_run(
     )
     if resolved:
         driver.check_json(resolved, f"the resume values of run {run_id!r}")
-        driver.record(Resumed(resolved))
+        driver.record(Resumed(resolved, actor=actor))
     # Durable before we return, and marked running, so a crash from here on leaves
     # a run that recovery finds (not one that looks parked with nothing pending).
     try:
@@ -85,11 +86,12 @@ async def resume_run(
     return driver
 
 
-async def cancel_run(runs: Runs, run_id: str) -> None:
-    """Stop a live run here, or end a parked or orphaned one in its journal."""
+async def cancel_run(runs: Runs, run_id: str, actor: str | None = None) -> None:
+    """Stop a live run here, or end a parked or orphaned one in its journal (``actor``: who
+    asked, recorded in the ``cancelled`` event)."""
     live = runs.registry.get(run_id)
     if live is not None and not live.done.is_set():
-        live.request_cancel()
+        live.request_cancel(actor)
         await live.done.wait()
         if live.outcome is None or not isinstance(live.outcome, StoreError):
             return
@@ -107,7 +109,7 @@ async def cancel_run(runs: Runs, run_id: str) -> None:
         )
     for child in await runs.store.list_runs(RunQuery(parent_run_id=run_id)):
         if not child.status.terminal:
-            await cancel_run(runs, child.run_id)
+            await cancel_run(runs, child.run_id, actor)
     record = await runs.record(run_id)
     store = runs.store
     writer = JournalWriter(
@@ -121,7 +123,7 @@ async def cancel_run(runs: Runs, run_id: str) -> None:
         append_now=store.append_now if appends_now(store) else None,
     )
     writer.fence = fence
-    writer.record(Cancelled("cancelled by request"))
+    writer.record(Cancelled("cancelled by request", actor=actor))
     await writer.commit(RunStatus.CANCELLED)
     runs.registry.signal(run_id)
 

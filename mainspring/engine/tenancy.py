@@ -86,9 +86,10 @@ class AdminRuntime(Protocol):
         interrupt_id: str | None = None,
         values: dict[str, Any] | None = None,
         graph: CompiledGraph | None = None,
+        actor: str | None = None,
     ) -> RunHandle: ...
 
-    async def cancel(self, run_id: str) -> None: ...
+    async def cancel(self, run_id: str, *, actor: str | None = None) -> None: ...
 
     async def outcome(self, run_id: str, graph: CompiledGraph | None = None) -> RunOutcome: ...
 
@@ -123,6 +124,7 @@ class AdminRuntime(Protocol):
         thread: str | None = None,
         start: bool = True,
         effects: ForkEffects | None = None,
+        actor: str | None = None,
     ) -> RunHandle: ...
 
     async def replay(self, run_id: str, *, graph: CompiledGraph | None = None) -> ReplayReport: ...
@@ -235,15 +237,16 @@ class TenantRuntime:
         interrupt_id: str | None = None,
         values: dict[str, Any] | None = None,
         graph: CompiledGraph | None = None,
+        actor: str | None = None,
     ) -> RunHandle:
         await self.get_run(run_id)
         return await self.runtime.resume(
-            run_id, value, interrupt_id=interrupt_id, values=values, graph=graph
+            run_id, value, interrupt_id=interrupt_id, values=values, graph=graph, actor=actor
         )
 
-    async def cancel(self, run_id: str) -> None:
+    async def cancel(self, run_id: str, *, actor: str | None = None) -> None:
         await self.get_run(run_id)
-        await self.runtime.cancel(run_id)
+        await self.runtime.cancel(run_id, actor=actor)
 
     async def fork(
         self,
@@ -255,6 +258,7 @@ class TenantRuntime:
         thread: str | None = None,
         start: bool = True,
         effects: ForkEffects | None = None,
+        actor: str | None = None,
     ) -> RunHandle:
         """``Runtime.fork`` of one of the tenant's runs; the fork is the tenant's too."""
         await self.get_run(run_id)
@@ -266,6 +270,7 @@ class TenantRuntime:
             thread=thread,
             start=start,
             effects=effects,
+            actor=actor,
         )
 
     def handle(self, run_id: str) -> RunHandle:

@@ -87,6 +87,7 @@ async def fork_run(
     thread: str | None,
     start: bool,
     effects: ForkEffects | None,
+    actor: str | None = None,
 ) -> str:
     """Copy the journal of ``run_id`` up to ``at`` into a new run and continue it from there
     (its driver writes the copy, as any journal is written); the new run's id."""
@@ -109,7 +110,11 @@ async def fork_run(
     data = msgspec.structs.replace(
         source,
         forked_from=ForkedFrom(
-            run_id, at, nonce=source.nonce, effects="reuse" if effects == "reuse" else None
+            run_id,
+            at,
+            nonce=source.nonce,
+            effects="reuse" if effects == "reuse" else None,
+            actor=actor,
         ),
         nonce=uuid.uuid4().hex[:16],  # a fork is a new run: a trace of its own
         thread=thread if thread is not None else source.thread,

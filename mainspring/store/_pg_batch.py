@@ -32,6 +32,8 @@ class Write:
     kinds: list[str]
     ts: list[float]
     data: list[str]
+    hashes: list[bytes | None]  # the audit chain's, one per event (None: the chain is off)
+    head: bytes | None  # the run's hash after this write (None: the chain is off)
     status: str | None
     error: str | None
     fence: int | None
@@ -50,6 +52,8 @@ class Group:
     kinds: list[str]
     ts: list[float]
     data: list[str]
+    hashes: list[bytes | None]
+    head: bytes | None
     status: str | None
     error: str | None
     fence: int | None
@@ -57,7 +61,10 @@ class Group:
     @classmethod
     def of(cls, w: Write) -> Group:
         # Shares the write's lists: add() builds new ones rather than extend them.
-        return cls([w], w.run_id, w.expected, w.kinds, w.ts, w.data, w.status, w.error, w.fence)
+        return cls(
+            [w], w.run_id, w.expected, w.kinds, w.ts, w.data, w.hashes, w.head, w.status,
+            w.error, w.fence,
+        )  # fmt: skip
 
     def as_write(self) -> tuple[str, int, list[str], list[float], list[str]]:
         return self.run_id, self.expected, self.kinds, self.ts, self.data
@@ -71,6 +78,8 @@ class Group:
         self.kinds = self.kinds + w.kinds
         self.ts = self.ts + w.ts
         self.data = self.data + w.data
+        self.hashes = self.hashes + w.hashes
+        self.head = w.head
         self.status = w.status if w.status is not None else self.status
         self.error = w.error if w.error is not None else self.error
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ._pg_pool import Connection
 
 APPLICATION: Final = "mainspring"
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 _LOCK_CLASS: Final = 0x4D53  # "MS": the first key of the two-key advisory lock
 
 
@@ -102,6 +102,32 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX runs_tenant ON {s}.runs (tenant, created_at DESC, run_id DESC)",
         "CREATE INDEX runs_tenant_thread ON {s}.runs (tenant, thread, created_at DESC)"
         " WHERE thread IS NOT NULL",
+    ),
+    (
+        # The audit chain (store/_chain.py): each event's hash, linked to the one before it
+        # in its run (NULL for events written before this version or with the chain off),
+        # and the store's anchor chain over the runs' heads. anchor_head is the chain's
+        # serialisation point: the statement that writes an anchor updates its one row
+        # (a row lock held to commit), computing the new hash from the row's current one.
+        "ALTER TABLE {s}.events ADD COLUMN hash bytea",
+        """CREATE TABLE {s}.anchors (
+            pos    bigint PRIMARY KEY,
+            run_id text COLLATE "C" NOT NULL,
+            seq    bigint NOT NULL,
+            head   bytea NOT NULL,
+            reason text COLLATE "C" NOT NULL,
+            at     float8 NOT NULL,
+            actor  text NOT NULL DEFAULT '',
+            detail text NOT NULL DEFAULT '',
+            hash   bytea NOT NULL,
+            sig    bytea
+        )""",
+        """CREATE TABLE {s}.anchor_head (
+            id   integer PRIMARY KEY CHECK (id = 1),
+            pos  bigint NOT NULL,
+            hash bytea NOT NULL
+        )""",
+        "INSERT INTO {s}.anchor_head VALUES (1, 0, decode(repeat('00', 32), 'hex'))",
     ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION

@@ -52,6 +52,9 @@ class Statements:
     dialect: Dialect  # for statements built per call (list_runs)
     save_cursors: str
     load_cursors: str
+    anchor: str  # one anchor: $1 run_id, $2 seq, $3 head, $4 reason, $5 at, $6 actor, $7 detail
+    sign: str  # $1 pos, $2 signature
+    head: str  # the hash of $1's event $2
 
 
 # Appends of up to this many events bind each event's fields as scalars: cheaper for
@@ -59,26 +62,67 @@ class Statements:
 MAX_SCALAR_EVENTS = 4
 
 
+def _anchor(
+    s: str, run: str, seq: str, head: str, reason: str, at: str, actor: str, detail: str, cond: str
+) -> str:
+    """CTEs ``h`` and ``a`` that append one anchor when ``cond`` holds: the one row of
+    ``anchor_head`` is updated (its row lock, held to commit, serialises anchor writers
+    across processes; a waiter re-reads the row it waited for), its new hash computed
+    from the current one by ``_chain.anchor_hash``'s formula, and the anchor inserted.
+    ``a`` returns its (pos, hash)."""
+
+    def field(x: str) -> str:  # length-prefixed UTF-8, as _chain packs it
+        return f"int4send(octet_length(convert_to({x}, 'UTF8'))) || convert_to({x}, 'UTF8')"
+
+    return f"""h AS (
+  UPDATE {s}.anchor_head SET pos = pos + 1,
+    hash = sha256(hash || int8send(pos + 1) || float8send({at}::float8) || int8send(({seq})::int8)
+                  || {head}::bytea || {field(run + "::text")} || {field(reason + "::text")}
+                  || {field(actor + "::text")} || {field(detail + "::text")})
+  WHERE id = 1 AND {cond}
+  RETURNING pos, hash
+), a AS (
+  INSERT INTO {s}.anchors (pos, run_id, seq, head, reason, at, actor, detail, hash)
+  SELECT h.pos, {run}::text, ({seq})::int8, {head}::bytea, {reason}::text, {at}::float8,
+         {actor}::text, {detail}::text, h.hash
+  FROM h
+  RETURNING pos, hash
+)"""
+
+
 def _append(s: str, notify: Callable[[str, str], str], n: int | None) -> str:
     """The single-run append: $1 run_id, $2 expected_seq, $3 status, $4 error, then the
-    events: three arrays ($5-$7) if ``n`` is None, else ``n`` (kind, ts, data) triples;
-    last, the writer's fence (NULL: unfenced).
+    events: four arrays ($5-$7, $9: kinds, ts, data, hashes) if ``n`` is None, else ``n``
+    (kind, ts, data, hash) quadruples; then the writer's fence (NULL: unfenced); then the
+    run's head after the append, the time and the actor for its anchor (head NULL: the
+    audit chain is off).
 
-    Returns (matched, last_seq and fence before this statement, owner); NOTIFY only if
-    the status changes (callers may pass the current status on every append).
+    Returns (matched, last_seq and fence before this statement, owner, NOTIFY, and the
+    anchor's pos and hash); NOTIFY only if the status changes (callers may pass the
+    current status on every append); an anchor only if it parks or ends the run.
     """
     if n is None:
         count, last_ts = "cardinality($5::text[])", "($6::float8[])[cardinality($6::float8[])]"
-        rows = "unnest($5::text[], $6::float8[], $7::text[]) WITH ORDINALITY AS v(k, t, d, i)"
-        fence = "$8::int8"
+        rows = (
+            "unnest($5::text[], $6::float8[], $7::text[], $9::bytea[])"
+            " WITH ORDINALITY AS v(k, t, d, h, i)"
+        )
+        fence, head, at, actor = "$8::int8", "$10", "$11", "$12"
     else:
-        count, last_ts = str(n), f"${3 * n + 3}::float8"
-        fence = f"${3 * n + 5}::int8"
+        count, last_ts = str(n), f"${4 * n + 2}::float8"
+        fence = f"${4 * n + 5}::int8"
+        head, at, actor = (f"${4 * n + k}" for k in (6, 7, 8))
         values = ", ".join(
-            f"({i + 1}::bigint, ${3 * i + 5}::text, ${3 * i + 6}::float8, ${3 * i + 7}::text)"
+            f"({i + 1}::bigint, ${4 * i + 5}::text, ${4 * i + 6}::float8, ${4 * i + 7}::text,"
+            f" ${4 * i + 8}::bytea)"
             for i in range(n)
         )
-        rows = f"(VALUES {values}) AS v(i, k, t, d)"
+        rows = f"(VALUES {values}) AS v(i, k, t, d, h)"
+    rest = (
+        f"EXISTS (SELECT 1 FROM bump) AND $3::text IS NOT NULL AND $3::text <> 'running'"
+        f" AND {head}::bytea IS NOT NULL"
+    )
+    anchor = _anchor(s, "$1", f"$2 + {count}", head, "'rest'", at, actor, "''", rest)
     return f"""
 WITH bump AS (
   UPDATE {s}.runs SET
@@ -92,19 +136,20 @@ WITH bump AS (
   WHERE run_id = $1 AND last_seq = $2 AND fence = coalesce({fence}, fence)
   RETURNING 1
 ), ins AS (
-  INSERT INTO {s}.events (run_id, seq, kind, ts, data)
-  SELECT $1, $2 + v.i, v.k, v.t, v.d FROM bump, {rows}
-)
+  INSERT INTO {s}.events (run_id, seq, kind, ts, data, hash)
+  SELECT $1, $2 + v.i, v.k, v.t, v.d, v.h FROM bump, {rows}
+), {anchor}
 SELECT b.ok, old.last_seq, old.fence, old.owner,
        CASE WHEN b.ok AND $3::text IS NOT NULL AND $3::text IS DISTINCT FROM old.status
-            THEN {notify("$1", "$3::text")} END
+            THEN {notify("$1", "$3::text")} END,
+       (SELECT pos FROM a), (SELECT hash FROM a)
 FROM (SELECT EXISTS (SELECT 1 FROM bump) AS ok) AS b
 LEFT JOIN {s}.runs old ON old.run_id = $1"""
 
 
 def _advance(s: str, n: int) -> str:
     """The step of a running run, the hot path: $1 run_id, $2 expected_seq, then ``n``
-    (kind, ts, data) triples, then the writer's fence (NULL: unfenced). No status, no
+    (kind, ts, data, hash) quadruples, then the writer's fence (NULL: unfenced). No status, no
     NOTIFY and nothing returned: the command tag says how many events went in, ``n`` if
     the run was at ``expected_seq`` with that fence, else 0.
 
@@ -112,17 +157,18 @@ def _advance(s: str, n: int) -> str:
     look at the run row, no NOTIFY expression, fewer columns rewritten).
     """
     values = ", ".join(
-        f"({i + 1}::bigint, ${3 * i + 3}::text, ${3 * i + 4}::float8, ${3 * i + 5}::text)"
+        f"({i + 1}::bigint, ${4 * i + 3}::text, ${4 * i + 4}::float8, ${4 * i + 5}::text,"
+        f" ${4 * i + 6}::bytea)"
         for i in range(n)
     )
     return f"""
 WITH bump AS (
-  UPDATE {s}.runs SET last_seq = $2 + {n}, updated_at = ${3 * n + 1}::float8
-  WHERE run_id = $1 AND last_seq = $2 AND fence = coalesce(${3 * n + 3}::int8, fence)
+  UPDATE {s}.runs SET last_seq = $2 + {n}, updated_at = ${4 * n}::float8
+  WHERE run_id = $1 AND last_seq = $2 AND fence = coalesce(${4 * n + 3}::int8, fence)
   RETURNING 1
 )
-INSERT INTO {s}.events (run_id, seq, kind, ts, data)
-SELECT $1, $2 + v.i, v.k, v.t, v.d FROM bump, (VALUES {values}) AS v(i, k, t, d)"""
+INSERT INTO {s}.events (run_id, seq, kind, ts, data, hash)
+SELECT $1, $2 + v.i, v.k, v.t, v.d, v.h FROM bump, (VALUES {values}) AS v(i, k, t, d, h)"""
 
 
 def statements(schema: str) -> Statements:
@@ -165,6 +211,11 @@ INSERT INTO {s}.cursors (name, run_id, seq)
 SELECT $1, c.run_id, c.seq FROM unnest($2::text[], $3::int8[]) AS c(run_id, seq)
 ON CONFLICT (name, run_id) DO UPDATE SET seq = EXCLUDED.seq WHERE {s}.cursors.seq < EXCLUDED.seq""",
         load_cursors=f"SELECT run_id, seq FROM {s}.cursors WHERE name = $1 AND run_id = ANY($2::text[])",
+        anchor="WITH "
+        + _anchor(s, "$1", "$2", "$3", "$4", "$5", "$6", "$7", "true")
+        + " SELECT pos, hash FROM a",
+        sign=f"UPDATE {s}.anchors SET sig = $2 WHERE pos = $1",
+        head=f"SELECT hash FROM {s}.events WHERE run_id = $1 AND seq = $2",
     )
 
 
@@ -175,6 +226,12 @@ def _notify(schema: str, run_id: str, status: str) -> str:
 
 
 def _create_run(s: str, notify: Callable[[str, str], str]) -> str:
+    """$13-$15, $17: the first events' arrays (kinds, ts, data, hashes); $18-$20: the run's
+    head, the time and the actor of its ``created`` anchor (head NULL: the chain is off);
+    $21: the run's tenant."""
+    cond = "EXISTS (SELECT 1 FROM new) AND $18::bytea IS NOT NULL"
+    seq = "cardinality($13::text[])"
+    anchor = _anchor(s, "$1", seq, "$18", "'created'", "$19", "$20", "''", cond)
     return f"""
 WITH new AS (
   INSERT INTO {s}.runs (run_id, graph, thread, status, created_at, updated_at, last_seq,
@@ -183,16 +240,17 @@ WITH new AS (
   VALUES ($1, $2, $3, $4, $5, coalesce(($14::float8[])[cardinality($14::float8[])], $6),
           cardinality($13::text[]), $7, $8, $9,
           -- the lease runs on the server's clock: the caller's says only how long it lasts
-          {_NOW} + ($10::float8 - $5::float8), $11, $12, $16::jsonb, $17)
+          {_NOW} + ($10::float8 - $5::float8), $11, $12, $16::jsonb, $21)
   ON CONFLICT (run_id) DO NOTHING
   RETURNING {notify("$1", "$4")}
 ), ins AS (
-  INSERT INTO {s}.events (run_id, seq, kind, ts, data)
-  SELECT $1, u.i, u.k, u.t, u.d
-  FROM unnest($13::text[], $14::float8[], $15::text[]) WITH ORDINALITY AS u(k, t, d, i)
+  INSERT INTO {s}.events (run_id, seq, kind, ts, data, hash)
+  SELECT $1, u.i, u.k, u.t, u.d, u.h
+  FROM unnest($13::text[], $14::float8[], $15::text[], $17::bytea[])
+    WITH ORDINALITY AS u(k, t, d, h, i)
   WHERE EXISTS (SELECT 1 FROM new)
-)
-SELECT EXISTS (SELECT 1 FROM new)"""
+), {anchor}
+SELECT EXISTS (SELECT 1 FROM new), (SELECT pos FROM a), (SELECT hash FROM a)"""
 
 
 def _append_many(s: str, notify: Callable[[str, str], str]) -> str:
@@ -217,10 +275,10 @@ WITH req AS (
   WHERE r.run_id = q.run_id AND r.last_seq = q.expected AND r.fence = coalesce(q.fence, r.fence)
   RETURNING r.run_id
 ), ins AS (
-  INSERT INTO {s}.events (run_id, seq, kind, ts, data)
-  SELECT e.run_id, e.seq, e.kind, e.ts, e.data
-  FROM unnest($7::text[], $8::int8[], $9::text[], $10::float8[], $11::text[])
-    AS e(run_id, seq, kind, ts, data)
+  INSERT INTO {s}.events (run_id, seq, kind, ts, data, hash)
+  SELECT e.run_id, e.seq, e.kind, e.ts, e.data, e.hash
+  FROM unnest($7::text[], $8::int8[], $9::text[], $10::float8[], $11::text[], $13::bytea[])
+    AS e(run_id, seq, kind, ts, data, hash)
   WHERE e.run_id IN (SELECT run_id FROM bump)
 )
 SELECT q.run_id, old.last_seq, b.run_id IS NOT NULL AS ok,
@@ -301,12 +359,14 @@ def batch_args(groups: list[Group]) -> tuple[list[Any], ...]:
     kinds: list[str] = []
     ts: list[float] = []
     data: list[str] = []
+    hashes: list[bytes | None] = []
     for g in groups:
         run_ids += [g.run_id] * len(g.kinds)
         seqs += range(g.expected + 1, g.last_seq + 1)
         kinds += g.kinds
         ts += g.ts
         data += g.data
+        hashes += g.hashes
     return (
         [g.run_id for g in groups],
         [g.expected for g in groups],
@@ -316,4 +376,5 @@ def batch_args(groups: list[Group]) -> tuple[list[Any], ...]:
         [g.ts[-1] if g.ts else None for g in groups],
         run_ids, seqs, kinds, ts, data,
         [g.fence for g in groups],
+        hashes,
     )  # fmt: skip

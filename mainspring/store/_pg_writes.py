@@ -11,12 +11,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 from ..events import Event, encode
+from ._chain import AuditSettings, is_rest
+from ._pg_audit import anchor_groups, sign
 from ._pg_batch import Group
 from ._pg_pool import ConnectionPool
 from ._pg_retry import Retrier
-from ._pg_sql import MAX_SCALAR_EVENTS, Statements, batch_args, event_columns
+from ._pg_sql import MAX_SCALAR_EVENTS, Statements, batch_args
 from ._sql_core import append_refusal
 from .protocols import ObservesCommits
 from .records import CommitStats, RunRecord, notify_commit
@@ -34,7 +37,9 @@ class Writes:
         retrier: Retrier,
         pool: Callable[[], ConnectionPool],
         observed: ObservesCommits,
+        audit: AuditSettings,
     ) -> None:
+        self._audit = audit
         self._sql = sql
         self._retrier = retrier
         self._pool = pool  # the open store's pool, or a StoreError if it is closed
@@ -45,20 +50,31 @@ class Writes:
         stats = CommitStats(writes, events, time.perf_counter() - started)
         notify_commit(self._observed.commit_observer, stats)
 
-    async def create(self, record: RunRecord, events: Sequence[Event]) -> RunRecord | None:
+    async def create(
+        self,
+        record: RunRecord,
+        events: Sequence[Event],
+        columns: tuple[list[str], list[float], list[str]],
+        hashes: list[bytes | None],
+        head: bytes | None,
+    ) -> RunRecord | None:
         """Insert the run and its first events; the stored record, or None if the run existed."""
         pool = self._pool()
-        kinds, ts, data = event_columns(record.run_id, 0, events)
+        kinds, ts, data = columns
         metadata = encode(record.metadata, what=f"metadata of run {record.run_id!r}").decode()
         args = (
             record.run_id, record.graph, record.thread, str(record.status), record.created_at,
             record.updated_at, record.parent_run_id, str(record.durability), record.owner,
             record.lease_until, record.fence, record.error, kinds, ts, data, metadata,
-            record.tenant,
+            hashes, head, time.time(), self._audit.actor, record.tenant,
         )  # fmt: skip
 
         async def attempt(retried: bool) -> bool:
-            created = bool(await pool.fetchval(self._sql.create_run, *args))
+            row = await pool.fetchrow(self._sql.create_run, *args)
+            assert row is not None
+            created = bool(row[0])
+            if created:
+                await sign(pool, self._sql, self._audit, row[1:])
             if created or not retried:
                 return created
             # The reply to an earlier attempt may have been lost after it committed.
@@ -101,8 +117,10 @@ class Writes:
         status: str | None,
         error: str | None,
         fence: int | None,
+        hashes: list[bytes | None],
+        head: bytes | None,
     ) -> None:
-        """One run's append, now: one statement, one round trip."""
+        """One run's append, now: one statement, one round trip (a signed anchor: two)."""
         pool = self._pool()
         n = len(kinds)
         scalar = 0 < n <= MAX_SCALAR_EVENTS  # each event's fields as parameters
@@ -113,11 +131,14 @@ class Writes:
         elif scalar:
             sql, args = self._sql.append_few[n], [run_id, expected, status, error]
         else:
-            sql, args = self._sql.append, [run_id, expected, status, error, kinds, ts, data]
+            sql = self._sql.append
+            args = [run_id, expected, status, error, kinds, ts, data, fence, hashes]
         if scalar:
-            for event in zip(kinds, ts, data, strict=True):
+            for event in zip(kinds, ts, data, hashes, strict=True):
                 args += event
-        args.append(fence)
+            args.append(fence)
+        if not advance:  # the anchor's, if the append parks or ends the run
+            args += [head, time.time(), self._audit.actor]
         tag = f"INSERT 0 {n}"  # the command tag of an advance that went in
 
         async def write() -> tuple[bool, int | None, int | None, str | None]:
@@ -130,6 +151,8 @@ class Writes:
                 return (False, None, None, None) if row is None else (False, *row)
             row = await pool.fetchrow(sql, *args)
             assert row is not None
+            if row[0]:
+                await sign(pool, self._sql, self._audit, row[5:])
             return row[0], row[1], row[2], row[3]
 
         async def attempt(retried: bool) -> None:
@@ -162,7 +185,7 @@ class Writes:
             nonlocal todo
             while todo:
                 batch = [groups[i] for i in todo]
-                rows = await pool.fetch(self._sql.append_many, *batch_args(batch))
+                rows = await self._group_statement(pool, batch)
                 unmatched = {r[0]: (r[1], r[4], r[5]) for r in rows if not r[2]}
                 ours: set[str] = set()
                 if retried and unmatched:  # an earlier attempt may have committed some
@@ -188,6 +211,26 @@ class Writes:
             done = [g for g, o in zip(groups, outcomes, strict=True) if o is None]
             self._notify(len(done), sum(len(g.kinds) for g in done), started)
         return outcomes
+
+    async def _group_statement(self, pool: ConnectionPool, batch: list[Group]) -> list[Any]:
+        """The group commit's statement; with the anchors of the runs it parks or ends, in
+        one transaction (their rows' hashes signed after it commits)."""
+        args = batch_args(batch)
+        rests = [(g.run_id, g.last_seq, g.head) for g in batch if is_rest(g.status) and g.head]
+        if not rests:
+            return await pool.fetch(self._sql.append_many, *args)
+
+        async def transact(conn: Any) -> tuple[list[Any], list[Any]]:
+            async with conn.transaction():
+                rows = await conn.fetch(self._sql.append_many, *args)
+                failed = {r[0] for r in rows if not r[2]}
+                done = [r for r in rests if r[0] not in failed]
+                return rows, await anchor_groups(conn, self._sql, self._audit, done)
+
+        rows, anchors = await pool.run(transact)
+        for anchor in anchors:
+            await sign(pool, self._sql, self._audit, anchor)
+        return rows
 
     async def _stored(self, pool: ConnectionPool, writes: list[Written]) -> set[str]:
         """Runs whose stored events after ``expected`` are exactly these ones."""

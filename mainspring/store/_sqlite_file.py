@@ -27,6 +27,7 @@ _SQLITE_HEADER: Final = b"SQLite format 3\x00"
 class SQLiteUrl(NamedTuple):
     path: Path
     create: bool  # make a new store even in an empty file (a missing one is always made)
+    audit: bool = True  # hash-chain and anchor the journals (?audit=off: not)
 
 
 def parse_url(url: str) -> SQLiteUrl:
@@ -43,19 +44,27 @@ def parse_url(url: str) -> SQLiteUrl:
         raise StoreError("for a store in memory use memory://, not sqlite:///:memory:")
     if not rest:
         raise StoreError(f"SQLite store URL {url!r} names no file; use sqlite:///path/to/file.db")
-    create = False
+    create, audit = False, True
     for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "audit" and value in ("on", "off"):
+            audit = value == "on"
+            continue
+        if key == "audit":
+            raise StoreError(
+                f"invalid audit={value!r} in SQLite store URL {url!r}; use audit=on or audit=off"
+            )
         if key != "create":
             raise StoreError(
-                f"unknown option {key!r} in SQLite store URL {url!r}; the only option is "
-                "create=true (make a new store in an empty file)"
+                f"unknown option {key!r} in SQLite store URL {url!r}; the options are "
+                "create=true (make a new store in an empty file) and audit=on|off (the "
+                "audit chain)"
             )
         if value not in ("true", "false"):
             raise StoreError(
                 f"invalid create={value!r} in SQLite store URL {url!r}; use create=true or create=false"
             )
         create = value == "true"
-    return SQLiteUrl(Path(rest), create)
+    return SQLiteUrl(Path(rest), create, audit)
 
 
 def readonly_uri(path: Path, *, immutable: bool = False) -> str:

@@ -86,6 +86,25 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX runs_tenant_thread ON runs (tenant, thread, created_at, run_id)"
         " WHERE thread IS NOT NULL",
     ),
+    (
+        # The audit chain (store/_chain.py): each event's hash, linked to the one before
+        # it in its run (NULL for events written before this version or with the chain
+        # off), and the store's anchor chain over the runs' heads, so that a run deleted
+        # whole is noticed. Written in the same transaction as the events they cover.
+        "ALTER TABLE events ADD COLUMN hash BLOB",
+        """CREATE TABLE anchors (
+            pos INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            head BLOB NOT NULL,
+            reason TEXT NOT NULL,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL DEFAULT '',
+            detail TEXT NOT NULL DEFAULT '',
+            hash BLOB NOT NULL,
+            sig BLOB
+        )""",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

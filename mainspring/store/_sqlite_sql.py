@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from ..errors import ConflictError, RunNotFoundError
 from ..events import Event, EventKind, decode, decode_data, encode
+from ._chain import CREATED
 from ._lease_owners import owner_is_dead
 from ._lease_watch import LeaseWatch
 from ._sql_core import (
@@ -26,6 +27,7 @@ from ._sql_core import (
     orphan_page_sql,
     thread_from_row,
 )
+from ._sqlite_audit import add_anchor, anchor_rest, apply_delete_runs, insert_events
 from .records import RunQuery, RunRecord, Snapshot, ThreadInfo
 
 Row = tuple[Any, ...]
@@ -42,7 +44,6 @@ INSERT_RUN: Final = (
 DEFAULT_LEASE_TTL: Final = 30.0
 SELECT_RUN: Final = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
 SELECT_TENANT_RUN: Final = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ? AND tenant = ?"
-INSERT_EVENT: Final = "INSERT INTO events (run_id, seq, kind, ts, data) VALUES (?, ?, ?, ?, ?)"
 # The conditional append is one UPDATE guarded by last_seq and the writer's lease token
 # (fence; NULL: unfenced); a separate statement with status/error keeps the hot path
 # from rewriting the status indexes.
@@ -74,7 +75,7 @@ _KINDS: Final = {kind.value: kind for kind in EventKind}
 
 
 def apply_append(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
-    run_id, expected_seq, rows, status, error, last_ts, fence = args
+    run_id, expected_seq, rows, status, error, last_ts, fence, audit = args
     new_seq = expected_seq + len(rows)
     if status is None and error is None:
         cur.execute(ADVANCE, (new_seq, last_ts, run_id, expected_seq, fence))
@@ -93,17 +94,19 @@ def apply_append(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
         # One writer (this thread): a row at the expected seq and fence would have matched.
         refusal = append_refusal(run_id, expected_seq, found[0], fence, found[1], found[2])
         raise refusal or ConflictError(run_id, expected_seq, found[0])
-    if rows:
-        cur.executemany(INSERT_EVENT, rows)
+    head = insert_events(cur, audit, expected_seq, rows) if rows else None
+    anchor_rest(cur, audit, run_id, new_seq, head, status)
 
 
 def apply_create(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> RunRecord | None:
-    params, rows = args
+    params, rows, audit = args
     cur.execute(INSERT_RUN, params)
     if cur.rowcount != 1:
         return DIALECT.record(cur.execute(SELECT_RUN, (params[0],)).fetchone())
-    if rows:
-        cur.executemany(INSERT_EVENT, rows)
+    head = insert_events(cur, audit, 0, rows) if rows else None
+    if audit is not None:  # the run exists: deleting it whole is noticed from now on
+        add_anchor(cur, audit, params[0], len(rows), head, CREATED)
+        anchor_rest(cur, audit, params[0], len(rows), head, params[3])
     return None
 
 
@@ -191,8 +194,10 @@ APPLY: Final[tuple[Callable[[sqlite3.Cursor, tuple[Any, ...]], Any], ...]] = (
     apply_renew,
     apply_release,
     apply_cursors,
+    apply_delete_runs,
 )
 CURSORS: Final = APPLY.index(apply_cursors)
+DELETE_RUNS: Final = APPLY.index(apply_delete_runs)
 
 
 # --- encoding (event loop, before a write is queued) ---

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..errors import StoreError
+from ._sqlite_audit import Chain
 from ._sqlite_errors import translate
 from ._sqlite_sql import APPEND, APPLY, CREATE
 from .protocols import ObservesCommits
@@ -82,7 +83,7 @@ class Request:
 def extend(prior: Request, args: tuple[Any, ...]) -> bool:
     """Make the held ``off`` append ``prior`` also write the next append of its run
     (``args``), if it continues it: the same as writing both, one after the other."""
-    run_id, expected, rows, status, error, last_ts, fence = prior.args
+    run_id, expected, rows, status, error, last_ts, fence, audit = prior.args
     if args[1] != expected + len(rows) or args[6] != fence or status not in (None, "running"):
         return False  # not next (it fails alone), fenced otherwise, or after a park
     rows.extend(args[2])
@@ -94,6 +95,7 @@ def extend(prior: Request, args: tuple[Any, ...]) -> bool:
         error if args[4] is None else args[4],
         last_ts if args[5] is None else args[5],
         fence,
+        audit,
     )
     return True
 
@@ -122,7 +124,9 @@ class Writer:
         max_batch: int,
         busy_timeout: float,
         observed: ObservesCommits,
+        chain: Chain,
     ) -> None:
+        self._chain = chain  # the runs' heads, kept once their commits are
         self._conn = conn
         self._cur = conn.cursor()
         self._path = path
@@ -374,6 +378,7 @@ class Writer:
                     req.result = APPLY[req.op](cur, req.args)
                 except Exception as exc:
                     req.error = self._as_store_error(exc)
+                    self._chain.rolled_back()
                     cur.execute("ROLLBACK")
                     return
             else:
@@ -386,7 +391,9 @@ class Writer:
                         cur.execute("ROLLBACK TO request")
                     cur.execute("RELEASE request")
             cur.execute("COMMIT")
+            self._chain.committed()
         except sqlite3.Error as exc:
+            self._chain.rolled_back()
             if self._conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):  # the original error is what matters
                     cur.execute("ROLLBACK")

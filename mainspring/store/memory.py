@@ -12,7 +12,9 @@ from dataclasses import replace
 
 from ..errors import ConflictError, LeaseLostError, RunNotFoundError, StoreError
 from ..events import Event
+from ._chain import AuditSettings
 from ._lease_owners import owner_is_dead
+from ._memory_audit import MemoryAudit
 from .protocols import StoreCapabilities
 from .records import (
     CommitObserver,
@@ -30,7 +32,7 @@ from .records import (
 _ANY_RUN = RunQuery()
 
 
-class MemoryStore:
+class MemoryStore(MemoryAudit):
     """A :class:`~mainspring.store.Store` in this process's memory (``memory://``)."""
 
     capabilities = StoreCapabilities(
@@ -51,6 +53,9 @@ class MemoryStore:
         self._deadlines: dict[str, float] = {}
         self._closed = False
         self.commit_observer: CommitObserver | None = None
+        #: The audit chain, derived from the events when read (``_memory_audit``).
+        self.audit = AuditSettings()
+        self._notes = []
 
     async def open(self) -> None:
         self._closed = False
@@ -75,6 +80,7 @@ class MemoryStore:
             record.updated_at = events[-1].ts
         self._runs[record.run_id] = record
         self._events[record.run_id] = list(events)
+        self._note_created(record.run_id, record.last_seq)
         if record.lease_until is not None:
             self._deadlines[record.run_id] = time.monotonic() + record.lease_until - time.time()
         return CreateResult(record, created=True)
@@ -121,6 +127,7 @@ class MemoryStore:
             if status is not RunStatus.RUNNING:  # parked or ended: nobody drives it now
                 record.owner = None
                 record.lease_until = None
+                self._note_rest(run_id, record.last_seq)
         if error is not None:
             record.error = error
 

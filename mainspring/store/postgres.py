@@ -77,7 +77,9 @@ import orjson
 
 from ..errors import RunNotFoundError, StoreError
 from ..events import Event, EventKind, decode_data, encode
+from ._chain import AuditSettings
 from ._lease_owners import owner_is_dead
+from ._pg_audit import Heads, PostgresAudited
 from ._pg_batch import GroupCommit, Write
 from ._pg_pool import CallTimeoutError, Connection, ConnectionPool
 from ._pg_retry import Retrier, log
@@ -109,7 +111,7 @@ _HOST_PREFIX = (
 )
 
 
-class PostgresStore:
+class PostgresStore(PostgresAudited):
     """A :class:`~mainspring.store.Store` on PostgreSQL (asyncpg, asyncio backend).
 
     Options come from the arguments, else from the URL's query, else the
@@ -145,6 +147,7 @@ class PostgresStore:
         retry_for: float | None = None,
         batch_window: float | None = None,
         call_timeout: float | None = None,
+        audit: bool = True,
     ) -> None:
         self.url = url
         parsed = parse_url(url, schema)
@@ -169,11 +172,14 @@ class PostgresStore:
             self._server_settings["application_name"] = "mainspring"
         self._sql = statements(self.target.schema)
         self.commit_observer: CommitObserver | None = None
+        #: The audit chain (``store/_chain.py``, ``_pg_audit``): on unless ``audit=False``.
+        self.audit = AuditSettings(enabled=audit)
+        self._heads = Heads(self.audit)
         self._retrier = Retrier(self.target, self.retry_for)
         self._pool: ConnectionPool | None = None
         self._writer: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        self._writes = Writes(self._sql, self._retrier, self._live_pool, self)
+        self._writes = Writes(self._sql, self._retrier, self._live_pool, self, self.audit)
         self._batch = GroupCommit(self._writes.write_groups, self.batch_window)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -257,7 +263,18 @@ class PostgresStore:
     ) -> CreateResult:
         """Always committed before it returns, whatever ``durability``: the caller must
         learn whether the run is new."""
-        stored = await self._writes.create(record, events)
+        pool = self._live_pool()
+        columns = event_columns(record.run_id, 0, events)
+        hashes, head = await self._heads.chain(
+            pool, self._sql, record.run_id, 0, *columns, str(record.status)
+        )
+        try:
+            stored = await self._writes.create(record, events, columns, hashes, head)
+        except BaseException:
+            self._heads.forget(record.run_id)
+            raise
+        if stored is None:
+            self._heads.forget(record.run_id)  # not ours: its head is not the one computed
         if stored is not None:
             return CreateResult(stored, created=True)
         existing = await self.get_run(record.run_id)
@@ -278,28 +295,40 @@ class PostgresStore:
         durability: Durability = Durability.SYNC,
         fence: int | None = None,
     ) -> None:
-        self._live_pool()
+        pool = self._live_pool()
         self._raise_failure(run_id)
         kinds, ts, data = event_columns(run_id, expected_seq, events)
         status_text = str(status) if status is not None else None
         if durability == Durability.SYNC:
             await self._batch.settle(run_id)  # queued writes of this run go first
             self._raise_failure(run_id)
-            await self._writes.append(
-                run_id, expected_seq, kinds, ts, data, status_text, error, fence
-            )
+        hashes, head = await self._heads.chain(
+            pool, self._sql, run_id, expected_seq, kinds, ts, data, status_text
+        )
+        if durability == Durability.SYNC:
+            try:
+                await self._writes.append(
+                    run_id, expected_seq, kinds, ts, data, status_text, error, fence, hashes, head
+                )
+            except BaseException:
+                self._heads.forget(run_id)
+                raise
             return
         confirm = durability != Durability.OFF
-        write = Write(run_id, expected_seq, kinds, ts, data, status_text, error, fence, confirm)
+        write = Write(
+            run_id, expected_seq, kinds, ts, data, hashes, head, status_text, error, fence, confirm
+        )
         self._batch.submit(write)
         if confirm:
             await write.done.wait()
             if write.exc is not None:
+                self._heads.forget(run_id)
                 raise write.exc
 
     def _raise_failure(self, run_id: str) -> None:
         exc = self._batch.pop_failure(run_id)
         if exc is not None:
+            self._heads.forget(run_id)
             raise exc
 
     async def flush(self) -> None:
@@ -424,8 +453,7 @@ class PostgresStore:
         rows = await self._fetch("loading cursors", pool, sql, name, list(run_ids))
         return {r[0]: int(r[1]) for r in rows}
 
-
-# -- helpers -------------------------------------------------------------------------------------
+    # -- helpers -------------------------------------------------------------------------------------
 
 
 def _require_asyncio() -> None:

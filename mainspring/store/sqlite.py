@@ -24,8 +24,11 @@ import anyio.to_thread
 
 from ..errors import StoreError
 from ..events import Event, encode
+from ._chain import AuditSettings
 from ._lease_watch import LeaseWatch
 from ._sql_core import page_orphans
+from ._sqlite_audit import Chain
+from ._sqlite_audited import SQLiteAudited
 from ._sqlite_file import connect_writer, parse_url
 from ._sqlite_readers import Readers
 from ._sqlite_sql import (
@@ -67,7 +70,7 @@ __all__ = ["SQLiteStore"]
 _ANY_RUN: Final = RunQuery()
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteAudited):
     """A store in one SQLite file: ``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db``.
 
     A missing file is made into a new store; an empty one only with ``create=True``
@@ -100,9 +103,13 @@ class SQLiteStore:
         batch_window: float = 0.002,
         max_batch: int = 512,
         busy_timeout: float = 5.0,
+        audit: bool | None = None,
     ) -> None:
         self.url = url
         parsed = parse_url(url)
+        #: The audit chain (``store/_chain.py``): on unless ``audit=False`` or ``?audit=off``.
+        self.audit = AuditSettings(enabled=parsed.audit if audit is None else audit)
+        self._chain = Chain(self.audit)
         # Absolute now: read connections opened later must not follow a change of directory.
         self.path = parsed.path.absolute()
         self._create = parsed.create if create is None else create
@@ -151,6 +158,7 @@ class SQLiteStore:
                 max_batch=self._max_batch,
                 busy_timeout=self._busy_timeout,
                 observed=self,
+                chain=self._chain,
             )
 
     async def aclose(self) -> None:
@@ -192,7 +200,7 @@ class SQLiteStore:
         # Creation always waits, even for "off" runs: the caller needs to know
         # whether the run already existed (an "off" run's is not fsync'd, though).
         # A lone sync or off run's creation goes inline.
-        args = (params, rows)
+        args = (params, rows, self._on())
         off = durability == Durability.OFF
         inline = Request(CREATE, record.run_id, args, True, None, None, lax=off)
         if durability != Durability.BATCH and writer.try_inline(inline):
@@ -223,7 +231,7 @@ class SQLiteStore:
             return
         writer = self._require_writer()
         writer.raise_kept(run_id)
-        args = _append_args(run_id, expected_seq, events, status, error, fence)
+        args = _append_args(run_id, expected_seq, events, status, error, fence, self._on())
         if durability == Durability.SYNC:
             inline = Request(APPEND, run_id, args, True, None, None)
             if writer.try_inline(inline):
@@ -257,7 +265,7 @@ class SQLiteStore:
         (merged with the run's others of the turn); see ``Writer.submit_off``."""
         writer = self._require_writer()
         writer.raise_kept(run_id)
-        args = _append_args(run_id, expected_seq, events, status, error, fence)
+        args = _append_args(run_id, expected_seq, events, status, error, fence, self._on())
         writer.submit_off(Request(APPEND, run_id, args, False, None, None, off=True))
 
     async def flush(self) -> None:
@@ -353,8 +361,10 @@ def _append_args(
     status: RunStatus | None,
     error: str | None,
     fence: int | None,
+    chain: Chain | None,
 ) -> tuple[Any, ...]:
-    """What ``apply_append`` takes, encoded on the caller's thread."""
+    """What ``apply_append`` takes, encoded on the caller's thread (hashed on the writer's,
+    in the transaction: the hash before it is what the file holds)."""
     return (
         run_id,
         expected_seq,
@@ -363,4 +373,5 @@ def _append_args(
         error,
         events[-1].ts if events else None,
         fence,
+        chain,
     )
