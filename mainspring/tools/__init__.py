@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_getattr
 from .errors import (
     CircuitOpenError,
+    MissingSecretError,
     RateLimitedToolError,
     ToolArgumentsError,
     ToolError,
     ToolFailedError,
-    MissingSecretError,
     ToolResultError,
     ToolTimeoutError,
     UnknownToolError,

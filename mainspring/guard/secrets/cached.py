@@ -87,6 +87,8 @@ class CachedSecrets:
                 "fetched before is recent enough to use"
             ) from None
         if value is not None and not isinstance(value, str):
-            raise SecretsError(f"secret {name!r}: {self.name} returned a {type(value).__name__}, not a string")
+            raise SecretsError(
+                f"secret {name!r}: {self.name} returned a {type(value).__name__}, not a string"
+            )
         self._kept[name] = (value or None, time.monotonic())
         return value or None

@@ -78,7 +78,9 @@ class FileSecrets:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
         except (OSError, UnicodeDecodeError) as exc:
-            raise SecretsError(f"secrets file {str(path)!r} cannot be read: {type(exc).__name__}") from None
+            raise SecretsError(
+                f"secrets file {str(path)!r} cannot be read: {type(exc).__name__}"
+            ) from None
         if self.format == "dir":
             return text[:-1] if text.endswith("\n") else text
         if self.format == "json":
@@ -114,7 +116,9 @@ def _parse_json(path: Path, text: str) -> dict[str, str]:
         # the decoder's message quotes no value, only where it stopped
         raise SecretsError(f"secrets file {str(path)!r} is not JSON: line {exc.lineno}") from None  # type: ignore[attr-defined]
     if not isinstance(data, dict):
-        raise SecretsError(f"secrets file {str(path)!r} must hold a JSON object of names to strings")
+        raise SecretsError(
+            f"secrets file {str(path)!r} must hold a JSON object of names to strings"
+        )
     wrong = sorted(k for k, v in data.items() if not isinstance(v, str))
     if wrong:
         raise SecretsError(

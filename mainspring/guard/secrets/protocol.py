@@ -39,7 +39,5 @@ class SecretProvider(Protocol):
 def check_name(name: str) -> str:
     """``name`` if it can name a secret, else a ValueError saying what a name may hold."""
     if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise ValueError(
-            f"secret name {name!r}: use 1-256 letters, digits, '_', '.', '-' or '/'"
-        )
+        raise ValueError(f"secret name {name!r}: use 1-256 letters, digits, '_', '.', '-' or '/'")
     return name

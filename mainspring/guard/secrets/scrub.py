@@ -177,6 +177,7 @@ class HandedValues:
 
 
 HANDED: Final = HandedValues()
+_DONE: Final = frozenset({"msg", "exc_text", "stack_info"})  # scrubbed above
 
 
 class SecretFilter(logging.Filter):
@@ -203,7 +204,6 @@ class SecretFilter(logging.Filter):
         if record.stack_info and scrub.finds(record.stack_info):
             record.stack_info = scrub.text(record.stack_info)
         for key, value in list(record.__dict__.items()):
-            if isinstance(value, str) and key not in ("msg", "exc_text", "stack_info"):
-                if scrub.finds(value):
-                    record.__dict__[key] = scrub.text(value)
+            if isinstance(value, str) and key not in _DONE and scrub.finds(value):
+                record.__dict__[key] = scrub.text(value)
         return True
