@@ -24,6 +24,8 @@ from functools import lru_cache
 from typing import Any, Final
 from urllib.parse import quote
 
+from .._errors import chain, rebuilt
+
 MIN_LENGTH: Final = 4
 _LOOP_AT_MOST: Final = 12  # variants below this are replaced one by one; above, one regex
 
@@ -112,26 +114,9 @@ class Scrubber:
         its type (or ``fallback(message)`` when that type cannot be rebuilt from one
         message) with the message scrubbed, no chain, and ``exc``'s traceback (frames
         and source lines: no values)."""
-        chain, seen = [], set()
-        link: BaseException | None = exc
-        while link is not None and id(link) not in seen:
-            seen.add(id(link))
-            chain.append(link)
-            link = link.__cause__ or link.__context__
-        if not any(self.finds(str(e)) or self.finds(repr(e.args)) for e in chain):
+        if not any(self.finds(str(e)) or self.finds(repr(e.args)) for e in chain(exc)):
             return exc
-        message = self.text(str(exc))
-        try:
-            made: Exception | None = type(exc)(message)
-            if str(made) != message:
-                made = None
-        except Exception:
-            made = None
-        if made is None:
-            made = fallback(message) if fallback is not None else RuntimeError(message)
-        made.__cause__ = None
-        made.__suppress_context__ = True
-        return made.with_traceback(exc.__traceback__)
+        return rebuilt(exc, self.text(str(exc)), fallback)
 
 
 def scrubber_for(secrets: Mapping[str, str]) -> Scrubber:
