@@ -11,7 +11,8 @@ upstream), W11 (the tool layer's overhead per call, limits off and on), W11-mcp 
 MCP server's tool over stdio: the SDK's own client against ``Toolbox.call`` and
 ``ctx.tool`` on an ``MCPServer``), W11-sandbox (start-up of a sandboxed Python and
 shell run: p50, p99), W12 (an agent turn's orchestration against LangGraph's prebuilt
-ReAct agent and the OpenAI Agents SDK).
+ReAct agent and the OpenAI Agents SDK), W11-secrets (a tool call with a declared secret
+against W11's), PII (the redactor's cost per effect, in a run and on 2 KB of text).
 ``--quick`` finishes in under a minute; the default run is longer and more
 precise. ``--repeat N`` runs the chosen families N times and prints, per workload, the median and range across
 runs as a Markdown table (``summarize.py``); with ``--json``, every run's lines.
@@ -38,6 +39,7 @@ from workloads import (
     concurrency,
     durable,
     gate,
+    guard_data,
     mcp,
     memory,
     orchestration,
@@ -73,6 +75,8 @@ FAMILIES: dict[str, Family] = {
     "W11-mcp": mcp.run,
     "W11-sandbox": sandbox.run,
     "W12": agent.run,
+    "W11-secrets": guard_data.run_secrets,
+    "PII": guard_data.run_pii,
 }
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
