@@ -71,7 +71,7 @@ async def run_secrets(settings: Settings) -> list[Result]:
         [Tool(keyed, name="keyed", secrets=["API_KEY"])],
         secrets=FileSecrets(settings.workdir / "secrets"),
     )
-    calls = settings.pick(200, 500)
+    calls = settings.pick(200, 300)
     bare, off, keyed_app = _chain("bare", None), _chain("off", "plain"), _chain("keyed", "keyed")
     async with (
         Runtime.open("memory://", tools=plain) as rt_plain,
@@ -96,7 +96,7 @@ async def run_secrets(settings: Settings) -> list[Result]:
 
         samples = await interleave(
             {name: sampler(*pair) for name, pair in contenders.items()},
-            reps=settings.pick(6, 25),
+            reps=settings.pick(6, 12),
             warmup=2,
         )
     best = {name: s.best * US for name, s in samples.items()}
@@ -192,7 +192,7 @@ async def run_pii(settings: Settings) -> list[Result]:
             return sample
 
         samples = await interleave(
-            {"off": sampler(plain), "on": sampler(redacted)}, reps=settings.pick(6, 25), warmup=2
+            {"off": sampler(plain), "on": sampler(redacted)}, reps=settings.pick(6, 15), warmup=2
         )
     redactor = Redactor()
     n = settings.pick(2_000, 10_000)
