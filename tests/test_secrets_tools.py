@@ -4,13 +4,17 @@ running runtime, and the scrubbing itself (texts, data, errors, logs)."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import uuid
 from pathlib import Path
 from typing import Any, TypedDict
+from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mainspring import END, START, Context, Graph, Runtime
 from mainspring.guard.secrets import (
@@ -191,3 +195,18 @@ def test_handed_values_are_bounded_and_rebuilt_only_when_new() -> None:
         values.scrubber.text("value-a-1 value-n-4") == "value-a-1 [secret:N4]"
     )  # the oldest dropped
     HANDED.clear()
+
+
+@given(
+    st.text(min_size=4, max_size=40).filter(lambda v: v.strip() == v and "\x00" not in v),
+    st.text(max_size=30),
+    st.text(max_size=30),
+)
+@settings(max_examples=300)
+def test_no_form_of_a_value_survives_scrubbing(value: str, before: str, after: str) -> None:
+    scrub = Scrubber({"K": value})
+    for shown in (value, json.dumps(value)[1:-1], quote(value, safe="")):
+        out = scrub.text(before + shown + after).replace("[secret:K]", "\x00")
+        assert value not in out and shown not in out
+        data = scrub.value({"a": [before + shown], value: after})
+        assert value not in json.dumps(data, ensure_ascii=False).replace("[secret:K]", "\x00")
