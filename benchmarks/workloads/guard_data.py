@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import re
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from mainspring import END, START, CompiledGraph, Context, Graph, Runtime
 from mainspring.engine.gate import Effect, Outcome
 from mainspring.guard.pii import Redactor
-from mainspring.guard.secrets import FileSecrets
+from mainspring.guard.secrets import FileSecrets, SecretArgs
 from mainspring.tools import Tool, Toolbox, ToolContext
 
 from graphs import LINEAR_STEPS, Linear
@@ -100,6 +101,7 @@ async def run_secrets(settings: Settings) -> list[Result]:
             warmup=2,
         )
     best = {name: s.best * US for name, s in samples.items()}
+    direct = await _direct_secrets(mapped, settings)
     result = Result(
         "W11-secrets",
         best["secret"] - best["bare"],
@@ -110,9 +112,33 @@ async def run_secrets(settings: Settings) -> list[Result]:
             "mixed_box_adds_us": best["mixed"] - best["off"],
             "secret_adds_us": best["secret"] - best["off"],
             "secret_file_adds_us": best["secret_file"] - best["off"],
+            **direct,
         },
     )
     return [result]
+
+
+async def _direct_secrets(box: Toolbox, settings: Settings) -> dict[str, float]:
+    """Outside a run, best of interleaved samples: the arguments hook on a plain tool's
+    effect and on a secret tool's, and ``Toolbox.call`` of the secret tool over the plain."""
+    hook = next(h for h in box.gate_hooks if isinstance(h, SecretArgs))
+    plain = Effect("tool", "tool:plain", {"q": "a"}, "k", "r", "n", 1, 0, 0, 1)
+    keyed_effect = Effect("tool", "tool:keyed", {"q": "a"}, "k", "r", "n", 1, 0, 0, 1)
+    n = settings.pick(5_000, 20_000)
+    out = {"hook_plain_us": float("inf"), "hook_secret_us": float("inf")}
+    calls = {"plain": float("inf"), "keyed": float("inf")}
+    await box.call("keyed", {"q": "a"})
+    for _ in range(5):
+        for name, effect in (("hook_plain_us", plain), ("hook_secret_us", keyed_effect)):
+            started = time.perf_counter()
+            for _ in range(n):
+                hook.redact(effect, {"q": "a"})
+            out[name] = min(out[name], (time.perf_counter() - started) / n * US)
+        for tool_name in ("plain", "keyed"):
+            timing = await per_call_async(partial(box.call, tool_name, {"q": "a"}), n // 4)
+            calls[tool_name] = min(calls[tool_name], timing.wall * US)
+    out["call_secret_over_plain_us"] = calls["keyed"] - calls["plain"]
+    return out
 
 
 # -- PII --------------------------------------------------------------------------------
