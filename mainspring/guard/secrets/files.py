@@ -38,7 +38,8 @@ class FileSecrets:
         self.check_every = check_every
         self._lock = threading.Lock()
         # per file read: (its stamp, when last checked, what it held)
-        self._seen: dict[Path, tuple[_Stamp | None, float, dict[str, str] | str | None]] = {}
+        self._seen: dict[str, tuple[_Stamp | None, float, dict[str, str] | str | None]] = {}
+        self._root = os.fspath(self.path)
 
     def __repr__(self) -> str:
         return f"FileSecrets({str(self.path)!r}, format={self.format!r})"
@@ -48,14 +49,14 @@ class FileSecrets:
         if self.format == "dir":
             if name.startswith(".") or "/" in name or name in ("..", "."):
                 return None  # never a hidden entry (``..data``) or a path out of the directory
-            value = self._read(self.path / name)
+            value = self._read(os.path.join(self._root, name))
             return value if isinstance(value, str) and value else None
-        held = self._read(self.path)
+        held = self._read(self._root)
         return (held.get(name) or None) if isinstance(held, dict) else None
 
     __call__ = get
 
-    def _read(self, path: Path) -> dict[str, str] | str | None:
+    def _read(self, path: str) -> dict[str, str] | str | None:
         now = time.monotonic()
         seen = self._seen.get(path)
         if seen is not None and self.check_every and now - seen[1] < self.check_every:
@@ -72,9 +73,10 @@ class FileSecrets:
             self._seen[path] = (stamp, now, value)
             return value
 
-    def _parse(self, path: Path) -> dict[str, str] | str | None:
+    def _parse(self, path: str) -> dict[str, str] | str | None:
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, encoding="utf-8") as file:
+                text = file.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
         except (OSError, UnicodeDecodeError) as exc:
@@ -85,7 +87,7 @@ class FileSecrets:
             return text[:-1] if text.endswith("\n") else text
         if self.format == "json":
             return _parse_json(path, text)
-        return parse_dotenv(text, str(path))
+        return parse_dotenv(text, path)
 
 
 def _format_of(path: Path) -> Format:
@@ -101,15 +103,15 @@ def _format_of(path: Path) -> Format:
     )
 
 
-def _stamp(path: Path) -> _Stamp | None:
+def _stamp(path: str) -> _Stamp | None:
     try:
-        st = path.stat()  # follows symlinks: a Kubernetes rotation is a new inode
+        st = os.stat(path)  # follows symlinks: a Kubernetes rotation is a new inode
     except (FileNotFoundError, NotADirectoryError):
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _parse_json(path: Path, text: str) -> dict[str, str]:
+def _parse_json(path: str, text: str) -> dict[str, str]:
     try:
         data = json.loads(text)
     except ValueError as exc:
