@@ -16,7 +16,8 @@ ReAct agent and the OpenAI Agents SDK), W13 (policy evaluation per effect, 50 ru
 and Cedar against pycasbin; the whole gate with policy and a budget against none),
 W13-tenants (store queries scoped by tenant against the same queries unscoped, on SQLite
 and PostgreSQL), W18 (the injection screen per 2 KB text, p50 and p99 on one core,
-against the heuristics alone).
+against the heuristics alone), W11-secrets (a tool call with a declared secret
+against W11's), PII (the redactor's cost per effect, in a run and on 2 KB of text).
 ``--quick`` finishes in under a minute; the default run is longer and more
 precise. ``--repeat N`` runs the chosen families N times and prints, per workload, the median and range across
 runs as a Markdown table (``summarize.py``); with ``--json``, every run's lines.
@@ -44,6 +45,7 @@ from workloads import (
     concurrency,
     durable,
     gate,
+    guard_data,
     mcp,
     memory,
     orchestration,
@@ -86,6 +88,8 @@ FAMILIES: dict[str, Family] = {
     "W13": policy.run,
     "W13-tenants": tenants.run,
     "W18": screening.run,
+    "W11-secrets": guard_data.run_secrets,
+    "PII": guard_data.run_pii,
 }
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -106,6 +106,8 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # set (scrubbed) by SecretFilter
+            out["exc"] = record.exc_text
         return orjson.dumps(out, default=str).decode()
 
 
@@ -147,6 +149,8 @@ class PrettyFormatter(logging.Formatter):
         )
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
+        elif record.exc_text:  # set (scrubbed) by SecretFilter
+            line += "\n" + record.exc_text
         return line
 
 
@@ -163,12 +167,16 @@ def configure_logging(
 ) -> logging.Handler:
     """Send ``logger``'s records (default: the root logger's) to ``stream`` as JSON or pretty lines.
 
-    ``json=None`` picks pretty output on a terminal and JSON otherwise.
+    ``json=None`` picks pretty output on a terminal and JSON otherwise. The handler
+    scrubs the secret values this process handed to tools (``SecretFilter``).
     """
+    from ..guard.secrets.scrub import SecretFilter
+
     stream = stream if stream is not None else sys.stderr
     tty = stream.isatty() if hasattr(stream, "isatty") else False
     use_json = not tty if json is None else json
     handler = _Handler(stream)
+    handler.addFilter(SecretFilter())
     handler.setFormatter(JsonFormatter() if use_json else PrettyFormatter(color=tty))
     target = logging.getLogger(logger)
     for old in [h for h in target.handlers if isinstance(h, _Handler)]:

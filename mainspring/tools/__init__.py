@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_getattr
 from .errors import (
     CircuitOpenError,
+    MissingSecretError,
     RateLimitedToolError,
     ToolArgumentsError,
     ToolError,
@@ -67,6 +68,7 @@ __all__ = [
     "FallbackTool",
     "MCPServer",
     "MemoryLimits",
+    "MissingSecretError",
     "NeedsHuman",
     "PostgresLimits",
     "RateLimitedToolError",

@@ -47,6 +47,10 @@ class ToolArgumentsError(ToolError):
         return f"error: {self}"
 
 
+class MissingSecretError(ToolError):
+    """A tool asked for a secret it did not declare, or that no source holds."""
+
+
 class ToolResultError(ToolError):
     """The tool returned a value that does not fit its declared return type."""
 

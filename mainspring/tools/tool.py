@@ -27,7 +27,7 @@ import pydantic
 
 from ..models.messages import ToolSpec
 from .breaker import Breaker
-from .errors import ToolArgumentsError, ToolResultError
+from .errors import MissingSecretError, ToolArgumentsError, ToolResultError
 from .fallback import FallbackSpec, steps
 
 
@@ -43,6 +43,17 @@ class ToolContext:
     user: str | None = None
     attempt: int = 1
     secrets: Mapping[str, str] = field(default_factory=dict)  # only those the tool declared
+
+    def secret(self, name: str) -> str:
+        """The value of secret ``name``, or an error saying how to provide it."""
+        value = self.secrets.get(name)
+        if value is None:
+            raise MissingSecretError(
+                f"tool {self.tool!r} has no secret {name!r}: declare it "
+                f"(@tool(secrets=[{name!r}])) and give the toolbox a source that holds it "
+                "(Toolbox(secrets=...); the environment by default)"
+            )
+        return value
 
 
 @dataclass(frozen=True, slots=True)

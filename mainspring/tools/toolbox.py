@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 from ..engine.capabilities import NodeCalls
 from ..engine.effects import EffectCall, current_key
 from ..engine.gate import Approve, Deny, Effect
+from ..guard.secrets.scrub import HANDED, scrubber_for
 from ._calling import calling as _calling
 from .background import Background
-from .errors import UnknownToolError
+from .errors import ToolFailedError, UnknownToolError
 from .resilience import Resilience
 from .tool import Tool, ToolContext, tool
 
@@ -28,13 +29,15 @@ if TYPE_CHECKING:
     from ..engine.runtime import Runtime
     from .mcp_client import MCPServer
 
-SecretSource = Callable[[str], str | None] | Mapping[str, str]
+SecretSource = Callable[[str], str | None] | Mapping[str, str]  # a SecretProvider is one
 
 
 class Toolbox:
     """Tools by name. ``tools`` are ``Tool``s or plain functions (made tools with defaults);
-    ``secrets`` (a mapping or a function of a name) gives each tool the secrets it declared,
-    never journaled."""
+    ``secrets`` (a ``SecretProvider`` from :mod:`mainspring.guard.secrets`, a mapping or a
+    function of a name; the environment by default) gives each tool the secrets it
+    declared, and only those, looked up on each call (a rotated secret is used at once);
+    their values are scrubbed from what the call records and shows (docs/secrets.md)."""
 
     def __init__(
         self,
@@ -50,6 +53,7 @@ class Toolbox:
         self._effect_fns: dict[str, Callable[..., Any]] = {}
         self._guard = DangerousTools(self)
         self._hooks = (self._guard, ToolApprovals(self), *hooks)
+        self._hooks_given: bool | None = None  # whether gate_hooks handed out the secrets hook
         self.background = Background()
         for t in tools:
             self.add(t)
@@ -58,6 +62,12 @@ class Toolbox:
         made = item if isinstance(item, Tool) else tool(item)
         if made.name in self._tools:
             raise ValueError(f"two tools are named {made.name!r}; give one of them name=")
+        if made.secrets and self._hooks_given is False:
+            raise ValueError(
+                f"tool {made.name!r} declares secrets, but this toolbox's gate hooks were taken "
+                "by a runtime without the hook that keeps secrets out of the journal; add "
+                "tools that declare secrets before the runtime is made"
+            )
         self._tools[made.name] = made
         return made
 
@@ -102,7 +112,15 @@ class Toolbox:
 
     @property
     def gate_hooks(self) -> Sequence[object]:
-        return self._hooks
+        """The approvals hook, the given hooks, and (only when a tool declares secrets, so
+        other toolboxes pay nothing) the hook scrubbing secret values from arguments."""
+        if not any(t.secrets for t in self._tools.values()):
+            self._hooks_given = bool(self._hooks_given)
+            return self._hooks
+        from ..guard.secrets.hook import SecretArgs
+
+        self._hooks_given = True
+        return (*self._hooks, SecretArgs(self.secrets_of))
 
     async def attach(self, runtime: Runtime) -> None:
         """Called by the runtime as it opens: background calls run and resume through it, and
@@ -152,19 +170,39 @@ class Toolbox:
     ) -> Any:
         """Validate, call under the tool's bounds, validate the result (also outside runs)."""
         found = self.get(name)
-        checked = found.validate(args)
         ctx = context if context is not None else self._context(name, None)
+        if ctx.secrets:
+            return await self._scrubbed(found, args, ctx)
+        checked = found.validate(args)
         return await self.resilience.call(found, checked, ctx, toolbox=self)
+
+    async def _scrubbed(self, found: Tool, args: Mapping[str, Any], ctx: ToolContext) -> Any:
+        """A call of a tool holding secrets: their values replaced by ``[secret:NAME]`` in
+        its result and its error (raised without the chain that may quote them)."""
+        scrub = scrubber_for(ctx.secrets)
+        try:
+            result = await self.resilience.call(found, found.validate(args), ctx, toolbox=self)
+        except Exception as exc:
+            failure = scrub.exception(exc, ToolFailedError)
+            if failure is exc:
+                raise
+        else:
+            return scrub.value(result)
+        raise failure  # outside the except block: no __context__ quoting the original
+
+    def secrets_of(self, name: str) -> dict[str, str]:
+        """The values of the secrets tool ``name`` declared, as its next call gets them."""
+        found = self._tools.get(name)
+        return self._secrets_for(found.secrets) if found is not None else {}
 
     def context_for(self, name: str, context: ToolContext) -> ToolContext:
         """``context`` for another tool of this box (a fallback): its own name and secrets."""
-        declared = self.get(name).secrets
-        secrets = {s: v for s in declared if (v := self._secret(s)) is not None}
+        secrets = self._secrets_for(self.get(name).secrets)
         return replace(context, tool=name, secrets=secrets, attempt=1)
 
     def _context(self, name: str, node: NodeCalls | None) -> ToolContext:
         declared = self._tools[name].secrets
-        secrets = {s: v for s in declared if (v := self._secret(s)) is not None}
+        secrets = self._secrets_for(declared) if declared else {}
         if node is None:
             return ToolContext(name, current_key.get(), secrets=secrets)
         meta = node.metadata
@@ -178,6 +216,12 @@ class Toolbox:
             None if user is None else str(user),
             secrets=secrets,
         )
+
+    def _secrets_for(self, declared: Sequence[str]) -> dict[str, str]:
+        secrets = {s: v for s in declared if (v := self._secret(s)) is not None}
+        if secrets:
+            HANDED.add(secrets)  # for the sinks that cannot tell which call wrote (logs)
+        return secrets
 
     def _secret(self, name: str) -> str | None:
         source = self._secrets
@@ -234,10 +278,12 @@ class ToolApprovals:
         found = self._toolbox.get(name)
         if not found.asks_approval(effect.args):
             return None
-        return Approve(
-            f"tool {name!r} needs a person's approval",
-            {"tool": name, "args": dict(effect.args)},
-        )
+        args = dict(effect.args)
+        if found.secrets:
+            self._toolbox.secrets_of(name)  # its values known before the call is shown
+        if HANDED:
+            args = HANDED.scrubber.value(args)  # the person is shown no secret either
+        return Approve(f"tool {name!r} needs a person's approval", {"tool": name, "args": args})
 
 
 def _effect_function(toolbox: weakref.ref[Toolbox], name: str) -> Callable[..., Any]:
