@@ -136,6 +136,7 @@ async def test_the_canary_reaches_no_sink_on_sqlite(
     assert MARK in logged.getvalue() and "calling upstream with" in logged.getvalue()
     assert MARK in caplog.text and "bad key" in caplog.text
     assert MARK in cli and "tool:echoes" in cli
+    assert '"hash"' in cli and '"prev"' in cli  # the export was read, records and all
     assert payload["data"]["args"] == {"note": f"the key is {MARK}"}
 
 
@@ -148,6 +149,11 @@ def _cli_output(url: str, *run_ids: str) -> str:
             result = CliRunner().invoke(app, [*argv, "--store", url])
             assert result.exit_code == 0, (argv, result.output)
             texts.append(result.output)
+    # the audit trail: its export (what leaves the store for auditors) and its verification
+    for argv in (["audit", "export"], ["audit", "verify"]):
+        result = CliRunner().invoke(app, [*argv, "--store", url])
+        assert result.exit_code == 0, (argv, result.output)
+        texts.append(result.output)
     return "\n".join(texts)
 
 
