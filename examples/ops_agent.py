@@ -9,6 +9,11 @@ a person's approval above 100 EUR. The run parks there. This script runs the age
 a child process, kills it (SIGKILL) while it waits, and resumes the run from the
 journal in a new runtime: no model or tool call is made twice.
 
+Governance sits at the effect gate every call passes: a policy (refunds above 500 EUR
+are denied, whatever the model asks; each decision's policy version is journaled), a
+screen for prompt injection on what the tools return and the customer writes, and the
+audit chain every journal carries, verified at the end.
+
     python examples/ops_agent.py                 # approve the refund
     python examples/ops_agent.py --approve no    # reject it: the model is told why
 
@@ -35,6 +40,9 @@ import anyio
 
 from mainspring import EventKind, RunStatus, Runtime
 from mainspring.agents import Agent
+from mainspring.guard.audit import verify
+from mainspring.guard.policy import Policy, Request, Rules, deny
+from mainspring.guard.screen import Screen
 from mainspring.models import Gateway, ModelRequest, ModelSpec, ScriptedModel, ToolCall
 from mainspring.tools import MCPServer, ToolContext, sandbox_tools, tool
 
@@ -138,6 +146,23 @@ def warehouse() -> MCPServer:
     return MCPServer.stdio(sys.executable, argv, cwd=str(HERE.parent), call_timeout=20)
 
 
+# -- governance: policy as code, screening ---------------------------------------------
+
+RULES = Rules()
+
+
+@RULES.rule("refund-cap", tools=["refund"])
+def refund_cap(request: Request) -> Any:
+    if request.args["amount"] > 500:
+        return deny("refunds above 500 EUR go through finance, not the agent")
+    return None
+
+
+def governance() -> list[object]:
+    """The gate's hooks before the tools' own: the policy first, then the screen."""
+    return [Policy(rules=[RULES], name="ops"), Screen()]
+
+
 async def open_agent(db: Path, server: MCPServer) -> tuple[Agent, Runtime]:
     agent = Agent(
         "ops",
@@ -146,7 +171,11 @@ async def open_agent(db: Path, server: MCPServer) -> tuple[Agent, Runtime]:
         tools=[lookup_order, refund, *server.tools(), *sandbox_tools()],
     )
     runtime = Runtime.open(
-        f"sqlite:///{db}", models=model_gateway(), tools=agent.toolbox, recover="off"
+        f"sqlite:///{db}",
+        models=model_gateway(),
+        tools=agent.toolbox,
+        gates=governance(),
+        recover="off",
     )
     return agent, runtime
 
@@ -190,8 +219,14 @@ async def main(db: Path, approve: bool) -> int:
             answer: Any = True if approve else {"approve": False, "reason": "over budget"}
             result = await agent.resume(rt, RUN_ID, answer)
             events = await rt.events(RUN_ID)
+            audit = await verify(rt)
     _report(result.text, result.status, events)
-    return 0
+    verdict = "intact" if audit.ok else f"TAMPERED: {audit.findings}"
+    print(
+        f"audit: {audit.events} hash-chained events, {audit.anchors} anchors: {verdict} "
+        f"(mainspring audit verify --store sqlite:///{ARGS.db})"
+    )
+    return 0 if audit.ok else 1
 
 
 def _report(text: str, status: RunStatus, events: list[Any]) -> None:
@@ -203,6 +238,19 @@ def _report(text: str, status: RunStatus, events: list[Any]) -> None:
     print(
         f"journal: {len(events)} events; {len(calls)} calls "
         f"({', '.join(dict.fromkeys(names))}), {len(keys) - len(set(keys))} repeated"
+    )
+    # The policy's grounds, by hook name: on the call itself, or on the decision record of
+    # the tools' approval that came after the policy allowed it.
+    grounds = [(c.name, (c.basis or {}).get("ops")) for c in calls]
+    grounds += [
+        (e.data.name, e.data.basis["allowed"].get("ops"))
+        for e in events
+        if e.kind is EventKind.EFFECT_DECIDED and "allowed" in (e.data.basis or {})
+    ]
+    decided = {name: basis["version"] for name, basis in grounds if basis}
+    print(
+        f"policy 'ops' (version {', '.join(sorted(set(decided.values())))}) decided "
+        f"{len(decided)} of {len(set(names))} kinds of call"
     )
     print(f"explore: mainspring show {RUN_ID} --store sqlite:///{ARGS.db}")
 

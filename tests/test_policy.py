@@ -205,6 +205,29 @@ async def test_a_resume_meets_the_recorded_approval_not_the_policy_again(tmp_pat
     assert asked == ["tool:mail"]
 
 
+@tool(needs_approval=True)
+def pay(amount: int) -> str:
+    """Pay an amount (a person approves every payment)."""
+    return f"paid {amount}"
+
+
+async def test_a_policy_allow_before_the_tools_approval_is_kept_on_its_record(url: str) -> None:
+    """The policy allows the call, the toolbox's approval hook (after it) asks a person:
+    the approval's effect_decided record keeps the policy's grounds (version and rule)."""
+    policy = Policy(rules=[python_rules()], name="gov")
+    box = Toolbox([pay])
+    async with Runtime(_store(url), gates=[policy], tools=box, graphs=[APP]) as rt:
+        h, out = await _run(rt, "pay", amount=5)
+        assert out.status is RunStatus.INTERRUPTED
+        await rt.resume(h.run_id, True)
+        assert (await rt.handle(h.run_id).result())["result"] == "paid 5"
+        decided = _of(await rt.events(h.run_id), EffectDecided)
+    asked = next(d for d in decided if d.decision == "approve")
+    assert asked.hook == "tool-approvals"
+    assert asked.basis["allowed"]["gov"]["version"] == policy.version
+    assert asked.basis["allowed"]["gov"]["decision"] == "allow"
+
+
 async def test_dangerous_tools_are_denied_unless_a_rule_names_them(url: str) -> None:
     CALLED.clear()
     async with Runtime(_store(url), tools=_box(), graphs=[APP]) as rt:  # no policy at all

@@ -156,6 +156,11 @@ async def _through_hooks(
     if decided is None:
         return await _approved(driver, task, effect, fn)
     hook, decision, effect = decided.hook, decided.decision, decided.effect
+    if decided.allowed and isinstance(decision, Approve | Deny):
+        # the hooks before the deciding one allowed it on grounds of their own (a policy's
+        # version and rule before the tools' approval): the decision's record keeps them
+        grounds = {**(decision.basis or {}), "allowed": decided.allowed}
+        decision = msgspec.structs.replace(decision, basis=grounds)
     if isinstance(decision, Allow):  # allowed, with grounds kept on effect_started
         return await _approved(driver, task, effect, fn, decided.allowed)
     if isinstance(decision, Rewrite):
