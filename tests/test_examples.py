@@ -229,6 +229,8 @@ def test_ops_agent_example_survives_a_kill_and_repeats_nothing(
     assert '"tool": "refund", "args": {"order_id": "A-1001", "amount": 180.0}' in out
     assert "resumed in a new process: the run finished" in out
     assert "tool:lookup_order, tool:warehouse_stock, tool:python, tool:refund), 0 repeated" in out
+    assert "decided 5 of 5 kinds of call" in out  # the policy's grounds on every call
+    assert "anchors: intact" in out  # the audit chain verified after the kill and resume
     if approve == "yes":
         assert "Order A-1001 is refunded (180 EUR, RF-A-1001)" in out
         assert "average order is 121.50 EUR" in out  # computed in the sandbox
