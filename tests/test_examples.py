@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from mainspring import SyncRuntime
@@ -237,3 +238,21 @@ def test_ops_agent_example_survives_a_kill_and_repeats_nothing(
     else:
         assert "We could not refund order A-1001 now" in out
     assert (tmp_path / "ops_agent.db").exists()
+
+
+def test_readme_governance_example_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's governance example, as written: a policy, the screen, the PII redactor,
+    a tool's own secret, a tenant's view and the audit verification."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"## Governance: [^\n]*\n.*?```python\n(.*?)```", readme, re.S)
+    assert block is not None, "the README has a governance python block"
+    monkeypatch.setenv("PAYMENTS_KEY", "pk-live-0123456789")
+    namespace: dict[str, Any] = {"__name__": "readme_governance"}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
+    anyio.run(namespace["main"])
+    out = capsys.readouterr().out
+    assert "refunded 180.0 on A-1 with a key of 18 characters" in out
+    assert out.rstrip().endswith("True")  # the audit chain verified
+    assert "pk-live" not in out
