@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -154,6 +155,31 @@ def test_cancel_a_parked_run(store: str) -> None:
     assert json.loads(ok(cli("runs", "--json", store=store)).stdout)["status"] == "cancelled"
     one_error_line(cli("cancel", "cx", store=store), 3, "already cancelled")
     one_error_line(cli("resume", "cx", "--value", "1", store=store), 3, "nothing to resume")
+
+
+def _journal(store: str, run_id: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for line in ok(cli("show", run_id, "--json", store=store)).stdout.splitlines()
+    ]
+
+
+def test_resume_fork_and_cancel_record_who_acted(store: str) -> None:
+    """Administrative actions through the CLI name someone in the journal (the audit
+    trail's "who"): --actor, or the operating-system user at this host."""
+    run_json(store, SUPPORT, "--input", REFUND, "--run-id", "w1")
+    ok(cli("resume", "w1", "--value", "true", "--actor", "ann@support", store=store))
+    resumed = [e for e in _journal(store, "w1") if e["kind"] == "resumed"]
+    assert resumed[-1]["data"]["actor"] == "ann@support"
+    run_json(store, SUPPORT, "--input", REFUND, "--run-id", "w2")
+    ok(cli("cancel", "w2", store=store))
+    cancelled = [e for e in _journal(store, "w2") if e["kind"] == "cancelled"]
+    who = cancelled[-1]["data"]["actor"]
+    assert "@" in who and who.split("@", 1)[1] == socket.gethostname()
+    fork = ("fork", "w1", "--at", "1", "--run-id", "w3", "--effects", "reuse", "--actor", "bob")
+    ok(cli(*fork, "--json", store=store))
+    started = _journal(store, "w3")[0]
+    assert started["data"]["forked_from"]["actor"] == "bob"
 
 
 def test_input_from_file(store: str, tmp_path: Path) -> None:

@@ -20,9 +20,11 @@ Exit codes:
 
 from __future__ import annotations
 
+import getpass
 import importlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -124,6 +126,30 @@ TenantOption = Annotated[
         "(another tenant's run is not found). Default: every tenant's (the admin view).",
     ),
 ]
+ActorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--actor",
+        envvar="MAINSPRING_ACTOR",
+        metavar="WHO",
+        help="Who acts, recorded in the run's journal for the audit trail. Default: the "
+        "operating-system user at this host (user@host).",
+    ),
+]
+
+
+def actor_or_default(actor: str | None) -> str:
+    """``--actor``, or who runs this command (``user@host``): an administrative action
+    through the CLI always names someone in the journal."""
+    if actor:
+        return actor
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        user = f"uid:{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
 DebugOption = Annotated[
     bool,
     typer.Option(

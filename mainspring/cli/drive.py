@@ -14,6 +14,7 @@ from ..errors import RunNotFoundError
 from ..status import Durability, RunStatus
 from ._common import (
     DEFAULT_STORE,
+    ActorOption,
     Api,
     CliError,
     DebugOption,
@@ -23,6 +24,7 @@ from ._common import (
     StoreOption,
     TenantOption,
     ToolsOption,
+    actor_or_default,
     driving,
     echo_json,
     graph_of_run,
@@ -187,6 +189,7 @@ def resume(
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
     tenant: TenantOption = None,
+    actor: ActorOption = None,
     models: ModelsOption = None,
     tools: ToolsOption = None,
     as_json: JsonOption = False,
@@ -211,7 +214,9 @@ def resume(
                     raise CliError(problem)
             # An ended run needs no graph: the runtime says there is nothing to resume.
             app = None if record.status.terminal else await graph_of_run(rt, run_id, graph)
-            handle = await rt.resume(run_id, answer, interrupt_id=interrupt, graph=app)
+            handle = await rt.resume(
+                run_id, answer, interrupt_id=interrupt, graph=app, actor=actor_or_default(actor)
+            )
             return await _follow(
                 handle,
                 after=record.last_seq,
@@ -296,6 +301,7 @@ def fork(
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
     tenant: TenantOption = None,
+    actor: ActorOption = None,
     models: ModelsOption = None,
     tools: ToolsOption = None,
     as_json: JsonOption = False,
@@ -318,7 +324,13 @@ def fork(
             if effects is not None:
                 choice = "rerun" if effects is ForkChoice.rerun else "reuse"
             handle = await rt.fork(
-                run_id, seq, new_run_id=new_run_id, graph=app, thread=thread, effects=choice
+                run_id,
+                seq,
+                new_run_id=new_run_id,
+                graph=app,
+                thread=thread,
+                effects=choice,
+                actor=actor_or_default(actor),
             )
             driving(
                 ctx, handle.run_id, command("resume", handle.run_id, store=store, tenant=tenant)
@@ -344,6 +356,7 @@ def cancel(
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
     tenant: TenantOption = None,
+    actor: ActorOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -359,7 +372,7 @@ def cancel(
             rt = scope(admin, tenant)
             if app is not None:
                 rt.register(app)  # Runtime.cancel takes no graph=: make it known by name
-            await rt.cancel(run_id)
+            await rt.cancel(run_id, actor=actor_or_default(actor))
             return (await rt.get_run(run_id)).status
 
     status = run_async(go)
