@@ -1,8 +1,9 @@
-"""Policy as code on a real Runtime (memory and SQLite stores): Python and Cedar rules
+"""Policy as code on a real Runtime (memory, SQLite and PostgreSQL stores): Python and Cedar rules
 deciding allow, deny, approve and rewrite for tools and agents; the decision record."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -15,6 +16,7 @@ from mainspring.events import EffectDecided, EffectStarted, Event
 from mainspring.guard.policy import Policy, Rules, approve, deny, rewrite
 from mainspring.models import Gateway, ModelRequest, ScriptedModel, ToolCall
 from mainspring.tools import Toolbox, tool
+from tests.conftest import postgres_schema_url
 
 pytestmark = pytest.mark.anyio
 
@@ -109,9 +111,15 @@ def _graph() -> Any:
 APP = _graph()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'p.db'}"
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def url(
+    request: pytest.FixtureRequest, tmp_path: Path, anyio_backend: str
+) -> AsyncIterator[str]:
+    if request.param == "postgres":
+        async with postgres_schema_url() as pg:
+            yield pg
+    else:
+        yield "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'p.db'}"
 
 
 def _box() -> Toolbox:
