@@ -26,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import shutil
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -206,7 +208,7 @@ async def run(settings: Settings) -> list[Result]:
         at_most(p["cedar"][1], 20, "cedar, inputs seen before, p99 <= 20 us"),
         at_most(p["cedar_cold"][1], 20, "cedar, new inputs, p99 <= 20 us"),
     ]
-    return [evaluation, await _whole_gate(settings)]
+    return [evaluation, await _whole_gate(settings), await _whole_gate_audited(settings)]
 
 
 async def _echo(q: str) -> str:
@@ -277,9 +279,57 @@ async def _whole_gate(settings: Settings) -> Result:
     )  # fmt: skip
 
 
+async def _whole_gate_audited(settings: Settings) -> Result:
+    """Microseconds per ctx.tool call on SQLite (in RAM when /dev/shm exists, so that an
+    fsync's noise does not drown the CPU the gate costs): the policy, a budget and the
+    audit chain on, against no gate hooks and the chain off (``?audit=off``)."""
+    app = _chain("w13-gate-audit")
+    calls = settings.pick(50, 200)
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else settings.workdir
+    folder = Path(tempfile.mkdtemp(prefix="w13-gate-", dir=base))
+    policy = Policy(cedar=[cedar_rules()], reload_every=None)
+    budget = BudgetGate([Budget(1e12, on="calls", per="run", kinds=("tool",))])
+    setups: dict[str, tuple[str, list[object]]] = {
+        "off": (f"sqlite:///{folder / 'off.db'}?create=true&audit=off", []),
+        "on": (f"sqlite:///{folder / 'on.db'}?create=true", [policy, budget]),
+    }
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            runtimes = {
+                name: await stack.enter_async_context(
+                    Runtime.open(url, gates=hooks, tools=Toolbox([Tool(_echo, name="t1")]))
+                )
+                for name, (url, hooks) in setups.items()
+            }
+            for rt in runtimes.values():
+                assert await rt.run(app, {"k": "a"}) == {"k": "a"}
+
+            def sampler(rt: Runtime) -> Any:
+                async def sample() -> Any:
+                    run = lambda: rt.run(app, {"k": "a"})  # noqa: E731
+                    return await per_call_async(run, calls) / LINEAR_STEPS
+
+                return sample
+
+            samples = await interleave(
+                {name: sampler(rt) for name, rt in runtimes.items()},
+                reps=settings.pick(4, 12),
+                warmup=1,
+            )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    off, on = samples["off"], samples["on"]
+    return Result(
+        "W13-gate-audit", (on.best - off.best) * US, None, "us/effect added",
+        extra={"store": "sqlite in RAM" if base != settings.workdir else "sqlite on disk",
+               "gate_off_us_per_step": off.best * US, "gate_on_us_per_step": on.best * US,
+               "added_median_us": (on.median - off.median) * US,
+               "spread_off": off.spread, "spread_on": on.spread},
+    )  # fmt: skip
+
+
 if __name__ == "__main__":
     import sys
-    import tempfile
 
     import anyio
 
