@@ -66,6 +66,9 @@ class EffectCall(msgspec.Struct, frozen=True):
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = {}  # msgspec copies a mutable default per instance
     long_running: bool = False  # journal effect_started before the call, not with its end
+    # The arguments are JSON data made for this call alone (no caller keeps them): the
+    # journal records them as they are, not a copy through JSON (gate.capped).
+    plain: bool = False
 
 
 async def perform(
@@ -105,7 +108,11 @@ async def perform(
     await driver.ensure_lease()  # a process frozen past its lease looks in the store first
     step, tindex, node = driver.fold.step, task.index, task.node
     args, kwargs = call.args, call.kwargs
-    recorded = capped(masked(_named(args, kwargs)), gate.args_cap) if args or kwargs else {}
+    recorded = (
+        capped(masked(_named(args, kwargs)), gate.args_cap, plain=call.plain)
+        if args or kwargs
+        else {}
+    )
     started = EffectStarted(step, tindex, node, index, name, key, task.attempt, call.kind, recorded)
     driver.record(started)
     if call.long_running:
@@ -139,7 +146,8 @@ async def _gated(
                 return await _refused(driver, task, effect, hook, answer, fn)
             effect = effect if answer is None else effect.with_args(answer)
             start = int(asked.get("position", len(gate.hooks))) + 1
-    return await _through_hooks(driver, task, effect, fn, interrupt, start)
+    plain = effect.args if call.plain else None
+    return await _through_hooks(driver, task, effect, fn, interrupt, start, plain)
 
 
 async def _through_hooks(
@@ -149,12 +157,14 @@ async def _through_hooks(
     fn: Callable[..., Any],
     interrupt: Interrupt,
     start: int,
+    plain: Any = None,
 ) -> Any:
     """The before-hooks from the ``start``-th on decide; after a person's approval the
-    hooks after the one that asked still decide (a budget after a policy, say)."""
+    hooks after the one that asked still decide (a budget after a policy, say).
+    ``plain``: the call's own arguments when they are JSON made for it (``EffectCall``)."""
     decided = await driver.gate.decide(effect, start)
     if decided is None:
-        return await _approved(driver, task, effect, fn)
+        return await _approved(driver, task, effect, fn, plain)
     hook, decision, effect = decided.hook, decided.decision, decided.effect
     if isinstance(decision, Rewrite):
         _record_decision(driver, task, effect, "rewrite", hook, decision.reason)
@@ -164,7 +174,9 @@ async def _through_hooks(
         if isinstance(answer, Deny):
             return await _refused(driver, task, effect, hook, answer, fn)
         edited = effect if answer is None else effect.with_args(answer)
-        return await _through_hooks(driver, task, edited, fn, interrupt, decided.position + 1)
+        return await _through_hooks(
+            driver, task, edited, fn, interrupt, decided.position + 1, plain
+        )
     if isinstance(decision, Deny):
         _record_decision(driver, task, effect, "deny", hook, decision.reason)
         return await _refused(driver, task, effect, hook, decision, fn)
@@ -307,12 +319,16 @@ def _asks_about(payload: Any, key: str) -> bool:
 
 
 async def _approved(
-    driver: ActiveRun, task: TaskRecord, effect: Effect, fn: Callable[..., Any]
+    driver: ActiveRun,
+    task: TaskRecord,
+    effect: Effect,
+    fn: Callable[..., Any],
+    plain: Any = None,
 ) -> Any:
     args, kwargs = _positional(effect.args)
     try:
         await driver.ensure_lease()
-        _record_started(driver, task, effect)
+        _record_started(driver, task, effect, plain)
         if effect.long_running:
             await driver.commit()
         outcome = await _outcome(
@@ -328,11 +344,14 @@ async def _approved(
     return await _finish(driver, task, effect.step, effect.index, effect.name, fn, outcome)
 
 
-def _record_started(driver: ActiveRun, task: TaskRecord, effect: Effect) -> None:
+def _record_started(driver: ActiveRun, task: TaskRecord, effect: Effect, plain: Any = None) -> None:
+    """``plain``: the call's own arguments when JSON made for it; recorded as they are
+    unless a hook or a person replaced them since."""
+    recorded = driver.gate.recorded_args(effect, plain=plain is not None and effect.args is plain)
     driver.record(
         EffectStarted(
             effect.step, task.index, task.node, effect.index, effect.name, effect.key,
-            task.attempt, effect.kind, driver.gate.recorded_args(effect),
+            task.attempt, effect.kind, recorded,
         )
     )  # fmt: skip
 

@@ -227,12 +227,13 @@ class Gate:
                 changed.append(name)
         return outcome, changed
 
-    def recorded_args(self, effect: Effect) -> Any:
-        """The arguments as the journal records them: redacted, JSON, capped in size."""
+    def recorded_args(self, effect: Effect, *, plain: bool = False) -> Any:
+        """The arguments as the journal records them: redacted, JSON, capped in size.
+        ``plain``: ``effect.args`` are JSON data made for this call (``capped``)."""
         args = masked(effect.args)
         for redact in self._redactors:
             args = redact(effect, args)
-        return capped(args, self.args_cap)
+        return capped(args, self.args_cap, plain=plain and args is effect.args)
 
 
 def masked(args: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -252,12 +253,17 @@ def masked(args: Mapping[str, Any]) -> Mapping[str, Any]:
 _SECRET_NAME: dict[str, bool] = {}  # argument name -> whether masked (masked's memo)
 
 
-def capped(args: Mapping[str, Any], cap: int) -> Any:
+def capped(args: Mapping[str, Any], cap: int, *, plain: bool = False) -> Any:
     """``args`` as JSON, or a short account of them when they are bigger than ``cap``.
 
     One encode in C and, when it fits, one decode: ~0.3 us for a small dict, where a
     walk in Python checking that the arguments are plain JSON cost ~0.75 us. What is
     not JSON-compatible is recorded as its ``repr`` (the record must never fail a write).
+
+    ``plain``: the caller made ``args`` as JSON data for this call alone (a model call's
+    messages and tools, ``msgspec.to_builtins``), so when they fit they are recorded as
+    they are: the encode measures them, and the decode would only copy them. A model
+    call's arguments are the largest most runs record: ~4 us a call (W12, 2026-12-07).
     """
     if not args:
         return {}
@@ -268,7 +274,7 @@ def capped(args: Mapping[str, Any], cap: int) -> Any:
         encoded = value.encode()
     else:
         if len(encoded) <= cap:
-            return decode(encoded)
+            return args if plain and type(args) is dict else decode(encoded)
         value = None
     if len(encoded) <= cap:
         return value

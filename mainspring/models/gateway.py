@@ -11,6 +11,7 @@ journaled, and a resumed run gets the recorded response back without a call.
 from __future__ import annotations
 
 import contextvars
+import math
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from functools import partial
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from .semantic_cache import SemanticCache
 
 _REQUEST_FIELDS = ("tool_choice", "temperature", "max_tokens", "stop")
+_SCALARS = frozenset((str, int, float, bool))  # values JSON keeps as they are
 _EFFECT_FNS = 256  # effect functions kept, one per output type
 
 
@@ -186,7 +188,7 @@ class Gateway:
         sink = node.delta_sink(f"model:{model}") if call.stream is not False else None
         fn = self._effect_fn(call.output_type)
         live = _Live(call, call.args(), sink)
-        effect = EffectCall("model", f"model:{model}", fn, (), live.args)
+        effect = EffectCall("model", f"model:{model}", fn, (), live.args, plain=call.plain())
         token = _live.set(live)
         try:
             recorded = await node.effect(effect)
@@ -427,6 +429,16 @@ class _Call(msgspec.Struct):
             data["tenant"] = self.tenant
         return data
 
+    def plain(self) -> bool:
+        """Whether ``args()`` gives only JSON data made for the call (``EffectCall.plain``):
+        messages, tools and output from ``to_builtins``; the caller's own values (provider
+        parameters, a ``stop`` list) only when they are scalars."""
+        return (
+            not self.params
+            and all(_json_scalar(v) for v in self.fields.values())
+            and _json_scalar(self.cache)
+        )
+
     def request(self, router: Router) -> ModelRequest:
         """The request, named by the model it resolves to (routing sets each provider's
         own model id as it tries them); the cache keys on it."""
@@ -434,6 +446,11 @@ class _Call(msgspec.Struct):
             router.resolve(self.model), self.messages, self.tools, output=self.output,
             params=self.params, **self.fields,
         )  # fmt: skip
+
+
+def _json_scalar(value: Any) -> bool:
+    """A value JSON gives back as it is (not NaN or infinity: JSON keeps those as null)."""
+    return type(value) in _SCALARS and (type(value) is not float or math.isfinite(value))
 
 
 def _tool(tool: Any) -> ToolSpec:
