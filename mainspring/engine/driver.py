@@ -217,6 +217,16 @@ class RunDriver(RunJournal):
                 log.warning("could not release run %s now (%s); will retry", self.run_id, exc)
         services.registry.unreleased.add(self.run_id)  # the heartbeat tries again
 
+    def lease_fresh(self) -> bool:
+        """Whether ``ensure_lease`` has nothing to do now (its checks without a coroutine:
+        an effect asks before every call)."""
+        return (
+            self.fence is None
+            or self.creation_pending
+            or self.oracle is not None
+            or time.monotonic() < self.lease_valid_until
+        )
+
     async def ensure_lease(self) -> None:
         """Before an effect acts: make sure this process still holds the run.
 

@@ -103,9 +103,18 @@ async def perform(
             return await _reuse(driver, task, index, name, fn, reused)
     gate = driver.gate
     if not gate.empty:
-        return await _gated(driver, task, index, call, key, interrupt)
+        effect = Effect(
+            call.kind, name, _named(call.args, call.kwargs), key, driver.run_id, task.node,
+            driver.fold.step, task.index, index, task.attempt, driver.fold.metadata,
+            call.long_running, driver.fold.thread,
+        )  # fmt: skip
+        plain = effect.args if call.plain else None
+        if task.interrupts:  # a person may have been asked about this call before
+            return await _gated(driver, task, effect, fn, interrupt, plain)
+        return await _through_hooks(driver, task, effect, fn, interrupt, 0, plain)
     # No hooks: no Effect to build, only the arguments to record.
-    await driver.ensure_lease()  # a process frozen past its lease looks in the store first
+    if not driver.lease_fresh():  # a process frozen past its lease looks in the store first
+        await driver.ensure_lease()
     step, tindex, node = driver.fold.step, task.index, task.node
     args, kwargs = call.args, call.kwargs
     recorded = (
@@ -124,29 +133,22 @@ async def perform(
 async def _gated(
     driver: ActiveRun,
     task: TaskRecord,
-    index: int,
-    call: EffectCall,
-    key: str,
+    effect: Effect,
+    fn: Callable[..., Any],
     interrupt: Interrupt,
+    plain: Any,
 ) -> Any:
-    """The pipeline's steps 2 to 6 with the gate's hooks (see the module's docstring)."""
-    gate, name, fn = driver.gate, call.name, call.fn
-    effect = Effect(
-        call.kind, name, _named(call.args, call.kwargs), key, driver.run_id, task.node,
-        driver.fold.step, task.index, index, task.attempt, driver.fold.metadata,
-        call.long_running, driver.fold.thread,
-    )  # fmt: skip
+    """The pipeline's steps 2 to 6 with the gate's hooks for a task that waited for a
+    person before (see the module's docstring): their recorded answers stand."""
     start = 0
-    if task.interrupts:  # a person was asked about this call before: their answers stand
-        for asked in _approvals_asked(task, key):
-            hook, reason = str(asked.get("hook", "")), str(asked.get("reason", ""))
-            decision = Approve(reason, asked.get("data"))
-            answer = await _approval(driver, task, effect, hook, decision, interrupt)
-            if isinstance(answer, Deny):
-                return await _refused(driver, task, effect, hook, answer, fn)
-            effect = effect if answer is None else effect.with_args(answer)
-            start = int(asked.get("position", len(gate.hooks))) + 1
-    plain = effect.args if call.plain else None
+    for asked in _approvals_asked(task, effect.key):
+        hook, reason = str(asked.get("hook", "")), str(asked.get("reason", ""))
+        decision = Approve(reason, asked.get("data"))
+        answer = await _approval(driver, task, effect, hook, decision, interrupt)
+        if isinstance(answer, Deny):
+            return await _refused(driver, task, effect, hook, answer, fn)
+        effect = effect if answer is None else effect.with_args(answer)
+        start = int(asked.get("position", len(driver.gate.hooks))) + 1
     return await _through_hooks(driver, task, effect, fn, interrupt, start, plain)
 
 
@@ -197,13 +199,21 @@ async def _outcome(
     key: str,
 ) -> Outcome:
     """Call ``fn`` with the effect's key; what came of it (a result or an error)."""
+    token = current_key.set(key)
     try:
-        result = await _call(driver, task, index, name, fn, args, kwargs, key)
+        if _accepts_key(fn):
+            kwargs = {**kwargs, "idempotency_key": key}
+        if _is_async(fn):
+            result = await fn(*args, **kwargs)
+        else:
+            result = await _in_thread(driver, task, index, name, fn, args, kwargs, key)
     except Exception as exc:  # what a failed call spent is accounted too (e.g. model retries)
         spent = getattr(exc, "usage", None)
         if spent is not None and not isinstance(spent, dict):
             spent = msgspec.to_builtins(spent) if hasattr(spent, "__struct_fields__") else None
         return Outcome(error=exc, usage=spent)
+    finally:
+        current_key.reset(token)
     usage = result.get("usage") if isinstance(result, dict) else None
     return Outcome(result, usage=usage if isinstance(usage, dict) else None)
 
@@ -236,7 +246,8 @@ async def _finish(
         raise error
     done = EffectFinished(step, tindex, node, index, name, result=outcome.result, usage=usage)
     driver.record(done)
-    await driver.commit()
+    if not driver.commit_now():  # in memory: committed with no coroutine to make and await
+        await driver.commit()
     return outcome.result
 
 
@@ -327,7 +338,8 @@ async def _approved(
 ) -> Any:
     args, kwargs = _positional(effect.args)
     try:
-        await driver.ensure_lease()
+        if not driver.lease_fresh():
+            await driver.ensure_lease()
         _record_started(driver, task, effect, plain)
         if effect.long_running:
             await driver.commit()
@@ -338,9 +350,10 @@ async def _approved(
         with anyio.CancelScope(shield=True):
             await driver.gate.aborted(effect, exc)  # what the hooks reserved is released
         raise
-    outcome, changed = await driver.gate.after(effect, outcome)
-    for hook in changed:
-        _record_decision(driver, task, effect, "after", hook, outcome.note)
+    if driver.gate.has_afters:  # (a coroutine less per effect when there are none)
+        outcome, changed = await driver.gate.after(effect, outcome)
+        for hook in changed:
+            _record_decision(driver, task, effect, "after", hook, outcome.note)
     return await _finish(driver, task, effect.step, effect.index, effect.name, fn, outcome)
 
 
@@ -384,7 +397,7 @@ def _key_of(
     return key
 
 
-async def _call(
+async def _in_thread(
     driver: ActiveRun,
     task: TaskRecord,
     index: int,
@@ -394,26 +407,17 @@ async def _call(
     kwargs: dict[str, Any],
     key: str,
 ) -> Any:
-    token = current_key.set(key)
-    try:
-        if _accepts_key(fn):
-            kwargs = {**kwargs, "idempotency_key": key}
-        if _is_async(fn):
-            return await fn(*args, **kwargs)
-        where = {"step": driver.fold.step, "task": task.index, "node": task.node}
-        late = partial(
-            driver.record_late,
-            {**where, "attempt": task.attempt, "effect": index, "name": name, "key": key},
-        )
-        # The key is set again in the thread: context variables do not cross by themselves.
-        result = await call_in_thread(
-            partial(_with_key, key, fn, args, kwargs), late, driver.stopping
-        )
-        if inspect.isawaitable(result):
-            result = await result
-        return result
-    finally:
-        current_key.reset(token)
+    """A sync effect function, in a worker thread (``_outcome`` sets the key around it)."""
+    where = {"step": driver.fold.step, "task": task.index, "node": task.node}
+    late = partial(
+        driver.record_late,
+        {**where, "attempt": task.attempt, "effect": index, "name": name, "key": key},
+    )
+    # The key is set again in the thread: context variables do not cross by themselves.
+    result = await call_in_thread(partial(_with_key, key, fn, args, kwargs), late, driver.stopping)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
 
 
 async def _reuse(

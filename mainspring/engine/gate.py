@@ -166,6 +166,10 @@ class Gate:
     def empty(self) -> bool:
         return not self.hooks
 
+    @property
+    def has_afters(self) -> bool:
+        return bool(self._afters)
+
     async def before(self, effect: Effect) -> tuple[str, Decision] | None:
         """The first decision other than allow, with the hook that made it; a Rewrite
         goes on to the next hooks with the new arguments (the last one is returned)."""
