@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 import math
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -226,26 +226,19 @@ class Gateway:
         except TypeError:  # an unhashable output= (a schema dict)
             return _effect_function(weakref.ref(self), output_type)
 
-    async def _effect(self, output_type: Any, **args: Any) -> dict[str, Any]:
-        """The effect's function: its arguments as the gate let them through (a budget
-        may have rewritten ``model``), its response as the journal keeps it."""
-        live = _live.get()
-        sink = live.sink if live is not None else None
-        if live is not None and live.made_with(args):  # as asked: no need to rebuild the call
-            call = live.call
-        else:  # rewritten by a hook (or edited by a person): the call from its arguments
-            call = _Call.from_args(args, output_type)
-        response = await self._respond(call, sink)
-        data = response.to_dict()
-        usage = data.setdefault("usage", {})
-        usage["model"] = response.model  # budgets and metrics read the model from the usage
-        if live is not None:
-            live.response, live.data = response, data
-        return data
-
     # -- the one path of a call ----------------------------------------------------
 
-    async def _respond(self, call: _Call, sink: DeltaSink | None) -> ModelResponse:
+    def _respond(self, call: _Call, sink: DeltaSink | None) -> Awaitable[ModelResponse]:
+        """The call's response: routed, and cached or made structured when it asks."""
+        if call.cache or call.output_type is not None:
+            return self._respond_fully(call, sink)
+        # The plain call (most): its one routed request, with no coroutine around it
+        # (~0.5 us a call, W12 2026-12-07).
+        request = call.request(self.router)
+        stream = sink is not None or call.stream is True
+        return self._ask(call.model, request, sink, stream, request.messages)
+
+    async def _respond_fully(self, call: _Call, sink: DeltaSink | None) -> ModelResponse:
         request = call.request(self.router)
         if call.cache:
             hit = await self.caches.lookup(request, call.cache, call.tenant)
@@ -338,10 +331,25 @@ class _Live:
 
 def _effect_function(gateway: weakref.ref[Gateway], output_type: Any) -> Callable[..., Any]:
     async def model_call(**args: Any) -> dict[str, Any]:
+        """The effect's function: its arguments as the gate let them through (a budget
+        may have rewritten ``model``), its response as the journal keeps it. (The work
+        itself, not a call of a method doing it: a coroutine layer less a call.)"""
         made = gateway()
         if made is None:
             raise RuntimeError("the gateway this call was made through is gone")
-        return await made._effect(output_type, **args)
+        live = _live.get()
+        sink = live.sink if live is not None else None
+        if live is not None and live.made_with(args):  # as asked: no need to rebuild the call
+            call = live.call
+        else:  # rewritten by a hook (or edited by a person): the call from its arguments
+            call = _Call.from_args(args, output_type)
+        response = await made._respond(call, sink)
+        data = response.to_dict()
+        usage = data.setdefault("usage", {})
+        usage["model"] = response.model  # budgets and metrics read the model from the usage
+        if live is not None:
+            live.response, live.data = response, data
+        return data
 
     return model_call
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from functools import partial
 from types import MappingProxyType
@@ -176,12 +176,18 @@ class Router:
             return None
         return retry_delay(error, retry, spec, self._rng)
 
-    async def _complete_once(
+    def _complete_once(
         self, log: CallLog, name: str, spec: ModelSpec, request: ModelRequest
-    ) -> ModelResponse:
+    ) -> Awaitable[ModelResponse]:
         budget = self.hedge_budgets.get(name)
-        if budget is None or spec.hedge is None:
-            return await self._request(log, name, spec, request, False)
+        if budget is None or spec.hedge is None:  # the request itself: no coroutine around it
+            return self._request(log, name, spec, request, False)
+        return self._hedged(log, name, spec, request, budget)
+
+    async def _hedged(
+        self, log: CallLog, name: str, spec: ModelSpec, request: ModelRequest, budget: HedgeBudget
+    ) -> ModelResponse:
+        assert spec.hedge is not None
         budget.add_call()
         delay = hedge_delay(spec.hedge, self.latencies[name])
         if delay is None:
