@@ -164,7 +164,8 @@ async def _through_hooks(
     """The before-hooks from the ``start``-th on decide; after a person's approval the
     hooks after the one that asked still decide (a budget after a policy, say).
     ``plain``: the call's own arguments when they are JSON made for it (``EffectCall``)."""
-    decided = await driver.gate.decide(effect, start)
+    pending = driver.gate.decide_now(effect, start)
+    decided = None if pending is None else await pending
     if decided is None:
         return await _approved(driver, task, effect, fn, plain)
     hook, decision, effect = decided.hook, decided.decision, decided.effect
@@ -446,6 +447,8 @@ def _named(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _positional(named: typing.Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if "args" not in named and type(named) is dict:  # by name only (most): no copy to make
+        return (), named
     kwargs = dict(named)
     args = kwargs.pop("args", ())
     return tuple(args), kwargs

@@ -180,10 +180,33 @@ class Gate:
         """As :meth:`before`, from the ``start``-th before-hook on, saying where the decision
         was made (so that the hooks after an approval can still decide) and the effect as
         the deciding hook saw it (with the rewrites of the hooks before it)."""
+        return await self._decide(effect, start, None)
+
+    def decide_now(self, effect: Effect, start: int = 0) -> Awaitable[Decided | None] | None:
+        """``decide`` with no coroutine while the hooks allow at once (sync hooks returning
+        None, as most do for most effects): None when all did; else the rest of the work,
+        from the first hook that said more (or must be awaited), to await. An effect asks
+        before every call: a coroutine less is ~1 us (W11, W12; 2026-12-07)."""
+        befores = self._befores
+        for position in range(start, len(befores)):
+            _, hook, is_async = befores[position]
+            if is_async:
+                return self._decide(effect, position, None)
+            decision = hook(effect)
+            if decision is not None:
+                return self._decide(effect, position, decision)
+        return None
+
+    async def _decide(self, effect: Effect, start: int, first: object) -> Decided | None:
+        """``decide``'s loop from the ``start``-th hook; ``first``: that hook's answer, when
+        it was asked already (``decide_now``)."""
         rewrite: Decided | None = None
         for position in range(start, len(self._befores)):
             name, hook, is_async = self._befores[position]
-            decision = await hook(effect) if is_async else hook(effect)
+            if first is not None:
+                decision, first = first, None
+            else:
+                decision = await hook(effect) if is_async else hook(effect)
             if decision is None:
                 continue
             if inspect.isawaitable(decision):  # a sync hook that returned a coroutine
