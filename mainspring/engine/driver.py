@@ -319,7 +319,7 @@ class RunDriver(RunJournal):
         step = self.fold.step + 1
         joins = self._joins
         for index, (node, arg) in enumerate(plan):
-            if arg is not NO_ARG:
+            if arg is not NO_ARG and self.checks_values:
                 self.check_json(arg, f"the Send payload for node {node!r}")
             self.record(
                 StepStarted(step, index, node, arg=arg, joins=joins if index == 0 else None)

@@ -326,7 +326,12 @@ class _Live:
     def made_with(self, args: Mapping[str, Any]) -> bool:
         """Whether ``args`` are this call's own (the same objects: no hook replaced any)."""
         mine = self.args
-        return len(args) == len(mine) and all(args.get(k) is v for k, v in mine.items())
+        if len(args) != len(mine):
+            return False
+        for k, v in mine.items():  # noqa: SIM110  # a loop, not all(<generator>): no generator per call
+            if args.get(k) is not v:
+                return False
+        return True
 
 
 def _effect_function(gateway: weakref.ref[Gateway], output_type: Any) -> Callable[..., Any]:
@@ -381,6 +386,8 @@ class _Call(msgspec.Struct):
             raise TypeError(f"the model must be a name or alias (a non-empty str), not {model!r}")
         if not options:  # the plain call: nothing to sort out
             return cls(model, as_messages(prompt))
+        if len(options) == 1 and "tools" in options:  # an agent's turn: its tools only
+            return cls(model, as_messages(prompt), [_tool(t) for t in options["tools"] or ()])
         opts = dict(options)
         output_type = opts.pop("output", None)
         tools = [_tool(t) for t in opts.pop("tools", None) or ()]
