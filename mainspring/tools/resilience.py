@@ -35,8 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from ..engine._deadlines import within
-from ..engine._tasks import cancel_scope
+from ..engine._deadlines import DeadlinePassed, within
 from .breaker import GAUGE, HALF_OPEN, OPEN, PROBE, Breaker, admit, record
 from .errors import (
     CircuitOpenError,
@@ -269,9 +268,9 @@ class Resilience:
         try:
             if tool.timeout is None:
                 return await tool.invoke(args, context)
-            with cancel_scope() as scope:
-                return await within(scope, tool.timeout, tool.invoke(args, context))
-            raise _timed_out(tool, scope)
+            return await within(tool.timeout, tool.invoke(args, context))
+        except DeadlinePassed:
+            raise _timed_out(tool) from None
         except ToolError:
             raise
         except Exception as exc:
@@ -298,11 +297,11 @@ class Resilience:
         """One attempt under the tool's timeout."""
         if tool.timeout is None:
             return await tool.invoke(args, context)
-        # The timer is armed only if the call suspends (see engine/_deadlines.py): a call
-        # that does not (most do not) saves ~3 us (W11, 2026-12-07).
-        with cancel_scope() as scope:
-            return await within(scope, tool.timeout, tool.invoke(args, context))
-        raise _timed_out(tool, scope)
+        # Timed only if the call suspends (engine/_deadlines.py): most do not.
+        try:
+            return await within(tool.timeout, tool.invoke(args, context))
+        except DeadlinePassed:
+            raise _timed_out(tool) from None
 
     # -- 5. the fallback -----------------------------------------------------------------
 
@@ -416,10 +415,7 @@ def _failed(tool: Tool, exc: Exception) -> ToolFailedError:
     return ToolFailedError(f"tool {tool.name!r} failed: {type(exc).__name__}: {exc}")
 
 
-def _timed_out(tool: Tool, scope: anyio.CancelScope) -> Exception:
-    """Why an attempt's scope ended without a result: its timeout."""
-    if not scope.cancelled_caught:
-        return AssertionError("unreachable: only the timeout's cancellation is caught")
+def _timed_out(tool: Tool) -> ToolTimeoutError:
     return ToolTimeoutError(
         f"tool {tool.name!r} did not finish within its timeout of {tool.timeout:g} s "
         "(cancelled); raise timeout= or make the tool faster"
