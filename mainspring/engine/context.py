@@ -99,7 +99,7 @@ class Context:
         """Make ``call`` as this task's next effect, through the one effect pipeline
         (``mainspring.engine.effects``): what ``step``, and later tools and models, use.
         Await it at once: its place among the task's effects is taken now. (The pipeline's
-        coroutine itself, not one awaiting it: a layer less, ~0.5 us an effect.)"""
+        coroutine itself, not one awaiting it: a layer less an effect.)"""
         index = self._effects
         self._effects += 1
         return perform(self._driver, self._task, index, call, self.interrupt)

@@ -246,7 +246,7 @@ class JournalWriter:
     def commit_now(self) -> bool:
         """``commit()`` when it needs no await (an in-memory store, nothing stopped): True
         once done; False to ``await commit()``. An effect commits after every call, and
-        the coroutine of ``commit`` is ~1 us of it."""
+        the coroutine of ``commit`` is a good part of it."""
         if self._append_now is None or self.outcome is not None:
             return False
         if self._pending:

@@ -233,7 +233,8 @@ class Gateway:
         if call.cache or call.output_type is not None:
             return self._respond_fully(call, sink)
         # The plain call (most): its one routed request, with no coroutine around it
-        # (~0.5 us a call, W12 2026-12-07).
+        # (with the effect function's own layer, ~7k instructions a call less by
+        # callgrind, W12 2026-12-07).
         request = call.request(self.router)
         stream = sink is not None or call.stream is True
         return self._ask(call.model, request, sink, stream, request.messages)

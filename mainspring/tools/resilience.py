@@ -264,7 +264,7 @@ class Resilience:
 
     async def _single(self, tool: Tool, args: Mapping[str, Any], context: ToolContext) -> Any:
         """``attempts`` of a tool without retries (most): ``once`` in one coroutine, with
-        no loop around it; a coroutine layer less is ~1 us a call (W11, 2026-12-07)."""
+        no loop around it: a coroutine layer less a call."""
         try:
             if tool.timeout is None:
                 return await tool.invoke(args, context)

@@ -101,7 +101,7 @@ class Tool:
         self._validate = self._args_model.__pydantic_validator__.validate_python
         self._strict_result = strict_result
         # A str, int or bool result annotated so is its own JSON: no pydantic round trip
-        # (two calls through TypeAdapter, ~2 us a call; W11 2026-12-07).
+        # (two calls through TypeAdapter).
         self._scalar: Any = returns if returns in (str, int, bool) else None
         self.parameters: dict[str, Any] = _schema(self._args_model)
 

@@ -125,7 +125,8 @@ class Toolbox:
     def _effect(self, tool_name: str, args: dict[str, Any]) -> Awaitable[Any]:
         """The effect's work: ``call`` with the arguments as the gate let them through, its
         awaitable handed back for the effect function to await (two coroutine layers
-        fewer than awaiting ``call``: ~1.5 us a call, W11 2026-12-07)."""
+        fewer than awaiting ``call``; with the rest of that change, ~20k instructions less a
+        call in W12 by callgrind, 2026-12-07)."""
         found = self.get(tool_name)
         checked = found.validate(args)
         context = self._context(tool_name, _calling.get())
