@@ -176,11 +176,11 @@ class Gate:
         decided = await self.decide(effect)
         return None if decided is None else (decided.hook, decided.decision)
 
-    async def decide(self, effect: Effect, start: int = 0) -> Decided | None:
+    def decide(self, effect: Effect, start: int = 0) -> Awaitable[Decided | None]:
         """As :meth:`before`, from the ``start``-th before-hook on, saying where the decision
         was made (so that the hooks after an approval can still decide) and the effect as
         the deciding hook saw it (with the rewrites of the hooks before it)."""
-        return await self._decide(effect, start, None)
+        return self._decide(effect, start, None)  # its coroutine: no layer around it
 
     def decide_now(self, effect: Effect, start: int = 0) -> Awaitable[Decided | None] | None:
         """``decide`` with no coroutine while the hooks allow at once (sync hooks returning
