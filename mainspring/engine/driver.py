@@ -222,7 +222,7 @@ class RunDriver(RunJournal):
         an effect asks before every call)."""
         return (
             self.fence is None
-            or self.creation_pending
+            or self._create_record is not None  # creation_pending, without a property call
             or self.oracle is not None
             or time.monotonic() < self.lease_valid_until
         )

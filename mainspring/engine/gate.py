@@ -137,7 +137,7 @@ ARGS_CAP: Final = 8192  # bytes of arguments a journal records, about
 class Gate:
     """The hooks of one runtime, sorted by what they do; built once, run per effect."""
 
-    __slots__ = ("_afters", "_befores", "_redactors", "args_cap", "hooks")
+    __slots__ = ("_afters", "_befores", "_redactors", "args_cap", "empty", "has_afters", "hooks")
 
     def __init__(self, hooks: Sequence[object] = (), *, args_cap: int = ARGS_CAP) -> None:
         self.hooks = tuple(hooks)
@@ -161,14 +161,10 @@ class Gate:
                     f"gate hook {hook!r} has none of before(effect), after(effect, outcome) "
                     "or redact(effect, args); give it one"
                 )
-
-    @property
-    def empty(self) -> bool:
-        return not self.hooks
-
-    @property
-    def has_afters(self) -> bool:
-        return bool(self._afters)
+        # Plain attributes, not properties: every effect reads them (a property is a Python
+        # call on each read in 3.11).
+        self.empty = not self.hooks
+        self.has_afters = bool(self._afters)
 
     async def before(self, effect: Effect) -> tuple[str, Decision] | None:
         """The first decision other than allow, with the hook that made it; a Rewrite
