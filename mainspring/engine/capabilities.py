@@ -8,7 +8,7 @@ the capability makes its journaled effect and streams deltas to live subscribers
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .effects import EffectCall
@@ -26,7 +26,7 @@ class NodeCalls(Protocol):
     @property
     def metadata(self) -> dict[str, Any]: ...
 
-    async def effect(self, call: EffectCall) -> Any: ...
+    def effect(self, call: EffectCall) -> Awaitable[Any]: ...  # awaited at once
     def delta_sink(self, name: str) -> DeltaSink | None: ...
 
 

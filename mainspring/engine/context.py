@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RunStateError
@@ -95,12 +95,14 @@ class Context:
         """
         return await self.effect(EffectCall("effect", name, fn, args, kwargs))
 
-    async def effect(self, call: EffectCall) -> Any:
+    def effect(self, call: EffectCall) -> Awaitable[Any]:
         """Make ``call`` as this task's next effect, through the one effect pipeline
-        (``mainspring.engine.effects``): what ``step``, and later tools and models, use."""
+        (``mainspring.engine.effects``): what ``step``, and later tools and models, use.
+        Await it at once: its place among the task's effects is taken now. (The pipeline's
+        coroutine itself, not one awaiting it: a layer less an effect.)"""
         index = self._effects
         self._effects += 1
-        return await perform(self._driver, self._task, index, call, self.interrupt)
+        return perform(self._driver, self._task, index, call, self.interrupt)
 
     async def model(self, model: str, prompt: Any, /, **options: Any) -> ModelResponse:
         """Ask ``model`` (a name or alias of the runtime's gateway) as a journaled effect.

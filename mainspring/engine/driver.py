@@ -219,6 +219,16 @@ class RunDriver(RunJournal):
                 log.warning("could not release run %s now (%s); will retry", self.run_id, exc)
         services.registry.unreleased.add(self.run_id)  # the heartbeat tries again
 
+    def lease_fresh(self) -> bool:
+        """Whether ``ensure_lease`` has nothing to do now (its checks without a coroutine:
+        an effect asks before every call)."""
+        return (
+            self.fence is None
+            or self._create_record is not None  # creation_pending, without a property call
+            or self.oracle is not None
+            or time.monotonic() < self.lease_valid_until
+        )
+
     async def ensure_lease(self) -> None:
         """Before an effect acts: make sure this process still holds the run.
 
@@ -311,7 +321,7 @@ class RunDriver(RunJournal):
         step = self.fold.step + 1
         joins = self._joins
         for index, (node, arg) in enumerate(plan):
-            if arg is not NO_ARG:
+            if arg is not NO_ARG and self.checks_values:
                 self.check_json(arg, f"the Send payload for node {node!r}")
             self.record(
                 StepStarted(step, index, node, arg=arg, joins=joins if index == 0 else None)

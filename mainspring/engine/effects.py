@@ -66,6 +66,9 @@ class EffectCall(msgspec.Struct, frozen=True):
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = {}  # msgspec copies a mutable default per instance
     long_running: bool = False  # journal effect_started before the call, not with its end
+    # The arguments are JSON data made for this call alone (no caller keeps them): the
+    # journal records them as they are, not a copy through JSON (gate.capped).
+    plain: bool = False
 
 
 async def perform(
@@ -100,12 +103,25 @@ async def perform(
             return await _reuse(driver, task, index, name, fn, reused)
     gate = driver.gate
     if not gate.empty:
-        return await _gated(driver, task, index, call, key, interrupt)
+        effect = Effect(
+            call.kind, name, _named(call.args, call.kwargs), key, driver.run_id, task.node,
+            driver.fold.step, task.index, index, task.attempt, driver.fold.metadata,
+            call.long_running, driver.fold.thread, driver.app.name,
+        )  # fmt: skip
+        plain = effect.args if call.plain else None
+        if task.interrupts:  # a person may have been asked about this call before
+            return await _gated(driver, task, effect, fn, interrupt, plain)
+        return await _through_hooks(driver, task, effect, fn, interrupt, 0, plain)
     # No hooks: no Effect to build, only the arguments to record.
-    await driver.ensure_lease()  # a process frozen past its lease looks in the store first
+    if not driver.lease_fresh():  # a process frozen past its lease looks in the store first
+        await driver.ensure_lease()
     step, tindex, node = driver.fold.step, task.index, task.node
     args, kwargs = call.args, call.kwargs
-    recorded = capped(masked(_named(args, kwargs)), gate.args_cap) if args or kwargs else {}
+    recorded = (
+        capped(masked(_named(args, kwargs)), gate.args_cap, plain=call.plain)
+        if args or kwargs
+        else {}
+    )
     started = EffectStarted(step, tindex, node, index, name, key, task.attempt, call.kind, recorded)
     driver.record(started)
     if call.long_running:
@@ -117,29 +133,23 @@ async def perform(
 async def _gated(
     driver: ActiveRun,
     task: TaskRecord,
-    index: int,
-    call: EffectCall,
-    key: str,
+    effect: Effect,
+    fn: Callable[..., Any],
     interrupt: Interrupt,
+    plain: Any,
 ) -> Any:
-    """The pipeline's steps 2 to 6 with the gate's hooks (see the module's docstring)."""
-    gate, name, fn = driver.gate, call.name, call.fn
-    effect = Effect(
-        call.kind, name, _named(call.args, call.kwargs), key, driver.run_id, task.node,
-        driver.fold.step, task.index, index, task.attempt, driver.fold.metadata,
-        call.long_running, driver.fold.thread, driver.app.name,
-    )  # fmt: skip
+    """The pipeline's steps 2 to 6 with the gate's hooks for a task that waited for a
+    person before (see the module's docstring): their recorded answers stand."""
     start = 0
-    if task.interrupts:  # a person was asked about this call before: their answers stand
-        for asked in _approvals_asked(task, key):
-            hook, reason = str(asked.get("hook", "")), str(asked.get("reason", ""))
-            decision = Approve(reason, asked.get("data"))
-            answer = await _approval(driver, task, effect, hook, decision, interrupt)
-            if isinstance(answer, Deny):
-                return await _refused(driver, task, effect, hook, answer, fn)
-            effect = effect if answer is None else effect.with_args(answer)
-            start = int(asked.get("position", len(gate.hooks))) + 1
-    return await _through_hooks(driver, task, effect, fn, interrupt, start)
+    for asked in _approvals_asked(task, effect.key):
+        hook, reason = str(asked.get("hook", "")), str(asked.get("reason", ""))
+        decision = Approve(reason, asked.get("data"))
+        answer = await _approval(driver, task, effect, hook, decision, interrupt)
+        if isinstance(answer, Deny):
+            return await _refused(driver, task, effect, hook, answer, fn)
+        effect = effect if answer is None else effect.with_args(answer)
+        start = int(asked.get("position", len(driver.gate.hooks))) + 1
+    return await _through_hooks(driver, task, effect, fn, interrupt, start, plain)
 
 
 async def _through_hooks(
@@ -149,12 +159,15 @@ async def _through_hooks(
     fn: Callable[..., Any],
     interrupt: Interrupt,
     start: int,
+    plain: Any = None,
 ) -> Any:
     """The before-hooks from the ``start``-th on decide; after a person's approval the
-    hooks after the one that asked still decide (a budget after a policy, say)."""
-    decided = await driver.gate.decide(effect, start)
+    hooks after the one that asked still decide (a budget after a policy, say).
+    ``plain``: the call's own arguments when they are JSON made for it (``EffectCall``)."""
+    pending = driver.gate.decide_now(effect, start)
+    decided = None if pending is None else await pending
     if decided is None:
-        return await _approved(driver, task, effect, fn)
+        return await _approved(driver, task, effect, fn, plain)
     hook, decision, effect = decided.hook, decided.decision, decided.effect
     if decided.allowed and isinstance(decision, Approve | Deny):
         # the hooks before the deciding one allowed it on grounds of their own (a policy's
@@ -162,21 +175,23 @@ async def _through_hooks(
         grounds = {**(decision.basis or {}), "allowed": decided.allowed}
         decision = msgspec.structs.replace(decision, basis=grounds)
     if isinstance(decision, Allow):  # allowed, with grounds kept on effect_started
-        return await _approved(driver, task, effect, fn, decided.allowed)
+        return await _approved(driver, task, effect, fn, plain, decided.allowed)
     if isinstance(decision, Rewrite):
         _record_decision(driver, task, effect, "rewrite", hook, decision.reason, decision.basis)
-        return await _approved(driver, task, effect, fn, decided.allowed)
+        return await _approved(driver, task, effect, fn, plain, decided.allowed)
     if isinstance(decision, Approve):
         answer = await _approval(driver, task, effect, hook, decision, interrupt, decided.position)
         if isinstance(answer, Deny):
             return await _refused(driver, task, effect, hook, answer, fn)
         edited = effect if answer is None else effect.with_args(answer)
-        return await _through_hooks(driver, task, edited, fn, interrupt, decided.position + 1)
+        return await _through_hooks(
+            driver, task, edited, fn, interrupt, decided.position + 1, plain
+        )
     if isinstance(decision, Deny):
         _record_decision(driver, task, effect, "deny", hook, decision.reason, decision.basis)
         return await _refused(driver, task, effect, hook, decision, fn)
     _record_decision(driver, task, effect, "answer", hook, decision.source)
-    _record_started(driver, task, effect, decided.allowed)
+    _record_started(driver, task, effect, None, decided.allowed)
     outcome = Outcome(decision.result)
     return await _finish(driver, task, effect.step, effect.index, effect.name, fn, outcome)
 
@@ -192,13 +207,21 @@ async def _outcome(
     key: str,
 ) -> Outcome:
     """Call ``fn`` with the effect's key; what came of it (a result or an error)."""
+    token = current_key.set(key)
     try:
-        result = await _call(driver, task, index, name, fn, args, kwargs, key)
+        if _accepts_key(fn):
+            kwargs = {**kwargs, "idempotency_key": key}
+        if _is_async(fn):
+            result = await fn(*args, **kwargs)
+        else:
+            result = await _in_thread(driver, task, index, name, fn, args, kwargs, key)
     except Exception as exc:  # what a failed call spent is accounted too (e.g. model retries)
         spent = getattr(exc, "usage", None)
         if spent is not None and not isinstance(spent, dict):
             spent = msgspec.to_builtins(spent) if hasattr(spent, "__struct_fields__") else None
         return Outcome(error=exc, usage=spent)
+    finally:
+        current_key.reset(token)
     usage = result.get("usage") if isinstance(result, dict) else None
     return Outcome(result, usage=usage if isinstance(usage, dict) else None)
 
@@ -231,7 +254,8 @@ async def _finish(
         raise error
     done = EffectFinished(step, tindex, node, index, name, result=outcome.result, usage=usage)
     driver.record(done)
-    await driver.commit()
+    if not driver.commit_now():  # in memory: committed with no coroutine to make and await
+        await driver.commit()
     return outcome.result
 
 
@@ -318,12 +342,14 @@ async def _approved(
     task: TaskRecord,
     effect: Effect,
     fn: Callable[..., Any],
+    plain: Any = None,
     basis: dict[str, Any] | None = None,
 ) -> Any:
     args, kwargs = _positional(effect.args)
     try:
-        await driver.ensure_lease()
-        _record_started(driver, task, effect, basis)
+        if not driver.lease_fresh():
+            await driver.ensure_lease()
+        _record_started(driver, task, effect, plain, basis)
         if effect.long_running:
             await driver.commit()
         outcome = await _outcome(
@@ -333,19 +359,28 @@ async def _approved(
         with anyio.CancelScope(shield=True):
             await driver.gate.aborted(effect, exc)  # what the hooks reserved is released
         raise
-    outcome, changed = await driver.gate.after(effect, outcome)
-    for hook in changed:
-        _record_decision(driver, task, effect, "after", hook, outcome.note)
+    if driver.gate.has_afters:  # (a coroutine less per effect when there are none)
+        outcome, changed = await driver.gate.after(effect, outcome)
+        for hook in changed:
+            _record_decision(driver, task, effect, "after", hook, outcome.note)
     return await _finish(driver, task, effect.step, effect.index, effect.name, fn, outcome)
 
 
 def _record_started(
-    driver: ActiveRun, task: TaskRecord, effect: Effect, basis: dict[str, Any] | None = None
+    driver: ActiveRun,
+    task: TaskRecord,
+    effect: Effect,
+    plain: Any = None,
+    basis: dict[str, Any] | None = None,
 ) -> None:
+    """``plain``: the call's own arguments when JSON made for it; recorded as they are
+    unless a hook or a person replaced them since. ``basis``: the grounds of the hooks
+    that allowed the call."""
+    recorded = driver.gate.recorded_args(effect, plain=plain is not None and effect.args is plain)
     driver.record(
         EffectStarted(
             effect.step, task.index, task.node, effect.index, effect.name, effect.key,
-            task.attempt, effect.kind, driver.gate.recorded_args(effect), basis,
+            task.attempt, effect.kind, recorded, basis,
         )
     )  # fmt: skip
 
@@ -385,7 +420,7 @@ def _key_of(
     return key
 
 
-async def _call(
+async def _in_thread(
     driver: ActiveRun,
     task: TaskRecord,
     index: int,
@@ -395,26 +430,17 @@ async def _call(
     kwargs: dict[str, Any],
     key: str,
 ) -> Any:
-    token = current_key.set(key)
-    try:
-        if _accepts_key(fn):
-            kwargs = {**kwargs, "idempotency_key": key}
-        if _is_async(fn):
-            return await fn(*args, **kwargs)
-        where = {"step": driver.fold.step, "task": task.index, "node": task.node}
-        late = partial(
-            driver.record_late,
-            {**where, "attempt": task.attempt, "effect": index, "name": name, "key": key},
-        )
-        # The key is set again in the thread: context variables do not cross by themselves.
-        result = await call_in_thread(
-            partial(_with_key, key, fn, args, kwargs), late, driver.stopping
-        )
-        if inspect.isawaitable(result):
-            result = await result
-        return result
-    finally:
-        current_key.reset(token)
+    """A sync effect function, in a worker thread (``_outcome`` sets the key around it)."""
+    where = {"step": driver.fold.step, "task": task.index, "node": task.node}
+    late = partial(
+        driver.record_late,
+        {**where, "attempt": task.attempt, "effect": index, "name": name, "key": key},
+    )
+    # The key is set again in the thread: context variables do not cross by themselves.
+    result = await call_in_thread(partial(_with_key, key, fn, args, kwargs), late, driver.stopping)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
 
 
 async def _reuse(
@@ -443,6 +469,8 @@ def _named(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _positional(named: typing.Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if "args" not in named and type(named) is dict:  # by name only (most): no copy to make
+        return (), named
     kwargs = dict(named)
     args = kwargs.pop("args", ())
     return tuple(args), kwargs

@@ -243,6 +243,19 @@ class JournalWriter:
         except STOPS_DRIVING as exc:
             self.stop(exc)
 
+    def commit_now(self) -> bool:
+        """``commit()`` when it needs no await (an in-memory store, nothing stopped): True
+        once done; False to ``await commit()``. An effect commits after every call, and
+        the coroutine of ``commit`` is a good part of it."""
+        if self._append_now is None or self.outcome is not None:
+            return False
+        if self._pending:
+            try:
+                self._commit_now(self._append_now, None, None)
+            except STOPS_DRIVING as exc:
+                self.stop(exc)
+        return True
+
     def stop(self, cause: BaseException) -> NoReturn:
         """Stop driving the run for ``cause`` (a store failure, a lost lease): the journal
         stays as the store has it, resumable."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from functools import partial
 from types import MappingProxyType
@@ -29,6 +29,7 @@ from types import MappingProxyType
 import anyio
 import msgspec
 
+from ..engine._deadlines import within
 from ._attempts import CallLog, TokenCounter, estimate_tokens
 from ._backoff import retry_delay
 from ._names import degradations, fallback_chains, known, resolve_aliases
@@ -174,12 +175,18 @@ class Router:
             return None
         return retry_delay(error, retry, spec, self._rng)
 
-    async def _complete_once(
+    def _complete_once(
         self, log: CallLog, name: str, spec: ModelSpec, request: ModelRequest
-    ) -> ModelResponse:
+    ) -> Awaitable[ModelResponse]:
         budget = self.hedge_budgets.get(name)
-        if budget is None or spec.hedge is None:
-            return await self._request(log, name, spec, request, False)
+        if budget is None or spec.hedge is None:  # the request itself: no coroutine around it
+            return self._request(log, name, spec, request, False)
+        return self._hedged(log, name, spec, request, budget)
+
+    async def _hedged(
+        self, log: CallLog, name: str, spec: ModelSpec, request: ModelRequest, budget: HedgeBudget
+    ) -> ModelResponse:
+        assert spec.hedge is not None
         budget.add_call()
         delay = hedge_delay(spec.hedge, self.latencies[name])
         if delay is None:
@@ -193,10 +200,13 @@ class Router:
         """One request to one provider, under the spec's timeout, recorded whatever happens."""
         started = self._clock()
         try:
-            with _deadline_in(spec.timeout) as scope:
+            if spec.timeout is None:
                 response = await spec.provider.complete(request)
-            if scope.cancelled_caught:
-                raise TimeoutError
+            else:
+                # Timed only if the call suspends (engine/_deadlines.py): a scripted,
+                # instant or cached provider's call does not. Past it: DeadlinePassed, a
+                # TimeoutError (below).
+                response = await within(spec.timeout, spec.provider.complete(request))
         except anyio.get_cancelled_exc_class():
             log.note(
                 name,

@@ -29,12 +29,13 @@ import itertools
 import random
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
+from ..engine._deadlines import DeadlinePassed, within
 from .breaker import GAUGE, HALF_OPEN, OPEN, PROBE, Breaker, admit, record
 from .errors import (
     CircuitOpenError,
@@ -48,7 +49,7 @@ from .errors import (
 from .fallback import AskHuman, CachedResult, ResultCache, Step, steps
 from .limits import LimitsBackend, MemoryLimits, Update, give_slot, take_slot, take_token
 from .states import ToolState, read_states
-from .tool import Tool, ToolContext
+from .tool import Retry, Tool, ToolContext
 
 if TYPE_CHECKING:
     from ..telemetry.metrics.instruments import MetricsSink
@@ -255,21 +256,39 @@ class Resilience:
 
     # -- 4. timeout and retries ----------------------------------------------------------
 
-    async def attempts(self, tool: Tool, args: Mapping[str, Any], context: ToolContext) -> Any:
+    def attempts(self, tool: Tool, args: Mapping[str, Any], context: ToolContext) -> Awaitable[Any]:
         """The call, retried on the tool's declared-retryable errors with full jitter."""
-        retry = tool.retry
-        tries = retry.attempts if retry is not None else 1
+        if tool.retry is None:
+            return self._single(tool, args, context)
+        return self._retried(tool, tool.retry, args, context)
+
+    async def _single(self, tool: Tool, args: Mapping[str, Any], context: ToolContext) -> Any:
+        """``attempts`` of a tool without retries (most): ``once`` in one coroutine, with
+        no loop around it: a coroutine layer less a call."""
+        try:
+            if tool.timeout is None:
+                return await tool.invoke(args, context)
+            return await within(tool.timeout, tool.invoke(args, context))
+        except DeadlinePassed:
+            raise _timed_out(tool) from None
+        except ToolError:
+            raise
+        except Exception as exc:
+            raise _failed(tool, exc) from exc
+
+    async def _retried(
+        self, tool: Tool, retry: Retry, args: Mapping[str, Any], context: ToolContext
+    ) -> Any:
+        tries = retry.attempts
         for attempt in range(1, tries + 1):
             ctx = context if attempt == 1 else replace(context, attempt=attempt)
             try:
                 return await self.once(tool, args, ctx)
             except Exception as exc:
-                if retry is None or attempt == tries or not isinstance(exc, retry.on):
+                if attempt == tries or not isinstance(exc, retry.on):
                     if isinstance(exc, ToolError):
                         raise
-                    raise ToolFailedError(
-                        f"tool {tool.name!r} failed: {type(exc).__name__}: {exc}"
-                    ) from exc
+                    raise _failed(tool, exc) from exc
                 ceiling = min(retry.max_backoff, retry.backoff * 2 ** (attempt - 1))
                 await anyio.sleep(self._rng.uniform(0, ceiling))
         raise AssertionError("unreachable: the loop returns or raises")
@@ -278,14 +297,11 @@ class Resilience:
         """One attempt under the tool's timeout."""
         if tool.timeout is None:
             return await tool.invoke(args, context)
-        with anyio.move_on_after(tool.timeout) as scope:
-            return await tool.invoke(args, context)
-        if scope.cancelled_caught:
-            raise ToolTimeoutError(
-                f"tool {tool.name!r} did not finish within its timeout of {tool.timeout:g} s "
-                "(cancelled); raise timeout= or make the tool faster"
-            )
-        raise AssertionError("unreachable")
+        # Timed only if the call suspends (engine/_deadlines.py): most do not.
+        try:
+            return await within(tool.timeout, tool.invoke(args, context))
+        except DeadlinePassed:
+            raise _timed_out(tool) from None
 
     # -- 5. the fallback -----------------------------------------------------------------
 
@@ -393,6 +409,17 @@ class Resilience:
         if value != before:  # a gauge the sinks only add to: add the change
             self._gauges[name] = value
             self.metrics.add("mainspring_tool_breaker_state", (name,), value - before)
+
+
+def _failed(tool: Tool, exc: Exception) -> ToolFailedError:
+    return ToolFailedError(f"tool {tool.name!r} failed: {type(exc).__name__}: {exc}")
+
+
+def _timed_out(tool: Tool) -> ToolTimeoutError:
+    return ToolTimeoutError(
+        f"tool {tool.name!r} did not finish within its timeout of {tool.timeout:g} s "
+        "(cancelled); raise timeout= or make the tool faster"
+    )
 
 
 def _keys(tool: Tool) -> tuple[str, str, str]:

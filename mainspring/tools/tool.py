@@ -111,8 +111,13 @@ class Tool:
         self.fallback = fallback
         _check_limits(self)
         self.is_async = inspect.iscoroutinefunction(fn)
-        self._context_param, self._args_model, self._result = _introspect(fn, self.name, arg_docs)
+        self._context_param, self._args_model, returns = _introspect(fn, self.name, arg_docs)
+        self._result = None if returns is None else pydantic.TypeAdapter(returns)
+        self._validate = self._args_model.__pydantic_validator__.validate_python
         self._strict_result = strict_result
+        # A str, int or bool result annotated so is its own JSON: no pydantic round trip
+        # (two calls through TypeAdapter).
+        self._scalar: Any = returns if returns in (str, int, bool) else None
         self.parameters: dict[str, Any] = _schema(self._args_model)
 
     def __repr__(self) -> str:
@@ -144,8 +149,8 @@ class Tool:
     def validate(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """The arguments checked and converted (``ToolArgumentsError`` lists what is wrong,
         in words a model can act on)."""
-        try:
-            model = self._args_model.model_validate(args if type(args) is dict else dict(args))
+        try:  # the model's validator itself: model_validate is a Python layer over it
+            model = self._validate(args if type(args) is dict else dict(args))
         except pydantic.ValidationError as exc:
             raise ToolArgumentsError.of(self.name, exc.errors(include_url=False)) from None
         return dict(model.__dict__)  # the fields, in order (extra="forbid": nothing else)
@@ -154,6 +159,8 @@ class Tool:
         """The result as JSON data, validated against the return annotation."""
         if self._result is None:
             return _jsonable(value)
+        if type(value) is self._scalar:  # a str for a str, exactly: valid, and its own JSON
+            return value
         try:
             checked = self._result.validate_python(value, strict=self._strict_result or None)
             return self._result.dump_python(checked, mode="json")
@@ -239,7 +246,9 @@ def _parse_doc(doc: str) -> tuple[str, dict[str, str]]:
 
 def _introspect(
     fn: Callable[..., Any], name: str, arg_docs: Mapping[str, str]
-) -> tuple[str | None, type[pydantic.BaseModel], pydantic.TypeAdapter[Any] | None]:
+) -> tuple[str | None, type[pydantic.BaseModel], Any]:
+    """The context parameter's name, the arguments' model, and the return type (None when
+    there is none to check)."""
     try:
         hints = typing.get_type_hints(fn, include_extras=True)
     except Exception as exc:
@@ -266,7 +275,7 @@ def _introspect(
     else:
         if typing.get_origin(returns) in (Awaitable, typing.Coroutine):
             returns = typing.get_args(returns)[-1]
-        result = None if returns is type(None) else pydantic.TypeAdapter(returns)
+        result = None if returns is type(None) else returns
     return context_param, model, result
 
 

