@@ -163,8 +163,10 @@ class Toolbox:
         fewer than awaiting ``call``; with the rest of that change, ~20k instructions less a
         call in W12 by callgrind, 2026-12-07)."""
         found = self.get(tool_name)
-        checked = found.validate(args)
         context = self._context(tool_name, _calling.get())
+        if context.secrets:  # a tool holding secrets: its result and errors scrubbed
+            return self._scrubbed(found, args, context)
+        checked = found.validate(args)
         return self.resilience.call(found, checked, context, toolbox=self)
 
     # -- the one path of a call ----------------------------------------------------------
