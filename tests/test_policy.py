@@ -236,6 +236,53 @@ async def test_a_policy_allow_before_the_tools_approval_is_kept_on_its_record(ur
     assert asked.basis["allowed"]["gov"]["decision"] == "allow"
 
 
+async def test_a_persons_edit_is_judged_by_every_hook_again(url: str) -> None:
+    """A person who edits a call's arguments at an approval cannot take it past the policy:
+    the policy's deny rules judge the edited arguments (the asking rule's too), and an
+    approval the same hook asks again for the edited call is the person's own."""
+    CALLED.clear()
+    rules = Rules()
+
+    @rules.rule("refund-limits", tools=["refund"])
+    def limits(req: Any) -> Any:
+        if req.args["amount"] > 1000:
+            return deny("refunds over 1000 are not allowed")
+        return approve("refunds over 100 need a person") if req.args["amount"] > 100 else None
+
+    @rules.rule("no-evil-mail", tools=["pay_to"])
+    def no_evil(req: Any) -> Any:
+        return deny("no payments to evil") if req.args["to"] == "evil" else None
+
+    policy = Policy(rules=[rules], name="gov")
+    box = Toolbox([refund, pay_to])
+    async with Runtime(_store(url), gates=[policy], tools=box, graphs=[APP]) as rt:
+        h, out = await _run(rt, "refund", amount=500)
+        assert out.status is RunStatus.INTERRUPTED
+        await rt.resume(h.run_id, {"args": {"amount": 999_999}})
+        note = (await rt.handle(h.run_id).result())["note"]
+        assert "refunds over 1000 are not allowed" in note and not CALLED
+
+        h, out = await _run(rt, "refund", amount=500)  # edited to another amount to ask about
+        await rt.resume(h.run_id, {"args": {"amount": 300}})
+        assert (await rt.handle(h.run_id).result())["result"] == "refunded 300"
+        started = _of(await rt.events(h.run_id), EffectStarted)[-1]
+        assert started.args == {"amount": 300}
+
+        h, out = await _run(rt, "pay_to", to="ann")  # the tool's own approval, then an edit
+        assert out.status is RunStatus.INTERRUPTED
+        await rt.resume(h.run_id, {"args": {"to": "evil"}})
+        note = (await rt.handle(h.run_id).result())["note"]
+        assert "no payments to evil" in note
+    assert CALLED == [("refund", {"amount": 300})]
+
+
+@tool(needs_approval=True)
+def pay_to(to: str) -> str:
+    """Pay someone (a person approves every payment)."""
+    CALLED.append(("pay_to", {"to": to}))
+    return f"paid {to}"
+
+
 async def test_dangerous_tools_are_denied_unless_a_rule_names_them(url: str) -> None:
     CALLED.clear()
     async with Runtime(_store(url), tools=_box(), graphs=[APP]) as rt:  # no policy at all

@@ -43,7 +43,7 @@ from ..events import (
 )
 from ._threads import call_in_thread
 from .fold import EffectRecord, TaskRecord
-from .gate import Allow, Approve, Deny, Effect, Outcome, Rewrite, capped, masked
+from .gate import Allow, Approve, Decided, Deny, Effect, Outcome, Rewrite, capped, masked
 from .seams import ActiveRun
 
 current_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -140,16 +140,29 @@ async def _gated(
 ) -> Any:
     """The pipeline's steps 2 to 6 with the gate's hooks for a task that waited for a
     person before (see the module's docstring): their recorded answers stand."""
-    start = 0
+    start, answered = 0, frozenset[int]()
     for asked in _approvals_asked(task, effect.key):
         hook, reason = str(asked.get("hook", "")), str(asked.get("reason", ""))
         decision = Approve(reason, asked.get("data"))
         answer = await _approval(driver, task, effect, hook, decision, interrupt)
         if isinstance(answer, Deny):
             return await _refused(driver, task, effect, hook, answer, fn)
-        effect = effect if answer is None else effect.with_args(answer)
-        start = int(asked.get("position", len(driver.gate.hooks))) + 1
-    return await _through_hooks(driver, task, effect, fn, interrupt, start, plain)
+        position = int(asked.get("position", len(driver.gate.hooks)))
+        effect, start, answered = _after_answer(effect, answer, position, answered)
+    return await _through_hooks(driver, task, effect, fn, interrupt, start, plain, answered)
+
+
+def _after_answer(
+    effect: Effect, edit: dict[str, Any] | None, position: int, answered: frozenset[int]
+) -> tuple[Effect, int, frozenset[int]]:
+    """Where the hooks go on after a person approved the call the hook at ``position``
+    asked about: with the hooks after it when they approved it as it was; from the first
+    hook again when they edited its arguments, so that every hook (a policy's deny rules
+    included, the asking hook's own) judges the arguments that will be used, not those it
+    saw. An approval the answered hooks ask again for the edited call is the person's."""
+    if edit is None:
+        return effect, position + 1, answered
+    return effect.with_args(edit), 0, answered | {position}
 
 
 async def _through_hooks(
@@ -160,20 +173,31 @@ async def _through_hooks(
     interrupt: Interrupt,
     start: int,
     plain: Any = None,
+    answered: frozenset[int] = frozenset(),
+    grounds: dict[str, Any] | None = None,
 ) -> Any:
     """The before-hooks from the ``start``-th on decide; after a person's approval the
-    hooks after the one that asked still decide (a budget after a policy, say).
+    hooks after the one that asked still decide (a budget after a policy, say). An
+    approval asked by an ``answered`` hook is granted: a person edited the call it asked
+    about to these arguments. ``grounds``: the allows of the hooks before ``start``.
     ``plain``: the call's own arguments when they are JSON made for it (``EffectCall``)."""
     pending = driver.gate.decide_now(effect, start)
     decided = None if pending is None else await pending
+    if grounds:
+        decided = _with_grounds(decided, effect, grounds)
     if decided is None:
         return await _approved(driver, task, effect, fn, plain)
+    if isinstance(decided.decision, Approve) and decided.position in answered:
+        return await _through_hooks(
+            driver, task, decided.effect, fn, interrupt, decided.position + 1, plain,
+            answered, decided.allowed,
+        )  # fmt: skip
     hook, decision, effect = decided.hook, decided.decision, decided.effect
     if decided.allowed and isinstance(decision, Approve | Deny):
         # the hooks before the deciding one allowed it on grounds of their own (a policy's
         # version and rule before the tools' approval): the decision's record keeps them
-        grounds = {**(decision.basis or {}), "allowed": decided.allowed}
-        decision = msgspec.structs.replace(decision, basis=grounds)
+        kept = {**(decision.basis or {}), "allowed": decided.allowed}
+        decision = msgspec.structs.replace(decision, basis=kept)
     if isinstance(decision, Allow):  # allowed, with grounds kept on effect_started
         return await _approved(driver, task, effect, fn, plain, decided.allowed)
     if isinstance(decision, Rewrite):
@@ -183,10 +207,8 @@ async def _through_hooks(
         answer = await _approval(driver, task, effect, hook, decision, interrupt, decided.position)
         if isinstance(answer, Deny):
             return await _refused(driver, task, effect, hook, answer, fn)
-        edited = effect if answer is None else effect.with_args(answer)
-        return await _through_hooks(
-            driver, task, edited, fn, interrupt, decided.position + 1, plain
-        )
+        effect, start, answered = _after_answer(effect, answer, decided.position, answered)
+        return await _through_hooks(driver, task, effect, fn, interrupt, start, plain, answered)
     if isinstance(decision, Deny):
         _record_decision(driver, task, effect, "deny", hook, decision.reason, decision.basis)
         return await _refused(driver, task, effect, hook, decision, fn)
@@ -194,6 +216,15 @@ async def _through_hooks(
     _record_started(driver, task, effect, None, decided.allowed)
     outcome = Outcome(decision.result)
     return await _finish(driver, task, effect.step, effect.index, effect.name, fn, outcome)
+
+
+def _with_grounds(decided: Decided | None, effect: Effect, grounds: dict[str, Any]) -> Decided:
+    """``decided`` with the allows of hooks asked before it (an approval granted on the
+    way) in front of its own: an allow by every hook is an Allow with all their grounds."""
+    if decided is None:
+        return Decided(-1, "", Allow(), effect, dict(grounds))
+    merged = {**grounds, **(decided.allowed or {})}
+    return msgspec.structs.replace(decided, allowed=merged)
 
 
 async def _outcome(
