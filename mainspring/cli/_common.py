@@ -251,20 +251,27 @@ _CAPABILITY = {"models": ("a mainspring.models.Gateway", "call_in_run"),
                "tools": ("a mainspring.tools.Toolbox", "call_in_run")}  # fmt: skip
 
 
+def import_ref(ref: str, option: str, what: str, code: int = EXIT_USAGE) -> Any:
+    """The object ``MODULE:ATTR`` (given as ``--option``) names, the current directory
+    importable; a clear error saying what to give when it cannot be imported."""
+    module, _, attr = ref.partition(":")
+    importable_cwd()
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise CliError(
+            f"--{option} {ref}: cannot import it ({exc}); give MODULE:ATTR of {what}, "
+            "importable from the current directory",
+            code,
+        ) from None
+
+
 def import_capability(ref: str | None, option: str) -> Any:
     """The gateway or toolbox ``MODULE:ATTR`` names (the object, or a function returning it)."""
     if not ref:
         return None
     what, marker = _CAPABILITY[option]
-    module, _, attr = ref.partition(":")
-    importable_cwd()
-    try:
-        found = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise CliError(
-            f"--{option} {ref}: cannot import it ({exc}); give MODULE:ATTR of {what}, "
-            "importable from the current directory"
-        ) from None
+    found = import_ref(ref, option, what)
     made = found() if callable(found) and not hasattr(found, marker) else found
     if not hasattr(made, marker):
         raise CliError(f"--{option} {ref} is {made!r}, not {what}")

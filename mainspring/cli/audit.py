@@ -23,7 +23,7 @@ from ._common import (
     JsonOption,
     StoreOption,
     echo_json,
-    importable_cwd,
+    import_ref,
     open_runtime,
     out,
     run_async,
@@ -68,18 +68,7 @@ def _redactor(ref: str | None) -> Any:
     """The function ``--redact MODULE:ATTR`` names."""
     if ref is None:
         return None
-    import importlib
-
-    module, _, attr = ref.partition(":")
-    importable_cwd()
-    try:
-        found = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise CliError(
-            f"--redact {ref}: cannot import it ({exc}); give MODULE:ATTR of a function "
-            "taking and returning one record (a dict)",
-            EXIT_USAGE,
-        ) from None
+    found = import_ref(ref, "redact", "a function taking and returning one record (a dict)")
     if not callable(found):
         raise CliError(f"--redact {ref} is {found!r}, not a function", EXIT_USAGE)
     return found

@@ -11,14 +11,13 @@ with their limits; without it, every tool the backend holds state for.
 
 from __future__ import annotations
 
-import importlib
 from functools import partial
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from ._common import CliError, DebugOption, JsonOption, echo_json, importable_cwd, out, run_async
+from ._common import CliError, DebugOption, JsonOption, echo_json, import_ref, out, run_async
 
 LimitsOption = Annotated[
     str,
@@ -89,15 +88,7 @@ async def _read(url: str, prefix: str, toolbox: Any) -> list[Any]:
 def _toolbox(ref: str | None) -> Any:
     if not ref:
         return None
-    module, _, attr = ref.partition(":")
-    importable_cwd()
-    try:
-        found = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise CliError(
-            f"--tools {ref}: cannot import it ({exc}); give MODULE:ATTR of a Toolbox, "
-            "importable from the current directory"
-        ) from None
+    found = import_ref(ref, "tools", "a Toolbox")
     box = found() if callable(found) and not hasattr(found, "specs") else found
     if not hasattr(box, "specs"):
         raise CliError(f"--tools {ref} is {box!r}, not a mainspring.tools.Toolbox")
