@@ -127,6 +127,33 @@ async def test_a_resume_writes_an_anchor_and_a_run_in_flight_verifies(tmp_path: 
         assert (await audit.verify(rt)).ok
 
 
+async def test_runs_resumed_or_created_while_verify_reads_are_judged_by_their_new_anchors(
+    tmp_path: Path,
+) -> None:
+    """Between verify reading the anchors and reading the runs, one run is resumed and
+    one created: their events show up with no anchor yet read, and the second look at the
+    anchors (whose new ones went in with those events) clears them."""
+    for url in ("memory://", f"sqlite:///{tmp_path / 's.db'}"):
+        async with Runtime.open(url) as rt:
+            handle = await rt.start(eg.support, {"text": "big refund"}, run_id="p")
+            assert (await handle.wait()).status is RunStatus.INTERRUPTED
+            store: Any = audit.audited(rt)
+            listed = store.audit_runs
+
+            async def meanwhile(rt: Runtime = rt, listed: Any = listed) -> Any:
+                await rt.resume("p", True)
+                await rt.handle("p").result()
+                await fill(rt, 1)
+                return await listed()
+
+            store.audit_runs = meanwhile
+            try:
+                report = await audit.verify(rt)
+            finally:
+                store.audit_runs = listed
+            assert report.ok and report.runs == 2, (url, report.findings)
+
+
 async def test_a_run_moved_to_another_tenant_by_its_row_is_found(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     async with Runtime.open(url) as rt:
@@ -234,9 +261,11 @@ async def test_pg_a_record_appended_to_a_finished_run_is_inserted(
     conn = await asyncpg.connect(url.split("?")[0])
     try:
         await conn.execute(f'SET search_path TO "{schema}"')
-        seq, head = await conn.fetchrow(
+        last = await conn.fetchrow(
             "SELECT seq, hash FROM events WHERE run_id = $1 ORDER BY seq DESC LIMIT 1", ids[0]
         )
+        assert last is not None
+        seq, head = last
         (row,) = chain_rows(bytes(head), [(ids[0], seq + 1, "emitted", time.time(), _FORGED)])
         await conn.execute(
             "INSERT INTO events (run_id, seq, kind, ts, data, hash) VALUES ($1,$2,$3,$4,$5,$6)",
@@ -268,11 +297,10 @@ async def test_pg_a_connection_lost_while_signing_leaves_no_unsigned_anchor(
 ) -> None:
     import asyncpg
 
-    import mainspring.store._pg_writes as writes
+    from mainspring.store._pg_audit import sign as real
 
     url, _ = pg
     key, pub = _keys(tmp_path)
-    real = writes.sign
     failed: list[int] = []
 
     async def drops_once(conn: Any, sql: Any, settings: Any, row: Any) -> None:
@@ -281,7 +309,7 @@ async def test_pg_a_connection_lost_while_signing_leaves_no_unsigned_anchor(
             raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
         await real(conn, sql, settings, row)
 
-    monkeypatch.setattr(writes, "sign", drops_once)
+    monkeypatch.setattr("mainspring.store._pg_writes.sign", drops_once)
     rt = Runtime.open(url)
     audit.sign_anchors(rt, key)
     async with rt:
