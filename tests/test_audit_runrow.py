@@ -318,3 +318,27 @@ async def test_pg_a_connection_lost_while_signing_leaves_no_unsigned_anchor(
     assert failed
     report = await _verify(url, public_key=pub)
     assert report.ok and report.anchors == report.signed == 4, report.findings
+
+
+async def test_pg_group_committed_resumes_are_anchored_and_signed(
+    pg: tuple[str, str], tmp_path: Path
+) -> None:
+    url, _ = pg
+    key, pub = _keys(tmp_path)
+    rt = Runtime.open(url, durability="batch")
+    audit.sign_anchors(rt, key)
+    async with rt:
+        for i in range(3):
+            handle = await rt.start(eg.support, {"text": "big refund"}, run_id=f"g{i}")
+            assert (await handle.wait()).status is RunStatus.INTERRUPTED
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(rt.resume, f"g{i}", True)
+        for i in range(3):
+            await rt.handle(f"g{i}").result()
+        anchors = await audit.audited(rt).audit_anchors()
+    for i in range(3):
+        reasons = [a.reason for a in anchors if a.run_id == f"g{i}"]
+        assert reasons == ["created", "rest", "resumed", "rest"], reasons
+    report = await _verify(url, public_key=pub)
+    assert report.ok and report.signed == report.anchors == 12, report.findings
