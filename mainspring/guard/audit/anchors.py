@@ -106,7 +106,7 @@ def check_run_anchors(
                     )
                 )  # fmt: skip
     kept = [a for a in anchors if a.reason not in DELETIONS]
-    if chained and kept and kept[-1].reason == REST and top > kept[-1].seq:
+    if kept and kept[-1].reason == REST and top > kept[-1].seq:
         last = kept[-1]
         findings.append(
             Finding(

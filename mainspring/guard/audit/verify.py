@@ -27,7 +27,7 @@ def audited(store: object) -> Audited:
     scoped = isinstance(getattr(store, "tenant", None), str) and hasattr(store, "runtime")
     if scoped:  # rt.tenant("x") (or its sync twin): one tenant's view, not the store
         raise MainspringError(
-            f"{target!r} is one tenant's view of the store: the audit trail is store-wide "
+            f"{store!r} is one tenant's view of the store: the audit trail is store-wide "
             "(its anchors chain every tenant's runs), so verify, export, purge and erase "
             "are admin operations; give them the runtime or the store itself, not rt.tenant(...)"
         )
