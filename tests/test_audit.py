@@ -314,7 +314,7 @@ async def test_runs_written_without_the_chain_are_noted_and_continue_it(tmp_path
         await rt.handle("parked").result()
         report = await audit.verify(rt)
     assert report.ok, report.findings
-    assert [a.reason for a in await _anchors(url)] == ["rest"]
+    assert [a.reason for a in await _anchors(url)] == ["resumed", "rest"]
 
 
 async def _anchors(url: str) -> list[Anchor]:

@@ -125,7 +125,7 @@ async def test_a_run_resumed_by_another_runtime_continues_its_chain(pg: tuple[st
         report = await audit.verify(second)
         assert report.ok, report.findings
         anchors = [a for a in await audit.audited(second).audit_anchors() if a.run_id == "t-1"]
-    assert [a.reason for a in anchors] == ["created", "rest", "rest"]
+    assert [a.reason for a in anchors] == ["created", "rest", "resumed", "rest"]
 
 
 async def test_group_committed_runs_are_chained_and_anchored(pg: tuple[str, str]) -> None:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from ..guard.audit.retention import Deleted
 
 from ._common import (
     DEFAULT_STORE,
@@ -185,7 +188,8 @@ def purge(
         typer.Option(
             "--retention",
             metavar="TENANT=DAYS",
-            help="Keep runs of TENANT (run metadata 'tenant') this many days; repeat per tenant.",
+            help="Keep runs of TENANT (run metadata 'tenant'; '=DAYS' for the default tenant)"
+            " this many days; repeat per tenant.",
         ),
     ] = [],  # noqa: B006 (typer reads the default, never mutates it)
     default: Annotated[
@@ -206,23 +210,30 @@ def purge(
     for item in retention:
         tenant, sep, days = item.partition("=")
         try:
-            ages[tenant] = float(days) if sep and tenant else float("nan")
+            ages[tenant] = float(days) if sep else float("nan")
         except ValueError:
             ages[tenant] = float("nan")
         if ages[tenant] != ages[tenant]:
             raise CliError(f"--retention {item!r} is not TENANT=DAYS", EXIT_USAGE)
 
-    async def go() -> list[str]:
+    async def go() -> Deleted:
         async with open_runtime(store) as rt:
             _sign(rt, private_key)
             return await do_purge(rt, ages, default=default, actor=actor, dry_run=dry_run)
 
     gone = run_async(go)
     if as_json:
-        echo_json({"purged": [] if dry_run else gone, "would_purge": gone if dry_run else []})
+        echo_json(
+            {
+                "purged": [] if dry_run else list(gone),
+                "would_purge": list(gone) if dry_run else [],
+                "skipped": gone.skipped,
+            }
+        )
     else:
         verb = "would purge" if dry_run else "purged"
         typer.echo(f"{verb} {len(gone)} run(s)" + "".join(f"\n  {r}" for r in gone))
+        _echo_skipped(gone.skipped)
 
 
 @audit_app.command("erase")
@@ -237,13 +248,24 @@ def erase(
     """Right to erasure: delete the user's runs at rest, each anchored first (by a hash of the id)."""
     from ..guard.audit import erase_user
 
-    async def go() -> list[str]:
+    async def go() -> tuple[list[str], list[str]]:
         async with open_runtime(store) as rt:
             _sign(rt, private_key)
-            return [a.run_id for a in await erase_user(rt, user, actor=actor, tenant=tenant)]
+            erased = await erase_user(rt, user, actor=actor, tenant=tenant)
+            return [a.run_id for a in erased], erased.skipped
 
-    gone = run_async(go)
+    gone, skipped = run_async(go)
     typer.echo(f"erased {len(gone)} run(s)" + "".join(f"\n  {r}" for r in gone))
+    _echo_skipped(skipped)
+
+
+def _echo_skipped(skipped: list[str]) -> None:
+    """Runs chosen but resumed before their deletion's lock: left in place, said so."""
+    if skipped:
+        typer.echo(
+            f"skipped {len(skipped)} run(s) in flight (resumed since they were listed)"
+            + "".join(f"\n  {r}" for r in skipped)
+        )
 
 
 @audit_app.command("keygen")

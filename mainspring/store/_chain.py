@@ -79,6 +79,7 @@ _KIND_PARTS: dict[str, bytes] = {}
 #: Why an anchor was written.
 CREATED: Final = "created"  # the run's first commit: the run exists
 REST: Final = "rest"  # a commit that parked or ended the run (interrupted, finished, ...)
+RESUMED: Final = "resumed"  # the commit that set a parked run running again
 PURGED: Final = "purged"  # retention deleted the run; seq and head are its last
 ERASED: Final = "erased"  # right to erasure deleted the run; seq and head are its last
 DELETIONS: Final = frozenset({PURGED, ERASED})
@@ -147,9 +148,22 @@ def make_anchor(
     )
 
 
+def is_resume(status: str | None, before: str | None) -> bool:
+    """Whether an append with this status, to a run whose stored status was ``before``,
+    sets a parked run running again (a ``resumed`` anchor goes with it)."""
+    return status == "running" and before is not None and before != "running"
+
+
 def is_rest(status: str | None) -> bool:
     """Whether an append with this status parks or ends its run (an anchor goes with it)."""
     return status is not None and status != "running"
+
+
+def still_deletable(status: str, updated_at: float, cutoff: float | None) -> bool:
+    """Whether a run listed for deletion may still go, judged on its row as locked now: at
+    rest (a run resumed since it was listed is being written) and, for a purge, unchanged
+    since before its cutoff."""
+    return status != "running" and (cutoff is None or updated_at < cutoff)
 
 
 def default_actor() -> str:

@@ -18,10 +18,12 @@ from ._chain import (
     CREATED,
     GENESIS,
     REST,
+    RESUMED,
     Anchor,
     AuditSettings,
     link,
     make_anchor,
+    still_deletable,
 )
 from .audit import AuditRun, ChainRow
 from .records import RunRecord
@@ -59,9 +61,12 @@ class MemoryAudit:
     def _note_rest(self, run_id: str, seq: int) -> None:
         self._note(run_id, seq, REST)
 
+    def _note_resumed(self, run_id: str, seq: int) -> None:
+        self._note(run_id, seq, RESUMED)
+
     async def audit_runs(self) -> list[AuditRun]:
         return [
-            AuditRun(r.run_id, r.last_seq, str(r.status), r.updated_at, dict(r.metadata))
+            AuditRun(r.run_id, r.last_seq, str(r.status), r.updated_at, dict(r.metadata), r.tenant)
             for r in sorted(self._runs.values(), key=lambda r: r.run_id)
         ]
 
@@ -90,12 +95,18 @@ class MemoryAudit:
         return anchors
 
     async def delete_runs(
-        self, run_ids: Sequence[str], reason: str, actor: str, details: Sequence[str]
+        self,
+        run_ids: Sequence[str],
+        reason: str,
+        actor: str,
+        details: Sequence[str],
+        cutoffs: Sequence[float | None] | None = None,
     ) -> list[Anchor]:
         done = []
-        for run_id, detail in zip(run_ids, details, strict=True):
+        limits = [None] * len(run_ids) if cutoffs is None else cutoffs
+        for run_id, detail, cutoff in zip(run_ids, details, limits, strict=True):
             record = self._runs.get(run_id)
-            if record is None:
+            if record is None or not still_deletable(str(record.status), record.updated_at, cutoff):
                 continue
             rows = await self.audit_chain(run_id)
             head = rows[-1].hash if rows else GENESIS

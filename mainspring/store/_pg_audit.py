@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ._chain import GENESIS, Anchor, AuditSettings, chain_rows, is_rest
+from ._chain import GENESIS, Anchor, AuditSettings, chain_rows, is_rest, still_deletable
 from ._pg_schema import quote_ident
 from .audit import AuditRun, ChainRow
 
@@ -73,10 +73,12 @@ class Heads:
         self._heads.pop(run_id, None)
 
 
-async def sign(pool: ConnectionPool, sql: Statements, audit: AuditSettings, row: Any) -> None:
-    """Store the signature of the anchor a statement returned as ``(pos, hash)``, if any."""
+async def sign(conn: Any, sql: Statements, audit: AuditSettings, row: Any) -> None:
+    """Store the signature of the anchor a statement returned as ``(pos, hash)``, if any:
+    on the connection (and in the transaction) that wrote it, so that an anchor is never
+    committed unsigned by a signing writer."""
     if audit.signer is not None and row is not None and row[0] is not None:
-        await pool.execute(sql.sign, row[0], audit.signer(bytes(row[1])))
+        await conn.execute(sql.sign, row[0], audit.signer(bytes(row[1])))
 
 
 # -- reads and deletions ------------------------------------------------------------------------
@@ -86,9 +88,10 @@ async def audit_runs(pool: ConnectionPool, schema: str) -> list[AuditRun]:
     import orjson
 
     rows = await pool.fetch(
-        f"SELECT run_id, last_seq, status, updated_at, metadata::text FROM {schema}.runs ORDER BY run_id"
+        f"SELECT run_id, last_seq, status, updated_at, metadata::text, tenant FROM {schema}.runs"
+        " ORDER BY run_id"
     )
-    return [AuditRun(r[0], r[1], r[2], r[3], orjson.loads(r[4])) for r in rows]
+    return [AuditRun(r[0], r[1], r[2], r[3], orjson.loads(r[4]), r[5]) for r in rows]
 
 
 async def audit_event_runs(pool: ConnectionPool, schema: str) -> list[str]:
@@ -138,16 +141,21 @@ async def delete_runs(
     reason: str,
     actor: str,
     details: Sequence[str],
+    cutoffs: Sequence[float | None],
 ) -> list[Anchor]:
-    """One transaction: per run, lock its row, anchor its last seq and head, delete it."""
+    """One transaction: per run, lock its row and judge it again (still at rest, still
+    older than its cutoff), anchor its last seq and head, delete it."""
     anchors: list[Anchor] = []
     async with conn.transaction():
-        for run_id, detail in zip(run_ids, details, strict=True):
-            last = await conn.fetchval(
-                f"SELECT last_seq FROM {schema}.runs WHERE run_id = $1 FOR UPDATE", run_id
+        for run_id, detail, cutoff in zip(run_ids, details, cutoffs, strict=True):
+            found = await conn.fetchrow(
+                f"SELECT last_seq, status, updated_at FROM {schema}.runs WHERE run_id = $1"
+                " FOR UPDATE",
+                run_id,
             )
-            if last is None:
+            if found is None or not still_deletable(found[1], found[2], cutoff):
                 continue
+            last = found[0]
             stored = await conn.fetchval(sql.head, run_id, last) if last else None
             head = GENESIS if stored is None else bytes(stored)
             at = time.time()
@@ -165,14 +173,20 @@ async def delete_runs(
 
 
 async def anchor_groups(
-    conn: Connection, sql: Statements, audit: AuditSettings, rests: list[tuple[str, int, bytes]]
+    conn: Connection,
+    sql: Statements,
+    audit: AuditSettings,
+    anchors: list[tuple[str, int, bytes, str]],
 ) -> list[Any]:
-    """The rest anchors of a group commit's runs that parked or ended, in its transaction."""
+    """The anchors (rest, resumed) of a group commit's runs that parked, ended or were
+    resumed, in its transaction and signed there."""
     rows = []
-    for run_id, seq, head in rests:
-        rows.append(
-            await conn.fetchrow(sql.anchor, run_id, seq, head, "rest", time.time(), audit.actor, "")
+    for run_id, seq, head, reason in anchors:
+        row = await conn.fetchrow(
+            sql.anchor, run_id, seq, head, reason, time.time(), audit.actor, ""
         )
+        await sign(conn, sql, audit, row)
+        rows.append(row)
     return rows
 
 
@@ -207,14 +221,20 @@ class PostgresAudited:
         return await audit_anchors(self._live_pool(), self._schema_sql)
 
     async def delete_runs(
-        self, run_ids: Sequence[str], reason: str, actor: str, details: Sequence[str]
+        self,
+        run_ids: Sequence[str],
+        reason: str,
+        actor: str,
+        details: Sequence[str],
+        cutoffs: Sequence[float | None] | None = None,
     ) -> list[Anchor]:
         await self._batch.drain()
+        limits = [None] * len(run_ids) if cutoffs is None else list(cutoffs)
         for run_id in run_ids:
             self._heads.forget(run_id)
         delete = partial(
             delete_runs, schema=self._schema_sql, sql=self._sql, audit=self.audit,
-            run_ids=run_ids, reason=reason, actor=actor, details=details,
+            run_ids=run_ids, reason=reason, actor=actor, details=details, cutoffs=limits,
         )  # fmt: skip
         anchors: list[Anchor] = await self._live_pool().run(delete)
         return anchors

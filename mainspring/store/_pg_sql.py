@@ -55,6 +55,7 @@ class Statements:
     anchor: str  # one anchor: $1 run_id, $2 seq, $3 head, $4 reason, $5 at, $6 actor, $7 detail
     sign: str  # $1 pos, $2 signature
     head: str  # the hash of $1's event $2
+    parked: str  # which of the runs $1 (text[]) are not running (a group commit's resumes)
 
 
 # Appends of up to this many events bind each event's fields as scalars: cheaper for
@@ -99,7 +100,7 @@ def _append(s: str, notify: Callable[[str, str], str], n: int | None) -> str:
 
     Returns (matched, last_seq and fence before this statement, owner, NOTIFY, and the
     anchor's pos and hash); NOTIFY only if the status changes (callers may pass the
-    current status on every append); an anchor only if it parks or ends the run.
+    current status on every append); an anchor only if it parks or ends the run, or resumes a parked one.
     """
     if n is None:
         count, last_ts = "cardinality($5::text[])", "($6::float8[])[cardinality($6::float8[])]"
@@ -118,11 +119,15 @@ def _append(s: str, notify: Callable[[str, str], str], n: int | None) -> str:
             for i in range(n)
         )
         rows = f"(VALUES {values}) AS v(i, k, t, d, h)"
+    # Parks or ends the run, or sets a parked one running (the sub-select sees the row as
+    # it was before this statement: every part of a WITH shares one snapshot).
     rest = (
-        f"EXISTS (SELECT 1 FROM bump) AND $3::text IS NOT NULL AND $3::text <> 'running'"
-        f" AND {head}::bytea IS NOT NULL"
+        f"EXISTS (SELECT 1 FROM bump) AND $3::text IS NOT NULL AND {head}::bytea IS NOT NULL"
+        f" AND ($3::text <> 'running' OR EXISTS (SELECT 1 FROM {s}.runs p WHERE p.run_id = $1"
+        " AND p.status <> 'running'))"
     )
-    anchor = _anchor(s, "$1", f"$2 + {count}", head, "'rest'", at, actor, "''", rest)
+    reason = "CASE WHEN $3::text = 'running' THEN 'resumed' ELSE 'rest' END"
+    anchor = _anchor(s, "$1", f"$2 + {count}", head, reason, at, actor, "''", rest)
     return f"""
 WITH bump AS (
   UPDATE {s}.runs SET
@@ -216,6 +221,7 @@ ON CONFLICT (name, run_id) DO UPDATE SET seq = EXCLUDED.seq WHERE {s}.cursors.se
         + " SELECT pos, hash FROM a",
         sign=f"UPDATE {s}.anchors SET sig = $2 WHERE pos = $1",
         head=f"SELECT hash FROM {s}.events WHERE run_id = $1 AND seq = $2",
+        parked=f"SELECT run_id FROM {s}.runs WHERE run_id = ANY($1::text[]) AND status <> 'running'",
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..events import Event, encode
-from ._chain import AuditSettings, is_rest
+from ._chain import REST, RESUMED, AuditSettings, is_rest
 from ._pg_audit import anchor_groups, sign
 from ._pg_batch import Group
 from ._pg_pool import ConnectionPool
@@ -70,11 +70,8 @@ class Writes:
         )  # fmt: skip
 
         async def attempt(retried: bool) -> bool:
-            row = await pool.fetchrow(self._sql.create_run, *args)
-            assert row is not None
+            row = await self._signed(pool, self._sql.create_run, args, 1)
             created = bool(row[0])
-            if created:
-                await sign(pool, self._sql, self._audit, row[1:])
             if created or not retried:
                 return created
             # The reply to an earlier attempt may have been lost after it committed.
@@ -149,10 +146,7 @@ class Writes:
                     return True, expected, fence, None
                 row = await pool.fetchrow(self._sql.last_seq, run_id)
                 return (False, None, None, None) if row is None else (False, *row)
-            row = await pool.fetchrow(sql, *args)
-            assert row is not None
-            if row[0]:
-                await sign(pool, self._sql, self._audit, row[5:])
+            row = await self._signed(pool, sql, args, 5)
             return row[0], row[1], row[2], row[3]
 
         async def attempt(retried: bool) -> None:
@@ -174,6 +168,26 @@ class Writes:
         await self._retrier.run(f"appending to run {run_id!r}", attempt)
         if self._observed.commit_observer is not None:
             self._notify(1, n, started)
+
+    async def _signed(self, pool: ConnectionPool, sql: str, args: Sequence[Any], at: int) -> Any:
+        """The row of a statement that may write an anchor (its pos and hash at ``at``):
+        with a signer, the statement and the anchor's signature in one transaction, so a
+        dropped connection or a crash never leaves the anchor committed unsigned (the
+        retried write sees its own commit, signed, or nothing)."""
+        if self._audit.signer is None:
+            row = await pool.fetchrow(sql, *args)
+            assert row is not None
+            return row
+
+        async def transact(conn: Any) -> Any:
+            async with conn.transaction():
+                row = await conn.fetchrow(sql, *args)
+                assert row is not None
+                if row[0]:
+                    await sign(conn, self._sql, self._audit, row[at:])
+                return row
+
+        return await pool.run(transact)
 
     async def write_groups(self, groups: list[Group]) -> list[BaseException | None]:
         """Write the group-commit queue's groups in one statement; one outcome per group."""
@@ -213,23 +227,31 @@ class Writes:
         return outcomes
 
     async def _group_statement(self, pool: ConnectionPool, batch: list[Group]) -> list[Any]:
-        """The group commit's statement; with the anchors of the runs it parks or ends, in
-        one transaction (their rows' hashes signed after it commits)."""
+        """The group commit's statement; with the anchors of the runs it parks, ends or
+        resumes, in one transaction (signed in it too)."""
         args = batch_args(batch)
         rests = [(g.run_id, g.last_seq, g.head) for g in batch if is_rest(g.status) and g.head]
-        if not rests:
+        resumes = [
+            (g.run_id, g.last_seq, g.head) for g in batch if g.status == "running" and g.head
+        ]
+        if not rests and not resumes:
             return await pool.fetch(self._sql.append_many, *args)
 
-        async def transact(conn: Any) -> tuple[list[Any], list[Any]]:
+        async def transact(conn: Any) -> list[Any]:
             async with conn.transaction():
+                parked: set[str] = set()
+                if resumes:  # their status before this statement: a resume leaves a rest
+                    ids = [r[0] for r in resumes]
+                    parked = {r[0] for r in await conn.fetch(self._sql.parked, ids)}
                 rows = await conn.fetch(self._sql.append_many, *args)
                 failed = {r[0] for r in rows if not r[2]}
-                done = [r for r in rests if r[0] not in failed]
-                return rows, await anchor_groups(conn, self._sql, self._audit, done)
+                done = [(*r, REST) for r in rests if r[0] not in failed]
+                done += [(*r, RESUMED) for r in resumes if r[0] in parked and r[0] not in failed]
+                await anchor_groups(conn, self._sql, self._audit, done)
+                found: list[Any] = rows
+                return found
 
-        rows, anchors = await pool.run(transact)
-        for anchor in anchors:
-            await sign(pool, self._sql, self._audit, anchor)
+        rows: list[Any] = await pool.run(transact)
         return rows
 
     async def _stored(self, pool: ConnectionPool, writes: list[Written]) -> set[str]:

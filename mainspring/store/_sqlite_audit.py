@@ -16,11 +16,14 @@ from typing import Any, Final
 from ._chain import (
     GENESIS,
     REST,
+    RESUMED,
     Anchor,
     AuditSettings,
     chain_rows,
     is_rest,
+    is_resume,
     make_anchor,
+    still_deletable,
 )
 from .audit import AuditRun, ChainRow
 
@@ -146,25 +149,34 @@ def anchor_rest(
     new_seq: int,
     head: bytes | None,
     status: str | None,
+    before: str | None = None,
 ) -> None:
-    """The anchor of an append that parks or ends its run; the run's head staged."""
+    """The anchor of an append that parks or ends its run, or resumes a parked one (its
+    stored status was ``before``); the run's head staged."""
     if chain is None:
         return
     if is_rest(status):
         add_anchor(cur, chain, run_id, new_seq, head or chain.prev(cur, run_id, new_seq), REST)
         chain.stage(run_id, new_seq, None)  # parked: whoever resumes it reads it again
-    elif head is not None:
+        return
+    if is_resume(status, before):
+        head = head or chain.prev(cur, run_id, new_seq)
+        add_anchor(cur, chain, run_id, new_seq, head, RESUMED)
+    if head is not None:
         chain.stage(run_id, new_seq, head)
 
 
 def apply_delete_runs(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> list[Anchor]:
-    """Delete whole runs (retention, erasure): for each, an anchor with its last seq and
-    head first, then its events, snapshot, cursors and row, in one transaction."""
-    run_ids, reason, actor, details, audit = args
+    """Delete whole runs (retention, erasure): for each still at rest (judged here, inside
+    the write transaction), an anchor with its last seq and head first, then its events,
+    snapshot, cursors and row, in one transaction."""
+    run_ids, reason, actor, details, cutoffs, audit = args
     anchors = []
-    for run_id, detail in zip(run_ids, details, strict=True):
-        found = cur.execute("SELECT last_seq FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        if found is None:
+    for run_id, detail, cutoff in zip(run_ids, details, cutoffs, strict=True):
+        found = cur.execute(
+            "SELECT last_seq, status, updated_at FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if found is None or not still_deletable(found[1], found[2], cutoff):
             continue
         audit.stage(run_id, 0, None)
         last_seq = int(found[0])
@@ -200,9 +212,10 @@ def select_audit_runs(conn: sqlite3.Connection) -> list[AuditRun]:
     from ..events import decode
 
     return [
-        AuditRun(run_id, last_seq, status, updated_at, decode(metadata))
-        for run_id, last_seq, status, updated_at, metadata in conn.execute(
-            "SELECT run_id, last_seq, status, updated_at, metadata FROM runs ORDER BY run_id"
+        AuditRun(run_id, last_seq, status, updated_at, decode(metadata), tenant)
+        for run_id, last_seq, status, updated_at, metadata, tenant in conn.execute(
+            "SELECT run_id, last_seq, status, updated_at, metadata, tenant FROM runs"
+            " ORDER BY run_id"
         )
     ]
 

@@ -52,9 +52,15 @@ class SQLiteAudited:
         return anchors
 
     async def delete_runs(
-        self, run_ids: Sequence[str], reason: str, actor: str, details: Sequence[str]
+        self,
+        run_ids: Sequence[str],
+        reason: str,
+        actor: str,
+        details: Sequence[str],
+        cutoffs: Sequence[float | None] | None = None,
     ) -> list[Anchor]:
         writer = await self._settle(None)
-        args = (list(run_ids), reason, actor, list(details), self._chain)
+        limits = [None] * len(run_ids) if cutoffs is None else list(cutoffs)
+        args = (list(run_ids), reason, actor, list(details), limits, self._chain)
         anchors: list[Anchor] = await writer.call(DELETE_RUNS, None, args, True)
         return anchors

@@ -77,6 +77,10 @@ _KINDS: Final = {kind.value: kind for kind in EventKind}
 def apply_append(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
     run_id, expected_seq, rows, status, error, last_ts, fence, audit = args
     new_seq = expected_seq + len(rows)
+    before = None  # a resume's anchor needs the status it leaves (read only then: rare)
+    if audit is not None and status == "running":
+        found = cur.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        before = None if found is None else found[0]
     if status is None and error is None:
         cur.execute(ADVANCE, (new_seq, last_ts, run_id, expected_seq, fence))
     else:
@@ -95,7 +99,7 @@ def apply_append(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
         refusal = append_refusal(run_id, expected_seq, found[0], fence, found[1], found[2])
         raise refusal or ConflictError(run_id, expected_seq, found[0])
     head = insert_events(cur, audit, expected_seq, rows) if rows else None
-    anchor_rest(cur, audit, run_id, new_seq, head, status)
+    anchor_rest(cur, audit, run_id, new_seq, head, status, before)
 
 
 def apply_create(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> RunRecord | None:

@@ -31,6 +31,7 @@ class AuditRun(NamedTuple):
     status: str
     updated_at: float
     metadata: dict[str, Any]
+    tenant: str = ""  # the tenant column ("" the default tenant): what queries scope by
 
 
 @runtime_checkable
@@ -52,8 +53,15 @@ class Audited(Protocol):
         """The store's anchor chain, by position."""
 
     async def delete_runs(
-        self, run_ids: Sequence[str], reason: str, actor: str, details: Sequence[str]
+        self,
+        run_ids: Sequence[str],
+        reason: str,
+        actor: str,
+        details: Sequence[str],
+        cutoffs: Sequence[float | None] | None = None,
     ) -> list[Anchor]:
         """Delete whole runs (events, snapshot, cursors, row), each after an anchor with
         its last seq and head, ``reason`` (purged, erased), ``actor`` and its detail (JSON
-        text), in one transaction. Runs not found are skipped. The anchors written."""
+        text), in one transaction. Each run's row is judged again under the transaction's
+        lock: runs not found, running (resumed since the caller listed them) or, with
+        ``cutoffs``, changed at or after their cutoff are skipped. The anchors written."""

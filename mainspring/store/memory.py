@@ -123,11 +123,13 @@ class MemoryStore(MemoryAudit):
         if self.commit_observer is not None:
             notify_commit(self.commit_observer, CommitStats(1, len(events), 0.0))
         if status is not None:
-            record.status = status
+            before, record.status = record.status, status
             if status is not RunStatus.RUNNING:  # parked or ended: nobody drives it now
                 record.owner = None
                 record.lease_until = None
                 self._note_rest(run_id, record.last_seq)
+            elif before is not RunStatus.RUNNING:  # a parked run set running again
+                self._note_resumed(run_id, record.last_seq)
         if error is not None:
             record.error = error
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from .export import Redactor, export_lines, records
 from .findings import KINDS, Finding, Report
-from .retention import erase_user, purge
+from .retention import Deleted, Erased, erase_user, purge
 from .signing import generate_keys, load_private_key, load_public_key, sign_anchors
 from .verify import audited, verify
 
 __all__ = [
     "KINDS",
+    "Deleted",
+    "Erased",
     "Finding",
     "Redactor",
     "Report",

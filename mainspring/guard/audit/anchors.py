@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ...store._chain import CREATED, DELETIONS, GENESIS, Anchor, anchor_hash
+import msgspec
+
+from ...store._chain import CREATED, DELETIONS, GENESIS, REST, Anchor, anchor_hash
 from ...store.audit import AuditRun, ChainRow
+from ...store.records import tenant_of
 from .findings import Finding
 from .signing import Verify
 
@@ -59,14 +62,12 @@ def check_anchors(
 
 
 def check_run_anchors(
-    run: AuditRun | None,
-    run_id: str,
-    rows: Sequence[ChainRow],
-    anchors: Sequence[Anchor],
-    fresh_after: float,
+    run_id: str, rows: Sequence[ChainRow], anchors: Sequence[Anchor]
 ) -> list[Finding]:
     """One present run against its anchors: every anchored head is still in its chain,
-    a chained run has its creation anchor, nothing was added after it came to rest."""
+    a chained run has its creation anchor, nothing follows an anchor at rest unless a
+    ``resumed`` anchor says the run was set running again. Judged from the hashed records
+    and the anchors only: the run's row (status, updated_at) is the attacker's to edit."""
     findings: list[Finding] = []
     by_seq = {r.seq: r for r in rows}
     # Made under the chain (its first event hashed): a run written before it, or with it
@@ -74,15 +75,13 @@ def check_run_anchors(
     chained = bool(rows) and rows[0].seq == 1 and rows[0].hash is not None
     top = rows[-1].seq if rows else 0
     if chained and not any(a.reason == CREATED for a in anchors):
-        fresh = run is not None and run.updated_at >= fresh_after
-        if not fresh:
-            findings.append(
-                Finding(
-                    run_id, None, "run_unanchored",
-                    "a chained run with no creation anchor: its anchors were deleted, or the "
-                    "run was inserted",
-                )
-            )  # fmt: skip
+        findings.append(
+            Finding(
+                run_id, None, "run_unanchored",
+                "a chained run with no creation anchor: its anchors were deleted, or the "
+                "run was inserted",
+            )
+        )  # fmt: skip
     for a in anchors:
         if a.reason in DELETIONS:
             continue
@@ -106,18 +105,40 @@ def check_run_anchors(
                         pos=a.pos,
                     )
                 )  # fmt: skip
-    rests = [a for a in anchors if a.reason not in DELETIONS]
-    if run is not None and run.status != "running" and rests and run.updated_at < fresh_after:
-        last = rests[-1]
-        if top > last.seq:
-            findings.append(
-                Finding(
-                    run_id, last.seq + 1, "inserted",
-                    f"records {last.seq + 1}..{top} follow the run's last anchor at rest "
-                    f"(seq {last.seq}), though it is at rest ({run.status})",
-                )
-            )  # fmt: skip
+    kept = [a for a in anchors if a.reason not in DELETIONS]
+    if kept and kept[-1].reason == REST and top > kept[-1].seq:
+        last = kept[-1]
+        findings.append(
+            Finding(
+                run_id, last.seq + 1, "inserted",
+                f"records {last.seq + 1}..{top} follow the run's anchor at rest (seq "
+                f"{last.seq}, anchor {last.pos}) and no anchor says it was resumed",
+            )
+        )  # fmt: skip
     return findings
+
+
+def check_moved(run: AuditRun | None, run_id: str, rows: Sequence[ChainRow]) -> list[Finding]:
+    """The run row's tenant and metadata against what its hashed ``run_started`` event
+    recorded: a run moved to another tenant (or user) by editing its row is found here."""
+    if run is None or not rows or rows[0].seq != 1 or rows[0].kind != "run_started":
+        return []
+    try:
+        data = msgspec.json.decode(rows[0].data)
+    except msgspec.DecodeError:
+        return []  # an edited record: check_chain reports it
+    started = data.get("metadata") if isinstance(data, dict) else None
+    started = started if isinstance(started, dict) else {}
+    # A fork's row adds where it came from; its run_started keeps the source's metadata.
+    row_meta = {k: v for k, v in run.metadata.items() if k != "forked_from"}
+    if run.tenant == tenant_of(started) and row_meta == started:
+        return []
+    what = (
+        f"its row says tenant {run.tenant!r}, its run_started event {tenant_of(started)!r}"
+        if run.tenant != tenant_of(started)
+        else "its row's metadata is not what its run_started event recorded"
+    )
+    return [Finding(run_id, 1, "moved", f"{what}: the run row was edited")]
 
 
 def deleted_runs(

@@ -18,6 +18,7 @@ KINDS = {
     "run_deleted": "an anchored run is gone and no purge or erasure anchor says why",
     "run_unanchored": "a chained run has no anchor: its anchors were deleted, or it was added",
     "orphan_events": "events of a run whose run row was deleted",
+    "moved": "a run row's tenant or metadata is not what its run_started event recorded",
     "anchor_edited": "an anchor was changed (or the one before it, with its hash recomputed)",
     "anchor_deleted": "anchors are missing from the store's anchor chain",
     "anchor_truncated": "the anchor chain does not reach a head seen before (a witness)",
