@@ -274,6 +274,27 @@ async def test_tenant_a_rules_do_not_touch_tenant_b(url: str) -> None:
     assert sb.basis["policy"]["version"] == policy.version  # b decided by the global layer only
 
 
+async def test_the_default_tenants_rules_decide_its_runs(url: str) -> None:
+    """A run started without a tenant (or through ``rt.tenant("")``) belongs to the default
+    tenant ``""``, and ``Policy(tenants={"": ...})`` decides for it."""
+    CALLED.clear()
+    strict = Rules()
+    strict.add(lambda req: deny("default refunds nothing"), id="no-refunds", tools=["refund"])
+    policy = Policy(rules=[python_rules()], tenants={"": strict})
+    async with Runtime(_store(url), gates=[policy], tools=_box(), graphs=[APP]) as rt:
+        h0, _ = await _run(rt, "refund", None, amount=5)
+        scoped = await rt.tenant("").run_outcome(APP, {"tool": "refund", "args": {"amount": 5}})
+        ha, _ = await _run(rt, "refund", {"tenant": "a"}, amount=5)
+        assert "default refunds nothing" in (await rt.handle(h0.run_id).result())["note"]
+        assert "default refunds nothing" in scoped.state["note"]
+        assert (await rt.handle(ha.run_id).result())["result"] == "refunded 5"
+        [d0] = _of(await rt.events(h0.run_id), EffectDecided)
+    assert d0.basis["rule"] == "no-refunds" and d0.basis["version"].startswith(
+        policy.version + "+:"
+    )
+    assert CALLED == [("refund", {"amount": 5})]
+
+
 async def test_an_agent_model_reads_the_denial_reason_and_rule(tmp_path: Path) -> None:
     CALLED.clear()
 
