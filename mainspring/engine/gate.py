@@ -87,6 +87,31 @@ class Approve(msgspec.Struct, frozen=True):
     basis: Mapping[str, Any] | None = None
 
 
+APPROVAL_ANSWERS: Final = (
+    "resume(run, True) to let the call go, resume(run, False) or "
+    '{"approve": False, "reason": "..."} to refuse it, or {"args": {...}} to let it go with '
+    "edited arguments"
+)
+
+
+def approval_answer_error(value: Any) -> str | None:
+    """What is wrong with ``value`` as a person's answer to an :class:`Approve` (None when
+    it is one): an answer that is none of the documented shapes would otherwise be read
+    as a refusal, and an edit that is not a dict of arguments dropped."""
+    if value is None or isinstance(value, bool):
+        return None
+    if not isinstance(value, dict):
+        return f"an approval's answer cannot be {value!r:.60}; send {APPROVAL_ANSWERS}"
+    if "approve" in value and not isinstance(value["approve"], bool):
+        return f'"approve" must be True or False, not {value["approve"]!r:.60}; send {APPROVAL_ANSWERS}'
+    if "args" in value and not isinstance(value["args"], dict):
+        return (
+            f'"args" must be a dict of the call\'s arguments by name, not '
+            f"{type(value['args']).__name__}; send {APPROVAL_ANSWERS}"
+        )
+    return None
+
+
 class Answer(msgspec.Struct, frozen=True):
     """Answer without calling (a cache, a record): ``result`` is the effect's result."""
 
