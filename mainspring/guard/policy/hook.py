@@ -22,9 +22,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from ...engine.gate import Allow, Approve, Decision, Deny, Effect, Outcome, Rewrite
 from ...store.records import tenant_of
@@ -161,7 +161,9 @@ class Policy:
             spend = None if ledger is None else await self._spend(effect, layers)
             for layer in layers:  # most rules are sync: no coroutine per layer for them
                 got = layer.evaluate_now(req, history, spend)
-                verdicts.extend(got if isinstance(got, list) else await got)
+                verdicts.extend(
+                    got if type(got) is list else await cast(Awaitable[list[Verdict]], got)
+                )
             final = combine(verdicts, dangerous=dangerous, default=self.default, tool=req.tool)
         except Exception as exc:  # a bug or a backend error: the policy fails closed
             # the exception's type only: its message may quote the arguments, and the reason

@@ -18,7 +18,7 @@ import itertools
 import os
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .request import Request
 from .rules import Rules
@@ -67,10 +67,11 @@ class Layer:
         """The verdicts without awaiting while every rule answers at once; else the rest of
         the work to await, going on from where it stopped (no rule runs twice)."""
         out: list[Verdict] = []
-        for position, rules in enumerate(self.rules):
+        for rules in self.rules:
             got = rules.evaluate_now(req)
-            if not isinstance(got, list):
-                return self._rest(req, history, spend, position + 1, out, got)
+            if type(got) is not list:  # (rare: a rule to await) the rest of the work
+                rest = cast(Awaitable[list[Verdict]], got)
+                return self._rest(req, history, spend, self.rules.index(rules) + 1, out, rest)
             out.extend(got)
         if self.cedar is not None:
             out.extend(self.cedar.evaluate(req, history, spend))

@@ -144,14 +144,15 @@ class Rules:
         if (req.kind, req.name) in self._awaits:
             return self.evaluate(req)  # known before any rule runs
         out: list[Verdict] = []
-        for position, rule in enumerate(rules):
+        for rule in rules:
             req._reads_history = rule.history
             verdict = run_sync(rule, req)
+            if verdict is None:  # most rules, most effects: one check
+                continue
             if isinstance(verdict, Pending):  # a sync function returned an awaitable: from
                 self._awaits.add((req.kind, req.name))  # now on this effect's are awaited
-                return self._rest(req, rules, position, out, verdict)
-            if verdict is not None:
-                out.append(verdict)
+                return self._rest(req, rules, rules.index(rule), out, verdict)
+            out.append(verdict)
         return out
 
     async def evaluate(self, req: Request) -> list[Verdict]:
