@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from mainspring import END, START, Context, Graph, RunStatus, Runtime
 from mainspring.agents import Agent
+from mainspring.engine.gate import Deny
+from mainspring.errors import EffectDeniedError
 from mainspring.events import EffectDecided, EffectFinished, EffectStarted
 from mainspring.guard.pii import KINDS, Redactor, Rule, is_card, luhn, redact_text
 from mainspring.models import Gateway, ModelRequest, ScriptedModel, ToolCall
@@ -433,3 +435,43 @@ async def test_model_answers_are_redacted_only_when_asked_and_then_before_use(
         assert MAILED == ["[email]"] and result.text == "done, mailed [email]"
         # only the run's input keeps it (a run's input and state are not effects' records)
         assert {e.kind for e in events if address in repr(e.data)} == {"run_started"}
+
+
+class _QuotingDeny:
+    """A careless hook: its denial quotes the arguments."""
+
+    name = "quoting"
+
+    def before(self, effect: Any) -> Any:
+        if effect.name == "tool:send_mail":
+            return Deny(f"will not mail {effect.args['to']}", {"to": effect.args["to"]})
+        return None
+
+
+@pytest.mark.anyio
+async def test_a_denials_reason_and_basis_are_redacted_in_the_journal_and_the_error() -> None:
+    """``Redactor.redact_text`` through the gate's ``recorded_text``: the reason a hook (or
+    a policy rule) wrote from the arguments reaches neither the journal nor the node."""
+    address = "jane.doe@example.com"
+
+    async def node(s: S, ctx: Context) -> S:
+        try:
+            await ctx.tool("send_mail", to=address)
+        except EffectDeniedError as exc:
+            return {"error": str(exc)}
+        return {}
+
+    g = Graph(S)
+    g.node("mail", node)
+    g.edge(START, "mail")
+    g.edge("mail", END)
+    app = g.compile(name="denied-mail")
+    async with Runtime.open(
+        "memory://", tools=Toolbox([send_mail]), gates=[_QuotingDeny(), Redactor()]
+    ) as rt:
+        outcome = await (await rt.start(app, {})).wait()
+        events = await rt.events(outcome.run_id)
+    assert outcome.state["error"].endswith("denied by quoting: will not mail [email]")
+    [decided] = [e.data for e in events if isinstance(e.data, EffectDecided)]
+    assert decided.reason == "will not mail [email]" and decided.basis == {"to": "[email]"}
+    assert not [e.kind for e in events if address in repr(e.data)]
