@@ -95,3 +95,18 @@ async def _failing(s: S, ctx: Context) -> S:
 
 everything = _graph("everything", _everything)
 failing = _graph("failing", _failing)
+
+
+async def _refused(s: S, ctx: Context) -> S:
+    """Passes the key to calls a policy refuses: a rule that fails on it, a hook quoting it."""
+    key = os.environ["MS_CANARY_API_KEY"]
+    out: list[Any] = []
+    for note in (key, f"quote {key}"):
+        try:
+            await ctx.tool("takes", note=note)
+        except Exception as exc:
+            out.append(f"{type(exc).__name__}: {exc}")
+    return {"out": out}
+
+
+refused = _graph("refused", _refused)

@@ -23,6 +23,7 @@ from mainspring.engine.gate import (
     Approve,
     Deny,
     Effect,
+    Gate,
     Outcome,
     Rewrite,
     capped,
@@ -368,3 +369,30 @@ def test_arguments_in_any_mapping_are_recorded_as_json() -> None:
     )
     assert capped(masked, 8192) == {"password": "***", "q": 1}
     assert capped(types.MappingProxyType({"q": (1, 2)}), 8192) == {"q": [1, 2]}
+
+
+def test_redact_text_hooks_shape_what_is_recorded_about_an_effect() -> None:
+    """``Gate.recorded_text``/``recorded_basis``: each hook's ``redact_text`` in order (a
+    hook may offer only that); a basis is copied, its strings redacted at any depth."""
+
+    class Upper:
+        def redact_text(self, effect: Effect, text: str) -> str:
+            return text.replace("secret", "[s]")
+
+    class Tagged:
+        def redact_text(self, effect: Effect, text: str) -> str:
+            return f"{effect.name}: {text}" if "[s]" in text else text
+
+    effect = Effect("tool", "tool:x", {}, "k", "r", "n", 1, 0, 0, 1)
+    gate = Gate([Upper(), Tagged()])
+    assert gate.recorded_text(effect, "a secret here") == "tool:x: a [s] here"
+    assert gate.recorded_text(effect, "nothing") == "nothing"
+    basis = {"rule": "r1", "saw": ["secret", {"deep": "secret"}], "n": 3}
+    assert gate.recorded_basis(effect, basis) == {
+        "rule": "r1", "saw": ["tool:x: [s]", {"deep": "tool:x: [s]"}], "n": 3,
+    }  # fmt: skip
+    assert basis["saw"] == ["secret", {"deep": "secret"}]  # the hook's own is not changed
+    assert gate.recorded_basis(effect, None) is None
+    plain = Gate([])
+    assert plain.recorded_text(effect, "a secret") == "a secret"
+    assert plain.recorded_basis(effect, {"a": "secret"}) == {"a": "secret"}

@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 
 from mainspring import END, START, Context, Graph, RunStatus, Runtime
 from mainspring.agents import Agent
+from mainspring.engine.gate import Deny
+from mainspring.errors import EffectDeniedError
 from mainspring.events import EffectDecided, EffectFinished, EffectStarted
 from mainspring.guard.pii import KINDS, Redactor, Rule, is_card, luhn, redact_text
-from mainspring.models import Gateway, ModelRequest, ScriptedModel
+from mainspring.models import Gateway, ModelRequest, ScriptedModel, ToolCall
 from mainspring.tools import Toolbox, ToolFailedError, tool
 
 M = {k: f"[{k}]" for k in KINDS}.__getitem__
@@ -119,6 +121,25 @@ def cards(draw: st.DrawFn, valid: bool = True) -> str:
     return sep.join(digits[i : i + 4] for i in range(0, len(digits), 4))
 
 
+# Separators that look like a space or a hyphen, and digits of other scripts: a card
+# written with them is as much a card (a no-break space from a word processor, fullwidth
+# digits from an IME).
+UNICODE_SEPARATORS = ["\u00a0", "\u2007", "\u202f", "\u2009", "\u3000", "\u200b", "\u2010",
+                      "\u2011", "\u2013", "\u2212", "\uff0d"]  # fmt: skip
+DIGIT_ZEROS = [0x30, 0xFF10, 0x0660, 0x06F0, 0x0966]  # ASCII, fullwidth, Arabic-Indic, ...
+
+
+@st.composite
+def unicode_cards(draw: st.DrawFn, valid: bool = True) -> str:
+    """A card of :func:`cards`, its digits each in a script drawn, grouped by one Unicode
+    separator."""
+    card = draw(cards(valid=valid)).replace(" ", "").replace("-", "")
+    zeros = draw(st.lists(st.sampled_from(DIGIT_ZEROS), min_size=len(card), max_size=len(card)))
+    digits = "".join(chr(z + int(d)) for z, d in zip(zeros, card, strict=True))
+    sep = draw(st.sampled_from(["", " ", *UNICODE_SEPARATORS]))
+    return sep.join(digits[i : i + 4] for i in range(0, len(digits), 4))
+
+
 WORDS = st.text("abcdefghij klmnop", min_size=0, max_size=20).map(lambda t: t.strip())
 
 
@@ -134,6 +155,40 @@ def test_every_card_shape_is_found(card: str, before: str, after: str) -> None:
 def test_a_card_shape_with_a_wrong_check_digit_is_left(card: str, before: str) -> None:
     text = f"{before} {card}"
     assert "[card]" not in red(text)
+
+
+@given(unicode_cards(), WORDS, WORDS)
+@settings(max_examples=300)
+def test_a_card_in_other_digits_or_separators_is_found_and_the_rest_kept(
+    card: str, before: str, after: str
+) -> None:
+    text = f"{before} {card} {after}"
+    assert red(text) == f"{before} [card] {after}"
+
+
+@given(unicode_cards(valid=False), WORDS)
+@settings(max_examples=200)
+def test_a_unicode_card_shape_with_a_wrong_check_digit_is_left(card: str, before: str) -> None:
+    text = f"{before} {card}"
+    assert "[card]" not in red(text)  # (part of it may be a phone number's shape)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("card 4111\u00a01111\u00a01111\u00a01111 ok", "card [card] ok"),
+        ("card \uff14\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 \uff11\uff11\uff11\uff11.", "card [card]."),
+        ("tel +44\u00a020\u00a07946\u00a00958", "tel [phone]"),
+        ("tel \uff0b44 20 7946 0958", "tel [phone]"),
+        ("call (415)\u00a0555\u20132671", "call [phone]"),
+        ("020\u00a07946\u00a00958", "[phone]"),
+        ("4111\u00a01111\u00a01111\u00a01112", "4111\u00a01111\u00a01111\u00a01112"),  # checksum
+        ("4111\u00a01111-1111\u00a01111", "4111\u00a01111-1111\u00a01111"),  # a mix
+        ("\u0661\u0662\u0663\u0664 \u0665\u0666", "\u0661\u0662\u0663\u0664 \u0665\u0666"),
+    ],
+)  # fmt: skip
+def test_unicode_digits_and_separators(text: str, expected: str) -> None:
+    assert red(text) == expected
 
 
 @st.composite
@@ -331,3 +386,92 @@ async def test_a_models_request_is_recorded_redacted_but_sent_as_it_was(tmp_path
     assert "4111 1111 1111 1111" in model.calls[0].messages[-1].text  # the model got it
     [request] = [e.data.args for e in events if isinstance(e.data, EffectStarted)]
     assert "[card]" in repr(request) and "4111" not in repr(request)
+
+
+MAILED: list[str] = []
+
+
+@tool
+def send_mail(to: str) -> str:
+    """Send a mail."""
+    MAILED.append(to)
+    return "sent"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("results", [("tool",), ("tool", "model")])
+async def test_model_answers_are_redacted_only_when_asked_and_then_before_use(
+    results: tuple[str, ...],
+) -> None:
+    """The default scope (tool results) leaves a model's answer as it was: its tool calls
+    carry the address the user gave. ``results=("tool", "model")`` redacts the answer
+    before anyone uses it: the journal holds no address, and neither does the tool call
+    the agent makes from it (the documented price)."""
+    address = "jane.doe@example.com"
+
+    def script(request: ModelRequest) -> Any:
+        if not any(m.role == "tool" for m in request.messages):
+            return [ToolCall("c1", "send_mail", {"to": address})]
+        return f"done, mailed {address}"
+
+    MAILED.clear()
+    agent = Agent("mailer", "fast", "Mail people.", tools=[send_mail])
+    async with Runtime.open(
+        "memory://",
+        models=Gateway({"fast": ScriptedModel(script)}),
+        tools=Toolbox(agent.all_tools()),
+        gates=[Redactor(results=results)],
+    ) as rt:
+        result = await agent.run(rt, f"mail {address}")
+        events = await rt.events(result.run_id)
+    assert result.status is RunStatus.FINISHED
+    model_finished = [
+        e.data for e in events if isinstance(e.data, EffectFinished) and e.data.name == "model:fast"
+    ]
+    if results == ("tool",):
+        assert [address] == MAILED and result.text == f"done, mailed {address}"
+        assert address in repr(model_finished)
+    else:
+        assert MAILED == ["[email]"] and result.text == "done, mailed [email]"
+        # only the run's input keeps it (a run's input and state are not effects' records)
+        assert {e.kind for e in events if address in repr(e.data)} == {"run_started"}
+
+
+class _QuotingDeny:
+    """A careless hook: its denial quotes the arguments."""
+
+    name = "quoting"
+
+    def before(self, effect: Any) -> Any:
+        if effect.name == "tool:send_mail":
+            return Deny(f"will not mail {effect.args['to']}", {"to": effect.args["to"]})
+        return None
+
+
+@pytest.mark.anyio
+async def test_a_denials_reason_and_basis_are_redacted_in_the_journal_and_the_error() -> None:
+    """``Redactor.redact_text`` through the gate's ``recorded_text``: the reason a hook (or
+    a policy rule) wrote from the arguments reaches neither the journal nor the node."""
+    address = "jane.doe@example.com"
+
+    async def node(s: S, ctx: Context) -> S:
+        try:
+            await ctx.tool("send_mail", to=address)
+        except EffectDeniedError as exc:
+            return {"error": str(exc)}
+        return {}
+
+    g = Graph(S)
+    g.node("mail", node)
+    g.edge(START, "mail")
+    g.edge("mail", END)
+    app = g.compile(name="denied-mail")
+    async with Runtime.open(
+        "memory://", tools=Toolbox([send_mail]), gates=[_QuotingDeny(), Redactor()]
+    ) as rt:
+        outcome = await (await rt.start(app, {})).wait()
+        events = await rt.events(outcome.run_id)
+    assert outcome.state["error"].endswith("denied by quoting: will not mail [email]")
+    [decided] = [e.data for e in events if isinstance(e.data, EffectDecided)]
+    assert decided.reason == "will not mail [email]" and decided.basis == {"to": "[email]"}
+    assert not [e.kind for e in events if address in repr(e.data)]

@@ -11,7 +11,7 @@ import pytest
 
 from mainspring import END, START, Context, Graph, RunStatus, Runtime
 from mainspring.agents import Agent
-from mainspring.errors import EffectDeniedError
+from mainspring.errors import EffectDeniedError, RunStateError
 from mainspring.events import EffectDecided, EffectStarted, Event
 from mainspring.guard.policy import Policy, Rules, approve, deny, rewrite
 from mainspring.models import Gateway, ModelRequest, ScriptedModel, ToolCall
@@ -192,6 +192,27 @@ async def test_approval_through_the_policy_approve_reject_edit(engine: str, url:
     assert [c[1]["to"] for c in CALLED] == ["ada@example.com", "ops@example.com"]
 
 
+async def test_an_approval_answer_of_no_known_shape_is_refused_at_resume(url: str) -> None:
+    """An answer that is not True, False, None or a dict of the documented keys (an edit
+    whose "args" is no dict, say) would be read as a refusal: resume says what to send,
+    records nothing, and the run still waits for a proper answer."""
+    CALLED.clear()
+    async with Runtime(
+        _store(url), gates=[make_policy("python")], tools=_box(), graphs=[APP]
+    ) as rt:
+        h, parked = await _run(rt, "mail", to="ada@example.com")
+        assert parked.status is RunStatus.INTERRUPTED
+        for bad, says in [("yes", "cannot be 'yes'"), ({"args": "ops@example.com"}, '"args" must'),
+                          ({"args": ["ops"]}, '"args" must'), ({"approve": "yes"}, '"approve" must')]:  # fmt: skip
+            with pytest.raises(RunStateError, match="resume\\(run, True\\)") as caught:
+                await rt.resume(h.run_id, bad)
+            assert says in str(caught.value) and "'tool:mail'" in str(caught.value)
+        assert (await rt.handle(h.run_id).wait()).status is RunStatus.INTERRUPTED and not CALLED
+        await rt.resume(h.run_id, {"args": {"to": "ops@example.com"}})
+        assert (await rt.handle(h.run_id).result())["result"] == "mailed ops@example.com"
+    assert CALLED == [("mail", {"to": "ops@example.com"})]
+
+
 async def test_a_resume_meets_the_recorded_approval_not_the_policy_again(tmp_path: Path) -> None:
     asked: list[str] = []
     rules = Rules()
@@ -319,6 +340,27 @@ async def test_tenant_a_rules_do_not_touch_tenant_b(url: str) -> None:
         [sb] = _of(await rt.events(hb.run_id), EffectStarted)
     assert da.basis["version"].startswith(policy.version + "+a:")
     assert sb.basis["policy"]["version"] == policy.version  # b decided by the global layer only
+
+
+async def test_the_default_tenants_rules_decide_its_runs(url: str) -> None:
+    """A run started without a tenant (or through ``rt.tenant("")``) belongs to the default
+    tenant ``""``, and ``Policy(tenants={"": ...})`` decides for it."""
+    CALLED.clear()
+    strict = Rules()
+    strict.add(lambda req: deny("default refunds nothing"), id="no-refunds", tools=["refund"])
+    policy = Policy(rules=[python_rules()], tenants={"": strict})
+    async with Runtime(_store(url), gates=[policy], tools=_box(), graphs=[APP]) as rt:
+        h0, _ = await _run(rt, "refund", None, amount=5)
+        scoped = await rt.tenant("").run_outcome(APP, {"tool": "refund", "args": {"amount": 5}})
+        ha, _ = await _run(rt, "refund", {"tenant": "a"}, amount=5)
+        assert "default refunds nothing" in (await rt.handle(h0.run_id).result())["note"]
+        assert "default refunds nothing" in scoped.state["note"]
+        assert (await rt.handle(ha.run_id).result())["result"] == "refunded 5"
+        [d0] = _of(await rt.events(h0.run_id), EffectDecided)
+    assert d0.basis["rule"] == "no-refunds" and d0.basis["version"].startswith(
+        policy.version + "+:"
+    )
+    assert CALLED == [("refund", {"amount": 5})]
 
 
 async def test_an_agent_model_reads_the_denial_reason_and_rule(tmp_path: Path) -> None:

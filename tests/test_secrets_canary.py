@@ -1,7 +1,8 @@
 """A canary secret, used, echoed, failed with and logged by tools, is looked for in every
 sink afterwards: the store's bytes (SQLite file, PostgreSQL rows), the journal events,
 the spans a real OTLP receiver got, the structured logs, the CLI's output, the error a
-caller gets, an approval's payload and what an agent's model was shown."""
+caller gets, an approval's payload and what an agent's model was shown; and a policy
+rule failing on it, or a hook quoting it in a denial, leaks it nowhere either."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from typer.testing import CliRunner
 
 from mainspring import RunStatus, Runtime
 from mainspring.agents import Agent
+from mainspring.engine.gate import Deny
 from mainspring.errors import RunFailedError
-from mainspring.events import EffectStarted, Event, StepFinished
+from mainspring.events import EffectDecided, EffectStarted, Event, StepFinished
+from mainspring.guard.policy import Policy, Rules, deny
 from mainspring.guard.secrets import HANDED, EnvSecrets, SecretFilter
 from mainspring.models import Gateway, ModelRequest, ScriptedModel, ToolCall
 from mainspring.telemetry.logs import JournalLogger, configure_logging
@@ -227,3 +230,62 @@ async def test_an_argument_holding_a_secret_is_scrubbed_even_in_a_fresh_process(
     ]
     assert started[0].args == {"note": f"the key is {MARK}"}
     assert core not in json.dumps(parked.interrupts[0].payload)
+
+
+class _Quoting:
+    """A careless gate hook: its denial's reason and basis quote the arguments."""
+
+    name = "quoting"
+
+    def before(self, effect: Any) -> Deny | None:
+        note = str(effect.args.get("note", ""))
+        if note.startswith("quote"):
+            return Deny(f"I will not take {note!r}", {"saw": note, "nested": [note]})
+        return None
+
+
+async def test_a_failing_policy_rule_and_a_quoting_hook_leak_no_canary(
+    tmp_path: Path, canary: tuple[str, str], logged: io.StringIO, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A policy rule that fails on the secret (``int(req.args["note"])``) denies naming its
+    exception's type only; a hook whose denial quotes the arguments is scrubbed by the
+    gate (``Gate.recorded_text``) in the journal and in the error the node gets. A fresh
+    process: nothing was handed out before the denied calls."""
+    _, core = canary
+    HANDED.clear()
+    caplog.set_level(logging.DEBUG, logger="mainspring.guard.policy")
+    rules = Rules()
+
+    @rules.rule("note-number", tools=["takes"])
+    def note_number(req: Any) -> Any:
+        if int(req.args["note"]) > 5:  # a buggy rule: the note is no number
+            return deny("too big")
+        return None
+
+    url = f"sqlite:///{tmp_path / 'refused.db'}"
+    box = Toolbox(sg.TOOLS, secrets=EnvSecrets(prefix="MS_CANARY_"))
+    async with Runtime.open(url, tools=box, gates=[_Quoting(), Policy(rules=[rules])]) as rt:
+        handle = await rt.start(sg.refused, {})
+        state = await handle.result()
+        events = await rt.events(handle.run_id)
+    failed_rule, quoted = state["out"]
+    assert failed_rule.startswith("EffectDeniedError: ") and "'note-number'" in failed_rule
+    assert "it raised ValueError" in failed_rule and "invalid literal" not in failed_rule
+    assert (
+        quoted
+        == f"EffectDeniedError: effect 'tool:takes' was denied by quoting: I will not take 'quote {MARK}'"
+    )
+    decided = [e.data for e in events if isinstance(e.data, EffectDecided)]
+    assert [d.decision for d in decided] == ["deny", "deny"]
+    assert decided[1].basis == {"saw": f"quote {MARK}", "nested": [f"quote {MARK}"]}
+    # the rule's failure is in the log, with its message at DEBUG, scrubbed there
+    assert "note-number" in caplog.text and "ValueError" in caplog.text
+    sinks = {
+        "sqlite file": b"".join(p.read_bytes() for p in tmp_path.glob("refused.db*")),
+        "journal events": _texts(events).encode(),
+        "node state": repr(state).encode(),
+        "structured logs": logged.getvalue().encode(),
+        "caplog": caplog.text.encode(),
+    }
+    for sink, data in sinks.items():
+        assert core.encode() not in data, f"the secret leaked into {sink}"

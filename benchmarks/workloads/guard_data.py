@@ -155,6 +155,12 @@ TEXT_PII = (
     TEXT_CLEAN[:600] + f" reach me at {CUSTOMER} or +44 20 7946 0958, card 5555 5555 5555 4444 "
 )
 TEXT_PII = (TEXT_PII + TEXT_CLEAN)[:2048]
+# the same, not ASCII: an accented word, the card grouped by no-break spaces, the phone
+# number's "+" fullwidth (each character folded for the checks, the original replaced)
+TEXT_UNICODE = (
+    "Caf\u00e9 " + TEXT_PII.replace("5555 5555 5555 4444", "5555\u00a05555\u00a05555\u00a04444")
+    .replace("+44", "\uff0b44")
+)[:2048]  # fmt: skip
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 
 
@@ -225,6 +231,7 @@ async def run_pii(settings: Settings) -> list[Result]:
     small = _direct(redactor, {"email": CUSTOMER}, RESULT, n)
     text_pii = _direct(redactor, {"text": TEXT_PII}, {"text": TEXT_PII}, n // 10)
     text_clean = _direct(redactor, {"text": TEXT_CLEAN}, {"text": TEXT_CLEAN}, n // 10)
+    text_unicode = _direct(redactor, {"text": TEXT_UNICODE}, {"text": TEXT_UNICODE}, n // 10)
     floor = 2 * _one_pass(TEXT_PII, n // 10)  # arguments and result: two passes
     on, off = samples["on"].best * US, samples["off"].best * US
     result = Result(
@@ -238,6 +245,7 @@ async def run_pii(settings: Settings) -> list[Result]:
             "small_call_us": small,
             "text_2kb_with_pii_us": text_pii,
             "text_2kb_clean_us": text_clean,
+            "text_2kb_unicode_us": text_unicode,
             "one_email_resub_2kb_x2_us": floor,
             "text_2kb_over_one_pattern": text_pii / floor,
         },

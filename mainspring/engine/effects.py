@@ -300,7 +300,8 @@ async def _refused(
 ) -> Any:
     """A call a hook or a person refused (journaled as such already): nothing is called."""
     _record_started(driver, task, effect)
-    outcome = Outcome(error=EffectDeniedError(effect.name, denial.reason, hook))
+    reason = driver.gate.recorded_text(effect, denial.reason)  # as the journal has it
+    outcome = Outcome(error=EffectDeniedError(effect.name, reason, hook))
     return await _finish(driver, task, effect.step, effect.index, effect.name, fn, outcome)
 
 
@@ -425,10 +426,12 @@ def _record_decision(
     reason: str,
     basis: typing.Mapping[str, Any] | None = None,
 ) -> None:
+    gate = driver.gate  # a reason may quote the arguments: redacted as they are
     driver.record(
         EffectDecided(
             effect.step, task.index, task.node, effect.index, effect.name, decision, hook,
-            reason, None if basis is None else dict(basis),
+            gate.recorded_text(effect, reason) if reason else reason,
+            gate.recorded_basis(effect, basis),
         )
     )  # fmt: skip
 

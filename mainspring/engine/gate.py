@@ -11,7 +11,9 @@ made) meets the runtime's hooks, in the order they were registered:
   event, with no journal write of its own);
 * after the call, each hook may replace the :class:`Outcome` (validate it, screen
   it, account its usage);
-* ``redact`` hooks choose the arguments the journal records.
+* ``redact`` hooks choose the arguments the journal records, and ``redact_text`` hooks
+  the free text recorded about an effect (a decision's reason and basis, a denial's
+  message: ``Gate.recorded_text``).
 
 Hooks are small protocols (a hook implements one or more of ``before``,
 ``after``, ``redact``), sync or async, registered with ``Runtime(gates=[...])``;
@@ -85,6 +87,31 @@ class Approve(msgspec.Struct, frozen=True):
     basis: Mapping[str, Any] | None = None
 
 
+APPROVAL_ANSWERS: Final = (
+    "resume(run, True) to let the call go, resume(run, False) or "
+    '{"approve": False, "reason": "..."} to refuse it, or {"args": {...}} to let it go with '
+    "edited arguments"
+)
+
+
+def approval_answer_error(value: Any) -> str | None:
+    """What is wrong with ``value`` as a person's answer to an :class:`Approve` (None when
+    it is one): an answer that is none of the documented shapes would otherwise be read
+    as a refusal, and an edit that is not a dict of arguments dropped."""
+    if value is None or isinstance(value, bool):
+        return None
+    if not isinstance(value, dict):
+        return f"an approval's answer cannot be {value!r:.60}; send {APPROVAL_ANSWERS}"
+    if "approve" in value and not isinstance(value["approve"], bool):
+        return f'"approve" must be True or False, not {value["approve"]!r:.60}; send {APPROVAL_ANSWERS}'
+    if "args" in value and not isinstance(value["args"], dict):
+        return (
+            f'"args" must be a dict of the call\'s arguments by name, not '
+            f"{type(value['args']).__name__}; send {APPROVAL_ANSWERS}"
+        )
+    return None
+
+
 class Answer(msgspec.Struct, frozen=True):
     """Answer without calling (a cache, a record): ``result`` is the effect's result."""
 
@@ -140,7 +167,16 @@ class RedactEffect(Protocol):
     def redact(self, effect: Effect, args: Mapping[str, Any]) -> Mapping[str, Any]: ...
 
 
-GateHook: TypeAlias = BeforeEffect | AfterEffect | RedactEffect
+@runtime_checkable
+class RedactText(Protocol):
+    """A redact hook's view of free text the gate records about an effect: a decision's
+    reason and basis, a denial's message (which a hook may have built from the arguments).
+    Optional: ``Gate.recorded_text`` applies the hooks that offer it."""
+
+    def redact_text(self, effect: Effect, text: str) -> str: ...
+
+
+GateHook: TypeAlias = BeforeEffect | AfterEffect | RedactEffect | RedactText
 
 # Argument names whose values never enter the journal (the default redaction).
 SECRET_NAMES: Final = frozenset(
@@ -153,7 +189,9 @@ ARGS_CAP: Final = 8192  # bytes of arguments a journal records, about
 class Gate:
     """The hooks of one runtime, sorted by what they do; built once, run per effect."""
 
-    __slots__ = ("_afters", "_befores", "_redactors", "args_cap", "empty", "has_afters", "hooks")
+    __slots__ = (
+        "_afters", "_befores", "_redactors", "_texts", "args_cap", "empty", "has_afters", "hooks",
+    )  # fmt: skip
 
     def __init__(self, hooks: Sequence[object] = (), *, args_cap: int = ARGS_CAP) -> None:
         self.hooks = tuple(hooks)
@@ -161,6 +199,7 @@ class Gate:
         self._befores: list[tuple[str, Callable[..., Any], bool]] = []
         self._afters: list[tuple[str, Callable[..., Any], bool]] = []
         self._redactors: list[Callable[..., Any]] = []
+        self._texts: list[Callable[[Effect, str], str]] = []
         for hook in self.hooks:
             found = False
             if callable(before := getattr(hook, "before", None)):
@@ -172,10 +211,13 @@ class Gate:
             if callable(redact := getattr(hook, "redact", None)):
                 self._redactors.append(redact)
                 found = True
+            if callable(text := getattr(hook, "redact_text", None)):
+                self._texts.append(text)
+                found = True
             if not found:
                 raise TypeError(
-                    f"gate hook {hook!r} has none of before(effect), after(effect, outcome) "
-                    "or redact(effect, args); give it one"
+                    f"gate hook {hook!r} has none of before(effect), after(effect, outcome), "
+                    "redact(effect, args) or redact_text(effect, text); give it one"
                 )
         # Plain attributes, not properties: every effect reads them (a property is a Python
         # call on each read in 3.11).
@@ -286,6 +328,36 @@ class Gate:
         for redact in self._redactors:
             args = redact(effect, args)
         return capped(args, self.args_cap, plain=plain and args is effect.args)
+
+    def recorded_text(self, effect: Effect, text: str) -> str:
+        """Free text about ``effect`` as the journal records it and the node is told it (a
+        decision's reason, a denial's message): through each hook's ``redact_text``. The
+        arguments' redaction, for text a hook may have built from them (defence in depth:
+        hooks should not quote arguments in the first place)."""
+        for redact in self._texts:
+            text = redact(effect, text)
+        return text
+
+    def recorded_basis(
+        self, effect: Effect, basis: Mapping[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """A decision's ``basis`` as the journal records it: its texts through
+        :meth:`recorded_text` (a copy; None stays None)."""
+        if basis is None:
+            return None
+        if not self._texts:
+            return dict(basis)
+        out: dict[str, Any] = self._in_texts(effect, dict(basis))
+        return out
+
+    def _in_texts(self, effect: Effect, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.recorded_text(effect, value)
+        if isinstance(value, Mapping):
+            return {k: self._in_texts(effect, v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._in_texts(effect, v) for v in value]
+        return value
 
 
 def masked(args: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -20,6 +20,7 @@ from ..status import RunStatus
 from ..store import RunQuery, RunRecord, appends_now
 from .driver import RunDriver
 from .fold import RunFold
+from .gate import approval_answer_error
 from .journal import JournalWriter, Stopped
 from .registry import lost_the_run
 from .runs import Runs
@@ -172,6 +173,32 @@ async def _reclaim(runs: Runs, driver: RunDriver) -> None:
 
 
 def resolve_values(
+    fold: RunFold,
+    run_id: str,
+    value: Any,
+    interrupt_id: str | None,
+    values: dict[str, Any] | None,
+    *,
+    value_given: bool,
+) -> dict[str, Any]:
+    """The values to resume the run with, by interrupt (``rt.resume``'s arguments checked
+    against its pending interrupts; an approval's answer against the shapes it takes)."""
+    resolved = _resolved(fold, run_id, value, interrupt_id, values, value_given=value_given)
+    if resolved:
+        asked = {i.id: i.payload for _, i in fold.pending_interrupts}
+        for iid, answer in resolved.items():
+            payload = asked.get(iid)
+            if isinstance(payload, dict) and isinstance(ask := payload.get("approve"), dict):
+                problem = approval_answer_error(answer)
+                if problem is not None:
+                    raise RunStateError(
+                        f"run {run_id!r} waits for an approval of {ask.get('name')!r} "
+                        f"(interrupt {iid}): {problem}"
+                    )
+    return resolved
+
+
+def _resolved(
     fold: RunFold,
     run_id: str,
     value: Any,

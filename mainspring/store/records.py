@@ -7,7 +7,7 @@ the engine; no behaviour beyond :func:`notify_commit`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -20,7 +20,7 @@ from ..status import RunStatus as RunStatus
 DEFAULT_TENANT: Final = ""
 
 
-def tenant_of(metadata: dict[str, Any] | None) -> str:
+def tenant_of(metadata: Mapping[str, Any] | None) -> str:
     """The tenant a run with ``metadata`` belongs to: ``metadata["tenant"]``, else the
     default tenant ``""``. Only a string names a tenant (starts refuse any other value;
     a run written before that rule, with a number say, belongs to the default tenant)."""

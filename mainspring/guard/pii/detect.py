@@ -15,6 +15,7 @@ numbers, timestamps and dates stay as they are.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Collection, Iterable
 from typing import Final
 
@@ -47,15 +48,57 @@ _EMAIL = re.compile(
     r"[A-Za-z]{2,24}(?![\w-])"
 )
 _LOCAL = re.compile(r"[A-Za-z0-9._%+-]{1,64}$")  # an address's part before its "@"
+# Numbers are matched as written, in any script's digits (``\d``: fullwidth digits
+# too) and with the separators that look like a space or a hyphen (no-break, figure,
+# narrow and ideographic spaces, the invisible zero-width ones; the Unicode dashes and
+# minus): "4111\u00a01111\u00a01111\u00a01111" is a card. The checks (Luhn, the issuer,
+# digit counts) read the match folded to ASCII (:func:`fold`), the original is replaced.
+_SP: Final = " \u00a0\u1680\u2000-\u200d\u202f\u205f\u2060\u3000\ufeff"
+_DASH: Final = "\\-\u2010-\u2015\u2212\ufe58\ufe63\uff0d"
+_SEP: Final = f"[{_SP}{_DASH}]"  # a space or a hyphen, in one of their forms
+_DOT: Final = f"[.{_SP}{_DASH}]"  # ... or a dot
 # A run of digits and separators (a card, a phone number, or several things in a row).
 # (10 characters at least: no card or phone number is shorter, so most dates are not tried)
-_NUMBER = re.compile(r"[(\d](?<![\w.,+(-][(\d])[\d ().-]{8,}\d\)?(?![\w-]|[.,]\d)")
-_INTERNATIONAL = re.compile(r"\+(?<![\w+]\+)\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,6}(?![\w-])")
-_CARD = re.compile(r"\d(?:[ -]?\d){12,18}")
+_NUMBER = re.compile(rf"[(\d](?<![\w.,+(-][(\d])[\d().{_SP}{_DASH}]{{8,}}\d\)?(?![\w-]|[.,]\d)")
+_GROUPS: Final = rf"\d{{1,3}}(?:{_DOT}?\(?\d{{1,4}}\)?){{2,6}}(?![\w-])"  # after the "+"
+# a literal first (not a class of "+" and the fullwidth one): the engine skips to each
+_INTERNATIONAL = re.compile(rf"\+(?<![\w+\uff0b]\+){_GROUPS}")
+_INTERNATIONAL_WIDE = re.compile(rf"\uff0b(?<![\w+\uff0b]\uff0b){_GROUPS}")
+_CARD = re.compile(rf"\d(?:{_SEP}?\d){{12,18}}")
 _PHONE = re.compile(
-    r"\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}"  # (415) 555-2671, 415.555.2671
-    r"|0\d{1,4}[ -]\d{3,4}[ -]?\d{3,4}"  # 020 7946 0958, 030-1234-5678
+    rf"\(?\d{{3}}\)?{_DOT}\d{{3}}{_DOT}\d{{4}}"  # (415) 555-2671, 415.555.2671
+    rf"|[0\uff10]\d{{1,4}}{_SEP}\d{{3,4}}{_SEP}?\d{{3,4}}"  # 020 7946 0958, 030-1234-5678
 )
+
+
+class _Folding(dict[int, int]):
+    """``str.translate``'s table for :func:`fold`, filled as characters are met."""
+
+    def __missing__(self, code: int) -> int:
+        ch = chr(code)
+        digit = unicodedata.decimal(ch, -1)
+        if digit >= 0:
+            to = 48 + digit
+        elif ch.isspace() or unicodedata.category(ch) == "Cf":  # spaces, zero-width ones
+            to = 32
+        elif unicodedata.category(ch) == "Pd" or ch == "\u2212":
+            to = 45
+        else:
+            norm = unicodedata.normalize("NFKC", ch)  # fullwidth "(", ")", ".", "+"
+            to = ord(norm) if len(norm) == 1 and norm in "().+" else code
+        if len(self) < 4096:
+            self[code] = to
+        return to
+
+
+_FOLDING: Final = _Folding()
+
+
+def fold(text: str) -> str:
+    """``text`` with digits of any script as ASCII digits, and spaces, hyphens, dashes
+    and fullwidth punctuation as their ASCII forms, one character for one (so a match's
+    span is the same in both); ``text`` itself when it is ASCII."""
+    return text if text.isascii() else text.translate(_FOLDING)
 
 
 def luhn(digits: str) -> bool:
@@ -99,6 +142,7 @@ _SEPARATORS: Final = str.maketrans("", "", " -().")
 
 
 def is_card(candidate: str) -> bool:
+    candidate = fold(candidate)
     digits = candidate.translate(_SEPARATORS)
     if not 13 <= len(digits) <= 19 or not digits.isdigit():
         return False
@@ -108,6 +152,7 @@ def is_card(candidate: str) -> bool:
 
 
 def is_phone(candidate: str) -> bool:
+    candidate = fold(candidate)
     count = len(candidate.translate(_SEPARATORS).replace("+", ""))
     return (
         8 <= count <= 15
@@ -224,8 +269,11 @@ def redact_text(
         text = run.sub(_JWT, "jwt", text)
     if "email" in kinds and "@" in text:
         text = run.emails(text)
-    if "phone" in kinds and "+" in text:
-        text = run.sub(_INTERNATIONAL, "phone", text, check=is_phone)
+    if "phone" in kinds:
+        if "+" in text:
+            text = run.sub(_INTERNATIONAL, "phone", text, check=is_phone)
+        if "\uff0b" in text:  # a fullwidth plus
+            text = run.sub(_INTERNATIONAL_WIDE, "phone", text, check=is_phone)
     if "card" in kinds or "phone" in kinds:
         text = run.numbers(text, kinds)
     return text

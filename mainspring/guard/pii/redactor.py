@@ -136,6 +136,15 @@ class Redactor:
         redacted: Mapping[str, Any] = self.value(dict(args), self.rule_for(effect.name), "args")
         return redacted
 
+    def redact_text(self, effect: Effect, text: str) -> str:
+        """A decision's reason or a denial's message about ``effect`` (field ``reason`` of
+        its rule): such text may quote the arguments, so it is redacted whatever ``args``
+        says."""
+        if len(text) < _SHORTEST:
+            return text
+        redacted: str = self.value(text, self.rule_for(effect.name), "reason")
+        return redacted
+
     def after(self, effect: Effect, outcome: Outcome) -> Outcome | None:
         """The outcome with its result (and error message) redacted; None when nothing was."""
         if effect.kind not in self.results:

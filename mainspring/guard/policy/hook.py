@@ -22,17 +22,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from ...engine.gate import Allow, Approve, Decision, Deny, Effect, Outcome, Rewrite
+from ...store.records import tenant_of
 from .combine import combine, rewritten
 from .history import History
 from .layer import stamp
 from .loading import Loaded, TenantSource, load, watched
 from .request import Request
-from .rules import Rules
+from .rules import Rules, failure
 from .verdict import PolicyError, Verdict
 
 if TYPE_CHECKING:
@@ -147,10 +148,9 @@ class Policy:
                 self._next_check = now + self._every
                 if stamp(self._watch) != self._stamp:
                     self.reload()
-        tenant = effect.metadata.get("tenant")
-        layers, version, reads_history = self._loaded.layers_for(
-            None if tenant is None else str(tenant)
-        )
+        # the run's tenant as the stores scope it: "" for a run started without one (a
+        # policy for the default tenant, tenants={"": ...}, applies to those runs)
+        layers, version, reads_history = self._loaded.layers_for(tenant_of(effect.metadata))
         verdicts: list[Verdict] = []
         try:
             dangerous = self._is_dangerous(effect)
@@ -162,12 +162,15 @@ class Policy:
             for layer in layers:  # most rules are sync: no coroutine per layer for them
                 got = layer.evaluate_now(req, history, spend)
                 verdicts.extend(
-                    got if got is not None else await layer.evaluate(req, history, spend)
+                    got if type(got) is list else await cast(Awaitable[list[Verdict]], got)
                 )
             final = combine(verdicts, dangerous=dangerous, default=self.default, tool=req.tool)
         except Exception as exc:  # a bug or a backend error: the policy fails closed
+            # the exception's type only: its message may quote the arguments, and the reason
+            # goes to the journal and the model (the log has the message; SecretFilter)
+            failure("policy", effect.name, exc)
             final = Verdict(
-                "deny", f"the policy failed ({type(exc).__name__}: {exc}); denied (fail closed)",
+                "deny", f"the policy failed ({type(exc).__name__}); denied (fail closed)",
                 rule="policy",
             )  # fmt: skip
         return self._decision(effect, final, verdicts, version)

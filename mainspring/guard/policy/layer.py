@@ -16,9 +16,9 @@ import importlib.util
 import inspect
 import itertools
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .request import Request
 from .rules import Rules
@@ -63,13 +63,15 @@ class Layer:
         req: Request,
         history: Mapping[str, int] | None,
         spend: Mapping[str, float] | None,
-    ) -> list[Verdict] | None:
-        """The verdicts without awaiting, or None when a rule that applies must be awaited."""
+    ) -> list[Verdict] | Awaitable[list[Verdict]]:
+        """The verdicts without awaiting while every rule answers at once; else the rest of
+        the work to await, going on from where it stopped (no rule runs twice)."""
         out: list[Verdict] = []
         for rules in self.rules:
             got = rules.evaluate_now(req)
-            if got is None:
-                return None
+            if type(got) is not list:  # (rare: a rule to await) the rest of the work
+                rest = cast(Awaitable[list[Verdict]], got)
+                return self._rest(req, history, spend, self.rules.index(rules) + 1, out, rest)
             out.extend(got)
         if self.cedar is not None:
             out.extend(self.cedar.evaluate(req, history, spend))
@@ -81,8 +83,22 @@ class Layer:
         history: Mapping[str, int] | None,
         spend: Mapping[str, float] | None,
     ) -> list[Verdict]:
-        out: list[Verdict] = []
-        for rules in self.rules:
+        return await self._rest(req, history, spend, 0, [], None)
+
+    async def _rest(
+        self,
+        req: Request,
+        history: Mapping[str, int] | None,
+        spend: Mapping[str, float] | None,
+        start: int,
+        out: list[Verdict],
+        pending: Awaitable[list[Verdict]] | None,
+    ) -> list[Verdict]:
+        """``out`` with the verdicts of ``pending`` (the rest of one set of rules), of the
+        sets from the ``start``-th on, and of the Cedar policies."""
+        if pending is not None:
+            out.extend(await pending)
+        for rules in self.rules[start:]:
             out.extend(await rules.evaluate(req))
         if self.cedar is not None:
             out.extend(self.cedar.evaluate(req, history, spend))

@@ -17,7 +17,8 @@ from .scrub import HANDED, HandedValues
 
 
 class SecretArgs:
-    """``redact(effect, args)``: the arguments with secret values replaced."""
+    """``redact(effect, args)``: the arguments with secret values replaced;
+    ``redact_text(effect, text)``: the same for what the gate records about the effect."""
 
     name = "secrets"
 
@@ -30,11 +31,22 @@ class SecretArgs:
         self._values = values
 
     def redact(self, effect: Effect, args: Mapping[str, Any]) -> Mapping[str, Any]:
-        if effect.kind == "tool" and effect.name.startswith("tool:"):
-            own = self._declared(effect.name[5:])
-            if own:
-                self._values.add(own)
+        self._learn(effect)
         if not self._values or not args:
             return args
         scrubbed: Mapping[str, Any] = self._values.scrubber.value(dict(args))
         return scrubbed
+
+    def redact_text(self, effect: Effect, text: str) -> str:
+        """A decision's reason or a denial's message with secret values replaced (a rule
+        that quoted an argument holding one, say)."""
+        self._learn(effect)  # a denied call's tool never ran: its secrets are learnt here
+        if not self._values or not text:
+            return text
+        return self._values.scrubber.text(text)
+
+    def _learn(self, effect: Effect) -> None:
+        if effect.kind == "tool" and effect.name.startswith("tool:"):
+            own = self._declared(effect.name[5:])
+            if own:
+                self._values.add(own)
