@@ -329,7 +329,7 @@ async def _approval(
         "args": driver.gate.recorded_args(effect),
         "key": effect.key,
         "hook": hook,
-        "reason": decision.reason,
+        "reason": driver.gate.recorded_text(effect, decision.reason),  # journaled: redacted
     }
     if position is not None:
         ask["position"] = position
