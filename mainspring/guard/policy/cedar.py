@@ -34,6 +34,7 @@ import cedarpy
 import msgspec
 from cedarpy import pst
 
+from .cedar_compile import Check, EvalError, Unsupported, compile_policy, request_env
 from .cedar_terms import ALL, PolicyInfo, cedar_record, cedar_value, describe
 from .request import Request
 from .verdict import PolicyError, Verdict
@@ -44,23 +45,40 @@ _ERROR_OF = re.compile(r"policy `([^`]+)`")
 
 
 class _Slice:
-    """The policies that can apply to one action name, parsed into one handle."""
+    """The policies that can apply to one action name: those the compiler follows as
+    closures, the others parsed into one cedarpy handle (``rest``); ``handle`` holds them
+    all, for the requests only cedarpy reads exactly and to word errors as Cedar does."""
 
-    __slots__ = ("arg_reads", "by_id", "cache", "handle", "reads")
+    __slots__ = ("arg_reads", "by_id", "cache", "compiled", "handle", "policies", "rest", "reads")
 
-    def __init__(self, policies: Sequence[PolicyInfo]) -> None:
+    def __init__(self, policies: Sequence[PolicyInfo], compiled: Mapping[str, Check]) -> None:
+        self.policies = policies
         self.by_id = {p.id: p for p in policies}
         self.reads = frozenset().union(*(p.reads for p in policies))
         self.arg_reads = frozenset().union(*(p.arg_reads for p in policies))
         self.cache: dict[tuple[Any, ...], tuple[Verdict, ...]] = {}
-        self.handle = None
-        if policies:
-            tree = pst.PolicySet(
-                templates=pst.FrozenMap({}),
-                static_policies=pst.FrozenMap({p.id: p.template for p in policies}),
-                template_links=(),
-            )
-            self.handle = cedarpy.PolicySet.from_pst(tree)
+        self.compiled = [(p, compiled[p.id]) for p in policies if p.id in compiled]
+        self.rest = _handle([p for p in policies if p.id not in compiled])
+        self.handle = self.rest if not self.compiled else _handle(policies)
+
+
+def _handle(policies: Sequence[PolicyInfo]) -> Any:
+    """A cedarpy policy set of ``policies`` (None for none)."""
+    if not policies:
+        return None
+    tree = pst.PolicySet(
+        templates=pst.FrozenMap({}),
+        static_policies=pst.FrozenMap({p.id: p.template for p in policies}),
+        template_links=(),
+    )
+    return cedarpy.PolicySet.from_pst(tree)
+
+
+def _compile(policy: PolicyInfo) -> Check | None:
+    try:
+        return compile_policy(policy.template)
+    except Unsupported:
+        return None
 
 
 class CedarRules:
@@ -80,6 +98,8 @@ class CedarRules:
                 )
             for number, template in enumerate(tree.static_policies.values(), start=1):
                 self.policies.append(describe(file, number, template))
+        compiled = {p.id: _compile(p) for p in self.policies}
+        self.compiled = {k: v for k, v in compiled.items() if v is not None}
         self._slices: dict[str, _Slice] = {}
         self._entities: dict[tuple[str, ...], cedarpy.Entities] = {}
         self.reads = frozenset().union(*(p.reads for p in self.policies))
@@ -101,7 +121,7 @@ class CedarRules:
             ]  # fmt: skip
             if len(self._slices) >= 4096:
                 self._slices.clear()
-            found = self._slices[name] = _Slice(chosen)
+            found = self._slices[name] = _Slice(chosen, self.compiled)
         return found
 
     def evaluate(
@@ -121,13 +141,43 @@ class CedarRules:
         cached = part.cache.get(key)
         if cached is not None:
             return cached
-        verdicts = self._decide(req, part, encoded.decode())
+        verdicts = self._compiled(req, part, context, encoded)
+        if verdicts is None:
+            verdicts = self._decide(req, part, part.handle, encoded.decode())
         if len(part.cache) >= _CACHED:
             part.cache.clear()
         part.cache[key] = verdicts
         return verdicts
 
-    def _decide(self, req: Request, part: _Slice, context: str) -> tuple[Verdict, ...]:
+    def _compiled(
+        self, req: Request, part: _Slice, context: Mapping[str, Any], encoded: bytes
+    ) -> tuple[Verdict, ...] | None:
+        """The verdicts, the compiled policies evaluated in Python and the others by
+        cedarpy; None when a compiled policy errors or the context holds what only
+        Cedar's parser reads exactly (then cedarpy decides all, wording its errors)."""
+        if not part.compiled:
+            return None
+        user, tenant = req.user or "", req.tenant or ""
+        try:
+            env = request_env(user, tenant, req.name, req.kind, req.graph, context)
+            chosen = [p for p, check in part.compiled if check(env)]
+        except (EvalError, Unsupported):
+            return None
+        errors: list[str] = []
+        if part.rest is not None:
+            errors, reasons = self._ask(req, part.rest, encoded.decode())
+            chosen[:0] = [part.by_id[pid] for pid in reasons if pid in part.by_id]
+        return _verdicts(part, req.name, errors, chosen)
+
+    def _decide(
+        self, req: Request, part: _Slice, handle: Any, context: str
+    ) -> tuple[Verdict, ...]:
+        errors, reasons = self._ask(req, handle, context)
+        chosen = [part.by_id[pid] for pid in reasons if pid in part.by_id]
+        return _verdicts(part, req.name, errors, chosen)
+
+    def _ask(self, req: Request, handle: Any, context: str) -> tuple[list[str], list[str]]:
+        """cedarpy's errors and reasons (the ids of the policies that decided)."""
         user, tenant, graph = req.user or "", req.tenant or "", req.graph
         request = {
             "principal": {"type": "User", "id": user},
@@ -136,22 +186,7 @@ class CedarRules:
             "context": context,
         }
         entities = self._entities_for(user, tenant, req.name, req.kind, graph)
-        errors, reasons = _authorize(request, part.handle, entities)
-        out: list[Verdict] = []
-        for error in errors:
-            found = _ERROR_OF.search(error)
-            policy = part.by_id.get(found.group(1)) if found else None
-            if policy is None or policy.effect == "forbid":  # never widens access
-                rule = policy.rule if policy is not None else "cedar"
-                out.append(
-                    Verdict("deny", f"policy rule {rule!r} failed ({error}); denied (fail closed)",
-                            rule=rule)
-                )  # fmt: skip
-        for pid in reasons:
-            policy = part.by_id.get(pid)
-            if policy is not None:
-                out.append(_verdict(policy, req.name))
-        return tuple(out)
+        return _authorize(request, handle, entities)
 
     def _entities_for(
         self, user: str, tenant: str, name: str, kind: str, graph: str
@@ -204,6 +239,27 @@ def _authorize(
             return answer.diagnostics.errors, answer.diagnostics.reason
     result = cedarpy.is_authorized(request, handle, entities)
     return list(result.diagnostics.errors), list(result.diagnostics.reasons)
+
+
+def _verdicts(
+    part: _Slice, name: str, errors: Sequence[str], satisfied: Sequence[PolicyInfo]
+) -> tuple[Verdict, ...]:
+    """The verdicts of erroring and satisfied policies: an erroring forbid denies (fail
+    closed); as in Cedar's answer, a satisfied forbid leaves the satisfied permits out."""
+    out: list[Verdict] = []
+    for error in errors:
+        found = _ERROR_OF.search(error)
+        policy = part.by_id.get(found.group(1)) if found else None
+        if policy is None or policy.effect == "forbid":  # never widens access
+            rule = policy.rule if policy is not None else "cedar"
+            out.append(
+                Verdict("deny", f"policy rule {rule!r} failed ({error}); denied (fail closed)",
+                        rule=rule)
+            )  # fmt: skip
+    if any(p.effect == "forbid" for p in satisfied):
+        satisfied = [p for p in satisfied if p.effect == "forbid"]
+    out.extend(_verdict(p, name) for p in satisfied)
+    return tuple(out)
 
 
 def _entity(kind: str, eid: str, parents: list[tuple[str, str]]) -> dict[str, Any]:
