@@ -19,15 +19,18 @@ from hypothesis import strategies as st
 
 from mainspring.engine.gate import Effect
 from mainspring.guard.policy.cedar import _ERROR_OF, CedarRules, _authorize, _handle
-from mainspring.guard.policy.cedar_compile import (
+from mainspring.guard.policy.cedar_compile import compile_policies
+from mainspring.guard.policy.cedar_terms import PolicyInfo, cedar_value
+from mainspring.guard.policy.cedar_values import (
     CSet,
     EvalError,
     Unsupported,
     cedar_eq,
+    compiled_value,
     decimal,
     request_env,
+    value_of,
 )
-from mainspring.guard.policy.cedar_terms import PolicyInfo
 from mainspring.guard.policy.request import Request
 
 ENTITIES = ['User::"u1"', 'User::"u2"', 'Tenant::"t1"', 'Tenant::""', 'Action::"tool:x"',
@@ -51,7 +54,7 @@ def _leaves() -> st.SearchStrategy[str]:
         st.sampled_from(["principal", "action", "resource", "context"]),
         st.sampled_from(ATTRS).map(lambda a: f"context.{a}"),
         st.sampled_from(ATTRS).map(lambda a: f"context.r.{a}"),
-        st.sampled_from(DECIMALS + ["x", "1.23456"]).map(lambda d: f'decimal("{d}")'),
+        st.sampled_from([*DECIMALS, "x", "1.23456"]).map(lambda d: f'decimal("{d}")'),
     )
 
 
@@ -66,7 +69,9 @@ def _grow(e: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
         st.tuples(st.sampled_from(["!", "-"]), e).map(lambda t: f"({t[0]}{t[1]})"),
         st.tuples(e, method, e).map(lambda t: f"({t[0]}).{t[1]}({t[2]})"),
         e.map(lambda x: f"({x}).isEmpty()"),
-        st.tuples(e, st.sampled_from([*ATTRS, "a.b", "r.n"])).map(lambda t: f"(({t[0]}) has {t[1]})"),
+        st.tuples(e, st.sampled_from([*ATTRS, "a.b", "r.n"])).map(
+            lambda t: f"(({t[0]}) has {t[1]})"
+        ),
         st.tuples(e, st.sampled_from(ATTRS)).map(lambda t: f"({t[0]}).{t[1]}"),
         st.tuples(e, pattern).map(lambda t: f'(({t[0]}) like "{t[1]}")'),
         st.tuples(e, st.sampled_from(["User", "Tenant", "Action", "Graph"])).map(
@@ -77,8 +82,13 @@ def _grow(e: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
         st.lists(e, max_size=3).map(lambda xs: "[" + ", ".join(xs) + "]"),
         two.map(lambda t: f"{{a: {t[0]}, b: {t[1]}}}"),
         e.map(lambda x: f"decimal({x})"),
-        st.sampled_from(['ip("10.0.0.1").isIpv4()', 'context.s.hasTag("a")',
-                         'datetime("2024-01-01") < datetime("2024-02-01")']),  # fmt: skip
+        st.sampled_from(
+            [
+                'ip("10.0.0.1").isIpv4()',
+                'context.s.hasTag("a")',
+                'datetime("2024-01-01") < datetime("2024-02-01")',
+            ]
+        ),
     )
 
 
@@ -108,8 +118,9 @@ def _json_values() -> st.SearchStrategy[Any]:
     )  # fmt: skip
     return st.recursive(
         leaf,
-        lambda v: st.one_of(st.lists(v, max_size=3),
-                            st.dictionaries(st.sampled_from(ATTRS), v, max_size=3)),  # fmt: skip
+        lambda v: st.one_of(
+            st.lists(v, max_size=3), st.dictionaries(st.sampled_from(ATTRS), v, max_size=3)
+        ),
         max_leaves=6,
     )
 
@@ -172,6 +183,7 @@ def test_compiled_policies_decide_and_error_as_cedarpy(
         assert any("__entity" in json.dumps(v) for v in ctx.values())
         return
     want = _cedarpy(rules, req, ctx)
+    answers: dict[str, str] = {}
     for policy in rules.policies:
         check = rules.compiled.get(policy.id)
         if check is None:
@@ -183,6 +195,18 @@ def test_compiled_policies_decide_and_error_as_cedarpy(
             got = "error"
         event(got)
         assert got == want.get(policy.id, "unsatisfied"), policy.template
+        answers[policy.id] = got
+    # all of them as one function (as a slice runs): the satisfied in order, or an error
+    together = [p for p in rules.policies if p.id in answers]
+    if not together:
+        return
+    fused = compile_policies([p.template for p in together])
+    if "error" in answers.values():
+        with pytest.raises(EvalError):
+            fused(env)
+    else:
+        satisfied = [i for i, p in enumerate(together) if answers[p.id] == "satisfied"]
+        assert fused(env) == satisfied
 
 
 def _effect(req: tuple[str, ...], args: dict[str, Any]) -> Request:
@@ -194,8 +218,13 @@ def _effect(req: tuple[str, ...], args: dict[str, Any]) -> Request:
 
 ARGS = st.dictionaries(
     st.sampled_from(["amount", "target", "to", "n"]),
-    st.one_of(st.integers(-(2**64), 2**64), st.floats(allow_nan=True), st.none(),
-              st.sampled_from(STRINGS), st.lists(st.integers(0, 3), max_size=3)),  # fmt: skip
+    st.one_of(
+        st.integers(-(2**64), 2**64),
+        st.floats(allow_nan=True),
+        st.none(),
+        st.sampled_from(STRINGS),
+        st.lists(st.integers(0, 3), max_size=3),
+    ),
     max_size=4,
 )
 ENGINE_EXPRS = st.sampled_from([
@@ -204,21 +233,56 @@ ENGINE_EXPRS = st.sampled_from([
     'context.args.amount.greaterThan(decimal("0.5"))', "context.args.n.contains(2)",
     'context.tenant == "t1" || context.user == "u2"', "context.args.to is User",
     'ip("10.0.0.1").isIpv4() && context.args has n', "context has history",
+    'context.history has "tool:x" && context.effects > 1', "context.spend.cost.greaterThan(decimal(\"0.5\"))",
+    "context.args.n == [1, 2]", "context.args == {}", "context.attempt == 1 && !context.dangerous",
 ])  # fmt: skip
+HISTORIES = st.none() | st.dictionaries(st.sampled_from(["tool:x", "tool:y"]), st.integers(0, 3))
+SPENDS = st.none() | st.dictionaries(st.sampled_from(["cost", "tokens"]),
+                                     st.floats(-1e16, 1e16) | st.integers(0, 10))  # fmt: skip
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["permit", "forbid"]), ENGINE_EXPRS), min_size=1,
-                max_size=5), REQUESTS, ARGS)  # fmt: skip
+                max_size=5), REQUESTS, ARGS, HISTORIES, SPENDS)  # fmt: skip
 def test_the_engine_gives_cedarpys_verdicts(
-    texts: list[tuple[str, str]], req: tuple[str, ...], args: dict[str, Any]
+    texts: list[tuple[str, str]],
+    req: tuple[str, ...],
+    args: dict[str, Any],
+    history: dict[str, int] | None,
+    spend: dict[str, float] | None,
 ) -> None:
     text = "\n".join(f"{e} (principal, action, resource) when {{ {x} }};" for e, x in texts)
     compiled, plain = CedarRules([("f", text)]), CedarRules([("f", text)])
     plain.compiled = {}  # every policy through cedarpy
     request = _effect(req, args)
-    got, want = compiled.evaluate(request), plain.evaluate(request)
+    got, want = compiled.evaluate(request, history, spend), plain.evaluate(request, history, spend)
     assert sorted(map(repr, got)) == sorted(map(repr, want))
+
+
+PYTHON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**65), 2**65) | st.floats() | st.text(max_size=3),
+    lambda v: (
+        st.lists(v, max_size=3)
+        | st.tuples(v)
+        | st.dictionaries(
+            st.text(max_size=2) | st.sampled_from(["__extn", "__entity"]), v, max_size=3
+        )
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(PYTHON_VALUES)
+def test_arguments_are_read_directly_as_through_cedar_json(value: Any) -> None:
+    try:
+        direct = compiled_value(value)
+    except Unsupported:
+        return  # the engine takes the JSON path then
+    through = cedar_value(value)
+    assert (direct is None) == (through is None)
+    if through is not None:
+        assert cedar_eq(direct, value_of(through))
 
 
 def test_values_compare_as_cedar_values() -> None:
@@ -261,7 +325,11 @@ def test_tricky_conditions_decide_as_cedarpy(cond: str, name: str) -> None:
     check = rules.compiled["f:1"]
     req = ("u1", "t1", name, "g")
     try:
-        got = "satisfied" if check(request_env("u1", "t1", name, name.partition(":")[0], "g", CONTEXT)) else "no"
+        got = (
+            "satisfied"
+            if check(request_env("u1", "t1", name, name.partition(":")[0], "g", CONTEXT))
+            else "no"
+        )
     except EvalError:
         got = "error"
     assert got == _cedarpy(rules, req, CONTEXT).get("f:1", "no")
