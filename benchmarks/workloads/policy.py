@@ -6,9 +6,11 @@ as an agent's calls repeat):
 
 * ``python``: 50 Python rules through ``Policy.before`` (the whole hook: the request,
   the rules that apply to the effect's name, combining, the decision with its version);
-* ``cedar``: 50 Cedar policies through ``Policy.before`` (sliced by action, context cut
-  to what the policies read, decisions kept per distinct input); the warm-up round sees
-  every input of the stream once, so the timed rounds measure inputs seen before;
+* ``cedar``: 50 Cedar policies through ``Policy.before`` (sliced by action, each slice
+  compiled into one Python function, evaluated on the effect's values; cedarpy only for
+  what the compiler leaves, with decisions kept per distinct input there); the warm-up
+  round sees every input of the stream once, so the timed rounds measure inputs seen
+  before;
 * ``cedar_cold``: the same, every effect with arguments never seen before (no decision
   is reused: what evaluation costs per call through the hook), the policies compiled
   into Python closures (guard/policy/cedar_compile.py);

@@ -62,6 +62,7 @@ class _Source:
 
     def __init__(self) -> None:
         self.consts: dict[str, Any] = {}
+        self.known: dict[str, str] = {}  # code -> the Python type it always yields
         self.temps = 0
 
     def const(self, value: Any) -> str:
@@ -74,7 +75,10 @@ class _Source:
         return f"_t{self.temps}"
 
     def typed(self, code: str, kind: str) -> str:
-        """``code``'s value, or an evaluation error when it is not of type ``kind``."""
+        """``code``'s value, or an evaluation error when it is not of type ``kind`` (no
+        test where the expression is of that type whatever the request)."""
+        if self.known.get(code) == kind:
+            return code
         t = self.temp()
         return f"({t} if type({t} := {code}) is {kind} else _fail())"
 
@@ -83,7 +87,11 @@ class _Source:
         build = _BUILD.get(kind)
         if build is None:
             raise Unsupported(f"Cedar expression {kind}")
-        return build(self, node)
+        code = build(self, node)
+        static = _STATIC.get(kind) or _STATIC.get(getattr(node, "op", ""))
+        if static is not None:
+            self.known[code] = static
+        return code
 
     def literal(self, node: Any) -> str:
         value = node.value
@@ -106,6 +114,8 @@ def entity(uid: Any) -> tuple[str, str]:
 def _get_attr(src: _Source, node: Any) -> str:
     t, key = src.temp(), src.const(str(node.attr))
     base = src.expr(node.base)
+    if base == "_c":  # the context is always a record
+        return f"(_c[{key}] if {key} in _c else _fail())"
     return f"({t}[{key}] if type({t} := {base}) is dict and {key} in {t} else _fail())"
 
 
@@ -157,6 +167,16 @@ def _unary(src: _Source, node: Any) -> str:
     return f"_u_{node.op}({arg})"
 
 
+# What an expression yields whenever it does not error (by node, or by operator).
+_STATIC: Final = {
+    "BoolLit": "bool", "LongLit": "int", "HasAttr": "bool", "Like": "bool", "Is": "bool",
+    "not": "bool", "neg": "int", "is_empty": "bool", "eq": "bool", "not_eq": "bool",
+    "and": "bool", "or": "bool", "less": "bool", "less_eq": "bool", "greater": "bool",
+    "greater_eq": "bool", "in": "bool", "contains": "bool", "contains_all": "bool",
+    "contains_any": "bool", "decimal_less_than": "bool", "decimal_less_eq": "bool",
+    "decimal_greater": "bool", "decimal_greater_eq": "bool", "add": "int", "sub": "int",
+    "mul": "int",
+}  # fmt: skip
 _COMPARE: Final = {"less": "<", "less_eq": "<=", "greater": ">", "greater_eq": ">="}
 _ARITHMETIC: Final = {"add": "+", "sub": "-", "mul": "*"}
 
