@@ -205,6 +205,9 @@ async def run(settings: Settings) -> list[Result]:
     }
     extra["effects_per_contender"] = n * rounds
     extra["cedar_policies_in_set"] = len(raw_set)
+    extra["cedar_policies_compiled"] = sum(
+        len(layer.cedar.compiled) for layer in ced._loaded.global_layers if layer.cedar
+    )
     extra["cedar_decisions_cached"] = sum(len(s.cache) for layer in ced._loaded.global_layers
                                           if layer.cedar for s in layer.cedar._slices.values())  # fmt: skip
     # The headline compares engines doing the same work: Cedar deciding inputs it has not

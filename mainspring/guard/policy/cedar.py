@@ -65,6 +65,7 @@ class _Slice:
         "cache",
         "check",
         "compiled",
+        "direct",
         "handle",
         "picked",
         "reads",
@@ -90,6 +91,7 @@ class _Slice:
         self.picked = [self.verdicts[p.id] for p in chosen]
         self.rest = _handle([p for p in policies if p not in chosen])
         self.handle = self.rest if not chosen else _handle(policies)
+        self.direct = self.check if self.rest is None else None  # every policy compiled
 
 
 def _handle(policies: Sequence[PolicyInfo]) -> Any:
@@ -163,11 +165,11 @@ class CedarRules:
     ) -> tuple[Verdict, ...]:
         """The verdicts of the satisfied policies (cached per action, principal, resource
         and the context the policies read)."""
-        part = self._slice(req.name)
+        part = self._slices.get(req.name) or self._slice(req.name)
         if part.handle is None:
             return ()
-        if part.rest is None and part.check is not None:
-            found = self._direct(req, part, history, spend)
+        if part.direct is not None:
+            found = self._direct(req, part, part.direct, history, spend)
             if found is not None:
                 return found
         context = _context(req, part, history, spend)
@@ -188,17 +190,17 @@ class CedarRules:
         self,
         req: Request,
         part: _Slice,
+        check: Callable[[Any], list[int]],
         history: Mapping[str, int] | None,
         spend: Mapping[str, float] | None,
     ) -> tuple[Verdict, ...] | None:
         """Every policy of the slice compiled: evaluated on the effect's values directly
         (no JSON, no decision kept: evaluating costs about what a lookup would). None
         when a policy errors or a value is one only the JSON path reads exactly."""
-        assert part.check is not None
         parties = self._parties_of.get((req.user, req.tenant, req.name, req.graph))
         try:
             context = _context(req, part, history, spend, _COMPILED)
-            satisfied = part.check((*(parties or self._parties(req)), context))
+            satisfied = check((*(parties or self._parties(req)), context))
         except (EvalError, Unsupported):
             return None
         if len(satisfied) <= 1:  # the common case, without a loop
