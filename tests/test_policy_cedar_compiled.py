@@ -96,7 +96,7 @@ EXPRS = st.recursive(_leaves(), _grow, max_leaves=8)
 PRINCIPALS = ["principal", 'principal == User::"u1"', 'principal in Tenant::"t1"',
               "principal is User", 'principal is User in Tenant::""', 'principal == Tenant::"t1"']  # fmt: skip
 ACTIONS = ["action", 'action == Action::"tool:x"', 'action in [Action::"tool", Action::"x"]',
-           'action in Action::"tool"']  # fmt: skip
+           'action in Action::"tool"', 'action == Action::"tool"', 'action in [Action::"x"]']  # fmt: skip
 RESOURCES = ["resource", 'resource == Graph::"g"', "resource is Graph", 'resource in Graph::"h"']
 
 
@@ -242,16 +242,17 @@ SPENDS = st.none() | st.dictionaries(st.sampled_from(["cost", "tokens"]),
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["permit", "forbid"]), ENGINE_EXPRS), min_size=1,
-                max_size=5), REQUESTS, ARGS, HISTORIES, SPENDS)  # fmt: skip
+@given(st.lists(st.tuples(st.sampled_from(["permit", "forbid"]), st.sampled_from(ACTIONS),
+                          ENGINE_EXPRS), min_size=1, max_size=5),
+       REQUESTS, ARGS, HISTORIES, SPENDS)  # fmt: skip
 def test_the_engine_gives_cedarpys_verdicts(
-    texts: list[tuple[str, str]],
+    texts: list[tuple[str, str, str]],
     req: tuple[str, ...],
     args: dict[str, Any],
     history: dict[str, int] | None,
     spend: dict[str, float] | None,
 ) -> None:
-    text = "\n".join(f"{e} (principal, action, resource) when {{ {x} }};" for e, x in texts)
+    text = "\n".join(f"{e} (principal, {a}, resource) when {{ {x} }};" for e, a, x in texts)
     compiled, plain = CedarRules([("f", text)]), CedarRules([("f", text)])
     plain.compiled = {}  # every policy through cedarpy
     request = _effect(req, args)
