@@ -6,11 +6,16 @@ as an agent's calls repeat):
 
 * ``python``: 50 Python rules through ``Policy.before`` (the whole hook: the request,
   the rules that apply to the effect's name, combining, the decision with its version);
-* ``cedar``: 50 Cedar policies through ``Policy.before`` (sliced by action, context cut
-  to what the policies read, decisions kept per distinct input); the warm-up round sees
-  every input of the stream once, so the timed rounds measure inputs seen before;
+* ``cedar``: 50 Cedar policies through ``Policy.before`` (sliced by action, each slice
+  compiled into one Python function, evaluated on the effect's values; cedarpy only for
+  what the compiler leaves, with decisions kept per distinct input there); the warm-up
+  round sees every input of the stream once, so the timed rounds measure inputs seen
+  before;
 * ``cedar_cold``: the same, every effect with arguments never seen before (no decision
-  is reused: what Cedar itself costs per call through the hook);
+  is reused: what evaluation costs per call through the hook), the policies compiled
+  into Python closures (guard/policy/cedar_compile.py);
+* ``cedar_cold_cedarpy``: the same new inputs with the compiler off, every policy
+  through ``cedarpy.is_authorized`` (what ``cedar_cold`` was before the compiler);
 * ``cedar_raw``: ``cedarpy.is_authorized`` on one pre-parsed set of the 50 policies,
   the full context (the engine as its README shows it; no Mainspring);
 * ``casbin``: pycasbin's ``Enforcer.enforce`` over 50 policy lines with role and
@@ -162,6 +167,10 @@ async def run(settings: Settings) -> list[Result]:
     py = Policy(rules=[python_rules()], reload_every=None)
     ced = Policy(cedar=[cedar_rules()], reload_every=None)
     ced_cold = Policy(cedar=[cedar_rules()], reload_every=None)
+    ced_cedarpy = Policy(cedar=[cedar_rules()], reload_every=None)
+    for layer in ced_cedarpy._loaded.global_layers:
+        if layer.cedar is not None:
+            layer.cedar.compiled = {}  # before any slice is built: cedarpy decides all
     raw_set = cedarpy.PolicySet.from_str(cedar_rules())
     no_entities = cedarpy.Entities.from_json_str("[]")
     enforcer = casbin_enforcer(settings.workdir)
@@ -178,15 +187,18 @@ async def run(settings: Settings) -> list[Result]:
 
     contenders: dict[str, tuple[Callable[[Effect], Awaitable[Any]], list[Effect]]] = {
         "python": (py.before, stream), "cedar": (ced.before, stream),
-        "cedar_cold": (ced_cold.before, cold), "cedar_raw": (raw, stream), "casbin": (cas, stream),
+        "cedar_cold": (ced_cold.before, cold), "cedar_cold_cedarpy": (ced_cedarpy.before, cold),
+        "cedar_raw": (raw, stream), "casbin": (cas, stream),
     }  # fmt: skip
     lat: dict[str, list[float]] = {k: [] for k in contenders}
     rounds = settings.pick(3, 5)
     for r in range(rounds + 1):  # the first round warms up (slices, caches, JIT-less imports)
-        names = list(contenders)[r % 5 :] + list(contenders)[: r % 5]
+        shift = r % len(contenders)
+        names = list(contenders)[shift:] + list(contenders)[:shift]
+        fresh = effects(n, 100 + r, True)  # the same new inputs for both cold contenders
         for name in names:
             fn, s = contenders[name]
-            got = await _latencies(fn, s if name != "cedar_cold" else effects(n, 100 + r, True))
+            got = await _latencies(fn, fresh if name.startswith("cedar_cold") else s)
             if r:
                 lat[name].extend(got)
     p = {k: (_pct(v, 0.5), _pct(v, 0.99)) for k, v in lat.items()}
@@ -195,6 +207,9 @@ async def run(settings: Settings) -> list[Result]:
     }
     extra["effects_per_contender"] = n * rounds
     extra["cedar_policies_in_set"] = len(raw_set)
+    extra["cedar_policies_compiled"] = sum(
+        len(layer.cedar.compiled) for layer in ced._loaded.global_layers if layer.cedar
+    )
     extra["cedar_decisions_cached"] = sum(len(s.cache) for layer in ced._loaded.global_layers
                                           if layer.cedar for s in layer.cedar._slices.values())  # fmt: skip
     # The headline compares engines doing the same work: Cedar deciding inputs it has not
