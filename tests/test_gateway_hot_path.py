@@ -14,7 +14,13 @@ from pydantic import BaseModel
 from mainspring import END, START, Context, Graph, Runtime
 from mainspring.models import Gateway, ModelSpec, Price, ScriptedModel
 from mainspring.models.errors import NoModelAvailableError, OverloadedError
-from mainspring.models.messages import Message, ModelRequest, as_messages, user
+from mainspring.models.messages import (
+    Message,
+    ModelRequest,
+    as_messages,
+    message_from_mapping,
+    user,
+)
 from mainspring.models.pricing import PriceTable
 from mainspring.models.routing import Router
 from mainspring.store import store_from_url
@@ -46,6 +52,24 @@ def _converted(m: dict[str, Any]) -> Message | str:
         {"content": "x", "name": "n"},
         {"role": "assistant", "content": None},
         {"role": "user", "content": [{"type": "text", "text": "a"}]},
+        # The text-parts shape an agent's state keeps (to_builtins of a Message).
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": ""}]},
+        {
+            "role": "tool",
+            "content": [{"type": "text", "text": "x"}],
+            "tool_call_id": "c",
+            "name": "t",
+        },
+        {"role": "assistant", "content": []},
+        {"role": "tool", "content": [{"type": "text", "text": "x"}], "tool_call_id": 7},
+        {"role": "user", "content": [{"type": "text", "text": 3}]},
+        {"role": "user", "content": [{"type": "text", "text": "a", "extra": 1}]},
+        {"role": "user", "content": [{"type": "image", "url": "https://x/y.png"}]},
+        {"role": "user", "content": [{"type": "text"}]},
+        {"role": "user", "content": ["a"]},
+        {"role": "user", "content": [{"type": "text", "text": "a"}], "extra": "kept out"},
+        {"role": "bogus", "content": [{"type": "text", "text": "a"}]},
+        {"role": "assistant", "content": [{"type": "tool_call", "id": "c", "name": "t"}]},
     ],
 )
 def test_a_message_dict_becomes_what_the_general_conversion_makes(m: dict[str, Any]) -> None:
@@ -55,6 +79,11 @@ def test_a_message_dict_becomes_what_the_general_conversion_makes(m: dict[str, A
     except TypeError:
         got = "error"
     assert got == expected
+    try:  # the agent loop's path (a state dict, no list around it)
+        one: Message | str = message_from_mapping(m)
+    except TypeError:
+        one = "error"
+    assert one == expected
 
 
 async def test_a_call_without_options_asks_the_same_request_as_one_with_defaults() -> None:
