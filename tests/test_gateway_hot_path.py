@@ -163,3 +163,17 @@ async def test_a_slow_stream_times_out_and_a_cancelled_one_is_cancelled() -> Non
         async for _ in patient.stream("slow", ModelRequest("", [user("hi")])):
             pass
     assert outer.cancelled_caught
+
+
+def test_a_tool_specs_json_is_made_once_and_is_what_to_builtins_makes() -> None:
+    from mainspring.models.gateway import _tools_json
+    from mainspring.models.messages import ToolSpec
+
+    params = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
+    spec = ToolSpec("search", "Search the web.", params)
+    first = _tools_json([spec])
+    assert first == msgspec.to_builtins([spec])
+    again = _tools_json([spec])
+    assert again[0] is first[0] and again is not first  # the spec's JSON kept; a new list
+    other = ToolSpec("search", "Search the web.", {"type": "object", "properties": {}})
+    assert _tools_json([other]) == msgspec.to_builtins([other])  # another spec: its own
