@@ -236,7 +236,7 @@ class _Loop:
 
 async def _call_tool(ctx: Context, name: str, arguments: Any) -> Any:
     """The tool's result, or what went wrong in words the model can act on."""
-    if not isinstance(arguments, Mapping):
+    if type(arguments) is not dict and not isinstance(arguments, Mapping):  # dict: no ABC check
         return f"error: the arguments of {name!r} must be a JSON object; call it again"
     try:
         return await ctx.tool(name, **arguments)
