@@ -177,3 +177,34 @@ def test_a_tool_specs_json_is_made_once_and_is_what_to_builtins_makes() -> None:
     assert again[0] is first[0] and again is not first  # the spec's JSON kept; a new list
     other = ToolSpec("search", "Search the web.", {"type": "object", "properties": {}})
     assert _tools_json([other]) == msgspec.to_builtins([other])  # another spec: its own
+
+
+async def test_a_model_calls_recorded_messages_are_the_messages_sent() -> None:
+    sent: list[Any] = []
+
+    class Echo(TypedDict, total=False):
+        out: str
+
+    async def node(state: Echo, ctx: Context) -> dict[str, Any]:
+        system = Message("system", [])
+        first = await ctx.model("m", [system, user("one")])
+        second = await ctx.model("m", [system, user("one"), first.message, user("two")])
+        sent.append(second.message)
+        return {"out": second.text}
+
+    g = Graph(Echo)
+    g.node("ask", node)
+    g.edge(START, "ask")
+    g.edge("ask", END)
+    gateway = Gateway({"m": ScriptedModel(["first", "second"])})
+    async with Runtime(store_from_url("memory://"), models=gateway) as rt:
+        run_id = (await rt.run_outcome(g.compile(), {})).run_id
+        events = await rt.events(run_id)
+    started = [e.data.args for e in events if e.kind == "effect_started"]
+    assert [m.get("content", []) for m in started[1]["messages"]] == [
+        [],
+        [{"type": "text", "text": "one"}],
+        [{"type": "text", "text": "first"}],
+        [{"type": "text", "text": "two"}],
+    ]
+    assert started[0]["messages"] == started[1]["messages"][:2]
