@@ -12,6 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from mainspring import END, START, Context, Graph, Runtime
+from mainspring.events import EffectStarted
 from mainspring.models import Gateway, ModelSpec, Price, ScriptedModel
 from mainspring.models.errors import NoModelAvailableError, OverloadedError
 from mainspring.models.messages import (
@@ -180,7 +181,6 @@ def test_a_tool_specs_json_is_made_once_and_is_what_to_builtins_makes() -> None:
 
 
 async def test_a_model_calls_recorded_messages_are_the_messages_sent() -> None:
-    sent: list[Any] = []
 
     class Echo(TypedDict, total=False):
         out: str
@@ -189,7 +189,6 @@ async def test_a_model_calls_recorded_messages_are_the_messages_sent() -> None:
         system = Message("system", [])
         first = await ctx.model("m", [system, user("one")])
         second = await ctx.model("m", [system, user("one"), first.message, user("two")])
-        sent.append(second.message)
         return {"out": second.text}
 
     g = Graph(Echo)
@@ -200,7 +199,7 @@ async def test_a_model_calls_recorded_messages_are_the_messages_sent() -> None:
     async with Runtime(store_from_url("memory://"), models=gateway) as rt:
         run_id = (await rt.run_outcome(g.compile(), {})).run_id
         events = await rt.events(run_id)
-    started = [e.data.args for e in events if e.kind == "effect_started"]
+    started = [e.data.args for e in events if isinstance(e.data, EffectStarted)]
     assert [m.get("content", []) for m in started[1]["messages"]] == [
         [],
         [{"type": "text", "text": "one"}],
