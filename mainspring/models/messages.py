@@ -230,7 +230,7 @@ def message_from_mapping(m: Mapping[str, Any]) -> Message:
         # Exactly {"role": ..., "content": "text"}, the usual shape: what msgspec.convert
         # would build, made directly (about a microsecond per message on every call).
         return Message(cast(Role, role), [TextPart(content)] if content else [])
-    if type(content) is list and role in _ROLES:
+    if type(content) is list and type(role) is str and role in _ROLES:
         texts = _text_parts(m, content)
         if texts is not None:
             return Message(cast(Role, role), texts, m.get("tool_call_id"), m.get("name"))
