@@ -111,7 +111,9 @@ class StateSchema(Generic[T]):
             return {name: getattr(value, name) for name in self.fields}
         if value is None:
             value = {}
-        if not isinstance(value, Mapping):
+        # type() first: isinstance of an ABC is a Python-level __instancecheck__ (~1.3k
+        # instructions), and a run's input is a dict nearly always.
+        if type(value) is not dict and not isinstance(value, Mapping):
             raise StateError(
                 f"input must be a mapping of {self.name} fields, got {type(value).__name__}"
             )

@@ -12,9 +12,16 @@ import pytest
 from pydantic import BaseModel
 
 from mainspring import END, START, Context, Graph, Runtime
+from mainspring.events import EffectStarted
 from mainspring.models import Gateway, ModelSpec, Price, ScriptedModel
 from mainspring.models.errors import NoModelAvailableError, OverloadedError
-from mainspring.models.messages import Message, ModelRequest, as_messages, user
+from mainspring.models.messages import (
+    Message,
+    ModelRequest,
+    as_messages,
+    message_from_mapping,
+    user,
+)
 from mainspring.models.pricing import PriceTable
 from mainspring.models.routing import Router
 from mainspring.store import store_from_url
@@ -46,6 +53,24 @@ def _converted(m: dict[str, Any]) -> Message | str:
         {"content": "x", "name": "n"},
         {"role": "assistant", "content": None},
         {"role": "user", "content": [{"type": "text", "text": "a"}]},
+        # The text-parts shape an agent's state keeps (to_builtins of a Message).
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": ""}]},
+        {
+            "role": "tool",
+            "content": [{"type": "text", "text": "x"}],
+            "tool_call_id": "c",
+            "name": "t",
+        },
+        {"role": "assistant", "content": []},
+        {"role": "tool", "content": [{"type": "text", "text": "x"}], "tool_call_id": 7},
+        {"role": "user", "content": [{"type": "text", "text": 3}]},
+        {"role": "user", "content": [{"type": "text", "text": "a", "extra": 1}]},
+        {"role": "user", "content": [{"type": "image", "url": "https://x/y.png"}]},
+        {"role": "user", "content": [{"type": "text"}]},
+        {"role": "user", "content": ["a"]},
+        {"role": "user", "content": [{"type": "text", "text": "a"}], "extra": "kept out"},
+        {"role": "bogus", "content": [{"type": "text", "text": "a"}]},
+        {"role": "assistant", "content": [{"type": "tool_call", "id": "c", "name": "t"}]},
     ],
 )
 def test_a_message_dict_becomes_what_the_general_conversion_makes(m: dict[str, Any]) -> None:
@@ -55,6 +80,11 @@ def test_a_message_dict_becomes_what_the_general_conversion_makes(m: dict[str, A
     except TypeError:
         got = "error"
     assert got == expected
+    try:  # the agent loop's path (a state dict, no list around it)
+        one: Message | str = message_from_mapping(m)
+    except TypeError:
+        one = "error"
+    assert one == expected
 
 
 async def test_a_call_without_options_asks_the_same_request_as_one_with_defaults() -> None:
@@ -134,3 +164,46 @@ async def test_a_slow_stream_times_out_and_a_cancelled_one_is_cancelled() -> Non
         async for _ in patient.stream("slow", ModelRequest("", [user("hi")])):
             pass
     assert outer.cancelled_caught
+
+
+def test_a_tool_specs_json_is_made_once_and_is_what_to_builtins_makes() -> None:
+    from mainspring.models.gateway import _tools_json
+    from mainspring.models.messages import ToolSpec
+
+    params = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
+    spec = ToolSpec("search", "Search the web.", params)
+    first = _tools_json([spec])
+    assert first == msgspec.to_builtins([spec])
+    again = _tools_json([spec])
+    assert again[0] is first[0] and again is not first  # the spec's JSON kept; a new list
+    other = ToolSpec("search", "Search the web.", {"type": "object", "properties": {}})
+    assert _tools_json([other]) == msgspec.to_builtins([other])  # another spec: its own
+
+
+async def test_a_model_calls_recorded_messages_are_the_messages_sent() -> None:
+
+    class Echo(TypedDict, total=False):
+        out: str
+
+    async def node(state: Echo, ctx: Context) -> dict[str, Any]:
+        system = Message("system", [])
+        first = await ctx.model("m", [system, user("one")])
+        second = await ctx.model("m", [system, user("one"), first.message, user("two")])
+        return {"out": second.text}
+
+    g = Graph(Echo)
+    g.node("ask", node)
+    g.edge(START, "ask")
+    g.edge("ask", END)
+    gateway = Gateway({"m": ScriptedModel(["first", "second"])})
+    async with Runtime(store_from_url("memory://"), models=gateway) as rt:
+        run_id = (await rt.run_outcome(g.compile(), {})).run_id
+        events = await rt.events(run_id)
+    started = [e.data.args for e in events if isinstance(e.data, EffectStarted)]
+    assert [m.get("content", []) for m in started[1]["messages"]] == [
+        [],
+        [{"type": "text", "text": "one"}],
+        [{"type": "text", "text": "first"}],
+        [{"type": "text", "text": "two"}],
+    ]
+    assert started[0]["messages"] == started[1]["messages"][:2]

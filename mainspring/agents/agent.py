@@ -17,6 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..tools.tool import Tool, tool
 from .errors import AgentError
+from .running import resume as resume_run
+from .running import run as run_agent
+from .running import scoped, thread_messages
+from .running import start as start_run
 from .topology import AgentTool, reachable
 
 if TYPE_CHECKING:
@@ -142,9 +146,9 @@ class Agent:
         metadata: dict[str, Any] | None = None,
     ) -> RunHandle:
         """Start a run in the background (follow it with ``handle.events()``)."""
-        from .running import start
-
-        return await start(self, runtime, input, thread=thread, run_id=run_id, metadata=metadata)
+        return await start_run(
+            self, runtime, input, thread=thread, run_id=run_id, metadata=metadata
+        )
 
     async def run(
         self,
@@ -160,9 +164,9 @@ class Agent:
         ``input`` is the user's message (a string, a Message, or messages); with
         ``thread=``, the conversation of the thread's last finished run comes first.
         """
-        from .running import run
-
-        return await run(self, runtime, input, thread=thread, run_id=run_id, metadata=metadata)
+        return await run_agent(
+            self, runtime, input, thread=thread, run_id=run_id, metadata=metadata
+        )
 
     async def resume(
         self,
@@ -175,9 +179,9 @@ class Agent:
     ) -> AgentResult:
         """Answer a parked run's approval (``True``, ``{"approve": False, "reason": ...}``
         or ``{"args": {...}}``) or pick up a run a dead process left, and run it on."""
-        from .running import resume
-
-        return await resume(self, runtime, run_id, value, interrupt_id=interrupt_id, values=values)
+        return await resume_run(
+            self, runtime, run_id, value, interrupt_id=interrupt_id, values=values
+        )
 
     def run_sync(
         self,
@@ -201,7 +205,6 @@ class Agent:
         """The conversation of ``thread`` so far (its last finished run's messages): the
         thread of the view's tenant, or on a Runtime of ``tenant`` (default: the default
         tenant)."""
-        from .running import scoped, thread_messages
         from .state import as_message
 
         view = scoped(runtime, None if tenant is None else {"tenant": tenant})

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine.tenancy import AdminRuntime, TenantRuntime
 from ..errors import RunFailedError
-from ..status import RunStatus
+from ..status import CANCELLED, FAILED, RunStatus
 from ..store import tenant_of
 from ..tools.toolbox import Toolbox
 from .errors import AgentError, MaxTurnsExceeded
@@ -195,12 +195,12 @@ async def resume(
 def result_of(agent: AgentLike, outcome: RunOutcome) -> AgentResult:
     """The run's outcome as an AgentResult; a failed run raises (MaxTurnsExceeded for one
     that hit its limit)."""
-    if outcome.status is RunStatus.FAILED:
+    if outcome.status is FAILED:
         error = outcome.error or {}
         if error.get("type") == MaxTurnsExceeded.__name__:
             raise MaxTurnsExceeded(str(error.get("message", "")))
         raise RunFailedError(outcome.run_id, error)
-    if outcome.status is RunStatus.CANCELLED:
+    if outcome.status is CANCELLED:
         from ..errors import RunCancelledError
 
         raise RunCancelledError(f"run {outcome.run_id!r} was cancelled")

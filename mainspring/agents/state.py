@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypedDict
 
 import msgspec
 
-from ..models.messages import Message, TextPart, as_messages
+from ..models.messages import Message, TextPart, as_messages, message_from_mapping
 from ..state import append
 
 
@@ -80,6 +80,8 @@ def final_text(messages: Sequence[Mapping[str, Any]]) -> str:
 
 
 def as_message(data: Mapping[str, Any]) -> Message:
+    if type(data) is dict:  # the state's own dicts: no list around it, no ABC check
+        return message_from_mapping(data)
     return as_messages([data])[0]
 
 

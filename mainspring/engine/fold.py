@@ -18,6 +18,7 @@ import msgspec
 
 from ..errors import NondeterminismError
 from ..events import (
+    RUN_STARTED,
     UNSET,
     EffectFinished,
     EffectStarted,
@@ -37,7 +38,7 @@ from ..events import (
     to_jsonable,
 )
 from ..state import StateSchema
-from ..status import RunStatus
+from ..status import FINISHED, RUNNING, RunStatus
 
 NO_ARG: Final = UNSET  # a task driven by the graph state, not by a Send (StepStarted.arg)
 
@@ -145,7 +146,7 @@ class RunFold:
         self.closed = True
         self.joins: dict[str, list[str]] = {}
         self.seq = 0
-        self.status = RunStatus.RUNNING
+        self.status = RUNNING
         self.error: ErrorInfo | None = None
 
     # -- queries -----------------------------------------------------------------
@@ -176,7 +177,7 @@ class RunFold:
                 f"journal of run {event.run_id!r} jumps from sequence {self.seq} to {event.seq}"
             )
         self.seq = event.seq
-        if event.kind is EventKind.RUN_STARTED:
+        if event.kind is RUN_STARTED:
             self.run_id = event.run_id
         HANDLERS[event.kind](self, event.data)
 
@@ -221,7 +222,7 @@ class RunFold:
             tasks.append(TaskRecord(index, data.node, data.arg, data.attempt))
         else:
             tasks[index].attempt = data.attempt
-        self.status = RunStatus.RUNNING
+        self.status = RUNNING
 
     def _step_finished(self, data: StepFinished) -> None:
         task = self.tasks[data.task]
@@ -259,7 +260,7 @@ class RunFold:
             if record is not None:
                 record.resumed = True
                 record.value = value
-        self.status = RunStatus.RUNNING
+        self.status = RUNNING
 
     def _ignored(self, data: EventData) -> None:
         return None  # for the record only (emitted, discarded)
@@ -270,7 +271,7 @@ class RunFold:
 
     def _finished(self, data: EventData) -> None:
         self.close_step()
-        self.status = RunStatus.FINISHED
+        self.status = FINISHED
 
     def _cancelled(self, data: EventData) -> None:
         self.status = RunStatus.CANCELLED

@@ -33,7 +33,7 @@ from ..errors import (
     TransientStoreError,
 )
 from ..events import Event, EventData, check_faithful
-from ..status import Durability, RunStatus
+from ..status import OFF, RUNNING, Durability, RunStatus
 from ..store import RunRecord, Snapshot, Store, accepts_off_now
 from ._tasks import cancel_scope
 from .fold import HANDLERS, RunFold
@@ -112,7 +112,7 @@ class JournalWriter:
         self._append_now = append_now
         # A store that takes "off" appends without waiting: no coroutine, no shield.
         self._append_off = (
-            store.append_off if durability is Durability.OFF and accepts_off_now(store) else None
+            store.append_off if durability is OFF and accepts_off_now(store) else None
         )
         self._pending: list[Event] = []
         self._inflight: Sequence[Event] = ()  # a tuple while idle: no list per run
@@ -343,7 +343,7 @@ class JournalWriter:
         """The first commit of a run whose creation was deferred: create it with its events."""
         record = self._create_record
         assert record is not None
-        if status is not None and status is not RunStatus.RUNNING:  # parked or ended already
+        if status is not None and status is not RUNNING:  # parked or ended already
             record.status, record.owner, record.lease_until = status, None, None
         else:  # our lease starts now: the first step may have outlasted one from its start
             record.lease_until = time.time() + self.services.lease_ttl

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..status import RunStatus
+from ..status import FINISHED, RUNNING, RunStatus
 from .fold import RunFold
 
 
@@ -35,10 +35,10 @@ def outcome_of(fold: RunFold) -> RunOutcome:
     status = fold.status
     pending = (
         []
-        if status is RunStatus.FINISHED
+        if status is FINISHED
         else [PendingInterrupt(i.id, t.node, i.payload) for t, i in fold.pending_interrupts]
     )
-    if status is RunStatus.RUNNING and pending and not any(t.runnable for t in fold.tasks):
+    if status is RUNNING and pending and not any(t.runnable for t in fold.tasks):
         status = RunStatus.INTERRUPTED
     error = fold.error.as_dict() if fold.error is not None else None
     return RunOutcome(fold.run_id, status, fold.schema.output(fold.state), fold.seq, pending, error)

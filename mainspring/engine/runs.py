@@ -23,9 +23,17 @@ from ..errors import (
     SerializationError,
     StoreError,
 )
-from ..events import Event, EventKind, RunStarted, decode, difference, encode, to_jsonable
+from ..events import (
+    RUN_STARTED,
+    Event,
+    RunStarted,
+    decode,
+    difference,
+    encode,
+    to_jsonable,
+)
 from ..graph.compiled import CompiledGraph
-from ..status import Durability, RunStatus
+from ..status import RUNNING, SYNC, Durability, RunStatus
 from ..store import RunRecord, Store, appends_now, tenant_of
 from ._tasks import RunTasks
 from .driver import RunDriver
@@ -128,7 +136,7 @@ class Runs:
             durable,
             parent_run_id=None,
             metadata=metadata,
-            wait=(durable is Durability.SYNC and not defer) or chosen,
+            wait=(durable is SYNC and not defer) or chosen,
         )
         if driver is not None:
             driver.defer_create(defer)
@@ -153,12 +161,12 @@ class Runs:
         if self.services.check_json:
             check_input(graph, run_id, data.input)
         now = time.time()
-        started = new_event(Event, (run_id, 1, EventKind.RUN_STARTED, now, data))
+        started = new_event(Event, (run_id, 1, RUN_STARTED, now, data))
         record = RunRecord(
             run_id=run_id,
             graph=graph.name,
             thread=data.thread,
-            status=RunStatus.RUNNING,
+            status=RUNNING,
             created_at=now,
             updated_at=now,
             parent_run_id=parent_run_id,

@@ -38,10 +38,10 @@ from .runs import Runs
 from .seams import EngineServices, Listener
 from .subgraph import Subgraphs
 from .takeover import cancel_run, recover_runs, resume_run
+from .tenancy import TenantRuntime
 
 if TYPE_CHECKING:
     # Time travel loads on first use (state, fork, replay): most processes only run.
-    from .tenancy import TenantRuntime
     from .timetravel import ForkEffects, ReplayReport, StateView
 
 log = logging.getLogger("mainspring.runtime")
@@ -152,8 +152,6 @@ class Runtime:
         """This runtime as one tenant sees it: every call scoped to ``tenant``'s runs, and
         every start made as that tenant (``docs/tenants.md``). The runtime itself is the
         admin view: it sees every tenant's runs."""
-        from .tenancy import TenantRuntime
-
         return TenantRuntime(self, tenant)
 
     def live_runs(self) -> list[str]:

@@ -82,7 +82,7 @@ class Accountant:
         total, known = 0.0, False
         for attempt in response.attempts:
             spent = attempt.get("usage")
-            if not isinstance(spent, Mapping):
+            if type(spent) is not dict and not isinstance(spent, Mapping):  # dict: no ABC check
                 continue
             price = self.price_of(str(attempt.get("model", "")))
             if price is not None:  # an unpriced model's usage is not even decoded

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 _REQUEST_FIELDS = ("tool_choice", "temperature", "max_tokens", "stop")
 _SCALARS = frozenset((str, int, float, bool))  # values JSON keeps as they are
 _EFFECT_FNS = 256  # effect functions kept, one per output type
+_SPECS_KEPT = 1024  # tool specs whose JSON is kept (_tools_json)
 
 
 class Gateway:
@@ -429,7 +430,7 @@ class _Call(msgspec.Struct):
         """The call as the effect's arguments: JSON, what the journal records."""
         data: dict[str, Any] = {"model": self.model, "messages": msgspec.to_builtins(self.messages)}
         if self.tools:
-            data["tools"] = msgspec.to_builtins(self.tools)
+            data["tools"] = _tools_json(self.tools)
         if self.output is not None:
             data["output"] = msgspec.to_builtins(self.output)
         data.update(self.fields)
@@ -448,7 +449,8 @@ class _Call(msgspec.Struct):
     def plain(self) -> bool:
         """Whether ``args()`` gives only JSON data made for the call (``EffectCall.plain``):
         messages, tools and output from ``to_builtins``; the caller's own values (provider
-        parameters, a ``stop`` list) only when they are scalars."""
+        parameters, a ``stop`` list) only when they are scalars. (A tool's JSON is shared
+        by the calls offering it, ``_tools_json``: the gateway never changes it either.)"""
         return (
             not self.params
             and all(_json_scalar(v) for v in self.fields.values())
@@ -467,6 +469,26 @@ class _Call(msgspec.Struct):
 def _json_scalar(value: Any) -> bool:
     """A value JSON gives back as it is (not NaN or infinity: JSON keeps those as null)."""
     return type(value) in _SCALARS and (type(value) is not float or math.isfinite(value))
+
+
+# A tool spec's JSON, by the spec's identity (kept with it, so that its id is not reused).
+_spec_json: dict[int, tuple[ToolSpec, dict[str, Any]]] = {}
+
+
+def _tools_json(tools: list[ToolSpec]) -> list[dict[str, Any]]:
+    """``to_builtins(tools)``, each spec converted once: an agent offers the same ToolSpec
+    objects on every turn, and converting one costs ~7k instructions (callgrind, W12
+    2026-12-07). A ToolSpec is frozen; one whose ``parameters`` dict is edited in place
+    after its first call would be recorded as it was (make a new ToolSpec instead)."""
+    out: list[dict[str, Any]] = []
+    for spec in tools:
+        hit = _spec_json.get(id(spec))
+        if hit is None or hit[0] is not spec:
+            if len(_spec_json) >= _SPECS_KEPT:
+                _spec_json.clear()
+            hit = _spec_json[id(spec)] = (spec, msgspec.to_builtins(spec))
+        out.append(hit[1])
+    return out
 
 
 def _tool(tool: Any) -> ToolSpec:

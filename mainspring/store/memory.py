@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from ..errors import ConflictError, LeaseLostError, RunNotFoundError, StoreError
 from ..events import Event
+from ..status import RUNNING
 from ._chain import AuditSettings
 from ._lease_owners import owner_is_dead
 from ._memory_audit import MemoryAudit
@@ -124,11 +125,11 @@ class MemoryStore(MemoryAudit):
             notify_commit(self.commit_observer, CommitStats(1, len(events), 0.0))
         if status is not None:
             before, record.status = record.status, status
-            if status is not RunStatus.RUNNING:  # parked or ended: nobody drives it now
+            if status is not RUNNING:  # parked or ended: nobody drives it now
                 record.owner = None
                 record.lease_until = None
                 self._note_rest(run_id, record.last_seq)
-            elif before is not RunStatus.RUNNING:  # a parked run set running again
+            elif before is not RUNNING:  # a parked run set running again
                 self._note_resumed(run_id, record.last_seq)
         if error is not None:
             record.error = error

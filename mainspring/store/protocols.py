@@ -70,7 +70,8 @@ class StoreCapabilities(msgspec.Struct, frozen=True, kw_only=True):
     #: nothing needs a JSON round-trip check on the way in or reviving on the way out.
     keeps_objects: bool
     #: The store offers ``append_now`` (:class:`AppendsNow`): an append with nothing to
-    #: wait for, called without making and awaiting a coroutine.
+    #: wait for, called without making and awaiting a coroutine. Its ``create_run`` waits
+    #: for nothing either (the engine does not shield it from cancellation).
     appends_without_waiting: bool
     #: What was committed outlives the process: a store opened again on the same URL
     #: finds it.

@@ -20,7 +20,7 @@ import anyio
 from ..engine.capabilities import NodeCalls
 from ..engine.effects import EffectCall, current_key
 from ..errors import ConflictError, MainspringError, RunStateError
-from ..events import TERMINAL_KINDS, EventKind, Interrupted
+from ..events import INTERRUPTED, TERMINAL_KINDS, Interrupted
 from ..graph import END, START, Graph
 from ..status import RunStatus
 from ._calling import calling
@@ -122,7 +122,7 @@ class Background:
         if kind in TERMINAL_KINDS:
             if event.run_id.endswith(SUFFIX) and (spawn := self._spawn()) is not None:
                 spawn(_logged, self._call_ended, event.run_id)
-        elif kind == EventKind.INTERRUPTED:
+        elif kind == INTERRUPTED:
             data = event.data
             if not isinstance(data, Interrupted):
                 return
