@@ -37,11 +37,11 @@ from ..status import RUNNING, SYNC, Durability, RunStatus
 from ..store import RunRecord, Store, appends_now, tenant_of
 from ._tasks import RunTasks
 from .driver import RunDriver
-from .effects import reusable_effects
 from .fold import RunFold
 from .journal import new_event
 from .loader import GraphLoader
 from .outcome import RunOutcome, outcome_of
+from .recorded import reusable_effects
 from .registry import LiveRuns, lost_the_run
 from .seams import EngineServices, Listener, ReplayOracle
 

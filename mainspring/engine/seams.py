@@ -4,6 +4,7 @@ protocols by which a run's driver, a node's capabilities and the runtime know ea
 The engine's modules form layers that only import downwards::
 
     seams, registry, fold, gate     what the others share
+    recorded                        what recorded effects give back (results, errors)
     journal                         a run's record: ordered, fenced, committed appends
     context, effects, nodes         a node's call and what it can do (they see the
                                     driver as ActiveRun)

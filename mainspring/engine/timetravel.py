@@ -27,9 +27,9 @@ from ..graph.compiled import CompiledGraph
 from ..status import Durability, RunStatus
 from ..store import RunRecord
 from ..store.memory import MemoryStore
-from .effects import recorded_error, reusable_effects, revive
 from .fold import RunFold, TaskRecord
 from .outcome import PendingInterrupt, outcome_of
+from .recorded import recorded_error, reusable_effects, revive
 from .runs import Runs, started_of
 from .seams import ActiveRun
 

@@ -3,7 +3,7 @@
 Providers translate HTTP statuses and error bodies into these at the boundary
 (``_http.py``); routing reads ``retryable`` and ``fallback`` to decide its next
 move. Every class can be rebuilt from its message alone, so a resumed run raises
-the same type its live run raised (``engine.effects.recorded_error``).
+the same type its live run raised (``engine.recorded.recorded_error``).
 """
 
 from __future__ import annotations
