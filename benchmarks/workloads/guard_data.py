@@ -31,33 +31,13 @@ from mainspring.tools import Tool, Toolbox, ToolContext
 
 from graphs import LINEAR_STEPS, Linear
 from harness import US, Result, Settings, interleave, per_call_async
+from workloads.tools import echo, tool_chain
 
 INPUT = {"k": "a"}
 
 
-async def echo(q: str) -> str:
-    return q
-
-
 async def keyed(q: str, ctx: ToolContext) -> str:
     return q if ctx.secrets else "missing"
-
-
-def _chain(name: str, tool: str | None) -> CompiledGraph:
-    async def bare(s: Any) -> dict[str, str]:
-        return {"k": await echo(s["k"])}
-
-    async def call(s: Any, ctx: Context) -> dict[str, str]:
-        return {"k": await ctx.tool(tool or "", q=s["k"])}
-
-    g = Graph(Linear)
-    previous = START
-    for i in range(LINEAR_STEPS):
-        g.node(f"n{i}", bare if tool is None else call)
-        g.edge(previous, f"n{i}")
-        previous = f"n{i}"
-    g.edge(previous, END)
-    return g.compile(name=name)
 
 
 async def run_secrets(settings: Settings) -> list[Result]:
@@ -73,7 +53,11 @@ async def run_secrets(settings: Settings) -> list[Result]:
         secrets=FileSecrets(settings.workdir / "secrets"),
     )
     calls = settings.pick(200, 300)
-    bare, off, keyed_app = _chain("bare", None), _chain("off", "plain"), _chain("keyed", "keyed")
+    bare, off, keyed_app = (
+        tool_chain("bare", None),
+        tool_chain("off", "plain"),
+        tool_chain("keyed", "keyed"),
+    )
     async with (
         Runtime.open("memory://", tools=plain) as rt_plain,
         Runtime.open("memory://", tools=mapped) as rt_mapped,

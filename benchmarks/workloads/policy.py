@@ -41,15 +41,16 @@ from typing import Any
 import casbin
 import cedarpy
 
-from mainspring import END, START, CompiledGraph, Context, Graph, Runtime
+from mainspring import Runtime
 from mainspring.engine.gate import Effect
 from mainspring.guard.policy import Policy, Rules, approve, deny
 from mainspring.models.budget_gate import BudgetGate
 from mainspring.models.budgets import Budget
 from mainspring.tools import Tool, Toolbox
 
-from graphs import LINEAR_STEPS, Linear
+from graphs import LINEAR_STEPS
 from harness import US, Result, Settings, at_most, interleave, per_call_async
+from workloads.tools import echo, tool_chain
 
 TOOLS = [f"t{i}" for i in range(10)]
 USERS = [f"u{i}" for i in range(8)]
@@ -226,28 +227,10 @@ async def run(settings: Settings) -> list[Result]:
     return [evaluation, await _whole_gate(settings), await _whole_gate_audited(settings)]
 
 
-async def _echo(q: str) -> str:
-    return q
-
-
-def _chain(name: str) -> CompiledGraph:
-    async def call(s: Any, ctx: Context) -> dict[str, str]:
-        return {"k": await ctx.tool("t1", q=s["k"])}
-
-    g = Graph(Linear)
-    previous = START
-    for i in range(LINEAR_STEPS):
-        g.node(f"n{i}", call)
-        g.edge(previous, f"n{i}")
-        previous = f"n{i}"
-    g.edge(previous, END)
-    return g.compile(name=name)
-
-
 async def _whole_gate(settings: Settings) -> Result:
     """Microseconds per ctx.tool call: with policy + budget hooks against no hooks (and
     each of the two alone, to say which costs what)."""
-    app = _chain("w13-gate")
+    app = tool_chain("w13-gate", "t1")
     calls = settings.pick(100, 400)
 
     def budget() -> BudgetGate:
@@ -262,7 +245,7 @@ async def _whole_gate(settings: Settings) -> Result:
     async with contextlib.AsyncExitStack() as stack:  # runtimes close in reverse order
         runtimes = {
             name: await stack.enter_async_context(
-                Runtime.open("memory://", gates=hooks, tools=Toolbox([Tool(_echo, name="t1")]))
+                Runtime.open("memory://", gates=hooks, tools=Toolbox([Tool(echo, name="t1")]))
             )
             for name, hooks in gates.items()
         }
@@ -298,7 +281,7 @@ async def _whole_gate_audited(settings: Settings) -> Result:
     """Microseconds per ctx.tool call on SQLite (in RAM when /dev/shm exists, so that an
     fsync's noise does not drown the CPU the gate costs): the policy, a budget and the
     audit chain on, against no gate hooks and the chain off (``?audit=off``)."""
-    app = _chain("w13-gate-audit")
+    app = tool_chain("w13-gate-audit", "t1")
     calls = settings.pick(50, 200)
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else settings.workdir
     folder = Path(tempfile.mkdtemp(prefix="w13-gate-", dir=base))
@@ -312,7 +295,7 @@ async def _whole_gate_audited(settings: Settings) -> Result:
         async with contextlib.AsyncExitStack() as stack:
             runtimes = {
                 name: await stack.enter_async_context(
-                    Runtime.open(url, gates=hooks, tools=Toolbox([Tool(_echo, name="t1")]))
+                    Runtime.open(url, gates=hooks, tools=Toolbox([Tool(echo, name="t1")]))
                 )
                 for name, (url, hooks) in setups.items()
             }

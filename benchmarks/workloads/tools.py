@@ -33,7 +33,9 @@ async def echo(q: str) -> str:
     return q
 
 
-def _chain(name: str, tool: str | None) -> CompiledGraph:
+def tool_chain(name: str, tool: str | None) -> CompiledGraph:
+    """Ten linear nodes, each calling ``tool`` through ``ctx.tool`` (None: ``echo`` bare)."""
+
     async def bare(s: Any) -> dict[str, str]:
         return {"k": await echo(s["k"])}
 
@@ -58,7 +60,11 @@ def toolbox() -> Toolbox:
 
 async def run(settings: Settings) -> list[Result]:
     box = toolbox()
-    bare, off, on = _chain("bare", None), _chain("off", "plain"), _chain("on", "guarded")
+    bare, off, on = (
+        tool_chain("bare", None),
+        tool_chain("off", "plain"),
+        tool_chain("on", "guarded"),
+    )
     calls = settings.pick(200, 500)
     async with Runtime.open("memory://", tools=box) as rt:
         for app in (bare, off, on):

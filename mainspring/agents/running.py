@@ -137,6 +137,23 @@ async def thread_messages(
     return []
 
 
+async def _opening(
+    agent: AgentLike,
+    runtime: Runtime | TenantRuntime,
+    input: Any,
+    thread: str | None,
+    metadata: dict[str, Any] | None,
+) -> tuple[TenantRuntime, dict[str, Any]]:
+    """The view a new run starts through (the metadata's tenant) and its first state: the
+    thread's conversation so far, then ``input``."""
+    prepare(agent, runtime)
+    view = scoped(runtime, metadata)
+    messages = message_dicts(input)
+    if thread is not None:
+        messages = [*await thread_messages(agent, view, thread), *messages]
+    return view, {"messages": messages}
+
+
 async def start(
     agent: AgentLike,
     runtime: Runtime | TenantRuntime,
@@ -146,14 +163,8 @@ async def start(
     run_id: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> RunHandle:
-    prepare(agent, runtime)
-    view = scoped(runtime, metadata)
-    messages = message_dicts(input)
-    if thread is not None:
-        messages = [*await thread_messages(agent, view, thread), *messages]
-    return await view.start(
-        agent.graph, {"messages": messages}, run_id=run_id, thread=thread, metadata=metadata
-    )
+    view, first = await _opening(agent, runtime, input, thread, metadata)
+    return await view.start(agent.graph, first, run_id=run_id, thread=thread, metadata=metadata)
 
 
 async def run(
@@ -165,13 +176,9 @@ async def run(
     run_id: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> AgentResult:
-    prepare(agent, runtime)
-    view = scoped(runtime, metadata)
-    messages = message_dicts(input)
-    if thread is not None:
-        messages = [*await thread_messages(agent, view, thread), *messages]
+    view, first = await _opening(agent, runtime, input, thread, metadata)
     outcome = await view.run_outcome(
-        agent.graph, {"messages": messages}, run_id=run_id, thread=thread, metadata=metadata
+        agent.graph, first, run_id=run_id, thread=thread, metadata=metadata
     )
     return result_of(agent, outcome)
 
