@@ -1,0 +1,69 @@
+"""What semantic memory holds and returns: items, hits, the outcome of a write."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from ..scope import Scope
+
+WriteStatus = Literal["added", "duplicate", "superseded", "pending"]
+
+
+class Source(msgspec.Struct, frozen=True):
+    """Where an item came from, for citations: a document, and where in it."""
+
+    document: str  # the document's id (a path, a URL, a name the caller chose)
+    title: str | None = None
+    chunk: int | None = None  # the chunk's index in the document
+    start: int | None = None  # character offsets in the document's text
+    end: int | None = None
+    heading: str | None = None  # the section the chunk sits in ("Install > Linux")
+
+
+class MemoryItem(msgspec.Struct, frozen=True):
+    """One remembered fact or passage.
+
+    Two times: ``valid_from``/``valid_to`` say when the fact was true in the world
+    (None: unknown / still true), ``recorded_at``/``updated_at`` when memory learned
+    and last changed it (epoch seconds). An item a newer fact contradicts keeps its row
+    with ``superseded_by`` set and ``valid_to`` closed, so history stays answerable
+    (``search(as_of=...)``) and normal searches do not return it. ``key`` names the
+    subject of a fact ("user.city"): a later item with the same key and scope
+    supersedes it.
+    """
+
+    id: str
+    text: str
+    scope: Scope
+    metadata: dict[str, Any] = {}
+    key: str | None = None
+    valid_from: float | None = None
+    valid_to: float | None = None
+    recorded_at: float = 0.0
+    updated_at: float = 0.0
+    superseded_by: str | None = None
+    source: Source | None = None
+    indexed: bool = False  # its embedding is in the vector index (vector search sees it)
+    accessed_at: float | None = None  # the last search that returned it (tiering reads it)
+
+
+class Hit(msgspec.Struct, frozen=True):
+    """A search result: the item and how it ranked (higher is better)."""
+
+    item: MemoryItem
+    score: float  # the hybrid score the results are sorted by
+    vector: float | None = None  # cosine similarity to the query, if it was a vector match
+    keyword: float | None = None  # keyword (BM25) score, if it was a keyword match
+
+
+class WriteResult(msgspec.Struct, frozen=True):
+    """What a write did. ``status`` ``pending``: stored and keyword-searchable now; the
+    embedding, de-duplication and contradiction check run off the caller's path
+    (``await memory.settle(id)`` returns the final result)."""
+
+    id: str
+    status: WriteStatus
+    duplicate_of: str | None = None  # status "duplicate": the item this one repeats
+    supersedes: tuple[str, ...] = ()  # items this one marked superseded
