@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         TenantRuntime,
     )
     from .models import Budget, Gateway, ModelError, ModelResponse, ModelSpec
+    from .memory import Memory
     from .tools import Tool, Toolbox, ToolContext, tool
 
 _LAZY = frozenset(
@@ -71,7 +72,8 @@ if not TYPE_CHECKING:  # type checkers see the imports above, and catch misspelt
         # The sync facade and time travel's types load when first named (engine/__init__).
         module = (
             ".engine" if name in _LAZY else ".models" if name in _MODELS
-            else ".tools" if name in _TOOLS else ".agents" if name == "Agent" else None
+            else ".tools" if name in _TOOLS else ".agents" if name == "Agent"
+            else ".memory" if name == "Memory" else None
         )  # fmt: skip
         if module is not None:
             from importlib import import_module
@@ -107,6 +109,7 @@ __all__ = [
     "GraphError",
     "LeaseLostError",
     "MainspringError",
+    "Memory",
     "ModelError",
     "ModelResponse",
     "ModelSpec",

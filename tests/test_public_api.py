@@ -73,6 +73,8 @@ EXPECTED = {
     "Toolbox",
     "ToolContext",
     "tool",
+    # memory (mainspring.memory has the rest)
+    "Memory",
 }
 
 

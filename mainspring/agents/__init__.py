@@ -11,8 +11,17 @@ Not imported by ``import mainspring``: it loads the tools layer and pydantic.
 
 from .agent import Agent
 from .errors import AgentError, MaxTurnsExceeded
+from .memory import AgentMemory
 from .running import AgentResult
 from .state import AgentState
 from .topology import AgentTool
 
-__all__ = ["Agent", "AgentError", "AgentResult", "AgentState", "AgentTool", "MaxTurnsExceeded"]
+__all__ = [
+    "Agent",
+    "AgentError",
+    "AgentMemory",
+    "AgentResult",
+    "AgentState",
+    "AgentTool",
+    "MaxTurnsExceeded",
+]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..tools.tool import Tool, tool
 from .errors import AgentError
+from .memory import AgentMemory, agent_memory
 from .running import resume as resume_run
 from .running import run as run_agent
 from .running import scoped, thread_messages
@@ -54,6 +55,7 @@ class Agent:
         model_options: Mapping[str, Any] | None = None,
         description: str = "",
         ref: str | None = None,
+        memory: AgentMemory | bool | None = None,
     ) -> None:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise AgentError(
@@ -81,6 +83,7 @@ class Agent:
         self.handoffs: list[Agent] = list(handoffs)
         self.tools: list[Tool | AgentTool] = [_as_tool(t) for t in tools]
         self.ref = ref
+        self.memory = agent_memory(memory)  # recall before a turn, remember after it
         self._graph: CompiledGraph | None = None
         self.prepared: weakref.WeakSet[AdminRuntime] = weakref.WeakSet()  # runtimes that know it
 

@@ -24,6 +24,7 @@ from ..graph.types import END, START, Send
 from ..models.messages import Message, ToolSpec, system
 from ..tools.errors import NeedsHuman, ToolError
 from .errors import AgentError, MaxTurnsExceeded
+from .memory import recall_note, remember_turn, with_note
 from .state import (
     AgentState,
     as_message,
@@ -166,9 +167,22 @@ class _Loop:
                 return {"messages": [_assistant(f"error: {message}")]}
             raise MaxTurnsExceeded(message)
         messages = self.messages(plan, state)
+        update: dict[str, Any] = {"turns": turns + 1}
+        remembers = plan.agent.memory
+        if remembers is not None:
+            note = state.get("recalled")
+            if note is None:  # the turn's first call: recall, and keep the note for the rest
+                note = update["recalled"] = await recall_note(
+                    ctx, remembers, plan.name, state.get("messages") or ()
+                )
+            messages = with_note(messages, note, len(plan.system))
         response = await ctx.model(plan.agent.model, messages, **plan.options)
         answer = to_dict(response.message)
-        update: dict[str, Any] = {"messages": [answer], "turns": turns + 1}
+        update["messages"] = [answer]
+        if remembers is not None and not response.tool_calls:
+            await remember_turn(
+                ctx, remembers, plan.name, state.get("messages") or (), response.text or ""
+            )
         if response.tool_calls or plan.agent.output_type is None:
             # The next turn sends the answer as the Message it came as, not converted back
             # from its dict: a tool call's message costs msgspec.convert ~15k instructions

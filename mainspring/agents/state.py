@@ -32,6 +32,7 @@ class AgentState(TypedDict, total=False):
     max_turns: int | None  # this run's limit, when its caller set one (agent.as_tool)
     output: Any  # the structured final output, as JSON data
     caller: dict[str, str] | None  # as a tool: the parent's call ({"id", "name"})
+    recalled: str | None  # this turn's recall note (Agent(memory=...)), kept for its calls
 
 
 def to_dict(message: Message) -> dict[str, Any]:

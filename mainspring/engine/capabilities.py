@@ -48,3 +48,14 @@ class ToolCapability(Protocol):
     def gate_hooks(self) -> Sequence[object]: ...
 
     async def call_in_run(self, node: NodeCalls, name: str, args: Mapping[str, Any]) -> Any: ...
+
+
+class MemoryCapability(Protocol):
+    """Memory, as ``Runtime(memory=...)`` takes it (``mainspring.memory.Memory``)."""
+
+    @property
+    def gate_hooks(self) -> Sequence[object]: ...
+
+    def in_run(self, node: NodeCalls) -> Any:
+        """What ``ctx.memory`` gives the node: every read and write a journaled effect."""
+        ...

@@ -14,6 +14,7 @@ from .fold import TaskRecord
 from .seams import ActiveRun
 
 if TYPE_CHECKING:
+    from ..memory.node import NodeMemory
     from ..models.messages import ModelResponse
 
 
@@ -159,6 +160,22 @@ class Context:
 
             raise ToolFailedError(str(answer["error"]))
         return answer.get("ok") if isinstance(answer, dict) else answer
+
+    @property
+    def memory(self) -> NodeMemory:
+        """The runtime's memory (``Runtime(memory=Memory(...))``) for this node: the
+        thread's session state and messages, shared state, semantic recall and context
+        assembly. Every read and write is a journaled effect of kind ``memory`` that passes
+        the gate (policy sees it; a resumed or replayed run gets what this one saw) and is
+        scoped to the run's tenant."""
+        memory = self._driver.services.memory
+        if memory is None:
+            raise RunStateError(
+                "ctx.memory needs memory: build the runtime with "
+                "Runtime(store, memory=Memory(...)) (see mainspring.memory)"
+            )
+        node: NodeMemory = memory.in_run(self)
+        return node
 
     def _toolbox(self, what: str) -> Any:
         toolbox = self._driver.services.tools

@@ -26,7 +26,7 @@ from ..graph.compiled import CompiledGraph
 from ..status import Durability, RunStatus
 from ..store import RunQuery, RunRecord, Store, ThreadInfo, store_from_url
 from ..store._lease_owners import new_owner_id
-from .capabilities import ModelCapability, ToolCapability
+from .capabilities import MemoryCapability, ModelCapability, ToolCapability
 from .driver import RunDriver
 from .gate import Gate
 from .handle import RunHandle
@@ -72,6 +72,8 @@ class Runtime:
     ``tools`` the toolbox ``ctx.tool`` calls (``mainspring.tools.Toolbox``). Their hooks
     join the gate after ``gates``: the tools' approvals, then the loop breaker and the
     budgets (last: a later hook that denied a call would leave a reservation counted).
+    ``memory`` is what ``ctx.memory`` reads and writes (``mainspring.memory.Memory``): the
+    runtime opens it on entry and closes it on exit.
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class Runtime:
         gates: Sequence[object] = (),
         models: ModelCapability | None = None,
         tools: ToolCapability | None = None,
+        memory: MemoryCapability | None = None,
     ) -> None:
         if lease_ttl <= 0 or retry_for < 0:
             raise RunStateError(
@@ -115,12 +118,14 @@ class Runtime:
             gate=Gate(
                 [
                     *gates,
+                    *(memory.gate_hooks if memory is not None else ()),
                     *(tools.gate_hooks if tools is not None else ()),
                     *(models.gate_hooks if models is not None else ()),
                 ]
             ),
             models=models,
             tools=tools,
+            memory=memory,
             registry=LiveRuns[RunDriver](),
             check_json=(not keeps_objects) if check_json is None else check_json,
             revive=not keeps_objects,
@@ -170,7 +175,8 @@ class Runtime:
         tg.start_soon(self._leases.heartbeat)
         # Gate hooks that need the runtime (a policy reading the tools' facts) come first,
         # the capabilities after them (the toolbox looks for a policy in the gate).
-        for capability in (*self.gate.hooks, self.services.tools, self.services.models):
+        services = self.services
+        for capability in (*self.gate.hooks, services.memory, services.tools, services.models):
             attach = getattr(capability, "attach", None)
             if attach is not None:  # e.g. the toolbox's background calls (before recovery:
                 await attach(self)  # the runs it resumes are heard)
@@ -204,6 +210,9 @@ class Runtime:
             self.services.spawn = None
             self._runs.open = False
             with anyio.CancelScope(shield=True):
+                detach = getattr(self.services.memory, "detach", None)
+                if detach is not None:  # memory's background work ends before its stores close
+                    await detach(self)
                 await self.store.aclose()
 
     # -- graphs ----------------------------------------------------------------------

@@ -149,6 +149,7 @@ class EngineServices(msgspec.Struct):
     subgraphs: SubgraphRunner = _no_subgraphs
     models: Any = None  # the model gateway (capabilities.ModelCapability), if the runtime has one
     tools: Any = None  # the toolbox (capabilities.ToolCapability), if the runtime has one
+    memory: Any = None  # memory (capabilities.MemoryCapability), if the runtime has one
     # Start a task in the open runtime's task group (a listener may not await); None when
     # the runtime is closed. The task must catch its own errors.
     spawn: Callable[..., Any] | None = None

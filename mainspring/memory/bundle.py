@@ -1,0 +1,200 @@
+"""``Memory``: the three tiers as one capability of a runtime (``Runtime(memory=...)``).
+
+    memory = Memory.open(session="redis://localhost:6379", semantic="sqlite:///memory.db")
+    async with Runtime.open("sqlite:///agents.db", memory=memory) as rt: ...
+
+Nodes reach it as ``ctx.memory`` (:mod:`.node`: every operation a journaled effect
+through the gate), agents through ``Agent(memory=...)`` and the memory tools
+(:mod:`.tools`). Outside a run, its tiers are used directly (``memory.session``,
+``memory.semantic``, ``memory.archive``). The runtime opens the memory on entry and
+closes it on exit; ``async with memory`` works too (it is opened once however many
+users enter it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ..engine.capabilities import NodeCalls
+from ..errors import RunStateError
+from .node import NodeMemory, TenantOps
+from .scope import Scope
+
+if TYPE_CHECKING:
+    from .archive.protocol import Archive
+    from .context import AssembledContext, Summarizer
+    from .semantic.memory import SemanticMemory
+    from .session.protocol import SessionMemory
+
+
+class Memory:
+    """Session (hot), semantic (warm) and archive (cold) memory, any of them optional.
+
+    ``summarizer`` compresses what does not fit a context budget (``GatewaySummarizer``
+    through the model gateway); without one, context assembly truncates. ``gate_hooks``
+    join the runtime's effect gate (after its own ``gates=``).
+    """
+
+    def __init__(
+        self,
+        *,
+        session: SessionMemory | str | None = None,
+        semantic: SemanticMemory | str | None = None,
+        archive: Archive | str | None = None,
+        summarizer: Summarizer | None = None,
+        gate_hooks: Sequence[object] = (),
+    ) -> None:
+        self._session_spec = session
+        self._semantic_spec = semantic
+        self._archive_spec = archive
+        self.session: SessionMemory | None = None if isinstance(session, str) else session
+        self.semantic: SemanticMemory | None = None if isinstance(semantic, str) else semantic
+        self.archive: Archive | None = None if isinstance(archive, str) else archive
+        self.summarizer = summarizer
+        self._hooks = tuple(gate_hooks)
+        self._ops: dict[str, TenantOps] = {}
+        self._stack: AsyncExitStack | None = None
+        self._users = 0
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        session: str | None = "memory",
+        semantic: str | None = None,
+        archive: str | None = None,
+        summarizer: Summarizer | None = None,
+    ) -> Memory:
+        """Memory on URLs, opened when entered (by a runtime or ``async with``): session
+        ``"memory"`` (in process) or ``"redis://..."``; semantic ``"sqlite:///path"`` or
+        ``"postgresql://..."``; archive a directory."""
+        return cls(session=session, semantic=semantic, archive=archive, summarizer=summarizer)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def __aenter__(self) -> Memory:
+        if self._users == 0:
+            stack = AsyncExitStack()
+            try:
+                await self._open(stack)
+            except BaseException:
+                await stack.aclose()
+                raise
+            self._stack = stack
+        self._users += 1
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._users == 0:
+            return
+        self._users -= 1
+        if self._users == 0 and self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    async def attach(self, runtime: Any) -> None:
+        """Called by the runtime on entry."""
+        await self.__aenter__()
+
+    async def detach(self, runtime: Any) -> None:
+        """Called by the runtime on exit."""
+        await self.aclose()
+
+    async def _open(self, stack: AsyncExitStack) -> None:
+        if isinstance(self._session_spec, str):
+            from .session import open_session_memory
+
+            session = open_session_memory(self._session_spec)
+            stack.push_async_callback(session.aclose)
+            self.session = session
+        if self._semantic_spec is not None:
+            from .semantic.memory import SemanticMemory
+
+            semantic = self._semantic_spec
+            if isinstance(semantic, str):
+                semantic = await SemanticMemory.open(semantic)
+                stack.push_async_callback(semantic.aclose)  # ours: closed with us
+                self.semantic = semantic
+            await stack.enter_async_context(_Entered(semantic))
+        if isinstance(self._archive_spec, str):
+            from .archive.local import LocalArchive
+
+            archive = LocalArchive(self._archive_spec)
+            stack.push_async_callback(archive.aclose)
+            self.archive = archive
+
+    # -- the capability ---------------------------------------------------------------
+
+    @property
+    def gate_hooks(self) -> Sequence[object]:
+        return self._hooks
+
+    def in_run(self, node: NodeCalls) -> NodeMemory:
+        tenant = node.metadata.get("tenant") or ""
+        ops = self._ops.get(tenant)
+        if ops is None:
+            if len(self._ops) >= 4096:
+                self._ops.clear()
+            ops = self._ops[tenant] = TenantOps(self, tenant)
+        return NodeMemory(ops, node)
+
+    def require_session(self) -> SessionMemory:
+        if self.session is None:
+            raise RunStateError(
+                'this memory has no session tier: give Memory(session=...) ("memory" in '
+                "process, or a redis:// URL)"
+            )
+        return self.session
+
+    def require_semantic(self) -> SemanticMemory:
+        if self.semantic is None:
+            raise RunStateError(
+                "this memory has no semantic tier: give Memory(semantic=...) (a sqlite:/// "
+                "or postgresql:// URL, or a SemanticMemory)"
+            )
+        return self.semantic
+
+    async def assemble(
+        self,
+        task: str,
+        *,
+        budget: int,
+        thread: str | None = None,
+        scope: Scope | None = None,
+        model: str | None = None,
+    ) -> AssembledContext:
+        """Context for ``task`` within ``budget`` tokens from every tier this memory has."""
+        from .context import ContextBuilder
+
+        builder = ContextBuilder(
+            session=self.session, semantic=self.semantic, summarizer=self.summarizer
+        )
+        return await builder.build(
+            task, thread=thread, scope=scope or Scope(), budget=budget, model=model
+        )
+
+
+class _Entered:
+    """Enter a SemanticMemory the caller gave, unless it is already open."""
+
+    def __init__(self, semantic: Any) -> None:
+        self.semantic = semantic
+
+    async def __aenter__(self) -> None:
+        start = getattr(self.semantic, "start", None)
+        if start is not None:
+            await start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None

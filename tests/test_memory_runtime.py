@@ -1,0 +1,231 @@
+"""Memory inside runs: ``ctx.memory`` through the effect gate, the memory tools, and an
+agent that recalls before a turn and remembers after it (real SQLite stores, the real
+local embedding model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypedDict
+
+import pytest
+
+from mainspring import END, START, Graph, Runtime
+from mainspring.agents import Agent, AgentMemory
+from mainspring.engine.gate import Deny, Effect
+from mainspring.errors import EffectDeniedError, RunStateError
+from mainspring.events import EffectFinished, EffectStarted
+from mainspring.memory import LocalSessionMemory, Memory, Scope, SemanticMemory, memory_tools
+from mainspring.models import Gateway, ModelRequest, ScriptedModel, ToolCall
+
+pytestmark = pytest.mark.anyio
+
+
+class S(TypedDict, total=False):
+    text: str
+    seen: Any
+    out: Any
+
+
+def _memory(tmp_path: Path, **extra: Any) -> Memory:
+    return Memory(
+        session=LocalSessionMemory(),
+        semantic=f"sqlite:///{tmp_path / 'memory.db'}",
+        **extra,
+    )
+
+
+def _runtime(tmp_path: Path, memory: Memory, **options: Any) -> Runtime:
+    return Runtime.open(f"sqlite:///{tmp_path / 'runs.db'}", memory=memory, **options)
+
+
+def _memory_effects(events: list[Any]) -> list[str]:
+    return [
+        e.data.name
+        for e in events
+        if isinstance(e.data, EffectStarted) and e.data.effect_kind == "memory"
+    ]
+
+
+async def test_session_reads_and_writes_are_journaled_and_replayed(tmp_path: Path) -> None:
+    memory = _memory(tmp_path)
+    g = Graph(S)
+
+    @g.node
+    async def work(s: S, ctx: Any) -> S:
+        await ctx.memory.set("topic", s["text"])
+        await ctx.memory.append({"role": "user", "text": s["text"]})
+        seen = await ctx.memory.get("topic")
+        written = await ctx.memory.update("count", lambda v: (v or 0) + 1)
+        answer = await ctx.interrupt({"confirm": seen})
+        return {"seen": [seen, written.version, answer]}
+
+    g.edge(START, "work")
+    g.edge("work", END)
+    app = g.compile()
+    async with _runtime(tmp_path, memory) as rt:
+        handle = await rt.start(app, {"text": "refunds"}, thread="t1")
+        await handle.wait()
+        # Someone changes the session meanwhile: the resumed node sees what it saw.
+        assert memory.session is not None
+        await memory.session.set("t1", "topic", "changed")
+        await rt.resume(handle.run_id, "yes")
+        outcome = await rt.handle(handle.run_id).wait()
+        events = await rt.events(handle.run_id)
+    assert outcome.state["seen"] == ["refunds", 1, "yes"]
+    assert _memory_effects(events) == [
+        "memory.set",
+        "memory.append",
+        "memory.get",
+        "memory.update",
+    ]  # fmt: skip  (once: the resume replayed them from the journal)
+    assert await memory.session.get("t1", "count") is None  # shared state is its own space
+    shared = await memory.session.read_shared("t1", "count")
+    assert shared is not None and shared.value == 1  # applied once, not on resume too
+
+
+async def test_remember_and_recall_are_scoped_to_the_runs_tenant(tmp_path: Path) -> None:
+    memory = _memory(tmp_path)
+    g = Graph(S)
+
+    @g.node
+    async def work(s: S, ctx: Any) -> S:
+        if s["text"].startswith("remember:"):
+            result = await ctx.memory.remember(s["text"].removeprefix("remember:"))
+            return {"out": result.status}
+        hits = await ctx.memory.recall(s["text"], limit=3)
+        return {"out": [h.item.text for h in hits]}
+
+    g.edge(START, "work")
+    g.edge("work", END)
+    app = g.compile()
+    async with _runtime(tmp_path, memory) as rt:
+        acme, globex = rt.tenant("acme"), rt.tenant("globex")
+        await acme.run(app, {"text": "remember:The VPN password rotates every Monday."})
+        await globex.run(app, {"text": "remember:Globex ships orders on Fridays."})
+        assert memory.semantic is not None
+        await memory.semantic.settle()
+        mine = await acme.run(app, {"text": "when does the VPN password change?"})
+        theirs = await globex.run(app, {"text": "when does the VPN password change?"})
+        events = await rt.events(mine.run_id)
+    assert mine.state["out"][0] == "The VPN password rotates every Monday."
+    assert all("VPN" not in t for t in theirs.state["out"])  # acme's fact never reaches globex
+    recall = [e.data for e in events if isinstance(e.data, EffectFinished)]
+    assert recall and recall[-1].name == "memory.recall"
+    assert recall[-1].result[0]["item"]["scope"]["tenant"] == "acme"
+
+
+async def test_a_policy_sees_memory_effects_and_may_deny_them(tmp_path: Path) -> None:
+    class NoForgetting:
+        def before(self, effect: Effect) -> Deny | None:
+            if effect.kind == "memory" and effect.name == "memory.forget":
+                return Deny("memory is kept for the audit period")
+            return None
+
+    memory = _memory(tmp_path)
+    g = Graph(S)
+
+    @g.node
+    async def work(s: S, ctx: Any) -> S:
+        written = await ctx.memory.remember("temporary fact")
+        try:
+            await ctx.memory.forget(written.id)
+        except EffectDeniedError as denied:
+            return {"out": denied.reason}
+        return {"out": "forgotten"}
+
+    g.edge(START, "work")
+    g.edge("work", END)
+    async with _runtime(tmp_path, memory, gates=[NoForgetting()]) as rt:
+        outcome = await rt.run(g.compile(), {"text": ""})
+    assert outcome.state["out"] == "memory is kept for the audit period"
+
+
+async def test_ctx_memory_without_memory_or_thread_says_what_to_do(tmp_path: Path) -> None:
+    g = Graph(S)
+
+    @g.node
+    async def work(s: S, ctx: Any) -> S:
+        try:
+            await ctx.memory.get("k")
+        except RunStateError as exc:
+            return {"out": str(exc)}
+        return {"out": "no error"}
+
+    g.edge(START, "work")
+    g.edge("work", END)
+    app = g.compile()
+    async with Runtime.open(f"sqlite:///{tmp_path / 'a.db'}") as rt:
+        bare = await rt.run(app, {"text": ""})
+    assert "Runtime(store, memory=Memory(...))" in bare.state["out"]
+    async with _runtime(tmp_path, _memory(tmp_path)) as rt:
+        threadless = await rt.run(app, {"text": ""})
+    assert "thread" in threadless.state["out"]
+
+
+async def test_an_agent_recalls_before_a_turn_and_remembers_after_it(tmp_path: Path) -> None:
+    memory = _memory(tmp_path)
+
+    def script(request: ModelRequest) -> Any:
+        notes = [m.text for m in request.messages if m.role == "system"]
+        return "noted" if not any("Lisbon" in n for n in notes) else "You live in Lisbon."
+
+    model = ScriptedModel(script)
+    agent = Agent("assistant", "fast", "Be brief.", memory=AgentMemory(remember="input"))
+    async with _runtime(tmp_path, memory, models=Gateway({"fast": model})) as rt:
+        user = {"user": "ana"}
+        first = await agent.run(rt, "I moved to Lisbon last year.", metadata=user)
+        assert memory.semantic is not None
+        await memory.semantic.settle()
+        second = await agent.run(rt, "Where do I live now?", metadata=user)
+        other = await agent.run(rt, "Where do I live now?", metadata={"user": "bob"})
+    assert first.text == "noted"
+    assert second.text == "You live in Lisbon."  # recalled ana's fact into the turn
+    assert other.text == "noted"  # bob has no such memory
+    items = await memory.semantic.list(Scope("", "ana"))
+    assert [i.text for i in items][:1] == ["I moved to Lisbon last year."]
+
+
+async def test_memory_tools_act_for_the_calling_user_only(tmp_path: Path) -> None:
+    memory = _memory(tmp_path)
+    tools = memory_tools(memory)
+
+    def script(request: ModelRequest) -> Any:
+        results = [m.text for m in request.messages if m.role == "tool"]
+        asked = request.messages[-1].text if request.messages[-1].role == "user" else ""
+        if asked.startswith("remember"):
+            if not results:
+                return [ToolCall("c1", "remember", {"text": "Ana's favourite colour is green."})]
+            return "ok"
+        if not results:
+            return [ToolCall("c2", "recall", {"query": "favourite colour"})]
+        return results[-1]
+
+    agent = Agent("keeper", "fast", "Use your memory tools.", tools=tools)
+    gateway = Gateway({"fast": ScriptedModel(script)})
+    async with _runtime(tmp_path, memory, models=gateway, tools=agent.toolbox) as rt:
+        await agent.run(rt, "remember my colour", metadata={"user": "ana"})
+        assert memory.semantic is not None
+        await memory.semantic.settle()
+        ana = await agent.run(rt, "what is my colour?", metadata={"user": "ana"})
+        bob = await agent.run(rt, "what is my colour?", metadata={"user": "bob"})
+        events = await rt.events(ana.run_id)
+    assert "green" in ana.text
+    assert "green" not in bob.text
+    kinds = [e.data.effect_kind for e in events if isinstance(e.data, EffectStarted)]
+    assert "tool" in kinds  # the memory tools go through the tool layer
+
+
+def test_semantic_memory_is_exported() -> None:
+    assert SemanticMemory.__name__ == "SemanticMemory"
+
+
+async def test_the_example_of_the_memory_docs_runs(tmp_path: Path) -> None:
+    import re
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "memory.md").read_text()
+    block = re.search(r"```python\n(.*?)```", doc, re.S)
+    assert block is not None
+    namespace: dict[str, Any] = {"__name__": "memory_docs"}
+    exec(compile(block.group(1), "docs/memory.md", "exec"), namespace)
+    notes = await namespace["main"](str(tmp_path))
+    assert any("refund for order A-17" in n for n in notes)
