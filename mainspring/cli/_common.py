@@ -211,7 +211,8 @@ async def open_runtime(
     other processes (continue a crashed run with ``mainspring resume RUN``).
     Without ``create``, a missing SQLite file is an error instead of a new store.
     ``models`` (or ``MAINSPRING_MODELS``) names the model gateway its runs call, ``tools``
-    (or ``MAINSPRING_TOOLS``) their toolbox.
+    (or ``MAINSPRING_TOOLS``) their toolbox, ``MAINSPRING_MEMORY`` their memory (a
+    ``MODULE:ATTR`` naming a ``mainspring.Memory``, or a function returning one).
     """
     path = _sqlite_path(url)
     if not create and path is not None and not path.exists():
@@ -221,7 +222,8 @@ async def open_runtime(
         )
     gateway = import_capability(models or os.environ.get("MAINSPRING_MODELS"), "models")
     toolbox = import_capability(tools or os.environ.get("MAINSPRING_TOOLS"), "tools")
-    async with Runtime.open(url, recover="off", models=gateway, tools=toolbox) as rt:
+    memory = import_capability(os.environ.get("MAINSPRING_MEMORY"), "memory")
+    async with Runtime.open(url, recover="off", models=gateway, tools=toolbox, memory=memory) as rt:
         yield rt
 
 
@@ -248,7 +250,8 @@ def import_graph(ref: str) -> CompiledGraph:
 
 
 _CAPABILITY = {"models": ("a mainspring.models.Gateway", "call_in_run"),
-               "tools": ("a mainspring.tools.Toolbox", "call_in_run")}  # fmt: skip
+               "tools": ("a mainspring.tools.Toolbox", "call_in_run"),
+               "memory": ("a mainspring.Memory", "in_run")}  # fmt: skip
 
 
 def import_ref(ref: str, option: str, what: str, code: int = EXIT_USAGE) -> Any:
@@ -267,7 +270,8 @@ def import_ref(ref: str, option: str, what: str, code: int = EXIT_USAGE) -> Any:
 
 
 def import_capability(ref: str | None, option: str) -> Any:
-    """The gateway or toolbox ``MODULE:ATTR`` names (the object, or a function returning it)."""
+    """The gateway, toolbox or memory ``MODULE:ATTR`` names (the object, or a function
+    returning it)."""
     if not ref:
         return None
     what, marker = _CAPABILITY[option]
