@@ -138,7 +138,7 @@ class SessionMemory(Protocol):
         self,
         thread: str,
         key: str,
-        fn: Callable[[Any | None], Any],
+        fn: Callable[[Any], Any],
         *,
         ttl: TTLArg = DEFAULT_TTL,
         tenant: str = "",
