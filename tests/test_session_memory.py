@@ -579,7 +579,7 @@ def test_concurrent_writers_never_lose_an_update(name: str) -> None:
         suppress_health_check=[HealthCheck.too_slow],
     )
     @given(
-        writers=st.integers(2, 50),
+        writers=st.integers(20, 50),
         rounds=st.integers(1, 3),
         mode=st.sampled_from(["update", "cas"]),
     )
