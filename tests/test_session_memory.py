@@ -580,7 +580,7 @@ def test_concurrent_writers_never_lose_an_update(name: str) -> None:
     )
     @given(
         writers=st.integers(20, 50),
-        rounds=st.integers(1, 3),
+        rounds=st.integers(1, 2),
         mode=st.sampled_from(["update", "cas"]),
     )
     def check(writers: int, rounds: int, mode: str) -> None:
