@@ -46,8 +46,8 @@ if TYPE_CHECKING:
         SyncTenantRuntime,
         TenantRuntime,
     )
-    from .models import Budget, Gateway, ModelError, ModelResponse, ModelSpec
     from .memory import Memory
+    from .models import Budget, Gateway, ModelError, ModelResponse, ModelSpec
     from .tools import Tool, Toolbox, ToolContext, tool
 
 _LAZY = frozenset(

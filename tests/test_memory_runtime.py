@@ -104,11 +104,12 @@ async def test_remember_and_recall_are_scoped_to_the_runs_tenant(tmp_path: Path)
         await globex.run(app, {"text": "remember:Globex ships orders on Fridays."})
         assert memory.semantic is not None
         await memory.semantic.settle()
-        mine = await acme.run(app, {"text": "when does the VPN password change?"})
+        handle = await acme.start(app, {"text": "when does the VPN password change?"})
+        mine = await handle.wait()
         theirs = await globex.run(app, {"text": "when does the VPN password change?"})
-        events = await rt.events(mine.run_id)
+        events = await rt.events(handle.run_id)
     assert mine.state["out"][0] == "The VPN password rotates every Monday."
-    assert all("VPN" not in t for t in theirs.state["out"])  # acme's fact never reaches globex
+    assert all("VPN" not in t for t in theirs["out"])  # acme's fact never reaches globex
     recall = [e.data for e in events if isinstance(e.data, EffectFinished)]
     assert recall and recall[-1].name == "memory.recall"
     assert recall[-1].result[0]["item"]["scope"]["tenant"] == "acme"
@@ -136,8 +137,8 @@ async def test_a_policy_sees_memory_effects_and_may_deny_them(tmp_path: Path) ->
     g.edge(START, "work")
     g.edge("work", END)
     async with _runtime(tmp_path, memory, gates=[NoForgetting()]) as rt:
-        outcome = await rt.run(g.compile(), {"text": ""})
-    assert outcome.state["out"] == "memory is kept for the audit period"
+        state = await rt.run(g.compile(), {"text": ""})
+    assert state["out"] == "memory is kept for the audit period"
 
 
 async def test_ctx_memory_without_memory_or_thread_says_what_to_do(tmp_path: Path) -> None:
@@ -156,10 +157,10 @@ async def test_ctx_memory_without_memory_or_thread_says_what_to_do(tmp_path: Pat
     app = g.compile()
     async with Runtime.open(f"sqlite:///{tmp_path / 'a.db'}") as rt:
         bare = await rt.run(app, {"text": ""})
-    assert "Runtime(store, memory=Memory(...))" in bare.state["out"]
+    assert "Runtime(store, memory=Memory(...))" in bare["out"]
     async with _runtime(tmp_path, _memory(tmp_path)) as rt:
         threadless = await rt.run(app, {"text": ""})
-    assert "thread" in threadless.state["out"]
+    assert "thread" in threadless["out"]
 
 
 async def test_an_agent_recalls_before_a_turn_and_remembers_after_it(tmp_path: Path) -> None:
@@ -178,10 +179,10 @@ async def test_an_agent_recalls_before_a_turn_and_remembers_after_it(tmp_path: P
         await memory.semantic.settle()
         second = await agent.run(rt, "Where do I live now?", metadata=user)
         other = await agent.run(rt, "Where do I live now?", metadata={"user": "bob"})
+        items = await memory.semantic.list(Scope("", "ana"))
     assert first.text == "noted"
     assert second.text == "You live in Lisbon."  # recalled ana's fact into the turn
     assert other.text == "noted"  # bob has no such memory
-    items = await memory.semantic.list(Scope("", "ana"))
     assert [i.text for i in items][:1] == ["I moved to Lisbon last year."]
 
 

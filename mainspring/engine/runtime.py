@@ -203,6 +203,9 @@ class Runtime:
                 await self._runs.tasks.aclose()
                 if registry.unreleased:  # a last try, so the next process need not wait
                     await self._leases.release_pending()
+            detach = getattr(self.services.memory, "detach", None)
+            if detach is not None:  # entered inside our task group: closed before it (not in
+                await detach(self)  # a scope of its own, which its task group must not cross)
             tg.cancel_scope.cancel()
             await tg.__aexit__(None, None, None)
         finally:
@@ -210,9 +213,6 @@ class Runtime:
             self.services.spawn = None
             self._runs.open = False
             with anyio.CancelScope(shield=True):
-                detach = getattr(self.services.memory, "detach", None)
-                if detach is not None:  # memory's background work ends before its stores close
-                    await detach(self)
                 await self.store.aclose()
 
     # -- graphs ----------------------------------------------------------------------

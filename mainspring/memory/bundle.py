@@ -121,12 +121,11 @@ class Memory:
         if self._semantic_spec is not None:
             from .semantic.memory import SemanticMemory
 
-            semantic = self._semantic_spec
-            if isinstance(semantic, str):
-                semantic = await SemanticMemory.open(semantic)
-                stack.push_async_callback(semantic.aclose)  # ours: closed with us
-                self.semantic = semantic
-            await stack.enter_async_context(_Entered(semantic))
+            spec = self._semantic_spec
+            if isinstance(spec, str):  # ours: opened and closed with us
+                self.semantic = await stack.enter_async_context(SemanticMemory.open(spec))
+            elif not spec.is_open:  # given closed: we open it, and close it
+                await stack.enter_async_context(spec)
         if isinstance(self._archive_spec, str):
             from .archive.local import LocalArchive
 
@@ -183,18 +182,3 @@ class Memory:
         return await builder.build(
             task, thread=thread, scope=scope or Scope(), budget=budget, model=model
         )
-
-
-class _Entered:
-    """Enter a SemanticMemory the caller gave, unless it is already open."""
-
-    def __init__(self, semantic: Any) -> None:
-        self.semantic = semantic
-
-    async def __aenter__(self) -> None:
-        start = getattr(self.semantic, "start", None)
-        if start is not None:
-            await start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None

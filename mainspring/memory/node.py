@@ -241,7 +241,7 @@ class NodeMemory:
         tenant = self._ops.tenant
         session = self._ops.memory.require_session()
 
-        async def update() -> Any:
+        async def update(thread: str, key: str) -> Any:  # called with the recorded arguments
             return _plain(await session.update(thread, key, fn, tenant=tenant, attempts=attempts))
 
         written = await self._node.effect(
@@ -322,7 +322,7 @@ class NodeMemory:
 def _plain(value: Any) -> Any:
     """A result as JSON data: what the journal records, the screen reads and a replay
     gives back alike (``NodeMemory`` turns it into its type)."""
-    return msgspec.to_builtins(value)
+    return msgspec.json.decode(msgspec.json.encode(value))  # tuples as lists, as JSON has them
 
 
 def _struct_dict(value: Any) -> dict[str, Any]:

@@ -31,9 +31,9 @@ def memory_tools(
     what they recall to that agent's items (None: the user's items of any agent)."""
 
     def semantic() -> SemanticMemory:
-        require = getattr(memory, "require_semantic", None)
-        found: SemanticMemory = require() if require is not None else memory
-        return found
+        from .bundle import Memory
+
+        return memory.require_semantic() if isinstance(memory, Memory) else memory
 
     def scope(ctx: ToolContext) -> Scope:
         return Scope(ctx.tenant or "", ctx.user, agent)

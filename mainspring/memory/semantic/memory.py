@@ -154,6 +154,11 @@ class SemanticMemory:
     async def aclose(self) -> None:
         await self.__aexit__(None, None, None)
 
+    @property
+    def is_open(self) -> bool:
+        """Entered and not yet closed (its background worker runs)."""
+        return self._worker is not None
+
     # -- writes ---------------------------------------------------------------------
 
     async def add(
