@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, NamedTuple
 
@@ -108,24 +108,21 @@ class ArchiveIndex:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            garbage = 0
             db.execute(
                 "INSERT OR IGNORE INTO segments (segment, indexed, garbage) VALUES (?, 0, 0)",
                 (segment,),
             )
+            garbage = 0
+            puts: list[Scanned] = []
             for scanned in frames:
-                frame = scanned.frame
-                if isinstance(frame, Put):
-                    record = frame.record
-                    self._drop(record.tenant, [record.id])
-                    db.execute(
-                        "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (record.tenant, record.id, record.kind, record.thread, record.time,
-                         segment, scanned.offset, scanned.length),
-                    )  # fmt: skip
-                else:
-                    self._drop(frame.tenant, frame.ids)
-                    garbage += scanned.length  # a tombstone is dead once applied
+                if isinstance(scanned.frame, Put):
+                    puts.append(scanned)
+                    continue
+                garbage += self._put_all(segment, puts)
+                puts = []
+                self._drop(scanned.frame.tenant, scanned.frame.ids)
+                garbage += scanned.length  # a tombstone is dead once applied
+            garbage += self._put_all(segment, puts)
             db.execute(
                 "UPDATE segments SET indexed = ?, garbage = garbage + ? WHERE segment = ?",
                 (end, garbage, segment),
@@ -135,17 +132,44 @@ class ArchiveIndex:
             db.execute("ROLLBACK")
             raise
 
-    def _drop(self, tenant: str, ids: Iterable[str]) -> None:
+    def _put_all(self, segment: int, puts: Sequence[Scanned]) -> int:
+        """Index a run of puts (the last of one id wins); returns the bytes of this
+        segment's frames they made dead (ids repeated within the run)."""
+        latest: dict[tuple[str, str], Scanned] = {}
+        repeated = 0
+        for scanned in puts:
+            record = scanned.frame.record  # type: ignore[union-attr]
+            earlier = latest.pop((record.tenant, record.id), None)
+            repeated += earlier.length if earlier is not None else 0
+            latest[(record.tenant, record.id)] = scanned
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, id_ in latest:
+            by_tenant.setdefault(tenant, []).append(id_)
+        for tenant, ids in by_tenant.items():
+            self._drop(tenant, ids)
+        self._db.executemany(
+            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r.tenant, r.id, r.kind, r.thread, r.time, segment, s.offset, s.length)
+             for s in latest.values() for r in (s.frame.record,)],  # type: ignore[union-attr]
+        )  # fmt: skip
+        return repeated
+
+    def _drop(self, tenant: str, ids: Sequence[str]) -> None:
         """Delete index rows, counting their frames as garbage of their segments."""
-        for id_ in ids:
-            row = self._db.execute(
-                "DELETE FROM records WHERE tenant = ? AND id = ? RETURNING segment, length",
-                (tenant, id_),
-            ).fetchone()
-            if row is not None:
-                self._db.execute(
-                    "UPDATE segments SET garbage = garbage + ? WHERE segment = ?", (row[1], row[0])
-                )
+        dead: dict[int, int] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self._db.execute(
+                f"DELETE FROM records WHERE tenant = ? AND id IN ({','.join('?' * len(chunk))}) "
+                "RETURNING segment, length",
+                (tenant, *chunk),
+            )
+            for segment, length in rows.fetchall():
+                dead[segment] = dead.get(segment, 0) + length
+        self._db.executemany(
+            "UPDATE segments SET garbage = garbage + ? WHERE segment = ?",
+            [(length, segment) for segment, length in dead.items()],
+        )
 
     # -- reads ---------------------------------------------------------------------------
 

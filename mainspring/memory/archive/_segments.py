@@ -18,11 +18,19 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 import msgspec
-import zstandard
+
+try:
+    import zstandard
+except ImportError as exc:  # pragma: no cover - the memory extra is missing
+    raise ImportError(
+        "the memory archive compresses with zstd: pip install 'mainspring[memory]' "
+        "(or pip install zstandard)"
+    ) from exc
 
 from .protocol import ArchiveCorruptError, ArchiveError, ArchiveRecord
 
@@ -69,12 +77,12 @@ class FrameCodec:
         payload = self._compress(raw)
         return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
-    def decode(self, blob: bytes | memoryview, *, where: str) -> Frame:
-        """Decode one whole frame (header included); a bad one raises, naming ``where``."""
+    def decode(self, blob: bytes | memoryview, *, where: Callable[[], str]) -> Frame:
+        """Decode one whole frame (header included); a bad one raises, naming ``where()``."""
         frame = self._try_decode(blob)
         if frame is None:
             raise ArchiveCorruptError(
-                f"archive record at {where} is damaged (checksum or format); restore the file "
+                f"archive record at {where()} is damaged (checksum or format); restore the file "
                 "from a backup, or remove it and reopen the archive to rebuild its index"
             )
         return frame
