@@ -404,14 +404,11 @@ class FakeSessions:
             last_active=at,
         )  # fmt: skip
 
-    async def threads(
-        self, *, tenant: str | None = None, idle_for: float | None = None
-    ) -> list[Activity]:
+    async def threads(self, *, tenant: str = "", idle_for: float = 0) -> list[Activity]:
         return [
             Activity(s.thread, s.tenant, s.last_active)
             for s in self.threads_.values()
-            if (tenant is None or s.tenant == tenant)
-            and (idle_for is None or self.clock() - s.last_active >= idle_for)
+            if s.tenant == tenant and self.clock() - s.last_active >= idle_for
         ]
 
     async def snapshot(self, thread: str, *, tenant: str = "") -> SessionData:
@@ -505,7 +502,13 @@ async def test_idle_sessions_move_to_the_archive_and_come_back(
     sessions.write("fresh", at=clock.now - 60)
     sessions.write("other-tenant", tenant="beta", at=clock.now - 3 * DAY)
     async with LocalArchive(tmp_path) as archive:
-        tiering = Tiering(TieringPolicy(session_idle=DAY), archive, sessions, clock=clock)
+        tiering = Tiering(
+            TieringPolicy(session_idle=DAY),
+            archive,
+            sessions,
+            clock=clock,
+            tenants=["acme", "beta"],
+        )
         report = await tiering.run_once(tenant="acme")
         old_id = session_record_id("old", clock.now - 2 * DAY)
         assert [(m.kind, m.id, m.thread, m.reason) for m in report.moved] == [
@@ -516,7 +519,7 @@ async def test_idle_sessions_move_to_the_archive_and_come_back(
         assert found.kind == "session" and found.data["values"] == {"plan": "ship it"}
         assert found.time == clock.now - 2 * DAY and found.archived_at == clock.now
 
-        everyone = await tiering.run_once()  # every tenant session memory names
+        everyone = await tiering.run_once()  # every tenant of ``tenants``
         assert [m.tenant for m in everyone.moved] == ["beta"] and list(tiering.reports) == [
             report,
             everyone,
@@ -592,7 +595,7 @@ async def test_a_dry_run_moves_nothing(tmp_path: Path, clock: Clock) -> None:
     semantic.put("aged", recorded_at=0.0)
     policy = TieringPolicy(session_idle=DAY, item_age=DAY)
     async with LocalArchive(tmp_path) as archive:
-        tiering = Tiering(policy, archive, sessions, semantic, clock=clock)
+        tiering = Tiering(policy, archive, sessions, semantic, clock=clock, tenants=["acme"])
         report = await tiering.run_once(dry_run=True)
         assert [(m.kind, m.reason) for m in report.moved] == [
             ("session", "session_idle"),
@@ -656,7 +659,7 @@ async def test_run_every_runs_in_the_callers_task_group_and_keeps_its_reports(
     sessions.write("old", at=clock.now - 2 * DAY)
     async with LocalArchive(tmp_path) as archive:
         tiering = Tiering(TieringPolicy(session_idle=DAY), archive, sessions, clock=clock,
-                          keep_reports=2)  # fmt: skip
+                          keep_reports=2, tenants=["acme"])  # fmt: skip
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(tiering.run_every, 0.01)

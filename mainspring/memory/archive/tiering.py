@@ -100,9 +100,8 @@ def session_record_id(thread: str, last_active: float) -> str:
 class Tiering:
     """Moves what ``policy`` selects from ``session`` and ``semantic`` into ``archive``.
 
-    ``tenants``: the tenants of semantic memory ``run_once(tenant=None)`` visits (it
-    cannot list them); None: the default tenant ``""`` and every tenant session memory
-    names. ``clock``: epoch seconds (tests pass a fake one). ``batch``: records per
+    ``tenants``: the tenants ``run_once(tenant=None)`` visits (neither tier lists its
+    tenants); the default: the default tenant ``""`` alone. ``clock``: epoch seconds (tests pass a fake one). ``batch``: records per
     archive write.
     """
 
@@ -113,7 +112,7 @@ class Tiering:
         session: SessionTier | None = None,
         semantic: SemanticTier | None = None,
         *,
-        tenants: Sequence[str] | None = None,
+        tenants: Sequence[str] = ("",),
         snapshot_type: type[Any] = SessionData,
         clock: Callable[[], float] = time.time,
         batch: int = 256,
@@ -123,7 +122,9 @@ class Tiering:
             raise ValueError(f"batch={batch}: use at least 1")
         self.policy, self.archive = policy, archive
         self.session, self.semantic = session, semantic
-        self.tenants = None if tenants is None else list(tenants)
+        if isinstance(tenants, str):
+            raise TypeError(f"tenants={tenants!r}: pass a list of tenants, not one string")
+        self.tenants = list(tenants)
         self.snapshot_type = snapshot_type
         self.clock, self.batch = clock, batch
         self.reports: deque[TieringReport] = deque(maxlen=keep_reports)
@@ -131,15 +132,14 @@ class Tiering:
     # -- running -------------------------------------------------------------------------
 
     async def run_once(self, *, tenant: str | None = None, dry_run: bool = False) -> TieringReport:
-        """Select and move (``dry_run``: only select) for one tenant, or all of them."""
+        """Select and move (``dry_run``: only select) for one tenant, or for ``tenants``."""
         started = self.clock()
         moved: list[Moved] = []
         kept: list[Moved] = []
-        seen_tenants: set[str] = set()
-        if self.session is not None and self.policy.session_idle is not None:
-            await self._sessions(tenant, started, dry_run, moved, kept, seen_tenants)
-        if self.semantic is not None and self.policy.moves_items:
-            for one in self._item_tenants(tenant, seen_tenants):
+        for one in self.tenants if tenant is None else [tenant]:
+            if self.session is not None and self.policy.session_idle is not None:
+                await self._sessions(one, started, dry_run, moved, kept)
+            if self.semantic is not None and self.policy.moves_items:
                 await self._items(one, started, dry_run, moved, kept)
         report = TieringReport(started, self.clock(), dry_run, moved, kept)
         self.reports.append(report)
@@ -203,18 +203,11 @@ class Tiering:
     # -- sessions ------------------------------------------------------------------------
 
     async def _sessions(
-        self,
-        tenant: str | None,
-        now: float,
-        dry_run: bool,
-        moved: list[Moved],
-        kept: list[Moved],
-        seen_tenants: set[str],
+        self, tenant: str, now: float, dry_run: bool, moved: list[Moved], kept: list[Moved]
     ) -> None:
         assert self.session is not None and self.policy.session_idle is not None
         idle = self.policy.session_idle
         for activity in await self.session.threads(tenant=tenant, idle_for=idle):
-            seen_tenants.add(activity.tenant)
             if now - activity.last_active < idle:
                 continue
             move = Moved("session", session_record_id(activity.thread, activity.last_active),
@@ -245,13 +238,6 @@ class Tiering:
         return True
 
     # -- items ---------------------------------------------------------------------------
-
-    def _item_tenants(self, tenant: str | None, seen: set[str]) -> list[str]:
-        if tenant is not None:
-            return [tenant]
-        if self.tenants is not None:
-            return self.tenants
-        return sorted({"", *seen})
 
     async def _items(
         self, tenant: str, now: float, dry_run: bool, moved: list[Moved], kept: list[Moved]

@@ -49,9 +49,9 @@ class SessionTier(Protocol):
     """Hot session memory, as tiering uses it."""
 
     async def threads(
-        self, *, tenant: str | None = None, idle_for: float | None = None
+        self, *, tenant: str = ..., idle_for: float = ...
     ) -> Sequence[ThreadActivityLike]:
-        """Threads (of one tenant, or all) not active for at least ``idle_for`` seconds."""
+        """The tenant's threads not written for at least ``idle_for`` seconds."""
         ...
 
     async def snapshot(self, thread: str, *, tenant: str = "") -> SnapshotLike: ...
