@@ -28,7 +28,6 @@ from mainspring.memory.archive import (
     ArchiveError,
     ArchiveRecord,
     LocalArchive,
-    SessionData,
     Tiering,
     TieringPolicy,
     session_record_id,
@@ -37,6 +36,7 @@ from mainspring.memory.archive._index import ArchiveIndex
 from mainspring.memory.archive.tiering import select_items
 from mainspring.memory.scope import Scope
 from mainspring.memory.semantic.items import MemoryItem, Source
+from mainspring.memory.session.protocol import SessionSnapshot, ThreadActivity
 
 pytestmark = pytest.mark.anyio
 
@@ -382,36 +382,30 @@ class Clock:
         return self.now
 
 
-class Activity(msgspec.Struct, frozen=True):
-    thread: str
-    tenant: str
-    last_active: float
-
-
 class FakeSessions:
     """Session memory as tiering sees it: threads with values, messages and an activity
     time. ``fail_clear`` simulates a crash after the archive write, before the delete."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self.threads_: dict[tuple[str, str], SessionData] = {}
+        self.threads_: dict[tuple[str, str], SessionSnapshot] = {}
         self.fail_clear = False
         self.touch_on_snapshot: str | None = None  # a message arrives during the move
 
     def write(self, thread: str, *, tenant: str = "acme", at: float, **values: Any) -> None:
-        self.threads_[(tenant, thread)] = SessionData(
+        self.threads_[(tenant, thread)] = SessionSnapshot(
             thread, tenant, values=values, messages=[{"role": "user", "content": thread}],
             last_active=at,
         )  # fmt: skip
 
-    async def threads(self, *, tenant: str = "", idle_for: float = 0) -> list[Activity]:
+    async def threads(self, *, tenant: str = "", idle_for: float = 0) -> list[ThreadActivity]:
         return [
-            Activity(s.thread, s.tenant, s.last_active)
+            ThreadActivity(s.thread, s.tenant, s.last_active)
             for s in self.threads_.values()
             if s.tenant == tenant and self.clock() - s.last_active >= idle_for
         ]
 
-    async def snapshot(self, thread: str, *, tenant: str = "") -> SessionData:
+    async def snapshot(self, thread: str, *, tenant: str = "") -> SessionSnapshot:
         snap = self.threads_[(tenant, thread)]
         if self.touch_on_snapshot == thread:
             self.touch_on_snapshot = None
@@ -420,8 +414,8 @@ class FakeSessions:
             )
         return snap
 
-    async def restore(self, snapshot: SessionData) -> None:
-        assert isinstance(snapshot, SessionData)
+    async def restore(self, snapshot: SessionSnapshot) -> None:
+        assert isinstance(snapshot, SessionSnapshot)
         self.threads_[(snapshot.tenant, snapshot.thread)] = snapshot
 
     async def clear(self, thread: str, *, tenant: str = "") -> None:

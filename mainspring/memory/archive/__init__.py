@@ -18,7 +18,7 @@ from .protocol import (
     RecordKind,
 )
 from .tiering import Moved, Tiering, TieringPolicy, TieringReport, session_record_id
-from .tiers import SemanticTier, SessionData, SessionTier
+from .tiers import SemanticTier, SessionTier
 
 __all__ = [
     "Archive",
@@ -30,7 +30,6 @@ __all__ = [
     "Moved",
     "RecordKind",
     "SemanticTier",
-    "SessionData",
     "SessionTier",
     "Tiering",
     "TieringPolicy",

@@ -22,8 +22,9 @@ import msgspec
 
 from ..scope import Scope
 from ..semantic.items import MemoryItem
+from ..session.protocol import SessionSnapshot
 from .protocol import Archive, ArchiveRecord, RecordKind
-from .tiers import SemanticTier, SessionData, SessionTier, last_activity
+from .tiers import SemanticTier, SessionTier, last_activity
 
 log = logging.getLogger("mainspring.memory.tiering")
 
@@ -113,7 +114,6 @@ class Tiering:
         semantic: SemanticTier | None = None,
         *,
         tenants: Sequence[str] = ("",),
-        snapshot_type: type[Any] = SessionData,
         clock: Callable[[], float] = time.time,
         batch: int = 256,
         keep_reports: int = 20,
@@ -125,7 +125,6 @@ class Tiering:
         if isinstance(tenants, str):
             raise TypeError(f"tenants={tenants!r}: pass a list of tenants, not one string")
         self.tenants = list(tenants)
-        self.snapshot_type = snapshot_type
         self.clock, self.batch = clock, batch
         self.reports: deque[TieringReport] = deque(maxlen=keep_reports)
 
@@ -181,7 +180,7 @@ class Tiering:
         if record.kind == "session":
             if self.session is None:
                 raise ValueError(f"{id!r} is a session; give Tiering a session memory")
-            await self.session.restore(msgspec.convert(record.data, self.snapshot_type))
+            await self.session.restore(msgspec.convert(record.data, SessionSnapshot))
         else:
             if self.semantic is None:
                 raise ValueError(f"{id!r} is a memory item; give Tiering a semantic memory")

@@ -2,9 +2,8 @@
 
 Session memory (:mod:`mainspring.memory.session`) and semantic memory
 (:mod:`mainspring.memory.semantic`) satisfy them structurally; tiering never imports a
-backend. A snapshot travels through the archive as JSON data and comes back as the
-session tier's own snapshot type (``snapshot_type``), so the archive does not depend on
-it either.
+backend, only the tiers' data types (a session snapshot, a memory item), which travel
+through the archive as JSON data.
 """
 
 from __future__ import annotations
@@ -12,37 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-import msgspec
-
 from ..scope import Scope
 from ..semantic.items import MemoryItem, Source
-
-
-class ThreadActivityLike(Protocol):
-    """A thread of session memory and when it was last active (epoch seconds)."""
-
-    @property
-    def thread(self) -> str: ...
-    @property
-    def tenant(self) -> str: ...
-    @property
-    def last_active(self) -> float: ...
-
-
-class SnapshotLike(ThreadActivityLike, Protocol):
-    """Everything session memory holds of a thread (values, messages, shared state):
-    a msgspec Struct or a dataclass, so that it converts to JSON data and back."""
-
-
-class SessionData(msgspec.Struct, frozen=True):
-    """The shape of a session snapshot, where the session tier does not name its own type."""
-
-    thread: str
-    tenant: str
-    values: dict[str, Any] = {}
-    messages: list[Any] = []
-    shared: dict[str, Any] = {}
-    last_active: float = 0.0
+from ..session.protocol import SessionSnapshot, ThreadActivity
 
 
 class SessionTier(Protocol):
@@ -50,12 +21,12 @@ class SessionTier(Protocol):
 
     async def threads(
         self, *, tenant: str = ..., idle_for: float = ...
-    ) -> Sequence[ThreadActivityLike]:
+    ) -> Sequence[ThreadActivity]:
         """The tenant's threads not written for at least ``idle_for`` seconds."""
         ...
 
-    async def snapshot(self, thread: str, *, tenant: str = "") -> SnapshotLike: ...
-    async def restore(self, snapshot: Any) -> None: ...
+    async def snapshot(self, thread: str, *, tenant: str = "") -> SessionSnapshot: ...
+    async def restore(self, snapshot: SessionSnapshot) -> None: ...
     async def clear(self, thread: str, *, tenant: str = "") -> None: ...
 
 
