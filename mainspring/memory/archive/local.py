@@ -249,8 +249,9 @@ class LocalArchive:
         index them. A failed write seals the segment: nothing is appended after a tear."""
         if self._active is None or self._active[2] >= self.segment_bytes:
             self._seal()
+            # Never reuse a number below a compaction's: those are deleted on open.
             numbers = seg.segment_numbers(self._segments_dir)
-            number = (numbers[-1] + 1) if numbers else 1
+            number = max([*numbers, self._opened().compacted_below() - 1, 0]) + 1
             fd = seg.create_segment(seg.segment_path(self._segments_dir, number), sync=self._sync)
             self._active = (number, fd, len(seg.MAGIC))
         number, fd, size = self._active
