@@ -9,7 +9,6 @@ crash between the archive write and the delete, on small in-test fakes of the ti
 
 from __future__ import annotations
 
-import builtins
 import random
 import re
 import shutil
@@ -464,6 +463,7 @@ class FakeSemantic:
         self.clock = clock
         self.items: dict[str, MemoryItem] = {}
         self.fail_forget = False
+        self.update_during_move: str | None = None
 
     def put(self, id: str, *, scope: Scope = ACME, **fields: Any) -> MemoryItem:
         item = MemoryItem(id=id, text=f"fact {id}", scope=scope, **fields)
@@ -486,10 +486,11 @@ class FakeSemantic:
         )  # fmt: skip
         return found[:limit]
 
-    async def get(self, ids: Sequence[str], *, tenant: str) -> builtins.list[MemoryItem]:
-        return [
-            self.items[i] for i in ids if i in self.items and self.items[i].scope.tenant == tenant
-        ]
+    async def get(self, id: str, *, tenant: str = "") -> MemoryItem | None:
+        if id == self.update_during_move:  # a write lands while the item is being archived
+            self.items[id] = msgspec.structs.replace(self.items[id], updated_at=self.clock())
+        item = self.items.get(id)
+        return item if item is not None and item.scope.tenant == tenant else None
 
     async def forget(self, ids: Sequence[str], *, tenant: str) -> int:
         if self.fail_forget:
@@ -670,6 +671,18 @@ async def test_what_changes_during_a_move_stays_where_it_is(tmp_path: Path, cloc
         report = await tiering.run_once(tenant="acme")
         assert report.moved == [] and [m.reason for m in report.kept] == ["changed"]
         assert ("acme", "busy") in sessions.threads_ and await ids(archive) == []
+
+
+async def test_an_item_updated_during_its_move_stays(tmp_path: Path, clock: Clock) -> None:
+    semantic = FakeSemantic(clock)
+    semantic.put("a", recorded_at=0.0)
+    semantic.put("b", recorded_at=0.0)
+    semantic.update_during_move = "b"
+    async with LocalArchive(tmp_path) as archive:
+        tiering = Tiering(TieringPolicy(item_age=DAY), archive, semantic=semantic, clock=clock)
+        report = await tiering.run_once(tenant="acme")
+        assert [m.id for m in report.moved] == ["a"] and [m.id for m in report.kept] == ["b"]
+        assert list(semantic.items) == ["b"] and await ids(archive) == ["a"]
 
 
 async def test_select_items_takes_the_first_rule_that_applies(clock: Clock) -> None:

@@ -279,12 +279,11 @@ class Tiering:
         ]  # fmt: skip
         await self.archive.put(records)
         ids = [item.id for item in items]
-        current = {item.id: item for item in await self.semantic.get(ids, tenant=tenant)}
-        changed = {
-            item.id
-            for item in items
-            if item.id not in current or current[item.id].updated_at != item.updated_at
-        }
+        changed = set()
+        for item in items:
+            now_item = await self.semantic.get(item.id, tenant=tenant)
+            if now_item is None or now_item.updated_at != item.updated_at:
+                changed.add(item.id)
         if changed:  # updated or already gone: the archive keeps no stale copy of it
             await self.archive.remove(sorted(changed), tenant=tenant)
         await self.semantic.forget([i for i in ids if i not in changed], tenant=tenant)
