@@ -222,20 +222,28 @@ async def test_a_crash_between_the_segment_write_and_the_index_commit_loses_noth
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     archive = LocalArchive(tmp_path)
-    await archive.put([rec("before")])
+    await archive.put([rec("before", time=1)])
 
     def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the process died here")
 
     monkeypatch.setattr(ArchiveIndex, "apply", crash)
     with pytest.raises(RuntimeError):
-        await archive.put([rec("unindexed")])
+        await archive.put([rec("unindexed", time=2)])
+    monkeypatch.undo()
+    # The same object goes on: it reopens, and the frames on disk count as written.
+    await archive.put([rec("next", time=3, data={"n": "next"})])
+    got = await archive.get("next", tenant="acme")
+    assert got is not None and got.data == {"n": "next"}
+    assert await ids(archive) == ["before", "unindexed", "next"]
+
+    monkeypatch.setattr(ArchiveIndex, "apply", crash)
     with pytest.raises(RuntimeError):
         await archive.remove(["before"], tenant="acme")
     monkeypatch.undo()
     await archive.aclose()
     async with LocalArchive(tmp_path) as archive:  # opening applies what the index missed
-        assert await ids(archive) == ["unindexed"]
+        assert await ids(archive) == ["unindexed", "next"]
 
 
 async def test_segments_written_after_compacting_everything_away_are_kept(

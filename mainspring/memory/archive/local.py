@@ -269,7 +269,13 @@ class LocalArchive:
         for frame, encoded in frames:
             scanned.append(seg.Scanned(offset, len(encoded), frame))
             offset += len(encoded)
-        self._opened().apply(number, scanned, offset)
+        try:
+            self._opened().apply(number, scanned, offset)
+        except BaseException:
+            # The frames are on disk, the index does not know them: close, so that the
+            # next call reopens and catches up (the records then count as written).
+            self._close_files()
+            raise
         self._active = (number, fd, offset)
 
     def _read(self, where: Location) -> ArchiveRecord:

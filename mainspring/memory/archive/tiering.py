@@ -15,7 +15,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import anyio
 import msgspec
@@ -167,9 +167,20 @@ class Tiering:
                 )
             await anyio.sleep(interval)
 
-    async def find(self, **query: Any) -> list[ArchiveRecord]:
-        """The archive's ``find`` (keyword arguments as there)."""
-        return await self.archive.find(**query)
+    async def find(
+        self,
+        *,
+        tenant: str,
+        thread: str | None = None,
+        kind: RecordKind | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[ArchiveRecord]:
+        """The archive's ``find``: records of the tenant, oldest last activity first."""
+        return await self.archive.find(tenant=tenant, thread=thread, kind=kind, since=since,
+                                       until=until, limit=limit, after=after)  # fmt: skip
 
     async def promote(self, id: str, *, tenant: str) -> ArchiveRecord:
         """Put an archived session or item back where it came from, then remove it from
