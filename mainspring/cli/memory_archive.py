@@ -1,4 +1,5 @@
-"""The ``memory`` commands: browse, promote and compact the cold archive; run tiering once.
+"""``memory archive`` and ``memory tier``: browse, promote and compact the cold archive;
+run tiering once.
 
     mainspring memory archive find --archive DIR --tenant acme --thread support-42
     mainspring memory archive get ID --archive DIR --tenant acme
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-memory_app = typer.Typer(help="Memory: the cold archive and tiering (docs/memory-archive.md).",
-                         no_args_is_help=True)  # fmt: skip
 archive_app = typer.Typer(
     help="Browse, promote and compact the cold archive.", no_args_is_help=True
 )
@@ -54,8 +53,14 @@ JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per li
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``archive`` and ``tier`` to the ``memory`` group (made here if no module did)."""
+    groups = [g.typer_instance for g in app.registered_groups if g.name == "memory"]
+    memory_app = next((g for g in groups if g is not None), None)
+    if memory_app is None:
+        memory_app = typer.Typer(help="Memory (docs/memory-archive.md).", no_args_is_help=True)
+        app.add_typer(memory_app, name="memory")
     memory_app.add_typer(archive_app, name="archive")
-    app.add_typer(memory_app, name="memory")
+    memory_app.command("tier")(tier)
 
 
 def _when(value: str | None, option: str) -> float | None:
@@ -185,7 +190,6 @@ def promote(
     out().print(f"promoted {record.kind} {record.id} (thread {record.thread})", markup=False)
 
 
-@memory_app.command("tier")
 def tier(
     archive: ArchiveOption,
     session: SessionOption = None,
