@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+import unicodedata
 from typing import Any, Literal
 
 import msgspec
+import msgspec.structs
 
 from ..scope import Scope
 
@@ -67,3 +71,48 @@ class WriteResult(msgspec.Struct, frozen=True):
     status: WriteStatus
     duplicate_of: str | None = None  # status "duplicate": the item this one repeats
     supersedes: tuple[str, ...] = ()  # items this one marked superseded
+
+
+_PUNCTUATION = re.compile(r"[^\w\s]+")
+_SPACE = re.compile(r"\s+")
+
+
+def normalise(text: str) -> str:
+    """The text as exact-duplicate detection compares it: NFKC, case-folded, punctuation
+    dropped, runs of white space made one space."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return _SPACE.sub(" ", _PUNCTUATION.sub(" ", folded)).strip()
+
+
+def text_digest(text: str) -> str:
+    """What a store keeps to find an exact (normalised) duplicate: 32 hex characters."""
+    return hashlib.sha256(normalise(text).encode()).hexdigest()[:32]
+
+
+class NewItem(msgspec.Struct, frozen=True):
+    """One entry of :meth:`SemanticMemory.add_many` (what :meth:`~SemanticMemory.add` takes)."""
+
+    text: str
+    metadata: dict[str, Any] | None = None
+    key: str | None = None
+    valid_from: float | None = None
+    source: Source | None = None
+    id: str | None = None
+
+
+def merged(old: MemoryItem, new: MemoryItem, now: float) -> MemoryItem:
+    """``old`` after ``new`` turned out to repeat it: metadata merged (the newer wins),
+    its last change now."""
+    return msgspec.structs.replace(
+        old,
+        metadata={**old.metadata, **new.metadata},
+        key=old.key or new.key,
+        source=old.source or new.source,
+        updated_at=now,
+    )
+
+
+def superseded(old: MemoryItem, new: MemoryItem, now: float) -> MemoryItem:
+    """``old`` once ``new`` replaced it: kept, marked, valid until ``new`` starts."""
+    end = new.valid_from if new.valid_from is not None else new.recorded_at
+    return msgspec.structs.replace(old, superseded_by=new.id, valid_to=end, updated_at=now)
