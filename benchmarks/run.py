@@ -17,7 +17,8 @@ and Cedar against pycasbin; the whole gate with policy and a budget against none
 W13-tenants (store queries scoped by tenant against the same queries unscoped, on SQLite
 and PostgreSQL), W18 (the injection screen per 2 KB text, p50 and p99 on one core,
 against the heuristics alone), W11-secrets (a tool call with a declared secret
-against W11's), PII (the redactor's cost per effect, in a run and on 2 KB of text).
+against W11's), PII (the redactor's cost per effect, in a run and on 2 KB of text),
+W14-session (session memory's get and set, p99, in process and on Redis).
 ``--quick`` finishes in under a minute; the default run is longer and more
 precise. ``--repeat N`` runs the chosen families N times and prints, per workload, the median and range across
 runs as a Markdown table (``summarize.py``); with ``--json``, every run's lines.
@@ -35,6 +36,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import session_memory
 from harness import Result, Settings, Transient
 from report import environment, print_json, print_table
 from summarize import summarize
@@ -90,6 +92,7 @@ FAMILIES: dict[str, Family] = {
     "W18": screening.run,
     "W11-secrets": guard_data.run_secrets,
     "PII": guard_data.run_pii,
+    "W14-session": session_memory.run,
 }
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -103,7 +103,7 @@ class RedisSessionMemory(SessionMemory):
     ) -> None:
         check_names(thread, tenant, key)
         ms = _ms(resolve_ttl(ttl, self.ttl))
-        data = encode(value, f"the value of key {key!r}")[0]
+        data = encode(value, "the value of key {!r}", key)[0]
         base = self._base(tenant, thread)
         member = "v:" + esc(key)
         await self._run(
@@ -132,7 +132,7 @@ class RedisSessionMemory(SessionMemory):
     ) -> int:
         check_names(thread, tenant)
         ms = _ms(resolve_ttl(ttl, self.ttl))
-        encoded = [encode(m, f"message {i} of the append")[0] for i, m in enumerate(messages)]
+        encoded = [encode(m, "message {} of the append", i)[0] for i, m in enumerate(messages)]
         base = self._base(tenant, thread)
         if not encoded:
             return int(await self._client.llen(base + "m"))
@@ -181,7 +181,7 @@ class RedisSessionMemory(SessionMemory):
         check_names(thread, tenant, key)
         check_version(expected)
         ms = _ms(resolve_ttl(ttl, self.ttl))
-        data, back = encode(value, f"the shared value {key!r}")
+        data, back = encode(value, "the shared value {!r}", key)
         base = self._base(tenant, thread)
         member = "s:" + esc(key)
         keys = [base + member, base + "i", self._activity(tenant)]

@@ -17,9 +17,9 @@ decode = msgspec.json.Decoder().decode
 JSON_TYPES = "str, int, float, bool, None, lists and dicts with str keys"
 
 
-def encode(value: Any, what: str) -> tuple[bytes, Any]:
-    """``value`` as JSON bytes and as read back; TypeError naming ``what`` if it is not
-    JSON data.
+def encode(value: Any, what: str, name: object) -> tuple[bytes, Any]:
+    """``value`` as JSON bytes and as read back; TypeError naming it (``what`` formatted
+    with ``name``, only then) if it is not JSON data.
 
     Round-tripping is the check (cheaper than walking the value in Python): msgspec
     also encodes datetimes, bytes, tuples, sets, dataclasses..., which would come back
@@ -28,11 +28,18 @@ def encode(value: Any, what: str) -> tuple[bytes, Any]:
     try:
         data = _encoder.encode(value)
     except (msgspec.EncodeError, TypeError, ValueError, OverflowError, RecursionError):
-        _refuse(value, what)
+        _refuse(value, what.format(name))
+    if type(value) in _EXACT:  # encoded, so it reads back equal: skip the round trip
+        return data, value
     back = decode(data)
     if back != value:
-        _refuse(value, what)
+        _refuse(value, what.format(name))
     return data, back
+
+
+#: Types whose encoding succeeds only when they read back equal (a str with surrogates
+#: fails to encode; a float is not here: NaN encodes as null).
+_EXACT = frozenset({str, int, bool, type(None)})
 
 
 def _refuse(value: Any, what: str) -> NoReturn:
@@ -144,12 +151,12 @@ def encode_snapshot(snapshot: object) -> EncodedSnapshot:
     values = {}
     for key, value in snapshot.values.items():
         check_names(snapshot.thread, snapshot.tenant, key)
-        values[key] = encode(value, f"snapshot value {key!r}")[0]
-    messages = [encode(m, f"snapshot message {i}")[0] for i, m in enumerate(snapshot.messages)]
+        values[key] = encode(value, "snapshot value {!r}", key)[0]
+    messages = [encode(m, "snapshot message {}", i)[0] for i, m in enumerate(snapshot.messages)]
     shared = {}
     for key, versioned in snapshot.shared.items():
         check_names(snapshot.thread, snapshot.tenant, key)
         if not isinstance(versioned, Versioned) or check_version(versioned.version) < 1:
             raise ValueError(f"snapshot shared value {key!r} must be a Versioned of version >= 1")
-        shared[key] = (versioned.version, encode(versioned.value, f"shared value {key!r}")[0])
+        shared[key] = (versioned.version, encode(versioned.value, "shared value {!r}", key)[0])
     return EncodedSnapshot(values, messages, shared)
