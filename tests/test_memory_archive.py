@@ -749,6 +749,30 @@ async def test_end_to_end_a_real_session_goes_to_the_archive_and_back(tmp_path: 
         assert await archive.find(tenant="acme") == []
 
 
+async def test_end_to_end_real_semantic_items_go_to_the_archive_and_back(tmp_path: Path) -> None:
+    from mainspring.memory.semantic import SemanticMemory
+
+    scope = Scope("acme", user="ada")
+    async with SemanticMemory.open(":memory:") as semantic, LocalArchive(tmp_path) as archive:
+        tea = await semantic.add("Ada drinks green tea", scope=scope, metadata={"topic": "food"})
+        bike = await semantic.add("Ada rides a red bicycle to work", scope=scope)
+        for written in (tea, bike):
+            await semantic.settle(written.id)
+        tiering = Tiering(TieringPolicy(item_age=0), archive, semantic=semantic, tenants=["acme"])
+
+        report = await tiering.run_once()
+        assert sorted(m.id for m in report.moved) == sorted([tea.id, bike.id])
+        assert await semantic.list(Scope("acme")) == []
+        archived = await archive.find(tenant="acme", kind="item")
+        assert {r.id for r in archived} == {tea.id, bike.id}
+
+        await tiering.promote(tea.id, tenant="acme")
+        back = await semantic.get(tea.id, tenant="acme")
+        assert back is not None and back.text == "Ada drinks green tea"
+        assert back.scope == scope and back.metadata == {"topic": "food"}
+        assert [r.id for r in await archive.find(tenant="acme")] == [bike.id]
+
+
 # -- the docs ------------------------------------------------------------------------------
 
 
