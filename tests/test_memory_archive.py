@@ -527,6 +527,11 @@ class FakeSemantic:
         return id
 
 
+class RestoringSemantic(FakeSemantic):
+    async def restore(self, items: Sequence[MemoryItem]) -> None:
+        self.items.update({item.id: item for item in items})
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -580,7 +585,7 @@ async def test_each_item_rule_moves_what_it_says(tmp_path: Path, clock: Clock) -
                  accessed_at=now - 15 * DAY)  # fmt: skip
     semantic.put("read-lately", recorded_at=now - 20 * DAY, updated_at=now - 20 * DAY,
                  accessed_at=now - DAY)  # fmt: skip
-    semantic.put("replaced", key="user.city", recorded_at=now - 5 * DAY,
+    replaced = semantic.put("replaced", key="user.city", recorded_at=now - 5 * DAY,
                  updated_at=now - 3 * DAY, superseded_by="young")  # fmt: skip
     policy = TieringPolicy(item_age=30 * DAY, item_idle=10 * DAY, superseded_after=2 * DAY)
     async with LocalArchive(tmp_path) as archive:
@@ -596,11 +601,19 @@ async def test_each_item_rule_moves_what_it_says(tmp_path: Path, clock: Clock) -
         assert aged is not None and aged.kind == "item" and aged.time == now  # accessed now
         assert aged.data["text"] == "fact aged"
 
-        # A superseded fact comes back without its key (it would supersede the new one).
-        await tiering.promote("replaced", tenant="acme")
-        assert semantic.items["replaced"].key is None
+        # Added again, a superseded fact would become current: it stays in the archive.
+        with pytest.raises(ValueError, match="superseded by 'young'"):
+            await tiering.promote("replaced", tenant="acme")
         await tiering.promote("aged", tenant="acme")
         assert semantic.items["aged"].text == "fact aged"
+        assert await ids(archive) == ["idle", "replaced"]
+
+        # A semantic memory that restores items as they were takes it back, unchanged.
+        restoring = RestoringSemantic(clock)
+        restoring.items = semantic.items
+        tiering = Tiering(policy, archive, semantic=restoring, clock=clock)
+        await tiering.promote("replaced", tenant="acme")
+        assert restoring.items["replaced"] == replaced
         assert await ids(archive) == ["idle"]
 
 

@@ -18,7 +18,7 @@ from .protocol import (
     RecordKind,
 )
 from .tiering import Moved, Tiering, TieringPolicy, TieringReport, session_record_id
-from .tiers import SemanticTier, SessionTier
+from .tiers import RestoresItems, SemanticTier, SessionTier
 
 __all__ = [
     "Archive",
@@ -29,6 +29,7 @@ __all__ = [
     "LocalArchive",
     "Moved",
     "RecordKind",
+    "RestoresItems",
     "SemanticTier",
     "SessionTier",
     "Tiering",

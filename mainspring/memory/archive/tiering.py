@@ -24,7 +24,7 @@ from ..scope import Scope
 from ..semantic.items import MemoryItem
 from ..session.protocol import SessionSnapshot
 from .protocol import Archive, ArchiveRecord, RecordKind
-from .tiers import SemanticTier, SessionTier, last_activity
+from .tiers import RestoresItems, SemanticTier, SessionTier, last_activity
 
 log = logging.getLogger("mainspring.memory.tiering")
 
@@ -193,22 +193,33 @@ class Tiering:
                 raise ValueError(f"{id!r} is a session; give Tiering a session memory")
             await self.session.restore(msgspec.convert(record.data, SessionSnapshot))
         else:
-            if self.semantic is None:
-                raise ValueError(f"{id!r} is a memory item; give Tiering a semantic memory")
-            item = msgspec.convert(record.data, MemoryItem)
-            await self.semantic.add(
-                item.text,
-                scope=item.scope,
-                metadata=dict(item.metadata),
-                # A superseded fact comes back without its key: with it, it would
-                # supersede the current fact it was replaced by.
-                key=None if item.superseded_by else item.key,
-                valid_from=item.valid_from,
-                source=item.source,
-                id=item.id,
-            )
+            await self._promote_item(msgspec.convert(record.data, MemoryItem))
         await self.archive.remove([id], tenant=tenant)
         return record
+
+    async def _promote_item(self, item: MemoryItem) -> None:
+        if self.semantic is None:
+            raise ValueError(f"{item.id!r} is a memory item; give Tiering a semantic memory")
+        if isinstance(self.semantic, RestoresItems):  # back exactly as it was archived
+            await self.semantic.restore([item])
+            return
+        if item.superseded_by is not None:
+            # add() would run contradiction handling on it: an old fact would come back
+            # as the current one and supersede the fact that replaced it.
+            raise ValueError(
+                f"item {item.id!r} was superseded by {item.superseded_by!r}; this semantic "
+                "memory cannot restore an item as it was (no restore()), and adding it again "
+                "would make it current: it stays in the archive, findable"
+            )
+        await self.semantic.add(
+            item.text,
+            scope=item.scope,
+            metadata=dict(item.metadata),
+            key=item.key,
+            valid_from=item.valid_from,
+            source=item.source,
+            id=item.id,
+        )
 
     # -- sessions ------------------------------------------------------------------------
 

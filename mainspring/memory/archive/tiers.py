@@ -9,7 +9,7 @@ through the archive as JSON data.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..scope import Scope
 from ..semantic.items import MemoryItem, Source
@@ -57,6 +57,15 @@ class SemanticTier(Protocol):
         source: Source | None = ...,
         id: str | None = ...,
     ) -> object: ...
+
+
+@runtime_checkable
+class RestoresItems(Protocol):
+    """A semantic memory that can put items back exactly as they were (ids, times,
+    ``superseded_by``, vectors recomputed off the caller's path), without de-duplication
+    or contradiction handling: what promotion prefers to ``add``."""
+
+    async def restore(self, items: Sequence[MemoryItem]) -> None: ...
 
 
 def last_activity(item: MemoryItem) -> float:
