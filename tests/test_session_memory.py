@@ -289,6 +289,7 @@ async def test_tenants_and_threads_are_isolated_whatever_their_names(backend: Ba
 async def test_messages_append_in_order_and_last_takes_the_most_recent(backend: Backend) -> None:
     memory = backend.memory
     assert await memory.messages("t") == []
+    assert await memory.append("t") == 0 and await memory.threads() == []  # wrote nothing
     assert await memory.append("t", {"role": "user", "content": "hi"}) == 1
     assert await memory.append("t", "two", ["three"], 4) == 4
     assert await memory.append("t") == 4  # nothing to append

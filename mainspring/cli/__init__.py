@@ -18,7 +18,19 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import audit, doctor, drive, graphs, history, journal, memory, observe, policy, tools
+from . import (
+    audit,
+    doctor,
+    drive,
+    graphs,
+    history,
+    journal,
+    memory,
+    memory_archive,
+    observe,
+    policy,
+    tools,
+)
 from ._common import CliGroup, DebugOption
 
 __all__ = ["app", "main"]
@@ -58,7 +70,8 @@ def _root(
 
 def _register(app: typer.Typer) -> None:
     """Add every command module's commands to ``app``: the one place to plug a module in."""
-    for module in (drive, journal, history, graphs, observe, doctor, tools, policy, audit, memory):
+    modules = (drive, journal, history, graphs, observe, doctor, tools, policy, audit, memory)
+    for module in (*modules, memory_archive):  # memory_archive joins the "memory" group
         module.register(app)
 
 

@@ -8,11 +8,12 @@ docs/memory-semantic.md. Backends: :class:`SQLiteItemStore` (embedded) and
 from ..scope import Scope
 from .filters import Condition, parse_filters
 from .index import AutoIndex, ExactIndex, HnswIndex
-from .items import Hit, MemoryItem, Source, WriteResult, WriteStatus
-from .memory import DEFAULT_DEDUPE, DEFAULT_SUPERSEDE, NewItem, SemanticMemory, open_item_store
+from .items import Hit, MemoryItem, NewItem, Source, WriteResult, WriteStatus
+from .memory import DEFAULT_DEDUPE, DEFAULT_SUPERSEDE, SemanticMemory
 from .protocols import Change, ItemStore, Selection, VectorIndex
 from .resolver import Resolver, SimilarityResolver, Verdict
 from .sqlite import SQLiteItemStore
+from .stores import open_item_store
 
 __all__ = [
     "DEFAULT_DEDUPE",

@@ -11,7 +11,9 @@ from typing import Any
 import msgspec
 
 from ..scope import Scope
-from .items import Source
+from .filters import parse_filters
+from .items import MemoryItem, NewItem, Source
+from .protocols import Selection
 
 MAX_LIMIT = 1000
 MODES = ("hybrid", "vector", "keyword")
@@ -89,3 +91,35 @@ def mode(value: Any) -> str:
     if value not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {value!r}")
     return str(value)
+
+
+def selection(
+    where: Scope, filters: Mapping[str, Any] | None, as_of: float | None, superseded: bool
+) -> Selection:
+    """What a search or list may see: current items by default; ``as_of``: those valid
+    then (superseded or not); ``superseded``: every version, any time."""
+    at = time_or_none(as_of, "as_of")
+    where, conditions = scope(where), parse_filters(filters)
+    if at is not None:
+        return Selection(where, conditions, live_only=False, valid_at=at)
+    if superseded:
+        return Selection(where, conditions, live_only=False, valid_at=None)
+    return Selection(where, conditions, live_only=True, valid_at=time.time())
+
+
+def new_item(entry: str | NewItem, where: Scope, now: float) -> MemoryItem:
+    if isinstance(entry, str):
+        entry = NewItem(entry)
+    if not isinstance(entry, NewItem):
+        raise TypeError(f"add_many takes str or NewItem entries, got {type(entry).__name__}")
+    return MemoryItem(
+        id=optional_str(entry.id, "id") or new_id(),
+        text=text(entry.text),
+        scope=where,
+        metadata=metadata(entry.metadata),
+        key=optional_str(entry.key, "key"),
+        valid_from=time_or_none(entry.valid_from, "valid_from"),
+        recorded_at=now,
+        updated_at=now,
+        source=source(entry.source),
+    )

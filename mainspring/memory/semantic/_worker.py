@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import anyio
 import msgspec
 
-from .items import MemoryItem, WriteResult
+from .items import MemoryItem, WriteResult, merged, superseded
 from .protocols import Vector
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ class Worker:
 
     async def _resolve(self, job: Job, item: MemoryItem, vector: Vector) -> WriteResult:
         memory, resolver = self.memory, self.memory.resolver
-        near = await memory.nearest(job.tenant, vector, NEIGHBOURS + 1)
+        near = await memory.indexes.nearest(job.tenant, vector, NEIGHBOURS + 1)
         close = {i: s for i, s in near if i != item.id and s >= resolver.floor}
         async with memory._write_lock:
             olds = await memory.items.get(list(close), tenant=job.tenant)
@@ -115,28 +115,18 @@ class Worker:
             later = [o for o, v in verdicts if v == "supersedes"]
             if not later:
                 return job.first if job.first.supersedes else WriteResult(item.id, "added")
-            end = item.valid_from if item.valid_from is not None else item.recorded_at
-            marked = [
-                msgspec.structs.replace(o, superseded_by=item.id, valid_to=end, updated_at=now)
-                for o in later
-            ]
+            marked = [superseded(o, item, now) for o in later]
             await memory.items.put(marked, [None] * len(marked))
             ids = job.first.supersedes + tuple(o.id for o in later)
             return WriteResult(item.id, "superseded", supersedes=ids)
 
     async def _merge(self, job: Job, item: MemoryItem, twin: MemoryItem, now: float) -> WriteResult:
         """The new item repeats ``twin``: fold it in (metadata, times) and drop it."""
-        merged = msgspec.structs.replace(
-            twin,
-            metadata={**twin.metadata, **item.metadata},
-            key=twin.key or item.key,
-            source=twin.source or item.source,
-            updated_at=now,
-        )
+        kept = merged(twin, item, now)
         # Items the new one superseded by key now point at the item that stays.
         moved = await self.memory.items.get(list(job.first.supersedes), tenant=job.tenant)
         moved = [msgspec.structs.replace(m, superseded_by=twin.id) for m in moved]
-        await self.memory.items.put([merged, *moved], [None] * (1 + len(moved)))
+        await self.memory.items.put([kept, *moved], [None] * (1 + len(moved)))
         await self.memory.items.delete([item.id], tenant=job.tenant)
         return WriteResult(item.id, "duplicate", duplicate_of=twin.id)
 

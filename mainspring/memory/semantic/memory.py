@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import importlib
 import logging
 import time
 from collections import OrderedDict
@@ -31,16 +30,18 @@ import anyio.to_thread
 import msgspec
 import numpy as np
 
+from ...errors import StoreError
 from ...models.protocol import EmbeddingProvider
 from ..scope import Scope
 from . import _checks as check
+from ._tenant_indexes import TenantIndexes
 from ._worker import Worker
-from .filters import parse_filters
 from .index import default_index
-from .items import Hit, MemoryItem, Source, WriteResult, text_digest
+from .items import Hit, MemoryItem, NewItem, Source, WriteResult, merged, superseded, text_digest
 from .protocols import ItemStore, Selection, Vector, VectorIndex
 from .ranking import fuse
 from .resolver import Resolver, SimilarityResolver
+from .stores import open_item_store
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +51,6 @@ DEFAULT_SUPERSEDE = 0.72
 SELECTIVE_UP_TO = 2000  # a narrower selection is searched exactly over its own ids
 Mode = Literal["hybrid", "vector", "keyword"]
 ANY_SCOPE = Scope()  # the default tenant "", any user, any agent
-
-
-class NewItem(msgspec.Struct, frozen=True):
-    """One entry of :meth:`SemanticMemory.add_many` (what :meth:`~SemanticMemory.add` takes)."""
-
-    text: str
-    metadata: dict[str, Any] | None = None
-    key: str | None = None
-    valid_from: float | None = None
-    source: Source | None = None
-    id: str | None = None
 
 
 @dataclass(slots=True)
@@ -102,8 +92,6 @@ class SemanticMemory:
         self.embeddings = embeddings
         self.resolver = resolver or SimilarityResolver(dedupe, supersede)
         self._new_index = index or default_index
-        self._indexes: dict[str, VectorIndex] = {}
-        self._seq = 0
         self._jobs: dict[str, Job] = {}
         self._results: OrderedDict[str, WriteResult] = OrderedDict()
         self._touched: dict[str, set[str]] = {}
@@ -126,7 +114,7 @@ class SemanticMemory:
     async def __aenter__(self) -> SemanticMemory:
         try:
             await self.items.bind_model(self.embeddings.name, self.embeddings.dimensions)
-            self._index_lock = anyio.Lock()
+            self.indexes = TenantIndexes(self.items, self.embeddings.dimensions, self._new_index)
             self._write_lock = anyio.Lock()
             await self.sync()
             self._worker = Worker(self)
@@ -180,9 +168,10 @@ class SemanticMemory:
         self, entries: Iterable[str | NewItem], *, scope: Scope = ANY_SCOPE
     ) -> builtins.list[WriteResult]:
         """Remember many texts (or :class:`NewItem`) in one scope, in one store write."""
+        self._check_open()
         scope = check.scope(scope)
         now = time.time()
-        fresh = [_new_item(e, scope, now) for e in entries]
+        fresh = [check.new_item(e, scope, now) for e in entries]
         results: builtins.list[WriteResult] = []
         writes: dict[str, tuple[MemoryItem, Vector | None]] = {}
         async with self._write_lock:
@@ -194,13 +183,13 @@ class SemanticMemory:
                 if twin or olds:
                     target = twin or olds[0].id
                     if olds:
-                        writes[olds[0].id] = (_merged(olds[0], item, now), None)
+                        writes[olds[0].id] = (merged(olds[0], item, now), None)
                     results.append(WriteResult(item.id, "duplicate", duplicate_of=target))
                     continue
                 seen[digest] = item.id
                 replaced = await self.items.same(scope, key=item.key) if item.key else []
                 for old in replaced:
-                    writes[old.id] = (_superseded(old, item, now), None)
+                    writes[old.id] = (superseded(old, item, now), None)
                 writes[item.id] = (item, None)
                 ids = tuple(o.id for o in replaced)
                 results.append(WriteResult(item.id, "superseded" if ids else "pending", None, ids))
@@ -223,6 +212,7 @@ class SemanticMemory:
     ) -> MemoryItem:
         """Change an item's text (embedded again, off the caller's path), replace its
         metadata, or close its validity (``valid_to``)."""
+        self._check_open()
         if text is not None:
             check.text(text)
         new_metadata = None if metadata is None else check.metadata(metadata)
@@ -247,6 +237,7 @@ class SemanticMemory:
 
     async def forget(self, ids: str | Sequence[str], *, tenant: str = "") -> int:
         """Delete items for good; how many there were."""
+        self._check_open()
         ids = [ids] if isinstance(ids, str) else builtins.list(ids)
         async with self._write_lock:
             count = await self.items.delete(ids, tenant=check.tenant(tenant))
@@ -270,7 +261,7 @@ class SemanticMemory:
         after: str | None = None,
     ) -> builtins.list[MemoryItem]:
         """Items of a scope in id order (oldest first); page on with ``after=`` the last id."""
-        selection = _selection(scope, filters, as_of, include_superseded)
+        selection = check.selection(scope, filters, as_of, include_superseded)
         return await self.items.list(selection, limit=check.limit(limit), after=after)
 
     async def search(
@@ -289,9 +280,10 @@ class SemanticMemory:
 
         ``as_of=t``: items valid at ``t``, superseded ones included. ``fresh=False``
         does not wait for pending embeddings (they are found by keyword only)."""
+        self._check_open()
         check.text(query, "query")
         limit, mode = check.limit(limit), check.mode(mode)  # type: ignore[assignment]
-        selection = _selection(scope, filters, as_of, include_superseded)
+        selection = check.selection(scope, filters, as_of, include_superseded)
         tenant = selection.scope.tenant
         if fresh:
             await self.settle_tenant(tenant)
@@ -341,34 +333,8 @@ class SemanticMemory:
     # -- the index ------------------------------------------------------------------
 
     async def sync(self) -> None:
-        """Bring the vector indexes up to the item store's change feed."""
-        async with self._index_lock:
-            while True:
-                seq, changes = await self.items.changes(self._seq, 4096)
-                if not changes:
-                    return
-                await anyio.to_thread.run_sync(self._apply, changes)
-                self._seq = seq
-
-    def _apply(self, changes: Sequence[Any]) -> None:
-        dimensions = self.embeddings.dimensions
-        for change in changes:
-            index = self._indexes.get(change.tenant)
-            if index is None:
-                index = self._indexes[change.tenant] = self._new_index(dimensions)
-            if change.vector is None:
-                index.remove([change.id])
-            else:
-                index.add([change.id], np.frombuffer(change.vector, dtype="<f4").reshape(1, -1))
-
-    async def nearest(
-        self, tenant: str, vector: Vector, k: int, among: Sequence[str] | None = None
-    ) -> builtins.list[tuple[str, float]]:
-        index = self._indexes.get(tenant)
-        if index is None:
-            return []
-        async with self._index_lock:
-            return await anyio.to_thread.run_sync(lambda: index.search(vector, k, among=among))
+        """Bring this process's vector indexes up to the item store's change feed."""
+        await self.indexes.sync()
 
     async def embed(self, texts: Sequence[str]) -> Vector:
         provider: Any = self.embeddings
@@ -383,30 +349,37 @@ class SemanticMemory:
         self, query: str, selection: Selection, k: int, found: dict[str, MemoryItem]
     ) -> builtins.list[tuple[str, float]]:
         tenant = selection.scope.tenant
-        index = self._indexes.get(tenant)
-        if index is None or not len(index):
+        if not self.indexes.size(tenant):
             return []
         vector = (await self.embed([query]))[0]
         scope = selection.scope
         if selection.filters or scope.user is not None or scope.agent is not None:
             ids = await self.items.ids(selection, limit=SELECTIVE_UP_TO + 1)
             if len(ids) <= SELECTIVE_UP_TO:  # selective: exact over its own candidates
-                return await self.nearest(tenant, vector, k, among=ids)
+                return await self.indexes.nearest(tenant, vector, k, among=ids)
         # Otherwise over-fetch from the ANN index and filter, fetching more if short.
         fetch = max(4 * k, 40)
         while True:
-            near = await self.nearest(tenant, vector, fetch)
+            near = await self.indexes.nearest(tenant, vector, fetch)
             todo = [i for i, _ in near if i not in found]
             found.update((i.id, i) for i in await self.items.get(todo, tenant=tenant))
             admitted = [(i, s) for i, s in near if i in found and selection.admits(found[i])]
-            if len(admitted) >= k or fetch >= len(index):
+            if len(admitted) >= k or fetch >= self.indexes.size(tenant):
                 return admitted[:k]
             fetch *= 4
 
     # -- background bookkeeping -------------------------------------------------------
 
+    def _check_open(self) -> None:
+        if self._worker is None:
+            raise StoreError(
+                "semantic memory is not open: use it inside `async with SemanticMemory(...)` "
+                "or `async with SemanticMemory.open(url)`"
+            )
+
     def _enqueue(self, tenant: str, id: str, resolve: bool, first: WriteResult) -> None:
-        assert self._worker is not None, "use the memory inside `async with`"
+        self._check_open()
+        assert self._worker is not None
         old = self._jobs.get(id)
         job = Job(tenant, id, resolve and (old is None or old.resolve), first)
         self._jobs[id] = job
@@ -431,72 +404,6 @@ class SemanticMemory:
         now = time.time()
         for tenant, ids in touched.items():
             await self.items.touch(sorted(ids), tenant=tenant, at=now)
-
-
-async def open_item_store(url: str) -> ItemStore:
-    """The item store a URL names (see :meth:`SemanticMemory.open`)."""
-    if not isinstance(url, str) or not url:
-        raise ValueError("give a store URL: 'sqlite:///path', ':memory:' or 'postgresql://...'")
-    if url.startswith(("postgresql://", "postgres://")):
-        # Imported only when asked for: it needs asyncpg.
-        postgres = importlib.import_module(".postgres", __package__)
-        store: ItemStore = await postgres.PostgresItemStore.open(url)
-        return store
-    if url.startswith("sqlite://"):
-        path = url.removeprefix("sqlite://").removeprefix("/")
-        path = path or ":memory:"
-    elif "://" in url:
-        raise ValueError(f"unknown semantic memory URL {url!r}: use sqlite:/// or postgresql://")
-    else:
-        path = url
-    from .sqlite import SQLiteItemStore
-
-    return await SQLiteItemStore.open(path)
-
-
-def _selection(
-    scope: Scope, filters: Mapping[str, Any] | None, as_of: float | None, superseded: bool
-) -> Selection:
-    at = check.time_or_none(as_of, "as_of")
-    if at is not None:
-        return Selection(check.scope(scope), parse_filters(filters), False, at)
-    if superseded:
-        return Selection(check.scope(scope), parse_filters(filters), False, None)
-    return Selection(check.scope(scope), parse_filters(filters), True, time.time())
-
-
-def _new_item(entry: str | NewItem, scope: Scope, now: float) -> MemoryItem:
-    if isinstance(entry, str):
-        entry = NewItem(entry)
-    if not isinstance(entry, NewItem):
-        raise TypeError(f"add_many takes str or NewItem entries, got {type(entry).__name__}")
-    return MemoryItem(
-        id=check.optional_str(entry.id, "id") or check.new_id(),
-        text=check.text(entry.text),
-        scope=scope,
-        metadata=check.metadata(entry.metadata),
-        key=check.optional_str(entry.key, "key"),
-        valid_from=check.time_or_none(entry.valid_from, "valid_from"),
-        recorded_at=now,
-        updated_at=now,
-        source=check.source(entry.source),
-    )
-
-
-def _merged(old: MemoryItem, new: MemoryItem, now: float) -> MemoryItem:
-    """The old item after the new one turned out to repeat it."""
-    return msgspec.structs.replace(
-        old,
-        metadata={**old.metadata, **new.metadata},
-        key=old.key or new.key,
-        source=old.source or new.source,
-        updated_at=now,
-    )
-
-
-def _superseded(old: MemoryItem, new: MemoryItem, now: float) -> MemoryItem:
-    end = new.valid_from if new.valid_from is not None else new.recorded_at
-    return msgspec.structs.replace(old, superseded_by=new.id, valid_to=end, updated_at=now)
 
 
 def _score(f: Any, mode: str) -> float:

@@ -189,6 +189,10 @@ class LocalSessionMemory(SessionMemory):
         ttl = resolve_ttl(ttl, self.ttl)
         encoded = [encode(m, "message {} of the append", i)[0] for i, m in enumerate(messages)]
         now = self._clock()
+        if not encoded:  # nothing to write: the length, as Redis's LLEN would say
+            state = self._live_thread(tenant, thread)
+            log = None if state is None else state.messages
+            return 0 if log is None or log.deadline <= now else len(log.items)
         state = self._thread_for_write(tenant, thread, now)
         old = state.messages
         log = state.messages = _Messages(ttl, now)
