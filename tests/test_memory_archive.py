@@ -786,6 +786,28 @@ async def test_end_to_end_real_semantic_items_go_to_the_archive_and_back(tmp_pat
         assert [r.id for r in await archive.find(tenant="acme")] == [bike.id]
 
 
+async def test_a_superseded_item_comes_back_superseded_not_current(tmp_path: Path) -> None:
+    from mainspring.memory.semantic import SemanticMemory
+
+    scope = Scope("acme", user="ada")
+    async with SemanticMemory.open(":memory:") as semantic, LocalArchive(tmp_path) as archive:
+        paris = await semantic.add("Ada lives in Paris", scope=scope, key="ada.city")
+        berlin = await semantic.add("Ada lives in Berlin", scope=scope, key="ada.city")
+        await semantic.settle()
+        policy = TieringPolicy(superseded_after=0)
+        tiering = Tiering(policy, archive, semantic=semantic, tenants=["acme"])
+        report = await tiering.run_once()
+        assert [m.id for m in report.moved] == [paris.id]
+
+        await tiering.promote(paris.id, tenant="acme")
+        back = await semantic.get(paris.id, tenant="acme")
+        current = await semantic.get(berlin.id, tenant="acme")
+        assert back is not None and back.superseded_by == berlin.id  # as it was
+        assert current is not None and current.superseded_by is None  # still the current fact
+        hits = await semantic.search("where does Ada live?", scope=scope)
+        assert [h.item.text for h in hits] == ["Ada lives in Berlin"]
+
+
 # -- the docs ------------------------------------------------------------------------------
 
 

@@ -201,6 +201,19 @@ class SemanticMemory:
                 self._remember(result)
         return results
 
+    async def restore(self, items: Sequence[MemoryItem]) -> None:
+        """Put items back exactly as they were (ids, times, ``superseded_by``), with no
+        de-duplication or contradiction check: what promotion from the archive uses.
+        They are keyword-searchable at once and embedded again off the caller's path."""
+        restored = [msgspec.structs.replace(i, indexed=False) for i in items]
+        for item in restored:
+            check.scope(item.scope)
+            check.text(item.text)
+        async with self._write_lock:
+            await self.items.put(restored, [None] * len(restored))
+        for item in restored:
+            self._enqueue(item.scope.tenant, item.id, False, WriteResult(item.id, "pending"))
+
     async def update(
         self,
         id: str,
