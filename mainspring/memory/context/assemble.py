@@ -7,8 +7,8 @@ The order in which inputs claim the budget (the documented mix):
 2. the last ``keep_last`` messages, newest first, each if it fits (a plain-text one
    that does not is cut to the room left, with a marker);
 3. summaries given by the caller, in order;
-4. memory items may then reserve up to ``item_share`` of what is left (only what the
-   items not repeating a message would take); older messages take the rest, newest
+4. memory items may then reserve up to ``item_share`` of what is left (at most what
+   they would take); older messages take the rest, newest
    first and without gaps. When older messages still do not fit and there is a
    summarizer, room for a summary (at most ``summary_tokens``, at most a third of the
    messages' room) is set aside and the oldest messages are summarised into it;
@@ -91,7 +91,7 @@ async def assemble(
     if older and summarizer is not None and summary_room:
         summary, error = await _summarise(plan, msgs, older, summarizer, summary_room)
     for i in older:  # what neither fitted nor was summarised
-        plan.leave("message", f"message:{i}", "budget", counter.message(msgs[i]))
+        plan.leave_unweighed(msgs[i], i, "budget")
     _drop_orphans(plan, msgs, kept)
     _items(plan, ranked, _seen(task, system, given, summary, msgs, kept))
 
@@ -153,7 +153,7 @@ def _recent(
         else:
             plan.leave("message", f"message:{i}", "budget", tokens)
         for j in newest_first[at + 1 :] + older[::-1]:
-            plan.leave("message", f"message:{j}", "budget", counter.message(msgs[j]))
+            plan.leave_unweighed(msgs[j], j, "budget")
         return []
     return older[::-1]
 
@@ -217,13 +217,15 @@ def _older_messages(
     if not older:
         return 0
     counter = plan.counter
-    wanted = sum(plan.piece_tokens(p) for p in _not_in(ranked, [msgs[i].text for i in older]))
+    # An estimate: items that repeat a kept message will be dropped later, and what
+    # they leave unused stays so (normalising the whole thread to know would cost more).
+    wanted = sum(plan.piece_tokens(p) for p, _ in ranked)
     if wanted:
         wanted += plan.section_tokens("item")
     lane = plan.room - min(math.ceil(item_share * plan.room), wanted)
-    sizes = [counter.message(msgs[i]) for i in older]
+    sizes = _sizes_within(counter, msgs, older, lane)  # stops past the lane: not all counted
     summary_room = 0
-    if summary_tokens and sum(sizes) > lane:
+    if summary_tokens and (len(sizes) < len(older) or sum(sizes) > lane):
         room = min(summary_tokens, lane // 3)
         if room - plan.piece_overhead("summary") >= MIN_TRUNCATED:
             summary_room = room
@@ -242,13 +244,19 @@ def _older_messages(
     return summary_room if older else 0
 
 
-def _not_in(ranked: list[tuple[Piece, str]], texts: list[str]) -> list[Piece]:
-    """The items that repeat none of ``texts`` (few items, many texts: index the items)."""
-    index = Seen()
-    for n, (_, text) in enumerate(ranked):
-        index.add(text, str(n))
-    repeated = {index.repeats(text) for text in texts}
-    return [piece for n, (piece, _) in enumerate(ranked) if str(n) not in repeated]
+def _sizes_within(
+    counter: TokenCounter, msgs: list[Message], older: list[int], lane: int
+) -> list[int]:
+    """Token counts of ``older`` in order, up to the first that takes the total past
+    ``lane`` (the rest cannot fit: counting them is what a cold cache pays for)."""
+    sizes, total = [], 0
+    for i in older:
+        tokens = counter.message(msgs[i])
+        sizes.append(tokens)
+        total += tokens
+        if total > lane:
+            break
+    return sizes
 
 
 async def _summarise(
@@ -266,7 +274,7 @@ async def _summarise(
     if not text or not plan.add_piece(Piece("summary", "summary:generated", text)):
         return None, None
     for i in chosen:
-        plan.leave("message", f"message:{i}", "summarized", plan.counter.message(msgs[i]))
+        plan.leave_unweighed(msgs[i], i, "summarized")
     older.clear()
     return text, None
 

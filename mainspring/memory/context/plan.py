@@ -78,17 +78,22 @@ class Plan:
 
     def leave(
         self, source: Origin, id: str, reason: Reason, tokens: int, *,
-        kept_tokens: int = 0, of: str | None = None,
+        kept_tokens: int = 0, of: str | None = None, estimated: bool = False,
     ) -> None:  # fmt: skip
         if reason == "truncated":
             tokens = max(0, tokens - kept_tokens)
-        self.left_out.append(LeftOut(source, id, reason, tokens, kept_tokens, of))
+        self.left_out.append(LeftOut(source, id, reason, tokens, kept_tokens, of, estimated))
 
     def unclude(self, id: str) -> int:
         """Take ``id`` out of the context, giving its room back; its tokens."""
         tokens = self.included.pop(id).tokens
         self.room += tokens
         return tokens
+
+    def leave_unweighed(self, message: Message, index: int, reason: Reason) -> None:
+        """Leave out a message that never had to be counted (see ``LeftOut.estimated``)."""
+        tokens, estimated = self.counter.known(message)
+        self.leave("message", f"message:{index}", reason, tokens, estimated=estimated)
 
     # -- the system message's sections --------------------------------------------
 

@@ -35,7 +35,10 @@ class LeftOut(msgspec.Struct, frozen=True):
     ``budget``: it did not fit; ``duplicate``: it repeats ``duplicate_of``, which is in
     the context; ``summarized``: an older message that the generated summary stands for;
     ``truncated``: in the context, cut to ``kept`` tokens with a marker. ``tokens`` is
-    what was left out (for ``truncated``, the part cut off).
+    what was left out (for ``truncated``, the part cut off); ``estimated``: a message
+    older than any that had to be weighed, whose tokens were never counted (a process's
+    first look at a long thread would otherwise tokenise all of it) but estimated from
+    its length.
     """
 
     source: Origin
@@ -44,6 +47,7 @@ class LeftOut(msgspec.Struct, frozen=True):
     tokens: int
     kept: int = 0
     duplicate_of: str | None = None
+    estimated: bool = False
 
 
 class AssembledContext(msgspec.Struct):
