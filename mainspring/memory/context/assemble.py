@@ -84,12 +84,14 @@ async def assemble(
     older = _recent(plan, msgs, candidates, keep_last, kept)
     given = _given_summaries(plan, summaries)
     ranked = _rank_items(items)
-    summary_room = _older_messages(
+    summary_room, reserve = _older_messages(
         plan, msgs, older, kept, ranked, item_share, summary_tokens if summarizer else 0
     )
     summary, error = None, None
     if older and summarizer is not None and summary_room:
-        summary, error = await _summarise(plan, msgs, older, summarizer, summary_room)
+        summary, error = await _summarise(
+            plan, msgs, older, kept, summarizer, summary_room, reserve
+        )
     for i in older:  # what neither fitted nor was summarised
         plan.leave_unweighed(msgs[i], i, "budget")
     _drop_orphans(plan, msgs, kept)
@@ -209,20 +211,21 @@ def _rank_items(items: Sequence[ItemLike]) -> list[tuple[Piece, str]]:
 def _older_messages(
     plan: Plan, msgs: list[Message], older: list[int], kept: dict[int, Message],
     ranked: list[tuple[Piece, str]], item_share: float, summary_tokens: int,
-) -> int:  # fmt: skip
+) -> tuple[int, int]:  # fmt: skip
     """Keep older messages, newest first, in what the items' reserve leaves; ``older``
     is left holding those that did not fit. With a summarizer (``summary_tokens`` > 0)
-    and messages that do not all fit, room for their summary is set aside first: its
-    size is returned (0: none)."""
+    and messages that do not all fit, room for their summary is set aside first.
+    (the summary's room, 0 for none; the items' reserve)."""
     if not older:
-        return 0
+        return 0, 0
     counter = plan.counter
     # An estimate: items that repeat a kept message will be dropped later, and what
     # they leave unused stays so (normalising the whole thread to know would cost more).
     wanted = sum(plan.piece_tokens(p) for p, _ in ranked)
     if wanted:
         wanted += plan.section_tokens("item")
-    lane = plan.room - min(math.ceil(item_share * plan.room), wanted)
+    reserve = min(math.ceil(item_share * plan.room), wanted)
+    lane = plan.room - reserve
     sizes = _sizes_within(counter, msgs, older, lane)  # stops past the lane: not all counted
     summary_room = 0
     if summary_tokens and (len(sizes) < len(older) or sum(sizes) > lane):
@@ -241,7 +244,7 @@ def _older_messages(
         kept[i] = msgs[i]
         plan.include("message", f"message:{i}", tokens)
     del older[:fitted]
-    return summary_room if older else 0
+    return (summary_room if older else 0), reserve
 
 
 def _sizes_within(
@@ -260,10 +263,13 @@ def _sizes_within(
 
 
 async def _summarise(
-    plan: Plan, msgs: list[Message], older: list[int], summarizer: Summarizer, room: int
-) -> tuple[str | None, str | None]:
+    plan: Plan, msgs: list[Message], older: list[int], kept: dict[int, Message],
+    summarizer: Summarizer, room: int, reserve: int,
+) -> tuple[str | None, str | None]:  # fmt: skip
     """Summarise the older messages that did not fit (``older``, newest first) into
-    ``room`` tokens; those it stands for leave ``older``. (summary, error)."""
+    ``room`` tokens; those it stands for leave ``older``. What the summary did not use
+    of its room goes to more of the newest of them, kept whole (the items' ``reserve``
+    stays theirs). (summary, error)."""
     limit = room - plan.piece_overhead("summary")
     chosen = sorted(older)
     try:
@@ -273,10 +279,28 @@ async def _summarise(
     text = plan.counter.truncate(text.strip(), limit)
     if not text or not plan.add_piece(Piece("summary", "summary:generated", text)):
         return None, None
-    for i in chosen:
-        plan.leave_unweighed(msgs[i], i, "summarized")
+    summarised = older[:]
     older.clear()
+    _keep_more(plan, msgs, summarised, kept, reserve)
+    for i in sorted(summarised):
+        plan.leave_unweighed(msgs[i], i, "summarized")
     return text, None
+
+
+def _keep_more(
+    plan: Plan, msgs: list[Message], older: list[int], kept: dict[int, Message], reserve: int
+) -> None:
+    """Keep more of ``older`` (newest first), whole, in the room beyond ``reserve``: what
+    a summary shorter than its room gave back. They leave ``older``."""
+    while older:
+        i = older[0]
+        tokens = plan.counter.message(msgs[i])
+        if tokens > plan.room - reserve:
+            return
+        plan.reserve(tokens)
+        kept[i] = msgs[i]
+        plan.include("message", f"message:{i}", tokens)
+        older.pop(0)
 
 
 def _drop_orphans(plan: Plan, msgs: list[Message], kept: dict[int, Message]) -> None:
