@@ -23,6 +23,7 @@ import msgspec
 
 from ..context.counting import TokenCounter
 from ..scope import Scope
+from ..semantic import items as items_module
 from ..semantic.items import MemoryItem, Source, WriteResult
 from .blocks import Kind, Parsed
 from .chunking import Chunk, chunk
@@ -105,17 +106,38 @@ async def ingest(
     wanted = {id for id, _ in rows}
     stale = [i.id for i in await _listed(memory, scope, doc_key) if i.id not in wanted]
     removed = await memory.forget(stale, tenant=scope.tenant) if stale else 0
-    duplicates: dict[str, str] = {}
-    for id, c in rows:
-        result = await memory.add(
-            c.text, scope=scope, metadata=_metadata(base, c), id=id,
-            source=Source(document, title, c.index, c.start, c.end, " > ".join(c.heading) or None),
-        )  # fmt: skip
-        if result.status == "duplicate" and result.duplicate_of not in (None, id):
-            duplicates[id] = result.duplicate_of
-    return IngestReport(
-        document, kind, title, len(rows), [id for id, _ in rows], removed, duplicates
-    )
+    entries = [
+        (c.text, _metadata(base, c), id,
+         Source(document, title, c.index, c.start, c.end, " > ".join(c.heading) or None))
+        for id, c in rows
+    ]  # fmt: skip
+    results = await _write(memory, entries, scope)
+    duplicates = {
+        id: r.duplicate_of
+        for (_, _, id, _), r in zip(entries, results, strict=True)
+        if r.status == "duplicate" and r.duplicate_of is not None and r.duplicate_of != id
+    }
+    ids = [id for id, _ in rows]
+    return IngestReport(document, kind, title, len(rows), ids, removed, duplicates)
+
+
+async def _write(
+    memory: KnowledgeMemory, entries: list[tuple[str, dict[str, Any], str, Source]], scope: Scope
+) -> list[WriteResult]:
+    """The chunks in one store write where the memory takes many at once
+    (``SemanticMemory.add_many`` with its ``NewItem``), else one by one."""
+    add_many = getattr(memory, "add_many", None)
+    new_item = getattr(items_module, "NewItem", None)
+    if add_many is not None and new_item is not None:
+        batch = [
+            new_item(text, metadata, source=source, id=id) for text, metadata, id, source in entries
+        ]
+        written: list[WriteResult] = await add_many(batch, scope=scope)
+        return written
+    return [
+        await memory.add(text, scope=scope, metadata=metadata, source=source, id=id)
+        for text, metadata, id, source in entries
+    ]
 
 
 def _read(source: str | bytes | os.PathLike[str]) -> tuple[bytes, Path | None]:
