@@ -279,3 +279,69 @@ def test_the_memory_commands_add_search_list_and_forget(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "mode must be one of" in bad.output
     gone = runner.invoke(app, ["memory", "forget", item_id, *url])
     assert gone.exit_code == 0 and "forgot 1 of 1" in gone.output
+
+
+async def test_context_assembly_in_a_run_reads_and_summarises_through_the_gate(
+    tmp_path: Path,
+) -> None:
+    memory = Memory(
+        session=LocalSessionMemory(),
+        semantic=f"sqlite:///{tmp_path / 'memory.db'}",
+        summary_model="fast",
+    )
+    summaries = ScriptedModel(lambda request: "The user asked about order A-17 twice.")
+    g = Graph(S)
+
+    @g.node
+    async def work(s: S, ctx: Any) -> S:
+        for i in range(40):
+            await ctx.memory.append({"role": "user", "content": f"turn {i}: " + "words " * 40})
+        await ctx.memory.remember("Order A-17 shipped on Monday.")
+        assembled = await ctx.memory.context("Where is order A-17?", budget=600)
+        return {"out": {
+            "tokens": assembled.tokens,
+            "reasons": sorted({o.reason for o in assembled.left_out}),
+            "summary": assembled.summary,
+            "items": [i.id for i in assembled.included if i.source == "item"],
+        }}  # fmt: skip
+
+    g.edge(START, "work")
+    g.edge("work", END)
+    gateway = Gateway({"fast": summaries})
+    async with _runtime(tmp_path, memory, models=gateway) as rt:
+        handle = await rt.start(g.compile(), {"text": ""}, thread="t1")
+        outcome = await handle.wait()
+        events = await rt.events(handle.run_id)
+    out = outcome.state["out"]
+    assert out["tokens"] <= 600 and out["summary"] == "The user asked about order A-17 twice."
+    assert "summarized" in out["reasons"] and len(out["items"]) == 1
+    kinds = [
+        (e.data.effect_kind, e.data.name) for e in events if isinstance(e.data, EffectStarted)
+    ]
+    assert ("memory", "memory.messages") in kinds and ("memory", "memory.recall") in kinds
+    assert any(kind == "model" for kind, _ in kinds)  # the summary was a gated model call
+
+
+async def test_memory_tiers_idle_sessions_to_the_archive_in_the_background(
+    tmp_path: Path,
+) -> None:
+    import anyio
+
+    from mainspring.memory import TieringPolicy
+
+    memory = Memory(
+        session=LocalSessionMemory(),
+        archive=str(tmp_path / "archive"),
+        tiering=TieringPolicy(session_idle=0),
+        tier_every=0.05,
+    )
+    async with memory:
+        assert memory.session is not None and memory.archive is not None
+        await memory.session.set("old-thread", "plan", "ship it")
+        with anyio.fail_after(10):
+            while not await memory.archive.find(tenant="", kind="session"):
+                await anyio.sleep(0.05)
+        assert await memory.session.get("old-thread", "plan") is None
+        assert memory.tiering is not None and any(r.moved for r in memory.tiering.reports)
+    with pytest.raises(ValueError, match="archive="):
+        Memory(tiering=TieringPolicy(session_idle=0))

@@ -18,6 +18,8 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from ..engine.capabilities import NodeCalls
 from ..errors import RunStateError
 from .node import NodeMemory, TenantOps
@@ -25,6 +27,7 @@ from .scope import Scope
 
 if TYPE_CHECKING:
     from .archive.protocol import Archive
+    from .archive.tiering import Tiering, TieringPolicy
     from .context import AssembledContext, Summarizer
     from .semantic.memory import SemanticMemory
     from .session.protocol import SessionMemory
@@ -33,9 +36,13 @@ if TYPE_CHECKING:
 class Memory:
     """Session (hot), semantic (warm) and archive (cold) memory, any of them optional.
 
-    ``summarizer`` compresses what does not fit a context budget (``GatewaySummarizer``
-    through the model gateway); without one, context assembly truncates. ``gate_hooks``
-    join the runtime's effect gate (after its own ``gates=``).
+    What does not fit a context budget is summarised: in a run (``ctx.memory.context``)
+    by ``summary_model``, a gateway model called through ``ctx.model`` (journaled, gated);
+    outside runs (``memory.assemble``) by ``summarizer`` (e.g. ``GatewaySummarizer``).
+    Without them, context assembly truncates. With ``tiering=`` (a ``TieringPolicy``),
+    the memory moves idle sessions and old items of ``tenants`` to the archive every
+    ``tier_every`` seconds while it is open (``memory.tiering.reports`` shows what
+    moved). ``gate_hooks`` join the runtime's effect gate (after its own ``gates=``).
     """
 
     def __init__(
@@ -45,8 +52,17 @@ class Memory:
         semantic: SemanticMemory | str | None = None,
         archive: Archive | str | None = None,
         summarizer: Summarizer | None = None,
+        summary_model: str | None = None,
+        tiering: TieringPolicy | None = None,
+        tier_every: float = 3600.0,
+        tenants: Sequence[str] = ("",),
         gate_hooks: Sequence[object] = (),
     ) -> None:
+        if tiering is not None and (archive is None or tier_every <= 0):
+            raise ValueError(
+                "Memory(tiering=...) moves idle sessions and old items to the archive: give "
+                "archive= (a directory or an Archive) and tier_every= seconds > 0"
+            )
         self._session_spec = session
         self._semantic_spec = semantic
         self._archive_spec = archive
@@ -54,7 +70,10 @@ class Memory:
         self.semantic: SemanticMemory | None = None if isinstance(semantic, str) else semantic
         self.archive: Archive | None = None if isinstance(archive, str) else archive
         self.summarizer = summarizer
+        self.summary_model = summary_model
         self._hooks = tuple(gate_hooks)
+        self._policy, self._tier_every, self._tenants = tiering, tier_every, tuple(tenants)
+        self.tiering: Tiering | None = None  # running while the memory is open, if asked
         self._ops: dict[str, TenantOps] = {}
         self._stack: AsyncExitStack | None = None
         self._users = 0
@@ -67,11 +86,18 @@ class Memory:
         semantic: str | None = None,
         archive: str | None = None,
         summarizer: Summarizer | None = None,
+        summary_model: str | None = None,
     ) -> Memory:
         """Memory on URLs, opened when entered (by a runtime or ``async with``): session
         ``"memory"`` (in process) or ``"redis://..."``; semantic ``"sqlite:///path"`` or
         ``"postgresql://..."``; archive a directory."""
-        return cls(session=session, semantic=semantic, archive=archive, summarizer=summarizer)
+        return cls(
+            session=session,
+            semantic=semantic,
+            archive=archive,
+            summarizer=summarizer,
+            summary_model=summary_model,
+        )
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -129,9 +155,17 @@ class Memory:
         if isinstance(self._archive_spec, str):
             from .archive.local import LocalArchive
 
-            archive = LocalArchive(self._archive_spec)
-            stack.push_async_callback(archive.aclose)
-            self.archive = archive
+            self.archive = await stack.enter_async_context(LocalArchive(self._archive_spec))
+        if self._policy is not None and self.archive is not None:
+            from .archive.tiering import Tiering
+
+            self.tiering = Tiering(
+                self._policy, self.archive, session=self.session, semantic=self.semantic,
+                tenants=self._tenants,
+            )  # fmt: skip
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            tg.start_soon(self.tiering.run_every, self._tier_every)
+            stack.callback(tg.cancel_scope.cancel)  # runs first: the rounds stop, then the tiers
 
     # -- the capability ---------------------------------------------------------------
 
@@ -177,8 +211,6 @@ class Memory:
         from .context import ContextBuilder
 
         builder = ContextBuilder(
-            session=self.session, semantic=self.semantic, summarizer=self.summarizer
+            session=self.session, semantic=self.semantic, summarizer=self.summarizer, model=model
         )
-        return await builder.build(
-            task, thread=thread, scope=scope or Scope(), budget=budget, model=model
-        )
+        return await builder.build(task, thread=thread, scope=scope or Scope(), budget=budget)

@@ -133,23 +133,6 @@ class TenantOps:
     async def forget(self, ids: list[str]) -> int:
         return await self.memory.require_semantic().forget(ids, tenant=self.tenant)
 
-    # -- context ----------------------------------------------------------------------
-
-    async def context(
-        self,
-        task: str,
-        budget: int,
-        thread: str | None = None,
-        user: str | None = None,
-        agent: str | None = None,
-        model: str | None = None,
-    ) -> Any:
-        scope = Scope(self.tenant, user, agent)
-        assembled = await self.memory.assemble(
-            task, budget=budget, thread=thread, scope=scope, model=model
-        )
-        return _plain(assembled)
-
 
 class NodeMemory:
     """What ``ctx.memory`` is: memory as one node of one run may use it."""
@@ -306,17 +289,55 @@ class NodeMemory:
         user: str | _Default | None = _KEEP,
         agent: str | None = None,
         model: str | None = None,
+        system: str | None = None,
+        history: int = 200,
+        items: int = 8,
+        summarize: str | _Default | None = _KEEP,
     ) -> AssembledContext:
         """What to put before the model for ``task`` within ``budget`` tokens: the thread's
-        recent messages, relevant semantic items and summaries, de-duplicated, ranked and
-        compressed to fit, with what was left out and why (``mainspring.memory.context``)."""
-        args = {"task": task, "budget": budget, "thread": self._node.thread,
-                "user": self._user(user), "agent": agent, "model": model}  # fmt: skip
-        assembled = await self._call("context", self._ops.context, args)
-        from .context import AssembledContext
+        last ``history`` messages, the ``items`` most relevant semantic items and a summary
+        of what does not fit, de-duplicated, ranked and compressed, with what was left out
+        and why (:func:`mainspring.memory.context.assemble`; tokens counted for ``model``).
 
-        found: AssembledContext = msgspec.convert(assembled, AssembledContext)
-        return found
+        Each read is a memory effect and the summary a model call (``summarize``: a
+        gateway model name, by default ``Memory(summary_model=...)``; None truncates
+        instead), all through the gate: the assembly itself is a pure function of what
+        they recorded, so a replay assembles the same context."""
+        from .context import assemble
+
+        memory = self._ops.memory
+        messages: list[Any] = []
+        if memory.session is not None and self._node.thread is not None and history:
+            messages = await self.messages(last=history)
+        hits: list[Hit] = []
+        if memory.semantic is not None and items and task.strip():
+            hits = await self.recall(task, limit=items, user=user, agent=agent)
+        chosen = memory.summary_model if summarize is _KEEP else summarize
+        summarizer = None if chosen is None else _ModelSummarizer(self._node, chosen)
+        return await assemble(
+            task, budget=budget, messages=messages, items=hits, system=system, model=model,
+            summarizer=summarizer,
+        )  # fmt: skip
+
+
+class _ModelSummarizer:
+    """Summarises through ``ctx.model``: a journaled model call through the gate."""
+
+    def __init__(self, node: Any, model: str) -> None:
+        self.node = node
+        self.model = model
+
+    async def summarize(self, messages: Sequence[Any], *, max_tokens: int) -> str:
+        from ..models.messages import system, user
+        from .context.summarize import INSTRUCTIONS, transcript
+
+        prompt = [
+            system(f"{INSTRUCTIONS} Use at most {max_tokens} tokens."),
+            user(transcript(messages)),
+        ]
+        response = await self.node.model(self.model, prompt, max_tokens=max_tokens)
+        text: str = response.text.strip()
+        return text
 
 
 def _plain(value: Any) -> Any:
