@@ -256,3 +256,24 @@ def test_readme_governance_example_runs(
     assert "refunded 180.0 on A-1 with a key of 18 characters" in out
     assert out.rstrip().endswith("True")  # the audit chain verified
     assert "pk-live" not in out
+
+
+def test_memory_agent_example_recalls_cites_and_keeps_users_apart(tmp_path: Path) -> None:
+    """examples/memory_agent.py: a handbook ingested with its sections, a fact remembered
+    in one conversation and recalled in the next, another user kept apart, and a long
+    thread fitted to a budget."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "memory_agent.py"), str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "ingested handbook.md: 4 chunks" in out
+    assert "You live in Lisbon, so your order ships from Porto" in out
+    assert 'Returns > Shoes and clothing" (handbook.md#0)' in out  # the citation
+    bob = next(line for line in out.splitlines() if line.startswith("bob:"))
+    assert "Lisbon" not in bob and "Tell me where you live" in bob
+    assert "memory.recall, model:fast, tool:handbook, model:fast, memory.remember" in out
+    context = next(line for line in out.splitlines() if line.startswith("context:"))
+    used, budget = map(int, re.findall(r"(\d+) of (\d+) tokens", context)[0])
+    assert used <= budget == 400 and "'budget':" in context
