@@ -277,3 +277,13 @@ def test_memory_agent_example_recalls_cites_and_keeps_users_apart(tmp_path: Path
     context = next(line for line in out.splitlines() if line.startswith("context:"))
     used, budget = map(int, re.findall(r"(\d+) of (\d+) tokens", context)[0])
     assert used <= budget == 400 and "'budget':" in context
+
+
+def test_readme_memory_example_runs(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"## Memory: [^\n]*\n.*?```python\n(.*?)```", readme, re.S)
+    assert block is not None, "the README has a memory python block"
+    namespace: dict[str, Any] = {"__name__": "readme_memory"}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
+    answer = anyio.run(namespace["main"], str(tmp_path))
+    assert answer == "# Returns\n\nShoes: 30 days, unworn."
