@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from mainspring.errors import NotAStoreError
 from mainspring.memory.scope import Scope
 from mainspring.memory.semantic import (
+    AutoIndex,
     ItemStore,
     NewItem,
     SemanticMemory,
@@ -517,3 +518,47 @@ def test_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert block is not None
     monkeypatch.chdir(tmp_path)
     exec(compile(block.group(1), "docs/memory-semantic.md", "exec"), {"__name__": "__main__"})
+
+
+@pytest.mark.parametrize("exact_up_to", [20_000, 2], ids=["exact", "hnsw"])
+async def test_the_index_is_saved_on_close_and_loaded_on_open(
+    tmp_path: Path, embeddings: LocalEmbeddings, exact_up_to: int
+) -> None:
+    path, snapshot = tmp_path / "m.db", tmp_path / "m.db.index"
+
+    def index(dimensions: int) -> AutoIndex:
+        return AutoIndex(dimensions, exact_up_to=exact_up_to)
+
+    facts = ["The backup runs nightly.", "Lunch is at noon.", "The VPN needs a token."]
+    async with SemanticMemory(
+        SQLiteItemStore(path), embeddings=embeddings, index=index, index_dir=snapshot
+    ) as memory:
+        ids = [(await memory.add(f)).id for f in facts]
+    assert (snapshot / "manifest.json").exists()
+    # Changed behind the snapshot's back: the feed after its change number has it.
+    store = SQLiteItemStore(path)
+    assert await store.delete([ids[0]], tenant="") == 1
+    await store.aclose()
+    async with SemanticMemory(
+        SQLiteItemStore(path), embeddings=embeddings, index_dir=snapshot
+    ) as memory:
+        loaded = memory.indexes.snapshot()[1][""]
+        assert len(loaded) == 2 and isinstance(loaded, AutoIndex)
+        hits = await memory.search("remote network access", mode="vector", limit=3)
+        assert hits[0].item.id == ids[2]
+        assert ids[0] not in {h.item.id for h in hits}
+
+
+async def test_a_snapshot_of_another_store_is_ignored(
+    tmp_path: Path, embeddings: LocalEmbeddings
+) -> None:
+    snapshot = tmp_path / "shared.index"
+    async with SemanticMemory(
+        SQLiteItemStore(tmp_path / "a.db"), embeddings=embeddings, index_dir=snapshot
+    ) as memory:
+        await memory.add("Only in store a.")
+    async with SemanticMemory(
+        SQLiteItemStore(tmp_path / "b.db"), embeddings=embeddings, index_dir=snapshot
+    ) as memory:
+        assert memory.indexes.snapshot()[1] == {}
+        assert await memory.search("store a", mode="vector") == []

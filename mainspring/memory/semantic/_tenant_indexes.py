@@ -30,6 +30,13 @@ class TenantIndexes:
         self._seq = 0
         self._lock = anyio.Lock()
 
+    def restore(self, seq: int, indexes: dict[str, VectorIndex]) -> None:
+        """Start from saved indexes that reflect the feed up to change ``seq``."""
+        self._seq, self._indexes = seq, dict(indexes)
+
+    def snapshot(self) -> tuple[int, dict[str, VectorIndex]]:
+        return self._seq, self._indexes
+
     def size(self, tenant: str) -> int:
         index = self._indexes.get(tenant)
         return 0 if index is None else len(index)

@@ -16,6 +16,8 @@ memory calls one index from one thread at a time.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +75,18 @@ class ExactIndex:
     def items(self) -> tuple[list[str], Vector]:
         return list(self._ids), self._matrix[: len(self._ids)].copy()
 
+    def save(self, prefix: Path) -> dict[str, Any]:
+        ids, matrix = self.items()
+        np.save(prefix.with_suffix(".npy"), matrix)
+        return {"kind": "exact", "ids": ids}
+
+    @classmethod
+    def load(cls, prefix: Path, entry: dict[str, Any], dimensions: int) -> ExactIndex:
+        index = cls(dimensions)
+        if entry["ids"]:
+            index.add(entry["ids"], np.load(prefix.with_suffix(".npy")))
+        return index
+
 
 class HnswIndex:
     """An HNSW graph (usearch, inner product on unit vectors = cosine)."""
@@ -115,6 +129,21 @@ class HnswIndex:
         if keys:
             self._index.remove(np.array(keys, dtype=np.uint64))
 
+    def save(self, prefix: Path) -> dict[str, Any]:
+        self._index.save(str(prefix.with_suffix(".usearch")))
+        return {"kind": "hnsw", "keys": list(self._keys.items()), "next": self._next}
+
+    @classmethod
+    def load(cls, prefix: Path, entry: dict[str, Any], dimensions: int) -> HnswIndex:
+        index = cls(dimensions, threads=2)
+        index._index.load(str(prefix.with_suffix(".usearch")))
+        index._keys = {id_: key for id_, key in entry["keys"]}
+        index._ids = {key: id_ for id_, key in entry["keys"]}
+        index._next = entry["next"]
+        if len(index._index) != len(index._keys):
+            raise ValueError("the saved graph and its ids disagree")
+        return index
+
     def search(
         self, vector: Vector, k: int, *, among: Sequence[str] | None = None
     ) -> list[tuple[str, float]]:
@@ -156,6 +185,17 @@ class AutoIndex:
 
     def remove(self, ids: Sequence[str]) -> None:
         self._index.remove(ids)
+
+    def save(self, prefix: Path) -> dict[str, Any]:
+        """Write the index to files starting with ``prefix``; what :meth:`load` needs."""
+        return self._index.save(prefix)
+
+    @classmethod
+    def load(cls, prefix: Path, entry: dict[str, Any], dimensions: int) -> AutoIndex:
+        index = cls(dimensions)
+        kind = HnswIndex if entry["kind"] == "hnsw" else ExactIndex
+        index._index = kind.load(prefix, entry, dimensions)
+        return index
 
     def search(
         self, vector: Vector, k: int, *, among: Sequence[str] | None = None

@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, overload
 
@@ -34,6 +35,7 @@ from ...errors import StoreError
 from ...models.protocol import EmbeddingProvider
 from ..scope import Scope
 from . import _checks as check
+from . import _index_files as index_files
 from ._tenant_indexes import TenantIndexes
 from ._worker import Worker
 from .index import default_index
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 #: Measured on tests/data/fact_pairs.json (benchmarks/semantic_resolver_eval.py).
 DEFAULT_DEDUPE = 0.85
 DEFAULT_SUPERSEDE = 0.72
+ANN_ROUNDS = 2  # over-fetch rounds before a filtered search tries the exact path
 SELECTIVE_UP_TO = 2000  # a narrower selection is searched exactly over its own ids
 Mode = Literal["hybrid", "vector", "keyword"]
 ANY_SCOPE = Scope()  # the default tenant "", any user, any agent
@@ -83,6 +86,7 @@ class SemanticMemory:
         dedupe: float = DEFAULT_DEDUPE,
         supersede: float | None = DEFAULT_SUPERSEDE,
         resolver: Resolver | None = None,
+        index_dir: str | Path | None = None,
     ) -> None:
         if embeddings is None:
             from ...models.embeddings_local import LocalEmbeddings
@@ -92,6 +96,7 @@ class SemanticMemory:
         self.embeddings = embeddings
         self.resolver = resolver or SimilarityResolver(dedupe, supersede)
         self._new_index = index or default_index
+        self.index_dir = None if index_dir is None else Path(index_dir)
         self._jobs: dict[str, Job] = {}
         self._results: OrderedDict[str, WriteResult] = OrderedDict()
         self._touched: dict[str, set[str]] = {}
@@ -103,6 +108,9 @@ class SemanticMemory:
         """``async with SemanticMemory.open(url) as memory``: ``"sqlite:///path"``, a
         path, ``":memory:"`` (embedded), or ``"postgresql://..."`` (shared)."""
         store = await open_item_store(url)
+        path = getattr(store, "path", ":memory:")
+        if path != ":memory:" and options.get("index") is None:
+            options.setdefault("index_dir", f"{path}.index")
         try:
             memory = cls(store, **options)
         except BaseException:
@@ -116,6 +124,7 @@ class SemanticMemory:
             await self.items.bind_model(self.embeddings.name, self.embeddings.dimensions)
             self.indexes = TenantIndexes(self.items, self.embeddings.dimensions, self._new_index)
             self._write_lock = anyio.Lock()
+            await self._load_indexes()
             await self.sync()
             self._worker = Worker(self)
             await self._worker.__aenter__()
@@ -135,6 +144,7 @@ class SemanticMemory:
                     await self.settle()
                 await self._worker.__aexit__(kind, exc, tb)
                 await self.flush_touched()
+                await self._save_indexes()
         finally:
             self._worker = None
             await self.items.aclose()
@@ -331,6 +341,28 @@ class SemanticMemory:
         """Bring this process's vector indexes up to the item store's change feed."""
         await self.indexes.sync()
 
+    async def _load_indexes(self) -> None:
+        identity = getattr(self.items, "identity", "")
+        if self.index_dir is None or not identity:
+            return
+        dims = self.embeddings.dimensions
+        loaded = await anyio.to_thread.run_sync(index_files.load, self.index_dir, identity, dims)
+        if loaded is not None:
+            self.indexes.restore(*loaded)
+
+    async def _save_indexes(self) -> None:
+        identity = getattr(self.items, "identity", "")
+        if self.index_dir is None or not identity:
+            return
+        await self.sync()
+        seq, indexes = self.indexes.snapshot()
+        try:
+            await anyio.to_thread.run_sync(index_files.save, self.index_dir, seq, identity, indexes)
+        except OSError as exc:  # a snapshot saves a rebuild; failing to write one loses nothing
+            log.warning(
+                "semantic memory: could not save the vector index to %s: %s", self.index_dir, exc
+            )
+
     async def embed(self, texts: Sequence[str]) -> Vector:
         provider: Any = self.embeddings
         if hasattr(provider, "embed_array"):  # LocalEmbeddings: one array, no lists
@@ -343,24 +375,30 @@ class SemanticMemory:
     async def _vector_search(
         self, query: str, selection: Selection, k: int, found: dict[str, MemoryItem]
     ) -> builtins.list[tuple[str, float]]:
+        """The ``k`` nearest items the selection admits (measured: see the docs).
+
+        Over-fetch from the ANN index and filter (4x the wanted count, growing 4x while
+        short); when the selection still admits too few after ``ANN_ROUNDS`` rounds it
+        is selective, and scoring exactly among the ids the store says it admits (up to
+        ``SELECTIVE_UP_TO``) is faster than fetching ever more neighbours."""
         tenant = selection.scope.tenant
-        if not self.indexes.size(tenant):
+        size = self.indexes.size(tenant)
+        if not size:
             return []
         vector = (await self.embed([query]))[0]
-        scope = selection.scope
-        if selection.filters or scope.user is not None or scope.agent is not None:
-            ids = await self.items.ids(selection, limit=SELECTIVE_UP_TO + 1)
-            if len(ids) <= SELECTIVE_UP_TO:  # selective: exact over its own candidates
-                return await self.indexes.nearest(tenant, vector, k, among=ids)
-        # Otherwise over-fetch from the ANN index and filter, fetching more if short.
-        fetch = max(4 * k, 40)
+        fetch, rounds = max(4 * k, 40), 0
         while True:
+            if rounds == ANN_ROUNDS:
+                ids = await self.items.ids(selection, limit=SELECTIVE_UP_TO + 1)
+                if len(ids) <= SELECTIVE_UP_TO:
+                    return await self.indexes.nearest(tenant, vector, k, among=ids)
             near = await self.indexes.nearest(tenant, vector, fetch)
             todo = [i for i, _ in near if i not in found]
             found.update((i.id, i) for i in await self.items.get(todo, tenant=tenant))
             admitted = [(i, s) for i, s in near if i in found and selection.admits(found[i])]
-            if len(admitted) >= k or fetch >= self.indexes.size(tenant):
+            if len(admitted) >= k or fetch >= size:
                 return admitted[:k]
+            rounds += 1
             fetch *= 4
 
     # -- background bookkeeping -------------------------------------------------------

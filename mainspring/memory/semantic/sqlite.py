@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,6 +42,11 @@ class SQLiteItemStore:
         self.path = str(path)
         self._lock = threading.Lock()
         self._db = _connect(self.path)
+        with self._lock:
+            found = self._db.execute("SELECT value FROM semantic_meta WHERE key = 'identity'")
+            row = found.fetchone()
+        #: Names this store's data (a snapshot of its vector index must be of the same).
+        self.identity: str = row[0] if row else ""
 
     @classmethod
     async def open(cls, path: str | Path) -> SQLiteItemStore:
@@ -341,7 +347,11 @@ def _prepare(db: sqlite3.Connection, path: str, memory: bool) -> None:
             db.executescript("BEGIN;" + sql.SCHEMA + "COMMIT;")
             db.executemany(
                 "INSERT INTO semantic_meta VALUES (?, ?)",
-                [("kind", sql.KIND), ("schema", str(sql.SCHEMA_VERSION))],
+                [
+                    ("kind", sql.KIND),
+                    ("schema", str(sql.SCHEMA_VERSION)),
+                    ("identity", uuid.uuid4().hex),
+                ],
             )
         meta = (
             dict(db.execute("SELECT key, value FROM semantic_meta").fetchall())
