@@ -24,9 +24,11 @@ import anyio
 import numpy as np
 
 from mainspring.memory.scope import Scope
-from mainspring.memory.semantic import SemanticMemory, SQLiteItemStore, memory as memory_module
+from mainspring.memory.semantic import SemanticMemory, SQLiteItemStore
+from mainspring.memory.semantic import memory as memory_module
+from mainspring.memory.semantic._checks import selection as selection_of
 from mainspring.memory.semantic.items import MemoryItem
-from semantic_index_candidates import clustered  # type: ignore[import-not-found]
+from semantic_index_candidates import clustered
 
 DIM = 384
 SELECTIVITIES = [0.001, 0.01, 0.05, 0.2, 0.5]
@@ -92,9 +94,7 @@ async def main(n: int, queries: int) -> None:
                     memory_module.SELECTIVE_UP_TO = 10**9 if path == "exact" else 2000
                     lat, got = [], []
                     for q in range(queries):
-                        selection = memory_module.check.selection(
-                            Scope("t"), {"b": {"$lt": sel}}, None, False
-                        )
+                        selection = selection_of(Scope("t"), {"b": {"$lt": sel}}, None, False)
                         t = time.perf_counter()
                         hits = await memory._vector_search(f"v{n + q}", selection, 10, {})
                         lat.append((time.perf_counter() - t) * 1000)
