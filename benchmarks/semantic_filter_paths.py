@@ -3,8 +3,8 @@
 Semantic memory answers a vector search with metadata filters (or a user/agent scope)
 one of two ways: (a) ask the store for the ids the filter admits and score exactly
 among them, or (b) over-fetch from the ANN index and filter, fetching 4x more while
-short; "chosen" is what it does: (b) for two rounds, then (a) if the store admits at
-most 2,000 ids. This runs both at several selectivities on N items in a SQLite store and
+short; "chosen" is what it does: (b), and from the second round on (a) once the share
+admitted so far projects more than 1,000 neighbours (if the store admits <= 2,000 ids). This runs both at several selectivities on N items in a SQLite store and
 prints p50/p99 latency of each (the store and index path only: query vectors are
 given, not embedded) plus recall@10 of (b) against exact filtered search.
 
@@ -88,9 +88,9 @@ async def main(n: int, queries: int) -> None:
             for sel in SELECTIVITIES:
                 row = []
                 results: dict[str, list[list[str]]] = {}
-                paths = (("exact", 0), ("ann", 10**9), ("auto", memory_module.ANN_ROUNDS))
-                for path, rounds in paths:
-                    memory_module.ANN_ROUNDS = rounds
+                paths = (("exact", 0, -1), ("ann", 10**9, 0), ("auto", 2, 1000))
+                for path, rounds, limit in paths:
+                    memory_module.ANN_ROUNDS, memory_module.ANN_FETCH_LIMIT = rounds, limit
                     memory_module.SELECTIVE_UP_TO = 10**9 if path == "exact" else 2000
                     lat, got = [], []
                     for q in range(queries):
@@ -107,7 +107,8 @@ async def main(n: int, queries: int) -> None:
                         for a, e in zip(results["ann"], results["exact"], strict=True)
                     ]
                 )
-                memory_module.ANN_ROUNDS, memory_module.SELECTIVE_UP_TO = paths[2][1], 2000
+                memory_module.ANN_ROUNDS, memory_module.ANN_FETCH_LIMIT = 2, 1000
+                memory_module.SELECTIVE_UP_TO = 2000
                 print(
                     f"{sel:7.3f} {row[0]:14.2f} {row[1]:7.2f} {row[2]:15.2f} {row[3]:7.2f} "
                     f"{recall:14.3f} {row[4]:11.2f} {row[5]:7.2f}"

@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 #: Measured on tests/data/fact_pairs.json (benchmarks/semantic_resolver_eval.py).
 DEFAULT_DEDUPE = 0.85
 DEFAULT_SUPERSEDE = 0.72
-ANN_ROUNDS = 2  # over-fetch rounds before a filtered search tries the exact path
+ANN_ROUNDS = 2  # over-fetch rounds before a filtered search may take the exact path
+ANN_FETCH_LIMIT = 1000  # neighbours a filter is projected to need before it does
 SELECTIVE_UP_TO = 2000  # a narrower selection is searched exactly over its own ids
 Mode = Literal["hybrid", "vector", "keyword"]
 ANY_SCOPE = Scope()  # the default tenant "", any user, any agent
@@ -377,18 +378,20 @@ class SemanticMemory:
     ) -> builtins.list[tuple[str, float]]:
         """The ``k`` nearest items the selection admits (measured: see the docs).
 
-        Over-fetch from the ANN index and filter (4x the wanted count, growing 4x while
-        short); when the selection still admits too few after ``ANN_ROUNDS`` rounds it
-        is selective, and scoring exactly among the ids the store says it admits (up to
-        ``SELECTIVE_UP_TO``) is faster than fetching ever more neighbours."""
+        Over-fetch from the ANN index and filter, 4x more each round while short. From
+        the second round on, the share admitted so far projects how many neighbours the
+        filter needs; past ``ANN_FETCH_LIMIT`` the selection is selective, and scoring
+        exactly among the ids the store admits (when at most ``SELECTIVE_UP_TO``) beats
+        fetching ever more neighbours."""
         tenant = selection.scope.tenant
         size = self.indexes.size(tenant)
         if not size:
             return []
         vector = (await self.embed([query]))[0]
-        fetch, rounds = max(4 * k, 40), 0
+        fetch, rounds, projected, tried_exact = max(4 * k, 40), 0, float("inf"), False
         while True:
-            if rounds == ANN_ROUNDS:
+            if rounds >= ANN_ROUNDS and projected > ANN_FETCH_LIMIT and not tried_exact:
+                tried_exact = True
                 ids = await self.items.ids(selection, limit=SELECTIVE_UP_TO + 1)
                 if len(ids) <= SELECTIVE_UP_TO:
                     return await self.indexes.nearest(tenant, vector, k, among=ids)
@@ -399,6 +402,7 @@ class SemanticMemory:
             if len(admitted) >= k or fetch >= size:
                 return admitted[:k]
             rounds += 1
+            projected = fetch * k / max(len(admitted), 0.5)
             fetch *= 4
 
     # -- background bookkeeping -------------------------------------------------------
