@@ -35,7 +35,6 @@ from ...errors import StoreError
 from ...models.protocol import EmbeddingProvider
 from ..scope import Scope
 from . import _checks as check
-from . import _index_files as index_files
 from ._tenant_indexes import TenantIndexes
 from ._worker import Worker
 from .index import default_index
@@ -43,6 +42,7 @@ from .items import Hit, MemoryItem, NewItem, Source, WriteResult, merged, supers
 from .protocols import ItemStore, Selection, Vector, VectorIndex
 from .ranking import fuse
 from .resolver import Resolver, SimilarityResolver
+from .sqlite import SQLiteItemStore
 from .stores import open_item_store
 
 log = logging.getLogger(__name__)
@@ -72,10 +72,12 @@ class SemanticMemory:
     """Semantic memory on an :class:`~.protocols.ItemStore`; an async context manager.
 
     ``index`` makes one :class:`~.protocols.VectorIndex` per tenant from the model's
-    dimensions (default: exact, then HNSW above 20k vectors). ``dedupe`` and
+    dimensions (default: exact, then HNSW above 10k vectors). ``dedupe`` and
     ``supersede`` are the cosine thresholds of the default resolver (``supersede=None``:
     no contradiction handling); ``resolver`` replaces it (e.g. a model-based judge).
-    The memory owns ``items`` and closes it on exit.
+    ``index_dir``: where to keep a snapshot of the indexes between runs (for a store
+    with an ``identity``; :meth:`open` puts it beside a SQLite file). The memory owns
+    ``items`` and closes it on exit.
     """
 
     def __init__(
@@ -109,9 +111,8 @@ class SemanticMemory:
         """``async with SemanticMemory.open(url) as memory``: ``"sqlite:///path"``, a
         path, ``":memory:"`` (embedded), or ``"postgresql://..."`` (shared)."""
         store = await open_item_store(url)
-        path = getattr(store, "path", ":memory:")
-        if path != ":memory:" and options.get("index") is None:
-            options.setdefault("index_dir", f"{path}.index")
+        if isinstance(store, SQLiteItemStore) and store.path != ":memory:":
+            options.setdefault("index_dir", f"{store.path}.index")
         try:
             memory = cls(store, **options)
         except BaseException:
@@ -344,25 +345,13 @@ class SemanticMemory:
 
     async def _load_indexes(self) -> None:
         identity = getattr(self.items, "identity", "")
-        if self.index_dir is None or not identity:
-            return
-        dims = self.embeddings.dimensions
-        loaded = await anyio.to_thread.run_sync(index_files.load, self.index_dir, identity, dims)
-        if loaded is not None:
-            self.indexes.restore(*loaded)
+        if self.index_dir is not None and identity:
+            await self.indexes.load(self.index_dir, identity)
 
     async def _save_indexes(self) -> None:
         identity = getattr(self.items, "identity", "")
-        if self.index_dir is None or not identity:
-            return
-        await self.sync()
-        seq, indexes = self.indexes.snapshot()
-        try:
-            await anyio.to_thread.run_sync(index_files.save, self.index_dir, seq, identity, indexes)
-        except OSError as exc:  # a snapshot saves a rebuild; failing to write one loses nothing
-            log.warning(
-                "semantic memory: could not save the vector index to %s: %s", self.index_dir, exc
-            )
+        if self.index_dir is not None and identity:
+            await self.indexes.save(self.index_dir, identity)
 
     async def embed(self, texts: Sequence[str]) -> Vector:
         provider: Any = self.embeddings
