@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import re
 import sqlite3
 import time
@@ -27,16 +28,20 @@ from hypothesis import strategies as st
 from mainspring.errors import NotAStoreError
 from mainspring.memory.scope import Scope
 from mainspring.memory.semantic import (
+    DEFAULT_DEDUPE,
+    DEFAULT_SUPERSEDE,
     AutoIndex,
     ItemStore,
     NewItem,
     SemanticMemory,
+    SimilarityResolver,
     Source,
     SQLiteItemStore,
 )
 from mainspring.memory.semantic.filters import parse_filters
 from mainspring.memory.semantic.items import MemoryItem
 from mainspring.memory.semantic.protocols import Selection
+from mainspring.memory.semantic.ranking import fuse
 from mainspring.models.embeddings_local import LocalEmbeddings
 
 from .conftest import postgres_schema_url, require_postgres
@@ -562,3 +567,42 @@ async def test_a_snapshot_of_another_store_is_ignored(
     ) as memory:
         assert memory.indexes.snapshot()[1] == {}
         assert await memory.search("store a", mode="vector") == []
+
+
+# -- the parts, without a store ------------------------------------------------------
+
+
+def test_the_default_rule_holds_its_measured_precision(embeddings: LocalEmbeddings) -> None:
+    pairs = json.loads((Path(__file__).parent / "data" / "fact_pairs.json").read_text())["pairs"]
+    old = embeddings.embed_array([p["old"] for p in pairs])
+    new = embeddings.embed_array([p["new"] for p in pairs])
+    rule = SimilarityResolver(DEFAULT_DEDUPE, DEFAULT_SUPERSEDE)
+    judged = [
+        rule.decide(p["old"], p["new"], float(s))
+        for p, s in zip(pairs, (old * new).sum(axis=1), strict=True)
+    ]
+    for label, least_recall in (("duplicate", 0.85), ("supersedes", 0.75)):
+        hits = [j == label for j in judged]
+        right = sum(h and p["label"] == label for h, p in zip(hits, pairs, strict=True))
+        assert right / sum(hits) >= 0.9, label  # precision: a wrong merge loses a fact
+        assert right / sum(p["label"] == label for p in pairs) >= least_recall, label
+
+
+def test_filter_errors_name_the_fix() -> None:
+    with pytest.raises(ValueError, match="top-level metadata key"):
+        parse_filters({"a.b": 1})
+    with pytest.raises(TypeError, match=r"\$in takes a list"):
+        parse_filters({"a": {"$in": "abc"}})
+    with pytest.raises(TypeError, match="not a bool"):
+        parse_filters({"a": {"$gt": True}})
+    with pytest.raises(TypeError, match="str, int, float or bool"):
+        parse_filters({"a": None})
+    with pytest.raises(ValueError, match="empty mapping"):
+        parse_filters({"a": {}})
+
+
+def test_rank_fusion_prefers_what_both_lists_agree_on() -> None:
+    fused = fuse([("a", 0.9), ("b", 0.8), ("c", 0.7)], [("c", 5.0), ("d", 4.0)])
+    assert [f.id for f in fused] == ["c", "a", "b", "d"]
+    assert (fused[0].vector, fused[0].keyword) == (0.7, 5.0)
+    assert fused[3].vector is None
