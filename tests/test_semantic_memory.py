@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,6 +32,7 @@ from mainspring.memory.semantic import (
     DEFAULT_DEDUPE,
     DEFAULT_SUPERSEDE,
     AutoIndex,
+    ExactIndex,
     ItemStore,
     NewItem,
     SemanticMemory,
@@ -606,3 +608,22 @@ def test_rank_fusion_prefers_what_both_lists_agree_on() -> None:
     assert [f.id for f in fused] == ["c", "a", "b", "d"]
     assert (fused[0].vector, fused[0].keyword) == (0.7, 5.0)
     assert fused[3].vector is None
+
+
+def test_auto_index_builds_its_graph_aside_and_replays_what_changed() -> None:
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((90, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"i{n}" for n in range(90)]
+    auto, exact = AutoIndex(16, exact_up_to=50), ExactIndex(16)
+    for index in (auto, exact):
+        index.add(ids[:60], vectors[:60])  # past 50: the graph starts building
+    assert not auto.graph or len(auto) == 60
+    for index in (auto, exact):  # changes while it builds
+        index.add(ids[60:], vectors[60:])
+        index.remove(ids[:5])
+    auto.settle()
+    assert auto.graph and len(auto) == 85
+    for q in vectors[::7]:
+        assert [i for i, _ in auto.search(q, 5)] == [i for i, _ in exact.search(q, 5)]
+    assert [i for i, _ in auto.search(vectors[3], 3, among=["i3", "i7"])] == ["i7"]  # i3: removed
