@@ -44,7 +44,10 @@ from mainspring.memory.semantic.filters import parse_filters
 from mainspring.memory.semantic.items import MemoryItem
 from mainspring.memory.semantic.protocols import Selection
 from mainspring.memory.semantic.ranking import fuse
+from mainspring.memory.semantic.resolver_model import ModelResolver
+from mainspring.models import Gateway, ScriptedModel
 from mainspring.models.embeddings_local import LocalEmbeddings
+from mainspring.models.errors import OverloadedError
 
 from .conftest import postgres_schema_url, require_postgres
 
@@ -627,3 +630,29 @@ def test_auto_index_builds_its_graph_aside_and_replays_what_changed() -> None:
     for q in vectors[::7]:
         assert [i for i, _ in auto.search(q, 5)] == [i for i, _ in exact.search(q, 5)]
     assert [i for i, _ in auto.search(vectors[3], 3, among=["i3", "i7"])] == ["i7"]  # i3: removed
+
+
+async def test_a_model_judge_replaces_the_rule(
+    memory_of: Callable[..., Any], tmp_path: Path
+) -> None:
+    judge = ScriptedModel([{"verdict": "supersedes"}])
+    resolver = ModelResolver(Gateway({"judge": judge}), "judge")
+    async with memory_of(resolver=resolver) as memory:
+        old = await memory.add("The user is single.")
+        await memory.settle(old.id)
+        new = await memory.add("The user is married.")  # cosine 0.60: the rule says distinct
+        final = await memory.settle(new.id)
+        assert final.status == "superseded" and final.supersedes == (old.id,)
+        assert "OLD: The user is single." in judge.calls[0].messages[-1].text
+
+
+async def test_a_failing_model_judge_falls_back_to_the_rule(
+    memory_of: Callable[..., Any],
+) -> None:
+    judge = ScriptedModel([OverloadedError("busy")])
+    async with memory_of(resolver=ModelResolver(Gateway({"judge": judge}), "judge")) as memory:
+        old = await memory.add("The user lives in Paris.")
+        await memory.settle(old.id)
+        new = await memory.add("User resides in Paris.")
+        final = await memory.settle(new.id)
+        assert final.status == "duplicate" and final.duplicate_of == old.id
