@@ -310,7 +310,14 @@ async def test_forget(memory: SemanticMemory) -> None:
 
 
 async def test_list_pages_in_id_order(memory: SemanticMemory) -> None:
-    ids = [(await memory.add(f"Numbered note {n} about item {n * 7}.")).id for n in range(5)]
+    notes = [
+        "Tea is in the left cupboard.",
+        "The printer jams on A3.",
+        "Fridays end at 4.",
+        "Parking permits renew in May.",
+        "The wiki moved to Notion.",
+    ]
+    ids = [(await memory.add(note)).id for note in notes]
     first = await memory.list(limit=2)
     second = await memory.list(limit=2, after=first[-1].id)
     rest = await memory.list(limit=10, after=second[-1].id)
