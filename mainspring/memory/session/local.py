@@ -145,7 +145,14 @@ class LocalSessionMemory(SessionMemory):
     async def set(
         self, thread: str, key: str, value: Any, *, ttl: TTLArg = DEFAULT_TTL, tenant: str = ""
     ) -> None:
-        check_names(thread, tenant, key)
+        if (
+            type(thread) is not str
+            or type(key) is not str
+            or type(tenant) is not str
+            or not thread
+            or not key
+        ):
+            bad_names(thread, tenant, key)
         ttl = self.ttl if ttl is DEFAULT_TTL else check_ttl(ttl)
         data = encode(value, "the value of key {!r}", key)[0]
         now = self._clock()
@@ -153,7 +160,12 @@ class LocalSessionMemory(SessionMemory):
         state = None if threads is None else threads.get(thread)
         if state is None:
             state = self._thread_for_write(tenant, thread, now)
-        entry = state.values[key] = _Entry(data, ttl, now)
+        entry = state.values.get(key)
+        if entry is None:
+            entry = state.values[key] = _Entry(data, ttl, now)
+        else:  # overwrite in place: cheaper than a new entry
+            entry.data, entry.ttl = data, ttl
+            entry.deadline = _NEVER if ttl is None else now + ttl
         state.last_write = now
         if entry.deadline > state.deadline:
             state.deadline = entry.deadline
