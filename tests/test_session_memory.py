@@ -650,3 +650,14 @@ def test_the_docs_example_runs_as_written(capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     assert "Versioned(value=2, version=2)" in out
     assert "conflict: re-read" in out
+
+
+def test_redis_refuses_a_client_that_decodes_responses() -> None:
+    import redis.asyncio as redis
+
+    from mainspring.memory.session.redis import RedisSessionMemory
+
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    with pytest.raises(ValueError, match="decode_responses=False"):
+        RedisSessionMemory(client)
+    anyio.run(client.aclose)
