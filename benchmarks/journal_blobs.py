@@ -1,0 +1,133 @@
+"""How much a journal stores for a document that a run carries again and again.
+
+A step returns a 100 KB document; then ``calls`` effects take it as an argument and
+return it (a tool that echoes, or a model call whose messages carry it), and the run
+parks. Prints, per store, the bytes of event data and of blobs, and the database's size.
+Runs on any version of Mainspring (one without blobs reports none), so the same command
+compares two checkouts::
+
+    PYTHONPATH=. python benchmarks/journal_blobs.py [--calls 8] [--pg-url URL]
+
+``args_cap``: the gate records at most 8 KB of an effect's arguments by default (a longer
+one is a preview); "whole" raises the cap, as a runtime that records model calls whole would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sqlite3
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, TypedDict
+
+import asyncpg
+
+from mainspring import END, START, Context, Graph, Runtime
+
+DOC = "".join(f"line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(1800))
+
+
+class Doc(TypedDict, total=False):
+    doc: str
+    seen: list[int]
+    approved: bool
+
+
+def reader(calls: int) -> Any:
+    g = Graph(Doc, name="reader")
+
+    @g.node
+    async def fetch(s: Doc, ctx: Context) -> dict[str, Any]:
+        return {"doc": await ctx.step("fetch", lambda: DOC)}
+
+    @g.node
+    async def use(s: Doc, ctx: Context) -> dict[str, Any]:
+        return {"seen": [len(await ctx.step(f"call{i}", _echo, s["doc"])) for i in range(calls)]}
+
+    @g.node
+    async def ask(s: Doc, ctx: Context) -> dict[str, Any]:
+        return {"approved": bool(await ctx.interrupt("ok?"))}
+
+    g.edge(START, "fetch")
+    g.edge("fetch", "use")
+    g.edge("use", "ask")
+    g.edge("ask", END)
+    return g.compile()
+
+
+def _echo(doc: str) -> str:
+    return doc
+
+
+async def _run(url: str, calls: int, whole: bool) -> None:
+    async with Runtime.open(url) as rt:
+        if whole:
+            rt.gate.args_cap = 1 << 30
+        handle = await rt.start(reader(calls), {})
+        await handle.wait()
+
+
+def _sqlite_sizes(path: Path) -> tuple[int, int, int]:
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        events = db.execute("SELECT coalesce(sum(length(data)), 0) FROM events").fetchone()[0]
+        has = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'blobs'").fetchone()
+        blobs = (
+            db.execute("SELECT coalesce(sum(length(data)), 0) FROM blobs").fetchone()[0]
+            if has
+            else 0
+        )
+    return events, blobs, path.stat().st_size
+
+
+async def _pg_sizes(base: str, schema: str) -> tuple[int, int, int]:
+    conn = await asyncpg.connect(base)
+    try:
+        s = f'"{schema}"'
+        events = await conn.fetchval(f"SELECT coalesce(sum(octet_length(data)), 0) FROM {s}.events")
+        has = await conn.fetchval("SELECT to_regclass($1)", f"{s}.blobs")
+        blobs = (
+            await conn.fetchval(f"SELECT coalesce(sum(octet_length(data)), 0) FROM {s}.blobs")
+            if has
+            else 0
+        )
+        size = await conn.fetchval(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = $1 AND c.relkind = 'r'",
+            schema,
+        )
+        await conn.execute(f"DROP SCHEMA {s} CASCADE")
+        return int(events), int(blobs), int(size)
+    finally:
+        await conn.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=8)
+    parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    opts = parser.parse_args()
+    print(f"document {len(DOC.encode()):,} bytes, {opts.calls} calls carrying it")
+    print("store     args_cap  event data   blobs        database")
+    for whole in (False, True):
+        cap = "whole" if whole else "8 KB"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "j.db"
+            await _run(f"sqlite:///{path}", opts.calls, whole)
+            ev, bl, size = _sqlite_sizes(path)
+        print(f"sqlite    {cap:8}  {ev:>10,}  {bl:>10,}  {size:>12,}")
+        schema = f"ms_bench_{uuid.uuid4().hex[:8]}"
+        try:
+            await _run(f"{opts.pg_url}?schema={schema}", opts.calls, whole)
+        except OSError as exc:
+            print(f"postgres  skipped: {exc}")
+            continue
+        ev, bl, size = await _pg_sizes(opts.pg_url, schema)
+        print(f"postgres  {cap:8}  {ev:>10,}  {bl:>10,}  {size:>12,}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
