@@ -98,7 +98,9 @@ def _split(value: Any, blobs: Blobs, min_string: int) -> Any:
 
 def is_split(data: bytes | str) -> bool:
     """Whether a stored payload references blobs (then :func:`join_large` it)."""
-    return data.startswith(PREFIX if type(data) is bytes else TEXT_PREFIX)  # type: ignore[arg-type]
+    if type(data) is bytes:
+        return data.startswith(PREFIX)
+    return isinstance(data, str) and data.startswith(TEXT_PREFIX)
 
 
 def refs(data: bytes | str) -> list[str]:
