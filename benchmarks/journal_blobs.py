@@ -1,8 +1,11 @@
 """How much a journal stores for a document that a run carries again and again.
 
-A step returns a 100 KB document; then ``calls`` effects take it as an argument and
-return it (a tool that echoes, or a model call whose messages carry it), and the run
-parks. Prints, per store, the bytes of event data and of blobs, and the database's size.
+Two runs. ``reader``: a step returns a 100 KB document; then ``calls`` effects take it as
+an argument and return it (a tool that echoes, or a model call whose messages carry it),
+and the run parks. ``agent``: an agent on a scripted model reads the document with a tool
+in each of ``turns`` turns of one thread (each run starts from the thread's conversation,
+earlier documents included). Prints, per store, the bytes of event data and of blobs, and
+the database's size.
 Runs on any version of Mainspring (one without blobs reports none), so the same command
 compares two checkouts::
 
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import sqlite3
+import string
 import tempfile
 import uuid
 from pathlib import Path
@@ -26,7 +31,12 @@ import asyncpg
 
 from mainspring import END, START, Context, Graph, Runtime
 
-DOC = "".join(f"line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(1800))
+# Words drawn at random (seeded): a document PostgreSQL's TOAST compression cannot shrink
+# much more than a real one, so its table sizes say what the journal costs.
+_WORDS = [
+    "".join(random.Random(i).choices(string.ascii_lowercase, k=1 + i % 9)) for i in range(5000)
+]
+DOC = " ".join(random.Random(0).choices(_WORDS, k=15_000))[:100_000]
 
 
 class Doc(TypedDict, total=False):
@@ -69,6 +79,30 @@ async def _run(url: str, calls: int, whole: bool) -> None:
         await handle.wait()
 
 
+async def _agent(url: str, turns: int, whole: bool) -> None:
+    from mainspring.agents import Agent
+    from mainspring.models import Gateway, ModelRequest, ScriptedModel, ToolCall
+    from mainspring.tools import tool
+
+    @tool
+    def read(name: str) -> str:
+        """Read a document."""
+        return DOC
+
+    def script(request: ModelRequest) -> Any:
+        if request.messages[-1].role == "user":
+            return [ToolCall(f"c{len(request.messages)}", "read", {"name": "doc"})]
+        return "read it"
+
+    agent = Agent("reader", "fast", "Read.", tools=[read])
+    models = Gateway({"fast": ScriptedModel(script)})
+    async with Runtime.open(url, models=models, tools=agent.toolbox) as rt:
+        if whole:
+            rt.gate.args_cap = 1 << 30
+        for turn in range(turns):
+            await agent.run(rt, f"read the document again ({turn})", thread="t1")
+
+
 def _sqlite_sizes(path: Path) -> tuple[int, int, int]:
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -108,25 +142,31 @@ async def _pg_sizes(base: str, schema: str) -> tuple[int, int, int]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=8)
+    parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
     opts = parser.parse_args()
-    print(f"document {len(DOC.encode()):,} bytes, {opts.calls} calls carrying it")
-    print("store     args_cap  event data   blobs        database")
-    for whole in (False, True):
-        cap = "whole" if whole else "8 KB"
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "j.db"
-            await _run(f"sqlite:///{path}", opts.calls, whole)
-            ev, bl, size = _sqlite_sizes(path)
-        print(f"sqlite    {cap:8}  {ev:>10,}  {bl:>10,}  {size:>12,}")
-        schema = f"ms_bench_{uuid.uuid4().hex[:8]}"
-        try:
-            await _run(f"{opts.pg_url}?schema={schema}", opts.calls, whole)
-        except OSError as exc:
-            print(f"postgres  skipped: {exc}")
-            continue
-        ev, bl, size = await _pg_sizes(opts.pg_url, schema)
-        print(f"postgres  {cap:8}  {ev:>10,}  {bl:>10,}  {size:>12,}")
+    print(
+        f"document {len(DOC.encode()):,} bytes; reader: {opts.calls} calls carrying it; "
+        f"agent: {opts.turns} turns of a thread, each reading it"
+    )
+    print("run     store     args_cap  event data   blobs        database")
+    runs = {"reader": (_run, opts.calls), "agent": (_agent, opts.turns)}
+    for name, (go, n) in runs.items():
+        for whole in (False, True):
+            cap = "whole" if whole else "8 KB"
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "j.db"
+                await go(f"sqlite:///{path}", n, whole)
+                ev, bl, size = _sqlite_sizes(path)
+            print(f"{name:7} sqlite    {cap:8}  {ev:>10,}  {bl:>10,}  {size:>12,}")
+            schema = f"ms_bench_{uuid.uuid4().hex[:8]}"
+            try:
+                await go(f"{opts.pg_url}?schema={schema}", n, whole)
+            except OSError as exc:
+                print(f"{name:7} postgres  skipped: {exc}")
+                continue
+            ev, bl, size = await _pg_sizes(opts.pg_url, schema)
+            print(f"{name:7} postgres  {cap:8}  {ev:>10,}  {bl:>10,}  {size:>12,}")
 
 
 if __name__ == "__main__":
