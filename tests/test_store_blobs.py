@@ -30,6 +30,7 @@ from mainspring.events import encode
 from mainspring.guard.audit import erase_user, export_lines, verify
 from mainspring.store._blobs import (
     PREFIX,
+    any_split,
     digest_of,
     is_split,
     join_large,
@@ -391,3 +392,7 @@ def test_split_then_join_gives_back_every_value_exactly(fields: dict[str, Any]) 
     else:
         assert stored is data
     assert join_large(stored, lambda wanted: {d: blobs[d] for d in wanted}, "here") == data
+    # The readers' one-pass test agrees, on bytes (SQLite) and text (PostgreSQL) alike.
+    short = encode({"step": 1})
+    for rows in ([short, stored], [stored.decode(), short.decode()]):
+        assert any_split([(1, "k", 0.0, d) for d in rows]) == bool(blobs)

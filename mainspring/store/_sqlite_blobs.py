@@ -8,7 +8,7 @@ connection.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from ._blobs import Blobs, check_blobs, is_split, join_checked, refs_of
@@ -78,7 +78,7 @@ def select_blobs(conn: sqlite3.Connection, digests: Sequence[str]) -> dict[str, 
 
 def joined_rows(
     conn: sqlite3.Connection, run_id: str, rows: list[tuple[int, str, float, bytes]]
-) -> Iterable[tuple[int, str, float, bytes]]:
+) -> list[tuple[int, str, float, bytes]]:
     """Rows of (seq, kind, ts, data) with each split payload's blobs put back, checked."""
     wanted = refs_of(row[3] for row in rows)
     if not wanted:

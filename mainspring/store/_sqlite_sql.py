@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from ..errors import ConflictError, RunNotFoundError
 from ..events import Event, EventKind, decode, decode_data, encode
-from ._blobs import SPLIT_MIN, Blobs, split_large
+from ._blobs import SPLIT_MIN, Blobs, any_split, split_large
 from ._chain import CREATED
 from ._lease_owners import owner_is_dead
 from ._lease_watch import LeaseWatch
@@ -276,11 +276,20 @@ def select_events(
     if until is not None:
         sql += " AND seq <= ?"
         params = (run_id, after, until)
+    sql += " ORDER BY seq"
+    rows = conn.execute(sql, params).fetchall()
+    if any_split(rows):
+        # Events and their blobs from one snapshot: a run deleted meanwhile (with its
+        # blobs) reads as gone, not as a store that lost a blob.
+        conn.execute("BEGIN")
+        try:
+            rows = joined_rows(conn, run_id, conn.execute(sql, params).fetchall())
+        finally:
+            conn.execute("COMMIT")
     kinds = _KINDS
-    rows = conn.execute(sql + " ORDER BY seq", params).fetchall()
     return [
         Event(run_id, seq, k, ts, decode_data(k, data))
-        for seq, kind, ts, data in joined_rows(conn, run_id, rows)
+        for seq, kind, ts, data in rows
         if (k := kinds.get(kind) or EventKind(kind))
     ]
 

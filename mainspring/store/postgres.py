@@ -77,7 +77,7 @@ import orjson
 
 from ..errors import RunNotFoundError, StoreError
 from ..events import Event, EventKind, decode_data, encode
-from ._blobs import check_blobs, is_split, join_checked, refs, refs_of
+from ._blobs import any_split, check_blobs, is_split, join_checked, refs, refs_of
 from ._chain import AuditSettings
 from ._lease_owners import owner_is_dead
 from ._pg_audit import Heads, PostgresAudited
@@ -349,15 +349,28 @@ class PostgresStore(PostgresAudited):
         hi = _BIGINT_MAX if until is None else until
         what = f"reading run {run_id!r}"
         rows = await self._fetch(what, pool, self._sql.read, run_id, after, hi)
-        wanted = refs_of(r[3] for r in rows)
-        found = await self._fetch(what, pool, self._sql.read_blobs, wanted) if wanted else ()
-        blobs = {r[0]: bytes(r[1]) for r in found}
+        blobs: dict[str, bytes] = {}
+        if any_split(rows):
+            rows, blobs = await self._retrier.run(
+                what, lambda _: pool.run(partial(self._read_joined, run_id, after, hi))
+            )
         kinds = _KINDS
         return [
             Event(run_id, r[0], k, r[2], decode_data(k, _joined(run_id, r[0], r[3], blobs)))
             for r in rows
             if (k := kinds.get(r[1]) or EventKind(r[1]))
         ]
+
+    async def _read_joined(
+        self, run_id: str, after: int, hi: int, conn: Connection
+    ) -> tuple[list[Record], dict[str, bytes]]:
+        """Events and the blobs they reference from one snapshot: a run deleted meanwhile
+        (with its blobs) reads as gone, not as a store that lost a blob."""
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            rows = await conn.fetch(self._sql.read, run_id, after, hi)
+            wanted = refs_of(r[3] for r in rows)
+            found = await conn.fetch(self._sql.read_blobs, wanted) if wanted else []
+        return rows, {r[0]: bytes(r[1]) for r in found}
 
     async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord | None:
         pool = self._live_pool()
