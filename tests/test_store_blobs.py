@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -338,6 +339,19 @@ def test_short_payloads_are_left_as_they_are() -> None:
     assert split_large(data) == (data, {})
     assert not is_split(data)
     assert join_large(data, lambda wanted: pytest.fail("fetched"), "here") is data
+
+
+def test_a_payload_nested_too_deep_to_walk_is_stored_as_it_is() -> None:
+    deep: Any = "x" * 20_000
+    for _ in range(5000):  # deeper than Python's recursion limit lets a walk go
+        deep = [deep]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # encoded where the stack allowed it...
+    try:
+        data = encode({"step": 1, "update": deep})
+    finally:
+        sys.setrecursionlimit(limit)  # ...split where it does not
+    assert split_large(data) == (data, {})
 
 
 def test_a_payload_without_large_strings_is_not_split() -> None:

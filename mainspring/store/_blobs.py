@@ -69,11 +69,14 @@ def split_large(
     """
     if len(data) < min_payload:
         return data, {}
-    value = _decode(data)
-    if type(value) is not dict or REFS in value:
-        return data, {}  # not an event's object: never split (and never read as one)
     blobs: Blobs = {}
-    out = _split(value, blobs, min_string)
+    try:
+        value = _decode(data)
+        if type(value) is not dict or REFS in value:
+            return data, {}  # not an event's object: never split (and never read as one)
+        out = _split(value, blobs, min_string)
+    except RecursionError:  # nested deeper than a walk can go here: stored as it is
+        return data, {}
     if not blobs:
         return data, {}
     return _encode({REFS: list(blobs), **out}), blobs
