@@ -298,6 +298,16 @@ async def test_verify_and_export_of_a_store_with_blobs(backend: Backend) -> None
     assert len(events) > 2 * N_CALLS
 
 
+async def test_a_run_whose_start_holds_large_metadata_verifies(backend: Backend) -> None:
+    async with runtime(backend) as rt:
+        note = "n" * 5000  # a large string in the metadata, hashed as a reference
+        handle = await rt.start(reader(), {"doc": DOC}, metadata={"user": "u", "note": note})
+        assert (await handle.wait()).status is RunStatus.INTERRUPTED
+        started = (await rt.events(handle.run_id))[0]
+        assert started.data.metadata["note"] == note and started.data.input["doc"] == DOC
+        assert (await verify(rt)).ok  # the row's metadata is what run_started recorded
+
+
 async def test_deleting_runs_deletes_the_blobs_no_run_references(backend: Backend) -> None:
     async with runtime(backend) as rt:
         alice = await _parked(rt, user="alice")

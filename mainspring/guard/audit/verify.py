@@ -16,7 +16,7 @@ from ...errors import MainspringError
 from ...store._chain import Anchor
 from ...store.audit import Audited, ChainRow
 from .anchors import check_anchors, check_moved, check_run_anchors, deleted_runs
-from .blobs import BlobUses, check_blobs
+from .blobs import BlobUses, check_blobs, joined_row
 from .chains import check_chain
 from .findings import Finding, Report
 from .signing import Verify, verifier
@@ -85,7 +85,8 @@ async def verify(
             )
         chain = check_chain(run_id, rows, None if record is None else record.last_seq)
         report.findings += chain
-        report.findings += check_moved(record, run_id, rows)
+        first = [await joined_row(s, rows[0])] if rows else []  # its values, blobs back
+        report.findings += check_moved(record, run_id, first)
         judged = _judge(run_id, rows, by_run.get(run_id, []), chain)
         if any(f.kind in _LATE for f in judged):
             suspects[run_id] = (rows, chain)
