@@ -169,7 +169,7 @@ async def test_a_new_or_empty_file_is_initialised(tmp_path: Path, existing: str)
     assert _identity(path) == (
         APPLICATION_ID,
         SCHEMA_VERSION,
-        ["anchors", "cursors", "events", "runs", "snapshots"],
+        ["anchors", "blob_refs", "blobs", "cursors", "events", "runs", "snapshots"],
     )
     async with SQLiteStore(url_of(path)) as again:  # reopening migrates nothing and keeps data
         assert len(await again.read(run_id)) == 2

@@ -147,6 +147,7 @@ async def delete_runs(
     older than its cutoff), anchor its last seq and head, delete it."""
     anchors: list[Anchor] = []
     async with conn.transaction():
+        await _lock_blobs(conn, schema)
         for run_id, detail, cutoff in zip(run_ids, details, cutoffs, strict=True):
             found = await conn.fetchrow(
                 f"SELECT last_seq, status, updated_at FROM {schema}.runs WHERE run_id = $1"
@@ -169,7 +170,49 @@ async def delete_runs(
             )
             for table in ("events", "snapshots", "cursors", "runs"):
                 await conn.execute(f"DELETE FROM {schema}.{table} WHERE run_id = $1", run_id)
+            await conn.execute(_delete_run_blobs(schema), run_id)
     return anchors
+
+
+async def _lock_blobs(conn: Connection, schema: str) -> None:
+    """Wait for the appends writing blobs to commit, and hold new ones off, until this
+    transaction ends: otherwise an append could reference a blob that was stored when it
+    looked (so it wrote none) and that a deletion which did not yet see its reference
+    removes. Taken first, before any run's row: appends take their run's row after it."""
+    await conn.execute(f"LOCK TABLE {schema}.blobs IN SHARE ROW EXCLUSIVE MODE")
+
+
+def _delete_run_blobs(schema: str) -> str:
+    """Forget run $1's blob references and delete the blobs no other run references."""
+    return f"""
+WITH gone AS (DELETE FROM {schema}.blob_refs WHERE run_id = $1 RETURNING digest)
+DELETE FROM {schema}.blobs b USING gone
+WHERE b.digest = gone.digest
+  AND NOT EXISTS (SELECT 1 FROM {schema}.blob_refs r WHERE r.digest = gone.digest AND r.run_id <> $1)"""
+
+
+async def audit_blobs(
+    pool: ConnectionPool, schema: str, digests: Sequence[str]
+) -> dict[str, bytes]:
+    rows = await pool.fetch(
+        f"SELECT digest, data FROM {schema}.blobs WHERE digest = ANY($1::text[])", list(digests)
+    )
+    return {r[0]: bytes(r[1]) for r in rows}
+
+
+async def vacuum_blobs(conn: Connection, schema: str) -> int:
+    """References of runs that are gone, then blobs nobody references, in one transaction."""
+    async with conn.transaction():
+        await _lock_blobs(conn, schema)
+        await conn.execute(
+            f"DELETE FROM {schema}.blob_refs r"
+            f" WHERE NOT EXISTS (SELECT 1 FROM {schema}.runs WHERE run_id = r.run_id)"
+        )
+        tag = await conn.execute(
+            f"DELETE FROM {schema}.blobs b"
+            f" WHERE NOT EXISTS (SELECT 1 FROM {schema}.blob_refs WHERE digest = b.digest)"
+        )
+    return int(tag.split()[-1])
 
 
 async def anchor_groups(
@@ -219,6 +262,14 @@ class PostgresAudited:
     async def audit_anchors(self) -> list[Anchor]:
         await self._batch.drain()
         return await audit_anchors(self._live_pool(), self._schema_sql)
+
+    async def audit_blobs(self, digests: Sequence[str]) -> dict[str, bytes]:
+        return await audit_blobs(self._live_pool(), self._schema_sql, digests)
+
+    async def vacuum_blobs(self) -> int:
+        await self._batch.drain()
+        gone: int = await self._live_pool().run(partial(vacuum_blobs, schema=self._schema_sql))
+        return gone
 
     async def delete_runs(
         self,

@@ -15,7 +15,7 @@ waiter, so their failures are kept here until the run's next append or a flush.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import anyio
@@ -38,6 +38,7 @@ class Write:
     error: str | None
     fence: int | None
     confirm: bool  # False for durability 'off': nobody waits for the outcome
+    blobs: Mapping[str, bytes]  # the large strings its events reference (_blobs.py)
     done: anyio.Event = field(default_factory=anyio.Event)
     exc: BaseException | None = None
 
@@ -57,13 +58,14 @@ class Group:
     status: str | None
     error: str | None
     fence: int | None
+    blobs: Mapping[str, bytes]
 
     @classmethod
     def of(cls, w: Write) -> Group:
         # Shares the write's lists: add() builds new ones rather than extend them.
         return cls(
             [w], w.run_id, w.expected, w.kinds, w.ts, w.data, w.hashes, w.head, w.status,
-            w.error, w.fence,
+            w.error, w.fence, w.blobs,
         )  # fmt: skip
 
     def as_write(self) -> tuple[str, int, list[str], list[float], list[str]]:
@@ -82,6 +84,8 @@ class Group:
         self.head = w.head
         self.status = w.status if w.status is not None else self.status
         self.error = w.error if w.error is not None else self.error
+        if w.blobs:
+            self.blobs = {**self.blobs, **w.blobs}
 
 
 # Writes the groups; returns one outcome per group (None: committed).

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ._pg_pool import Connection
 
 APPLICATION: Final = "mainspring"
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 _LOCK_CLASS: Final = 0x4D53  # "MS": the first key of the two-key advisory lock
 
 
@@ -128,6 +128,22 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             hash bytea NOT NULL
         )""",
         "INSERT INTO {s}.anchor_head VALUES (1, 0, decode(repeat('00', 32), 'hex'))",
+    ),
+    (
+        # Large strings of event data, stored once by content hash (store/_blobs.py): the
+        # events hold {"$blob": digest} in their place. blob_refs says which runs reference
+        # which blobs, so deleting runs deletes the blobs no run references any more,
+        # without scanning the journal. Written in the transaction of the append.
+        """CREATE TABLE {s}.blobs (
+            digest text COLLATE "C" PRIMARY KEY,
+            data   bytea NOT NULL
+        )""",
+        """CREATE TABLE {s}.blob_refs (
+            run_id text COLLATE "C" NOT NULL,
+            digest text COLLATE "C" NOT NULL,
+            PRIMARY KEY (run_id, digest)
+        )""",
+        "CREATE INDEX blob_refs_digest ON {s}.blob_refs (digest)",
     ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION

@@ -12,7 +12,7 @@ Status changes send ``NOTIFY mainspring_runs`` from inside the same statement
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from ..events import Event, encode
+from ._blobs import SPLIT_MIN, Blobs, split_large
 from ._pg_batch import Group
 from ._pg_schema import quote_ident
 from ._sql_core import Dialect, list_threads_sql, misnumbered, orphan_page_sql
@@ -56,6 +57,8 @@ class Statements:
     sign: str  # $1 pos, $2 signature
     head: str  # the hash of $1's event $2
     parked: str  # which of the runs $1 (text[]) are not running (a group commit's resumes)
+    put_blobs: str  # $1 digests, $2 their bytes; $3, $4 the (run, digest) references
+    read_blobs: str  # the blobs of the digests $1 (text[])
 
 
 # Appends of up to this many events bind each event's fields as scalars: cheaper for
@@ -222,6 +225,15 @@ ON CONFLICT (name, run_id) DO UPDATE SET seq = EXCLUDED.seq WHERE {s}.cursors.se
         sign=f"UPDATE {s}.anchors SET sig = $2 WHERE pos = $1",
         head=f"SELECT hash FROM {s}.events WHERE run_id = $1 AND seq = $2",
         parked=f"SELECT run_id FROM {s}.runs WHERE run_id = ANY($1::text[]) AND status <> 'running'",
+        # The same digest is the same data: a blob already stored is left as it is.
+        put_blobs=f"""
+WITH b AS (
+  INSERT INTO {s}.blobs (digest, data)
+  SELECT * FROM unnest($1::text[], $2::bytea[]) ON CONFLICT (digest) DO NOTHING
+)
+INSERT INTO {s}.blob_refs (run_id, digest)
+SELECT * FROM unnest($3::text[], $4::text[]) ON CONFLICT (run_id, digest) DO NOTHING""",
+        read_blobs=f"SELECT digest, data FROM {s}.blobs WHERE digest = ANY($1::text[])",
     )
 
 
@@ -339,10 +351,14 @@ def _orphaned(d: Dialect) -> str:
 # -- rows and arrays ------------------------------------------------------------------------
 
 
+NO_BLOBS: Blobs = {}  # shared: never written to
+
+
 def event_columns(
     run_id: str, expected_seq: int, events: Sequence[Event]
-) -> tuple[list[str], list[float], list[str]]:
-    """The events as the three arrays the append statements take.
+) -> tuple[list[str], list[float], list[str], Blobs]:
+    """The events as the three arrays the append statements take, and the blobs their
+    large strings were split into (``_blobs.py``; written before the events).
 
     Events are stored by position, so one whose own ``seq`` or ``run_id`` says
     otherwise would read back as a different event: refused.
@@ -352,11 +368,29 @@ def event_columns(
             raise misnumbered(run_id, expected_seq, event, position)
     kinds = [str(e.kind) for e in events]
     ts = [float(e.ts) for e in events]
-    return kinds, ts, [_json_text(run_id, e) for e in events]
+    blobs = NO_BLOBS
+    data = []
+    for e in events:
+        raw = encode(e.data, what=f"data of event {e.seq} of run {run_id!r}")
+        if len(raw) >= SPLIT_MIN:  # the hot path's only cost: most events are short
+            raw, found = split_large(raw)
+            blobs = {**blobs, **found} if found else blobs
+        data.append(raw.decode())
+    return kinds, ts, data, blobs
 
 
-def _json_text(run_id: str, event: Event) -> str:
-    return encode(event.data, what=f"data of event {event.seq} of run {run_id!r}").decode()
+def blob_args(
+    refs: Sequence[tuple[str, Mapping[str, bytes]]],
+) -> tuple[list[str], list[bytes], list[str], list[str]]:
+    """``put_blobs``'s arrays for the blobs of (run, blobs) pairs: each blob once."""
+    unique: dict[str, bytes] = {}
+    runs: list[str] = []
+    digests: list[str] = []
+    for run_id, blobs in refs:
+        unique.update(blobs)
+        runs += [run_id] * len(blobs)
+        digests += blobs
+    return list(unique), list(unique.values()), runs, digests
 
 
 def batch_args(groups: list[Group]) -> tuple[list[Any], ...]:

@@ -9,7 +9,7 @@ its own events (same kind, ts and data), its earlier attempt committed and it su
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -19,7 +19,7 @@ from ._pg_audit import anchor_groups, sign
 from ._pg_batch import Group
 from ._pg_pool import ConnectionPool
 from ._pg_retry import Retrier
-from ._pg_sql import MAX_SCALAR_EVENTS, Statements, batch_args
+from ._pg_sql import MAX_SCALAR_EVENTS, Statements, batch_args, blob_args
 from ._sql_core import append_refusal
 from .protocols import ObservesCommits
 from .records import CommitStats, RunRecord, notify_commit
@@ -54,13 +54,13 @@ class Writes:
         self,
         record: RunRecord,
         events: Sequence[Event],
-        columns: tuple[list[str], list[float], list[str]],
+        columns: tuple[list[str], list[float], list[str], Mapping[str, bytes]],
         hashes: list[bytes | None],
         head: bytes | None,
     ) -> RunRecord | None:
         """Insert the run and its first events; the stored record, or None if the run existed."""
         pool = self._pool()
-        kinds, ts, data = columns
+        kinds, ts, data, blobs = columns
         metadata = encode(record.metadata, what=f"metadata of run {record.run_id!r}").decode()
         args = (
             record.run_id, record.graph, record.thread, str(record.status), record.created_at,
@@ -70,7 +70,7 @@ class Writes:
         )  # fmt: skip
 
         async def attempt(retried: bool) -> bool:
-            row = await self._signed(pool, self._sql.create_run, args, 1)
+            row = await self._signed(pool, self._sql.create_run, args, 1, record.run_id, blobs)
             created = bool(row[0])
             if created or not retried:
                 return created
@@ -116,13 +116,16 @@ class Writes:
         fence: int | None,
         hashes: list[bytes | None],
         head: bytes | None,
+        blobs: Mapping[str, bytes],
     ) -> None:
-        """One run's append, now: one statement, one round trip (a signed anchor: two)."""
+        """One run's append, now: one statement, one round trip (a signed anchor, or blobs
+        written first in the same transaction: a few more)."""
         pool = self._pool()
         n = len(kinds)
         scalar = 0 < n <= MAX_SCALAR_EVENTS  # each event's fields as parameters
-        # A step of a running run takes the lean statement; status changes the full one.
-        advance = scalar and status is None and error is None
+        # A step of a running run takes the lean statement; status changes the full one
+        # (and so does an append with blobs: the lean one runs outside a transaction).
+        advance = scalar and status is None and error is None and not blobs
         if advance:
             sql, args = self._sql.advance[n], [run_id, expected]
         elif scalar:
@@ -146,7 +149,7 @@ class Writes:
                     return True, expected, fence, None
                 row = await pool.fetchrow(self._sql.last_seq, run_id)
                 return (False, None, None, None) if row is None else (False, *row)
-            row = await self._signed(pool, sql, args, 5)
+            row = await self._signed(pool, sql, args, 5, run_id, blobs)
             return row[0], row[1], row[2], row[3]
 
         async def attempt(retried: bool) -> None:
@@ -169,18 +172,29 @@ class Writes:
         if self._observed.commit_observer is not None:
             self._notify(1, n, started)
 
-    async def _signed(self, pool: ConnectionPool, sql: str, args: Sequence[Any], at: int) -> Any:
+    async def _signed(
+        self,
+        pool: ConnectionPool,
+        sql: str,
+        args: Sequence[Any],
+        at: int,
+        run_id: str,
+        blobs: Mapping[str, bytes],
+    ) -> Any:
         """The row of a statement that may write an anchor (its pos and hash at ``at``):
         with a signer, the statement and the anchor's signature in one transaction, so a
         dropped connection or a crash never leaves the anchor committed unsigned (the
-        retried write sees its own commit, signed, or nothing)."""
-        if self._audit.signer is None:
+        retried write sees its own commit, signed, or nothing). ``blobs`` its events
+        reference go in first, in the same transaction: no reference without its blob."""
+        if self._audit.signer is None and not blobs:
             row = await pool.fetchrow(sql, *args)
             assert row is not None
             return row
 
         async def transact(conn: Any) -> Any:
             async with conn.transaction():
+                if blobs:
+                    await conn.execute(self._sql.put_blobs, *blob_args([(run_id, blobs)]))
                 row = await conn.fetchrow(sql, *args)
                 assert row is not None
                 if row[0]:
@@ -234,11 +248,15 @@ class Writes:
         resumes = [
             (g.run_id, g.last_seq, g.head) for g in batch if g.status == "running" and g.head
         ]
-        if not rests and not resumes:
+        blobs = [(g.run_id, g.blobs) for g in batch if g.blobs]
+        if not rests and not resumes and not blobs:
             return await pool.fetch(self._sql.append_many, *args)
 
         async def transact(conn: Any) -> list[Any]:
             async with conn.transaction():
+                if blobs:  # before the events that reference them (a run refused keeps
+                    # them until it is deleted: harmless, and the retry needs them anyway)
+                    await conn.execute(self._sql.put_blobs, *blob_args(blobs))
                 parked: set[str] = set()
                 if resumes:  # their status before this statement: a resume leaves a rest
                     ids = [r[0] for r in resumes]

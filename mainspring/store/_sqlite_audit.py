@@ -25,6 +25,7 @@ from ._chain import (
     make_anchor,
     still_deletable,
 )
+from ._sqlite_blobs import delete_run_blobs
 from .audit import AuditRun, ChainRow
 
 
@@ -169,7 +170,7 @@ def anchor_rest(
 def apply_delete_runs(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> list[Anchor]:
     """Delete whole runs (retention, erasure): for each still at rest (judged here, inside
     the write transaction), an anchor with its last seq and head first, then its events,
-    snapshot, cursors and row, in one transaction."""
+    snapshot, cursors, row and the blobs no other run references, in one transaction."""
     run_ids, reason, actor, details, cutoffs, audit = args
     anchors = []
     for run_id, detail, cutoff in zip(run_ids, details, cutoffs, strict=True):
@@ -188,6 +189,7 @@ def apply_delete_runs(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> list[Anchor
         )  # fmt: skip
         for table in ("events", "snapshots", "cursors", "runs"):
             cur.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+        delete_run_blobs(cur, run_id)
     return anchors
 
 

@@ -15,8 +15,9 @@ from ._sqlite_audit import (
     select_chain,
     select_event_run_ids,
 )
+from ._sqlite_blobs import select_blobs
 from ._sqlite_readers import Readers
-from ._sqlite_sql import DELETE_RUNS
+from ._sqlite_sql import DELETE_RUNS, VACUUM_BLOBS
 from ._sqlite_writer import Writer
 from .audit import AuditRun, ChainRow
 
@@ -50,6 +51,17 @@ class SQLiteAudited:
     async def audit_anchors(self) -> list[Anchor]:
         anchors: list[Anchor] = await self._read(None, select_anchors)
         return anchors
+
+    async def audit_blobs(self, digests: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = await self._readers.run(
+            lambda conn: select_blobs(conn, list(digests))
+        )
+        return found
+
+    async def vacuum_blobs(self) -> int:
+        writer = await self._settle(None)
+        gone: int = await writer.call(VACUUM_BLOBS, None, (), True)
+        return gone
 
     async def delete_runs(
         self,

@@ -105,6 +105,23 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             sig BLOB
         )""",
     ),
+    (
+        # Large strings of event data, stored once by content hash (store/_blobs.py): the
+        # events hold {"$blob": digest} in their place. blob_refs says which runs reference
+        # which blobs, so deleting runs (retention, erasure) deletes the blobs no run
+        # references any more, without scanning the journal. Written in the transaction of
+        # the events that reference them.
+        """CREATE TABLE blobs (
+            digest TEXT PRIMARY KEY,
+            data BLOB NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE blob_refs (
+            run_id TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            PRIMARY KEY (run_id, digest)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX blob_refs_digest ON blob_refs (digest)",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

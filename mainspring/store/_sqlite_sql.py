@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from ..errors import ConflictError, RunNotFoundError
 from ..events import Event, EventKind, decode, decode_data, encode
+from ._blobs import SPLIT_MIN, Blobs, any_split, split_large
 from ._chain import CREATED
 from ._lease_owners import owner_is_dead
 from ._lease_watch import LeaseWatch
@@ -28,6 +29,7 @@ from ._sql_core import (
     thread_from_row,
 )
 from ._sqlite_audit import add_anchor, anchor_rest, apply_delete_runs, insert_events
+from ._sqlite_blobs import NO_BLOBS, joined_rows, put_blobs, vacuum_blobs
 from .records import RunQuery, RunRecord, Snapshot, ThreadInfo
 
 Row = tuple[Any, ...]
@@ -75,7 +77,7 @@ _KINDS: Final = {kind.value: kind for kind in EventKind}
 
 
 def apply_append(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
-    run_id, expected_seq, rows, status, error, last_ts, fence, audit = args
+    run_id, expected_seq, rows, status, error, last_ts, fence, audit, blobs = args
     new_seq = expected_seq + len(rows)
     before = None  # a resume's anchor needs the status it leaves (read only then: rare)
     if audit is not None and status == "running":
@@ -99,15 +101,19 @@ def apply_append(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
         refusal = append_refusal(run_id, expected_seq, found[0], fence, found[1], found[2])
         raise refusal or ConflictError(run_id, expected_seq, found[0])
     head = insert_events(cur, audit, expected_seq, rows) if rows else None
+    if blobs:
+        put_blobs(cur, run_id, blobs)
     anchor_rest(cur, audit, run_id, new_seq, head, status, before)
 
 
 def apply_create(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> RunRecord | None:
-    params, rows, audit = args
+    params, rows, audit, blobs = args
     cur.execute(INSERT_RUN, params)
     if cur.rowcount != 1:
         return DIALECT.record(cur.execute(SELECT_RUN, (params[0],)).fetchone())
     head = insert_events(cur, audit, 0, rows) if rows else None
+    if blobs:
+        put_blobs(cur, params[0], blobs)
     if audit is not None:  # the run exists: deleting it whole is noticed from now on
         add_anchor(cur, audit, params[0], len(rows), head, CREATED)
         anchor_rest(cur, audit, params[0], len(rows), head, params[3])
@@ -188,6 +194,10 @@ def apply_cursors(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
     )
 
 
+def apply_vacuum_blobs(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> int:
+    return vacuum_blobs(cur)
+
+
 # Indexed by the request kinds of the writer: APPEND, CREATE, ...
 APPEND, CREATE, SNAPSHOT, CLAIM, RENEW, RELEASE = range(6)
 APPLY: Final[tuple[Callable[[sqlite3.Cursor, tuple[Any, ...]], Any], ...]] = (
@@ -199,9 +209,11 @@ APPLY: Final[tuple[Callable[[sqlite3.Cursor, tuple[Any, ...]], Any], ...]] = (
     apply_release,
     apply_cursors,
     apply_delete_runs,
+    apply_vacuum_blobs,
 )
 CURSORS: Final = APPLY.index(apply_cursors)
 DELETE_RUNS: Final = APPLY.index(apply_delete_runs)
+VACUUM_BLOBS: Final = APPLY.index(apply_vacuum_blobs)
 
 
 # --- encoding (event loop, before a write is queued) ---
@@ -229,16 +241,22 @@ def run_params(record: RunRecord) -> Row:
     )
 
 
-def event_rows(run_id: str, expected_seq: int, events: Sequence[Event]) -> list[Row]:
-    """Encode events for insertion, checking they continue the run's numbering."""
+def event_rows(run_id: str, expected_seq: int, events: Sequence[Event]) -> tuple[list[Row], Blobs]:
+    """Encode events for insertion, checking they continue the run's numbering; large
+    strings split off as blobs (``_blobs.py``), returned beside the rows."""
     rows: list[Row] = []
+    blobs = NO_BLOBS
     seq = expected_seq
     for event in events:
         seq += 1
         if event.seq != seq or event.run_id != run_id:
             raise misnumbered(run_id, expected_seq, event, seq - expected_seq)
-        rows.append((run_id, seq, str(event.kind), event.ts, encode(event.data, what="event data")))
-    return rows
+        data = encode(event.data, what="event data")
+        if len(data) >= SPLIT_MIN:  # the hot path's only cost: most events are short
+            data, found = split_large(data)
+            blobs = {**blobs, **found} if found else blobs
+        rows.append((run_id, seq, str(event.kind), event.ts, data))
+    return rows, blobs
 
 
 # --- reads (worker thread, read-only connection) ---
@@ -258,10 +276,20 @@ def select_events(
     if until is not None:
         sql += " AND seq <= ?"
         params = (run_id, after, until)
+    sql += " ORDER BY seq"
+    rows = conn.execute(sql, params).fetchall()
+    if any_split(rows):
+        # Events and their blobs from one snapshot: a run deleted meanwhile (with its
+        # blobs) reads as gone, not as a store that lost a blob.
+        conn.execute("BEGIN")
+        try:
+            rows = joined_rows(conn, run_id, conn.execute(sql, params).fetchall())
+        finally:
+            conn.execute("COMMIT")
     kinds = _KINDS
     return [
         Event(run_id, seq, k, ts, decode_data(k, data))
-        for seq, kind, ts, data in conn.execute(sql + " ORDER BY seq", params)
+        for seq, kind, ts, data in rows
         if (k := kinds.get(kind) or EventKind(kind))
     ]
 

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from ..errors import StoreError
 from ._sqlite_audit import Chain
+from ._sqlite_blobs import merged
 from ._sqlite_errors import translate
 from ._sqlite_sql import APPEND, APPLY, CREATE
 from .protocols import ObservesCommits
@@ -83,7 +84,7 @@ class Request:
 def extend(prior: Request, args: tuple[Any, ...]) -> bool:
     """Make the held ``off`` append ``prior`` also write the next append of its run
     (``args``), if it continues it: the same as writing both, one after the other."""
-    run_id, expected, rows, status, error, last_ts, fence, audit = prior.args
+    run_id, expected, rows, status, error, last_ts, fence, audit, blobs = prior.args
     if args[1] != expected + len(rows) or args[6] != fence or status not in (None, "running"):
         return False  # not next (it fails alone), fenced otherwise, or after a park
     rows.extend(args[2])
@@ -96,6 +97,7 @@ def extend(prior: Request, args: tuple[Any, ...]) -> bool:
         last_ts if args[5] is None else args[5],
         fence,
         audit,
+        merged(blobs, args[8]),
     )
     return True
 

@@ -19,7 +19,7 @@ class ChainRow(NamedTuple):
     seq: int
     kind: str
     ts: float
-    data: bytes  # the event's JSON object exactly as stored
+    data: bytes  # the event's JSON object exactly as stored (large strings as blob refs)
     hash: bytes | None  # None: written before the chain existed, or with it off
 
 
@@ -51,6 +51,14 @@ class Audited(Protocol):
 
     async def audit_anchors(self) -> list[Anchor]:
         """The store's anchor chain, by position."""
+
+    async def audit_blobs(self, digests: Sequence[str]) -> dict[str, bytes]:
+        """The stored bytes of the blobs ``digests`` name (``store/_blobs.py``), as stored:
+        those missing are left out, none is checked against its digest."""
+
+    async def vacuum_blobs(self) -> int:
+        """Delete the blobs no run references any more; how many. Deleting runs deletes
+        their own: this sweeps what was left by hand edits or writes refused midway."""
 
     async def delete_runs(
         self,

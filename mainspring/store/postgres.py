@@ -77,6 +77,7 @@ import orjson
 
 from ..errors import RunNotFoundError, StoreError
 from ..events import Event, EventKind, decode_data, encode
+from ._blobs import any_split, check_blobs, is_split, join_checked, refs, refs_of
 from ._chain import AuditSettings
 from ._lease_owners import owner_is_dead
 from ._pg_audit import Heads, PostgresAudited
@@ -266,7 +267,7 @@ class PostgresStore(PostgresAudited):
         pool = self._live_pool()
         columns = event_columns(record.run_id, 0, events)
         hashes, head = await self._heads.chain(
-            pool, self._sql, record.run_id, 0, *columns, str(record.status)
+            pool, self._sql, record.run_id, 0, *columns[:3], str(record.status)
         )
         try:
             stored = await self._writes.create(record, events, columns, hashes, head)
@@ -297,7 +298,7 @@ class PostgresStore(PostgresAudited):
     ) -> None:
         pool = self._live_pool()
         self._raise_failure(run_id)
-        kinds, ts, data = event_columns(run_id, expected_seq, events)
+        kinds, ts, data, blobs = event_columns(run_id, expected_seq, events)
         status_text = str(status) if status is not None else None
         if durability == Durability.SYNC:
             await self._batch.settle(run_id)  # queued writes of this run go first
@@ -308,16 +309,18 @@ class PostgresStore(PostgresAudited):
         if durability == Durability.SYNC:
             try:
                 await self._writes.append(
-                    run_id, expected_seq, kinds, ts, data, status_text, error, fence, hashes, head
-                )
+                    run_id, expected_seq, kinds, ts, data, status_text, error, fence, hashes,
+                    head, blobs,
+                )  # fmt: skip
             except BaseException:
                 self._heads.forget(run_id)
                 raise
             return
         confirm = durability != Durability.OFF
         write = Write(
-            run_id, expected_seq, kinds, ts, data, hashes, head, status_text, error, fence, confirm
-        )
+            run_id, expected_seq, kinds, ts, data, hashes, head, status_text, error, fence, confirm,
+            blobs,
+        )  # fmt: skip
         self._batch.submit(write)
         if confirm:
             await write.done.wait()
@@ -344,13 +347,30 @@ class PostgresStore(PostgresAudited):
         pool = self._live_pool()
         await self._batch.settle(run_id)
         hi = _BIGINT_MAX if until is None else until
-        rows = await self._fetch(f"reading run {run_id!r}", pool, self._sql.read, run_id, after, hi)
+        what = f"reading run {run_id!r}"
+        rows = await self._fetch(what, pool, self._sql.read, run_id, after, hi)
+        blobs: dict[str, bytes] = {}
+        if any_split(rows):
+            rows, blobs = await self._retrier.run(
+                what, lambda _: pool.run(partial(self._read_joined, run_id, after, hi))
+            )
         kinds = _KINDS
         return [
-            Event(run_id, r[0], k, r[2], decode_data(k, r[3]))
+            Event(run_id, r[0], k, r[2], decode_data(k, _joined(run_id, r[0], r[3], blobs)))
             for r in rows
             if (k := kinds.get(r[1]) or EventKind(r[1]))
         ]
+
+    async def _read_joined(
+        self, run_id: str, after: int, hi: int, conn: Connection
+    ) -> tuple[list[Record], dict[str, bytes]]:
+        """Events and the blobs they reference from one snapshot: a run deleted meanwhile
+        (with its blobs) reads as gone, not as a store that lost a blob."""
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            rows = await conn.fetch(self._sql.read, run_id, after, hi)
+            wanted = refs_of(r[3] for r in rows)
+            found = await conn.fetch(self._sql.read_blobs, wanted) if wanted else []
+        return rows, {r[0]: bytes(r[1]) for r in found}
 
     async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord | None:
         pool = self._live_pool()
@@ -454,6 +474,15 @@ class PostgresStore(PostgresAudited):
         return {r[0]: int(r[1]) for r in rows}
 
     # -- helpers -------------------------------------------------------------------------------------
+
+
+def _joined(run_id: str, seq: int, data: str, blobs: Mapping[str, bytes]) -> str | bytes:
+    """A stored event's data with the blobs it references put back (checked)."""
+    if not is_split(data):
+        return data
+    where = f"event {seq} of run {run_id!r}"
+    check_blobs(blobs, refs(data), where)
+    return join_checked(data, blobs, where)
 
 
 def _require_asyncio() -> None:

@@ -192,7 +192,7 @@ class SQLiteStore(SQLiteAudited):
         self, record: RunRecord, events: Sequence[Event], durability: Durability
     ) -> CreateResult:
         writer = self._require_writer()
-        rows = event_rows(record.run_id, 0, events)
+        rows, blobs = event_rows(record.run_id, 0, events)
         stored = replace(record, last_seq=len(events))
         if events:
             stored.updated_at = events[-1].ts
@@ -200,7 +200,7 @@ class SQLiteStore(SQLiteAudited):
         # Creation always waits, even for "off" runs: the caller needs to know
         # whether the run already existed (an "off" run's is not fsync'd, though).
         # A lone sync or off run's creation goes inline.
-        args = (params, rows, self._on())
+        args = (params, rows, self._on(), blobs)
         off = durability == Durability.OFF
         inline = Request(CREATE, record.run_id, args, True, None, None, lax=off)
         if durability != Durability.BATCH and writer.try_inline(inline):
@@ -365,13 +365,15 @@ def _append_args(
 ) -> tuple[Any, ...]:
     """What ``apply_append`` takes, encoded on the caller's thread (hashed on the writer's,
     in the transaction: the hash before it is what the file holds)."""
+    rows, blobs = event_rows(run_id, expected_seq, events)
     return (
         run_id,
         expected_seq,
-        event_rows(run_id, expected_seq, events),
+        rows,
         None if status is None else str(status),
         error,
         events[-1].ts if events else None,
         fence,
         chain,
+        blobs,
     )

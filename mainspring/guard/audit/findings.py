@@ -17,6 +17,8 @@ KINDS = {
     "head_mismatch": "a run's chain at an anchored seq is not the anchored head",
     "run_deleted": "an anchored run is gone and no purge or erasure anchor says why",
     "run_unanchored": "a chained run has no anchor: its anchors were deleted, or it was added",
+    "blob_missing": "a large value an event references (by its hash) was deleted",
+    "blob_edited": "a large value an event references no longer has the hash it is referenced by",
     "orphan_events": "events of a run whose run row was deleted",
     "moved": "a run row's tenant or metadata is not what its run_started event recorded",
     "anchor_edited": "an anchor was changed (or the one before it, with its hash recomputed)",

@@ -16,6 +16,7 @@ from ...errors import MainspringError
 from ...store._chain import Anchor
 from ...store.audit import Audited, ChainRow
 from .anchors import check_anchors, check_moved, check_run_anchors, deleted_runs
+from .blobs import BlobUses, check_blobs, joined_row
 from .chains import check_chain
 from .findings import Finding, Report
 from .signing import Verify, verifier
@@ -68,6 +69,7 @@ async def verify(
         findings, [], anchors=len(anchors), signed=sum(a.sig is not None for a in anchors)
     )
     unchained = 0
+    blobs = BlobUses()
     suspects: dict[str, tuple[list[ChainRow], list[Finding]]] = {}
     for run_id in ids:
         rows = await s.audit_chain(run_id)
@@ -76,13 +78,15 @@ async def verify(
             continue  # gone: judged with the anchors below
         report.runs += 1
         report.events += len(rows)
+        blobs.add(run_id, rows)
         if record is None and rows:
             report.findings.append(
                 Finding(run_id, None, "orphan_events", f"{len(rows)} events, no run row")
             )
         chain = check_chain(run_id, rows, None if record is None else record.last_seq)
         report.findings += chain
-        report.findings += check_moved(record, run_id, rows)
+        first = [await joined_row(s, rows[0])] if rows else []  # its values, blobs back
+        report.findings += check_moved(record, run_id, first)
         judged = _judge(run_id, rows, by_run.get(run_id, []), chain)
         if any(f.kind in _LATE for f in judged):
             suspects[run_id] = (rows, chain)
@@ -97,6 +101,7 @@ async def verify(
             top = rows[-1].seq if rows else 0
             new = [a for a in later if a.run_id == run_id and a.seq <= top]
             report.findings += _judge(run_id, rows, [*by_run.get(run_id, []), *new], chain)
+    report.findings += await check_blobs(s, blobs)
     gone, notes = deleted_runs(
         {k: v for k, v in by_run.items() if run is None or k == run}, present
     )
