@@ -183,20 +183,21 @@ async def test_a_damaged_freelist_is_refused(tmp_path: Path, check_mode: str) ->
     await assert_refused_as_corrupt(path, "freelist")
 
 
-async def test_a_healthy_large_store_opens_with_a_bounded_check(store_copy: Path) -> None:
-    """Above the bound, open walks interior pages only: cheap enough to do every time."""
+async def test_a_healthy_large_store_opens_with_a_bounded_check(
+    store_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above the bound, open walks interior pages only (never a full quick_check): cheap
+    enough to do every time. (What it costs is measured, not asserted: a timed check
+    failed on a loaded machine.)"""
     assert store_copy.stat().st_size > integrity.FULL_CHECK_BYTES
+    full_checks: list[object] = []
+    monkeypatch.setattr(integrity, "_quick_check", lambda *args: full_checks.append(args))
     conn = sqlite3.connect(f"{store_copy.as_uri()}?mode=ro&immutable=1", uri=True)
     try:
-        started = time.perf_counter()
         integrity.check_integrity(conn, store_copy, wal=False)
-        walk = time.perf_counter() - started
-        started = time.perf_counter()
-        assert conn.execute("PRAGMA quick_check").fetchall() == [("ok",)]
-        full = time.perf_counter() - started
     finally:
         conn.close()
-    assert walk < full / 3, (walk, full)
+    assert full_checks == []
     async with SQLiteStore(url_of(store_copy)) as store:
         assert len(await store.read("run-0007")) == 90
 
