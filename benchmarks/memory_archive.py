@@ -32,7 +32,7 @@ import msgspec
 
 from mainspring.memory.archive import ArchiveRecord, LocalArchive
 
-from harness import Result
+from harness import Result, Settings
 from report import print_json, print_table
 
 BATCH = 256
@@ -200,6 +200,13 @@ def codecs(records: list[ArchiveRecord]) -> list[Result]:
                               extra={"compress_mb_s": speed[name],
                                      "decompress_mb_s": raw / (t2 - t1) / 1e6}))  # fmt: skip
     return results
+
+
+async def run(settings: Settings) -> list[Result]:
+    """The suite's entry (``benchmarks/run.py --only W14-archive``)."""
+    n = 20_000 if settings.quick else 100_000
+    results = await measure(n, 2_000 if settings.quick else 10_000, settings.workdir)
+    return results + codecs(make_records(2_000 if settings.quick else 5_000, seed=3))
 
 
 def main() -> None:

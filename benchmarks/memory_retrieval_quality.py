@@ -34,11 +34,11 @@ from typing import Any
 import anyio
 import numpy as np
 
-import qa_fixtures
 from mainspring.memory.knowledge import ingest
 from mainspring.memory.scope import Scope
 from mainspring.memory.semantic.items import Hit, MemoryItem, Source, WriteResult
 
+import qa_fixtures
 from harness import Result
 from report import print_json, print_table
 

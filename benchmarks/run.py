@@ -18,7 +18,9 @@ W13-tenants (store queries scoped by tenant against the same queries unscoped, o
 and PostgreSQL), W18 (the injection screen per 2 KB text, p50 and p99 on one core,
 against the heuristics alone), W11-secrets (a tool call with a declared secret
 against W11's), PII (the redactor's cost per effect, in a run and on 2 KB of text),
-W14-session (session memory's get and set, p99, in process and on Redis).
+W14-session (session memory's get and set, p99, in process and on Redis), W14-context
+(context assembly of a 200-turn thread into 8k tokens against a naive tiktoken fit and
+LangChain's trim_messages), W14-archive (the cold archive against one SQLite table).
 ``--quick`` finishes in under a minute; the default run is longer and more
 precise. ``--repeat N`` runs the chosen families N times and prints, per workload, the median and range across
 runs as a Markdown table (``summarize.py``); with ``--json``, every run's lines.
@@ -36,6 +38,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import context_assembly
+import memory_archive
 import session_memory
 from harness import Result, Settings, Transient
 from report import environment, print_json, print_table
@@ -93,6 +97,8 @@ FAMILIES: dict[str, Family] = {
     "W11-secrets": guard_data.run_secrets,
     "PII": guard_data.run_pii,
     "W14-session": session_memory.run,
+    "W14-context": context_assembly.measure,
+    "W14-archive": memory_archive.run,
 }
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
