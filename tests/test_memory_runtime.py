@@ -345,3 +345,33 @@ async def test_memory_tiers_idle_sessions_to_the_archive_in_the_background(
         assert memory.tiering is not None and any(r.moved for r in memory.tiering.reports)
     with pytest.raises(ValueError, match="archive="):
         Memory(tiering=TieringPolicy(session_idle=0))
+
+
+async def test_a_runtime_with_memory_exits_cleanly_when_its_exit_is_cancelled(
+    tmp_path: Path,
+) -> None:
+    import anyio
+
+    memory = Memory.open(semantic=f"sqlite:///{tmp_path / 'm.db'}")
+    with anyio.move_on_after(1.0) as scope:
+        async with _runtime(tmp_path, memory) as rt:
+            assert memory.semantic is not None and memory.semantic.is_open
+            await anyio.sleep(30)
+    assert scope.cancelled_caught
+    assert memory.semantic is not None and not memory.semantic.is_open  # closed with it
+    async with _runtime(tmp_path, Memory.open(semantic=f"sqlite:///{tmp_path / 'm.db'}")) as rt:
+        assert rt.live_runs() == []  # the store and the memory open again
+
+
+async def test_memory_that_cannot_open_leaves_nothing_half_open(tmp_path: Path) -> None:
+    from mainspring.errors import NotAStoreError
+
+    foreign = tmp_path / "foreign.db"
+    foreign.write_bytes(b"this is not a database at all, just some bytes" * 100)
+    runtime = _runtime(tmp_path, Memory.open(semantic=f"sqlite:///{foreign}"))
+    with pytest.raises(NotAStoreError, match="left untouched"):
+        async with runtime:
+            pass
+    assert runtime._tg is None  # no task group, heartbeat or store left behind
+    async with _runtime(tmp_path, _memory(tmp_path)):
+        pass  # the same store opens again

@@ -173,15 +173,19 @@ class Runtime:
         self.services.spawn = tg.start_soon  # capabilities' own tasks (they catch their errors)
         self._runs.open = True
         tg.start_soon(self._leases.heartbeat)
-        # Gate hooks that need the runtime (a policy reading the tools' facts) come first,
-        # the capabilities after them (the toolbox looks for a policy in the gate).
-        services = self.services
-        for capability in (*self.gate.hooks, services.memory, services.tools, services.models):
-            attach = getattr(capability, "attach", None)
-            if attach is not None:  # e.g. the toolbox's background calls (before recovery:
-                await attach(self)  # the runs it resumes are heard)
-        if self.recover_mode != "off":
-            await self.recover(resume=self.recover_mode == "resume")
+        try:
+            # Gate hooks that need the runtime (a policy reading the tools' facts) come first,
+            # the capabilities after them (the toolbox looks for a policy in the gate).
+            services = self.services
+            for capability in (*self.gate.hooks, services.memory, services.tools, services.models):
+                attach = getattr(capability, "attach", None)
+                if attach is not None:  # e.g. the toolbox's background calls (before recovery:
+                    await attach(self)  # the runs it resumes are heard)
+            if self.recover_mode != "off":
+                await self.recover(resume=self.recover_mode == "resume")
+        except BaseException as exc:  # a capability that cannot open: nothing left half-open
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     async def __aexit__(
@@ -194,20 +198,22 @@ class Runtime:
         assert tg is not None, "the runtime was not entered"
         registry = self.services.registry
         try:
-            if exc_type is None and len(registry):
-                with anyio.move_on_after(self.drain_timeout):
-                    while len(registry):
-                        await registry.drivers()[0].done.wait()
-            # Whatever still runs is abandoned, not cancelled: its journal stays resumable.
-            with anyio.CancelScope(shield=True):  # abandoned runs stop at their next await
-                await self._runs.tasks.aclose()
-                if registry.unreleased:  # a last try, so the next process need not wait
-                    await self._leases.release_pending()
-            detach = getattr(self.services.memory, "detach", None)
-            if detach is not None:  # entered inside our task group: closed before it (not in
-                await detach(self)  # a scope of its own, which its task group must not cross)
-            tg.cancel_scope.cancel()
-            await tg.__aexit__(None, None, None)
+            try:
+                if exc_type is None and len(registry):
+                    with anyio.move_on_after(self.drain_timeout):
+                        while len(registry):
+                            await registry.drivers()[0].done.wait()
+            finally:  # even when the exit itself is cancelled: our task group must end here
+                # Whatever still runs is abandoned, not cancelled: its journal stays resumable.
+                with anyio.CancelScope(shield=True):  # abandoned runs stop at their next await
+                    await self._runs.tasks.aclose()
+                    if registry.unreleased:  # a last try, so the next process need not wait
+                        await self._leases.release_pending()
+                    detach = getattr(self.services.memory, "detach", None)
+                    if detach is not None:  # memory is held by a task of our task group
+                        await detach(self)
+                tg.cancel_scope.cancel()
+                await tg.__aexit__(None, None, None)
         finally:
             self._tg = None
             self.services.spawn = None

@@ -13,6 +13,7 @@ users enter it).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from .context import AssembledContext, Summarizer
     from .semantic.memory import SemanticMemory
     from .session.protocol import SessionMemory
+
+log = logging.getLogger("mainspring.memory")
 
 
 class Memory:
@@ -76,6 +79,7 @@ class Memory:
         self.tiering: Tiering | None = None  # running while the memory is open, if asked
         self._ops: dict[str, TenantOps] = {}
         self._stack: AsyncExitStack | None = None
+        self._held: list[tuple[anyio.Event, anyio.Event]] = []  # runtimes holding it open
         self._users = 0
 
     @classmethod
@@ -130,12 +134,42 @@ class Memory:
             await stack.aclose()
 
     async def attach(self, runtime: Any) -> None:
-        """Called by the runtime on entry."""
-        await self.__aenter__()
+        """Called by the runtime on entry: the memory is held open by a task of the
+        runtime's task group, so its own task groups (background embedding, tiering) nest
+        inside that task and close with it, however the runtime's exit goes (cancelled,
+        failed); an error opening it is raised here."""
+        spawn = runtime.services.spawn
+        opened, release, closed = anyio.Event(), anyio.Event(), anyio.Event()
+        failed: list[BaseException] = []
+
+        async def hold() -> None:
+            try:
+                async with self:
+                    opened.set()
+                    await release.wait()
+            except BaseException as exc:  # an open that failed: raised by attach
+                if not opened.is_set():
+                    failed.append(exc)
+                elif not isinstance(exc, anyio.get_cancelled_exc_class()):
+                    log.exception("closing the runtime's memory failed")
+            finally:
+                opened.set()
+                closed.set()
+
+        spawn(hold)
+        await opened.wait()
+        if failed:
+            raise failed[0]
+        self._held.append((release, closed))
 
     async def detach(self, runtime: Any) -> None:
-        """Called by the runtime on exit."""
-        await self.aclose()
+        """Called by the runtime on exit, before its task group ends: the holding task
+        closes the memory (waited for even if the exit is cancelled)."""
+        if self._held:
+            release, closed = self._held.pop()
+            release.set()
+            with anyio.CancelScope(shield=True):
+                await closed.wait()
 
     async def _open(self, stack: AsyncExitStack) -> None:
         if isinstance(self._session_spec, str):
