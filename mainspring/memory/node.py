@@ -308,7 +308,12 @@ class NodeMemory:
         memory = self._ops.memory
         messages: list[Any] = []
         if memory.session is not None and self._node.thread is not None and history:
-            messages = await self.messages(last=history)
+            # A message the screen withheld comes back as its placeholder text: kept in
+            # its place as a user message, so the conversation keeps its shape.
+            messages = [
+                m if isinstance(m, dict) else {"role": "user", "content": str(m)}
+                for m in await self.messages(last=history)
+            ]
         hits: list[Hit] = []
         if memory.semantic is not None and items and task.strip():
             hits = await self.recall(task, limit=items, user=user, agent=agent)

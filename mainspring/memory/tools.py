@@ -4,13 +4,16 @@ They are ordinary tools (:mod:`mainspring.tools`): a model calls them, the call 
 the effect gate as a tool call (``policy`` rules name them ``remember``, ``recall``,
 ``forget``), its arguments are validated and its result journaled. Each acts for the
 calling run's tenant and user (``ToolContext``), so an agent can never read or erase
-another tenant's or another user's memory, whatever arguments the model makes up.
+another tenant's or another user's memory, whatever arguments the model makes up; a run
+that names no user (``metadata["user"]``) gets an error from them, not everyone's memory.
+``forget`` deletes only the user's own items (not shared ones, such as ingested documents).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..tools.errors import ToolError
 from ..tools.tool import Tool, ToolContext, tool
 from .scope import Scope
 
@@ -36,6 +39,11 @@ def memory_tools(
         return memory.require_semantic() if isinstance(memory, Memory) else memory
 
     def scope(ctx: ToolContext) -> Scope:
+        if ctx.user is None:  # a query scope of user None means "any user": never for a model
+            raise ToolError(
+                "the memory tools act for the run's user, and this run names none: start it "
+                "with metadata={'user': ...}"
+            )
         return Scope(ctx.tenant or "", ctx.user, agent)
 
     async def remember(text: str, ctx: ToolContext, key: str | None = None) -> dict[str, Any]:
@@ -69,10 +77,11 @@ def memory_tools(
         Args:
             id: the fact's id
         """
-        found = await semantic().get(id, tenant=ctx.tenant or "")
-        if found is None or (ctx.user is not None and found.scope.user not in (None, ctx.user)):
-            return {"forgotten": 0, "error": f"no remembered fact with id {id!r}"}
-        return {"forgotten": await semantic().forget([id], tenant=ctx.tenant or "")}
+        mine = scope(ctx)
+        found = await semantic().get(id, tenant=mine.tenant)
+        if found is None or found.scope.user != mine.user:  # another user's, or shared
+            return {"forgotten": 0, "error": f"no remembered fact of yours with id {id!r}"}
+        return {"forgotten": await semantic().forget([id], tenant=mine.tenant)}
 
     tools = [tool(remember), tool(recall)]
     if forget:

@@ -50,6 +50,10 @@ class Quarantined(msgspec.Struct, frozen=True):
     original: Any = None
 
 
+# Memory reads that bring stored text back (what someone else may have written into it).
+_MEMORY_READS = frozenset({"memory.recall", "memory.messages", "memory.get"})
+
+
 class Screen:
     """The screening gate hook (see the module's docstring). ``rules`` by source name
     (``user``, ``tool``, ``tool:<name>``, ``memory``, ``*``; None turns one off);
@@ -82,6 +86,8 @@ class Screen:
     def after(self, effect: Effect, outcome: Outcome) -> Outcome | None:
         if outcome.error is not None or effect.kind not in ("tool", "memory"):
             return None
+        if effect.kind == "memory" and effect.name not in _MEMORY_READS:
+            return None  # a write's result (an id, a version) brings no outside text
         source = effect.name if ":" in effect.name else f"{effect.kind}:{effect.name}"
         verdict = self.screener.check(outcome.result, source)
         if not verdict.flagged:
