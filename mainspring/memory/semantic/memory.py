@@ -104,6 +104,7 @@ class SemanticMemory:
         self._results: OrderedDict[str, WriteResult] = OrderedDict()
         self._touched: dict[str, set[str]] = {}
         self._worker: Worker | None = None
+        self._closed = False  # its item store is closed for good
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -122,6 +123,12 @@ class SemanticMemory:
             yield memory
 
     async def __aenter__(self) -> SemanticMemory:
+        if self._closed:
+            raise StoreError(
+                "this SemanticMemory was closed (with its item store) and cannot be opened "
+                "again: open a new one, or give Memory(semantic=URL) so that every runtime "
+                "using the memory opens its own"
+            )
         try:
             await self.items.bind_model(self.embeddings.name, self.embeddings.dimensions)
             self.indexes = TenantIndexes(self.items, self.embeddings.dimensions, self._new_index)
@@ -149,6 +156,7 @@ class SemanticMemory:
                 await self._save_indexes()
         finally:
             self._worker = None
+            self._closed = True
             await self.items.aclose()
 
     async def aclose(self) -> None:
