@@ -939,3 +939,47 @@ async def test_no_session_write_is_lost_to_a_concurrent_tiering_run(
         if name == "redis":
             await drop_prefix(prefix)
         await sessions.aclose()
+
+
+@pytest.mark.parametrize("name", ["local", "redis"])
+async def test_a_write_landing_just_before_the_delete_keeps_the_thread(
+    name: str, tmp_path: Path
+) -> None:
+    """The narrowest window, forced: a message is acknowledged after the archive write,
+    right before the conditional clear runs (a plain check-then-clear lost it)."""
+    from mainspring.memory.session import LocalSessionMemory, SessionMemory
+    from tests.test_session_memory import REDIS_URL, drop_prefix, redis_unavailable
+
+    prefix = f"ms:test:{random.getrandbits(48):012x}:"
+    sessions: SessionMemory
+    if name == "local":
+        sessions = LocalSessionMemory()
+    else:
+        if (reason := redis_unavailable()) is not None:
+            service_missing(reason)
+        from mainspring.memory.session.redis import RedisSessionMemory
+
+        sessions = RedisSessionMemory(REDIS_URL, prefix=prefix)
+
+    class WriteFirst:  # the session tier, with a write racing in before each clear
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(sessions, attr)
+
+        async def clear_if_unchanged(self, thread: str, last: float, *, tenant: str) -> bool:
+            await sessions.append(thread, "just in time", tenant=tenant)
+            return await sessions.clear_if_unchanged(thread, last, tenant=tenant)
+
+    try:
+        async with LocalArchive(tmp_path) as archive:
+            await sessions.set("t", "k", "v", tenant="acme")
+            tiering = Tiering(TieringPolicy(session_idle=0), archive, WriteFirst(),  # type: ignore[arg-type]
+                              tenants=["acme"], clock=lambda: 1e12)  # fmt: skip
+            report = await tiering.run_once()
+            assert report.moved == [] and [m.thread for m in report.kept] == ["t"]
+            assert await sessions.messages("t", tenant="acme") == ["just in time"]
+            assert await sessions.get("t", "k", tenant="acme") == "v"
+            assert await archive.find(tenant="acme") == []
+    finally:
+        if name == "redis":
+            await drop_prefix(prefix)
+        await sessions.aclose()
