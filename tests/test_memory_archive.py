@@ -9,6 +9,7 @@ crash between the archive write and the delete, on small in-test fakes of the ti
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import shutil
@@ -29,6 +30,7 @@ from mainspring.memory.archive import (
     LocalArchive,
     Tiering,
     TieringPolicy,
+    TieringReport,
     session_record_id,
 )
 from mainspring.memory.archive._index import ArchiveIndex
@@ -36,6 +38,7 @@ from mainspring.memory.archive.tiering import select_items
 from mainspring.memory.scope import Scope
 from mainspring.memory.semantic.items import MemoryItem, Source
 from mainspring.memory.session.protocol import SessionSnapshot, ThreadActivity
+from tests.conftest import service_missing
 
 pytestmark = pytest.mark.anyio
 
@@ -460,10 +463,16 @@ class FakeSessions:
         assert isinstance(snapshot, SessionSnapshot)
         self.threads_[(snapshot.tenant, snapshot.thread)] = snapshot
 
-    async def clear(self, thread: str, *, tenant: str = "") -> None:
+    async def clear_if_unchanged(
+        self, thread: str, last_active: float, *, tenant: str = ""
+    ) -> bool:
         if self.fail_clear:
             raise RuntimeError("the process died here")
-        self.threads_.pop((tenant, thread), None)
+        snap = self.threads_.get((tenant, thread))
+        if snap is None or snap.last_active != last_active:
+            return False
+        del self.threads_[(tenant, thread)]
+        return True
 
 
 class FakeSemantic:
@@ -495,18 +504,25 @@ class FakeSemantic:
         return found[:limit]
 
     async def get(self, id: str, *, tenant: str = "") -> MemoryItem | None:
-        if id == self.update_during_move:  # a write lands while the item is being archived
-            self.items[id] = msgspec.structs.replace(self.items[id], updated_at=self.clock())
         item = self.items.get(id)
         return item if item is not None and item.scope.tenant == tenant else None
 
-    async def forget(self, ids: Sequence[str], *, tenant: str) -> int:
+    async def forget_unchanged(self, items: Sequence[MemoryItem], *, tenant: str) -> Sequence[str]:
         if self.fail_forget:
             raise RuntimeError("the process died here")
-        gone = [i for i in ids if self.items.get(i) and self.items[i].scope.tenant == tenant]
-        for i in gone:
-            del self.items[i]
-        return len(gone)
+        if self.update_during_move in self.items:  # a write lands while it is archived
+            id = self.update_during_move
+            self.items[id] = msgspec.structs.replace(self.items[id], updated_at=self.clock())
+        gone = [
+            i.id
+            for i in items
+            if (now := self.items.get(i.id)) is not None
+            and now.scope.tenant == tenant
+            and now.updated_at == i.updated_at
+        ]
+        for id in gone:
+            del self.items[id]
+        return gone
 
     async def add(
         self,
@@ -820,3 +836,150 @@ def test_the_docs_example_runs_as_written(capsys: pytest.CaptureFixture[str]) ->
     assert "would move: ['support-42']" in out
     assert "moved: session support-42 (session_idle)" in out and "still hot: []" in out
     assert "archived: Where is my order?" in out and "promoted back: A-1001" in out
+
+
+# -- writes racing a tiering run: none acknowledged is ever lost ------------------------------
+
+
+async def test_no_item_update_is_lost_to_a_concurrent_tiering_run(tmp_path: Path) -> None:
+    from mainspring.memory.semantic import SemanticMemory
+
+    async with SemanticMemory.open(":memory:") as semantic, LocalArchive(tmp_path) as archive:
+        added = await semantic.add_many([f"fact number {i}" for i in range(300)], scope=ACME)
+        ids = [r.id for r in added]
+        tiering = Tiering(TieringPolicy(item_age=0), archive, semantic=semantic,
+                          tenants=["acme"], batch=300)  # fmt: skip
+        acknowledged: list[str] = []
+        reports: list[TieringReport] = []
+
+        async def update_each() -> None:
+            for id in ids:
+                try:
+                    await semantic.update(id, tenant="acme", metadata={"v": "updated"})
+                except KeyError:  # archived and forgotten before this update
+                    continue
+                acknowledged.append(id)
+                await anyio.sleep(0)
+
+        async def tier() -> None:
+            reports.append(await tiering.run_once())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(update_each)
+            tg.start_soon(tier)
+
+        (report,) = reports
+        moved, kept = {m.id for m in report.moved}, {m.id for m in report.kept}
+        assert moved | kept == set(ids) and not moved & kept
+        archived = {r.id: r for r in await archive.find(tenant="acme", limit=1000)}
+        assert set(archived) == moved  # what stayed has no archived copy
+        for id in acknowledged:  # in exactly one place, with the update
+            item = await semantic.get(id, tenant="acme")
+            where = [] if item is None else [item.metadata]
+            where += [archived[id].data["metadata"]] if id in archived else []
+            assert where == [{"v": "updated"}], id
+        assert acknowledged and kept, "the updates did race the run"
+
+
+@pytest.mark.parametrize("name", ["local", "redis"])
+async def test_no_session_write_is_lost_to_a_concurrent_tiering_run(
+    name: str, tmp_path: Path
+) -> None:
+    from mainspring.memory.session import LocalSessionMemory, SessionMemory
+    from tests.test_session_memory import REDIS_URL, drop_prefix, redis_unavailable
+
+    prefix = f"ms:test:{random.getrandbits(48):012x}:"
+    sessions: SessionMemory
+    if name == "local":
+        sessions = LocalSessionMemory()  # the real clock
+    else:
+        if (reason := redis_unavailable()) is not None:
+            service_missing(reason)
+        from mainspring.memory.session.redis import RedisSessionMemory
+
+        sessions = RedisSessionMemory(REDIS_URL, prefix=prefix)
+    threads = [f"t{i}" for i in range(40)]
+    try:
+        async with LocalArchive(tmp_path) as archive:
+            for thread in threads:
+                await sessions.set(thread, "k", "v", tenant="acme")
+            tiering = Tiering(TieringPolicy(session_idle=0), archive, sessions,
+                              tenants=["acme"])  # fmt: skip
+            acknowledged: dict[str, list[str]] = {thread: [] for thread in threads}
+            reports: list[TieringReport] = []
+            done = anyio.Event()
+
+            async def keep_appending(thread: str) -> None:  # in bursts, until the run is over
+                rng = random.Random(thread)
+                for n in itertools.count():
+                    await anyio.sleep(rng.choice([0, 0, 0, 0.002]))
+                    if done.is_set():
+                        return
+                    await sessions.append(thread, f"m{n}", tenant="acme")
+                    acknowledged[thread].append(f"m{n}")
+
+            async def tier() -> None:
+                reports.append(await tiering.run_once())
+                done.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(tier)
+                for thread in threads:
+                    tg.start_soon(keep_appending, thread)
+
+            for thread in threads:  # every message, in one place: archived, then hot
+                (*cold,) = await archive.find(tenant="acme", thread=thread)
+                assert len(cold) <= 1
+                hot = await sessions.messages(thread, tenant="acme")
+                archived = cold[0].data["messages"] if cold else []
+                assert archived + hot == acknowledged[thread], thread
+            (report,) = reports
+            assert report.moved and report.kept, "the writes did race the run"
+    finally:
+        if name == "redis":
+            await drop_prefix(prefix)
+        await sessions.aclose()
+
+
+@pytest.mark.parametrize("name", ["local", "redis"])
+async def test_a_write_landing_just_before_the_delete_keeps_the_thread(
+    name: str, tmp_path: Path
+) -> None:
+    """The narrowest window, forced: a message is acknowledged after the archive write,
+    right before the conditional clear runs (a plain check-then-clear lost it)."""
+    from mainspring.memory.session import LocalSessionMemory, SessionMemory
+    from tests.test_session_memory import REDIS_URL, drop_prefix, redis_unavailable
+
+    prefix = f"ms:test:{random.getrandbits(48):012x}:"
+    sessions: SessionMemory
+    if name == "local":
+        sessions = LocalSessionMemory()
+    else:
+        if (reason := redis_unavailable()) is not None:
+            service_missing(reason)
+        from mainspring.memory.session.redis import RedisSessionMemory
+
+        sessions = RedisSessionMemory(REDIS_URL, prefix=prefix)
+
+    class WriteFirst:  # the session tier, with a write racing in before each clear
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(sessions, attr)
+
+        async def clear_if_unchanged(self, thread: str, last: float, *, tenant: str) -> bool:
+            await sessions.append(thread, "just in time", tenant=tenant)
+            return await sessions.clear_if_unchanged(thread, last, tenant=tenant)
+
+    try:
+        async with LocalArchive(tmp_path) as archive:
+            await sessions.set("t", "k", "v", tenant="acme")
+            tiering = Tiering(TieringPolicy(session_idle=0), archive, WriteFirst(),  # type: ignore[arg-type]
+                              tenants=["acme"], clock=lambda: 1e12)  # fmt: skip
+            report = await tiering.run_once()
+            assert report.moved == [] and [m.thread for m in report.kept] == ["t"]
+            assert await sessions.messages("t", tenant="acme") == ["just in time"]
+            assert await sessions.get("t", "k", tenant="acme") == "v"
+            assert await archive.find(tenant="acme") == []
+    finally:
+        if name == "redis":
+            await drop_prefix(prefix)
+        await sessions.aclose()

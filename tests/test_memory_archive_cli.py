@@ -103,12 +103,36 @@ def test_tier_and_promote_move_sessions_on_redis(archive_dir: str) -> None:
     (line,) = moved.stdout.splitlines()
     assert json.loads(line)["reason"] == "session_idle" and anyio.run(read) is None
 
+    async def reuse() -> None:  # the thread is used again before the promotion
+        async with open_session_memory(REDIS_URL) as sessions:
+            await sessions.set("support-7", "order", "B-8", tenant=tenant)
+            await sessions.append("support-7", "new", tenant=tenant)
+
+    async def everything() -> tuple[dict[str, object], list[object]]:
+        async with open_session_memory(REDIS_URL) as sessions:
+            snap = await sessions.snapshot("support-7", tenant=tenant)
+            return snap.values, snap.messages
+
+    async def write_more() -> None:
+        async with open_session_memory(REDIS_URL) as sessions:
+            await sessions.set("support-7", "status", "open", tenant=tenant)
+            await sessions.append("support-7", "old", tenant=tenant)
+
     record_id = json.loads(line)["id"]
     promote = ("memory", "archive", "promote", record_id, "-a", archive_dir,
                "--session", REDIS_URL, "--tenant", tenant)  # fmt: skip
     assert "promoted session" in ok(cli(*promote)).stdout
     assert anyio.run(read) == "A-7"
     assert "no archived record" in ok(cli(*promote), 3).stderr  # gone from the archive now
+
+    # Promoting into a thread that was reused merges: nothing current is lost.
+    anyio.run(write_more)
+    moved = ok(cli("memory", "tier", *base, "--session-idle", "0", "--json"))
+    again = ("memory", "archive", "promote", json.loads(moved.stdout)["id"], "-a",
+             archive_dir, "--session", REDIS_URL, "--tenant", tenant)  # fmt: skip
+    anyio.run(reuse)
+    assert "promoted session" in ok(cli(*again)).stdout
+    assert anyio.run(everything) == ({"order": "B-8", "status": "open"}, ["old", "new"])
     anyio.run(_clear, tenant)
 
 

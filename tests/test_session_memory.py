@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mainspring.errors import MainspringError, TenantError
+from mainspring.errors import MainspringError, StoreError, StoreUnavailableError, TenantError
 from mainspring.memory.errors import VersionConflict
 from mainspring.memory.session import (
     DEFAULT_TTL,
@@ -462,7 +462,7 @@ async def test_snapshot_and_restore_round_trip_through_json(backend: Backend) ->
 
     stored = msgspec.json.decode(msgspec.json.encode(snap), type=SessionSnapshot)  # archived
     await memory.clear("t", tenant="acme")
-    await memory.set("t", "not in the snapshot", 1, tenant="acme")
+    await backend.wait(0.01)
     await memory.restore(stored)
     again = await memory.snapshot("t", tenant="acme")
     assert msgspec.structs.replace(again, last_active=0.0) == msgspec.structs.replace(
@@ -488,8 +488,61 @@ async def test_a_bad_snapshot_is_refused_before_anything_changes(backend: Backen
     with pytest.raises(ValueError, match="version >= 1"):
         await memory.restore(SessionSnapshot("t", shared={"s": Versioned(1, 0)}))
     assert await memory.snapshot("t") == kept
-    await memory.restore(SessionSnapshot("t"))  # an empty snapshot empties the thread
+    await memory.restore(SessionSnapshot("t"))  # an empty snapshot adds nothing
+    assert await memory.snapshot("t") == kept
+    await memory.restore(SessionSnapshot("empty"))  # and makes no thread
+    assert [t.thread for t in await memory.threads()] == ["t"]
+
+
+async def test_restore_merges_into_a_reused_thread_and_loses_nothing(backend: Backend) -> None:
+    memory = backend.memory
+    await fill(memory, "t")
+    await memory.compare_and_set("t", "archived only", "old", expected=0)
+    archived = await memory.snapshot("t")
+    await memory.clear("t")
+    # The thread is reused before the promotion.
+    await memory.set("t", "step", 9)
+    await memory.set("t", "new", True)
+    await memory.append("t", "new message")
+    await memory.compare_and_set("t", "plan", ["x"], expected=0)
+    await memory.restore(archived)
+    merged = await memory.snapshot("t")
+    assert merged.values == {"new": True, "profile": archived.values["profile"], "step": 9}
+    assert merged.messages == [{"role": "user", "content": "hi"}, "ok", "new message"]
+    assert merged.shared == {"archived only": Versioned("old", 1), "plan": Versioned(["x"], 1)}
+    assert merged.last_active > archived.last_active
+    # Shared versions go on from the current one, for every writer.
+    assert await memory.update("t", "plan", lambda v: [*v, "y"]) == Versioned(["x", "y"], 2)
+    assert await memory.append("t", "after") == 4
+
+
+async def test_clear_if_unchanged_clears_only_what_was_not_written_since(
+    backend: Backend,
+) -> None:
+    memory = backend.memory
+    await fill(memory, "t")
+    seen = await memory.snapshot("t")
+    assert await memory.clear_if_unchanged("t", seen.last_active) is True
     assert await memory.snapshot("t") == SessionSnapshot("t") and await memory.threads() == []
+    assert await memory.clear_if_unchanged("t", seen.last_active) is False  # nothing there
+
+    await memory.set("t", "k", 1)
+    seen = await memory.snapshot("t")
+    for write in (
+        memory.set("t", "k", 2),  # on a frozen clock too (local): every write counts
+        memory.append("t", "m"),
+        memory.compare_and_set("t", "s", 1, expected=0),
+        memory.delete("t", "k"),
+    ):
+        await write
+        assert await memory.clear_if_unchanged("t", seen.last_active) is False
+        seen = await memory.snapshot("t")
+    assert seen.messages == ["m"] and seen.shared == {"s": Versioned(1, 1)}
+    assert [t.last_active for t in await memory.threads()] == [seen.last_active]
+    assert await memory.clear_if_unchanged("t", seen.last_active, tenant="other") is False
+    assert await memory.clear_if_unchanged("t", seen.last_active) is True
+    with pytest.raises(TypeError, match="last_active"):
+        await memory.clear_if_unchanged("t", "yesterday")  # type: ignore[arg-type]
 
 
 async def test_threads_lists_what_holds_something_oldest_first_with_idle_for(
@@ -588,6 +641,56 @@ def test_concurrent_writers_never_lose_an_update(name: str) -> None:
         anyio.run(race, name, writers, rounds, mode)
 
     check()
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_update_gets_fifty_writers_through_twenty_times_each(name: str) -> None:
+    """The reviewer's case: on Redis, 31 of these 1000 calls gave up after 100 attempts."""
+    if name == "redis" and (reason := redis_unavailable()) is not None:
+        service_missing(reason)
+    anyio.run(race, name, 50, 20, "update")
+
+
+async def test_a_closed_memory_says_so_instead_of_answering(backend: Backend) -> None:
+    memory = backend.make()
+    await memory.set("t", "k", 1)
+    await memory.aclose()
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: memory.get("t", "k"),
+        lambda: memory.set("t", "k", 2),
+        lambda: memory.append("t", "m"),
+        lambda: memory.messages("t"),
+        lambda: memory.read_shared("t", "s"),
+        lambda: memory.compare_and_set("t", "s", 1, expected=0),
+        lambda: memory.update("t", "s", lambda v: 1),
+        lambda: memory.keys("t"),
+        lambda: memory.clear("t"),
+        lambda: memory.clear_if_unchanged("t", 0.0),
+        lambda: memory.threads(),
+        lambda: memory.snapshot("t"),
+        lambda: memory.restore(SessionSnapshot("t", values={"k": 3})),
+    ]
+    for call in calls:
+        with pytest.raises(StoreError, match=r"SessionMemory.* is closed: open a new one"):
+            await call()
+    await memory.aclose()  # closing again is fine
+    assert await backend.memory.get("t", "k") == (1 if backend.name == "redis" else None)
+
+
+async def test_redis_that_cannot_be_reached_is_a_store_unavailable_error() -> None:
+    import redis.exceptions
+
+    from mainspring.memory.session.redis import RedisSessionMemory
+
+    async with RedisSessionMemory("redis://:secret@127.0.0.1:1/3") as memory:
+        for call in (memory.get("t", "k"), memory.set("t", "k", 1), memory.threads()):
+            with pytest.raises(
+                StoreUnavailableError, match=r"Redis at redis://127\.0\.0\.1:1/3"
+            ) as e:
+                await call
+            assert "check that the server runs" in str(e.value)
+            assert "secret" not in str(e.value)
+            assert isinstance(e.value.__cause__, redis.exceptions.ConnectionError)
 
 
 # --- backend-specific ----------------------------------------------------------------

@@ -3,9 +3,10 @@ back.
 
 A move writes the archive first and deletes from the hot or warm tier after: a crash
 between the two leaves a copy in both (the next run archives it again under the same id,
-replacing the first copy), never a loss. Just before deleting, tiering reads the thread
-or item again; if it changed since it was selected (a message arrived, a fact was
-updated), it stays where it is and its archived copy is removed.
+replacing the first copy), never a loss. The delete is conditional and atomic in the
+tier (``clear_if_unchanged``, ``forget_unchanged``): a thread or item that changed since
+it was archived (a message arrived, a fact was updated), even while the delete runs,
+stays where it is and its archived copy is removed.
 """
 
 from __future__ import annotations
@@ -251,11 +252,12 @@ class Tiering:
             data=msgspec.to_builtins(snapshot),
         )
         await self.archive.put([record])
-        again = await self.session.snapshot(thread, tenant=tenant)
-        if again.last_active != snapshot.last_active:  # written to meanwhile: stays hot
+        # Cleared only if not written since the snapshot, atomically in the backend.
+        if not await self.session.clear_if_unchanged(
+            thread, snapshot.last_active, tenant=tenant
+        ):  # written to meanwhile: stays hot
             await self.archive.remove([record.id], tenant=tenant)
             return False
-        await self.session.clear(thread, tenant=tenant)
         return True
 
     # -- items ---------------------------------------------------------------------------
@@ -300,15 +302,12 @@ class Tiering:
             for item in items
         ]  # fmt: skip
         await self.archive.put(records)
-        ids = [item.id for item in items]
-        changed = set()
-        for item in items:
-            now_item = await self.semantic.get(item.id, tenant=tenant)
-            if now_item is None or now_item.updated_at != item.updated_at:
-                changed.add(item.id)
+        # Checked and deleted in one step under the memory's write lock: an update
+        # acknowledged at any point before the delete keeps its item where it is.
+        forgotten = set(await self.semantic.forget_unchanged(items, tenant=tenant))
+        changed = {item.id for item in items} - forgotten
         if changed:  # updated or already gone: the archive keeps no stale copy of it
             await self.archive.remove(sorted(changed), tenant=tenant)
-        await self.semantic.forget([i for i in ids if i not in changed], tenant=tenant)
         return changed
 
 

@@ -27,7 +27,11 @@ class SessionTier(Protocol):
 
     async def snapshot(self, thread: str, *, tenant: str = "") -> SessionSnapshot: ...
     async def restore(self, snapshot: SessionSnapshot) -> None: ...
-    async def clear(self, thread: str, *, tenant: str = "") -> None: ...
+    async def clear_if_unchanged(
+        self, thread: str, last_active: float, *, tenant: str = ""
+    ) -> bool:
+        """Clear the thread only if its last write is still ``last_active``."""
+        ...
 
 
 class SemanticTier(Protocol):
@@ -44,7 +48,10 @@ class SemanticTier(Protocol):
 
     async def get(self, id: str, *, tenant: str = ...) -> MemoryItem | None: ...
 
-    async def forget(self, ids: Sequence[str], *, tenant: str) -> object: ...
+    async def forget_unchanged(self, items: Sequence[MemoryItem], *, tenant: str) -> Sequence[str]:
+        """Delete the items still as given (same ``updated_at``), atomically with respect
+        to the memory's writes; the ids deleted."""
+        ...
 
     async def add(
         self,

@@ -277,6 +277,24 @@ class SemanticMemory:
         await self.sync()
         return count
 
+    async def forget_unchanged(
+        self, items: Sequence[MemoryItem], *, tenant: str = ""
+    ) -> builtins.list[str]:
+        """Delete each item only if it is still as given (same ``updated_at``), checked
+        and deleted under the write lock, so an update acknowledged before or during
+        this call is never lost; the ids deleted (what tiering archived and may drop)."""
+        self._check_open()
+        tenant = check.tenant(tenant)
+        async with self._write_lock:
+            stored = await self.items.get([i.id for i in items], tenant=tenant)
+            written = {s.id: s.updated_at for s in stored}
+            ids = [i.id for i in items if i.id in written and written[i.id] == i.updated_at]
+            if ids:
+                await self.items.delete(ids, tenant=tenant)
+        if ids:
+            await self.sync()
+        return ids
+
     # -- reads ----------------------------------------------------------------------
 
     async def get(self, id: str, *, tenant: str = "") -> MemoryItem | None:

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ...errors import StoreError
 from ..errors import VersionConflict
 from .protocol import (
     DEFAULT_TTL,
@@ -31,6 +32,7 @@ from .values import (
     check_idle_for,
     check_last,
     check_names,
+    check_time,
     check_ttl,
     check_version,
     decode,
@@ -42,6 +44,9 @@ from .values import (
 _NEVER = float("inf")
 _SWEEP_EVERY = 256  # operations between two sweep steps
 _SWEEP_THREADS = 16  # threads looked at per step
+# Every write moves a thread's reported last write on by at least this (seconds), even
+# on a clock that did not move (more than the rounding of clock + epoch offset, ~0.24 us).
+_TICK = 1e-6
 
 
 class _Entry:
@@ -57,17 +62,22 @@ class _Entry:
 
 
 class _Thread:
-    __slots__ = ("deadline", "last_write", "messages", "shared", "values")
+    __slots__ = ("deadline", "last_write", "messages", "shared", "stamp", "values")
 
     def __init__(self, now: float) -> None:
         self.values: dict[str, _Entry] = {}
         self.shared: dict[str, _Entry] = {}
         self.messages: _Messages | None = None
         self.last_write = now
+        # The last write as reported (last_active): moves on at every write, even on a
+        # clock that did not, so clear_if_unchanged tells any later write from the one
+        # it saw. last_write stays the clock's time, for idle_for.
+        self.stamp = float("-inf")
         self.deadline = now  # no entry outlives it: past it, the whole thread is expired
 
     def wrote(self, entry: _Entry | _Messages, now: float) -> None:
         self.last_write = now
+        self.stamp = now if now > self.stamp + _TICK else self.stamp + _TICK
         if entry.deadline > self.deadline:
             self.deadline = entry.deadline
 
@@ -90,6 +100,16 @@ class _Messages:
         self.items: list[bytes] = []
         self.ttl = ttl
         self.deadline = _NEVER if ttl is None else now + ttl
+
+
+class _Closed(dict[str, dict[str, _Thread]]):
+    """What ``_tenants`` becomes on ``aclose``: every lookup raises, so a closed memory
+    says so instead of answering as an empty one (no check on the hot path)."""
+
+    def _closed(self, *args: object) -> Any:
+        raise StoreError("this LocalSessionMemory is closed: open a new one to use it")
+
+    get = __getitem__ = __setitem__ = __contains__ = pop = items = _closed
 
 
 class LocalSessionMemory(SessionMemory):
@@ -167,6 +187,8 @@ class LocalSessionMemory(SessionMemory):
             entry.data, entry.ttl = data, ttl
             entry.deadline = _NEVER if ttl is None else now + ttl
         state.last_write = now
+        stamp = state.stamp + _TICK
+        state.stamp = now if now > stamp else stamp
         if entry.deadline > state.deadline:
             state.deadline = entry.deadline
         self._ops += 1
@@ -182,6 +204,8 @@ class LocalSessionMemory(SessionMemory):
             return False
         assert state is not None
         state.last_write = now
+        stamp = state.stamp + _TICK
+        state.stamp = now if now > stamp else stamp
         return True
 
     async def keys(self, thread: str, *, tenant: str = "") -> list[str]:
@@ -292,6 +316,19 @@ class LocalSessionMemory(SessionMemory):
             if not threads:
                 del self._tenants[tenant]
 
+    async def clear_if_unchanged(
+        self, thread: str, last_active: float, *, tenant: str = ""
+    ) -> bool:
+        check_names(thread, tenant)
+        last_active = check_time(last_active)
+        state = self._live_thread(tenant, thread)
+        if state is None or not state.prune(self._clock()):
+            return False
+        if state.stamp + self._to_epoch != last_active:
+            return False
+        self._drop(tenant, thread, state)
+        return True
+
     async def threads(self, *, tenant: str = "", idle_for: float = 0) -> list[ThreadActivity]:
         check_names("-", tenant)
         idle_for = check_idle_for(idle_for)
@@ -301,7 +338,7 @@ class LocalSessionMemory(SessionMemory):
             if not state.prune(now):
                 self._drop(tenant, name, state)
             elif now - state.last_write >= idle_for:
-                found.append(ThreadActivity(name, tenant, state.last_write + self._to_epoch))
+                found.append(ThreadActivity(name, tenant, state.stamp + self._to_epoch))
         found.sort(key=lambda t: t.last_active)
         return found
 
@@ -318,30 +355,37 @@ class LocalSessionMemory(SessionMemory):
             shared={
                 k: Versioned(decode(e.data), e.version) for k, e in sorted(state.shared.items())
             },
-            last_active=state.last_write + self._to_epoch,
+            last_active=state.stamp + self._to_epoch,
         )
 
     async def restore(self, snapshot: SessionSnapshot) -> None:
         encoded = encode_snapshot(snapshot)  # everything checked before anything changes
         thread, tenant = snapshot.thread, snapshot.tenant
-        await self.clear(thread, tenant=tenant)
         now = self._clock()
+        current = self._live_thread(tenant, thread)
+        if current is not None and not current.prune(now):
+            self._drop(tenant, thread, current)
         state = self._thread_for_write(tenant, thread, now)
+        # Merged under what the thread holds now: its keys and shared values win, its
+        # messages come after the archived ones (no await: atomic on this loop).
         for key, data in encoded.values.items():
-            entry = state.values[key] = _Entry(data, self.ttl, now)
-            state.wrote(entry, now)
+            if key not in state.values:
+                entry = state.values[key] = _Entry(data, self.ttl, now)
+                state.wrote(entry, now)
         for key, (version, data) in encoded.shared.items():
-            entry = state.shared[key] = _Entry(data, self.ttl, now, version)
-            state.wrote(entry, now)
+            if key not in state.shared:
+                entry = state.shared[key] = _Entry(data, self.ttl, now, version)
+                state.wrote(entry, now)
         if encoded.messages:
-            log = state.messages = _Messages(self.ttl, now)
-            log.items = list(encoded.messages)
+            old = state.messages
+            log = state.messages = _Messages(self.ttl if old is None else old.ttl, now)
+            log.items = [*encoded.messages, *(() if old is None else old.items)]
             state.wrote(log, now)
         if not state.prune(now):
             self._drop(tenant, thread, state)
 
     async def aclose(self) -> None:
-        self._tenants.clear()
+        self._tenants = _Closed()
         self._sweep_queue.clear()
 
     # --- internals -------------------------------------------------------------------

@@ -32,6 +32,9 @@ import msgspec
 
 from ..errors import VersionConflict
 
+_BACKOFF_BASE = 0.0005  # seconds: the first conflict waits up to this
+_BACKOFF_CAP = 0.05  # seconds: no wait is longer
+
 
 class _Default(enum.Enum):
     TTL = "the backend's default ttl"
@@ -118,6 +121,14 @@ class SessionMemory(Protocol):
         """Forget everything of the thread (keys, messages, shared state)."""
         ...
 
+    async def clear_if_unchanged(
+        self, thread: str, last_active: float, *, tenant: str = ""
+    ) -> bool:
+        """Clear the thread only if its last write is still ``last_active`` (as
+        ``snapshot`` or ``threads`` reported it), checked and cleared atomically: a write
+        acknowledged before this call keeps the thread. Whether it was cleared."""
+        ...
+
     async def threads(self, *, tenant: str = "", idle_for: float = 0) -> list[ThreadActivity]:
         """The tenant's threads that hold something, least recently written first;
         ``idle_for``: only those not written for that many seconds."""
@@ -128,8 +139,11 @@ class SessionMemory(Protocol):
         ...
 
     async def restore(self, snapshot: SessionSnapshot) -> None:
-        """Replace the thread's content with ``snapshot`` (shared values keep their
-        versions; TTLs are the backend's default; the thread counts as written now)."""
+        """Put ``snapshot`` back into the thread, merged with what it holds now (a thread
+        archived and then reused loses nothing): the archived messages go before the
+        current ones; a key or shared value the thread holds now wins over the archived
+        one (and keeps its version); the others come back with their versions. What
+        comes back gets the backend's default TTL; the thread counts as written now."""
         ...
 
     async def aclose(self) -> None: ...
@@ -163,8 +177,11 @@ class SessionMemory(Protocol):
                 if attempt == attempts - 1:
                     raise
                 current = conflict.current  # what won: no need to read it again
-                if attempt:  # writers that keep colliding back off, with jitter
-                    await anyio.sleep(random.uniform(0, min(0.02, 0.0001 * 2**attempt)))
+                # Exponential backoff with full jitter from the first conflict: colliding
+                # writers spread out instead of retrying in lockstep (a fixed small cap
+                # let 50 writers on Redis starve some of them past 100 attempts).
+                cap = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** min(attempt, 16))
+                await anyio.sleep(random.uniform(0, cap))
         raise AssertionError("unreachable")  # the loop returns or raises
 
     async def __aenter__(self) -> Self:

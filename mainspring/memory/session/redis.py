@@ -9,13 +9,15 @@ refresh), else a Lua script (atomic), run by its SHA. Key layout and scripts:
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import unquote
 
 import redis.asyncio as redis
+from redis import exceptions as redis_errors
 from redis.exceptions import NoScriptError
 
+from ...errors import StoreError, StoreUnavailableError
 from ..errors import VersionConflict
 from . import redis_scripts as lua
 from .protocol import (
@@ -30,6 +32,7 @@ from .values import (
     check_idle_for,
     check_last,
     check_names,
+    check_time,
     check_ttl,
     check_version,
     decode,
@@ -83,6 +86,7 @@ class RedisSessionMemory(SessionMemory):
         self.ttl = check_ttl(ttl)
         self.refresh_on_read = bool(refresh_on_read)
         self.prefix = prefix
+        self._closed = False
 
     # --- key-value -------------------------------------------------------------------
 
@@ -95,7 +99,7 @@ class RedisSessionMemory(SessionMemory):
                 lua.GET, [base + member, base + "i", self._activity(tenant)], [member]
             )
         else:
-            raw = await self._client.get(base + member)
+            raw = await self._command(self._client.get, base + member)
         return None if raw is None else decode(raw)
 
     async def set(
@@ -135,7 +139,7 @@ class RedisSessionMemory(SessionMemory):
         encoded = [encode(m, "message {} of the append", i)[0] for i, m in enumerate(messages)]
         base = self._base(tenant, thread)
         if not encoded:
-            return int(await self._client.llen(base + "m"))
+            return int(await self._command(self._client.llen, base + "m"))
         keys = [base + "m", base + "i", self._activity(tenant)]
         return int(await self._run(lua.APPEND, keys, ["m", ms, esc(thread), *encoded]))
 
@@ -152,7 +156,7 @@ class RedisSessionMemory(SessionMemory):
             keys = [base + "m", base + "i", self._activity(tenant)]
             items = await self._run(lua.MESSAGES, keys, ["m", first])
         else:
-            items = await self._client.lrange(base + "m", first, -1)
+            items = await self._command(self._client.lrange, base + "m", first, -1)
         return [decode(d) for d in items]
 
     # --- shared, versioned -----------------------------------------------------------
@@ -165,7 +169,7 @@ class RedisSessionMemory(SessionMemory):
             keys = [base + member, base + "i", self._activity(tenant)]
             raw = await self._run(lua.GET, keys, [member])
         else:
-            raw = await self._client.get(base + member)
+            raw = await self._command(self._client.get, base + member)
         return None if raw is None else _shared(raw)
 
     async def compare_and_set(
@@ -199,6 +203,15 @@ class RedisSessionMemory(SessionMemory):
         check_names(thread, tenant)
         base = self._base(tenant, thread)
         await self._run(lua.CLEAR, [base + "i", self._activity(tenant)], [base, esc(thread)])
+
+    async def clear_if_unchanged(
+        self, thread: str, last_active: float, *, tenant: str = ""
+    ) -> bool:
+        check_names(thread, tenant)
+        last_active = check_time(last_active)
+        base = self._base(tenant, thread)
+        keys = [base + "i", self._activity(tenant)]
+        return bool(await self._run(lua.CLEAR_IF, keys, [base, esc(thread), repr(last_active)]))
 
     async def threads(self, *, tenant: str = "", idle_for: float = 0) -> list[ThreadActivity]:
         check_names("-", tenant)
@@ -253,6 +266,9 @@ class RedisSessionMemory(SessionMemory):
         )
 
     async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._owned:
             await self._client.aclose()
 
@@ -268,7 +284,30 @@ class RedisSessionMemory(SessionMemory):
         self, script: lua.Script, keys: Sequence[str], args: Sequence[str | bytes | int]
     ) -> Any:
         try:
-            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+            return await self._command(self._client.evalsha, script.sha, len(keys), *keys, *args)
         except NoScriptError:  # first use on this server (or after SCRIPT FLUSH)
-            await self._client.script_load(script.source)
-            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+            await self._command(self._client.script_load, script.source)
+            return await self._command(self._client.evalsha, script.sha, len(keys), *keys, *args)
+
+    async def _command(self, command: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """One client call: refused once closed; a lost or refused connection becomes a
+        StoreUnavailableError naming the server (redis-py's error chained)."""
+        if self._closed:
+            raise StoreError(
+                f"this RedisSessionMemory ({self._where()}) is closed: open a new one to use it"
+            )
+        try:
+            return await command(*args)
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+            raise StoreUnavailableError(
+                f"session memory cannot reach Redis at {self._where()} "
+                f"({type(exc).__name__}: {exc}): check that the server runs and that the "
+                "URL (host, port, password, TLS) is right"
+            ) from exc
+
+    def _where(self) -> str:
+        """The server, for messages (no password)."""
+        kwargs = self._client.connection_pool.connection_kwargs
+        if kwargs.get("path"):
+            return f"unix://{kwargs['path']}"
+        return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"

@@ -35,12 +35,23 @@ local function now()
   return string.format('%d.%06d', t[1], t[2])
 end
 
+local function later(activity, thread)
+  -- now, or just after the thread's last write if the clock has not moved past it:
+  -- every write changes the score clear_if_unchanged compares
+  local t = now()
+  local last = redis.call('ZSCORE', activity, thread)
+  if last and tonumber(t) <= tonumber(last) then
+    t = string.format('%.6f', tonumber(last) + 0.000001)
+  end
+  return t
+end
+
 local function touch(index, activity, member, ttl, thread)
   -- after a write of member: its TTL in the index, the thread's last write in activity
   local index_before = redis.call('PTTL', index)
   local activity_before = redis.call('PTTL', activity)
   redis.call('HSET', index, member, ttl)
-  redis.call('ZADD', activity, now(), thread)
+  redis.call('ZADD', activity, later(activity, thread), thread)
   grow(index, ttl, index_before)
   grow(activity, ttl, activity_before)
 end
@@ -99,7 +110,7 @@ return v
 DELETE = Script("""
 local n = redis.call('DEL', KEYS[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
-if n > 0 then redis.call('ZADD', KEYS[3], 'XX', now(), ARGV[2]) end
+if n > 0 then redis.call('ZADD', KEYS[3], 'XX', later(KEYS[3], ARGV[2]), ARGV[2]) end
 return n
 """)
 
@@ -154,6 +165,18 @@ redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
 """)
 
+# KEYS: index, activity. ARGV: base, thread, last write (seconds). 1 if cleared: only
+# when the thread's activity score is still that last write.
+CLEAR_IF = Script("""
+local last = redis.call('ZSCORE', KEYS[2], ARGV[2])
+if not last or tonumber(last) ~= tonumber(ARGV[3]) then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for _, m in ipairs(redis.call('HKEYS', KEYS[1])) do redis.call('DEL', ARGV[1] .. m) end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+return 1
+""")
+
 # KEYS: activity. ARGV: tenant base (prefix .. esc(tenant) .. ':'), idle seconds.
 # Flat {thread, last write, ...}, oldest first; drops threads whose index is gone.
 THREADS = Script("""
@@ -193,26 +216,34 @@ return {redis.call('ZSCORE', KEYS[2], ARGV[2]) or '', out}
 """)
 
 # KEYS: index, activity. ARGV: base, thread, ttl ms, pair count, {member, data}..., messages...
+# Merged under what the thread holds: its live entries win, archived messages go first.
 RESTORE = Script("""
-for _, m in ipairs(redis.call('HKEYS', KEYS[1])) do redis.call('DEL', ARGV[1] .. m) end
-redis.call('DEL', KEYS[1])
+local index_before = redis.call('PTTL', KEYS[1])
 local ttl = tonumber(ARGV[3])
 local last = 4 + 2 * tonumber(ARGV[4])
+local wrote = false
 for i = 5, last, 2 do
-  put(ARGV[1] .. ARGV[i], ARGV[i + 1], ttl)
-  redis.call('HSET', KEYS[1], ARGV[i], ttl)
+  if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 0 then
+    put(ARGV[1] .. ARGV[i], ARGV[i + 1], ttl)
+    redis.call('HSET', KEYS[1], ARGV[i], ttl)
+    wrote = true
+  end
 end
 if last < #ARGV then
-  push(ARGV[1] .. 'm', last + 1)
-  if ttl > 0 then redis.call('PEXPIRE', ARGV[1] .. 'm', ttl) end
-  redis.call('HSET', KEYS[1], 'm', ttl)
+  local list = ARGV[1] .. 'm'
+  if redis.call('EXISTS', list) == 1 then  -- before the current ones; their TTL stays
+    for i = #ARGV, last + 1, -1 do redis.call('LPUSH', list, ARGV[i]) end
+  else
+    push(list, last + 1)
+    if ttl > 0 then redis.call('PEXPIRE', list, ttl) end
+    redis.call('HSET', KEYS[1], 'm', ttl)
+  end
+  wrote = true
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if wrote then
   local activity_before = redis.call('PTTL', KEYS[2])
-  redis.call('ZADD', KEYS[2], now(), ARGV[2])
-  grow(KEYS[1], ttl, -2)
+  redis.call('ZADD', KEYS[2], later(KEYS[2], ARGV[2]), ARGV[2])
+  grow(KEYS[1], ttl, index_before)
   grow(KEYS[2], ttl, activity_before)
-else
-  redis.call('ZREM', KEYS[2], ARGV[2])
 end
 """)

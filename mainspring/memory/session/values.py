@@ -136,6 +136,12 @@ def check_idle_for(idle_for: object) -> float:
     return float(idle_for)
 
 
+def check_time(last_active: object) -> float:
+    if isinstance(last_active, bool) or not isinstance(last_active, int | float):
+        raise TypeError(f"last_active must be epoch seconds (a float), not {last_active!r}")
+    return float(last_active)
+
+
 class EncodedSnapshot(msgspec.Struct, frozen=True):
     """A snapshot checked and encoded before a restore touches anything."""
 
