@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import json
 import re
+import shutil
 import sqlite3
 import time
 import uuid
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -691,3 +693,164 @@ async def test_a_failing_model_judge_falls_back_to_the_rule(
         new = await memory.add("The deadline for the project is on Friday.")
         final = await memory.settle(new.id)
         assert final.status == "duplicate" and final.duplicate_of == old.id
+
+
+# -- regressions: ids across scopes, validity of keyed versions, snapshots, restore ------
+
+
+async def test_an_explicit_id_of_another_scope_is_refused(memory: SemanticMemory) -> None:
+    alice, bob = Scope("t", user="alice"), Scope("t", user="bob")
+    await memory.add("Alice's locker code is 1234.", scope=alice, id="fact-1")
+    with pytest.raises(ValueError, match=r"'fact-1'.*another scope"):
+        await memory.add("Bob's locker code is 9999.", scope=bob, id="fact-1")
+    with pytest.raises(ValueError, match="another scope"):
+        await memory.add_many([NewItem("Bob's note.", id="fact-1")], scope=bob)
+    kept = await memory.get("fact-1", tenant="t")
+    assert kept is not None and kept.scope == alice and kept.text == "Alice's locker code is 1234."
+    assert await memory.list(bob) == []
+
+
+async def test_an_explicit_id_of_the_same_scope_is_replaced(memory: SemanticMemory) -> None:
+    alice = Scope("t", user="alice")
+    await memory.add("Alice's locker code is 1234.", scope=alice, id="fact-1")
+    first = await memory.get("fact-1", tenant="t")
+    again = await memory.add("Alice's locker is number 12.", scope=alice, id="fact-1")
+    assert again.id == "fact-1" and again.status == "pending"
+    await memory.settle("fact-1")
+    changed = await memory.get("fact-1", tenant="t")
+    assert first is not None and changed is not None
+    assert changed.text == "Alice's locker is number 12." and changed.superseded_by is None
+    assert changed.recorded_at == first.recorded_at and changed.updated_at >= first.updated_at
+    assert [i.id for i in await memory.list(alice)] == ["fact-1"]
+
+
+async def test_a_back_dated_keyed_fact_becomes_history(memory: SemanticMemory) -> None:
+    current = await memory.add("The user's city is Berlin.", key="user.city", valid_from=2000.0)
+    older = await memory.add("The user's city was Paris.", key="user.city", valid_from=1000.0)
+    assert older.status == "pending" and older.supersedes == ()
+    history = await memory.get(older.id)
+    assert history is not None
+    assert (history.superseded_by, history.valid_to) == (current.id, 2000.0)
+    still = await memory.get(current.id)
+    assert still is not None and still.superseded_by is None and still.valid_to is None
+    assert [i.id for i in await memory.list()] == [current.id]
+    assert texts(await memory.search("user city", mode="keyword")) == ["The user's city is Berlin."]
+    assert texts(await memory.search("user city", as_of=1500.0, mode="keyword")) == [
+        "The user's city was Paris."
+    ]
+    assert texts(await memory.search("user city", as_of=2500.0, mode="keyword")) == [
+        "The user's city is Berlin."
+    ]
+
+
+async def test_a_back_dated_fact_lands_between_two_versions(memory: SemanticMemory) -> None:
+    first = await memory.add("Plan: Basic.", key="plan", valid_from=1000.0)
+    await memory.add("Plan: Premium.", key="plan", valid_from=3000.0)
+    second = await memory.add("Plan: Standard.", key="plan", valid_from=2000.0)
+    assert second.supersedes == (first.id,)
+    at = {
+        t: texts(await memory.search("plan", as_of=t, mode="keyword")) for t in (1500, 2500, 3500)
+    }
+    assert at == {1500: ["Plan: Basic."], 2500: ["Plan: Standard."], 3500: ["Plan: Premium."]}
+    assert texts(await memory.search("plan", mode="keyword")) == ["Plan: Premium."]
+
+
+async def test_a_future_dated_keyed_fact_waits_for_its_start(memory: SemanticMemory) -> None:
+    old = await memory.add("The office is in building A.", key="office")
+    starts_at = time.time() + 1.0
+    new = await memory.add("The office is in building B.", key="office", valid_from=starts_at)
+    assert new.supersedes == (old.id,)
+    marked = await memory.get(old.id)
+    assert marked is not None and marked.superseded_by == new.id and marked.valid_to == starts_at
+    now = time.time()
+    assert texts(await memory.search("office building", mode="keyword")) == [
+        "The office is in building A."
+    ]
+    assert texts(await memory.search("office building", as_of=now, mode="keyword")) == [
+        "The office is in building A."
+    ]
+    assert [i.text for i in await memory.list()] == ["The office is in building A."]
+    assert texts(await memory.search("office building", as_of=starts_at, mode="keyword")) == [
+        "The office is in building B."
+    ]
+    await anyio.sleep(max(0.0, starts_at - time.time()) + 0.05)
+    assert texts(await memory.search("office building", mode="keyword")) == [
+        "The office is in building B."
+    ]
+    assert texts(await memory.search("office building", as_of=time.time(), mode="keyword")) == [
+        "The office is in building B."
+    ]
+
+
+async def test_a_fact_between_now_and_a_scheduled_one_takes_over(memory: SemanticMemory) -> None:
+    old = await memory.add("The office is in building A.", key="office")
+    later = time.time() + 10_000.0
+    scheduled = await memory.add("The office is in building B.", key="office", valid_from=later)
+    between = await memory.add("The office is in building C.", key="office")
+    assert between.supersedes == (old.id,)
+    placed = await memory.get(between.id)
+    assert placed is not None and (placed.superseded_by, placed.valid_to) == (scheduled.id, later)
+    closed = await memory.get(old.id)
+    assert closed is not None and closed.superseded_by == between.id
+    assert [i.text for i in await memory.list()] == ["The office is in building C."]
+    assert texts(await memory.search("office building", as_of=later + 1, mode="keyword")) == [
+        "The office is in building B."
+    ]
+
+
+async def test_the_same_key_twice_in_one_call_keeps_only_the_later(
+    memory: SemanticMemory,
+) -> None:
+    results = await memory.add_many(
+        [
+            NewItem("The user's phone is 555-0100.", key="user.phone"),
+            NewItem("The user's phone is 555-0199.", key="user.phone"),
+        ]
+    )
+    assert results[1].status == "superseded" and results[1].supersedes == (results[0].id,)
+    earlier = await memory.get(results[0].id)
+    assert earlier is not None and earlier.superseded_by == results[1].id
+    assert [i.text for i in await memory.list()] == ["The user's phone is 555-0199."]
+    assert texts(await memory.search("phone", mode="keyword")) == ["The user's phone is 555-0199."]
+
+
+async def test_restore_counts_as_a_write(memory: SemanticMemory) -> None:
+    written = await memory.add("The archive keeps old sessions.", valid_from=500.0)
+    await memory.settle(written.id)
+    item = await memory.get(written.id)
+    assert item is not None
+    old = msgspec.structs.replace(item, recorded_at=1000.0, updated_at=1000.0, accessed_at=1000.0)
+    await memory.forget(item.id)
+    before = time.time()
+    await memory.restore([old])
+    back = await memory.get(item.id)
+    assert back is not None
+    assert (back.recorded_at, back.valid_from, back.valid_to) == (1000.0, 500.0, None)
+    assert back.updated_at >= before and back.accessed_at is not None
+    assert back.accessed_at >= before
+
+
+async def test_a_snapshot_from_the_future_is_rebuilt(
+    tmp_path: Path, embeddings: LocalEmbeddings
+) -> None:
+    path, snapshot = tmp_path / "m.db", tmp_path / "m.db.index"
+
+    def opened() -> SemanticMemory:
+        return SemanticMemory(SQLiteItemStore(path), embeddings=embeddings, index_dir=snapshot)
+
+    async with opened() as memory:
+        await memory.add("The backup runs nightly.")
+    shutil.copy(path, tmp_path / "backup.db")
+    async with opened() as memory:
+        await memory.add_many([f"Filler note number {n} about the canteen." for n in range(20)])
+    shutil.copy(tmp_path / "backup.db", path)  # an older copy of the store is restored
+    async with opened() as memory:
+        new = await memory.add("Visitors park in the north garage.")
+        await memory.settle(new.id)
+        hits = await memory.search("where do guests leave their cars", mode="vector", limit=1)
+        assert texts(hits) == ["Visitors park in the north garage."]
+        assert memory.indexes.size("") == 2
+    async with opened() as memory:
+        hits = await memory.search("where do guests leave their cars", mode="vector", limit=1)
+        assert texts(hits) == ["Visitors park in the north garage."]
+        assert memory.indexes.size("") == 2
