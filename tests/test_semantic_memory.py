@@ -514,6 +514,43 @@ async def test_store_filters_agree_with_the_python_reference(
         await store.aclose()
 
 
+_times = st.sampled_from([None, 10.0, 20.0, 30.0])
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(st.tuples(_times, _times, st.booleans()), min_size=1, max_size=8),
+    at=st.sampled_from([5.0, 10.0, 15.0, 20.0, 25.0, 35.0]),
+    live_only=st.booleans(),
+)
+async def test_store_validity_agrees_with_the_python_reference(
+    open_store: Callable[[], Any],
+    rows: list[tuple[float | None, float | None, bool]],
+    at: float,
+    live_only: bool,
+) -> None:
+    """live_only with valid_at: a superseded item stays while its successor has not
+    started (valid_to > valid_at); what a PostgreSQL store must match too."""
+    store: ItemStore = await open_store()
+    try:
+        tenant = uuid.uuid4().hex
+        items = [
+            MemoryItem(
+                f"{n:04d}", f"row {n}", Scope(tenant), recorded_at=1.0, updated_at=1.0,
+                valid_from=start, valid_to=end, superseded_by="x" if replaced else None,
+            )
+            for n, (start, end, replaced) in enumerate(rows)
+        ]  # fmt: skip
+        await store.put(items, [None] * len(items))
+        selection = Selection(Scope(tenant), live_only=live_only, valid_at=at)
+        listed = await store.list(selection, limit=100)
+        assert [i.id for i in listed] == [i.id for i in items if selection.admits(i)]
+    finally:
+        await store.aclose()
+
+
 # -- SQLite only: the file -------------------------------------------------------------
 
 
@@ -854,3 +891,23 @@ async def test_a_snapshot_from_the_future_is_rebuilt(
         hits = await memory.search("where do guests leave their cars", mode="vector", limit=1)
         assert texts(hits) == ["Visitors park in the north garage."]
         assert memory.indexes.size("") == 2
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(order=st.permutations([1000.0, 2000.0, 3000.0, 4000.0]))
+async def test_keyed_versions_in_any_order_give_one_timeline(
+    memory_of: Callable[..., Any], order: list[float]
+) -> None:
+    """Whatever order the versions of a keyed fact arrive in, each time sees the one
+    that started last before it, and now sees the latest."""
+    async with memory_of() as memory:
+        key = uuid.uuid4().hex
+        scope = Scope(key)
+        for start in order:
+            await memory.add(f"Version from {start:.0f}.", key=key, valid_from=start, scope=scope)
+        for at in (1500.0, 2500.0, 3500.0, 4500.0):
+            expected = f"Version from {int(at // 1000) * 1000}."
+            assert [i.text for i in await memory.list(scope, as_of=at)] == [expected]
+        assert [i.text for i in await memory.list(scope)] == ["Version from 4000."]
