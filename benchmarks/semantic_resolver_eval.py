@@ -1,8 +1,9 @@
 """Measure semantic memory's de-duplication and contradiction rule on labelled pairs.
 
-``tests/data/fact_pairs.json`` holds 96 hand-made (old, new) fact pairs: 32 duplicates
-(paraphrases), 32 updates/contradictions (same subject, another value) and 32
-similar-but-distinct facts (another subject, or another fact about the same thing).
+``tests/data/fact_pairs.json`` holds 128 hand-made (old, new) fact pairs: 35 duplicates
+(paraphrases), 38 updates/contradictions (same subject, another value) and 55
+similar-but-distinct facts (another subject, or another fact about the same thing; many
+are different entities in the same template: "Order 1234 ..." / "Order 5678 ...").
 For the default :class:`~mainspring.memory.semantic.resolver.SimilarityResolver` at
 its default thresholds this prints precision and recall of "duplicate" and of
 "supersedes", next to a cosine-only baseline, and a 2-fold cross-validation of the

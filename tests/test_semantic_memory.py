@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import json
 import re
+import shutil
 import sqlite3
 import time
 import uuid
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -214,15 +216,41 @@ async def test_exact_duplicate_is_answered_at_once(memory: SemanticMemory) -> No
 
 
 async def test_semantic_duplicate_merges_into_the_older_item(memory: SemanticMemory) -> None:
-    first = await memory.add("The user lives in Paris.", metadata={"from": "chat"})
-    second = await memory.add("User resides in Paris.", metadata={"confidence": 0.9})
+    first = await memory.add("The project deadline is Friday.", metadata={"from": "chat"})
+    second = await memory.add(
+        "The deadline for the project is on Friday.", metadata={"confidence": 0.9}
+    )
     final = await memory.settle(second.id)
     assert final is not None and final.status == "duplicate" and final.duplicate_of == first.id
     assert await memory.get(second.id) is None
     kept = await memory.get(first.id)
     assert kept is not None and kept.metadata == {"from": "chat", "confidence": 0.9}
     assert kept.updated_at >= kept.recorded_at
-    assert texts(await memory.search("where does the user live")) == ["The user lives in Paris."]
+    assert texts(await memory.search("when is the project due")) == [
+        "The project deadline is Friday."
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old_text", "new_text"),
+    [
+        ("Deploys to staging need approval.", "Deploys to production need approval."),
+        ("Order 1234 shipped on Monday.", "Order 5678 shipped on Tuesday."),
+        (
+            "The user's password must be rotated monthly.",
+            "The user's API key must be rotated monthly.",
+        ),
+    ],
+)
+async def test_facts_about_other_entities_are_never_dropped_or_hidden(
+    memory: SemanticMemory, old_text: str, new_text: str
+) -> None:
+    old = await memory.add(old_text)
+    await memory.settle(old.id)
+    new = await memory.add(new_text)
+    final = await memory.settle(new.id)
+    assert final is not None and final.status == "added"
+    assert {i.text for i in await memory.list()} == {old_text, new_text}
 
 
 async def test_same_key_supersedes_at_once(memory: SemanticMemory) -> None:
@@ -486,6 +514,43 @@ async def test_store_filters_agree_with_the_python_reference(
         await store.aclose()
 
 
+_times = st.sampled_from([None, 10.0, 20.0, 30.0])
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(st.tuples(_times, _times, st.booleans()), min_size=1, max_size=8),
+    at=st.sampled_from([5.0, 10.0, 15.0, 20.0, 25.0, 35.0]),
+    live_only=st.booleans(),
+)
+async def test_store_validity_agrees_with_the_python_reference(
+    open_store: Callable[[], Any],
+    rows: list[tuple[float | None, float | None, bool]],
+    at: float,
+    live_only: bool,
+) -> None:
+    """live_only with valid_at: a superseded item stays while its successor has not
+    started (valid_to > valid_at); what a PostgreSQL store must match too."""
+    store: ItemStore = await open_store()
+    try:
+        tenant = uuid.uuid4().hex
+        items = [
+            MemoryItem(
+                f"{n:04d}", f"row {n}", Scope(tenant), recorded_at=1.0, updated_at=1.0,
+                valid_from=start, valid_to=end, superseded_by="x" if replaced else None,
+            )
+            for n, (start, end, replaced) in enumerate(rows)
+        ]  # fmt: skip
+        await store.put(items, [None] * len(items))
+        selection = Selection(Scope(tenant), live_only=live_only, valid_at=at)
+        listed = await store.list(selection, limit=100)
+        assert [i.id for i in listed] == [i.id for i in items if selection.admits(i)]
+    finally:
+        await store.aclose()
+
+
 # -- SQLite only: the file -------------------------------------------------------------
 
 
@@ -593,10 +658,12 @@ def test_the_default_rule_holds_its_measured_precision(embeddings: LocalEmbeddin
         rule.decide(p["old"], p["new"], float(s))
         for p, s in zip(pairs, (old * new).sum(axis=1), strict=True)
     ]
-    for label, least_recall in (("duplicate", 0.85), ("supersedes", 0.75)):
+    # Precision first: a wrong "duplicate" drops a fact, a wrong "supersedes" hides one;
+    # duplicate recall is low by design (only true paraphrases merge).
+    for label, least_recall in (("duplicate", 0.2), ("supersedes", 0.85)):
         hits = [j == label for j in judged]
         right = sum(h and p["label"] == label for h, p in zip(hits, pairs, strict=True))
-        assert right / sum(hits) >= 0.9, label  # precision: a wrong merge loses a fact
+        assert right / sum(hits) >= 0.97, label
         assert right / sum(p["label"] == label for p in pairs) >= least_recall, label
 
 
@@ -647,7 +714,7 @@ async def test_a_model_judge_replaces_the_rule(
     async with memory_of(resolver=resolver) as memory:
         old = await memory.add("The user is single.")
         await memory.settle(old.id)
-        new = await memory.add("The user is married.")  # cosine 0.60: the rule says distinct
+        new = await memory.add("The user is married.")  # the judge's verdict, not the rule's
         final = await memory.settle(new.id)
         assert final.status == "superseded" and final.supersedes == (old.id,)
         assert "OLD: The user is single." in judge.calls[0].messages[-1].text
@@ -658,8 +725,189 @@ async def test_a_failing_model_judge_falls_back_to_the_rule(
 ) -> None:
     judge = ScriptedModel([OverloadedError("busy")])
     async with memory_of(resolver=ModelResolver(Gateway({"judge": judge}), "judge")) as memory:
-        old = await memory.add("The user lives in Paris.")
+        old = await memory.add("The project deadline is Friday.")
         await memory.settle(old.id)
-        new = await memory.add("User resides in Paris.")
+        new = await memory.add("The deadline for the project is on Friday.")
         final = await memory.settle(new.id)
         assert final.status == "duplicate" and final.duplicate_of == old.id
+
+
+# -- regressions: ids across scopes, validity of keyed versions, snapshots, restore ------
+
+
+async def test_an_explicit_id_of_another_scope_is_refused(memory: SemanticMemory) -> None:
+    alice, bob = Scope("t", user="alice"), Scope("t", user="bob")
+    await memory.add("Alice's locker code is 1234.", scope=alice, id="fact-1")
+    with pytest.raises(ValueError, match=r"'fact-1'.*another scope"):
+        await memory.add("Bob's locker code is 9999.", scope=bob, id="fact-1")
+    with pytest.raises(ValueError, match="another scope"):
+        await memory.add_many([NewItem("Bob's note.", id="fact-1")], scope=bob)
+    kept = await memory.get("fact-1", tenant="t")
+    assert kept is not None and kept.scope == alice and kept.text == "Alice's locker code is 1234."
+    assert await memory.list(bob) == []
+
+
+async def test_an_explicit_id_of_the_same_scope_is_replaced(memory: SemanticMemory) -> None:
+    alice = Scope("t", user="alice")
+    await memory.add("Alice's locker code is 1234.", scope=alice, id="fact-1")
+    first = await memory.get("fact-1", tenant="t")
+    again = await memory.add("Alice's locker is number 12.", scope=alice, id="fact-1")
+    assert again.id == "fact-1" and again.status == "pending"
+    await memory.settle("fact-1")
+    changed = await memory.get("fact-1", tenant="t")
+    assert first is not None and changed is not None
+    assert changed.text == "Alice's locker is number 12." and changed.superseded_by is None
+    assert changed.recorded_at == first.recorded_at and changed.updated_at >= first.updated_at
+    assert [i.id for i in await memory.list(alice)] == ["fact-1"]
+
+
+async def test_a_back_dated_keyed_fact_becomes_history(memory: SemanticMemory) -> None:
+    current = await memory.add("The user's city is Berlin.", key="user.city", valid_from=2000.0)
+    older = await memory.add("The user's city was Paris.", key="user.city", valid_from=1000.0)
+    assert older.status == "pending" and older.supersedes == ()
+    history = await memory.get(older.id)
+    assert history is not None
+    assert (history.superseded_by, history.valid_to) == (current.id, 2000.0)
+    still = await memory.get(current.id)
+    assert still is not None and still.superseded_by is None and still.valid_to is None
+    assert [i.id for i in await memory.list()] == [current.id]
+    assert texts(await memory.search("user city", mode="keyword")) == ["The user's city is Berlin."]
+    assert texts(await memory.search("user city", as_of=1500.0, mode="keyword")) == [
+        "The user's city was Paris."
+    ]
+    assert texts(await memory.search("user city", as_of=2500.0, mode="keyword")) == [
+        "The user's city is Berlin."
+    ]
+
+
+async def test_a_back_dated_fact_lands_between_two_versions(memory: SemanticMemory) -> None:
+    first = await memory.add("Plan: Basic.", key="plan", valid_from=1000.0)
+    await memory.add("Plan: Premium.", key="plan", valid_from=3000.0)
+    second = await memory.add("Plan: Standard.", key="plan", valid_from=2000.0)
+    assert second.supersedes == (first.id,)
+    at = {
+        t: texts(await memory.search("plan", as_of=t, mode="keyword")) for t in (1500, 2500, 3500)
+    }
+    assert at == {1500: ["Plan: Basic."], 2500: ["Plan: Standard."], 3500: ["Plan: Premium."]}
+    assert texts(await memory.search("plan", mode="keyword")) == ["Plan: Premium."]
+
+
+async def test_a_future_dated_keyed_fact_waits_for_its_start(memory: SemanticMemory) -> None:
+    old = await memory.add("The office is in building A.", key="office")
+    starts_at = time.time() + 1.0
+    new = await memory.add("The office is in building B.", key="office", valid_from=starts_at)
+    assert new.supersedes == (old.id,)
+    marked = await memory.get(old.id)
+    assert marked is not None and marked.superseded_by == new.id and marked.valid_to == starts_at
+    now = time.time()
+    assert texts(await memory.search("office building", mode="keyword")) == [
+        "The office is in building A."
+    ]
+    assert texts(await memory.search("office building", as_of=now, mode="keyword")) == [
+        "The office is in building A."
+    ]
+    assert [i.text for i in await memory.list()] == ["The office is in building A."]
+    assert texts(await memory.search("office building", as_of=starts_at, mode="keyword")) == [
+        "The office is in building B."
+    ]
+    await anyio.sleep(max(0.0, starts_at - time.time()) + 0.05)
+    assert texts(await memory.search("office building", mode="keyword")) == [
+        "The office is in building B."
+    ]
+    assert texts(await memory.search("office building", as_of=time.time(), mode="keyword")) == [
+        "The office is in building B."
+    ]
+
+
+async def test_a_fact_between_now_and_a_scheduled_one_takes_over(memory: SemanticMemory) -> None:
+    old = await memory.add("The office is in building A.", key="office")
+    later = time.time() + 10_000.0
+    scheduled = await memory.add("The office is in building B.", key="office", valid_from=later)
+    between = await memory.add("The office is in building C.", key="office")
+    assert between.supersedes == (old.id,)
+    placed = await memory.get(between.id)
+    assert placed is not None and (placed.superseded_by, placed.valid_to) == (scheduled.id, later)
+    closed = await memory.get(old.id)
+    assert closed is not None and closed.superseded_by == between.id
+    assert [i.text for i in await memory.list()] == ["The office is in building C."]
+    assert texts(await memory.search("office building", as_of=later + 1, mode="keyword")) == [
+        "The office is in building B."
+    ]
+
+
+async def test_the_same_key_twice_in_one_call_keeps_only_the_later(
+    memory: SemanticMemory,
+) -> None:
+    results = await memory.add_many(
+        [
+            NewItem("The user's phone is 555-0100.", key="user.phone"),
+            NewItem("The user's phone is 555-0199.", key="user.phone"),
+        ]
+    )
+    assert results[1].status == "superseded" and results[1].supersedes == (results[0].id,)
+    earlier = await memory.get(results[0].id)
+    assert earlier is not None and earlier.superseded_by == results[1].id
+    assert [i.text for i in await memory.list()] == ["The user's phone is 555-0199."]
+    assert texts(await memory.search("phone", mode="keyword")) == ["The user's phone is 555-0199."]
+
+
+async def test_restore_counts_as_a_write(memory: SemanticMemory) -> None:
+    written = await memory.add("The archive keeps old sessions.", valid_from=500.0)
+    await memory.settle(written.id)
+    item = await memory.get(written.id)
+    assert item is not None
+    old = msgspec.structs.replace(item, recorded_at=1000.0, updated_at=1000.0, accessed_at=1000.0)
+    await memory.forget(item.id)
+    before = time.time()
+    await memory.restore([old])
+    back = await memory.get(item.id)
+    assert back is not None
+    assert (back.recorded_at, back.valid_from, back.valid_to) == (1000.0, 500.0, None)
+    assert back.updated_at >= before and back.accessed_at is not None
+    assert back.accessed_at >= before
+
+
+async def test_a_snapshot_from_the_future_is_rebuilt(
+    tmp_path: Path, embeddings: LocalEmbeddings
+) -> None:
+    path, snapshot = tmp_path / "m.db", tmp_path / "m.db.index"
+
+    def opened() -> SemanticMemory:
+        return SemanticMemory(SQLiteItemStore(path), embeddings=embeddings, index_dir=snapshot)
+
+    async with opened() as memory:
+        await memory.add("The backup runs nightly.")
+    shutil.copy(path, tmp_path / "backup.db")
+    async with opened() as memory:
+        await memory.add_many([f"Filler note number {n} about the canteen." for n in range(20)])
+    shutil.copy(tmp_path / "backup.db", path)  # an older copy of the store is restored
+    async with opened() as memory:
+        new = await memory.add("Visitors park in the north garage.")
+        await memory.settle(new.id)
+        hits = await memory.search("where do guests leave their cars", mode="vector", limit=1)
+        assert texts(hits) == ["Visitors park in the north garage."]
+        assert memory.indexes.size("") == 2
+    async with opened() as memory:
+        hits = await memory.search("where do guests leave their cars", mode="vector", limit=1)
+        assert texts(hits) == ["Visitors park in the north garage."]
+        assert memory.indexes.size("") == 2
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(order=st.permutations([1000.0, 2000.0, 3000.0, 4000.0]))
+async def test_keyed_versions_in_any_order_give_one_timeline(
+    memory_of: Callable[..., Any], order: list[float]
+) -> None:
+    """Whatever order the versions of a keyed fact arrive in, each time sees the one
+    that started last before it, and now sees the latest."""
+    async with memory_of() as memory:
+        key = uuid.uuid4().hex
+        scope = Scope(key)
+        for start in order:
+            await memory.add(f"Version from {start:.0f}.", key=key, valid_from=start, scope=scope)
+        for at in (1500.0, 2500.0, 3500.0, 4500.0):
+            expected = f"Version from {int(at // 1000) * 1000}."
+            assert [i.text for i in await memory.list(scope, as_of=at)] == [expected]
+        assert [i.text for i in await memory.list(scope)] == ["Version from 4000."]

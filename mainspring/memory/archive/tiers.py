@@ -68,9 +68,10 @@ class SemanticTier(Protocol):
 
 @runtime_checkable
 class RestoresItems(Protocol):
-    """A semantic memory that can put items back exactly as they were (ids, times,
-    ``superseded_by``, vectors recomputed off the caller's path), without de-duplication
-    or contradiction handling: what promotion prefers to ``add``."""
+    """A semantic memory that can put items back as they were (ids, ``recorded_at``,
+    validity, ``superseded_by``; vectors recomputed off the caller's path), without
+    de-duplication or contradiction handling: what promotion prefers to ``add``. The
+    restore counts as a write: ``updated_at``/``accessed_at`` become now."""
 
     async def restore(self, items: Sequence[MemoryItem]) -> None: ...
 

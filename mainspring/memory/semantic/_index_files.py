@@ -5,8 +5,13 @@ machine; saving it took 0.07 s and loading it 0.06 s. On close the memory saves 
 number it reflects; on open it loads them and replays only the changes after that
 number (the change feed holds every later change, so a snapshot is never wrong, only
 older). A snapshot of another store (its identity differs), another model, or from
-the future (a change number the store has not reached) is ignored and the indexes are
-rebuilt from the feed.
+the future is ignored and the indexes are rebuilt from the feed. "From the future":
+the store file was replaced by an older copy (a backup restored), so the identity
+matches but the snapshot holds vectors the store never had, and the store may since
+have reused the snapshot's change numbers for other items. The snapshot records the
+change it ended at (number, tenant, id); on open, :class:`._tenant_indexes.TenantIndexes`
+asks the feed for that change and rebuilds unless the store holds exactly it (a store
+behind the snapshot has no such change; a diverged one has another item there).
 """
 
 from __future__ import annotations
@@ -17,16 +22,22 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .index import AutoIndex
 from .protocols import VectorIndex
 
 log = logging.getLogger(__name__)
-FORMAT = 1
+FORMAT = 2  # 2: the last change (tenant, id) recorded beside its number
 
 
-def save(directory: Path, seq: int, identity: str, indexes: dict[str, VectorIndex]) -> bool:
+def save(
+    directory: Path,
+    seq: int,
+    last: tuple[str, str] | None,
+    identity: str,
+    indexes: dict[str, VectorIndex],
+) -> bool:
     """Write a snapshot (atomically: a new directory renamed over the old one)."""
     if not all(isinstance(i, AutoIndex) for i in indexes.values()):
         return False  # a caller's own index type: nothing we know how to save
@@ -42,6 +53,7 @@ def save(directory: Path, seq: int, identity: str, indexes: dict[str, VectorInde
     manifest = {
         "format": FORMAT,
         "seq": seq,
+        "last": None if last is None else list(last),
         "identity": identity,
         "dimensions": getattr(some, "dimensions", 0),
         "tenants": tenants,
@@ -56,9 +68,13 @@ def save(directory: Path, seq: int, identity: str, indexes: dict[str, VectorInde
     return True
 
 
-def load(
-    directory: Path, identity: str, dimensions: int
-) -> tuple[int, dict[str, VectorIndex]] | None:
+class Snapshot(NamedTuple):
+    seq: int  # the change number the indexes reflect
+    last: tuple[str, str] | None  # (tenant, id) of that change; None when seq is 0
+    indexes: dict[str, VectorIndex]
+
+
+def load(directory: Path, identity: str, dimensions: int) -> Snapshot | None:
     """The saved indexes and their change number, or None (then rebuild from the feed)."""
     try:
         manifest = json.loads((directory / "manifest.json").read_text())
@@ -70,7 +86,8 @@ def load(
             tenant: AutoIndex.load(directory / entry["file"], entry, dimensions)
             for tenant, entry in manifest["tenants"].items()
         }
-        return int(manifest["seq"]), indexes
+        last = manifest["last"]
+        return Snapshot(int(manifest["seq"]), None if last is None else (last[0], last[1]), indexes)
     except FileNotFoundError:
         return None
     except Exception as exc:  # a damaged snapshot only costs a rebuild

@@ -91,8 +91,11 @@ def where(selection: Selection, prefix: str = "") -> tuple[str, list[Any]]:
     if scope.agent is not None:
         parts.append(f"{p}agent = ?")
         params.append(scope.agent)
-    if selection.live_only:
+    if selection.live_only and selection.valid_at is None:
         parts.append(f"{p}superseded_by IS NULL")
+    elif selection.live_only:  # or its successor has not started yet (see protocols)
+        parts.append(f"({p}superseded_by IS NULL OR {p}valid_to > ?)")
+        params.append(selection.valid_at)
     if selection.valid_at is not None:
         parts.append(
             f"coalesce({p}valid_from, {p}recorded_at) <= ? "

@@ -32,6 +32,7 @@ class TenantIndexes:
         self._new_index = new_index
         self._indexes: dict[str, VectorIndex] = {}
         self._seq = 0
+        self._last: tuple[str, str] | None = None  # (tenant, id) of change number _seq
         self._lock = anyio.Lock()
 
     async def load(self, directory: Path, identity: str) -> bool:
@@ -39,16 +40,33 @@ class TenantIndexes:
         found = await anyio.to_thread.run_sync(
             index_files.load, directory, identity, self.dimensions
         )
-        if found is not None:
-            self._seq, self._indexes = found
-        return found is not None
+        if found is None or not await self._store_holds(found.seq, found.last):
+            return False
+        self._seq, self._last, self._indexes = found.seq, found.last, found.indexes
+        return True
+
+    async def _store_holds(self, seq: int, last: tuple[str, str] | None) -> bool:
+        """Whether the store's feed holds change ``seq`` for exactly ``last``: else the
+        snapshot is from the future (an older copy of the store was restored)."""
+        if seq == 0:
+            return True
+        _, changes = await self.items.changes(seq - 1, 1)
+        held = bool(changes) and changes[0].seq == seq
+        if not held or last is None or (changes[0].tenant, changes[0].id) != last:
+            log.warning(
+                "semantic memory: the index snapshot is ahead of or apart from the store "
+                "(change %d not found as saved); rebuilding the indexes from the feed",
+                seq,
+            )
+            return False
+        return True
 
     async def save(self, directory: Path, identity: str) -> None:
         await self.sync()
         async with self._lock:
             try:
                 await anyio.to_thread.run_sync(
-                    index_files.save, directory, self._seq, identity, self._indexes
+                    index_files.save, directory, self._seq, self._last, identity, self._indexes
                 )
             except OSError as exc:  # a snapshot saves a rebuild; not writing one loses nothing
                 log.warning("semantic memory: could not save the index to %s: %s", directory, exc)
@@ -67,7 +85,7 @@ class TenantIndexes:
                 if not changes:
                     return
                 await anyio.to_thread.run_sync(self._apply, changes)
-                self._seq = seq
+                self._seq, self._last = seq, (changes[-1].tenant, changes[-1].id)
 
     async def nearest(
         self, tenant: str, vector: Vector, k: int, among: Sequence[str] | None = None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import anyio
 import msgspec
 
-from .items import MemoryItem, WriteResult, merged, superseded
+from .items import MemoryItem, WriteResult, merged, place
 from .protocols import Vector
 
 if TYPE_CHECKING:
@@ -105,6 +105,8 @@ class Worker:
             if not current or current[0].text != item.text:
                 return job.first
             item = current[0]
+            if item.superseded_by is not None:
+                return job.first  # already history (a later version of its key exists)
             olds = [o for o in olds if _older_live_peer(o, item)]
             olds.sort(key=lambda o: -close[o.id])
             verdicts = [(o, await resolver.judge(item, o, close[o.id])) for o in olds]
@@ -115,9 +117,13 @@ class Worker:
             later = [o for o, v in verdicts if v == "supersedes"]
             if not later:
                 return job.first if job.first.supersedes else WriteResult(item.id, "added")
-            marked = [superseded(o, item, now) for o in later]
-            await memory.items.put(marked, [None] * len(marked))
-            ids = job.first.supersedes + tuple(o.id for o in later)
+            # Placed by validity: an old fact that starts after the new one stays current.
+            placed, marked = place(item, later, now)
+            rows = marked if placed is item else [*marked, placed]
+            await memory.items.put(rows, [None] * len(rows))
+            ids = job.first.supersedes + tuple(o.id for o in marked)
+            if not marked:
+                return job.first if job.first.supersedes else WriteResult(item.id, "added")
             return WriteResult(item.id, "superseded", supersedes=ids)
 
     async def _merge(self, job: Job, item: MemoryItem, twin: MemoryItem, now: float) -> WriteResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -113,6 +114,31 @@ def merged(old: MemoryItem, new: MemoryItem, now: float) -> MemoryItem:
 
 
 def superseded(old: MemoryItem, new: MemoryItem, now: float) -> MemoryItem:
-    """``old`` once ``new`` replaced it: kept, marked, valid until ``new`` starts."""
-    end = new.valid_from if new.valid_from is not None else new.recorded_at
+    """``old`` once ``new`` replaced it: kept, marked, valid until ``new`` starts (or
+    until it already ended, if earlier: a closed validity is never reopened)."""
+    end = starts(new) if old.valid_to is None else min(old.valid_to, starts(new))
     return msgspec.structs.replace(old, superseded_by=new.id, valid_to=end, updated_at=now)
+
+
+def starts(item: MemoryItem) -> float:
+    """When an item's fact became true: ``valid_from``, else when it was recorded."""
+    return item.recorded_at if item.valid_from is None else item.valid_from
+
+
+def place(
+    new: MemoryItem, versions: Sequence[MemoryItem], now: float
+) -> tuple[MemoryItem, list[MemoryItem]]:
+    """Put ``new`` on the timeline of other versions of its fact (the same key):
+    ``new`` after marking, and the versions it closes, marked.
+
+    ``versions`` are the versions still open at ``new``'s start (live, or closed after
+    it). Each that started no later than ``new`` ends where ``new`` starts (superseded
+    by it); if one starts later, ``new`` is itself history: superseded by the first of
+    them and valid until it starts. A back-dated fact so never becomes current, and a
+    future-dated one leaves the current one valid (and found) until it starts."""
+    begin = starts(new)
+    closed = [superseded(v, new, now) for v in versions if v.id != new.id and starts(v) <= begin]
+    later = sorted((v for v in versions if v.id != new.id and starts(v) > begin), key=starts)
+    if later:
+        new = msgspec.structs.replace(new, superseded_by=later[0].id, valid_to=starts(later[0]))
+    return new, closed

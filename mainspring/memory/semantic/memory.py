@@ -38,7 +38,17 @@ from . import _checks as check
 from ._tenant_indexes import TenantIndexes
 from ._worker import Worker
 from .index import default_index
-from .items import Hit, MemoryItem, NewItem, Source, WriteResult, merged, superseded, text_digest
+from .items import (
+    Hit,
+    MemoryItem,
+    NewItem,
+    Source,
+    WriteResult,
+    merged,
+    place,
+    starts,
+    text_digest,
+)
 from .protocols import ItemStore, Selection, Vector, VectorIndex
 from .ranking import fuse
 from .resolver import Resolver, SimilarityResolver
@@ -187,7 +197,12 @@ class SemanticMemory:
     async def add_many(
         self, entries: Iterable[str | NewItem], *, scope: Scope = ANY_SCOPE
     ) -> builtins.list[WriteResult]:
-        """Remember many texts (or :class:`NewItem`) in one scope, in one store write."""
+        """Remember many texts (or :class:`NewItem`) in one scope, in one store write.
+
+        An explicit ``id`` that exists in the tenant under this same scope replaces that
+        item (an update: new text, metadata and key; its ``recorded_at`` is kept); under
+        another scope (another user or agent) it is refused with a ValueError. Entries
+        with the same ``key`` in one call are versions in order: the later supersedes."""
         self._check_open()
         scope = check.scope(scope)
         now = time.time()
@@ -195,11 +210,14 @@ class SemanticMemory:
         results: builtins.list[WriteResult] = []
         writes: dict[str, tuple[MemoryItem, Vector | None]] = {}
         async with self._write_lock:
+            fresh = await self._claim_ids(fresh, scope)
             seen: dict[str, str] = {}  # digest -> id, within this call
+            versions: dict[str, dict[str, MemoryItem]] = {}  # key -> open versions by id
             for item in fresh:
                 digest = text_digest(item.text)
                 twin = seen.get(digest)
                 olds = [] if twin else await self.items.same(scope, digest=digest)
+                olds = [o for o in olds if o.id != item.id]
                 if twin or olds:
                     target = twin or olds[0].id
                     if olds:
@@ -207,9 +225,16 @@ class SemanticMemory:
                     results.append(WriteResult(item.id, "duplicate", duplicate_of=target))
                     continue
                 seen[digest] = item.id
-                replaced = await self.items.same(scope, key=item.key) if item.key else []
-                for old in replaced:
-                    writes[old.id] = (superseded(old, item, now), None)
+                replaced: builtins.list[MemoryItem] = []
+                if item.key:
+                    if item.key not in versions:
+                        stored = await self.items.same(scope, key=item.key, open_at=starts(item))
+                        versions[item.key] = {v.id: v for v in stored}
+                    mine = versions[item.key]
+                    item, replaced = place(item, [*mine.values()], now)
+                    for version in (*replaced, item):
+                        mine[version.id] = version
+                        writes[version.id] = (version, None)
                 writes[item.id] = (item, None)
                 ids = tuple(o.id for o in replaced)
                 results.append(WriteResult(item.id, "superseded" if ids else "pending", None, ids))
@@ -221,11 +246,40 @@ class SemanticMemory:
                 self._remember(result)
         return results
 
+    async def _claim_ids(
+        self, fresh: builtins.list[MemoryItem], scope: Scope
+    ) -> builtins.list[MemoryItem]:
+        """Items with explicit ids, checked against what the tenant holds: another
+        scope's item is refused, this scope's is replaced (keeping its ``recorded_at``)."""
+        existing = {
+            i.id: i for i in await self.items.get([i.id for i in fresh], tenant=scope.tenant)
+        }
+        out = []
+        for item in fresh:
+            old = existing.get(item.id)
+            if old is not None and old.scope != scope:
+                raise ValueError(
+                    f"memory item id {item.id!r} already exists in tenant {scope.tenant!r} and "
+                    f"belongs to another scope (user {old.scope.user!r}, agent "
+                    f"{old.scope.agent!r}); choose another id, or write in that scope"
+                )
+            if old is not None:
+                item = msgspec.structs.replace(item, recorded_at=old.recorded_at)
+            out.append(item)
+        return out
+
     async def restore(self, items: Sequence[MemoryItem]) -> None:
-        """Put items back exactly as they were (ids, times, ``superseded_by``), with no
-        de-duplication or contradiction check: what promotion from the archive uses.
-        They are keyword-searchable at once and embedded again off the caller's path."""
-        restored = [msgspec.structs.replace(i, indexed=False) for i in items]
+        """Put items back (ids, ``recorded_at``, validity, ``superseded_by`` as they
+        were), with no de-duplication or contradiction check: what promotion from the
+        archive uses. A restore counts as a write of the item: ``updated_at`` and
+        ``accessed_at`` become now (so an age-based tiering rule does not demote a
+        promoted item again at once). They are keyword-searchable at once and embedded
+        again off the caller's path."""
+        now = time.time()
+        restored = [
+            msgspec.structs.replace(i, indexed=False, updated_at=now, accessed_at=now)
+            for i in items
+        ]
         for item in restored:
             check.scope(item.scope)
             check.text(item.text)

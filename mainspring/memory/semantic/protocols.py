@@ -15,9 +15,12 @@ What a store must get exactly right (the suite checks each):
 * Filters: :func:`.filters.holds` is the reference. Numbers compare as numbers, a JSON
   bool is neither a number nor equal to 1, text compares by code point (PostgreSQL:
   ``COLLATE "C"``), a missing key fails every operator except ``ne``.
-* Validity: ``live_only`` keeps items whose ``superseded_by`` is NULL; ``valid_at=t``
-  keeps items with ``coalesce(valid_from, recorded_at) <= t`` and
-  (``valid_to`` NULL or ``valid_to > t``). The two are independent.
+* Validity: ``valid_at=t`` keeps items with ``coalesce(valid_from, recorded_at) <= t``
+  and (``valid_to`` NULL or ``valid_to > t``). ``live_only`` keeps items that are not
+  superseded: ``superseded_by`` NULL, or, with ``valid_at=t`` given, a successor that
+  has not started at ``t`` (``valid_to`` NOT NULL and ``valid_to > t``; a future-dated
+  fact leaves the one it replaces current until it starts). So the default read (live
+  at now) and ``as_of=now`` (``live_only`` False, ``valid_at`` now) agree.
 * Vectors: :meth:`ItemStore.put` with a vector of None keeps the stored vector when
   the stored text equals the new text, and clears it otherwise (a changed text must be
   embedded again). ``MemoryItem.indexed`` read back is "a vector is stored".
@@ -53,16 +56,18 @@ class Selection(msgspec.Struct, frozen=True):
 
     scope: Scope
     filters: Filters = ()
-    live_only: bool = True  # superseded_by IS NULL
+    live_only: bool = True  # not superseded (at valid_at, when given): see the module doc
     valid_at: float | None = None  # valid at this time (see module doc); None: any time
 
     def admits(self, item: MemoryItem) -> bool:
         """Whether ``item`` belongs to the selection: the reference every store matches."""
         if not self.scope.matches(item.scope):
             return False
-        if self.live_only and item.superseded_by is not None:
-            return False
         at = self.valid_at
+        if self.live_only and item.superseded_by is not None:
+            successor_pending = at is not None and item.valid_to is not None and item.valid_to > at
+            if not successor_pending:
+                return False
         if at is not None:
             start = item.recorded_at if item.valid_from is None else item.valid_from
             if start > at or (item.valid_to is not None and item.valid_to <= at):
@@ -129,10 +134,19 @@ class ItemStore(Protocol):
         ...
 
     async def same(
-        self, scope: Scope, *, key: str | None = None, digest: str | None = None
+        self,
+        scope: Scope,
+        *,
+        key: str | None = None,
+        digest: str | None = None,
+        open_at: float | None = None,
     ) -> builtins.list[MemoryItem]:
         """Live items (``superseded_by`` NULL) of exactly ``scope`` with this ``key``
-        and/or normalised-text ``digest`` (each given one must match)."""
+        and/or normalised-text ``digest`` (each given one must match).
+
+        ``open_at=t``: also the superseded ones still valid after ``t`` (``valid_to``
+        NOT NULL and ``valid_to > t``): the versions of a keyed fact a new one at ``t``
+        must be placed among."""
         ...
 
     async def delete(self, ids: Sequence[str], *, tenant: str) -> int:

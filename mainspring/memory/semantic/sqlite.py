@@ -183,12 +183,22 @@ class SQLiteItemStore:
         return await self._run(search)
 
     async def same(
-        self, scope: Scope, *, key: str | None = None, digest: str | None = None
+        self,
+        scope: Scope,
+        *,
+        key: str | None = None,
+        digest: str | None = None,
+        open_at: float | None = None,
     ) -> builtins.list[MemoryItem]:
         if key is None and digest is None:
             raise ValueError("same: give a key, a digest or both")
-        parts = ["tenant = ?", "user IS ?", "agent IS ?", "superseded_by IS NULL"]
+        parts = ["tenant = ?", "user IS ?", "agent IS ?"]
         params: builtins.list[Any] = [scope.tenant, scope.user, scope.agent]
+        if open_at is None:
+            parts.append("superseded_by IS NULL")
+        else:
+            parts.append("(superseded_by IS NULL OR valid_to > ?)")
+            params.append(open_at)
         if key is not None:
             parts.append("key = ?")
             params.append(key)
