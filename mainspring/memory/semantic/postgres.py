@@ -1,0 +1,365 @@
+"""Semantic memory's items on PostgreSQL, shared by many worker processes.
+
+``await PostgresItemStore.open("postgresql://user@host/db?schema=mainspring")``: the
+URL and its options are the journal store's (``store/_pg_url``: ``schema``,
+``retry_for``, ``call_timeout``, ``min_size``, ``max_size``), and so are the connection
+pool and the retries through lost connections (``store/_pg_pool``, ``_pg_retry``).
+The tables (``_pg_schema``) are created on open, idempotently: many workers opening a
+new database at once take turns on an advisory lock.
+
+Search by meaning runs in each process's own vector index, not in the database
+(pgvector is not packaged here); the database holds the vectors (float32 bytes) and a
+change feed, :meth:`changes`, from which each process keeps its index current: it
+polls, and :meth:`wait_for_changes` wakes it as soon as another process writes
+(``LISTEN``/``NOTIFY``, delivered at the writer's commit; the poll covers a lost
+notification). Keyword search is PostgreSQL's full-text search (a generated
+``tsvector`` with a GIN index, ranked by ``ts_rank_cd``), metadata filters are jsonb
+expressions (``_pg_sql``).
+
+A write's vector: given, it replaces the stored one; None on an item with ``indexed``
+set keeps the stored one (a change of metadata or of the superseded mark); None on an
+item without it clears it, so that vector search stops returning an item whose text
+changed until its new embedding arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import anyio
+import asyncpg
+
+from ...errors import StoreError
+from ...store._pg_pool import CallTimeoutError, Connection, ConnectionPool
+from ...store._pg_retry import Retrier
+from ...store._pg_url import option, parse_url
+from ..scope import Scope
+from ._pg_schema import LOCK_CLASS, migrate
+from ._pg_sql import ITEM_COLUMNS, Query, any_word_query, item_columns, item_from_row, statements
+from ._pg_sql import vector_from as _vector_from
+from .filters import parse_filters
+from .items import MemoryItem
+from .protocols import Vector
+
+T = TypeVar("T")
+CHANNEL = "mainspring_semantic"  # NOTIFY channel; the payload names the schema and prefix
+_CALL_TIMEOUT = 10.0
+_RELISTEN_EVERY = 5.0  # seconds between attempts to reopen a lost LISTEN connection
+_PREFIX_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+class PostgresItemStore:
+    """An :class:`~.protocols.ItemStore` on PostgreSQL (asyncpg; asyncio only).
+
+    ``table_prefix`` names the tables (``{prefix}items``, ``{prefix}changes``), so that
+    several memories can share one schema, and the journal's tables can sit beside them.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        table_prefix: str = "memory_",
+        schema: str | None = None,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        retry_for: float | None = None,
+        call_timeout: float | None = None,
+    ) -> None:
+        if not table_prefix or not set(table_prefix) <= _PREFIX_CHARS or len(table_prefix) > 40:
+            raise ValueError(
+                f"table_prefix {table_prefix!r} must be 1-40 lowercase letters, digits or "
+                "underscores (it starts table names)"
+            )
+        if table_prefix[0].isdigit():
+            raise ValueError(f"table_prefix {table_prefix!r} must not start with a digit")
+        parsed = parse_url(url, schema)
+        self._dsn, self.target, params = parsed.dsn, parsed.target, parsed.options
+        self.table_prefix = table_prefix
+        self.max_size = option(params, "max_size", max_size, int, 10, positive=True)
+        self.min_size = min(option(params, "min_size", min_size, int, 1), self.max_size)
+        self.retry_for = option(params, "retry_for", retry_for, float, 30.0)
+        timeout = min(_CALL_TIMEOUT, self.retry_for / 3) if self.retry_for else _CALL_TIMEOUT
+        self.call_timeout = option(
+            params, "call_timeout", call_timeout, float, timeout, positive=True
+        )
+        self._server_settings = {"jit": "off", "application_name": "mainspring-memory"}
+        self._sql = statements(self.target.schema, table_prefix)
+        self._retrier = Retrier(self.target, self.retry_for)
+        self._pool: ConnectionPool | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._listener: Connection | None = None
+        self._listen_tried = 0.0
+        self._changed = asyncio.Event()
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        table_prefix: str = "memory_",
+        schema: str | None = None,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        retry_for: float | None = None,
+        call_timeout: float | None = None,
+    ) -> PostgresItemStore:
+        """Connect, create the tables if they are missing, and listen for changes."""
+        store = cls(
+            url,
+            table_prefix=table_prefix,
+            schema=schema,
+            min_size=min_size,
+            max_size=max_size,
+            retry_for=retry_for,
+            call_timeout=call_timeout,
+        )
+        await store._open()
+        return store
+
+    async def _open(self) -> None:
+        pool = ConnectionPool(self._connect, self.max_size, self.call_timeout)
+        # The watchdog is a task of the store's own, cancelled and awaited in aclose(), as
+        # in the journal store: a task group would tie the store to the opening task.
+        watchdog = asyncio.get_running_loop().create_task(
+            pool.watch(), name=f"mainspring memory watchdog ({self.target.schema})"
+        )
+        try:
+            await self._retrier.run(
+                "connecting", lambda _: pool.fill(self.min_size or 1), opening=True
+            )
+            prefix = self.table_prefix
+            await self._retrier.run(
+                "creating semantic memory's tables",
+                lambda _: pool.run(lambda conn: migrate(conn, self.target, prefix)),
+            )
+        except BaseException:
+            pool.terminate()
+            watchdog.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({watchdog})
+            raise
+        self._pool, self._watchdog = pool, watchdog
+        await self._listen()
+
+    async def aclose(self) -> None:
+        pool, watchdog, listener = self._pool, self._watchdog, self._listener
+        self._pool = self._watchdog = self._listener = None
+        with anyio.CancelScope(shield=True):
+            if listener is not None:
+                listener.terminate()
+            if watchdog is not None:
+                watchdog.cancel()
+                await asyncio.wait({watchdog})
+            if pool is not None:
+                await pool.close()
+
+    async def __aenter__(self) -> PostgresItemStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _connect(self) -> Connection:
+        try:
+            return await asyncpg.connect(
+                self._dsn, timeout=self.call_timeout, server_settings=self._server_settings
+            )
+        except TimeoutError as exc:
+            raise CallTimeoutError(self.call_timeout) from exc
+
+    def _live_pool(self) -> ConnectionPool:
+        if self._pool is None:
+            raise StoreError(
+                "the PostgreSQL item store is not open; use 'await PostgresItemStore.open(url)'"
+            )
+        return self._pool
+
+    # -- change notifications ----------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """Open the LISTEN connection; without one, readers of the feed only poll."""
+        self._listen_tried = time.monotonic()
+        try:
+            conn = await self._connect()
+            await conn.add_listener(CHANNEL, self._on_notify)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return
+        conn.add_termination_listener(self._on_listener_lost)
+        self._listener = conn
+
+    def _on_notify(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        if payload == self._sql.notify_payload:
+            self._changed.set()
+
+    def _on_listener_lost(self, conn: object) -> None:
+        if self._listener is conn:
+            self._listener = None
+        self._changed.set()  # a notification may have been lost with it: read the feed
+
+    async def wait_for_changes(self, timeout: float) -> bool:
+        """Wait until a process may have written changes since the last :meth:`changes`
+        call began (True), or ``timeout`` seconds passed (False)."""
+        relisten = time.monotonic() - self._listen_tried >= _RELISTEN_EVERY
+        if self._listener is None and self._pool is not None and relisten:
+            await self._listen()
+        with anyio.move_on_after(timeout):
+            await self._changed.wait()
+            return True
+        return False
+
+    # -- the ItemStore protocol ----------------------------------------------------------
+
+    async def put(self, items: Sequence[MemoryItem], vectors: Sequence[Vector | None]) -> None:
+        if len(items) != len(vectors):
+            raise ValueError(f"put got {len(items)} items but {len(vectors)} vectors")
+        latest: dict[str, tuple[MemoryItem, Vector | None]] = {}
+        for item, vector in zip(items, vectors, strict=True):
+            latest[item.id] = (item, vector)  # the last of repeated ids wins
+        if not latest:
+            return
+        ordered = [latest[i] for i in sorted(latest)]  # one lock order: no deadlocks
+        columns = item_columns([i for i, _ in ordered], [v for _, v in ordered])
+        # The vector in the index changes when one is given, or cleared (see the module doc).
+        changed = [i.id for i, v in ordered if v is not None or not i.indexed]
+        sql = self._sql
+
+        async def write(conn: Connection) -> list[str]:
+            try:
+                async with conn.transaction():
+                    written = {r[0] for r in await conn.fetch(sql.put, *columns)}
+                    if len(written) != len(ordered):
+                        raise _Refused([i.id for i, _ in ordered if i.id not in written])
+                    if changed:
+                        await self._record_changes(conn, changed)
+            except _Refused as refused:  # rolled back, and the connection is fine
+                return refused.ids
+            return []
+
+        refused = await self._run("writing items", write)
+        if refused:
+            raise ValueError(
+                f"items {refused[:5]!r} exist in another tenant; an item's id is fixed to "
+                "its tenant: give the new items ids of their own"
+            )
+
+    async def _record_changes(self, conn: Connection, ids: list[str]) -> None:
+        # Under the lock, change numbers are drawn in commit order (see _pg_schema).
+        await conn.execute(
+            f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, hashtext($1)), pg_notify($2, $3)",
+            self._sql.lock_key,
+            CHANNEL,
+            self._sql.notify_payload,
+        )
+        await conn.execute(self._sql.changed, ids)
+
+    async def get(self, ids: Sequence[str], *, tenant: str) -> list[MemoryItem]:
+        if isinstance(ids, str):
+            raise TypeError("get takes a sequence of ids; wrap a single id in a list")
+        if not ids:
+            return []
+        unique = list(dict.fromkeys(ids))
+        rows = await self._run(
+            "reading items", lambda conn: conn.fetch(self._sql.get, unique, tenant)
+        )
+        found = {row[0]: item_from_row(row) for row in rows}
+        return [found[i] for i in unique if i in found]
+
+    async def list(
+        self,
+        scope: Scope,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        include_superseded: bool = False,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[MemoryItem]:
+        _check_limit(limit)
+        q = Query()
+        q.scope(scope)
+        if not include_superseded:
+            q.where.append("superseded_by IS NULL")
+        if after is not None:
+            q.where.append(f"id > {q.arg(after, 'text')}")
+        q.filters(parse_filters(filters))
+        sql = (
+            f"SELECT {ITEM_COLUMNS} FROM {self._sql.items} WHERE {q.clause}"
+            f" ORDER BY id LIMIT {q.arg(limit, 'int')}"
+        )
+        rows = await self._run("listing items", lambda conn: conn.fetch(sql, *q.args))
+        return [item_from_row(row) for row in rows]
+
+    async def keyword(
+        self, query: str, scope: Scope, *, filters: Mapping[str, Any] | None, limit: int
+    ) -> builtins.list[tuple[str, float]]:
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        _check_limit(limit)
+        conditions = parse_filters(filters)
+        if not query.strip():
+            return []
+        q = Query()
+        words = any_word_query(q.arg(query, "text"))
+        q.scope(scope)
+        q.where.append("superseded_by IS NULL")
+        q.filters(conditions)
+        # Normalisation 1 divides by 1 + log(length): a long passage that mentions a word
+        # once does not outrank a short fact about it.
+        sql = (
+            f"SELECT id, ts_rank_cd(tsv, tq.q, 1) AS score"
+            f" FROM {self._sql.items}, (SELECT {words} AS q) AS tq"
+            f" WHERE tsv @@ tq.q AND {q.clause}"
+            f" ORDER BY score DESC, id LIMIT {q.arg(limit, 'int')}"
+        )
+        rows = await self._run("searching items", lambda conn: conn.fetch(sql, *q.args))
+        return [(row[0], float(row[1])) for row in rows]
+
+    async def delete(self, ids: Sequence[str], *, tenant: str) -> int:
+        if isinstance(ids, str):
+            raise TypeError("delete takes a sequence of ids; wrap a single id in a list")
+        unique = sorted(set(ids))
+        if not unique:
+            return 0
+
+        async def remove(conn: Connection) -> int:
+            async with conn.transaction():
+                deleted = [r[0] for r in await conn.fetch(self._sql.delete, unique, tenant)]
+                if deleted:
+                    await self._record_changes(conn, deleted)
+            return len(deleted)
+
+        return await self._run("deleting items", remove)
+
+    async def changes(
+        self, since: int, limit: int
+    ) -> tuple[int, builtins.list[tuple[str, Vector | None]]]:
+        _check_limit(limit)
+        self._changed.clear()  # a notification from now on wakes wait_for_changes
+        rows = await self._run(
+            "reading the change feed",
+            lambda conn: conn.fetch(self._sql.changes, since, limit),
+        )
+        if not rows:
+            return since, []
+        return rows[-1][0], [(row[1], _vector_from(row[2])) for row in rows]
+
+    async def _run(self, what: str, call: Callable[[Connection], Awaitable[T]]) -> T:
+        pool = self._live_pool()
+        return await self._retrier.run(what, lambda _: pool.run(call))
+
+
+class _Refused(Exception):
+    """Raised inside a write's transaction to roll it back; carries the refused ids."""
+
+    def __init__(self, ids: list[str]) -> None:
+        super().__init__(ids)
+        self.ids = ids
+
+
+def _check_limit(limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive int, got {limit!r}")
