@@ -1,146 +1,135 @@
-"""Metadata filters: one grammar, parsed once, evaluated in Python or translated to SQL.
+"""Metadata filters: parsed once, checked in Python (the reference), translated by each store.
 
-``{"field": value}`` matches items whose metadata has ``field`` equal to ``value``;
-``{"field": {"$in": [...]}}``, ``$ne``, ``$gt``, ``$gte``, ``$lt``, ``$lte`` compare.
-Several fields (or several operators on one field) must all match. The rules every
-backend keeps, so that a filter means the same on each:
-
-* equality is JSON equality: ``True`` is not ``1`` (Python would say it is), ``1`` is ``1.0``;
-* an absent field reads as null: ``{"field": None}`` matches it, ``{"field": {"$ne": 1}}`` too;
-* ranges compare numbers with numbers and strings with strings (by code point); a
-  value of another type does not match, it is not an error.
+A filter is a mapping of top-level metadata keys to a value (equality) or to operators:
+``{"kind": "fact", "lang": {"$in": ["en", "fr"]}, "stars": {"$gte": 3, "$lt": 5},
+"draft": {"$ne": True}}``; all conditions must hold. Values are str, int, float or bool
+(numbers compare as numbers, a bool is not a number, a str is compared as text).
+A condition on a key an item does not have fails, except ``$ne``, which holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
-Op = Literal["eq", "in", "ne", "gt", "gte", "lt", "lte"]
-RANGE_OPS: frozenset[Op] = frozenset(("gt", "gte", "lt", "lte"))
+import msgspec
+
+Op = Literal["eq", "ne", "in", "gt", "gte", "lt", "lte"]
+Scalar = str | int | float | bool
+
 _OPS: dict[str, Op] = {
     "$eq": "eq",
-    "$in": "in",
     "$ne": "ne",
+    "$in": "in",
     "$gt": "gt",
     "$gte": "gte",
     "$lt": "lt",
     "$lte": "lte",
 }
-_SCALARS = (str, int, float, bool, type(None))
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 
-@dataclass(frozen=True, slots=True)
-class Condition:
-    """One test on one metadata field. ``value`` is a tuple for ``in``."""
+class Condition(msgspec.Struct, frozen=True):
+    """One condition on one metadata key. ``value`` is a tuple for ``in``."""
 
-    field: str
+    key: str
     op: Op
-    value: Any
+    value: Scalar | tuple[Scalar, ...]
 
 
-def parse_filters(filters: Mapping[str, Any] | None) -> tuple[Condition, ...]:
-    """The conditions of ``filters``; a ValueError or TypeError that says what to fix."""
-    if not filters:
+Filters = tuple[Condition, ...]
+
+
+def parse_filters(filters: Mapping[str, Any] | None) -> Filters:
+    """Check a user's filter mapping and turn it into conditions (ValueError/TypeError)."""
+    if filters is None:
         return ()
     if not isinstance(filters, Mapping):
-        raise TypeError(
-            f"filters must be a mapping of field to value, got {type(filters).__name__}"
-        )
-    conditions: list[Condition] = []
-    for field, spec in filters.items():
-        if not isinstance(field, str) or not field or field.startswith("$"):
+        raise TypeError(f"filters must be a mapping of metadata keys, got {type(filters).__name__}")
+    out: list[Condition] = []
+    for key, spec in filters.items():
+        if not isinstance(key, str) or not KEY_PATTERN.match(key):
             raise ValueError(
-                f"filter field {field!r} is not a metadata key; use a non-empty string "
-                "that does not start with '$' (operators go inside: {'field': {'$gt': 1}})"
+                f"filter key {key!r}: use a top-level metadata key of letters, digits, _ or -"
             )
-        if isinstance(spec, Mapping) and any(str(k).startswith("$") for k in spec):
+        if isinstance(spec, Mapping):
+            if not spec:
+                raise ValueError(f"filter on {key!r} is an empty mapping; give an operator")
             for name, value in spec.items():
-                conditions.append(_operator(field, name, value))
+                op = _OPS.get(name)
+                if op is None:
+                    raise ValueError(
+                        f"filter on {key!r}: unknown operator {name!r}; use one of {sorted(_OPS)}"
+                    )
+                out.append(Condition(key, op, _operand(key, op, value)))
         else:
-            _check_json(field, spec)
-            conditions.append(Condition(field, "eq", spec))
-    return tuple(conditions)
+            out.append(Condition(key, "eq", _operand(key, "eq", spec)))
+    return tuple(out)
 
 
-def _operator(field: str, name: object, value: Any) -> Condition:
-    op = _OPS.get(name) if isinstance(name, str) else None
-    if op is None:
-        raise ValueError(
-            f"unknown filter operator {name!r} on {field!r}; use one of {', '.join(_OPS)}"
-        )
+def _operand(key: str, op: Op, value: Any) -> Scalar | tuple[Scalar, ...]:
     if op == "in":
-        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-            raise TypeError(f"'$in' on {field!r} takes a list of values, got {value!r}")
-        for each in value:
-            _check_json(field, each)
-        return Condition(field, op, tuple(value))
-    if op in RANGE_OPS:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise TypeError(f"'{name}' on {field!r} compares numbers or strings, got {value!r}")
-        return Condition(field, op, value)
-    _check_json(field, value)
-    return Condition(field, op, value)
+        if isinstance(value, str | bytes) or not isinstance(value, list | tuple | set | frozenset):
+            raise TypeError(f"filter on {key!r}: $in takes a list of values")
+        return tuple(_scalar(key, v) for v in value)
+    scalar = _scalar(key, value)
+    if op in ("gt", "gte", "lt", "lte") and isinstance(scalar, bool):
+        raise TypeError(f"filter on {key!r}: ${op} compares numbers or strings, not a bool")
+    return scalar
 
 
-def _check_json(field: str, value: Any) -> None:
-    if isinstance(value, _SCALARS):
-        return
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise TypeError(f"filter value of {field!r} has a non-string key {k!r}")
-            _check_json(field, v)
-        return
-    if isinstance(value, (list, tuple)):
-        for v in value:
-            _check_json(field, v)
-        return
-    raise TypeError(
-        f"filter value of {field!r} is a {type(value).__name__}; use JSON values "
-        "(str, int, float, bool, None, lists and dicts of them)"
-    )
+def _scalar(key: str, value: Any) -> Scalar:
+    if isinstance(value, float) and value != value:
+        raise ValueError(f"filter on {key!r}: NaN matches nothing; remove it")
+    if not isinstance(value, str | int | float | bool):
+        raise TypeError(
+            f"filter on {key!r}: values must be str, int, float or bool, got {type(value).__name__}"
+        )
+    return value
 
 
-def matches(conditions: Sequence[Condition], metadata: Mapping[str, Any]) -> bool:
-    """Whether ``metadata`` passes every condition (the Python side of the grammar)."""
-    return all(_holds(c, metadata) for c in conditions)
-
-
-def _holds(c: Condition, metadata: Mapping[str, Any]) -> bool:
-    actual = metadata.get(c.field)  # absent reads as null, on every backend
-    if c.op == "eq":
-        return json_equal(actual, c.value)
-    if c.op == "ne":
-        return not json_equal(actual, c.value)
-    if c.op == "in":
-        return any(json_equal(actual, v) for v in c.value)
-    if not _comparable(actual, c.value):
-        return False
-    if c.op == "gt":
-        return bool(actual > c.value)
-    if c.op == "gte":
-        return bool(actual >= c.value)
-    if c.op == "lt":
-        return bool(actual < c.value)
-    return bool(actual <= c.value)
-
-
-def _comparable(actual: Any, value: Any) -> bool:
+def _kind(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
     if isinstance(value, str):
-        return isinstance(actual, str)
-    return isinstance(actual, (int, float)) and not isinstance(actual, bool)
+        return "text"
+    return None
 
 
-def json_equal(a: Any, b: Any) -> bool:
-    """Equality as JSON sees it: booleans are not numbers, in nested values too."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, (Mapping, list, tuple)) or isinstance(b, (Mapping, list, tuple)):
+def _equal(stored: Any, wanted: Scalar) -> bool:
+    kind = _kind(stored)
+    return kind is not None and kind == _kind(wanted) and stored == wanted
+
+
+def holds(condition: Condition, metadata: Mapping[str, Any]) -> bool:
+    """Whether ``metadata`` satisfies ``condition`` (the reference every store matches)."""
+    present = condition.key in metadata
+    stored = metadata.get(condition.key)
+    value = condition.value
+    if condition.op == "ne":
+        return not (present and _equal(stored, value))  # type: ignore[arg-type]
+    if not present:
         return False
-    return bool(a == b)
+    if condition.op == "eq":
+        return _equal(stored, value)  # type: ignore[arg-type]
+    if condition.op == "in":
+        return any(_equal(stored, v) for v in value)  # type: ignore[union-attr]
+    kind = _kind(stored)
+    if kind is None or kind == "bool" or kind != _kind(value):
+        return False
+    stored_: Any = stored
+    value_: Any = value
+    if condition.op == "gt":
+        return bool(stored_ > value_)
+    if condition.op == "gte":
+        return bool(stored_ >= value_)
+    if condition.op == "lt":
+        return bool(stored_ < value_)
+    return bool(stored_ <= value_)
+
+
+def all_hold(conditions: Filters, metadata: Mapping[str, Any]) -> bool:
+    return all(holds(c, metadata) for c in conditions)

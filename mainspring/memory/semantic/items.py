@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+import unicodedata
 from typing import Any, Literal
 
 import msgspec
@@ -67,3 +70,19 @@ class WriteResult(msgspec.Struct, frozen=True):
     status: WriteStatus
     duplicate_of: str | None = None  # status "duplicate": the item this one repeats
     supersedes: tuple[str, ...] = ()  # items this one marked superseded
+
+
+_PUNCTUATION = re.compile(r"[^\w\s]+")
+_SPACE = re.compile(r"\s+")
+
+
+def normalise(text: str) -> str:
+    """The text as exact-duplicate detection compares it: NFKC, case-folded, punctuation
+    dropped, runs of white space made one space."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return _SPACE.sub(" ", _PUNCTUATION.sub(" ", folded)).strip()
+
+
+def text_digest(text: str) -> str:
+    """What a store keeps to find an exact (normalised) duplicate: 32 hex characters."""
+    return hashlib.sha256(normalise(text).encode()).hexdigest()[:32]
