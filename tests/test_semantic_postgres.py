@@ -7,22 +7,25 @@ The behaviour every item store shares is in ``tests/test_semantic_memory.py``.
 
 from __future__ import annotations
 
+import builtins
 import random
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import asyncpg
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mainspring.errors import NotAStoreError
+from mainspring.errors import NotAStoreError, StoreError
 from mainspring.memory.scope import Scope
-from mainspring.memory.semantic.filters import matches, parse_filters
-from mainspring.memory.semantic.items import MemoryItem, Source
+from mainspring.memory.semantic.filters import all_hold, parse_filters
+from mainspring.memory.semantic.items import MemoryItem, Source, text_digest
 from mainspring.memory.semantic.postgres import PostgresItemStore
+from mainspring.memory.semantic.protocols import Selection
 from mainspring.store.postgres import PostgresStore
 from tests.conftest import postgres_schema_url
 
@@ -67,18 +70,23 @@ async def test_items_round_trip_with_every_field(store: PostgresItemStore) -> No
     await store.put([item], [_vec(1)])
     assert await store.get(["a", "missing"], tenant="t1") == [item]
     assert await store.get(["a"], tenant="t2") == []  # scoped by tenant
-    assert await store.list(Scope("t1")) == [item]
-    assert await store.list(Scope("t1", user="bob")) == []
+    assert await store.list(Selection(Scope("t1"))) == [item]
+    assert await store.list(Selection(Scope("t1", user="bob"))) == []
+    # indexed reads back whether a vector is stored, whatever the item said.
+    await store.put([msgspec.structs.replace(item, id="b", indexed=True)], [None])
+    assert [i.indexed for i in await store.list(Selection(T1))] == [True, False]
 
 
 async def test_list_pages_by_id_and_hides_superseded_items(store: PostgresItemStore) -> None:
     items = [_item(f"i{n:02}") for n in range(7)] + [_item("old", superseded_by="i00")]
     await store.put(items, [None] * len(items))
-    first = await store.list(T1, limit=3)
-    rest = await store.list(T1, limit=10, after=first[-1].id)
+    first = await store.list(Selection(T1), limit=3)
+    rest = await store.list(Selection(T1), limit=10, after=first[-1].id)
     assert [i.id for i in first + rest] == [f"i{n:02}" for n in range(7)]
-    every = await store.list(T1, include_superseded=True, limit=100)
+    every = await store.list(Selection(T1, live_only=False), limit=100)
     assert "old" in {i.id for i in every}
+    assert sorted(await store.ids(Selection(T1), limit=100)) == [i.id for i in first + rest]
+    assert len(await store.ids(Selection(T1), limit=2)) == 2
 
 
 async def test_keyword_search_matches_any_word_ranks_and_scopes(store: PostgresItemStore) -> None:
@@ -92,38 +100,96 @@ async def test_keyword_search_matches_any_word_ranks_and_scopes(store: PostgresI
         ],
         [None] * 5,
     )
-    hits = await store.keyword("where did the user move?", T1, filters=None, limit=10)
+    hits = await store.keyword("where did the user move?", Selection(T1), limit=10)
     # Stemmed (move ~ moved), ranked (two words beat one), superseded items hidden.
     assert [h[0] for h in hits] == ["paris", "cats"] and hits[0][1] > hits[1][1]
-    hits = await store.keyword("paris cat", Scope("t1"), filters=None, limit=10)
+    hits = await store.keyword("paris cat", Selection(Scope("t1")), limit=10)
     assert {h[0] for h in hits} == {"paris", "cats", "bob"}
     assert all(score > 0 for _, score in hits)
-    filtered = await store.keyword("paris cat", T1, filters={"pets": True}, limit=10)
+    pets = Selection(T1, filters=parse_filters({"pets": True}))
+    filtered = await store.keyword("paris cat", pets, limit=10)
     assert [h[0] for h in filtered] == ["cats"]
-    assert await store.keyword("the and of", T1, filters=None, limit=10) == []  # stop words
-    assert await store.keyword("   ", T1, filters=None, limit=10) == []
+    assert await store.keyword("the and of", Selection(T1), limit=10) == []  # stop words
+    assert await store.keyword("   ", Selection(T1), limit=10) == []
 
 
-async def test_the_change_feed_has_one_row_per_id_with_its_current_vector(
+async def test_the_change_feed_has_one_row_per_id_in_its_current_state(
     store: PostgresItemStore,
 ) -> None:
-    await store.put([_item("a"), _item("b")], [_vec(1), _vec(2)])
+    await store.put([_item("a"), _item("b"), _item("c")], [_vec(1), _vec(2), None])
     mark, changes = await store.changes(0, 100)
-    assert [c[0] for c in changes] == ["a", "b"]
-    np.testing.assert_array_equal(changes[0][1], _vec(1))
-    # A metadata change of an indexed item keeps its vector and adds no change.
-    await store.put([_item("a", metadata={"x": 1}, indexed=True)], [None])
+    assert [(c.id, c.tenant) for c in changes] == [("a", "t1"), ("b", "t1")]
+    assert changes[0].vector == _vec(1).astype("<f4").tobytes()
+    # Same text, no vector: the stored one is kept, and nothing changed.
+    await store.put([_item("a", metadata={"x": 1})], [None])
     assert await store.changes(mark, 100) == (mark, [])
-    # A new vector, then a text change that clears it: one row for "a", at the end.
-    await store.put([_item("a", indexed=True)], [_vec(3)])
-    await store.put([_item("a", "new text", indexed=False)], [None])
+    assert [i.indexed for i in await store.get(["a"], tenant="t1")] == [True]
+    # A new text without a vector clears it: one row for "a", at the end, without a vector.
+    await store.put([_item("a", "new text")], [None])
     mark2, changes = await store.changes(mark, 100)
-    assert changes == [("a", None)] and mark2 > mark
+    assert [(c.id, c.vector) for c in changes] == [("a", None)] and mark2 > mark
+    # The embedder's write lands only where the text is still the one it embedded.
+    assert await store.set_vectors([("a", "a fact", _vec(5)), ("c", "a fact", _vec(6))]) == ["c"]
+    assert [i.id for i in await store.unembedded(10)] == ["a"]
     assert await store.delete(["b", "nope"], tenant="t1") == 1
-    _, changes = await store.changes(mark2, 100)
-    assert changes == [("b", None)]
+    mark3, changes = await store.changes(mark2, 100)
+    assert [(c.id, c.vector is None) for c in changes] == [("c", False), ("b", True)]
     _, everything = await store.changes(0, 100)
-    assert [c[0] for c in everything] == ["a", "b"]  # compacted: a reader from 0 rebuilds
+    assert sorted(c.id for c in everything) == ["a", "b", "c"]  # compacted: one row per id
+    assert await store.changes(mark3, 100) == (mark3, [])
+
+
+async def test_same_matches_the_scope_exactly_and_live_items_only(
+    store: PostgresItemStore,
+) -> None:
+    await store.put(
+        [
+            _item("k1", "Lives in Paris.", key="user.city"),
+            _item("k2", "lives in   PARIS", scope=Scope("t1", "alice")),
+            _item("k3", "Lives in Paris", key="user.city", superseded_by="k1"),
+        ],
+        [None] * 3,
+    )
+    digest = text_digest("lives in paris")
+    assert [i.id for i in await store.same(T1, key="user.city")] == ["k1"]
+    assert [i.id for i in await store.same(T1, digest=digest)] == ["k1"]
+    assert [i.id for i in await store.same(Scope("t1", "alice"), digest=digest)] == ["k2"]
+    assert await store.same(T1, key="user.city", digest=text_digest("other")) == []
+    await store.touch(["k1", "k2"], tenant="t1", at=42.0)
+    assert {i.id: i.accessed_at for i in await store.get(["k1", "k2", "k3"], tenant="t1")} == {
+        "k1": 42.0,
+        "k2": 42.0,
+        "k3": None,
+    }
+
+
+async def test_valid_at_keeps_what_was_true_then(store: PostgresItemStore) -> None:
+    await store.put(
+        [
+            _item("old", valid_from=10.0, valid_to=20.0, superseded_by="new"),
+            _item("new", valid_from=20.0),
+            _item("undated"),  # recorded_at 1.0
+        ],
+        [None] * 3,
+    )
+
+    async def at(t: float, live_only: bool = False) -> builtins.list[str]:
+        return [i.id for i in await store.list(Selection(T1, live_only=live_only, valid_at=t))]
+
+    assert await at(15.0) == ["old", "undated"]
+    assert await at(20.0) == ["new", "undated"]
+    assert await at(0.5) == []
+    assert await at(15.0, live_only=True) == ["undated"]
+
+
+async def test_the_model_is_bound_once(url: str, store: PostgresItemStore) -> None:
+    await store.bind_model("minilm", 384)
+    await store.bind_model("minilm", 384)
+    async with await PostgresItemStore.open(url) as other:
+        with pytest.raises(StoreError, match="minilm:384"):
+            await other.bind_model("other", 768)
+    async with await PostgresItemStore.open(url, table_prefix="notes_") as notes:
+        await notes.bind_model("other", 768)
 
 
 async def test_two_workers_share_items_and_wake_each_other(url: str) -> None:
@@ -136,9 +202,9 @@ async def test_two_workers_share_items_and_wake_each_other(url: str) -> None:
         with anyio.fail_after(10):
             assert await two.wait_for_changes(10)
         _, changes = await two.changes(mark, 10)
-        assert [c[0] for c in changes] == ["x"]
+        assert [c.id for c in changes] == ["x"]
         assert [i.id for i in await two.get(["x"], tenant="t1")] == ["x"]
-        assert [h[0] for h in await two.keyword("fact", T1, filters=None, limit=5)] == ["x"]
+        assert [h[0] for h in await two.keyword("fact", Selection(T1), limit=5)] == ["x"]
         assert not await two.wait_for_changes(0.05)  # nothing new since
 
 
@@ -161,7 +227,7 @@ async def test_a_reader_polling_during_concurrent_writes_misses_nothing(url: str
             nonlocal since
             while writing:
                 since, changes = await reader.changes(since, 7)
-                seen.update((i, v is not None) for i, v in changes)
+                seen.update((c.id, c.vector is not None) for c in changes)
                 await anyio.sleep(0)
 
         async with anyio.create_task_group() as readers:
@@ -174,7 +240,7 @@ async def test_a_reader_polling_during_concurrent_writes_misses_nothing(url: str
             since, changes = await reader.changes(since, 100)
             if not changes:
                 break
-            seen.update((i, v is not None) for i, v in changes)
+            seen.update((c.id, c.vector is not None) for c in changes)
         assert len(seen) == 180 and all(seen.values())
 
 
@@ -189,7 +255,7 @@ async def test_concurrent_opens_of_a_new_schema_do_not_race(url: str) -> None:
             for _ in range(6):
                 tg.start_soon(open_one)
         await stores[0].put([_item("a")], [None])
-        assert [i.id for i in await stores[-1].list(T1)] == ["a"]
+        assert [i.id for i in await stores[-1].list(Selection(T1))] == ["a"]
     finally:
         for s in stores:
             await s.aclose()
@@ -206,7 +272,7 @@ async def test_schemas_and_prefixes_are_isolated(url: str) -> None:
         await PostgresItemStore.open(url, table_prefix="notes_") as c,
     ):
         await a.put([_item("x")], [_vec(1)])
-        assert await b.list(T1) == [] and await c.list(T1) == []
+        assert await b.list(Selection(T1)) == [] and await c.list(Selection(T1)) == []
         assert await b.changes(0, 10) == (0, []) and await c.changes(0, 10) == (0, [])
         assert not await c.wait_for_changes(0.2)  # a's notification names a's tables
 
@@ -235,35 +301,30 @@ async def test_bad_arguments_say_what_to_fix(url: str, store: PostgresItemStore)
         PostgresItemStore(url, table_prefix="Bad-Prefix")
     with pytest.raises(ValueError, match="2 items but 1 vectors"):
         await store.put([_item("a"), _item("b")], [None])
-    with pytest.raises(ValueError, match="unknown filter operator"):
-        await store.list(T1, filters={"n": {"$regex": "x"}})
-    with pytest.raises(TypeError, match="compares numbers or strings"):
-        await store.keyword("x", T1, filters={"n": {"$gt": [1]}}, limit=3)
     with pytest.raises(ValueError, match="limit"):
-        await store.list(T1, limit=0)
+        await store.list(Selection(T1), limit=0)
+    with pytest.raises(ValueError, match="key or a digest"):
+        await store.same(T1)
+    with pytest.raises(TypeError, match="sequence of ids"):
+        await store.get("abc", tenant="t1")
 
 
-# -- filters: SQL means what Python means ------------------------------------------------
+# -- filters: SQL means what the Python reference means --------------------------------
 
-_VALUES = st.one_of(
-    st.none(),
+_SCALARS = st.one_of(
     st.booleans(),
     st.integers(-3, 3),
     st.sampled_from([0.5, 1.0, -2.5]),
     st.sampled_from(["", "a", "b", "B", "é", "10", "9"]),
-    st.lists(st.integers(0, 2), max_size=2),
 )
 _FIELDS = ["n", "s", "x"]
 
 
-def _dataset() -> list[dict[str, Any]]:
+def _dataset() -> builtins.list[dict[str, Any]]:
     rng = random.Random(14)
-    pool: list[Any] = [None, True, False, 0, 1, 2, -3, 0.5, 1.0, "", "a", "b", "B", "é", "10"]
-    pool += ["9", [0], [1, 2], {"k": 1}]
-    rows = []
-    for _ in range(80):
-        rows.append({f: rng.choice(pool) for f in _FIELDS if rng.random() < 0.7})
-    return rows
+    pool: builtins.list[Any] = [None, True, False, 0, 1, 2, -3, 0.5, 1.0, "", "a", "b", "B"]
+    pool += ["é", "10", "9", [0], [1, 2], {"k": 1}]
+    return [{f: rng.choice(pool) for f in _FIELDS if rng.random() < 0.7} for _ in range(80)]
 
 
 _OPERATOR = st.sampled_from(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in"])
@@ -275,21 +336,20 @@ def _filters(draw: st.DrawFn) -> dict[str, Any]:
     for field in draw(st.lists(st.sampled_from(_FIELDS), min_size=1, max_size=2, unique=True)):
         op = draw(_OPERATOR)
         if op == "$in":
-            out[field] = {op: draw(st.lists(_VALUES, max_size=3))}
+            out[field] = {op: draw(st.lists(_SCALARS, max_size=3))}
         elif op in ("$gt", "$gte", "$lt", "$lte"):
             bound = st.one_of(st.integers(-3, 3), st.sampled_from([0.5, "a", "B", "10"]))
             out[field] = {op: draw(bound)}
         elif op == "$eq" and draw(st.booleans()):
-            out[field] = draw(_VALUES)  # the bare form
+            out[field] = draw(_SCALARS)  # the bare form
         else:
-            out[field] = {op: draw(_VALUES)}
+            out[field] = {op: draw(_SCALARS)}
     return out
 
 
 @pytest.fixture
 async def filtered(store: PostgresItemStore) -> PostgresItemStore:
-    rows = _dataset()
-    items = [_item(f"m{n:03}", metadata=m) for n, m in enumerate(rows)]
+    items = [_item(f"m{n:03}", metadata=m) for n, m in enumerate(_dataset())]
     await store.put(items, [None] * len(items))
     return store
 
@@ -302,7 +362,6 @@ async def test_metadata_filters_in_sql_agree_with_python(
     filtered: PostgresItemStore, spec: dict[str, Any]
 ) -> None:
     conditions = parse_filters(spec)
-    rows = _dataset()
-    expected = [f"m{n:03}" for n, m in enumerate(rows) if matches(conditions, m)]
-    got = [i.id for i in await filtered.list(T1, filters=spec, limit=1000)]
-    assert got == expected, spec
+    expected = [f"m{n:03}" for n, m in enumerate(_dataset()) if all_hold(conditions, m)]
+    selection = Selection(T1, filters=conditions)
+    assert [i.id for i in await filtered.list(selection, limit=1000)] == expected, spec

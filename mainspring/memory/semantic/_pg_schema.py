@@ -52,18 +52,23 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             accessed_at   float8,
             superseded_by text COLLATE "C",
             source        jsonb,
-            indexed       boolean NOT NULL DEFAULT false,
+            digest        text COLLATE "C" NOT NULL,
             vector        bytea,
             tsv           tsvector GENERATED ALWAYS AS
                             (to_tsvector('{TEXT_SEARCH}'::regconfig, text)) STORED
         )""",
         "CREATE INDEX {p}items_scope ON {s}.{p}items (tenant, user_id, agent, id)",
-        "CREATE INDEX {p}items_key ON {s}.{p}items (tenant, key) WHERE key IS NOT NULL",
+        # De-duplication and contradiction look up live items by key and by text digest.
+        "CREATE INDEX {p}items_key ON {s}.{p}items (tenant, key)"
+        " WHERE key IS NOT NULL AND superseded_by IS NULL",
+        "CREATE INDEX {p}items_digest ON {s}.{p}items (tenant, digest) WHERE superseded_by IS NULL",
+        "CREATE INDEX {p}items_unembedded ON {s}.{p}items (recorded_at, id) WHERE vector IS NULL",
         "CREATE INDEX {p}items_tsv ON {s}.{p}items USING gin (tsv)",
         "CREATE SEQUENCE {s}.{p}change_numbers",
         """CREATE TABLE {s}.{p}changes (
-            id  text COLLATE "C" PRIMARY KEY,
-            seq bigint NOT NULL UNIQUE
+            id     text COLLATE "C" PRIMARY KEY,
+            tenant text COLLATE "C" NOT NULL,
+            seq    bigint NOT NULL UNIQUE
         )""",
     ),
 )

@@ -1,4 +1,4 @@
-"""SQL of the PostgreSQL item store: statements, scope and filter clauses, rows to items.
+"""SQL of the PostgreSQL item store: statements, selection and filter clauses, rows to items.
 
 Queries are built per call with only the clauses they need (a given user, a cursor,
 filters), so that each shape gets a plan that uses the scope index; asyncpg caches the
@@ -15,11 +15,12 @@ import asyncpg
 import msgspec
 import numpy as np
 
+from ...store._pg_schema import quote_ident
 from ..scope import Scope
 from ._pg_schema import TEXT_SEARCH
-from .filters import RANGE_OPS, Condition
-from .items import MemoryItem, Source
-from .protocols import Vector
+from .filters import Condition, Filters
+from .items import MemoryItem, Source, text_digest
+from .protocols import Selection, Vector
 
 _JSON = msgspec.json.Encoder()
 _METADATA = msgspec.json.Decoder(dict[str, Any])
@@ -28,7 +29,12 @@ _COMPARE = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 ITEM_COLUMNS = (
     "id, tenant, user_id, agent, text, metadata::text, key, valid_from, valid_to,"
-    " recorded_at, updated_at, accessed_at, superseded_by, source::text, indexed"
+    " recorded_at, updated_at, accessed_at, superseded_by, source::text, vector IS NOT NULL"
+)
+# The columns put writes, in the order of item_columns().
+PUT_COLUMNS = (
+    "id, tenant, user_id, agent, text, metadata, key, valid_from, valid_to, recorded_at,"
+    " updated_at, accessed_at, superseded_by, source, digest, vector"
 )
 
 
@@ -43,37 +49,56 @@ class Query:
         self.args.append(value)
         return f"${len(self.args)}::{cast}"
 
-    def scope(self, scope: Scope) -> None:
+    def selection(self, selection: Selection) -> None:
+        scope = selection.scope
         self.where.append(f"tenant = {self.arg(scope.tenant, 'text')}")
         if scope.user is not None:
             self.where.append(f"user_id = {self.arg(scope.user, 'text')}")
         if scope.agent is not None:
             self.where.append(f"agent = {self.arg(scope.agent, 'text')}")
+        if selection.live_only:
+            self.where.append("superseded_by IS NULL")
+        if selection.valid_at is not None:
+            at = self.arg(selection.valid_at, "float8")
+            self.where.append(
+                f"coalesce(valid_from, recorded_at) <= {at} AND (valid_to IS NULL OR valid_to > {at})"
+            )
+        self.filters(selection.filters)
 
-    def filters(self, conditions: Sequence[Condition]) -> None:
+    def exact_scope(self, scope: Scope) -> None:
+        """The scope matched exactly: a None user or agent is a NULL column."""
+        self.where.append(f"tenant = {self.arg(scope.tenant, 'text')}")
+        for column, value in (("user_id", scope.user), ("agent", scope.agent)):
+            if value is None:
+                self.where.append(f"{column} IS NULL")
+            else:
+                self.where.append(f"{column} = {self.arg(value, 'text')}")
+
+    def filters(self, conditions: Filters) -> None:
         for c in conditions:
             self.where.append(self._condition(c))
 
     def _condition(self, c: Condition) -> str:
-        key = self.arg(c.field, "text")
-        # An absent field reads as JSON null, as in filters.matches.
-        value = f"coalesce(metadata -> {key}, 'null'::jsonb)"
+        # jsonb equality is filters.holds' equality: 1 = 1.0, true is not 1, and a missing
+        # key (NULL) is equal to nothing, so only IS DISTINCT FROM ($ne) holds for it.
+        key = self.arg(c.key, "text")
+        stored = f"(metadata -> {key})"
         if c.op == "eq":
-            return f"{value} = {self.arg(_json(c.value), 'jsonb')}"
+            return f"{stored} = {self.arg(_json(c.value), 'jsonb')}"
         if c.op == "ne":
-            return f"{value} <> {self.arg(_json(c.value), 'jsonb')}"
+            return f"{stored} IS DISTINCT FROM {self.arg(_json(c.value), 'jsonb')}"
         if c.op == "in":
-            return f"{value} = ANY({self.arg([_json(v) for v in c.value], 'jsonb[]')})"
-        assert c.op in RANGE_OPS
+            assert isinstance(c.value, tuple)
+            return f"{stored} = ANY({self.arg([_json(v) for v in c.value], 'jsonb[]')})"
         compare = _COMPARE[c.op]
         if isinstance(c.value, str):  # by code point, like Python, whatever the locale
             return (
-                f"(jsonb_typeof(metadata -> {key}) = 'string'"
+                f"(jsonb_typeof({stored}) = 'string'"
                 f' AND (metadata ->> {key}) COLLATE "C" {compare} {self.arg(c.value, "text")})'
             )
         return (
-            f"(jsonb_typeof(metadata -> {key}) = 'number'"
-            f" AND (metadata -> {key}) {compare} {self.arg(_json(c.value), 'jsonb')})"
+            f"(jsonb_typeof({stored}) = 'number'"
+            f" AND {stored} {compare} {self.arg(_json(c.value), 'jsonb')})"
         )
 
     @property
@@ -133,7 +158,7 @@ def item_columns(
             item.accessed_at,
             item.superseded_by,
             None if item.source is None else _json(item.source),
-            item.indexed,
+            text_digest(item.text),
             None if vector is None else vector_bytes(vector),
         )
         for column, value in zip(columns, row, strict=True):
@@ -142,74 +167,88 @@ def item_columns(
 
 
 def vector_bytes(vector: Vector) -> bytes:
+    """float32, little-endian: the change feed's format."""
     return np.ascontiguousarray(vector, dtype="<f4").tobytes()
-
-
-def vector_from(data: bytes | None) -> Vector | None:
-    if data is None:
-        return None
-    return np.frombuffer(data, dtype="<f4").astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Statements:
     """The fixed statements of one schema and table prefix."""
 
+    lock_existing: str
     put: str
+    set_vectors: str
     changed: str
-    notify_payload: str
     get: str
     delete: str
+    touch: str
+    unembedded: str
     changes: str
     items: str  # the qualified items table, for the statements built per call
+    meta: str
     lock_key: str  # the advisory lock that orders change numbers
+    notify_payload: str  # what NOTIFY says: whose tables changed
 
 
 def statements(schema: str, prefix: str) -> Statements:
-    from ...store._pg_schema import quote_ident
-
     s = quote_ident(schema)
-    items, changes, seq = (
-        f"{s}.{prefix}items",
-        f"{s}.{prefix}changes",
-        f"{s}.{prefix}change_numbers",
-    )
-    names = (
-        "id, tenant, user_id, agent, text, metadata, key, valid_from, valid_to,"
-        " recorded_at, updated_at, accessed_at, superseded_by, source, indexed, vector"
-    )
+    items, changes = f"{s}.{prefix}items", f"{s}.{prefix}changes"
+    numbers = f"{s}.{prefix}change_numbers"
     updates = ", ".join(
         f"{c} = EXCLUDED.{c}"
-        for c in names.split(", ")[2:-1]  # all but id, tenant (fixed) and vector (below)
+        for c in PUT_COLUMNS.split(", ")[2:-1]  # all but id, tenant (fixed) and vector (below)
     )
-    put = f"""
-        INSERT INTO {items} AS old ({names})
-        SELECT id, tenant, user_id, agent, text, metadata::jsonb, key, valid_from, valid_to,
-               recorded_at, updated_at, accessed_at, superseded_by, source::jsonb, indexed, vector
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                    $7::text[], $8::float8[], $9::float8[], $10::float8[], $11::float8[],
-                    $12::float8[], $13::text[], $14::text[], $15::bool[], $16::bytea[])
-             AS t({names})
-        ON CONFLICT (id) DO UPDATE SET {updates},
-            vector = CASE WHEN EXCLUDED.vector IS NOT NULL THEN EXCLUDED.vector
-                          WHEN EXCLUDED.indexed THEN old.vector END
-        WHERE old.tenant = EXCLUDED.tenant  -- an id never moves to another tenant
-        RETURNING id
-    """
-    changed = f"""
-        INSERT INTO {changes} (id, seq) SELECT id, nextval('{seq}') FROM unnest($1::text[]) AS id
-        ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq
-    """
+    casts = (
+        "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
+        " $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[],"
+        " $13::text[], $14::text[], $15::text[], $16::bytea[]"
+    )
     return Statements(
-        put=put,
-        changed=changed,
-        notify_payload=f"{schema}.{prefix}",
+        # Locks the rows a put replaces (in id order) and says what they held.
+        lock_existing=f"""
+            SELECT id, tenant, text, vector IS NOT NULL FROM {items}
+            WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+        """,
+        put=f"""
+            INSERT INTO {items} AS old ({PUT_COLUMNS})
+            SELECT id, tenant, user_id, agent, text, metadata::jsonb, key, valid_from, valid_to,
+                   recorded_at, updated_at, accessed_at, superseded_by, source::jsonb, digest,
+                   vector
+            FROM unnest({casts}) AS t({PUT_COLUMNS})
+            ON CONFLICT (id) DO UPDATE SET {updates},
+                vector = CASE WHEN EXCLUDED.vector IS NOT NULL THEN EXCLUDED.vector
+                              WHEN old.text = EXCLUDED.text THEN old.vector END
+            WHERE old.tenant = EXCLUDED.tenant  -- an id never moves to another tenant
+            RETURNING id
+        """,
+        set_vectors=f"""
+            UPDATE {items} AS i SET vector = t.vector
+            FROM unnest($1::text[], $2::text[], $3::bytea[]) AS t(id, text, vector)
+            WHERE i.id = t.id AND i.text = t.text
+            RETURNING i.id, i.tenant
+        """,
+        changed=f"""
+            INSERT INTO {changes} (id, tenant, seq)
+            SELECT id, tenant, nextval('{numbers}')
+            FROM unnest($1::text[], $2::text[]) AS t(id, tenant) ORDER BY id
+            ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, tenant = EXCLUDED.tenant
+        """,
         get=f"SELECT {ITEM_COLUMNS} FROM {items} WHERE id = ANY($1::text[]) AND tenant = $2",
-        delete=f"DELETE FROM {items} WHERE id = ANY($1::text[]) AND tenant = $2 RETURNING id",
+        delete=f"""
+            DELETE FROM {items} WHERE id = ANY($1::text[]) AND tenant = $2 RETURNING id, tenant
+        """,
+        touch=f"UPDATE {items} SET accessed_at = $3 WHERE id = ANY($1::text[]) AND tenant = $2",
+        unembedded=f"""
+            SELECT {ITEM_COLUMNS} FROM {items} WHERE vector IS NULL
+            ORDER BY recorded_at, id LIMIT $1
+        """,
         changes=f"""
-            SELECT c.seq, c.id, i.vector FROM {changes} c LEFT JOIN {items} i ON i.id = c.id
+            SELECT c.seq, c.id, c.tenant, i.vector
+            FROM {changes} c LEFT JOIN {items} i ON i.id = c.id
             WHERE c.seq > $1 ORDER BY c.seq LIMIT $2
         """,
         items=items,
+        meta=f"{s}.meta",
         lock_key=f"{schema}.{prefix}changes",
+        notify_payload=f"{schema}.{prefix}",
     )

@@ -16,10 +16,10 @@ notification). Keyword search is PostgreSQL's full-text search (a generated
 ``tsvector`` with a GIN index, ranked by ``ts_rank_cd``), metadata filters are jsonb
 expressions (``_pg_sql``).
 
-A write's vector: given, it replaces the stored one; None on an item with ``indexed``
-set keeps the stored one (a change of metadata or of the superseded mark); None on an
-item without it clears it, so that vector search stops returning an item whose text
-changed until its new embedding arrives.
+A write's vector (the protocol's rule): given, it replaces the stored one; None keeps
+the stored one if the text is unchanged (a change of metadata or of the superseded
+mark) and clears it otherwise, so that vector search stops returning an item whose text
+changed until :meth:`set_vectors` brings its new embedding.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import anyio
 import asyncpg
@@ -39,11 +39,17 @@ from ...store._pg_retry import Retrier
 from ...store._pg_url import option, parse_url
 from ..scope import Scope
 from ._pg_schema import LOCK_CLASS, migrate
-from ._pg_sql import ITEM_COLUMNS, Query, any_word_query, item_columns, item_from_row, statements
-from ._pg_sql import vector_from as _vector_from
-from .filters import parse_filters
+from ._pg_sql import (
+    ITEM_COLUMNS,
+    Query,
+    any_word_query,
+    item_columns,
+    item_from_row,
+    statements,
+    vector_bytes,
+)
 from .items import MemoryItem
-from .protocols import Vector
+from .protocols import Change, Selection, Vector
 
 T = TypeVar("T")
 CHANNEL = "mainspring_semantic"  # NOTIFY channel; the payload names the schema and prefix
@@ -214,6 +220,29 @@ class PostgresItemStore:
 
     # -- the ItemStore protocol ----------------------------------------------------------
 
+    async def bind_model(self, model: str, dimensions: int) -> None:
+        if not model or dimensions < 1:
+            raise ValueError(f"bind_model needs a model name and dimensions >= 1, got {model!r}")
+        wanted = f"{model}:{dimensions}"
+        key = f"{self.table_prefix}model"
+        sql = (
+            f"WITH ins AS (INSERT INTO {self._sql.meta} (key, value) VALUES ($1, $2)"
+            " ON CONFLICT (key) DO NOTHING RETURNING value)"
+            f" SELECT value FROM ins UNION ALL SELECT value FROM {self._sql.meta} WHERE key = $1"
+        )
+        bound = None
+        for _ in range(2):  # None once: a concurrent first bind committed after our snapshot
+            bound = await self._run(
+                "binding the model", lambda conn: conn.fetchval(sql, key, wanted)
+            )
+            if bound is not None:
+                break
+        if bound != wanted:
+            raise StoreError(
+                f"semantic memory {self.target.schema}.{self.table_prefix}items holds vectors of "
+                f"{bound!r}, not {wanted!r}; use that model, or another table_prefix or schema"
+            )
+
     async def put(self, items: Sequence[MemoryItem], vectors: Sequence[Vector | None]) -> None:
         if len(items) != len(vectors):
             raise ValueError(f"put got {len(items)} items but {len(vectors)} vectors")
@@ -222,20 +251,24 @@ class PostgresItemStore:
             latest[item.id] = (item, vector)  # the last of repeated ids wins
         if not latest:
             return
-        ordered = [latest[i] for i in sorted(latest)]  # one lock order: no deadlocks
-        columns = item_columns([i for i, _ in ordered], [v for _, v in ordered])
-        # The vector in the index changes when one is given, or cleared (see the module doc).
-        changed = [i.id for i, v in ordered if v is not None or not i.indexed]
+        ids = sorted(latest)  # one lock order: no deadlocks between writers
+        columns = item_columns([latest[i][0] for i in ids], [latest[i][1] for i in ids])
         sql = self._sql
 
-        async def write(conn: Connection) -> list[str]:
+        async def write(conn: Connection) -> builtins.list[str]:
             try:
                 async with conn.transaction():
-                    written = {r[0] for r in await conn.fetch(sql.put, *columns)}
-                    if len(written) != len(ordered):
-                        raise _Refused([i.id for i, _ in ordered if i.id not in written])
-                    if changed:
-                        await self._record_changes(conn, changed)
+                    existing = await conn.fetch(sql.lock_existing, ids)
+                    foreign = [r[0] for r in existing if r[1] != latest[r[0]][0].scope.tenant]
+                    if foreign:
+                        raise _Refused(foreign)
+                    if len(await conn.fetch(sql.put, *columns)) != len(ids):
+                        raise _Refused(ids)  # one was inserted meanwhile, in another tenant
+                    # A vector set, or one cleared because the text changed (_pg_sql.put).
+                    cleared = {r[0] for r in existing if r[3] and r[2] != latest[r[0]][0].text}
+                    changed = [i for i in ids if latest[i][1] is not None or i in cleared]
+                    tenants = [latest[i][0].scope.tenant for i in changed]
+                    await self._record_changes(conn, changed, tenants)
             except _Refused as refused:  # rolled back, and the connection is fine
                 return refused.ids
             return []
@@ -247,7 +280,27 @@ class PostgresItemStore:
                 "its tenant: give the new items ids of their own"
             )
 
-    async def _record_changes(self, conn: Connection, ids: list[str]) -> None:
+    async def set_vectors(self, entries: Sequence[tuple[str, str, Vector]]) -> builtins.list[str]:
+        latest = {id: (text, vector_bytes(v)) for id, text, v in entries}
+        if not latest:
+            return []
+        ids = sorted(latest)
+        texts = [latest[i][0] for i in ids]
+        blobs = [latest[i][1] for i in ids]
+
+        async def write(conn: Connection) -> builtins.list[str]:
+            async with conn.transaction():
+                rows = await conn.fetch(self._sql.set_vectors, ids, texts, blobs)
+                await self._record_changes(conn, [r[0] for r in rows], [r[1] for r in rows])
+            return [r[0] for r in rows]
+
+        return await self._run("storing vectors", write)
+
+    async def _record_changes(
+        self, conn: Connection, ids: builtins.list[str], tenants: builtins.list[str]
+    ) -> None:
+        if not ids:
+            return
         # Under the lock, change numbers are drawn in commit order (see _pg_schema).
         await conn.execute(
             f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, hashtext($1)), pg_notify($2, $3)",
@@ -255,37 +308,25 @@ class PostgresItemStore:
             CHANNEL,
             self._sql.notify_payload,
         )
-        await conn.execute(self._sql.changed, ids)
+        await conn.execute(self._sql.changed, ids, tenants)
 
-    async def get(self, ids: Sequence[str], *, tenant: str) -> list[MemoryItem]:
-        if isinstance(ids, str):
-            raise TypeError("get takes a sequence of ids; wrap a single id in a list")
+    async def get(self, ids: Sequence[str], *, tenant: str) -> builtins.list[MemoryItem]:
+        _check_ids(ids)
         if not ids:
             return []
-        unique = list(dict.fromkeys(ids))
         rows = await self._run(
-            "reading items", lambda conn: conn.fetch(self._sql.get, unique, tenant)
+            "reading items", lambda conn: conn.fetch(self._sql.get, list(set(ids)), tenant)
         )
-        found = {row[0]: item_from_row(row) for row in rows}
-        return [found[i] for i in unique if i in found]
+        return [item_from_row(row) for row in rows]
 
     async def list(
-        self,
-        scope: Scope,
-        *,
-        filters: Mapping[str, Any] | None = None,
-        include_superseded: bool = False,
-        limit: int = 100,
-        after: str | None = None,
-    ) -> list[MemoryItem]:
+        self, selection: Selection, *, limit: int = 100, after: str | None = None
+    ) -> builtins.list[MemoryItem]:
         _check_limit(limit)
         q = Query()
-        q.scope(scope)
-        if not include_superseded:
-            q.where.append("superseded_by IS NULL")
+        q.selection(selection)
         if after is not None:
             q.where.append(f"id > {q.arg(after, 'text')}")
-        q.filters(parse_filters(filters))
         sql = (
             f"SELECT {ITEM_COLUMNS} FROM {self._sql.items} WHERE {q.clause}"
             f" ORDER BY id LIMIT {q.arg(limit, 'int')}"
@@ -293,20 +334,25 @@ class PostgresItemStore:
         rows = await self._run("listing items", lambda conn: conn.fetch(sql, *q.args))
         return [item_from_row(row) for row in rows]
 
+    async def ids(self, selection: Selection, *, limit: int) -> builtins.list[str]:
+        _check_limit(limit)
+        q = Query()
+        q.selection(selection)
+        sql = f"SELECT id FROM {self._sql.items} WHERE {q.clause} LIMIT {q.arg(limit, 'int')}"
+        rows = await self._run("selecting items", lambda conn: conn.fetch(sql, *q.args))
+        return [row[0] for row in rows]
+
     async def keyword(
-        self, query: str, scope: Scope, *, filters: Mapping[str, Any] | None, limit: int
+        self, query: str, selection: Selection, *, limit: int
     ) -> builtins.list[tuple[str, float]]:
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
         _check_limit(limit)
-        conditions = parse_filters(filters)
         if not query.strip():
             return []
         q = Query()
         words = any_word_query(q.arg(query, "text"))
-        q.scope(scope)
-        q.where.append("superseded_by IS NULL")
-        q.filters(conditions)
+        q.selection(selection)
         # Normalisation 1 divides by 1 + log(length): a long passage that mentions a word
         # once does not outrank a short fact about it.
         sql = (
@@ -318,34 +364,60 @@ class PostgresItemStore:
         rows = await self._run("searching items", lambda conn: conn.fetch(sql, *q.args))
         return [(row[0], float(row[1])) for row in rows]
 
+    async def same(
+        self, scope: Scope, *, key: str | None = None, digest: str | None = None
+    ) -> builtins.list[MemoryItem]:
+        if key is None and digest is None:
+            raise ValueError("same needs a key or a digest (or both)")
+        q = Query()
+        q.exact_scope(scope)
+        q.where.append("superseded_by IS NULL")
+        if key is not None:
+            q.where.append(f"key = {q.arg(key, 'text')}")
+        if digest is not None:
+            q.where.append(f"digest = {q.arg(digest, 'text')}")
+        sql = f"SELECT {ITEM_COLUMNS} FROM {self._sql.items} WHERE {q.clause} ORDER BY id"
+        rows = await self._run("finding items", lambda conn: conn.fetch(sql, *q.args))
+        return [item_from_row(row) for row in rows]
+
     async def delete(self, ids: Sequence[str], *, tenant: str) -> int:
-        if isinstance(ids, str):
-            raise TypeError("delete takes a sequence of ids; wrap a single id in a list")
+        _check_ids(ids)
         unique = sorted(set(ids))
         if not unique:
             return 0
 
         async def remove(conn: Connection) -> int:
             async with conn.transaction():
-                deleted = [r[0] for r in await conn.fetch(self._sql.delete, unique, tenant)]
-                if deleted:
-                    await self._record_changes(conn, deleted)
-            return len(deleted)
+                rows = await conn.fetch(self._sql.delete, unique, tenant)
+                await self._record_changes(conn, [r[0] for r in rows], [r[1] for r in rows])
+            return len(rows)
 
         return await self._run("deleting items", remove)
 
-    async def changes(
-        self, since: int, limit: int
-    ) -> tuple[int, builtins.list[tuple[str, Vector | None]]]:
+    async def touch(self, ids: Sequence[str], *, tenant: str, at: float) -> None:
+        _check_ids(ids)
+        if ids:
+            unique = sorted(set(ids))
+            await self._run(
+                "touching items", lambda conn: conn.execute(self._sql.touch, unique, tenant, at)
+            )
+
+    async def unembedded(self, limit: int) -> builtins.list[MemoryItem]:
+        _check_limit(limit)
+        rows = await self._run(
+            "finding unembedded items", lambda conn: conn.fetch(self._sql.unembedded, limit)
+        )
+        return [item_from_row(row) for row in rows]
+
+    async def changes(self, since: int, limit: int) -> tuple[int, builtins.list[Change]]:
         _check_limit(limit)
         self._changed.clear()  # a notification from now on wakes wait_for_changes
         rows = await self._run(
-            "reading the change feed",
-            lambda conn: conn.fetch(self._sql.changes, since, limit),
+            "reading the change feed", lambda conn: conn.fetch(self._sql.changes, since, limit)
         )
         if not rows:
             return since, []
-        return rows[-1][0], [(row[1], _vector_from(row[2])) for row in rows]
+        return rows[-1][0], [Change(r[0], r[1], r[2], r[3]) for r in rows]
 
     async def _run(self, what: str, call: Callable[[Connection], Awaitable[T]]) -> T:
         pool = self._live_pool()
@@ -358,6 +430,11 @@ class _Refused(Exception):
     def __init__(self, ids: list[str]) -> None:
         super().__init__(ids)
         self.ids = ids
+
+
+def _check_ids(ids: Sequence[str]) -> None:
+    if isinstance(ids, str):
+        raise TypeError("pass a sequence of ids; wrap a single id in a list")
 
 
 def _check_limit(limit: int) -> None:
