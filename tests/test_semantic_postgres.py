@@ -277,12 +277,17 @@ async def test_schemas_and_prefixes_are_isolated(url: str) -> None:
         assert not await c.wait_for_changes(0.2)  # a's notification names a's tables
 
 
-async def test_an_id_stays_in_its_tenant(store: PostgresItemStore) -> None:
-    await store.put([_item("x", "mine")], [None])
-    with pytest.raises(ValueError, match="another tenant"):
-        await store.put([_item("x", "theirs", scope=Scope("t2"))], [None])
+async def test_ids_are_per_tenant(store: PostgresItemStore) -> None:
+    await store.put([_item("x", "mine")], [_vec(1)])
+    await store.put([_item("x", "theirs", scope=Scope("t2"))], [_vec(2)])
     assert [i.text for i in await store.get(["x"], tenant="t1")] == ["mine"]
-    assert await store.delete(["x"], tenant="t2") == 0
+    assert [i.text for i in await store.get(["x"], tenant="t2")] == ["theirs"]
+    assert await store.delete(["x"], tenant="t2") == 1
+    _, changes = await store.changes(0, 10)
+    assert [(c.tenant, c.id, c.vector is None) for c in changes] == [
+        ("t1", "x", False),
+        ("t2", "x", True),
+    ]
 
 
 async def test_a_foreign_schema_is_refused_untouched(url: str) -> None:

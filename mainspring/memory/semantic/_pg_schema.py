@@ -12,9 +12,9 @@ here, and search runs in each process's in-memory index anyway); ``tsv`` is the
 generated ``tsvector`` of the text, with a GIN index, for keyword search.
 
 ``changes``: the change feed that keeps every process's vector index current. One row
-per item id whose vector changed (written, cleared or deleted), numbered from a
-sequence; a later change of the same id renumbers its row, so the feed holds at most
-one row per id and reading it from 0 rebuilds an index. Writers number their changes
+per item (tenant and id) whose vector changed (written, cleared or deleted), numbered from a
+sequence; a later change of the same item renumbers its row, so the feed holds at
+most one row per item and reading it from 0 rebuilds an index. Writers number their changes
 under a transaction-scoped advisory lock, so change numbers commit in order: a reader
 that has seen change n never meets a change below n committing later.
 """
@@ -38,8 +38,8 @@ TEXT_SEARCH: Final = "english"  # the text search configuration of tsv and of qu
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
         f"""CREATE TABLE {{s}}.{{p}}items (
-            id            text COLLATE "C" PRIMARY KEY,
             tenant        text COLLATE "C" NOT NULL,
+            id            text COLLATE "C" NOT NULL,
             user_id       text COLLATE "C",
             agent         text COLLATE "C",
             text          text NOT NULL,
@@ -55,7 +55,8 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             digest        text COLLATE "C" NOT NULL,
             vector        bytea,
             tsv           tsvector GENERATED ALWAYS AS
-                            (to_tsvector('{TEXT_SEARCH}'::regconfig, text)) STORED
+                            (to_tsvector('{TEXT_SEARCH}'::regconfig, text)) STORED,
+            PRIMARY KEY (tenant, id)
         )""",
         "CREATE INDEX {p}items_scope ON {s}.{p}items (tenant, user_id, agent, id)",
         # De-duplication and contradiction look up live items by key and by text digest.
@@ -66,9 +67,10 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX {p}items_tsv ON {s}.{p}items USING gin (tsv)",
         "CREATE SEQUENCE {s}.{p}change_numbers",
         """CREATE TABLE {s}.{p}changes (
-            id     text COLLATE "C" PRIMARY KEY,
             tenant text COLLATE "C" NOT NULL,
-            seq    bigint NOT NULL UNIQUE
+            id     text COLLATE "C" NOT NULL,
+            seq    bigint NOT NULL UNIQUE,
+            PRIMARY KEY (tenant, id)
         )""",
     ),
 )

@@ -196,7 +196,7 @@ def statements(schema: str, prefix: str) -> Statements:
     numbers = f"{s}.{prefix}change_numbers"
     updates = ", ".join(
         f"{c} = EXCLUDED.{c}"
-        for c in PUT_COLUMNS.split(", ")[2:-1]  # all but id, tenant (fixed) and vector (below)
+        for c in PUT_COLUMNS.split(", ")[2:-1]  # all but the key (id, tenant) and vector
     )
     casts = (
         "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
@@ -206,8 +206,9 @@ def statements(schema: str, prefix: str) -> Statements:
     return Statements(
         # Locks the rows a put replaces (in id order) and says what they held.
         lock_existing=f"""
-            SELECT id, tenant, text, vector IS NOT NULL FROM {items}
-            WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+            SELECT tenant, id, text, vector IS NOT NULL FROM {items}
+            WHERE (tenant, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+            ORDER BY tenant, id FOR UPDATE
         """,
         put=f"""
             INSERT INTO {items} AS old ({PUT_COLUMNS})
@@ -215,27 +216,25 @@ def statements(schema: str, prefix: str) -> Statements:
                    recorded_at, updated_at, accessed_at, superseded_by, source::jsonb, digest,
                    vector
             FROM unnest({casts}) AS t({PUT_COLUMNS})
-            ON CONFLICT (id) DO UPDATE SET {updates},
+            ON CONFLICT (tenant, id) DO UPDATE SET {updates},
                 vector = CASE WHEN EXCLUDED.vector IS NOT NULL THEN EXCLUDED.vector
                               WHEN old.text = EXCLUDED.text THEN old.vector END
-            WHERE old.tenant = EXCLUDED.tenant  -- an id never moves to another tenant
-            RETURNING id
         """,
         set_vectors=f"""
             UPDATE {items} AS i SET vector = t.vector
             FROM unnest($1::text[], $2::text[], $3::bytea[]) AS t(id, text, vector)
             WHERE i.id = t.id AND i.text = t.text
-            RETURNING i.id, i.tenant
+            RETURNING i.tenant, i.id
         """,
         changed=f"""
-            INSERT INTO {changes} (id, tenant, seq)
-            SELECT id, tenant, nextval('{numbers}')
-            FROM unnest($1::text[], $2::text[]) AS t(id, tenant) ORDER BY id
-            ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, tenant = EXCLUDED.tenant
+            INSERT INTO {changes} (tenant, id, seq)
+            SELECT tenant, id, nextval('{numbers}')
+            FROM unnest($1::text[], $2::text[]) AS t(tenant, id) ORDER BY tenant, id
+            ON CONFLICT (tenant, id) DO UPDATE SET seq = EXCLUDED.seq
         """,
         get=f"SELECT {ITEM_COLUMNS} FROM {items} WHERE id = ANY($1::text[]) AND tenant = $2",
         delete=f"""
-            DELETE FROM {items} WHERE id = ANY($1::text[]) AND tenant = $2 RETURNING id, tenant
+            DELETE FROM {items} WHERE id = ANY($1::text[]) AND tenant = $2 RETURNING tenant, id
         """,
         touch=f"UPDATE {items} SET accessed_at = $3 WHERE id = ANY($1::text[]) AND tenant = $2",
         unembedded=f"""
@@ -244,7 +243,7 @@ def statements(schema: str, prefix: str) -> Statements:
         """,
         changes=f"""
             SELECT c.seq, c.id, c.tenant, i.vector
-            FROM {changes} c LEFT JOIN {items} i ON i.id = c.id
+            FROM {changes} c LEFT JOIN {items} i ON i.tenant = c.tenant AND i.id = c.id
             WHERE c.seq > $1 ORDER BY c.seq LIMIT $2
         """,
         items=items,

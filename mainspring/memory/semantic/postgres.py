@@ -246,39 +246,29 @@ class PostgresItemStore:
     async def put(self, items: Sequence[MemoryItem], vectors: Sequence[Vector | None]) -> None:
         if len(items) != len(vectors):
             raise ValueError(f"put got {len(items)} items but {len(vectors)} vectors")
-        latest: dict[str, tuple[MemoryItem, Vector | None]] = {}
+        Key = tuple[str, str]  # (tenant, id): ids are unique within a tenant
+        latest: dict[Key, tuple[MemoryItem, Vector | None]] = {}
         for item, vector in zip(items, vectors, strict=True):
-            latest[item.id] = (item, vector)  # the last of repeated ids wins
+            latest[item.scope.tenant, item.id] = (item, vector)  # the last of repeats wins
         if not latest:
             return
-        ids = sorted(latest)  # one lock order: no deadlocks between writers
-        columns = item_columns([latest[i][0] for i in ids], [latest[i][1] for i in ids])
+        keys = sorted(latest)  # one lock order: no deadlocks between writers
+        columns = item_columns([latest[k][0] for k in keys], [latest[k][1] for k in keys])
+        tenants, ids = [k[0] for k in keys], [k[1] for k in keys]
         sql = self._sql
 
-        async def write(conn: Connection) -> builtins.list[str]:
-            try:
-                async with conn.transaction():
-                    existing = await conn.fetch(sql.lock_existing, ids)
-                    foreign = [r[0] for r in existing if r[1] != latest[r[0]][0].scope.tenant]
-                    if foreign:
-                        raise _Refused(foreign)
-                    if len(await conn.fetch(sql.put, *columns)) != len(ids):
-                        raise _Refused(ids)  # one was inserted meanwhile, in another tenant
-                    # A vector set, or one cleared because the text changed (_pg_sql.put).
-                    cleared = {r[0] for r in existing if r[3] and r[2] != latest[r[0]][0].text}
-                    changed = [i for i in ids if latest[i][1] is not None or i in cleared]
-                    tenants = [latest[i][0].scope.tenant for i in changed]
-                    await self._record_changes(conn, changed, tenants)
-            except _Refused as refused:  # rolled back, and the connection is fine
-                return refused.ids
-            return []
+        async def write(conn: Connection) -> None:
+            async with conn.transaction():
+                existing = await conn.fetch(sql.lock_existing, tenants, ids)
+                await conn.execute(sql.put, *columns)
+                # A vector set, or one cleared because the text changed (_pg_sql.put).
+                cleared = {
+                    (r[0], r[1]) for r in existing if r[3] and r[2] != latest[r[0], r[1]][0].text
+                }
+                changed = [k for k in keys if latest[k][1] is not None or k in cleared]
+                await self._record_changes(conn, [k[0] for k in changed], [k[1] for k in changed])
 
-        refused = await self._run("writing items", write)
-        if refused:
-            raise ValueError(
-                f"items {refused[:5]!r} exist in another tenant; an item's id is fixed to "
-                "its tenant: give the new items ids of their own"
-            )
+        await self._run("writing items", write)
 
     async def set_vectors(self, entries: Sequence[tuple[str, str, Vector]]) -> builtins.list[str]:
         latest = {id: (text, vector_bytes(v)) for id, text, v in entries}
@@ -292,12 +282,12 @@ class PostgresItemStore:
             async with conn.transaction():
                 rows = await conn.fetch(self._sql.set_vectors, ids, texts, blobs)
                 await self._record_changes(conn, [r[0] for r in rows], [r[1] for r in rows])
-            return [r[0] for r in rows]
+            return list(dict.fromkeys(r[1] for r in rows))
 
         return await self._run("storing vectors", write)
 
     async def _record_changes(
-        self, conn: Connection, ids: builtins.list[str], tenants: builtins.list[str]
+        self, conn: Connection, tenants: builtins.list[str], ids: builtins.list[str]
     ) -> None:
         if not ids:
             return
@@ -308,7 +298,7 @@ class PostgresItemStore:
             CHANNEL,
             self._sql.notify_payload,
         )
-        await conn.execute(self._sql.changed, ids, tenants)
+        await conn.execute(self._sql.changed, tenants, ids)
 
     async def get(self, ids: Sequence[str], *, tenant: str) -> builtins.list[MemoryItem]:
         _check_ids(ids)
@@ -422,14 +412,6 @@ class PostgresItemStore:
     async def _run(self, what: str, call: Callable[[Connection], Awaitable[T]]) -> T:
         pool = self._live_pool()
         return await self._retrier.run(what, lambda _: pool.run(call))
-
-
-class _Refused(Exception):
-    """Raised inside a write's transaction to roll it back; carries the refused ids."""
-
-    def __init__(self, ids: list[str]) -> None:
-        super().__init__(ids)
-        self.ids = ids
 
 
 def _check_ids(ids: Sequence[str]) -> None:
