@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..scope import Scope
-from .filters import Filters
+from .filters import Filters, all_hold
 from .items import MemoryItem
 
 Vector = npt.NDArray[np.float32]
@@ -51,6 +51,19 @@ class Selection(msgspec.Struct, frozen=True):
     filters: Filters = ()
     live_only: bool = True  # superseded_by IS NULL
     valid_at: float | None = None  # valid at this time (see module doc); None: any time
+
+    def admits(self, item: MemoryItem) -> bool:
+        """Whether ``item`` belongs to the selection: the reference every store matches."""
+        if not self.scope.matches(item.scope):
+            return False
+        if self.live_only and item.superseded_by is not None:
+            return False
+        at = self.valid_at
+        if at is not None:
+            start = item.recorded_at if item.valid_from is None else item.valid_from
+            if start > at or (item.valid_to is not None and item.valid_to <= at):
+                return False
+        return all_hold(self.filters, item.metadata)
 
 
 class Change(msgspec.Struct, frozen=True):

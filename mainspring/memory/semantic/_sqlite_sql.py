@@ -1,0 +1,135 @@
+"""SQL of the SQLite item store: the schema, and a Selection as a WHERE clause."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .filters import Condition, Scalar
+from .protocols import Selection
+
+SCHEMA_VERSION = 1
+KIND = "mainspring-semantic-memory"
+
+SCHEMA = """
+CREATE TABLE semantic_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE items (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    user TEXT,
+    agent TEXT,
+    text TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    key TEXT,
+    valid_from REAL,
+    valid_to REAL,
+    recorded_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    superseded_by TEXT,
+    source TEXT,
+    accessed_at REAL,
+    vector BLOB,
+    UNIQUE (tenant, id)
+);
+CREATE INDEX items_key ON items (tenant, key) WHERE key IS NOT NULL;
+CREATE INDEX items_digest ON items (tenant, digest);
+CREATE INDEX items_unembedded ON items (rowid) WHERE vector IS NULL;
+-- One row per item whose vector changed (REPLACE gives it a new, higher seq): the
+-- feed every process keeps its vector index current from; deleted items stay as
+-- tombstones (no matching row in items).
+CREATE TABLE changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    UNIQUE (tenant, id)
+);
+CREATE VIRTUAL TABLE items_fts USING fts5 (
+    text, content='items', content_rowid='rowid',
+    tokenize='porter unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER items_ai AFTER INSERT ON items BEGIN
+    INSERT INTO items_fts (rowid, text) VALUES (new.rowid, new.text);
+END;
+CREATE TRIGGER items_ad AFTER DELETE ON items BEGIN
+    INSERT INTO items_fts (items_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+END;
+CREATE TRIGGER items_au AFTER UPDATE OF text ON items BEGIN
+    INSERT INTO items_fts (items_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+    INSERT INTO items_fts (rowid, text) VALUES (new.rowid, new.text);
+END;
+"""
+
+COLUMNS = (
+    "id, tenant, user, agent, text, metadata, key, valid_from, valid_to, recorded_at, "
+    "updated_at, superseded_by, source, accessed_at, vector IS NOT NULL"
+)
+
+_WORD = re.compile(r"\w+")
+
+
+def fts_query(text: str) -> str:
+    """Plain text as an FTS5 query: every word quoted (no query syntax), any may match."""
+    words = dict.fromkeys(w.lower() for w in _WORD.findall(text))
+    return " OR ".join(f'"{w}"' for w in words)
+
+
+def where(selection: Selection, prefix: str = "") -> tuple[str, list[Any]]:
+    """The WHERE clause (without the keyword) of a selection, and its parameters."""
+    p = prefix
+    scope = selection.scope
+    parts = [f"{p}tenant = ?"]
+    params: list[Any] = [scope.tenant]
+    if scope.user is not None:
+        parts.append(f"{p}user = ?")
+        params.append(scope.user)
+    if scope.agent is not None:
+        parts.append(f"{p}agent = ?")
+        params.append(scope.agent)
+    if selection.live_only:
+        parts.append(f"{p}superseded_by IS NULL")
+    if selection.valid_at is not None:
+        parts.append(
+            f"coalesce({p}valid_from, {p}recorded_at) <= ? "
+            f"AND ({p}valid_to IS NULL OR {p}valid_to > ?)"
+        )
+        params += [selection.valid_at, selection.valid_at]
+    for condition in selection.filters:
+        sql, args = _condition(condition, f"{p}metadata")
+        parts.append(sql)
+        params += args
+    return " AND ".join(parts), params
+
+
+def _condition(c: Condition, column: str) -> tuple[str, list[Any]]:
+    path = f'$."{c.key}"'
+    if c.op == "eq":
+        return _equal(column, path, c.value)  # type: ignore[arg-type]
+    if c.op == "ne":
+        sql, args = _equal(column, path, c.value)  # type: ignore[arg-type]
+        return f"NOT {sql}", args
+    if c.op == "in":
+        values: tuple[Scalar, ...] = c.value  # type: ignore[assignment]
+        if not values:
+            return "0", []
+        pieces = [_equal(column, path, v) for v in values]
+        return "(" + " OR ".join(s for s, _ in pieces) + ")", [
+            a for _, args in pieces for a in args
+        ]
+    op = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[c.op]
+    kinds = "('text')" if isinstance(c.value, str) else "('integer', 'real')"
+    return (
+        f"(coalesce(json_type({column}, ?), '') IN {kinds} AND json_extract({column}, ?) {op} ?)",
+        [path, path, c.value],
+    )
+
+
+def _equal(column: str, path: str, value: Scalar) -> tuple[str, list[Any]]:
+    # Never NULL (a missing key gives '' as its type), so NOT of it is exact.
+    kind = f"coalesce(json_type({column}, ?), '')"
+    if isinstance(value, bool):
+        return f"({kind} = '{'true' if value else 'false'}')", [path]
+    if isinstance(value, str):
+        return f"({kind} = 'text' AND json_extract({column}, ?) = ?)", [path, path, value]
+    return f"({kind} IN ('integer', 'real') AND json_extract({column}, ?) = ?)", [path, path, value]

@@ -1,0 +1,164 @@
+"""Whether a new fact repeats, supersedes or sits beside a similar old one.
+
+:class:`SemanticMemory` asks a :class:`Resolver` about each live, older item of the
+same scope whose embedding is close to a new item's (cosine >= ``floor``). The default,
+:class:`SimilarityResolver`, decides from the cosine plus a few token checks; its
+thresholds were chosen by measurement on ``tests/data/fact_pairs.json``
+(``benchmarks/semantic_resolver_eval.py``; numbers in docs/memory-semantic.md). A
+judge that asks a model through the gateway can replace it: any object with ``floor``
+and ``judge``.
+
+What the token checks see (cosine alone cannot tell "the user lives in Berlin" from
+"the user's sister lives in Paris" when the old fact is "the user lives in Paris"):
+
+* a value conflict: the two texts hold different numbers, or one is negated and the
+  other not: never a duplicate, however close, and a contradiction when close;
+* a new subject: one text names a possessed thing the other never mentions ("Alice's
+  husband works at Google" beside "Alice works at Google"): never the same fact;
+* one slot changed: the texts share their first words and differ in one run of words
+  ("the user lives in Paris" / "... in Berlin"): the shape of an update.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from .items import MemoryItem
+
+Verdict = Literal["duplicate", "supersedes", "distinct"]
+
+
+@runtime_checkable
+class Resolver(Protocol):
+    """Judges a new item against one similar, older, live item of the same scope."""
+
+    floor: float  # neighbours less similar than this are not judged (distinct)
+
+    async def judge(self, new: MemoryItem, old: MemoryItem, similarity: float) -> Verdict: ...
+
+
+_NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        [
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+        ]
+    )
+}
+_ORDINALS = {"first": "1", "second": "2", "third": "3", "fourth": "4", "fifth": "5"}
+_NEGATIONS = {
+    "not",
+    "no",
+    "never",
+    "n't",
+    "none",
+    "nothing",
+    "neither",
+    "nor",
+    "without",
+    "anymore",
+}
+_TOKEN = re.compile(r"[A-Za-z0-9]+(?:[.@\-][A-Za-z0-9]+)*|n't|'s")
+_ORDINAL_DIGITS = re.compile(r"^(\d+)(?:st|nd|rd|th)$")
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-cased words; "n't" and "'s" kept as tokens; number words as digits."""
+    out = []
+    for t in _TOKEN.findall(text.replace("\u2019", "'")):
+        t = t.casefold()
+        t = _NUMBER_WORDS.get(t) or _ORDINALS.get(t) or _ORDINAL_DIGITS.sub(r"\1", t)
+        out.append(t)
+    return out
+
+
+def names(text: str) -> set[str]:
+    """Capitalised words after the first (proper names: cities, people, days), folded."""
+    words = _TOKEN.findall(text.replace("\u2019", "'"))
+    return {w.casefold() for w in words[1:] if w[:1].isupper()}
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What the default rule reads from a pair of texts."""
+
+    value_conflict: bool  # different numbers, or one side negated
+    new_subject: bool  # a possessed thing on one side the other never names
+    one_slot: bool  # same opening words, one changed run of words
+
+
+def features(old: str, new: str) -> Features:
+    a, b = tokens(old), tokens(new)
+    numbers_a = {t for t in a if any(c.isdigit() for c in t)}
+    numbers_b = {t for t in b if any(c.isdigit() for c in t)}
+    negated_a, negated_b = bool(_NEGATIONS & set(a)), bool(_NEGATIONS & set(b))
+    named = bool(names(old) - set(b) or names(new) - set(a))
+    conflict = numbers_a != numbers_b or negated_a != negated_b or named
+    blocks = difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes()
+    changed = [op for op in blocks if op[0] != "equal"]
+    # One side is the other plus a possessive ("Alice" -> "Alice's husband"): another subject.
+    subject = all(op[0] == "insert" for op in changed) and "'s" in _inserted(b, changed)
+    subject |= all(op[0] == "delete" for op in changed) and "'s" in _deleted(a, changed)
+    one_slot = (
+        len(changed) == 1
+        and changed[0][0] == "replace"
+        and blocks[0][0] == "equal"
+        and (blocks[0][2] - blocks[0][1]) >= 2
+    )
+    return Features(conflict, subject, one_slot)
+
+
+def _inserted(b: list[str], ops: Sequence[tuple[str, int, int, int, int]]) -> list[str]:
+    return [w for op in ops for w in b[op[3] : op[4]]]
+
+
+def _deleted(a: list[str], ops: Sequence[tuple[str, int, int, int, int]]) -> list[str]:
+    return [w for op in ops for w in a[op[1] : op[2]]]
+
+
+class SimilarityResolver:
+    """The default rule: a duplicate when cosine >= ``dedupe`` and nothing conflicts;
+    an update (supersedes) when cosine >= ``supersede`` and the texts conflict in a
+    value or differ in one slot; otherwise distinct. ``supersede=None`` turns
+    contradiction handling off (duplicates only)."""
+
+    def __init__(self, dedupe: float, supersede: float | None) -> None:
+        for name, value in (("dedupe", dedupe), ("supersede", supersede)):
+            if value is not None and not 0.0 < value <= 1.0:
+                raise ValueError(f"{name} must be a cosine in (0, 1], got {value}")
+        self.dedupe = dedupe
+        self.supersede = supersede
+        self.floor = dedupe if supersede is None else min(dedupe, supersede)
+
+    async def judge(self, new: MemoryItem, old: MemoryItem, similarity: float) -> Verdict:
+        return self.decide(old.text, new.text, similarity)
+
+    def decide(self, old: str, new: str, similarity: float) -> Verdict:
+        f = features(old, new)
+        if f.new_subject:
+            return "distinct"
+        if similarity >= self.dedupe and not f.value_conflict:
+            return "duplicate"
+        if (
+            self.supersede is not None
+            and similarity >= self.supersede
+            and (f.value_conflict or f.one_slot)
+        ):
+            return "supersedes"
+        return "distinct"
