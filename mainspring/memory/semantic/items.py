@@ -8,6 +8,7 @@ import unicodedata
 from typing import Any, Literal
 
 import msgspec
+import msgspec.structs
 
 from ..scope import Scope
 
@@ -86,3 +87,32 @@ def normalise(text: str) -> str:
 def text_digest(text: str) -> str:
     """What a store keeps to find an exact (normalised) duplicate: 32 hex characters."""
     return hashlib.sha256(normalise(text).encode()).hexdigest()[:32]
+
+
+class NewItem(msgspec.Struct, frozen=True):
+    """One entry of :meth:`SemanticMemory.add_many` (what :meth:`~SemanticMemory.add` takes)."""
+
+    text: str
+    metadata: dict[str, Any] | None = None
+    key: str | None = None
+    valid_from: float | None = None
+    source: Source | None = None
+    id: str | None = None
+
+
+def merged(old: MemoryItem, new: MemoryItem, now: float) -> MemoryItem:
+    """``old`` after ``new`` turned out to repeat it: metadata merged (the newer wins),
+    its last change now."""
+    return msgspec.structs.replace(
+        old,
+        metadata={**old.metadata, **new.metadata},
+        key=old.key or new.key,
+        source=old.source or new.source,
+        updated_at=now,
+    )
+
+
+def superseded(old: MemoryItem, new: MemoryItem, now: float) -> MemoryItem:
+    """``old`` once ``new`` replaced it: kept, marked, valid until ``new`` starts."""
+    end = new.valid_from if new.valid_from is not None else new.recorded_at
+    return msgspec.structs.replace(old, superseded_by=new.id, valid_to=end, updated_at=now)

@@ -133,10 +133,20 @@ def _deleted(a: list[str], ops: Sequence[tuple[str, int, int, int, int]]) -> lis
 
 
 class SimilarityResolver:
-    """The default rule: a duplicate when cosine >= ``dedupe`` and nothing conflicts;
-    an update (supersedes) when cosine >= ``supersede`` and the texts conflict in a
-    value or differ in one slot; otherwise distinct. ``supersede=None`` turns
-    contradiction handling off (duplicates only)."""
+    """The default rule (measured, see the module doc):
+
+    * duplicate: cosine >= ``dedupe`` and no value conflict;
+    * supersedes: cosine >= ``supersede`` and a value conflict; or one changed slot
+      and cosine >= ``supersede + SLOT_ONLY`` (templated texts such as "Ticket about
+      login failure" / "... rate limits" sit at 0.73); or both and cosine >=
+      ``supersede - SLOT_AND_VALUE`` (the strongest shape of an update: "the user
+      lives in Paris" -> "... in Berlin" is only 0.64 apart);
+    * otherwise distinct; a new subject is always distinct.
+
+    ``supersede=None`` turns contradiction handling off (duplicates only)."""
+
+    SLOT_AND_VALUE = 0.12
+    SLOT_ONLY = 0.06
 
     def __init__(self, dedupe: float, supersede: float | None) -> None:
         for name, value in (("dedupe", dedupe), ("supersede", supersede)):
@@ -144,7 +154,7 @@ class SimilarityResolver:
                 raise ValueError(f"{name} must be a cosine in (0, 1], got {value}")
         self.dedupe = dedupe
         self.supersede = supersede
-        self.floor = dedupe if supersede is None else min(dedupe, supersede)
+        self.floor = dedupe if supersede is None else min(dedupe, supersede - self.SLOT_AND_VALUE)
 
     async def judge(self, new: MemoryItem, old: MemoryItem, similarity: float) -> Verdict:
         return self.decide(old.text, new.text, similarity)
@@ -155,10 +165,12 @@ class SimilarityResolver:
             return "distinct"
         if similarity >= self.dedupe and not f.value_conflict:
             return "duplicate"
-        if (
-            self.supersede is not None
-            and similarity >= self.supersede
-            and (f.value_conflict or f.one_slot)
-        ):
+        if self.supersede is None:
+            return "distinct"
+        if similarity >= self.supersede and f.value_conflict:
+            return "supersedes"
+        if similarity >= self.supersede + self.SLOT_ONLY and f.one_slot:
+            return "supersedes"
+        if similarity >= self.supersede - self.SLOT_AND_VALUE and f.value_conflict and f.one_slot:
             return "supersedes"
         return "distinct"

@@ -1,0 +1,67 @@
+"""The vector indexes of one process: one per tenant, kept current from the change feed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import anyio
+import anyio.to_thread
+import numpy as np
+
+from .protocols import Change, ItemStore, Vector, VectorIndex
+
+PAGE = 4096  # changes read per store call
+
+
+class TenantIndexes:
+    """Per-tenant :class:`VectorIndex` es fed by :meth:`ItemStore.changes`.
+
+    Every call into an index runs in a worker thread under one lock (an index is not
+    thread-safe); :meth:`sync` reads the feed from the last change number it applied,
+    so writes of other processes (PostgreSQL) reach this process's indexes too."""
+
+    def __init__(
+        self, items: ItemStore, dimensions: int, new_index: Callable[[int], VectorIndex]
+    ) -> None:
+        self.items = items
+        self.dimensions = dimensions
+        self._new_index = new_index
+        self._indexes: dict[str, VectorIndex] = {}
+        self._seq = 0
+        self._lock = anyio.Lock()
+
+    def size(self, tenant: str) -> int:
+        index = self._indexes.get(tenant)
+        return 0 if index is None else len(index)
+
+    async def sync(self) -> None:
+        async with self._lock:
+            while True:
+                seq, changes = await self.items.changes(self._seq, PAGE)
+                if not changes:
+                    return
+                await anyio.to_thread.run_sync(self._apply, changes)
+                self._seq = seq
+
+    async def nearest(
+        self, tenant: str, vector: Vector, k: int, among: Sequence[str] | None = None
+    ) -> list[tuple[str, float]]:
+        index = self._indexes.get(tenant)
+        if index is None:
+            return []
+        async with self._lock:
+            return await anyio.to_thread.run_sync(lambda: index.search(vector, k, among=among))
+
+    def _apply(self, changes: Sequence[Change]) -> None:
+        # Grouped per tenant and batched: an HNSW graph inserts a batch on every core.
+        latest = {(c.tenant, c.id): c for c in changes}
+        for tenant in {t for t, _ in latest}:
+            index = self._indexes.get(tenant)
+            if index is None:
+                index = self._indexes[tenant] = self._new_index(self.dimensions)
+            mine = [c for (t, _), c in latest.items() if t == tenant]
+            index.remove([c.id for c in mine if c.vector is None])
+            blobs = [(c.id, c.vector) for c in mine if c.vector is not None]
+            if blobs:
+                matrix = np.frombuffer(b"".join(b for _, b in blobs), dtype="<f4")
+                index.add([i for i, _ in blobs], matrix.reshape(len(blobs), self.dimensions))

@@ -1,0 +1,409 @@
+"""SemanticMemory: the one implementation of semantic (warm) memory's logic.
+
+Writes do not wait for a model. :meth:`SemanticMemory.add` stores the row (keyword
+search sees it at once) and answers ``pending``, or at once ``duplicate`` (the same
+normalised text in the same scope) or ``superseded`` (the same ``key`` in the same
+scope). A background worker, in a task group the memory owns, embeds new items in
+batches in a worker thread, adds them to the vector index, then asks the
+:class:`~.resolver.Resolver` about close, older, live items of the same scope: a
+duplicate is merged into the old item; an update marks the old item superseded
+(``superseded_by`` and ``valid_to`` set, the row kept). ``await settle(id)`` gives the
+final :class:`~.items.WriteResult`; ``search(fresh=True)`` (the default) first waits
+for the tenant's pending embeddings, so a write is visible to search once its call
+has returned.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, overload
+
+import anyio
+import anyio.to_thread
+import msgspec
+import numpy as np
+
+from ...errors import StoreError
+from ...models.protocol import EmbeddingProvider
+from ..scope import Scope
+from . import _checks as check
+from ._tenant_indexes import TenantIndexes
+from ._worker import Worker
+from .index import default_index
+from .items import Hit, MemoryItem, NewItem, Source, WriteResult, merged, superseded, text_digest
+from .protocols import ItemStore, Selection, Vector, VectorIndex
+from .ranking import fuse
+from .resolver import Resolver, SimilarityResolver
+from .stores import open_item_store
+
+log = logging.getLogger(__name__)
+
+#: Measured on tests/data/fact_pairs.json (benchmarks/semantic_resolver_eval.py).
+DEFAULT_DEDUPE = 0.85
+DEFAULT_SUPERSEDE = 0.72
+SELECTIVE_UP_TO = 2000  # a narrower selection is searched exactly over its own ids
+Mode = Literal["hybrid", "vector", "keyword"]
+ANY_SCOPE = Scope()  # the default tenant "", any user, any agent
+
+
+@dataclass(slots=True)
+class Job:
+    """An item waiting for its embedding (and, for a new item, its resolution)."""
+
+    tenant: str
+    id: str
+    resolve: bool
+    first: WriteResult
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+class SemanticMemory:
+    """Semantic memory on an :class:`~.protocols.ItemStore`; an async context manager.
+
+    ``index`` makes one :class:`~.protocols.VectorIndex` per tenant from the model's
+    dimensions (default: exact, then HNSW above 20k vectors). ``dedupe`` and
+    ``supersede`` are the cosine thresholds of the default resolver (``supersede=None``:
+    no contradiction handling); ``resolver`` replaces it (e.g. a model-based judge).
+    The memory owns ``items`` and closes it on exit.
+    """
+
+    def __init__(
+        self,
+        items: ItemStore,
+        *,
+        embeddings: EmbeddingProvider | None = None,
+        index: Callable[[int], VectorIndex] | None = None,
+        dedupe: float = DEFAULT_DEDUPE,
+        supersede: float | None = DEFAULT_SUPERSEDE,
+        resolver: Resolver | None = None,
+    ) -> None:
+        if embeddings is None:
+            from ...models.embeddings_local import LocalEmbeddings
+
+            embeddings = LocalEmbeddings()
+        self.items = items
+        self.embeddings = embeddings
+        self.resolver = resolver or SimilarityResolver(dedupe, supersede)
+        self._new_index = index or default_index
+        self._jobs: dict[str, Job] = {}
+        self._results: OrderedDict[str, WriteResult] = OrderedDict()
+        self._touched: dict[str, set[str]] = {}
+        self._worker: Worker | None = None
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, url: str = ":memory:", **options: Any) -> AsyncIterator[SemanticMemory]:
+        """``async with SemanticMemory.open(url) as memory``: ``"sqlite:///path"``, a
+        path, ``":memory:"`` (embedded), or ``"postgresql://..."`` (shared)."""
+        store = await open_item_store(url)
+        try:
+            memory = cls(store, **options)
+        except BaseException:
+            await store.aclose()
+            raise
+        async with memory:
+            yield memory
+
+    async def __aenter__(self) -> SemanticMemory:
+        try:
+            await self.items.bind_model(self.embeddings.name, self.embeddings.dimensions)
+            self.indexes = TenantIndexes(self.items, self.embeddings.dimensions, self._new_index)
+            self._write_lock = anyio.Lock()
+            await self.sync()
+            self._worker = Worker(self)
+            await self._worker.__aenter__()
+        except BaseException:
+            await self.items.aclose()
+            raise
+        for item in await self.items.unembedded(100_000):  # left by a stopped process
+            self._enqueue(item.scope.tenant, item.id, True, WriteResult(item.id, "pending"))
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if self._worker is not None:
+                if kind is None:
+                    await self.settle()
+                await self._worker.__aexit__(kind, exc, tb)
+                await self.flush_touched()
+        finally:
+            self._worker = None
+            await self.items.aclose()
+
+    async def aclose(self) -> None:
+        await self.__aexit__(None, None, None)
+
+    # -- writes ---------------------------------------------------------------------
+
+    async def add(
+        self,
+        text: str,
+        *,
+        scope: Scope = ANY_SCOPE,
+        metadata: Mapping[str, Any] | None = None,
+        key: str | None = None,
+        valid_from: float | None = None,
+        source: Source | None = None,
+        id: str | None = None,
+    ) -> WriteResult:
+        """Remember ``text``: stored and keyword-searchable when this returns."""
+        entry = NewItem(text, dict(metadata) if metadata else None, key, valid_from, source, id)
+        return (await self.add_many([entry], scope=scope))[0]
+
+    async def add_many(
+        self, entries: Iterable[str | NewItem], *, scope: Scope = ANY_SCOPE
+    ) -> builtins.list[WriteResult]:
+        """Remember many texts (or :class:`NewItem`) in one scope, in one store write."""
+        self._check_open()
+        scope = check.scope(scope)
+        now = time.time()
+        fresh = [check.new_item(e, scope, now) for e in entries]
+        results: builtins.list[WriteResult] = []
+        writes: dict[str, tuple[MemoryItem, Vector | None]] = {}
+        async with self._write_lock:
+            seen: dict[str, str] = {}  # digest -> id, within this call
+            for item in fresh:
+                digest = text_digest(item.text)
+                twin = seen.get(digest)
+                olds = [] if twin else await self.items.same(scope, digest=digest)
+                if twin or olds:
+                    target = twin or olds[0].id
+                    if olds:
+                        writes[olds[0].id] = (merged(olds[0], item, now), None)
+                    results.append(WriteResult(item.id, "duplicate", duplicate_of=target))
+                    continue
+                seen[digest] = item.id
+                replaced = await self.items.same(scope, key=item.key) if item.key else []
+                for old in replaced:
+                    writes[old.id] = (superseded(old, item, now), None)
+                writes[item.id] = (item, None)
+                ids = tuple(o.id for o in replaced)
+                results.append(WriteResult(item.id, "superseded" if ids else "pending", None, ids))
+            await self.items.put([w[0] for w in writes.values()], [w[1] for w in writes.values()])
+        for result in results:
+            if result.status != "duplicate":
+                self._enqueue(scope.tenant, result.id, True, result)
+            else:
+                self._remember(result)
+        return results
+
+    async def update(
+        self,
+        id: str,
+        *,
+        tenant: str = "",
+        text: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        valid_to: float | None = None,
+    ) -> MemoryItem:
+        """Change an item's text (embedded again, off the caller's path), replace its
+        metadata, or close its validity (``valid_to``)."""
+        self._check_open()
+        if text is not None:
+            check.text(text)
+        new_metadata = None if metadata is None else check.metadata(metadata)
+        end = check.time_or_none(valid_to, "valid_to")
+        async with self._write_lock:
+            item = await self.get(id, tenant=tenant)
+            if item is None:
+                raise KeyError(f"no memory item {id!r} in tenant {tenant!r}")
+            changed = msgspec.structs.replace(
+                item,
+                text=item.text if text is None else text,
+                metadata=item.metadata if new_metadata is None else new_metadata,
+                valid_to=item.valid_to if end is None else end,
+                updated_at=time.time(),
+            )
+            await self.items.put([changed], [None])
+        if changed.text != item.text:
+            self._enqueue(tenant, id, False, WriteResult(id, "pending"))
+            await self.sync()  # the old vector leaves the index now
+            changed = msgspec.structs.replace(changed, indexed=False)
+        return changed
+
+    async def forget(self, ids: str | Sequence[str], *, tenant: str = "") -> int:
+        """Delete items for good; how many there were."""
+        self._check_open()
+        ids = [ids] if isinstance(ids, str) else builtins.list(ids)
+        async with self._write_lock:
+            count = await self.items.delete(ids, tenant=check.tenant(tenant))
+        await self.sync()
+        return count
+
+    # -- reads ----------------------------------------------------------------------
+
+    async def get(self, id: str, *, tenant: str = "") -> MemoryItem | None:
+        found = await self.items.get([id], tenant=check.tenant(tenant))
+        return found[0] if found else None
+
+    async def list(
+        self,
+        scope: Scope = ANY_SCOPE,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        include_superseded: bool = False,
+        as_of: float | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> builtins.list[MemoryItem]:
+        """Items of a scope in id order (oldest first); page on with ``after=`` the last id."""
+        selection = check.selection(scope, filters, as_of, include_superseded)
+        return await self.items.list(selection, limit=check.limit(limit), after=after)
+
+    async def search(
+        self,
+        query: str,
+        *,
+        scope: Scope = ANY_SCOPE,
+        limit: int = 10,
+        filters: Mapping[str, Any] | None = None,
+        mode: Mode = "hybrid",
+        as_of: float | None = None,
+        include_superseded: bool = False,
+        fresh: bool = True,
+    ) -> builtins.list[Hit]:
+        """The best items for ``query``: vector, keyword, or both fused (RRF).
+
+        ``as_of=t``: items valid at ``t``, superseded ones included. ``fresh=False``
+        does not wait for pending embeddings (they are found by keyword only)."""
+        self._check_open()
+        check.text(query, "query")
+        limit, mode = check.limit(limit), check.mode(mode)  # type: ignore[assignment]
+        selection = check.selection(scope, filters, as_of, include_superseded)
+        tenant = selection.scope.tenant
+        if fresh:
+            await self.settle_tenant(tenant)
+            await self.sync()
+        wanted = limit if mode != "hybrid" else max(2 * limit, 20)
+        found: dict[str, MemoryItem] = {}
+        vector: builtins.list[tuple[str, float]] = []
+        keyword: builtins.list[tuple[str, float]] = []
+        if mode != "keyword":
+            vector = await self._vector_search(query, selection, wanted, found)
+        if mode != "vector":
+            keyword = await self.items.keyword(query, selection, limit=wanted)
+        ranked = fuse(vector, keyword)[:limit]
+        missing = [f.id for f in ranked if f.id not in found]
+        found.update((i.id, i) for i in await self.items.get(missing, tenant=tenant))
+        hits = [
+            Hit(found[f.id], _score(f, mode), vector=f.vector, keyword=f.keyword)
+            for f in ranked
+            if f.id in found
+        ]
+        self._touched.setdefault(tenant, set()).update(h.item.id for h in hits)
+        return hits
+
+    @overload
+    async def settle(self) -> None: ...
+    @overload
+    async def settle(self, id: str) -> WriteResult: ...
+
+    async def settle(self, id: str | None = None) -> WriteResult | None:
+        """Wait for background work: of one write (its final result), or of all."""
+        if id is None:
+            while self._jobs:
+                await next(iter(self._jobs.values())).done.wait()
+            return None
+        job = self._jobs.get(id)
+        if job is not None:
+            await job.done.wait()
+        result = self._results.get(id)
+        if result is None:
+            raise KeyError(f"no write {id!r} is known to this memory (it keeps the last 10000)")
+        return result
+
+    async def settle_tenant(self, tenant: str) -> None:
+        for job in [j for j in self._jobs.values() if j.tenant == tenant]:
+            await job.done.wait()
+
+    # -- the index ------------------------------------------------------------------
+
+    async def sync(self) -> None:
+        """Bring this process's vector indexes up to the item store's change feed."""
+        await self.indexes.sync()
+
+    async def embed(self, texts: Sequence[str]) -> Vector:
+        provider: Any = self.embeddings
+        if hasattr(provider, "embed_array"):  # LocalEmbeddings: one array, no lists
+            out: Vector = await anyio.to_thread.run_sync(provider.embed_array, texts)
+            return out
+        array = np.asarray(await provider.embed(texts), dtype=np.float32)
+        norms = np.linalg.norm(array, axis=1, keepdims=True)
+        return array / np.maximum(norms, 1e-12)  # type: ignore[no-any-return]
+
+    async def _vector_search(
+        self, query: str, selection: Selection, k: int, found: dict[str, MemoryItem]
+    ) -> builtins.list[tuple[str, float]]:
+        tenant = selection.scope.tenant
+        if not self.indexes.size(tenant):
+            return []
+        vector = (await self.embed([query]))[0]
+        scope = selection.scope
+        if selection.filters or scope.user is not None or scope.agent is not None:
+            ids = await self.items.ids(selection, limit=SELECTIVE_UP_TO + 1)
+            if len(ids) <= SELECTIVE_UP_TO:  # selective: exact over its own candidates
+                return await self.indexes.nearest(tenant, vector, k, among=ids)
+        # Otherwise over-fetch from the ANN index and filter, fetching more if short.
+        fetch = max(4 * k, 40)
+        while True:
+            near = await self.indexes.nearest(tenant, vector, fetch)
+            todo = [i for i, _ in near if i not in found]
+            found.update((i.id, i) for i in await self.items.get(todo, tenant=tenant))
+            admitted = [(i, s) for i, s in near if i in found and selection.admits(found[i])]
+            if len(admitted) >= k or fetch >= self.indexes.size(tenant):
+                return admitted[:k]
+            fetch *= 4
+
+    # -- background bookkeeping -------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._worker is None:
+            raise StoreError(
+                "semantic memory is not open: use it inside `async with SemanticMemory(...)` "
+                "or `async with SemanticMemory.open(url)`"
+            )
+
+    def _enqueue(self, tenant: str, id: str, resolve: bool, first: WriteResult) -> None:
+        self._check_open()
+        assert self._worker is not None
+        old = self._jobs.get(id)
+        job = Job(tenant, id, resolve and (old is None or old.resolve), first)
+        self._jobs[id] = job
+        self._worker.submit(job)
+        if old is not None:  # superseded by this job: whoever waits on it waits on this
+            self._remember(first)
+
+    def finish(self, job: Job, result: WriteResult) -> None:
+        if self._jobs.get(job.id) is job:
+            del self._jobs[job.id]
+        self._remember(result)
+        job.done.set()
+
+    def _remember(self, result: WriteResult) -> None:
+        self._results[result.id] = result
+        self._results.move_to_end(result.id)
+        while len(self._results) > 10_000:
+            self._results.popitem(last=False)
+
+    async def flush_touched(self) -> None:
+        touched, self._touched = self._touched, {}
+        now = time.time()
+        for tenant, ids in touched.items():
+            await self.items.touch(sorted(ids), tenant=tenant, at=now)
+
+
+def _score(f: Any, mode: str) -> float:
+    if mode == "vector":
+        return float(f.vector)
+    if mode == "keyword":
+        return float(f.keyword)
+    return float(f.score)

@@ -1,0 +1,519 @@
+"""Semantic memory: one conformance suite, run against every item store.
+
+``items`` is parametrised over ``sqlite`` (a file in tmp_path) and ``postgres``
+(``mainspring.memory.semantic.postgres``; skipped while that module does not exist,
+or when PostgreSQL is unreachable, unless MAINSPRING_REQUIRE_SERVICES=1). Embeddings
+are the real local model, loaded once per module; a gate around it holds embedding
+back where a test needs to see a write before its embedding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import re
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mainspring.errors import NotAStoreError
+from mainspring.memory.scope import Scope
+from mainspring.memory.semantic import (
+    ItemStore,
+    NewItem,
+    SemanticMemory,
+    Source,
+    SQLiteItemStore,
+)
+from mainspring.memory.semantic.filters import parse_filters
+from mainspring.memory.semantic.items import MemoryItem
+from mainspring.memory.semantic.protocols import Selection
+from mainspring.models.embeddings_local import LocalEmbeddings
+
+from .conftest import postgres_schema_url, require_postgres, service_missing
+
+pytestmark = pytest.mark.anyio
+
+StoreFactory = Callable[[], Any]
+
+
+@pytest.fixture(scope="module")
+def embeddings() -> LocalEmbeddings:
+    model = LocalEmbeddings()
+    model.load()
+    return model
+
+
+class Gate:
+    """The real embeddings, held back until ``open()``: a write seen before its vector."""
+
+    def __init__(self, model: LocalEmbeddings) -> None:
+        self.model = model
+        self.name, self.dimensions = model.name, model.dimensions
+        self.opened = anyio.Event()
+
+    def open(self) -> None:
+        self.opened.set()
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        await self.opened.wait()
+        return await self.model.embed(texts)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def open_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Callable[[], Any]]:
+    """Opens the item store of this backend (again: the same data, for reopen tests)."""
+    async with contextlib.AsyncExitStack() as stack:
+        if request.param == "sqlite":
+            path = tmp_path / "semantic.db"
+
+            async def sqlite_store() -> ItemStore:
+                return await SQLiteItemStore.open(path)
+
+            yield sqlite_store
+        else:
+            require_postgres()
+            try:
+                postgres = importlib.import_module("mainspring.memory.semantic.postgres")
+            except ImportError as exc:
+                service_missing(f"the PostgreSQL item store is not available yet: {exc}")
+            url = await stack.enter_async_context(postgres_schema_url())
+
+            async def postgres_store() -> ItemStore:
+                store: ItemStore = await postgres.PostgresItemStore.open(url)
+                return store
+
+            yield postgres_store
+
+
+@pytest.fixture
+def memory_of(
+    open_store: Callable[[], Any], embeddings: LocalEmbeddings
+) -> Callable[..., contextlib.AbstractAsyncContextManager[SemanticMemory]]:
+    @contextlib.asynccontextmanager
+    async def make(**options: Any) -> AsyncIterator[SemanticMemory]:
+        options.setdefault("embeddings", embeddings)
+        async with SemanticMemory(await open_store(), **options) as memory:
+            yield memory
+
+    return make
+
+
+@pytest.fixture
+async def memory(memory_of: Callable[..., Any]) -> AsyncIterator[SemanticMemory]:
+    async with memory_of() as opened:
+        yield opened
+
+
+def texts(hits: Sequence[Any]) -> list[str]:
+    return [h.item.text for h in hits]
+
+
+# -- add, get, search -------------------------------------------------------------------
+
+
+async def test_add_then_get_and_search(memory: SemanticMemory) -> None:
+    written = await memory.add("The user lives in Paris.", metadata={"kind": "fact"})
+    assert written.status == "pending"
+    item = await memory.get(written.id)
+    assert item is not None and item.text == "The user lives in Paris."
+    assert item.metadata == {"kind": "fact"} and item.recorded_at > 0
+    final = await memory.settle(written.id)
+    assert final is not None and final.status == "added"
+    await memory.add("The quarterly report is due on Friday.")
+    hits = await memory.search("Which city is the user's home?")
+    assert texts(hits)[0] == "The user lives in Paris."
+    assert hits[0].vector is not None and hits[0].score > 0
+    indexed = await memory.get(written.id)
+    assert indexed is not None and indexed.indexed
+
+
+async def test_keyword_hit_before_the_embedding(
+    memory_of: Callable[..., Any], embeddings: LocalEmbeddings
+) -> None:
+    gate = Gate(embeddings)
+    async with memory_of(embeddings=gate) as memory:
+        written = await memory.add("Invoice 4711 was paid by bank transfer.")
+        hits = await memory.search("invoice 4711", fresh=False)
+        assert texts(hits) == ["Invoice 4711 was paid by bank transfer."]
+        assert hits[0].keyword is not None and hits[0].vector is None
+        assert not hits[0].item.indexed
+        assert await memory.search("money sent for a bill", mode="vector", fresh=False) == []
+        gate.open()
+        hits = await memory.search("money sent for a bill", mode="vector")  # fresh: waits
+        assert texts(hits) == ["Invoice 4711 was paid by bank transfer."]
+        assert (await memory.settle(written.id)).status == "added"
+
+
+async def test_fresh_search_sees_every_write_that_returned(memory: SemanticMemory) -> None:
+    facts = [
+        f"Project {name} ships in {month}."
+        for name, month in [("Apollo", "May"), ("Borealis", "June"), ("Cygnus", "July")]
+    ]
+    for fact in facts:
+        await memory.add(fact)
+    hits = await memory.search("When does Cygnus ship?", mode="vector", limit=3)
+    assert sorted(texts(hits)) == sorted(facts)
+
+
+async def test_modes_keyword_and_vector(memory: SemanticMemory) -> None:
+    await memory.add("The staging database password rotates every 30 days.")
+    await memory.add("Our cat enjoys sleeping in the sun.")
+    keyword = await memory.search("password rotates", mode="keyword")
+    assert texts(keyword) == ["The staging database password rotates every 30 days."]
+    assert keyword[0].vector is None and keyword[0].keyword is not None
+    vector = await memory.search("how often do credentials change", mode="vector", limit=1)
+    assert texts(vector) == ["The staging database password rotates every 30 days."]
+    hybrid = await memory.search("password", limit=5)
+    assert texts(hybrid)[0] == "The staging database password rotates every 30 days."
+
+
+async def test_add_many_with_sources(memory: SemanticMemory) -> None:
+    source = Source("handbook.md", title="Handbook", chunk=3, heading="Leave > Parental")
+    results = await memory.add_many(
+        ["Parental leave is 16 weeks.", NewItem("Leave requests go to HR.", source=source)],
+        scope=Scope("acme"),
+    )
+    assert [r.status for r in results] == ["pending", "pending"]
+    item = await memory.get(results[1].id, tenant="acme")
+    assert item is not None and item.source == source
+
+
+# -- de-duplication and contradictions ---------------------------------------------------
+
+
+async def test_exact_duplicate_is_answered_at_once(memory: SemanticMemory) -> None:
+    first = await memory.add("The user lives in Paris.", metadata={"a": 1})
+    again = await memory.add("  the USER lives in paris ", metadata={"b": 2})
+    assert again.status == "duplicate" and again.duplicate_of == first.id
+    assert await memory.get(again.id) is None
+    kept = await memory.get(first.id)
+    assert kept is not None and kept.metadata == {"a": 1, "b": 2}
+    assert len(await memory.list()) == 1
+
+
+async def test_semantic_duplicate_merges_into_the_older_item(memory: SemanticMemory) -> None:
+    first = await memory.add("The user lives in Paris.", metadata={"from": "chat"})
+    second = await memory.add("User resides in Paris.", metadata={"confidence": 0.9})
+    final = await memory.settle(second.id)
+    assert final is not None and final.status == "duplicate" and final.duplicate_of == first.id
+    assert await memory.get(second.id) is None
+    kept = await memory.get(first.id)
+    assert kept is not None and kept.metadata == {"from": "chat", "confidence": 0.9}
+    assert kept.updated_at >= kept.recorded_at
+    assert texts(await memory.search("where does the user live")) == ["The user lives in Paris."]
+
+
+async def test_same_key_supersedes_at_once(memory: SemanticMemory) -> None:
+    old = await memory.add("The user's city is Paris.", key="user.city", valid_from=1000.0)
+    new = await memory.add("The user moved to Berlin.", key="user.city", valid_from=2000.0)
+    assert new.status == "superseded" and new.supersedes == (old.id,)
+    marked = await memory.get(old.id)
+    assert marked is not None and marked.superseded_by == new.id and marked.valid_to == 2000.0
+    assert texts(await memory.search("city", mode="keyword")) == []  # "city" only in the old
+    everything = await memory.search("city", include_superseded=True, mode="keyword")
+    assert texts(everything) == ["The user's city is Paris."]
+    assert texts(await memory.search("user", as_of=1500.0, mode="keyword")) == [
+        "The user's city is Paris."
+    ]
+    assert texts(await memory.search("user", as_of=2500.0, mode="keyword")) == [
+        "The user moved to Berlin."
+    ]
+    final = await memory.settle(new.id)
+    assert final is not None and final.supersedes[:1] == (old.id,)
+
+
+async def test_contradiction_marks_the_old_fact_superseded(memory: SemanticMemory) -> None:
+    old = await memory.add("The user lives in Paris.")
+    await memory.settle(old.id)
+    new = await memory.add("The user lives in Berlin.")
+    final = await memory.settle(new.id)
+    assert final is not None and final.status == "superseded" and final.supersedes == (old.id,)
+    marked = await memory.get(old.id)
+    assert marked is not None and marked.superseded_by == new.id
+    assert marked.valid_to is not None
+    hits = await memory.search("Where does the user live?")
+    assert texts(hits) == ["The user lives in Berlin."]
+    history = await memory.search("Where does the user live?", include_superseded=True)
+    assert set(texts(history)) == {"The user lives in Paris.", "The user lives in Berlin."}
+    then = await memory.search("Where does the user live?", as_of=marked.recorded_at + 1e-3)
+    assert texts(then) == ["The user lives in Paris."]
+
+
+async def test_similar_but_distinct_facts_are_both_kept(memory: SemanticMemory) -> None:
+    first = await memory.add("The user lives in Paris.")
+    second = await memory.add("The user's sister lives in Paris.")
+    assert (await memory.settle(second.id)).status == "added"
+    assert {i.id for i in await memory.list()} == {first.id, second.id}
+
+
+async def test_contradiction_handling_can_be_turned_off(memory_of: Callable[..., Any]) -> None:
+    async with memory_of(supersede=None) as memory:
+        await memory.add("The user lives in Paris.")
+        new = await memory.add("The user lives in Berlin.")
+        assert (await memory.settle(new.id)).status == "added"
+        assert len(await memory.list()) == 2
+
+
+# -- update, forget, list -----------------------------------------------------------------
+
+
+async def test_update_text_is_embedded_again(memory: SemanticMemory) -> None:
+    written = await memory.add("The office wifi password is hunter2.")
+    await memory.add("Lunch is served at noon.")
+    updated = await memory.update(written.id, text="Visitors park in the north garage.")
+    assert updated.text == "Visitors park in the north garage."
+    hits = await memory.search("where do guests leave their cars", mode="vector", limit=1)
+    assert texts(hits) == ["Visitors park in the north garage."]
+    assert await memory.search("wifi password", mode="keyword") == []
+
+
+async def test_update_metadata_and_validity(memory: SemanticMemory) -> None:
+    written = await memory.add("The promo code SPRING works.", metadata={"kind": "promo"})
+    changed = await memory.update(written.id, metadata={"kind": "expired"}, valid_to=time.time())
+    assert changed.metadata == {"kind": "expired"} and changed.valid_to is not None
+    assert await memory.search("promo code", mode="keyword") == []  # no longer valid now
+    with pytest.raises(KeyError):
+        await memory.update("no-such-id", text="x")
+
+
+async def test_forget(memory: SemanticMemory) -> None:
+    a = await memory.add("Alpha fact about rockets.")
+    b = await memory.add("Beta fact about boats.")
+    assert await memory.forget([a.id, "missing"]) == 1
+    assert await memory.get(a.id) is None
+    assert texts(await memory.search("fact about rockets", mode="vector")) == [
+        "Beta fact about boats."
+    ]
+    assert await memory.forget(b.id, tenant="other") == 0
+
+
+async def test_list_pages_in_id_order(memory: SemanticMemory) -> None:
+    ids = [(await memory.add(f"Numbered note {n} about item {n * 7}.")).id for n in range(5)]
+    first = await memory.list(limit=2)
+    second = await memory.list(limit=2, after=first[-1].id)
+    rest = await memory.list(limit=10, after=second[-1].id)
+    assert [i.id for i in first + second + rest] == sorted(ids)
+
+
+# -- filters, tenancy, scope ----------------------------------------------------------
+
+
+async def test_metadata_filters(memory: SemanticMemory) -> None:
+    entries = [
+        (
+            "Users cannot log in after a password reset.",
+            {"kind": "bug", "priority": 1, "team": "auth"},
+        ),
+        (
+            "The login page colours clash with the logo.",
+            {"kind": "ui", "priority": 3, "team": "web"},
+        ),
+        (
+            "Login attempts are not rate limited per IP.",
+            {"kind": "bug", "priority": 2, "draft": True},
+        ),
+    ]
+    for text, metadata in entries:
+        await memory.add(text, metadata=metadata)
+
+    async def found(**filters: Any) -> set[int]:
+        hits = await memory.search("login problems", filters=filters)
+        return {[e[0] for e in entries].index(h.item.text) for h in hits}
+
+    assert await found(kind="bug") == {0, 2}
+    assert await found(priority={"$gte": 2}) == {1, 2}
+    assert await found(team={"$in": ["auth", "web"]}, priority={"$lt": 3}) == {0}
+    assert await found(draft={"$ne": True}) == {0, 1}
+    listed = await memory.list(filters={"kind": {"$ne": "bug"}})
+    assert [i.metadata["kind"] for i in listed] == ["ui"]
+
+
+async def test_tenants_are_isolated(memory: SemanticMemory) -> None:
+    a = await memory.add("The launch code is 1234.", scope=Scope("a"))
+    b = await memory.add("The launch code is 1234.", scope=Scope("b"))
+    assert a.status == b.status == "pending"  # the same text in another tenant is not a duplicate
+    assert texts(await memory.search("launch code", scope=Scope("a"))) == [
+        "The launch code is 1234."
+    ]
+    assert await memory.search("launch code", scope=Scope("c")) == []
+    assert await memory.get(a.id, tenant="b") is None
+    assert await memory.forget(a.id, tenant="b") == 0
+    assert [i.id for i in await memory.list(Scope("b"))] == [b.id]
+
+
+async def test_user_and_agent_scopes(memory: SemanticMemory) -> None:
+    t = "acme"
+    u1 = await memory.add("Prefers tea over coffee.", scope=Scope(t, user="u1"))
+    u2 = await memory.add("Prefers tea over coffee.", scope=Scope(t, user="u2"))
+    bot = await memory.add("Answers in French.", scope=Scope(t, user="u1", agent="bot"))
+    assert u2.status == "pending"  # another user's identical fact is that user's own
+    mine = await memory.search("drinks", scope=Scope(t, user="u1"), mode="vector")
+    assert {h.item.id for h in mine} == {u1.id, bot.id}
+    agent = await memory.search("language", scope=Scope(t, agent="bot"))
+    assert [h.item.id for h in agent] == [bot.id]
+    assert len(await memory.list(Scope(t))) == 3
+
+
+async def test_bad_input_says_what_to_fix(memory: SemanticMemory) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        await memory.add("   ")
+    with pytest.raises(TypeError, match="Scope"):
+        await memory.add("x", scope="acme")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="JSON"):
+        await memory.add("x", metadata={"when": object()})
+    with pytest.raises(ValueError, match="unknown operator"):
+        await memory.search("x", filters={"a": {"$regex": "."}})
+    with pytest.raises(ValueError, match="limit"):
+        await memory.search("x", limit=0)
+    with pytest.raises(ValueError, match="mode"):
+        await memory.search("x", mode="fuzzy")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="epoch seconds"):
+        await memory.search("x", as_of="yesterday")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="str or NewItem"):
+        await memory.add_many([42])  # type: ignore[list-item]
+
+
+# -- persistence ------------------------------------------------------------------------
+
+
+async def test_reopen_keeps_items_and_rebuilds_the_index(memory_of: Callable[..., Any]) -> None:
+    async with memory_of() as memory:
+        written = await memory.add("The backup runs nightly at 2 am.")
+        await memory.add("The user lives in Paris.", key="user.city")
+    async with memory_of() as memory:
+        hits = await memory.search("when are backups made", mode="vector", limit=1)
+        assert [h.item.id for h in hits] == [written.id]
+        moved = await memory.add("The user lives in Rome.", key="user.city")
+        assert moved.status == "superseded"
+
+
+async def test_writes_left_unembedded_are_embedded_on_reopen(
+    memory_of: Callable[..., Any], embeddings: LocalEmbeddings
+) -> None:
+    gate = Gate(embeddings)
+    with pytest.raises(RuntimeError):
+        async with memory_of(embeddings=gate) as memory:
+            written = await memory.add("The fire drill is on Thursday.")
+            raise RuntimeError("the process stops before embedding")  # exit without settling
+    async with memory_of() as memory:
+        hits = await memory.search("emergency practice day", mode="vector", limit=1)
+        assert [h.item.id for h in hits] == [written.id]
+
+
+async def test_search_records_access_times(memory_of: Callable[..., Any]) -> None:
+    async with memory_of() as memory:
+        written = await memory.add("Kettle descaling is monthly.")
+        await memory.search("kettle")
+    async with memory_of() as memory:
+        item = await memory.get(written.id)
+        assert item is not None and item.accessed_at is not None
+
+
+# -- the store against the Python reference of filters -----------------------------
+
+_values = st.one_of(
+    st.integers(-5, 5),
+    st.floats(-5, 5, allow_nan=False),
+    st.sampled_from(["a", "b", "B", "é"]),
+    st.booleans(),
+)
+_metadata = st.dictionaries(st.sampled_from(["k", "n", "s"]), _values, max_size=3)
+_operand = st.one_of(_values, st.lists(_values, max_size=3).map(lambda v: {"$in": v}))
+_filters = st.dictionaries(
+    st.sampled_from(["k", "n", "s"]),
+    st.one_of(
+        _operand,
+        st.tuples(st.sampled_from(["$eq", "$ne"]), _values).map(lambda p: {p[0]: p[1]}),
+        st.tuples(
+            st.sampled_from(["$gt", "$gte", "$lt", "$lte"]),
+            st.one_of(
+                st.integers(-5, 5), st.floats(-5, 5, allow_nan=False), st.sampled_from(["a", "b"])
+            ),
+        ).map(lambda p: {p[0]: p[1]}),
+    ),
+    max_size=2,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rows=st.lists(_metadata, min_size=1, max_size=8), filters=_filters)
+async def test_store_filters_agree_with_the_python_reference(
+    open_store: Callable[[], Any], rows: list[dict[str, Any]], filters: dict[str, Any]
+) -> None:
+    store: ItemStore = await open_store()
+    try:
+        tenant = uuid.uuid4().hex
+        items = [
+            MemoryItem(f"{n:04d}", f"row {n}", Scope(tenant), m, recorded_at=1.0, updated_at=1.0)
+            for n, m in enumerate(rows)
+        ]
+        await store.put(items, [None] * len(items))
+        selection = Selection(Scope(tenant), parse_filters(filters), live_only=False)
+        listed = await store.list(selection, limit=100)
+        assert [i.id for i in listed] == [i.id for i in items if selection.admits(i)]
+    finally:
+        await store.aclose()
+
+
+# -- SQLite only: the file -------------------------------------------------------------
+
+
+async def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"these are my notes, not a database" * 10)
+    with pytest.raises(NotAStoreError, match="not a SQLite file"):
+        await SQLiteItemStore.open(path)
+    assert path.read_bytes().startswith(b"these are my notes")
+
+
+async def test_another_sqlite_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE accounts (id INTEGER)")
+        db.commit()
+    with pytest.raises(NotAStoreError, match="something else"):
+        await SQLiteItemStore.open(path)
+
+
+async def test_a_corrupt_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "semantic.db"
+    store = await SQLiteItemStore.open(path)
+    await store.aclose()
+    data = bytearray(path.read_bytes())
+    data[100:4096] = b"\xff" * (4096 - 100)  # the schema page, overwritten
+    path.write_bytes(bytes(data))
+    with pytest.raises(NotAStoreError, match="corrupt"):
+        await SQLiteItemStore.open(path)
+
+
+async def test_open_urls(tmp_path: Path, embeddings: LocalEmbeddings) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    async with SemanticMemory.open(url, embeddings=embeddings) as memory:
+        await memory.add("Stored through a URL.")
+    assert (tmp_path / "m.db").exists()
+    async with SemanticMemory.open(":memory:", embeddings=embeddings) as memory:
+        assert await memory.list() == []
+    with pytest.raises(ValueError, match="unknown semantic memory URL"):
+        async with SemanticMemory.open("redis://localhost"):
+            pass
+
+
+def test_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    page = (Path(__file__).parent.parent / "docs" / "memory-semantic.md").read_text()
+    block = re.search(r"## Example\n\n```python\n(.*?)```", page, re.S)
+    assert block is not None
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block.group(1), "docs/memory-semantic.md", "exec"), {"__name__": "__main__"})
