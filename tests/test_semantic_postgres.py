@@ -22,10 +22,12 @@ from hypothesis import strategies as st
 
 from mainspring.errors import NotAStoreError, StoreError
 from mainspring.memory.scope import Scope
+from mainspring.memory.semantic import SemanticMemory
 from mainspring.memory.semantic.filters import all_hold, parse_filters
 from mainspring.memory.semantic.items import MemoryItem, Source, text_digest
 from mainspring.memory.semantic.postgres import PostgresItemStore
 from mainspring.memory.semantic.protocols import Selection
+from mainspring.models.embeddings_local import LocalEmbeddings
 from mainspring.store.postgres import PostgresStore
 from tests.conftest import postgres_schema_url
 
@@ -206,6 +208,29 @@ async def test_two_workers_share_items_and_wake_each_other(url: str) -> None:
         assert [i.id for i in await two.get(["x"], tenant="t1")] == ["x"]
         assert [h[0] for h in await two.keyword("fact", Selection(T1), limit=5)] == ["x"]
         assert not await two.wait_for_changes(0.05)  # nothing new since
+
+
+async def test_two_semantic_memories_on_one_schema_see_each_others_writes(url: str) -> None:
+    """Two workers (two pools, two vector indexes) on one database: each sees the
+    other's writes, duplicates, superseded facts and deletions on a fresh search."""
+    model = LocalEmbeddings()
+    async with (
+        SemanticMemory(await PostgresItemStore.open(url), embeddings=model) as one,
+        SemanticMemory(await PostgresItemStore.open(url), embeddings=model) as two,
+    ):
+        first = await one.add("The user lives in Lisbon", key="user.city")
+        await one.settle(first.id)
+        hits = await two.search("Where does the user live?", mode="vector", limit=3)
+        assert [h.item.id for h in hits] == [first.id]  # in two's own index, from the feed
+        again = await two.add("the user lives in Lisbon.")
+        assert again.duplicate_of == first.id
+        moved = await two.add("The user lives in Porto now", key="user.city")
+        assert moved.supersedes == (first.id,)
+        await two.settle(moved.id)
+        hits = await one.search("Where does the user live?", limit=3)
+        assert [h.item.text for h in hits] == ["The user lives in Porto now"]
+        assert await two.forget(moved.id) == 1
+        assert await one.search("Porto", mode="vector", limit=3) == []
 
 
 async def test_a_reader_polling_during_concurrent_writes_misses_nothing(url: str) -> None:
