@@ -115,6 +115,24 @@ async def test_keyword_search_matches_any_word_ranks_and_scopes(store: PostgresI
     assert await store.keyword("   ", Selection(T1), limit=10) == []
 
 
+async def test_keyword_search_leaves_out_words_common_in_the_table(url: str) -> None:
+    async with await PostgresItemStore.open(url) as store:
+        items = [_item(f"w{n:03}", f"widget number {n}") for n in range(300)]
+        await store.put([*items, _item("gizmo", "a unique gizmo")], [None] * 301)
+        conn = await asyncpg.connect(url.partition("?")[0])
+        try:
+            schema = url.partition("schema=")[2]
+            await conn.execute(f'ANALYZE "{schema}".memory_items')  # what autovacuum does
+        finally:
+            await conn.close()
+    async with await PostgresItemStore.open(url) as store:
+        # "widget" is in nearly every row: the rare word decides, and fast.
+        hits = await store.keyword("widget gizmo", Selection(T1), limit=5)
+        assert [h[0] for h in hits] == ["gizmo"]
+        # A query of common words only still finds them.
+        assert len(await store.keyword("widgets", Selection(T1), limit=5)) == 5
+
+
 async def test_the_change_feed_has_one_row_per_id_in_its_current_state(
     store: PostgresItemStore,
 ) -> None:
@@ -337,6 +355,10 @@ async def test_bad_arguments_say_what_to_fix(url: str, store: PostgresItemStore)
         await store.same(T1)
     with pytest.raises(TypeError, match="sequence of ids"):
         await store.get("abc", tenant="t1")
+    for bad in (_item("n", "a\x00b"), _item("n", metadata={"k": "\x00"})):
+        with pytest.raises(ValueError, match="NUL character"):
+            await store.put([_item("fine"), bad], [None, None])
+    assert await store.get(["fine"], tenant="t1") == []  # nothing of the batch was written
 
 
 # -- filters: SQL means what the Python reference means --------------------------------

@@ -7,6 +7,7 @@ prepared statement of each shape.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from .protocols import Selection, Vector
 _JSON = msgspec.json.Encoder()
 _METADATA = msgspec.json.Decoder(dict[str, Any])
 _SOURCE = msgspec.json.Decoder(Source)
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an escaped U+0000 in JSON text
 _COMPARE = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 ITEM_COLUMNS = (
@@ -110,11 +112,36 @@ def _json(value: Any) -> str:
     return _JSON.encode(value).decode()
 
 
-# A query matches items with any of its words (plainto_tsquery would ask for all of them:
-# a question rarely repeats every word of the fact that answers it). plainto_tsquery
-# quotes each lexeme, so the '&' between them are the only ones left outside quotes.
-def any_word_query(arg: str) -> str:
-    return f"replace(plainto_tsquery('{TEXT_SEARCH}', {arg})::text, ' & ', ' | ')::tsquery"
+# A query matches items with any of its words (plainto_tsquery would ask for all of
+# them: a question rarely repeats every word of the fact that answers it), less the
+# words common in the table (``common``: the lexemes PostgreSQL's statistics find in
+# over COMMON_ABOVE of the rows, see ``common_lexemes_sql``), which would make every
+# query rank a large part of the table while adding little to the ranking (BM25 gives
+# them almost no weight); a query of common words only keeps them all. Each lexeme is
+# quoted for tsquery input (a quote doubled, a backslash escaped).
+_QUOTED = r"'''' || replace(replace(l, '\', '\\'), '''', '''''') || ''''"
+
+
+def any_word_query(text: str, common: str) -> str:
+    lexemes = f"unnest(tsvector_to_array(to_tsvector('{TEXT_SEARCH}', {text})))"
+    return (
+        f"(SELECT coalesce(string_agg({_QUOTED}, ' | '), '')::tsquery FROM {lexemes} AS l"
+        f" WHERE l <> ALL({common})"
+        f" OR NOT EXISTS (SELECT 1 FROM {lexemes} AS r WHERE r <> ALL({common})))"
+    )
+
+
+COMMON_ABOVE = 0.01  # a lexeme in over 1% of the rows is left out of keyword queries
+
+
+# The items' common lexemes ($1 schema, $2 table), from the statistics that ANALYZE
+# (autovacuum) keeps; the frequencies run three entries past the lexemes (min, max, nulls).
+COMMON_LEXEMES = f"""
+    SELECT coalesce(array_agg(e), '{{}}') FROM pg_stats,
+        unnest(most_common_elems::text::text[], most_common_elem_freqs) AS u(e, f)
+    WHERE schemaname = $1 AND tablename = $2 AND attname = 'tsv'
+      AND e IS NOT NULL AND f > {COMMON_ABOVE}
+"""
 
 
 def item_from_row(row: asyncpg.Record) -> MemoryItem:
@@ -161,9 +188,22 @@ def item_columns(
             text_digest(item.text),
             None if vector is None else vector_bytes(vector),
         )
+        if any(isinstance(v, str) and "\x00" in v for v in row) or any(
+            v is not None and _JSON_NUL.search(v) for v in (row[5], row[13])
+        ):
+            raise _nul_error(item)
         for column, value in zip(columns, row, strict=True):
             column.append(value)
     return columns
+
+
+def _nul_error(item: MemoryItem) -> ValueError:
+    # PostgreSQL's text and jsonb cannot hold U+0000 (SQLite can; the check is here so
+    # that the error names the item instead of failing the whole batch in the server).
+    return ValueError(
+        f"item {item.id!r} has a NUL character (U+0000) in its text, id, scope, key, "
+        "metadata or source, which PostgreSQL cannot store; remove it"
+    )
 
 
 def vector_bytes(vector: Vector) -> bytes:

@@ -40,6 +40,7 @@ from ...store._pg_url import option, parse_url
 from ..scope import Scope
 from ._pg_schema import LOCK_CLASS, migrate
 from ._pg_sql import (
+    COMMON_LEXEMES,
     ITEM_COLUMNS,
     Query,
     any_word_query,
@@ -54,6 +55,7 @@ from .protocols import Change, Selection, Vector
 T = TypeVar("T")
 CHANNEL = "mainspring_semantic"  # NOTIFY channel; the payload names the schema and prefix
 _CALL_TIMEOUT = 10.0
+_COMMON_EVERY = 300.0  # seconds between reads of the common words of the items
 _RELISTEN_EVERY = 5.0  # seconds between attempts to reopen a lost LISTEN connection
 _PREFIX_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -101,6 +103,8 @@ class PostgresItemStore:
         self._listener: Connection | None = None
         self._listen_tried = 0.0
         self._changed = asyncio.Event()
+        self._common: builtins.list[str] = []
+        self._common_at = -_COMMON_EVERY
 
     @classmethod
     async def open(
@@ -340,8 +344,9 @@ class PostgresItemStore:
         _check_limit(limit)
         if not query.strip():
             return []
+        common = await self._common_lexemes()
         q = Query()
-        words = any_word_query(q.arg(query, "text"))
+        words = any_word_query(q.arg(query, "text"), q.arg(common, "text[]"))
         q.selection(selection)
         # Normalisation 1 divides by 1 + log(length): a long passage that mentions a word
         # once does not outrank a short fact about it.
@@ -353,6 +358,19 @@ class PostgresItemStore:
         )
         rows = await self._run("searching items", lambda conn: conn.fetch(sql, *q.args))
         return [(row[0], float(row[1])) for row in rows]
+
+    async def _common_lexemes(self) -> builtins.list[str]:
+        """The items' common words (``_pg_sql.any_word_query``), read again every few
+        minutes: the statistics change only when the table is analysed."""
+        now = time.monotonic()
+        if now - self._common_at > _COMMON_EVERY:
+            table = f"{self.table_prefix}items"
+            self._common = await self._run(
+                "reading word statistics",
+                lambda conn: conn.fetchval(COMMON_LEXEMES, self.target.schema, table),
+            )
+            self._common_at = now
+        return self._common
 
     async def same(
         self, scope: Scope, *, key: str | None = None, digest: str | None = None
