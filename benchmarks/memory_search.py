@@ -285,9 +285,9 @@ async def main() -> None:
         load_s = time.perf_counter() - started
         table = lancedb_table(corpus, n)
 
-        def vector_search(memory: SemanticMemory, mode: Mode) -> Search:
+        def vector_search(memory: SemanticMemory, mode: Mode, fresh: bool = False) -> Search:
             async def search(q: int) -> list[str]:
-                hits = await memory.search(corpus.queries[q], mode=mode, limit=K, fresh=False)
+                hits = await memory.search(corpus.queries[q], mode=mode, limit=K, fresh=fresh)
                 return [h.item.id for h in hits]
 
             return search
@@ -310,6 +310,8 @@ async def main() -> None:
             await analyze(opts.pg_url, pg_schema)
             searches["pg-vector"] = vector_search(pg, "vector")
             searches["pg-hybrid"] = vector_search(pg, "hybrid")
+            # fresh=True reads the change feed first: other workers' writes are seen.
+            searches["pg-vector-fresh"] = vector_search(pg, "vector", fresh=True)
         except (OSError, ImportError) as exc:
             print(f"PostgreSQL skipped: {exc}", file=sys.stderr)
 
@@ -356,6 +358,7 @@ async def main() -> None:
             results.append(search_result("pg-vector", "PostgreSQL, vector"))
             results.append(search_result("pg-hybrid", "PostgreSQL, hybrid"))
             results[-1].checks.pop()
+            results.append(search_result("pg-vector-fresh", "PostgreSQL, vector, fresh=True"))
         for result in results:
             emit(result)
 
