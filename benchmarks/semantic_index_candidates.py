@@ -44,7 +44,8 @@ def clustered(n: int, seed: int, topics: int = 500, subtopics: int = 20) -> Arra
     which = rng.integers(0, len(subs), n)
     out = subs[which] + rng.standard_normal((n, DIM)) * (0.6 / DIM**0.5)
     out /= np.linalg.norm(out, axis=1, keepdims=True)
-    return out.astype(np.float32)
+    result: Array = out.astype(np.float32)
+    return result
 
 
 def exact_top(data: Array, queries: Array) -> npt.NDArray[np.int64]:
@@ -69,8 +70,14 @@ def build_usearch(dtype: str, ef: int = 64) -> Callable[[Array], Searcher]:
     def build(data: Array) -> Searcher:
         from usearch.index import Index
 
-        index = Index(ndim=DIM, metric="ip", dtype=dtype, connectivity=16, expansion_add=128)
-        index.expansion_search = ef
+        index = Index(
+            ndim=DIM,
+            metric="ip",
+            dtype=dtype,
+            connectivity=16,
+            expansion_add=128,
+            expansion_search=ef,
+        )
         index.add(np.arange(len(data)), data, threads=1)
 
         def search(q: Array) -> list[int]:
@@ -86,7 +93,7 @@ def build_hnswlib(ef: int) -> Callable[[Array], Searcher]:
 
 
 def _hnswlib(data: Array, ef: int) -> Searcher:
-    import hnswlib
+    import hnswlib  # type: ignore[import-untyped]
 
     index = hnswlib.Index(space="ip", dim=DIM)
     index.init_index(max_elements=len(data), ef_construction=128, M=16)
@@ -105,7 +112,7 @@ def build_sqlite_vec(data: Array) -> Searcher:
     # This machine's Python sqlite3 is built without extension loading (as many are):
     # sqlite-vec needs apsw (or a rebuilt sqlite3) to load at all.
     import apsw
-    import sqlite_vec
+    import sqlite_vec  # type: ignore[import-untyped]
 
     db = apsw.Connection(":memory:")
     db.enable_load_extension(True)
@@ -122,7 +129,7 @@ def build_sqlite_vec(data: Array) -> Searcher:
             "SELECT rowid FROM v WHERE embedding MATCH ? AND k = ? ORDER BY distance",
             (q.tobytes(), K),
         ).fetchall()
-        return [r[0] for r in rows]
+        return [int(r[0]) for r in rows]  # type: ignore[arg-type]
 
     return search
 

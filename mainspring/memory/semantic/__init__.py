@@ -12,6 +12,7 @@ from .items import Hit, MemoryItem, NewItem, Source, WriteResult, WriteStatus
 from .memory import DEFAULT_DEDUPE, DEFAULT_SUPERSEDE, SemanticMemory
 from .protocols import Change, ItemStore, Selection, VectorIndex
 from .resolver import Resolver, SimilarityResolver, Verdict
+from .resolver_model import ModelResolver
 from .sqlite import SQLiteItemStore
 from .stores import open_item_store
 
@@ -26,6 +27,7 @@ __all__ = [
     "HnswIndex",
     "ItemStore",
     "MemoryItem",
+    "ModelResolver",
     "NewItem",
     "Resolver",
     "SQLiteItemStore",

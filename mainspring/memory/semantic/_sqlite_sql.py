@@ -30,12 +30,15 @@ CREATE TABLE items (
     superseded_by TEXT,
     source TEXT,
     accessed_at REAL,
-    vector BLOB,
+    embedded INTEGER NOT NULL DEFAULT 0,
     UNIQUE (tenant, id)
 );
+-- Vectors beside the items, not in them: a 1.5 KB blob per row would spill every item
+-- onto overflow pages and make each scan (filters, lists) read them all.
+CREATE TABLE vectors (item INTEGER PRIMARY KEY, vector BLOB NOT NULL);
 CREATE INDEX items_key ON items (tenant, key) WHERE key IS NOT NULL;
 CREATE INDEX items_digest ON items (tenant, digest);
-CREATE INDEX items_unembedded ON items (rowid) WHERE vector IS NULL;
+CREATE INDEX items_unembedded ON items (rowid) WHERE embedded = 0;
 -- One row per item whose vector changed (REPLACE gives it a new, higher seq): the
 -- feed every process keeps its vector index current from; deleted items stay as
 -- tombstones (no matching row in items).
@@ -54,6 +57,7 @@ CREATE TRIGGER items_ai AFTER INSERT ON items BEGIN
 END;
 CREATE TRIGGER items_ad AFTER DELETE ON items BEGIN
     INSERT INTO items_fts (items_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+    DELETE FROM vectors WHERE item = old.rowid;
 END;
 CREATE TRIGGER items_au AFTER UPDATE OF text ON items BEGIN
     INSERT INTO items_fts (items_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
@@ -63,7 +67,7 @@ END;
 
 COLUMNS = (
     "id, tenant, user, agent, text, metadata, key, valid_from, valid_to, recorded_at, "
-    "updated_at, superseded_by, source, accessed_at, vector IS NOT NULL"
+    "updated_at, superseded_by, source, accessed_at, embedded"
 )
 
 _WORD = re.compile(r"\w+")

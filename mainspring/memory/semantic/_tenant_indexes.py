@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import anyio
 import anyio.to_thread
 import numpy as np
 
+from . import _index_files as index_files
 from .protocols import Change, ItemStore, Vector, VectorIndex
 
+log = logging.getLogger(__name__)
 PAGE = 4096  # changes read per store call
 
 
@@ -29,6 +33,28 @@ class TenantIndexes:
         self._indexes: dict[str, VectorIndex] = {}
         self._seq = 0
         self._lock = anyio.Lock()
+
+    async def load(self, directory: Path, identity: str) -> bool:
+        """Start from a saved snapshot (see :mod:`._index_files`), if there is a good one."""
+        found = await anyio.to_thread.run_sync(
+            index_files.load, directory, identity, self.dimensions
+        )
+        if found is not None:
+            self._seq, self._indexes = found
+        return found is not None
+
+    async def save(self, directory: Path, identity: str) -> None:
+        await self.sync()
+        async with self._lock:
+            try:
+                await anyio.to_thread.run_sync(
+                    index_files.save, directory, self._seq, identity, self._indexes
+                )
+            except OSError as exc:  # a snapshot saves a rebuild; not writing one loses nothing
+                log.warning("semantic memory: could not save the index to %s: %s", directory, exc)
+
+    def snapshot(self) -> tuple[int, dict[str, VectorIndex]]:
+        return self._seq, self._indexes
 
     def size(self, tenant: str) -> int:
         index = self._indexes.get(tenant)

@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, overload
 
@@ -41,6 +42,7 @@ from .items import Hit, MemoryItem, NewItem, Source, WriteResult, merged, supers
 from .protocols import ItemStore, Selection, Vector, VectorIndex
 from .ranking import fuse
 from .resolver import Resolver, SimilarityResolver
+from .sqlite import SQLiteItemStore
 from .stores import open_item_store
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 #: Measured on tests/data/fact_pairs.json (benchmarks/semantic_resolver_eval.py).
 DEFAULT_DEDUPE = 0.85
 DEFAULT_SUPERSEDE = 0.72
+ANN_ROUNDS = 2  # over-fetch rounds before a filtered search may take the exact path
+ANN_FETCH_LIMIT = 1000  # neighbours a filter is projected to need before it does
 SELECTIVE_UP_TO = 2000  # a narrower selection is searched exactly over its own ids
 Mode = Literal["hybrid", "vector", "keyword"]
 ANY_SCOPE = Scope()  # the default tenant "", any user, any agent
@@ -68,10 +72,12 @@ class SemanticMemory:
     """Semantic memory on an :class:`~.protocols.ItemStore`; an async context manager.
 
     ``index`` makes one :class:`~.protocols.VectorIndex` per tenant from the model's
-    dimensions (default: exact, then HNSW above 20k vectors). ``dedupe`` and
+    dimensions (default: exact, then HNSW above 10k vectors). ``dedupe`` and
     ``supersede`` are the cosine thresholds of the default resolver (``supersede=None``:
     no contradiction handling); ``resolver`` replaces it (e.g. a model-based judge).
-    The memory owns ``items`` and closes it on exit.
+    ``index_dir``: where to keep a snapshot of the indexes between runs (for a store
+    with an ``identity``; :meth:`open` puts it beside a SQLite file). The memory owns
+    ``items`` and closes it on exit.
     """
 
     def __init__(
@@ -83,6 +89,7 @@ class SemanticMemory:
         dedupe: float = DEFAULT_DEDUPE,
         supersede: float | None = DEFAULT_SUPERSEDE,
         resolver: Resolver | None = None,
+        index_dir: str | Path | None = None,
     ) -> None:
         if embeddings is None:
             from ...models.embeddings_local import LocalEmbeddings
@@ -92,6 +99,7 @@ class SemanticMemory:
         self.embeddings = embeddings
         self.resolver = resolver or SimilarityResolver(dedupe, supersede)
         self._new_index = index or default_index
+        self.index_dir = None if index_dir is None else Path(index_dir)
         self._jobs: dict[str, Job] = {}
         self._results: OrderedDict[str, WriteResult] = OrderedDict()
         self._touched: dict[str, set[str]] = {}
@@ -103,6 +111,8 @@ class SemanticMemory:
         """``async with SemanticMemory.open(url) as memory``: ``"sqlite:///path"``, a
         path, ``":memory:"`` (embedded), or ``"postgresql://..."`` (shared)."""
         store = await open_item_store(url)
+        if isinstance(store, SQLiteItemStore) and store.path != ":memory:":
+            options.setdefault("index_dir", f"{store.path}.index")
         try:
             memory = cls(store, **options)
         except BaseException:
@@ -116,6 +126,7 @@ class SemanticMemory:
             await self.items.bind_model(self.embeddings.name, self.embeddings.dimensions)
             self.indexes = TenantIndexes(self.items, self.embeddings.dimensions, self._new_index)
             self._write_lock = anyio.Lock()
+            await self._load_indexes()
             await self.sync()
             self._worker = Worker(self)
             await self._worker.__aenter__()
@@ -135,6 +146,7 @@ class SemanticMemory:
                     await self.settle()
                 await self._worker.__aexit__(kind, exc, tb)
                 await self.flush_touched()
+                await self._save_indexes()
         finally:
             self._worker = None
             await self.items.aclose()
@@ -331,6 +343,16 @@ class SemanticMemory:
         """Bring this process's vector indexes up to the item store's change feed."""
         await self.indexes.sync()
 
+    async def _load_indexes(self) -> None:
+        identity = getattr(self.items, "identity", "")
+        if self.index_dir is not None and identity:
+            await self.indexes.load(self.index_dir, identity)
+
+    async def _save_indexes(self) -> None:
+        identity = getattr(self.items, "identity", "")
+        if self.index_dir is not None and identity:
+            await self.indexes.save(self.index_dir, identity)
+
     async def embed(self, texts: Sequence[str]) -> Vector:
         provider: Any = self.embeddings
         if hasattr(provider, "embed_array"):  # LocalEmbeddings: one array, no lists
@@ -343,24 +365,33 @@ class SemanticMemory:
     async def _vector_search(
         self, query: str, selection: Selection, k: int, found: dict[str, MemoryItem]
     ) -> builtins.list[tuple[str, float]]:
+        """The ``k`` nearest items the selection admits (measured: see the docs).
+
+        Over-fetch from the ANN index and filter, 4x more each round while short. From
+        the second round on, the share admitted so far projects how many neighbours the
+        filter needs; past ``ANN_FETCH_LIMIT`` the selection is selective, and scoring
+        exactly among the ids the store admits (when at most ``SELECTIVE_UP_TO``) beats
+        fetching ever more neighbours."""
         tenant = selection.scope.tenant
-        if not self.indexes.size(tenant):
+        size = self.indexes.size(tenant)
+        if not size:
             return []
         vector = (await self.embed([query]))[0]
-        scope = selection.scope
-        if selection.filters or scope.user is not None or scope.agent is not None:
-            ids = await self.items.ids(selection, limit=SELECTIVE_UP_TO + 1)
-            if len(ids) <= SELECTIVE_UP_TO:  # selective: exact over its own candidates
-                return await self.indexes.nearest(tenant, vector, k, among=ids)
-        # Otherwise over-fetch from the ANN index and filter, fetching more if short.
-        fetch = max(4 * k, 40)
+        fetch, rounds, projected, tried_exact = max(4 * k, 40), 0, float("inf"), False
         while True:
+            if rounds >= ANN_ROUNDS and projected > ANN_FETCH_LIMIT and not tried_exact:
+                tried_exact = True
+                ids = await self.items.ids(selection, limit=SELECTIVE_UP_TO + 1)
+                if len(ids) <= SELECTIVE_UP_TO:
+                    return await self.indexes.nearest(tenant, vector, k, among=ids)
             near = await self.indexes.nearest(tenant, vector, fetch)
             todo = [i for i, _ in near if i not in found]
             found.update((i.id, i) for i in await self.items.get(todo, tenant=tenant))
             admitted = [(i, s) for i, s in near if i in found and selection.admits(found[i])]
-            if len(admitted) >= k or fetch >= self.indexes.size(tenant):
+            if len(admitted) >= k or fetch >= size:
                 return admitted[:k]
+            rounds += 1
+            projected = fetch * k / max(len(admitted), 0.5)
             fetch *= 4
 
     # -- background bookkeeping -------------------------------------------------------

@@ -25,6 +25,10 @@ What a store must get exactly right (the suite checks each):
   the item gets a new change number (strictly increasing, per store); ``changes``
   returns each changed item once, in its current state.
 * The normalised-text digest of an item is :func:`.items.text_digest` of its text.
+
+Optional: a store with an ``identity: str`` attribute (a name of its data, fixed when
+it was created) lets the memory keep a snapshot of its vector indexes beside it
+(``index_dir=``), loaded on open instead of rebuilding them from the feed.
 """
 
 from __future__ import annotations

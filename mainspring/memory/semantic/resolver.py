@@ -13,8 +13,9 @@ What the token checks see (cosine alone cannot tell "the user lives in Berlin" f
 
 * a value conflict: the two texts hold different numbers, or one is negated and the
   other not: never a duplicate, however close, and a contradiction when close;
-* a new subject: one text names a possessed thing the other never mentions ("Alice's
-  husband works at Google" beside "Alice works at Google"): never the same fact;
+* a new subject: one text is the other plus a possessive ("Alice's husband works at
+  Google" beside "Alice works at Google"), or only their opening words differ ("Order
+  1234 has shipped" / "Order 5678 has shipped"): never the same fact;
 * one slot changed: the texts share their first words and differ in one run of words
   ("the user lives in Paris" / "... in Berlin"): the shape of an update.
 """
@@ -99,7 +100,7 @@ class Features:
     """What the default rule reads from a pair of texts."""
 
     value_conflict: bool  # different numbers, or one side negated
-    new_subject: bool  # a possessed thing on one side the other never names
+    new_subject: bool  # a possessive added, or only the opening words differ
     one_slot: bool  # same opening words, one changed run of words
 
 
@@ -115,6 +116,13 @@ def features(old: str, new: str) -> Features:
     # One side is the other plus a possessive ("Alice" -> "Alice's husband"): another subject.
     subject = all(op[0] == "insert" for op in changed) and "'s" in _inserted(b, changed)
     subject |= all(op[0] == "delete" for op in changed) and "'s" in _deleted(a, changed)
+    # Only an opening word or two is swapped, the rest is the same ("Order 1234 has
+    # shipped" / "Order 5678 ..."; "The office is on ..." / "The cafeteria ..."): another
+    # thing, not another value of the same thing.
+    if len(changed) == 1:
+        op, i1, i2, j1, j2 = changed[0]
+        swapped = op == "replace" and i2 - i1 == j2 - j1 <= 2
+        subject |= swapped and i1 <= 1 and len(a) - i2 >= 2
     one_slot = (
         len(changed) == 1
         and changed[0][0] == "replace"

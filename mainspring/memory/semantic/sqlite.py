@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,6 +42,11 @@ class SQLiteItemStore:
         self.path = str(path)
         self._lock = threading.Lock()
         self._db = _connect(self.path)
+        with self._lock:
+            found = self._db.execute("SELECT value FROM semantic_meta WHERE key = 'identity'")
+            row = found.fetchone()
+        #: Names this store's data (a snapshot of its vector index must be of the same).
+        self.identity: str = row[0] if row else ""
 
     @classmethod
     async def open(cls, path: str | Path) -> SQLiteItemStore:
@@ -93,27 +99,23 @@ class SQLiteItemStore:
         def put(db: sqlite3.Connection) -> None:
             for row, item in zip(rows, items, strict=True):
                 before = db.execute(
-                    "SELECT text, vector FROM items WHERE tenant = ? AND id = ?",
+                    "SELECT text FROM items WHERE tenant = ? AND id = ? AND embedded = 1",
                     (item.scope.tenant, item.id),
                 ).fetchone()
-                vector = row[-1]
-                if vector is None and before is not None and before[0] == item.text:
-                    vector = before[1]  # same text: the stored vector still holds
                 db.execute(
                     "INSERT INTO items (id, tenant, user, agent, text, digest, metadata, key,"
                     " valid_from, valid_to, recorded_at, updated_at, superseded_by, source,"
-                    " accessed_at, vector) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                    " accessed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                     " ON CONFLICT (tenant, id) DO UPDATE SET user=excluded.user,"
                     " agent=excluded.agent, text=excluded.text, digest=excluded.digest,"
                     " metadata=excluded.metadata, key=excluded.key,"
                     " valid_from=excluded.valid_from, valid_to=excluded.valid_to,"
                     " recorded_at=excluded.recorded_at, updated_at=excluded.updated_at,"
                     " superseded_by=excluded.superseded_by, source=excluded.source,"
-                    " accessed_at=excluded.accessed_at, vector=excluded.vector",
-                    (*row[:-1], vector),
+                    " accessed_at=excluded.accessed_at",
+                    row[:-1],
                 )
-                if (before[1] if before is not None else None) != vector:
-                    _log_change(db, item.scope.tenant, item.id)
+                _store_vector(db, item, row[-1], before is not None and before[0] == item.text)
 
         await self._write(put)
 
@@ -121,11 +123,14 @@ class SQLiteItemStore:
         def store(db: sqlite3.Connection) -> list[str]:
             done = []
             for id_, text, vector in entries:
-                row = db.execute(
-                    "UPDATE items SET vector = ? WHERE id = ? AND text = ? RETURNING tenant",
-                    (_blob(vector), id_, text),
+                rows = db.execute(
+                    "UPDATE items SET embedded = 1 WHERE id = ? AND text = ? RETURNING rowid, tenant",
+                    (id_, text),
                 ).fetchall()
-                for (tenant,) in row:
+                for rowid, tenant in rows:
+                    db.execute(
+                        "INSERT OR REPLACE INTO vectors VALUES (?, ?)", (rowid, _blob(vector))
+                    )
                     _log_change(db, tenant, id_)
                     done.append(id_)
             return done
@@ -215,14 +220,15 @@ class SQLiteItemStore:
         await self._write(touch)
 
     async def unembedded(self, limit: int) -> builtins.list[MemoryItem]:
-        query = f"SELECT {sql.COLUMNS} FROM items WHERE vector IS NULL ORDER BY rowid LIMIT ?"
+        query = f"SELECT {sql.COLUMNS} FROM items WHERE embedded = 0 ORDER BY rowid LIMIT ?"
         return await self._read(query, [limit])
 
     async def changes(self, since: int, limit: int) -> tuple[int, builtins.list[Change]]:
         def changes(db: sqlite3.Connection) -> tuple[int, builtins.list[Change]]:
             rows = db.execute(
-                "SELECT c.seq, c.id, c.tenant, i.vector FROM changes c"
+                "SELECT c.seq, c.id, c.tenant, v.vector FROM changes c"
                 " LEFT JOIN items i ON i.tenant = c.tenant AND i.id = c.id"
+                " LEFT JOIN vectors v ON v.item = i.rowid"
                 " WHERE c.seq > ? ORDER BY c.seq LIMIT ?",
                 (since, limit),
             ).fetchall()
@@ -245,6 +251,25 @@ class SQLiteItemStore:
             return [_item(row) for row in db.execute(query, params)]
 
         return await self._run(read)
+
+
+def _store_vector(
+    db: sqlite3.Connection, item: MemoryItem, vector: bytes | None, still_valid: bool
+) -> None:
+    """After an upsert: store the given vector, else keep the old one only if it was made
+    from the same text (``still_valid``), else drop it (the text must be embedded again)."""
+    tenant = item.scope.tenant
+    (rowid, embedded) = db.execute(
+        "SELECT rowid, embedded FROM items WHERE tenant = ? AND id = ?", (tenant, item.id)
+    ).fetchone()
+    if vector is not None:
+        db.execute("INSERT OR REPLACE INTO vectors VALUES (?, ?)", (rowid, vector))
+        db.execute("UPDATE items SET embedded = 1 WHERE rowid = ?", (rowid,))
+        _log_change(db, tenant, item.id)
+    elif embedded and not still_valid:
+        db.execute("DELETE FROM vectors WHERE item = ?", (rowid,))
+        db.execute("UPDATE items SET embedded = 0 WHERE rowid = ?", (rowid,))
+        _log_change(db, tenant, item.id)
 
 
 def _log_change(db: sqlite3.Connection, tenant: str, id_: str) -> None:
@@ -322,7 +347,11 @@ def _prepare(db: sqlite3.Connection, path: str, memory: bool) -> None:
             db.executescript("BEGIN;" + sql.SCHEMA + "COMMIT;")
             db.executemany(
                 "INSERT INTO semantic_meta VALUES (?, ?)",
-                [("kind", sql.KIND), ("schema", str(sql.SCHEMA_VERSION))],
+                [
+                    ("kind", sql.KIND),
+                    ("schema", str(sql.SCHEMA_VERSION)),
+                    ("identity", uuid.uuid4().hex),
+                ],
             )
         meta = (
             dict(db.execute("SELECT key, value FROM semantic_meta").fetchall())
