@@ -121,6 +121,13 @@ async def load_memory(store: ItemStore, corpus: memory_corpus.Corpus) -> Semanti
     )
     memory = SemanticMemory(store, embeddings=embeddings, supersede=None)
     await memory.__aenter__()
+    # Above 10k vectors the HNSW graph is built in a thread while the exact index
+    # answers: measure the graph, once it is there.
+    _, indexes = memory.indexes.snapshot()
+    for index in indexes.values():
+        settle = getattr(index, "settle", None)
+        if settle is not None:
+            await asyncio.to_thread(settle)
     return memory
 
 
