@@ -38,6 +38,7 @@ from ...store._pg_pool import CallTimeoutError, Connection, ConnectionPool
 from ...store._pg_retry import Retrier
 from ...store._pg_url import option, parse_url
 from ..scope import Scope
+from ._pg_listen import CHANNEL, ChangeSignal
 from ._pg_schema import LOCK_CLASS, migrate
 from ._pg_sql import (
     COMMON_LEXEMES,
@@ -53,10 +54,8 @@ from .items import MemoryItem
 from .protocols import Change, Selection, Vector
 
 T = TypeVar("T")
-CHANNEL = "mainspring_semantic"  # NOTIFY channel; the payload names the schema and prefix
 _CALL_TIMEOUT = 10.0
 _COMMON_EVERY = 300.0  # seconds between reads of the common words of the items
-_RELISTEN_EVERY = 5.0  # seconds between attempts to reopen a lost LISTEN connection
 _PREFIX_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 
@@ -100,9 +99,7 @@ class PostgresItemStore:
         self._retrier = Retrier(self.target, self.retry_for)
         self._pool: ConnectionPool | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        self._listener: Connection | None = None
-        self._listen_tried = 0.0
-        self._changed = asyncio.Event()
+        self._signal = ChangeSignal(self._connect, self._sql.notify_payload)
         self._common: builtins.list[str] = []
         self._common_at = -_COMMON_EVERY
 
@@ -154,14 +151,13 @@ class PostgresItemStore:
                 await asyncio.wait({watchdog})
             raise
         self._pool, self._watchdog = pool, watchdog
-        await self._listen()
+        await self._signal.listen()
 
     async def aclose(self) -> None:
-        pool, watchdog, listener = self._pool, self._watchdog, self._listener
-        self._pool = self._watchdog = self._listener = None
+        pool, watchdog = self._pool, self._watchdog
+        self._pool = self._watchdog = None
+        self._signal.close()
         with anyio.CancelScope(shield=True):
-            if listener is not None:
-                listener.terminate()
             if watchdog is not None:
                 watchdog.cancel()
                 await asyncio.wait({watchdog})
@@ -189,38 +185,11 @@ class PostgresItemStore:
             )
         return self._pool
 
-    # -- change notifications ----------------------------------------------------------------
-
-    async def _listen(self) -> None:
-        """Open the LISTEN connection; without one, readers of the feed only poll."""
-        self._listen_tried = time.monotonic()
-        try:
-            conn = await self._connect()
-            await conn.add_listener(CHANNEL, self._on_notify)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            return
-        conn.add_termination_listener(self._on_listener_lost)
-        self._listener = conn
-
-    def _on_notify(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        if payload == self._sql.notify_payload:
-            self._changed.set()
-
-    def _on_listener_lost(self, conn: object) -> None:
-        if self._listener is conn:
-            self._listener = None
-        self._changed.set()  # a notification may have been lost with it: read the feed
-
     async def wait_for_changes(self, timeout: float) -> bool:
         """Wait until a process may have written changes since the last :meth:`changes`
-        call began (True), or ``timeout`` seconds passed (False)."""
-        relisten = time.monotonic() - self._listen_tried >= _RELISTEN_EVERY
-        if self._listener is None and self._pool is not None and relisten:
-            await self._listen()
-        with anyio.move_on_after(timeout):
-            await self._changed.wait()
-            return True
-        return False
+        call began (True), or ``timeout`` seconds passed (False): a worker's cue to read
+        the feed now rather than at its next poll."""
+        return await self._signal.wait(timeout)
 
     # -- the ItemStore protocol ----------------------------------------------------------
 
@@ -419,7 +388,7 @@ class PostgresItemStore:
 
     async def changes(self, since: int, limit: int) -> tuple[int, builtins.list[Change]]:
         _check_limit(limit)
-        self._changed.clear()  # a notification from now on wakes wait_for_changes
+        self._signal.clear()  # a notification from now on wakes wait_for_changes
         rows = await self._run(
             "reading the change feed", lambda conn: conn.fetch(self._sql.changes, since, limit)
         )
