@@ -29,7 +29,7 @@ from mainspring.memory.semantic.postgres import PostgresItemStore
 from mainspring.memory.semantic.protocols import Selection
 from mainspring.models.embeddings_local import LocalEmbeddings
 from mainspring.store.postgres import PostgresStore
-from tests.conftest import postgres_schema_url
+from tests.conftest import PG_URL, postgres_schema_url
 
 pytestmark = pytest.mark.anyio
 
@@ -249,6 +249,20 @@ async def test_two_semantic_memories_on_one_schema_see_each_others_writes(url: s
         assert [h.item.text for h in hits] == ["The user lives in Porto now"]
         assert await two.forget(moved.id) == 1
         assert await one.search("Porto", mode="vector", limit=3) == []
+
+
+async def test_a_lost_listening_connection_wakes_the_reader(store: PostgresItemStore) -> None:
+    await store.changes(0, 10)
+    assert not await store.wait_for_changes(0.05)
+    listener = store._signal._conn
+    assert listener is not None
+    admin = await asyncpg.connect(PG_URL)
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", listener.get_server_pid())
+    finally:
+        await admin.close()
+    with anyio.fail_after(10):
+        assert await store.wait_for_changes(10)  # a notification may be lost: read the feed
 
 
 async def test_a_reader_polling_during_concurrent_writes_misses_nothing(url: str) -> None:
