@@ -10,7 +10,6 @@ back where a test needs to see a write before its embedding.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import re
 import shutil
@@ -44,6 +43,7 @@ from mainspring.memory.semantic import (
 )
 from mainspring.memory.semantic.filters import parse_filters
 from mainspring.memory.semantic.items import MemoryItem
+from mainspring.memory.semantic.postgres import PostgresItemStore
 from mainspring.memory.semantic.protocols import Selection
 from mainspring.memory.semantic.ranking import fuse
 from mainspring.memory.semantic.resolver_model import ModelResolver
@@ -96,14 +96,10 @@ async def open_store(
             yield sqlite_store
         else:
             require_postgres()
-            try:
-                postgres = importlib.import_module("mainspring.memory.semantic.postgres")
-            except ImportError as exc:  # not written yet: a skip, whatever the environment says
-                pytest.skip(f"the PostgreSQL item store is not available yet: {exc}")
             url = await stack.enter_async_context(postgres_schema_url())
 
             async def postgres_store() -> ItemStore:
-                store: ItemStore = await postgres.PostgresItemStore.open(url)
+                store: ItemStore = await PostgresItemStore.open(url)
                 return store
 
             yield postgres_store

@@ -199,7 +199,10 @@ async def test_valid_at_keeps_what_was_true_then(store: PostgresItemStore) -> No
     assert await at(15.0) == ["old", "undated"]
     assert await at(20.0) == ["new", "undated"]
     assert await at(0.5) == []
-    assert await at(15.0, live_only=True) == ["undated"]
+    # Live at 15: "old" is superseded, but its successor starts only at 20 (a future-dated
+    # fact does not hide the current one before it starts).
+    assert await at(15.0, live_only=True) == ["old", "undated"]
+    assert await at(25.0, live_only=True) == ["new", "undated"]
 
 
 async def test_the_model_is_bound_once(url: str, store: PostgresItemStore) -> None:

@@ -58,8 +58,11 @@ class Query:
             self.where.append(f"user_id = {self.arg(scope.user, 'text')}")
         if scope.agent is not None:
             self.where.append(f"agent = {self.arg(scope.agent, 'text')}")
-        if selection.live_only:
+        if selection.live_only and selection.valid_at is None:
             self.where.append("superseded_by IS NULL")
+        elif selection.live_only:  # or its successor has not started yet (see protocols)
+            at = self.arg(selection.valid_at, "float8")
+            self.where.append(f"(superseded_by IS NULL OR valid_to > {at})")
         if selection.valid_at is not None:
             at = self.arg(selection.valid_at, "float8")
             self.where.append(

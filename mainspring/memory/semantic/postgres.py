@@ -342,13 +342,21 @@ class PostgresItemStore:
         return self._common
 
     async def same(
-        self, scope: Scope, *, key: str | None = None, digest: str | None = None
+        self,
+        scope: Scope,
+        *,
+        key: str | None = None,
+        digest: str | None = None,
+        open_at: float | None = None,
     ) -> builtins.list[MemoryItem]:
         if key is None and digest is None:
             raise ValueError("same needs a key or a digest (or both)")
         q = Query()
         q.exact_scope(scope)
-        q.where.append("superseded_by IS NULL")
+        if open_at is None:
+            q.where.append("superseded_by IS NULL")
+        else:  # and the superseded versions still valid after open_at
+            q.where.append(f"(superseded_by IS NULL OR valid_to > {q.arg(open_at, 'float8')})")
         if key is not None:
             q.where.append(f"key = {q.arg(key, 'text')}")
         if digest is not None:
