@@ -50,8 +50,13 @@ class Quarantined(msgspec.Struct, frozen=True):
     original: Any = None
 
 
-# Memory reads that bring stored text back (what someone else may have written into it).
-_MEMORY_READS = frozenset({"memory.recall", "memory.messages", "memory.get"})
+# ctx.memory's operations whose results bring no stored text back (ids, versions, counts,
+# shared state the thread's own agents keep): not screened. Every other memory effect is
+# (recall, messages, get, and a node's own retrieval made as an effect of kind memory).
+_MEMORY_UNSCREENED = frozenset({
+    "memory.set", "memory.delete", "memory.append", "memory.shared",
+    "memory.compare_and_set", "memory.update", "memory.remember", "memory.forget",
+})  # fmt: skip
 
 
 class Screen:
@@ -86,8 +91,8 @@ class Screen:
     def after(self, effect: Effect, outcome: Outcome) -> Outcome | None:
         if outcome.error is not None or effect.kind not in ("tool", "memory"):
             return None
-        if effect.kind == "memory" and effect.name not in _MEMORY_READS:
-            return None  # a write's result (an id, a version) brings no outside text
+        if effect.kind == "memory" and effect.name in _MEMORY_UNSCREENED:
+            return None
         source = effect.name if ":" in effect.name else f"{effect.kind}:{effect.name}"
         verdict = self.screener.check(outcome.result, source)
         if not verdict.flagged:
