@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from ..errors import MainspringError
 
 if TYPE_CHECKING:
-    from .session.protocol import Versioned
+    from .session.versioned import Versioned
 
 
 class VersionConflict(MainspringError):

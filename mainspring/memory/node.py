@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -30,8 +30,9 @@ from .semantic.items import Hit, Source, WriteResult
 from .session.protocol import Versioned
 
 if TYPE_CHECKING:
-    from .bundle import Memory
     from .context import AssembledContext
+    from .semantic.memory import SemanticMemory
+    from .session.protocol import SessionMemory
 
 
 class _Default(enum.Enum):
@@ -43,10 +44,21 @@ class _Default(enum.Enum):
 _KEEP = _Default.KEEP  # the run's user; the session's default TTL (None: never expires)
 
 
+class Tiers(Protocol):
+    """What the operations use of the memory they act on (``Memory`` is one)."""
+
+    session: SessionMemory | None
+    semantic: SemanticMemory | None
+    summary_model: str | None
+
+    def require_session(self) -> SessionMemory: ...
+    def require_semantic(self) -> SemanticMemory: ...
+
+
 class TenantOps:
     """The memory operations of one tenant (see the module's docstring)."""
 
-    def __init__(self, memory: Memory, tenant: str) -> None:
+    def __init__(self, memory: Tiers, tenant: str) -> None:
         self.memory = memory
         self.tenant = tenant
 

@@ -30,7 +30,8 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from . import _segments as seg
+import mainspring.memory.archive._segments as seg
+
 from ._index import ArchiveIndex, IndexBroken, LiveRow, Location, index_files
 from .protocol import RECORD_KINDS, ArchiveError, ArchiveRecord, CompactReport, RecordKind
 

@@ -10,7 +10,8 @@ import anyio
 import anyio.to_thread
 import numpy as np
 
-from . import _index_files as index_files
+import mainspring.memory.semantic._index_files as index_files
+
 from .protocols import Change, ItemStore, Vector, VectorIndex
 
 log = logging.getLogger(__name__)

@@ -10,17 +10,46 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import msgspec
 
 from .items import MemoryItem, WriteResult, merged, place
-from .protocols import Vector
+from .protocols import ItemStore, Vector
 
 if TYPE_CHECKING:
-    from .memory import Job, SemanticMemory
+    from ._tenant_indexes import TenantIndexes
+    from .resolver import Resolver
+
+
+@dataclass(slots=True)
+class Job:
+    """An item waiting for its embedding (and, for a new item, its resolution)."""
+
+    tenant: str
+    id: str
+    resolve: bool
+    first: WriteResult
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+class Owner(Protocol):
+    """What the worker uses of the semantic memory that owns it."""
+
+    items: ItemStore
+    resolver: Resolver
+    indexes: TenantIndexes
+    _write_lock: anyio.Lock
+
+    async def embed(self, texts: Sequence[str]) -> Vector: ...
+    async def sync(self) -> None: ...
+    def finish(self, job: Job, result: WriteResult) -> None: ...
+    async def flush_touched(self) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +59,7 @@ FLUSH_EVERY = 1.0  # seconds between writes of search access times
 
 
 class Worker:
-    def __init__(self, memory: SemanticMemory) -> None:
+    def __init__(self, memory: Owner) -> None:
         self.memory = memory
         self._send, self._receive = anyio.create_memory_object_stream["Job"](math.inf)
         self._group = anyio.create_task_group()

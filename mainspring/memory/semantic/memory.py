@@ -21,7 +21,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, overload
@@ -31,12 +30,13 @@ import anyio.to_thread
 import msgspec
 import numpy as np
 
+import mainspring.memory.semantic._checks as check
+
 from ...errors import StoreError
 from ...models.protocol import EmbeddingProvider
 from ..scope import Scope
-from . import _checks as check
 from ._tenant_indexes import TenantIndexes
-from ._worker import Worker
+from ._worker import Job, Worker
 from .index import default_index
 from .items import (
     Hit,
@@ -65,17 +65,6 @@ ANN_FETCH_LIMIT = 1000  # neighbours a filter is projected to need before it doe
 SELECTIVE_UP_TO = 2000  # a narrower selection is searched exactly over its own ids
 Mode = Literal["hybrid", "vector", "keyword"]
 ANY_SCOPE = Scope()  # the default tenant "", any user, any agent
-
-
-@dataclass(slots=True)
-class Job:
-    """An item waiting for its embedding (and, for a new item, its resolution)."""
-
-    tenant: str
-    id: str
-    resolve: bool
-    first: WriteResult
-    done: anyio.Event = field(default_factory=anyio.Event)
 
 
 class SemanticMemory:

@@ -21,9 +21,10 @@ import anyio.to_thread
 import msgspec
 import numpy as np
 
+import mainspring.memory.semantic._sqlite_sql as sql
+
 from ...errors import NotAStoreError, SchemaVersionError, StoreError
 from ..scope import Scope
-from . import _sqlite_sql as sql
 from .items import MemoryItem, Source, text_digest
 from .protocols import Change, Selection, Vector
 

@@ -31,6 +31,7 @@ import anyio
 import msgspec
 
 from ..errors import VersionConflict
+from .versioned import Versioned as Versioned
 
 _BACKOFF_BASE = 0.0005  # seconds: the first conflict waits up to this
 _BACKOFF_CAP = 0.05  # seconds: no wait is longer
@@ -45,13 +46,6 @@ DEFAULT_TTL: Final = _Default.TTL
 
 #: A write's ``ttl``: seconds, None (never expires) or DEFAULT_TTL.
 TTLArg = float | None | _Default
-
-
-class Versioned(msgspec.Struct, frozen=True):
-    """A shared value and its version (1 on the first write, +1 on each later one)."""
-
-    value: Any
-    version: int
 
 
 class ThreadActivity(msgspec.Struct, frozen=True):

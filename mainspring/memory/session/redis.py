@@ -17,9 +17,10 @@ import redis.asyncio as redis
 from redis import exceptions as redis_errors
 from redis.exceptions import NoScriptError
 
+import mainspring.memory.session.redis_scripts as lua
+
 from ...errors import StoreError, StoreUnavailableError
 from ..errors import VersionConflict
-from . import redis_scripts as lua
 from .protocol import (
     DEFAULT_TTL,
     SessionMemory,
