@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from mainspring import END, START, Context, EventKind, Graph, RunStatus, Runtime
 from mainspring.errors import CorruptStoreError
-from mainspring.events import encode
+from mainspring.events import RunStarted, encode
 from mainspring.guard.audit import erase_user, export_lines, verify
 from mainspring.store._blobs import (
     PREFIX,
@@ -303,8 +303,9 @@ async def test_a_run_whose_start_holds_large_metadata_verifies(backend: Backend)
         note = "n" * 5000  # a large string in the metadata, hashed as a reference
         handle = await rt.start(reader(), {"doc": DOC}, metadata={"user": "u", "note": note})
         assert (await handle.wait()).status is RunStatus.INTERRUPTED
-        started = (await rt.events(handle.run_id))[0]
-        assert started.data.metadata["note"] == note and started.data.input["doc"] == DOC
+        started = (await rt.events(handle.run_id))[0].data
+        assert isinstance(started, RunStarted)
+        assert started.metadata["note"] == note and started.input["doc"] == DOC
         assert (await verify(rt)).ok  # the row's metadata is what run_started recorded
 
 
