@@ -305,7 +305,8 @@ async def test_a_run_whose_start_holds_large_metadata_verifies(backend: Backend)
         assert (await handle.wait()).status is RunStatus.INTERRUPTED
         started = (await rt.events(handle.run_id))[0].data
         assert isinstance(started, RunStarted)
-        assert started.metadata["note"] == note and started.input["doc"] == DOC
+        assert started.metadata is not None and started.metadata["note"] == note
+        assert started.input["doc"] == DOC
         assert (await verify(rt)).ok  # the row's metadata is what run_started recorded
 
 
