@@ -934,7 +934,10 @@ async def test_no_session_write_is_lost_to_a_concurrent_tiering_run(
                 archived = cold[0].data["messages"] if cold else []
                 assert archived + hot == acknowledged[thread], thread
             (report,) = reports
-            assert report.moved and report.kept, "the writes did race the run"
+            # Which threads the writes beat is up to the scheduler (all, some or none): what
+            # must hold in every interleaving is the check above. The forced interleaving is
+            # test_a_write_landing_just_before_the_delete_keeps_the_thread.
+            assert len(report.moved) + len(report.kept) == len(threads)
     finally:
         if name == "redis":
             await drop_prefix(prefix)
