@@ -878,7 +878,9 @@ async def test_no_item_update_is_lost_to_a_concurrent_tiering_run(tmp_path: Path
             where = [] if item is None else [item.metadata]
             where += [archived[id].data["metadata"]] if id in archived else []
             assert where == [{"v": "updated"}], id
-        assert acknowledged and kept, "the updates did race the run"
+        # How many updates beat the run is the scheduler's (the forced interleaving is
+        # tested on its own); what must hold in every interleaving is checked above.
+        assert acknowledged
 
 
 @pytest.mark.parametrize("name", ["local", "redis"])
