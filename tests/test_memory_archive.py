@@ -988,3 +988,18 @@ async def test_a_write_landing_just_before_the_delete_keeps_the_thread(
         if name == "redis":
             await drop_prefix(prefix)
         await sessions.aclose()
+
+
+async def test_forget_unchanged_keeps_an_item_updated_after_it_was_read() -> None:
+    """The interleaving a tiering run can meet, forced: the item is read (and archived),
+    then updated, then the run deletes what did not change: the update stays."""
+    from mainspring.memory.semantic import SemanticMemory
+
+    async with SemanticMemory.open(":memory:") as semantic:
+        first, second = await semantic.add_many(["fact one", "fact two"], scope=ACME)
+        read = await semantic.list(ACME)
+        await semantic.update(first.id, tenant="acme", metadata={"v": "updated"})
+        deleted = await semantic.forget_unchanged(read, tenant="acme")
+        assert deleted == [second.id]
+        kept = await semantic.get(first.id, tenant="acme")
+        assert kept is not None and kept.metadata == {"v": "updated"}
