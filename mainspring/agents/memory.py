@@ -80,9 +80,7 @@ async def recall_note(
     hits = await ctx.memory.recall(
         query, limit=config.recall, agent=agent if config.agent_scoped else None
     )
-    lines = [
-        f"- {h.item.text}" for h in hits if h.vector is None or h.vector >= config.min_score
-    ]
+    lines = [f"- {h.item.text}" for h in hits if h.vector is None or h.vector >= config.min_score]
     return "\n".join([config.header, *lines]) if lines else ""
 
 

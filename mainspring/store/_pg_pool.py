@@ -65,6 +65,14 @@ class CallTimeoutError(TimeoutError):
         self.call_timeout = call_timeout
 
 
+async def connect(dsn: str, timeout: float, server_settings: dict[str, str]) -> Connection:
+    """One connection, its connect bounded like a call (a dead path would hang like one)."""
+    try:
+        return await asyncpg.connect(dsn, timeout=timeout, server_settings=server_settings)
+    except TimeoutError as exc:
+        raise CallTimeoutError(timeout) from exc
+
+
 class ConnectionPool:
     def __init__(self, connect: Connect, max_size: int, call_timeout: float) -> None:
         self._connect = connect

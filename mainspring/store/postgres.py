@@ -82,7 +82,7 @@ from ._chain import AuditSettings
 from ._lease_owners import owner_is_dead
 from ._pg_audit import Heads, PostgresAudited
 from ._pg_batch import GroupCommit, Write
-from ._pg_pool import CallTimeoutError, Connection, ConnectionPool
+from ._pg_pool import Connection, ConnectionPool, connect
 from ._pg_retry import Retrier, log
 from ._pg_schema import migrate
 from ._pg_sql import event_columns, statements
@@ -244,13 +244,7 @@ class PostgresStore(PostgresAudited):
         await self.aclose()
 
     async def _connect(self) -> Connection:
-        # A connect on a dead path would hang like a call: it gets the same limit.
-        try:
-            return await asyncpg.connect(
-                self._dsn, timeout=self.call_timeout, server_settings=self._server_settings
-            )
-        except TimeoutError as exc:
-            raise CallTimeoutError(self.call_timeout) from exc
+        return await connect(self._dsn, self.call_timeout, self._server_settings)
 
     def _live_pool(self) -> ConnectionPool:
         if self._pool is None:

@@ -31,10 +31,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import anyio
-import asyncpg
 
 from ...errors import StoreError
-from ...store._pg_pool import CallTimeoutError, Connection, ConnectionPool
+from ...store._pg_pool import Connection, ConnectionPool, connect
 from ...store._pg_retry import Retrier
 from ...store._pg_url import option, parse_url
 from ..scope import Scope
@@ -171,12 +170,7 @@ class PostgresItemStore:
         await self.aclose()
 
     async def _connect(self) -> Connection:
-        try:
-            return await asyncpg.connect(
-                self._dsn, timeout=self.call_timeout, server_settings=self._server_settings
-            )
-        except TimeoutError as exc:
-            raise CallTimeoutError(self.call_timeout) from exc
+        return await connect(self._dsn, self.call_timeout, self._server_settings)
 
     def _live_pool(self) -> ConnectionPool:
         if self._pool is None:
