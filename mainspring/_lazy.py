@@ -18,6 +18,10 @@ EXTRAS: Mapping[str, str] = {
     "asyncpg": "postgres",
     "mcp": "mcp",
     "jsonschema": "mcp",
+    "fastapi": "server",
+    "starlette": "server",
+    "uvicorn": "server",
+    "ag_ui": "server",
 }
 
 

@@ -1,0 +1,95 @@
+"""``create_app``: the HTTP API and the console over one runtime, as an ASGI application.
+
+The app reads and steers runs only through the runtime (the journal is the one source
+of truth); it owns the runtime when given a store URL (opened in the app's lifespan,
+closed when the server stops: live runs are left resumable), or uses one the caller
+opened. Routes live in ``routes/`` by concept; each module has one ``router``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from .. import __version__
+from ..engine.runtime import Runtime
+from . import errors
+from .catalog import GraphCatalog
+from .config import ServerConfig
+from .context import ServerState
+from .keys.protocol import KeyStore
+from .routes import ROUTERS, mount_console
+
+
+def create_app(
+    runtime: Runtime | str = "sqlite:///mainspring.db",
+    *,
+    graphs: Iterable[object] = (),
+    keys: KeyStore | None = None,
+    config: ServerConfig | None = None,
+    **runtime_options: Any,
+) -> FastAPI:
+    """The ASGI app (run it with uvicorn, or ``mainspring serve``).
+
+    ``runtime``: a store URL (the app opens a Runtime on it for its lifetime, with
+    ``runtime_options``, crash recovery on) or a Runtime the caller keeps open.
+    ``graphs``: the graphs and agents served (objects or ``module:attr``). ``keys``: the
+    API key store (required unless ``config.auth`` is False).
+    """
+    config = config or ServerConfig()
+    catalog = GraphCatalog(graphs)
+    owned = isinstance(runtime, str)
+    rt = (
+        Runtime.open(runtime, graphs=catalog.graphs(), **runtime_options)
+        if isinstance(runtime, str)
+        else runtime
+    )
+    if not owned:
+        for graph in catalog.graphs():
+            rt.register(graph)
+    if config.auth and keys is None:
+        raise ValueError(
+            "create_app: auth is on but no key store was given; pass keys= (see "
+            "mainspring.server.keys) or ServerConfig(auth=False) for a loopback-only server"
+        )
+    state = ServerState(runtime=rt, catalog=catalog, config=config, keys=keys)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            if keys is not None:
+                await keys.open()
+                stack.push_async_callback(keys.aclose)
+            if owned:
+                await stack.enter_async_context(rt)
+            for start in state.extras.get("on_start", ()):
+                await start(state)
+            state.started_at = time.time()
+            state.ready = True
+            try:
+                yield
+            finally:
+                state.ready = False
+                for stop in reversed(state.extras.get("on_stop", ())):
+                    await stop(state)
+
+    app = FastAPI(
+        title="Mainspring",
+        version=__version__,
+        summary="Durable AI agent runs: start, watch, approve and debug them over HTTP.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.mainspring = state
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    if config.console:
+        mount_console(app)
+    return app

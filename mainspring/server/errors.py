@@ -1,0 +1,111 @@
+"""Errors as HTTP answers: one JSON shape, a status that says whose fault, never a traceback.
+
+Every error body is ``{"error": {"code": "...", "message": "..."}}`` (``details`` added
+for invalid requests: which field, and what is wrong). Mainspring's own errors map to
+their status here; anything unexpected is logged with its traceback and answered 500
+with a request id to find it in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import (
+    EffectDeniedError,
+    MainspringError,
+    RunExistsError,
+    RunNotFoundError,
+    RunStateError,
+    SerializationError,
+    StoreUnavailableError,
+    TenantError,
+)
+from .catalog import UnknownGraphError
+
+log = logging.getLogger("mainspring.server")
+
+#: Mainspring errors -> (status, code), most specific first.
+_STATUS: tuple[tuple[type[BaseException], int, str], ...] = (
+    (RunNotFoundError, 404, "run_not_found"),
+    (UnknownGraphError, 404, "graph_not_found"),
+    (RunExistsError, 409, "run_exists"),
+    (RunStateError, 409, "run_state"),
+    (TenantError, 403, "tenant"),
+    (SerializationError, 422, "invalid_value"),
+    (EffectDeniedError, 403, "denied"),
+    (StoreUnavailableError, 503, "store_unavailable"),
+)
+
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+          405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media",
+          422: "invalid_request", 429: "rate_limited", 503: "unavailable"}  # fmt: skip
+
+
+class ApiError(Exception):
+    """An error a route raises with its own status and code."""
+
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
+def status_of(exc: BaseException) -> tuple[int, str] | None:
+    for kind, status, code in _STATUS:
+        if isinstance(exc, kind):
+            return status, code
+    return None
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+
+    @app.exception_handler(ApiError)
+    async def _api(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message, **exc.details), exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        code = _CODES.get(exc.status_code, "error")
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"at": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        first = problems[0] if problems else {"at": "", "problem": "invalid"}
+        message = f"invalid request: {first['at']}: {first['problem']}"
+        return JSONResponse(error_body("invalid_request", message, problems=problems), 422)
+
+    @app.exception_handler(MainspringError)
+    async def _mainspring(request: Request, exc: MainspringError) -> JSONResponse:
+        mapped = status_of(exc)
+        if mapped is None:
+            return await _unexpected(request, exc)
+        status, code = mapped
+        return JSONResponse(error_body(code, str(exc)), status)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        request_id = secrets.token_hex(8)
+        log.error("request %s %s failed (id %s)", request.method, request.url.path, request_id,
+                  exc_info=exc)  # fmt: skip
+        return JSONResponse(
+            error_body("internal", f"internal error; the server log has it as {request_id}"),
+            500,
+        )

@@ -1,0 +1,7 @@
+"""Routes: interrupts (see docs/server.md for the contract)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
