@@ -161,6 +161,46 @@ async def follow(handle: RunHandle, after: int = 0) -> Turn:
     return Turn(handle, events, first)
 
 
+async def open_turn(
+    agent: Agent,
+    api: Api,
+    messages: list[dict[str, Any]],
+    *,
+    thread: str | None,
+    run_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    preface: Sequence[dict[str, Any]] = (),
+) -> RunHandle:
+    """Start the agent on the client's conversation (OpenAI-shaped messages: its new turn,
+    on a thread the server holds), ``preface`` (state messages: e.g. the client's context
+    as a system message) before it."""
+    messages = state_messages(messages)
+    view = view_of(api)
+    prepare(agent, view)
+    if thread is not None:
+        try:
+            held = await thread_messages(agent, view, thread)
+        except AgentError as exc:  # the thread's last run is still going or parked
+            raise _busy(exc, thread) from None
+        if held:
+            messages = new_turn(messages)
+    if not messages:
+        raise ApiError(422, "invalid_request", "messages: give at least one new message")
+    messages = [*preface, *messages]
+    try:
+        return await agent.start(view, messages, thread=thread, run_id=run_id, metadata=metadata)
+    except AgentError as exc:  # the thread got busy meanwhile
+        raise _busy(exc, thread) from None
+
+
+def _busy(exc: AgentError, thread: str | None) -> ApiError:
+    hint = (
+        f" (over HTTP: GET /v1/interrupts?thread={thread} names what it waits for; approve "
+        "or reject it, or POST /v1/runs/{run_id}/cancel)"
+    )
+    return ApiError(409, "thread_busy", f"{exc}{hint}", thread=thread)
+
+
 async def start_turn(
     agent: Agent,
     api: Api,
@@ -171,25 +211,11 @@ async def start_turn(
     metadata: dict[str, Any] | None = None,
     preface: Sequence[dict[str, Any]] = (),
 ) -> Turn:
-    """Start the agent on the client's conversation (its new turn, on a known thread),
-    ``preface`` (e.g. the client's context as a system message) before it."""
-    view = view_of(api)
-    prepare(agent, view)
-    if thread is not None:
-        try:
-            held = await thread_messages(agent, view, thread)
-        except AgentError as exc:  # the thread's last run is still going or parked
-            raise ApiError(409, "thread_busy", str(exc), thread=thread) from None
-        if held:
-            messages = new_turn(messages)
-    if not messages:
-        raise ApiError(422, "invalid_request", "messages: give at least one new message")
-    messages = [*preface, *messages]
-    try:
-        handle = await agent.start(view, messages, thread=thread, run_id=run_id, metadata=metadata)
-    except AgentError as exc:  # the thread got busy meanwhile
-        raise ApiError(409, "thread_busy", str(exc), thread=thread) from None
-    return await follow(handle)
+    """``open_turn``, its events followed from the start (tokens included)."""
+    handle = await open_turn(
+        agent, api, messages, thread=thread, run_id=run_id, metadata=metadata, preface=preface
+    )
+    return await follow(handle)  # nothing awaited since the start: see the module's docstring
 
 
 async def parked_run(agent: Agent, api: Api, thread: str) -> str:
@@ -232,4 +258,4 @@ def add_usage(totals: dict[tuple[str, str], dict[str, int]], data: EffectFinishe
     into["reasoning"] += int(usage.get("reasoning_tokens") or 0)
 
 
-__all__ = ["Turn", "follow", "served_agent", "start_turn", "usage_of"]
+__all__ = ["Turn", "follow", "open_turn", "served_agent", "start_turn", "usage_of"]
