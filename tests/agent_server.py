@@ -109,7 +109,7 @@ class MemoryKeys(KeyStore):
         return info, f"ms_{key_id}_{secret}"
 
     async def verify(self, key: str) -> Principal | None:
-        _, key_id, secret = (key.split("_", 2) + ["", ""])[:3]
+        _, key_id, secret = [*key.split("_", 2), "", ""][:3]
         found = self.keys.get(key_id)
         if found is None or found[0] != hashlib.sha256(secret.encode()).hexdigest():
             return None
@@ -124,9 +124,7 @@ class MemoryKeys(KeyStore):
 
 
 def forecaster() -> Agent:
-    return Agent(
-        "forecaster", "fast", "Answer about the weather.", tools=[weather, book_table]
-    )
+    return Agent("forecaster", "fast", "Answer about the weather.", tools=[weather, book_table])
 
 
 def build_app(tmp_path: Path, model: GatedModel, keys: MemoryKeys | None = None) -> FastAPI:

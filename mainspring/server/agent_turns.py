@@ -99,7 +99,9 @@ def _state_message(m: Mapping[str, Any], at: int) -> dict[str, Any]:
     out: dict[str, Any] = {"role": role, "content": parts}
     if role == "tool":
         if not m.get("tool_call_id"):
-            raise ApiError(422, "invalid_request", f"messages[{at}]: a tool message needs tool_call_id")
+            raise ApiError(
+                422, "invalid_request", f"messages[{at}]: a tool message needs tool_call_id"
+            )
         out["tool_call_id"] = str(m["tool_call_id"])
     if m.get("name"):
         out["name"] = str(m["name"])

@@ -7,7 +7,7 @@ that OpenAI's SDKs raise their usual exceptions.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from fastapi import Request, Response
@@ -45,9 +45,7 @@ class ChatRequest(BaseModel):
 _TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
 
 
-def openai_error(
-    status: int, code: str, message: str, param: str | None = None
-) -> JSONResponse:
+def openai_error(status: int, code: str, message: str, param: str | None = None) -> JSONResponse:
     kind = _TYPES.get(status) or ("server_error" if status >= 500 else "invalid_request_error")
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     # OpenAI's SDKs retry a 409 or a 5xx: not a failed run (it would run the agent again)
@@ -60,7 +58,7 @@ class OpenAIRoute(APIRoute):
     """A route whose errors (its dependencies' too: auth, validation) answer in OpenAI's
     shape instead of the API's own."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def route(request: Request) -> Response:
@@ -108,14 +106,17 @@ def waiting_text(run_id: str, interrupts: list[PendingInterrupt]) -> str:
     """What a parked run answers: what it waits for, and how to answer it."""
     lines = [f"Run {run_id} is waiting for a person before it can answer."]
     for i in interrupts:
-        payload = i.payload if isinstance(i.payload, Mapping) else {}
-        ask = payload.get("approve") if isinstance(payload.get("approve"), Mapping) else {}
+        ask = _mapping(_mapping(i.payload).get("approve"))
         why = str(ask.get("reason") or "an answer is needed")
         lines.append(
             f"- {why} (interrupt {i.id}): approve with POST /v1/runs/{run_id}/interrupts/"
             f"{i.id}/approve, or reject or edit it; the thread goes on once it is answered."
         )
     return "\n".join(lines)
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def sse(data: Any) -> str:

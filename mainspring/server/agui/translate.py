@@ -164,8 +164,7 @@ class Translator:
     def _model_finished(self, data: EffectFinished) -> list[BaseEvent]:
         add_usage(self.usage, data)
         key = (data.step, data.task, data.effect)
-        result = data.result if isinstance(data.result, Mapping) else {}
-        message = result.get("message") if isinstance(result.get("message"), Mapping) else {}
+        message = _mapping(_mapping(data.result).get("message"))
         parts = [p for p in message.get("content") or () if isinstance(p, Mapping)]
         out = self._end_text(key)
         text = "".join(str(p.get("text", "")) for p in parts if p.get("type") == "text")
@@ -229,27 +228,36 @@ class Translator:
             snapshot = {k: v for k, v in state.items() if k != "messages"}
             out.append(StateSnapshotEvent(snapshot=to_jsonable(snapshot, what="the state")))
         usage = self._usage() or None
-        ids = {"thread_id": self.thread_id, "run_id": self.run_id}
         status = outcome.status
         if status is RunStatus.FINISHED:
             result = to_jsonable(state.get("output")) if state is not None else None
             out.append(
                 RunFinishedEvent(
-                    **ids, result=result, outcome=RunFinishedSuccessOutcome(), usage=usage
+                    thread_id=self.thread_id,
+                    run_id=self.run_id,
+                    result=result,
+                    outcome=RunFinishedSuccessOutcome(),
+                    usage=usage,
                 )
             )
         elif status is RunStatus.INTERRUPTED and outcome.interrupts:
             interrupts = [self._interrupt(i) for i in outcome.interrupts]
             out.append(
                 RunFinishedEvent(
-                    **ids,
+                    thread_id=self.thread_id,
+                    run_id=self.run_id,
                     outcome=RunFinishedInterruptOutcome(interrupts=interrupts),
                     usage=usage,
                 )
             )
         elif status is RunStatus.CANCELLED:
             out.append(
-                RunFinishedEvent(**ids, outcome=RunFinishedCancelledOutcome(), usage=usage)
+                RunFinishedEvent(
+                    thread_id=self.thread_id,
+                    run_id=self.run_id,
+                    outcome=RunFinishedCancelledOutcome(),
+                    usage=usage,
+                )
             )
         elif status is RunStatus.FAILED:
             error = outcome.error or {}
@@ -315,3 +323,7 @@ class Translator:
         if isinstance(arg, Mapping) and arg.get("id"):
             return str(arg["id"])
         return None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}

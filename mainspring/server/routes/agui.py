@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 from ag_ui.core import PROTOCOL_VERSION, RunAgentInput, RunErrorEvent, RunStartedEvent
 from ag_ui.encoder import EventEncoder
@@ -31,6 +32,7 @@ from ..keys.protocol import Scope
 
 log = logging.getLogger("mainspring.server")
 router = APIRouter(tags=["agui"])
+Runner = Annotated[Caller, Depends(require(Scope.RUN))]
 
 
 @router.post(
@@ -43,7 +45,7 @@ async def run_agent(
     name: str,
     body: RunAgentInput,
     request: Request,
-    caller: Caller = Depends(require(Scope.RUN)),
+    caller: Runner,
 ) -> StreamingResponse:
     """Start (or resume) the agent ``name`` on the input's thread; stream AG-UI events."""
     agent = served_agent(server_state(request), name)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -45,6 +45,7 @@ log = logging.getLogger("mainspring.server")
 router = APIRouter(prefix="/v1/openai", tags=["openai"], route_class=OpenAIRoute)
 
 THREAD_HEADER = "X-Mainspring-Thread"
+Runner = Annotated[Caller, Depends(require(Scope.RUN))]
 
 
 def _model(agent: Agent, state: ServerState) -> dict[str, Any]:
@@ -66,17 +67,13 @@ def _agent(state: ServerState, name: str) -> Agent:
 
 
 @router.get("/models", summary="The served agents, as models")
-async def list_models(
-    request: Request, caller: Caller = Depends(require(Scope.RUN))
-) -> dict[str, Any]:
+async def list_models(request: Request, caller: Runner) -> dict[str, Any]:
     state = server_state(request)
     return {"object": "list", "data": [_model(a, state) for a in served_agents(state)]}
 
 
 @router.get("/models/{model}", summary="One served agent, as a model")
-async def get_model(
-    model: str, request: Request, caller: Caller = Depends(require(Scope.RUN))
-) -> dict[str, Any]:
+async def get_model(model: str, request: Request, caller: Runner) -> dict[str, Any]:
     state = server_state(request)
     return _model(_agent(state, model), state)
 
@@ -90,8 +87,8 @@ async def get_model(
 async def chat_completions(
     body: ChatRequest,
     request: Request,
-    caller: Caller = Depends(require(Scope.RUN)),
-    thread: str | None = Header(None, alias=THREAD_HEADER),
+    caller: Runner,
+    thread: Annotated[str | None, Header(alias=THREAD_HEADER)] = None,
 ) -> JSONResponse | StreamingResponse:
     agent = _agent(server_state(request), body.model)
     if body.n not in (None, 1):
@@ -150,9 +147,7 @@ def _answer(outcome: RunOutcome) -> str:
             f"{error.get('message', '')} (GET /v1/runs/{outcome.run_id} has its journal)",
         )
     if outcome.status is RunStatus.CANCELLED:
-        raise ApiError(
-            409, "run_cancelled", f"the agent's run {outcome.run_id} was cancelled"
-        )
+        raise ApiError(409, "run_cancelled", f"the agent's run {outcome.run_id} was cancelled")
     state = outcome.state if isinstance(outcome.state, Mapping) else {}
     return final_text(state.get("messages") or ())
 
@@ -197,7 +192,9 @@ async def _chunks(turn: Turn, head: dict[str, Any], with_usage: bool) -> AsyncIt
             event = await anext(turn.events, None)
         outcome = await turn.handle.wait()
         if outcome.status is RunStatus.INTERRUPTED:
-            yield chunk({"content": "\n\n" + waiting_text(outcome.run_id, list(outcome.interrupts))})
+            yield chunk(
+                {"content": "\n\n" + waiting_text(outcome.run_id, list(outcome.interrupts))}
+            )
         elif outcome.status is not RunStatus.FINISHED:
             _answer(outcome)  # raises the run's error
     except ApiError as exc:
