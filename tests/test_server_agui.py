@@ -8,9 +8,11 @@ model is a scripted one behind the real gateway, streaming its tokens.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from ag_ui.core import (
@@ -281,3 +283,21 @@ async def test_the_endpoint_needs_a_key_with_the_run_scope_and_acts_as_its_tenan
         runtime = _state(app.state).runtime
         record = await runtime.get_run("agui-r1")
     assert record.tenant == "acme"
+
+
+async def test_the_docs_example_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/server-agui-openai.md: its server block serves, its client block prints what the
+    page says (the client's blocking calls in a worker thread)."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "server-agui-openai.md").read_text()
+    server, client = re.findall(r"```python\n(.*?)```", page, re.S)[:2]
+    shown = re.search(r"\nprints\n\n```\n(.*?)```", page, re.S)
+    assert shown is not None
+    monkeypatch.chdir(tmp_path)
+    served: dict[str, Any] = {"__name__": "docs_server"}
+    exec(compile(server, "docs/server-agui-openai.md (server)", "exec"), served)
+    async with serve(served["app"]) as url:
+        code = compile(client.replace("http://127.0.0.1:8000", url), "docs (client)", "exec")
+        await anyio.to_thread.run_sync(exec, code, {"__name__": "docs_client"})
+    assert capsys.readouterr().out == shown.group(1)
