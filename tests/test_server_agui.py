@@ -36,6 +36,7 @@ from ag_ui.core import (
 )
 from pydantic import TypeAdapter
 
+from mainspring import RunStatus
 from mainspring.server.context import ServerState
 from mainspring.server.keys.protocol import Scope
 from tests.agent_server import ANSWER, GatedModel, MemoryKeys, build_app, forecaster_script, serve
@@ -186,6 +187,25 @@ async def test_the_same_run_id_again_streams_that_run_and_runs_nothing(tmp_path:
     assert isinstance(again[-1], RunFinishedEvent)
 
 
+async def test_a_client_that_hangs_up_leaves_the_run_going_and_may_ask_again(
+    tmp_path: Path,
+) -> None:
+    model = GatedModel(forecaster_script)
+    app = build_app(tmp_path, model)
+    body = _input("t1", "r1", "Weather in Paris?")
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        model.close()
+        async with client.stream("POST", "/v1/agui/forecaster", json=body) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    break  # RUN_STARTED: hang up before the model has said a word
+        model.gate.set()
+        outcome = await _state(app.state).runtime.handle("agui-r1").wait()
+        assert outcome.status is RunStatus.FINISHED  # the run went on without its client
+        again = await _run(client, body)  # the same input: the whole run, from the journal
+    assert _text(again) == ANSWER and isinstance(again[-1], RunFinishedEvent)
+
+
 async def test_an_approval_ends_the_run_with_an_interrupt_and_resume_answers_it(
     tmp_path: Path,
 ) -> None:
@@ -259,6 +279,9 @@ async def test_what_is_wrong_before_the_stream_opens_is_an_http_error(tmp_path: 
         assert await post({"threadId": "t1"}) == (422, "invalid_request")
         await _run(client, _input("t1", "r1", "book a table"))  # parks the thread's run
         assert await post(_input("t1", "r2", "hi")) == (409, "thread_busy")
+        assert await post(_input("t2", "r1", "hi")) == (409, "run_exists")  # runId reused
+        wrong = [ResumeEntry(interrupt_id="9.9.9", status="resolved")]
+        assert await post(_input("t1", "r3", resume=wrong)) == (409, "run_state")
 
 
 async def test_the_endpoint_needs_a_key_with_the_run_scope_and_acts_as_its_tenant(
