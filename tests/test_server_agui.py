@@ -137,6 +137,7 @@ async def test_a_run_streams_its_tokens_tool_calls_and_steps(tmp_path: Path) -> 
     assert len(contents) > 1 and _text(events) == ANSWER  # token by token
     steps = [e.model_dump()["step_name"] for e in events if e.type is EventType.STEP_STARTED]
     assert steps == ["model", "tools", "model"]
+    assert all(e.timestamp for e in events if e.type is EventType.STEP_STARTED)  # ms, journal's
     assert types.index(EventType.TOOL_CALL_RESULT) < types.index(EventType.TEXT_MESSAGE_START)
     snapshot = next(e for e in events if isinstance(e, StateSnapshotEvent))
     assert snapshot.snapshot["turns"] == 2 and "messages" not in snapshot.snapshot

@@ -92,6 +92,14 @@ class Translator:
     # -- events --------------------------------------------------------------------------
 
     def feed(self, event: Event) -> list[BaseEvent]:
+        """The AG-UI events ``event`` makes, stamped with its time (milliseconds)."""
+        out = self._translate(event)
+        stamp = int(event.ts * 1000)
+        for made in out:
+            made.timestamp = stamp
+        return out
+
+    def _translate(self, event: Event) -> list[BaseEvent]:
         data = event.data
         if isinstance(data, ModelDelta):
             return self._delta(data)

@@ -91,6 +91,7 @@ async def chat_completions(
     thread: Annotated[str | None, Header(alias=THREAD_HEADER)] = None,
 ) -> JSONResponse | StreamingResponse:
     agent = _agent(server_state(request), body.model)
+    thread = thread or None  # an empty header is no thread
     if body.n not in (None, 1):
         raise ApiError(400, "unsupported", "n: an agent gives one answer; drop n", param="n")
     metadata = {"openai": {"user": body.user}} if body.user else None
