@@ -94,7 +94,10 @@ def _state_message(m: Mapping[str, Any], at: int) -> dict[str, Any]:
             parts.append({"type": "text", "text": str(part.get("text", ""))})
     elif content is not None:
         raise ApiError(422, "invalid_request", f"messages[{at}]: content must be a string or parts")
-    for call in m.get("tool_calls") or ():
+    calls = m.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise ApiError(422, "invalid_request", f"messages[{at}]: tool_calls must be a list")
+    for call in calls:
         parts.append(_tool_call(call, at))
     out: dict[str, Any] = {"role": role, "content": parts}
     if role == "tool":

@@ -39,7 +39,14 @@ Runner = Annotated[Caller, Depends(require(Scope.RUN))]
     "/v1/agui/{name}",
     summary="Run an agent for an AG-UI client",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "AG-UI events"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "AG-UI events"},
+        400: {"description": "the body is not JSON"},
+        401: {"description": "no API key, or an unknown one"},
+        403: {"description": "the key lacks the run scope"},
+        404: {"description": "no agent of that name"},
+        409: {"description": "the thread is busy, nothing to resume, or the runId is taken"},
+    },
 )
 async def run_agent(
     name: str,

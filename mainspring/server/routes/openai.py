@@ -42,7 +42,16 @@ from ..keys.protocol import Scope
 from ..openai_chat import DONE, ChatRequest, OpenAIRoute, sse, usage_json, waiting_text
 
 log = logging.getLogger("mainspring.server")
-router = APIRouter(prefix="/v1/openai", tags=["openai"], route_class=OpenAIRoute)
+router = APIRouter(
+    prefix="/v1/openai",
+    tags=["openai"],
+    route_class=OpenAIRoute,
+    responses={
+        401: {"description": "no API key, or an unknown one (OpenAI's error shape)"},
+        403: {"description": "the key lacks the run scope"},
+        404: {"description": "no agent of that name (code model_not_found)"},
+    },
+)
 
 THREAD_HEADER = "X-Mainspring-Thread"
 Runner = Annotated[Caller, Depends(require(Scope.RUN))]
@@ -81,7 +90,12 @@ async def get_model(model: str, request: Request, caller: Runner) -> dict[str, A
 @router.post(
     "/chat/completions",
     summary="Chat with an agent as with an OpenAI model",
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "chat.completion or chunks"},
+        400: {"description": "an invalid request (OpenAI's error shape)"},
+        409: {"description": "the thread's last run is still going or waits for an answer"},
+        500: {"description": "the agent's run failed (code run_failed)"},
+    },
     response_model=None,
 )
 async def chat_completions(
