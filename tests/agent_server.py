@@ -24,7 +24,15 @@ import uvicorn
 from fastapi import FastAPI
 
 from mainspring.agents import Agent
-from mainspring.models import Gateway, ModelRequest, ModelResponse, ScriptedModel, ToolCall
+from mainspring.models import (
+    Gateway,
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ScriptedModel,
+    TextPart,
+    ToolCall,
+)
 from mainspring.models.protocol import StreamEvent
 from mainspring.server import create_app
 from mainspring.server.config import ServerConfig
@@ -48,7 +56,8 @@ def book_table(place: str) -> str:
 
 def forecaster_script(request: ModelRequest) -> Any:
     """Call a tool for the user's message, then answer from its result: ``book...`` asks
-    the approved tool, ``hi...`` is answered at once, ``fail...`` breaks the model."""
+    the approved tool, ``hi...`` is answered at once, ``look...`` says a word before its
+    tool call, ``fail...`` breaks the model."""
     last = request.messages[-1]
     said = [m.text for m in request.messages if m.role == "user"][-1]
     if said.startswith("fail"):
@@ -60,6 +69,9 @@ def forecaster_script(request: ModelRequest) -> Any:
         return [ToolCall(f"b{n}", "book_table", {"place": "Chez Paul"})]
     if said.startswith("hi"):
         return "Hello there, how can I help?"
+    if said.startswith("look"):  # words before the tool call: a turn of its own
+        call = ToolCall(f"c{n}", "weather", {"city": "Paris"})
+        return Message("assistant", [TextPart("Let me look."), call])
     return [ToolCall(f"c{n}", "weather", {"city": "Paris"})]
 
 

@@ -29,6 +29,7 @@ from ag_ui.core import (
     RunFinishedSuccessOutcome,
     StateSnapshotEvent,
     TextMessageContentEvent,
+    TextMessageStartEvent,
     ToolCallArgsEvent,
     ToolCallResultEvent,
     ToolCallStartEvent,
@@ -325,3 +326,26 @@ async def test_the_docs_example_runs(
         code = compile(client.replace("http://127.0.0.1:8000", url), "docs (client)", "exec")
         await anyio.to_thread.run_sync(exec, code, {"__name__": "docs_client"})
     assert capsys.readouterr().out == shown.group(1)
+
+
+async def test_each_model_turn_is_a_message_and_its_tool_calls_hang_off_it(
+    tmp_path: Path,
+) -> None:
+    model = GatedModel(forecaster_script)
+    app = build_app(tmp_path, model)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        model.close()
+        events = await _run(client, _input("t1", "r1", "look up the weather"), model)
+    starts = [e for e in events if isinstance(e, TextMessageStartEvent)]
+    assert len(starts) == 2
+    said = {
+        s.message_id: "".join(
+            e.delta
+            for e in events
+            if isinstance(e, TextMessageContentEvent) and e.message_id == s.message_id
+        )
+        for s in starts
+    }
+    assert list(said.values()) == ["Let me look.", ANSWER]
+    call = next(e for e in events if isinstance(e, ToolCallStartEvent))
+    assert call.parent_message_id == starts[0].message_id

@@ -197,3 +197,24 @@ async def test_a_key_without_the_run_scope_is_refused_as_openai_would(tmp_path: 
     assert anonymous.value.body is not None and denied.value.code == "forbidden"
     assert answer.choices[0].message.content == "Hello there, how can I help?"
     assert record.tenant == "acme"
+
+
+async def test_words_before_a_tool_call_stream_as_a_paragraph_of_their_own(
+    tmp_path: Path,
+) -> None:
+    model = GatedModel(forecaster_script)
+    app = build_app(tmp_path, model)
+    async with serve(app) as url, _client(url) as client:
+        model.close()
+        stream = await client.chat.completions.create(
+            model="forecaster", messages=_user("look up the weather"), stream=True
+        )
+        texts = []
+        async for chunk in stream:
+            texts += [c.delta.content or "" for c in chunk.choices]
+            model.gate.set()
+        answer = await client.chat.completions.create(
+            model="forecaster", messages=_user("look up the weather")
+        )
+    assert "".join(texts) == f"Let me look.\n\n{ANSWER}"  # every turn, as the model says it
+    assert answer.choices[0].message.content == ANSWER  # the final answer alone

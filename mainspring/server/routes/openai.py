@@ -54,6 +54,7 @@ router = APIRouter(
 )
 
 THREAD_HEADER = "X-Mainspring-Thread"
+Effect = tuple[int, int, int]  # a model call: (step, task, effect)
 Runner = Annotated[Caller, Depends(require(Scope.RUN))]
 
 
@@ -185,31 +186,36 @@ async def _chunks(turn: Turn, head: dict[str, Any], with_usage: bool) -> AsyncIt
         return sse({**head, "object": "chat.completion.chunk", "choices": [choice]})
 
     yield chunk({"role": "assistant", "content": ""})
-    said: set[tuple[int, int, int]] = set()  # model calls whose tokens were sent
+    said: set[Effect] = set()  # model calls whose tokens were sent
+    last: list[Effect | None] = [None]  # the call that spoke last
+
+    def say(key: Effect | None, text: str) -> str:
+        # Each model turn's words are a paragraph of their own ("Let me look.", the answer).
+        gap = "\n\n" if last[0] is not None and last[0] != key else ""
+        last[0] = key
+        return chunk({"content": gap + text})
+
     totals: dict[tuple[str, str], dict[str, int]] = {}
     try:
         event = turn.first
         while event is not None:
             data = event.data
             if isinstance(data, ModelDelta) and data.text:
-                said.add((data.step, data.task, data.effect))
-                yield chunk({"content": data.text})
+                said.add(key := (data.step, data.task, data.effect))
+                yield say(key, data.text)
             elif (
                 isinstance(data, EffectFinished)
                 and data.name.startswith("model:")
                 and data.error is None
             ):
                 add_usage(totals, data)
-                if (data.step, data.task, data.effect) not in said:  # its tokens were missed
-                    text = _result_text(data.result)
-                    if text:
-                        yield chunk({"content": text})
+                key = (data.step, data.task, data.effect)
+                if key not in said and (text := _result_text(data.result)):  # tokens missed
+                    yield say(key, text)
             event = await anext(turn.events, None)
         outcome = await turn.handle.wait()
         if outcome.status is RunStatus.INTERRUPTED:
-            yield chunk(
-                {"content": "\n\n" + waiting_text(outcome.run_id, list(outcome.interrupts))}
-            )
+            yield say(None, waiting_text(outcome.run_id, list(outcome.interrupts)))
         elif outcome.status is not RunStatus.FINISHED:
             _answer(outcome)  # raises the run's error
     except ApiError as exc:
