@@ -38,6 +38,7 @@ from ag_ui.core import (
 from pydantic import TypeAdapter
 
 from mainspring import RunStatus
+from mainspring.events import Resumed
 from mainspring.server.context import ServerState
 from mainspring.server.keys.protocol import Scope
 from tests.agent_server import ANSWER, GatedModel, MemoryKeys, build_app, forecaster_script, serve
@@ -305,9 +306,18 @@ async def test_the_endpoint_needs_a_key_with_the_run_scope_and_acts_as_its_tenan
         client.headers["Authorization"] = f"Bearer {runner}"
         events = await _run(client, body)
         assert _text(events) == "Hello there, how can I help?"
+        parked = (await _run(client, _input("t2", "r2", "book a table")))[-1]
+        assert isinstance(parked, RunFinishedEvent)
+        assert isinstance(parked.outcome, RunFinishedInterruptOutcome)
+        resume = [ResumeEntry(interrupt_id=parked.outcome.interrupts[0].id, status="resolved")]
+        resumed = await _run(client, _input("t2", "r3", resume=resume))  # as the tenant
         runtime = _state(app.state).runtime
         record = await runtime.get_run("agui-r1")
+        answered = await runtime.events("agui-r2")
     assert record.tenant == "acme"
+    assert _text(resumed) == "It is booked at Chez Paul today."
+    approver = [e.data.actor for e in answered if isinstance(e.data, Resumed)]
+    assert approver == [runner.split("_")[1]]  # the key that answered, in the journal
 
 
 async def test_the_docs_example_runs(
