@@ -126,6 +126,8 @@ async def test_enqueue_starts_the_runs_in_order_when_the_open_run_ends(s: Served
     assert [q["run_id"] for q in thread["queued"]] == ["q1", "q2"]
     busy = await s.post("t", "reject", input=HELLO)
     assert busy.json()["error"]["details"] == {"open_run_id": "q2"}  # the queue is open too
+    bad = await s.post("t", "enqueue", input={"text": 3})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_input"
     items = s.queues.queued("", "t")
     assert (await s.client.get("/v1/runs/q1")).status_code == 404  # not started yet
     await s.client.post("/v1/runs/p/resume", json={"value": True})
