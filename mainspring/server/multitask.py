@@ -212,7 +212,8 @@ async def start_run(state: ServerState, caller: Caller, body: StartRun) -> Start
         if isinstance(started, Started):
             return started
         status, handle = started
-    return Started(status, await answer(view, state, handle, body.wait, body.timeout))
+    version = graph.fingerprint if status == 201 else None  # a repeat's: as it started
+    return Started(status, await answer(view, state, handle, body.wait, body.timeout, version))
 
 
 async def _start(
