@@ -94,6 +94,12 @@ class KeyStoreCore(ABC):
     # -- what a backend implements --------------------------------------------------------
 
     @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
+
+    @abstractmethod
     async def _insert(self, row: StoredKey) -> None: ...
 
     @abstractmethod
