@@ -13,6 +13,8 @@ from typing import Annotated, Any
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Request
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from mainspring.server import ServerConfig, create_app
 from mainspring.server.auth import Caller, require
@@ -204,6 +206,19 @@ async def test_each_key_has_its_own_bucket_and_429_says_when_to_retry(limited: S
     assert anonymous == [200, 200, 429]
     bad_key = {"Authorization": "Bearer ms_0000000000000000_" + "A" * 43}
     assert (await limited.client.get("/v1/probe", headers=bad_key)).status_code == 429
+
+
+async def test_websockets_take_from_the_same_buckets(limited: Server) -> None:
+    key = (await limited.key(Scope.READ))["Authorization"].removeprefix("Bearer ")
+    url = str(limited.client.base_url).replace("http", "ws", 1) + "/v1/runs/nope/ws"
+    codes = []
+    for _ in range(3):
+        async with connect(f"{url}?api_key={key}") as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+        assert closed.value.rcvd is not None
+        codes.append(closed.value.rcvd.code)
+    assert codes == [4404, 4404, 4429]  # not found twice (a token each), then limited
 
 
 # -- CORS ---------------------------------------------------------------------------------------
