@@ -8,6 +8,7 @@ import hashlib
 import logging
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -283,3 +284,15 @@ async def test_the_openapi_browser_allows_its_own_inline_script_by_hash(server: 
         assert f"'sha256-{digest}'" in policy
     assert "'unsafe-inline'" not in policy and "frame-ancestors 'none'" in policy
     assert docs.headers["x-frame-options"] == "DENY"
+
+
+# -- the docs' example ----------------------------------------------------------------------------
+
+
+def test_the_docs_example_prints_what_the_page_says(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "server-security.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S)
+    shown = re.search(r"\nprints\n\n```\n(.*?)```", text, re.S)
+    assert code is not None and shown is not None
+    exec(compile(code.group(1), "docs/server-security.md", "exec"), {"__name__": "__main__"})
+    assert capsys.readouterr().out == shown.group(1)
