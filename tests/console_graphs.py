@@ -1,0 +1,56 @@
+"""A graph the console tests (and docs/console.md) run: it drafts a mail, parks for a person's
+approval (``ctx.interrupt``), then sends it, or not.
+
+The approval's answer may be ``true``/``false`` (approve, reject), ``{"approve": false,
+"reason": ...}`` (a reject with a reason) or ``{"args": {...}}`` (approved with edited args).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from mainspring import END, START, Context, Graph
+
+
+class Mail(TypedDict, total=False):
+    to: str
+    draft: str
+    approved: bool
+    reason: str
+    sent: str
+
+
+def compose(to: str) -> str:
+    return f"Hello {to}, your order has shipped."
+
+
+async def draft(s: Mail, ctx: Context) -> dict[str, Any]:
+    text = await ctx.step("compose", compose, s.get("to", "you"))
+    return {"draft": text}
+
+
+async def review(s: Mail, ctx: Context) -> dict[str, Any]:
+    answer = await ctx.interrupt(
+        {"approve": "send this mail?", "args": {"to": s.get("to", ""), "body": s.get("draft", "")}}
+    )
+    if isinstance(answer, dict) and isinstance(answer.get("args"), dict):
+        args = answer["args"]
+        return {"approved": True, "to": args.get("to", s.get("to", "")), "draft": args.get("body")}
+    if isinstance(answer, dict):
+        return {"approved": bool(answer.get("approve")), "reason": answer.get("reason") or ""}
+    return {"approved": bool(answer)}
+
+
+def send(s: Mail) -> dict[str, Any]:
+    return {"sent": f"sent to {s.get('to')}" if s.get("approved") else "not sent"}
+
+
+g = Graph(Mail, name="mail")
+g.node(draft)
+g.node(review)
+g.node(send)
+g.edge(START, "draft")
+g.edge("draft", "review")
+g.edge("review", "send")
+g.edge("send", END)
+mail = g.compile()

@@ -1,0 +1,240 @@
+"""The web console in a real browser: Debian's chromium, driven by Playwright.
+
+A real uvicorn server on a free port runs ``create_app`` with a graph that parks for a
+person's approval. The test starts runs through the API and works the console as a person
+would: the run list shows a run live, its page shows it parked on the graph and in the
+journal, the approvals inbox approves it, and the run page, open all along in another tab,
+sees it finish without a reload. Cancel, fork at a step, approve-with-edits, reject with a
+reason and replay are clicked too. Screenshots are saved under the test's tmp dir (the path
+is printed: ``pytest -s`` shows it).
+
+Chromium missing: skipped with the reason, or a failure with MAINSPRING_REQUIRE_SERVICES=1
+(``.ci/run`` installs the ``chromium`` package).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import uvicorn
+from starlette.types import ASGIApp
+
+from mainspring.server import create_app
+from mainspring.server.config import ServerConfig
+from tests.conftest import service_missing
+from tests.console_graphs import mail
+
+pytestmark = pytest.mark.anyio
+
+#: Generous bounds for a loaded 2-core CI machine; they bound waits, they time nothing.
+WAIT_MS = 15_000
+
+
+def chromium_path() -> str:
+    """Debian's chromium (``apt-get install chromium``), or MAINSPRING_CHROMIUM."""
+    path = os.environ.get("MAINSPRING_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        service_missing(
+            f"no chromium at {path}: the console's browser test needs Debian's chromium "
+            "package (apt-get install chromium; .ci/run installs it)"
+        )
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError as exc:
+        service_missing(
+            f"the console's browser test needs playwright (pip install playwright): {exc}"
+        )
+    return path
+
+
+@contextlib.asynccontextmanager
+async def serving(app: ASGIApp) -> AsyncIterator[str]:
+    """Serve ``app`` on a free 127.0.0.1 port for the block; its base URL. The socket listens
+    before uvicorn starts, so a client that connects at once waits in the backlog."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=2
+    )
+    server = uvicorn.Server(config)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            try:
+                yield f"http://127.0.0.1:{port}"
+            finally:
+                server.should_exit = True
+    finally:
+        sock.close()
+
+
+class Shots:
+    """Numbered screenshots in one directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "screenshots"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.n = 0
+        print(f"\nconsole screenshots: {self.dir}")
+
+    async def take(self, page: Any, name: str) -> None:
+        self.n += 1
+        await page.screenshot(path=str(self.dir / f"{self.n:02d}-{name}.png"), full_page=True)
+
+
+async def start_parked(client: httpx.AsyncClient, to: str) -> str:
+    """Start a ``mail`` run through the API and wait until it parks for approval."""
+    response = await client.post(
+        "/v1/runs", json={"graph": "mail", "input": {"to": to}, "wait": True, "timeout": 30}
+    )
+    assert response.status_code in (200, 201), response.text
+    run = response.json()
+    assert run["status"] == "interrupted", run
+    return str(run["run_id"])
+
+
+async def test_console_park_approve_finish_cancel_fork(tmp_path: Path) -> None:
+    executable = chromium_path()
+    from playwright.async_api import async_playwright, expect
+
+    expect.set_options(timeout=WAIT_MS)
+    shots = Shots(tmp_path)
+    errors: list[str] = []
+
+    def note(error: str) -> None:
+        print(f"browser: {error}")  # in the test's output at once, if a wait fails later
+        errors.append(error)
+
+    app = create_app(
+        f"sqlite:///{tmp_path / 'console.db'}", graphs=[mail], config=ServerConfig(auth=False)
+    )
+    async with (
+        serving(app) as base,
+        httpx.AsyncClient(base_url=base, timeout=60) as client,
+        async_playwright() as pw,
+    ):
+        browser = await pw.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 800})
+            # A page error or a refused script (the Content-Security-Policy) fails the test.
+            context.on("weberror", lambda e: note(f"page error: {e.error}"))
+            watcher = await context.new_page()
+            watcher.on(
+                "console",
+                lambda m: note(m.text) if "Content Security Policy" in m.text else None,
+            )
+
+            # -- a run parks; the list shows it, its page shows where it waits --
+            first = await start_parked(client, "ann")
+            await watcher.goto(f"{base}/#/runs")
+            row = watcher.locator(f'tr[data-run-id="{first}"]')
+            await expect(row).to_have_attribute("data-status", "interrupted")
+            await shots.take(watcher, "runs-list-parked")
+
+            await row.get_by_role("link", name=first).click()
+            await expect(watcher.locator("main")).to_have_attribute("data-status", "interrupted")
+            await expect(watcher.locator('g.node[data-node="review"]')).to_have_class(
+                re.compile(r"\bparked\b")
+            )
+            await expect(watcher.locator("tr.ev-interrupted")).to_have_count(1)
+            await expect(watcher.locator("#state-title")).to_contain_text("State at #")
+            await expect(watcher.locator(".waterfall .span-row").first).to_be_visible()
+            await shots.take(watcher, "run-parked")
+            await watcher.evaluate("window.__notReloaded = true")
+
+            # -- another tab approves it in the inbox --
+            inbox = await context.new_page()
+            await inbox.goto(f"{base}/#/approvals")
+            card = inbox.locator(f'article.interrupt[data-run-id="{first}"]')
+            await expect(card).to_contain_text("send this mail?")
+            await expect(inbox.locator("#approvals-count")).to_have_text("1")
+            await shots.take(inbox, "approvals-inbox")
+            await card.get_by_role("button", name="Approve", exact=True).click()
+
+            # -- the run page sees it finish, live: no reload --
+            await expect(watcher.locator("main")).to_have_attribute("data-status", "finished")
+            await expect(watcher.locator("tr.ev-finished")).to_have_count(1)
+            await expect(watcher.locator('g.node[data-node="__end__"]')).to_have_class(
+                re.compile(r"\bdone\b")
+            )
+            await expect(watcher.locator(".state-body")).to_contain_text("sent to ann")
+            assert await watcher.evaluate("window.__notReloaded") is True
+            await shots.take(watcher, "run-finished-live")
+            final = (await client.get(f"/v1/runs/{first}")).json()
+            assert final["status"] == "finished"
+            assert final["outcome"]["state"]["sent"] == "sent to ann"
+
+            # -- replay: the code still decides as the journal says --
+            await watcher.locator('[data-action="replay"]').click()
+            await expect(watcher.locator('[data-replay="ok"]')).to_be_visible()
+
+            # -- the list follows a new run live; cancel it from its page --
+            await inbox.goto(f"{base}/#/runs")
+            await expect(inbox.locator(f'tr[data-run-id="{first}"]')).to_have_attribute(
+                "data-status", "finished"
+            )
+            second = await start_parked(client, "bob")
+            row = inbox.locator(f'tr[data-run-id="{second}"]')
+            await expect(row).to_have_attribute("data-status", "interrupted")
+            await shots.take(inbox, "runs-list-live")
+            await row.get_by_role("link", name=second).click()
+            await inbox.locator('[data-action="cancel"]').click()
+            await inbox.get_by_label("Cancel reason").fill("wrong customer")
+            await inbox.locator('[data-action="confirm-cancel"]').click()
+            await expect(inbox.locator("main")).to_have_attribute("data-status", "cancelled")
+            await expect(inbox.locator("tr.ev-cancelled")).to_have_count(1)
+            await shots.take(inbox, "run-cancelled")
+
+            # -- fork the finished run at its park: the fork parks there again; approve it
+            # with edited arguments, on the fork's own page --
+            parked_at = watcher.locator("tr.ev-interrupted")
+            seq = await parked_at.get_attribute("data-seq")
+            await parked_at.click()
+            await expect(watcher.locator("#follow")).not_to_be_checked()
+            await watcher.locator('[data-action="fork"]').click()
+            await watcher.locator('[data-action="confirm-fork"]').click()
+            await expect(watcher).not_to_have_url(f"{base}/#/runs/{first}")
+            await expect(watcher.locator(".run-meta")).to_contain_text(f"forked from {first}")
+            await expect(watcher.locator("main")).to_have_attribute("data-status", "interrupted")
+            fork_id = watcher.url.rsplit("/", 1)[1]
+            journal = (await client.get(f"/v1/runs/{fork_id}/events")).json()["events"]
+            assert journal[0]["data"]["forked_from"]["run_id"] == first
+            pending = watcher.locator("article.interrupt")
+            await pending.get_by_text("Edit the arguments").click()
+            await pending.locator("textarea").fill('{"to": "cy@example.com", "body": "Hi Cy"}')
+            await shots.take(watcher, f"fork-at-{seq}-editing")
+            await pending.get_by_role("button", name="Approve with edits").click()
+            await expect(watcher.locator("main")).to_have_attribute("data-status", "finished")
+            await expect(watcher.locator(".state-body")).to_contain_text("sent to cy@example.com")
+            await shots.take(watcher, "fork-finished")
+
+            # -- reject with a reason, in the inbox --
+            third = await start_parked(client, "dee")
+            await inbox.goto(f"{base}/#/approvals")
+            card = inbox.locator(f'article.interrupt[data-run-id="{third}"]')
+            await card.get_by_label("Reason").fill("not this week")
+            await card.get_by_role("button", name="Reject").click()
+            gone = inbox.locator(f'article.interrupt[data-run-id="{third}"]')
+            await expect(gone).to_have_count(0)
+            await expect(inbox.locator("#approvals-list")).to_contain_text("Nothing is waiting")
+            rejected = (await client.get(f"/v1/runs/{third}")).json()
+            assert rejected["outcome"]["state"]["reason"] == "not this week"
+            assert rejected["outcome"]["state"]["sent"] == "not sent"
+            await shots.take(inbox, "approvals-empty")
+        finally:
+            await browser.close()
+    assert errors == []
+    assert len(list(shots.dir.glob("*.png"))) == shots.n
