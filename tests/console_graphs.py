@@ -1,5 +1,5 @@
 """A graph the console tests (and docs/console.md) run: it drafts a mail, parks for a person's
-approval (``ctx.interrupt``), then sends it, or not.
+approval (``ctx.interrupt``), then sends it, or not (an address without ``@`` fails the run: a traceback to show).
 
 The approval's answer may be ``true``/``false`` (approve, reject), ``{"approve": false,
 "reason": ...}`` (a reject with a reason) or ``{"args": {...}}`` (approved with edited args).
@@ -35,14 +35,23 @@ async def review(s: Mail, ctx: Context) -> dict[str, Any]:
     )
     if isinstance(answer, dict) and isinstance(answer.get("args"), dict):
         args = answer["args"]
-        return {"approved": True, "to": args.get("to", s.get("to", "")), "draft": args.get("body")}
+        return {
+            "approved": True,
+            "to": str(args.get("to", s.get("to", ""))),
+            "draft": str(args.get("body", s.get("draft", ""))),
+        }
     if isinstance(answer, dict):
         return {"approved": bool(answer.get("approve")), "reason": answer.get("reason") or ""}
     return {"approved": bool(answer)}
 
 
 def send(s: Mail) -> dict[str, Any]:
-    return {"sent": f"sent to {s.get('to')}" if s.get("approved") else "not sent"}
+    if not s.get("approved"):
+        return {"sent": "not sent"}
+    to = s.get("to", "")
+    if "@" not in to:
+        raise ValueError(f"cannot send to {to!r}: not a mail address")
+    return {"sent": f"sent to {to}"}
 
 
 g = Graph(Mail, name="mail")

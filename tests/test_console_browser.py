@@ -138,7 +138,7 @@ async def test_console_park_approve_finish_cancel_fork(tmp_path: Path) -> None:
             )
 
             # -- a run parks; the list shows it, its page shows where it waits --
-            first = await start_parked(client, "ann")
+            first = await start_parked(client, "ann@example.com")
             await watcher.goto(f"{base}/#/runs")
             row = watcher.locator(f'tr[data-run-id="{first}"]')
             await expect(row).to_have_attribute("data-status", "interrupted")
@@ -165,28 +165,30 @@ async def test_console_park_approve_finish_cancel_fork(tmp_path: Path) -> None:
             await card.get_by_role("button", name="Approve", exact=True).click()
 
             # -- the run page sees it finish, live: no reload --
+            await watcher.bring_to_front()  # a tab in the back gets no animation frames
             await expect(watcher.locator("main")).to_have_attribute("data-status", "finished")
             await expect(watcher.locator("tr.ev-finished")).to_have_count(1)
             await expect(watcher.locator('g.node[data-node="__end__"]')).to_have_class(
                 re.compile(r"\bdone\b")
             )
-            await expect(watcher.locator(".state-body")).to_contain_text("sent to ann")
+            await expect(watcher.locator(".state-body")).to_contain_text("sent to ann@example.com")
             assert await watcher.evaluate("window.__notReloaded") is True
             await shots.take(watcher, "run-finished-live")
             final = (await client.get(f"/v1/runs/{first}")).json()
             assert final["status"] == "finished"
-            assert final["outcome"]["state"]["sent"] == "sent to ann"
+            assert final["outcome"]["state"]["sent"] == "sent to ann@example.com"
 
             # -- replay: the code still decides as the journal says --
             await watcher.locator('[data-action="replay"]').click()
             await expect(watcher.locator('[data-replay="ok"]')).to_be_visible()
 
             # -- the list follows a new run live; cancel it from its page --
+            await inbox.bring_to_front()
             await inbox.goto(f"{base}/#/runs")
             await expect(inbox.locator(f'tr[data-run-id="{first}"]')).to_have_attribute(
                 "data-status", "finished"
             )
-            second = await start_parked(client, "bob")
+            second = await start_parked(client, "bob@example.com")
             row = inbox.locator(f'tr[data-run-id="{second}"]')
             await expect(row).to_have_attribute("data-status", "interrupted")
             await shots.take(inbox, "runs-list-live")
@@ -199,7 +201,8 @@ async def test_console_park_approve_finish_cancel_fork(tmp_path: Path) -> None:
             await shots.take(inbox, "run-cancelled")
 
             # -- fork the finished run at its park: the fork parks there again; approve it
-            # with edited arguments, on the fork's own page --
+            # with edited arguments on its own page: an address that fails it, with a traceback
+            await watcher.bring_to_front()
             parked_at = watcher.locator("tr.ev-interrupted")
             seq = await parked_at.get_attribute("data-seq")
             await parked_at.click()
@@ -214,15 +217,32 @@ async def test_console_park_approve_finish_cancel_fork(tmp_path: Path) -> None:
             assert journal[0]["data"]["forked_from"]["run_id"] == first
             pending = watcher.locator("article.interrupt")
             await pending.get_by_text("Edit the arguments").click()
-            await pending.locator("textarea").fill('{"to": "cy@example.com", "body": "Hi Cy"}')
+            await pending.locator("textarea").fill('{"to": "nobody", "body": "Hi"}')
             await shots.take(watcher, f"fork-at-{seq}-editing")
             await pending.get_by_role("button", name="Approve with edits").click()
-            await expect(watcher.locator("main")).to_have_attribute("data-status", "finished")
-            await expect(watcher.locator(".state-body")).to_contain_text("sent to cy@example.com")
-            await shots.take(watcher, "fork-finished")
+            await expect(watcher.locator("main")).to_have_attribute("data-status", "failed")
+            errors_panel = watcher.locator(".errors")
+            await expect(errors_panel).to_contain_text("cannot send to 'nobody'")
+            await expect(errors_panel.locator("pre.traceback").first).to_contain_text(
+                "Traceback (most recent call last)"
+            )
+            await expect(watcher.locator('g.node[data-node="send"]')).to_have_class(
+                re.compile(r"\bfailed\b")
+            )
+            await shots.take(watcher, "fork-failed-traceback")
+
+            # -- the list's filters --
+            await inbox.bring_to_front()
+            await inbox.goto(f"{base}/#/runs")
+            await inbox.get_by_label("Status").select_option("failed")
+            await expect(inbox.locator("tr[data-run-id]")).to_have_count(1)
+            await expect(inbox.locator(f'tr[data-run-id="{fork_id}"]')).to_be_visible()
+            assert "status=failed" in inbox.url
+            await shots.take(inbox, "runs-filtered-failed")
 
             # -- reject with a reason, in the inbox --
-            third = await start_parked(client, "dee")
+            await inbox.bring_to_front()
+            third = await start_parked(client, "dee@example.com")
             await inbox.goto(f"{base}/#/approvals")
             card = inbox.locator(f'article.interrupt[data-run-id="{third}"]')
             await card.get_by_label("Reason").fill("not this week")

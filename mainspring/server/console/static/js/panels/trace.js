@@ -16,7 +16,8 @@ export class TracePanel {
 
   /** Load again soon (a burst of events makes one request). */
   refresh(delay = 1000) {
-    if (this.timer) return;
+    if (this.timer && delay >= 1000) return;
+    clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.timer = null;
       this.load();

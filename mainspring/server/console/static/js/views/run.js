@@ -116,8 +116,7 @@ export function runView(root, runId, query) {
     replace(actions,
       open ? h("button", { type: "button", class: "danger", dataset: { action: "cancel" },
         on: { click: openCancel } }, "Cancel…") : null,
-      run.status !== "finished" && run.status !== "cancelled"
-        ? h("button", { type: "button", dataset: { action: "resume" }, on: { click: openResume } },
+      open ? h("button", { type: "button", dataset: { action: "resume" }, on: { click: openResume } },
           "Resume…") : null,
       h("button", { type: "button", dataset: { action: "fork" }, on: { click: () => openFork(at) },
         title: "A new run from the state at the chosen event (choose one in the journal)" },
@@ -261,7 +260,8 @@ export function runView(root, runId, query) {
     renderGraphMarks();
     renderUsage();
     renderErrors();
-    trace.refresh();
+    // The trace at most once a second while events pour in; at once when the run stops.
+    trace.refresh(fresh.some((e) => TERMINAL.has(e.kind) || e.kind === "interrupted") ? 50 : 1000);
     if (fresh.some((e) => MOVES.has(e.kind))) scheduleRun();
     if (fresh[0].seq === 1) renderRun(); // run_started names the run it was forked from
     else if (run) run.last_seq = lastSeq;
