@@ -258,3 +258,73 @@ async def test_console_park_approve_finish_cancel_fork(tmp_path: Path) -> None:
             await browser.close()
     assert errors == []
     assert len(list(shots.dir.glob("*.png"))) == shots.n
+
+
+async def test_console_with_api_keys(tmp_path: Path) -> None:
+    """With auth on: the console asks for a key, keeps it in the tab, streams with it
+    (EventSource passes it as ``?api_key=``), and shows only the key's tenant's runs."""
+    executable = chromium_path()
+    from playwright.async_api import async_playwright, expect
+
+    from mainspring.server.keys import Scope
+    from mainspring.server.keys.memory import MemoryKeyStore
+
+    expect.set_options(timeout=WAIT_MS)
+    shots = Shots(tmp_path)
+    keys = MemoryKeyStore()
+    _, acme_key = await keys.create("acme", frozenset({Scope.READ, Scope.RUN, Scope.APPROVE}))
+    _, other_key = await keys.create("other", frozenset({Scope.READ, Scope.RUN}))
+    app = create_app(f"sqlite:///{tmp_path / 'console.db'}", graphs=[mail], keys=keys)
+    async with (
+        serving(app) as base,
+        httpx.AsyncClient(
+            base_url=base, timeout=60, headers={"Authorization": f"Bearer {acme_key}"}
+        ) as acme,
+        httpx.AsyncClient(
+            base_url=base, timeout=60, headers={"Authorization": f"Bearer {other_key}"}
+        ) as other,
+        async_playwright() as pw,
+    ):
+        mine = await start_parked(acme, "ann@example.com")
+        theirs = await start_parked(other, "zed@example.com")
+        browser = await pw.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            await page.goto(f"{base}/#/runs")
+            key_field = page.get_by_label("API key", exact=True)
+            await key_field.fill("ms_nope_nope")
+            await page.get_by_role("button", name="Open the console").click()
+            await expect(page.get_by_role("alert")).to_contain_text("not accepted")
+            await key_field.fill(acme_key)
+            await shots.take(page, "key-prompt")
+            await page.get_by_role("button", name="Open the console").click()
+
+            await expect(page.locator("#who")).to_contain_text("tenant acme")
+            row = page.locator(f'tr[data-run-id="{mine}"]')
+            await expect(row).to_have_attribute("data-status", "interrupted")
+            await expect(page.locator(f'tr[data-run-id="{theirs}"]')).to_have_count(0)
+            await expect(page.locator("#live-mode")).to_have_text("● live")
+            await shots.take(page, "runs-with-key")
+
+            await row.get_by_role("link", name=mine).click()
+            await expect(page.locator("main")).to_have_attribute("data-status", "interrupted")
+            await (
+                page.locator("article.interrupt")
+                .get_by_role("button", name="Approve", exact=True)
+                .click()
+            )
+            await expect(page.locator("main")).to_have_attribute("data-status", "finished")
+            await expect(page.locator(".state-body")).to_contain_text("sent to ann@example.com")
+            await shots.take(page, "approved-with-key")
+
+            # Another tenant's run is not found, as a missing one.
+            await page.goto(f"{base}/#/runs/{theirs}")
+            await expect(page.locator("main")).to_contain_text(f"No run {theirs}")
+
+            # The key stays in this tab only: forgetting it asks again.
+            assert await page.evaluate("sessionStorage.getItem('mainspring.api_key')") == acme_key
+            await page.get_by_role("button", name="Forget key").click()
+            await expect(page.get_by_label("API key", exact=True)).to_be_visible()
+            assert await page.evaluate("sessionStorage.getItem('mainspring.api_key')") is None
+        finally:
+            await browser.close()
