@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 from mainspring import END, START, Context, Graph
+from mainspring.models.gateway import Gateway
+from mainspring.models.providers.scripted import ScriptedModel
 
 
 class Mail(TypedDict, total=False):
@@ -26,7 +28,8 @@ def compose(to: str) -> str:
 
 async def draft(s: Mail, ctx: Context) -> dict[str, Any]:
     text = await ctx.step("compose", compose, s.get("to", "you"))
-    return {"draft": text}
+    polished = await ctx.model("writer", f"Polish this mail: {text}")
+    return {"draft": polished.text or text}
 
 
 async def review(s: Mail, ctx: Context) -> dict[str, Any]:
@@ -52,6 +55,13 @@ def send(s: Mail) -> dict[str, Any]:
     if "@" not in to:
         raise ValueError(f"cannot send to {to!r}: not a mail address")
     return {"sent": f"sent to {to}"}
+
+
+def models() -> Gateway:
+    """The model the graph asks (``Runtime(models=...)``): scripted, priced at $3/$15 a
+    million tokens, so the console has tokens and a cost to show."""
+    writer = ScriptedModel(["Hello, your order has shipped today. Kind regards, the shop."])
+    return Gateway({"writer": writer}, prices={"writer": (3.0, 15.0), "scripted": (3.0, 15.0)})
 
 
 g = Graph(Mail, name="mail")

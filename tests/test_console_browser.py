@@ -32,7 +32,7 @@ from starlette.types import ASGIApp
 from mainspring.server import create_app
 from mainspring.server.config import ServerConfig
 from tests.conftest import service_missing
-from tests.console_graphs import mail
+from tests.console_graphs import mail, models
 
 pytestmark = pytest.mark.anyio
 
@@ -119,7 +119,10 @@ async def test_console_park_approve_finish_cancel_fork(tmp_path: Path) -> None:
         errors.append(error)
 
     app = create_app(
-        f"sqlite:///{tmp_path / 'console.db'}", graphs=[mail], config=ServerConfig(auth=False)
+        f"sqlite:///{tmp_path / 'console.db'}",
+        graphs=[mail],
+        config=ServerConfig(auth=False),
+        models=models(),
     )
     async with (
         serving(app) as base,
@@ -172,6 +175,7 @@ async def test_console_park_approve_finish_cancel_fork(tmp_path: Path) -> None:
                 re.compile(r"\bdone\b")
             )
             await expect(watcher.locator(".state-body")).to_contain_text("sent to ann@example.com")
+            await expect(watcher.locator(".usage")).to_contain_text("$0.000")  # the writer's
             assert await watcher.evaluate("window.__notReloaded") is True
             await shots.take(watcher, "run-finished-live")
             final = (await client.get(f"/v1/runs/{first}")).json()
@@ -188,6 +192,8 @@ async def test_console_park_approve_finish_cancel_fork(tmp_path: Path) -> None:
             await expect(inbox.locator(f'tr[data-run-id="{first}"]')).to_have_attribute(
                 "data-status", "finished"
             )
+            cost_cell = inbox.locator(f'tr[data-run-id="{first}"] td').nth(9)
+            await expect(cost_cell).to_contain_text("$0.000")
             second = await start_parked(client, "bob@example.com")
             row = inbox.locator(f'tr[data-run-id="{second}"]')
             await expect(row).to_have_attribute("data-status", "interrupted")
@@ -274,7 +280,9 @@ async def test_console_with_api_keys(tmp_path: Path) -> None:
     keys = MemoryKeyStore()
     _, acme_key = await keys.create("acme", frozenset({Scope.READ, Scope.RUN, Scope.APPROVE}))
     _, other_key = await keys.create("other", frozenset({Scope.READ, Scope.RUN}))
-    app = create_app(f"sqlite:///{tmp_path / 'console.db'}", graphs=[mail], keys=keys)
+    app = create_app(
+        f"sqlite:///{tmp_path / 'console.db'}", graphs=[mail], keys=keys, models=models()
+    )
     async with (
         serving(app) as base,
         httpx.AsyncClient(
