@@ -336,3 +336,45 @@ async def test_console_with_api_keys(tmp_path: Path) -> None:
             assert await page.evaluate("sessionStorage.getItem('mainspring.api_key')") is None
         finally:
             await browser.close()
+
+
+async def test_console_polls_when_streams_are_refused(tmp_path: Path) -> None:
+    """A proxy that will not pass Server-Sent Events (here: the browser refuses them): the
+    list and the run page fall back to polling and still follow the run to its end."""
+    executable = chromium_path()
+    from playwright.async_api import Route, async_playwright, expect
+
+    expect.set_options(timeout=WAIT_MS)
+    shots = Shots(tmp_path)
+    app = create_app(
+        f"sqlite:///{tmp_path / 'console.db'}",
+        graphs=[mail],
+        config=ServerConfig(auth=False),
+        models=models(),
+    )
+
+    async def refuse(route: Route) -> None:
+        await route.fulfill(status=404, content_type="application/json", body="{}")
+
+    async with (
+        serving(app) as base,
+        httpx.AsyncClient(base_url=base, timeout=60) as client,
+        async_playwright() as pw,
+    ):
+        run_id = await start_parked(client, "ann@example.com")
+        browser = await pw.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            await page.route("**/v1/watch*", refuse)
+            await page.route("**/stream*", refuse)
+            await page.goto(f"{base}/#/runs/{run_id}")
+            await expect(page.locator("main")).to_have_attribute("data-status", "interrupted")
+            await expect(page.locator("#live-mode")).to_have_text("◌ polling")
+            await expect(page.locator(".stream-state")).to_have_text("◌ polling")
+            answer = await client.post(f"/v1/runs/{run_id}/interrupts/1.0.0/approve", json={})
+            assert answer.status_code == 200, answer.text
+            await expect(page.locator("main")).to_have_attribute("data-status", "finished")
+            await expect(page.locator("tr.ev-finished")).to_have_count(1)
+            await shots.take(page, "polling-finished")
+        finally:
+            await browser.close()
