@@ -9,7 +9,8 @@ From the outside in:
 * CORS (Starlette's ``CORSMiddleware``), only when ``ServerConfig.cors_origins`` names
   origins: off by default, so browsers refuse other sites' scripts reading the API.
 * :class:`Guard`: the request's key is checked once (``auth.identify``), then the rate
-  limit is taken (per key; per client address without a valid key), then the body is read
+  limit is taken (per key; per client address without a valid key; none with
+  ``auth=False``, a loopback-only server of one user), then the body is read
   up to ``max_body_bytes`` (``413`` past it, chunked bodies included) before any route sees
   it. An ``api_key`` query parameter is removed from the request once checked, so it
   reaches neither the routes nor the access log.
@@ -167,7 +168,8 @@ class Guard:
             if principal is not None and by_key
             else f"address:{client[0] if client else 'unknown'}"
         )
-        wait = self.limiter.take(caller)
+        # Without keys (--no-auth: loopback only) every client is the one local user.
+        wait = self.limiter.take(caller) if self.config.auth else 0.0
         if scope["type"] == "websocket":
             if wait:  # as the stream routes refuse: accepted, then closed 4000 + the status
                 if (await receive())["type"] == "websocket.connect":

@@ -15,7 +15,7 @@ while it has any; a parked run resumed here is followed live again.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import anyio
@@ -154,11 +154,15 @@ class StreamHub:
         tokens: bool = True,
         until_park: bool = False,
         heartbeat: float = 15.0,
+        listen: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncGenerator[list[Item], None]:
         """The run's committed events after ``after``, then live ones, in batches; tokens
         (``model_delta``) among them with ``tokens``; an empty batch after ``heartbeat``
         idle seconds; :class:`End` last when the run ends (or parks, with ``until_park``).
-        The caller has checked that the run exists and may be read."""
+
+        ``listen`` returns when the client has gone (it reads the connection): it is
+        awaited while the subscriber is idle, and the stream ends when it returns. The
+        caller has checked that the run exists and may be read."""
         feed, new = self._join(run_id, tokens)
         me = object()
         try:
@@ -167,7 +171,7 @@ class StreamHub:
             pos, cursor = after, feed.token_total
             idle_since = polled_at = anyio.current_time()
             while not self.closed:
-                changed = feed.changed  # taken before we look: no wake-up falls between
+                version = feed.version  # taken before we look: no wake-up falls between
                 events = feed.since(pos)
                 if events is None:
                     events = await self._store.read(run_id, after=pos, until=pos + self._page)
@@ -183,25 +187,29 @@ class StreamHub:
                 elif events:
                     items = list(events)
                     pos = events[-1].seq
+                del events  # an idle subscriber keeps no events
                 if items:
                     yield items
+                    del items
                     idle_since = anyio.current_time()
                     continue
                 if feed.ended(pos, until_park):
                     assert feed.status is not None
                     yield [End(feed.status.value, pos)]
                     return
+                if feed.version != version:
+                    continue  # woken while we read the journal
                 now = anyio.current_time()
-                timeout = idle_since + heartbeat - now
+                deadline = idle_since + heartbeat
                 polling = False
                 if run_id not in self._registry:  # not driven here: its record tells
                     if feed.poller is None:
                         feed.poller = me
                     if feed.poller is me:
                         polling = True
-                        timeout = min(timeout, polled_at + self._poll - now)
-                with anyio.move_on_after(max(timeout, 0.0)):
-                    await changed.wait()
+                        deadline = min(deadline, polled_at + self._poll)
+                if await _idle(feed, deadline, listen):
+                    return  # the client has gone
                 now = anyio.current_time()
                 if polling and now >= polled_at + self._poll:
                     polled_at = now
@@ -211,6 +219,24 @@ class StreamHub:
                     idle_since = now
         finally:
             self._leave(feed, tokens, me)
+
+
+async def _idle(
+    feed: RunFeed, deadline: float, listen: Callable[[], Awaitable[None]] | None
+) -> bool:
+    """Wait until the feed wakes or ``deadline`` passes: False; or the client goes: True."""
+    scope = anyio.CancelScope(deadline=deadline)
+    feed.waiters.add(scope)
+    try:
+        with scope:
+            if listen is None:
+                await anyio.sleep_forever()
+            else:
+                await listen()
+                return True
+    finally:
+        feed.waiters.discard(scope)
+    return False
 
 
 def merge_record(feed: RunFeed, record: RunRecord, version: int) -> None:
