@@ -62,6 +62,10 @@ export class StatePanel {
     // A burst of events (following a live run) makes one pair of requests, for the last.
     this.want = event.seq;
     this.title.textContent = `State at #${event.seq}`;
+    // The first time only: later, the last state stays until the next (no flicker when
+    // following a live run).
+    if (!this.shown) replace(this.body, h("p", { class: "muted" }, "Loading…"));
+    this.shown = true;
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.load(event, prevSeq), 120);
   }
