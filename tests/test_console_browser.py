@@ -325,6 +325,15 @@ async def test_console_with_api_keys(tmp_path: Path) -> None:
             await expect(page.locator(".state-body")).to_contain_text("sent to ann@example.com")
             await shots.take(page, "approved-with-key")
 
+            # The journal by keyboard: the chosen row is the one tab stop; arrows move.
+            chosen = page.locator('tr.ev[aria-selected="true"]')
+            last = int(await chosen.get_attribute("data-seq") or 0)
+            await chosen.focus()
+            await page.keyboard.press("ArrowUp")
+            await expect(page.locator("#state-title")).to_have_text(f"State at #{last - 1}")
+            await expect(page.locator("#follow")).not_to_be_checked()
+            await expect(page.locator('tr.ev[tabindex="0"]')).to_have_count(1)
+
             # Another tenant's run is not found, as a missing one.
             await page.goto(f"{base}/#/runs/{theirs}")
             await expect(page.locator("main")).to_contain_text(f"No run {theirs}")

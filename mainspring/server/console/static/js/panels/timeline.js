@@ -56,7 +56,8 @@ export class Timeline {
     this.body = h("tbody");
     this.delta = h("div", { class: "delta", hidden: true, "aria-live": "off" });
     this.el = h("div", { class: "timeline-wrap" },
-      h("table", { class: "timeline", "aria-label": "Journal" },
+      // A grid: one tab stop (the chosen row), arrow keys move between rows.
+      h("table", { class: "timeline", role: "grid", "aria-label": "Journal" },
         h("thead", {}, h("tr", {},
           ["#", "+time", "event", "node", "what"].map((c) => h("th", { scope: "col" }, c)))),
         this.body),
@@ -89,7 +90,8 @@ export class Timeline {
       if (this.rows.has(e.seq)) continue;
       if (this.t0 === null) this.t0 = e.ts;
       const [node, what] = describe(e);
-      const tr = h("tr", { dataset: { seq: e.seq, kind: e.kind }, tabindex: "0",
+      const first = this.rows.size === 0;
+      const tr = h("tr", { dataset: { seq: e.seq, kind: e.kind }, tabindex: first ? "0" : "-1",
         class: `ev ev-${e.kind}`, "aria-selected": "false" },
       h("td", { class: "num" }, String(e.seq)),
       h("td", { class: "num", title: fmtTime(e.ts) }, `+${fmtDuration(e.ts - this.t0)}`),
@@ -110,11 +112,14 @@ export class Timeline {
 
   /** Choose the event `seq` (auto: the view did, following the newest; not a person). */
   choose(seq, auto = false) {
-    for (const tr of this.body.querySelectorAll("tr[aria-selected=true]")) {
-      tr.setAttribute("aria-selected", "false");
-    }
     const tr = this.rows.get(seq);
-    if (tr) tr.setAttribute("aria-selected", "true");
+    if (!tr) return;
+    for (const other of this.body.querySelectorAll("tr[aria-selected=true], tr[tabindex='0']")) {
+      other.setAttribute("aria-selected", "false");
+      other.setAttribute("tabindex", "-1");
+    }
+    tr.setAttribute("aria-selected", "true");
+    tr.setAttribute("tabindex", "0");
     this.onSelect(this.events.get(seq), auto);
   }
 

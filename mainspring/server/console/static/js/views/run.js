@@ -116,8 +116,10 @@ export function runView(root, runId, query) {
     replace(actions,
       open ? h("button", { type: "button", class: "danger", dataset: { action: "cancel" },
         on: { click: openCancel } }, "Cancel…") : null,
-      open ? h("button", { type: "button", dataset: { action: "resume" }, on: { click: openResume } },
-          "Resume…") : null,
+      open ? h("button", { type: "button", dataset: { action: "resume" }, on: { click: openResume },
+        title: run.status === "interrupted" ? "Answer the pending interrupt with a value"
+          : "Pick up a run whose process died (its journal says where it was)" },
+      "Resume…") : null,
       h("button", { type: "button", dataset: { action: "fork" }, on: { click: () => openFork(at) },
         title: "A new run from the state at the chosen event (choose one in the journal)" },
       `Fork at #${at}…`),
