@@ -3,12 +3,12 @@
 // pending approvals, and the buttons: cancel, resume, fork at a step, replay.
 
 import { allEvents, api, ApiError, runPath, streamUrl } from "../api.js";
-import {
-  actionButton, fmtAgo, fmtCost, fmtInt, fmtTime, h, pretty, replace, statusBadge, toast,
-} from "../dom.js";
+import { actionButton, fmtAgo, fmtInt, fmtTime, h, replace, statusBadge } from "../dom.js";
 import * as live from "../live.js";
+import { cancelForm, forkForm, replayReport, resumeForm } from "../panels/actions.js";
 import { drawGraph, highlight, marksFrom } from "../panels/graph.js";
 import { StatePanel } from "../panels/state.js";
+import { errorLine, errorsView, failures, usageView } from "../panels/summary.js";
 import { Timeline } from "../panels/timeline.js";
 import { TracePanel } from "../panels/trace.js";
 import { emptyUsage, addUsage } from "../usage.js";
@@ -115,19 +115,27 @@ export function runView(root, runId, query) {
     const at = selected ? selected.seq : lastSeq;
     replace(actions,
       open ? h("button", { type: "button", class: "danger", dataset: { action: "cancel" },
-        on: { click: openCancel } }, "Cancel…") : null,
-      open ? h("button", { type: "button", dataset: { action: "resume" }, on: { click: openResume },
+        on: { click: () => show(cancelForm(runId, { close, onDone: (r) => {
+          run = r;
+          renderRun();
+        } })) } }, "Cancel…") : null,
+      open ? h("button", { type: "button", dataset: { action: "resume" }, on: { click: () => show(resumeForm(
+        runId, run.status === "interrupted", { close, onDone: refreshRun })) },
         title: run.status === "interrupted" ? "Answer the pending interrupt with a value"
           : "Pick up a run whose process died (its journal says where it was)" },
       "Resume…") : null,
-      h("button", { type: "button", dataset: { action: "fork" }, on: { click: () => openFork(at) },
+      h("button", { type: "button", dataset: { action: "fork" }, on: { click: () => show(forkForm(runId, at, { close })) },
         title: "A new run from the state at the chosen event (choose one in the journal)" },
       `Fork at #${at}…`),
-      actionButton("Replay", replay, { dataset: { action: "replay" },
+      actionButton("Replay", async () => show(await replayReport(runId, { close })), {
+        dataset: { action: "replay" },
         title: "Run the graph's code again over this journal: does it still decide the same?" }),
     );
     renderPending();
   }
+
+  const close = () => replace(drawer);
+  const show = (el) => replace(drawer, el);
 
   function runLink(label, id, seq) {
     const href = `#/runs/${encodeURIComponent(id)}` + (seq ? `?at=${seq}` : "");
@@ -138,79 +146,6 @@ export function runView(root, runId, query) {
   function item(label, value, title) {
     return h("span", { class: "meta-item", title: title || null },
       h("span", { class: "muted" }, `${label} `), value);
-  }
-
-  function openCancel() {
-    const reason = h("input", { id: "cancel-reason", autocomplete: "off",
-      placeholder: "why (kept in the journal)" });
-    replace(drawer, h("form", { class: "inline-form card", "aria-label": "Cancel the run" },
-      h("label", { for: "cancel-reason" }, "Cancel reason"), reason,
-      actionButton("Cancel the run", async () => {
-        const body = reason.value.trim() ? { reason: reason.value.trim() } : {};
-        run = await api(`${runPath(runId)}/cancel`, { method: "POST", body });
-        replace(drawer);
-        toast(`${runId} cancelled`);
-        renderRun();
-      }, { class: "danger", dataset: { action: "confirm-cancel" } }),
-      h("button", { type: "button", class: "link", on: { click: () => replace(drawer) } },
-        "Keep it running")));
-    reason.focus();
-  }
-
-  function openResume() {
-    const value = h("textarea", { id: "resume-value", rows: 3, class: "mono",
-      spellcheck: "false" }, "true");
-    replace(drawer, h("form", { class: "inline-form card", "aria-label": "Resume the run" },
-      h("label", { for: "resume-value" }, "Value (JSON) for the pending interrupt"), value,
-      actionButton("Resume", async () => {
-        let parsed;
-        try {
-          parsed = JSON.parse(value.value);
-        } catch (err) {
-          throw new Error(`The value is not valid JSON: ${err.message}`);
-        }
-        const body = run && run.status === "interrupted" ? { value: parsed } : {};
-        await api(`${runPath(runId)}/resume`, { method: "POST", body });
-        replace(drawer);
-        toast(`${runId} resumed`);
-        refreshRun();
-      }, { class: "primary", dataset: { action: "confirm-resume" } }),
-      h("button", { type: "button", class: "link", on: { click: () => replace(drawer) } },
-        "Close")));
-  }
-
-  function openFork(at) {
-    const effects = h("select", { id: "fork-effects" },
-      h("option", { value: "" }, "refuse if it would repeat recorded effects"),
-      h("option", { value: "reuse" }, "reuse: answer them from this run's journal"),
-      h("option", { value: "rerun" }, "rerun: call them again (new idempotency keys)"));
-    const thread = h("input", { id: "fork-thread", autocomplete: "off",
-      placeholder: "same thread", value: "" });
-    replace(drawer, h("form", { class: "inline-form card", "aria-label": "Fork the run" },
-      h("strong", {}, `Fork at #${at}`),
-      h("label", { for: "fork-effects" }, "Effects after it"), effects,
-      h("label", { for: "fork-thread" }, "Thread"), thread,
-      actionButton("Fork", async () => {
-        const body = { at };
-        if (effects.value) body.effects = effects.value;
-        if (thread.value.trim()) body.thread = thread.value.trim();
-        const forked = await api(`${runPath(runId)}/fork`, { method: "POST", body });
-        toast(`forked at #${at}: ${forked.run_id}`);
-        window.location.hash = `#/runs/${encodeURIComponent(forked.run_id)}`;
-      }, { class: "primary", dataset: { action: "confirm-fork" } }),
-      h("button", { type: "button", class: "link", on: { click: () => replace(drawer) } },
-        "Close")));
-  }
-
-  async function replay() {
-    const report = await api(`${runPath(runId)}/replay`, { method: "POST", body: {} });
-    replace(drawer, h("div", { class: `card report ${report.ok ? "ok" : "bad"}`, role: "status",
-      dataset: { replay: report.ok ? "ok" : "diverged" } },
-    h("strong", {}, report.ok ? "Replay: the code decides as the journal says."
-      : "Replay diverged from the journal."),
-    h("pre", { class: "json" }, pretty(report)),
-    h("button", { type: "button", class: "link", on: { click: () => replace(drawer) } },
-      "Close")));
   }
 
   let pendingKey = "";
@@ -294,41 +229,13 @@ export function runView(root, runId, query) {
   }
 
   function renderUsage() {
-    const rows = [...usage.byNode.values()];
-    replace(usageBox,
-      h("dl", { class: "stats" },
-        stat("tokens in", fmtInt(usage.input)), stat("tokens out", fmtInt(usage.output)),
-        stat("cached", fmtInt(usage.cached)), stat("reasoning", fmtInt(usage.reasoning)),
-        stat("cost", fmtCost(usage.cost)), stat("calls", fmtInt(usage.calls))),
-      usage.estimated ? h("p", { class: "muted" }, "Some counts are estimates.") : null,
-      rows.length ? h("table", { class: "compact" },
-        h("thead", {}, h("tr", {}, ["node", "calls", "in", "out", "cost"].map((c) =>
-          h("th", { scope: "col" }, c)))),
-        h("tbody", {}, rows.map((r) => h("tr", {}, h("td", { class: "mono" }, r.node),
-          h("td", { class: "num" }, fmtInt(r.calls)), h("td", { class: "num" }, fmtInt(r.input)),
-          h("td", { class: "num" }, fmtInt(r.output)), h("td", { class: "num" },
-            fmtCost(r.cost)))))) : h("p", { class: "muted" }, "No model calls reported usage."));
+    replace(usageBox, usageView(usage));
   }
 
   function renderErrors() {
-    const failures = events.filter((e) => e.kind === "step_failed" || e.kind === "failed" ||
-      (e.kind === "effect_finished" && e.data && e.data.error));
-    errorsPanel.hidden = failures.length === 0;
-    replace(errorsBox, failures.map((e) => {
-      const err = e.data.error || {};
-      const where = [err.node || e.data.node, e.data.step !== undefined ? `step ${e.data.step}`
-        : null, e.data.attempt ? `attempt ${e.data.attempt}` : null].filter(Boolean).join(", ");
-      return h("article", { class: "error-item", dataset: { seq: e.seq } },
-        h("header", {}, h("a", { href: "#", on: { click: (ev) => {
-          ev.preventDefault();
-          timeline.choose(e.seq);
-        } } }, `#${e.seq}`), " ", h("span", { class: `kind kind-${e.kind}` }, e.kind), " ",
-        h("strong", {}, `${err.type || "Error"}: `), err.message || "",
-        where ? h("span", { class: "muted" }, ` (${where})`) : null,
-        e.data.retry ? h("span", { class: "tag" }, "retried") : null),
-        err.traceback ? h("pre", { class: "traceback" }, err.traceback)
-          : h("p", { class: "muted" }, "No traceback was recorded."));
-    }));
+    const failed = failures(events);
+    errorsPanel.hidden = failed.length === 0;
+    replace(errorsBox, errorsView(failed, (seq) => timeline.choose(seq)));
   }
 
   // -- live: the run's stream, with polling when it cannot be had --
@@ -453,14 +360,4 @@ export function runView(root, runId, query) {
   })();
 
   return { destroy };
-}
-
-function stat(label, value) {
-  return h("div", { class: "stat" }, h("dt", {}, label), h("dd", {}, value));
-}
-
-function errorLine(error) {
-  if (typeof error === "string") return error;
-  if (error && typeof error === "object") return `${error.type || "Error"}: ${error.message || ""}`;
-  return String(error);
 }
