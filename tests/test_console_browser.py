@@ -349,7 +349,8 @@ async def test_console_with_api_keys(tmp_path: Path) -> None:
 
 async def test_console_polls_when_streams_are_refused(tmp_path: Path) -> None:
     """A proxy that will not pass Server-Sent Events (here: the browser refuses them): the
-    list and the run page fall back to polling and still follow the run to its end."""
+    list and the run page fall back to polling and still follow the run, resumed from its
+    page, to its end."""
     executable = chromium_path()
     from playwright.async_api import Route, async_playwright, expect
 
@@ -380,8 +381,10 @@ async def test_console_polls_when_streams_are_refused(tmp_path: Path) -> None:
             await expect(page.locator("main")).to_have_attribute("data-status", "interrupted")
             await expect(page.locator("#live-mode")).to_have_text("◌ polling")
             await expect(page.locator(".stream-state")).to_have_text("◌ polling")
-            answer = await client.post(f"/v1/runs/{run_id}/interrupts/1.0.0/approve", json={})
-            assert answer.status_code == 200, answer.text
+            # Resume with a value, from the run's own buttons.
+            await page.locator('[data-action="resume"]').click()
+            await page.get_by_label("Value (JSON) for the pending interrupt").fill("true")
+            await page.locator('[data-action="confirm-resume"]').click()
             await expect(page.locator("main")).to_have_attribute("data-status", "finished")
             await expect(page.locator("tr.ev-finished")).to_have_count(1)
             await shots.take(page, "polling-finished")
