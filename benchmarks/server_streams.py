@@ -45,6 +45,7 @@ import anyio
 import uvicorn
 from fastapi import Request
 from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
 
 from mainspring import END, START, Context, Graph, Runtime
 from mainspring.server import ServerConfig, create_app
@@ -149,6 +150,20 @@ def serve(db: str) -> None:
         subs = sum(f.subscribers for f in hub._feeds.values())
         return {"rss": rss, "subscribers": subs, "idle": idle["open"]}
 
+    async def raw_idle(scope: Any, receive: Any, send: Any) -> None:
+        """A bare idle stream behind the app's middleware: the framework's share."""
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b": hi\n\n", "more_body": True})
+        idle["open"] += 1
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        finally:
+            idle["open"] -= 1
+
+    app.router.routes.insert(0, Route("/bench/raw-idle", _Asgi(raw_idle)))
+
     @app.get("/bench/idle")
     async def bench_idle() -> StreamingResponse:
         async def forever() -> Any:
@@ -161,19 +176,62 @@ def serve(db: str) -> None:
 
         return StreamingResponse(forever(), media_type="text/event-stream")
 
-    async def main() -> None:
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_level="error", http="httptools",
-            backlog=4096, timeout_graceful_shutdown=1,
-        )  # fmt: skip
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.01)
-        print(server.servers[0].sockets[0].getsockname()[1], flush=True)
-        await task
+    asyncio.run(_serve(app))
 
-    asyncio.run(main())
+
+class _Asgi:
+    """An ASGI callable as a route's endpoint (Starlette wraps plain functions)."""
+
+    def __init__(self, app: Callable[[Any, Any, Any], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+def serve_raw() -> None:
+    """``--serve-raw``: a bare ASGI app (no framework) whose ``/bench/idle`` streams hold a
+    connection open: the floor of an idle stream connection under uvicorn."""
+    idle = {"open": 0}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["path"] == "/bench/rss":
+            gc.collect()
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            body = json.dumps({"rss": rss, "idle": idle["open"]}).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": body})
+            return
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b": hi\n\n", "more_body": True})
+        idle["open"] += 1
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        finally:
+            idle["open"] -= 1
+
+    asyncio.run(_serve(app))
+
+
+async def _serve(app: Any) -> None:
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="error", http="httptools",
+        backlog=4096, timeout_graceful_shutdown=1,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    print(server.servers[0].sockets[0].getsockname()[1], flush=True)
+    await task
 
 
 # -- a light client ------------------------------------------------------------------------
@@ -372,24 +430,29 @@ class Bench:
         """Each side in a fresh server process: freed memory is not handed back to the OS,
         so a second measurement in one process would reuse the first one's."""
         results: dict[str, float] = {}
-        for name in ("floor", "ours"):
-            with server(self.workdir, f"idle-{name}") as port:
-                results[name] = await idle_growth(Http(port), name == "ours", n)
+        for name in ("raw", "fastapi", "app", "ours"):
+            with server(self.workdir, f"idle-{name}", raw=name == "raw") as port:
+                path = "/bench/raw-idle" if name == "app" else "/bench/idle"
+                results[name] = await idle_growth(Http(port), name == "ours", n, path)
+        above = results["ours"] - results["raw"]
         return Result(
-            "W15-idle", results["ours"], results["floor"], "KB RSS per idle subscriber",
+            "W15-idle", results["ours"], results["fastapi"], "KB RSS per idle subscriber",
             checks=[at_most(results["ours"], 20.0, "<= 20 KB per idle subscriber")],
-            extra={"subscribers": n},
+            extra={"subscribers": n, "floor": results["raw"],
+                   "vs_floor": results["ours"] / results["raw"], "above_floor_kb": above,
+                   "app_middleware_floor": results["app"]},
         )  # fmt: skip
 
     async def w15_load(self, n: int) -> list[Result]:
-        runs = 10
+        """``n`` subscribers, ten to a run, each run a step every 0.5 s (~6 events/s)."""
+        runs = max(1, n // 10)
         seconds = 3.0 if self.quick else 10.0
-        steps = int(seconds / 0.02) + 50
+        steps = int(seconds / 0.5) + 20
         run_ids = []
         for _ in range(runs):
             _, body = await self.http.request(
                 "POST", "/bench/start/ticker",
-                {"input": {"limit": steps, "delay": 0.02}, "watch": 1},
+                {"input": {"limit": steps, "delay": 0.5}, "watch": 1},
             )  # fmt: skip
             run_ids.append(body["run_id"])
         received: dict[str, list[tuple[int, float]]] = {r: [] for r in run_ids}
@@ -454,9 +517,9 @@ class Bench:
         ]  # fmt: skip
 
 
-async def idle_growth(http: Http, ours: bool, n: int) -> float:
+async def idle_growth(http: Http, ours: bool, n: int, path: str = "/bench/idle") -> float:
     """The server's RSS growth per idle stream, KB: a parked run's (ours), or a bare one."""
-    path, key = "/bench/idle", "idle"
+    key = "idle"
     if ours:
         _, body = await http.request("POST", "/bench/start/parker", {"input": None})
         run_id = body["run_id"]
@@ -495,11 +558,12 @@ async def idle_growth(http: Http, ours: bool, n: int) -> float:
 
 
 @contextlib.contextmanager
-def server(workdir: Path, name: str) -> Iterator[int]:
-    """A server process (``--serve``) on a SQLite file of its own: its port."""
+def server(workdir: Path, name: str, *, raw: bool = False) -> Iterator[int]:
+    """A server process (``--serve``, or ``--serve-raw``) on a SQLite file of its own."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    mode = ["--serve-raw"] if raw else ["--serve", str(workdir / f"{name}.db")]
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(workdir / f"{name}.db")],
+        [sys.executable, __file__, *mode],
         stdout=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
@@ -531,7 +595,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object per workload")
     parser.add_argument("--subscribers", type=int, default=None, help="default 1000 (quick 300)")
     parser.add_argument("--serve", metavar="DB", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_raw:
+        serve_raw()
+        return 0
     if args.serve:
         serve(args.serve)
         return 0

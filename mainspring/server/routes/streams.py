@@ -22,7 +22,7 @@ from ..streams.sse import (
     frame,
     item_chunks,
     json_bytes,
-    send_stream,
+    send_subscription,
     until_disconnect,
 )
 from ..streams.watch import watch_runs
@@ -76,14 +76,14 @@ class _RunStream:
         start = _resume_point(after, request.headers.get("last-event-id"))
         del request, caller  # nothing of the request outlives its checks
         config = state.config
-        batches = hub_of(state).follow(
+        sub = hub_of(state).subscribe(
             run_id, after=start, tokens=tokens, until_park=until == "park",
             heartbeat=config.heartbeat, listen=until_disconnect(receive),
         )  # fmt: skip
-        await send_stream(
-            scope, receive, send, item_chunks(batches), stall_timeout=config.stall_timeout,
-            watch_disconnect=False,
-        )  # fmt: skip
+        try:
+            await send_subscription(scope, send, sub, stall_timeout=config.stall_timeout)
+        finally:
+            sub.close()
 
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
@@ -170,7 +170,7 @@ async def stream_run_ws(
     state = server_state(websocket)
     config = state.config
     header = websocket.headers.get("last-event-id")
-    batches = hub_of(state).follow(
+    sub = hub_of(state).subscribe(
         run_id,
         after=_resume_point(after, header),
         tokens=tokens,
@@ -178,7 +178,10 @@ async def stream_run_ws(
         heartbeat=config.heartbeat,
         listen=until_closed(websocket),
     )
-    await pump(websocket, batches, stall_timeout=config.stall_timeout)
+    try:
+        await pump(websocket, sub, stall_timeout=config.stall_timeout)
+    finally:
+        sub.close()
 
 
 @router.get(

@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from ...errors import StoreError
 from ...events import Event, EventKind, jsonable_or_repr
-from .hub import End, Item
+from .hub import End, Item, Subscription
 
 log = logging.getLogger("mainspring.server.streams")
 
@@ -42,8 +42,25 @@ def json_bytes(value: Any) -> bytes:
 
 
 def event_json(event: Event) -> bytes:
-    """The event's JSON (``Event.to_json``); an in-memory store keeps objects JSON cannot
-    hold: those are sent as their repr rather than ending the stream."""
+    """The event's JSON (``Event.to_json``), encoded once for all its subscribers (a
+    small cache of the newest events; it holds each, so an id is never reused)."""
+    hit = _encoded.get(id(event))
+    if hit is not None and hit[0] is event:
+        return hit[1]
+    data = _event_json(event)
+    _encoded[id(event)] = (event, data)
+    if len(_encoded) > ENCODED:
+        del _encoded[next(iter(_encoded))]  # the oldest
+    return data
+
+
+ENCODED = 1024
+_encoded: dict[int, tuple[Event, bytes]] = {}
+
+
+def _event_json(event: Event) -> bytes:
+    # An in-memory store keeps objects JSON cannot hold: those go as their repr rather
+    # than ending the stream.
     try:
         return _encoder.encode(event.to_json())
     except Exception:
@@ -151,11 +168,53 @@ async def _send_all(
     return "end"
 
 
+async def send_subscription(
+    scope: Scope, send: Send, sub: Subscription, *, stall_timeout: float
+) -> str:
+    """Send a hub subscription as a ``text/event-stream`` answer, in this one coroutine
+    (an idle stream is this frame and the subscription's wait: see ``hub.Subscription``);
+    returns why it stopped: "end" (the run's end, the hub closed, the client gone), or
+    "stalled". A store failure ends it with an ``error`` event (the client reconnects)."""
+    try:
+        with anyio.fail_after(stall_timeout):
+            await send({"type": "http.response.start", "status": 200, "headers": RAW_HEADERS})
+        failed = False
+        while not failed:
+            try:
+                batch = await sub.next()
+            except StoreError as exc:
+                log.warning("a stream ended: the store failed: %s", exc)
+                error = {"code": "store_unavailable", "message": f"the store failed: {exc}"}
+                chunk, failed = frame("error", json_bytes({"error": error})), True
+            else:
+                if batch is None:
+                    break
+                chunk = b"".join(map(item_frame, batch)) if batch else KEEP_ALIVE
+                del batch  # an idle stream holds no events
+            with anyio.fail_after(stall_timeout):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            del chunk
+        with anyio.fail_after(stall_timeout):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except TimeoutError:
+        # The client left its socket undrained: drop it. The server closes the
+        # connection (the response stays incomplete: the client sees it cut).
+        log.info("dropped a stream client that stopped reading (%s)", scope.get("path"))
+        return "stalled"
+    return "end"
+
+
 class EventStreamResponse(StreamingResponse):
     """``text/event-stream`` of ``chunks`` (see :func:`send_stream`), for FastAPI routes."""
 
-    def __init__(self, chunks: AsyncGenerator[bytes, None], *, stall_timeout: float) -> None:
-        super().__init__(chunks, media_type="text/event-stream", headers=HEADERS)
+    def __init__(
+        self,
+        chunks: AsyncGenerator[bytes, None],
+        status_code: int = 200,  # (FastAPI reads the default for the OpenAPI document)
+        *,
+        stall_timeout: float = 30.0,
+    ) -> None:
+        super().__init__(chunks, status_code, media_type="text/event-stream", headers=HEADERS)
         self.chunks = chunks
         self.stall_timeout = stall_timeout
 

@@ -9,15 +9,14 @@ the server's WebSocket pings find dead peers; client messages are ignored.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import Awaitable, Callable
 
 import anyio
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ...errors import StoreError
 from ...events import EventKind
-from .hub import End, Item
+from .hub import End, Item, Subscription
 from .sse import event_json, json_bytes
 
 log = logging.getLogger("mainspring.server.streams")
@@ -42,19 +41,16 @@ def until_closed(websocket: WebSocket) -> Callable[[], Awaitable[None]]:
     return listen
 
 
-async def pump(
-    websocket: WebSocket, batches: AsyncGenerator[list[Item], None], *, stall_timeout: float
-) -> str:
-    """Send ``batches`` (a hub subscriber given :func:`until_closed`) to an accepted
-    WebSocket until the stream ends, the client leaves or stalls; returns why it stopped:
-    "end", "stalled" or "error"."""
+async def pump(websocket: WebSocket, sub: Subscription, *, stall_timeout: float) -> str:
+    """Send a hub subscription (given :func:`until_closed`) to an accepted WebSocket until
+    the stream ends, the client leaves or stalls; returns why it stopped: "end",
+    "disconnect", "stalled" or "error"."""
     try:
-        async with aclosing(batches):
-            async for batch in batches:
-                for item in batch:  # no keep-alive frames: the server's pings do that
-                    with anyio.fail_after(stall_timeout):
-                        await websocket.send_text(ws_frame(item))
-                del batch, item  # an idle stream holds no events
+        while (batch := await sub.next()) is not None:
+            for item in batch:  # no keep-alive frames: the server's pings do that
+                with anyio.fail_after(stall_timeout):
+                    await websocket.send_text(ws_frame(item))
+            del batch  # an idle stream holds no events
         with anyio.fail_after(stall_timeout):
             await websocket.close(1000)
     except TimeoutError:
