@@ -13,6 +13,7 @@ import pytest
 from mainspring.server import create_app
 from mainspring.server.config import ServerConfig
 from mainspring.server.console import STATIC
+from mainspring.server.security import CONSOLE_CSP
 
 pytestmark = pytest.mark.anyio
 
@@ -34,6 +35,7 @@ async def test_the_page_and_its_modules_are_served_with_a_strict_policy(
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     csp = page.headers["content-security-policy"]
+    assert csp == CONSOLE_CSP  # the server's one policy, on the console too
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
     assert page.headers["x-content-type-options"] == "nosniff"
     # Every file the page names is there; modules are JavaScript whatever the host's
@@ -48,6 +50,8 @@ async def test_the_page_and_its_modules_are_served_with_a_strict_policy(
         answer = await client.get(f"/console/{rel}")
         assert answer.status_code == 200, rel
         assert answer.headers["content-type"].startswith("text/javascript"), rel
+        assert answer.headers["content-security-policy"] == CONSOLE_CSP
+        assert answer.headers["cache-control"] == "no-cache"
     assert (await client.get("/console/nope.js")).status_code == 404
 
 

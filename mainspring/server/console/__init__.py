@@ -20,27 +20,16 @@ from starlette.types import Message, Receive, Scope, Send
 
 STATIC: Final = Path(__file__).parent / "static"
 
-#: Every resource from this origin only; nothing framed, no plugins.
-CSP: Final = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'"
-)
-
-_HEADERS: Final = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    # Revalidate every time (the ETag makes that cheap): a new release's files are seen at
-    # once, never mixed with cached modules of the last one.
-    "Cache-Control": "no-cache",
-}
+#: The security headers (the Content-Security-Policy of this origin only, ``nosniff``, no
+#: framing) are the server's own, on every response (``security.Shield``); the console adds
+#: only this: revalidate every time (the ETag makes that cheap), so a new release's files are
+#: seen at once, never mixed with cached modules of the last one.
+_HEADERS: Final = {"Cache-Control": "no-cache"}
 
 
 class _ConsoleFiles(StaticFiles):
-    """The console's files with its security headers (and JavaScript as JavaScript, whatever
-    the host's mimetypes table says: browsers refuse modules served as anything else)."""
+    """The console's files, revalidated each time, and JavaScript as JavaScript whatever the
+    host's mimetypes table says (browsers refuse modules served as anything else)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = str(scope.get("path", ""))
