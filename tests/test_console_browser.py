@@ -244,6 +244,10 @@ async def test_console_park_approve_finish_cancel_fork(tmp_path: Path) -> None:
             await expect(inbox.locator("tr[data-run-id]")).to_have_count(1)
             await expect(inbox.locator(f'tr[data-run-id="{fork_id}"]')).to_be_visible()
             assert "status=failed" in inbox.url
+            await inbox.locator(f'tr[data-run-id="{fork_id}"] a.filter-link').first.click()
+            await expect(inbox).to_have_url(re.compile(r"status=failed&graph=mail"))
+            await expect(inbox.get_by_label("Graph")).to_have_value("mail")
+            await expect(inbox.locator("tr[data-run-id]")).to_have_count(1)
             await shots.take(inbox, "runs-filtered-failed")
 
             # -- reject with a reason, in the inbox --

@@ -181,15 +181,23 @@ function row(run, usage) {
     h("td", { class: "mono" }, h("a", { href }, run.run_id),
       run.parent_run_id ? h("span", { class: "muted", title: `forked from ${run.parent_run_id}` },
         " ⑂") : null),
-    h("td", {}, run.graph),
-    h("td", { class: "mono" }, run.thread || "—"),
-    h("td", {}, run.tenant || "—"),
+    h("td", {}, filterLink("graph", run.graph)),
+    h("td", { class: "mono" }, run.thread ? filterLink("thread", run.thread) : "—"),
+    h("td", {}, run.tenant ? filterLink("tenant", run.tenant) : "—"),
     h("td", { title: fmtTime(run.created_at) }, fmtAgo(run.created_at)),
     h("td", { title: fmtTime(run.updated_at) }, fmtAgo(run.updated_at)),
     h("td", { class: "num" }, fmtInt(run.last_seq)),
     h("td", { class: "num" }, usage ? fmtInt(usage.input + usage.output) : "…"),
     h("td", { class: "num" }, usage ? fmtCost(usage.cost) : "…"),
   );
+}
+
+/** A value that filters the list by itself when clicked (the page reads the new URL). */
+function filterLink(name, value) {
+  const params = new URLSearchParams(window.location.hash.split("?")[1] || "");
+  params.set(name, value);
+  return h("a", { href: `#/runs?${params}`, class: "filter-link",
+    title: `Only runs with ${name} ${value}` }, value);
 }
 
 function dedupe(runs) {
