@@ -57,11 +57,20 @@ def send(s: Mail) -> dict[str, Any]:
     return {"sent": f"sent to {to}"}
 
 
+#: What ``chat``'s model answers, a few characters at a time.
+STORY = "Once upon a time a durable run parked, was approved, and streamed this story to you."
+
+
 def models() -> Gateway:
-    """The model the graph asks (``Runtime(models=...)``): scripted, priced at $3/$15 a
-    million tokens, so the console has tokens and a cost to show."""
+    """The models the graphs ask (``Runtime(models=...)``): scripted, priced at $3/$15 a
+    million tokens, so the console has tokens and a cost to show; ``storyteller`` streams
+    its answer slowly enough to be watched."""
     writer = ScriptedModel(["Hello, your order has shipped today. Kind regards, the shop."])
-    return Gateway({"writer": writer}, prices={"writer": (3.0, 15.0), "scripted": (3.0, 15.0)})
+    storyteller = ScriptedModel([STORY], chunk=6, token_delay=0.02)
+    return Gateway(
+        {"writer": writer, "storyteller": storyteller},
+        prices={"writer": (3.0, 15.0), "storyteller": (3.0, 15.0), "scripted": (3.0, 15.0)},
+    )
 
 
 g = Graph(Mail, name="mail")
@@ -73,3 +82,26 @@ g.edge("draft", "review")
 g.edge("review", "send")
 g.edge("send", END)
 mail = g.compile()
+
+
+class Chat(TypedDict, total=False):
+    story: str
+
+
+async def wait_for_go(s: Chat, ctx: Context) -> dict[str, Any]:
+    await ctx.interrupt({"approve": "tell the story?"})
+    return {}
+
+
+async def tell(s: Chat, ctx: Context) -> dict[str, Any]:
+    answer = await ctx.model("storyteller", "Tell a short story.")
+    return {"story": answer.text}
+
+
+c = Graph(Chat, name="chat")
+c.node(wait_for_go)
+c.node(tell)
+c.edge(START, "wait_for_go")
+c.edge("wait_for_go", "tell")
+c.edge("tell", END)
+chat = c.compile()

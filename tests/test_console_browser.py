@@ -32,7 +32,7 @@ from starlette.types import ASGIApp
 from mainspring.server import create_app
 from mainspring.server.config import ServerConfig
 from tests.conftest import service_missing
-from tests.console_graphs import mail, models
+from tests.console_graphs import STORY, chat, mail, models
 
 pytestmark = pytest.mark.anyio
 
@@ -392,5 +392,57 @@ async def test_console_polls_when_streams_are_refused(tmp_path: Path) -> None:
             await expect(page.locator("main")).to_have_attribute("data-status", "finished")
             await expect(page.locator("tr.ev-finished")).to_have_count(1)
             await shots.take(page, "polling-finished")
+        finally:
+            await browser.close()
+
+
+async def test_console_shows_a_models_tokens_as_they_stream(tmp_path: Path) -> None:
+    """A model's answer streams into the run page (``model_delta`` events, never journaled)
+    while the call runs; the journal then has the whole answer in ``effect_finished``."""
+    executable = chromium_path()
+    from playwright.async_api import async_playwright, expect
+
+    expect.set_options(timeout=WAIT_MS)
+    shots = Shots(tmp_path)
+    app = create_app(
+        f"sqlite:///{tmp_path / 'console.db'}",
+        graphs=[chat],
+        config=ServerConfig(auth=False),
+        models=models(),
+    )
+    async with (
+        serving(app) as base,
+        httpx.AsyncClient(base_url=base, timeout=60) as client,
+        async_playwright() as pw,
+    ):
+        started = await client.post("/v1/runs", json={"graph": "chat", "input": {}, "wait": True})
+        run = started.json()
+        assert run["status"] == "interrupted", run
+        browser = await pw.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            await page.goto(f"{base}/#/runs/{run['run_id']}")
+            await expect(page.locator(".stream-state")).to_have_text("● live")
+            # Whatever the line under the journal ever shows, kept: no race with its life.
+            await page.evaluate(
+                """() => {
+                  const line = document.querySelector(".delta");
+                  window.__deltas = [];
+                  new MutationObserver(() => window.__deltas.push(line.textContent))
+                    .observe(line, {childList: true, characterData: true, subtree: true});
+                }"""
+            )
+            await (
+                page.locator("article.interrupt")
+                .get_by_role("button", name="Approve", exact=True)
+                .click()
+            )
+            await expect(page.locator("main")).to_have_attribute("data-status", "finished")
+            await expect(page.locator(".state-body")).to_contain_text(STORY)
+            seen: list[str] = await page.evaluate("window.__deltas")
+            assert any("tell · model:storyteller" in t for t in seen), seen
+            partial = [t.split(": ", 1)[1] for t in seen if ": " in t]
+            assert any(0 < len(p) < len(STORY) and STORY.startswith(p) for p in partial), seen
+            await shots.take(page, "streamed-story")
         finally:
             await browser.close()
