@@ -367,3 +367,38 @@ async def test_a_server_killed_mid_stream_loses_nothing_for_a_client_that_reconn
 @pytest.mark.slow
 async def test_three_kills_mid_stream_lose_nothing(tmp_path: Path) -> None:
     await _restart_mid_stream(tmp_path, limit=300, kills=3)
+
+
+# -- runs driven elsewhere, and the docs' client ---------------------------------------------
+
+
+async def test_a_run_driven_by_another_process_is_followed_from_its_record(
+    tmp_path: Path, runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    # Another runtime on the same file stands for another worker: the server does not
+    # drive the run, so its stream follows the run's record and journal.
+    async with Runtime.open(f"sqlite:///{tmp_path / 'streams.db'}", recover="off") as worker:
+        run = await worker.start(ticker, {"limit": 10, "delay": 0.02})
+        got = await read_sse(client, f"{served.url}/v1/runs/{run.run_id}/stream")
+        assert got.journaled == await journal(worker, run.run_id)
+        assert got.end is not None and got.end["status"] == "finished"
+
+
+def _docs_example(name: str) -> str:
+    text = (ROOT / "docs" / "server-streams.md").read_text()
+    after = text.split(f"<!-- example: {name} -->", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_docs_client_follows_a_run_to_its_end(
+    runtime: Runtime, served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    namespace: dict[str, Any] = {}
+    exec(compile(_docs_example("follow"), "server-streams.md", "exec"), namespace)
+    run = await runtime.start(ticker, {"limit": 5, "delay": 0.01})
+    status = await anyio.to_thread.run_sync(namespace["follow"], served.url, run.run_id)
+    assert status == "finished"
+    printed = capsys.readouterr().out.split("\n")
+    assert [line.split()[1] for line in printed if line] == [
+        str(e["seq"]) for e in await journal(runtime, run.run_id)
+    ]
