@@ -25,6 +25,8 @@ import websockets
 from mainspring import Runtime
 from mainspring.engine.handle import RunHandle
 from mainspring.server import ServerConfig, create_app
+from mainspring.server.keys.protocol import KeyInfo, Principal
+from mainspring.server.keys.protocol import Scope as KeyScope
 from mainspring.server.routes.streams import hub_of
 from mainspring.server.streams import StreamHub
 from tests.stream_graphs import ANSWER, asker, build_ticker, gateway, ticker
@@ -402,3 +404,75 @@ async def test_the_docs_client_follows_a_run_to_its_end(
     assert [line.split()[1] for line in printed if line] == [
         str(e["seq"]) for e in await journal(runtime, run.run_id)
     ]
+
+
+# -- keys and tenants --------------------------------------------------------------------------
+
+
+class FixedKeys:
+    """A key store of a few fixed keys (the key protocol; the real stores are tested apart)."""
+
+    def __init__(self, keys: dict[str, Principal]) -> None:
+        self.keys = keys
+
+    async def open(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    async def create(
+        self, tenant: str, scopes: frozenset[KeyScope], name: str = ""
+    ) -> tuple[KeyInfo, str]:
+        raise NotImplementedError
+
+    async def verify(self, key: str) -> Principal | None:
+        return self.keys.get(key)
+
+    async def revoke(self, key_id: str) -> bool:
+        return False
+
+    async def list(self, tenant: str | None = None) -> list[KeyInfo]:
+        return []
+
+
+async def test_streams_answer_only_the_key_s_tenant(runtime: Runtime) -> None:
+    keys = FixedKeys(
+        {
+            "k-acme": Principal("a", "acme", frozenset({KeyScope.READ})),
+            "k-other": Principal("o", "other", frozenset({KeyScope.READ})),
+            "k-runner": Principal("r", "acme", frozenset({KeyScope.RUN})),
+        }
+    )
+    app = create_app(runtime, graphs=[ticker], keys=keys, config=ServerConfig(console=False))
+    mine = await runtime.tenant("acme").start(ticker, {"limit": 2})
+    theirs = await runtime.tenant("other").start(ticker, {"limit": 2})
+    await mine.wait()
+    await theirs.wait()
+    async with serve(app) as s, httpx.AsyncClient(timeout=30) as c:
+        url = f"{s.url}/v1/runs/{{}}/stream"
+        acme = {"Authorization": "Bearer k-acme"}
+        got = await read_sse(c, url.format(mine.run_id), headers=acme)
+        assert got.end is not None and got.end["status"] == "finished"
+        assert (await c.get(url.format(theirs.run_id), headers=acme)).status_code == 404
+        assert (await c.get(url.format(mine.run_id))).status_code == 401
+        runner = {"Authorization": "Bearer k-runner"}
+        assert (await c.get(url.format(mine.run_id), headers=runner)).status_code == 403
+        ws = s.url.replace("http", "ws")
+        for query, code in ((f"{theirs.run_id}/ws?api_key=k-acme", 4404),
+                            (f"{mine.run_id}/ws", 4401),
+                            (f"{mine.run_id}/ws?api_key=k-runner", 4403)):  # fmt: skip
+            async with websockets.connect(f"{ws}/v1/runs/{query}") as conn:
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await conn.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+        # The live list shows the key's tenant's runs only.
+        from mainspring.models.sse import SSEParser
+
+        async with c.stream("GET", f"{s.url}/v1/watch", headers=acme) as response:
+            parser = SSEParser()
+            async for chunk in response.aiter_raw():
+                first = [msgspec.json.decode(e.data) for e in parser.feed(chunk)]
+                if first:
+                    break
+        assert {r["run_id"] for r in first} == {mine.run_id}
