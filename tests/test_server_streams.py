@@ -476,3 +476,39 @@ async def test_streams_answer_only_the_key_s_tenant(runtime: Runtime) -> None:
                 if first:
                     break
         assert {r["run_id"] for r in first} == {mine.run_id}
+
+
+async def test_a_cancelled_run_ends_its_streams_with_its_status(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(ticker, {"limit": 10_000, "delay": 0.01})
+    got = Received()
+    url = f"{served.url}/v1/runs/{run.run_id}/stream"
+    async with anyio.create_task_group() as tg:
+
+        async def follow() -> None:
+            await read_sse(client, url, into=got)
+
+        tg.start_soon(follow)
+        await until(lambda: len(got.journaled) >= 3, "the stream started")
+        await run.cancel()
+    assert got.end is not None and got.end["status"] == "cancelled"
+    assert got.journaled == await journal(runtime, run.run_id)
+
+
+async def test_websocket_tokens_have_no_id_and_come_inside_their_call(
+    runtime: Runtime, served: Served
+) -> None:
+    run = await runtime.start(asker, {"question": "fox?", "delay": 0.3})
+    ws = served.url.replace("http", "ws")
+    frames: list[dict[str, Any]] = []
+    async with websockets.connect(f"{ws}/v1/runs/{run.run_id}/ws?until=park") as conn:
+        async for text in conn:
+            frames.append(msgspec.json.decode(text))
+    kinds = [f["event"] for f in frames]
+    tokens = [f for f in frames if f["event"] == "model_delta"]
+    assert tokens and all(f["id"] is None for f in tokens)
+    assert kinds.index("effect_started") < kinds.index("model_delta")
+    assert kinds.index("effect_finished") > len(kinds) - kinds[::-1].index("model_delta") - 1
+    assert "".join(f["data"]["data"]["text"] for f in tokens) == ANSWER
+    assert frames[-1] == {"id": None, "event": "end", "data": {"status": "interrupted", "seq": 5}}
