@@ -1,0 +1,421 @@
+"""``AsyncClient``: the runtime's API over HTTP (docs/server.md), on ``httpx.AsyncClient``.
+
+Its methods mirror the Runtime's (``start``, ``run``, ``get_run``, ``list_runs``,
+``state``, ``events``, ``resume``, ``cancel``, ``fork``, ``replay``) plus what only a
+server has (approvals by interrupt, graphs by name); it returns the typed values of
+``models.py`` and raises the exceptions of ``errors.py``. The sync ``Client`` runs this
+same code through one blocking portal (``sync.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from .. import __version__
+from ..errors import RunCancelledError, RunFailedError
+from ..events import Event
+from ..status import RunStatus
+from .errors import error_from_response, unreachable
+from .models import GraphInfo, Interrupt, Outcome, Replay, Run, StateAt, Thread, event_from_json
+from .stream import Reconnect, RunStream
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+
+def _q(segment: str) -> str:
+    """A path segment, escaped (a run id may hold any character)."""
+    return quote(segment, safe="")
+
+
+Multitask = Literal["reject", "enqueue", "interrupt", "rollback"]
+ForkEffects = Literal["rerun", "reuse"]
+
+
+class AsyncClient:
+    """A Mainspring server's API: ``async with AsyncClient("http://host:8000") as ms: ...``.
+
+    ``base_url`` defaults to ``$MAINSPRING_SERVER`` (else ``http://127.0.0.1:8000``),
+    ``api_key`` to ``$MAINSPRING_API_KEY`` (sent as ``Authorization: Bearer``; none for a
+    ``--no-auth`` server). ``timeout`` is per request (a ``wait=True`` request gets its own
+    ``timeout`` plus this); ``reconnect`` is how streams retry. ``transport`` and
+    ``http2`` go to httpx (tests pass an ``httpx.ASGITransport``).
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        reconnect: Reconnect | None = None,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = (base_url or os.environ.get("MAINSPRING_SERVER") or DEFAULT_SERVER).rstrip(
+            "/"
+        )
+        key = api_key if api_key is not None else os.environ.get("MAINSPRING_API_KEY")
+        sent = {"User-Agent": f"mainspring-client/{__version__}", **(headers or {})}
+        if key:
+            sent["Authorization"] = f"Bearer {key}"
+        self.reconnect = reconnect or Reconnect()
+        self._timeout = timeout
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=sent, timeout=timeout, transport=transport
+        )
+
+    def __repr__(self) -> str:
+        return f"<AsyncClient {self.base_url}>"
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- the one request path --------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send a request; its JSON answer, or the error it stands for, raised."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        content = None if json is None else orjson.dumps(json)
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        try:
+            response = await self._http.request(
+                method,
+                path,
+                content=content,
+                params=query,
+                headers=headers,
+                timeout=self._timeout if timeout is None else timeout,
+            )
+        except httpx.TransportError as exc:
+            raise unreachable(self.base_url, exc) from exc
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return orjson.loads(response.content) if response.content else None
+
+    def _wait_timeout(self, wait: bool, timeout: float | None) -> float | None:
+        """A waiting request may take the server's ``timeout``: wait a little longer for it."""
+        if not wait:
+            return None
+        return self._timeout + (60.0 if timeout is None else timeout)
+
+    # -- who, what ---------------------------------------------------------------------
+
+    async def me(self) -> dict[str, Any]:
+        """The key in use: ``{"key_id", "tenant", "scopes"}``."""
+        found: dict[str, Any] = await self._call("GET", "/v1/me")
+        return found
+
+    async def ready(self) -> bool:
+        """Whether the server's runtime is open and its store answers."""
+        try:
+            await self._call("GET", "/readyz")
+        except Exception:  # unreachable, 503: not ready, whatever the reason
+            return False
+        return True
+
+    async def graphs(self) -> list[GraphInfo]:
+        body = await self._call("GET", "/v1/graphs")
+        return [GraphInfo.from_json(g) for g in body["graphs"]]
+
+    async def graph(self, name: str, *, version: str | None = None) -> GraphInfo:
+        return GraphInfo.from_json(
+            await self._call("GET", f"/v1/graphs/{_q(name)}", params={"version": version})
+        )
+
+    # -- starting ----------------------------------------------------------------------
+
+    async def start(
+        self,
+        graph: str,
+        input: Any = None,
+        *,
+        thread: str | None = None,
+        run_id: str | None = None,
+        version: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+        multitask: Multitask | None = None,
+        tenant: str | None = None,
+    ) -> Run:
+        """Start a run of the served graph ``graph``; idempotent by ``run_id``.
+
+        With ``wait``, the answer carries the run's ``outcome`` once it stops moving
+        (finished, failed, cancelled or parked) or ``timeout`` seconds pass (the server's
+        default 60). ``multitask`` says what to do when ``thread`` has an open run:
+        ``reject`` (ThreadBusyError), ``enqueue``, ``interrupt`` or ``rollback``.
+        """
+        body: dict[str, Any] = {"graph": graph, "input": input}
+        optional = {"thread": thread, "run_id": run_id, "version": version,
+                    "metadata": metadata, "timeout": timeout, "multitask": multitask,
+                    "tenant": tenant}  # fmt: skip
+        body.update({k: v for k, v in optional.items() if v is not None})
+        if wait:
+            body["wait"] = True
+        answer = await self._call(
+            "POST", "/v1/runs", json=body, timeout=self._wait_timeout(wait, timeout)
+        )
+        return Run.from_json(answer)
+
+    async def run(
+        self,
+        graph: str,
+        input: Any = None,
+        *,
+        thread: str | None = None,
+        run_id: str | None = None,
+        version: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        multitask: Multitask | None = None,
+        tenant: str | None = None,
+    ) -> Any:
+        """Run to the end and return the final state, as ``Runtime.run`` does.
+
+        A run that parks on an interrupt is waited for until someone resumes it and it
+        ends; raises RunFailedError or RunCancelledError if it ends that way.
+        """
+        run = await self.start(
+            graph, input, thread=thread, run_id=run_id, version=version, metadata=metadata,
+            wait=True, multitask=multitask, tenant=tenant,
+        )  # fmt: skip
+        outcome = await self._final(run)
+        if outcome.status is RunStatus.FAILED:
+            raise RunFailedError(run.run_id, outcome.error or {})
+        if outcome.status is RunStatus.CANCELLED:
+            raise RunCancelledError(f"run {run.run_id!r} was cancelled")
+        return outcome.state
+
+    async def _final(self, run: Run) -> Outcome:
+        """The run's outcome once it ended: followed on its stream (across parks) if need be."""
+        outcome = run.outcome
+        if outcome is not None and outcome.status.terminal:
+            return outcome
+        after = outcome.seq if outcome is not None else 0
+        async with self.stream(run.run_id, after=after) as events:
+            async for _ in events:
+                pass
+        final = (await self.get_run(run.run_id)).outcome
+        assert final is not None, "GET /v1/runs/{id} answers with the run's outcome"
+        return final
+
+    async def wait(self, run_id: str, *, until: Literal["park", "end"] = "park") -> Outcome:
+        """Wait until the run stops moving (``park``: finished, failed, cancelled or parked;
+        ``end``: finished, failed or cancelled) and return its outcome."""
+        async with self.stream(run_id, until="park" if until == "park" else None) as events:
+            async for _ in events:
+                pass
+        outcome = (await self.get_run(run_id)).outcome
+        assert outcome is not None, "GET /v1/runs/{id} answers with the run's outcome"
+        return outcome
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> Run:
+        """The run, with its ``outcome`` (where it stands now)."""
+        return Run.from_json(await self._call("GET", f"/v1/runs/{_q(run_id)}"))
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        graph: str | None = None,
+        thread: str | None = None,
+        tenant: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Run]:
+        """One page of runs matching every filter given, newest first (``iter_runs``: all)."""
+        runs, _ = await self._runs_page(
+            status, graph, thread, tenant, created_after, created_before, limit, offset
+        )
+        return runs
+
+    async def iter_runs(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        graph: str | None = None,
+        thread: str | None = None,
+        tenant: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        page: int = 100,
+    ) -> AsyncIterator[Run]:
+        """Every run matching the filters, newest first, a page at a time."""
+        offset: int | None = 0
+        while offset is not None:
+            runs, offset = await self._runs_page(
+                status, graph, thread, tenant, created_after, created_before, page, offset
+            )
+            for run in runs:
+                yield run
+
+    async def _runs_page(
+        self,
+        status: RunStatus | str | None,
+        graph: str | None,
+        thread: str | None,
+        tenant: str | None,
+        created_after: float | None,
+        created_before: float | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[Run], int | None]:
+        params = {"status": None if status is None else str(status), "graph": graph,
+                  "thread": thread, "tenant": tenant, "created_after": created_after,
+                  "created_before": created_before, "limit": limit, "offset": offset}  # fmt: skip
+        body = await self._call("GET", "/v1/runs", params=params)
+        return [Run.from_json(r) for r in body["runs"]], body.get("next_offset")
+
+    async def list_threads(self, *, limit: int = 100) -> list[Thread]:
+        body = await self._call("GET", "/v1/threads", params={"limit": limit})
+        return [Thread.from_json(t) for t in body["threads"]]
+
+    async def thread(self, thread: str) -> tuple[Thread, list[Run]]:
+        """A thread and its runs."""
+        body = await self._call("GET", f"/v1/threads/{_q(thread)}")
+        info = body.get("thread")
+        return (
+            Thread.from_json(info if isinstance(info, dict) else body),
+            [Run.from_json(r) for r in body.get("runs") or ()],
+        )
+
+    async def state(self, run_id: str, *, at: int | None = None) -> StateAt:
+        """The run's state as of sequence number ``at`` (default: now)."""
+        return StateAt.from_json(
+            await self._call("GET", f"/v1/runs/{_q(run_id)}/state", params={"at": at})
+        )
+
+    async def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
+        """The run's journal after ``after``: all of it (page by page), or ``limit`` events."""
+        found: list[Event] = []
+        while True:
+            page = 500 if limit is None else min(500, limit - len(found))
+            body = await self._call(
+                "GET", f"/v1/runs/{_q(run_id)}/events", params={"after": after, "limit": page}
+            )
+            events = [event_from_json(e) for e in body["events"]]
+            found.extend(events)
+            if not body.get("more") or not events or (limit is not None and len(found) >= limit):
+                return found
+            after = events[-1].seq
+
+    def stream(
+        self,
+        run_id: str,
+        *,
+        after: int = 0,
+        tokens: bool = False,
+        until: Literal["park"] | None = None,
+    ) -> RunStream:
+        """The run's events after ``after``, then live ones until it ends (``until="park"``:
+        or parks); resumed after disconnects with none lost or twice (``stream.py``).
+        ``tokens``: a model's tokens as ``model_delta`` events too."""
+        return RunStream(
+            self._http, run_id, after=after, tokens=tokens, until=until, reconnect=self.reconnect
+        )
+
+    async def interrupts(
+        self, *, graph: str | None = None, thread: str | None = None, limit: int | None = None
+    ) -> list[Interrupt]:
+        """Interrupts waiting for an answer across runs, oldest first."""
+        params = {"graph": graph, "thread": thread, "limit": limit}
+        body = await self._call("GET", "/v1/interrupts", params=params)
+        return [Interrupt.from_json(i) for i in body["interrupts"]]
+
+    # -- acting on runs ------------------------------------------------------------------
+
+    async def resume(
+        self,
+        run_id: str,
+        value: Any = None,
+        *,
+        interrupt_id: str | None = None,
+        values: dict[str, Any] | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> Run:
+        """Answer a parked run's interrupt with ``value`` (name it with ``interrupt_id`` when
+        there are several, or answer several with ``values={id: value}``), or pick up a
+        run a dead process left. With ``wait``, the answer carries the outcome."""
+        body: dict[str, Any] = {"value": value}
+        optional = {"interrupt_id": interrupt_id, "values": values, "timeout": timeout}
+        body.update({k: v for k, v in optional.items() if v is not None})
+        if wait:
+            body["wait"] = True
+        answer = await self._call(
+            "POST",
+            f"/v1/runs/{_q(run_id)}/resume",
+            json=body,
+            timeout=self._wait_timeout(wait, timeout),
+        )
+        return Run.from_json(answer)
+
+    async def approve(self, run_id: str, interrupt_id: str, *, comment: str | None = None) -> Run:
+        """Resume the interrupt with ``true`` (a tool's approval runs the call)."""
+        return await self._decide(run_id, interrupt_id, "approve", {"comment": comment})
+
+    async def reject(self, run_id: str, interrupt_id: str, *, reason: str | None = None) -> Run:
+        """Resume the interrupt with ``{"approve": false, "reason": ...}``."""
+        return await self._decide(run_id, interrupt_id, "reject", {"reason": reason})
+
+    async def edit(self, run_id: str, interrupt_id: str, args: dict[str, Any]) -> Run:
+        """Resume the interrupt with ``{"args": args}`` (a tool's approval runs the edited call)."""
+        return await self._decide(run_id, interrupt_id, "edit", {"args": args})
+
+    async def _decide(self, run_id: str, interrupt_id: str, verb: str, body: dict[str, Any]) -> Run:
+        path = f"/v1/runs/{_q(run_id)}/interrupts/{_q(interrupt_id)}/{verb}"
+        sent = {k: v for k, v in body.items() if v is not None}
+        return Run.from_json(await self._call("POST", path, json=sent))
+
+    async def cancel(self, run_id: str, *, reason: str | None = None) -> Run:
+        """Cancel the run (its journal ends with ``cancelled``); the run after."""
+        body = {} if reason is None else {"reason": reason}
+        return Run.from_json(await self._call("POST", f"/v1/runs/{_q(run_id)}/cancel", json=body))
+
+    async def fork(
+        self,
+        run_id: str,
+        at: int | None = None,
+        *,
+        new_run_id: str | None = None,
+        thread: str | None = None,
+        effects: ForkEffects | None = None,
+    ) -> Run:
+        """Time travel: a new run from ``run_id``'s journal up to ``at`` (see Runtime.fork)."""
+        body = {"at": at, "new_run_id": new_run_id, "thread": thread, "effects": effects}
+        sent = {k: v for k, v in body.items() if v is not None}
+        return Run.from_json(await self._call("POST", f"/v1/runs/{_q(run_id)}/fork", json=sent))
+
+    async def replay(self, run_id: str) -> Replay:
+        """Re-run against the recorded effects on the server; the first divergence, if any."""
+        body = await self._call("POST", f"/v1/runs/{_q(run_id)}/replay", json={})
+        return Replay.from_json(body, run_id)
