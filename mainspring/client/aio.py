@@ -10,7 +10,7 @@ same code through one blocking portal (``sync.py``).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import quote
@@ -227,8 +227,14 @@ class AsyncClient:
     async def wait(self, run_id: str, *, until: Literal["park", "end"] = "park") -> Outcome:
         """Wait until the run stops moving (``park``: finished, failed, cancelled or parked;
         ``end``: finished, failed or cancelled) and return its outcome."""
-        async with self.stream(run_id, until="park" if until == "park" else None) as events:
-            async for _ in events:
+        run = await self.get_run(run_id)
+        outcome = run.outcome
+        stopped = run.status is not RunStatus.RUNNING if until == "park" else run.status.terminal
+        if outcome is not None and stopped:
+            return outcome
+        stream = self.stream(run_id, after=run.last_seq, until="park" if until == "park" else None)
+        async with stream:
+            async for _ in stream:
                 pass
         outcome = (await self.get_run(run_id)).outcome
         assert outcome is not None, "GET /v1/runs/{id} answers with the run's outcome"
@@ -243,7 +249,7 @@ class AsyncClient:
     async def list_runs(
         self,
         *,
-        status: RunStatus | str | None = None,
+        status: RunStatus | str | Sequence[RunStatus | str] | None = None,
         graph: str | None = None,
         thread: str | None = None,
         tenant: str | None = None,
@@ -261,7 +267,7 @@ class AsyncClient:
     async def iter_runs(
         self,
         *,
-        status: RunStatus | str | None = None,
+        status: RunStatus | str | Sequence[RunStatus | str] | None = None,
         graph: str | None = None,
         thread: str | None = None,
         tenant: str | None = None,
@@ -280,7 +286,7 @@ class AsyncClient:
 
     async def _runs_page(
         self,
-        status: RunStatus | str | None,
+        status: RunStatus | str | Sequence[RunStatus | str] | None,
         graph: str | None,
         thread: str | None,
         tenant: str | None,
@@ -289,7 +295,9 @@ class AsyncClient:
         limit: int,
         offset: int,
     ) -> tuple[list[Run], int | None]:
-        params = {"status": None if status is None else str(status), "graph": graph,
+        if status is not None:  # repeated: ?status=a&status=b
+            status = [str(status)] if isinstance(status, str) else [str(s) for s in status]
+        params = {"status": status, "graph": graph,
                   "thread": thread, "tenant": tenant, "created_after": created_after,
                   "created_before": created_before, "limit": limit, "offset": offset}  # fmt: skip
         body = await self._call("GET", "/v1/runs", params=params)
