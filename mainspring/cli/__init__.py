@@ -25,6 +25,7 @@ from . import (
     graphs,
     history,
     journal,
+    keys,
     memory,
     memory_archive,
     observe,
@@ -72,7 +73,7 @@ def _root(
 def _register(app: typer.Typer) -> None:
     """Add every command module's commands to ``app``: the one place to plug a module in."""
     modules = (drive, journal, history, graphs, observe, doctor, tools, policy, audit, memory)
-    for module in (*modules, serve, memory_archive):  # memory_archive joins the "memory" group
+    for module in (*modules, keys, serve, memory_archive):  # memory_archive joins the "memory" group
         module.register(app)
 
 

@@ -9,12 +9,13 @@ from ..events import to_jsonable
 from ..store import RunRecord
 
 
-def run_json(record: RunRecord) -> dict[str, Any]:
-    """A run's summary (docs/server.md, "Run")."""
+def run_json(record: RunRecord, version: str | None = None) -> dict[str, Any]:
+    """A run's summary (docs/server.md, "Run"). ``version``: the graph's fingerprint, from the
+    run's ``run_started`` event (lists leave it null rather than read a journal per run)."""
     return {
         "run_id": record.run_id,
         "graph": record.graph,
-        "version": record.metadata.get("graph_version") if record.metadata else None,
+        "version": version or None,
         "thread": record.thread,
         "status": record.status.value,
         "tenant": record.tenant,
@@ -29,6 +30,18 @@ def run_json(record: RunRecord) -> dict[str, Any]:
 
 def interrupt_json(i: PendingInterrupt) -> dict[str, Any]:
     return {"interrupt_id": i.id, "node": i.node, "payload": _plain(i.payload)}
+
+
+def pending_json(record: RunRecord, i: PendingInterrupt, since: float) -> dict[str, Any]:
+    """An interrupt waiting for an answer, with its run's context (docs/server.md, "Interrupt")."""
+    return {
+        "run_id": record.run_id,
+        **interrupt_json(i),
+        "graph": record.graph,
+        "thread": record.thread,
+        "tenant": record.tenant,
+        "since": since,
+    }
 
 
 def outcome_json(outcome: RunOutcome) -> dict[str, Any]:

@@ -1,0 +1,352 @@
+"""Double texting: a new message on a thread whose run is still going (docs/server.md).
+
+A thread's *open* run is its newest top-level run that is running or parked on an
+interrupt; runs enqueued behind it count as open too. A start on a busy thread does what
+its request's ``multitask`` says:
+
+* ``reject``: 409 ``thread_busy`` naming the open run; nothing starts.
+* ``enqueue``: 202; a task of the server's task group waits for the open run (and the runs
+  queued before it) to end (finished, failed or cancelled: a park is not an end), then
+  starts it. The queue is the server's memory: a queued run that has not started when the
+  server stops is dropped (it never existed in the journal).
+* ``interrupt``: the open run is cancelled (its journal kept; the ``cancelled`` event names
+  ``interrupted by run <new id>``), runs queued behind it are dropped, then the new run
+  starts. An agent's new run goes on from the cancelled run's conversation as it stood
+  (cut after its last complete exchange: no tool call left without its answer).
+* ``rollback``: as ``interrupt``, but the thread goes on as if the cancelled run had not
+  happened: an agent's new run starts from the thread's last *finished* run. The journal
+  is append-only, so the mark is on the new run (``metadata.multitask.rolled_back``) and
+  in the cancelled run's ``cancelled`` event (``rolled back by run <new id>``).
+
+A graph's runs (not an agent's) each start from their own input: for them ``interrupt``
+and ``rollback`` differ only in the marks. A start and the look at the thread are one
+step per thread (a lock), so two requests cannot both find the thread free.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ..agents.running import prepare
+from ..agents.state import message_dicts, tool_calls_of
+from ..engine.handle import RunHandle
+from ..engine.tenancy import TenantRuntime
+from ..errors import MainspringError, RunStateError
+from ..graph.compiled import CompiledGraph
+from ..status import RunStatus
+from ..store import RunRecord
+from .auth import Caller
+from .catalog import CatalogEntry
+from .context import ServerState
+from .errors import ApiError
+from .schemas import StartRun
+from .starting import (
+    BAD_INPUT,
+    Started,
+    answer,
+    begin,
+    check_repeat,
+    existing,
+    resolve,
+    start_view,
+)
+
+log = logging.getLogger("mainspring.server")
+
+OPEN = (RunStatus.RUNNING, RunStatus.INTERRUPTED)
+
+
+@dataclass(slots=True)
+class Queued:
+    """A run accepted behind a thread's open run, not started yet."""
+
+    run_id: str
+    graph: str
+    thread: str
+    tenant: str
+    after: str  # the run (or queued run) it starts after
+    queued_at: float
+    started: anyio.Event = field(default_factory=anyio.Event)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "graph": self.graph,
+            "thread": self.thread,
+            "tenant": self.tenant,
+            "status": "queued",
+            "after": self.after,
+            "queued_at": self.queued_at,
+        }
+
+
+class ThreadQueues:
+    """The runs queued per (tenant, thread), the tasks that start them, one lock per thread."""
+
+    def __init__(self) -> None:
+        self._tg: TaskGroup | None = None
+        self._queues: dict[tuple[str, str], list[Queued]] = {}
+        self._locks: dict[tuple[str, str], tuple[anyio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Hold the queue's tasks for the server's lifetime (its lifespan enters this)."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            try:
+                yield
+            finally:
+                self._tg = None
+                self._queues.clear()  # not started: dropped (see the module docstring)
+                tg.cancel_scope.cancel()
+
+    def queued(self, tenant: str, thread: str) -> list[Queued]:
+        return list(self._queues.get((tenant, thread), ()))
+
+    @asynccontextmanager
+    async def locked(self, tenant: str, thread: str) -> AsyncIterator[None]:
+        key = (tenant, thread)
+        lock, users = self._locks.get(key) or (anyio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def drop(self, tenant: str, thread: str) -> list[Queued]:
+        dropped = self._queues.pop((tenant, thread), [])
+        for item in dropped:
+            item.started.set()  # whoever waits behind it stops waiting
+        return dropped
+
+    def enqueue(
+        self,
+        item: Queued,
+        until_free: Callable[[], Awaitable[None]],
+        go: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Queue ``item``: once the runs queued before it started and ``until_free()``
+        returned, ``go()`` starts it (under the thread's lock, if it was not dropped)."""
+        if self._tg is None:
+            raise ApiError(
+                503, "unavailable", "the server is not running its lifespan; cannot enqueue"
+            )
+        queue = self._queues.setdefault((item.tenant, item.thread), [])
+        before = queue[-1] if queue else None
+        queue.append(item)
+        self._tg.start_soon(self._start_later, item, before, until_free, go)
+
+    async def _start_later(
+        self,
+        item: Queued,
+        before: Queued | None,
+        until_free: Callable[[], Awaitable[None]],
+        go: Callable[[], Awaitable[None]],
+    ) -> None:
+        key = (item.tenant, item.thread)
+        try:
+            if before is not None:
+                await before.started.wait()
+            await until_free()
+            async with self.locked(*key):
+                if item in self._queues.get(key, ()):  # not dropped meanwhile
+                    await go()
+        except Exception:
+            log.exception("queued run %s on thread %r could not start", item.run_id, item.thread)
+        finally:
+            queue = self._queues.get(key)
+            if queue is not None and item in queue:
+                queue.remove(item)
+                if not queue:
+                    del self._queues[key]
+            item.started.set()
+
+
+def queues_of(state: ServerState) -> ThreadQueues:
+    queues: ThreadQueues | None = state.extras.get("thread_queues")
+    if queues is None:
+        queues = state.extras["thread_queues"] = ThreadQueues()
+    return queues
+
+
+@asynccontextmanager
+async def lifespan(app: Any) -> AsyncIterator[None]:
+    """The server's lifespan part (merged in by the runs router): the queue's task group."""
+    async with queues_of(app.state.mainspring).running():
+        yield
+
+
+async def open_run(view: TenantRuntime, thread: str) -> RunRecord | None:
+    """The thread's newest top-level run still running or parked, if any."""
+    for record in await view.list_runs(thread=thread, status=list(OPEN), limit=20):
+        if record.parent_run_id is None:
+            return record
+    return None
+
+
+async def start_run(state: ServerState, caller: Caller, body: StartRun) -> Started:
+    """``POST /v1/runs``: see the module docstring and docs/server.md. The look at the
+    thread and the start are made under the thread's lock; the wait (``wait``) outside it."""
+    view = start_view(caller, state, body)
+    entry, graph = resolve(state, body)
+    if body.thread is None:
+        status, handle = await _start(view, entry, graph, body)
+    else:
+        queues = queues_of(state)
+        async with queues.locked(view.tenant, body.thread):
+            started = await _on_thread(caller, queues, view, entry, graph, body)
+        if isinstance(started, Started):
+            return started
+        status, handle = started
+    return Started(status, await answer(view, state, handle, body.wait, body.timeout))
+
+
+async def _start(
+    view: TenantRuntime,
+    entry: CatalogEntry,
+    graph: CompiledGraph,
+    body: StartRun,
+    marked: dict[str, Any] | None = None,
+) -> tuple[int, RunHandle]:
+    """A new run (201), or the run a repeated request made (200). A graph's repeat is checked
+    by the runtime (same input too); an agent's input is the thread's history plus the
+    message, which has moved on since, so its graph and thread are compared."""
+    repeat = await existing(view, body)
+    if repeat is not None:
+        check_repeat(repeat, body)
+        if entry.kind == "agent":
+            return 200, view.handle(repeat.run_id)
+        return 200, await begin(view, entry, graph, body, body.input, body.metadata)
+    metadata = marked if marked is not None else body.metadata
+    return 201, await begin(view, entry, graph, body, body.input, metadata)
+
+
+async def _on_thread(
+    caller: Caller,
+    queues: ThreadQueues,
+    view: TenantRuntime,
+    entry: CatalogEntry,
+    graph: CompiledGraph,
+    body: StartRun,
+) -> tuple[int, RunHandle] | Started:
+    assert body.thread is not None
+    if await existing(view, body) is not None:
+        return await _start(view, entry, graph, body)
+    busy = await open_run(view, body.thread)
+    waiting = queues.queued(view.tenant, body.thread)
+    if busy is None and not waiting:
+        return await _start(view, entry, graph, body)
+    blocker = waiting[-1].run_id if waiting else busy.run_id if busy else ""
+    body = body.model_copy(update={"run_id": body.run_id or uuid.uuid4().hex})
+    if body.multitask == "reject":
+        raise ApiError(
+            409,
+            "thread_busy",
+            f"thread {body.thread!r} has run {blocker!r} still going; wait for it, cancel "
+            "it, or send multitask 'enqueue', 'interrupt' or 'rollback'",
+            open_run_id=blocker,
+        )
+    if body.multitask == "enqueue":
+        return _enqueue(queues, view, entry, graph, body, blocker)
+    return await _replace(caller, queues, view, entry, graph, body, busy)
+
+
+def _enqueue(
+    queues: ThreadQueues,
+    view: TenantRuntime,
+    entry: CatalogEntry,
+    graph: CompiledGraph,
+    body: StartRun,
+    blocker: str,
+) -> Started:
+    assert body.thread is not None and body.run_id is not None
+    metadata = _marked(body.metadata, {"strategy": "enqueue", "after": blocker})
+    item = Queued(body.run_id, entry.name, body.thread, view.tenant, blocker, time.time())
+
+    async def until_free() -> None:
+        with suppress(MainspringError):  # it ended, or never started
+            await view.handle(blocker).result()
+
+    async def go() -> None:
+        await begin(view, entry, graph, body, body.input, metadata)
+
+    queues.enqueue(item, until_free, go)
+    return Started(202, item.to_json())
+
+
+async def _replace(
+    caller: Caller,
+    queues: ThreadQueues,
+    view: TenantRuntime,
+    entry: CatalogEntry,
+    graph: CompiledGraph,
+    body: StartRun,
+    busy: RunRecord | None,
+) -> tuple[int, RunHandle]:
+    """``interrupt`` and ``rollback``: cancel the open run (and drop what was queued behind
+    it), then start the new one."""
+    assert body.run_id is not None and body.thread is not None
+    rollback = body.multitask == "rollback"
+    dropped = [q.run_id for q in queues.drop(view.tenant, body.thread)]
+    mark: dict[str, Any] = {"strategy": body.multitask}
+    if dropped:
+        mark["dropped"] = dropped
+    carried: list[dict[str, Any]] | None = None
+    if busy is not None:
+        verb = "rolled back" if rollback else "interrupted"
+        actor = f"{caller.principal.key_id}: {verb} by run {body.run_id}"
+        with suppress(RunStateError):  # it ended meanwhile: nothing to cancel
+            await view.cancel(busy.run_id, actor=actor)
+        mark["rolled_back" if rollback else "interrupted"] = busy.run_id
+        if entry.kind == "agent" and not rollback and busy.graph == entry.name:
+            carried = await _carried(view, entry, busy.run_id, body.input)
+    metadata = _marked(body.metadata, mark)
+    if carried is None:
+        return await _start(view, entry, graph, body, metadata)
+    prepare(entry.agent, view)  # an agent going on from the interrupted conversation
+    handle = await view.start(
+        graph, {"messages": carried}, run_id=body.run_id, thread=body.thread, metadata=metadata
+    )
+    return 201, handle
+
+
+async def _carried(
+    view: TenantRuntime, entry: CatalogEntry, run_id: str, input: Any
+) -> list[dict[str, Any]]:
+    """The interrupted run's conversation, cut after its last complete exchange, then the
+    new message."""
+    try:
+        new = message_dicts(input)
+    except BAD_INPUT as exc:
+        raise ApiError(422, "invalid_input", f"the input is not a message: {exc}") from None
+    stood = await view.state(run_id, graph=entry.agent.graph)
+    values = stood.values if isinstance(stood.values, Mapping) else {}
+    return [*complete_prefix(list(values.get("messages") or ())), *new]
+
+
+def complete_prefix(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``messages`` up to the last point where every tool call has its answer."""
+    answered = {m.get("tool_call_id") for m in messages if m.get("role") == "tool"}
+    for i in range(len(messages) - 1, -1, -1):
+        calls = tool_calls_of(messages[i])
+        if any(c.get("id") not in answered for c in calls):
+            return messages[:i]
+    return messages
+
+
+def _marked(metadata: dict[str, Any] | None, mark: dict[str, Any]) -> dict[str, Any]:
+    return {**(metadata or {}), "multitask": mark}

@@ -1,0 +1,287 @@
+"""The API's request and response models (docs/server.md, "Objects" and "Endpoints").
+
+Pydantic models, so the OpenAPI document says exactly what each route takes and
+returns; the routes build their answers with ``views.py`` and these models check them.
+Requests forbid unknown fields (a typo is a 422 naming the field, not ignored).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RunStatusName = Literal["running", "interrupted", "finished", "failed", "cancelled"]
+Multitask = Literal["reject", "enqueue", "interrupt", "rollback"]
+
+#: Ids chosen by clients (run ids, thread ids): printable, no slashes (they sit in paths).
+Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@~-]+$")]
+Timeout = Annotated[float, Field(gt=0, le=3600)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route: its error statuses, each with the one error shape."""
+    return {s: {"model": ErrorBody, "description": _WHY.get(s, "error")} for s in statuses}
+
+
+_WHY = {
+    400: "bad request",
+    401: "no valid API key",
+    403: "the key lacks the scope, or acts for another tenant",
+    404: "not found (or another tenant's)",
+    409: "conflict with the run's or thread's state",
+    413: "request body too large",
+    422: "invalid request: the details name the field",
+    429: "rate limited",
+    503: "the store is unavailable",
+}
+
+#: What every authenticated route may answer besides its own errors.
+AUTH = (401, 403, 422, 503)
+
+
+# -- objects -----------------------------------------------------------------------------
+
+
+class Run(BaseModel):
+    run_id: str
+    graph: str
+    version: str | None = Field(description="the graph's fingerprint the run started with")
+    thread: str | None
+    status: RunStatusName
+    tenant: str
+    created_at: float
+    updated_at: float
+    last_seq: int
+    parent_run_id: str | None
+    error: str | None
+    metadata: dict[str, Any]
+
+
+class PendingInterrupt(BaseModel):
+    interrupt_id: str
+    node: str
+    payload: Any = None
+
+
+class Outcome(BaseModel):
+    status: RunStatusName
+    state: Any = None
+    seq: int
+    interrupts: list[PendingInterrupt]
+    error: dict[str, Any] | None = None
+
+
+class RunDetail(Run):
+    outcome: Outcome | None = Field(
+        default=None,
+        description="where the run stands (null if this server does not serve its graph)",
+    )
+
+
+class QueuedRun(BaseModel):
+    """A run accepted on a busy thread (``multitask: enqueue``), not started yet."""
+
+    run_id: str
+    graph: str
+    thread: str
+    tenant: str
+    status: Literal["queued"] = "queued"
+    after: str = Field(description="the run (or queued run) it starts after")
+    queued_at: float
+
+
+class RunList(BaseModel):
+    runs: list[Run]
+    next_offset: int | None
+
+
+class Interrupt(BaseModel):
+    run_id: str
+    interrupt_id: str
+    node: str
+    payload: Any = None
+    graph: str
+    thread: str | None
+    tenant: str
+    since: float
+
+
+class InterruptList(BaseModel):
+    interrupts: list[Interrupt]
+
+
+class Event(BaseModel):
+    run_id: str
+    seq: int
+    kind: str
+    ts: float
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    events: list[Event]
+    last_seq: int = Field(description="the seq of the last event of this page (or `after`)")
+    more: bool
+
+
+class StateAt(BaseModel):
+    run_id: str
+    seq: int
+    step: int
+    status: RunStatusName
+    state: Any = None
+    next: list[str]
+    interrupts: list[PendingInterrupt]
+
+
+class Trace(BaseModel):
+    run_id: str | None
+    trace_id: str | None
+    spans: list[dict[str, Any]]
+
+
+class Divergence(BaseModel):
+    seq: int
+    expected: str
+    actual: str
+
+
+class ReplayReport(BaseModel):
+    run_id: str
+    ok: bool
+    compared: int
+    divergence: Divergence | None
+
+
+class Thread(BaseModel):
+    thread: str
+    tenant: str
+    runs: int
+    last_run_id: str
+    last_status: RunStatusName
+    updated_at: float
+
+
+class ThreadList(BaseModel):
+    threads: list[Thread]
+
+
+class ThreadDetail(BaseModel):
+    thread: str
+    tenant: str
+    runs: list[Run] = Field(description="the thread's runs, newest first")
+    open_run_id: str | None = Field(description="the run still going or parked, if any")
+    queued: list[QueuedRun] = Field(description="runs enqueued behind it, in order")
+
+
+class Edge(BaseModel):
+    source: str
+    target: str
+    kind: Literal["edge", "branch"]
+
+
+class GraphSummary(BaseModel):
+    name: str
+    kind: Literal["graph", "agent"]
+    ref: str | None
+    version: str
+    versions: list[str]
+    nodes: list[str]
+
+
+class GraphList(BaseModel):
+    graphs: list[GraphSummary]
+
+
+class GraphDetail(GraphSummary):
+    edges: list[Edge]
+    mermaid: str
+
+
+class Me(BaseModel):
+    key_id: str
+    tenant: str
+    scopes: list[str]
+
+
+class Health(BaseModel):
+    status: str
+    reason: str | None = None
+
+
+# -- requests ----------------------------------------------------------------------------
+
+
+class NewMessage(_Request):
+    """A run started on a thread (``POST /v1/threads/{thread}/runs``)."""
+
+    graph: str = Field(min_length=1, max_length=200)
+    version: str | None = Field(default=None, max_length=200)
+    input: Any = None
+    run_id: Id | None = None
+    metadata: dict[str, Any] | None = None
+    wait: bool = False
+    timeout: Timeout = 60.0
+    multitask: Multitask = "reject"
+    tenant: str | None = Field(
+        default=None, max_length=200, description="operator keys only: the tenant the run is for"
+    )
+
+
+class StartRun(NewMessage):
+    thread: Id | None = None
+
+
+class CancelRequest(_Request):
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class ResumeRequest(_Request):
+    value: Any = None
+    interrupt_id: str | None = Field(default=None, max_length=200)
+    values: dict[str, Any] | None = None
+    wait: bool = False
+    timeout: Timeout = 60.0
+
+
+class ForkRequest(_Request):
+    at: int | None = Field(default=None, ge=1)
+    new_run_id: Id | None = None
+    thread: Id | None = None
+    effects: Literal["rerun", "reuse"] | None = None
+
+
+class ApproveRequest(_Request):
+    comment: str | None = Field(default=None, max_length=2000)
+    wait: bool = False
+    timeout: Timeout = 60.0
+
+
+class RejectRequest(_Request):
+    reason: str | None = Field(default=None, max_length=2000)
+    wait: bool = False
+    timeout: Timeout = 60.0
+
+
+class EditRequest(_Request):
+    args: dict[str, Any]
+    wait: bool = False
+    timeout: Timeout = 60.0
