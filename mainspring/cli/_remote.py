@@ -123,7 +123,7 @@ class RemoteTarget:
             )
         run = await self._client.start(
             await self._name(graph), input, thread=thread, run_id=run_id, tenant=self._tenant
-        )
+        )  # (multitask "reject": never queued)
         return RemoteHandle(self._client, run.run_id)
 
     async def get_run(self, run_id: str) -> RunRecord:

@@ -17,7 +17,7 @@ from .errors import (
     StreamLostError,
     ThreadBusyError,
 )
-from .models import GraphInfo, Interrupt, Outcome, Replay, Run, StateAt, Thread
+from .models import GraphInfo, Interrupt, Outcome, QueuedRun, Replay, Run, StateAt, Thread
 from .stream import Reconnect, RunStream
 from .sync import Client
 
@@ -31,6 +31,7 @@ __all__ = [
     "GraphNotFoundError",
     "Interrupt",
     "Outcome",
+    "QueuedRun",
     "Reconnect",
     "Replay",
     "Run",

@@ -15,15 +15,27 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import quote
 
+import anyio
 import httpx
 import orjson
 
 from .. import __version__
-from ..errors import RunCancelledError, RunFailedError
+from ..errors import RunCancelledError, RunFailedError, RunNotFoundError
 from ..events import Event
 from ..status import RunStatus
 from .errors import error_from_response, unreachable
-from .models import GraphInfo, Interrupt, Outcome, Replay, Run, StateAt, Thread, event_from_json
+from .models import (
+    GraphInfo,
+    Interrupt,
+    Outcome,
+    QueuedRun,
+    Replay,
+    Run,
+    StateAt,
+    Thread,
+    event_from_json,
+    run_or_queued,
+)
 from .stream import Reconnect, RunStream
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -163,13 +175,14 @@ class AsyncClient:
         timeout: float | None = None,
         multitask: Multitask | None = None,
         tenant: str | None = None,
-    ) -> Run:
+    ) -> Run | QueuedRun:
         """Start a run of the served graph ``graph``; idempotent by ``run_id``.
 
         With ``wait``, the answer carries the run's ``outcome`` once it stops moving
         (finished, failed, cancelled or parked) or ``timeout`` seconds pass (the server's
         default 60). ``multitask`` says what to do when ``thread`` has an open run:
-        ``reject`` (ThreadBusyError), ``enqueue``, ``interrupt`` or ``rollback``.
+        ``reject`` (ThreadBusyError), ``enqueue`` (a :class:`QueuedRun` is returned: the run
+        starts when the open one ends), ``interrupt`` or ``rollback``.
         """
         body: dict[str, Any] = {"graph": graph, "input": input}
         optional = {"thread": thread, "run_id": run_id, "version": version,
@@ -181,7 +194,7 @@ class AsyncClient:
         answer = await self._call(
             "POST", "/v1/runs", json=body, timeout=self._wait_timeout(wait, timeout)
         )
-        return Run.from_json(answer)
+        return run_or_queued(answer)
 
     async def run(
         self,
@@ -204,12 +217,25 @@ class AsyncClient:
             graph, input, thread=thread, run_id=run_id, version=version, metadata=metadata,
             wait=True, multitask=multitask, tenant=tenant,
         )  # fmt: skip
+        if isinstance(run, QueuedRun):
+            run = await self._started(run)
         outcome = await self._final(run)
         if outcome.status is RunStatus.FAILED:
             raise RunFailedError(run.run_id, outcome.error or {})
         if outcome.status is RunStatus.CANCELLED:
             raise RunCancelledError(f"run {run.run_id!r} was cancelled")
         return outcome.state
+
+    async def _started(self, queued: QueuedRun) -> Run:
+        """The queued run once it started (looked up with backoff: the API has no event
+        for a queued run's start)."""
+        delay = 0.05
+        while True:
+            try:
+                return await self.get_run(queued.run_id)
+            except RunNotFoundError:
+                await anyio.sleep(delay)
+                delay = min(1.0, delay * 2)
 
     async def _final(self, run: Run) -> Outcome:
         """The run's outcome once it ended: followed on its stream (across parks) if need be."""

@@ -106,6 +106,34 @@ class Run:
 
 
 @dataclass(frozen=True, slots=True)
+class QueuedRun:
+    """A run accepted on a busy thread (``multitask="enqueue"``): it starts, with this
+    ``run_id``, when the run ``after`` ends."""
+
+    run_id: str
+    graph: str
+    thread: str
+    after: str
+    tenant: str = ""
+    queued_at: float = 0.0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> QueuedRun:
+        return cls(
+            run_id=str(data["run_id"]),
+            graph=str(data.get("graph") or ""),
+            thread=str(data.get("thread") or ""),
+            after=str(data.get("after") or ""),
+            tenant=str(data.get("tenant") or ""),
+            queued_at=float(data.get("queued_at") or 0.0),
+        )
+
+
+def run_or_queued(data: dict[str, Any]) -> Run | QueuedRun:
+    return QueuedRun.from_json(data) if data.get("status") == "queued" else Run.from_json(data)
+
+
+@dataclass(frozen=True, slots=True)
 class Thread:
     """A conversation: its runs, the latest of them."""
 

@@ -138,9 +138,10 @@ class RunStream:
             self.reconnects += 1
 
     async def _connect(self) -> AsyncGenerator[Event, None]:
-        params: dict[str, str | int] = {"after": self.last_seq}
-        if self._tokens:
-            params["tokens"] = "true"
+        params: dict[str, str | int] = {
+            "after": self.last_seq,
+            "tokens": "true" if self._tokens else "false",
+        }
         if self._until:
             params["until"] = self._until
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
@@ -160,12 +161,12 @@ class RunStream:
                 if sse.event == "end":
                     self.end = orjson.loads(sse.data)
                     return
-                if sse.event == "error":
+                if sse.event == "error":  # the server gave up on this stream
                     body = orjson.loads(sse.data)
                     error = body.get("error", body) if isinstance(body, dict) else {}
-                    raise ClientError(
-                        500, str(error.get("code", "error")), str(error.get("message", body))
-                    )
+                    code = str(error.get("code", "error"))
+                    status = 503 if code == "store_unavailable" else 500  # 503: reconnect
+                    raise ClientError(status, code, str(error.get("message", body)))
                 if sse.event not in _EVENT_NAMES:
                     continue  # a kind of message this client does not know yet
                 event = event_from_json(orjson.loads(sse.data))
