@@ -94,6 +94,12 @@ def test_a_run_started_through_the_server_reads_back_the_same(tmp_path: Path) ->
         )
         assert json.loads(resumed.stdout)["state"]["replies"] == ["refund issued"]
 
+        state = json.loads(ok(cli("state", "x1", "--server", url, "--at", "3", "--json")).stdout)
+        assert (state["seq"], state["status"]) == (3, "running")
+        assert "replay matches" in ok(cli("replay", "x1", "--server", url)).stdout
+        with_graph = cli("state", "x1", "--server", url, "--graph", SUPPORT)
+        assert with_graph.exit_code == 2 and "--graph applies to a local store" in with_graph.stderr
+
         shown = ok(cli("show", "x1", "--server", url))
         assert "effect_finished" in shown.stdout and "resumed" in shown.stdout
         remote_events = [

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ..client import AsyncClient, Outcome, Run, Thread
+from ..client import AsyncClient, Interrupt, Outcome, Run, Thread
 from ..engine import PendingInterrupt, RunOutcome
-from ..engine.timetravel import ForkEffects
+from ..engine.timetravel import Divergence, ForkEffects, ReplayReport, StateView
 from ..events import Event
 from ..graph import CompiledGraph
 from ..status import Durability, RunStatus
@@ -41,13 +41,17 @@ def record_of(run: Run) -> RunRecord:
     )
 
 
+def pending_of(interrupts: list[Interrupt]) -> list[PendingInterrupt]:
+    return [PendingInterrupt(i.interrupt_id, i.node, i.payload) for i in interrupts]
+
+
 def outcome_of(run_id: str, outcome: Outcome) -> RunOutcome:
     return RunOutcome(
         run_id,
         outcome.status,
         outcome.state,
         outcome.seq,
-        [PendingInterrupt(i.interrupt_id, i.node, i.payload) for i in outcome.interrupts],
+        pending_of(outcome.interrupts),
         outcome.error,
     )
 
@@ -187,6 +191,25 @@ class RemoteTarget:
 
     async def list_threads(self, *, limit: int) -> list[ThreadInfo]:
         return [thread_of(t) for t in await self._client.list_threads(limit=limit)]
+
+    async def state(self, run_id: str, *, at: int | None, graph: str | None) -> StateView:
+        _no_graph(graph)
+        view = await self._client.state(run_id, at=at)
+        return StateView(
+            view.run_id, view.seq, view.step or 0, view.status, view.state, view.next,
+            pending_of(view.interrupts),
+        )  # fmt: skip
+
+    async def replay(self, run_id: str, *, graph: str | None) -> ReplayReport:
+        _no_graph(graph)
+        report = await self._client.replay(run_id)
+        d = report.divergence
+        divergence = None
+        if d is not None:
+            divergence = Divergence(
+                int(d.get("seq", 0)), str(d.get("expected", "")), str(d.get("actual", ""))
+            )
+        return ReplayReport(report.run_id, report.ok, report.compared or 0, divergence)
 
 
 def _no_graph(graph: str | None) -> None:

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Protocol
 import typer
 
 from ..engine import RunOutcome
-from ..engine.timetravel import ForkEffects
+from ..engine.timetravel import ForkEffects, ReplayReport, StateView
 from ..errors import RunNotFoundError
 from ..events import Event
 from ..graph import CompiledGraph
@@ -124,6 +124,10 @@ class Target(Protocol):
 
     async def list_threads(self, *, limit: int) -> list[ThreadInfo]: ...
 
+    async def state(self, run_id: str, *, at: int | None, graph: str | None) -> StateView: ...
+
+    async def replay(self, run_id: str, *, graph: str | None) -> ReplayReport: ...
+
 
 async def exists(target: Target, run_id: str | None) -> bool:
     if run_id is None:
@@ -227,6 +231,14 @@ class LocalTarget:
 
     async def list_threads(self, *, limit: int) -> list[ThreadInfo]:
         return await self._api.list_threads(limit=limit)
+
+    async def state(self, run_id: str, *, at: int | None, graph: str | None) -> StateView:
+        api = self._api
+        return await api.state(run_id, at=at, graph=await graph_of_run(api, run_id, graph))
+
+    async def replay(self, run_id: str, *, graph: str | None) -> ReplayReport:
+        api = self._api
+        return await api.replay(run_id, graph=await graph_of_run(api, run_id, graph))
 
 
 @asynccontextmanager
