@@ -38,7 +38,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @contextmanager
-def serving(store: Path, *args: str, log: Path) -> Iterator[str]:
+def serving(store: Path | str, *args: str, log: Path) -> Iterator[str]:
     """``mainspring serve`` on ``store`` and a free port: its URL, as it printed it.
 
     Stopped with SIGTERM at the end of the block, which must be a clean exit (0)."""
@@ -76,8 +76,19 @@ def ok(result: Result) -> Result:
     return result
 
 
-def test_a_run_started_through_the_server_reads_back_the_same(tmp_path: Path) -> None:
-    db = tmp_path / "served.db"
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The embedded default (a SQLite file), and PostgreSQL: the same commands on both."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url_sync")
+        return url
+    return f"sqlite:///{tmp_path / 'served.db'}"
+
+
+def test_a_run_started_through_the_server_reads_back_the_same(
+    tmp_path: Path, store_url: str
+) -> None:
+    db = store_url
     with serving(db, "--no-auth", log=tmp_path / "serve.log") as url:
         parked = ok(cli("run", "support", "--server", url, "-i", REFUND, "--run-id", "x1"))
         assert "waiting on 1 interrupt" in parked.stdout
