@@ -8,6 +8,7 @@ that survives the server going away mid-run: none of the run's events lost or tw
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -40,6 +41,8 @@ from tests.cli_graphs import broken, support
 from tests.client_graphs import approvals
 
 pytestmark = pytest.mark.anyio
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "client.md"
 
 GRAPHS = [support, broken, approvals]
 REFUND = {"text": "I want a refund", "amount": 250}
@@ -134,6 +137,8 @@ async def test_the_async_client_mirrors_the_runtime(rt: Runtime, url: str) -> No
             r.run_id for r in await rt.list_runs(graph="support")
         ]
         assert {t.thread for t in await ms.list_threads()} == {"t1", "t2"}
+        t1 = await ms.thread("t1")
+        assert [r.run_id for r in t1.runs] == ["r1"] and t1.open_run_id is None
 
         # Time travel and cancel, through the server.
         assert (await ms.replay("r1")).ok
@@ -278,3 +283,21 @@ async def test_api_keys_from_the_argument_or_the_environment(
         async with AsyncClient() as ms:
             assert (await ms.run("support", {"text": "hi"}))["replies"] == ["re: hi"]
             assert [r.tenant for r in await ms.list_runs()] == ["acme"]
+
+
+async def test_the_examples_of_docs_client_md_run_as_shown(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each ``python`` block of the page, run as a script against the server (in a thread
+    of its own: the server runs in this test's event loop), prints what the page says."""
+    page = DOCS.read_text()
+    examples = re.findall(r"```python\n(.*?)```\n\nprints\n\n```\n(.*?)```", page, re.S)
+    assert len(examples) == 2
+    monkeypatch.setenv("MAINSPRING_SERVER", url)
+    for code, shown in examples:
+
+        def script(code: str = code) -> None:
+            exec(compile(code, str(DOCS), "exec"), {"__name__": "__main__"})
+
+        await anyio.to_thread.run_sync(script)
+        assert capsys.readouterr().out == shown

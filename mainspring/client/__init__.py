@@ -17,7 +17,17 @@ from .errors import (
     StreamLostError,
     ThreadBusyError,
 )
-from .models import GraphInfo, Interrupt, Outcome, QueuedRun, Replay, Run, StateAt, Thread
+from .models import (
+    GraphInfo,
+    Interrupt,
+    Outcome,
+    QueuedRun,
+    Replay,
+    Run,
+    StateAt,
+    Thread,
+    ThreadDetail,
+)
 from .stream import Reconnect, RunStream
 from .sync import Client
 
@@ -41,4 +51,5 @@ __all__ = [
     "StreamLostError",
     "Thread",
     "ThreadBusyError",
+    "ThreadDetail",
 ]

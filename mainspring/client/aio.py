@@ -33,6 +33,7 @@ from .models import (
     Run,
     StateAt,
     Thread,
+    ThreadDetail,
     event_from_json,
     run_or_queued,
 )
@@ -333,14 +334,9 @@ class AsyncClient:
         body = await self._call("GET", "/v1/threads", params={"limit": limit})
         return [Thread.from_json(t) for t in body["threads"]]
 
-    async def thread(self, thread: str) -> tuple[Thread, list[Run]]:
-        """A thread and its runs."""
-        body = await self._call("GET", f"/v1/threads/{_q(thread)}")
-        info = body.get("thread")
-        return (
-            Thread.from_json(info if isinstance(info, dict) else body),
-            [Run.from_json(r) for r in body.get("runs") or ()],
-        )
+    async def thread(self, thread: str) -> ThreadDetail:
+        """A thread: its runs (newest first), its open run and the runs queued behind it."""
+        return ThreadDetail.from_json(await self._call("GET", f"/v1/threads/{_q(thread)}"))
 
     async def state(self, run_id: str, *, at: int | None = None) -> StateAt:
         """The run's state as of sequence number ``at`` (default: now)."""

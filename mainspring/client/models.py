@@ -157,6 +157,27 @@ class Thread:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadDetail:
+    """A thread with its runs (newest first), the one still open, and those queued behind it."""
+
+    thread: str
+    tenant: str
+    runs: list[Run]
+    open_run_id: str | None = None
+    queued: list[QueuedRun] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ThreadDetail:
+        return cls(
+            thread=str(data["thread"]),
+            tenant=str(data.get("tenant") or ""),
+            runs=[Run.from_json(r) for r in data.get("runs") or ()],
+            open_run_id=data.get("open_run_id"),
+            queued=[QueuedRun.from_json(q) for q in data.get("queued") or ()],
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class GraphInfo:
     """A graph or agent the server offers; ``edges`` and ``mermaid`` come with ``graph(name)``."""
 
