@@ -247,6 +247,9 @@ async def test_an_agent_thread_goes_on_and_its_tool_approvals_are_answered() -> 
         assert graphs[0]["name"] == "agent:payer" and graphs[0]["kind"] == "agent"
         first = await say(s, "hello")
         assert first["outcome"]["state"]["messages"][-1]["content"][0]["text"] == "heard: hello"
+        usage = (await s.run(first["run_id"]))["usage"]
+        assert usage["model_calls"] == 1 and usage["input_tokens"] > 0
+        assert usage["output_tokens"] > 0
         url = "/v1/runs/{}/interrupts/{}/{}"
         for verb, body, outcome in (
             ("approve", {}, "outcome: paid 500 to ada"),
@@ -263,6 +266,11 @@ async def test_an_agent_thread_goes_on_and_its_tool_approvals_are_answered() -> 
             assert done.status_code == 200, done.text
             text = done.json()["outcome"]["state"]["messages"][-1]["content"][0]["text"]
             assert text.endswith(outcome)
+            decided = await s.client.get(
+                f"/v1/runs/{parked['run_id']}/events", params={"kind": "effect_decided"}
+            )
+            decisions = [e["data"]["decision"] for e in decided.json()["events"]]
+            assert decisions[0] == "approve"  # the tool's approval, asked and answered
         assert paid == [("ada", 500), ("ada", 90)]
         last = await say(s, "bye")  # the whole conversation so far: one thread
         assert user_texts(last) == ["hello", "pay 500", "pay 500", "pay 500", "bye"]

@@ -169,9 +169,11 @@ class Guard:
         )
         wait = self.limiter.take(caller)
         if scope["type"] == "websocket":
-            if wait:
-                reason = f"rate limited: retry in {retry_after(wait)} s"
-                await send({"type": "websocket.close", "code": 1008, "reason": reason})
+            if wait:  # as the stream routes refuse: accepted, then closed 4000 + the status
+                if (await receive())["type"] == "websocket.connect":
+                    await send({"type": "websocket.accept"})
+                    reason = f"rate limited: retry in {retry_after(wait)} s"
+                    await send({"type": "websocket.close", "code": 4429, "reason": reason})
                 return
             await self.app(scope, receive, send)
             return
