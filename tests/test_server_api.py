@@ -24,6 +24,7 @@ from mainspring.server import (
     create_app,
 )
 from tests.cli_graphs import broken, support
+from tests.conftest import STORE_BACKENDS, postgres_schema_url
 
 pytestmark = pytest.mark.anyio
 
@@ -258,18 +259,39 @@ async def test_health_readiness_me_and_metrics(client: httpx.AsyncClient) -> Non
     await start(client, input=HELLO)
     metrics = await client.get("/metrics")
     assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
-    assert 'mainspring_runs_finished_total{graph="support"' in metrics.text or (
-        "mainspring_" in metrics.text
-    )
+    assert 'mainspring_runs_finished_total{graph="support"} 1.0' in metrics.text
+    await start(client, input=HELLO)  # a scrape reads only what is new, and counts it once
+    again = (await client.get("/metrics")).text
+    assert 'mainspring_runs_finished_total{graph="support"} 2.0' in again
 
 
-async def test_sqlite_store_serves_the_same(tmp_path: Path) -> None:
-    async with api(f"sqlite:///{tmp_path / 'api.db'}") as client:
-        run = await start(client, input=REFUND, run_id="p")
-        assert run["status"] == "interrupted"
-        iid = run["outcome"]["interrupts"][0]["interrupt_id"]
+@pytest.fixture(params=STORE_BACKENDS)
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "memory":
+        yield "memory://"
+    elif request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'api.db'}"
+    else:
+        async with postgres_schema_url() as url:
+            yield url
+
+
+async def test_every_store_serves_the_same(store_url: str) -> None:
+    async with api(store_url) as client:
+        run = await start(client, input=REFUND, run_id="p", thread="t")
+        assert run["status"] == "interrupted" and run["version"] == support.fingerprint
+        busy = await client.post(
+            "/v1/threads/t/runs", json={"graph": "support", "input": HELLO, "multitask": "reject"}
+        )
+        assert busy.status_code == 409 and busy.json()["error"]["code"] == "thread_busy"
+        pending = (await client.get("/v1/interrupts")).json()["interrupts"]
+        assert [i["run_id"] for i in pending] == ["p"]
+        iid = pending[0]["interrupt_id"]
         done = await client.post(f"/v1/runs/p/interrupts/{iid}/approve", json={"wait": True})
         assert done.json()["status"] == "finished"
+        assert (await client.get("/v1/runs/p/state", params={"at": 1})).json()["seq"] == 1
+        thread = (await client.get("/v1/threads/t")).json()
+        assert thread["open_run_id"] is None and [r["run_id"] for r in thread["runs"]] == ["p"]
 
 
 # -- keys and tenants ----------------------------------------------------------------------

@@ -274,6 +274,12 @@ def _enqueue(
     blocker: str,
 ) -> Started:
     assert body.thread is not None and body.run_id is not None
+    try:  # a bad input is the request's 422 now, not a log line when its turn comes
+        message_dicts(body.input) if entry.kind == "agent" else graph.schema.initial(body.input)
+    except BAD_INPUT as exc:
+        raise ApiError(
+            422, "invalid_input", f"the input does not fit {body.graph!r}: {exc}"
+        ) from None
     metadata = _marked(body.metadata, {"strategy": "enqueue", "after": blocker})
     item = Queued(body.run_id, entry.name, body.thread, view.tenant, blocker, time.time())
 
