@@ -26,13 +26,14 @@ from mainspring.client import (
     Client,
     ClientError,
     GraphNotFoundError,
+    NotFoundError,
     Reconnect,
     Run,
     ServerUnreachableError,
     StreamLostError,
     ThreadBusyError,
 )
-from mainspring.errors import RunFailedError, RunNotFoundError, RunStateError
+from mainspring.errors import RunFailedError, RunNotFoundError, RunStateError, StateError
 from mainspring.events import Event, EventKind
 from mainspring.server import ServerConfig, create_app
 from mainspring.server.keys import Scope, key_store_from_url
@@ -112,9 +113,9 @@ async def test_the_async_client_mirrors_the_runtime(rt: Runtime, url: str) -> No
         assert ask.payload == {"approve_refund": 250}
         pending = await ms.interrupts(thread="t1")
         assert [(i.run_id, i.interrupt_id) for i in pending] == [("r1", ask.interrupt_id)]
-        await ms.approve("r1", ask.interrupt_id)
+        approved = await ms.approve("r1", ask.interrupt_id, wait=True)
+        assert approved.outcome is not None and approved.outcome.status is RunStatus.FINISHED
         finished = await ms.wait("r1")
-        assert finished.status is RunStatus.FINISHED
         assert finished.state["replies"] == ["refund issued"]
 
         # run(): to the end, the final state, as Runtime.run.
@@ -124,11 +125,14 @@ async def test_the_async_client_mirrors_the_runtime(rt: Runtime, url: str) -> No
         # Reads answer what the runtime answers.
         assert journal(await ms.events("r1")) == journal(await rt.events("r1"))
         assert journal(await ms.events("r1", after=3, limit=2)) == journal(
-            (await rt.events("r1", after=3))[:2]
+            await rt.events("r1", after=3, until=5)
         )
+        resumed = await ms.events("r1", kinds=[EventKind.RESUMED])
+        assert [e.kind for e in resumed] == [EventKind.RESUMED]
         record = await rt.get_run("r1")
         got = await ms.get_run("r1")
         assert (got.status, got.last_seq, got.thread) == (record.status, record.last_seq, "t1")
+        assert got.usage is not None and got.usage["model_calls"] == 0
         early = await ms.state("r1", at=2)
         assert early.seq == 2 and early.status is RunStatus.RUNNING
         assert [r.run_id for r in await ms.list_runs(thread="t1")] == ["r1"]
@@ -157,6 +161,11 @@ async def test_answers_the_server_refuses_are_mainspring_errors(rt: Runtime, url
         assert missing.value.run_id == "nope" and "nope" in str(missing.value)
         with pytest.raises(GraphNotFoundError, match="no graph named 'ghost'"):
             await ms.start("ghost", {})
+        with pytest.raises(NotFoundError) as no_thread:
+            await ms.thread("nowhere")
+        assert no_thread.value.code == "thread_not_found"
+        with pytest.raises(StateError):  # the input does not fit the graph's state
+            await ms.start("support", {"amount": "not a number", "unknown": 1})
         with pytest.raises(RunFailedError, match="cannot handle n=3"):
             await ms.run("broken", {"n": 3})
         await ms.start("support", REFUND, thread="busy", wait=True)  # parks: the thread is open

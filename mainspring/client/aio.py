@@ -21,7 +21,7 @@ import orjson
 
 from .. import __version__
 from ..errors import RunCancelledError, RunFailedError, RunNotFoundError
-from ..events import Event
+from ..events import Event, EventKind
 from ..status import RunStatus
 from .errors import error_from_response, unreachable
 from .models import (
@@ -243,7 +243,7 @@ class AsyncClient:
         outcome = run.outcome
         if outcome is not None and outcome.status.terminal:
             return outcome
-        after = outcome.seq if outcome is not None else 0
+        after = outcome.seq if outcome is not None else run.last_seq
         async with self.stream(run.run_id, after=after) as events:
             async for _ in events:
                 pass
@@ -334,9 +334,11 @@ class AsyncClient:
         body = await self._call("GET", "/v1/threads", params={"limit": limit})
         return [Thread.from_json(t) for t in body["threads"]]
 
-    async def thread(self, thread: str) -> ThreadDetail:
-        """A thread: its runs (newest first), its open run and the runs queued behind it."""
-        return ThreadDetail.from_json(await self._call("GET", f"/v1/threads/{_q(thread)}"))
+    async def thread(self, thread: str, *, tenant: str | None = None) -> ThreadDetail:
+        """A thread: its runs (newest first), its open run and the runs queued behind it
+        (``tenant``: which tenant's, for an operator's key)."""
+        path = f"/v1/threads/{_q(thread)}"
+        return ThreadDetail.from_json(await self._call("GET", path, params={"tenant": tenant}))
 
     async def state(self, run_id: str, *, at: int | None = None) -> StateAt:
         """The run's state as of sequence number ``at`` (default: now)."""
@@ -344,19 +346,28 @@ class AsyncClient:
             await self._call("GET", f"/v1/runs/{_q(run_id)}/state", params={"at": at})
         )
 
-    async def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
-        """The run's journal after ``after``: all of it (page by page), or ``limit`` events."""
+    async def events(
+        self,
+        run_id: str,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        kinds: Sequence[EventKind | str] | None = None,
+    ) -> list[Event]:
+        """The run's journal after ``after``: all of it (page by page), or the events up to
+        seq ``after + limit``; ``kinds``: those kinds only (e.g. ``effect_decided``)."""
         found: list[Event] = []
+        end = None if limit is None else after + limit
+        kind = None if kinds is None else [str(k) for k in kinds]
         while True:
-            page = 500 if limit is None else min(500, limit - len(found))
-            body = await self._call(
-                "GET", f"/v1/runs/{_q(run_id)}/events", params={"after": after, "limit": page}
-            )
-            events = [event_from_json(e) for e in body["events"]]
-            found.extend(events)
-            if not body.get("more") or not events or (limit is not None and len(found) >= limit):
+            page = 500 if end is None else min(500, end - after)
+            params = {"after": after, "limit": page, "kind": kind}
+            body = await self._call("GET", f"/v1/runs/{_q(run_id)}/events", params=params)
+            found.extend(event_from_json(e) for e in body["events"])
+            last = int(body.get("last_seq") or after)
+            if not body.get("more") or last <= after or (end is not None and last >= end):
                 return found
-            after = events[-1].seq
+            after = last
 
     def stream(
         self,
@@ -409,22 +420,62 @@ class AsyncClient:
         )
         return Run.from_json(answer)
 
-    async def approve(self, run_id: str, interrupt_id: str, *, comment: str | None = None) -> Run:
+    async def approve(
+        self,
+        run_id: str,
+        interrupt_id: str,
+        *,
+        comment: str | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> Run:
         """Resume the interrupt with ``true`` (a tool's approval runs the call)."""
-        return await self._decide(run_id, interrupt_id, "approve", {"comment": comment})
+        body = {"comment": comment}
+        return await self._decide(run_id, interrupt_id, "approve", body, wait, timeout)
 
-    async def reject(self, run_id: str, interrupt_id: str, *, reason: str | None = None) -> Run:
+    async def reject(
+        self,
+        run_id: str,
+        interrupt_id: str,
+        *,
+        reason: str | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> Run:
         """Resume the interrupt with ``{"approve": false, "reason": ...}``."""
-        return await self._decide(run_id, interrupt_id, "reject", {"reason": reason})
+        body = {"reason": reason}
+        return await self._decide(run_id, interrupt_id, "reject", body, wait, timeout)
 
-    async def edit(self, run_id: str, interrupt_id: str, args: dict[str, Any]) -> Run:
+    async def edit(
+        self,
+        run_id: str,
+        interrupt_id: str,
+        args: dict[str, Any],
+        *,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> Run:
         """Resume the interrupt with ``{"args": args}`` (a tool's approval runs the edited call)."""
-        return await self._decide(run_id, interrupt_id, "edit", {"args": args})
+        return await self._decide(run_id, interrupt_id, "edit", {"args": args}, wait, timeout)
 
-    async def _decide(self, run_id: str, interrupt_id: str, verb: str, body: dict[str, Any]) -> Run:
+    async def _decide(
+        self,
+        run_id: str,
+        interrupt_id: str,
+        verb: str,
+        body: dict[str, Any],
+        wait: bool,
+        timeout: float | None,
+    ) -> Run:
+        """An approval's answer; with ``wait``, the run's outcome once it stops moving."""
         path = f"/v1/runs/{_q(run_id)}/interrupts/{_q(interrupt_id)}/{verb}"
-        sent = {k: v for k, v in body.items() if v is not None}
-        return Run.from_json(await self._call("POST", path, json=sent))
+        sent = {k: v for k, v in {**body, "timeout": timeout}.items() if v is not None}
+        if wait:
+            sent["wait"] = True
+        answer = await self._call(
+            "POST", path, json=sent, timeout=self._wait_timeout(wait, timeout)
+        )
+        return Run.from_json(answer)
 
     async def cancel(self, run_id: str, *, reason: str | None = None) -> Run:
         """Cancel the run (its journal ends with ``cancelled``); the run after."""

@@ -21,6 +21,7 @@ from ..errors import (
     RunNotFoundError,
     RunStateError,
     SerializationError,
+    StateError,
     StoreUnavailableError,
     TenantError,
 )
@@ -58,7 +59,11 @@ class AuthError(ClientError):
     """401 (no key, an unknown or revoked key) or 403 (the key lacks the scope)."""
 
 
-class GraphNotFoundError(ClientError, LookupError):
+class NotFoundError(ClientError, LookupError):
+    """No such thread or interrupt (or another tenant's): 404."""
+
+
+class GraphNotFoundError(NotFoundError):
     """The server serves no graph of that name (or version)."""
 
 
@@ -88,6 +93,10 @@ class RemoteTenantError(ClientError, TenantError):
     """A request that would cross tenants."""
 
 
+class RemoteStateError(ClientError, StateError):
+    """The input does not fit the graph's state (422 ``invalid_input``)."""
+
+
 class RemoteSerializationError(ClientError, SerializationError):
     """A value the server could not store as JSON-compatible data."""
 
@@ -99,6 +108,9 @@ class RemoteStoreUnavailableError(ClientError, StoreUnavailableError):
 _BY_CODE: dict[str, type[ClientError]] = {
     "run_not_found": RemoteRunNotFoundError,
     "graph_not_found": GraphNotFoundError,
+    "thread_not_found": NotFoundError,
+    "interrupt_not_found": NotFoundError,
+    "invalid_input": RemoteStateError,
     "run_exists": RemoteRunExistsError,
     "run_state": RemoteRunStateError,
     "thread_busy": ThreadBusyError,

@@ -84,6 +84,7 @@ class Run:
     error: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     outcome: Outcome | None = None
+    usage: dict[str, Any] | None = None  # model calls, tokens and cost (``get_run``)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Run:
@@ -102,6 +103,7 @@ class Run:
             error=data.get("error"),
             metadata=dict(data.get("metadata") or {}),
             outcome=Outcome.from_json(outcome) if isinstance(outcome, dict) else None,
+            usage=data.get("usage"),
         )
 
 
