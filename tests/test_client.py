@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -310,3 +312,11 @@ async def test_the_examples_of_docs_client_md_run_as_shown(
 
         await anyio.to_thread.run_sync(script)
         assert capsys.readouterr().out == shown
+
+
+def test_a_script_that_never_closes_its_client_still_exits() -> None:
+    script = "from mainspring.client import Client\nms = Client('http://127.0.0.1:9')\nprint('ok')"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr

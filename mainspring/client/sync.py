@@ -7,6 +7,7 @@ event loop (``_blocking`` makes the method and keeps its signature for type chec
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import ExitStack
 from types import TracebackType
@@ -37,6 +38,13 @@ def _blocking(
     return call
 
 
+def _shut(portal: BlockingPortal, client: AsyncClient, stack: ExitStack) -> None:
+    try:
+        portal.call(client.aclose)
+    finally:
+        stack.close()
+
+
 class Client:
     """``with Client("http://127.0.0.1:8000") as ms: ms.run("support", {...})``.
 
@@ -55,7 +63,6 @@ class Client:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._stack = ExitStack()
-        self._closed = False
         self._portal: BlockingPortal = self._stack.enter_context(start_blocking_portal())
 
         def make() -> AsyncClient:  # in the portal's loop, where it will be used
@@ -66,6 +73,9 @@ class Client:
 
         self._async = self._portal.call(make)
         self.base_url = self._async.base_url
+        # Closed by close(), or when the client is dropped or the interpreter exits: a
+        # script that never closes it must not hang on its loop thread at exit.
+        self._finalizer = weakref.finalize(self, _shut, self._portal, self._async, self._stack)
 
     def __repr__(self) -> str:
         return f"<Client {self.base_url}>"
@@ -82,13 +92,8 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._portal.call(self._async.aclose)
-        finally:
-            self._stack.close()
+        """Close the connections and stop the event loop thread (once; later calls do nothing)."""
+        self._finalizer()
 
     @property
     def aio(self) -> AsyncClient:
