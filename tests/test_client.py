@@ -36,12 +36,13 @@ from mainspring.client import (
     ThreadBusyError,
 )
 from mainspring.errors import RunFailedError, RunNotFoundError, RunStateError, StateError
-from mainspring.events import Event, EventKind
+from mainspring.events import Event, EventKind, ModelDelta
 from mainspring.server import ServerConfig, create_app
 from mainspring.server.keys import Scope, key_store_from_url
 from mainspring.status import RunStatus
 from tests.cli_graphs import broken, support
 from tests.client_graphs import approvals
+from tests.stream_graphs import ANSWER, asker, gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -320,3 +321,27 @@ def test_a_script_that_never_closes_its_client_still_exits() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
     assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr
+
+
+async def test_tokens_arrive_as_model_deltas_between_the_effect_start_and_its_end(
+    tmp_path: Path,
+) -> None:
+    async with Runtime.open(
+        f"sqlite:///{tmp_path / 'tokens.db'}", graphs=[asker], models=gateway()
+    ) as runtime:
+        async with (
+            served(create_app(runtime, graphs=[asker], config=ServerConfig(auth=False))) as url,
+            AsyncClient(url) as ms,
+        ):
+            run = await ms.start("asker", {"question": "fox?", "delay": 0.3})
+            got = [e async for e in ms.stream(run.run_id, tokens=True, until="park")]
+        kinds = [e.kind for e in got]
+        deltas = [e.data for e in got if isinstance(e.data, ModelDelta)]
+        started = kinds.index(EventKind.EFFECT_STARTED)
+        finished = kinds.index(EventKind.EFFECT_FINISHED)
+        assert deltas and all(
+            started < i < finished for i, k in enumerate(kinds) if k is EventKind.MODEL_DELTA
+        )
+        assert "".join(d.text for d in deltas) == ANSWER
+        journaled = [e for e in got if e.kind is not EventKind.MODEL_DELTA]
+        assert journal(journaled) == journal(await runtime.events(run.run_id))
