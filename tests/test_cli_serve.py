@@ -90,7 +90,9 @@ def test_a_run_started_through_the_server_reads_back_the_same(
 ) -> None:
     db = store_url
     with serving(db, "--no-auth", log=tmp_path / "serve.log") as url:
-        parked = ok(cli("run", "support", "--server", url, "-i", REFUND, "--run-id", "x1"))
+        parked = ok(
+            cli("run", "support", "--server", url, "-i", REFUND, "--run-id", "x1", "-t", "t1")
+        )
         assert "waiting on 1 interrupt" in parked.stdout
         assert f"mainspring resume x1 --value '<JSON>' --server {url}" in parked.stdout
 
@@ -113,6 +115,10 @@ def test_a_run_started_through_the_server_reads_back_the_same(
 
         shown = ok(cli("show", "x1", "--server", url))
         assert "effect_finished" in shown.stdout and "resumed" in shown.stdout
+        followed = ok(cli("show", "x1", "--server", url, "--follow"))  # ended: nothing to follow
+        assert followed.stdout == shown.stdout
+        threads = ok(cli("threads", "--server", url, "--json")).stdout.splitlines()
+        assert [(t["thread"], t["last_run_id"]) for t in map(json.loads, threads)] == [("t1", "x1")]
         remote_events = [
             json.loads(line)
             for line in ok(cli("show", "x1", "--server", url, "--json")).stdout.splitlines()
