@@ -345,3 +345,16 @@ async def test_tokens_arrive_as_model_deltas_between_the_effect_start_and_its_en
         assert "".join(d.text for d in deltas) == ANSWER
         journaled = [e for e in got if e.kind is not EventKind.MODEL_DELTA]
         assert journal(journaled) == journal(await runtime.events(run.run_id))
+
+
+async def test_a_request_refused_for_its_rate_is_sent_again_after_retry_after(
+    rt: Runtime,
+) -> None:
+    async with served(app_on(rt, rate=1.0, burst=1)) as url:
+        async with AsyncClient(url, rate_retries=0) as impatient:
+            await impatient.list_runs()  # the burst
+            with pytest.raises(ClientError) as limited:
+                await impatient.list_runs()
+            assert (limited.value.status, limited.value.code) == (429, "rate_limited")
+        async with AsyncClient(url) as patient:
+            assert await patient.list_runs() == []  # waited for Retry-After, then answered

@@ -23,7 +23,7 @@ from .. import __version__
 from ..errors import RunCancelledError, RunFailedError, RunNotFoundError
 from ..events import Event, EventKind
 from ..status import RunStatus
-from .errors import error_from_response, unreachable
+from .errors import error_from_response, retry_after, unreachable
 from .models import (
     GraphInfo,
     Interrupt,
@@ -57,8 +57,9 @@ class AsyncClient:
     ``base_url`` defaults to ``$MAINSPRING_SERVER`` (else ``http://127.0.0.1:8000``),
     ``api_key`` to ``$MAINSPRING_API_KEY`` (sent as ``Authorization: Bearer``; none for a
     ``--no-auth`` server). ``timeout`` is per request (a ``wait=True`` request gets its own
-    ``timeout`` plus this); ``reconnect`` is how streams retry. ``transport`` and
-    ``http2`` go to httpx (tests pass an ``httpx.ASGITransport``).
+    ``timeout`` plus this); ``reconnect`` is how streams retry; ``rate_retries`` how often
+    a request refused for its rate (429) is sent again after the server's ``Retry-After``.
+    ``transport`` goes to httpx (e.g. an ``httpx.ASGITransport`` to call an app in-process).
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class AsyncClient:
         reconnect: Reconnect | None = None,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        rate_retries: int = 3,
     ) -> None:
         self.base_url = (base_url or os.environ.get("MAINSPRING_SERVER") or DEFAULT_SERVER).rstrip(
             "/"
@@ -79,6 +81,7 @@ class AsyncClient:
         if key:
             sent["Authorization"] = f"Bearer {key}"
         self.reconnect = reconnect or Reconnect()
+        self.rate_retries = rate_retries
         self._timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=self.base_url, headers=sent, timeout=timeout, transport=transport
@@ -112,21 +115,30 @@ class AsyncClient:
         params: Mapping[str, Any] | None = None,
         timeout: float | None = None,
     ) -> Any:
-        """Send a request; its JSON answer, or the error it stands for, raised."""
+        """Send a request; its JSON answer, or the error it stands for, raised.
+
+        A ``429`` (the key's or address's rate spent) was refused before anything was
+        done, so it is sent again after the server's ``Retry-After``, ``rate_retries``
+        times at most (then raised as a ClientError with code ``rate_limited``).
+        """
         query = {k: v for k, v in (params or {}).items() if v is not None}
         content = None if json is None else orjson.dumps(json)
         headers = {"Content-Type": "application/json"} if content is not None else None
-        try:
-            response = await self._http.request(
-                method,
-                path,
-                content=content,
-                params=query,
-                headers=headers,
-                timeout=self._timeout if timeout is None else timeout,
-            )
-        except httpx.TransportError as exc:
-            raise unreachable(self.base_url, exc) from exc
+        for attempt in range(self.rate_retries + 1):
+            try:
+                response = await self._http.request(
+                    method,
+                    path,
+                    content=content,
+                    params=query,
+                    headers=headers,
+                    timeout=self._timeout if timeout is None else timeout,
+                )
+            except httpx.TransportError as exc:
+                raise unreachable(self.base_url, exc) from exc
+            if response.status_code != 429 or attempt == self.rate_retries:
+                break
+            await anyio.sleep(retry_after(response))
         if response.status_code >= 400:
             raise error_from_response(response)
         return orjson.loads(response.content) if response.content else None

@@ -147,6 +147,15 @@ def error_from_response(response: httpx.Response) -> ClientError:
     return kind(status, code, message, details)
 
 
+def retry_after(response: httpx.Response, default: float = 1.0, most: float = 30.0) -> float:
+    """Seconds the server asked to wait (``Retry-After``, in seconds), within reason."""
+    value = response.headers.get("retry-after", "")
+    try:
+        return min(most, max(0.0, float(value)))
+    except ValueError:
+        return default
+
+
 def unreachable(url: str, exc: Exception) -> ServerUnreachableError:
     return ServerUnreachableError(
         0,

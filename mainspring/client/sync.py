@@ -61,6 +61,7 @@ class Client:
         reconnect: Reconnect | None = None,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        rate_retries: int = 3,
     ) -> None:
         self._stack = ExitStack()
         self._portal: BlockingPortal = self._stack.enter_context(start_blocking_portal())
@@ -68,7 +69,7 @@ class Client:
         def make() -> AsyncClient:  # in the portal's loop, where it will be used
             return AsyncClient(
                 base_url, api_key=api_key, timeout=timeout, reconnect=reconnect,
-                headers=headers, transport=transport,
+                headers=headers, transport=transport, rate_retries=rate_retries,
             )  # fmt: skip
 
         self._async = self._portal.call(make)
