@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -165,6 +166,15 @@ def test_no_auth_is_refused_off_loopback_and_unreachable_servers_are_one_line(
     refused = cli("serve", "--host", "0.0.0.0", "--no-auth", "--store", str(tmp_path / "x.db"))
     assert refused.exit_code == 2 and "--no-auth on --host 0.0.0.0" in refused.stderr
     assert not (tmp_path / "x.db").exists()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        busy = cli("serve", "--store", str(tmp_path / "y.db"), "--no-auth", "--port", port)
+    assert busy.exit_code == 3
+    assert busy.stderr.splitlines()[-1].startswith(
+        f"error: the server did not start on 127.0.0.1:{port}"
+    )
     down = cli("runs", "--server", "http://127.0.0.1:9")
     assert down.exit_code == 3
     assert "cannot reach the Mainspring server at http://127.0.0.1:9" in down.stderr

@@ -25,7 +25,11 @@ class Server(uvicorn.Server):
         self.url = ""
 
     async def startup(self, sockets: list[Any] | None = None) -> None:
-        await super().startup(sockets=sockets)
+        try:
+            await super().startup(sockets=sockets)
+        except SystemExit:  # it could not listen (logged, the app shut down): the command says so
+            self.should_exit = True
+            return
         if self.started:
             self.url = self._listening()
             store, graphs, auth = self._about

@@ -9,9 +9,10 @@ over. SIGINT or SIGTERM stops the server cleanly: no new requests, live runs get
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import os
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -27,6 +28,16 @@ from ._common import (
     importable_cwd,
     run_async,
 )
+
+if TYPE_CHECKING:
+    from ..server.keys import KeyStore
+
+
+class LogLevel(enum.StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
 
 
 def register(app: typer.Typer) -> None:
@@ -89,11 +100,8 @@ def serve(
         ),
     ] = 10.0,
     log_level: Annotated[
-        str,
-        typer.Option(
-            "--log-level", metavar="LEVEL", help="debug, info, warning or error (uvicorn's log)."
-        ),
-    ] = "info",
+        LogLevel, typer.Option("--log-level", case_sensitive=False, help="uvicorn's log level.")
+    ] = LogLevel.info,
     models: ModelsOption = None,
     tools: ToolsOption = None,
     debug: DebugOption = False,
@@ -143,7 +151,7 @@ def serve(
             app,
             host=host,
             port=port,
-            log_level=log_level.lower(),
+            log_level=log_level.value,
             lifespan="on",
             timeout_graceful_shutdown=max(1, round(drain)),
         ),
@@ -153,14 +161,18 @@ def serve(
     )
     run_async(server.serve)
     if not server.started:
-        raise CliError("the server did not start: see the log above", EXIT_REFUSED)
+        raise CliError(
+            f"the server did not start on {host}:{port} (see its log above: a port in use, a "
+            "store that cannot be opened?)",
+            EXIT_REFUSED,
+        )
     typer.echo(
         "mainspring serve: stopped; runs still going stay resumable in the store "
         "(the next server on it takes them over)"
     )
 
 
-def _keys(store: str) -> Any:
+def _keys(store: str) -> KeyStore:
     """The API key store beside the runs (same URL: one place to back up)."""
     from ..server.keys import key_store_from_url
 
