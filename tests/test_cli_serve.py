@@ -20,6 +20,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from mainspring.cli import app
+from mainspring.client import Client
+from mainspring.events import EventKind
+from mainspring.status import RunStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).with_name("mainspring")
@@ -179,3 +182,23 @@ def test_no_auth_is_refused_off_loopback_and_unreachable_servers_are_one_line(
     assert down.exit_code == 3
     assert "cannot reach the Mainspring server at http://127.0.0.1:9" in down.stderr
     assert down.stderr.count("\n") == 1
+
+
+def test_a_run_going_when_the_server_stops_is_finished_by_the_next(tmp_path: Path) -> None:
+    """SIGTERM with --drain 0: the live run is left as its journal stands, resumable; the
+    next server on the store takes it over (crash recovery) and finishes it, each step once."""
+    db = tmp_path / "handover.db"
+    ticker = ("--graph", "tests.stream_graphs:ticker", "--drain", "0")
+    with serving(db, "--no-auth", *ticker, log=tmp_path / "first.log") as url, Client(url) as ms:
+        run = ms.start("ticker", {"limit": 150, "delay": 0.01})
+        for event in ms.stream(run.run_id):
+            if event.seq >= 10:
+                break  # going: stop the server under it
+    (left,) = map(json.loads, ok(cli("runs", "--store", str(db), "--json")).stdout.splitlines())
+    assert (left["status"], left["orphaned"]) == ("running", True)  # resumable, held by no one
+    with serving(db, "--no-auth", *ticker, log=tmp_path / "second.log") as url, Client(url) as ms:
+        outcome = ms.wait(run.run_id, until="end")
+        assert (outcome.status, outcome.state["n"]) == (RunStatus.FINISHED, 150)
+        events = ms.events(run.run_id)
+    finished = [e for e in events if e.kind is EventKind.STEP_FINISHED]
+    assert [e.data["step"] for e in finished] == list(range(150))
