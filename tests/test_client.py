@@ -153,6 +153,10 @@ async def test_the_async_client_mirrors_the_runtime(rt: Runtime, url: str) -> No
         assert forked.run_id == "r1-fork" and forked.parent_run_id is None
         again = await ms.start("support", REFUND, run_id="r3", wait=True)
         assert (await ms.cancel(again.run_id)).status is RunStatus.CANCELLED
+        both = ["cancelled", "finished"]  # the API filters one status: the client merges
+        assert [r.run_id for r in await ms.list_runs(status=both, limit=3)] == [
+            r.run_id for r in await rt.list_runs(status=both, limit=3)
+        ]
 
 
 async def test_answers_the_server_refuses_are_mainspring_errors(rt: Runtime, url: str) -> None:
