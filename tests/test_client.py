@@ -27,6 +27,7 @@ from mainspring.client import (
     AuthError,
     Client,
     ClientError,
+    ClientTimeoutError,
     GraphNotFoundError,
     NotFoundError,
     Reconnect,
@@ -191,6 +192,13 @@ async def test_answers_the_server_refuses_are_mainspring_errors(rt: Runtime, url
     ) as down:
         with pytest.raises(ServerUnreachableError, match="cannot reach the Mainspring server"):
             await down.get_run("r1")
+        with socket.socket() as silent:  # listens (the kernel accepts), never answers
+            silent.bind(("127.0.0.1", 0))
+            silent.listen()
+            slow = AsyncClient(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.2)
+            with pytest.raises(ClientTimeoutError, match="did not answer in time"):
+                await slow.get_run("r1")
+            await slow.aclose()
         stream = down.stream("r1", after=4)
         with pytest.raises(StreamLostError, match=r"after=4"):
             async for _ in stream:

@@ -12,6 +12,7 @@ from .aio import DEFAULT_SERVER, AsyncClient
 from .errors import (
     AuthError,
     ClientError,
+    ClientTimeoutError,
     GraphNotFoundError,
     NotFoundError,
     ServerUnreachableError,
@@ -38,6 +39,7 @@ __all__ = [
     "AuthError",
     "Client",
     "ClientError",
+    "ClientTimeoutError",
     "GraphInfo",
     "GraphNotFoundError",
     "Interrupt",

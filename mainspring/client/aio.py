@@ -23,7 +23,7 @@ from .. import __version__
 from ..errors import RunCancelledError, RunFailedError, RunNotFoundError
 from ..events import Event, EventKind
 from ..status import RunStatus
-from .errors import error_from_response, retry_after, unreachable
+from .errors import error_from_response, retry_after, transport_error
 from .models import (
     GraphInfo,
     Interrupt,
@@ -136,7 +136,7 @@ class AsyncClient:
                     timeout=self._timeout if timeout is None else timeout,
                 )
             except httpx.TransportError as exc:
-                raise unreachable(self.base_url, exc) from exc
+                raise transport_error(self.base_url, exc) from exc
             if response.status_code != 429 or attempt == self.rate_retries:
                 break
             await anyio.sleep(retry_after(response))

@@ -51,6 +51,10 @@ class ServerUnreachableError(ClientError):
     """No answer from the server: it is not running at that address, or the network failed."""
 
 
+class ClientTimeoutError(ClientError, TimeoutError):
+    """The server did not answer within the client's ``timeout``."""
+
+
 class StreamLostError(ClientError):
     """A run's event stream broke and did not come back within its retries."""
 
@@ -156,12 +160,28 @@ def retry_after(response: httpx.Response, default: float = 1.0, most: float = 30
         return default
 
 
-def unreachable(url: str, exc: Exception) -> ServerUnreachableError:
+def transport_error(url: str, exc: httpx.TransportError) -> ClientError:
+    """No answer to a request, said in terms of what to check (status 0: none came)."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return ServerUnreachableError(
+            0,
+            "unreachable",
+            f"cannot reach the Mainspring server at {url} ({type(exc).__name__}: {exc}); is "
+            "'mainspring serve' running there? (pass --server URL or set MAINSPRING_SERVER)",
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return ClientTimeoutError(
+            0,
+            "timeout",
+            f"the Mainspring server at {url} did not answer in time ({type(exc).__name__}); "
+            "the request may still have been carried out: look before repeating it, or "
+            "raise timeout=",
+        )
     return ServerUnreachableError(
         0,
-        "unreachable",
-        f"cannot reach the Mainspring server at {url} ({type(exc).__name__}: {exc}); is "
-        "'mainspring serve' running there? (pass --server URL or set MAINSPRING_SERVER)",
+        "connection_lost",
+        f"the connection to the Mainspring server at {url} broke ({type(exc).__name__}: "
+        f"{exc}); the request may still have been carried out: look before repeating it",
     )
 
 
