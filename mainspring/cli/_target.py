@@ -254,7 +254,7 @@ async def open_target(
 ) -> AsyncIterator[Target]:
     """The target a command acts on: the server at ``server`` if given (``--models`` and
     ``--tools`` are then the server's own), else the runtime on ``store``."""
-    if server is not None:
+    if server:  # (an empty --server or MAINSPRING_SERVER= means none)
         from ._remote import open_remote
 
         async with open_remote(server, api_key, tenant) as remote:
