@@ -121,6 +121,8 @@ async def test_enqueue_starts_the_runs_in_order_when_the_open_run_ends(s: Served
     assert first.status_code == 202 and second.status_code == 202
     assert first.json()["status"] == "queued" and first.json()["after"] == "p"
     assert second.json()["after"] == "q1"
+    repeat = await s.post("t", "enqueue", input={"text": "again"}, run_id="q2")
+    assert repeat.status_code == 202 and repeat.json() == second.json()  # queued once
     thread = (await s.client.get("/v1/threads/t")).json()
     assert thread["open_run_id"] == "p"
     assert [q["run_id"] for q in thread["queued"]] == ["q1", "q2"]

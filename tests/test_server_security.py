@@ -209,6 +209,12 @@ async def test_each_key_has_its_own_bucket_and_429_says_when_to_retry(limited: S
     assert (await limited.client.get("/v1/probe", headers=bad_key)).status_code == 429
 
 
+async def test_a_server_without_keys_has_no_rate_limit() -> None:
+    async for s in start(ServerConfig(auth=False, rate=0.001, burst=1)):
+        codes = {(await s.client.get("/v1/probe")).status_code for _ in range(3)}
+        assert codes == {200}
+
+
 async def test_websockets_take_from_the_same_buckets(limited: Server) -> None:
     key = (await limited.key(Scope.READ))["Authorization"].removeprefix("Bearer ")
     url = str(limited.client.base_url).replace("http", "ws", 1) + "/v1/runs/nope/ws"

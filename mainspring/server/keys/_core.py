@@ -26,11 +26,11 @@ import secrets
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
-from .protocol import KeyInfo, Principal, Scope, check_tenant
+from .protocol import KeyInfo, Principal, Scope, check_tenant, parse_scopes
 
 PREFIX: Final = "ms"
 _KEY = re.compile(r"ms_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
@@ -65,12 +65,33 @@ def scopes_text(scopes: frozenset[Scope]) -> str:
     return ",".join(sorted(s.value for s in scopes))
 
 
+#: A row decoded in place of a missing one, so that an unknown key id costs the decoding
+#: a known one does: (key_id, tenant, scopes, name, created_at, revoked_at, secret_sha256).
+DUMMY_ROW: Final = ("0" * 16, "-", "read", "", 0.0, None, _DUMMY)
+
+
 @dataclass(frozen=True, slots=True)
 class StoredKey:
     """A key's row: its info and the hash of its secret (never the secret)."""
 
     info: KeyInfo
     secret_hash: bytes
+
+
+def info_of(row: Sequence[Any]) -> KeyInfo:
+    """A key's info from its row: (key_id, tenant, scopes, name, created_at, revoked_at, ...)."""
+    key_id, tenant, scopes, name, created_at, revoked_at = row[:6]
+    return KeyInfo(key_id, tenant, parse_scopes(scopes), name, created_at, revoked_at)
+
+
+def stored_of(row: Sequence[Any]) -> StoredKey | None:
+    """The key of a lookup's one row (``LEFT JOIN``ed: all NULL when the id is unknown).
+    A missing key's row is decoded from DUMMY_ROW all the same: the same work either way."""
+    found = row[0] is not None
+    stored = StoredKey(
+        info_of(row if found else DUMMY_ROW), bytes((row if found else DUMMY_ROW)[6])
+    )
+    return stored if found else None
 
 
 class KeyStoreCore(ABC):
