@@ -362,11 +362,14 @@ async def test_tokens_arrive_as_model_deltas_between_the_effect_start_and_its_en
 async def test_a_request_refused_for_its_rate_is_sent_again_after_retry_after(
     rt: Runtime,
 ) -> None:
-    async with served(app_on(rt, rate=1.0, burst=1)) as url:
-        async with AsyncClient(url, rate_retries=0) as impatient:
+    keys = key_store_from_url("memory://")
+    app = create_app(rt, graphs=GRAPHS, keys=keys, config=ServerConfig(rate=1.0, burst=1))
+    async with served(app) as url:
+        _, key = await keys.create("acme", frozenset({Scope.READ}))
+        async with AsyncClient(url, api_key=key, rate_retries=0) as impatient:
             await impatient.list_runs()  # the burst
             with pytest.raises(ClientError) as limited:
                 await impatient.list_runs()
             assert (limited.value.status, limited.value.code) == (429, "rate_limited")
-        async with AsyncClient(url) as patient:
+        async with AsyncClient(url, api_key=key) as patient:
             assert await patient.list_runs() == []  # waited for Retry-After, then answered
