@@ -24,8 +24,9 @@ from ._target import GraphArg, Handle
 
 
 def record_of(run: Run) -> RunRecord:
-    """A run as the runtime's record (the server does not say how durably it is written)."""
-    durability = run.metadata.get("durability")
+    """A run as the runtime's record. Its durability is the default (sync) unless the
+    server says (the API's Run does not carry it yet)."""
+    durability = run.durability
     return RunRecord(
         run_id=run.run_id,
         graph=run.graph,

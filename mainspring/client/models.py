@@ -85,6 +85,7 @@ class Run:
     metadata: dict[str, Any] = field(default_factory=dict)
     outcome: Outcome | None = None
     usage: dict[str, Any] | None = None  # model calls, tokens and cost (``get_run``)
+    durability: str | None = None  # when the server says (docs/server.md does not yet)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Run:
@@ -104,6 +105,7 @@ class Run:
             metadata=dict(data.get("metadata") or {}),
             outcome=Outcome.from_json(outcome) if isinstance(outcome, dict) else None,
             usage=data.get("usage"),
+            durability=data.get("durability"),
         )
 
 
