@@ -93,7 +93,8 @@ def test_a_run_started_through_the_server_reads_back_the_same(
     tmp_path: Path, store_url: str
 ) -> None:
     db = store_url
-    with serving(db, "--no-auth", log=tmp_path / "serve.log") as url:
+    broken = ("--graph", "tests.cli_graphs:broken")
+    with serving(db, "--no-auth", *broken, log=tmp_path / "serve.log") as url:
         parked = ok(
             cli("run", "support", "--server", url, "-i", REFUND, "--run-id", "x1", "-t", "t1")
         )
@@ -103,8 +104,10 @@ def test_a_run_started_through_the_server_reads_back_the_same(
         # By its ref too; a ref the server does not serve says what it serves.
         done = ok(cli("run", SUPPORT, "--server", url, "-i", '{"text": "hi"}', "--json"))
         assert json.loads(done.stdout)["state"]["replies"] == ["re: hi"]
-        wrong = cli("run", "tests.cli_graphs:broken", "--server", url)
+        wrong = cli("run", "tests.client_graphs:approvals", "--server", url)
         assert wrong.exit_code == 2 and "serves no graph from" in wrong.stderr
+        failed = cli("run", "broken", "--server", url, "-i", '{"n": 3}')
+        assert failed.exit_code == 1 and "failed in node 'explode'" in failed.stdout
 
         resumed = ok(
             cli("resume", "x1", "--server", url, "--value", '{"approved": true}', "--json")
