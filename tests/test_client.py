@@ -373,3 +373,24 @@ async def test_a_request_refused_for_its_rate_is_sent_again_after_retry_after(
             assert (limited.value.status, limited.value.code) == (429, "rate_limited")
         async with AsyncClient(url, api_key=key) as patient:
             assert await patient.list_runs() == []  # waited for Retry-After, then answered
+
+
+async def test_reject_and_edit_answer_with_what_the_contract_says(rt: Runtime, url: str) -> None:
+    async with AsyncClient(url) as ms:
+
+        async def parked(run_id: str) -> str:
+            run = await ms.start("support", REFUND, run_id=run_id, wait=True)
+            assert isinstance(run, Run) and run.outcome is not None
+            return run.outcome.interrupts[0].interrupt_id
+
+        declined = await ms.reject("no", await parked("no"), reason="too much", wait=True)
+        edited = await ms.edit("edited", await parked("edited"), {"amount": 10}, wait=True)
+        answers = {}
+        for done in (declined, edited):
+            assert done.outcome is not None and done.outcome.state["replies"] == ["refund declined"]
+            (resumed,) = await ms.events(done.run_id, kinds=["resumed"])
+            answers[done.run_id] = list(resumed.data["values"].values())
+        assert answers == {
+            "no": [{"approve": False, "reason": "too much"}],
+            "edited": [{"args": {"amount": 10}}],
+        }
