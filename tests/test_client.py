@@ -36,7 +36,13 @@ from mainspring.client import (
     StreamLostError,
     ThreadBusyError,
 )
-from mainspring.errors import RunFailedError, RunNotFoundError, RunStateError, StateError
+from mainspring.errors import (
+    RunExistsError,
+    RunFailedError,
+    RunNotFoundError,
+    RunStateError,
+    StateError,
+)
 from mainspring.events import Event, EventKind, ModelDelta
 from mainspring.server import ServerConfig, create_app
 from mainspring.server.keys import Scope, key_store_from_url
@@ -176,6 +182,9 @@ async def test_answers_the_server_refuses_are_mainspring_errors(rt: Runtime, url
             await ms.start("support", {"amount": "not a number", "unknown": 1})
         with pytest.raises(RunFailedError, match="cannot handle n=3"):
             await ms.run("broken", {"n": 3})
+        await ms.start("support", {"text": "hi"}, run_id="once", wait=True)
+        with pytest.raises(RunExistsError):  # the same id, asking something else
+            await ms.start("support", {"text": "something else"}, run_id="once")
         await ms.start("support", REFUND, thread="busy", wait=True)  # parks: the thread is open
         with pytest.raises(ThreadBusyError) as busy:
             await ms.start("support", REFUND, thread="busy")
