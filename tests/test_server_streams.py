@@ -531,3 +531,25 @@ async def test_closing_the_streams_lets_a_server_stop_gracefully(
     assert got.end is None  # ended, not finished: the client would reconnect
     again = await read_sse(client, f"{served.url}/v1/runs/{run.run_id}/stream?until=park")
     assert again.journaled == got.journaled  # a new hub serves new requests
+
+
+async def test_a_store_failure_ends_the_stream_with_stream_error(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(asker, {"question": "fox?"})
+    await run.wait()  # parked: its stream reads the run's record now and then
+    got = Received()
+    async with anyio.create_task_group() as tg:
+
+        async def follow() -> None:
+            await read_sse(client, f"{served.url}/v1/runs/{run.run_id}/stream", into=got)
+
+        tg.start_soon(follow)
+        await until(lambda: "interrupted" in [e.event for e in got.events], "the stream is on")
+        await runtime.store.aclose()  # the store goes away under the stream
+    try:
+        errors = [msgspec.json.decode(e.data) for e in got.events if e.event == "stream_error"]
+        assert errors and errors[0]["error"]["code"] == "store_unavailable"
+        assert got.end is None
+    finally:
+        await runtime.store.open()
