@@ -65,9 +65,9 @@ def scopes_text(scopes: frozenset[Scope]) -> str:
     return ",".join(sorted(s.value for s in scopes))
 
 
-#: A row decoded in place of a missing one, so that an unknown key id costs the decoding
-#: a known one does: (key_id, tenant, scopes, name, created_at, revoked_at, secret_sha256).
-DUMMY_ROW: Final = ("0" * 16, "-", "read", "", 0.0, None, _DUMMY)
+#: What a lookup of an unknown id gets for the hash (a parameter of its SQL), so that its
+#: row has a value of every type a known key's row has: decoded alike, in the same time.
+DUMMY_HASH: Final = _DUMMY
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +85,11 @@ def info_of(row: Sequence[Any]) -> KeyInfo:
 
 
 def stored_of(row: Sequence[Any]) -> StoredKey | None:
-    """The key of a lookup's one row (``LEFT JOIN``ed: all NULL when the id is unknown).
-    A missing key's row is decoded from DUMMY_ROW all the same: the same work either way."""
-    found = row[0] is not None
-    stored = StoredKey(
-        info_of(row if found else DUMMY_ROW), bytes((row if found else DUMMY_ROW)[6])
-    )
-    return stored if found else None
+    """The key of a lookup's one row: (id, tenant, scopes, name, created_at, revoked_at,
+    secret_sha256, found), an unknown id's filled in by the SQL (``LEFT JOIN`` and
+    ``COALESCE``) and decoded all the same, so that a miss costs what a hit does."""
+    stored = StoredKey(info_of(row), bytes(row[6]))
+    return stored if row[7] else None
 
 
 class KeyStoreCore(ABC):

@@ -23,7 +23,7 @@ from ...store._pg_pool import Connection, ConnectionPool, connect
 from ...store._pg_retry import Retrier
 from ...store._pg_schema import migrate, quote_ident
 from ...store._pg_url import option, parse_url
-from ._core import KeyStoreCore, StoredKey, info_of, scopes_text, stored_of
+from ._core import DUMMY_HASH, KeyStoreCore, StoredKey, info_of, scopes_text, stored_of
 from .protocol import KeyInfo
 
 _LOCK = (0x4D53, 0x6B657973)  # "MS", "keys": the advisory lock the table is made under
@@ -112,13 +112,17 @@ class PostgresKeyStore(KeyStoreCore):
 
     async def _fetch(self, key_id: str) -> StoredKey | None:
         pool = self._live()
-        # One row whether the id is known or not (NULLs then): no difference to time.
+        # One row of the same types whether the id is known or not: no difference to time.
         sql = (
-            "SELECT k.key_id, k.tenant, k.scopes, k.name, k.created_at, k.revoked_at,"
-            f" k.secret_sha256 FROM (SELECT $1::text AS id) AS q LEFT JOIN {self._table} AS k"
-            " ON k.key_id = q.id"
+            "SELECT q.id, coalesce(k.tenant, '-'), coalesce(k.scopes, 'read'),"
+            " coalesce(k.name, ''), coalesce(k.created_at, 0.0), k.revoked_at,"
+            " coalesce(k.secret_sha256, q.dummy), k.key_id IS NOT NULL"
+            f" FROM (SELECT $1::text AS id, $2::bytea AS dummy) AS q"
+            f" LEFT JOIN {self._table} AS k ON k.key_id = q.id"
         )
-        row = await self._retrier.run("reading a key", lambda _: pool.fetchrow(sql, key_id))
+        row = await self._retrier.run(
+            "reading a key", lambda _: pool.fetchrow(sql, key_id, DUMMY_HASH)
+        )
         assert row is not None
         return stored_of(tuple(row))
 

@@ -25,7 +25,7 @@ import anyio.to_thread
 from ...errors import StoreError
 from ...store._sqlite_errors import translate
 from ...store._sqlite_file import connect_writer, parse_url
-from ._core import KeyStoreCore, StoredKey, info_of, scopes_text, stored_of
+from ._core import DUMMY_HASH, KeyStoreCore, StoredKey, info_of, scopes_text, stored_of
 from .protocol import KeyInfo
 
 T = TypeVar("T")
@@ -40,10 +40,12 @@ _TABLE = """CREATE TABLE IF NOT EXISTS api_keys (
     secret_sha256 BLOB NOT NULL
 ) WITHOUT ROWID"""
 _COLUMNS = "key_id, tenant, scopes, name, created_at, revoked_at"
-# One row whether the id is known or not (NULLs then): no difference to time.
+# One row of the same types whether the id is known or not: no difference to time.
 _LOOKUP = (
-    "SELECT k.key_id, k.tenant, k.scopes, k.name, k.created_at, k.revoked_at, k.secret_sha256"
-    " FROM (SELECT ? AS id) AS q LEFT JOIN api_keys AS k ON k.key_id = q.id"
+    "SELECT q.id, coalesce(k.tenant, '-'), coalesce(k.scopes, 'read'), coalesce(k.name, ''),"
+    " coalesce(k.created_at, 0.0), k.revoked_at, coalesce(k.secret_sha256, q.dummy),"
+    " k.key_id IS NOT NULL"
+    " FROM (SELECT ? AS id, ? AS dummy) AS q LEFT JOIN api_keys AS k ON k.key_id = q.id"
 )
 
 
@@ -111,7 +113,7 @@ class SQLiteKeyStore(KeyStoreCore):
 
     async def _fetch(self, key_id: str) -> StoredKey | None:
         def fetch(db: sqlite3.Connection) -> tuple[Any, ...]:
-            row: tuple[Any, ...] = db.execute(_LOOKUP, (key_id,)).fetchone()
+            row: tuple[Any, ...] = db.execute(_LOOKUP, (key_id, DUMMY_HASH)).fetchone()
             return row
 
         return stored_of(await self._run("reading a key", fetch))
