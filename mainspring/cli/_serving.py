@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import typer
@@ -13,15 +13,24 @@ import uvicorn
 
 
 class Server(uvicorn.Server):
-    """Says where it listens once it does (port 0 picks one), and stops on SIGINT or
+    """Says where it listens once it does (port 0 picks one); as it begins to stop, ends
+    the open event streams (``stopping``: their clients reconnect with their last id,
+    rather than the shutdown waiting on streams that never end); and stops on SIGINT or
     SIGTERM without raising the signal again afterwards, as uvicorn does: the command
     ends with its own message and exit code 0."""
 
     def __init__(
-        self, config: uvicorn.Config, *, store: str, graphs: Sequence[str], auth: bool
+        self,
+        config: uvicorn.Config,
+        *,
+        store: str,
+        graphs: Sequence[str],
+        auth: bool,
+        stopping: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(config)
         self._about = (store, tuple(graphs), auth)
+        self._stopping = stopping
         self.url = ""
 
     async def startup(self, sockets: list[Any] | None = None) -> None:
@@ -40,6 +49,11 @@ class Server(uvicorn.Server):
                 + ("API keys required" if auth else "no auth (loopback only)")
                 + "\n  Ctrl-C stops it; live runs stay resumable"
             )
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        if self._stopping is not None:
+            self._stopping()
+        await super().shutdown(sockets=sockets)
 
     def _listening(self) -> str:
         host, port = self.config.host, self.config.port

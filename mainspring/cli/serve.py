@@ -123,6 +123,7 @@ def serve(
         import uvicorn
 
         from ..server import ServerConfig, UnknownGraphError, create_app
+        from ..server.routes.streams import close_streams
         from ._serving import Server
     except ImportError as exc:
         raise CliError(
@@ -158,6 +159,7 @@ def serve(
         store=store,
         graphs=graph or (),
         auth=not no_auth,
+        stopping=lambda: close_streams(app),
     )
     run_async(server.serve)
     if not server.started:

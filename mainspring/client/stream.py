@@ -161,7 +161,7 @@ class RunStream:
                 if sse.event == "end":
                     self.end = orjson.loads(sse.data)
                     return
-                if sse.event == "error":  # the server gave up on this stream
+                if sse.event in ("stream_error", "error"):  # the server gave up on this stream
                     body = orjson.loads(sse.data)
                     error = body.get("error", body) if isinstance(body, dict) else {}
                     code = str(error.get("code", "error"))
