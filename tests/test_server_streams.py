@@ -27,7 +27,7 @@ from mainspring.engine.handle import RunHandle
 from mainspring.server import ServerConfig, create_app
 from mainspring.server.keys.protocol import KeyInfo, Principal
 from mainspring.server.keys.protocol import Scope as KeyScope
-from mainspring.server.routes.streams import hub_of
+from mainspring.server.routes.streams import close_streams, hub_of
 from mainspring.server.streams import StreamHub
 from tests.stream_graphs import ANSWER, asker, build_ticker, gateway, ticker
 from tests.stream_support import Received, Served, read_sse, serve
@@ -512,3 +512,44 @@ async def test_websocket_tokens_have_no_id_and_come_inside_their_call(
     assert kinds.index("effect_finished") > len(kinds) - kinds[::-1].index("model_delta") - 1
     assert "".join(f["data"]["data"]["text"] for f in tokens) == ANSWER
     assert frames[-1] == {"id": None, "event": "end", "data": {"status": "interrupted", "seq": 5}}
+
+
+async def test_closing_the_streams_lets_a_server_stop_gracefully(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(asker, {"question": "fox?"})
+    await run.wait()  # parked: its stream would stay open
+    got = Received()
+    async with anyio.create_task_group() as tg:
+
+        async def follow() -> None:
+            await read_sse(client, f"{served.url}/v1/runs/{run.run_id}/stream", into=got)
+
+        tg.start_soon(follow)
+        await until(lambda: "interrupted" in [e.event for e in got.events], "the stream is on")
+        close_streams(served.app)
+    assert got.end is None  # ended, not finished: the client would reconnect
+    again = await read_sse(client, f"{served.url}/v1/runs/{run.run_id}/stream?until=park")
+    assert again.journaled == got.journaled  # a new hub serves new requests
+
+
+async def test_a_store_failure_ends_the_stream_with_stream_error(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(asker, {"question": "fox?"})
+    await run.wait()  # parked: its stream reads the run's record now and then
+    got = Received()
+    async with anyio.create_task_group() as tg:
+
+        async def follow() -> None:
+            await read_sse(client, f"{served.url}/v1/runs/{run.run_id}/stream", into=got)
+
+        tg.start_soon(follow)
+        await until(lambda: "interrupted" in [e.event for e in got.events], "the stream is on")
+        await runtime.store.aclose()  # the store goes away under the stream
+    try:
+        errors = [msgspec.json.decode(e.data) for e in got.events if e.event == "stream_error"]
+        assert errors and errors[0]["error"]["code"] == "store_unavailable"
+        assert got.end is None
+    finally:
+        await runtime.store.open()

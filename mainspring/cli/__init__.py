@@ -30,6 +30,7 @@ from . import (
     memory_archive,
     observe,
     policy,
+    serve,
     tools,
 )
 from ._common import CliGroup, DebugOption
@@ -72,7 +73,7 @@ def _root(
 def _register(app: typer.Typer) -> None:
     """Add every command module's commands to ``app``: the one place to plug a module in."""
     modules = (drive, journal, history, graphs, observe, doctor, tools, policy, audit, memory, keys)
-    for module in (*modules, memory_archive):  # memory_archive joins the "memory" group
+    for module in (*modules, serve, memory_archive):  # memory_archive joins the "memory" group
         module.register(app)
 
 

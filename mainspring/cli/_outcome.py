@@ -56,10 +56,12 @@ def exit_code(status: RunStatus) -> int:
 
 
 def command(*words: str, store: str, value: bool = False, tenant: str | None = None) -> str:
-    """A command line to paste: ``--store`` added unless it is the default, ``--tenant``
-    when the command acted as one."""
+    """A command line to paste: ``--store`` added unless it is the default (``--server``
+    for a server's URL), ``--tenant`` when the command acted as one."""
     cmd = shlex.join(["mainspring", *words]) + (" --value '<JSON>'" if value else "")
-    if store != DEFAULT_STORE:
+    if store.startswith(("http://", "https://")):  # a server's URL (--server), never a store's
+        cmd += f" --server {shlex.quote(store)}"
+    elif store != DEFAULT_STORE:
         cmd += f" --store {shlex.quote(store)}"
     return cmd if tenant is None else f"{cmd} --tenant {shlex.quote(tenant)}"
 

@@ -8,14 +8,12 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from ..engine import PendingInterrupt, RunHandle
+from ..engine import PendingInterrupt
 from ..engine.timetravel import ForkEffects
-from ..errors import RunNotFoundError
 from ..status import Durability, RunStatus
 from ._common import (
     DEFAULT_STORE,
     ActorOption,
-    Api,
     CliError,
     DebugOption,
     GraphOption,
@@ -27,14 +25,10 @@ from ._common import (
     actor_or_default,
     driving,
     echo_json,
-    graph_of_run,
     import_graph,
-    maybe_graph,
-    open_runtime,
     out,
     parse_json,
     run_async,
-    scope,
 )
 from ._outcome import (
     command,
@@ -45,6 +39,7 @@ from ._outcome import (
     resume_command,
 )
 from ._render import Progress, compact
+from ._target import ApiKeyOption, GraphArg, Handle, ServerOption, exists, open_target
 
 _EXIT_HELP = (
     "Exit code 0 when the run finishes or waits on an interrupt, 1 when it fails or is "
@@ -60,7 +55,7 @@ def register(app: typer.Typer) -> None:
 
 
 async def _follow(
-    handle: RunHandle,
+    handle: Handle,
     *,
     after: int,
     store: str,
@@ -81,23 +76,14 @@ async def _follow(
     return exit_code(outcome.status)
 
 
-async def _exists(rt: Api, run_id: str | None) -> bool:
-    if run_id is None:
-        return False
-    try:
-        await rt.get_run(run_id)
-    except RunNotFoundError:
-        return False
-    return True
-
-
 def run(
     ctx: typer.Context,
     graph: Annotated[
         str,
         typer.Argument(
             metavar="MODULE:GRAPH",
-            help="The graph to run, e.g. myapp.agents:support (importable from the current directory).",
+            help="The graph to run, e.g. myapp.agents:support (importable from the current "
+            "directory); with --server, the name the server serves it under (or its ref).",
         ),
     ],
     input: Annotated[
@@ -129,6 +115,8 @@ def run(
         ),
     ] = None,
     store: StoreOption = DEFAULT_STORE,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
     tenant: TenantOption = None,
     models: ModelsOption = None,
     tools: ToolsOption = None,
@@ -142,15 +130,17 @@ def run(
     With --json, prints only the outcome as one JSON object.
     """
     value = parse_json(input, "--input") if input is not None else None
-    app = import_graph(graph)
+    app: GraphArg = graph if server else import_graph(graph)  # a server has its own graphs
 
     async def go() -> int:
-        async with open_runtime(store, create=True, models=models, tools=tools) as admin:
-            rt = scope(admin, tenant)
-            existed = await _exists(rt, run_id)
+        target = open_target(
+            store, server, api_key, tenant, create=True, models=models, tools=tools
+        )
+        async with target as rt:
+            existed = await exists(rt, run_id)
             handle = await rt.start(app, value, run_id=run_id, thread=thread, durability=durability)
             driving(
-                ctx, handle.run_id, command("resume", handle.run_id, store=store, tenant=tenant)
+                ctx, handle.run_id, command("resume", handle.run_id, store=rt.where, tenant=tenant)
             )
             if existed and not as_json:
                 out().print(
@@ -159,7 +149,7 @@ def run(
                     )
                 )
             return await _follow(
-                handle, after=0, store=store, as_json=as_json, debug=debug, tenant=tenant
+                handle, after=0, store=rt.where, as_json=as_json, debug=debug, tenant=tenant
             )
 
     raise typer.Exit(run_async(go))
@@ -188,6 +178,8 @@ def resume(
     ] = None,
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
     tenant: TenantOption = None,
     actor: ActorOption = None,
     models: ModelsOption = None,
@@ -203,24 +195,22 @@ def resume(
     answer = parse_json(value, "--value") if value is not None else None
 
     async def go() -> int:
-        async with open_runtime(store, models=models, tools=tools) as admin:
-            rt = scope(admin, tenant)
+        async with open_target(store, server, api_key, tenant, models=models, tools=tools) as rt:
+            where = rt.where
             record = await rt.get_run(run_id)
-            driving(ctx, run_id, command("resume", run_id, store=store, tenant=tenant))
+            driving(ctx, run_id, command("resume", run_id, store=where, tenant=tenant))
             if record.status is RunStatus.INTERRUPTED:
                 pending = pending_from_journal(await rt.events(run_id))
-                problem = _unanswered(run_id, pending, value is not None, interrupt, store, tenant)
+                problem = _unanswered(run_id, pending, value is not None, interrupt, where, tenant)
                 if problem:
                     raise CliError(problem)
-            # An ended run needs no graph: the runtime says there is nothing to resume.
-            app = None if record.status.terminal else await graph_of_run(rt, run_id, graph)
             handle = await rt.resume(
-                run_id, answer, interrupt_id=interrupt, graph=app, actor=actor_or_default(actor)
+                run_id, answer, interrupt_id=interrupt, graph=graph, actor=actor_or_default(actor)
             )
             return await _follow(
                 handle,
                 after=record.last_seq,
-                store=store,
+                store=where,
                 as_json=as_json,
                 debug=debug,
                 tenant=tenant,
@@ -300,6 +290,8 @@ def fork(
     ] = None,
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
     tenant: TenantOption = None,
     actor: ActorOption = None,
     models: ModelsOption = None,
@@ -315,11 +307,9 @@ def fork(
     """
 
     async def go() -> int:
-        async with open_runtime(store, models=models, tools=tools) as admin:
-            rt = scope(admin, tenant)
+        async with open_target(store, server, api_key, tenant, models=models, tools=tools) as rt:
             source = await rt.get_run(run_id)
             seq = source.last_seq if at is None else at
-            app = await graph_of_run(rt, run_id, graph)
             choice: ForkEffects | None = None
             if effects is not None:
                 choice = "rerun" if effects is ForkChoice.rerun else "reuse"
@@ -327,13 +317,13 @@ def fork(
                 run_id,
                 seq,
                 new_run_id=new_run_id,
-                graph=app,
                 thread=thread,
                 effects=choice,
+                graph=graph,
                 actor=actor_or_default(actor),
             )
             driving(
-                ctx, handle.run_id, command("resume", handle.run_id, store=store, tenant=tenant)
+                ctx, handle.run_id, command("resume", handle.run_id, store=rt.where, tenant=tenant)
             )
             if not as_json:
                 out().print(
@@ -345,7 +335,7 @@ def fork(
                     )
                 )
             return await _follow(
-                handle, after=seq, store=store, as_json=as_json, debug=debug, tenant=tenant
+                handle, after=seq, store=rt.where, as_json=as_json, debug=debug, tenant=tenant
             )
 
     raise typer.Exit(run_async(go))
@@ -355,6 +345,8 @@ def cancel(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="Id of the run to cancel.")],
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
     tenant: TenantOption = None,
     actor: ActorOption = None,
     as_json: JsonOption = False,
@@ -365,15 +357,10 @@ def cancel(
     The journal ends with a `cancelled` event; a run another live process drives must be
     cancelled there.
     """
-    app = maybe_graph(graph)
 
     async def go() -> RunStatus:
-        async with open_runtime(store) as admin:
-            rt = scope(admin, tenant)
-            if app is not None:
-                rt.register(app)  # Runtime.cancel takes no graph=: make it known by name
-            await rt.cancel(run_id, actor=actor_or_default(actor))
-            return (await rt.get_run(run_id)).status
+        async with open_target(store, server, api_key, tenant) as rt:
+            return await rt.cancel(run_id, graph=graph, actor=actor_or_default(actor))
 
     status = run_async(go)
     if as_json:

@@ -21,13 +21,11 @@ from ._common import (
     StoreOption,
     TenantOption,
     echo_json,
-    graph_of_run,
-    open_runtime,
     out,
     run_async,
-    scope,
 )
 from ._render import compact, jsonable, print_json, status_text
+from ._target import ApiKeyOption, ServerOption, open_target
 
 RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Id of the run.")]
 
@@ -47,6 +45,8 @@ def state(
     ] = None,
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
     tenant: TenantOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
@@ -54,9 +54,8 @@ def state(
     """Show a run's state now or as of --at SEQ: values, next nodes, pending interrupts."""
 
     async def go() -> StateView:
-        async with open_runtime(store) as admin:
-            rt = scope(admin, tenant)
-            return await rt.state(run_id, at=at, graph=await graph_of_run(rt, run_id, graph))
+        async with open_target(store, server, api_key, tenant) as rt:
+            return await rt.state(run_id, at=at, graph=graph)
 
     view = run_async(go)
     if as_json:
@@ -100,6 +99,8 @@ def replay(
     run_id: RunArg,
     graph: GraphOption = None,
     store: StoreOption = DEFAULT_STORE,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
     tenant: TenantOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
@@ -111,9 +112,8 @@ def replay(
     """
 
     async def go() -> int:
-        async with open_runtime(store) as admin:
-            rt = scope(admin, tenant)
-            report = await rt.replay(run_id, graph=await graph_of_run(rt, run_id, graph))
+        async with open_target(store, server, api_key, tenant) as rt:
+            report = await rt.replay(run_id, graph=graph)
         d = report.divergence
         if as_json:
             echo_json(

@@ -16,13 +16,12 @@ from ._common import (
     StoreOption,
     TenantOption,
     echo_json,
-    open_runtime,
     out,
     run_async,
-    scope,
 )
 from ._outcome import pending_from_journal, print_pending, record_json
 from ._render import Progress, fmt_age, fmt_time, print_rows, status_text, timeline_rows
+from ._target import ApiKeyOption, ServerOption, open_target
 
 RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Id of the run.")]
 
@@ -51,6 +50,8 @@ def runs(
         int, typer.Option("--limit", "-n", min=1, help="At most this many runs.")
     ] = 50,
     store: StoreOption = DEFAULT_STORE,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
     tenant: TenantOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
@@ -62,14 +63,11 @@ def runs(
     """
 
     async def go() -> tuple[list[RunRecord], set[str]]:
-        async with open_runtime(store) as admin:
-            rt = scope(admin, tenant)
+        async with open_target(store, server, api_key, tenant) as rt:
             found = await rt.list_runs(
                 status=status or None, graph=graph, thread=thread, limit=limit
             )
-            # Orphans are found store-wide (admin) but only marked on the runs listed here.
-            orphans = {r.run_id for r in await admin.recover(resume=False)}
-            return found, orphans
+            return found, await rt.orphans()
 
     found, orphans = run_async(go)
     if as_json:
@@ -111,6 +109,8 @@ def threads(
         int, typer.Option("--limit", "-n", min=1, help="At most this many threads.")
     ] = 50,
     store: StoreOption = DEFAULT_STORE,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
     tenant: TenantOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
@@ -118,8 +118,7 @@ def threads(
     """List threads (sessions) with their latest run, most recently updated first."""
 
     async def go() -> list[ThreadInfo]:
-        async with open_runtime(store) as admin:
-            rt = scope(admin, tenant)
+        async with open_target(store, server, api_key, tenant) as rt:
             return await rt.list_threads(limit=limit)
 
     infos = run_async(go)
@@ -165,6 +164,8 @@ def show(
         ),
     ] = False,
     store: StoreOption = DEFAULT_STORE,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
     tenant: TenantOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
@@ -175,8 +176,7 @@ def show(
     """
 
     async def go() -> None:
-        async with open_runtime(store) as admin:
-            rt = scope(admin, tenant)
+        async with open_target(store, server, api_key, tenant) as rt:
             record = await rt.get_run(run_id)
             events = await rt.events(run_id)
             if as_json:
@@ -197,12 +197,12 @@ def show(
                         progress.show(e)
                     events.append(e)
                 record = await rt.get_run(run_id)
-        if as_json:
-            return
-        if record.status is RunStatus.INTERRUPTED:
-            print_pending(out(), run_id, pending_from_journal(events), store, tenant)
-        elif record.error:
-            out().print(Text(f"error: {record.error}", "red"), soft_wrap=True)
+            if as_json:
+                return
+            if record.status is RunStatus.INTERRUPTED:
+                print_pending(out(), run_id, pending_from_journal(events), rt.where, tenant)
+            elif record.error:
+                out().print(Text(f"error: {record.error}", "red"), soft_wrap=True)
 
     run_async(go)
 

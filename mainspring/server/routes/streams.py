@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, WebSocket
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from starlette.routing import Route
 from starlette.types import Receive, Send
@@ -45,12 +45,26 @@ def hub_of(state: ServerState) -> StreamHub:
     hub: StreamHub | None = state.extras.get(HUB)
     if hub is None:
         hub = state.extras[HUB] = StreamHub(state.runtime, buffer=state.config.stream_buffer)
-
-        async def close(state: ServerState) -> None:
-            hub_of(state).close()
-
-        state.extras.setdefault("on_stop", []).append(close)
+        if not state.extras.get(f"{HUB}_closes"):
+            state.extras[f"{HUB}_closes"] = True
+            state.extras.setdefault("on_stop", []).append(_close)
     return hub
+
+
+async def _close(state: ServerState) -> None:
+    hub: StreamHub | None = state.extras.pop(HUB, None)
+    if hub is not None:
+        hub.close()
+
+
+def close_streams(app: FastAPI) -> None:
+    """End every open stream of ``app`` now (clients reconnect with their last id; a new
+    request gets a new hub): call it as the server begins to stop, or a graceful shutdown
+    waits for streams that never end (e.g. from ``uvicorn.Server.handle_exit``; or give
+    uvicorn ``timeout_graceful_shutdown``)."""
+    hub: StreamHub | None = app.state.mainspring.extras.pop(HUB, None)
+    if hub is not None:
+        hub.close()
 
 
 def _resume_point(after: int, last_event_id: str | None) -> int:

@@ -95,7 +95,7 @@ async def item_chunks(batches: AsyncGenerator[list[Item], None]) -> AsyncGenerat
         except StoreError as exc:
             log.warning("a stream ended: the store failed: %s", exc)
             error = {"code": "store_unavailable", "message": f"the store failed: {exc}; retry"}
-            yield frame("error", json_bytes({"error": error}))
+            yield frame("stream_error", json_bytes({"error": error}))
 
 
 def until_disconnect(receive: Receive) -> Callable[[], Awaitable[None]]:
@@ -185,7 +185,7 @@ async def send_subscription(
             except StoreError as exc:
                 log.warning("a stream ended: the store failed: %s", exc)
                 error = {"code": "store_unavailable", "message": f"the store failed: {exc}"}
-                chunk, failed = frame("error", json_bytes({"error": error})), True
+                chunk, failed = frame("stream_error", json_bytes({"error": error})), True
             else:
                 if batch is None:
                     break

@@ -1,0 +1,77 @@
+"""uvicorn's Server as ``mainspring serve`` runs it (imported only by that command)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
+
+import typer
+import uvicorn
+
+
+class Server(uvicorn.Server):
+    """Says where it listens once it does (port 0 picks one); as it begins to stop, ends
+    the open event streams (``stopping``: their clients reconnect with their last id,
+    rather than the shutdown waiting on streams that never end); and stops on SIGINT or
+    SIGTERM without raising the signal again afterwards, as uvicorn does: the command
+    ends with its own message and exit code 0."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        store: str,
+        graphs: Sequence[str],
+        auth: bool,
+        stopping: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(config)
+        self._about = (store, tuple(graphs), auth)
+        self._stopping = stopping
+        self.url = ""
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        try:
+            await super().startup(sockets=sockets)
+        except SystemExit:  # it could not listen (logged, the app shut down): the command says so
+            self.should_exit = True
+            return
+        if self.started:
+            self.url = self._listening()
+            store, graphs, auth = self._about
+            served = ", ".join(graphs) or "no graphs (pass --graph MODULE:ATTR)"
+            typer.echo(
+                f"mainspring serve: {self.url}/ (console), {self.url}/docs (API)\n"
+                f"  store {store}; serving {served}; "
+                + ("API keys required" if auth else "no auth (loopback only)")
+                + "\n  Ctrl-C stops it; live runs stay resumable"
+            )
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        if self._stopping is not None:
+            self._stopping()
+        await super().shutdown(sockets=sockets)
+
+    def _listening(self) -> str:
+        host, port = self.config.host, self.config.port
+        for server in self.servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                break
+        return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -1,0 +1,181 @@
+"""``mainspring serve``: the HTTP API and web console over one runtime (docs/server.md).
+
+Embedded by default (the SQLite file of ``--store``, created if missing; nothing else to
+start), on PostgreSQL with ``--store postgresql://...``: the same command. The runtime
+is opened with crash recovery on, so runs a previous server left unfinished are taken
+over. SIGINT or SIGTERM stops the server cleanly: no new requests, live runs get
+``--drain`` seconds to finish or park, the rest stay resumable in their journals.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import os
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ._common import (
+    DEFAULT_STORE,
+    EXIT_REFUSED,
+    CliError,
+    DebugOption,
+    ModelsOption,
+    StoreOption,
+    ToolsOption,
+    import_capability,
+    importable_cwd,
+    run_async,
+)
+
+if TYPE_CHECKING:
+    from ..server.keys import KeyStore
+
+
+class LogLevel(enum.StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    store: StoreOption = DEFAULT_STORE,
+    graph: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--graph",
+            "-g",
+            metavar="MODULE:ATTR",
+            help="A graph or agent to serve (repeatable), e.g. myapp.agents:support; importable "
+            "from the current directory.",
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", "-p", min=0, max=65535, help="Port (0: any free port).")
+    ] = 8000,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="No API keys: every request acts as an admin of every tenant. Refused unless "
+            "--host is a loopback address.",
+        ),
+    ] = False,
+    cors: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors",
+            metavar="ORIGIN",
+            help="Let browser pages from this origin call the API (repeatable), e.g. "
+            "https://app.example.com.",
+        ),
+    ] = None,
+    drain: Annotated[
+        float,
+        typer.Option(
+            "--drain",
+            metavar="SECONDS",
+            min=0,
+            help="On shutdown, how long live runs and open requests get to finish or park; "
+            "the rest stay resumable.",
+        ),
+    ] = 10.0,
+    log_level: Annotated[
+        LogLevel, typer.Option("--log-level", case_sensitive=False, help="uvicorn's log level.")
+    ] = LogLevel.info,
+    models: ModelsOption = None,
+    tools: ToolsOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Serve the HTTP API and the web console over the runtime on --store.
+
+    Prints the URL once it listens. Requests need an API key (`mainspring keys create
+    --tenant T --scopes read,run`), unless --no-auth on a loopback address. Stop it with
+    Ctrl-C (or SIGTERM): runs still going stay resumable and are taken over by the next
+    server on the same store.
+    """
+    if no_auth and not is_loopback(host):
+        raise CliError(
+            f"--no-auth on --host {host} would let anyone who can reach it act on every "
+            "tenant's runs; serve on a loopback address (--host 127.0.0.1) or drop --no-auth "
+            "and give clients API keys (mainspring keys create --tenant T --scopes read,run)"
+        )
+    try:
+        import uvicorn
+
+        from ..server import ServerConfig, UnknownGraphError, create_app
+        from ..server.routes.streams import close_streams
+        from ._serving import Server
+    except ImportError as exc:
+        raise CliError(
+            f"mainspring serve needs the server extra ({exc.name} is missing): "
+            "pip install 'mainspring[server]'"
+        ) from None
+
+    importable_cwd()
+    options: dict[str, Any] = {
+        "models": import_capability(models or os.environ.get("MAINSPRING_MODELS"), "models"),
+        "tools": import_capability(tools or os.environ.get("MAINSPRING_TOOLS"), "tools"),
+        "memory": import_capability(os.environ.get("MAINSPRING_MEMORY"), "memory"),
+        "drain_timeout": drain,
+    }
+    config = ServerConfig(auth=not no_auth, cors_origins=tuple(cors or ()))
+    try:
+        app = create_app(
+            store, graphs=graph or (), keys=None if no_auth else _keys(store), config=config,
+            **options,
+        )  # fmt: skip
+    except UnknownGraphError as exc:
+        raise CliError(f"--graph: {exc}") from None
+
+    server = Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level.value,
+            lifespan="on",
+            timeout_graceful_shutdown=max(1, round(drain)),
+        ),
+        store=store,
+        graphs=graph or (),
+        auth=not no_auth,
+        stopping=lambda: close_streams(app),
+    )
+    run_async(server.serve)
+    if not server.started:
+        raise CliError(
+            f"the server did not start on {host}:{port} (see its log above: a port in use, a "
+            "store that cannot be opened?)",
+            EXIT_REFUSED,
+        )
+    typer.echo(
+        "mainspring serve: stopped; runs still going stay resumable in the store "
+        "(the next server on it takes them over)"
+    )
+
+
+def _keys(store: str) -> KeyStore:
+    """The API key store beside the runs (same URL: one place to back up)."""
+    from ..server.keys import key_store_from_url
+
+    return key_store_from_url(store)
