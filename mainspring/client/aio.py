@@ -38,7 +38,6 @@ __all__ = ["DEFAULT_SERVER", "AsyncClient", "ForkEffects", "Multitask"]
 
 Multitask = Literal["reject", "enqueue", "interrupt", "rollback"]
 ForkEffects = Literal["rerun", "reuse"]
-_MAX_PAGE = 500  # the most runs GET /v1/runs answers at once
 
 
 class AsyncClient(ClientBase):
@@ -238,46 +237,11 @@ class AsyncClient(ClientBase):
         offset: int,
     ) -> tuple[list[Run], int | None]:
         statuses = (
-            [None] if status is None
+            None if status is None
             else [str(status)] if isinstance(status, str)
             else [str(s) for s in status]
         )  # fmt: skip
-        if len(statuses) == 1:
-            return await self._one_status(
-                statuses[0], graph, thread, tenant, created_after, created_before, limit, offset
-            )
-        # The API filters one status at a time: the page of the union is within the first
-        # offset + limit runs of each status, merged newest first.
-        depth = offset + limit
-        if depth > _MAX_PAGE:
-            raise ValueError(
-                f"list_runs with several statuses reaches {_MAX_PAGE} runs deep at most "
-                f"(offset {offset} + limit {limit}); list one status at a time"
-            )
-        found: list[Run] = []
-        more = False
-        for s in statuses:
-            runs, next_offset = await self._one_status(
-                s, graph, thread, tenant, created_after, created_before, depth, 0
-            )
-            found.extend(runs)
-            more = more or next_offset is not None
-        found.sort(key=lambda r: r.created_at, reverse=True)
-        page = found[offset:depth]
-        return page, depth if more or len(found) > depth else None
-
-    async def _one_status(
-        self,
-        status: str | None,
-        graph: str | None,
-        thread: str | None,
-        tenant: str | None,
-        created_after: float | None,
-        created_before: float | None,
-        limit: int,
-        offset: int,
-    ) -> tuple[list[Run], int | None]:
-        params = {"status": status, "graph": graph, "thread": thread, "tenant": tenant,
+        params = {"status": statuses, "graph": graph, "thread": thread, "tenant": tenant,
                   "created_after": created_after, "created_before": created_before,
                   "limit": limit, "offset": offset}  # fmt: skip
         body = await self._call("GET", "/v1/runs", params=params)

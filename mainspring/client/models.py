@@ -85,7 +85,7 @@ class Run:
     metadata: dict[str, Any] = field(default_factory=dict)
     outcome: Outcome | None = None
     usage: dict[str, Any] | None = None  # model calls, tokens and cost (``get_run``)
-    durability: str | None = None  # when the server says (docs/server.md does not yet)
+    durability: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Run:

@@ -71,6 +71,7 @@ class Run(BaseModel):
     updated_at: float
     last_seq: int
     parent_run_id: str | None
+    durability: Literal["sync", "batch", "off"]
     error: str | None
     metadata: dict[str, Any]
 

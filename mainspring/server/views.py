@@ -23,6 +23,7 @@ def run_json(record: RunRecord, version: str | None = None) -> dict[str, Any]:
         "updated_at": record.updated_at,
         "last_seq": record.last_seq,
         "parent_run_id": record.parent_run_id,
+        "durability": record.durability.value,
         "error": record.error,
         "metadata": to_jsonable(record.metadata or {}, what="the run's metadata"),
     }

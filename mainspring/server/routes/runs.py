@@ -79,7 +79,9 @@ async def start(body: StartRun, request: Request, caller: Runner) -> Response:
 )
 async def list_runs(
     caller: Reader,
-    status: RunStatusName | None = None,
+    status: Annotated[
+        list[RunStatusName] | None, Query(description="repeat for any of several statuses")
+    ] = None,
     graph: Annotated[str | None, Query(max_length=200)] = None,
     thread: Annotated[str | None, Query(max_length=200)] = None,
     tenant: Annotated[
@@ -97,7 +99,7 @@ async def list_runs(
         if caller.tenant is None:
             filters["tenant"] = tenant
     records = await caller.api.list_runs(
-        status=status,
+        status=status or None,
         graph=graph,
         thread=thread,
         limit=limit + 1,
