@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -164,6 +165,16 @@ def test_a_parked_run_outlives_the_server_and_keys_are_required(tmp_path: Path) 
             cli("resume", "p1", "--server", url, "--api-key", key, "-v", '{"approved": false}')
         )
         assert "finished" in resumed.stdout and "refund declined" in resumed.stdout
+
+    # The limits are the command's to set: a body past --max-body is refused, and a key
+    # past --rate/--burst waits.
+    args = ("--max-body", "2048", "--rate", "0.01", "--burst", "2")
+    with serving(db, *args, log=tmp_path / "third.log") as url:
+        auth = {"Authorization": f"Bearer {key}"}
+        big = httpx.post(f"{url}/v1/runs", content=b"{" + b" " * 4096 + b"}", headers=auth)
+        assert big.status_code == 413, big.text
+        statuses = [httpx.get(f"{url}/v1/me", headers=auth).status_code for _ in range(4)]
+        assert 429 in statuses, statuses
 
 
 def test_no_auth_is_refused_off_loopback_and_unreachable_servers_are_one_line(

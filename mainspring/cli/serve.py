@@ -99,6 +99,24 @@ def serve(
             "the rest stay resumable.",
         ),
     ] = 10.0,
+    rate: Annotated[
+        float,
+        typer.Option(
+            "--rate", metavar="PER_SECOND", min=0.01, help="Requests per second per API key."
+        ),
+    ] = 50.0,  # ServerConfig's defaults (the server package loads only when serving)
+    burst: Annotated[
+        int, typer.Option("--burst", min=1, help="Requests a key may make at once past --rate.")
+    ] = 100,
+    max_body: Annotated[
+        int,
+        typer.Option(
+            "--max-body",
+            metavar="BYTES",
+            min=1024,
+            help="Largest request body accepted (413 past it).",
+        ),
+    ] = 1 << 20,
     log_level: Annotated[
         LogLevel, typer.Option("--log-level", case_sensitive=False, help="uvicorn's log level.")
     ] = LogLevel.info,
@@ -138,7 +156,13 @@ def serve(
         "memory": import_capability(os.environ.get("MAINSPRING_MEMORY"), "memory"),
         "drain_timeout": drain,
     }
-    config = ServerConfig(auth=not no_auth, cors_origins=tuple(cors or ()))
+    config = ServerConfig(
+        auth=not no_auth,
+        cors_origins=tuple(cors or ()),
+        rate=rate,
+        burst=burst,
+        max_body_bytes=max_body,
+    )
     try:
         app = create_app(
             store, graphs=graph or (), keys=None if no_auth else _keys(store), config=config,
