@@ -37,6 +37,7 @@ from .store import Durability, RunRecord, RunStatus, Store, ThreadInfo, store_fr
 
 if TYPE_CHECKING:
     from .agents import Agent
+    from .client import AsyncClient, Client
     from .engine import (
         Divergence,
         ReplayReport,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     )
     from .memory import Memory
     from .models import Budget, Gateway, ModelError, ModelResponse, ModelSpec
+    from .server import ServerConfig, create_app
     from .tools import Tool, Toolbox, ToolContext, tool
 
 _LAZY = frozenset(
@@ -64,6 +66,9 @@ _LAZY = frozenset(
 # The model gateway loads when first named (it brings pydantic and the caches with it).
 _MODELS = frozenset({"Budget", "Gateway", "ModelError", "ModelResponse", "ModelSpec"})
 _TOOLS = frozenset({"Tool", "Toolbox", "ToolContext", "tool"})  # and "Agent": .agents
+# The HTTP client and the server (their extras: client, server) load when first named.
+_EDGES = {"AsyncClient": ".client", "Client": ".client", "ServerConfig": ".server",
+          "create_app": ".server"}  # fmt: skip
 
 
 if not TYPE_CHECKING:  # type checkers see the imports above, and catch misspelt names
@@ -73,7 +78,7 @@ if not TYPE_CHECKING:  # type checkers see the imports above, and catch misspelt
         module = (
             ".engine" if name in _LAZY else ".models" if name in _MODELS
             else ".tools" if name in _TOOLS else ".agents" if name == "Agent"
-            else ".memory" if name == "Memory" else None
+            else ".memory" if name == "Memory" else _EDGES.get(name)
         )  # fmt: skip
         if module is not None:
             from importlib import import_module
@@ -94,7 +99,9 @@ __all__ = [
     "END",
     "START",
     "Agent",
+    "AsyncClient",
     "Budget",
+    "Client",
     "CompiledGraph",
     "ConflictError",
     "Context",
@@ -132,6 +139,7 @@ __all__ = [
     "SchemaVersionError",
     "Send",
     "SerializationError",
+    "ServerConfig",
     "StateError",
     "StateView",
     "Store",
@@ -149,6 +157,7 @@ __all__ = [
     "TransientStoreError",
     "__version__",
     "append",
+    "create_app",
     "load_graph",
     "merge",
     "replace",

@@ -75,6 +75,11 @@ EXPECTED = {
     "tool",
     # memory (mainspring.memory has the rest)
     "Memory",
+    # the server and its client (mainspring.server and mainspring.client have the rest)
+    "create_app",
+    "ServerConfig",
+    "Client",
+    "AsyncClient",
 }
 
 
