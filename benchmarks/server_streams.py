@@ -499,7 +499,8 @@ class Bench:
             if i % 100 == 99:
                 await asyncio.sleep(0.02)
         await asyncio.gather(*(r.wait() for r in readies))
-        quiet_from = time.time()  # every subscriber is on from here
+        await asyncio.sleep(1.0)  # each new subscriber first reads the journal: let it settle
+        quiet_from = time.time()  # every subscriber is on and caught up from here
         await asyncio.sleep(seconds)  # phase 1: the subscribers alone
         busy_from = time.time()  # phase 2: runs started as fast as 4 clients can
         starts: list[float] = []
