@@ -24,6 +24,7 @@ import websockets
 
 from mainspring import Runtime
 from mainspring.engine.handle import RunHandle
+from mainspring.models.sse import SSEParser
 from mainspring.server import ServerConfig, create_app
 from mainspring.server.keys.protocol import KeyInfo, Principal
 from mainspring.server.keys.protocol import Scope as KeyScope
@@ -204,6 +205,119 @@ async def test_the_websocket_stream_is_the_journal(runtime: Runtime, served: Ser
     events = frames[:-1]
     assert [f["data"] for f in events] == (await journal(runtime, run.run_id))[2:]
     assert all(f["id"] == f["data"]["seq"] and f["event"] == f["data"]["kind"] for f in events)
+
+
+# -- what a client gives: seqs and options ------------------------------------------------
+
+#: Not a seq: Unicode digits (str.isdigit takes them; int refuses "²" and reads "٣" as 3),
+#: signs, blanks, and numbers beyond MAX_SEQ (2**62) or too long for int() at all.
+NOT_SEQS = ("²", "٣", "-1", "+1", " 1", "1.0", "abc", "", str(2**62 + 1), "9" * 5000)
+
+
+async def _ws_refusal(url: str, **options: Any) -> tuple[int, str]:
+    """The close code and reason of a WebSocket the server refuses after the handshake."""
+    async with websockets.connect(url, **options) as conn:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await conn.recv()
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+def _sse(body: bytes) -> Received:
+    got = Received()
+    got.events += SSEParser().feed(body)
+    return got
+
+
+async def test_a_bad_after_is_422_on_sse_and_4422_on_websocket(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(ticker, {"limit": 3})
+    await run.wait()
+    ws = served.url.replace("http", "ws")
+    for text in NOT_SEQS:
+        url = httpx.URL(f"{served.url}/v1/runs/{run.run_id}/stream", params={"after": text})
+        response = await client.get(url)
+        assert response.status_code == 422, (text, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "invalid_request"
+        assert error["message"].startswith("invalid request: query.after: Input should be a seq")
+        code, reason = await _ws_refusal(f"{ws}{url.raw_path.decode()}".replace("/stream", "/ws"))
+        assert (code, reason) == (4422, error["message"]), text
+    # The largest seq a client may give is served (nothing after it, then the end).
+    got = await read_sse(client, f"{served.url}/v1/runs/{run.run_id}/stream?after={2**62}")
+    last_seq = (await journal(runtime, run.run_id))[-1]["seq"]
+    assert got.seqs == [] and got.end == {"status": "finished", "seq": last_seq}
+
+
+async def test_a_bad_last_event_id_is_ignored_the_stream_starts_from_after(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(ticker, {"limit": 3})
+    await run.wait()
+    url = f"{served.url}/v1/runs/{run.run_id}/stream?after=2"
+    journaled = (await journal(runtime, run.run_id))[2:]
+    for text in (t for t in NOT_SEQS if t == t.strip()):  # (a header's blanks are not its)
+        # A header is latin-1 on the wire: "²" is the byte 0xb2, "٣" its UTF-8 bytes.
+        try:
+            header = text.encode("latin-1")
+        except UnicodeEncodeError:
+            header = text.encode()
+        response = await client.get(url, headers={b"Last-Event-ID": header})
+        assert response.status_code == 200, (text, response.text)
+        assert _sse(response.content).journaled == journaled, text
+        if not text.isascii():
+            continue  # the websockets client sends ASCII headers only (the check is shared)
+        ws = url.replace("http", "ws").replace("/stream", "/ws")
+        async with websockets.connect(ws, additional_headers={"Last-Event-ID": text}) as conn:
+            frames = [msgspec.json.decode(m) async for m in conn]
+        assert [f["data"] for f in frames[:-1]] == journaled, text
+
+
+async def test_bad_tokens_or_until_are_refused_with_what_to_give(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(ticker, {"limit": 1})
+    ws = served.url.replace("http", "ws")
+    for query, message in (
+        ("tokens=maybe", "query.tokens: Input should be a boolean: true or false"),
+        ("tokens=²", "query.tokens: Input should be a boolean: true or false"),
+        ("until=never", "query.until: Input should be 'end' or 'park'"),
+    ):
+        response = await client.get(f"{served.url}/v1/runs/{run.run_id}/stream?{query}")
+        assert response.status_code == 422, query
+        assert response.json()["error"]["message"].startswith(f"invalid request: {message}")
+        code, reason = await _ws_refusal(f"{ws}/v1/runs/{run.run_id}/ws?{query}")
+        assert code == 4422 and reason.startswith(f"invalid request: {message}"), query
+
+
+async def test_end_carries_the_run_s_last_seq_not_a_later_after(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(ticker, {"limit": 3})
+    await run.wait()
+    url = f"{served.url}/v1/runs/{run.run_id}"
+    last_seq = (await journal(runtime, run.run_id))[-1]["seq"]
+    end = {"status": "finished", "seq": last_seq}
+    got = await read_sse(client, f"{url}/stream?after=1000000")
+    assert got.seqs == [] and got.end == end
+    got = await read_sse(client, f"{url}/stream", headers={"Last-Event-ID": "1000000"})
+    assert got.seqs == [] and got.end == end
+    ws = url.replace("http", "ws")
+    async with websockets.connect(f"{ws}/ws?after=1000000") as conn:
+        frames = [msgspec.json.decode(m) async for m in conn]
+    assert frames == [{"id": None, "event": "end", "data": end}]
+    page = (await client.get(f"{url}/events?after=1000000")).json()
+    assert page == {"events": [], "last_seq": last_seq, "more": False}
+
+
+async def test_a_live_run_sends_nothing_until_it_passes_after(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(ticker, {"limit": 20, "delay": 0.01})
+    got = await read_sse(client, f"{served.url}/v1/runs/{run.run_id}/stream?after=30")
+    assert got.journaled == (await journal(runtime, run.run_id))[30:]
+    assert got.seqs and got.end == {"status": "finished", "seq": got.seqs[-1]}
 
 
 # -- bad clients never stop a run --------------------------------------------------------

@@ -173,7 +173,7 @@ async def events(
     of these kinds (a page may then be empty with ``more`` true: go on from ``last_seq``)."""
     record = await caller.api.get_run(run_id)
     page = await caller.api.events(run_id, after=after, until=after + limit)
-    last = page[-1].seq if page else after
+    last = page[-1].seq if page else min(after, record.last_seq)  # not a later `after`
     if kind:
         page = [e for e in page if e.kind in kind]
     return json(

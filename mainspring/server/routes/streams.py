@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
+from starlette.requests import HTTPConnection
 from starlette.routing import Route
 from starlette.types import Receive, Send
 from starlette.types import Scope as AsgiScope
@@ -33,7 +34,10 @@ router = APIRouter(tags=["streams"])
 
 HUB = "stream_hub"
 
-After = Annotated[int, Query(ge=0, description="send the events after this seq")]
+#: The largest seq a client may give: beyond any journal, within every store's integers.
+MAX_SEQ = 2**62
+
+After = Annotated[int, Query(ge=0, le=MAX_SEQ, description="send the events after this seq")]
 Tokens = Annotated[bool, Query(description="include model_delta events (live tokens)")]
 Until = Annotated[
     Literal["end", "park"], Query(description="end the stream when the run ends, or parks")
@@ -67,11 +71,20 @@ def close_streams(app: FastAPI) -> None:
         hub.close()
 
 
+def parse_seq(text: str) -> int | None:
+    """A seq a client gave: ASCII digits up to :data:`MAX_SEQ`, else None. (Not
+    ``str.isdigit``: it takes "²", which ``int`` refuses, and "٣", which it reads as 3.)"""
+    if not (text.isascii() and text.isdecimal()) or len(text.lstrip("0")) > len(str(MAX_SEQ)):
+        return None
+    seq = int(text)
+    return seq if seq <= MAX_SEQ else None
+
+
 def _resume_point(after: int, last_event_id: str | None) -> int:
-    """``after``, or the client's ``Last-Event-ID`` if that is later (a reconnect)."""
-    if last_event_id and last_event_id.strip().isdigit():
-        return max(after, int(last_event_id.strip()))
-    return after
+    """``after``, or the client's ``Last-Event-ID`` if that is later (a reconnect). An id
+    that is not a seq is ignored, as the SSE spec has it: the stream starts from ``after``."""
+    resumed = parse_seq(last_event_id.strip()) if last_event_id else None
+    return after if resumed is None else max(after, resumed)
 
 
 class _RunStream:
@@ -103,21 +116,24 @@ class _RunStream:
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
-def _stream_params(request: Request) -> tuple[int, bool, str]:
-    """``after``, ``tokens`` and ``until`` of a stream request, checked as FastAPI would."""
+def _stream_params(request: HTTPConnection) -> tuple[int, bool, str]:
+    """``after``, ``tokens`` and ``until`` of a stream request (SSE or WebSocket), checked
+    as FastAPI would."""
     query = request.query_params
     problems: list[dict[str, Any]] = []
     after_text = query.get("after", "0")
-    after = int(after_text) if after_text.isdigit() else -1
-    if after < 0:
-        problems.append(_problem("after", "Input should be a valid integer >= 0", after_text))
+    after = parse_seq(after_text)
+    if after is None:
+        message = "Input should be a seq: an integer from 0 to 2**62 in ASCII digits"
+        problems.append(_problem("after", message, after_text))
     tokens_text = query.get("tokens", "true").lower()
     if tokens_text not in _TRUE | _FALSE:
-        problems.append(_problem("tokens", "Input should be a valid boolean", tokens_text))
+        message = "Input should be a boolean: true or false (also 1/0, yes/no, on/off)"
+        problems.append(_problem("tokens", message, tokens_text))
     until = query.get("until", "end")
     if until not in ("end", "park"):
         problems.append(_problem("until", "Input should be 'end' or 'park'", until))
-    if problems:
+    if problems or after is None:
         raise RequestValidationError(problems)
     return after, tokens_text in _TRUE, until
 
@@ -162,16 +178,19 @@ async def stream_run(
 
 
 @router.websocket("/v1/runs/{run_id}/ws")
-async def stream_run_ws(
-    websocket: WebSocket,
-    run_id: str,
-    after: After = 0,
-    tokens: Tokens = True,
-    until: Until = "end",
-) -> None:
-    """The stream's events as WebSocket text frames. A refusal is a close after the
-    handshake, with code 4000 + the HTTP status (4401, 4403, 4404) and the reason."""
+async def stream_run_ws(websocket: WebSocket, run_id: str) -> None:
+    """The stream's events as WebSocket text frames (the query of the SSE route). A refusal
+    is a close after the handshake, with code 4000 + the HTTP status (4401, 4403, 4404,
+    4422) and the reason. The query is read here, not by FastAPI: it would refuse a bad
+    one before the handshake (an HTTP 403 that tells the client nothing)."""
     await websocket.accept()
+    try:
+        after, tokens, until = _stream_params(websocket)
+    except RequestValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(map(str, problem["loc"]))
+        await websocket.close(4422, f"invalid request: {where}: {problem['msg']}"[:120])
+        return
     try:
         caller = await caller_with(websocket, Scope.READ)
         await caller.api.get_run(run_id)

@@ -265,7 +265,7 @@ class Subscription:
             if feed.ended(pos, self._until_park):
                 assert feed.status is not None
                 self._ended = True
-                return [End(feed.status.value, pos)]
+                return [End(feed.status.value, feed.last_seq)]  # not a later `after`
             if feed.version != version:
                 continue  # woken while we read the journal
             deadline = self._idle_since + self._heartbeat
