@@ -38,8 +38,14 @@ ticker = build_ticker().compile()
 class Question(TypedDict, total=False):
     question: str
     delay: float
+    gate: str
     answer: str
     approved: bool
+
+
+#: Gates a test opens once its subscribers follow the run (``{"gate": name}`` in the input):
+#: the tokens are then streamed with them there, however loaded the machine.
+GATES: dict[str, anyio.Event] = {}
 
 
 def build_asker() -> Graph[Question]:
@@ -48,7 +54,11 @@ def build_asker() -> Graph[Question]:
 
     @g.node
     async def ask(s: Question, ctx: Context) -> dict[str, Any]:
-        await anyio.sleep(s.get("delay", 0.0))  # time for a subscriber to join
+        gate = GATES.get(s.get("gate", ""))
+        if gate is not None:  # the test opens it once its subscribers have joined
+            await gate.wait()
+        else:
+            await anyio.sleep(s.get("delay", 0.0))
         response = await ctx.model("fast", s["question"])
         approved = bool(await ctx.interrupt({"send": response.text}))
         return {"answer": response.text, "approved": approved}

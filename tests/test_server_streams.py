@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from mainspring.server.keys.protocol import KeyInfo, Principal
 from mainspring.server.keys.protocol import Scope as KeyScope
 from mainspring.server.routes.streams import close_streams, hub_of
 from mainspring.server.streams import StreamHub
-from tests.stream_graphs import ANSWER, asker, build_ticker, gateway, ticker
+from tests.stream_graphs import ANSWER, GATES, asker, build_ticker, gateway, ticker
 from tests.stream_support import Received, Served, read_sse, serve
 
 pytestmark = pytest.mark.anyio
@@ -136,9 +137,16 @@ async def test_a_subscriber_behind_the_ring_reads_the_journal(runtime: Runtime) 
 async def test_tokens_stream_between_the_effect_start_and_its_end(
     runtime: Runtime, served: Served, client: httpx.AsyncClient
 ) -> None:
-    run = await runtime.start(asker, {"question": "fox?", "delay": 0.3})
+    GATES["tokens"] = gate = anyio.Event()
+    run = await runtime.start(asker, {"question": "fox?", "gate": "tokens"})
     url = f"{served.url}/v1/runs/{run.run_id}/stream?until=park"
-    got, plain = await _both(client, url, f"{url}&tokens=false")
+    got, plain = Received(), Received()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(read_sse, client, url, into=got))
+        tg.start_soon(partial(read_sse, client, f"{url}&tokens=false", into=plain))
+        while not (got.events and plain.events):  # both follow the run: let it answer
+            await anyio.sleep(0.005)
+        gate.set()
     kinds = [e.event for e in got.events]
     started, finished = kinds.index("effect_started"), kinds.index("effect_finished")
     tokens = [i for i, k in enumerate(kinds) if k == "model_delta"]
@@ -148,18 +156,6 @@ async def test_tokens_stream_between_the_effect_start_and_its_end(
     assert got.end == {"status": "interrupted", "seq": got.seqs[-1]}
     assert "model_delta" not in [e.event for e in plain.events]
     assert got.journaled == plain.journaled == await journal(runtime, run.run_id)
-
-
-async def _both(client: httpx.AsyncClient, a: str, b: str) -> tuple[Received, Received]:
-    out: dict[str, Received] = {}
-
-    async def one(url: str) -> None:
-        out[url] = await read_sse(client, url)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(one, a)
-        tg.start_soon(one, b)
-    return out[a], out[b]
 
 
 async def test_the_stream_follows_a_park_and_a_resume(
@@ -613,12 +609,14 @@ async def test_a_cancelled_run_ends_its_streams_with_its_status(
 async def test_websocket_tokens_have_no_id_and_come_inside_their_call(
     runtime: Runtime, served: Served
 ) -> None:
-    run = await runtime.start(asker, {"question": "fox?", "delay": 0.3})
+    GATES["ws-tokens"] = gate = anyio.Event()
+    run = await runtime.start(asker, {"question": "fox?", "gate": "ws-tokens"})
     ws = served.url.replace("http", "ws")
     frames: list[dict[str, Any]] = []
     async with websockets.connect(f"{ws}/v1/runs/{run.run_id}/ws?until=park") as conn:
         async for text in conn:
             frames.append(msgspec.json.decode(text))
+            gate.set()  # it follows the run: let it answer
     kinds = [f["event"] for f in frames]
     tokens = [f for f in frames if f["event"] == "model_delta"]
     assert tokens and all(f["id"] is None for f in tokens)
