@@ -1,0 +1,115 @@
+"""One critical section per (tenant, thread): the look at a thread and the start of a run on
+it are one step, so two messages at once cannot both find the thread free.
+
+Every path that starts a run on a thread takes it: ``POST /v1/runs`` with a thread,
+``POST /v1/threads/{t}/runs``, the OpenAI and AG-UI endpoints, a fork onto a thread, and
+a queued run when its turn comes.
+
+* :class:`LocalThreadLocks`: an ``anyio.Lock`` per thread in use; enough when one server
+  process uses the store (``memory://``; SQLite, whose file is one server's: the
+  embedded case, docs/server.md).
+* :class:`PostgresThreadLocks`: several servers share a PostgreSQL store, so the section
+  is also a PostgreSQL advisory lock (``pg_advisory_xact_lock``) on the thread's key,
+  held in a transaction of a connection of its own (not the store's pool: the start made
+  under the lock needs those) until the section ends. The local lock is taken first, so
+  one server holds at most one connection per thread at a time.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol
+
+import anyio
+
+#: At most this many lock connections per server (threads being started at once beyond
+#: it wait for one): each holds its lock only over a look and a start.
+MAX_LOCK_CONNECTIONS = 4
+
+
+class ThreadLocks(Protocol):
+    """The per-(tenant, thread) critical section of starts; see the module docstring."""
+
+    def locked(self, tenant: str, thread: str) -> AbstractAsyncContextManager[None]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LocalThreadLocks:
+    """A lock per (tenant, thread) in use, in this process."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], tuple[anyio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def locked(self, tenant: str, thread: str) -> AsyncIterator[None]:
+        key = (tenant, thread)
+        lock, users = self._locks.get(key) or (anyio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class PostgresThreadLocks:
+    """The local lock, then a PostgreSQL advisory lock shared by every server on the store."""
+
+    def __init__(self, url: str, schema: str, call_timeout: float = 10.0) -> None:
+        from ..store._pg_url import parse_url
+
+        self._dsn = parse_url(url, schema).dsn
+        self._schema = schema  # stores in other schemas of the database are not this one
+        self._timeout = call_timeout
+        self._local = LocalThreadLocks()
+        self._slots = anyio.Semaphore(MAX_LOCK_CONNECTIONS)
+        self._idle: list[Any] = []  # asyncpg connections
+
+    @asynccontextmanager
+    async def locked(self, tenant: str, thread: str) -> AsyncIterator[None]:
+        async with self._local.locked(tenant, thread), self._slots:
+            conn = self._idle.pop() if self._idle else await self._connect()
+            clean = False
+            try:
+                async with conn.transaction():
+                    # The key: a 64-bit hash of the three (the separator cannot be in an id).
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                        f"{self._schema}\x1f{tenant}\x1f{thread}",
+                    )
+                    yield
+                clean = True  # committed: the lock is released, the connection reusable
+            finally:
+                if clean and not conn.is_closed():
+                    self._idle.append(conn)
+                else:  # cancelled or failed mid-transaction: closing ends it and its lock
+                    conn.terminate()
+
+    async def _connect(self) -> Any:
+        from ..store._pg_pool import connect
+
+        return await connect(self._dsn, self._timeout, {"application_name": "mainspring locks"})
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            with anyio.CancelScope(shield=True):
+                await conn.close()
+
+
+def thread_locks_for(store: Any) -> ThreadLocks:
+    """The locks that fit the runtime's store: PostgreSQL's when servers may share it."""
+    postgres = sys.modules.get("mainspring.store.postgres")  # not imported: not PostgreSQL
+    if postgres is not None and isinstance(store, postgres.PostgresStore):
+        return PostgresThreadLocks(store.url, store.target.schema, store.call_timeout)
+    return LocalThreadLocks()
