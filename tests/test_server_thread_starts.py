@@ -288,3 +288,45 @@ async def test_two_servers_on_one_postgres_store_start_one_run_per_thread() -> N
         for thread in threads:
             runs = (await one.client.get("/v1/runs", params={"thread": thread})).json()["runs"]
             assert len(runs) == 1, (thread, runs)
+
+
+async def test_a_queued_run_waits_again_if_another_server_took_the_thread() -> None:
+    async with served(MemoryStore()) as s:
+        c, queues = s.client, queues_of(s.app.state.mainspring)
+        rt: Runtime = s.app.state.mainspring.runtime
+        await c.post("/v1/threads/t/runs", json={"graph": "support", "input": REFUND,
+                     "run_id": "p", "wait": True})  # fmt: skip
+        queued = {"graph": "support", "input": HELLO, "multitask": "enqueue", "run_id": "q"}
+        assert (await c.post("/v1/threads/t/runs", json=queued)).status_code == 202
+        item = queues.queued("", "t")[0]
+        async with queues.locked("", "t"):  # as another server would, in the same section
+            await rt.cancel("p")
+            await rt.start(support, REFUND, run_id="r", thread="t")  # parks
+        await rt.handle("r").wait()
+        thread = (await c.get("/v1/threads/t")).json()
+        assert thread["open_run_id"] == "r" and [q["run_id"] for q in thread["queued"]] == ["q"]
+        await rt.cancel("r")
+        await item.started.wait()
+        run = (await c.get("/v1/runs/q")).json()
+        assert run["thread"] == "t" and run["metadata"]["multitask"]["after"] == "p"
+
+
+async def test_a_queued_run_that_cannot_start_is_seen_on_its_thread() -> None:
+    async with served(MemoryStore()) as s:
+        c, queues = s.client, queues_of(s.app.state.mainspring)
+        rt: Runtime = s.app.state.mainspring.runtime
+        await c.post("/v1/threads/t/runs", json={"graph": "support", "input": REFUND,
+                     "run_id": "p", "wait": True})  # fmt: skip
+        queued = {"graph": "support", "input": HELLO, "multitask": "enqueue", "run_id": "q"}
+        assert (await c.post("/v1/threads/t/runs", json=queued)).status_code == 202
+        item = queues.queued("", "t")[0]
+        await rt.start(support, HELLO, run_id="q")  # its id, taken behind the server's back
+        await rt.cancel("p")
+        await item.started.wait()
+        thread = (await c.get("/v1/threads/t")).json()
+        [failed] = thread["queued"]
+        assert failed["run_id"] == "q" and failed["status"] == "failed"
+        assert "'q' is taken" in failed["error"]
+        assert thread["open_run_id"] is None  # it does not hold the thread
+        free = await c.post("/v1/threads/t/runs", json={"graph": "support", "input": HELLO})
+        assert free.status_code == 201

@@ -64,6 +64,7 @@ from .thread_locks import LocalThreadLocks, ThreadLocks, thread_locks_for
 log = logging.getLogger("mainspring.server")
 
 OPEN = (RunStatus.RUNNING, RunStatus.INTERRUPTED)
+KEEP_FAILED = 10  # queued runs that could not start, kept per thread to be seen
 
 
 @dataclass(slots=True)
@@ -77,18 +78,22 @@ class Queued:
     after: str  # the run (or queued run) it starts after
     queued_at: float
     input: Any = None  # to tell the same request again from another one with its run_id
+    error: str | None = None  # why it could not start, when its turn came
     started: anyio.Event = field(default_factory=anyio.Event)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "run_id": self.run_id,
             "graph": self.graph,
             "thread": self.thread,
             "tenant": self.tenant,
-            "status": "queued",
+            "status": "queued" if self.error is None else "failed",
             "after": self.after,
             "queued_at": self.queued_at,
         }
+        if self.error is not None:
+            out["error"] = self.error
+        return out
 
 
 class ThreadQueues:
@@ -98,6 +103,7 @@ class ThreadQueues:
     def __init__(self, locks: ThreadLocks | None = None) -> None:
         self._tg: TaskGroup | None = None
         self._queues: dict[tuple[str, str], list[Queued]] = {}
+        self._failed: dict[tuple[str, str], list[Queued]] = {}
         self.locks: ThreadLocks = locks if locks is not None else LocalThreadLocks()
 
     @asynccontextmanager
@@ -139,11 +145,13 @@ class ThreadQueues:
     def enqueue(
         self,
         item: Queued,
-        until_free: Callable[[], Awaitable[None]],
-        go: Callable[[], Awaitable[None]],
+        until_ended: Callable[[str], Awaitable[None]],
+        go: Callable[[], Awaitable[str | None]],
     ) -> None:
-        """Queue ``item``: once the runs queued before it started and ``until_free()``
-        returned, ``go()`` starts it (under the thread's lock, if it was not dropped)."""
+        """Queue ``item``: once the runs queued before it started and ``until_ended(after)``
+        returned, ``go()`` starts it (in the thread's critical section, if it was not
+        dropped), or names the open run it must wait for first (another server's start
+        took the thread meanwhile: the queue is this server's)."""
         if self._tg is None:
             raise ApiError(
                 503, "unavailable", "the server is not running its lifespan; cannot enqueue"
@@ -151,25 +159,35 @@ class ThreadQueues:
         queue = self._queues.setdefault((item.tenant, item.thread), [])
         before = queue[-1] if queue else None
         queue.append(item)
-        self._tg.start_soon(self._start_later, item, before, until_free, go)
+        self._tg.start_soon(self._start_later, item, before, until_ended, go)
+
+    def failed(self, tenant: str, thread: str) -> list[Queued]:
+        """The thread's queued runs that could not start (the last few), with the error."""
+        return list(self._failed.get((tenant, thread), ()))
 
     async def _start_later(
         self,
         item: Queued,
         before: Queued | None,
-        until_free: Callable[[], Awaitable[None]],
-        go: Callable[[], Awaitable[None]],
+        until_ended: Callable[[str], Awaitable[None]],
+        go: Callable[[], Awaitable[str | None]],
     ) -> None:
         key = (item.tenant, item.thread)
         try:
             if before is not None:
                 await before.started.wait()
-            await until_free()
-            async with self.locked(*key):
-                if item in self._queues.get(key, ()):  # not dropped meanwhile
-                    await go()
-        except Exception:
+            after: str | None = item.after
+            while after is not None:
+                await until_ended(after)
+                async with self.locked(*key):
+                    if item not in self._queues.get(key, ()):  # dropped meanwhile
+                        return
+                    after = await go()
+        except Exception as exc:  # seen in GET /v1/threads/{thread}, not only in the log
             log.exception("queued run %s on thread %r could not start", item.run_id, item.thread)
+            item.error = exc.message if isinstance(exc, ApiError) else str(exc)
+            failed = self._failed.setdefault(key, [])
+            failed[:] = [*failed[-(KEEP_FAILED - 1) :], item]
         finally:
             queue = self._queues.get(key)
             if queue is not None and item in queue:
@@ -333,14 +351,19 @@ def _enqueue(
         body.run_id, entry.name, body.thread, view.tenant, blocker, time.time(), body.input
     )
 
-    async def until_free() -> None:
+    async def until_ended(run_id: str) -> None:
         with suppress(MainspringError):  # it ended, or never started
-            await view.handle(blocker).result()
+            await view.handle(run_id).result()
 
-    async def go() -> None:
+    async def go() -> str | None:
+        assert body.thread is not None
+        busy = await open_run(view, body.thread)  # another server's start, since?
+        if busy is not None:
+            return busy.run_id
         await begin(view, entry, graph, body, body.input, metadata)
+        return None
 
-    queues.enqueue(item, until_free, go)
+    queues.enqueue(item, until_ended, go)
     return Started(202, item.to_json())
 
 
