@@ -27,6 +27,7 @@ from mainspring import Runtime
 from mainspring.agents import Agent
 from mainspring.models import Gateway, ModelRequest, ScriptedModel, ToolCall
 from mainspring.server import ServerConfig, create_app
+from mainspring.server.errors import ApiError
 from mainspring.server.ids import checked_id
 from mainspring.server.multitask import queues_of
 from mainspring.server.schemas import Id
@@ -330,3 +331,30 @@ async def test_a_queued_run_that_cannot_start_is_seen_on_its_thread() -> None:
         assert thread["open_run_id"] is None  # it does not hold the thread
         free = await c.post("/v1/threads/t/runs", json={"graph": "support", "input": HELLO})
         assert free.status_code == 201
+
+
+async def test_the_postgres_thread_lock_waits_bounded_and_replaces_a_dead_connection() -> None:
+    async with postgres_schema_url() as url:
+        from mainspring.store.postgres import PostgresStore  # asyncpg: the fixture checked
+
+        store = PostgresStore(url)
+        locks = PostgresThreadLocks(url, store.target.schema, call_timeout=0.2)
+        try:
+            async with locks.locked("acme", "t"):  # opens one connection, kept when done
+                pass
+            [conn] = locks._idle
+            conn.terminate()  # as a server restart leaves it
+            async with locks.locked("acme", "t"):  # a fresh one, once
+                pass
+            assert len(locks._idle) == 1 and locks._idle[0] is not conn
+            other = PostgresThreadLocks(url, store.target.schema, call_timeout=0.2)
+            async with other.locked("acme", "t"):  # another server, in its section
+                with pytest.raises(ApiError) as held:
+                    async with locks.locked("acme", "t"):
+                        raise AssertionError("two servers in one thread's section")
+                async with locks.locked("acme", "u"):  # another thread: free
+                    pass
+            await other.aclose()
+            assert held.value.status == 503 and "held by another server" in held.value.message
+        finally:
+            await locks.aclose()

@@ -17,12 +17,18 @@ a queued run when its turn comes.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
 import anyio
+
+from ..errors import StoreUnavailableError
+from .errors import ApiError
+
+log = logging.getLogger("mainspring.server")
 
 #: At most this many lock connections per server (threads being started at once beyond
 #: it wait for one): each holds its lock only over a look and a start.
@@ -63,7 +69,13 @@ class LocalThreadLocks:
 
 
 class PostgresThreadLocks:
-    """The local lock, then a PostgreSQL advisory lock shared by every server on the store."""
+    """The local lock, then a PostgreSQL advisory lock shared by every server on the store.
+
+    The lock is a transaction's (``pg_advisory_xact_lock``): whatever happens to the
+    connection (a crash, a cut), PostgreSQL ends the transaction and so the lock. A wait
+    longer than ``call_timeout`` (``lock_timeout``: another server stuck in its section)
+    is a 503; an idle connection found dead is replaced once.
+    """
 
     def __init__(self, url: str, schema: str, call_timeout: float = 10.0) -> None:
         from ..store._pg_url import parse_url
@@ -78,33 +90,86 @@ class PostgresThreadLocks:
     @asynccontextmanager
     async def locked(self, tenant: str, thread: str) -> AsyncIterator[None]:
         async with self._local.locked(tenant, thread), self._slots:
-            conn = self._idle.pop() if self._idle else await self._connect()
-            clean = False
+            # The key: a 64-bit hash of the three (the separator cannot be in an id).
+            conn = await self._lock(f"{self._schema}\x1f{tenant}\x1f{thread}", thread)
+            ended = False
             try:
-                async with conn.transaction():
-                    # The key: a 64-bit hash of the three (the separator cannot be in an id).
-                    await conn.execute(
-                        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                        f"{self._schema}\x1f{tenant}\x1f{thread}",
-                    )
+                try:
                     yield
-                clean = True  # committed: the lock is released, the connection reusable
+                except Exception:  # a 409 and the like: the start did not happen
+                    await self._end(conn, "ROLLBACK")
+                    ended = True
+                    raise
+                await self._end(conn, "COMMIT")
+                ended = True
             finally:
-                if clean and not conn.is_closed():
-                    self._idle.append(conn)
-                else:  # cancelled or failed mid-transaction: closing ends it and its lock
+                if not ended:  # cancelled: closing the connection ends its transaction
                     conn.terminate()
+
+    async def _lock(self, key: str, thread: str) -> Any:
+        """A connection in a transaction that holds the thread's lock."""
+        import asyncpg
+
+        from ..store._pg_retry import is_transient
+
+        for attempt in (1, 2):
+            reused = bool(self._idle)
+            try:
+                conn = self._idle.pop() if reused else await self._connect()
+            except Exception as exc:
+                raise _unavailable(exc) from exc
+            try:
+                await conn.execute("BEGIN")
+                await conn.execute(_LOCK, key)
+                return conn
+            except BaseException as exc:
+                conn.terminate()
+                if isinstance(exc, asyncpg.LockNotAvailableError):
+                    raise ApiError(
+                        503,
+                        "unavailable",
+                        f"thread {thread!r} is held by another server's start for over "
+                        f"{self._timeout:g} s; try again",
+                    ) from None
+                if not isinstance(exc, Exception) or not is_transient(exc):
+                    raise
+                if attempt == 2 or not reused:
+                    raise _unavailable(exc) from exc
+        raise AssertionError("unreachable")
+
+    async def _end(self, conn: Any, statement: str) -> None:
+        """End the transaction (and the lock); the connection is kept if that went well."""
+        try:
+            await conn.execute(statement)
+        except Exception as exc:  # the lock ended with the connection: the start stands
+            log.warning("ending a thread lock's transaction failed (%r); reconnecting", exc)
+            conn.terminate()
+            return
+        self._idle.append(conn)
 
     async def _connect(self) -> Any:
         from ..store._pg_pool import connect
 
-        return await connect(self._dsn, self._timeout, {"application_name": "mainspring locks"})
+        settings = {
+            "application_name": "mainspring thread locks",
+            "lock_timeout": str(int(self._timeout * 1000)),
+        }
+        return await connect(self._dsn, self._timeout, settings)
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
         for conn in idle:
             with anyio.CancelScope(shield=True):
                 await conn.close()
+
+
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailableError:
+    return StoreUnavailableError(
+        f"could not take a thread's lock in PostgreSQL ({exc!r}); the store may be down"
+    )
 
 
 def thread_locks_for(store: Any) -> ThreadLocks:
