@@ -20,7 +20,10 @@ its request's ``multitask`` says:
 
 A graph's runs (not an agent's) each start from their own input: for them ``interrupt``
 and ``rollback`` differ only in the marks. A start and the look at the thread are one
-step per thread (a lock), so two requests cannot both find the thread free.
+step per thread (``thread_locks.py``: in every server sharing a PostgreSQL store), so two
+requests cannot both find the thread free; the chat endpoints and forks go through the
+same step (``check_free``). A queued run's id is taken (``reserved``) until it starts; one
+that cannot start when its turn comes is kept, with its error, for ``GET /v1/threads/{t}``.
 """
 
 from __future__ import annotations
