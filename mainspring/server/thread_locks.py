@@ -17,6 +17,7 @@ a queued run when its turn comes.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -90,8 +91,7 @@ class PostgresThreadLocks:
     @asynccontextmanager
     async def locked(self, tenant: str, thread: str) -> AsyncIterator[None]:
         async with self._local.locked(tenant, thread), self._slots:
-            # The key: a 64-bit hash of the three (the separator cannot be in an id).
-            conn = await self._lock(f"{self._schema}\x1f{tenant}\x1f{thread}", thread)
+            conn = await self._lock(lock_key(self._schema, tenant, thread), thread)
             ended = False
             try:
                 try:
@@ -106,7 +106,7 @@ class PostgresThreadLocks:
                 if not ended:  # cancelled: closing the connection ends its transaction
                     conn.terminate()
 
-    async def _lock(self, key: str, thread: str) -> Any:
+    async def _lock(self, key: int, thread: str) -> Any:
         """A connection in a transaction that holds the thread's lock."""
         import asyncpg
 
@@ -119,8 +119,8 @@ class PostgresThreadLocks:
             except Exception as exc:
                 raise _unavailable(exc) from exc
             try:
-                await conn.execute("BEGIN")
-                await conn.execute(_LOCK, key)
+                # One round trip: the key is an integer, written into the statement.
+                await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({int(key)})")
                 return conn
             except BaseException as exc:
                 conn.terminate()
@@ -163,7 +163,11 @@ class PostgresThreadLocks:
                 await conn.close()
 
 
-_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+def lock_key(schema: str, tenant: str, thread: str) -> int:
+    """The advisory lock's key: a signed 64-bit hash of the three (the separator cannot be
+    in an id), the same in every server."""
+    digest = hashlib.blake2b(f"{schema}\x1f{tenant}\x1f{thread}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
 
 
 def _unavailable(exc: BaseException) -> StoreUnavailableError:
