@@ -25,7 +25,8 @@ from mainspring import END, START, Graph, Runtime
 from mainspring.agents import Agent
 from mainspring.models import Gateway, ModelRequest, ScriptedModel, ToolCall
 from mainspring.server import ServerConfig, create_app
-from mainspring.server.multitask import ThreadQueues, complete_prefix, queues_of
+from mainspring.server.multitask import complete_prefix, queues_of
+from mainspring.server.thread_queues import ThreadQueues
 from mainspring.tools import tool
 from tests.cli_graphs import support
 from tests.test_server_api import serve

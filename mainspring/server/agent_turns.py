@@ -6,7 +6,7 @@ its last assistant message) is sent; on a new thread (or none) the client's whol
 is. Messages come in OpenAI's shape (``role``, ``content`` as a string or text parts,
 ``tool_calls``, ``tool_call_id``) and become the agent state's message dicts.
 
-``start_turn`` returns the run's handle with its event stream already subscribed: a
+``open_turn`` returns the run's handle with its event stream already subscribed: a
 model call streams its tokens only to subscribers present when it starts, so the stream
 is opened before anything awaits (the run's task has not run yet), never later.
 """
@@ -29,6 +29,7 @@ from .auth import Api
 from .catalog import UnknownGraphError
 from .context import ServerState
 from .errors import ApiError
+from .multitask import check_free, queues_of, reserved
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
           "tool": "tool"}  # fmt: skip
@@ -169,19 +170,45 @@ async def follow(handle: RunHandle, after: int = 0) -> Turn:
 async def open_turn(
     agent: Agent,
     api: Api,
+    state: ServerState,
     messages: list[dict[str, Any]],
     *,
     thread: str | None,
     run_id: str | None = None,
     metadata: dict[str, Any] | None = None,
     preface: Sequence[dict[str, Any]] = (),
-) -> RunHandle:
+    held: bool = False,
+) -> Turn:
     """Start the agent on the client's conversation (OpenAI-shaped messages: its new turn,
     on a thread the server holds), ``preface`` (state messages: e.g. the client's context
-    as a system message) before it."""
+    as a system message) before it; its events followed from the start (tokens included).
+    On a thread, the look at it and the start are one step (the thread's critical section,
+    as every start on a thread: ``multitask.py``); ``held``: the caller is in it already."""
     messages = state_messages(messages)
     view = view_of(api)
     prepare(agent, view)
+    queues = queues_of(state)
+    reserved(queues, run_id, view.tenant)
+    if thread is None or held:
+        if thread is not None:
+            await check_free(queues, view, thread, _hint(thread))
+        handle = await _start_turn(agent, view, messages, thread, run_id, metadata, preface)
+        return await follow(handle)  # nothing awaited since the start: see the docstring
+    async with queues.locked(view.tenant, thread):
+        await check_free(queues, view, thread, _hint(thread))
+        handle = await _start_turn(agent, view, messages, thread, run_id, metadata, preface)
+        return await follow(handle)  # before leaving the section, which may await
+
+
+async def _start_turn(
+    agent: Agent,
+    view: TenantRuntime,
+    messages: list[dict[str, Any]],
+    thread: str | None,
+    run_id: str | None,
+    metadata: dict[str, Any] | None,
+    preface: Sequence[dict[str, Any]],
+) -> RunHandle:
     if thread is not None:
         try:
             held = await thread_messages(agent, view, thread)
@@ -191,11 +218,19 @@ async def open_turn(
             messages = new_turn(messages)
     if not messages:
         raise ApiError(422, "invalid_request", "messages: give at least one new message")
-    messages = [*preface, *messages]
     try:
-        return await agent.start(view, messages, thread=thread, run_id=run_id, metadata=metadata)
-    except AgentError as exc:  # the thread got busy meanwhile
+        return await agent.start(
+            view, [*preface, *messages], thread=thread, run_id=run_id, metadata=metadata
+        )
+    except AgentError as exc:  # the thread got busy meanwhile (another process's start)
         raise _busy(exc, thread) from None
+
+
+def _hint(thread: str) -> str:
+    return (
+        f"GET /v1/interrupts?thread={thread} names what it waits for; approve or reject it, "
+        "or POST /v1/runs/{run_id}/cancel"
+    )
 
 
 def _busy(exc: AgentError, thread: str | None) -> ApiError:
@@ -204,23 +239,6 @@ def _busy(exc: AgentError, thread: str | None) -> ApiError:
         "or reject it, or POST /v1/runs/{run_id}/cancel)"
     )
     return ApiError(409, "thread_busy", f"{exc}{hint}", thread=thread)
-
-
-async def start_turn(
-    agent: Agent,
-    api: Api,
-    messages: list[dict[str, Any]],
-    *,
-    thread: str | None,
-    run_id: str | None = None,
-    metadata: dict[str, Any] | None = None,
-    preface: Sequence[dict[str, Any]] = (),
-) -> Turn:
-    """``open_turn``, its events followed from the start (tokens included)."""
-    handle = await open_turn(
-        agent, api, messages, thread=thread, run_id=run_id, metadata=metadata, preface=preface
-    )
-    return await follow(handle)  # nothing awaited since the start: see the module's docstring
 
 
 async def parked_run(agent: Agent, api: Api, thread: str) -> str:
@@ -263,4 +281,4 @@ def add_usage(totals: dict[tuple[str, str], dict[str, int]], data: EffectFinishe
     into["reasoning"] += int(usage.get("reasoning_tokens") or 0)
 
 
-__all__ = ["Turn", "follow", "open_turn", "served_agent", "start_turn", "usage_of"]
+__all__ = ["Turn", "follow", "open_turn", "served_agent", "usage_of"]

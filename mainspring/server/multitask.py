@@ -20,7 +20,10 @@ its request's ``multitask`` says:
 
 A graph's runs (not an agent's) each start from their own input: for them ``interrupt``
 and ``rollback`` differ only in the marks. A start and the look at the thread are one
-step per thread (a lock), so two requests cannot both find the thread free.
+step per thread (``thread_locks.py``: in every server sharing a PostgreSQL store), so two
+requests cannot both find the thread free; the chat endpoints and forks go through the
+same step (``check_free``). A queued run's id is taken (``reserved``) until it starts; one
+that cannot start when its turn comes is kept, with its error, for ``GET /v1/threads/{t}``.
 """
 
 from __future__ import annotations
@@ -28,13 +31,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
 from typing import Any
-
-import anyio
-from anyio.abc import TaskGroup
 
 from ..agents.running import prepare
 from ..agents.state import message_dicts, tool_calls_of
@@ -59,127 +58,19 @@ from .starting import (
     resolve,
     start_view,
 )
+from .thread_locks import thread_locks_for
+from .thread_queues import Queued, ThreadQueues
 
 log = logging.getLogger("mainspring.server")
 
 OPEN = (RunStatus.RUNNING, RunStatus.INTERRUPTED)
 
 
-@dataclass(slots=True)
-class Queued:
-    """A run accepted behind a thread's open run, not started yet."""
-
-    run_id: str
-    graph: str
-    thread: str
-    tenant: str
-    after: str  # the run (or queued run) it starts after
-    queued_at: float
-    started: anyio.Event = field(default_factory=anyio.Event)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "graph": self.graph,
-            "thread": self.thread,
-            "tenant": self.tenant,
-            "status": "queued",
-            "after": self.after,
-            "queued_at": self.queued_at,
-        }
-
-
-class ThreadQueues:
-    """The runs queued per (tenant, thread), the tasks that start them, one lock per thread."""
-
-    def __init__(self) -> None:
-        self._tg: TaskGroup | None = None
-        self._queues: dict[tuple[str, str], list[Queued]] = {}
-        self._locks: dict[tuple[str, str], tuple[anyio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        """Hold the queue's tasks for the server's lifetime (its lifespan enters this)."""
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            try:
-                yield
-            finally:
-                self._tg = None
-                self._queues.clear()  # not started: dropped (see the module docstring)
-                tg.cancel_scope.cancel()
-
-    def queued(self, tenant: str, thread: str) -> list[Queued]:
-        return list(self._queues.get((tenant, thread), ()))
-
-    @asynccontextmanager
-    async def locked(self, tenant: str, thread: str) -> AsyncIterator[None]:
-        key = (tenant, thread)
-        lock, users = self._locks.get(key) or (anyio.Lock(), 0)
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-    def drop(self, tenant: str, thread: str) -> list[Queued]:
-        dropped = self._queues.pop((tenant, thread), [])
-        for item in dropped:
-            item.started.set()  # whoever waits behind it stops waiting
-        return dropped
-
-    def enqueue(
-        self,
-        item: Queued,
-        until_free: Callable[[], Awaitable[None]],
-        go: Callable[[], Awaitable[None]],
-    ) -> None:
-        """Queue ``item``: once the runs queued before it started and ``until_free()``
-        returned, ``go()`` starts it (under the thread's lock, if it was not dropped)."""
-        if self._tg is None:
-            raise ApiError(
-                503, "unavailable", "the server is not running its lifespan; cannot enqueue"
-            )
-        queue = self._queues.setdefault((item.tenant, item.thread), [])
-        before = queue[-1] if queue else None
-        queue.append(item)
-        self._tg.start_soon(self._start_later, item, before, until_free, go)
-
-    async def _start_later(
-        self,
-        item: Queued,
-        before: Queued | None,
-        until_free: Callable[[], Awaitable[None]],
-        go: Callable[[], Awaitable[None]],
-    ) -> None:
-        key = (item.tenant, item.thread)
-        try:
-            if before is not None:
-                await before.started.wait()
-            await until_free()
-            async with self.locked(*key):
-                if item in self._queues.get(key, ()):  # not dropped meanwhile
-                    await go()
-        except Exception:
-            log.exception("queued run %s on thread %r could not start", item.run_id, item.thread)
-        finally:
-            queue = self._queues.get(key)
-            if queue is not None and item in queue:
-                queue.remove(item)
-                if not queue:
-                    del self._queues[key]
-            item.started.set()
-
-
 def queues_of(state: ServerState) -> ThreadQueues:
     queues: ThreadQueues | None = state.extras.get("thread_queues")
     if queues is None:
-        queues = state.extras["thread_queues"] = ThreadQueues()
+        locks = thread_locks_for(state.runtime.store)
+        queues = state.extras["thread_queues"] = ThreadQueues(locks)
     return queues
 
 
@@ -203,10 +94,11 @@ async def start_run(state: ServerState, caller: Caller, body: StartRun) -> Start
     thread and the start are made under the thread's lock; the wait (``wait``) outside it."""
     view = start_view(caller, state, body)
     entry, graph = resolve(state, body)
+    queues = queues_of(state)
     if body.thread is None:
+        reserved(queues, body.run_id, view.tenant)  # a queued run's id is taken
         status, handle = await _start(view, entry, graph, body)
     else:
-        queues = queues_of(state)
         async with queues.locked(view.tenant, body.thread):
             started = await _on_thread(caller, queues, view, entry, graph, body)
         if isinstance(started, Started):
@@ -214,6 +106,39 @@ async def start_run(state: ServerState, caller: Caller, body: StartRun) -> Start
         status, handle = started
     version = graph.fingerprint if status == 201 else None  # a repeat's: as it started
     return Started(status, await answer(view, state, handle, body.wait, body.timeout, version))
+
+
+def reserved(queues: ThreadQueues, run_id: str | None, tenant: str) -> None:
+    """409 ``run_exists`` if ``run_id`` names a queued run (not started yet, but taken)."""
+    item = queues.reserved(run_id) if run_id is not None else None
+    if item is None:
+        return
+    where = f" on thread {item.thread!r} (graph {item.graph!r})" if item.tenant == tenant else ""
+    raise ApiError(
+        409,
+        "run_exists",
+        f"run id {run_id!r} is taken by a queued run{where}; choose another run_id, or "
+        "repeat the original request",
+    )
+
+
+def blocker_of(queues: ThreadQueues, tenant: str, busy: RunRecord | None, thread: str) -> str:
+    """What a new run on the thread would wait for: its last queued run, else its open run."""
+    waiting = queues.queued(tenant, thread)
+    return waiting[-1].run_id if waiting else busy.run_id if busy else ""
+
+
+async def check_free(queues: ThreadQueues, view: TenantRuntime, thread: str, hint: str) -> None:
+    """409 ``thread_busy`` if the thread has an open run or a queued one (call it under
+    ``queues.locked``: the start that follows is then the thread's only one)."""
+    blocker = blocker_of(queues, view.tenant, await open_run(view, thread), thread)
+    if blocker:
+        raise ApiError(
+            409,
+            "thread_busy",
+            f"thread {thread!r} has run {blocker!r} still going; {hint}",
+            open_run_id=blocker,
+        )
 
 
 async def _start(
@@ -245,16 +170,22 @@ async def _on_thread(
     body: StartRun,
 ) -> tuple[int, RunHandle] | Started:
     assert body.thread is not None
+    item = queues.reserved(body.run_id) if body.run_id is not None else None
+    if item is not None:
+        if (item.tenant, item.thread, item.graph, item.input) != (
+            view.tenant,
+            body.thread,
+            entry.name,
+            body.input,
+        ):
+            reserved(queues, body.run_id, view.tenant)  # another request with its id: 409
+        return Started(202, item.to_json())  # the same request again, still queued
     if await existing(view, body) is not None:
         return await _start(view, entry, graph, body)
     busy = await open_run(view, body.thread)
-    waiting = queues.queued(view.tenant, body.thread)
-    for item in waiting:
-        if item.run_id == body.run_id:  # the same request again, still queued
-            return Started(202, item.to_json())
-    if busy is None and not waiting:
+    blocker = blocker_of(queues, view.tenant, busy, body.thread)
+    if not blocker:
         return await _start(view, entry, graph, body)
-    blocker = waiting[-1].run_id if waiting else busy.run_id if busy else ""
     body = body.model_copy(update={"run_id": body.run_id or uuid.uuid4().hex})
     if body.multitask == "reject":
         raise ApiError(
@@ -285,16 +216,23 @@ def _enqueue(
             422, "invalid_input", f"the input does not fit {body.graph!r}: {exc}"
         ) from None
     metadata = _marked(body.metadata, {"strategy": "enqueue", "after": blocker})
-    item = Queued(body.run_id, entry.name, body.thread, view.tenant, blocker, time.time())
+    item = Queued(
+        body.run_id, entry.name, body.thread, view.tenant, blocker, time.time(), body.input
+    )
 
-    async def until_free() -> None:
+    async def until_ended(run_id: str) -> None:
         with suppress(MainspringError):  # it ended, or never started
-            await view.handle(blocker).result()
+            await view.handle(run_id).result()
 
-    async def go() -> None:
+    async def go() -> str | None:
+        assert body.thread is not None
+        busy = await open_run(view, body.thread)  # another server's start, since?
+        if busy is not None:
+            return busy.run_id
         await begin(view, entry, graph, body, body.input, metadata)
+        return None
 
-    queues.enqueue(item, until_free, go)
+    queues.enqueue(item, until_ended, go)
     return Started(202, item.to_json())
 
 

@@ -118,9 +118,12 @@ class QueuedRun(BaseModel):
     graph: str
     thread: str
     tenant: str
-    status: Literal["queued"] = "queued"
+    status: Literal["queued", "failed"] = Field(
+        "queued", description="failed: its turn came but it could not start (see error)"
+    )
     after: str = Field(description="the run (or queued run) it starts after")
     queued_at: float
+    error: str | None = Field(None, description="why it could not start (status failed)")
 
 
 class RunList(BaseModel):

@@ -15,6 +15,7 @@ from typing import Any
 from ag_ui.core import RunAgentInput
 
 from ..errors import ApiError
+from ..ids import checked_id
 
 _CONVERSATION = frozenset(("system", "developer", "user", "assistant", "tool"))
 CANCELLED = {"approve": False, "reason": "the person cancelled it in the client"}
@@ -24,6 +25,14 @@ def agui_run_id(run_id: str) -> str:
     """The Mainspring run an AG-UI ``runId`` starts: the same request again (a retry)
     reaches the same run, which is streamed again rather than started twice."""
     return f"agui-{run_id}"
+
+
+def agui_ids(body: RunAgentInput) -> tuple[str, str]:
+    """The input's Mainspring thread and run id, checked as the API's ids are (422 if not:
+    a run or thread the other endpoints could not reach must not be made)."""
+    thread = checked_id(body.thread_id, "threadId")
+    run_id = checked_id(agui_run_id(body.run_id), "runId", prefix="agui-")
+    return thread, run_id
 
 
 def conversation(body: RunAgentInput) -> list[dict[str, Any]]:

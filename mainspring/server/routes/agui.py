@@ -22,13 +22,14 @@ from fastapi.responses import StreamingResponse
 from ...agents.agent import Agent
 from ...agents.running import prepare
 from ...errors import RunNotFoundError
-from ..agent_turns import Turn, follow, parked_run, served_agent, start_turn, view_of
-from ..agui.inputs import agui_run_id, conversation, preface, resume_values
+from ..agent_turns import Turn, follow, open_turn, parked_run, served_agent, view_of
+from ..agui.inputs import agui_ids, conversation, preface, resume_values
 from ..agui.translate import Translator
 from ..auth import Caller, require
-from ..context import server_state
+from ..context import ServerState, server_state
 from ..errors import ApiError
 from ..keys.protocol import Scope
+from ..multitask import queues_of
 
 log = logging.getLogger("mainspring.server")
 router = APIRouter(tags=["agui"])
@@ -56,7 +57,7 @@ async def run_agent(
 ) -> StreamingResponse:
     """Start (or resume) the agent ``name`` on the input's thread; stream AG-UI events."""
     agent = served_agent(server_state(request), name)
-    turn = await _begin(agent, body, caller)
+    turn = await _begin(agent, body, caller, server_state(request))
     encoder = EventEncoder(accept=request.headers.get("accept") or "")
     return StreamingResponse(
         _stream(turn, body, encoder),
@@ -65,39 +66,44 @@ async def run_agent(
     )
 
 
-async def _begin(agent: Agent, body: RunAgentInput, caller: Caller) -> Turn:
+async def _begin(agent: Agent, body: RunAgentInput, caller: Caller, state: ServerState) -> Turn:
+    """The run to stream, started or resumed in the thread's critical section (a look at
+    the thread and a start are one step: ``multitask.py``)."""
+    thread, run_id = agui_ids(body)
     view = view_of(caller.api)
-    values = resume_values(body)
-    if values is not None:
+    async with queues_of(state).locked(view.tenant, thread):
+        values = resume_values(body)
+        if values is not None:
+            prepare(agent, view)
+            parked = await parked_run(agent, caller.api, thread)
+            seq = (await view.get_run(parked)).last_seq
+            handle = await view.resume(
+                parked, values=values, graph=agent.graph, actor=caller.principal.key_id
+            )
+            return await follow(handle, after=seq)
+        try:
+            record = await view.get_run(run_id)
+        except RunNotFoundError:
+            return await open_turn(
+                agent,
+                caller.api,
+                state,
+                conversation(body),
+                thread=thread,
+                run_id=run_id,
+                metadata={"agui": {"thread_id": thread, "run_id": body.run_id}},
+                preface=preface(body),
+                held=True,
+            )
+        if record.graph != agent.graph.name or record.thread != thread:
+            raise ApiError(
+                409,
+                "run_exists",
+                f"runId {body.run_id!r} was used for another agent or thread; give each run "
+                "its own runId",
+            )
         prepare(agent, view)
-        run_id = await parked_run(agent, caller.api, body.thread_id)
-        seq = (await view.get_run(run_id)).last_seq
-        handle = await view.resume(
-            run_id, values=values, graph=agent.graph, actor=caller.principal.key_id
-        )
-        return await follow(handle, after=seq)
-    run_id = agui_run_id(body.run_id)
-    try:
-        record = await view.get_run(run_id)
-    except RunNotFoundError:
-        return await start_turn(
-            agent,
-            caller.api,
-            conversation(body),
-            thread=body.thread_id,
-            run_id=run_id,
-            metadata={"agui": {"thread_id": body.thread_id, "run_id": body.run_id}},
-            preface=preface(body),
-        )
-    if record.graph != agent.graph.name or record.thread != body.thread_id:
-        raise ApiError(
-            409,
-            "run_exists",
-            f"runId {body.run_id!r} was used for another agent or thread; give each run "
-            "its own runId",
-        )
-    prepare(agent, view)
-    return await follow(view.handle(run_id))  # a retry: the run once more, from its start
+        return await follow(view.handle(run_id))  # a retry: the run once more, from its start
 
 
 async def _stream(turn: Turn, body: RunAgentInput, encoder: EventEncoder) -> AsyncIterator[str]:

@@ -27,7 +27,6 @@ from ...status import RunStatus
 from ..agent_turns import (
     Turn,
     add_usage,
-    follow,
     open_turn,
     served_agent,
     served_agents,
@@ -38,6 +37,7 @@ from ..auth import Caller, require
 from ..catalog import UnknownGraphError
 from ..context import ServerState, server_state
 from ..errors import ApiError
+from ..ids import checked_id
 from ..keys.protocol import Scope
 from ..openai_chat import DONE, ChatRequest, OpenAIRoute, sse, usage_json, waiting_text
 
@@ -106,11 +106,15 @@ async def chat_completions(
     thread: Annotated[str | None, Header(alias=THREAD_HEADER)] = None,
 ) -> JSONResponse | StreamingResponse:
     agent = _agent(server_state(request), body.model)
-    thread = thread or None  # an empty header is no thread
+    thread = checked_id(thread, THREAD_HEADER, status=400) if thread else None  # "": none
     if body.n not in (None, 1):
         raise ApiError(400, "unsupported", "n: an agent gives one answer; drop n", param="n")
     metadata = {"openai": {"user": body.user}} if body.user else None
-    handle = await open_turn(agent, caller.api, body.messages, thread=thread, metadata=metadata)
+    state = server_state(request)
+    turn = await open_turn(
+        agent, caller.api, state, body.messages, thread=thread, metadata=metadata
+    )
+    handle = turn.handle
     headers = {"X-Mainspring-Run-Id": handle.run_id}
     if thread is not None:
         headers[THREAD_HEADER] = thread
@@ -121,13 +125,13 @@ async def chat_completions(
         "system_fingerprint": agent.graph.fingerprint,
     }
     if body.stream:
-        turn = await follow(handle)  # at once: the first model call's tokens stream too
         usage = body.stream_options is not None and body.stream_options.include_usage
         return StreamingResponse(
             _chunks(turn, head, usage),
             media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache"},
         )
+    await turn.events.aclose()
     outcome = await handle.wait()
     totals = usage_of(await view_of(caller.api).events(handle.run_id))
     text = _answer(outcome)

@@ -13,6 +13,9 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from ...engine.handle import RunHandle
+from ...engine.tenancy import TenantRuntime
+from ...errors import RunNotFoundError
 from ...events import EventKind, to_jsonable
 from ...telemetry.conventions import Capture
 from ...telemetry.reader import trace_events
@@ -22,7 +25,7 @@ from ..auth import Caller, require
 from ..context import ServerState, server_state
 from ..errors import ApiError
 from ..keys.protocol import Scope
-from ..multitask import lifespan, start_run
+from ..multitask import check_free, lifespan, queues_of, reserved, start_run
 from ..schemas import (
     AUTH,
     CancelRequest,
@@ -281,16 +284,46 @@ async def fork(
     state = server_state(request)
     record = await api.get_run(run_id)
     graph = await served_graph(state, api, record, "fork the run")
-    handle = await api.fork(
-        run_id,
-        body.at,
-        new_run_id=body.new_run_id,
-        graph=graph,
-        thread=body.thread,
-        effects=body.effects,
-        actor=caller.principal.key_id,
-    )
+
+    async def fork_it() -> RunHandle:
+        return await api.fork(
+            run_id,
+            body.at,
+            new_run_id=body.new_run_id,
+            graph=graph,
+            thread=body.thread,
+            effects=body.effects,
+            actor=caller.principal.key_id,
+        )
+
+    # A fork is a start: on a thread (its own, or the source's), through the thread's
+    # critical section, and only on a free thread (multitask.py, docs/server.md).
+    queues = queues_of(state)
+    reserved(queues, body.new_run_id, record.tenant)
+    thread = body.thread if body.thread is not None else record.thread
+    if thread is None:
+        handle = await fork_it()
+    else:
+        view = state.runtime.tenant(record.tenant)
+        async with queues.locked(record.tenant, thread):
+            if body.new_run_id is None or await _missing(view, body.new_run_id):
+                await check_free(queues, view, thread, _FORK_HINT)
+            handle = await fork_it()
     return await answer(api, state, handle, False, 0, graph.fingerprint)
+
+
+_FORK_HINT = (
+    "a fork starts a run on it, and a thread has one open run at a time: fork onto another "
+    "thread ('thread'), or end that run first"
+)
+
+
+async def _missing(view: TenantRuntime, run_id: str) -> bool:
+    try:
+        await view.get_run(run_id)
+    except RunNotFoundError:
+        return True
+    return False  # a repeated fork: the runtime answers it (the same fork, or a conflict)
 
 
 @router.post(

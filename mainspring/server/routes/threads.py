@@ -77,7 +77,8 @@ async def get_thread(
     owner = caller.tenant if caller.tenant is not None else tenant or ""
     view = server_state(request).runtime.tenant(owner)
     runs = await view.list_runs(thread=thread, limit=limit)
-    queued = queues_of(server_state(request)).queued(owner, thread)
+    queues = queues_of(server_state(request))
+    queued = [*queues.failed(owner, thread), *queues.queued(owner, thread)]
     if not runs and not queued:
         raise ApiError(404, "thread_not_found", f"no runs on thread {thread!r}")
     top = [r for r in runs if r.parent_run_id is None]
