@@ -14,7 +14,9 @@ from starlette.types import Scope as AsgiScope
 
 from ...errors import RunNotFoundError
 from ..auth import Caller, caller_with, require
+from ..config import ServerConfig
 from ..context import ServerState, server_state
+from ..detach import detach
 from ..keys.protocol import Scope
 from ..streams import EventStreamResponse, StreamHub
 from ..streams.sse import (
@@ -23,6 +25,7 @@ from ..streams.sse import (
     item_chunks,
     json_bytes,
     send_subscription,
+    start_stream,
     until_disconnect,
 )
 from ..streams.watch import watch_runs
@@ -78,7 +81,9 @@ class _RunStream:
     """``GET /v1/runs/{run_id}/stream`` as a raw ASGI endpoint (the route below only
     documents it): FastAPI's request handling keeps ~20 KB per request alive for as long
     as its response lasts, most of an idle stream's cost (benchmarks/server_streams.py).
-    The same checks, in the same order, with the app's error answers."""
+    The same checks, in the same order, with the app's error answers; then the start of
+    the answer goes through the middleware (its headers), and the stream itself runs
+    detached from them (``detach.py``): an idle stream keeps none of their frames."""
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -90,12 +95,42 @@ class _RunStream:
         start = _resume_point(after, request.headers.get("last-event-id"))
         del request, caller  # nothing of the request outlives its checks
         config = state.config
-        sub = hub_of(state).subscribe(
-            run_id, after=start, tokens=tokens, until_park=until == "park",
+        if not await start_stream(scope, send, stall_timeout=config.stall_timeout):
+            return
+        follow = _Follow(hub_of(state), run_id, start, tokens, until == "park", config, scope)
+        if not detach(scope, follow):
+            await follow(receive, send)
+
+
+class _Follow:
+    """The body of a run's stream: subscribe, send until the end; ``receive`` and ``send``
+    the server's own when detached (the client's disconnect arrives on either)."""
+
+    __slots__ = ("after", "config", "hub", "run_id", "scope", "tokens", "until_park")
+
+    def __init__(
+        self,
+        hub: StreamHub,
+        run_id: str,
+        after: int,
+        tokens: bool,
+        until_park: bool,
+        config: ServerConfig,
+        scope: AsgiScope,
+    ) -> None:
+        self.hub, self.run_id, self.after, self.tokens = hub, run_id, after, tokens
+        self.until_park, self.config, self.scope = until_park, config, scope
+
+    async def __call__(self, receive: Receive, send: Send) -> None:
+        config = self.config
+        sub = self.hub.subscribe(
+            self.run_id, after=self.after, tokens=self.tokens, until_park=self.until_park,
             heartbeat=config.heartbeat, listen=until_disconnect(receive),
         )  # fmt: skip
         try:
-            await send_subscription(scope, send, sub, stall_timeout=config.stall_timeout)
+            await send_subscription(
+                self.scope, send, sub, stall_timeout=config.stall_timeout, started=True
+            )
         finally:
             sub.close()
 

@@ -168,16 +168,29 @@ async def _send_all(
     return "end"
 
 
-async def send_subscription(
-    scope: Scope, send: Send, sub: Subscription, *, stall_timeout: float
-) -> str:
-    """Send a hub subscription as a ``text/event-stream`` answer, in this one coroutine
-    (an idle stream is this frame and the subscription's wait: see ``hub.Subscription``);
-    returns why it stopped: "end" (the run's end, the hub closed, the client gone), or
-    "stalled". A store failure ends it with an ``error`` event (the client reconnects)."""
+async def start_stream(scope: Scope, send: Send, *, stall_timeout: float) -> bool:
+    """Send the start of a ``text/event-stream`` answer; False if the client stalled (it is
+    dropped: the caller sends nothing more)."""
     try:
         with anyio.fail_after(stall_timeout):
             await send({"type": "http.response.start", "status": 200, "headers": RAW_HEADERS})
+    except TimeoutError:
+        log.info("dropped a stream client that stopped reading (%s)", scope.get("path"))
+        return False
+    return True
+
+
+async def send_subscription(
+    scope: Scope, send: Send, sub: Subscription, *, stall_timeout: float, started: bool = False
+) -> str:
+    """Send a hub subscription as a ``text/event-stream`` answer (its body only if
+    ``started``: :func:`start_stream` sent the start), in this one coroutine (an idle
+    stream is this frame and the subscription's wait: see ``hub.Subscription``); returns
+    why it stopped: "end" (the run's end, the hub closed, the client gone), or "stalled".
+    A store failure ends it with an ``error`` event (the client reconnects)."""
+    if not started and not await start_stream(scope, send, stall_timeout=stall_timeout):
+        return "stalled"
+    try:
         failed = False
         while not failed:
             try:
