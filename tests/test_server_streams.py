@@ -327,6 +327,25 @@ async def test_an_idle_stream_went_through_the_guards_and_keeps_none_of_them(
     await until(lambda: hub(served).feeds() == 0, "the subscriber left the hub")
 
 
+async def test_subscribers_of_a_quiet_run_share_one_read_of_its_journal(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(asker, {"question": "fox?"})
+    await run.wait()  # parked: no commits fill the hub's ring
+    url = f"{served.url}/v1/runs/{run.run_id}/stream?until=park"
+    first = await read_sse(client, url)
+    async with client.stream("GET", f"{served.url}/v1/runs/{run.run_id}/stream") as response:
+        async for chunk in response.aiter_raw():
+            if b": keep-alive" in chunk:
+                break  # idle: it read the journal
+        feed = hub(served).feed(run.run_id)
+        assert feed is not None
+        # The first reader's page is kept: the next subscribers take it from memory.
+        assert [e.seq for e in feed.ring] == first.seqs
+        again = await read_sse(client, url)
+        assert again.seqs == first.seqs and again.end == first.end
+
+
 def test_detach_runs_nothing_where_the_app_does_not_run_detached_parts() -> None:
     async def rest(receive: Any, send: Any) -> None:
         raise AssertionError("never run")

@@ -241,6 +241,7 @@ class Subscription:
             events = feed.since(pos)
             if events is None:
                 events = await hub._store.read(run_id, after=pos, until=pos + hub._page)
+                feed.backfill(events)
             if events:
                 self._idle_since = anyio.current_time()
                 if not self._tokens:
