@@ -26,10 +26,9 @@ from ..streams.sse import (
     json_bytes,
     send_subscription,
     start_stream,
-    until_disconnect,
 )
 from ..streams.watch import watch_runs
-from ..streams.ws import pump, until_closed
+from ..streams.ws import pump
 from ..views import run_json
 
 router = APIRouter(tags=["streams"])
@@ -125,7 +124,7 @@ class _Follow:
         config = self.config
         sub = self.hub.subscribe(
             self.run_id, after=self.after, tokens=self.tokens, until_park=self.until_park,
-            heartbeat=config.heartbeat, listen=until_disconnect(receive),
+            heartbeat=config.heartbeat, listen=receive,
         )  # fmt: skip
         try:
             await send_subscription(
@@ -225,7 +224,7 @@ async def stream_run_ws(
         tokens=tokens,
         until_park=until == "park",
         heartbeat=config.heartbeat,
-        listen=until_closed(websocket),
+        listen=websocket.receive,
     )
     try:
         await pump(websocket, sub, stall_timeout=config.stall_timeout)

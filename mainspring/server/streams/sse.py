@@ -99,7 +99,7 @@ async def item_chunks(batches: AsyncGenerator[list[Item], None]) -> AsyncGenerat
 
 
 def until_disconnect(receive: Receive) -> Callable[[], Awaitable[None]]:
-    """What a hub subscriber awaits while idle: returns when the client has gone."""
+    """Returns when the client has gone (what :func:`send_stream`'s watching task awaits)."""
 
     async def listen() -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -121,7 +121,7 @@ async def send_stream(
     """Send ``chunks`` as a ``text/event-stream`` answer until they end, the client leaves
     or stalls: returns which ("end", "disconnect", "stalled"). ``watch_disconnect``: read
     the connection in a task of its own meanwhile (not needed when ``chunks`` comes from a
-    hub subscriber given :func:`until_disconnect`: it ends when the client goes)."""
+    hub subscriber given ``listen=receive``: it ends when the client goes)."""
     if not watch_disconnect:
         return await _send_all(scope, send, chunks, stall_timeout, headers)
     why = "end"
