@@ -89,10 +89,11 @@ class _RunStream:
         run_id: str = request.path_params["run_id"]
         after, tokens, until = _stream_params(request)
         caller = await caller_with(request, Scope.READ)
-        await caller.api.get_run(run_id)  # another tenant's run, or none: 404 before streaming
         state = server_state(request)
         start = _resume_point(after, request.headers.get("last-event-id"))
-        del request, caller  # nothing of the request outlives its checks
+        del request  # not kept while the store answers (a crowd of streams opening at once)
+        await caller.api.get_run(run_id)  # another tenant's run, or none: 404 before streaming
+        del caller  # nothing of the request outlives its checks
         config = state.config
         if not await start_stream(scope, send, stall_timeout=config.stall_timeout):
             return
