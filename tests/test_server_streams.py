@@ -315,11 +315,11 @@ async def test_an_idle_stream_went_through_the_guards_and_keeps_none_of_them(
             if b": keep-alive" in chunk:
                 break  # idle now
         chains = [_awaiting(task.get_coro()) for task in asyncio.all_tasks()]
-        stream = [c for c in chains if "_Follow.__call__" in c]
+        stream = [c for c in chains if "send_subscription" in c]
         assert len(stream) == 1, chains
         # Idle, the stream is awaited by the app's outermost layer, not inside its layers.
         assert stream[0].index("MainspringApp.__call__") + 1 == stream[0].index(
-            "_Follow.__call__"
+            "send_subscription"
         ), stream[0]
         layers = ("Shield", "Guard", "ServerErrorMiddleware", "ExceptionMiddleware", "Router")
         assert not [name for name in stream[0] if name.startswith(layers)], stream[0]

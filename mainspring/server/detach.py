@@ -33,7 +33,7 @@ from .errors import internal_error
 #: copies: a layer that copies the scope still hands the same list down).
 DETACH: Final = "mainspring.detach"
 
-Rest = Callable[[Receive, Send], Awaitable[None]]
+Rest = Callable[[Receive, Send], Awaitable[object]]
 
 
 def detach(scope: Scope, rest: Rest) -> bool:

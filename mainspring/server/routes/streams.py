@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from contextlib import aclosing
 from typing import Annotated, Any, Literal
 
@@ -121,18 +121,16 @@ class _Follow:
         self.hub, self.run_id, self.after, self.tokens = hub, run_id, after, tokens
         self.until_park, self.config, self.scope = until_park, config, scope
 
-    async def __call__(self, receive: Receive, send: Send) -> None:
+    def __call__(self, receive: Receive, send: Send) -> Awaitable[str]:
+        """The stream, as one coroutine (awaited at once: it closes the subscription)."""
         config = self.config
         sub = self.hub.subscribe(
             self.run_id, after=self.after, tokens=self.tokens, until_park=self.until_park,
             heartbeat=config.heartbeat, listen=receive,
         )  # fmt: skip
-        try:
-            await send_subscription(
-                self.scope, send, sub, stall_timeout=config.stall_timeout, started=True
-            )
-        finally:
-            sub.close()
+        return send_subscription(
+            self.scope, send, sub, stall_timeout=config.stall_timeout, started=True
+        )
 
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}

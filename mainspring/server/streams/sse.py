@@ -185,12 +185,12 @@ async def send_subscription(
 ) -> str:
     """Send a hub subscription as a ``text/event-stream`` answer (its body only if
     ``started``: :func:`start_stream` sent the start), in this one coroutine (an idle
-    stream is this frame and the subscription's wait: see ``hub.Subscription``); returns
-    why it stopped: "end" (the run's end, the hub closed, the client gone), or "stalled".
-    A store failure ends it with an ``error`` event (the client reconnects)."""
-    if not started and not await start_stream(scope, send, stall_timeout=stall_timeout):
-        return "stalled"
+    stream is this frame and the subscription's wait: see ``hub.Subscription``), and close
+    it; returns why it stopped: "end" (the run's end, the hub closed, the client gone), or
+    "stalled". A store failure ends it with an ``error`` event (the client reconnects)."""
     try:
+        if not started and not await start_stream(scope, send, stall_timeout=stall_timeout):
+            return "stalled"
         failed = False
         while not failed:
             try:
@@ -214,6 +214,8 @@ async def send_subscription(
         # connection (the response stays incomplete: the client sees it cut).
         log.info("dropped a stream client that stopped reading (%s)", scope.get("path"))
         return "stalled"
+    finally:
+        sub.close()
     return "end"
 
 
