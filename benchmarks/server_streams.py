@@ -1,6 +1,7 @@
 """W15: the HTTP API's live streams, measured against the runtime called in process.
 
     PYTHONPATH=. python benchmarks/server_streams.py [--quick] [--json] [--subscribers N]
+        [--idle-only]
 
 The server runs in a subprocess of its own (``--serve``: ``create_app`` on a SQLite file,
 uvicorn with httptools, auth off, the way ``mainspring serve`` runs embedded); the
@@ -608,7 +609,11 @@ def server(workdir: Path, name: str, *, raw: bool = False) -> Iterator[int]:
             proc.wait()
 
 
-async def measure(workdir: Path, quick: bool, subscribers: int) -> list[Result]:
+async def measure(
+    workdir: Path, quick: bool, subscribers: int, only_idle: bool = False
+) -> list[Result]:
+    if only_idle:
+        return [await Bench(Http(0), workdir, quick).w15_idle(subscribers)]
     with server(workdir, "server") as port:
         bench = Bench(Http(port), workdir, quick)
         first = [await bench.w15_start(), await bench.w15_delivery()]
@@ -624,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer samples (under a minute)")
     parser.add_argument("--json", action="store_true", help="one JSON object per workload")
     parser.add_argument("--subscribers", type=int, default=None, help="default 1000 (quick 300)")
+    parser.add_argument("--idle-only", action="store_true", help="W15-idle alone")
     parser.add_argument("--serve", metavar="DB", help=argparse.SUPPRESS)
     parser.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -635,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     n = args.subscribers or (300 if args.quick else 1000)
     with tempfile.TemporaryDirectory(prefix="mainspring-w15-") as tmp:
-        results = asyncio.run(measure(Path(tmp), args.quick, n))
+        results = asyncio.run(measure(Path(tmp), args.quick, n, args.idle_only))
     if args.json:
         for result in results:
             print_json(result)

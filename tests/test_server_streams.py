@@ -6,6 +6,7 @@ reconnects) are the journal's, each once, in order.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from mainspring import Runtime
 from mainspring.engine.handle import RunHandle
 from mainspring.models.sse import SSEParser
 from mainspring.server import ServerConfig, create_app
+from mainspring.server.detach import DETACH, detach
 from mainspring.server.keys.protocol import KeyInfo, Principal
 from mainspring.server.keys.protocol import Scope as KeyScope
 from mainspring.server.routes.streams import close_streams, hub_of
@@ -397,6 +399,72 @@ async def test_idle_streams_get_keep_alives(
             if b": keep-alive" in b"".join(chunks):
                 break
     assert b"event: interrupted" in b"".join(chunks)
+
+
+def _awaiting(coro: Any) -> list[str]:
+    """The names of the coroutines a task's coroutine is awaiting, outermost first."""
+    names: list[str] = []
+    while coro is not None and hasattr(coro, "cr_code"):
+        names.append(coro.cr_code.co_qualname)
+        coro = coro.cr_await
+    return names
+
+
+async def test_an_idle_stream_went_through_the_guards_and_keeps_none_of_them(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(asker, {"question": "fox?"})
+    await run.wait()  # parked: its stream goes idle
+    url = f"{served.url}/v1/runs/{run.run_id}/stream"
+    async with client.stream("GET", url) as response:
+        # The answer's start went through the middleware: the security headers, the id.
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert len(response.headers["x-request-id"]) == 16
+        async for chunk in response.aiter_raw():
+            if b": keep-alive" in chunk:
+                break  # idle now
+        chains = [_awaiting(task.get_coro()) for task in asyncio.all_tasks()]
+        stream = [c for c in chains if "send_subscription" in c]
+        assert len(stream) == 1, chains
+        # Idle, the stream is awaited by the app's outermost layer, not inside its layers.
+        assert stream[0].index("MainspringApp.__call__") + 1 == stream[0].index(
+            "send_subscription"
+        ), stream[0]
+        layers = ("Shield", "Guard", "ServerErrorMiddleware", "ExceptionMiddleware", "Router")
+        assert not [name for name in stream[0] if name.startswith(layers)], stream[0]
+        assert hub(served).feeds() == 1
+    await until(lambda: hub(served).feeds() == 0, "the subscriber left the hub")
+
+
+async def test_subscribers_of_a_quiet_run_share_one_read_of_its_journal(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(asker, {"question": "fox?"})
+    await run.wait()  # parked: no commits fill the hub's ring
+    url = f"{served.url}/v1/runs/{run.run_id}/stream?until=park"
+    first = await read_sse(client, url)
+    async with client.stream("GET", f"{served.url}/v1/runs/{run.run_id}/stream") as response:
+        async for chunk in response.aiter_raw():
+            if b": keep-alive" in chunk:
+                break  # idle: it read the journal
+        feed = hub(served).feed(run.run_id)
+        assert feed is not None
+        # The first reader's page is kept: the next subscribers take it from memory.
+        assert [e.seq for e in feed.ring] == first.seqs
+        again = await read_sse(client, url)
+        assert again.seqs == first.seqs and again.end == first.end
+
+
+def test_detach_runs_nothing_where_the_app_does_not_run_detached_parts() -> None:
+    async def rest(receive: Any, send: Any) -> None:
+        raise AssertionError("never run")
+
+    assert detach({"type": "http"}, rest) is False  # the route then awaits it itself
+    slot: list[Any] = []
+    assert detach({"type": "http", DETACH: slot}, rest) is True
+    assert detach({"type": "http", DETACH: slot}, rest) is False  # one rest per response
+    assert slot == [rest]
 
 
 # -- the console's live list -----------------------------------------------------------

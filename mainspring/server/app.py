@@ -21,6 +21,7 @@ from . import errors, security
 from .catalog import GraphCatalog
 from .config import ServerConfig
 from .context import ServerState
+from .detach import MainspringApp
 from .keys.protocol import KeyStore
 from .routes import ROUTERS, mount_console
 
@@ -77,7 +78,7 @@ def create_app(
                 for stop in reversed(state.extras.get("on_stop", ())):
                     await stop(state)
 
-    app = FastAPI(
+    app = MainspringApp(
         title="Mainspring",
         version=__version__,
         summary="Durable AI agent runs: start, watch, approve and debug them over HTTP.",

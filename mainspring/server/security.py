@@ -100,38 +100,50 @@ class Shield:
         request_id = state.setdefault("request_id", secrets.token_hex(8))
         path: str = scope["path"]
         defaults = _API_DEFAULTS if is_api(path) else _PAGE_DEFAULTS
-        hold = path == self.docs_path  # the page is read whole to hash its inline script
-        held: list[Message] = []
-        started = False
-
-        async def send_secured(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                headers = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in headers}
-                headers += [(n, v) for n, v in defaults if n not in present]
-                if b"x-request-id" not in present:
-                    headers.append((b"x-request-id", request_id.encode()))
-                if hold:  # set from the page, when it is whole
-                    headers = [(n, v) for n, v in headers if n != b"content-security-policy"]
-                message = {**message, "headers": headers}
-            if hold:
-                held.append(message)
-                if message["type"] == "http.response.body" and not message.get("more_body"):
-                    for out in _with_docs_policy(held):
-                        await send(out)
-                return
-            await send(message)
-
+        # The page is read whole to hash its inline script.
+        secured = _Secured(send, defaults, request_id, hold=path == self.docs_path)
         try:
-            await self.app(scope, receive, send_secured)
+            await self.app(scope, receive, secured)
         except Exception as exc:
-            if started:
+            if secured.started:
                 raise  # the answer is on its way: the server closes the connection
-            hold = False
+            secured.held = None
             response = errors.error_response(HTTPConnection(scope), exc)
-            await response(scope, receive, send_secured)
+            await response(scope, receive, secured)
+
+
+class _Secured:
+    """:class:`Shield`'s ``send``: the headers added to the answer's start. An object of
+    slots, not a closure: it lives as long as the request does (a stream's, for hours)."""
+
+    __slots__ = ("defaults", "held", "request_id", "send", "started")
+
+    def __init__(
+        self, send: Send, defaults: tuple[tuple[bytes, bytes], ...], request_id: str, hold: bool
+    ) -> None:
+        self.send, self.defaults, self.request_id = send, defaults, request_id
+        self.held: list[Message] | None = [] if hold else None
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        held = self.held
+        if message["type"] == "http.response.start":
+            self.started = True
+            headers = list(message.get("headers", ()))
+            present = {name.lower() for name, _ in headers}
+            headers += [(n, v) for n, v in self.defaults if n not in present]
+            if b"x-request-id" not in present:
+                headers.append((b"x-request-id", self.request_id.encode()))
+            if held is not None:  # set from the page, when it is whole
+                headers = [(n, v) for n, v in headers if n != b"content-security-policy"]
+            message = {**message, "headers": headers}
+        if held is not None:
+            held.append(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                for out in _with_docs_policy(held):
+                    await self.send(out)
+            return
+        await self.send(message)
 
 
 def _with_docs_policy(held: list[Message]) -> list[Message]:
@@ -194,24 +206,29 @@ class Guard:
             headers = {"Retry-After": retry_after(wait)}
             await _reply(scope, receive, send, 429, "rate_limited", message, headers)
             return
-        await self._with_body(conn, scope, receive, send)
-
-    async def _with_body(
-        self, conn: HTTPConnection, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        limit = self.config.max_body_bytes
         length = conn.headers.get("content-length")
+        del conn  # nothing of the checks is kept while the app answers (a stream: for hours)
+        body = await self._read_body(scope, receive, send, length)
+        if body is not None:
+            await self.app(scope, _Replay(body, receive), send)
+
+    async def _read_body(
+        self, scope: Scope, receive: Receive, send: Send, length: str | None
+    ) -> bytes | None:
+        """The request's body, or None when it was answered (too large, invalid) or the
+        client left."""
+        limit = self.config.max_body_bytes
         if length is not None and not length.strip().isdigit():
             invalid = f"invalid Content-Length {length[:40]!r}; send the body's size in bytes"
             await _reply(scope, receive, send, 400, "bad_request", invalid)
-            return
+            return None
         too_large = (
             f"the request body is larger than this server accepts ({limit} bytes, "
             "ServerConfig.max_body_bytes); send a smaller body"
         )
         if length is not None and int(length) > limit:
             await _reply(scope, receive, send, 413, "too_large", too_large)
-            return
+            return None
         # Read whole (the API takes JSON, not streams) and counted: a chunked body sends
         # no Content-Length, and is cut off here as soon as it passes the limit.
         chunks: list[bytes] = []
@@ -219,31 +236,34 @@ class Guard:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return  # the client left before sending its body: nobody to answer
+                return None  # the client left before sending its body: nobody to answer
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 await _reply(scope, receive, send, 413, "too_large", too_large)
-                return
+                return None
             chunks.append(chunk)
             if not message.get("more_body", False):
-                break
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
+                return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+class _Replay:
     """A ``receive`` that gives the body read already, then what the client sends next
-    (its disconnect, which streaming responses wait for)."""
-    given = False
+    (its disconnect, which streaming responses wait for). Slots, not a closure: it lives
+    as long as the request does."""
 
-    async def replay() -> Message:
-        nonlocal given
-        if not given:
-            given = True
+    __slots__ = ("body", "receive")
+
+    def __init__(self, body: bytes, receive: Receive) -> None:
+        self.body: bytes | None = body
+        self.receive = receive
+
+    async def __call__(self) -> Message:
+        body = self.body
+        if body is not None:
+            self.body = None  # given once; not kept
             return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
+        return await self.receive()
 
 
 async def _reply(

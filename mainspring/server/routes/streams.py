@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from contextlib import aclosing
 from typing import Annotated, Any, Literal
 
@@ -15,7 +15,9 @@ from starlette.types import Scope as AsgiScope
 
 from ...errors import RunNotFoundError
 from ..auth import Caller, caller_with, require
+from ..config import ServerConfig
 from ..context import ServerState, server_state
+from ..detach import detach
 from ..keys.protocol import Scope
 from ..streams import EventStreamResponse, StreamHub
 from ..streams.sse import (
@@ -24,10 +26,10 @@ from ..streams.sse import (
     item_chunks,
     json_bytes,
     send_subscription,
-    until_disconnect,
+    start_stream,
 )
 from ..streams.watch import watch_runs
-from ..streams.ws import pump, until_closed
+from ..streams.ws import pump
 from ..views import run_json
 
 router = APIRouter(tags=["streams"])
@@ -91,26 +93,57 @@ class _RunStream:
     """``GET /v1/runs/{run_id}/stream`` as a raw ASGI endpoint (the route below only
     documents it): FastAPI's request handling keeps ~20 KB per request alive for as long
     as its response lasts, most of an idle stream's cost (benchmarks/server_streams.py).
-    The same checks, in the same order, with the app's error answers."""
+    The same checks, in the same order, with the app's error answers; then the start of
+    the answer goes through the middleware (its headers), and the stream itself runs
+    detached from them (``detach.py``): an idle stream keeps none of their frames."""
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         run_id: str = request.path_params["run_id"]
         after, tokens, until = _stream_params(request)
         caller = await caller_with(request, Scope.READ)
-        await caller.api.get_run(run_id)  # another tenant's run, or none: 404 before streaming
         state = server_state(request)
         start = _resume_point(after, request.headers.get("last-event-id"))
-        del request, caller  # nothing of the request outlives its checks
+        del request  # not kept while the store answers (a crowd of streams opening at once)
+        await caller.api.get_run(run_id)  # another tenant's run, or none: 404 before streaming
+        del caller  # nothing of the request outlives its checks
         config = state.config
-        sub = hub_of(state).subscribe(
-            run_id, after=start, tokens=tokens, until_park=until == "park",
-            heartbeat=config.heartbeat, listen=until_disconnect(receive),
+        if not await start_stream(scope, send, stall_timeout=config.stall_timeout):
+            return
+        follow = _Follow(hub_of(state), run_id, start, tokens, until == "park", config, scope)
+        if not detach(scope, follow):
+            await follow(receive, send)
+
+
+class _Follow:
+    """The body of a run's stream: subscribe, send until the end; ``receive`` and ``send``
+    the server's own when detached (the client's disconnect arrives on either)."""
+
+    __slots__ = ("after", "config", "hub", "run_id", "scope", "tokens", "until_park")
+
+    def __init__(
+        self,
+        hub: StreamHub,
+        run_id: str,
+        after: int,
+        tokens: bool,
+        until_park: bool,
+        config: ServerConfig,
+        scope: AsgiScope,
+    ) -> None:
+        self.hub, self.run_id, self.after, self.tokens = hub, run_id, after, tokens
+        self.until_park, self.config, self.scope = until_park, config, scope
+
+    def __call__(self, receive: Receive, send: Send) -> Awaitable[str]:
+        """The stream, as one coroutine (awaited at once: it closes the subscription)."""
+        config = self.config
+        sub = self.hub.subscribe(
+            self.run_id, after=self.after, tokens=self.tokens, until_park=self.until_park,
+            heartbeat=config.heartbeat, listen=receive,
         )  # fmt: skip
-        try:
-            await send_subscription(scope, send, sub, stall_timeout=config.stall_timeout)
-        finally:
-            sub.close()
+        return send_subscription(
+            self.scope, send, sub, stall_timeout=config.stall_timeout, started=True
+        )
 
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
@@ -209,7 +242,7 @@ async def stream_run_ws(websocket: WebSocket, run_id: str) -> None:
         tokens=tokens,
         until_park=until == "park",
         heartbeat=config.heartbeat,
-        listen=until_closed(websocket),
+        listen=websocket.receive,
     )
     try:
         await pump(websocket, sub, stall_timeout=config.stall_timeout)

@@ -77,6 +77,13 @@ class RunFeed:
             self.status_version += 1
         self.wake()
 
+    def backfill(self, events: Sequence[Event]) -> None:
+        """Journal events a subscriber read up to the run's known end: kept when the ring
+        is empty (a quiet or parked run), so its other subscribers (a crowd joining at
+        once) share them, and their encoding, rather than each reading the journal."""
+        if events and not self.ring and events[-1].seq >= self.last_seq:
+            self.ring.extend(events)  # contiguous: later commits append or clear (a gap)
+
     def send_nowait(self, event: Event, /) -> None:
         """The registry's sink: a model's tokens (other live events come with commits)."""
         if event.kind is EventKind.MODEL_DELTA:

@@ -15,10 +15,11 @@ while it has any; a parked run resumed here is followed live again.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import anyio
+from starlette.types import Receive
 
 from ...events import Event
 from ...status import RunStatus
@@ -154,7 +155,7 @@ class StreamHub:
         tokens: bool = True,
         until_park: bool = False,
         heartbeat: float = 15.0,
-        listen: Callable[[], Awaitable[None]] | None = None,
+        listen: Receive | None = None,
     ) -> Subscription:
         """A subscriber of the run from ``after`` on (see :class:`Subscription`); close it
         when done. The caller has checked that the run exists and may be read."""
@@ -169,7 +170,7 @@ class StreamHub:
         tokens: bool = True,
         until_park: bool = False,
         heartbeat: float = 15.0,
-        listen: Callable[[], Awaitable[None]] | None = None,
+        listen: Receive | None = None,
     ) -> AsyncGenerator[list[Item], None]:
         """:meth:`subscribe`'s batches as an async generator."""
         sub = self.subscribe(
@@ -190,8 +191,9 @@ class Subscription:
     batches; tokens (``model_delta``) among them with ``tokens``; an empty batch after
     ``heartbeat`` idle seconds; :class:`End` last when the run ends (or parks, with
     ``until_park``); None when the stream is over (after End, the hub closed, or the
-    client gone). ``listen`` returns when the client has gone (it reads the connection):
-    it is awaited while the subscriber is idle. A transport awaits ``next`` in its own
+    client gone). ``listen`` is the client's connection, an ASGI ``receive`` (or
+    ``websocket.receive``): awaited while the subscriber is idle, its disconnect message
+    ends the stream. A transport awaits ``next`` in its own
     coroutine: an idle subscriber is that coroutine, this object and one cancel scope.
     """
 
@@ -209,7 +211,7 @@ class Subscription:
         tokens: bool,
         until_park: bool,
         heartbeat: float,
-        listen: Callable[[], Awaitable[None]] | None,
+        listen: Receive | None,
     ) -> None:
         self._hub, self._feed, self._fresh = hub, feed, fresh
         self._pos, self._cursor = after, feed.token_total
@@ -241,6 +243,7 @@ class Subscription:
             events = feed.since(pos)
             if events is None:
                 events = await hub._store.read(run_id, after=pos, until=pos + hub._page)
+                feed.backfill(events)
             if events:
                 self._idle_since = anyio.current_time()
                 if not self._tokens:
@@ -289,9 +292,7 @@ class Subscription:
         return None
 
 
-async def _idle(
-    feed: RunFeed, deadline: float, listen: Callable[[], Awaitable[None]] | None
-) -> bool:
+async def _idle(feed: RunFeed, deadline: float, listen: Receive | None) -> bool:
     """Wait until the feed wakes or ``deadline`` passes: False; or the client goes: True."""
     scope = anyio.CancelScope(deadline=deadline)
     feed.waiters.add(scope)
@@ -299,12 +300,16 @@ async def _idle(
         with scope:
             if listen is None:
                 await anyio.sleep_forever()
-            else:
-                await listen()
+            else:  # the connection itself is awaited: no closure or frame of ours per client
+                while (await listen())["type"] not in _GONE:
+                    pass  # a request body's rest, a client's message: nothing a stream reads
                 return True
     finally:
         feed.waiters.discard(scope)
     return False
+
+
+_GONE = frozenset({"http.disconnect", "websocket.disconnect"})
 
 
 def merge_record(feed: RunFeed, record: RunRecord, version: int) -> None:

@@ -99,7 +99,7 @@ async def item_chunks(batches: AsyncGenerator[list[Item], None]) -> AsyncGenerat
 
 
 def until_disconnect(receive: Receive) -> Callable[[], Awaitable[None]]:
-    """What a hub subscriber awaits while idle: returns when the client has gone."""
+    """Returns when the client has gone (what :func:`send_stream`'s watching task awaits)."""
 
     async def listen() -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -121,7 +121,7 @@ async def send_stream(
     """Send ``chunks`` as a ``text/event-stream`` answer until they end, the client leaves
     or stalls: returns which ("end", "disconnect", "stalled"). ``watch_disconnect``: read
     the connection in a task of its own meanwhile (not needed when ``chunks`` comes from a
-    hub subscriber given :func:`until_disconnect`: it ends when the client goes)."""
+    hub subscriber given ``listen=receive``: it ends when the client goes)."""
     if not watch_disconnect:
         return await _send_all(scope, send, chunks, stall_timeout, headers)
     why = "end"
@@ -168,16 +168,29 @@ async def _send_all(
     return "end"
 
 
-async def send_subscription(
-    scope: Scope, send: Send, sub: Subscription, *, stall_timeout: float
-) -> str:
-    """Send a hub subscription as a ``text/event-stream`` answer, in this one coroutine
-    (an idle stream is this frame and the subscription's wait: see ``hub.Subscription``);
-    returns why it stopped: "end" (the run's end, the hub closed, the client gone), or
-    "stalled". A store failure ends it with an ``error`` event (the client reconnects)."""
+async def start_stream(scope: Scope, send: Send, *, stall_timeout: float) -> bool:
+    """Send the start of a ``text/event-stream`` answer; False if the client stalled (it is
+    dropped: the caller sends nothing more)."""
     try:
         with anyio.fail_after(stall_timeout):
             await send({"type": "http.response.start", "status": 200, "headers": RAW_HEADERS})
+    except TimeoutError:
+        log.info("dropped a stream client that stopped reading (%s)", scope.get("path"))
+        return False
+    return True
+
+
+async def send_subscription(
+    scope: Scope, send: Send, sub: Subscription, *, stall_timeout: float, started: bool = False
+) -> str:
+    """Send a hub subscription as a ``text/event-stream`` answer (its body only if
+    ``started``: :func:`start_stream` sent the start), in this one coroutine (an idle
+    stream is this frame and the subscription's wait: see ``hub.Subscription``), and close
+    it; returns why it stopped: "end" (the run's end, the hub closed, the client gone), or
+    "stalled". A store failure ends it with an ``error`` event (the client reconnects)."""
+    try:
+        if not started and not await start_stream(scope, send, stall_timeout=stall_timeout):
+            return "stalled"
         failed = False
         while not failed:
             try:
@@ -201,6 +214,8 @@ async def send_subscription(
         # connection (the response stays incomplete: the client sees it cut).
         log.info("dropped a stream client that stopped reading (%s)", scope.get("path"))
         return "stalled"
+    finally:
+        sub.close()
     return "end"
 
 

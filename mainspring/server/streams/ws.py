@@ -9,7 +9,6 @@ the server's WebSocket pings find dead peers; client messages are ignored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 import anyio
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -31,18 +30,8 @@ def ws_frame(item: Item) -> str:
     return '{"id":' + seq + ',"event":' + kind + ',"data":' + event_json(item).decode() + "}"
 
 
-def until_closed(websocket: WebSocket) -> Callable[[], Awaitable[None]]:
-    """What a hub subscriber awaits while idle: returns when the client has gone."""
-
-    async def listen() -> None:
-        while (await websocket.receive())["type"] != "websocket.disconnect":
-            pass  # a client's messages mean nothing here
-
-    return listen
-
-
 async def pump(websocket: WebSocket, sub: Subscription, *, stall_timeout: float) -> str:
-    """Send a hub subscription (given :func:`until_closed`) to an accepted WebSocket until
+    """Send a hub subscription (given ``listen=websocket.receive``) to an accepted WebSocket until
     the stream ends, the client leaves or stalls; returns why it stopped: "end",
     "disconnect", "stalled" or "error"."""
     try:
