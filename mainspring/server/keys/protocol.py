@@ -9,6 +9,7 @@ scopes: ``read``, ``run``, ``approve``, ``admin`` (admin implies the others).
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,6 +48,10 @@ class KeyInfo:
     created_at: float
     revoked_at: float | None = None
 
+    @property
+    def principal(self) -> Principal:
+        return Principal(self.key_id, self.tenant, self.scopes)
+
 
 class KeyStore(Protocol):
     async def open(self) -> None: ...
@@ -63,6 +68,38 @@ class KeyStore(Protocol):
         """The principal of a valid, unrevoked key; None otherwise."""
         ...
 
-    async def revoke(self, key_id: str) -> bool: ...
+    async def revoke(self, key_id: str) -> bool:
+        """Revoke a key; False if there is no such key or it was revoked already."""
+        ...
 
-    async def list(self, tenant: str | None = None) -> list[KeyInfo]: ...
+    async def list(self, tenant: str | None = None) -> list[KeyInfo]:
+        """The keys (of ``tenant`` if given), revoked ones too, oldest first."""
+        ...
+
+
+def parse_scopes(scopes: str | Iterable[str]) -> frozenset[Scope]:
+    """Scopes from ``"read,run"`` (or names); a ValueError naming the valid ones."""
+    names = scopes.split(",") if isinstance(scopes, str) else list(scopes)
+    found: set[Scope] = set()
+    for raw in names:
+        name = raw.strip().lower()
+        if not name:
+            continue
+        try:
+            found.add(Scope(name))
+        except ValueError:
+            valid = ", ".join(s.value for s in Scope)
+            raise ValueError(f"unknown scope {raw.strip()!r}; the scopes are {valid}") from None
+    if not found:
+        raise ValueError("a key needs at least one scope: read, run, approve or admin")
+    return frozenset(found)
+
+
+def check_tenant(tenant: str) -> str:
+    """``tenant`` if it can name a key's tenant: printable, at most 200 characters."""
+    if len(tenant) > 200 or not tenant.isprintable():
+        raise ValueError(
+            f"tenant {tenant[:40]!r} is not a tenant name: use printable characters, at most "
+            '200 ("*" for an operator\'s key of every tenant, "" for the default tenant)'
+        )
+    return tenant

@@ -1,0 +1,139 @@
+"""API keys in the PostgreSQL store's schema: a table ``api_keys`` beside the journal's.
+
+The schema is the store's (``?schema=``, default ``mainspring``), checked and made by the
+store's own migration first: a schema that is not a Mainspring store is refused untouched,
+and a new database gets the whole store, so the journal store (which looks at its ``meta``
+table only) opens it as any other. The table is the server's, made with ``CREATE TABLE IF
+NOT EXISTS`` under an advisory lock of its own, so processes opening at once make it once.
+
+Connections come from the store's small pool (:mod:`mainspring.store._pg_pool`): bounded
+connects, a watchdog on unanswered calls, and transient failures retried for the URL's
+``retry_for`` (here 5 s by default: a request waits on its key, not a batch job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import anyio
+
+from ...errors import StoreError
+from ...store._pg_pool import Connection, ConnectionPool, connect
+from ...store._pg_retry import Retrier
+from ...store._pg_schema import migrate, quote_ident
+from ...store._pg_url import option, parse_url
+from ._core import KeyStoreCore, StoredKey, scopes_text
+from .protocol import KeyInfo, parse_scopes
+
+_LOCK = (0x4D53, 0x6B657973)  # "MS", "keys": the advisory lock the table is made under
+_COLUMNS = "key_id, tenant, scopes, name, created_at, revoked_at"
+
+
+class PostgresKeyStore(KeyStoreCore):
+    """``postgresql://...``: the keys of the server whose journal is in that schema."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(**options)
+        self.url = url
+        parsed = parse_url(url, None)
+        self._dsn, self.target = parsed.dsn, parsed.target
+        self.retry_for = option(parsed.options, "retry_for", None, float, 5.0)
+        self.call_timeout = option(
+            parsed.options, "call_timeout", None, float, max(self.retry_for / 3, 1.0), positive=True
+        )
+        self._table = f"{quote_ident(self.target.schema)}.api_keys"
+        self._retrier = Retrier(self.target, self.retry_for)
+        self._pool: ConnectionPool | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<PostgresKeyStore {self.target} schema {self.target.schema!r}>"
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        pool = ConnectionPool(self._connect, 2, self.call_timeout)
+        watchdog = asyncio.get_running_loop().create_task(pool.watch(), name="mainspring keys")
+        try:
+            await self._retrier.run("connecting", lambda _: pool.fill(1), opening=True)
+            await self._retrier.run("making the api_keys table", lambda _: pool.run(self._make))
+        except BaseException:
+            pool.terminate()
+            watchdog.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({watchdog})
+            raise
+        self._pool, self._watchdog = pool, watchdog
+
+    async def _connect(self) -> Connection:
+        return await connect(self._dsn, self.call_timeout, {"application_name": "mainspring"})
+
+    async def _make(self, conn: Connection) -> None:
+        await migrate(conn, self.target)  # the store's schema, refused or made whole first
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_LOCK)
+            await conn.execute(
+                f"""CREATE TABLE IF NOT EXISTS {self._table} (
+                    key_id text COLLATE "C" PRIMARY KEY,
+                    tenant text NOT NULL,
+                    scopes text NOT NULL,
+                    name text NOT NULL DEFAULT '',
+                    created_at double precision NOT NULL,
+                    revoked_at double precision,
+                    secret_sha256 bytea NOT NULL
+                )"""
+            )
+
+    async def aclose(self) -> None:
+        pool, watchdog = self._pool, self._watchdog
+        self._pool = self._watchdog = None
+        if pool is None or watchdog is None:
+            return
+        watchdog.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait({watchdog})
+            await pool.close()
+
+    def _live(self) -> ConnectionPool:
+        if self._pool is None:
+            raise StoreError(f"the key store on {self.target} is not open; call open() first")
+        return self._pool
+
+    async def _insert(self, row: StoredKey) -> None:
+        i, pool = row.info, self._live()
+        sql = (
+            f"INSERT INTO {self._table} (key_id, tenant, scopes, name, created_at, secret_sha256)"
+            " VALUES ($1, $2, $3, $4, $5, $6)"
+        )
+        args = (i.key_id, i.tenant, scopes_text(i.scopes), i.name, i.created_at, row.secret_hash)
+        # Not retried after an unknown outcome: a lost reply would make a second key.
+        await self._retrier.run("saving a key", lambda _: pool.execute(sql, *args), opening=True)
+
+    async def _fetch(self, key_id: str) -> StoredKey | None:
+        pool = self._live()
+        sql = f"SELECT {_COLUMNS}, secret_sha256 FROM {self._table} WHERE key_id = $1"
+        row = await self._retrier.run("reading a key", lambda _: pool.fetchrow(sql, key_id))
+        return None if row is None else StoredKey(_info(tuple(row)), bytes(row[6]))
+
+    async def _revoke(self, key_id: str, at: float) -> bool:
+        pool = self._live()
+        # Safe to retry: a second attempt after a lost reply finds its own timestamp.
+        sql = (
+            f"UPDATE {self._table} SET revoked_at = coalesce(revoked_at, $1) WHERE key_id = $2"
+            " RETURNING revoked_at = $1"
+        )
+        mine = await self._retrier.run("revoking a key", lambda _: pool.fetchval(sql, at, key_id))
+        return bool(mine)
+
+    async def _list(self, tenant: str | None) -> list[KeyInfo]:
+        pool = self._live()
+        where, args = ("WHERE tenant = $1", [tenant]) if tenant is not None else ("", [])
+        sql = f"SELECT {_COLUMNS} FROM {self._table} {where} ORDER BY created_at, key_id"
+        rows = await self._retrier.run("listing keys", lambda _: pool.fetch(sql, *args))
+        return [_info(tuple(r)) for r in rows]
+
+
+def _info(row: tuple[Any, ...]) -> KeyInfo:
+    key_id, tenant, scopes, name, created_at, revoked_at = row[:6]
+    return KeyInfo(key_id, tenant, parse_scopes(scopes), name, created_at, revoked_at)

@@ -1,0 +1,140 @@
+"""API keys in the SQLite store's own file: a table ``api_keys`` beside the journal's.
+
+One file holds everything a server needs (copy it, and its keys come along). The table is
+made through the store's own open path (:func:`connect_writer`): the file is refused
+unless it is a healthy Mainspring store (a missing one is created as a whole store
+first), so a key command never turns a foreign or damaged file into something else, and
+the journal store, which checks only its marks (``application_id``, ``user_version``)
+and the integrity of every b-tree, opens a file with this table as it opens any other.
+The table is not one of the store's versioned migrations: it belongs to the server, and
+``CREATE TABLE IF NOT EXISTS`` needs no version of its own.
+
+The connection is this store's own (a plain ``sqlite3`` connection, WAL like the
+store's), used from worker threads under a lock so the event loop never waits on disk.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from ...errors import StoreError
+from ...store._sqlite_errors import translate
+from ...store._sqlite_file import connect_writer, parse_url
+from ._core import KeyStoreCore, StoredKey, scopes_text
+from .protocol import KeyInfo, parse_scopes
+
+T = TypeVar("T")
+
+_TABLE = """CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    name TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    revoked_at REAL,
+    secret_sha256 BLOB NOT NULL
+) WITHOUT ROWID"""
+_COLUMNS = "key_id, tenant, scopes, name, created_at, revoked_at"
+
+
+class SQLiteKeyStore(KeyStoreCore):
+    """``sqlite:///path.db``: the keys of the server whose journal is in ``path.db``."""
+
+    def __init__(self, url: str, *, busy_timeout: float = 5.0, **options: Any) -> None:
+        super().__init__(**options)
+        self.url = url
+        parsed = parse_url(url)
+        self.path, self._create = parsed.path, parsed.create
+        self._busy_timeout = busy_timeout
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"<SQLiteKeyStore {str(self.path)!r}>"
+
+    async def open(self) -> None:
+        if self._db is None:
+            self._db = await anyio.to_thread.run_sync(self._connect)
+
+    def _connect(self) -> sqlite3.Connection:
+        db, _ = connect_writer(self.path, create=self._create, busy_timeout=self._busy_timeout)
+        try:
+            db.execute(_TABLE)
+        except sqlite3.Error as exc:
+            db.close()
+            raise translate(exc, self.path, "making the api_keys table") from None
+        return db
+
+    async def aclose(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await anyio.to_thread.run_sync(self._close, db)
+
+    def _close(self, db: sqlite3.Connection) -> None:
+        with self._lock:
+            db.close()
+
+    async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def locked() -> T:
+            with self._lock:
+                if self._db is None:
+                    raise StoreError(f"the key store {self.path} is not open; call open() first")
+                try:
+                    return fn(self._db)
+                except sqlite3.Error as exc:
+                    raise translate(exc, self.path, what) from None
+
+        return await anyio.to_thread.run_sync(locked)
+
+    async def _insert(self, row: StoredKey) -> None:
+        i = row.info
+        args = (i.key_id, i.tenant, scopes_text(i.scopes), i.name, i.created_at, row.secret_hash)
+
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO api_keys (key_id, tenant, scopes, name, created_at, secret_sha256)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                args,
+            )
+
+        await self._run("saving a key", insert)
+
+    async def _fetch(self, key_id: str) -> StoredKey | None:
+        def fetch(db: sqlite3.Connection) -> tuple[Any, ...] | None:
+            found = db.execute(
+                f"SELECT {_COLUMNS}, secret_sha256 FROM api_keys WHERE key_id = ?", (key_id,)
+            )
+            row: tuple[Any, ...] | None = found.fetchone()
+            return row
+
+        row = await self._run("reading a key", fetch)
+        return None if row is None else StoredKey(_info(row), bytes(row[6]))
+
+    async def _revoke(self, key_id: str, at: float) -> bool:
+        def revoke(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                (at, key_id),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run("revoking a key", revoke)
+
+    async def _list(self, tenant: str | None) -> list[KeyInfo]:
+        def select(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            where, args = ("WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
+            return db.execute(
+                f"SELECT {_COLUMNS} FROM api_keys {where} ORDER BY created_at, key_id", args
+            ).fetchall()
+
+        return [_info(row) for row in await self._run("listing keys", select)]
+
+
+def _info(row: tuple[Any, ...]) -> KeyInfo:
+    key_id, tenant, scopes, name, created_at, revoked_at = row[:6]
+    return KeyInfo(key_id, tenant, parse_scopes(scopes), name, created_at, revoked_at)
