@@ -15,7 +15,14 @@ import pytest
 from fastapi import FastAPI
 
 from mainspring import Runtime
-from mainspring.server import ServerConfig, create_app
+from mainspring.server import (
+    ALL_TENANTS,
+    KeyInfo,
+    Principal,
+    Scope,
+    ServerConfig,
+    create_app,
+)
 from tests.cli_graphs import broken, support
 
 pytestmark = pytest.mark.anyio
@@ -263,3 +270,122 @@ async def test_sqlite_store_serves_the_same(tmp_path: Path) -> None:
         iid = run["outcome"]["interrupts"][0]["interrupt_id"]
         done = await client.post(f"/v1/runs/p/interrupts/{iid}/approve", json={"wait": True})
         assert done.json()["status"] == "finished"
+
+
+# -- keys and tenants ----------------------------------------------------------------------
+
+
+class Keys:
+    """A KeyStore in memory for the tests: key -> principal (the real ones hash, see keys/)."""
+
+    def __init__(self, keys: dict[str, Principal]) -> None:
+        self.keys = keys
+
+    async def open(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    async def create(
+        self, tenant: str, scopes: frozenset[Scope], name: str = ""
+    ) -> tuple[KeyInfo, str]:
+        raise NotImplementedError
+
+    async def verify(self, key: str) -> Principal | None:
+        return self.keys.get(key)
+
+    async def revoke(self, key_id: str) -> bool:
+        raise NotImplementedError
+
+    async def list(self, tenant: str | None = None) -> list[KeyInfo]:
+        return []
+
+
+def key(key_id: str, tenant: str, *scopes: Scope) -> tuple[str, Principal]:
+    return f"ms_{key_id}_secret", Principal(key_id, tenant, frozenset(scopes))
+
+
+async def test_keys_scope_every_route_to_their_tenant() -> None:
+    keys = dict(
+        [
+            key("acme", "acme", Scope.READ, Scope.RUN, Scope.APPROVE),
+            key("globex", "globex", Scope.READ, Scope.RUN),
+            key("reader", "acme", Scope.READ),
+            key("op", ALL_TENANTS, Scope.ADMIN),
+        ]
+    )
+
+    def auth(key_id: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer ms_{key_id}_secret"}
+
+    async with Runtime.open("memory://") as rt:
+        app = create_app(rt, graphs=[support], keys=Keys(keys))
+        async with serve(app) as client:
+            assert (await client.get("/v1/runs")).status_code == 401
+            bad = await client.get("/v1/runs", headers={"Authorization": "Bearer ms_x_y"})
+            assert bad.status_code == 401 and bad.headers["www-authenticate"] == "Bearer"
+            assert (await client.get("/healthz")).status_code == 200  # no key needed
+            body = {
+                "graph": "support",
+                "input": REFUND,
+                "run_id": "a1",
+                "thread": "t",
+                "wait": True,
+            }
+            started = await client.post("/v1/runs", json=body, headers=auth("acme"))
+            assert started.status_code == 201 and started.json()["tenant"] == "acme"
+            run = started.json()
+            iid = run["outcome"]["interrupts"][0]["interrupt_id"]
+            # globex: acme's run is not found anywhere, exactly as a missing one
+            for path in ("/v1/runs/a1", "/v1/runs/a1/state", "/v1/runs/a1/events",
+                         "/v1/runs/a1/trace"):  # fmt: skip
+                answer = await client.get(path, headers=auth("globex"))
+                assert answer.status_code == 404 and answer.json()["error"]["code"] == (
+                    "run_not_found"
+                ), path
+            for path in ("/v1/runs/a1/cancel", "/v1/runs/a1/fork", "/v1/runs/a1/replay"):
+                assert (await client.post(path, headers=auth("globex"))).status_code == 404
+            assert (await client.get("/v1/runs", headers=auth("globex"))).json()["runs"] == []
+            assert (await client.get("/v1/interrupts", headers=auth("globex"))).json() == {
+                "interrupts": []
+            }
+            assert (await client.get("/v1/threads/t", headers=auth("globex"))).status_code == 404
+            # the same run id in globex is refused, without a word about acme's run
+            taken = await client.post("/v1/runs", json=body, headers=auth("globex"))
+            assert taken.status_code == 409
+            # globex's thread "t" is its own: free, though acme's "t" is busy
+            own = await client.post("/v1/threads/t/runs", json={"graph": "support",
+                                    "input": HELLO}, headers=auth("globex"))  # fmt: skip
+            assert own.status_code == 201
+            # naming another tenant: operator keys only
+            other = await client.post("/v1/runs", json={**body, "run_id": "x", "tenant": "globex"},
+                                      headers=auth("acme"))  # fmt: skip
+            assert other.status_code == 403 and other.json()["error"]["code"] == "tenant"
+            # scopes: a reader cannot start or approve, approve needs its scope, metrics admin
+            assert (
+                await client.post("/v1/runs", json=body, headers=auth("reader"))
+            ).status_code == 403
+            approve = f"/v1/runs/a1/interrupts/{iid}/approve"
+            assert (await client.post(approve, headers=auth("reader"))).status_code == 403
+            assert (await client.get("/metrics", headers=auth("acme"))).status_code == 403
+            assert (await client.get("/v1/runs/a1", headers=auth("reader"))).status_code == 200
+            # the operator sees and acts on every tenant
+            runs = (await client.get("/v1/runs", headers=auth("op"))).json()["runs"]
+            assert {r["tenant"] for r in runs} == {"acme", "globex"}
+            only = await client.get("/v1/runs", params={"tenant": "acme"}, headers=auth("op"))
+            assert [r["run_id"] for r in only.json()["runs"]] == ["a1"]
+            for_globex = await client.post("/v1/runs", json={**body, "run_id": "g2", "thread": None,
+                                           "tenant": "globex"}, headers=auth("op"))  # fmt: skip
+            assert for_globex.status_code == 201 and for_globex.json()["tenant"] == "globex"
+            thread = await client.get("/v1/threads/t", params={"tenant": "acme"},
+                                      headers=auth("op"))  # fmt: skip
+            assert thread.json()["open_run_id"] == "a1"
+            done = await client.post(approve, json={"wait": True}, headers=auth("acme"))
+            assert done.json()["status"] == "finished"
+            events = (await client.get("/v1/runs/a1/events", headers=auth("op"))).json()["events"]
+            resumed = [e for e in events if e["kind"] == "resumed"]
+            assert resumed[0]["data"]["actor"] == "acme"
+            assert (await client.get("/metrics", headers=auth("op"))).status_code == 200
+            me = (await client.get("/v1/me", headers={"X-API-Key": "ms_reader_secret"})).json()
+            assert me == {"key_id": "reader", "tenant": "acme", "scopes": ["read"]}

@@ -54,7 +54,7 @@ _WHY = {
 }
 
 #: What every authenticated route may answer besides its own errors.
-AUTH = (401, 403, 422, 503)
+AUTH = (400, 401, 403, 413, 422, 429, 503)
 
 
 # -- objects -----------------------------------------------------------------------------
@@ -89,10 +89,24 @@ class Outcome(BaseModel):
     error: dict[str, Any] | None = None
 
 
+class Usage(BaseModel):
+    """What the run's model calls reported using, summed from its ``effect_finished`` events."""
+
+    model_calls: int
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    cost_usd: float | None = Field(description="null if no call reported a cost")
+
+
 class RunDetail(Run):
     outcome: Outcome | None = Field(
         default=None,
         description="where the run stands (null if this server does not serve its graph)",
+    )
+    usage: Usage | None = Field(
+        default=None, description="GET /v1/runs/{id} only: the model calls' usage so far"
     )
 
 

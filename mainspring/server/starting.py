@@ -17,9 +17,10 @@ from ..agents.errors import AgentError
 from ..engine.handle import RunHandle
 from ..engine.tenancy import TenantRuntime
 from ..errors import RunNotFoundError, StateError
-from ..events import RunStarted
+from ..events import EffectFinished, Event, RunStarted
 from ..graph.compiled import CompiledGraph
 from ..store import RunRecord, tenant_of
+from ..telemetry.conventions import usage_of
 from .auth import Api, Caller
 from .catalog import CatalogEntry
 from .context import ServerState
@@ -146,14 +147,47 @@ async def served_graph(state: ServerState, api: Api, record: RunRecord, to: str)
 
 
 async def detail(api: Api, state: ServerState, record: RunRecord) -> dict[str, Any]:
-    """A run with its outcome (``GET /v1/runs/{id}``), if this server serves its graph."""
-    version = await version_of(api, record.run_id)
+    """A run with its outcome (``GET /v1/runs/{id}``), if this server serves its graph, and
+    its model calls' usage (one read of its journal)."""
+    events = await api.events(record.run_id)
+    first = events[0].data if events else None
+    version = first.fingerprint or None if isinstance(first, RunStarted) else None
     body = run_json(record, version)
+    body["usage"] = usage_json(events)
     graph = state.catalog.find(record.graph, version)
     body["outcome"] = (
         outcome_json(await api.outcome(record.run_id, graph)) if graph is not None else None
     )
     return body
+
+
+def usage_json(events: list[Event]) -> dict[str, Any]:
+    """The usage the run's effects reported (``effect_finished``: its ``usage``, else the
+    model result's), summed."""
+    calls = input_tokens = output_tokens = cached = reasoning = 0
+    cost: float | None = None
+    for event in events:
+        data = event.data
+        if not isinstance(data, EffectFinished):
+            continue
+        usage = usage_of({"usage": data.usage}) if data.usage else usage_of(data.result)
+        if usage is None:
+            continue
+        calls += 1
+        input_tokens += usage.input_tokens
+        output_tokens += usage.output_tokens
+        cached += usage.cached_tokens
+        reasoning += usage.reasoning_tokens
+        if usage.cost_usd is not None:
+            cost = (cost or 0.0) + usage.cost_usd
+    return {
+        "model_calls": calls,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cached_tokens": cached,
+        "reasoning_tokens": reasoning,
+        "cost_usd": cost,
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from ...events import to_jsonable
+from ...events import EventKind, to_jsonable
 from ...telemetry.conventions import Capture
 from ...telemetry.reader import trace_events
 from ...telemetry.spans.derive import derive_spans
@@ -162,10 +162,18 @@ async def events(
     caller: Reader,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    kind: Annotated[
+        list[EventKind] | None,
+        Query(description="only these kinds (e.g. effect_decided: the policy's decisions)"),
+    ] = None,
 ) -> Response:
+    """Events ``after`` < seq <= ``after + limit``; with ``kind``, those of the page that are
+    of these kinds (a page may then be empty with ``more`` true: go on from ``last_seq``)."""
     record = await caller.api.get_run(run_id)
     page = await caller.api.events(run_id, after=after, until=after + limit)
     last = page[-1].seq if page else after
+    if kind:
+        page = [e for e in page if e.kind in kind]
     return json(
         {"events": [e.to_json() for e in page], "last_seq": last, "more": last < record.last_seq}
     )
