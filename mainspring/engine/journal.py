@@ -199,6 +199,9 @@ class JournalWriter:
         self.fence = record.fence
         self.lease_valid_until = started + self.services.lease_ttl
         self._committed = len(events)
+        if self.services.committed and self.store is self.services.store:
+            for hear in self.services.committed:
+                hear(self.run_id, events, record.status)
         if self._listeners:  # the run exists: listeners hear all of it
             for event in [*events, *self._pending]:
                 for listener in self._listeners:
@@ -384,6 +387,9 @@ class JournalWriter:
         self._committed = expected + len(batch)
         if status is not None:
             self._stored_status = status
+        if self.services.committed and self.store is self.services.store:  # not a replay's
+            for hear in self.services.committed:
+                hear(self.run_id, batch, status)
 
     def listen(self, listener: Listener) -> None:
         """Tell ``listener`` every event recorded from now on (a live stream)."""

@@ -43,6 +43,14 @@ class LiveDriver(Protocol):
 D = TypeVar("D", bound=LiveDriver)
 
 
+class Sink(Protocol):
+    """Where a subscriber takes a live run's events (a memory stream's sending end, or the
+    server's stream hub): called in the run's task, so it must neither block nor raise."""
+
+    def send_nowait(self, item: Event, /) -> None: ...
+    def close(self) -> None: ...
+
+
 class Subscribers:
     """In-process fan-out of a live run's events to its streams; a model's tokens
     (``model_delta``) only to the streams that asked for them."""
@@ -50,8 +58,8 @@ class Subscribers:
     __slots__ = ("_deltas", "_streams")
 
     def __init__(self) -> None:
-        self._streams: list[MemoryObjectSendStream[Event]] = []
-        self._deltas: list[MemoryObjectSendStream[Event]] = []  # those that want tokens
+        self._streams: list[Sink] = []
+        self._deltas: list[Sink] = []  # those that want tokens
 
     def add(
         self, *, deltas: bool = False
@@ -62,7 +70,13 @@ class Subscribers:
             self._deltas.append(send)
         return send, recv
 
-    def remove(self, send: MemoryObjectSendStream[Event]) -> None:
+    def attach(self, sink: Sink, *, deltas: bool = False) -> None:
+        """Add a sink of one's own (it is closed when the run stops here, or on remove)."""
+        self._streams.append(sink)
+        if deltas:
+            self._deltas.append(sink)
+
+    def remove(self, send: Sink) -> None:
         if send in self._streams:
             self._streams.remove(send)
         if send in self._deltas:

@@ -21,7 +21,7 @@ the driver never imports what sits above it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import msgspec
@@ -42,6 +42,14 @@ class Listener(Protocol):
     """Hears every event of every run as it is recorded (telemetry, live streams)."""
 
     def __call__(self, event: Event) -> None: ...
+
+
+class CommitListener(Protocol):
+    """Hears each batch of a run's events once its store has them, in order (live streams:
+    an event only recorded may still be lost to a crash and its number reused, a committed
+    one never). ``status`` is the run's new status if the commit changed it."""
+
+    def __call__(self, run_id: str, events: Sequence[Event], status: RunStatus | None) -> None: ...
 
 
 class AppendNow(Protocol):
@@ -146,6 +154,8 @@ class EngineServices(msgspec.Struct):
     revive: bool  # events come back from JSON: revive typed values
     snapshot_every: int
     listeners: list[Listener] = msgspec.field(default_factory=list)
+    # Told of each commit to the runtime's store (a listener must not raise or await).
+    committed: list[CommitListener] = msgspec.field(default_factory=list)
     subgraphs: SubgraphRunner = _no_subgraphs
     models: Any = None  # the model gateway (capabilities.ModelCapability), if the runtime has one
     tools: Any = None  # the toolbox (capabilities.ToolCapability), if the runtime has one

@@ -1,0 +1,117 @@
+"""One run's live feed in the hub: its recent committed events, its recent tokens, its status.
+
+A feed exists while the run has subscribers in this process. The hub fills it from the
+runtime's commits (``EngineServices.committed``): only events the store has, so what a
+client is sent can never be taken back by a crash (an event only recorded may be lost
+and its number reused by the recovered run). Both buffers are bounded: a subscriber
+holds only its position, and one that fell behind the ring reads the journal.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from itertools import islice
+
+import anyio
+
+from ...events import Event, EventKind
+from ...status import RunStatus
+
+
+class RunFeed:
+    """What the subscribers of one run share: see the module's docstring."""
+
+    __slots__ = (
+        "attached",
+        "changed",
+        "last_seq",
+        "poller",
+        "ring",
+        "run_id",
+        "status",
+        "status_version",
+        "subscribers",
+        "token_subscribers",
+        "token_total",
+        "tokens",
+    )
+
+    def __init__(self, run_id: str, size: int, token_size: int) -> None:
+        self.run_id = run_id
+        self.ring: deque[Event] = deque(maxlen=size)  # the newest committed events, in order
+        self.tokens: deque[Event] = deque(maxlen=token_size)  # the newest model_delta events
+        self.token_total = 0  # tokens ever added: tokens[i] is number total - len + i + 1
+        self.last_seq = 0  # the last committed seq known here
+        self.status: RunStatus | None = None
+        self.status_version = 0  # bumped by each status a commit reports
+        self.changed = anyio.Event()
+        self.subscribers = 0
+        self.token_subscribers = 0
+        self.attached = False  # our sink is in the runtime's registry (tokens flow)
+        self.poller: object | None = None  # the subscriber that reads the store's record
+
+    def wake(self) -> None:
+        changed, self.changed = self.changed, anyio.Event()
+        changed.set()
+
+    # -- fed by the hub (in the run's task: no await, no raise) ---------------------------
+
+    def committed(self, events: Sequence[Event], status: RunStatus | None) -> None:
+        if events:
+            ring = self.ring
+            if ring and events[0].seq != ring[-1].seq + 1:
+                ring.clear()  # written elsewhere meanwhile: the journal fills the gap
+            ring.extend(events)
+            self.last_seq = max(self.last_seq, events[-1].seq)
+        if status is not None:
+            self.status = status
+            self.status_version += 1
+        self.wake()
+
+    def send_nowait(self, event: Event, /) -> None:
+        """The registry's sink: a model's tokens (other live events come with commits)."""
+        if event.kind is EventKind.MODEL_DELTA:
+            self.tokens.append(event)
+            self.token_total += 1
+            self.wake()
+
+    def close(self) -> None:
+        """The registry dropped our sink (the run stopped here): re-attached on its return."""
+        self.attached = False
+
+    # -- read by subscribers -------------------------------------------------------------
+
+    def since(self, pos: int) -> list[Event] | None:
+        """The committed events after ``pos`` from the ring; None if the ring does not reach
+        back to ``pos`` (read the journal)."""
+        if pos >= self.last_seq:
+            return []
+        ring = self.ring
+        if not ring or ring[0].seq > pos + 1 or ring[-1].seq <= pos:
+            return None
+        return list(islice(ring, pos + 1 - ring[0].seq, None))
+
+    def tokens_at(self, pos: int, cursor: int) -> tuple[list[Event], int]:
+        """The tokens to send right after event ``pos``, from token number ``cursor`` on,
+        and the new cursor. Tokens of an earlier event are stale (skipped); those of a
+        later one wait until the subscriber has that event; those that fell out of the
+        buffer are lost to this subscriber (tokens are best effort)."""
+        tokens = self.tokens
+        first = self.token_total - len(tokens) + 1
+        cursor = max(cursor, first - 1)
+        out: list[Event] = []
+        for token in islice(tokens, cursor + 1 - first, None):
+            if token.seq > pos:
+                break
+            cursor += 1
+            if token.seq == pos:
+                out.append(token)
+        return out, cursor
+
+    def ended(self, pos: int, until_park: bool) -> bool:
+        """Whether a subscriber at ``pos`` has had all of a run that ended (or parked)."""
+        status = self.status
+        if status is None or pos < self.last_seq:
+            return False
+        return status.terminal or (until_park and status is RunStatus.INTERRUPTED)

@@ -1,0 +1,68 @@
+"""The WebSocket form of a run's stream: the hub's items as JSON text frames.
+
+Each frame is ``{"id": seq | null, "event": kind, "data": Event.to_json()}`` (``id`` null
+for tokens); the last is ``{"id": null, "event": "end", "data": {"status", "seq"}}``, then
+a normal close. A send that does not complete within ``stall_timeout`` drops the client;
+the server's WebSocket pings find dead peers; client messages are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+import anyio
+from starlette.websockets import WebSocket
+
+from ...errors import StoreError
+from ...events import EventKind
+from .hub import End, Item
+from .sse import event_json, json_bytes
+
+log = logging.getLogger("mainspring.server.streams")
+
+
+def ws_frame(item: Item) -> str:
+    if isinstance(item, End):
+        data = json_bytes({"status": item.status, "seq": item.seq})
+        return '{"id":null,"event":"end","data":' + data.decode() + "}"
+    seq = "null" if item.kind is EventKind.MODEL_DELTA else str(item.seq)
+    kind = json_bytes(str(item.kind)).decode()
+    return '{"id":' + seq + ',"event":' + kind + ',"data":' + event_json(item).decode() + "}"
+
+
+async def pump(
+    websocket: WebSocket, batches: AsyncGenerator[list[Item], None], *, stall_timeout: float
+) -> str:
+    """Send ``batches`` to an accepted WebSocket until the stream ends, the client leaves or
+    stalls; returns why it stopped: "end", "disconnect", "stalled" or "error"."""
+    why = "end"
+    async with anyio.create_task_group() as tg:
+
+        async def disconnected() -> None:
+            nonlocal why
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                pass  # a client's messages mean nothing here
+            why = "disconnect"
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(disconnected)
+        try:
+            async with aclosing(batches):
+                async for batch in batches:
+                    for item in batch:  # no keep-alive frames: the server's pings do that
+                        with anyio.fail_after(stall_timeout):
+                            await websocket.send_text(ws_frame(item))
+            with anyio.fail_after(stall_timeout):
+                await websocket.close(1000)
+        except TimeoutError:
+            why = "stalled"
+            log.info("dropped a WebSocket stream client that stopped reading")
+        except StoreError as exc:
+            why = "error"
+            log.warning("a stream ended: the store failed: %s", exc)
+            with anyio.move_on_after(stall_timeout):
+                await websocket.close(1011, "the store failed; reconnect with your last id")
+        tg.cancel_scope.cancel()
+    return why

@@ -1,0 +1,369 @@
+"""Live streams over a real uvicorn server: SSE and WebSocket, resumes, tokens, parks, bad clients.
+
+Every stream is compared with the run's journal: the events a client gets (across any
+reconnects) are the journal's, each once, in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import msgspec
+import pytest
+import websockets
+
+from mainspring import Runtime
+from mainspring.engine.handle import RunHandle
+from mainspring.server import ServerConfig, create_app
+from mainspring.server.routes.streams import hub_of
+from mainspring.server.streams import StreamHub
+from tests.stream_graphs import ANSWER, asker, build_ticker, gateway, ticker
+from tests.stream_support import Received, Served, read_sse, serve
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
+    async with Runtime.open(f"sqlite:///{tmp_path / 'streams.db'}", models=gateway()) as rt:
+        yield rt
+
+
+@pytest.fixture
+async def served(runtime: Runtime) -> AsyncIterator[Served]:
+    config = ServerConfig(auth=False, console=False, stall_timeout=1.0, heartbeat=0.5)
+    app = create_app(runtime, graphs=[ticker, asker], config=config)
+    async with serve(app) as s:
+        yield s
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=30) as c:
+        yield c
+
+
+def hub(served: Served) -> StreamHub:
+    return hub_of(served.app.state.mainspring)
+
+
+async def journal(runtime: Runtime, run_id: str) -> list[dict[str, Any]]:
+    return [
+        msgspec.json.decode(msgspec.json.encode(e.to_json())) for e in await runtime.events(run_id)
+    ]
+
+
+async def until(condition: Any, what: str) -> None:
+    """Wait for ``condition()`` to hold (the server's state, seen from the test)."""
+    with anyio.fail_after(10):
+        while not condition():
+            await anyio.sleep(0.01)
+
+
+# -- the stream is the journal ------------------------------------------------------------
+
+
+async def test_a_finished_run_streams_its_journal_then_end(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(ticker, {"limit": 5})
+    await run.wait()
+    got = await read_sse(client, f"{served.url}/v1/runs/{run.run_id}/stream")
+    assert got.journaled == await journal(runtime, run.run_id)
+    assert [e.id for e in got.events if e.event != "end"] == [str(s) for s in got.seqs]
+    assert got.end == {"status": "finished", "seq": got.seqs[-1]}
+
+
+async def test_a_live_run_streams_every_event_once(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(ticker, {"limit": 30, "delay": 0.01})
+    got = await read_sse(client, f"{served.url}/v1/runs/{run.run_id}/stream")
+    assert got.journaled == await journal(runtime, run.run_id)
+    assert got.end is not None and got.end["status"] == "finished"
+
+
+async def test_reconnects_with_last_event_id_mid_run_and_after_the_end(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(ticker, {"limit": 40, "delay": 0.01})
+    url = f"{served.url}/v1/runs/{run.run_id}/stream"
+    got = Received()
+    await read_sse(client, url, into=got, stop_after=7)  # then the client goes away
+    await read_sse(
+        client, url, into=got, headers={"Last-Event-ID": got.last_id or ""}, stop_after=20
+    )
+    await run.wait()  # back only after the run ended
+    await read_sse(client, url, into=got, headers={"Last-Event-ID": got.last_id or ""})
+    assert got.journaled == await journal(runtime, run.run_id)  # none lost, none twice
+    # ?after works as the header does; the header wins when it is later.
+    tail = await read_sse(client, f"{url}?after=3", headers={"Last-Event-ID": "10"})
+    assert tail.seqs[0] == 11 and tail.end == got.end
+    tail = await read_sse(client, f"{url}?after=10", headers={"Last-Event-ID": "3"})
+    assert tail.seqs[0] == 11
+
+
+async def test_a_subscriber_behind_the_ring_reads_the_journal(runtime: Runtime) -> None:
+    config = ServerConfig(auth=False, console=False, stream_buffer=4)
+    app = create_app(runtime, graphs=[ticker], config=config)
+    async with serve(app) as s, httpx.AsyncClient(timeout=30) as c:
+        run = await runtime.start(ticker, {"limit": 60, "delay": 0.005})
+        url = f"{s.url}/v1/runs/{run.run_id}/stream"
+        first = Received()
+        await read_sse(c, url, into=first, stop_after=3)
+        feed = hub(s).feed(run.run_id)
+        late = await read_sse(c, url)  # joins as the ring holds 4 events: the rest is read
+        assert feed is None or len(feed.ring) <= 4
+        assert late.journaled == await journal(runtime, run.run_id)
+        assert hub(s).feeds() == 0  # nobody follows the run: nothing kept for it
+
+
+async def test_tokens_stream_between_the_effect_start_and_its_end(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(asker, {"question": "fox?", "delay": 0.3})
+    url = f"{served.url}/v1/runs/{run.run_id}/stream?until=park"
+    got, plain = await _both(client, url, f"{url}&tokens=false")
+    kinds = [e.event for e in got.events]
+    started, finished = kinds.index("effect_started"), kinds.index("effect_finished")
+    tokens = [i for i, k in enumerate(kinds) if k == "model_delta"]
+    assert tokens and started < min(tokens) and max(tokens) < finished
+    text = "".join(msgspec.json.decode(got.events[i].data)["data"]["text"] for i in tokens)
+    assert text == ANSWER
+    assert got.end == {"status": "interrupted", "seq": got.seqs[-1]}
+    assert "model_delta" not in [e.event for e in plain.events]
+    assert got.journaled == plain.journaled == await journal(runtime, run.run_id)
+
+
+async def _both(client: httpx.AsyncClient, a: str, b: str) -> tuple[Received, Received]:
+    out: dict[str, Received] = {}
+
+    async def one(url: str) -> None:
+        out[url] = await read_sse(client, url)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one, a)
+        tg.start_soon(one, b)
+    return out[a], out[b]
+
+
+async def test_the_stream_follows_a_park_and_a_resume(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(asker, {"question": "fox?"})
+    url = f"{served.url}/v1/runs/{run.run_id}/stream?tokens=false"
+    got = Received()
+    async with anyio.create_task_group() as tg:
+
+        async def follow() -> None:
+            await read_sse(client, url, into=got)
+
+        tg.start_soon(follow)
+        await run.wait()  # parked
+        await until(lambda: "interrupted" in [e.event for e in got.events], "the park streamed")
+        await runtime.resume(run.run_id, True)
+    assert got.journaled == await journal(runtime, run.run_id)
+    assert got.end is not None and got.end["status"] == "finished"
+
+
+async def test_a_missing_run_is_404_before_any_stream(
+    served: Served, client: httpx.AsyncClient
+) -> None:
+    response = await client.get(f"{served.url}/v1/runs/nope/stream")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "run_not_found"
+    ws = served.url.replace("http", "ws")
+    async with websockets.connect(f"{ws}/v1/runs/nope/ws") as conn:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await conn.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4404
+
+
+async def test_the_websocket_stream_is_the_journal(runtime: Runtime, served: Served) -> None:
+    run = await runtime.start(ticker, {"limit": 20, "delay": 0.005})
+    ws = served.url.replace("http", "ws")
+    frames: list[dict[str, Any]] = []
+    async with websockets.connect(f"{ws}/v1/runs/{run.run_id}/ws?after=2") as conn:
+        async for text in conn:
+            frames.append(msgspec.json.decode(text))
+    assert frames[-1]["event"] == "end" and frames[-1]["data"]["status"] == "finished"
+    events = frames[:-1]
+    assert [f["data"] for f in events] == (await journal(runtime, run.run_id))[2:]
+    assert all(f["id"] == f["data"]["seq"] and f["event"] == f["data"]["kind"] for f in events)
+
+
+# -- bad clients never stop a run --------------------------------------------------------
+
+
+async def test_a_client_that_disconnects_leaves_nothing_behind(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(ticker, {"limit": 200, "delay": 0.01})
+    url = f"{served.url}/v1/runs/{run.run_id}/stream"
+    await read_sse(client, url, stop_after=5)  # closes its connection mid-stream
+    await until(lambda: hub(served).feeds() == 0, "the subscriber left the hub")
+    assert (await runtime.get_run(run.run_id)).status.value == "running"
+    await runtime.handle(run.run_id).cancel()
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_the_others_go_on(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    g = build_ticker()
+    big = _big_ticker()
+    config = ServerConfig(auth=False, console=False, stall_timeout=0.5, heartbeat=0.2)
+    app = create_app(runtime, graphs=[g.compile(), big], config=config)
+    caplog.set_level(logging.INFO, logger="mainspring.server.streams")
+    async with serve(app) as s, httpx.AsyncClient(timeout=30) as c:
+        run = await runtime.start(big, {"limit": 150, "delay": 0.0})
+        host, port = s.url.removeprefix("http://").split(":")
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny window
+        stalled.connect((host, int(port)))
+        stalled.sendall(
+            f"GET /v1/runs/{run.run_id}/stream HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        )  # and never reads a byte
+        try:
+            await until(lambda: hub(s).feed(run.run_id) is not None, "the stalled client joined")
+            got = await read_sse(c, f"{s.url}/v1/runs/{run.run_id}/stream")
+            assert got.journaled == await journal(runtime, run.run_id)
+            assert (await run.wait()).status.value == "finished"
+            await until(lambda: hub(s).feeds() == 0, "the stalled client was dropped")
+        finally:
+            stalled.close()
+    assert any("stopped reading" in r.getMessage() for r in caplog.records)
+
+
+def _big_ticker() -> Any:
+    """A ticker whose every step writes ~64 KB: a stalled socket fills fast."""
+    from typing import TypedDict
+
+    from mainspring import END, START, Context, Graph
+
+    class Big(TypedDict, total=False):
+        n: int
+        limit: int
+        delay: float
+        blob: str
+
+    g = Graph(Big, name="big-ticker")
+
+    @g.node
+    async def tick(s: Big, ctx: Context) -> dict[str, Any]:
+        n = s.get("n", 0) + 1
+        return {"n": n, "blob": f"{n:08d}" * 8192}
+
+    g.edge(START, "tick")
+    g.branch(
+        "tick", lambda s: "tick" if s.get("n", 0) < s["limit"] else END, {"tick": "tick", END: END}
+    )
+    return g.compile()
+
+
+async def test_idle_streams_get_keep_alives(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(asker, {"question": "fox?"})
+    await run.wait()  # parked: nothing happens until a resume
+    chunks: list[bytes] = []
+    url = f"{served.url}/v1/runs/{run.run_id}/stream"
+    async with client.stream("GET", url) as response:
+        async for chunk in response.aiter_raw():
+            chunks.append(chunk)
+            if b": keep-alive" in b"".join(chunks):
+                break
+    assert b"event: interrupted" in b"".join(chunks)
+
+
+# -- the console's live list -----------------------------------------------------------
+
+
+async def test_watch_sends_runs_as_they_change(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    from mainspring.models.sse import SSEParser
+
+    seen: list[dict[str, Any]] = []
+    async with client.stream("GET", f"{served.url}/v1/watch") as response:
+        assert response.status_code == 200
+        parser = SSEParser()
+        run: RunHandle | None = None
+        async for chunk in response.aiter_raw():
+            if run is None:  # the watch is on (its first batch came): now the run
+                run = await runtime.start(ticker, {"limit": 3})
+            for event in parser.feed(chunk):
+                if event.event == "run":
+                    seen.append(msgspec.json.decode(event.data))
+            mine = [r for r in seen if r["run_id"] == run.run_id]
+            if mine and mine[-1]["status"] == "finished":
+                break
+    assert run is not None
+    assert mine[-1]["last_seq"] == len(await runtime.events(run.run_id))
+
+
+# -- a server restart mid-stream ------------------------------------------------------------
+
+
+def _start_server(db: Path, run_id: str, limit: int) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.stream_server", str(db), run_id, str(limit)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    port = proc.stdout.readline().strip()
+    assert port.isdigit(), f"the server did not start (exit {proc.poll()})"
+    return proc, f"http://127.0.0.1:{port}"
+
+
+async def _restart_mid_stream(tmp_path: Path, limit: int, kills: int) -> None:
+    db = tmp_path / "restart.db"
+    run_id = "r-restart"
+    got = Received()
+    async with httpx.AsyncClient(timeout=30) as c:
+        for round_ in range(kills + 1):
+            proc, url = await anyio.to_thread.run_sync(_start_server, db, run_id, limit)
+            try:
+                headers = {"Last-Event-ID": got.last_id} if got.last_id else None
+                stream = f"{url}/v1/runs/{run_id}/stream"
+                if round_ < kills:  # read some, then the server dies under the client
+                    await read_sse(
+                        c, stream, into=got, headers=headers, stop_after=len(got.seqs) + 15
+                    )
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    assert got.end is None, "the run ended before the kill: raise the limit"
+                else:
+                    await read_sse(c, stream, into=got, headers=headers)
+            finally:
+                proc.kill()
+                proc.wait()
+    async with Runtime.open(f"sqlite:///{db}", recover="off") as rt:
+        assert got.journaled == await journal(rt, run_id)  # each event once, none lost
+    assert got.end is not None and got.end["status"] == "finished"
+
+
+async def test_a_server_killed_mid_stream_loses_nothing_for_a_client_that_reconnects(
+    tmp_path: Path,
+) -> None:
+    await _restart_mid_stream(tmp_path, limit=60, kills=1)
+
+
+@pytest.mark.slow
+async def test_three_kills_mid_stream_lose_nothing(tmp_path: Path) -> None:
+    await _restart_mid_stream(tmp_path, limit=300, kills=3)
