@@ -25,6 +25,7 @@ from . import (
     graphs,
     history,
     journal,
+    keys,
     memory,
     memory_archive,
     observe,
@@ -71,6 +72,7 @@ def _root(
 def _register(app: typer.Typer) -> None:
     """Add every command module's commands to ``app``: the one place to plug a module in."""
     modules = (drive, journal, history, graphs, observe, doctor, tools, policy, audit, memory)
+    modules += (keys,)
     for module in (*modules, memory_archive):  # memory_archive joins the "memory" group
         module.register(app)
 

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from .. import __version__
 from ..engine.runtime import Runtime
-from . import errors
+from . import errors, security
 from .catalog import GraphCatalog
 from .config import ServerConfig
 from .context import ServerState
@@ -88,6 +88,7 @@ def create_app(
     )
     app.state.mainspring = state
     errors.install(app)
+    security.install(app, config)
     for router in ROUTERS:
         app.include_router(router)
     if config.console:

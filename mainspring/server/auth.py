@@ -47,30 +47,51 @@ def bearer_key(conn: HTTPConnection) -> str | None:
     return conn.headers.get("x-api-key") or conn.query_params.get("api_key") or None
 
 
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A request's key, checked once (by the security middleware, else the first route
+    dependency): whether one was sent, and whose it is (None: unknown, revoked, malformed)."""
+
+    presented: bool
+    principal: Principal | None
+
+
+async def identify(conn: HTTPConnection) -> Principal | None:
+    """The principal of the request's key, checked once per request; None if it sent no
+    key or one that is not valid. Raises nothing for a missing key (``authenticate`` does):
+    the rate limiter asks this of every request, routes that need no key included."""
+    checked: _Checked | None = getattr(conn.state, "mainspring_auth", None)
+    if checked is None:
+        state = server_state(conn)
+        if not state.config.auth:
+            checked = _Checked(False, LOCAL)
+        else:
+            key = bearer_key(conn)
+            found = None
+            if key is not None and state.keys is not None:
+                found = await state.keys.verify(key)
+            checked = _Checked(key is not None, found)
+        conn.state.mainspring_auth = checked
+    return checked.principal
+
+
 async def authenticate(conn: HTTPConnection) -> Principal:
-    state = server_state(conn)
-    cached: Principal | None = getattr(conn.state, "principal", None)
-    if cached is not None:
-        return cached
-    if not state.config.auth:
-        principal = LOCAL
-    else:
-        key = bearer_key(conn)
-        if key is None or state.keys is None:
-            raise HTTPException(
-                401,
-                "an API key is required: send 'Authorization: Bearer <key>' "
-                "(create one with 'mainspring keys create --tenant T --scopes read,run')",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        found = await state.keys.verify(key)
-        if found is None:
-            raise HTTPException(
-                401, "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"}
-            )
-        principal = found
-    conn.state.principal = principal
-    return principal
+    """The request's principal; 401 without a valid key."""
+    principal = await identify(conn)
+    if principal is not None:
+        return principal
+    checked: _Checked = conn.state.mainspring_auth
+    if not checked.presented:
+        raise HTTPException(
+            401,
+            "an API key is required: send 'Authorization: Bearer <key>' "
+            "(create one with 'mainspring keys create --tenant T --scopes read,run')",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    # One answer for unknown, revoked and malformed keys: which one it was is not told.
+    raise HTTPException(
+        401, "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"}
+    )
 
 
 def require(scope: Scope) -> Callable[[Request], Awaitable[Caller]]:

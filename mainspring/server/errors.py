@@ -16,6 +16,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 from starlette.routing import Match
 
 from ..errors import (
@@ -81,6 +82,38 @@ def allowed_methods(app: FastAPI, request: Request) -> list[str]:
     return sorted(methods)
 
 
+def request_id(conn: HTTPConnection) -> str:
+    """The request's id, as its ``X-Request-ID`` header and the server's log show it (given
+    by the security middleware; made here for a request that did not pass it)."""
+    found: str | None = getattr(conn.state, "request_id", None)
+    if found is None:
+        found = conn.state.request_id = secrets.token_hex(8)
+    return found
+
+
+def internal_error(conn: HTTPConnection, exc: BaseException) -> JSONResponse:
+    """A 500 for an unexpected ``exc``: logged with its traceback, answered with the request
+    id only (never the traceback, nor the exception's text, which may hold data)."""
+    rid = request_id(conn)
+    method = conn.scope.get("method", "WEBSOCKET")
+    log.error("request %s %s failed (id %s)", method, conn.url.path, rid, exc_info=exc)
+    message = f"internal error; the server log has it as {rid}"
+    return JSONResponse(error_body("internal", message, request_id=rid), 500)
+
+
+def error_response(conn: HTTPConnection, exc: Exception) -> JSONResponse:
+    """The answer to an error raised outside the routes (the middleware's own calls)."""
+    if isinstance(exc, ApiError):
+        return JSONResponse(error_body(exc.code, exc.message, **exc.details), exc.status)
+    if isinstance(exc, StarletteHTTPException):
+        code = _CODES.get(exc.status_code, "error")
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
+    mapped = status_of(exc) if isinstance(exc, MainspringError) else None
+    if mapped is None:
+        return internal_error(conn, exc)
+    return JSONResponse(error_body(mapped[1], str(exc)), mapped[0])
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
 
@@ -116,10 +149,4 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        request_id = secrets.token_hex(8)
-        log.error("request %s %s failed (id %s)", request.method, request.url.path, request_id,
-                  exc_info=exc)  # fmt: skip
-        return JSONResponse(
-            error_body("internal", f"internal error; the server log has it as {request_id}"),
-            500,
-        )
+        return internal_error(request, exc)

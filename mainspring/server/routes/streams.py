@@ -52,6 +52,7 @@ def _resume_point(after: int, last_event_id: str | None) -> int:
 @router.get(
     "/v1/runs/{run_id}/stream",
     response_class=EventStreamResponse,
+    status_code=200,  # FastAPI cannot read it from this class (its /openapi.json fails)
     summary="A run's events as Server-Sent Events, from the journal then live",
     responses={200: {"content": {"text/event-stream": {}}}},
 )
@@ -113,6 +114,7 @@ async def stream_run_ws(
 @router.get(
     "/v1/watch",
     response_class=EventStreamResponse,
+    status_code=200,  # FastAPI cannot read it from this class (its /openapi.json fails)
     summary="The caller's runs as they change (SSE `run` events): the console's live list",
     responses={200: {"content": {"text/event-stream": {}}}},
 )

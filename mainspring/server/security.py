@@ -1,0 +1,262 @@
+"""The server's guards, as ASGI middleware ``create_app`` installs (docs/server-security.md).
+
+From the outside in:
+
+* :class:`Shield`: every HTTP response gets the security headers (a Content-Security-Policy
+  that allows the console's own files only, no inline script; ``nosniff``; no framing; no
+  referrer; ``Cache-Control: no-store`` on the API) and an ``X-Request-ID``; an exception
+  no handler took becomes the one error JSON with that id, never a traceback.
+* CORS (Starlette's ``CORSMiddleware``), only when ``ServerConfig.cors_origins`` names
+  origins: off by default, so browsers refuse other sites' scripts reading the API.
+* :class:`Guard`: the request's key is checked once (``auth.identify``), then the rate
+  limit is taken (per key; per client address without a valid key), then the body is read
+  up to ``max_body_bytes`` (``413`` past it, chunked bodies included) before any route sees
+  it. An ``api_key`` query parameter is removed from the request once checked, so it
+  reaches neither the routes nor the access log.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from typing import Final
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import FastAPI
+from starlette.datastructures import MutableHeaders
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import HTTPConnection
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import errors
+from .auth import identify
+from .config import ServerConfig
+from .ratelimit import RateLimiter, retry_after
+
+#: The console's policy (and every other response's): its own files only, no inline
+#: script or style, no plug-ins, not framed by any page.
+CONSOLE_CSP: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+#: The OpenAPI browser (/docs) is FastAPI's Swagger UI page: its script and style from
+#: jsDelivr, and one inline script, allowed by its hash (computed from the page served).
+_DOCS_CSP: Final = (
+    "default-src 'self'; script-src 'self' https://cdn.jsdelivr.net {hashes}; "
+    "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+_HEADERS: Final = (
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    ("cross-origin-opener-policy", "same-origin"),
+)
+_API_PATHS: Final = ("/v1/", "/metrics", "/healthz", "/readyz", "/openapi.json")
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.S)
+
+
+def install(app: FastAPI, config: ServerConfig) -> None:
+    """Add the guards to ``app`` (the last added runs first)."""
+    app.add_middleware(Guard, config=config)
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Last-Event-ID"],
+            expose_headers=["Retry-After", "X-Request-ID"],
+            allow_credentials=False,  # keys travel in headers, never in cookies
+        )
+    app.add_middleware(Shield, docs_path=app.docs_url)
+
+
+def is_api(path: str) -> bool:
+    return path.startswith(_API_PATHS) or path == "/v1"
+
+
+class Shield:
+    """Security headers and a request id on every response; no traceback ever."""
+
+    def __init__(self, app: ASGIApp, docs_path: str | None = None) -> None:
+        self.app = app
+        self.docs_path = docs_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        conn = HTTPConnection(scope)
+        request_id = errors.request_id(conn)
+        path: str = scope["path"]
+        api = is_api(path)
+        hold = path == self.docs_path  # the page is read whole to hash its inline script
+        held: list[Message] = []
+        started = False
+
+        async def send_secured(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = MutableHeaders(scope=message)
+                for name, value in _HEADERS:
+                    headers.setdefault(name, value)
+                headers.setdefault("x-request-id", request_id)
+                if api:
+                    headers.setdefault("cache-control", "no-store")
+                if not hold:
+                    headers.setdefault("content-security-policy", CONSOLE_CSP)
+            if hold:
+                held.append(message)
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    for out in _with_docs_policy(held):
+                        await send(out)
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_secured)
+        except Exception as exc:
+            if started:
+                raise  # the answer is on its way: the server closes the connection
+            hold = False
+            response = errors.error_response(conn, exc)
+            await response(scope, receive, send_secured)
+
+
+def _with_docs_policy(held: list[Message]) -> list[Message]:
+    start, *bodies = held
+    page = b"".join(m.get("body", b"") for m in bodies)
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(script).digest()).decode() + "'"
+        for script in _INLINE_SCRIPT.findall(page)
+    )
+    MutableHeaders(scope=start).setdefault(
+        "content-security-policy", _DOCS_CSP.format(hashes=hashes or "")
+    )
+    return [start, {"type": "http.response.body", "body": page, "more_body": False}]
+
+
+class Guard:
+    """The request's key, its rate limit and its body size, before any route runs."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: ServerConfig,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.limiter = limiter or RateLimiter(config.rate, config.burst)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        conn = HTTPConnection(scope)
+        principal = await identify(conn)
+        _drop_query_key(scope)
+        client = scope.get("client")
+        by_key = principal is not None and self.config.auth
+        caller = (
+            f"key:{principal.key_id}"
+            if principal is not None and by_key
+            else f"address:{client[0] if client else 'unknown'}"
+        )
+        wait = self.limiter.take(caller)
+        if scope["type"] == "websocket":
+            if wait:  # as the stream routes refuse: accepted, then closed 4000 + the status
+                if (await receive())["type"] == "websocket.connect":
+                    await send({"type": "websocket.accept"})
+                    reason = f"rate limited: retry in {retry_after(wait)} s"
+                    await send({"type": "websocket.close", "code": 4429, "reason": reason})
+                return
+            await self.app(scope, receive, send)
+            return
+        if wait:
+            message = (
+                f"too many requests for this {'API key' if by_key else 'client address'} "
+                f"(at most {self.config.rate:g} a second, bursts of {self.config.burst}); "
+                f"retry in {retry_after(wait)} s"
+            )
+            headers = {"Retry-After": retry_after(wait)}
+            await _reply(scope, receive, send, 429, "rate_limited", message, headers)
+            return
+        await self._with_body(scope, receive, send)
+
+    async def _with_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self.config.max_body_bytes
+        length = HTTPConnection(scope).headers.get("content-length")
+        if length is not None and not length.strip().isdigit():
+            invalid = f"invalid Content-Length {length[:40]!r}; send the body's size in bytes"
+            await _reply(scope, receive, send, 400, "bad_request", invalid)
+            return
+        too_large = (
+            f"the request body is larger than this server accepts ({limit} bytes, "
+            "ServerConfig.max_body_bytes); send a smaller body"
+        )
+        if length is not None and int(length) > limit:
+            await _reply(scope, receive, send, 413, "too_large", too_large)
+            return
+        # Read whole (the API takes JSON, not streams) and counted: a chunked body sends
+        # no Content-Length, and is cut off here as soon as it passes the limit.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left before sending its body: nobody to answer
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _reply(scope, receive, send, 413, "too_large", too_large)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the body read already, then what the client sends next
+    (its disconnect, which streaming responses wait for)."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _reply(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+) -> None:
+    response = JSONResponse(errors.error_body(code, message), status, headers=headers)
+    await response(scope, receive, send)
+
+
+def _drop_query_key(scope: Scope) -> None:
+    """Remove ``api_key`` from the query string, in the scope the server logs from."""
+    query: bytes = scope.get("query_string", b"")
+    if b"api_key" not in query:
+        return
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    kept = [(k, v) for k, v in pairs if k != "api_key"]
+    scope["query_string"] = urlencode(kept).encode("latin-1")
+
+
+__all__ = ["CONSOLE_CSP", "Guard", "Shield", "install", "is_api"]
