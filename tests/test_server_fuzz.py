@@ -29,26 +29,31 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
+from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Err
+from schemathesis.schemas import BaseSchema
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
-from schemathesis import Case, GenerationMode
 
 from mainspring.server import ServerConfig, create_app
 from mainspring.server.keys.memory import MemoryKeyStore
 from mainspring.server.keys.protocol import Scope
-from tests.cli_graphs import support
+from tests.cli_graphs import broken, support
+
+#: The graphs served: one that parks on an interrupt or finishes, one that fails.
+GRAPHS = [support, broken]
 
 #: Generated examples per operation and generation mode (positive and negative).
 EXAMPLES = 12
 #: Never a limit a fuzz request reaches: 429s are the rate limiter's tests' business.
 UNLIMITED = ServerConfig(rate=1e9, burst=10**9)
-#: Streams follow a run until it ends (a parked run's stream stays open); they are exercised
-#: by the streams' own tests, and here only through their 4xx (unknown run, bad key).
-STREAMING = r"(/stream|/ws|/watch|/agui/)"
+#: ``/v1/watch`` streams for as long as the client listens: it is only checked to refuse a
+#: request without a key. A run's stream is fuzzed with ``until=park`` (it ends at a park).
+ENDLESS = r"^/v1/watch$"
 
 CHECKS = [
     not_a_server_error,
@@ -90,7 +95,7 @@ class _Server(uvicorn.Server):
 
 @pytest.fixture(scope="module")
 def open_api() -> Iterator[Live]:
-    app = create_app("memory://", graphs=[support], config=_config(auth=False))
+    app = create_app("memory://", graphs=GRAPHS, config=_config(auth=False))
     with _serve(app, None) as live:
         yield live
 
@@ -100,7 +105,7 @@ def keyed_api() -> Iterator[Live]:
     keys = MemoryKeyStore()
     # A tenant's key with every scope (admin too, for /metrics): the tenant's view is fuzzed.
     _, key = asyncio.run(keys.create("acme", frozenset({Scope.ADMIN}), name="fuzz"))
-    app = create_app("memory://", graphs=[support], keys=keys, config=_config(auth=True))
+    app = create_app("memory://", graphs=GRAPHS, keys=keys, config=_config(auth=True))
     with _serve(app, key) as live:
         yield live
 
@@ -138,14 +143,15 @@ class _serve:
 
 
 def _seed(live: Live) -> None:
-    """A finished run and a parked one (with its interrupt), on two threads."""
+    """A finished run, a parked one (with its interrupt) and a failed one, on three threads."""
     with httpx.Client(base_url=live.url, headers=live.headers, timeout=30) as client:
-        for run_id, text, thread in (
-            ("fuzz-done", "hello", "t-done"),
-            ("fuzz-parked", "refund please", "t-parked"),
+        for run_id, graph, input, thread in (
+            ("fuzz-done", "support", {"text": "hello"}, "t-done"),
+            ("fuzz-parked", "support", {"text": "refund please"}, "t-parked"),
+            ("fuzz-failed", "broken", {"n": 1}, "t-failed"),
         ):
-            body = {"graph": "support", "input": {"text": text}, "run_id": run_id}
-            started = client.post("/v1/runs", json={**body, "thread": thread, "wait": True})
+            body = {"graph": graph, "input": input, "run_id": run_id, "thread": thread}
+            started = client.post("/v1/runs", json={**body, "wait": True})
             assert started.status_code == 201, started.text
             live.runs.append(run_id)
             live.threads.append(thread)
@@ -155,15 +161,34 @@ def _seed(live: Live) -> None:
 
 
 #: The document the fuzz is generated from: the app's own, as served on /openapi.json.
-SCHEMA = schemathesis.openapi.from_dict(
-    create_app("memory://", graphs=[support], config=_config(auth=False)).openapi()
-).exclude(path_regex=STREAMING)
-OPERATIONS = sorted(op.ok().label for op in SCHEMA.get_all_operations())
+DOCUMENT = schemathesis.openapi.from_dict(
+    create_app("memory://", graphs=GRAPHS, config=_config(auth=False)).openapi()
+)
+SCHEMA = DOCUMENT.exclude(path_regex=ENDLESS)  # shares DOCUMENT's hooks
+
+
+def _labels(schema: BaseSchema) -> list[str]:
+    labels = []
+    for found in schema.get_all_operations():
+        if isinstance(found, Err):  # the document itself is broken: say where
+            raise found.err()
+        labels.append(found.ok().label)
+    return sorted(labels)
+
+
+OPERATIONS, EVERY_OPERATION = _labels(SCHEMA), _labels(DOCUMENT)
 #: Real ids the generated path parameters and bodies draw from (filled by the servers' seeds).
-KNOWN: dict[str, list[str]] = {"name": ["support"]}
+KNOWN: dict[str, list[str]] = {"name": [g.name for g in GRAPHS]}
 
 
-@SCHEMA.hook
+@DOCUMENT.hook
+def map_query(context: Any, query: dict[str, Any] | None) -> dict[str, Any] | None:
+    if context.operation.path.endswith("/stream") and query is not None:
+        return {**query, "until": "park"}  # the stream of a parked run ends, not waits
+    return query
+
+
+@DOCUMENT.hook
 def flatmap_path_parameters(context: Any, path: dict[str, Any] | None) -> Any:
     # Often a real id in each slot: the route's working path, not only its 404.
     if not path:
@@ -176,10 +201,10 @@ def flatmap_path_parameters(context: Any, path: dict[str, Any] | None) -> Any:
     )
 
 
-@SCHEMA.hook
+@DOCUMENT.hook
 def flatmap_body(context: Any, body: Any) -> Any:
     if isinstance(body, dict) and "graph" in body:
-        return st.sampled_from([body, {**body, "graph": "support"}])
+        return st.sampled_from([body, *({**body, "graph": g.name} for g in GRAPHS)])
     return st.just(body)
 
 
@@ -201,7 +226,7 @@ def fuzz(label: str, live: Live, mode: GenerationMode) -> None:
 
     @FUZZ
     @given(case=operation.as_strategy(mode, hooks=SCHEMA.hooks))
-    def check(case: Case) -> None:
+    def check(case: Case[Any]) -> None:
         case.call_and_validate(base_url=live.url, headers=live.headers, checks=CHECKS, timeout=30)
 
     try:
@@ -227,14 +252,14 @@ def test_every_operation_with_a_tenant_key(
     fuzz(label, keyed_api, mode)
 
 
-@pytest.mark.parametrize("label", OPERATIONS)
+@pytest.mark.parametrize("label", EVERY_OPERATION)
 def test_every_operation_refuses_a_request_without_a_key(label: str, keyed_api: Live) -> None:
-    operation = SCHEMA.find_operation_by_label(label)
+    operation = DOCUMENT.find_operation_by_label(label)
     assert operation is not None
 
     @settings(FUZZ, max_examples=3)
-    @given(case=operation.as_strategy(hooks=SCHEMA.hooks))
-    def check(case: Case) -> None:
+    @given(case=operation.as_strategy(hooks=DOCUMENT.hooks))
+    def check(case: Case[Any]) -> None:
         response = case.call(base_url=keyed_api.url, timeout=30)
         if case.path in ("/healthz", "/readyz"):  # the only operations open to all
             assert response.status_code == 200
