@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from mainspring import Runtime
+from mainspring import END, START, Graph, Runtime
 from mainspring.server import (
     ALL_TENANTS,
     KeyInfo,
@@ -23,7 +23,8 @@ from mainspring.server import (
     ServerConfig,
     create_app,
 )
-from tests.cli_graphs import broken, support
+from tests.cli_graphs import Ticket, answer, broken, classify, refund, route, support
+from tests.conftest import STORE_BACKENDS, postgres_schema_url
 
 pytestmark = pytest.mark.anyio
 
@@ -258,18 +259,39 @@ async def test_health_readiness_me_and_metrics(client: httpx.AsyncClient) -> Non
     await start(client, input=HELLO)
     metrics = await client.get("/metrics")
     assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
-    assert 'mainspring_runs_finished_total{graph="support"' in metrics.text or (
-        "mainspring_" in metrics.text
-    )
+    assert 'mainspring_runs_finished_total{graph="support"} 1.0' in metrics.text
+    await start(client, input=HELLO)  # a scrape reads only what is new, and counts it once
+    again = (await client.get("/metrics")).text
+    assert 'mainspring_runs_finished_total{graph="support"} 2.0' in again
 
 
-async def test_sqlite_store_serves_the_same(tmp_path: Path) -> None:
-    async with api(f"sqlite:///{tmp_path / 'api.db'}") as client:
-        run = await start(client, input=REFUND, run_id="p")
-        assert run["status"] == "interrupted"
-        iid = run["outcome"]["interrupts"][0]["interrupt_id"]
+@pytest.fixture(params=STORE_BACKENDS)
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "memory":
+        yield "memory://"
+    elif request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'api.db'}"
+    else:
+        async with postgres_schema_url() as url:
+            yield url
+
+
+async def test_every_store_serves_the_same(store_url: str) -> None:
+    async with api(store_url) as client:
+        run = await start(client, input=REFUND, run_id="p", thread="t")
+        assert run["status"] == "interrupted" and run["version"] == support.fingerprint
+        busy = await client.post(
+            "/v1/threads/t/runs", json={"graph": "support", "input": HELLO, "multitask": "reject"}
+        )
+        assert busy.status_code == 409 and busy.json()["error"]["code"] == "thread_busy"
+        pending = (await client.get("/v1/interrupts")).json()["interrupts"]
+        assert [i["run_id"] for i in pending] == ["p"]
+        iid = pending[0]["interrupt_id"]
         done = await client.post(f"/v1/runs/p/interrupts/{iid}/approve", json={"wait": True})
         assert done.json()["status"] == "finished"
+        assert (await client.get("/v1/runs/p/state", params={"at": 1})).json()["seq"] == 1
+        thread = (await client.get("/v1/threads/t")).json()
+        assert thread["open_run_id"] is None and [r["run_id"] for r in thread["runs"]] == ["p"]
 
 
 # -- keys and tenants ----------------------------------------------------------------------
@@ -389,3 +411,42 @@ async def test_keys_scope_every_route_to_their_tenant() -> None:
             assert (await client.get("/metrics", headers=auth("op"))).status_code == 200
             me = (await client.get("/v1/me", headers={"X-API-Key": "ms_reader_secret"})).json()
             assert me == {"key_id": "reader", "tenant": "acme", "scopes": ["read"]}
+
+
+def polite(s: Ticket) -> dict[str, Any]:
+    return {"replies": ["thank you"]}
+
+
+_v2 = Graph(Ticket, name="support")  # support with one node more: another version
+for _fn in (classify, refund, answer, polite):
+    _v2.node(_fn)
+_v2.edge(START, "classify")
+_v2.branch("classify", route, {"refund": "refund", "other": "answer"})
+_v2.edge("refund", "polite")
+_v2.edge("answer", "polite")
+_v2.edge("polite", END)
+support_v2 = _v2.compile()
+
+
+async def test_graphs_by_module_attr_with_two_versions_each_run_on_its_own() -> None:
+    async with Runtime.open("memory://") as rt:
+        app = create_app(
+            rt, graphs=["tests.cli_graphs:support", support_v2], config=ServerConfig(auth=False)
+        )
+        async with serve(app) as client:
+            (listed,) = (await client.get("/v1/graphs")).json()["graphs"]
+            assert listed["ref"] == "tests.cli_graphs:support"
+            assert listed["versions"] == [support.fingerprint, support_v2.fingerprint]
+            assert listed["version"] == support_v2.fingerprint  # the newest by default
+            old = await client.get("/v1/graphs/support", params={"version": support.fingerprint})
+            assert old.json()["version"] == support.fingerprint
+            run = await start(client, input=REFUND, run_id="old", version=support.fingerprint)
+            assert run["version"] == support.fingerprint
+            new = await start(client, input=REFUND, run_id="new")
+            assert new["version"] == support_v2.fingerprint
+            for run_id in ("old", "new"):  # each resumed and replayed by its own version
+                done = await client.post(f"/v1/runs/{run_id}/resume", json={"value": True,
+                                         "wait": True})  # fmt: skip
+                assert done.json()["status"] == "finished"
+                assert (await client.post(f"/v1/runs/{run_id}/replay")).json()["ok"]
+            assert (await client.get("/v1/runs/old")).json()["version"] == support.fingerprint

@@ -7,9 +7,13 @@ Runs park on an interrupt or wait on an anyio.Event in a node: no sleeps, no tim
 
 from __future__ import annotations
 
+import re
+import sys
+import types
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypedDict
 
 import anyio
@@ -117,11 +121,15 @@ async def test_enqueue_starts_the_runs_in_order_when_the_open_run_ends(s: Served
     assert first.status_code == 202 and second.status_code == 202
     assert first.json()["status"] == "queued" and first.json()["after"] == "p"
     assert second.json()["after"] == "q1"
+    repeat = await s.post("t", "enqueue", input={"text": "again"}, run_id="q2")
+    assert repeat.status_code == 202 and repeat.json() == second.json()  # queued once
     thread = (await s.client.get("/v1/threads/t")).json()
     assert thread["open_run_id"] == "p"
     assert [q["run_id"] for q in thread["queued"]] == ["q1", "q2"]
     busy = await s.post("t", "reject", input=HELLO)
     assert busy.json()["error"]["details"] == {"open_run_id": "q2"}  # the queue is open too
+    bad = await s.post("t", "enqueue", input={"text": 3})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_input"
     items = s.queues.queued("", "t")
     assert (await s.client.get("/v1/runs/q1")).status_code == 404  # not started yet
     await s.client.post("/v1/runs/p/resume", json={"value": True})
@@ -296,3 +304,18 @@ def test_complete_prefix_cuts_an_unanswered_tool_call() -> None:
     result = {"role": "tool", "tool_call_id": "c1", "content": []}
     assert complete_prefix([user, call]) == [user]
     assert complete_prefix([user, call, result]) == [user, call, result]
+
+
+def test_the_double_texting_example_of_the_docs_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "server.md").read_text()
+    section = text[text.index("### Double texting") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    shown = re.search(r"\nprints\n\n```\n(.*?)```", section, re.S)
+    assert code is not None and shown is not None
+    module = types.ModuleType("server_docs_example")  # a real module: its type hints resolve
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(code.group(1), "docs/server.md", "exec"), module.__dict__)
+    finally:
+        del sys.modules[module.__name__]
+    assert capsys.readouterr().out == shown.group(1)

@@ -8,17 +8,23 @@ journal poller remembers its place), so a scrape costs what is new, not the hist
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 
 from .context import ServerState
 from .errors import ApiError
 
+if TYPE_CHECKING:  # prometheus-client is the telemetry extra: imported on first scrape
+    from prometheus_client import CollectorRegistry
+
+    from ..telemetry.metrics.poller import JournalPoller
+
 
 @dataclass(slots=True)
 class _Metrics:
-    registry: object
-    poller: object
+    registry: CollectorRegistry
+    poller: JournalPoller
     lock: anyio.Lock
 
 
@@ -43,6 +49,5 @@ async def metrics_text(state: ServerState, tenant: str | None) -> tuple[bytes, s
         poller = JournalPoller(state.runtime.store, MetricsAggregator(sink), tenant=tenant)
         found = kept[tenant] = _Metrics(sink.registry, poller, anyio.Lock())
     async with found.lock:  # one scrape feeds the aggregator at a time
-        assert isinstance(found.poller, JournalPoller)
         await found.poller.poll()
-        return generate_latest(found.registry), CONTENT_TYPE_LATEST  # type: ignore[arg-type]
+        return generate_latest(found.registry), CONTENT_TYPE_LATEST

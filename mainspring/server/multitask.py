@@ -212,7 +212,8 @@ async def start_run(state: ServerState, caller: Caller, body: StartRun) -> Start
         if isinstance(started, Started):
             return started
         status, handle = started
-    return Started(status, await answer(view, state, handle, body.wait, body.timeout))
+    version = graph.fingerprint if status == 201 else None  # a repeat's: as it started
+    return Started(status, await answer(view, state, handle, body.wait, body.timeout, version))
 
 
 async def _start(
@@ -248,6 +249,9 @@ async def _on_thread(
         return await _start(view, entry, graph, body)
     busy = await open_run(view, body.thread)
     waiting = queues.queued(view.tenant, body.thread)
+    for item in waiting:
+        if item.run_id == body.run_id:  # the same request again, still queued
+            return Started(202, item.to_json())
     if busy is None and not waiting:
         return await _start(view, entry, graph, body)
     blocker = waiting[-1].run_id if waiting else busy.run_id if busy else ""
@@ -274,6 +278,12 @@ def _enqueue(
     blocker: str,
 ) -> Started:
     assert body.thread is not None and body.run_id is not None
+    try:  # a bad input is the request's 422 now, not a log line when its turn comes
+        message_dicts(body.input) if entry.kind == "agent" else graph.schema.initial(body.input)
+    except BAD_INPUT as exc:
+        raise ApiError(
+            422, "invalid_input", f"the input does not fit {body.graph!r}: {exc}"
+        ) from None
     metadata = _marked(body.metadata, {"strategy": "enqueue", "after": blocker})
     item = Queued(body.run_id, entry.name, body.thread, view.tenant, blocker, time.time())
 
@@ -309,8 +319,11 @@ async def _replace(
     if busy is not None:
         verb = "rolled back" if rollback else "interrupted"
         actor = f"{caller.principal.key_id}: {verb} by run {body.run_id}"
-        with suppress(RunStateError):  # it ended meanwhile: nothing to cancel
+        try:
             await view.cancel(busy.run_id, actor=actor)
+        except RunStateError:  # it ended meanwhile (fine), or another process drives it
+            if (await view.get_run(busy.run_id)).status in OPEN:
+                raise
         mark["rolled_back" if rollback else "interrupted"] = busy.run_id
         if entry.kind == "agent" and not rollback and busy.graph == entry.name:
             carried = await _carried(view, entry, busy.run_id, body.input)

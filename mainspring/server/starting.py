@@ -111,17 +111,22 @@ async def begin(
 
 
 async def answer(
-    api: Api, state: ServerState, handle: RunHandle, wait: bool, timeout: float
+    api: Api,
+    state: ServerState,
+    handle: RunHandle,
+    wait: bool,
+    timeout: float,
+    version: str | None = None,
 ) -> dict[str, Any]:
     """The Run after a start or a resume: with ``wait``, once it stops moving (finished,
-    failed, cancelled or parked) or ``timeout`` passes (then without its outcome)."""
+    failed, cancelled or parked) or ``timeout`` passes (then without its outcome).
+    ``version``: the graph's fingerprint, when the caller knows it (else read)."""
     outcome = None
     if wait:
         with anyio.move_on_after(timeout):
             outcome = await handle.wait()
     record = await api.get_run(handle.run_id)
-    version = await version_of(api, handle.run_id)
-    body = run_json(record, version)
+    body = run_json(record, version or await version_of(api, handle.run_id))
     body["outcome"] = outcome_json(outcome) if outcome is not None else None
     return body
 

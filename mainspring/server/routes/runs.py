@@ -261,7 +261,7 @@ async def resume_with(
         )
     except (TypeError, ValueError) as exc:
         raise ApiError(422, "invalid_value", f"cannot resume with that value: {exc}") from None
-    return await answer(api, state, handle, wait, timeout)
+    return await answer(api, state, handle, wait, timeout, graph.fingerprint)
 
 
 @router.post(
@@ -288,7 +288,7 @@ async def fork(
         effects=body.effects,
         actor=caller.principal.key_id,
     )
-    return await answer(api, state, handle, False, 0)
+    return await answer(api, state, handle, False, 0, graph.fingerprint)
 
 
 @router.post(
