@@ -59,7 +59,7 @@ class Received:
         return [
             msgspec.json.decode(e.data)
             for e in self.events
-            if e.event not in ("model_delta", "end", "error")
+            if e.event not in ("model_delta", "end", "stream_error")
         ]
 
     @property

@@ -25,7 +25,9 @@ import websockets
 from mainspring import Runtime
 from mainspring.engine.handle import RunHandle
 from mainspring.server import ServerConfig, create_app
-from mainspring.server.routes.streams import hub_of
+from mainspring.server.keys.protocol import KeyInfo, Principal
+from mainspring.server.keys.protocol import Scope as KeyScope
+from mainspring.server.routes.streams import close_streams, hub_of
 from mainspring.server.streams import StreamHub
 from tests.stream_graphs import ANSWER, asker, build_ticker, gateway, ticker
 from tests.stream_support import Received, Served, read_sse, serve
@@ -367,3 +369,187 @@ async def test_a_server_killed_mid_stream_loses_nothing_for_a_client_that_reconn
 @pytest.mark.slow
 async def test_three_kills_mid_stream_lose_nothing(tmp_path: Path) -> None:
     await _restart_mid_stream(tmp_path, limit=300, kills=3)
+
+
+# -- runs driven elsewhere, and the docs' client ---------------------------------------------
+
+
+async def test_a_run_driven_by_another_process_is_followed_from_its_record(
+    tmp_path: Path, runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    # Another runtime on the same file stands for another worker: the server does not
+    # drive the run, so its stream follows the run's record and journal.
+    async with Runtime.open(f"sqlite:///{tmp_path / 'streams.db'}", recover="off") as worker:
+        run = await worker.start(ticker, {"limit": 10, "delay": 0.02})
+        got = await read_sse(client, f"{served.url}/v1/runs/{run.run_id}/stream")
+        assert got.journaled == await journal(worker, run.run_id)
+        assert got.end is not None and got.end["status"] == "finished"
+
+
+def _docs_example(name: str) -> str:
+    text = (ROOT / "docs" / "server-streams.md").read_text()
+    after = text.split(f"<!-- example: {name} -->", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_docs_client_follows_a_run_to_its_end(
+    runtime: Runtime, served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    namespace: dict[str, Any] = {}
+    exec(compile(_docs_example("follow"), "server-streams.md", "exec"), namespace)
+    run = await runtime.start(ticker, {"limit": 5, "delay": 0.01})
+    status = await anyio.to_thread.run_sync(namespace["follow"], served.url, run.run_id)
+    assert status == "finished"
+    printed = capsys.readouterr().out.split("\n")
+    assert [line.split()[1] for line in printed if line] == [
+        str(e["seq"]) for e in await journal(runtime, run.run_id)
+    ]
+
+
+# -- keys and tenants --------------------------------------------------------------------------
+
+
+class FixedKeys:
+    """A key store of a few fixed keys (the key protocol; the real stores are tested apart)."""
+
+    def __init__(self, keys: dict[str, Principal]) -> None:
+        self.keys = keys
+
+    async def open(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    async def create(
+        self, tenant: str, scopes: frozenset[KeyScope], name: str = ""
+    ) -> tuple[KeyInfo, str]:
+        raise NotImplementedError
+
+    async def verify(self, key: str) -> Principal | None:
+        return self.keys.get(key)
+
+    async def revoke(self, key_id: str) -> bool:
+        return False
+
+    async def list(self, tenant: str | None = None) -> list[KeyInfo]:
+        return []
+
+
+async def test_streams_answer_only_the_key_s_tenant(runtime: Runtime) -> None:
+    keys = FixedKeys(
+        {
+            "k-acme": Principal("a", "acme", frozenset({KeyScope.READ})),
+            "k-other": Principal("o", "other", frozenset({KeyScope.READ})),
+            "k-runner": Principal("r", "acme", frozenset({KeyScope.RUN})),
+        }
+    )
+    app = create_app(runtime, graphs=[ticker], keys=keys, config=ServerConfig(console=False))
+    mine = await runtime.tenant("acme").start(ticker, {"limit": 2})
+    theirs = await runtime.tenant("other").start(ticker, {"limit": 2})
+    await mine.wait()
+    await theirs.wait()
+    async with serve(app) as s, httpx.AsyncClient(timeout=30) as c:
+        url = f"{s.url}/v1/runs/{{}}/stream"
+        acme = {"Authorization": "Bearer k-acme"}
+        got = await read_sse(c, url.format(mine.run_id), headers=acme)
+        assert got.end is not None and got.end["status"] == "finished"
+        assert (await c.get(url.format(theirs.run_id), headers=acme)).status_code == 404
+        assert (await c.get(url.format(mine.run_id))).status_code == 401
+        runner = {"Authorization": "Bearer k-runner"}
+        assert (await c.get(url.format(mine.run_id), headers=runner)).status_code == 403
+        ws = s.url.replace("http", "ws")
+        for query, code in ((f"{theirs.run_id}/ws?api_key=k-acme", 4404),
+                            (f"{mine.run_id}/ws", 4401),
+                            (f"{mine.run_id}/ws?api_key=k-runner", 4403)):  # fmt: skip
+            async with websockets.connect(f"{ws}/v1/runs/{query}") as conn:
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await conn.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+        # The live list shows the key's tenant's runs only.
+        from mainspring.models.sse import SSEParser
+
+        async with c.stream("GET", f"{s.url}/v1/watch", headers=acme) as response:
+            parser = SSEParser()
+            async for chunk in response.aiter_raw():
+                first = [msgspec.json.decode(e.data) for e in parser.feed(chunk)]
+                if first:
+                    break
+        assert {r["run_id"] for r in first} == {mine.run_id}
+
+
+async def test_a_cancelled_run_ends_its_streams_with_its_status(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(ticker, {"limit": 10_000, "delay": 0.01})
+    got = Received()
+    url = f"{served.url}/v1/runs/{run.run_id}/stream"
+    async with anyio.create_task_group() as tg:
+
+        async def follow() -> None:
+            await read_sse(client, url, into=got)
+
+        tg.start_soon(follow)
+        await until(lambda: len(got.journaled) >= 3, "the stream started")
+        await run.cancel()
+    assert got.end is not None and got.end["status"] == "cancelled"
+    assert got.journaled == await journal(runtime, run.run_id)
+
+
+async def test_websocket_tokens_have_no_id_and_come_inside_their_call(
+    runtime: Runtime, served: Served
+) -> None:
+    run = await runtime.start(asker, {"question": "fox?", "delay": 0.3})
+    ws = served.url.replace("http", "ws")
+    frames: list[dict[str, Any]] = []
+    async with websockets.connect(f"{ws}/v1/runs/{run.run_id}/ws?until=park") as conn:
+        async for text in conn:
+            frames.append(msgspec.json.decode(text))
+    kinds = [f["event"] for f in frames]
+    tokens = [f for f in frames if f["event"] == "model_delta"]
+    assert tokens and all(f["id"] is None for f in tokens)
+    assert kinds.index("effect_started") < kinds.index("model_delta")
+    assert kinds.index("effect_finished") > len(kinds) - kinds[::-1].index("model_delta") - 1
+    assert "".join(f["data"]["data"]["text"] for f in tokens) == ANSWER
+    assert frames[-1] == {"id": None, "event": "end", "data": {"status": "interrupted", "seq": 5}}
+
+
+async def test_closing_the_streams_lets_a_server_stop_gracefully(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(asker, {"question": "fox?"})
+    await run.wait()  # parked: its stream would stay open
+    got = Received()
+    async with anyio.create_task_group() as tg:
+
+        async def follow() -> None:
+            await read_sse(client, f"{served.url}/v1/runs/{run.run_id}/stream", into=got)
+
+        tg.start_soon(follow)
+        await until(lambda: "interrupted" in [e.event for e in got.events], "the stream is on")
+        close_streams(served.app)
+    assert got.end is None  # ended, not finished: the client would reconnect
+    again = await read_sse(client, f"{served.url}/v1/runs/{run.run_id}/stream?until=park")
+    assert again.journaled == got.journaled  # a new hub serves new requests
+
+
+async def test_a_store_failure_ends_the_stream_with_stream_error(
+    runtime: Runtime, served: Served, client: httpx.AsyncClient
+) -> None:
+    run = await runtime.start(asker, {"question": "fox?"})
+    await run.wait()  # parked: its stream reads the run's record now and then
+    got = Received()
+    async with anyio.create_task_group() as tg:
+
+        async def follow() -> None:
+            await read_sse(client, f"{served.url}/v1/runs/{run.run_id}/stream", into=got)
+
+        tg.start_soon(follow)
+        await until(lambda: "interrupted" in [e.event for e in got.events], "the stream is on")
+        await runtime.store.aclose()  # the store goes away under the stream
+    try:
+        errors = [msgspec.json.decode(e.data) for e in got.events if e.event == "stream_error"]
+        assert errors and errors[0]["error"]["code"] == "store_unavailable"
+        assert got.end is None
+    finally:
+        await runtime.store.open()

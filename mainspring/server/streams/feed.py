@@ -24,7 +24,6 @@ class RunFeed:
 
     __slots__ = (
         "attached",
-        "changed",
         "last_seq",
         "poller",
         "ring",
@@ -35,6 +34,8 @@ class RunFeed:
         "token_subscribers",
         "token_total",
         "tokens",
+        "version",
+        "waiters",
     )
 
     def __init__(self, run_id: str, size: int, token_size: int) -> None:
@@ -45,15 +46,22 @@ class RunFeed:
         self.last_seq = 0  # the last committed seq known here
         self.status: RunStatus | None = None
         self.status_version = 0  # bumped by each status a commit reports
-        self.changed = anyio.Event()
+        self.version = 0  # bumped by each wake: a subscriber that read meanwhile looks again
+        self.waiters: set[anyio.CancelScope] = set()  # the scopes of idle subscribers
         self.subscribers = 0
         self.token_subscribers = 0
         self.attached = False  # our sink is in the runtime's registry (tokens flow)
         self.poller: object | None = None  # the subscriber that reads the store's record
 
     def wake(self) -> None:
-        changed, self.changed = self.changed, anyio.Event()
-        changed.set()
+        """Something changed: every idle subscriber looks again. An idle subscriber waits
+        in a cancel scope (on its client's next message: a disconnect), not on an event:
+        one object per subscriber, no task to watch its connection."""
+        self.version += 1
+        if self.waiters:
+            for scope in self.waiters:
+                scope.cancel()
+            self.waiters.clear()
 
     # -- fed by the hub (in the run's task: no await, no raise) ---------------------------
 

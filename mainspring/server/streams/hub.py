@@ -15,7 +15,7 @@ while it has any; a parked run resumed here is followed live again.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import anyio
@@ -146,6 +146,21 @@ class StreamHub:
         if record is not None:
             merge_record(feed, record, version)
 
+    def subscribe(
+        self,
+        run_id: str,
+        *,
+        after: int = 0,
+        tokens: bool = True,
+        until_park: bool = False,
+        heartbeat: float = 15.0,
+        listen: Callable[[], Awaitable[None]] | None = None,
+    ) -> Subscription:
+        """A subscriber of the run from ``after`` on (see :class:`Subscription`); close it
+        when done. The caller has checked that the run exists and may be read."""
+        feed, new = self._join(run_id, tokens)
+        return Subscription(self, feed, new, after, tokens, until_park, heartbeat, listen)
+
     async def follow(
         self,
         run_id: str,
@@ -154,63 +169,142 @@ class StreamHub:
         tokens: bool = True,
         until_park: bool = False,
         heartbeat: float = 15.0,
+        listen: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncGenerator[list[Item], None]:
-        """The run's committed events after ``after``, then live ones, in batches; tokens
-        (``model_delta``) among them with ``tokens``; an empty batch after ``heartbeat``
-        idle seconds; :class:`End` last when the run ends (or parks, with ``until_park``).
-        The caller has checked that the run exists and may be read."""
-        feed, new = self._join(run_id, tokens)
-        me = object()
+        """:meth:`subscribe`'s batches as an async generator."""
+        sub = self.subscribe(
+            run_id, after=after, tokens=tokens, until_park=until_park,
+            heartbeat=heartbeat, listen=listen,
+        )  # fmt: skip
         try:
-            if new:
-                await self._refresh(feed)
-            pos, cursor = after, feed.token_total
-            idle_since = polled_at = anyio.current_time()
-            while not self.closed:
-                changed = feed.changed  # taken before we look: no wake-up falls between
-                events = feed.since(pos)
-                if events is None:
-                    events = await self._store.read(run_id, after=pos, until=pos + self._page)
+            while (batch := await sub.next()) is not None:
+                yield batch
+        finally:
+            sub.close()
+
+
+class Subscription:
+    """One subscriber: only its position (the last seq sent, the last token number).
+
+    :meth:`next` gives the run's committed events after the position, then live ones, in
+    batches; tokens (``model_delta``) among them with ``tokens``; an empty batch after
+    ``heartbeat`` idle seconds; :class:`End` last when the run ends (or parks, with
+    ``until_park``); None when the stream is over (after End, the hub closed, or the
+    client gone). ``listen`` returns when the client has gone (it reads the connection):
+    it is awaited while the subscriber is idle. A transport awaits ``next`` in its own
+    coroutine: an idle subscriber is that coroutine, this object and one cancel scope.
+    """
+
+    __slots__ = (
+        "_cursor", "_ended", "_feed", "_fresh", "_heartbeat", "_hub", "_idle_since",
+        "_listen", "_polled_at", "_pos", "_tokens", "_until_park",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        hub: StreamHub,
+        feed: RunFeed,
+        fresh: bool,
+        after: int,
+        tokens: bool,
+        until_park: bool,
+        heartbeat: float,
+        listen: Callable[[], Awaitable[None]] | None,
+    ) -> None:
+        self._hub, self._feed, self._fresh = hub, feed, fresh
+        self._pos, self._cursor = after, feed.token_total
+        self._tokens, self._until_park, self._heartbeat = tokens, until_park, heartbeat
+        self._listen = listen
+        self._idle_since = self._polled_at = anyio.current_time()
+        self._ended = False
+
+    @property
+    def position(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        if self._feed is not None:
+            self._hub._leave(self._feed, self._tokens, self)
+            self._feed = None  # type: ignore[assignment]
+
+    async def next(self) -> list[Item] | None:
+        hub, feed = self._hub, self._feed
+        if self._ended or feed is None:
+            return None
+        if self._fresh:  # the first subscriber of the run here: read where it stands
+            self._fresh = False
+            await hub._refresh(feed)
+        run_id = feed.run_id
+        while not hub.closed:
+            version = feed.version  # taken before we look: no wake-up falls between
+            pos = self._pos
+            events = feed.since(pos)
+            if events is None:
+                events = await hub._store.read(run_id, after=pos, until=pos + hub._page)
+            if events:
+                self._idle_since = anyio.current_time()
+                if not self._tokens:
+                    self._pos = events[-1].seq
+                    return list(events)
                 items: list[Item] = []
-                if tokens:
-                    for event in events:
-                        sent, cursor = feed.tokens_at(pos, cursor)
-                        items += sent
-                        items.append(event)
-                        pos = event.seq
+                cursor = self._cursor
+                for event in events:
                     sent, cursor = feed.tokens_at(pos, cursor)
                     items += sent
-                elif events:
-                    items = list(events)
-                    pos = events[-1].seq
-                if items:
-                    yield items
-                    idle_since = anyio.current_time()
-                    continue
-                if feed.ended(pos, until_park):
-                    assert feed.status is not None
-                    yield [End(feed.status.value, pos)]
-                    return
-                now = anyio.current_time()
-                timeout = idle_since + heartbeat - now
-                polling = False
-                if run_id not in self._registry:  # not driven here: its record tells
-                    if feed.poller is None:
-                        feed.poller = me
-                    if feed.poller is me:
-                        polling = True
-                        timeout = min(timeout, polled_at + self._poll - now)
-                with anyio.move_on_after(max(timeout, 0.0)):
-                    await changed.wait()
-                now = anyio.current_time()
-                if polling and now >= polled_at + self._poll:
-                    polled_at = now
-                    await self._refresh(feed)
-                if now >= idle_since + heartbeat:
-                    yield []
-                    idle_since = now
-        finally:
-            self._leave(feed, tokens, me)
+                    items.append(event)
+                    pos = event.seq
+                sent, self._cursor = feed.tokens_at(pos, cursor)
+                self._pos = pos
+                return items + sent
+            del events
+            if self._tokens:
+                sent, self._cursor = feed.tokens_at(pos, self._cursor)
+                if sent:
+                    self._idle_since = anyio.current_time()
+                    return [*sent]
+            if feed.ended(pos, self._until_park):
+                assert feed.status is not None
+                self._ended = True
+                return [End(feed.status.value, pos)]
+            if feed.version != version:
+                continue  # woken while we read the journal
+            deadline = self._idle_since + self._heartbeat
+            polling = False
+            if run_id not in hub._registry:  # not driven here: its record tells
+                if feed.poller is None:
+                    feed.poller = self
+                if feed.poller is self:
+                    polling = True
+                    deadline = min(deadline, self._polled_at + hub._poll)
+            if await _idle(feed, deadline, self._listen):
+                self._ended = True
+                return None  # the client has gone
+            now = anyio.current_time()
+            if polling and now >= self._polled_at + hub._poll:
+                self._polled_at = now
+                await hub._refresh(feed)
+            if now >= self._idle_since + self._heartbeat:
+                self._idle_since = now
+                return []
+        return None
+
+
+async def _idle(
+    feed: RunFeed, deadline: float, listen: Callable[[], Awaitable[None]] | None
+) -> bool:
+    """Wait until the feed wakes or ``deadline`` passes: False; or the client goes: True."""
+    scope = anyio.CancelScope(deadline=deadline)
+    feed.waiters.add(scope)
+    try:
+        with scope:
+            if listen is None:
+                await anyio.sleep_forever()
+            else:
+                await listen()
+                return True
+    finally:
+        feed.waiters.discard(scope)
+    return False
 
 
 def merge_record(feed: RunFeed, record: RunRecord, version: int) -> None:

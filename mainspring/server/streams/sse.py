@@ -11,7 +11,7 @@ disconnect ends the stream at once. Neither touches the run.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -22,12 +22,16 @@ from starlette.types import Receive, Scope, Send
 
 from ...errors import StoreError
 from ...events import Event, EventKind, jsonable_or_repr
-from .hub import End, Item
+from .hub import End, Item, Subscription
 
 log = logging.getLogger("mainspring.server.streams")
 
 KEEP_ALIVE = b": keep-alive\n\n"
 HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+RAW_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    *((k.encode(), v.encode()) for k, v in HEADERS.items()),
+]
 
 _encoder = msgspec.json.Encoder()
 
@@ -38,8 +42,25 @@ def json_bytes(value: Any) -> bytes:
 
 
 def event_json(event: Event) -> bytes:
-    """The event's JSON (``Event.to_json``); an in-memory store keeps objects JSON cannot
-    hold: those are sent as their repr rather than ending the stream."""
+    """The event's JSON (``Event.to_json``), encoded once for all its subscribers (a
+    small cache of the newest events; it holds each, so an id is never reused)."""
+    hit = _encoded.get(id(event))
+    if hit is not None and hit[0] is event:
+        return hit[1]
+    data = _event_json(event)
+    _encoded[id(event)] = (event, data)
+    if len(_encoded) > ENCODED:
+        del _encoded[next(iter(_encoded))]  # the oldest
+    return data
+
+
+ENCODED = 1024
+_encoded: dict[int, tuple[Event, bytes]] = {}
+
+
+def _event_json(event: Event) -> bytes:
+    # An in-memory store keeps objects JSON cannot hold: those go as their repr rather
+    # than ending the stream.
     try:
         return _encoder.encode(event.to_json())
     except Exception:
@@ -67,62 +88,138 @@ async def item_chunks(batches: AsyncGenerator[list[Item], None]) -> AsyncGenerat
     async with aclosing(batches):
         try:
             async for batch in batches:
-                yield b"".join(map(item_frame, batch)) if batch else KEEP_ALIVE
+                chunk = b"".join(map(item_frame, batch)) if batch else KEEP_ALIVE
+                del batch  # an idle stream holds no events
+                yield chunk
+                del chunk
         except StoreError as exc:
             log.warning("a stream ended: the store failed: %s", exc)
             error = {"code": "store_unavailable", "message": f"the store failed: {exc}; retry"}
-            yield frame("error", json_bytes({"error": error}))
+            yield frame("stream_error", json_bytes({"error": error}))
+
+
+def until_disconnect(receive: Receive) -> Callable[[], Awaitable[None]]:
+    """What a hub subscriber awaits while idle: returns when the client has gone."""
+
+    async def listen() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass  # a request body's rest: nothing a stream reads
+
+    return listen
+
+
+async def send_stream(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    chunks: AsyncGenerator[bytes, None],
+    *,
+    stall_timeout: float,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    watch_disconnect: bool = True,
+) -> str:
+    """Send ``chunks`` as a ``text/event-stream`` answer until they end, the client leaves
+    or stalls: returns which ("end", "disconnect", "stalled"). ``watch_disconnect``: read
+    the connection in a task of its own meanwhile (not needed when ``chunks`` comes from a
+    hub subscriber given :func:`until_disconnect`: it ends when the client goes)."""
+    if not watch_disconnect:
+        return await _send_all(scope, send, chunks, stall_timeout, headers)
+    why = "end"
+    async with anyio.create_task_group() as tg:
+
+        async def disconnected() -> None:
+            nonlocal why
+            await until_disconnect(receive)()
+            why = "disconnect"
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(disconnected)
+        ended = await _send_all(scope, send, chunks, stall_timeout, headers)
+        if why == "end":
+            why = ended
+        tg.cancel_scope.cancel()
+    return why
+
+
+async def _send_all(
+    scope: Scope,
+    send: Send,
+    chunks: AsyncGenerator[bytes, None],
+    stall_timeout: float,
+    headers: list[tuple[bytes, bytes]] | None,
+) -> str:
+    try:
+        with anyio.fail_after(stall_timeout):
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": headers or RAW_HEADERS}
+            )
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                with anyio.fail_after(stall_timeout):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                del chunk  # not kept while the stream is idle
+        with anyio.fail_after(stall_timeout):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except TimeoutError:
+        # The client left its socket undrained: drop it. The server closes the
+        # connection (the response stays incomplete: the client sees it cut).
+        log.info("dropped a stream client that stopped reading (%s)", scope.get("path"))
+        return "stalled"
+    return "end"
+
+
+async def send_subscription(
+    scope: Scope, send: Send, sub: Subscription, *, stall_timeout: float
+) -> str:
+    """Send a hub subscription as a ``text/event-stream`` answer, in this one coroutine
+    (an idle stream is this frame and the subscription's wait: see ``hub.Subscription``);
+    returns why it stopped: "end" (the run's end, the hub closed, the client gone), or
+    "stalled". A store failure ends it with an ``error`` event (the client reconnects)."""
+    try:
+        with anyio.fail_after(stall_timeout):
+            await send({"type": "http.response.start", "status": 200, "headers": RAW_HEADERS})
+        failed = False
+        while not failed:
+            try:
+                batch = await sub.next()
+            except StoreError as exc:
+                log.warning("a stream ended: the store failed: %s", exc)
+                error = {"code": "store_unavailable", "message": f"the store failed: {exc}"}
+                chunk, failed = frame("stream_error", json_bytes({"error": error})), True
+            else:
+                if batch is None:
+                    break
+                chunk = b"".join(map(item_frame, batch)) if batch else KEEP_ALIVE
+                del batch  # an idle stream holds no events
+            with anyio.fail_after(stall_timeout):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            del chunk
+        with anyio.fail_after(stall_timeout):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except TimeoutError:
+        # The client left its socket undrained: drop it. The server closes the
+        # connection (the response stays incomplete: the client sees it cut).
+        log.info("dropped a stream client that stopped reading (%s)", scope.get("path"))
+        return "stalled"
+    return "end"
 
 
 class EventStreamResponse(StreamingResponse):
-    """``text/event-stream`` of ``chunks``; see the module's docstring."""
+    """``text/event-stream`` of ``chunks`` (see :func:`send_stream`), for FastAPI routes."""
 
     def __init__(
         self,
         chunks: AsyncGenerator[bytes, None],
+        status_code: int = 200,  # (FastAPI reads the default for the OpenAPI document)
         *,
-        stall_timeout: float,
-        on_close: Callable[[str], None] | None = None,
+        stall_timeout: float = 30.0,
     ) -> None:
-        super().__init__(chunks, media_type="text/event-stream", headers=HEADERS)
+        super().__init__(chunks, status_code, media_type="text/event-stream", headers=HEADERS)
         self.chunks = chunks
         self.stall_timeout = stall_timeout
-        self.on_close = on_close  # told why the stream ended: "end", "disconnect", "stalled"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        why = "end"
-        async with anyio.create_task_group() as tg:
-
-            async def disconnected() -> None:
-                nonlocal why
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                why = "disconnect"
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(disconnected)
-            try:
-                with anyio.fail_after(self.stall_timeout):
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": self.status_code,
-                            "headers": self.raw_headers,
-                        }
-                    )
-                async with aclosing(self.chunks):
-                    async for chunk in self.chunks:
-                        with anyio.fail_after(self.stall_timeout):
-                            await send(
-                                {"type": "http.response.body", "body": chunk, "more_body": True}
-                            )
-                with anyio.fail_after(self.stall_timeout):
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-            except TimeoutError:
-                # The client left its socket undrained: drop it. The server closes the
-                # connection (the response stays incomplete: the client sees it cut).
-                why = "stalled"
-                log.info("dropped a stream client that stopped reading (%s)", scope.get("path"))
-            tg.cancel_scope.cancel()
-        if self.on_close is not None:
-            self.on_close(why)
+        await send_stream(
+            scope, receive, send, self.chunks,
+            stall_timeout=self.stall_timeout, headers=self.raw_headers,
+        )  # fmt: skip

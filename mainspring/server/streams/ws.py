@@ -9,15 +9,14 @@ the server's WebSocket pings find dead peers; client messages are ignored.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from collections.abc import Awaitable, Callable
 
 import anyio
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ...errors import StoreError
 from ...events import EventKind
-from .hub import End, Item
+from .hub import End, Item, Subscription
 from .sse import event_json, json_bytes
 
 log = logging.getLogger("mainspring.server.streams")
@@ -32,37 +31,36 @@ def ws_frame(item: Item) -> str:
     return '{"id":' + seq + ',"event":' + kind + ',"data":' + event_json(item).decode() + "}"
 
 
-async def pump(
-    websocket: WebSocket, batches: AsyncGenerator[list[Item], None], *, stall_timeout: float
-) -> str:
-    """Send ``batches`` to an accepted WebSocket until the stream ends, the client leaves or
-    stalls; returns why it stopped: "end", "disconnect", "stalled" or "error"."""
-    why = "end"
-    async with anyio.create_task_group() as tg:
+def until_closed(websocket: WebSocket) -> Callable[[], Awaitable[None]]:
+    """What a hub subscriber awaits while idle: returns when the client has gone."""
 
-        async def disconnected() -> None:
-            nonlocal why
-            while (await websocket.receive())["type"] != "websocket.disconnect":
-                pass  # a client's messages mean nothing here
-            why = "disconnect"
-            tg.cancel_scope.cancel()
+    async def listen() -> None:
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass  # a client's messages mean nothing here
 
-        tg.start_soon(disconnected)
-        try:
-            async with aclosing(batches):
-                async for batch in batches:
-                    for item in batch:  # no keep-alive frames: the server's pings do that
-                        with anyio.fail_after(stall_timeout):
-                            await websocket.send_text(ws_frame(item))
-            with anyio.fail_after(stall_timeout):
-                await websocket.close(1000)
-        except TimeoutError:
-            why = "stalled"
-            log.info("dropped a WebSocket stream client that stopped reading")
-        except StoreError as exc:
-            why = "error"
-            log.warning("a stream ended: the store failed: %s", exc)
-            with anyio.move_on_after(stall_timeout):
-                await websocket.close(1011, "the store failed; reconnect with your last id")
-        tg.cancel_scope.cancel()
-    return why
+    return listen
+
+
+async def pump(websocket: WebSocket, sub: Subscription, *, stall_timeout: float) -> str:
+    """Send a hub subscription (given :func:`until_closed`) to an accepted WebSocket until
+    the stream ends, the client leaves or stalls; returns why it stopped: "end",
+    "disconnect", "stalled" or "error"."""
+    try:
+        while (batch := await sub.next()) is not None:
+            for item in batch:  # no keep-alive frames: the server's pings do that
+                with anyio.fail_after(stall_timeout):
+                    await websocket.send_text(ws_frame(item))
+            del batch  # an idle stream holds no events
+        with anyio.fail_after(stall_timeout):
+            await websocket.close(1000)
+    except TimeoutError:
+        log.info("dropped a WebSocket stream client that stopped reading")
+        return "stalled"
+    except StoreError as exc:
+        log.warning("a stream ended: the store failed: %s", exc)
+        with anyio.move_on_after(stall_timeout):
+            await websocket.close(1011, "the store failed; reconnect with your last id")
+        return "error"
+    except (WebSocketDisconnect, OSError):  # an ASGI server says so either way
+        return "disconnect"  # gone while we sent
+    return "end"
