@@ -10,13 +10,16 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
 from mainspring.errors import NotAStoreError
+from mainspring.server import create_app
 from mainspring.server.keys import KeyStoreCore, Scope, key_store_from_url, parse_scopes
 from mainspring.server.keys._core import split_key
 from mainspring.store import store_from_url
 from mainspring.store._doctor import diagnose
+from tests.cli_graphs import support
 from tests.conftest import postgres_schema_url
 
 pytestmark = pytest.mark.anyio
@@ -265,3 +268,24 @@ async def test_unknown_urls_name_the_ones_to_use() -> None:
     with pytest.raises(Exception, match="sqlite:///"):
         key_store_from_url("redis://localhost")
     assert type(key_store_from_url("keys.db")).__name__ == "SQLiteKeyStore"
+
+
+async def test_a_server_keeps_its_keys_in_its_own_store(url: str) -> None:
+    """``create_app`` on a store URL with ``key_store_from_url`` of the same URL: both open
+    the one file or schema, and a key made before the server started lets a client in."""
+    if url.startswith("memory"):
+        pytest.skip("a memory store is not shared between store objects")
+    async with opened(url) as maker:
+        _, key = await maker.create("acme", READ_RUN)
+    keys = key_store_from_url(url)
+    app = create_app(url, graphs=[support], keys=keys)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            auth = {"Authorization": f"Bearer {key}"}
+            body = {"graph": "support", "input": {"text": "hello"}, "wait": True}
+            started = await client.post("/v1/runs", json=body, headers=auth)
+            assert started.status_code == 201, started.text
+            assert started.json()["tenant"] == "acme"
+            me = await client.get("/v1/me", headers=auth)
+            assert me.json()["tenant"] == "acme"

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -208,6 +209,12 @@ async def test_each_key_has_its_own_bucket_and_429_says_when_to_retry(limited: S
     assert (await limited.client.get("/v1/probe", headers=bad_key)).status_code == 429
 
 
+async def test_a_server_without_keys_has_no_rate_limit() -> None:
+    async for s in start(ServerConfig(auth=False, rate=0.001, burst=1)):
+        codes = {(await s.client.get("/v1/probe")).status_code for _ in range(3)}
+        assert codes == {200}
+
+
 async def test_websockets_take_from_the_same_buckets(limited: Server) -> None:
     key = (await limited.key(Scope.READ))["Authorization"].removeprefix("Bearer ")
     url = str(limited.client.base_url).replace("http", "ws", 1) + "/v1/runs/nope/ws"
@@ -283,3 +290,15 @@ async def test_the_openapi_browser_allows_its_own_inline_script_by_hash(server: 
         assert f"'sha256-{digest}'" in policy
     assert "'unsafe-inline'" not in policy and "frame-ancestors 'none'" in policy
     assert docs.headers["x-frame-options"] == "DENY"
+
+
+# -- the docs' example ----------------------------------------------------------------------------
+
+
+def test_the_docs_example_prints_what_the_page_says(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "server-security.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S)
+    shown = re.search(r"\nprints\n\n```\n(.*?)```", text, re.S)
+    assert code is not None and shown is not None
+    exec(compile(code.group(1), "docs/server-security.md", "exec"), {"__name__": "__main__"})
+    assert capsys.readouterr().out == shown.group(1)

@@ -71,8 +71,7 @@ def _root(
 
 def _register(app: typer.Typer) -> None:
     """Add every command module's commands to ``app``: the one place to plug a module in."""
-    modules = (drive, journal, history, graphs, observe, doctor, tools, policy, audit, memory)
-    modules += (keys,)
+    modules = (drive, journal, history, graphs, observe, doctor, tools, policy, audit, memory, keys)
     for module in (*modules, memory_archive):  # memory_archive joins the "memory" group
         module.register(app)
 

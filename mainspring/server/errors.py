@@ -72,16 +72,6 @@ def status_of(exc: BaseException) -> tuple[int, str] | None:
     return None
 
 
-def allowed_methods(app: FastAPI, request: Request) -> list[str]:
-    """Every method some route serves at the request's path (for a 405's ``Allow``)."""
-    methods: set[str] = set()
-    for route in app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        if match is not Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
-    return sorted(methods)
-
-
 def request_id(conn: HTTPConnection) -> str:
     """The request's id, as its ``X-Request-ID`` header and the server's log show it (given
     by the security middleware; made here for a request that did not pass it)."""
@@ -112,6 +102,16 @@ def error_response(conn: HTTPConnection, exc: Exception) -> JSONResponse:
     if mapped is None:
         return internal_error(conn, exc)
     return JSONResponse(error_body(mapped[1], str(exc)), mapped[0])
+
+
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route serves at the request's path (for a 405's ``Allow``)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 def install(app: FastAPI) -> None:

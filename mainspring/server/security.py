@@ -9,7 +9,8 @@ From the outside in:
 * CORS (Starlette's ``CORSMiddleware``), only when ``ServerConfig.cors_origins`` names
   origins: off by default, so browsers refuse other sites' scripts reading the API.
 * :class:`Guard`: the request's key is checked once (``auth.identify``), then the rate
-  limit is taken (per key; per client address without a valid key), then the body is read
+  limit is taken (per key; per client address without a valid key; none with
+  ``auth=False``, a loopback-only server of one user), then the body is read
   up to ``max_body_bytes`` (``413`` past it, chunked bodies included) before any route sees
   it. An ``api_key`` query parameter is removed from the request once checked, so it
   reaches neither the routes nor the access log.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import secrets
 from typing import Final
 from urllib.parse import parse_qsl, urlencode
 
@@ -56,6 +58,11 @@ _HEADERS: Final = (
     ("cross-origin-opener-policy", "same-origin"),
 )
 _API_PATHS: Final = ("/v1/", "/metrics", "/healthz", "/readyz", "/openapi.json")
+_PAGE_DEFAULTS: Final = tuple(
+    (name.encode(), value.encode())
+    for name, value in (*_HEADERS, ("content-security-policy", CONSOLE_CSP))
+)
+_API_DEFAULTS: Final = (*_PAGE_DEFAULTS, (b"cache-control", b"no-store"))
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.S)
 
 
@@ -89,10 +96,10 @@ class Shield:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        conn = HTTPConnection(scope)
-        request_id = errors.request_id(conn)
+        state = scope.setdefault("state", {})  # what request.state reads
+        request_id = state.setdefault("request_id", secrets.token_hex(8))
         path: str = scope["path"]
-        api = is_api(path)
+        defaults = _API_DEFAULTS if is_api(path) else _PAGE_DEFAULTS
         hold = path == self.docs_path  # the page is read whole to hash its inline script
         held: list[Message] = []
         started = False
@@ -101,14 +108,14 @@ class Shield:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = MutableHeaders(scope=message)
-                for name, value in _HEADERS:
-                    headers.setdefault(name, value)
-                headers.setdefault("x-request-id", request_id)
-                if api:
-                    headers.setdefault("cache-control", "no-store")
-                if not hold:
-                    headers.setdefault("content-security-policy", CONSOLE_CSP)
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers += [(n, v) for n, v in defaults if n not in present]
+                if b"x-request-id" not in present:
+                    headers.append((b"x-request-id", request_id.encode()))
+                if hold:  # set from the page, when it is whole
+                    headers = [(n, v) for n, v in headers if n != b"content-security-policy"]
+                message = {**message, "headers": headers}
             if hold:
                 held.append(message)
                 if message["type"] == "http.response.body" and not message.get("more_body"):
@@ -123,7 +130,7 @@ class Shield:
             if started:
                 raise  # the answer is on its way: the server closes the connection
             hold = False
-            response = errors.error_response(conn, exc)
+            response = errors.error_response(HTTPConnection(scope), exc)
             await response(scope, receive, send_secured)
 
 
@@ -167,7 +174,8 @@ class Guard:
             if principal is not None and by_key
             else f"address:{client[0] if client else 'unknown'}"
         )
-        wait = self.limiter.take(caller)
+        # Without keys (--no-auth: loopback only) every client is the one local user.
+        wait = self.limiter.take(caller) if self.config.auth else 0.0
         if scope["type"] == "websocket":
             if wait:  # as the stream routes refuse: accepted, then closed 4000 + the status
                 if (await receive())["type"] == "websocket.connect":
@@ -186,11 +194,13 @@ class Guard:
             headers = {"Retry-After": retry_after(wait)}
             await _reply(scope, receive, send, 429, "rate_limited", message, headers)
             return
-        await self._with_body(scope, receive, send)
+        await self._with_body(conn, scope, receive, send)
 
-    async def _with_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _with_body(
+        self, conn: HTTPConnection, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         limit = self.config.max_body_bytes
-        length = HTTPConnection(scope).headers.get("content-length")
+        length = conn.headers.get("content-length")
         if length is not None and not length.strip().isdigit():
             invalid = f"invalid Content-Length {length[:40]!r}; send the body's size in bytes"
             await _reply(scope, receive, send, 400, "bad_request", invalid)

@@ -26,11 +26,11 @@ import secrets
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
-from .protocol import KeyInfo, Principal, Scope, check_tenant
+from .protocol import KeyInfo, Principal, Scope, check_tenant, parse_scopes
 
 PREFIX: Final = "ms"
 _KEY = re.compile(r"ms_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
@@ -65,12 +65,31 @@ def scopes_text(scopes: frozenset[Scope]) -> str:
     return ",".join(sorted(s.value for s in scopes))
 
 
+#: What a lookup of an unknown id gets for the hash (a parameter of its SQL), so that its
+#: row has a value of every type a known key's row has: decoded alike, in the same time.
+DUMMY_HASH: Final = _DUMMY
+
+
 @dataclass(frozen=True, slots=True)
 class StoredKey:
     """A key's row: its info and the hash of its secret (never the secret)."""
 
     info: KeyInfo
     secret_hash: bytes
+
+
+def info_of(row: Sequence[Any]) -> KeyInfo:
+    """A key's info from its row: (key_id, tenant, scopes, name, created_at, revoked_at, ...)."""
+    key_id, tenant, scopes, name, created_at, revoked_at = row[:6]
+    return KeyInfo(key_id, tenant, parse_scopes(scopes), name, created_at, revoked_at)
+
+
+def stored_of(row: Sequence[Any]) -> StoredKey | None:
+    """The key of a lookup's one row: (id, tenant, scopes, name, created_at, revoked_at,
+    secret_sha256, found), an unknown id's filled in by the SQL (``LEFT JOIN`` and
+    ``COALESCE``) and decoded all the same, so that a miss costs what a hit does."""
+    stored = StoredKey(info_of(row), bytes(row[6]))
+    return stored if row[7] else None
 
 
 class KeyStoreCore(ABC):

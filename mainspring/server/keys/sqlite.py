@@ -25,8 +25,8 @@ import anyio.to_thread
 from ...errors import StoreError
 from ...store._sqlite_errors import translate
 from ...store._sqlite_file import connect_writer, parse_url
-from ._core import KeyStoreCore, StoredKey, scopes_text
-from .protocol import KeyInfo, parse_scopes
+from ._core import DUMMY_HASH, KeyStoreCore, StoredKey, info_of, scopes_text, stored_of
+from .protocol import KeyInfo
 
 T = TypeVar("T")
 
@@ -40,6 +40,13 @@ _TABLE = """CREATE TABLE IF NOT EXISTS api_keys (
     secret_sha256 BLOB NOT NULL
 ) WITHOUT ROWID"""
 _COLUMNS = "key_id, tenant, scopes, name, created_at, revoked_at"
+# One row of the same types whether the id is known or not: no difference to time.
+_LOOKUP = (
+    "SELECT q.id, coalesce(k.tenant, '-'), coalesce(k.scopes, 'read'), coalesce(k.name, ''),"
+    " coalesce(k.created_at, 0.0), k.revoked_at, coalesce(k.secret_sha256, q.dummy),"
+    " k.key_id IS NOT NULL"
+    " FROM (SELECT ? AS id, ? AS dummy) AS q LEFT JOIN api_keys AS k ON k.key_id = q.id"
+)
 
 
 class SQLiteKeyStore(KeyStoreCore):
@@ -105,15 +112,11 @@ class SQLiteKeyStore(KeyStoreCore):
         await self._run("saving a key", insert)
 
     async def _fetch(self, key_id: str) -> StoredKey | None:
-        def fetch(db: sqlite3.Connection) -> tuple[Any, ...] | None:
-            found = db.execute(
-                f"SELECT {_COLUMNS}, secret_sha256 FROM api_keys WHERE key_id = ?", (key_id,)
-            )
-            row: tuple[Any, ...] | None = found.fetchone()
+        def fetch(db: sqlite3.Connection) -> tuple[Any, ...]:
+            row: tuple[Any, ...] = db.execute(_LOOKUP, (key_id, DUMMY_HASH)).fetchone()
             return row
 
-        row = await self._run("reading a key", fetch)
-        return None if row is None else StoredKey(_info(row), bytes(row[6]))
+        return stored_of(await self._run("reading a key", fetch))
 
     async def _revoke(self, key_id: str, at: float) -> bool:
         def revoke(db: sqlite3.Connection) -> bool:
@@ -132,9 +135,4 @@ class SQLiteKeyStore(KeyStoreCore):
                 f"SELECT {_COLUMNS} FROM api_keys {where} ORDER BY created_at, key_id", args
             ).fetchall()
 
-        return [_info(row) for row in await self._run("listing keys", select)]
-
-
-def _info(row: tuple[Any, ...]) -> KeyInfo:
-    key_id, tenant, scopes, name, created_at, revoked_at = row[:6]
-    return KeyInfo(key_id, tenant, parse_scopes(scopes), name, created_at, revoked_at)
+        return [info_of(row) for row in await self._run("listing keys", select)]
