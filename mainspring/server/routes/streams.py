@@ -16,6 +16,7 @@ from ...errors import RunNotFoundError
 from ..auth import Caller, caller_with, require
 from ..context import ServerState, server_state
 from ..keys.protocol import Scope
+from ..schemas import AUTH, errors
 from ..streams import EventStreamResponse, StreamHub
 from ..streams.sse import (
     KEEP_ALIVE,
@@ -137,7 +138,7 @@ router.routes.append(
     response_class=EventStreamResponse,
     status_code=200,  # FastAPI cannot read it from this class (its /openapi.json fails)
     summary="A run's events as Server-Sent Events, from the journal then live",
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {}}}, **errors(*AUTH, 404)},
 )
 async def stream_run(
     request: Request,
@@ -203,7 +204,7 @@ async def stream_run_ws(
     response_class=EventStreamResponse,
     status_code=200,  # FastAPI cannot read it from this class (its /openapi.json fails)
     summary="The caller's runs as they change (SSE `run` events): the console's live list",
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {}}}, **errors(*AUTH)},
 )
 async def watch(
     request: Request, caller: Annotated[Caller, Depends(require(Scope.READ))]
