@@ -16,7 +16,7 @@ from ...errors import RunNotFoundError
 from ..auth import Caller, caller_with, require
 from ..context import ServerState, server_state
 from ..keys.protocol import Scope
-from ..schemas import AUTH, errors
+from ..schemas import AUTH, MAX_SEQ, errors
 from ..streams import EventStreamResponse, StreamHub
 from ..streams.sse import (
     KEEP_ALIVE,
@@ -34,7 +34,7 @@ router = APIRouter(tags=["streams"])
 
 HUB = "stream_hub"
 
-After = Annotated[int, Query(ge=0, description="send the events after this seq")]
+After = Annotated[int, Query(ge=0, le=MAX_SEQ, description="send the events after this seq")]
 Tokens = Annotated[bool, Query(description="include model_delta events (live tokens)")]
 Until = Annotated[
     Literal["end", "park"], Query(description="end the stream when the run ends, or parks")
@@ -71,7 +71,8 @@ def close_streams(app: FastAPI) -> None:
 def _resume_point(after: int, last_event_id: str | None) -> int:
     """``after``, or the client's ``Last-Event-ID`` if that is later (a reconnect)."""
     if last_event_id and last_event_id.strip().isdigit():
-        return max(after, int(last_event_id.strip()))
+        # An id past any journal (a client's garbage) is capped, not sent to the store.
+        return max(after, min(int(last_event_id.strip()), MAX_SEQ))
     return after
 
 
@@ -110,8 +111,9 @@ def _stream_params(request: Request) -> tuple[int, bool, str]:
     problems: list[dict[str, Any]] = []
     after_text = query.get("after", "0")
     after = int(after_text) if after_text.isdigit() else -1
-    if after < 0:
-        problems.append(_problem("after", "Input should be a valid integer >= 0", after_text))
+    if not 0 <= after <= MAX_SEQ:
+        message = f"Input should be a valid integer >= 0 and <= {MAX_SEQ}"
+        problems.append(_problem("after", message, after_text))
     tokens_text = query.get("tokens", "true").lower()
     if tokens_text not in _TRUE | _FALSE:
         problems.append(_problem("tokens", "Input should be a valid boolean", tokens_text))
