@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -49,7 +50,7 @@ from tests.cli_graphs import broken, support
 GRAPHS = [support, broken]
 
 #: Generated examples per operation and generation mode (positive and negative).
-EXAMPLES = 12
+EXAMPLES = int(os.environ.get("MAINSPRING_FUZZ_EXAMPLES", "12"))  # more: a deeper local run
 #: Never a limit a fuzz request reaches: 429s are the rate limiter's tests' business.
 UNLIMITED = ServerConfig(rate=1e9, burst=10**9)
 #: ``/v1/watch`` streams for as long as the client listens: it is only checked to refuse a
