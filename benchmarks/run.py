@@ -20,7 +20,9 @@ against the heuristics alone), W11-secrets (a tool call with a declared secret
 against W11's), PII (the redactor's cost per effect, in a run and on 2 KB of text),
 W14-session (session memory's get and set, p99, in process and on Redis), W14-context
 (context assembly of a 200-turn thread into 8k tokens against a naive tiktoken fit and
-LangChain's trim_messages), W14-archive (the cold archive against one SQLite table).
+LangChain's trim_messages), W14-archive (the cold archive against one SQLite table),
+W15-api (a run started over HTTP to its first SSE event, against the runtime in process and
+``langgraph dev``; FastAPI against bare Starlette under wrk: ``server_api.py``).
 ``--quick`` finishes in under a minute; the default run is longer and more
 precise. ``--repeat N`` runs the chosen families N times and prints, per workload, the median and range across
 runs as a Markdown table (``summarize.py``); with ``--json``, every run's lines.
@@ -40,6 +42,7 @@ from typing import Any
 
 import context_assembly
 import memory_archive
+import server_api
 import session_memory
 from harness import Result, Settings, Transient
 from report import environment, print_json, print_table
@@ -99,6 +102,7 @@ FAMILIES: dict[str, Family] = {
     "W14-session": session_memory.run,
     "W14-context": context_assembly.measure,
     "W14-archive": memory_archive.run,
+    "W15-api": server_api.run,
 }
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"

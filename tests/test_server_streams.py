@@ -32,6 +32,7 @@ from mainspring.server.detach import DETACH, detach
 from mainspring.server.keys.protocol import KeyInfo, Principal
 from mainspring.server.keys.protocol import Scope as KeyScope
 from mainspring.server.routes.streams import close_streams, hub_of
+from mainspring.server.schemas import MAX_SEQ
 from mainspring.server.streams import StreamHub
 from tests.stream_graphs import ANSWER, GATES, asker, build_ticker, gateway, ticker
 from tests.stream_support import Received, Served, read_sse, serve
@@ -208,8 +209,8 @@ async def test_the_websocket_stream_is_the_journal(runtime: Runtime, served: Ser
 # -- what a client gives: seqs and options ------------------------------------------------
 
 #: Not a seq: Unicode digits (str.isdigit takes them; int refuses "²" and reads "٣" as 3),
-#: signs, blanks, and numbers beyond MAX_SEQ (2**62) or too long for int() at all.
-NOT_SEQS = ("²", "٣", "-1", "+1", " 1", "1.0", "abc", "", str(2**62 + 1), "9" * 5000)
+#: signs, blanks, and numbers beyond MAX_SEQ (2**53 - 1, the largest integer JavaScript holds exactly) or too long for int() at all.
+NOT_SEQS = ("²", "٣", "-1", "+1", " 1", "1.0", "abc", "", str(MAX_SEQ + 1), "9" * 5000)
 
 
 async def _ws_refusal(url: str, **options: Any) -> tuple[int, str]:
@@ -243,7 +244,7 @@ async def test_a_bad_after_is_422_on_sse_and_4422_on_websocket(
         code, reason = await _ws_refusal(f"{ws}{url.raw_path.decode()}".replace("/stream", "/ws"))
         assert (code, reason) == (4422, error["message"]), text
     # The largest seq a client may give is served (nothing after it, then the end).
-    got = await read_sse(client, f"{served.url}/v1/runs/{run.run_id}/stream?after={2**62}")
+    got = await read_sse(client, f"{served.url}/v1/runs/{run.run_id}/stream?after={MAX_SEQ}")
     last_seq = (await journal(runtime, run.run_id))[-1]["seq"]
     assert got.seqs == [] and got.end == {"status": "finished", "seq": last_seq}
 

@@ -9,7 +9,10 @@ when the task stops waiting, so abandoned threads never starve other calls.
 
 A cancel of the run, or the runtime closing, waits for the thread instead
 (``wait_on_cancel``): the call finishes, its result is journaled, and the run
-stops at its next await, so a finished effect is never done twice.
+stops at its next await, so a finished effect is never done twice. A call that no
+thread has begun yet (waiting for a limiter slot, or queued to a worker) is not
+waited for: anyio never runs a call whose wait was cancelled, and it is marked so
+that it does nothing if a worker takes it all the same; it simply did not happen.
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ LateResult = Callable[[Any, BaseException | None, float], None]
 
 
 class _Call:
-    __slots__ = ("abandoned", "done", "error", "finished", "lock", "result")
+    __slots__ = ("abandoned", "begun", "done", "dropped", "error", "finished", "lock", "result")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.begun = False  # a worker thread has begun the call
+        self.dropped = False  # cancelled before it began: a worker must not begin it
         self.done = False
         self.abandoned = False
         self.result: Any = None
@@ -50,6 +55,10 @@ async def call_in_thread(
     started = time.monotonic()
 
     def work() -> Any:
+        with call.lock:
+            if call.dropped:
+                return None
+            call.begun = True
         try:
             result, error = fn(), None
         except BaseException as exc:  # handed over as is: to the caller, or to on_late
@@ -68,6 +77,10 @@ async def call_in_thread(
     try:
         return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
     except anyio.get_cancelled_exc_class():
+        with call.lock:
+            call.dropped = not call.begun
+        if call.dropped:  # no thread began it (and none will): nothing ran, nothing to wait for
+            raise
         if wait_on_cancel():
             # The call goes on to its end and counts; the cancellation is delivered at the
             # caller's next await (anyio's cancel scopes stay cancelled).

@@ -17,6 +17,10 @@ Multitask = Literal["reject", "enqueue", "interrupt", "rollback"]
 #: Ids chosen by clients (run ids, thread ids): printable, no slashes (they sit in paths).
 Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@~-]+$")]
 Timeout = Annotated[float, Field(gt=0, le=3600)]
+#: The largest sequence number a request may name: the largest integer a JavaScript client
+#: holds exactly, far beyond any journal, and ``after + limit`` still fits every store's
+#: 64-bit integers (a larger ``after`` was a 500: an overflow in SQLite or in the JSON).
+MAX_SEQ = 2**53 - 1
 
 
 class _Request(BaseModel):

@@ -28,6 +28,7 @@ from ..keys.protocol import Scope
 from ..multitask import check_free, lifespan, queues_of, reserved, start_run
 from ..schemas import (
     AUTH,
+    MAX_SEQ,
     CancelRequest,
     EventPage,
     ForkRequest,
@@ -139,7 +140,7 @@ async def state_at(
     run_id: RunId,
     request: Request,
     caller: Reader,
-    at: Annotated[int | None, Query(ge=1)] = None,
+    at: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
 ) -> dict[str, Any]:
     api = caller.api
     record = await api.get_run(run_id)
@@ -165,7 +166,7 @@ async def state_at(
 async def events(
     run_id: RunId,
     caller: Reader,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
     kind: Annotated[
         list[EventKind] | None,

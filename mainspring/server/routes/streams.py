@@ -19,6 +19,7 @@ from ..config import ServerConfig
 from ..context import ServerState, server_state
 from ..detach import detach
 from ..keys.protocol import Scope
+from ..schemas import AUTH, MAX_SEQ, errors
 from ..streams import EventStreamResponse, StreamHub
 from ..streams.sse import (
     KEEP_ALIVE,
@@ -35,9 +36,6 @@ from ..views import run_json
 router = APIRouter(tags=["streams"])
 
 HUB = "stream_hub"
-
-#: The largest seq a client may give: beyond any journal, within every store's integers.
-MAX_SEQ = 2**62
 
 After = Annotated[int, Query(ge=0, le=MAX_SEQ, description="send the events after this seq")]
 Tokens = Annotated[bool, Query(description="include model_delta events (live tokens)")]
@@ -157,7 +155,7 @@ def _stream_params(request: HTTPConnection) -> tuple[int, bool, str]:
     after_text = query.get("after", "0")
     after = parse_seq(after_text)
     if after is None:
-        message = "Input should be a seq: an integer from 0 to 2**62 in ASCII digits"
+        message = f"Input should be a seq: an integer from 0 to {MAX_SEQ} in ASCII digits"
         problems.append(_problem("after", message, after_text))
     tokens_text = query.get("tokens", "true").lower()
     if tokens_text not in _TRUE | _FALSE:
@@ -186,7 +184,7 @@ router.routes.append(
     response_class=EventStreamResponse,
     status_code=200,  # FastAPI cannot read it from this class (its /openapi.json fails)
     summary="A run's events as Server-Sent Events, from the journal then live",
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {}}}, **errors(*AUTH, 404)},
 )
 async def stream_run(
     request: Request,
@@ -255,7 +253,7 @@ async def stream_run_ws(websocket: WebSocket, run_id: str) -> None:
     response_class=EventStreamResponse,
     status_code=200,  # FastAPI cannot read it from this class (its /openapi.json fails)
     summary="The caller's runs as they change (SSE `run` events): the console's live list",
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {}}}, **errors(*AUTH)},
 )
 async def watch(
     request: Request, caller: Annotated[Caller, Depends(require(Scope.READ))]
