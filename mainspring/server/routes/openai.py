@@ -56,6 +56,7 @@ router = APIRouter(
 THREAD_HEADER = "X-Mainspring-Thread"
 Effect = tuple[int, int, int]  # a model call: (step, task, effect)
 Runner = Annotated[Caller, Depends(require(Scope.RUN))]
+Reader = Annotated[Caller, Depends(require(Scope.READ))]  # listing models, as every GET
 
 
 def _model(agent: Agent, state: ServerState) -> dict[str, Any]:
@@ -77,13 +78,13 @@ def _agent(state: ServerState, name: str) -> Agent:
 
 
 @router.get("/models", summary="The served agents, as models")
-async def list_models(request: Request, caller: Runner) -> dict[str, Any]:
+async def list_models(request: Request, caller: Reader) -> dict[str, Any]:
     state = server_state(request)
     return {"object": "list", "data": [_model(a, state) for a in served_agents(state)]}
 
 
 @router.get("/models/{model}", summary="One served agent, as a model")
-async def get_model(model: str, request: Request, caller: Runner) -> dict[str, Any]:
+async def get_model(model: str, request: Request, caller: Reader) -> dict[str, Any]:
     state = server_state(request)
     return _model(_agent(state, model), state)
 
