@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..engine.outcome import PendingInterrupt
 from ..errors import MainspringError
 from .errors import _CODES, ApiError, status_of
+from .schemas import JsonObject
 
 
 class StreamOptions(BaseModel):
@@ -33,7 +34,7 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(description="the agent's name (GET /v1/openai/models)")
-    messages: list[dict[str, Any]] = Field(min_length=1)
+    messages: list[JsonObject] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None

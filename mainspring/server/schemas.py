@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from .depth import MAX_JSON_DEPTH, check_json_depth, too_deep
 
 RunStatusName = Literal["running", "interrupted", "finished", "failed", "cancelled"]
 Multitask = Literal["reject", "enqueue", "interrupt", "rollback"]
@@ -17,6 +19,27 @@ Multitask = Literal["reject", "enqueue", "interrupt", "rollback"]
 #: Ids chosen by clients (run ids, thread ids): printable, no slashes (they sit in paths).
 Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@~-]+$")]
 Timeout = Annotated[float, Field(gt=0, le=3600)]
+#: A sequence number a client gives (``after``, ``at``): bounded so sums stay in 64 bits.
+MAX_SEQ = 2**62
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
+#: A JSON value a client gives: nested at most ``MAX_JSON_DEPTH`` levels (else a 422).
+JsonValue = Annotated[Any, AfterValidator(check_json_depth)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(check_json_depth)]
+
+
+def refuse_deep_json(value: Any, field: str) -> None:
+    """A 422 naming ``field`` if ``value`` (JSON data or a pydantic model, such as a
+    protocol's request body) nests deeper than ``MAX_JSON_DEPTH`` levels."""
+    if too_deep(value):
+        from .errors import ApiError  # here: errors.py imports the catalog, this is a leaf
+
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"invalid request: {field}: nested deeper than {MAX_JSON_DEPTH} levels; "
+            "flatten the value",
+            problems=[{"at": field, "problem": f"nested deeper than {MAX_JSON_DEPTH} levels"}],
+        )
 
 
 class _Request(BaseModel):
@@ -250,9 +273,9 @@ class NewMessage(_Request):
 
     graph: str = Field(min_length=1, max_length=200)
     version: str | None = Field(default=None, max_length=200)
-    input: Any = None
+    input: JsonValue = None
     run_id: Id | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
     wait: bool = False
     timeout: Timeout = 60.0
     multitask: Multitask = "reject"
@@ -270,15 +293,15 @@ class CancelRequest(_Request):
 
 
 class ResumeRequest(_Request):
-    value: Any = None
+    value: JsonValue = None
     interrupt_id: str | None = Field(default=None, max_length=200)
-    values: dict[str, Any] | None = None
+    values: JsonObject | None = None
     wait: bool = False
     timeout: Timeout = 60.0
 
 
 class ForkRequest(_Request):
-    at: int | None = Field(default=None, ge=1)
+    at: int | None = Field(default=None, ge=1, le=MAX_SEQ)
     new_run_id: Id | None = None
     thread: Id | None = None
     effects: Literal["rerun", "reuse"] | None = None
@@ -297,6 +320,6 @@ class RejectRequest(_Request):
 
 
 class EditRequest(_Request):
-    args: dict[str, Any]
+    args: JsonObject
     wait: bool = False
     timeout: Timeout = 60.0

@@ -29,6 +29,7 @@ from ..auth import Caller, require
 from ..context import server_state
 from ..errors import ApiError
 from ..keys.protocol import Scope
+from ..schemas import refuse_deep_json
 
 log = logging.getLogger("mainspring.server")
 router = APIRouter(tags=["agui"])
@@ -55,6 +56,7 @@ async def run_agent(
     caller: Runner,
 ) -> StreamingResponse:
     """Start (or resume) the agent ``name`` on the input's thread; stream AG-UI events."""
+    refuse_deep_json(body, "body")
     agent = served_agent(server_state(request), name)
     turn = await _begin(agent, body, caller)
     encoder = EventEncoder(accept=request.headers.get("accept") or "")

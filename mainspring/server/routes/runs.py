@@ -20,11 +20,13 @@ from ...telemetry.spans.derive import derive_spans
 from ...telemetry.waterfall import to_json as waterfall_json
 from ..auth import Caller, require
 from ..context import ServerState, server_state
+from ..depth import clip
 from ..errors import ApiError
 from ..keys.protocol import Scope
 from ..multitask import lifespan, start_run
 from ..schemas import (
     AUTH,
+    MAX_SEQ,
     CancelRequest,
     EventPage,
     ForkRequest,
@@ -51,8 +53,18 @@ RunId = Annotated[str, "the run's id"]
 
 
 def json(body: Any, status: int = 200) -> Response:
-    """A JSON answer built without a per-field check (journal pages can be long)."""
-    return Response(orjson.dumps(body), status, media_type="application/json")
+    """A JSON answer built without a per-field check (journal pages can be long). A body
+    orjson cannot encode (a value stored nested deeper than its limit, written through the
+    Python API) is answered with the deep parts clipped rather than failing."""
+    try:
+        content = orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        content = orjson.dumps(clip(body, _DEEPEST))
+    return Response(content, status, media_type="application/json")
+
+
+#: How deep a whole answer may nest before its deep parts are clipped (orjson stops at 255).
+_DEEPEST = 200
 
 
 @router.post(
@@ -136,7 +148,7 @@ async def state_at(
     run_id: RunId,
     request: Request,
     caller: Reader,
-    at: Annotated[int | None, Query(ge=1)] = None,
+    at: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
 ) -> dict[str, Any]:
     api = caller.api
     record = await api.get_run(run_id)
@@ -147,7 +159,7 @@ async def state_at(
         "seq": view.seq,
         "step": view.step,
         "status": view.status.value,
-        "state": to_jsonable(view.values, what="the state"),
+        "state": to_jsonable(clip(view.values), what="the state"),
         "next": view.next,
         "interrupts": [interrupt_json(i) for i in view.interrupts],
     }
@@ -162,7 +174,7 @@ async def state_at(
 async def events(
     run_id: RunId,
     caller: Reader,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
     kind: Annotated[
         list[EventKind] | None,
