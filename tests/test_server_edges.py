@@ -6,15 +6,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypedDict
+from urllib.parse import urlsplit, urlunsplit
 
+import anyio
+import anyio.abc
 import httpx
 import pytest
+from anyio.abc import TaskStatus
 
 from mainspring import END, START, Graph, Runtime
 from mainspring.server import ServerConfig, create_app
 from mainspring.server.depth import CLIPPED, MAX_JSON_DEPTH
+from mainspring.server.keys.memory import MemoryKeyStore
 from tests.cli_graphs import support
+from tests.conftest import postgres_schema_url
 from tests.test_server_api import REFUND, serve
 
 pytestmark = pytest.mark.anyio
@@ -84,7 +91,7 @@ async def test_values_nested_deeper_than_the_limit_are_refused_naming_the_field(
         assert answer.status_code in (400, 422), answer.text
 
 
-async def test_runs_stored_with_deep_values_are_shown_clipped_never_a_500(tmp_path: Any) -> None:
+async def test_runs_stored_with_deep_values_are_shown_clipped_never_a_500(tmp_path: Path) -> None:
     async with api(f"sqlite:///{tmp_path / 'deep.db'}") as (rt, client):
         deep = nested(300)  # written through the Python API, which has no such limit
         handle = await rt.start(blob, {"blob": deep}, metadata={"a": deep})
@@ -102,3 +109,113 @@ async def test_runs_stored_with_deep_values_are_shown_clipped_never_a_500(tmp_pa
             answer = await client.get(f"/v1/runs/{handle.run_id}{path}")
             assert answer.status_code == 200, (path, answer.text)
         assert CLIPPED in (await client.get(f"/v1/runs/{handle.run_id}/events")).text
+
+
+# -- M1: answers racing ------------------------------------------------------------------
+
+
+async def test_the_same_interrupt_approved_at_once_is_answered_once_never_a_500(
+    tmp_path: Path,
+) -> None:
+    async with api(f"sqlite:///{tmp_path / 'race.db'}") as (_, client):  # SQLite: it races
+        for _ in range(3):
+            run = (await client.post("/v1/runs", json={"graph": "support", "input": REFUND,
+                                                        "wait": True})).json()  # fmt: skip
+            iid = run["outcome"]["interrupts"][0]["interrupt_id"]
+            path = f"/v1/runs/{run['run_id']}/interrupts/{iid}/approve"
+            answers: list[httpx.Response] = []
+
+            async def approve(path: str = path, into: list[httpx.Response] = answers) -> None:
+                into.append(await client.post(path, json={"wait": True}))
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):
+                    tg.start_soon(approve)
+            statuses = sorted(a.status_code for a in answers)
+            assert set(statuses) <= {200, 404, 409}, [a.text for a in answers]
+            assert statuses.count(200) >= 1
+            for a in answers:
+                if a.status_code == 409:
+                    assert a.json()["error"]["code"] == "run_state"
+            after = (await client.get(f"/v1/runs/{run['run_id']}")).json()
+            assert after["status"] == "finished"
+
+
+# -- M4, L5, L12, L13: probes and a store that is down -------------------------------------
+
+
+class Proxy:
+    """A TCP proxy in front of PostgreSQL that can stop passing bytes (a store that hangs)."""
+
+    def __init__(self) -> None:
+        self.flowing = anyio.Event()
+        self.flowing.set()
+        self.port = 0
+
+    async def serve(self, *, task_status: TaskStatus[None]) -> None:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        task_status.started()
+        await listener.serve(self._one)
+
+    async def _one(self, client: anyio.abc.SocketStream) -> None:
+        upstream = await anyio.connect_tcp("127.0.0.1", 5432)
+        async with client, upstream, anyio.create_task_group() as tg:
+            tg.start_soon(self._pipe, client, upstream, tg.cancel_scope)
+            tg.start_soon(self._pipe, upstream, client, tg.cancel_scope)
+
+    async def _pipe(
+        self, a: anyio.abc.SocketStream, b: anyio.abc.SocketStream, scope: anyio.CancelScope
+    ) -> None:
+        try:
+            async for chunk in a:
+                await self.flowing.wait()
+                await b.send(chunk)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        scope.cancel()
+
+    def stop(self) -> None:
+        self.flowing = anyio.Event()
+
+    def resume(self) -> None:
+        self.flowing.set()
+
+
+async def test_a_hanging_store_makes_readiness_and_reads_503_soon() -> None:
+    async with postgres_schema_url() as url, anyio.create_task_group() as tg:
+        proxy = Proxy()
+        await tg.start(proxy.serve)
+        parts = urlsplit(url)
+        proxied = urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}@127.0.0.1:"
+                                                   f"{proxy.port}"))  # fmt: skip
+        config = {"ready_timeout": 0.2, "request_store_timeout": 0.3}
+        async with api(proxied, **config) as (_, client):
+            assert (await client.get("/readyz")).status_code == 200
+            assert (await client.head("/healthz")).status_code == 200
+            assert (await client.head("/readyz")).status_code == 200
+            proxy.stop()
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            assert "did not answer" in ready.json()["reason"]
+            listed = await client.get("/v1/runs")
+            assert listed.status_code == 503
+            error = listed.json()["error"]
+            assert error == {"code": "store_unavailable", "message": error["message"]}
+            assert "127.0.0.1" not in error["message"] and str(proxy.port) not in listed.text
+            proxy.resume()
+            assert (await client.get("/readyz")).status_code == 200
+        tg.cancel_scope.cancel()
+
+
+async def test_probes_are_never_rate_limited() -> None:
+    keys = MemoryKeyStore()
+    config = ServerConfig(rate=0.001, burst=1)
+    app = create_app("memory://", graphs=[support], keys=keys, config=config)
+    async with serve(app) as client:
+        bad = {"Authorization": "Bearer ms_nope_nope"}
+        await client.get("/v1/runs", headers=bad)
+        assert (await client.get("/v1/runs", headers=bad)).status_code == 429
+        for _ in range(3):
+            assert (await client.get("/healthz", headers=bad)).status_code == 200
+            assert (await client.get("/readyz", headers=bad)).status_code == 200

@@ -23,6 +23,7 @@ from .config import ServerConfig
 from .context import ServerState
 from .keys.protocol import KeyStore
 from .routes import ROUTERS, mount_console
+from .storewait import StoreWait
 
 
 def create_app(
@@ -88,6 +89,7 @@ def create_app(
     )
     app.state.mainspring = state
     errors.install(app)
+    app.add_middleware(StoreWait, timeout=config.request_store_timeout)  # inside security's
     security.install(app, config)
     for router in ROUTERS:
         app.include_router(router)

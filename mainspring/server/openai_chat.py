@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine.outcome import PendingInterrupt
 from ..errors import MainspringError
-from .errors import _CODES, ApiError, status_of
+from .errors import _CODES, ApiError, message_of, status_of
 from .schemas import JsonObject
 
 
@@ -80,7 +80,7 @@ class OpenAIRoute(APIRoute):
                 mapped = status_of(exc)
                 if mapped is None:
                     raise
-                return openai_error(mapped[0], mapped[1], str(exc))
+                return openai_error(mapped[0], mapped[1], message_of(exc))
 
         return route
 

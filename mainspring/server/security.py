@@ -57,6 +57,7 @@ _HEADERS: Final = (
     ("referrer-policy", "no-referrer"),
     ("cross-origin-opener-policy", "same-origin"),
 )
+_PROBES: Final = frozenset({"/healthz", "/readyz"})
 _API_PATHS: Final = ("/v1/", "/metrics", "/healthz", "/readyz", "/openapi.json")
 _PAGE_DEFAULTS: Final = tuple(
     (name.encode(), value.encode())
@@ -174,8 +175,10 @@ class Guard:
             if principal is not None and by_key
             else f"address:{client[0] if client else 'unknown'}"
         )
-        # Without keys (--no-auth: loopback only) every client is the one local user.
-        wait = self.limiter.take(caller) if self.config.auth else 0.0
+        # Without keys (--no-auth: loopback only) every client is the one local user. Health
+        # and readiness are never limited: a balancer's probes share an address with clients.
+        limited = self.config.auth and scope["path"] not in _PROBES
+        wait = self.limiter.take(caller) if limited else 0.0
         if scope["type"] == "websocket":
             if wait:  # as the stream routes refuse: accepted, then closed 4000 + the status
                 if (await receive())["type"] == "websocket.connect":

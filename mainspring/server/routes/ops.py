@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -16,8 +17,9 @@ from ..schemas import AUTH, Health, Me, errors
 router = APIRouter(tags=["operations"])
 
 
-@router.get(
+@router.api_route(
     "/healthz",
+    methods=["GET", "HEAD"],
     response_model=Health,
     response_model_exclude_none=True,
     summary="Liveness: the process answers",
@@ -26,8 +28,9 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get(
+@router.api_route(
     "/readyz",
+    methods=["GET", "HEAD"],
     response_model=Health,
     summary="Readiness: the runtime is open and its store answers",
     responses={503: {"model": Health, "description": "starting, or the store is down"}},
@@ -37,7 +40,11 @@ async def readyz(request: Request) -> JSONResponse:
     if not state.ready:
         return JSONResponse({"status": "starting"}, 503)
     try:
-        await state.runtime.list_runs(limit=1)
+        with anyio.fail_after(state.config.ready_timeout):
+            await state.runtime.list_runs(limit=1)
+    except TimeoutError:  # the runtime retries a store that is down: not ready meanwhile
+        reason = f"the store did not answer within {state.config.ready_timeout:g} s"
+        return JSONResponse({"status": "unavailable", "reason": reason}, 503)
     except Exception as exc:  # the store is down: not ready, and say why
         return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, 503)
     return JSONResponse({"status": "ready"})
