@@ -219,3 +219,30 @@ async def test_probes_are_never_rate_limited() -> None:
         for _ in range(3):
             assert (await client.get("/healthz", headers=bad)).status_code == 200
             assert (await client.get("/readyz", headers=bad)).status_code == 200
+
+
+# -- M2: numbers near 64 bits ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_sequence_numbers_and_times_are_bounded_422_never_a_500(
+    backend: str, tmp_path: Path
+) -> None:
+    url = "memory://" if backend == "memory" else f"sqlite:///{tmp_path / 'n.db'}"
+    async with api(url) as (_, client):
+        run = (await client.post("/v1/runs", json={"graph": "support", "wait": True,
+               "input": {"text": "hi", "amount": 10**30}})).json()  # fmt: skip
+        base = f"/v1/runs/{run['run_id']}"
+        for path, status in [
+            (f"{base}/events?after={2**62}", 200),
+            (f"{base}/events?after={2**63 - 1}", 422),
+            (f"{base}/state?at={2**63}", 422),
+            ("/v1/runs?created_after=inf", 422),
+            ("/v1/runs?created_before=nan", 422),
+            (f"{base}/events", 200),  # the int past 64 bits is shown as it is
+        ]:
+            answer = await client.get(path)
+            assert answer.status_code == status, (path, answer.text)
+        assert "1000000000000000000000000000000" in answer.text
+        forked = await client.post(f"{base}/fork", json={"at": 2**63})
+        assert forked.status_code == 422

@@ -22,6 +22,8 @@ Timeout = Annotated[float, Field(gt=0, le=3600)]
 #: A sequence number a client gives (``after``, ``at``): bounded so sums stay in 64 bits.
 MAX_SEQ = 2**62
 Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
+#: A time a client gives (Unix seconds): finite, and before the year 5138.
+MAX_TIME = 1e11
 #: A JSON value a client gives: nested at most ``MAX_JSON_DEPTH`` levels (else a 422).
 JsonValue = Annotated[Any, AfterValidator(check_json_depth)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(check_json_depth)]

@@ -7,6 +7,7 @@ tenant's run is 404, as a missing one); nothing is kept beside it.
 
 from __future__ import annotations
 
+import json as stdlib_json
 from typing import Annotated, Any
 
 import orjson
@@ -27,6 +28,7 @@ from ..multitask import lifespan, start_run
 from ..schemas import (
     AUTH,
     MAX_SEQ,
+    MAX_TIME,
     CancelRequest,
     EventPage,
     ForkRequest,
@@ -58,8 +60,8 @@ def json(body: Any, status: int = 200) -> Response:
     Python API) is answered with the deep parts clipped rather than failing."""
     try:
         content = orjson.dumps(body)
-    except orjson.JSONEncodeError:
-        content = orjson.dumps(clip(body, _DEEPEST))
+    except orjson.JSONEncodeError:  # too deep, or an int past 64 bits: the slow encoder
+        content = stdlib_json.dumps(clip(body, _DEEPEST), ensure_ascii=False).encode()
     return Response(content, status, media_type="application/json")
 
 
@@ -99,8 +101,8 @@ async def list_runs(
     tenant: Annotated[
         str | None, Query(max_length=200, description="operator keys: one tenant's runs")
     ] = None,
-    created_after: float | None = None,
-    created_before: float | None = None,
+    created_after: Annotated[float | None, Query(ge=0, le=MAX_TIME)] = None,
+    created_before: Annotated[float | None, Query(ge=0, le=MAX_TIME)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> dict[str, Any]:
