@@ -17,11 +17,14 @@ import pytest
 from anyio.abc import TaskStatus
 
 from mainspring import END, START, Graph, Runtime
+from mainspring.client import AsyncClient
 from mainspring.server import ServerConfig, create_app
 from mainspring.server.depth import CLIPPED, MAX_JSON_DEPTH
 from mainspring.server.keys.memory import MemoryKeyStore
+from mainspring.server.schemas import MAX_SEQ
+from mainspring.store import Durability, RunRecord, RunStatus
 from tests.cli_graphs import support
-from tests.conftest import postgres_schema_url
+from tests.conftest import STORE_BACKENDS, postgres_schema_url
 from tests.test_server_api import REFUND, serve
 
 pytestmark = pytest.mark.anyio
@@ -224,17 +227,26 @@ async def test_probes_are_never_rate_limited() -> None:
 # -- M2: numbers near 64 bits ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+@asynccontextmanager
+async def a_store(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    if backend == "postgres":
+        async with postgres_schema_url() as url:
+            yield url
+    else:
+        yield "memory://" if backend == "memory" else f"sqlite:///{tmp_path / 's.db'}"
+
+
+@pytest.mark.parametrize("backend", STORE_BACKENDS)
 async def test_sequence_numbers_and_times_are_bounded_422_never_a_500(
     backend: str, tmp_path: Path
 ) -> None:
-    url = "memory://" if backend == "memory" else f"sqlite:///{tmp_path / 'n.db'}"
-    async with api(url) as (_, client):
+    async with a_store(backend, tmp_path) as url, api(url) as (_, client):
         run = (await client.post("/v1/runs", json={"graph": "support", "wait": True,
                "input": {"text": "hi", "amount": 10**30}})).json()  # fmt: skip
         base = f"/v1/runs/{run['run_id']}"
         for path, status in [
-            (f"{base}/events?after={2**62}", 200),
+            (f"{base}/events?after={MAX_SEQ}", 200),
+            (f"{base}/events?after={MAX_SEQ + 1}", 422),
             (f"{base}/events?after={2**63 - 1}", 422),
             (f"{base}/state?at={2**63}", 422),
             ("/v1/runs?created_after=inf", 422),
@@ -246,3 +258,65 @@ async def test_sequence_numbers_and_times_are_bounded_422_never_a_500(
         assert "1000000000000000000000000000000" in answer.text
         forked = await client.post(f"{base}/fork", json={"at": 2**63})
         assert forked.status_code == 422
+
+
+# -- M7: keyset paging ---------------------------------------------------------------------
+
+
+async def put_run(rt: Runtime, run_id: str, created_at: float) -> None:
+    record = RunRecord(run_id, "support", None, RunStatus.FINISHED, created_at, created_at)
+    await rt.store.create_run(record, [], Durability.SYNC)
+
+
+@pytest.mark.parametrize("backend", STORE_BACKENDS)
+async def test_paging_by_cursor_neither_repeats_nor_skips_while_runs_start(
+    backend: str, tmp_path: Path
+) -> None:
+    async with a_store(backend, tmp_path) as url, api(url) as (rt, client):
+        # Ties on created_at (the cursor's hard case) around runs created before and after.
+        times = {"a": 999.0, "b": 999.0, **{f"t{i}": 1000.0 for i in range(7)}, "z": 1001.0}
+        for run_id, at in times.items():
+            await put_run(rt, run_id, at)
+        expected = sorted(times, key=lambda r: (times[r], r), reverse=True)
+        seen: list[str] = []
+        page = (await client.get("/v1/runs", params={"limit": 2})).json()
+        new = 0
+        while True:
+            seen += [r["run_id"] for r in page["runs"]]
+            if page["next_cursor"] is None:
+                break
+            new += 1  # a run starts between pages: newer, so not on the later pages
+            await put_run(rt, f"new{new}", 2000.0 + new)
+            await put_run(rt, "t9", 1000.0)  # a tie sorting before the cursor: newer too
+            params = {"limit": 2, "cursor": page["next_cursor"]}
+            page = (await client.get("/v1/runs", params=params)).json()
+        assert seen == expected
+        bounded = await client.get("/v1/runs", params={"limit": 3, "created_before": 1000.5})
+        cursor = bounded.json()["next_cursor"]
+        rest = await client.get("/v1/runs", params={"cursor": cursor, "created_after": 999.5})
+        assert [r["run_id"] for r in rest.json()["runs"]] == [
+            "t4",
+            "t3",
+            "t2",
+            "t1",
+            "t0",
+        ]  # after t9, t6, t5
+        skipped = await client.get("/v1/runs", params={"cursor": cursor, "offset": 3})
+        assert [r["run_id"] for r in skipped.json()["runs"]] == ["t1", "t0", "b", "a"]
+        answer = await client.get("/v1/runs", params={"cursor": "nope"})
+        assert answer.status_code == 404, answer.text
+        assert answer.json()["error"]["code"] == "cursor_not_found"
+
+
+async def test_the_clients_iter_runs_pages_by_cursor() -> None:
+    async with api() as (rt, client):
+        for i in range(5):
+            await put_run(rt, f"r{i}", 1000.0 + i // 2)
+        transport = client._transport  # the same app, lifespan running
+        async with AsyncClient("http://api", transport=transport) as ms:
+            found = []
+            async for run in ms.iter_runs(page=2):
+                found.append(run.run_id)
+                if len(found) == 2:
+                    await put_run(rt, "late", 5000.0)  # starts during the iteration
+        assert found == ["r4", "r3", "r2", "r1", "r0"]

@@ -19,8 +19,9 @@ Multitask = Literal["reject", "enqueue", "interrupt", "rollback"]
 #: Ids chosen by clients (run ids, thread ids): printable, no slashes (they sit in paths).
 Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@~-]+$")]
 Timeout = Annotated[float, Field(gt=0, le=3600)]
-#: A sequence number a client gives (``after``, ``at``): bounded so sums stay in 64 bits.
-MAX_SEQ = 2**62
+#: A sequence number a client gives (``after``, ``at``): bounded so sums stay in 64 bits
+#: (and exact in every JSON reader: JavaScript's largest safe integer).
+MAX_SEQ = 2**53 - 1
 Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 #: A time a client gives (Unix seconds): finite, and before the year 5138.
 MAX_TIME = 1e11
@@ -150,7 +151,10 @@ class QueuedRun(BaseModel):
 
 class RunList(BaseModel):
     runs: list[Run]
-    next_offset: int | None
+    next_offset: int | None = Field(description="offset paging: the next page's offset")
+    next_cursor: str | None = Field(
+        description="the next page: pass it as cursor= (no repeats while runs start)"
+    )
 
 
 class Interrupt(BaseModel):

@@ -8,6 +8,7 @@ tenant's run is 404, as a missing one); nothing is kept beside it.
 from __future__ import annotations
 
 import json as stdlib_json
+from functools import partial
 from typing import Annotated, Any
 
 import orjson
@@ -25,6 +26,7 @@ from ..depth import clip
 from ..errors import ApiError
 from ..keys.protocol import Scope
 from ..multitask import lifespan, start_run
+from ..paging import decode_cursor, encode_cursor, runs_after
 from ..schemas import (
     AUTH,
     MAX_SEQ,
@@ -89,7 +91,7 @@ async def start(body: StartRun, request: Request, caller: Runner) -> Response:
     "/v1/runs",
     response_model=RunList,
     summary="Runs matching every filter, newest first",
-    responses=errors(*AUTH),
+    responses=errors(*AUTH, 404),
 )
 async def list_runs(
     caller: Reader,
@@ -105,6 +107,14 @@ async def list_runs(
     created_before: Annotated[float | None, Query(ge=0, le=MAX_TIME)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=400,
+            description="a page's next_cursor: the runs after that page (offset: counted "
+            "from there)",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     filters: dict[str, Any] = {}
     if tenant is not None:
@@ -112,20 +122,27 @@ async def list_runs(
             raise ApiError(403, "tenant", f"this key sees tenant {caller.tenant!r} only")
         if caller.tenant is None:
             filters["tenant"] = tenant
-    records = await caller.api.list_runs(
-        status=status or None,
-        graph=graph,
-        thread=thread,
-        limit=limit + 1,
-        offset=offset,
-        created_after=created_after,
-        created_before=created_before,
-        **filters,
+    listing = partial(
+        caller.api.list_runs, status=status or None, graph=graph, thread=thread, **filters
     )
+    if cursor is None:
+        records = await listing(
+            limit=limit + 1,
+            offset=offset,
+            created_after=created_after,
+            created_before=created_before,
+        )
+    else:
+        after = decode_cursor(cursor)
+        records = await runs_after(
+            listing, after, limit + 1, created_after, created_before, skip=offset
+        )
     more = len(records) > limit
+    page = records[:limit]
     return {
-        "runs": [run_json(r) for r in records[:limit]],
-        "next_offset": offset + limit if more else None,
+        "runs": [run_json(r) for r in page],
+        "next_offset": offset + limit if more and cursor is None else None,
+        "next_cursor": encode_cursor(page[-1]) if more else None,
     }
 
 
