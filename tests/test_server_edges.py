@@ -15,9 +15,12 @@ import anyio.abc
 import httpx
 import pytest
 from anyio.abc import TaskStatus
+from typer.testing import CliRunner
 
 from mainspring import END, START, Graph, Runtime
+from mainspring.cli import app as cli_app
 from mainspring.client import AsyncClient
+from mainspring.errors import RunNotFoundError
 from mainspring.server import ServerConfig, create_app
 from mainspring.server.depth import CLIPPED, MAX_JSON_DEPTH
 from mainspring.server.keys.memory import MemoryKeyStore
@@ -320,3 +323,92 @@ async def test_the_clients_iter_runs_pages_by_cursor() -> None:
                 if len(found) == 2:
                     await put_run(rt, "late", 5000.0)  # starts during the iteration
         assert found == ["r4", "r3", "r2", "r1", "r0"]
+
+
+# -- L1, L3, L9, L10, L11: answers and their statuses ------------------------------------
+
+
+async def test_approve_comment_is_journaled_and_bad_resumes_say_what_is_wrong() -> None:
+    async with api() as (_, client):
+        run = (await client.post("/v1/runs", json={"graph": "support", "input": REFUND,
+                                                    "wait": True})).json()  # fmt: skip
+        base = f"/v1/runs/{run['run_id']}"
+        iid = run["outcome"]["interrupts"][0]["interrupt_id"]
+        both = await client.post(f"{base}/resume", json={"value": 1, "values": {iid: 1}})
+        assert both.status_code == 422, both.text
+        unknown = await client.post(f"{base}/resume", json={"value": 1, "interrupt_id": "no"})
+        assert unknown.status_code == 404
+        assert unknown.json()["error"]["code"] == "interrupt_not_found"
+        unknown = await client.post(f"{base}/resume", json={"values": {"no": 1}})
+        assert unknown.json()["error"]["code"] == "interrupt_not_found"
+        approved = await client.post(f"{base}/interrupts/{iid}/approve",
+                                     json={"comment": "ok by finance", "wait": True})  # fmt: skip
+        assert approved.status_code == 200, approved.text
+        events = (await client.get(f"{base}/events", params={"kind": "resumed"})).json()
+        assert [e["data"].get("actor") for e in events["events"]] == ["local: ok by finance"]
+        bad_tenant = {"graph": "support", "input": REFUND, "metadata": {"tenant": 5}}
+        answer = await client.post("/v1/runs", json=bad_tenant)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"]["details"]["problems"][0]["at"] == "body.metadata"
+
+
+class Gate(TypedDict, total=False):
+    n: int
+
+
+async def test_replaying_a_running_run_is_409_not_a_false_divergence() -> None:
+    release = anyio.Event()
+    entered = anyio.Event()
+
+    async def hold(s: Gate) -> dict[str, Any]:
+        entered.set()
+        await release.wait()
+        return {"n": 1}
+
+    g = Graph(Gate, name="gate")
+    g.node(hold)
+    g.edge(START, "hold")
+    g.edge("hold", END)
+    gate = g.compile()
+    async with Runtime.open("memory://") as rt:
+        app = create_app(rt, graphs=[gate], config=ServerConfig(auth=False))
+        async with serve(app) as client:
+            run = (await client.post("/v1/runs", json={"graph": "gate", "input": {}})).json()
+            await entered.wait()
+            replay = await client.post(f"/v1/runs/{run['run_id']}/replay")
+            assert replay.status_code == 409, replay.text
+            assert replay.json()["error"]["code"] == "run_state"
+            release.set()
+            await rt.handle(run["run_id"]).result()
+            replay = await client.post(f"/v1/runs/{run['run_id']}/replay")
+            assert replay.status_code == 200 and replay.json()["ok"] is True, replay.text
+
+
+# -- L6, L14: the command's own errors; the client names the server ------------------------
+
+
+def test_serve_on_a_file_that_is_no_store_says_so_in_one_line(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database")
+    result = CliRunner().invoke(cli_app, ["serve", "--store", f"sqlite:///{junk}", "--port", "0"])
+    assert result.exit_code == 3, (result.stdout, result.stderr)
+    assert "cannot open the store" in result.stderr and "is not a SQLite file" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_cors_origins_are_checked() -> None:
+    for bad in ["not a url", "https://app.example.com/", "app.example.com"]:
+        result = CliRunner().invoke(
+            cli_app, ["serve", "--store", "memory://", "--no-auth", "--cors", bad]
+        )
+        assert result.exit_code != 0 and "--cors" in result.stderr, result.stderr
+        with pytest.raises(ValueError, match="is not an origin"):
+            create_app("memory://", config=ServerConfig(auth=False, cors_origins=(bad,)))
+    create_app("memory://", config=ServerConfig(auth=False, cors_origins=("http://[::1]:8080",)))
+    create_app("memory://", config=ServerConfig(auth=False, cors_origins=("*",)))  # warned
+
+
+async def test_the_client_says_which_server_has_no_such_run() -> None:
+    async with api() as (_, client), AsyncClient("http://api", transport=client._transport) as ms:
+        with pytest.raises(RunNotFoundError, match="on the server at http://api"):
+            await ms.get_run("nope")

@@ -93,6 +93,8 @@ def status_of(exc: BaseException) -> tuple[int, str] | None:
 
 def message_of(exc: BaseException) -> str:
     """What a client is told of a Mainspring error (logged in full if it is withheld)."""
+    if isinstance(exc, RunNotFoundError):  # not "in this store": the client sees a server
+        return f"no run with id {exc.run_id!r} on this server"
     for kind, said in _SAID:
         if isinstance(exc, kind):
             log.warning("answered %r for: %s", said, exc)

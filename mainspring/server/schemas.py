@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from .depth import MAX_JSON_DEPTH, check_json_depth, too_deep
 
@@ -289,6 +289,17 @@ class NewMessage(_Request):
         default=None, max_length=200, description="operator keys only: the tenant the run is for"
     )
 
+    @field_validator("metadata")
+    @classmethod
+    def _tenant_is_a_name(cls, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+        tenant = (metadata or {}).get("tenant")
+        if tenant is not None and not isinstance(tenant, str):
+            raise ValueError(
+                f"metadata.tenant is {tenant!r}; a tenant is named by a string (or give "
+                "`tenant` in the body, operator keys only)"
+            )
+        return metadata
+
 
 class StartRun(NewMessage):
     thread: Id | None = None
@@ -304,6 +315,11 @@ class ResumeRequest(_Request):
     values: JsonObject | None = None
     wait: bool = False
     timeout: Timeout = 60.0
+
+    def both_ways(self) -> bool:
+        """``value`` (or ``interrupt_id``) and ``values`` both given: one would be dropped
+        (a 422, answered after the run is found: another tenant's run is 404 first)."""
+        return self.values is not None and bool({"value", "interrupt_id"} & self.model_fields_set)
 
 
 class ForkRequest(_Request):

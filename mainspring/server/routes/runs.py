@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from ...events import EventKind, to_jsonable
+from ...store import RunStatus
 from ...telemetry.conventions import Capture
 from ...telemetry.reader import trace_events
 from ...telemetry.spans.derive import derive_spans
@@ -256,6 +257,15 @@ async def resume(
 ) -> dict[str, Any]:
     body = body or ResumeRequest()
     state = server_state(request)
+    if body.both_ways():
+        await caller.api.get_run(run_id)  # another tenant's run: 404 first
+        raise ApiError(
+            422,
+            "invalid_request",
+            "invalid request: body: give `value` (with `interrupt_id` if several are "
+            "pending) or `values` ({interrupt id: value}), not both",
+            problems=[{"at": "body.values", "problem": "not with value or interrupt_id"}],
+        )
     return await resume_with(
         state,
         caller,
@@ -278,11 +288,24 @@ async def resume_with(
     values: dict[str, Any] | None = None,
     wait: bool = False,
     timeout: float = 60.0,
+    note: str | None = None,
 ) -> dict[str, Any]:
-    """Resume through the caller's view with the run's own graph (by its version)."""
+    """Resume through the caller's view with the run's own graph (by its version); the
+    journal's ``actor`` is the key's id, then ``: <note>`` (an approval's comment)."""
     api = caller.api
     record = await api.get_run(run_id)
     graph = await served_graph(state, api, record, "resume the run")
+    named = [interrupt_id] if interrupt_id is not None else list(values or ())
+    if named:  # as approve, reject and edit answer an interrupt that is not pending
+        pending = [i.id for i in (await api.outcome(run_id, graph)).interrupts]
+        for iid in named:
+            if iid not in pending:
+                raise ApiError(
+                    404,
+                    "interrupt_not_found",
+                    f"run {run_id!r} has no pending interrupt {iid!r} "
+                    f"(pending: {', '.join(pending) or 'none'})",
+                )
     try:
         handle = await api.resume(
             run_id,
@@ -290,7 +313,7 @@ async def resume_with(
             interrupt_id=interrupt_id,
             values=values,
             graph=graph,
-            actor=caller.principal.key_id,
+            actor=caller.principal.key_id + (f": {note}" if note else ""),
         )
     except (TypeError, ValueError) as exc:
         raise ApiError(422, "invalid_value", f"cannot resume with that value: {exc}") from None
@@ -333,6 +356,13 @@ async def fork(
 async def replay(run_id: RunId, request: Request, caller: Runner) -> dict[str, Any]:
     api = caller.api
     record = await api.get_run(run_id)
+    if record.status is RunStatus.RUNNING:  # its journal is still growing: nothing to compare
+        raise ApiError(
+            409,
+            "run_state",
+            f"run {run_id!r} is running; replay compares a stopped run (finished, failed, "
+            "cancelled or parked): replay it once it stops",
+        )
     graph = await served_graph(server_state(request), api, record, "replay the run")
     report = await api.replay(run_id, graph=graph)
     d = report.divergence
