@@ -95,6 +95,11 @@ async def test_values_nested_deeper_than_the_limit_are_refused_naming_the_field(
         chat = {"model": "x", "messages": [{"role": "user", "content": nested(200)}]}
         answer = await client.post("/v1/openai/chat/completions", json=chat)
         assert answer.status_code in (400, 422), answer.text
+        agui = {"threadId": "t", "runId": "r", "state": nested(200), "messages": [],
+                "tools": [], "context": [], "forwardedProps": {}}  # fmt: skip
+        answer = await client.post("/v1/agui/x", json=agui)
+        assert answer.status_code == 422, answer.text
+        assert "nested deeper than 64 levels" in answer.text
 
 
 async def test_runs_stored_with_deep_values_are_shown_clipped_never_a_500(tmp_path: Path) -> None:
