@@ -230,6 +230,8 @@ async def test_probes_are_never_rate_limited() -> None:
         for _ in range(3):
             assert (await client.get("/healthz", headers=bad)).status_code == 200
             assert (await client.get("/readyz", headers=bad)).status_code == 200
+            assert (await client.head("/healthz", headers=bad)).status_code == 200
+            assert (await client.head("/readyz", headers=bad)).status_code == 200
 
 
 # -- M2: numbers near 64 bits ------------------------------------------------------------
