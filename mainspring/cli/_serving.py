@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class Server(uvicorn.Server):
@@ -75,3 +76,30 @@ class Server(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def startup_error(app: Any) -> BaseException | None:
+    """The Mainspring error the app's startup failed with (a store it could not open)."""
+    found: BaseException | None = app.state.mainspring.extras.get("startup_error")
+    return found
+
+
+class QuietStartup:
+    """The app, with a startup that fails on a Mainspring error (a store that cannot be
+    opened) reported by the command in one line rather than by uvicorn as a traceback."""
+
+    def __init__(self, app: Any) -> None:
+        self.app: ASGIApp = app
+        self.state = app.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and startup_error(self):
+                message = {**message, "message": ""}  # the command says it, in one line
+            await send(message)
+
+        await self.app(scope, receive, sending)

@@ -142,7 +142,8 @@ def serve(
 
         from ..server import ServerConfig, UnknownGraphError, create_app
         from ..server.routes.streams import close_streams
-        from ._serving import Server
+        from ..server.security import check_origins
+        from ._serving import QuietStartup, Server, startup_error
     except ImportError as exc:
         raise CliError(
             f"mainspring serve needs the server extra ({exc.name} is missing): "
@@ -164,6 +165,10 @@ def serve(
         max_body_bytes=max_body,
     )
     try:
+        check_origins(tuple(o for o in config.cors_origins if o != "*"))  # '*': app warns
+    except ValueError as exc:
+        raise CliError(f"--cors: {exc}") from None
+    try:
         app = create_app(
             store, graphs=graph or (), keys=None if no_auth else _keys(store), config=config,
             **options,
@@ -173,7 +178,7 @@ def serve(
 
     server = Server(
         uvicorn.Config(
-            app,
+            QuietStartup(app),
             host=host,
             port=port,
             log_level=log_level.value,
@@ -186,6 +191,9 @@ def serve(
         stopping=lambda: close_streams(app),
     )
     run_async(server.serve)
+    failed = startup_error(app)
+    if failed is not None:
+        raise CliError(f"cannot open the store {store}: {failed}", EXIT_REFUSED)
     if not server.started:
         raise CliError(
             f"the server did not start on {host}:{port} (see its log above: a port in use, a "

@@ -200,10 +200,10 @@ class AsyncClient(ClientBase):
         offset: int = 0,
     ) -> list[Run]:
         """One page of runs matching every filter given, newest first (``iter_runs``: all)."""
-        runs, _ = await self._runs_page(
-            status, graph, thread, tenant, created_after, created_before, limit, offset
+        body = await self._runs_page(
+            status, graph, thread, tenant, created_after, created_before, limit, offset=offset
         )
-        return runs
+        return [Run.from_json(r) for r in body["runs"]]
 
     async def iter_runs(
         self,
@@ -216,14 +216,18 @@ class AsyncClient(ClientBase):
         created_before: float | None = None,
         page: int = 100,
     ) -> AsyncIterator[Run]:
-        """Every run matching the filters, newest first, a page at a time."""
-        offset: int | None = 0
-        while offset is not None:
-            runs, offset = await self._runs_page(
-                status, graph, thread, tenant, created_after, created_before, page, offset
+        """Every run matching the filters, newest first, a page at a time (each page after
+        the last one's cursor: runs starting meanwhile are neither repeated nor skip one)."""
+        cursor: str | None = None
+        while True:
+            body = await self._runs_page(
+                status, graph, thread, tenant, created_after, created_before, page, cursor=cursor
             )
-            for run in runs:
-                yield run
+            for run in body["runs"]:
+                yield Run.from_json(run)
+            cursor = body.get("next_cursor")
+            if cursor is None:
+                return
 
     async def _runs_page(
         self,
@@ -234,8 +238,10 @@ class AsyncClient(ClientBase):
         created_after: float | None,
         created_before: float | None,
         limit: int,
-        offset: int,
-    ) -> tuple[list[Run], int | None]:
+        *,
+        offset: int = 0,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
         statuses = (
             None if status is None
             else [str(status)] if isinstance(status, str)
@@ -243,9 +249,9 @@ class AsyncClient(ClientBase):
         )  # fmt: skip
         params = {"status": statuses, "graph": graph, "thread": thread, "tenant": tenant,
                   "created_after": created_after, "created_before": created_before,
-                  "limit": limit, "offset": offset}  # fmt: skip
-        body = await self._call("GET", "/v1/runs", params=params)
-        return [Run.from_json(r) for r in body["runs"]], body.get("next_offset")
+                  "limit": limit, "offset": offset or None, "cursor": cursor}  # fmt: skip
+        body: dict[str, Any] = await self._call("GET", "/v1/runs", params=params)
+        return body
 
     async def list_threads(self, *, limit: int = 100) -> list[Thread]:
         body = await self._call("GET", "/v1/threads", params={"limit": limit})

@@ -144,6 +144,9 @@ def error_from_response(response: httpx.Response) -> ClientError:
         text = response.text.strip()[:200]
         message = f"HTTP {status} from {response.request.url}" + (f": {text}" if text else "")
     kind = _BY_CODE.get(code, AuthError if status in (401, 403) else ClientError)
+    for where in (" on this server", " in this store"):  # say which server
+        url = response.request.url
+        message = message.replace(where, f" on the server at {url.scheme}://{url.netloc.decode()}")
     if kind is RemoteRunNotFoundError and "run_id" not in details:
         path = response.request.url.path.split("/")  # /v1/runs/{id}/...: which run it was
         if len(path) > 3 and path[1:3] == ["v1", "runs"]:

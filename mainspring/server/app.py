@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from .. import __version__
 from ..engine.runtime import Runtime
+from ..errors import MainspringError
 from . import errors, security
 from .catalog import GraphCatalog
 from .config import ServerConfig
@@ -24,6 +25,7 @@ from .context import ServerState
 from .detach import MainspringApp
 from .keys.protocol import KeyStore
 from .routes import ROUTERS, mount_console
+from .storewait import StoreWait
 
 
 def create_app(
@@ -62,11 +64,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            if keys is not None:
-                await keys.open()
-                stack.push_async_callback(keys.aclose)
-            if owned:
-                await stack.enter_async_context(rt)
+            try:
+                if keys is not None:
+                    await keys.open()
+                    stack.push_async_callback(keys.aclose)
+                if owned:
+                    await stack.enter_async_context(rt)
+            except MainspringError as exc:  # a store that cannot be opened: said in one line
+                state.extras["startup_error"] = exc  # by `mainspring serve` (quiet_startup)
+                raise
             for start in state.extras.get("on_start", ()):
                 await start(state)
             state.started_at = time.time()
@@ -89,6 +95,7 @@ def create_app(
     )
     app.state.mainspring = state
     errors.install(app)
+    app.add_middleware(StoreWait, timeout=config.request_store_timeout)  # inside security's
     security.install(app, config)
     for router in ROUTERS:
         app.include_router(router)

@@ -18,6 +18,10 @@ class ServerConfig:
     subscriber further behind reads the journal); ``stall_timeout`` seconds a client may
     leave its socket undrained before it is dropped; ``heartbeat`` seconds between
     keep-alive comments on an idle stream.
+    Store down: ``ready_timeout`` seconds ``/readyz`` waits for the store before it answers
+    503; ``request_store_timeout`` seconds a read (GET) waits for its answer to begin
+    before it is answered 503 ``store_unavailable`` (None: as long as the runtime's
+    ``retry_for``); writes always wait for the runtime's ``retry_for``.
     """
 
     auth: bool = True
@@ -29,3 +33,5 @@ class ServerConfig:
     stall_timeout: float = 30.0
     heartbeat: float = 15.0
     console: bool = True
+    ready_timeout: float = 2.0
+    request_store_timeout: float | None = 10.0

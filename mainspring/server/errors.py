@@ -20,7 +20,9 @@ from starlette.requests import HTTPConnection
 from starlette.routing import Match
 
 from ..errors import (
+    ConflictError,
     EffectDeniedError,
+    LeaseLostError,
     MainspringError,
     RunExistsError,
     RunNotFoundError,
@@ -43,6 +45,23 @@ _STATUS: tuple[tuple[type[BaseException], int, str], ...] = (
     (SerializationError, 422, "invalid_value"),
     (EffectDeniedError, 403, "denied"),
     (StoreUnavailableError, 503, "store_unavailable"),
+    # Two requests answered or moved the same run at once: the journal took one of them.
+    (ConflictError, 409, "run_state"),
+    (LeaseLostError, 409, "run_state"),
+)
+
+#: What the client is told instead of the error's own text (which may name the store's
+#: host, port and database: the log keeps that).
+_SAID: tuple[tuple[type[BaseException], str], ...] = (
+    (StoreUnavailableError, "the store is unavailable; retry"),
+    (
+        ConflictError,
+        "the run was answered or moved meanwhile by another request; read it again",
+    ),
+    (
+        LeaseLostError,
+        "the run was answered or moved meanwhile by another request; read it again",
+    ),
 )
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -70,6 +89,17 @@ def status_of(exc: BaseException) -> tuple[int, str] | None:
         if isinstance(exc, kind):
             return status, code
     return None
+
+
+def message_of(exc: BaseException) -> str:
+    """What a client is told of a Mainspring error (logged in full if it is withheld)."""
+    if isinstance(exc, RunNotFoundError):  # not "in this store": the client sees a server
+        return f"no run with id {exc.run_id!r} on this server"
+    for kind, said in _SAID:
+        if isinstance(exc, kind):
+            log.warning("answered %r for: %s", said, exc)
+            return said
+    return str(exc)
 
 
 def request_id(conn: HTTPConnection) -> str:
@@ -101,7 +131,7 @@ def error_response(conn: HTTPConnection, exc: Exception) -> JSONResponse:
     mapped = status_of(exc) if isinstance(exc, MainspringError) else None
     if mapped is None:
         return internal_error(conn, exc)
-    return JSONResponse(error_body(mapped[1], str(exc)), mapped[0])
+    return JSONResponse(error_body(mapped[1], message_of(exc)), mapped[0])
 
 
 def allowed_methods(app: FastAPI, request: Request) -> list[str]:
@@ -145,7 +175,7 @@ def install(app: FastAPI) -> None:
         if mapped is None:
             return await _unexpected(request, exc)
         status, code = mapped
-        return JSONResponse(error_body(code, str(exc)), status)
+        return JSONResponse(error_body(code, message_of(exc)), status)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -19,7 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine.outcome import PendingInterrupt
 from ..errors import MainspringError
-from .errors import _CODES, ApiError, status_of
+from .errors import _CODES, ApiError, message_of, status_of
+from .schemas import JsonObject
 
 
 class StreamOptions(BaseModel):
@@ -33,7 +34,7 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(description="the agent's name (GET /v1/openai/models)")
-    messages: list[dict[str, Any]] = Field(min_length=1)
+    messages: list[JsonObject] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -79,7 +80,7 @@ class OpenAIRoute(APIRoute):
                 mapped = status_of(exc)
                 if mapped is None:
                     raise
-                return openai_error(mapped[0], mapped[1], str(exc))
+                return openai_error(mapped[0], mapped[1], message_of(exc))
 
         return route
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from .depth import MAX_JSON_DEPTH, check_json_depth, too_deep
 
 RunStatusName = Literal["running", "interrupted", "finished", "failed", "cancelled"]
 Multitask = Literal["reject", "enqueue", "interrupt", "rollback"]
@@ -17,10 +19,30 @@ Multitask = Literal["reject", "enqueue", "interrupt", "rollback"]
 #: Ids chosen by clients (run ids, thread ids): printable, no slashes (they sit in paths).
 Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@~-]+$")]
 Timeout = Annotated[float, Field(gt=0, le=3600)]
-#: The largest sequence number a request may name: the largest integer a JavaScript client
-#: holds exactly, far beyond any journal, and ``after + limit`` still fits every store's
-#: 64-bit integers (a larger ``after`` was a 500: an overflow in SQLite or in the JSON).
+#: A sequence number a client gives (``after``, ``at``): bounded so sums stay in 64 bits
+#: (and exact in every JSON reader: JavaScript's largest safe integer).
 MAX_SEQ = 2**53 - 1
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
+#: A time a client gives (Unix seconds): finite, and before the year 5138.
+MAX_TIME = 1e11
+#: A JSON value a client gives: nested at most ``MAX_JSON_DEPTH`` levels (else a 422).
+JsonValue = Annotated[Any, AfterValidator(check_json_depth)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(check_json_depth)]
+
+
+def refuse_deep_json(value: Any, field: str) -> None:
+    """A 422 naming ``field`` if ``value`` (JSON data or a pydantic model, such as a
+    protocol's request body) nests deeper than ``MAX_JSON_DEPTH`` levels."""
+    if too_deep(value):
+        from .errors import ApiError  # here: errors.py imports the catalog, this is a leaf
+
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"invalid request: {field}: nested deeper than {MAX_JSON_DEPTH} levels; "
+            "flatten the value",
+            problems=[{"at": field, "problem": f"nested deeper than {MAX_JSON_DEPTH} levels"}],
+        )
 
 
 class _Request(BaseModel):
@@ -132,7 +154,10 @@ class QueuedRun(BaseModel):
 
 class RunList(BaseModel):
     runs: list[Run]
-    next_offset: int | None
+    next_offset: int | None = Field(description="offset paging: the next page's offset")
+    next_cursor: str | None = Field(
+        description="the next page: pass it as cursor= (no repeats while runs start)"
+    )
 
 
 class Interrupt(BaseModel):
@@ -257,15 +282,26 @@ class NewMessage(_Request):
 
     graph: str = Field(min_length=1, max_length=200)
     version: str | None = Field(default=None, max_length=200)
-    input: Any = None
+    input: JsonValue = None
     run_id: Id | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
     wait: bool = False
     timeout: Timeout = 60.0
     multitask: Multitask = "reject"
     tenant: str | None = Field(
         default=None, max_length=200, description="operator keys only: the tenant the run is for"
     )
+
+    @field_validator("metadata")
+    @classmethod
+    def _tenant_is_a_name(cls, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+        tenant = (metadata or {}).get("tenant")
+        if tenant is not None and not isinstance(tenant, str):
+            raise ValueError(
+                f"metadata.tenant is {tenant!r}; a tenant is named by a string (or give "
+                "`tenant` in the body, operator keys only)"
+            )
+        return metadata
 
 
 class StartRun(NewMessage):
@@ -277,15 +313,20 @@ class CancelRequest(_Request):
 
 
 class ResumeRequest(_Request):
-    value: Any = None
+    value: JsonValue = None
     interrupt_id: str | None = Field(default=None, max_length=200)
-    values: dict[str, Any] | None = None
+    values: JsonObject | None = None
     wait: bool = False
     timeout: Timeout = 60.0
 
+    def both_ways(self) -> bool:
+        """``value`` (or ``interrupt_id``) and ``values`` both given: one would be dropped
+        (a 422, answered after the run is found: another tenant's run is 404 first)."""
+        return self.values is not None and bool({"value", "interrupt_id"} & self.model_fields_set)
+
 
 class ForkRequest(_Request):
-    at: int | None = Field(default=None, ge=1)
+    at: int | None = Field(default=None, ge=1, le=MAX_SEQ)
     new_run_id: Id | None = None
     thread: Id | None = None
     effects: Literal["rerun", "reuse"] | None = None
@@ -304,6 +345,6 @@ class RejectRequest(_Request):
 
 
 class EditRequest(_Request):
-    args: dict[str, Any]
+    args: JsonObject
     wait: bool = False
     timeout: Timeout = 60.0

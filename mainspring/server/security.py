@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import re
 import secrets
 from typing import Final
@@ -57,6 +58,7 @@ _HEADERS: Final = (
     ("referrer-policy", "no-referrer"),
     ("cross-origin-opener-policy", "same-origin"),
 )
+_PROBES: Final = frozenset({"/healthz", "/readyz"})
 _API_PATHS: Final = ("/v1/", "/metrics", "/healthz", "/readyz", "/openapi.json")
 _PAGE_DEFAULTS: Final = tuple(
     (name.encode(), value.encode())
@@ -66,8 +68,33 @@ _API_DEFAULTS: Final = (*_PAGE_DEFAULTS, (b"cache-control", b"no-store"))
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.S)
 
 
+log = logging.getLogger("mainspring.server")
+_ORIGIN: Final = re.compile(
+    r"^https?://([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?$"
+)
+ANY_ORIGIN_WARNING: Final = (
+    "CORS origin '*': pages of any web site may call this API from a browser (each still "
+    "needs an API key, which no other site has); name your app's origins instead if you can"
+)
+
+
+def check_origins(origins: tuple[str, ...]) -> None:
+    """ValueError naming an entry of ``cors_origins`` that is not an origin
+    (``scheme://host[:port]``). ``*`` (any origin) is allowed, with a warning in the log:
+    keys travel in headers, never cookies, so a page of another site has none to send."""
+    for origin in origins:
+        if origin == "*":
+            log.warning(ANY_ORIGIN_WARNING)
+        elif not _ORIGIN.match(origin):
+            raise ValueError(
+                f"CORS origin {origin!r} is not an origin: give scheme://host[:port], e.g. "
+                "https://app.example.com (no path, no trailing slash), or '*' for any"
+            )
+
+
 def install(app: FastAPI, config: ServerConfig) -> None:
     """Add the guards to ``app`` (the last added runs first)."""
+    check_origins(config.cors_origins)
     app.add_middleware(Guard, config=config)
     if config.cors_origins:
         app.add_middleware(
@@ -186,8 +213,10 @@ class Guard:
             if principal is not None and by_key
             else f"address:{client[0] if client else 'unknown'}"
         )
-        # Without keys (--no-auth: loopback only) every client is the one local user.
-        wait = self.limiter.take(caller) if self.config.auth else 0.0
+        # Without keys (--no-auth: loopback only) every client is the one local user. Health
+        # and readiness are never limited: a balancer's probes share an address with clients.
+        limited = self.config.auth and scope["path"] not in _PROBES
+        wait = self.limiter.take(caller) if limited else 0.0
         if scope["type"] == "websocket":
             if wait:  # as the stream routes refuse: accepted, then closed 4000 + the status
                 if (await receive())["type"] == "websocket.connect":

@@ -7,6 +7,7 @@ from typing import Any
 from ..engine.outcome import PendingInterrupt, RunOutcome
 from ..events import to_jsonable
 from ..store import RunRecord
+from .depth import clip
 
 
 def run_json(record: RunRecord, version: str | None = None) -> dict[str, Any]:
@@ -25,7 +26,7 @@ def run_json(record: RunRecord, version: str | None = None) -> dict[str, Any]:
         "parent_run_id": record.parent_run_id,
         "durability": record.durability.value,
         "error": record.error,
-        "metadata": to_jsonable(record.metadata or {}, what="the run's metadata"),
+        "metadata": _metadata(record),
     }
 
 
@@ -56,4 +57,15 @@ def outcome_json(outcome: RunOutcome) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
-    return to_jsonable(value, what="the value")
+    """``value`` as JSON data, clipped where stored deeper than the API's limit."""
+    return to_jsonable(clip(value), what="the value")
+
+
+def _metadata(record: RunRecord) -> dict[str, Any]:
+    """The run's metadata as JSON data; a placeholder if it cannot be shown, so one odd run
+    (written through the Python API) never fails a whole list."""
+    try:
+        shown = to_jsonable(clip(record.metadata or {}), what="the run's metadata")
+    except Exception as exc:  # any: a list must answer whatever one record holds
+        return {"unrenderable": f"the metadata cannot be shown as JSON ({type(exc).__name__})"}
+    return shown if isinstance(shown, dict) else {"value": shown}

@@ -30,6 +30,7 @@ from ..context import ServerState, server_state
 from ..errors import ApiError
 from ..keys.protocol import Scope
 from ..multitask import queues_of
+from ..schemas import refuse_deep_json
 
 log = logging.getLogger("mainspring.server")
 router = APIRouter(tags=["agui"])
@@ -56,6 +57,7 @@ async def run_agent(
     caller: Runner,
 ) -> StreamingResponse:
     """Start (or resume) the agent ``name`` on the input's thread; stream AG-UI events."""
+    refuse_deep_json(body, "body")
     agent = served_agent(server_state(request), name)
     turn = await _begin(agent, body, caller, server_state(request))
     encoder = EventEncoder(accept=request.headers.get("accept") or "")

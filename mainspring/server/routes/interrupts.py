@@ -15,7 +15,6 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from ...status import RunStatus
 from ..auth import Caller, require
 from ..context import ServerState, server_state
-from ..errors import ApiError
 from ..keys.protocol import Scope
 from ..schemas import (
     AUTH,
@@ -74,21 +73,18 @@ async def answer_interrupt(
     value: Any,
     wait: bool,
     timeout: float,
+    note: str | None = None,
 ) -> dict[str, Any]:
-    api = caller.api
-    record = await api.get_run(run_id)
-    served = state.catalog.find(record.graph, await version_of(api, run_id))
-    if served is not None:
-        pending = (await api.outcome(run_id, served)).interrupts
-        if all(i.id != interrupt_id for i in pending):
-            known = ", ".join(i.id for i in pending) or "none"
-            raise ApiError(
-                404,
-                "interrupt_not_found",
-                f"run {run_id!r} has no pending interrupt {interrupt_id!r} (pending: {known})",
-            )
+    # resume_with answers 404 interrupt_not_found if the interrupt is not pending.
     return await resume_with(
-        state, caller, run_id, value, interrupt_id=interrupt_id, wait=wait, timeout=timeout
+        state,
+        caller,
+        run_id,
+        value,
+        interrupt_id=interrupt_id,
+        wait=wait,
+        timeout=timeout,
+        note=note,
     )
 
 
@@ -107,7 +103,14 @@ async def approve(
 ) -> dict[str, Any]:
     body = body or ApproveRequest()
     return await answer_interrupt(
-        server_state(request), caller, run_id, interrupt_id, True, body.wait, body.timeout
+        server_state(request),
+        caller,
+        run_id,
+        interrupt_id,
+        True,
+        body.wait,
+        body.timeout,
+        note=body.comment,
     )
 
 

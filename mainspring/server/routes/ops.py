@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -37,10 +38,19 @@ async def readyz(request: Request) -> JSONResponse:
     if not state.ready:
         return JSONResponse({"status": "starting"}, 503)
     try:
-        await state.runtime.list_runs(limit=1)
+        with anyio.fail_after(state.config.ready_timeout):
+            await state.runtime.list_runs(limit=1)
+    except TimeoutError:  # the runtime retries a store that is down: not ready meanwhile
+        reason = f"the store did not answer within {state.config.ready_timeout:g} s"
+        return JSONResponse({"status": "unavailable", "reason": reason}, 503)
     except Exception as exc:  # the store is down: not ready, and say why
         return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, 503)
     return JSONResponse({"status": "ready"})
+
+
+# HEAD too (a balancer's probe may send it); the OpenAPI document lists the GETs.
+router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
 
 
 @router.get(

@@ -7,6 +7,8 @@ tenant's run is 404, as a missing one); nothing is kept beside it.
 
 from __future__ import annotations
 
+import json as stdlib_json
+from functools import partial
 from typing import Annotated, Any
 
 import orjson
@@ -17,18 +19,22 @@ from ...engine.handle import RunHandle
 from ...engine.tenancy import TenantRuntime
 from ...errors import RunNotFoundError
 from ...events import EventKind, to_jsonable
+from ...store import RunStatus
 from ...telemetry.conventions import Capture
 from ...telemetry.reader import trace_events
 from ...telemetry.spans.derive import derive_spans
 from ...telemetry.waterfall import to_json as waterfall_json
 from ..auth import Caller, require
 from ..context import ServerState, server_state
+from ..depth import clip
 from ..errors import ApiError
 from ..keys.protocol import Scope
 from ..multitask import check_free, lifespan, queues_of, reserved, start_run
+from ..paging import decode_cursor, encode_cursor, runs_after
 from ..schemas import (
     AUTH,
     MAX_SEQ,
+    MAX_TIME,
     CancelRequest,
     EventPage,
     ForkRequest,
@@ -55,8 +61,18 @@ RunId = Annotated[str, "the run's id"]
 
 
 def json(body: Any, status: int = 200) -> Response:
-    """A JSON answer built without a per-field check (journal pages can be long)."""
-    return Response(orjson.dumps(body), status, media_type="application/json")
+    """A JSON answer built without a per-field check (journal pages can be long). A body
+    orjson cannot encode (a value stored nested deeper than its limit, written through the
+    Python API) is answered with the deep parts clipped rather than failing."""
+    try:
+        content = orjson.dumps(body)
+    except orjson.JSONEncodeError:  # too deep, or an int past 64 bits: the slow encoder
+        content = stdlib_json.dumps(clip(body, _DEEPEST), ensure_ascii=False).encode()
+    return Response(content, status, media_type="application/json")
+
+
+#: How deep a whole answer may nest before its deep parts are clipped (orjson stops at 255).
+_DEEPEST = 200
 
 
 @router.post(
@@ -79,7 +95,7 @@ async def start(body: StartRun, request: Request, caller: Runner) -> Response:
     "/v1/runs",
     response_model=RunList,
     summary="Runs matching every filter, newest first",
-    responses=errors(*AUTH),
+    responses=errors(*AUTH, 404),
 )
 async def list_runs(
     caller: Reader,
@@ -91,10 +107,18 @@ async def list_runs(
     tenant: Annotated[
         str | None, Query(max_length=200, description="operator keys: one tenant's runs")
     ] = None,
-    created_after: float | None = None,
-    created_before: float | None = None,
+    created_after: Annotated[float | None, Query(ge=0, le=MAX_TIME)] = None,
+    created_before: Annotated[float | None, Query(ge=0, le=MAX_TIME)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=400,
+            description="a page's next_cursor: the runs after that page (offset: counted "
+            "from there)",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     filters: dict[str, Any] = {}
     if tenant is not None:
@@ -102,20 +126,27 @@ async def list_runs(
             raise ApiError(403, "tenant", f"this key sees tenant {caller.tenant!r} only")
         if caller.tenant is None:
             filters["tenant"] = tenant
-    records = await caller.api.list_runs(
-        status=status or None,
-        graph=graph,
-        thread=thread,
-        limit=limit + 1,
-        offset=offset,
-        created_after=created_after,
-        created_before=created_before,
-        **filters,
+    listing = partial(
+        caller.api.list_runs, status=status or None, graph=graph, thread=thread, **filters
     )
+    if cursor is None:
+        records = await listing(
+            limit=limit + 1,
+            offset=offset,
+            created_after=created_after,
+            created_before=created_before,
+        )
+    else:
+        after = decode_cursor(cursor)
+        records = await runs_after(
+            listing, after, limit + 1, created_after, created_before, skip=offset
+        )
     more = len(records) > limit
+    page = records[:limit]
     return {
-        "runs": [run_json(r) for r in records[:limit]],
-        "next_offset": offset + limit if more else None,
+        "runs": [run_json(r) for r in page],
+        "next_offset": offset + limit if more and cursor is None else None,
+        "next_cursor": encode_cursor(page[-1]) if more else None,
     }
 
 
@@ -151,7 +182,7 @@ async def state_at(
         "seq": view.seq,
         "step": view.step,
         "status": view.status.value,
-        "state": to_jsonable(view.values, what="the state"),
+        "state": to_jsonable(clip(view.values), what="the state"),
         "next": view.next,
         "interrupts": [interrupt_json(i) for i in view.interrupts],
     }
@@ -229,6 +260,15 @@ async def resume(
 ) -> dict[str, Any]:
     body = body or ResumeRequest()
     state = server_state(request)
+    if body.both_ways():
+        await caller.api.get_run(run_id)  # another tenant's run: 404 first
+        raise ApiError(
+            422,
+            "invalid_request",
+            "invalid request: body: give `value` (with `interrupt_id` if several are "
+            "pending) or `values` ({interrupt id: value}), not both",
+            problems=[{"at": "body.values", "problem": "not with value or interrupt_id"}],
+        )
     return await resume_with(
         state,
         caller,
@@ -251,11 +291,24 @@ async def resume_with(
     values: dict[str, Any] | None = None,
     wait: bool = False,
     timeout: float = 60.0,
+    note: str | None = None,
 ) -> dict[str, Any]:
-    """Resume through the caller's view with the run's own graph (by its version)."""
+    """Resume through the caller's view with the run's own graph (by its version); the
+    journal's ``actor`` is the key's id, then ``: <note>`` (an approval's comment)."""
     api = caller.api
     record = await api.get_run(run_id)
     graph = await served_graph(state, api, record, "resume the run")
+    named = [interrupt_id] if interrupt_id is not None else list(values or ())
+    if named:  # as approve, reject and edit answer an interrupt that is not pending
+        pending = [i.id for i in (await api.outcome(run_id, graph)).interrupts]
+        for iid in named:
+            if iid not in pending:
+                raise ApiError(
+                    404,
+                    "interrupt_not_found",
+                    f"run {run_id!r} has no pending interrupt {iid!r} "
+                    f"(pending: {', '.join(pending) or 'none'})",
+                )
     try:
         handle = await api.resume(
             run_id,
@@ -263,7 +316,7 @@ async def resume_with(
             interrupt_id=interrupt_id,
             values=values,
             graph=graph,
-            actor=caller.principal.key_id,
+            actor=caller.principal.key_id + (f": {note}" if note else ""),
         )
     except (TypeError, ValueError) as exc:
         raise ApiError(422, "invalid_value", f"cannot resume with that value: {exc}") from None
@@ -336,6 +389,13 @@ async def _missing(view: TenantRuntime, run_id: str) -> bool:
 async def replay(run_id: RunId, request: Request, caller: Runner) -> dict[str, Any]:
     api = caller.api
     record = await api.get_run(run_id)
+    if record.status is RunStatus.RUNNING:  # its journal is still growing: nothing to compare
+        raise ApiError(
+            409,
+            "run_state",
+            f"run {run_id!r} is running; replay compares a stopped run (finished, failed, "
+            "cancelled or parked): replay it once it stops",
+        )
     graph = await served_graph(server_state(request), api, record, "replay the run")
     report = await api.replay(run_id, graph=graph)
     d = report.divergence
