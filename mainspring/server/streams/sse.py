@@ -75,6 +75,21 @@ def frame(event: str, data: bytes, id: int | None = None) -> bytes:
     return head + b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
 
 
+#: The last frame of a stream whose store failed: what to do, not the store's address (the
+#: log has the details).
+STORE_FAILED = frame(
+    "stream_error",
+    json_bytes(
+        {
+            "error": {
+                "code": "store_unavailable",
+                "message": "the store is unavailable; reconnect with your last event id",
+            }
+        }
+    ),
+)
+
+
 def item_frame(item: Item) -> bytes:
     if isinstance(item, End):
         return frame("end", json_bytes({"status": item.status, "seq": item.seq}))
@@ -94,8 +109,7 @@ async def item_chunks(batches: AsyncGenerator[list[Item], None]) -> AsyncGenerat
                 del chunk
         except StoreError as exc:
             log.warning("a stream ended: the store failed: %s", exc)
-            error = {"code": "store_unavailable", "message": f"the store failed: {exc}; retry"}
-            yield frame("stream_error", json_bytes({"error": error}))
+            yield STORE_FAILED
 
 
 def until_disconnect(receive: Receive) -> Callable[[], Awaitable[None]]:
@@ -197,8 +211,7 @@ async def send_subscription(
                 batch = await sub.next()
             except StoreError as exc:
                 log.warning("a stream ended: the store failed: %s", exc)
-                error = {"code": "store_unavailable", "message": f"the store failed: {exc}"}
-                chunk, failed = frame("stream_error", json_bytes({"error": error})), True
+                chunk, failed = STORE_FAILED, True
             else:
                 if batch is None:
                     break
