@@ -20,7 +20,7 @@ journal append returned) and compared with the moment a client's socket gave the
 * ``W15-idle``: the server's RSS growth per idle subscriber (a parked run's stream, N of
   them) against a bare idle SSE connection on the same server (the floor of a connection:
   uvicorn, its transport, one awaiting handler). Target <= 20 KB.
-* ``W15-load``: N (1,000) concurrent subscribers on 10 live runs while runs are started
+* ``W15-load``: N (1,000) concurrent subscribers, ten to a live run, while runs are started
   over the API: starts per second, start p50/p99, and delivery p50/p99 across every
   subscriber's events (commit to client).
 """
