@@ -6,6 +6,7 @@ folds over it. Embedded by default (one SQLite file), same code on PostgreSQL.
 
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .engine import Context, PendingInterrupt, RunHandle, RunOutcome, Runtime, load_graph
 from .errors import (
     ConflictError,
@@ -92,8 +93,6 @@ if not TYPE_CHECKING:  # type checkers see the imports above, and catch misspelt
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "END",

@@ -20,7 +20,7 @@ from ..graph import CompiledGraph
 from ..status import Durability, RunStatus
 from ..store import RunRecord, ThreadInfo
 from ._common import CliError
-from ._target import GraphArg, Handle
+from ._handle import GraphArg, Handle
 
 
 def record_of(run: Run) -> RunRecord:

@@ -16,14 +16,13 @@ from typing import Annotated, Any, Protocol
 
 import typer
 
-from ..engine import RunOutcome
 from ..engine.timetravel import ForkEffects, ReplayReport, StateView
 from ..errors import RunNotFoundError
 from ..events import Event
-from ..graph import CompiledGraph
 from ..status import Durability, RunStatus
 from ..store import RunRecord, ThreadInfo
 from ._common import Api, graph_of_run, import_graph, maybe_graph, open_runtime, scope
+from ._handle import GraphArg, Handle
 
 ServerOption = Annotated[
     str | None,
@@ -45,20 +44,6 @@ ApiKeyOption = Annotated[
         "decide what the command may see and do.",
     ),
 ]
-
-#: A graph as a command names it: imported already (local), or by name or ref (either).
-GraphArg = CompiledGraph | str
-
-
-class Handle(Protocol):
-    """A run being followed: ``RunHandle`` locally."""
-
-    @property
-    def run_id(self) -> str: ...
-
-    def events(self, *, after: int = 0, deltas: bool = True) -> AsyncIterator[Event]: ...
-
-    async def wait(self) -> RunOutcome: ...
 
 
 class Target(Protocol):

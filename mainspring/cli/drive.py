@@ -30,6 +30,7 @@ from ._common import (
     parse_json,
     run_async,
 )
+from ._handle import GraphArg, Handle
 from ._outcome import (
     command,
     exit_code,
@@ -39,7 +40,7 @@ from ._outcome import (
     resume_command,
 )
 from ._render import Progress, compact
-from ._target import ApiKeyOption, GraphArg, Handle, ServerOption, exists, open_target
+from ._target import ApiKeyOption, ServerOption, exists, open_target
 
 _EXIT_HELP = (
     "Exit code 0 when the run finishes or waits on an interrupt, 1 when it fails or is "

@@ -54,69 +54,82 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+_GraphOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--graph",
+        "-g",
+        metavar="MODULE:ATTR",
+        help="A graph or agent to serve (repeatable), e.g. myapp.agents:support; importable "
+        "from the current directory.",
+    ),
+]
+
+_NoAuthOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-auth",
+        help="No API keys: every request acts as an admin of every tenant. Refused unless "
+        "--host is a loopback address.",
+    ),
+]
+
+_CorsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--cors",
+        metavar="ORIGIN",
+        help="Let browser pages from this origin call the API (repeatable), e.g. "
+        "https://app.example.com.",
+    ),
+]
+
+_DrainOption = Annotated[
+    float,
+    typer.Option(
+        "--drain",
+        metavar="SECONDS",
+        min=0,
+        help="On shutdown, how long live runs and open requests get to finish or park; "
+        "the rest stay resumable.",
+    ),
+]
+
+_RateOption = Annotated[
+    float,
+    typer.Option("--rate", metavar="PER_SECOND", min=0.01, help="Requests per second per API key."),
+]
+
+_BurstOption = Annotated[
+    int, typer.Option("--burst", min=1, help="Requests a key may make at once past --rate.")
+]
+
+_MaxBodyOption = Annotated[
+    int,
+    typer.Option(
+        "--max-body",
+        metavar="BYTES",
+        min=1024,
+        help="Largest request body accepted (413 past it).",
+    ),
+]
+
+
 def serve(
     store: StoreOption = DEFAULT_STORE,
-    graph: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--graph",
-            "-g",
-            metavar="MODULE:ATTR",
-            help="A graph or agent to serve (repeatable), e.g. myapp.agents:support; importable "
-            "from the current directory.",
-        ),
-    ] = None,
+    graph: _GraphOption = None,
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")
     ] = "127.0.0.1",
     port: Annotated[
         int, typer.Option("--port", "-p", min=0, max=65535, help="Port (0: any free port).")
     ] = 8000,
-    no_auth: Annotated[
-        bool,
-        typer.Option(
-            "--no-auth",
-            help="No API keys: every request acts as an admin of every tenant. Refused unless "
-            "--host is a loopback address.",
-        ),
-    ] = False,
-    cors: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--cors",
-            metavar="ORIGIN",
-            help="Let browser pages from this origin call the API (repeatable), e.g. "
-            "https://app.example.com.",
-        ),
-    ] = None,
-    drain: Annotated[
-        float,
-        typer.Option(
-            "--drain",
-            metavar="SECONDS",
-            min=0,
-            help="On shutdown, how long live runs and open requests get to finish or park; "
-            "the rest stay resumable.",
-        ),
-    ] = 10.0,
-    rate: Annotated[
-        float,
-        typer.Option(
-            "--rate", metavar="PER_SECOND", min=0.01, help="Requests per second per API key."
-        ),
-    ] = 50.0,  # ServerConfig's defaults (the server package loads only when serving)
-    burst: Annotated[
-        int, typer.Option("--burst", min=1, help="Requests a key may make at once past --rate.")
-    ] = 100,
-    max_body: Annotated[
-        int,
-        typer.Option(
-            "--max-body",
-            metavar="BYTES",
-            min=1024,
-            help="Largest request body accepted (413 past it).",
-        ),
-    ] = 1 << 20,
+    no_auth: _NoAuthOption = False,
+    cors: _CorsOption = None,
+    drain: _DrainOption = 10.0,
+    rate: _RateOption = 50.0,  # ServerConfig's defaults (the server package loads only when serving)
+    burst: _BurstOption = 100,
+    max_body: _MaxBodyOption = 1 << 20,
     log_level: Annotated[
         LogLevel, typer.Option("--log-level", case_sensitive=False, help="uvicorn's log level.")
     ] = LogLevel.info,
@@ -137,13 +150,31 @@ def serve(
             "tenant's runs; serve on a loopback address (--host 127.0.0.1) or drop --no-auth "
             "and give clients API keys (mainspring keys create --tenant T --scopes read,run)"
         )
-    try:
-        import uvicorn
+    app = _make_app(
+        store, graph or [], no_auth=no_auth, cors=cors or [], rate=rate, burst=burst,
+        max_body=max_body, drain=drain, models=models, tools=tools,
+    )  # fmt: skip
+    _run(app, store, graph or [], host=host, port=port, log_level=log_level, drain=drain,
+         auth=not no_auth)  # fmt: skip
 
+
+def _make_app(
+    store: str,
+    graphs: list[str],
+    *,
+    no_auth: bool,
+    cors: list[str],
+    rate: float,
+    burst: int,
+    max_body: int,
+    drain: float,
+    models: str | None,
+    tools: str | None,
+) -> Any:
+    """The ASGI app ``serve`` runs (a clear error for a missing extra, a bad option)."""
+    try:
         from ..server import ServerConfig, UnknownGraphError, create_app
-        from ..server.routes.streams import close_streams
         from ..server.security import check_origins
-        from ._serving import QuietStartup, Server, startup_error
     except ImportError as exc:
         raise CliError(
             f"mainspring serve needs the server extra ({exc.name} is missing): "
@@ -158,23 +189,38 @@ def serve(
         "drain_timeout": drain,
     }
     config = ServerConfig(
-        auth=not no_auth,
-        cors_origins=tuple(cors or ()),
-        rate=rate,
-        burst=burst,
+        auth=not no_auth, cors_origins=tuple(cors), rate=rate, burst=burst,
         max_body_bytes=max_body,
-    )
+    )  # fmt: skip
     try:
         check_origins(tuple(o for o in config.cors_origins if o != "*"))  # '*': app warns
     except ValueError as exc:
         raise CliError(f"--cors: {exc}") from None
     try:
-        app = create_app(
-            store, graphs=graph or (), keys=None if no_auth else _keys(store), config=config,
+        return create_app(
+            store, graphs=graphs, keys=None if no_auth else _keys(store), config=config,
             **options,
         )  # fmt: skip
     except UnknownGraphError as exc:
         raise CliError(f"--graph: {exc}") from None
+
+
+def _run(
+    app: Any,
+    store: str,
+    graphs: list[str],
+    *,
+    host: str,
+    port: int,
+    log_level: LogLevel,
+    drain: float,
+    auth: bool,
+) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM; say how it ended."""
+    import uvicorn
+
+    from ..server.routes.streams import close_streams
+    from ._serving import QuietStartup, Server, startup_error
 
     server = Server(
         uvicorn.Config(
@@ -186,8 +232,8 @@ def serve(
             timeout_graceful_shutdown=max(1, round(drain)),
         ),
         store=store,
-        graphs=graph or (),
-        auth=not no_auth,
+        graphs=graphs,
+        auth=auth,
         stopping=lambda: close_streams(app),
     )
     run_async(server.serve)

@@ -17,7 +17,7 @@ import anyio
 import httpx
 import orjson
 
-from .. import __version__
+from .._version import __version__
 from .errors import error_from_response, retry_after, transport_error
 from .stream import Reconnect
 

@@ -15,10 +15,12 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from .. import __version__
+import mainspring.server.errors as errors
+import mainspring.server.security as security
+
+from .._version import __version__
 from ..engine.runtime import Runtime
 from ..errors import MainspringError
-from . import errors, security
 from .catalog import GraphCatalog
 from .config import ServerConfig
 from .context import ServerState

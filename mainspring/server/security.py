@@ -33,7 +33,8 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import errors
+import mainspring.server.errors as errors
+
 from .auth import identify
 from .config import ServerConfig
 from .ratelimit import RateLimiter, retry_after
