@@ -60,8 +60,11 @@ async def test_a_budget_approval_is_not_given_again_to_the_nodes_own_question(
     the node's own next question still waits for its own answer."""
     gateway = Gateway(
         {"fast": ScriptedModel(["draft"])},
-        budgets=[Budget(limit=1, on="calls", per="tenant", window=0.5, action="ask")],
+        budgets=[Budget(limit=1, on="calls", per="tenant", window=60, action="ask")],
     )
+    now = [1_000_000.0]  # the budget's clock, moved by the test (not by a loaded machine)
+    assert gateway.budget_gate is not None
+    gateway.budget_gate.clock = lambda: now[0]
 
     async def send(s: S, ctx: Context) -> S:
         reply = await ctx.model("fast", s["q"])
@@ -75,7 +78,7 @@ async def test_a_budget_approval_is_not_given_again_to_the_nodes_own_question(
         second = await rt.start(app, {"q": "b"}, metadata={"tenant": "t"})
         parked = await second.wait()
         assert "approve" in parked.interrupts[0].payload  # the budget asks
-        await anyio.sleep(0.6)  # the window rolls over: the budget would now allow the call
+        now[0] += 61  # the window rolls over: the budget would now allow the call
         await rt.resume(second.run_id, True)
         again = await rt.handle(second.run_id).wait()
         assert again.status is RunStatus.INTERRUPTED  # the node's own question, unanswered
