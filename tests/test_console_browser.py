@@ -302,8 +302,22 @@ async def test_console_with_api_keys(tmp_path: Path) -> None:
         browser = await pw.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         try:
             page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            # Before a key is entered the page makes no /v1 call (none could succeed): no
+            # 401, no failed request, no error in the browser's console.
+            troubles: list[str] = []
+            api_calls: list[str] = []
+            page.on("console", lambda m: troubles.append(m.text) if m.type == "error" else None)
+            page.on("requestfailed", lambda r: troubles.append(f"failed {r.url}"))
+            page.on(
+                "response",
+                lambda r: troubles.append(f"{r.status} {r.url}") if r.status == 401 else None,
+            )
+            page.on("request", lambda r: api_calls.append(r.url) if "/v1/" in r.url else None)
             await page.goto(f"{base}/#/runs")
             key_field = page.get_by_label("API key", exact=True)
+            await expect(key_field).to_be_visible()
+            await expect(page.locator("#live-mode")).to_have_text("")
+            assert troubles == [] and api_calls == [], (troubles, api_calls)
             await key_field.fill("ms_nope_nope")
             await page.get_by_role("button", name="Open the console").click()
             await expect(page.get_by_role("alert")).to_contain_text("not accepted")
@@ -347,6 +361,22 @@ async def test_console_with_api_keys(tmp_path: Path) -> None:
             await page.get_by_role("button", name="Forget key").click()
             await expect(page.get_by_label("API key", exact=True)).to_be_visible()
             assert await page.evaluate("sessionStorage.getItem('mainspring.api_key')") is None
+            # ... and closes the live stream that carried the forgotten key in its URL.
+            await expect(page.locator("#live-mode")).to_have_text("")
+
+            # A key without the approve scope sees the buttons it cannot use disabled.
+            await key_field.fill(other_key)
+            await page.get_by_role("button", name="Open the console").click()
+            await expect(page.locator("#live-mode")).to_have_text("● live")
+            await page.goto(f"{base}/#/runs/{theirs}")
+            await expect(page.locator("main")).to_have_attribute("data-status", "interrupted")
+            approve = page.locator("article.interrupt").get_by_role(
+                "button", name="Approve", exact=True
+            )
+            await expect(approve).to_be_disabled()
+            await expect(approve).to_have_attribute("title", "Needs a key with the approve scope")
+            await expect(page.locator('[data-action="resume"]')).to_be_disabled()
+            await expect(page.locator('[data-action="cancel"]')).to_be_enabled()
         finally:
             await browser.close()
 

@@ -41,35 +41,45 @@ function num(v) {
 }
 
 // The run list shows tokens and cost per run: the Run JSON does not carry them, so they are
-// read from each run's journal, once per last_seq (a finished run's never changes), a few
-// runs at a time.
-const cache = new Map(); // run_id -> {lastSeq, usage}
-const inflight = new Map();
+// read from each run's journal, incrementally (only the events after the seq already summed;
+// a finished run's never changes), one read per run at a time, a few runs at a time.
+const cache = new Map(); // run_id -> {lastSeq (summed through), usage, at}
+const inflight = new Set(); // run_ids being read
 const queue = [];
 let active = 0;
 const PARALLEL = 3;
 const REFRESH_MS = 5000;
 
-/** The usage of `run` if known for its last_seq, else null (and it is fetched: onReady). */
+/** The usage of `run` if known for its last_seq, else the last known (or null), and it is
+ * brought up to date in the background (onReady(run_id) then). */
 export function runUsage(run, onReady) {
-  const hit = cache.get(run.run_id);
-  if (hit && hit.lastSeq === run.last_seq) return hit.usage;
   if (run.usage && typeof run.usage === "object") return fromRunJson(run.usage);
+  const hit = cache.get(run.run_id);
+  if (hit && hit.lastSeq >= run.last_seq) return hit.usage;
   // A run that is still moving is read again at most every few seconds, not per event.
-  const moving = run.status === "running";
-  if (hit && moving && Date.now() - hit.at < REFRESH_MS) return hit.usage;
-  const key = `${run.run_id}@${run.last_seq}`;
-  if (!inflight.has(key)) {
-    inflight.set(key, true);
+  if (hit && run.status === "running" && Date.now() - hit.at < REFRESH_MS) return hit.usage;
+  if (!inflight.has(run.run_id)) {
+    inflight.add(run.run_id);
     queue.push(async () => {
       try {
-        const { events } = await allEvents(run.run_id);
-        cache.set(run.run_id, { lastSeq: run.last_seq, usage: sumUsage(events), at: Date.now() });
+        const known = cache.get(run.run_id);
+        const after = known ? known.lastSeq : 0;
+        const { events, lastSeq: journalSeq } = await allEvents(run.run_id, after);
+        const usage = known ? known.usage : emptyUsage();
+        let lastSeq = after;
+        for (const e of events) {
+          if (e.seq <= lastSeq) continue;
+          addUsage(usage, e);
+          lastSeq = e.seq;
+        }
+        // The last page said where the journal ends: read through there (no re-read of it).
+        if (typeof journalSeq === "number") lastSeq = Math.max(lastSeq, journalSeq);
+        cache.set(run.run_id, { lastSeq, usage, at: Date.now() });
         onReady(run.run_id);
       } catch {
-        // The list shows "—"; the run's page reports the error.
+        // The list shows "…"; the run's page reports the error.
       } finally {
-        inflight.delete(key);
+        inflight.delete(run.run_id);
       }
     });
     pump();
