@@ -1,6 +1,6 @@
 // Tokens and cost of a run, summed from the usage its effect_finished events report.
 
-import { allEvents } from "./api.js";
+import { api, runPath } from "./api.js";
 
 export function emptyUsage() {
   return { input: 0, output: 0, cached: 0, reasoning: 0, cost: null, calls: 0, estimated: false,
@@ -64,16 +64,10 @@ export function runUsage(run, onReady) {
       try {
         const known = cache.get(run.run_id);
         const after = known ? known.lastSeq : 0;
-        const { events, lastSeq: journalSeq } = await allEvents(run.run_id, after);
-        const usage = known ? known.usage : emptyUsage();
-        let lastSeq = after;
-        for (const e of events) {
-          if (e.seq <= lastSeq) continue;
-          addUsage(usage, e);
-          lastSeq = e.seq;
-        }
-        // The last page said where the journal ends: read through there (no re-read of it).
-        if (typeof journalSeq === "number") lastSeq = Math.max(lastSeq, journalSeq);
+        // A copy: a read that fails half-way must not leave its pages counted (they are read
+        // again next time).
+        const usage = known ? copyUsage(known.usage) : emptyUsage();
+        const lastSeq = await readUsage(run.run_id, after, usage);
         cache.set(run.run_id, { lastSeq, usage, at: Date.now() });
         onReady(run.run_id);
       } catch {
@@ -85,6 +79,24 @@ export function runUsage(run, onReady) {
     pump();
   }
   return hit ? hit.usage : null;
+}
+
+/** Add the usage of the journal's effect_finished events after `after` into `usage`; the seq
+ * read through. Only that kind is sent, in large pages: a long run costs a request or two. */
+async function readUsage(runId, after, usage) {
+  for (;;) {
+    const page = await api(`${runPath(runId)}/events`,
+      { query: { after, limit: 5000, kind: "effect_finished" } });
+    for (const e of page.events) if (e.seq > after) addUsage(usage, e);
+    // With `kind`, last_seq is where the page's range ended (it may hold none of that kind).
+    if (typeof page.last_seq !== "number" || page.last_seq <= after) return after;
+    after = page.last_seq;
+    if (!page.more) return after;
+  }
+}
+
+function copyUsage(u) {
+  return { ...u, byNode: new Map([...u.byNode].map(([k, row]) => [k, { ...row }])) };
 }
 
 function fromRunJson(u) {
