@@ -31,6 +31,7 @@ from starlette.types import ASGIApp
 
 from mainspring.server import create_app
 from mainspring.server.config import ServerConfig
+from tests.cli_graphs import pair
 from tests.conftest import service_missing
 from tests.console_graphs import STORY, chat, mail, models
 
@@ -120,7 +121,7 @@ async def test_console_park_approve_finish_cancel_fork(tmp_path: Path) -> None:
 
     app = create_app(
         f"sqlite:///{tmp_path / 'console.db'}",
-        graphs=[mail],
+        graphs=[mail, pair],
         config=ServerConfig(auth=False),
         models=models(),
     )
@@ -264,6 +265,25 @@ async def test_console_park_approve_finish_cancel_fork(tmp_path: Path) -> None:
             assert rejected["outcome"]["state"]["reason"] == "not this week"
             assert rejected["outcome"]["state"]["sent"] == "not sent"
             await shots.take(inbox, "approvals-empty")
+
+            # -- Resume… with two interrupts pending: choose which one the value answers --
+            response = await client.post(
+                "/v1/runs", json={"graph": "pair", "input": {}, "wait": True, "timeout": 30}
+            )
+            both = response.json()
+            assert both["status"] == "interrupted", both
+            ids = sorted(i["interrupt_id"] for i in both["outcome"]["interrupts"])
+            assert len(ids) == 2
+            await inbox.goto(f"{base}/#/runs/{both['run_id']}")
+            await expect(inbox.locator("main")).to_have_attribute("data-status", "interrupted")
+            await inbox.locator('[data-action="resume"]').click()
+            await inbox.locator("#resume-interrupt").select_option(ids[1])
+            await inbox.get_by_label("Value (JSON) for that interrupt").fill('"yes"')
+            await inbox.locator('[data-action="confirm-resume"]').click()
+            await expect(inbox.locator("article.interrupt")).to_have_count(1)
+            await expect(inbox.locator("article.interrupt")).to_have_attribute(
+                "data-interrupt-id", ids[0]
+            )
         finally:
             await browser.close()
     assert errors == []
