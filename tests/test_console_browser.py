@@ -31,6 +31,7 @@ from starlette.types import ASGIApp
 
 from mainspring.server import create_app
 from mainspring.server.config import ServerConfig
+from tests.cli_graphs import pair
 from tests.conftest import service_missing
 from tests.console_graphs import STORY, chat, mail, models
 
@@ -120,7 +121,7 @@ async def test_console_park_approve_finish_cancel_fork(tmp_path: Path) -> None:
 
     app = create_app(
         f"sqlite:///{tmp_path / 'console.db'}",
-        graphs=[mail],
+        graphs=[mail, pair],
         config=ServerConfig(auth=False),
         models=models(),
     )
@@ -264,6 +265,25 @@ async def test_console_park_approve_finish_cancel_fork(tmp_path: Path) -> None:
             assert rejected["outcome"]["state"]["reason"] == "not this week"
             assert rejected["outcome"]["state"]["sent"] == "not sent"
             await shots.take(inbox, "approvals-empty")
+
+            # -- Resume… with two interrupts pending: choose which one the value answers --
+            response = await client.post(
+                "/v1/runs", json={"graph": "pair", "input": {}, "wait": True, "timeout": 30}
+            )
+            both = response.json()
+            assert both["status"] == "interrupted", both
+            ids = sorted(i["interrupt_id"] for i in both["outcome"]["interrupts"])
+            assert len(ids) == 2
+            await inbox.goto(f"{base}/#/runs/{both['run_id']}")
+            await expect(inbox.locator("main")).to_have_attribute("data-status", "interrupted")
+            await inbox.locator('[data-action="resume"]').click()
+            await inbox.locator("#resume-interrupt").select_option(ids[1])
+            await inbox.get_by_label("Value (JSON) for that interrupt").fill('"yes"')
+            await inbox.locator('[data-action="confirm-resume"]').click()
+            await expect(inbox.locator("article.interrupt")).to_have_count(1)
+            await expect(inbox.locator("article.interrupt")).to_have_attribute(
+                "data-interrupt-id", ids[0]
+            )
         finally:
             await browser.close()
     assert errors == []
@@ -302,8 +322,22 @@ async def test_console_with_api_keys(tmp_path: Path) -> None:
         browser = await pw.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         try:
             page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            # Before a key is entered the page makes no /v1 call (none could succeed): no
+            # 401, no failed request, no error in the browser's console.
+            troubles: list[str] = []
+            api_calls: list[str] = []
+            page.on("console", lambda m: troubles.append(m.text) if m.type == "error" else None)
+            page.on("requestfailed", lambda r: troubles.append(f"failed {r.url}"))
+            page.on(
+                "response",
+                lambda r: troubles.append(f"{r.status} {r.url}") if r.status == 401 else None,
+            )
+            page.on("request", lambda r: api_calls.append(r.url) if "/v1/" in r.url else None)
             await page.goto(f"{base}/#/runs")
             key_field = page.get_by_label("API key", exact=True)
+            await expect(key_field).to_be_visible()
+            await expect(page.locator("#live-mode")).to_have_text("")
+            assert troubles == [] and api_calls == [], (troubles, api_calls)
             await key_field.fill("ms_nope_nope")
             await page.get_by_role("button", name="Open the console").click()
             await expect(page.get_by_role("alert")).to_contain_text("not accepted")
@@ -347,6 +381,22 @@ async def test_console_with_api_keys(tmp_path: Path) -> None:
             await page.get_by_role("button", name="Forget key").click()
             await expect(page.get_by_label("API key", exact=True)).to_be_visible()
             assert await page.evaluate("sessionStorage.getItem('mainspring.api_key')") is None
+            # ... and closes the live stream that carried the forgotten key in its URL.
+            await expect(page.locator("#live-mode")).to_have_text("")
+
+            # A key without the approve scope sees the buttons it cannot use disabled.
+            await key_field.fill(other_key)
+            await page.get_by_role("button", name="Open the console").click()
+            await expect(page.locator("#live-mode")).to_have_text("● live")
+            await page.goto(f"{base}/#/runs/{theirs}")
+            await expect(page.locator("main")).to_have_attribute("data-status", "interrupted")
+            approve = page.locator("article.interrupt").get_by_role(
+                "button", name="Approve", exact=True
+            )
+            await expect(approve).to_be_disabled()
+            await expect(approve).to_have_attribute("title", "Needs a key with the approve scope")
+            await expect(page.locator('[data-action="resume"]')).to_be_disabled()
+            await expect(page.locator('[data-action="cancel"]')).to_be_enabled()
         finally:
             await browser.close()
 

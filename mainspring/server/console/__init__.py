@@ -13,10 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
+
+from ..context import server_state
 
 STATIC: Final = Path(__file__).parent / "static"
 
@@ -56,6 +58,14 @@ def mount(app: FastAPI) -> None:
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html", headers=_HEADERS)
 
+    async def auth_mode(request: Request) -> dict[str, bool]:
+        # Whether the page must ask for a key before its first /v1 call (none of which it
+        # makes without one when auth is on: no 401 on a fresh load). Public: it says only
+        # what any 401 would.
+        return {"auth": server_state(request).config.auth}
+
     for path in ("/", "/console"):
         app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
+    # Before the mount of the files, which would otherwise answer this path with a 404.
+    app.add_api_route("/console/auth.json", auth_mode, methods=["GET"], include_in_schema=False)
     app.mount("/console", _ConsoleFiles(directory=STATIC), name="console")

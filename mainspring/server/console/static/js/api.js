@@ -28,8 +28,61 @@ export function onUnauthorized(fn) {
   unauthorizedListeners.add(fn);
 }
 
+// The scopes of the signed-in key (GET /v1/me); null while unknown (then nothing is disabled:
+// the server still refuses what the key may not do).
+let scopes = null;
+
+export function setScopes(list) {
+  scopes = Array.isArray(list) ? new Set(list) : null;
+}
+
+/** Whether the key has `scope` (read, run, approve, admin; admin implies all). */
+export function can(scope) {
+  return scopes === null || scopes.has("admin") || scopes.has(scope);
+}
+
+/** Attributes that disable a button the key lacks `scope` for, saying which scope it needs. */
+export function needs(scope, title) {
+  return can(scope) ? { title: title || null }
+    : { disabled: true, title: `Needs a key with the ${scope} scope` };
+}
+
+// A 429 (the rate limit) is waited out and the request sent again, a couple of times, rather
+// than shown as an error: the console's own bursts must not break a page.
+const RETRIES_429 = 2;
+const MAX_WAIT_MS = 10000;
+
 /** A request to the API: JSON in and out; errors raised as ApiError. */
-export async function api(path, { method = "GET", body, query, signal } = {}) {
+export async function api(path, options = {}) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await request(path, options);
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status !== 429 || attempt >= RETRIES_429) throw err;
+      await sleep(err.retryAfterMs, options.signal);
+    }
+  }
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    if (signal) {
+      signal.addEventListener("abort", () => {
+        clearTimeout(timer);
+        reject(new DOMException("aborted", "AbortError"));
+      }, { once: true });
+    }
+  });
+}
+
+function retryAfterMs(response, attempt) {
+  const seconds = Number(response.headers.get("Retry-After"));
+  const ms = Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : 500 * 2 ** attempt;
+  return Math.min(ms + Math.random() * 200, MAX_WAIT_MS); // jitter: not all at once again
+}
+
+async function request(path, { method = "GET", body, query, signal } = {}) {
   const headers = { Accept: "application/json" };
   const key = getKey();
   if (key) headers.Authorization = `Bearer ${key}`;
@@ -63,6 +116,7 @@ export async function api(path, { method = "GET", body, query, signal } = {}) {
       `${method} ${path}: HTTP ${response.status}`;
     const err = new ApiError(response.status, error.code || `http_${response.status}`, message,
       error.details);
+    if (response.status === 429) err.retryAfterMs = retryAfterMs(response, 0);
     if (response.status === 401) unauthorizedListeners.forEach((fn) => fn(err));
     throw err;
   }

@@ -2,7 +2,7 @@
 //
 // Routes: #/runs (the live run list), #/runs/{id} (one run), #/approvals (pending interrupts).
 
-import { api, ApiError, getKey, onUnauthorized, setKey } from "./api.js";
+import { api, ApiError, getKey, onUnauthorized, setKey, setScopes } from "./api.js";
 import { h, replace } from "./dom.js";
 import * as live from "./live.js";
 import { approvalsView } from "./views/approvals.js";
@@ -47,6 +47,9 @@ async function route() {
 
 function showKeyPrompt(message) {
   me = null;
+  setScopes(null);
+  // No stream or polling with a forgotten or refused key (it would stay in /v1/watch's URL).
+  live.stop();
   if (mounted && mounted.destroy) mounted.destroy();
   mounted = null;
   const input = h("input", {
@@ -87,8 +90,15 @@ async function signIn() {
     // The server is there but /v1/me is not (or failed): carry on without a name.
     me = { key_id: null, tenant: null, scopes: [] };
   }
+  setScopes(me.key_id !== null && Array.isArray(me.scopes) ? me.scopes : null);
   updateWho();
   live.restart();
+  // The nav's approvals count follows the live feed: subscribed once, after the first sign-in
+  // (before it, the feed would call /v1/watch without a key).
+  if (!countSubscribed) {
+    countSubscribed = true;
+    live.subscribe(() => scheduleApprovalsCount());
+  }
   refreshApprovalsCount();
   await route();
   return true;
@@ -110,6 +120,7 @@ function updateWho() {
 // -- the approvals count in the nav -----------------------------------------------------------
 
 let countTimer = null;
+let countSubscribed = false;
 
 async function refreshApprovalsCount() {
   const badge = document.getElementById("approvals-count");
@@ -151,11 +162,28 @@ function start() {
       ? "The live stream (/v1/watch) is not available: the console polls every 3 s"
       : m === "live" ? "Updates arrive as they happen (Server-Sent Events)" : "";
   });
-  live.subscribe(() => scheduleApprovalsCount());
   window.addEventListener("hashchange", route);
-  signIn().then((ok) => {
-    if (!ok) showKeyPrompt(getKey() ? "The saved key was not accepted." : "");
-  });
+  firstSignIn();
+}
+
+/** Sign in with the saved key; with none and auth on, ask for one before any /v1 call (no
+ * 401s on a fresh load); with auth off, /v1/me answers without a key: in at once. */
+async function firstSignIn() {
+  if (!getKey() && (await authRequired())) {
+    showKeyPrompt("");
+    return;
+  }
+  if (!(await signIn())) showKeyPrompt(getKey() ? "The saved key was not accepted." : "");
+}
+
+async function authRequired() {
+  try {
+    const response = await fetch("/console/auth.json", { cache: "no-store" });
+    if (response.ok) return Boolean((await response.json()).auth);
+  } catch {
+    // An older server: find out from /v1/me.
+  }
+  return false;
 }
 
 start();

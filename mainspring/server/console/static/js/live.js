@@ -97,7 +97,8 @@ function stopPolling() {
   pollTimer = null;
 }
 
-function stop() {
+/** Close the stream and stop polling (the key was forgotten or refused). */
+export function stop() {
   if (source) source.close();
   source = null;
   stopPolling();

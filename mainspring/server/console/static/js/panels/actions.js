@@ -26,12 +26,21 @@ export function cancelForm(runId, { close, onDone }) {
   return form;
 }
 
-/** parked: the run waits for a value (else it is picked up from its journal). */
-export function resumeForm(runId, parked, { close, onDone }) {
+/** pending: the run's pending interrupts (null: not parked, it is picked up from its
+ * journal). With several, the person picks the one the value answers (sent as interrupt_id:
+ * without it the server cannot tell which, and refuses). */
+export function resumeForm(runId, pending, { close, onDone }) {
+  const parked = pending !== null;
   const value = h("textarea", { id: "resume-value", rows: 3, class: "mono",
     spellcheck: "false" }, "true");
+  const several = parked && pending.length > 1;
+  const which = several ? h("select", { id: "resume-interrupt" },
+    pending.map((i) => h("option", { value: i.interrupt_id },
+      `${i.interrupt_id}${i.node ? ` (${i.node})` : ""}`))) : null;
   return h("form", { class: "inline-form card", "aria-label": "Resume the run" },
-    parked ? [h("label", { for: "resume-value" }, "Value (JSON) for the pending interrupt"), value]
+    several ? [h("label", { for: "resume-interrupt" }, "Interrupt"), which] : null,
+    parked ? [h("label", { for: "resume-value" },
+      several ? "Value (JSON) for that interrupt" : "Value (JSON) for the pending interrupt"), value]
       : h("span", {}, "Pick the run up where its journal says it was."),
     actionButton("Resume", async () => {
       let body = {};
@@ -41,6 +50,7 @@ export function resumeForm(runId, parked, { close, onDone }) {
         } catch (err) {
           throw new Error(`The value is not valid JSON: ${err.message}`);
         }
+        if (several) body.interrupt_id = which.value;
       }
       await api(`${runPath(runId)}/resume`, { method: "POST", body });
       close();

@@ -1,7 +1,7 @@
 // #/approvals: every pending interrupt (oldest first); approve, reject with a reason, or edit
 // the arguments and approve. The list follows the live feed.
 
-import { api, ApiError, runPath } from "../api.js";
+import { api, ApiError, needs, runPath } from "../api.js";
 import { fmtAgo, fmtTime, h, pretty, replace, toast } from "../dom.js";
 import * as live from "../live.js";
 
@@ -139,6 +139,9 @@ export function interruptCard(i, { onDone = () => {}, showRun = true } = {}) {
     send("edit", { args: parsed }, "approved with edits");
   });
   buttons.push(approve, reject, edit);
+  // A key without the approve scope sees the card, not buttons that can only fail.
+  const refused = needs("approve");
+  if (refused.disabled) for (const b of buttons) Object.assign(b, refused);
 
   const card = h("article", { class: "card interrupt", dataset: { runId: i.run_id,
     interruptId: i.interrupt_id }, "aria-label": `Approval for run ${i.run_id}` },

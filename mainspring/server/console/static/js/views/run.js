@@ -2,7 +2,7 @@
 // the state at any step (diffed with the step before), the trace, tokens and cost, errors,
 // pending approvals, and the buttons: cancel, resume, fork at a step, replay.
 
-import { allEvents, api, ApiError, runPath, streamUrl } from "../api.js";
+import { allEvents, api, ApiError, needs, runPath, streamUrl } from "../api.js";
 import { actionButton, fmtAgo, fmtInt, fmtTime, h, replace, statusBadge } from "../dom.js";
 import * as live from "../live.js";
 import { cancelForm, forkForm, replayReport, resumeForm } from "../panels/actions.js";
@@ -115,21 +115,22 @@ export function runView(root, runId, query) {
     const at = selected ? selected.seq : lastSeq;
     replace(actions,
       open ? h("button", { type: "button", class: "danger", dataset: { action: "cancel" },
-        on: { click: () => show(cancelForm(runId, { close, onDone: (r) => {
+        ...needs("run"), on: { click: () => show(cancelForm(runId, { close, onDone: (r) => {
           run = r;
           renderRun();
         } })) } }, "Cancel…") : null,
       open ? h("button", { type: "button", dataset: { action: "resume" }, on: { click: () => show(resumeForm(
-        runId, run.status === "interrupted", { close, onDone: refreshRun })) },
-        title: run.status === "interrupted" ? "Answer the pending interrupt with a value"
-          : "Pick up a run whose process died (its journal says where it was)" },
+        runId, run.status === "interrupted" ? pendingInterrupts() : null,
+        { close, onDone: refreshRun })) },
+        ...needs("approve", run.status === "interrupted" ? "Answer the pending interrupt with a value"
+          : "Pick up a run whose process died (its journal says where it was)") },
       "Resume…") : null,
       h("button", { type: "button", dataset: { action: "fork" }, on: { click: () => show(forkForm(runId, at, { close })) },
-        title: "A new run from the state at the chosen event (choose one in the journal)" },
+        ...needs("run", "A new run from the state at the chosen event (choose one in the journal)") },
       `Fork at #${at}…`),
       actionButton("Replay", async () => show(await replayReport(runId, { close })), {
         dataset: { action: "replay" },
-        title: "Run the graph's code again over this journal: does it still decide the same?" }),
+        ...needs("run", "Run the graph's code again over this journal: does it still decide the same?") }),
     );
     renderPending();
   }
@@ -150,9 +151,12 @@ export function runView(root, runId, query) {
 
   let pendingKey = "";
 
+  function pendingInterrupts() {
+    return run && run.status === "interrupted" && run.outcome ? run.outcome.interrupts || [] : [];
+  }
+
   function renderPending() {
-    const interrupts = run && run.status === "interrupted" && run.outcome
-      ? run.outcome.interrupts || [] : [];
+    const interrupts = pendingInterrupts();
     const key = interrupts.map((i) => i.interrupt_id).join(",");
     if (key === pendingKey) return; // the same cards: keep what the person typed in them
     pendingKey = key;
