@@ -219,7 +219,7 @@ async def test_a_hanging_store_makes_readiness_and_reads_503_soon() -> None:
         tg.cancel_scope.cancel()
 
 
-async def test_probes_are_never_rate_limited() -> None:
+async def test_probes_and_the_consoles_files_are_never_rate_limited() -> None:
     keys = MemoryKeyStore()
     config = ServerConfig(rate=0.001, burst=1)
     app = create_app("memory://", graphs=[support], keys=keys, config=config)
@@ -232,6 +232,8 @@ async def test_probes_are_never_rate_limited() -> None:
             assert (await client.get("/readyz", headers=bad)).status_code == 200
             assert (await client.head("/healthz", headers=bad)).status_code == 200
             assert (await client.head("/readyz", headers=bad)).status_code == 200
+            assert (await client.get("/")).status_code == 200  # a page loads before its key
+            assert (await client.get("/console/auth.json")).status_code == 200
 
 
 # -- M2: numbers near 64 bits ------------------------------------------------------------

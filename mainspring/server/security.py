@@ -60,6 +60,7 @@ _HEADERS: Final = (
     ("cross-origin-opener-policy", "same-origin"),
 )
 _PROBES: Final = frozenset({"/healthz", "/readyz"})
+_UNLIMITED: Final = _PROBES | {"/", "/console"}
 _API_PATHS: Final = ("/v1/", "/metrics", "/healthz", "/readyz", "/openapi.json")
 _PAGE_DEFAULTS: Final = tuple(
     (name.encode(), value.encode())
@@ -215,8 +216,10 @@ class Guard:
             else f"address:{client[0] if client else 'unknown'}"
         )
         # Without keys (--no-auth: loopback only) every client is the one local user. Health
-        # and readiness are never limited: a balancer's probes share an address with clients.
-        limited = self.config.auth and scope["path"] not in _PROBES
+        # and readiness are never limited: a balancer's probes share an address with clients;
+        # nor are the console's own files (fetched before any key: a page must load).
+        path = scope["path"]
+        limited = self.config.auth and not (path in _UNLIMITED or path.startswith("/console/"))
         wait = self.limiter.take(caller) if limited else 0.0
         if scope["type"] == "websocket":
             if wait:  # as the stream routes refuse: accepted, then closed 4000 + the status
