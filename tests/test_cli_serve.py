@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -216,3 +217,77 @@ def test_a_run_going_when_the_server_stops_is_finished_by_the_next(tmp_path: Pat
         events = ms.events(run.run_id)
     finished = [e for e in events if e.kind is EventKind.STEP_FINISHED]
     assert [e.data["step"] for e in finished] == list(range(150))
+
+
+def test_stdout_has_only_the_command_s_lines_the_access_log_goes_to_stderr(
+    tmp_path: Path,
+) -> None:
+    """Scripts read the URL from stdout's first line and may stop reading: were the access
+    log on stdout too, the pipe would fill and freeze the server."""
+    db, log = tmp_path / "quiet.db", tmp_path / "quiet.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAINSPRING_")}
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [str(SCRIPT), "serve", "--store", str(db), "--port", "0", "--no-auth",
+             "--graph", SUPPORT, "--drain", "0"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+            url = first.split()[2].rstrip("/")
+            with httpx.Client(base_url=url, timeout=30) as client:
+                for _ in range(20):
+                    assert client.get("/v1/runs").status_code == 200
+                assert client.get("/v1/nope").status_code == 404
+            proc.send_signal(signal.SIGTERM)
+            rest, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, log.read_text()
+    lines = (first + rest).splitlines()
+    assert lines[0].startswith("mainspring serve: http://127.0.0.1:")
+    assert lines[-1].startswith("mainspring serve: stopped")
+    # The startup block's continuation lines are indented; nothing else is there.
+    assert all(line.startswith(("mainspring serve: ", "  ")) for line in lines), lines
+    assert '"GET /v1/runs HTTP/1.1" 200' in log.read_text()  # the access log: on stderr
+
+
+def test_a_second_signal_stops_the_drain_at_once_runs_stay_resumable(tmp_path: Path) -> None:
+    """--drain 600 with a run going: SIGTERM, then SIGINT once it is stopping: the server
+    exits (exit 0) long before the drain would have ended; the run is left resumable."""
+    db, log = tmp_path / "hurry.db", tmp_path / "hurry.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAINSPRING_")}
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [str(SCRIPT), "serve", "--store", str(db), "--port", "0", "--no-auth",
+             "--graph", "tests.stream_graphs:ticker", "--drain", "600"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().split()[2].rstrip("/")
+            with Client(url) as ms:
+                run = ms.start("ticker", {"limit": 100_000, "delay": 0.01})
+                for event in ms.stream(run.run_id):
+                    if event.seq >= 5:
+                        break  # going
+            proc.send_signal(signal.SIGTERM)
+            # Once it is stopping (its log says so), a second signal: no more waiting.
+            for _ in range(3000):  # polls the log, up to ~30 s
+                if "Shutting down" in log.read_text() or proc.poll() is not None:
+                    break
+                time.sleep(0.01)
+            assert "Shutting down" in log.read_text(), log.read_text()
+            proc.send_signal(signal.SIGINT)
+            rest, _ = proc.communicate(timeout=120)  # the drain alone would last 600 s
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, log.read_text()
+    assert "stopped at once (a second signal: no drain)" in rest
+    (left,) = map(json.loads, ok(cli("runs", "--store", str(db), "--json")).stdout.splitlines())
+    assert (left["status"], left["orphaned"]) == ("running", True)  # resumable, held by no one

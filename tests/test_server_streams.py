@@ -31,6 +31,7 @@ from mainspring.server import ServerConfig, create_app
 from mainspring.server.detach import DETACH, detach
 from mainspring.server.keys.protocol import KeyInfo, Principal
 from mainspring.server.keys.protocol import Scope as KeyScope
+from mainspring.server.keys.sqlite import SQLiteKeyStore
 from mainspring.server.routes.streams import close_streams, hub_of
 from mainspring.server.schemas import MAX_SEQ
 from mainspring.server.streams import StreamHub
@@ -655,6 +656,75 @@ async def test_streams_answer_only_the_key_s_tenant(runtime: Runtime) -> None:
                 if first:
                     break
         assert {r["run_id"] for r in first} == {mine.run_id}
+
+
+async def test_a_key_revoked_elsewhere_ends_its_open_streams(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    # The server's store caches a valid key briefly; the key is revoked through another
+    # store object (as `mainspring keys revoke` does from another process), so only the
+    # streams' own re-checks can see it.
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    served_keys, elsewhere = SQLiteKeyStore(url, cache_ttl=0.1), SQLiteKeyStore(url)
+    await served_keys.open()
+    await elsewhere.open()
+    try:
+        revoked, key = await elsewhere.create("acme", frozenset({KeyScope.READ}))
+        _, kept_key = await elsewhere.create("acme", frozenset({KeyScope.READ}))
+        run = await runtime.tenant("acme").start(asker, {"question": "fox?"})
+        await run.wait()  # parked: its streams stay open, idle (keep-alives only)
+        config = ServerConfig(console=False, heartbeat=0.05)
+        app = create_app(runtime, graphs=[asker], keys=served_keys, config=config)
+        async with serve(app) as s, httpx.AsyncClient(timeout=30) as c:
+            auth, kept_auth = ({"Authorization": f"Bearer {k}"} for k in (key, kept_key))
+            stream = f"{s.url}/v1/runs/{run.run_id}/stream?tokens=false"
+            ws = f"{s.url.replace('http', 'ws')}/v1/runs/{run.run_id}/ws?tokens=false&api_key="
+            run_got, watch_got, kept = Received(), Received(), Received()
+            ws_frames: list[dict[str, Any]] = []
+            ws_close: list[int] = []
+
+            async def watch() -> None:
+                parser = SSEParser()
+                async with c.stream("GET", f"{s.url}/v1/watch", headers=auth) as response:
+                    async for chunk in response.aiter_raw():
+                        watch_got.events.extend(parser.feed(chunk))
+
+            async def websocket() -> None:
+                async with websockets.connect(ws + key) as conn:
+                    with pytest.raises(websockets.ConnectionClosed) as closed:
+                        while True:
+                            ws_frames.append(msgspec.json.decode(await conn.recv()))
+                assert closed.value.rcvd is not None
+                ws_close.append(closed.value.rcvd.code)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(partial(read_sse, c, stream, into=run_got, headers=auth))
+                tg.start_soon(partial(read_sse, c, stream, into=kept, headers=kept_auth))
+                tg.start_soon(watch)
+                tg.start_soon(websocket)
+                await until(
+                    lambda: run_got.events and watch_got.events and ws_frames and kept.events,
+                    "every stream opened",
+                )
+                assert await elsewhere.revoke(revoked.key_id)
+                await until(lambda: ws_close, "the WebSocket closed")
+                await until(
+                    lambda: len(watch_got.events) > 1 and run_got.events[-1].event != "interrupted",
+                    "the SSE streams' last frames",
+                )
+                # The kept key's stream goes on: it gets the run's end.
+                await runtime.tenant("acme").resume(run.run_id, True)
+        for got in (run_got, watch_got):
+            last = got.events[-1]
+            assert last.event == "stream_error"
+            assert msgspec.json.decode(last.data)["error"]["code"] == "unauthorized"
+            assert got.end is None
+        assert ws_close == [4401]
+        assert "end" not in [f["event"] for f in ws_frames]
+        assert kept.end is not None and kept.end["status"] == "finished"
+    finally:
+        await served_keys.aclose()
+        await elsewhere.aclose()
 
 
 async def test_a_cancelled_run_ends_its_streams_with_its_status(

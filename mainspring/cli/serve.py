@@ -220,7 +220,7 @@ def _run(
     import uvicorn
 
     from ..server.routes.streams import close_streams
-    from ._serving import QuietStartup, Server, startup_error
+    from ._serving import QuietStartup, Server, log_config, startup_error
 
     server = Server(
         uvicorn.Config(
@@ -228,6 +228,7 @@ def _run(
             host=host,
             port=port,
             log_level=log_level.value,
+            log_config=log_config(),  # all of it on stderr: stdout has the command's lines
             lifespan="on",
             timeout_graceful_shutdown=max(1, round(drain)),
         ),
@@ -235,6 +236,7 @@ def _run(
         graphs=graphs,
         auth=auth,
         stopping=lambda: close_streams(app),
+        hurry=app.state.mainspring.runtime.stop_draining,
     )
     run_async(server.serve)
     failed = startup_error(app)
@@ -247,8 +249,10 @@ def _run(
             EXIT_REFUSED,
         )
     typer.echo(
-        "mainspring serve: stopped; runs still going stay resumable in the store "
-        "(the next server on it takes them over)"
+        "mainspring serve: stopped"
+        + (" at once (a second signal: no drain)" if server.hurried else "")
+        + "; runs still going stay resumable in the store (the next server on it takes "
+        "them over)"
     )
 
 

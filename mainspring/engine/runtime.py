@@ -143,6 +143,7 @@ class Runtime:
             self.services, self._recover_again if recover == "resume" else None
         )
         self._tg: TaskGroup | None = None  # the runtime's own service tasks (heartbeat)
+        self._draining: anyio.CancelScope | None = None  # the exit's drain, while it lasts
 
     @classmethod
     def open(cls, url: str = "sqlite:///mainspring.db", **options: Any) -> Runtime:
@@ -200,10 +201,11 @@ class Runtime:
         try:
             try:
                 if exc_type is None and len(registry):
-                    with anyio.move_on_after(self.drain_timeout):
+                    with anyio.move_on_after(self.drain_timeout) as self._draining:
                         while len(registry):
                             await registry.drivers()[0].done.wait()
             finally:  # even when the exit itself is cancelled: our task group must end here
+                self._draining = None
                 # Whatever still runs is abandoned, not cancelled: its journal stays resumable.
                 with anyio.CancelScope(shield=True):  # abandoned runs stop at their next await
                     await self._runs.tasks.aclose()
@@ -220,6 +222,14 @@ class Runtime:
             self._runs.open = False
             with anyio.CancelScope(shield=True):
                 await self.store.aclose()
+
+    def stop_draining(self) -> None:
+        """End the exit's drain now, or skip it if the exit has not begun (an operator's
+        second Ctrl-C): runs still going stay resumable in their journals. Call it from
+        the runtime's event loop (``loop.call_soon_threadsafe`` from a signal handler)."""
+        self.drain_timeout = 0
+        if self._draining is not None:
+            self._draining.cancel()
 
     # -- graphs ----------------------------------------------------------------------
 

@@ -50,10 +50,13 @@ def bearer_key(conn: HTTPConnection) -> str | None:
 @dataclass(frozen=True, slots=True)
 class _Checked:
     """A request's key, checked once (by the security middleware, else the first route
-    dependency): whether one was sent, and whose it is (None: unknown, revoked, malformed)."""
+    dependency): whether one was sent, and whose it is (None: unknown, revoked, malformed);
+    the key itself, for streams that check it again (the query's is gone from the request
+    once checked)."""
 
     presented: bool
     principal: Principal | None
+    key: str | None = None
 
 
 async def identify(conn: HTTPConnection) -> Principal | None:
@@ -70,9 +73,16 @@ async def identify(conn: HTTPConnection) -> Principal | None:
             found = None
             if key is not None and state.keys is not None:
                 found = await state.keys.verify(key)
-            checked = _Checked(key is not None, found)
+            checked = _Checked(key is not None, found, key)
         conn.state.mainspring_auth = checked
     return checked.principal
+
+
+def checked_key(conn: HTTPConnection) -> str | None:
+    """The key ``identify`` checked for ``conn`` (None: not checked yet, none sent, or
+    ``auth=False``)."""
+    checked: _Checked | None = getattr(conn.state, "mainspring_auth", None)
+    return None if checked is None else checked.key
 
 
 async def authenticate(conn: HTTPConnection) -> Principal:

@@ -21,8 +21,10 @@ from ..detach import detach
 from ..keys.protocol import Scope
 from ..schemas import AUTH, MAX_SEQ, errors
 from ..streams import EventStreamResponse, StreamHub
+from ..streams.keycheck import KeyCheck, key_check
 from ..streams.sse import (
     KEEP_ALIVE,
+    UNAUTHORIZED,
     frame,
     item_chunks,
     json_bytes,
@@ -100,6 +102,7 @@ class _RunStream:
         run_id: str = request.path_params["run_id"]
         after, tokens, until = _stream_params(request)
         caller = await caller_with(request, Scope.READ)
+        check = key_check(request, Scope.READ)  # checked again while the stream lasts
         state = server_state(request)
         start = _resume_point(after, request.headers.get("last-event-id"))
         del request  # not kept while the store answers (a crowd of streams opening at once)
@@ -108,7 +111,9 @@ class _RunStream:
         config = state.config
         if not await start_stream(scope, send, stall_timeout=config.stall_timeout):
             return
-        follow = _Follow(hub_of(state), run_id, start, tokens, until == "park", config, scope)
+        follow = _Follow(
+            hub_of(state), run_id, start, tokens, until == "park", config, scope, check
+        )
         if not detach(scope, follow):
             await follow(receive, send)
 
@@ -117,7 +122,7 @@ class _Follow:
     """The body of a run's stream: subscribe, send until the end; ``receive`` and ``send``
     the server's own when detached (the client's disconnect arrives on either)."""
 
-    __slots__ = ("after", "config", "hub", "run_id", "scope", "tokens", "until_park")
+    __slots__ = ("after", "check", "config", "hub", "run_id", "scope", "tokens", "until_park")
 
     def __init__(
         self,
@@ -128,9 +133,11 @@ class _Follow:
         until_park: bool,
         config: ServerConfig,
         scope: AsgiScope,
+        check: KeyCheck | None,
     ) -> None:
         self.hub, self.run_id, self.after, self.tokens = hub, run_id, after, tokens
         self.until_park, self.config, self.scope = until_park, config, scope
+        self.check = check
 
     def __call__(self, receive: Receive, send: Send) -> Awaitable[str]:
         """The stream, as one coroutine (awaited at once: it closes the subscription)."""
@@ -140,8 +147,9 @@ class _Follow:
             heartbeat=config.heartbeat, listen=receive,
         )  # fmt: skip
         return send_subscription(
-            self.scope, send, sub, stall_timeout=config.stall_timeout, started=True
-        )
+            self.scope, send, sub, stall_timeout=config.stall_timeout, started=True,
+            check=self.check,
+        )  # fmt: skip
 
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
@@ -243,7 +251,8 @@ async def stream_run_ws(websocket: WebSocket, run_id: str) -> None:
         listen=websocket.receive,
     )
     try:
-        await pump(websocket, sub, stall_timeout=config.stall_timeout)
+        check = key_check(websocket, Scope.READ)  # checked again while the stream lasts
+        await pump(websocket, sub, stall_timeout=config.stall_timeout, check=check)
     finally:
         sub.close()
 
@@ -260,6 +269,7 @@ async def watch(
 ) -> EventStreamResponse:
     state = server_state(request)
     hub = hub_of(state)
+    check = key_check(request, Scope.READ)  # checked again while the stream lasts
 
     async def chunks() -> AsyncGenerator[bytes, None]:
         runs = watch_runs(
@@ -267,6 +277,9 @@ async def watch(
         )
         async with aclosing(runs):
             async for batch in runs:
+                if check is not None and not await check.valid(idle=not batch):
+                    yield UNAUTHORIZED  # the key was revoked: the stream ends
+                    return
                 if not batch:
                     yield KEEP_ALIVE
                 else:

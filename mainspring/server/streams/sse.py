@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -23,6 +23,9 @@ from starlette.types import Receive, Scope, Send
 from ...errors import StoreError
 from ...events import Event, EventKind, jsonable_or_repr
 from .hub import End, Item, Subscription
+
+if TYPE_CHECKING:
+    from .keycheck import KeyCheck
 
 log = logging.getLogger("mainspring.server.streams")
 
@@ -84,6 +87,20 @@ STORE_FAILED = frame(
             "error": {
                 "code": "store_unavailable",
                 "message": "the store is unavailable; reconnect with your last event id",
+            }
+        }
+    ),
+)
+
+
+#: The last frame of a stream whose key stopped verifying (revoked, or its scope gone).
+UNAUTHORIZED = frame(
+    "stream_error",
+    json_bytes(
+        {
+            "error": {
+                "code": "unauthorized",
+                "message": "the API key is unknown or revoked; reconnect with a valid key",
             }
         }
     ),
@@ -195,13 +212,20 @@ async def start_stream(scope: Scope, send: Send, *, stall_timeout: float) -> boo
 
 
 async def send_subscription(
-    scope: Scope, send: Send, sub: Subscription, *, stall_timeout: float, started: bool = False
+    scope: Scope,
+    send: Send,
+    sub: Subscription,
+    *,
+    stall_timeout: float,
+    started: bool = False,
+    check: KeyCheck | None = None,
 ) -> str:
     """Send a hub subscription as a ``text/event-stream`` answer (its body only if
     ``started``: :func:`start_stream` sent the start), in this one coroutine (an idle
     stream is this frame and the subscription's wait: see ``hub.Subscription``), and close
     it; returns why it stopped: "end" (the run's end, the hub closed, the client gone), or
-    "stalled". A store failure ends it with an ``error`` event (the client reconnects)."""
+    "stalled". A store failure ends it with an ``error`` event (the client reconnects); a
+    key that ``check`` finds revoked, with an ``unauthorized`` one (``keycheck.py``)."""
     try:
         if not started and not await start_stream(scope, send, stall_timeout=stall_timeout):
             return "stalled"
@@ -215,7 +239,10 @@ async def send_subscription(
             else:
                 if batch is None:
                     break
-                chunk = b"".join(map(item_frame, batch)) if batch else KEEP_ALIVE
+                if check is not None and not await check.valid(idle=not batch):
+                    chunk, failed = UNAUTHORIZED, True
+                else:
+                    chunk = b"".join(map(item_frame, batch)) if batch else KEEP_ALIVE
                 del batch  # an idle stream holds no events
             with anyio.fail_after(stall_timeout):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -9,6 +9,7 @@ the server's WebSocket pings find dead peers; client messages are ignored.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import anyio
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -17,6 +18,9 @@ from ...errors import StoreError
 from ...events import EventKind
 from .hub import End, Item, Subscription
 from .sse import event_json, json_bytes
+
+if TYPE_CHECKING:
+    from .keycheck import KeyCheck
 
 log = logging.getLogger("mainspring.server.streams")
 
@@ -30,12 +34,23 @@ def ws_frame(item: Item) -> str:
     return '{"id":' + seq + ',"event":' + kind + ',"data":' + event_json(item).decode() + "}"
 
 
-async def pump(websocket: WebSocket, sub: Subscription, *, stall_timeout: float) -> str:
+async def pump(
+    websocket: WebSocket,
+    sub: Subscription,
+    *,
+    stall_timeout: float,
+    check: KeyCheck | None = None,
+) -> str:
     """Send a hub subscription (given ``listen=websocket.receive``) to an accepted WebSocket until
     the stream ends, the client leaves or stalls; returns why it stopped: "end",
-    "disconnect", "stalled" or "error"."""
+    "disconnect", "stalled", "error" or "unauthorized" (``check`` found the key revoked:
+    closed with 4401)."""
     try:
         while (batch := await sub.next()) is not None:
+            if check is not None and not await check.valid(idle=not batch):
+                with anyio.move_on_after(stall_timeout):
+                    await websocket.close(4401, "the API key is unknown or revoked")
+                return "unauthorized"
             for item in batch:  # no keep-alive frames: the server's pings do that
                 with anyio.fail_after(stall_timeout):
                     await websocket.send_text(ws_frame(item))
