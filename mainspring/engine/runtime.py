@@ -139,8 +139,8 @@ class Runtime:
             self.services, self.loader, durability=self.durability, will_recover=self._will_recover
         )
         self.services.subgraphs = Subgraphs(self._runs)
-        self._leases = LeaseKeeper(
-            self.services, self._recover_again if recover == "resume" else None
+        self._leases = LeaseKeeper(  # its heartbeat looks again for runs left behind
+            self.services, self.recover if recover == "resume" else None
         )
         self._tg: TaskGroup | None = None  # the runtime's own service tasks (heartbeat)
         self._draining: anyio.CancelScope | None = None  # the exit's drain, while it lasts
@@ -346,10 +346,6 @@ class Runtime:
         """
         found, self.recoverable = await recover_runs(self._runs, resume)
         return found
-
-    async def _recover_again(self) -> None:
-        """The heartbeat's periodic look for runs whose process died or froze since."""
-        await self.recover()
 
     def _will_recover(self, record: RunRecord) -> bool:
         """Whether this runtime's recovery will take the run over (it looks periodically)."""
