@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 import anyio
 import asyncpg
 
-from ._pg_retry import is_connection_lost, is_transient
+from ._pg_retry import Retrier, is_connection_lost, is_transient
 
 log = logging.getLogger("mainspring.store.postgres")
 
@@ -209,3 +209,40 @@ async def _close(conn: Connection) -> None:
         await conn.close()  # aborts the connection if cancelled
     except Exception:
         conn.terminate()
+
+
+async def open_watched(
+    pool: ConnectionPool,
+    name: str,
+    retrier: Retrier,
+    fill: int,
+    what: str,
+    prepare: Callable[[Connection], Awaitable[object]],
+) -> asyncio.Task[None]:
+    """Start ``pool``'s watchdog, fill ``fill`` connections (a server never reached fails
+    at once) and run ``prepare`` on one (the schema; ``what`` names it in errors), retried.
+
+    The watchdog is a task of the caller's object, ended by :func:`close_watched`: a task
+    group entered here would tie the object to the opening task's cancel-scope stack (and
+    ``with CancelScope(shield=True): await obj.aclose()`` would fail on leaving the scopes
+    out of order). It starts first: a stall while the schema is checked must end too. If
+    anything fails, the pool and its watchdog end before the error is raised."""
+    watchdog = asyncio.get_running_loop().create_task(pool.watch(), name=name)
+    try:
+        await retrier.run("connecting", lambda _: pool.fill(fill), opening=True)
+        await retrier.run(what, lambda _: pool.run(prepare))
+    except BaseException:
+        pool.terminate()
+        watchdog.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait({watchdog})
+        raise
+    return watchdog
+
+
+async def close_watched(pool: ConnectionPool, watchdog: asyncio.Task[None]) -> None:
+    """End what :func:`open_watched` started: the watchdog, then the pool (shielded)."""
+    watchdog.cancel()
+    with anyio.CancelScope(shield=True):
+        await asyncio.wait({watchdog})
+        await pool.close()

@@ -82,7 +82,7 @@ from ._chain import AuditSettings
 from ._lease_owners import owner_is_dead
 from ._pg_audit import Heads, PostgresAudited
 from ._pg_batch import GroupCommit, Write
-from ._pg_pool import Connection, ConnectionPool, connect
+from ._pg_pool import Connection, ConnectionPool, connect, open_watched
 from ._pg_retry import Retrier, log
 from ._pg_schema import migrate
 from ._pg_sql import event_columns, statements
@@ -191,32 +191,20 @@ class PostgresStore(PostgresAudited):
             return
         _require_asyncio()
         pool = ConnectionPool(self._connect, self.max_size, self.call_timeout)
-        # The writer and the watchdog are tasks of the store's own: started here,
-        # cancelled and awaited in aclose(). A task group entered here and left in
-        # aclose() would tie the store to the opening task's cancel-scope stack, and the
-        # usual cleanup idiom, ``with CancelScope(shield=True): await store.aclose()``
-        # (the Runtime does this), would then fail on exiting the scopes out of order.
-        # The watchdog starts first: a stall while the schema is checked must end too.
-        loop = asyncio.get_running_loop()
-        name = f"mainspring postgres watchdog ({self.target.schema})"
-        watchdog = loop.create_task(pool.watch(), name=name)
-        try:
-            # A server never reached fails at once: nothing says it is coming (_pg_retry).
-            await self._retrier.run(
-                "connecting", lambda _: pool.fill(self.min_size or 1), opening=True
-            )
-            migrate_schema = partial(migrate, target=self.target)
-            await self._retrier.run("checking the schema", lambda _: pool.run(migrate_schema))
-        except BaseException:
-            pool.terminate()
-            watchdog.cancel()
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait({watchdog})
-            raise
-        self._pool, self._watchdog = pool, watchdog
+        # The writer, like the watchdog (open_watched says why), is a task of the store's
+        # own: started here, cancelled and awaited in aclose().
+        self._watchdog = await open_watched(
+            pool,
+            f"mainspring postgres watchdog ({self.target.schema})",
+            self._retrier,
+            self.min_size or 1,
+            "checking the schema",
+            partial(migrate, target=self.target),
+        )
+        self._pool = pool
         self._batch = GroupCommit(self._writes.write_groups, self.batch_window)
         name = f"mainspring postgres writer ({self.target.schema})"
-        self._writer = loop.create_task(self._batch.run(), name=name)
+        self._writer = asyncio.get_running_loop().create_task(self._batch.run(), name=name)
 
     async def aclose(self) -> None:
         pool, writer, watchdog = self._pool, self._writer, self._watchdog

@@ -30,10 +30,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-import anyio
-
 from ...errors import StoreError
-from ...store._pg_pool import Connection, ConnectionPool, connect
+from ...store._pg_pool import Connection, ConnectionPool, close_watched, connect, open_watched
 from ...store._pg_retry import Retrier
 from ...store._pg_url import option, parse_url
 from ..scope import Scope
@@ -129,39 +127,24 @@ class PostgresItemStore:
 
     async def _open(self) -> None:
         pool = ConnectionPool(self._connect, self.max_size, self.call_timeout)
-        # The watchdog is a task of the store's own, cancelled and awaited in aclose(), as
-        # in the journal store: a task group would tie the store to the opening task.
-        watchdog = asyncio.get_running_loop().create_task(
-            pool.watch(), name=f"mainspring memory watchdog ({self.target.schema})"
+        prefix = self.table_prefix
+        self._watchdog = await open_watched(
+            pool,
+            f"mainspring memory watchdog ({self.target.schema})",
+            self._retrier,
+            self.min_size or 1,
+            "creating semantic memory's tables",
+            lambda conn: migrate(conn, self.target, prefix),
         )
-        try:
-            await self._retrier.run(
-                "connecting", lambda _: pool.fill(self.min_size or 1), opening=True
-            )
-            prefix = self.table_prefix
-            await self._retrier.run(
-                "creating semantic memory's tables",
-                lambda _: pool.run(lambda conn: migrate(conn, self.target, prefix)),
-            )
-        except BaseException:
-            pool.terminate()
-            watchdog.cancel()
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait({watchdog})
-            raise
-        self._pool, self._watchdog = pool, watchdog
+        self._pool = pool
         await self._signal.listen()
 
     async def aclose(self) -> None:
         pool, watchdog = self._pool, self._watchdog
         self._pool = self._watchdog = None
         self._signal.close()
-        with anyio.CancelScope(shield=True):
-            if watchdog is not None:
-                watchdog.cancel()
-                await asyncio.wait({watchdog})
-            if pool is not None:
-                await pool.close()
+        if pool is not None and watchdog is not None:
+            await close_watched(pool, watchdog)
 
     async def __aenter__(self) -> PostgresItemStore:
         return self

@@ -16,10 +16,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import anyio
-
 from ...errors import StoreError
-from ...store._pg_pool import Connection, ConnectionPool, connect
+from ...store._pg_pool import Connection, ConnectionPool, close_watched, connect, open_watched
 from ...store._pg_retry import Retrier
 from ...store._pg_schema import migrate, quote_ident
 from ...store._pg_url import option, parse_url
@@ -54,17 +52,10 @@ class PostgresKeyStore(KeyStoreCore):
         if self._pool is not None:
             return
         pool = ConnectionPool(self._connect, 2, self.call_timeout)
-        watchdog = asyncio.get_running_loop().create_task(pool.watch(), name="mainspring keys")
-        try:
-            await self._retrier.run("connecting", lambda _: pool.fill(1), opening=True)
-            await self._retrier.run("making the api_keys table", lambda _: pool.run(self._make))
-        except BaseException:
-            pool.terminate()
-            watchdog.cancel()
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait({watchdog})
-            raise
-        self._pool, self._watchdog = pool, watchdog
+        self._watchdog = await open_watched(
+            pool, "mainspring keys", self._retrier, 1, "making the api_keys table", self._make
+        )
+        self._pool = pool
 
     async def _connect(self) -> Connection:
         return await connect(self._dsn, self.call_timeout, {"application_name": "mainspring"})
@@ -88,12 +79,8 @@ class PostgresKeyStore(KeyStoreCore):
     async def aclose(self) -> None:
         pool, watchdog = self._pool, self._watchdog
         self._pool = self._watchdog = None
-        if pool is None or watchdog is None:
-            return
-        watchdog.cancel()
-        with anyio.CancelScope(shield=True):
-            await asyncio.wait({watchdog})
-            await pool.close()
+        if pool is not None and watchdog is not None:
+            await close_watched(pool, watchdog)
 
     def _live(self) -> ConnectionPool:
         if self._pool is None:
