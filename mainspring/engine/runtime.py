@@ -22,6 +22,7 @@ from anyio.abc import TaskGroup
 
 from ..errors import RunStateError
 from ..events import Event
+from ..fanout import EventFanout, fanout_from
 from ..graph.compiled import CompiledGraph
 from ..status import Durability, RunStatus
 from ..store import RunQuery, RunRecord, Store, ThreadInfo, store_from_url
@@ -74,6 +75,11 @@ class Runtime:
     budgets (last: a later hook that denied a call would leave a reservation counted).
     ``memory`` is what ``ctx.memory`` reads and writes (``mainspring.memory.Memory``): the
     runtime opens it on entry and closes it on exit.
+
+    ``fanout`` announces this runtime's commits to the other processes on the store (an
+    API server following a run driven here): ``None`` is PostgreSQL NOTIFY on a
+    PostgreSQL store and nothing on others; ``"pg"``, a Redis URL, ``"off"``, or an
+    :class:`~mainspring.fanout.EventFanout` (``mainspring.fanout``).
     """
 
     def __init__(
@@ -93,6 +99,7 @@ class Runtime:
         models: ModelCapability | None = None,
         tools: ToolCapability | None = None,
         memory: MemoryCapability | None = None,
+        fanout: EventFanout | str | None = None,
     ) -> None:
         if lease_ttl <= 0 or retry_for < 0:
             raise RunStateError(
@@ -133,6 +140,8 @@ class Runtime:
             listeners=list(listeners),
         )
         self.owner = self.services.owner  # this runtime's lease owner id (host:pid:token)
+        #: Announces commits to (and hears those of) other processes; None: not shared.
+        self.fanout = fanout_from(fanout, store)
         self.lease_ttl = lease_ttl
         self.loader = GraphLoader(graphs)
         self._runs = Runs(
@@ -175,6 +184,8 @@ class Runtime:
         self._runs.open = True
         tg.start_soon(self._leases.heartbeat)
         try:
+            if self.fanout is not None:  # before recovery: the runs it resumes are announced
+                await self.fanout.attach(self)
             # Gate hooks that need the runtime (a policy reading the tools' facts) come first,
             # the capabilities after them (the toolbox looks for a policy in the gate).
             services = self.services
@@ -211,6 +222,8 @@ class Runtime:
                     await self._runs.tasks.aclose()
                     if registry.unreleased:  # a last try, so the next process need not wait
                         await self._leases.release_pending()
+                    if self.fanout is not None:  # the last commits of the runs just stopped
+                        await self.fanout.detach(self)
                     detach = getattr(self.services.memory, "detach", None)
                     if detach is not None:  # memory is held by a task of our task group
                         await detach(self)

@@ -17,7 +17,10 @@ class ServerConfig:
     Streams: ``stream_buffer`` recent events kept per live run for its subscribers (a
     subscriber further behind reads the journal); ``stall_timeout`` seconds a client may
     leave its socket undrained before it is dropped; ``heartbeat`` seconds between
-    keep-alive comments on an idle stream.
+    keep-alive comments on an idle stream. A run driven by another process (a worker) is
+    woken by the runtime's event fan-out (``mainspring.fanout``); its record is read every
+    ``stream_safety_poll`` seconds as well (announcements are not durable), or every
+    ``stream_poll`` seconds while no fan-out listens.
     Store down: ``ready_timeout`` seconds ``/readyz`` waits for the store before it answers
     503; ``request_store_timeout`` seconds a read (GET) waits for its answer to begin
     before it is answered 503 ``store_unavailable`` (None: as long as the runtime's
@@ -32,6 +35,8 @@ class ServerConfig:
     stream_buffer: int = 512
     stall_timeout: float = 30.0
     heartbeat: float = 15.0
+    stream_poll: float = 0.5
+    stream_safety_poll: float = 5.0
     console: bool = True
     ready_timeout: float = 2.0
     request_store_timeout: float | None = 10.0

@@ -234,6 +234,11 @@ class PostgresStore(PostgresAudited):
     async def _connect(self) -> Connection:
         return await connect(self._dsn, self.call_timeout, self._server_settings)
 
+    async def connection(self) -> Connection:
+        """A new connection of its own, outside the pool, for what must not hold a pooled
+        one (LISTEN, the event fan-out's NOTIFY); the caller closes it."""
+        return await self._connect()
+
     def _live_pool(self) -> ConnectionPool:
         if self._pool is None:
             raise StoreError("the PostgreSQL store is not open; call 'await store.open()' first")

@@ -50,7 +50,13 @@ def hub_of(state: ServerState) -> StreamHub:
     """The server's stream hub, made on first use and closed with the server."""
     hub: StreamHub | None = state.extras.get(HUB)
     if hub is None:
-        hub = state.extras[HUB] = StreamHub(state.runtime, buffer=state.config.stream_buffer)
+        config = state.config
+        hub = state.extras[HUB] = StreamHub(
+            state.runtime,
+            buffer=config.stream_buffer,
+            poll=config.stream_poll,
+            safety_poll=config.stream_safety_poll,
+        )
         if not state.extras.get(f"{HUB}_closes"):
             state.extras[f"{HUB}_closes"] = True
             state.extras.setdefault("on_stop", []).append(_close)

@@ -26,8 +26,10 @@ class RunFeed:
         "attached",
         "last_seq",
         "poller",
+        "reading",
         "ring",
         "run_id",
+        "stale",
         "status",
         "status_version",
         "subscribers",
@@ -52,6 +54,8 @@ class RunFeed:
         self.token_subscribers = 0
         self.attached = False  # our sink is in the runtime's registry (tokens flow)
         self.poller: object | None = None  # the subscriber that reads the store's record
+        self.stale = False  # the record must be read now (the fan-out may have missed some)
+        self.reading: anyio.Event | None = None  # set when the read continuing the ring ends
 
     def wake(self) -> None:
         """Something changed: every idle subscriber looks again. An idle subscriber waits
@@ -68,21 +72,33 @@ class RunFeed:
     def committed(self, events: Sequence[Event], status: RunStatus | None) -> None:
         if events:
             ring = self.ring
-            if ring and events[0].seq != ring[-1].seq + 1:
+            self.last_seq = max(self.last_seq, events[-1].seq)
+            if ring and events[0].seq <= ring[-1].seq:  # a reader took them from the journal
+                events = [e for e in events if e.seq > ring[-1].seq]
+            if ring and events and events[0].seq != ring[-1].seq + 1:
                 ring.clear()  # written elsewhere meanwhile: the journal fills the gap
             ring.extend(events)
-            self.last_seq = max(self.last_seq, events[-1].seq)
         if status is not None:
             self.status = status
             self.status_version += 1
         self.wake()
 
+    def continues(self, pos: int) -> bool:
+        """Whether the journal's events after ``pos`` would continue the ring."""
+        return not self.ring or self.ring[-1].seq == pos
+
     def backfill(self, events: Sequence[Event]) -> None:
-        """Journal events a subscriber read up to the run's known end: kept when the ring
-        is empty (a quiet or parked run), so its other subscribers (a crowd joining at
-        once) share them, and their encoding, rather than each reading the journal."""
-        if events and not self.ring and events[-1].seq >= self.last_seq:
-            self.ring.extend(events)  # contiguous: later commits append or clear (a gap)
+        """Journal events a subscriber read: kept when they continue the ring (a run
+        driven by another process, announced), or fill an empty one up to the run's
+        known end (a quiet or parked run), so its other subscribers (a crowd) share
+        them, and their encoding, rather than each reading the journal."""
+        if not events:
+            return
+        ring = self.ring
+        if ring and events[0].seq == ring[-1].seq + 1:
+            ring.extend(events)  # later commits append or clear (a gap)
+        elif not ring and events[-1].seq >= self.last_seq:
+            ring.extend(events)
 
     def send_nowait(self, event: Event, /) -> None:
         """The registry's sink: a model's tokens (other live events come with commits)."""

@@ -7,9 +7,15 @@ only its position. It sends from the feed's ring, or reads the journal a page at
 when it fell behind the ring or joined late: a slow client costs no memory, and a client
 that comes back after any delay resumes from the journal, no event lost or repeated.
 
-A run not driven in this process (parked, or driven by another worker) is followed by
-reading its record from the store every ``poll`` seconds, by one of its subscribers,
-while it has any; a parked run resumed here is followed live again.
+A run not driven in this process (parked, or driven by another worker) is followed
+through the runtime's event fan-out (``mainspring.fanout``): the worker that drives it
+announces each commit, and the announcement wakes the run's subscribers here, which
+read the journal after their position (one of them reads, the others share its page).
+Announcements are not durable, so one subscriber of each such run also reads its record
+from the store, every ``safety_poll`` seconds while the fan-out listens and every
+``poll`` seconds while it does not (no fan-out, or its link is down); a link that comes
+back makes every such run's record read at once. A parked run resumed here is followed
+live again.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import anyio
 from starlette.types import Receive
 
 from ...events import Event
+from ...fanout import Announcement
 from ...status import RunStatus
 from ...store import RunRecord
 from .feed import RunFeed
@@ -47,7 +54,8 @@ class StreamHub:
     """See the module's docstring. ``buffer``: committed events kept per followed run;
     ``token_buffer``: tokens kept per run (a subscriber further behind skips them);
     ``page``: events read from the journal at a time; ``poll``: seconds between reads of
-    the record of a run not driven here."""
+    the record of a run not driven here, without a listening fan-out; ``safety_poll``:
+    the same while the runtime's fan-out listens (announcements wake the run at once)."""
 
     def __init__(
         self,
@@ -57,23 +65,33 @@ class StreamHub:
         token_buffer: int = 256,
         page: int = 256,
         poll: float = 0.5,
+        safety_poll: float = 5.0,
     ) -> None:
-        if buffer < 1 or token_buffer < 1 or page < 1 or poll <= 0:
-            raise ValueError("StreamHub: buffer, token_buffer and page must be >= 1, poll > 0")
+        if buffer < 1 or token_buffer < 1 or page < 1 or poll <= 0 or safety_poll <= 0:
+            raise ValueError(
+                "StreamHub: buffer, token_buffer and page must be >= 1, poll and safety_poll > 0"
+            )
         self._services = runtime.services
         self._store = runtime.store
         self._registry = runtime.services.registry
         self._buffer, self._token_buffer, self._page, self._poll = buffer, token_buffer, page, poll
+        self._safety_poll = safety_poll
         self._feeds: dict[str, RunFeed] = {}
         self.closed = False
         self.watch = WatchFeed()
         runtime.services.committed.append(self._committed)
+        self._fanout = runtime.fanout
+        self._unsubscribe = (
+            self._fanout.subscribe(self._announced, self._resync) if self._fanout else None
+        )
 
     def close(self) -> None:
         """Stop hearing the runtime; every stream ends at its next wake (clients reconnect)."""
         if self.closed:
             return
         self.closed = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         if self._committed in self._services.committed:
             self._services.committed.remove(self._committed)
         for feed in list(self._feeds.values()):
@@ -100,6 +118,46 @@ class StreamHub:
                 self.watch.note(run_id)
         except Exception:  # a stream's fault must never reach the run's commit
             log.exception("the stream hub failed on a commit of run %s", run_id)
+
+    # -- fed by the fan-out (other processes' commits) ------------------------------------
+
+    @property
+    def poll(self) -> float:
+        """Seconds between reads of the record of a run driven elsewhere, now."""
+        fanout = self._fanout
+        return self._safety_poll if fanout is not None and fanout.listening else self._poll
+
+    def _announced(self, heard: Announcement) -> None:
+        """Another process committed ``heard.run_id`` up to ``heard.last_seq``: its
+        subscribers read the journal up to there (ours are heard from our commits)."""
+        run_id = heard.run_id
+        if run_id in self._registry:
+            return
+        if self.watch.watchers:
+            self.watch.note(run_id)
+        feed = self._feeds.get(run_id)
+        if feed is None or heard.last_seq < feed.last_seq:
+            return  # nobody follows it here, or a late announcement of an older commit
+        changed = heard.last_seq > feed.last_seq
+        feed.last_seq = heard.last_seq
+        if heard.status is not None and heard.status != getattr(feed.status, "value", None):
+            try:
+                feed.status = RunStatus(heard.status)
+            except ValueError:
+                log.warning("an announcement of run %s had an unknown status", run_id)
+            else:
+                feed.status_version += 1
+                changed = True
+        if changed:
+            feed.wake()
+
+    def _resync(self) -> None:
+        """The fan-out (re)started or lost its link: announcements may have been missed,
+        so the record of every run followed from another process is read now."""
+        for feed in self._feeds.values():
+            if feed.run_id not in self._registry:
+                feed.stale = True
+                feed.wake()
 
     def _attach(self, feed: RunFeed) -> None:
         """Take the run's tokens, if it is driven here (its model calls stream then)."""
@@ -139,6 +197,25 @@ class StreamHub:
         if not feed.subscribers and self._feeds.get(feed.run_id) is feed:
             del self._feeds[feed.run_id]
             self._detach(feed)
+
+    async def _read(self, feed: RunFeed, pos: int) -> list[Event]:
+        """The journal after ``pos``, a page. A read that would continue the ring is made
+        by one subscriber at a time, the others wait and take it from the ring: a crowd
+        woken by an announcement makes one read, not one each."""
+        while (reading := feed.reading) is not None and feed.continues(pos):
+            await reading.wait()
+            if (events := feed.since(pos)) is not None:
+                return events
+        if not feed.continues(pos):
+            return await self._store.read(feed.run_id, after=pos, until=pos + self._page)
+        done = feed.reading = anyio.Event()
+        try:
+            events = await self._store.read(feed.run_id, after=pos, until=pos + self._page)
+            feed.backfill(events)
+        finally:
+            feed.reading = None
+            done.set()
+        return events
 
     async def _refresh(self, feed: RunFeed) -> None:
         """Read the run's record: its committed end and status, where commits told nothing."""
@@ -242,8 +319,7 @@ class Subscription:
             pos = self._pos
             events = feed.since(pos)
             if events is None:
-                events = await hub._store.read(run_id, after=pos, until=pos + hub._page)
-                feed.backfill(events)
+                events = await hub._read(feed, pos)
             if events:
                 self._idle_since = anyio.current_time()
                 if not self._tokens:
@@ -278,13 +354,13 @@ class Subscription:
                     feed.poller = self
                 if feed.poller is self:
                     polling = True
-                    deadline = min(deadline, self._polled_at + hub._poll)
+                    deadline = min(deadline, -1.0 if feed.stale else self._polled_at + hub.poll)
             if await _idle(feed, deadline, self._listen):
                 self._ended = True
                 return None  # the client has gone
             now = anyio.current_time()
-            if polling and now >= self._polled_at + hub._poll:
-                self._polled_at = now
+            if polling and (feed.stale or now >= self._polled_at + hub.poll):
+                self._polled_at, feed.stale = now, False
                 await hub._refresh(feed)
             if now >= self._idle_since + self._heartbeat:
                 self._idle_since = now
