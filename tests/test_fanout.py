@@ -137,9 +137,10 @@ def test_bad_choices_say_what_to_give(tmp_path: Path) -> None:
     sqlite = store_from_url(f"sqlite:///{tmp_path / 'x.db'}")
     with pytest.raises(FanoutError, match=r"needs a PostgreSQL store.*redis://"):
         fanout_from("pg", sqlite)
-    with pytest.raises(FanoutError, match="is not a fan-out; give 'pg'"):
+    with pytest.raises(FanoutError, match="is not a fan-out; give 'auto', 'pg'"):
         fanout_from("kafka://x", sqlite)
     assert fanout_from(None, sqlite) is None and fanout_from("off", sqlite) is None
+    assert fanout_from("auto", sqlite) is None
     assert fanout_from("redis://127.0.0.1:6379/0", sqlite) is not None
 
 
@@ -352,3 +353,32 @@ async def test_a_crowd_of_subscribers_of_a_run_driven_elsewhere_shares_its_reads
         assert reads - before <= 2 * 4 + 2  # a read per announcement (or two), not per client
     finally:
         worker.close()
+
+
+async def test_odd_run_ids_cross_in_their_notification(pg_url: str) -> None:
+    heard: list[Announcement] = []
+    odd = "it's a \\ run:with:colons"
+    async with (
+        Runtime.open(pg_url, fanout="pg", recover="off") as writer,
+        Runtime.open(pg_url, fanout="auto", recover="off") as reader,
+    ):
+        assert writer.fanout is not None and reader.fanout is not None
+        reader.fanout.subscribe(heard.append, lambda: None)
+        await _until(lambda: reader.fanout is not None and reader.fanout.listening, "listening")
+        writer.fanout.committed(odd, _events(3), RunStatus.FINISHED)
+        writer.fanout.committed("x" * 9000, _events(1), None)  # past NOTIFY's limit: not sent
+        writer.fanout.committed("plain", _events(1), None)
+        await _until(lambda: len(heard) >= 2, "the notifications")
+        assert heard == [Announcement(odd, 3, "finished"), Announcement("plain", 1, None)]
+
+
+def test_serve_says_what_to_give_for_a_bad_events(tmp_path: Path) -> None:
+    from tests.test_cli import cli, one_error_line
+
+    store = f"sqlite:///{tmp_path / 'x.db'}"
+    one_error_line(
+        cli("serve", "--no-auth", "--events", "kafka://x", store=store), 2, "give 'auto'"
+    )
+    one_error_line(
+        cli("serve", "--no-auth", "--events", "pg", store=store), 2, "needs a PostgreSQL store"
+    )

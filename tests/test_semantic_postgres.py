@@ -257,11 +257,11 @@ async def test_two_semantic_memories_on_one_schema_see_each_others_writes(url: s
 async def test_a_lost_listening_connection_wakes_the_reader(store: PostgresItemStore) -> None:
     await store.changes(0, 10)
     assert not await store.wait_for_changes(0.05)
-    listener = store._signal._conn
-    assert listener is not None
+    pid = store._signal._listener.server_pid  # the store's LISTEN connection
+    assert pid is not None
     admin = await asyncpg.connect(PG_URL)
     try:
-        assert await admin.fetchval("SELECT pg_terminate_backend($1)", listener.get_server_pid())
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
     finally:
         await admin.close()
     with anyio.fail_after(10):

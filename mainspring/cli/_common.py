@@ -179,6 +179,30 @@ ToolsOption = Annotated[
         "returning one (e.g. myapp.tools:toolbox).",
     ),
 ]
+EventsOption = Annotated[
+    str,
+    typer.Option(
+        "--events",
+        envvar="MAINSPRING_EVENTS",
+        metavar="auto|pg|redis://...|off",
+        help="How this process tells the others (API servers, workers) of its runs' events, "
+        "live, and hears theirs: auto (PostgreSQL NOTIFY on a PostgreSQL store), pg, a Redis "
+        "URL (the same on every server and worker) or off.",
+    ),
+]
+
+
+def events_choice(value: str) -> str:
+    """The ``fanout=`` of a Runtime for ``--events`` (``serve``, ``worker``); a bad one is
+    a usage error that says what to give."""
+    from ..fanout import FanoutError, check_choice
+
+    try:
+        return check_choice(value)
+    except FanoutError as exc:
+        raise CliError(f"--events: {exc}") from None
+
+
 GraphOption = Annotated[
     str | None,
     typer.Option(

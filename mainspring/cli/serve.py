@@ -21,9 +21,11 @@ from ._common import (
     EXIT_REFUSED,
     CliError,
     DebugOption,
+    EventsOption,
     ModelsOption,
     StoreOption,
     ToolsOption,
+    events_choice,
     import_capability,
     importable_cwd,
     run_async,
@@ -135,6 +137,7 @@ def serve(
     ] = LogLevel.info,
     models: ModelsOption = None,
     tools: ToolsOption = None,
+    events: EventsOption = "auto",
     debug: DebugOption = False,
 ) -> None:
     """Serve the HTTP API and the web console over the runtime on --store.
@@ -152,7 +155,7 @@ def serve(
         )
     app = _make_app(
         store, graph or [], no_auth=no_auth, cors=cors or [], rate=rate, burst=burst,
-        max_body=max_body, drain=drain, models=models, tools=tools,
+        max_body=max_body, drain=drain, models=models, tools=tools, events=events,
     )  # fmt: skip
     _run(app, store, graph or [], host=host, port=port, log_level=log_level, drain=drain,
          auth=not no_auth)  # fmt: skip
@@ -170,8 +173,11 @@ def _make_app(
     drain: float,
     models: str | None,
     tools: str | None,
+    events: str = "auto",
 ) -> Any:
     """The ASGI app ``serve`` runs (a clear error for a missing extra, a bad option)."""
+    from ..fanout import FanoutError
+
     try:
         from ..server import ServerConfig, UnknownGraphError, create_app
         from ..server.security import check_origins
@@ -187,6 +193,7 @@ def _make_app(
         "tools": import_capability(tools or os.environ.get("MAINSPRING_TOOLS"), "tools"),
         "memory": import_capability(os.environ.get("MAINSPRING_MEMORY"), "memory"),
         "drain_timeout": drain,
+        "fanout": events_choice(events),
     }
     config = ServerConfig(
         auth=not no_auth, cors_origins=tuple(cors), rate=rate, burst=burst,
@@ -203,6 +210,8 @@ def _make_app(
         )  # fmt: skip
     except UnknownGraphError as exc:
         raise CliError(f"--graph: {exc}") from None
+    except FanoutError as exc:  # --events pg on a store that is not PostgreSQL
+        raise CliError(f"--events: {exc}") from None
 
 
 def _run(

@@ -77,9 +77,10 @@ class Runtime:
     runtime opens it on entry and closes it on exit.
 
     ``fanout`` announces this runtime's commits to the other processes on the store (an
-    API server following a run driven here): ``None`` is PostgreSQL NOTIFY on a
-    PostgreSQL store and nothing on others; ``"pg"``, a Redis URL, ``"off"``, or an
-    :class:`~mainspring.fanout.EventFanout` (``mainspring.fanout``).
+    API server following a run driven here) and hears theirs: ``"auto"`` (PostgreSQL
+    NOTIFY on a PostgreSQL store; ``mainspring serve`` and ``mainspring worker`` use it),
+    ``"pg"``, a Redis URL, an :class:`~mainspring.fanout.EventFanout`, or ``None``/``"off"``
+    (the default: nothing announced, see ``mainspring.fanout`` for the cost).
     """
 
     def __init__(

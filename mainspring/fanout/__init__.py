@@ -10,7 +10,14 @@ full buffer) finds the events by its safety-net poll or on reconnect.
 ``Runtime(store, fanout=...)`` (``mainspring serve --events``, ``mainspring worker
 --events``) chooses the transport:
 
-* ``None`` (the default): PostgreSQL NOTIFY on a PostgreSQL store, nothing otherwise;
+* ``"auto"``: PostgreSQL NOTIFY on a PostgreSQL store, nothing otherwise: the default of
+  ``mainspring serve``, ``mainspring worker`` and ``create_app(url)``, the processes of a
+  deployment;
+* ``None`` (a plain Runtime's default) or ``"off"``: no announcements (a server follows
+  this runtime's runs by polling their records). Announcing costs the writer a NOTIFY
+  per commit after a quiet spell, at most one per ``interval`` (2 ms) when busy: noise
+  beside a model call, but ~15-40% of a trivial durable step's CPU (W3), which a script
+  that no server watches need not pay; ``benchmarks/fanout.py`` measures it;
 * ``"pg"``: ``NOTIFY mainspring_events`` on the store's own server (``fanout/postgres``);
 * ``"redis://host:6379/0"``: Redis pub/sub (``fanout/redis``; the ``redis`` extra);
 * ``"off"``: no announcements (other servers follow this runtime's runs by polling);
@@ -32,6 +39,7 @@ __all__ = [
     "EventFanout",
     "FanoutError",
     "Transport",
+    "check_choice",
     "decode",
     "encode",
     "fanout_from",
@@ -39,7 +47,18 @@ __all__ = [
 ]
 
 #: What ``--events`` and ``fanout=`` accept, for messages.
-CHOICES = "'pg' (PostgreSQL NOTIFY), a Redis URL (redis://host:6379/0) or 'off'"
+CHOICES = "'auto', 'pg' (PostgreSQL NOTIFY), a Redis URL (redis://host:6379/0) or 'off'"
+
+
+def check_choice(spec: str) -> str:
+    """``spec`` if it names a fan-out (without a store to check it against), else a
+    :class:`FanoutError` saying what to give: for command-line options."""
+    choice = spec.strip()
+    if choice.lower() in ("auto", "off", "pg", "postgres", "postgresql") or choice.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        return choice
+    raise FanoutError(f"events {spec!r} is not a fan-out; give {CHOICES}")
 
 
 def fanout_from(spec: EventFanout | str | None, store: Store) -> EventFanout | None:
@@ -47,9 +66,11 @@ def fanout_from(spec: EventFanout | str | None, store: Store) -> EventFanout | N
     a :class:`FanoutError` says what to give instead of a bad one."""
     if isinstance(spec, EventFanout):
         return spec
-    if spec is None or spec == "auto":
-        return _pg() if _is_postgres(store) else None
+    if spec is None:
+        return None
     choice = spec.strip()
+    if choice.lower() == "auto":
+        return _pg() if _is_postgres(store) else None
     if choice.lower() == "off":
         return None
     if choice.lower() in ("pg", "postgres", "postgresql"):

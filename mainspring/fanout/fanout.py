@@ -46,7 +46,9 @@ class FanoutError(MainspringError):
 class EventFanout:
     """See the module's docstring. ``buffer``: runs with an announcement waiting, at most;
     ``retry``/``max_retry``: the listener's first and longest wait before listening again;
-    ``flush_timeout``: how long closing waits to send the last announcements."""
+    ``flush_timeout``: how long closing waits to send the last announcements;
+    ``interval``: seconds between two sends at least (a commit after a quiet spell is
+    sent at once; those that follow within ``interval`` wait and coalesce)."""
 
     def __init__(
         self,
@@ -56,12 +58,14 @@ class EventFanout:
         retry: float = 0.1,
         max_retry: float = 5.0,
         flush_timeout: float = 1.0,
+        interval: float = 0.002,
     ) -> None:
-        if buffer < 1 or retry <= 0 or max_retry < retry or flush_timeout < 0:
+        if buffer < 1 or retry <= 0 or max_retry < retry or flush_timeout < 0 or interval < 0:
             raise ValueError(
                 "EventFanout: buffer must be >= 1, retry > 0, max_retry >= retry, "
-                "flush_timeout >= 0"
+                "flush_timeout and interval >= 0"
             )
+        self._interval = interval
         self.transport = transport
         self._buffer, self._retry, self._max_retry = buffer, retry, max_retry
         self._flush_timeout = flush_timeout
@@ -149,10 +153,17 @@ class EventFanout:
             self._wake.set()
 
     async def _sender(self) -> None:
+        sent_at = -self._interval
         while True:
             assert self._wake is not None
             await self._wake.wait()
+            # A commit after a quiet spell goes at once; a busy runtime's commits coalesce
+            # into one send per ``interval`` (a hot loop of runs pays a fraction of a send
+            # per commit, not one each).
+            if (wait := sent_at + self._interval - anyio.current_time()) > 0:
+                await anyio.sleep(wait)
             self._wake = anyio.Event()
+            sent_at = anyio.current_time()
             if not await self._send():
                 await anyio.sleep(self._retry)  # the link is down: commits coalesce meanwhile
 

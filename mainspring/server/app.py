@@ -41,13 +41,16 @@ def create_app(
     """The ASGI app (run it with uvicorn, or ``mainspring serve``).
 
     ``runtime``: a store URL (the app opens a Runtime on it for its lifetime, with
-    ``runtime_options``, crash recovery on) or a Runtime the caller keeps open.
+    ``runtime_options``, crash recovery on, ``fanout="auto"`` unless given: runs other
+    processes drive stream live) or a Runtime the caller keeps open (give it ``fanout=``
+    for that, ``mainspring.fanout``).
     ``graphs``: the graphs and agents served (objects or ``module:attr``). ``keys``: the
     API key store (required unless ``config.auth`` is False).
     """
     config = config or ServerConfig()
     catalog = GraphCatalog(graphs)
     owned = isinstance(runtime, str)
+    runtime_options.setdefault("fanout", "auto")  # NOTIFY on PostgreSQL: workers' runs live
     rt = (
         Runtime.open(runtime, graphs=catalog.graphs(), **runtime_options)
         if isinstance(runtime, str)
