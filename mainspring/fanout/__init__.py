@@ -16,8 +16,8 @@ full buffer) finds the events by its safety-net poll or on reconnect.
 * ``None`` (a plain Runtime's default) or ``"off"``: no announcements (a server follows
   this runtime's runs by polling their records). Announcing costs the writer a NOTIFY
   per commit after a quiet spell, at most one per ``interval`` (2 ms) when busy: noise
-  beside a model call, but ~15-40% of a trivial durable step's CPU (W3), which a script
-  that no server watches need not pay; ``benchmarks/fanout.py`` measures it;
+  beside a model call, but ~25% of a trivial durable step's CPU (W3: 240 -> 304 us;
+  wall +2%), which a script that no server watches need not pay (``benchmarks/fanout.py``);
 * ``"pg"``: ``NOTIFY mainspring_events`` on the store's own server (``fanout/postgres``);
 * ``"redis://host:6379/0"``: Redis pub/sub (``fanout/redis``; the ``redis`` extra);
 * ``"off"``: no announcements (other servers follow this runtime's runs by polling);

@@ -114,7 +114,10 @@ class EventFanout:
         if self._pending:
             with anyio.move_on_after(self._flush_timeout):
                 await self._send()
-        await self.transport.aclose()
+        try:
+            await self.transport.aclose()
+        except Exception as exc:  # closing the runtime goes on: its store must close too
+            log.warning("the event fan-out (%s) did not close cleanly: %r", self.name, exc)
 
     async def _main(self, scope: anyio.CancelScope) -> None:
         stopped = self._stopped
