@@ -382,3 +382,27 @@ def test_serve_says_what_to_give_for_a_bad_events(tmp_path: Path) -> None:
     one_error_line(
         cli("serve", "--no-auth", "--events", "pg", store=store), 2, "needs a PostgreSQL store"
     )
+
+
+async def test_the_hub_takes_announcements_of_runs_driven_elsewhere_only() -> None:
+    from mainspring.server.streams import StreamHub
+
+    fanout = EventFanout(Held())
+    async with Runtime.open("memory://", fanout=fanout) as rt:
+        hub = StreamHub(rt, poll=0.5, safety_poll=7.0)
+        assert hub.poll == 0.5  # not listening (this transport never is): the fast poll
+        fanout.listening = True
+        assert hub.poll == 7.0
+        feed, _ = hub._join("r-elsewhere", tokens=False)
+        hub.watch.watchers = 1
+        fanout._heard(Announcement("r-elsewhere", 5, "interrupted"))
+        assert (feed.last_seq, feed.status) == (5, RunStatus.INTERRUPTED)
+        fanout._heard(Announcement("r-elsewhere", 3, "running"))  # late, older: ignored
+        assert (feed.last_seq, feed.status) == (5, RunStatus.INTERRUPTED)
+        fanout._heard(Announcement("r-other", 1, None))  # nobody follows it: only noted
+        assert hub.watch.since(0)[0] == ["r-elsewhere", "r-other"]
+        fanout._resync()
+        assert feed.stale
+        hub.close()
+        fanout._heard(Announcement("r-elsewhere", 9, None))  # a closed hub hears nothing
+        assert feed.last_seq == 5

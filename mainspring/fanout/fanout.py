@@ -224,6 +224,8 @@ class EventFanout:
                 self.listening = False
                 log.warning("the event fan-out (%s) lost its link: %r", self.name, error)
                 self._resync()
+            elif error is not None and self._delay == self._retry:  # once per outage
+                log.warning("the event fan-out (%s) cannot listen: %r; retrying", self.name, error)
             await anyio.sleep(self._delay)
             self._delay = min(self._delay * 2, self._max_retry)
 
