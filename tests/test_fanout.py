@@ -406,3 +406,36 @@ async def test_the_hub_takes_announcements_of_runs_driven_elsewhere_only() -> No
         hub.close()
         fanout._heard(Announcement("r-elsewhere", 9, None))  # a closed hub hears nothing
         assert feed.last_seq == 5
+
+
+async def test_mainspring_serve_streams_a_worker_s_run_with_its_events_option(
+    pg_url: str, fanout_choice: str
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("MAINSPRING_EVENTS", None)
+    events = [] if fanout_choice == "pg" else ["--events", fanout_choice]  # pg: the default
+    serve_proc = subprocess.Popen(
+        [sys.executable, "-c", "from mainspring.cli import main; main()", "serve", "--store", pg_url, "--no-auth",
+         "--port", "0", "--log-level", "warning", *events],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    worker = Worker(pg_url, fanout_choice, "r-serve", 3)
+    try:
+        assert serve_proc.stdout is not None
+        first = await anyio.to_thread.run_sync(serve_proc.stdout.readline)
+        assert first.startswith("mainspring serve: http://"), first
+        url = first.split()[2].rstrip("/")
+        await worker.wait_for("ready")
+        got = Received()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_follow, Served(None, url, None), "r-serve", got)  # type: ignore[arg-type]
+            for _ in range(3):
+                await worker.step()
+                await _until(lambda: got.seqs and got.seqs[-1] >= worker.last_seq, "the step")
+            await worker.wait_for("done")
+        assert got.seqs == list(range(1, len(got.seqs) + 1))  # each once, in order
+        assert got.end is not None and got.end["status"] == "finished"
+    finally:
+        worker.close()
+        serve_proc.terminate()
+        serve_proc.wait()
