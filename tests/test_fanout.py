@@ -399,7 +399,8 @@ async def test_the_hub_takes_announcements_of_runs_driven_elsewhere_only() -> No
         assert (feed.last_seq, feed.status) == (5, RunStatus.INTERRUPTED)
         fanout._heard(Announcement("r-elsewhere", 3, "running"))  # late, older: ignored
         assert (feed.last_seq, feed.status) == (5, RunStatus.INTERRUPTED)
-        fanout._heard(Announcement("r-other", 1, None))  # nobody follows it: only noted
+        fanout._heard(Announcement("r-other", 1, None))  # a step: not for the watchers
+        fanout._heard(Announcement("r-other", 2, "finished"))  # a new status: noted
         assert hub.watch.since(0)[0] == ["r-elsewhere", "r-other"]
         fanout._resync()
         assert feed.stale

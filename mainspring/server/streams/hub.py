@@ -133,7 +133,10 @@ class StreamHub:
         run_id = heard.run_id
         if run_id in self._registry:
             return
-        if self.watch.watchers:
+        if self.watch.watchers and heard.status is not None:
+            # Status changes only: each noted run costs every watcher a read of its record,
+            # and a busy worker's steps would be thousands a second (their last seq comes
+            # with the watchers' listing every few seconds).
             self.watch.note(run_id)
         feed = self._feeds.get(run_id)
         if feed is None or heard.last_seq < feed.last_seq:

@@ -1,8 +1,9 @@
 """``GET /v1/watch``: the runs of a tenant as they change, for the console's live list.
 
-The hub notes each run committed in this process (only while someone watches); each
-watcher reads the records of the runs noted since it last looked, at most every
-``throttle`` seconds, and also lists the newest runs every ``poll`` seconds (runs driven
+The hub notes each run committed in this process, and each status change another
+process announced through the event fan-out (only while someone watches); each watcher
+reads the records of the runs noted since it last looked, at most every ``throttle``
+seconds, and also lists the newest runs every ``poll`` seconds (the steps of runs driven
 by other workers). A run is sent when its status or last seq differs from what this
 watcher sent last. Reads go through the caller's view of the runtime: another tenant's
 runs are never seen.
