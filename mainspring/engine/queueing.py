@@ -79,7 +79,9 @@ def placement(
         or delay < 0
     ):
         raise RunStateError(f"delay={delay!r}: give seconds >= 0 before a worker may start it")
-    if concurrency_key is not None and (not isinstance(concurrency_key, str) or not concurrency_key):
+    if concurrency_key is not None and (
+        not isinstance(concurrency_key, str) or not concurrency_key
+    ):
         raise RunStateError(f"concurrency_key={concurrency_key!r}: give a non-empty string")
     return QueuePlacement(
         queue, priority, concurrency_key=concurrency_key, delay=float(delay) if delay else None

@@ -64,7 +64,9 @@ class QueueConfig:
             ("per_key", self.per_key),
         ):
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise StoreError(f"QueueConfig({field}={value!r}): give a whole number >= 1 or None")
+                raise StoreError(
+                    f"QueueConfig({field}={value!r}): give a whole number >= 1 or None"
+                )
         if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
             raise StoreError(f"QueueConfig(max_attempts={self.max_attempts!r}): give a number >= 1")
         if self.rate is not None:
@@ -72,7 +74,9 @@ class QueueConfig:
 
     @property
     def limited(self) -> bool:
-        return any(v is not None for v in (self.concurrency, self.per_tenant, self.per_key, self.rate))
+        return any(
+            v is not None for v in (self.concurrency, self.per_tenant, self.per_key, self.rate)
+        )
 
 
 _PERIODS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -87,7 +91,9 @@ def parse_rate(rate: str) -> tuple[float, float]:
         n = -1.0
     period = _PERIODS.get(unit.strip().lower()[:1]) if unit.strip() else None
     if n <= 0 or not math.isfinite(n) or period is None:
-        raise StoreError(f"rate {rate!r}: write starts per period, e.g. '50/s', '600/m' or '1000/h'")
+        raise StoreError(
+            f"rate {rate!r}: write starts per period, e.g. '50/s', '600/m' or '1000/h'"
+        )
     return n, period
 
 

@@ -299,7 +299,9 @@ def _placement(record: RunRecord) -> tuple[str | None, int, float | None, str | 
     q = record.queue
     if q is None:
         return None, 0, None, None
-    delay = q.delay if q.delay is not None else (
-        None if q.available_at is None else q.available_at - record.created_at
+    delay = (
+        q.delay
+        if q.delay is not None
+        else (None if q.available_at is None else q.available_at - record.created_at)
     )
     return q.name, q.priority, delay, q.concurrency_key
