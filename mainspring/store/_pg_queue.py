@@ -343,7 +343,21 @@ FROM {self._s}.runs WHERE queue IS NOT NULL GROUP BY queue""",
   (SELECT max(lease_until) FROM {self._s}.runs r WHERE r.owner = w.owner AND r.status = 'running')
 FROM {self._s}.workers w WHERE w.seen_at > {NOW} - 60 ORDER BY w.started_at""",
         )
-        return [WorkerInfo(r[0], r[1], list(r[2]), *r[3:8], int(r[8]), r[9]) for r in rows]
+        return [
+            WorkerInfo(
+                owner=r[0],
+                host=r[1],
+                queues=list(r[2]),
+                slots=r[3],
+                busy=r[4],
+                state=r[5],
+                started_at=r[6],
+                seen_at=r[7],
+                runs=int(r[8]),
+                lease_until=r[9],
+            )
+            for r in rows
+        ]
 
     async def worker_beat(
         self, owner: str, queues: Sequence[str], slots: int, busy: int, state: str
@@ -451,7 +465,7 @@ ON CONFLICT (name) DO UPDATE SET cron = $2, graph = $3, input = $4, queue = $5,
         )
         return bool(rows)
 
-    async def list(self) -> list[Schedule]:
+    async def all(self) -> list[Schedule]:
         rows = await self._q._fetch(
             "reading schedules",
             f"SELECT name, cron, graph, input, queue, metadata::text, next_at, last_run"

@@ -31,7 +31,7 @@ _LOOK_EVERY: Final = 10.0  # seconds: new schedules are seen within this
 
 def next_tick(cron: str, after: float) -> float:
     """The first tick of ``cron`` (UTC) strictly after ``after`` (epoch seconds)."""
-    from croniter import croniter
+    from croniter import croniter  # type: ignore[import-untyped]
 
     if not croniter.is_valid(cron):
         raise RunStateError(
