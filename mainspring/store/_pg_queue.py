@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import math
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
 from ..errors import StoreError
+from ._pg_listener import Handler, PgListener
 from ._pg_pool import Connection, ConnectionPool
 from ._pg_retry import Retrier
 from ._pg_schema import quote_ident
@@ -150,8 +151,15 @@ class WorkerInfo:
 class PgQueues:
     """The queue operations of one PostgreSQL store (``PostgresStore.queues``)."""
 
-    def __init__(self, schema: str, pool: Any, retrier: Retrier) -> None:
+    def __init__(
+        self,
+        schema: str,
+        pool: Callable[[], ConnectionPool],
+        retrier: Retrier,
+        connect: Callable[[], Awaitable[Connection]],
+    ) -> None:
         self.schema = schema
+        self._connect = connect
         self._s = s = quote_ident(schema)
         self._pool_of = pool  # () -> ConnectionPool: the store's live pool
         self._retrier = retrier
@@ -159,8 +167,12 @@ class PgQueues:
         self._host = socket.gethostname()
 
     def _pool(self) -> ConnectionPool:
-        pool: ConnectionPool = self._pool_of()
-        return pool
+        return self._pool_of()
+
+    def listener(self, handlers: Mapping[str, Handler], on_lost: Callable[[], None]) -> PgListener:
+        """A LISTEN connection of its own for ``handlers`` (channel -> handler of payloads);
+        the caller opens it with ``await listener.ensure()`` and closes it."""
+        return PgListener(self._connect, handlers, on_lost)
 
     async def _fetch(self, what: str, sql: str, *args: Any) -> list[Any]:
         pool = self._pool()

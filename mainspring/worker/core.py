@@ -104,7 +104,7 @@ class Worker:
         queues = self.store.queues
         for config in self.configs:
             await queues.configure(config)
-        listener = self.store.listener(
+        listener = self.store.queues.listener(
             {
                 QUEUE_CHANNEL: self._on_queue,
                 STATUS_CHANNEL: lambda _: self._wake.set(),
@@ -118,7 +118,7 @@ class Worker:
                 if self.schedules:
                     from .schedules import run_schedules
 
-                    tg.start_soon(run_schedules, self)
+                    tg.start_soon(run_schedules, self.runtime, self.queues)
                 self.state = "running"
                 await self._loop(listener, tg)
                 self.state = "draining"
