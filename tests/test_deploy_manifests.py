@@ -285,8 +285,10 @@ def test_grace_periods_outlast_the_drains() -> None:
     api = one("Deployment", "mainspring-api")["spec"]["template"]["spec"]
     c = container(one("Deployment", "mainspring-api"))
     pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
-    # The preStop sleep counts against the grace period; uvicorn then drains for --drain.
-    assert api["terminationGracePeriodSeconds"] >= pre_stop + float(flag(c["args"], "--drain")) + 10
+    # The preStop sleep counts against the grace period; then the open requests get up to
+    # --drain (uvicorn), then the live runs up to --drain (the runtime), one after the other.
+    drain = float(flag(c["args"], "--drain"))
+    assert api["terminationGracePeriodSeconds"] >= pre_stop + 2 * drain + 10
     worker = one("Deployment", "mainspring-worker")["spec"]["template"]["spec"]
     drain = float(
         flag(container(one("Deployment", "mainspring-worker"))["args"], "--drain-timeout")
