@@ -3,7 +3,8 @@
 # Deploying it (Kubernetes manifests, probes, drain, scaling): docs/deploy.md.
 #
 #   docker build -t mainspring:0.1.0 .
-#   docker build --build-arg EXTRAS=postgres,server,models,redis,telemetry,memory -t mainspring:0.1.0-memory .
+#   docker build --build-arg EXTRAS=postgres,server,worker,models,redis,telemetry,memory \
+#     -t mainspring:0.1.0-memory .
 #
 # Your graphs go in an image built on this one (FROM mainspring:0.1.0, COPY your package to
 # /app): the commands import --graph MODULE:ATTR from the working directory, /app.
@@ -13,9 +14,10 @@ ARG PYTHON_IMAGE=python:3.11-slim
 # Build stage: the package and its extras in a virtual environment the runtime stage copies,
 # so no compiler, pip cache or source tree reaches the final image.
 FROM ${PYTHON_IMAGE} AS build
-# What `serve` and `worker` need: PostgreSQL (asyncpg), the HTTP API (server), model calls
-# (models), Redis event fan-out (redis), /metrics (telemetry: prometheus-client).
-ARG EXTRAS=postgres,server,models,redis,telemetry
+# What `serve` and `worker` need: PostgreSQL (asyncpg), the HTTP API (server), the workers'
+# schedules and probes (worker), model calls (models), Redis event fan-out (redis), the
+# API's /metrics (telemetry).
+ARG EXTRAS=postgres,server,worker,models,redis,telemetry
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1

@@ -459,7 +459,7 @@ def test_the_dockerfile_runs_mainspring_with_the_extras_it_needs() -> None:
         "optional-dependencies"
     ]
     wanted = extras[1].split(",")
-    assert {"postgres", "server", "telemetry"} <= set(wanted) <= declared.keys()
+    assert {"postgres", "server", "worker", "telemetry"} <= set(wanted) <= declared.keys()
     exposed = {
         int(p) for line in re.findall(r"^EXPOSE (.+)$", text, re.MULTILINE) for p in line.split()
     }
