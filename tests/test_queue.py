@@ -278,3 +278,28 @@ async def test_the_worker_probes_and_metrics(postgres_url: str) -> None:
                 while w.state == "running":
                     await anyio.sleep(0.01)
             assert (await client.get("/readyz")).status_code == 503
+
+
+async def test_a_run_the_worker_cannot_load_is_deferred_not_held(postgres_url: str) -> None:
+    from mainspring import END, START, Graph
+    from tests.queue_graphs import Steps
+
+    def only_here(s: Steps) -> dict[str, Any]:
+        return {"n": 1}
+
+    g = Graph(Steps, name="unknown-to-workers")
+    g.node(only_here)
+    g.edge(START, "only_here")
+    g.edge("only_here", END)
+    local = g.compile()  # not importable by reference: no worker can load it
+    async with Runtime.open(postgres_url, graphs=[local]) as api, working(postgres_url) as w:
+        handle = await api.start(local, {}, queue="q")
+        with anyio.fail_after(10):
+            while True:
+                record = await api.get_run(handle.run_id)
+                if record.queue is not None and record.queue.available_at is not None:
+                    break
+                await anyio.sleep(0.02)
+        assert record.owner is None and record.status is RunStatus.RUNNING
+        assert record.queue.available_at > time.time() + 10  # offered again later, not held
+        assert handle.run_id not in w.live
