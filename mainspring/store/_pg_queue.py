@@ -267,6 +267,19 @@ RETURNING CASE WHEN queue IS NOT NULL
             owner,
         )
 
+    async def put_off(self, run_id: str, owner: str, delay: float) -> None:
+        """Give a run's lease back, claimable again in ``delay`` seconds (by any worker):
+        a worker that cannot drive it now (an unknown graph, a failing store) neither
+        keeps it, which its renewals would do, nor takes it back at once."""
+        await self._fetch(
+            f"putting off run {run_id!r}",
+            f"""UPDATE {self._s}.runs SET owner = NULL, lease_until = NULL,
+  available_at = {NOW} + $3::float8 WHERE run_id = $1 AND owner = $2""",
+            run_id,
+            owner,
+            float(delay),
+        )
+
     async def notify(self, queue: str) -> None:
         await self._fetch(
             "waking the workers",

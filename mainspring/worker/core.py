@@ -197,9 +197,14 @@ class Worker:
             app = await runs.graph_of(claim.run_id, None, record)
             fold = await runs.load_fold(app, claim.run_id)
         except (MainspringError, StoreError) as exc:
-            # An unknown graph, or the store failing: leave the lease to expire (another
-            # worker, one that knows the graph, takes it over), and say why.
+            # An unknown graph, or the store failing: put it off for a lease period, for
+            # a worker that knows the graph (or this one, the store working again). Not
+            # left to expire: this worker's renewals of its other runs would keep it.
             log.warning("cannot drive run %s of queue %s: %s", claim.run_id, claim.queue, exc)
+            try:
+                await self.store.queues.put_off(claim.run_id, rt.owner, rt.lease_ttl)
+            except StoreError:
+                rt.services.registry.unreleased.add(claim.run_id)  # the heartbeat frees it
             return
         driver = runs.driver(app, fold, record.durability)
         driver.fence = claim.fence
