@@ -643,3 +643,46 @@ async def test_runs_taken_over_while_the_server_restarts_all_finish(env: Env) ->
         assert [p for r, s, p in attempts if (r, s) == (rid, "a")] == [a.pid]
     assert {p for r, s, p in attempts if s != "a"} == {b.pid}
     assert b.proc.poll() is None and "took over run" in b.log()
+
+
+# -- a run a worker cannot drive is not held by it --------------------------------------------
+
+
+async def test_a_run_whose_graph_a_worker_lacks_is_not_kept_by_its_heartbeat(env: Env) -> None:
+    """A worker claims a run of a graph it does not know (nor can import): it leaves it for
+    a worker that knows it. Its heartbeat, renewing the leases of its other live runs,
+    must not keep renewing that one's too: the run would be stranded while it works."""
+    from mainspring import END, START, Graph
+
+    from tests.queue_graphs import Steps
+
+    gate = _gate(env)
+    a = env.worker()
+    a_owner = await a.owner()
+    [held] = await env.start(1, gate=gate)
+    await env.held_at_gate([held], a_owner)  # A has a live run: its heartbeat renews
+    g = Graph(Steps, name="elsewhere")
+    g.node(lambda s: {"log": ["done"]}, name="only")
+    g.edge(START, "only")
+    g.edge("only", END)
+    unknown = g.compile()
+    env.rt.register(unknown)
+    await env.rt.start(unknown, {}, run_id="unknown", queue=QUEUE)
+
+    async def refused() -> bool:
+        return "cannot drive run unknown" in a.log()
+
+    await until(refused, "the worker to find it cannot drive the run")
+
+    async def let_go() -> bool:
+        rows = await env.rows(
+            "SELECT owner IS NULL OR lease_until < extract(epoch FROM clock_timestamp())"
+            " OR owner <> $2 FROM S.runs WHERE run_id = $1",
+            "unknown",
+            a_owner,
+        )
+        return bool(rows[0][0])
+
+    await until(let_go, "the lease of the run it cannot drive to lapse", timeout=5 * TTL)
+    gate.touch()
+    await env.all_finished([held])
