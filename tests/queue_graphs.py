@@ -6,7 +6,8 @@ test sees every execution (a repeated effect would show twice). ``gated`` waits 
 second node until the file named by its input's ``gate`` exists (a test holds a run
 mid-way, to kill or freeze its worker). ``asks`` parks on an interrupt, then finishes.
 ``steps_retried`` is ``steps`` whose nodes retry a failed effect (the same idempotency
-keys), for tests that restart the server the effects write to. ``dies`` kills the process driving it (``os._exit(1)``) every time, after recording the
+keys), for tests that restart the server the effects write to. ``steps_held`` is ``steps`` whose effect ``b`` itself waits for the gate, once it has
+recorded its execution (a worker killed there dies inside an effect). ``dies`` kills the process driving it (``os._exit(1)``) every time, after recording the
 attempt in ``effect_attempts``: a poisoned run.
 """
 
@@ -86,6 +87,31 @@ r.edge("a", "b")
 r.edge("b", "c")
 r.edge("c", END)
 steps_retried = r.compile()
+
+
+async def _record_then_wait(
+    run_id: str, step: str, gate: str, idempotency_key: str | None = None
+) -> str:
+    done = await _record(run_id, step, idempotency_key)
+    while not os.path.exists(gate):
+        await anyio.sleep(0.02)
+    return done
+
+
+async def held_b(s: Steps, ctx: Context) -> dict[str, Any]:
+    done = await ctx.step("effect-b", _record_then_wait, ctx.run_id, "b", s["gate"])
+    return {"log": [done]}
+
+
+h = Graph(Steps, name="steps_held")
+h.node(_node("a"))
+h.node(held_b, name="b")
+h.node(_node("c"))
+h.edge(START, "a")
+h.edge("a", "b")
+h.edge("b", "c")
+h.edge("c", END)
+steps_held = h.compile()
 
 
 async def ask(s: Steps, ctx: Context) -> dict[str, Any]:

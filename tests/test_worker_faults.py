@@ -83,6 +83,40 @@ async def test_a_killed_workers_runs_are_taken_over_and_no_finished_effect_repea
     assert "took over run" in b.log()
 
 
+async def test_an_effect_cut_short_by_a_kill_runs_again_with_its_idempotency_key(
+    env: Env,
+) -> None:
+    """Killed inside effect b (it executed, its effect_finished never journaled): the new
+    worker executes it again, with the same idempotency key, so the far side does it once."""
+    from tests.queue_graphs import steps_held
+
+    env.rt.register(steps_held)
+    gate = _gate(env)
+    held = ("--graph", "tests.queue_graphs:steps_held")
+    a = env.worker(*held)
+    a_owner = await a.owner()
+    ids = await env.start(3, gate=gate, graph=steps_held)
+
+    async def inside_b() -> bool:
+        owners = await env.owners(ids)
+        in_b = {r for r, s, _ in await env.attempts() if s == "b"}
+        return all(owners[r][0] == a_owner for r in ids) and in_b == set(ids)
+
+    await until(inside_b, "A inside effect b of every run")
+    a.signal(signal.SIGKILL)
+    assert await a.exited() == -signal.SIGKILL
+    assert all([await env.journaled(r) == {"a"} for r in ids])
+    b = env.worker(*held)
+    gate.touch()
+    await env.all_finished(ids)
+    attempts = await env.attempts()
+    for rid in ids:
+        done = sorted((s, p) for r, s, p in attempts if r == rid)
+        assert done == sorted([("a", a.pid), ("b", a.pid), ("b", b.pid), ("c", b.pid)])
+    done_by = await env.rows("SELECT run_id, step, pid FROM S.effect_log WHERE step = 'b'")
+    assert {(r[0], r[2]) for r in done_by} == {(r, a.pid) for r in ids}  # once: A's
+
+
 # -- 2. SIGSTOP past the lease: fenced, stands down ------------------------------------------
 
 
