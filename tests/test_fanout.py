@@ -440,3 +440,29 @@ async def test_mainspring_serve_streams_a_worker_s_run_with_its_events_option(
         worker.close()
         serve_proc.terminate()
         serve_proc.wait()
+
+
+async def test_a_queued_run_a_mainspring_worker_drives_streams_live_on_the_server(
+    pg_url: str, fanout_choice: str, server: Served
+) -> None:
+    from tests.stream_graphs import ticker
+
+    rt: Runtime = server.app.state.mainspring.runtime
+    await rt.start(ticker, {"limit": 8, "delay": 0.02}, run_id="r-queued", queue="fan")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("MAINSPRING_EVENTS", None)
+    events = [] if fanout_choice == "pg" else ["--events", fanout_choice]  # pg: the default
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mainspring", "worker", "--store", pg_url, "--queue", "fan",
+         "--graph", "tests.stream_graphs:ticker", "--concurrency", "1", *events],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        got = Received()
+        with anyio.fail_after(60):  # polls are an hour apart: only announcements bring it
+            await _follow(server, "r-queued", got)
+        assert got.journaled == await _journal(server, "r-queued")
+        assert got.end is not None and got.end["status"] == "finished"
+    finally:
+        proc.terminate()
+        proc.wait()

@@ -25,9 +25,11 @@ from ._common import (
     EXIT_REFUSED,
     CliError,
     DebugOption,
+    EventsOption,
     ModelsOption,
     StoreOption,
     ToolsOption,
+    events_choice,
     import_capability,
     import_graph,
     run_async,
@@ -108,6 +110,7 @@ def worker(
     health_host: _HealthHostOption = "0.0.0.0",
     models: ModelsOption = None,
     tools: ToolsOption = None,
+    events: EventsOption = "auto",
     debug: DebugOption = False,
 ) -> None:
     """Drive the runs of --queue from the PostgreSQL store on --store, until SIGTERM.
@@ -129,6 +132,7 @@ def worker(
         "models": import_capability(models or os.environ.get("MAINSPRING_MODELS"), "models"),
         "tools": import_capability(tools or os.environ.get("MAINSPRING_TOOLS"), "tools"),
         "memory": import_capability(os.environ.get("MAINSPRING_MEMORY"), "memory"),
+        "fanout": events_choice(events),  # API servers stream these runs live
     }
     if not logging.getLogger().handlers:
         logging.basicConfig(

@@ -5,7 +5,7 @@ Sending: one simple query per batch (a ``NOTIFY`` per run), on a connection of i
 (never the pool's: a run's commit never waits behind it). Each
 notification's payload is ``<schema>:<run_id>:<last_seq>:<status>`` (``protocol``): one
 channel per database, the schema tells the stores apart. Listening: a connection of its
-own (``store/_pg_listen``), pinged every ``ping_every`` idle seconds.
+own (``store/_pg_listener``), pinged every ``ping_every`` idle seconds.
 
 PostgreSQL refuses payloads of 8000 bytes or more: such an announcement (a run id of
 kilobytes) is not sent, its listeners find the run by their safety-net poll.
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ..store import Store
-from ..store._pg_listen import PgListener
+from ..store._pg_listener import PgListener
 from ..store._pg_pool import Connection
 from ..store.postgres import PostgresStore
 from .fanout import FanoutError
@@ -84,14 +84,15 @@ class PgTransport:
     ) -> None:
         store, key = self._live(), self.key
 
-        def notified(channel: str, payload: str) -> None:
+        def notified(payload: str) -> None:
             announcement = decode(key, payload)
             if announcement is not None:
                 heard(announcement)
 
-        listener = self.listener = PgListener(store.connection, (CHANNEL,), notified, _nothing)
+        listener = self.listener = PgListener(store.connection, {CHANNEL: notified}, _nothing)
         try:
-            await listener.open()
+            if not await listener.ensure():
+                raise ConnectionError(f"could not LISTEN {CHANNEL} (see the debug log)")
             ready()
             await listener.until_lost(self._ping_every, store.call_timeout)
         finally:

@@ -3,15 +3,23 @@
 Notifications are not durable: a connection lost loses what was sent meanwhile. So a
 listener is a wake-up, never the only path: ``on_lost`` tells the owner to look for
 itself (a worker claims, a reader reads the journal), and the connection is reopened
-on the next :meth:`PgListener.ensure`.
+on the next :meth:`PgListener.ensure`. A connection the network dropped silently says
+nothing: an owner that waits on it for long (the event fan-out) pings it now and then
+(:meth:`PgListener.until_lost`).
+
+Users: the run queue and ``handle.wait()`` (``_pg_queue``, ``engine/queueing``), semantic
+memory's change signal (``memory/semantic/_pg_listen``), the event fan-out
+(``fanout/postgres``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
+import anyio
 import asyncpg
 
 from ._pg_pool import Connection
@@ -38,10 +46,30 @@ class PgListener:
         self._conn: Connection | None = None
         self._tried = -_RELISTEN_EVERY
         self._closed = False
+        self._gone = asyncio.Event()  # set when the connection is lost
 
     @property
     def listening(self) -> bool:
         return self._conn is not None and not self._conn.is_closed()
+
+    @property
+    def server_pid(self) -> int | None:
+        """The listening backend's pid (diagnostics; tests end it to lose the connection)."""
+        return self._conn.get_server_pid() if self._conn is not None else None
+
+    async def until_lost(self, ping_every: float, ping_timeout: float) -> None:
+        """Return once the connection is lost (at once if it is not open). Every
+        ``ping_every`` idle seconds it is pinged; unanswered within ``ping_timeout``, it
+        is closed, and so lost (``on_lost``)."""
+        while (conn := self._conn) is not None and not conn.is_closed():
+            with anyio.move_on_after(ping_every):
+                await self._gone.wait()
+                return
+            try:
+                await conn.execute("SELECT 1", timeout=ping_timeout)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn.terminate()
+                self._lost(conn)
 
     async def ensure(self) -> bool:
         """Listen if not listening (at most one attempt per second); True if listening."""
@@ -63,6 +91,7 @@ class PgListener:
             conn.terminate()
             return False
         conn.add_termination_listener(self._lost)
+        self._gone.clear()
         self._conn = conn
         return True
 
@@ -80,5 +109,6 @@ class PgListener:
     def _lost(self, conn: object) -> None:
         if self._conn is conn:
             self._conn = None
+            self._gone.set()
             if not self._closed:
                 self._on_lost()
