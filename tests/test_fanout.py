@@ -410,7 +410,7 @@ async def test_the_hub_takes_announcements_of_runs_driven_elsewhere_only() -> No
 
 
 async def test_mainspring_serve_streams_a_worker_s_run_with_its_events_option(
-    pg_url: str, fanout_choice: str
+    pg_url: str, fanout_choice: str, tmp_path: Path
 ) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("MAINSPRING_EVENTS", None)
@@ -418,13 +418,14 @@ async def test_mainspring_serve_streams_a_worker_s_run_with_its_events_option(
     serve_proc = subprocess.Popen(
         [sys.executable, "-c", "from mainspring.cli import main; main()", "serve", "--store", pg_url, "--no-auth",
          "--port", "0", "--log-level", "warning", *events],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=(tmp_path / "serve.err").open("w"),
+        text=True,
     )  # fmt: skip
     worker = Worker(pg_url, fanout_choice, "r-serve", 3)
     try:
         assert serve_proc.stdout is not None
         first = await anyio.to_thread.run_sync(serve_proc.stdout.readline)
-        assert first.startswith("mainspring serve: http://"), first
+        assert first.startswith("mainspring serve: http://"), (tmp_path / "serve.err").read_text()
         url = first.split()[2].rstrip("/")
         await worker.wait_for("ready")
         got = Received()
@@ -443,7 +444,7 @@ async def test_mainspring_serve_streams_a_worker_s_run_with_its_events_option(
 
 
 async def test_a_queued_run_a_mainspring_worker_drives_streams_live_on_the_server(
-    pg_url: str, fanout_choice: str, server: Served
+    pg_url: str, fanout_choice: str, server: Served, tmp_path: Path
 ) -> None:
     from tests.stream_graphs import ticker
 
@@ -455,12 +456,15 @@ async def test_a_queued_run_a_mainspring_worker_drives_streams_live_on_the_serve
     proc = subprocess.Popen(
         [sys.executable, "-m", "mainspring", "worker", "--store", pg_url, "--queue", "fan",
          "--graph", "tests.stream_graphs:ticker", "--concurrency", "1", *events],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "worker.err").open("w"),
     )  # fmt: skip
     try:
         got = Received()
-        with anyio.fail_after(60):  # polls are an hour apart: only announcements bring it
-            await _follow(server, "r-queued", got)
+        try:
+            with anyio.fail_after(60):  # polls are an hour apart: only announcements bring it
+                await _follow(server, "r-queued", got)
+        except TimeoutError:
+            pytest.fail(f"{got.seqs}; the worker: {(tmp_path / 'worker.err').read_text()}")
         assert got.journaled == await _journal(server, "r-queued")
         assert got.end is not None and got.end["status"] == "finished"
     finally:
