@@ -85,14 +85,20 @@ class Worker:
         self.claimed_total = 0
         self._wake = anyio.Event()
         self._stop = anyio.Event()
+        self._draining: anyio.CancelScope | None = None  # the drain, while it lasts
         self._next_queue = 0  # round robin: no queue starves another
         self._schema = store.queues.schema
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def stop(self) -> None:
+    def stop(self, *, now: bool = False) -> None:
         """Drain: claim nothing more; ``run()`` returns once live runs end or the drain
-        times out. Safe to call from the worker's event loop at any time."""
+        times out. ``now``: end the drain (or skip it): live runs are handed back at once
+        (an operator's second signal). Safe to call from the worker's event loop at any time."""
+        if now:
+            self.drain_timeout = 0
+            if self._draining is not None:
+                self._draining.cancel()
         self._stop.set()
         self._wake.set()
 
@@ -124,9 +130,10 @@ class Worker:
                 await self._loop(listener, tg)
                 self.state = "draining"
                 await self._beat_once()
-                with anyio.move_on_after(self.drain_timeout):
+                with anyio.move_on_after(self.drain_timeout) as self._draining:
                     while self.live:
                         await next(iter(self.live.values())).done.wait()
+                self._draining = None
                 tg.cancel_scope.cancel()
         finally:
             listener.close()
