@@ -91,19 +91,16 @@ class Worker:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def stop(self) -> None:
+    def stop(self, *, now: bool = False) -> None:
         """Drain: claim nothing more; ``run()`` returns once live runs end or the drain
-        times out. Safe to call from the worker's event loop at any time."""
+        times out. ``now``: end the drain (or skip it): live runs are handed back at once
+        (an operator's second signal). Safe to call from the worker's event loop at any time."""
+        if now:
+            self.drain_timeout = 0
+            if self._drain is not None:
+                self._drain.cancel()
         self._stop.set()
         self._wake.set()
-
-    def stop_now(self) -> None:
-        """Stop without waiting for live runs (a second SIGTERM): ``run()`` returns at once
-        and the runtime's exit hands them back."""
-        self.drain_timeout = 0
-        self.stop()
-        if self._drain is not None:
-            self._drain.cancel()
 
     @property
     def busy(self) -> int:
