@@ -26,6 +26,7 @@ from .config import ServerConfig
 from .context import ServerState
 from .detach import MainspringApp
 from .keys.protocol import KeyStore
+from .queued import check_server_queue
 from .routes import ROUTERS, mount_console
 from .storewait import StoreWait
 
@@ -61,6 +62,7 @@ def create_app(
             "create_app: auth is on but no key store was given; pass keys= (see "
             "mainspring.server.keys) or ServerConfig(auth=False) for a loopback-only server"
         )
+    check_server_queue(rt.store, config.queue)
     state = ServerState(runtime=rt, catalog=catalog, config=config, keys=keys)
 
     @asynccontextmanager

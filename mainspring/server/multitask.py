@@ -47,6 +47,7 @@ from .auth import Caller
 from .catalog import CatalogEntry
 from .context import ServerState
 from .errors import ApiError
+from .queued import options_of, placed
 from .schemas import StartRun
 from .starting import (
     BAD_INPUT,
@@ -94,6 +95,7 @@ async def start_run(state: ServerState, caller: Caller, body: StartRun) -> Start
     thread and the start are made under the thread's lock; the wait (``wait``) outside it."""
     view = start_view(caller, state, body)
     entry, graph = resolve(state, body)
+    body = placed(state, body)  # its queue settled and checked (queue mode: queued.py)
     queues = queues_of(state)
     if body.thread is None:
         reserved(queues, body.run_id, view.tenant)  # a queued run's id is taken
@@ -270,7 +272,12 @@ async def _replace(
         return await _start(view, entry, graph, body, metadata)
     prepare(entry.agent, view)  # an agent going on from the interrupted conversation
     handle = await view.start(
-        graph, {"messages": carried}, run_id=body.run_id, thread=body.thread, metadata=metadata
+        graph,
+        {"messages": carried},
+        run_id=body.run_id,
+        thread=body.thread,
+        metadata=metadata,
+        **options_of(body),
     )
     return 201, handle
 
