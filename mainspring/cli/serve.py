@@ -270,7 +270,8 @@ def _run(
     run_async(server.serve)
     failed = startup_error(app)
     if failed is not None:
-        raise CliError(f"cannot open the store {store}: {failed}", EXIT_REFUSED)
+        said = "" if "rate limit store" in str(failed) else f"cannot open the store {store}: "
+        raise CliError(f"{said}{failed}", EXIT_REFUSED)
     if not server.started:
         raise CliError(
             f"the server did not start on {host}:{port} (see its log above: a port in use, a "
