@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeVar
 
-from ..engine.queueing import QueueOptions, placement
-from ..errors import RunStateError
+from ..engine.queueing import QueueOptions, has_queues, placement
+from ..errors import RunStateError, StoreError
 from .errors import ApiError
 from .schemas import NewMessage
 
@@ -27,13 +27,19 @@ def check_server_queue(store: Store, queue: str | None) -> None:
     """At ``create_app``: a server queue needs a store with queues (PostgreSQL)."""
     if queue is None:
         return
-    try:
-        placement(store, queue, 0, None, None)
-    except RunStateError as exc:
+    if not has_queues(store):
         raise ValueError(
-            f"ServerConfig(queue={queue!r}) / --queue: {exc}; or serve without --queue "
-            "(the server then drives its runs itself)"
-        ) from None
+            f"--queue {queue} (ServerConfig.queue): the {type(store).__name__} has no run "
+            "queues; serve on PostgreSQL (--store postgresql://...), where `mainspring worker` "
+            "processes drive queued runs, or serve without --queue (the server then drives "
+            "its runs itself)"
+        )
+    from ..store._pg_queue import check_queue_name  # PostgreSQL's module: loaded when used
+
+    try:
+        check_queue_name(queue)
+    except StoreError as exc:
+        raise ValueError(f"--queue (ServerConfig.queue): {exc}") from None
 
 
 def queue_options(state: ServerState) -> QueueOptions:
