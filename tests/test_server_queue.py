@@ -17,7 +17,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from mainspring import END, START, Graph, Runtime, Worker
+from mainspring import END, START, Graph, RunStatus, Runtime, Worker
+from mainspring.client import AsyncClient, Run
 from mainspring.models import Gateway
 from mainspring.server import ServerConfig, create_app
 from mainspring.server.multitask import queues_of
@@ -155,10 +156,13 @@ async def test_a_body_places_its_run_and_names_its_own_queue(postgres_url: str) 
         assert record.queue is not None
         assert (record.queue.name, record.queue.priority) == ("q", 3)
         assert record.queue.concurrency_key == "k"
-        later = await s.client.post(
-            "/v1/runs", json={"graph": "support", "input": HELLO, "queue": "later", "delay": 3600}
-        )
-        assert later.status_code == 201 and later.json()["status"] == "running"  # waits
+        transport = httpx.ASGITransport(app=s.app)
+        async with AsyncClient("http://api", transport=transport) as ms:  # the Python client
+            later = await ms.start("support", HELLO, queue="later", delay=3600, priority=-1)
+        assert isinstance(later, Run) and later.status is RunStatus.RUNNING  # waits an hour
+        record = await s.server.get_run(later.run_id)
+        assert record.queue is not None and record.queue.name == "later"
+        assert record.queue.available_at is not None and record.queue.priority == -1
 
 
 @pytest.mark.parametrize(
