@@ -132,7 +132,8 @@ _RateStoreOption = Annotated[
         "--rate-limit-store",
         metavar="URL",
         help="Keep the per-key rate limit in Redis (redis://host:6379/0), shared by every "
-        "server using it; default: each server process limits on its own.",
+        "server using it (while Redis cannot be reached, each server limits on its own, "
+        "and logs it); default: each server process limits on its own.",
     ),
 ]
 
@@ -270,8 +271,7 @@ def _run(
     run_async(server.serve)
     failed = startup_error(app)
     if failed is not None:
-        said = "" if "rate limit store" in str(failed) else f"cannot open the store {store}: "
-        raise CliError(f"{said}{failed}", EXIT_REFUSED)
+        raise CliError(f"cannot open the store {store}: {failed}", EXIT_REFUSED)
     if not server.started:
         raise CliError(
             f"the server did not start on {host}:{port} (see its log above: a port in use, a "

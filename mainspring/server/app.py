@@ -71,7 +71,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             try:
-                await limiter.open()  # Redis's shared limits: reachable, or no start
+                await limiter.open()  # Redis's shared limits: said at once if unreachable
                 stack.push_async_callback(limiter.aclose)
                 if keys is not None:
                     await keys.open()

@@ -3,20 +3,23 @@
 ``ServerConfig(rate_limit_url="redis://...")`` (``mainspring serve --rate-limit-store``).
 One hash per caller (``prefix + caller``: ``tokens``, ``at``), updated by one Lua script
 (atomic in Redis, one round trip) on Redis's clock, so servers need not agree on the time;
-a bucket idle long enough to be full again expires. Redis unreachable at startup stops
-the server with an error saying so; unreachable later, each server limits on its own
-(its local buckets) until Redis answers again, and says so once in its log.
+a bucket idle long enough to be full again expires.
+
+Redis unreachable (at startup or later), the server falls back to its own buckets (the
+same limits, per process) and says so in its log, with the URL and what to fix; it tries
+Redis again every ``retry_every`` seconds (not on every request: an unreachable host
+would make each one wait), and says so when the limits are shared again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from ..errors import StoreUnavailableError
 from .ratelimit import RateLimiter
 
 log = logging.getLogger("mainspring.server")
@@ -48,13 +51,9 @@ return tostring(wait)
 """
 
 
-class RateLimitStoreError(StoreUnavailableError):
-    """The rate limit's Redis cannot be reached when the server starts."""
-
-
 class RedisRateLimiter(RateLimiter):
     """``RateLimiter``'s buckets in Redis at ``url``; its local buckets serve while Redis
-    is down. ``open`` checks Redis is there (the server's startup)."""
+    cannot be reached."""
 
     def __init__(
         self,
@@ -64,6 +63,7 @@ class RedisRateLimiter(RateLimiter):
         *,
         prefix: str = "mainspring:ratelimit:",
         client: redis.Redis | None = None,
+        retry_every: float = 5.0,
     ) -> None:
         super().__init__(rate, burst)
         if client is None and not url.startswith(("redis://", "rediss://", "unix://")):
@@ -73,41 +73,48 @@ class RedisRateLimiter(RateLimiter):
             )
         self.url = url
         self.prefix = prefix
+        self.retry_every = retry_every
         self._owned = client is None
         self._client: redis.Redis = client or redis.Redis.from_url(
             url, socket_connect_timeout=2, socket_timeout=2
         )
         self._script: Any = self._client.register_script(_TAKE)
-        self._down = False
+        self.shared = True  # False while Redis cannot be reached: local buckets serve
+        self._retry_at = 0.0
 
     async def open(self) -> None:
+        """Look for Redis once (the server's startup): said at once if it is not there."""
         try:
             await self._client.ping()
         except (RedisError, OSError) as exc:
-            raise RateLimitStoreError(
-                f"the rate limit store {self.url} cannot be reached ({exc}); start Redis there, "
-                "fix --rate-limit-store (ServerConfig.rate_limit_url), or drop it to limit "
-                "each server on its own"
-            ) from None
+            self._lost(exc)
 
     async def acquire(self, caller: str) -> float:
         if not self.enabled:
             return 0.0
+        if not self.shared and time.monotonic() < self._retry_at:
+            return self.take(caller)
         try:
             raw = await self._script(keys=[self.prefix + caller], args=[self.rate, self.burst])
         except (RedisError, OSError) as exc:
-            if not self._down:
-                log.error(
-                    "rate limit store %s unreachable (%s): limiting per server until it is back",
-                    self.url,
-                    exc,
-                )
-                self._down = True
+            self._lost(exc)
             return self.take(caller)
-        if self._down:
-            log.warning("rate limit store %s is back: limits are shared again", self.url)
-            self._down = False
+        if not self.shared:
+            log.warning("rate limit store %s is reachable again: limits are shared", self.url)
+            self.shared = True
         return float(raw)
+
+    def _lost(self, exc: BaseException) -> None:
+        self._retry_at = time.monotonic() + self.retry_every
+        if self.shared:
+            log.error(
+                "the rate limit store %s cannot be reached (%s): each server limits on its own "
+                "until it can (start Redis there, or fix --rate-limit-store / "
+                "ServerConfig.rate_limit_url)",
+                self.url,
+                exc,
+            )
+            self.shared = False
 
     async def aclose(self) -> None:
         if self._owned:
