@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from mainspring import Runtime
 from mainspring.server import ServerConfig, create_app
 from mainspring.server.multitask import queues_of
+from mainspring.server.pending import PendingStart, pending_starts_for
 from mainspring.server.thread_queues import ThreadQueues
 from tests.cli_graphs import support
 from tests.conftest import postgres_schema_url
@@ -57,7 +58,9 @@ async def server(url: str) -> AsyncIterator[App]:
 
 @asynccontextmanager
 async def store_url(kind: str, tmp_path: Path) -> AsyncIterator[str]:
-    if kind == "sqlite":
+    if kind == "memory":
+        yield "memory://"
+    elif kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'ms.db'}"
     else:
         async with postgres_schema_url() as url:
@@ -133,3 +136,26 @@ async def test_an_interrupt_drops_every_servers_pending_starts() -> None:
         assert await two.queues.pending.all() == []
         await items[0].started.wait()  # its server's task stood down: not started
         assert (await one.client.get("/v1/runs/q")).status_code == 404
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
+async def test_the_pending_starts_table_keeps_order_and_each_start_once(
+    kind: str, tmp_path: Path
+) -> None:
+    # the store opened first: its file or schema made whole, then the table beside it
+    async with store_url(kind, tmp_path) as url, Runtime.open(url) as rt:
+        pending = pending_starts_for(rt.store)
+        await pending.open()
+        try:
+            rows = [PendingStart(f"r{i}", "acme", "t" if i < 3 else "u", "support",
+                                 "p", 1.0 + i, {"input": {"n": i}}) for i in range(4)]  # fmt: skip
+            for row in rows:
+                await pending.add(row)
+            await pending.add(rows[0])  # again (a retried write): kept once
+            assert await pending.all() == rows
+            assert await pending.holds("r1") and not await pending.holds("x")
+            assert await pending.remove("r1") and not await pending.remove("r1")
+            assert await pending.remove_thread("acme", "t") == ["r0", "r2"]
+            assert await pending.all() == [rows[3]]
+        finally:
+            await pending.aclose()

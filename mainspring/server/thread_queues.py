@@ -168,11 +168,9 @@ class ThreadQueues:
         for item in items:
             item.started.set()  # whoever waits behind it stops waiting
         dropped = [item.run_id for item in items]
-        for row in await self.pending.all():
-            if (row.tenant, row.thread) == (tenant, thread):
-                await self.pending.remove(row.run_id)
-                if row.run_id not in dropped:
-                    dropped.append(row.run_id)
+        for run_id in await self.pending.remove_thread(tenant, thread):
+            if run_id not in dropped:
+                dropped.append(run_id)
         return dropped
 
     async def enqueue(self, item: Queued, until_ended: UntilEnded, go: Go) -> None:

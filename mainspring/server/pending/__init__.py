@@ -50,6 +50,10 @@ class PendingStarts(Protocol):
 
     async def remove(self, run_id: str) -> bool: ...
 
+    async def remove_thread(self, tenant: str, thread: str) -> list[str]:
+        """Remove the thread's pending starts; their run ids, oldest first."""
+        ...
+
     async def holds(self, run_id: str) -> bool: ...
 
     async def all(self) -> list[PendingStart]: ...
@@ -73,6 +77,12 @@ class MemoryPendingStarts:
     async def remove(self, run_id: str) -> bool:
         return self._rows.pop(run_id, None) is not None
 
+    async def remove_thread(self, tenant: str, thread: str) -> list[str]:
+        gone = [r.run_id for r in self._rows.values() if (r.tenant, r.thread) == (tenant, thread)]
+        for run_id in gone:
+            del self._rows[run_id]
+        return gone
+
     async def holds(self, run_id: str) -> bool:
         return run_id in self._rows
 
@@ -92,7 +102,7 @@ def pending_starts_for(store: Any) -> PendingStarts:
     if sqlite is not None and isinstance(store, sqlite.SQLiteStore):
         from .sqlite import SQLitePendingStarts
 
-        return SQLitePendingStarts(store.url)
+        return SQLitePendingStarts(store.url, path=store.path)
     return MemoryPendingStarts()
 
 

@@ -93,6 +93,17 @@ class PostgresPendingStarts:
         )
         return gone is not None
 
+    async def remove_thread(self, tenant: str, thread: str) -> list[str]:
+        pool = self._live()
+        sql = (
+            f"DELETE FROM {self._table} WHERE tenant = $1 AND thread = $2"
+            " RETURNING run_id, position"
+        )
+        rows = await self._retrier.run(
+            "removing a thread's pending starts", lambda _: pool.fetch(sql, tenant, thread)
+        )
+        return [str(r[0]) for r in sorted(rows, key=lambda r: r[1])]
+
     async def holds(self, run_id: str) -> bool:
         pool = self._live()
         sql = f"SELECT 1 FROM {self._table} WHERE run_id = $1"

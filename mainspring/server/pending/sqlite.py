@@ -9,6 +9,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -36,9 +37,9 @@ _COLUMNS = "run_id, tenant, thread, graph, after, queued_at, request"
 class SQLitePendingStarts:
     """``sqlite:///path.db``: the pending starts of the server whose journal is ``path.db``."""
 
-    def __init__(self, url: str, *, busy_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, path: Path | None = None, busy_timeout: float = 5.0) -> None:
         parsed = parse_url(url)
-        self.path, self._create = parsed.path, parsed.create
+        self.path, self._create = path or parsed.path, parsed.create  # path: the store's own
         self._busy_timeout = busy_timeout
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
@@ -96,6 +97,26 @@ class SQLitePendingStarts:
             return cursor.rowcount == 1
 
         return await self._run("removing a pending start", delete)
+
+    async def remove_thread(self, tenant: str, thread: str) -> list[str]:
+        def delete(db: sqlite3.Connection) -> list[str]:
+            db.execute("BEGIN IMMEDIATE")  # one transaction: the ids read are the rows deleted
+            try:
+                rows = db.execute(
+                    "SELECT run_id FROM pending_starts WHERE tenant = ? AND thread = ?"
+                    " ORDER BY position",
+                    (tenant, thread),
+                ).fetchall()
+                db.execute(
+                    "DELETE FROM pending_starts WHERE tenant = ? AND thread = ?", (tenant, thread)
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return [str(r[0]) for r in rows]
+
+        return await self._run("removing a thread's pending starts", delete)
 
     async def holds(self, run_id: str) -> bool:
         def select(db: sqlite3.Connection) -> bool:
