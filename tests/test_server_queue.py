@@ -160,9 +160,13 @@ async def test_a_body_places_its_run_and_names_its_own_queue(postgres_url: str) 
         async with AsyncClient("http://api", transport=transport) as ms:  # the Python client
             later = await ms.start("support", HELLO, queue="later", delay=3600, priority=-1)
         assert isinstance(later, Run) and later.status is RunStatus.RUNNING  # waits an hour
-        record = await s.server.get_run(later.run_id)
-        assert record.queue is not None and record.queue.name == "later"
-        assert record.queue.available_at is not None and record.queue.priority == -1
+        assert later.queue is not None
+        assert (later.queue["name"], later.queue["priority"]) == ("later", -1)
+        assert later.queue["available_at"] is not None and later.queue["waiting"] is True
+        shown = (await s.client.get("/v1/runs/w")).json()["queue"]
+        assert shown == {"name": "q", "priority": 3, "available_at": None,
+                         "concurrency_key": "k", "waiting": False}  # fmt: skip
+        assert here.json()["queue"] is None  # driven by the server itself
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,16 @@ AUTH = (400, 401, 403, 413, 422, 429, 503)
 # -- objects -----------------------------------------------------------------------------
 
 
+class RunQueue(BaseModel):
+    """Where a queued run waits for a worker (docs/server.md, "Queue mode")."""
+
+    name: str
+    priority: int
+    available_at: float | None = Field(description="no worker starts it before (a delay)")
+    concurrency_key: str | None
+    waiting: bool = Field(description="running, and no worker holds it yet")
+
+
 class Run(BaseModel):
     run_id: str
     graph: str
@@ -103,6 +113,9 @@ class Run(BaseModel):
     durability: Literal["sync", "batch", "off"]
     error: str | None
     metadata: dict[str, Any]
+    queue: RunQueue | None = Field(
+        default=None, description="the run queue whose workers drive it (null: none)"
+    )
 
 
 class PendingInterrupt(BaseModel):
