@@ -252,3 +252,54 @@ def test_the_queue_commands(postgres_url_sync: str, tmp_path: Path) -> None:
     assert local.exit_code == 2 and "PostgreSQL" in local.output
     no_queue = runner.invoke(cli, ["worker", "--store", url])
     assert no_queue.exit_code == 2 and "--queue" in no_queue.output
+
+
+async def test_the_worker_probes_and_metrics(postgres_url: str) -> None:
+    import httpx
+
+    from mainspring.worker.health import health_app
+
+    async with Runtime.open(postgres_url, graphs=[steps]) as api, working(postgres_url) as w:
+        await api.start(steps, {}, queue="q", delay=3600)
+        transport = httpx.ASGITransport(app=health_app(w))
+        async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
+            with anyio.fail_after(10):
+                while w.state != "running":
+                    await anyio.sleep(0.01)
+            assert (await client.get("/healthz")).status_code == 200
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["slots"] == 8
+            metrics = (await client.get("/metrics")).text
+            assert 'mainspring_queue_depth{queue="q"} 0.0' in metrics
+            assert 'mainspring_queue_delayed{queue="q"} 1.0' in metrics
+            assert "mainspring_worker_slots_total 8.0" in metrics
+            w.stop()
+            with anyio.fail_after(10):
+                while w.state == "running":
+                    await anyio.sleep(0.01)
+            assert (await client.get("/readyz")).status_code == 503
+
+
+async def test_a_run_the_worker_cannot_load_is_deferred_not_held(postgres_url: str) -> None:
+    from mainspring import END, START, Graph
+    from tests.queue_graphs import Steps
+
+    def only_here(s: Steps) -> dict[str, Any]:
+        return {"n": 1}
+
+    g = Graph(Steps, name="unknown-to-workers")
+    g.node(only_here)
+    g.edge(START, "only_here")
+    g.edge("only_here", END)
+    local = g.compile()  # not importable by reference: no worker can load it
+    async with Runtime.open(postgres_url, graphs=[local]) as api, working(postgres_url) as w:
+        handle = await api.start(local, {}, queue="q")
+        with anyio.fail_after(10):
+            while True:
+                record = await api.get_run(handle.run_id)
+                if record.queue is not None and record.queue.available_at is not None:
+                    break
+                await anyio.sleep(0.02)
+        assert record.owner is None and record.status is RunStatus.RUNNING
+        assert record.queue.available_at > time.time()  # offered again a lease later, not held
+        assert handle.run_id not in w.live

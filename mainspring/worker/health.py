@@ -47,13 +47,13 @@ class _Snapshot(Collector):
         delayed = GaugeMetricFamily(
             "mainspring_queue_delayed", "Runs waiting for their start time", labels=labels
         )
-        for q in self.stats:
-            if q.name not in self.worker.queues:
-                continue
-            depth.add_metric([q.name], q.waiting)
-            oldest.add_metric([q.name], q.oldest_waiting or 0.0)
-            running.add_metric([q.name], q.running)
-            delayed.add_metric([q.name], q.delayed)
+        found = {q.name: q for q in self.stats}
+        for name in self.worker.queues:  # a queue with no runs yet says 0, not nothing
+            q = found.get(name)
+            depth.add_metric([name], q.waiting if q else 0)
+            oldest.add_metric([name], (q.oldest_waiting or 0.0) if q else 0.0)
+            running.add_metric([name], q.running if q else 0)
+            delayed.add_metric([name], q.delayed if q else 0)
         yield from (depth, oldest, running, delayed)
         yield GaugeMetricFamily(
             "mainspring_worker_slots_busy", "Runs this worker drives now", value=self.worker.busy
