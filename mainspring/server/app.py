@@ -27,7 +27,7 @@ from .context import ServerState
 from .detach import MainspringApp
 from .keys.protocol import KeyStore
 from .queued import check_server_queue
-from .ratelimit import limiter_for
+from .ratelimit import RateLimiter
 from .routes import ROUTERS, mount_console
 from .storewait import StoreWait
 
@@ -65,7 +65,7 @@ def create_app(
         )
     check_server_queue(rt.store, config.queue)
     state = ServerState(runtime=rt, catalog=catalog, config=config, keys=keys)
-    limiter = limiter_for(config.rate, config.burst, config.rate_limit_url)
+    limiter = _limiter(config.rate, config.burst, config.rate_limit_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -110,3 +110,18 @@ def create_app(
     if config.console:
         mount_console(app)
     return app
+
+
+def _limiter(rate: float, burst: int, url: str | None) -> RateLimiter:
+    """The server's limiter: local buckets, or Redis's at ``url``."""
+    if url is None or rate <= 0:
+        return RateLimiter(rate, burst)
+    try:
+        from .ratelimit_redis import RedisRateLimiter  # redis only when asked for
+    except ImportError:
+        raise ValueError(
+            "rate_limit_url (--rate-limit-store) needs the redis client: "
+            "pip install 'mainspring[redis]'"
+        ) from None
+
+    return RedisRateLimiter(url, rate, burst)

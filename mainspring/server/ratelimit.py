@@ -76,21 +76,6 @@ class RateLimiter:
         return (1.0 - bucket.tokens) / self.rate
 
 
-def limiter_for(rate: float, burst: int, url: str | None) -> RateLimiter:
-    """The server's limiter: local buckets, or Redis's at ``url``."""
-    if url is None or rate <= 0:
-        return RateLimiter(rate, burst)
-    try:
-        from .ratelimit_redis import RedisRateLimiter  # redis only when asked for
-    except ImportError:
-        raise ValueError(
-            "rate_limit_url (--rate-limit-store) needs the redis client: "
-            "pip install 'mainspring[redis]'"
-        ) from None
-
-    return RedisRateLimiter(url, rate, burst)
-
-
 def retry_after(wait: float) -> str:
     """``Retry-After``'s value: whole seconds, at least 1."""
     return str(max(1, math.ceil(wait)))

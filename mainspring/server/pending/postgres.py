@@ -13,7 +13,7 @@ from ...store._pg_pool import Connection, ConnectionPool, close_watched, connect
 from ...store._pg_retry import Retrier
 from ...store._pg_schema import migrate, quote_ident
 from ...store._pg_url import option, parse_url
-from . import PendingStart, pending_of
+from ._record import PendingStart, pending_of
 
 _LOCK = (0x4D53, 0x70656E64)  # "MS", "pend": the advisory lock the table is made under
 _COLUMNS = "run_id, tenant, thread, graph, after, queued_at, request"

@@ -17,7 +17,7 @@ import anyio.to_thread
 from ...errors import StoreError
 from ...store._sqlite_errors import translate
 from ...store._sqlite_file import connect_writer, parse_url
-from . import PendingStart, pending_of
+from ._record import PendingStart, pending_of
 
 T = TypeVar("T")
 
