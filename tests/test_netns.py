@@ -1,0 +1,66 @@
+"""The network-namespace harness (tests/netns.py) itself: hosts reach PostgreSQL through
+the relay, a partition cuts a host off until healed, and nothing is left behind."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import pytest
+
+from tests.conftest import require_postgres
+from tests.netns import _ip, hosts
+
+pytestmark = pytest.mark.postgres
+
+# Connects to PostgreSQL at argv[1] and prints what it sees; exits 1 if it cannot in 3 s.
+PROBE = """
+import asyncio, sys, asyncpg
+async def main():
+    try:
+        conn = await asyncpg.connect(sys.argv[1], timeout=3)
+    except (OSError, asyncio.TimeoutError) as exc:
+        print("unreachable", type(exc).__name__)
+        sys.exit(1)
+    print(await conn.fetchval("SELECT inet_client_addr() IS NOT NULL OR true"), flush=True)
+    await conn.close()
+asyncio.run(main())
+"""
+
+
+def test_hosts_reach_postgres_through_the_relay_until_partitioned() -> None:
+    require_postgres()
+    with hosts(2) as lab:
+        url = lab.postgres_url("test")
+        for host in lab.hosts:
+            assert lab.run(host, [sys.executable, "-c", PROBE, url]).strip() == "True"
+        # A host cannot reach the machine's loopback: the relay is the only way in.
+        with pytest.raises(RuntimeError, match="unreachable"):
+            lab.run(
+                lab.hosts[0],
+                [sys.executable, "-c", PROBE, "postgresql://postgres@127.0.0.1:5432/test"],
+            )
+        lab.partition(lab.hosts[0])
+        with pytest.raises(RuntimeError, match="unreachable"):
+            lab.run(lab.hosts[0], [sys.executable, "-c", PROBE, url])
+        assert lab.run(lab.hosts[1], [sys.executable, "-c", PROBE, url]).strip() == "True"
+        lab.heal(lab.hosts[0])
+        assert lab.run(lab.hosts[0], [sys.executable, "-c", PROBE, url]).strip() == "True"
+
+        sleeper = lab.spawn(lab.hosts[1], [sys.executable, "-c", "import time; time.sleep(600)"])
+        lab.kill(sleeper, signal.SIGKILL)
+        assert sleeper.proc.returncode == -signal.SIGKILL
+        names = [host.netns for host in lab.hosts]
+        bridge = lab.bridge
+    listed = _ip("netns", "list")
+    assert not any(name in listed for name in names)
+    assert bridge not in _ip("link", "show")
+
+
+def test_a_failing_test_leaves_nothing_behind() -> None:
+    names: list[str] = []
+    with pytest.raises(ZeroDivisionError), hosts(1, postgres=None) as lab:
+        names.append(lab.hosts[0].netns)
+        lab.spawn(lab.hosts[0], [sys.executable, "-c", "import time; time.sleep(600)"])
+        1 / 0  # noqa: B018
+    assert names and names[0] not in _ip("netns", "list")
