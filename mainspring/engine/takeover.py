@@ -22,6 +22,7 @@ from .driver import RunDriver
 from .fold import RunFold
 from .gate import approval_answer_error
 from .journal import JournalWriter, Stopped
+from .queueing import cancel_elsewhere, has_queues
 from .registry import lost_the_run
 from .runs import Runs
 
@@ -83,6 +84,10 @@ async def resume_run(
         if isinstance(outcome, Exception):
             raise outcome from None
         raise
+    if record.queue is not None and has_queues(runs.store):
+        # A queued run is its queue's workers' to drive: hand it to them.
+        await runs.store.queues.hand_back(run_id, runs.services.owner)
+        return None
     runs.spawn(driver)
     return driver
 
@@ -104,6 +109,13 @@ async def cancel_run(runs: Runs, run_id: str, actor: str | None = None) -> None:
         raise RunStateError(f"run {run_id!r} is already {record.status.value}; nothing to cancel")
     services = runs.services
     fence = await runs.store.claim(run_id, services.owner, services.lease_ttl)
+    if fence is None and record.queue is not None and has_queues(runs.store):
+        if await cancel_elsewhere(runs, run_id, actor):
+            return
+        raise RunStateError(
+            f"run {run_id!r} is driven by worker {record.owner}, which was asked to cancel it "
+            "and has not stopped it yet; it will at its next step"
+        )
     if fence is None:
         raise RunStateError(
             f"run {run_id!r} is being driven by another process ({record.owner}); cancel it there"

@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -82,7 +82,9 @@ from ._chain import AuditSettings
 from ._lease_owners import owner_is_dead
 from ._pg_audit import Heads, PostgresAudited
 from ._pg_batch import GroupCommit, Write
+from ._pg_listener import Handler, PgListener
 from ._pg_pool import Connection, ConnectionPool, connect, open_watched
+from ._pg_queue import PgQueues, PgSchedules
 from ._pg_retry import Retrier, log
 from ._pg_schema import migrate
 from ._pg_sql import event_columns, statements
@@ -181,6 +183,9 @@ class PostgresStore(PostgresAudited):
         self._writer: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._writes = Writes(self._sql, self._retrier, self._live_pool, self, self.audit)
+        #: The run queue (``_pg_queue``): claims, limits, workers.
+        self.queues = PgQueues(self.target.schema, self._live_pool, self._retrier)
+        self.schedules = PgSchedules(self.queues)  # cron schedules, started by workers
         self._batch = GroupCommit(self._writes.write_groups, self.batch_window)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -233,6 +238,11 @@ class PostgresStore(PostgresAudited):
 
     async def _connect(self) -> Connection:
         return await connect(self._dsn, self.call_timeout, self._server_settings)
+
+    def listener(self, handlers: Mapping[str, Handler], on_lost: Callable[[], None]) -> PgListener:
+        """A LISTEN connection of its own for ``handlers`` (channel -> handler); the
+        caller opens it with ``await listener.ensure()`` and closes it."""
+        return PgListener(self._connect, handlers, on_lost)
 
     def _live_pool(self) -> ConnectionPool:
         if self._pool is None:
