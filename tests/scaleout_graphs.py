@@ -11,6 +11,13 @@ worker's environment) that writes two rows:
 
 The effect's result, recorded in the journal, is its attempt's id: the test can tell which
 execution, by which worker, the journal kept.
+
+Effect ``b`` of a worker whose ``SCALEOUT_GATE`` is set stops at a gate (a row in ``gate``;
+it says it waits with a row in ``gate_waits``) until the test opens it, so the test can hit
+workers at the moments that matter: ``write-then-wait``, applied but not yet journaled (a
+worker killed there leaves an effect that must run again, with the same key);
+``wait-then-write``, not yet applied, and not cancellable (as a sync effect's thread is
+not): a worker cut off there writes late, after its run was taken over.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import anyio
 from mainspring import END, START, Context, Graph
 
 STEPS = ("a", "b", "c")
+GATED = "b"
 
 SINK_DDL = (
     """CREATE TABLE {s}.effect_attempts (
@@ -33,6 +41,9 @@ SINK_DDL = (
     """CREATE TABLE {s}.effects (
         key text PRIMARY KEY, run_id text NOT NULL, step text NOT NULL,
         attempt text NOT NULL)""",
+    "CREATE TABLE {s}.gate (opened timestamptz NOT NULL DEFAULT clock_timestamp())",
+    """CREATE TABLE {s}.gate_waits (
+        run_id text NOT NULL, worker text NOT NULL, pid int NOT NULL)""",
 )
 
 
@@ -46,30 +57,51 @@ async def record(run_id: str, step: str, idempotency_key: str = "") -> str:
     import asyncpg
 
     schema = '"' + os.environ["SCALEOUT_SCHEMA"].replace('"', '""') + '"'
-    attempt = uuid.uuid4().hex
+    gate = os.environ.get("SCALEOUT_GATE", "") if step == GATED else ""
     conn = await asyncpg.connect(os.environ["SCALEOUT_SINK"], timeout=30)
     try:
-        async with conn.transaction():
-            await conn.execute(
-                f"INSERT INTO {schema}.effect_attempts (attempt, run_id, step, key, worker, pid)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
-                attempt,
-                run_id,
-                step,
-                idempotency_key,
-                os.environ.get("SCALEOUT_WORKER", "?"),
-                os.getpid(),
-            )
-            await conn.execute(
-                f"INSERT INTO {schema}.effects (key, run_id, step, attempt)"
-                " VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
-                idempotency_key,
-                run_id,
-                step,
-                attempt,
-            )
+        if gate == "wait-then-write":
+            with anyio.CancelScope(shield=True):
+                await _wait_at_gate(conn, schema, run_id)
+                return await _write(conn, schema, run_id, step, idempotency_key)
+        attempt = await _write(conn, schema, run_id, step, idempotency_key)
+        if gate == "write-then-wait":
+            await _wait_at_gate(conn, schema, run_id)
+        return attempt
     finally:
         await conn.close()
+
+
+async def _wait_at_gate(conn: Any, schema: str, run_id: str) -> None:
+    worker = os.environ.get("SCALEOUT_WORKER", "?")
+    await conn.execute(
+        f"INSERT INTO {schema}.gate_waits VALUES ($1, $2, $3)", run_id, worker, os.getpid()
+    )
+    while not await conn.fetchval(f"SELECT count(*) FROM {schema}.gate"):
+        await anyio.sleep(0.05)
+
+
+async def _write(conn: Any, schema: str, run_id: str, step: str, idempotency_key: str) -> str:
+    attempt = uuid.uuid4().hex
+    async with conn.transaction():
+        await conn.execute(
+            f"INSERT INTO {schema}.effect_attempts (attempt, run_id, step, key, worker, pid)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            attempt,
+            run_id,
+            step,
+            idempotency_key,
+            os.environ.get("SCALEOUT_WORKER", "?"),
+            os.getpid(),
+        )
+        await conn.execute(
+            f"INSERT INTO {schema}.effects (key, run_id, step, attempt)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
+            idempotency_key,
+            run_id,
+            step,
+            attempt,
+        )
     return attempt
 
 

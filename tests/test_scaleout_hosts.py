@@ -4,14 +4,18 @@ past its lease and comes back; every run still finishes exactly once.
 
 The graph (tests/scaleout_graphs.py) makes three durable effects per run; each execution
 is a row in ``effect_attempts`` (never deduplicated) and the effect applied is a row in
-``effects`` (one per idempotency key). The test checks:
+``effects`` (one per idempotency key). Two workers stop at a gate in effect ``b``: the one
+to be killed after applying it (so its runs' ``b`` must run again), the one to be cut off
+before (so it applies ``b`` late, after its runs were taken over). The test checks:
 
-- every run finished, with one ``finished`` event, and one recorded result per effect;
-- every effect was applied once, and executed once, except in the runs the lost workers
-  held: there it may have run again, with the same idempotency key (a worker that dies
-  between an effect and its journal entry cannot say whether it ran);
-- the partitioned worker was fenced: none of the executions it made after it was cut off
-  (it could write nothing before the takeover) is the result the journal kept.
+- every run finished, with one terminal event, ``finished``, and one recorded result per
+  effect; every effect applied once;
+- every effect executed once, except in the runs the two victims held: there ``b`` ran
+  again, under the same idempotency key (a worker that dies between an effect and its
+  journal entry leaves nobody who knows whether it ran: effects are at least once, and a
+  sink that deduplicates by the key makes them exactly once);
+- the cut-off worker was fenced: it wrote ``b`` after the takeover, and the journal kept
+  the new owner's result, not its own.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -29,30 +34,51 @@ import pytest
 
 from mainspring import Runtime
 from tests.netns import Lab, Spawned, hosts
-from tests.scaleout_graphs import SINK_DDL, STEPS, app
+from tests.scaleout_graphs import GATED, SINK_DDL, STEPS, app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
 RUNS = 60
-PAUSE = 0.3  # after each effect: a run lasts about a second, so workers hold runs when hit
+PAUSE = 0.1  # after each effect
 LEASE_TTL = 2.0
 DEADLINE = 90.0  # for each wait; generous: they end on a condition, not a clock
+GATES = ("write-then-wait", "wait-then-write", "")  # workers w0 (killed), w1 (cut off), w2
+
+
+@dataclass(frozen=True)
+class Victims:
+    """What the test did to whom: the runs each victim had at the gate, when it was cut off."""
+
+    killed: Spawned
+    cut: Spawned
+    cut_at: Any  # the database's clock
+    killed_at_gate: set[str]
+    cut_at_gate: set[str]
+    held: set[str]  # every run either held when hit
 
 
 async def _until(what: str, check: Callable[[], Awaitable[bool]], lab: Lab) -> None:
     deadline = time.monotonic() + DEADLINE
     while not await check():
         if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {s.log.name}\n{s.output()[-3000:]}" for s in lab.spawned)
-            raise AssertionError(f"timed out waiting until {what}\n{logs}")
+            raise AssertionError(f"timed out waiting until {what}\n{_logs(lab)}")
         await anyio.sleep(0.05)
 
 
-def _worker(lab: Lab, index: int, store: str, sink: str, schema: str) -> Spawned:
-    argv = [sys.executable, "-m", "mainspring", "worker", "--store", store, "--queue", "q"]
-    argv += ["--concurrency", "4", "--graph", "tests.scaleout_graphs:app"]
-    argv += ["--lease-ttl", str(LEASE_TTL)]
-    env = {"SCALEOUT_SINK": sink, "SCALEOUT_SCHEMA": schema, "SCALEOUT_WORKER": f"w{index}"}
+def _logs(lab: Lab) -> str:
+    return "\n".join(f"--- {s.log.name}\n{s.output()[-3000:]}" for s in lab.spawned)
+
+
+def _worker(lab: Lab, index: int, schema: str) -> Spawned:
+    argv = [sys.executable, "-m", "mainspring", "worker", "--queue", "q", "--concurrency", "4"]
+    argv += ["--graph", "tests.scaleout_graphs:app", "--lease-ttl", str(LEASE_TTL)]
+    argv += ["--store", lab.postgres_url("test", schema)]
+    env = {
+        "SCALEOUT_SINK": lab.postgres_url("test"),
+        "SCALEOUT_SCHEMA": schema,
+        "SCALEOUT_WORKER": f"w{index}",
+        "SCALEOUT_GATE": GATES[index],
+    }
     return lab.spawn(lab.hosts[index], argv, env)
 
 
@@ -62,100 +88,128 @@ async def test_runs_finish_exactly_once_across_killed_and_partitioned_hosts(
     import asyncpg
 
     schema = postgres_url.rpartition("schema=")[2]
-    base = postgres_url.partition("?")[0]
     with hosts(3) as lab:
+        # This process only starts runs: it takes over none (recover="off").
         async with Runtime.open(postgres_url, graphs=[app], recover="off") as rt:
-            db = await asyncpg.connect(base)
+            db = await asyncpg.connect(postgres_url.partition("?")[0])
             try:
                 for ddl in SINK_DDL:
                     await db.execute(ddl.format(s=f'"{schema}"'))
-                await _scenario(lab, rt, db, schema)
+                workers = [_worker(lab, i, schema) for i in range(3)]
+                run_ids = [f"so-{n:03d}" for n in range(RUNS)]
+                for run_id in run_ids:
+                    await rt.start(app, {"pause": PAUSE}, run_id=run_id, queue="q")
+                victims = await _hit(lab, db, f'"{schema}"', workers)
+                await _check(lab, db, f'"{schema}"', run_ids, victims)
             finally:
                 await db.close()
 
 
-async def _scenario(lab: Lab, rt: Runtime, db: Any, schema: str) -> None:
-    s = f'"{schema}"'
-    store, sink = lab.postgres_url("test", schema), lab.postgres_url("test")
-    workers = [_worker(lab, i, store, sink, schema) for i in range(3)]
+async def _hit(lab: Lab, db: Any, s: str, workers: list[Spawned]) -> Victims:
+    """Kill w0 and cut w1 off while both wait at the gate; heal w1 once its runs are taken
+    over; let every run finish and w1 write late; stop the survivors with SIGTERM."""
     killed, cut, _ = workers
-    run_ids = [f"so-{n:03d}" for n in range(RUNS)]
-    for run_id in run_ids:
-        await rt.start(app, {"pause": PAUSE}, run_id=run_id, queue="q")
 
     async def held_by(worker: Spawned) -> set[str]:
         rows = await db.fetch(
-            f"SELECT run_id FROM {s}.runs WHERE status = 'running' AND split_part(owner, ':', 2) = $1",
+            f"SELECT run_id FROM {s}.runs WHERE status = 'running'"
+            " AND split_part(owner, ':', 2) = $1",
             str(worker.pid),
         )
+        return {r["run_id"] for r in rows}
+
+    async def at_gate(worker: Spawned) -> set[str]:
+        rows = await db.fetch(f"SELECT run_id FROM {s}.gate_waits WHERE pid = $1", worker.pid)
         return {r["run_id"] for r in rows}
 
     async def finished() -> int:
         return int(await db.fetchval(f"SELECT count(*) FROM {s}.runs WHERE status = 'finished'"))
 
-    async def both_busy() -> bool:
-        return await finished() >= 10 and bool(await held_by(killed)) and bool(await held_by(cut))
+    async def mid_way() -> bool:
+        return await finished() >= 10 and bool(await at_gate(killed)) and bool(await at_gate(cut))
 
-    await _until("10 runs finished and the two victims hold runs", both_busy, lab)
+    await _until("10 runs finished and both victims wait at the gate", mid_way, lab)
     lab.kill(killed, signal.SIGKILL)
     lab.partition(cut.host)
-    cut_at = await db.fetchval("SELECT clock_timestamp()")
-    suspects = await held_by(killed) | await held_by(cut)
-    held_by_cut = await held_by(cut)
+    victims = Victims(
+        killed,
+        cut,
+        await db.fetchval("SELECT clock_timestamp()"),
+        await at_gate(killed),
+        await at_gate(cut),
+        await held_by(killed) | await held_by(cut),
+    )
+    cut_held = await held_by(cut)
 
     async def taken_over() -> bool:
-        return not (await held_by(cut)) & held_by_cut
+        return not (await held_by(cut)) & cut_held
 
     await _until("the runs of the cut-off worker are taken over", taken_over, lab)
+    await db.execute(f"INSERT INTO {s}.gate DEFAULT VALUES")
     lab.heal(cut.host)
 
-    async def all_finished() -> bool:
-        return await finished() == RUNS
+    async def done() -> bool:
+        late = await db.fetchval(
+            f"SELECT count(*) FROM {s}.effect_attempts WHERE pid = $1 AND at > $2",
+            cut.pid,
+            victims.cut_at,
+        )
+        return await finished() == RUNS and late >= len(victims.cut_at_gate)
 
-    await _until(f"all {RUNS} runs finished", all_finished, lab)
+    await _until("every run finished and the cut-off worker wrote late", done, lab)
     for worker in workers[1:]:
         lab.kill(worker, signal.SIGTERM)
-    for worker in workers[1:]:
-        with anyio.fail_after(DEADLINE):
-            while worker.proc.poll() is None:
-                await anyio.sleep(0.05)
-    await _check(db, s, run_ids, suspects, cut, cut_at, lab)
+    with anyio.fail_after(DEADLINE):
+        while any(worker.proc.poll() is None for worker in workers[1:]):
+            await anyio.sleep(0.05)
+    return victims
 
 
-async def _check(
-    db: Any, s: str, run_ids: list[str], suspects: set[str], cut: Spawned, cut_at: Any, lab: Lab
-) -> None:
-    logs = "\n".join(f"--- {w.log.name}\n{w.output()[-3000:]}" for w in lab.spawned)
+async def _check(lab: Lab, db: Any, s: str, run_ids: list[str], victims: Victims) -> None:
     statuses = {r["run_id"]: r["status"] for r in await db.fetch(f"SELECT * FROM {s}.runs")}
-    assert statuses == dict.fromkeys(run_ids, "finished"), logs
-    terminal = Counter(
-        r["run_id"]
-        for r in await db.fetch(
-            f"SELECT run_id FROM {s}.events WHERE kind IN ('finished', 'failed', 'cancelled')"
-        )
+    assert statuses == dict.fromkeys(run_ids, "finished"), _logs(lab)
+    terminal = await db.fetch(
+        f"SELECT run_id, kind FROM {s}.events WHERE kind IN ('finished', 'failed', 'cancelled')"
     )
-    assert terminal == Counter(run_ids), "one terminal event, 'finished', per run"
+    assert Counter((r["run_id"], r["kind"]) for r in terminal) == Counter(
+        (run_id, "finished") for run_id in run_ids
+    )
 
-    # The journal's results: one per (run, effect), each an execution in the sink.
+    # The journal's results: one per (run, effect), each an execution the sink saw.
     kept: dict[tuple[str, str], str] = {}
     for row in await db.fetch(
         f"SELECT run_id, data FROM {s}.events WHERE kind = 'effect_finished'"
     ):
-        data = json.loads(row["data"])
-        key = (row["run_id"], data["name"])
-        assert key not in kept, f"two recorded results for {key}"
-        kept[key] = data["result"]
+        effect = (row["run_id"], json.loads(row["data"])["name"])
+        assert effect not in kept, f"two recorded results for {effect}"
+        kept[effect] = json.loads(row["data"])["result"]
     assert set(kept) == {(r, step) for r in run_ids for step in STEPS}
-
-    attempts = await db.fetch(f"SELECT * FROM {s}.effect_attempts")
-    by_effect: dict[tuple[str, str], list[Any]] = {}
-    for a in attempts:
-        by_effect.setdefault((a["run_id"], a["step"]), []).append(a)
-    applied = await db.fetch(f"SELECT * FROM {s}.effects")
+    applied = await db.fetch(f"SELECT run_id, step FROM {s}.effects")
     assert sorted((a["run_id"], a["step"]) for a in applied) == sorted(kept)
-    for effect, rows in by_effect.items():
+
+    runs: dict[tuple[str, str], list[Any]] = {}
+    for a in await db.fetch(f"SELECT * FROM {s}.effect_attempts ORDER BY at"):
+        runs.setdefault((a["run_id"], a["step"]), []).append(a)
+    for effect, rows in runs.items():
         assert len({a["key"] for a in rows}) == 1, f"{effect}: one idempotency key"
-        assert len(rows) == 1 or effect[0] in suspects, f"{effect} ran {len(rows)} times"
+        assert len(rows) == 1 or effect[0] in victims.held, f"{effect} ran {len(rows)} times"
         assert kept[effect] in {a["attempt"] for a in rows}
-    late = {a["attempt"] for a in attempts if a["pid"] == cut.pid and a["at"] > cut_at}
-    assert not late & set(kept.values()), "the fenced worker's late results were kept"
+    # Each victim lost its runs with its lease expired: a death each.
+    gated = victims.killed_at_gate | victims.cut_at_gate
+    assert victims.killed_at_gate and victims.cut_at_gate
+    deaths = await db.fetch(f"SELECT run_id, deaths FROM {s}.runs WHERE run_id = ANY($1)", gated)
+    assert all(r["deaths"] >= 1 for r in deaths) and len(deaths) == len(gated)
+    # The killed worker applied b and died before journaling it: b ran again elsewhere. The
+    # cut-off worker applied b after the takeover (before or after the new owner ran it
+    # again: the sink took the first): its result was refused, the new owner's kept.
+    for victim, at_gate in (
+        (victims.killed, victims.killed_at_gate),
+        (victims.cut, victims.cut_at_gate),
+    ):
+        for run_id in at_gate:
+            rows = runs[(run_id, GATED)]
+            mine = [a for a in rows if a["pid"] == victim.pid]
+            assert len(rows) == 2 and len(mine) == 1, f"{run_id}: {rows}"
+            assert kept[(run_id, GATED)] != mine[0]["attempt"]
+            if victim is victims.cut:
+                assert mine[0]["at"] > victims.cut_at
