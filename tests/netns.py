@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import itertools
 import json
 import os
@@ -49,6 +50,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 _PREFIX = "msnet"  # namespaces: msnet-<pid>-<lab>-<host>; bridges carry it as their alias
 _labs = itertools.count()
+_PR_SET_PDEATHSIG = 1
+# Looked up now: a child between fork and exec must not load anything (other threads may
+# hold locks then; the relay's is one).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the test process dies, however it dies
+    (``ip netns exec`` execs the command, which keeps this)."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _ip(*args: str, netns: str | None = None, check: bool = True) -> str:
@@ -174,17 +185,19 @@ class Lab:
         """Start ``argv`` inside ``host`` (cwd: the repository), output to a log file.
 
         ``ip netns exec`` execs the command, so the process's pid is the command's own.
-        ``env`` is added to this process's environment.
+        ``env`` is added to this process's environment (Python's output unbuffered, so
+        the log is current).
         """
         log = self.logs / f"{host.netns}-{len(self.spawned)}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 ["ip", "netns", "exec", host.netns, *argv],
                 cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+                env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
             )
         spawned = Spawned(host, proc, log)
         self.spawned.append(spawned)
@@ -228,7 +241,7 @@ class Lab:
         if self.relay is not None:
             self.relay.stop()
         for host in self.hosts:
-            _ip("netns", "del", host.netns, check=False)
+            _delete_netns(host.netns)
         _ip("link", "del", self.bridge, check=False)
 
 
@@ -242,13 +255,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _delete_netns(name: str) -> None:
+    """Kill whatever still runs in namespace ``name`` (children of what we spawned, too),
+    then delete it: its veth goes with it."""
+    for pid in _ip("netns", "pids", name, check=False).split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    _ip("netns", "del", name, check=False)
+
+
 def sweep_stale() -> None:
     """Delete the namespaces and bridges of labs whose process is gone (a killed run)."""
     for line in _ip("netns", "list", check=False).splitlines():
         name = line.split()[0] if line.split() else ""
         parts = name.split("-")
         if parts[0] == _PREFIX and len(parts) == 4 and not _pid_alive(int(parts[1])):
-            _ip("netns", "del", name, check=False)
+            _delete_netns(name)
     for link in json.loads(_ip("-j", "link", "show", "type", "bridge", check=False) or "[]"):
         alias = str(link.get("ifalias", "")).split("-")
         if alias[0] == _PREFIX and len(alias) == 3 and not _pid_alive(int(alias[1])):

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from mainspring import Runtime
@@ -43,6 +44,7 @@ PAUSE = 0.1  # after each effect
 LEASE_TTL = 2.0
 DEADLINE = 90.0  # for each wait; generous: they end on a condition, not a clock
 GATES = ("write-then-wait", "wait-then-write", "")  # workers w0 (killed), w1 (cut off), w2
+API_PORT = 8000  # the API server's, in its own namespace (hence no clash with anything)
 
 
 @dataclass(frozen=True)
@@ -82,25 +84,58 @@ def _worker(lab: Lab, index: int, schema: str) -> Spawned:
     return lab.spawn(lab.hosts[index], argv, env)
 
 
+def _api_server(lab: Lab, schema: str) -> tuple[Spawned, str, dict[str, str]]:
+    """``mainspring serve`` on the fourth host, with a read key; its URL and headers."""
+    store = lab.postgres_url("test", schema)
+    base = [sys.executable, "-m", "mainspring"]
+    made = lab.run(lab.hosts[3], [*base, "keys", "create", "--tenant", "*", "--scopes", "read",
+                                  "--store", store, "--json"])  # fmt: skip
+    headers = {"Authorization": f"Bearer {json.loads(made)['key']}"}
+    argv = [*base, "serve", "--store", store, "--graph", "tests.scaleout_graphs:app"]
+    server = lab.spawn(lab.hosts[3], [*argv, "--host", "0.0.0.0", "--port", str(API_PORT)])
+    return server, f"http://{lab.hosts[3].address}:{API_PORT}", headers
+
+
+async def _check_api(lab: Lab, url: str, headers: dict[str, str], run_ids: list[str]) -> None:
+    """The API server, a host of its own, sees every run finished, with the journal's results."""
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+
+        async def up() -> bool:
+            try:
+                return (await client.get("/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await _until("the API server answers", up, lab)
+        for run_id in run_ids:
+            run = (await client.get(f"/v1/runs/{run_id}")).json()
+            assert run["status"] == "finished", run
+            done = run["outcome"]["state"]["done"]
+            assert len(done) == len(STEPS), run
+
+
 async def test_runs_finish_exactly_once_across_killed_and_partitioned_hosts(
     postgres_url: str,
 ) -> None:
     import asyncpg
 
     schema = postgres_url.rpartition("schema=")[2]
-    with hosts(3) as lab:
+    with hosts(4) as lab:
         # This process only starts runs: it takes over none (recover="off").
         async with Runtime.open(postgres_url, graphs=[app], recover="off") as rt:
             db = await asyncpg.connect(postgres_url.partition("?")[0])
             try:
                 for ddl in SINK_DDL:
                     await db.execute(ddl.format(s=f'"{schema}"'))
+                server, api, headers = _api_server(lab, schema)
                 workers = [_worker(lab, i, schema) for i in range(3)]
                 run_ids = [f"so-{n:03d}" for n in range(RUNS)]
                 for run_id in run_ids:
                     await rt.start(app, {"pause": PAUSE}, run_id=run_id, queue="q")
                 victims = await _hit(lab, db, f'"{schema}"', workers)
                 await _check(lab, db, f'"{schema}"', run_ids, victims)
+                await _check_api(lab, api, headers, run_ids)
+                lab.kill(server, signal.SIGTERM)
             finally:
                 await db.close()
 
