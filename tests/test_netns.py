@@ -3,11 +3,13 @@ the relay, a partition cuts a host off until healed, and nothing is left behind.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
 import pytest
 
+from tests import netns
 from tests.conftest import require_postgres
 from tests.netns import _ip, hosts
 
@@ -64,3 +66,28 @@ def test_a_failing_test_leaves_nothing_behind() -> None:
         lab.spawn(lab.hosts[0], [sys.executable, "-c", "import time; time.sleep(600)"])
         1 / 0  # noqa: B018
     assert names and names[0] not in _ip("netns", "list")
+
+
+def test_not_root_skips_even_when_services_are_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("MAINSPRING_REQUIRE_SERVICES", "1")
+    with pytest.raises(pytest.skip.Exception, match="need root"), hosts(1):
+        pass
+
+
+def test_root_that_cannot_make_namespaces_fails_when_services_are_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: as another user, the harness skips before trying")
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("`ip netns add` failed: Operation not permitted")
+
+    monkeypatch.setattr(netns, "_build", broken)
+    monkeypatch.setenv("MAINSPRING_REQUIRE_SERVICES", "1")
+    with pytest.raises(pytest.fail.Exception, match="Operation not permitted"), hosts(1):
+        pass
+    monkeypatch.setenv("MAINSPRING_REQUIRE_SERVICES", "0")
+    with pytest.raises(pytest.skip.Exception, match="cannot make network namespaces"), hosts(1):
+        pass
