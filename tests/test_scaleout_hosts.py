@@ -70,7 +70,9 @@ class Db:
     async def _call(self, method: str, *args: Any) -> Any:
         import asyncpg
 
-        lost = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+        # InternalClientError: a connection left mid-operation by a restart's broken pipe.
+        lost = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+                asyncpg.PostgresConnectionError,
                 asyncpg.exceptions.OperatorInterventionError)  # fmt: skip
         for _ in range(120):
             try:
@@ -78,6 +80,8 @@ class Db:
                     self._conn = await asyncpg.connect(self.url, timeout=10)
                 return await getattr(self._conn, method)(*args)
             except lost:
+                if self._conn is not None:
+                    self._conn.terminate()
                 self._conn = None
                 await anyio.sleep(0.5)
         raise AssertionError(f"PostgreSQL at {self.url} unreachable for a minute")
