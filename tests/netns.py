@@ -125,8 +125,12 @@ class Relay:
             writer.close()
             return
         self._writers |= {writer, up_writer}
+        pipes = asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await pipes
+        except asyncio.CancelledError:
+            pipes.cancel()
+            await asyncio.gather(pipes, return_exceptions=True)
         finally:
             self._writers -= {writer, up_writer}
 
@@ -148,9 +152,10 @@ class Relay:
                 self._server.close()
             for writer in list(self._writers):
                 writer.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         if self._thread.is_alive():
             with contextlib.suppress(Exception):
