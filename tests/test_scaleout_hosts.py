@@ -113,15 +113,16 @@ def _logs(lab: Lab) -> str:
     return "\n".join(f"--- {s.log.name}\n{s.output()[-3000:]}" for s in lab.spawned)
 
 
-def _worker(lab: Lab, index: int, schema: str) -> Spawned:
+def _worker(lab: Lab, index: int, schema: str, gate: str = "", options: str = "") -> Spawned:
+    """``mainspring worker`` on host ``index``; ``options``: more of the store URL's query."""
     argv = [sys.executable, "-m", "mainspring", "worker", "--queue", "q", "--concurrency", "4"]
     argv += ["--graph", "tests.scaleout_graphs:app", "--lease-ttl", str(LEASE_TTL)]
-    argv += ["--store", lab.postgres_url("test", schema)]
+    argv += ["--store", lab.postgres_url("test", schema) + options]
     env = {
         "SCALEOUT_SINK": lab.postgres_url("test"),
         "SCALEOUT_SCHEMA": schema,
         "SCALEOUT_WORKER": f"w{index}",
-        "SCALEOUT_GATE": GATES[index],
+        "SCALEOUT_GATE": gate,
     }
     return lab.spawn(lab.hosts[index], argv, env)
 
@@ -168,7 +169,7 @@ async def test_runs_finish_exactly_once_across_killed_and_partitioned_hosts(
                 for ddl in SINK_DDL:
                     await db.execute(ddl.format(s=f'"{schema}"'))
                 server, api, headers = _api_server(lab, schema)
-                workers = [_worker(lab, i, schema) for i in range(3)]
+                workers = [_worker(lab, i, schema, GATES[i]) for i in range(3)]
                 run_ids = [f"so-{n:03d}" for n in range(RUNS)]
                 for run_id in run_ids:
                     await rt.start(app, {"pause": PAUSE}, run_id=run_id, queue="q")
@@ -290,3 +291,61 @@ async def _check(lab: Lab, db: Db, s: str, run_ids: list[str], victims: Victims)
             assert kept[(run_id, GATED)] != mine[0]["attempt"]
             if victim is victims.cut:
                 assert mine[0]["at"] > victims.cut_at
+
+
+async def test_a_host_that_dies_inside_a_claim_does_not_stall_the_queue(postgres_url: str) -> None:
+    """A worker's claim of a queue with limits locks the queue's row. Its host dies (cut off,
+    then killed) just as the claim gets the lock: its backend is left idle in the
+    transaction, holding the row, and TCP would take many minutes to tell. Every other
+    worker's claim waits on that row, so the store ends sessions idle in a transaction
+    past ``call_timeout``: the queue goes on after that, not after TCP gives up."""
+    import asyncpg
+
+    schema = postgres_url.rpartition("schema=")[2]
+    s = f'"{schema}"'
+    with hosts(2) as lab:
+        async with Runtime.open(postgres_url, graphs=[app], recover="off") as rt:
+            db = Db(postgres_url.partition("?")[0])
+            try:
+                for ddl in SINK_DDL:
+                    await db.execute(ddl.format(s=s))
+                store = lab.postgres_url("test", schema)
+                queue = [sys.executable, "-m", "mainspring", "queue", "set", "q"]
+                lab.run(lab.hosts[1], [*queue, "--concurrency", "100", "--store", store])
+                doomed = _worker(lab, 0, schema, options="&call_timeout=2&retry_for=10")
+
+                async def started() -> bool:
+                    return bool(await db.fetchval(f"SELECT count(*) FROM {s}.workers"))
+
+                await _until("the first worker is up", started, lab)
+                holder = await asyncpg.connect(postgres_url.partition("?")[0])
+                claim = holder.transaction()
+                await claim.start()
+                await holder.execute(f"SELECT 1 FROM {s}.queues WHERE name = 'q' FOR UPDATE")
+                await rt.start(app, {"pause": 0.0}, run_id="stall-0", queue="q")
+
+                async def claim_waits() -> bool:
+                    return bool(await db.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND query LIKE '%' || $1 || '.queues%FOR UPDATE%'", s,
+                    ))  # fmt: skip
+
+                await _until("the worker's claim waits for the queue's row", claim_waits, lab)
+                lab.partition(doomed.host)
+                lab.kill(doomed, signal.SIGKILL)
+                await claim.commit()  # its backend gets the row, for a client that is gone
+                await holder.close()
+                _worker(lab, 1, schema)
+                run_ids = [f"stall-{n}" for n in range(5)]
+                for run_id in run_ids[1:]:
+                    await rt.start(app, {"pause": 0.0}, run_id=run_id, queue="q")
+
+                async def all_finished() -> bool:
+                    done = f"SELECT count(*) FROM {s}.runs WHERE status = 'finished'"
+                    return int(await db.fetchval(done)) == len(run_ids)
+
+                await _until("the other worker finished every run", all_finished, lab)
+                finished = await db.fetch(f"SELECT run_id FROM {s}.events WHERE kind = 'finished'")
+                assert sorted(r["run_id"] for r in finished) == run_ids
+            finally:
+                await db.close()
