@@ -25,7 +25,8 @@ class Steps(TypedDict, total=False):
 
 
 EFFECT_TABLES = """
-CREATE TABLE IF NOT EXISTS "{schema}".effect_attempts (run_id text, step text, pid int);
+CREATE TABLE IF NOT EXISTS "{schema}".effect_attempts (
+  run_id text, step text, pid int, at float8 DEFAULT extract(epoch FROM clock_timestamp()));
 CREATE TABLE IF NOT EXISTS "{schema}".effect_log (key text PRIMARY KEY, run_id text, step text,
                                                   pid int)
 """

@@ -196,7 +196,7 @@ def list_schedules(
     store: StoreOption = "", as_json: JsonOption = False, debug: DebugOption = False
 ) -> None:
     """Every schedule with its next tick and last run."""
-    found = _with_store(store, lambda s: s.schedules.list())
+    found = _with_store(store, lambda s: s.schedules.all())
     if as_json:
         echo_json([asdict(s) for s in found])
         return

@@ -40,57 +40,72 @@ def register(app: typer.Typer) -> None:
     app.command("worker")(worker)
 
 
+_QueueOption = Annotated[
+    list[str] | None,
+    typer.Option("--queue", "-q", metavar="NAME", help="A queue to work on (repeatable)."),
+]
+
+_ConcurrencyOption = Annotated[
+    int, typer.Option("--concurrency", "-c", min=1, help="Runs driven at once.")
+]
+
+_GraphOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--graph",
+        "-g",
+        metavar="MODULE:ATTR",
+        help="A graph this worker drives (repeatable); runs of other graphs are left to "
+        "workers that know them, or imported from the ref their journal records.",
+    ),
+]
+
+_LeaseTtlOption = Annotated[
+    float,
+    typer.Option(
+        "--lease-ttl",
+        min=0.5,
+        metavar="SECONDS",
+        help="How long a run's lease lasts unrenewed: a dead worker's runs are taken "
+        "over within this (plus about a second).",
+    ),
+]
+
+_DrainTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--drain-timeout",
+        min=0,
+        metavar="SECONDS",
+        help="On SIGTERM, how long live runs get to finish or park before they are "
+        "handed back to other workers.",
+    ),
+]
+
+_HealthPortOption = Annotated[
+    int | None,
+    typer.Option(
+        "--health-port",
+        min=0,
+        max=65535,
+        help="Serve /healthz, /readyz and /metrics (Prometheus) on this port.",
+    ),
+]
+
+_HealthHostOption = Annotated[
+    str, typer.Option("--health-host", help="Address of the health port.")
+]
+
+
 def worker(
     store: StoreOption = "",
-    queue: Annotated[
-        list[str] | None,
-        typer.Option("--queue", "-q", metavar="NAME", help="A queue to work on (repeatable)."),
-    ] = None,
-    concurrency: Annotated[
-        int, typer.Option("--concurrency", "-c", min=1, help="Runs driven at once.")
-    ] = 8,
-    graph: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--graph",
-            "-g",
-            metavar="MODULE:ATTR",
-            help="A graph this worker drives (repeatable); runs of other graphs are left to "
-            "workers that know them, or imported from the ref their journal records.",
-        ),
-    ] = None,
-    lease_ttl: Annotated[
-        float,
-        typer.Option(
-            "--lease-ttl",
-            min=0.5,
-            metavar="SECONDS",
-            help="How long a run's lease lasts unrenewed: a dead worker's runs are taken "
-            "over within this (plus about a second).",
-        ),
-    ] = 30.0,
-    drain_timeout: Annotated[
-        float,
-        typer.Option(
-            "--drain-timeout",
-            min=0,
-            metavar="SECONDS",
-            help="On SIGTERM, how long live runs get to finish or park before they are "
-            "handed back to other workers.",
-        ),
-    ] = 30.0,
-    health_port: Annotated[
-        int | None,
-        typer.Option(
-            "--health-port",
-            min=0,
-            max=65535,
-            help="Serve /healthz, /readyz and /metrics (Prometheus) on this port.",
-        ),
-    ] = None,
-    health_host: Annotated[
-        str, typer.Option("--health-host", help="Address of the health port.")
-    ] = "0.0.0.0",
+    queue: _QueueOption = None,
+    concurrency: _ConcurrencyOption = 8,
+    graph: _GraphOption = None,
+    lease_ttl: _LeaseTtlOption = 30.0,
+    drain_timeout: _DrainTimeoutOption = 30.0,
+    health_port: _HealthPortOption = None,
+    health_host: _HealthHostOption = "0.0.0.0",
     models: ModelsOption = None,
     tools: ToolsOption = None,
     debug: DebugOption = False,

@@ -13,23 +13,28 @@ from __future__ import annotations
 import json
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
-
-import anyio
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeGuard
 
 from ..errors import RunStateError, StoreError
-from ..status import RunStatus
 from ..store import QueuePlacement, Store
 
 if TYPE_CHECKING:
-    from ..store._pg_listener import Handler, PgListener
+    from ..store._pg_listener import PgListener
     from ..store._pg_queue import PgQueues
     from .registry import LiveRuns
-    from .runs import Runs
 
 log = logging.getLogger("mainspring.runtime")
 
 STATUS_CHANNEL = "mainspring_runs"  # the store's NOTIFY of every status change
+
+
+class QueueOptions(TypedDict, total=False):
+    """Where a start waits for a worker (``Runtime.start``'s keywords of the same names)."""
+
+    queue: str | None
+    priority: int
+    delay: float | None
+    concurrency_key: str | None
 
 
 class QueueStore(Protocol):
@@ -37,11 +42,9 @@ class QueueStore(Protocol):
 
     queues: PgQueues
 
-    def listener(self, handlers: dict[str, Handler], on_lost: Any) -> PgListener: ...
-
 
 def has_queues(store: Store) -> TypeGuard[QueueStore]:
-    return getattr(store, "queues", None) is not None and hasattr(store, "listener")
+    return getattr(store, "queues", None) is not None
 
 
 def placement(
@@ -101,7 +104,7 @@ class StatusWatch:
         self._schema = ""
         if has_queues(store):
             self._schema = store.queues.schema
-            self._listener = store.listener({STATUS_CHANNEL: self._on_status}, self._on_lost)
+            self._listener = store.queues.listener({STATUS_CHANNEL: self._on_status}, self._on_lost)
 
     async def ensure(self) -> None:
         if self._listener is not None:
@@ -123,19 +126,3 @@ class StatusWatch:
 
     def _on_lost(self) -> None:
         self._registry.signal_all()
-
-
-async def cancel_elsewhere(runs: Runs, run_id: str, actor: str | None) -> bool:
-    """Ask the worker driving a queued run to cancel it, and wait until the run stopped
-    (True) or for two lease periods (False: it has not stopped yet)."""
-    store = runs.store
-    assert has_queues(store)
-    await store.queues.request_cancel(run_id, actor)
-    with anyio.move_on_after(max(5.0, 2 * runs.services.lease_ttl)):
-        while True:
-            record = await runs.record(run_id)
-            if record.status is not RunStatus.RUNNING:
-                return True
-            await runs.watch_store()
-            await runs.registry.wait_for_change(run_id)
-    return False

@@ -13,6 +13,8 @@ import logging
 import time
 from typing import Any, Final
 
+import anyio
+
 from ..errors import RunStateError, StoreError
 from ..events import Cancelled, Resumed
 from ..graph.compiled import CompiledGraph
@@ -22,7 +24,7 @@ from .driver import RunDriver
 from .fold import RunFold
 from .gate import approval_answer_error
 from .journal import JournalWriter, Stopped
-from .queueing import cancel_elsewhere, has_queues
+from .queueing import has_queues
 from .registry import lost_the_run
 from .runs import Runs
 
@@ -246,3 +248,19 @@ def _resolved(
             "name one with interrupt_id=... or pass values={id: value}"
         )
     return {next(iter(pending)): value}
+
+
+async def cancel_elsewhere(runs: Runs, run_id: str, actor: str | None) -> bool:
+    """Ask the worker driving a queued run to cancel it, and wait until the run stopped
+    (True) or for two lease periods (False: it has not stopped yet)."""
+    store = runs.store
+    assert has_queues(store)
+    await store.queues.request_cancel(run_id, actor)
+    with anyio.move_on_after(max(5.0, 2 * runs.services.lease_ttl)):
+        while True:
+            record = await runs.record(run_id)
+            if record.status is not RunStatus.RUNNING:
+                return True
+            await runs.watch_store()
+            await runs.registry.wait_for_change(run_id)
+    return False

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import math
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
 from ..errors import StoreError
+from ._pg_listener import Handler, PgListener
 from ._pg_pool import Connection, ConnectionPool
 from ._pg_retry import Retrier
 from ._pg_schema import quote_ident
@@ -116,6 +117,9 @@ class Claimed:
     max_attempts: int
     took_over: bool  # from a worker whose lease had expired
     cancel_requested: str | None  # who asked (an actor, or "") to cancel it, if anyone did
+    graph: str = ""
+    durability: str = "sync"
+    status: str = "running"
 
     @property
     def poisoned(self) -> bool:
@@ -150,17 +154,32 @@ class WorkerInfo:
 class PgQueues:
     """The queue operations of one PostgreSQL store (``PostgresStore.queues``)."""
 
-    def __init__(self, schema: str, pool: Any, retrier: Retrier) -> None:
+    def __init__(
+        self,
+        schema: str,
+        pool: Callable[[], ConnectionPool],
+        retrier: Retrier,
+        connect: Callable[[], Awaitable[Connection]],
+    ) -> None:
         self.schema = schema
+        self._connect = connect
         self._s = s = quote_ident(schema)
         self._pool_of = pool  # () -> ConnectionPool: the store's live pool
         self._retrier = retrier
         self._claim_sql = _claim_sql(s)
+        self._fast_sql = _fast_claim_sql(s)
+        # Queues found to have a limits row: claimed under its lock. A queue configured
+        # while this process claims it lock-free is noticed at its next claim.
+        self._limited: set[str] = set()
         self._host = socket.gethostname()
 
     def _pool(self) -> ConnectionPool:
-        pool: ConnectionPool = self._pool_of()
-        return pool
+        return self._pool_of()
+
+    def listener(self, handlers: Mapping[str, Handler], on_lost: Callable[[], None]) -> PgListener:
+        """A LISTEN connection of its own for ``handlers`` (channel -> handler of payloads);
+        the caller opens it with ``await listener.ensure()`` and closes it."""
+        return PgListener(self._connect, handlers, on_lost)
 
     async def _fetch(self, what: str, sql: str, *args: Any) -> list[Any]:
         pool = self._pool()
@@ -177,8 +196,17 @@ class PgQueues:
         if limit <= 0:
             return []
         pool = self._pool()
+        what = f"claiming runs of queue {queue!r}"
+        if queue not in self._limited:
+            # One statement, no transaction: it claims nothing (and says so) if the queue
+            # has limits, which then go through the locked path from now on.
+            args = (queue, owner, float(ttl), limit)
+            rows = await self._retrier.run(what, lambda _: pool.fetch(self._fast_sql, *args))
+            if not rows or rows[0][0] is not None:
+                return _claimed(rows, queue, DEFAULT_MAX_ATTEMPTS)
+            self._limited.add(queue)
         return await self._retrier.run(
-            f"claiming runs of queue {queue!r}",
+            what,
             lambda _: pool.run(lambda conn: self._claim(conn, queue, owner, float(ttl), limit)),
         )
 
@@ -216,10 +244,7 @@ class PgQueues:
                     queue,
                     tokens - len(rows),
                 )
-        return [
-            Claimed(r[0], int(r[1]), queue, int(r[2]), max_attempts, r[3] is not None, r[4])
-            for r in rows
-        ]
+        return _claimed(rows, queue, max_attempts)
 
     async def next_wake(self, queues: Sequence[str], owner: str) -> float | None:
         """Seconds until a run of ``queues`` may become claimable without a notification:
@@ -265,6 +290,18 @@ RETURNING CASE WHEN queue IS NOT NULL
   THEN pg_notify('{QUEUE_CHANNEL}', '{self.schema}:' || queue) END""",
             run_id,
             owner,
+        )
+
+    async def defer(self, run_id: str, owner: str, seconds: float) -> None:
+        """Give a run back for later (this worker cannot drive it: an unknown graph, a
+        store error): no worker takes it for ``seconds``, then any may."""
+        await self._fetch(
+            f"deferring run {run_id!r}",
+            f"""UPDATE {self._s}.runs SET owner = NULL, lease_until = NULL,
+  available_at = {NOW} + $3::float8 WHERE run_id = $1 AND owner = $2""",
+            run_id,
+            owner,
+            float(seconds),
         )
 
     async def notify(self, queue: str) -> None:
@@ -343,7 +380,21 @@ FROM {self._s}.runs WHERE queue IS NOT NULL GROUP BY queue""",
   (SELECT max(lease_until) FROM {self._s}.runs r WHERE r.owner = w.owner AND r.status = 'running')
 FROM {self._s}.workers w WHERE w.seen_at > {NOW} - 60 ORDER BY w.started_at""",
         )
-        return [WorkerInfo(r[0], r[1], list(r[2]), *r[3:8], int(r[8]), r[9]) for r in rows]
+        return [
+            WorkerInfo(
+                owner=r[0],
+                host=r[1],
+                queues=list(r[2]),
+                slots=r[3],
+                busy=r[4],
+                state=r[5],
+                started_at=r[6],
+                seen_at=r[7],
+                runs=int(r[8]),
+                lease_until=r[9],
+            )
+            for r in rows
+        ]
 
     async def worker_beat(
         self, owner: str, queues: Sequence[str], slots: int, busy: int, state: str
@@ -368,6 +419,53 @@ def _config_of(r: Any) -> QueueConfig:
         unit = {1.0: "s", 60.0: "m", 3600.0: "h"}.get(float(r[5]), "s")
         rate = f"{r[4]:g}/{unit}"
     return QueueConfig(r[0], r[1], r[2], r[3], rate, r[6])
+
+
+def _claimed(rows: Sequence[Any], queue: str, max_attempts: int) -> list[Claimed]:
+    return [
+        Claimed(
+            r[0],
+            int(r[1]),
+            queue,
+            int(r[2]),
+            max_attempts,
+            r[3] is not None,
+            r[4],
+            graph=r[5],
+            durability=r[6],
+            status=r[7],
+        )
+        for r in rows
+    ]
+
+
+_SET_LEASE = """owner = $2, lease_until = {now} + $3::float8, fence = r.fence + 1,
+  deaths = r.deaths + (f.was IS NOT NULL)::int"""
+_CLAIMED = """r.run_id, r.fence, r.deaths, f.was, r.cancel_requested, r.graph, r.durability,
+  r.status"""
+
+
+def _fast_claim_sql(s: str) -> str:
+    """The claim of a queue without a limits row: $1 queue, $2 owner, $3 ttl, $4 runs
+    wanted. A queue with one gets a single row of NULLs: claim it under its lock."""
+    return f"""
+WITH limited AS (
+  SELECT 1 FROM {s}.queues WHERE name = $1
+), f AS (
+  SELECT run_id, owner AS was FROM {s}.runs
+  WHERE status = 'running' AND queue = $1 AND (owner IS NULL OR lease_until <= {NOW})
+    AND (available_at IS NULL OR available_at <= {NOW}) AND NOT EXISTS (SELECT 1 FROM limited)
+  ORDER BY priority DESC, created_at
+  LIMIT $4
+  FOR UPDATE SKIP LOCKED
+), up AS (
+  UPDATE {s}.runs r SET {_SET_LEASE.format(now=NOW)}
+  FROM f WHERE r.run_id = f.run_id
+  RETURNING {_CLAIMED}
+)
+SELECT * FROM up
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE EXISTS (SELECT 1 FROM limited)"""
 
 
 def _claim_sql(s: str) -> str:
@@ -398,10 +496,9 @@ WITH held AS (
   ORDER BY r.priority DESC, r.created_at
   LIMIT greatest(0, least($4::int, coalesce($7::int - (SELECT count(*) FROM held), $4::int)))
 )
-UPDATE {s}.runs r SET owner = $2, lease_until = {NOW} + $3::float8, fence = r.fence + 1,
-  deaths = r.deaths + (f.was IS NOT NULL)::int
+UPDATE {s}.runs r SET {_SET_LEASE.format(now=NOW)}
 FROM fits f WHERE r.run_id = f.run_id
-RETURNING r.run_id, r.fence, r.deaths, f.was, r.cancel_requested"""
+RETURNING {_CLAIMED}"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,7 +548,7 @@ ON CONFLICT (name) DO UPDATE SET cron = $2, graph = $3, input = $4, queue = $5,
         )
         return bool(rows)
 
-    async def list(self) -> list[Schedule]:
+    async def all(self) -> list[Schedule]:
         rows = await self._q._fetch(
             "reading schedules",
             f"SELECT name, cron, graph, input, queue, metadata::text, next_at, last_run"

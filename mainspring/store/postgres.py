@@ -42,32 +42,19 @@ worker host, whatever their drift. ``claim`` also takes over at once a lease
 held by a dead process on this host. ``fence`` grows by one whenever the owner
 changes.
 
-What comes next, and where it fits without a schema rewrite:
-
-* Run queue with leases: workers pick work with ``SELECT ... FROM runs WHERE
-  status = 'running' AND (owner IS NULL OR lease_until <= now) AND
-  coalesce(available_at, 0) <= now ORDER BY priority DESC, created_at
-  FOR UPDATE SKIP LOCKED LIMIT n`` and claim the rows in the same statement
-  (``available_at`` and ``priority`` exist already; the next migration adds a
-  partial index on them, ``WHERE status = 'running'``).
-* Fencing: a worker passes its token and the append's ``WHERE`` gains
-  ``AND fence = $token``; a stale worker then matches nothing, like a conflict,
-  in the same single round trip.
-* Many workers: all coordination is in row locks and conditional updates; no
-  state lives in a process except the leases it holds, renewed by one
-  ``renew`` statement per heartbeat for all its runs (index ``runs_owner``).
-* Wake-ups: run creation and every append that sets a status (park, resume,
-  finish) send ``NOTIFY mainspring_runs`` with ``{"schema", "run_id",
-  "status"}`` from inside the write statement, delivered at commit. Idle
-  workers ``LISTEN`` and poll with SKIP LOCKED when woken, and on a slow timer
-  as a safety net (notifications are not durable).
+The run queue (``_pg_queue``; ``docs/workers.md``): a queued run is a running run of a
+queue with no owner; workers claim free or expired ones with ``FOR UPDATE SKIP LOCKED``
+(bumping ``fence``), wake on ``LISTEN`` (``_pg_listener``): run creation and hand-backs
+send ``NOTIFY mainspring_queue``, every status change ``NOTIFY mainspring_runs`` from
+inside the write statement (delivered at commit). ``queues``, ``workers`` and
+``schedules`` hold the limits, the live workers and the cron schedules.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -82,7 +69,6 @@ from ._chain import AuditSettings
 from ._lease_owners import owner_is_dead
 from ._pg_audit import Heads, PostgresAudited
 from ._pg_batch import GroupCommit, Write
-from ._pg_listener import Handler, PgListener
 from ._pg_pool import Connection, ConnectionPool, connect, open_watched
 from ._pg_queue import PgQueues, PgSchedules
 from ._pg_retry import Retrier, log
@@ -194,7 +180,7 @@ class PostgresStore(PostgresAudited):
         self._watchdog: asyncio.Task[None] | None = None
         self._writes = Writes(self._sql, self._retrier, self._live_pool, self, self.audit)
         #: The run queue (``_pg_queue``): claims, limits, workers.
-        self.queues = PgQueues(self.target.schema, self._live_pool, self._retrier)
+        self.queues = PgQueues(self.target.schema, self._live_pool, self._retrier, self._connect)
         self.schedules = PgSchedules(self.queues)  # cron schedules, started by workers
         self._batch = GroupCommit(self._writes.write_groups, self.batch_window)
 
@@ -248,11 +234,6 @@ class PostgresStore(PostgresAudited):
 
     async def _connect(self) -> Connection:
         return await connect(self._dsn, self.call_timeout, self._server_settings)
-
-    def listener(self, handlers: Mapping[str, Handler], on_lost: Callable[[], None]) -> PgListener:
-        """A LISTEN connection of its own for ``handlers`` (channel -> handler); the
-        caller opens it with ``await listener.ensure()`` and closes it."""
-        return PgListener(self._connect, handlers, on_lost)
 
     def _live_pool(self) -> ConnectionPool:
         if self._pool is None:

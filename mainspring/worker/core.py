@@ -20,6 +20,7 @@ released with a notification, so another worker takes them at once).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ from ..engine.queueing import STATUS_CHANNEL, QueueStore, has_queues
 from ..engine.runtime import Runtime
 from ..errors import MainspringError, RunStateError, StoreError
 from ..events import ErrorInfo, Failed
-from ..status import RunStatus
+from ..status import Durability, RunStatus
 from ..store import appends_now
 from ..store._pg_queue import CANCEL_CHANNEL, Claimed, QueueConfig, check_queue_name
 from ..store._pg_sql import QUEUE_CHANNEL
@@ -41,6 +42,7 @@ from ..store._pg_sql import QUEUE_CHANNEL
 log = logging.getLogger("mainspring.worker")
 
 SAFETY_NET: Final = 5.0  # seconds between claims when nothing wakes the worker
+DEFER_FOR: Final = 30.0  # seconds before a run this worker could not drive is offered again
 
 
 class Worker:
@@ -104,7 +106,7 @@ class Worker:
         queues = self.store.queues
         for config in self.configs:
             await queues.configure(config)
-        listener = self.store.listener(
+        listener = self.store.queues.listener(
             {
                 QUEUE_CHANNEL: self._on_queue,
                 STATUS_CHANNEL: lambda _: self._wake.set(),
@@ -118,7 +120,7 @@ class Worker:
                 if self.schedules:
                     from .schedules import run_schedules
 
-                    tg.start_soon(run_schedules, self)
+                    tg.start_soon(run_schedules, self.runtime, self.queues)
                 self.state = "running"
                 await self._loop(listener, tg)
                 self.state = "draining"
@@ -190,18 +192,32 @@ class Worker:
             if claim.poisoned:
                 await self._fail_poisoned(claim)
                 return
-            record = await runs.record(claim.run_id)
-            if record.status is not RunStatus.RUNNING:
+            if claim.status != RunStatus.RUNNING:  # ended between the pick and the claim
                 await rt.store.release(claim.run_id, rt.owner)
                 return
-            app = await runs.graph_of(claim.run_id, None, record)
+            app = rt.loader.known(claim.run_id, claim.graph, None)
+            if app is None:  # not given to this worker: import it from the recorded ref
+                app = await runs.graph_of(claim.run_id, None)
             fold = await runs.load_fold(app, claim.run_id)
         except (MainspringError, StoreError) as exc:
-            # An unknown graph, or the store failing: leave the lease to expire (another
-            # worker, one that knows the graph, takes it over), and say why.
-            log.warning("cannot drive run %s of queue %s: %s", claim.run_id, claim.queue, exc)
+            # An unknown graph, or the store failing: give it back for later (another
+            # worker, one that knows the graph, may take it), and say why. Not a death.
+            log.warning(
+                "cannot drive run %s of queue %s now (retried in %.0f s): %s",
+                claim.run_id, claim.queue, DEFER_FOR, exc,
+            )  # fmt: skip
+            deferred = False
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(5),
+                contextlib.suppress(StoreError),
+            ):
+                await self.store.queues.defer(claim.run_id, rt.owner, DEFER_FOR)
+                deferred = True
+            if not deferred:  # the heartbeat would renew its lease: hand it back there
+                rt.services.registry.unreleased.add(claim.run_id)
             return
-        driver = runs.driver(app, fold, record.durability)
+        driver = runs.driver(app, fold, Durability(claim.durability))
         driver.fence = claim.fence
         driver.lease_valid_until = started + rt.lease_ttl
         if claim.took_over:

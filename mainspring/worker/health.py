@@ -47,13 +47,13 @@ class _Snapshot(Collector):
         delayed = GaugeMetricFamily(
             "mainspring_queue_delayed", "Runs waiting for their start time", labels=labels
         )
-        for q in self.stats:
-            if q.name not in self.worker.queues:
-                continue
-            depth.add_metric([q.name], q.waiting)
-            oldest.add_metric([q.name], q.oldest_waiting or 0.0)
-            running.add_metric([q.name], q.running)
-            delayed.add_metric([q.name], q.delayed)
+        found = {q.name: q for q in self.stats}
+        for name in self.worker.queues:  # a queue with no runs yet says 0, not nothing
+            q = found.get(name)
+            depth.add_metric([name], q.waiting if q else 0)
+            oldest.add_metric([name], (q.oldest_waiting or 0.0) if q else 0.0)
+            running.add_metric([name], q.running if q else 0)
+            delayed.add_metric([name], q.delayed if q else 0)
         yield from (depth, oldest, running, delayed)
         yield GaugeMetricFamily(
             "mainspring_worker_slots_busy", "Runs this worker drives now", value=self.worker.busy
@@ -99,30 +99,29 @@ def health_app(worker: Worker) -> Starlette:
     )
 
 
-async def serve_health(worker: Worker, host: str, port: int) -> None:
-    """Serve the probes until cancelled (the worker's signals are its own: none here)."""
-    import uvicorn
+class _ProbeServer:
+    """uvicorn's Server without its signal handling: the worker command has its own."""
 
-    class _Quiet(uvicorn.Server):
-        def install_signal_handlers(self) -> None:  # the worker command handles them
-            pass
+    @staticmethod
+    def make(config: Any) -> Any:
+        import contextlib
+
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield
+
+        return Server(config)
+
+
+async def serve_health(worker: Worker, host: str, port: int) -> None:
+    """Serve the probes until cancelled."""
+    import uvicorn
 
     config = uvicorn.Config(
         health_app(worker), host=host, port=port, log_level="warning", lifespan="off",
         access_log=False,
     )  # fmt: skip
-    server = _Quiet(config)
-    server.capture_signals = _no_signals  # type: ignore[method-assign]
-    await server.serve()
-
-
-class _NoSignals:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _no_signals() -> _NoSignals:
-    return _NoSignals()
+    await _ProbeServer.make(config).serve()

@@ -21,8 +21,8 @@ from ..errors import MainspringError, RunStateError, StoreError
 from ..graph.compiled import CompiledGraph
 
 if TYPE_CHECKING:
+    from ..engine.runtime import Runtime
     from ..store._pg_queue import PgSchedules, Schedule
-    from .core import Worker
 
 log = logging.getLogger("mainspring.worker")
 
@@ -31,7 +31,7 @@ _LOOK_EVERY: Final = 10.0  # seconds: new schedules are seen within this
 
 def next_tick(cron: str, after: float) -> float:
     """The first tick of ``cron`` (UTC) strictly after ``after`` (epoch seconds)."""
-    from croniter import croniter
+    from croniter import croniter  # type: ignore[import-untyped]
 
     if not croniter.is_valid(cron):
         raise RunStateError(
@@ -46,16 +46,16 @@ def tick_run_id(name: str, tick: float) -> str:
     return f"schedule:{name}:{int(tick)}"
 
 
-async def run_schedules(worker: Worker) -> None:
-    """Start the due ticks of the worker's queues' schedules, until cancelled."""
-    schedules: PgSchedules = worker.store.schedules  # type: ignore[attr-defined]
+async def run_schedules(rt: Runtime, queues: list[str]) -> None:
+    """Start the due ticks of the schedules of ``queues``, until cancelled."""
+    schedules: PgSchedules = rt.store.schedules  # type: ignore[attr-defined]
     warned: set[str] = set()
     while True:
         wait = _LOOK_EVERY
         try:
-            due, soonest = await schedules.due(worker.queues)
+            due, soonest = await schedules.due(queues)
             for schedule in due:
-                await start_tick(worker, schedules, schedule, warned)
+                await start_tick(rt, schedules, schedule, warned)
             if soonest is not None:
                 wait = min(wait, soonest + 0.01)
         except StoreError as exc:
@@ -64,11 +64,10 @@ async def run_schedules(worker: Worker) -> None:
 
 
 async def start_tick(
-    worker: Worker, schedules: PgSchedules, schedule: Schedule, warned: set[str]
+    rt: Runtime, schedules: PgSchedules, schedule: Schedule, warned: set[str]
 ) -> None:
-    rt = worker.runtime
     try:
-        graph = _graph(worker, schedule.graph)
+        graph = _graph(rt, schedule.graph)
     except MainspringError as exc:
         if schedule.name not in warned:
             warned.add(schedule.name)
@@ -84,10 +83,10 @@ async def start_tick(
         log.info("schedule %s: started run %s", schedule.name, run_id)
 
 
-def _graph(worker: Worker, ref: str) -> CompiledGraph:
+def _graph(rt: Runtime, ref: str) -> CompiledGraph:
     if ":" in ref:
         return load_graph(ref)
-    known = worker.runtime.loader.known("", ref, None)
+    known = rt.loader.known("", ref, None)
     if known is None:
         raise RunStateError(f"graph {ref!r} is not one this worker knows (--graph MODULE:GRAPH)")
     return known
