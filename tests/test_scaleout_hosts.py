@@ -15,7 +15,11 @@ before (so it applies ``b`` late, after its runs were taken over). The test chec
   journal entry leaves nobody who knows whether it ran: effects are at least once, and a
   sink that deduplicates by the key makes them exactly once);
 - the cut-off worker was fenced: it wrote ``b`` after the takeover, and the journal kept
-  the new owner's result, not its own.
+  the new owner's result, not its own; it lived on, and drained cleanly on SIGTERM;
+- an API server (``mainspring serve``) on a fourth host shows every run finished.
+
+A second test kills a host inside a claim's transaction (the queue's row locked): the
+other workers go on once the server ends the dead session, not when TCP gives up.
 """
 
 from __future__ import annotations
