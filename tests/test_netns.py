@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -91,3 +92,21 @@ def test_root_that_cannot_make_namespaces_fails_when_services_are_required(
     monkeypatch.setenv("MAINSPRING_REQUIRE_SERVICES", "0")
     with pytest.raises(pytest.skip.Exception, match="cannot make network namespaces"), hosts(1):
         pass
+
+
+def test_a_killed_runs_leftovers_are_swept() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (ip netns add)")
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid no process has now: the "killed test run"
+    name, bridge = f"msnet-{gone.pid}-0-0", f"msb{gone.pid}l0"
+    try:
+        _ip("netns", "add", name)
+        _ip("link", "add", bridge, "type", "bridge")
+        _ip("link", "set", bridge, "alias", f"msnet-{gone.pid}-0")
+        netns.sweep_stale()
+        assert name not in _ip("netns", "list")
+        assert bridge not in _ip("link", "show")
+    finally:
+        _ip("netns", "del", name, check=False)
+        _ip("link", "del", bridge, check=False)
