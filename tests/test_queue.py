@@ -301,5 +301,5 @@ async def test_a_run_the_worker_cannot_load_is_deferred_not_held(postgres_url: s
                     break
                 await anyio.sleep(0.02)
         assert record.owner is None and record.status is RunStatus.RUNNING
-        assert record.queue.available_at > time.time() + 10  # offered again later, not held
+        assert record.queue.available_at > time.time()  # offered again a lease later, not held
         assert handle.run_id not in w.live

@@ -48,15 +48,18 @@ class LeaseKeeper:
         services = self.services
         started = time.monotonic()
         try:
-            await services.store.renew(services.owner, services.lease_ttl)
+            renewed = await services.store.renew(services.owner, services.lease_ttl)
         except StoreError as exc:
             log.warning("could not renew run leases: %s", exc)
             return
         # Only a chain of renewals with no gap keeps a lease: one renewed after it could
         # have expired may have been taken over meanwhile (its driver looks before acting).
+        # A run the renewal did not extend is no longer ours (taken over while this
+        # renewal was slow, or its claim superseded): its driver's lease runs out and it
+        # looks in the store before its next effect, never acting on a stale claim.
         until = started + services.lease_ttl
         for driver in services.registry.drivers():
-            if started < driver.lease_valid_until:
+            if started < driver.lease_valid_until and (renewed is None or driver.run_id in renewed):
                 driver.lease_valid_until = until
 
     async def release_pending(self) -> None:

@@ -419,9 +419,10 @@ class PostgresStore(PostgresAudited):
                 return None
             dead_owner = holder
 
-    async def renew(self, owner: str, ttl: float) -> None:
+    async def renew(self, owner: str, ttl: float) -> set[str]:
         pool = self._live_pool()
-        await self._fetch("renewing leases", pool, self._sql.renew, owner, float(ttl))
+        rows = await self._fetch("renewing leases", pool, self._sql.renew, owner, float(ttl))
+        return {r[0] for r in rows}
 
     async def release(self, run_id: str, owner: str) -> None:
         pool = self._live_pool()

@@ -42,7 +42,6 @@ from ..store._pg_sql import QUEUE_CHANNEL
 log = logging.getLogger("mainspring.worker")
 
 SAFETY_NET: Final = 5.0  # seconds between claims when nothing wakes the worker
-DEFER_FOR: Final = 30.0  # seconds before a run this worker could not drive is offered again
 
 
 class Worker:
@@ -204,7 +203,7 @@ class Worker:
             # worker, one that knows the graph, may take it), and say why. Not a death.
             log.warning(
                 "cannot drive run %s of queue %s now (retried in %.0f s): %s",
-                claim.run_id, claim.queue, DEFER_FOR, exc,
+                claim.run_id, claim.queue, rt.lease_ttl, exc,
             )  # fmt: skip
             deferred = False
             with (
@@ -212,7 +211,7 @@ class Worker:
                 anyio.move_on_after(5),
                 contextlib.suppress(StoreError),
             ):
-                await self.store.queues.defer(claim.run_id, rt.owner, DEFER_FOR)
+                await self.store.queues.defer(claim.run_id, rt.owner, rt.lease_ttl)
                 deferred = True
             if not deferred:  # the heartbeat would renew its lease: hand it back there
                 rt.services.registry.unreleased.add(claim.run_id)
