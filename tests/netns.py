@@ -247,6 +247,9 @@ class Lab:
             self.relay.stop()
         for host in self.hosts:
             _delete_netns(host.netns)
+            # A namespace lives on, nameless, while sockets of its killed processes still
+            # retransmit (into a partition: minutes); its veth with it, unless deleted here.
+            _ip("link", "del", host.port, check=False)
         _ip("link", "del", self.bridge, check=False)
 
 
@@ -279,6 +282,8 @@ def sweep_stale() -> None:
     for link in json.loads(_ip("-j", "link", "show", "type", "bridge", check=False) or "[]"):
         alias = str(link.get("ifalias", "")).split("-")
         if alias[0] == _PREFIX and len(alias) == 3 and not _pid_alive(int(alias[1])):
+            for port in json.loads(_ip("-j", "link", "show", "master", link["ifname"]) or "[]"):
+                _ip("link", "del", port["ifname"], check=False)
             _ip("link", "del", link["ifname"], check=False)
 
 
