@@ -238,6 +238,8 @@ class Lab:
 
     def close(self) -> None:
         """Kill what runs, stop the relay, delete the namespaces and the bridge."""
+        for host in self.hosts:  # healed first: the killed processes' sockets can close
+            _ip("link", "set", host.port, "up", check=False)
         for spawned in self.spawned:
             with contextlib.suppress(ProcessLookupError):
                 spawned.proc.kill()
