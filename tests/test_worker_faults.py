@@ -265,6 +265,28 @@ async def test_sigterm_hands_back_what_the_drain_could_not_finish_at_once(env: E
     )
 
 
+async def test_a_second_sigterm_hands_the_runs_back_now(env: Env) -> None:
+    gate = _gate(env)
+    a = env.worker(drain=600, ttl=60)
+    a_owner = await a.owner()
+    ids = await env.start(2, gate=gate)
+    await env.held_at_gate(ids, a_owner)
+    a.signal(signal.SIGTERM)
+
+    async def draining() -> bool:
+        rows = await env.rows("SELECT state FROM S.workers WHERE owner = $1", a_owner)
+        return bool(rows) and rows[0][0] == "draining"
+
+    await until(draining, "the worker to start draining")
+    a.signal(signal.SIGTERM)  # the operator means it: no ten-minute drain
+    assert await a.exited() == 0
+    assert {o for o, _, _ in (await env.owners(ids)).values()} == {None}  # handed back
+    b = env.worker(ttl=60)
+    gate.touch()
+    await env.all_finished(ids)
+    assert {p for r, s, p in await env.attempts() if s != "a"} == {b.pid}
+
+
 # -- 5b. DBOS #804: rolling restarts strand nothing; a same-pid identity inherits nothing ------
 
 

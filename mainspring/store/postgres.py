@@ -115,7 +115,10 @@ class PostgresStore(PostgresAudited):
       a stalled server) before its connection is closed and the call retried; also the
       limit on opening a connection. It must be below ``retry_for``, or a stalled call
       would use up the whole retry time and never be retried: the store refuses
-      such a pair. Default 10 s, or a third of ``retry_for`` if that is shorter.
+      such a pair. Default 10 s, or a third of ``retry_for`` if that is shorter. The
+      server also ends a session of the store that sits that long inside a transaction
+      (``idle_in_transaction_session_timeout``; a URL parameter of that name overrides
+      it): a host that died mid-transaction holds no lock for longer.
     """
 
     capabilities = StoreCapabilities(
@@ -159,6 +162,13 @@ class PostgresStore(PostgresAudited):
         self._server_settings = {"jit": "off"}
         if "application_name" not in parsed.driver_params:
             self._server_settings["application_name"] = "mainspring"
+        if "idle_in_transaction_session_timeout" not in parsed.driver_params:
+            # A host that dies or is cut off inside one of our transactions leaves its
+            # backend idle in it, holding its locks (a queue's row: every worker's claim
+            # waits) until TCP gives up, many minutes later. None of our transactions waits
+            # on its client that long: past call_timeout the client has given up anyway.
+            idle_ms = max(1, round(self.call_timeout * 1000))
+            self._server_settings["idle_in_transaction_session_timeout"] = str(idle_ms)
         self._sql = statements(self.target.schema)
         self.commit_observer: CommitObserver | None = None
         #: The audit chain (``store/_chain.py``, ``_pg_audit``): on unless ``audit=False``.
