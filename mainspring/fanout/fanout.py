@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
@@ -31,7 +31,15 @@ from ..status import RunStatus
 from .protocol import Announcement, Transport
 
 if TYPE_CHECKING:
-    from ..engine.runtime import Runtime
+    from ..engine.seams import EngineServices
+    from ..store import Store
+
+    class Runtime(Protocol):
+        """What attaching needs of a runtime (``engine.runtime.Runtime``, not imported)."""
+
+        store: Store
+        services: EngineServices
+
 
 log = logging.getLogger("mainspring.fanout")
 

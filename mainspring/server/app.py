@@ -52,15 +52,7 @@ def create_app(
     config = config or ServerConfig()
     catalog = GraphCatalog(graphs)
     owned = isinstance(runtime, str)
-    runtime_options.setdefault("fanout", "auto")  # NOTIFY on PostgreSQL: workers' runs live
-    rt = (
-        Runtime.open(runtime, graphs=catalog.graphs(), **runtime_options)
-        if isinstance(runtime, str)
-        else runtime
-    )
-    if not owned:
-        for graph in catalog.graphs():
-            rt.register(graph)
+    rt = _runtime(runtime, catalog, runtime_options)
     if config.auth and keys is None:
         raise ValueError(
             "create_app: auth is on but no key store was given; pass keys= (see "
@@ -113,6 +105,17 @@ def create_app(
     if config.console:
         mount_console(app)
     return app
+
+
+def _runtime(runtime: Runtime | str, catalog: GraphCatalog, options: dict[str, Any]) -> Runtime:
+    """The app's runtime: opened on a URL (its fan-out on by default: NOTIFY on PostgreSQL,
+    so runs workers drive stream live), or the caller's, taught the served graphs."""
+    if isinstance(runtime, str):
+        options.setdefault("fanout", "auto")
+        return Runtime.open(runtime, graphs=catalog.graphs(), **options)
+    for graph in catalog.graphs():
+        runtime.register(graph)
+    return runtime
 
 
 def _limiter(rate: float, burst: int, url: str | None) -> RateLimiter:
