@@ -40,7 +40,7 @@ class ServerConfig:
     stall_timeout: float = 30.0
     heartbeat: float = 15.0
     stream_poll: float = 0.5
-    stream_safety_poll: float = 5.0
+    stream_safety_poll: float = 1.0
     console: bool = True
     ready_timeout: float = 2.0
     request_store_timeout: float | None = 10.0

@@ -65,7 +65,7 @@ class StreamHub:
         token_buffer: int = 256,
         page: int = 256,
         poll: float = 0.5,
-        safety_poll: float = 5.0,
+        safety_poll: float = 1.0,
     ) -> None:
         if buffer < 1 or token_buffer < 1 or page < 1 or poll <= 0 or safety_poll <= 0:
             raise ValueError(
