@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from .models import Budget, Gateway, ModelError, ModelResponse, ModelSpec
     from .server import ServerConfig, create_app
     from .tools import Tool, Toolbox, ToolContext, tool
+    from .worker import QueueConfig, Schedule, Worker
 
 _LAZY = frozenset(
     {
@@ -69,7 +70,8 @@ _MODELS = frozenset({"Budget", "Gateway", "ModelError", "ModelResponse", "ModelS
 _TOOLS = frozenset({"Tool", "Toolbox", "ToolContext", "tool"})  # and "Agent": .agents
 # The HTTP client and the server (their extras: client, server) load when first named.
 _EDGES = {"AsyncClient": ".client", "Client": ".client", "ServerConfig": ".server",
-          "create_app": ".server"}  # fmt: skip
+          "create_app": ".server", "QueueConfig": ".worker", "Schedule": ".worker",
+          "Worker": ".worker"}  # fmt: skip
 
 
 if not TYPE_CHECKING:  # type checkers see the imports above, and catch misspelt names
@@ -123,6 +125,7 @@ __all__ = [
     "NondeterminismError",
     "NotAStoreError",
     "PendingInterrupt",
+    "QueueConfig",
     "ReplayReport",
     "Retry",
     "RunCancelledError",
@@ -135,6 +138,7 @@ __all__ = [
     "RunStateError",
     "RunStatus",
     "Runtime",
+    "Schedule",
     "SchemaVersionError",
     "Send",
     "SerializationError",
@@ -154,6 +158,7 @@ __all__ = [
     "ToolContext",
     "Toolbox",
     "TransientStoreError",
+    "Worker",
     "__version__",
     "append",
     "create_app",

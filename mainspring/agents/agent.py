@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
+from ..engine.queueing import QueueOptions
 from ..tools.tool import Tool, tool
 from .errors import AgentError
 from .memory import AgentMemory, agent_memory
@@ -147,10 +148,13 @@ class Agent:
         thread: str | None = None,
         run_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        **queued: Unpack[QueueOptions],
     ) -> RunHandle:
-        """Start a run in the background (follow it with ``handle.events()``)."""
+        """Start a run in the background (follow it with ``handle.events()``); with
+        ``queue=...`` (and ``priority``, ``delay``, ``concurrency_key``) a worker of that
+        queue drives it (``mainspring worker``)."""
         return await start_run(
-            self, runtime, input, thread=thread, run_id=run_id, metadata=metadata
+            self, runtime, input, thread=thread, run_id=run_id, metadata=metadata, **queued
         )
 
     async def run(

@@ -13,8 +13,9 @@ approval must be resumed (or cancelled) first: two open runs would fork it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
+from ..engine.queueing import QueueOptions
 from ..engine.tenancy import AdminRuntime, TenantRuntime
 from ..errors import RunFailedError
 from ..status import CANCELLED, FAILED, RunStatus
@@ -162,9 +163,12 @@ async def start(
     thread: str | None = None,
     run_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    **queued: Unpack[QueueOptions],
 ) -> RunHandle:
     view, first = await _opening(agent, runtime, input, thread, metadata)
-    return await view.start(agent.graph, first, run_id=run_id, thread=thread, metadata=metadata)
+    return await view.start(
+        agent.graph, first, run_id=run_id, thread=thread, metadata=metadata, **queued
+    )
 
 
 async def run(

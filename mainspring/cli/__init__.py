@@ -30,8 +30,10 @@ from . import (
     memory_archive,
     observe,
     policy,
+    queue,
     serve,
     tools,
+    worker,
 )
 from ._common import CliGroup, DebugOption
 
@@ -73,7 +75,13 @@ def _root(
 def _register(app: typer.Typer) -> None:
     """Add every command module's commands to ``app``: the one place to plug a module in."""
     modules = (drive, journal, history, graphs, observe, doctor, tools, policy, audit, memory, keys)
-    for module in (*modules, serve, memory_archive):  # memory_archive joins the "memory" group
+    for module in (
+        *modules,
+        serve,
+        worker,
+        queue,
+        memory_archive,
+    ):  # memory_archive joins the "memory" group
         module.register(app)
 
 

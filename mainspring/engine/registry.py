@@ -181,6 +181,12 @@ class LiveRuns(Generic[D]):
         if event is not None:
             event.set()
 
+    def signal_all(self) -> None:
+        """Wake every waiter (news about other processes' runs may have been lost)."""
+        changed, self._changed = self._changed, {}
+        for event in changed.values():
+            event.set()
+
     async def wait_for_change(self, run_id: str) -> None:
         """Wait until the run starts or stops here, or a poll interval passes."""
         event = self._changed.get(run_id)

@@ -34,13 +34,14 @@ from ..events import (
 )
 from ..graph.compiled import CompiledGraph
 from ..status import RUNNING, SYNC, Durability, RunStatus
-from ..store import RunRecord, Store, appends_now, tenant_of
+from ..store import QueuePlacement, RunRecord, Store, appends_now, tenant_of
 from ._tasks import RunTasks
 from .driver import RunDriver
 from .fold import RunFold
 from .journal import new_event
 from .loader import GraphLoader
 from .outcome import RunOutcome, outcome_of
+from .queueing import StatusWatch
 from .recorded import reusable_effects
 from .registry import LiveRuns, lost_the_run
 from .seams import EngineServices, Listener, ReplayOracle
@@ -65,6 +66,8 @@ class Runs:
         self.tasks = RunTasks()
         self.open = False  # the runtime is entered: runs may be spawned in tasks
         self._will_recover = will_recover
+        # Other processes' status changes, heard once a wait needs them (queueing.py).
+        self.status_watch = StatusWatch(self.store, self.registry)
 
     # -- new runs -----------------------------------------------------------------------
 
@@ -102,8 +105,11 @@ class Runs:
         metadata: dict[str, Any] | None,
         *,
         defer: bool = False,
+        placement: QueuePlacement | None = None,
     ) -> tuple[str, RunDriver | None]:
-        """A new run's driver (None if a run of that id exists, asking the same)."""
+        """A new run's driver (None if a run of that id exists, asking the same). A run
+        placed in a queue (``placement``) is created now, owned by nobody, for a worker
+        of that queue to drive: its driver is returned but must not be driven here."""
         if not self.loader.knows(graph):
             self.loader.register(graph)
         check_tenant(metadata)
@@ -136,7 +142,8 @@ class Runs:
             durable,
             parent_run_id=None,
             metadata=metadata,
-            wait=(durable is SYNC and not defer) or chosen,
+            wait=(durable is SYNC and not defer) or chosen or placement is not None,
+            placement=placement,
         )
         if driver is not None:
             driver.defer_create(defer)
@@ -152,6 +159,7 @@ class Runs:
         parent_run_id: str | None,
         metadata: dict[str, Any] | None,
         wait: bool = True,
+        placement: QueuePlacement | None = None,
     ) -> RunDriver | None:
         """A driver for a new run, its start and first plan to be written in one commit.
 
@@ -171,11 +179,13 @@ class Runs:
             updated_at=now,
             parent_run_id=parent_run_id,
             durability=durability,
-            owner=self.services.owner,
-            lease_until=now + self.services.lease_ttl,
-            fence=1,
+            # A queued run waits for a worker: no owner, and the worker's claim makes fence 1.
+            owner=None if placement else self.services.owner,
+            lease_until=None if placement else now + self.services.lease_ttl,
+            fence=0 if placement else 1,
             # A copy: the run's tenant is fixed at its start, whatever the caller's dict does.
             metadata=dict(metadata) if metadata else {},
+            queue=placement,
         )
         driver = self.driver(graph, RunFold(graph.schema), durability)
         driver.begin(started, record)
@@ -348,7 +358,12 @@ class Runs:
                     f"last process stopped without ending it); resume it with "
                     f"runtime.resume({run_id!r}) or `mainspring resume {run_id}`"
                 )
+            await self.watch_store()
             await registry.wait_for_change(run_id)
+
+    async def watch_store(self) -> None:
+        """Hear other processes' status changes from now on (where the store can say)."""
+        await self.status_watch.ensure()
 
     async def outcome(self, run_id: str, graph: CompiledGraph | None) -> RunOutcome:
         """Where the run stands now, read from its journal."""

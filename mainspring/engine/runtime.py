@@ -33,6 +33,7 @@ from .handle import RunHandle
 from .leases import LeaseKeeper
 from .loader import GraphLoader
 from .outcome import RunOutcome, outcome_of
+from .queueing import StatusWatch, placement
 from .registry import LiveRuns
 from .runs import Runs
 from .seams import EngineServices, Listener
@@ -220,6 +221,8 @@ class Runtime:
             self._tg = None
             self.services.spawn = None
             self._runs.open = False
+            self._runs.status_watch.close()
+            self._runs.status_watch = StatusWatch(self.store, self.services.registry)
             with anyio.CancelScope(shield=True):
                 await self.store.aclose()
 
@@ -248,15 +251,30 @@ class Runtime:
         thread: str | None = None,
         durability: Durability | str | None = None,
         metadata: dict[str, Any] | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        delay: float | None = None,
+        concurrency_key: str | None = None,
     ) -> RunHandle:
         """Start a run in the background; returns its handle once the start is durable.
 
         Starting is idempotent by ``run_id``: a second start with the id of an
         existing run returns that run's handle and starts nothing, if it asks the same
         (graph, input and thread); otherwise it raises RunExistsError.
+
+        With ``queue``, the run is not driven here: it waits in that queue of the
+        PostgreSQL store for a worker (``mainspring worker --queue ...``), best
+        ``priority`` first, not before ``delay`` seconds from now, within the queue's
+        limits (a ``concurrency_key`` names what its per-key limit counts). The handle
+        waits on it from here all the same.
         """
         runs = self._runs
-        run_id, driver = await runs.begin(graph, input, run_id, thread, durability, metadata)
+        placed = placement(self.store, queue, priority, delay, concurrency_key)
+        run_id, driver = await runs.begin(
+            graph, input, run_id, thread, durability, metadata, placement=placed
+        )
+        if placed is not None:
+            return RunHandle(runs, run_id)  # a worker drives it
         if driver is not None:
             runs.spawn(driver)
         return RunHandle(runs, run_id, driver)
@@ -349,6 +367,8 @@ class Runtime:
 
     def _will_recover(self, record: RunRecord) -> bool:
         """Whether this runtime's recovery will take the run over (it looks periodically)."""
+        if record.queue is not None:
+            return True  # its queue's workers take it (or take it over)
         return (
             self._tg is not None
             and self.recover_mode == "resume"

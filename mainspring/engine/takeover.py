@@ -13,6 +13,8 @@ import logging
 import time
 from typing import Any, Final
 
+import anyio
+
 from ..errors import RunStateError, StoreError
 from ..events import Cancelled, Resumed
 from ..graph.compiled import CompiledGraph
@@ -22,6 +24,7 @@ from .driver import RunDriver
 from .fold import RunFold
 from .gate import approval_answer_error
 from .journal import JournalWriter, Stopped
+from .queueing import has_queues
 from .registry import lost_the_run
 from .runs import Runs
 
@@ -83,6 +86,10 @@ async def resume_run(
         if isinstance(outcome, Exception):
             raise outcome from None
         raise
+    if record.queue is not None and has_queues(runs.store):
+        # A queued run is its queue's workers' to drive: hand it to them.
+        await runs.store.queues.hand_back(run_id, runs.services.owner)
+        return None
     runs.spawn(driver)
     return driver
 
@@ -104,6 +111,13 @@ async def cancel_run(runs: Runs, run_id: str, actor: str | None = None) -> None:
         raise RunStateError(f"run {run_id!r} is already {record.status.value}; nothing to cancel")
     services = runs.services
     fence = await runs.store.claim(run_id, services.owner, services.lease_ttl)
+    if fence is None and record.queue is not None and has_queues(runs.store):
+        if await cancel_elsewhere(runs, run_id, actor):
+            return
+        raise RunStateError(
+            f"run {run_id!r} is driven by worker {record.owner}, which was asked to cancel it "
+            "and has not stopped it yet; it will at its next step"
+        )
     if fence is None:
         raise RunStateError(
             f"run {run_id!r} is being driven by another process ({record.owner}); cancel it there"
@@ -234,3 +248,19 @@ def _resolved(
             "name one with interrupt_id=... or pass values={id: value}"
         )
     return {next(iter(pending)): value}
+
+
+async def cancel_elsewhere(runs: Runs, run_id: str, actor: str | None) -> bool:
+    """Ask the worker driving a queued run to cancel it, and wait until the run stopped
+    (True) or for two lease periods (False: it has not stopped yet)."""
+    store = runs.store
+    assert has_queues(store)
+    await store.queues.request_cancel(run_id, actor)
+    with anyio.move_on_after(max(5.0, 2 * runs.services.lease_ttl)):
+        while True:
+            record = await runs.record(run_id)
+            if record.status is not RunStatus.RUNNING:
+                return True
+            await runs.watch_store()
+            await runs.registry.wait_for_change(run_id)
+    return False

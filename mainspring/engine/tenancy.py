@@ -19,7 +19,7 @@ in the same process (which holds the runtime, and so the store).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Unpack
 
 from ..errors import RunNotFoundError, TenantError
 from ..events import Event
@@ -29,6 +29,7 @@ from ..store import RunRecord, Store, ThreadInfo, tenant_of
 from .handle import RunHandle
 from .loader import GraphLoader
 from .outcome import RunOutcome
+from .queueing import QueueOptions
 from .seams import EngineServices
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class AdminRuntime(Protocol):
         thread: str | None = None,
         durability: Durability | str | None = None,
         metadata: dict[str, Any] | None = None,
+        **queued: Unpack[QueueOptions],
     ) -> RunHandle: ...
 
     async def run(
@@ -181,9 +183,10 @@ class TenantRuntime:
         thread: str | None = None,
         durability: Durability | str | None = None,
         metadata: dict[str, Any] | None = None,
+        **queued: Unpack[QueueOptions],
     ) -> RunHandle:
-        """``Runtime.start`` as this tenant. A ``run_id`` another tenant's run holds is
-        refused (RunExistsError) without a word about that run."""
+        """``Runtime.start`` as this tenant (``queued``: its queue options). A ``run_id``
+        another tenant's run holds is refused (RunExistsError) without a word about that run."""
         return await self.runtime.start(
             graph,
             input,
@@ -191,6 +194,7 @@ class TenantRuntime:
             thread=thread,
             durability=durability,
             metadata=self.stamp(metadata),
+            **queued,
         )
 
     async def run(

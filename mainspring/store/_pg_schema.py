@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ._pg_pool import Connection
 
 APPLICATION: Final = "mainspring"
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 _LOCK_CLASS: Final = 0x4D53  # "MS": the first key of the two-key advisory lock
 
 
@@ -144,6 +144,54 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             PRIMARY KEY (run_id, digest)
         )""",
         "CREATE INDEX blob_refs_digest ON {s}.blob_refs (digest)",
+    ),
+    (
+        # The run queue (store/_pg_queue.py): a queued run is a running run of a queue with
+        # no owner; workers claim free or expired ones. deaths counts the workers that lost
+        # it with its lease expired (a poisoned run is failed after max_attempts).
+        'ALTER TABLE {s}.runs ADD COLUMN queue text COLLATE "C"',
+        'ALTER TABLE {s}.runs ADD COLUMN concurrency_key text COLLATE "C"',
+        "ALTER TABLE {s}.runs ADD COLUMN deaths integer NOT NULL DEFAULT 0",
+        "ALTER TABLE {s}.runs ADD COLUMN cancel_requested text",
+        "CREATE INDEX runs_queue ON {s}.runs (queue, priority DESC, created_at)"
+        " WHERE status = 'running' AND queue IS NOT NULL",
+        # Limits every worker of a queue obeys; the token bucket of its start rate.
+        """CREATE TABLE {s}.queues (
+            name         text COLLATE "C" PRIMARY KEY,
+            concurrency  integer,
+            per_tenant   integer,
+            per_key      integer,
+            rate         float8,
+            rate_period  float8,
+            max_attempts integer NOT NULL DEFAULT 3,
+            tokens       float8,
+            refilled_at  float8,
+            updated_at   float8 NOT NULL
+        )""",
+        # Live workers, for `mainspring queue` and the operators: each beats with its leases.
+        """CREATE TABLE {s}.workers (
+            owner      text COLLATE "C" PRIMARY KEY,
+            host       text NOT NULL,
+            queues     text[] NOT NULL,
+            slots      integer NOT NULL,
+            busy       integer NOT NULL DEFAULT 0,
+            state      text NOT NULL,
+            started_at float8 NOT NULL,
+            seen_at    float8 NOT NULL
+        )""",
+        # Cron schedules: a tick is started by the one worker whose conditional update of
+        # next_at succeeds, under a run id made of the schedule and the tick.
+        """CREATE TABLE {s}.schedules (
+            name       text COLLATE "C" PRIMARY KEY,
+            cron       text NOT NULL,
+            graph      text COLLATE "C" NOT NULL,
+            input      text NOT NULL,
+            queue      text COLLATE "C" NOT NULL,
+            metadata   jsonb NOT NULL DEFAULT '{{}}',
+            next_at    float8 NOT NULL,
+            last_run   text,
+            created_at float8 NOT NULL
+        )""",
     ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION

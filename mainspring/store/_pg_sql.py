@@ -26,6 +26,7 @@ from ._pg_schema import quote_ident
 from ._sql_core import Dialect, list_threads_sql, misnumbered, orphan_page_sql
 
 CHANNEL = "mainspring_runs"
+QUEUE_CHANNEL = "mainspring_queue"  # payload '<schema>:<queue>': work waits in that queue
 
 _NOW = "extract(epoch FROM clock_timestamp())::float8"  # leases use the server's clock
 
@@ -188,9 +189,10 @@ def statements(schema: str) -> Statements:
         arrays=True,
         metadata="metadata::text",
         load_json=orjson.loads,
+        queues=True,
     )
     return Statements(
-        create_run=_create_run(s, notify),
+        create_run=_create_run(s, notify, schema),
         append=_append(s, notify, None),
         append_few=tuple(_append(s, notify, n or None) for n in range(MAX_SCALAR_EVENTS + 1)),
         advance=("", *(_advance(s, n) for n in range(1, MAX_SCALAR_EVENTS + 1))),
@@ -210,7 +212,9 @@ ON CONFLICT (run_id) DO UPDATE SET seq = EXCLUDED.seq, data = EXCLUDED.data""",
         load_snapshot=f"SELECT seq, data FROM {s}.snapshots WHERE run_id = $1 AND seq <= $2",
         claim=_claim(s),
         renew=f"UPDATE {s}.runs SET lease_until = {_NOW} + $2 WHERE owner = $1",
-        release=f"UPDATE {s}.runs SET owner = NULL, lease_until = NULL WHERE run_id = $1 AND owner = $2",
+        release=f"""
+UPDATE {s}.runs SET owner = NULL, lease_until = NULL WHERE run_id = $1 AND owner = $2
+RETURNING {queue_notify(schema, "queue")}""",
         orphaned=_orphaned(dialect),
         dialect=dialect,
         # A cursor only moves forward: a late or repeated save never lowers it.
@@ -243,10 +247,15 @@ def _notify(schema: str, run_id: str, status: str) -> str:
     return f"pg_notify('{CHANNEL}', {payload}::text)"
 
 
-def _create_run(s: str, notify: Callable[[str, str], str]) -> str:
+def queue_notify(schema: str, queue: str) -> str:
+    """Wake the workers of ``queue`` (an expression; NULL: not a queued run) at commit."""
+    return f"CASE WHEN {queue} IS NOT NULL THEN pg_notify('{QUEUE_CHANNEL}', '{schema}:' || {queue}) END"
+
+
+def _create_run(s: str, notify: Callable[[str, str], str], schema: str) -> str:
     """$13-$15, $17: the first events' arrays (kinds, ts, data, hashes); $18-$20: the run's
     head, the time and the actor of its ``created`` anchor (head NULL: the chain is off);
-    $21: the run's tenant."""
+    $21: the run's tenant; $22-$25: its queue, priority, delay (s) and concurrency key."""
     cond = "EXISTS (SELECT 1 FROM new) AND $18::bytea IS NOT NULL"
     seq = "cardinality($13::text[])"
     anchor = _anchor(s, "$1", seq, "$18", "'created'", "$19", "$20", "''", cond)
@@ -254,13 +263,14 @@ def _create_run(s: str, notify: Callable[[str, str], str]) -> str:
 WITH new AS (
   INSERT INTO {s}.runs (run_id, graph, thread, status, created_at, updated_at, last_seq,
                         parent_run_id, durability, owner, lease_until, fence, error, metadata,
-                        tenant)
+                        tenant, queue, priority, available_at, concurrency_key)
   VALUES ($1, $2, $3, $4, $5, coalesce(($14::float8[])[cardinality($14::float8[])], $6),
           cardinality($13::text[]), $7, $8, $9,
           -- the lease runs on the server's clock: the caller's says only how long it lasts
-          {_NOW} + ($10::float8 - $5::float8), $11, $12, $16::jsonb, $21)
+          {_NOW} + ($10::float8 - $5::float8), $11, $12, $16::jsonb, $21,
+          $22::text, $23::int4, {_NOW} + $24::float8, $25::text)
   ON CONFLICT (run_id) DO NOTHING
-  RETURNING {notify("$1", "$4")}
+  RETURNING {notify("$1", "$4")}, {queue_notify(schema, "$22::text")}
 ), ins AS (
   INSERT INTO {s}.events (run_id, seq, kind, ts, data, hash)
   SELECT $1, u.i, u.k, u.t, u.d, u.h
@@ -341,8 +351,9 @@ def _orphaned(d: Dialect) -> str:
     owner on this host ($2: its prefix), whose process may be dead: the caller checks it."""
     return orphan_page_sql(
         d,
-        f"owner IS DISTINCT FROM $1 AND (owner IS NULL OR lease_until IS NULL OR "
-        f"lease_until <= {_NOW} OR owner LIKE $2)",
+        # Queued runs are their queue's workers' to take over (store/_pg_queue.py).
+        f"queue IS NULL AND owner IS DISTINCT FROM $1 AND (owner IS NULL OR lease_until IS NULL "
+        f"OR lease_until <= {_NOW} OR owner LIKE $2)",
         params=2,
         extra=f", (lease_until IS NULL OR lease_until <= {_NOW}) AS expired",
     )

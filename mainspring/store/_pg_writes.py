@@ -67,6 +67,7 @@ class Writes:
             record.updated_at, record.parent_run_id, str(record.durability), record.owner,
             record.lease_until, record.fence, record.error, kinds, ts, data, metadata,
             hashes, head, time.time(), self._audit.actor, record.tenant,
+            *_placement(record),
         )  # fmt: skip
 
         async def attempt(retried: bool) -> bool:
@@ -291,3 +292,16 @@ class Writes:
             for run_id, _, kinds, ts, data in writes
             if found.get(run_id, []) == list(zip(kinds, ts, data, strict=True))
         }
+
+
+def _placement(record: RunRecord) -> tuple[str | None, int, float | None, str | None]:
+    """A new run's queue columns: queue, priority, delay from now (s), concurrency key."""
+    q = record.queue
+    if q is None:
+        return None, 0, None, None
+    delay = (
+        q.delay
+        if q.delay is not None
+        else (None if q.available_at is None else q.available_at - record.created_at)
+    )
+    return q.name, q.priority, delay, q.concurrency_key

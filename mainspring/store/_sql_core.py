@@ -22,7 +22,7 @@ from ..errors import (
     StoreError,
 )
 from ..events import Event
-from .records import Durability, RunQuery, RunRecord, RunStatus, ThreadInfo
+from .records import Durability, QueuePlacement, RunQuery, RunRecord, RunStatus, ThreadInfo
 
 
 class Row(Protocol):
@@ -38,6 +38,8 @@ RUN_FIELDS: Final = (
     "run_id", "graph", "thread", "status", "created_at", "updated_at", "last_seq",
     "parent_run_id", "durability", "owner", "lease_until", "fence", "error", "metadata",
 )  # fmt: skip
+#: A queued run's placement, after the run's columns where the backend has queues.
+QUEUE_FIELDS: Final = "queue, priority, available_at, concurrency_key"
 #: Where a page of orphaned runs starts when no previous page is given.
 FIRST_PAGE: Final = (float("-inf"), "")
 
@@ -50,10 +52,12 @@ class Dialect(msgspec.Struct, frozen=True):
     arrays: bool  # a list binds as one array parameter rather than one per item
     metadata: str  # the metadata column as selected: text for the driver to hand back
     load_json: Callable[[Any], Any]  # metadata text to its dict
+    queues: bool = False  # runs carry a queue placement (four columns after the metadata)
 
     @property
     def run_columns(self) -> str:
-        return ", ".join(RUN_FIELDS[:-1]) + f", {self.metadata}"
+        columns = ", ".join(RUN_FIELDS[:-1]) + f", {self.metadata}"
+        return columns + (f", {QUEUE_FIELDS}" if self.queues else "")
 
     def placeholder(self, n: int) -> str:
         """The ``n``-th parameter (from 1)."""
@@ -76,6 +80,11 @@ class Dialect(msgspec.Struct, frozen=True):
             fence=row[11],
             error=row[12],
             metadata=self.load_json(row[13]),
+            queue=(
+                QueuePlacement(row[14], row[15], row[16], row[17])
+                if self.queues and row[14] is not None
+                else None
+            ),
         )
 
 

@@ -83,6 +83,7 @@ from ._lease_owners import owner_is_dead
 from ._pg_audit import Heads, PostgresAudited
 from ._pg_batch import GroupCommit, Write
 from ._pg_pool import Connection, ConnectionPool, connect, open_watched
+from ._pg_queue import PgQueues, PgSchedules
 from ._pg_retry import Retrier, log
 from ._pg_schema import migrate
 from ._pg_sql import event_columns, statements
@@ -181,6 +182,9 @@ class PostgresStore(PostgresAudited):
         self._writer: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._writes = Writes(self._sql, self._retrier, self._live_pool, self, self.audit)
+        #: The run queue (``_pg_queue``): claims, limits, workers.
+        self.queues = PgQueues(self.target.schema, self._live_pool, self._retrier, self._connect)
+        self.schedules = PgSchedules(self.queues)  # cron schedules, started by workers
         self._batch = GroupCommit(self._writes.write_groups, self.batch_window)
 
     # -- lifecycle ---------------------------------------------------------------------------

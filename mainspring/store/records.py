@@ -30,6 +30,21 @@ def tenant_of(metadata: Mapping[str, Any] | None) -> str:
     return tenant if isinstance(tenant, str) else DEFAULT_TENANT
 
 
+@dataclass(slots=True, frozen=True)
+class QueuePlacement:
+    """Where a queued run waits for a worker (``Runtime.start(..., queue=...)``).
+
+    ``available_at``: epoch seconds on the store's clock before which no worker starts it
+    (a delayed run); on a start, ``delay`` seconds from now say the same.
+    """
+
+    name: str
+    priority: int = 0
+    available_at: float | None = None
+    concurrency_key: str | None = None
+    delay: float | None = None
+
+
 @dataclass(slots=True)
 class RunRecord:
     """The summary row of a run, kept in step with its journal."""
@@ -48,6 +63,8 @@ class RunRecord:
     fence: int = 0
     error: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The run queue it belongs to (PostgreSQL store only): workers of that queue drive it.
+    queue: QueuePlacement | None = None
 
     @property
     def tenant(self) -> str:

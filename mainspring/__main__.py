@@ -1,0 +1,5 @@
+"""``python -m mainspring``: the command line, as the ``mainspring`` script runs it."""
+
+from mainspring.cli import main
+
+main()
