@@ -120,7 +120,10 @@ def dbos_worker(url: str, concurrency: int, poll: float, executor_id: str) -> No
     DBOS(config=config)
     DBOS.launch()
     DBOS.register_queue(
-        QUEUE, worker_concurrency=concurrency, polling_interval_sec=poll, on_conflict="always_update"
+        QUEUE,
+        worker_concurrency=concurrency,
+        polling_interval_sec=poll,
+        on_conflict="always_update",
     )
     # The queue thread starts within a second of the registration (DBOS checks every second).
     deadline = time.monotonic() + 30
@@ -148,11 +151,10 @@ def _stdin_lines() -> Any:
 async def pgqueuer_worker(url: str, concurrency: int, heartbeat: float) -> None:
     from datetime import timedelta
 
+    import asyncpg
     from pgqueuer import Job, QueueManager
     from pgqueuer.db import AsyncpgDriver
     from pgqueuer.queries import Queries
-
-    import asyncpg
 
     connection = await asyncpg.connect(url)
     qm = QueueManager(Queries(AsyncpgDriver(connection)))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -47,19 +49,18 @@ class Probe(asyncio.DatagramProtocol):
             self.done.add(job)
         self._changed.set()
 
-    async def _until(self, check: object, timeout: float, what: str) -> None:
+    async def until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+        """Wait until ``check()`` holds (looked at on every datagram and every second)."""
         deadline = time.monotonic() + timeout
-        while not check():  # type: ignore[operator]
+        while not check():
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"W16 probe: no {what} within {timeout:.0f} s")
             self._changed.clear()
-            if check():  # type: ignore[operator]
+            if check():
                 return
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
-            except TimeoutError:
-                pass
 
     def first(self, job: str, kind: str, pid: int | None = None) -> Event | None:
         for event in self.events.get(job, ()):
@@ -68,29 +69,27 @@ class Probe(asyncio.DatagramProtocol):
         return None
 
     async def wait_event(self, job: str, kind: str, timeout: float) -> Event:
-        await self._until(lambda: self.first(job, kind) is not None, timeout, f"{kind} of {job}")
+        await self.until(lambda: self.first(job, kind) is not None, timeout, f"{kind} of {job}")
         event = self.first(job, kind)
         assert event is not None
         return event
 
     async def wait_done(self, jobs: list[str], timeout: float) -> None:
-        await self._until(lambda: self.done.issuperset(jobs), timeout, f"end of {len(jobs)} jobs")
+        await self.until(lambda: self.done.issuperset(jobs), timeout, f"end of {len(jobs)} jobs")
 
     async def wait_kind(self, kind: str, pid: int, timeout: float) -> Event:
-        await self._until(lambda: self.first("-", kind, pid) is not None, timeout, kind)
+        await self.until(lambda: self.first("-", kind, pid) is not None, timeout, kind)
         event = self.first("-", kind, pid)
         assert event is not None
         return event
 
-    async def wait_ready(
-        self, pid: int, process: subprocess.Popen[bytes], timeout: float
-    ) -> None:
+    async def wait_ready(self, pid: int, process: subprocess.Popen[bytes], timeout: float) -> None:
         def ready() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"worker {pid} exited with {process.returncode} before ready")
             return self.first("-", "ready", pid) is not None
 
-        await self._until(ready, timeout, f"ready from worker {pid}")
+        await self.until(ready, timeout, f"ready from worker {pid}")
 
     async def wait_other(self, job: str, not_pid: int, after: float, timeout: float) -> Event:
         """The first event of ``job`` sent by another process than ``not_pid`` after ``after``."""
@@ -101,7 +100,7 @@ class Probe(asyncio.DatagramProtocol):
                     return event
             return None
 
-        await self._until(lambda: find() is not None, timeout, f"takeover of {job}")
+        await self.until(lambda: find() is not None, timeout, f"takeover of {job}")
         found = find()
         assert found is not None
         return found

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from workers_probe import Probe
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WORKERS_PY = HERE / "workers.py"
+LOGS = Path(tempfile.gettempdir()) / "mainspring-w16"  # the worker processes' output
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +107,16 @@ class System:
                 "W16_PROBE": str(self.probe.port),
                 "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]),
             }
-            process = subprocess.Popen(
-                args, env=env, stdin=subprocess.PIPE, start_new_session=True
-            )
+            LOGS.mkdir(exist_ok=True)
+            with open(LOGS / f"{self.name}-{index}.log", "wb") as log:  # the child keeps its own
+                process = subprocess.Popen(
+                    args,
+                    env=env,
+                    stdin=subprocess.PIPE,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             new.append(Proc(index, process, label or f"w{index}"))
         for proc in new:
             await self.wait_ready(proc)
@@ -353,6 +362,7 @@ class Mainspring(System):
             str(cli), "worker", "--store", self.url, "--queue", QUEUE,
             "--concurrency", str(self.concurrency), "--graph", "workers_jobs:MS_GRAPH",
             "--lease-ttl", str(self.lease_ttl), "--health-port", str(port),
+            "--health-host", "127.0.0.1",
         ]  # fmt: skip
 
     async def wait_ready(self, proc: Proc) -> None:
@@ -361,10 +371,12 @@ class Mainspring(System):
         while time.monotonic() < deadline:
             if proc.process.poll() is not None:
                 raise RuntimeError(f"mainspring worker exited with {proc.process.returncode}")
-            with contextlib.suppress(OSError):
-                with await asyncio.to_thread(urllib.request.urlopen, url, timeout=1) as r:
-                    if r.status == 200:
-                        return
+            with (
+                contextlib.suppress(OSError),  # not listening yet; 503: not ready
+                await asyncio.to_thread(urllib.request.urlopen, url, timeout=1) as answer,
+            ):
+                if answer.status == 200:
+                    return
             await asyncio.sleep(0.05)
         raise RuntimeError("mainspring worker: /readyz did not answer 200 within 60 s")
 
