@@ -67,7 +67,7 @@ class Plan:
 
     @property
     def latency_samples(self) -> int:
-        return 15 if self.quick else 200
+        return 15 if self.quick else 150
 
     @property
     def slow_latency_samples(self) -> int:  # DBOS at its 1 s default: ~0.5 s a sample
@@ -79,7 +79,11 @@ class Plan:
 
     @property
     def rounds(self) -> int:
-        return 1 if self.quick else 3
+        return 1 if self.quick else 2
+
+    @property
+    def passes(self) -> int:  # every system measured this many times, in turned orders
+        return 1 if self.quick else 2
 
 
 @dataclass
@@ -107,7 +111,7 @@ async def run_jobs(system: System, jobs: list[Job], timeout: float = 300) -> tup
     await system.enqueue(jobs)
     enqueued = time.time() - t0
     ids = [j.id for j in jobs]
-    await system.probe.wait_done(ids, timeout)
+    await system.probe.wait_done(ids, timeout, system.check_alive)
     last = max(e.at for i in ids for e in system.probe.events[i] if e.kind == "done")
     return enqueued, last - t0
 
@@ -181,6 +185,7 @@ async def takeover(system: System, tag: str, restart: bool = False) -> dict[str,
 
 async def measure_system(system: System, plan: Plan) -> Found:
     found = Found(system.name)
+    system.probe.reset()
     try:
         await system.setup()
         found.step_unit = system.step_unit
@@ -247,18 +252,47 @@ async def measure(url: str, plan: Plan, names: list[str]) -> dict[str, Found]:
     probe = await Probe().open()
     out: dict[str, Found] = {}
     try:
-        for name in names:
-            for attempt in range(2):  # a shared server restarted under a system: once more
-                try:
-                    found = await measure_system(make_system(name, url, probe, plan), plan)
-                except Exception as exc:  # one system failing keeps the others
-                    found = Found(name, error=f"{type(exc).__name__}: {exc}"[:400])
-                out[name] = found
-                if found.samples or attempt:
-                    break
-                await asyncio.sleep(5)
+        for turn in range(plan.passes):  # A B C D, then D C B A: no system always first
+            for name in names if turn % 2 == 0 else names[::-1]:
+                found = await measure_once(name, url, probe, plan)
+                out[name] = best_of(out[name], found) if name in out else found
     finally:
         probe.close()
+    return out
+
+
+async def measure_once(name: str, url: str, probe: Probe, plan: Plan) -> Found:
+    for attempt in range(2):  # a shared server restarted under it: the system once more
+        try:
+            found = await measure_system(make_system(name, url, probe, plan), plan)
+        except Exception as exc:  # one system failing keeps the others
+            found = Found(name, error=f"{type(exc).__name__}: {exc}"[:400])
+        if found.error is None or attempt:
+            break
+        await asyncio.sleep(5)
+    return found
+
+
+def best_of(a: Found, b: Found) -> Found:
+    """Each number's best over two passes (noise on a shared machine only makes them worse)."""
+    if not b.samples:
+        return a
+    if not a.samples:
+        return b
+
+    def low(x: float | None, y: float | None) -> float | None:
+        return min((v for v in (x, y) if v is not None), default=None)
+
+    out = Found(a.name, a.step_unit, samples=a.samples + b.samples, extra=a.extra | b.extra)
+    out.p50_ms, out.p99_ms = low(a.p50_ms, b.p50_ms), low(a.p99_ms, b.p99_ms)
+    for n in WORKER_COUNTS:
+        if n in a.rate or n in b.rate:
+            best = a if a.rate.get(n, 0) >= b.rate.get(n, 0) else b
+            out.rate[n], out.enqueue_s[n] = best.rate[n], best.enqueue_s[n]
+    out.takeover_s = low(a.takeover_s, b.takeover_s)
+    for key in ("default_poll_p50_ms", "default_poll_p99_ms", "resume_takeover_s"):
+        out.extra[key] = low(a.extra.get(key), b.extra.get(key))
+    out.error = b.error or a.error
     return out
 
 

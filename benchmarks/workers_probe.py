@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import subprocess
 import time
 from collections import defaultdict
@@ -32,10 +33,20 @@ class Probe(asyncio.DatagramProtocol):
 
     async def open(self) -> Probe:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self, ("127.0.0.1", 0))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # Room for thousands of datagrams: a burst of job ends while this process is busy or
+        # descheduled (a loaded machine) must not overflow the default ~200 KB and be lost.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.bind(("127.0.0.1", 0))
+        transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
         self._transport = transport
         self.port = transport.get_extra_info("sockname")[1]
         return self
+
+    def reset(self) -> None:
+        """Forget every event (a new system: its job ids may be the last one's)."""
+        self.events.clear()
+        self.done.clear()
 
     def close(self) -> None:
         if self._transport is not None:
@@ -74,8 +85,20 @@ class Probe(asyncio.DatagramProtocol):
         assert event is not None
         return event
 
-    async def wait_done(self, jobs: list[str], timeout: float) -> None:
-        await self.until(lambda: self.done.issuperset(jobs), timeout, f"end of {len(jobs)} jobs")
+    async def wait_done(
+        self, jobs: list[str], timeout: float, alive: Callable[[], object] = lambda: None
+    ) -> None:
+        """Until every job of ``jobs`` ended; ``alive()`` raises if the workers died."""
+
+        def check() -> bool:
+            alive()
+            return self.done.issuperset(jobs)
+
+        try:
+            await self.until(check, timeout, f"end of {len(jobs)} jobs")
+        except TimeoutError as exc:
+            missing = len(set(jobs) - self.done)
+            raise TimeoutError(f"{exc} ({missing} not ended or their datagrams lost)") from None
 
     async def wait_kind(self, kind: str, pid: int, timeout: float) -> Event:
         await self.until(lambda: self.first("-", kind, pid) is not None, timeout, kind)

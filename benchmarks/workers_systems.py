@@ -126,6 +126,15 @@ class System:
     async def wait_ready(self, proc: Proc) -> None:
         await self.probe.wait_ready(proc.pid, proc.process, timeout=60)
 
+    def check_alive(self) -> None:
+        """Raise if a worker process exited (a server restart can end one): no use waiting."""
+        for proc in self.procs:
+            if proc.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} worker {proc.pid} exited with {proc.process.returncode} "
+                    f"(its output: {LOGS}/{self.name}-{proc.index}.log)"
+                )
+
     def stop_all(self) -> None:
         for proc in self.procs:
             proc.stop()
