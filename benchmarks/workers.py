@@ -13,24 +13,29 @@ to (start, steps, end: ``workers_probe.py``). The systems are measured one after
   as its body begins. DBOS polls its queue (``polling_interval_sec``, 1 s by default): measured
   at the default and at 10 ms; the anchor is the fastest anchor at its best setting.
 * ``W16-steps-1w`` / ``-2w`` / ``-4w``: durable steps per second with 1, 2 and 4 worker
-  processes: N jobs enqueued at once (batch inserts where the client has them) into running,
-  idle workers, timed from the first enqueue call to the last job's end. A DBOS or Mainspring
-  job is 10 durable steps (10 ``@DBOS.step`` calls; 10 graph nodes); PgQueuer and Procrastinate
-  have no steps inside a job, so one job is one step: their jobs/s are reported beside.
+  processes draining a backlog: the workers are frozen (SIGSTOP) while N jobs are enqueued
+  (batch inserts where the client has them), then released (SIGCONT); timed from the release
+  to the last job's end (the enqueue time is reported apart, ``*enqueue_s``). A DBOS or
+  Mainspring job is 10 durable steps (10 ``@DBOS.step`` calls; 10 graph nodes); PgQueuer and
+  Procrastinate have no steps inside a job, so one job is one step: their jobs/s are reported
+  beside, not as the anchor.
 * ``W16-takeover``: a job of 10 steps of 0.2 s runs on one of 4 workers; at its 4th step that
   worker gets SIGKILL; the takeover is the time from the kill to the first sign of the job in
   another process. Mainspring: the lease (``--lease-ttl``, 2 s here) expires and another worker
   claims the run. DBOS (without Conductor) has no failure detector: its documented ways are a
-  restart with the same executor id (recovers its own pending workflows at launch) or
-  ``DBOS.recover_pending_workflows([executor_id])`` called by something that noticed the death.
-  Both are measured, the call made at once by this process through a live worker (the best a
-  supervisor can do: detection would come on top); the recovered workflow is re-enqueued on
-  DBOS's internal queue, polled every second. PgQueuer re-picks a job whose heartbeat is older
-  than ``heartbeat_timeout`` (set to the lease TTL). Procrastinate leaves a stalled job until a
-  periodic task retries it (not measured).
+  restart with the same executor id (it recovers its own pending workflows at launch: the
+  anchor, restarted at once as a supervisor would) or a supervisor that noticed the death
+  resuming the workflows (``DBOSClient.list_workflows(status="PENDING", executor_id=...)`` +
+  ``resume_workflows``; done at once here, ``dbos_resume_at_once_s``: detection would come on
+  top). PgQueuer re-picks a job whose heartbeat is older than ``heartbeat_timeout`` (set to the
+  lease TTL) on its next dequeue (``dequeue_timeout`` set to the same; at its 30 s default the
+  takeover took 30 s). Procrastinate leaves a stalled job until a periodic task of the
+  application retries it (not measured).
 
-Ratios: > 1 means Mainspring is better. The systems are not interleaved (each has its own
-workers), so a ratio is of two values measured a minute apart on a shared machine.
+Without ``--quick`` every system is measured twice, in turned orders (A B C D, D C B A), and
+each number is its best of the two (noise on a shared machine only makes numbers worse).
+Ratios: > 1 means Mainspring is better. The systems are not interleaved sample by sample (each
+has its own workers), so a ratio is of two values measured minutes apart on a shared machine.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import asyncio
 import os
 import platform
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -105,11 +111,25 @@ class Found:
 # -- the measurements, through the adapter -----------------------------------------------
 
 
-async def run_jobs(system: System, jobs: list[Job], timeout: float = 300) -> tuple[float, float]:
-    """Enqueue ``jobs`` and wait for their ends: (enqueue seconds, first enqueue to last end)."""
+async def run_jobs(
+    system: System, jobs: list[Job], timeout: float = 300, backlog: bool = False
+) -> tuple[float, float]:
+    """Enqueue ``jobs`` and wait for their ends: (enqueue seconds, seconds to the last end).
+
+    With ``backlog``, the workers are frozen (SIGSTOP) while the jobs are enqueued and the time
+    runs from their release (SIGCONT): how fast they drain a queue, the client's enqueue speed
+    apart (it is reported on its own).
+    """
+    if backlog:
+        system.signal_all(signal.SIGSTOP)
     t0 = time.time()
-    await system.enqueue(jobs)
-    enqueued = time.time() - t0
+    try:
+        await system.enqueue(jobs)
+    finally:
+        enqueued = time.time() - t0
+        if backlog:
+            t0 = time.time()
+            system.signal_all(signal.SIGCONT)
     ids = [j.id for j in jobs]
     await system.probe.wait_done(ids, timeout, system.check_alive)
     last = max(e.at for i in ids for e in system.probe.events[i] if e.kind == "done")
@@ -140,7 +160,7 @@ async def throughput(system: System, plan: Plan, workers: int) -> tuple[float, f
     best = (0.0, 0.0)
     for r in range(plan.rounds):
         jobs = [Job(f"{system.name}-t{workers}-{r}-{i}") for i in range(jobs_n)]
-        enqueued, wall = await run_jobs(system, jobs)
+        enqueued, wall = await run_jobs(system, jobs, backlog=True)
         rate = jobs_n * system.steps / wall
         if rate > best[0]:
             best = (rate, enqueued)

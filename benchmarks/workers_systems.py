@@ -126,6 +126,12 @@ class System:
     async def wait_ready(self, proc: Proc) -> None:
         await self.probe.wait_ready(proc.pid, proc.process, timeout=60)
 
+    def signal_all(self, signum: int) -> None:
+        """``signum`` to every worker process (SIGSTOP / SIGCONT: freeze while a backlog fills)."""
+        for proc in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signum)
+
     def check_alive(self) -> None:
         """Raise if a worker process exited (a server restart can end one): no use waiting."""
         for proc in self.procs:
