@@ -291,3 +291,14 @@ def test_a_second_signal_stops_the_drain_at_once_runs_stay_resumable(tmp_path: P
     assert "stopped at once (a second signal: no drain)" in rest
     (left,) = map(json.loads, ok(cli("runs", "--store", str(db), "--json")).stdout.splitlines())
     assert (left["status"], left["orphaned"]) == ("running", True)  # resumable, held by no one
+
+
+def test_queue_mode_off_postgresql_and_a_rate_limit_store_not_redis_are_refused(
+    tmp_path: Path,
+) -> None:
+    db = str(tmp_path / "q.db")
+    queued = cli("serve", "--store", db, "--no-auth", "--queue", "default")
+    assert queued.exit_code == 2, queued.stderr
+    assert "PostgreSQL" in queued.stderr and "--queue" in queued.stderr
+    not_redis = cli("serve", "--store", db, "--no-auth", "--rate-limit-store", "http://x")
+    assert not_redis.exit_code == 2 and "give a Redis URL" in not_redis.stderr

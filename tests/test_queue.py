@@ -278,3 +278,89 @@ async def test_the_worker_probes_and_metrics(postgres_url: str) -> None:
                 while w.state == "running":
                     await anyio.sleep(0.01)
             assert (await client.get("/readyz")).status_code == 503
+
+
+async def test_a_run_the_worker_cannot_load_is_deferred_not_held(postgres_url: str) -> None:
+    from mainspring import END, START, Graph
+    from tests.queue_graphs import Steps
+
+    def only_here(s: Steps) -> dict[str, Any]:
+        return {"n": 1}
+
+    g = Graph(Steps, name="unknown-to-workers")
+    g.node(only_here)
+    g.edge(START, "only_here")
+    g.edge("only_here", END)
+    local = g.compile()  # not importable by reference: no worker can load it
+    async with Runtime.open(postgres_url, graphs=[local]) as api, working(postgres_url) as w:
+        handle = await api.start(local, {}, queue="q")
+        with anyio.fail_after(10):
+            while True:
+                record = await api.get_run(handle.run_id)
+                if record.queue is not None and record.queue.available_at is not None:
+                    break
+                await anyio.sleep(0.02)
+        assert record.owner is None and record.status is RunStatus.RUNNING
+        assert record.queue.available_at > time.time()  # offered again a lease later, not held
+        assert handle.run_id not in w.live
+
+
+async def test_a_refused_resume_or_a_park_before_the_cancel_leaves_nothing_held(
+    postgres_url: str,
+) -> None:
+    async with (
+        Runtime.open(postgres_url, graphs=[asks]) as api1,
+        Runtime.open(postgres_url, graphs=[asks]) as api2,
+        working(postgres_url),
+    ):
+        handle = await api1.start(asks, {}, queue="q")
+        assert (await handle.wait()).status is RunStatus.INTERRUPTED
+        with pytest.raises(RunStateError, match="no pending interrupt 'nope'"):
+            await api1.resume(handle.run_id, "yes", interrupt_id="nope")
+        assert (await api1.get_run(handle.run_id)).owner is None  # the lease went back
+        await api2.cancel(handle.run_id, actor="ops")  # from another process: it is free
+        record = await api2.get_run(handle.run_id)
+        assert record.status is RunStatus.CANCELLED
+
+
+async def test_a_schedule_whose_start_is_refused_skips_the_tick_and_keeps_the_worker(
+    postgres_url: str,
+) -> None:
+    from mainspring import Schedule
+
+    async with Runtime.open(postgres_url, graphs=[steps]) as api:
+        tick = float(int(time.time()) - 30)
+        bad = Schedule("bad", "* * * * *", "tests.queue_graphs:steps", [1, 2], "q", {}, tick)
+        good = Schedule("good", "* * * * *", "tests.queue_graphs:steps", {"n": 1}, "q", {}, tick)
+        schedules = api.store.schedules  # type: ignore[attr-defined]
+        await schedules.put(bad)
+        await schedules.put(good)
+        async with working(postgres_url) as w:
+            outcome = None
+            with anyio.fail_after(15):
+                while outcome is None:
+                    try:
+                        outcome = await api.handle(tick_run_id("good", tick)).wait()
+                    except Exception:
+                        await anyio.sleep(0.05)
+            with anyio.fail_after(15):
+                while (await schedules.all())[0].next_at == tick:  # "bad" moves on too
+                    await anyio.sleep(0.05)
+            assert w.state == "running"
+        assert outcome.status is RunStatus.FINISHED
+        assert [r.run_id for r in await api.list_runs()] == [tick_run_id("good", tick)]
+
+
+def test_rates_and_limits_are_read_strictly() -> None:
+    from mainspring.store._pg_queue import parse_rate
+
+    assert parse_rate("50/s") == (50.0, 1.0)
+    assert parse_rate("2/mins") == (2.0, 60.0)
+    assert parse_rate("3/hours") == (3.0, 3600.0)
+    for bad in ("5/ms", "5/month", "x/s", "0/s", "5", "-1/s", "inf/s"):
+        with pytest.raises(StoreError, match="starts per period"):
+            parse_rate(bad)
+    with pytest.raises(StoreError, match="whole number"):
+        QueueConfig("q", concurrency=True)
+    with pytest.raises(StoreError, match="max_attempts"):
+        QueueConfig("q", max_attempts=True)

@@ -24,6 +24,7 @@ from ._common import (
     JsonOption,
     StoreOption,
     echo_json,
+    importable_cwd,
     out,
     parse_json,
     run_async,
@@ -185,6 +186,7 @@ def add_schedule(
         raise CliError(str(exc)) from None
     if ":" not in graph:
         raise CliError(f"--graph {graph}: give MODULE:ATTR, importable by the workers")
+    _check_input(graph, value)
     metadata = {"tenant": tenant} if tenant else {}
     schedule = Schedule(name, cron, graph, value, queue, metadata, first)
     _with_store(store, lambda s: s.schedules.put(schedule))
@@ -216,6 +218,24 @@ def remove_schedule(
     if not _with_store(store, lambda s: s.schedules.remove(name)):
         raise CliError(f"no schedule {name!r} (see `mainspring schedule list`)", EXIT_REFUSED)
     typer.echo(f"schedule {name}: removed")
+
+
+def _check_input(ref: str, value: Any) -> None:
+    """Refuse an input the graph would refuse at every tick (when the graph imports here;
+    the workers must import it, this machine need not)."""
+    from ..engine.loader import load_graph
+    from ..engine.runs import check_input
+    from ..errors import MainspringError
+
+    importable_cwd()
+    try:
+        graph = load_graph(ref)
+    except MainspringError:
+        return
+    try:
+        check_input(graph, "schedule", value)
+    except (MainspringError, TypeError, ValueError) as exc:
+        raise CliError(f"--input: {exc}") from None
 
 
 def _age(seconds: float | None) -> str:

@@ -115,6 +115,29 @@ _MaxBodyOption = Annotated[
 ]
 
 
+_QueueOption = Annotated[
+    str | None,
+    typer.Option(
+        "--queue",
+        metavar="NAME",
+        help="Queue mode: runs started through the API wait in this run queue of the "
+        "PostgreSQL store for workers (mainspring worker --queue NAME) instead of running "
+        "in this process.",
+    ),
+]
+
+_RateStoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--rate-limit-store",
+        metavar="URL",
+        help="Keep the per-key rate limit in Redis (redis://host:6379/0), shared by every "
+        "server using it (while Redis cannot be reached, each server limits on its own, "
+        "and logs it); default: each server process limits on its own.",
+    ),
+]
+
+
 def serve(
     store: StoreOption = DEFAULT_STORE,
     graph: _GraphOption = None,
@@ -130,6 +153,8 @@ def serve(
     rate: _RateOption = 50.0,  # ServerConfig's defaults (the server package loads only when serving)
     burst: _BurstOption = 100,
     max_body: _MaxBodyOption = 1 << 20,
+    queue: _QueueOption = None,
+    rate_limit_store: _RateStoreOption = None,
     log_level: Annotated[
         LogLevel, typer.Option("--log-level", case_sensitive=False, help="uvicorn's log level.")
     ] = LogLevel.info,
@@ -152,7 +177,8 @@ def serve(
         )
     app = _make_app(
         store, graph or [], no_auth=no_auth, cors=cors or [], rate=rate, burst=burst,
-        max_body=max_body, drain=drain, models=models, tools=tools,
+        max_body=max_body, drain=drain, models=models, tools=tools, queue=queue,
+        rate_limit_url=rate_limit_store,
     )  # fmt: skip
     _run(app, store, graph or [], host=host, port=port, log_level=log_level, drain=drain,
          auth=not no_auth)  # fmt: skip
@@ -170,6 +196,8 @@ def _make_app(
     drain: float,
     models: str | None,
     tools: str | None,
+    queue: str | None = None,
+    rate_limit_url: str | None = None,
 ) -> Any:
     """The ASGI app ``serve`` runs (a clear error for a missing extra, a bad option)."""
     try:
@@ -190,7 +218,7 @@ def _make_app(
     }
     config = ServerConfig(
         auth=not no_auth, cors_origins=tuple(cors), rate=rate, burst=burst,
-        max_body_bytes=max_body,
+        max_body_bytes=max_body, queue=queue, rate_limit_url=rate_limit_url,
     )  # fmt: skip
     try:
         check_origins(tuple(o for o in config.cors_origins if o != "*"))  # '*': app warns
@@ -203,6 +231,8 @@ def _make_app(
         )  # fmt: skip
     except UnknownGraphError as exc:
         raise CliError(f"--graph: {exc}") from None
+    except ValueError as exc:  # e.g. --queue on a store without run queues
+        raise CliError(str(exc)) from None
 
 
 def _run(

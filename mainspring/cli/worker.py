@@ -179,8 +179,7 @@ async def _work(
             if signals == 1:
                 w.stop()
             else:  # a second signal: hand the runs back now
-                w.drain_timeout = 0
-                w.stop()
+                w.stop(now=True)
                 rt.stop_draining()
 
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -90,6 +90,10 @@ class AsyncClient(ClientBase):
         timeout: float | None = None,
         multitask: Multitask | None = None,
         tenant: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | None = None,
+        concurrency_key: str | None = None,
     ) -> Run | QueuedRun:
         """Start a run of the served graph ``graph``; idempotent by ``run_id``.
 
@@ -97,12 +101,15 @@ class AsyncClient(ClientBase):
         (finished, failed, cancelled or parked) or ``timeout`` seconds pass (the server's
         default 60). ``multitask`` says what to do when ``thread`` has an open run:
         ``reject`` (ThreadBusyError), ``enqueue`` (a :class:`QueuedRun` is returned: the run
-        starts when the open one ends), ``interrupt`` or ``rollback``.
+        starts when the open one ends), ``interrupt`` or ``rollback``. ``queue`` (and its
+        ``priority``, ``delay`` seconds, ``concurrency_key``): the run queue whose workers
+        drive the run (a PostgreSQL store; default: the server's ``--queue``, if any).
         """
         body: dict[str, Any] = {"graph": graph, "input": input}
         optional = {"thread": thread, "run_id": run_id, "version": version,
                     "metadata": metadata, "timeout": timeout, "multitask": multitask,
-                    "tenant": tenant}  # fmt: skip
+                    "tenant": tenant, "queue": queue, "priority": priority, "delay": delay,
+                    "concurrency_key": concurrency_key}  # fmt: skip
         body.update({k: v for k, v in optional.items() if v is not None})
         if wait:
             body["wait"] = True

@@ -86,6 +86,7 @@ class Run:
     outcome: Outcome | None = None
     usage: dict[str, Any] | None = None  # model calls, tokens and cost (``get_run``)
     durability: str | None = None
+    queue: dict[str, Any] | None = None  # the run queue a worker takes it from (queue mode)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Run:
@@ -106,6 +107,7 @@ class Run:
             outcome=Outcome.from_json(outcome) if isinstance(outcome, dict) else None,
             usage=data.get("usage"),
             durability=data.get("durability"),
+            queue=data.get("queue") if isinstance(data.get("queue"), dict) else None,
         )
 
 

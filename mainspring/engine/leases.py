@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 import anyio
 
@@ -26,6 +26,7 @@ class LeaseKeeper:
     ) -> None:
         self.services = services
         self._recover = recover  # None: this runtime takes no runs over while it runs
+        self._strays: set[str] = set()  # runs leased here, driven by nothing, at the last beat
 
     async def heartbeat(self) -> None:
         """Runs until cancelled (the runtime closing)."""
@@ -48,16 +49,33 @@ class LeaseKeeper:
         services = self.services
         started = time.monotonic()
         try:
-            await services.store.renew(services.owner, services.lease_ttl)
+            renewed = await services.store.renew(services.owner, services.lease_ttl)
         except StoreError as exc:
             log.warning("could not renew run leases: %s", exc)
             return
         # Only a chain of renewals with no gap keeps a lease: one renewed after it could
         # have expired may have been taken over meanwhile (its driver looks before acting).
+        # A run the renewal did not extend is no longer ours (taken over while this
+        # renewal was slow, or its claim superseded): its driver's lease runs out and it
+        # looks in the store before its next effect, never acting on a stale claim.
         until = started + services.lease_ttl
-        for driver in services.registry.drivers():
-            if started < driver.lease_valid_until:
+        registry = services.registry
+        for driver in registry.drivers():
+            if started < driver.lease_valid_until and (renewed is None or driver.run_id in renewed):
                 driver.lease_valid_until = until
+        if renewed is not None:
+            self._free_strays(renewed)
+
+    def _free_strays(self, renewed: Collection[str]) -> None:
+        """Hand back leases this process holds on runs nothing here drives (a claim whose
+        reply was lost, say), which renewals would otherwise keep for ever: a run found so
+        at two beats in a row (one beat is the moment between a claim and its driver)."""
+        registry = self.services.registry
+        stray = {r for r in renewed if r not in registry and r not in registry.unreleased}
+        for run_id in stray & self._strays:
+            log.warning("run %s was leased here but not driven: handing it back", run_id)
+            registry.unreleased.add(run_id)
+        self._strays = stray - self._strays
 
     async def release_pending(self) -> None:
         """Hand back the leases drivers could not hand back as they stopped."""

@@ -299,8 +299,13 @@ class Runs:
             app,
             run_id,
             record.durability,
-            busy=f"run {run_id!r} is being driven by another process ({record.owner}); "
-            "act on it there, or wait for its lease to expire",
+            busy=f"run {run_id!r} is being driven by another process"
+            + (f" ({record.owner})" if record.owner else " (which took it just now)")
+            + (
+                "; a worker of its queue drives it: it takes resume values once it parks"
+                if record.queue is not None
+                else "; act on it there, or wait for its lease to expire"
+            ),
         )
         forked = driver.fold.forked_from
         if forked is not None and forked.effects == "reuse":

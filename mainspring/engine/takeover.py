@@ -65,16 +65,24 @@ async def resume_run(
             "(fork it to run again from an earlier point)"
         )
     driver = await runs.adopt(run_id, graph, record)
-    resolved = resolve_values(
-        driver.fold,
-        run_id,
-        value,
-        interrupt_id,
-        values,
-        value_given=record.status is RunStatus.INTERRUPTED or values is not None,
-    )
+    try:
+        resolved = resolve_values(
+            driver.fold,
+            run_id,
+            value,
+            interrupt_id,
+            values,
+            value_given=record.status is RunStatus.INTERRUPTED or values is not None,
+        )
+        if resolved:
+            driver.check_json(resolved, f"the resume values of run {run_id!r}")
+    except BaseException:
+        # Refused values change nothing: the lease the adoption took goes back, so the
+        # right values can come from anywhere (not only from this process).
+        with anyio.CancelScope(shield=True), anyio.move_on_after(runs.services.release_timeout):
+            await runs.store.release(run_id, runs.services.owner)
+        raise
     if resolved:
-        driver.check_json(resolved, f"the resume values of run {run_id!r}")
         driver.record(Resumed(resolved, actor=actor))
     # Durable before we return, and marked running, so a crash from here on leaves
     # a run that recovery finds (not one that looks parked with nothing pending).
@@ -111,13 +119,18 @@ async def cancel_run(runs: Runs, run_id: str, actor: str | None = None) -> None:
         raise RunStateError(f"run {run_id!r} is already {record.status.value}; nothing to cancel")
     services = runs.services
     fence = await runs.store.claim(run_id, services.owner, services.lease_ttl)
-    if fence is None and record.queue is not None and has_queues(runs.store):
-        if await cancel_elsewhere(runs, run_id, actor):
-            return
-        raise RunStateError(
-            f"run {run_id!r} is driven by worker {record.owner}, which was asked to cancel it "
-            "and has not stopped it yet; it will at its next step"
-        )
+    queued = record.queue is not None and has_queues(runs.store)
+    if fence is None and queued:
+        stopped = await cancel_elsewhere(runs, run_id, actor)
+        if stopped is None:
+            raise RunStateError(
+                f"run {run_id!r} is driven by worker {record.owner}, which was asked to cancel "
+                "it and has not stopped it yet; it will at its next step"
+            )
+        if stopped.terminal:
+            return  # cancelled there (or it ended first)
+        # It parked before its worker heard the request: nobody drives it, end it here.
+        fence = await runs.store.claim(run_id, services.owner, services.lease_ttl)
     if fence is None:
         raise RunStateError(
             f"run {run_id!r} is being driven by another process ({record.owner}); cancel it there"
@@ -250,17 +263,19 @@ def _resolved(
     return {next(iter(pending)): value}
 
 
-async def cancel_elsewhere(runs: Runs, run_id: str, actor: str | None) -> bool:
+async def cancel_elsewhere(runs: Runs, run_id: str, actor: str | None) -> RunStatus | None:
     """Ask the worker driving a queued run to cancel it, and wait until the run stopped
-    (True) or for two lease periods (False: it has not stopped yet)."""
+    moving: its status then (ended, or parked before the worker heard), or None if it
+    still runs after two lease periods."""
     store = runs.store
     assert has_queues(store)
+    await runs.watch_store()  # listening before asking: the answer is not missed
     await store.queues.request_cancel(run_id, actor)
     with anyio.move_on_after(max(5.0, 2 * runs.services.lease_ttl)):
         while True:
             record = await runs.record(run_id)
             if record.status is not RunStatus.RUNNING:
-                return True
+                return record.status
             await runs.watch_store()
             await runs.registry.wait_for_change(run_id)
-    return False
+    return None

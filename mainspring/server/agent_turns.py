@@ -22,6 +22,7 @@ from ..agents.agent import Agent
 from ..agents.errors import AgentError
 from ..agents.running import prepare, scoped, thread_messages
 from ..engine.handle import RunHandle
+from ..engine.queueing import QueueOptions
 from ..engine.tenancy import TenantRuntime
 from ..events import EffectFinished, Event
 from ..status import RunStatus
@@ -30,6 +31,7 @@ from .catalog import UnknownGraphError
 from .context import ServerState
 from .errors import ApiError
 from .multitask import check_free, queues_of, reserved
+from .queued import queue_options
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
           "tool": "tool"}  # fmt: skip
@@ -189,14 +191,15 @@ async def open_turn(
     prepare(agent, view)
     queues = queues_of(state)
     reserved(queues, run_id, view.tenant)
+    queued = queue_options(state)  # queue mode: the server's queue's workers drive it
     if thread is None or held:
         if thread is not None:
             await check_free(queues, view, thread, _hint(thread))
-        handle = await _start_turn(agent, view, messages, thread, run_id, metadata, preface)
+        handle = await _start_turn(agent, view, messages, thread, run_id, metadata, preface, queued)
         return await follow(handle)  # nothing awaited since the start: see the docstring
     async with queues.locked(view.tenant, thread):
         await check_free(queues, view, thread, _hint(thread))
-        handle = await _start_turn(agent, view, messages, thread, run_id, metadata, preface)
+        handle = await _start_turn(agent, view, messages, thread, run_id, metadata, preface, queued)
         return await follow(handle)  # before leaving the section, which may await
 
 
@@ -208,6 +211,7 @@ async def _start_turn(
     run_id: str | None,
     metadata: dict[str, Any] | None,
     preface: Sequence[dict[str, Any]],
+    queued: QueueOptions,
 ) -> RunHandle:
     if thread is not None:
         try:
@@ -220,7 +224,12 @@ async def _start_turn(
         raise ApiError(422, "invalid_request", "messages: give at least one new message")
     try:
         return await agent.start(
-            view, [*preface, *messages], thread=thread, run_id=run_id, metadata=metadata
+            view,
+            [*preface, *messages],
+            thread=thread,
+            run_id=run_id,
+            metadata=metadata,
+            **queued,
         )
     except AgentError as exc:  # the thread got busy meanwhile (another process's start)
         raise _busy(exc, thread) from None

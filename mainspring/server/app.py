@@ -26,6 +26,8 @@ from .config import ServerConfig
 from .context import ServerState
 from .detach import MainspringApp
 from .keys.protocol import KeyStore
+from .queued import check_server_queue
+from .ratelimit import RateLimiter
 from .routes import ROUTERS, mount_console
 from .storewait import StoreWait
 
@@ -61,12 +63,16 @@ def create_app(
             "create_app: auth is on but no key store was given; pass keys= (see "
             "mainspring.server.keys) or ServerConfig(auth=False) for a loopback-only server"
         )
+    check_server_queue(rt.store, config.queue)
     state = ServerState(runtime=rt, catalog=catalog, config=config, keys=keys)
+    limiter = _limiter(config.rate, config.burst, config.rate_limit_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             try:
+                await limiter.open()  # Redis's shared limits: said at once if unreachable
+                stack.push_async_callback(limiter.aclose)
                 if keys is not None:
                     await keys.open()
                     stack.push_async_callback(keys.aclose)
@@ -98,9 +104,24 @@ def create_app(
     app.state.mainspring = state
     errors.install(app)
     app.add_middleware(StoreWait, timeout=config.request_store_timeout)  # inside security's
-    security.install(app, config)
+    security.install(app, config, limiter)
     for router in ROUTERS:
         app.include_router(router)
     if config.console:
         mount_console(app)
     return app
+
+
+def _limiter(rate: float, burst: int, url: str | None) -> RateLimiter:
+    """The server's limiter: local buckets, or Redis's at ``url``."""
+    if url is None or rate <= 0:
+        return RateLimiter(rate, burst)
+    try:
+        from .ratelimit_redis import RedisRateLimiter  # redis only when asked for
+    except ImportError:
+        raise ValueError(
+            "rate_limit_url (--rate-limit-store) needs the redis client: "
+            "pip install 'mainspring[redis]'"
+        ) from None
+
+    return RedisRateLimiter(url, rate, burst)

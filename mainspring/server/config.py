@@ -22,6 +22,10 @@ class ServerConfig:
     503; ``request_store_timeout`` seconds a read (GET) waits for its answer to begin
     before it is answered 503 ``store_unavailable`` (None: as long as the runtime's
     ``retry_for``); writes always wait for the runtime's ``retry_for``.
+    Scale-out: ``queue`` sends the runs the API starts to that run queue of the PostgreSQL
+    store, where workers (``mainspring worker``) drive them (None: this process drives
+    them); ``rate_limit_url`` (``redis://...``) keeps the rate limit's buckets in Redis,
+    shared by every server using it (None: each process has its own).
     """
 
     auth: bool = True
@@ -35,3 +39,5 @@ class ServerConfig:
     console: bool = True
     ready_timeout: float = 2.0
     request_store_timeout: float | None = 10.0
+    queue: str | None = None
+    rate_limit_url: str | None = None

@@ -7,8 +7,9 @@ its request's ``multitask`` says:
 * ``reject``: 409 ``thread_busy`` naming the open run; nothing starts.
 * ``enqueue``: 202; a task of the server's task group waits for the open run (and the runs
   queued before it) to end (finished, failed or cancelled: a park is not an end), then
-  starts it. The queue is the server's memory: a queued run that has not started when the
-  server stops is dropped (it never existed in the journal).
+  starts it. The queued start is kept in the store (``pending/``, ``thread_queues.py``): a
+  server that stops leaves it to the next server on the store (or another one on the same
+  PostgreSQL store), which starts it, once, when its turn comes.
 * ``interrupt``: the open run is cancelled (its journal kept; the ``cancelled`` event names
   ``interrupted by run <new id>``), runs queued behind it are dropped, then the new run
   starts. An agent's new run goes on from the cancelled run's conversation as it stood
@@ -33,6 +34,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from typing import Any
 
 from ..agents.running import prepare
@@ -47,6 +49,8 @@ from .auth import Caller
 from .catalog import CatalogEntry
 from .context import ServerState
 from .errors import ApiError
+from .pending import PendingStart, pending_starts_for
+from .queued import options_of, placed
 from .schemas import StartRun
 from .starting import (
     BAD_INPUT,
@@ -58,8 +62,8 @@ from .starting import (
     resolve,
     start_view,
 )
-from .thread_locks import thread_locks_for
-from .thread_queues import Queued, ThreadQueues
+from .thread_locks import PostgresThreadLocks, thread_locks_for
+from .thread_queues import Go, Queued, ThreadQueues, UntilEnded
 
 log = logging.getLogger("mainspring.server")
 
@@ -69,8 +73,12 @@ OPEN = (RunStatus.RUNNING, RunStatus.INTERRUPTED)
 def queues_of(state: ServerState) -> ThreadQueues:
     queues: ThreadQueues | None = state.extras.get("thread_queues")
     if queues is None:
-        locks = thread_locks_for(state.runtime.store)
-        queues = state.extras["thread_queues"] = ThreadQueues(locks)
+        store = state.runtime.store
+        locks = thread_locks_for(store)
+        shared = isinstance(locks, PostgresThreadLocks)  # other servers may share the store
+        queues = ThreadQueues(locks, pending_starts_for(store), shared=shared)
+        queues.restorer = partial(_restored, state)
+        state.extras["thread_queues"] = queues
     return queues
 
 
@@ -94,6 +102,7 @@ async def start_run(state: ServerState, caller: Caller, body: StartRun) -> Start
     thread and the start are made under the thread's lock; the wait (``wait``) outside it."""
     view = start_view(caller, state, body)
     entry, graph = resolve(state, body)
+    body = placed(state, body)  # its queue settled and checked (queue mode: queued.py)
     queues = queues_of(state)
     if body.thread is None:
         reserved(queues, body.run_id, view.tenant)  # a queued run's id is taken
@@ -196,11 +205,11 @@ async def _on_thread(
             open_run_id=blocker,
         )
     if body.multitask == "enqueue":
-        return _enqueue(queues, view, entry, graph, body, blocker)
+        return await _enqueue(queues, view, entry, graph, body, blocker)
     return await _replace(caller, queues, view, entry, graph, body, busy)
 
 
-def _enqueue(
+async def _enqueue(
     queues: ThreadQueues,
     view: TenantRuntime,
     entry: CatalogEntry,
@@ -215,10 +224,23 @@ def _enqueue(
         raise ApiError(
             422, "invalid_input", f"the input does not fit {body.graph!r}: {exc}"
         ) from None
-    metadata = _marked(body.metadata, {"strategy": "enqueue", "after": blocker})
     item = Queued(
-        body.run_id, entry.name, body.thread, view.tenant, blocker, time.time(), body.input
-    )
+        body.run_id, entry.name, body.thread, view.tenant, blocker, time.time(), body.input,
+        body.model_dump(mode="json", exclude_unset=False),
+    )  # fmt: skip
+    await queues.enqueue(item, *_turn(view, entry, graph, body, blocker))
+    return Started(202, item.to_json())
+
+
+def _turn(
+    view: TenantRuntime,
+    entry: CatalogEntry,
+    graph: CompiledGraph,
+    body: StartRun,
+    blocker: str,
+) -> tuple[UntilEnded, Go]:
+    """How a queued run waits for its turn, and starts (or names what it waits for now)."""
+    metadata = _marked(body.metadata, {"strategy": "enqueue", "after": blocker})
 
     async def until_ended(run_id: str) -> None:
         with suppress(MainspringError):  # it ended, or never started
@@ -226,14 +248,40 @@ def _enqueue(
 
     async def go() -> str | None:
         assert body.thread is not None
+        if _started_already(await existing(view, body), body):
+            return None  # by another server, or before a server stopped
         busy = await open_run(view, body.thread)  # another server's start, since?
         if busy is not None:
             return busy.run_id
         await begin(view, entry, graph, body, body.input, metadata)
         return None
 
-    queues.enqueue(item, until_ended, go)
-    return Started(202, item.to_json())
+    return until_ended, go
+
+
+def _started_already(record: RunRecord | None, body: StartRun) -> bool:
+    """Whether ``record`` (the run with the queued run's id) is that queued run, started."""
+    if record is None or (record.graph, record.thread) != (body.graph, body.thread):
+        return False
+    mark = (record.metadata or {}).get("multitask")
+    return isinstance(mark, dict) and mark.get("strategy") == "enqueue"
+
+
+def _restored(state: ServerState, row: PendingStart) -> tuple[Queued, UntilEnded, Go] | None:
+    """A pending start from the store as this server's queued run (None: it names a graph
+    this server does not serve; a server that does takes it up)."""
+    try:
+        body = StartRun.model_validate(row.request)
+        entry, graph = resolve(state, body)
+    except (ApiError, ValueError, MainspringError) as exc:
+        log.warning("pending start %s is not this server's to start: %s", row.run_id, exc)
+        return None
+    view = state.runtime.tenant(row.tenant)
+    item = Queued(
+        row.run_id, row.graph, row.thread, row.tenant, row.after, row.queued_at, body.input,
+        row.request,
+    )  # fmt: skip
+    return (item, *_turn(view, entry, graph, body, row.after))
 
 
 async def _replace(
@@ -249,7 +297,7 @@ async def _replace(
     it), then start the new one."""
     assert body.run_id is not None and body.thread is not None
     rollback = body.multitask == "rollback"
-    dropped = [q.run_id for q in queues.drop(view.tenant, body.thread)]
+    dropped = await queues.drop(view.tenant, body.thread)
     mark: dict[str, Any] = {"strategy": body.multitask}
     if dropped:
         mark["dropped"] = dropped
@@ -270,7 +318,12 @@ async def _replace(
         return await _start(view, entry, graph, body, metadata)
     prepare(entry.agent, view)  # an agent going on from the interrupted conversation
     handle = await view.start(
-        graph, {"messages": carried}, run_id=body.run_id, thread=body.thread, metadata=metadata
+        graph,
+        {"messages": carried},
+        run_id=body.run_id,
+        thread=body.thread,
+        metadata=metadata,
+        **options_of(body),
     )
     return 201, handle
 

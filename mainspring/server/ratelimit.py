@@ -3,7 +3,8 @@
 Each bucket holds up to ``burst`` tokens and refills at ``rate`` tokens a second; a request
 takes one, and a request that finds none is answered ``429`` with ``Retry-After`` (whole
 seconds until a token is back). Buckets live in this process: with several server
-processes behind a balancer, each allows its own ``rate``. At most ``max_buckets`` are kept,
+processes behind a balancer, each allows its own ``rate`` (unless they share Redis:
+``ratelimit_redis.py``). At most ``max_buckets`` are kept,
 the least recently used dropped first (a dropped bucket was idle, so likely full again).
 """
 
@@ -44,6 +45,16 @@ class RateLimiter:
     @property
     def enabled(self) -> bool:
         return self.rate > 0
+
+    async def open(self) -> None:
+        """Ready the limiter (the server's startup); nothing to do for local buckets."""
+
+    async def aclose(self) -> None:
+        """Release what ``open`` took."""
+
+    async def acquire(self, caller: str) -> float:
+        """``take``, where the buckets may live elsewhere (``ratelimit_redis.py``)."""
+        return self.take(caller)
 
     def take(self, caller: str) -> float:
         """Take a token for ``caller``: 0.0 if it had one, else the seconds until it will."""

@@ -28,6 +28,9 @@ MAX_TIME = 1e11
 #: A JSON value a client gives: nested at most ``MAX_JSON_DEPTH`` levels (else a 422).
 JsonValue = Annotated[Any, AfterValidator(check_json_depth)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(check_json_depth)]
+#: A run queue's name (``Runtime.start(queue=...)``): no ':' (it separates notifications).
+QueueName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^:]+$")]
+MAX_DELAY = 366 * 86400.0  # a year: a delayed start further off is a mistake
 
 
 def refuse_deep_json(value: Any, field: str) -> None:
@@ -86,6 +89,16 @@ AUTH = (400, 401, 403, 413, 422, 429, 503)
 # -- objects -----------------------------------------------------------------------------
 
 
+class RunQueue(BaseModel):
+    """Where a queued run waits for a worker (docs/server.md, "Queue mode")."""
+
+    name: str
+    priority: int
+    available_at: float | None = Field(description="no worker starts it before (a delay)")
+    concurrency_key: str | None
+    waiting: bool = Field(description="running, and no worker holds it yet")
+
+
 class Run(BaseModel):
     run_id: str
     graph: str
@@ -100,6 +113,9 @@ class Run(BaseModel):
     durability: Literal["sync", "batch", "off"]
     error: str | None
     metadata: dict[str, Any]
+    queue: RunQueue | None = Field(
+        default=None, description="the run queue whose workers drive it (null: none)"
+    )
 
 
 class PendingInterrupt(BaseModel):
@@ -290,6 +306,26 @@ class NewMessage(_Request):
     multitask: Multitask = "reject"
     tenant: str | None = Field(
         default=None, max_length=200, description="operator keys only: the tenant the run is for"
+    )
+    queue: QueueName | None = Field(
+        default=None,
+        description="the run queue a worker takes the run from (PostgreSQL store; default: "
+        "the server's --queue, else this server drives the run)",
+    )
+    priority: int = Field(
+        default=0, ge=-(2**31) + 1, le=2**31 - 1, description="queued runs: higher starts first"
+    )
+    delay: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_DELAY,
+        description="queued runs: seconds before a worker may start it",
+    )
+    concurrency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="queued runs: runs sharing a key count against the queue's per-key limit",
     )
 
     @field_validator("metadata")

@@ -94,10 +94,10 @@ def check_origins(origins: tuple[str, ...]) -> None:
             )
 
 
-def install(app: FastAPI, config: ServerConfig) -> None:
+def install(app: FastAPI, config: ServerConfig, limiter: RateLimiter | None = None) -> None:
     """Add the guards to ``app`` (the last added runs first)."""
     check_origins(config.cors_origins)
-    app.add_middleware(Guard, config=config)
+    app.add_middleware(Guard, config=config, limiter=limiter)
     if config.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -220,7 +220,7 @@ class Guard:
         # nor are the console's own files (fetched before any key: a page must load).
         path = scope["path"]
         limited = self.config.auth and not (path in _UNLIMITED or path.startswith("/console/"))
-        wait = self.limiter.take(caller) if limited else 0.0
+        wait = await self.limiter.acquire(caller) if limited else 0.0
         if scope["type"] == "websocket":
             if wait:  # as the stream routes refuse: accepted, then closed 4000 + the status
                 if (await receive())["type"] == "websocket.connect":

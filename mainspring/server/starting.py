@@ -25,6 +25,7 @@ from .auth import Api, Caller
 from .catalog import CatalogEntry
 from .context import ServerState
 from .errors import ApiError
+from .queued import options_of
 from .schemas import StartRun
 from .views import outcome_json, run_json
 
@@ -92,15 +93,17 @@ async def begin(
     metadata: dict[str, Any] | None,
 ) -> RunHandle:
     """Start the run: an agent through ``agent.start`` (the thread's conversation goes on),
-    a graph through the runtime. ``input`` may differ from the body's (see multitask)."""
+    a graph through the runtime. ``input`` may differ from the body's (see multitask).
+    A body with a queue (``queued.placed``) leaves the run to that queue's workers."""
+    queued = options_of(body)
     try:
         if entry.kind == "agent":
             handle: RunHandle = await entry.agent.start(
-                view, input, thread=body.thread, run_id=body.run_id, metadata=metadata
+                view, input, thread=body.thread, run_id=body.run_id, metadata=metadata, **queued
             )
             return handle
         return await view.start(
-            graph, input, run_id=body.run_id, thread=body.thread, metadata=metadata
+            graph, input, run_id=body.run_id, thread=body.thread, metadata=metadata, **queued
         )
     except AgentError as exc:  # the thread got an open run between our look and the start
         raise ApiError(409, "thread_busy", str(exc)) from None

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..engine.outcome import PendingInterrupt, RunOutcome
 from ..events import to_jsonable
+from ..status import RunStatus
 from ..store import RunRecord
 from .depth import clip
 
@@ -27,6 +28,21 @@ def run_json(record: RunRecord, version: str | None = None) -> dict[str, Any]:
         "durability": record.durability.value,
         "error": record.error,
         "metadata": _metadata(record),
+        "queue": _queue(record),
+    }
+
+
+def _queue(record: RunRecord) -> dict[str, Any] | None:
+    """Where a queued run waits for (or is driven by) a worker; None: not a queued run."""
+    placed = record.queue
+    if placed is None:
+        return None
+    return {
+        "name": placed.name,
+        "priority": placed.priority,
+        "available_at": placed.available_at,
+        "concurrency_key": placed.concurrency_key,
+        "waiting": record.status is RunStatus.RUNNING and record.owner is None,
     }
 
 

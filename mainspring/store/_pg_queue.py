@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -38,6 +39,9 @@ NOW: Final = "extract(epoch FROM clock_timestamp())::float8"
 CANCEL_CHANNEL: Final = "mainspring_cancel"  # payload '<schema>:<run_id>': stop it where it runs
 DEFAULT_MAX_ATTEMPTS: Final = 3
 _SCAN: Final = 4  # candidates looked at per run wanted, for the per-tenant and per-key limits
+# ... and at least this many: a tenant or key at its limit with a long backlog must not hide
+# the runs of others behind it (those past this many waiting wait for the window to move).
+_SCAN_LIMITED: Final = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +68,17 @@ class QueueConfig:
             ("per_tenant", self.per_tenant),
             ("per_key", self.per_key),
         ):
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
                 raise StoreError(
                     f"QueueConfig({field}={value!r}): give a whole number >= 1 or None"
                 )
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+        if (
+            isinstance(self.max_attempts, bool)
+            or not isinstance(self.max_attempts, int)
+            or self.max_attempts < 1
+        ):
             raise StoreError(f"QueueConfig(max_attempts={self.max_attempts!r}): give a number >= 1")
         if self.rate is not None:
             parse_rate(self.rate)
@@ -80,7 +90,11 @@ class QueueConfig:
         )
 
 
-_PERIODS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_PERIODS: Final = {
+    **dict.fromkeys(("s", "sec", "second"), 1.0),
+    **dict.fromkeys(("m", "min", "minute"), 60.0),
+    **dict.fromkeys(("h", "hour"), 3600.0),
+}
 
 
 def parse_rate(rate: str) -> tuple[float, float]:
@@ -90,7 +104,8 @@ def parse_rate(rate: str) -> tuple[float, float]:
         n = float(count)
     except ValueError:
         n = -1.0
-    period = _PERIODS.get(unit.strip().lower()[:1]) if unit.strip() else None
+    unit = unit.strip().lower()
+    period = _PERIODS.get(unit[:-1] if unit.endswith("s") and len(unit) > 2 else unit)
     if n <= 0 or not math.isfinite(n) or period is None:
         raise StoreError(
             f"rate {rate!r}: write starts per period, e.g. '50/s', '600/m' or '1000/h'"
@@ -117,6 +132,9 @@ class Claimed:
     max_attempts: int
     took_over: bool  # from a worker whose lease had expired
     cancel_requested: str | None  # who asked (an actor, or "") to cancel it, if anyone did
+    graph: str = ""
+    durability: str = "sync"
+    status: str = "running"
 
     @property
     def poisoned(self) -> bool:
@@ -130,7 +148,7 @@ class QueueStats:
     delayed: int  # waiting for their available_at
     running: int  # held by a live lease
     oldest_waiting: float | None  # seconds the oldest ready run has waited
-    poisoned: int  # failed as poisoned, all time
+    poisoned: int  # failed as poisoned in the last 24 hours
     config: QueueConfig | None
 
 
@@ -164,6 +182,11 @@ class PgQueues:
         self._pool_of = pool  # () -> ConnectionPool: the store's live pool
         self._retrier = retrier
         self._claim_sql = _claim_sql(s)
+        self._fast_sql = _fast_claim_sql(s)
+        # Queues found to have a limits row: claimed under its lock. A queue configured
+        # while this process claims it lock-free is noticed at its next claim.
+        self._limited: set[str] = set()
+        self._refill: dict[str, float] = {}  # queue -> when its bucket has a start again
         self._host = socket.gethostname()
 
     def _pool(self) -> ConnectionPool:
@@ -183,14 +206,23 @@ class PgQueues:
     async def claim(self, queue: str, owner: str, ttl: float, limit: int) -> list[Claimed]:
         """Up to ``limit`` runs of ``queue`` for ``owner``, their leases taken for ``ttl`` s.
 
-        Not retried here: a claim whose reply was lost may have taken runs; their leases
-        expire and another claim takes them over (counted as no death: see ``took_over``).
+        Retried like any statement: the runs a claim whose reply was lost took are driven
+        by nothing here, and the runtime's heartbeat hands them back (``engine/leases.py``).
         """
         if limit <= 0:
             return []
         pool = self._pool()
+        what = f"claiming runs of queue {queue!r}"
+        if queue not in self._limited:
+            # One statement, no transaction: it claims nothing (and says so) if the queue
+            # has limits, which then go through the locked path from now on.
+            args = (queue, owner, float(ttl), limit)
+            rows = await self._retrier.run(what, lambda _: pool.fetch(self._fast_sql, *args))
+            if not rows or rows[0][0] is not None:
+                return _claimed(rows, queue, DEFAULT_MAX_ATTEMPTS)
+            self._limited.add(queue)
         return await self._retrier.run(
-            f"claiming runs of queue {queue!r}",
+            what,
             lambda _: pool.run(lambda conn: self._claim(conn, queue, owner, float(ttl), limit)),
         )
 
@@ -220,27 +252,47 @@ class PgQueues:
             if limit > 0:
                 rows = await conn.fetch(
                     self._claim_sql, queue, owner, ttl, limit, per_tenant, per_key,
-                    concurrency, limit * _SCAN,
+                    concurrency, max(limit * _SCAN, _SCAN_LIMITED),
                 )  # fmt: skip
             if tokens is not None:
+                left = tokens - len(rows)
                 await conn.execute(
                     f"UPDATE {s}.queues SET tokens = $2, refilled_at = {NOW} WHERE name = $1",
                     queue,
-                    tokens - len(rows),
+                    left,
                 )
-        return [
-            Claimed(r[0], int(r[1]), queue, int(r[2]), max_attempts, r[3] is not None, r[4])
-            for r in rows
-        ]
+                # Nothing announces a refill: the worker wakes by itself when the next
+                # token is due (see refill_wait).
+                self._refill[queue] = (
+                    time.monotonic() + (1 - left) * float(row[4]) / float(row[3])
+                    if row is not None and left < 1
+                    else 0.0
+                )
+        return _claimed(rows, queue, max_attempts)
+
+    def limited(self, queues: Sequence[str]) -> bool:
+        """Whether one of ``queues`` was found to have limits (claimed under its lock)."""
+        return any(q in self._limited for q in queues)
+
+    def refill_wait(self, queues: Sequence[str]) -> float | None:
+        """Seconds until a rate-limited queue of ``queues`` that ran out of starts has
+        one again (None: none ran out)."""
+        now = time.monotonic()
+        due = [self._refill[q] for q in queues if self._refill.get(q, 0.0) > now]
+        return min(due) - now if due else None
 
     async def next_wake(self, queues: Sequence[str], owner: str) -> float | None:
         """Seconds until a run of ``queues`` may become claimable without a notification:
         a delayed run's time comes, or another worker's lease runs out (None: neither)."""
+        # Only times still to come: a run claimable now but held back by a limit waits for
+        # a slot (a status change wakes the worker), not for this.
         rows = await self._fetch(
             "looking at the queue",
-            f"""SELECT min(CASE WHEN owner IS NULL THEN available_at ELSE lease_until END) - {NOW}
-FROM {self._s}.runs WHERE status = 'running' AND queue = ANY($1::text[])
-  AND owner IS DISTINCT FROM $2 AND (owner IS NOT NULL OR available_at IS NOT NULL)""",
+            f"""SELECT min(t) - {NOW} FROM (
+  SELECT CASE WHEN owner IS NULL THEN available_at ELSE lease_until END AS t
+  FROM {self._s}.runs WHERE status = 'running' AND queue = ANY($1::text[])
+    AND owner IS DISTINCT FROM $2 AND (owner IS NOT NULL OR available_at IS NOT NULL)
+) AS times WHERE t > {NOW}""",
             list(queues),
             owner,
         )
@@ -277,6 +329,18 @@ RETURNING CASE WHEN queue IS NOT NULL
   THEN pg_notify('{QUEUE_CHANNEL}', '{self.schema}:' || queue) END""",
             run_id,
             owner,
+        )
+
+    async def defer(self, run_id: str, owner: str, seconds: float) -> None:
+        """Give a run back for later (this worker cannot drive it: an unknown graph, a
+        store error): no worker takes it for ``seconds``, then any may."""
+        await self._fetch(
+            f"deferring run {run_id!r}",
+            f"""UPDATE {self._s}.runs SET owner = NULL, lease_until = NULL,
+  available_at = {NOW} + $3::float8 WHERE run_id = $1 AND owner = $2""",
+            run_id,
+            owner,
+            float(seconds),
         )
 
     async def notify(self, queue: str) -> None:
@@ -328,7 +392,9 @@ ON CONFLICT (name) DO UPDATE SET concurrency = $2, per_tenant = $3, per_key = $4
   {NOW} - min(created_at) FILTER (WHERE status = 'running' AND owner IS NULL
                    AND coalesce(available_at, 0) <= {NOW}),
   count(*) FILTER (WHERE status = 'failed' AND error LIKE 'poisoned:%')
-FROM {self._s}.runs WHERE queue IS NOT NULL GROUP BY queue""",
+FROM {self._s}.runs WHERE queue IS NOT NULL
+  AND (status = 'running' OR (status = 'failed' AND updated_at > {NOW} - 86400))
+GROUP BY queue""",
         )
         configs = await self.configs()
         found = {r[0]: r for r in rows}
@@ -396,11 +462,61 @@ def _config_of(r: Any) -> QueueConfig:
     return QueueConfig(r[0], r[1], r[2], r[3], rate, r[6])
 
 
+def _claimed(rows: Sequence[Any], queue: str, max_attempts: int) -> list[Claimed]:
+    return [
+        Claimed(
+            r[0],
+            int(r[1]),
+            queue,
+            int(r[2]),
+            max_attempts,
+            r[3] is not None,
+            r[4],
+            graph=r[5],
+            durability=r[6],
+            status=r[7],
+        )
+        for r in rows
+    ]
+
+
+_SET_LEASE = """owner = $2, lease_until = {now} + $3::float8, fence = r.fence + 1,
+  deaths = r.deaths + (f.was IS NOT NULL)::int"""
+_CLAIMED = """r.run_id, r.fence, r.deaths, f.was, r.cancel_requested, r.graph, r.durability,
+  r.status"""
+
+
+def _fast_claim_sql(s: str) -> str:
+    """The claim of a queue without a limits row: $1 queue, $2 owner, $3 ttl, $4 runs
+    wanted. A queue with one gets a single row of NULLs: claim it under its lock."""
+    return f"""
+WITH limited AS (
+  SELECT 1 FROM {s}.queues WHERE name = $1
+), f AS (
+  SELECT run_id, owner AS was FROM {s}.runs
+  WHERE status = 'running' AND queue = $1 AND (owner IS NULL OR lease_until <= {NOW})
+    AND (available_at IS NULL OR available_at <= {NOW}) AND NOT EXISTS (SELECT 1 FROM limited)
+  ORDER BY priority DESC, created_at
+  LIMIT $4
+  FOR UPDATE SKIP LOCKED
+), up AS (
+  UPDATE {s}.runs r SET {_SET_LEASE.format(now=NOW)}
+  FROM f WHERE r.run_id = f.run_id
+  RETURNING {_CLAIMED}
+)
+SELECT * FROM up
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE EXISTS (SELECT 1 FROM limited)"""
+
+
 def _claim_sql(s: str) -> str:
-    """$1 queue, $2 owner, $3 ttl, $4 runs wanted, $5 per tenant, $6 per key, $7 in all
-    (NULL: no limit), $8 candidates to look at. Returns run_id, fence, deaths, the
-    previous owner (not NULL: a takeover) and who asked to cancel it."""
+    """The claim of a queue with limits, run under its limits row's lock (so claims of the
+    queue are serial, and only the runs taken are locked). $1 queue, $2 owner, $3 ttl,
+    $4 runs wanted, $5 per tenant, $6 per key, $7 in all (NULL: no limit), $8 candidates
+    to look at. A run fits if its key has room (counting the runs before it), then its
+    tenant has room among the runs that fit by key."""
     live = f"status = 'running' AND queue = $1 AND owner IS NOT NULL AND lease_until > {NOW}"
+    order = "ORDER BY c.priority DESC, c.created_at"
     return f"""
 WITH held AS (
   SELECT tenant, concurrency_key FROM {s}.runs WHERE {live}
@@ -410,24 +526,27 @@ WITH held AS (
     AND (available_at IS NULL OR available_at <= {NOW})
   ORDER BY priority DESC, created_at
   LIMIT $8
-  FOR UPDATE SKIP LOCKED
-), ranked AS (
-  SELECT c.*,
-    row_number() OVER (PARTITION BY c.tenant ORDER BY c.priority DESC, c.created_at) AS tn,
-    row_number() OVER (PARTITION BY c.concurrency_key ORDER BY c.priority DESC, c.created_at) AS kn
-  FROM cand c
+), by_key AS (
+  SELECT c.*, row_number() OVER (PARTITION BY c.concurrency_key {order}) AS kn FROM cand c
+), key_fits AS (
+  SELECT c.* FROM by_key c
+  WHERE $6::int IS NULL OR c.concurrency_key IS NULL
+     OR c.kn + (SELECT count(*) FROM held h WHERE h.concurrency_key = c.concurrency_key) <= $6
+), by_tenant AS (
+  SELECT c.*, row_number() OVER (PARTITION BY c.tenant {order}) AS tn FROM key_fits c
 ), fits AS (
-  SELECT r.run_id, r.was FROM ranked r
-  WHERE ($5::int IS NULL OR r.tn + (SELECT count(*) FROM held h WHERE h.tenant = r.tenant) <= $5)
-    AND ($6::int IS NULL OR r.concurrency_key IS NULL
-         OR r.kn + (SELECT count(*) FROM held h WHERE h.concurrency_key = r.concurrency_key) <= $6)
-  ORDER BY r.priority DESC, r.created_at
+  SELECT c.run_id, c.was FROM by_tenant c
+  WHERE $5::int IS NULL OR c.tn + (SELECT count(*) FROM held h WHERE h.tenant = c.tenant) <= $5
+  {order}
   LIMIT greatest(0, least($4::int, coalesce($7::int - (SELECT count(*) FROM held), $4::int)))
+), locked AS (
+  SELECT run_id FROM {s}.runs WHERE run_id IN (SELECT run_id FROM fits) FOR UPDATE SKIP LOCKED
 )
-UPDATE {s}.runs r SET owner = $2, lease_until = {NOW} + $3::float8, fence = r.fence + 1,
-  deaths = r.deaths + (f.was IS NOT NULL)::int
-FROM fits f WHERE r.run_id = f.run_id
-RETURNING r.run_id, r.fence, r.deaths, f.was, r.cancel_requested"""
+UPDATE {s}.runs r SET {_SET_LEASE.format(now=NOW)}
+FROM fits f
+WHERE r.run_id = f.run_id AND r.run_id IN (SELECT run_id FROM locked)
+  AND r.status = 'running' AND (r.owner IS NULL OR r.lease_until <= {NOW})
+RETURNING {_CLAIMED}"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -211,7 +211,7 @@ INSERT INTO {s}.snapshots (run_id, seq, data) VALUES ($1, $2, $3)
 ON CONFLICT (run_id) DO UPDATE SET seq = EXCLUDED.seq, data = EXCLUDED.data""",
         load_snapshot=f"SELECT seq, data FROM {s}.snapshots WHERE run_id = $1 AND seq <= $2",
         claim=_claim(s),
-        renew=f"UPDATE {s}.runs SET lease_until = {_NOW} + $2 WHERE owner = $1",
+        renew=f"UPDATE {s}.runs SET lease_until = {_NOW} + $2 WHERE owner = $1 RETURNING run_id",
         release=f"""
 UPDATE {s}.runs SET owner = NULL, lease_until = NULL WHERE run_id = $1 AND owner = $2
 RETURNING {queue_notify(schema, "queue")}""",

@@ -171,12 +171,13 @@ def lease_expired(
     return watch.expired(run_id, (holder, fence, lease_until), lease_ttl or DEFAULT_LEASE_TTL)
 
 
-def apply_renew(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:
+def apply_renew(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> set[str]:
     owner, ttl = args
-    cur.execute(
-        "UPDATE runs SET lease_until = ?, lease_ttl = ? WHERE owner = ?",
+    rows = cur.execute(
+        "UPDATE runs SET lease_until = ?, lease_ttl = ? WHERE owner = ? RETURNING run_id",
         (time.time() + ttl, ttl, owner),
-    )
+    ).fetchall()
+    return {r[0] for r in rows}
 
 
 def apply_release(cur: sqlite3.Cursor, args: tuple[Any, ...]) -> None:

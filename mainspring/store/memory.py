@@ -219,10 +219,13 @@ class MemoryStore(MemoryAudit):
             return True
         return self._deadlines.get(record.run_id, 0.0) <= time.monotonic()
 
-    async def renew(self, owner: str, ttl: float) -> None:
+    async def renew(self, owner: str, ttl: float) -> set[str]:
+        renewed = set()
         for record in self._runs.values():
             if record.owner == owner:
                 self._lease(record, owner, ttl)
+                renewed.add(record.run_id)
+        return renewed
 
     async def release(self, run_id: str, owner: str) -> None:
         record = self._runs.get(run_id)

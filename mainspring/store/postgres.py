@@ -42,25 +42,12 @@ worker host, whatever their drift. ``claim`` also takes over at once a lease
 held by a dead process on this host. ``fence`` grows by one whenever the owner
 changes.
 
-What comes next, and where it fits without a schema rewrite:
-
-* Run queue with leases: workers pick work with ``SELECT ... FROM runs WHERE
-  status = 'running' AND (owner IS NULL OR lease_until <= now) AND
-  coalesce(available_at, 0) <= now ORDER BY priority DESC, created_at
-  FOR UPDATE SKIP LOCKED LIMIT n`` and claim the rows in the same statement
-  (``available_at`` and ``priority`` exist already; the next migration adds a
-  partial index on them, ``WHERE status = 'running'``).
-* Fencing: a worker passes its token and the append's ``WHERE`` gains
-  ``AND fence = $token``; a stale worker then matches nothing, like a conflict,
-  in the same single round trip.
-* Many workers: all coordination is in row locks and conditional updates; no
-  state lives in a process except the leases it holds, renewed by one
-  ``renew`` statement per heartbeat for all its runs (index ``runs_owner``).
-* Wake-ups: run creation and every append that sets a status (park, resume,
-  finish) send ``NOTIFY mainspring_runs`` with ``{"schema", "run_id",
-  "status"}`` from inside the write statement, delivered at commit. Idle
-  workers ``LISTEN`` and poll with SKIP LOCKED when woken, and on a slow timer
-  as a safety net (notifications are not durable).
+The run queue (``_pg_queue``; ``docs/workers.md``): a queued run is a running run of a
+queue with no owner; workers claim free or expired ones with ``FOR UPDATE SKIP LOCKED``
+(bumping ``fence``), wake on ``LISTEN`` (``_pg_listener``): run creation and hand-backs
+send ``NOTIFY mainspring_queue``, every status change ``NOTIFY mainspring_runs`` from
+inside the write statement (delivered at commit). ``queues``, ``workers`` and
+``schedules`` hold the limits, the live workers and the cron schedules.
 """
 
 from __future__ import annotations
@@ -128,7 +115,10 @@ class PostgresStore(PostgresAudited):
       a stalled server) before its connection is closed and the call retried; also the
       limit on opening a connection. It must be below ``retry_for``, or a stalled call
       would use up the whole retry time and never be retried: the store refuses
-      such a pair. Default 10 s, or a third of ``retry_for`` if that is shorter.
+      such a pair. Default 10 s, or a third of ``retry_for`` if that is shorter. The
+      server also ends a session of the store that sits that long inside a transaction
+      (``idle_in_transaction_session_timeout``; a URL parameter of that name overrides
+      it): a host that died mid-transaction holds no lock for longer.
     """
 
     capabilities = StoreCapabilities(
@@ -172,6 +162,13 @@ class PostgresStore(PostgresAudited):
         self._server_settings = {"jit": "off"}
         if "application_name" not in parsed.driver_params:
             self._server_settings["application_name"] = "mainspring"
+        if "idle_in_transaction_session_timeout" not in parsed.driver_params:
+            # A host that dies or is cut off inside one of our transactions leaves its
+            # backend idle in it, holding its locks (a queue's row: every worker's claim
+            # waits) until TCP gives up, many minutes later. None of our transactions waits
+            # on its client that long: past call_timeout the client has given up anyway.
+            idle_ms = max(1, round(self.call_timeout * 1000))
+            self._server_settings["idle_in_transaction_session_timeout"] = str(idle_ms)
         self._sql = statements(self.target.schema)
         self.commit_observer: CommitObserver | None = None
         #: The audit chain (``store/_chain.py``, ``_pg_audit``): on unless ``audit=False``.
@@ -422,9 +419,10 @@ class PostgresStore(PostgresAudited):
                 return None
             dead_owner = holder
 
-    async def renew(self, owner: str, ttl: float) -> None:
+    async def renew(self, owner: str, ttl: float) -> set[str]:
         pool = self._live_pool()
-        await self._fetch("renewing leases", pool, self._sql.renew, owner, float(ttl))
+        rows = await self._fetch("renewing leases", pool, self._sql.renew, owner, float(ttl))
+        return {r[0] for r in rows}
 
     async def release(self, run_id: str, owner: str) -> None:
         pool = self._live_pool()

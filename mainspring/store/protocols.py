@@ -42,7 +42,7 @@ it, each test against the protocols and capabilities it needs):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol, TypeGuard, runtime_checkable
 
 import msgspec
@@ -161,8 +161,13 @@ class Leases(Protocol):
         parked the run takes it back without fencing out its own writes).
         """
 
-    async def renew(self, owner: str, ttl: float) -> None:
-        """Extend every lease ``owner`` holds (one heartbeat for all its runs)."""
+    async def renew(self, owner: str, ttl: float) -> Collection[str] | None:
+        """Extend every lease ``owner`` holds (one heartbeat for all its runs).
+
+        Returns the runs whose lease it extended (``None``: every lease ``owner`` thinks
+        it holds): a run taken over meanwhile is not among them, so its driver stops
+        trusting its lease and looks in the store before its next effect.
+        """
 
     async def release(self, run_id: str, owner: str) -> None:
         """Give the lease back (the run is parked or terminal)."""

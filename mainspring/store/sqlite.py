@@ -290,9 +290,10 @@ class SQLiteStore(SQLiteAudited):
         result: int | None = await writer.call(CLAIM, run_id, args, True)
         return result
 
-    async def renew(self, owner: str, ttl: float) -> None:
+    async def renew(self, owner: str, ttl: float) -> set[str]:
         writer = self._require_writer()
-        await writer.call(RENEW, None, (owner, ttl), True)
+        renewed: set[str] = await writer.call(RENEW, None, (owner, ttl), True)
+        return renewed
 
     async def release(self, run_id: str, owner: str) -> None:
         writer = self._require_writer()

@@ -20,6 +20,7 @@ released with a notification, so another worker takes them at once).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ from ..engine.queueing import STATUS_CHANNEL, QueueStore, has_queues
 from ..engine.runtime import Runtime
 from ..errors import MainspringError, RunStateError, StoreError
 from ..events import ErrorInfo, Failed
-from ..status import RunStatus
+from ..status import Durability, RunStatus
 from ..store import appends_now
 from ..store._pg_queue import CANCEL_CHANNEL, Claimed, QueueConfig, check_queue_name
 from ..store._pg_sql import QUEUE_CHANNEL
@@ -85,13 +86,19 @@ class Worker:
         self._wake = anyio.Event()
         self._stop = anyio.Event()
         self._next_queue = 0  # round robin: no queue starves another
+        self._drain: anyio.CancelScope | None = None  # the drain's scope, while it lasts
         self._schema = store.queues.schema
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def stop(self) -> None:
+    def stop(self, *, now: bool = False) -> None:
         """Drain: claim nothing more; ``run()`` returns once live runs end or the drain
-        times out. Safe to call from the worker's event loop at any time."""
+        times out. ``now``: end the drain (or skip it): live runs are handed back at once
+        (an operator's second signal). Safe to call from the worker's event loop at any time."""
+        if now:
+            self.drain_timeout = 0
+            if self._drain is not None:
+                self._drain.cancel()
         self._stop.set()
         self._wake.set()
 
@@ -107,10 +114,10 @@ class Worker:
         listener = self.store.queues.listener(
             {
                 QUEUE_CHANNEL: self._on_queue,
-                STATUS_CHANNEL: lambda _: self._wake.set(),
+                STATUS_CHANNEL: self._on_status,
                 CANCEL_CHANNEL: self._on_cancel,
             },
-            self._wake.set,
+            lambda: self._wake.set(),  # the event of the moment: the loop makes a new one
         )
         try:
             async with anyio.create_task_group() as tg:
@@ -123,9 +130,10 @@ class Worker:
                 await self._loop(listener, tg)
                 self.state = "draining"
                 await self._beat_once()
-                with anyio.move_on_after(self.drain_timeout):
+                with anyio.move_on_after(self.drain_timeout) as self._drain:
                     while self.live:
                         await next(iter(self.live.values())).done.wait()
+                self._drain = None
                 tg.cancel_scope.cancel()
         finally:
             listener.close()
@@ -152,12 +160,14 @@ class Worker:
                 continue  # a queue gave all it was asked: more may be waiting
             timeout = SAFETY_NET if listener.listening else 1.0
             if self.busy < self.concurrency:
+                queues = self.store.queues
                 try:
-                    soon = await self.store.queues.next_wake(self.queues, self.runtime.owner)
+                    soon = await queues.next_wake(self.queues, self.runtime.owner)
                 except StoreError:
                     soon = None
-                if soon is not None:
-                    timeout = min(timeout, soon + 0.005)
+                for wait in (soon, queues.refill_wait(self.queues)):
+                    if wait is not None:
+                        timeout = min(timeout, wait + 0.005)
             with anyio.move_on_after(timeout):
                 await self._wake.wait()
 
@@ -170,40 +180,56 @@ class Worker:
             if free <= 0 or self._stop.is_set():
                 break
             queue = self.queues[(self._next_queue + i) % n]
+            began = time.monotonic()  # the leases run from before the claim was sent
             claimed = await self.store.queues.claim(
                 queue, self.runtime.owner, self.runtime.lease_ttl, free
             )
             full = full or len(claimed) == free
             for claim in claimed:
-                await self._start(claim, tg)
+                await self._start(claim, tg, began)
         self._next_queue = (self._next_queue + 1) % n
         return full
 
     # -- driving ----------------------------------------------------------------------------
 
-    async def _start(self, claim: Claimed, tg: anyio.abc.TaskGroup) -> None:
+    async def _start(self, claim: Claimed, tg: anyio.abc.TaskGroup, claimed_at: float) -> None:
         rt = self.runtime
         runs = rt._runs
         self.claimed_total += 1
-        started = time.monotonic()
         try:
             if claim.poisoned:
                 await self._fail_poisoned(claim)
                 return
-            record = await runs.record(claim.run_id)
-            if record.status is not RunStatus.RUNNING:
+            if claim.status != RunStatus.RUNNING:  # ended between the pick and the claim
                 await rt.store.release(claim.run_id, rt.owner)
                 return
-            app = await runs.graph_of(claim.run_id, None, record)
+            app = rt.loader.known(claim.run_id, claim.graph, None)
+            if app is None:  # not given to this worker: import it from the recorded ref
+                app = await runs.graph_of(claim.run_id, None)
             fold = await runs.load_fold(app, claim.run_id)
-        except (MainspringError, StoreError) as exc:
-            # An unknown graph, or the store failing: leave the lease to expire (another
-            # worker, one that knows the graph, takes it over), and say why.
-            log.warning("cannot drive run %s of queue %s: %s", claim.run_id, claim.queue, exc)
+        except Exception as exc:  # a graph module may raise anything on import
+            # An unknown graph, a module that fails to import, the store failing: give it
+            # back for later (another worker, one that knows the graph, may take it), and
+            # say why. Not a death, and never this worker's end.
+            log.warning(
+                "cannot drive run %s of queue %s now (offered again in %.0f s): %s",
+                claim.run_id, claim.queue, rt.lease_ttl, exc,
+                exc_info=not isinstance(exc, MainspringError | StoreError),
+            )  # fmt: skip
+            deferred = False
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(5),
+                contextlib.suppress(StoreError),
+            ):
+                await self.store.queues.defer(claim.run_id, rt.owner, rt.lease_ttl)
+                deferred = True
+            if not deferred:  # the heartbeat would renew its lease: hand it back there
+                rt.services.registry.unreleased.add(claim.run_id)
             return
-        driver = runs.driver(app, fold, record.durability)
+        driver = runs.driver(app, fold, Durability(claim.durability))
         driver.fence = claim.fence
-        driver.lease_valid_until = started + rt.lease_ttl
+        driver.lease_valid_until = claimed_at + rt.lease_ttl
         if claim.took_over:
             log.info(
                 "took over run %s of queue %s (its worker's lease expired; %d so far)",
@@ -251,6 +277,12 @@ class Worker:
     def _on_queue(self, payload: str) -> None:
         schema, _, queue = payload.partition(":")
         if schema == self._schema and queue in self.queues:
+            self._wake.set()
+
+    def _on_status(self, payload: str) -> None:
+        # A run of this store changed status: a slot of a limited queue may have freed
+        # (a queue without limits has nothing to gain from it).
+        if self.store.queues.limited(self.queues) and f'"{self._schema}"' in payload:
             self._wake.set()
 
     def _on_cancel(self, payload: str) -> None:

@@ -8,8 +8,10 @@ autoscaler scales on), the oldest wait, the runs held; this worker's slots busy 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import contextlib
+from typing import TYPE_CHECKING, Any, Final
 
+import anyio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -19,6 +21,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..errors import StoreError
+
+PROBE_TIMEOUT: Final = 2.0  # seconds a probe or a scrape waits for the store
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -76,17 +80,21 @@ def health_app(worker: Worker) -> Starlette:
     async def readyz(request: Request) -> Response:
         if worker.state != "running":
             return JSONResponse({"ready": False, "why": worker.state}, status_code=503)
-        try:
-            await worker.store.queues.next_wake(worker.queues, worker.runtime.owner)
-        except StoreError as exc:
-            return JSONResponse({"ready": False, "why": str(exc)}, status_code=503)
+        why = f"the store did not answer within {PROBE_TIMEOUT:g} s"
+        with anyio.move_on_after(PROBE_TIMEOUT):  # a probe answers now, not after retries
+            try:
+                await worker.store.queues.next_wake(worker.queues, worker.runtime.owner)
+                why = ""
+            except StoreError as exc:
+                why = str(exc)
+        if why:
+            return JSONResponse({"ready": False, "why": why}, status_code=503)
         return JSONResponse({"ready": True, "busy": worker.busy, "slots": worker.concurrency})
 
     async def metrics(request: Request) -> Response:
-        try:
+        snapshot.stats = []  # unread (the store down): the worker's own gauges still count
+        with anyio.move_on_after(PROBE_TIMEOUT), contextlib.suppress(StoreError):
             snapshot.stats = await worker.store.queues.stats()
-        except StoreError:
-            snapshot.stats = []  # the worker's own gauges still count
         body: Any = generate_latest(registry)
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 

@@ -59,7 +59,7 @@ async def run_schedules(rt: Runtime, queues: list[str]) -> None:
             if soonest is not None:
                 wait = min(wait, soonest + 0.01)
         except StoreError as exc:
-            log.warning("could not read schedules: %s", exc)
+            log.warning("could not read or start schedules: %s", exc)
         await anyio.sleep(wait)
 
 
@@ -77,8 +77,22 @@ async def start_tick(
     run_id = tick_run_id(schedule.name, schedule.next_at)
     metadata: dict[str, Any] = dict(schedule.metadata)
     metadata.setdefault("schedule", schedule.name)
-    await rt.start(graph, schedule.input, run_id=run_id, queue=schedule.queue, metadata=metadata)
-    following = next_tick(schedule.cron, max(schedule.next_at, time.time()))
+    try:
+        await rt.start(
+            graph, schedule.input, run_id=run_id, queue=schedule.queue, metadata=metadata
+        )
+    except StoreError:
+        raise  # the store failing: the tick is tried again
+    except Exception as exc:  # the start refused this tick (its input, its id)
+        # Skipped, not retried in a loop: the same start would be refused again. Said
+        # loudly; the schedule goes on at its next tick.
+        log.error("schedule %s: the run of tick %s could not start, tick skipped: %s",
+                  schedule.name, run_id, exc)  # fmt: skip
+    try:
+        following = next_tick(schedule.cron, max(schedule.next_at, time.time()))
+    except RunStateError as exc:  # a cron expression written into the table by hand
+        log.error("schedule %s: %s; not started again until it is fixed", schedule.name, exc)
+        following = float("inf")
     if await schedules.advance(schedule.name, schedule.next_at, following, run_id):
         log.info("schedule %s: started run %s", schedule.name, run_id)
 

@@ -1,0 +1,133 @@
+"""Pending starts in the SQLite store's own file: a table ``pending_starts`` beside the
+journal's, made through the store's open path as the API keys' table is (``keys/sqlite.py``:
+the file is refused unless it is a healthy Mainspring store; the table is the server's,
+not one of the store's versioned migrations)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from ...errors import StoreError
+from ...store._sqlite_errors import translate
+from ...store._sqlite_file import connect_writer, parse_url
+from ._record import PendingStart, pending_of
+
+T = TypeVar("T")
+
+_TABLE = """CREATE TABLE IF NOT EXISTS pending_starts (
+    position INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    thread TEXT NOT NULL,
+    graph TEXT NOT NULL,
+    after TEXT NOT NULL,
+    queued_at REAL NOT NULL,
+    request TEXT NOT NULL
+)"""
+_COLUMNS = "run_id, tenant, thread, graph, after, queued_at, request"
+
+
+class SQLitePendingStarts:
+    """``sqlite:///path.db``: the pending starts of the server whose journal is ``path.db``."""
+
+    def __init__(self, url: str, *, path: Path | None = None, busy_timeout: float = 5.0) -> None:
+        parsed = parse_url(url)
+        self.path, self._create = path or parsed.path, parsed.create  # path: the store's own
+        self._busy_timeout = busy_timeout
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        if self._db is None:
+            self._db = await anyio.to_thread.run_sync(self._connect)
+
+    def _connect(self) -> sqlite3.Connection:
+        db, _ = connect_writer(self.path, create=self._create, busy_timeout=self._busy_timeout)
+        try:
+            db.execute(_TABLE)
+        except sqlite3.Error as exc:
+            db.close()
+            raise translate(exc, self.path, "making the pending_starts table") from None
+        return db
+
+    async def aclose(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await anyio.to_thread.run_sync(self._close, db)
+
+    def _close(self, db: sqlite3.Connection) -> None:
+        with self._lock:
+            db.close()
+
+    async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def locked() -> T:
+            with self._lock:
+                if self._db is None:
+                    raise StoreError(f"pending starts in {self.path} are not open")
+                try:
+                    return fn(self._db)
+                except sqlite3.Error as exc:
+                    raise translate(exc, self.path, what) from None
+
+        return await anyio.to_thread.run_sync(locked)
+
+    async def add(self, start: PendingStart) -> None:
+        s = start
+        args = (s.run_id, s.tenant, s.thread, s.graph, s.after, s.queued_at, json.dumps(s.request))
+
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute(
+                f"INSERT INTO pending_starts ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (run_id) DO NOTHING",
+                args,
+            )
+
+        await self._run("saving a pending start", insert)
+
+    async def remove(self, run_id: str) -> bool:
+        def delete(db: sqlite3.Connection) -> bool:
+            cursor = db.execute("DELETE FROM pending_starts WHERE run_id = ?", (run_id,))
+            return cursor.rowcount == 1
+
+        return await self._run("removing a pending start", delete)
+
+    async def remove_thread(self, tenant: str, thread: str) -> list[str]:
+        def delete(db: sqlite3.Connection) -> list[str]:
+            db.execute("BEGIN IMMEDIATE")  # one transaction: the ids read are the rows deleted
+            try:
+                rows = db.execute(
+                    "SELECT run_id FROM pending_starts WHERE tenant = ? AND thread = ?"
+                    " ORDER BY position",
+                    (tenant, thread),
+                ).fetchall()
+                db.execute(
+                    "DELETE FROM pending_starts WHERE tenant = ? AND thread = ?", (tenant, thread)
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return [str(r[0]) for r in rows]
+
+        return await self._run("removing a thread's pending starts", delete)
+
+    async def holds(self, run_id: str) -> bool:
+        def select(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT 1 FROM pending_starts WHERE run_id = ?", (run_id,))
+            return row.fetchone() is not None
+
+        return await self._run("reading a pending start", select)
+
+    async def all(self) -> list[PendingStart]:
+        def select(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return db.execute(f"SELECT {_COLUMNS} FROM pending_starts ORDER BY position").fetchall()
+
+        rows = await self._run("reading pending starts", select)
+        return [pending_of(row, row[6]) for row in rows]
