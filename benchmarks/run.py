@@ -22,7 +22,10 @@ W14-session (session memory's get and set, p99, in process and on Redis), W14-co
 (context assembly of a 200-turn thread into 8k tokens against a naive tiktoken fit and
 LangChain's trim_messages), W14-archive (the cold archive against one SQLite table),
 W15-api (a run started over HTTP to its first SSE event, against the runtime in process and
-``langgraph dev``; FastAPI against bare Starlette under wrk: ``server_api.py``).
+``langgraph dev``; FastAPI against bare Starlette under wrk: ``server_api.py``), W16 (scale-out
+workers on PostgreSQL: enqueue-to-start, steps/s with 1, 2 and 4 worker processes, takeover after
+SIGKILL, against DBOS queues, PgQueuer and Procrastinate: ``workers.py``, the ``bench-workers``
+extra).
 ``--quick`` finishes in under a minute; the default run is longer and more
 precise. ``--repeat N`` runs the chosen families N times and prints, per workload, the median and range across
 runs as a Markdown table (``summarize.py``); with ``--json``, every run's lines.
@@ -44,6 +47,7 @@ import context_assembly
 import memory_archive
 import server_api
 import session_memory
+import workers
 from harness import Result, Settings, Transient
 from report import environment, print_json, print_table
 from summarize import summarize
@@ -103,6 +107,7 @@ FAMILIES: dict[str, Family] = {
     "W14-context": context_assembly.measure,
     "W14-archive": memory_archive.run,
     "W15-api": server_api.run,
+    "W16": workers.run,
 }
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
