@@ -80,6 +80,10 @@ EXPECTED = {
     "ServerConfig",
     "Client",
     "AsyncClient",
+    # scale-out workers (mainspring.worker has the rest)
+    "Worker",
+    "QueueConfig",
+    "Schedule",
 }
 
 
