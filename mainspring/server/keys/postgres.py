@@ -13,79 +13,33 @@ connects, a watchdog on unanswered calls, and transient failures retried for the
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from ...errors import StoreError
-from ...store._pg_pool import Connection, ConnectionPool, close_watched, connect, open_watched
-from ...store._pg_retry import Retrier
-from ...store._pg_schema import migrate, quote_ident
-from ...store._pg_url import option, parse_url
+from ..side_tables import PostgresSideTable
 from ._core import DUMMY_HASH, KeyStoreCore, StoredKey, info_of, scopes_text, stored_of
 from .protocol import KeyInfo
 
 _LOCK = (0x4D53, 0x6B657973)  # "MS", "keys": the advisory lock the table is made under
 _COLUMNS = "key_id, tenant, scopes, name, created_at, revoked_at"
+_DDL = """key_id text COLLATE "C" PRIMARY KEY,
+    tenant text NOT NULL,
+    scopes text NOT NULL,
+    name text NOT NULL DEFAULT '',
+    created_at double precision NOT NULL,
+    revoked_at double precision,
+    secret_sha256 bytea NOT NULL"""
 
 
-class PostgresKeyStore(KeyStoreCore):
+class PostgresKeyStore(PostgresSideTable, KeyStoreCore):
     """``postgresql://...``: the keys of the server whose journal is in that schema."""
 
     def __init__(self, url: str, **options: Any) -> None:
-        super().__init__(**options)
+        KeyStoreCore.__init__(self, **options)
+        PostgresSideTable.__init__(self, url, "api_keys", _DDL, _LOCK, "the API keys")
         self.url = url
-        parsed = parse_url(url, None)
-        self._dsn, self.target = parsed.dsn, parsed.target
-        self.retry_for = option(parsed.options, "retry_for", None, float, 5.0)
-        self.call_timeout = option(
-            parsed.options, "call_timeout", None, float, max(self.retry_for / 3, 1.0), positive=True
-        )
-        self._table = f"{quote_ident(self.target.schema)}.api_keys"
-        self._retrier = Retrier(self.target, self.retry_for)
-        self._pool: ConnectionPool | None = None
-        self._watchdog: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<PostgresKeyStore {self.target} schema {self.target.schema!r}>"
-
-    async def open(self) -> None:
-        if self._pool is not None:
-            return
-        pool = ConnectionPool(self._connect, 2, self.call_timeout)
-        self._watchdog = await open_watched(
-            pool, "mainspring keys", self._retrier, 1, "making the api_keys table", self._make
-        )
-        self._pool = pool
-
-    async def _connect(self) -> Connection:
-        return await connect(self._dsn, self.call_timeout, {"application_name": "mainspring"})
-
-    async def _make(self, conn: Connection) -> None:
-        await migrate(conn, self.target)  # the store's schema, refused or made whole first
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_LOCK)
-            await conn.execute(
-                f"""CREATE TABLE IF NOT EXISTS {self._table} (
-                    key_id text COLLATE "C" PRIMARY KEY,
-                    tenant text NOT NULL,
-                    scopes text NOT NULL,
-                    name text NOT NULL DEFAULT '',
-                    created_at double precision NOT NULL,
-                    revoked_at double precision,
-                    secret_sha256 bytea NOT NULL
-                )"""
-            )
-
-    async def aclose(self) -> None:
-        pool, watchdog = self._pool, self._watchdog
-        self._pool = self._watchdog = None
-        if pool is not None and watchdog is not None:
-            await close_watched(pool, watchdog)
-
-    def _live(self) -> ConnectionPool:
-        if self._pool is None:
-            raise StoreError(f"the key store on {self.target} is not open; call open() first")
-        return self._pool
 
     async def _insert(self, row: StoredKey) -> None:
         i, pool = row.info, self._live()

@@ -16,15 +16,9 @@ store's), used from worker threads under a lock so the event loop never waits on
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Callable
 from typing import Any, TypeVar
 
-import anyio.to_thread
-
-from ...errors import StoreError
-from ...store._sqlite_errors import translate
-from ...store._sqlite_file import connect_writer, parse_url
+from ..side_tables import SQLiteSideTable
 from ._core import DUMMY_HASH, KeyStoreCore, StoredKey, info_of, scopes_text, stored_of
 from .protocol import KeyInfo
 
@@ -49,54 +43,16 @@ _LOOKUP = (
 )
 
 
-class SQLiteKeyStore(KeyStoreCore):
+class SQLiteKeyStore(SQLiteSideTable, KeyStoreCore):
     """``sqlite:///path.db``: the keys of the server whose journal is in ``path.db``."""
 
     def __init__(self, url: str, *, busy_timeout: float = 5.0, **options: Any) -> None:
-        super().__init__(**options)
+        KeyStoreCore.__init__(self, **options)
+        SQLiteSideTable.__init__(self, url, _TABLE, "the API keys", busy_timeout=busy_timeout)
         self.url = url
-        parsed = parse_url(url)
-        self.path, self._create = parsed.path, parsed.create
-        self._busy_timeout = busy_timeout
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
 
     def __repr__(self) -> str:
         return f"<SQLiteKeyStore {str(self.path)!r}>"
-
-    async def open(self) -> None:
-        if self._db is None:
-            self._db = await anyio.to_thread.run_sync(self._connect)
-
-    def _connect(self) -> sqlite3.Connection:
-        db, _ = connect_writer(self.path, create=self._create, busy_timeout=self._busy_timeout)
-        try:
-            db.execute(_TABLE)
-        except sqlite3.Error as exc:
-            db.close()
-            raise translate(exc, self.path, "making the api_keys table") from None
-        return db
-
-    async def aclose(self) -> None:
-        db, self._db = self._db, None
-        if db is not None:
-            await anyio.to_thread.run_sync(self._close, db)
-
-    def _close(self, db: sqlite3.Connection) -> None:
-        with self._lock:
-            db.close()
-
-    async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def locked() -> T:
-            with self._lock:
-                if self._db is None:
-                    raise StoreError(f"the key store {self.path} is not open; call open() first")
-                try:
-                    return fn(self._db)
-                except sqlite3.Error as exc:
-                    raise translate(exc, self.path, what) from None
-
-        return await anyio.to_thread.run_sync(locked)
 
     async def _insert(self, row: StoredKey) -> None:
         i = row.info

@@ -7,16 +7,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio.to_thread
-
-from ...errors import StoreError
-from ...store._sqlite_errors import translate
-from ...store._sqlite_file import connect_writer, parse_url
+from ..side_tables import SQLiteSideTable
 from ._record import PendingStart, pending_of
 
 T = TypeVar("T")
@@ -34,49 +28,11 @@ _TABLE = """CREATE TABLE IF NOT EXISTS pending_starts (
 _COLUMNS = "run_id, tenant, thread, graph, after, queued_at, request"
 
 
-class SQLitePendingStarts:
+class SQLitePendingStarts(SQLiteSideTable):
     """``sqlite:///path.db``: the pending starts of the server whose journal is ``path.db``."""
 
     def __init__(self, url: str, *, path: Path | None = None, busy_timeout: float = 5.0) -> None:
-        parsed = parse_url(url)
-        self.path, self._create = path or parsed.path, parsed.create  # path: the store's own
-        self._busy_timeout = busy_timeout
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-
-    async def open(self) -> None:
-        if self._db is None:
-            self._db = await anyio.to_thread.run_sync(self._connect)
-
-    def _connect(self) -> sqlite3.Connection:
-        db, _ = connect_writer(self.path, create=self._create, busy_timeout=self._busy_timeout)
-        try:
-            db.execute(_TABLE)
-        except sqlite3.Error as exc:
-            db.close()
-            raise translate(exc, self.path, "making the pending_starts table") from None
-        return db
-
-    async def aclose(self) -> None:
-        db, self._db = self._db, None
-        if db is not None:
-            await anyio.to_thread.run_sync(self._close, db)
-
-    def _close(self, db: sqlite3.Connection) -> None:
-        with self._lock:
-            db.close()
-
-    async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def locked() -> T:
-            with self._lock:
-                if self._db is None:
-                    raise StoreError(f"pending starts in {self.path} are not open")
-                try:
-                    return fn(self._db)
-                except sqlite3.Error as exc:
-                    raise translate(exc, self.path, what) from None
-
-        return await anyio.to_thread.run_sync(locked)
+        super().__init__(url, _TABLE, "pending starts", path=path, busy_timeout=busy_timeout)
 
     async def add(self, start: PendingStart) -> None:
         s = start
