@@ -175,7 +175,8 @@ def add_schedule(
 ) -> None:
     """Add (or replace) a schedule: a run of --graph in --queue at every tick of --cron."""
     from ..errors import MainspringError
-    from ..store._pg_queue import Schedule, check_queue_name
+    from ..store._pg_queue import check_queue_name
+    from ..store._pg_schedules import Schedule
     from ..worker.schedules import next_tick
 
     value = parse_json(input, "--input")

@@ -70,8 +70,9 @@ from ._lease_owners import owner_is_dead
 from ._pg_audit import Heads, PostgresAudited
 from ._pg_batch import GroupCommit, Write
 from ._pg_pool import Connection, ConnectionPool, connect, open_watched
-from ._pg_queue import PgQueues, PgSchedules
+from ._pg_queue import PgQueues
 from ._pg_retry import Retrier, log
+from ._pg_schedules import PgSchedules
 from ._pg_schema import migrate
 from ._pg_sql import event_columns, statements
 from ._pg_url import option, parse_url

@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from ..store._pg_queue import QueueConfig, QueueStats, Schedule, WorkerInfo
+from ..store._pg_queue import QueueConfig, QueueStats, WorkerInfo
+from ..store._pg_schedules import Schedule
 from .core import Worker
 from .schedules import next_tick
 

@@ -22,7 +22,7 @@ from ..graph.compiled import CompiledGraph
 
 if TYPE_CHECKING:
     from ..engine.runtime import Runtime
-    from ..store._pg_queue import PgSchedules, Schedule
+    from ..store._pg_schedules import PgSchedules, Schedule
 
 log = logging.getLogger("mainspring.worker")
 
