@@ -192,12 +192,18 @@ function row(run, usage) {
   );
 }
 
-/** A value that filters the list by itself when clicked (the page reads the new URL). */
+/** A value that filters the list by itself when clicked (the page reads the new URL).
+ * The URL is made at the click, from the filters then: a row drawn before a filter
+ * changed must not take it back. */
 function filterLink(name, value) {
-  const params = new URLSearchParams(window.location.hash.split("?")[1] || "");
-  params.set(name, value);
-  return h("a", { href: `#/runs?${params}`, class: "filter-link",
-    title: `Only runs with ${name} ${value}` }, value);
+  const target = () => {
+    const params = new URLSearchParams(window.location.hash.split("?")[1] || "");
+    params.set(name, value);
+    return `#/runs?${params}`;
+  };
+  return h("a", { href: target(), class: "filter-link",
+    title: `Only runs with ${name} ${value}`,
+    on: { click: (e) => { e.preventDefault(); window.location.hash = target(); } } }, value);
 }
 
 function dedupe(runs) {
