@@ -69,8 +69,9 @@ async def test_a_killed_workers_runs_are_taken_over_and_no_finished_effect_repea
 
     await until(taken, "B taking over A's runs")
     takeover = time.monotonic() - killed
+    # Printed, not asserted: the bound (lease TTL + 1 s) is W16-takeover's, measured in
+    # benchmarks/workers.py; a loaded CI machine must not decide a test by the clock.
     print(f"\ntakeover after SIGKILL: {takeover:.3f} s (lease TTL {TTL} s)")
-    assert takeover < TTL + 1.0 + 2.0  # the bound, with slack for a loaded machine
 
     gate.touch()
     await env.all_finished(ids)

@@ -281,16 +281,16 @@ class PgQueues:
 
     async def next_wake(self, queues: Sequence[str], owner: str) -> float | None:
         """Seconds until a run of ``queues`` may become claimable without a notification:
-        a delayed run's time comes, or another worker's lease runs out (None: neither)."""
-        # Only times still to come: a run claimable now but held back by a limit waits for
-        # a slot (a status change wakes the worker), not for this.
+        a delayed run's time comes, or another worker's lease runs out (None: neither).
+        0 for one already due (a lease that ran out as the last claim looked, or a run a
+        limit holds back): the worker backs off on those rather than spinning."""
         rows = await self._fetch(
             "looking at the queue",
             f"""SELECT min(t) - {NOW} FROM (
   SELECT CASE WHEN owner IS NULL THEN available_at ELSE lease_until END AS t
   FROM {self._s}.runs WHERE status = 'running' AND queue = ANY($1::text[])
     AND owner IS DISTINCT FROM $2 AND (owner IS NOT NULL OR available_at IS NOT NULL)
-) AS times WHERE t > {NOW}""",
+) AS times""",
             list(queues),
             owner,
         )

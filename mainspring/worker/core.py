@@ -42,6 +42,7 @@ from ..store._pg_sql import QUEUE_CHANNEL
 log = logging.getLogger("mainspring.worker")
 
 SAFETY_NET: Final = 5.0  # seconds between claims when nothing wakes the worker
+BACKOFF_FIRST: Final = 0.01  # seconds before looking again at a run due but not claimed
 
 
 class Worker:
@@ -148,9 +149,11 @@ class Worker:
         from ..store._pg_listener import PgListener
 
         assert isinstance(listener, PgListener)
+        backoff = BACKOFF_FIRST
         while not self._stop.is_set():
             await listener.ensure()  # before claiming: nothing enqueued after it is missed
             self._wake = anyio.Event()
+            claimed_before = self.claimed_total
             try:
                 full = await self._claim_round(tg)
             except StoreError as exc:
@@ -158,12 +161,20 @@ class Worker:
                 full = False
             if full and self.busy < self.concurrency:
                 continue  # a queue gave all it was asked: more may be waiting
+            if self.claimed_total > claimed_before:
+                backoff = BACKOFF_FIRST
             timeout = SAFETY_NET if listener.listening else 1.0
             if self.busy < self.concurrency:
                 queues = self.store.queues
                 try:
                     soon = await queues.next_wake(self.queues, self.runtime.owner)
                 except StoreError:
+                    soon = None
+                if soon == 0.0:
+                    # Due already, yet not claimed: a lease that ran out just after the
+                    # claim looked (try again at once), or a run a limit holds back (a
+                    # freed slot is announced; look again less and less often meanwhile).
+                    timeout, backoff = min(timeout, backoff), min(backoff * 2, SAFETY_NET)
                     soon = None
                 for wait in (soon, queues.refill_wait(self.queues)):
                     if wait is not None:
