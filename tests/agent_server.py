@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
-import uvicorn
 from fastapi import FastAPI
 
 from mainspring.agents import Agent
@@ -38,6 +36,7 @@ from mainspring.server import create_app
 from mainspring.server.config import ServerConfig
 from mainspring.server.keys.protocol import KeyInfo, KeyStore, Principal, Scope
 from mainspring.tools import tool
+from tests.server_harness import serving
 
 ANSWER = "It is sunny in Paris today."
 
@@ -152,23 +151,7 @@ def build_app(tmp_path: Path, model: GatedModel, keys: MemoryKeys | None = None)
     )
 
 
-@asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """Serve ``app`` on a free port of 127.0.0.1 for the block; yields its base URL.
-
-    The socket listens before the server starts, so a client may connect at once (its
-    connection waits in the backlog until the app's lifespan has started)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
-    sock.close()
+def serve(app: FastAPI) -> AbstractAsyncContextManager[str]:
+    """Serve ``app`` on a free port of 127.0.0.1 for the block; yields its base URL
+    (``tests/server_harness.py``: a client may connect at once)."""
+    return serving(app)

@@ -16,14 +16,19 @@ from starlette.types import ASGIApp
 
 
 @contextlib.asynccontextmanager
-async def serving(app: ASGIApp) -> AsyncIterator[str]:
-    """Serve ``app`` for the block; its base URL (``http://127.0.0.1:PORT``)."""
+async def serving(app: ASGIApp, *, graceful: int | None = None) -> AsyncIterator[str]:
+    """Serve ``app`` for the block; its base URL (``http://127.0.0.1:PORT``). The socket
+    listens before uvicorn starts, so a client that connects at once waits in the backlog.
+    ``graceful``: seconds uvicorn gives open connections when the block ends."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        app, lifespan="on", log_level="warning", access_log=False,
+        timeout_graceful_shutdown=graceful,
+    )  # fmt: skip
     server = uvicorn.Server(config)
     try:
         async with anyio.create_task_group() as tg:

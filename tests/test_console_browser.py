@@ -18,15 +18,11 @@ import contextlib
 import os
 import re
 import shutil
-import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import pytest
-import uvicorn
 from starlette.types import ASGIApp
 
 from mainspring.server import create_app
@@ -34,6 +30,7 @@ from mainspring.server.config import ServerConfig
 from tests.cli_graphs import pair
 from tests.conftest import service_missing
 from tests.console_graphs import STORY, chat, mail, models
+from tests.server_harness import serving as harness_serving
 
 pytestmark = pytest.mark.anyio
 
@@ -58,28 +55,9 @@ def chromium_path() -> str:
     return path
 
 
-@contextlib.asynccontextmanager
-async def serving(app: ASGIApp) -> AsyncIterator[str]:
-    """Serve ``app`` on a free 127.0.0.1 port for the block; its base URL. The socket listens
-    before uvicorn starts, so a client that connects at once waits in the backlog."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=2
-    )
-    server = uvicorn.Server(config)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve, [sock])
-            try:
-                yield f"http://127.0.0.1:{port}"
-            finally:
-                server.should_exit = True
-    finally:
-        sock.close()
+def serving(app: ASGIApp) -> contextlib.AbstractAsyncContextManager[str]:
+    """The app served for the block (``tests/server_harness.py``), its streams given 2 s."""
+    return harness_serving(app, graceful=2)
 
 
 class Shots:
