@@ -12,8 +12,12 @@ and samples of one round see the same noise. ``spread`` says how noisy it was.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
+import signal
 import statistics
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -242,3 +246,17 @@ def sync_sampler(fn: Callable[[], object], calls: int, per: int = 1) -> Sampler:
 
 
 US = 1e6  # seconds -> microseconds
+
+
+def stop_group(process: subprocess.Popen[Any]) -> None:
+    """End a subprocess started in a session of its own: SIGTERM to its process group, then
+    SIGKILL if it is not gone within 10 s."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)

@@ -65,7 +65,7 @@ from typing import Any
 from mainspring import Runtime
 
 from graphs import ms_linear
-from harness import Result, Settings, at_least, skipped
+from harness import Result, Settings, at_least, skipped, stop_group
 from report import environment, print_json, print_table
 
 HERE = Path(__file__).resolve().parent
@@ -164,14 +164,7 @@ class Server:
     log: Path | None = None
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+        stop_group(self.process)
 
 
 def spawn(name: str, *args: str) -> Server:

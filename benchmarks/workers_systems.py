@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import stop_group
 from workers_jobs import DBOS_APP, DBOS_WORKFLOW, MS_GRAPH, QUEUE, STEPS, TASK
 from workers_probe import Probe
 
@@ -58,14 +59,7 @@ class Proc:
         self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+        stop_group(self.process)
 
     def tell(self, line: str) -> None:
         assert self.process.stdin is not None
