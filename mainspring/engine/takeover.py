@@ -16,7 +16,7 @@ from typing import Any, Final
 import anyio
 
 from ..errors import RunStateError, StoreError
-from ..events import Cancelled, Resumed
+from ..events import Cancelled, Failed, Resumed
 from ..graph.compiled import CompiledGraph
 from ..status import RunStatus
 from ..store import RunQuery, RunRecord, appends_now
@@ -138,8 +138,16 @@ async def cancel_run(runs: Runs, run_id: str, actor: str | None = None) -> None:
     for child in await runs.store.list_runs(RunQuery(parent_run_id=run_id)):
         if not child.status.terminal:
             await cancel_run(runs, child.run_id, actor)
+    await end_run(runs, run_id, fence, Cancelled("cancelled by request", actor=actor))
+
+
+async def end_run(
+    runs: Runs, run_id: str, fence: int, end: Cancelled | Failed, error: str | None = None
+) -> None:
+    """Write the end of a run nobody drives (its lease just claimed, ``fence``) through a
+    journal writer of its own: a cancel here, a poisoned run failed by a worker."""
+    services, store = runs.services, runs.store
     record = await runs.record(run_id)
-    store = runs.store
     writer = JournalWriter(
         services,
         run_id,
@@ -151,8 +159,10 @@ async def cancel_run(runs: Runs, run_id: str, actor: str | None = None) -> None:
         append_now=store.append_now if appends_now(store) else None,
     )
     writer.fence = fence
-    writer.record(Cancelled("cancelled by request", actor=actor))
-    await writer.commit(RunStatus.CANCELLED)
+    writer.record(end)
+    await writer.commit(
+        RunStatus.CANCELLED if isinstance(end, Cancelled) else RunStatus.FAILED, error
+    )
     runs.registry.signal(run_id)
 
 

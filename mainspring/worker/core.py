@@ -29,13 +29,12 @@ from typing import Final
 import anyio
 
 from ..engine.driver import RunDriver
-from ..engine.journal import JournalWriter
 from ..engine.queueing import STATUS_CHANNEL, QueueStore, has_queues
 from ..engine.runtime import Runtime
+from ..engine.takeover import end_run
 from ..errors import MainspringError, RunStateError, StoreError
 from ..events import ErrorInfo, Failed
 from ..status import Durability, RunStatus
-from ..store import appends_now
 from ..store._pg_queue import CANCEL_CHANNEL, Claimed, QueueConfig, check_queue_name
 from ..store._pg_sql import QUEUE_CHANNEL
 
@@ -260,27 +259,13 @@ class Worker:
     async def _fail_poisoned(self, claim: Claimed) -> None:
         """End a run that keeps killing its workers: failed, with why, in its journal."""
         rt = self.runtime
-        record = await rt._runs.record(claim.run_id)
         message = (
             f"poisoned: {claim.deaths} workers died or froze while driving this run "
             f"(max_attempts={claim.max_attempts} for queue {claim.queue!r}); not retried again. "
             "Inspect its journal (`mainspring show RUN`), fix the cause, then fork it to run again"
         )
-        store = rt.store
-        writer = JournalWriter(
-            rt.services,
-            claim.run_id,
-            record.last_seq,
-            store=store,
-            durability=record.durability,
-            check_json=rt.services.check_json,
-            listeners=rt.services.listeners,
-            append_now=store.append_now if appends_now(store) else None,
-        )
-        writer.fence = claim.fence
-        writer.record(Failed(ErrorInfo("PoisonedRunError", message)))
-        await writer.commit(RunStatus.FAILED, message)
-        rt.services.registry.signal(claim.run_id)
+        error = Failed(ErrorInfo("PoisonedRunError", message))
+        await end_run(rt._runs, claim.run_id, claim.fence, error, message)
         log.error("run %s of queue %s failed as poisoned", claim.run_id, claim.queue)
 
     # -- notifications and heartbeat ---------------------------------------------------------
