@@ -100,7 +100,7 @@ async def test_limits_per_tenant_per_key_and_in_all_hold_across_claims(
         await q.configure(QueueConfig("q", per_tenant=2, per_key=1))  # no limit in all
         second = await q.claim("q", "w2", 30, 10)
         assert second == []  # a is at 2, the key k at 1: nothing else may start
-        await q.hand_back(first[0].run_id, "w1")  # a slot frees (and the run waits again)
+        await api.store.release(first[0].run_id, "w1")  # a slot frees (and the run waits again)
         third = await q.claim("q", "w2", 30, 10)
         assert [c.run_id for c in third] == [first[0].run_id]
 

@@ -94,9 +94,10 @@ async def resume_run(
         if isinstance(outcome, Exception):
             raise outcome from None
         raise
-    if record.queue is not None and has_queues(runs.store):
-        # A queued run is its queue's workers' to drive: hand it to them.
-        await runs.store.queues.hand_back(run_id, runs.services.owner)
+    if record.queue is not None:
+        # A queued run is its queue's workers' to drive: its lease back, they are woken
+        # (the store's release of a queued run notifies its queue).
+        await runs.store.release(run_id, runs.services.owner)
         return None
     runs.spawn(driver)
     return driver

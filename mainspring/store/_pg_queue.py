@@ -317,18 +317,6 @@ RETURNING owner, pg_notify('{CANCEL_CHANNEL}', '{self.schema}:' || run_id)""",
         )
         return rows[0][0] if rows else None
 
-    async def hand_back(self, run_id: str, owner: str) -> None:
-        """Give a run's lease back so another worker takes it now (a drain that ran out)."""
-        await self._fetch(
-            f"handing back run {run_id!r}",
-            f"""UPDATE {self._s}.runs SET owner = NULL, lease_until = NULL
-WHERE run_id = $1 AND owner = $2
-RETURNING CASE WHEN queue IS NOT NULL
-  THEN pg_notify('{QUEUE_CHANNEL}', '{self.schema}:' || queue) END""",
-            run_id,
-            owner,
-        )
-
     async def defer(self, run_id: str, owner: str, seconds: float) -> None:
         """Give a run back for later (this worker cannot drive it: an unknown graph, a
         store error): no worker takes it for ``seconds``, then any may."""
